@@ -1,0 +1,158 @@
+//! Wiring: opens the store, starts the writer, the scrapers, the downsampler and the HTTP
+//! server, and stops them in dependency order. The only place that spawns long-lived tasks.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::clock::SharedClock;
+use crate::config::{Settings, duration_ms};
+use crate::hub::Hub;
+use crate::scrape::health::{HealthBoard, TargetHealth};
+use crate::scrape::increase::TargetState;
+use crate::scrape::{self, Target};
+use crate::store::downsample::{self, Plan};
+use crate::store::{Store, WriterStats, query, write};
+use crate::web::{self, AppState};
+
+/// Events kept for `Last-Event-ID` resume.
+const RING_EVENTS: usize = 256;
+/// Events a live client may fall behind before it is cut.
+const CLIENT_BUFFER: usize = 64;
+/// Ticks the writer queue holds before batches are dropped.
+const WRITE_QUEUE: usize = 64;
+
+/// Runs zai-dash on `listener` until `shutdown` is cancelled, then stops within the grace
+/// period: readiness turns 503 first, then the server and scrapers stop, the ticker flushes its
+/// last buckets, the writer commits them, and the store closes.
+pub async fn run(
+    settings: Settings,
+    clock: SharedClock,
+    listener: TcpListener,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let settings = Arc::new(settings);
+    let store = open_store(&settings).await?;
+    let (targets, seed) = load_targets(&store, &settings, clock.now_ms()).await?;
+    let health = HealthBoard::new(
+        targets.iter().map(|t| TargetHealth::new(t.id, t.spec.url.to_string(), t.spec.initial_variant())).collect(),
+    );
+    let hub = Hub::new(u64::try_from(clock.now_ms()).unwrap_or(0), RING_EVENTS, CLIENT_BUFFER);
+    let writer_stats = Arc::new(WriterStats::default());
+    let tracker = TaskTracker::new();
+    let stop = CancellationToken::new();
+
+    let (queue, rx) = write::channel(WRITE_QUEUE, writer_stats.clone());
+    tracker.spawn(write::run_writer(store.clone(), rx, hub.clone(), writer_stats.clone(), settings.rollup_ms()));
+    scrape::spawn(&tracker, &stop, settings.clone(), clock.clone(), targets, health.clone(), queue, &seed);
+    tracker.spawn(downsample_loop(store.clone(), settings.clone(), clock.clone(), stop.clone()));
+
+    let ready = Arc::new(AtomicBool::new(true));
+    let state = AppState {
+        settings: settings.clone(),
+        store,
+        hub,
+        health,
+        clock,
+        ready: ready.clone(),
+        stopping: stop.clone(),
+        writer: writer_stats,
+    };
+    let server = axum::serve(listener, web::router(state)).with_graceful_shutdown(stop.clone().cancelled_owned());
+    let server = tokio::spawn(async move { server.await });
+
+    shutdown.cancelled().await;
+    ready.store(false, Ordering::SeqCst);
+    tracing::info!("Shutting down: readiness is 503, stopping scrapers and the server.");
+    tokio::time::sleep(drain_delay(settings.shutdown_grace)).await;
+    stop.cancel();
+    tracker.close();
+    let finished = tokio::time::timeout(settings.shutdown_grace, async {
+        let _ = server.await;
+        tracker.wait().await;
+    })
+    .await;
+    match finished {
+        Ok(()) => {
+            tracing::info!("Stopped cleanly; every committed row is on disk.");
+            Ok(())
+        }
+        Err(_) => anyhow::bail!("shutdown did not finish within SHUTDOWN_GRACE ({:?})", settings.shutdown_grace),
+    }
+}
+
+/// How long readiness reports 503 before the listener closes, so load balancers stop sending
+/// traffic first: a tenth of the grace period, at most one second.
+fn drain_delay(grace: Duration) -> Duration {
+    (grace / 10).min(Duration::from_secs(1))
+}
+
+async fn open_store(settings: &Settings) -> anyhow::Result<Store> {
+    let path = settings.db_path.clone();
+    tokio::task::spawn_blocking(move || Store::open(&path))
+        .await?
+        .with_context(|| format!("cannot open the database at DB_PATH {}", settings.db_path.display()))
+}
+
+/// Registers configured targets, restores their scrape state, and reads every target's latest
+/// row (running totals for the first live points).
+async fn load_targets(
+    store: &Store,
+    settings: &Settings,
+    now_ms: i64,
+) -> anyhow::Result<(Vec<Target>, Vec<crate::point::TargetRow>)> {
+    let specs = settings.targets.clone();
+    let pairs: Vec<(String, String)> = specs.iter().map(|t| (t.url.to_string(), t.initial_variant())).collect();
+    let (stored, seed) = store
+        .with_conn(move |c| Ok((query::register_targets(c, &pairs, now_ms)?, query::latest_rows(c)?)))
+        .await
+        .context("cannot read targets from the database")?;
+    let targets =
+        specs.into_iter().zip(stored).map(|(spec, st)| Target { id: st.id, state: restore_state(&st), spec }).collect();
+    Ok((targets, seed))
+}
+
+fn restore_state(t: &query::StoredTarget) -> TargetState {
+    match t.state.as_deref().map(serde_json::from_str::<TargetState>) {
+        None => TargetState::default(),
+        Some(Ok(s)) => s,
+        Some(Err(e)) => {
+            tracing::warn!(target_url = %t.url, error = %e, "Stored scrape state is unreadable; the next scrape is a new baseline.");
+            TargetState::default()
+        }
+    }
+}
+
+async fn downsample_loop(store: Store, settings: Arc<Settings>, clock: SharedClock, stop: CancellationToken) {
+    let plan = Plan {
+        rollup_ms: settings.rollup_ms(),
+        settle_ms: 2 * settings.point_ms() + 1_000,
+        retention_raw_ms: duration_ms(settings.retention_5s),
+        retention_rollup_ms: duration_ms(settings.retention_1m),
+    };
+    let mut interval = tokio::time::interval(settings.downsample_interval);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            biased;
+            () = stop.cancelled() => break,
+            _ = interval.tick() => {}
+        }
+        let now = clock.now_ms();
+        match store.with_conn(move |c| downsample::run_once(c, now, plan)).await {
+            Ok(r) => tracing::debug!(
+                rolled = r.rolled_rows,
+                deleted_raw = r.deleted_raw,
+                deleted_rollup = r.deleted_rollup,
+                duration_ms = r.duration_ms,
+                "Downsample run finished."
+            ),
+            Err(e) => tracing::warn!(error = %e, "Downsample run failed; it will be retried next interval."),
+        }
+    }
+}

@@ -1,0 +1,378 @@
+//! Command line and environment configuration, validated into [`Settings`].
+//!
+//! Every setting is a clap flag with the environment variable of the same name as fallback, so
+//! the Go dashboard's variables (`LISTEN_ADDR`, `SCRAPE_TARGETS`, ...) work unchanged. Values are
+//! taken as strings and checked here rather than by clap, so that every bad value gets one
+//! sentence naming the setting. Unlike the Go dashboard, a value that does not parse refuses to
+//! start instead of silently falling back to a default. Nothing downstream sees raw [`ServeArgs`].
+
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use url::Url;
+
+use crate::scrape::variant::{is_valid_variant, variant_from_url};
+
+/// `zai-dash`: observability for LLM API proxies.
+#[derive(Debug, Parser)]
+#[command(name = "zai-dash", version = crate::VERSION, about, long_about = None)]
+pub struct Cli {
+    /// Log line format.
+    #[arg(long, env = "LOG_FORMAT", value_enum, default_value_t = LogFormat::Text, global = true)]
+    pub log_format: LogFormat,
+    /// What to run.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// How log lines are written to stderr.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line, for log collectors.
+    Json,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Scrape the targets, store the series and serve the API, live events and pages.
+    Serve(ServeArgs),
+}
+
+/// Flags of `zai-dash serve`. Durations are humantime strings (`500ms`, `5s`, `24h`, `7d`).
+#[derive(Debug, Clone, Args)]
+pub struct ServeArgs {
+    /// Address to listen on; Go's `:8080` form means all interfaces.
+    #[arg(long, env = "LISTEN_ADDR", default_value = ":8080")]
+    pub listen_addr: String,
+    /// Comma-separated `/metrics` URLs, each optionally prefixed with `VARIANT=`.
+    #[arg(long, env = "SCRAPE_TARGETS", default_value = "")]
+    pub scrape_targets: String,
+    /// Time between two scrapes of one target.
+    #[arg(long, env = "SCRAPE_INTERVAL", default_value = "5s")]
+    pub scrape_interval: String,
+    /// Give up on a scrape after this long; must be shorter than the interval.
+    #[arg(long, env = "SCRAPE_TIMEOUT", default_value = "3s")]
+    pub scrape_timeout: String,
+    /// SQLite database file; its directory is created when missing.
+    #[arg(long, env = "DB_PATH", default_value = "./data/zai-dash.db")]
+    pub db_path: PathBuf,
+    /// How long 5-second rows are kept.
+    #[arg(long, env = "RETENTION_5S", default_value = "24h")]
+    pub retention_5s: String,
+    /// How long 1-minute rows are kept.
+    #[arg(long, env = "RETENTION_1M", default_value = "168h")]
+    pub retention_1m: String,
+    /// How often complete minutes are rolled up and retention is enforced.
+    #[arg(long, env = "DOWNSAMPLE_INTERVAL", default_value = "1m")]
+    pub downsample_interval: String,
+    /// How long shutdown may take before the process gives up and exits non-zero.
+    #[arg(long, env = "SHUTDOWN_GRACE", default_value = "10s")]
+    pub shutdown_grace: String,
+}
+
+/// One configured scrape target.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TargetSpec {
+    /// The `/metrics` URL.
+    pub url: Url,
+    /// The variant given explicitly as `NAME=URL`; it wins over labels and URL rules.
+    pub variant: Option<String>,
+}
+
+impl TargetSpec {
+    /// The variant to use before the target's first successful scrape.
+    pub fn initial_variant(&self) -> String {
+        self.variant.clone().unwrap_or_else(|| variant_from_url(self.url.as_str()).to_owned())
+    }
+}
+
+/// Validated settings; the only configuration the rest of the program sees.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Where the HTTP server listens.
+    pub listen_addr: SocketAddr,
+    /// What to scrape.
+    pub targets: Vec<TargetSpec>,
+    /// Time between two scrapes of a target.
+    pub scrape_interval: Duration,
+    /// Per-scrape timeout, always below the interval.
+    pub scrape_timeout: Duration,
+    /// SQLite file.
+    pub db_path: PathBuf,
+    /// Retention of `metrics_5s`.
+    pub retention_5s: Duration,
+    /// Retention of `metrics_1m`.
+    pub retention_1m: Duration,
+    /// Period of the rollup and retention job.
+    pub downsample_interval: Duration,
+    /// Upper bound on a graceful shutdown.
+    pub shutdown_grace: Duration,
+    /// Width of a raw point (5 s in production; tests shrink it so they need not wait).
+    pub point_width: Duration,
+    /// Width of a rolled-up point (1 min in production).
+    pub rollup_width: Duration,
+    /// Largest accepted `/metrics` body; a larger one is a failed scrape.
+    pub max_body_bytes: usize,
+}
+
+/// A configuration problem, phrased as one sentence that names the setting.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct ConfigError(pub String);
+
+fn bad(msg: impl Into<String>) -> ConfigError {
+    ConfigError(msg.into())
+}
+
+/// Default width of a raw point.
+pub const POINT_WIDTH: Duration = Duration::from_secs(5);
+/// Default width of a rolled-up point.
+pub const ROLLUP_WIDTH: Duration = Duration::from_secs(60);
+/// Default cap on a scraped body (16 MiB).
+pub const MAX_BODY_BYTES: usize = 16 * 1024 * 1024;
+
+impl ServeArgs {
+    /// Checks every value and turns the strings into typed [`Settings`].
+    pub fn validate(&self) -> Result<Settings, ConfigError> {
+        let scrape_interval = parse_duration("SCRAPE_INTERVAL", &self.scrape_interval)?;
+        let scrape_timeout = parse_duration("SCRAPE_TIMEOUT", &self.scrape_timeout)?;
+        if scrape_timeout >= scrape_interval {
+            return Err(bad(format!(
+                "SCRAPE_TIMEOUT ({}) must be shorter than SCRAPE_INTERVAL ({}), or scrapes of one target would overlap.",
+                self.scrape_timeout, self.scrape_interval
+            )));
+        }
+        let retention_5s = parse_duration("RETENTION_5S", &self.retention_5s)?;
+        let retention_1m = parse_duration("RETENTION_1M", &self.retention_1m)?;
+        let downsample_interval = parse_duration("DOWNSAMPLE_INTERVAL", &self.downsample_interval)?;
+        if retention_5s < 2 * ROLLUP_WIDTH + downsample_interval {
+            return Err(bad(format!(
+                "RETENTION_5S ({}) must be at least 2m plus DOWNSAMPLE_INTERVAL ({}), so raw rows live until they are rolled up.",
+                self.retention_5s, self.downsample_interval
+            )));
+        }
+        if retention_1m < ROLLUP_WIDTH {
+            return Err(bad(format!("RETENTION_1M ({}) must be at least 1m.", self.retention_1m)));
+        }
+        Ok(Settings {
+            listen_addr: parse_listen_addr("LISTEN_ADDR", &self.listen_addr)?,
+            targets: parse_targets(&self.scrape_targets)?,
+            scrape_interval,
+            scrape_timeout,
+            db_path: prepare_db_path(&self.db_path)?,
+            retention_5s,
+            retention_1m,
+            downsample_interval,
+            shutdown_grace: parse_duration("SHUTDOWN_GRACE", &self.shutdown_grace)?,
+            point_width: POINT_WIDTH,
+            rollup_width: ROLLUP_WIDTH,
+            max_body_bytes: MAX_BODY_BYTES,
+        })
+    }
+}
+
+impl Settings {
+    /// Settings for tests: the given targets and database, loopback port 0, short timings.
+    pub fn for_tests(targets: Vec<TargetSpec>, db_path: PathBuf) -> Self {
+        Self {
+            listen_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            targets,
+            scrape_interval: Duration::from_millis(200),
+            scrape_timeout: Duration::from_millis(150),
+            db_path,
+            retention_5s: Duration::from_secs(24 * 3600),
+            retention_1m: Duration::from_secs(7 * 24 * 3600),
+            downsample_interval: Duration::from_secs(60),
+            shutdown_grace: Duration::from_secs(5),
+            point_width: Duration::from_millis(500),
+            rollup_width: Duration::from_secs(6),
+            max_body_bytes: MAX_BODY_BYTES,
+        }
+    }
+
+    /// Width of a raw point in milliseconds.
+    pub fn point_ms(&self) -> i64 {
+        duration_ms(self.point_width)
+    }
+
+    /// Width of a rolled-up point in milliseconds.
+    pub fn rollup_ms(&self) -> i64 {
+        duration_ms(self.rollup_width)
+    }
+}
+
+/// A duration in whole milliseconds, saturating.
+pub fn duration_ms(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
+/// Parses a positive humantime duration, naming `setting` on failure.
+pub fn parse_duration(setting: &str, value: &str) -> Result<Duration, ConfigError> {
+    let d = humantime::parse_duration(value.trim()).map_err(|e| {
+        bad(format!("{setting} has an invalid duration {value:?} ({e}); use forms like 500ms, 5s, 24h or 7d."))
+    })?;
+    if d.is_zero() {
+        return Err(bad(format!("{setting} must be longer than zero.")));
+    }
+    Ok(d)
+}
+
+/// Accepts `host:port`, `[v6]:port` and Go's `:port` (all interfaces).
+pub fn parse_listen_addr(setting: &str, value: &str) -> Result<SocketAddr, ConfigError> {
+    let v = value.trim();
+    let full = if v.starts_with(':') { format!("0.0.0.0{v}") } else { v.to_owned() };
+    full.to_socket_addrs()
+        .ok()
+        .and_then(|mut addrs| addrs.next())
+        .ok_or_else(|| bad(format!("{setting} {value:?} is not an address like :8080 or 127.0.0.1:8080.")))
+}
+
+/// Parses `SCRAPE_TARGETS`: comma-separated `URL` or `VARIANT=URL` entries.
+pub fn parse_targets(value: &str) -> Result<Vec<TargetSpec>, ConfigError> {
+    let mut targets: Vec<TargetSpec> = Vec::new();
+    for entry in value.split(',').map(str::trim).filter(|e| !e.is_empty()) {
+        let target = parse_target(entry)?;
+        if targets.iter().any(|t| t.url == target.url) {
+            return Err(bad(format!("SCRAPE_TARGETS lists {} twice.", target.url)));
+        }
+        targets.push(target);
+    }
+    if targets.is_empty() {
+        return Err(bad(
+            "SCRAPE_TARGETS is empty: give at least one /metrics URL, e.g. SCRAPE_TARGETS=http://zai-proxy:8080/metrics.",
+        ));
+    }
+    Ok(targets)
+}
+
+fn parse_target(entry: &str) -> Result<TargetSpec, ConfigError> {
+    let (variant, url_text) = match entry.split_once('=') {
+        Some((name, rest)) if !name.contains("://") && !name.contains('/') => {
+            let name = name.trim().to_ascii_lowercase();
+            if !is_valid_variant(&name) {
+                return Err(bad(format!(
+                    "SCRAPE_TARGETS entry {entry:?} has an invalid variant name {name:?}; use 1-64 characters of a-z 0-9 _ . -."
+                )));
+            }
+            (Some(name), rest.trim())
+        }
+        _ => (None, entry),
+    };
+    let url =
+        Url::parse(url_text).map_err(|e| bad(format!("SCRAPE_TARGETS entry {entry:?} is not a valid URL ({e}).")))?;
+    if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
+        return Err(bad(format!("SCRAPE_TARGETS entry {entry:?} must be an http:// or https:// URL with a host.")));
+    }
+    Ok(TargetSpec { url, variant })
+}
+
+/// Creates the database directory and checks that it is writable.
+fn prepare_db_path(path: &std::path::Path) -> Result<PathBuf, ConfigError> {
+    let dir = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    std::fs::create_dir_all(&dir)
+        .map_err(|e| bad(format!("DB_PATH {}: cannot create directory {} ({e}).", path.display(), dir.display())))?;
+    let probe = dir.join(format!(".zai-dash-write-test-{}", std::process::id()));
+    std::fs::write(&probe, b"")
+        .and_then(|()| std::fs::remove_file(&probe))
+        .map_err(|e| bad(format!("DB_PATH {}: directory {} is not writable ({e}).", path.display(), dir.display())))?;
+    Ok(path.to_path_buf())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args() -> ServeArgs {
+        ServeArgs {
+            listen_addr: ":8080".into(),
+            scrape_targets: "http://a:8080/metrics".into(),
+            scrape_interval: "5s".into(),
+            scrape_timeout: "3s".into(),
+            db_path: std::env::temp_dir().join("zai-dash-config-test/x.db"),
+            retention_5s: "24h".into(),
+            retention_1m: "7d".into(),
+            downsample_interval: "1m".into(),
+            shutdown_grace: "10s".into(),
+        }
+    }
+
+    fn err(a: ServeArgs) -> String {
+        a.validate().err().map(|e| e.to_string()).unwrap_or_default()
+    }
+
+    #[test]
+    fn defaults_validate() {
+        let s = args().validate().unwrap();
+        assert_eq!(s.listen_addr.port(), 8080);
+        assert_eq!(s.retention_1m, Duration::from_secs(7 * 86_400));
+    }
+
+    #[test]
+    fn timeout_not_below_interval_is_refused() {
+        let mut a = args();
+        a.scrape_timeout = "5s".into();
+        assert!(err(a).starts_with("SCRAPE_TIMEOUT"));
+    }
+
+    #[test]
+    fn bad_duration_names_the_setting() {
+        let mut a = args();
+        a.scrape_interval = "5 parsecs".into();
+        assert!(err(a).starts_with("SCRAPE_INTERVAL has an invalid duration"));
+        let mut a = args();
+        a.retention_5s = "0s".into();
+        assert!(err(a).starts_with("RETENTION_5S"));
+    }
+
+    #[test]
+    fn empty_or_bad_targets_are_refused() {
+        let mut a = args();
+        a.scrape_targets = " , ".into();
+        assert!(err(a).starts_with("SCRAPE_TARGETS is empty"));
+        let mut a = args();
+        a.scrape_targets = "not a url".into();
+        assert!(err(a).contains("is not a valid URL"));
+        let mut a = args();
+        a.scrape_targets = "ftp://x/metrics".into();
+        assert!(err(a).contains("http:// or https://"));
+        let mut a = args();
+        a.scrape_targets = "Bad Name=http://x/metrics".into();
+        assert!(err(a).contains("invalid variant name"));
+    }
+
+    #[test]
+    fn targets_with_explicit_variants_and_query_strings() {
+        let t = parse_targets("canary=http://c:1/metrics, http://p:2/metrics?x=1").unwrap();
+        assert_eq!(t[0].variant.as_deref(), Some("canary"));
+        assert_eq!(t[1].variant, None);
+        assert_eq!(t[1].url.as_str(), "http://p:2/metrics?x=1");
+        assert_eq!(t[1].initial_variant(), "production");
+    }
+
+    #[test]
+    fn duplicate_targets_are_refused() {
+        assert!(parse_targets("http://a/metrics,http://a/metrics").is_err());
+    }
+
+    #[test]
+    fn listen_addr_forms() {
+        assert_eq!(parse_listen_addr("L", ":9").unwrap().port(), 9);
+        assert!(parse_listen_addr("L", "127.0.0.1:0").unwrap().ip().is_loopback());
+        assert!(parse_listen_addr("L", "nonsense").is_err());
+    }
+
+    #[test]
+    fn unwritable_db_path_is_refused() {
+        let mut a = args();
+        a.db_path = PathBuf::from("/proc/zai-dash/x.db");
+        assert!(err(a).starts_with("DB_PATH"));
+    }
+}

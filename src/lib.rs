@@ -1,0 +1,30 @@
+//! zai-dash: scrapes zai-proxy `/metrics` endpoints into SQLite and serves correct, windowed
+//! numbers over REST, Server-Sent Events and server-rendered pages.
+//!
+//! # Layout
+//! - [`config`]: flags and environment into validated [`config::Settings`].
+//! - [`scrape`]: one task per target (fetch, parse, increases, health) and the bucket ticker.
+//! - [`point`]: the domain model: rows of increases, histograms, points per variant.
+//! - [`store`]: SQLite (WAL): the single writer, rollups and retention, range queries.
+//! - [`hub`]: live fan-out of points with a resume ring.
+//! - [`web`]: router, JSON API, SSE adapter, pages, error mapping.
+//! - [`app`]: wiring and ordered shutdown; [`clock`]: the injectable wall clock.
+//!
+//! Data flow: scrape task → ticker (one batch per 5 s bucket) → writer (one transaction) →
+//! hub (SSE); downsampler: `metrics_5s` → `metrics_1m`; API reads both tables.
+
+#![warn(missing_docs)]
+
+pub mod app;
+pub mod clock;
+pub mod config;
+pub mod hub;
+pub mod point;
+pub mod scrape;
+pub mod shutdown;
+pub mod store;
+pub mod telemetry;
+pub mod web;
+
+/// The version, from the `VERSION` file.
+pub const VERSION: &str = env!("ZAI_DASH_VERSION");

@@ -1,0 +1,405 @@
+//! The domain model: what one target contributes to one bucket ([`TargetRow`]), and how rows
+//! become the points the API and the live stream serve ([`aggregate`]).
+//!
+//! A row holds *increases* since the target's previous successful scrape (never lifetime
+//! totals), the reset-corrected running totals the Go API's cumulative fields need, and gauges.
+//! Everything a point shows is derived from these at read time, so the 5 s table, the 1 min
+//! table and re-bucketed answers share one code path.
+
+pub mod aggregate;
+pub mod histogram;
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+
+pub use aggregate::{Point, PointBuilder};
+pub use histogram::Histogram;
+
+/// Token directions, in the order used by the `[f64; 4]` arrays below.
+pub const DIRECTIONS: [&str; 4] = ["input", "output", "cache_read", "cache_write"];
+/// Rate limit adjustment directions, in the order of [`Counts::adjustments`].
+pub const ADJUSTMENTS: [&str; 3] = ["increase", "decrease", "probe"];
+
+/// Sum and count of a size histogram, for averages.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct SumCount {
+    /// Sum of observations.
+    pub sum: f64,
+    /// Number of observations.
+    pub count: f64,
+}
+
+impl SumCount {
+    fn add(&mut self, o: &SumCount) {
+        self.sum += o.sum;
+        self.count += o.count;
+    }
+}
+
+/// Increases of every counter family we show, over one row's interval.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Counts {
+    /// Requests by HTTP status code.
+    pub requests: BTreeMap<String, f64>,
+    /// Tokens by model, per direction ([`DIRECTIONS`]), summed over pricing tiers.
+    pub tokens: BTreeMap<String, [f64; 4]>,
+    /// Estimated USD cost by model, per direction.
+    pub cost: BTreeMap<String, [f64; 4]>,
+    /// Upstream errors by `error_type`.
+    pub upstream_errors: BTreeMap<String, f64>,
+    /// Retries by `reason`, including the generic `retry` series.
+    pub retries: BTreeMap<String, f64>,
+    /// Capacity rejections (503 at `MAX_WORKERS`).
+    pub rejections: f64,
+    /// Rate limit adjustments by direction ([`ADJUSTMENTS`]).
+    pub adjustments: [f64; 3],
+    /// Request size observations.
+    pub request_size: SumCount,
+    /// Response size observations.
+    pub response_size: SumCount,
+    /// Request duration buckets, summed over all label sets.
+    pub duration: Histogram,
+    /// Time to first token buckets, when the target exports them.
+    pub ttft: Histogram,
+    /// Time per output token buckets, when the target exports them.
+    pub tpot: Histogram,
+}
+
+fn add_map<V: Copy + Default>(into: &mut BTreeMap<String, V>, from: &BTreeMap<String, V>, add: fn(&mut V, &V)) {
+    for (k, v) in from {
+        add(into.entry(k.clone()).or_default(), v);
+    }
+}
+
+fn add_f64(a: &mut f64, b: &f64) {
+    *a += b;
+}
+
+fn add_arr<const N: usize>(a: &mut [f64; N], b: &[f64; N]) {
+    for (x, y) in a.iter_mut().zip(b) {
+        *x += y;
+    }
+}
+
+impl Counts {
+    /// Adds every increase of `o` into `self`.
+    pub fn add(&mut self, o: &Counts) {
+        add_map(&mut self.requests, &o.requests, add_f64);
+        add_map(&mut self.tokens, &o.tokens, add_arr);
+        add_map(&mut self.cost, &o.cost, add_arr);
+        add_map(&mut self.upstream_errors, &o.upstream_errors, add_f64);
+        add_map(&mut self.retries, &o.retries, add_f64);
+        self.rejections += o.rejections;
+        add_arr(&mut self.adjustments, &o.adjustments);
+        self.request_size.add(&o.request_size);
+        self.response_size.add(&o.response_size);
+        self.duration.add(&o.duration);
+        self.ttft.add(&o.ttft);
+        self.tpot.add(&o.tpot);
+    }
+
+    /// All requests, any status.
+    pub fn total_requests(&self) -> f64 {
+        self.requests.values().sum()
+    }
+
+    /// Requests whose status code starts with `class` (`'2'`, `'4'`, `'5'`).
+    pub fn requests_in_class(&self, class: char) -> f64 {
+        self.requests.iter().filter(|(k, _)| k.starts_with(class)).map(|(_, v)| v).sum()
+    }
+
+    /// Tokens per direction, over all models.
+    pub fn tokens_by_direction(&self) -> [f64; 4] {
+        sum_arrays(self.tokens.values())
+    }
+
+    /// Cost per direction, over all models.
+    pub fn cost_by_direction(&self) -> [f64; 4] {
+        sum_arrays(self.cost.values())
+    }
+
+    /// Retries actually performed: every reason except the generic `retry` series, which
+    /// zai-proxy increments alongside the specific one (the Go dashboard counted both).
+    pub fn retry_attempts(&self) -> f64 {
+        self.retries.iter().filter(|(k, _)| k.as_str() != "retry").map(|(_, v)| v).sum()
+    }
+}
+
+fn sum_arrays<'a>(it: impl Iterator<Item = &'a [f64; 4]>) -> [f64; 4] {
+    let mut out = [0.0; 4];
+    for a in it {
+        add_arr(&mut out, a);
+    }
+    out
+}
+
+/// Reset-corrected running totals of one target since zai-dash first saw it: the Go API's
+/// cumulative fields (`requests_2xx`, `tokens_input`, ...), which survive counter resets.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Totals {
+    /// 2xx responses.
+    pub requests_2xx: f64,
+    /// 4xx responses.
+    pub requests_4xx: f64,
+    /// 5xx responses.
+    pub requests_5xx: f64,
+    /// Tokens per direction.
+    pub tokens: [f64; 4],
+    /// Estimated cost per direction.
+    pub cost: [f64; 4],
+    /// Capacity rejections.
+    pub rejections: f64,
+    /// Rate limit increases.
+    pub adj_increase: f64,
+    /// Rate limit decreases.
+    pub adj_decrease: f64,
+    /// Upstream errors of every type.
+    pub upstream_errors: f64,
+    /// Retries performed (without the generic `retry` series).
+    pub retry_attempts: f64,
+}
+
+impl Totals {
+    /// Accumulates one interval's increases.
+    pub fn accumulate(&mut self, c: &Counts) {
+        self.requests_2xx += c.requests_in_class('2');
+        self.requests_4xx += c.requests_in_class('4');
+        self.requests_5xx += c.requests_in_class('5');
+        add_arr(&mut self.tokens, &c.tokens_by_direction());
+        add_arr(&mut self.cost, &c.cost_by_direction());
+        self.rejections += c.rejections;
+        self.adj_increase += c.adjustments[0];
+        self.adj_decrease += c.adjustments[1];
+        self.upstream_errors += c.upstream_errors.values().sum::<f64>();
+        self.retry_attempts += c.retry_attempts();
+    }
+
+    /// Adds another target's totals (a variant sums its pods).
+    pub fn add(&mut self, o: &Totals) {
+        self.requests_2xx += o.requests_2xx;
+        self.requests_4xx += o.requests_4xx;
+        self.requests_5xx += o.requests_5xx;
+        add_arr(&mut self.tokens, &o.tokens);
+        add_arr(&mut self.cost, &o.cost);
+        self.rejections += o.rejections;
+        self.adj_increase += o.adj_increase;
+        self.adj_decrease += o.adj_decrease;
+        self.upstream_errors += o.upstream_errors;
+        self.retry_attempts += o.retry_attempts;
+    }
+}
+
+/// A gauge over a row's interval: one value in a 5 s row; average, extremes and last value in
+/// a rolled-up row.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct GaugeStat {
+    /// Mean of the 5 s values.
+    pub avg: f64,
+    /// Smallest 5 s value.
+    pub min: f64,
+    /// Largest 5 s value.
+    pub max: f64,
+    /// Latest 5 s value.
+    pub last: f64,
+}
+
+impl GaugeStat {
+    /// A single observation.
+    pub fn single(v: f64) -> Self {
+        Self { avg: v, min: v, max: v, last: v }
+    }
+
+    /// Combines consecutive stats, in time order: equal-weight mean, extremes, last.
+    pub fn combine(stats: impl Iterator<Item = GaugeStat>) -> Option<GaugeStat> {
+        let mut n = 0.0;
+        let mut acc: Option<GaugeStat> = None;
+        for s in stats {
+            n += 1.0;
+            acc = Some(match acc {
+                None => s,
+                Some(a) => GaugeStat {
+                    avg: a.avg + (s.avg - a.avg) / n,
+                    min: a.min.min(s.min),
+                    max: a.max.max(s.max),
+                    last: s.last,
+                },
+            });
+        }
+        acc
+    }
+}
+
+/// One quota window (`five_hour` or `weekly`) as the proxy reports it.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct QuotaWindow {
+    /// Provider limit schema (`credit_limit`, `tokens_limit`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub limit_type: Option<String>,
+    /// Used fraction 0..1.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub usage_ratio: Option<f64>,
+    /// Remaining fraction 0..1.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub remaining_ratio: Option<f64>,
+    /// Unix seconds of the next reset.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reset_time_unix: Option<f64>,
+}
+
+/// The provider quota block, in the Go dashboard's JSON shape.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct Quota {
+    /// Five-hour window.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub five_hour: Option<QuotaWindow>,
+    /// Weekly window.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub weekly: Option<QuotaWindow>,
+    /// Age of the proxy's last good quota sample.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sample_age_seconds: Option<f64>,
+    /// Whether confirmed exhaustion is rejecting work.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub gate_open: Option<bool>,
+    /// Whether quota enforcement is configured at all.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub enforcement: Option<bool>,
+}
+
+/// Gauges of one row.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Gauges {
+    /// In-flight requests.
+    pub concurrent: Option<GaugeStat>,
+    /// Configured worker cap.
+    pub max_workers: Option<GaugeStat>,
+    /// Current rate limit (requests per second).
+    pub rate_limit_rps: Option<GaugeStat>,
+    /// Latest quota block, when the target exports one.
+    pub quota: Option<Quota>,
+}
+
+/// What one target contributed to one bucket.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct TargetRow {
+    /// Database id of the target.
+    pub target_id: i64,
+    /// Variant the target belonged to when scraped.
+    pub variant: String,
+    /// Bucket end, Unix ms.
+    pub ts_ms: i64,
+    /// Milliseconds covered by the increases (time since the previous successful scrape;
+    /// 0 for a baseline scrape, which has no increases).
+    pub elapsed_ms: i64,
+    /// Increases.
+    pub counts: Counts,
+    /// Running totals at the end of the bucket.
+    pub totals: Totals,
+    /// Gauges.
+    pub gauges: Gauges,
+}
+
+impl TargetRow {
+    /// Folds a later scrape of the same target into this row (two scrapes completed in one
+    /// bucket): increases and elapsed time add up, totals and gauges take the later values.
+    pub fn absorb_later(&mut self, later: &TargetRow) {
+        self.counts.add(&later.counts);
+        self.elapsed_ms += later.elapsed_ms;
+        self.totals = later.totals;
+        self.variant.clone_from(&later.variant);
+        let g = &later.gauges;
+        self.gauges.concurrent = g.concurrent.or(self.gauges.concurrent);
+        self.gauges.max_workers = g.max_workers.or(self.gauges.max_workers);
+        self.gauges.rate_limit_rps = g.rate_limit_rps.or(self.gauges.rate_limit_rps);
+        if g.quota.is_some() {
+            self.gauges.quota.clone_from(&g.quota);
+        }
+    }
+
+    /// Rolls consecutive rows of one target (time order) into one row ending at `ts_ms`:
+    /// increases and histogram buckets summed, gauges as avg/min/max/last, totals and quota
+    /// from the last row. Never averages percentiles or cumulative values.
+    pub fn rollup(rows: &[TargetRow], ts_ms: i64) -> Option<TargetRow> {
+        let last = rows.last()?;
+        let mut counts = Counts::default();
+        for r in rows {
+            counts.add(&r.counts);
+        }
+        let gauge = |f: fn(&Gauges) -> Option<GaugeStat>| GaugeStat::combine(rows.iter().filter_map(|r| f(&r.gauges)));
+        Some(TargetRow {
+            target_id: last.target_id,
+            variant: last.variant.clone(),
+            ts_ms,
+            elapsed_ms: rows.iter().map(|r| r.elapsed_ms).sum(),
+            counts,
+            totals: last.totals,
+            gauges: Gauges {
+                concurrent: gauge(|g| g.concurrent),
+                max_workers: gauge(|g| g.max_workers),
+                rate_limit_rps: gauge(|g| g.rate_limit_rps),
+                quota: rows.iter().rev().find_map(|r| r.gauges.quota.clone()),
+            },
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(ts: i64, req200: f64, req500: f64, conc: f64) -> TargetRow {
+        let mut counts = Counts::default();
+        counts.requests.insert("200".into(), req200);
+        counts.requests.insert("500".into(), req500);
+        counts.retries.insert("retry".into(), 2.0);
+        counts.retries.insert("429".into(), 2.0);
+        let mut totals = Totals::default();
+        totals.accumulate(&counts);
+        TargetRow {
+            target_id: 1,
+            variant: "production".into(),
+            ts_ms: ts,
+            elapsed_ms: 5_000,
+            counts,
+            totals,
+            gauges: Gauges { concurrent: Some(GaugeStat::single(conc)), ..Gauges::default() },
+        }
+    }
+
+    #[test]
+    fn totals_exclude_generic_retry_series() {
+        let r = row(5_000, 3.0, 1.0, 0.0);
+        assert_eq!(r.totals.retry_attempts, 2.0);
+        assert_eq!(r.totals.requests_2xx, 3.0);
+        assert_eq!(r.totals.requests_5xx, 1.0);
+    }
+
+    #[test]
+    fn rollup_sums_increases_and_summarises_gauges() {
+        let rows = [row(5_000, 1.0, 0.0, 2.0), row(10_000, 2.0, 1.0, 4.0), row(15_000, 3.0, 0.0, 0.0)];
+        let r = TargetRow::rollup(&rows, 60_000).unwrap();
+        assert_eq!(r.counts.requests["200"], 6.0);
+        assert_eq!(r.counts.requests["500"], 1.0);
+        assert_eq!(r.elapsed_ms, 15_000);
+        assert_eq!(r.totals, rows[2].totals);
+        let c = r.gauges.concurrent.unwrap();
+        assert_eq!((c.avg, c.min, c.max, c.last), (2.0, 0.0, 4.0, 0.0));
+    }
+
+    #[test]
+    fn rollup_of_rollups_keeps_equal_weights() {
+        let a = GaugeStat::combine([1.0, 2.0, 3.0].map(GaugeStat::single).into_iter()).unwrap();
+        assert_eq!(a.avg, 2.0);
+        assert_eq!(a.last, 3.0);
+    }
+
+    #[test]
+    fn absorb_later_adds_increases_and_takes_latest_gauges() {
+        let mut a = row(5_000, 1.0, 0.0, 2.0);
+        a.absorb_later(&row(5_000, 2.0, 0.0, 7.0));
+        assert_eq!(a.counts.requests["200"], 3.0);
+        assert_eq!(a.elapsed_ms, 10_000);
+        assert_eq!(a.gauges.concurrent.unwrap().last, 7.0);
+    }
+}

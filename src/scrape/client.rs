@@ -1,0 +1,121 @@
+//! Fetching one `/metrics` body: timeout, size cap, gzip, and errors a human can act on.
+
+use std::time::Duration;
+
+use url::Url;
+
+use super::parse::ParseError;
+
+/// Why a scrape failed. The `Display` text is what `/api/targets` shows as `last_error`.
+#[derive(Debug, thiserror::Error)]
+pub enum ScrapeError {
+    /// No complete answer within the scrape timeout.
+    #[error("timed out after {0:?}")]
+    Timeout(Duration),
+    /// Connection refused, DNS failure, TLS failure, reset.
+    #[error("cannot connect: {0}")]
+    Connect(String),
+    /// The target answered with a non-2xx status.
+    #[error("HTTP status {0}")]
+    Status(u16),
+    /// The body exceeded the cap.
+    #[error("body larger than {0} bytes")]
+    BodyTooLarge(usize),
+    /// The body could not be read (connection cut, bad gzip, ...).
+    #[error("reading body failed: {0}")]
+    Body(String),
+    /// The body is not UTF-8 text.
+    #[error("body is not UTF-8 text")]
+    NotUtf8,
+    /// The body is not a valid Prometheus text exposition.
+    #[error("malformed exposition: {0}")]
+    Parse(#[from] ParseError),
+}
+
+impl ScrapeError {
+    /// A bounded label for counters and logs.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Timeout(_) => "timeout",
+            Self::Connect(_) => "connect",
+            Self::Status(_) => "status",
+            Self::BodyTooLarge(_) => "too_large",
+            Self::Body(_) => "body",
+            Self::NotUtf8 | Self::Parse(_) => "parse",
+        }
+    }
+}
+
+/// Builds the shared HTTP client for scraping (gzip accepted, no redirects to other hosts'
+/// surprises beyond the default policy, no connection reuse limits).
+pub fn build_client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .user_agent(concat!("zai-dash/", env!("ZAI_DASH_VERSION")))
+        .gzip(true)
+        .redirect(reqwest::redirect::Policy::limited(3))
+        .build()
+        .unwrap_or_else(|_| reqwest::Client::new())
+}
+
+/// GETs `url` and returns the body as text, within `timeout` for the whole exchange and at
+/// most `max_bytes` after decompression (so a gzip bomb is cut like any other large body).
+pub async fn fetch(
+    client: &reqwest::Client,
+    url: &Url,
+    timeout: Duration,
+    max_bytes: usize,
+) -> Result<String, ScrapeError> {
+    match tokio::time::timeout(timeout, fetch_inner(client, url, timeout, max_bytes)).await {
+        Ok(r) => r,
+        Err(_) => Err(ScrapeError::Timeout(timeout)),
+    }
+}
+
+async fn fetch_inner(
+    client: &reqwest::Client,
+    url: &Url,
+    timeout: Duration,
+    max_bytes: usize,
+) -> Result<String, ScrapeError> {
+    let mut resp = client
+        .get(url.clone())
+        .header(reqwest::header::ACCEPT, "text/plain;version=0.0.4;q=1,*/*;q=0.1")
+        .timeout(timeout)
+        .send()
+        .await
+        .map_err(|e| classify(&e, timeout))?;
+    if !resp.status().is_success() {
+        return Err(ScrapeError::Status(resp.status().as_u16()));
+    }
+    if resp.content_length().is_some_and(|n| n > max_bytes as u64) {
+        return Err(ScrapeError::BodyTooLarge(max_bytes));
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = resp.chunk().await.map_err(|e| classify(&e, timeout))? {
+        if body.len() + chunk.len() > max_bytes {
+            return Err(ScrapeError::BodyTooLarge(max_bytes));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    String::from_utf8(body).map_err(|_| ScrapeError::NotUtf8)
+}
+
+fn classify(e: &reqwest::Error, timeout: Duration) -> ScrapeError {
+    if e.is_timeout() {
+        ScrapeError::Timeout(timeout)
+    } else if e.is_connect() || e.is_request() {
+        ScrapeError::Connect(root_cause(e))
+    } else {
+        ScrapeError::Body(root_cause(e))
+    }
+}
+
+/// The innermost error message: "Connection refused (os error 111)" rather than reqwest's
+/// "error sending request for url (...)".
+fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut cur = e;
+    while let Some(next) = cur.source() {
+        cur = next;
+    }
+    cur.to_string()
+}

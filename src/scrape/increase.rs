@@ -1,0 +1,328 @@
+//! Per-target increases between two scrapes, reset-safe.
+//!
+//! A target's [`TargetState`] holds the absolute values of its previous successful scrape. The
+//! next scrape's increase is computed per raw series (per label set), then summed into the
+//! row's [`Counts`]:
+//! - the first ever sight of a target is a baseline: no increase, no rate;
+//! - a counter lower than before is a process restart: its new value is the increase;
+//! - a series not seen before on a known target appeared since the last scrape (client
+//!   libraries create a labelled child on first use): its whole value is the increase;
+//! - a histogram is reset as a whole when its count or any bucket went down.
+//!
+//! So no rate is ever negative and a restart never spikes. The state is persisted with every
+//! row, so restarting zai-dash resumes with one long `elapsed` instead of a new baseline.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use serde::{Deserialize, Serialize};
+
+use super::reading::{HistSlot, Reading, Slot};
+use crate::point::{Counts, Histogram, TargetRow, Totals};
+
+/// At most this many distinct values per label kind (models, status codes, ...) are stored per
+/// target; later ones are folded into `other`, so a misbehaving client cannot grow storage.
+pub const LABEL_VALUE_CAP: usize = 50;
+
+/// What zai-dash remembers about a target between scrapes.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct TargetState {
+    /// Completion time of the last successful scrape; `None` until the baseline scrape.
+    pub last_scrape_ms: Option<i64>,
+    /// Absolute counter values by series key.
+    pub counters: HashMap<String, f64>,
+    /// Absolute histogram values by series key.
+    pub hists: HashMap<String, HistValues>,
+    /// Running totals since zai-dash first saw the target.
+    pub totals: TotalsState,
+    /// Label values admitted so far, per kind, for [`LABEL_VALUE_CAP`].
+    pub seen: BTreeMap<String, BTreeSet<String>>,
+    /// Last reported build version.
+    pub version: Option<String>,
+}
+
+/// Serializable mirror of [`Totals`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct TotalsState {
+    r2: f64,
+    r4: f64,
+    r5: f64,
+    tokens: [f64; 4],
+    cost: [f64; 4],
+    rejections: f64,
+    adj_inc: f64,
+    adj_dec: f64,
+    upstream_errors: f64,
+    retries: f64,
+}
+
+impl From<TotalsState> for Totals {
+    fn from(t: TotalsState) -> Self {
+        Totals {
+            requests_2xx: t.r2,
+            requests_4xx: t.r4,
+            requests_5xx: t.r5,
+            tokens: t.tokens,
+            cost: t.cost,
+            rejections: t.rejections,
+            adj_increase: t.adj_inc,
+            adj_decrease: t.adj_dec,
+            upstream_errors: t.upstream_errors,
+            retry_attempts: t.retries,
+        }
+    }
+}
+
+impl From<Totals> for TotalsState {
+    fn from(t: Totals) -> Self {
+        TotalsState {
+            r2: t.requests_2xx,
+            r4: t.requests_4xx,
+            r5: t.requests_5xx,
+            tokens: t.tokens,
+            cost: t.cost,
+            rejections: t.rejections,
+            adj_inc: t.adj_increase,
+            adj_dec: t.adj_decrease,
+            upstream_errors: t.upstream_errors,
+            retries: t.retry_attempts,
+        }
+    }
+}
+
+/// Absolute values of one histogram series.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct HistValues {
+    /// Cumulative `(le, count)`.
+    #[serde(with = "bounds_as_text")]
+    pub buckets: Vec<(f64, f64)>,
+    /// `_sum`.
+    pub sum: f64,
+    /// `_count`.
+    pub count: f64,
+}
+
+/// JSON has no infinity, and every histogram ends with `le="+Inf"`: bounds are stored as text.
+mod bounds_as_text {
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    pub fn serialize<S: Serializer>(buckets: &[(f64, f64)], s: S) -> Result<S::Ok, S::Error> {
+        let v: Vec<(String, f64)> = buckets.iter().map(|(le, c)| (le.to_string(), *c)).collect();
+        v.serialize(s)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<(f64, f64)>, D::Error> {
+        let v: Vec<(String, f64)> = Vec::deserialize(d)?;
+        v.into_iter().map(|(le, c)| le.parse::<f64>().map(|le| (le, c)).map_err(serde::de::Error::custom)).collect()
+    }
+}
+
+impl TargetState {
+    /// Applies a successful scrape completed at `now_ms`: returns the row of increases (for
+    /// the given target and variant) and moves the state to this scrape's values.
+    pub fn advance(&mut self, reading: &Reading, now_ms: i64, target_id: i64, variant: &str) -> TargetRow {
+        let baseline = self.last_scrape_ms.is_none();
+        let mut counts = Counts::default();
+        if !baseline {
+            self.add_counter_increases(reading, &mut counts);
+            self.add_hist_increases(reading, &mut counts);
+        }
+        let elapsed_ms = self.last_scrape_ms.map_or(0, |last| (now_ms - last).max(0));
+        let mut totals = Totals::from(self.totals);
+        totals.accumulate(&counts);
+        self.totals = totals.into();
+        self.counters = reading.counters.iter().map(|c| (c.key.clone(), c.value)).collect();
+        self.hists = reading
+            .hists
+            .iter()
+            .map(|h| (h.key.clone(), HistValues { buckets: h.buckets.clone(), sum: h.sum, count: h.count }))
+            .collect();
+        self.last_scrape_ms = Some(now_ms);
+        if reading.version.is_some() {
+            self.version.clone_from(&reading.version);
+        }
+        TargetRow {
+            target_id,
+            variant: variant.to_owned(),
+            ts_ms: now_ms,
+            elapsed_ms,
+            counts,
+            totals,
+            gauges: reading.gauges.clone(),
+        }
+    }
+
+    fn add_counter_increases(&mut self, reading: &Reading, counts: &mut Counts) {
+        for c in &reading.counters {
+            let inc = match self.counters.get(&c.key) {
+                Some(&prev) if c.value >= prev => c.value - prev,
+                _ => c.value, // new series, or a reset: everything counted since is new
+            };
+            if inc > 0.0 {
+                self.add_to_slot(&c.slot, inc, counts);
+            }
+        }
+    }
+
+    fn add_to_slot(&mut self, slot: &Slot, inc: f64, counts: &mut Counts) {
+        match slot {
+            Slot::Requests(code) => *counts.requests.entry(self.capped("status_code", code)).or_default() += inc,
+            Slot::Tokens(model, d) => counts.tokens.entry(self.capped("model", model)).or_default()[*d] += inc,
+            Slot::Cost(model, d) => counts.cost.entry(self.capped("model", model)).or_default()[*d] += inc,
+            Slot::UpstreamError(t) => *counts.upstream_errors.entry(self.capped("error_type", t)).or_default() += inc,
+            Slot::Retry(r) => *counts.retries.entry(self.capped("reason", r)).or_default() += inc,
+            Slot::Rejection => counts.rejections += inc,
+            Slot::Adjustment(d) => counts.adjustments[*d] += inc,
+        }
+    }
+
+    /// The stored label value: as given while fewer than [`LABEL_VALUE_CAP`] distinct values
+    /// were seen for `kind`, then `other` for new ones.
+    fn capped(&mut self, kind: &str, value: &str) -> String {
+        let seen = self.seen.entry(kind.to_owned()).or_default();
+        if seen.contains(value) {
+            return value.to_owned();
+        }
+        if seen.len() < LABEL_VALUE_CAP {
+            seen.insert(value.to_owned());
+            return value.to_owned();
+        }
+        "other".to_owned()
+    }
+
+    fn add_hist_increases(&self, reading: &Reading, counts: &mut Counts) {
+        for h in &reading.hists {
+            let inc = match self.hists.get(&h.key) {
+                Some(prev) if !is_reset(prev, &h.buckets, h.count) => Histogram {
+                    buckets: h.buckets.iter().zip(&prev.buckets).map(|(c, p)| (c.0, c.1 - p.1)).collect(),
+                    sum: (h.sum - prev.sum).max(0.0),
+                    count: h.count - prev.count,
+                },
+                _ => Histogram { buckets: h.buckets.clone(), sum: h.sum, count: h.count },
+            };
+            if inc.count <= 0.0 {
+                continue;
+            }
+            match h.slot {
+                HistSlot::Duration => counts.duration.add(&inc),
+                HistSlot::Ttft => counts.ttft.add(&inc),
+                HistSlot::Tpot => counts.tpot.add(&inc),
+                HistSlot::RequestSize => {
+                    counts.request_size.sum += inc.sum;
+                    counts.request_size.count += inc.count;
+                }
+                HistSlot::ResponseSize => {
+                    counts.response_size.sum += inc.sum;
+                    counts.response_size.count += inc.count;
+                }
+            }
+        }
+    }
+}
+
+/// A histogram series restarted (or changed layout) when its count or any bucket went down.
+fn is_reset(prev: &HistValues, buckets: &[(f64, f64)], count: f64) -> bool {
+    count < prev.count
+        || buckets.len() != prev.buckets.len()
+        || buckets.iter().zip(&prev.buckets).any(|(c, p)| c.0 != p.0 || c.1 < p.1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::scrape::{parse::parse, reading::read};
+
+    fn reading(text: &str) -> Reading {
+        read(&parse(text).unwrap())
+    }
+
+    fn expo(ok: u64, err: u64, fast: u64, slow: u64) -> String {
+        format!(
+            "# TYPE zai_proxy_requests_total counter\n\
+             zai_proxy_requests_total{{status_code=\"200\"}} {ok}\n\
+             zai_proxy_requests_total{{status_code=\"500\"}} {err}\n\
+             # TYPE zai_proxy_request_duration_seconds histogram\n\
+             zai_proxy_request_duration_seconds_bucket{{le=\"0.1\"}} {fast}\n\
+             zai_proxy_request_duration_seconds_bucket{{le=\"10\"}} {}\n\
+             zai_proxy_request_duration_seconds_bucket{{le=\"+Inf\"}} {}\n\
+             zai_proxy_request_duration_seconds_sum 1\n\
+             zai_proxy_request_duration_seconds_count {}\n",
+            fast + slow,
+            fast + slow,
+            fast + slow
+        )
+    }
+
+    #[test]
+    fn first_scrape_is_a_baseline() {
+        let mut s = TargetState::default();
+        let row = s.advance(&reading(&expo(100, 5, 100, 5)), 1_000, 1, "production");
+        assert_eq!(row.elapsed_ms, 0);
+        assert_eq!(row.counts, Counts::default());
+        assert_eq!(row.totals, Totals::default());
+    }
+
+    #[test]
+    fn increases_between_scrapes() {
+        let mut s = TargetState::default();
+        s.advance(&reading(&expo(100, 5, 100, 5)), 1_000, 1, "p");
+        let row = s.advance(&reading(&expo(110, 6, 100, 16)), 6_000, 1, "p");
+        assert_eq!(row.elapsed_ms, 5_000);
+        assert_eq!(row.counts.requests["200"], 10.0);
+        assert_eq!(row.counts.requests["500"], 1.0);
+        assert_eq!(row.counts.duration.count, 11.0);
+        assert_eq!(row.counts.duration.buckets[0], (0.1, 0.0));
+        assert_eq!(row.totals.requests_2xx, 10.0);
+    }
+
+    #[test]
+    fn a_counter_reset_counts_the_new_value_never_negative() {
+        let mut s = TargetState::default();
+        s.advance(&reading(&expo(1000, 50, 1000, 50)), 1_000, 1, "p");
+        s.advance(&reading(&expo(1010, 50, 1010, 50)), 6_000, 1, "p");
+        let row = s.advance(&reading(&expo(3, 0, 3, 0)), 11_000, 1, "p");
+        assert_eq!(row.counts.requests["200"], 3.0);
+        assert!(!row.counts.requests.contains_key("500"));
+        assert_eq!(row.counts.duration.count, 3.0);
+        assert_eq!(row.totals.requests_2xx, 13.0);
+    }
+
+    #[test]
+    fn a_new_series_on_a_known_target_counts_fully() {
+        let mut s = TargetState::default();
+        s.advance(&reading("zai_proxy_requests_total{status_code=\"200\"} 5\n"), 0, 1, "p");
+        let row = s.advance(
+            &reading(
+                "zai_proxy_requests_total{status_code=\"200\"} 5\nzai_proxy_requests_total{status_code=\"502\"} 2\n",
+            ),
+            5_000,
+            1,
+            "p",
+        );
+        assert_eq!(row.counts.requests.get("502"), Some(&2.0));
+        assert_eq!(row.counts.requests.get("200"), None);
+    }
+
+    #[test]
+    fn model_labels_are_capped() {
+        let mut s = TargetState::default();
+        let expo = |n: usize| {
+            (0..n)
+                .map(|i| format!("zai_proxy_tokens_total{{direction=\"input\",model=\"m{i}\"}} 1\n"))
+                .collect::<String>()
+        };
+        s.advance(&reading(&expo(1)), 0, 1, "p");
+        let row = s.advance(&reading(&expo(60)), 5_000, 1, "p");
+        // m0 had no increase, so m1..m50 take the 50 places and m51..m59 become `other`.
+        assert_eq!(row.counts.tokens.len(), LABEL_VALUE_CAP + 1);
+        assert_eq!(row.counts.tokens["other"][0], 9.0);
+        assert!(!row.counts.tokens.contains_key("m51"));
+    }
+
+    #[test]
+    fn state_round_trips_through_json() {
+        let mut s = TargetState::default();
+        s.advance(&reading(&expo(1, 2, 1, 2)), 0, 1, "p");
+        let back: TargetState = serde_json::from_str(&serde_json::to_string(&s).unwrap()).unwrap();
+        assert_eq!(back, s);
+    }
+}

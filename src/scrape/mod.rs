@@ -1,0 +1,221 @@
+//! The collector: one task per target scrapes on its own schedule, and one ticker closes each
+//! 5 s bucket into a write batch with the points of every variant.
+//!
+//! Targets are independent: a dead, slow or garbage target only marks itself down, because its
+//! fetch runs in its own task with its own timeout. Start offsets are spread over the interval
+//! so targets do not all hit the network at once. A scrape belongs to the bucket in which it
+//! completed; the ticker waits a small slack after each bucket edge, then hands the bucket's
+//! rows and points to the store's writer, which commits and then publishes the points live.
+
+pub mod client;
+pub mod health;
+pub mod increase;
+pub mod parse;
+pub mod reading;
+pub mod variant;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::Instrument;
+
+use crate::clock::{SharedClock, bucket_end};
+use crate::config::{Settings, TargetSpec};
+use crate::point::{PointBuilder, TargetRow};
+use crate::store::write::StateUpdate;
+use crate::store::{WriteBatch, WriteQueue};
+use health::{HealthBoard, Success};
+use increase::TargetState;
+
+/// A configured target with its database id and persisted state.
+#[derive(Debug, Clone)]
+pub struct Target {
+    /// Database id.
+    pub id: i64,
+    /// Configuration.
+    pub spec: TargetSpec,
+    /// State of the last successful scrape (loaded from the database).
+    pub state: TargetState,
+}
+
+/// One successful scrape on its way to the ticker.
+#[derive(Debug)]
+struct Scraped {
+    row: TargetRow,
+    state: StateUpdate,
+}
+
+/// Shared, read-only context of the scrape tasks.
+struct Ctx {
+    settings: Arc<Settings>,
+    clock: SharedClock,
+    client: reqwest::Client,
+    health: HealthBoard,
+}
+
+/// Starts the scrapers and the ticker on `tracker`. `seed` holds each target's latest stored
+/// row, so the first live points carry the right running totals.
+#[allow(clippy::too_many_arguments)] // the wiring point: each argument is a distinct dependency
+pub fn spawn(
+    tracker: &TaskTracker,
+    cancel: &CancellationToken,
+    settings: Arc<Settings>,
+    clock: SharedClock,
+    targets: Vec<Target>,
+    health: HealthBoard,
+    queue: WriteQueue,
+    seed: &[TargetRow],
+) {
+    let (tx, rx) = mpsc::channel(targets.len() * 4 + 16);
+    let ctx =
+        Arc::new(Ctx { settings: settings.clone(), clock: clock.clone(), client: client::build_client(), health });
+    let n = targets.len().max(1) as u32;
+    for (idx, target) in targets.into_iter().enumerate() {
+        let offset = settings.scrape_interval * idx as u32 / n;
+        let span = tracing::info_span!("scrape", target_url = %target.spec.url);
+        tracker.spawn(scrape_loop(ctx.clone(), idx, target, offset, tx.clone(), cancel.clone()).instrument(span));
+    }
+    drop(tx);
+    let mut builder = PointBuilder::new();
+    for row in seed {
+        builder.seed(row);
+    }
+    tracker.spawn(tick_loop(ctx, rx, queue, builder));
+}
+
+async fn scrape_loop(
+    ctx: Arc<Ctx>,
+    idx: usize,
+    mut target: Target,
+    offset: Duration,
+    tx: mpsc::Sender<Scraped>,
+    cancel: CancellationToken,
+) {
+    let interval = ctx.settings.scrape_interval;
+    let mut next = tokio::time::Instant::now() + offset;
+    loop {
+        tokio::select! {
+            biased;
+            () = cancel.cancelled() => break,
+            () = tokio::time::sleep_until(next) => {}
+        }
+        if let Some(scraped) = scrape_once(&ctx, idx, &mut target).await
+            && tx.send(scraped).await.is_err()
+        {
+            break;
+        }
+        next += interval;
+        let now = tokio::time::Instant::now();
+        while next <= now {
+            next += interval; // a scrape overran: skip the missed slots instead of bursting
+        }
+    }
+}
+
+/// Scrapes once and records health; returns the row on success.
+async fn scrape_once(ctx: &Ctx, idx: usize, target: &mut Target) -> Option<Scraped> {
+    let started = Instant::now();
+    let s = &ctx.settings;
+    let result = match client::fetch(&ctx.client, &target.spec.url, s.scrape_timeout, s.max_body_bytes).await {
+        Ok(body) => parse::parse(&body).map_err(client::ScrapeError::from),
+        Err(e) => Err(e),
+    };
+    let at_ms = ctx.clock.now_ms();
+    let duration_ms = started.elapsed().as_secs_f64() * 1000.0;
+    let expo = match result {
+        Ok(expo) => expo,
+        Err(e) => {
+            tracing::debug!(kind = e.kind(), error = %e, "Scrape failed.");
+            ctx.health.record_failure(idx, at_ms, duration_ms, e.to_string());
+            return None;
+        }
+    };
+    let reading = reading::read(&expo);
+    let variant = target
+        .spec
+        .variant
+        .clone()
+        .or_else(|| reading.variant_label.clone())
+        .unwrap_or_else(|| target.spec.initial_variant());
+    let row = target.state.advance(&reading, at_ms, target.id, &variant);
+    let state = StateUpdate {
+        target_id: target.id,
+        scraped_ms: at_ms,
+        state_json: serde_json::to_string(&target.state).unwrap_or_default(),
+        variant: variant.clone(),
+    };
+    ctx.health.record_success(
+        idx,
+        Success { at_ms, duration_ms, samples: reading.samples, variant, version: reading.version },
+    );
+    Some(Scraped { row, state })
+}
+
+/// Closes buckets: after each edge (plus a small slack for scrapes that completed just before
+/// it), the bucket's rows go to the writer as one batch with the variants' points.
+async fn tick_loop(ctx: Arc<Ctx>, mut rx: mpsc::Receiver<Scraped>, queue: WriteQueue, mut builder: PointBuilder) {
+    let width = ctx.settings.point_ms();
+    let slack = (width / 10).clamp(10, 500);
+    let mut pending: BTreeMap<i64, Vec<Scraped>> = BTreeMap::new();
+    let mut closed_until = i64::MIN;
+    loop {
+        let now = ctx.clock.now_ms();
+        let mut wake = bucket_end(now - slack, width) + slack;
+        if wake <= now {
+            wake += width;
+        }
+        let sleep = Duration::from_millis(u64::try_from(wake - now).unwrap_or(0));
+        tokio::select! {
+            msg = rx.recv() => match msg {
+                Some(s) => {
+                    let bucket = bucket_end(s.row.ts_ms, width);
+                    if bucket <= closed_until {
+                        // Arrived after its bucket was closed: stored (merged), not re-published.
+                        flush(bucket, vec![s], &mut builder, &queue, false);
+                    } else {
+                        pending.entry(bucket).or_default().push(s);
+                    }
+                }
+                None => break, // every scraper stopped: shutdown
+            },
+            () = tokio::time::sleep(sleep) => {
+                let due = ctx.clock.now_ms() - slack;
+                while let Some(entry) = pending.first_entry() {
+                    if *entry.key() > due {
+                        break;
+                    }
+                    let (bucket, items) = entry.remove_entry();
+                    closed_until = closed_until.max(bucket);
+                    flush(bucket, items, &mut builder, &queue, true);
+                }
+            }
+        }
+    }
+    for (bucket, items) in std::mem::take(&mut pending) {
+        flush(bucket, items, &mut builder, &queue, true);
+    }
+    tracing::debug!("Ticker stopped; final buckets handed to the writer.");
+}
+
+/// Merges a bucket's scrapes per target and submits them as one batch.
+fn flush(bucket: i64, items: Vec<Scraped>, builder: &mut PointBuilder, queue: &WriteQueue, publish: bool) {
+    let mut rows: BTreeMap<i64, TargetRow> = BTreeMap::new();
+    let mut states: BTreeMap<i64, StateUpdate> = BTreeMap::new();
+    for Scraped { mut row, state } in items {
+        row.ts_ms = bucket;
+        states.insert(row.target_id, state);
+        match rows.get_mut(&row.target_id) {
+            Some(existing) => existing.absorb_later(&row),
+            None => {
+                rows.insert(row.target_id, row);
+            }
+        }
+    }
+    let rows: Vec<TargetRow> = rows.into_values().collect();
+    let points = if publish { builder.build(bucket, &rows.iter().collect::<Vec<_>>()) } else { Vec::new() };
+    queue.submit(WriteBatch { bucket_end_ms: bucket, rows, states: states.into_values().collect(), points });
+}

@@ -1,0 +1,900 @@
+//! Parser for the Prometheus classic text exposition format (version 0.0.4),
+//! i.e. what Go's `client_golang` serves on `/metrics`.
+//!
+//! The output groups samples into families. A sample is attached to its
+//! family through the `# TYPE` declarations seen so far, never by guessing
+//! from suffixes alone: `foo_bucket` only belongs to `foo` if `foo` was
+//! declared a histogram. Guessing goes wrong on real expositions, where e.g.
+//! `zai_proxy_token_rate` and `zai_proxy_token_rate_seconds` are both
+//! histograms and a greedy suffix strip would merge or split them wrongly.
+//! Samples that match no declared family become their own untyped family,
+//! named exactly like the sample (so an undeclared `foo_total` stays
+//! `foo_total`, and an undeclared `foo_bucket` is not a histogram bucket).
+//!
+//! Errors are strict: the first malformed line fails the whole parse. A
+//! lenient parser that skipped bad lines would make series vanish from one
+//! scrape and reappear in the next, and a rate computed across those scrapes
+//! would turn the gap into a spike. Failing the scrape is visible and honest.
+
+use std::collections::HashMap;
+use std::fmt;
+
+/// The metric type declared by a `# TYPE` line (or `Untyped` without one).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MetricType {
+    /// `counter`.
+    Counter,
+    /// `gauge`.
+    Gauge,
+    /// `histogram`: `_bucket`, `_sum`, `_count` samples.
+    Histogram,
+    /// `summary`: quantile, `_sum`, `_count` samples.
+    Summary,
+    /// `untyped`, or no TYPE line at all.
+    Untyped,
+}
+
+/// What a sample is within its family.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SampleKind {
+    /// Plain counter, gauge or untyped sample.
+    Value,
+    /// A histogram `_bucket` sample (`le` label).
+    Bucket,
+    /// A histogram or summary `_sum` sample.
+    Sum,
+    /// A histogram or summary `_count` sample.
+    Count,
+    /// A summary quantile sample (`quantile` label).
+    Quantile,
+}
+
+/// One sample line.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Sample {
+    /// Role of the sample in its family.
+    pub kind: SampleKind,
+    /// Labels in exposition order, unescaped. For buckets/quantiles this still contains `le` / `quantile`.
+    pub labels: Vec<(String, String)>,
+    /// The sample value.
+    pub value: f64,
+    /// `le` for buckets, `quantile` for quantile samples, parsed; None otherwise.
+    pub bound: Option<f64>,
+    /// Optional timestamp in Unix ms.
+    pub timestamp_ms: Option<i64>,
+}
+
+impl Sample {
+    /// Value of the label `name`, if present.
+    pub fn label(&self, name: &str) -> Option<&str> {
+        self.labels.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
+    }
+}
+
+/// A metric family: every sample that shares one declared (or implied) name.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Family {
+    /// Family name (for counters in 0.0.4 this includes `_total`).
+    pub name: String,
+    /// Declared type.
+    pub kind: MetricType,
+    /// Unescaped HELP text.
+    pub help: Option<String>,
+    /// Samples in exposition order.
+    pub samples: Vec<Sample>,
+}
+
+/// A parsed exposition; families are in order of first appearance
+/// (TYPE, HELP or sample line).
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Exposition {
+    /// Families in order of first appearance.
+    pub families: Vec<Family>,
+}
+
+impl Exposition {
+    /// The family called exactly `name`. A linear scan: expositions hold a
+    /// few dozen families and building an index would cost more than it saves.
+    pub fn family(&self, name: &str) -> Option<&Family> {
+        self.families.iter().find(|f| f.name == name)
+    }
+
+    /// Total number of samples over all families (what a scrape reports as "samples").
+    pub fn sample_count(&self) -> usize {
+        self.families.iter().map(|f| f.samples.len()).sum()
+    }
+}
+
+/// The first malformed line of an exposition.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ParseError {
+    /// 1-based line number.
+    pub line: usize,
+    /// What is wrong with it.
+    pub reason: String,
+}
+
+impl fmt::Display for ParseError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "line {}: {}", self.line, self.reason)
+    }
+}
+
+impl std::error::Error for ParseError {}
+
+/// Parses a whole exposition, failing on the first malformed line.
+pub fn parse(text: &str) -> Result<Exposition, ParseError> {
+    let mut parser = Parser::default();
+    for (number, raw) in text.split('\n').enumerate() {
+        let line = raw.strip_suffix('\r').unwrap_or(raw);
+        parser.line(line).map_err(|reason| ParseError { line: number + 1, reason })?;
+    }
+    Ok(Exposition { families: parser.families })
+}
+
+/// Separators inside a line: the format allows spaces and tabs.
+const BLANKS: [char; 2] = [' ', '\t'];
+
+/// Longest text quoted verbatim in an error reason; garbage lines can be huge.
+const MAX_QUOTED_CHARS: usize = 40;
+
+/// Parsing state carried from line to line.
+#[derive(Default)]
+struct Parser<'a> {
+    families: Vec<Family>,
+    /// Parallel to `families`: whether a `# TYPE` line declared it.
+    declared: Vec<bool>,
+    index: HashMap<String, usize>,
+    /// Resolution of the previous sample name. Consecutive samples almost
+    /// always share a name, so this skips the hash lookups on most lines.
+    /// Cleared on every comment line, since TYPE lines change resolution.
+    last: Option<(&'a str, usize, SampleKind)>,
+}
+
+impl<'a> Parser<'a> {
+    fn line(&mut self, line: &'a str) -> Result<(), String> {
+        let line = line.trim_start_matches(BLANKS);
+        if line.is_empty() {
+            return Ok(());
+        }
+        match line.strip_prefix('#') {
+            Some(comment) => {
+                self.last = None;
+                self.comment(comment)
+            }
+            None => self.sample(line),
+        }
+    }
+
+    /// Handles `# HELP` and `# TYPE`; any other comment is ignored. Like
+    /// Prometheus, a blank is required after `#` for a HELP/TYPE keyword.
+    fn comment(&mut self, rest: &str) -> Result<(), String> {
+        let after = rest.trim_start_matches(BLANKS);
+        if after.len() == rest.len() {
+            return Ok(());
+        }
+        match split_token(after) {
+            ("HELP", tail) => self.help_line(tail),
+            ("TYPE", tail) => self.type_line(tail),
+            _ => Ok(()),
+        }
+    }
+
+    fn help_line(&mut self, tail: &str) -> Result<(), String> {
+        let (name, text) = split_token(tail);
+        check_metric_name(name, "HELP")?;
+        let i = self.family_index(name);
+        let family = &mut self.families[i];
+        if family.help.is_some() {
+            return Err(format!("second HELP line for {}", quoted(name)));
+        }
+        family.help = Some(unescape(text, false));
+        Ok(())
+    }
+
+    fn type_line(&mut self, tail: &str) -> Result<(), String> {
+        let (name, rest) = split_token(tail);
+        check_metric_name(name, "TYPE")?;
+        let (word, extra) = split_token(rest);
+        let kind = parse_metric_type(word)?;
+        if !extra.is_empty() {
+            return Err(format!("unexpected text after TYPE: {}", quoted(extra)));
+        }
+        let i = self.family_index(name);
+        if self.declared[i] {
+            return Err(format!("second TYPE line for {}", quoted(name)));
+        }
+        if self.has_samples_for(name, kind) {
+            return Err(format!("TYPE line for {} after its samples", quoted(name)));
+        }
+        self.families[i].kind = kind;
+        self.declared[i] = true;
+        Ok(())
+    }
+
+    /// Whether samples that this TYPE would claim were already seen: a late
+    /// TYPE would reassign them, which Prometheus rejects.
+    fn has_samples_for(&self, name: &str, kind: MetricType) -> bool {
+        let suffixes: &[&str] = match kind {
+            MetricType::Histogram => &["", "_bucket", "_sum", "_count"],
+            MetricType::Summary => &["", "_sum", "_count"],
+            _ => &[""],
+        };
+        suffixes.iter().any(|suffix| {
+            self.index.get(format!("{name}{suffix}").as_str()).is_some_and(|&i| !self.families[i].samples.is_empty())
+        })
+    }
+
+    fn sample(&mut self, line: &'a str) -> Result<(), String> {
+        let (name, rest) = split_metric_name(line)?;
+        let rest = rest.trim_start_matches(BLANKS);
+        let (labels, rest) = match rest.strip_prefix('{') {
+            Some(inner) => parse_labels(inner)?,
+            None => (Vec::new(), rest),
+        };
+        let (value, timestamp_ms) = parse_value_and_timestamp(rest)?;
+        let (family, kind) = self.resolve(name)?;
+        let bound = parse_bound(kind, &labels)?;
+        self.families[family].samples.push(Sample { kind, labels, value, bound, timestamp_ms });
+        Ok(())
+    }
+
+    /// Family index and sample kind for a sample name, using the cache.
+    fn resolve(&mut self, name: &'a str) -> Result<(usize, SampleKind), String> {
+        if let Some((last, i, kind)) = self.last
+            && last == name
+        {
+            return Ok((i, kind));
+        }
+        let (i, kind) = self.resolve_by_type(name)?;
+        self.last = Some((name, i, kind));
+        Ok((i, kind))
+    }
+
+    /// Exact declared name first, then a histogram/summary suffix on a
+    /// declared family, else the sample's own untyped family.
+    fn resolve_by_type(&mut self, name: &str) -> Result<(usize, SampleKind), String> {
+        if let Some(i) = self.declared_family(name) {
+            return match self.families[i].kind {
+                MetricType::Histogram => {
+                    Err(format!("histogram sample {} needs a _bucket, _sum or _count suffix", quoted(name)))
+                }
+                MetricType::Summary => Ok((i, SampleKind::Quantile)),
+                _ => Ok((i, SampleKind::Value)),
+            };
+        }
+        let suffixes = [("_bucket", SampleKind::Bucket), ("_sum", SampleKind::Sum), ("_count", SampleKind::Count)];
+        for (suffix, kind) in suffixes {
+            if let Some(base) = name.strip_suffix(suffix)
+                && let Some(i) = self.declared_family(base)
+            {
+                match (self.families[i].kind, kind) {
+                    (MetricType::Histogram, _) | (MetricType::Summary, SampleKind::Sum | SampleKind::Count) => {
+                        return Ok((i, kind));
+                    }
+                    _ => {}
+                }
+            }
+        }
+        Ok((self.family_index(name), SampleKind::Value))
+    }
+
+    fn declared_family(&self, name: &str) -> Option<usize> {
+        self.index.get(name).copied().filter(|&i| self.declared[i])
+    }
+
+    /// Index of the family `name`, creating an untyped one on first sight.
+    fn family_index(&mut self, name: &str) -> usize {
+        if let Some(&i) = self.index.get(name) {
+            return i;
+        }
+        let i = self.families.len();
+        self.families.push(Family {
+            name: name.to_owned(),
+            kind: MetricType::Untyped,
+            help: None,
+            samples: Vec::new(),
+        });
+        self.declared.push(false);
+        self.index.insert(name.to_owned(), i);
+        i
+    }
+}
+
+/// Splits off the first blank-separated token and skips the blanks after it.
+fn split_token(s: &str) -> (&str, &str) {
+    let end = s.find(BLANKS).unwrap_or(s.len());
+    (&s[..end], s[end..].trim_start_matches(BLANKS))
+}
+
+/// Length of the identifier at the start of `b`: `[a-zA-Z_:][a-zA-Z0-9_:]*`
+/// for metric names, the same without `:` for label names.
+fn ident_len(b: &[u8], allow_colon: bool) -> usize {
+    let ok = |c: u8| c.is_ascii_alphanumeric() || c == b'_' || (allow_colon && c == b':');
+    match b.first() {
+        Some(&c) if ok(c) && !c.is_ascii_digit() => 1 + b[1..].iter().take_while(|&&c| ok(c)).count(),
+        _ => 0,
+    }
+}
+
+fn check_metric_name(name: &str, keyword: &str) -> Result<(), String> {
+    if name.is_empty() {
+        return Err(format!("missing metric name after {keyword}"));
+    }
+    if ident_len(name.as_bytes(), true) != name.len() {
+        return Err(format!("invalid metric name {}", quoted(name)));
+    }
+    Ok(())
+}
+
+fn parse_metric_type(word: &str) -> Result<MetricType, String> {
+    Ok(match word {
+        "counter" => MetricType::Counter,
+        "gauge" => MetricType::Gauge,
+        "histogram" => MetricType::Histogram,
+        "summary" => MetricType::Summary,
+        "untyped" => MetricType::Untyped,
+        "" => return Err("missing metric type".to_owned()),
+        _ => return Err(format!("unknown metric type {}", quoted(word))),
+    })
+}
+
+/// Splits a sample line into its metric name and the rest.
+fn split_metric_name(line: &str) -> Result<(&str, &str), String> {
+    let len = ident_len(line.as_bytes(), true);
+    let next = line.as_bytes().get(len);
+    if len == 0 || !matches!(next, None | Some(b' ' | b'\t' | b'{')) {
+        let end = line.find([' ', '\t', '{']).unwrap_or(line.len());
+        return Err(format!("invalid metric name {}", quoted(&line[..end])));
+    }
+    Ok(line.split_at(len))
+}
+
+type Labels = Vec<(String, String)>;
+
+/// Parses the label set after `{`; returns the labels and the text after `}`.
+fn parse_labels(s: &str) -> Result<(Labels, &str), String> {
+    let b = s.as_bytes();
+    let mut labels = Labels::new();
+    let mut pos = skip_blanks(b, 0);
+    loop {
+        match b.get(pos) {
+            None => return Err("missing '}' after labels".to_owned()),
+            Some(b'}') => return Ok((labels, &s[pos + 1..])),
+            Some(_) => {}
+        }
+        let name_end = pos + ident_len(&b[pos..], false);
+        if name_end == pos {
+            // Include at least the offending character, then up to a delimiter.
+            let start = pos + s[pos..].chars().next().map_or(0, char::len_utf8);
+            let end = s[start..].find(['=', ',', '}', ' ', '\t']).map_or(s.len(), |e| start + e);
+            return Err(format!("invalid label name {}", quoted(&s[pos..end])));
+        }
+        let name = &s[pos..name_end];
+        pos = skip_blanks(b, name_end);
+        if b.get(pos) != Some(&b'=') {
+            return Err(format!("expected '=' after label name {}", quoted(name)));
+        }
+        pos = skip_blanks(b, pos + 1);
+        if b.get(pos) != Some(&b'"') {
+            return Err(format!("expected '\"' to open value of label {}", quoted(name)));
+        }
+        let (value, after) = read_label_value(s, pos + 1)?;
+        if labels.iter().any(|(n, _)| n == name) {
+            return Err(format!("duplicate label {}", quoted(name)));
+        }
+        labels.push((name.to_owned(), value));
+        pos = skip_blanks(b, after);
+        match b.get(pos) {
+            Some(b',') => pos = skip_blanks(b, pos + 1),
+            Some(b'}') | None => {}
+            Some(_) => return Err(format!("expected ',' or '}}' after label {}", quoted(name))),
+        }
+    }
+}
+
+fn skip_blanks(b: &[u8], mut pos: usize) -> usize {
+    while matches!(b.get(pos), Some(b' ' | b'\t')) {
+        pos += 1;
+    }
+    pos
+}
+
+/// Reads a quoted label value starting just after the opening quote; returns
+/// the unescaped value and the index after the closing quote. Scans bytes:
+/// `"` and `\` never occur inside multi-byte UTF-8 sequences.
+fn read_label_value(s: &str, start: usize) -> Result<(String, usize), String> {
+    let b = s.as_bytes();
+    let mut i = start;
+    let mut has_escape = false;
+    while let Some(&c) = b.get(i) {
+        match c {
+            b'"' => {
+                let raw = &s[start..i];
+                let value = if has_escape { unescape(raw, true) } else { raw.to_owned() };
+                return Ok((value, i + 1));
+            }
+            b'\\' => {
+                has_escape = true;
+                i += 2;
+            }
+            _ => i += 1,
+        }
+    }
+    Err("unterminated label value".to_owned())
+}
+
+/// Resolves `\\` and `\n` (and `\"` when `quotes`); any other backslash
+/// sequence is kept verbatim, as Prometheus does. Copies whole runs between
+/// backslashes rather than pushing characters one by one.
+fn unescape(raw: &str, quotes: bool) -> String {
+    let mut out = String::with_capacity(raw.len());
+    let mut rest = raw;
+    while let Some(p) = rest.find('\\') {
+        out.push_str(&rest[..p]);
+        let after = &rest[p + 1..];
+        let (c, consumed) = match after.as_bytes().first() {
+            Some(b'\\') => ('\\', 1),
+            Some(b'n') => ('\n', 1),
+            Some(b'"') if quotes => ('"', 1),
+            _ => ('\\', 0),
+        };
+        out.push(c);
+        rest = &after[consumed..];
+    }
+    out.push_str(rest);
+    out
+}
+
+/// Parses `value [timestamp] [# exemplar]`.
+fn parse_value_and_timestamp(rest: &str) -> Result<(f64, Option<i64>), String> {
+    let (token, rest) = split_token(rest.trim_start_matches(BLANKS));
+    if token.is_empty() {
+        return Err("missing value".to_owned());
+    }
+    let value = parse_float(token).ok_or_else(|| format!("invalid value {}", quoted(token)))?;
+    if rest.is_empty() || rest.starts_with('#') {
+        return Ok((value, None));
+    }
+    let (token, rest) = split_token(rest);
+    let timestamp = token.parse::<i64>().map_err(|_| format!("invalid timestamp {}", quoted(token)))?;
+    if rest.is_empty() || rest.starts_with('#') {
+        Ok((value, Some(timestamp)))
+    } else {
+        Err(format!("unexpected text after timestamp: {}", quoted(rest)))
+    }
+}
+
+/// Go's `strconv.ParseFloat` syntax as `client_golang` prints it: `%g`
+/// numbers and case-insensitive `Inf`/`+Inf`/`-Inf`/`NaN`, all of which
+/// Rust's parser accepts too.
+fn parse_float(token: &str) -> Option<f64> {
+    token.parse().ok()
+}
+
+/// The parsed `le` of a bucket or `quantile` of a quantile sample.
+fn parse_bound(kind: SampleKind, labels: &[(String, String)]) -> Result<Option<f64>, String> {
+    let label = match kind {
+        SampleKind::Bucket => "le",
+        SampleKind::Quantile => "quantile",
+        _ => return Ok(None),
+    };
+    let raw = labels
+        .iter()
+        .find(|(n, _)| n == label)
+        .map(|(_, v)| v.as_str())
+        .ok_or_else(|| format!("missing \"{label}\" label"))?;
+    let bound = parse_float(raw).ok_or_else(|| format!("invalid \"{label}\" value {}", quoted(raw)))?;
+    Ok(Some(bound))
+}
+
+/// Debug-quotes `s` for an error reason, truncated to a readable length.
+fn quoted(s: &str) -> String {
+    match s.char_indices().nth(MAX_QUOTED_CHARS) {
+        Some((end, _)) => format!("{:?}...", &s[..end]),
+        None => format!("{s:?}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const FIXTURE: &str = include_str!("../../tests/fixtures/zai-proxy-sample.prom");
+
+    fn ok(text: &str) -> Exposition {
+        match parse(text) {
+            Ok(exposition) => exposition,
+            Err(e) => panic!("unexpected error: {e}\ninput:\n{text}"),
+        }
+    }
+
+    fn err(text: &str) -> ParseError {
+        match parse(text) {
+            Ok(exposition) => panic!("expected an error, got {exposition:?}"),
+            Err(e) => e,
+        }
+    }
+
+    fn only_sample(text: &str) -> Sample {
+        let exposition = ok(text);
+        assert_eq!(exposition.sample_count(), 1, "{exposition:?}");
+        exposition.families[0].samples[0].clone()
+    }
+
+    fn labels(sample: &Sample) -> Vec<(&str, &str)> {
+        sample.labels.iter().map(|(n, v)| (n.as_str(), v.as_str())).collect()
+    }
+
+    #[test]
+    fn fixture_parses_into_typed_families() {
+        let exposition = ok(FIXTURE);
+        assert_eq!(exposition.families.len(), 26);
+        assert!(exposition.families.iter().all(|f| f.kind != MetricType::Untyped));
+        assert!(exposition.families.iter().all(|f| f.help.is_some()));
+
+        let requests = exposition.family("zai_proxy_requests_total").unwrap();
+        assert_eq!(requests.kind, MetricType::Counter);
+        assert_eq!(requests.samples.len(), 6);
+
+        let duration = exposition.family("zai_proxy_request_duration_seconds").unwrap();
+        assert_eq!(duration.kind, MetricType::Histogram);
+        let count = duration
+            .samples
+            .iter()
+            .find(|s| {
+                s.kind == SampleKind::Count
+                    && s.label("status_code") == Some("200")
+                    && s.label("path") == Some("/api/anthropic/v1/messages")
+            })
+            .unwrap();
+        assert_eq!(count.value, 1486.0);
+        let kinds = |k| duration.samples.iter().filter(|s| s.kind == k).count();
+        assert_eq!(kinds(SampleKind::Bucket), 5 * 16);
+        assert_eq!(kinds(SampleKind::Sum), 5);
+        assert_eq!(kinds(SampleKind::Count), 5);
+
+        let rate = exposition.family("zai_proxy_token_rate").unwrap();
+        let rate_seconds = exposition.family("zai_proxy_token_rate_seconds").unwrap();
+        assert_eq!(rate.samples.len(), 15);
+        assert_eq!(rate_seconds.samples.len(), 12);
+        assert_eq!(rate.samples[0].bound, Some(10.0));
+        assert_eq!(rate_seconds.samples[0].bound, Some(1e-5));
+
+        let reset = exposition.family("zai_proxy_quota_reset_time_seconds").unwrap();
+        assert_eq!(reset.samples[0].value, 1.7889264e9);
+
+        let sample_lines = FIXTURE.lines().filter(|l| !l.trim().is_empty() && !l.starts_with('#')).count();
+        assert_eq!(exposition.sample_count(), sample_lines);
+    }
+
+    #[test]
+    fn help_text_unescapes_backslash_and_newline_only() {
+        let exposition = ok("# HELP foo A \\\\ B\\nC \\\" \\t end  \n# HELP bar\n");
+        assert_eq!(exposition.families[0].help.as_deref(), Some("A \\ B\nC \\\" \\t end  "));
+        assert_eq!(exposition.families[1].help.as_deref(), Some(""));
+    }
+
+    #[test]
+    fn type_line_accepts_every_type() {
+        let text = "# TYPE a counter\n# TYPE b gauge\n# TYPE c histogram\n\
+                    # TYPE d summary\n# TYPE e untyped\n";
+        let kinds: Vec<_> = ok(text).families.iter().map(|f| f.kind).collect();
+        use MetricType::*;
+        assert_eq!(kinds, [Counter, Gauge, Histogram, Summary, Untyped]);
+        assert_eq!(err("# TYPE a timer").reason, "unknown metric type \"timer\"");
+        assert_eq!(err("# TYPE a").reason, "missing metric type");
+        assert_eq!(err("# TYPE a gauge x").reason, "unexpected text after TYPE: \"x\"");
+    }
+
+    #[test]
+    fn other_comments_and_blank_lines_are_ignored() {
+        let text = "\n# just a comment\n#HELP x not a help line\n# HELPER no\n   \n\t\nfoo 1\n\n";
+        let exposition = ok(text);
+        assert_eq!(exposition.families.len(), 1);
+        assert_eq!(exposition.families[0].name, "foo");
+    }
+
+    #[test]
+    fn crlf_and_missing_trailing_newline() {
+        let exposition = ok("# HELP foo Help.\r\n# TYPE foo gauge\r\nfoo{a=\"b\"} 3\r\nfoo 4");
+        let foo = exposition.family("foo").unwrap();
+        assert_eq!(foo.help.as_deref(), Some("Help."));
+        assert_eq!(foo.kind, MetricType::Gauge);
+        assert_eq!(foo.samples[0].label("a"), Some("b"));
+        assert_eq!(foo.samples[1].value, 4.0);
+        assert_eq!(err("foo 1\r\nfoo x\r\n").line, 2);
+    }
+
+    #[test]
+    fn metric_names_allow_colons() {
+        let exposition = ok("# TYPE job:rate:5m gauge\njob:rate:5m 1\n_x 2\n:y 3\n");
+        assert_eq!(exposition.family("job:rate:5m").unwrap().samples.len(), 1);
+        assert!(exposition.family("_x").is_some());
+        assert!(exposition.family(":y").is_some());
+        assert_eq!(err("9foo 1").reason, "invalid metric name \"9foo\"");
+        assert_eq!(err("foo-bar 1").reason, "invalid metric name \"foo-bar\"");
+        assert_eq!(err("# TYPE fö gauge").reason, "invalid metric name \"fö\"");
+        assert_eq!(err("# HELP").reason, "missing metric name after HELP");
+    }
+
+    #[test]
+    fn label_names_follow_the_label_grammar() {
+        let sample = only_sample("foo{_a=\"1\",b9=\"2\"} 1");
+        assert_eq!(labels(&sample), [("_a", "1"), ("b9", "2")]);
+        assert_eq!(err("foo{9a=\"1\"} 1").reason, "invalid label name \"9a\"");
+        assert_eq!(err("foo{é=\"1\"} 1").reason, "invalid label name \"é\"");
+        assert_eq!(err("foo{a:b=\"1\"} 1").reason, "expected '=' after label name \"a\"");
+    }
+
+    #[test]
+    fn empty_label_braces() {
+        let sample = only_sample("foo{} 7");
+        assert!(sample.labels.is_empty());
+        assert_eq!(sample.value, 7.0);
+        assert!(only_sample("foo { } 7").labels.is_empty());
+    }
+
+    #[test]
+    fn spaces_around_label_names_equals_and_commas() {
+        let sample = only_sample("foo { a = \"1\" ,\tb=\"2\" } 1");
+        assert_eq!(labels(&sample), [("a", "1"), ("b", "2")]);
+    }
+
+    #[test]
+    fn trailing_comma_in_labels() {
+        let sample = only_sample("foo{a=\"b\",} 1");
+        assert_eq!(labels(&sample), [("a", "b")]);
+        assert_eq!(err("foo{,} 1").reason, "invalid label name \",\"");
+        assert_eq!(err("foo{a=\"b\",,} 1").reason, "invalid label name \",\"");
+    }
+
+    #[test]
+    fn label_values_with_separators_and_utf8() {
+        let sample = only_sample("foo{a=\"x,y=z}{\",b=\"日本 ü 🚀\"} 1");
+        assert_eq!(labels(&sample), [("a", "x,y=z}{"), ("b", "日本 ü 🚀")]);
+    }
+
+    #[test]
+    fn label_value_escapes() {
+        let sample = only_sample(r#"foo{a="q\"b\\n\nx",b="\t\d\ü",c="\\"} 1"#);
+        assert_eq!(sample.label("a"), Some("q\"b\\n\nx"));
+        assert_eq!(sample.label("b"), Some("\\t\\d\\ü"));
+        assert_eq!(sample.label("c"), Some("\\"));
+    }
+
+    #[test]
+    fn duplicate_label_is_an_error() {
+        assert_eq!(err("foo{a=\"1\",a=\"2\"} 1").reason, "duplicate label \"a\"");
+    }
+
+    #[test]
+    fn go_float_formats_and_special_values() {
+        let cases = [
+            ("1e+06", 1e6),
+            ("1.788738692e+09", 1.788738692e9),
+            ("1e-05", 1e-5),
+            ("-3.5", -3.5),
+            ("+Inf", f64::INFINITY),
+            ("Inf", f64::INFINITY),
+            ("inf", f64::INFINITY),
+            ("-Inf", f64::NEG_INFINITY),
+            ("-inf", f64::NEG_INFINITY),
+        ];
+        for (text, want) in cases {
+            assert_eq!(only_sample(&format!("foo {text}")).value, want, "{text}");
+        }
+        let zero = only_sample("foo -0").value;
+        assert!(zero == 0.0 && zero.is_sign_negative());
+        for nan in ["NaN", "nan", "NAN"] {
+            assert!(only_sample(&format!("foo {nan}")).value.is_nan());
+        }
+        assert_eq!(err("foo abc").reason, "invalid value \"abc\"");
+        assert_eq!(err("foo").reason, "missing value");
+        assert_eq!(err("foo{a=\"b\"}").reason, "missing value");
+    }
+
+    #[test]
+    fn optional_timestamp() {
+        assert_eq!(only_sample("foo 1").timestamp_ms, None);
+        assert_eq!(only_sample("foo 1 1712345678901").timestamp_ms, Some(1712345678901));
+        assert_eq!(only_sample("foo{a=\"b\"} 1 -5 ").timestamp_ms, Some(-5));
+        assert_eq!(err("foo 1 12.5").reason, "invalid timestamp \"12.5\"");
+    }
+
+    #[test]
+    fn exemplars_are_ignored_and_other_trailing_text_rejected() {
+        let sample = only_sample("foo_bucket{le=\"1\"} 3 # {trace_id=\"x\"} 1 2");
+        assert_eq!((sample.value, sample.timestamp_ms), (3.0, None));
+        let sample = only_sample("foo 3 1000 # {trace_id=\"x\"} 1 2");
+        assert_eq!(sample.timestamp_ms, Some(1000));
+        assert_eq!(err("foo 3 1000 junk").reason, "unexpected text after timestamp: \"junk\"");
+    }
+
+    #[test]
+    fn resolution_prefers_declared_families_over_suffix_guessing() {
+        let text = "# TYPE zai_proxy_token_rate histogram\n\
+                    # TYPE zai_proxy_token_rate_seconds histogram\n\
+                    zai_proxy_token_rate_seconds_bucket{le=\"0.1\"} 1\n\
+                    zai_proxy_token_rate_bucket{le=\"10\"} 2\n\
+                    zai_proxy_token_rate_seconds_sum 0.5\n\
+                    zai_proxy_token_rate_count 2\n";
+        let exposition = ok(text);
+        assert_eq!(exposition.families.len(), 2);
+        let rate = exposition.family("zai_proxy_token_rate").unwrap();
+        let seconds = exposition.family("zai_proxy_token_rate_seconds").unwrap();
+        let kinds = |f: &Family| f.samples.iter().map(|s| s.kind).collect::<Vec<_>>();
+        assert_eq!(kinds(rate), [SampleKind::Bucket, SampleKind::Count]);
+        assert_eq!(kinds(seconds), [SampleKind::Bucket, SampleKind::Sum]);
+    }
+
+    #[test]
+    fn undeclared_samples_become_their_own_untyped_families() {
+        let text = "# TYPE c counter\nfoo_total 1\nfoo_bucket{le=\"1\"} 2\nc_sum 3\nfoo_total 4\n";
+        let exposition = ok(text);
+        let names: Vec<_> = exposition.families.iter().map(|f| f.name.as_str()).collect();
+        assert_eq!(names, ["c", "foo_total", "foo_bucket", "c_sum"]);
+        let foo = exposition.family("foo_total").unwrap();
+        assert_eq!(foo.kind, MetricType::Untyped);
+        assert_eq!(foo.samples.len(), 2);
+        let bucket = &exposition.family("foo_bucket").unwrap().samples[0];
+        assert_eq!((bucket.kind, bucket.bound), (SampleKind::Value, None));
+    }
+
+    #[test]
+    fn histogram_buckets_need_a_numeric_le() {
+        let text = "# TYPE h histogram\nh_bucket{a=\"x\",le=\"0.5\"} 1\nh_bucket{a=\"x\",le=\"+Inf\"} 2\n";
+        let h = ok(text).families.remove(0);
+        assert_eq!(labels(&h.samples[0]), [("a", "x"), ("le", "0.5")]);
+        assert_eq!(h.samples[0].bound, Some(0.5));
+        assert_eq!(h.samples[1].label("le"), Some("+Inf"));
+        assert_eq!(h.samples[1].bound, Some(f64::INFINITY));
+        let missing = err("# TYPE h histogram\nh_bucket{a=\"x\"} 1");
+        assert_eq!((missing.line, missing.reason.as_str()), (2, "missing \"le\" label"));
+        let bad = err("# TYPE h histogram\nh_bucket{le=\"big\"} 1");
+        assert_eq!(bad.reason, "invalid \"le\" value \"big\"");
+        let bare = err("# TYPE h histogram\nh 1");
+        assert_eq!(bare.reason, "histogram sample \"h\" needs a _bucket, _sum or _count suffix");
+    }
+
+    #[test]
+    fn summary_quantiles_need_a_numeric_quantile() {
+        let text = "# TYPE s summary\ns{quantile=\"0.99\"} 5\ns_sum 9\ns_count 3\ns_bucket{le=\"1\"} 1\n";
+        let exposition = ok(text);
+        let s = exposition.family("s").unwrap();
+        let kinds: Vec<_> = s.samples.iter().map(|x| x.kind).collect();
+        assert_eq!(kinds, [SampleKind::Quantile, SampleKind::Sum, SampleKind::Count]);
+        assert_eq!(s.samples[0].bound, Some(0.99));
+        assert_eq!(s.samples[0].label("quantile"), Some("0.99"));
+        assert_eq!(exposition.family("s_bucket").unwrap().kind, MetricType::Untyped);
+        let missing = err("# TYPE s summary\ns 5");
+        assert_eq!(missing.reason, "missing \"quantile\" label");
+        let bad = err("# TYPE s summary\ns{quantile=\"p99\"} 5");
+        assert_eq!(bad.reason, "invalid \"quantile\" value \"p99\"");
+    }
+
+    #[test]
+    fn late_or_repeated_type_lines_are_errors() {
+        let late = err("foo 1\n# TYPE foo gauge\n");
+        assert_eq!((late.line, late.reason.as_str()), (2, "TYPE line for \"foo\" after its samples"));
+        let late_suffix = err("h_count 1\n# TYPE h histogram\n");
+        assert_eq!(late_suffix.reason, "TYPE line for \"h\" after its samples");
+        let twice = err("# TYPE foo gauge\n# TYPE foo gauge\n");
+        assert_eq!((twice.line, twice.reason.as_str()), (2, "second TYPE line for \"foo\""));
+        let help_twice = err("# HELP foo a\n# HELP foo b\n");
+        assert_eq!(help_twice.reason, "second HELP line for \"foo\"");
+        // HELP before TYPE is the normal Go order, and HELP may follow samples.
+        ok("# HELP foo a\n# TYPE foo gauge\nfoo 1\n# HELP bar b\nbar 1\n# HELP bar_total c\n");
+    }
+
+    #[test]
+    fn families_without_samples_still_appear_in_order() {
+        let text = "# HELP a only help\n# TYPE b counter\nc 1\n# TYPE d gauge\n";
+        let exposition = ok(text);
+        let names: Vec<_> = exposition.families.iter().map(|f| f.name.as_str()).collect();
+        assert_eq!(names, ["a", "b", "c", "d"]);
+        assert_eq!(exposition.family("a").unwrap().kind, MetricType::Untyped);
+        assert!(exposition.family("b").unwrap().samples.is_empty());
+        assert_eq!(exposition.sample_count(), 1);
+        assert!(exposition.family("zzz").is_none());
+        assert_eq!(parse("").unwrap(), Exposition::default());
+    }
+
+    #[test]
+    fn errors_report_line_number_and_reason() {
+        let mut text = String::from("# TYPE foo counter\n");
+        for i in 0..15 {
+            text.push_str(&format!("foo{{i=\"{i}\"}} 1\n"));
+        }
+        text.push_str("foo{method \"GET\"} 1\n");
+        let error = err(&text);
+        assert_eq!(error.line, 17);
+        assert_eq!(error.to_string(), "line 17: expected '=' after label name \"method\"");
+        let cases = [
+            ("foo{a=\"b} 1", "unterminated label value"),
+            ("foo{a=\"b\\\"} 1", "unterminated label value"),
+            ("foo{a=\"b\" 1", "expected ',' or '}' after label \"a\""),
+            ("foo{a=b} 1", "expected '\"' to open value of label \"a\""),
+            ("foo{a=\"b\"", "missing '}' after labels"),
+            ("foo{", "missing '}' after labels"),
+        ];
+        for (line, reason) in cases {
+            assert_eq!(err(line), ParseError { line: 1, reason: reason.to_owned() }, "{line}");
+        }
+        let long = err(&format!("foo {}", "x".repeat(500)));
+        assert_eq!(long.reason, format!("invalid value \"{}\"...", "x".repeat(40)));
+    }
+
+    /// Small deterministic PRNG so the fuzz tests need no extra crates.
+    struct XorShift(u64);
+
+    impl XorShift {
+        fn next(&mut self) -> u64 {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            self.0
+        }
+
+        fn below(&mut self, n: usize) -> usize {
+            (self.next() % n as u64) as usize
+        }
+    }
+
+    /// Parses without panicking and checks the result is self-consistent.
+    fn check_no_panic(text: &str) {
+        let lines = text.split('\n').count();
+        match parse(text) {
+            Ok(exposition) => assert!(exposition.sample_count() <= lines),
+            Err(e) => assert!(e.line >= 1 && e.line <= lines && !e.reason.is_empty()),
+        }
+    }
+
+    const SPICY: &[char] = &[
+        '{', '}', '"', '\\', '=', ',', ' ', '\t', '\n', '\r', '#', 'e', '+', '-', '.', '_', ':', '0', '1', '9', 'a',
+        'l', 'n', 'I', 'N', 'é', '日', '🚀', '\0',
+    ];
+
+    #[test]
+    fn random_bytes_never_panic() {
+        let mut rng = XorShift(0x9e37_79b9_7f4a_7c15);
+        for _ in 0..3000 {
+            let len = rng.below(120);
+            let bytes: Vec<u8> = (0..len).map(|_| rng.next() as u8).collect();
+            check_no_panic(&String::from_utf8_lossy(&bytes));
+            let chars: String = (0..len).map(|_| SPICY[rng.below(SPICY.len())]).collect();
+            check_no_panic(&chars);
+        }
+    }
+
+    #[test]
+    fn random_mutations_of_valid_exposition_never_panic() {
+        let base = "# HELP h Latency \\n of \\\\ things.\n# TYPE h histogram\n\
+                    h_bucket{a=\"x,y\",le=\"0.5\"} 1 1700000000000\n\
+                    h_bucket{ a = \"\\\"q\\\"\" , le=\"+Inf\",} 2 # {trace_id=\"t\"} 1\n\
+                    h_sum{a=\"日本\"} 1e+06\nh_count 2\n# TYPE s summary\n\
+                    s{quantile=\"0.9\"} NaN\ns_sum -Inf\ns_count 3\nu:x_total{} 1.5e-05\n";
+        let fixture_head: String = FIXTURE.lines().take(60).collect::<Vec<_>>().join("\n");
+        let mut rng = XorShift(0x2545_f491_4f6c_dd1d);
+        for round in 0..4000 {
+            let source = if round % 4 == 0 { fixture_head.as_str() } else { base };
+            let mut chars: Vec<char> = source.chars().collect();
+            for _ in 0..1 + rng.below(4) {
+                let at = rng.below(chars.len().max(1));
+                match rng.below(4) {
+                    0 if !chars.is_empty() => {
+                        chars.remove(at);
+                    }
+                    1 => chars.insert(at, SPICY[rng.below(SPICY.len())]),
+                    2 if !chars.is_empty() => chars[at] = SPICY[rng.below(SPICY.len())],
+                    _ => {
+                        let end = (at + rng.below(30)).min(chars.len());
+                        chars.drain(at..end);
+                    }
+                }
+            }
+            check_no_panic(&chars.into_iter().collect::<String>());
+        }
+        assert_eq!(ok(base).sample_count(), 8);
+    }
+}

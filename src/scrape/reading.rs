@@ -1,0 +1,329 @@
+//! From a parsed exposition to the series zai-dash keeps, as absolute values.
+//!
+//! Only `zai_proxy_*` families with the expected `# TYPE` are read; runtime families (`go_*`,
+//! `process_*`, ...) and unknown families are ignored. Each kept series remembers where its
+//! increase goes ([`Slot`]), so computing increases is a plain walk over the series.
+
+use std::collections::BTreeSet;
+
+use super::parse::{Exposition, Family, MetricType, Sample, SampleKind};
+use crate::point::{GaugeStat, Gauges, Quota, QuotaWindow};
+
+/// Family names of the zai-proxy exposition (contract section 1.2, decisions section 4).
+#[allow(missing_docs)] // each constant is the family name it spells
+pub mod names {
+    pub const REQUESTS: &str = "zai_proxy_requests_total";
+    pub const TOKENS: &str = "zai_proxy_tokens_total";
+    pub const COST: &str = "zai_proxy_estimated_cost_usd_total";
+    pub const UPSTREAM_ERRORS: &str = "zai_proxy_upstream_errors_total";
+    pub const RETRIES: &str = "zai_proxy_retry_attempts_total";
+    pub const REJECTIONS: &str = "zai_proxy_rate_limit_rejections_total";
+    pub const ADJUSTMENTS: &str = "zai_proxy_rate_limit_adjustments_total";
+    pub const DURATION: &str = "zai_proxy_request_duration_seconds";
+    pub const TTFT: &str = "zai_proxy_time_to_first_token_seconds";
+    pub const TPOT: &str = "zai_proxy_time_per_output_token_seconds";
+    pub const REQUEST_SIZE: &str = "zai_proxy_request_size_bytes";
+    pub const RESPONSE_SIZE: &str = "zai_proxy_response_size_bytes";
+    pub const CONCURRENT: &str = "zai_proxy_concurrent_requests";
+    pub const MAX_WORKERS: &str = "zai_proxy_max_workers";
+    pub const RATE_LIMIT_RPS: &str = "zai_proxy_rate_limit_requests_per_second";
+    pub const BUILD_INFO: &str = "zai_proxy_build_info";
+    pub const QUOTA_USAGE: &str = "zai_proxy_quota_usage_ratio";
+    pub const QUOTA_REMAINING: &str = "zai_proxy_quota_remaining_ratio";
+    pub const QUOTA_RESET: &str = "zai_proxy_quota_reset_time_seconds";
+    pub const QUOTA_AGE: &str = "zai_proxy_quota_sample_age_seconds";
+    pub const QUOTA_GATE: &str = "zai_proxy_quota_gate_open";
+    pub const QUOTA_RATE_CAP: &str = "zai_proxy_quota_rate_cap";
+}
+
+/// Where a counter series' increase is added.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Slot {
+    /// Requests by status code.
+    Requests(String),
+    /// Tokens by model and direction index.
+    Tokens(String, usize),
+    /// Cost by model and direction index.
+    Cost(String, usize),
+    /// Upstream errors by type.
+    UpstreamError(String),
+    /// Retries by reason.
+    Retry(String),
+    /// Capacity rejections.
+    Rejection,
+    /// Rate limit adjustments by direction index.
+    Adjustment(usize),
+}
+
+/// Which histogram a series belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HistSlot {
+    /// Request duration (buckets kept).
+    Duration,
+    /// Time to first token (buckets kept).
+    Ttft,
+    /// Time per output token (buckets kept).
+    Tpot,
+    /// Request size (sum and count only).
+    RequestSize,
+    /// Response size (sum and count only).
+    ResponseSize,
+}
+
+/// One counter series: a stable key (family and sorted labels), its slot and absolute value.
+#[derive(Debug, Clone)]
+pub struct CounterSeries {
+    /// Family name and sorted labels; stable across scrapes.
+    pub key: String,
+    /// Where its increase goes.
+    pub slot: Slot,
+    /// Absolute value.
+    pub value: f64,
+}
+
+/// One histogram series (one label set), absolute values.
+#[derive(Debug, Clone)]
+pub struct HistSeries {
+    /// Family name and sorted labels (without `le`).
+    pub key: String,
+    /// Which histogram.
+    pub slot: HistSlot,
+    /// Cumulative `(le, count)` pairs, ascending.
+    pub buckets: Vec<(f64, f64)>,
+    /// `_sum`.
+    pub sum: f64,
+    /// `_count`.
+    pub count: f64,
+}
+
+/// Everything zai-dash keeps from one scrape.
+#[derive(Debug, Clone, Default)]
+pub struct Reading {
+    /// Counter series.
+    pub counters: Vec<CounterSeries>,
+    /// Histogram series.
+    pub hists: Vec<HistSeries>,
+    /// Gauges (single values).
+    pub gauges: Gauges,
+    /// The single `variant` label value, if the target reports exactly one.
+    pub variant_label: Option<String>,
+    /// `zai_proxy_build_info` version.
+    pub version: Option<String>,
+    /// Samples in the whole exposition (health data).
+    pub samples: usize,
+}
+
+/// Extracts the kept series from an exposition.
+pub fn read(expo: &Exposition) -> Reading {
+    let mut r = Reading { samples: expo.sample_count(), ..Reading::default() };
+    let mut variants = BTreeSet::new();
+    for fam in &expo.families {
+        if !fam.name.starts_with("zai_proxy_") {
+            continue;
+        }
+        for s in &fam.samples {
+            if let Some(v) = s.label("variant") {
+                variants.insert(v.to_owned());
+            }
+        }
+        read_family(fam, &mut r);
+    }
+    r.variant_label = super::variant::variant_from_labels(variants.iter().map(String::as_str));
+    r.gauges.quota = read_quota(expo);
+    r
+}
+
+fn read_family(fam: &Family, r: &mut Reading) {
+    use names::*;
+    match (fam.name.as_str(), fam.kind) {
+        (DURATION, MetricType::Histogram) => read_hist(fam, HistSlot::Duration, r),
+        (TTFT, MetricType::Histogram) => read_hist(fam, HistSlot::Ttft, r),
+        (TPOT, MetricType::Histogram) => read_hist(fam, HistSlot::Tpot, r),
+        (REQUEST_SIZE, MetricType::Histogram) => read_hist(fam, HistSlot::RequestSize, r),
+        (RESPONSE_SIZE, MetricType::Histogram) => read_hist(fam, HistSlot::ResponseSize, r),
+        (CONCURRENT, MetricType::Gauge) => r.gauges.concurrent = gauge_sum(fam),
+        (MAX_WORKERS, MetricType::Gauge) => r.gauges.max_workers = gauge_sum(fam),
+        (RATE_LIMIT_RPS, MetricType::Gauge) => r.gauges.rate_limit_rps = gauge_sum(fam),
+        (BUILD_INFO, MetricType::Gauge) => {
+            r.version = fam.samples.iter().find_map(|s| s.label("version").map(str::to_owned));
+        }
+        (_, MetricType::Counter | MetricType::Untyped) => read_counter(fam, r),
+        _ => {}
+    }
+}
+
+fn read_counter(fam: &Family, r: &mut Reading) {
+    for s in fam.samples.iter().filter(|s| s.kind == SampleKind::Value && s.value.is_finite()) {
+        let Some(slot) = counter_slot(&fam.name, s) else { continue };
+        r.counters.push(CounterSeries { key: series_key(&fam.name, s, None), slot, value: s.value });
+    }
+}
+
+fn counter_slot(family: &str, s: &Sample) -> Option<Slot> {
+    let label = |n: &str| s.label(n).unwrap_or("").to_owned();
+    let direction = |names: &[&str]| s.label("direction").and_then(|d| names.iter().position(|n| *n == d));
+    Some(match family {
+        names::REQUESTS => Slot::Requests(label("status_code")),
+        names::TOKENS => Slot::Tokens(label("model"), direction(&crate::point::DIRECTIONS)?),
+        names::COST => Slot::Cost(label("model"), direction(&crate::point::DIRECTIONS)?),
+        names::UPSTREAM_ERRORS => Slot::UpstreamError(label("error_type")),
+        names::RETRIES => Slot::Retry(label("reason")),
+        names::REJECTIONS => Slot::Rejection,
+        names::ADJUSTMENTS => Slot::Adjustment(direction(&crate::point::ADJUSTMENTS)?),
+        _ => return None,
+    })
+}
+
+fn read_hist(fam: &Family, slot: HistSlot, r: &mut Reading) {
+    let start = r.hists.len();
+    for s in &fam.samples {
+        if !s.value.is_finite() && s.kind != SampleKind::Bucket {
+            continue;
+        }
+        let key = series_key(&fam.name, s, Some("le"));
+        let idx = match r.hists[start..].iter().position(|h| h.key == key) {
+            Some(i) => start + i,
+            None => {
+                r.hists.push(HistSeries { key, slot, buckets: Vec::new(), sum: 0.0, count: 0.0 });
+                r.hists.len() - 1
+            }
+        };
+        let h = &mut r.hists[idx];
+        match (s.kind, s.bound) {
+            (SampleKind::Bucket, Some(le)) if s.value.is_finite() => h.buckets.push((le, s.value)),
+            (SampleKind::Sum, _) => h.sum = s.value,
+            (SampleKind::Count, _) => h.count = s.value,
+            _ => {}
+        }
+    }
+    for h in &mut r.hists[start..] {
+        h.buckets.sort_by(|a, b| a.0.total_cmp(&b.0));
+    }
+}
+
+/// Family name plus labels sorted by name (optionally without one label), joined with
+/// separators that cannot be confused with label text.
+fn series_key(family: &str, s: &Sample, skip: Option<&str>) -> String {
+    let mut labels: Vec<&(String, String)> = s.labels.iter().filter(|(n, _)| Some(n.as_str()) != skip).collect();
+    labels.sort();
+    let mut key = String::with_capacity(family.len() + 16 * labels.len());
+    key.push_str(family);
+    for (n, v) in labels {
+        key.push('\u{1}');
+        key.push_str(n);
+        key.push('\u{2}');
+        key.push_str(v);
+    }
+    key
+}
+
+fn gauge_sum(fam: &Family) -> Option<GaugeStat> {
+    let values: Vec<f64> = fam.samples.iter().map(|s| s.value).filter(|v| v.is_finite()).collect();
+    (!values.is_empty()).then(|| GaugeStat::single(values.iter().sum()))
+}
+
+/// The Go dashboard's quota block: one limit type per window (credit_limit preferred, then
+/// tokens_limit, else the smallest name), the oldest sample age, gate and enforcement flags.
+fn read_quota(expo: &Exposition) -> Option<Quota> {
+    let fam = |n: &str| expo.family(n).map(|f| f.samples.as_slice()).unwrap_or_default();
+    let (usage, remaining, reset) = (fam(names::QUOTA_USAGE), fam(names::QUOTA_REMAINING), fam(names::QUOTA_RESET));
+    let age = fam(names::QUOTA_AGE);
+    if usage.is_empty() && remaining.is_empty() && reset.is_empty() && age.is_empty() {
+        return None;
+    }
+    let window = |w: &str| quota_window(w, usage, remaining, reset);
+    let gate = fam(names::QUOTA_GATE);
+    Some(Quota {
+        five_hour: window("five_hour"),
+        weekly: window("weekly"),
+        sample_age_seconds: age.iter().map(|s| s.value).filter(|v| v.is_finite()).reduce(f64::max),
+        gate_open: (!gate.is_empty()).then(|| gate.iter().any(|s| s.value >= 1.0)),
+        enforcement: Some(!gate.is_empty() || !fam(names::QUOTA_RATE_CAP).is_empty()),
+    })
+}
+
+fn quota_window(window: &str, usage: &[Sample], remaining: &[Sample], reset: &[Sample]) -> Option<QuotaWindow> {
+    let in_window = |s: &&Sample| s.label("window") == Some(window);
+    let types: BTreeSet<String> = usage
+        .iter()
+        .chain(remaining)
+        .chain(reset)
+        .filter(in_window)
+        .map(|s| s.label("limit_type").unwrap_or("").to_ascii_lowercase())
+        .collect();
+    let chosen = ["credit_limit", "tokens_limit"]
+        .iter()
+        .find(|p| types.contains(**p))
+        .map(|p| (*p).to_owned())
+        .or_else(|| types.iter().next().cloned())?;
+    let value = |samples: &[Sample]| {
+        samples
+            .iter()
+            .filter(in_window)
+            .find(|s| s.label("limit_type").is_some_and(|t| t.eq_ignore_ascii_case(&chosen)))
+            .map(|s| s.value)
+            .filter(|v| v.is_finite())
+    };
+    Some(QuotaWindow {
+        limit_type: (!chosen.is_empty()).then(|| chosen.clone()),
+        usage_ratio: value(usage),
+        remaining_ratio: value(remaining),
+        reset_time_unix: value(reset).filter(|v| *v > 0.0),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::scrape::parse::parse;
+
+    const SAMPLE: &str = include_str!("../../tests/fixtures/zai-proxy-sample.prom");
+
+    #[test]
+    fn reads_the_fixture() {
+        let r = read(&parse(SAMPLE).unwrap());
+        assert_eq!(r.samples, 249);
+        assert_eq!(r.variant_label.as_deref(), Some("production"));
+        assert_eq!(r.version.as_deref(), Some("1.11.1"));
+        assert_eq!(r.gauges.concurrent.unwrap().last, 3.0);
+        assert_eq!(r.gauges.max_workers.unwrap().last, 10.0);
+        assert_eq!(r.gauges.rate_limit_rps.unwrap().last, 29.4);
+        let reqs: f64 = r.counters.iter().filter(|c| matches!(c.slot, Slot::Requests(_))).map(|c| c.value).sum();
+        assert_eq!(reqs, 1533.0);
+        let durations: Vec<_> = r.hists.iter().filter(|h| h.slot == HistSlot::Duration).collect();
+        assert_eq!(durations.len(), 5);
+        assert!(durations.iter().all(|h| h.buckets.len() == 16 && h.buckets[15].0 == f64::INFINITY));
+        // token_rate / token_rate_seconds are not request durations and are not read at all.
+        assert_eq!(r.hists.len(), 5 + 2 + 2);
+    }
+
+    #[test]
+    fn quota_block_matches_the_go_dashboard() {
+        let q = read(&parse(SAMPLE).unwrap()).gauges.quota.unwrap();
+        let five = q.five_hour.unwrap();
+        assert_eq!(five.limit_type.as_deref(), Some("tokens_limit"));
+        assert_eq!(five.usage_ratio, Some(0.13));
+        assert_eq!(five.reset_time_unix, Some(1_788_738_692.0));
+        let weekly = q.weekly.unwrap();
+        assert_eq!(weekly.limit_type.as_deref(), Some("credit_limit"));
+        assert_eq!(weekly.remaining_ratio, Some(0.5785));
+        assert_eq!(q.sample_age_seconds, Some(60.004));
+        assert_eq!(q.enforcement, Some(false));
+        assert_eq!(q.gate_open, None);
+    }
+
+    #[test]
+    fn wrongly_typed_families_are_ignored() {
+        let r = read(
+            &parse("# TYPE zai_proxy_requests_total gauge\nzai_proxy_requests_total{status_code=\"200\"} 5\n").unwrap(),
+        );
+        assert!(r.counters.is_empty());
+    }
+
+    #[test]
+    fn series_keys_ignore_label_order() {
+        let a = read(&parse("zai_proxy_requests_total{a=\"1\",status_code=\"200\"} 1\n").unwrap());
+        let b = read(&parse("zai_proxy_requests_total{status_code=\"200\",a=\"1\"} 1\n").unwrap());
+        assert_eq!(a.counters[0].key, b.counters[0].key);
+    }
+}

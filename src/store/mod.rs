@@ -1,0 +1,87 @@
+//! SQLite storage: `metrics_5s` (raw points), `metrics_1m` (rollups), `targets` (per-target
+//! state for restart safety), `variants` and `meta` (the rollup watermark).
+//!
+//! SQLite is synchronous, so every access goes through [`Store::with_conn`], which runs on the
+//! blocking pool with a pooled connection and never holds it across an `.await`. One writer
+//! task owns all inserts ([`write`]); readers run concurrently thanks to WAL.
+
+pub mod codec;
+pub mod downsample;
+pub mod query;
+pub mod schema;
+pub mod write;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use r2d2_sqlite::SqliteConnectionManager;
+use rusqlite::Connection;
+
+pub use write::{WriteBatch, WriteQueue, WriterStats};
+
+/// A storage failure. SQLite's own text is kept (for example "database or disk is full").
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// No connection could be taken from the pool in time.
+    #[error("database connection pool: {0}")]
+    Pool(#[from] r2d2::Error),
+    /// SQLite refused a statement.
+    #[error("sqlite: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    /// The blocking task died.
+    #[error("database task failed: {0}")]
+    Join(#[from] tokio::task::JoinError),
+    /// A stored row could not be decoded.
+    #[error(transparent)]
+    Codec(#[from] codec::CodecError),
+    /// A stored target state could not be decoded.
+    #[error("target state: {0}")]
+    State(#[from] serde_json::Error),
+}
+
+/// Pooled access to the database file.
+#[derive(Clone, Debug)]
+pub struct Store {
+    pool: r2d2::Pool<SqliteConnectionManager>,
+    path: PathBuf,
+}
+
+/// Connection settings applied to every pooled connection: WAL so readers never block the
+/// writer, a busy timeout instead of immediate SQLITE_BUSY, and NORMAL sync, which in WAL mode
+/// is durable across process crashes (only an OS crash can lose the last transactions).
+const CONNECTION_PRAGMAS: &str = "PRAGMA journal_mode = WAL; PRAGMA busy_timeout = 5000; PRAGMA synchronous = NORMAL;";
+
+impl Store {
+    /// Opens (creating if needed) the database and brings the schema up to date.
+    pub fn open(path: &Path) -> Result<Self, StoreError> {
+        let manager = SqliteConnectionManager::file(path).with_init(|c| c.execute_batch(CONNECTION_PRAGMAS));
+        let pool = r2d2::Pool::builder().max_size(8).connection_timeout(Duration::from_secs(5)).build(manager)?;
+        let store = Self { pool, path: path.to_path_buf() };
+        schema::migrate(&mut *store.conn()?)?;
+        Ok(store)
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// A pooled connection for synchronous callers (startup, benchmarks, tests).
+    pub fn conn(&self) -> Result<r2d2::PooledConnection<SqliteConnectionManager>, StoreError> {
+        Ok(self.pool.get()?)
+    }
+
+    /// Runs `f` with a pooled connection on the blocking thread pool.
+    pub async fn with_conn<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
+    {
+        let pool = self.pool.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut conn = pool.get()?;
+            f(&mut conn)
+        })
+        .await?
+    }
+}

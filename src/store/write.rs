@@ -1,0 +1,185 @@
+//! The single writer: one transaction per tick, a bounded queue in front, a bounded retry
+//! backlog behind.
+//!
+//! The ticker never waits for the disk: [`WriteQueue::submit`] is a `try_send`, and a full
+//! queue drops the batch, counts it and logs it. A batch whose transaction fails (disk full,
+//! locked file) stays in a backlog of [`MAX_BACKLOG`] batches and is retried, oldest first,
+//! before each new batch, so a transient failure loses nothing. Points are published to the
+//! live hub after the write attempt, so REST reflects what SSE has shown whenever the disk
+//! accepts writes, and the live view keeps moving when it does not.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use rusqlite::{Connection, params};
+use tokio::sync::mpsc;
+
+use super::{Store, StoreError, query};
+use crate::clock::bucket_end;
+use crate::hub::Hub;
+use crate::point::{Point, TargetRow};
+
+/// Failed batches kept for retry: one hour of 5 s ticks.
+pub const MAX_BACKLOG: usize = 720;
+
+/// Everything one tick writes.
+#[derive(Debug, Clone)]
+pub struct WriteBatch {
+    /// End of the bucket the rows belong to.
+    pub bucket_end_ms: i64,
+    /// One row per target that completed a scrape in the bucket.
+    pub rows: Vec<TargetRow>,
+    /// Per-target state after those scrapes.
+    pub states: Vec<StateUpdate>,
+    /// Points to publish live once written.
+    pub points: Vec<Point>,
+}
+
+/// A target's persisted state after a scrape.
+#[derive(Debug, Clone)]
+pub struct StateUpdate {
+    /// Target id.
+    pub target_id: i64,
+    /// Completion time of the scrape the state describes; an older state never overwrites a
+    /// newer one (a retried batch must not roll a target back).
+    pub scraped_ms: i64,
+    /// Serialized [`crate::scrape::increase::TargetState`].
+    pub state_json: String,
+    /// Variant at that scrape.
+    pub variant: String,
+}
+
+/// Counters of the writer, for logs and self-metrics.
+#[derive(Debug, Default)]
+pub struct WriterStats {
+    /// Batches committed.
+    pub committed: AtomicU64,
+    /// Batches dropped because the queue was full or the backlog overflowed.
+    pub dropped: AtomicU64,
+    /// Failed transaction attempts.
+    pub failed: AtomicU64,
+    /// Batches waiting in the retry backlog.
+    pub backlog: AtomicU64,
+}
+
+/// The sending side of the writer's queue.
+#[derive(Debug, Clone)]
+pub struct WriteQueue {
+    tx: mpsc::Sender<WriteBatch>,
+    stats: Arc<WriterStats>,
+}
+
+/// Creates the queue; the receiver goes to [`run_writer`].
+pub fn channel(capacity: usize, stats: Arc<WriterStats>) -> (WriteQueue, mpsc::Receiver<WriteBatch>) {
+    let (tx, rx) = mpsc::channel(capacity);
+    (WriteQueue { tx, stats }, rx)
+}
+
+impl WriteQueue {
+    /// Hands a batch to the writer without waiting; a full queue drops it (counted, logged).
+    pub fn submit(&self, batch: WriteBatch) {
+        if let Err(e) = self.tx.try_send(batch) {
+            let dropped = self.stats.dropped.fetch_add(1, Ordering::Relaxed) + 1;
+            let b = e.into_inner();
+            tracing::warn!(
+                bucket_end_ms = b.bucket_end_ms,
+                rows = b.rows.len(),
+                dropped_total = dropped,
+                "Write queue full; batch dropped."
+            );
+        }
+    }
+}
+
+/// Writes batches until every sender is gone, then makes one last attempt at the backlog.
+pub async fn run_writer(
+    store: Store,
+    mut rx: mpsc::Receiver<WriteBatch>,
+    hub: Hub,
+    stats: Arc<WriterStats>,
+    rollup_ms: i64,
+) {
+    let mut backlog: VecDeque<Arc<WriteBatch>> = VecDeque::new();
+    let mut failing = false;
+    while let Some(mut batch) = rx.recv().await {
+        let points = std::mem::take(&mut batch.points);
+        backlog.push_back(Arc::new(batch));
+        if backlog.len() > MAX_BACKLOG {
+            backlog.pop_front();
+            stats.dropped.fetch_add(1, Ordering::Relaxed);
+        }
+        failing = drain(&store, &mut backlog, &stats, rollup_ms, failing).await;
+        hub.publish(points);
+    }
+    if !backlog.is_empty() {
+        drain(&store, &mut backlog, &stats, rollup_ms, failing).await;
+    }
+    if !backlog.is_empty() {
+        tracing::error!(
+            batches = backlog.len(),
+            "Shutting down with unwritten batches; the database kept refusing writes."
+        );
+    }
+}
+
+/// Writes the backlog oldest first, stopping at the first failure. Returns whether writes are
+/// failing, logging only when that changes.
+async fn drain(
+    store: &Store,
+    backlog: &mut VecDeque<Arc<WriteBatch>>,
+    stats: &WriterStats,
+    rollup_ms: i64,
+    was_failing: bool,
+) -> bool {
+    let mut written = 0;
+    while let Some(batch) = backlog.front().cloned() {
+        match store.with_conn(move |c| write_batch(c, &batch, rollup_ms)).await {
+            Ok(()) => {
+                backlog.pop_front();
+                written += 1;
+                stats.committed.fetch_add(1, Ordering::Relaxed);
+            }
+            Err(e) => {
+                stats.failed.fetch_add(1, Ordering::Relaxed);
+                stats.backlog.store(backlog.len() as u64, Ordering::Relaxed);
+                if !was_failing {
+                    tracing::error!(error = %e, backlog = backlog.len(), "Database write failed; keeping batches in memory to retry.");
+                }
+                return true;
+            }
+        }
+    }
+    stats.backlog.store(0, Ordering::Relaxed);
+    if was_failing {
+        tracing::info!(batches = written, "Database writes recovered; the backlog is written.");
+    }
+    false
+}
+
+/// Writes one batch in one transaction: rows (merged with an existing row of the same bucket),
+/// target states, and a lowered rollup watermark when a row lands in an already rolled-up minute.
+pub fn write_batch(conn: &mut Connection, batch: &WriteBatch, rollup_ms: i64) -> Result<(), StoreError> {
+    let tx = conn.transaction()?;
+    let mut watermark = query::watermark(&tx)?;
+    for row in &batch.rows {
+        query::upsert_raw_row(&tx, row)?;
+        if let Some(w) = watermark {
+            let minute = bucket_end(row.ts_ms, rollup_ms);
+            if minute <= w {
+                watermark = Some(minute - rollup_ms);
+                query::set_watermark(&tx, minute - rollup_ms)?;
+            }
+        }
+    }
+    let mut update = tx.prepare_cached(
+        "UPDATE targets SET state = ?1, state_ms = ?2, variant = ?3
+         WHERE id = ?4 AND (state_ms IS NULL OR state_ms <= ?2)",
+    )?;
+    for s in &batch.states {
+        update.execute(params![s.state_json, s.scraped_ms, s.variant, s.target_id])?;
+    }
+    drop(update);
+    tx.commit()?;
+    Ok(())
+}

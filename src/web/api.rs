@@ -1,0 +1,307 @@
+//! JSON endpoints, in the Go dashboard's shapes (contract section 3.4, decisions section 2).
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use axum::Json;
+use axum::extract::{Query, State};
+use serde::Serialize;
+
+use super::AppState;
+use super::error::ApiError;
+use crate::clock::{bucket_end, rfc3339_ms};
+use crate::config::duration_ms;
+use crate::point::Quota;
+use crate::scrape::health::TargetHealth;
+use crate::scrape::variant::is_valid_variant;
+use crate::store::query::{self, PointQuery, RAW_RANGE_LIMIT_MS};
+
+/// Longest accepted window.
+const MAX_RANGE_MS: i64 = 400 * 86_400_000;
+/// Default and bounds of `max_points`.
+const DEFAULT_MAX_POINTS: i64 = 1500;
+const MAX_MAX_POINTS: i64 = 10_000;
+
+/// Status of one variant: the latest complete 5 s point plus target health.
+#[allow(missing_docs)] // field names are the Go dashboard's `/api/status` (decisions section 2)
+#[derive(Debug, Clone, Serialize)]
+pub struct VariantStatus {
+    pub healthy: bool,
+    pub last_scrape: Option<String>,
+    pub req_rate: f64,
+    pub error_rate_pct: Option<f64>,
+    pub latency_p50_ms: Option<f64>,
+    pub latency_p95_ms: Option<f64>,
+    pub latency_p99_ms: Option<f64>,
+    pub concurrent: f64,
+    pub worker_utilization: f64,
+    pub rate_limit_rps: f64,
+    pub token_rate_in: f64,
+    pub token_rate_out: f64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub quota: Option<Quota>,
+    pub version: Option<String>,
+    pub targets: Vec<TargetStatus>,
+}
+
+/// One target inside a variant's status.
+#[allow(missing_docs)] // field names of decisions section 2
+#[derive(Debug, Clone, Serialize)]
+pub struct TargetStatus {
+    pub url: String,
+    pub up: bool,
+    pub last_success: Option<String>,
+    pub last_error: Option<String>,
+    pub scrape_duration_ms: f64,
+    pub samples: usize,
+}
+
+impl From<&TargetHealth> for TargetStatus {
+    fn from(h: &TargetHealth) -> Self {
+        Self {
+            url: h.url.clone(),
+            up: h.up,
+            last_success: h.last_success(),
+            last_error: h.last_error.clone(),
+            scrape_duration_ms: h.scrape_duration_ms,
+            samples: h.samples,
+        }
+    }
+}
+
+/// Every variant configured or seen (in health or history), sorted.
+pub async fn known_variants(state: &AppState) -> Result<BTreeSet<String>, ApiError> {
+    let mut names: BTreeSet<String> = state.settings.targets.iter().map(|t| t.initial_variant()).collect();
+    names.extend(state.health.snapshot().into_iter().map(|h| h.variant));
+    names.extend(state.hub.latest().into_keys());
+    let stored = state.store.with_conn(|c| query::variant_names(c)).await?;
+    names.extend(stored.into_values());
+    Ok(names)
+}
+
+/// Builds the status of every known variant.
+pub async fn collect_status(state: &AppState) -> Result<BTreeMap<String, VariantStatus>, ApiError> {
+    let now = state.clock.now_ms();
+    let fresh_window = 3 * duration_ms(state.settings.scrape_interval);
+    let health = state.health.snapshot();
+    let latest = state.hub.latest();
+    let mut out = BTreeMap::new();
+    for variant in known_variants(state).await? {
+        let targets: Vec<&TargetHealth> = health.iter().filter(|h| h.variant == variant).collect();
+        let p = latest.get(&variant);
+        let versions: BTreeSet<&str> = targets.iter().filter_map(|h| h.version.as_deref()).collect();
+        out.insert(
+            variant.clone(),
+            VariantStatus {
+                healthy: targets.iter().any(|h| h.fresh(now, fresh_window)),
+                last_scrape: targets.iter().filter_map(|h| h.last_success_ms).max().map(rfc3339_ms),
+                req_rate: p.map_or(0.0, |p| p.req_rate),
+                error_rate_pct: p.and_then(|p| p.error_rate_pct),
+                latency_p50_ms: p.and_then(|p| p.latency_p50),
+                latency_p95_ms: p.and_then(|p| p.latency_p95),
+                latency_p99_ms: p.and_then(|p| p.latency_p99),
+                concurrent: p.map_or(0.0, |p| p.concurrent_requests),
+                worker_utilization: p.map_or(0.0, |p| p.worker_utilization),
+                rate_limit_rps: p.map_or(0.0, |p| p.rate_limit_rps),
+                token_rate_in: p.map_or(0.0, |p| p.token_rate_in),
+                token_rate_out: p.map_or(0.0, |p| p.token_rate_out),
+                quota: p.and_then(|p| p.quota.clone()),
+                version: (!versions.is_empty()).then(|| versions.into_iter().collect::<Vec<_>>().join(",")),
+                targets: targets.into_iter().map(TargetStatus::from).collect(),
+            },
+        );
+    }
+    Ok(out)
+}
+
+/// `GET /api/status`.
+pub async fn status(State(state): State<AppState>) -> Result<Json<BTreeMap<String, VariantStatus>>, ApiError> {
+    Ok(Json(collect_status(&state).await?))
+}
+
+/// `GET /api/metrics?range=&variant=&start=&end=&step=&max_points=&target=`.
+pub async fn metrics(
+    State(state): State<AppState>,
+    Query(params): Query<HashMap<String, String>>,
+) -> Result<Json<Vec<crate::point::Point>>, ApiError> {
+    let q = parse_metrics_query(&params, state.clock.now_ms(), state.settings.point_ms(), state.settings.rollup_ms())?;
+    let rollup_ms = state.settings.rollup_ms();
+    let points = state.store.with_conn(move |c| query::points(c, &q, rollup_ms)).await?;
+    Ok(Json(points))
+}
+
+/// `GET /api/targets`.
+pub async fn targets(State(state): State<AppState>) -> Json<Vec<serde_json::Value>> {
+    let list = state
+        .health
+        .snapshot()
+        .iter()
+        .map(|h| {
+            serde_json::json!({
+                "url": h.url,
+                "variant": h.variant,
+                "up": h.up,
+                "last_success": h.last_success(),
+                "last_error": h.last_error,
+                "scrape_duration_ms": h.scrape_duration_ms,
+                "samples": h.samples,
+                "consecutive_failures": h.consecutive_failures,
+                "version": h.version,
+            })
+        })
+        .collect();
+    Json(list)
+}
+
+/// `GET /api/config`.
+pub async fn config(State(state): State<AppState>) -> Json<serde_json::Value> {
+    let s = &state.settings;
+    let human = |d| humantime::format_duration(d).to_string();
+    Json(serde_json::json!({
+        "scrape_interval": s.scrape_interval.as_secs_f64(),
+        "scrape_timeout": human(s.scrape_timeout),
+        "targets": s.targets.iter().map(|t| t.url.as_str()).collect::<Vec<_>>(),
+        "variants": s.targets.iter().map(|t| t.initial_variant()).collect::<Vec<_>>(),
+        "retention_5s": human(s.retention_5s),
+        "retention_1m": human(s.retention_1m),
+        "downsample_interval": human(s.downsample_interval),
+        "version": crate::VERSION,
+    }))
+}
+
+fn bad(msg: String) -> ApiError {
+    ApiError::BadRequest(msg)
+}
+
+/// Validates `/api/metrics` parameters into a query. Every error names its parameter.
+pub fn parse_metrics_query(
+    params: &HashMap<String, String>,
+    now_ms: i64,
+    point_ms: i64,
+    rollup_ms: i64,
+) -> Result<PointQuery, ApiError> {
+    let get = |k: &str| params.get(k).map(|v| v.trim()).filter(|v| !v.is_empty());
+    let range_ms = match get("range") {
+        None => 3_600_000,
+        Some(r) => parse_positive_duration_ms(r).filter(|&ms| ms <= MAX_RANGE_MS).ok_or_else(|| {
+            bad(format!("invalid range parameter {r:?}: use 5m, 15m, 1h, 6h, 24h, 7d or a duration up to 400d"))
+        })?,
+    };
+    let end_ms = match get("end") {
+        None => now_ms,
+        Some(v) => {
+            parse_time_ms(v).ok_or_else(|| bad(format!("invalid end parameter {v:?}: use RFC 3339 or Unix seconds")))?
+        }
+    };
+    let start_ms = match get("start") {
+        None => end_ms - range_ms,
+        Some(v) => parse_time_ms(v)
+            .ok_or_else(|| bad(format!("invalid start parameter {v:?}: use RFC 3339 or Unix seconds")))?,
+    };
+    if start_ms >= end_ms {
+        return Err(bad("invalid start parameter: start must be before end".into()));
+    }
+    if end_ms - start_ms > MAX_RANGE_MS {
+        return Err(bad("invalid start parameter: the window is longer than 400d".into()));
+    }
+    let variant = match get("variant") {
+        None | Some("all") => None,
+        Some(v) if is_valid_variant(v) => Some(v.to_owned()),
+        Some(v) => {
+            return Err(bad(format!(
+                "invalid variant parameter {v:?}: use all or a name of a-z 0-9 _ . - (at most 64)"
+            )));
+        }
+    };
+    let max_points = match get("max_points") {
+        None => DEFAULT_MAX_POINTS,
+        Some(v) => v.parse::<i64>().ok().filter(|n| (1..=MAX_MAX_POINTS).contains(n)).ok_or_else(|| {
+            bad(format!("invalid max_points parameter {v:?}: use a whole number from 1 to {MAX_MAX_POINTS}"))
+        })?,
+    };
+    let min_step = match get("step") {
+        None => 0,
+        Some(v) => parse_positive_duration_ms(v)
+            .filter(|&ms| ms >= 5_000)
+            .ok_or_else(|| bad(format!("invalid step parameter {v:?}: use a duration of at least 5s")))?,
+    };
+    let span = end_ms - start_ms;
+    let raw = span <= RAW_RANGE_LIMIT_MS;
+    let resolution = if raw { point_ms } else { rollup_ms };
+    let wanted = min_step.max((span + max_points - 1) / max_points).max(resolution);
+    Ok(PointQuery {
+        start_ms,
+        end_ms,
+        step_ms: bucket_end(wanted, resolution),
+        raw,
+        variant,
+        target_url: get("target").map(str::to_owned),
+    })
+}
+
+fn parse_positive_duration_ms(v: &str) -> Option<i64> {
+    let d = humantime::parse_duration(v).ok()?;
+    let ms = duration_ms(d);
+    (ms > 0).then_some(ms)
+}
+
+fn parse_time_ms(v: &str) -> Option<i64> {
+    if let Ok(secs) = v.parse::<f64>() {
+        return (0.0..1e11).contains(&secs).then(|| (secs * 1000.0).round() as i64);
+    }
+    chrono::DateTime::parse_from_rfc3339(v).ok().map(|t| t.timestamp_millis())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn q(pairs: &[(&str, &str)]) -> Result<PointQuery, String> {
+        let params = pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
+        parse_metrics_query(&params, 1_800_000_000_000, 5_000, 60_000).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn short_ranges_read_raw_points_long_ones_rollups() {
+        let one_hour = q(&[("range", "1h")]).unwrap();
+        assert!(one_hour.raw);
+        assert_eq!(one_hour.step_ms, 5_000);
+        let week = q(&[("range", "7d")]).unwrap();
+        assert!(!week.raw);
+        assert_eq!(week.step_ms, 420_000); // 7 d / 1500 points, rounded up to whole minutes
+        assert!(7 * 86_400_000 / week.step_ms <= 1500);
+    }
+
+    #[test]
+    fn step_and_max_points_are_honoured() {
+        assert_eq!(q(&[("range", "1h"), ("step", "30s")]).unwrap().step_ms, 30_000);
+        assert_eq!(q(&[("range", "1h"), ("max_points", "60")]).unwrap().step_ms, 60_000);
+        assert_eq!(q(&[("range", "1h"), ("step", "7s")]).unwrap().step_ms, 10_000);
+    }
+
+    #[test]
+    fn start_and_end_accept_rfc3339_and_unix_seconds() {
+        let r = q(&[("start", "2026-01-01T00:00:00Z"), ("end", "1767225900")]).unwrap();
+        assert_eq!(r.start_ms, 1_767_225_600_000);
+        assert_eq!(r.end_ms, 1_767_225_900_000);
+        assert!(r.raw);
+    }
+
+    #[test]
+    fn bad_parameters_are_named() {
+        assert!(q(&[("range", "soon")]).unwrap_err().contains("range"));
+        assert!(q(&[("range", "0s")]).unwrap_err().contains("range"));
+        assert!(q(&[("variant", "<script>")]).unwrap_err().contains("variant"));
+        assert!(q(&[("max_points", "0")]).unwrap_err().contains("max_points"));
+        assert!(q(&[("max_points", "10001")]).unwrap_err().contains("max_points"));
+        assert!(q(&[("step", "1s")]).unwrap_err().contains("step"));
+        assert!(q(&[("start", "yesterday")]).unwrap_err().contains("start"));
+        assert!(q(&[("end", "nope")]).unwrap_err().contains("end"));
+        assert!(q(&[("start", "1767225900"), ("end", "1767225600")]).unwrap_err().contains("start"));
+    }
+
+    #[test]
+    fn variant_all_means_no_filter() {
+        assert_eq!(q(&[("variant", "all")]).unwrap().variant, None);
+        assert_eq!(q(&[("variant", "canary")]).unwrap().variant.as_deref(), Some("canary"));
+    }
+}

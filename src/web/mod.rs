@@ -1,0 +1,70 @@
+//! HTTP: the router, shared state, health endpoints and the mapping of errors to responses.
+//! Handlers stay thin: parse, call the domain, shape the answer.
+
+pub mod api;
+pub mod error;
+pub mod pages;
+pub mod sse;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use axum::routing::get;
+use tokio_util::sync::CancellationToken;
+
+use crate::clock::SharedClock;
+use crate::config::Settings;
+use crate::hub::Hub;
+use crate::scrape::health::HealthBoard;
+use crate::store::{Store, WriterStats};
+
+/// Everything a handler may need; cloned per request (all fields are handles).
+#[derive(Clone, Debug)]
+pub struct AppState {
+    /// Validated settings.
+    pub settings: Arc<Settings>,
+    /// Database.
+    pub store: Store,
+    /// Live fan-out.
+    pub hub: Hub,
+    /// Per-target health.
+    pub health: HealthBoard,
+    /// Wall clock.
+    pub clock: SharedClock,
+    /// False once shutdown started (`/readyz` answers 503).
+    pub ready: Arc<AtomicBool>,
+    /// Cancelled when the server stops; ends live streams.
+    pub stopping: CancellationToken,
+    /// Writer counters.
+    pub writer: Arc<WriterStats>,
+}
+
+/// The application's routes.
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/", get(pages::overview))
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/api/status", get(api::status))
+        .route("/api/metrics", get(api::metrics))
+        .route("/api/targets", get(api::targets))
+        .route("/api/config", get(api::config))
+        .route("/api/events", get(sse::events))
+        .with_state(state)
+}
+
+async fn healthz() -> impl IntoResponse {
+    axum::Json(serde_json::json!({ "status": "ok" }))
+}
+
+async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
+    if state.ready.load(Ordering::SeqCst) {
+        (StatusCode::OK, axum::Json(serde_json::json!({ "status": "ready" })))
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, axum::Json(serde_json::json!({ "status": "stopping" })))
+    }
+}
