@@ -11,7 +11,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use serde::Serialize;
 
-use super::{Counts, GaugeStat, Quota, TargetRow, Totals};
+use super::{Counts, GaugeStat, Quota, TargetRow, Totals, total};
 
 /// One variant over one bucket, in the Go dashboard's field names and order.
 ///
@@ -234,10 +234,10 @@ impl Rates {
         for (r, t) in self.tokens.iter_mut().zip(c.tokens_by_direction()) {
             *r += t / secs;
         }
-        self.cost += c.cost_by_direction().iter().sum::<f64>() / secs;
+        self.cost += total(c.cost_by_direction().iter()) / secs;
         self.rejections += c.rejections / secs;
         self.retries += c.retry_attempts() / secs;
-        self.upstream_errors += c.upstream_errors.values().sum::<f64>() / secs;
+        self.upstream_errors += total(c.upstream_errors.values()) / secs;
     }
 }
 
@@ -327,6 +327,7 @@ mod tests {
         let json = serde_json::to_string(p).unwrap();
         assert!(json.contains("\"error_rate_pct\":null"));
         assert!(!json.contains("NaN"));
+        assert!(json.contains("\"requests\":0.0"), "no negative zero: {json}");
     }
 
     #[test]

@@ -101,12 +101,12 @@ impl Counts {
 
     /// All requests, any status.
     pub fn total_requests(&self) -> f64 {
-        self.requests.values().sum()
+        total(self.requests.values())
     }
 
     /// Requests whose status code starts with `class` (`'2'`, `'4'`, `'5'`).
     pub fn requests_in_class(&self, class: char) -> f64 {
-        self.requests.iter().filter(|(k, _)| k.starts_with(class)).map(|(_, v)| v).sum()
+        total(self.requests.iter().filter(|(k, _)| k.starts_with(class)).map(|(_, v)| v))
     }
 
     /// Tokens per direction, over all models.
@@ -122,8 +122,14 @@ impl Counts {
     /// Retries actually performed: every reason except the generic `retry` series, which
     /// zai-proxy increments alongside the specific one (the Go dashboard counted both).
     pub fn retry_attempts(&self) -> f64 {
-        self.retries.iter().filter(|(k, _)| k.as_str() != "retry").map(|(_, v)| v).sum()
+        total(self.retries.iter().filter(|(k, _)| k.as_str() != "retry").map(|(_, v)| v))
     }
+}
+
+/// Sum starting from +0.0: `Iterator::sum` of no `f64` is -0.0, which would reach the JSON as
+/// `-0.0`.
+pub fn total<'a>(values: impl Iterator<Item = &'a f64>) -> f64 {
+    values.fold(0.0, |a, b| a + b)
 }
 
 fn sum_arrays<'a>(it: impl Iterator<Item = &'a [f64; 4]>) -> [f64; 4] {
@@ -171,7 +177,7 @@ impl Totals {
         self.rejections += c.rejections;
         self.adj_increase += c.adjustments[0];
         self.adj_decrease += c.adjustments[1];
-        self.upstream_errors += c.upstream_errors.values().sum::<f64>();
+        self.upstream_errors += total(c.upstream_errors.values());
         self.retry_attempts += c.retry_attempts();
     }
 

@@ -125,7 +125,7 @@ async fn scrape_once(ctx: &Ctx, idx: usize, target: &mut Target) -> Option<Scrap
         Err(e) => Err(e),
     };
     let at_ms = ctx.clock.now_ms();
-    let duration_ms = started.elapsed().as_secs_f64() * 1000.0;
+    let duration_ms = (started.elapsed().as_secs_f64() * 1e6).round() / 1000.0; // whole microseconds
     let expo = match result {
         Ok(expo) => expo,
         Err(e) => {

@@ -219,7 +219,7 @@ fn series_key(family: &str, s: &Sample, skip: Option<&str>) -> String {
 
 fn gauge_sum(fam: &Family) -> Option<GaugeStat> {
     let values: Vec<f64> = fam.samples.iter().map(|s| s.value).filter(|v| v.is_finite()).collect();
-    (!values.is_empty()).then(|| GaugeStat::single(values.iter().sum()))
+    (!values.is_empty()).then(|| GaugeStat::single(crate::point::total(values.iter())))
 }
 
 /// The Go dashboard's quota block: one limit type per window (credit_limit preferred, then

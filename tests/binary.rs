@@ -1,0 +1,108 @@
+//! The real binary: the `listening on` line, refusal of bad settings, and a clean SIGTERM.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+
+fn zai_dash() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_zai-dash"));
+    for var in [
+        "LISTEN_ADDR",
+        "SCRAPE_TARGETS",
+        "SCRAPE_INTERVAL",
+        "SCRAPE_TIMEOUT",
+        "DB_PATH",
+        "RETENTION_5S",
+        "RETENTION_1M",
+    ] {
+        c.env_remove(var);
+    }
+    c
+}
+
+#[test]
+fn version_comes_from_the_version_file() {
+    let out = zai_dash().arg("--version").output().unwrap();
+    let expected = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/VERSION")).unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), format!("zai-dash {}", expected.trim()));
+}
+
+#[test]
+fn bad_settings_refuse_to_start_with_one_sentence_naming_the_setting() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("x.db");
+    let cases: [(&[(&str, &str)], &str); 4] = [
+        (&[], "SCRAPE_TARGETS is empty"),
+        (
+            &[("SCRAPE_TARGETS", "http://a/metrics"), ("SCRAPE_INTERVAL", "fast")],
+            "SCRAPE_INTERVAL has an invalid duration",
+        ),
+        (&[("SCRAPE_TARGETS", "http://a/metrics"), ("SCRAPE_TIMEOUT", "10s")], "SCRAPE_TIMEOUT (10s) must be shorter"),
+        (&[("SCRAPE_TARGETS", "http://a/metrics"), ("LISTEN_ADDR", "nowhere")], "LISTEN_ADDR"),
+    ];
+    for (env, expected) in cases {
+        let out = zai_dash().arg("serve").env("DB_PATH", &db).envs(env.iter().copied()).output().unwrap();
+        assert_eq!(out.status.code(), Some(1), "{env:?}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains(expected), "{env:?}: {stderr}");
+        assert_eq!(stderr.trim().lines().count(), 1, "one line: {stderr}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_turns_readiness_off_closes_streams_and_exits_cleanly() {
+    let target = FakeTarget::start(Sim::new("production", 20.0), Behaviour::Healthy).await;
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("data/z.db");
+    let mut child = zai_dash()
+        .arg("serve")
+        .env("LISTEN_ADDR", "127.0.0.1:0")
+        .env("SCRAPE_TARGETS", &target.url)
+        .env("SCRAPE_INTERVAL", "1s")
+        .env("SCRAPE_TIMEOUT", "500ms")
+        .env("DB_PATH", &db)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    let base = line.trim().strip_prefix("listening on ").expect("first stdout line").to_owned();
+    assert_eq!(get_status(&format!("{base}/healthz")).await, 200);
+    wait_for("a stored row", Duration::from_secs(20), || async {
+        get_json(&format!("{base}/api/metrics?range=5m")).await.as_array().is_some_and(|a| !a.is_empty())
+    })
+    .await;
+    let sse = reqwest::get(format!("{base}/api/events")).await.unwrap();
+    let stored_before: usize = get_json(&format!("{base}/api/metrics?range=5m")).await.as_array().unwrap().len();
+
+    let sent = Instant::now();
+    assert!(Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap().success());
+    let mut saw_503 = false;
+    while sent.elapsed() < Duration::from_millis(900) {
+        if get_status(&format!("{base}/readyz")).await == 503 {
+            saw_503 = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(saw_503, "readiness turned 503 before the listener closed");
+    let body = tokio::time::timeout(Duration::from_secs(10), sse.text()).await.expect("the SSE stream ended");
+    assert!(body.unwrap().contains("\"type\":\"connected\""));
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(sent.elapsed() < Duration::from_secs(10), "exit within the grace period");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(status.success(), "{status:?}");
+    // Every committed row is still there for the next process.
+    let conn = rusqlite::Connection::open(&db).unwrap();
+    let rows: i64 = conn.query_row("SELECT COUNT(*) FROM metrics_5s", [], |r| r.get(0)).unwrap();
+    assert!(rows as usize >= stored_before, "rows {rows} >= points seen before shutdown {stored_before}");
+}

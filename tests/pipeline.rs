@@ -1,0 +1,279 @@
+//! End-to-end: real zai-dash on port 0, real SQLite file, real HTTP targets on loopback.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use futures_util::StreamExt;
+use serde_json::Value;
+
+fn f(p: &Value, k: &str) -> f64 {
+    p[k].as_f64().unwrap_or_else(|| panic!("{k} missing in {p}"))
+}
+
+/// Points of `variant` that carry traffic from `pods` pods (skips baselines).
+async fn traffic_points(app: &TestApp, variant: &str, pods: u64) -> Vec<Value> {
+    points(app, &format!("range=5m&variant={variant}"))
+        .await
+        .into_iter()
+        .filter(|p| p["pods"].as_u64() == Some(pods) && f(p, "requests") > 0.0)
+        .collect()
+}
+
+fn mean(vs: impl Iterator<Item = f64>) -> f64 {
+    let v: Vec<f64> = vs.collect();
+    v.iter().sum::<f64>() / v.len().max(1) as f64
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn windowed_p95_differs_from_lifetime_p95() {
+    let mut sim = Sim::new("production", 20.0);
+    sim.history_ok = 100_000.0; // a long, fast history...
+    sim.history_latency_s = 0.02;
+    sim.latency_s = 4.0; // ...and now every request is slow
+    let target = FakeTarget::start(sim, Behaviour::Healthy).await;
+    let dir = tempfile::tempdir().unwrap();
+    let app = TestApp::start(settings(&dir, targets(&[target.url.clone()]))).await;
+    wait_for("a point with latency", Duration::from_secs(15), || async {
+        traffic_points(&app, "production", 1).await.len() >= 2
+    })
+    .await;
+    let pts = traffic_points(&app, "production", 1).await;
+    let windowed = f(pts.last().unwrap(), "latency_p95");
+    let lifetime_ms = target.sim.lock().unwrap().lifetime_p95() * 1000.0;
+    assert!(windowed > 2500.0 && windowed <= 5000.0, "windowed p95 {windowed} ms should sit in the slow bucket");
+    assert!(lifetime_ms < 100.0, "lifetime p95 {lifetime_ms} ms is dominated by history");
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pods_of_one_variant_add_up_and_variants_stay_apart() {
+    let a = FakeTarget::start(Sim::new("production", 40.0), Behaviour::Healthy).await;
+    let b = FakeTarget::start(Sim::new("production", 60.0), Behaviour::Healthy).await;
+    let c = FakeTarget::start(Sim::new("canary", 10.0), Behaviour::Healthy).await;
+    let dir = tempfile::tempdir().unwrap();
+    let app = TestApp::start(settings(&dir, targets(&[a.url.clone(), b.url.clone(), c.url.clone()]))).await;
+    wait_for("points with both production pods", Duration::from_secs(15), || async {
+        traffic_points(&app, "production", 2).await.len() >= 6 && traffic_points(&app, "canary", 1).await.len() >= 6
+    })
+    .await;
+    let prod = traffic_points(&app, "production", 2).await;
+    let rate = mean(prod.iter().rev().take(6).map(|p| f(p, "req_rate")));
+    assert!((80.0..120.0).contains(&rate), "production rate {rate}, expected about 40 + 60");
+    let canary = traffic_points(&app, "canary", 1).await;
+    let crate_ = mean(canary.iter().rev().take(6).map(|p| f(p, "req_rate")));
+    assert!((6.0..14.0).contains(&crate_), "canary rate {crate_}, expected about 10");
+    let last = prod.last().unwrap();
+    assert_eq!(f(last, "max_workers"), 20.0, "gauges add up over pods");
+    assert_eq!(f(last, "worker_utilization"), 0.3);
+    assert!((f(last, "token_rate_in") / f(last, "req_rate") - 100.0).abs() < 1e-6);
+    let status = app.json("/api/status").await;
+    assert_eq!(status["production"]["healthy"], true);
+    assert_eq!(status["production"]["targets"].as_array().unwrap().len(), 2);
+    assert_eq!(status["canary"]["version"], "1.11.1");
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_counter_reset_gives_no_negative_or_spiking_rate() {
+    let mut sim = Sim::new("production", 50.0);
+    sim.history_ok = 1_000_000.0;
+    let target = FakeTarget::start(sim, Behaviour::Healthy).await;
+    let dir = tempfile::tempdir().unwrap();
+    let app = TestApp::start(settings(&dir, targets(&[target.url.clone()]))).await;
+    wait_for("traffic", Duration::from_secs(15), || async { traffic_points(&app, "production", 1).await.len() >= 3 })
+        .await;
+    let before = traffic_points(&app, "production", 1).await.len();
+    target.sim.lock().unwrap().restart();
+    wait_for("traffic after the restart", Duration::from_secs(15), || async {
+        traffic_points(&app, "production", 1).await.len() >= before + 4
+    })
+    .await;
+    let all = points(&app, "range=5m&variant=production").await;
+    let mut last_total = 0.0;
+    for p in &all {
+        let rate = f(p, "req_rate");
+        assert!((0.0..=80.0).contains(&rate), "rate {rate} after a reset (true rate 50/s): {p}");
+        let total = f(p, "requests_2xx");
+        assert!(total >= last_total, "cumulative requests went down: {last_total} -> {total}");
+        last_total = total;
+    }
+    assert!(last_total < 100_000.0, "the 1,000,000 history is a baseline, never an increase");
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dead_slow_and_garbage_targets_are_unhealthy_while_others_flow() {
+    let good = FakeTarget::start(Sim::new("production", 10.0), Behaviour::Healthy).await;
+    let slow = FakeTarget::start(Sim::new("slow", 10.0), Behaviour::Slow(Duration::from_secs(2))).await;
+    let garbage = FakeTarget::start(Sim::new("garbage", 10.0), Behaviour::Garbage).await;
+    let dead = dead_url().await;
+    let entries = [
+        format!("production={}", good.url),
+        format!("slow={}", slow.url),
+        format!("garbage={}", garbage.url),
+        format!("dead={dead}"),
+    ];
+    let dir = tempfile::tempdir().unwrap();
+    let app = TestApp::start(settings(&dir, targets(&entries))).await;
+    wait_for("every bad target failing twice", Duration::from_secs(15), || async {
+        let t = app.json("/api/targets").await;
+        t.as_array().unwrap().iter().filter(|t| t["consecutive_failures"].as_u64().unwrap_or(0) >= 2).count() == 3
+    })
+    .await;
+    let list = app.json("/api/targets").await;
+    let by_variant = |v: &str| list.as_array().unwrap().iter().find(|t| t["variant"] == v).unwrap().clone();
+    assert_eq!(by_variant("production")["up"], true);
+    assert!(by_variant("slow")["last_error"].as_str().unwrap().contains("timed out"));
+    assert!(by_variant("garbage")["last_error"].as_str().unwrap().contains("malformed exposition: line 1"));
+    assert!(by_variant("dead")["last_error"].as_str().unwrap().contains("cannot connect"));
+    // The good target is scraped on schedule (every 200 ms) despite the others.
+    let before = good.scrapes();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(good.scrapes() - before >= 4, "good target scraped {} times in 1 s", good.scrapes() - before);
+    let status = app.json("/api/status").await;
+    assert_eq!(status["production"]["healthy"], true);
+    for v in ["slow", "garbage", "dead"] {
+        assert_eq!(status[v]["healthy"], false, "{v}");
+    }
+    assert!(!traffic_points(&app, "production", 1).await.is_empty());
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn history_survives_a_restart_without_a_spike() {
+    let target = FakeTarget::start(Sim::new("production", 20.0), Behaviour::Healthy).await;
+    let dir = tempfile::tempdir().unwrap();
+    let app = TestApp::start(settings(&dir, targets(&[target.url.clone()]))).await;
+    wait_for("traffic", Duration::from_secs(15), || async { traffic_points(&app, "production", 1).await.len() >= 3 })
+        .await;
+    let before = points(&app, "range=5m").await;
+    app.stop().await;
+    tokio::time::sleep(Duration::from_millis(1500)).await; // traffic continues while zai-dash is down
+    let app = TestApp::start(settings(&dir, targets(&[target.url.clone()]))).await;
+    let first_ts = before.first().unwrap()["timestamp"].as_i64().unwrap();
+    let last_ts = before.last().unwrap()["timestamp"].as_i64().unwrap();
+    wait_for("traffic after restart", Duration::from_secs(15), || async {
+        traffic_points(&app, "production", 1).await.iter().any(|p| p["timestamp"].as_i64().unwrap() > last_ts + 1000)
+    })
+    .await;
+    let after = points(&app, "range=5m").await;
+    assert_eq!(after.first().unwrap()["timestamp"].as_i64().unwrap(), first_ts, "history kept");
+    for p in after.iter().filter(|p| p["timestamp"].as_i64().unwrap() > last_ts) {
+        let rate = f(p, "req_rate");
+        assert!(rate <= 32.0, "no spike after the restart (true rate 20/s), got {rate}: {p}");
+    }
+    let total_before = f(before.last().unwrap(), "requests_2xx");
+    let total_after = f(after.last().unwrap(), "requests_2xx");
+    assert!(total_after >= total_before + 20.0, "requests made while zai-dash was down are counted");
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_parameters_get_400_naming_the_parameter() {
+    let target = FakeTarget::start(Sim::new("production", 1.0), Behaviour::Healthy).await;
+    let dir = tempfile::tempdir().unwrap();
+    let app = TestApp::start(settings(&dir, targets(&[target.url.clone()]))).await;
+    for (query, name) in [
+        ("range=yesterday", "range"),
+        ("range=-5m", "range"),
+        ("variant=Not%20Valid", "variant"),
+        ("step=1s", "step"),
+        ("max_points=0", "max_points"),
+        ("start=tomorrow", "start"),
+        ("end=x", "end"),
+    ] {
+        let resp = reqwest::get(app.url(&format!("/api/metrics?{query}"))).await.unwrap();
+        assert_eq!(resp.status(), 400, "{query}");
+        let body: Value = resp.json().await.unwrap();
+        assert!(body["error"].as_str().unwrap().contains(name), "{query}: {body}");
+    }
+    let unknown = app.json("/api/metrics?variant=nosuchvariant").await;
+    assert_eq!(unknown, serde_json::json!([]));
+    assert_eq!(app.json("/healthz").await, serde_json::json!({"status": "ok"}));
+    assert_eq!(get_status(&app.url("/readyz")).await, 200);
+    let config = app.json("/api/config").await;
+    assert_eq!(config["scrape_interval"], 0.2);
+    assert_eq!(config["targets"][0], target.url.as_str());
+    assert_eq!(config["retention_1m"], "7days");
+    app.stop().await;
+}
+
+/// Reads SSE `data:` events (with their ids) until `n` have arrived.
+async fn read_events(resp: reqwest::Response, n: usize) -> Vec<(Option<u64>, Value)> {
+    let mut stream = resp.bytes_stream();
+    let mut buf = String::new();
+    let mut out = Vec::new();
+    while out.len() < n {
+        let chunk = tokio::time::timeout(Duration::from_secs(10), stream.next()).await.expect("event in time");
+        buf.push_str(std::str::from_utf8(&chunk.unwrap().unwrap()).unwrap());
+        while let Some(end) = buf.find("\n\n") {
+            let block: String = buf.drain(..end + 2).collect();
+            let mut id = None;
+            let mut data = None;
+            for line in block.lines() {
+                if let Some(v) = line.strip_prefix("id:") {
+                    id = v.trim().parse().ok();
+                } else if let Some(v) = line.strip_prefix("data:") {
+                    data = Some(serde_json::from_str::<Value>(v.trim()).unwrap());
+                }
+            }
+            if let Some(d) = data {
+                out.push((id, d));
+            }
+        }
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sse_delivers_connected_then_metrics_that_match_rest() {
+    let target = FakeTarget::start(Sim::new("production", 30.0), Behaviour::Healthy).await;
+    let dir = tempfile::tempdir().unwrap();
+    let app = TestApp::start(settings(&dir, targets(&[target.url.clone()]))).await;
+    let resp = reqwest::get(app.url("/api/events")).await.unwrap();
+    assert_eq!(resp.headers()["content-type"], "text/event-stream");
+    assert_eq!(resp.headers()["x-accel-buffering"], "no");
+    let events = read_events(resp, 5).await;
+    assert_eq!(events[0].1["type"], "connected");
+    assert_eq!(events[0].1["data"]["scrape_interval"], 0.2);
+    assert_eq!(events[0].1["data"]["variants"], serde_json::json!(["production"]));
+    assert!(events.iter().all(|(id, _)| id.is_some()), "every event has an id");
+    let metrics: Vec<_> = events[1..].iter().filter(|(_, e)| e["type"] == "metrics").collect();
+    assert_eq!(metrics.len(), 4);
+    // REST serves the very same point, field for field.
+    let (id, live) = metrics[2];
+    let ts = live["data"]["timestamp"].as_i64().unwrap();
+    let rest = points(&app, "range=5m&variant=production").await;
+    let same = rest.iter().find(|p| p["timestamp"].as_i64() == Some(ts)).expect("point stored");
+    assert_eq!(same, &live["data"]);
+    // Resuming with Last-Event-ID replays what came after it.
+    let resumed = reqwest::Client::new()
+        .get(app.url("/api/events"))
+        .header("Last-Event-ID", id.unwrap().to_string())
+        .send()
+        .await
+        .unwrap();
+    let again = read_events(resumed, 2).await;
+    assert_eq!(again[1].0, Some(id.unwrap() + 1));
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_first_page_shows_status_without_javascript() {
+    let target = FakeTarget::start(Sim::new("canary", 5.0), Behaviour::Healthy).await;
+    let dir = tempfile::tempdir().unwrap();
+    let app = TestApp::start(settings(&dir, targets(&[target.url.clone()]))).await;
+    wait_for("a healthy variant", Duration::from_secs(10), || async {
+        app.json("/api/status").await["canary"]["healthy"] == true
+    })
+    .await;
+    let resp = reqwest::get(app.url("/")).await.unwrap();
+    assert!(resp.headers()["content-type"].to_str().unwrap().starts_with("text/html"));
+    let html = resp.text().await.unwrap();
+    assert!(html.contains("data-variant=\"canary\""));
+    assert!(html.contains("healthy"));
+    assert!(html.contains(&target.url));
+    app.stop().await;
+}

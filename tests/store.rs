@@ -1,0 +1,305 @@
+//! Storage on a real SQLite file: writes, rollups, retention, failures. Time is passed in
+//! explicitly (the injected clock's job in the app), so nothing here sleeps except the lock test.
+
+use std::sync::Arc;
+
+use rusqlite::params;
+use zai_dash::clock::bucket_end;
+use zai_dash::hub::Hub;
+use zai_dash::point::TargetRow;
+use zai_dash::scrape::increase::TargetState;
+use zai_dash::scrape::{parse::parse, reading::read};
+use zai_dash::store::Store;
+use zai_dash::store::downsample::{self, Plan};
+use zai_dash::store::query::{self, PointQuery, Table};
+use zai_dash::store::write::{self, StateUpdate, WriteBatch, WriterStats};
+
+const MIN: i64 = 60_000;
+const HOUR: i64 = 60 * MIN;
+const T0: i64 = 1_800_000_000_000; // a whole minute
+
+fn plan() -> Plan {
+    Plan { rollup_ms: MIN, settle_ms: 11_000, retention_raw_ms: 24 * HOUR, retention_rollup_ms: 7 * 24 * HOUR }
+}
+
+/// An exposition whose counters grow with `i` (and a gauge that moves), as a zai-proxy's would.
+fn expo(i: i64) -> String {
+    let ok = 1000 + 7 * i;
+    let err = i / 3;
+    let fast = 900 + 5 * i;
+    format!(
+        "# TYPE zai_proxy_requests_total counter\n\
+         zai_proxy_requests_total{{status_code=\"200\"}} {ok}\n\
+         zai_proxy_requests_total{{status_code=\"503\"}} {err}\n\
+         # TYPE zai_proxy_tokens_total counter\n\
+         zai_proxy_tokens_total{{direction=\"output\",model=\"glm-4.7\"}} {}\n\
+         # TYPE zai_proxy_concurrent_requests gauge\n\
+         zai_proxy_concurrent_requests {}\n\
+         # TYPE zai_proxy_request_duration_seconds histogram\n\
+         zai_proxy_request_duration_seconds_bucket{{le=\"0.5\"}} {fast}\n\
+         zai_proxy_request_duration_seconds_bucket{{le=\"5\"}} {}\n\
+         zai_proxy_request_duration_seconds_bucket{{le=\"+Inf\"}} {}\n\
+         zai_proxy_request_duration_seconds_sum 10\n\
+         zai_proxy_request_duration_seconds_count {}\n",
+        ok * 40,
+        i % 5,
+        ok + err,
+        ok + err,
+        ok + err
+    )
+}
+
+struct Fixture {
+    _dir: tempfile::TempDir,
+    store: Store,
+    ids: Vec<i64>,
+    states: Vec<TargetState>,
+}
+
+impl Fixture {
+    fn new() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("t.db")).unwrap();
+        let pairs = vec![
+            ("http://a/metrics".to_owned(), "production".to_owned()),
+            ("http://b/metrics".to_owned(), "canary".to_owned()),
+        ];
+        let ids = query::register_targets(&store.conn().unwrap(), &pairs, T0).unwrap().iter().map(|t| t.id).collect();
+        Self { _dir: dir, store, ids, states: vec![TargetState::default(), TargetState::default()] }
+    }
+
+    /// Scrapes both targets every 5 s for `(from, to]` and writes one batch per bucket.
+    fn write_range(&mut self, from: i64, to: i64) {
+        let mut t = from + 5_000;
+        while t <= to {
+            let i = (t - T0) / 5_000;
+            let mut rows = Vec::new();
+            let mut states = Vec::new();
+            for (k, variant) in ["production", "canary"].iter().enumerate() {
+                let mut row = self.states[k].advance(
+                    &read(&parse(&expo(i * (k as i64 + 1))).unwrap()),
+                    t - 300,
+                    self.ids[k],
+                    variant,
+                );
+                row.ts_ms = bucket_end(t - 300, 5_000);
+                states.push(StateUpdate {
+                    target_id: self.ids[k],
+                    scraped_ms: t - 300,
+                    state_json: serde_json::to_string(&self.states[k]).unwrap(),
+                    variant: (*variant).into(),
+                });
+                rows.push(row);
+            }
+            let batch = WriteBatch { bucket_end_ms: t, rows, states, points: vec![] };
+            write::write_batch(&mut self.store.conn().unwrap(), &batch, MIN).unwrap();
+            t += 5_000;
+        }
+    }
+
+    fn rows(&self, table: Table, k: usize) -> Vec<TargetRow> {
+        let c = self.store.conn().unwrap();
+        let names = query::variant_names(&c).unwrap();
+        query::target_rows(&c, table, self.ids[k], i64::MIN, i64::MAX, &names).unwrap()
+    }
+
+    fn blobs(&self, table: &str) -> Vec<(i64, i64, Vec<u8>)> {
+        let c = self.store.conn().unwrap();
+        let mut s = c.prepare(&format!("SELECT target_id, ts, data FROM {table} ORDER BY target_id, ts")).unwrap();
+        s.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?))).unwrap().map(Result::unwrap).collect()
+    }
+
+    fn downsample(&self, now: i64) -> downsample::Report {
+        downsample::run_once(&mut self.store.conn().unwrap(), now, plan()).unwrap()
+    }
+}
+
+#[test]
+fn one_minute_rows_equal_the_sum_of_their_five_second_rows() {
+    let mut fx = Fixture::new();
+    fx.write_range(T0, T0 + 5 * MIN);
+    let report = fx.downsample(T0 + 5 * MIN + 20_000);
+    assert_eq!(report.watermark_ms, Some(T0 + 5 * MIN));
+    for k in 0..2 {
+        let raw = fx.rows(Table::Raw, k);
+        let rolled = fx.rows(Table::Rollup, k);
+        assert_eq!(rolled.len(), 5);
+        for m in &rolled {
+            let members: Vec<&TargetRow> =
+                raw.iter().filter(|r| r.ts_ms > m.ts_ms - MIN && r.ts_ms <= m.ts_ms).collect();
+            assert_eq!(members.len(), 12);
+            let sum =
+                |code: &str| members.iter().map(|r| r.counts.requests.get(code).copied().unwrap_or(0.0)).sum::<f64>();
+            assert_eq!(m.counts.requests.get("200").copied().unwrap_or(0.0), sum("200"));
+            assert_eq!(m.counts.requests.get("503").copied().unwrap_or(0.0), sum("503"));
+            let buckets: f64 = members.iter().map(|r| r.counts.duration.buckets.first().map_or(0.0, |b| b.1)).sum();
+            assert_eq!(m.counts.duration.buckets.first().map_or(0.0, |b| b.1), buckets);
+            assert_eq!(m.elapsed_ms, members.iter().map(|r| r.elapsed_ms).sum::<i64>());
+            assert_eq!(m.totals, members.last().unwrap().totals, "totals are the last value, never an average");
+            let g = m.gauges.concurrent.unwrap();
+            let values: Vec<f64> = members.iter().map(|r| r.gauges.concurrent.unwrap().last).collect();
+            assert!((g.avg - values.iter().sum::<f64>() / 12.0).abs() < 1e-9);
+            assert_eq!(g.min, values.iter().cloned().fold(f64::INFINITY, f64::min));
+            assert_eq!(g.max, values.iter().cloned().fold(f64::NEG_INFINITY, f64::max));
+            assert_eq!(g.last, *values.last().unwrap());
+        }
+    }
+}
+
+#[test]
+fn downsampling_is_idempotent_and_resumes_after_reopening() {
+    let mut fx = Fixture::new();
+    fx.write_range(T0, T0 + 3 * MIN);
+    fx.downsample(T0 + 3 * MIN + 20_000);
+    let first = fx.blobs("metrics_1m");
+    fx.downsample(T0 + 3 * MIN + 20_000);
+    assert_eq!(fx.blobs("metrics_1m"), first, "a second run over the same minutes changes nothing");
+    // Rolling the same minutes again from scratch gives identical rows.
+    query::set_watermark(&fx.store.conn().unwrap(), T0).unwrap();
+    fx.downsample(T0 + 3 * MIN + 20_000);
+    assert_eq!(fx.blobs("metrics_1m"), first);
+    // A new process on the same file resumes at the watermark.
+    let path = fx.store.path().to_path_buf();
+    fx.store = Store::open(&path).unwrap();
+    fx.write_range(T0 + 3 * MIN, T0 + 5 * MIN);
+    let r = fx.downsample(T0 + 5 * MIN + 20_000);
+    assert_eq!(r.rolled_rows, 4, "only the two new minutes, for two targets");
+    assert_eq!(fx.blobs("metrics_1m")[..3], first[..3]);
+}
+
+#[test]
+fn an_incomplete_minute_waits_and_a_late_row_is_rolled_again() {
+    let mut fx = Fixture::new();
+    fx.write_range(T0, T0 + 2 * MIN);
+    let r = fx.downsample(T0 + 2 * MIN + 5_000); // the second minute has not settled yet
+    assert_eq!(r.watermark_ms, Some(T0 + MIN));
+    let r = fx.downsample(T0 + 2 * MIN + 20_000);
+    assert_eq!(r.watermark_ms, Some(T0 + 2 * MIN));
+    // A late row (a retried batch) for the first minute lowers the watermark...
+    let mut late = fx.rows(Table::Raw, 0)[3].clone();
+    late.counts.requests.insert("200".into(), 1000.0);
+    late.elapsed_ms = 0;
+    let batch = WriteBatch { bucket_end_ms: late.ts_ms, rows: vec![late], states: vec![], points: vec![] };
+    write::write_batch(&mut fx.store.conn().unwrap(), &batch, MIN).unwrap();
+    assert_eq!(query::watermark(&fx.store.conn().unwrap()).unwrap(), Some(T0));
+    // ...and the minute is rolled again with the merged row.
+    fx.downsample(T0 + 2 * MIN + 20_000);
+    let rolled = fx.rows(Table::Rollup, 0);
+    let raw_sum: f64 = fx
+        .rows(Table::Raw, 0)
+        .iter()
+        .filter(|r| r.ts_ms <= T0 + MIN)
+        .map(|r| r.counts.requests.get("200").copied().unwrap_or(0.0))
+        .sum();
+    assert_eq!(rolled[0].counts.requests["200"], raw_sum);
+    assert!(raw_sum > 1000.0);
+}
+
+#[test]
+fn retention_trims_each_table_by_its_own_setting() {
+    let mut fx = Fixture::new();
+    fx.write_range(T0, T0 + 10 * MIN);
+    let short = Plan { retention_raw_ms: 4 * MIN, retention_rollup_ms: 8 * MIN, ..plan() };
+    let now = T0 + 10 * MIN + 20_000;
+    let r = downsample::run_once(&mut fx.store.conn().unwrap(), now, short).unwrap();
+    assert!(r.deleted_raw > 0 && r.deleted_rollup > 0);
+    let raw = fx.rows(Table::Raw, 0);
+    let rolled = fx.rows(Table::Rollup, 0);
+    assert!(raw.iter().all(|r| r.ts_ms > now - 4 * MIN));
+    assert!(raw.iter().any(|r| r.ts_ms <= now - 3 * MIN), "raw rows inside retention stay");
+    assert!(rolled.iter().all(|r| r.ts_ms > now - 8 * MIN));
+    assert!(rolled.iter().any(|r| r.ts_ms <= now - 4 * MIN), "1 m rows outlive the 5 s rows");
+    // Raw rows not rolled up yet are never deleted, whatever the retention says.
+    let mut fx = Fixture::new();
+    fx.write_range(T0, T0 + 3 * MIN);
+    query::set_watermark(&fx.store.conn().unwrap(), T0).unwrap();
+    let tiny = Plan { retention_raw_ms: 1, settle_ms: 10 * MIN, ..plan() };
+    downsample::run_once(&mut fx.store.conn().unwrap(), T0 + 3 * MIN, tiny).unwrap();
+    assert_eq!(fx.rows(Table::Raw, 0).len(), 36);
+}
+
+#[test]
+fn long_ranges_read_rollups_plus_the_raw_tail() {
+    let mut fx = Fixture::new();
+    fx.write_range(T0, T0 + 6 * MIN);
+    fx.downsample(T0 + 4 * MIN + 20_000); // minutes 1-4 rolled, 5-6 only raw
+    let q = PointQuery {
+        start_ms: T0,
+        end_ms: T0 + 6 * MIN,
+        step_ms: MIN,
+        raw: false,
+        variant: Some("production".into()),
+        target_url: None,
+    };
+    let pts = query::points(&fx.store.conn().unwrap(), &q, MIN).unwrap();
+    let stamps: Vec<i64> = pts.iter().map(|p| (p.timestamp - T0) / MIN).collect();
+    assert_eq!(stamps, [1, 2, 3, 4, 5, 6], "no gap at the recent end");
+    let raw = PointQuery { raw: true, step_ms: MIN, ..q };
+    let from_raw = query::points(&fx.store.conn().unwrap(), &raw, MIN).unwrap();
+    for (a, b) in pts.iter().zip(&from_raw) {
+        assert_eq!(a.requests, b.requests);
+        assert_eq!(a.latency_p95, b.latency_p95, "quantiles come from summed buckets, not averaged");
+        assert_eq!(a.requests_2xx, b.requests_2xx);
+    }
+}
+
+#[test]
+fn a_transaction_that_hits_a_full_disk_writes_nothing() {
+    let mut fx = Fixture::new();
+    fx.write_range(T0, T0 + MIN);
+    let before = fx.blobs("metrics_5s").len();
+    let mut conn = fx.store.conn().unwrap();
+    let pages: i64 = conn.query_row("PRAGMA page_count", [], |r| r.get(0)).unwrap();
+    conn.execute_batch(&format!("PRAGMA max_page_count = {pages}")).unwrap();
+    let mut big = fx.rows(Table::Raw, 0).last().unwrap().clone();
+    let mut rows = Vec::new();
+    for i in 1..=400 {
+        big.ts_ms = T0 + HOUR + i * 5_000;
+        for m in 0..40 {
+            big.counts.tokens.insert(format!("model-{m}-{i}"), [1.5, 2.5, 3.5, 4.5]);
+        }
+        rows.push(big.clone());
+    }
+    let batch = WriteBatch { bucket_end_ms: T0 + HOUR, rows, states: vec![], points: vec![] };
+    let err = write::write_batch(&mut conn, &batch, MIN).unwrap_err();
+    assert!(err.to_string().contains("full"), "{err}");
+    conn.execute_batch("PRAGMA max_page_count = 1073741823").unwrap();
+    drop(conn);
+    assert_eq!(fx.blobs("metrics_5s").len(), before, "the failed transaction left nothing behind");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_locked_database_delays_writes_but_loses_no_batch() {
+    let mut fx = Fixture::new();
+    fx.write_range(T0, T0 + 10_000);
+    let template = fx.rows(Table::Raw, 0).last().unwrap().clone();
+    let batch = |i: i64| {
+        let mut row = template.clone();
+        row.ts_ms = T0 + HOUR + i * 5_000;
+        WriteBatch { bucket_end_ms: row.ts_ms, rows: vec![row], states: vec![], points: vec![] }
+    };
+    let stats = Arc::new(WriterStats::default());
+    let (queue, rx) = write::channel(16, stats.clone());
+    let writer = tokio::spawn(write::run_writer(fx.store.clone(), rx, Hub::new(1, 8, 8), stats.clone(), MIN));
+    // Another process holds the write lock for longer than the busy timeout.
+    let locker = rusqlite::Connection::open(fx.store.path()).unwrap();
+    locker.execute_batch("BEGIN EXCLUSIVE").unwrap();
+    queue.submit(batch(1));
+    queue.submit(batch(2));
+    tokio::time::sleep(std::time::Duration::from_millis(5_600)).await;
+    assert!(stats.failed.load(std::sync::atomic::Ordering::Relaxed) >= 1, "the first attempt failed on the lock");
+    locker.execute_batch("COMMIT").unwrap();
+    queue.submit(batch(3));
+    drop(queue);
+    writer.await.unwrap();
+    let c = fx.store.conn().unwrap();
+    let n: i64 = c
+        .query_row(
+            "SELECT COUNT(*) FROM metrics_5s WHERE target_id = ?1 AND ts > ?2",
+            params![fx.ids[0], T0 + HOUR],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(n, 3, "all three batches were written once the lock was released");
+    assert_eq!(stats.dropped.load(std::sync::atomic::Ordering::Relaxed), 0);
+}
