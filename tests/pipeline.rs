@@ -34,7 +34,7 @@ async fn windowed_p95_differs_from_lifetime_p95() {
     sim.latency_s = 4.0; // ...and now every request is slow
     let target = FakeTarget::start(sim, Behaviour::Healthy).await;
     let dir = tempfile::tempdir().unwrap();
-    let app = TestApp::start(settings(&dir, targets(&[target.url.clone()]))).await;
+    let app = TestApp::start(settings(&dir, targets(&[&target.url]))).await;
     wait_for("a point with latency", Duration::from_secs(15), || async {
         traffic_points(&app, "production", 1).await.len() >= 2
     })
@@ -53,7 +53,7 @@ async fn pods_of_one_variant_add_up_and_variants_stay_apart() {
     let b = FakeTarget::start(Sim::new("production", 60.0), Behaviour::Healthy).await;
     let c = FakeTarget::start(Sim::new("canary", 10.0), Behaviour::Healthy).await;
     let dir = tempfile::tempdir().unwrap();
-    let app = TestApp::start(settings(&dir, targets(&[a.url.clone(), b.url.clone(), c.url.clone()]))).await;
+    let app = TestApp::start(settings(&dir, targets(&[&a.url, &b.url, &c.url]))).await;
     wait_for("points with both production pods", Duration::from_secs(15), || async {
         traffic_points(&app, "production", 2).await.len() >= 6 && traffic_points(&app, "canary", 1).await.len() >= 6
     })
@@ -81,7 +81,7 @@ async fn a_counter_reset_gives_no_negative_or_spiking_rate() {
     sim.history_ok = 1_000_000.0;
     let target = FakeTarget::start(sim, Behaviour::Healthy).await;
     let dir = tempfile::tempdir().unwrap();
-    let app = TestApp::start(settings(&dir, targets(&[target.url.clone()]))).await;
+    let app = TestApp::start(settings(&dir, targets(&[&target.url]))).await;
     wait_for("traffic", Duration::from_secs(15), || async { traffic_points(&app, "production", 1).await.len() >= 3 })
         .await;
     let before = traffic_points(&app, "production", 1).await.len();
@@ -145,13 +145,13 @@ async fn dead_slow_and_garbage_targets_are_unhealthy_while_others_flow() {
 async fn history_survives_a_restart_without_a_spike() {
     let target = FakeTarget::start(Sim::new("production", 20.0), Behaviour::Healthy).await;
     let dir = tempfile::tempdir().unwrap();
-    let app = TestApp::start(settings(&dir, targets(&[target.url.clone()]))).await;
+    let app = TestApp::start(settings(&dir, targets(&[&target.url]))).await;
     wait_for("traffic", Duration::from_secs(15), || async { traffic_points(&app, "production", 1).await.len() >= 3 })
         .await;
     let before = points(&app, "range=5m").await;
     app.stop().await;
     tokio::time::sleep(Duration::from_millis(1500)).await; // traffic continues while zai-dash is down
-    let app = TestApp::start(settings(&dir, targets(&[target.url.clone()]))).await;
+    let app = TestApp::start(settings(&dir, targets(&[&target.url]))).await;
     let first_ts = before.first().unwrap()["timestamp"].as_i64().unwrap();
     let last_ts = before.last().unwrap()["timestamp"].as_i64().unwrap();
     wait_for("traffic after restart", Duration::from_secs(15), || async {
@@ -174,7 +174,7 @@ async fn history_survives_a_restart_without_a_spike() {
 async fn bad_parameters_get_400_naming_the_parameter() {
     let target = FakeTarget::start(Sim::new("production", 1.0), Behaviour::Healthy).await;
     let dir = tempfile::tempdir().unwrap();
-    let app = TestApp::start(settings(&dir, targets(&[target.url.clone()]))).await;
+    let app = TestApp::start(settings(&dir, targets(&[&target.url]))).await;
     for (query, name) in [
         ("range=yesterday", "range"),
         ("range=-5m", "range"),
@@ -231,7 +231,7 @@ async fn read_events(resp: reqwest::Response, n: usize) -> Vec<(Option<u64>, Val
 async fn sse_delivers_connected_then_metrics_that_match_rest() {
     let target = FakeTarget::start(Sim::new("production", 30.0), Behaviour::Healthy).await;
     let dir = tempfile::tempdir().unwrap();
-    let app = TestApp::start(settings(&dir, targets(&[target.url.clone()]))).await;
+    let app = TestApp::start(settings(&dir, targets(&[&target.url]))).await;
     let resp = reqwest::get(app.url("/api/events")).await.unwrap();
     assert_eq!(resp.headers()["content-type"], "text/event-stream");
     assert_eq!(resp.headers()["x-accel-buffering"], "no");
@@ -264,7 +264,7 @@ async fn sse_delivers_connected_then_metrics_that_match_rest() {
 async fn the_first_page_shows_status_without_javascript() {
     let target = FakeTarget::start(Sim::new("canary", 5.0), Behaviour::Healthy).await;
     let dir = tempfile::tempdir().unwrap();
-    let app = TestApp::start(settings(&dir, targets(&[target.url.clone()]))).await;
+    let app = TestApp::start(settings(&dir, targets(&[&target.url]))).await;
     wait_for("a healthy variant", Duration::from_secs(10), || async {
         app.json("/api/status").await["canary"]["healthy"] == true
     })

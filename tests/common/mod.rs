@@ -210,8 +210,9 @@ pub async fn dead_url() -> String {
 }
 
 /// Parses `SCRAPE_TARGETS`-style entries.
-pub fn targets(entries: &[String]) -> Vec<TargetSpec> {
-    zai_dash::config::parse_targets(&entries.join(",")).unwrap()
+pub fn targets<S: AsRef<str>>(entries: &[S]) -> Vec<TargetSpec> {
+    let joined: Vec<&str> = entries.iter().map(AsRef::as_ref).collect();
+    zai_dash::config::parse_targets(&joined.join(",")).unwrap()
 }
 
 /// A running zai-dash.
