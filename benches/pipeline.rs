@@ -1,1 +1,318 @@
-fn main() {}
+//! Benchmarks of the core pipeline. `cargo bench --bench pipeline` prints the tables that
+//! BENCHMARKS.md quotes. Comparisons run interleaved in one process (A, B, A, B, ...) and
+//! report medians of rounds, because a 2-core machine is noisy.
+
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use std::time::{Duration, Instant};
+
+use tokio_util::sync::CancellationToken;
+use zai_dash::clock::{Clock, SystemClock, bucket_end};
+use zai_dash::config::{Settings, TargetSpec};
+use zai_dash::hub::Hub;
+use zai_dash::point::TargetRow;
+use zai_dash::scrape::health::HealthBoard;
+use zai_dash::scrape::increase::TargetState;
+use zai_dash::scrape::{parse, reading};
+use zai_dash::store::query::{self, Table};
+use zai_dash::store::write::{self, StateUpdate, WriteBatch, WriterStats};
+use zai_dash::store::{Store, codec};
+use zai_dash::web::{self, AppState};
+
+const FIXTURE: &str = include_str!("../tests/fixtures/zai-proxy-sample.prom");
+const DAY_MS: i64 = 86_400_000;
+
+fn main() {
+    println!("# zai-dash core pipeline benchmarks\n");
+    parse_throughput();
+    ingest_cost();
+    disk_per_target_day();
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    rt.block_on(query_latency());
+}
+
+/// The fixture with every counter and histogram series scaled by `frac` (as if `frac` x 12 h
+/// of the fixture's traffic had happened), gauges unchanged.
+fn scaled_fixture(frac: f64) -> String {
+    let mut out = String::with_capacity(FIXTURE.len());
+    for line in FIXTURE.lines() {
+        let cumulative = ["_total", "_bucket", "_sum", "_count"]
+            .iter()
+            .any(|s| line.split(['{', ' ']).next().unwrap_or("").ends_with(s));
+        match line.rsplit_once(' ') {
+            Some((series, value)) if cumulative && !line.starts_with('#') => {
+                let v: f64 = value.parse().unwrap();
+                let scaled = if v.fract() == 0.0 { (v * frac).floor() } else { v * frac };
+                out.push_str(&format!("{series} {scaled}\n"));
+            }
+            _ => {
+                out.push_str(line);
+                out.push('\n');
+            }
+        }
+    }
+    out
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+fn percentile(v: &mut [f64], p: f64) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[((v.len() as f64 - 1.0) * p).round() as usize]
+}
+
+/// Runs `f` repeatedly for about `dur`; returns seconds per call.
+fn time_per_call(dur: Duration, mut f: impl FnMut()) -> f64 {
+    let start = Instant::now();
+    let mut n = 0u64;
+    while start.elapsed() < dur {
+        f();
+        n += 1;
+    }
+    start.elapsed().as_secs_f64() / n as f64
+}
+
+fn parse_throughput() {
+    let big: String = (0..20).map(|i| FIXTURE.replace("zai_proxy_", &format!("zai_proxy{i}_"))).collect();
+    println!("## Parse throughput (release, median of 5 interleaved rounds of 0.4 s)\n");
+    println!("| input | zai-dash parser | prometheus-parse 0.2.5 | ratio |");
+    println!("|---|---|---|---|");
+    for (name, text) in
+        [("fixture (32 KB, 249 samples)", FIXTURE), ("20x fixture (656 KB, 4,980 samples)", big.as_str())]
+    {
+        let (mut ours, mut theirs) = (Vec::new(), Vec::new());
+        for _ in 0..5 {
+            ours.push(time_per_call(Duration::from_millis(400), || {
+                std::hint::black_box(parse::parse(std::hint::black_box(text)).unwrap());
+            }));
+            theirs.push(time_per_call(Duration::from_millis(400), || {
+                let lines = text.lines().map(|l| Ok(l.to_owned()));
+                std::hint::black_box(prometheus_parse::Scrape::parse(lines).unwrap());
+            }));
+        }
+        let mb = text.len() as f64 / 1e6;
+        let (a, b) = (mb / median(ours), mb / median(theirs));
+        println!("| {name} | {a:.0} MB/s | {b:.0} MB/s | {:.1}x |", a / b);
+    }
+    println!();
+}
+
+fn ingest_cost() {
+    let texts: Vec<String> = (1..=50).map(|i| scaled_fixture(1.0 + i as f64 * 0.001)).collect();
+    let mut i = 0usize;
+    let mut state = TargetState::default();
+    let per_scrape = time_per_call(Duration::from_secs(2), || {
+        if i.is_multiple_of(texts.len()) {
+            state = TargetState::default();
+        }
+        let expo = parse::parse(&texts[i % texts.len()]).unwrap();
+        let r = reading::read(&expo);
+        let row = state.advance(&r, i as i64 * 5_000, 1, "production");
+        std::hint::black_box(serde_json::to_string(&state).unwrap());
+        std::hint::black_box(codec::encode(&row.counts, &row.totals, &row.gauges));
+        i += 1;
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&dir.path().join("ingest.db")).unwrap();
+    let (ids, mut states) = register(&store, 6);
+    let mut tick = 0i64;
+    let per_tick = time_per_call(Duration::from_secs(2), || {
+        let text = &texts[(tick as usize) % texts.len()];
+        let batch = tick_batch(&ids, &mut states, text, 1_800_000_000_000 + tick * 5_000);
+        write::write_batch(&mut store.conn().unwrap(), &batch, 60_000).unwrap();
+        tick += 1;
+    });
+    println!("## Ingest cost (release)\n");
+    println!("| step | time |");
+    println!("|---|---|");
+    println!(
+        "| one scrape of the fixture: parse, select series, increases, state JSON, row encoding | {:.0} µs |",
+        per_scrape * 1e6
+    );
+    println!(
+        "| one tick written: 6 targets' rows and states in one SQLite transaction (WAL, synchronous=NORMAL) | {:.0} µs |",
+        per_tick * 1e6
+    );
+    println!();
+}
+
+fn register(store: &Store, n: usize) -> (Vec<(i64, String)>, Vec<TargetState>) {
+    let pairs: Vec<(String, String)> = (0..n)
+        .map(|i| {
+            (format!("http://pod-{i}:8080/metrics"), if i < n.div_ceil(2) { "production" } else { "canary" }.to_owned())
+        })
+        .collect();
+    let ids = query::register_targets(&store.conn().unwrap(), &pairs, 0).unwrap();
+    (ids.into_iter().zip(pairs).map(|(t, (_, v))| (t.id, v)).collect(), vec![TargetState::default(); n])
+}
+
+fn tick_batch(ids: &[(i64, String)], states: &mut [TargetState], text: &str, at: i64) -> WriteBatch {
+    let r = reading::read(&parse::parse(text).unwrap());
+    let mut rows = Vec::new();
+    let mut updates = Vec::new();
+    for ((id, variant), st) in ids.iter().zip(states.iter_mut()) {
+        let mut row = st.advance(&r, at, *id, variant);
+        row.ts_ms = bucket_end(at, 5_000);
+        updates.push(StateUpdate {
+            target_id: *id,
+            scraped_ms: at,
+            state_json: serde_json::to_string(st).unwrap(),
+            variant: variant.clone(),
+        });
+        rows.push(row);
+    }
+    WriteBatch { bucket_end_ms: bucket_end(at, 5_000), rows, states: updates, points: vec![] }
+}
+
+fn file_bytes(store: &Store) -> u64 {
+    store.conn().unwrap().execute_batch("PRAGMA wal_checkpoint(TRUNCATE);").unwrap();
+    std::fs::metadata(store.path()).unwrap().len()
+}
+
+fn disk_per_target_day() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&dir.path().join("day.db")).unwrap();
+    let (ids, mut states) = register(&store, 1);
+    let empty = file_bytes(&store);
+    let start = 1_800_000_000_000;
+    let ticks = DAY_MS / 5_000;
+    for t in 0..ticks {
+        // The fixture's 12 h of traffic, twice over the day.
+        let text = scaled_fixture(2.0 * t as f64 / ticks as f64);
+        let batch = tick_batch(&ids, &mut states, &text, start + t * 5_000 + 1_000);
+        write::write_batch(&mut store.conn().unwrap(), &batch, 60_000).unwrap();
+    }
+    let raw = file_bytes(&store) - empty;
+    let c = store.conn().unwrap();
+    let (rows, payload): (i64, f64) =
+        c.query_row("SELECT COUNT(*), AVG(length(data)) FROM metrics_5s", [], |r| Ok((r.get(0)?, r.get(1)?))).unwrap();
+    drop(c);
+    let plan = zai_dash::store::downsample::Plan {
+        rollup_ms: 60_000,
+        settle_ms: 11_000,
+        retention_raw_ms: 10 * DAY_MS,
+        retention_rollup_ms: 10 * DAY_MS,
+    };
+    zai_dash::store::downsample::run_once(&mut store.conn().unwrap(), start + DAY_MS + 60_000, plan).unwrap();
+    let with_rollups = file_bytes(&store) - empty;
+    println!("## Disk per target-day (fixture traffic: 1,530 requests per 12 h, 2 models, quota gauges)\n");
+    println!("| what | bytes |");
+    println!("|---|---|");
+    println!(
+        "| metrics_5s, one target, 24 h at 5 s ({rows} rows; mean payload {payload:.0} B) | {:.2} MB |",
+        raw as f64 / 1e6
+    );
+    println!("| plus that day's metrics_1m rollups (1,440 rows) | {:.2} MB |", with_rollups as f64 / 1e6);
+    println!();
+}
+
+/// The fixture's reading with every counter and histogram scaled by `frac` (cheap, for bulk fills).
+fn scaled_reading(base: &reading::Reading, frac: f64) -> reading::Reading {
+    let scale = |v: f64| if v.fract() == 0.0 { (v * frac).floor() } else { v * frac };
+    let mut r = base.clone();
+    for c in &mut r.counters {
+        c.value = scale(c.value);
+    }
+    for h in &mut r.hists {
+        for b in &mut h.buckets {
+            b.1 = scale(b.1);
+        }
+        h.sum = scale(h.sum);
+        h.count = scale(h.count);
+    }
+    r
+}
+
+/// Fills 2 variants x 3 pods: 24 h of 5 s rows and 7 d of 1 min rows ending now, with the
+/// fixture's traffic growing steadily.
+fn prefill(store: &Store, now: i64) {
+    let (ids, mut states) = register(store, 6);
+    let base = reading::read(&parse::parse(FIXTURE).unwrap());
+    for (k, (id, variant)) in ids.iter().enumerate() {
+        let st = &mut states[k];
+        let mut raw: Vec<TargetRow> = Vec::new();
+        let mut rolled: Vec<TargetRow> = Vec::new();
+        let mut t = now - 7 * DAY_MS;
+        while t <= now {
+            let frac = 1.0 + (t - (now - 7 * DAY_MS)) as f64 / DAY_MS as f64;
+            let width = if t < now - DAY_MS { 60_000 } else { 5_000 };
+            let mut row = st.advance(&scaled_reading(&base, frac), t, *id, variant);
+            row.ts_ms = bucket_end(t, width);
+            if width == 60_000 {
+                rolled.push(row)
+            } else {
+                raw.push(row)
+            }
+            t += width;
+        }
+        rolled.extend(query::roll_minutes(&raw, 60_000));
+        let mut c = store.conn().unwrap();
+        let tx = c.transaction().unwrap();
+        for r in &raw {
+            query::replace_row(&tx, Table::Raw, r).unwrap();
+        }
+        for r in &rolled {
+            query::replace_row(&tx, Table::Rollup, r).unwrap();
+        }
+        tx.commit().unwrap();
+    }
+    query::set_watermark(&store.conn().unwrap(), bucket_end(now, 60_000) - 60_000).unwrap();
+}
+
+async fn query_latency() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("query.db");
+    let store = Store::open(&path).unwrap();
+    let now = SystemClock.now_ms();
+    let started = Instant::now();
+    prefill(&store, now);
+    let fill_s = started.elapsed().as_secs_f64();
+    let targets: Vec<TargetSpec> = vec![];
+    let settings = Settings {
+        point_width: Duration::from_secs(5),
+        rollup_width: Duration::from_secs(60),
+        ..Settings::for_tests(targets, path)
+    };
+    let state = AppState {
+        settings: Arc::new(settings),
+        store,
+        hub: Hub::new(1, 16, 16),
+        health: HealthBoard::default(),
+        clock: Arc::new(SystemClock),
+        ready: Arc::new(AtomicBool::new(true)),
+        stopping: CancellationToken::new(),
+        writer: Arc::new(WriterStats::default()),
+    };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, web::router(state)).await.unwrap() });
+    let client = reqwest::Client::new();
+    println!(
+        "## /api/metrics latency (2 variants x 3 pods: 24 h of 5 s rows, 7 d of 1 min rows; prefill took {fill_s:.0} s)\n"
+    );
+    println!("| query | points | body | p50 | p99 | goal |");
+    println!("|---|---|---|---|---|---|");
+    for (query, goal) in [("range=1h", "p99 <= 10 ms"), ("range=24h", "-"), ("range=7d", "p99 <= 50 ms")] {
+        let url = format!("{base}/api/metrics?{query}");
+        let mut times = Vec::new();
+        let mut last = String::new();
+        for i in 0..230 {
+            let t = Instant::now();
+            let body = client.get(&url).send().await.unwrap().text().await.unwrap();
+            if i >= 30 {
+                times.push(t.elapsed().as_secs_f64() * 1000.0);
+            }
+            last = body;
+        }
+        let points = serde_json::from_str::<serde_json::Value>(&last).unwrap().as_array().map_or(0, Vec::len);
+        let (p50, p99) = (percentile(&mut times, 0.5), percentile(&mut times, 0.99));
+        println!(
+            "| `{query}` (all variants) | {points} | {:.0} KB | {p50:.1} ms | {p99:.1} ms | {goal} |",
+            last.len() as f64 / 1024.0
+        );
+    }
+    println!();
+}
