@@ -8,6 +8,7 @@
 //! - [`store`]: SQLite (WAL): the single writer, rollups and retention, range queries.
 //! - [`hub`]: live fan-out of points with a resume ring.
 //! - [`web`]: router, JSON API, SSE adapter, pages, error mapping.
+//! - [`expo`]: writing the Prometheus text format like Go's client_golang.
 //! - [`app`]: wiring and ordered shutdown; [`clock`]: the injectable wall clock.
 //!
 //! Data flow: scrape task → ticker (one batch per 5 s bucket) → writer (one transaction) →
@@ -18,6 +19,7 @@
 pub mod app;
 pub mod clock;
 pub mod config;
+pub mod expo;
 pub mod hub;
 pub mod point;
 pub mod scrape;

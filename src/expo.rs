@@ -1,0 +1,135 @@
+//! Writing the Prometheus text format 0.0.4 the way Go's client_golang does, so that what
+//! zai-dash exports (the built-in proxy's `zai_proxy_*` families, the `zai_dash_*` self-metrics)
+//! reads the same as a Go exporter's: `# HELP` then `# TYPE` per family, label values escaped,
+//! and numbers, `le` bounds included, in Go's shortest `%g` form (`1e+06`, `2.5`, `+Inf`).
+
+use std::fmt::Write as _;
+
+/// The `Content-Type` of the classic text format.
+pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+/// Builds one exposition. Callers emit families in name order and each family's series in
+/// label order, as client_golang does; this type only formats.
+#[derive(Debug, Default)]
+pub struct Exposition {
+    out: String,
+}
+
+impl Exposition {
+    /// An empty exposition.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Starts a family: `# HELP` and `# TYPE` lines. `kind` is `counter`, `gauge`, `histogram`...
+    pub fn family(&mut self, name: &str, help: &str, kind: &str) {
+        let _ = writeln!(self.out, "# HELP {name} {}", escape_help(help));
+        let _ = writeln!(self.out, "# TYPE {name} {kind}");
+    }
+
+    /// One sample line. Labels are written in the order given (sort them by name).
+    pub fn sample(&mut self, name: &str, labels: &[(&str, &str)], value: f64) {
+        self.out.push_str(name);
+        if !labels.is_empty() {
+            self.out.push('{');
+            for (i, (k, v)) in labels.iter().enumerate() {
+                if i > 0 {
+                    self.out.push(',');
+                }
+                let _ = write!(self.out, "{k}=\"{}\"", escape_label_value(v));
+            }
+            self.out.push('}');
+        }
+        self.out.push(' ');
+        self.out.push_str(&go_float(value));
+        self.out.push('\n');
+    }
+
+    /// The finished text.
+    pub fn finish(self) -> String {
+        self.out
+    }
+}
+
+/// Go's `strconv.FormatFloat(v, 'g', -1, 64)`: the shortest digits that round-trip, in
+/// exponent form when the decimal exponent is below -4 or at least 6.
+pub fn go_float(v: f64) -> String {
+    if v.is_nan() {
+        return "NaN".into();
+    }
+    if v.is_infinite() {
+        return if v > 0.0 { "+Inf".into() } else { "-Inf".into() };
+    }
+    if v == 0.0 {
+        return if v.is_sign_negative() { "-0".into() } else { "0".into() };
+    }
+    let sci = format!("{v:e}"); // shortest round-trip digits, e.g. "2.345678e6"
+    let (mantissa, exp) = sci.split_once('e').unwrap_or((&sci, "0"));
+    let exp: i32 = exp.parse().unwrap_or(0);
+    if (-4..6).contains(&exp) {
+        format!("{v}")
+    } else {
+        let sign = if exp < 0 { '-' } else { '+' };
+        format!("{mantissa}e{sign}{:02}", exp.abs())
+    }
+}
+
+/// Escapes `\`, `"` and newlines in a label value.
+pub fn escape_label_value(v: &str) -> String {
+    if !v.contains(['\\', '"', '\n']) {
+        return v.to_owned();
+    }
+    v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+}
+
+/// Escapes `\` and newlines in HELP text.
+pub fn escape_help(v: &str) -> String {
+    v.replace('\\', "\\\\").replace('\n', "\\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn numbers_match_go() {
+        let cases = [
+            (1e6, "1e+06"),
+            (100000.0, "100000"),
+            (2_345_678.0, "2.345678e+06"),
+            (1_788_738_692.0, "1.788738692e+09"),
+            (1e-5, "1e-05"),
+            (0.0001, "0.0001"),
+            (29.4, "29.4"),
+            (0.005, "0.005"),
+            (1.0, "1"),
+            (-1.0, "-1"),
+            (0.0, "0"),
+            (1.57416213e8, "1.57416213e+08"),
+            (1e21, "1e+21"),
+            (123456.0, "123456"),
+            (f64::INFINITY, "+Inf"),
+            (f64::NEG_INFINITY, "-Inf"),
+            (f64::NAN, "NaN"),
+        ];
+        for (v, want) in cases {
+            assert_eq!(go_float(v), want, "{v}");
+        }
+    }
+
+    #[test]
+    fn writes_families_and_escapes_labels() {
+        let mut e = Exposition::new();
+        e.family("zai_dash_x_total", "A help\\text\nline", "counter");
+        e.sample("zai_dash_x_total", &[("a", "q\"\\\n"), ("b", "2")], 3.0);
+        e.sample("zai_dash_x_total", &[], 1e6);
+        let text = e.finish();
+        assert_eq!(
+            text,
+            "# HELP zai_dash_x_total A help\\\\text\\nline\n# TYPE zai_dash_x_total counter\n\
+             zai_dash_x_total{a=\"q\\\"\\\\\\n\",b=\"2\"} 3\nzai_dash_x_total 1e+06\n"
+        );
+        let parsed = crate::scrape::parse::parse(&text).unwrap();
+        assert_eq!(parsed.families[0].samples[0].label("a"), Some("q\"\\\n"));
+    }
+}
