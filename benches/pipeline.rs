@@ -76,7 +76,14 @@ fn time_per_call(dur: Duration, mut f: impl FnMut()) -> f64 {
 }
 
 fn parse_throughput() {
-    let big: String = (0..20).map(|i| FIXTURE.replace("zai_proxy_", &format!("zai_proxy{i}_"))).collect();
+    let big: String = (0..20)
+        .map(|i| {
+            FIXTURE
+                .replace("zai_proxy_", &format!("zai_proxy{i}_"))
+                .replace("go_goroutines", &format!("go{i}_goroutines"))
+                .replace("promhttp_", &format!("promhttp{i}_"))
+        })
+        .collect();
     println!("## Parse throughput (release, median of 5 interleaved rounds of 0.4 s)\n");
     println!("| input | zai-dash parser | prometheus-parse 0.2.5 | ratio |");
     println!("|---|---|---|---|");
@@ -179,10 +186,39 @@ fn disk_per_target_day() {
     let empty = file_bytes(&store);
     let start = 1_800_000_000_000;
     let ticks = DAY_MS / 5_000;
+    let base = reading::read(&parse::parse(FIXTURE).unwrap());
+    // Requests arrive as a Poisson process at the fixture's rate (1,530 per 12 h); each one moves
+    // every counter by its share of the fixture's totals, so counters change in steps, as they do.
+    let per_tick: f64 = 1530.0 / (12.0 * 3600.0) * 5.0;
+    let mut rng = 0x2545_f491_4f6c_dd1d_u64;
+    let mut requests = 1530.0;
     for t in 0..ticks {
-        // The fixture's 12 h of traffic, twice over the day.
-        let text = scaled_fixture(2.0 * t as f64 / ticks as f64);
-        let batch = tick_batch(&ids, &mut states, &text, start + t * 5_000 + 1_000);
+        let mut u = || {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            (rng >> 11) as f64 / (1u64 << 53) as f64
+        };
+        // Knuth's Poisson sampling.
+        let (limit, mut p, mut k) = ((-per_tick).exp(), 1.0, 0.0);
+        loop {
+            p *= u();
+            if p <= limit {
+                break;
+            }
+            k += 1.0;
+        }
+        requests += k;
+        let at = start + t * 5_000 + 1_000;
+        let mut row = states[0].advance(&scaled_reading(&base, requests / 1530.0), at, ids[0].0, &ids[0].1);
+        row.ts_ms = bucket_end(at, 5_000);
+        let update = StateUpdate {
+            target_id: ids[0].0,
+            scraped_ms: at,
+            state_json: serde_json::to_string(&states[0]).unwrap(),
+            variant: ids[0].1.clone(),
+        };
+        let batch = WriteBatch { bucket_end_ms: row.ts_ms, rows: vec![row], states: vec![update], points: vec![] };
         write::write_batch(&mut store.conn().unwrap(), &batch, 60_000).unwrap();
     }
     let raw = file_bytes(&store) - empty;
@@ -198,7 +234,9 @@ fn disk_per_target_day() {
     };
     zai_dash::store::downsample::run_once(&mut store.conn().unwrap(), start + DAY_MS + 60_000, plan).unwrap();
     let with_rollups = file_bytes(&store) - empty;
-    println!("## Disk per target-day (fixture traffic: 1,530 requests per 12 h, 2 models, quota gauges)\n");
+    println!("## Disk per target-day\n");
+    println!("Traffic: the fixture's mix (2 models, 5 status codes, quota gauges) at its rate of 1,530 requests per");
+    println!("12 h, as a Poisson process; {:.0} requests in the day.\n", requests - 1530.0);
     println!("| what | bytes |");
     println!("|---|---|");
     println!(

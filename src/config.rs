@@ -13,6 +13,7 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use url::Url;
 
+use crate::proxy::{ProxyArgs, ProxySettings};
 use crate::scrape::variant::{is_valid_variant, variant_from_url};
 
 /// `zai-dash`: observability for LLM API proxies.
@@ -41,6 +42,38 @@ pub enum LogFormat {
 pub enum Command {
     /// Scrape the targets, store the series and serve the API, live events and pages.
     Serve(ServeArgs),
+    /// Run only the built-in LLM proxy (zai-proxy compatible), with `/metrics` on the same port.
+    Proxy(ProxyCommandArgs),
+    /// Run the whole loop with no setup: simulated upstream, two proxies, traffic, dashboard.
+    Demo(DemoArgs),
+}
+
+/// Flags of `zai-dash proxy`.
+#[derive(Debug, Clone, Args)]
+pub struct ProxyCommandArgs {
+    /// Address to listen on; Go's `:8080` form means all interfaces.
+    #[arg(long, env = "LISTEN_ADDR", default_value = ":8080")]
+    pub listen_addr: String,
+    /// How long in-flight requests may take to finish on shutdown.
+    #[arg(long, env = "SHUTDOWN_GRACE", default_value = "10s")]
+    pub shutdown_grace: String,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub proxy: ProxyArgs,
+}
+
+/// Flags of `zai-dash demo`.
+#[derive(Debug, Clone, Args)]
+pub struct DemoArgs {
+    /// Address of the dashboard.
+    #[arg(long, env = "LISTEN_ADDR", default_value = ":8080")]
+    pub listen_addr: String,
+    /// SQLite file of the demo; the proxies' rate limit state files go next to it.
+    #[arg(long, env = "DB_PATH", default_value = "./data/zai-dash-demo.db")]
+    pub db_path: PathBuf,
+    /// Requests per second the traffic generator sends (split 75/25 between production and canary).
+    #[arg(long, env = "DEMO_RATE", default_value = "6")]
+    pub rate: String,
 }
 
 /// Flags of `zai-dash serve`. Durations are humantime strings (`500ms`, `5s`, `24h`, `7d`).
@@ -73,6 +106,24 @@ pub struct ServeArgs {
     /// How long shutdown may take before the process gives up and exits non-zero.
     #[arg(long, env = "SHUTDOWN_GRACE", default_value = "10s")]
     pub shutdown_grace: String,
+    /// Also run the built-in proxy on its own listener and scrape it.
+    #[arg(long)]
+    pub proxy: bool,
+    /// Address of the built-in proxy (with `--proxy`).
+    #[arg(long, env = "PROXY_LISTEN_ADDR", default_value = ":8081")]
+    pub proxy_listen_addr: String,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub proxy_args: ProxyArgs,
+}
+
+/// The built-in proxy of `serve --proxy`.
+#[derive(Debug, Clone)]
+pub struct ProxyPlan {
+    /// Its own listener.
+    pub listen_addr: SocketAddr,
+    /// Its settings.
+    pub settings: ProxySettings,
 }
 
 /// One configured scrape target.
@@ -118,6 +169,8 @@ pub struct Settings {
     pub rollup_width: Duration,
     /// Largest accepted `/metrics` body; a larger one is a failed scrape.
     pub max_body_bytes: usize,
+    /// The built-in proxy to run alongside (`serve --proxy`).
+    pub proxy: Option<ProxyPlan>,
 }
 
 /// A configuration problem, phrased as one sentence that names the setting.
@@ -159,9 +212,22 @@ impl ServeArgs {
         if retention_1m < ROLLUP_WIDTH {
             return Err(bad(format!("RETENTION_1M ({}) must be at least 1m.", self.retention_1m)));
         }
+        let proxy = if self.proxy {
+            Some(ProxyPlan {
+                listen_addr: parse_listen_addr("PROXY_LISTEN_ADDR", &self.proxy_listen_addr)?,
+                settings: self.proxy_args.validate()?,
+            })
+        } else {
+            None
+        };
+        let targets = match parse_targets(&self.scrape_targets) {
+            Err(_) if proxy.is_some() && self.scrape_targets.split(',').all(|t| t.trim().is_empty()) => Vec::new(),
+            other => other?,
+        };
         Ok(Settings {
             listen_addr: parse_listen_addr("LISTEN_ADDR", &self.listen_addr)?,
-            targets: parse_targets(&self.scrape_targets)?,
+            targets,
+            proxy,
             scrape_interval,
             scrape_timeout,
             db_path: prepare_db_path(&self.db_path)?,
@@ -192,6 +258,7 @@ impl Settings {
             point_width: Duration::from_millis(500),
             rollup_width: Duration::from_secs(6),
             max_body_bytes: MAX_BODY_BYTES,
+            proxy: None,
         }
     }
 
@@ -272,7 +339,7 @@ fn parse_target(entry: &str) -> Result<TargetSpec, ConfigError> {
 }
 
 /// Creates the database directory and checks that it is writable.
-fn prepare_db_path(path: &std::path::Path) -> Result<PathBuf, ConfigError> {
+pub fn prepare_db_path(path: &std::path::Path) -> Result<PathBuf, ConfigError> {
     let dir = match path.parent() {
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
         _ => PathBuf::from("."),
@@ -301,6 +368,9 @@ mod tests {
             retention_1m: "7d".into(),
             downsample_interval: "1m".into(),
             shutdown_grace: "10s".into(),
+            proxy: false,
+            proxy_listen_addr: ":8081".into(),
+            proxy_args: crate::proxy::ProxyArgs::for_tests("http://127.0.0.1:1"),
         }
     }
 
@@ -355,6 +425,20 @@ mod tests {
         assert_eq!(t[1].variant, None);
         assert_eq!(t[1].url.as_str(), "http://p:2/metrics?x=1");
         assert_eq!(t[1].initial_variant(), "production");
+    }
+
+    #[test]
+    fn serve_with_the_proxy_needs_no_targets_but_a_key() {
+        let mut a = args();
+        a.scrape_targets = String::new();
+        a.proxy = true;
+        let s = a.validate().unwrap();
+        assert!(s.targets.is_empty());
+        assert_eq!(s.proxy.unwrap().listen_addr.port(), 8081);
+        let mut a = args();
+        a.proxy = true;
+        a.proxy_args.zai_api_key = String::new();
+        assert!(err(a).starts_with("ZAI_API_KEY"));
     }
 
     #[test]

@@ -18,10 +18,13 @@
 
 pub mod app;
 pub mod clock;
+pub mod commands;
 pub mod config;
+pub mod demo;
 pub mod expo;
 pub mod hub;
 pub mod point;
+pub mod proxy;
 pub mod scrape;
 pub mod shutdown;
 pub mod store;

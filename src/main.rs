@@ -1,35 +1,19 @@
-//! The `zai-dash` binary: parse, validate, log, bind, run, exit code.
+//! The `zai-dash` binary: parse, log, run the command, map the outcome to an exit code.
 
 use std::process::ExitCode;
 
 use clap::Parser;
-use tokio_util::sync::CancellationToken;
-use zai_dash::config::{Cli, Command};
-use zai_dash::{app, clock, shutdown, telemetry};
+use zai_dash::config::Cli;
+use zai_dash::{commands, telemetry};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     telemetry::init(cli.log_format);
-    match run_main(cli) {
+    match commands::run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("zai-dash: {e:#}");
             ExitCode::FAILURE
         }
     }
-}
-
-fn run_main(cli: Cli) -> anyhow::Result<()> {
-    let Command::Serve(args) = cli.command;
-    let settings = args.validate()?;
-    let runtime = tokio::runtime::Runtime::new()?;
-    runtime.block_on(async {
-        let listener = tokio::net::TcpListener::bind(settings.listen_addr)
-            .await
-            .map_err(|e| anyhow::anyhow!("cannot listen on LISTEN_ADDR {}: {e}", settings.listen_addr))?;
-        println!("listening on http://{}", listener.local_addr()?);
-        let token = CancellationToken::new();
-        tokio::spawn(shutdown::watch_signals(token.clone()));
-        app::run(settings, std::sync::Arc::new(clock::SystemClock), listener, token).await
-    })
 }

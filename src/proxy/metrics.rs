@@ -1,0 +1,434 @@
+//! The proxy's `zai_proxy_*` families: the same names, types, labels, label values and bucket
+//! bounds as zai-proxy (contract section 1), printed like client_golang (families sorted by
+//! name, series by label values, `le` last, Go `%g` numbers), so the Go dashboard and our
+//! collector read it alike. A family with no series prints nothing, as a Go `*Vec` does.
+//!
+//! Requests to an LLM are few and slow, so a mutex per family is far below any measurable cost.
+//! Label values that come from clients (model, path) are capped at [`LABEL_CAP`] distinct
+//! values, then `other`, so a client cannot grow the exposition without bound.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Mutex;
+
+use crate::expo::{CONTENT_TYPE, Exposition};
+
+/// Distinct client-controlled label values (models, paths) kept before folding into `other`.
+pub const LABEL_CAP: usize = 50;
+
+/// Request duration buckets (seconds).
+pub const DURATION_BUCKETS: &[f64] =
+    &[0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0];
+/// Request and response size buckets (bytes): 100 x 10^n.
+pub const SIZE_BUCKETS: &[f64] = &[100.0, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9];
+/// Rate limiter wait buckets (seconds).
+pub const WAIT_BUCKETS: &[f64] = &[0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0];
+/// Token counting duration buckets (seconds).
+pub const TOKEN_COUNT_BUCKETS: &[f64] = &[0.0001, 0.0005, 0.001, 0.005, 0.01, 0.025, 0.05, 0.1];
+/// `zai_proxy_token_rate_seconds` buckets.
+pub const TOKEN_RATE_SECONDS_BUCKETS: &[f64] = &[1e-5, 5e-5, 0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1];
+/// `zai_proxy_token_rate` buckets (tokens per second).
+pub const TOKEN_RATE_BUCKETS: &[f64] =
+    &[10.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 2500.0, 5000.0, 10000.0, 25000.0, 50000.0, 100000.0];
+/// Time to first token buckets (seconds), LLM-scale up to two minutes.
+pub const TTFT_BUCKETS: &[f64] = &[0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 3.0, 5.0, 8.0, 13.0, 20.0, 30.0, 60.0, 120.0];
+/// Time per output token buckets (seconds).
+pub const TPOT_BUCKETS: &[f64] = &[0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0];
+
+/// A labelled counter or gauge family.
+#[derive(Debug)]
+pub struct Vector {
+    name: &'static str,
+    help: &'static str,
+    kind: &'static str,
+    labels: &'static [&'static str],
+    series: Mutex<BTreeMap<Vec<String>, f64>>,
+}
+
+impl Vector {
+    const fn new(name: &'static str, kind: &'static str, labels: &'static [&'static str], help: &'static str) -> Self {
+        Self { name, help, kind, labels, series: Mutex::new(BTreeMap::new()) }
+    }
+
+    /// Adds `v` to the series with these label values (in the family's label order).
+    pub fn add(&self, values: &[&str], v: f64) {
+        if let Ok(mut s) = self.series.lock() {
+            *s.entry(values.iter().map(|x| (*x).to_owned()).collect()).or_default() += v;
+        }
+    }
+
+    /// Sets the series to `v`.
+    pub fn set(&self, values: &[&str], v: f64) {
+        if let Ok(mut s) = self.series.lock() {
+            s.insert(values.iter().map(|x| (*x).to_owned()).collect(), v);
+        }
+    }
+
+    /// Current value of a series (tests, `/health`).
+    pub fn get(&self, values: &[&str]) -> f64 {
+        let key: Vec<String> = values.iter().map(|x| (*x).to_owned()).collect();
+        self.series.lock().ok().and_then(|s| s.get(&key).copied()).unwrap_or(0.0)
+    }
+
+    fn write(&self, e: &mut Exposition) {
+        let Ok(series) = self.series.lock() else { return };
+        if series.is_empty() {
+            return;
+        }
+        e.family(self.name, self.help, self.kind);
+        for (values, v) in series.iter() {
+            let labels: Vec<(&str, &str)> =
+                self.labels.iter().copied().zip(values.iter().map(String::as_str)).collect();
+            e.sample(self.name, &labels, *v);
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Hist {
+    counts: Vec<u64>,
+    sum: f64,
+    count: u64,
+}
+
+/// A labelled histogram family with fixed bounds.
+#[derive(Debug)]
+pub struct HistogramVec {
+    name: &'static str,
+    help: &'static str,
+    labels: &'static [&'static str],
+    bounds: &'static [f64],
+    series: Mutex<BTreeMap<Vec<String>, Hist>>,
+}
+
+impl HistogramVec {
+    const fn new(
+        name: &'static str,
+        labels: &'static [&'static str],
+        bounds: &'static [f64],
+        help: &'static str,
+    ) -> Self {
+        Self { name, help, labels, bounds, series: Mutex::new(BTreeMap::new()) }
+    }
+
+    /// Records one observation.
+    pub fn observe(&self, values: &[&str], v: f64) {
+        if !v.is_finite() {
+            return;
+        }
+        let Ok(mut s) = self.series.lock() else { return };
+        let h = s.entry(values.iter().map(|x| (*x).to_owned()).collect()).or_insert_with(|| Hist {
+            counts: vec![0; self.bounds.len()],
+            sum: 0.0,
+            count: 0,
+        });
+        if let Some(i) = self.bounds.iter().position(|b| v <= *b) {
+            h.counts[i] += 1;
+        }
+        h.sum += v;
+        h.count += 1;
+    }
+
+    /// Observations of a series (tests).
+    pub fn count(&self, values: &[&str]) -> u64 {
+        let key: Vec<String> = values.iter().map(|x| (*x).to_owned()).collect();
+        self.series.lock().ok().and_then(|s| s.get(&key).map(|h| h.count)).unwrap_or(0)
+    }
+
+    fn write(&self, e: &mut Exposition) {
+        let Ok(series) = self.series.lock() else { return };
+        if series.is_empty() {
+            return;
+        }
+        e.family(self.name, self.help, "histogram");
+        let bucket = format!("{}_bucket", self.name);
+        for (values, h) in series.iter() {
+            let mut labels: Vec<(&str, &str)> =
+                self.labels.iter().copied().zip(values.iter().map(String::as_str)).collect();
+            let mut cumulative = 0;
+            let bounds: Vec<String> = self.bounds.iter().map(|b| crate::expo::go_float(*b)).collect();
+            for (le, c) in bounds.iter().zip(&h.counts) {
+                cumulative += c;
+                labels.push(("le", le));
+                e.sample(&bucket, &labels, cumulative as f64);
+                labels.pop();
+            }
+            labels.push(("le", "+Inf"));
+            e.sample(&bucket, &labels, h.count as f64);
+            labels.pop();
+            e.sample(&format!("{}_sum", self.name), &labels, h.sum);
+            e.sample(&format!("{}_count", self.name), &labels, h.count as f64);
+        }
+    }
+}
+
+/// Every family the proxy exports.
+#[allow(missing_docs)] // each field is the family its name spells (contract section 1.2)
+#[derive(Debug)]
+pub struct ProxyMetrics {
+    pub build_info: Vector,
+    pub concurrent_requests: Vector,
+    pub estimated_cost_usd: Vector,
+    pub max_workers: Vector,
+    pub rate_limit_adjustments: Vector,
+    pub rate_limit_rejections: Vector,
+    pub rate_limit_rps: Vector,
+    pub rate_limit_wait: HistogramVec,
+    pub request_duration: HistogramVec,
+    pub request_size: HistogramVec,
+    pub requests: Vector,
+    pub response_size: HistogramVec,
+    pub retry_attempts: Vector,
+    pub time_per_output_token: HistogramVec,
+    pub time_to_first_token: HistogramVec,
+    pub token_count_duration: HistogramVec,
+    pub token_rate: HistogramVec,
+    pub token_rate_seconds: HistogramVec,
+    pub tokens: Vector,
+    pub upstream_errors: Vector,
+    pub worker_utilization: Vector,
+    models: Mutex<BTreeSet<String>>,
+    paths: Mutex<BTreeSet<String>>,
+}
+
+impl Default for ProxyMetrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl ProxyMetrics {
+    /// Every family, empty.
+    pub fn new() -> Self {
+        Self {
+            build_info: Vector::new(
+                "zai_proxy_build_info",
+                "gauge",
+                &["build_time", "commit", "variant", "version"],
+                "Build information including version, variant, commit, and build time",
+            ),
+            concurrent_requests: Vector::new(
+                "zai_proxy_concurrent_requests",
+                "gauge",
+                &["variant"],
+                "Number of requests currently being processed",
+            ),
+            estimated_cost_usd: Vector::new(
+                "zai_proxy_estimated_cost_usd_total",
+                "counter",
+                &["direction", "model", "pricing_tier", "variant"],
+                "Estimated Z.AI API cost in USD by token direction, model, deployment variant, and pricing tier",
+            ),
+            max_workers: Vector::new(
+                "zai_proxy_max_workers",
+                "gauge",
+                &["variant"],
+                "Maximum number of concurrent workers allowed",
+            ),
+            rate_limit_adjustments: Vector::new(
+                "zai_proxy_rate_limit_adjustments_total",
+                "counter",
+                &["direction", "variant"],
+                "Total number of rate limit adjustments",
+            ),
+            rate_limit_rejections: Vector::new(
+                "zai_proxy_rate_limit_rejections_total",
+                "counter",
+                &["client", "variant"],
+                "Total number of requests rejected due to proxy capacity, by bounded source bucket",
+            ),
+            rate_limit_rps: Vector::new(
+                "zai_proxy_rate_limit_requests_per_second",
+                "gauge",
+                &["variant"],
+                "Current rate limit in requests per second",
+            ),
+            rate_limit_wait: HistogramVec::new(
+                "zai_proxy_rate_limit_wait_seconds",
+                &["client", "variant"],
+                WAIT_BUCKETS,
+                "Time spent waiting for the rate limiter, by bounded source bucket",
+            ),
+            request_duration: HistogramVec::new(
+                "zai_proxy_request_duration_seconds",
+                &["method", "path", "status_code", "variant"],
+                DURATION_BUCKETS,
+                "Request duration in seconds",
+            ),
+            request_size: HistogramVec::new(
+                "zai_proxy_request_size_bytes",
+                &["method", "path", "variant"],
+                SIZE_BUCKETS,
+                "Request size in bytes",
+            ),
+            requests: Vector::new(
+                "zai_proxy_requests_total",
+                "counter",
+                &["method", "path", "status_code", "variant"],
+                "Total number of requests by method, path, status code, and variant",
+            ),
+            response_size: HistogramVec::new(
+                "zai_proxy_response_size_bytes",
+                &["method", "path", "status_code", "variant"],
+                SIZE_BUCKETS,
+                "Response size in bytes",
+            ),
+            retry_attempts: Vector::new(
+                "zai_proxy_retry_attempts_total",
+                "counter",
+                &["reason", "variant"],
+                "Total number of retry attempts",
+            ),
+            time_per_output_token: HistogramVec::new(
+                "zai_proxy_time_per_output_token_seconds",
+                &["model", "variant"],
+                TPOT_BUCKETS,
+                "Time per output token after the first, in seconds, for streamed responses",
+            ),
+            time_to_first_token: HistogramVec::new(
+                "zai_proxy_time_to_first_token_seconds",
+                &["model", "variant"],
+                TTFT_BUCKETS,
+                "Time from request arrival to the first content token, in seconds, for streamed responses",
+            ),
+            token_count_duration: HistogramVec::new(
+                "zai_proxy_token_count_duration_seconds",
+                &["variant"],
+                TOKEN_COUNT_BUCKETS,
+                "Duration of token counting operations",
+            ),
+            token_rate: HistogramVec::new(
+                "zai_proxy_token_rate",
+                &["direction", "model", "variant"],
+                TOKEN_RATE_BUCKETS,
+                "Token processing rate in tokens per second (throughput). Labels: direction (input/output), model (glm-4, etc.), variant (stable/canary)",
+            ),
+            token_rate_seconds: HistogramVec::new(
+                "zai_proxy_token_rate_seconds",
+                &["direction", "model", "variant"],
+                TOKEN_RATE_SECONDS_BUCKETS,
+                "Token processing rate histogram - tracks time taken to process tokens (lower is faster). Labels: direction (input/output), model (glm-4, etc.), variant (stable/canary)",
+            ),
+            tokens: Vector::new(
+                "zai_proxy_tokens_total",
+                "counter",
+                &["direction", "model", "pricing_tier", "variant"],
+                "Total number of tokens processed by direction (input/output), model, deployment variant, and pricing tier",
+            ),
+            upstream_errors: Vector::new(
+                "zai_proxy_upstream_errors_total",
+                "counter",
+                &["error_type", "variant"],
+                "Total number of upstream errors by type",
+            ),
+            worker_utilization: Vector::new(
+                "zai_proxy_worker_utilization_ratio",
+                "gauge",
+                &["variant"],
+                "Current worker utilization ratio (concurrent_requests/max_workers)",
+            ),
+            models: Mutex::new(BTreeSet::new()),
+            paths: Mutex::new(BTreeSet::new()),
+        }
+    }
+
+    /// The model label for `model`, capped at [`LABEL_CAP`] distinct values.
+    pub fn model_label(&self, model: &str) -> String {
+        capped(&self.models, model)
+    }
+
+    /// The path label for `path`, capped at [`LABEL_CAP`] distinct values.
+    pub fn path_label(&self, path: &str) -> String {
+        capped(&self.paths, path)
+    }
+
+    /// The exposition, families in name order.
+    pub fn render(&self) -> String {
+        let mut e = Exposition::new();
+        self.build_info.write(&mut e);
+        self.concurrent_requests.write(&mut e);
+        self.estimated_cost_usd.write(&mut e);
+        self.max_workers.write(&mut e);
+        self.rate_limit_adjustments.write(&mut e);
+        self.rate_limit_rejections.write(&mut e);
+        self.rate_limit_rps.write(&mut e);
+        self.rate_limit_wait.write(&mut e);
+        self.request_duration.write(&mut e);
+        self.request_size.write(&mut e);
+        self.requests.write(&mut e);
+        self.response_size.write(&mut e);
+        self.retry_attempts.write(&mut e);
+        self.time_per_output_token.write(&mut e);
+        self.time_to_first_token.write(&mut e);
+        self.token_count_duration.write(&mut e);
+        self.token_rate.write(&mut e);
+        self.token_rate_seconds.write(&mut e);
+        self.tokens.write(&mut e);
+        self.upstream_errors.write(&mut e);
+        self.worker_utilization.write(&mut e);
+        e.finish()
+    }
+
+    /// `Content-Type` of [`Self::render`].
+    pub fn content_type() -> &'static str {
+        CONTENT_TYPE
+    }
+}
+
+fn capped(set: &Mutex<BTreeSet<String>>, value: &str) -> String {
+    let Ok(mut seen) = set.lock() else { return "other".into() };
+    if seen.contains(value) || (seen.len() < LABEL_CAP && seen.insert(value.to_owned())) {
+        value.to_owned()
+    } else {
+        "other".into()
+    }
+}
+
+/// zai-proxy's client bucket: FNV-1a 32 of the peer IP text, modulo 64 (`source-00`..`source-63`).
+pub fn client_bucket(ip: &str) -> String {
+    let ip = if ip.is_empty() { "unknown" } else { ip };
+    let mut h: u32 = 0x811c_9dc5;
+    for b in ip.bytes() {
+        h ^= u32::from(b);
+        h = h.wrapping_mul(0x0100_0193);
+    }
+    format!("source-{:02}", h % 64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn client_buckets_match_zai_proxy() {
+        assert_eq!(client_bucket("10.42.3.17"), "source-43");
+        assert_eq!(client_bucket("10.42.5.88"), "source-53");
+        assert_eq!(client_bucket("127.0.0.1"), "source-30");
+        assert_eq!(client_bucket(""), "source-57");
+    }
+
+    #[test]
+    fn empty_families_print_nothing_and_histograms_print_like_go() {
+        let m = ProxyMetrics::new();
+        assert_eq!(m.render(), "");
+        m.request_size.observe(&["POST", "/v1/messages", "production"], 2_000_000.0);
+        let text = m.render();
+        assert!(text.contains("zai_proxy_request_size_bytes_bucket{method=\"POST\",path=\"/v1/messages\",variant=\"production\",le=\"1e+06\"} 0\n"));
+        assert!(text.contains("le=\"1e+07\"} 1\n"));
+        assert!(text.contains("le=\"+Inf\"} 1\n"));
+        assert!(text.contains(
+            "zai_proxy_request_size_bytes_sum{method=\"POST\",path=\"/v1/messages\",variant=\"production\"} 2e+06\n"
+        ));
+        let parsed = crate::scrape::parse::parse(&text).unwrap();
+        assert_eq!(parsed.families.len(), 1);
+    }
+
+    #[test]
+    fn labels_from_clients_are_capped() {
+        let m = ProxyMetrics::new();
+        for i in 0..LABEL_CAP {
+            assert_eq!(m.model_label(&format!("m{i}")), format!("m{i}"));
+        }
+        assert_eq!(m.model_label("one-too-many"), "other");
+        assert_eq!(m.model_label("m3"), "m3");
+    }
+}

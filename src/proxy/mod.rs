@@ -1,0 +1,399 @@
+//! The built-in LLM proxy: an Anthropic Messages / OpenAI Chat Completions reverse proxy that
+//! exports zai-proxy's `zai_proxy_*` metrics, so zai-dash can be the proxy its dashboard watches.
+//!
+//! Configured with zai-proxy's own environment variables, so an existing deployment can swap
+//! the binary. One router serves the proxied APIs (every path not listed below is forwarded),
+//! `/metrics`, `/health` and `/admin/reset-rate-limit`. The proxy is a runtime mode, not a cargo
+//! feature: `zai-dash proxy` runs it alone, `zai-dash serve --proxy` next to the dashboard on
+//! its own listener, and `zai-dash demo` twice against a simulated upstream.
+
+pub mod forward;
+pub mod limiter;
+pub mod metrics;
+pub mod pricing;
+pub mod usage;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{any, get};
+use clap::Args;
+
+use crate::clock::SharedClock;
+use crate::config::{ConfigError, parse_duration};
+use limiter::{Limiter, LimiterSettings};
+use metrics::ProxyMetrics;
+use pricing::Pricing;
+
+/// zai-proxy's settings, as flags with its environment variables as fallbacks. Unlike
+/// zai-proxy, a value that does not parse or is out of range refuses to start.
+#[derive(Debug, Clone, Args)]
+#[command(next_help_heading = "Built-in proxy")]
+pub struct ProxyArgs {
+    /// Upstream API key; sent as `x-api-key` (Anthropic paths) or a bearer token (OpenAI paths).
+    #[arg(long, env = "ZAI_API_KEY", hide_env_values = true, default_value = "")]
+    pub zai_api_key: String,
+    /// Upstream base URL; the client's path and query are appended unchanged.
+    #[arg(long, env = "ZAI_TARGET_URL", default_value = "https://api.z.ai/api/anthropic")]
+    pub zai_target_url: String,
+    /// The `variant` label of every metric.
+    #[arg(long, env = "DEPLOYMENT_VARIANT", default_value = "production")]
+    pub deployment_variant: String,
+    /// Requests in flight at most; more get an immediate 503.
+    #[arg(long, env = "MAX_WORKERS", default_value = "10")]
+    pub max_workers: String,
+    /// Retries of a failed upstream attempt (backoff 1 s, 2 s, 4 s, ...).
+    #[arg(long, env = "MAX_RETRIES", default_value = "3")]
+    pub max_retries: String,
+    /// Record token usage and cost.
+    #[arg(long, env = "TOKEN_COUNTING_ENABLED", default_value = "true")]
+    pub token_counting_enabled: String,
+    /// Model label when a request names none.
+    #[arg(long, env = "TOKENIZER_MODEL", default_value = "glm-4")]
+    pub tokenizer_model: String,
+    /// Starting rate limit (requests per second).
+    #[arg(long, env = "RATE_LIMIT_INITIAL", default_value = "10")]
+    pub rate_limit_initial: String,
+    /// Lowest rate limit.
+    #[arg(long, env = "RATE_LIMIT_MIN", default_value = "1")]
+    pub rate_limit_min: String,
+    /// Highest rate limit.
+    #[arg(long, env = "RATE_LIMIT_MAX", default_value = "50")]
+    pub rate_limit_max: String,
+    /// EWMA weight of the current rate in the ceiling estimate, (0, 1].
+    #[arg(long, env = "RATE_LIMIT_CEILING_ALPHA", default_value = "0.3")]
+    pub rate_limit_ceiling_alpha: String,
+    /// Margin kept below (hold) or gone above (probe) the ceiling, (0, 1).
+    #[arg(long, env = "RATE_LIMIT_HOLD_MARGIN", default_value = "0.02")]
+    pub rate_limit_hold_margin: String,
+    /// Clean 30 s windows between probes above the ceiling.
+    #[arg(long, env = "RATE_LIMIT_PROBE_INTERVAL", default_value = "10")]
+    pub rate_limit_probe_interval: String,
+    /// File keeping the learned ceiling across restarts (empty: not kept).
+    #[arg(long, env = "RATE_LIMIT_STATE_FILE", default_value = "/var/lib/zai-proxy/ceiling.json")]
+    pub rate_limit_state_file: String,
+    /// A state file older than this is ignored.
+    #[arg(long, env = "RATE_LIMIT_STATE_MAX_AGE", default_value = "6h")]
+    pub rate_limit_state_max_age: String,
+    /// Largest accepted request body; larger gets 413.
+    #[arg(long, env = "MAX_REQUEST_BODY_BYTES", default_value = "33554432")]
+    pub max_request_body_bytes: String,
+    /// Time allowed to connect to the upstream.
+    #[arg(long, env = "UPSTREAM_CONNECT_TIMEOUT", default_value = "10s")]
+    pub upstream_connect_timeout: String,
+    /// Longest silence from the upstream (waiting for headers or between body chunks).
+    #[arg(long, env = "UPSTREAM_IDLE_TIMEOUT", default_value = "5m")]
+    pub upstream_idle_timeout: String,
+    /// First retry delay; doubles per retry.
+    #[arg(long, env = "RETRY_BASE_DELAY", default_value = "1s")]
+    pub retry_base_delay: String,
+    /// USD per 1,000 tokens: input, output, cache read, cache write (off-peak).
+    #[arg(long, env = "TOKEN_PRICES_PER_1K", default_value = "0.0006,0.0022,0.00011,0")]
+    pub token_prices_per_1k: String,
+    /// `zai_proxy_build_info` version (default: zai-dash's own).
+    #[arg(long, env = "ZAI_PROXY_VERSION", default_value = "")]
+    pub zai_proxy_version: String,
+}
+
+/// Build information labels.
+#[derive(Debug, Clone)]
+pub struct BuildInfo {
+    /// `version`.
+    pub version: String,
+    /// `commit`.
+    pub commit: String,
+    /// `build_time`.
+    pub build_time: String,
+}
+
+/// Validated proxy settings.
+#[derive(Clone)]
+pub struct ProxySettings {
+    /// Upstream key (never logged).
+    pub api_key: String,
+    /// Upstream base, without a trailing slash.
+    pub target_url: String,
+    /// `variant` label.
+    pub variant: String,
+    /// In-flight cap.
+    pub max_workers: usize,
+    /// Retries per request.
+    pub max_retries: u32,
+    /// Record tokens and cost.
+    pub token_counting: bool,
+    /// Default model label.
+    pub tokenizer_model: String,
+    /// Limiter parameters.
+    pub limiter: LimiterSettings,
+    /// Request body cap.
+    pub max_request_bytes: usize,
+    /// Connect timeout.
+    pub connect_timeout: Duration,
+    /// Idle timeout.
+    pub idle_timeout: Duration,
+    /// First retry delay.
+    pub retry_base: Duration,
+    /// Token prices.
+    pub pricing: Pricing,
+    /// Build labels.
+    pub build: BuildInfo,
+}
+
+impl std::fmt::Debug for ProxySettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ProxySettings")
+            .field("api_key", &"<redacted>")
+            .field("target_url", &self.target_url)
+            .field("variant", &self.variant)
+            .field("max_workers", &self.max_workers)
+            .field("max_retries", &self.max_retries)
+            .finish_non_exhaustive()
+    }
+}
+
+fn bad(msg: String) -> ConfigError {
+    ConfigError(msg)
+}
+
+fn number<T: std::str::FromStr>(name: &str, v: &str, ok: impl Fn(&T) -> bool, rule: &str) -> Result<T, ConfigError> {
+    v.trim().parse::<T>().ok().filter(|x| ok(x)).ok_or_else(|| bad(format!("{name} {v:?} is invalid: {rule}.")))
+}
+
+/// zai-proxy's booleans: `false`, `0`, `no`, `n` (any case) are false; any other value is true.
+fn boolean(v: &str) -> bool {
+    !matches!(v.trim().to_ascii_lowercase().as_str(), "false" | "0" | "no" | "n")
+}
+
+impl ProxyArgs {
+    /// Checks every value.
+    pub fn validate(&self) -> Result<ProxySettings, ConfigError> {
+        if self.zai_api_key.trim().is_empty() {
+            return Err(bad("ZAI_API_KEY is empty: the proxy needs the upstream API key.".into()));
+        }
+        let target = url::Url::parse(self.zai_target_url.trim())
+            .ok()
+            .filter(|u| matches!(u.scheme(), "http" | "https") && u.host_str().is_some())
+            .ok_or_else(|| bad(format!("ZAI_TARGET_URL {:?} is not an http(s) URL.", self.zai_target_url)))?;
+        let variant = self.deployment_variant.trim().to_owned();
+        if variant.is_empty() {
+            return Err(bad("DEPLOYMENT_VARIANT is empty.".into()));
+        }
+        let rate = |name: &str, v: &str| number::<f64>(name, v, |x| x.is_finite() && *x > 0.0, "use a number above 0");
+        let (min, max) = (rate("RATE_LIMIT_MIN", &self.rate_limit_min)?, rate("RATE_LIMIT_MAX", &self.rate_limit_max)?);
+        if min > max {
+            return Err(bad(format!("RATE_LIMIT_MIN ({min}) is above RATE_LIMIT_MAX ({max}).")));
+        }
+        let state_file = self.rate_limit_state_file.trim();
+        Ok(ProxySettings {
+            api_key: self.zai_api_key.trim().to_owned(),
+            target_url: target.as_str().trim_end_matches('/').to_owned(),
+            max_workers: number("MAX_WORKERS", &self.max_workers, |n: &usize| *n > 0, "use a whole number above 0")?,
+            max_retries: number("MAX_RETRIES", &self.max_retries, |_: &u32| true, "use a whole number, 0 or more")?,
+            token_counting: boolean(&self.token_counting_enabled),
+            tokenizer_model: self.tokenizer_model.trim().to_owned(),
+            limiter: LimiterSettings {
+                initial: rate("RATE_LIMIT_INITIAL", &self.rate_limit_initial)?,
+                min,
+                max,
+                alpha: number(
+                    "RATE_LIMIT_CEILING_ALPHA",
+                    &self.rate_limit_ceiling_alpha,
+                    |a: &f64| *a > 0.0 && *a <= 1.0,
+                    "use a number in (0, 1]",
+                )?,
+                hold_margin: number(
+                    "RATE_LIMIT_HOLD_MARGIN",
+                    &self.rate_limit_hold_margin,
+                    |m: &f64| *m > 0.0 && *m < 1.0,
+                    "use a number in (0, 1)",
+                )?,
+                probe_interval: number(
+                    "RATE_LIMIT_PROBE_INTERVAL",
+                    &self.rate_limit_probe_interval,
+                    |p: &u32| *p > 0,
+                    "use a whole number above 0",
+                )?,
+                window: Duration::from_secs(30),
+                state_file: (!state_file.is_empty()).then(|| PathBuf::from(state_file)),
+                state_max_age: parse_duration("RATE_LIMIT_STATE_MAX_AGE", &self.rate_limit_state_max_age)?,
+            },
+            max_request_bytes: number(
+                "MAX_REQUEST_BODY_BYTES",
+                &self.max_request_body_bytes,
+                |n: &usize| *n > 0,
+                "use a byte count above 0",
+            )?,
+            connect_timeout: parse_duration("UPSTREAM_CONNECT_TIMEOUT", &self.upstream_connect_timeout)?,
+            idle_timeout: parse_duration("UPSTREAM_IDLE_TIMEOUT", &self.upstream_idle_timeout)?,
+            retry_base: parse_duration("RETRY_BASE_DELAY", &self.retry_base_delay)?,
+            pricing: parse_prices(&self.token_prices_per_1k)?,
+            build: BuildInfo {
+                version: Some(self.zai_proxy_version.trim())
+                    .filter(|v| !v.is_empty())
+                    .unwrap_or(crate::VERSION)
+                    .to_owned(),
+                commit: "unknown".into(),
+                build_time: "unknown".into(),
+            },
+            variant,
+        })
+    }
+}
+
+impl ProxyArgs {
+    /// Defaults (as clap would give them) with a key and an upstream, for tests and the demo.
+    pub fn for_tests(target_url: &str) -> Self {
+        Self {
+            zai_api_key: "test-key".into(),
+            zai_target_url: target_url.into(),
+            deployment_variant: "production".into(),
+            max_workers: "10".into(),
+            max_retries: "3".into(),
+            token_counting_enabled: "true".into(),
+            tokenizer_model: "glm-4".into(),
+            rate_limit_initial: "10".into(),
+            rate_limit_min: "1".into(),
+            rate_limit_max: "50".into(),
+            rate_limit_ceiling_alpha: "0.3".into(),
+            rate_limit_hold_margin: "0.02".into(),
+            rate_limit_probe_interval: "10".into(),
+            rate_limit_state_file: String::new(),
+            rate_limit_state_max_age: "6h".into(),
+            max_request_body_bytes: "33554432".into(),
+            upstream_connect_timeout: "10s".into(),
+            upstream_idle_timeout: "5m".into(),
+            retry_base_delay: "1s".into(),
+            token_prices_per_1k: "0.0006,0.0022,0.00011,0".into(),
+            zai_proxy_version: String::new(),
+        }
+    }
+}
+
+fn parse_prices(v: &str) -> Result<Pricing, ConfigError> {
+    let parts: Vec<f64> = v.split(',').map(|p| p.trim().parse::<f64>()).collect::<Result<_, _>>().unwrap_or_default();
+    match parts.as_slice() {
+        [i, o, r, w] if parts.iter().all(|x| x.is_finite() && *x >= 0.0) => {
+            Ok(Pricing { input: *i, output: *o, cache_read: *r, cache_write: *w, ..Pricing::default() })
+        }
+        _ => Err(bad(format!(
+            "TOKEN_PRICES_PER_1K {v:?} is invalid: give four non-negative numbers (input,output,cache_read,cache_write)."
+        ))),
+    }
+}
+
+/// One running proxy: settings, metrics, limiter, upstream client and the in-flight count.
+#[derive(Debug)]
+pub struct Proxy {
+    /// Settings.
+    pub settings: ProxySettings,
+    /// Exported families.
+    pub metrics: ProxyMetrics,
+    /// Adaptive limiter.
+    pub limiter: Limiter,
+    client: reqwest::Client,
+    inflight: AtomicUsize,
+    clock: SharedClock,
+}
+
+/// Holds one in-flight slot; frees it (and updates the gauges) when dropped, on every path.
+pub struct WorkerSlot {
+    proxy: Arc<Proxy>,
+}
+
+impl Drop for WorkerSlot {
+    fn drop(&mut self) {
+        let now = self.proxy.inflight.fetch_sub(1, Ordering::SeqCst) - 1;
+        self.proxy.set_concurrency_gauges(now);
+    }
+}
+
+impl Proxy {
+    /// Builds a proxy and publishes its start-up gauges.
+    pub fn new(settings: ProxySettings, clock: SharedClock) -> Result<Arc<Self>, reqwest::Error> {
+        let client = reqwest::Client::builder()
+            .connect_timeout(settings.connect_timeout)
+            .read_timeout(settings.idle_timeout)
+            .redirect(reqwest::redirect::Policy::none())
+            .no_gzip()
+            .build()?;
+        let limiter = Limiter::new(settings.limiter.clone(), clock.clone());
+        let proxy = Arc::new(Self {
+            metrics: ProxyMetrics::new(),
+            limiter,
+            client,
+            inflight: AtomicUsize::new(0),
+            clock,
+            settings,
+        });
+        let v = proxy.settings.variant.as_str();
+        let b = &proxy.settings.build;
+        proxy.metrics.build_info.set(&[&b.build_time, &b.commit, v, &b.version], 1.0);
+        proxy.metrics.max_workers.set(&[v], proxy.settings.max_workers as f64);
+        proxy.metrics.rate_limit_rps.set(&[v], proxy.limiter.current());
+        Ok(proxy)
+    }
+
+    /// Takes an in-flight slot, or `None` when `MAX_WORKERS` are busy.
+    pub fn try_take_slot(self: &Arc<Self>) -> Option<WorkerSlot> {
+        let now = self.inflight.fetch_add(1, Ordering::SeqCst) + 1;
+        let slot = WorkerSlot { proxy: self.clone() };
+        self.set_concurrency_gauges(now);
+        (now <= self.settings.max_workers).then_some(slot)
+    }
+
+    fn set_concurrency_gauges(&self, inflight: usize) {
+        let v = self.settings.variant.as_str();
+        self.metrics.concurrent_requests.set(&[v], inflight as f64);
+        self.metrics.worker_utilization.set(&[v], inflight as f64 / self.settings.max_workers as f64);
+    }
+
+    /// The router: proxied APIs plus `/metrics`, `/health`, `/admin/reset-rate-limit`.
+    pub fn router(self: &Arc<Self>) -> Router {
+        Router::new()
+            .route("/metrics", get(metrics_handler))
+            .route("/health", get(health_handler))
+            .route("/admin/reset-rate-limit", any(reset_handler))
+            .fallback(forward::handle)
+            .with_state(self.clone())
+    }
+}
+
+/// Serves `proxy` on `listener` until `shutdown`, then lets in-flight requests finish (the caller
+/// bounds that wait with its grace period). Peer addresses feed the `client` label.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    proxy: Arc<Proxy>,
+    shutdown: tokio_util::sync::CancellationToken,
+) -> std::io::Result<()> {
+    let app = proxy.router().into_make_service_with_connect_info::<std::net::SocketAddr>();
+    axum::serve(listener, app).with_graceful_shutdown(shutdown.cancelled_owned()).await
+}
+
+async fn metrics_handler(State(p): State<Arc<Proxy>>) -> Response {
+    ([(header::CONTENT_TYPE, ProxyMetrics::content_type())], p.metrics.render()).into_response()
+}
+
+async fn health_handler(State(p): State<Arc<Proxy>>) -> Response {
+    axum::Json(serde_json::json!({
+        "quota": { "enabled": false, "fresh": false },
+        "rate_limit": p.limiter.view(),
+        "status": "ok",
+    }))
+    .into_response()
+}
+
+async fn reset_handler(State(p): State<Arc<Proxy>>, method: axum::http::Method) -> Response {
+    if method != axum::http::Method::POST {
+        return (StatusCode::METHOD_NOT_ALLOWED, "method not allowed").into_response();
+    }
+    let rate = p.limiter.reset();
+    p.metrics.rate_limit_rps.set(&[p.settings.variant.as_str()], rate);
+    tracing::info!(rate, "Rate limit reset to RATE_LIMIT_INITIAL.");
+    axum::Json(serde_json::json!({ "current_rate": rate, "status": "reset" })).into_response()
+}
