@@ -24,9 +24,20 @@ const DAY_MS: i64 = 86_400_000;
 
 fn main() {
     println!("# zai-dash core pipeline benchmarks\n");
-    parse_throughput();
-    ingest_cost();
-    disk_per_target_day();
+    // `BENCH_ONLY=query cargo bench --bench pipeline` runs one section while iterating.
+    let only = std::env::var("BENCH_ONLY").unwrap_or_default();
+    if only.is_empty() || only == "parse" {
+        parse_throughput();
+    }
+    if only.is_empty() || only == "ingest" {
+        ingest_cost();
+    }
+    if only.is_empty() || only == "disk" {
+        disk_per_target_day();
+    }
+    if !(only.is_empty() || only == "query") {
+        return;
+    }
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     rt.block_on(query_latency());
 }
@@ -300,6 +311,34 @@ fn prefill(store: &Store, now: i64) {
     query::set_watermark(&store.conn().unwrap(), bucket_end(now, 60_000) - 60_000).unwrap();
 }
 
+/// Where the time of a 1 h query goes, in-process: reading and decoding rows, building points,
+/// serializing JSON.
+fn breakdown(store: &Store, now: i64) {
+    let conn = store.conn().unwrap();
+    let q = query::PointQuery {
+        start_ms: now - 3_600_000,
+        end_ms: now,
+        step_ms: 5_000,
+        raw: true,
+        variant: None,
+        target_url: None,
+    };
+    let (mut build, mut json) = (Vec::new(), Vec::new());
+    for _ in 0..50 {
+        let t = Instant::now();
+        let points = query::points(&conn, &q, 60_000).unwrap();
+        build.push(t.elapsed().as_secs_f64() * 1000.0);
+        let t = Instant::now();
+        std::hint::black_box(serde_json::to_vec(&points).unwrap());
+        json.push(t.elapsed().as_secs_f64() * 1000.0);
+    }
+    println!(
+        "In-process, `range=1h`: rows read, decoded and aggregated in {:.1} ms (median), JSON serialized in {:.1} ms.\n",
+        median(build),
+        median(json)
+    );
+}
+
 async fn query_latency() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("query.db");
@@ -314,6 +353,7 @@ async fn query_latency() {
         rollup_width: Duration::from_secs(60),
         ..Settings::for_tests(targets, path)
     };
+    let state_store = store.clone();
     let state = AppState {
         settings: Arc::new(settings),
         store,
@@ -327,6 +367,7 @@ async fn query_latency() {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
     tokio::spawn(async move { axum::serve(listener, web::router(state)).await.unwrap() });
+    breakdown(&state_store, now);
     let client = reqwest::Client::new();
     println!(
         "## /api/metrics latency (2 variants x 3 pods: 24 h of 5 s rows, 7 d of 1 min rows; prefill took {fill_s:.0} s)\n"

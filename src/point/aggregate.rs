@@ -94,10 +94,10 @@ pub struct PointBuilder {
     carry: HashMap<i64, (String, Totals)>,
 }
 
-/// Per-pod accumulation within one bucket.
+/// Per-pod rows within one bucket (borrowed: building a point copies no maps).
 #[derive(Default)]
 struct Pod<'a> {
-    counts: Counts,
+    rows: Vec<&'a TargetRow>,
     elapsed_ms: i64,
     concurrent: Vec<GaugeStat>,
     max_workers: Vec<GaugeStat>,
@@ -119,9 +119,9 @@ impl PointBuilder {
     /// Builds one point per variant present in `rows` (all rows of one bucket, time order).
     pub fn build(&mut self, bucket_end_ms: i64, rows: &[&TargetRow]) -> Vec<Point> {
         let mut by_variant: BTreeMap<&str, BTreeMap<i64, Pod<'_>>> = BTreeMap::new();
-        for row in rows {
+        for &row in rows {
             let pod = by_variant.entry(row.variant.as_str()).or_default().entry(row.target_id).or_default();
-            pod.counts.add(&row.counts);
+            pod.rows.push(row);
             pod.elapsed_ms += row.elapsed_ms;
             pod.concurrent.extend(row.gauges.concurrent);
             pod.max_workers.extend(row.gauges.max_workers);
@@ -129,27 +129,33 @@ impl PointBuilder {
             if let Some(q) = &row.gauges.quota {
                 pod.quota = Some((row.ts_ms, q));
             }
-            self.carry.insert(row.target_id, (row.variant.clone(), row.totals));
+            match self.carry.get_mut(&row.target_id) {
+                Some(entry) if entry.0 == row.variant => entry.1 = row.totals,
+                _ => {
+                    self.carry.insert(row.target_id, (row.variant.clone(), row.totals));
+                }
+            }
         }
         by_variant.into_iter().map(|(variant, pods)| self.point(bucket_end_ms, variant, &pods)).collect()
     }
 
     fn point(&self, ts: i64, variant: &str, pods: &BTreeMap<i64, Pod<'_>>) -> Point {
-        let mut window = Counts::default();
+        let mut w = Window::default();
         let mut rates = Rates::default();
         let (mut concurrent, mut max_workers, mut rps) = (0.0, 0.0, 0.0);
         for pod in pods.values() {
-            window.add(&pod.counts);
             let secs = pod.elapsed_ms as f64 / 1000.0;
-            if secs > 0.0 {
-                rates.add(&pod.counts, secs);
+            for row in &pod.rows {
+                w.add(&row.counts);
+                if secs > 0.0 {
+                    rates.add(&row.counts, secs);
+                }
             }
             concurrent += mean(&pod.concurrent);
             max_workers += mean(&pod.max_workers);
             rps += mean(&pod.rps);
         }
         let totals = self.variant_totals(variant);
-        let total_requests = window.total_requests();
         let q = |h: &super::Histogram, p: f64| h.quantile(p).map(|s| s * 1000.0);
         Point {
             timestamp: ts,
@@ -173,31 +179,31 @@ impl PointBuilder {
             rate_limit_adj_decrease: totals.adj_decrease,
             upstream_errors: totals.upstream_errors,
             retry_attempts: totals.retry_attempts,
-            latency_p50: q(&window.duration, 0.5),
-            latency_p95: q(&window.duration, 0.95),
-            latency_p99: q(&window.duration, 0.99),
-            request_size_avg: mean_of(window.request_size.sum, window.request_size.count),
-            response_size_avg: mean_of(window.response_size.sum, window.response_size.count),
+            latency_p50: q(&w.duration, 0.5),
+            latency_p95: q(&w.duration, 0.95),
+            latency_p99: q(&w.duration, 0.99),
+            request_size_avg: mean_of(w.request_size.sum, w.request_size.count),
+            response_size_avg: mean_of(w.response_size.sum, w.response_size.count),
             token_rate_in: rates.tokens[0],
             token_rate_out: rates.tokens[1],
             token_rate_cache_read: rates.tokens[2],
             token_rate_cache_write: rates.tokens[3],
             req_rate: rates.requests,
-            error_rate_pct: (total_requests > 0.0).then(|| 100.0 * window.requests_in_class('5') / total_requests),
+            error_rate_pct: (w.requests > 0.0).then(|| 100.0 * w.errors / w.requests),
             worker_utilization: if max_workers > 0.0 { concurrent / max_workers } else { 0.0 },
-            status_code_rates: rates.by_status,
+            status_code_rates: rates.by_status.into_iter().map(|(k, v)| (k.to_owned(), v)).collect(),
             quota: freshest_quota(pods),
-            requests: total_requests,
+            requests: w.requests,
             cost_rate_usd: rates.cost,
             rejection_rate: rates.rejections,
             retry_rate: rates.retries,
             upstream_error_rate: rates.upstream_errors,
-            ttft_p50: q(&window.ttft, 0.5),
-            ttft_p95: q(&window.ttft, 0.95),
-            ttft_p99: q(&window.ttft, 0.99),
-            tpot_p50: q(&window.tpot, 0.5),
-            tpot_p95: q(&window.tpot, 0.95),
-            tpot_p99: q(&window.tpot, 0.99),
+            ttft_p50: q(&w.ttft, 0.5),
+            ttft_p95: q(&w.ttft, 0.95),
+            ttft_p99: q(&w.ttft, 0.99),
+            tpot_p50: q(&w.tpot, 0.5),
+            tpot_p95: q(&w.tpot, 0.95),
+            tpot_p99: q(&w.tpot, 0.99),
             pods: u32::try_from(pods.len()).unwrap_or(u32::MAX),
         }
     }
@@ -213,11 +219,37 @@ impl PointBuilder {
     }
 }
 
+/// Counts of the whole variant over the bucket that feed ratios and quantiles.
+#[derive(Default)]
+struct Window {
+    requests: f64,
+    errors: f64,
+    duration: super::Histogram,
+    ttft: super::Histogram,
+    tpot: super::Histogram,
+    request_size: super::SumCount,
+    response_size: super::SumCount,
+}
+
+impl Window {
+    fn add(&mut self, c: &Counts) {
+        self.requests += c.total_requests();
+        self.errors += c.requests_in_class('5');
+        self.duration.add(&c.duration);
+        self.ttft.add(&c.ttft);
+        self.tpot.add(&c.tpot);
+        self.request_size.sum += c.request_size.sum;
+        self.request_size.count += c.request_size.count;
+        self.response_size.sum += c.response_size.sum;
+        self.response_size.count += c.response_size.count;
+    }
+}
+
 /// Per-second rates summed over pods.
 #[derive(Default)]
-struct Rates {
+struct Rates<'a> {
     requests: f64,
-    by_status: BTreeMap<String, f64>,
+    by_status: BTreeMap<&'a str, f64>,
     tokens: [f64; 4],
     cost: f64,
     rejections: f64,
@@ -225,11 +257,11 @@ struct Rates {
     upstream_errors: f64,
 }
 
-impl Rates {
-    fn add(&mut self, c: &Counts, secs: f64) {
+impl<'a> Rates<'a> {
+    fn add(&mut self, c: &'a Counts, secs: f64) {
         self.requests += c.total_requests() / secs;
         for (code, n) in &c.requests {
-            *self.by_status.entry(code.clone()).or_default() += n / secs;
+            *self.by_status.entry(code.as_str()).or_default() += n / secs;
         }
         for (r, t) in self.tokens.iter_mut().zip(c.tokens_by_direction()) {
             *r += t / secs;
