@@ -9,6 +9,7 @@
 //! - [`hub`]: live fan-out of points with a resume ring.
 //! - [`web`]: router, JSON API, SSE adapter, pages, error mapping.
 //! - [`expo`]: writing the Prometheus text format like Go's client_golang.
+//! - [`healthcheck`]: the `zai-dash healthcheck` probe for container health checks.
 //! - [`app`]: wiring and ordered shutdown; [`clock`]: the injectable wall clock.
 //!
 //! Data flow: scrape task → ticker (one batch per 5 s bucket) → writer (one transaction) →
@@ -20,6 +21,7 @@ pub mod app;
 pub mod clock;
 pub mod config;
 pub mod expo;
+pub mod healthcheck;
 pub mod hub;
 pub mod point;
 pub mod scrape;

@@ -20,7 +20,10 @@ fn main() -> ExitCode {
 }
 
 fn run_main(cli: Cli) -> anyhow::Result<()> {
-    let Command::Serve(args) = cli.command;
+    let args = match cli.command {
+        Command::Serve(args) => args,
+        Command::Healthcheck(args) => return healthcheck(&args),
+    };
     let settings = args.validate()?;
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(async {
@@ -32,4 +35,11 @@ fn run_main(cli: Cli) -> anyhow::Result<()> {
         tokio::spawn(shutdown::watch_signals(token.clone()));
         app::run(settings, std::sync::Arc::new(clock::SystemClock), listener, token).await
     })
+}
+
+/// `zai-dash healthcheck`: a small runtime of its own; failure is the exit status 1.
+fn healthcheck(args: &zai_dash::config::HealthcheckArgs) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    runtime.block_on(zai_dash::healthcheck::run(args))?;
+    Ok(())
 }
