@@ -16,6 +16,7 @@ use crate::hub::Hub;
 use crate::scrape::health::{HealthBoard, TargetHealth};
 use crate::scrape::increase::TargetState;
 use crate::scrape::{self, Target};
+use crate::selfmetrics::SelfMetrics;
 use crate::store::downsample::{self, Plan};
 use crate::store::{Store, WriterStats, query, write};
 use crate::web::{self, AppState};
@@ -44,13 +45,14 @@ pub async fn run(
     );
     let hub = Hub::new(u64::try_from(clock.now_ms()).unwrap_or(0), RING_EVENTS, CLIENT_BUFFER);
     let writer_stats = Arc::new(WriterStats::default());
+    let self_metrics = Arc::new(SelfMetrics::default());
     let tracker = TaskTracker::new();
     let stop = CancellationToken::new();
 
     let (queue, rx) = write::channel(WRITE_QUEUE, writer_stats.clone());
     tracker.spawn(write::run_writer(store.clone(), rx, hub.clone(), writer_stats.clone(), settings.rollup_ms()));
     scrape::spawn(&tracker, &stop, settings.clone(), clock.clone(), targets, health.clone(), queue, &seed);
-    tracker.spawn(downsample_loop(store.clone(), settings.clone(), clock.clone(), stop.clone()));
+    tracker.spawn(downsample_loop(store.clone(), settings.clone(), clock.clone(), stop.clone(), self_metrics.clone()));
 
     let ready = Arc::new(AtomicBool::new(true));
     let state = AppState {
@@ -62,6 +64,7 @@ pub async fn run(
         ready: ready.clone(),
         stopping: stop.clone(),
         writer: writer_stats,
+        metrics: self_metrics,
     };
     let server = axum::serve(listener, web::router(state)).with_graceful_shutdown(stop.clone().cancelled_owned());
     let server = tokio::spawn(async move { server.await });
@@ -128,7 +131,13 @@ fn restore_state(t: &query::StoredTarget) -> TargetState {
     }
 }
 
-async fn downsample_loop(store: Store, settings: Arc<Settings>, clock: SharedClock, stop: CancellationToken) {
+async fn downsample_loop(
+    store: Store,
+    settings: Arc<Settings>,
+    clock: SharedClock,
+    stop: CancellationToken,
+    metrics: Arc<SelfMetrics>,
+) {
     let plan = Plan {
         rollup_ms: settings.rollup_ms(),
         settle_ms: 2 * settings.point_ms() + 1_000,
@@ -144,7 +153,10 @@ async fn downsample_loop(store: Store, settings: Arc<Settings>, clock: SharedClo
             _ = interval.tick() => {}
         }
         let now = clock.now_ms();
-        match store.with_conn(move |c| downsample::run_once(c, now, plan)).await {
+        let started = std::time::Instant::now();
+        let result = store.with_conn(move |c| downsample::run_once(c, now, plan)).await;
+        metrics.downsample.0.observe(started.elapsed().as_secs_f64());
+        match result {
             Ok(r) => tracing::debug!(
                 rolled = r.rolled_rows,
                 deleted_raw = r.deleted_raw,

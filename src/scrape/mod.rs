@@ -130,7 +130,7 @@ async fn scrape_once(ctx: &Ctx, idx: usize, target: &mut Target) -> Option<Scrap
         Ok(expo) => expo,
         Err(e) => {
             tracing::debug!(kind = e.kind(), error = %e, "Scrape failed.");
-            ctx.health.record_failure(idx, at_ms, duration_ms, e.to_string());
+            ctx.health.record_failure(idx, at_ms, duration_ms, e.kind(), e.to_string());
             return None;
         }
     };

@@ -20,6 +20,7 @@ use crate::clock::SharedClock;
 use crate::config::Settings;
 use crate::hub::Hub;
 use crate::scrape::health::HealthBoard;
+use crate::selfmetrics::SelfMetrics;
 use crate::store::{Store, WriterStats};
 
 /// Everything a handler may need; cloned per request (all fields are handles).
@@ -41,6 +42,8 @@ pub struct AppState {
     pub stopping: CancellationToken,
     /// Writer counters.
     pub writer: Arc<WriterStats>,
+    /// Self-metrics not kept elsewhere.
+    pub metrics: Arc<SelfMetrics>,
 }
 
 /// The application's routes.
@@ -49,6 +52,7 @@ pub fn router(state: AppState) -> Router {
         .route("/", get(pages::overview))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
+        .route("/metrics", get(self_metrics))
         .route("/api/status", get(api::status))
         .route("/api/metrics", get(api::metrics))
         .route("/api/targets", get(api::targets))
@@ -67,4 +71,26 @@ async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
     } else {
         (StatusCode::SERVICE_UNAVAILABLE, axum::Json(serde_json::json!({ "status": "stopping" })))
     }
+}
+
+/// `GET /metrics`: zai-dash's own metrics. Database figures that cannot be read are left out
+/// (and logged at DEBUG) rather than failing the whole scrape.
+async fn self_metrics(State(state): State<AppState>) -> impl IntoResponse {
+    let db = match crate::selfmetrics::db_figures(&state.store).await {
+        Ok(db) => Some(db),
+        Err(e) => {
+            tracing::debug!(error = %e, "Database figures unavailable for /metrics.");
+            None
+        }
+    };
+    let targets = state.health.snapshot_all();
+    let body = crate::selfmetrics::render(&crate::selfmetrics::Inputs {
+        targets: &targets,
+        scrape_durations: state.health.durations(),
+        writer: &state.writer,
+        own: &state.metrics,
+        sse_clients: state.hub.subscribers(),
+        db: db.as_ref(),
+    });
+    ([(axum::http::header::CONTENT_TYPE, crate::expo::CONTENT_TYPE)], body)
 }
