@@ -13,6 +13,7 @@ use tokio_util::task::TaskTracker;
 use crate::clock::SharedClock;
 use crate::config::{Settings, duration_ms};
 use crate::hub::Hub;
+use crate::scrape::discovery::{Discovery, SharedResolver, SystemResolver};
 use crate::scrape::health::{HealthBoard, TargetHealth};
 use crate::scrape::increase::TargetState;
 use crate::scrape::{self, Target};
@@ -37,6 +38,17 @@ pub async fn run(
     listener: TcpListener,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
+    run_with_resolver(settings, clock, listener, shutdown, Arc::new(SystemResolver)).await
+}
+
+/// [`run`] with the resolver `dns+http://` targets use (tests pass a fake one).
+pub async fn run_with_resolver(
+    settings: Settings,
+    clock: SharedClock,
+    listener: TcpListener,
+    shutdown: CancellationToken,
+    resolver: SharedResolver,
+) -> anyhow::Result<()> {
     let settings = Arc::new(settings);
     let store = open_store(&settings).await?;
     let (targets, seed) = load_targets(&store, &settings, clock.now_ms()).await?;
@@ -51,7 +63,10 @@ pub async fn run(
 
     let (queue, rx) = write::channel(WRITE_QUEUE, writer_stats.clone());
     tracker.spawn(write::run_writer(store.clone(), rx, hub.clone(), writer_stats.clone(), settings.rollup_ms()));
-    scrape::spawn(&tracker, &stop, settings.clone(), clock.clone(), targets, health.clone(), queue, &seed);
+    let dns_entries: Vec<_> = settings.targets.iter().filter(|t| t.is_dns()).cloned().collect();
+    let discovery =
+        (!dns_entries.is_empty()).then(|| Discovery { entries: dns_entries, resolver, store: store.clone() });
+    scrape::spawn(&tracker, &stop, settings.clone(), clock.clone(), targets, discovery, health.clone(), queue, &seed);
     tracker.spawn(downsample_loop(store.clone(), settings.clone(), clock.clone(), stop.clone(), self_metrics.clone()));
 
     let ready = Arc::new(AtomicBool::new(true));
@@ -109,7 +124,8 @@ async fn load_targets(
     settings: &Settings,
     now_ms: i64,
 ) -> anyhow::Result<(Vec<Target>, Vec<crate::point::TargetRow>)> {
-    let specs = settings.targets.clone();
+    // `dns+` entries are not targets themselves: each resolved address is registered when found.
+    let specs: Vec<_> = settings.targets.iter().filter(|t| !t.is_dns()).cloned().collect();
     let pairs: Vec<(String, String)> = specs.iter().map(|t| (t.url.to_string(), t.initial_variant())).collect();
     let (stored, seed) = store
         .with_conn(move |c| Ok((query::register_targets(c, &pairs, now_ms)?, query::latest_rows(c)?)))

@@ -3,7 +3,10 @@
 
 mod common;
 
+use std::sync::Arc;
+
 use common::*;
+use zai_dash::clock::SystemClock;
 
 fn version_file() -> String {
     std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/VERSION")).unwrap().trim().to_owned()
@@ -104,5 +107,95 @@ async fn self_metrics_cover_scrapes_writes_sse_and_db_and_pass_promtool() {
             eprintln!("\n!!! promtool not installed: SKIPPED the promtool format check (apt-get install prometheus)\n")
         }
     }
+    app.stop().await;
+}
+
+/// Two fake targets on the same port of 127.0.0.1 and 127.0.0.2 (two "pods" of one name).
+async fn two_pods(variant: &str) -> (FakeTarget, FakeTarget, u16) {
+    for _ in 0..50 {
+        let first = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = first.local_addr().unwrap().port();
+        if let Ok(second) = tokio::net::TcpListener::bind(("127.0.0.2", port)).await {
+            let a = FakeTarget::start_on(first, Sim::new(variant, 10.0), Behaviour::Healthy).await;
+            let b = FakeTarget::start_on(second, Sim::new(variant, 30.0), Behaviour::Healthy).await;
+            return (a, b, port);
+        }
+    }
+    panic!("no port free on both 127.0.0.1 and 127.0.0.2");
+}
+
+/// URLs of `/api/targets` with their `up` flag.
+async fn target_list(app: &TestApp) -> Vec<(String, String, bool)> {
+    let list = app.json("/api/targets").await;
+    let mut out: Vec<(String, String, bool)> = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| (t["url"].as_str().unwrap().to_owned(), t["variant"].as_str().unwrap().to_owned(), t["up"] == true))
+        .collect();
+    out.sort();
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dns_entry_scrapes_every_address_and_follows_the_answer() {
+    use zai_dash::scrape::discovery::StaticResolver;
+    let (_a, _b, port) = two_pods("canary").await;
+    let url_a = format!("http://127.0.0.1:{port}/metrics");
+    let url_b = format!("http://127.0.0.2:{port}/metrics");
+    let resolver = Arc::new(StaticResolver::new(vec!["127.0.0.1".parse().unwrap()]));
+    let dir = tempfile::tempdir().unwrap();
+    let s = settings(&dir, targets(&[format!("canary=dns+http://zai-proxy-canary.test:{port}/metrics")]));
+    let app = TestApp::start_with(s, Arc::new(SystemClock), resolver.clone()).await;
+    let limit = std::time::Duration::from_secs(10);
+
+    wait_for("the first pod up", limit, || async {
+        target_list(&app).await == [(url_a.clone(), "canary".into(), true)]
+    })
+    .await;
+
+    resolver.set(vec!["127.0.0.1".parse().unwrap(), "127.0.0.2".parse().unwrap()]);
+    wait_for("both pods up", limit, || async {
+        target_list(&app).await == [(url_a.clone(), "canary".into(), true), (url_b.clone(), "canary".into(), true)]
+    })
+    .await;
+    wait_for("rows of the second pod", limit, || async {
+        points(&app, &format!("range=5m&target={url_b}")).await.iter().any(|p| p["requests"].as_f64() > Some(0.0))
+    })
+    .await;
+
+    // A failed lookup keeps what is known; an answer without the first pod drops it.
+    resolver.fail("temporary failure in name resolution");
+    tokio::time::sleep(std::time::Duration::from_millis(600)).await;
+    assert_eq!(target_list(&app).await.len(), 2);
+    resolver.set(vec!["127.0.0.2".parse().unwrap()]);
+    wait_for("the first pod dropped", limit, || async {
+        target_list(&app).await == [(url_b.clone(), "canary".into(), true)]
+    })
+    .await;
+    let metrics = reqwest::get(app.url("/metrics")).await.unwrap().text().await.unwrap();
+    assert!(!metrics.contains(&format!("zai_dash_target_up{{target=\"{url_a}\"")), "{metrics}");
+    assert!(metrics.contains(&format!("zai_dash_scrapes_total{{result=\"success\",target=\"{url_a}\"}}")));
+
+    // It comes back under its old id and history.
+    resolver.set(vec!["127.0.0.1".parse().unwrap(), "127.0.0.2".parse().unwrap()]);
+    wait_for("the first pod back", limit, || async { target_list(&app).await.iter().filter(|t| t.2).count() == 2 })
+        .await;
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dns_entry_for_localhost_scrapes_127_0_0_1() {
+    let target = FakeTarget::start(Sim::new("production", 5.0), Behaviour::Healthy).await;
+    let port = target.url.trim_start_matches("http://127.0.0.1:").trim_end_matches("/metrics").to_owned();
+    let dir = tempfile::tempdir().unwrap();
+    let s = settings(&dir, targets(&[format!("dns+http://localhost:{port}/metrics")]));
+    let app = TestApp::start(s).await;
+    let expected = format!("http://127.0.0.1:{port}/metrics");
+    // localhost may also resolve to ::1, where nothing listens: that address is simply down.
+    wait_for("127.0.0.1 discovered and up", std::time::Duration::from_secs(10), || async {
+        target_list(&app).await.iter().any(|(url, variant, up)| *url == expected && variant == "production" && *up)
+    })
+    .await;
     app.stop().await;
 }

@@ -8,6 +8,7 @@
 //! rows and points to the store's writer, which commits and then publishes the points live.
 
 pub mod client;
+pub mod discovery;
 pub mod health;
 pub mod increase;
 pub mod parse;
@@ -57,8 +58,12 @@ struct Ctx {
     health: HealthBoard,
 }
 
-/// Starts the scrapers and the ticker on `tracker`. `seed` holds each target's latest stored
-/// row, so the first live points carry the right running totals.
+/// Room in the scrape channel for targets found by DNS discovery.
+const DISCOVERED_ROOM: usize = 64;
+
+/// Starts the scrapers, one discovery supervisor per `dns+` entry, and the ticker on
+/// `tracker`. `seed` holds each target's latest stored row, so the first live points carry
+/// the right running totals.
 #[allow(clippy::too_many_arguments)] // the wiring point: each argument is a distinct dependency
 pub fn spawn(
     tracker: &TaskTracker,
@@ -66,11 +71,13 @@ pub fn spawn(
     settings: Arc<Settings>,
     clock: SharedClock,
     targets: Vec<Target>,
+    discovery: Option<discovery::Discovery>,
     health: HealthBoard,
     queue: WriteQueue,
     seed: &[TargetRow],
 ) {
-    let (tx, rx) = mpsc::channel(targets.len() * 4 + 16);
+    let room = if discovery.is_some() { DISCOVERED_ROOM } else { 0 };
+    let (tx, rx) = mpsc::channel(targets.len() * 4 + 16 + room);
     let ctx =
         Arc::new(Ctx { settings: settings.clone(), clock: clock.clone(), client: client::build_client(), health });
     let n = targets.len().max(1) as u32;
@@ -78,6 +85,21 @@ pub fn spawn(
         let offset = settings.scrape_interval * idx as u32 / n;
         let span = tracing::info_span!("scrape", target_url = %target.spec.url);
         tracker.spawn(scrape_loop(ctx.clone(), idx, target, offset, tx.clone(), cancel.clone()).instrument(span));
+    }
+    for d in discovery.iter() {
+        for entry in &d.entries {
+            let supervisor = discovery::Supervisor {
+                ctx: ctx.clone(),
+                entry: entry.clone(),
+                resolver: d.resolver.clone(),
+                store: d.store.clone(),
+                tx: tx.clone(),
+                tracker: tracker.clone(),
+                cancel: cancel.clone(),
+            };
+            let span = tracing::info_span!("discover", entry = %entry.url);
+            tracker.spawn(supervisor.run().instrument(span));
+        }
     }
     drop(tx);
     let mut builder = PointBuilder::new();
