@@ -199,3 +199,58 @@ async fn dns_entry_for_localhost_scrapes_127_0_0_1() {
     .await;
     app.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dashboard_token_protects_pages_api_and_metrics_but_not_health() {
+    let target = FakeTarget::start(Sim::new("production", 5.0), Behaviour::Healthy).await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = settings(&dir, targets(&[&target.url]));
+    s.dashboard_token = Some(zai_dash::config::Secret::new("correct horse"));
+    let app = TestApp::start(s).await;
+    let client = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+    let status = |path: &str, auth: Option<&str>| {
+        let mut req = client.get(app.url(path));
+        if let Some(a) = auth {
+            req = req.header("authorization", a);
+        }
+        async move { req.send().await.unwrap() }
+    };
+
+    for open in ["/healthz", "/readyz", "/login"] {
+        assert_eq!(status(open, None).await.status(), 200, "{open} stays open");
+    }
+    for closed in ["/api/status", "/api/config", "/api/targets", "/api/metrics", "/api/events", "/metrics"] {
+        let resp = status(closed, None).await;
+        assert_eq!(resp.status(), 401, "{closed} without a token");
+        assert_eq!(resp.headers()["www-authenticate"], "Bearer realm=\"zai-dash\"");
+        assert_eq!(status(closed, Some("Bearer wrong")).await.status(), 401, "{closed} with a wrong token");
+        assert_eq!(status(closed, Some("Bearer correct horse")).await.status(), 200, "{closed} with the token");
+    }
+    let page = client.get(app.url("/")).header("accept", "text/html").send().await.unwrap();
+    assert_eq!(page.status(), 303, "a browser is sent to the sign-in form");
+    assert_eq!(page.headers()["location"], "/login");
+
+    let login = |token: &'static str| {
+        client
+            .post(app.url("/login"))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(format!("token={}", token.replace(' ', "+")))
+            .send()
+    };
+    assert_eq!(login("nope").await.unwrap().status(), 401);
+    let ok = login("correct horse").await.unwrap();
+    assert_eq!(ok.status(), 303);
+    let set_cookie = ok.headers()["set-cookie"].to_str().unwrap().to_owned();
+    for attr in ["HttpOnly", "SameSite=Strict", "Path=/"] {
+        assert!(set_cookie.contains(attr), "{set_cookie}");
+    }
+    let cookie = set_cookie.split(';').next().unwrap().to_owned();
+    let with_cookie = |path: &str| client.get(app.url(path)).header("cookie", cookie.clone()).send();
+    let page = with_cookie("/").await.unwrap();
+    assert_eq!(page.status(), 200);
+    let events = with_cookie("/api/events").await.unwrap();
+    assert_eq!(events.status(), 200, "EventSource authenticates with the cookie");
+    assert!(events.headers()["content-type"].to_str().unwrap().starts_with("text/event-stream"));
+    drop(events);
+    app.stop().await;
+}

@@ -2,6 +2,7 @@
 //! Handlers stay thin: parse, call the domain, shape the answer.
 
 pub mod api;
+pub mod auth;
 pub mod error;
 pub mod pages;
 pub mod sse;
@@ -13,7 +14,7 @@ use axum::Router;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
-use axum::routing::get;
+use axum::routing::{get, post};
 use tokio_util::sync::CancellationToken;
 
 use crate::clock::SharedClock;
@@ -46,7 +47,8 @@ pub struct AppState {
     pub metrics: Arc<SelfMetrics>,
 }
 
-/// The application's routes.
+/// The application's routes. With `DASHBOARD_TOKEN` set, everything except `/healthz`,
+/// `/readyz` and the sign-in routes requires the token (see [`auth`]).
 pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/", get(pages::overview))
@@ -58,6 +60,9 @@ pub fn router(state: AppState) -> Router {
         .route("/api/targets", get(api::targets))
         .route("/api/config", get(api::config))
         .route("/api/events", get(sse::events))
+        .route("/login", get(auth::login_form).post(auth::login))
+        .route("/logout", post(auth::logout))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), auth::require))
         .with_state(state)
 }
 
