@@ -36,11 +36,15 @@ async fn healthcheck_subcommand_exits_0_when_up_and_1_when_down() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn api_config_version_is_the_version_file() {
+async fn api_config_page_footer_and_build_info_show_the_version_file() {
     let target = FakeTarget::start(Sim::new("production", 5.0), Behaviour::Healthy).await;
     let dir = tempfile::tempdir().unwrap();
     let app = TestApp::start(settings(&dir, targets(&[&target.url]))).await;
     assert_eq!(app.json("/api/config").await["version"], version_file());
+    let page = reqwest::get(app.url("/")).await.unwrap().text().await.unwrap();
+    assert!(page.contains(&format!("<footer>zai-dash {} ", version_file())), "page footer shows the version");
+    let metrics = reqwest::get(app.url("/metrics")).await.unwrap().text().await.unwrap();
+    assert!(metrics.contains(&format!("zai_dash_build_info{{version=\"{}\"}} 1", version_file())));
     app.stop().await;
 }
 
