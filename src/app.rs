@@ -131,8 +131,11 @@ async fn load_targets(
         .with_conn(move |c| Ok((query::register_targets(c, &pairs, now_ms)?, query::latest_rows(c)?)))
         .await
         .context("cannot read targets from the database")?;
-    let targets =
-        specs.into_iter().zip(stored).map(|(spec, st)| Target { id: st.id, state: restore_state(&st), spec }).collect();
+    let targets = specs
+        .into_iter()
+        .zip(stored)
+        .map(|(spec, st)| Target { id: st.id, state: restore_state(&st), spec, fallback_variant: None })
+        .collect();
     Ok((targets, seed))
 }
 

@@ -258,3 +258,21 @@ async fn dashboard_token_protects_pages_api_and_metrics_but_not_health() {
     drop(events);
     app.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unnamed_dns_entry_gives_its_addresses_the_url_rule_of_the_name() {
+    use zai_dash::scrape::discovery::StaticResolver;
+    // A target without a usable `variant` label: the entry's name decides (contains "canary").
+    let target = FakeTarget::start(Sim::new("", 5.0), Behaviour::Healthy).await;
+    let port = target.url.trim_start_matches("http://127.0.0.1:").trim_end_matches("/metrics").to_owned();
+    let resolver = Arc::new(StaticResolver::new(vec!["127.0.0.1".parse().unwrap()]));
+    let dir = tempfile::tempdir().unwrap();
+    let s = settings(&dir, targets(&[format!("dns+http://zai-proxy-canary:{port}/metrics")]));
+    let app = TestApp::start_with(s, Arc::new(SystemClock), resolver).await;
+    wait_for("a canary point from the address", std::time::Duration::from_secs(10), || async {
+        points(&app, "range=5m&variant=canary").await.iter().any(|p| p["requests"].as_f64().is_some())
+    })
+    .await;
+    assert_eq!(target_list(&app).await, [(target.url.clone(), "canary".to_owned(), true)]);
+    app.stop().await;
+}

@@ -41,6 +41,10 @@ pub struct Target {
     pub spec: TargetSpec,
     /// State of the last successful scrape (loaded from the database).
     pub state: TargetState,
+    /// Variant used when neither `NAME=` nor a `variant` label gives one; `None` applies the
+    /// URL rule to `spec.url`. A discovered address takes its `dns+` entry's rule instead,
+    /// since an IP address says nothing about the variant.
+    pub fallback_variant: Option<String>,
 }
 
 /// One successful scrape on its way to the ticker.
@@ -162,6 +166,7 @@ async fn scrape_once(ctx: &Ctx, idx: usize, target: &mut Target) -> Option<Scrap
         .variant
         .clone()
         .or_else(|| reading.variant_label.clone())
+        .or_else(|| target.fallback_variant.clone())
         .unwrap_or_else(|| target.spec.initial_variant());
     let row = target.state.advance(&reading, at_ms, target.id, &variant);
     let state = StateUpdate {
