@@ -128,7 +128,8 @@ fn file_bytes(db: &Path) -> u64 {
 /// Everything one `/metrics` answer needs.
 #[derive(Debug)]
 pub struct Inputs<'a> {
-    /// Every target, retired addresses included (their counters must not go backwards).
+    /// Every target; retired (vanished) addresses are left out of the output, so series stay
+    /// bounded by the live pods while pods come and go.
     pub targets: &'a [TargetHealth],
     /// Scrape durations.
     pub scrape_durations: &'a AtomicHistogram,
@@ -174,7 +175,7 @@ pub fn render(i: &Inputs<'_>) -> String {
 
 fn write_scrapes(e: &mut Exposition, targets: &[TargetHealth]) {
     e.family("zai_dash_scrapes_total", "Scrapes by target and result (success or the kind of failure).", "counter");
-    for t in targets {
+    for t in targets.iter().filter(|t| !t.retired) {
         let mut results: BTreeMap<&str, u64> = t.scrape_failures.iter().map(|(k, v)| (*k, *v)).collect();
         results.insert("success", t.scrapes_ok);
         for (result, n) in results {
@@ -227,7 +228,8 @@ mod tests {
     }
 
     #[test]
-    fn retired_targets_keep_counters_but_not_up() {
+    fn retired_targets_are_left_out() {
+        let live = TargetHealth::new(2, "http://10.0.0.2:8080/metrics".into(), "canary".into());
         let mut t = TargetHealth::new(1, "http://10.0.0.1:8080/metrics".into(), "canary".into());
         t.scrapes_ok = 4;
         t.scrape_failures.insert("timeout", 2);
@@ -236,20 +238,18 @@ mod tests {
         let writer = WriterStats::default();
         let durations = AtomicHistogram::scrape_seconds();
         let text = render(&Inputs {
-            targets: &[t],
+            targets: &[t, live],
             scrape_durations: &durations,
             writer: &writer,
             own: &own,
             sse_clients: 2,
             db: None,
         });
+        assert!(!text.contains("10.0.0.1"), "{text}");
         assert!(
-            text.contains("zai_dash_scrapes_total{result=\"success\",target=\"http://10.0.0.1:8080/metrics\"} 4\n")
+            text.contains("zai_dash_scrapes_total{result=\"success\",target=\"http://10.0.0.2:8080/metrics\"} 0\n")
         );
-        assert!(
-            text.contains("zai_dash_scrapes_total{result=\"timeout\",target=\"http://10.0.0.1:8080/metrics\"} 2\n")
-        );
-        assert!(!text.contains("zai_dash_target_up{"));
+        assert!(text.contains("zai_dash_target_up{target=\"http://10.0.0.2:8080/metrics\",variant=\"canary\"} 0\n"));
         assert!(text.contains("zai_dash_sse_clients 2\n"));
         assert!(crate::scrape::parse::parse(&text).is_ok());
     }

@@ -42,7 +42,8 @@ pub struct TargetHealth {
     /// Failed scrapes since start by kind of failure (self-metrics; a handful of fixed kinds).
     #[serde(skip)]
     pub scrape_failures: BTreeMap<&'static str, u64>,
-    /// A discovered address that no longer resolves: kept for its counters, hidden from lists.
+    /// A discovered address that no longer resolves: hidden from lists and self-metrics, kept so
+    /// its index stays valid and a returning address gets its entry back.
     #[serde(skip)]
     pub retired: bool,
 }
@@ -112,11 +113,6 @@ impl HealthBoard {
     /// A copy of every current target's health (retired addresses left out).
     pub fn snapshot(&self) -> Vec<TargetHealth> {
         self.inner.read().map(|g| g.iter().filter(|h| !h.retired).cloned().collect()).unwrap_or_default()
-    }
-
-    /// A copy of every entry, retired ones included (their counters stay in self-metrics).
-    pub fn snapshot_all(&self) -> Vec<TargetHealth> {
-        self.inner.read().map(|g| g.clone()).unwrap_or_default()
     }
 
     /// Durations of every scrape, in seconds.

@@ -88,7 +88,7 @@ async fn self_metrics(State(state): State<AppState>) -> impl IntoResponse {
             None
         }
     };
-    let targets = state.health.snapshot_all();
+    let targets = state.health.snapshot();
     let body = crate::selfmetrics::render(&crate::selfmetrics::Inputs {
         targets: &targets,
         scrape_durations: state.health.durations(),
