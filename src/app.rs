@@ -13,9 +13,11 @@ use tokio_util::task::TaskTracker;
 use crate::clock::SharedClock;
 use crate::config::{Settings, duration_ms};
 use crate::hub::Hub;
+use crate::scrape::discovery::{Discovery, SharedResolver, SystemResolver};
 use crate::scrape::health::{HealthBoard, TargetHealth};
 use crate::scrape::increase::TargetState;
 use crate::scrape::{self, Target};
+use crate::selfmetrics::SelfMetrics;
 use crate::store::downsample::{self, Plan};
 use crate::store::{Store, WriterStats, query, write};
 use crate::web::{self, AppState};
@@ -36,6 +38,17 @@ pub async fn run(
     listener: TcpListener,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
+    run_with_resolver(settings, clock, listener, shutdown, Arc::new(SystemResolver)).await
+}
+
+/// [`run`] with the resolver `dns+http://` targets use (tests pass a fake one).
+pub async fn run_with_resolver(
+    settings: Settings,
+    clock: SharedClock,
+    listener: TcpListener,
+    shutdown: CancellationToken,
+    resolver: SharedResolver,
+) -> anyhow::Result<()> {
     let settings = Arc::new(settings);
     let store = open_store(&settings).await?;
     let (targets, seed) = load_targets(&store, &settings, clock.now_ms()).await?;
@@ -44,13 +57,17 @@ pub async fn run(
     );
     let hub = Hub::new(u64::try_from(clock.now_ms()).unwrap_or(0), RING_EVENTS, CLIENT_BUFFER);
     let writer_stats = Arc::new(WriterStats::default());
+    let self_metrics = Arc::new(SelfMetrics::default());
     let tracker = TaskTracker::new();
     let stop = CancellationToken::new();
 
     let (queue, rx) = write::channel(WRITE_QUEUE, writer_stats.clone());
     tracker.spawn(write::run_writer(store.clone(), rx, hub.clone(), writer_stats.clone(), settings.rollup_ms()));
-    scrape::spawn(&tracker, &stop, settings.clone(), clock.clone(), targets, health.clone(), queue, &seed);
-    tracker.spawn(downsample_loop(store.clone(), settings.clone(), clock.clone(), stop.clone()));
+    let dns_entries: Vec<_> = settings.targets.iter().filter(|t| t.is_dns()).cloned().collect();
+    let discovery =
+        (!dns_entries.is_empty()).then(|| Discovery { entries: dns_entries, resolver, store: store.clone() });
+    scrape::spawn(&tracker, &stop, settings.clone(), clock.clone(), targets, discovery, health.clone(), queue, &seed);
+    tracker.spawn(downsample_loop(store.clone(), settings.clone(), clock.clone(), stop.clone(), self_metrics.clone()));
 
     let ready = Arc::new(AtomicBool::new(true));
     let state = AppState {
@@ -62,6 +79,7 @@ pub async fn run(
         ready: ready.clone(),
         stopping: stop.clone(),
         writer: writer_stats,
+        metrics: self_metrics,
     };
     let server = axum::serve(listener, web::router(state)).with_graceful_shutdown(stop.clone().cancelled_owned());
     let server = tokio::spawn(async move { server.await });
@@ -106,14 +124,18 @@ async fn load_targets(
     settings: &Settings,
     now_ms: i64,
 ) -> anyhow::Result<(Vec<Target>, Vec<crate::point::TargetRow>)> {
-    let specs = settings.targets.clone();
+    // `dns+` entries are not targets themselves: each resolved address is registered when found.
+    let specs: Vec<_> = settings.targets.iter().filter(|t| !t.is_dns()).cloned().collect();
     let pairs: Vec<(String, String)> = specs.iter().map(|t| (t.url.to_string(), t.initial_variant())).collect();
     let (stored, seed) = store
         .with_conn(move |c| Ok((query::register_targets(c, &pairs, now_ms)?, query::latest_rows(c)?)))
         .await
         .context("cannot read targets from the database")?;
-    let targets =
-        specs.into_iter().zip(stored).map(|(spec, st)| Target { id: st.id, state: restore_state(&st), spec }).collect();
+    let targets = specs
+        .into_iter()
+        .zip(stored)
+        .map(|(spec, st)| Target { id: st.id, state: restore_state(&st), spec, fallback_variant: None })
+        .collect();
     Ok((targets, seed))
 }
 
@@ -128,7 +150,13 @@ fn restore_state(t: &query::StoredTarget) -> TargetState {
     }
 }
 
-async fn downsample_loop(store: Store, settings: Arc<Settings>, clock: SharedClock, stop: CancellationToken) {
+async fn downsample_loop(
+    store: Store,
+    settings: Arc<Settings>,
+    clock: SharedClock,
+    stop: CancellationToken,
+    metrics: Arc<SelfMetrics>,
+) {
     let plan = Plan {
         rollup_ms: settings.rollup_ms(),
         settle_ms: 2 * settings.point_ms() + 1_000,
@@ -144,7 +172,10 @@ async fn downsample_loop(store: Store, settings: Arc<Settings>, clock: SharedClo
             _ = interval.tick() => {}
         }
         let now = clock.now_ms();
-        match store.with_conn(move |c| downsample::run_once(c, now, plan)).await {
+        let started = std::time::Instant::now();
+        let result = store.with_conn(move |c| downsample::run_once(c, now, plan)).await;
+        metrics.downsample.0.observe(started.elapsed().as_secs_f64());
+        match result {
             Ok(r) => tracing::debug!(
                 rolled = r.rolled_rows,
                 deleted_raw = r.deleted_raw,

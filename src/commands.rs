@@ -25,6 +25,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         match cli.command {
             Command::Serve(args) => serve(args.validate()?, clock, token).await,
             Command::Proxy(args) => proxy_only(&args, clock, token).await,
+            Command::Healthcheck(args) => crate::healthcheck::run(&args).await.map_err(Into::into),
             Command::Demo(args) => {
                 let plan = demo::DemoPlan::from_args(&args)?;
                 let listener = bind("LISTEN_ADDR", plan.listen_addr).await?;

@@ -39,6 +39,7 @@ pub enum LogFormat {
 
 /// Subcommands.
 #[derive(Debug, Subcommand)]
+#[allow(clippy::large_enum_variant)] // parsed once at start-up; boxing buys nothing
 pub enum Command {
     /// Scrape the targets, store the series and serve the API, live events and pages.
     Serve(ServeArgs),
@@ -46,6 +47,9 @@ pub enum Command {
     Proxy(ProxyCommandArgs),
     /// Run the whole loop with no setup: simulated upstream, two proxies, traffic, dashboard.
     Demo(DemoArgs),
+    /// Ask a running zai-dash on this machine whether it is alive (`/healthz`); exit 0 or 1.
+    /// For container `HEALTHCHECK`s, so the image needs no curl.
+    Healthcheck(HealthcheckArgs),
 }
 
 /// Flags of `zai-dash proxy`.
@@ -74,6 +78,17 @@ pub struct DemoArgs {
     /// Requests per second the traffic generator sends (split 75/25 between production and canary).
     #[arg(long, env = "DEMO_RATE", default_value = "6")]
     pub rate: String,
+}
+
+/// Flags of `zai-dash healthcheck`.
+#[derive(Debug, Clone, Args)]
+pub struct HealthcheckArgs {
+    /// The server's listen address; its port is probed on loopback when it listens on all interfaces.
+    #[arg(long, env = "LISTEN_ADDR", default_value = ":8080")]
+    pub listen_addr: String,
+    /// Give up after this long.
+    #[arg(long, default_value = "2s")]
+    pub timeout: String,
 }
 
 /// Flags of `zai-dash serve`. Durations are humantime strings (`500ms`, `5s`, `24h`, `7d`).
@@ -115,6 +130,10 @@ pub struct ServeArgs {
     #[command(flatten)]
     #[allow(missing_docs)]
     pub proxy_args: ProxyArgs,
+    /// When set, pages, API and `/metrics` require this token (bearer header or login cookie);
+    /// `/healthz` and `/readyz` stay open. Empty means no authentication.
+    #[arg(long, env = "DASHBOARD_TOKEN", hide_env_values = true)]
+    pub dashboard_token: Option<Secret>,
 }
 
 /// The built-in proxy of `serve --proxy`.
@@ -126,6 +145,36 @@ pub struct ProxyPlan {
     pub settings: ProxySettings,
 }
 
+/// A secret string whose `Debug` never shows the value, so settings can be logged.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wraps a secret.
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+
+    /// The secret itself; call only where it is compared or sent.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(<redacted>)")
+    }
+}
+
+impl std::str::FromStr for Secret {
+    type Err = std::convert::Infallible;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(Self(s.to_owned()))
+    }
+}
+
 /// One configured scrape target.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TargetSpec {
@@ -135,7 +184,16 @@ pub struct TargetSpec {
     pub variant: Option<String>,
 }
 
+/// URL scheme prefix of a target whose host name is re-resolved every interval, each address
+/// becoming its own target (`dns+http://NAME:PORT/metrics`).
+pub const DNS_SCHEME_PREFIX: &str = "dns+";
+
 impl TargetSpec {
+    /// True for a `dns+http://` or `dns+https://` entry (scraped per resolved address).
+    pub fn is_dns(&self) -> bool {
+        self.url.scheme().starts_with(DNS_SCHEME_PREFIX)
+    }
+
     /// The variant to use before the target's first successful scrape.
     pub fn initial_variant(&self) -> String {
         self.variant.clone().unwrap_or_else(|| variant_from_url(self.url.as_str()).to_owned())
@@ -171,6 +229,8 @@ pub struct Settings {
     pub max_body_bytes: usize,
     /// The built-in proxy to run alongside (`serve --proxy`).
     pub proxy: Option<ProxyPlan>,
+    /// Token protecting pages, API and `/metrics`; `None` leaves them open.
+    pub dashboard_token: Option<Secret>,
 }
 
 /// A configuration problem, phrased as one sentence that names the setting.
@@ -238,6 +298,7 @@ impl ServeArgs {
             point_width: POINT_WIDTH,
             rollup_width: ROLLUP_WIDTH,
             max_body_bytes: MAX_BODY_BYTES,
+            dashboard_token: self.dashboard_token.clone().filter(|t| !t.expose().is_empty()),
         })
     }
 }
@@ -259,6 +320,7 @@ impl Settings {
             rollup_width: Duration::from_secs(6),
             max_body_bytes: MAX_BODY_BYTES,
             proxy: None,
+            dashboard_token: None,
         }
     }
 
@@ -332,8 +394,15 @@ fn parse_target(entry: &str) -> Result<TargetSpec, ConfigError> {
     };
     let url =
         Url::parse(url_text).map_err(|e| bad(format!("SCRAPE_TARGETS entry {entry:?} is not a valid URL ({e}).")))?;
-    if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
-        return Err(bad(format!("SCRAPE_TARGETS entry {entry:?} must be an http:// or https:// URL with a host.")));
+    if !matches!(url.scheme(), "http" | "https" | "dns+http" | "dns+https") || url.host_str().is_none() {
+        return Err(bad(format!(
+            "SCRAPE_TARGETS entry {entry:?} must be an http://, https:// or dns+http:// URL with a host."
+        )));
+    }
+    if url.scheme().starts_with(DNS_SCHEME_PREFIX) && url.port_or_known_default().is_none() {
+        return Err(bad(format!(
+            "SCRAPE_TARGETS entry {entry:?} needs a port, like dns+http://zai-proxy:8080/metrics."
+        )));
     }
     Ok(TargetSpec { url, variant })
 }
@@ -371,6 +440,7 @@ mod tests {
             proxy: false,
             proxy_listen_addr: ":8081".into(),
             proxy_args: crate::proxy::ProxyArgs::for_tests("http://127.0.0.1:1"),
+            dashboard_token: None,
         }
     }
 
@@ -412,7 +482,7 @@ mod tests {
         assert!(err(a).contains("is not a valid URL"));
         let mut a = args();
         a.scrape_targets = "ftp://x/metrics".into();
-        assert!(err(a).contains("http:// or https://"));
+        assert!(err(a).contains("http://, https:// or dns+http://"));
         let mut a = args();
         a.scrape_targets = "Bad Name=http://x/metrics".into();
         assert!(err(a).contains("invalid variant name"));
@@ -439,6 +509,26 @@ mod tests {
         a.proxy = true;
         a.proxy_args.zai_api_key = String::new();
         assert!(err(a).starts_with("ZAI_API_KEY"));
+    }
+
+    #[test]
+    fn dns_entries_are_accepted_with_a_port() {
+        let t = parse_targets("canary=dns+http://zai-proxy-canary:8080/metrics,http://p:2/metrics").unwrap();
+        assert!(t[0].is_dns());
+        assert_eq!(t[0].variant.as_deref(), Some("canary"));
+        assert!(!t[1].is_dns());
+        assert!(parse_targets("dns+ftp://x:1/metrics").is_err());
+    }
+
+    #[test]
+    fn empty_dashboard_token_means_no_auth_and_debug_hides_it() {
+        let mut a = args();
+        a.dashboard_token = Some(Secret::new(""));
+        assert!(a.validate().unwrap().dashboard_token.is_none());
+        a.dashboard_token = Some(Secret::new("hunter2"));
+        let s = a.validate().unwrap();
+        assert_eq!(s.dashboard_token.as_ref().map(Secret::expose), Some("hunter2"));
+        assert!(!format!("{s:?}").contains("hunter2"));
     }
 
     #[test]

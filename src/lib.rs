@@ -7,8 +7,10 @@
 //! - [`point`]: the domain model: rows of increases, histograms, points per variant.
 //! - [`store`]: SQLite (WAL): the single writer, rollups and retention, range queries.
 //! - [`hub`]: live fan-out of points with a resume ring.
+//! - [`selfmetrics`]: zai-dash's own `zai_dash_*` metrics at `/metrics`.
 //! - [`web`]: router, JSON API, SSE adapter, pages, error mapping.
 //! - [`expo`]: writing the Prometheus text format like Go's client_golang.
+//! - [`healthcheck`]: the `zai-dash healthcheck` probe for container health checks.
 //! - [`app`]: wiring and ordered shutdown; [`clock`]: the injectable wall clock.
 //!
 //! Data flow: scrape task → ticker (one batch per 5 s bucket) → writer (one transaction) →
@@ -22,10 +24,12 @@ pub mod commands;
 pub mod config;
 pub mod demo;
 pub mod expo;
+pub mod healthcheck;
 pub mod hub;
 pub mod point;
 pub mod proxy;
 pub mod scrape;
+pub mod selfmetrics;
 pub mod shutdown;
 pub mod store;
 pub mod telemetry;

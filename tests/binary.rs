@@ -18,6 +18,7 @@ fn zai_dash() -> Command {
         "DB_PATH",
         "RETENTION_5S",
         "RETENTION_1M",
+        "DASHBOARD_TOKEN",
     ] {
         c.env_remove(var);
     }

@@ -185,6 +185,7 @@ fn settings(plan: &DemoPlan, targets: Vec<TargetSpec>) -> Settings {
         rollup_width: ROLLUP_WIDTH,
         max_body_bytes: MAX_BODY_BYTES,
         proxy: None,
+        dashboard_token: None,
     }
 }
 

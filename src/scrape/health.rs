@@ -1,10 +1,12 @@
 //! Per-target scrape health, recorded as data (Prometheus' `up`), and logged on transitions only.
 
+use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock};
 
 use serde::Serialize;
 
 use crate::clock::rfc3339_ms;
+use crate::selfmetrics::AtomicHistogram;
 
 /// Health of one target, as `/api/targets` shows it.
 #[derive(Debug, Clone, Serialize)]
@@ -34,6 +36,16 @@ pub struct TargetHealth {
     pub consecutive_failures: u32,
     /// `zai_proxy_build_info` version of the target.
     pub version: Option<String>,
+    /// Successful scrapes since start (self-metrics).
+    #[serde(skip)]
+    pub scrapes_ok: u64,
+    /// Failed scrapes since start by kind of failure (self-metrics; a handful of fixed kinds).
+    #[serde(skip)]
+    pub scrape_failures: BTreeMap<&'static str, u64>,
+    /// A discovered address that no longer resolves: hidden from lists and self-metrics, kept so
+    /// its index stays valid and a returning address gets its entry back.
+    #[serde(skip)]
+    pub retired: bool,
 }
 
 impl TargetHealth {
@@ -51,6 +63,9 @@ impl TargetHealth {
             samples: 0,
             consecutive_failures: 0,
             version: None,
+            scrapes_ok: 0,
+            scrape_failures: BTreeMap::new(),
+            retired: false,
         }
     }
 
@@ -65,10 +80,13 @@ impl TargetHealth {
     }
 }
 
-/// The health of every configured target, shared between scrapers and readers.
+/// The health of every configured or discovered target, shared between scrapers and readers.
+/// Entries are never removed (scrape tasks address them by index); a vanished address is
+/// marked retired and reused if it comes back.
 #[derive(Debug, Clone, Default)]
 pub struct HealthBoard {
     inner: Arc<RwLock<Vec<TargetHealth>>>,
+    durations: Arc<AtomicHistogram>,
 }
 
 /// A successful scrape, as health data.
@@ -89,18 +107,47 @@ pub struct Success {
 impl HealthBoard {
     /// A board for these targets, in configuration order.
     pub fn new(targets: Vec<TargetHealth>) -> Self {
-        Self { inner: Arc::new(RwLock::new(targets)) }
+        Self { inner: Arc::new(RwLock::new(targets)), durations: Arc::new(AtomicHistogram::scrape_seconds()) }
     }
 
-    /// A copy of every target's health.
+    /// A copy of every current target's health (retired addresses left out).
     pub fn snapshot(&self) -> Vec<TargetHealth> {
-        self.inner.read().map(|g| g.clone()).unwrap_or_default()
+        self.inner.read().map(|g| g.iter().filter(|h| !h.retired).cloned().collect()).unwrap_or_default()
+    }
+
+    /// Durations of every scrape, in seconds.
+    pub fn durations(&self) -> &AtomicHistogram {
+        &self.durations
+    }
+
+    /// Adds a discovered target and returns its index; an address seen before gets its old
+    /// entry (and counters) back.
+    pub fn add(&self, target: TargetHealth) -> Option<usize> {
+        let mut all = self.inner.write().ok()?;
+        if let Some(idx) = all.iter().position(|h| h.target_id == target.target_id) {
+            all[idx].retired = false;
+            return Some(idx);
+        }
+        all.push(target);
+        Some(all.len() - 1)
+    }
+
+    /// Hides a target whose address vanished.
+    pub fn retire(&self, idx: usize) {
+        if let Ok(mut all) = self.inner.write()
+            && let Some(h) = all.get_mut(idx)
+        {
+            h.retired = true;
+            h.up = false;
+        }
     }
 
     /// Records a success; logs once when a target comes (back) up or changes version.
     pub fn record_success(&self, idx: usize, s: Success) {
+        self.durations.observe(s.duration_ms / 1000.0);
         let Ok(mut all) = self.inner.write() else { return };
         let Some(h) = all.get_mut(idx) else { return };
+        h.scrapes_ok += 1;
         if !h.up {
             tracing::info!(target_url = %h.url, variant = %s.variant, "Target is up.");
         }
@@ -121,9 +168,12 @@ impl HealthBoard {
     }
 
     /// Records a failure; logs once when a target goes down (or fails its first scrape).
-    pub fn record_failure(&self, idx: usize, at_ms: i64, duration_ms: f64, error: String) {
+    /// `kind` is one of a few fixed failure kinds (`timeout`, `connect`, ...), a metrics label.
+    pub fn record_failure(&self, idx: usize, at_ms: i64, duration_ms: f64, kind: &'static str, error: String) {
+        self.durations.observe(duration_ms / 1000.0);
         let Ok(mut all) = self.inner.write() else { return };
         let Some(h) = all.get_mut(idx) else { return };
+        *h.scrape_failures.entry(kind).or_default() += 1;
         if h.up || h.consecutive_failures == 0 {
             tracing::warn!(target_url = %h.url, error = %error, "Target is down.");
         }

@@ -8,6 +8,7 @@
 //! rows and points to the store's writer, which commits and then publishes the points live.
 
 pub mod client;
+pub mod discovery;
 pub mod health;
 pub mod increase;
 pub mod parse;
@@ -40,6 +41,10 @@ pub struct Target {
     pub spec: TargetSpec,
     /// State of the last successful scrape (loaded from the database).
     pub state: TargetState,
+    /// Variant used when neither `NAME=` nor a `variant` label gives one; `None` applies the
+    /// URL rule to `spec.url`. A discovered address takes its `dns+` entry's rule instead,
+    /// since an IP address says nothing about the variant.
+    pub fallback_variant: Option<String>,
 }
 
 /// One successful scrape on its way to the ticker.
@@ -57,8 +62,12 @@ struct Ctx {
     health: HealthBoard,
 }
 
-/// Starts the scrapers and the ticker on `tracker`. `seed` holds each target's latest stored
-/// row, so the first live points carry the right running totals.
+/// Room in the scrape channel for targets found by DNS discovery.
+const DISCOVERED_ROOM: usize = 64;
+
+/// Starts the scrapers, one discovery supervisor per `dns+` entry, and the ticker on
+/// `tracker`. `seed` holds each target's latest stored row, so the first live points carry
+/// the right running totals.
 #[allow(clippy::too_many_arguments)] // the wiring point: each argument is a distinct dependency
 pub fn spawn(
     tracker: &TaskTracker,
@@ -66,11 +75,13 @@ pub fn spawn(
     settings: Arc<Settings>,
     clock: SharedClock,
     targets: Vec<Target>,
+    discovery: Option<discovery::Discovery>,
     health: HealthBoard,
     queue: WriteQueue,
     seed: &[TargetRow],
 ) {
-    let (tx, rx) = mpsc::channel(targets.len() * 4 + 16);
+    let room = if discovery.is_some() { DISCOVERED_ROOM } else { 0 };
+    let (tx, rx) = mpsc::channel(targets.len() * 4 + 16 + room);
     let ctx =
         Arc::new(Ctx { settings: settings.clone(), clock: clock.clone(), client: client::build_client(), health });
     let n = targets.len().max(1) as u32;
@@ -78,6 +89,21 @@ pub fn spawn(
         let offset = settings.scrape_interval * idx as u32 / n;
         let span = tracing::info_span!("scrape", target_url = %target.spec.url);
         tracker.spawn(scrape_loop(ctx.clone(), idx, target, offset, tx.clone(), cancel.clone()).instrument(span));
+    }
+    for d in discovery.iter() {
+        for entry in &d.entries {
+            let supervisor = discovery::Supervisor {
+                ctx: ctx.clone(),
+                entry: entry.clone(),
+                resolver: d.resolver.clone(),
+                store: d.store.clone(),
+                tx: tx.clone(),
+                tracker: tracker.clone(),
+                cancel: cancel.clone(),
+            };
+            let span = tracing::info_span!("discover", entry = %entry.url);
+            tracker.spawn(supervisor.run().instrument(span));
+        }
     }
     drop(tx);
     let mut builder = PointBuilder::new();
@@ -130,7 +156,7 @@ async fn scrape_once(ctx: &Ctx, idx: usize, target: &mut Target) -> Option<Scrap
         Ok(expo) => expo,
         Err(e) => {
             tracing::debug!(kind = e.kind(), error = %e, "Scrape failed.");
-            ctx.health.record_failure(idx, at_ms, duration_ms, e.to_string());
+            ctx.health.record_failure(idx, at_ms, duration_ms, e.kind(), e.to_string());
             return None;
         }
     };
@@ -140,6 +166,7 @@ async fn scrape_once(ctx: &Ctx, idx: usize, target: &mut Target) -> Option<Scrap
         .variant
         .clone()
         .or_else(|| reading.variant_label.clone())
+        .or_else(|| target.fallback_variant.clone())
         .unwrap_or_else(|| target.spec.initial_variant());
     let row = target.state.advance(&reading, at_ms, target.id, &variant);
     let state = StateUpdate {

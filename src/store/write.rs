@@ -61,6 +61,8 @@ pub struct WriterStats {
     pub failed: AtomicU64,
     /// Batches waiting in the retry backlog.
     pub backlog: AtomicU64,
+    /// Batches waiting in the queue for the writer.
+    pub queued: AtomicU64,
 }
 
 /// The sending side of the writer's queue.
@@ -79,7 +81,9 @@ pub fn channel(capacity: usize, stats: Arc<WriterStats>) -> (WriteQueue, mpsc::R
 impl WriteQueue {
     /// Hands a batch to the writer without waiting; a full queue drops it (counted, logged).
     pub fn submit(&self, batch: WriteBatch) {
+        self.stats.queued.fetch_add(1, Ordering::Relaxed);
         if let Err(e) = self.tx.try_send(batch) {
+            self.stats.queued.fetch_sub(1, Ordering::Relaxed);
             let dropped = self.stats.dropped.fetch_add(1, Ordering::Relaxed) + 1;
             let b = e.into_inner();
             tracing::warn!(
@@ -103,6 +107,7 @@ pub async fn run_writer(
     let mut backlog: VecDeque<Arc<WriteBatch>> = VecDeque::new();
     let mut failing = false;
     while let Some(mut batch) = rx.recv().await {
+        stats.queued.fetch_sub(1, Ordering::Relaxed);
         let points = std::mem::take(&mut batch.points);
         backlog.push_back(Arc::new(batch));
         if backlog.len() > MAX_BACKLOG {

@@ -2,6 +2,7 @@
 //! Handlers stay thin: parse, call the domain, shape the answer.
 
 pub mod api;
+pub mod auth;
 pub mod error;
 pub mod pages;
 pub mod sse;
@@ -13,13 +14,14 @@ use axum::Router;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
-use axum::routing::get;
+use axum::routing::{get, post};
 use tokio_util::sync::CancellationToken;
 
 use crate::clock::SharedClock;
 use crate::config::Settings;
 use crate::hub::Hub;
 use crate::scrape::health::HealthBoard;
+use crate::selfmetrics::SelfMetrics;
 use crate::store::{Store, WriterStats};
 
 /// Everything a handler may need; cloned per request (all fields are handles).
@@ -41,19 +43,26 @@ pub struct AppState {
     pub stopping: CancellationToken,
     /// Writer counters.
     pub writer: Arc<WriterStats>,
+    /// Self-metrics not kept elsewhere.
+    pub metrics: Arc<SelfMetrics>,
 }
 
-/// The application's routes.
+/// The application's routes. With `DASHBOARD_TOKEN` set, everything except `/healthz`,
+/// `/readyz` and the sign-in routes requires the token (see [`auth`]).
 pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/", get(pages::overview))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
+        .route("/metrics", get(self_metrics))
         .route("/api/status", get(api::status))
         .route("/api/metrics", get(api::metrics))
         .route("/api/targets", get(api::targets))
         .route("/api/config", get(api::config))
         .route("/api/events", get(sse::events))
+        .route("/login", get(auth::login_form).post(auth::login))
+        .route("/logout", post(auth::logout))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), auth::require))
         .with_state(state)
 }
 
@@ -67,4 +76,26 @@ async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
     } else {
         (StatusCode::SERVICE_UNAVAILABLE, axum::Json(serde_json::json!({ "status": "stopping" })))
     }
+}
+
+/// `GET /metrics`: zai-dash's own metrics. Database figures that cannot be read are left out
+/// (and logged at DEBUG) rather than failing the whole scrape.
+async fn self_metrics(State(state): State<AppState>) -> impl IntoResponse {
+    let db = match crate::selfmetrics::db_figures(&state.store).await {
+        Ok(db) => Some(db),
+        Err(e) => {
+            tracing::debug!(error = %e, "Database figures unavailable for /metrics.");
+            None
+        }
+    };
+    let targets = state.health.snapshot();
+    let body = crate::selfmetrics::render(&crate::selfmetrics::Inputs {
+        targets: &targets,
+        scrape_durations: state.health.durations(),
+        writer: &state.writer,
+        own: &state.metrics,
+        sse_clients: state.hub.subscribers(),
+        db: db.as_ref(),
+    });
+    ([(axum::http::header::CONTENT_TYPE, crate::expo::CONTENT_TYPE)], body)
 }

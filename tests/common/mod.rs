@@ -174,7 +174,11 @@ async fn metrics(State(s): State<FakeState>) -> axum::response::Response {
 
 impl FakeTarget {
     pub async fn start(sim: Sim, behaviour: Behaviour) -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        Self::start_on(TcpListener::bind("127.0.0.1:0").await.unwrap(), sim, behaviour).await
+    }
+
+    /// A fake target on a listener the test bound (another loopback address, a given port).
+    pub async fn start_on(listener: TcpListener, sim: Sim, behaviour: Behaviour) -> Self {
         let url = format!("http://{}/metrics", listener.local_addr().unwrap());
         let state = FakeState {
             sim: Arc::new(Mutex::new(sim)),
@@ -228,10 +232,20 @@ impl TestApp {
     }
 
     pub async fn start_with_clock(settings: Settings, clock: SharedClock) -> Self {
+        Self::start_with(settings, clock, Arc::new(zai_dash::scrape::discovery::SystemResolver)).await
+    }
+
+    /// Starts with the resolver `dns+http://` targets use.
+    pub async fn start_with(
+        settings: Settings,
+        clock: SharedClock,
+        resolver: zai_dash::scrape::discovery::SharedResolver,
+    ) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
         let shutdown = CancellationToken::new();
-        let handle = tokio::spawn(zai_dash::app::run(settings, clock, listener, shutdown.clone()));
+        let handle =
+            tokio::spawn(zai_dash::app::run_with_resolver(settings, clock, listener, shutdown.clone(), resolver));
         let app = Self { base, shutdown, handle };
         wait_for("healthz", Duration::from_secs(10), || async { get_status(&app.url("/healthz")).await == 200 }).await;
         app

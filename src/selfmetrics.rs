@@ -1,0 +1,256 @@
+//! zai-dash's own metrics (`zai_dash_*`), served at `GET /metrics` on the dashboard listener.
+//!
+//! The hot paths only touch atomics or counters under locks they already hold (the health
+//! board's); everything else (database size and row counts, SSE clients, target health) is
+//! read when `/metrics` is scraped. The built-in proxy's `zai_proxy_*` families live on the
+//! proxy's own listener (`PROXY_LISTEN_ADDR` with `serve --proxy`), so the two never mix.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use crate::expo::{Exposition, go_float};
+use crate::scrape::health::TargetHealth;
+use crate::store::{Store, StoreError, WriterStats};
+
+/// Bucket bounds of scrape durations, seconds (the scrape timeout defaults to 3 s).
+const SCRAPE_BOUNDS: &[f64] = &[0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
+/// Bucket bounds of downsample runs, seconds.
+const DOWNSAMPLE_BOUNDS: &[f64] = &[0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0, 30.0];
+/// Tables whose rows are counted.
+const TABLES: [&str; 3] = ["metrics_1m", "metrics_5s", "targets"];
+
+/// A histogram updated with atomics only, so observing never blocks.
+#[derive(Debug)]
+pub struct AtomicHistogram {
+    bounds: &'static [f64],
+    /// Per-bucket (not cumulative) counts; the last one is above every bound.
+    counts: Vec<AtomicU64>,
+    sum_micros: AtomicU64,
+}
+
+impl AtomicHistogram {
+    /// A histogram with these upper bounds (ascending).
+    pub fn new(bounds: &'static [f64]) -> Self {
+        Self { bounds, counts: (0..=bounds.len()).map(|_| AtomicU64::new(0)).collect(), sum_micros: AtomicU64::new(0) }
+    }
+
+    /// For scrape durations.
+    pub fn scrape_seconds() -> Self {
+        Self::new(SCRAPE_BOUNDS)
+    }
+
+    /// For downsample run durations.
+    pub fn downsample_seconds() -> Self {
+        Self::new(DOWNSAMPLE_BOUNDS)
+    }
+
+    /// Records one value in seconds (negative or NaN values count as zero).
+    pub fn observe(&self, seconds: f64) {
+        let v = if seconds.is_finite() && seconds > 0.0 { seconds } else { 0.0 };
+        let idx = self.bounds.iter().position(|b| v <= *b).unwrap_or(self.bounds.len());
+        if let Some(c) = self.counts.get(idx) {
+            c.fetch_add(1, Ordering::Relaxed);
+        }
+        self.sum_micros.fetch_add((v * 1e6).round() as u64, Ordering::Relaxed);
+    }
+
+    /// Writes the family: cumulative `_bucket` lines, `_sum` and `_count`.
+    pub fn write(&self, e: &mut Exposition, name: &str, help: &str) {
+        e.family(name, help, "histogram");
+        let bucket = format!("{name}_bucket");
+        let mut cumulative = 0u64;
+        for (i, bound) in self.bounds.iter().enumerate() {
+            cumulative += self.counts[i].load(Ordering::Relaxed);
+            e.sample(&bucket, &[("le", &go_float(*bound))], cumulative as f64);
+        }
+        cumulative += self.counts[self.bounds.len()].load(Ordering::Relaxed);
+        e.sample(&bucket, &[("le", "+Inf")], cumulative as f64);
+        e.sample(&format!("{name}_sum"), &[], self.sum_micros.load(Ordering::Relaxed) as f64 / 1e6);
+        e.sample(&format!("{name}_count"), &[], cumulative as f64);
+    }
+}
+
+impl Default for AtomicHistogram {
+    fn default() -> Self {
+        Self::scrape_seconds()
+    }
+}
+
+/// Self-metrics that have no other home: updated by the downsampler.
+#[derive(Debug, Default)]
+pub struct SelfMetrics {
+    /// Durations of downsample runs.
+    pub downsample: DownsampleHistogram,
+}
+
+/// [`AtomicHistogram`] with the downsample bounds as its default.
+#[derive(Debug)]
+pub struct DownsampleHistogram(pub AtomicHistogram);
+
+impl Default for DownsampleHistogram {
+    fn default() -> Self {
+        Self(AtomicHistogram::downsample_seconds())
+    }
+}
+
+/// What the database looks like right now.
+#[derive(Debug, Default)]
+pub struct DbFigures {
+    /// Size of the database file plus its write-ahead log.
+    pub bytes: u64,
+    /// Rows per table.
+    pub rows: BTreeMap<&'static str, u64>,
+}
+
+/// Reads file sizes and row counts (on the blocking pool).
+pub async fn db_figures(store: &Store) -> Result<DbFigures, StoreError> {
+    let bytes = file_bytes(store.path());
+    let rows = store
+        .with_conn(|c| {
+            let mut rows = BTreeMap::new();
+            for table in TABLES {
+                let n: i64 = c.query_row(&format!("SELECT count(*) FROM {table}"), [], |r| r.get(0))?;
+                rows.insert(table, u64::try_from(n).unwrap_or(0));
+            }
+            Ok(rows)
+        })
+        .await?;
+    Ok(DbFigures { bytes, rows })
+}
+
+fn file_bytes(db: &Path) -> u64 {
+    let mut wal = db.as_os_str().to_owned();
+    wal.push("-wal");
+    [db.to_path_buf(), wal.into()].iter().filter_map(|p| std::fs::metadata(p).ok()).map(|m| m.len()).sum()
+}
+
+/// Everything one `/metrics` answer needs.
+#[derive(Debug)]
+pub struct Inputs<'a> {
+    /// Every target; retired (vanished) addresses are left out of the output, so series stay
+    /// bounded by the live pods while pods come and go.
+    pub targets: &'a [TargetHealth],
+    /// Scrape durations.
+    pub scrape_durations: &'a AtomicHistogram,
+    /// Writer counters.
+    pub writer: &'a WriterStats,
+    /// Downsampler and other counters.
+    pub own: &'a SelfMetrics,
+    /// Connected SSE clients.
+    pub sse_clients: usize,
+    /// Database figures; `None` when they could not be read.
+    pub db: Option<&'a DbFigures>,
+}
+
+/// Renders the exposition; families in name order, as client_golang does.
+pub fn render(i: &Inputs<'_>) -> String {
+    let mut e = Exposition::new();
+    e.family("zai_dash_build_info", "Build information; the value is always 1.", "gauge");
+    e.sample("zai_dash_build_info", &[("version", crate::VERSION)], 1.0);
+    if let Some(db) = i.db {
+        e.family("zai_dash_db_rows", "Rows per table of the SQLite database.", "gauge");
+        for (table, n) in &db.rows {
+            e.sample("zai_dash_db_rows", &[("table", table)], *n as f64);
+        }
+        e.family("zai_dash_db_size_bytes", "Size of the SQLite database file plus its write-ahead log.", "gauge");
+        e.sample("zai_dash_db_size_bytes", &[], db.bytes as f64);
+    }
+    i.own.downsample.0.write(&mut e, "zai_dash_downsample_duration_seconds", "Duration of rollup and retention runs.");
+    i.scrape_durations.write(
+        &mut e,
+        "zai_dash_scrape_duration_seconds",
+        "Duration of target scrapes, failed ones included.",
+    );
+    write_scrapes(&mut e, i.targets);
+    e.family("zai_dash_sse_clients", "Connected Server-Sent Events clients.", "gauge");
+    e.sample("zai_dash_sse_clients", &[], i.sse_clients as f64);
+    e.family("zai_dash_target_up", "Whether the last scrape of a target succeeded (1) or not (0).", "gauge");
+    for t in i.targets.iter().filter(|t| !t.retired) {
+        e.sample("zai_dash_target_up", &[("target", &t.url), ("variant", &t.variant)], f64::from(u8::from(t.up)));
+    }
+    write_writer(&mut e, i.writer);
+    e.finish()
+}
+
+fn write_scrapes(e: &mut Exposition, targets: &[TargetHealth]) {
+    e.family("zai_dash_scrapes_total", "Scrapes by target and result (success or the kind of failure).", "counter");
+    for t in targets.iter().filter(|t| !t.retired) {
+        let mut results: BTreeMap<&str, u64> = t.scrape_failures.iter().map(|(k, v)| (*k, *v)).collect();
+        results.insert("success", t.scrapes_ok);
+        for (result, n) in results {
+            e.sample("zai_dash_scrapes_total", &[("result", result), ("target", &t.url)], n as f64);
+        }
+    }
+}
+
+fn write_writer(e: &mut Exposition, w: &WriterStats) {
+    let load = |a: &AtomicU64| a.load(Ordering::Relaxed) as f64;
+    e.family(
+        "zai_dash_write_backlog_batches",
+        "Batches kept in memory after failed writes, waiting for a retry.",
+        "gauge",
+    );
+    e.sample("zai_dash_write_backlog_batches", &[], load(&w.backlog));
+    e.family("zai_dash_write_batches_total", "Batches (one per 5 s bucket) committed to the database.", "counter");
+    e.sample("zai_dash_write_batches_total", &[], load(&w.committed));
+    e.family(
+        "zai_dash_write_drops_total",
+        "Batches dropped because the write queue or the backlog was full.",
+        "counter",
+    );
+    e.sample("zai_dash_write_drops_total", &[], load(&w.dropped));
+    e.family("zai_dash_write_failures_total", "Failed database transactions (each is retried).", "counter");
+    e.sample("zai_dash_write_failures_total", &[], load(&w.failed));
+    e.family("zai_dash_write_queue_depth", "Batches waiting in the queue for the writer.", "gauge");
+    e.sample("zai_dash_write_queue_depth", &[], load(&w.queued));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn histogram_buckets_are_cumulative_with_go_bounds() {
+        let h = AtomicHistogram::scrape_seconds();
+        h.observe(0.003);
+        h.observe(0.2);
+        h.observe(60.0);
+        let mut e = Exposition::new();
+        h.write(&mut e, "x_seconds", "X.");
+        let text = e.finish();
+        assert!(text.contains("x_seconds_bucket{le=\"0.005\"} 1\n"), "{text}");
+        assert!(text.contains("x_seconds_bucket{le=\"0.25\"} 2\n"), "{text}");
+        assert!(text.contains("x_seconds_bucket{le=\"10\"} 2\n"), "{text}");
+        assert!(text.contains("x_seconds_bucket{le=\"+Inf\"} 3\n"), "{text}");
+        assert!(text.contains("x_seconds_sum 60.203\n"), "{text}");
+        assert!(text.contains("x_seconds_count 3\n"), "{text}");
+    }
+
+    #[test]
+    fn retired_targets_are_left_out() {
+        let live = TargetHealth::new(2, "http://10.0.0.2:8080/metrics".into(), "canary".into());
+        let mut t = TargetHealth::new(1, "http://10.0.0.1:8080/metrics".into(), "canary".into());
+        t.scrapes_ok = 4;
+        t.scrape_failures.insert("timeout", 2);
+        t.retired = true;
+        let own = SelfMetrics::default();
+        let writer = WriterStats::default();
+        let durations = AtomicHistogram::scrape_seconds();
+        let text = render(&Inputs {
+            targets: &[t, live],
+            scrape_durations: &durations,
+            writer: &writer,
+            own: &own,
+            sse_clients: 2,
+            db: None,
+        });
+        assert!(!text.contains("10.0.0.1"), "{text}");
+        assert!(
+            text.contains("zai_dash_scrapes_total{result=\"success\",target=\"http://10.0.0.2:8080/metrics\"} 0\n")
+        );
+        assert!(text.contains("zai_dash_target_up{target=\"http://10.0.0.2:8080/metrics\",variant=\"canary\"} 0\n"));
+        assert!(text.contains("zai_dash_sse_clients 2\n"));
+        assert!(crate::scrape::parse::parse(&text).is_ok());
+    }
+}
