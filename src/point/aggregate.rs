@@ -11,7 +11,10 @@ use std::collections::{BTreeMap, HashMap};
 
 use serde::Serialize;
 
-use super::{Counts, GaugeStat, Quota, TargetRow, Totals, total};
+use std::sync::Arc;
+
+use super::summary::{Summary, status_label};
+use super::{GaugeStat, Quota, Totals};
 
 /// One variant over one bucket, in the Go dashboard's field names and order.
 ///
@@ -91,18 +94,18 @@ pub struct Point {
 /// filling up at the right edge of a chart does not dip.
 #[derive(Debug, Default)]
 pub struct PointBuilder {
-    carry: HashMap<i64, (String, Totals)>,
+    carry: HashMap<i64, (Arc<str>, Totals)>,
 }
 
 /// Per-pod rows within one bucket (borrowed: building a point copies no maps).
 #[derive(Default)]
 struct Pod<'a> {
-    rows: Vec<&'a TargetRow>,
+    rows: Vec<&'a Summary>,
     elapsed_ms: i64,
     concurrent: Vec<GaugeStat>,
     max_workers: Vec<GaugeStat>,
     rps: Vec<GaugeStat>,
-    quota: Option<(i64, &'a Quota)>,
+    quota: Option<(i64, &'a Arc<Quota>)>,
 }
 
 impl PointBuilder {
@@ -112,25 +115,26 @@ impl PointBuilder {
     }
 
     /// Remembers a pod's latest row from before the window, for its running totals.
-    pub fn seed(&mut self, row: &TargetRow) {
+    pub fn seed(&mut self, row: &Summary) {
         self.carry.insert(row.target_id, (row.variant.clone(), row.totals));
     }
 
     /// Builds one point per variant present in `rows` (all rows of one bucket, time order).
-    pub fn build(&mut self, bucket_end_ms: i64, rows: &[&TargetRow]) -> Vec<Point> {
+    pub fn build(&mut self, bucket_end_ms: i64, rows: &[&Summary]) -> Vec<Point> {
         let mut by_variant: BTreeMap<&str, BTreeMap<i64, Pod<'_>>> = BTreeMap::new();
         for &row in rows {
-            let pod = by_variant.entry(row.variant.as_str()).or_default().entry(row.target_id).or_default();
+            let pod = by_variant.entry(&row.variant).or_default().entry(row.target_id).or_default();
             pod.rows.push(row);
             pod.elapsed_ms += row.elapsed_ms;
-            pod.concurrent.extend(row.gauges.concurrent);
-            pod.max_workers.extend(row.gauges.max_workers);
-            pod.rps.extend(row.gauges.rate_limit_rps);
-            if let Some(q) = &row.gauges.quota {
+            let [c, m, r] = row.gauges;
+            pod.concurrent.extend(c);
+            pod.max_workers.extend(m);
+            pod.rps.extend(r);
+            if let Some(q) = &row.quota {
                 pod.quota = Some((row.ts_ms, q));
             }
             match self.carry.get_mut(&row.target_id) {
-                Some(entry) if entry.0 == row.variant => entry.1 = row.totals,
+                Some(entry) if Arc::ptr_eq(&entry.0, &row.variant) || entry.0 == row.variant => entry.1 = row.totals,
                 _ => {
                     self.carry.insert(row.target_id, (row.variant.clone(), row.totals));
                 }
@@ -146,9 +150,9 @@ impl PointBuilder {
         for pod in pods.values() {
             let secs = pod.elapsed_ms as f64 / 1000.0;
             for row in &pod.rows {
-                w.add(&row.counts);
+                w.add(row);
                 if secs > 0.0 {
-                    rates.add(&row.counts, secs);
+                    rates.add(row, secs);
                 }
             }
             concurrent += mean(&pod.concurrent);
@@ -191,7 +195,7 @@ impl PointBuilder {
             req_rate: rates.requests,
             error_rate_pct: (w.requests > 0.0).then(|| 100.0 * w.errors / w.requests),
             worker_utilization: if max_workers > 0.0 { concurrent / max_workers } else { 0.0 },
-            status_code_rates: rates.by_status.into_iter().map(|(k, v)| (k.to_owned(), v)).collect(),
+            status_code_rates: rates.by_status.into_iter().map(|(k, v)| (status_label(k), v)).collect(),
             quota: freshest_quota(pods),
             requests: w.requests,
             cost_rate_usd: rates.cost,
@@ -211,7 +215,7 @@ impl PointBuilder {
     fn variant_totals(&self, variant: &str) -> Totals {
         let mut t = Totals::default();
         for (v, totals) in self.carry.values() {
-            if v == variant {
+            if &**v == variant {
                 t.add(totals);
             }
         }
@@ -232,9 +236,9 @@ struct Window {
 }
 
 impl Window {
-    fn add(&mut self, c: &Counts) {
+    fn add(&mut self, c: &Summary) {
         self.requests += c.total_requests();
-        self.errors += c.requests_in_class('5');
+        self.errors += c.server_errors();
         self.duration.add(&c.duration);
         self.ttft.add(&c.ttft);
         self.tpot.add(&c.tpot);
@@ -247,9 +251,9 @@ impl Window {
 
 /// Per-second rates summed over pods.
 #[derive(Default)]
-struct Rates<'a> {
+struct Rates {
     requests: f64,
-    by_status: BTreeMap<&'a str, f64>,
+    by_status: BTreeMap<u16, f64>,
     tokens: [f64; 4],
     cost: f64,
     rejections: f64,
@@ -257,19 +261,19 @@ struct Rates<'a> {
     upstream_errors: f64,
 }
 
-impl<'a> Rates<'a> {
-    fn add(&mut self, c: &'a Counts, secs: f64) {
+impl Rates {
+    fn add(&mut self, c: &Summary, secs: f64) {
         self.requests += c.total_requests() / secs;
         for (code, n) in &c.requests {
-            *self.by_status.entry(code.as_str()).or_default() += n / secs;
+            *self.by_status.entry(*code).or_default() += n / secs;
         }
-        for (r, t) in self.tokens.iter_mut().zip(c.tokens_by_direction()) {
+        for (r, t) in self.tokens.iter_mut().zip(c.tokens) {
             *r += t / secs;
         }
-        self.cost += total(c.cost_by_direction().iter()) / secs;
+        self.cost += c.cost / secs;
         self.rejections += c.rejections / secs;
-        self.retries += c.retry_attempts() / secs;
-        self.upstream_errors += total(c.upstream_errors.values()) / secs;
+        self.retries += c.retries / secs;
+        self.upstream_errors += c.upstream_errors / secs;
     }
 }
 
@@ -289,13 +293,22 @@ fn freshest_quota(pods: &BTreeMap<i64, Pod<'_>>) -> Option<Quota> {
             let age = |q: &Quota| q.sample_age_seconds.unwrap_or(f64::INFINITY);
             a.0.cmp(&b.0).then(age(b.1).total_cmp(&age(a.1)))
         })
-        .map(|(_, q)| q.clone())
+        .map(|(_, q)| q.as_ref().clone())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::point::{Gauges, Histogram};
+    use crate::point::{Counts, GaugeStat, Gauges, Histogram, TargetRow, Totals};
+
+    fn sum(rows: &[&TargetRow]) -> Vec<Summary> {
+        rows.iter().map(|r| Summary::from(*r)).collect()
+    }
+
+    fn build(pb: &mut PointBuilder, ts: i64, rows: &[&TargetRow]) -> Vec<Point> {
+        let s = sum(rows);
+        pb.build(ts, &s.iter().collect::<Vec<_>>())
+    }
 
     fn row(target: i64, variant: &str, ts: i64, elapsed_ms: i64, ok: f64, err: f64, lat: &[(f64, f64)]) -> TargetRow {
         let mut counts = Counts::default();
@@ -326,7 +339,7 @@ mod tests {
         let a = row(1, "production", 5_000, 5_000, 10.0, 0.0, &[(0.1, 10.0), (1.0, 10.0), (INF, 10.0)]);
         let b = row(2, "production", 5_000, 5_000, 0.0, 10.0, &[(0.1, 0.0), (1.0, 10.0), (INF, 10.0)]);
         let mut pb = PointBuilder::new();
-        let pts = pb.build(5_000, &[&a, &b]);
+        let pts = build(&mut pb, 5_000, &[&a, &b]);
         assert_eq!(pts.len(), 1);
         let p = &pts[0];
         assert_eq!(p.req_rate, 4.0);
@@ -345,14 +358,14 @@ mod tests {
     #[test]
     fn a_missed_scrape_does_not_double_the_rate() {
         let a = row(1, "production", 10_000, 10_000, 20.0, 0.0, &[]);
-        let p = &PointBuilder::new().build(10_000, &[&a])[0];
+        let p = &build(&mut PointBuilder::new(), 10_000, &[&a])[0];
         assert_eq!(p.req_rate, 2.0);
     }
 
     #[test]
     fn empty_bucket_has_null_error_rate_and_latency() {
         let a = row(1, "canary", 5_000, 5_000, 0.0, 0.0, &[]);
-        let p = &PointBuilder::new().build(5_000, &[&a])[0];
+        let p = &build(&mut PointBuilder::new(), 5_000, &[&a])[0];
         assert_eq!(p.req_rate, 0.0);
         assert_eq!(p.error_rate_pct, None);
         assert_eq!(p.latency_p50, None);
@@ -366,8 +379,8 @@ mod tests {
     fn totals_carry_forward_for_pods_missing_from_a_bucket() {
         let mut pb = PointBuilder::new();
         let a = row(1, "production", 5_000, 5_000, 10.0, 0.0, &[]);
-        pb.seed(&row(2, "production", 0, 5_000, 7.0, 0.0, &[]));
-        let p = &pb.build(5_000, &[&a])[0];
+        pb.seed(&Summary::from(&row(2, "production", 0, 5_000, 7.0, 0.0, &[])));
+        let p = &build(&mut pb, 5_000, &[&a])[0];
         assert_eq!(p.requests_2xx, 17.0);
     }
 
@@ -375,11 +388,11 @@ mod tests {
     fn wide_buckets_spread_a_long_gap_instead_of_spiking() {
         // 600 requests accumulated over a 10-minute outage of zai-dash, landing in one minute.
         let a = row(1, "production", 60_000, 600_000, 600.0, 0.0, &[]);
-        let p = &PointBuilder::new().build(60_000, &[&a])[0];
+        let p = &build(&mut PointBuilder::new(), 60_000, &[&a])[0];
         assert_eq!(p.req_rate, 1.0);
         // A bucket still filling up (30 s observed) shows the rate while observed, not a dip.
         let b = row(1, "production", 60_000, 30_000, 60.0, 0.0, &[]);
-        let p = &PointBuilder::new().build(60_000, &[&b])[0];
+        let p = &build(&mut PointBuilder::new(), 60_000, &[&b])[0];
         assert_eq!(p.req_rate, 2.0);
     }
 
@@ -387,7 +400,7 @@ mod tests {
     fn variants_get_separate_points() {
         let a = row(1, "production", 5_000, 5_000, 5.0, 0.0, &[]);
         let b = row(2, "canary", 5_000, 5_000, 5.0, 5.0, &[]);
-        let pts = PointBuilder::new().build(5_000, &[&a, &b]);
+        let pts = build(&mut PointBuilder::new(), 5_000, &[&a, &b]);
         let names: Vec<_> = pts.iter().map(|p| p.variant.as_str()).collect();
         assert_eq!(names, ["canary", "production"]);
     }

@@ -8,6 +8,7 @@
 
 pub mod aggregate;
 pub mod histogram;
+pub mod summary;
 
 use std::collections::BTreeMap;
 
@@ -15,6 +16,7 @@ use serde::Serialize;
 
 pub use aggregate::{Point, PointBuilder};
 pub use histogram::Histogram;
+pub use summary::Summary;
 
 /// Token directions, in the order used by the `[f64; 4]` arrays below.
 pub const DIRECTIONS: [&str; 4] = ["input", "output", "cache_read", "cache_write"];

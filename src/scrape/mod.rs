@@ -108,7 +108,7 @@ pub fn spawn(
     drop(tx);
     let mut builder = PointBuilder::new();
     for row in seed {
-        builder.seed(row);
+        builder.seed(&crate::point::Summary::from(row));
     }
     tracker.spawn(tick_loop(ctx, rx, queue, builder));
 }
@@ -243,6 +243,11 @@ fn flush(bucket: i64, items: Vec<Scraped>, builder: &mut PointBuilder, queue: &W
         }
     }
     let rows: Vec<TargetRow> = rows.into_values().collect();
-    let points = if publish { builder.build(bucket, &rows.iter().collect::<Vec<_>>()) } else { Vec::new() };
+    let points = if publish {
+        let summaries: Vec<crate::point::Summary> = rows.iter().map(crate::point::Summary::from).collect();
+        builder.build(bucket, &summaries.iter().collect::<Vec<_>>())
+    } else {
+        Vec::new()
+    };
     queue.submit(WriteBatch { bucket_end_ms: bucket, rows, states: states.into_values().collect(), points });
 }

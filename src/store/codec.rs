@@ -32,17 +32,151 @@ pub fn encode(counts: &Counts, totals: &Totals, gauges: &Gauges) -> Vec<u8> {
     w.0
 }
 
-/// Decodes a payload written by [`encode`].
+/// Decodes a payload written by [`encode`] into owned values.
 pub fn decode(bytes: &[u8]) -> Result<(Counts, Totals, Gauges), CodecError> {
+    let v = view(bytes)?;
+    let owned1 = |m: &MapView<'_, 1>| m.iter().map(|(k, [x])| (k.to_owned(), x)).collect::<BTreeMap<_, _>>();
+    let owned4 = |m: &MapView<'_, 4>| m.iter().map(|(k, x)| (k.to_owned(), x)).collect::<BTreeMap<_, _>>();
+    let [rs, rc, ps, pc] = v.sizes;
+    let counts = Counts {
+        requests: owned1(&v.requests),
+        tokens: owned4(&v.tokens),
+        cost: owned4(&v.cost),
+        upstream_errors: owned1(&v.upstream_errors),
+        retries: owned1(&v.retries),
+        rejections: v.rejections,
+        adjustments: v.adjustments,
+        request_size: SumCount { sum: rs, count: rc },
+        response_size: SumCount { sum: ps, count: pc },
+        duration: v.hists[0].to_histogram(),
+        ttft: v.hists[1].to_histogram(),
+        tpot: v.hists[2].to_histogram(),
+    };
+    let [concurrent, max_workers, rate_limit_rps] = v.gauges;
+    Ok((counts, v.totals, Gauges { concurrent, max_workers, rate_limit_rps, quota: v.quota()? }))
+}
+
+/// A payload read in place: scalars decoded, maps, histograms and quota left as byte slices to
+/// iterate on demand. Range queries summarise rows through this without allocating per label.
+#[derive(Debug, Clone, Copy)]
+pub struct RowView<'a> {
+    /// Requests by status code.
+    pub requests: MapView<'a, 1>,
+    /// Tokens by model, per direction.
+    pub tokens: MapView<'a, 4>,
+    /// Cost by model, per direction.
+    pub cost: MapView<'a, 4>,
+    /// Upstream errors by type.
+    pub upstream_errors: MapView<'a, 1>,
+    /// Retries by reason.
+    pub retries: MapView<'a, 1>,
+    /// Capacity rejections.
+    pub rejections: f64,
+    /// Rate limit adjustments.
+    pub adjustments: [f64; 3],
+    /// Request size sum and count, response size sum and count.
+    pub sizes: [f64; 4],
+    /// Duration, TTFT and TPOT buckets.
+    pub hists: [HistView<'a>; 3],
+    /// Running totals.
+    pub totals: Totals,
+    /// Concurrency, max workers and rate limit gauges.
+    pub gauges: [Option<GaugeStat>; 3],
+    /// The quota section, still encoded (rows of one target usually repeat it byte for byte).
+    pub quota_bytes: &'a [u8],
+}
+
+impl RowView<'_> {
+    /// The quota block, decoded.
+    pub fn quota(&self) -> Result<Option<Quota>, CodecError> {
+        Dec(self.quota_bytes).quota()
+    }
+}
+
+/// An encoded `label -> [f64; N]` map.
+#[derive(Debug, Clone, Copy)]
+pub struct MapView<'a, const N: usize> {
+    bytes: &'a [u8],
+    len: usize,
+}
+
+impl<'a, const N: usize> MapView<'a, N> {
+    /// Entries in label order (validated by [`view`], so iteration cannot fail).
+    pub fn iter(&self) -> impl Iterator<Item = (&'a str, [f64; N])> + 'a {
+        let mut d = Dec(self.bytes);
+        (0..self.len).map_while(move |_| Some((d.str_ref().ok()?, d.nums::<N>().ok()?)))
+    }
+
+    /// True when the map has no entry.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+}
+
+/// Encoded histogram buckets, sum and count.
+#[derive(Debug, Clone, Copy)]
+pub struct HistView<'a> {
+    bytes: &'a [u8],
+    len: usize,
+}
+
+impl HistView<'_> {
+    /// True when no observation was recorded.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The histogram with cumulative counts.
+    pub fn to_histogram(&self) -> Histogram {
+        if self.len == 0 {
+            return Histogram::default();
+        }
+        let mut d = Dec(self.bytes);
+        let mut buckets = Vec::with_capacity(self.len);
+        let mut cum = 0.0;
+        for _ in 0..self.len {
+            let (Ok(le), Ok(inc)) = (d.num(), d.num()) else { break };
+            cum += inc;
+            buckets.push((le, cum));
+        }
+        let (sum, count) = (d.num().unwrap_or(0.0), d.num().unwrap_or(0.0));
+        Histogram { buckets, sum, count }
+    }
+}
+
+/// Reads a payload in place, checking its whole structure (so later iteration cannot fail).
+pub fn view(bytes: &[u8]) -> Result<RowView<'_>, CodecError> {
     let mut r = Dec(bytes);
     if r.u8()? != VERSION {
         return Err(CodecError("unknown format version"));
     }
-    let counts = r.counts()?;
+    let requests = r.map_view::<1>()?;
+    let tokens = r.map_view::<4>()?;
+    let cost = r.map_view::<4>()?;
+    let upstream_errors = r.map_view::<1>()?;
+    let retries = r.map_view::<1>()?;
+    let rejections = r.num()?;
+    let adjustments = r.nums::<3>()?;
+    let sizes = r.nums::<4>()?;
+    let hists = [r.hist_view()?, r.hist_view()?, r.hist_view()?];
     let totals = r.totals()?;
-    let gauges =
-        Gauges { concurrent: r.gauge()?, max_workers: r.gauge()?, rate_limit_rps: r.gauge()?, quota: r.quota()? };
-    Ok((counts, totals, gauges))
+    let gauges = [r.gauge()?, r.gauge()?, r.gauge()?];
+    let quota_bytes = r.0;
+    Dec(quota_bytes).quota()?; // validate once; callers decode it only when they need it
+    Ok(RowView {
+        requests,
+        tokens,
+        cost,
+        upstream_errors,
+        retries,
+        rejections,
+        adjustments,
+        sizes,
+        hists,
+        totals,
+        gauges,
+        quota_bytes,
+    })
 }
 
 struct Enc(Vec<u8>);
@@ -206,7 +340,7 @@ struct Dec<'a>(&'a [u8]);
 
 const TRUNCATED: CodecError = CodecError("truncated");
 
-impl Dec<'_> {
+impl<'a> Dec<'a> {
     fn u8(&mut self) -> Result<u8, CodecError> {
         let (&b, rest) = self.0.split_first().ok_or(TRUNCATED)?;
         self.0 = rest;
@@ -257,64 +391,38 @@ impl Dec<'_> {
         Ok(out)
     }
 
-    fn str(&mut self) -> Result<String, CodecError> {
+    fn str_ref(&mut self) -> Result<&'a str, CodecError> {
         let n = self.len()?;
         let (s, rest) = self.0.split_at(n);
         self.0 = rest;
-        String::from_utf8(s.to_vec()).map_err(|_| CodecError("label is not UTF-8"))
+        std::str::from_utf8(s).map_err(|_| CodecError("label is not UTF-8"))
     }
 
-    fn map<V>(
-        &mut self,
-        mut get: impl FnMut(&mut Self) -> Result<V, CodecError>,
-    ) -> Result<BTreeMap<String, V>, CodecError> {
-        let n = self.len()?;
-        let mut m = BTreeMap::new();
-        for _ in 0..n {
-            let k = self.str()?;
-            m.insert(k, get(self)?);
-        }
-        Ok(m)
+    fn str(&mut self) -> Result<String, CodecError> {
+        self.str_ref().map(str::to_owned)
     }
 
-    fn hist(&mut self) -> Result<Histogram, CodecError> {
-        let n = self.len()?;
-        if n == 0 {
-            return Ok(Histogram::default());
+    /// Skips over a map, checking every entry, and returns its bytes.
+    fn map_view<const N: usize>(&mut self) -> Result<MapView<'a, N>, CodecError> {
+        let len = self.len()?;
+        let start = self.0;
+        for _ in 0..len {
+            self.str_ref()?;
+            self.nums::<N>()?;
         }
-        let mut buckets = Vec::with_capacity(n);
-        let mut cum = 0.0;
-        for _ in 0..n {
-            let le = self.num()?;
-            cum += self.num()?;
-            buckets.push((le, cum));
-        }
-        Ok(Histogram { buckets, sum: self.num()?, count: self.num()? })
+        Ok(MapView { bytes: &start[..start.len() - self.0.len()], len })
     }
 
-    fn counts(&mut self) -> Result<Counts, CodecError> {
-        let requests = self.map(Self::num)?;
-        let tokens = self.map(Self::nums::<4>)?;
-        let cost = self.map(Self::nums::<4>)?;
-        let upstream_errors = self.map(Self::num)?;
-        let retries = self.map(Self::num)?;
-        let rejections = self.num()?;
-        let adjustments = self.nums::<3>()?;
-        let [rs, rc, ps, pc] = self.nums::<4>()?;
-        Ok(Counts {
-            requests,
-            tokens,
-            cost,
-            upstream_errors,
-            retries,
-            rejections,
-            adjustments,
-            request_size: SumCount { sum: rs, count: rc },
-            response_size: SumCount { sum: ps, count: pc },
-            duration: self.hist()?,
-            ttft: self.hist()?,
-            tpot: self.hist()?,
-        })
+    fn hist_view(&mut self) -> Result<HistView<'a>, CodecError> {
+        let len = self.len()?;
+        let start = self.0;
+        if len > 0 {
+            for _ in 0..len {
+                self.nums::<2>()?;
+            }
+            self.nums::<2>()?;
+        }
+        Ok(HistView { bytes: &start[..start.len() - self.0.len()], len })
     }
 
     fn totals(&mut self) -> Result<Totals, CodecError> {

@@ -4,13 +4,16 @@
 //! the newest minutes not rolled up yet, rolled from `metrics_5s` on the fly, so a long range
 //! never misses its most recent end (the Go dashboard lost up to 10 minutes there).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 
 use rusqlite::{Connection, OptionalExtension, params};
 
 use super::{StoreError, codec};
 use crate::clock::bucket_end;
-use crate::point::{Point, PointBuilder, TargetRow};
+use std::sync::Arc;
+
+use crate::point::summary::status;
+use crate::point::{Point, PointBuilder, Quota, SumCount, Summary, TargetRow};
 
 /// Ranges up to one hour are answered from raw points.
 pub const RAW_RANGE_LIMIT_MS: i64 = 3_600_000;
@@ -241,6 +244,7 @@ pub struct PointQuery {
 /// Points of the window, ascending by time then variant.
 pub fn points(conn: &Connection, q: &PointQuery, rollup_ms: i64) -> Result<Vec<Point>, StoreError> {
     let names = variant_names(conn)?;
+    let shared: HashMap<i64, Arc<str>> = names.iter().map(|(id, n)| (*id, Arc::from(n.as_str()))).collect();
     let targets: Vec<StoredTarget> =
         targets(conn)?.into_iter().filter(|t| q.target_url.as_ref().is_none_or(|u| u == &t.url)).collect();
     let first_end = bucket_end(q.start_ms + 1, q.step_ms);
@@ -249,29 +253,98 @@ pub fn points(conn: &Connection, q: &PointQuery, rollup_ms: i64) -> Result<Vec<P
     let mut rows = Vec::new();
     for t in &targets {
         let (seed, mut own) = if q.raw {
-            (
-                last_row_at_or_before(conn, Table::Raw, t.id, after, &names)?,
-                target_rows(conn, Table::Raw, t.id, after, q.end_ms, &names)?,
-            )
+            let seed = last_row_at_or_before(conn, Table::Raw, t.id, after, &names)?;
+            (seed, target_summaries(conn, Table::Raw, t.id, after, q.end_ms, &shared)?)
         } else {
-            rollup_window(conn, t.id, after, q.end_ms, rollup_ms, &names)?
+            rollup_window(conn, t.id, after, q.end_ms, rollup_ms, &names, &shared)?
         };
         if let Some(seed) = seed {
-            builder.seed(&seed);
+            builder.seed(&Summary::from(&seed));
         }
         rows.append(&mut own);
     }
     rows.sort_by_key(|r| (r.ts_ms, r.target_id));
-    let mut buckets: BTreeMap<i64, Vec<&TargetRow>> = BTreeMap::new();
-    for r in &rows {
-        buckets.entry(bucket_end(r.ts_ms, q.step_ms)).or_default().push(r);
-    }
     let mut out = Vec::new();
-    for (end, bucket_rows) in buckets {
-        let pts = builder.build(end, &bucket_rows);
+    for bucket in rows.chunk_by(|a, b| bucket_end(a.ts_ms, q.step_ms) == bucket_end(b.ts_ms, q.step_ms)) {
+        let refs: Vec<&Summary> = bucket.iter().collect();
+        let pts = builder.build(bucket_end(bucket[0].ts_ms, q.step_ms), &refs);
         out.extend(pts.into_iter().filter(|p| q.variant.as_ref().is_none_or(|v| v == &p.variant)));
     }
     Ok(out)
+}
+
+/// Summaries of one target's rows with `after < ts <= until`, read in place from the encoded
+/// payloads: no string is allocated per label, and a quota block repeated byte for byte is
+/// decoded once.
+pub fn target_summaries(
+    conn: &Connection,
+    table: Table,
+    target_id: i64,
+    after: i64,
+    until: i64,
+    names: &HashMap<i64, Arc<str>>,
+) -> Result<Vec<Summary>, StoreError> {
+    let sql = format!(
+        "SELECT ts, variant_id, elapsed_ms, data FROM {} WHERE target_id = ?1 AND ts > ?2 AND ts <= ?3 ORDER BY ts",
+        table.name()
+    );
+    let mut stmt = conn.prepare_cached(&sql)?;
+    let mut rows = stmt.query(params![target_id, after, until])?;
+    let unknown: Arc<str> = Arc::from("unknown");
+    let mut last_quota: Option<(Vec<u8>, Option<Arc<Quota>>)> = None;
+    let mut out = Vec::new();
+    while let Some(r) = rows.next()? {
+        let data = r.get_ref(3)?.as_blob().map_err(rusqlite::Error::from)?;
+        let v = codec::view(data)?;
+        let quota = match &last_quota {
+            Some((bytes, q)) if bytes.as_slice() == v.quota_bytes => q.clone(),
+            _ => {
+                let q = v.quota()?.map(Arc::new);
+                last_quota = Some((v.quota_bytes.to_vec(), q.clone()));
+                q
+            }
+        };
+        let variant = names.get(&r.get::<_, i64>(1)?).cloned().unwrap_or_else(|| unknown.clone());
+        out.push(summarize(&v, target_id, variant, r.get(0)?, r.get(2)?, quota));
+    }
+    Ok(out)
+}
+
+fn summarize(
+    v: &codec::RowView<'_>,
+    target_id: i64,
+    variant: Arc<str>,
+    ts_ms: i64,
+    elapsed_ms: i64,
+    quota: Option<Arc<Quota>>,
+) -> Summary {
+    let mut tokens = [0.0; 4];
+    for (_, t) in v.tokens.iter() {
+        for (a, b) in tokens.iter_mut().zip(t) {
+            *a += b;
+        }
+    }
+    let [rs, rc, ps, pc] = v.sizes;
+    Summary {
+        target_id,
+        variant,
+        ts_ms,
+        elapsed_ms,
+        requests: v.requests.iter().map(|(k, [n])| (status(k), n)).collect(),
+        tokens,
+        cost: v.cost.iter().map(|(_, c)| c.iter().fold(0.0, |a, b| a + b)).fold(0.0, |a, b| a + b),
+        upstream_errors: v.upstream_errors.iter().map(|(_, [n])| n).fold(0.0, |a, b| a + b),
+        retries: v.retries.iter().filter(|(k, _)| *k != "retry").map(|(_, [n])| n).fold(0.0, |a, b| a + b),
+        rejections: v.rejections,
+        request_size: SumCount { sum: rs, count: rc },
+        response_size: SumCount { sum: ps, count: pc },
+        duration: v.hists[0].to_histogram(),
+        ttft: v.hists[1].to_histogram(),
+        tpot: v.hists[2].to_histogram(),
+        totals: v.totals,
+        gauges: v.gauges,
+        quota,
+    }
 }
 
 /// A target's 1-minute rows for `after < ts <= until`: stored rollups up to the watermark, then
@@ -283,11 +356,12 @@ fn rollup_window(
     until: i64,
     rollup_ms: i64,
     names: &HashMap<i64, String>,
-) -> Result<(Option<TargetRow>, Vec<TargetRow>), StoreError> {
+    shared: &HashMap<i64, Arc<str>>,
+) -> Result<(Option<TargetRow>, Vec<Summary>), StoreError> {
     let wm = watermark(conn)?.unwrap_or(i64::MIN);
-    let mut rows = target_rows(conn, Table::Rollup, target_id, after, until.min(wm), names)?;
+    let mut rows = target_summaries(conn, Table::Rollup, target_id, after, until.min(wm), shared)?;
     let raw_tail = target_rows(conn, Table::Raw, target_id, after.max(wm), until, names)?;
-    rows.extend(roll_minutes(&raw_tail, rollup_ms));
+    rows.extend(roll_minutes(&raw_tail, rollup_ms).iter().map(Summary::from));
     let rolled = last_row_at_or_before(conn, Table::Rollup, target_id, after, names)?;
     let raw = last_row_at_or_before(conn, Table::Raw, target_id, after, names)?;
     let seed = match (rolled, raw) {
