@@ -162,7 +162,7 @@ pub fn view(bytes: &[u8]) -> Result<RowView<'_>, CodecError> {
     let totals = r.totals()?;
     let gauges = [r.gauge()?, r.gauge()?, r.gauge()?];
     let quota_bytes = r.0;
-    Dec(quota_bytes).quota()?; // validate once; callers decode it only when they need it
+    Dec(quota_bytes).skip_quota()?; // checked without allocating; decoded only when needed
     Ok(RowView {
         requests,
         tokens,
@@ -411,6 +411,27 @@ impl<'a> Dec<'a> {
             self.nums::<N>()?;
         }
         Ok(MapView { bytes: &start[..start.len() - self.0.len()], len })
+    }
+
+    /// Walks a quota section like [`Self::quota`] without building it.
+    fn skip_quota(&mut self) -> Result<(), CodecError> {
+        if self.u8()? == 0 {
+            return Ok(());
+        }
+        for _ in 0..2 {
+            if self.u8()? != 0 {
+                if self.u8()? != 0 {
+                    self.str_ref()?;
+                }
+                for _ in 0..3 {
+                    self.opt_num()?;
+                }
+            }
+        }
+        self.opt_num()?;
+        self.opt_bool()?;
+        self.opt_bool()?;
+        Ok(())
     }
 
     fn hist_view(&mut self) -> Result<HistView<'a>, CodecError> {

@@ -263,11 +263,12 @@ pub fn points(conn: &Connection, q: &PointQuery, rollup_ms: i64) -> Result<Vec<P
         }
         rows.append(&mut own);
     }
-    rows.sort_by_key(|r| (r.ts_ms, r.target_id));
+    // Sort references, not the rows themselves: a summary is a few hundred bytes.
+    let mut order: Vec<&Summary> = rows.iter().collect();
+    order.sort_by_key(|r| (r.ts_ms, r.target_id));
     let mut out = Vec::new();
-    for bucket in rows.chunk_by(|a, b| bucket_end(a.ts_ms, q.step_ms) == bucket_end(b.ts_ms, q.step_ms)) {
-        let refs: Vec<&Summary> = bucket.iter().collect();
-        let pts = builder.build(bucket_end(bucket[0].ts_ms, q.step_ms), &refs);
+    for bucket in order.chunk_by(|a, b| bucket_end(a.ts_ms, q.step_ms) == bucket_end(b.ts_ms, q.step_ms)) {
+        let pts = builder.build(bucket_end(bucket[0].ts_ms, q.step_ms), bucket);
         out.extend(pts.into_iter().filter(|p| q.variant.as_ref().is_none_or(|v| v == &p.variant)));
     }
     Ok(out)
