@@ -9,6 +9,7 @@
 //! - [`hub`]: live fan-out of points with a resume ring.
 //! - [`web`]: router, JSON API, SSE adapter, pages, error mapping.
 //! - [`expo`]: writing the Prometheus text format like Go's client_golang.
+//! - [`compare`]: baseline vs candidate statistics (z-test on 5xx share, p95 ratio).
 //! - [`app`]: wiring and ordered shutdown; [`clock`]: the injectable wall clock.
 //!
 //! Data flow: scrape task → ticker (one batch per 5 s bucket) → writer (one transaction) →
@@ -18,6 +19,7 @@
 
 pub mod app;
 pub mod clock;
+pub mod compare;
 pub mod config;
 pub mod expo;
 pub mod hub;
