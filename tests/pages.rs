@@ -101,9 +101,7 @@ fn hostile_overview() -> String {
         range: view.range.clone(),
         variant: view.variant.clone(),
         cards: vec![dashboard::card(EVIL, 0, true, EVIL.into(), points.last())],
-        panels: built.panels,
-        models: built.models,
-        status_codes: built.status_codes,
+        charts: std::sync::Arc::new(built),
     };
     OverviewPage { chrome: chrome(), o: overview }.render().unwrap()
 }

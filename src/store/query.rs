@@ -240,6 +240,17 @@ pub struct PointQuery {
 
 /// Points of the window, ascending by time then variant.
 pub fn points(conn: &Connection, q: &PointQuery, rollup_ms: i64) -> Result<Vec<Point>, StoreError> {
+    points_with(conn, q, rollup_ms, |_| {})
+}
+
+/// [`points`], also handing every row read to `each_row` (time order), so a caller that needs
+/// window sums too (the dashboard's per-model table) reads and decodes the rows only once.
+pub fn points_with(
+    conn: &Connection,
+    q: &PointQuery,
+    rollup_ms: i64,
+    mut each_row: impl FnMut(&TargetRow),
+) -> Result<Vec<Point>, StoreError> {
     let names = variant_names(conn)?;
     let targets: Vec<StoredTarget> =
         targets(conn)?.into_iter().filter(|t| q.target_url.as_ref().is_none_or(|u| u == &t.url)).collect();
@@ -262,6 +273,7 @@ pub fn points(conn: &Connection, q: &PointQuery, rollup_ms: i64) -> Result<Vec<P
         rows.append(&mut own);
     }
     rows.sort_by_key(|r| (r.ts_ms, r.target_id));
+    rows.iter().for_each(&mut each_row);
     let mut buckets: BTreeMap<i64, Vec<&TargetRow>> = BTreeMap::new();
     for r in &rows {
         buckets.entry(bucket_end(r.ts_ms, q.step_ms)).or_default().push(r);

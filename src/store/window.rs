@@ -43,6 +43,24 @@ pub fn window_counts(conn: &Connection, q: &WindowQuery) -> Result<BTreeMap<Stri
     Ok(out)
 }
 
+/// Chart points and the window's sums per variant from one read of the rows (the overview
+/// needs both; decoding the rows dominates the cost of long ranges). Only rows inside
+/// `(start_ms, end_ms]` are summed, although the points' first bucket may start earlier.
+pub fn points_and_counts(
+    conn: &Connection,
+    q: &super::query::PointQuery,
+    rollup_ms: i64,
+) -> Result<(Vec<crate::point::Point>, BTreeMap<String, Counts>), StoreError> {
+    let mut counts: BTreeMap<String, Counts> = BTreeMap::new();
+    let (start, end) = (q.start_ms, q.end_ms);
+    let points = super::query::points_with(conn, q, rollup_ms, |r| {
+        if r.ts_ms > start && r.ts_ms <= end {
+            counts.entry(r.variant.clone()).or_default().add(&r.counts);
+        }
+    })?;
+    Ok((points, counts))
+}
+
 /// Tokens and cost of one model over a window.
 #[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
 pub struct ModelUsage {

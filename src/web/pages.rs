@@ -4,6 +4,8 @@
 //! template engine, so labels from targets (variant, URL, model, version) render as text.
 
 use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
 
 use askama::Template;
 use askama_web::WebTemplate;
@@ -15,12 +17,11 @@ use super::api::{collect_status, known_variants, parse_metrics_query};
 use super::assets;
 use super::charts::{Unit, fmt_value};
 use super::dash_api::{CompareParams, comparison};
-use super::dashboard::{self, Card, Link, ModelRow, Panel, StatusRow, View};
+use super::dashboard::{self, Card, Link, Panels, View};
 use super::error::PageError;
 use crate::clock::rfc3339_ms;
 use crate::compare::Comparison;
-use crate::store::query;
-use crate::store::window::{self, WindowQuery};
+use crate::store::window;
 
 /// Shared page chrome.
 pub struct Chrome {
@@ -68,12 +69,8 @@ pub struct Overview {
     pub variant: String,
     /// Cards.
     pub cards: Vec<Card>,
-    /// Chart panels.
-    pub panels: Vec<Panel>,
-    /// Tokens and cost by model over the range.
-    pub models: Vec<ModelRow>,
-    /// Top status codes over the range.
-    pub status_codes: Vec<StatusRow>,
+    /// Chart panels, per-model and status code tables (shared by viewers of one tick).
+    pub charts: Arc<Panels>,
 }
 
 /// `/`: cards, selectors and panels.
@@ -96,21 +93,9 @@ pub struct OverviewFragment {
 
 /// Gathers the overview for a selection.
 pub async fn overview_data(state: &AppState, view: &View) -> Result<Overview, PageError> {
-    let now = state.clock.now_ms();
-    let q = parse_metrics_query(&view.metrics_params(), now, state.settings.point_ms(), state.settings.rollup_ms())?;
-    let wq = WindowQuery { start_ms: q.start_ms, end_ms: q.end_ms, raw: q.raw, target_url: q.target_url.clone() };
-    let window = (q.start_ms, q.end_ms);
-    let rollup_ms = state.settings.rollup_ms();
-    let (points, mut counts) = state
-        .store
-        .with_conn(move |c| Ok((query::points(c, &q, rollup_ms)?, window::window_counts(c, &wq)?)))
-        .await
-        .map_err(super::error::ApiError::from)?;
-    if view.variant != "all" {
-        counts.retain(|v, _| *v == view.variant);
-    }
     let names: Vec<String> = known_variants(state).await?.into_iter().collect();
     let colors = dashboard::colors(&names);
+    let charts = charts_for(state, view, &names).await?;
     let status = collect_status(state).await?;
     let latest = state.hub.latest();
     let cards = status
@@ -122,8 +107,6 @@ pub async fn overview_data(state: &AppState, view: &View) -> Result<Overview, Pa
             dashboard::card(name, color, s.healthy, version, latest.get(name).map(AsRef::as_ref))
         })
         .collect();
-    let models = window::model_usage(&counts);
-    let built = dashboard::panels(&points, window, &colors, &counts, &models);
     let pods =
         std::iter::once(Link { label: "all pods".into(), href: pod_href(view, None), current: view.target.is_none() })
             .chain(state.health.snapshot().into_iter().map(|h| Link {
@@ -140,10 +123,77 @@ pub async fn overview_data(state: &AppState, view: &View) -> Result<Overview, Pa
         range: view.range.clone(),
         variant: view.variant.clone(),
         cards,
-        panels: built.panels,
-        models: built.models,
-        status_codes: built.status_codes,
+        charts,
     })
+}
+
+type CacheKey = (PathBuf, String, String, Option<String>, i64, String);
+
+struct CacheEntry {
+    key: CacheKey,
+    created_ms: i64,
+    charts: Arc<Panels>,
+}
+
+/// Recently built panels. Every open overview redraws its charts after each tick, so one
+/// build (two store reads and the chart geometry) serves every viewer of the same selection
+/// until the next tick is published (the key holds the newest live point's time), and never
+/// longer than one point interval.
+static CHART_CACHE: Mutex<Vec<CacheEntry>> = Mutex::new(Vec::new());
+const CHART_CACHE_ENTRIES: usize = 32;
+
+/// Forgets every cached panel build (the benchmark measures the uncached path with it).
+pub fn clear_chart_cache() {
+    if let Ok(mut c) = CHART_CACHE.lock() {
+        c.clear();
+    }
+}
+
+/// The panels of a selection: from the cache, else read and built.
+async fn charts_for(state: &AppState, view: &View, names: &[String]) -> Result<Arc<Panels>, PageError> {
+    let now = state.clock.now_ms();
+    let newest = state.hub.latest().values().map(|p| p.timestamp).max().unwrap_or(0);
+    let key: CacheKey = (
+        state.store.path().to_path_buf(),
+        view.range.clone(),
+        view.variant.clone(),
+        view.target.clone(),
+        newest,
+        names.join(","),
+    );
+    let fresh_ms = state.settings.point_ms();
+    if let Ok(cache) = CHART_CACHE.lock()
+        && let Some(e) = cache.iter().find(|e| e.key == key && now - e.created_ms < fresh_ms)
+    {
+        return Ok(e.charts.clone());
+    }
+    let charts = Arc::new(build_charts(state, view, names).await?);
+    if let Ok(mut cache) = CHART_CACHE.lock() {
+        cache.retain(|e| e.key != key && now - e.created_ms < fresh_ms);
+        if cache.len() >= CHART_CACHE_ENTRIES {
+            cache.remove(0);
+        }
+        cache.push(CacheEntry { key, created_ms: now, charts: charts.clone() });
+    }
+    Ok(charts)
+}
+
+/// Reads the window (chart points and summed increases) and builds the panels.
+async fn build_charts(state: &AppState, view: &View, names: &[String]) -> Result<Panels, PageError> {
+    let now = state.clock.now_ms();
+    let q = parse_metrics_query(&view.metrics_params(), now, state.settings.point_ms(), state.settings.rollup_ms())?;
+    let window = (q.start_ms, q.end_ms);
+    let rollup_ms = state.settings.rollup_ms();
+    let (points, mut counts) = state
+        .store
+        .with_conn(move |c| window::points_and_counts(c, &q, rollup_ms))
+        .await
+        .map_err(super::error::ApiError::from)?;
+    if view.variant != "all" {
+        counts.retain(|v, _| *v == view.variant);
+    }
+    let models = window::model_usage(&counts);
+    Ok(dashboard::panels(&points, window, &dashboard::colors(names), &counts, &models))
 }
 
 fn pod_href(view: &View, target: Option<&str>) -> String {
