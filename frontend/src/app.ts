@@ -156,9 +156,12 @@ async function loadFragment(href: string, whole: boolean): Promise<void> {
     main.dataset.range = u.searchParams.get("range") || "1h";
     main.dataset.variant = u.searchParams.get("variant") || "all";
   } else {
-    const fresh = tpl.content.querySelector(".panels");
-    const old = main.querySelector(".panels");
-    if (fresh && old) old.replaceWith(fresh);
+    // Cards and charts; the controls (and an open pod list) stay as they are.
+    for (const sel of [".cards", ".panels"]) {
+      const fresh = tpl.content.querySelector(sel);
+      const old = main.querySelector(sel);
+      if (fresh && old) old.replaceWith(fresh);
+    }
   }
   relabel(main);
   checkStale();
