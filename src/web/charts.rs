@@ -16,7 +16,7 @@ pub const WIDTH: f64 = 640.0;
 pub const HEIGHT: f64 = 180.0;
 const LEFT: f64 = 56.0;
 const RIGHT: f64 = 10.0;
-const TOP: f64 = 18.0;
+const TOP: f64 = 10.0;
 const BOTTOM: f64 = 24.0;
 /// Hover slots per chart: enough to read values, few enough to keep the page small.
 const MAX_SLOTS: usize = 60;
@@ -407,7 +407,7 @@ mod tests {
     #[test]
     fn values_scale_into_the_plot_area() {
         let v = build(&spec(vec![(0, Some(0.0)), (1_800_000, Some(5.0)), (3_600_000, Some(10.0))]));
-        assert_eq!(v.lines[0].d, "M56 156L343 87L630 18");
+        assert_eq!(v.lines[0].d, "M56 156L343 83L630 10");
         assert_eq!(v.y_ticks.first().unwrap().label, "0");
         assert_eq!(v.y_ticks.last().unwrap().label, "10");
         assert_eq!(v.lines[0].last, "10/s");

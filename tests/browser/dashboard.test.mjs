@@ -219,3 +219,19 @@ test("dark theme, the toggle, and a 375 px screen", async () => {
 test("no console errors on any page", () => {
   assert.deepEqual(problems, []);
 });
+
+// Last: it stops the server. The page's refused reconnects log console errors by design, so
+// this page is not watched for them.
+test("losing the server shows the reconnect countdown, then stale cards", async () => {
+  const page = await context.newPage();
+  await page.goto(`${base}/`);
+  const interval = Number(await page.locator("body").getAttribute("data-interval-ms"));
+  await waitFor("live status", async () => (await page.locator("#live").innerText()).startsWith("live"), 5000);
+  const exited = new Promise((r) => server.once("exit", r));
+  server.kill("SIGTERM");
+  await exited;
+  await waitFor("the reconnect countdown", async () => /retrying in \d+s/.test(await page.locator("#live").innerText()), 10000);
+  await waitFor("stale cards", async () => (await page.locator(".card .stale:not([hidden])").count()) === 2, 3 * interval + 5000);
+  await shot(page, "overview-disconnected");
+  await page.close();
+});
