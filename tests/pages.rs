@@ -215,6 +215,10 @@ async fn pages_and_their_json_over_a_real_app() {
     assert_eq!(bad.status(), 400);
     assert!(bad.headers()["content-type"].to_str().unwrap().starts_with("text/html"));
     assert!(bad.text().await.unwrap().contains("invalid range parameter"));
+    let bad = reqwest::get(app.url("/compare?window=soon")).await.unwrap();
+    assert_eq!(bad.status(), 400);
+    let body = bad.text().await.unwrap();
+    assert!(body.contains("invalid window parameter") && body.contains("<form"), "the form stays to fix it");
     let bad = reqwest::get(app.url("/api/compare?window=1s")).await.unwrap();
     assert_eq!(bad.status(), 400);
     assert!(bad.text().await.unwrap().contains("window"));

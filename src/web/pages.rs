@@ -10,6 +10,7 @@ use std::sync::{Arc, Mutex};
 use askama::Template;
 use askama_web::WebTemplate;
 use axum::extract::{Query, State};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 
 use super::AppState;
@@ -332,11 +333,12 @@ fn fmt_row(m: &crate::compare::MetricRow) -> CompareRow {
     }
 }
 
-/// `GET /compare?baseline=&candidate=&window=`.
+/// `GET /compare?baseline=&candidate=&window=`. A bad parameter still shows the form (to fix
+/// it), with the reason and status 400.
 pub async fn compare(
     State(state): State<AppState>,
     Query(params): Query<CompareParams>,
-) -> Result<ComparePage, PageError> {
+) -> Result<Response, PageError> {
     let variants: Vec<String> = known_variants(&state).await?.into_iter().collect();
     let window = params.window.clone().unwrap_or_else(|| "15m".into());
     let result = match comparison(&state, &params).await {
@@ -344,11 +346,13 @@ pub async fn compare(
         Err(super::error::ApiError::BadRequest(m)) => Err(m),
         Err(e) => return Err(e.into()),
     };
-    Ok(ComparePage {
+    let status = if result.is_ok() { StatusCode::OK } else { StatusCode::BAD_REQUEST };
+    let page = ComparePage {
         chrome: Chrome::new(&state, "compare"),
         variants,
         windows: ["5m", "15m", "30m", "1h", "6h", "24h"],
         window,
         result,
-    })
+    };
+    Ok((status, page).into_response())
 }
