@@ -22,6 +22,7 @@ use super::dashboard::{self, Card, Link, Panels, View};
 use super::error::PageError;
 use crate::clock::rfc3339_ms;
 use crate::compare::Comparison;
+use crate::store::query::PointQuery;
 use crate::store::window;
 
 /// Shared page chrome.
@@ -133,13 +134,16 @@ type CacheKey = (PathBuf, String, String, Option<String>, i64, String);
 struct CacheEntry {
     key: CacheKey,
     created_ms: i64,
+    fresh_ms: i64,
     charts: Arc<Panels>,
 }
 
-/// Recently built panels. Every open overview redraws its charts after each tick, so one
-/// build (two store reads and the chart geometry) serves every viewer of the same selection
-/// until the next tick is published (the key holds the newest live point's time), and never
-/// longer than one point interval.
+/// Recently built panels. Every open overview refetches its charts after each tick, so one
+/// build (one store read and the chart geometry) serves every viewer of the same selection:
+/// ranges read from 5 s rows until the next tick is published (the key holds the newest live
+/// point's time) and at most one point interval; longer ranges, drawn from 1 min rows in
+/// points of many minutes, for one rollup interval, so the costly first build of a 7 d view
+/// happens once a minute rather than once a tick.
 static CHART_CACHE: Mutex<Vec<CacheEntry>> = Mutex::new(Vec::new());
 const CHART_CACHE_ENTRIES: usize = 32;
 
@@ -153,7 +157,12 @@ pub fn clear_chart_cache() {
 /// The panels of a selection: from the cache, else read and built.
 async fn charts_for(state: &AppState, view: &View, names: &[String]) -> Result<Arc<Panels>, PageError> {
     let now = state.clock.now_ms();
-    let newest = state.hub.latest().values().map(|p| p.timestamp).max().unwrap_or(0);
+    let q = parse_metrics_query(&view.metrics_params(), now, state.settings.point_ms(), state.settings.rollup_ms())?;
+    let (newest, fresh_ms) = if q.raw {
+        (state.hub.latest().values().map(|p| p.timestamp).max().unwrap_or(0), state.settings.point_ms())
+    } else {
+        (0, state.settings.rollup_ms())
+    };
     let key: CacheKey = (
         state.store.path().to_path_buf(),
         view.range.clone(),
@@ -162,27 +171,24 @@ async fn charts_for(state: &AppState, view: &View, names: &[String]) -> Result<A
         newest,
         names.join(","),
     );
-    let fresh_ms = state.settings.point_ms();
     if let Ok(cache) = CHART_CACHE.lock()
-        && let Some(e) = cache.iter().find(|e| e.key == key && now - e.created_ms < fresh_ms)
+        && let Some(e) = cache.iter().find(|e| e.key == key && now - e.created_ms < e.fresh_ms)
     {
         return Ok(e.charts.clone());
     }
-    let charts = Arc::new(build_charts(state, view, names).await?);
+    let charts = Arc::new(build_charts(state, view, names, q).await?);
     if let Ok(mut cache) = CHART_CACHE.lock() {
-        cache.retain(|e| e.key != key && now - e.created_ms < fresh_ms);
+        cache.retain(|e| e.key != key && now - e.created_ms < e.fresh_ms);
         if cache.len() >= CHART_CACHE_ENTRIES {
             cache.remove(0);
         }
-        cache.push(CacheEntry { key, created_ms: now, charts: charts.clone() });
+        cache.push(CacheEntry { key, created_ms: now, fresh_ms, charts: charts.clone() });
     }
     Ok(charts)
 }
 
 /// Reads the window (chart points and summed increases) and builds the panels.
-async fn build_charts(state: &AppState, view: &View, names: &[String]) -> Result<Panels, PageError> {
-    let now = state.clock.now_ms();
-    let q = parse_metrics_query(&view.metrics_params(), now, state.settings.point_ms(), state.settings.rollup_ms())?;
+async fn build_charts(state: &AppState, view: &View, names: &[String], q: PointQuery) -> Result<Panels, PageError> {
     let window = (q.start_ms, q.end_ms);
     let rollup_ms = state.settings.rollup_ms();
     let (points, mut counts) = state
