@@ -8,6 +8,7 @@ WORKDIR /src
 COPY Cargo.toml Cargo.lock build.rs VERSION ./
 COPY src ./src
 COPY templates ./templates
+COPY static ./static
 COPY benches ./benches
 RUN cargo build --release --locked
 

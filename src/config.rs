@@ -415,7 +415,9 @@ pub fn prepare_db_path(path: &std::path::Path) -> Result<PathBuf, ConfigError> {
     };
     std::fs::create_dir_all(&dir)
         .map_err(|e| bad(format!("DB_PATH {}: cannot create directory {} ({e}).", path.display(), dir.display())))?;
-    let probe = dir.join(format!(".zai-dash-write-test-{}", std::process::id()));
+    static PROBES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = PROBES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let probe = dir.join(format!(".zai-dash-write-test-{}-{n}", std::process::id()));
     std::fs::write(&probe, b"")
         .and_then(|()| std::fs::remove_file(&probe))
         .map_err(|e| bad(format!("DB_PATH {}: directory {} is not writable ({e}).", path.display(), dir.display())))?;

@@ -11,6 +11,7 @@
 //! - [`web`]: router, JSON API, SSE adapter, pages, error mapping.
 //! - [`expo`]: writing the Prometheus text format like Go's client_golang.
 //! - [`healthcheck`]: the `zai-dash healthcheck` probe for container health checks.
+//! - [`compare`]: baseline vs candidate statistics (z-test on 5xx share, p95 ratio).
 //! - [`app`]: wiring and ordered shutdown; [`clock`]: the injectable wall clock.
 //!
 //! Data flow: scrape task → ticker (one batch per 5 s bucket) → writer (one transaction) →
@@ -21,6 +22,7 @@
 pub mod app;
 pub mod clock;
 pub mod commands;
+pub mod compare;
 pub mod config;
 pub mod demo;
 pub mod expo;

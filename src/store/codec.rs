@@ -87,6 +87,50 @@ pub struct RowView<'a> {
 }
 
 impl RowView<'_> {
+    /// Adds this row's increases into `c`, allocating only for labels `c` does not have yet.
+    pub fn add_to(&self, c: &mut Counts) {
+        fn add1(m: &mut BTreeMap<String, f64>, view: &MapView<'_, 1>) {
+            for (k, [v]) in view.iter() {
+                match m.get_mut(k) {
+                    Some(x) => *x += v,
+                    None => {
+                        m.insert(k.to_owned(), v);
+                    }
+                }
+            }
+        }
+        fn add4(m: &mut BTreeMap<String, [f64; 4]>, view: &MapView<'_, 4>) {
+            for (k, v) in view.iter() {
+                let e = match m.get_mut(k) {
+                    Some(x) => x,
+                    None => m.entry(k.to_owned()).or_default(),
+                };
+                for (a, b) in e.iter_mut().zip(v) {
+                    *a += b;
+                }
+            }
+        }
+        add1(&mut c.requests, &self.requests);
+        add4(&mut c.tokens, &self.tokens);
+        add4(&mut c.cost, &self.cost);
+        add1(&mut c.upstream_errors, &self.upstream_errors);
+        add1(&mut c.retries, &self.retries);
+        c.rejections += self.rejections;
+        for (a, b) in c.adjustments.iter_mut().zip(self.adjustments) {
+            *a += b;
+        }
+        let [rs, rc, ps, pc] = self.sizes;
+        c.request_size.sum += rs;
+        c.request_size.count += rc;
+        c.response_size.sum += ps;
+        c.response_size.count += pc;
+        for (h, view) in [&mut c.duration, &mut c.ttft, &mut c.tpot].into_iter().zip(&self.hists) {
+            if !view.is_empty() {
+                h.add(&view.to_histogram());
+            }
+        }
+    }
+
     /// The quota block, decoded.
     pub fn quota(&self) -> Result<Option<Quota>, CodecError> {
         Dec(self.quota_bytes).quota()

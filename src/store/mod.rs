@@ -9,6 +9,7 @@ pub mod codec;
 pub mod downsample;
 pub mod query;
 pub mod schema;
+pub mod window;
 pub mod write;
 
 use std::path::{Path, PathBuf};

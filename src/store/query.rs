@@ -241,8 +241,42 @@ pub struct PointQuery {
     pub target_url: Option<String>,
 }
 
+/// A row as read by a range query: in place ([`codec::RowView`]) from a table, or decoded (the
+/// raw tail of a long range, rolled on the fly).
+#[derive(Debug, Clone, Copy)]
+pub enum RowRef<'a> {
+    /// Read in place.
+    View(&'a codec::RowView<'a>),
+    /// Decoded.
+    Row(&'a TargetRow),
+}
+
+impl RowRef<'_> {
+    /// Adds the row's increases into `counts` (allocating only for labels `counts` lacks).
+    pub fn add_to(&self, counts: &mut crate::point::Counts) {
+        match self {
+            RowRef::View(v) => v.add_to(counts),
+            RowRef::Row(r) => counts.add(&r.counts),
+        }
+    }
+}
+
+/// Visitor of every row a range query reads: variant, bucket end, row (in no particular order).
+pub type RowVisitor<'v> = dyn FnMut(&str, i64, RowRef<'_>) + 'v;
+
 /// Points of the window, ascending by time then variant.
 pub fn points(conn: &Connection, q: &PointQuery, rollup_ms: i64) -> Result<Vec<Point>, StoreError> {
+    points_with(conn, q, rollup_ms, &mut |_, _, _| {})
+}
+
+/// [`points`], also handing every row read to `each_row`, so a caller that needs window sums too
+/// (the dashboard's per-model table) reads the rows only once.
+pub fn points_with(
+    conn: &Connection,
+    q: &PointQuery,
+    rollup_ms: i64,
+    each_row: &mut RowVisitor<'_>,
+) -> Result<Vec<Point>, StoreError> {
     let names = variant_names(conn)?;
     let shared: HashMap<i64, Arc<str>> = names.iter().map(|(id, n)| (*id, Arc::from(n.as_str()))).collect();
     let targets: Vec<StoredTarget> =
@@ -254,9 +288,9 @@ pub fn points(conn: &Connection, q: &PointQuery, rollup_ms: i64) -> Result<Vec<P
     for t in &targets {
         let (seed, mut own) = if q.raw {
             let seed = last_row_at_or_before(conn, Table::Raw, t.id, after, &names)?;
-            (seed, target_summaries(conn, Table::Raw, t.id, after, q.end_ms, &shared)?)
+            (seed, target_summaries(conn, Table::Raw, t.id, after, q.end_ms, &shared, each_row)?)
         } else {
-            rollup_window(conn, t.id, after, q.end_ms, rollup_ms, &names, &shared)?
+            rollup_window(conn, t.id, after, q.end_ms, rollup_ms, (&names, &shared), each_row)?
         };
         if let Some(seed) = seed {
             builder.seed(&Summary::from(&seed));
@@ -284,6 +318,7 @@ pub fn target_summaries(
     after: i64,
     until: i64,
     names: &HashMap<i64, Arc<str>>,
+    each_row: &mut RowVisitor<'_>,
 ) -> Result<Vec<Summary>, StoreError> {
     let sql = format!(
         "SELECT ts, variant_id, elapsed_ms, data FROM {} WHERE target_id = ?1 AND ts > ?2 AND ts <= ?3 ORDER BY ts",
@@ -306,7 +341,9 @@ pub fn target_summaries(
             }
         };
         let variant = names.get(&r.get::<_, i64>(1)?).cloned().unwrap_or_else(|| unknown.clone());
-        out.push(summarize(&v, target_id, variant, r.get(0)?, r.get(2)?, quota));
+        let ts: i64 = r.get(0)?;
+        each_row(&variant, ts, RowRef::View(&v));
+        out.push(summarize(&v, target_id, variant, ts, r.get(2)?, quota));
     }
     Ok(out)
 }
@@ -356,12 +393,15 @@ fn rollup_window(
     after: i64,
     until: i64,
     rollup_ms: i64,
-    names: &HashMap<i64, String>,
-    shared: &HashMap<i64, Arc<str>>,
+    (names, shared): (&HashMap<i64, String>, &HashMap<i64, Arc<str>>),
+    each_row: &mut RowVisitor<'_>,
 ) -> Result<(Option<TargetRow>, Vec<Summary>), StoreError> {
     let wm = watermark(conn)?.unwrap_or(i64::MIN);
-    let mut rows = target_summaries(conn, Table::Rollup, target_id, after, until.min(wm), shared)?;
+    let mut rows = target_summaries(conn, Table::Rollup, target_id, after, until.min(wm), shared, each_row)?;
     let raw_tail = target_rows(conn, Table::Raw, target_id, after.max(wm), until, names)?;
+    for r in &raw_tail {
+        each_row(&r.variant, r.ts_ms, RowRef::Row(r));
+    }
     rows.extend(roll_minutes(&raw_tail, rollup_ms).iter().map(Summary::from));
     let rolled = last_row_at_or_before(conn, Table::Rollup, target_id, after, names)?;
     let raw = last_row_at_or_before(conn, Table::Raw, target_id, after, names)?;

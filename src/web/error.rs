@@ -43,3 +43,51 @@ impl IntoResponse for ApiError {
         (status, Json(serde_json::json!({ "error": message }))).into_response()
     }
 }
+
+/// A page error, rendered as an HTML page (people, not scripts, read these).
+#[derive(Debug, thiserror::Error)]
+pub enum PageError {
+    /// The request is wrong (a bad `range`, an unknown parameter value).
+    #[error("{0}")]
+    BadRequest(String),
+    /// Something failed on the server; details are logged, not shown.
+    #[error("internal error")]
+    Internal,
+}
+
+impl From<ApiError> for PageError {
+    fn from(e: ApiError) -> Self {
+        match e {
+            ApiError::BadRequest(m) => Self::BadRequest(m),
+            ApiError::Store(e) => {
+                tracing::error!(error = %e, "Page failed in storage.");
+                Self::Internal
+            }
+        }
+    }
+}
+
+/// The HTML error page.
+#[derive(askama::Template)]
+#[template(path = "error.html")]
+struct ErrorPage<'a> {
+    status: u16,
+    reason: &'a str,
+    message: &'a str,
+}
+
+impl IntoResponse for PageError {
+    fn into_response(self) -> Response {
+        let (status, message) = match &self {
+            Self::BadRequest(m) => (StatusCode::BAD_REQUEST, m.as_str()),
+            Self::Internal => {
+                (StatusCode::INTERNAL_SERVER_ERROR, "Something failed on the server; see the zai-dash log.")
+            }
+        };
+        let page = ErrorPage { status: status.as_u16(), reason: status.canonical_reason().unwrap_or("Error"), message };
+        match askama::Template::render(&page) {
+            Ok(html) => (status, axum::response::Html(html)).into_response(),
+            Err(_) => (status, message.to_owned()).into_response(),
+        }
+    }
+}

@@ -1,55 +1,223 @@
-//! Server-rendered pages (Askama). Useful without JavaScript; every value is escaped by the
-//! template engine, so labels from targets (variant, URL, version) render as text.
+//! Server-rendered pages (Askama): the overview `/`, `/targets` and `/compare`. Each is
+//! complete without JavaScript (links and a GET form drive every choice, charts are inline
+//! SVG); the live script only makes them update in place. Every value is escaped by the
+//! template engine, so labels from targets (variant, URL, model, version) render as text.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
 
 use askama::Template;
 use askama_web::WebTemplate;
-use axum::extract::State;
+use axum::extract::{Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
 
 use super::AppState;
-use super::api::{VariantStatus, collect_status};
-use super::error::ApiError;
+use super::api::{collect_status, known_variants, parse_metrics_query};
+use super::assets;
+use super::charts::{Unit, fmt_value};
+use super::dash_api::{CompareParams, comparison};
+use super::dashboard::{self, Card, Link, Panels, View};
+use super::error::PageError;
 use crate::clock::rfc3339_ms;
+use crate::compare::Comparison;
+use crate::store::query::PointQuery;
+use crate::store::window;
 
-/// `/`: current status per variant and the health of every target.
+/// Shared page chrome.
+pub struct Chrome {
+    /// zai-dash version.
+    pub version: &'static str,
+    /// Versioned stylesheet URL.
+    pub css: String,
+    /// Versioned script URL.
+    pub js: String,
+    /// Render time, RFC 3339 UTC.
+    pub generated: String,
+    /// Interval between two live points of a variant, in ms: the point width, or the scrape
+    /// interval when that is longer (the live script's stale timer counts these).
+    pub interval_ms: i64,
+    /// Which page (for the navigation's `aria-current`).
+    pub page: &'static str,
+}
+
+impl Chrome {
+    fn new(state: &AppState, page: &'static str) -> Self {
+        Self {
+            version: crate::VERSION,
+            css: assets::url("app.css"),
+            js: assets::url("app.js"),
+            generated: rfc3339_ms(state.clock.now_ms()),
+            interval_ms: state.settings.point_ms().max(crate::config::duration_ms(state.settings.scrape_interval)),
+            page,
+        }
+    }
+}
+
+/// Everything the overview shows below the header.
+pub struct Overview {
+    /// Range links.
+    pub ranges: Vec<Link>,
+    /// Variant links.
+    pub variants: Vec<Link>,
+    /// Pod links (per-pod view).
+    pub pods: Vec<Link>,
+    /// The selected pod, if any.
+    pub target: Option<String>,
+    /// Selected range text.
+    pub range: String,
+    /// Selected variant.
+    pub variant: String,
+    /// Cards.
+    pub cards: Vec<Card>,
+    /// Chart panels, per-model and status code tables (shared by viewers of one tick).
+    pub charts: Arc<Panels>,
+}
+
+/// `/`: cards, selectors and panels.
 #[derive(Template, WebTemplate)]
 #[template(path = "overview.html")]
 pub struct OverviewPage {
-    /// zai-dash version.
-    pub version: &'static str,
-    /// One card per variant.
-    pub variants: Vec<VariantCard>,
-    /// Every target.
-    pub targets: Vec<TargetLine>,
-    /// Render time, RFC 3339.
-    pub generated: String,
-    /// Scrape interval, for the refresh hint.
-    pub refresh_s: u64,
+    /// Chrome.
+    pub chrome: Chrome,
+    /// Content.
+    pub o: Overview,
 }
 
-/// A variant's headline numbers, pre-formatted.
-pub struct VariantCard {
-    /// Variant name.
-    pub name: String,
-    /// Health badge.
-    pub healthy: bool,
-    /// Requests per second.
-    pub req_rate: String,
-    /// 5xx share.
-    pub error_rate: String,
-    /// Latency percentiles.
-    pub p50: String,
-    /// p95.
-    pub p95: String,
-    /// p99.
-    pub p99: String,
-    /// In-flight requests and worker use.
-    pub concurrency: String,
-    /// Token rates.
-    pub tokens: String,
-    /// Versions reported.
-    pub version: String,
-    /// Last successful scrape.
-    pub last_scrape: String,
+/// `/?fragment=1`: the `<main>` content alone, for switching range without a reload.
+#[derive(Template, WebTemplate)]
+#[template(path = "overview_main.html")]
+pub struct OverviewFragment {
+    /// Content.
+    pub o: Overview,
+}
+
+/// Gathers the overview for a selection.
+pub async fn overview_data(state: &AppState, view: &View) -> Result<Overview, PageError> {
+    let names: Vec<String> = known_variants(state).await?.into_iter().collect();
+    let colors = dashboard::colors(&names);
+    let charts = charts_for(state, view, &names).await?;
+    let status = collect_status(state).await?;
+    let latest = state.hub.latest();
+    let cards = status
+        .iter()
+        .filter(|(name, _)| view.variant == "all" || **name == view.variant)
+        .map(|(name, s)| {
+            let color = colors.get(name).copied().unwrap_or(0);
+            let version = s.version.clone().unwrap_or_else(|| "unknown".into());
+            dashboard::card(name, color, s.healthy, version, latest.get(name).map(AsRef::as_ref))
+        })
+        .collect();
+    let pods =
+        std::iter::once(Link { label: "all pods".into(), href: pod_href(view, None), current: view.target.is_none() })
+            .chain(state.health.snapshot().into_iter().map(|h| Link {
+                href: pod_href(view, Some(&h.url)),
+                current: view.target.as_deref() == Some(h.url.as_str()),
+                label: format!("{} ({})", h.url, h.variant),
+            }))
+            .collect();
+    Ok(Overview {
+        ranges: dashboard::range_links(view),
+        variants: dashboard::variant_links(view, &names),
+        pods,
+        target: view.target.clone(),
+        range: view.range.clone(),
+        variant: view.variant.clone(),
+        cards,
+        charts,
+    })
+}
+
+type CacheKey = (PathBuf, String, String, Option<String>, i64, String);
+
+struct CacheEntry {
+    key: CacheKey,
+    created_ms: i64,
+    fresh_ms: i64,
+    charts: Arc<Panels>,
+}
+
+/// Recently built panels. Every open overview refetches its charts after each tick, so one
+/// build (one store read and the chart geometry) serves every viewer of the same selection:
+/// ranges read from 5 s rows until the next tick is published (the key holds the newest live
+/// point's time) and at most one point interval; longer ranges, drawn from 1 min rows in
+/// points of many minutes, for one rollup interval, so the costly first build of a 7 d view
+/// happens once a minute rather than once a tick.
+static CHART_CACHE: Mutex<Vec<CacheEntry>> = Mutex::new(Vec::new());
+const CHART_CACHE_ENTRIES: usize = 32;
+
+/// Forgets every cached panel build (the benchmark measures the uncached path with it).
+pub fn clear_chart_cache() {
+    if let Ok(mut c) = CHART_CACHE.lock() {
+        c.clear();
+    }
+}
+
+/// The panels of a selection: from the cache, else read and built.
+async fn charts_for(state: &AppState, view: &View, names: &[String]) -> Result<Arc<Panels>, PageError> {
+    let now = state.clock.now_ms();
+    let q = parse_metrics_query(&view.metrics_params(), now, state.settings.point_ms(), state.settings.rollup_ms())?;
+    let (newest, fresh_ms) = if q.raw {
+        (state.hub.latest().values().map(|p| p.timestamp).max().unwrap_or(0), state.settings.point_ms())
+    } else {
+        (0, state.settings.rollup_ms())
+    };
+    let key: CacheKey = (
+        state.store.path().to_path_buf(),
+        view.range.clone(),
+        view.variant.clone(),
+        view.target.clone(),
+        newest,
+        names.join(","),
+    );
+    if let Ok(cache) = CHART_CACHE.lock()
+        && let Some(e) = cache.iter().find(|e| e.key == key && now - e.created_ms < e.fresh_ms)
+    {
+        return Ok(e.charts.clone());
+    }
+    let charts = Arc::new(build_charts(state, view, names, q).await?);
+    if let Ok(mut cache) = CHART_CACHE.lock() {
+        cache.retain(|e| e.key != key && now - e.created_ms < e.fresh_ms);
+        if cache.len() >= CHART_CACHE_ENTRIES {
+            cache.remove(0);
+        }
+        cache.push(CacheEntry { key, created_ms: now, fresh_ms, charts: charts.clone() });
+    }
+    Ok(charts)
+}
+
+/// Reads the window (chart points and summed increases) and builds the panels.
+async fn build_charts(state: &AppState, view: &View, names: &[String], q: PointQuery) -> Result<Panels, PageError> {
+    let window = (q.start_ms, q.end_ms);
+    let rollup_ms = state.settings.rollup_ms();
+    let (points, mut counts) = state
+        .store
+        .with_conn(move |c| window::points_and_counts(c, &q, rollup_ms))
+        .await
+        .map_err(super::error::ApiError::from)?;
+    if view.variant != "all" {
+        counts.retain(|v, _| *v == view.variant);
+    }
+    let models = window::model_usage(&counts);
+    Ok(dashboard::panels(&points, window, &dashboard::colors(names), &counts, &models))
+}
+
+fn pod_href(view: &View, target: Option<&str>) -> String {
+    View { target: target.map(str::to_owned), ..view.clone() }.href(&view.range, &view.variant)
+}
+
+/// `GET /?range=&variant=&target=[&fragment=1]`.
+pub async fn overview(
+    State(state): State<AppState>,
+    Query(params): Query<HashMap<String, String>>,
+) -> Result<Response, PageError> {
+    let view = View::from_params(&params);
+    let o = overview_data(&state, &view).await?;
+    if params.contains_key("fragment") {
+        return Ok(OverviewFragment { o }.into_response());
+    }
+    Ok(OverviewPage { chrome: Chrome::new(&state, "overview"), o }.into_response())
 }
 
 /// One target's health, pre-formatted.
@@ -60,58 +228,137 @@ pub struct TargetLine {
     pub variant: String,
     /// Up?
     pub up: bool,
+    /// Last scrape attempt.
+    pub last_scrape: String,
     /// Last success.
     pub last_success: String,
     /// Scrape duration.
     pub duration: String,
+    /// Samples in the last exposition.
+    pub samples: usize,
+    /// Failures in a row.
+    pub failures: u32,
     /// Last error, or empty.
     pub last_error: String,
+    /// Version.
+    pub version: String,
+    /// Per-pod view of this target.
+    pub href: String,
 }
 
-/// `GET /`.
-pub async fn overview(State(state): State<AppState>) -> Result<OverviewPage, ApiError> {
-    let status = collect_status(&state).await?;
-    let variants = status.iter().map(|(name, s)| card(name, s)).collect();
+/// `/targets`.
+#[derive(Template, WebTemplate)]
+#[template(path = "targets.html")]
+pub struct TargetsPage {
+    /// Chrome.
+    pub chrome: Chrome,
+    /// Every target.
+    pub targets: Vec<TargetLine>,
+}
+
+/// `GET /targets`.
+pub async fn targets(State(state): State<AppState>) -> TargetsPage {
+    let view = View { range: "1h".into(), variant: "all".into(), target: None };
     let targets = state
         .health
         .snapshot()
         .into_iter()
         .map(|h| TargetLine {
+            last_scrape: h.last_scrape_ms.map_or_else(|| "never".into(), rfc3339_ms),
             last_success: h.last_success().unwrap_or_else(|| "never".into()),
-            duration: format!("{:.0} ms", h.scrape_duration_ms),
+            duration: fmt_value(Unit::Ms, h.scrape_duration_ms),
+            samples: h.samples,
+            failures: h.consecutive_failures,
             last_error: h.last_error.clone().unwrap_or_default(),
+            version: h.version.clone().unwrap_or_else(|| "unknown".into()),
+            href: pod_href(&view, Some(&h.url)),
             url: h.url,
             variant: h.variant,
             up: h.up,
         })
         .collect();
-    Ok(OverviewPage {
-        version: crate::VERSION,
-        variants,
-        targets,
-        generated: rfc3339_ms(state.clock.now_ms()),
-        refresh_s: state.settings.scrape_interval.as_secs().max(5),
-    })
+    TargetsPage { chrome: Chrome::new(&state, "targets"), targets }
 }
 
-fn card(name: &str, s: &VariantStatus) -> VariantCard {
-    let ms = |v: Option<f64>| v.map_or_else(|| "–".to_owned(), fmt_ms);
-    VariantCard {
-        name: name.to_owned(),
-        healthy: s.healthy,
-        req_rate: format!("{:.2}/s", s.req_rate),
-        error_rate: s.error_rate_pct.map_or_else(|| "–".to_owned(), |v| format!("{v:.2}%")),
-        p50: ms(s.latency_p50_ms),
-        p95: ms(s.latency_p95_ms),
-        p99: ms(s.latency_p99_ms),
-        concurrency: format!("{:.0} in flight, {:.0}% of workers", s.concurrent, s.worker_utilization * 100.0),
-        tokens: format!("{:.0} in/s, {:.0} out/s", s.token_rate_in, s.token_rate_out),
-        version: s.version.clone().unwrap_or_else(|| "unknown".into()),
-        last_scrape: s.last_scrape.clone().unwrap_or_else(|| "never".into()),
+/// `/compare`.
+#[derive(Template, WebTemplate)]
+#[template(path = "compare.html")]
+pub struct ComparePage {
+    /// Chrome.
+    pub chrome: Chrome,
+    /// Variants for the form.
+    pub variants: Vec<String>,
+    /// Windows for the form.
+    pub windows: [&'static str; 6],
+    /// Selected window.
+    pub window: String,
+    /// The comparison, or why there is none.
+    pub result: Result<CompareView, String>,
+}
+
+/// A comparison, formatted.
+pub struct CompareView {
+    /// The numbers.
+    pub c: Comparison,
+    /// Rows, formatted.
+    pub rows: Vec<CompareRow>,
+}
+
+/// One formatted comparison row.
+pub struct CompareRow {
+    /// Label.
+    pub label: &'static str,
+    /// Baseline value.
+    pub baseline: String,
+    /// Candidate value.
+    pub candidate: String,
+    /// Absolute delta.
+    pub delta: String,
+    /// Relative delta.
+    pub delta_pct: String,
+    /// Verdict class, or empty.
+    pub verdict: &'static str,
+}
+
+fn fmt_row(m: &crate::compare::MetricRow) -> CompareRow {
+    let f = |v: Option<f64>| match (v, m.unit) {
+        (None, _) => "–".to_owned(),
+        (Some(v), "%") => format!("{v:.2}%"),
+        (Some(v), "ms") => fmt_value(Unit::Ms, v),
+        (Some(v), "USD/h") => fmt_value(Unit::UsdPerHour, v),
+        (Some(v), "req") => format!("{v:.0}"),
+        (Some(v), unit) => format!("{} {unit}", super::charts::compact(v)),
+    };
+    CompareRow {
+        label: m.label,
+        baseline: f(m.baseline),
+        candidate: f(m.candidate),
+        delta: m.delta.map_or_else(|| "–".into(), |d| format!("{}{}", if d > 0.0 { "+" } else { "" }, f(Some(d)))),
+        delta_pct: m.delta_pct.map_or_else(|| "–".into(), |d| format!("{d:+.1}%")),
+        verdict: m.verdict.map_or("", |v| v.as_str()),
     }
 }
 
-/// Milliseconds for humans: `850 ms`, `6.84 s`.
-pub fn fmt_ms(v: f64) -> String {
-    if v >= 1000.0 { format!("{:.2} s", v / 1000.0) } else { format!("{v:.0} ms") }
+/// `GET /compare?baseline=&candidate=&window=`. A bad parameter still shows the form (to fix
+/// it), with the reason and status 400.
+pub async fn compare(
+    State(state): State<AppState>,
+    Query(params): Query<CompareParams>,
+) -> Result<Response, PageError> {
+    let variants: Vec<String> = known_variants(&state).await?.into_iter().collect();
+    let window = params.window.clone().unwrap_or_else(|| "15m".into());
+    let result = match comparison(&state, &params).await {
+        Ok(c) => Ok(CompareView { rows: c.metrics.iter().map(fmt_row).collect(), c }),
+        Err(super::error::ApiError::BadRequest(m)) => Err(m),
+        Err(e) => return Err(e.into()),
+    };
+    let status = if result.is_ok() { StatusCode::OK } else { StatusCode::BAD_REQUEST };
+    let page = ComparePage {
+        chrome: Chrome::new(&state, "compare"),
+        variants,
+        windows: ["5m", "15m", "30m", "1h", "6h", "24h"],
+        window,
+        result,
+    };
+    Ok((status, page).into_response())
 }

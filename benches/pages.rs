@@ -1,0 +1,194 @@
+//! Benchmarks of the dashboard pages. `cargo bench --bench pages` prints the table that
+//! BENCHMARKS.md quotes: server time of `/` at 1 h and 7 d (goal <= 5 ms) and the bytes a
+//! browser transfers for the page and its assets (goal <= 150 KB).
+//!
+//! Same data as the pipeline benchmark: 2 variants x 3 pods, 24 h of 5 s rows and 7 d of
+//! 1 min rows built from the fixture exposition, served by the real router over loopback.
+
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use std::time::{Duration, Instant};
+
+use tokio_util::sync::CancellationToken;
+use zai_dash::clock::{Clock, SystemClock, bucket_end};
+use zai_dash::config::Settings;
+use zai_dash::hub::Hub;
+use zai_dash::point::TargetRow;
+use zai_dash::scrape::health::HealthBoard;
+use zai_dash::scrape::increase::TargetState;
+use zai_dash::scrape::{parse, reading};
+use zai_dash::store::Store;
+use zai_dash::store::query::{self, Table};
+use zai_dash::store::write::WriterStats;
+use zai_dash::web::{self, AppState};
+
+const FIXTURE: &str = include_str!("../tests/fixtures/zai-proxy-sample.prom");
+const DAY_MS: i64 = 86_400_000;
+
+fn main() {
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    rt.block_on(run());
+}
+
+/// The fixture's reading with counters and histograms scaled by `frac`.
+fn scaled(base: &reading::Reading, frac: f64) -> reading::Reading {
+    let scale = |v: f64| if v.fract() == 0.0 { (v * frac).floor() } else { v * frac };
+    let mut r = base.clone();
+    for c in &mut r.counters {
+        c.value = scale(c.value);
+    }
+    for h in &mut r.hists {
+        for b in &mut h.buckets {
+            b.1 = scale(b.1);
+        }
+        h.sum = scale(h.sum);
+        h.count = scale(h.count);
+    }
+    r
+}
+
+/// 2 variants x 3 pods: 7 d of 1 min rows and 24 h of 5 s rows (rolled up too), ending now.
+fn prefill(store: &Store, now: i64) {
+    let pairs: Vec<(String, String)> = (0..6)
+        .map(|i| (format!("http://pod-{i}:8080/metrics"), if i < 3 { "production" } else { "canary" }.to_owned()))
+        .collect();
+    let ids = query::register_targets(&store.conn().unwrap(), &pairs, 0).unwrap();
+    let base = reading::read(&parse::parse(FIXTURE).unwrap());
+    for (t, (_, variant)) in ids.iter().zip(&pairs) {
+        let mut st = TargetState::default();
+        let (mut raw, mut rolled): (Vec<TargetRow>, Vec<TargetRow>) = (Vec::new(), Vec::new());
+        let mut at = now - 7 * DAY_MS;
+        while at <= now {
+            let width = if at < now - DAY_MS { 60_000 } else { 5_000 };
+            let frac = 1.0 + (at - (now - 7 * DAY_MS)) as f64 / DAY_MS as f64;
+            let mut row = st.advance(&scaled(&base, frac), at, t.id, variant);
+            row.ts_ms = bucket_end(at, width);
+            if width == 60_000 {
+                rolled.push(row)
+            } else {
+                raw.push(row)
+            }
+            at += width;
+        }
+        rolled.extend(query::roll_minutes(&raw, 60_000));
+        let mut c = store.conn().unwrap();
+        let tx = c.transaction().unwrap();
+        for r in &raw {
+            query::replace_row(&tx, Table::Raw, r).unwrap();
+        }
+        for r in &rolled {
+            query::replace_row(&tx, Table::Rollup, r).unwrap();
+        }
+        tx.commit().unwrap();
+    }
+    query::set_watermark(&store.conn().unwrap(), bucket_end(now, 60_000) - 60_000).unwrap();
+}
+
+fn percentile(v: &mut [f64], p: f64) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[((v.len() as f64 - 1.0) * p).round() as usize]
+}
+
+async fn run() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("pages.db");
+    let store = Store::open(&path).unwrap();
+    let now = SystemClock.now_ms();
+    let started = Instant::now();
+    prefill(&store, now);
+    let fill_s = started.elapsed().as_secs_f64();
+    let settings = Settings {
+        point_width: Duration::from_secs(5),
+        rollup_width: Duration::from_secs(60),
+        scrape_interval: Duration::from_secs(5),
+        ..Settings::for_tests(vec![], path)
+    };
+    let state = AppState {
+        settings: Arc::new(settings),
+        store,
+        hub: Hub::new(1, 16, 16),
+        health: HealthBoard::default(),
+        clock: Arc::new(SystemClock),
+        ready: Arc::new(AtomicBool::new(true)),
+        stopping: CancellationToken::new(),
+        writer: Arc::new(WriterStats::default()),
+        metrics: Arc::new(zai_dash::selfmetrics::SelfMetrics::default()),
+    };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, web::router(state)).await.unwrap() });
+    // Counts bytes as sent: no transparent decompression.
+    let client = reqwest::Client::builder().no_gzip().build().unwrap();
+    let get = |path: String| {
+        let client = client.clone();
+        let url = format!("{base}{path}");
+        async move {
+            let r = client.get(url).header("accept-encoding", "gzip").send().await.unwrap();
+            assert!(r.status().is_success());
+            r.bytes().await.unwrap().len()
+        }
+    };
+    println!("# zai-dash dashboard benchmarks\n");
+    println!(
+        "## `/` server time (release; 2 variants x 3 pods: 24 h of 5 s rows, 7 d of 1 min rows; prefill took \
+         {fill_s:.0} s; 100 requests over loopback after 30 warm-up)\n"
+    );
+    println!("| page | HTML (gzip) | reads | p50 | p99 | goal |");
+    println!("|---|---|---|---|---|---|");
+    for range in ["1h", "7d"] {
+        let path = format!("/?range={range}&variant=all");
+        for cold in [true, false] {
+            let mut times = Vec::new();
+            let mut size = 0;
+            for i in 0..130 {
+                if cold {
+                    zai_dash::web::pages::clear_chart_cache();
+                }
+                let t = Instant::now();
+                size = get(path.clone()).await;
+                if i >= 30 {
+                    times.push(t.elapsed().as_secs_f64() * 1000.0);
+                }
+            }
+            let (p50, p99) = (percentile(&mut times, 0.5), percentile(&mut times, 0.99));
+            let reads = if cold {
+                "read and built (first viewer of a tick)"
+            } else {
+                "panels cached (other viewers, same tick)"
+            };
+            println!("| `{path}` | {:.1} KB | {reads} | {p50:.2} ms | {p99:.2} ms | <= 5 ms |", size as f64 / 1024.0);
+        }
+    }
+    // For scale: the store read alone, as the JSON API answers it.
+    for range in ["1h", "7d"] {
+        let path = format!("/api/metrics?range={range}&max_points=240");
+        let mut times = Vec::new();
+        for _ in 0..20 {
+            let t = Instant::now();
+            get(path.clone()).await;
+            times.push(t.elapsed().as_secs_f64() * 1000.0);
+        }
+        let (p50, p99) = (percentile(&mut times, 0.5), percentile(&mut times, 0.99));
+        println!("| `{path}` (for scale: the chart points alone, JSON) | - | read | {p50:.2} ms | {p99:.2} ms | - |");
+    }
+    println!();
+    let page = client.get(format!("{base}/?range=1h")).send().await.unwrap().text().await.unwrap();
+    let asset = |marker: &str| {
+        let start = page.find(marker).unwrap() + marker.len();
+        page[start..].split('"').next().unwrap().to_owned()
+    };
+    let (css, js) = (asset("rel=\"stylesheet\" href=\""), asset("<script src=\""));
+    let mut total = 0;
+    println!("## Bytes transferred for a first visit (gzip, as a browser asks)\n");
+    println!("| resource | bytes |");
+    println!("|---|---|");
+    for (name, path) in
+        [("`/?range=1h` (HTML with inline SVG)", "/?range=1h".to_owned()), ("app.css", css), ("app.js", js)]
+    {
+        let n = get(path).await;
+        total += n;
+        println!("| {name} | {n} |");
+    }
+    println!("| **total** (goal <= 150 KB) | **{total} ({:.1} KB)** |", total as f64 / 1024.0);
+    println!();
+}

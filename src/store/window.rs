@@ -1,0 +1,133 @@
+//! Sums of increases over a whole window, per variant: the per-model table (tokens and cost by
+//! model) and the compare page's sample sizes, error counts and latency histograms.
+//!
+//! Unlike [`super::query::points`], nothing is re-bucketed: the window's rows are added up once,
+//! so a quantile over the window comes from the window's summed bucket increases.
+
+use std::collections::BTreeMap;
+
+use rusqlite::Connection;
+
+use super::StoreError;
+use super::query::{Table, target_rows, targets, variant_names, watermark};
+use crate::point::Counts;
+
+/// What to sum.
+#[derive(Debug, Clone)]
+pub struct WindowQuery {
+    /// Window start (exclusive), Unix ms.
+    pub start_ms: i64,
+    /// Window end (inclusive), Unix ms.
+    pub end_ms: i64,
+    /// Read `metrics_5s` only (else `metrics_1m` up to the rollup watermark, then `metrics_5s`).
+    pub raw: bool,
+    /// Only this target URL.
+    pub target_url: Option<String>,
+}
+
+/// Increases of every variant over the window, summed over its pods.
+pub fn window_counts(conn: &Connection, q: &WindowQuery) -> Result<BTreeMap<String, Counts>, StoreError> {
+    let names = variant_names(conn)?;
+    let wm = if q.raw { i64::MIN } else { watermark(conn)?.unwrap_or(i64::MIN) };
+    let mut out: BTreeMap<String, Counts> = BTreeMap::new();
+    for t in targets(conn)?.into_iter().filter(|t| q.target_url.as_ref().is_none_or(|u| u == &t.url)) {
+        let mut rows = Vec::new();
+        if !q.raw && wm > q.start_ms {
+            rows = target_rows(conn, Table::Rollup, t.id, q.start_ms, q.end_ms.min(wm), &names)?;
+        }
+        rows.extend(target_rows(conn, Table::Raw, t.id, q.start_ms.max(wm), q.end_ms, &names)?);
+        for r in &rows {
+            out.entry(r.variant.clone()).or_default().add(&r.counts);
+        }
+    }
+    Ok(out)
+}
+
+/// Chart points and the window's sums per variant from one read of the rows (the overview
+/// needs both; decoding the rows dominates the cost of long ranges). Only rows inside
+/// `(start_ms, end_ms]` are summed, although the points' first bucket may start earlier.
+pub fn points_and_counts(
+    conn: &Connection,
+    q: &super::query::PointQuery,
+    rollup_ms: i64,
+) -> Result<(Vec<crate::point::Point>, BTreeMap<String, Counts>), StoreError> {
+    let mut counts: BTreeMap<String, Counts> = BTreeMap::new();
+    let (start, end) = (q.start_ms, q.end_ms);
+    let points = super::query::points_with(conn, q, rollup_ms, &mut |variant, ts, row| {
+        if ts > start && ts <= end {
+            match counts.get_mut(variant) {
+                Some(c) => row.add_to(c),
+                None => row.add_to(counts.entry(variant.to_owned()).or_default()),
+            }
+        }
+    })?;
+    Ok((points, counts))
+}
+
+/// Tokens and cost of one model over a window.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
+pub struct ModelUsage {
+    /// Variant.
+    pub variant: String,
+    /// Model name as the proxy labelled it (untrusted text: escape it when rendering).
+    pub model: String,
+    /// Input tokens.
+    pub tokens_input: f64,
+    /// Output tokens.
+    pub tokens_output: f64,
+    /// Cache-read tokens.
+    pub tokens_cache_read: f64,
+    /// Cache-write tokens.
+    pub tokens_cache_write: f64,
+    /// Estimated cost, all directions (USD).
+    pub cost_usd: f64,
+}
+
+/// One line per variant and model, largest cost first (then most tokens, then name).
+pub fn model_usage(counts: &BTreeMap<String, Counts>) -> Vec<ModelUsage> {
+    let mut out = Vec::new();
+    for (variant, c) in counts {
+        let models: std::collections::BTreeSet<&String> = c.tokens.keys().chain(c.cost.keys()).collect();
+        for model in models {
+            let t = c.tokens.get(model).copied().unwrap_or_default();
+            let cost = c.cost.get(model).copied().unwrap_or_default();
+            out.push(ModelUsage {
+                variant: variant.clone(),
+                model: model.clone(),
+                tokens_input: t[0],
+                tokens_output: t[1],
+                tokens_cache_read: t[2],
+                tokens_cache_write: t[3],
+                cost_usd: cost.iter().fold(0.0, |a, b| a + b),
+            });
+        }
+    }
+    let tokens = |m: &ModelUsage| m.tokens_input + m.tokens_output + m.tokens_cache_read + m.tokens_cache_write;
+    out.sort_by(|a, b| {
+        b.cost_usd.total_cmp(&a.cost_usd).then(tokens(b).total_cmp(&tokens(a))).then(a.model.cmp(&b.model))
+    });
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn models_are_listed_per_variant_costliest_first() {
+        let mut a = Counts::default();
+        a.tokens.insert("glm-4.7".into(), [100.0, 50.0, 10.0, 0.0]);
+        a.cost.insert("glm-4.7".into(), [0.1, 0.2, 0.0, 0.0]);
+        a.tokens.insert("glm-4.5-air".into(), [1000.0, 0.0, 0.0, 0.0]);
+        a.cost.insert("glm-4.5-air".into(), [0.5, 0.0, 0.0, 0.0]);
+        let mut b = Counts::default();
+        b.cost.insert("only-cost".into(), [0.0, 0.01, 0.0, 0.0]);
+        let m = model_usage(&BTreeMap::from([("production".to_owned(), a), ("canary".to_owned(), b)]));
+        let names: Vec<&str> = m.iter().map(|u| u.model.as_str()).collect();
+        assert_eq!(names, ["glm-4.5-air", "glm-4.7", "only-cost"]);
+        assert!((m[1].cost_usd - 0.3).abs() < 1e-12);
+        assert_eq!(m[1].tokens_output, 50.0);
+        assert_eq!(m[2].variant, "canary");
+        assert_eq!(m[2].tokens_input, 0.0);
+    }
+}

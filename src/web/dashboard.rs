@@ -1,0 +1,438 @@
+//! The overview's view model: what the request asked for ([`View`]), the cards from the latest
+//! live points, and the panels from a window of points. Pure functions over already-read data,
+//! so the handler stays thin and the page is testable without a server.
+
+use std::collections::{BTreeMap, HashMap};
+
+use super::charts::{self, ChartSpec, ChartView, Series, Unit, compact, fmt_usd, fmt_value};
+use crate::point::{Counts, Point};
+use crate::store::window::ModelUsage;
+
+/// Ranges offered by the selector.
+pub const RANGES: [&str; 6] = ["5m", "15m", "1h", "6h", "24h", "7d"];
+/// Points per series asked from the store: enough for a 640-unit-wide chart, and well under
+/// the ~600 limit of decisions section 5, which keeps the page small.
+pub const CHART_POINTS: i64 = 240;
+
+/// The overview's selection, from the query string.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct View {
+    /// Range text (`1h`).
+    pub range: String,
+    /// `all` or one variant.
+    pub variant: String,
+    /// One target URL (per-pod view), or none.
+    pub target: Option<String>,
+}
+
+impl View {
+    /// Reads `range`, `variant` and `target`; validation happens in the metrics query parser.
+    pub fn from_params(params: &HashMap<String, String>) -> Self {
+        let get = |k: &str| params.get(k).map(|v| v.trim().to_owned()).filter(|v| !v.is_empty());
+        Self {
+            range: get("range").unwrap_or_else(|| "1h".to_owned()),
+            variant: get("variant").unwrap_or_else(|| "all".to_owned()),
+            target: get("target"),
+        }
+    }
+
+    /// The parameters of the store query behind the charts.
+    pub fn metrics_params(&self) -> HashMap<String, String> {
+        let mut p = HashMap::from([
+            ("range".to_owned(), self.range.clone()),
+            ("variant".to_owned(), self.variant.clone()),
+            ("max_points".to_owned(), CHART_POINTS.to_string()),
+        ]);
+        if let Some(t) = &self.target {
+            p.insert("target".to_owned(), t.clone());
+        }
+        p
+    }
+
+    /// `/?range=..&variant=..[&target=..]` with one field changed.
+    pub fn href(&self, range: &str, variant: &str) -> String {
+        let mut s = url::form_urlencoded::Serializer::new(String::new());
+        s.append_pair("range", range).append_pair("variant", variant);
+        if let Some(t) = &self.target {
+            s.append_pair("target", t);
+        }
+        format!("/?{}", s.finish())
+    }
+}
+
+/// A selector link.
+#[derive(Debug, Clone)]
+pub struct Link {
+    /// Text.
+    pub label: String,
+    /// Target URL (escaped by the template).
+    pub href: String,
+    /// Marks the current choice (`aria-current`).
+    pub current: bool,
+}
+
+/// Range links of the selector.
+pub fn range_links(view: &View) -> Vec<Link> {
+    RANGES
+        .iter()
+        .map(|r| Link { label: (*r).to_owned(), href: view.href(r, &view.variant), current: *r == view.range })
+        .collect()
+}
+
+/// Variant links: `all`, then each known variant.
+pub fn variant_links(view: &View, variants: &[String]) -> Vec<Link> {
+    std::iter::once("all")
+        .chain(variants.iter().map(String::as_str))
+        .map(|v| Link { label: v.to_owned(), href: view.href(&view.range, v), current: v == view.variant })
+        .collect()
+}
+
+/// A labelled value on a card; `field` names the live point field the script updates.
+#[derive(Debug, Clone)]
+pub struct Stat {
+    /// Label.
+    pub label: &'static str,
+    /// Formatted value.
+    pub value: String,
+    /// Point field for live updates (empty: not live).
+    pub field: &'static str,
+}
+
+/// A variant's card.
+#[derive(Debug, Clone)]
+pub struct Card {
+    /// Variant.
+    pub name: String,
+    /// Colour slot.
+    pub color: usize,
+    /// Healthy?
+    pub healthy: bool,
+    /// Version(s) reported.
+    pub version: String,
+    /// Latest point's time (Unix ms; 0 when none), for the stale timer.
+    pub ts: i64,
+    /// Values.
+    pub stats: Vec<Stat>,
+    /// Quota windows, preformatted (`5h: 42% used, resets 13:00 UTC`).
+    pub quota: Vec<String>,
+}
+
+fn opt(unit: Unit, v: Option<f64>) -> String {
+    v.map_or_else(|| "–".to_owned(), |v| fmt_value(unit, v))
+}
+
+/// The card of one variant from its latest live point (if any).
+pub fn card(name: &str, color: usize, healthy: bool, version: String, p: Option<&Point>) -> Card {
+    let f = |get: fn(&Point) -> f64, unit| p.map_or_else(|| "–".to_owned(), |p| fmt_value(unit, get(p)));
+    let o = |get: fn(&Point) -> Option<f64>, unit| opt(unit, p.and_then(get));
+    let mut stats = vec![
+        Stat { label: "Requests", value: f(|p| p.req_rate, Unit::PerSecond), field: "req_rate" },
+        Stat { label: "Errors (5xx)", value: o(|p| p.error_rate_pct, Unit::Percent), field: "error_rate_pct" },
+        Stat { label: "p50", value: o(|p| p.latency_p50, Unit::Ms), field: "latency_p50" },
+        Stat { label: "p95", value: o(|p| p.latency_p95, Unit::Ms), field: "latency_p95" },
+        Stat { label: "p99", value: o(|p| p.latency_p99, Unit::Ms), field: "latency_p99" },
+        Stat {
+            label: "In flight",
+            value: p.map_or_else(
+                || "–".to_owned(),
+                |p| format!("{} of {} workers", compact(p.concurrent_requests), compact(p.max_workers)),
+            ),
+            field: "",
+        },
+        Stat { label: "Worker use", value: f(|p| p.worker_utilization * 100.0, Unit::Percent), field: "" },
+        Stat { label: "Tokens in", value: f(|p| p.token_rate_in, Unit::TokensPerSecond), field: "token_rate_in" },
+        Stat { label: "Tokens out", value: f(|p| p.token_rate_out, Unit::TokensPerSecond), field: "token_rate_out" },
+        Stat {
+            label: "Cache tokens",
+            value: f(|p| p.token_rate_cache_read + p.token_rate_cache_write, Unit::TokensPerSecond),
+            field: "",
+        },
+        Stat { label: "Cost", value: f(|p| p.cost_rate_usd * 3600.0, Unit::UsdPerHour), field: "" },
+    ];
+    if p.is_some_and(|p| p.ttft_p50.is_some()) {
+        stats.push(Stat { label: "TTFT p50", value: o(|p| p.ttft_p50, Unit::Ms), field: "ttft_p50" });
+        stats.push(Stat { label: "TTFT p95", value: o(|p| p.ttft_p95, Unit::Ms), field: "ttft_p95" });
+    }
+    Card {
+        name: name.to_owned(),
+        color,
+        healthy,
+        version,
+        ts: p.map_or(0, |p| p.timestamp),
+        stats,
+        quota: p.and_then(|p| p.quota.as_ref()).map(quota_lines).unwrap_or_default(),
+    }
+}
+
+fn quota_lines(q: &crate::point::Quota) -> Vec<String> {
+    let mut out = Vec::new();
+    for (name, w) in [("5h", &q.five_hour), ("Week", &q.weekly)] {
+        let Some(w) = w else { continue };
+        let used = w.usage_ratio.map_or_else(|| "–".to_owned(), |r| format!("{:.0}% used", r * 100.0));
+        let reset = w.reset_time_unix.and_then(|s| chrono::DateTime::from_timestamp(s as i64, 0));
+        let reset = reset.map_or_else(String::new, |t| format!(", resets {} UTC", t.format("%a %H:%M")));
+        out.push(format!("{name}: {used}{reset}"));
+    }
+    if let Some(age) = q.sample_age_seconds {
+        out.push(format!("sample {age:.0} s old"));
+    }
+    out
+}
+
+/// A legend entry under a chart.
+#[derive(Debug, Clone)]
+pub struct LegendItem {
+    /// CSS classes (colour, style).
+    pub class: String,
+    /// Text.
+    pub label: String,
+    /// Latest value.
+    pub last: String,
+}
+
+/// A key figure above a chart.
+#[derive(Debug, Clone)]
+pub struct Figure {
+    /// Label.
+    pub label: String,
+    /// Value.
+    pub value: String,
+}
+
+/// One panel: a title, key figures, a chart with its legend.
+#[derive(Debug, Clone)]
+pub struct Panel {
+    /// Stable id (`requests`, `latency`, ...), also the element id.
+    pub id: &'static str,
+    /// Title.
+    pub title: &'static str,
+    /// Figures over the range.
+    pub figures: Vec<Figure>,
+    /// The chart.
+    pub chart: ChartView,
+    /// Legend.
+    pub legend: Vec<LegendItem>,
+}
+
+/// Series styles within a panel: the variant gives the colour, the metric the line style.
+type Metric = (&'static str, fn(&Point) -> Option<f64>);
+
+fn panel(
+    id: &'static str,
+    title: &'static str,
+    unit: Unit,
+    window: (i64, i64),
+    by_variant: &[(String, usize, Vec<&Point>)],
+    metrics: &[Metric],
+) -> Panel {
+    let mut series = Vec::new();
+    for (variant, color, points) in by_variant {
+        for (style, (name, get)) in metrics.iter().enumerate() {
+            let label = if name.is_empty() { variant.clone() } else { format!("{variant} {name}") };
+            series.push(Series {
+                label,
+                color: *color,
+                style,
+                values: points.iter().map(|p| (p.timestamp, get(p))).collect(),
+            });
+        }
+    }
+    let chart = charts::build(&ChartSpec { start_ms: window.0, end_ms: window.1, unit, series });
+    let legend = chart
+        .lines
+        .iter()
+        .map(|l| LegendItem { class: l.class.clone(), label: l.label.clone(), last: l.last.clone() })
+        .collect();
+    Panel { id, title, figures: Vec::new(), chart, legend }
+}
+
+fn class_rate(p: &Point, class: char) -> f64 {
+    p.status_code_rates.iter().filter(|(k, _)| k.starts_with(class)).fold(0.0, |a, (_, v)| a + v)
+}
+
+/// Everything below the cards, for a window of points and the window's summed increases.
+pub struct Panels {
+    /// The charts.
+    pub panels: Vec<Panel>,
+    /// Tokens and cost by model.
+    pub models: Vec<ModelRow>,
+    /// Most frequent status codes per variant over the range.
+    pub status_codes: Vec<StatusRow>,
+}
+
+/// A line of the per-model table, formatted.
+#[derive(Debug, Clone)]
+pub struct ModelRow {
+    /// Variant.
+    pub variant: String,
+    /// Model (untrusted: escaped by the template).
+    pub model: String,
+    /// Input tokens.
+    pub input: String,
+    /// Output tokens.
+    pub output: String,
+    /// Cache read + write tokens.
+    pub cache: String,
+    /// Cost over the range.
+    pub cost: String,
+}
+
+/// A line of the status code table.
+#[derive(Debug, Clone)]
+pub struct StatusRow {
+    /// Variant.
+    pub variant: String,
+    /// Status code.
+    pub code: String,
+    /// Requests over the range.
+    pub count: String,
+    /// Share of the variant's requests.
+    pub share: String,
+}
+
+/// Colour slot of each variant: its position among all known variants, so a variant keeps its
+/// colour whichever subset is shown.
+pub fn colors(variants: &[String]) -> HashMap<String, usize> {
+    variants.iter().enumerate().map(|(i, v)| (v.clone(), i)).collect()
+}
+
+/// Builds the panels.
+pub fn panels(
+    points: &[Point],
+    window: (i64, i64),
+    colors: &HashMap<String, usize>,
+    counts: &BTreeMap<String, Counts>,
+    models: &[ModelUsage],
+) -> Panels {
+    let mut grouped: BTreeMap<&str, Vec<&Point>> = BTreeMap::new();
+    for p in points {
+        grouped.entry(p.variant.as_str()).or_default().push(p);
+    }
+    let by_variant: Vec<(String, usize, Vec<&Point>)> =
+        grouped.into_iter().map(|(v, ps)| (v.to_owned(), colors.get(v).copied().unwrap_or(colors.len()), ps)).collect();
+    let mk = |id, title, unit, metrics: &[Metric]| panel(id, title, unit, window, &by_variant, metrics);
+    let mut requests = mk(
+        "requests",
+        "Request rate by status class",
+        Unit::PerSecond,
+        &[
+            ("2xx", |p| Some(class_rate(p, '2'))),
+            ("4xx", |p| Some(class_rate(p, '4'))),
+            ("5xx", |p| Some(class_rate(p, '5'))),
+        ],
+    );
+    let mut errors = mk("errors", "Error rate (5xx share)", Unit::Percent, &[("", |p| p.error_rate_pct)]);
+    let latency = mk(
+        "latency",
+        "Latency p50 / p95 / p99",
+        Unit::Ms,
+        &[("p50", |p| p.latency_p50), ("p95", |p| p.latency_p95), ("p99", |p| p.latency_p99)],
+    );
+    let tokens = mk(
+        "tokens",
+        "Token rates",
+        Unit::TokensPerSecond,
+        &[
+            ("in", |p| Some(p.token_rate_in)),
+            ("out", |p| Some(p.token_rate_out)),
+            ("cache read", |p| Some(p.token_rate_cache_read)),
+            ("cache write", |p| Some(p.token_rate_cache_write)),
+        ],
+    );
+    let concurrency = mk(
+        "concurrency",
+        "Concurrency and workers",
+        Unit::Count,
+        &[("in flight", |p| Some(p.concurrent_requests)), ("max workers", |p| Some(p.max_workers))],
+    );
+    let utilization =
+        mk("utilization", "Worker utilization", Unit::Percent, &[("", |p| Some(p.worker_utilization * 100.0))]);
+    let ratelimit = mk(
+        "ratelimit",
+        "Rate limit, rejections and retries",
+        Unit::PerSecond,
+        &[
+            ("limit", |p| Some(p.rate_limit_rps)),
+            ("rejected", |p| Some(p.rejection_rate)),
+            ("retries", |p| Some(p.retry_rate)),
+        ],
+    );
+    let mut cost = mk("cost", "Estimated cost", Unit::UsdPerHour, &[("", |p| Some(p.cost_rate_usd * 3600.0))]);
+    let mut panels_out = Vec::new();
+    for (variant, c) in counts {
+        let n = c.total_requests();
+        requests.figures.push(Figure { label: format!("{variant} requests"), value: compact(n) });
+        let e = (n > 0.0).then(|| 100.0 * c.requests_in_class('5') / n);
+        errors.figures.push(Figure { label: format!("{variant} 5xx"), value: opt(Unit::Percent, e) });
+        let usd = c.cost_by_direction().iter().fold(0.0, |a, b| a + b);
+        cost.figures.push(Figure { label: format!("{variant} total"), value: fmt_usd(usd) });
+    }
+    panels_out.extend([requests, latency, errors, tokens, concurrency, utilization, ratelimit, cost]);
+    if points.iter().any(|p| p.ttft_p50.is_some()) {
+        panels_out.push(mk(
+            "ttft",
+            "Time to first token",
+            Unit::Ms,
+            &[("p50", |p| p.ttft_p50), ("p95", |p| p.ttft_p95), ("p99", |p| p.ttft_p99)],
+        ));
+    }
+    Panels { panels: panels_out, models: model_rows(models), status_codes: status_rows(counts) }
+}
+
+fn model_rows(models: &[ModelUsage]) -> Vec<ModelRow> {
+    models
+        .iter()
+        .map(|m| ModelRow {
+            variant: m.variant.clone(),
+            model: m.model.clone(),
+            input: compact(m.tokens_input),
+            output: compact(m.tokens_output),
+            cache: compact(m.tokens_cache_read + m.tokens_cache_write),
+            cost: fmt_usd(m.cost_usd),
+        })
+        .collect()
+}
+
+/// Top five status codes of each variant over the range.
+fn status_rows(counts: &BTreeMap<String, Counts>) -> Vec<StatusRow> {
+    let mut out = Vec::new();
+    for (variant, c) in counts {
+        let total = c.total_requests();
+        let mut codes: Vec<(&String, &f64)> = c.requests.iter().filter(|(_, n)| **n > 0.0).collect();
+        codes.sort_by(|a, b| b.1.total_cmp(a.1).then(a.0.cmp(b.0)));
+        for (code, n) in codes.into_iter().take(5) {
+            out.push(StatusRow {
+                variant: variant.clone(),
+                code: code.clone(),
+                count: compact(*n),
+                share: fmt_value(Unit::Percent, 100.0 * n / total.max(1.0)),
+            });
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn links_keep_the_other_selections_and_encode_values() {
+        let view =
+            View { range: "6h".into(), variant: "canary".into(), target: Some("http://a:1/metrics?x=1&y".into()) };
+        let r = range_links(&view);
+        assert_eq!(r.len(), 6);
+        assert!(r.iter().find(|l| l.label == "6h").unwrap().current);
+        assert_eq!(r[0].href, "/?range=5m&variant=canary&target=http%3A%2F%2Fa%3A1%2Fmetrics%3Fx%3D1%26y");
+        let v = variant_links(&view, &["canary".into(), "production".into()]);
+        assert_eq!(v.iter().map(|l| l.label.as_str()).collect::<Vec<_>>(), ["all", "canary", "production"]);
+        assert!(v[1].current && !v[0].current);
+    }
+
+    #[test]
+    fn defaults_are_one_hour_all_variants() {
+        let v = View::from_params(&HashMap::new());
+        assert_eq!((v.range.as_str(), v.variant.as_str(), v.target.as_deref()), ("1h", "all", None));
+        assert_eq!(v.metrics_params()["max_points"], "240");
+    }
+}

@@ -1,0 +1,253 @@
+//! The dashboard's pages: templates rendered directly (escaping of every string that comes from
+//! a target), and the real app over loopback (the page without JavaScript, compare, targets,
+//! the JSON behind them, assets with cache validators, HTML error pages).
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use askama::Template;
+use common::*;
+use zai_dash::point::{Counts, Point};
+use zai_dash::store::window::{ModelUsage, model_usage};
+use zai_dash::web::dashboard::{self, View};
+use zai_dash::web::pages::{Chrome, Overview, OverviewPage, TargetLine, TargetsPage};
+
+const EVIL: &str = "<script>alert(1)</script>";
+
+fn chrome() -> Chrome {
+    Chrome {
+        version: "test",
+        css: "/static/app.css?v=1".into(),
+        js: "/static/app.js?v=1".into(),
+        generated: "2026-01-01T00:00:00.000Z".into(),
+        interval_ms: 5000,
+        page: "overview",
+    }
+}
+
+fn point(variant: &str, ts: i64) -> Point {
+    Point {
+        timestamp: ts,
+        variant: variant.to_owned(),
+        requests_2xx: 0.0,
+        requests_4xx: 0.0,
+        requests_5xx: 0.0,
+        tokens_input: 0.0,
+        tokens_output: 0.0,
+        tokens_cache_read: 0.0,
+        tokens_cache_write: 0.0,
+        estimated_cost_usd_input: 0.0,
+        estimated_cost_usd_output: 0.0,
+        estimated_cost_usd_cache_read: 0.0,
+        estimated_cost_usd_cache_write: 0.0,
+        concurrent_requests: 2.0,
+        max_workers: 8.0,
+        rate_limit_rps: 30.0,
+        rate_limit_rejections: 0.0,
+        rate_limit_adj_increase: 0.0,
+        rate_limit_adj_decrease: 0.0,
+        upstream_errors: 0.0,
+        retry_attempts: 0.0,
+        latency_p50: Some(120.0),
+        latency_p95: Some(480.0),
+        latency_p99: Some(950.0),
+        request_size_avg: None,
+        response_size_avg: None,
+        token_rate_in: 1500.0,
+        token_rate_out: 300.0,
+        token_rate_cache_read: 0.0,
+        token_rate_cache_write: 0.0,
+        req_rate: 12.5,
+        error_rate_pct: Some(1.25),
+        worker_utilization: 0.25,
+        status_code_rates: BTreeMap::from([("200".to_owned(), 12.0), ("503".to_owned(), 0.5)]),
+        quota: None,
+        requests: 62.0,
+        cost_rate_usd: 0.001,
+        rejection_rate: 0.0,
+        retry_rate: 0.0,
+        upstream_error_rate: 0.0,
+        ttft_p50: None,
+        ttft_p95: None,
+        ttft_p99: None,
+        tpot_p50: None,
+        tpot_p95: None,
+        tpot_p99: None,
+        pods: 1,
+    }
+}
+
+/// An overview whose variant, model and pod URL are all hostile.
+fn hostile_overview() -> String {
+    let view = View { range: "1h".into(), variant: "all".into(), target: Some(format!("http://x/{EVIL}")) };
+    let variants = vec![EVIL.to_owned(), "production".to_owned()];
+    let colors = dashboard::colors(&variants);
+    let points: Vec<Point> =
+        (1..=10).flat_map(|i| [point(EVIL, i * 60_000), point("production", i * 60_000)]).collect();
+    let mut counts = Counts::default();
+    counts.requests.insert("200".into(), 600.0);
+    counts.tokens.insert(EVIL.into(), [10.0, 20.0, 0.0, 0.0]);
+    counts.cost.insert(EVIL.into(), [0.5, 0.0, 0.0, 0.0]);
+    let counts = BTreeMap::from([(EVIL.to_owned(), counts)]);
+    let models: Vec<ModelUsage> = model_usage(&counts);
+    let built = dashboard::panels(&points, (0, 600_000), &colors, &counts, &models);
+    let overview = Overview {
+        ranges: dashboard::range_links(&view),
+        variants: dashboard::variant_links(&view, &variants),
+        pods: vec![],
+        target: view.target.clone(),
+        range: view.range.clone(),
+        variant: view.variant.clone(),
+        cards: vec![dashboard::card(EVIL, 0, true, EVIL.into(), points.last())],
+        charts: std::sync::Arc::new(built),
+    };
+    OverviewPage { chrome: chrome(), o: overview }.render().unwrap()
+}
+
+#[test]
+fn hostile_variant_model_and_url_render_as_text_everywhere() {
+    let html = hostile_overview();
+    assert!(!html.contains(EVIL), "an unescaped <script> reached the page");
+    assert!(!html.contains("alert(1)</"), "a closing tag from a label reached the page");
+    // It is shown, escaped: in the card, the model table, the legends and the SVG titles.
+    let escaped = html.matches("&#60;script&#62;alert(1)&#60;/script&#62;").count()
+        + html.matches("&lt;script&gt;alert(1)&lt;/script&gt;").count();
+    assert!(escaped >= 5, "escaped label shown {escaped} times");
+    // The only <script> elements are the page's own.
+    assert_eq!(html.matches("<script").count(), 2, "theme bootstrap and app.js only");
+}
+
+#[test]
+fn hostile_target_url_on_the_targets_page_is_text() {
+    let page = TargetsPage {
+        chrome: Chrome { page: "targets", ..chrome() },
+        targets: vec![TargetLine {
+            url: format!("http://evil/\"><img src=x onerror=alert(1)>{EVIL}"),
+            variant: "production".into(),
+            up: false,
+            last_scrape: "never".into(),
+            last_success: "never".into(),
+            duration: "0 ms".into(),
+            samples: 0,
+            failures: 3,
+            last_error: EVIL.into(),
+            version: "unknown".into(),
+            href: "/?range=1h&variant=all&target=x".into(),
+        }],
+    };
+    let html = page.render().unwrap();
+    assert!(!html.contains(EVIL) && !html.contains("<img"), "{html}");
+    assert!(html.contains("3 failures"));
+}
+
+#[test]
+fn the_page_without_javascript_has_links_charts_and_numbers() {
+    let html = hostile_overview();
+    for range in ["5m", "15m", "1h", "6h", "24h", "7d"] {
+        assert!(html.contains(&format!("data-range=\"{range}\"")), "range link {range}");
+    }
+    assert!(html.contains("aria-label=\"Time range\"") && html.contains("aria-label=\"Variant\""));
+    assert!(html.contains("<svg class=\"chart\""), "inline SVG charts");
+    assert!(html.contains("<path class=\"s c"), "chart lines");
+    assert!(html.contains("<title>"), "hover values");
+    assert!(!html.contains("NaN") && !html.contains("inf\""), "no NaN in the markup");
+    for number in ["12.5/s", "1.25%", "120 ms", "480 ms", "950 ms", "1500 tok/s", "2 of 8 workers", "25.00%"] {
+        assert!(html.contains(number), "card value {number}");
+    }
+    assert!(html.contains("$3.60/h"), "cost per hour on the card");
+    assert!(html.contains("<noscript><meta http-equiv=\"refresh\""), "refreshes itself without JS");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pages_and_their_json_over_a_real_app() {
+    let mut prod = Sim::new("production", 40.0);
+    prod.latency_s = 0.2;
+    let mut canary = Sim::new("canary", 40.0);
+    canary.latency_s = 4.0; // 20x slower: the compare verdict must fail on p95
+    let a = FakeTarget::start(prod, Behaviour::Healthy).await;
+    let b = FakeTarget::start(canary, Behaviour::Healthy).await;
+    let dir = tempfile::tempdir().unwrap();
+    let app = TestApp::start(settings(&dir, targets(&[&a.url, &b.url]))).await;
+    wait_for("100 requests on both sides", Duration::from_secs(20), || async {
+        let c = app.json("/api/compare?baseline=production&candidate=canary&window=5m").await;
+        c["baseline_requests"].as_f64().unwrap_or(0.0) >= 100.0
+            && c["candidate_requests"].as_f64().unwrap_or(0.0) >= 100.0
+    })
+    .await;
+
+    // Compare: the default candidate is the only other variant; p95 20x -> fail.
+    let c = app.json("/api/compare?window=5m").await;
+    assert_eq!(c["candidate"], "canary");
+    assert_eq!(c["verdict"], "fail", "{c}");
+    let reasons = c["reasons"].as_array().unwrap();
+    assert!(reasons[1].as_str().unwrap().contains("x the baseline"), "{reasons:?}");
+    let html = reqwest::get(app.url("/compare?baseline=production&candidate=canary&window=5m")).await.unwrap();
+    assert_eq!(html.status(), 200);
+    let html = html.text().await.unwrap();
+    assert!(html.contains("Verdict: <b>fail</b>"), "verdict shown");
+
+    // Models: the simulator's tokens, as JSON and in the page.
+    let models = app.json("/api/models?range=5m&variant=production").await;
+    let m = &models.as_array().unwrap()[0];
+    assert_eq!((m["model"].as_str(), m["variant"].as_str()), (Some("glm-4.7"), Some("production")));
+    assert!(m["tokens_input"].as_f64().unwrap() >= 100.0 * 100.0);
+
+    let page = reqwest::get(app.url("/?range=5m&variant=all")).await.unwrap();
+    assert_eq!(page.status(), 200);
+    let page = page.text().await.unwrap();
+    assert!(page.contains("data-variant=\"production\"") && page.contains("data-variant=\"canary\""));
+    assert!(page.contains("glm-4.7"));
+    assert!(page.contains("<svg class=\"chart\""));
+    let fragment = reqwest::get(app.url("/?range=15m&fragment=1")).await.unwrap().text().await.unwrap();
+    assert!(!fragment.contains("<html") && fragment.contains("class=\"panels\""), "fragment is the main content");
+    let per_pod = reqwest::get(app.url(&format!("/?range=5m&target={}", urlencode(&a.url)))).await.unwrap();
+    assert_eq!(per_pod.status(), 200);
+
+    // Targets page.
+    let t = reqwest::get(app.url("/targets")).await.unwrap().text().await.unwrap();
+    assert_eq!(t.matches("badge up").count(), 2, "both targets up");
+    assert!(t.contains(&a.url) && t.contains(&b.url));
+
+    // Errors on pages are HTML, on the API JSON.
+    let bad = reqwest::get(app.url("/?range=soon")).await.unwrap();
+    assert_eq!(bad.status(), 400);
+    assert!(bad.headers()["content-type"].to_str().unwrap().starts_with("text/html"));
+    assert!(bad.text().await.unwrap().contains("invalid range parameter"));
+    let bad = reqwest::get(app.url("/compare?window=soon")).await.unwrap();
+    assert_eq!(bad.status(), 400);
+    let body = bad.text().await.unwrap();
+    assert!(body.contains("invalid window parameter") && body.contains("<form"), "the form stays to fix it");
+    let bad = reqwest::get(app.url("/api/compare?window=1s")).await.unwrap();
+    assert_eq!(bad.status(), 400);
+    assert!(bad.text().await.unwrap().contains("window"));
+    app.stop().await;
+}
+
+fn urlencode(s: &str) -> String {
+    url::form_urlencoded::byte_serialize(s.as_bytes()).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn assets_carry_validators_and_long_caching_when_versioned() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = TestApp::start(settings(&dir, targets(&["http://127.0.0.1:9/metrics"]))).await;
+    let page = reqwest::get(app.url("/")).await.unwrap().text().await.unwrap();
+    let js = page.split("src=\"").nth(1).unwrap().split('"').next().unwrap().to_owned();
+    assert!(js.starts_with("/static/app.js?v="), "{js}");
+    let client = reqwest::Client::builder().no_gzip().build().unwrap();
+    let r = client.get(app.url(&js)).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["cache-control"], "public, max-age=31536000, immutable");
+    assert!(r.headers()["content-type"].to_str().unwrap().starts_with("text/javascript"));
+    let etag = r.headers()["etag"].to_str().unwrap().to_owned();
+    let again = client.get(app.url(&js)).header("if-none-match", &etag).send().await.unwrap();
+    assert_eq!(again.status(), 304);
+    let plain = client.get(app.url("/static/app.css")).send().await.unwrap();
+    assert_eq!(plain.headers()["cache-control"], "no-cache");
+    assert_eq!(client.get(app.url("/static/nope.js")).send().await.unwrap().status(), 404);
+    let gz = client.get(app.url("/")).header("accept-encoding", "gzip").send().await.unwrap();
+    assert_eq!(gz.headers().get("content-encoding").map(|v| v.to_str().unwrap()), Some("gzip"));
+    app.stop().await;
+}
