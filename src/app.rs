@@ -81,7 +81,8 @@ pub async fn run_with_resolver(
         writer: writer_stats,
         metrics: self_metrics,
     };
-    let server = axum::serve(listener, web::router(state)).with_graceful_shutdown(stop.clone().cancelled_owned());
+    let server = axum::serve(crate::commands::no_delay(listener), web::router(state))
+        .with_graceful_shutdown(stop.clone().cancelled_owned());
     let server = tokio::spawn(async move { server.await });
 
     shutdown.cancelled().await;

@@ -36,6 +36,22 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     })
 }
 
+/// A listener whose accepted connections send small writes at once (`TCP_NODELAY`).
+///
+/// Streamed answers (SSE from the proxy, live events from the dashboard) are many small writes;
+/// with Nagle's algorithm on, each one after the first waits for the client's ACK, which a
+/// benchmark measured as +35 ms per streamed answer through the proxy.
+pub fn no_delay(listener: TcpListener) -> axum::serve::TapIo<TcpListener, fn(&mut tokio::net::TcpStream)> {
+    use axum::serve::ListenerExt;
+    listener.tap_io(set_nodelay as fn(&mut tokio::net::TcpStream))
+}
+
+fn set_nodelay(tcp: &mut tokio::net::TcpStream) {
+    if let Err(e) = tcp.set_nodelay(true) {
+        tracing::debug!(error = %e, "Cannot set TCP_NODELAY on an accepted connection.");
+    }
+}
+
 /// Binds and announces the address (the first line on stdout).
 async fn bind(setting: &str, addr: SocketAddr) -> anyhow::Result<TcpListener> {
     let listener = TcpListener::bind(addr).await.with_context(|| format!("cannot listen on {setting} {addr}"))?;

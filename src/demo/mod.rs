@@ -95,7 +95,8 @@ async fn start(
     let token = token.clone();
     let task = tokio::spawn(async move {
         let app = router.into_make_service_with_connect_info::<SocketAddr>();
-        let _ = axum::serve(listener, app).with_graceful_shutdown(token.cancelled_owned()).await;
+        let _ =
+            axum::serve(crate::commands::no_delay(listener), app).with_graceful_shutdown(token.cancelled_owned()).await;
     });
     Ok((addr, task))
 }

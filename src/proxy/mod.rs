@@ -372,7 +372,7 @@ pub async fn serve(
     shutdown: tokio_util::sync::CancellationToken,
 ) -> std::io::Result<()> {
     let app = proxy.router().into_make_service_with_connect_info::<std::net::SocketAddr>();
-    axum::serve(listener, app).with_graceful_shutdown(shutdown.cancelled_owned()).await
+    axum::serve(crate::commands::no_delay(listener), app).with_graceful_shutdown(shutdown.cancelled_owned()).await
 }
 
 async fn metrics_handler(State(p): State<Arc<Proxy>>) -> Response {

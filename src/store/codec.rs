@@ -452,9 +452,32 @@ impl<'a> Dec<'a> {
         let start = self.0;
         for _ in 0..len {
             self.str_ref()?;
-            self.nums::<N>()?;
+            for _ in 0..N {
+                self.skip_num()?;
+            }
         }
         Ok(MapView { bytes: &start[..start.len() - self.0.len()], len })
+    }
+
+    /// Steps over a number without computing it (finding section boundaries is most of
+    /// [`view`]'s work, so it must not pay for values it does not keep).
+    fn skip_num(&mut self) -> Result<(), CodecError> {
+        match self.u8()? {
+            0 | 4 => Ok(()),
+            1 | 2 | 5 => {
+                let end = self.0.iter().position(|b| b & 0x80 == 0).ok_or(TRUNCATED)?;
+                if end >= 10 {
+                    return Err(CodecError("varint too long"));
+                }
+                self.0 = &self.0[end + 1..];
+                Ok(())
+            }
+            3 => {
+                self.0 = self.0.get(8..).ok_or(TRUNCATED)?;
+                Ok(())
+            }
+            _ => Err(CodecError("unknown number tag")),
+        }
     }
 
     /// Walks a quota section like [`Self::quota`] without building it.
@@ -482,10 +505,9 @@ impl<'a> Dec<'a> {
         let len = self.len()?;
         let start = self.0;
         if len > 0 {
-            for _ in 0..len {
-                self.nums::<2>()?;
+            for _ in 0..2 * len + 2 {
+                self.skip_num()?;
             }
-            self.nums::<2>()?;
         }
         Ok(HistView { bytes: &start[..start.len() - self.0.len()], len })
     }
