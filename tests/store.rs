@@ -91,7 +91,7 @@ impl Fixture {
                 });
                 rows.push(row);
             }
-            let batch = WriteBatch { bucket_end_ms: t, rows, states, points: vec![] };
+            let batch = WriteBatch { bucket_end_ms: t, rows, states, points: vec![], late: false };
             write::write_batch(&mut self.store.conn().unwrap(), &batch, MIN).unwrap();
             t += 5_000;
         }
@@ -179,7 +179,7 @@ fn an_incomplete_minute_waits_and_a_late_row_is_rolled_again() {
     let mut late = fx.rows(Table::Raw, 0)[3].clone();
     late.counts.requests.insert("200".into(), 1000.0);
     late.elapsed_ms = 0;
-    let batch = WriteBatch { bucket_end_ms: late.ts_ms, rows: vec![late], states: vec![], points: vec![] };
+    let batch = WriteBatch { bucket_end_ms: late.ts_ms, rows: vec![late], states: vec![], points: vec![], late: false };
     write::write_batch(&mut fx.store.conn().unwrap(), &batch, MIN).unwrap();
     assert_eq!(query::watermark(&fx.store.conn().unwrap()).unwrap(), Some(T0));
     // ...and the minute is rolled again with the merged row.
@@ -260,7 +260,7 @@ fn a_transaction_that_hits_a_full_disk_writes_nothing() {
         }
         rows.push(big.clone());
     }
-    let batch = WriteBatch { bucket_end_ms: T0 + HOUR, rows, states: vec![], points: vec![] };
+    let batch = WriteBatch { bucket_end_ms: T0 + HOUR, rows, states: vec![], points: vec![], late: false };
     let err = write::write_batch(&mut conn, &batch, MIN).unwrap_err();
     assert!(err.to_string().contains("full"), "{err}");
     conn.execute_batch("PRAGMA max_page_count = 1073741823").unwrap();
@@ -276,7 +276,7 @@ async fn a_locked_database_delays_writes_but_loses_no_batch() {
     let batch = |i: i64| {
         let mut row = template.clone();
         row.ts_ms = T0 + HOUR + i * 5_000;
-        WriteBatch { bucket_end_ms: row.ts_ms, rows: vec![row], states: vec![], points: vec![] }
+        WriteBatch { bucket_end_ms: row.ts_ms, rows: vec![row], states: vec![], points: vec![], late: false }
     };
     let stats = Arc::new(WriterStats::default());
     let (queue, rx) = write::channel(16, stats.clone());
@@ -302,4 +302,53 @@ async fn a_locked_database_delays_writes_but_loses_no_batch() {
         .unwrap();
     assert_eq!(n, 3, "all three batches were written once the lock was released");
     assert_eq!(stats.dropped.load(std::sync::atomic::Ordering::Relaxed), 0);
+}
+
+#[test]
+fn the_sealed_bucket_cache_answers_exactly_like_a_fresh_query() {
+    let mut fx = Fixture::new();
+    let cache = zai_dash::store::cache::PointCache::default();
+    let mut end = T0 + 4 * MIN;
+    fx.write_range(T0, end);
+    for round in 0..6 {
+        let now = end + 2_000;
+        for (raw, step, variant) in [(true, 5_000, None), (true, 30_000, Some("canary")), (false, MIN, None)] {
+            if !raw {
+                fx.downsample(now);
+            }
+            let q = PointQuery {
+                start_ms: now - 3 * MIN - 1_234,
+                end_ms: now,
+                step_ms: step,
+                raw,
+                variant: variant.map(str::to_owned),
+                target_url: None,
+            };
+            let fresh = query::points(&fx_conn(&fx), &q, MIN).unwrap();
+            let cached = cache.points(&fx_conn(&fx), &q, MIN, now - 11_000).unwrap();
+            assert_eq!(cached, fresh, "round {round}, raw {raw}, step {step}");
+            assert!(!fresh.is_empty());
+        }
+        let next = end + 25_000;
+        fx.write_range(end, next);
+        end = next;
+    }
+    // A row merged into an already served bucket invalidates the cache.
+    let q = PointQuery { start_ms: end - MIN, end_ms: end, step_ms: 5_000, raw: true, variant: None, target_url: None };
+    cache.points(&fx_conn(&fx), &q, MIN, end - 11_000).unwrap();
+    let mut late = fx.rows(Table::Raw, 0)[fx.rows(Table::Raw, 0).len() - 5].clone();
+    late.counts.requests.insert("500".into(), 77.0);
+    let batch = WriteBatch { bucket_end_ms: late.ts_ms, rows: vec![late], states: vec![], points: vec![], late: true };
+    assert!(write::write_batch(&mut fx.store.conn().unwrap(), &batch, MIN).unwrap(), "the write reports a merge");
+    let stale = cache.points(&fx_conn(&fx), &q, MIN, end - 11_000).unwrap();
+    assert_ne!(stale, query::points(&fx_conn(&fx), &q, MIN).unwrap(), "served from the cache until invalidated");
+    cache.invalidate(); // what the writer does when it reports a merge
+    assert_eq!(
+        cache.points(&fx_conn(&fx), &q, MIN, end - 11_000).unwrap(),
+        query::points(&fx_conn(&fx), &q, MIN).unwrap()
+    );
+}
+
+fn fx_conn(fx: &Fixture) -> r2d2::PooledConnection<r2d2_sqlite::SqliteConnectionManager> {
+    fx.store.conn().unwrap()
 }

@@ -209,8 +209,10 @@ async fn buffered_success(p: &Arc<Proxy>, ctx: &Ctx, resp: reqwest::Response, la
     let status = resp.status();
     let headers = resp.headers().clone();
     let body = read_upstream(resp, RESPONSE_LIMIT).await;
-    let valid = body.as_ref().is_some_and(|b| !b.is_empty() && serde_json::from_slice::<serde_json::Value>(b).is_ok());
-    let (Some(body), true) = (body, valid) else {
+    // Parsed once: the check that it is JSON, the usage and the estimate all use this value.
+    let json =
+        body.as_ref().filter(|b| !b.is_empty()).and_then(|b| serde_json::from_slice::<serde_json::Value>(b).ok());
+    let (Some(body), Some(json)) = (body, json) else {
         p.metrics.upstream_errors.add(&["truncated_response", p.settings.variant.as_str()], 1.0);
         if !last {
             return Retry::After("truncated_response", Duration::ZERO);
@@ -223,8 +225,9 @@ async fn buffered_success(p: &Arc<Proxy>, ctx: &Ctx, resp: reqwest::Response, la
             "upstream returned an empty or malformed response after retries",
         ));
     };
-    let usage =
-        usage::from_json(ctx.kind, &body).filter(|u| u.input + u.output > 0).unwrap_or_else(|| estimate(p, ctx, &body));
+    let usage = usage::from_value(ctx.kind, &json)
+        .filter(|u| u.input + u.output > 0)
+        .unwrap_or_else(|| estimate(p, ctx, &json));
     ctx.record_usage(p, &usage);
     p.limiter_success();
     ctx.record(p, status.as_u16(), true);
@@ -236,7 +239,7 @@ async fn buffered_success(p: &Arc<Proxy>, ctx: &Ctx, resp: reqwest::Response, la
 }
 
 /// The local estimate for a response without usage, timed like zai-proxy's token counting.
-fn estimate(p: &Proxy, ctx: &Ctx, body: &[u8]) -> Usage {
+fn estimate(p: &Proxy, ctx: &Ctx, body: &serde_json::Value) -> Usage {
     let t = Instant::now();
     let output = usage::estimate_tokens(usage::response_text_len(ctx.kind, body));
     let took = t.elapsed().as_secs_f64().max(1e-9);

@@ -7,7 +7,7 @@
 //! Label values that come from clients (model, path) are capped at [`LABEL_CAP`] distinct
 //! values, then `other`, so a client cannot grow the exposition without bound.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::sync::Mutex;
 
 use crate::expo::{CONTENT_TYPE, Exposition};
@@ -41,39 +41,57 @@ pub struct Vector {
     help: &'static str,
     kind: &'static str,
     labels: &'static [&'static str],
-    series: Mutex<BTreeMap<Vec<String>, f64>>,
+    series: Mutex<Vec<(Vec<String>, f64)>>,
+}
+
+/// Finds the series with these label values without allocating (series per family are few).
+fn find<T>(series: &mut [(Vec<String>, T)], values: &[&str]) -> Option<usize> {
+    series.iter().position(|(k, _)| k.len() == values.len() && k.iter().zip(values).all(|(a, b)| a == b))
+}
+
+fn key(values: &[&str]) -> Vec<String> {
+    values.iter().map(|x| (*x).to_owned()).collect()
 }
 
 impl Vector {
     const fn new(name: &'static str, kind: &'static str, labels: &'static [&'static str], help: &'static str) -> Self {
-        Self { name, help, kind, labels, series: Mutex::new(BTreeMap::new()) }
+        Self { name, help, kind, labels, series: Mutex::new(Vec::new()) }
+    }
+
+    fn update(&self, values: &[&str], f: impl FnOnce(&mut f64)) {
+        let Ok(mut s) = self.series.lock() else { return };
+        match find(&mut s, values) {
+            Some(i) => f(&mut s[i].1),
+            None => {
+                let mut v = 0.0;
+                f(&mut v);
+                s.push((key(values), v));
+            }
+        }
     }
 
     /// Adds `v` to the series with these label values (in the family's label order).
     pub fn add(&self, values: &[&str], v: f64) {
-        if let Ok(mut s) = self.series.lock() {
-            *s.entry(values.iter().map(|x| (*x).to_owned()).collect()).or_default() += v;
-        }
+        self.update(values, |x| *x += v);
     }
 
     /// Sets the series to `v`.
     pub fn set(&self, values: &[&str], v: f64) {
-        if let Ok(mut s) = self.series.lock() {
-            s.insert(values.iter().map(|x| (*x).to_owned()).collect(), v);
-        }
+        self.update(values, |x| *x = v);
     }
 
     /// Current value of a series (tests, `/health`).
     pub fn get(&self, values: &[&str]) -> f64 {
-        let key: Vec<String> = values.iter().map(|x| (*x).to_owned()).collect();
-        self.series.lock().ok().and_then(|s| s.get(&key).copied()).unwrap_or(0.0)
+        let Ok(mut s) = self.series.lock() else { return 0.0 };
+        find(&mut s, values).map_or(0.0, |i| s[i].1)
     }
 
     fn write(&self, e: &mut Exposition) {
-        let Ok(series) = self.series.lock() else { return };
+        let Ok(mut series) = self.series.lock() else { return };
         if series.is_empty() {
             return;
         }
+        series.sort_by(|a, b| a.0.cmp(&b.0)); // client_golang order: by label values
         e.family(self.name, self.help, self.kind);
         for (values, v) in series.iter() {
             let labels: Vec<(&str, &str)> =
@@ -97,7 +115,7 @@ pub struct HistogramVec {
     help: &'static str,
     labels: &'static [&'static str],
     bounds: &'static [f64],
-    series: Mutex<BTreeMap<Vec<String>, Hist>>,
+    series: Mutex<Vec<(Vec<String>, Hist)>>,
 }
 
 impl HistogramVec {
@@ -107,7 +125,7 @@ impl HistogramVec {
         bounds: &'static [f64],
         help: &'static str,
     ) -> Self {
-        Self { name, help, labels, bounds, series: Mutex::new(BTreeMap::new()) }
+        Self { name, help, labels, bounds, series: Mutex::new(Vec::new()) }
     }
 
     /// Records one observation.
@@ -116,11 +134,11 @@ impl HistogramVec {
             return;
         }
         let Ok(mut s) = self.series.lock() else { return };
-        let h = s.entry(values.iter().map(|x| (*x).to_owned()).collect()).or_insert_with(|| Hist {
-            counts: vec![0; self.bounds.len()],
-            sum: 0.0,
-            count: 0,
+        let i = find(&mut s, values).unwrap_or_else(|| {
+            s.push((key(values), Hist { counts: vec![0; self.bounds.len()], sum: 0.0, count: 0 }));
+            s.len() - 1
         });
+        let h = &mut s[i].1;
         if let Some(i) = self.bounds.iter().position(|b| v <= *b) {
             h.counts[i] += 1;
         }
@@ -130,15 +148,16 @@ impl HistogramVec {
 
     /// Observations of a series (tests).
     pub fn count(&self, values: &[&str]) -> u64 {
-        let key: Vec<String> = values.iter().map(|x| (*x).to_owned()).collect();
-        self.series.lock().ok().and_then(|s| s.get(&key).map(|h| h.count)).unwrap_or(0)
+        let Ok(mut s) = self.series.lock() else { return 0 };
+        find(&mut s, values).map_or(0, |i| s[i].1.count)
     }
 
     fn write(&self, e: &mut Exposition) {
-        let Ok(series) = self.series.lock() else { return };
+        let Ok(mut series) = self.series.lock() else { return };
         if series.is_empty() {
             return;
         }
+        series.sort_by(|a, b| a.0.cmp(&b.0));
         e.family(self.name, self.help, "histogram");
         let bucket = format!("{}_bucket", self.name);
         for (values, h) in series.iter() {

@@ -84,7 +84,11 @@ fn openai_usage(u: &Value) -> Usage {
 
 /// Usage of a complete (non-streaming) JSON response, if it reports any.
 pub fn from_json(kind: ApiKind, body: &[u8]) -> Option<Usage> {
-    let v: Value = serde_json::from_slice(body).ok()?;
+    from_value(kind, &serde_json::from_slice(body).ok()?)
+}
+
+/// [`from_json`] on an already parsed body.
+pub fn from_value(kind: ApiKind, v: &Value) -> Option<Usage> {
     let u = v.get("usage").filter(|u| u.is_object())?;
     Some(match kind {
         ApiKind::Anthropic => anthropic_usage(u),
@@ -92,9 +96,8 @@ pub fn from_json(kind: ApiKind, body: &[u8]) -> Option<Usage> {
     })
 }
 
-/// Text of a complete response (for the estimate and TPOT when usage is missing).
-pub fn response_text_len(kind: ApiKind, body: &[u8]) -> usize {
-    let Ok(v) = serde_json::from_slice::<Value>(body) else { return 0 };
+/// Text of a complete response (for the estimate when usage is missing).
+pub fn response_text_len(kind: ApiKind, v: &Value) -> usize {
     match kind {
         ApiKind::Anthropic => v.get("content").and_then(Value::as_array).map_or(0, |blocks| {
             blocks.iter().filter_map(|b| b.get("text").and_then(Value::as_str)).map(str::len).sum()

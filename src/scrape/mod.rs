@@ -249,5 +249,6 @@ fn flush(bucket: i64, items: Vec<Scraped>, builder: &mut PointBuilder, queue: &W
     } else {
         Vec::new()
     };
-    queue.submit(WriteBatch { bucket_end_ms: bucket, rows, states: states.into_values().collect(), points });
+    let late = !publish;
+    queue.submit(WriteBatch { bucket_end_ms: bucket, rows, states: states.into_values().collect(), points, late });
 }

@@ -5,6 +5,7 @@
 //! blocking pool with a pooled connection and never holds it across an `.await`. One writer
 //! task owns all inserts ([`write`]); readers run concurrently thanks to WAL.
 
+pub mod cache;
 pub mod codec;
 pub mod downsample;
 pub mod query;
@@ -45,6 +46,7 @@ pub enum StoreError {
 pub struct Store {
     pool: r2d2::Pool<SqliteConnectionManager>,
     path: PathBuf,
+    cache: std::sync::Arc<cache::PointCache>,
 }
 
 /// Connection settings applied to every pooled connection: WAL so readers never block the
@@ -57,9 +59,25 @@ impl Store {
     pub fn open(path: &Path) -> Result<Self, StoreError> {
         let manager = SqliteConnectionManager::file(path).with_init(|c| c.execute_batch(CONNECTION_PRAGMAS));
         let pool = r2d2::Pool::builder().max_size(8).connection_timeout(Duration::from_secs(5)).build(manager)?;
-        let store = Self { pool, path: path.to_path_buf() };
+        let store = Self { pool, path: path.to_path_buf(), cache: Default::default() };
         schema::migrate(&mut *store.conn()?)?;
         Ok(store)
+    }
+
+    /// Points of sealed buckets kept between range queries.
+    pub fn cache(&self) -> &cache::PointCache {
+        &self.cache
+    }
+
+    /// [`query::points`] through the cache of sealed buckets.
+    pub async fn points(
+        &self,
+        q: query::PointQuery,
+        rollup_ms: i64,
+        raw_sealed_ms: i64,
+    ) -> Result<Vec<crate::point::Point>, StoreError> {
+        let cache = self.cache.clone();
+        self.with_conn(move |c| cache.points(c, &q, rollup_ms, raw_sealed_ms)).await
     }
 
     /// The database file.

@@ -104,7 +104,8 @@ pub fn variant_id(conn: &Connection, name: &str) -> Result<i64, StoreError> {
 
 /// Inserts a raw row; if the target already has a row for that bucket (two scrapes completed
 /// in one bucket, or a retried late batch), the two are merged instead of one being lost.
-pub fn upsert_raw_row(conn: &Connection, row: &TargetRow) -> Result<(), StoreError> {
+/// Returns true when it merged.
+pub fn upsert_raw_row(conn: &Connection, row: &TargetRow) -> Result<bool, StoreError> {
     let vid = variant_id(conn, &row.variant)?;
     let data = codec::encode(&row.counts, &row.totals, &row.gauges);
     let inserted = conn
@@ -120,7 +121,7 @@ pub fn upsert_raw_row(conn: &Connection, row: &TargetRow) -> Result<(), StoreErr
             replace_row(conn, Table::Raw, &existing)?;
         }
     }
-    Ok(())
+    Ok(inserted == 0)
 }
 
 /// Writes a row, replacing any row of the same target and bucket.

@@ -34,6 +34,8 @@ pub struct WriteBatch {
     pub states: Vec<StateUpdate>,
     /// Points to publish live once written.
     pub points: Vec<Point>,
+    /// The rows arrived after their bucket was closed (they may change what was already served).
+    pub late: bool,
 }
 
 /// A target's persisted state after a scrape.
@@ -139,8 +141,12 @@ async fn drain(
 ) -> bool {
     let mut written = 0;
     while let Some(batch) = backlog.front().cloned() {
+        let touches_served = batch.late || was_failing;
         match store.with_conn(move |c| write_batch(c, &batch, rollup_ms)).await {
-            Ok(()) => {
+            Ok(merged) => {
+                if merged || touches_served {
+                    store.cache().invalidate(); // rows landed in buckets that may have been served
+                }
                 backlog.pop_front();
                 written += 1;
                 stats.committed.fetch_add(1, Ordering::Relaxed);
@@ -164,16 +170,19 @@ async fn drain(
 
 /// Writes one batch in one transaction: rows (merged with an existing row of the same bucket),
 /// target states, and a lowered rollup watermark when a row lands in an already rolled-up minute.
-pub fn write_batch(conn: &mut Connection, batch: &WriteBatch, rollup_ms: i64) -> Result<(), StoreError> {
+/// Returns true when a row was merged or a rolled minute reopened: data already served changed.
+pub fn write_batch(conn: &mut Connection, batch: &WriteBatch, rollup_ms: i64) -> Result<bool, StoreError> {
     let tx = conn.transaction()?;
     let mut watermark = query::watermark(&tx)?;
+    let mut changed_served = false;
     for row in &batch.rows {
-        query::upsert_raw_row(&tx, row)?;
+        changed_served |= query::upsert_raw_row(&tx, row)?;
         if let Some(w) = watermark {
             let minute = bucket_end(row.ts_ms, rollup_ms);
             if minute <= w {
                 watermark = Some(minute - rollup_ms);
                 query::set_watermark(&tx, minute - rollup_ms)?;
+                changed_served = true;
             }
         }
     }
@@ -186,5 +195,5 @@ pub fn write_batch(conn: &mut Connection, batch: &WriteBatch, rollup_ms: i64) ->
     }
     drop(update);
     tx.commit()?;
-    Ok(())
+    Ok(changed_served)
 }

@@ -1,0 +1,127 @@
+//! Points of sealed buckets, kept between range queries.
+//!
+//! Dashboards ask for the same windows again and again (every reconnect backfills, every chart
+//! refresh re-reads the range), and a window's old buckets do not change once every scrape that
+//! completed in them is written. So the points of those *sealed* buckets are kept per query shape
+//! (table, step, target filter): a repeated query reads only the rows after the last sealed
+//! bucket it has, exactly as a fresh query would (the running totals of that tail are seeded from
+//! the rows before it). A bucket is sealed once the rollup watermark passed it (1 min table) or two
+//! point widths and a second have passed since it closed (5 s table).
+//!
+//! Any write that could touch a sealed bucket (a scrape that arrived after its bucket closed, a
+//! batch retried after a failed transaction, a merge into an existing row) bumps the
+//! generation and drops every cached point. The first query of a shape pays the full cost; see
+//! BENCHMARKS.md for both figures.
+
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use rusqlite::Connection;
+
+use super::StoreError;
+use super::query::{self, PointQuery};
+use crate::clock::bucket_end;
+use crate::point::Point;
+
+/// Query shapes kept at once (least recently used goes first).
+const MAX_SHAPES: usize = 16;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Shape {
+    raw: bool,
+    step_ms: i64,
+    target_url: Option<String>,
+}
+
+#[derive(Debug)]
+struct Entry {
+    shape: Shape,
+    generation: u64,
+    /// Points of every variant for buckets ending in `[from, to]`, time order.
+    from: i64,
+    to: i64,
+    points: Vec<Point>,
+    used: u64,
+}
+
+/// The cache; one per store.
+#[derive(Debug, Default)]
+pub struct PointCache {
+    entries: Mutex<Vec<Entry>>,
+    generation: AtomicU64,
+    clock: AtomicU64,
+}
+
+impl PointCache {
+    /// Forgets every cached point: something was written into a bucket that may be sealed.
+    pub fn invalidate(&self) {
+        self.generation.fetch_add(1, Ordering::SeqCst);
+        if let Ok(mut e) = self.entries.lock() {
+            e.clear();
+        }
+    }
+
+    /// The points of `q`, equal to [`query::points`], reading only what is not cached.
+    /// `raw_sealed_ms`: buckets of the 5 s table ending at or before it are complete.
+    pub fn points(
+        &self,
+        conn: &Connection,
+        q: &PointQuery,
+        rollup_ms: i64,
+        raw_sealed_ms: i64,
+    ) -> Result<Vec<Point>, StoreError> {
+        let generation = self.generation.load(Ordering::SeqCst);
+        let shape = Shape { raw: q.raw, step_ms: q.step_ms, target_url: q.target_url.clone() };
+        let all = PointQuery { variant: None, ..q.clone() };
+        let first_end = bucket_end(q.start_ms + 1, q.step_ms);
+        let sealed_edge = if q.raw { raw_sealed_ms } else { query::watermark(conn)?.unwrap_or(i64::MIN) };
+        // The last bucket that is both sealed and wholly inside this window.
+        let sealed = sealed_edge.min(q.end_ms).div_euclid(q.step_ms) * q.step_ms;
+        let (mut points, covered) = match self.cached(&shape, generation, first_end, q.end_ms) {
+            Some((p, covered)) => (p, covered),
+            None => (Vec::new(), first_end - q.step_ms),
+        };
+        if covered < q.end_ms {
+            points.extend(query::points(conn, &PointQuery { start_ms: covered, ..all }, rollup_ms)?);
+        }
+        self.keep(shape, generation, first_end, sealed, &points);
+        points.retain(|p| q.variant.as_ref().is_none_or(|v| v == &p.variant));
+        Ok(points)
+    }
+
+    /// Cached points from `first_end` on, and the last bucket end they cover.
+    fn cached(&self, shape: &Shape, generation: u64, first_end: i64, end: i64) -> Option<(Vec<Point>, i64)> {
+        let mut entries = self.entries.lock().ok()?;
+        let e = entries.iter_mut().find(|e| &e.shape == shape && e.generation == generation)?;
+        if e.from > first_end || e.to < first_end {
+            return None;
+        }
+        e.used = self.clock.fetch_add(1, Ordering::Relaxed);
+        // Up to the last whole bucket of this window; the bucket holding `end` is read fresh.
+        let covered = e.to.min(end.div_euclid(shape.step_ms) * shape.step_ms);
+        let pts = e.points.iter().filter(|p| p.timestamp >= first_end && p.timestamp <= covered).cloned().collect();
+        Some((pts, covered))
+    }
+
+    /// Remembers the sealed part of a result (buckets `[first_end, sealed]`).
+    fn keep(&self, shape: Shape, generation: u64, first_end: i64, sealed: i64, points: &[Point]) {
+        if sealed < first_end || self.generation.load(Ordering::SeqCst) != generation {
+            return; // nothing sealed, or a write raced this query
+        }
+        let Ok(mut entries) = self.entries.lock() else { return };
+        entries.retain(|e| e.shape != shape);
+        if entries.len() >= MAX_SHAPES
+            && let Some(oldest) = entries.iter().enumerate().min_by_key(|(_, e)| e.used).map(|(i, _)| i)
+        {
+            entries.swap_remove(oldest);
+        }
+        entries.push(Entry {
+            shape,
+            generation,
+            from: first_end,
+            to: sealed,
+            points: points.iter().filter(|p| p.timestamp <= sealed).cloned().collect(),
+            used: self.clock.fetch_add(1, Ordering::Relaxed),
+        });
+    }
+}
