@@ -1,17 +1,18 @@
-//! Points of sealed buckets, kept between range queries.
+//! Points of sealed buckets, kept between range queries, serialized.
 //!
 //! Dashboards ask for the same windows again and again (every reconnect backfills, every chart
 //! refresh re-reads the range), and a window's old buckets do not change once every scrape that
 //! completed in them is written. So the points of those *sealed* buckets are kept per query shape
-//! (table, step, target filter): a repeated query reads only the rows after the last sealed
-//! bucket it has, exactly as a fresh query would (the running totals of that tail are seeded from
-//! the rows before it). A bucket is sealed once the rollup watermark passed it (1 min table) or two
-//! point widths and a second have passed since it closed (5 s table).
+//! (table, step, target filter), already serialized to JSON: a repeated query reads only the rows
+//! after the last sealed bucket it has, exactly as a fresh query would (the running totals of that
+//! tail are seeded from the rows before it), and copies the cached JSON for the rest. A bucket is
+//! sealed once the rollup watermark passed it (1 min table) or two point widths and a second have
+//! passed since it closed (5 s table).
 //!
 //! Any write that could touch a sealed bucket (a scrape that arrived after its bucket closed, a
-//! batch retried after a failed transaction, a merge into an existing row) bumps the
-//! generation and drops every cached point. The first query of a shape pays the full cost; see
-//! BENCHMARKS.md for both figures.
+//! batch retried after a failed transaction, a merge into an existing row) bumps the generation
+//! and drops every cached point. The first query of a shape pays the full cost; BENCHMARKS.md
+//! gives both figures.
 
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -33,6 +34,14 @@ struct Shape {
     target_url: Option<String>,
 }
 
+/// One point, serialized, with what filtering needs.
+#[derive(Debug, Clone)]
+struct Cached {
+    timestamp: i64,
+    variant: std::sync::Arc<str>,
+    json: std::sync::Arc<str>,
+}
+
 #[derive(Debug)]
 struct Entry {
     shape: Shape,
@@ -40,7 +49,7 @@ struct Entry {
     /// Points of every variant for buckets ending in `[from, to]`, time order.
     from: i64,
     to: i64,
-    points: Vec<Point>,
+    points: Vec<Cached>,
     used: u64,
 }
 
@@ -61,36 +70,48 @@ impl PointCache {
         }
     }
 
-    /// The points of `q`, equal to [`query::points`], reading only what is not cached.
-    /// `raw_sealed_ms`: buckets of the 5 s table ending at or before it are complete.
-    pub fn points(
+    /// The JSON array of the points of `q`, byte for byte what serializing [`query::points`]
+    /// gives, reading only what is not cached. `raw_sealed_ms`: buckets of the 5 s table ending
+    /// at or before it are complete.
+    pub fn points_json(
         &self,
         conn: &Connection,
         q: &PointQuery,
         rollup_ms: i64,
         raw_sealed_ms: i64,
-    ) -> Result<Vec<Point>, StoreError> {
+    ) -> Result<String, StoreError> {
         let generation = self.generation.load(Ordering::SeqCst);
         let shape = Shape { raw: q.raw, step_ms: q.step_ms, target_url: q.target_url.clone() };
-        let all = PointQuery { variant: None, ..q.clone() };
         let first_end = bucket_end(q.start_ms + 1, q.step_ms);
         let sealed_edge = if q.raw { raw_sealed_ms } else { query::watermark(conn)?.unwrap_or(i64::MIN) };
         // The last bucket that is both sealed and wholly inside this window.
         let sealed = sealed_edge.min(q.end_ms).div_euclid(q.step_ms) * q.step_ms;
         let (mut points, covered) = match self.cached(&shape, generation, first_end, q.end_ms) {
-            Some((p, covered)) => (p, covered),
+            Some(hit) => hit,
             None => (Vec::new(), first_end - q.step_ms),
         };
         if covered < q.end_ms {
-            points.extend(query::points(conn, &PointQuery { start_ms: covered, ..all }, rollup_ms)?);
+            let tail = PointQuery { start_ms: covered, variant: None, ..q.clone() };
+            for p in query::points(conn, &tail, rollup_ms)? {
+                let json = serde_json::to_string(&p).map_err(StoreError::State)?;
+                points.push(Cached { timestamp: p.timestamp, variant: p.variant.as_str().into(), json: json.into() });
+            }
         }
         self.keep(shape, generation, first_end, sealed, &points);
-        points.retain(|p| q.variant.as_ref().is_none_or(|v| v == &p.variant));
-        Ok(points)
+        let mut out = String::with_capacity(points.iter().map(|p| p.json.len() + 1).sum::<usize>() + 2);
+        out.push('[');
+        for p in points.iter().filter(|p| q.variant.as_deref().is_none_or(|v| v == &*p.variant)) {
+            if out.len() > 1 {
+                out.push(',');
+            }
+            out.push_str(&p.json);
+        }
+        out.push(']');
+        Ok(out)
     }
 
     /// Cached points from `first_end` on, and the last bucket end they cover.
-    fn cached(&self, shape: &Shape, generation: u64, first_end: i64, end: i64) -> Option<(Vec<Point>, i64)> {
+    fn cached(&self, shape: &Shape, generation: u64, first_end: i64, end: i64) -> Option<(Vec<Cached>, i64)> {
         let mut entries = self.entries.lock().ok()?;
         let e = entries.iter_mut().find(|e| &e.shape == shape && e.generation == generation)?;
         if e.from > first_end || e.to < first_end {
@@ -104,7 +125,7 @@ impl PointCache {
     }
 
     /// Remembers the sealed part of a result (buckets `[first_end, sealed]`).
-    fn keep(&self, shape: Shape, generation: u64, first_end: i64, sealed: i64, points: &[Point]) {
+    fn keep(&self, shape: Shape, generation: u64, first_end: i64, sealed: i64, points: &[Cached]) {
         if sealed < first_end || self.generation.load(Ordering::SeqCst) != generation {
             return; // nothing sealed, or a write raced this query
         }
@@ -124,4 +145,9 @@ impl PointCache {
             used: self.clock.fetch_add(1, Ordering::Relaxed),
         });
     }
+}
+
+/// Serializes points as `/api/metrics` does (for comparing with [`PointCache::points_json`]).
+pub fn to_json(points: &[Point]) -> String {
+    serde_json::to_string(points).unwrap_or_default()
 }

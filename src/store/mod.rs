@@ -69,15 +69,15 @@ impl Store {
         &self.cache
     }
 
-    /// [`query::points`] through the cache of sealed buckets.
-    pub async fn points(
+    /// [`query::points`] as a JSON array, through the cache of sealed buckets.
+    pub async fn points_json(
         &self,
         q: query::PointQuery,
         rollup_ms: i64,
         raw_sealed_ms: i64,
-    ) -> Result<Vec<crate::point::Point>, StoreError> {
+    ) -> Result<String, StoreError> {
         let cache = self.cache.clone();
-        self.with_conn(move |c| cache.points(c, &q, rollup_ms, raw_sealed_ms)).await
+        self.with_conn(move |c| cache.points_json(c, &q, rollup_ms, raw_sealed_ms)).await
     }
 
     /// The database file.

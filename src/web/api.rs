@@ -122,12 +122,13 @@ pub async fn status(State(state): State<AppState>) -> Result<Json<BTreeMap<Strin
 pub async fn metrics(
     State(state): State<AppState>,
     Query(params): Query<HashMap<String, String>>,
-) -> Result<Json<Vec<crate::point::Point>>, ApiError> {
+) -> Result<impl axum::response::IntoResponse, ApiError> {
     let now = state.clock.now_ms();
     let q = parse_metrics_query(&params, now, state.settings.point_ms(), state.settings.rollup_ms())?;
     // Every scrape of a bucket has been written once two point widths and a second have passed.
     let raw_sealed = now - 2 * state.settings.point_ms() - 1_000;
-    Ok(Json(state.store.points(q, state.settings.rollup_ms(), raw_sealed).await?))
+    let body = state.store.points_json(q, state.settings.rollup_ms(), raw_sealed).await?;
+    Ok(([(axum::http::header::CONTENT_TYPE, "application/json")], body))
 }
 
 /// `GET /api/targets`.
