@@ -5,88 +5,26 @@
 //! Same data as the pipeline benchmark: 2 variants x 3 pods, 24 h of 5 s rows and 7 d of
 //! 1 min rows built from the fixture exposition, served by the real router over loopback.
 
+#[path = "support/fill.rs"]
+mod fill;
+
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
 
+use fill::{percentile, prefill};
 use tokio_util::sync::CancellationToken;
-use zai_dash::clock::{Clock, SystemClock, bucket_end};
+use zai_dash::clock::{Clock, SystemClock};
 use zai_dash::config::Settings;
 use zai_dash::hub::Hub;
-use zai_dash::point::TargetRow;
 use zai_dash::scrape::health::HealthBoard;
-use zai_dash::scrape::increase::TargetState;
-use zai_dash::scrape::{parse, reading};
 use zai_dash::store::Store;
-use zai_dash::store::query::{self, Table};
 use zai_dash::store::write::WriterStats;
 use zai_dash::web::{self, AppState};
-
-const FIXTURE: &str = include_str!("../tests/fixtures/zai-proxy-sample.prom");
-const DAY_MS: i64 = 86_400_000;
 
 fn main() {
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     rt.block_on(run());
-}
-
-/// The fixture's reading with counters and histograms scaled by `frac`.
-fn scaled(base: &reading::Reading, frac: f64) -> reading::Reading {
-    let scale = |v: f64| if v.fract() == 0.0 { (v * frac).floor() } else { v * frac };
-    let mut r = base.clone();
-    for c in &mut r.counters {
-        c.value = scale(c.value);
-    }
-    for h in &mut r.hists {
-        for b in &mut h.buckets {
-            b.1 = scale(b.1);
-        }
-        h.sum = scale(h.sum);
-        h.count = scale(h.count);
-    }
-    r
-}
-
-/// 2 variants x 3 pods: 7 d of 1 min rows and 24 h of 5 s rows (rolled up too), ending now.
-fn prefill(store: &Store, now: i64) {
-    let pairs: Vec<(String, String)> = (0..6)
-        .map(|i| (format!("http://pod-{i}:8080/metrics"), if i < 3 { "production" } else { "canary" }.to_owned()))
-        .collect();
-    let ids = query::register_targets(&store.conn().unwrap(), &pairs, 0).unwrap();
-    let base = reading::read(&parse::parse(FIXTURE).unwrap());
-    for (t, (_, variant)) in ids.iter().zip(&pairs) {
-        let mut st = TargetState::default();
-        let (mut raw, mut rolled): (Vec<TargetRow>, Vec<TargetRow>) = (Vec::new(), Vec::new());
-        let mut at = now - 7 * DAY_MS;
-        while at <= now {
-            let width = if at < now - DAY_MS { 60_000 } else { 5_000 };
-            let frac = 1.0 + (at - (now - 7 * DAY_MS)) as f64 / DAY_MS as f64;
-            let mut row = st.advance(&scaled(&base, frac), at, t.id, variant);
-            row.ts_ms = bucket_end(at, width);
-            if width == 60_000 {
-                rolled.push(row)
-            } else {
-                raw.push(row)
-            }
-            at += width;
-        }
-        rolled.extend(query::roll_minutes(&raw, 60_000));
-        let mut c = store.conn().unwrap();
-        let tx = c.transaction().unwrap();
-        for r in &raw {
-            query::replace_row(&tx, Table::Raw, r).unwrap();
-        }
-        for r in &rolled {
-            query::replace_row(&tx, Table::Rollup, r).unwrap();
-        }
-        tx.commit().unwrap();
-    }
-    query::set_watermark(&store.conn().unwrap(), bucket_end(now, 60_000) - 60_000).unwrap();
-}
-
-fn percentile(v: &mut [f64], p: f64) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[((v.len() as f64 - 1.0) * p).round() as usize]
 }
 
 async fn run() {

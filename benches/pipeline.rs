@@ -2,15 +2,18 @@
 //! BENCHMARKS.md quotes. Comparisons run interleaved in one process (A, B, A, B, ...) and
 //! report medians of rounds, because a 2-core machine is noisy.
 
+#[path = "support/fill.rs"]
+mod fill;
+
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
 
+use fill::{DAY_MS, FIXTURE, percentile, prefill, scaled_reading};
 use tokio_util::sync::CancellationToken;
 use zai_dash::clock::{Clock, SystemClock, bucket_end};
 use zai_dash::config::{Settings, TargetSpec};
 use zai_dash::hub::Hub;
-use zai_dash::point::TargetRow;
 use zai_dash::scrape::health::HealthBoard;
 use zai_dash::scrape::increase::TargetState;
 use zai_dash::scrape::{parse, reading};
@@ -18,9 +21,6 @@ use zai_dash::store::query::{self, Table};
 use zai_dash::store::write::{self, StateUpdate, WriteBatch, WriterStats};
 use zai_dash::store::{Store, codec};
 use zai_dash::web::{self, AppState};
-
-const FIXTURE: &str = include_str!("../tests/fixtures/zai-proxy-sample.prom");
-const DAY_MS: i64 = 86_400_000;
 
 fn main() {
     println!("# zai-dash core pipeline benchmarks\n");
@@ -68,11 +68,6 @@ fn scaled_fixture(frac: f64) -> String {
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
     v[v.len() / 2]
-}
-
-fn percentile(v: &mut [f64], p: f64) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[((v.len() as f64 - 1.0) * p).round() as usize]
 }
 
 /// Runs `f` repeatedly for about `dur`; returns seconds per call.
@@ -257,59 +252,6 @@ fn disk_per_target_day() {
     );
     println!("| plus that day's metrics_1m rollups (1,440 rows) | {:.2} MB |", with_rollups as f64 / 1e6);
     println!();
-}
-
-/// The fixture's reading with every counter and histogram scaled by `frac` (cheap, for bulk fills).
-fn scaled_reading(base: &reading::Reading, frac: f64) -> reading::Reading {
-    let scale = |v: f64| if v.fract() == 0.0 { (v * frac).floor() } else { v * frac };
-    let mut r = base.clone();
-    for c in &mut r.counters {
-        c.value = scale(c.value);
-    }
-    for h in &mut r.hists {
-        for b in &mut h.buckets {
-            b.1 = scale(b.1);
-        }
-        h.sum = scale(h.sum);
-        h.count = scale(h.count);
-    }
-    r
-}
-
-/// Fills 2 variants x 3 pods: 24 h of 5 s rows and 7 d of 1 min rows ending now, with the
-/// fixture's traffic growing steadily.
-fn prefill(store: &Store, now: i64) {
-    let (ids, mut states) = register(store, 6);
-    let base = reading::read(&parse::parse(FIXTURE).unwrap());
-    for (k, (id, variant)) in ids.iter().enumerate() {
-        let st = &mut states[k];
-        let mut raw: Vec<TargetRow> = Vec::new();
-        let mut rolled: Vec<TargetRow> = Vec::new();
-        let mut t = now - 7 * DAY_MS;
-        while t <= now {
-            let frac = 1.0 + (t - (now - 7 * DAY_MS)) as f64 / DAY_MS as f64;
-            let width = if t < now - DAY_MS { 60_000 } else { 5_000 };
-            let mut row = st.advance(&scaled_reading(&base, frac), t, *id, variant);
-            row.ts_ms = bucket_end(t, width);
-            if width == 60_000 {
-                rolled.push(row)
-            } else {
-                raw.push(row)
-            }
-            t += width;
-        }
-        rolled.extend(query::roll_minutes(&raw, 60_000));
-        let mut c = store.conn().unwrap();
-        let tx = c.transaction().unwrap();
-        for r in &raw {
-            query::replace_row(&tx, Table::Raw, r).unwrap();
-        }
-        for r in &rolled {
-            query::replace_row(&tx, Table::Rollup, r).unwrap();
-        }
-        tx.commit().unwrap();
-    }
-    query::set_watermark(&store.conn().unwrap(), bucket_end(now, 60_000) - 60_000).unwrap();
 }
 
 /// Where the time of a 1 h query goes, in-process: reading and decoding rows, building points,
