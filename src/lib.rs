@@ -12,10 +12,14 @@
 //! - [`expo`]: writing the Prometheus text format like Go's client_golang.
 //! - [`healthcheck`]: the `zai-dash healthcheck` probe for container health checks.
 //! - [`compare`]: baseline vs candidate statistics (z-test on 5xx share, p95 ratio).
+//! - [`proxy`]: the built-in LLM reverse proxy exporting zai-proxy's `zai_proxy_*` metrics.
+//! - [`demo`]: the whole loop in one process (simulated upstream, two proxies, traffic).
+//! - [`commands`]: one function per subcommand; [`shutdown`]: signals; [`telemetry`]: logs.
 //! - [`app`]: wiring and ordered shutdown; [`clock`]: the injectable wall clock.
 //!
 //! Data flow: scrape task → ticker (one batch per 5 s bucket) → writer (one transaction) →
-//! hub (SSE); downsampler: `metrics_5s` → `metrics_1m`; API reads both tables.
+//! hub (SSE); downsampler: `metrics_5s` → `metrics_1m`; API reads both tables (through a cache
+//! of sealed buckets).
 
 #![warn(missing_docs)]
 
