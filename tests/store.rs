@@ -357,3 +357,16 @@ fn the_sealed_bucket_cache_answers_exactly_like_a_fresh_query() {
 fn fx_conn(fx: &Fixture) -> r2d2::PooledConnection<r2d2_sqlite::SqliteConnectionManager> {
     fx.store.conn().unwrap()
 }
+
+#[test]
+fn nothing_sealed_yet_is_not_an_overflow() {
+    let mut fx = Fixture::new();
+    fx.write_range(T0, T0 + 2 * MIN);
+    let cache = zai_dash::store::cache::PointCache::default();
+    for raw in [true, false] {
+        // No rollup watermark and nothing committed: every bucket is still open.
+        let q = PointQuery { start_ms: T0, end_ms: T0 + 2 * MIN, step_ms: MIN, raw, variant: None, target_url: None };
+        let fresh = to_json(&query::points(&fx_conn(&fx), &q, MIN).unwrap());
+        assert_eq!(cache.points_json(&fx_conn(&fx), &q, MIN, i64::MIN).unwrap(), fresh);
+    }
+}

@@ -30,7 +30,8 @@ pub fn scaled_reading(base: &reading::Reading, frac: f64) -> reading::Reading {
 }
 
 /// Fills 2 variants x 3 pods: 24 h of 5 s rows and 7 d of 1 min rows ending `now`, with the
-/// fixture's traffic growing steadily; everything before the last minute is rolled up.
+/// fixture's traffic growing steadily; everything before the last minute is rolled up, and the
+/// writer is taken to have committed every bucket up to `now`.
 pub fn prefill(store: &Store, now: i64) {
     let pairs: Vec<(String, String)> = (0..6)
         .map(|i| (format!("http://pod-{i}:8080/metrics"), if i < 3 { "production" } else { "canary" }.to_owned()))
@@ -65,6 +66,7 @@ pub fn prefill(store: &Store, now: i64) {
         tx.commit().unwrap();
     }
     query::set_watermark(&store.conn().unwrap(), bucket_end(now, 60_000) - 60_000).unwrap();
+    store.note_committed(bucket_end(now, 5_000)); // as the writer does after each tick
 }
 
 /// The `p` quantile (0..=1) of `v`, nearest rank.

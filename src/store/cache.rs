@@ -85,7 +85,7 @@ impl PointCache {
         let first_end = bucket_end(q.start_ms + 1, q.step_ms);
         let sealed_edge = if q.raw { raw_sealed_ms } else { query::watermark(conn)?.unwrap_or(i64::MIN) };
         // The last bucket that is both sealed and wholly inside this window.
-        let sealed = sealed_edge.min(q.end_ms).div_euclid(q.step_ms) * q.step_ms;
+        let sealed = floor_to(sealed_edge.min(q.end_ms), q.step_ms);
         let (mut points, covered) = match self.cached(&shape, generation, first_end, q.end_ms) {
             Some(hit) => hit,
             None => (Vec::new(), first_end - q.step_ms),
@@ -119,7 +119,7 @@ impl PointCache {
         }
         e.used = self.clock.fetch_add(1, Ordering::Relaxed);
         // Up to the last whole bucket of this window; the bucket holding `end` is read fresh.
-        let covered = e.to.min(end.div_euclid(shape.step_ms) * shape.step_ms);
+        let covered = e.to.min(floor_to(end, shape.step_ms));
         let pts = e.points.iter().filter(|p| p.timestamp >= first_end && p.timestamp <= covered).cloned().collect();
         Some((pts, covered))
     }
@@ -145,6 +145,11 @@ impl PointCache {
             used: self.clock.fetch_add(1, Ordering::Relaxed),
         });
     }
+}
+
+/// `ms` rounded down to a multiple of `step`; `i64::MIN` (nothing sealed yet) stays itself.
+fn floor_to(ms: i64, step: i64) -> i64 {
+    ms.checked_sub(ms.rem_euclid(step)).unwrap_or(i64::MIN)
 }
 
 /// Serializes points as `/api/metrics` does (for comparing with [`PointCache::points_json`]).

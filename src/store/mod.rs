@@ -47,6 +47,8 @@ pub struct Store {
     pool: r2d2::Pool<SqliteConnectionManager>,
     path: PathBuf,
     cache: std::sync::Arc<cache::PointCache>,
+    /// End of the newest bucket the writer has committed (batches commit in bucket order).
+    committed: std::sync::Arc<std::sync::atomic::AtomicI64>,
 }
 
 /// Connection settings applied to every pooled connection: WAL so readers never block the
@@ -59,9 +61,21 @@ impl Store {
     pub fn open(path: &Path) -> Result<Self, StoreError> {
         let manager = SqliteConnectionManager::file(path).with_init(|c| c.execute_batch(CONNECTION_PRAGMAS));
         let pool = r2d2::Pool::builder().max_size(8).connection_timeout(Duration::from_secs(5)).build(manager)?;
-        let store = Self { pool, path: path.to_path_buf(), cache: Default::default() };
+        let committed = std::sync::Arc::new(std::sync::atomic::AtomicI64::new(i64::MIN));
+        let store = Self { pool, path: path.to_path_buf(), cache: Default::default(), committed };
         schema::migrate(&mut *store.conn()?)?;
         Ok(store)
+    }
+
+    /// Records that the batch of the bucket ending at `bucket_end_ms` is committed.
+    pub fn note_committed(&self, bucket_end_ms: i64) {
+        self.committed.fetch_max(bucket_end_ms, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// End of the newest committed bucket: no bucket after it can be sealed, however old, since
+    /// its rows may still wait in the writer's queue or backlog.
+    pub fn committed_until(&self) -> i64 {
+        self.committed.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// Points of sealed buckets kept between range queries.

@@ -142,11 +142,13 @@ async fn drain(
     let mut written = 0;
     while let Some(batch) = backlog.front().cloned() {
         let touches_served = batch.late || was_failing;
+        let bucket_end_ms = batch.bucket_end_ms;
         match store.with_conn(move |c| write_batch(c, &batch, rollup_ms)).await {
             Ok(merged) => {
                 if merged || touches_served {
                     store.cache().invalidate(); // rows landed in buckets that may have been served
                 }
+                store.note_committed(bucket_end_ms);
                 backlog.pop_front();
                 written += 1;
                 stats.committed.fetch_add(1, Ordering::Relaxed);

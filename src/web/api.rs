@@ -125,8 +125,9 @@ pub async fn metrics(
 ) -> Result<impl axum::response::IntoResponse, ApiError> {
     let now = state.clock.now_ms();
     let q = parse_metrics_query(&params, now, state.settings.point_ms(), state.settings.rollup_ms())?;
-    // Every scrape of a bucket has been written once two point widths and a second have passed.
-    let raw_sealed = now - 2 * state.settings.point_ms() - 1_000;
+    // A bucket is sealed once its scrapes are all written: two point widths and a second after it
+    // closed, and not before the writer has committed it (a slow disk delays sealing, never data).
+    let raw_sealed = (now - 2 * state.settings.point_ms() - 1_000).min(state.store.committed_until());
     let body = state.store.points_json(q, state.settings.rollup_ms(), raw_sealed).await?;
     Ok(([(axum::http::header::CONTENT_TYPE, "application/json")], body))
 }
