@@ -41,6 +41,7 @@ async fn run() {
         scrape_interval: Duration::from_secs(5),
         ..Settings::for_tests(vec![], path)
     };
+    let charts: Arc<zai_dash::web::pages::ChartCache> = Default::default();
     let state = AppState {
         settings: Arc::new(settings),
         store,
@@ -51,6 +52,7 @@ async fn run() {
         stopping: CancellationToken::new(),
         writer: Arc::new(WriterStats::default()),
         metrics: Arc::new(zai_dash::selfmetrics::SelfMetrics::default()),
+        charts: charts.clone(),
     };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
@@ -80,7 +82,7 @@ async fn run() {
             let mut size = 0;
             for i in 0..130 {
                 if cold {
-                    zai_dash::web::pages::clear_chart_cache();
+                    charts.clear();
                 }
                 let t = Instant::now();
                 size = get(path.clone()).await;

@@ -80,6 +80,7 @@ pub async fn run_with_resolver(
         stopping: stop.clone(),
         writer: writer_stats,
         metrics: self_metrics,
+        charts: Default::default(),
     };
     let server = axum::serve(crate::commands::no_delay(listener), web::router(state))
         .with_graceful_shutdown(stop.clone().cancelled_owned());
@@ -175,7 +176,7 @@ async fn downsample_loop(
         let now = clock.now_ms();
         let started = std::time::Instant::now();
         let result = store.with_conn(move |c| downsample::run_once(c, now, plan)).await;
-        metrics.downsample.0.observe(started.elapsed().as_secs_f64());
+        metrics.downsample.observe(started.elapsed().as_secs_f64());
         match result {
             Ok(r) => tracing::debug!(
                 rolled = r.rolled_rows,

@@ -78,19 +78,15 @@ impl Default for AtomicHistogram {
 }
 
 /// Self-metrics that have no other home: updated by the downsampler.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct SelfMetrics {
     /// Durations of downsample runs.
-    pub downsample: DownsampleHistogram,
+    pub downsample: AtomicHistogram,
 }
 
-/// [`AtomicHistogram`] with the downsample bounds as its default.
-#[derive(Debug)]
-pub struct DownsampleHistogram(pub AtomicHistogram);
-
-impl Default for DownsampleHistogram {
+impl Default for SelfMetrics {
     fn default() -> Self {
-        Self(AtomicHistogram::downsample_seconds())
+        Self { downsample: AtomicHistogram::downsample_seconds() }
     }
 }
 
@@ -156,7 +152,7 @@ pub fn render(i: &Inputs<'_>) -> String {
         e.family("zai_dash_db_size_bytes", "Size of the SQLite database file plus its write-ahead log.", "gauge");
         e.sample("zai_dash_db_size_bytes", &[], db.bytes as f64);
     }
-    i.own.downsample.0.write(&mut e, "zai_dash_downsample_duration_seconds", "Duration of rollup and retention runs.");
+    i.own.downsample.write(&mut e, "zai_dash_downsample_duration_seconds", "Duration of rollup and retention runs.");
     i.scrape_durations.write(
         &mut e,
         "zai_dash_scrape_duration_seconds",

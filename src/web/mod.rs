@@ -49,6 +49,8 @@ pub struct AppState {
     pub writer: Arc<WriterStats>,
     /// Self-metrics not kept elsewhere.
     pub metrics: Arc<SelfMetrics>,
+    /// Recently built dashboard panels.
+    pub charts: Arc<pages::ChartCache>,
 }
 
 /// The application's routes. With `DASHBOARD_TOKEN` set, everything except `/healthz`,

@@ -4,7 +4,6 @@
 //! template engine, so labels from targets (variant, URL, model, version) render as text.
 
 use std::collections::HashMap;
-use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 use askama::Template;
@@ -129,7 +128,7 @@ pub async fn overview_data(state: &AppState, view: &View) -> Result<Overview, Pa
     })
 }
 
-type CacheKey = (PathBuf, String, String, Option<String>, i64, String);
+type CacheKey = (String, String, Option<String>, i64, String);
 
 struct CacheEntry {
     key: CacheKey,
@@ -138,21 +137,31 @@ struct CacheEntry {
     charts: Arc<Panels>,
 }
 
-/// Recently built panels. Every open overview refetches its charts after each tick, so one
-/// build (one store read and the chart geometry) serves every viewer of the same selection:
-/// ranges read from 5 s rows until the next tick is published (the key holds the newest live
-/// point's time) and at most one point interval; longer ranges, drawn from 1 min rows in
-/// points of many minutes, for one rollup interval, so the costly first build of a 7 d view
-/// happens once a minute rather than once a tick.
-static CHART_CACHE: Mutex<Vec<CacheEntry>> = Mutex::new(Vec::new());
-const CHART_CACHE_ENTRIES: usize = 32;
+/// Recently built panels, one cache per running app (in [`AppState`]). Every open overview
+/// refetches its charts after each tick, so one build (one store read and the chart geometry)
+/// serves every viewer of the same selection: ranges read from 5 s rows until the next tick is
+/// published (the key holds the newest live point's time) and at most one point interval;
+/// longer ranges, drawn from 1 min rows in points of many minutes, for one rollup interval, so
+/// the costly first build of a 7 d view happens once a minute rather than once a tick.
+#[derive(Default)]
+pub struct ChartCache(Mutex<Vec<CacheEntry>>);
 
-/// Forgets every cached panel build (the benchmark measures the uncached path with it).
-pub fn clear_chart_cache() {
-    if let Ok(mut c) = CHART_CACHE.lock() {
-        c.clear();
+impl std::fmt::Debug for ChartCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ChartCache")
     }
 }
+
+impl ChartCache {
+    /// Forgets every cached panel build (the benchmark measures the uncached path with it).
+    pub fn clear(&self) {
+        if let Ok(mut c) = self.0.lock() {
+            c.clear();
+        }
+    }
+}
+
+const CHART_CACHE_ENTRIES: usize = 32;
 
 /// The panels of a selection: from the cache, else read and built.
 async fn charts_for(state: &AppState, view: &View, names: &[String]) -> Result<Arc<Panels>, PageError> {
@@ -163,21 +172,14 @@ async fn charts_for(state: &AppState, view: &View, names: &[String]) -> Result<A
     } else {
         (0, state.settings.rollup_ms())
     };
-    let key: CacheKey = (
-        state.store.path().to_path_buf(),
-        view.range.clone(),
-        view.variant.clone(),
-        view.target.clone(),
-        newest,
-        names.join(","),
-    );
-    if let Ok(cache) = CHART_CACHE.lock()
+    let key: CacheKey = (view.range.clone(), view.variant.clone(), view.target.clone(), newest, names.join(","));
+    if let Ok(cache) = state.charts.0.lock()
         && let Some(e) = cache.iter().find(|e| e.key == key && now - e.created_ms < e.fresh_ms)
     {
         return Ok(e.charts.clone());
     }
     let charts = Arc::new(build_charts(state, view, names, q).await?);
-    if let Ok(mut cache) = CHART_CACHE.lock() {
+    if let Ok(mut cache) = state.charts.0.lock() {
         cache.retain(|e| e.key != key && now - e.created_ms < e.fresh_ms);
         if cache.len() >= CHART_CACHE_ENTRIES {
             cache.remove(0);
