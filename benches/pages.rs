@@ -16,8 +16,8 @@ use fill::{percentile, prefill};
 use tokio_util::sync::CancellationToken;
 use zai_dash::clock::{Clock, SystemClock};
 use zai_dash::config::Settings;
+use zai_dash::health::HealthBoard;
 use zai_dash::hub::Hub;
-use zai_dash::scrape::health::HealthBoard;
 use zai_dash::store::Store;
 use zai_dash::store::write::WriterStats;
 use zai_dash::web::{self, AppState};
@@ -43,7 +43,7 @@ async fn run() {
     };
     let charts: Arc<zai_dash::web::pages::ChartCache> = Default::default();
     let state = AppState {
-        settings: Arc::new(settings),
+        settings: Arc::new(settings.web()),
         store,
         hub: Hub::new(1, 16, 16),
         health: HealthBoard::default(),
@@ -51,7 +51,7 @@ async fn run() {
         ready: Arc::new(AtomicBool::new(true)),
         stopping: CancellationToken::new(),
         writer: Arc::new(WriterStats::default()),
-        metrics: Arc::new(zai_dash::selfmetrics::SelfMetrics::default()),
+        metrics: Arc::new(zai_dash::web::selfmetrics::SelfMetrics::default()),
         charts: charts.clone(),
     };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

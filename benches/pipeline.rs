@@ -13,8 +13,8 @@ use fill::{DAY_MS, FIXTURE, percentile, prefill, scaled_reading};
 use tokio_util::sync::CancellationToken;
 use zai_dash::clock::{Clock, SystemClock, bucket_end};
 use zai_dash::config::{Settings, TargetSpec};
+use zai_dash::health::HealthBoard;
 use zai_dash::hub::Hub;
-use zai_dash::scrape::health::HealthBoard;
 use zai_dash::scrape::increase::TargetState;
 use zai_dash::scrape::{parse, reading};
 use zai_dash::store::query::{self, Table};
@@ -341,7 +341,7 @@ async fn query_latency() {
     };
     let state_store = store.clone();
     let state = AppState {
-        settings: Arc::new(settings),
+        settings: Arc::new(settings.web()),
         store,
         hub: Hub::new(1, 16, 16),
         health: HealthBoard::default(),

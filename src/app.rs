@@ -11,15 +11,16 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::clock::SharedClock;
-use crate::config::{Settings, duration_ms};
+use crate::config::Settings;
+use crate::health::{HealthBoard, TargetHealth};
 use crate::hub::Hub;
 use crate::scrape::discovery::{Discovery, SharedResolver, SystemResolver};
-use crate::scrape::health::{HealthBoard, TargetHealth};
 use crate::scrape::increase::TargetState;
 use crate::scrape::{self, Target};
-use crate::selfmetrics::SelfMetrics;
+use crate::setting::duration_ms;
 use crate::store::downsample::{self, Plan};
 use crate::store::{Store, WriterStats, query, write};
+use crate::web::selfmetrics::SelfMetrics;
 use crate::web::{self, AppState};
 
 /// Events kept for `Last-Event-ID` resume.
@@ -64,14 +65,27 @@ pub async fn run_with_resolver(
     let (queue, rx) = write::channel(WRITE_QUEUE, writer_stats.clone());
     tracker.spawn(write::run_writer(store.clone(), rx, hub.clone(), writer_stats.clone(), settings.rollup_ms()));
     let dns_entries: Vec<_> = settings.targets.iter().filter(|t| t.is_dns()).cloned().collect();
-    let discovery =
-        (!dns_entries.is_empty()).then(|| Discovery { entries: dns_entries, resolver, store: store.clone() });
-    scrape::spawn(&tracker, &stop, settings.clone(), clock.clone(), targets, discovery, health.clone(), queue, &seed);
+    let discovery = (!dns_entries.is_empty()).then(|| Discovery {
+        entries: dns_entries,
+        resolver,
+        registry: Arc::new(store.clone()),
+    });
+    scrape::spawn(
+        &tracker,
+        &stop,
+        settings.scrape(),
+        clock.clone(),
+        targets,
+        discovery,
+        health.clone(),
+        Arc::new(queue),
+        &seed,
+    );
     tracker.spawn(downsample_loop(store.clone(), settings.clone(), clock.clone(), stop.clone(), self_metrics.clone()));
 
     let ready = Arc::new(AtomicBool::new(true));
     let state = AppState {
-        settings: settings.clone(),
+        settings: Arc::new(settings.web()),
         store,
         hub,
         health,
@@ -82,7 +96,7 @@ pub async fn run_with_resolver(
         metrics: self_metrics,
         charts: Default::default(),
     };
-    let server = axum::serve(crate::commands::no_delay(listener), web::router(state))
+    let server = axum::serve(crate::net::no_delay(listener), web::router(state))
         .with_graceful_shutdown(stop.clone().cancelled_owned());
     let server = tokio::spawn(async move { server.await });
 

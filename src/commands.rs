@@ -12,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 use crate::clock::{SharedClock, SystemClock};
 use crate::config::{Cli, Command, ProxyCommandArgs, Settings, TargetSpec, parse_duration, parse_listen_addr};
 use crate::proxy::{self, Proxy};
-use crate::scrape::variant::is_valid_variant;
+use crate::variant::is_valid_variant;
 use crate::{app, demo, shutdown};
 
 /// Runs the parsed command line to completion.
@@ -36,22 +36,6 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     })
 }
 
-/// A listener whose accepted connections send small writes at once (`TCP_NODELAY`).
-///
-/// Streamed answers (SSE from the proxy, live events from the dashboard) are many small writes;
-/// with Nagle's algorithm on, each one after the first waits for the client's ACK, which a
-/// benchmark measured as +35 ms per streamed answer through the proxy.
-pub fn no_delay(listener: TcpListener) -> axum::serve::TapIo<TcpListener, fn(&mut tokio::net::TcpStream)> {
-    use axum::serve::ListenerExt;
-    listener.tap_io(set_nodelay as fn(&mut tokio::net::TcpStream))
-}
-
-fn set_nodelay(tcp: &mut tokio::net::TcpStream) {
-    if let Err(e) = tcp.set_nodelay(true) {
-        tracing::debug!(error = %e, "Cannot set TCP_NODELAY on an accepted connection.");
-    }
-}
-
 /// Binds and announces the address (the first line on stdout).
 async fn bind(setting: &str, addr: SocketAddr) -> anyhow::Result<TcpListener> {
     let listener = TcpListener::bind(addr).await.with_context(|| format!("cannot listen on {setting} {addr}"))?;
@@ -64,17 +48,6 @@ fn announce(listener: &TcpListener) -> anyhow::Result<SocketAddr> {
     Ok(addr)
 }
 
-/// The URL to scrape a local listener at: loopback when it listens on every interface.
-pub fn local_metrics_url(addr: SocketAddr) -> anyhow::Result<url::Url> {
-    let host = match addr.ip() {
-        ip if ip.is_unspecified() && ip.is_ipv4() => "127.0.0.1".to_owned(),
-        ip if ip.is_unspecified() => "[::1]".to_owned(),
-        std::net::IpAddr::V6(ip) => format!("[{ip}]"),
-        ip => ip.to_string(),
-    };
-    Ok(url::Url::parse(&format!("http://{host}:{}/metrics", addr.port()))?)
-}
-
 async fn serve(mut settings: Settings, clock: SharedClock, token: CancellationToken) -> anyhow::Result<()> {
     let listener = bind("LISTEN_ADDR", settings.listen_addr).await?;
     announce(&listener)?;
@@ -84,9 +57,10 @@ async fn serve(mut settings: Settings, clock: SharedClock, token: CancellationTo
         let addr = proxy_listener.local_addr()?;
         println!("proxy listening on http://{addr}");
         let variant = plan.settings.variant.to_ascii_lowercase();
-        settings
-            .targets
-            .push(TargetSpec { url: local_metrics_url(addr)?, variant: is_valid_variant(&variant).then_some(variant) });
+        settings.targets.push(TargetSpec {
+            url: crate::net::local_metrics_url(addr)?,
+            variant: is_valid_variant(&variant).then_some(variant),
+        });
         let proxy = Proxy::new(plan.settings, clock.clone()).context("cannot build the proxy's HTTP client")?;
         proxy_task = Some(tokio::spawn(proxy::serve(proxy_listener, proxy, token.clone())));
     }

@@ -6,15 +6,19 @@
 //! sentence naming the setting. Unlike the Go dashboard, a value that does not parse refuses to
 //! start instead of silently falling back to a default. Nothing downstream sees raw [`ServeArgs`].
 
-use std::net::{SocketAddr, ToSocketAddrs};
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
-use url::Url;
+use clap::{Args, Parser, Subcommand};
 
 use crate::proxy::{ProxyArgs, ProxySettings};
-use crate::scrape::variant::{is_valid_variant, variant_from_url};
+use crate::scrape::ScrapeSettings;
+pub use crate::scrape::{DNS_SCHEME_PREFIX, TargetSpec, parse_targets};
+use crate::setting::bad;
+pub use crate::setting::{ConfigError, Secret, duration_ms, parse_duration, parse_listen_addr, prepare_db_path};
+pub use crate::telemetry::LogFormat;
+use crate::web::{ConfiguredTarget, WebSettings};
 
 /// `zai-dash`: observability for LLM API proxies.
 #[derive(Debug, Parser)]
@@ -26,15 +30,6 @@ pub struct Cli {
     /// What to run.
     #[command(subcommand)]
     pub command: Command,
-}
-
-/// How log lines are written to stderr.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum LogFormat {
-    /// Human-readable lines.
-    Text,
-    /// One JSON object per line, for log collectors.
-    Json,
 }
 
 /// Subcommands.
@@ -145,61 +140,6 @@ pub struct ProxyPlan {
     pub settings: ProxySettings,
 }
 
-/// A secret string whose `Debug` never shows the value, so settings can be logged.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Secret(String);
-
-impl Secret {
-    /// Wraps a secret.
-    pub fn new(value: impl Into<String>) -> Self {
-        Self(value.into())
-    }
-
-    /// The secret itself; call only where it is compared or sent.
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl std::fmt::Debug for Secret {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Secret(<redacted>)")
-    }
-}
-
-impl std::str::FromStr for Secret {
-    type Err = std::convert::Infallible;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Ok(Self(s.to_owned()))
-    }
-}
-
-/// One configured scrape target.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TargetSpec {
-    /// The `/metrics` URL.
-    pub url: Url,
-    /// The variant given explicitly as `NAME=URL`; it wins over labels and URL rules.
-    pub variant: Option<String>,
-}
-
-/// URL scheme prefix of a target whose host name is re-resolved every interval, each address
-/// becoming its own target (`dns+http://NAME:PORT/metrics`).
-pub const DNS_SCHEME_PREFIX: &str = "dns+";
-
-impl TargetSpec {
-    /// True for a `dns+http://` or `dns+https://` entry (scraped per resolved address).
-    pub fn is_dns(&self) -> bool {
-        self.url.scheme().starts_with(DNS_SCHEME_PREFIX)
-    }
-
-    /// The variant to use before the target's first successful scrape.
-    pub fn initial_variant(&self) -> String {
-        self.variant.clone().unwrap_or_else(|| variant_from_url(self.url.as_str()).to_owned())
-    }
-}
-
 /// Validated settings; the only configuration the rest of the program sees.
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -231,15 +171,6 @@ pub struct Settings {
     pub proxy: Option<ProxyPlan>,
     /// Token protecting pages, API and `/metrics`; `None` leaves them open.
     pub dashboard_token: Option<Secret>,
-}
-
-/// A configuration problem, phrased as one sentence that names the setting.
-#[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct ConfigError(pub String);
-
-fn bad(msg: impl Into<String>) -> ConfigError {
-    ConfigError(msg.into())
 }
 
 /// Default width of a raw point.
@@ -333,95 +264,35 @@ impl Settings {
     pub fn rollup_ms(&self) -> i64 {
         duration_ms(self.rollup_width)
     }
-}
 
-/// A duration in whole milliseconds, saturating.
-pub fn duration_ms(d: Duration) -> i64 {
-    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
-}
-
-/// Parses a positive humantime duration, naming `setting` on failure.
-pub fn parse_duration(setting: &str, value: &str) -> Result<Duration, ConfigError> {
-    let d = humantime::parse_duration(value.trim()).map_err(|e| {
-        bad(format!("{setting} has an invalid duration {value:?} ({e}); use forms like 500ms, 5s, 24h or 7d."))
-    })?;
-    if d.is_zero() {
-        return Err(bad(format!("{setting} must be longer than zero.")));
-    }
-    Ok(d)
-}
-
-/// Accepts `host:port`, `[v6]:port` and Go's `:port` (all interfaces).
-pub fn parse_listen_addr(setting: &str, value: &str) -> Result<SocketAddr, ConfigError> {
-    let v = value.trim();
-    let full = if v.starts_with(':') { format!("0.0.0.0{v}") } else { v.to_owned() };
-    full.to_socket_addrs()
-        .ok()
-        .and_then(|mut addrs| addrs.next())
-        .ok_or_else(|| bad(format!("{setting} {value:?} is not an address like :8080 or 127.0.0.1:8080.")))
-}
-
-/// Parses `SCRAPE_TARGETS`: comma-separated `URL` or `VARIANT=URL` entries.
-pub fn parse_targets(value: &str) -> Result<Vec<TargetSpec>, ConfigError> {
-    let mut targets: Vec<TargetSpec> = Vec::new();
-    for entry in value.split(',').map(str::trim).filter(|e| !e.is_empty()) {
-        let target = parse_target(entry)?;
-        if targets.iter().any(|t| t.url == target.url) {
-            return Err(bad(format!("SCRAPE_TARGETS lists {} twice.", target.url)));
+    /// The collector's part.
+    pub fn scrape(&self) -> ScrapeSettings {
+        ScrapeSettings {
+            interval: self.scrape_interval,
+            timeout: self.scrape_timeout,
+            point_width: self.point_width,
+            max_body_bytes: self.max_body_bytes,
         }
-        targets.push(target);
     }
-    if targets.is_empty() {
-        return Err(bad(
-            "SCRAPE_TARGETS is empty: give at least one /metrics URL, e.g. SCRAPE_TARGETS=http://zai-proxy:8080/metrics.",
-        ));
-    }
-    Ok(targets)
-}
 
-fn parse_target(entry: &str) -> Result<TargetSpec, ConfigError> {
-    let (variant, url_text) = match entry.split_once('=') {
-        Some((name, rest)) if !name.contains("://") && !name.contains('/') => {
-            let name = name.trim().to_ascii_lowercase();
-            if !is_valid_variant(&name) {
-                return Err(bad(format!(
-                    "SCRAPE_TARGETS entry {entry:?} has an invalid variant name {name:?}; use 1-64 characters of a-z 0-9 _ . -."
-                )));
-            }
-            (Some(name), rest.trim())
+    /// The web layer's part.
+    pub fn web(&self) -> WebSettings {
+        WebSettings {
+            scrape_interval: self.scrape_interval,
+            scrape_timeout: self.scrape_timeout,
+            targets: self
+                .targets
+                .iter()
+                .map(|t| ConfiguredTarget { url: t.url.to_string(), initial_variant: t.initial_variant() })
+                .collect(),
+            retention_5s: self.retention_5s,
+            retention_1m: self.retention_1m,
+            downsample_interval: self.downsample_interval,
+            point_width: self.point_width,
+            rollup_width: self.rollup_width,
+            dashboard_token: self.dashboard_token.clone(),
         }
-        _ => (None, entry),
-    };
-    let url =
-        Url::parse(url_text).map_err(|e| bad(format!("SCRAPE_TARGETS entry {entry:?} is not a valid URL ({e}).")))?;
-    if !matches!(url.scheme(), "http" | "https" | "dns+http" | "dns+https") || url.host_str().is_none() {
-        return Err(bad(format!(
-            "SCRAPE_TARGETS entry {entry:?} must be an http://, https:// or dns+http:// URL with a host."
-        )));
     }
-    if url.scheme().starts_with(DNS_SCHEME_PREFIX) && url.port_or_known_default().is_none() {
-        return Err(bad(format!(
-            "SCRAPE_TARGETS entry {entry:?} needs a port, like dns+http://zai-proxy:8080/metrics."
-        )));
-    }
-    Ok(TargetSpec { url, variant })
-}
-
-/// Creates the database directory and checks that it is writable.
-pub fn prepare_db_path(path: &std::path::Path) -> Result<PathBuf, ConfigError> {
-    let dir = match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    std::fs::create_dir_all(&dir)
-        .map_err(|e| bad(format!("DB_PATH {}: cannot create directory {} ({e}).", path.display(), dir.display())))?;
-    static PROBES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-    let n = PROBES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let probe = dir.join(format!(".zai-dash-write-test-{}-{n}", std::process::id()));
-    std::fs::write(&probe, b"")
-        .and_then(|()| std::fs::remove_file(&probe))
-        .map_err(|e| bad(format!("DB_PATH {}: directory {} is not writable ({e}).", path.display(), dir.display())))?;
-    Ok(path.to_path_buf())
 }
 
 #[cfg(test)]

@@ -114,3 +114,9 @@ impl Hub {
         self.inner.tx.receiver_count()
     }
 }
+
+impl crate::ingest::PointSink for Hub {
+    fn publish(&self, points: Vec<Point>) {
+        Hub::publish(self, points);
+    }
+}

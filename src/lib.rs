@@ -2,20 +2,36 @@
 //! numbers over REST, Server-Sent Events and server-rendered pages.
 //!
 //! # Layout
-//! - [`config`]: flags and environment into validated [`config::Settings`].
-//! - [`scrape`]: one task per target (fetch, parse, increases, health) and the bucket ticker.
+//! Top-level modules form layers; every dependency points down (ARCHITECTURE.md draws it, and
+//! `tests/layers.rs` fails when a new one points up).
+//!
+//! **Core**, depending on nothing above it:
 //! - [`point`]: the domain model: rows of increases, histograms, points per variant.
+//! - [`clock`]: the injectable wall clock and bucket arithmetic.
+//! - [`expo`]: writing the Prometheus text format like Go's client_golang.
+//! - [`compare`]: baseline vs candidate statistics (z-test on 5xx share, p95 ratio).
+//! - [`variant`]: variant names and how a target's variant is decided.
+//! - [`health`]: per-target scrape health as data, written by the scraper, read by pages.
+//! - [`ingest`]: the types and traits the scraper hands batches to storage through.
+//! - [`setting`]: parsing single setting values (durations, addresses, secrets).
+//! - [`net`]: socket options every listener shares.
+//! - [`shutdown`]: signals; [`telemetry`]: logs.
+//!
+//! **Subsystems**, each on the core only:
+//! - [`scrape`]: one task per target (fetch, parse, increases) and the bucket ticker.
 //! - [`store`]: SQLite (WAL): the single writer, rollups and retention, range queries.
 //! - [`hub`]: live fan-out of points with a resume ring.
-//! - [`selfmetrics`]: zai-dash's own `zai_dash_*` metrics at `/metrics`.
-//! - [`web`]: router, JSON API, SSE adapter, pages, error mapping.
-//! - [`expo`]: writing the Prometheus text format like Go's client_golang.
-//! - [`healthcheck`]: the `zai-dash healthcheck` probe for container health checks.
-//! - [`compare`]: baseline vs candidate statistics (z-test on 5xx share, p95 ratio).
 //! - [`proxy`]: the built-in LLM reverse proxy exporting zai-proxy's `zai_proxy_*` metrics.
+//!
+//! **Web**, on the subsystems it reads and the core:
+//! - [`web`]: router, JSON API, SSE adapter, pages, `/metrics`, error mapping.
+//!
+//! **Wiring**, on top:
+//! - [`config`]: flags and environment composed into validated [`config::Settings`].
+//! - [`app`]: builds and runs the pieces, ordered shutdown.
+//! - [`healthcheck`]: the `zai-dash healthcheck` probe for container health checks.
 //! - [`demo`]: the whole loop in one process (simulated upstream, two proxies, traffic).
-//! - [`commands`]: one function per subcommand; [`shutdown`]: signals; [`telemetry`]: logs.
-//! - [`app`]: wiring and ordered shutdown; [`clock`]: the injectable wall clock.
+//! - [`commands`]: one function per subcommand.
 //!
 //! Data flow: scrape task → ticker (one batch per 5 s bucket) → writer (one transaction) →
 //! hub (SSE); downsampler: `metrics_5s` → `metrics_1m`; API reads both tables (through a cache
@@ -23,23 +39,34 @@
 
 #![warn(missing_docs)]
 
-pub mod app;
+// Core.
 pub mod clock;
-pub mod commands;
 pub mod compare;
-pub mod config;
-pub mod demo;
 pub mod expo;
-pub mod healthcheck;
-pub mod hub;
+pub mod health;
+pub mod ingest;
+pub mod net;
 pub mod point;
+pub mod setting;
+pub mod shutdown;
+pub mod telemetry;
+pub mod variant;
+
+// Subsystems.
+pub mod hub;
 pub mod proxy;
 pub mod scrape;
-pub mod selfmetrics;
-pub mod shutdown;
 pub mod store;
-pub mod telemetry;
+
+// Web.
 pub mod web;
+
+// Wiring.
+pub mod app;
+pub mod commands;
+pub mod config;
+pub mod demo;
+pub mod healthcheck;
 
 /// The version, from the `VERSION` file.
 pub const VERSION: &str = env!("ZAI_DASH_VERSION");

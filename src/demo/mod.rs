@@ -95,8 +95,7 @@ async fn start(
     let token = token.clone();
     let task = tokio::spawn(async move {
         let app = router.into_make_service_with_connect_info::<SocketAddr>();
-        let _ =
-            axum::serve(crate::commands::no_delay(listener), app).with_graceful_shutdown(token.cancelled_owned()).await;
+        let _ = axum::serve(crate::net::no_delay(listener), app).with_graceful_shutdown(token.cancelled_owned()).await;
     });
     Ok((addr, task))
 }
@@ -146,8 +145,8 @@ pub async fn run(
     println!("demo: traffic generator sending about {} requests/s (75% production, 25% canary)", plan.rate);
     println!("demo: database {}; open http://{}/ (Ctrl-C stops)", plan.db_path.display(), browse_addr(dashboard));
     let targets = vec![
-        TargetSpec { url: crate::commands::local_metrics_url(prod)?, variant: Some("production".into()) },
-        TargetSpec { url: crate::commands::local_metrics_url(canary)?, variant: Some("canary".into()) },
+        TargetSpec { url: crate::net::local_metrics_url(prod)?, variant: Some("production".into()) },
+        TargetSpec { url: crate::net::local_metrics_url(canary)?, variant: Some("canary".into()) },
     ];
     let settings = settings(&plan, targets);
     let traffic = tokio::spawn(traffic::run(

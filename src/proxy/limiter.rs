@@ -192,7 +192,7 @@ impl Limiter {
         } else {
             g.successes += 1;
         }
-        if now - g.window_start_ms < crate::config::duration_ms(self.s.window) {
+        if now - g.window_start_ms < crate::setting::duration_ms(self.s.window) {
             return None;
         }
         let share = g.throttled as f64 / (g.throttled + g.successes) as f64;
@@ -298,7 +298,7 @@ fn restore(s: &LimiterSettings, now_ms: i64) -> Option<(Persisted, i64)> {
                 let since = modified.duration_since(std::time::UNIX_EPOCH).ok()?;
                 i64::try_from(since.as_millis()).ok()
             })?;
-    let fresh = now_ms - at <= crate::config::duration_ms(s.state_max_age);
+    let fresh = now_ms - at <= crate::setting::duration_ms(s.state_max_age);
     (p.ceiling > 0.0 && p.hold > 0.0 && fresh).then_some((p, at))
 }
 

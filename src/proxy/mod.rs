@@ -26,7 +26,7 @@ use axum::routing::{any, get};
 use clap::Args;
 
 use crate::clock::SharedClock;
-use crate::config::{ConfigError, parse_duration};
+use crate::setting::{ConfigError, parse_duration};
 use limiter::{Limiter, LimiterSettings};
 use metrics::ProxyMetrics;
 use pricing::Pricing;
@@ -372,7 +372,7 @@ pub async fn serve(
     shutdown: tokio_util::sync::CancellationToken,
 ) -> std::io::Result<()> {
     let app = proxy.router().into_make_service_with_connect_info::<std::net::SocketAddr>();
-    axum::serve(crate::commands::no_delay(listener), app).with_graceful_shutdown(shutdown.cancelled_owned()).await
+    axum::serve(crate::net::no_delay(listener), app).with_graceful_shutdown(shutdown.cancelled_owned()).await
 }
 
 async fn metrics_handler(State(p): State<Arc<Proxy>>) -> Response {

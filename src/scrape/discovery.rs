@@ -10,9 +10,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
-use std::future::Future;
 use std::net::IpAddr;
-use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -22,14 +20,12 @@ use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 use url::Url;
 
-use super::health::TargetHealth;
 use super::increase::TargetState;
+use super::target::{DNS_SCHEME_PREFIX, TargetSpec};
 use super::{Ctx, Scraped, Target, scrape_loop};
-use crate::config::{DNS_SCHEME_PREFIX, TargetSpec};
-use crate::store::{Store, query};
-
-/// A boxed future, so resolvers can be trait objects.
-pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+use crate::health::TargetHealth;
+pub use crate::ingest::BoxFuture;
+use crate::ingest::{RegistryError, TargetRegistry};
 
 /// Turns a host name into addresses. The seam that lets tests replace DNS.
 pub trait Resolver: Send + Sync + fmt::Debug {
@@ -118,7 +114,7 @@ pub struct Discovery {
     /// How names are resolved.
     pub resolver: SharedResolver,
     /// Where discovered addresses are registered.
-    pub store: Store,
+    pub registry: Arc<dyn TargetRegistry>,
 }
 
 /// One running per-address scrape task.
@@ -132,7 +128,7 @@ pub(super) struct Supervisor {
     pub(super) ctx: Arc<Ctx>,
     pub(super) entry: TargetSpec,
     pub(super) resolver: SharedResolver,
-    pub(super) store: Store,
+    pub(super) registry: Arc<dyn TargetRegistry>,
     pub(super) tx: mpsc::Sender<Scraped>,
     pub(super) tracker: TaskTracker,
     pub(super) cancel: CancellationToken,
@@ -145,7 +141,7 @@ impl Supervisor {
         let port = self.entry.url.port().unwrap_or(0);
         let mut running: BTreeMap<IpAddr, Running> = BTreeMap::new();
         let mut failing = false;
-        let mut interval = tokio::time::interval(self.ctx.settings.scrape_interval);
+        let mut interval = tokio::time::interval(self.ctx.settings.interval);
         interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
@@ -185,7 +181,7 @@ impl Supervisor {
                 tracing::info!(address = %ip, entry = %self.entry.url, "Address vanished; no longer scraped.");
             }
         }
-        let interval = self.ctx.settings.scrape_interval;
+        let interval = self.ctx.settings.interval;
         let new: Vec<IpAddr> = wanted.iter().filter(|ip| !running.contains_key(ip)).copied().collect();
         let n = new.len().max(1) as u32;
         for (i, ip) in new.into_iter().enumerate() {
@@ -204,15 +200,8 @@ impl Supervisor {
     async fn start(&self, ip: IpAddr, offset: Duration) -> Result<Running, DiscoveryError> {
         let url = address_url(&self.entry.url, ip).ok_or(DiscoveryError::Url(ip))?;
         let variant = self.entry.initial_variant();
-        let pair = vec![(url.to_string(), variant.clone())];
         let now = self.ctx.clock.now_ms();
-        let stored = self
-            .store
-            .with_conn(move |c| query::register_targets(c, &pair, now))
-            .await?
-            .into_iter()
-            .next()
-            .ok_or(DiscoveryError::NotRegistered(ip))?;
+        let stored = self.registry.register(url.as_str(), &variant, now).await.map_err(DiscoveryError::Store)?;
         let state =
             stored.state.as_deref().and_then(|s| serde_json::from_str::<TargetState>(s).ok()).unwrap_or_default();
         let spec = TargetSpec { url: url.clone(), variant: self.entry.variant.clone() };
@@ -237,9 +226,9 @@ pub enum DiscoveryError {
     /// The address does not make a URL with the entry's parts.
     #[error("no scrape URL for address {0}")]
     Url(IpAddr),
-    /// The database refused the target.
-    #[error(transparent)]
-    Store(#[from] crate::store::StoreError),
+    /// Storage refused the target.
+    #[error("cannot register the address: {0}")]
+    Store(RegistryError),
     /// The target was not found after registering it.
     #[error("address {0} was not registered")]
     NotRegistered(IpAddr),

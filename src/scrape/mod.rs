@@ -9,11 +9,10 @@
 
 pub mod client;
 pub mod discovery;
-pub mod health;
 pub mod increase;
 pub mod parse;
 pub mod reading;
-pub mod variant;
+pub mod target;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -25,12 +24,31 @@ use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
 use crate::clock::{SharedClock, bucket_end};
-use crate::config::{Settings, TargetSpec};
+use crate::health::{HealthBoard, Success};
+use crate::ingest::{BatchSink, StateUpdate, WriteBatch};
 use crate::point::{PointBuilder, TargetRow};
-use crate::store::write::StateUpdate;
-use crate::store::{WriteBatch, WriteQueue};
-use health::{HealthBoard, Success};
 use increase::TargetState;
+pub use target::{DNS_SCHEME_PREFIX, TargetSpec, parse_targets};
+
+/// How the collector runs: the scraper's own settings, composed into the whole by `config`.
+#[derive(Debug, Clone)]
+pub struct ScrapeSettings {
+    /// Time between two scrapes of a target.
+    pub interval: Duration,
+    /// Per-scrape timeout, always below the interval.
+    pub timeout: Duration,
+    /// Width of a raw point, the bucket the ticker closes (5 s in production).
+    pub point_width: Duration,
+    /// Largest accepted `/metrics` body; a larger one is a failed scrape.
+    pub max_body_bytes: usize,
+}
+
+impl ScrapeSettings {
+    /// Width of a raw point in milliseconds.
+    pub fn point_ms(&self) -> i64 {
+        crate::setting::duration_ms(self.point_width)
+    }
+}
 
 /// A configured target with its database id and persisted state.
 #[derive(Debug, Clone)]
@@ -56,7 +74,7 @@ struct Scraped {
 
 /// Shared, read-only context of the scrape tasks.
 struct Ctx {
-    settings: Arc<Settings>,
+    settings: ScrapeSettings,
     clock: SharedClock,
     client: reqwest::Client,
     health: HealthBoard,
@@ -72,12 +90,12 @@ const DISCOVERED_ROOM: usize = 64;
 pub fn spawn(
     tracker: &TaskTracker,
     cancel: &CancellationToken,
-    settings: Arc<Settings>,
+    settings: ScrapeSettings,
     clock: SharedClock,
     targets: Vec<Target>,
     discovery: Option<discovery::Discovery>,
     health: HealthBoard,
-    queue: WriteQueue,
+    sink: Arc<dyn BatchSink>,
     seed: &[TargetRow],
 ) {
     let room = if discovery.is_some() { DISCOVERED_ROOM } else { 0 };
@@ -86,7 +104,7 @@ pub fn spawn(
         Arc::new(Ctx { settings: settings.clone(), clock: clock.clone(), client: client::build_client(), health });
     let n = targets.len().max(1) as u32;
     for (idx, target) in targets.into_iter().enumerate() {
-        let offset = settings.scrape_interval * idx as u32 / n;
+        let offset = settings.interval * idx as u32 / n;
         let span = tracing::info_span!("scrape", target_url = %target.spec.url);
         tracker.spawn(scrape_loop(ctx.clone(), idx, target, offset, tx.clone(), cancel.clone()).instrument(span));
     }
@@ -96,7 +114,7 @@ pub fn spawn(
                 ctx: ctx.clone(),
                 entry: entry.clone(),
                 resolver: d.resolver.clone(),
-                store: d.store.clone(),
+                registry: d.registry.clone(),
                 tx: tx.clone(),
                 tracker: tracker.clone(),
                 cancel: cancel.clone(),
@@ -110,7 +128,7 @@ pub fn spawn(
     for row in seed {
         builder.seed(&crate::point::Summary::from(row));
     }
-    tracker.spawn(tick_loop(ctx, rx, queue, builder));
+    tracker.spawn(tick_loop(ctx, rx, sink, builder));
 }
 
 async fn scrape_loop(
@@ -121,7 +139,7 @@ async fn scrape_loop(
     tx: mpsc::Sender<Scraped>,
     cancel: CancellationToken,
 ) {
-    let interval = ctx.settings.scrape_interval;
+    let interval = ctx.settings.interval;
     let mut next = tokio::time::Instant::now() + offset;
     loop {
         tokio::select! {
@@ -146,7 +164,7 @@ async fn scrape_loop(
 async fn scrape_once(ctx: &Ctx, idx: usize, target: &mut Target) -> Option<Scraped> {
     let started = Instant::now();
     let s = &ctx.settings;
-    let result = match client::fetch(&ctx.client, &target.spec.url, s.scrape_timeout, s.max_body_bytes).await {
+    let result = match client::fetch(&ctx.client, &target.spec.url, s.timeout, s.max_body_bytes).await {
         Ok(body) => parse::parse(&body).map_err(client::ScrapeError::from),
         Err(e) => Err(e),
     };
@@ -184,7 +202,12 @@ async fn scrape_once(ctx: &Ctx, idx: usize, target: &mut Target) -> Option<Scrap
 
 /// Closes buckets: after each edge (plus a small slack for scrapes that completed just before
 /// it), the bucket's rows go to the writer as one batch with the variants' points.
-async fn tick_loop(ctx: Arc<Ctx>, mut rx: mpsc::Receiver<Scraped>, queue: WriteQueue, mut builder: PointBuilder) {
+async fn tick_loop(
+    ctx: Arc<Ctx>,
+    mut rx: mpsc::Receiver<Scraped>,
+    queue: Arc<dyn BatchSink>,
+    mut builder: PointBuilder,
+) {
     let width = ctx.settings.point_ms();
     let slack = (width / 10).clamp(10, 500);
     let mut pending: BTreeMap<i64, Vec<Scraped>> = BTreeMap::new();
@@ -202,7 +225,7 @@ async fn tick_loop(ctx: Arc<Ctx>, mut rx: mpsc::Receiver<Scraped>, queue: WriteQ
                     let bucket = bucket_end(s.row.ts_ms, width);
                     if bucket <= closed_until {
                         // Arrived after its bucket was closed: stored (merged), not re-published.
-                        flush(bucket, vec![s], &mut builder, &queue, false);
+                        flush(bucket, vec![s], &mut builder, queue.as_ref(), false);
                     } else {
                         pending.entry(bucket).or_default().push(s);
                     }
@@ -217,19 +240,19 @@ async fn tick_loop(ctx: Arc<Ctx>, mut rx: mpsc::Receiver<Scraped>, queue: WriteQ
                     }
                     let (bucket, items) = entry.remove_entry();
                     closed_until = closed_until.max(bucket);
-                    flush(bucket, items, &mut builder, &queue, true);
+                    flush(bucket, items, &mut builder, queue.as_ref(), true);
                 }
             }
         }
     }
     for (bucket, items) in std::mem::take(&mut pending) {
-        flush(bucket, items, &mut builder, &queue, true);
+        flush(bucket, items, &mut builder, queue.as_ref(), true);
     }
     tracing::debug!("Ticker stopped; final buckets handed to the writer.");
 }
 
 /// Merges a bucket's scrapes per target and submits them as one batch.
-fn flush(bucket: i64, items: Vec<Scraped>, builder: &mut PointBuilder, queue: &WriteQueue, publish: bool) {
+fn flush(bucket: i64, items: Vec<Scraped>, builder: &mut PointBuilder, queue: &dyn BatchSink, publish: bool) {
     let mut rows: BTreeMap<i64, TargetRow> = BTreeMap::new();
     let mut states: BTreeMap<i64, StateUpdate> = BTreeMap::new();
     for Scraped { mut row, state } in items {

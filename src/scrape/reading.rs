@@ -128,7 +128,7 @@ pub fn read(expo: &Exposition) -> Reading {
         }
         read_family(fam, &mut r);
     }
-    r.variant_label = super::variant::variant_from_labels(variants.iter().map(String::as_str));
+    r.variant_label = crate::variant::variant_from_labels(variants.iter().map(String::as_str));
     r.gauges.quota = read_quota(expo);
     r
 }

@@ -19,7 +19,8 @@ use std::time::Duration;
 use r2d2_sqlite::SqliteConnectionManager;
 use rusqlite::Connection;
 
-pub use write::{WriteBatch, WriteQueue, WriterStats};
+pub use crate::ingest::WriteBatch;
+pub use write::{WriteQueue, WriterStats};
 
 /// A storage failure. SQLite's own text is kept (for example "database or disk is full").
 #[derive(Debug, thiserror::Error)]
@@ -116,5 +117,21 @@ impl Store {
             f(&mut conn)
         })
         .await?
+    }
+}
+
+impl crate::ingest::TargetRegistry for Store {
+    fn register<'a>(
+        &'a self,
+        url: &'a str,
+        variant: &'a str,
+        now_ms: i64,
+    ) -> crate::ingest::BoxFuture<'a, Result<crate::ingest::Registered, crate::ingest::RegistryError>> {
+        let pair = vec![(url.to_owned(), variant.to_owned())];
+        Box::pin(async move {
+            let stored = self.with_conn(move |c| query::register_targets(c, &pair, now_ms)).await?;
+            let t = stored.into_iter().next().ok_or("the target was not found after registering it")?;
+            Ok(crate::ingest::Registered { id: t.id, state: t.state })
+        })
     }
 }

@@ -17,40 +17,11 @@ use tokio::sync::mpsc;
 
 use super::{Store, StoreError, query};
 use crate::clock::bucket_end;
-use crate::hub::Hub;
-use crate::point::{Point, TargetRow};
+use crate::ingest::{BatchSink, PointSink};
+pub use crate::ingest::{StateUpdate, WriteBatch};
 
 /// Failed batches kept for retry: one hour of 5 s ticks.
 pub const MAX_BACKLOG: usize = 720;
-
-/// Everything one tick writes.
-#[derive(Debug, Clone)]
-pub struct WriteBatch {
-    /// End of the bucket the rows belong to.
-    pub bucket_end_ms: i64,
-    /// One row per target that completed a scrape in the bucket.
-    pub rows: Vec<TargetRow>,
-    /// Per-target state after those scrapes.
-    pub states: Vec<StateUpdate>,
-    /// Points to publish live once written.
-    pub points: Vec<Point>,
-    /// The rows arrived after their bucket was closed (they may change what was already served).
-    pub late: bool,
-}
-
-/// A target's persisted state after a scrape.
-#[derive(Debug, Clone)]
-pub struct StateUpdate {
-    /// Target id.
-    pub target_id: i64,
-    /// Completion time of the scrape the state describes; an older state never overwrites a
-    /// newer one (a retried batch must not roll a target back).
-    pub scraped_ms: i64,
-    /// Serialized [`crate::scrape::increase::TargetState`].
-    pub state_json: String,
-    /// Variant at that scrape.
-    pub variant: String,
-}
 
 /// Counters of the writer, for logs and self-metrics.
 #[derive(Debug, Default)]
@@ -80,6 +51,12 @@ pub fn channel(capacity: usize, stats: Arc<WriterStats>) -> (WriteQueue, mpsc::R
     (WriteQueue { tx, stats }, rx)
 }
 
+impl BatchSink for WriteQueue {
+    fn submit(&self, batch: WriteBatch) {
+        WriteQueue::submit(self, batch);
+    }
+}
+
 impl WriteQueue {
     /// Hands a batch to the writer without waiting; a full queue drops it (counted, logged).
     pub fn submit(&self, batch: WriteBatch) {
@@ -102,7 +79,7 @@ impl WriteQueue {
 pub async fn run_writer(
     store: Store,
     mut rx: mpsc::Receiver<WriteBatch>,
-    hub: Hub,
+    hub: impl PointSink,
     stats: Arc<WriterStats>,
     rollup_ms: i64,
 ) {

@@ -9,11 +9,11 @@ use serde::Serialize;
 use super::AppState;
 use super::error::ApiError;
 use crate::clock::{bucket_end, rfc3339_ms};
-use crate::config::duration_ms;
+use crate::health::TargetHealth;
 use crate::point::Quota;
-use crate::scrape::health::TargetHealth;
-use crate::scrape::variant::is_valid_variant;
+use crate::setting::duration_ms;
 use crate::store::query::{self, PointQuery, RAW_RANGE_LIMIT_MS};
+use crate::variant::is_valid_variant;
 
 /// Longest accepted window.
 const MAX_RANGE_MS: i64 = 400 * 86_400_000;
@@ -70,7 +70,7 @@ impl From<&TargetHealth> for TargetStatus {
 
 /// Every variant configured or seen (in health or history), sorted.
 pub async fn known_variants(state: &AppState) -> Result<BTreeSet<String>, ApiError> {
-    let mut names: BTreeSet<String> = state.settings.targets.iter().map(|t| t.initial_variant()).collect();
+    let mut names: BTreeSet<String> = state.settings.targets.iter().map(|t| t.initial_variant.clone()).collect();
     names.extend(state.health.snapshot().into_iter().map(|h| h.variant));
     names.extend(state.hub.latest().into_keys());
     let stored = state.store.with_conn(|c| query::variant_names(c)).await?;
@@ -163,7 +163,7 @@ pub async fn config(State(state): State<AppState>) -> Json<serde_json::Value> {
         "scrape_interval": s.scrape_interval.as_secs_f64(),
         "scrape_timeout": human(s.scrape_timeout),
         "targets": s.targets.iter().map(|t| t.url.as_str()).collect::<Vec<_>>(),
-        "variants": s.targets.iter().map(|t| t.initial_variant()).collect::<Vec<_>>(),
+        "variants": s.targets.iter().map(|t| t.initial_variant.as_str()).collect::<Vec<_>>(),
         "retention_5s": human(s.retention_5s),
         "retention_1m": human(s.retention_1m),
         "downsample_interval": human(s.downsample_interval),

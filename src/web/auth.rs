@@ -14,7 +14,7 @@ use axum::response::{Html, IntoResponse, Redirect, Response};
 use serde::Deserialize;
 
 use super::AppState;
-use crate::config::Secret;
+use crate::setting::Secret;
 
 /// Name of the session cookie.
 pub const COOKIE_NAME: &str = "zai_dash_session";

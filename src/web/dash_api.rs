@@ -11,10 +11,10 @@ use super::AppState;
 use super::api::{known_variants, parse_metrics_query};
 use super::error::ApiError;
 use crate::compare::{self, Comparison, SideStats};
-use crate::config::duration_ms;
-use crate::scrape::variant::is_valid_variant;
+use crate::setting::duration_ms;
 use crate::store::query::RAW_RANGE_LIMIT_MS;
 use crate::store::window::{self, ModelUsage, WindowQuery};
+use crate::variant::is_valid_variant;
 
 /// Longest comparison window: the 1 min table's default retention.
 const MAX_WINDOW_MS: i64 = 7 * 86_400_000;

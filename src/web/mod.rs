@@ -9,10 +9,12 @@ pub mod dash_api;
 pub mod dashboard;
 pub mod error;
 pub mod pages;
+pub mod selfmetrics;
 pub mod sse;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 use axum::Router;
 use axum::extract::State;
@@ -22,17 +24,61 @@ use axum::routing::{get, post};
 use tokio_util::sync::CancellationToken;
 
 use crate::clock::SharedClock;
-use crate::config::Settings;
+use crate::health::HealthBoard;
 use crate::hub::Hub;
-use crate::scrape::health::HealthBoard;
-use crate::selfmetrics::SelfMetrics;
+use crate::setting::{Secret, duration_ms};
 use crate::store::{Store, WriterStats};
+use selfmetrics::SelfMetrics;
+
+/// A configured scrape target as the web layer shows it (`/api/config`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfiguredTarget {
+    /// The `/metrics` URL (or `dns+http://` entry) as configured.
+    pub url: String,
+    /// Its variant before its first successful scrape (explicit name or the URL rule).
+    pub initial_variant: String,
+}
+
+/// What the web layer needs to know of the configuration; `config` composes it.
+#[derive(Debug, Clone)]
+pub struct WebSettings {
+    /// Time between two scrapes of a target (health freshness, the live stream's hint).
+    pub scrape_interval: Duration,
+    /// Per-scrape timeout (shown by `/api/config`).
+    pub scrape_timeout: Duration,
+    /// Configured targets.
+    pub targets: Vec<ConfiguredTarget>,
+    /// Retention of `metrics_5s`.
+    pub retention_5s: Duration,
+    /// Retention of `metrics_1m`.
+    pub retention_1m: Duration,
+    /// Period of the rollup and retention job.
+    pub downsample_interval: Duration,
+    /// Width of a raw point.
+    pub point_width: Duration,
+    /// Width of a rolled-up point.
+    pub rollup_width: Duration,
+    /// Token protecting pages, API and `/metrics`; `None` leaves them open.
+    pub dashboard_token: Option<Secret>,
+}
+
+impl WebSettings {
+    /// Width of a raw point in milliseconds.
+    pub fn point_ms(&self) -> i64 {
+        duration_ms(self.point_width)
+    }
+
+    /// Width of a rolled-up point in milliseconds.
+    pub fn rollup_ms(&self) -> i64 {
+        duration_ms(self.rollup_width)
+    }
+}
 
 /// Everything a handler may need; cloned per request (all fields are handles).
 #[derive(Clone, Debug)]
 pub struct AppState {
-    /// Validated settings.
-    pub settings: Arc<Settings>,
+    /// What the web layer knows of the configuration.
+    pub settings: Arc<WebSettings>,
     /// Database.
     pub store: Store,
     /// Live fan-out.
@@ -102,7 +148,7 @@ async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
 /// `GET /metrics`: zai-dash's own metrics. Database figures that cannot be read are left out
 /// (and logged at DEBUG) rather than failing the whole scrape.
 async fn self_metrics(State(state): State<AppState>) -> impl IntoResponse {
-    let db = match crate::selfmetrics::db_figures(&state.store).await {
+    let db = match selfmetrics::db_figures(&state.store).await {
         Ok(db) => Some(db),
         Err(e) => {
             tracing::debug!(error = %e, "Database figures unavailable for /metrics.");
@@ -110,7 +156,7 @@ async fn self_metrics(State(state): State<AppState>) -> impl IntoResponse {
         }
     };
     let targets = state.health.snapshot();
-    let body = crate::selfmetrics::render(&crate::selfmetrics::Inputs {
+    let body = selfmetrics::render(&selfmetrics::Inputs {
         targets: &targets,
         scrape_durations: state.health.durations(),
         writer: &state.writer,

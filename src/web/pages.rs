@@ -48,7 +48,7 @@ impl Chrome {
             css: assets::url("app.css"),
             js: assets::url("app.js"),
             generated: rfc3339_ms(state.clock.now_ms()),
-            interval_ms: state.settings.point_ms().max(crate::config::duration_ms(state.settings.scrape_interval)),
+            interval_ms: state.settings.point_ms().max(crate::setting::duration_ms(state.settings.scrape_interval)),
             page,
         }
     }

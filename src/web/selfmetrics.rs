@@ -9,73 +9,12 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use crate::expo::{Exposition, go_float};
-use crate::scrape::health::TargetHealth;
+use crate::expo::{AtomicHistogram, Exposition};
+use crate::health::TargetHealth;
 use crate::store::{Store, StoreError, WriterStats};
 
-/// Bucket bounds of scrape durations, seconds (the scrape timeout defaults to 3 s).
-const SCRAPE_BOUNDS: &[f64] = &[0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
-/// Bucket bounds of downsample runs, seconds.
-const DOWNSAMPLE_BOUNDS: &[f64] = &[0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0, 30.0];
 /// Tables whose rows are counted.
 const TABLES: [&str; 3] = ["metrics_1m", "metrics_5s", "targets"];
-
-/// A histogram updated with atomics only, so observing never blocks.
-#[derive(Debug)]
-pub struct AtomicHistogram {
-    bounds: &'static [f64],
-    /// Per-bucket (not cumulative) counts; the last one is above every bound.
-    counts: Vec<AtomicU64>,
-    sum_micros: AtomicU64,
-}
-
-impl AtomicHistogram {
-    /// A histogram with these upper bounds (ascending).
-    pub fn new(bounds: &'static [f64]) -> Self {
-        Self { bounds, counts: (0..=bounds.len()).map(|_| AtomicU64::new(0)).collect(), sum_micros: AtomicU64::new(0) }
-    }
-
-    /// For scrape durations.
-    pub fn scrape_seconds() -> Self {
-        Self::new(SCRAPE_BOUNDS)
-    }
-
-    /// For downsample run durations.
-    pub fn downsample_seconds() -> Self {
-        Self::new(DOWNSAMPLE_BOUNDS)
-    }
-
-    /// Records one value in seconds (negative or NaN values count as zero).
-    pub fn observe(&self, seconds: f64) {
-        let v = if seconds.is_finite() && seconds > 0.0 { seconds } else { 0.0 };
-        let idx = self.bounds.iter().position(|b| v <= *b).unwrap_or(self.bounds.len());
-        if let Some(c) = self.counts.get(idx) {
-            c.fetch_add(1, Ordering::Relaxed);
-        }
-        self.sum_micros.fetch_add((v * 1e6).round() as u64, Ordering::Relaxed);
-    }
-
-    /// Writes the family: cumulative `_bucket` lines, `_sum` and `_count`.
-    pub fn write(&self, e: &mut Exposition, name: &str, help: &str) {
-        e.family(name, help, "histogram");
-        let bucket = format!("{name}_bucket");
-        let mut cumulative = 0u64;
-        for (i, bound) in self.bounds.iter().enumerate() {
-            cumulative += self.counts[i].load(Ordering::Relaxed);
-            e.sample(&bucket, &[("le", &go_float(*bound))], cumulative as f64);
-        }
-        cumulative += self.counts[self.bounds.len()].load(Ordering::Relaxed);
-        e.sample(&bucket, &[("le", "+Inf")], cumulative as f64);
-        e.sample(&format!("{name}_sum"), &[], self.sum_micros.load(Ordering::Relaxed) as f64 / 1e6);
-        e.sample(&format!("{name}_count"), &[], cumulative as f64);
-    }
-}
-
-impl Default for AtomicHistogram {
-    fn default() -> Self {
-        Self::scrape_seconds()
-    }
-}
 
 /// Self-metrics that have no other home: updated by the downsampler.
 #[derive(Debug)]
@@ -205,23 +144,6 @@ fn write_writer(e: &mut Exposition, w: &WriterStats) {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn histogram_buckets_are_cumulative_with_go_bounds() {
-        let h = AtomicHistogram::scrape_seconds();
-        h.observe(0.003);
-        h.observe(0.2);
-        h.observe(60.0);
-        let mut e = Exposition::new();
-        h.write(&mut e, "x_seconds", "X.");
-        let text = e.finish();
-        assert!(text.contains("x_seconds_bucket{le=\"0.005\"} 1\n"), "{text}");
-        assert!(text.contains("x_seconds_bucket{le=\"0.25\"} 2\n"), "{text}");
-        assert!(text.contains("x_seconds_bucket{le=\"10\"} 2\n"), "{text}");
-        assert!(text.contains("x_seconds_bucket{le=\"+Inf\"} 3\n"), "{text}");
-        assert!(text.contains("x_seconds_sum 60.203\n"), "{text}");
-        assert!(text.contains("x_seconds_count 3\n"), "{text}");
-    }
 
     #[test]
     fn retired_targets_are_left_out() {

@@ -6,7 +6,7 @@ use std::sync::{Arc, RwLock};
 use serde::Serialize;
 
 use crate::clock::rfc3339_ms;
-use crate::selfmetrics::AtomicHistogram;
+use crate::expo::AtomicHistogram;
 
 /// Health of one target, as `/api/targets` shows it.
 #[derive(Debug, Clone, Serialize)]
