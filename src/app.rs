@@ -53,15 +53,41 @@ pub async fn run_with_resolver(
     let settings = Arc::new(settings);
     let store = open_store(&settings).await?;
     let (targets, seed) = load_targets(&store, &settings, clock.now_ms()).await?;
+    let tracker = TaskTracker::new();
+    let stop = CancellationToken::new();
+    let state = start_background(&tracker, &stop, &settings, clock, store, Loaded { targets, seed, resolver });
+    let ready = state.ready.clone();
+    let server = axum::serve(crate::net::no_delay(listener), web::router(state))
+        .with_graceful_shutdown(stop.clone().cancelled_owned());
+    let server = tokio::spawn(async move { server.await });
+    shutdown.cancelled().await;
+    stop_in_order(settings.shutdown_grace, &ready, &stop, &tracker, server).await
+}
+
+/// What start-up read from the database, plus how `dns+` names are resolved.
+struct Loaded {
+    targets: Vec<Target>,
+    seed: Vec<crate::point::TargetRow>,
+    resolver: SharedResolver,
+}
+
+/// Starts the writer, the scrapers (with discovery) and the downsampler on `tracker`, and
+/// returns the state the web layer reads.
+fn start_background(
+    tracker: &TaskTracker,
+    stop: &CancellationToken,
+    settings: &Arc<Settings>,
+    clock: SharedClock,
+    store: Store,
+    loaded: Loaded,
+) -> AppState {
+    let Loaded { targets, seed, resolver } = loaded;
     let health = HealthBoard::new(
         targets.iter().map(|t| TargetHealth::new(t.id, t.spec.url.to_string(), t.spec.initial_variant())).collect(),
     );
     let hub = Hub::new(u64::try_from(clock.now_ms()).unwrap_or(0), RING_EVENTS, CLIENT_BUFFER);
     let writer_stats = Arc::new(WriterStats::default());
     let self_metrics = Arc::new(SelfMetrics::default());
-    let tracker = TaskTracker::new();
-    let stop = CancellationToken::new();
-
     let (queue, rx) = write::channel(WRITE_QUEUE, writer_stats.clone());
     tracker.spawn(write::run_writer(store.clone(), rx, hub.clone(), writer_stats.clone(), settings.rollup_ms()));
     let dns_entries: Vec<_> = settings.targets.iter().filter(|t| t.is_dns()).cloned().collect();
@@ -70,43 +96,38 @@ pub async fn run_with_resolver(
         resolver,
         registry: Arc::new(store.clone()),
     });
-    scrape::spawn(
-        &tracker,
-        &stop,
-        settings.scrape(),
-        clock.clone(),
-        targets,
-        discovery,
-        health.clone(),
-        Arc::new(queue),
-        &seed,
-    );
+    let scrapers = settings.scrape();
+    scrape::spawn(tracker, stop, scrapers, clock.clone(), targets, discovery, health.clone(), Arc::new(queue), &seed);
     tracker.spawn(downsample_loop(store.clone(), settings.clone(), clock.clone(), stop.clone(), self_metrics.clone()));
-
-    let ready = Arc::new(AtomicBool::new(true));
-    let state = AppState {
+    AppState {
         settings: Arc::new(settings.web()),
         store,
         hub,
         health,
         clock,
-        ready: ready.clone(),
+        ready: Arc::new(AtomicBool::new(true)),
         stopping: stop.clone(),
         writer: writer_stats,
         metrics: self_metrics,
         charts: Default::default(),
-    };
-    let server = axum::serve(crate::net::no_delay(listener), web::router(state))
-        .with_graceful_shutdown(stop.clone().cancelled_owned());
-    let server = tokio::spawn(async move { server.await });
+    }
+}
 
-    shutdown.cancelled().await;
+/// Stops in dependency order within `grace`: readiness turns 503 for a short drain, then the
+/// server and scrapers stop, the ticker flushes its last buckets, the writer commits them.
+async fn stop_in_order(
+    grace: Duration,
+    ready: &AtomicBool,
+    stop: &CancellationToken,
+    tracker: &TaskTracker,
+    server: tokio::task::JoinHandle<std::io::Result<()>>,
+) -> anyhow::Result<()> {
     ready.store(false, Ordering::SeqCst);
     tracing::info!("Shutting down: readiness is 503, stopping scrapers and the server.");
-    tokio::time::sleep(drain_delay(settings.shutdown_grace)).await;
+    tokio::time::sleep(drain_delay(grace)).await;
     stop.cancel();
     tracker.close();
-    let finished = tokio::time::timeout(settings.shutdown_grace, async {
+    let finished = tokio::time::timeout(grace, async {
         let _ = server.await;
         tracker.wait().await;
     })
@@ -116,7 +137,7 @@ pub async fn run_with_resolver(
             tracing::info!("Stopped cleanly; every committed row is on disk.");
             Ok(())
         }
-        Err(_) => anyhow::bail!("shutdown did not finish within SHUTDOWN_GRACE ({:?})", settings.shutdown_grace),
+        Err(_) => anyhow::bail!("shutdown did not finish within SHUTDOWN_GRACE ({grace:?})"),
     }
 }
 

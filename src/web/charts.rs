@@ -81,6 +81,8 @@ pub fn compact(v: f64) -> String {
     let a = v.abs();
     if !v.is_finite() {
         "–".to_owned()
+    } else if a >= 1e15 {
+        format!("{v:.2e}") // a hostile or broken target's value: short, still honest
     } else if a < 1e4 && v.fract() == 0.0 {
         format!("{v:.0}")
     } else if a >= 1e9 {
@@ -238,14 +240,32 @@ fn time_label(ms: i64, step: i64) -> String {
     if step >= 86_400_000 { t.format("%m-%d").to_string() } else { t.format("%H:%M").to_string() }
 }
 
-/// Builds the geometry of `spec`. Never yields NaN or infinite coordinates: non-finite values
-/// are treated as gaps, and an all-zero or empty chart gets a unit-high axis.
-pub fn build(spec: &ChartSpec) -> ChartView {
-    let (l, r, t, b) = (LEFT, WIDTH - RIGHT, TOP, HEIGHT - BOTTOM);
-    let span_ms = (spec.end_ms - spec.start_ms).max(1);
-    let finite = |v: &Option<f64>| v.filter(|x| x.is_finite());
-    let max = spec.series.iter().flat_map(|s| s.values.iter().filter_map(|(_, v)| finite(v))).fold(f64::NAN, f64::max);
-    let min = spec.series.iter().flat_map(|s| s.values.iter().filter_map(|(_, v)| finite(v))).fold(f64::NAN, f64::min);
+/// Largest magnitude drawn: targets are not trusted, and a value of `1.7e308` must neither
+/// overflow the axis arithmetic nor flatten every other line to zero; beyond it a line is drawn
+/// at the edge (the hover text and legend still say the value).
+pub const MAX_DRAWN: f64 = 1e12;
+/// Most value grid lines a chart gets, whatever the values.
+const MAX_Y_TICKS: usize = 12;
+
+/// A value as drawn: finite and within [`MAX_DRAWN`], or a gap.
+fn drawn(v: &Option<f64>) -> Option<f64> {
+    v.filter(|x| x.is_finite()).map(|x| x.clamp(-MAX_DRAWN, MAX_DRAWN))
+}
+
+/// The value axis: its bounds and grid lines.
+struct YAxis {
+    lo: f64,
+    hi: f64,
+    ticks: Vec<(f64, String)>,
+}
+
+/// A value axis covering every drawn value and zero, on a "nice" step. The number of grid lines
+/// is counted from the step, never found by stepping a float until it passes the top, so no
+/// value can make the loop run away.
+fn y_axis(spec: &ChartSpec) -> (YAxis, bool) {
+    let values = || spec.series.iter().flat_map(|s| s.values.iter().filter_map(|(_, v)| drawn(v)));
+    let max = values().fold(f64::NAN, f64::max);
+    let min = values().fold(f64::NAN, f64::min);
     let empty = max.is_nan();
     let lo = if min.is_finite() { min.min(0.0) } else { 0.0 };
     let mut hi = if max.is_finite() { max.max(0.0) } else { 0.0 };
@@ -255,48 +275,56 @@ pub fn build(spec: &ChartSpec) -> ChartView {
     let step = nice_step(hi - lo, 4.0);
     let y_lo = (lo / step).floor() * step;
     let y_hi = ((hi / step).ceil() * step).max(y_lo + step);
-    let x = |ms: i64| l + (r - l) * ((ms - spec.start_ms) as f64 / span_ms as f64).clamp(0.0, 1.0);
-    let y = |v: f64| b - (b - t) * ((v - y_lo) / (y_hi - y_lo));
-    let mut y_ticks = Vec::new();
-    let mut v = y_lo;
-    while v <= y_hi + step * 1e-9 {
-        y_ticks.push(Tick { pos: n1(y(v)), label: axis_label(spec.unit, v, step), ms: 0 });
-        v += step;
-    }
+    let count = (((y_hi - y_lo) / step).round() as usize).clamp(1, MAX_Y_TICKS);
+    let ticks = (0..=count).map(|i| y_lo + step * i as f64).map(|v| (v, axis_label(spec.unit, v, step))).collect();
+    (YAxis { lo: y_lo, hi: y_lo + step * count as f64, ticks }, empty)
+}
+
+/// Time labels on a round step giving at most six, inside the plot's horizontal margins.
+fn time_ticks(spec: &ChartSpec, x: impl Fn(i64) -> f64, (l, r): (f64, f64)) -> Vec<Tick> {
+    let span_ms = (spec.end_ms - spec.start_ms).max(1);
     let tstep = TIME_STEPS.iter().copied().find(|s| span_ms / s <= 6).unwrap_or(TIME_STEPS[TIME_STEPS.len() - 1]);
-    let mut x_ticks = Vec::new();
-    let mut tm = crate::clock::bucket_end(spec.start_ms, tstep);
-    while tm <= spec.end_ms {
-        if x(tm) >= l + 12.0 && x(tm) <= r - 12.0 {
-            x_ticks.push(Tick { pos: n1(x(tm)), label: time_label(tm, tstep), ms: tm });
+    let first = crate::clock::bucket_end(spec.start_ms, tstep);
+    (0..=span_ms / tstep + 1)
+        .map(|i| first + i * tstep)
+        .take_while(|tm| *tm <= spec.end_ms)
+        .filter(|tm| x(*tm) >= l + 12.0 && x(*tm) <= r - 12.0)
+        .map(|tm| Tick { pos: n1(x(tm)), label: time_label(tm, tstep), ms: tm })
+        .collect()
+}
+
+/// One series as SVG path data: gaps lift the pen.
+fn line(s: &Series, unit: Unit, x: impl Fn(i64) -> f64, y: impl Fn(f64) -> f64) -> LineView {
+    let mut d = String::new();
+    let mut pen_down = false;
+    for (ts, v) in &s.values {
+        match drawn(v) {
+            Some(v) => {
+                let _ = write!(d, "{}{} {}", if pen_down { "L" } else { "M" }, n1(x(*ts)), n1(y(v)));
+                pen_down = true;
+            }
+            None => pen_down = false,
         }
-        tm += tstep;
     }
-    let lines = spec
-        .series
-        .iter()
-        .map(|s| {
-            let mut d = String::new();
-            let mut pen_down = false;
-            for (ts, v) in &s.values {
-                match finite(v) {
-                    Some(v) => {
-                        let _ = write!(d, "{}{} {}", if pen_down { "L" } else { "M" }, n1(x(*ts)), n1(y(v)));
-                        pen_down = true;
-                    }
-                    None => pen_down = false,
-                }
-            }
-            let last = s.values.iter().rev().find_map(|(_, v)| finite(v));
-            LineView {
-                d,
-                class: format!("c{} l{}", s.color % 8, s.style % 4),
-                label: s.label.clone(),
-                last: last.map_or_else(|| "–".to_owned(), |v| fmt_value(spec.unit, v)),
-            }
-        })
-        .collect();
-    let slots = if empty { Vec::new() } else { slots(spec, l, r) };
+    let last = s.values.iter().rev().find_map(|(_, v)| v.filter(|x| x.is_finite()));
+    LineView {
+        d,
+        class: format!("c{} l{}", s.color % 8, s.style % 4),
+        label: s.label.clone(),
+        last: last.map_or_else(|| "–".to_owned(), |v| fmt_value(unit, v)),
+    }
+}
+
+/// Builds the geometry of `spec`. Never yields NaN or infinite coordinates: non-finite values
+/// are treated as gaps, huge ones are drawn at [`MAX_DRAWN`], and an all-zero or empty chart
+/// gets a unit-high axis.
+pub fn build(spec: &ChartSpec) -> ChartView {
+    let (l, r, t, b) = (LEFT, WIDTH - RIGHT, TOP, HEIGHT - BOTTOM);
+    let span_ms = (spec.end_ms - spec.start_ms).max(1);
+    let (axis, empty) = y_axis(spec);
+    let x = |ms: i64| l + (r - l) * ((ms - spec.start_ms) as f64 / span_ms as f64).clamp(0.0, 1.0);
+    let y = |v: f64| b - (b - t) * ((v - axis.lo) / (axis.hi - axis.lo));
+    let y_ticks = axis.ticks.iter().map(|(v, label)| Tick { pos: n1(y(*v)), label: label.clone(), ms: 0 }).collect();
     ChartView {
         width: WIDTH,
         height: HEIGHT,
@@ -305,9 +333,9 @@ pub fn build(spec: &ChartSpec) -> ChartView {
         top: t,
         bottom: b,
         y_ticks,
-        x_ticks,
-        lines,
-        slots,
+        x_ticks: time_ticks(spec, x, (l, r)),
+        lines: spec.series.iter().map(|s| line(s, spec.unit, x, y)).collect(),
+        slots: if empty { Vec::new() } else { slots(spec, l, r) },
         empty,
         unit: spec.unit.label(),
     }
@@ -443,6 +471,17 @@ mod tests {
     }
 
     #[test]
+    fn extreme_values_neither_hang_nor_overflow_the_axis() {
+        // A hostile target's gauges: the span overflows f64 if computed naively, and stepping a
+        // float by 1 from -1.7e308 never reaches the top.
+        let v = build(&spec(vec![(0, Some(-1.7e308)), (1_800_000, Some(1.7e308)), (3_600_000, Some(3.0))]));
+        assert!(v.y_ticks.len() >= 2 && v.y_ticks.len() <= MAX_Y_TICKS + 1, "{}", v.y_ticks.len());
+        let text = all_numbers(&v);
+        assert!(!text.contains("NaN") && !text.contains("inf"), "{text}");
+        assert_eq!(v.lines[0].d.matches(['M', 'L']).count(), 3);
+    }
+
+    #[test]
     fn nice_steps_and_time_ticks() {
         assert_eq!(nice_step(10.0, 4.0), 5.0);
         assert_eq!(nice_step(0.3, 4.0), 0.1);
@@ -477,6 +516,7 @@ mod tests {
         assert_eq!(compact(-0.5), "-0.50");
         assert_eq!(compact(10.0), "10");
         assert_eq!(compact(12.5), "12.5");
+        assert_eq!(compact(1.7e308), "1.70e308");
         assert_eq!(fmt_usd(-6.48), "-$6.48");
         assert_eq!(trim_point_zero("300.0k".into()), "300k");
         assert_eq!(trim_point_zero("0.05".into()), "0.05");

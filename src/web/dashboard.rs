@@ -296,6 +296,101 @@ pub fn colors(variants: &[String]) -> HashMap<String, usize> {
     variants.iter().enumerate().map(|(i, v)| (v.clone(), i)).collect()
 }
 
+/// Points of each shown variant, with the variant's colour slot.
+type ByVariant<'a> = Vec<(String, usize, Vec<&'a Point>)>;
+
+fn group_by_variant<'a>(points: &'a [Point], colors: &HashMap<String, usize>) -> ByVariant<'a> {
+    let mut grouped: BTreeMap<&str, Vec<&Point>> = BTreeMap::new();
+    for p in points {
+        grouped.entry(p.variant.as_str()).or_default().push(p);
+    }
+    grouped.into_iter().map(|(v, ps)| (v.to_owned(), colors.get(v).copied().unwrap_or(colors.len()), ps)).collect()
+}
+
+/// One panel per chart of the overview, in page order; TTFT only when a target exports it.
+fn chart_panels(points: &[Point], window: (i64, i64), by_variant: &ByVariant<'_>) -> Vec<Panel> {
+    let mk = |id, title, unit, metrics: &[Metric]| panel(id, title, unit, window, by_variant, metrics);
+    let mut out = vec![
+        mk(
+            "requests",
+            "Request rate by status class",
+            Unit::PerSecond,
+            &[
+                ("2xx", |p| Some(class_rate(p, '2'))),
+                ("4xx", |p| Some(class_rate(p, '4'))),
+                ("5xx", |p| Some(class_rate(p, '5'))),
+            ],
+        ),
+        mk(
+            "latency",
+            "Latency p50 / p95 / p99",
+            Unit::Ms,
+            &[("p50", |p| p.latency_p50), ("p95", |p| p.latency_p95), ("p99", |p| p.latency_p99)],
+        ),
+        mk("errors", "Error rate (5xx share)", Unit::Percent, &[("", |p| p.error_rate_pct)]),
+        mk(
+            "tokens",
+            "Token rates",
+            Unit::TokensPerSecond,
+            &[
+                ("in", |p| Some(p.token_rate_in)),
+                ("out", |p| Some(p.token_rate_out)),
+                ("cache read", |p| Some(p.token_rate_cache_read)),
+                ("cache write", |p| Some(p.token_rate_cache_write)),
+            ],
+        ),
+        mk(
+            "concurrency",
+            "Concurrency and workers",
+            Unit::Count,
+            &[("in flight", |p| Some(p.concurrent_requests)), ("max workers", |p| Some(p.max_workers))],
+        ),
+        mk("utilization", "Worker utilization", Unit::Percent, &[("", |p| Some(p.worker_utilization * 100.0))]),
+        mk(
+            "ratelimit",
+            "Rate limit, rejections and retries",
+            Unit::PerSecond,
+            &[
+                ("limit", |p| Some(p.rate_limit_rps)),
+                ("rejected", |p| Some(p.rejection_rate)),
+                ("retries", |p| Some(p.retry_rate)),
+            ],
+        ),
+        mk("cost", "Estimated cost", Unit::UsdPerHour, &[("", |p| Some(p.cost_rate_usd * 3600.0))]),
+    ];
+    if points.iter().any(|p| p.ttft_p50.is_some()) {
+        out.push(mk(
+            "ttft",
+            "Time to first token",
+            Unit::Ms,
+            &[("p50", |p| p.ttft_p50), ("p95", |p| p.ttft_p95), ("p99", |p| p.ttft_p99)],
+        ));
+    }
+    out
+}
+
+/// The range's totals above the request, error and cost charts, per variant.
+fn add_window_figures(panels: &mut [Panel], counts: &BTreeMap<String, Counts>) {
+    for panel in panels.iter_mut() {
+        for (variant, c) in counts {
+            let n = c.total_requests();
+            let figure = match panel.id {
+                "requests" => Figure { label: format!("{variant} requests"), value: compact(n) },
+                "errors" => {
+                    let share = (n > 0.0).then(|| 100.0 * c.requests_in_class('5') / n);
+                    Figure { label: format!("{variant} 5xx"), value: opt(Unit::Percent, share) }
+                }
+                "cost" => {
+                    let usd = c.cost_by_direction().iter().fold(0.0, |a, b| a + b);
+                    Figure { label: format!("{variant} total"), value: fmt_usd(usd) }
+                }
+                _ => continue,
+            };
+            panel.figures.push(figure);
+        }
+    }
+}
+
 /// Builds the panels.
 pub fn panels(
     points: &[Point],
@@ -304,79 +399,10 @@ pub fn panels(
     counts: &BTreeMap<String, Counts>,
     models: &[ModelUsage],
 ) -> Panels {
-    let mut grouped: BTreeMap<&str, Vec<&Point>> = BTreeMap::new();
-    for p in points {
-        grouped.entry(p.variant.as_str()).or_default().push(p);
-    }
-    let by_variant: Vec<(String, usize, Vec<&Point>)> =
-        grouped.into_iter().map(|(v, ps)| (v.to_owned(), colors.get(v).copied().unwrap_or(colors.len()), ps)).collect();
-    let mk = |id, title, unit, metrics: &[Metric]| panel(id, title, unit, window, &by_variant, metrics);
-    let mut requests = mk(
-        "requests",
-        "Request rate by status class",
-        Unit::PerSecond,
-        &[
-            ("2xx", |p| Some(class_rate(p, '2'))),
-            ("4xx", |p| Some(class_rate(p, '4'))),
-            ("5xx", |p| Some(class_rate(p, '5'))),
-        ],
-    );
-    let mut errors = mk("errors", "Error rate (5xx share)", Unit::Percent, &[("", |p| p.error_rate_pct)]);
-    let latency = mk(
-        "latency",
-        "Latency p50 / p95 / p99",
-        Unit::Ms,
-        &[("p50", |p| p.latency_p50), ("p95", |p| p.latency_p95), ("p99", |p| p.latency_p99)],
-    );
-    let tokens = mk(
-        "tokens",
-        "Token rates",
-        Unit::TokensPerSecond,
-        &[
-            ("in", |p| Some(p.token_rate_in)),
-            ("out", |p| Some(p.token_rate_out)),
-            ("cache read", |p| Some(p.token_rate_cache_read)),
-            ("cache write", |p| Some(p.token_rate_cache_write)),
-        ],
-    );
-    let concurrency = mk(
-        "concurrency",
-        "Concurrency and workers",
-        Unit::Count,
-        &[("in flight", |p| Some(p.concurrent_requests)), ("max workers", |p| Some(p.max_workers))],
-    );
-    let utilization =
-        mk("utilization", "Worker utilization", Unit::Percent, &[("", |p| Some(p.worker_utilization * 100.0))]);
-    let ratelimit = mk(
-        "ratelimit",
-        "Rate limit, rejections and retries",
-        Unit::PerSecond,
-        &[
-            ("limit", |p| Some(p.rate_limit_rps)),
-            ("rejected", |p| Some(p.rejection_rate)),
-            ("retries", |p| Some(p.retry_rate)),
-        ],
-    );
-    let mut cost = mk("cost", "Estimated cost", Unit::UsdPerHour, &[("", |p| Some(p.cost_rate_usd * 3600.0))]);
-    let mut panels_out = Vec::new();
-    for (variant, c) in counts {
-        let n = c.total_requests();
-        requests.figures.push(Figure { label: format!("{variant} requests"), value: compact(n) });
-        let e = (n > 0.0).then(|| 100.0 * c.requests_in_class('5') / n);
-        errors.figures.push(Figure { label: format!("{variant} 5xx"), value: opt(Unit::Percent, e) });
-        let usd = c.cost_by_direction().iter().fold(0.0, |a, b| a + b);
-        cost.figures.push(Figure { label: format!("{variant} total"), value: fmt_usd(usd) });
-    }
-    panels_out.extend([requests, latency, errors, tokens, concurrency, utilization, ratelimit, cost]);
-    if points.iter().any(|p| p.ttft_p50.is_some()) {
-        panels_out.push(mk(
-            "ttft",
-            "Time to first token",
-            Unit::Ms,
-            &[("p50", |p| p.ttft_p50), ("p95", |p| p.ttft_p95), ("p99", |p| p.ttft_p99)],
-        ));
-    }
-    Panels { panels: panels_out, models: model_rows(models), status_codes: status_rows(counts) }
+    let by_variant = group_by_variant(points, colors);
+    let mut panels = chart_panels(points, window, &by_variant);
+    add_window_figures(&mut panels, counts);
+    Panels { panels, models: model_rows(models), status_codes: status_rows(counts) }
 }
 
 fn model_rows(models: &[ModelUsage]) -> Vec<ModelRow> {
