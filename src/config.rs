@@ -171,6 +171,8 @@ pub struct Settings {
     pub proxy: Option<ProxyPlan>,
     /// Token protecting pages, API and `/metrics`; `None` leaves them open.
     pub dashboard_token: Option<Secret>,
+    /// A line every page shows (the demo says which data is simulated).
+    pub notice: Option<String>,
 }
 
 /// Default width of a raw point.
@@ -230,6 +232,7 @@ impl ServeArgs {
             rollup_width: ROLLUP_WIDTH,
             max_body_bytes: MAX_BODY_BYTES,
             dashboard_token: self.dashboard_token.clone().filter(|t| !t.expose().is_empty()),
+            notice: None,
         })
     }
 }
@@ -252,6 +255,7 @@ impl Settings {
             max_body_bytes: MAX_BODY_BYTES,
             proxy: None,
             dashboard_token: None,
+            notice: None,
         }
     }
 
@@ -291,6 +295,7 @@ impl Settings {
             point_width: self.point_width,
             rollup_width: self.rollup_width,
             dashboard_token: self.dashboard_token.clone(),
+            notice: self.notice.clone(),
         }
     }
 }

@@ -29,6 +29,14 @@ async fn the_demo_shows_production_and_canary_traffic_within_30_seconds() {
         reqwest::get(format!("{base}/api/metrics?range=5m")).await.unwrap().json().await.unwrap();
     let with_tokens = points.as_array().unwrap().iter().any(|p| p["token_rate_in"].as_f64().unwrap_or(0.0) > 0.0);
     assert!(with_tokens, "token usage flows from the simulated upstream through the proxies");
+    // The first view is full: an hour of simulated history, said so on every page.
+    let hour: serde_json::Value =
+        reqwest::get(format!("{base}/api/metrics?range=1h&variant=production")).await.unwrap().json().await.unwrap();
+    let first = hour.as_array().unwrap().first().map_or(i64::MAX, |p| p["timestamp"].as_i64().unwrap());
+    let now = chrono::Utc::now().timestamp_millis();
+    assert!(now - first > 55 * 60_000, "the 1 h chart starts an hour back, not at start-up: {first} vs {now}");
+    let page = reqwest::get(format!("{base}/")).await.unwrap().text().await.unwrap();
+    assert!(page.contains("class=\"notice\"") && page.contains("simulated history"), "the page says so");
     token.cancel();
     let result = tokio::time::timeout(Duration::from_secs(15), run).await.expect("the demo stops in time");
     result.unwrap().expect("clean exit");

@@ -24,6 +24,7 @@ fn chrome() -> Chrome {
         generated: "2026-01-01T00:00:00.000Z".into(),
         interval_ms: 5000,
         page: "overview",
+        notice: None,
     }
 }
 
@@ -102,6 +103,7 @@ fn hostile_overview() -> String {
         variant: view.variant.clone(),
         cards: vec![dashboard::card(EVIL, 0, true, EVIL.into(), points.last())],
         charts: std::sync::Arc::new(built),
+        view: view.clone(),
     };
     OverviewPage { chrome: chrome(), o: overview }.render().unwrap()
 }
@@ -249,5 +251,72 @@ async fn assets_carry_validators_and_long_caching_when_versioned() {
     assert_eq!(client.get(app.url("/static/nope.js")).send().await.unwrap().status(), 404);
     let gz = client.get(app.url("/")).header("accept-encoding", "gzip").send().await.unwrap();
     assert_eq!(gz.headers().get("content-encoding").map(|v| v.to_str().unwrap()), Some("gzip"));
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_panel_and_the_metrics_download_as_csv_and_json_with_units() {
+    let target = FakeTarget::start(Sim::new("production", 20.0), Behaviour::Healthy).await;
+    let dir = tempfile::tempdir().unwrap();
+    let app = TestApp::start(settings(&dir, targets(&[&target.url]))).await;
+    wait_for("points with traffic", Duration::from_secs(15), || async {
+        points(&app, "range=5m").await.iter().filter(|p| p["requests"].as_f64().unwrap_or(0.0) > 0.0).count() >= 12
+    })
+    .await;
+    // A fixed window of complete buckets, so the download and the API answer the same points.
+    let recent = points(&app, "range=5m").await;
+    // Eight points back (4 s): no late scrape can still merge into these buckets.
+    let end = recent[recent.len() - 8]["timestamp"].as_f64().unwrap() / 1000.0;
+    let window = format!("start={}&end={end}&variant=production", end - 120.0);
+    let api = points(&app, &window).await;
+
+    let resp = reqwest::get(app.url(&format!("/api/export?{window}&format=csv"))).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.headers()["content-type"], "text/csv; charset=utf-8");
+    let disposition = resp.headers()["content-disposition"].to_str().unwrap().to_owned();
+    assert_eq!(disposition, "attachment; filename=\"zai-dash-metrics-window-production.csv\"");
+    let csv = resp.text().await.unwrap();
+    let lines: Vec<&str> = csv.trim_end().split("\r\n").collect();
+    let header: Vec<&str> = lines[0].split(',').collect();
+    assert_eq!(&header[..3], ["time (UTC)", "timestamp (Unix ms)", "variant"]);
+    assert!(header.contains(&"req_rate (req/s)") && header.contains(&"latency_p95 (ms)"), "{header:?}");
+    assert!(header.contains(&"status_200_rate (req/s)"), "{header:?}");
+    assert_eq!(lines.len() - 1, api.len(), "one row per point of /api/metrics");
+    let rate_col = header.iter().position(|h| *h == "req_rate (req/s)").unwrap();
+    for (line, p) in lines[1..].iter().zip(&api) {
+        let cells: Vec<&str> = line.split(',').collect();
+        assert_eq!(cells[1], p["timestamp"].to_string());
+        // serde_json parses floats to within one ulp (its float_roundtrip feature is off).
+        let (csv_rate, api_rate) = (cells[rate_col].parse::<f64>().unwrap(), p["req_rate"].as_f64().unwrap());
+        assert!((csv_rate - api_rate).abs() <= 1e-12 * api_rate.abs(), "{csv_rate} vs {api_rate}");
+    }
+
+    let latency: serde_json::Value = app.json(&format!("/api/export?panel=latency&{window}&format=json")).await;
+    assert_eq!(latency["name"], "latency");
+    let units: Vec<(&str, &str)> = latency["columns"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| (c["name"].as_str().unwrap(), c["unit"].as_str().unwrap()))
+        .collect();
+    assert_eq!(units, [("p50", "ms"), ("p95", "ms"), ("p99", "ms")]);
+    let rows = latency["rows"].as_array().unwrap();
+    assert_eq!(rows.len(), api.len());
+    assert_eq!(rows.last().unwrap()["p95"], api.last().unwrap()["latency_p95"]);
+
+    for bad in ["panel=nope", "format=xml", "range=forever"] {
+        let r = reqwest::get(app.url(&format!("/api/export?{bad}"))).await.unwrap();
+        assert_eq!(r.status(), 400, "{bad}");
+        let msg: serde_json::Value = r.json().await.unwrap();
+        let param = bad.split('=').next().unwrap();
+        assert!(msg["error"].as_str().unwrap().contains(param), "{msg}");
+    }
+    // The page links every chart panel to its download, with the selection.
+    let page = reqwest::get(app.url("/?range=5m&variant=production")).await.unwrap().text().await.unwrap();
+    for id in ["requests", "latency", "errors", "tokens", "concurrency", "utilization", "ratelimit", "cost"] {
+        let href = format!("/api/export?panel={id}&amp;range=5m&amp;variant=production&amp;format=csv");
+        let href_alt = format!("/api/export?panel={id}&#38;range=5m&#38;variant=production&#38;format=csv");
+        assert!(page.contains(&href) || page.contains(&href_alt), "no CSV link for panel {id}");
+    }
     app.stop().await;
 }

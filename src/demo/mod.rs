@@ -5,6 +5,7 @@
 //! scraping both proxies into an SQLite file. Everything listens on loopback ports chosen by
 //! the OS except the dashboard, which honours `LISTEN_ADDR` and `DB_PATH` like `serve`.
 
+pub mod history;
 pub mod traffic;
 pub mod upstream;
 
@@ -148,7 +149,9 @@ pub async fn run(
         TargetSpec { url: crate::net::local_metrics_url(prod)?, variant: Some("production".into()) },
         TargetSpec { url: crate::net::local_metrics_url(canary)?, variant: Some("canary".into()) },
     ];
-    let settings = settings(&plan, targets);
+    let history = simulate_history(&plan, &targets, &clock, seed).await;
+    let mut settings = settings(&plan, targets);
+    settings.notice = history.map(history_notice);
     let traffic = tokio::spawn(traffic::run(
         vec![(format!("http://{prod}"), 0.75), (format!("http://{canary}"), 0.25)],
         plan.rate,
@@ -164,6 +167,48 @@ pub async fn run(
     })
     .await;
     result
+}
+
+/// Writes the simulated hour before now (see [`history`]); a failure only costs the history.
+async fn simulate_history(plan: &DemoPlan, targets: &[TargetSpec], clock: &SharedClock, seed: u64) -> Option<i64> {
+    let shares = [("production", Profile::production(), 0.75, 16.0), ("canary", Profile::canary(), 0.25, 6.0)];
+    let simulated: Vec<history::SimulatedTarget> = targets
+        .iter()
+        .zip(shares)
+        .map(|(t, (variant, profile, share, max_workers))| history::SimulatedTarget {
+            url: t.url.to_string(),
+            variant: variant.to_owned(),
+            profile,
+            rate: plan.rate * share,
+            max_workers,
+        })
+        .collect();
+    let (path, now) = (plan.db_path.clone(), clock.now_ms());
+    let written = tokio::task::spawn_blocking(move || {
+        let store = crate::store::Store::open(&path)?;
+        history::backfill(&store, &simulated, now, seed)
+    })
+    .await;
+    match written {
+        Ok(Ok(end)) => end,
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "Cannot write the simulated history; the charts start empty.");
+            None
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "Cannot write the simulated history; the charts start empty.");
+            None
+        }
+    }
+}
+
+/// The banner every page shows while the demo runs with simulated history.
+fn history_notice(end_ms: i64) -> String {
+    let end = chrono::DateTime::from_timestamp_millis(end_ms).unwrap_or_default().format("%H:%M UTC");
+    format!(
+        "Demo: the hour before {end} is simulated history, written at start so the charts are full; \
+         since {end} the numbers are live traffic through the two built-in proxies."
+    )
 }
 
 fn browse_addr(addr: SocketAddr) -> String {
@@ -186,6 +231,7 @@ fn settings(plan: &DemoPlan, targets: Vec<TargetSpec>) -> Settings {
         max_body_bytes: MAX_BODY_BYTES,
         proxy: None,
         dashboard_token: None,
+        notice: None,
     }
 }
 

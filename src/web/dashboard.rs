@@ -49,6 +49,21 @@ impl View {
         p
     }
 
+    /// `/api/export?panel=..&range=..&variant=..[&target=..]&format=..`: a download of what the
+    /// selection shows (`panel` `None`: every field).
+    pub fn export_href(&self, panel: Option<&str>, format: &str) -> String {
+        let mut s = url::form_urlencoded::Serializer::new(String::new());
+        if let Some(p) = panel {
+            s.append_pair("panel", p);
+        }
+        s.append_pair("range", &self.range).append_pair("variant", &self.variant);
+        if let Some(t) = &self.target {
+            s.append_pair("target", t);
+        }
+        s.append_pair("format", format);
+        format!("/api/export?{}", s.finish())
+    }
+
     /// `/?range=..&variant=..[&target=..]` with one field changed.
     pub fn href(&self, range: &str, variant: &str) -> String {
         let mut s = url::form_urlencoded::Serializer::new(String::new());
@@ -214,20 +229,116 @@ pub struct Panel {
     pub legend: Vec<LegendItem>,
 }
 
-/// Series styles within a panel: the variant gives the colour, the metric the line style.
-type Metric = (&'static str, fn(&Point) -> Option<f64>);
+/// One line of a panel per variant: its name within the panel (empty when the panel has one
+/// metric) and how it is read from a point. Series styles within a panel: the variant gives the
+/// colour, the metric the line style.
+pub type Metric = (&'static str, fn(&Point) -> Option<f64>);
 
-fn panel(
-    id: &'static str,
-    title: &'static str,
-    unit: Unit,
-    window: (i64, i64),
-    by_variant: &[(String, usize, Vec<&Point>)],
-    metrics: &[Metric],
-) -> Panel {
+/// What a chart panel shows: the overview draws it and `/api/export?panel=` downloads it, from
+/// this one definition.
+#[derive(Debug)]
+pub struct PanelSpec {
+    /// Stable id (`requests`, `latency`, ...), also the element id and the export's name.
+    pub id: &'static str,
+    /// Title.
+    pub title: &'static str,
+    /// Unit of every metric.
+    pub unit: Unit,
+    /// The metrics drawn.
+    pub metrics: &'static [Metric],
+    /// Drawn only when some point has a value (TTFT exists only when targets export it).
+    pub optional: bool,
+}
+
+/// The overview's chart panels, in page order.
+pub const PANEL_SPECS: &[PanelSpec] = &[
+    PanelSpec {
+        id: "requests",
+        title: "Request rate by status class",
+        unit: Unit::PerSecond,
+        metrics: &[
+            ("2xx", |p| Some(class_rate(p, '2'))),
+            ("4xx", |p| Some(class_rate(p, '4'))),
+            ("5xx", |p| Some(class_rate(p, '5'))),
+        ],
+        optional: false,
+    },
+    PanelSpec {
+        id: "latency",
+        title: "Latency p50 / p95 / p99",
+        unit: Unit::Ms,
+        metrics: &[("p50", |p| p.latency_p50), ("p95", |p| p.latency_p95), ("p99", |p| p.latency_p99)],
+        optional: false,
+    },
+    PanelSpec {
+        id: "errors",
+        title: "Error rate (5xx share)",
+        unit: Unit::Percent,
+        metrics: &[("", |p| p.error_rate_pct)],
+        optional: false,
+    },
+    PanelSpec {
+        id: "tokens",
+        title: "Token rates",
+        unit: Unit::TokensPerSecond,
+        metrics: &[
+            ("in", |p| Some(p.token_rate_in)),
+            ("out", |p| Some(p.token_rate_out)),
+            ("cache read", |p| Some(p.token_rate_cache_read)),
+            ("cache write", |p| Some(p.token_rate_cache_write)),
+        ],
+        optional: false,
+    },
+    PanelSpec {
+        id: "concurrency",
+        title: "Concurrency and workers",
+        unit: Unit::Count,
+        metrics: &[("in flight", |p| Some(p.concurrent_requests)), ("max workers", |p| Some(p.max_workers))],
+        optional: false,
+    },
+    PanelSpec {
+        id: "utilization",
+        title: "Worker utilization",
+        unit: Unit::Percent,
+        metrics: &[("", |p| Some(p.worker_utilization * 100.0))],
+        optional: false,
+    },
+    PanelSpec {
+        id: "ratelimit",
+        title: "Rate limit, rejections and retries",
+        unit: Unit::PerSecond,
+        metrics: &[
+            ("limit", |p| Some(p.rate_limit_rps)),
+            ("rejected", |p| Some(p.rejection_rate)),
+            ("retries", |p| Some(p.retry_rate)),
+        ],
+        optional: false,
+    },
+    PanelSpec {
+        id: "cost",
+        title: "Estimated cost",
+        unit: Unit::UsdPerHour,
+        metrics: &[("", |p| Some(p.cost_rate_usd * 3600.0))],
+        optional: false,
+    },
+    PanelSpec {
+        id: "ttft",
+        title: "Time to first token",
+        unit: Unit::Ms,
+        metrics: &[("p50", |p| p.ttft_p50), ("p95", |p| p.ttft_p95), ("p99", |p| p.ttft_p99)],
+        optional: true,
+    },
+];
+
+/// The panel definition with this id.
+pub fn panel_spec(id: &str) -> Option<&'static PanelSpec> {
+    PANEL_SPECS.iter().find(|s| s.id == id)
+}
+
+fn panel(spec: &'static PanelSpec, window: (i64, i64), by_variant: &[(String, usize, Vec<&Point>)]) -> Panel {
     let mut series = Vec::new();
     for (variant, color, points) in by_variant {
-        for (style, (name, get)) in metrics.iter().enumerate() {
+        for (style, (name, get)) in spec.metrics.iter().enumerate() {
             let label = if name.is_empty() { variant.clone() } else { format!("{variant} {name}") };
             series.push(Series {
                 label,
@@ -237,13 +348,13 @@ fn panel(
             });
         }
     }
-    let chart = charts::build(&ChartSpec { start_ms: window.0, end_ms: window.1, unit, series });
+    let chart = charts::build(&ChartSpec { start_ms: window.0, end_ms: window.1, unit: spec.unit, series });
     let legend = chart
         .lines
         .iter()
         .map(|l| LegendItem { class: l.class.clone(), label: l.label.clone(), last: l.last.clone() })
         .collect();
-    Panel { id, title, figures: Vec::new(), chart, legend }
+    Panel { id: spec.id, title: spec.title, figures: Vec::new(), chart, legend }
 }
 
 fn class_rate(p: &Point, class: char) -> f64 {
@@ -307,66 +418,13 @@ fn group_by_variant<'a>(points: &'a [Point], colors: &HashMap<String, usize>) ->
     grouped.into_iter().map(|(v, ps)| (v.to_owned(), colors.get(v).copied().unwrap_or(colors.len()), ps)).collect()
 }
 
-/// One panel per chart of the overview, in page order; TTFT only when a target exports it.
+/// One panel per chart of the overview, in page order; optional ones only when they have data.
 fn chart_panels(points: &[Point], window: (i64, i64), by_variant: &ByVariant<'_>) -> Vec<Panel> {
-    let mk = |id, title, unit, metrics: &[Metric]| panel(id, title, unit, window, by_variant, metrics);
-    let mut out = vec![
-        mk(
-            "requests",
-            "Request rate by status class",
-            Unit::PerSecond,
-            &[
-                ("2xx", |p| Some(class_rate(p, '2'))),
-                ("4xx", |p| Some(class_rate(p, '4'))),
-                ("5xx", |p| Some(class_rate(p, '5'))),
-            ],
-        ),
-        mk(
-            "latency",
-            "Latency p50 / p95 / p99",
-            Unit::Ms,
-            &[("p50", |p| p.latency_p50), ("p95", |p| p.latency_p95), ("p99", |p| p.latency_p99)],
-        ),
-        mk("errors", "Error rate (5xx share)", Unit::Percent, &[("", |p| p.error_rate_pct)]),
-        mk(
-            "tokens",
-            "Token rates",
-            Unit::TokensPerSecond,
-            &[
-                ("in", |p| Some(p.token_rate_in)),
-                ("out", |p| Some(p.token_rate_out)),
-                ("cache read", |p| Some(p.token_rate_cache_read)),
-                ("cache write", |p| Some(p.token_rate_cache_write)),
-            ],
-        ),
-        mk(
-            "concurrency",
-            "Concurrency and workers",
-            Unit::Count,
-            &[("in flight", |p| Some(p.concurrent_requests)), ("max workers", |p| Some(p.max_workers))],
-        ),
-        mk("utilization", "Worker utilization", Unit::Percent, &[("", |p| Some(p.worker_utilization * 100.0))]),
-        mk(
-            "ratelimit",
-            "Rate limit, rejections and retries",
-            Unit::PerSecond,
-            &[
-                ("limit", |p| Some(p.rate_limit_rps)),
-                ("rejected", |p| Some(p.rejection_rate)),
-                ("retries", |p| Some(p.retry_rate)),
-            ],
-        ),
-        mk("cost", "Estimated cost", Unit::UsdPerHour, &[("", |p| Some(p.cost_rate_usd * 3600.0))]),
-    ];
-    if points.iter().any(|p| p.ttft_p50.is_some()) {
-        out.push(mk(
-            "ttft",
-            "Time to first token",
-            Unit::Ms,
-            &[("p50", |p| p.ttft_p50), ("p95", |p| p.ttft_p95), ("p99", |p| p.ttft_p99)],
-        ));
-    }
-    out
+    PANEL_SPECS
+        .iter()
+        .filter(|spec| !spec.optional || points.iter().any(|p| spec.metrics.iter().any(|(_, get)| get(p).is_some())))
+        .map(|spec| panel(spec, window, by_variant))
+        .collect()
 }
 
 /// The range's totals above the request, error and cost charts, per variant.

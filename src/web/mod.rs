@@ -8,6 +8,7 @@ pub mod charts;
 pub mod dash_api;
 pub mod dashboard;
 pub mod error;
+pub mod export;
 pub mod pages;
 pub mod selfmetrics;
 pub mod sse;
@@ -60,6 +61,8 @@ pub struct WebSettings {
     pub rollup_width: Duration,
     /// Token protecting pages, API and `/metrics`; `None` leaves them open.
     pub dashboard_token: Option<Secret>,
+    /// A line every page shows (the demo says which data is simulated).
+    pub notice: Option<String>,
 }
 
 impl WebSettings {
@@ -112,6 +115,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/targets", get(api::targets))
         .route("/api/config", get(api::config))
         .route("/api/events", get(sse::events))
+        .route("/api/export", get(export::export))
         .route("/login", get(auth::login_form).post(auth::login))
         .route("/logout", post(auth::logout))
         .layer(axum::middleware::from_fn_with_state(state.clone(), auth::require))

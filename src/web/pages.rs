@@ -39,6 +39,8 @@ pub struct Chrome {
     pub interval_ms: i64,
     /// Which page (for the navigation's `aria-current`).
     pub page: &'static str,
+    /// A line shown under the header on every page, if the configuration has one.
+    pub notice: Option<String>,
 }
 
 impl Chrome {
@@ -50,6 +52,7 @@ impl Chrome {
             generated: rfc3339_ms(state.clock.now_ms()),
             interval_ms: state.settings.point_ms().max(crate::setting::duration_ms(state.settings.scrape_interval)),
             page,
+            notice: state.settings.notice.clone(),
         }
     }
 }
@@ -72,6 +75,15 @@ pub struct Overview {
     pub cards: Vec<Card>,
     /// Chart panels, per-model and status code tables (shared by viewers of one tick).
     pub charts: Arc<Panels>,
+    /// The selection, for download links.
+    pub view: View,
+}
+
+impl Overview {
+    /// Download link of one panel (or of every field, for `""`) in `format`.
+    pub fn export_href(&self, panel: &str, format: &str) -> String {
+        self.view.export_href(Some(panel).filter(|p| !p.is_empty()), format)
+    }
 }
 
 /// `/`: cards, selectors and panels.
@@ -125,6 +137,7 @@ pub async fn overview_data(state: &AppState, view: &View) -> Result<Overview, Pa
         variant: view.variant.clone(),
         cards,
         charts,
+        view: view.clone(),
     })
 }
 

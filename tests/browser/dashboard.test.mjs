@@ -11,6 +11,7 @@ import readline from "node:readline";
 import { fileURLToPath } from "node:url";
 import { createRequire } from "node:module";
 import { startTarget } from "./fake-target.mjs";
+import { binaryPath } from "./binary.mjs";
 
 const repo = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..", "..");
 const require = createRequire(path.join(repo, "frontend", "package.json"));
@@ -22,8 +23,8 @@ let tmp, server, base, context, targets = [];
 const problems = [];
 
 async function startServer(urls) {
-  const bin = path.join(repo, "target", "debug", "zai-dash");
-  assert.ok(fs.existsSync(bin), `${bin} is missing: run cargo build first`);
+  const bin = binaryPath(repo);
+  assert.ok(fs.existsSync(bin), `${bin} is missing: run cargo build first (or set ZAI_DASH_BIN)`);
   const child = spawn(bin, ["serve"], {
     env: {
       ...process.env,
