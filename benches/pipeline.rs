@@ -173,11 +173,19 @@ fn tick_batch(ids: &[(i64, String)], states: &mut [TargetState], text: &str, at:
             target_id: *id,
             scraped_ms: at,
             state_json: serde_json::to_string(st).unwrap(),
+            totals: row.totals,
             variant: variant.clone(),
         });
         rows.push(row);
     }
-    WriteBatch { bucket_end_ms: bucket_end(at, 5_000), rows, states: updates, points: vec![], late: false }
+    WriteBatch {
+        bucket_end_ms: bucket_end(at, 5_000),
+        rows,
+        states: updates,
+        points: vec![],
+        events: vec![],
+        late: false,
+    }
 }
 
 fn file_bytes(store: &Store) -> u64 {
@@ -222,10 +230,17 @@ fn disk_per_target_day() {
             target_id: ids[0].0,
             scraped_ms: at,
             state_json: serde_json::to_string(&states[0]).unwrap(),
+            totals: row.totals,
             variant: ids[0].1.clone(),
         };
-        let batch =
-            WriteBatch { bucket_end_ms: row.ts_ms, rows: vec![row], states: vec![update], points: vec![], late: false };
+        let batch = WriteBatch {
+            bucket_end_ms: row.ts_ms,
+            rows: vec![row],
+            states: vec![update],
+            points: vec![],
+            events: vec![],
+            late: false,
+        };
         write::write_batch(&mut store.conn().unwrap(), &batch, 60_000).unwrap();
     }
     let raw = file_bytes(&store) - empty;
@@ -234,6 +249,7 @@ fn disk_per_target_day() {
         c.query_row("SELECT COUNT(*), AVG(length(data)) FROM metrics_5s", [], |r| Ok((r.get(0)?, r.get(1)?))).unwrap();
     drop(c);
     let plan = zai_dash::store::downsample::Plan {
+        point_ms: 5_000,
         rollup_ms: 60_000,
         settle_ms: 11_000,
         retention_raw_ms: 10 * DAY_MS,
@@ -263,6 +279,7 @@ fn breakdown(store: &Store, now: i64) {
         end_ms: now,
         step_ms: 5_000,
         raw: true,
+        point_ms: 5_000,
         variant: None,
         target_url: None,
     };
@@ -288,6 +305,7 @@ fn breakdown(store: &Store, now: i64) {
         end_ms: now,
         step_ms: 420_000,
         raw: false,
+        point_ms: 5_000,
         variant: None,
         target_url: None,
     };
@@ -307,9 +325,16 @@ fn breakdown(store: &Store, now: i64) {
         let t = Instant::now();
         let mut n = 0;
         for id in 1..=6 {
-            n += query::target_summaries(&conn, Table::Rollup, id, now - 8 * DAY_MS, now, &shared, &mut |_, _, _| {})
-                .unwrap()
-                .len();
+            n += query::target_summaries(
+                &conn,
+                Table::Rollup,
+                id,
+                (now - 8 * DAY_MS, now),
+                (&shared, (5_000, 60_000)),
+                &mut |_, _, _| {},
+            )
+            .unwrap()
+            .len();
         }
         std::hint::black_box(n);
         decode.push(t.elapsed().as_secs_f64() * 1000.0);

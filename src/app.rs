@@ -14,6 +14,7 @@ use crate::clock::SharedClock;
 use crate::config::Settings;
 use crate::health::{HealthBoard, TargetHealth};
 use crate::hub::Hub;
+use crate::ingest::KnownTotals;
 use crate::scrape::discovery::{Discovery, SharedResolver, SystemResolver};
 use crate::scrape::increase::TargetState;
 use crate::scrape::{self, Target};
@@ -67,7 +68,7 @@ pub async fn run_with_resolver(
 /// What start-up read from the database, plus how `dns+` names are resolved.
 struct Loaded {
     targets: Vec<Target>,
-    seed: Vec<crate::point::TargetRow>,
+    seed: Vec<KnownTotals>,
     resolver: SharedResolver,
 }
 
@@ -83,7 +84,7 @@ fn start_background(
 ) -> AppState {
     let Loaded { targets, seed, resolver } = loaded;
     let health = HealthBoard::new(
-        targets.iter().map(|t| TargetHealth::new(t.id, t.spec.url.to_string(), t.spec.initial_variant())).collect(),
+        targets.iter().map(|t| TargetHealth::new(t.id, t.spec.url.to_string(), t.current_variant())).collect(),
     );
     let hub = Hub::new(u64::try_from(clock.now_ms()).unwrap_or(0), RING_EVENTS, CLIENT_BUFFER);
     let writer_stats = Arc::new(WriterStats::default());
@@ -154,24 +155,32 @@ async fn open_store(settings: &Settings) -> anyhow::Result<Store> {
         .with_context(|| format!("cannot open the database at DB_PATH {}", settings.db_path.display()))
 }
 
-/// Registers configured targets, restores their scrape state, and reads every target's latest
-/// row (running totals for the first live points).
+/// Registers configured targets, restores their scrape state, and reads the latest running
+/// totals of every target ever seen (the first live points' cumulative fields).
 async fn load_targets(
     store: &Store,
     settings: &Settings,
     now_ms: i64,
-) -> anyhow::Result<(Vec<Target>, Vec<crate::point::TargetRow>)> {
+) -> anyhow::Result<(Vec<Target>, Vec<KnownTotals>)> {
     // `dns+` entries are not targets themselves: each resolved address is registered when found.
     let specs: Vec<_> = settings.targets.iter().filter(|t| !t.is_dns()).cloned().collect();
     let pairs: Vec<(String, String)> = specs.iter().map(|t| (t.url.to_string(), t.initial_variant())).collect();
     let (stored, seed) = store
-        .with_conn(move |c| Ok((query::register_targets(c, &pairs, now_ms)?, query::latest_rows(c)?)))
+        .with_conn(move |c| Ok((query::register_targets(c, &pairs, now_ms)?, query::latest_totals(c)?)))
         .await
         .context("cannot read targets from the database")?;
+    let seed =
+        seed.into_iter().map(|(target_id, variant, totals)| KnownTotals { target_id, variant, totals }).collect();
     let targets = specs
         .into_iter()
         .zip(stored)
-        .map(|(spec, st)| Target { id: st.id, state: restore_state(&st), spec, fallback_variant: None })
+        .map(|(spec, st)| Target {
+            id: st.id,
+            state: restore_state(&st),
+            spec,
+            fallback_variant: None,
+            last_variant: st.state.is_some().then(|| st.variant.clone()),
+        })
         .collect();
     Ok((targets, seed))
 }
@@ -195,6 +204,7 @@ async fn downsample_loop(
     metrics: Arc<SelfMetrics>,
 ) {
     let plan = Plan {
+        point_ms: settings.point_ms(),
         rollup_ms: settings.rollup_ms(),
         settle_ms: 2 * settings.point_ms() + 1_000,
         retention_raw_ms: duration_ms(settings.retention_5s),
@@ -213,14 +223,27 @@ async fn downsample_loop(
         let result = store.with_conn(move |c| downsample::run_once(c, now, plan)).await;
         metrics.downsample.observe(started.elapsed().as_secs_f64());
         match result {
-            Ok(r) => tracing::debug!(
-                rolled = r.rolled_rows,
-                deleted_raw = r.deleted_raw,
-                deleted_rollup = r.deleted_rollup,
-                duration_ms = r.duration_ms,
-                "Downsample run finished."
-            ),
+            Ok(r) => {
+                forget_deleted(&store, &r);
+                tracing::debug!(
+                    rolled = r.rolled_rows,
+                    deleted_raw = r.deleted_raw,
+                    deleted_rollup = r.deleted_rollup,
+                    duration_ms = r.duration_ms,
+                    "Downsample run finished."
+                )
+            }
             Err(e) => tracing::warn!(error = %e, "Downsample run failed; it will be retried next interval."),
         }
+    }
+}
+
+/// Cached points of buckets whose rows retention just deleted are forgotten.
+fn forget_deleted(store: &Store, r: &downsample::Report) {
+    if r.deleted_raw > 0 {
+        store.cache().forget_through(true, r.raw_cutoff_ms);
+    }
+    if r.deleted_rollup > 0 {
+        store.cache().forget_through(false, r.rollup_cutoff_ms);
     }
 }

@@ -77,10 +77,12 @@ pub struct SideStats {
     pub token_rate_out: f64,
     /// Estimated cost per hour (USD).
     pub cost_per_hour_usd: f64,
+    /// Seconds the side's data covers inside the window: what its rates divide by.
+    pub covered_seconds: f64,
 }
 
 impl SideStats {
-    /// Reduces a window's summed increases, covering `window_s` seconds.
+    /// Reduces a window's summed increases, which cover `window_s` seconds.
     pub fn from_counts(c: &Counts, window_s: f64) -> Self {
         let requests = c.total_requests();
         let errors_5xx = c.requests_in_class('5');
@@ -100,6 +102,7 @@ impl SideStats {
             token_rate_in: per_s(tokens[0]),
             token_rate_out: per_s(tokens[1]),
             cost_per_hour_usd: per_s(cost) * 3600.0,
+            covered_seconds: window_s,
         }
     }
 }
@@ -266,6 +269,9 @@ pub struct Comparison {
     pub candidate: String,
     /// Window length in seconds.
     pub window_seconds: f64,
+    /// Seconds of the window both sides have data for (the shorter side's coverage): a
+    /// comparison right after start-up says how little it rests on.
+    pub covered_seconds: f64,
     /// Requests on the baseline side.
     pub baseline_requests: f64,
     /// Requests on the candidate side.
@@ -310,6 +316,7 @@ pub fn compare(baseline: &str, b: SideStats, candidate: &str, c: SideStats, wind
         baseline: baseline.to_owned(),
         candidate: candidate.to_owned(),
         window_seconds: window_s,
+        covered_seconds: b.covered_seconds.min(c.covered_seconds),
         baseline_requests: b.requests,
         candidate_requests: c.requests,
         reasons: vec![er, lr],

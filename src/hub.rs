@@ -14,6 +14,7 @@ use std::sync::{Arc, Mutex, RwLock};
 
 use tokio::sync::broadcast;
 
+use crate::ingest::Event;
 use crate::point::Point;
 
 /// One event, ready to send.
@@ -79,15 +80,28 @@ impl Hub {
             if let Ok(mut latest) = self.inner.latest.write() {
                 latest.insert(p.variant.clone(), Arc::new(p));
             }
-            let Ok(mut ring) = self.inner.ring.lock() else { return };
-            let event = Arc::new(HubEvent { id: ring.next_id, data });
-            ring.next_id += 1;
-            if ring.events.len() == ring.capacity {
-                ring.events.pop_front();
-            }
-            ring.events.push_back(event.clone());
-            let _ = self.inner.tx.send(event); // no subscriber is fine
+            self.send(data);
         }
+    }
+
+    /// Publishes things that happened (`{"type":"version","data":{...}}`, ...); clients that
+    /// only know `metrics` events (the Go dashboard's) ignore them.
+    pub fn publish_events(&self, events: Vec<Event>) {
+        for e in events {
+            self.send(serde_json::json!({ "type": e.kind.as_str(), "data": &e }).to_string());
+        }
+    }
+
+    /// Numbers one serialized event, keeps it in the ring and sends it to every subscriber.
+    fn send(&self, data: String) {
+        let Ok(mut ring) = self.inner.ring.lock() else { return };
+        let event = Arc::new(HubEvent { id: ring.next_id, data });
+        ring.next_id += 1;
+        if ring.events.len() == ring.capacity {
+            ring.events.pop_front();
+        }
+        ring.events.push_back(event.clone());
+        let _ = self.inner.tx.send(event); // no subscriber is fine
     }
 
     /// Subscribes, replaying ring events newer than `last_event_id` when one is given.
@@ -118,5 +132,9 @@ impl Hub {
 impl crate::ingest::PointSink for Hub {
     fn publish(&self, points: Vec<Point>) {
         Hub::publish(self, points);
+    }
+
+    fn publish_events(&self, events: Vec<Event>) {
+        Hub::publish_events(self, events);
     }
 }

@@ -9,7 +9,7 @@
 use std::future::Future;
 use std::pin::Pin;
 
-use crate::point::{Point, TargetRow};
+use crate::point::{Point, TargetRow, Totals};
 
 /// A boxed future, so registries and resolvers can be trait objects.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -25,6 +25,8 @@ pub struct WriteBatch {
     pub states: Vec<StateUpdate>,
     /// Points to publish live once written.
     pub points: Vec<Point>,
+    /// Things that happened in the bucket (a target's version changed), stored and published.
+    pub events: Vec<Event>,
     /// The rows arrived after their bucket was closed (they may change what was already served).
     pub late: bool,
 }
@@ -39,6 +41,9 @@ pub struct StateUpdate {
     pub scraped_ms: i64,
     /// The scraper's serialized per-target state (opaque to storage).
     pub state_json: String,
+    /// The target's running totals after that scrape: kept apart from the opaque state so that
+    /// storage can seed cumulative fields with them after the target's rows aged out.
+    pub totals: Totals,
     /// Variant at that scrape.
     pub variant: String,
 }
@@ -50,10 +55,62 @@ pub trait BatchSink: Send + Sync + std::fmt::Debug {
     fn submit(&self, batch: WriteBatch);
 }
 
-/// Where points go once their rows are committed (the live hub).
+/// Where points and events go once their rows are committed (the live hub).
 pub trait PointSink: Send + Sync + std::fmt::Debug {
     /// Publishes the points of one bucket.
     fn publish(&self, points: Vec<Point>);
+    /// Publishes events that happened in the bucket.
+    fn publish_events(&self, events: Vec<Event>);
+}
+
+/// What kind of thing happened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EventKind {
+    /// A target's `zai_proxy_build_info` version changed (a rollout reached it).
+    Version,
+}
+
+impl EventKind {
+    /// The stored and serialized name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventKind::Version => "version",
+        }
+    }
+
+    /// The kind with this stored name.
+    pub fn parse(s: &str) -> Option<Self> {
+        (s == "version").then_some(EventKind::Version)
+    }
+}
+
+/// Something that happened to a target at a moment: stored for the charts' markers and sent
+/// on the live stream.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct Event {
+    /// When it was seen, Unix ms.
+    #[serde(rename = "timestamp")]
+    pub ts_ms: i64,
+    /// What happened.
+    pub kind: EventKind,
+    /// The target's variant.
+    pub variant: String,
+    /// The target's URL.
+    pub target: String,
+    /// A short sentence (`version 1.11.1 -> 1.12.0`).
+    pub detail: String,
+}
+
+/// A target's running totals as last stored: the live builder's seed at start-up.
+#[derive(Debug, Clone)]
+pub struct KnownTotals {
+    /// Target id.
+    pub target_id: i64,
+    /// The variant the totals belong to.
+    pub variant: String,
+    /// The totals.
+    pub totals: Totals,
 }
 
 /// A target as registered in storage: its id, and the scraper state persisted for it.

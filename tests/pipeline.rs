@@ -277,3 +277,81 @@ async fn the_first_page_shows_status_without_javascript() {
     assert!(html.contains(&target.url));
     app.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_url_rule_guess_gives_way_to_the_targets_own_variant_label() {
+    // The URL says canary (the Go rule), the target itself says test: only `test` exists.
+    let target = FakeTarget::start(Sim::new("test", 30.0), Behaviour::Healthy).await;
+    let prod = FakeTarget::start(Sim::new("production", 30.0), Behaviour::Healthy).await;
+    let url = format!("{}?from=zai-proxy-canary", target.url);
+    let dir = tempfile::tempdir().unwrap();
+    let app = TestApp::start(settings(&dir, targets(&[&url, &prod.url]))).await;
+    wait_for("the target's first scrape", Duration::from_secs(10), || async {
+        app.json("/api/targets").await.as_array().unwrap().iter().all(|t| t["up"] == true)
+    })
+    .await;
+    let status = app.json("/api/status").await;
+    let names: Vec<&String> = status.as_object().unwrap().keys().collect();
+    assert_eq!(names, ["production", "test"], "no phantom canary");
+    let config = app.json("/api/config").await;
+    assert_eq!(config["variants"], serde_json::json!(["production", "test"]));
+    let compare = app.json("/api/compare?window=5m").await;
+    assert_eq!(compare["candidate"], "test", "the default candidate is the real one");
+    let resp = reqwest::get(app.url("/api/events")).await.unwrap();
+    let (_, connected) = read_events(resp, 1).await.remove(0);
+    assert_eq!(connected["type"], "connected");
+    assert_eq!(connected["variants"], serde_json::json!(["production", "test"]), "Go reads them at the top level");
+    assert_eq!(connected["scrape_interval"], 1, "whole seconds for Go's client");
+    assert_eq!(connected["data"]["scrape_interval"], 0.2);
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_version_change_is_an_event_on_the_stream_and_a_marker_on_the_charts() {
+    let target = FakeTarget::start(Sim::new("production", 10.0), Behaviour::Healthy).await;
+    let dir = tempfile::tempdir().unwrap();
+    let app = TestApp::start(settings(&dir, targets(&[&target.url]))).await;
+    wait_for("a first scrape", Duration::from_secs(10), || async {
+        app.json("/api/targets").await[0]["version"] == "1.11.1"
+    })
+    .await;
+    let resp = reqwest::get(app.url("/api/events")).await.unwrap();
+    target.sim.lock().unwrap().version = "1.12.0".into();
+    let mut stream = read_events_until(resp, |e| e["type"] == "version").await;
+    let event = stream.pop().unwrap();
+    assert_eq!(event["data"]["kind"], "version");
+    assert_eq!(event["data"]["detail"], "version 1.11.1 -> 1.12.0");
+    assert_eq!(event["data"]["target"], target.url.as_str());
+    assert_eq!(event["data"]["variant"], "production");
+    wait_for("the marker on the overview", Duration::from_secs(10), || async {
+        let page = reqwest::get(app.url("/?range=5m")).await.unwrap().text().await.unwrap();
+        page.contains("class=\"mark version\"")
+            && (page.contains("version 1.11.1 -&gt; 1.12.0") || page.contains("version 1.11.1 -&#62; 1.12.0"))
+    })
+    .await;
+    app.stop().await;
+}
+
+/// Reads SSE events until one satisfies `done`; returns them all.
+async fn read_events_until(resp: reqwest::Response, done: impl Fn(&Value) -> bool) -> Vec<Value> {
+    let mut stream = resp.bytes_stream();
+    let mut buf = String::new();
+    let mut out = Vec::new();
+    loop {
+        let chunk = tokio::time::timeout(Duration::from_secs(10), stream.next()).await.expect("event in time");
+        buf.push_str(std::str::from_utf8(&chunk.unwrap().unwrap()).unwrap());
+        while let Some(end) = buf.find("\n\n") {
+            let block: String = buf.drain(..end + 2).collect();
+            for line in block.lines() {
+                if let Some(v) = line.strip_prefix("data:") {
+                    let e: Value = serde_json::from_str(v.trim()).unwrap();
+                    let finished = done(&e);
+                    out.push(e);
+                    if finished {
+                        return out;
+                    }
+                }
+            }
+        }
+    }
+}

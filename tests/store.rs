@@ -20,7 +20,13 @@ const HOUR: i64 = 60 * MIN;
 const T0: i64 = 1_800_000_000_000; // a whole minute
 
 fn plan() -> Plan {
-    Plan { rollup_ms: MIN, settle_ms: 11_000, retention_raw_ms: 24 * HOUR, retention_rollup_ms: 7 * 24 * HOUR }
+    Plan {
+        point_ms: 5_000,
+        rollup_ms: MIN,
+        settle_ms: 11_000,
+        retention_raw_ms: 24 * HOUR,
+        retention_rollup_ms: 7 * 24 * HOUR,
+    }
 }
 
 /// An exposition whose counters grow with `i` (and a gauge that moves), as a zai-proxy's would.
@@ -88,11 +94,12 @@ impl Fixture {
                     target_id: self.ids[k],
                     scraped_ms: t - 300,
                     state_json: serde_json::to_string(&self.states[k]).unwrap(),
+                    totals: row.totals,
                     variant: (*variant).into(),
                 });
                 rows.push(row);
             }
-            let batch = WriteBatch { bucket_end_ms: t, rows, states, points: vec![], late: false };
+            let batch = WriteBatch { bucket_end_ms: t, rows, states, points: vec![], events: vec![], late: false };
             write::write_batch(&mut self.store.conn().unwrap(), &batch, MIN).unwrap();
             t += 5_000;
         }
@@ -180,7 +187,14 @@ fn an_incomplete_minute_waits_and_a_late_row_is_rolled_again() {
     let mut late = fx.rows(Table::Raw, 0)[3].clone();
     late.counts.requests.insert("200".into(), 1000.0);
     late.elapsed_ms = 0;
-    let batch = WriteBatch { bucket_end_ms: late.ts_ms, rows: vec![late], states: vec![], points: vec![], late: false };
+    let batch = WriteBatch {
+        bucket_end_ms: late.ts_ms,
+        rows: vec![late],
+        states: vec![],
+        points: vec![],
+        events: vec![],
+        late: false,
+    };
     write::write_batch(&mut fx.store.conn().unwrap(), &batch, MIN).unwrap();
     assert_eq!(query::watermark(&fx.store.conn().unwrap()).unwrap(), Some(T0));
     // ...and the minute is rolled again with the merged row.
@@ -229,6 +243,7 @@ fn long_ranges_read_rollups_plus_the_raw_tail() {
         end_ms: T0 + 6 * MIN,
         step_ms: MIN,
         raw: false,
+        point_ms: 5_000,
         variant: Some("production".into()),
         target_url: None,
     };
@@ -261,7 +276,8 @@ fn a_transaction_that_hits_a_full_disk_writes_nothing() {
         }
         rows.push(big.clone());
     }
-    let batch = WriteBatch { bucket_end_ms: T0 + HOUR, rows, states: vec![], points: vec![], late: false };
+    let batch =
+        WriteBatch { bucket_end_ms: T0 + HOUR, rows, states: vec![], points: vec![], events: vec![], late: false };
     let err = write::write_batch(&mut conn, &batch, MIN).unwrap_err();
     assert!(err.to_string().contains("full"), "{err}");
     conn.execute_batch("PRAGMA max_page_count = 1073741823").unwrap();
@@ -277,7 +293,14 @@ async fn a_locked_database_delays_writes_but_loses_no_batch() {
     let batch = |i: i64| {
         let mut row = template.clone();
         row.ts_ms = T0 + HOUR + i * 5_000;
-        WriteBatch { bucket_end_ms: row.ts_ms, rows: vec![row], states: vec![], points: vec![], late: false }
+        WriteBatch {
+            bucket_end_ms: row.ts_ms,
+            rows: vec![row],
+            states: vec![],
+            points: vec![],
+            events: vec![],
+            late: false,
+        }
     };
     let stats = Arc::new(WriterStats::default());
     let (queue, rx) = write::channel(16, stats.clone());
@@ -322,6 +345,7 @@ fn the_sealed_bucket_cache_answers_exactly_like_a_fresh_query() {
                 end_ms: now,
                 step_ms: step,
                 raw,
+                point_ms: 5_000,
                 variant: variant.map(str::to_owned),
                 target_url: None,
             };
@@ -335,11 +359,26 @@ fn the_sealed_bucket_cache_answers_exactly_like_a_fresh_query() {
         end = next;
     }
     // A row merged into an already served bucket invalidates the cache.
-    let q = PointQuery { start_ms: end - MIN, end_ms: end, step_ms: 5_000, raw: true, variant: None, target_url: None };
+    let q = PointQuery {
+        start_ms: end - MIN,
+        end_ms: end,
+        step_ms: 5_000,
+        raw: true,
+        point_ms: 5_000,
+        variant: None,
+        target_url: None,
+    };
     cache.points_json(&fx_conn(&fx), &q, MIN, end - 11_000).unwrap();
     let mut late = fx.rows(Table::Raw, 0)[fx.rows(Table::Raw, 0).len() - 5].clone();
     late.counts.requests.insert("500".into(), 77.0);
-    let batch = WriteBatch { bucket_end_ms: late.ts_ms, rows: vec![late], states: vec![], points: vec![], late: true };
+    let batch = WriteBatch {
+        bucket_end_ms: late.ts_ms,
+        rows: vec![late],
+        states: vec![],
+        points: vec![],
+        events: vec![],
+        late: true,
+    };
     assert!(write::write_batch(&mut fx.store.conn().unwrap(), &batch, MIN).unwrap(), "the write reports a merge");
     let stale = cache.points_json(&fx_conn(&fx), &q, MIN, end - 11_000).unwrap();
     assert_ne!(
@@ -365,8 +404,104 @@ fn nothing_sealed_yet_is_not_an_overflow() {
     let cache = zai_dash::store::cache::PointCache::default();
     for raw in [true, false] {
         // No rollup watermark and nothing committed: every bucket is still open.
-        let q = PointQuery { start_ms: T0, end_ms: T0 + 2 * MIN, step_ms: MIN, raw, variant: None, target_url: None };
+        let q = PointQuery {
+            start_ms: T0,
+            end_ms: T0 + 2 * MIN,
+            step_ms: MIN,
+            raw,
+            point_ms: 5_000,
+            variant: None,
+            target_url: None,
+        };
         let fresh = to_json(&query::points(&fx_conn(&fx), &q, MIN).unwrap());
         assert_eq!(cache.points_json(&fx_conn(&fx), &q, MIN, i64::MIN).unwrap(), fresh);
     }
+}
+
+/// Scrapes one more target every 5 s for `(from, to]` (counters as `expo(i * 3)`), one batch per
+/// bucket with its state and totals, as the writer gets them.
+fn write_pod(fx: &Fixture, id: i64, state: &mut TargetState, (from, to): (i64, i64)) {
+    let mut t = from + 5_000;
+    while t <= to {
+        let mut row = state.advance(&read(&parse(&expo((t - T0) / 5_000 * 3)).unwrap()), t - 300, id, "production");
+        row.ts_ms = bucket_end(t - 300, 5_000);
+        let update = StateUpdate {
+            target_id: id,
+            scraped_ms: t - 300,
+            state_json: serde_json::to_string(state).unwrap(),
+            totals: row.totals,
+            variant: "production".into(),
+        };
+        let batch = WriteBatch {
+            bucket_end_ms: t,
+            rows: vec![row],
+            states: vec![update],
+            points: vec![],
+            events: vec![],
+            late: false,
+        };
+        write::write_batch(&mut fx.store.conn().unwrap(), &batch, MIN).unwrap();
+        t += 5_000;
+    }
+}
+
+#[test]
+fn cumulative_fields_agree_across_tables_caches_and_retention_after_a_pod_vanished() {
+    let mut fx = Fixture::new();
+    let pairs = vec![("http://c/metrics".to_owned(), "production".to_owned())];
+    let gone = query::register_targets(&fx.store.conn().unwrap(), &pairs, T0).unwrap()[0].id;
+    let mut gone_state = TargetState::default();
+    write_pod(&fx, gone, &mut gone_state, (T0, T0 + 3 * MIN)); // then the pod vanishes
+    fx.write_range(T0, T0 + 10 * MIN);
+    let now = T0 + 10 * MIN;
+    let expected = fx.rows(Table::Raw, 0).last().unwrap().totals.requests_2xx
+        + zai_dash::point::Totals::from(gone_state.totals).requests_2xx;
+    let last_2xx = |raw: bool, start: i64, step: i64| {
+        let q = PointQuery {
+            start_ms: start,
+            end_ms: now,
+            step_ms: step,
+            raw,
+            point_ms: 5_000,
+            variant: Some("production".into()),
+            target_url: None,
+        };
+        let pts = query::points(&fx_conn(&fx), &q, MIN).unwrap();
+        (pts.last().unwrap().requests_2xx, pts.iter().map(|p| p.requests_2xx).collect::<Vec<_>>())
+    };
+    fx.downsample(now + 20_000);
+    // Every table and range agrees, and no series steps down.
+    for (raw, start, step) in [(true, now - 5 * MIN, 5_000), (true, now - 5 * MIN, 30_000), (false, now - 8 * MIN, MIN)]
+    {
+        let (last, all) = last_2xx(raw, start, step);
+        assert_eq!(last, expected, "raw {raw}, step {step}");
+        assert!(all.windows(2).all(|w| w[1] >= w[0]), "raw {raw}, step {step}: {all:?}");
+    }
+    let cache = zai_dash::store::cache::PointCache::default();
+    let cached_q = PointQuery {
+        start_ms: now - 5 * MIN,
+        end_ms: now,
+        step_ms: 5_000,
+        raw: true,
+        point_ms: 5_000,
+        variant: None,
+        target_url: None,
+    };
+    cache.points_json(&fx_conn(&fx), &cached_q, MIN, now).unwrap();
+    // Retention takes the vanished pod's raw rows, then its rollups: its totals still count.
+    let short = Plan { retention_raw_ms: 6 * MIN, ..plan() };
+    let r = downsample::run_once(&mut fx.store.conn().unwrap(), now + 20_000, short).unwrap();
+    assert!(r.deleted_raw > 0);
+    cache.forget_through(true, r.raw_cutoff_ms);
+    assert_eq!(last_2xx(true, now - 5 * MIN, 5_000).0, expected, "after raw retention");
+    assert_eq!(
+        cache.points_json(&fx_conn(&fx), &cached_q, MIN, now).unwrap(),
+        to_json(&query::points(&fx_conn(&fx), &cached_q, MIN).unwrap())
+    );
+    let shorter = Plan { retention_raw_ms: 6 * MIN, retention_rollup_ms: 6 * MIN, ..plan() };
+    let r = downsample::run_once(&mut fx.store.conn().unwrap(), now + 20_000, shorter).unwrap();
+    assert!(r.deleted_rollup > 0);
+    assert!(fx.blobs("metrics_1m").iter().chain(&fx.blobs("metrics_5s")).all(|(id, _, _)| *id != gone));
+    assert_eq!(last_2xx(true, now - 5 * MIN, 5_000).0, expected, "after every row of the pod aged out");
+    assert_eq!(last_2xx(false, now - 5 * MIN, MIN).0, expected);
 }

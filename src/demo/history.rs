@@ -67,11 +67,12 @@ pub fn backfill(store: &Store, targets: &[SimulatedTarget], now_ms: i64, seed: u
             target_id: s.id,
             scraped_ms: end,
             state_json: state_json(totals),
+            totals,
             variant: t.variant.clone(),
         });
     }
     rows.sort_by_key(|r| (r.ts_ms, r.target_id));
-    let batch = WriteBatch { bucket_end_ms: end, rows, states, points: Vec::new(), late: false };
+    let batch = WriteBatch { bucket_end_ms: end, rows, states, points: Vec::new(), events: Vec::new(), late: false };
     write::write_batch(&mut conn, &batch, 60_000)?;
     Ok(Some(end))
 }
@@ -103,6 +104,7 @@ fn simulated_row(t: &SimulatedTarget, target_id: i64, ts: i64, rng: &mut Rng) ->
         variant: t.variant.clone(),
         ts_ms: ts,
         elapsed_ms: ROW_MS,
+        present_ms: ROW_MS,
         counts,
         totals: Totals::default(),
         gauges: Gauges {

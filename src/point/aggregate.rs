@@ -2,19 +2,58 @@
 //! dashboard's `/api/metrics` and of every live `metrics` event.
 //!
 //! REST and SSE both build points with [`PointBuilder`], so they give identical values for the
-//! same bucket. Per pod, increases are turned into rates over the pod's own elapsed time; pods
-//! are then summed (counters and histogram buckets before quantiles, gauges as sums, utilization
-//! as Σ concurrent / Σ max workers). Cumulative Go fields carry every pod's latest running total
-//! forward, so a pod that missed one scrape does not make a total dip.
+//! same bucket. What a point means depends on its bucket (decisions section 8):
+//! - a **narrow** bucket (one point width, one scrape per pod) gives each pod's rate over the
+//!   time its increases cover (its `elapsed`), and sums each pod's latest gauges;
+//! - a **wide** bucket (1 min rows, a re-bucketed `step`) gives each pod's increases over the
+//!   bucket's length, so a pod present for 20 s of a minute adds 20 s of increases, not a
+//!   minute's rate; only a pod whose increases cover more than the bucket (a gap while zai-dash
+//!   was down, missed scrapes) has them spread over its own `elapsed`. Gauges are time-weighted:
+//!   each pod's average counts by the share of the bucket it was present in.
+//!
+//! Pods are summed before quantiles (counters and histogram buckets), utilization is
+//! Σ concurrent / Σ max workers, and cumulative Go fields carry every pod's latest running total
+//! forward, so a pod that missed a bucket, or vanished, never makes a total dip. Values a target
+//! cannot be trusted with (non-finite, beyond [`MAX_VALUE`]) never reach a point: they are
+//! clamped where they are summed, so the JSON always holds finite numbers.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 
 use serde::Serialize;
 
-use std::sync::Arc;
-
 use super::summary::{Summary, status_label};
 use super::{GaugeStat, Quota, Totals};
+
+/// Largest magnitude a point reports. Real values are far below (a trillion requests per
+/// second, tokens or dollars); a hostile target's `1.7e308` is clamped here so that sums of two
+/// such values stay finite.
+pub const MAX_VALUE: f64 = 1e15;
+
+/// `v` as a point may hold it: NaN is 0, anything beyond [`MAX_VALUE`] is [`MAX_VALUE`].
+pub fn bounded(v: f64) -> f64 {
+    if v.is_nan() { 0.0 } else { v.clamp(-MAX_VALUE, MAX_VALUE) }
+}
+
+/// The time one point covers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Bucket {
+    /// Bucket end, the point's timestamp (Unix ms).
+    pub end_ms: i64,
+    /// The bucket's length; for the newest bucket of a window, only the part the data has
+    /// reached (a bucket still filling up must not read as a dip).
+    pub covered_ms: i64,
+    /// A point-width bucket: rates over each pod's own elapsed time, each pod's latest gauges.
+    /// Otherwise a wide bucket: rates over the bucket, time-weighted gauges.
+    pub narrow: bool,
+}
+
+impl Bucket {
+    /// A point-width bucket ending at `end_ms` (the live ticker's, and raw points').
+    pub fn narrow(end_ms: i64, width_ms: i64) -> Self {
+        Self { end_ms, covered_ms: width_ms, narrow: true }
+    }
+}
 
 /// One variant over one bucket, in the Go dashboard's field names and order.
 ///
@@ -86,12 +125,6 @@ pub struct Point {
 }
 
 /// Turns time-ordered rows into points, remembering each pod's running totals between buckets.
-///
-/// A pod's rate is its increases divided by the time they cover (its `elapsed`), in every
-/// bucket width. In a complete bucket that time equals the bucket; it differs in the honest
-/// direction elsewhere: a missed scrape does not double the next bucket, increases accumulated
-/// while zai-dash was down are spread over the outage instead of spiking, and the bucket still
-/// filling up at the right edge of a chart does not dip.
 #[derive(Debug, Default)]
 pub struct PointBuilder {
     carry: HashMap<i64, (Arc<str>, Totals)>,
@@ -102,10 +135,35 @@ pub struct PointBuilder {
 struct Pod<'a> {
     rows: Vec<&'a Summary>,
     elapsed_ms: i64,
-    concurrent: Vec<GaugeStat>,
-    max_workers: Vec<GaugeStat>,
-    rps: Vec<GaugeStat>,
+    present_ms: i64,
     quota: Option<(i64, &'a Arc<Quota>)>,
+}
+
+impl Pod<'_> {
+    /// Seconds this pod's increases are divided by.
+    fn rate_secs(&self, bucket: Bucket) -> f64 {
+        let ms = if bucket.narrow { self.elapsed_ms } else { self.elapsed_ms.max(bucket.covered_ms) };
+        ms as f64 / 1000.0
+    }
+
+    /// The pod's share of gauge `i` in the point: its latest value in a narrow bucket; in a
+    /// wide one its presence-weighted average times the share of the bucket it was present in.
+    fn gauge(&self, i: usize, bucket: Bucket) -> f64 {
+        let stats = self.rows.iter().filter_map(|r| r.gauges[i].map(|g| (g, r.present_ms)));
+        if bucket.narrow {
+            return GaugeStat::combine(stats.map(|(g, _)| g)).map_or(0.0, |g| bounded(g.avg));
+        }
+        let (mut weighted, mut present) = (0.0, 0.0);
+        for (g, ms) in stats {
+            weighted += bounded(g.avg) * ms as f64;
+            present += ms as f64;
+        }
+        if present <= 0.0 {
+            return 0.0;
+        }
+        let share = (present / bucket.covered_ms.max(1) as f64).min(1.0);
+        weighted / present * share
+    }
 }
 
 impl PointBuilder {
@@ -114,102 +172,55 @@ impl PointBuilder {
         Self::default()
     }
 
-    /// Remembers a pod's latest row from before the window, for its running totals.
-    pub fn seed(&mut self, row: &Summary) {
-        self.carry.insert(row.target_id, (row.variant.clone(), row.totals));
+    /// Remembers a pod's running totals as of the window's start (it may be absent from the
+    /// window's first buckets, or from all of them if it vanished).
+    pub fn seed(&mut self, target_id: i64, variant: Arc<str>, totals: Totals) {
+        self.carry.insert(target_id, (variant, totals));
     }
 
     /// Builds one point per variant present in `rows` (all rows of one bucket, time order).
-    pub fn build(&mut self, bucket_end_ms: i64, rows: &[&Summary]) -> Vec<Point> {
+    pub fn build(&mut self, bucket: Bucket, rows: &[&Summary]) -> Vec<Point> {
         let mut by_variant: BTreeMap<&str, BTreeMap<i64, Pod<'_>>> = BTreeMap::new();
         for &row in rows {
             let pod = by_variant.entry(&row.variant).or_default().entry(row.target_id).or_default();
             pod.rows.push(row);
             pod.elapsed_ms += row.elapsed_ms;
-            let [c, m, r] = row.gauges;
-            pod.concurrent.extend(c);
-            pod.max_workers.extend(m);
-            pod.rps.extend(r);
+            pod.present_ms += row.present_ms;
             if let Some(q) = &row.quota {
                 pod.quota = Some((row.ts_ms, q));
             }
-            match self.carry.get_mut(&row.target_id) {
-                Some(entry) if Arc::ptr_eq(&entry.0, &row.variant) || entry.0 == row.variant => entry.1 = row.totals,
-                _ => {
-                    self.carry.insert(row.target_id, (row.variant.clone(), row.totals));
-                }
-            }
+            self.carry_forward(row);
         }
-        by_variant.into_iter().map(|(variant, pods)| self.point(bucket_end_ms, variant, &pods)).collect()
+        by_variant.into_iter().map(|(variant, pods)| self.point(bucket, variant, &pods)).collect()
     }
 
-    fn point(&self, ts: i64, variant: &str, pods: &BTreeMap<i64, Pod<'_>>) -> Point {
+    fn carry_forward(&mut self, row: &Summary) {
+        match self.carry.get_mut(&row.target_id) {
+            Some(entry) if Arc::ptr_eq(&entry.0, &row.variant) || entry.0 == row.variant => entry.1 = row.totals,
+            _ => {
+                self.carry.insert(row.target_id, (row.variant.clone(), row.totals));
+            }
+        }
+    }
+
+    fn point(&self, bucket: Bucket, variant: &str, pods: &BTreeMap<i64, Pod<'_>>) -> Point {
         let mut w = Window::default();
         let mut rates = Rates::default();
-        let (mut concurrent, mut max_workers, mut rps) = (0.0, 0.0, 0.0);
+        let mut gauges = [0.0; 3];
         for pod in pods.values() {
-            let secs = pod.elapsed_ms as f64 / 1000.0;
+            let secs = pod.rate_secs(bucket);
             for row in &pod.rows {
                 w.add(row);
                 if secs > 0.0 {
                     rates.add(row, secs);
                 }
             }
-            concurrent += mean(&pod.concurrent);
-            max_workers += mean(&pod.max_workers);
-            rps += mean(&pod.rps);
+            for (i, g) in gauges.iter_mut().enumerate() {
+                *g += pod.gauge(i, bucket);
+            }
         }
-        let totals = self.variant_totals(variant);
-        let q = |h: &super::Histogram, p: f64| h.quantile(p).map(|s| s * 1000.0);
-        Point {
-            timestamp: ts,
-            variant: variant.to_owned(),
-            requests_2xx: totals.requests_2xx,
-            requests_4xx: totals.requests_4xx,
-            requests_5xx: totals.requests_5xx,
-            tokens_input: totals.tokens[0],
-            tokens_output: totals.tokens[1],
-            tokens_cache_read: totals.tokens[2],
-            tokens_cache_write: totals.tokens[3],
-            estimated_cost_usd_input: totals.cost[0],
-            estimated_cost_usd_output: totals.cost[1],
-            estimated_cost_usd_cache_read: totals.cost[2],
-            estimated_cost_usd_cache_write: totals.cost[3],
-            concurrent_requests: concurrent,
-            max_workers,
-            rate_limit_rps: rps,
-            rate_limit_rejections: totals.rejections,
-            rate_limit_adj_increase: totals.adj_increase,
-            rate_limit_adj_decrease: totals.adj_decrease,
-            upstream_errors: totals.upstream_errors,
-            retry_attempts: totals.retry_attempts,
-            latency_p50: q(&w.duration, 0.5),
-            latency_p95: q(&w.duration, 0.95),
-            latency_p99: q(&w.duration, 0.99),
-            request_size_avg: mean_of(w.request_size.sum, w.request_size.count),
-            response_size_avg: mean_of(w.response_size.sum, w.response_size.count),
-            token_rate_in: rates.tokens[0],
-            token_rate_out: rates.tokens[1],
-            token_rate_cache_read: rates.tokens[2],
-            token_rate_cache_write: rates.tokens[3],
-            req_rate: rates.requests,
-            error_rate_pct: (w.requests > 0.0).then(|| 100.0 * w.errors / w.requests),
-            worker_utilization: if max_workers > 0.0 { concurrent / max_workers } else { 0.0 },
-            status_code_rates: rates.by_status.into_iter().map(|(k, v)| (status_label(k), v)).collect(),
-            quota: freshest_quota(pods),
-            requests: w.requests,
-            cost_rate_usd: rates.cost,
-            rejection_rate: rates.rejections,
-            retry_rate: rates.retries,
-            upstream_error_rate: rates.upstream_errors,
-            ttft_p50: q(&w.ttft, 0.5),
-            ttft_p95: q(&w.ttft, 0.95),
-            ttft_p99: q(&w.ttft, 0.99),
-            tpot_p50: q(&w.tpot, 0.5),
-            tpot_p95: q(&w.tpot, 0.95),
-            tpot_p99: q(&w.tpot, 0.99),
-            pods: u32::try_from(pods.len()).unwrap_or(u32::MAX),
-        }
+        let sums = Sums { w: &w, rates: &rates, gauges, totals: self.variant_totals(variant) };
+        fill_point(bucket.end_ms, variant, &sums, freshest_quota(pods), pods.len())
     }
 
     fn variant_totals(&self, variant: &str) -> Totals {
@@ -220,6 +231,72 @@ impl PointBuilder {
             }
         }
         t
+    }
+}
+
+/// What a point is made of, summed over the variant's pods.
+struct Sums<'a> {
+    w: &'a Window,
+    rates: &'a Rates,
+    /// Concurrency, max workers, rate limit.
+    gauges: [f64; 3],
+    totals: Totals,
+}
+
+/// Lays the sums out in the Go dashboard's fields (a table: one line per field).
+fn fill_point(ts: i64, variant: &str, s: &Sums<'_>, quota: Option<Quota>, pods: usize) -> Point {
+    let q = |h: &super::Histogram, p: f64| h.quantile(p).map(|s| bounded(s * 1000.0));
+    let t = bounded;
+    let (w, rates, totals) = (s.w, s.rates, &s.totals);
+    let [concurrent, max_workers, rps] = s.gauges;
+    Point {
+        timestamp: ts,
+        variant: variant.to_owned(),
+        requests_2xx: t(totals.requests_2xx),
+        requests_4xx: t(totals.requests_4xx),
+        requests_5xx: t(totals.requests_5xx),
+        tokens_input: t(totals.tokens[0]),
+        tokens_output: t(totals.tokens[1]),
+        tokens_cache_read: t(totals.tokens[2]),
+        tokens_cache_write: t(totals.tokens[3]),
+        estimated_cost_usd_input: t(totals.cost[0]),
+        estimated_cost_usd_output: t(totals.cost[1]),
+        estimated_cost_usd_cache_read: t(totals.cost[2]),
+        estimated_cost_usd_cache_write: t(totals.cost[3]),
+        concurrent_requests: t(concurrent),
+        max_workers: t(max_workers),
+        rate_limit_rps: t(rps),
+        rate_limit_rejections: t(totals.rejections),
+        rate_limit_adj_increase: t(totals.adj_increase),
+        rate_limit_adj_decrease: t(totals.adj_decrease),
+        upstream_errors: t(totals.upstream_errors),
+        retry_attempts: t(totals.retry_attempts),
+        latency_p50: q(&w.duration, 0.5),
+        latency_p95: q(&w.duration, 0.95),
+        latency_p99: q(&w.duration, 0.99),
+        request_size_avg: mean_of(w.request_size.sum, w.request_size.count),
+        response_size_avg: mean_of(w.response_size.sum, w.response_size.count),
+        token_rate_in: t(rates.tokens[0]),
+        token_rate_out: t(rates.tokens[1]),
+        token_rate_cache_read: t(rates.tokens[2]),
+        token_rate_cache_write: t(rates.tokens[3]),
+        req_rate: t(rates.requests),
+        error_rate_pct: (w.requests > 0.0).then(|| bounded(100.0 * w.errors / w.requests)),
+        worker_utilization: if max_workers > 0.0 { t(concurrent / max_workers) } else { 0.0 },
+        status_code_rates: rates.by_status.iter().map(|(k, v)| (status_label(*k), t(*v))).collect(),
+        quota,
+        requests: t(w.requests),
+        cost_rate_usd: t(rates.cost),
+        rejection_rate: t(rates.rejections),
+        retry_rate: t(rates.retries),
+        upstream_error_rate: t(rates.upstream_errors),
+        ttft_p50: q(&w.ttft, 0.5),
+        ttft_p95: q(&w.ttft, 0.95),
+        ttft_p99: q(&w.ttft, 0.99),
+        tpot_p50: q(&w.tpot, 0.5),
+        tpot_p95: q(&w.tpot, 0.95),
+        tpot_p99: q(&w.tpot, 0.99),
+        pods: u32::try_from(pods).unwrap_or(u32::MAX),
     }
 }
 
@@ -237,15 +314,15 @@ struct Window {
 
 impl Window {
     fn add(&mut self, c: &Summary) {
-        self.requests += c.total_requests();
-        self.errors += c.server_errors();
+        self.requests += bounded(c.total_requests());
+        self.errors += bounded(c.server_errors());
         self.duration.add(&c.duration);
         self.ttft.add(&c.ttft);
         self.tpot.add(&c.tpot);
-        self.request_size.sum += c.request_size.sum;
-        self.request_size.count += c.request_size.count;
-        self.response_size.sum += c.response_size.sum;
-        self.response_size.count += c.response_size.count;
+        self.request_size.sum += bounded(c.request_size.sum);
+        self.request_size.count += bounded(c.request_size.count);
+        self.response_size.sum += bounded(c.response_size.sum);
+        self.response_size.count += bounded(c.response_size.count);
     }
 }
 
@@ -263,26 +340,22 @@ struct Rates {
 
 impl Rates {
     fn add(&mut self, c: &Summary, secs: f64) {
-        self.requests += c.total_requests() / secs;
+        self.requests += bounded(c.total_requests()) / secs;
         for (code, n) in &c.requests {
-            *self.by_status.entry(*code).or_default() += n / secs;
+            *self.by_status.entry(*code).or_default() += bounded(*n) / secs;
         }
         for (r, t) in self.tokens.iter_mut().zip(c.tokens) {
-            *r += t / secs;
+            *r += bounded(t) / secs;
         }
-        self.cost += c.cost / secs;
-        self.rejections += c.rejections / secs;
-        self.retries += c.retries / secs;
-        self.upstream_errors += c.upstream_errors / secs;
+        self.cost += bounded(c.cost) / secs;
+        self.rejections += bounded(c.rejections) / secs;
+        self.retries += bounded(c.retries) / secs;
+        self.upstream_errors += bounded(c.upstream_errors) / secs;
     }
 }
 
-fn mean(stats: &[GaugeStat]) -> f64 {
-    GaugeStat::combine(stats.iter().copied()).map_or(0.0, |s| s.avg)
-}
-
 fn mean_of(sum: f64, count: f64) -> Option<f64> {
-    (count > 0.0).then(|| sum / count)
+    (count > 0.0).then(|| bounded(sum / count))
 }
 
 /// Quota is account-wide, so it is never summed: the pod with the newest sample speaks.
@@ -306,8 +379,16 @@ mod tests {
     }
 
     fn build(pb: &mut PointBuilder, ts: i64, rows: &[&TargetRow]) -> Vec<Point> {
+        build_in(pb, Bucket::narrow(ts, 5_000), rows)
+    }
+
+    fn build_in(pb: &mut PointBuilder, bucket: Bucket, rows: &[&TargetRow]) -> Vec<Point> {
         let s = sum(rows);
-        pb.build(ts, &s.iter().collect::<Vec<_>>())
+        pb.build(bucket, &s.iter().collect::<Vec<_>>())
+    }
+
+    fn minute(end_ms: i64) -> Bucket {
+        Bucket { end_ms, covered_ms: 60_000, narrow: false }
     }
 
     fn row(target: i64, variant: &str, ts: i64, elapsed_ms: i64, ok: f64, err: f64, lat: &[(f64, f64)]) -> TargetRow {
@@ -322,6 +403,7 @@ mod tests {
             variant: variant.into(),
             ts_ms: ts,
             elapsed_ms,
+            present_ms: elapsed_ms.clamp(5_000, 60_000),
             counts,
             totals,
             gauges: Gauges {
@@ -379,21 +461,55 @@ mod tests {
     fn totals_carry_forward_for_pods_missing_from_a_bucket() {
         let mut pb = PointBuilder::new();
         let a = row(1, "production", 5_000, 5_000, 10.0, 0.0, &[]);
-        pb.seed(&Summary::from(&row(2, "production", 0, 5_000, 7.0, 0.0, &[])));
+        let seed = row(2, "production", 0, 5_000, 7.0, 0.0, &[]);
+        pb.seed(2, "production".into(), seed.totals);
         let p = &build(&mut pb, 5_000, &[&a])[0];
         assert_eq!(p.requests_2xx, 17.0);
     }
 
     #[test]
-    fn wide_buckets_spread_a_long_gap_instead_of_spiking() {
+    fn a_long_gap_is_spread_over_its_own_elapsed_time_instead_of_spiking() {
         // 600 requests accumulated over a 10-minute outage of zai-dash, landing in one minute.
         let a = row(1, "production", 60_000, 600_000, 600.0, 0.0, &[]);
-        let p = &build(&mut PointBuilder::new(), 60_000, &[&a])[0];
+        let p = &build_in(&mut PointBuilder::new(), minute(60_000), &[&a])[0];
         assert_eq!(p.req_rate, 1.0);
-        // A bucket still filling up (30 s observed) shows the rate while observed, not a dip.
+    }
+
+    #[test]
+    fn a_pod_replaced_mid_bucket_counts_its_own_share_of_the_bucket() {
+        // Pod 1 serves 10 req/s for the first 30 s of the minute, pod 2 for the last 30 s: the
+        // variant served 10 req/s all minute, with 10 workers throughout.
+        let a = row(1, "production", 60_000, 30_000, 300.0, 0.0, &[]);
+        let b = row(2, "production", 60_000, 30_000, 300.0, 0.0, &[]);
+        let p = &build_in(&mut PointBuilder::new(), minute(60_000), &[&a, &b])[0];
+        assert_eq!(p.req_rate, 10.0, "not 20: each pod adds its increases over the whole minute");
+        assert_eq!(p.max_workers, 10.0, "not 20: each pod's 10 workers weigh by the half it was present");
+        assert_eq!(p.concurrent_requests, 2.0);
+        assert_eq!(p.pods, 2);
+    }
+
+    #[test]
+    fn the_newest_bucket_counts_only_the_time_the_data_reached() {
+        // 30 s into the minute, 60 requests at 2 req/s: not a dip to 1 req/s.
         let b = row(1, "production", 60_000, 30_000, 60.0, 0.0, &[]);
-        let p = &build(&mut PointBuilder::new(), 60_000, &[&b])[0];
+        let bucket = Bucket { end_ms: 60_000, covered_ms: 30_000, narrow: false };
+        let p = &build_in(&mut PointBuilder::new(), bucket, &[&b])[0];
         assert_eq!(p.req_rate, 2.0);
+        assert_eq!(p.max_workers, 10.0);
+    }
+
+    #[test]
+    fn hostile_values_are_clamped_and_json_stays_finite() {
+        let mut a = row(1, "production", 5_000, 5_000, 1.0, 0.0, &[]);
+        let mut b = row(2, "production", 5_000, 5_000, 1.0, 0.0, &[]);
+        a.gauges.concurrent = Some(GaugeStat::single(1.7e308));
+        b.gauges.concurrent = Some(GaugeStat::single(1.7e308));
+        a.gauges.max_workers = Some(GaugeStat::single(f64::NAN));
+        b.counts.requests.insert("200".into(), f64::INFINITY);
+        let p = &build(&mut PointBuilder::new(), 5_000, &[&a, &b])[0];
+        assert!(p.concurrent_requests.is_finite() && p.req_rate.is_finite() && p.max_workers.is_finite());
+        let json = serde_json::to_string(p).unwrap();
+        assert!(!json.contains("null,\"max_workers") && !json.contains("\"concurrent_requests\":null"), "{json}");
     }
 
     #[test]

@@ -14,7 +14,7 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
-pub use aggregate::{Point, PointBuilder};
+pub use aggregate::{Bucket, MAX_VALUE, Point, PointBuilder, bounded};
 pub use histogram::Histogram;
 pub use summary::Summary;
 
@@ -300,6 +300,10 @@ pub struct TargetRow {
     /// Milliseconds covered by the increases (time since the previous successful scrape;
     /// 0 for a baseline scrape, which has no increases).
     pub elapsed_ms: i64,
+    /// Milliseconds the target was present in the row's bucket: one point width for a raw row
+    /// (it was scraped in that bucket, baseline included), the sum over its rows for a rollup.
+    /// Gauges of wide buckets are weighted by it.
+    pub present_ms: i64,
     /// Increases.
     pub counts: Counts,
     /// Running totals at the end of the bucket.
@@ -314,6 +318,7 @@ impl TargetRow {
     pub fn absorb_later(&mut self, later: &TargetRow) {
         self.counts.add(&later.counts);
         self.elapsed_ms += later.elapsed_ms;
+        self.present_ms = self.present_ms.max(later.present_ms);
         self.totals = later.totals;
         self.variant.clone_from(&later.variant);
         let g = &later.gauges;
@@ -340,6 +345,7 @@ impl TargetRow {
             variant: last.variant.clone(),
             ts_ms,
             elapsed_ms: rows.iter().map(|r| r.elapsed_ms).sum(),
+            present_ms: rows.iter().map(|r| r.present_ms).sum(),
             counts,
             totals: last.totals,
             gauges: Gauges {
@@ -369,6 +375,7 @@ mod tests {
             variant: "production".into(),
             ts_ms: ts,
             elapsed_ms: 5_000,
+            present_ms: 5_000,
             counts,
             totals,
             gauges: Gauges { concurrent: Some(GaugeStat::single(conc)), ..Gauges::default() },

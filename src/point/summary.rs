@@ -34,6 +34,8 @@ pub struct Summary {
     pub ts_ms: i64,
     /// Time the increases cover.
     pub elapsed_ms: i64,
+    /// Time the target was present in the row's bucket.
+    pub present_ms: i64,
     /// Requests by status.
     pub requests: Vec<(Status, f64)>,
     /// Tokens per direction.
@@ -84,6 +86,7 @@ impl From<&TargetRow> for Summary {
             variant: Arc::from(r.variant.as_str()),
             ts_ms: r.ts_ms,
             elapsed_ms: r.elapsed_ms,
+            present_ms: r.present_ms,
             requests: c.requests.iter().map(|(k, v)| (status(k), *v)).collect(),
             tokens: c.tokens_by_direction(),
             cost: total(c.cost_by_direction().iter()),

@@ -211,7 +211,13 @@ impl Supervisor {
             .add(TargetHealth::new(stored.id, url.to_string(), variant))
             .ok_or(DiscoveryError::NotRegistered(ip))?;
         let cancel = self.cancel.child_token();
-        let target = Target { id: stored.id, spec, state, fallback_variant: Some(self.entry.initial_variant()) };
+        let target = Target {
+            id: stored.id,
+            spec,
+            state,
+            fallback_variant: Some(self.entry.initial_variant()),
+            last_variant: None,
+        };
         let span = tracing::info_span!("scrape", target_url = %url);
         self.tracker.spawn(
             scrape_loop(self.ctx.clone(), idx, target, offset, self.tx.clone(), cancel.clone()).instrument(span),

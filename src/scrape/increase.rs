@@ -145,6 +145,7 @@ impl TargetState {
             variant: variant.to_owned(),
             ts_ms: now_ms,
             elapsed_ms,
+            present_ms: 0, // the ticker sets it: one point width per raw row
             counts,
             totals,
             gauges: reading.gauges.clone(),

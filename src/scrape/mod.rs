@@ -25,8 +25,8 @@ use tracing::Instrument;
 
 use crate::clock::{SharedClock, bucket_end};
 use crate::health::{HealthBoard, Success};
-use crate::ingest::{BatchSink, StateUpdate, WriteBatch};
-use crate::point::{PointBuilder, TargetRow};
+use crate::ingest::{BatchSink, Event, EventKind, KnownTotals, StateUpdate, WriteBatch};
+use crate::point::{Bucket, PointBuilder, Summary, TargetRow};
 use increase::TargetState;
 pub use target::{DNS_SCHEME_PREFIX, TargetSpec, parse_targets};
 
@@ -63,6 +63,21 @@ pub struct Target {
     /// URL rule to `spec.url`. A discovered address takes its `dns+` entry's rule instead,
     /// since an IP address says nothing about the variant.
     pub fallback_variant: Option<String>,
+    /// The variant of its last successful scrape, as stored (`None` if never scraped).
+    pub last_variant: Option<String>,
+}
+
+impl Target {
+    /// The variant to show before this process scrapes the target: an explicit name, else
+    /// what its last scrape resolved, else the URL rule (a guess a label may correct later).
+    pub fn current_variant(&self) -> String {
+        self.spec
+            .variant
+            .clone()
+            .or_else(|| self.last_variant.clone())
+            .or_else(|| self.fallback_variant.clone())
+            .unwrap_or_else(|| self.spec.initial_variant())
+    }
 }
 
 /// One successful scrape on its way to the ticker.
@@ -70,6 +85,8 @@ pub struct Target {
 struct Scraped {
     row: TargetRow,
     state: StateUpdate,
+    /// The target's version changed since its previous scrape.
+    event: Option<Event>,
 }
 
 /// Shared, read-only context of the scrape tasks.
@@ -84,8 +101,8 @@ struct Ctx {
 const DISCOVERED_ROOM: usize = 64;
 
 /// Starts the scrapers, one discovery supervisor per `dns+` entry, and the ticker on
-/// `tracker`. `seed` holds each target's latest stored row, so the first live points carry
-/// the right running totals.
+/// `tracker`. `seed` holds the latest stored totals of every target ever seen, so the first
+/// live points carry the right cumulative fields (vanished pods included).
 #[allow(clippy::too_many_arguments)] // the wiring point: each argument is a distinct dependency
 pub fn spawn(
     tracker: &TaskTracker,
@@ -96,7 +113,7 @@ pub fn spawn(
     discovery: Option<discovery::Discovery>,
     health: HealthBoard,
     sink: Arc<dyn BatchSink>,
-    seed: &[TargetRow],
+    seed: &[KnownTotals],
 ) {
     let room = if discovery.is_some() { DISCOVERED_ROOM } else { 0 };
     let (tx, rx) = mpsc::channel(targets.len() * 4 + 16 + room);
@@ -125,8 +142,8 @@ pub fn spawn(
     }
     drop(tx);
     let mut builder = PointBuilder::new();
-    for row in seed {
-        builder.seed(&crate::point::Summary::from(row));
+    for k in seed {
+        builder.seed(k.target_id, Arc::from(k.variant.as_str()), k.totals);
     }
     tracker.spawn(tick_loop(ctx, rx, sink, builder));
 }
@@ -186,18 +203,33 @@ async fn scrape_once(ctx: &Ctx, idx: usize, target: &mut Target) -> Option<Scrap
         .or_else(|| reading.variant_label.clone())
         .or_else(|| target.fallback_variant.clone())
         .unwrap_or_else(|| target.spec.initial_variant());
+    let event = version_change(target, &reading, at_ms, &variant);
     let row = target.state.advance(&reading, at_ms, target.id, &variant);
     let state = StateUpdate {
         target_id: target.id,
         scraped_ms: at_ms,
         state_json: serde_json::to_string(&target.state).unwrap_or_default(),
+        totals: row.totals,
         variant: variant.clone(),
     };
     ctx.health.record_success(
         idx,
         Success { at_ms, duration_ms, samples: reading.samples, variant, version: reading.version },
     );
-    Some(Scraped { row, state })
+    Some(Scraped { row, state, event })
+}
+
+/// An event when the target reports another `zai_proxy_build_info` version than at its
+/// previous scrape (kept in its state, so a rollout during a zai-dash restart is seen too).
+fn version_change(target: &Target, reading: &reading::Reading, at_ms: i64, variant: &str) -> Option<Event> {
+    let (from, to) = (target.state.version.as_ref()?, reading.version.as_ref()?);
+    (from != to).then(|| Event {
+        ts_ms: at_ms,
+        kind: EventKind::Version,
+        variant: variant.to_owned(),
+        target: target.spec.url.to_string(),
+        detail: format!("version {from} -> {to}"),
+    })
 }
 
 /// Closes buckets: after each edge (plus a small slack for scrapes that completed just before
@@ -225,7 +257,7 @@ async fn tick_loop(
                     let bucket = bucket_end(s.row.ts_ms, width);
                     if bucket <= closed_until {
                         // Arrived after its bucket was closed: stored (merged), not re-published.
-                        flush(bucket, vec![s], &mut builder, queue.as_ref(), false);
+                        flush((bucket, width), vec![s], &mut builder, queue.as_ref(), false);
                     } else {
                         pending.entry(bucket).or_default().push(s);
                     }
@@ -240,23 +272,27 @@ async fn tick_loop(
                     }
                     let (bucket, items) = entry.remove_entry();
                     closed_until = closed_until.max(bucket);
-                    flush(bucket, items, &mut builder, queue.as_ref(), true);
+                    flush((bucket, width), items, &mut builder, queue.as_ref(), true);
                 }
             }
         }
     }
     for (bucket, items) in std::mem::take(&mut pending) {
-        flush(bucket, items, &mut builder, queue.as_ref(), true);
+        flush((bucket, width), items, &mut builder, queue.as_ref(), true);
     }
     tracing::debug!("Ticker stopped; final buckets handed to the writer.");
 }
 
 /// Merges a bucket's scrapes per target and submits them as one batch.
-fn flush(bucket: i64, items: Vec<Scraped>, builder: &mut PointBuilder, queue: &dyn BatchSink, publish: bool) {
+fn flush(bucket: (i64, i64), items: Vec<Scraped>, builder: &mut PointBuilder, queue: &dyn BatchSink, publish: bool) {
+    let (bucket, width) = bucket;
     let mut rows: BTreeMap<i64, TargetRow> = BTreeMap::new();
     let mut states: BTreeMap<i64, StateUpdate> = BTreeMap::new();
-    for Scraped { mut row, state } in items {
+    let mut events = Vec::new();
+    for Scraped { mut row, state, event } in items {
         row.ts_ms = bucket;
+        row.present_ms = width;
+        events.extend(event);
         states.insert(row.target_id, state);
         match rows.get_mut(&row.target_id) {
             Some(existing) => existing.absorb_later(&row),
@@ -267,11 +303,12 @@ fn flush(bucket: i64, items: Vec<Scraped>, builder: &mut PointBuilder, queue: &d
     }
     let rows: Vec<TargetRow> = rows.into_values().collect();
     let points = if publish {
-        let summaries: Vec<crate::point::Summary> = rows.iter().map(crate::point::Summary::from).collect();
-        builder.build(bucket, &summaries.iter().collect::<Vec<_>>())
+        let summaries: Vec<Summary> = rows.iter().map(Summary::from).collect();
+        builder.build(Bucket::narrow(bucket, width), &summaries.iter().collect::<Vec<_>>())
     } else {
         Vec::new()
     };
     let late = !publish;
-    queue.submit(WriteBatch { bucket_end_ms: bucket, rows, states: states.into_values().collect(), points, late });
+    let states = states.into_values().collect();
+    queue.submit(WriteBatch { bucket_end_ms: bucket, rows, states, points, events, late });
 }

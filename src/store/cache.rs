@@ -70,6 +70,24 @@ impl PointCache {
         }
     }
 
+    /// Retention deleted rows of one table up to `cutoff_ms`: cached points of buckets that held
+    /// any of them are forgotten (a fresh query would no longer give them), the rest stay.
+    pub fn forget_through(&self, raw: bool, cutoff_ms: i64) {
+        let Ok(mut entries) = self.entries.lock() else { return };
+        entries.retain_mut(|e| {
+            if e.shape.raw != raw {
+                return true;
+            }
+            // A bucket ending at T held rows of (T - step, T]: intact only if T - step >= cutoff.
+            let first_intact = bucket_end(cutoff_ms.saturating_add(e.shape.step_ms), e.shape.step_ms);
+            if e.from < first_intact {
+                e.points.retain(|p| p.timestamp >= first_intact);
+                e.from = first_intact;
+            }
+            e.from <= e.to
+        });
+    }
+
     /// The JSON array of the points of `q`, byte for byte what serializing [`query::points`]
     /// gives, reading only what is not cached. `raw_sealed_ms`: buckets of the 5 s table ending
     /// at or before it are complete.

@@ -32,6 +32,23 @@ pub fn encode(counts: &Counts, totals: &Totals, gauges: &Gauges) -> Vec<u8> {
     w.0
 }
 
+/// Encodes running totals alone (a target's latest totals, kept with its state).
+pub fn encode_totals(totals: &Totals) -> Vec<u8> {
+    let mut w = Enc(Vec::with_capacity(32));
+    w.0.push(VERSION);
+    w.totals(totals);
+    w.0
+}
+
+/// Decodes what [`encode_totals`] wrote.
+pub fn decode_totals(bytes: &[u8]) -> Result<Totals, CodecError> {
+    let mut r = Dec(bytes);
+    if r.u8()? != VERSION {
+        return Err(CodecError("unknown format version"));
+    }
+    r.totals()
+}
+
 /// Decodes a payload written by [`encode`] into owned values.
 pub fn decode(bytes: &[u8]) -> Result<(Counts, Totals, Gauges), CodecError> {
     let v = view(bytes)?;

@@ -29,6 +29,10 @@ pub struct Report {
     pub deleted_raw: usize,
     /// Rows deleted from `metrics_1m`.
     pub deleted_rollup: usize,
+    /// Raw rows at or before this were deleted (when `deleted_raw > 0`).
+    pub raw_cutoff_ms: i64,
+    /// Rollup rows at or before this were deleted (when `deleted_rollup > 0`).
+    pub rollup_cutoff_ms: i64,
     /// Wall time of the run in ms.
     pub duration_ms: u64,
 }
@@ -36,6 +40,8 @@ pub struct Report {
 /// Timing parameters of a run.
 #[derive(Debug, Clone, Copy)]
 pub struct Plan {
+    /// Width of a raw point (5 s): each raw row is present for this long.
+    pub point_ms: i64,
     /// Rollup bucket width (60 s).
     pub rollup_ms: i64,
     /// A minute is complete once this long has passed after its end (late scrapes).
@@ -60,7 +66,7 @@ pub fn run_once(conn: &mut Connection, now_ms: i64, plan: Plan) -> Result<Report
     };
     while wm < last_complete {
         let until = (wm + MINUTES_PER_TRANSACTION * plan.rollup_ms).min(last_complete);
-        report.rolled_rows += roll_range(conn, wm, until, plan.rollup_ms)?;
+        report.rolled_rows += roll_range(conn, wm, until, plan)?;
         wm = until;
     }
     if query::watermark(conn)?.is_none() {
@@ -70,6 +76,8 @@ pub fn run_once(conn: &mut Connection, now_ms: i64, plan: Plan) -> Result<Report
     let (raw, rolled) = enforce_retention(conn, now_ms, wm, plan)?;
     report.deleted_raw = raw;
     report.deleted_rollup = rolled;
+    report.raw_cutoff_ms = (now_ms - plan.retention_raw_ms).min(wm);
+    report.rollup_cutoff_ms = now_ms - plan.retention_rollup_ms;
     report.duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
     Ok(report)
 }
@@ -80,13 +88,14 @@ fn first_raw_minute(conn: &Connection, rollup_ms: i64) -> Result<Option<i64>, St
 }
 
 /// Rolls minutes ending in `(after, until]` for every target, in one transaction.
-fn roll_range(conn: &mut Connection, after: i64, until: i64, rollup_ms: i64) -> Result<usize, StoreError> {
+fn roll_range(conn: &mut Connection, after: i64, until: i64, plan: Plan) -> Result<usize, StoreError> {
     let tx = conn.transaction()?;
     let names = query::variant_names(&tx)?;
     let mut written = 0;
     for t in query::targets(&tx)? {
-        let rows = query::target_rows(&tx, Table::Raw, t.id, after, until, &names)?;
-        for rolled in query::roll_minutes(&rows, rollup_ms) {
+        let rows =
+            query::target_rows_with(&tx, Table::Raw, t.id, (after, until), &names, (plan.point_ms, plan.rollup_ms))?;
+        for rolled in query::roll_minutes(&rows, plan.rollup_ms) {
             query::replace_row(&tx, Table::Rollup, &rolled)?;
             written += 1;
         }
@@ -123,6 +132,7 @@ fn enforce_retention(
             rusqlite::params![t.id, rollup_cutoff],
         )?;
     }
+    tx.execute("DELETE FROM events WHERE ts <= ?1", [rollup_cutoff])?;
     tx.commit()?;
     if raw + rolled > 0 {
         conn.execute_batch("PRAGMA incremental_vacuum;")?;

@@ -9,6 +9,7 @@ pub mod cache;
 pub mod codec;
 pub mod downsample;
 pub mod query;
+pub mod range;
 pub mod schema;
 pub mod window;
 pub mod write;

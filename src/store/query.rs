@@ -1,8 +1,7 @@
-//! Reading rows back, and the range query behind `/api/metrics`.
+//! Reading and writing rows: targets, variants, the rollup watermark, rows of either table, and
+//! each target's running totals as of any moment (what cumulative fields are seeded from).
 //!
-//! Ranges up to [`RAW_RANGE_LIMIT_MS`] read `metrics_5s`; longer ones read `metrics_1m`, plus
-//! the newest minutes not rolled up yet, rolled from `metrics_5s` on the fly, so a long range
-//! never misses its most recent end (the Go dashboard lost up to 10 minutes there).
+//! The range query behind `/api/metrics` lives in [`super::range`] (re-exported here).
 
 use std::collections::HashMap;
 
@@ -10,13 +9,9 @@ use rusqlite::{Connection, OptionalExtension, params};
 
 use super::{StoreError, codec};
 use crate::clock::bucket_end;
-use std::sync::Arc;
+use crate::point::{Counts, TargetRow, Totals};
 
-use crate::point::summary::status;
-use crate::point::{Point, PointBuilder, Quota, SumCount, Summary, TargetRow};
-
-/// Ranges up to one hour are answered from raw points.
-pub const RAW_RANGE_LIMIT_MS: i64 = 3_600_000;
+pub use super::range::{PointQuery, RAW_RANGE_LIMIT_MS, RowRef, RowVisitor, points, points_with, target_summaries};
 
 /// Which points table.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -28,10 +23,20 @@ pub enum Table {
 }
 
 impl Table {
-    fn name(self) -> &'static str {
+    /// The table's SQL name.
+    pub fn name(self) -> &'static str {
         match self {
             Table::Raw => "metrics_5s",
             Table::Rollup => "metrics_1m",
+        }
+    }
+
+    /// The column holding each row's presence: stored for rollups; a raw row is present for
+    /// one point width, which the reader knows.
+    fn present_column(self) -> &'static str {
+        match self {
+            Table::Raw => "0",
+            Table::Rollup => "present_ms",
         }
     }
 }
@@ -45,8 +50,12 @@ pub struct StoredTarget {
     pub url: String,
     /// Latest variant.
     pub variant: String,
-    /// Serialized state, if the target was ever scraped.
+    /// Serialized scraper state, if the target was ever scraped.
     pub state: Option<String>,
+    /// When that state was written (the completion time of its scrape).
+    pub state_ms: Option<i64>,
+    /// Latest running totals, if the target was ever scraped.
+    pub totals: Option<Totals>,
 }
 
 const WATERMARK_KEY: &str = "rollup_watermark_ms";
@@ -67,10 +76,21 @@ pub fn set_watermark(conn: &Connection, ms: i64) -> Result<(), StoreError> {
 
 /// Every stored target.
 pub fn targets(conn: &Connection) -> Result<Vec<StoredTarget>, StoreError> {
-    let mut stmt = conn.prepare_cached("SELECT id, url, variant, state FROM targets ORDER BY id")?;
-    let rows = stmt
-        .query_map([], |r| Ok(StoredTarget { id: r.get(0)?, url: r.get(1)?, variant: r.get(2)?, state: r.get(3)? }))?;
-    Ok(rows.collect::<Result<_, _>>()?)
+    let mut stmt = conn.prepare_cached("SELECT id, url, variant, state, state_ms, totals FROM targets ORDER BY id")?;
+    let mut rows = stmt.query([])?;
+    let mut out = Vec::new();
+    while let Some(r) = rows.next()? {
+        let totals = r.get_ref(5)?.as_blob_or_null().map_err(rusqlite::Error::from)?;
+        out.push(StoredTarget {
+            id: r.get(0)?,
+            url: r.get(1)?,
+            variant: r.get(2)?,
+            state: r.get(3)?,
+            state_ms: r.get(4)?,
+            totals: totals.map(codec::decode_totals).transpose()?,
+        });
+    }
+    Ok(out)
 }
 
 /// Registers configured targets (keeping ids and state of known ones) and returns them in
@@ -128,33 +148,68 @@ pub fn upsert_raw_row(conn: &Connection, row: &TargetRow) -> Result<bool, StoreE
 pub fn replace_row(conn: &Connection, table: Table, row: &TargetRow) -> Result<(), StoreError> {
     let vid = variant_id(conn, &row.variant)?;
     let data = codec::encode(&row.counts, &row.totals, &row.gauges);
-    let sql = format!(
-        "INSERT OR REPLACE INTO {} (target_id, ts, variant_id, elapsed_ms, data) VALUES (?1, ?2, ?3, ?4, ?5)",
-        table.name()
-    );
-    conn.prepare_cached(&sql)?.execute(params![row.target_id, row.ts_ms, vid, row.elapsed_ms, data])?;
+    match table {
+        Table::Raw => conn
+            .prepare_cached(
+                "INSERT OR REPLACE INTO metrics_5s (target_id, ts, variant_id, elapsed_ms, data)
+                 VALUES (?1, ?2, ?3, ?4, ?5)",
+            )?
+            .execute(params![row.target_id, row.ts_ms, vid, row.elapsed_ms, data])?,
+        Table::Rollup => conn
+            .prepare_cached(
+                "INSERT OR REPLACE INTO metrics_1m (target_id, ts, variant_id, elapsed_ms, data, present_ms)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            )?
+            .execute(params![row.target_id, row.ts_ms, vid, row.elapsed_ms, data, row.present_ms])?,
+    };
     Ok(())
 }
 
-fn decode_row(
+/// Presence of a row: stored for rollups (rows rolled before it was stored get their elapsed
+/// time, at most the width), one point width for a raw row.
+fn presence(table: Table, stored: i64, elapsed_ms: i64, widths: (i64, i64)) -> i64 {
+    match table {
+        Table::Raw => widths.0,
+        Table::Rollup if stored > 0 => stored,
+        Table::Rollup => elapsed_ms.min(widths.1),
+    }
+}
+
+/// The columns every row read selects, in this order.
+fn select(table: Table, filter: &str) -> String {
+    format!(
+        "SELECT ts, variant_id, elapsed_ms, data, {} FROM {} WHERE target_id = ?1 AND {filter}",
+        table.present_column(),
+        table.name()
+    )
+}
+
+/// Decodes a row selected by [`select`].
+fn decode(
+    r: &rusqlite::Row<'_>,
+    table: Table,
     target_id: i64,
-    ts: i64,
-    vid: i64,
-    elapsed: i64,
-    data: &[u8],
     names: &HashMap<i64, String>,
+    widths: (i64, i64),
 ) -> Result<TargetRow, StoreError> {
+    let data = r.get_ref(3)?.as_blob().map_err(rusqlite::Error::from)?;
     let (counts, totals, gauges) = codec::decode(data)?;
+    let elapsed_ms: i64 = r.get(2)?;
     Ok(TargetRow {
         target_id,
-        variant: names.get(&vid).cloned().unwrap_or_else(|| "unknown".to_owned()),
-        ts_ms: ts,
-        elapsed_ms: elapsed,
+        variant: names.get(&r.get::<_, i64>(1)?).cloned().unwrap_or_else(|| "unknown".to_owned()),
+        ts_ms: r.get(0)?,
+        elapsed_ms,
+        present_ms: presence(table, r.get(4)?, elapsed_ms, widths),
         counts,
         totals,
         gauges,
     })
 }
+
+/// Widths assumed by reads that never use the rows' presences (merging a late raw row, tests,
+/// seeds); presences matter only to points, whose reads pass the real widths.
+const UNKNOWN_WIDTHS: (i64, i64) = (5_000, 60_000);
 
 fn row_at(
     conn: &Connection,
@@ -163,12 +218,9 @@ fn row_at(
     ts: i64,
     names: &HashMap<i64, String>,
 ) -> Result<Option<TargetRow>, StoreError> {
-    let sql = format!("SELECT variant_id, elapsed_ms, data FROM {} WHERE target_id = ?1 AND ts = ?2", table.name());
-    let raw = conn
-        .prepare_cached(&sql)?
-        .query_row(params![target_id, ts], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?, r.get::<_, Vec<u8>>(2)?)))
-        .optional()?;
-    raw.map(|(vid, el, data)| decode_row(target_id, ts, vid, el, &data, names)).transpose()
+    let mut stmt = conn.prepare_cached(&select(table, "ts = ?2"))?;
+    let mut rows = stmt.query(params![target_id, ts])?;
+    rows.next()?.map(|r| decode(r, table, target_id, names, UNKNOWN_WIDTHS)).transpose()
 }
 
 /// The latest row of a target at or before `ts`.
@@ -179,20 +231,14 @@ pub fn last_row_at_or_before(
     ts: i64,
     names: &HashMap<i64, String>,
 ) -> Result<Option<TargetRow>, StoreError> {
-    let sql = format!(
-        "SELECT ts, variant_id, elapsed_ms, data FROM {} WHERE target_id = ?1 AND ts <= ?2 ORDER BY ts DESC LIMIT 1",
-        table.name()
-    );
-    let raw = conn
-        .prepare_cached(&sql)?
-        .query_row(params![target_id, ts], |r| {
-            Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?, r.get::<_, i64>(2)?, r.get::<_, Vec<u8>>(3)?))
-        })
-        .optional()?;
-    raw.map(|(t, vid, el, data)| decode_row(target_id, t, vid, el, &data, names)).transpose()
+    let sql = select(table, "ts <= ?2 ORDER BY ts DESC LIMIT 1");
+    let mut stmt = conn.prepare_cached(&sql)?;
+    let mut rows = stmt.query(params![target_id, ts])?;
+    rows.next()?.map(|r| decode(r, table, target_id, names, UNKNOWN_WIDTHS)).transpose()
 }
 
-/// Rows of one target with `after < ts <= until`, in time order.
+/// Rows of one target with `after < ts <= until`, in time order; raw rows are present for
+/// `point_ms` each.
 pub fn target_rows(
     conn: &Connection,
     table: Table,
@@ -201,216 +247,138 @@ pub fn target_rows(
     until: i64,
     names: &HashMap<i64, String>,
 ) -> Result<Vec<TargetRow>, StoreError> {
-    let sql = format!(
-        "SELECT ts, variant_id, elapsed_ms, data FROM {} WHERE target_id = ?1 AND ts > ?2 AND ts <= ?3 ORDER BY ts",
-        table.name()
-    );
-    let mut stmt = conn.prepare_cached(&sql)?;
-    let mut rows = stmt.query(params![target_id, after, until])?;
-    let mut out = Vec::new();
-    while let Some(r) = rows.next()? {
-        let data = r.get_ref(3)?.as_blob().map_err(rusqlite::Error::from)?;
-        out.push(decode_row(target_id, r.get(0)?, r.get(1)?, r.get(2)?, data, names)?);
-    }
-    Ok(out)
+    target_rows_with(conn, table, target_id, (after, until), names, UNKNOWN_WIDTHS)
 }
 
-/// The latest raw row of every stored target (seeds the live point builder's running totals).
-pub fn latest_rows(conn: &Connection) -> Result<Vec<TargetRow>, StoreError> {
-    let names = variant_names(conn)?;
-    let mut out = Vec::new();
-    for t in targets(conn)? {
-        out.extend(last_row_at_or_before(conn, Table::Raw, t.id, i64::MAX, &names)?);
-    }
-    Ok(out)
-}
-
-/// What `/api/metrics` asks for, already validated.
-#[derive(Debug, Clone)]
-pub struct PointQuery {
-    /// Window start (exclusive), Unix ms.
-    pub start_ms: i64,
-    /// Window end (inclusive), Unix ms.
-    pub end_ms: i64,
-    /// Output bucket width; a multiple of the source table's width.
-    pub step_ms: i64,
-    /// Read `metrics_5s` (else `metrics_1m`).
-    pub raw: bool,
-    /// Only this variant.
-    pub variant: Option<String>,
-    /// Only this target URL.
-    pub target_url: Option<String>,
-}
-
-/// A row as read by a range query: in place ([`codec::RowView`]) from a table, or decoded (the
-/// raw tail of a long range, rolled on the fly).
-#[derive(Debug, Clone, Copy)]
-pub enum RowRef<'a> {
-    /// Read in place.
-    View(&'a codec::RowView<'a>),
-    /// Decoded.
-    Row(&'a TargetRow),
-}
-
-impl RowRef<'_> {
-    /// Adds the row's increases into `counts` (allocating only for labels `counts` lacks).
-    pub fn add_to(&self, counts: &mut crate::point::Counts) {
-        match self {
-            RowRef::View(v) => v.add_to(counts),
-            RowRef::Row(r) => counts.add(&r.counts),
-        }
-    }
-}
-
-/// Visitor of every row a range query reads: variant, bucket end, row (in no particular order).
-pub type RowVisitor<'v> = dyn FnMut(&str, i64, RowRef<'_>) + 'v;
-
-/// Points of the window, ascending by time then variant.
-pub fn points(conn: &Connection, q: &PointQuery, rollup_ms: i64) -> Result<Vec<Point>, StoreError> {
-    points_with(conn, q, rollup_ms, &mut |_, _, _| {})
-}
-
-/// [`points`], also handing every row read to `each_row`, so a caller that needs window sums too
-/// (the dashboard's per-model table) reads the rows only once.
-pub fn points_with(
-    conn: &Connection,
-    q: &PointQuery,
-    rollup_ms: i64,
-    each_row: &mut RowVisitor<'_>,
-) -> Result<Vec<Point>, StoreError> {
-    let names = variant_names(conn)?;
-    let shared: HashMap<i64, Arc<str>> = names.iter().map(|(id, n)| (*id, Arc::from(n.as_str()))).collect();
-    let targets: Vec<StoredTarget> =
-        targets(conn)?.into_iter().filter(|t| q.target_url.as_ref().is_none_or(|u| u == &t.url)).collect();
-    let first_end = bucket_end(q.start_ms + 1, q.step_ms);
-    let after = first_end - q.step_ms;
-    let mut builder = PointBuilder::new();
-    let mut rows = Vec::new();
-    for t in &targets {
-        let (seed, mut own) = if q.raw {
-            let seed = last_row_at_or_before(conn, Table::Raw, t.id, after, &names)?;
-            (seed, target_summaries(conn, Table::Raw, t.id, after, q.end_ms, &shared, each_row)?)
-        } else {
-            rollup_window(conn, t.id, after, q.end_ms, rollup_ms, (&names, &shared), each_row)?
-        };
-        if let Some(seed) = seed {
-            builder.seed(&Summary::from(&seed));
-        }
-        rows.append(&mut own);
-    }
-    // Sort references, not the rows themselves: a summary is a few hundred bytes.
-    let mut order: Vec<&Summary> = rows.iter().collect();
-    order.sort_by_key(|r| (r.ts_ms, r.target_id));
-    let mut out = Vec::new();
-    for bucket in order.chunk_by(|a, b| bucket_end(a.ts_ms, q.step_ms) == bucket_end(b.ts_ms, q.step_ms)) {
-        let pts = builder.build(bucket_end(bucket[0].ts_ms, q.step_ms), bucket);
-        out.extend(pts.into_iter().filter(|p| q.variant.as_ref().is_none_or(|v| v == &p.variant)));
-    }
-    Ok(out)
-}
-
-/// Summaries of one target's rows with `after < ts <= until`, read in place from the encoded
-/// payloads: no string is allocated per label, and a quota block repeated byte for byte is
-/// decoded once.
-pub fn target_summaries(
+/// [`target_rows`] with the widths presences are computed from.
+pub fn target_rows_with(
     conn: &Connection,
     table: Table,
     target_id: i64,
-    after: i64,
-    until: i64,
-    names: &HashMap<i64, Arc<str>>,
-    each_row: &mut RowVisitor<'_>,
-) -> Result<Vec<Summary>, StoreError> {
-    let sql = format!(
-        "SELECT ts, variant_id, elapsed_ms, data FROM {} WHERE target_id = ?1 AND ts > ?2 AND ts <= ?3 ORDER BY ts",
-        table.name()
-    );
-    let mut stmt = conn.prepare_cached(&sql)?;
+    (after, until): (i64, i64),
+    names: &HashMap<i64, String>,
+    widths: (i64, i64),
+) -> Result<Vec<TargetRow>, StoreError> {
+    let mut stmt = conn.prepare_cached(&select(table, "ts > ?2 AND ts <= ?3 ORDER BY ts"))?;
     let mut rows = stmt.query(params![target_id, after, until])?;
-    let unknown: Arc<str> = Arc::from("unknown");
-    let mut last_quota: Option<(Vec<u8>, Option<Arc<Quota>>)> = None;
     let mut out = Vec::new();
     while let Some(r) = rows.next()? {
-        let data = r.get_ref(3)?.as_blob().map_err(rusqlite::Error::from)?;
-        let v = codec::view(data)?;
-        let quota = match &last_quota {
-            Some((bytes, q)) if bytes.as_slice() == v.quota_bytes => q.clone(),
-            _ => {
-                let q = v.quota()?.map(Arc::new);
-                last_quota = Some((v.quota_bytes.to_vec(), q.clone()));
-                q
-            }
-        };
-        let variant = names.get(&r.get::<_, i64>(1)?).cloned().unwrap_or_else(|| unknown.clone());
-        let ts: i64 = r.get(0)?;
-        each_row(&variant, ts, RowRef::View(&v));
-        out.push(summarize(&v, target_id, variant, ts, r.get(2)?, quota));
+        out.push(decode(r, table, target_id, names, widths)?);
     }
     Ok(out)
 }
 
-fn summarize(
-    v: &codec::RowView<'_>,
-    target_id: i64,
-    variant: Arc<str>,
-    ts_ms: i64,
-    elapsed_ms: i64,
-    quota: Option<Arc<Quota>>,
-) -> Summary {
-    let mut tokens = [0.0; 4];
-    for (_, t) in v.tokens.iter() {
-        for (a, b) in tokens.iter_mut().zip(t) {
-            *a += b;
+/// The running totals of one row: what its payload says at its end.
+fn row_totals(table: Table, target_id: i64, filter: &str, ts: i64, conn: &Connection) -> RowTotals {
+    let sql = format!("SELECT ts, variant_id, data FROM {} WHERE target_id = ?1 AND {filter}", table.name());
+    let found = conn
+        .prepare_cached(&sql)
+        .and_then(|mut s| {
+            s.query_row(params![target_id, ts], |r| {
+                Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?, r.get::<_, Vec<u8>>(2)?))
+            })
+            .optional()
+        })
+        .map_err(StoreError::from)?;
+    match found {
+        None => Ok(None),
+        Some((ts, vid, data)) => {
+            let v = codec::view(&data)?;
+            let mut counts = Counts::default();
+            v.add_to(&mut counts);
+            Ok(Some(Found { ts, variant_id: vid, totals: v.totals, counts }))
         }
-    }
-    let [rs, rc, ps, pc] = v.sizes;
-    Summary {
-        target_id,
-        variant,
-        ts_ms,
-        elapsed_ms,
-        requests: v.requests.iter().map(|(k, [n])| (status(k), n)).collect(),
-        tokens,
-        cost: v.cost.iter().map(|(_, c)| c.iter().fold(0.0, |a, b| a + b)).fold(0.0, |a, b| a + b),
-        upstream_errors: v.upstream_errors.iter().map(|(_, [n])| n).fold(0.0, |a, b| a + b),
-        retries: v.retries.iter().filter(|(k, _)| *k != "retry").map(|(_, [n])| n).fold(0.0, |a, b| a + b),
-        rejections: v.rejections,
-        request_size: SumCount { sum: rs, count: rc },
-        response_size: SumCount { sum: ps, count: pc },
-        duration: v.hists[0].to_histogram(),
-        ttft: v.hists[1].to_histogram(),
-        tpot: v.hists[2].to_histogram(),
-        totals: v.totals,
-        gauges: v.gauges,
-        quota,
     }
 }
 
-/// A target's 1-minute rows for `after < ts <= until`: stored rollups up to the watermark, then
-/// the raw tail rolled on the fly. Also returns the row that seeds its running totals.
-fn rollup_window(
+/// A row found for a target's totals.
+struct Found {
+    ts: i64,
+    variant_id: i64,
+    /// Totals at the row's end.
+    totals: Totals,
+    /// The row's own increases (its totals minus these are the totals at its start).
+    counts: Counts,
+}
+
+type RowTotals = Result<Option<Found>, StoreError>;
+
+/// A target's running totals as of `t0`, and the variant they belong to; `None` when the
+/// target had not been seen by then.
+///
+/// Every table, range and cache must agree on cumulative fields, whatever has aged out, so
+/// this looks in order: the latest row at or before `t0` in either table (exact); else the
+/// first row after `t0`, minus its own increases (its totals at its start: the target's older
+/// rows aged out); else, for a target whose every row aged out, its persisted latest totals
+/// (a pod that vanished long ago keeps counting in its variant's totals).
+pub fn totals_at(
     conn: &Connection,
-    target_id: i64,
-    after: i64,
-    until: i64,
-    rollup_ms: i64,
-    (names, shared): (&HashMap<i64, String>, &HashMap<i64, Arc<str>>),
-    each_row: &mut RowVisitor<'_>,
-) -> Result<(Option<TargetRow>, Vec<Summary>), StoreError> {
-    let wm = watermark(conn)?.unwrap_or(i64::MIN);
-    let mut rows = target_summaries(conn, Table::Rollup, target_id, after, until.min(wm), shared, each_row)?;
-    let raw_tail = target_rows(conn, Table::Raw, target_id, after.max(wm), until, names)?;
-    for r in &raw_tail {
-        each_row(&r.variant, r.ts_ms, RowRef::Row(r));
+    target: &StoredTarget,
+    t0: i64,
+    names: &HashMap<i64, String>,
+) -> Result<Option<(String, Totals)>, StoreError> {
+    let name = |vid: i64| names.get(&vid).cloned().unwrap_or_else(|| target.variant.clone());
+    let raw = row_totals(Table::Raw, target.id, "ts <= ?2 ORDER BY ts DESC LIMIT 1", t0, conn)?;
+    let rolled = row_totals(Table::Rollup, target.id, "ts <= ?2 ORDER BY ts DESC LIMIT 1", t0, conn)?;
+    if let Some(f) = newest(raw, rolled) {
+        return Ok(Some((name(f.variant_id), f.totals)));
     }
-    rows.extend(roll_minutes(&raw_tail, rollup_ms).iter().map(Summary::from));
-    let rolled = last_row_at_or_before(conn, Table::Rollup, target_id, after, names)?;
-    let raw = last_row_at_or_before(conn, Table::Raw, target_id, after, names)?;
-    let seed = match (rolled, raw) {
-        (Some(a), Some(b)) => Some(if b.ts_ms > a.ts_ms { b } else { a }),
+    let raw = row_totals(Table::Raw, target.id, "ts > ?2 ORDER BY ts LIMIT 1", t0, conn)?;
+    let rolled = row_totals(Table::Rollup, target.id, "ts > ?2 ORDER BY ts LIMIT 1", t0, conn)?;
+    if let Some(f) = oldest(raw, rolled) {
+        return Ok(Some((name(f.variant_id), totals_before(&f.totals, &f.counts))));
+    }
+    Ok(target.totals.filter(|_| target.state_ms.is_some_and(|ms| ms <= t0)).map(|t| (target.variant.clone(), t)))
+}
+
+fn newest(a: Option<Found>, b: Option<Found>) -> Option<Found> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(if b.ts > a.ts { b } else { a }),
         (a, b) => a.or(b),
-    };
-    Ok((seed, rows))
+    }
+}
+
+fn oldest(a: Option<Found>, b: Option<Found>) -> Option<Found> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(if b.ts < a.ts { b } else { a }),
+        (a, b) => a.or(b),
+    }
+}
+
+/// Totals before a row's increases were added: the inverse of [`Totals::accumulate`].
+fn totals_before(after: &Totals, counts: &Counts) -> Totals {
+    let mut added = Totals::default();
+    added.accumulate(counts);
+    let sub = |a: f64, b: f64| (a - b).max(0.0);
+    let arr = |a: [f64; 4], b: [f64; 4]| std::array::from_fn(|i| sub(a[i], b[i]));
+    Totals {
+        requests_2xx: sub(after.requests_2xx, added.requests_2xx),
+        requests_4xx: sub(after.requests_4xx, added.requests_4xx),
+        requests_5xx: sub(after.requests_5xx, added.requests_5xx),
+        tokens: arr(after.tokens, added.tokens),
+        cost: arr(after.cost, added.cost),
+        rejections: sub(after.rejections, added.rejections),
+        adj_increase: sub(after.adj_increase, added.adj_increase),
+        adj_decrease: sub(after.adj_decrease, added.adj_decrease),
+        upstream_errors: sub(after.upstream_errors, added.upstream_errors),
+        retry_attempts: sub(after.retry_attempts, added.retry_attempts),
+    }
+}
+
+/// Every target ever seen with its latest running totals and variant: the live point
+/// builder's seed, so the first live points carry the totals of pods that vanished before
+/// zai-dash started as well as of the live ones.
+pub fn latest_totals(conn: &Connection) -> Result<Vec<(i64, String, Totals)>, StoreError> {
+    let names = variant_names(conn)?;
+    let mut out = Vec::new();
+    for t in targets(conn)? {
+        let totals = match t.totals {
+            Some(totals) => Some((t.variant.clone(), totals)),
+            None => totals_at(conn, &t, i64::MAX, &names)?, // written before totals were kept
+        };
+        out.extend(totals.map(|(variant, totals)| (t.id, variant, totals)));
+    }
+    Ok(out)
 }
 
 /// Groups time-ordered raw rows of one target into rolled-up rows per `rollup_ms` bucket.
@@ -418,4 +386,25 @@ pub fn roll_minutes(rows: &[TargetRow], rollup_ms: i64) -> Vec<TargetRow> {
     rows.chunk_by(|a, b| bucket_end(a.ts_ms, rollup_ms) == bucket_end(b.ts_ms, rollup_ms))
         .filter_map(|chunk| TargetRow::rollup(chunk, bucket_end(chunk[0].ts_ms, rollup_ms)))
         .collect()
+}
+
+/// Events with `after < ts <= until`, oldest first.
+pub fn events(conn: &Connection, after: i64, until: i64) -> Result<Vec<crate::ingest::Event>, StoreError> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT ts, kind, variant, target, detail FROM events WHERE ts > ?1 AND ts <= ?2 ORDER BY ts, id",
+    )?;
+    let mut rows = stmt.query(params![after, until])?;
+    let mut out = Vec::new();
+    while let Some(r) = rows.next()? {
+        let kind: String = r.get(1)?;
+        let Some(kind) = crate::ingest::EventKind::parse(&kind) else { continue }; // a newer build's kind
+        out.push(crate::ingest::Event {
+            ts_ms: r.get(0)?,
+            kind,
+            variant: r.get(2)?,
+            target: r.get(3)?,
+            detail: r.get(4)?,
+        });
+    }
+    Ok(out)
 }

@@ -10,7 +10,8 @@ use rusqlite::Connection;
 use super::StoreError;
 
 /// Migrations in order; entry `i` brings `user_version` from `i` to `i + 1`.
-const MIGRATIONS: &[&str] = &["
+const MIGRATIONS: &[&str] = &[
+    "
     CREATE TABLE targets (
         id            INTEGER PRIMARY KEY,
         url           TEXT NOT NULL UNIQUE,
@@ -43,7 +44,26 @@ const MIGRATIONS: &[&str] = &["
         key   TEXT PRIMARY KEY,
         value INTEGER NOT NULL
     ) WITHOUT ROWID;
-"];
+",
+    "
+    -- How long each pod was present in a rolled minute (time-weighted gauges); 0 in rows
+    -- rolled before this column existed (read as min(elapsed, width)).
+    ALTER TABLE metrics_1m ADD COLUMN present_ms INTEGER NOT NULL DEFAULT 0;
+    -- Each target's latest running totals (encoded), so a pod whose rows aged out still counts
+    -- in the cumulative fields.
+    ALTER TABLE targets ADD COLUMN totals BLOB;
+    -- Things that happened, for the live stream and chart markers (a version change, ...).
+    CREATE TABLE events (
+        id      INTEGER PRIMARY KEY,
+        ts      INTEGER NOT NULL,
+        kind    TEXT NOT NULL,
+        variant TEXT NOT NULL,
+        target  TEXT NOT NULL,
+        detail  TEXT NOT NULL
+    );
+    CREATE INDEX events_by_time ON events (ts);
+",
+];
 
 /// The schema version this build writes.
 pub const SCHEMA_VERSION: usize = MIGRATIONS.len();

@@ -21,26 +21,57 @@ pub struct WindowQuery {
     pub end_ms: i64,
     /// Read `metrics_5s` only (else `metrics_1m` up to the rollup watermark, then `metrics_5s`).
     pub raw: bool,
+    /// Width of a raw point and of a rollup: a row covers its width before its timestamp.
+    pub widths: (i64, i64),
     /// Only this target URL.
     pub target_url: Option<String>,
 }
 
-/// Increases of every variant over the window, summed over its pods.
-pub fn window_counts(conn: &Connection, q: &WindowQuery) -> Result<BTreeMap<String, Counts>, StoreError> {
+/// One variant's sums over a window.
+#[derive(Debug, Clone, Default)]
+pub struct WindowSums {
+    /// Increases, summed over the variant's pods.
+    pub counts: Counts,
+    /// Start of the first bucket with data in the window: rates over the window divide by the
+    /// time from here to the window's end (what the data covers), not by the window's length.
+    pub data_from_ms: i64,
+}
+
+impl WindowSums {
+    /// Seconds the data covers inside a window ending at `end_ms`.
+    pub fn covered_seconds(&self, end_ms: i64) -> f64 {
+        (end_ms - self.data_from_ms).max(0) as f64 / 1000.0
+    }
+}
+
+/// Increases of every variant over the window, summed over its pods, with where its data starts.
+pub fn window_sums(conn: &Connection, q: &WindowQuery) -> Result<BTreeMap<String, WindowSums>, StoreError> {
     let names = variant_names(conn)?;
     let wm = if q.raw { i64::MIN } else { watermark(conn)?.unwrap_or(i64::MIN) };
-    let mut out: BTreeMap<String, Counts> = BTreeMap::new();
+    let (point_ms, rollup_ms) = q.widths;
+    let mut out: BTreeMap<String, WindowSums> = BTreeMap::new();
     for t in targets(conn)?.into_iter().filter(|t| q.target_url.as_ref().is_none_or(|u| u == &t.url)) {
         let mut rows = Vec::new();
         if !q.raw && wm > q.start_ms {
-            rows = target_rows(conn, Table::Rollup, t.id, q.start_ms, q.end_ms.min(wm), &names)?;
+            let rolled = target_rows(conn, Table::Rollup, t.id, q.start_ms, q.end_ms.min(wm), &names)?;
+            rows.extend(rolled.into_iter().map(|r| (r, rollup_ms)));
         }
-        rows.extend(target_rows(conn, Table::Raw, t.id, q.start_ms.max(wm), q.end_ms, &names)?);
-        for r in &rows {
-            out.entry(r.variant.clone()).or_default().add(&r.counts);
+        let raw = target_rows(conn, Table::Raw, t.id, q.start_ms.max(wm), q.end_ms, &names)?;
+        rows.extend(raw.into_iter().map(|r| (r, point_ms)));
+        for (r, width) in &rows {
+            let from = (r.ts_ms - width).max(q.start_ms);
+            let sums =
+                out.entry(r.variant.clone()).or_insert_with(|| WindowSums { data_from_ms: from, ..Default::default() });
+            sums.counts.add(&r.counts);
+            sums.data_from_ms = sums.data_from_ms.min(from);
         }
     }
     Ok(out)
+}
+
+/// Increases of every variant over the window, summed over its pods.
+pub fn window_counts(conn: &Connection, q: &WindowQuery) -> Result<BTreeMap<String, Counts>, StoreError> {
+    Ok(window_sums(conn, q)?.into_iter().map(|(v, s)| (v, s.counts)).collect())
 }
 
 /// Chart points and the window's sums per variant from one read of the rows (the overview
@@ -81,10 +112,18 @@ pub struct ModelUsage {
     pub tokens_cache_write: f64,
     /// Estimated cost, all directions (USD).
     pub cost_usd: f64,
+    /// Seconds of the window the variant's data covers (the window, or less when data starts
+    /// later).
+    pub covered_seconds: f64,
 }
 
 /// One line per variant and model, largest cost first (then most tokens, then name).
 pub fn model_usage(counts: &BTreeMap<String, Counts>) -> Vec<ModelUsage> {
+    model_usage_covered(counts, &BTreeMap::new())
+}
+
+/// [`model_usage`] with each variant's covered seconds.
+pub fn model_usage_covered(counts: &BTreeMap<String, Counts>, covered: &BTreeMap<String, f64>) -> Vec<ModelUsage> {
     let mut out = Vec::new();
     for (variant, c) in counts {
         let models: std::collections::BTreeSet<&String> = c.tokens.keys().chain(c.cost.keys()).collect();
@@ -99,6 +138,7 @@ pub fn model_usage(counts: &BTreeMap<String, Counts>) -> Vec<ModelUsage> {
                 tokens_cache_read: t[2],
                 tokens_cache_write: t[3],
                 cost_usd: cost.iter().fold(0.0, |a, b| a + b),
+                covered_seconds: covered.get(variant).copied().unwrap_or(0.0),
             });
         }
     }

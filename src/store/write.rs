@@ -88,6 +88,7 @@ pub async fn run_writer(
     while let Some(mut batch) = rx.recv().await {
         stats.queued.fetch_sub(1, Ordering::Relaxed);
         let points = std::mem::take(&mut batch.points);
+        let events = batch.events.clone();
         backlog.push_back(Arc::new(batch));
         if backlog.len() > MAX_BACKLOG {
             backlog.pop_front();
@@ -95,6 +96,9 @@ pub async fn run_writer(
         }
         failing = drain(&store, &mut backlog, &stats, rollup_ms, failing).await;
         hub.publish(points);
+        if !events.is_empty() {
+            hub.publish_events(events);
+        }
     }
     if !backlog.is_empty() {
         drain(&store, &mut backlog, &stats, rollup_ms, failing).await;
@@ -147,6 +151,15 @@ async fn drain(
     false
 }
 
+fn insert_events(conn: &Connection, events: &[crate::ingest::Event]) -> Result<(), StoreError> {
+    let mut insert =
+        conn.prepare_cached("INSERT INTO events (ts, kind, variant, target, detail) VALUES (?1, ?2, ?3, ?4, ?5)")?;
+    for e in events {
+        insert.execute(params![e.ts_ms, e.kind.as_str(), e.variant, e.target, e.detail])?;
+    }
+    Ok(())
+}
+
 /// Writes one batch in one transaction: rows (merged with an existing row of the same bucket),
 /// target states, and a lowered rollup watermark when a row lands in an already rolled-up minute.
 /// Returns true when a row was merged or a rolled minute reopened: data already served changed.
@@ -166,13 +179,15 @@ pub fn write_batch(conn: &mut Connection, batch: &WriteBatch, rollup_ms: i64) ->
         }
     }
     let mut update = tx.prepare_cached(
-        "UPDATE targets SET state = ?1, state_ms = ?2, variant = ?3
+        "UPDATE targets SET state = ?1, state_ms = ?2, variant = ?3, totals = ?5
          WHERE id = ?4 AND (state_ms IS NULL OR state_ms <= ?2)",
     )?;
     for s in &batch.states {
-        update.execute(params![s.state_json, s.scraped_ms, s.variant, s.target_id])?;
+        let totals = super::codec::encode_totals(&s.totals);
+        update.execute(params![s.state_json, s.scraped_ms, s.variant, s.target_id, totals])?;
     }
     drop(update);
+    insert_events(&tx, &batch.events)?;
     tx.commit()?;
     Ok(changed_served)
 }

@@ -68,10 +68,12 @@ impl From<&TargetHealth> for TargetStatus {
     }
 }
 
-/// Every variant configured or seen (in health or history), sorted.
+/// Every variant of a target's latest scrape (the URL rule's guess before its first one) or
+/// of stored history, sorted. A guess disappears once the target's own label named it, so
+/// `/api/status`, `/api/config`, the `connected` event and compare's default candidate never
+/// show a variant nothing belongs to.
 pub async fn known_variants(state: &AppState) -> Result<BTreeSet<String>, ApiError> {
-    let mut names: BTreeSet<String> = state.settings.targets.iter().map(|t| t.initial_variant.clone()).collect();
-    names.extend(state.health.snapshot().into_iter().map(|h| h.variant));
+    let mut names: BTreeSet<String> = state.health.snapshot().into_iter().map(|h| h.variant).collect();
     names.extend(state.hub.latest().into_keys());
     let stored = state.store.with_conn(|c| query::variant_names(c)).await?;
     names.extend(stored.into_values());
@@ -124,7 +126,7 @@ pub async fn metrics(
     Query(params): Query<HashMap<String, String>>,
 ) -> Result<impl axum::response::IntoResponse, ApiError> {
     let now = state.clock.now_ms();
-    let q = parse_metrics_query(&params, now, state.settings.point_ms(), state.settings.rollup_ms())?;
+    let q = parse_metrics_query(&params, now, state.settings.resolution(now))?;
     // A bucket is sealed once its scrapes are all written: two point widths and a second after it
     // closed, and not before the writer has committed it (a slow disk delays sealing, never data).
     let raw_sealed = (now - 2 * state.settings.point_ms() - 1_000).min(state.store.committed_until());
@@ -156,89 +158,127 @@ pub async fn targets(State(state): State<AppState>) -> Json<Vec<serde_json::Valu
 }
 
 /// `GET /api/config`.
-pub async fn config(State(state): State<AppState>) -> Json<serde_json::Value> {
+pub async fn config(State(state): State<AppState>) -> Result<Json<serde_json::Value>, ApiError> {
     let s = &state.settings;
     let human = |d| humantime::format_duration(d).to_string();
-    Json(serde_json::json!({
+    let variants: Vec<String> = known_variants(&state).await?.into_iter().collect();
+    Ok(Json(serde_json::json!({
         "scrape_interval": s.scrape_interval.as_secs_f64(),
         "scrape_timeout": human(s.scrape_timeout),
         "targets": s.targets.iter().map(|t| t.url.as_str()).collect::<Vec<_>>(),
-        "variants": s.targets.iter().map(|t| t.initial_variant.as_str()).collect::<Vec<_>>(),
+        "variants": variants,
         "retention_5s": human(s.retention_5s),
         "retention_1m": human(s.retention_1m),
         "downsample_interval": human(s.downsample_interval),
         "version": crate::VERSION,
-    }))
+    })))
 }
 
 fn bad(msg: String) -> ApiError {
     ApiError::BadRequest(msg)
 }
 
+/// What decides a query's table and step: the two widths, and how far back raw rows reach.
+#[derive(Debug, Clone, Copy)]
+pub struct Resolution {
+    /// Width of a raw point.
+    pub point_ms: i64,
+    /// Width of a rollup.
+    pub rollup_ms: i64,
+    /// Raw rows are kept from here on (`now - RETENTION_5S`); an older window reads rollups.
+    pub raw_since_ms: i64,
+}
+
 /// Validates `/api/metrics` parameters into a query. Every error names its parameter.
 pub fn parse_metrics_query(
     params: &HashMap<String, String>,
     now_ms: i64,
-    point_ms: i64,
-    rollup_ms: i64,
+    res: Resolution,
 ) -> Result<PointQuery, ApiError> {
     let get = |k: &str| params.get(k).map(|v| v.trim()).filter(|v| !v.is_empty());
-    let range_ms = match get("range") {
+    let (start_ms, end_ms) = parse_window(get("range"), get("start"), get("end"), now_ms)?;
+    let variant = parse_variant_filter(get("variant"))?;
+    let max_points = parse_max_points(get("max_points"))?;
+    let min_step = parse_step(get("step"))?;
+    // Raw rows answer short windows they still hold; anything else reads the 1 min table.
+    let raw = end_ms - start_ms <= RAW_RANGE_LIMIT_MS && start_ms >= res.raw_since_ms;
+    let resolution = if raw { res.point_ms } else { res.rollup_ms };
+    Ok(PointQuery {
+        start_ms,
+        end_ms,
+        step_ms: step_within(start_ms, end_ms, min_step.max(resolution), resolution, max_points),
+        raw,
+        point_ms: res.point_ms,
+        variant,
+        target_url: get("target").map(str::to_owned),
+    })
+}
+
+/// `(start, end]` from `range` (default 1 h) ending at `end` (default now), or `start`/`end`.
+fn parse_window(
+    range: Option<&str>,
+    start: Option<&str>,
+    end: Option<&str>,
+    now_ms: i64,
+) -> Result<(i64, i64), ApiError> {
+    let range_ms = match range {
         None => 3_600_000,
         Some(r) => parse_positive_duration_ms(r).filter(|&ms| ms <= MAX_RANGE_MS).ok_or_else(|| {
             bad(format!("invalid range parameter {r:?}: use 5m, 15m, 1h, 6h, 24h, 7d or a duration up to 400d"))
         })?,
     };
-    let end_ms = match get("end") {
-        None => now_ms,
-        Some(v) => {
-            parse_time_ms(v).ok_or_else(|| bad(format!("invalid end parameter {v:?}: use RFC 3339 or Unix seconds")))?
-        }
+    let time = |name: &str, v: &str| {
+        parse_time_ms(v).ok_or_else(|| bad(format!("invalid {name} parameter {v:?}: use RFC 3339 or Unix seconds")))
     };
-    let start_ms = match get("start") {
-        None => end_ms - range_ms,
-        Some(v) => parse_time_ms(v)
-            .ok_or_else(|| bad(format!("invalid start parameter {v:?}: use RFC 3339 or Unix seconds")))?,
-    };
+    let end_ms = end.map_or(Ok(now_ms), |v| time("end", v))?;
+    let start_ms = start.map_or(Ok(end_ms - range_ms), |v| time("start", v))?;
     if start_ms >= end_ms {
         return Err(bad("invalid start parameter: start must be before end".into()));
     }
     if end_ms - start_ms > MAX_RANGE_MS {
         return Err(bad("invalid start parameter: the window is longer than 400d".into()));
     }
-    let variant = match get("variant") {
-        None | Some("all") => None,
-        Some(v) if is_valid_variant(v) => Some(v.to_owned()),
+    Ok((start_ms, end_ms))
+}
+
+fn parse_variant_filter(v: Option<&str>) -> Result<Option<String>, ApiError> {
+    match v {
+        None | Some("all") => Ok(None),
+        Some(v) if is_valid_variant(v) => Ok(Some(v.to_owned())),
         Some(v) => {
-            return Err(bad(format!(
-                "invalid variant parameter {v:?}: use all or a name of a-z 0-9 _ . - (at most 64)"
-            )));
+            Err(bad(format!("invalid variant parameter {v:?}: use all or a name of a-z 0-9 _ . - (at most 64)")))
         }
-    };
-    let max_points = match get("max_points") {
-        None => DEFAULT_MAX_POINTS,
+    }
+}
+
+fn parse_max_points(v: Option<&str>) -> Result<i64, ApiError> {
+    match v {
+        None => Ok(DEFAULT_MAX_POINTS),
         Some(v) => v.parse::<i64>().ok().filter(|n| (1..=MAX_MAX_POINTS).contains(n)).ok_or_else(|| {
             bad(format!("invalid max_points parameter {v:?}: use a whole number from 1 to {MAX_MAX_POINTS}"))
-        })?,
-    };
-    let min_step = match get("step") {
-        None => 0,
+        }),
+    }
+}
+
+fn parse_step(v: Option<&str>) -> Result<i64, ApiError> {
+    match v {
+        None => Ok(0),
         Some(v) => parse_positive_duration_ms(v)
             .filter(|&ms| ms >= 5_000)
-            .ok_or_else(|| bad(format!("invalid step parameter {v:?}: use a duration of at least 5s")))?,
-    };
-    let span = end_ms - start_ms;
-    let raw = span <= RAW_RANGE_LIMIT_MS;
-    let resolution = if raw { point_ms } else { rollup_ms };
-    let wanted = min_step.max((span + max_points - 1) / max_points).max(resolution);
-    Ok(PointQuery {
-        start_ms,
-        end_ms,
-        step_ms: bucket_end(wanted, resolution),
-        raw,
-        variant,
-        target_url: get("target").map(str::to_owned),
-    })
+            .ok_or_else(|| bad(format!("invalid step parameter {v:?}: use a duration of at least 5s"))),
+    }
+}
+
+/// The smallest step, a multiple of `resolution` and at least `min_step`, whose epoch-aligned
+/// buckets cover `(start, end]` in at most `max_points` points. A window that does not start on
+/// a bucket edge touches one bucket more than its length divided by the step; that one counts.
+fn step_within(start_ms: i64, end_ms: i64, min_step: i64, resolution: i64, max_points: i64) -> i64 {
+    let buckets = |step: i64| (bucket_end(end_ms, step) - bucket_end(start_ms + 1, step)) / step + 1;
+    let mut step = bucket_end(min_step.max((end_ms - start_ms + max_points - 1) / max_points), resolution);
+    while buckets(step) > max_points {
+        step = bucket_end(step + (step / 16).max(resolution), resolution);
+    }
+    step
 }
 
 fn parse_positive_duration_ms(v: &str) -> Option<i64> {
@@ -258,9 +298,12 @@ fn parse_time_ms(v: &str) -> Option<i64> {
 mod tests {
     use super::*;
 
+    const NOW: i64 = 1_800_000_000_000;
+
     fn q(pairs: &[(&str, &str)]) -> Result<PointQuery, String> {
         let params = pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
-        parse_metrics_query(&params, 1_800_000_000_000, 5_000, 60_000).map_err(|e| e.to_string())
+        let res = Resolution { point_ms: 5_000, rollup_ms: 60_000, raw_since_ms: i64::MIN };
+        parse_metrics_query(&params, NOW, res).map_err(|e| e.to_string())
     }
 
     #[test]
@@ -300,6 +343,31 @@ mod tests {
         assert!(q(&[("start", "yesterday")]).unwrap_err().contains("start"));
         assert!(q(&[("end", "nope")]).unwrap_err().contains("end"));
         assert!(q(&[("start", "1767225900"), ("end", "1767225600")]).unwrap_err().contains("start"));
+    }
+
+    #[test]
+    fn max_points_holds_for_windows_off_the_bucket_grid() {
+        for (start, end, max) in
+            [(NOW - 3_600_000 + 1_234, NOW + 1_234, 60), (NOW - 600_001, NOW, 7), (NOW - 5, NOW, 1)]
+        {
+            let (s, e) = ((start / 1000).to_string(), format!("{}.{:03}", end / 1000, end % 1000));
+            let p = q(&[("start", &s), ("end", &e), ("max_points", &max.to_string())]).unwrap();
+            let n = (bucket_end(p.end_ms, p.step_ms) - bucket_end(p.start_ms + 1, p.step_ms)) / p.step_ms + 1;
+            assert!(n <= max, "{n} points > max_points {max} (step {})", p.step_ms);
+        }
+    }
+
+    #[test]
+    fn a_short_window_older_than_raw_retention_reads_rollups() {
+        let params: HashMap<String, String> =
+            [("start", "1799990000"), ("end", "1799990600")].iter().map(|(k, v)| ((*k).into(), (*v).into())).collect();
+        let res = Resolution { point_ms: 5_000, rollup_ms: 60_000, raw_since_ms: NOW - 3_600_000 };
+        let p = parse_metrics_query(&params, NOW, res).unwrap();
+        assert!(!p.raw, "raw rows of that window are gone");
+        assert!(p.step_ms >= 60_000);
+        let recent: HashMap<String, String> =
+            [("range", "10m")].iter().map(|(k, v)| ((*k).into(), (*v).into())).collect();
+        assert!(parse_metrics_query(&recent, NOW, res).unwrap().raw);
     }
 
     #[test]

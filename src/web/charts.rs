@@ -115,6 +115,33 @@ pub struct Series {
     pub values: Vec<(i64, Option<f64>)>,
 }
 
+/// Something to mark on a chart's time axis: a moment (a version change: `from_ms == to_ms`)
+/// or a period (an alert firing).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Mark {
+    /// Start, Unix ms.
+    pub from_ms: i64,
+    /// End, Unix ms (equal to `from_ms` for a moment).
+    pub to_ms: i64,
+    /// What happened (escaped by the template).
+    pub label: String,
+    /// CSS class (`version`, `alert`).
+    pub class: &'static str,
+}
+
+/// A mark, placed.
+#[derive(Debug, Clone)]
+pub struct MarkView {
+    /// Left edge (or the line's position).
+    pub x: String,
+    /// Width; `None` draws a line.
+    pub w: Option<String>,
+    /// Tooltip.
+    pub label: String,
+    /// CSS class.
+    pub class: &'static str,
+}
+
 /// Everything needed to draw one chart.
 #[derive(Debug, Clone)]
 pub struct ChartSpec {
@@ -126,6 +153,8 @@ pub struct ChartSpec {
     pub unit: Unit,
     /// Lines.
     pub series: Vec<Series>,
+    /// Moments and periods marked on the time axis.
+    pub marks: Vec<Mark>,
 }
 
 /// An axis tick: position and label.
@@ -186,6 +215,8 @@ pub struct ChartView {
     pub lines: Vec<LineView>,
     /// Hover slots.
     pub slots: Vec<Slot>,
+    /// Marks inside the window.
+    pub marks: Vec<MarkView>,
     /// True when no series has a value: the template says "no data" instead.
     pub empty: bool,
     /// Unit text.
@@ -336,9 +367,23 @@ pub fn build(spec: &ChartSpec) -> ChartView {
         x_ticks: time_ticks(spec, x, (l, r)),
         lines: spec.series.iter().map(|s| line(s, spec.unit, x, y)).collect(),
         slots: if empty { Vec::new() } else { slots(spec, l, r) },
+        marks: marks(spec, x),
         empty,
         unit: spec.unit.label(),
     }
+}
+
+/// The marks that overlap the window, clipped to it.
+fn marks(spec: &ChartSpec, x: impl Fn(i64) -> f64) -> Vec<MarkView> {
+    spec.marks
+        .iter()
+        .filter(|m| m.to_ms >= spec.start_ms && m.from_ms <= spec.end_ms)
+        .map(|m| {
+            let (x0, x1) = (x(m.from_ms), x(m.to_ms));
+            let w = (m.to_ms > m.from_ms).then(|| n1((x1 - x0).max(1.0)));
+            MarkView { x: n1(x0), w, label: m.label.clone(), class: m.class }
+        })
+        .collect()
 }
 
 fn axis_label(unit: Unit, v: f64, step: f64) -> String {
@@ -414,6 +459,7 @@ mod tests {
             end_ms: 3_600_000,
             unit: Unit::PerSecond,
             series: vec![Series { label: "production".into(), color: 0, style: 0, values }],
+            marks: vec![],
         }
     }
 
@@ -492,6 +538,20 @@ mod tests {
         let labels: Vec<&str> = v.x_ticks.iter().map(|t| t.label.as_str()).collect();
         assert_eq!(labels, ["00:10", "00:20", "00:30", "00:40", "00:50"]);
         assert_eq!(v.x_ticks[0].ms, 600_000);
+    }
+
+    #[test]
+    fn marks_inside_the_window_are_placed_and_clipped() {
+        let mut s = spec(vec![(1_800_000, Some(1.0))]);
+        s.marks = vec![
+            Mark { from_ms: 1_800_000, to_ms: 1_800_000, label: "version 1 -> 2".into(), class: "version" },
+            Mark { from_ms: -600_000, to_ms: 600_000, label: "alert".into(), class: "alert" },
+            Mark { from_ms: 7_200_000, to_ms: 7_200_000, label: "later".into(), class: "version" },
+        ];
+        let v = build(&s);
+        assert_eq!(v.marks.len(), 2, "the mark after the window is left out");
+        assert_eq!((v.marks[0].x.as_str(), v.marks[0].w.as_deref()), ("343", None));
+        assert_eq!((v.marks[1].x.as_str(), v.marks[1].w.as_deref()), ("56", Some("95.7")));
     }
 
     #[test]

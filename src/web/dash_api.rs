@@ -64,12 +64,15 @@ pub async fn comparison(state: &AppState, p: &CompareParams) -> Result<Compariso
             ApiError::BadRequest(format!("invalid window parameter {window_text:?}: use a duration from 1m to 7d"))
         })?;
     let end_ms = state.clock.now_ms();
-    let q =
-        WindowQuery { start_ms: end_ms - window_ms, end_ms, raw: window_ms <= RAW_RANGE_LIMIT_MS, target_url: None };
-    let counts = state.store.with_conn(move |c| window::window_counts(c, &q)).await?;
-    let secs = window_ms as f64 / 1000.0;
-    let side = |v: &str| counts.get(v).map(|c| SideStats::from_counts(c, secs)).unwrap_or_default();
-    Ok(compare::compare(&baseline, side(&baseline), &candidate, side(&candidate), secs))
+    let start_ms = end_ms - window_ms;
+    let res = state.settings.resolution(end_ms);
+    let raw = window_ms <= RAW_RANGE_LIMIT_MS && start_ms >= res.raw_since_ms;
+    let q = WindowQuery { start_ms, end_ms, raw, widths: (res.point_ms, res.rollup_ms), target_url: None };
+    let sums = state.store.with_conn(move |c| window::window_sums(c, &q)).await?;
+    // Rates divide by the time each side's data covers, not by the window (decisions 8).
+    let side =
+        |v: &str| sums.get(v).map(|s| SideStats::from_counts(&s.counts, s.covered_seconds(end_ms))).unwrap_or_default();
+    Ok(compare::compare(&baseline, side(&baseline), &candidate, side(&candidate), window_ms as f64 / 1000.0))
 }
 
 /// `GET /api/compare?baseline=&candidate=&window=`.
@@ -85,12 +88,16 @@ pub async fn models(
     State(state): State<AppState>,
     Query(params): Query<HashMap<String, String>>,
 ) -> Result<Json<Vec<ModelUsage>>, ApiError> {
-    let q = parse_metrics_query(&params, state.clock.now_ms(), state.settings.point_ms(), state.settings.rollup_ms())?;
-    let variant = q.variant.clone();
-    let wq = WindowQuery { start_ms: q.start_ms, end_ms: q.end_ms, raw: q.raw, target_url: q.target_url };
-    let mut counts = state.store.with_conn(move |c| window::window_counts(c, &wq)).await?;
+    let now = state.clock.now_ms();
+    let q = parse_metrics_query(&params, now, state.settings.resolution(now))?;
+    let (variant, end_ms) = (q.variant.clone(), q.end_ms);
+    let widths = (q.point_ms, state.settings.rollup_ms());
+    let wq = WindowQuery { start_ms: q.start_ms, end_ms, raw: q.raw, widths, target_url: q.target_url };
+    let mut sums = state.store.with_conn(move |c| window::window_sums(c, &wq)).await?;
     if let Some(v) = variant {
-        counts.retain(|k, _| *k == v);
+        sums.retain(|k, _| *k == v);
     }
-    Ok(Json(window::model_usage(&counts)))
+    let covered = sums.iter().map(|(v, s)| (v.clone(), s.covered_seconds(end_ms))).collect();
+    let counts = sums.into_iter().map(|(v, s)| (v, s.counts)).collect();
+    Ok(Json(window::model_usage_covered(&counts, &covered)))
 }

@@ -4,7 +4,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use super::charts::{self, ChartSpec, ChartView, Series, Unit, compact, fmt_usd, fmt_value};
+use super::charts::{self, ChartSpec, ChartView, Mark, Series, Unit, compact, fmt_usd, fmt_value};
 use crate::point::{Counts, Point};
 use crate::store::window::ModelUsage;
 
@@ -335,7 +335,12 @@ pub fn panel_spec(id: &str) -> Option<&'static PanelSpec> {
     PANEL_SPECS.iter().find(|s| s.id == id)
 }
 
-fn panel(spec: &'static PanelSpec, window: (i64, i64), by_variant: &[(String, usize, Vec<&Point>)]) -> Panel {
+fn panel(
+    spec: &'static PanelSpec,
+    window: (i64, i64),
+    by_variant: &[(String, usize, Vec<&Point>)],
+    marks: &[Mark],
+) -> Panel {
     let mut series = Vec::new();
     for (variant, color, points) in by_variant {
         for (style, (name, get)) in spec.metrics.iter().enumerate() {
@@ -348,7 +353,13 @@ fn panel(spec: &'static PanelSpec, window: (i64, i64), by_variant: &[(String, us
             });
         }
     }
-    let chart = charts::build(&ChartSpec { start_ms: window.0, end_ms: window.1, unit: spec.unit, series });
+    let chart = charts::build(&ChartSpec {
+        start_ms: window.0,
+        end_ms: window.1,
+        unit: spec.unit,
+        series,
+        marks: marks.to_vec(),
+    });
     let legend = chart
         .lines
         .iter()
@@ -369,6 +380,9 @@ pub struct Panels {
     pub models: Vec<ModelRow>,
     /// Most frequent status codes per variant over the range.
     pub status_codes: Vec<StatusRow>,
+    /// What the range's sums cover, when less than the range (`the last 2m 10s`); empty when
+    /// the data fills the range.
+    pub covered: String,
 }
 
 /// A line of the per-model table, formatted.
@@ -419,11 +433,11 @@ fn group_by_variant<'a>(points: &'a [Point], colors: &HashMap<String, usize>) ->
 }
 
 /// One panel per chart of the overview, in page order; optional ones only when they have data.
-fn chart_panels(points: &[Point], window: (i64, i64), by_variant: &ByVariant<'_>) -> Vec<Panel> {
+fn chart_panels(points: &[Point], window: (i64, i64), by_variant: &ByVariant<'_>, marks: &[Mark]) -> Vec<Panel> {
     PANEL_SPECS
         .iter()
         .filter(|spec| !spec.optional || points.iter().any(|p| spec.metrics.iter().any(|(_, get)| get(p).is_some())))
-        .map(|spec| panel(spec, window, by_variant))
+        .map(|spec| panel(spec, window, by_variant, marks))
         .collect()
 }
 
@@ -457,10 +471,21 @@ pub fn panels(
     counts: &BTreeMap<String, Counts>,
     models: &[ModelUsage],
 ) -> Panels {
+    panels_marked(points, window, colors, (counts, models), &[])
+}
+
+/// [`panels`] with moments and periods marked on every chart (version changes, alerts).
+pub fn panels_marked(
+    points: &[Point],
+    window: (i64, i64),
+    colors: &HashMap<String, usize>,
+    (counts, models): (&BTreeMap<String, Counts>, &[ModelUsage]),
+    marks: &[Mark],
+) -> Panels {
     let by_variant = group_by_variant(points, colors);
-    let mut panels = chart_panels(points, window, &by_variant);
+    let mut panels = chart_panels(points, window, &by_variant, marks);
     add_window_figures(&mut panels, counts);
-    Panels { panels, models: model_rows(models), status_codes: status_rows(counts) }
+    Panels { panels, models: model_rows(models), status_codes: status_rows(counts), covered: String::new() }
 }
 
 fn model_rows(models: &[ModelUsage]) -> Vec<ModelRow> {

@@ -99,7 +99,7 @@ pub async fn export(
         None => None,
     };
     let now = state.clock.now_ms();
-    let q = parse_metrics_query(&params, now, state.settings.point_ms(), state.settings.rollup_ms())?;
+    let q = parse_metrics_query(&params, now, state.settings.resolution(now))?;
     let rollup_ms = state.settings.rollup_ms();
     let points = state.store.with_conn(move |c| query::points(c, &q, rollup_ms)).await?;
     let table = match panel {
@@ -260,7 +260,9 @@ mod tests {
         let names: BTreeSet<&str> = COLUMNS.iter().map(|c| c.0).collect();
         assert_eq!(names.len(), COLUMNS.len(), "no column twice");
         // Every scalar field the API serializes has a column (status codes and quota aside).
-        let point = crate::point::PointBuilder::new().build(5_000, &[&crate::point::Summary::default()]).remove(0);
+        let point = crate::point::PointBuilder::new()
+            .build(crate::point::Bucket::narrow(5_000, 5_000), &[&crate::point::Summary::default()])
+            .remove(0);
         let json = serde_json::to_value(point).unwrap();
         for key in json.as_object().unwrap().keys() {
             if !["timestamp", "variant", "status_code_rates", "quota"].contains(&key.as_str()) {

@@ -75,6 +75,15 @@ impl WebSettings {
     pub fn rollup_ms(&self) -> i64 {
         duration_ms(self.rollup_width)
     }
+
+    /// What decides a query's table and step at `now_ms`.
+    pub fn resolution(&self, now_ms: i64) -> api::Resolution {
+        api::Resolution {
+            point_ms: self.point_ms(),
+            rollup_ms: self.rollup_ms(),
+            raw_since_ms: now_ms.saturating_sub(duration_ms(self.retention_5s)),
+        }
+    }
 }
 
 /// Everything a handler may need; cloned per request (all fields are handles).

@@ -15,13 +15,13 @@ use axum::response::{IntoResponse, Response};
 use super::AppState;
 use super::api::{collect_status, known_variants, parse_metrics_query};
 use super::assets;
-use super::charts::{Unit, fmt_value};
+use super::charts::{Mark, Unit, fmt_value};
 use super::dash_api::{CompareParams, comparison};
 use super::dashboard::{self, Card, Link, Panels, View};
 use super::error::PageError;
 use crate::clock::rfc3339_ms;
 use crate::compare::Comparison;
-use crate::store::query::PointQuery;
+use crate::store::query::{self, PointQuery};
 use crate::store::window;
 
 /// Shared page chrome.
@@ -179,7 +179,7 @@ const CHART_CACHE_ENTRIES: usize = 32;
 /// The panels of a selection: from the cache, else read and built.
 async fn charts_for(state: &AppState, view: &View, names: &[String]) -> Result<Arc<Panels>, PageError> {
     let now = state.clock.now_ms();
-    let q = parse_metrics_query(&view.metrics_params(), now, state.settings.point_ms(), state.settings.rollup_ms())?;
+    let q = parse_metrics_query(&view.metrics_params(), now, state.settings.resolution(now))?;
     let (newest, fresh_ms) = if q.raw {
         (state.hub.latest().values().map(|p| p.timestamp).max().unwrap_or(0), state.settings.point_ms())
     } else {
@@ -202,20 +202,49 @@ async fn charts_for(state: &AppState, view: &View, names: &[String]) -> Result<A
     Ok(charts)
 }
 
-/// Reads the window (chart points and summed increases) and builds the panels.
+/// Reads the window (chart points, summed increases, events) and builds the panels.
 async fn build_charts(state: &AppState, view: &View, names: &[String], q: PointQuery) -> Result<Panels, PageError> {
-    let window = (q.start_ms, q.end_ms);
+    let (window, step) = ((q.start_ms, q.end_ms), q.step_ms);
     let rollup_ms = state.settings.rollup_ms();
-    let (points, mut counts) = state
+    let ((points, mut counts), events) = state
         .store
-        .with_conn(move |c| window::points_and_counts(c, &q, rollup_ms))
+        .with_conn(move |c| Ok((window::points_and_counts(c, &q, rollup_ms)?, query::events(c, q.start_ms, q.end_ms)?)))
         .await
         .map_err(super::error::ApiError::from)?;
     if view.variant != "all" {
         counts.retain(|v, _| *v == view.variant);
     }
     let models = window::model_usage(&counts);
-    Ok(dashboard::panels(&points, window, &dashboard::colors(names), &counts, &models))
+    let marks = version_marks(&events, view);
+    let mut panels = dashboard::panels_marked(&points, window, &dashboard::colors(names), (&counts, &models), &marks);
+    panels.covered = covered_text(&points, window, step);
+    Ok(panels)
+}
+
+/// A mark per version change of a shown target.
+fn version_marks(events: &[crate::ingest::Event], view: &View) -> Vec<Mark> {
+    events
+        .iter()
+        .filter(|e| view.variant == "all" || e.variant == view.variant)
+        .filter(|e| view.target.as_ref().is_none_or(|t| *t == e.target))
+        .map(|e| Mark {
+            from_ms: e.ts_ms,
+            to_ms: e.ts_ms,
+            label: format!("{} UTC: {} ({}, {})", rfc3339_ms(e.ts_ms), e.detail, e.variant, e.target),
+            class: "version",
+        })
+        .collect()
+}
+
+/// `the last 2m 10s` when the data starts inside the window (sums and rates cover only that).
+fn covered_text(points: &[crate::point::Point], (start, end): (i64, i64), step: i64) -> String {
+    let Some(first) = points.iter().map(|p| p.timestamp - step).min() else { return String::new() };
+    let covered_ms = end - first.max(start);
+    if first <= start + step {
+        return String::new();
+    }
+    let secs = u64::try_from(covered_ms / 1000).unwrap_or(0);
+    format!("the last {}", humantime::format_duration(std::time::Duration::from_secs(secs)))
 }
 
 fn pod_href(view: &View, target: Option<&str>) -> String {

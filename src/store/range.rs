@@ -1,0 +1,261 @@
+//! The range query behind `/api/metrics`, the charts and the export: points of a window.
+//!
+//! A window is read from `metrics_5s` when it is at most [`RAW_RANGE_LIMIT_MS`] long and raw
+//! rows still hold it (the caller decides, see `web::api`); otherwise from `metrics_1m` plus
+//! the newest minutes not rolled up yet, rolled from `metrics_5s` on the fly, so a long range
+//! never misses its most recent end (the Go dashboard lost up to 10 minutes there).
+//!
+//! Every target's running totals are seeded as of the window's start ([`query::totals_at`]),
+//! so cumulative fields agree whatever table, range or cache answers. Buckets wider than a
+//! point are wide buckets ([`Bucket`]); the newest one counts only the time the data reached.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use rusqlite::{Connection, params};
+
+use super::query::{self, StoredTarget, Table};
+use super::{StoreError, codec};
+use crate::clock::bucket_end;
+use crate::point::summary::status;
+use crate::point::{Bucket, Point, PointBuilder, Quota, SumCount, Summary, TargetRow};
+
+/// Ranges up to one hour are answered from raw points (when raw rows still hold them).
+pub const RAW_RANGE_LIMIT_MS: i64 = 3_600_000;
+
+/// What `/api/metrics` asks for, already validated.
+#[derive(Debug, Clone)]
+pub struct PointQuery {
+    /// Window start (exclusive), Unix ms.
+    pub start_ms: i64,
+    /// Window end (inclusive), Unix ms.
+    pub end_ms: i64,
+    /// Output bucket width; a multiple of the source table's width.
+    pub step_ms: i64,
+    /// Read `metrics_5s` (else `metrics_1m`).
+    pub raw: bool,
+    /// Width of a raw point: a step of this width on raw rows gives narrow points.
+    pub point_ms: i64,
+    /// Only this variant.
+    pub variant: Option<String>,
+    /// Only this target URL.
+    pub target_url: Option<String>,
+}
+
+/// A row as read by a range query: in place ([`codec::RowView`]) from a table, or decoded (the
+/// raw tail of a long range, rolled on the fly).
+#[derive(Debug, Clone, Copy)]
+pub enum RowRef<'a> {
+    /// Read in place.
+    View(&'a codec::RowView<'a>),
+    /// Decoded.
+    Row(&'a TargetRow),
+}
+
+impl RowRef<'_> {
+    /// Adds the row's increases into `counts` (allocating only for labels `counts` lacks).
+    pub fn add_to(&self, counts: &mut crate::point::Counts) {
+        match self {
+            RowRef::View(v) => v.add_to(counts),
+            RowRef::Row(r) => counts.add(&r.counts),
+        }
+    }
+}
+
+/// Visitor of every row a range query reads: variant, bucket end, row (in no particular order).
+pub type RowVisitor<'v> = dyn FnMut(&str, i64, RowRef<'_>) + 'v;
+
+/// Points of the window, ascending by time then variant.
+pub fn points(conn: &Connection, q: &PointQuery, rollup_ms: i64) -> Result<Vec<Point>, StoreError> {
+    points_with(conn, q, rollup_ms, &mut |_, _, _| {})
+}
+
+/// What one read of the window's rows gave.
+#[derive(Default)]
+struct Read {
+    rows: Vec<Summary>,
+    /// End of the newest raw point read: how far the data reaches.
+    newest_ms: Option<i64>,
+}
+
+/// [`points`], also handing every row read to `each_row`, so a caller that needs window sums too
+/// (the dashboard's per-model table) reads the rows only once.
+pub fn points_with(
+    conn: &Connection,
+    q: &PointQuery,
+    rollup_ms: i64,
+    each_row: &mut RowVisitor<'_>,
+) -> Result<Vec<Point>, StoreError> {
+    let owned = query::variant_names(conn)?;
+    let shared = owned.iter().map(|(id, n)| (*id, Arc::from(n.as_str()))).collect();
+    let names = Names { owned, shared };
+    let targets: Vec<StoredTarget> =
+        query::targets(conn)?.into_iter().filter(|t| q.target_url.as_ref().is_none_or(|u| u == &t.url)).collect();
+    let after = bucket_end(q.start_ms + 1, q.step_ms) - q.step_ms;
+    let mut builder = PointBuilder::new();
+    let mut read = Read::default();
+    for t in &targets {
+        if let Some((variant, totals)) = query::totals_at(conn, t, after, &names.owned)? {
+            builder.seed(t.id, Arc::from(variant.as_str()), totals);
+        }
+        let widths = (q.point_ms, rollup_ms);
+        if q.raw {
+            let own = target_summaries(conn, Table::Raw, t.id, (after, q.end_ms), (&names.shared, widths), each_row)?;
+            read.newest_ms = read.newest_ms.max(own.last().map(|s| s.ts_ms));
+            read.rows.extend(own);
+        } else {
+            rollup_window(conn, t.id, (after, q.end_ms), (&names, widths), each_row, &mut read)?;
+        }
+    }
+    Ok(build_points(q, &read, &mut builder))
+}
+
+/// Groups the rows into buckets of `q.step_ms` and builds each bucket's points.
+fn build_points(q: &PointQuery, read: &Read, builder: &mut PointBuilder) -> Vec<Point> {
+    // Sort references, not the rows themselves: a summary is a few hundred bytes.
+    let mut order: Vec<&Summary> = read.rows.iter().collect();
+    order.sort_by_key(|r| (r.ts_ms, r.target_id));
+    let reach = read.newest_ms.unwrap_or(q.end_ms).min(q.end_ms);
+    let narrow = q.raw && q.step_ms == q.point_ms;
+    let mut out = Vec::new();
+    for rows in order.chunk_by(|a, b| bucket_end(a.ts_ms, q.step_ms) == bucket_end(b.ts_ms, q.step_ms)) {
+        let end_ms = bucket_end(rows[0].ts_ms, q.step_ms);
+        let bucket = if narrow {
+            Bucket::narrow(end_ms, q.step_ms)
+        } else {
+            let covered_ms = (end_ms.min(reach.max(end_ms - q.step_ms + q.point_ms)) - (end_ms - q.step_ms)).max(1);
+            Bucket { end_ms, covered_ms, narrow: false }
+        };
+        let pts = builder.build(bucket, rows);
+        out.extend(pts.into_iter().filter(|p| q.variant.as_ref().is_none_or(|v| v == &p.variant)));
+    }
+    out
+}
+
+/// Variant names by id: owned for decoded rows, shared for summaries.
+struct Names {
+    owned: HashMap<i64, String>,
+    shared: HashMap<i64, Arc<str>>,
+}
+
+/// Names by variant id, shared, and the (point, rollup) widths.
+type Context<'a> = (&'a HashMap<i64, Arc<str>>, (i64, i64));
+
+/// Summaries of one target's rows with `after < ts <= until`, read in place from the encoded
+/// payloads: no string is allocated per label, and a quota block repeated byte for byte is
+/// decoded once.
+pub fn target_summaries(
+    conn: &Connection,
+    table: Table,
+    target_id: i64,
+    (after, until): (i64, i64),
+    (names, widths): Context<'_>,
+    each_row: &mut RowVisitor<'_>,
+) -> Result<Vec<Summary>, StoreError> {
+    let present = match table {
+        Table::Raw => "0",
+        Table::Rollup => "present_ms",
+    };
+    let sql = format!(
+        "SELECT ts, variant_id, elapsed_ms, data, {present} FROM {} WHERE target_id = ?1 AND ts > ?2 AND ts <= ?3 ORDER BY ts",
+        table.name()
+    );
+    let mut stmt = conn.prepare_cached(&sql)?;
+    let mut rows = stmt.query(params![target_id, after, until])?;
+    let unknown: Arc<str> = Arc::from("unknown");
+    let mut last_quota: Option<(Vec<u8>, Option<Arc<Quota>>)> = None;
+    let mut out = Vec::new();
+    while let Some(r) = rows.next()? {
+        let data = r.get_ref(3)?.as_blob().map_err(rusqlite::Error::from)?;
+        let v = codec::view(data)?;
+        let quota = match &last_quota {
+            Some((bytes, q)) if bytes.as_slice() == v.quota_bytes => q.clone(),
+            _ => {
+                let q = v.quota()?.map(Arc::new);
+                last_quota = Some((v.quota_bytes.to_vec(), q.clone()));
+                q
+            }
+        };
+        let variant = names.get(&r.get::<_, i64>(1)?).cloned().unwrap_or_else(|| unknown.clone());
+        let ts: i64 = r.get(0)?;
+        let elapsed_ms: i64 = r.get(2)?;
+        let stored_presence: i64 = r.get(4)?;
+        each_row(&variant, ts, RowRef::View(&v));
+        let mut s = summarize(&v, target_id, variant, ts, elapsed_ms, quota);
+        s.present_ms = match table {
+            Table::Raw => widths.0,
+            Table::Rollup if stored_presence > 0 => stored_presence,
+            Table::Rollup => elapsed_ms.min(widths.1),
+        };
+        out.push(s);
+    }
+    Ok(out)
+}
+
+/// A row read in place, reduced to what points use. Sums run in the same order as
+/// [`Summary::from`]'s (per direction over models, then over directions), so REST and the live
+/// stream agree to the bit.
+fn summarize(
+    v: &codec::RowView<'_>,
+    target_id: i64,
+    variant: Arc<str>,
+    ts_ms: i64,
+    elapsed_ms: i64,
+    quota: Option<Arc<Quota>>,
+) -> Summary {
+    let by_direction = |m: &codec::MapView<'_, 4>| {
+        let mut out = [0.0; 4];
+        for (_, t) in m.iter() {
+            for (a, b) in out.iter_mut().zip(t) {
+                *a += b;
+            }
+        }
+        out
+    };
+    let [rs, rc, ps, pc] = v.sizes;
+    Summary {
+        target_id,
+        variant,
+        ts_ms,
+        elapsed_ms,
+        present_ms: 0,
+        requests: v.requests.iter().map(|(k, [n])| (status(k), n)).collect(),
+        tokens: by_direction(&v.tokens),
+        cost: by_direction(&v.cost).iter().fold(0.0, |a, b| a + b),
+        upstream_errors: v.upstream_errors.iter().map(|(_, [n])| n).fold(0.0, |a, b| a + b),
+        retries: v.retries.iter().filter(|(k, _)| *k != "retry").map(|(_, [n])| n).fold(0.0, |a, b| a + b),
+        rejections: v.rejections,
+        request_size: SumCount { sum: rs, count: rc },
+        response_size: SumCount { sum: ps, count: pc },
+        duration: v.hists[0].to_histogram(),
+        ttft: v.hists[1].to_histogram(),
+        tpot: v.hists[2].to_histogram(),
+        totals: v.totals,
+        gauges: v.gauges,
+        quota,
+    }
+}
+
+/// A target's 1-minute rows for `after < ts <= until`: stored rollups up to the watermark, then
+/// the raw tail rolled on the fly.
+fn rollup_window(
+    conn: &Connection,
+    target_id: i64,
+    (after, until): (i64, i64),
+    (names, widths): (&Names, (i64, i64)),
+    each_row: &mut RowVisitor<'_>,
+    read: &mut Read,
+) -> Result<(), StoreError> {
+    let Names { owned: names, shared } = names;
+    let wm = query::watermark(conn)?.unwrap_or(i64::MIN);
+    let stored = target_summaries(conn, Table::Rollup, target_id, (after, until.min(wm)), (shared, widths), each_row)?;
+    read.newest_ms = read.newest_ms.max(stored.last().map(|s| s.ts_ms));
+    read.rows.extend(stored);
+    let raw_tail = query::target_rows_with(conn, Table::Raw, target_id, (after.max(wm), until), names, widths)?;
+    for r in &raw_tail {
+        each_row(&r.variant, r.ts_ms, RowRef::Row(r));
+    }
+    read.newest_ms = read.newest_ms.max(raw_tail.last().map(|r| r.ts_ms));
+    read.rows.extend(query::roll_minutes(&raw_tail, widths.1).iter().map(Summary::from));
+    Ok(())
+}
