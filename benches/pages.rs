@@ -53,6 +53,7 @@ async fn run() {
         writer: Arc::new(WriterStats::default()),
         metrics: Arc::new(zai_dash::web::selfmetrics::SelfMetrics::default()),
         charts: charts.clone(),
+        sessions: None,
     };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());

@@ -376,6 +376,7 @@ async fn query_latency() {
         writer: Arc::new(WriterStats::default()),
         metrics: Arc::default(),
         charts: Arc::default(),
+        sessions: None,
     };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());

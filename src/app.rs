@@ -22,6 +22,7 @@ use crate::setting::duration_ms;
 use crate::store::downsample::{self, Plan};
 use crate::store::{Store, WriterStats, query, write};
 use crate::web::selfmetrics::SelfMetrics;
+use crate::web::session::Sessions;
 use crate::web::{self, AppState};
 
 /// Events kept for `Last-Event-ID` resume.
@@ -56,10 +57,13 @@ pub async fn run_with_resolver(
     let (targets, seed) = load_targets(&store, &settings, clock.now_ms()).await?;
     let tracker = TaskTracker::new();
     let stop = CancellationToken::new();
-    let state = start_background(&tracker, &stop, &settings, clock, store, Loaded { targets, seed, resolver });
+    let sessions = sessions(&settings, &store, clock.now_ms()).await?;
+    let mut state = start_background(&tracker, &stop, &settings, clock, store, Loaded { targets, seed, resolver });
+    state.sessions = sessions;
     let ready = state.ready.clone();
-    let server = axum::serve(crate::net::no_delay(listener), web::router(state))
-        .with_graceful_shutdown(stop.clone().cancelled_owned());
+    let app = web::router(state).into_make_service_with_connect_info::<std::net::SocketAddr>();
+    let server =
+        axum::serve(crate::net::no_delay(listener), app).with_graceful_shutdown(stop.clone().cancelled_owned());
     let server = tokio::spawn(async move { server.await });
     shutdown.cancelled().await;
     stop_in_order(settings.shutdown_grace, &ready, &stop, &tracker, server).await
@@ -111,7 +115,26 @@ fn start_background(
         writer: writer_stats,
         metrics: self_metrics,
         charts: Default::default(),
+        sessions: None,
     }
+}
+
+/// Sessions of `DASHBOARD_TOKEN`, with the revocations stored before (a signed-out session
+/// stays signed out across restarts).
+async fn sessions(settings: &Settings, store: &Store, now_ms: i64) -> anyhow::Result<Option<Arc<Sessions>>> {
+    let Some(token) = settings.dashboard_token.as_ref() else { return Ok(None) };
+    let sessions = Sessions::new(token, duration_ms(settings.session_ttl));
+    let revoked = store
+        .with_conn(move |c| {
+            c.execute("DELETE FROM revoked_sessions WHERE expires_ms <= ?1", [now_ms])?;
+            let mut stmt = c.prepare("SELECT id, expires_ms FROM revoked_sessions")?;
+            let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?;
+            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        })
+        .await
+        .context("cannot read revoked sessions from the database")?;
+    sessions.restore_revoked(revoked);
+    Ok(Some(Arc::new(sessions)))
 }
 
 /// Stops in dependency order within `grace`: readiness turns 503 for a short drain, then the

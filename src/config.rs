@@ -129,6 +129,9 @@ pub struct ServeArgs {
     /// `/healthz` and `/readyz` stay open. Empty means no authentication.
     #[arg(long, env = "DASHBOARD_TOKEN", hide_env_values = true)]
     pub dashboard_token: Option<Secret>,
+    /// How long a dashboard session lasts after signing in with the token.
+    #[arg(long, env = "SESSION_TTL", default_value = "12h")]
+    pub session_ttl: String,
 }
 
 /// The built-in proxy of `serve --proxy`.
@@ -173,6 +176,8 @@ pub struct Settings {
     pub dashboard_token: Option<Secret>,
     /// A line every page shows (the demo says which data is simulated).
     pub notice: Option<String>,
+    /// How long a dashboard session lasts.
+    pub session_ttl: Duration,
 }
 
 /// Default width of a raw point.
@@ -231,10 +236,27 @@ impl ServeArgs {
             point_width: POINT_WIDTH,
             rollup_width: ROLLUP_WIDTH,
             max_body_bytes: MAX_BODY_BYTES,
-            dashboard_token: self.dashboard_token.clone().filter(|t| !t.expose().is_empty()),
+            dashboard_token: dashboard_token(self.dashboard_token.as_ref())?,
             notice: None,
+            session_ttl: parse_duration("SESSION_TTL", &self.session_ttl)?,
         })
     }
+}
+
+/// Shortest accepted `DASHBOARD_TOKEN`: a token is the only secret between the network and the
+/// dashboard, and guessing is limited per address, not globally.
+pub const MIN_TOKEN_CHARS: usize = 16;
+
+/// `DASHBOARD_TOKEN` without surrounding whitespace (a trailing newline from a secret file
+/// would otherwise never match); empty means no authentication; a short one refuses to start.
+fn dashboard_token(token: Option<&Secret>) -> Result<Option<Secret>, ConfigError> {
+    let Some(t) = token.map(|t| t.expose().trim()).filter(|t| !t.is_empty()) else { return Ok(None) };
+    if t.chars().count() < MIN_TOKEN_CHARS {
+        return Err(bad(format!(
+            "DASHBOARD_TOKEN is shorter than {MIN_TOKEN_CHARS} characters; use a long random token (e.g. openssl rand -hex 24)."
+        )));
+    }
+    Ok(Some(Secret::new(t)))
 }
 
 impl Settings {
@@ -256,6 +278,7 @@ impl Settings {
             proxy: None,
             dashboard_token: None,
             notice: None,
+            session_ttl: Duration::from_secs(12 * 3600),
         }
     }
 
@@ -296,6 +319,7 @@ impl Settings {
             rollup_width: self.rollup_width,
             dashboard_token: self.dashboard_token.clone(),
             notice: self.notice.clone(),
+            session_ttl: self.session_ttl,
         }
     }
 }
@@ -319,6 +343,7 @@ mod tests {
             proxy_listen_addr: ":8081".into(),
             proxy_args: crate::proxy::ProxyArgs::for_tests("http://127.0.0.1:1"),
             dashboard_token: None,
+            session_ttl: "12h".into(),
         }
     }
 
@@ -403,10 +428,12 @@ mod tests {
         let mut a = args();
         a.dashboard_token = Some(Secret::new(""));
         assert!(a.validate().unwrap().dashboard_token.is_none());
-        a.dashboard_token = Some(Secret::new("hunter2"));
+        a.dashboard_token = Some(Secret::new("hunter2-hunter2-hunter2\n"));
         let s = a.validate().unwrap();
-        assert_eq!(s.dashboard_token.as_ref().map(Secret::expose), Some("hunter2"));
+        assert_eq!(s.dashboard_token.as_ref().map(Secret::expose), Some("hunter2-hunter2-hunter2"), "trimmed");
         assert!(!format!("{s:?}").contains("hunter2"));
+        a.dashboard_token = Some(Secret::new("hunter2"));
+        assert!(err(a).starts_with("DASHBOARD_TOKEN is shorter than 16"));
     }
 
     #[test]

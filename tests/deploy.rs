@@ -276,3 +276,67 @@ async fn unnamed_dns_entry_gives_its_addresses_the_url_rule_of_the_name() {
     assert_eq!(target_list(&app).await, [(target.url.clone(), "canary".to_owned(), true)]);
     app.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_are_signed_revocable_and_guessing_is_limited() {
+    const TOKEN: &str = "correct-horse-battery-staple";
+    let target = FakeTarget::start(Sim::new("production", 5.0), Behaviour::Healthy).await;
+    let dir = tempfile::tempdir().unwrap();
+    let settings_with_token = || {
+        let mut s = settings(&dir, targets(&[&target.url]));
+        s.dashboard_token = Some(zai_dash::config::Secret::new(TOKEN));
+        s
+    };
+    let app = TestApp::start(settings_with_token()).await;
+    let client = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+    let login = |token: &str, origin: Option<&str>| {
+        let mut req = client
+            .post(app.url("/login"))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(format!("token={token}"));
+        if let Some(o) = origin {
+            req = req.header("origin", o);
+        }
+        req.send()
+    };
+    // A cross-site form post is refused before the token is even looked at.
+    assert_eq!(login(TOKEN, Some("https://evil.example")).await.unwrap().status(), 403);
+    let ok = login(TOKEN, Some(&app.base)).await.unwrap();
+    assert_eq!(ok.status(), 303);
+    let cookie = ok.headers()["set-cookie"].to_str().unwrap().split(';').next().unwrap().to_owned();
+    assert!(!cookie.contains(TOKEN) && !cookie.contains(&hex(TOKEN)), "the cookie is not the token: {cookie}");
+    let page = |cookie: String| client.get(app.url("/api/status")).header("cookie", cookie).send();
+    assert_eq!(page(cookie.clone()).await.unwrap().status(), 200);
+    // Every response says: no sniffing, no framing.
+    let resp = page(cookie.clone()).await.unwrap();
+    assert_eq!(resp.headers()["x-content-type-options"], "nosniff");
+    assert_eq!(resp.headers()["content-security-policy"], "frame-ancestors 'none'");
+    // Logout revokes the session, also for whoever copied the cookie, and across a restart.
+    let out = client.post(app.url("/logout")).header("cookie", cookie.clone()).send().await.unwrap();
+    assert_eq!(out.status(), 303);
+    assert_eq!(page(cookie.clone()).await.unwrap().status(), 401);
+    app.stop().await;
+    let app = TestApp::start(settings_with_token()).await;
+    let again = client.get(app.url("/api/status")).header("cookie", cookie.clone()).send().await.unwrap();
+    assert_eq!(again.status(), 401, "a revoked session stays revoked after a restart");
+    // Five wrong tokens a minute per address, then 429 with Retry-After, even for the right one.
+    let login = |token: &str| {
+        client
+            .post(app.url("/login"))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(format!("token={token}"))
+            .send()
+    };
+    for _ in 0..5 {
+        assert_eq!(login("wrong-guess-wrong-guess").await.unwrap().status(), 401);
+    }
+    let limited = login(TOKEN).await.unwrap();
+    assert_eq!(limited.status(), 429);
+    let wait: u64 = limited.headers()["retry-after"].to_str().unwrap().parse().unwrap();
+    assert!((1..=61).contains(&wait), "{wait}");
+    app.stop().await;
+}
+
+fn hex(s: &str) -> String {
+    s.bytes().map(|b| format!("{b:02x}")).collect()
+}

@@ -232,6 +232,7 @@ fn settings(plan: &DemoPlan, targets: Vec<TargetSpec>) -> Settings {
         proxy: None,
         dashboard_token: None,
         notice: None,
+        session_ttl: Duration::from_secs(12 * 3600),
     }
 }
 

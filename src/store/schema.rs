@@ -62,6 +62,11 @@ const MIGRATIONS: &[&str] = &[
         detail  TEXT NOT NULL
     );
     CREATE INDEX events_by_time ON events (ts);
+    -- Dashboard sessions signed out before they expired (logout revokes across restarts).
+    CREATE TABLE revoked_sessions (
+        id         TEXT PRIMARY KEY,
+        expires_ms INTEGER NOT NULL
+    ) WITHOUT ROWID;
 ",
 ];
 

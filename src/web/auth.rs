@@ -1,27 +1,29 @@
 //! Optional authentication (`DASHBOARD_TOKEN`): one shared token protects pages, API, live
 //! events and `/metrics`; `/healthz` and `/readyz` stay open for probes.
 //!
-//! API clients send `Authorization: Bearer <token>`. Browsers sign in once at `/login`, which
-//! sets an HttpOnly, SameSite=Strict cookie, because `EventSource` cannot send headers. The
-//! cookie carries the token hex-encoded (safe in a cookie whatever its characters), so a
-//! restart or a second replica needs no session store; changing the token signs everyone out.
-//! Every comparison is constant-time in the token's content.
+//! API clients send `Authorization: Bearer <token>` (compared in constant time). Browsers sign
+//! in once at `/login`, which sets an HttpOnly, SameSite=Strict session cookie, because
+//! `EventSource` cannot send headers; the cookie is a signed session, never the token
+//! ([`super::session`]). Sign-in and sign-out are POSTs that must come from the dashboard's own
+//! origin, and wrong tokens are limited per client address.
 
-use axum::extract::{Form, Request, State};
+use std::net::{IpAddr, SocketAddr};
+
+use axum::Extension;
+use axum::extract::{ConnectInfo, Form, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use serde::Deserialize;
 
 use super::AppState;
+use super::session::{Session, Sessions};
 use crate::setting::Secret;
 
 /// Name of the session cookie.
 pub const COOKIE_NAME: &str = "zai_dash_session";
 /// Paths reachable without the token: probes, and the sign-in itself.
 const OPEN_PATHS: [&str; 4] = ["/healthz", "/readyz", "/login", "/logout"];
-/// How long the browser keeps the cookie (30 days).
-const COOKIE_MAX_AGE_S: u32 = 30 * 24 * 3600;
 
 /// Compares without an early exit, so the time taken does not reveal how much of a guess
 /// matched (only the longer of the two lengths shows).
@@ -33,11 +35,6 @@ pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
         diff |= usize::from(x ^ y);
     }
     std::hint::black_box(diff) == 0
-}
-
-/// Lower-case hex of `bytes`.
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// The bearer token of an `Authorization` header, if any.
@@ -59,21 +56,19 @@ fn session_cookie(headers: &HeaderMap) -> Option<&str> {
         .map(|(_, value)| value)
 }
 
-/// True when the request carries the token as a bearer header or as the session cookie.
-pub fn authorized(headers: &HeaderMap, token: &Secret) -> bool {
-    let expected = token.expose().as_bytes();
-    let by_header = bearer(headers).is_some_and(|t| constant_time_eq(t.as_bytes(), expected));
-    let by_cookie = session_cookie(headers).is_some_and(|c| constant_time_eq(c.as_bytes(), hex(expected).as_bytes()));
-    by_header | by_cookie
+/// True when the request carries the token as a bearer header or a valid session cookie.
+pub fn authorized(headers: &HeaderMap, token: &Secret, sessions: &Sessions, now_ms: i64) -> bool {
+    let by_header = bearer(headers).is_some_and(|t| constant_time_eq(t.as_bytes(), token.expose().as_bytes()));
+    by_header || session_cookie(headers).is_some_and(|c| sessions.check(c, now_ms).is_some())
 }
 
 /// Middleware: lets open paths and authorized requests through; sends browsers asking for a
 /// page to `/login` and answers everything else 401.
 pub async fn require(State(state): State<AppState>, req: Request, next: Next) -> Response {
-    let Some(token) = state.settings.dashboard_token.as_ref() else {
+    let (Some(token), Some(sessions)) = (state.settings.dashboard_token.as_ref(), state.sessions.as_deref()) else {
         return next.run(req).await;
     };
-    if OPEN_PATHS.contains(&req.uri().path()) || authorized(req.headers(), token) {
+    if OPEN_PATHS.contains(&req.uri().path()) || authorized(req.headers(), token, sessions, state.clock.now_ms()) {
         return next.run(req).await;
     }
     let wants_page = req.uri().path() == "/"
@@ -111,31 +106,97 @@ pub async fn login_form() -> Html<String> {
     login_page("This dashboard is protected by a token (DASHBOARD_TOKEN).")
 }
 
-/// `POST /login`: sets the session cookie when the token is right.
-pub async fn login(State(state): State<AppState>, headers: HeaderMap, Form(form): Form<LoginForm>) -> Response {
-    let Some(token) = state.settings.dashboard_token.as_ref() else {
+/// `POST /login`: sets a session cookie when the token is right. Wrong tokens count against
+/// the client's address; a post from another site is refused.
+pub async fn login(
+    State(state): State<AppState>,
+    peer: Option<Extension<ConnectInfo<SocketAddr>>>,
+    headers: HeaderMap,
+    Form(form): Form<LoginForm>,
+) -> Response {
+    let (Some(token), Some(sessions)) = (state.settings.dashboard_token.as_ref(), state.sessions.as_deref()) else {
         return Redirect::to("/").into_response();
     };
-    if !constant_time_eq(form.token.as_bytes(), token.expose().as_bytes()) {
-        tracing::debug!("Sign-in with a wrong token.");
+    if let Some(refused) = cross_site(&headers) {
+        return refused;
+    }
+    let ip = peer.map_or(IpAddr::from([0, 0, 0, 0]), |p| p.0.0.ip());
+    let now = state.clock.now_ms();
+    if let Err(wait_s) = sessions.login_allowed(ip, now) {
+        tracing::warn!(client = %ip, "Too many wrong dashboard tokens; sign-in paused for this address.");
+        return too_many(wait_s);
+    }
+    if !constant_time_eq(form.token.trim().as_bytes(), token.expose().as_bytes()) {
+        sessions.record_failure(ip, now);
+        tracing::debug!(client = %ip, "Sign-in with a wrong token.");
         return (StatusCode::UNAUTHORIZED, login_page("Wrong token; try again.")).into_response();
     }
+    let Some(session) = sessions.issue(now) else {
+        tracing::error!("No system randomness for a session id; sign-in refused.");
+        return StatusCode::INTERNAL_SERVER_ERROR.into_response();
+    };
     // Behind a TLS-terminating ingress the browser speaks https: mark the cookie Secure then.
     let https = headers.get("x-forwarded-proto").and_then(|v| v.to_str().ok()) == Some("https");
+    let max_age = state.settings.session_ttl.as_secs();
     let cookie = format!(
-        "{COOKIE_NAME}={}; Path=/; HttpOnly; SameSite=Strict; Max-Age={COOKIE_MAX_AGE_S}{}",
-        hex(token.expose().as_bytes()),
+        "{COOKIE_NAME}={session}; Path=/; HttpOnly; SameSite=Strict; Max-Age={max_age}{}",
         if https { "; Secure" } else { "" }
     );
     session_response(&cookie)
 }
 
-/// `POST /logout`: forgets the cookie.
-pub async fn logout() -> Response {
+/// `POST /logout`: revokes the session (until it would have expired, across restarts) and
+/// forgets the cookie.
+pub async fn logout(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    if let Some(refused) = cross_site(&headers) {
+        return refused;
+    }
+    let session = state.sessions.as_deref().zip(session_cookie(&headers)).and_then(|(s, c)| s.verify(c));
+    if let (Some(sessions), Some(session)) = (state.sessions.as_deref(), session) {
+        sessions.revoke(&session, state.clock.now_ms());
+        persist_revocation(&state, session).await;
+    }
     let mut resp = Redirect::to("/login").into_response();
     let cookie = format!("{COOKIE_NAME}=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0");
     if let Ok(v) = HeaderValue::from_str(&cookie) {
         resp.headers_mut().insert(header::SET_COOKIE, v);
+    }
+    resp
+}
+
+async fn persist_revocation(state: &AppState, session: Session) {
+    let result = state
+        .store
+        .with_conn(move |c| {
+            c.execute(
+                "INSERT OR REPLACE INTO revoked_sessions (id, expires_ms) VALUES (?1, ?2)",
+                rusqlite::params![session.id, session.expires_ms],
+            )?;
+            Ok(())
+        })
+        .await;
+    if let Err(e) = result {
+        tracing::warn!(error = %e, "Cannot store a revoked session; it stays revoked until a restart.");
+    }
+}
+
+/// A 403 for a state-changing request whose `Origin` is another site (a cross-site form post).
+/// Requests without `Origin` (curl, scripts, old browsers' same-origin posts) pass.
+fn cross_site(headers: &HeaderMap) -> Option<Response> {
+    let origin = headers.get(header::ORIGIN)?.to_str().ok()?;
+    let host = headers.get(header::HOST).and_then(|h| h.to_str().ok()).unwrap_or("");
+    let origin_host = origin.split_once("://").map_or(origin, |(_, rest)| rest).trim_end_matches('/');
+    if origin_host.eq_ignore_ascii_case(host) {
+        return None;
+    }
+    tracing::warn!(origin, "Cross-site post to the dashboard refused.");
+    Some((StatusCode::FORBIDDEN, "cross-site request refused").into_response())
+}
+
+fn too_many(wait_s: u64) -> Response {
+    let mut resp = (StatusCode::TOO_MANY_REQUESTS, login_page("Too many wrong tokens; wait a minute.")).into_response();
+    if let Ok(v) = HeaderValue::from_str(&wait_s.to_string()) {
+        resp.headers_mut().insert(header::RETRY_AFTER, v);
     }
     resp
 }
@@ -149,6 +210,16 @@ fn session_response(cookie: &str) -> Response {
         }
         Err(_) => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
     }
+}
+
+/// Headers every response carries: no MIME sniffing, no framing by other sites (clickjacking).
+pub async fn security_headers(req: Request, next: Next) -> Response {
+    let mut resp = next.run(req).await;
+    let h = resp.headers_mut();
+    h.insert("x-content-type-options", HeaderValue::from_static("nosniff"));
+    h.insert("content-security-policy", HeaderValue::from_static("frame-ancestors 'none'"));
+    h.insert("x-frame-options", HeaderValue::from_static("DENY"));
+    resp
 }
 
 #[cfg(test)]
@@ -165,18 +236,31 @@ mod tests {
     }
 
     #[test]
-    fn header_and_cookie_are_both_accepted() {
-        let token = Secret::new("s3 cr;et");
+    fn header_and_session_cookie_are_both_accepted_but_never_the_token_as_cookie() {
+        let token = Secret::new("s3 cr;et-long-enough");
+        let sessions = Sessions::new(&token, 3_600_000);
         let mut h = HeaderMap::new();
-        assert!(!authorized(&h, &token));
-        h.insert(header::AUTHORIZATION, HeaderValue::from_static("Bearer s3 cr;et"));
-        assert!(authorized(&h, &token));
+        assert!(!authorized(&h, &token, &sessions, 0));
+        h.insert(header::AUTHORIZATION, HeaderValue::from_static("Bearer s3 cr;et-long-enough"));
+        assert!(authorized(&h, &token, &sessions, 0));
         let mut h = HeaderMap::new();
-        let cookie = format!("other=1; {COOKIE_NAME}={}", hex(b"s3 cr;et"));
+        let cookie = format!("other=1; {COOKIE_NAME}={}", sessions.issue(0).unwrap());
         h.insert(header::COOKIE, HeaderValue::from_str(&cookie).unwrap());
-        assert!(authorized(&h, &token));
+        assert!(authorized(&h, &token, &sessions, 1));
         let mut h = HeaderMap::new();
-        h.insert(header::COOKIE, HeaderValue::from_static("zai_dash_session=00"));
-        assert!(!authorized(&h, &token));
+        let hex: String = token.expose().bytes().map(|b| format!("{b:02x}")).collect();
+        h.insert(header::COOKIE, HeaderValue::from_str(&format!("{COOKIE_NAME}={hex}")).unwrap());
+        assert!(!authorized(&h, &token, &sessions, 1), "the old cookie (the token in hex) is no session");
+    }
+
+    #[test]
+    fn cross_site_posts_are_refused_same_site_and_originless_ones_pass() {
+        let mut h = HeaderMap::new();
+        h.insert(header::HOST, HeaderValue::from_static("dash.example:8080"));
+        assert!(cross_site(&h).is_none());
+        h.insert(header::ORIGIN, HeaderValue::from_static("http://dash.example:8080"));
+        assert!(cross_site(&h).is_none());
+        h.insert(header::ORIGIN, HeaderValue::from_static("https://evil.example"));
+        assert_eq!(cross_site(&h).unwrap().status(), StatusCode::FORBIDDEN);
     }
 }

@@ -11,6 +11,7 @@ pub mod error;
 pub mod export;
 pub mod pages;
 pub mod selfmetrics;
+pub mod session;
 pub mod sse;
 
 use std::sync::Arc;
@@ -63,6 +64,8 @@ pub struct WebSettings {
     pub dashboard_token: Option<Secret>,
     /// A line every page shows (the demo says which data is simulated).
     pub notice: Option<String>,
+    /// How long a dashboard session lasts after sign-in.
+    pub session_ttl: Duration,
 }
 
 impl WebSettings {
@@ -109,6 +112,8 @@ pub struct AppState {
     pub metrics: Arc<SelfMetrics>,
     /// Recently built dashboard panels.
     pub charts: Arc<pages::ChartCache>,
+    /// Dashboard sessions, when `DASHBOARD_TOKEN` is set.
+    pub sessions: Option<Arc<session::Sessions>>,
 }
 
 /// The application's routes. With `DASHBOARD_TOKEN` set, everything except `/healthz`,
@@ -128,6 +133,7 @@ pub fn router(state: AppState) -> Router {
         .route("/login", get(auth::login_form).post(auth::login))
         .route("/logout", post(auth::logout))
         .layer(axum::middleware::from_fn_with_state(state.clone(), auth::require))
+        .layer(axum::middleware::from_fn(auth::security_headers))
         .with_state(state)
 }
 
