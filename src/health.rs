@@ -39,6 +39,9 @@ pub struct TargetHealth {
     /// Successful scrapes since start (self-metrics).
     #[serde(skip)]
     pub scrapes_ok: u64,
+    /// Series left out by the per-scrape limits since start (self-metrics).
+    #[serde(skip)]
+    pub series_dropped: u64,
     /// Failed scrapes since start by kind of failure (self-metrics; a handful of fixed kinds).
     #[serde(skip)]
     pub scrape_failures: BTreeMap<&'static str, u64>,
@@ -64,6 +67,7 @@ impl TargetHealth {
             consecutive_failures: 0,
             version: None,
             scrapes_ok: 0,
+            series_dropped: 0,
             scrape_failures: BTreeMap::new(),
             retired: false,
         }
@@ -81,8 +85,8 @@ impl TargetHealth {
 }
 
 /// The health of every configured or discovered target, shared between scrapers and readers.
-/// Entries are never removed (scrape tasks address them by index); a vanished address is
-/// marked retired and reused if it comes back.
+/// Scrape tasks address entries by index; a vanished address's entry is cleared and its slot
+/// given to the next discovered address, so pod churn does not grow the board.
 #[derive(Debug, Clone, Default)]
 pub struct HealthBoard {
     inner: Arc<RwLock<Vec<TargetHealth>>>,
@@ -92,12 +96,16 @@ pub struct HealthBoard {
 /// A successful scrape, as health data.
 #[derive(Debug)]
 pub struct Success {
+    /// The target scraped (an entry whose target changed ignores it).
+    pub target_id: i64,
     /// Completion time.
     pub at_ms: i64,
     /// Scrape duration.
     pub duration_ms: f64,
     /// Samples parsed.
     pub samples: usize,
+    /// Series left out by the per-scrape limits.
+    pub dropped: usize,
     /// Resolved variant.
     pub variant: String,
     /// Reported version.
@@ -120,34 +128,44 @@ impl HealthBoard {
         &self.durations
     }
 
-    /// Adds a discovered target and returns its index; an address seen before gets its old
-    /// entry (and counters) back.
+    /// Adds a discovered target and returns its index, reusing the slot of a retired address,
+    /// so the board never holds more entries than addresses were live at once.
     pub fn add(&self, target: TargetHealth) -> Option<usize> {
         let mut all = self.inner.write().ok()?;
-        if let Some(idx) = all.iter().position(|h| h.target_id == target.target_id) {
-            all[idx].retired = false;
+        if let Some(idx) = all.iter().position(|h| h.retired) {
+            all[idx] = target;
             return Some(idx);
         }
         all.push(target);
         Some(all.len() - 1)
     }
 
-    /// Hides a target whose address vanished.
+    /// Forgets a target whose address vanished (its history stays in the database); the slot
+    /// waits for the next discovered address.
     pub fn retire(&self, idx: usize) {
         if let Ok(mut all) = self.inner.write()
             && let Some(h) = all.get_mut(idx)
         {
-            h.retired = true;
-            h.up = false;
+            *h = TargetHealth { retired: true, ..TargetHealth::new(0, String::new(), String::new()) };
         }
+    }
+
+    /// The live entry at `idx` if it still belongs to `target_id` (a cancelled scrape of a
+    /// retired address must not write into the slot's next owner).
+    fn entry(all: &mut [TargetHealth], idx: usize, target_id: i64) -> Option<&mut TargetHealth> {
+        all.get_mut(idx).filter(|h| !h.retired && h.target_id == target_id)
     }
 
     /// Records a success; logs once when a target comes (back) up or changes version.
     pub fn record_success(&self, idx: usize, s: Success) {
         self.durations.observe(s.duration_ms / 1000.0);
         let Ok(mut all) = self.inner.write() else { return };
-        let Some(h) = all.get_mut(idx) else { return };
+        let Some(h) = Self::entry(&mut all, idx, s.target_id) else { return };
         h.scrapes_ok += 1;
+        if s.dropped > 0 && h.series_dropped == 0 {
+            tracing::warn!(target_url = %h.url, dropped = s.dropped, "Target exports more series than kept; the rest are dropped.");
+        }
+        h.series_dropped += s.dropped as u64;
         if !h.up {
             tracing::info!(target_url = %h.url, variant = %s.variant, "Target is up.");
         }
@@ -169,10 +187,17 @@ impl HealthBoard {
 
     /// Records a failure; logs once when a target goes down (or fails its first scrape).
     /// `kind` is one of a few fixed failure kinds (`timeout`, `connect`, ...), a metrics label.
-    pub fn record_failure(&self, idx: usize, at_ms: i64, duration_ms: f64, kind: &'static str, error: String) {
+    pub fn record_failure(
+        &self,
+        (idx, target_id): (usize, i64),
+        at_ms: i64,
+        duration_ms: f64,
+        kind: &'static str,
+        error: String,
+    ) {
         self.durations.observe(duration_ms / 1000.0);
         let Ok(mut all) = self.inner.write() else { return };
-        let Some(h) = all.get_mut(idx) else { return };
+        let Some(h) = Self::entry(&mut all, idx, target_id) else { return };
         *h.scrape_failures.entry(kind).or_default() += 1;
         if h.up || h.consecutive_failures == 0 {
             tracing::warn!(target_url = %h.url, error = %error, "Target is down.");

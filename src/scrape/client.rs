@@ -18,6 +18,10 @@ pub enum ScrapeError {
     /// The target answered with a non-2xx status.
     #[error("HTTP status {0}")]
     Status(u16),
+    /// The target redirected to another origin (scheme, host or port), which is not followed:
+    /// a scrape URL must not become a way to make zai-dash fetch (and show) anything anywhere.
+    #[error("HTTP status {0}: redirect to another origin not followed")]
+    Redirect(u16),
     /// The body exceeded the cap.
     #[error("body larger than {0} bytes")]
     BodyTooLarge(usize),
@@ -27,8 +31,10 @@ pub enum ScrapeError {
     /// The body is not UTF-8 text.
     #[error("body is not UTF-8 text")]
     NotUtf8,
-    /// The body is not a valid Prometheus text exposition.
-    #[error("malformed exposition: {0}")]
+    /// The body is not a valid Prometheus text exposition. The message says where and what
+    /// kind of problem, but never quotes the body: it is shown on pages, and a target (or what
+    /// it redirects to) must not be able to put its own text there.
+    #[error("malformed exposition: line {}: {}", .0.line, .0.reason_without_text())]
     Parse(#[from] ParseError),
 }
 
@@ -38,7 +44,7 @@ impl ScrapeError {
         match self {
             Self::Timeout(_) => "timeout",
             Self::Connect(_) => "connect",
-            Self::Status(_) => "status",
+            Self::Status(_) | Self::Redirect(_) => "status",
             Self::BodyTooLarge(_) => "too_large",
             Self::Body(_) => "body",
             Self::NotUtf8 | Self::Parse(_) => "parse",
@@ -46,15 +52,27 @@ impl ScrapeError {
     }
 }
 
-/// Builds the shared HTTP client for scraping (gzip accepted, no redirects to other hosts'
-/// surprises beyond the default policy, no connection reuse limits).
+/// Redirects followed within the target's own origin.
+const MAX_REDIRECTS: usize = 3;
+
+/// Builds the shared HTTP client for scraping: gzip accepted, redirects followed only within
+/// the target's origin (at most three), no connection reuse limits.
 pub fn build_client() -> reqwest::Client {
     reqwest::Client::builder()
         .user_agent(concat!("zai-dash/", env!("ZAI_DASH_VERSION")))
         .gzip(true)
-        .redirect(reqwest::redirect::Policy::limited(3))
+        .redirect(reqwest::redirect::Policy::custom(same_origin_only))
         .build()
         .unwrap_or_else(|_| reqwest::Client::new())
+}
+
+fn same_origin_only(attempt: reqwest::redirect::Attempt<'_>) -> reqwest::redirect::Action {
+    let first = attempt.previous().first().map(Url::origin);
+    if attempt.previous().len() > MAX_REDIRECTS || first != Some(attempt.url().origin()) {
+        attempt.stop()
+    } else {
+        attempt.follow()
+    }
 }
 
 /// GETs `url` and returns the body as text, within `timeout` for the whole exchange and at
@@ -84,6 +102,9 @@ async fn fetch_inner(
         .send()
         .await
         .map_err(|e| classify(&e, timeout))?;
+    if resp.status().is_redirection() {
+        return Err(ScrapeError::Redirect(resp.status().as_u16()));
+    }
     if !resp.status().is_success() {
         return Err(ScrapeError::Status(resp.status().as_u16()));
     }

@@ -33,6 +33,9 @@ pub trait Resolver: Send + Sync + fmt::Debug {
     fn resolve<'a>(&'a self, host: &'a str, port: u16) -> BoxFuture<'a, std::io::Result<Vec<IpAddr>>>;
 }
 
+/// Most addresses scraped per `dns+` name.
+pub const MAX_ADDRESSES: usize = 256;
+
 /// A resolver shared between supervisors.
 pub type SharedResolver = Arc<dyn Resolver>;
 
@@ -141,6 +144,7 @@ impl Supervisor {
         let port = self.entry.url.port().unwrap_or(0);
         let mut running: BTreeMap<IpAddr, Running> = BTreeMap::new();
         let mut failing = false;
+        let mut capped = false;
         let mut interval = tokio::time::interval(self.ctx.settings.interval);
         interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -155,7 +159,7 @@ impl Supervisor {
                         tracing::info!(name = %host, addresses = addrs.len(), "Name resolves again.");
                         failing = false;
                     }
-                    self.reconcile(&mut running, &addrs).await;
+                    self.reconcile(&mut running, &addrs, &mut capped).await;
                 }
                 Err(e) => {
                     if !failing {
@@ -170,9 +174,14 @@ impl Supervisor {
         }
     }
 
-    /// Starts tasks for new addresses and stops those of vanished ones.
-    async fn reconcile(&self, running: &mut BTreeMap<IpAddr, Running>, addrs: &[IpAddr]) {
-        let wanted: BTreeSet<IpAddr> = addrs.iter().copied().collect();
+    /// Starts tasks for new addresses and stops those of vanished ones; at most
+    /// [`MAX_ADDRESSES`] per name (a DNS answer must not be able to start thousands of tasks).
+    async fn reconcile(&self, running: &mut BTreeMap<IpAddr, Running>, addrs: &[IpAddr], capped: &mut bool) {
+        if addrs.len() > MAX_ADDRESSES && !*capped {
+            tracing::warn!(entry = %self.entry.url, addresses = addrs.len(), kept = MAX_ADDRESSES, "Name resolves to more addresses than are scraped; the rest are left out.");
+        }
+        *capped = addrs.len() > MAX_ADDRESSES;
+        let wanted: BTreeSet<IpAddr> = addrs.iter().take(MAX_ADDRESSES).copied().collect();
         let gone: Vec<IpAddr> = running.keys().filter(|ip| !wanted.contains(ip)).copied().collect();
         for ip in gone {
             if let Some(r) = running.remove(&ip) {

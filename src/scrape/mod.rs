@@ -181,53 +181,107 @@ async fn scrape_loop(
 async fn scrape_once(ctx: &Ctx, idx: usize, target: &mut Target) -> Option<Scraped> {
     let started = Instant::now();
     let s = &ctx.settings;
-    let result = match client::fetch(&ctx.client, &target.spec.url, s.timeout, s.max_body_bytes).await {
-        Ok(body) => parse::parse(&body).map_err(client::ScrapeError::from),
+    let fetched = client::fetch(&ctx.client, &target.spec.url, s.timeout, s.max_body_bytes).await;
+    let at_ms = ctx.clock.now_ms();
+    let result = match fetched {
+        Ok(body) => ingest_off_runtime(target, body, at_ms).await,
         Err(e) => Err(e),
     };
-    let at_ms = ctx.clock.now_ms();
     let duration_ms = (started.elapsed().as_secs_f64() * 1e6).round() / 1000.0; // whole microseconds
-    let expo = match result {
-        Ok(expo) => expo,
+    match result {
         Err(e) => {
             tracing::debug!(kind = e.kind(), error = %e, "Scrape failed.");
-            ctx.health.record_failure(idx, at_ms, duration_ms, e.kind(), e.to_string());
-            return None;
+            ctx.health.record_failure((idx, target.id), at_ms, duration_ms, e.kind(), e.to_string());
+            None
         }
-    };
+        Ok(done) => {
+            let Ingested { scraped, samples, dropped, version } = done;
+            let variant = scraped.state.variant.clone();
+            let target_id = target.id;
+            ctx.health
+                .record_success(idx, Success { target_id, at_ms, duration_ms, samples, dropped, variant, version });
+            Some(scraped)
+        }
+    }
+}
+
+/// What one body became.
+struct Ingested {
+    scraped: Scraped,
+    samples: usize,
+    dropped: usize,
+    version: Option<String>,
+}
+
+/// Parses the body, selects the series and computes increases on the blocking pool: the work
+/// grows with the body (up to 16 MiB and 20,000 kept series), and must never stall the async
+/// workers that run every other target's scrape and the pages.
+async fn ingest_off_runtime(target: &mut Target, body: String, at_ms: i64) -> Result<Ingested, client::ScrapeError> {
+    let mut state = std::mem::take(&mut target.state);
+    let who = (target.id, target.spec.url.to_string(), target.spec.variant.clone(), target.fallback_variant.clone());
+    let initial = target.spec.initial_variant();
+    let joined = tokio::task::spawn_blocking(move || {
+        let result = ingest(&mut state, &body, at_ms, who, initial);
+        (state, result)
+    })
+    .await;
+    match joined {
+        Ok((state, result)) => {
+            target.state = state;
+            result
+        }
+        // The blocking task panicked: the state it held is lost, so the next scrape is a new
+        // baseline (no spike, the gap is not counted) and this one fails visibly.
+        Err(e) => Err(client::ScrapeError::Body(format!("processing the exposition failed: {e}"))),
+    }
+}
+
+/// Target id, URL, explicit variant, fallback variant.
+type Who = (i64, String, Option<String>, Option<String>);
+
+fn ingest(
+    state: &mut TargetState,
+    body: &str,
+    at_ms: i64,
+    (id, url, explicit, fallback): Who,
+    initial: String,
+) -> Result<Ingested, client::ScrapeError> {
+    let expo = parse::parse(body)?;
     let reading = reading::read(&expo);
-    let variant = target
-        .spec
-        .variant
-        .clone()
-        .or_else(|| reading.variant_label.clone())
-        .or_else(|| target.fallback_variant.clone())
-        .unwrap_or_else(|| target.spec.initial_variant());
-    let event = version_change(target, &reading, at_ms, &variant);
-    let row = target.state.advance(&reading, at_ms, target.id, &variant);
-    let state = StateUpdate {
-        target_id: target.id,
+    drop(expo);
+    let variant = explicit.or_else(|| reading.variant_label.clone()).or(fallback).unwrap_or(initial);
+    let event = version_change(state, &reading, at_ms, &variant, &url);
+    let row = state.advance(&reading, at_ms, id, &variant);
+    let update = StateUpdate {
+        target_id: id,
         scraped_ms: at_ms,
-        state_json: serde_json::to_string(&target.state).unwrap_or_default(),
+        state_json: serde_json::to_string(&*state).unwrap_or_default(),
         totals: row.totals,
-        variant: variant.clone(),
+        variant,
     };
-    ctx.health.record_success(
-        idx,
-        Success { at_ms, duration_ms, samples: reading.samples, variant, version: reading.version },
-    );
-    Some(Scraped { row, state, event })
+    Ok(Ingested {
+        scraped: Scraped { row, state: update, event },
+        samples: reading.samples,
+        dropped: reading.dropped,
+        version: reading.version,
+    })
 }
 
 /// An event when the target reports another `zai_proxy_build_info` version than at its
 /// previous scrape (kept in its state, so a rollout during a zai-dash restart is seen too).
-fn version_change(target: &Target, reading: &reading::Reading, at_ms: i64, variant: &str) -> Option<Event> {
-    let (from, to) = (target.state.version.as_ref()?, reading.version.as_ref()?);
+fn version_change(
+    state: &TargetState,
+    reading: &reading::Reading,
+    at_ms: i64,
+    variant: &str,
+    url: &str,
+) -> Option<Event> {
+    let (from, to) = (state.version.as_ref()?, reading.version.as_ref()?);
     (from != to).then(|| Event {
         ts_ms: at_ms,
         kind: EventKind::Version,
         variant: variant.to_owned(),
-        target: target.spec.url.to_string(),
+        target: url.to_owned(),
         detail: format!("version {from} -> {to}"),
     })
 }

@@ -122,6 +122,15 @@ impl fmt::Display for ParseError {
 
 impl std::error::Error for ParseError {}
 
+impl ParseError {
+    /// The reason without the text it quotes from the line (`invalid value "<script>..."` is
+    /// `invalid value`): what may be shown where the body must not be.
+    pub fn reason_without_text(&self) -> &str {
+        let cut = self.reason.find(" \"").unwrap_or(self.reason.len());
+        self.reason[..cut].trim_end_matches([':', ' '])
+    }
+}
+
 /// Parses a whole exposition, failing on the first malformed line.
 pub fn parse(text: &str) -> Result<Exposition, ParseError> {
     let mut parser = Parser::default();
@@ -661,6 +670,14 @@ mod tests {
         assert_eq!(sample.label("a"), Some("q\"b\\n\nx"));
         assert_eq!(sample.label("b"), Some("\\t\\d\\ü"));
         assert_eq!(sample.label("c"), Some("\\"));
+    }
+
+    #[test]
+    fn the_shown_reason_quotes_nothing_from_the_body() {
+        assert_eq!(err("foo <script>alert(1)</script>").reason_without_text(), "invalid value");
+        assert_eq!(err("# TYPE a gauge x").reason_without_text(), "unexpected text after TYPE");
+        assert_eq!(err("foo").reason_without_text(), "missing value");
+        assert_eq!(err("foo{a=1} 1").reason_without_text(), "expected '\"' to open value of label");
     }
 
     #[test]

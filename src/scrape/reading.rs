@@ -4,7 +4,7 @@
 //! `process_*`, ...) and unknown families are ignored. Each kept series remembers where its
 //! increase goes ([`Slot`]), so computing increases is a plain walk over the series.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 
 use super::parse::{Exposition, Family, MetricType, Sample, SampleKind};
 use crate::point::{GaugeStat, Gauges, Quota, QuotaWindow};
@@ -96,6 +96,13 @@ pub struct HistSeries {
     pub count: f64,
 }
 
+/// Most series (counter values and histogram lines) kept from one scrape of one target: a
+/// target cannot make a scrape, its stored state or the page cost more than this.
+pub const MAX_SERIES: usize = 20_000;
+/// Most distinct `le` bounds per histogram family: a flood of bounds would make every sum of
+/// histograms rebuild a huge union of bounds.
+pub const MAX_BOUNDS: usize = 64;
+
 /// Everything zai-dash keeps from one scrape.
 #[derive(Debug, Clone, Default)]
 pub struct Reading {
@@ -111,6 +118,8 @@ pub struct Reading {
     pub version: Option<String>,
     /// Samples in the whole exposition (health data).
     pub samples: usize,
+    /// Series left out: beyond [`MAX_SERIES`], or with a bound beyond [`MAX_BOUNDS`].
+    pub dropped: usize,
 }
 
 /// Extracts the kept series from an exposition.
@@ -152,9 +161,18 @@ fn read_family(fam: &Family, r: &mut Reading) {
     }
 }
 
+/// Series kept so far (a histogram line counts once).
+fn kept(r: &Reading) -> usize {
+    r.counters.len() + r.hists.iter().map(|h| h.buckets.len() + 2).sum::<usize>()
+}
+
 fn read_counter(fam: &Family, r: &mut Reading) {
     for s in fam.samples.iter().filter(|s| s.kind == SampleKind::Value && s.value.is_finite()) {
         let Some(slot) = counter_slot(&fam.name, s) else { continue };
+        if kept(r) >= MAX_SERIES {
+            r.dropped += 1;
+            continue;
+        }
         r.counters.push(CounterSeries { key: series_key(&fam.name, s, None), slot, value: s.value });
     }
 }
@@ -176,14 +194,32 @@ fn counter_slot(family: &str, s: &Sample) -> Option<Slot> {
 
 fn read_hist(fam: &Family, slot: HistSlot, r: &mut Reading) {
     let start = r.hists.len();
+    let mut index: HashMap<String, usize> = HashMap::new();
+    let mut bounds: BTreeSet<u64> = BTreeSet::new();
+    let mut budget = MAX_SERIES.saturating_sub(kept(r));
     for s in &fam.samples {
         if !s.value.is_finite() && s.kind != SampleKind::Bucket {
             continue;
         }
+        if let (SampleKind::Bucket, Some(le)) = (s.kind, s.bound)
+            && !bounds.contains(&le.to_bits())
+        {
+            if bounds.len() >= MAX_BOUNDS {
+                r.dropped += 1;
+                continue;
+            }
+            bounds.insert(le.to_bits());
+        }
+        if budget == 0 {
+            r.dropped += 1;
+            continue;
+        }
+        budget -= 1;
         let key = series_key(&fam.name, s, Some("le"));
-        let idx = match r.hists[start..].iter().position(|h| h.key == key) {
-            Some(i) => start + i,
+        let idx = match index.get(&key) {
+            Some(&i) => i,
             None => {
+                index.insert(key.clone(), r.hists.len());
                 r.hists.push(HistSeries { key, slot, buckets: Vec::new(), sum: 0.0, count: 0.0 });
                 r.hists.len() - 1
             }

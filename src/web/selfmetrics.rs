@@ -97,6 +97,7 @@ pub fn render(i: &Inputs<'_>) -> String {
         "zai_dash_scrape_duration_seconds",
         "Duration of target scrapes, failed ones included.",
     );
+    write_dropped(&mut e, i.targets);
     write_scrapes(&mut e, i.targets);
     e.family("zai_dash_sse_clients", "Connected Server-Sent Events clients.", "gauge");
     e.sample("zai_dash_sse_clients", &[], i.sse_clients as f64);
@@ -106,6 +107,17 @@ pub fn render(i: &Inputs<'_>) -> String {
     }
     write_writer(&mut e, i.writer);
     e.finish()
+}
+
+fn write_dropped(e: &mut Exposition, targets: &[TargetHealth]) {
+    e.family(
+        "zai_dash_scrape_series_dropped_total",
+        "Series left out of scrapes by the per-target limits (20,000 series, 64 le bounds per family).",
+        "counter",
+    );
+    for t in targets.iter().filter(|t| !t.retired) {
+        e.sample("zai_dash_scrape_series_dropped_total", &[("target", &t.url)], t.series_dropped as f64);
+    }
 }
 
 fn write_scrapes(e: &mut Exposition, targets: &[TargetHealth]) {
