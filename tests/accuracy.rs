@@ -175,6 +175,36 @@ fn settings(dir: &tempfile::TempDir, urls: &[String]) -> Settings {
     s
 }
 
+/// How long zai-dash takes from start to its first scrape, measured on a probe instance with a
+/// throwaway database (its scrapes are then forgotten).
+///
+/// zai-dash starts target k's scrape task `k × interval / targets` (100 ms here) after it
+/// starts, and assigns a scrape to the bucket in which it completes. A scrape rendered just
+/// before a bucket edge may complete after it; the suite allows for that (see `model`), but
+/// each such scrape widens the allowance of its pod. Knowing the delay, [`start_in_phase`]
+/// starts the real instance so that every scrape renders a few milliseconds after a 100 ms
+/// boundary, ~95 ms before the next bucket edge.
+async fn start_delay(fleet: &[Pod], urls: &[String]) -> i64 {
+    let probe_dir = tempfile::tempdir().unwrap();
+    let t_call = now();
+    let probe = TestApp::start(settings(&probe_dir, urls)).await;
+    wait_for("the probe's first scrape", Duration::from_secs(10), || async { !fleet[0].dash_renders().is_empty() })
+        .await;
+    let delay = fleet[0].dash_renders()[0] - t_call;
+    probe.stop().await;
+    for pod in fleet {
+        pod.forget_dash_scrapes();
+    }
+    delay
+}
+
+/// Starts zai-dash so that its scrapes render just after a 100 ms boundary.
+async fn start_in_phase(delay: i64, urls: &[String], dir: &tempfile::TempDir) -> TestApp {
+    let t = now() + 20;
+    sleep_until(t - (t + delay).rem_euclid(100) + 100 + 5).await;
+    TestApp::start(settings(dir, urls)).await
+}
+
 /// Reads `/api/compare` right after the raw bucket ending at `e` was stored and before the next
 /// one can be, so that the window's data ends exactly at `e`.
 async fn compare_at(dash: &Dash, mut e: i64, label: &'static str) -> CompareObs {
@@ -251,20 +281,16 @@ async fn zai_dash_numbers_match_prometheus() {
     ];
     let instances: Vec<String> = fleet.iter().map(|p| p.instance.clone()).collect();
     let prom = Prometheus::start(&instances, SCRAPE_MS as u64, SCRAPE_TIMEOUT_MS as u64).await;
+    let dir = tempfile::tempdir().unwrap();
+    let urls: Vec<String> = fleet.iter().map(|p| p.url.clone()).collect();
+    let delay = start_delay(&fleet, &urls).await;
     // Prometheus applies its first target list up to 5 s after it is ready; zai-dash starts once
     // Prometheus scrapes, so both see each pod first within a scrape interval of each other.
     wait_for("Prometheus' first scrape of every running pod", Duration::from_secs(30), || async {
         [0, 1, 3, 4].iter().all(|&i| fleet[i].served_scrapes().1 >= 1)
     })
     .await;
-    let dir = tempfile::tempdir().unwrap();
-    let urls: Vec<String> = fleet.iter().map(|p| p.url.clone()).collect();
-    // zai-dash starts its scrape tasks at offsets of interval / targets (100 ms) from its start, so
-    // starting it 20 ms past a 100 ms boundary puts every scrape well before the next bucket
-    // edge (a scrape that completes just after an edge is allowed for, but costs sharpness).
-    let t = now();
-    sleep_until(t - t.rem_euclid(100) + 120).await;
-    let app = TestApp::start(settings(&dir, &urls)).await;
+    let app = start_in_phase(delay, &urls, &dir).await;
     let dash = Dash::new(&app.base);
 
     // Warm-up: both scrapers have answers from every pod that is up.

@@ -551,6 +551,12 @@ impl Pod {
     pub fn dash_renders(&self) -> Vec<i64> {
         self.dash_renders.lock().unwrap().clone()
     }
+
+    /// Forgets zai-dash's scrapes so far (those of a probe instance).
+    pub fn forget_dash_scrapes(&self) {
+        self.dash_renders.lock().unwrap().clear();
+        self.all_scrapes.lock().unwrap().retain(|s| !s.1);
+    }
 }
 
 impl Drop for Pod {
