@@ -200,55 +200,107 @@ async fn bad_parameters_get_400_naming_the_parameter() {
     app.stop().await;
 }
 
-/// Reads SSE `data:` events (with their ids) until `n` have arrived.
-async fn read_events(resp: reqwest::Response, n: usize) -> Vec<(Option<u64>, Value)> {
-    let mut stream = resp.bytes_stream();
-    let mut buf = String::new();
-    let mut out = Vec::new();
-    while out.len() < n {
-        let chunk = tokio::time::timeout(Duration::from_secs(10), stream.next()).await.expect("event in time");
-        buf.push_str(std::str::from_utf8(&chunk.unwrap().unwrap()).unwrap());
-        while let Some(end) = buf.find("\n\n") {
-            let block: String = buf.drain(..end + 2).collect();
-            let mut id = None;
-            let mut data = None;
-            for line in block.lines() {
-                if let Some(v) = line.strip_prefix("id:") {
-                    id = v.trim().parse().ok();
-                } else if let Some(v) = line.strip_prefix("data:") {
-                    data = Some(serde_json::from_str::<Value>(v.trim()).unwrap());
+/// An SSE response being read event by event.
+struct Events {
+    stream: std::pin::Pin<Box<dyn futures_util::Stream<Item = reqwest::Result<bytes::Bytes>> + Send>>,
+    buf: String,
+}
+
+impl Events {
+    fn new(resp: reqwest::Response) -> Self {
+        Self { stream: Box::pin(resp.bytes_stream()), buf: String::new() }
+    }
+
+    /// Reads `data:` events (with their ids) until `n` more have arrived.
+    async fn read(&mut self, n: usize) -> Vec<(Option<u64>, Value)> {
+        let mut out = Vec::new();
+        while out.len() < n {
+            let chunk = tokio::time::timeout(Duration::from_secs(10), self.stream.next()).await.expect("event in time");
+            self.buf.push_str(std::str::from_utf8(&chunk.unwrap().unwrap()).unwrap());
+            while let Some(end) = self.buf.find("\n\n") {
+                let block: String = self.buf.drain(..end + 2).collect();
+                let mut id = None;
+                let mut data = None;
+                for line in block.lines() {
+                    if let Some(v) = line.strip_prefix("id:") {
+                        id = v.trim().parse().ok();
+                    } else if let Some(v) = line.strip_prefix("data:") {
+                        data = Some(serde_json::from_str::<Value>(v.trim()).unwrap());
+                    }
+                }
+                if let Some(d) = data {
+                    out.push((id, d));
                 }
             }
-            if let Some(d) = data {
-                out.push((id, d));
-            }
         }
+        out
     }
-    out
+}
+
+/// Reads SSE `data:` events (with their ids) until `n` have arrived.
+async fn read_events(resp: reqwest::Response, n: usize) -> Vec<(Option<u64>, Value)> {
+    Events::new(resp).read(n).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sse_delivers_connected_then_metrics_that_match_rest() {
-    let target = FakeTarget::start(Sim::new("production", 30.0), Behaviour::Healthy).await;
+    // Several models (tokens and cost per model and direction), two variants, and a production
+    // pod replaced mid-stream by one configured from the start but failing until then.
+    let models = || vec![("glm-4.7".to_owned(), 0.6), ("glm-4.5-air".to_owned(), 0.3), ("glm-5".to_owned(), 0.1)];
+    let sim = |variant: &str, rate: f64, errors: f64| {
+        let mut s = Sim::new(variant, rate);
+        s.models = models();
+        s.err_rate = errors;
+        s
+    };
+    let old = FakeTarget::start(sim("production", 30.0, 2.0), Behaviour::Healthy).await;
+    let new = FakeTarget::start(sim("production", 45.0, 1.0), Behaviour::Down).await;
+    let canary = FakeTarget::start(sim("canary", 10.0, 1.0), Behaviour::Healthy).await;
     let dir = tempfile::tempdir().unwrap();
-    let app = TestApp::start(settings(&dir, targets(&[&target.url]))).await;
+    let app = TestApp::start(settings(&dir, targets(&[&old.url, &new.url, &canary.url]))).await;
+    wait_for("the canary pod's label read", Duration::from_secs(10), || async {
+        app.json("/api/status").await["canary"]["healthy"] == true
+    })
+    .await;
     let resp = reqwest::get(app.url("/api/events")).await.unwrap();
     assert_eq!(resp.headers()["content-type"], "text/event-stream");
     assert_eq!(resp.headers()["x-accel-buffering"], "no");
-    let events = read_events(resp, 5).await;
+    let mut stream = Events::new(resp);
+    let mut events = stream.read(7).await;
     assert_eq!(events[0].1["type"], "connected");
     assert_eq!(events[0].1["data"]["scrape_interval"], 0.2);
-    assert_eq!(events[0].1["data"]["variants"], serde_json::json!(["production"]));
+    assert_eq!(events[0].1["data"]["variants"], serde_json::json!(["canary", "production"]));
+    // The replacement: the old pod stops answering, the new one starts.
+    *old.behaviour.lock().unwrap() = Behaviour::Down;
+    *new.behaviour.lock().unwrap() = Behaviour::Healthy;
+    events.extend(stream.read(16).await);
     assert!(events.iter().all(|(id, _)| id.is_some()), "every event has an id");
     let metrics: Vec<_> = events[1..].iter().filter(|(_, e)| e["type"] == "metrics").collect();
-    assert_eq!(metrics.len(), 4);
-    // REST serves the very same point, field for field.
-    let (id, live) = metrics[2];
-    let ts = live["data"]["timestamp"].as_i64().unwrap();
-    let rest = points(&app, "range=5m&variant=production").await;
-    let same = rest.iter().find(|p| p["timestamp"].as_i64() == Some(ts)).expect("point stored");
-    assert_eq!(same, &live["data"]);
+    assert_eq!(metrics.len(), 22);
+    let scraped = |t: &FakeTarget| t.scrapes();
+    assert!(scraped(&new) > 0, "the replacement pod was scraped");
+    let last_prod = metrics.iter().rev().find(|(_, e)| e["data"]["variant"] == "production").unwrap();
+    assert!(f(&last_prod.1["data"], "token_rate_in") > 0.0, "the replacement pod's tokens flow: {}", last_prod.1);
+    // REST serves the very same points, field for field: every live point of both variants,
+    // before, across and after the replacement.
+    let rest = points(&app, "range=5m").await;
+    let mut differences = Vec::new();
+    for (_, live) in &metrics {
+        let live = &live["data"];
+        let (ts, variant) = (live["timestamp"].as_i64(), &live["variant"]);
+        let stored = rest
+            .iter()
+            .find(|p| p["timestamp"].as_i64() == ts && &p["variant"] == variant)
+            .unwrap_or_else(|| panic!("point stored: {live}"));
+        let fields: std::collections::BTreeSet<&String> =
+            stored.as_object().unwrap().keys().chain(live.as_object().unwrap().keys()).collect();
+        for k in fields.into_iter().filter(|k| stored.get(*k) != live.get(*k)) {
+            differences.push(format!("{variant} @ {ts:?} {k}: stored {} vs live {}", stored[k], live[k]));
+        }
+    }
+    assert!(differences.is_empty(), "live points differ from stored ones:\n{}", differences.join("\n"));
     // Resuming with Last-Event-ID replays what came after it.
+    let id = metrics[2].0;
     let resumed = reqwest::Client::new()
         .get(app.url("/api/events"))
         .header("Last-Event-ID", id.unwrap().to_string())

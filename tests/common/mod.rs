@@ -25,6 +25,8 @@ pub enum Behaviour {
     Slow(Duration),
     /// Answers 200 with a body that is not an exposition.
     Garbage,
+    /// Answers 503: a pod that has not started yet or was stopped (every scrape fails).
+    Down,
 }
 
 /// A simulated zai-proxy whose counters grow with wall time, so rates are known exactly.
@@ -44,6 +46,9 @@ pub struct Sim {
     /// Process start (counters reset when this moves).
     pub started: Instant,
     pub version: String,
+    /// `(model, share of 2xx requests)`: when set, tokens (100 in and 30 out per request) and
+    /// their cost are exported per model; when empty, only `glm-4.7` input tokens.
+    pub models: Vec<(String, f64)>,
 }
 
 const BOUNDS: [f64; 15] = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0];
@@ -59,6 +64,7 @@ impl Sim {
             history_latency_s: 0.2,
             started: Instant::now(),
             version: "1.11.1".into(),
+            models: Vec::new(),
         }
     }
 
@@ -111,11 +117,24 @@ impl Sim {
             );
         }
         s += "# TYPE zai_proxy_tokens_total counter\n";
-        s += &format!(
-            "zai_proxy_tokens_total{{direction=\"input\",model=\"glm-4.7\",pricing_tier=\"off_peak\",variant=\"{v}\"}} {}\n",
-            ok * 100.0
-        );
-        s
+        if self.models.is_empty() {
+            s += &format!(
+                "zai_proxy_tokens_total{{direction=\"input\",model=\"glm-4.7\",pricing_tier=\"off_peak\",variant=\"{v}\"}} {}\n",
+                ok * 100.0
+            );
+            return s;
+        }
+        let mut cost = String::from("# TYPE zai_proxy_estimated_cost_usd_total counter\n");
+        for (model, share) in &self.models {
+            for (direction, per_request, usd_per_token) in [("input", 100.0, 0.0006e-3), ("output", 30.0, 0.0022e-3)] {
+                let labels =
+                    format!("direction=\"{direction}\",model=\"{model}\",pricing_tier=\"off_peak\",variant=\"{v}\"");
+                let tokens = (ok * share).floor() * per_request;
+                s += &format!("zai_proxy_tokens_total{{{labels}}} {tokens}\n");
+                cost += &format!("zai_proxy_estimated_cost_usd_total{{{labels}}} {}\n", tokens * usd_per_token);
+            }
+        }
+        s + &cost
     }
 
     /// The lifetime p95 (seconds) a dashboard reading cumulative buckets would show.
@@ -167,6 +186,7 @@ async fn metrics(State(s): State<FakeState>) -> axum::response::Response {
         Behaviour::Healthy => {}
         Behaviour::Slow(d) => tokio::time::sleep(d).await,
         Behaviour::Garbage => return (StatusCode::OK, "<html>this is not an exposition{{{").into_response(),
+        Behaviour::Down => return (StatusCode::SERVICE_UNAVAILABLE, "down").into_response(),
     }
     let body = s.sim.lock().unwrap().render();
     ([("content-type", "text/plain; version=0.0.4; charset=utf-8")], body).into_response()
