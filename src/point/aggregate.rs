@@ -17,7 +17,7 @@
 //! cannot be trusted with (non-finite, beyond [`MAX_VALUE`]) never reach a point: they are
 //! clamped where they are summed, so the JSON always holds finite numbers.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use serde::Serialize;
@@ -127,7 +127,9 @@ pub struct Point {
 /// Turns time-ordered rows into points, remembering each pod's running totals between buckets.
 #[derive(Debug, Default)]
 pub struct PointBuilder {
-    carry: HashMap<i64, (Arc<str>, Totals)>,
+    /// By target id, ordered: totals are summed over pods in the same order by every builder,
+    /// so REST, the live stream and a cache agree to the bit.
+    carry: BTreeMap<i64, (Arc<str>, Totals)>,
 }
 
 /// Per-pod rows within one bucket (borrowed: building a point copies no maps).

@@ -11,7 +11,13 @@ use std::collections::BTreeMap;
 
 use crate::point::{Counts, GaugeStat, Gauges, Histogram, Quota, QuotaWindow, SumCount, Totals};
 
-const VERSION: u8 = 1;
+/// Format of row payloads written now: 2 marks each histogram's bucket encoding (increments,
+/// or cumulative counts when increments would not decode to the same bits).
+const VERSION: u8 = 2;
+/// Payloads of version 1 (histograms always as increments) are still read.
+const VERSION_1: u8 = 1;
+/// Format of encoded totals (unchanged since version 1).
+const TOTALS_VERSION: u8 = 1;
 const MAX_EXACT: f64 = 9_007_199_254_740_992.0; // 2^53
 
 /// A payload that cannot be decoded.
@@ -35,15 +41,15 @@ pub fn encode(counts: &Counts, totals: &Totals, gauges: &Gauges) -> Vec<u8> {
 /// Encodes running totals alone (a target's latest totals, kept with its state).
 pub fn encode_totals(totals: &Totals) -> Vec<u8> {
     let mut w = Enc(Vec::with_capacity(32));
-    w.0.push(VERSION);
+    w.0.push(TOTALS_VERSION);
     w.totals(totals);
     w.0
 }
 
 /// Decodes what [`encode_totals`] wrote.
 pub fn decode_totals(bytes: &[u8]) -> Result<Totals, CodecError> {
-    let mut r = Dec(bytes);
-    if r.u8()? != VERSION {
+    let mut r = Dec(bytes, VERSION);
+    if r.u8()? != TOTALS_VERSION {
         return Err(CodecError("unknown format version"));
     }
     r.totals()
@@ -150,7 +156,7 @@ impl RowView<'_> {
 
     /// The quota block, decoded.
     pub fn quota(&self) -> Result<Option<Quota>, CodecError> {
-        Dec(self.quota_bytes).quota()
+        Dec(self.quota_bytes, VERSION).quota()
     }
 }
 
@@ -164,7 +170,7 @@ pub struct MapView<'a, const N: usize> {
 impl<'a, const N: usize> MapView<'a, N> {
     /// Entries in label order (validated by [`view`], so iteration cannot fail).
     pub fn iter(&self) -> impl Iterator<Item = (&'a str, [f64; N])> + 'a {
-        let mut d = Dec(self.bytes);
+        let mut d = Dec(self.bytes, VERSION);
         (0..self.len).map_while(move |_| Some((d.str_ref().ok()?, d.nums::<N>().ok()?)))
     }
 
@@ -179,6 +185,8 @@ impl<'a, const N: usize> MapView<'a, N> {
 pub struct HistView<'a> {
     bytes: &'a [u8],
     len: usize,
+    /// Counts stored cumulative rather than as per-bucket increments.
+    cumulative: bool,
 }
 
 impl HistView<'_> {
@@ -192,12 +200,12 @@ impl HistView<'_> {
         if self.len == 0 {
             return Histogram::default();
         }
-        let mut d = Dec(self.bytes);
+        let mut d = Dec(self.bytes, VERSION);
         let mut buckets = Vec::with_capacity(self.len);
         let mut cum = 0.0;
         for _ in 0..self.len {
-            let (Ok(le), Ok(inc)) = (d.num(), d.num()) else { break };
-            cum += inc;
+            let (Ok(le), Ok(n)) = (d.num(), d.num()) else { break };
+            cum = if self.cumulative { n } else { cum + n };
             buckets.push((le, cum));
         }
         let (sum, count) = (d.num().unwrap_or(0.0), d.num().unwrap_or(0.0));
@@ -207,10 +215,12 @@ impl HistView<'_> {
 
 /// Reads a payload in place, checking its whole structure (so later iteration cannot fail).
 pub fn view(bytes: &[u8]) -> Result<RowView<'_>, CodecError> {
-    let mut r = Dec(bytes);
-    if r.u8()? != VERSION {
+    let mut r = Dec(bytes, VERSION);
+    let version = r.u8()?;
+    if version != VERSION && version != VERSION_1 {
         return Err(CodecError("unknown format version"));
     }
+    r.1 = version;
     let requests = r.map_view::<1>()?;
     let tokens = r.map_view::<4>()?;
     let cost = r.map_view::<4>()?;
@@ -223,7 +233,7 @@ pub fn view(bytes: &[u8]) -> Result<RowView<'_>, CodecError> {
     let totals = r.totals()?;
     let gauges = [r.gauge()?, r.gauge()?, r.gauge()?];
     let quota_bytes = r.0;
-    Dec(quota_bytes).skip_quota()?; // checked without allocating; decoded only when needed
+    Dec(quota_bytes, VERSION).skip_quota()?; // checked without allocating; decoded only when needed
     Ok(RowView {
         requests,
         tokens,
@@ -290,16 +300,21 @@ impl Enc {
         }
     }
 
+    /// Buckets as increments (mostly zeros: one byte each) when summing them back gives the
+    /// same bits, else as cumulative counts (fractional counts may not round-trip through a
+    /// difference), flagged in the length's lowest bit. Exact either way: a stored row reads back
+    /// equal to the live one, to the bit.
     fn hist(&mut self, h: &Histogram) {
         if h.is_empty() {
             self.varint(0);
             return;
         }
-        self.varint(h.buckets.len() as u64);
+        let cumulative = !increments_round_trip(&h.buckets);
+        self.varint(((h.buckets.len() as u64) << 1) | u64::from(cumulative));
         let mut below = 0.0;
         for &(le, c) in &h.buckets {
             self.num(le);
-            self.num(c - below);
+            self.num(if cumulative { c } else { c - below });
             below = c;
         }
         self.num(h.sum);
@@ -391,13 +406,29 @@ impl Enc {
     }
 }
 
+/// True when per-bucket increments, summed in order from zero, give back every cumulative count
+/// bit for bit (always for whole counts).
+fn increments_round_trip(buckets: &[(f64, f64)]) -> bool {
+    let (mut below, mut decoded) = (0.0_f64, 0.0_f64);
+    for &(_, c) in buckets {
+        decoded += c - below;
+        if decoded.to_bits() != c.to_bits() {
+            return false;
+        }
+        below = c;
+    }
+    true
+}
+
 /// `v` as an exact count of thousandths, when that round-trips bit for bit.
 fn as_millis(v: f64) -> Option<u64> {
     let m = (v * 1000.0).round();
     (v > 0.0 && m < MAX_EXACT && m / 1000.0 == v).then_some(m as u64)
 }
 
-struct Dec<'a>(&'a [u8]);
+/// A reader over encoded bytes, and the payload format being read (decides how histograms were
+/// written).
+struct Dec<'a>(&'a [u8], u8);
 
 const TRUNCATED: CodecError = CodecError("truncated");
 
@@ -519,14 +550,22 @@ impl<'a> Dec<'a> {
     }
 
     fn hist_view(&mut self) -> Result<HistView<'a>, CodecError> {
-        let len = self.len()?;
+        let (len, cumulative) = if self.1 == VERSION_1 {
+            (self.len()?, false)
+        } else {
+            let v = usize::try_from(self.varint()?).map_err(|_| CodecError("length overflow"))?;
+            if v >> 1 > self.0.len() {
+                return Err(TRUNCATED);
+            }
+            (v >> 1, v & 1 == 1)
+        };
         let start = self.0;
         if len > 0 {
             for _ in 0..2 * len + 2 {
                 self.skip_num()?;
             }
         }
-        Ok(HistView { bytes: &start[..start.len() - self.0.len()], len })
+        Ok(HistView { bytes: &start[..start.len() - self.0.len()], len, cumulative })
     }
 
     fn totals(&mut self) -> Result<Totals, CodecError> {
@@ -635,6 +674,38 @@ mod tests {
             let (_, _, back) = decode(&encode(&Counts::default(), &Totals::default(), &g)).unwrap();
             assert_eq!(back.concurrent.unwrap().last.to_bits(), v.to_bits(), "{v}");
         }
+    }
+
+    #[test]
+    fn fractional_histogram_counts_read_back_to_the_bit() {
+        // 0.1 + 0.2 - 0.1 is not 0.2: such counts are stored cumulative, whole ones as increments.
+        let frac = Histogram {
+            buckets: vec![(0.5, 0.1), (1.0, 0.30000000000000004), (f64::INFINITY, 3967.1558)],
+            sum: 1.0,
+            count: 3967.1558,
+        };
+        let whole = Histogram { buckets: vec![(0.5, 10.0), (1.0, 10.0), (f64::INFINITY, 12.0)], sum: 1.0, count: 12.0 };
+        for h in [frac, whole] {
+            let c = Counts { duration: h.clone(), ..Counts::default() };
+            let (back, _, _) = decode(&encode(&c, &Totals::default(), &Gauges::default())).unwrap();
+            let bits = |h: &Histogram| h.buckets.iter().map(|(le, c)| (le.to_bits(), c.to_bits())).collect::<Vec<_>>();
+            assert_eq!(bits(&back.duration), bits(&h));
+        }
+    }
+
+    #[test]
+    fn version_1_payloads_still_read() {
+        // A version-1 payload: histograms as increments, length without a flag bit.
+        let c = Counts {
+            duration: Histogram { buckets: vec![(1.0, 2.0), (f64::INFINITY, 5.0)], sum: 3.0, count: 5.0 },
+            ..Counts::default()
+        };
+        let mut v2 = encode(&c, &Totals::default(), &Gauges::default());
+        let at = v2.iter().position(|&b| b == 4).unwrap(); // the length 2 << 1 of the histogram
+        v2[at] = 2;
+        v2[0] = VERSION_1;
+        let (back, _, _) = decode(&v2).unwrap();
+        assert_eq!(back.duration.buckets, vec![(1.0, 2.0), (f64::INFINITY, 5.0)]);
     }
 
     #[test]
