@@ -31,6 +31,25 @@ pub struct WriteBatch {
     pub late: bool,
 }
 
+impl WriteBatch {
+    /// Folds a later batch into this one (the writer was behind and this one could not be
+    /// queued): rows of both buckets, each target's newest state, every point and event.
+    pub fn absorb(&mut self, later: WriteBatch) {
+        self.bucket_end_ms = self.bucket_end_ms.max(later.bucket_end_ms);
+        self.rows.extend(later.rows);
+        for s in later.states {
+            match self.states.iter_mut().find(|o| o.target_id == s.target_id) {
+                Some(o) if o.scraped_ms <= s.scraped_ms => *o = s,
+                Some(_) => {}
+                None => self.states.push(s),
+            }
+        }
+        self.points.extend(later.points);
+        self.events.extend(later.events);
+        self.late |= later.late;
+    }
+}
+
 /// A target's persisted state after a scrape.
 #[derive(Debug, Clone)]
 pub struct StateUpdate {
@@ -53,6 +72,12 @@ pub struct StateUpdate {
 pub trait BatchSink: Send + Sync + std::fmt::Debug {
     /// Hands one bucket's batch over.
     fn submit(&self, batch: WriteBatch);
+
+    /// Waits until whatever the sink holds back has been handed on (at shutdown, after the
+    /// last batch): nothing submitted may be lost on a clean stop.
+    fn flush(&self) -> BoxFuture<'_, ()> {
+        Box::pin(std::future::ready(()))
+    }
 }
 
 /// Where points and events go once their rows are committed (the live hub).

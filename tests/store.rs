@@ -505,3 +505,41 @@ fn cumulative_fields_agree_across_tables_caches_and_retention_after_a_pod_vanish
     assert_eq!(last_2xx(true, now - 5 * MIN, 5_000).0, expected, "after every row of the pod aged out");
     assert_eq!(last_2xx(false, now - 5 * MIN, MIN).0, expected);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_that_finds_the_queue_full_is_merged_into_the_next_never_dropped() {
+    let mut fx = Fixture::new();
+    fx.write_range(T0, T0 + MIN);
+    let row = |i: i64| {
+        let mut r = fx.rows(Table::Raw, 0)[0].clone();
+        r.ts_ms = T0 + HOUR + i * 5_000;
+        r
+    };
+    let batch = |i: i64| WriteBatch {
+        bucket_end_ms: T0 + HOUR + i * 5_000,
+        rows: vec![row(i)],
+        states: vec![],
+        points: vec![],
+        events: vec![],
+        late: false,
+    };
+    let stats = Arc::new(WriterStats::default());
+    let (queue, rx) = write::channel(1, stats.clone());
+    // The writer is not running yet: the first batch fills the queue, the rest are held.
+    for i in 1..=4 {
+        zai_dash::ingest::BatchSink::submit(&queue, batch(i));
+    }
+    assert_eq!(stats.merged.load(std::sync::atomic::Ordering::Relaxed), 3);
+    let writer = tokio::spawn(write::run_writer(fx.store.clone(), rx, Hub::new(1, 8, 8), stats.clone(), MIN));
+    zai_dash::ingest::BatchSink::flush(&queue).await;
+    drop(queue);
+    writer.await.unwrap();
+    let n: i64 = fx
+        .store
+        .conn()
+        .unwrap()
+        .query_row("SELECT COUNT(*) FROM metrics_5s WHERE ts > ?1", params![T0 + HOUR], |r| r.get(0))
+        .unwrap();
+    assert_eq!(n, 4, "every batch written");
+    assert_eq!(stats.dropped.load(std::sync::atomic::Ordering::Relaxed), 0);
+}

@@ -334,6 +334,7 @@ async fn tick_loop(
     for (bucket, items) in std::mem::take(&mut pending) {
         flush((bucket, width), items, &mut builder, queue.as_ref(), true);
     }
+    queue.flush().await;
     tracing::debug!("Ticker stopped; final buckets handed to the writer.");
 }
 

@@ -1,16 +1,17 @@
 //! The single writer: one transaction per tick, a bounded queue in front, a bounded retry
 //! backlog behind.
 //!
-//! The ticker never waits for the disk: [`WriteQueue::submit`] is a `try_send`, and a full
-//! queue drops the batch, counts it and logs it. A batch whose transaction fails (disk full,
+//! The ticker never waits for the disk: [`WriteQueue::submit`] is a `try_send`; when the queue
+//! is full the batch is kept and merged with the next ones until the writer takes them, so a slow
+//! disk delays rows but loses none. A batch whose transaction fails (disk full,
 //! locked file) stays in a backlog of [`MAX_BACKLOG`] batches and is retried, oldest first,
 //! before each new batch, so a transient failure loses nothing. Points are published to the
 //! live hub after the write attempt, so REST reflects what SSE has shown whenever the disk
 //! accepts writes, and the live view keeps moving when it does not.
 
 use std::collections::VecDeque;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 use rusqlite::{Connection, params};
 use tokio::sync::mpsc;
@@ -28,8 +29,10 @@ pub const MAX_BACKLOG: usize = 720;
 pub struct WriterStats {
     /// Batches committed.
     pub committed: AtomicU64,
-    /// Batches dropped because the queue was full or the backlog overflowed.
+    /// Batches dropped: the retry backlog or the held batches overflowed (an hour each).
     pub dropped: AtomicU64,
+    /// Batches that found the queue full and were merged into the next one (none is lost).
+    pub merged: AtomicU64,
     /// Failed transaction attempts.
     pub failed: AtomicU64,
     /// Batches waiting in the retry backlog.
@@ -43,34 +46,80 @@ pub struct WriterStats {
 pub struct WriteQueue {
     tx: mpsc::Sender<WriteBatch>,
     stats: Arc<WriterStats>,
+    /// Batches that found the queue full, merged into one, with how many buckets it holds.
+    held: Arc<Mutex<Option<(WriteBatch, usize)>>>,
 }
 
 /// Creates the queue; the receiver goes to [`run_writer`].
 pub fn channel(capacity: usize, stats: Arc<WriterStats>) -> (WriteQueue, mpsc::Receiver<WriteBatch>) {
     let (tx, rx) = mpsc::channel(capacity);
-    (WriteQueue { tx, stats }, rx)
+    (WriteQueue { tx, stats, held: Arc::default() }, rx)
 }
 
 impl BatchSink for WriteQueue {
     fn submit(&self, batch: WriteBatch) {
         WriteQueue::submit(self, batch);
     }
+
+    fn flush(&self) -> crate::ingest::BoxFuture<'_, ()> {
+        Box::pin(WriteQueue::flush(self))
+    }
 }
 
 impl WriteQueue {
-    /// Hands a batch to the writer without waiting; a full queue drops it (counted, logged).
+    /// Hands a batch to the writer without waiting. When the queue is full, the batch is held
+    /// and merged with later ones until the writer takes them (counted, logged once); only
+    /// beyond [`MAX_BACKLOG`] held buckets, a writer stuck for an hour, is the oldest dropped.
     pub fn submit(&self, batch: WriteBatch) {
+        let Ok(mut held) = self.held.lock() else { return };
+        let (batch, buckets) = match held.take() {
+            Some((mut earlier, n)) => {
+                earlier.absorb(batch);
+                (earlier, n + 1)
+            }
+            None => (batch, 1),
+        };
         self.stats.queued.fetch_add(1, Ordering::Relaxed);
-        if let Err(e) = self.tx.try_send(batch) {
-            self.stats.queued.fetch_sub(1, Ordering::Relaxed);
-            let dropped = self.stats.dropped.fetch_add(1, Ordering::Relaxed) + 1;
-            let b = e.into_inner();
-            tracing::warn!(
-                bucket_end_ms = b.bucket_end_ms,
-                rows = b.rows.len(),
-                dropped_total = dropped,
-                "Write queue full; batch dropped."
-            );
+        match self.tx.try_send(batch) {
+            Ok(()) => {
+                if buckets > 1 {
+                    tracing::info!(buckets, "Write queue has room again; held batches handed to the writer.");
+                }
+            }
+            Err(mpsc::error::TrySendError::Full(batch)) => {
+                self.stats.queued.fetch_sub(1, Ordering::Relaxed);
+                self.stats.merged.fetch_add(1, Ordering::Relaxed);
+                if buckets == 1 {
+                    tracing::warn!("Write queue full; holding batches and merging them until the writer catches up.");
+                }
+                *held = self.hold(batch, buckets);
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => {
+                self.stats.queued.fetch_sub(1, Ordering::Relaxed);
+                self.stats.dropped.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// Keeps a held batch unless it already holds an hour of buckets.
+    fn hold(&self, batch: WriteBatch, buckets: usize) -> Option<(WriteBatch, usize)> {
+        if buckets <= MAX_BACKLOG {
+            return Some((batch, buckets));
+        }
+        self.stats.dropped.fetch_add(buckets as u64, Ordering::Relaxed);
+        tracing::error!(buckets, "The writer has taken nothing for an hour; held batches dropped.");
+        None
+    }
+
+    /// Waits until a held batch is in the queue (the ticker calls it after its last batch).
+    pub async fn flush(&self) {
+        let held = self.held.lock().ok().and_then(|mut h| h.take());
+        if let Some((batch, _)) = held {
+            self.stats.queued.fetch_add(1, Ordering::Relaxed);
+            if self.tx.send(batch).await.is_err() {
+                self.stats.queued.fetch_sub(1, Ordering::Relaxed);
+                self.stats.dropped.fetch_add(1, Ordering::Relaxed);
+            }
         }
     }
 }

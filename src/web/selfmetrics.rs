@@ -143,12 +143,18 @@ fn write_writer(e: &mut Exposition, w: &WriterStats) {
     e.sample("zai_dash_write_batches_total", &[], load(&w.committed));
     e.family(
         "zai_dash_write_drops_total",
-        "Batches dropped because the write queue or the backlog was full.",
+        "Batches dropped because the retry backlog or the held batches outgrew an hour.",
         "counter",
     );
     e.sample("zai_dash_write_drops_total", &[], load(&w.dropped));
     e.family("zai_dash_write_failures_total", "Failed database transactions (each is retried).", "counter");
     e.sample("zai_dash_write_failures_total", &[], load(&w.failed));
+    e.family(
+        "zai_dash_write_merges_total",
+        "Batches that found the write queue full and were merged into the next one (nothing lost).",
+        "counter",
+    );
+    e.sample("zai_dash_write_merges_total", &[], load(&w.merged));
     e.family("zai_dash_write_queue_depth", "Batches waiting in the queue for the writer.", "gauge");
     e.sample("zai_dash_write_queue_depth", &[], load(&w.queued));
 }
