@@ -203,6 +203,7 @@ async fn load_targets(
             spec,
             fallback_variant: None,
             last_variant: st.state.is_some().then(|| st.variant.clone()),
+            last_success: None,
         })
         .collect();
     Ok((targets, seed))

@@ -226,6 +226,7 @@ impl Supervisor {
             state,
             fallback_variant: Some(self.entry.initial_variant()),
             last_variant: None,
+            last_success: None,
         };
         let span = tracing::info_span!("scrape", target_url = %url);
         self.tracker.spawn(

@@ -120,13 +120,31 @@ impl TargetState {
     /// Applies a successful scrape completed at `now_ms`: returns the row of increases (for
     /// the given target and variant) and moves the state to this scrape's values.
     pub fn advance(&mut self, reading: &Reading, now_ms: i64, target_id: i64, variant: &str) -> TargetRow {
+        self.advance_with(reading, now_ms, None, target_id, variant)
+    }
+
+    /// [`Self::advance`] with the time since the previous scrape measured on a monotonic clock
+    /// (the scraper's, within one process), which a wall clock stepping back or forth cannot
+    /// distort; `None` uses the wall-clock difference (the first scrape after a restart).
+    pub fn advance_with(
+        &mut self,
+        reading: &Reading,
+        now_ms: i64,
+        elapsed_ms: Option<i64>,
+        target_id: i64,
+        variant: &str,
+    ) -> TargetRow {
         let baseline = self.last_scrape_ms.is_none();
         let mut counts = Counts::default();
         if !baseline {
             self.add_counter_increases(reading, &mut counts);
             self.add_hist_increases(reading, &mut counts);
         }
-        let elapsed_ms = self.last_scrape_ms.map_or(0, |last| (now_ms - last).max(0));
+        let elapsed_ms = match (self.last_scrape_ms, elapsed_ms) {
+            (None, _) => 0,
+            (Some(_), Some(measured)) => measured.max(0),
+            (Some(last), None) => (now_ms - last).max(0),
+        };
         let mut totals = Totals::from(self.totals);
         totals.accumulate(&counts);
         self.totals = totals.into();

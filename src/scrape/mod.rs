@@ -65,6 +65,9 @@ pub struct Target {
     pub fallback_variant: Option<String>,
     /// The variant of its last successful scrape, as stored (`None` if never scraped).
     pub last_variant: Option<String>,
+    /// When this process last scraped it successfully, on the monotonic clock: the time
+    /// between scrapes, whatever the wall clock does.
+    pub last_success: Option<Instant>,
 }
 
 impl Target {
@@ -183,10 +186,16 @@ async fn scrape_once(ctx: &Ctx, idx: usize, target: &mut Target) -> Option<Scrap
     let s = &ctx.settings;
     let fetched = client::fetch(&ctx.client, &target.spec.url, s.timeout, s.max_body_bytes).await;
     let at_ms = ctx.clock.now_ms();
+    let finished = Instant::now();
+    let elapsed_ms =
+        target.last_success.map(|t| i64::try_from(finished.duration_since(t).as_millis()).unwrap_or(i64::MAX));
     let result = match fetched {
-        Ok(body) => ingest_off_runtime(target, body, at_ms).await,
+        Ok(body) => ingest_off_runtime(target, body, (at_ms, elapsed_ms)).await,
         Err(e) => Err(e),
     };
+    if result.is_ok() {
+        target.last_success = Some(finished);
+    }
     let duration_ms = (started.elapsed().as_secs_f64() * 1e6).round() / 1000.0; // whole microseconds
     match result {
         Err(e) => {
@@ -216,12 +225,16 @@ struct Ingested {
 /// Parses the body, selects the series and computes increases on the blocking pool: the work
 /// grows with the body (up to 16 MiB and 20,000 kept series), and must never stall the async
 /// workers that run every other target's scrape and the pages.
-async fn ingest_off_runtime(target: &mut Target, body: String, at_ms: i64) -> Result<Ingested, client::ScrapeError> {
+async fn ingest_off_runtime(
+    target: &mut Target,
+    body: String,
+    at: (i64, Option<i64>),
+) -> Result<Ingested, client::ScrapeError> {
     let mut state = std::mem::take(&mut target.state);
     let who = (target.id, target.spec.url.to_string(), target.spec.variant.clone(), target.fallback_variant.clone());
     let initial = target.spec.initial_variant();
     let joined = tokio::task::spawn_blocking(move || {
-        let result = ingest(&mut state, &body, at_ms, who, initial);
+        let result = ingest(&mut state, &body, at, who, initial);
         (state, result)
     })
     .await;
@@ -242,7 +255,7 @@ type Who = (i64, String, Option<String>, Option<String>);
 fn ingest(
     state: &mut TargetState,
     body: &str,
-    at_ms: i64,
+    (wall_ms, elapsed_ms): (i64, Option<i64>),
     (id, url, explicit, fallback): Who,
     initial: String,
 ) -> Result<Ingested, client::ScrapeError> {
@@ -250,8 +263,9 @@ fn ingest(
     let reading = reading::read(&expo);
     drop(expo);
     let variant = explicit.or_else(|| reading.variant_label.clone()).or(fallback).unwrap_or(initial);
+    let at_ms = not_before_previous(state, wall_ms, &url);
     let event = version_change(state, &reading, at_ms, &variant, &url);
-    let row = state.advance(&reading, at_ms, id, &variant);
+    let row = state.advance_with(&reading, at_ms, elapsed_ms, id, &variant);
     let update = StateUpdate {
         target_id: id,
         scraped_ms: at_ms,
@@ -265,6 +279,21 @@ fn ingest(
         dropped: reading.dropped,
         version: reading.version,
     })
+}
+
+/// A scrape's time for its row: the wall clock, but never before the target's previous scrape.
+/// When the clock steps back (an NTP correction), the target's next rows go to its latest
+/// bucket until the clock has caught up, instead of into buckets already written and served.
+fn not_before_previous(state: &TargetState, wall_ms: i64, url: &str) -> i64 {
+    match state.last_scrape_ms {
+        Some(last) if wall_ms < last => {
+            if last - wall_ms > 1_000 {
+                tracing::warn!(target_url = %url, behind_ms = last - wall_ms, "The wall clock stepped back; rows wait in the latest bucket until it catches up.");
+            }
+            last
+        }
+        _ => wall_ms,
+    }
 }
 
 /// An event when the target reports another `zai_proxy_build_info` version than at its
