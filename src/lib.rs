@@ -15,6 +15,7 @@
 //! - [`ingest`]: the types and traits the scraper hands batches to storage through.
 //! - [`setting`]: parsing single setting values (durations, addresses, secrets).
 //! - [`net`]: socket options every listener shares.
+//! - [`promql`]: the PromQL behind every number, for engines that scrape the proxies.
 //! - [`shutdown`]: signals; [`telemetry`]: logs.
 //!
 //! **Subsystems**, each on the core only:
@@ -47,6 +48,7 @@ pub mod health;
 pub mod ingest;
 pub mod net;
 pub mod point;
+pub mod promql;
 pub mod setting;
 pub mod shutdown;
 pub mod telemetry;

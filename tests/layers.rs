@@ -20,6 +20,7 @@ const LAYERS: &[(&str, &[&str])] = &[
             "ingest",
             "net",
             "point",
+            "promql",
             "setting",
             "shutdown",
             "telemetry",

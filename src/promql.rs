@@ -1,0 +1,226 @@
+//! The PromQL behind every number zai-dash shows, for engines that already scrape the proxies
+//! (Prometheus, VictoriaMetrics, Thanos, Mimir).
+//!
+//! One catalog serves three readers: the source mode (answering the API from an engine), the
+//! Grafana dashboard (the same panels over the same queries) and `zai-dash rules --prometheus`
+//! (alerting rules on the same numbers). Each expression is the definition decisions section 8
+//! gives zai-dash's own points, written in PromQL over the `zai_proxy_*` series:
+//! - rates: `sum by (variant) (increase(x[W])) / W`, i.e. the per-second increase over the
+//!   window, pods summed (`rate` extrapolates at series edges like `increase` does);
+//! - quantiles: `histogram_quantile` over the window's summed bucket increases, in ms;
+//! - error share: 5xx increases over all increases, in percent;
+//! - gauges: time-weighted, `avg_over_time(sum by (variant) (g)[W:R])`, so a pod present for
+//!   half the window counts half (a subquery at the scrape resolution `R`).
+//!
+//! Cumulative Go fields (`requests_2xx`, `tokens_input`, ...) are running totals since zai-dash
+//! first saw a variant; an engine has no such notion, so they have no expression here and the
+//! source mode answers `null` for them rather than a made-up value.
+
+/// Which series a query reads: a variant (`None`: all, grouped by variant) and extra label
+/// matchers (a pod's `instance`, a Grafana template variable).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Selector {
+    /// Only this variant.
+    pub variant: Option<String>,
+    /// Further `label="value"` matchers, in order.
+    pub matchers: Vec<(String, String)>,
+}
+
+impl Selector {
+    /// Every variant.
+    pub fn all() -> Self {
+        Self::default()
+    }
+
+    /// One variant.
+    pub fn variant(name: &str) -> Self {
+        Self { variant: Some(name.to_owned()), matchers: Vec::new() }
+    }
+
+    /// The matchers inside `{...}`, with `extra` ones first (e.g. `status_code=~"5.."`).
+    fn render(&self, extra: &[&str]) -> String {
+        let mut parts: Vec<String> = extra.iter().map(|s| (*s).to_owned()).collect();
+        if let Some(v) = &self.variant {
+            parts.push(format!("variant=\"{}\"", escape(v)));
+        }
+        for (k, v) in &self.matchers {
+            parts.push(format!("{k}=\"{}\"", escape(v)));
+        }
+        if parts.is_empty() { String::new() } else { format!("{{{}}}", parts.join(",")) }
+    }
+}
+
+/// A PromQL string literal's content.
+fn escape(v: &str) -> String {
+    v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+}
+
+/// A window or resolution as PromQL writes durations (`5m`, `30s`, `1500ms`).
+pub fn duration(ms: i64) -> String {
+    let ms = ms.max(1);
+    if ms % 3_600_000 == 0 {
+        format!("{}h", ms / 3_600_000)
+    } else if ms % 60_000 == 0 {
+        format!("{}m", ms / 60_000)
+    } else if ms % 1_000 == 0 {
+        format!("{}s", ms / 1_000)
+    } else {
+        format!("{ms}ms")
+    }
+}
+
+/// The series families the catalog reads (zai-proxy's names, contract section 1.2).
+pub mod family {
+    /// Requests by `status_code`.
+    pub const REQUESTS: &str = "zai_proxy_requests_total";
+    /// Tokens by `direction`, `model`.
+    pub const TOKENS: &str = "zai_proxy_tokens_total";
+    /// Estimated cost (USD) by `direction`, `model`.
+    pub const COST: &str = "zai_proxy_estimated_cost_usd_total";
+    /// Capacity rejections.
+    pub const REJECTIONS: &str = "zai_proxy_rate_limit_rejections_total";
+    /// Retries by `reason`.
+    pub const RETRIES: &str = "zai_proxy_retry_attempts_total";
+    /// Upstream errors by `error_type`.
+    pub const UPSTREAM_ERRORS: &str = "zai_proxy_upstream_errors_total";
+    /// Request duration histogram (seconds).
+    pub const DURATION: &str = "zai_proxy_request_duration_seconds";
+    /// Time to first token histogram (seconds).
+    pub const TTFT: &str = "zai_proxy_time_to_first_token_seconds";
+    /// Time per output token histogram (seconds).
+    pub const TPOT: &str = "zai_proxy_time_per_output_token_seconds";
+    /// In-flight requests.
+    pub const CONCURRENT: &str = "zai_proxy_concurrent_requests";
+    /// Worker cap.
+    pub const MAX_WORKERS: &str = "zai_proxy_max_workers";
+    /// Current rate limit.
+    pub const RATE_LIMIT: &str = "zai_proxy_rate_limit_requests_per_second";
+}
+
+/// Per-second increase of `family` over `window`, summed by `by`.
+fn per_second(family: &str, sel: &Selector, extra: &[&str], by: &str, window: &str) -> String {
+    format!("sum by ({by}) (rate({family}{}[{window}]))", sel.render(extra))
+}
+
+/// Increase of `family` over `window`, summed by `by`.
+fn increase(family: &str, sel: &Selector, extra: &[&str], by: &str, window: &str) -> String {
+    format!("sum by ({by}) (increase({family}{}[{window}]))", sel.render(extra))
+}
+
+/// A quantile (ms) from the window's summed bucket increases of a histogram family.
+pub fn quantile_ms(q: f64, hist: &str, sel: &Selector, window_ms: i64) -> String {
+    let w = duration(window_ms);
+    format!("1000 * histogram_quantile({q}, sum by (variant, le) (rate({hist}_bucket{}[{w}])))", sel.render(&[]))
+}
+
+/// Requests per second.
+pub fn req_rate(sel: &Selector, window_ms: i64) -> String {
+    per_second(family::REQUESTS, sel, &[], "variant", &duration(window_ms))
+}
+
+/// Requests per second by status code (`status_code_rates`).
+pub fn status_code_rates(sel: &Selector, window_ms: i64) -> String {
+    per_second(family::REQUESTS, sel, &[], "variant, status_code", &duration(window_ms))
+}
+
+/// Requests in the window (the sample size behind rates and quantiles).
+pub fn requests(sel: &Selector, window_ms: i64) -> String {
+    increase(family::REQUESTS, sel, &[], "variant", &duration(window_ms))
+}
+
+/// 5xx share in percent (503 capacity rejections count, 429 does not).
+pub fn error_rate_pct(sel: &Selector, window_ms: i64) -> String {
+    let w = duration(window_ms);
+    format!(
+        "100 * {} / {}",
+        increase(family::REQUESTS, sel, &["status_code=~\"5..\""], "variant", &w),
+        increase(family::REQUESTS, sel, &[], "variant", &w)
+    )
+}
+
+/// Tokens per second in one direction (`input`, `output`, `cache_read`, `cache_write`).
+pub fn token_rate(direction: &str, sel: &Selector, window_ms: i64) -> String {
+    let d = format!("direction=\"{}\"", escape(direction));
+    per_second(family::TOKENS, sel, &[&d], "variant", &duration(window_ms))
+}
+
+/// Estimated cost per second, all directions (USD).
+pub fn cost_rate(sel: &Selector, window_ms: i64) -> String {
+    per_second(family::COST, sel, &[], "variant", &duration(window_ms))
+}
+
+/// Capacity rejections per second.
+pub fn rejection_rate(sel: &Selector, window_ms: i64) -> String {
+    per_second(family::REJECTIONS, sel, &[], "variant", &duration(window_ms))
+}
+
+/// Retries per second, without the generic `reason="retry"` series zai-proxy counts alongside
+/// the specific one.
+pub fn retry_rate(sel: &Selector, window_ms: i64) -> String {
+    per_second(family::RETRIES, sel, &["reason!=\"retry\""], "variant", &duration(window_ms))
+}
+
+/// Upstream errors per second.
+pub fn upstream_error_rate(sel: &Selector, window_ms: i64) -> String {
+    per_second(family::UPSTREAM_ERRORS, sel, &[], "variant", &duration(window_ms))
+}
+
+/// A gauge summed over pods, time-weighted over the window at the scrape resolution: a pod
+/// present for half the window counts half.
+pub fn gauge(family: &str, sel: &Selector, window_ms: i64, resolution_ms: i64) -> String {
+    format!(
+        "avg_over_time((sum by (variant) ({family}{}))[{}:{}])",
+        sel.render(&[]),
+        duration(window_ms),
+        duration(resolution_ms)
+    )
+}
+
+/// In-flight requests over all workers (Σ concurrent / Σ max workers), time-weighted.
+pub fn worker_utilization(sel: &Selector, window_ms: i64, resolution_ms: i64) -> String {
+    format!(
+        "{} / {}",
+        gauge(family::CONCURRENT, sel, window_ms, resolution_ms),
+        gauge(family::MAX_WORKERS, sel, window_ms, resolution_ms)
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn selectors_and_windows_render_as_promql() {
+        assert_eq!(req_rate(&Selector::all(), 60_000), "sum by (variant) (rate(zai_proxy_requests_total[1m]))");
+        assert_eq!(
+            error_rate_pct(&Selector::variant("canary"), 300_000),
+            "100 * sum by (variant) (increase(zai_proxy_requests_total{status_code=~\"5..\",variant=\"canary\"}[5m])) \
+             / sum by (variant) (increase(zai_proxy_requests_total{variant=\"canary\"}[5m]))"
+        );
+        assert_eq!(
+            quantile_ms(0.95, family::DURATION, &Selector::all(), 5_000),
+            "1000 * histogram_quantile(0.95, sum by (variant, le) (rate(zai_proxy_request_duration_seconds_bucket[5s])))"
+        );
+        assert_eq!(
+            gauge(family::MAX_WORKERS, &Selector::all(), 60_000, 5_000),
+            "avg_over_time((sum by (variant) (zai_proxy_max_workers))[1m:5s])"
+        );
+        assert_eq!(
+            retry_rate(&Selector::all(), 3_600_000),
+            "sum by (variant) (rate(zai_proxy_retry_attempts_total{reason!=\"retry\"}[1h]))"
+        );
+    }
+
+    #[test]
+    fn label_values_are_escaped() {
+        let sel = Selector { variant: Some("a\"b".into()), matchers: vec![("instance".into(), "x\\y".into())] };
+        assert_eq!(sel.render(&[]), "{variant=\"a\\\"b\",instance=\"x\\\\y\"}");
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(duration(7_200_000), "2h");
+        assert_eq!(duration(90_000), "90s");
+        assert_eq!(duration(1_500), "1500ms");
+    }
+}
