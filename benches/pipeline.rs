@@ -254,6 +254,7 @@ fn disk_per_target_day() {
         settle_ms: 11_000,
         retention_raw_ms: 10 * DAY_MS,
         retention_rollup_ms: 10 * DAY_MS,
+        retention_coarse_ms: 10 * DAY_MS,
     };
     zai_dash::store::downsample::run_once(&mut store.conn().unwrap(), start + DAY_MS + 60_000, plan).unwrap();
     let with_rollups = file_bytes(&store) - empty;

@@ -233,6 +233,7 @@ async fn downsample_loop(
         settle_ms: 2 * settings.point_ms() + 1_000,
         retention_raw_ms: duration_ms(settings.retention_5s),
         retention_rollup_ms: duration_ms(settings.retention_1m),
+        retention_coarse_ms: duration_ms(settings.retention_10m),
     };
     let mut interval = tokio::time::interval(settings.downsample_interval);
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -267,7 +268,7 @@ fn forget_deleted(store: &Store, r: &downsample::Report) {
     if r.deleted_raw > 0 {
         store.cache().forget_through(true, r.raw_cutoff_ms);
     }
-    if r.deleted_rollup > 0 {
-        store.cache().forget_through(false, r.rollup_cutoff_ms);
+    if r.deleted_rollup > 0 || r.deleted_coarse > 0 {
+        store.cache().forget_through(false, r.rollup_cutoff_ms.max(r.coarse_cutoff_ms));
     }
 }

@@ -110,6 +110,9 @@ pub struct ServeArgs {
     /// How long 1-minute rows are kept.
     #[arg(long, env = "RETENTION_1M", default_value = "168h")]
     pub retention_1m: String,
+    /// How long 10-minute rows (ranges over a day) are kept.
+    #[arg(long, env = "RETENTION_10M", default_value = "30d")]
+    pub retention_10m: String,
     /// How often complete minutes are rolled up and retention is enforced.
     #[arg(long, env = "DOWNSAMPLE_INTERVAL", default_value = "1m")]
     pub downsample_interval: String,
@@ -160,6 +163,8 @@ pub struct Settings {
     pub retention_5s: Duration,
     /// Retention of `metrics_1m`.
     pub retention_1m: Duration,
+    /// Retention of `metrics_10m`.
+    pub retention_10m: Duration,
     /// Period of the rollup and retention job.
     pub downsample_interval: Duration,
     /// Upper bound on a graceful shutdown.
@@ -210,6 +215,13 @@ impl ServeArgs {
         if retention_1m < ROLLUP_WIDTH {
             return Err(bad(format!("RETENTION_1M ({}) must be at least 1m.", self.retention_1m)));
         }
+        let retention_10m = parse_duration("RETENTION_10M", &self.retention_10m)?;
+        if retention_10m < retention_1m {
+            return Err(bad(format!(
+                "RETENTION_10M ({}) must be at least RETENTION_1M ({}): ranges over a day read 10-minute rows.",
+                self.retention_10m, self.retention_1m
+            )));
+        }
         let proxy = if self.proxy {
             Some(ProxyPlan {
                 listen_addr: parse_listen_addr("PROXY_LISTEN_ADDR", &self.proxy_listen_addr)?,
@@ -231,6 +243,7 @@ impl ServeArgs {
             db_path: prepare_db_path(&self.db_path)?,
             retention_5s,
             retention_1m,
+            retention_10m,
             downsample_interval,
             shutdown_grace: parse_duration("SHUTDOWN_GRACE", &self.shutdown_grace)?,
             point_width: POINT_WIDTH,
@@ -270,6 +283,7 @@ impl Settings {
             db_path,
             retention_5s: Duration::from_secs(24 * 3600),
             retention_1m: Duration::from_secs(7 * 24 * 3600),
+            retention_10m: Duration::from_secs(30 * 24 * 3600),
             downsample_interval: Duration::from_secs(60),
             shutdown_grace: Duration::from_secs(5),
             point_width: Duration::from_millis(500),
@@ -314,6 +328,7 @@ impl Settings {
                 .collect(),
             retention_5s: self.retention_5s,
             retention_1m: self.retention_1m,
+            retention_10m: self.retention_10m,
             downsample_interval: self.downsample_interval,
             point_width: self.point_width,
             rollup_width: self.rollup_width,
@@ -337,6 +352,7 @@ mod tests {
             db_path: std::env::temp_dir().join("zai-dash-config-test/x.db"),
             retention_5s: "24h".into(),
             retention_1m: "7d".into(),
+            retention_10m: "30d".into(),
             downsample_interval: "1m".into(),
             shutdown_grace: "10s".into(),
             proxy: false,

@@ -26,6 +26,7 @@ fn plan() -> Plan {
         settle_ms: 11_000,
         retention_raw_ms: 24 * HOUR,
         retention_rollup_ms: 7 * 24 * HOUR,
+        retention_coarse_ms: 30 * 24 * HOUR,
     }
 }
 
@@ -542,4 +543,58 @@ async fn a_batch_that_finds_the_queue_full_is_merged_into_the_next_never_dropped
         .unwrap();
     assert_eq!(n, 4, "every batch written");
     assert_eq!(stats.dropped.load(std::sync::atomic::Ordering::Relaxed), 0);
+}
+
+#[test]
+fn ten_minute_rows_sum_their_minutes_and_long_ranges_read_them_with_the_finer_tail() {
+    let mut fx = Fixture::new();
+    fx.write_range(T0, T0 + 35 * MIN);
+    let r = fx.downsample(T0 + 35 * MIN + 20_000);
+    assert_eq!(r.coarse_rows, 6, "three complete 10-minute buckets for two targets");
+    let coarse = fx.rows(Table::Coarse, 0);
+    let minutes = fx.rows(Table::Rollup, 0);
+    for c in &coarse {
+        let members: Vec<&TargetRow> =
+            minutes.iter().filter(|m| m.ts_ms > c.ts_ms - 10 * MIN && m.ts_ms <= c.ts_ms).collect();
+        assert_eq!(members.len(), 10);
+        let sum = members.iter().map(|m| m.counts.total_requests()).sum::<f64>();
+        assert_eq!(c.counts.total_requests(), sum);
+        assert_eq!(c.totals, members.last().unwrap().totals);
+        assert_eq!(c.present_ms, 10 * MIN, "present all along");
+    }
+    // A 10-minute step reads 10 min rows, then 1 min rows, then the raw tail: the same numbers as
+    // summing raw rows into the same buckets.
+    let q = |raw: bool| PointQuery {
+        start_ms: T0,
+        end_ms: T0 + 35 * MIN,
+        step_ms: 10 * MIN,
+        raw,
+        point_ms: 5_000,
+        variant: Some("production".into()),
+        target_url: None,
+    };
+    let tiered = query::points(&fx_conn(&fx), &q(false), MIN).unwrap();
+    let from_raw = query::points(&fx_conn(&fx), &q(true), MIN).unwrap();
+    assert_eq!(tiered.len(), 4);
+    for (a, b) in tiered.iter().zip(&from_raw) {
+        assert_eq!(a.timestamp, b.timestamp);
+        assert_eq!(a.requests, b.requests);
+        assert_eq!(a.requests_2xx, b.requests_2xx);
+        assert_eq!(a.latency_p95, b.latency_p95);
+    }
+    // A late row in a rolled 10 minutes reopens both the minute and the 10 minutes.
+    let mut late = fx.rows(Table::Raw, 0)[30].clone();
+    late.elapsed_ms = 0;
+    let batch = WriteBatch {
+        bucket_end_ms: late.ts_ms,
+        rows: vec![late],
+        states: vec![],
+        points: vec![],
+        events: vec![],
+        late: true,
+    };
+    write::write_batch(&mut fx.store.conn().unwrap(), &batch, MIN).unwrap();
+    let c = fx.store.conn().unwrap();
+    assert_eq!(query::watermark_of(&c, Table::Coarse).unwrap(), Some(T0));
+    assert_eq!(query::watermark(&c).unwrap(), Some(T0 + 2 * MIN));
 }

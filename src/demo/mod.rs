@@ -224,6 +224,7 @@ fn settings(plan: &DemoPlan, targets: Vec<TargetSpec>) -> Settings {
         db_path: plan.db_path.clone(),
         retention_5s: Duration::from_secs(24 * 3600),
         retention_1m: Duration::from_secs(7 * 24 * 3600),
+        retention_10m: Duration::from_secs(30 * 24 * 3600),
         downsample_interval: Duration::from_secs(60),
         shutdown_grace: Duration::from_secs(10),
         point_width: POINT_WIDTH,

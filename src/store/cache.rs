@@ -101,7 +101,15 @@ impl PointCache {
         let generation = self.generation.load(Ordering::SeqCst);
         let shape = Shape { raw: q.raw, step_ms: q.step_ms, target_url: q.target_url.clone() };
         let first_end = bucket_end(q.start_ms + 1, q.step_ms);
-        let sealed_edge = if q.raw { raw_sealed_ms } else { query::watermark(conn)?.unwrap_or(i64::MIN) };
+        // A bucket is sealed once it is read from the table it will always be read from: raw
+        // rows once written, else the rolled table the step reads (its watermark).
+        let sealed_edge = if q.raw {
+            raw_sealed_ms
+        } else if q.step_ms % (rollup_ms * super::COARSE_FACTOR) == 0 {
+            query::watermark_of(conn, query::Table::Coarse)?.unwrap_or(i64::MIN)
+        } else {
+            query::watermark(conn)?.unwrap_or(i64::MIN)
+        };
         // The last bucket that is both sealed and wholly inside this window.
         let sealed = floor_to(sealed_edge.min(q.end_ms), q.step_ms);
         let (mut points, covered) = match self.cached(&shape, generation, first_end, q.end_ms) {

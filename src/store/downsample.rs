@@ -1,11 +1,12 @@
-//! Rollup of complete minutes from `metrics_5s` into `metrics_1m`, and retention.
+//! Rollups and retention: complete minutes of `metrics_5s` into `metrics_1m`, then complete
+//! 10 minutes of `metrics_1m` into `metrics_10m` (what ranges over a day read).
 //!
-//! A watermark in `meta` marks the end of the last rolled minute, so the job resumes after a
-//! restart and never reads a minute twice unless told to: the writer lowers the watermark when
-//! a late row lands in an already rolled minute, and the minute is rolled again. Rolling
-//! replaces rows (`INSERT OR REPLACE`), so running over the same minute twice changes nothing.
-//! Retention trims each table by its own setting (raw rows only once rolled), then hands freed
-//! pages back with an incremental vacuum, so the file stays bounded.
+//! A watermark per rolled table in `meta` marks the end of its last rolled bucket, so the job
+//! resumes after a restart and never reads a bucket twice unless told to: the writer lowers the
+//! watermarks when a late row lands in an already rolled bucket, and it is rolled again.
+//! Rolling replaces rows (`INSERT OR REPLACE`), so running over the same bucket twice changes
+//! nothing. Retention trims each table by its own setting (a finer table only once rolled into
+//! the next), then hands freed pages back with an incremental vacuum, so the file stays bounded.
 
 use std::time::Instant;
 
@@ -23,16 +24,22 @@ const MINUTES_PER_TRANSACTION: i64 = 60;
 pub struct Report {
     /// Rows written to `metrics_1m`.
     pub rolled_rows: usize,
-    /// New watermark, if any.
+    /// Rows written to `metrics_10m`.
+    pub coarse_rows: usize,
+    /// New watermark of `metrics_1m`, if any.
     pub watermark_ms: Option<i64>,
     /// Rows deleted from `metrics_5s`.
     pub deleted_raw: usize,
     /// Rows deleted from `metrics_1m`.
     pub deleted_rollup: usize,
+    /// Rows deleted from `metrics_10m`.
+    pub deleted_coarse: usize,
     /// Raw rows at or before this were deleted (when `deleted_raw > 0`).
     pub raw_cutoff_ms: i64,
     /// Rollup rows at or before this were deleted (when `deleted_rollup > 0`).
     pub rollup_cutoff_ms: i64,
+    /// Coarse rows at or before this were deleted (when `deleted_coarse > 0`).
+    pub coarse_cutoff_ms: i64,
     /// Wall time of the run in ms.
     pub duration_ms: u64,
 }
@@ -42,7 +49,7 @@ pub struct Report {
 pub struct Plan {
     /// Width of a raw point (5 s): each raw row is present for this long.
     pub point_ms: i64,
-    /// Rollup bucket width (60 s).
+    /// Rollup bucket width (60 s); a coarse bucket is [`super::COARSE_FACTOR`] of them.
     pub rollup_ms: i64,
     /// A minute is complete once this long has passed after its end (late scrapes).
     pub settle_ms: i64,
@@ -50,92 +57,121 @@ pub struct Plan {
     pub retention_raw_ms: i64,
     /// `RETENTION_1M`.
     pub retention_rollup_ms: i64,
+    /// `RETENTION_10M`.
+    pub retention_coarse_ms: i64,
 }
 
-/// Rolls every complete minute and enforces retention, as of `now_ms`.
+impl Plan {
+    fn coarse_ms(&self) -> i64 {
+        self.rollup_ms * super::COARSE_FACTOR
+    }
+}
+
+/// One rolled table: which table feeds it, its bucket width, up to where its source is complete.
+#[derive(Debug, Clone, Copy)]
+struct Tier {
+    source: Table,
+    target: Table,
+    width_ms: i64,
+}
+
+/// Rolls every complete minute, then every complete 10 minutes of rolled minutes, and enforces
+/// retention, as of `now_ms`.
 pub fn run_once(conn: &mut Connection, now_ms: i64, plan: Plan) -> Result<Report, StoreError> {
     let started = Instant::now();
     let mut report = Report::default();
-    let last_complete = (now_ms - plan.settle_ms).div_euclid(plan.rollup_ms) * plan.rollup_ms;
-    let mut wm = match query::watermark(conn)? {
-        Some(w) => w,
-        None => match first_raw_minute(conn, plan.rollup_ms)? {
-            Some(m) => m - plan.rollup_ms,
-            None => last_complete,
-        },
-    };
-    while wm < last_complete {
-        let until = (wm + MINUTES_PER_TRANSACTION * plan.rollup_ms).min(last_complete);
-        report.rolled_rows += roll_range(conn, wm, until, plan)?;
-        wm = until;
-    }
-    if query::watermark(conn)?.is_none() {
-        query::set_watermark(conn, wm)?;
-    }
+    let minutes = Tier { source: Table::Raw, target: Table::Rollup, width_ms: plan.rollup_ms };
+    let settled = (now_ms - plan.settle_ms).div_euclid(plan.rollup_ms) * plan.rollup_ms;
+    let (wm, rolled) = roll_tier(conn, minutes, settled, plan)?;
+    report.rolled_rows = rolled;
     report.watermark_ms = Some(wm);
-    let (raw, rolled) = enforce_retention(conn, now_ms, wm, plan)?;
-    report.deleted_raw = raw;
-    report.deleted_rollup = rolled;
-    report.raw_cutoff_ms = (now_ms - plan.retention_raw_ms).min(wm);
-    report.rollup_cutoff_ms = now_ms - plan.retention_rollup_ms;
+    let tens = Tier { source: Table::Rollup, target: Table::Coarse, width_ms: plan.coarse_ms() };
+    let (coarse_wm, coarse_rows) = roll_tier(conn, tens, wm.div_euclid(tens.width_ms) * tens.width_ms, plan)?;
+    report.coarse_rows = coarse_rows;
+    enforce_retention(conn, now_ms, (wm, coarse_wm), plan, &mut report)?;
     report.duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
     Ok(report)
 }
 
-fn first_raw_minute(conn: &Connection, rollup_ms: i64) -> Result<Option<i64>, StoreError> {
-    let min: Option<i64> = conn.query_row("SELECT MIN(ts) FROM metrics_5s", [], |r| r.get(0))?;
-    Ok(min.map(|ts| crate::clock::bucket_end(ts, rollup_ms)))
+/// Rolls the tier's complete buckets ending at or before `complete` (in transactions of a
+/// bounded size); returns the tier's watermark and the rows written.
+fn roll_tier(conn: &mut Connection, tier: Tier, complete: i64, plan: Plan) -> Result<(i64, usize), StoreError> {
+    let mut wm = match query::watermark_of(conn, tier.target)? {
+        Some(w) => w,
+        None => match first_row(conn, tier.source, tier.width_ms)? {
+            Some(end) => end - tier.width_ms,
+            None => complete,
+        },
+    };
+    let mut written = 0;
+    while wm < complete {
+        let until = (wm + MINUTES_PER_TRANSACTION * tier.width_ms).min(complete);
+        written += roll_range(conn, tier, (wm, until), plan)?;
+        wm = until;
+    }
+    if query::watermark_of(conn, tier.target)?.is_none() {
+        query::set_watermark_of(conn, tier.target, wm)?;
+    }
+    Ok((wm, written))
 }
 
-/// Rolls minutes ending in `(after, until]` for every target, in one transaction.
-fn roll_range(conn: &mut Connection, after: i64, until: i64, plan: Plan) -> Result<usize, StoreError> {
+/// End of the first bucket of `width_ms` holding a row of `table`.
+fn first_row(conn: &Connection, table: Table, width_ms: i64) -> Result<Option<i64>, StoreError> {
+    let min: Option<i64> = conn.query_row(&format!("SELECT MIN(ts) FROM {}", table.name()), [], |r| r.get(0))?;
+    Ok(min.map(|ts| crate::clock::bucket_end(ts, width_ms)))
+}
+
+/// Rolls the tier's buckets ending in `(after, until]` for every target, in one transaction.
+fn roll_range(conn: &mut Connection, tier: Tier, (after, until): (i64, i64), plan: Plan) -> Result<usize, StoreError> {
     let tx = conn.transaction()?;
     let names = query::variant_names(&tx)?;
+    let widths = (plan.point_ms, plan.rollup_ms);
     let mut written = 0;
     for t in query::targets(&tx)? {
-        let rows =
-            query::target_rows_with(&tx, Table::Raw, t.id, (after, until), &names, (plan.point_ms, plan.rollup_ms))?;
-        for rolled in query::roll_minutes(&rows, plan.rollup_ms) {
-            query::replace_row(&tx, Table::Rollup, &rolled)?;
+        let rows = query::target_rows_with(&tx, tier.source, t.id, (after, until), &names, widths)?;
+        for rolled in query::roll_minutes(&rows, tier.width_ms) {
+            query::replace_row(&tx, tier.target, &rolled)?;
             written += 1;
         }
     }
     // Only move forward: a concurrent writer may have lowered it for a late row meanwhile,
     // in which case its lower value must win.
-    tx.execute(
-        "UPDATE meta SET value = ?1 WHERE key = 'rollup_watermark_ms' AND value = ?2",
-        rusqlite::params![until, after],
-    )?;
-    if query::watermark(&tx)?.is_none() {
-        query::set_watermark(&tx, until)?;
+    let current = query::watermark_of(&tx, tier.target)?;
+    match current {
+        Some(w) if w == after => query::set_watermark_of(&tx, tier.target, until)?,
+        None => query::set_watermark_of(&tx, tier.target, until)?,
+        Some(_) => {}
     }
     tx.commit()?;
     Ok(written)
 }
 
+/// Trims each table by its retention; a finer table only where its rows are already rolled
+/// into the next (`watermarks` of the 1 min and 10 min tables).
 fn enforce_retention(
     conn: &mut Connection,
     now_ms: i64,
-    watermark: i64,
+    (minute_wm, coarse_wm): (i64, i64),
     plan: Plan,
-) -> Result<(usize, usize), StoreError> {
-    let raw_cutoff = (now_ms - plan.retention_raw_ms).min(watermark);
-    let rollup_cutoff = now_ms - plan.retention_rollup_ms;
+    report: &mut Report,
+) -> Result<(), StoreError> {
+    report.raw_cutoff_ms = (now_ms - plan.retention_raw_ms).min(minute_wm);
+    report.rollup_cutoff_ms = (now_ms - plan.retention_rollup_ms).min(coarse_wm);
+    report.coarse_cutoff_ms = now_ms - plan.retention_coarse_ms;
     let tx = conn.transaction()?;
-    let mut raw = 0;
-    let mut rolled = 0;
     for t in query::targets(&tx)? {
-        raw += tx
-            .execute("DELETE FROM metrics_5s WHERE target_id = ?1 AND ts <= ?2", rusqlite::params![t.id, raw_cutoff])?;
-        rolled += tx.execute(
-            "DELETE FROM metrics_1m WHERE target_id = ?1 AND ts <= ?2",
-            rusqlite::params![t.id, rollup_cutoff],
-        )?;
+        let delete = |table: Table, cutoff: i64| {
+            let sql = format!("DELETE FROM {} WHERE target_id = ?1 AND ts <= ?2", table.name());
+            tx.execute(&sql, rusqlite::params![t.id, cutoff])
+        };
+        report.deleted_raw += delete(Table::Raw, report.raw_cutoff_ms)?;
+        report.deleted_rollup += delete(Table::Rollup, report.rollup_cutoff_ms)?;
+        report.deleted_coarse += delete(Table::Coarse, report.coarse_cutoff_ms)?;
     }
-    tx.execute("DELETE FROM events WHERE ts <= ?1", [rollup_cutoff])?;
+    tx.execute("DELETE FROM events WHERE ts <= ?1", [report.coarse_cutoff_ms])?;
     tx.commit()?;
-    if raw + rolled > 0 {
+    if report.deleted_raw + report.deleted_rollup + report.deleted_coarse > 0 {
         conn.execute_batch("PRAGMA incremental_vacuum;")?;
     }
-    Ok((raw, rolled))
+    Ok(())
 }

@@ -23,6 +23,10 @@ use rusqlite::Connection;
 pub use crate::ingest::WriteBatch;
 pub use write::{WriteQueue, WriterStats};
 
+/// A coarse row (`metrics_10m`) spans this many rollups: ranges over a day read them, so a
+/// 7 d chart reads about 1,000 rows per pod instead of 10,000.
+pub const COARSE_FACTOR: i64 = 10;
+
 /// A storage failure. SQLite's own text is kept (for example "database or disk is full").
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {

@@ -20,6 +20,8 @@ pub enum Table {
     Raw,
     /// `metrics_1m`.
     Rollup,
+    /// `metrics_10m`: rollups of rollups, for ranges over a day.
+    Coarse,
 }
 
 impl Table {
@@ -28,15 +30,24 @@ impl Table {
         match self {
             Table::Raw => "metrics_5s",
             Table::Rollup => "metrics_1m",
+            Table::Coarse => "metrics_10m",
         }
     }
 
-    /// The column holding each row's presence: stored for rollups; a raw row is present for
-    /// one point width, which the reader knows.
-    fn present_column(self) -> &'static str {
+    /// The column holding each row's presence: stored for rolled tables; a raw row is present
+    /// for one point width, which the reader knows.
+    pub fn present_column(self) -> &'static str {
         match self {
             Table::Raw => "0",
-            Table::Rollup => "present_ms",
+            Table::Rollup | Table::Coarse => "present_ms",
+        }
+    }
+
+    /// The `meta` key of the end of the last bucket rolled into this table.
+    fn watermark_key(self) -> &'static str {
+        match self {
+            Table::Raw | Table::Rollup => WATERMARK_KEY,
+            Table::Coarse => COARSE_WATERMARK_KEY,
         }
     }
 }
@@ -59,17 +70,29 @@ pub struct StoredTarget {
 }
 
 const WATERMARK_KEY: &str = "rollup_watermark_ms";
+const COARSE_WATERMARK_KEY: &str = "coarse_watermark_ms";
 
 /// End of the last minute rolled into `metrics_1m`, if any.
 pub fn watermark(conn: &Connection) -> Result<Option<i64>, StoreError> {
-    Ok(conn.query_row("SELECT value FROM meta WHERE key = ?1", [WATERMARK_KEY], |r| r.get(0)).optional()?)
+    watermark_of(conn, Table::Rollup)
+}
+
+/// End of the last bucket rolled into `table` (`metrics_1m` or `metrics_10m`), if any.
+pub fn watermark_of(conn: &Connection, table: Table) -> Result<Option<i64>, StoreError> {
+    let key = table.watermark_key();
+    Ok(conn.query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get(0)).optional()?)
 }
 
 /// Moves the rollup watermark.
 pub fn set_watermark(conn: &Connection, ms: i64) -> Result<(), StoreError> {
+    set_watermark_of(conn, Table::Rollup, ms)
+}
+
+/// Moves the watermark of `table`.
+pub fn set_watermark_of(conn: &Connection, table: Table, ms: i64) -> Result<(), StoreError> {
     conn.execute(
         "INSERT INTO meta (key, value) VALUES (?1, ?2) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
-        params![WATERMARK_KEY, ms],
+        params![table.watermark_key(), ms],
     )?;
     Ok(())
 }
@@ -155,11 +178,12 @@ pub fn replace_row(conn: &Connection, table: Table, row: &TargetRow) -> Result<(
                  VALUES (?1, ?2, ?3, ?4, ?5)",
             )?
             .execute(params![row.target_id, row.ts_ms, vid, row.elapsed_ms, data])?,
-        Table::Rollup => conn
-            .prepare_cached(
-                "INSERT OR REPLACE INTO metrics_1m (target_id, ts, variant_id, elapsed_ms, data, present_ms)
+        Table::Rollup | Table::Coarse => conn
+            .prepare_cached(&format!(
+                "INSERT OR REPLACE INTO {} (target_id, ts, variant_id, elapsed_ms, data, present_ms)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-            )?
+                table.name()
+            ))?
             .execute(params![row.target_id, row.ts_ms, vid, row.elapsed_ms, data, row.present_ms])?,
     };
     Ok(())
@@ -170,8 +194,8 @@ pub fn replace_row(conn: &Connection, table: Table, row: &TargetRow) -> Result<(
 fn presence(table: Table, stored: i64, elapsed_ms: i64, widths: (i64, i64)) -> i64 {
     match table {
         Table::Raw => widths.0,
-        Table::Rollup if stored > 0 => stored,
-        Table::Rollup => elapsed_ms.min(widths.1),
+        Table::Rollup | Table::Coarse if stored > 0 => stored,
+        Table::Rollup | Table::Coarse => elapsed_ms.min(widths.1),
     }
 }
 
@@ -307,10 +331,11 @@ type RowTotals = Result<Option<Found>, StoreError>;
 /// target had not been seen by then.
 ///
 /// Every table, range and cache must agree on cumulative fields, whatever has aged out, so
-/// this looks in order: the latest row at or before `t0` in either table (exact); else the
-/// first row after `t0`, minus its own increases (its totals at its start: the target's older
-/// rows aged out); else, for a target whose every row aged out, its persisted latest totals
-/// (a pod that vanished long ago keeps counting in its variant's totals).
+/// this looks in order: the latest row at or before `t0` in any table (exact); else, for a
+/// target last scraped before `t0` whose rows aged out, its persisted final totals (a pod that
+/// vanished long ago keeps counting in its variant's totals); else the first row after `t0`,
+/// minus its own increases (its totals at that row's start: a live target whose older rows aged
+/// out).
 pub fn totals_at(
     conn: &Connection,
     target: &StoredTarget,
@@ -318,17 +343,22 @@ pub fn totals_at(
     names: &HashMap<i64, String>,
 ) -> Result<Option<(String, Totals)>, StoreError> {
     let name = |vid: i64| names.get(&vid).cloned().unwrap_or_else(|| target.variant.clone());
-    let raw = row_totals(Table::Raw, target.id, "ts <= ?2 ORDER BY ts DESC LIMIT 1", t0, conn)?;
-    let rolled = row_totals(Table::Rollup, target.id, "ts <= ?2 ORDER BY ts DESC LIMIT 1", t0, conn)?;
-    if let Some(f) = newest(raw, rolled) {
+    let mut before = None;
+    for table in [Table::Raw, Table::Rollup, Table::Coarse] {
+        before = newest(before, row_totals(table, target.id, "ts <= ?2 ORDER BY ts DESC LIMIT 1", t0, conn)?);
+    }
+    if let Some(f) = before {
         return Ok(Some((name(f.variant_id), f.totals)));
     }
-    let raw = row_totals(Table::Raw, target.id, "ts > ?2 ORDER BY ts LIMIT 1", t0, conn)?;
-    let rolled = row_totals(Table::Rollup, target.id, "ts > ?2 ORDER BY ts LIMIT 1", t0, conn)?;
-    if let Some(f) = oldest(raw, rolled) {
-        return Ok(Some((name(f.variant_id), totals_before(&f.totals, &f.counts))));
+    // Scraped last before t0 and every row aged out: its totals at t0 are its final ones.
+    if let Some(totals) = target.totals.filter(|_| target.state_ms.is_some_and(|ms| ms <= t0)) {
+        return Ok(Some((target.variant.clone(), totals)));
     }
-    Ok(target.totals.filter(|_| target.state_ms.is_some_and(|ms| ms <= t0)).map(|t| (target.variant.clone(), t)))
+    let mut after = None;
+    for table in [Table::Raw, Table::Rollup, Table::Coarse] {
+        after = oldest(after, row_totals(table, target.id, "ts > ?2 ORDER BY ts LIMIT 1", t0, conn)?);
+    }
+    Ok(after.map(|f| (name(f.variant_id), totals_before(&f.totals, &f.counts))))
 }
 
 fn newest(a: Option<Found>, b: Option<Found>) -> Option<Found> {

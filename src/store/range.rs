@@ -104,7 +104,8 @@ pub fn points_with(
             read.newest_ms = read.newest_ms.max(own.last().map(|s| s.ts_ms));
             read.rows.extend(own);
         } else {
-            rollup_window(conn, t.id, (after, q.end_ms), (&names, widths), each_row, &mut read)?;
+            let coarse = q.step_ms % (rollup_ms * super::COARSE_FACTOR) == 0;
+            rollup_window(conn, t.id, (after, q.end_ms), (&names, widths, coarse), each_row, &mut read)?;
         }
     }
     Ok(build_points(q, &read, &mut builder))
@@ -152,12 +153,9 @@ pub fn target_summaries(
     (names, widths): Context<'_>,
     each_row: &mut RowVisitor<'_>,
 ) -> Result<Vec<Summary>, StoreError> {
-    let present = match table {
-        Table::Raw => "0",
-        Table::Rollup => "present_ms",
-    };
     let sql = format!(
-        "SELECT ts, variant_id, elapsed_ms, data, {present} FROM {} WHERE target_id = ?1 AND ts > ?2 AND ts <= ?3 ORDER BY ts",
+        "SELECT ts, variant_id, elapsed_ms, data, {} FROM {} WHERE target_id = ?1 AND ts > ?2 AND ts <= ?3 ORDER BY ts",
+        table.present_column(),
         table.name()
     );
     let mut stmt = conn.prepare_cached(&sql)?;
@@ -184,8 +182,8 @@ pub fn target_summaries(
         let mut s = summarize(&v, target_id, variant, ts, elapsed_ms, quota);
         s.present_ms = match table {
             Table::Raw => widths.0,
-            Table::Rollup if stored_presence > 0 => stored_presence,
-            Table::Rollup => elapsed_ms.min(widths.1),
+            Table::Rollup | Table::Coarse if stored_presence > 0 => stored_presence,
+            Table::Rollup | Table::Coarse => elapsed_ms.min(widths.1),
         };
         out.push(s);
     }
@@ -236,22 +234,31 @@ fn summarize(
     }
 }
 
-/// A target's 1-minute rows for `after < ts <= until`: stored rollups up to the watermark, then
-/// the raw tail rolled on the fly.
+/// A target's rolled rows for `after < ts <= until`, coarsest first: stored 10 min rows (for a
+/// step that is a multiple of them) up to their watermark, then stored 1 min rows up to theirs,
+/// then the raw tail rolled into minutes on the fly, so a long range never misses its end.
 fn rollup_window(
     conn: &Connection,
     target_id: i64,
     (after, until): (i64, i64),
-    (names, widths): (&Names, (i64, i64)),
+    (names, widths, coarse): (&Names, (i64, i64), bool),
     each_row: &mut RowVisitor<'_>,
     read: &mut Read,
 ) -> Result<(), StoreError> {
     let Names { owned: names, shared } = names;
-    let wm = query::watermark(conn)?.unwrap_or(i64::MIN);
-    let stored = target_summaries(conn, Table::Rollup, target_id, (after, until.min(wm)), (shared, widths), each_row)?;
-    read.newest_ms = read.newest_ms.max(stored.last().map(|s| s.ts_ms));
-    read.rows.extend(stored);
-    let raw_tail = query::target_rows_with(conn, Table::Raw, target_id, (after.max(wm), until), names, widths)?;
+    let tables: &[Table] = if coarse { &[Table::Coarse, Table::Rollup] } else { &[Table::Rollup] };
+    let mut from = after;
+    for &table in tables {
+        let to = until.min(query::watermark_of(conn, table)?.unwrap_or(i64::MIN));
+        if to <= from {
+            continue;
+        }
+        let stored = target_summaries(conn, table, target_id, (from, to), (shared, widths), each_row)?;
+        read.newest_ms = read.newest_ms.max(stored.last().map(|s| s.ts_ms));
+        read.rows.extend(stored);
+        from = to;
+    }
+    let raw_tail = query::target_rows_with(conn, Table::Raw, target_id, (from, until), names, widths)?;
     for r in &raw_tail {
         each_row(&r.variant, r.ts_ms, RowRef::Row(r));
     }

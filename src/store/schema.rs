@@ -68,6 +68,18 @@ const MIGRATIONS: &[&str] = &[
         expires_ms INTEGER NOT NULL
     ) WITHOUT ROWID;
 ",
+    "
+    -- 10-minute rollups of the 1-minute rows, for ranges over a day.
+    CREATE TABLE metrics_10m (
+        target_id  INTEGER NOT NULL,
+        ts         INTEGER NOT NULL,
+        variant_id INTEGER NOT NULL,
+        elapsed_ms INTEGER NOT NULL,
+        data       BLOB NOT NULL,
+        present_ms INTEGER NOT NULL,
+        PRIMARY KEY (target_id, ts)
+    ) WITHOUT ROWID;
+",
 ];
 
 /// The schema version this build writes.

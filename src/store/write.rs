@@ -209,23 +209,49 @@ fn insert_events(conn: &Connection, events: &[crate::ingest::Event]) -> Result<(
     Ok(())
 }
 
+/// The watermarks of the rolled tables, lowered when a late row lands in a rolled bucket so
+/// that the bucket is rolled again (first the minute, then its 10 minutes).
+struct Watermarks {
+    minute: Option<i64>,
+    coarse: Option<i64>,
+}
+
+impl Watermarks {
+    fn read(conn: &Connection) -> Result<Self, StoreError> {
+        Ok(Self { minute: query::watermark(conn)?, coarse: query::watermark_of(conn, query::Table::Coarse)? })
+    }
+
+    /// Reopens the rolled buckets holding `ts_ms`; true when one was reopened.
+    fn reopen(&mut self, conn: &Connection, ts_ms: i64, rollup_ms: i64) -> Result<bool, StoreError> {
+        let mut reopened = false;
+        let tiers = [
+            (&mut self.minute, query::Table::Rollup, rollup_ms),
+            (&mut self.coarse, query::Table::Coarse, rollup_ms * super::COARSE_FACTOR),
+        ];
+        for (wm, table, width) in tiers {
+            let bucket = bucket_end(ts_ms, width);
+            if let Some(w) = *wm
+                && bucket <= w
+            {
+                *wm = Some(bucket - width);
+                query::set_watermark_of(conn, table, bucket - width)?;
+                reopened = true;
+            }
+        }
+        Ok(reopened)
+    }
+}
+
 /// Writes one batch in one transaction: rows (merged with an existing row of the same bucket),
 /// target states, and a lowered rollup watermark when a row lands in an already rolled-up minute.
 /// Returns true when a row was merged or a rolled minute reopened: data already served changed.
 pub fn write_batch(conn: &mut Connection, batch: &WriteBatch, rollup_ms: i64) -> Result<bool, StoreError> {
     let tx = conn.transaction()?;
-    let mut watermark = query::watermark(&tx)?;
+    let mut watermarks = Watermarks::read(&tx)?;
     let mut changed_served = false;
     for row in &batch.rows {
         changed_served |= query::upsert_raw_row(&tx, row)?;
-        if let Some(w) = watermark {
-            let minute = bucket_end(row.ts_ms, rollup_ms);
-            if minute <= w {
-                watermark = Some(minute - rollup_ms);
-                query::set_watermark(&tx, minute - rollup_ms)?;
-                changed_served = true;
-            }
-        }
+        changed_served |= watermarks.reopen(&tx, row.ts_ms, rollup_ms)?;
     }
     let mut update = tx.prepare_cached(
         "UPDATE targets SET state = ?1, state_ms = ?2, variant = ?3, totals = ?5

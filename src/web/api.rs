@@ -178,15 +178,42 @@ fn bad(msg: String) -> ApiError {
     ApiError::BadRequest(msg)
 }
 
-/// What decides a query's table and step: the two widths, and how far back raw rows reach.
+/// What decides a query's table and step: the widths of the tables, and how far back each
+/// finer one reaches.
 #[derive(Debug, Clone, Copy)]
 pub struct Resolution {
     /// Width of a raw point.
     pub point_ms: i64,
     /// Width of a rollup.
     pub rollup_ms: i64,
+    /// Width of a coarse row.
+    pub coarse_ms: i64,
     /// Raw rows are kept from here on (`now - RETENTION_5S`); an older window reads rollups.
     pub raw_since_ms: i64,
+    /// 1 min rows are kept from here on (`now - RETENTION_1M`); an older window reads 10 min rows.
+    pub rollup_since_ms: i64,
+}
+
+/// Longest window answered from 1 min rows unless a finer `step` is asked for.
+const ROLLUP_RANGE_LIMIT_MS: i64 = 86_400_000;
+
+impl Resolution {
+    /// The width of the table that answers `(start, end]` with at least `min_step`: raw points up
+    /// to an hour (while raw rows hold the window), 1 min rows up to a day (or for a finer
+    /// `step`), else 10 min rows. The step is then a multiple of it, and the store reads the
+    /// table whose width the step is a multiple of.
+    fn table_width(&self, start_ms: i64, end_ms: i64, min_step: i64) -> i64 {
+        let span = end_ms - start_ms;
+        if span <= RAW_RANGE_LIMIT_MS && start_ms >= self.raw_since_ms {
+            self.point_ms
+        } else if (span <= ROLLUP_RANGE_LIMIT_MS || (min_step > 0 && min_step < self.coarse_ms))
+            && start_ms >= self.rollup_since_ms
+        {
+            self.rollup_ms
+        } else {
+            self.coarse_ms
+        }
+    }
 }
 
 /// Validates `/api/metrics` parameters into a query. Every error names its parameter.
@@ -200,9 +227,8 @@ pub fn parse_metrics_query(
     let variant = parse_variant_filter(get("variant"))?;
     let max_points = parse_max_points(get("max_points"))?;
     let min_step = parse_step(get("step"))?;
-    // Raw rows answer short windows they still hold; anything else reads the 1 min table.
-    let raw = end_ms - start_ms <= RAW_RANGE_LIMIT_MS && start_ms >= res.raw_since_ms;
-    let resolution = if raw { res.point_ms } else { res.rollup_ms };
+    let resolution = res.table_width(start_ms, end_ms, min_step);
+    let raw = resolution == res.point_ms;
     Ok(PointQuery {
         start_ms,
         end_ms,
@@ -302,7 +328,13 @@ mod tests {
 
     fn q(pairs: &[(&str, &str)]) -> Result<PointQuery, String> {
         let params = pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
-        let res = Resolution { point_ms: 5_000, rollup_ms: 60_000, raw_since_ms: i64::MIN };
+        let res = Resolution {
+            point_ms: 5_000,
+            rollup_ms: 60_000,
+            coarse_ms: 600_000,
+            raw_since_ms: i64::MIN,
+            rollup_since_ms: i64::MIN,
+        };
         parse_metrics_query(&params, NOW, res).map_err(|e| e.to_string())
     }
 
@@ -313,8 +345,12 @@ mod tests {
         assert_eq!(one_hour.step_ms, 5_000);
         let week = q(&[("range", "7d")]).unwrap();
         assert!(!week.raw);
-        assert_eq!(week.step_ms, 420_000); // 7 d / 1500 points, rounded up to whole minutes
+        assert_eq!(week.step_ms, 600_000); // 7 d / 1500 points, rounded up to 10 min rows
         assert!(7 * 86_400_000 / week.step_ms <= 1500);
+        let day = q(&[("range", "24h")]).unwrap();
+        assert_eq!(day.step_ms, 60_000, "a day reads 1 min rows");
+        let fine = q(&[("range", "7d"), ("step", "5m")]).unwrap();
+        assert_eq!(fine.step_ms, 420_000, "a finer step over a week reads 1 min rows");
     }
 
     #[test]
@@ -361,7 +397,13 @@ mod tests {
     fn a_short_window_older_than_raw_retention_reads_rollups() {
         let params: HashMap<String, String> =
             [("start", "1799990000"), ("end", "1799990600")].iter().map(|(k, v)| ((*k).into(), (*v).into())).collect();
-        let res = Resolution { point_ms: 5_000, rollup_ms: 60_000, raw_since_ms: NOW - 3_600_000 };
+        let res = Resolution {
+            point_ms: 5_000,
+            rollup_ms: 60_000,
+            coarse_ms: 600_000,
+            raw_since_ms: NOW - 3_600_000,
+            rollup_since_ms: i64::MIN,
+        };
         let p = parse_metrics_query(&params, NOW, res).unwrap();
         assert!(!p.raw, "raw rows of that window are gone");
         assert!(p.step_ms >= 60_000);

@@ -54,6 +54,8 @@ pub struct WebSettings {
     pub retention_5s: Duration,
     /// Retention of `metrics_1m`.
     pub retention_1m: Duration,
+    /// Retention of `metrics_10m`.
+    pub retention_10m: Duration,
     /// Period of the rollup and retention job.
     pub downsample_interval: Duration,
     /// Width of a raw point.
@@ -84,7 +86,9 @@ impl WebSettings {
         api::Resolution {
             point_ms: self.point_ms(),
             rollup_ms: self.rollup_ms(),
+            coarse_ms: self.rollup_ms() * crate::store::COARSE_FACTOR,
             raw_since_ms: now_ms.saturating_sub(duration_ms(self.retention_5s)),
+            rollup_since_ms: now_ms.saturating_sub(duration_ms(self.retention_1m)),
         }
     }
 }
