@@ -96,9 +96,8 @@ pub async fn run_with_resolver(
         metrics: self_metrics,
         charts: Default::default(),
     };
-    let server = axum::serve(crate::net::no_delay(listener), web::router(state))
-        .with_graceful_shutdown(stop.clone().cancelled_owned());
-    let server = tokio::spawn(async move { server.await });
+    let listening = crate::net::Listening { limits: settings.listener, ..Default::default() };
+    let server = tokio::spawn(crate::net::serve(listener, web::router(state), listening, stop.clone()));
 
     shutdown.cancelled().await;
     ready.store(false, Ordering::SeqCst);

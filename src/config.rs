@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
+use crate::net::ListenerLimits;
 use crate::proxy::{ProxyArgs, ProxySettings};
 use crate::scrape::ScrapeSettings;
 pub use crate::scrape::{DNS_SCHEME_PREFIX, TargetSpec, parse_targets};
@@ -125,6 +126,14 @@ pub struct ServeArgs {
     #[command(flatten)]
     #[allow(missing_docs)]
     pub proxy_args: ProxyArgs,
+    /// Time a client has to send a complete request head to the dashboard (from connect, or
+    /// from the first byte of the next request); then the connection is dropped.
+    #[arg(long, env = "HTTP_HEADER_READ_TIMEOUT", default_value = "30s")]
+    pub http_header_read_timeout: String,
+    /// How long a keep-alive connection to the dashboard may sit idle between requests. Open
+    /// live-event streams are not idle and are never cut by it.
+    #[arg(long, env = "HTTP_IDLE_TIMEOUT", default_value = "120s")]
+    pub http_idle_timeout: String,
     /// When set, pages, API and `/metrics` require this token (bearer header or login cookie);
     /// `/healthz` and `/readyz` stay open. Empty means no authentication.
     #[arg(long, env = "DASHBOARD_TOKEN", hide_env_values = true)]
@@ -171,6 +180,8 @@ pub struct Settings {
     pub proxy: Option<ProxyPlan>,
     /// Token protecting pages, API and `/metrics`; `None` leaves them open.
     pub dashboard_token: Option<Secret>,
+    /// Header-read and idle deadlines of the dashboard's connections.
+    pub listener: ListenerLimits,
 }
 
 /// Default width of a raw point.
@@ -230,6 +241,10 @@ impl ServeArgs {
             rollup_width: ROLLUP_WIDTH,
             max_body_bytes: MAX_BODY_BYTES,
             dashboard_token: self.dashboard_token.clone().filter(|t| !t.expose().is_empty()),
+            listener: ListenerLimits {
+                header_read: parse_duration("HTTP_HEADER_READ_TIMEOUT", &self.http_header_read_timeout)?,
+                idle: parse_duration("HTTP_IDLE_TIMEOUT", &self.http_idle_timeout)?,
+            },
         })
     }
 }
@@ -252,6 +267,7 @@ impl Settings {
             max_body_bytes: MAX_BODY_BYTES,
             proxy: None,
             dashboard_token: None,
+            listener: ListenerLimits::default(),
         }
     }
 
@@ -314,6 +330,8 @@ mod tests {
             proxy_listen_addr: ":8081".into(),
             proxy_args: crate::proxy::ProxyArgs::for_tests("http://127.0.0.1:1"),
             dashboard_token: None,
+            http_header_read_timeout: "30s".into(),
+            http_idle_timeout: "120s".into(),
         }
     }
 

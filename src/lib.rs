@@ -14,7 +14,7 @@
 //! - [`health`]: per-target scrape health as data, written by the scraper, read by pages.
 //! - [`ingest`]: the types and traits the scraper hands batches to storage through.
 //! - [`setting`]: parsing single setting values (durations, addresses, secrets).
-//! - [`net`]: socket options every listener shares.
+//! - [`net`]: the serving loop every listener runs (`TCP_NODELAY`, header-read and idle timeouts).
 //! - [`shutdown`]: signals; [`telemetry`]: logs.
 //!
 //! **Subsystems**, each on the core only:
