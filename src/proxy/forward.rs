@@ -117,7 +117,7 @@ pub async fn handle(State(p): State<Arc<Proxy>>, req: Request) -> Response {
     };
     observe_request(&p, &ctx, body.len());
     let upstream = Upstream {
-        url: upstream_url(&p.settings.target_url, &parts.uri),
+        url: upstream_url(&p.settings.target, &parts.uri),
         headers: upstream_headers(&parts.headers, kind, &p.settings.api_key),
         method: parts.method,
         body,
@@ -175,7 +175,7 @@ fn percent_decode(s: &str) -> Vec<u8> {
 /// What is sent upstream on every attempt.
 struct Upstream {
     method: Method,
-    url: String,
+    url: url::Url,
     headers: HeaderMap,
     body: Bytes,
 }
@@ -195,14 +195,7 @@ async fn attempts(p: &Arc<Proxy>, ctx: Ctx, client: &str, up: &Upstream) -> Resp
         let waited = p.limiter.acquire().await;
         p.metrics.rate_limit_wait.observe(&[client, v], waited.as_secs_f64());
         let last = attempt >= p.settings.max_retries;
-        let outcome = match p
-            .client
-            .request(up.method.clone(), &up.url)
-            .headers(up.headers.clone())
-            .body(up.body.clone())
-            .send()
-            .await
-        {
+        let outcome = match p.client.execute(up.request()).await {
             Err(e) => {
                 p.metrics.upstream_errors.add(&["upstream_connection", v], 1.0);
                 tracing::debug!(error = %e, attempt, "Upstream attempt failed.");
@@ -256,9 +249,9 @@ async fn respond(p: &Arc<Proxy>, ctx: &Ctx, resp: reqwest::Response, last: bool)
 /// A 2xx answer to a non-streaming request: read it whole, check it is JSON (an empty or
 /// malformed answer is retried), record usage. One pass over the body does all three, without
 /// a JSON tree.
-async fn buffered_success(p: &Arc<Proxy>, ctx: &Ctx, resp: reqwest::Response, last: bool) -> Retry {
+async fn buffered_success(p: &Arc<Proxy>, ctx: &Ctx, mut resp: reqwest::Response, last: bool) -> Retry {
     let status = resp.status();
-    let headers = resp.headers().clone();
+    let headers = response_headers(&mut resp);
     let body = read_upstream(resp, RESPONSE_LIMIT).await;
     let summary = body.as_deref().and_then(|b| usage::summarize_response(ctx.kind, b));
     let (Some(body), Some(summary)) = (body, summary) else {
@@ -282,16 +275,16 @@ async fn buffered_success(p: &Arc<Proxy>, ctx: &Ctx, resp: reqwest::Response, la
     p.limiter_success();
     ctx.record(p, status, true);
     ctx.record_response_size(p, status, body.len() as u64);
-    Retry::Done(buffered_response(status, &headers, body))
+    Retry::Done(answer(status, headers, Body::from(body)))
 }
 
-/// An answer read whole: the upstream's headers, with `Content-Length` set from what is sent
-/// (the upstream's may not match a body cut at a limit).
-fn buffered_response(status: StatusCode, headers: &HeaderMap, body: Bytes) -> Response {
-    let mut out = Response::new(Body::from(body));
+/// The client's answer: status, the upstream's headers as [`response_headers`] left them (so
+/// hyper sets `Content-Length` from the body actually sent: a body cut at a limit must not keep
+/// the upstream's), and the body.
+fn answer(status: StatusCode, headers: HeaderMap, body: Body) -> Response {
+    let mut out = Response::new(body);
     *out.status_mut() = status;
-    copy_response_headers(headers, out.headers_mut());
-    out.headers_mut().remove(header::CONTENT_LENGTH);
+    *out.headers_mut() = headers;
     out
 }
 
@@ -309,9 +302,9 @@ fn estimate(p: &Proxy, ctx: &Ctx, response_text_len: usize) -> Usage {
 
 /// A 2xx answer to a streaming request: wait for the first bytes (an empty stream is retried),
 /// then stream everything through.
-async fn stream_success(p: &Arc<Proxy>, ctx: &Ctx, resp: reqwest::Response, last: bool) -> Retry {
+async fn stream_success(p: &Arc<Proxy>, ctx: &Ctx, mut resp: reqwest::Response, last: bool) -> Retry {
     let status = resp.status();
-    let headers = resp.headers().clone();
+    let headers = response_headers(&mut resp);
     let mut upstream = resp.bytes_stream();
     let first = loop {
         match upstream.next().await {
@@ -334,13 +327,13 @@ async fn stream_success(p: &Arc<Proxy>, ctx: &Ctx, resp: reqwest::Response, last
         ));
     };
     let rest = futures_util::stream::once(std::future::ready(Ok(first))).chain(upstream);
-    Retry::Done(tee_response(p, ctx, status, &headers, Box::pin(rest), true))
+    Retry::Done(tee_response(p, ctx, status, headers, Box::pin(rest), true))
 }
 
-fn stream_back(p: &Arc<Proxy>, ctx: &Ctx, resp: reqwest::Response, success: bool) -> Response {
+fn stream_back(p: &Arc<Proxy>, ctx: &Ctx, mut resp: reqwest::Response, success: bool) -> Response {
     let status = resp.status();
-    let headers = resp.headers().clone();
-    tee_response(p, ctx, status, &headers, Box::pin(resp.bytes_stream()), success)
+    let headers = response_headers(&mut resp);
+    tee_response(p, ctx, status, headers, Box::pin(resp.bytes_stream()), success)
 }
 
 type ByteStream = Pin<Box<dyn Stream<Item = Result<Bytes, reqwest::Error>> + Send>>;
@@ -349,7 +342,7 @@ fn tee_response(
     p: &Arc<Proxy>,
     ctx: &Ctx,
     status: StatusCode,
-    headers: &HeaderMap,
+    headers: HeaderMap,
     body: ByteStream,
     success: bool,
 ) -> Response {
@@ -364,11 +357,7 @@ fn tee_response(
         success,
         done: false,
     };
-    let mut out = Response::new(Body::from_stream(tee));
-    *out.status_mut() = status;
-    copy_response_headers(headers, out.headers_mut());
-    out.headers_mut().remove(header::CONTENT_LENGTH);
-    out
+    answer(status, headers, Body::from_stream(tee))
 }
 
 /// Forwards upstream chunks unchanged while reading usage and the first token from a copy;
@@ -448,11 +437,11 @@ impl Drop for Tee {
 }
 
 /// A 429: classify the provider's code, back off, retry unless it is a quota exhaustion.
-async fn throttled(p: &Arc<Proxy>, ctx: &Ctx, resp: reqwest::Response, last: bool) -> Retry {
+async fn throttled(p: &Arc<Proxy>, ctx: &Ctx, mut resp: reqwest::Response, last: bool) -> Retry {
     let v = p.settings.variant.as_str();
     p.metrics.upstream_errors.add(&["429", v], 1.0);
     let status = resp.status();
-    let headers = resp.headers().clone();
+    let headers = response_headers(&mut resp);
     let body = read_upstream(resp, THROTTLE_BODY_LIMIT).await.unwrap_or_default();
     let (class, code) = classify_throttle(&body);
     if matches!(class, "frequency" | "unknown")
@@ -470,7 +459,7 @@ async fn throttled(p: &Arc<Proxy>, ctx: &Ctx, resp: reqwest::Response, last: boo
         return Retry::After("429", retry_after);
     }
     ctx.record(p, StatusCode::TOO_MANY_REQUESTS, true);
-    let mut out = buffered_response(status, &headers, body);
+    let mut out = answer(status, headers, Body::from(body));
     out.headers_mut().insert("x-zai-error-class", HeaderValue::from_static(class));
     if let Some(c) = code.and_then(|c| HeaderValue::from_str(&c.to_string()).ok()) {
         out.headers_mut().insert("x-zai-error-code", c);
@@ -613,10 +602,28 @@ async fn read_upstream(resp: reqwest::Response, limit: usize) -> Option<Bytes> {
     collect(capped, limit, hint).await.ok().flatten()
 }
 
-/// `ZAI_TARGET_URL` + the client's raw path and query.
-fn upstream_url(target: &str, uri: &axum::http::Uri) -> String {
-    let pq = uri.path_and_query().map_or("/", |pq| pq.as_str());
-    format!("{target}{pq}")
+impl Upstream {
+    /// The request of one attempt. The URL is already parsed and the headers replace the
+    /// request's map whole (no merge), so an attempt costs three reference-counted copies.
+    fn request(&self) -> reqwest::Request {
+        let mut req = reqwest::Request::new(self.method.clone(), self.url.clone());
+        *req.headers_mut() = self.headers.clone();
+        *req.body_mut() = Some(self.body.clone().into());
+        req
+    }
+}
+
+/// `ZAI_TARGET_URL` + the client's raw path and query. Built from the parsed base, so the
+/// host is not parsed (and IDNA-checked) again on every request.
+fn upstream_url(base: &url::Url, uri: &axum::http::Uri) -> url::Url {
+    let mut url = base.clone();
+    let prefix = base.path().trim_end_matches('/');
+    let mut path = String::with_capacity(prefix.len() + uri.path().len());
+    path.push_str(prefix);
+    path.push_str(uri.path());
+    url.set_path(&path);
+    url.set_query(uri.query());
+    url
 }
 
 /// Hop-by-hop headers (RFC 9110 section 7.6.1) never cross a proxy.
@@ -670,12 +677,25 @@ fn upstream_headers(client: &HeaderMap, kind: ApiKind, key: &str) -> HeaderMap {
     out
 }
 
-fn copy_response_headers(from: &HeaderMap, to: &mut HeaderMap) {
-    for (name, value) in from {
-        if !is_hop_by_hop(name, from) {
-            to.append(name.clone(), value.clone());
-        }
+/// The upstream's response headers for the client, taken rather than copied: without
+/// hop-by-hop headers, and without `Content-Length`, which hyper sets from the body sent.
+fn response_headers(resp: &mut reqwest::Response) -> HeaderMap {
+    let mut headers = std::mem::take(resp.headers_mut());
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
+        .collect();
+    for name in named {
+        headers.remove(name);
     }
+    for name in HOP_BY_HOP {
+        headers.remove(*name);
+    }
+    headers.remove(header::CONTENT_LENGTH);
+    headers
 }
 
 /// A proxy-made error in the API's own envelope.
@@ -758,7 +778,10 @@ mod tests {
 
     #[test]
     fn upstream_url_keeps_path_and_query() {
-        let uri: axum::http::Uri = "/api/anthropic/v1/messages?beta=true".parse().unwrap();
-        assert_eq!(upstream_url("http://up:1", &uri), "http://up:1/api/anthropic/v1/messages?beta=true");
+        let uri: axum::http::Uri = "/v1/messages?beta=true".parse().unwrap();
+        let base = url::Url::parse("http://up:1/api/anthropic").unwrap();
+        assert_eq!(upstream_url(&base, &uri).as_str(), "http://up:1/api/anthropic/v1/messages?beta=true");
+        let root = url::Url::parse("http://up:1").unwrap();
+        assert_eq!(upstream_url(&root, &"/v1/a%20b".parse().unwrap()).as_str(), "http://up:1/v1/a%20b");
     }
 }

@@ -133,6 +133,8 @@ pub struct ProxySettings {
     pub api_key: String,
     /// Upstream base, without a trailing slash.
     pub target_url: String,
+    /// The same, parsed once (requests only set path and query on a copy).
+    pub target: url::Url,
     /// `variant` label.
     pub variant: String,
     /// In-flight cap.
@@ -205,6 +207,7 @@ impl ProxyArgs {
         Ok(ProxySettings {
             api_key: self.zai_api_key.trim().to_owned(),
             target_url: target.as_str().trim_end_matches('/').to_owned(),
+            target: target.clone(),
             max_workers: number("MAX_WORKERS", &self.max_workers, |n: &usize| *n > 0, "use a whole number above 0")?,
             max_retries: number("MAX_RETRIES", &self.max_retries, |_: &u32| true, "use a whole number, 0 or more")?,
             token_counting: boolean(&self.token_counting_enabled),
@@ -341,8 +344,7 @@ pub struct WorkerSlot {
 
 impl Drop for WorkerSlot {
     fn drop(&mut self) {
-        let now = self.proxy.inflight.fetch_sub(1, Ordering::SeqCst) - 1;
-        self.proxy.set_concurrency_gauges(now);
+        self.proxy.inflight.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
@@ -353,6 +355,9 @@ impl Proxy {
             .connect_timeout(settings.connect_timeout)
             .read_timeout(settings.idle_timeout)
             .redirect(reqwest::redirect::Policy::none())
+            // The proxy retries itself (with backoff and metrics); reqwest's own retry layer
+            // would also clone every request before sending it, in case of a protocol NACK.
+            .retry(reqwest::retry::never())
             .no_gzip()
             .build()?;
         let limiter = Limiter::new(settings.limiter.clone(), clock.clone());
@@ -364,6 +369,7 @@ impl Proxy {
         let b = &proxy.settings.build;
         proxy.metrics.build_info.set(&[&b.build_time, &b.commit, v, &b.version], 1.0);
         proxy.metrics.max_workers.set(&[v], proxy.settings.max_workers as f64);
+        proxy.set_concurrency_gauges(0);
         proxy.metrics.rate_limit_rps.set(&[v], proxy.limiter.current());
         Ok(proxy)
     }
@@ -372,10 +378,11 @@ impl Proxy {
     pub fn try_take_slot(self: &Arc<Self>) -> Option<WorkerSlot> {
         let now = self.inflight.fetch_add(1, Ordering::SeqCst) + 1;
         let slot = WorkerSlot { proxy: self.clone() };
-        self.set_concurrency_gauges(now);
         (now <= self.settings.max_workers).then_some(slot)
     }
 
+    /// The concurrency gauges are read from the in-flight count when scraped, not written on
+    /// every request: a gauge only needs to be right when someone looks.
     fn set_concurrency_gauges(&self, inflight: usize) {
         let v = self.settings.variant.as_str();
         self.metrics.concurrent_requests.set(&[v], inflight as f64);
@@ -405,6 +412,7 @@ pub async fn serve(
 }
 
 async fn metrics_handler(State(p): State<Arc<Proxy>>) -> Response {
+    p.set_concurrency_gauges(p.inflight.load(Ordering::SeqCst));
     ([(header::CONTENT_TYPE, ProxyMetrics::content_type())], p.metrics.render()).into_response()
 }
 

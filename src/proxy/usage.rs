@@ -130,6 +130,9 @@ pub fn estimate_tokens(chars: usize) -> u64 {
     if chars == 0 { 0 } else { (chars as u64).div_ceil(4) }
 }
 
+/// Longest SSE line kept; the rest of a longer line is dropped (no event is that large).
+const MAX_LINE: usize = 1 << 20;
+
 /// Incremental reader of an SSE response body: finds usage and the first content event in
 /// events split across arbitrary chunk boundaries (zai-proxy missed events split across reads).
 #[derive(Debug)]
@@ -155,21 +158,36 @@ impl SseUsage {
         Self { kind, line: Vec::new(), usage: Usage::default(), reported: false, text_len: 0, first_content: false }
     }
 
-    /// Feeds the next chunk of the body, exactly as it was forwarded.
+    /// Feeds the next chunk of the body, exactly as it was forwarded. Complete lines are read
+    /// in place; only a line split across chunks is copied (and only up to [`MAX_LINE`]).
     pub fn feed(&mut self, chunk: &[u8]) -> ChunkEvents {
         let mut events = ChunkEvents::default();
-        for &b in chunk {
-            if b == b'\n' {
+        let mut rest = chunk;
+        while let Some(end) = rest.iter().position(|b| *b == b'\n') {
+            let content = if self.line.is_empty() {
+                self.handle_line(&rest[..end])
+            } else {
+                self.append(&rest[..end]);
                 let line = std::mem::take(&mut self.line);
-                if self.handle_line(&line) && !self.first_content {
-                    self.first_content = true;
-                    events.first_content = true;
-                }
-            } else if self.line.len() < 1 << 20 {
-                self.line.push(b);
+                let content = self.handle_line(&line);
+                self.line = line; // keeps its capacity for the next split line
+                self.line.clear();
+                content
+            };
+            if content && !self.first_content {
+                self.first_content = true;
+                events.first_content = true;
             }
+            rest = &rest[end + 1..];
         }
+        self.append(rest);
         events
+    }
+
+    /// Keeps the start of a line split across chunks, at most [`MAX_LINE`] bytes of it.
+    fn append(&mut self, piece: &[u8]) {
+        let room = MAX_LINE.saturating_sub(self.line.len());
+        self.line.extend_from_slice(&piece[..piece.len().min(room)]);
     }
 
     /// Handles one line; returns true when it carried content text.
