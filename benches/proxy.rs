@@ -20,7 +20,8 @@
 //! Knobs: `PROXY_BENCH_ROUNDS` (default 9), `PROXY_BENCH_SECS` (measured seconds per path and
 //! round, default 2), `PROXY_BENCH_DELAY_MS` (mock upstream delay, default 5),
 //! `PROXY_BENCH_UPSTREAM_CPU` (default 1), `ZAI_DASH_BIN`,
-//! `NGINX_BIN` (default `/usr/sbin/nginx`).
+//! `NGINX_BIN` (default `/usr/sbin/nginx`), `PROXY_BENCH_DRIVER` (`reqwest`, the default, or
+//! `wrk`: the same processes and rounds driven by wrk, see `support/wrk.rs`; 3 rounds by default).
 
 use std::fmt::Write as _;
 use std::io::{BufRead, BufReader};
@@ -34,6 +35,9 @@ use axum::body::{Body, Bytes};
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use axum::serve::ListenerExt;
+
+#[path = "support/wrk.rs"]
+mod wrk;
 
 /// Set in the mock upstream's environment when this binary re-executes itself.
 const ROLE_ENV: &str = "PROXY_BENCH_ROLE";
@@ -83,7 +87,12 @@ fn main() -> anyhow::Result<()> {
     if std::env::var(ROLE_ENV).as_deref() == Ok("upstream") {
         return mock_upstream();
     }
-    let rounds = env_number("PROXY_BENCH_ROUNDS", 9)?;
+    let use_wrk = match std::env::var("PROXY_BENCH_DRIVER").as_deref() {
+        Ok("wrk") => true,
+        Ok("reqwest") | Err(_) => false,
+        Ok(other) => bail!("PROXY_BENCH_DRIVER {other:?}: use reqwest (default) or wrk"),
+    };
+    let rounds = env_number("PROXY_BENCH_ROUNDS", if use_wrk { 3 } else { 9 })?;
     let secs = env_number("PROXY_BENCH_SECS", 2)?;
     let delay_ms = env_number("PROXY_BENCH_DELAY_MS", DEFAULT_DELAY_MS)?;
     let zai_bin = zai_dash_binary()?;
@@ -100,8 +109,9 @@ fn main() -> anyhow::Result<()> {
     let (mut zai, zai_addr) = start_zai_dash(&zai_bin, upstream_addr, dir.path(), pin)?;
     let (mut nginx, nginx_addr) = start_nginx(&nginx_bin, upstream_addr, dir.path(), pin)?;
 
-    println!("# zai-dash proxy overhead (issue 3)\n");
-    println!("Command: `cargo build --release && cargo bench --bench proxy`\n");
+    println!("# zai-dash proxy overhead (issues 3 and 14)\n");
+    let driver = if use_wrk { "PROXY_BENCH_DRIVER=wrk " } else { "" };
+    println!("Command: `cargo build --release && {driver}cargo bench --bench proxy`\n");
     println!("- machine: {cpus} CPUs, load average at start {}", loadavg());
     println!(
         "- pinning: {}",
@@ -117,13 +127,14 @@ fn main() -> anyhow::Result<()> {
     println!("- zai-dash: {} (`zai-dash proxy`, one process)", zai_bin.display());
     println!("- nginx: {} (`{}`, worker_processes 1)", nginx_version(&nginx_bin), nginx_bin.display());
     println!(
-        "- load: {CONCURRENCY} closed-loop clients, HTTP/1.1 keep-alive; mock upstream delay {} ms, SSE chunks {} ms apart",
+        "- load: {} with {CONCURRENCY} closed-loop connections, HTTP/1.1 keep-alive; mock upstream delay {} ms, SSE chunks {} ms apart",
+        if use_wrk { "wrk (1 thread, Lua POST script)" } else { "reqwest" },
         delay_ms,
         EVENT_GAP.as_millis()
     );
     println!(
         "- {rounds} rounds x 3 paths x ({} ms discarded + {secs} s measured) per mode, after a {} s warm-up per path\n",
-        SEGMENT_WARMUP.as_millis(),
+        if use_wrk { 1000 } else { SEGMENT_WARMUP.as_millis() },
         WARMUP.as_secs()
     );
 
@@ -143,8 +154,13 @@ fn main() -> anyhow::Result<()> {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     let started = Instant::now();
     for mode in [Mode::Json, Mode::Stream] {
-        let per_round = rt.block_on(run_mode(&targets, mode, rounds, Duration::from_secs(secs)));
-        print!("{}", report(mode, delay_ms, &targets, &per_round));
+        if use_wrk {
+            let per_round = wrk::run_mode(&targets, mode, rounds, secs, dir.path())?;
+            print!("{}", wrk::report(mode, &targets, &per_round));
+        } else {
+            let per_round = rt.block_on(run_mode(&targets, mode, rounds, Duration::from_secs(secs)));
+            print!("{}", report(mode, delay_ms, &targets, &per_round));
+        }
         for p in [&mut upstream, &mut zai, &mut nginx] {
             p.check_alive()?;
         }
@@ -267,7 +283,8 @@ fn zai_dash_binary() -> anyhow::Result<PathBuf> {
         return Ok(PathBuf::from(bin));
     }
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let bin = root.join("target/release/zai-dash");
+    let target = std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root.join("target"), PathBuf::from);
+    let bin = target.join("release/zai-dash");
     let built = std::fs::metadata(&bin)
         .and_then(|m| m.modified())
         .with_context(|| format!("{} is missing: run `cargo build --release` first", bin.display()))?;

@@ -61,10 +61,8 @@ pub async fn run_with_resolver(
     let mut state = start_background(&tracker, &stop, &settings, clock, store, Loaded { targets, seed, resolver });
     state.sessions = sessions;
     let ready = state.ready.clone();
-    let app = web::router(state).into_make_service_with_connect_info::<std::net::SocketAddr>();
-    let server =
-        axum::serve(crate::net::no_delay(listener), app).with_graceful_shutdown(stop.clone().cancelled_owned());
-    let server = tokio::spawn(async move { server.await });
+    let listening = crate::net::Listening { limits: settings.listener, ..Default::default() };
+    let server = tokio::spawn(crate::net::serve(listener, web::router(state), listening, stop.clone()));
     shutdown.cancelled().await;
     stop_in_order(settings.shutdown_grace, &ready, &stop, &tracker, server).await
 }

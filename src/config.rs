@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
+use crate::net::ListenerLimits;
 use crate::proxy::{ProxyArgs, ProxySettings};
 use crate::scrape::ScrapeSettings;
 pub use crate::scrape::{DNS_SCHEME_PREFIX, TargetSpec, parse_targets};
@@ -128,6 +129,14 @@ pub struct ServeArgs {
     #[command(flatten)]
     #[allow(missing_docs)]
     pub proxy_args: ProxyArgs,
+    /// Time a client has to send a complete request head to the dashboard (from connect, or
+    /// from the first byte of the next request); then the connection is dropped.
+    #[arg(long, env = "HTTP_HEADER_READ_TIMEOUT", default_value = "30s")]
+    pub http_header_read_timeout: String,
+    /// How long a keep-alive connection to the dashboard may sit idle between requests. Open
+    /// live-event streams are not idle and are never cut by it.
+    #[arg(long, env = "HTTP_IDLE_TIMEOUT", default_value = "120s")]
+    pub http_idle_timeout: String,
     /// When set, pages, API and `/metrics` require this token (bearer header or login cookie);
     /// `/healthz` and `/readyz` stay open. Empty means no authentication.
     #[arg(long, env = "DASHBOARD_TOKEN", hide_env_values = true)]
@@ -183,6 +192,8 @@ pub struct Settings {
     pub notice: Option<String>,
     /// How long a dashboard session lasts.
     pub session_ttl: Duration,
+    /// Header-read and idle deadlines of the dashboard's connections.
+    pub listener: ListenerLimits,
 }
 
 /// Default width of a raw point.
@@ -252,6 +263,10 @@ impl ServeArgs {
             dashboard_token: dashboard_token(self.dashboard_token.as_ref())?,
             notice: None,
             session_ttl: parse_duration("SESSION_TTL", &self.session_ttl)?,
+            listener: ListenerLimits {
+                header_read: parse_duration("HTTP_HEADER_READ_TIMEOUT", &self.http_header_read_timeout)?,
+                idle: parse_duration("HTTP_IDLE_TIMEOUT", &self.http_idle_timeout)?,
+            },
         })
     }
 }
@@ -293,6 +308,7 @@ impl Settings {
             dashboard_token: None,
             notice: None,
             session_ttl: Duration::from_secs(12 * 3600),
+            listener: ListenerLimits::default(),
         }
     }
 
@@ -360,6 +376,8 @@ mod tests {
             proxy_args: crate::proxy::ProxyArgs::for_tests("http://127.0.0.1:1"),
             dashboard_token: None,
             session_ttl: "12h".into(),
+            http_header_read_timeout: "30s".into(),
+            http_idle_timeout: "120s".into(),
         }
     }
 

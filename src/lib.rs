@@ -14,7 +14,7 @@
 //! - [`health`]: per-target scrape health as data, written by the scraper, read by pages.
 //! - [`ingest`]: the types and traits the scraper hands batches to storage through.
 //! - [`setting`]: parsing single setting values (durations, addresses, secrets).
-//! - [`net`]: socket options every listener shares.
+//! - [`net`]: the serving loop every listener runs (`TCP_NODELAY`, header-read and idle timeouts).
 //! - [`promql`]: the PromQL behind every number, for engines that scrape the proxies.
 //! - [`shutdown`]: signals; [`telemetry`]: logs.
 //!

@@ -1,21 +1,363 @@
-//! Socket vocabulary shared by every listener: `TCP_NODELAY` on accepted connections, and the
-//! URL at which a local listener's `/metrics` is scraped.
+//! Socket vocabulary shared by every listener: the one serving loop every listener runs
+//! ([`serve`]: `TCP_NODELAY`, header-read and idle timeouts, graceful shutdown, the peer
+//! address), and the URL at which a local listener's `/metrics` is scraped.
+//!
+//! `axum::serve` sets no read deadline of any kind: a client that opens connections and never
+//! finishes its headers, or keeps idle connections open, holds sockets and tasks for as long as
+//! it likes. [`serve`] runs hyper-util's connection builder itself and watches each connection:
+//!
+//! - *header read timeout*: from accept, or from the first byte after the previous answer, the
+//!   request head must be complete within [`ListenerLimits::header_read`]; otherwise the
+//!   connection is dropped (counted in [`ListenerTrips::header_timeouts`]);
+//! - *idle timeout*: a keep-alive connection with no request in flight and no byte of a new one
+//!   for [`ListenerLimits::idle`] is closed gracefully ([`ListenerTrips::idle_closes`]).
+//!
+//! A request counts as in flight from the moment its head is parsed until its response body is
+//! dropped, so a long-lived response stream (the dashboard's `/api/events`, a proxied SSE
+//! answer) is never cut by either timeout, however quiet it is. Request bodies are not timed
+//! here: handlers that read bodies bound that themselves (the proxy's `REQUEST_BODY_TIMEOUT`).
 
+use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
 
-use tokio::net::TcpListener;
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::ConnectInfo;
+use axum::http::{Request, Response, Version};
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
-/// A listener whose accepted connections send small writes at once (`TCP_NODELAY`).
-///
+/// Default time a client has to send a complete request head.
+pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+/// Default time an idle keep-alive connection stays open.
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// The two connection deadlines of a listener.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ListenerLimits {
+    /// Time allowed to send a complete request head, from accept or from the first byte of a
+    /// later request on a keep-alive connection.
+    pub header_read: Duration,
+    /// Time a connection may sit between requests before it is closed.
+    pub idle: Duration,
+}
+
+impl Default for ListenerLimits {
+    fn default() -> Self {
+        Self { header_read: DEFAULT_HEADER_READ_TIMEOUT, idle: DEFAULT_IDLE_TIMEOUT }
+    }
+}
+
+impl ListenerLimits {
+    /// How often a connection checks its deadlines: an eighth of the shorter one, between
+    /// 10 ms and 1 s, so a deadline is enforced within about 12 % of its length.
+    fn tick(&self) -> Duration {
+        (self.header_read.min(self.idle) / 8).clamp(Duration::from_millis(10), Duration::from_secs(1))
+    }
+}
+
+/// Connections a listener closed on its own, for the owner's metrics.
+#[derive(Debug, Default)]
+pub struct ListenerTrips {
+    /// Connections dropped because their request head did not arrive in time.
+    pub header_timeouts: AtomicU64,
+    /// Idle keep-alive connections closed.
+    pub idle_closes: AtomicU64,
+}
+
+/// A listener's configuration for [`serve`].
+#[derive(Debug, Clone, Default)]
+pub struct Listening {
+    /// Connection deadlines.
+    pub limits: ListenerLimits,
+    /// Where closes are counted.
+    pub trips: Arc<ListenerTrips>,
+}
+
+/// Serves `router` on `listener` until `shutdown`; then stops accepting, asks every open
+/// connection to finish its current request, and returns when all are closed (callers bound
+/// that wait with their grace period). Handlers see the peer as `ConnectInfo<SocketAddr>`.
+pub async fn serve(
+    listener: TcpListener,
+    router: Router,
+    listening: Listening,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    let connections = TaskTracker::new();
+    let listening = Arc::new(listening);
+    loop {
+        let accepted = tokio::select! {
+            biased;
+            () = shutdown.cancelled() => break,
+            accepted = listener.accept() => accepted,
+        };
+        let (tcp, peer) = match accepted {
+            Ok(pair) => pair,
+            Err(e) => {
+                accept_backoff(&e).await;
+                continue;
+            }
+        };
+        connections.spawn(connection(tcp, peer, router.clone(), listening.clone(), shutdown.clone()));
+    }
+    drop(listener);
+    connections.close();
+    connections.wait().await;
+    Ok(())
+}
+
+/// Errors of one failed handshake are the client's; anything else (out of file descriptors)
+/// is the machine's, so wait a little instead of spinning on it, as `axum::serve` does.
+async fn accept_backoff(e: &std::io::Error) {
+    use std::io::ErrorKind::{ConnectionAborted, ConnectionRefused, ConnectionReset};
+    if !matches!(e.kind(), ConnectionRefused | ConnectionAborted | ConnectionReset) {
+        tracing::warn!(error = %e, "Accepting a connection failed; retrying in 1 s.");
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
+/// Serves one connection under the watch of its deadlines and the shutdown token.
+async fn connection(
+    tcp: TcpStream,
+    peer: SocketAddr,
+    router: Router,
+    listening: Arc<Listening>,
+    shutdown: CancellationToken,
+) {
+    set_nodelay(&tcp);
+    let watch = Arc::new(Watch::new());
+    let io = TokioIo::new(Watched { inner: tcp, watch: watch.clone() });
+    let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    builder.http1().header_read_timeout(None); // hyper's would also cut idle keep-alive at 30 s
+    let conn = builder.serve_connection(io, Service { router, peer, watch: watch.clone() });
+    tokio::pin!(conn);
+    let mut tick = tokio::time::interval(listening.limits.tick());
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut closing = false;
+    loop {
+        tokio::select! {
+            result = conn.as_mut() => {
+                if let Err(e) = result {
+                    tracing::debug!(error = %e, %peer, "Connection ended with an error.");
+                }
+                return;
+            }
+            () = shutdown.cancelled(), if !closing => {
+                closing = true;
+                conn.as_mut().graceful_shutdown();
+            }
+            _ = tick.tick() => match watch.verdict(&listening.limits) {
+                Verdict::Keep => {}
+                Verdict::HeaderTimeout => {
+                    listening.trips.header_timeouts.fetch_add(1, Ordering::Relaxed);
+                    tracing::debug!(%peer, "Request head not complete in time; connection dropped.");
+                    return;
+                }
+                Verdict::Idle if !closing => {
+                    closing = true;
+                    listening.trips.idle_closes.fetch_add(1, Ordering::Relaxed);
+                    conn.as_mut().graceful_shutdown();
+                }
+                Verdict::Idle => {}
+            },
+        }
+    }
+}
+
+/// What one connection is doing, shared by its socket wrapper, its service and its watcher.
+#[derive(Debug)]
+struct Watch {
+    opened: Instant,
+    /// Requests whose head was parsed and whose response body is not dropped yet.
+    inflight: AtomicUsize,
+    /// Milliseconds since `opened` when the head of the next request started arriving (or
+    /// the connection was accepted); [`NONE`] while a request is in flight.
+    head_started_ms: AtomicU64,
+    /// Milliseconds since `opened` when the last response finished.
+    idle_since_ms: AtomicU64,
+    /// HTTP/2 multiplexes control frames between requests, so bytes between requests say
+    /// nothing about a request head; only the idle rule applies there.
+    http2: AtomicBool,
+}
+
+/// No request head pending.
+const NONE: u64 = u64::MAX;
+
+enum Verdict {
+    Keep,
+    HeaderTimeout,
+    Idle,
+}
+
+impl Watch {
+    fn new() -> Self {
+        Self {
+            opened: Instant::now(),
+            inflight: AtomicUsize::new(0),
+            head_started_ms: AtomicU64::new(0),
+            idle_since_ms: AtomicU64::new(0),
+            http2: AtomicBool::new(false),
+        }
+    }
+
+    fn now_ms(&self) -> u64 {
+        u64::try_from(self.opened.elapsed().as_millis()).unwrap_or(NONE - 1)
+    }
+
+    /// Bytes arrived: with no request in flight, they are the start of the next head.
+    fn on_read(&self) {
+        if self.inflight.load(Ordering::Relaxed) == 0 && self.head_started_ms.load(Ordering::Relaxed) == NONE {
+            self.head_started_ms.store(self.now_ms(), Ordering::Relaxed);
+        }
+    }
+
+    /// A request head was parsed.
+    fn begin(self: &Arc<Self>, version: Version) -> InFlight {
+        if version == Version::HTTP_2 {
+            self.http2.store(true, Ordering::Relaxed);
+        }
+        self.inflight.fetch_add(1, Ordering::Relaxed);
+        self.head_started_ms.store(NONE, Ordering::Relaxed);
+        InFlight(self.clone())
+    }
+
+    fn verdict(&self, limits: &ListenerLimits) -> Verdict {
+        if self.inflight.load(Ordering::Relaxed) > 0 {
+            return Verdict::Keep;
+        }
+        let now = self.now_ms();
+        let head = self.head_started_ms.load(Ordering::Relaxed);
+        if head != NONE && !self.http2.load(Ordering::Relaxed) {
+            let limit = u64::try_from(limits.header_read.as_millis()).unwrap_or(NONE);
+            return if now.saturating_sub(head) >= limit { Verdict::HeaderTimeout } else { Verdict::Keep };
+        }
+        let limit = u64::try_from(limits.idle.as_millis()).unwrap_or(NONE);
+        if now.saturating_sub(self.idle_since_ms.load(Ordering::Relaxed)) >= limit {
+            Verdict::Idle
+        } else {
+            Verdict::Keep
+        }
+    }
+}
+
+/// Marks a request in flight until its response body is dropped (sent, or the client left).
+#[derive(Debug)]
+struct InFlight(Arc<Watch>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.idle_since_ms.store(self.0.now_ms(), Ordering::Relaxed);
+        self.0.inflight.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// The socket, reporting reads to the connection's [`Watch`].
+struct Watched {
+    inner: TcpStream,
+    watch: Arc<Watch>,
+}
+
+impl AsyncRead for Watched {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let result = Pin::new(&mut self.inner).poll_read(cx, buf);
+        if buf.filled().len() > before {
+            self.watch.on_read();
+        }
+        result
+    }
+}
+
+impl AsyncWrite for Watched {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, data: &[u8]) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, data)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+/// The router as a hyper service: adds the peer address and tracks the request in flight.
+#[derive(Clone)]
+struct Service {
+    router: Router,
+    peer: SocketAddr,
+    watch: Arc<Watch>,
+}
+
+impl hyper::service::Service<Request<Incoming>> for Service {
+    type Response = Response<TrackedBody>;
+    type Error = Infallible;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Infallible>> + Send>>;
+
+    fn call(&self, mut req: Request<Incoming>) -> Self::Future {
+        let inflight = self.watch.begin(req.version());
+        req.extensions_mut().insert(ConnectInfo(self.peer));
+        // A Router is always ready; cloning it is a reference count.
+        let call = tower_service::Service::call(&mut self.router.clone(), req);
+        Box::pin(async move {
+            let response = call.await?;
+            Ok(response.map(|body| TrackedBody { inner: body, _inflight: inflight }))
+        })
+    }
+}
+
+/// A response body that keeps its request in flight until it is dropped.
+struct TrackedBody {
+    inner: axum::body::Body,
+    _inflight: InFlight,
+}
+
+impl http_body::Body for TrackedBody {
+    type Data = Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        Pin::new(&mut self.inner).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
 /// Streamed answers (SSE from the proxy, live events from the dashboard) are many small writes;
 /// with Nagle's algorithm on, each one after the first waits for the client's ACK, which a
 /// benchmark measured as +35 ms per streamed answer through the proxy.
-pub fn no_delay(listener: TcpListener) -> axum::serve::TapIo<TcpListener, fn(&mut tokio::net::TcpStream)> {
-    use axum::serve::ListenerExt;
-    listener.tap_io(set_nodelay as fn(&mut tokio::net::TcpStream))
-}
-
-fn set_nodelay(tcp: &mut tokio::net::TcpStream) {
+fn set_nodelay(tcp: &TcpStream) {
     if let Err(e) = tcp.set_nodelay(true) {
         tracing::debug!(error = %e, "Cannot set TCP_NODELAY on an accepted connection.");
     }

@@ -218,30 +218,6 @@ async fn hostile_targets_neither_stall_pages_nor_grow_memory_and_limits_are_coun
     drop(t.healthy);
 }
 
-/// Per-sample cost of reading a scrape grows linearly: 20,000 series cost at most twice as much
-/// per sample as 1,000 (best of several runs each, interleaved, so machine noise hits both).
-#[test]
-fn scrape_cost_per_sample_stays_linear_in_the_number_of_series() {
-    use zai_dash::scrape::{increase::TargetState, parse, reading};
-    let cost = |n: usize| {
-        let (a, b) = (many_series(n, "production", 1), many_series(n, "production", 2));
-        let mut best = f64::INFINITY;
-        for _ in 0..5 {
-            let mut state = TargetState::default();
-            let started = Instant::now();
-            for (i, body) in [&a, &b, &a, &b].iter().enumerate() {
-                let r = reading::read(&parse::parse(body).unwrap());
-                state.advance(&r, i as i64 * 5_000, 1, "production");
-            }
-            best = best.min(started.elapsed().as_secs_f64() / (4 * n) as f64);
-        }
-        best
-    };
-    let (small, large) = (cost(1_000), cost(20_000));
-    let ratio = large / small;
-    assert!(ratio < 2.0, "per-sample cost at 20,000 series is {ratio:.2}x that at 1,000");
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_same_origin_redirect_is_followed() {
     let target = FakeTarget::start(Sim::new("production", 10.0), Behaviour::Healthy).await;

@@ -95,8 +95,7 @@ async fn start(
     let addr = listener.local_addr()?;
     let token = token.clone();
     let task = tokio::spawn(async move {
-        let app = router.into_make_service_with_connect_info::<SocketAddr>();
-        let _ = axum::serve(crate::net::no_delay(listener), app).with_graceful_shutdown(token.cancelled_owned()).await;
+        let _ = crate::net::serve(listener, router, crate::net::Listening::default(), token).await;
     });
     Ok((addr, task))
 }
@@ -234,6 +233,7 @@ fn settings(plan: &DemoPlan, targets: Vec<TargetSpec>) -> Settings {
         dashboard_token: None,
         notice: None,
         session_ttl: Duration::from_secs(12 * 3600),
+        listener: crate::net::ListenerLimits::default(),
     }
 }
 

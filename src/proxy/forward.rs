@@ -18,41 +18,41 @@ use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header}
 use axum::response::{IntoResponse, Response};
 use futures_util::{Stream, StreamExt};
 
-use super::Proxy;
-use super::metrics::client_bucket;
+use super::metrics::{Limit, client_bucket_of};
 use super::pricing::tier;
-use super::usage::{self, ApiKind, RequestInfo, SseUsage, Usage};
+use super::usage::{self, ApiKind, SseUsage, Usage};
+use super::{Proxy, ProxySettings};
 
 /// Largest 429 body read to classify it.
 const THROTTLE_BODY_LIMIT: usize = 32 * 1024;
 /// Largest non-streaming response accepted (it is validated as JSON before it is sent on).
 const RESPONSE_LIMIT: usize = 256 * 1024 * 1024;
 
-/// Labels and timing shared by every exit of one request.
+/// Labels and timing shared by every exit of one request. Labels are shared (`&'static str`,
+/// `Arc<str>`), so recording them and cloning the context into a stream never allocates.
 #[derive(Debug, Clone)]
 struct Ctx {
-    method: Method,
-    path: String,
-    model: String,
+    method: &'static str,
+    path: Arc<str>,
+    model: Arc<str>,
     kind: ApiKind,
     started: Instant,
-    info: RequestInfo,
+    stream: bool,
+    /// Bytes of request message text (for the input estimate).
+    text_len: usize,
 }
 
 impl Ctx {
-    fn record(&self, p: &Proxy, status: u16, with_duration: bool) {
-        let v = p.settings.variant.as_str();
-        let code = status.to_string();
-        let labels = [self.method.as_str(), self.path.as_str(), code.as_str(), v];
+    fn record(&self, p: &Proxy, status: StatusCode, with_duration: bool) {
+        let labels = [self.method, &*self.path, status.as_str(), p.settings.variant.as_str()];
         p.metrics.requests.add(&labels, 1.0);
         if with_duration {
             p.metrics.request_duration.observe(&labels, self.started.elapsed().as_secs_f64());
         }
     }
 
-    fn record_response_size(&self, p: &Proxy, status: u16, bytes: u64) {
-        let code = status.to_string();
-        let labels = [self.method.as_str(), self.path.as_str(), code.as_str(), p.settings.variant.as_str()];
+    fn record_response_size(&self, p: &Proxy, status: StatusCode, bytes: u64) {
+        let labels = [self.method, &*self.path, status.as_str(), p.settings.variant.as_str()];
         p.metrics.response_size.observe(&labels, bytes as f64);
     }
 
@@ -73,60 +73,109 @@ impl Ctx {
     }
 }
 
-/// Every proxied request.
+/// Every proxied request: path rule, body (before a worker slot, under a deadline), slot,
+/// then the upstream attempts.
 pub async fn handle(State(p): State<Arc<Proxy>>, req: Request) -> Response {
     let started = Instant::now();
-    let peer = req.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip().to_string()).unwrap_or_default();
-    let client = client_bucket(&peer);
-    let path = p.metrics.path_label(req.uri().path());
-    let kind = ApiKind::from_path(req.uri().path());
-    let mut ctx =
-        Ctx { method: req.method().clone(), path, model: String::new(), kind, started, info: RequestInfo::default() };
-    let v = p.settings.variant.clone();
-    let Some(_slot) = p.try_take_slot() else {
-        p.metrics.rate_limit_rejections.add(&[&client, &v], 1.0);
-        ctx.record(&p, 503, false);
-        return error(
-            kind,
-            StatusCode::SERVICE_UNAVAILABLE,
-            "overloaded_error",
-            "the proxy is at capacity (MAX_WORKERS); retry later",
-        );
-    };
+    let peer = req.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip());
     let (parts, body) = req.into_parts();
-    let body = match read_body(body, p.settings.max_request_bytes).await {
+    let kind = ApiKind::from_path(parts.uri.path());
+    let mut ctx = Ctx {
+        method: p.metrics.method_label(&parts.method),
+        path: p.metrics.path_label(parts.uri.path()),
+        model: p.default_model.clone(),
+        kind,
+        started,
+        stream: false,
+        text_len: 0,
+    };
+    if has_dot_segment(parts.uri.path()) {
+        p.metrics.trips.add(Limit::DotSegment);
+        ctx.record(&p, StatusCode::BAD_REQUEST, true);
+        let msg = "path segments \".\" and \"..\" (also percent-encoded) are not allowed";
+        return error(kind, StatusCode::BAD_REQUEST, "invalid_request_error", msg);
+    }
+    let body = match read_body(body, &parts.headers, &p.settings).await {
         Ok(b) => b,
-        Err(status) => {
-            ctx.record(&p, status.as_u16(), true);
-            let msg = if status == StatusCode::PAYLOAD_TOO_LARGE {
-                format!("request body larger than MAX_REQUEST_BODY_BYTES ({} bytes)", p.settings.max_request_bytes)
-            } else {
-                "could not read the request body".to_owned()
-            };
-            return error(kind, status, "invalid_request_error", &msg);
+        Err(e) => {
+            p.metrics.trips.add(e.limit());
+            ctx.record(&p, e.status(), true);
+            return error(kind, e.status(), "invalid_request_error", &e.to_string());
         }
     };
-    ctx.info = usage::request_info(&body);
-    ctx.model = p.metrics.model_label(ctx.info.model.as_deref().unwrap_or(&p.settings.tokenizer_model));
-    if !body.is_empty() {
-        p.metrics.request_size.observe(&[ctx.method.as_str(), &ctx.path, &v], body.len() as f64);
-        if p.settings.token_counting {
-            let t = Instant::now();
-            std::hint::black_box(usage::estimate_tokens(ctx.info.text_len));
-            p.metrics.token_count_duration.observe(&[&v], t.elapsed().as_secs_f64());
-        }
+    let info = usage::request_info(&body);
+    (ctx.stream, ctx.text_len) = (info.stream, info.text_len);
+    if let Some(model) = info.model.as_deref() {
+        ctx.model = p.metrics.model_label(model);
     }
+    let client = client_bucket_of(peer);
+    let Some(_slot) = p.try_take_slot() else {
+        p.metrics.rate_limit_rejections.add(&[client, &p.settings.variant], 1.0);
+        ctx.record(&p, StatusCode::SERVICE_UNAVAILABLE, false);
+        let msg = "the proxy is at capacity (MAX_WORKERS); retry later";
+        return error(kind, StatusCode::SERVICE_UNAVAILABLE, "overloaded_error", msg);
+    };
+    observe_request(&p, &ctx, body.len());
     let upstream = Upstream {
-        url: upstream_url(&p.settings.target_url, &parts.uri),
+        url: upstream_url(&p.settings.target, &parts.uri),
         headers: upstream_headers(&parts.headers, kind, &p.settings.api_key),
+        method: parts.method,
         body,
     };
-    attempts(&p, ctx, &client, &upstream).await
+    attempts(&p, ctx, client, &upstream).await
+}
+
+/// Request size and zai-proxy's token counting time, for a non-empty body.
+fn observe_request(p: &Proxy, ctx: &Ctx, bytes: usize) {
+    if bytes == 0 {
+        return;
+    }
+    let v = p.settings.variant.as_str();
+    p.metrics.request_size.observe(&[ctx.method, &ctx.path, v], bytes as f64);
+    if p.settings.token_counting {
+        let t = Instant::now();
+        std::hint::black_box(usage::estimate_tokens(ctx.text_len));
+        p.metrics.token_count_duration.observe(&[v], t.elapsed().as_secs_f64());
+    }
+}
+
+/// Whether a path has a `.` or `..` segment, raw or percent-encoded in any case (`%2e%2E`),
+/// also behind an encoded or back slash. The upstream URL parser resolves such segments, so
+/// `/v1/../../admin` would leave `ZAI_TARGET_URL`'s path prefix with the key attached.
+pub fn has_dot_segment(path: &str) -> bool {
+    path.split('/').any(|segment| {
+        if !segment.contains(['.', '%']) {
+            return false;
+        }
+        percent_decode(segment).split(|b| *b == b'/' || *b == b'\\').any(|part| part == b"." || part == b"..")
+    })
+}
+
+/// `%XX` sequences decoded; a `%` not followed by two hex digits stays as it is.
+fn percent_decode(s: &str) -> Vec<u8> {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let hex = |c: u8| (c as char).to_digit(16);
+        match (b[i], b.get(i + 1).copied().and_then(hex), b.get(i + 2).copied().and_then(hex)) {
+            (b'%', Some(hi), Some(lo)) => {
+                out.push((hi * 16 + lo) as u8);
+                i += 3;
+            }
+            (c, _, _) => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    out
 }
 
 /// What is sent upstream on every attempt.
 struct Upstream {
-    url: String,
+    method: Method,
+    url: url::Url,
     headers: HeaderMap,
     body: Bytes,
 }
@@ -146,19 +195,12 @@ async fn attempts(p: &Arc<Proxy>, ctx: Ctx, client: &str, up: &Upstream) -> Resp
         let waited = p.limiter.acquire().await;
         p.metrics.rate_limit_wait.observe(&[client, v], waited.as_secs_f64());
         let last = attempt >= p.settings.max_retries;
-        let outcome = match p
-            .client
-            .request(ctx.method.clone(), &up.url)
-            .headers(up.headers.clone())
-            .body(up.body.clone())
-            .send()
-            .await
-        {
+        let outcome = match p.client.execute(up.request()).await {
             Err(e) => {
                 p.metrics.upstream_errors.add(&["upstream_connection", v], 1.0);
                 tracing::debug!(error = %e, attempt, "Upstream attempt failed.");
                 if last {
-                    ctx.record(p, 502, true);
+                    ctx.record(p, StatusCode::BAD_GATEWAY, true);
                     Retry::Done(error(
                         ctx.kind,
                         StatusCode::BAD_GATEWAY,
@@ -174,7 +216,7 @@ async fn attempts(p: &Arc<Proxy>, ctx: Ctx, client: &str, up: &Upstream) -> Resp
         match outcome {
             Retry::Done(r) => return r,
             Retry::After(reason, at_least) => {
-                let backoff = p.settings.retry_base * 2u32.saturating_pow(attempt);
+                let backoff = p.settings.retry_base.saturating_mul(2u32.saturating_pow(attempt));
                 tokio::time::sleep(backoff.max(at_least)).await;
                 p.metrics.retry_attempts.add(&[reason, v], 1.0);
                 p.metrics.retry_attempts.add(&["retry", v], 1.0);
@@ -191,7 +233,7 @@ async fn respond(p: &Arc<Proxy>, ctx: &Ctx, resp: reqwest::Response, last: bool)
         return throttled(p, ctx, resp, last).await;
     }
     if status.is_success() {
-        return if ctx.info.stream {
+        return if ctx.stream {
             stream_success(p, ctx, resp, last).await
         } else {
             buffered_success(p, ctx, resp, last).await
@@ -204,20 +246,20 @@ async fn respond(p: &Arc<Proxy>, ctx: &Ctx, resp: reqwest::Response, last: bool)
     Retry::Done(stream_back(p, ctx, resp, false))
 }
 
-/// A 2xx answer to a non-streaming request: read it whole, check it is JSON, record usage.
-async fn buffered_success(p: &Arc<Proxy>, ctx: &Ctx, resp: reqwest::Response, last: bool) -> Retry {
+/// A 2xx answer to a non-streaming request: read it whole, check it is JSON (an empty or
+/// malformed answer is retried), record usage. One pass over the body does all three, without
+/// a JSON tree.
+async fn buffered_success(p: &Arc<Proxy>, ctx: &Ctx, mut resp: reqwest::Response, last: bool) -> Retry {
     let status = resp.status();
-    let headers = resp.headers().clone();
+    let headers = response_headers(&mut resp);
     let body = read_upstream(resp, RESPONSE_LIMIT).await;
-    // Parsed once: the check that it is JSON, the usage and the estimate all use this value.
-    let json =
-        body.as_ref().filter(|b| !b.is_empty()).and_then(|b| serde_json::from_slice::<serde_json::Value>(b).ok());
-    let (Some(body), Some(json)) = (body, json) else {
+    let summary = body.as_deref().and_then(|b| usage::summarize_response(ctx.kind, b));
+    let (Some(body), Some(summary)) = (body, summary) else {
         p.metrics.upstream_errors.add(&["truncated_response", p.settings.variant.as_str()], 1.0);
         if !last {
             return Retry::After("truncated_response", Duration::ZERO);
         }
-        ctx.record(p, 502, true);
+        ctx.record(p, StatusCode::BAD_GATEWAY, true);
         return Retry::Done(error(
             ctx.kind,
             StatusCode::BAD_GATEWAY,
@@ -225,36 +267,44 @@ async fn buffered_success(p: &Arc<Proxy>, ctx: &Ctx, resp: reqwest::Response, la
             "upstream returned an empty or malformed response after retries",
         ));
     };
-    let usage = usage::from_value(ctx.kind, &json)
-        .filter(|u| u.input + u.output > 0)
-        .unwrap_or_else(|| estimate(p, ctx, &json));
+    let usage = summary
+        .usage
+        .filter(|u| u.input.saturating_add(u.output) > 0)
+        .unwrap_or_else(|| estimate(p, ctx, summary.text_len));
     ctx.record_usage(p, &usage);
     p.limiter_success();
-    ctx.record(p, status.as_u16(), true);
-    ctx.record_response_size(p, status.as_u16(), body.len() as u64);
-    let mut out = Response::new(Body::from(body));
+    ctx.record(p, status, true);
+    ctx.record_response_size(p, status, body.len() as u64);
+    Retry::Done(answer(status, headers, Body::from(body)))
+}
+
+/// The client's answer: status, the upstream's headers as [`response_headers`] left them (so
+/// hyper sets `Content-Length` from the body actually sent: a body cut at a limit must not keep
+/// the upstream's), and the body.
+fn answer(status: StatusCode, headers: HeaderMap, body: Body) -> Response {
+    let mut out = Response::new(body);
     *out.status_mut() = status;
-    copy_response_headers(&headers, out.headers_mut());
-    Retry::Done(out)
+    *out.headers_mut() = headers;
+    out
 }
 
 /// The local estimate for a response without usage, timed like zai-proxy's token counting.
-fn estimate(p: &Proxy, ctx: &Ctx, body: &serde_json::Value) -> Usage {
+fn estimate(p: &Proxy, ctx: &Ctx, response_text_len: usize) -> Usage {
     let t = Instant::now();
-    let output = usage::estimate_tokens(usage::response_text_len(ctx.kind, body));
+    let output = usage::estimate_tokens(response_text_len);
     let took = t.elapsed().as_secs_f64().max(1e-9);
     let v = p.settings.variant.as_str();
     let model = p.settings.tokenizer_model.as_str();
     p.metrics.token_rate_seconds.observe(&["output", model, v], took);
     p.metrics.token_rate.observe(&["output", model, v], output as f64 / took);
-    Usage { input: usage::estimate_tokens(ctx.info.text_len), output, estimated: true, ..Usage::default() }
+    Usage { input: usage::estimate_tokens(ctx.text_len), output, estimated: true, ..Usage::default() }
 }
 
 /// A 2xx answer to a streaming request: wait for the first bytes (an empty stream is retried),
 /// then stream everything through.
-async fn stream_success(p: &Arc<Proxy>, ctx: &Ctx, resp: reqwest::Response, last: bool) -> Retry {
+async fn stream_success(p: &Arc<Proxy>, ctx: &Ctx, mut resp: reqwest::Response, last: bool) -> Retry {
     let status = resp.status();
-    let headers = resp.headers().clone();
+    let headers = response_headers(&mut resp);
     let mut upstream = resp.bytes_stream();
     let first = loop {
         match upstream.next().await {
@@ -268,7 +318,7 @@ async fn stream_success(p: &Arc<Proxy>, ctx: &Ctx, resp: reqwest::Response, last
         if !last {
             return Retry::After("empty_streaming", Duration::ZERO);
         }
-        ctx.record(p, 502, true);
+        ctx.record(p, StatusCode::BAD_GATEWAY, true);
         return Retry::Done(error(
             ctx.kind,
             StatusCode::BAD_GATEWAY,
@@ -277,13 +327,13 @@ async fn stream_success(p: &Arc<Proxy>, ctx: &Ctx, resp: reqwest::Response, last
         ));
     };
     let rest = futures_util::stream::once(std::future::ready(Ok(first))).chain(upstream);
-    Retry::Done(tee_response(p, ctx, status, &headers, Box::pin(rest), true))
+    Retry::Done(tee_response(p, ctx, status, headers, Box::pin(rest), true))
 }
 
-fn stream_back(p: &Arc<Proxy>, ctx: &Ctx, resp: reqwest::Response, success: bool) -> Response {
+fn stream_back(p: &Arc<Proxy>, ctx: &Ctx, mut resp: reqwest::Response, success: bool) -> Response {
     let status = resp.status();
-    let headers = resp.headers().clone();
-    tee_response(p, ctx, status, &headers, Box::pin(resp.bytes_stream()), success)
+    let headers = response_headers(&mut resp);
+    tee_response(p, ctx, status, headers, Box::pin(resp.bytes_stream()), success)
 }
 
 type ByteStream = Pin<Box<dyn Stream<Item = Result<Bytes, reqwest::Error>> + Send>>;
@@ -292,7 +342,7 @@ fn tee_response(
     p: &Arc<Proxy>,
     ctx: &Ctx,
     status: StatusCode,
-    headers: &HeaderMap,
+    headers: HeaderMap,
     body: ByteStream,
     success: bool,
 ) -> Response {
@@ -307,11 +357,7 @@ fn tee_response(
         success,
         done: false,
     };
-    let mut out = Response::new(Body::from_stream(tee));
-    *out.status_mut() = status;
-    copy_response_headers(headers, out.headers_mut());
-    out.headers_mut().remove(header::CONTENT_LENGTH);
-    out
+    answer(status, headers, Body::from_stream(tee))
 }
 
 /// Forwards upstream chunks unchanged while reading usage and the first token from a copy;
@@ -336,7 +382,7 @@ impl Stream for Tee {
         match this.inner.as_mut().poll_next(cx) {
             Poll::Pending => Poll::Pending,
             Poll::Ready(Some(Ok(chunk))) => {
-                this.bytes += chunk.len() as u64;
+                this.bytes = this.bytes.saturating_add(chunk.len() as u64);
                 if this.success && this.sse.feed(&chunk).first_content && this.first_token.is_none() {
                     this.first_token = Some(this.ctx.started.elapsed());
                 }
@@ -361,14 +407,13 @@ impl Stream for Tee {
 impl Tee {
     fn finish(&mut self) {
         let p = &self.proxy;
-        let code = self.status.as_u16();
-        self.ctx.record(p, code, true);
-        self.ctx.record_response_size(p, code, self.bytes);
+        self.ctx.record(p, self.status, true);
+        self.ctx.record_response_size(p, self.status, self.bytes);
         if !self.success {
             return;
         }
         let sse = std::mem::replace(&mut self.sse, SseUsage::new(self.ctx.kind));
-        let usage = sse.finish(self.ctx.info.text_len);
+        let usage = sse.finish(self.ctx.text_len);
         self.ctx.record_usage(p, &usage);
         p.limiter_success();
         let v = p.settings.variant.as_str();
@@ -392,11 +437,11 @@ impl Drop for Tee {
 }
 
 /// A 429: classify the provider's code, back off, retry unless it is a quota exhaustion.
-async fn throttled(p: &Arc<Proxy>, ctx: &Ctx, resp: reqwest::Response, last: bool) -> Retry {
+async fn throttled(p: &Arc<Proxy>, ctx: &Ctx, mut resp: reqwest::Response, last: bool) -> Retry {
     let v = p.settings.variant.as_str();
     p.metrics.upstream_errors.add(&["429", v], 1.0);
     let status = resp.status();
-    let headers = resp.headers().clone();
+    let headers = response_headers(&mut resp);
     let body = read_upstream(resp, THROTTLE_BODY_LIMIT).await.unwrap_or_default();
     let (class, code) = classify_throttle(&body);
     if matches!(class, "frequency" | "unknown")
@@ -413,10 +458,8 @@ async fn throttled(p: &Arc<Proxy>, ctx: &Ctx, resp: reqwest::Response, last: boo
     if class != "quota" && !last {
         return Retry::After("429", retry_after);
     }
-    ctx.record(p, 429, true);
-    let mut out = Response::new(Body::from(body));
-    *out.status_mut() = status;
-    copy_response_headers(&headers, out.headers_mut());
+    ctx.record(p, StatusCode::TOO_MANY_REQUESTS, true);
+    let mut out = answer(status, headers, Body::from(body));
     out.headers_mut().insert("x-zai-error-class", HeaderValue::from_static(class));
     if let Some(c) = code.and_then(|c| HeaderValue::from_str(&c.to_string()).ok()) {
         out.headers_mut().insert("x-zai-error-code", c);
@@ -460,33 +503,127 @@ impl Proxy {
     }
 }
 
-async fn read_body(body: Body, limit: usize) -> Result<Bytes, StatusCode> {
-    match axum::body::to_bytes(body, limit).await {
-        Ok(b) => Ok(b),
-        Err(e) => {
-            let too_large = std::iter::successors(Some(&e as &dyn std::error::Error), |e| e.source())
-                .any(|e| e.is::<http_body_util::LengthLimitError>());
-            Err(if too_large { StatusCode::PAYLOAD_TOO_LARGE } else { StatusCode::BAD_REQUEST })
+/// Why a request body was not read.
+#[derive(Debug, thiserror::Error)]
+enum BodyError {
+    #[error("request body larger than MAX_REQUEST_BODY_BYTES ({0} bytes)")]
+    TooLarge(usize),
+    #[error("request body not received within REQUEST_BODY_TIMEOUT ({0:?})")]
+    Timeout(Duration),
+    #[error("could not read the request body")]
+    Broken,
+}
+
+impl BodyError {
+    fn status(&self) -> StatusCode {
+        match self {
+            Self::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::Timeout(_) => StatusCode::REQUEST_TIMEOUT,
+            Self::Broken => StatusCode::BAD_REQUEST,
+        }
+    }
+
+    fn limit(&self) -> Limit {
+        match self {
+            Self::TooLarge(_) => Limit::BodyTooLarge,
+            Self::Timeout(_) | Self::Broken => Limit::BodyTimeout,
         }
     }
 }
 
-async fn read_upstream(mut resp: reqwest::Response, limit: usize) -> Option<Bytes> {
-    let mut buf = Vec::new();
-    while let Some(chunk) = resp.chunk().await.ok()? {
+/// The whole request body within `REQUEST_BODY_TIMEOUT` and `MAX_REQUEST_BODY_BYTES`. A body
+/// declared larger than the cap is refused before any of it is read.
+async fn read_body(body: Body, headers: &HeaderMap, s: &ProxySettings) -> Result<Bytes, BodyError> {
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .map(|n| usize::try_from(n).unwrap_or(usize::MAX));
+    if declared.is_some_and(|n| n > s.max_request_bytes) {
+        return Err(BodyError::TooLarge(s.max_request_bytes));
+    }
+    let frames = body.into_data_stream().map(|r| r.map_err(|_| ()));
+    match tokio::time::timeout(s.body_timeout, collect(frames, s.max_request_bytes, declared.unwrap_or(0))).await {
+        Ok(Ok(Some(b))) => Ok(b),
+        Ok(Ok(None)) => Err(BodyError::TooLarge(s.max_request_bytes)),
+        Ok(Err(())) => Err(BodyError::Broken),
+        Err(_) => Err(BodyError::Timeout(s.body_timeout)),
+    }
+}
+
+/// Collects a body of at most `limit` bytes (`None` past it) into one buffer. A body of one
+/// chunk is returned as it is; a longer one is copied once into a buffer sized from
+/// `size_hint` (its `Content-Length`), so a 30 MB body is held once, not twice as collecting
+/// chunks and then concatenating them would.
+async fn collect<S, E>(mut chunks: S, limit: usize, size_hint: usize) -> Result<Option<Bytes>, E>
+where
+    S: Stream<Item = Result<Bytes, E>> + Unpin,
+{
+    let Some(first) = chunks.next().await.transpose()? else { return Ok(Some(Bytes::new())) };
+    let Some(second) = chunks.next().await.transpose()? else {
+        return Ok((first.len() <= limit).then_some(first));
+    };
+    let mut buf = Vec::with_capacity(size_hint.max(first.len() + second.len()).min(limit));
+    for chunk in [first, second] {
         if buf.len() + chunk.len() > limit {
-            buf.extend_from_slice(&chunk[..limit - buf.len()]);
-            break;
+            return Ok(None);
         }
         buf.extend_from_slice(&chunk);
     }
-    Some(Bytes::from(buf))
+    while let Some(chunk) = chunks.next().await.transpose()? {
+        if buf.len() + chunk.len() > limit {
+            return Ok(None);
+        }
+        buf.extend_from_slice(&chunk);
+    }
+    Ok(Some(Bytes::from(buf)))
 }
 
-/// `ZAI_TARGET_URL` + the client's raw path and query.
-fn upstream_url(target: &str, uri: &axum::http::Uri) -> String {
-    let pq = uri.path_and_query().map_or("/", |pq| pq.as_str());
-    format!("{target}{pq}")
+/// An upstream body, at most `limit` bytes (cut there: a cut JSON answer fails validation and
+/// is retried; a cut 429 body is only classified); `None` when reading it failed.
+async fn read_upstream(resp: reqwest::Response, limit: usize) -> Option<Bytes> {
+    let hint = resp.content_length().map_or(0, |n| usize::try_from(n).unwrap_or(usize::MAX));
+    let mut stream = Box::pin(resp.bytes_stream());
+    let mut taken = 0usize;
+    let capped = futures_util::stream::poll_fn(move |cx| {
+        if taken >= limit {
+            return std::task::Poll::Ready(None);
+        }
+        stream.as_mut().poll_next(cx).map(|item| {
+            item.map(|r| {
+                r.map(|mut chunk| {
+                    chunk.truncate(limit - taken);
+                    taken += chunk.len();
+                    chunk
+                })
+            })
+        })
+    });
+    collect(capped, limit, hint).await.ok().flatten()
+}
+
+impl Upstream {
+    /// The request of one attempt. The URL is already parsed and the headers replace the
+    /// request's map whole (no merge), so an attempt costs three reference-counted copies.
+    fn request(&self) -> reqwest::Request {
+        let mut req = reqwest::Request::new(self.method.clone(), self.url.clone());
+        *req.headers_mut() = self.headers.clone();
+        *req.body_mut() = Some(self.body.clone().into());
+        req
+    }
+}
+
+/// `ZAI_TARGET_URL` + the client's raw path and query. Built from the parsed base, so the
+/// host is not parsed (and IDNA-checked) again on every request.
+fn upstream_url(base: &url::Url, uri: &axum::http::Uri) -> url::Url {
+    let mut url = base.clone();
+    let prefix = base.path().trim_end_matches('/');
+    let mut path = String::with_capacity(prefix.len() + uri.path().len());
+    path.push_str(prefix);
+    path.push_str(uri.path());
+    url.set_path(&path);
+    url.set_query(uri.query());
+    url
 }
 
 /// Hop-by-hop headers (RFC 9110 section 7.6.1) never cross a proxy.
@@ -512,14 +649,18 @@ fn is_hop_by_hop(name: &HeaderName, connection: &HeaderMap) -> bool {
             .any(|t| t.trim().eq_ignore_ascii_case(name.as_str()))
 }
 
+/// Client headers that carry credentials: never forwarded, whatever the scheme. `Cookie` is one:
+/// with `serve --proxy`, a browser on the same host would send the dashboard's session along.
+const CREDENTIALS: &[&str] = &["authorization", "cookie", "x-api-key", "api-key", "proxy-authorization"];
+
 /// The client's headers minus hop-by-hop, host, length, encoding and every credential; then the
 /// configured key in the API's own scheme.
 fn upstream_headers(client: &HeaderMap, kind: ApiKind, key: &str) -> HeaderMap {
     let mut out = HeaderMap::new();
     for (name, value) in client {
         let dropped = is_hop_by_hop(name, client)
-            || [header::HOST, header::CONTENT_LENGTH, header::AUTHORIZATION, header::ACCEPT_ENCODING].contains(name)
-            || name.as_str() == "x-api-key";
+            || [header::HOST, header::CONTENT_LENGTH, header::ACCEPT_ENCODING].contains(name)
+            || CREDENTIALS.contains(&name.as_str());
         if !dropped {
             out.append(name.clone(), value.clone());
         }
@@ -536,12 +677,25 @@ fn upstream_headers(client: &HeaderMap, kind: ApiKind, key: &str) -> HeaderMap {
     out
 }
 
-fn copy_response_headers(from: &HeaderMap, to: &mut HeaderMap) {
-    for (name, value) in from {
-        if !is_hop_by_hop(name, from) {
-            to.append(name.clone(), value.clone());
-        }
+/// The upstream's response headers for the client, taken rather than copied: without
+/// hop-by-hop headers, and without `Content-Length`, which hyper sets from the body sent.
+fn response_headers(resp: &mut reqwest::Response) -> HeaderMap {
+    let mut headers = std::mem::take(resp.headers_mut());
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
+        .collect();
+    for name in named {
+        headers.remove(name);
     }
+    for name in HOP_BY_HOP {
+        headers.remove(*name);
+    }
+    headers.remove(header::CONTENT_LENGTH);
+    headers
 }
 
 /// A proxy-made error in the API's own envelope.
@@ -602,8 +756,32 @@ mod tests {
     }
 
     #[test]
+    fn dot_segments_raw_encoded_and_behind_slashes() {
+        for bad in ["/v1/../x", "/./x", "/v1/%2e%2E/x", "/v1/.%2e", "/v1/%2E", "/v1/a%2f..%2fb", "/v1/..\\x", "/.."] {
+            assert!(has_dot_segment(bad), "{bad}");
+        }
+        for ok in ["/v1/messages", "/v1/a..b", "/v1/.well-known", "/v1/%2e%2e%2e", "/v1/100%", "/v1/%zz"] {
+            assert!(!has_dot_segment(ok), "{ok}");
+        }
+    }
+
+    #[test]
+    fn every_credential_header_is_dropped() {
+        let mut h = HeaderMap::new();
+        for name in CREDENTIALS {
+            h.insert(HeaderName::from_static(name), HeaderValue::from_static("client"));
+        }
+        let out = upstream_headers(&h, ApiKind::Anthropic, "server-key");
+        assert_eq!(out.len(), 2, "accept-encoding and the configured key: {out:?}");
+        assert_eq!(out["x-api-key"], "server-key");
+    }
+
+    #[test]
     fn upstream_url_keeps_path_and_query() {
-        let uri: axum::http::Uri = "/api/anthropic/v1/messages?beta=true".parse().unwrap();
-        assert_eq!(upstream_url("http://up:1", &uri), "http://up:1/api/anthropic/v1/messages?beta=true");
+        let uri: axum::http::Uri = "/v1/messages?beta=true".parse().unwrap();
+        let base = url::Url::parse("http://up:1/api/anthropic").unwrap();
+        assert_eq!(upstream_url(&base, &uri).as_str(), "http://up:1/api/anthropic/v1/messages?beta=true");
+        let root = url::Url::parse("http://up:1").unwrap();
+        assert_eq!(upstream_url(&root, &"/v1/a%20b".parse().unwrap()).as_str(), "http://up:1/v1/a%20b");
     }
 }

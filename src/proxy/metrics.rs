@@ -4,16 +4,107 @@
 //! collector read it alike. A family with no series prints nothing, as a Go `*Vec` does.
 //!
 //! Requests to an LLM are few and slow, so a mutex per family is far below any measurable cost.
-//! Label values that come from clients (model, path) are capped at [`LABEL_CAP`] distinct
-//! values, then `other`, so a client cannot grow the exposition without bound.
+//! Label values that come from clients cannot grow the exposition without bound (issue 11):
+//! `method` is one of a fixed set or `other`; `model` and `path` are cut to
+//! [`LABEL_MAX_BYTES`], then capped at [`LABEL_CAP`] distinct values, then `other`. Every
+//! limit that trips is counted in `zai_dash_proxy_limit_trips_total{limit}` ([`LimitTrips`]).
 
-use std::collections::BTreeSet;
-use std::sync::Mutex;
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use axum::http::Method;
 
 use crate::expo::{CONTENT_TYPE, Exposition};
+use crate::net::ListenerTrips;
 
 /// Distinct client-controlled label values (models, paths) kept before folding into `other`.
 pub const LABEL_CAP: usize = 50;
+/// Longest client-controlled label value, in bytes; longer ones are cut at a char boundary.
+pub const LABEL_MAX_BYTES: usize = 128;
+/// Methods kept as their own `method` label value; any other is `other`.
+pub const METHODS: [&str; 7] = ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"];
+/// The family counting limit trips.
+pub const LIMIT_TRIPS: &str = "zai_dash_proxy_limit_trips_total";
+
+/// A proxy limit that can trip: the `limit` label of [`LIMIT_TRIPS`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Limit {
+    /// A request body not complete within `REQUEST_BODY_TIMEOUT` (408).
+    BodyTimeout,
+    /// A request body over `MAX_REQUEST_BODY_BYTES` (413).
+    BodyTooLarge,
+    /// A state-changing POST from another site (403).
+    CrossSite,
+    /// A path with a `.` or `..` segment (400).
+    DotSegment,
+    /// A model or path folded into `other` past [`LABEL_CAP`].
+    LabelCapped,
+    /// A label value cut to [`LABEL_MAX_BYTES`].
+    LabelTruncated,
+    /// A method outside [`METHODS`], labelled `other`.
+    MethodOther,
+}
+
+impl Limit {
+    const ALL: [Limit; 7] = [
+        Limit::BodyTimeout,
+        Limit::BodyTooLarge,
+        Limit::CrossSite,
+        Limit::DotSegment,
+        Limit::LabelCapped,
+        Limit::LabelTruncated,
+        Limit::MethodOther,
+    ];
+
+    /// The label value.
+    pub fn label(self) -> &'static str {
+        match self {
+            Limit::BodyTimeout => "body_timeout",
+            Limit::BodyTooLarge => "body_too_large",
+            Limit::CrossSite => "cross_site",
+            Limit::DotSegment => "dot_segment",
+            Limit::LabelCapped => "label_capped",
+            Limit::LabelTruncated => "label_truncated",
+            Limit::MethodOther => "method_other",
+        }
+    }
+}
+
+/// Counts of limit trips; lock-free, since some trip on every request of a flood.
+#[derive(Debug, Default)]
+pub struct LimitTrips {
+    counts: [AtomicU64; Limit::ALL.len()],
+}
+
+impl LimitTrips {
+    /// Counts one trip.
+    pub fn add(&self, limit: Limit) {
+        self.counts[limit as usize].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Trips so far (tests).
+    pub fn get(&self, limit: Limit) -> u64 {
+        self.counts[limit as usize].load(Ordering::Relaxed)
+    }
+
+    /// Every limit, at zero too, so an alert can use the series before the first trip; the
+    /// listener's own closes (`header_timeout`, `idle_timeout`) come from `listener`.
+    fn write(&self, listener: &ListenerTrips, e: &mut Exposition) {
+        let mut rows: Vec<(&str, u64)> = Limit::ALL.iter().map(|l| (l.label(), self.get(*l))).collect();
+        rows.push(("header_timeout", listener.header_timeouts.load(Ordering::Relaxed)));
+        rows.push(("idle_timeout", listener.idle_closes.load(Ordering::Relaxed)));
+        rows.sort_unstable();
+        e.family(
+            LIMIT_TRIPS,
+            "Requests or connections stopped by a proxy limit (timeouts, sizes, label bounds, path and origin rules)",
+            "counter",
+        );
+        for (limit, n) in rows {
+            e.sample(LIMIT_TRIPS, &[("limit", limit)], n as f64);
+        }
+    }
+}
 
 /// Request duration buckets (seconds).
 pub const DURATION_BUCKETS: &[f64] =
@@ -205,8 +296,13 @@ pub struct ProxyMetrics {
     pub tokens: Vector,
     pub upstream_errors: Vector,
     pub worker_utilization: Vector,
-    models: Mutex<BTreeSet<String>>,
-    paths: Mutex<BTreeSet<String>>,
+    /// `zai_dash_proxy_limit_trips_total`, except the listener's closes.
+    pub trips: LimitTrips,
+    /// The proxy listener's closes (header and idle timeouts), filled in by `net::serve`.
+    pub listener: Arc<ListenerTrips>,
+    models: Mutex<HashSet<Arc<str>>>,
+    paths: Mutex<HashSet<Arc<str>>>,
+    other: Arc<str>,
 }
 
 impl Default for ProxyMetrics {
@@ -345,24 +441,58 @@ impl ProxyMetrics {
                 &["variant"],
                 "Current worker utilization ratio (concurrent_requests/max_workers)",
             ),
-            models: Mutex::new(BTreeSet::new()),
-            paths: Mutex::new(BTreeSet::new()),
+            trips: LimitTrips::default(),
+            listener: Arc::default(),
+            models: Mutex::new(HashSet::new()),
+            paths: Mutex::new(HashSet::new()),
+            other: Arc::from("other"),
         }
     }
 
-    /// The model label for `model`, capped at [`LABEL_CAP`] distinct values.
-    pub fn model_label(&self, model: &str) -> String {
-        capped(&self.models, model)
+    /// The model label for `model`: cut to [`LABEL_MAX_BYTES`], capped at [`LABEL_CAP`]
+    /// distinct values. Shared, so recording it never allocates.
+    pub fn model_label(&self, model: &str) -> Arc<str> {
+        self.bounded(&self.models, model)
     }
 
-    /// The path label for `path`, capped at [`LABEL_CAP`] distinct values.
-    pub fn path_label(&self, path: &str) -> String {
-        capped(&self.paths, path)
+    /// The path label for `path`, bounded like [`Self::model_label`].
+    pub fn path_label(&self, path: &str) -> Arc<str> {
+        self.bounded(&self.paths, path)
     }
 
-    /// The exposition, families in name order.
+    /// The method label: one of [`METHODS`], else `other`.
+    pub fn method_label(&self, method: &Method) -> &'static str {
+        METHODS.iter().find(|m| **m == method.as_str()).copied().unwrap_or_else(|| {
+            self.trips.add(Limit::MethodOther);
+            "other"
+        })
+    }
+
+    fn bounded(&self, set: &Mutex<HashSet<Arc<str>>>, value: &str) -> Arc<str> {
+        let value = match truncate_label(value) {
+            Some(cut) => {
+                self.trips.add(Limit::LabelTruncated);
+                cut
+            }
+            None => value,
+        };
+        let Ok(mut seen) = set.lock() else { return self.other.clone() };
+        if let Some(known) = seen.get(value) {
+            return known.clone();
+        }
+        if seen.len() < LABEL_CAP {
+            let v: Arc<str> = Arc::from(value);
+            seen.insert(v.clone());
+            return v;
+        }
+        self.trips.add(Limit::LabelCapped);
+        self.other.clone()
+    }
+
+    /// The exposition, families in name order (`zai_dash_` sorts before `zai_proxy_`).
     pub fn render(&self) -> String {
         let mut e = Exposition::new();
+        self.trips.write(&self.listener, &mut e);
         self.build_info.write(&mut e);
         self.concurrent_requests.write(&mut e);
         self.estimated_cost_usd.write(&mut e);
@@ -393,24 +523,41 @@ impl ProxyMetrics {
     }
 }
 
-fn capped(set: &Mutex<BTreeSet<String>>, value: &str) -> String {
-    let Ok(mut seen) = set.lock() else { return "other".into() };
-    if seen.contains(value) || (seen.len() < LABEL_CAP && seen.insert(value.to_owned())) {
-        value.to_owned()
-    } else {
-        "other".into()
+/// `value` cut to at most [`LABEL_MAX_BYTES`] at a char boundary, or `None` when it fits.
+pub fn truncate_label(value: &str) -> Option<&str> {
+    if value.len() <= LABEL_MAX_BYTES {
+        return None;
     }
+    let end = (0..=LABEL_MAX_BYTES).rev().find(|i| value.is_char_boundary(*i)).unwrap_or(0);
+    Some(&value[..end])
 }
 
+/// The 64 client buckets' label values, made once so a request never formats one.
+static BUCKETS: std::sync::LazyLock<Vec<String>> =
+    std::sync::LazyLock::new(|| (0..64).map(|i| format!("source-{i:02}")).collect());
+
 /// zai-proxy's client bucket: FNV-1a 32 of the peer IP text, modulo 64 (`source-00`..`source-63`).
-pub fn client_bucket(ip: &str) -> String {
+pub fn client_bucket(ip: &str) -> &'static str {
     let ip = if ip.is_empty() { "unknown" } else { ip };
     let mut h: u32 = 0x811c_9dc5;
     for b in ip.bytes() {
         h ^= u32::from(b);
         h = h.wrapping_mul(0x0100_0193);
     }
-    format!("source-{:02}", h % 64)
+    BUCKETS.get(h as usize % 64).map_or("source-00", String::as_str)
+}
+
+/// [`client_bucket`] of a peer address, formatted on the stack.
+pub fn client_bucket_of(ip: Option<std::net::IpAddr>) -> &'static str {
+    use std::io::Write as _;
+    let Some(ip) = ip else { return client_bucket("") };
+    let mut buf = [0u8; 64]; // the longest IPv6 text is 45 bytes
+    let mut cur = std::io::Cursor::new(&mut buf[..]);
+    let n = match write!(cur, "{ip}") {
+        Ok(()) => usize::try_from(cur.position()).unwrap_or(0),
+        Err(_) => 0,
+    };
+    client_bucket(std::str::from_utf8(&buf[..n]).unwrap_or(""))
 }
 
 #[cfg(test)]
@@ -428,7 +575,7 @@ mod tests {
     #[test]
     fn empty_families_print_nothing_and_histograms_print_like_go() {
         let m = ProxyMetrics::new();
-        assert_eq!(m.render(), "");
+        assert!(!m.render().contains("zai_proxy_"));
         m.request_size.observe(&["POST", "/v1/messages", "production"], 2_000_000.0);
         let text = m.render();
         assert!(text.contains("zai_proxy_request_size_bytes_bucket{method=\"POST\",path=\"/v1/messages\",variant=\"production\",le=\"1e+06\"} 0\n"));
@@ -438,16 +585,40 @@ mod tests {
             "zai_proxy_request_size_bytes_sum{method=\"POST\",path=\"/v1/messages\",variant=\"production\"} 2e+06\n"
         ));
         let parsed = crate::scrape::parse::parse(&text).unwrap();
-        assert_eq!(parsed.families.len(), 1);
+        assert_eq!(parsed.families.len(), 2, "the size histogram and the limit trips");
     }
 
     #[test]
     fn labels_from_clients_are_capped() {
         let m = ProxyMetrics::new();
         for i in 0..LABEL_CAP {
-            assert_eq!(m.model_label(&format!("m{i}")), format!("m{i}"));
+            assert_eq!(&*m.model_label(&format!("m{i}")), format!("m{i}"));
         }
-        assert_eq!(m.model_label("one-too-many"), "other");
-        assert_eq!(m.model_label("m3"), "m3");
+        assert_eq!(&*m.model_label("one-too-many"), "other");
+        assert_eq!(&*m.model_label("m3"), "m3");
+        assert_eq!(m.trips.get(Limit::LabelCapped), 1);
+    }
+
+    #[test]
+    fn long_labels_are_cut_at_a_char_boundary_before_the_cap() {
+        let m = ProxyMetrics::new();
+        let long = format!("{}é{}", "a".repeat(127), "b".repeat(60_000));
+        let label = m.path_label(&long);
+        assert_eq!(label.len(), 127, "the two-byte char at 127..129 does not fit");
+        assert!(long.starts_with(&*label));
+        assert_eq!(&*m.path_label(&format!("{}{}", "a".repeat(127), "é-other-tail")), &*label, "same cut, same value");
+        assert_eq!(m.trips.get(Limit::LabelTruncated), 2);
+        assert_eq!(truncate_label("short"), None);
+    }
+
+    #[test]
+    fn methods_outside_the_fixed_set_are_other() {
+        let m = ProxyMetrics::new();
+        assert_eq!(m.method_label(&Method::POST), "POST");
+        assert_eq!(m.method_label(&Method::from_bytes(b"XYZZY").unwrap()), "other");
+        assert_eq!(m.trips.get(Limit::MethodOther), 1);
+        let text = m.render();
+        assert!(text.contains("zai_dash_proxy_limit_trips_total{limit=\"method_other\"} 1\n"), "{text}");
+        assert!(text.contains("zai_dash_proxy_limit_trips_total{limit=\"header_timeout\"} 0\n"));
     }
 }

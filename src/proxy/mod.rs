@@ -11,6 +11,7 @@ pub mod forward;
 pub mod limiter;
 pub mod metrics;
 pub mod pricing;
+pub mod scan;
 pub mod usage;
 
 use std::path::PathBuf;
@@ -26,9 +27,10 @@ use axum::routing::{any, get};
 use clap::Args;
 
 use crate::clock::SharedClock;
+use crate::net::{ListenerLimits, Listening};
 use crate::setting::{ConfigError, parse_duration};
 use limiter::{Limiter, LimiterSettings};
-use metrics::ProxyMetrics;
+use metrics::{Limit, ProxyMetrics};
 use pricing::Pricing;
 
 /// zai-proxy's settings, as flags with its environment variables as fallbacks. Unlike
@@ -84,6 +86,18 @@ pub struct ProxyArgs {
     /// Largest accepted request body; larger gets 413.
     #[arg(long, env = "MAX_REQUEST_BODY_BYTES", default_value = "33554432")]
     pub max_request_body_bytes: String,
+    /// Time a client has to send its whole request body; then 408. The body is read before a
+    /// worker slot is taken, so slow clients cannot starve `MAX_WORKERS`.
+    #[arg(long, env = "REQUEST_BODY_TIMEOUT", default_value = "30s")]
+    pub request_body_timeout: String,
+    /// Time a client has to send a complete request head to the proxy (from connect, or from
+    /// the first byte of the next request); then the connection is dropped.
+    #[arg(long, env = "PROXY_HEADER_READ_TIMEOUT", default_value = "30s")]
+    pub proxy_header_read_timeout: String,
+    /// How long a keep-alive connection to the proxy may sit idle between requests (an answer
+    /// being streamed is not idle).
+    #[arg(long, env = "PROXY_IDLE_TIMEOUT", default_value = "120s")]
+    pub proxy_idle_timeout: String,
     /// Time allowed to connect to the upstream.
     #[arg(long, env = "UPSTREAM_CONNECT_TIMEOUT", default_value = "10s")]
     pub upstream_connect_timeout: String,
@@ -119,6 +133,8 @@ pub struct ProxySettings {
     pub api_key: String,
     /// Upstream base, without a trailing slash.
     pub target_url: String,
+    /// The same, parsed once (requests only set path and query on a copy).
+    pub target: url::Url,
     /// `variant` label.
     pub variant: String,
     /// In-flight cap.
@@ -133,6 +149,10 @@ pub struct ProxySettings {
     pub limiter: LimiterSettings,
     /// Request body cap.
     pub max_request_bytes: usize,
+    /// Deadline for reading a whole request body.
+    pub body_timeout: Duration,
+    /// Header-read and idle deadlines of the proxy's client connections.
+    pub listener: ListenerLimits,
     /// Connect timeout.
     pub connect_timeout: Duration,
     /// Idle timeout.
@@ -184,51 +204,26 @@ impl ProxyArgs {
         if variant.is_empty() {
             return Err(bad("DEPLOYMENT_VARIANT is empty.".into()));
         }
-        let rate = |name: &str, v: &str| number::<f64>(name, v, |x| x.is_finite() && *x > 0.0, "use a number above 0");
-        let (min, max) = (rate("RATE_LIMIT_MIN", &self.rate_limit_min)?, rate("RATE_LIMIT_MAX", &self.rate_limit_max)?);
-        if min > max {
-            return Err(bad(format!("RATE_LIMIT_MIN ({min}) is above RATE_LIMIT_MAX ({max}).")));
-        }
-        let state_file = self.rate_limit_state_file.trim();
         Ok(ProxySettings {
             api_key: self.zai_api_key.trim().to_owned(),
             target_url: target.as_str().trim_end_matches('/').to_owned(),
+            target: target.clone(),
             max_workers: number("MAX_WORKERS", &self.max_workers, |n: &usize| *n > 0, "use a whole number above 0")?,
             max_retries: number("MAX_RETRIES", &self.max_retries, |_: &u32| true, "use a whole number, 0 or more")?,
             token_counting: boolean(&self.token_counting_enabled),
             tokenizer_model: self.tokenizer_model.trim().to_owned(),
-            limiter: LimiterSettings {
-                initial: rate("RATE_LIMIT_INITIAL", &self.rate_limit_initial)?,
-                min,
-                max,
-                alpha: number(
-                    "RATE_LIMIT_CEILING_ALPHA",
-                    &self.rate_limit_ceiling_alpha,
-                    |a: &f64| *a > 0.0 && *a <= 1.0,
-                    "use a number in (0, 1]",
-                )?,
-                hold_margin: number(
-                    "RATE_LIMIT_HOLD_MARGIN",
-                    &self.rate_limit_hold_margin,
-                    |m: &f64| *m > 0.0 && *m < 1.0,
-                    "use a number in (0, 1)",
-                )?,
-                probe_interval: number(
-                    "RATE_LIMIT_PROBE_INTERVAL",
-                    &self.rate_limit_probe_interval,
-                    |p: &u32| *p > 0,
-                    "use a whole number above 0",
-                )?,
-                window: Duration::from_secs(30),
-                state_file: (!state_file.is_empty()).then(|| PathBuf::from(state_file)),
-                state_max_age: parse_duration("RATE_LIMIT_STATE_MAX_AGE", &self.rate_limit_state_max_age)?,
-            },
+            limiter: self.limiter()?,
             max_request_bytes: number(
                 "MAX_REQUEST_BODY_BYTES",
                 &self.max_request_body_bytes,
                 |n: &usize| *n > 0,
                 "use a byte count above 0",
             )?,
+            body_timeout: parse_duration("REQUEST_BODY_TIMEOUT", &self.request_body_timeout)?,
+            listener: ListenerLimits {
+                header_read: parse_duration("PROXY_HEADER_READ_TIMEOUT", &self.proxy_header_read_timeout)?,
+                idle: parse_duration("PROXY_IDLE_TIMEOUT", &self.proxy_idle_timeout)?,
+            },
             connect_timeout: parse_duration("UPSTREAM_CONNECT_TIMEOUT", &self.upstream_connect_timeout)?,
             idle_timeout: parse_duration("UPSTREAM_IDLE_TIMEOUT", &self.upstream_idle_timeout)?,
             retry_base: parse_duration("RETRY_BASE_DELAY", &self.retry_base_delay)?,
@@ -247,6 +242,42 @@ impl ProxyArgs {
 }
 
 impl ProxyArgs {
+    /// The limiter's part of [`Self::validate`].
+    fn limiter(&self) -> Result<LimiterSettings, ConfigError> {
+        let rate = |name: &str, v: &str| number::<f64>(name, v, |x| x.is_finite() && *x > 0.0, "use a number above 0");
+        let (min, max) = (rate("RATE_LIMIT_MIN", &self.rate_limit_min)?, rate("RATE_LIMIT_MAX", &self.rate_limit_max)?);
+        if min > max {
+            return Err(bad(format!("RATE_LIMIT_MIN ({min}) is above RATE_LIMIT_MAX ({max}).")));
+        }
+        let state_file = self.rate_limit_state_file.trim();
+        Ok(LimiterSettings {
+            initial: rate("RATE_LIMIT_INITIAL", &self.rate_limit_initial)?,
+            min,
+            max,
+            alpha: number(
+                "RATE_LIMIT_CEILING_ALPHA",
+                &self.rate_limit_ceiling_alpha,
+                |a: &f64| *a > 0.0 && *a <= 1.0,
+                "use a number in (0, 1]",
+            )?,
+            hold_margin: number(
+                "RATE_LIMIT_HOLD_MARGIN",
+                &self.rate_limit_hold_margin,
+                |m: &f64| *m > 0.0 && *m < 1.0,
+                "use a number in (0, 1)",
+            )?,
+            probe_interval: number(
+                "RATE_LIMIT_PROBE_INTERVAL",
+                &self.rate_limit_probe_interval,
+                |p: &u32| *p > 0,
+                "use a whole number above 0",
+            )?,
+            window: Duration::from_secs(30),
+            state_file: (!state_file.is_empty()).then(|| PathBuf::from(state_file)),
+            state_max_age: parse_duration("RATE_LIMIT_STATE_MAX_AGE", &self.rate_limit_state_max_age)?,
+        })
+    }
+
     /// Defaults (as clap would give them) with a key and an upstream, for tests and the demo.
     pub fn for_tests(target_url: &str) -> Self {
         Self {
@@ -266,6 +297,9 @@ impl ProxyArgs {
             rate_limit_state_file: String::new(),
             rate_limit_state_max_age: "6h".into(),
             max_request_body_bytes: "33554432".into(),
+            request_body_timeout: "30s".into(),
+            proxy_header_read_timeout: "30s".into(),
+            proxy_idle_timeout: "120s".into(),
             upstream_connect_timeout: "10s".into(),
             upstream_idle_timeout: "5m".into(),
             retry_base_delay: "1s".into(),
@@ -299,6 +333,8 @@ pub struct Proxy {
     client: reqwest::Client,
     inflight: AtomicUsize,
     clock: SharedClock,
+    /// The model label of requests that name none (`TOKENIZER_MODEL`).
+    default_model: Arc<str>,
 }
 
 /// Holds one in-flight slot; frees it (and updates the gauges) when dropped, on every path.
@@ -308,8 +344,7 @@ pub struct WorkerSlot {
 
 impl Drop for WorkerSlot {
     fn drop(&mut self) {
-        let now = self.proxy.inflight.fetch_sub(1, Ordering::SeqCst) - 1;
-        self.proxy.set_concurrency_gauges(now);
+        self.proxy.inflight.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
@@ -320,21 +355,21 @@ impl Proxy {
             .connect_timeout(settings.connect_timeout)
             .read_timeout(settings.idle_timeout)
             .redirect(reqwest::redirect::Policy::none())
+            // The proxy retries itself (with backoff and metrics); reqwest's own retry layer
+            // would also clone every request before sending it, in case of a protocol NACK.
+            .retry(reqwest::retry::never())
             .no_gzip()
             .build()?;
         let limiter = Limiter::new(settings.limiter.clone(), clock.clone());
-        let proxy = Arc::new(Self {
-            metrics: ProxyMetrics::new(),
-            limiter,
-            client,
-            inflight: AtomicUsize::new(0),
-            clock,
-            settings,
-        });
+        let metrics = ProxyMetrics::new();
+        let default_model = metrics.model_label(&settings.tokenizer_model);
+        let proxy =
+            Arc::new(Self { metrics, default_model, limiter, client, inflight: AtomicUsize::new(0), clock, settings });
         let v = proxy.settings.variant.as_str();
         let b = &proxy.settings.build;
         proxy.metrics.build_info.set(&[&b.build_time, &b.commit, v, &b.version], 1.0);
         proxy.metrics.max_workers.set(&[v], proxy.settings.max_workers as f64);
+        proxy.set_concurrency_gauges(0);
         proxy.metrics.rate_limit_rps.set(&[v], proxy.limiter.current());
         Ok(proxy)
     }
@@ -343,10 +378,11 @@ impl Proxy {
     pub fn try_take_slot(self: &Arc<Self>) -> Option<WorkerSlot> {
         let now = self.inflight.fetch_add(1, Ordering::SeqCst) + 1;
         let slot = WorkerSlot { proxy: self.clone() };
-        self.set_concurrency_gauges(now);
         (now <= self.settings.max_workers).then_some(slot)
     }
 
+    /// The concurrency gauges are read from the in-flight count when scraped, not written on
+    /// every request: a gauge only needs to be right when someone looks.
     fn set_concurrency_gauges(&self, inflight: usize) {
         let v = self.settings.variant.as_str();
         self.metrics.concurrent_requests.set(&[v], inflight as f64);
@@ -371,11 +407,12 @@ pub async fn serve(
     proxy: Arc<Proxy>,
     shutdown: tokio_util::sync::CancellationToken,
 ) -> std::io::Result<()> {
-    let app = proxy.router().into_make_service_with_connect_info::<std::net::SocketAddr>();
-    axum::serve(crate::net::no_delay(listener), app).with_graceful_shutdown(shutdown.cancelled_owned()).await
+    let listening = Listening { limits: proxy.settings.listener, trips: proxy.metrics.listener.clone() };
+    crate::net::serve(listener, proxy.router(), listening, shutdown).await
 }
 
 async fn metrics_handler(State(p): State<Arc<Proxy>>) -> Response {
+    p.set_concurrency_gauges(p.inflight.load(Ordering::SeqCst));
     ([(header::CONTENT_TYPE, ProxyMetrics::content_type())], p.metrics.render()).into_response()
 }
 
@@ -388,12 +425,65 @@ async fn health_handler(State(p): State<Arc<Proxy>>) -> Response {
     .into_response()
 }
 
-async fn reset_handler(State(p): State<Arc<Proxy>>, method: axum::http::Method) -> Response {
+async fn reset_handler(
+    State(p): State<Arc<Proxy>>,
+    method: axum::http::Method,
+    uri: axum::http::Uri,
+    headers: axum::http::HeaderMap,
+) -> Response {
     if method != axum::http::Method::POST {
         return (StatusCode::METHOD_NOT_ALLOWED, "method not allowed").into_response();
+    }
+    if !same_origin(&headers, &uri) {
+        p.metrics.trips.add(Limit::CrossSite);
+        return (StatusCode::FORBIDDEN, "cross-site request refused: Origin is not this proxy").into_response();
     }
     let rate = p.limiter.reset();
     p.metrics.rate_limit_rps.set(&[p.settings.variant.as_str()], rate);
     tracing::info!(rate, "Rate limit reset to RATE_LIMIT_INITIAL.");
     axum::Json(serde_json::json!({ "current_rate": rate, "status": "reset" })).into_response()
+}
+
+/// Whether a state-changing request may come from where it says. Browsers send `Origin` on
+/// every cross-site POST (a form on any web page can target a loopback port); curl and scripts
+/// send none and stay allowed. With an `Origin`, its host and port must be the ones the request
+/// was sent to (`Host`, or the HTTP/2 authority); `Origin: null` never matches.
+pub fn same_origin(headers: &axum::http::HeaderMap, uri: &axum::http::Uri) -> bool {
+    let Some(origin) = headers.get(header::ORIGIN) else { return true };
+    let host = headers.get(header::HOST).and_then(|h| h.to_str().ok()).or_else(|| uri.authority().map(|a| a.as_str()));
+    let (Ok(origin), Some(host)) = (origin.to_str(), host) else { return false };
+    if host.contains(['/', '@', '?', '#', '\\']) {
+        return false;
+    }
+    let Ok(origin) = url::Url::parse(origin) else { return false };
+    let Ok(target) = url::Url::parse(&format!("{}://{host}/", origin.scheme())) else { return false };
+    origin.host_str().is_some()
+        && origin.host_str() == target.host_str()
+        && origin.port_or_known_default() == target.port_or_known_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::http::{HeaderMap, HeaderValue, Uri};
+
+    fn check(origin: Option<&'static str>, host: &'static str) -> bool {
+        let mut h = HeaderMap::new();
+        h.insert(header::HOST, HeaderValue::from_static(host));
+        if let Some(o) = origin {
+            h.insert(header::ORIGIN, HeaderValue::from_static(o));
+        }
+        same_origin(&h, &Uri::from_static("/admin/reset-rate-limit"))
+    }
+
+    #[test]
+    fn only_this_hosts_origin_may_post() {
+        assert!(check(None, "127.0.0.1:8081"), "no Origin: curl, scripts");
+        assert!(check(Some("http://127.0.0.1:8081"), "127.0.0.1:8081"));
+        assert!(check(Some("http://proxy.local"), "proxy.local:80"), "default port");
+        assert!(!check(Some("http://127.0.0.1:8080"), "127.0.0.1:8081"), "another port is another site");
+        assert!(!check(Some("http://evil.example"), "127.0.0.1:8081"));
+        assert!(!check(Some("null"), "127.0.0.1:8081"));
+        assert!(!check(Some("http://a"), "a@b"));
+    }
 }

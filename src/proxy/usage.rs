@@ -11,7 +11,7 @@
 //! text (the request's message text for input, the response's text for output), the same rule
 //! zai-proxy falls back to; [`Usage::estimated`] says so.
 
-use serde_json::Value;
+use super::scan::{EventFields, EventType, RequestFields, ResponseFields, UsageFields, scan};
 
 /// Which API a path speaks, for credentials, error envelopes and usage parsing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -56,56 +56,55 @@ impl Usage {
     }
 }
 
-fn n(v: &Value, path: &[&str]) -> u64 {
-    path.iter().try_fold(v, |v, k| v.get(k)).and_then(Value::as_u64).unwrap_or(0)
-}
-
-fn anthropic_usage(u: &Value) -> Usage {
-    Usage {
-        input: n(u, &["input_tokens"]),
-        output: n(u, &["output_tokens"]),
-        cache_read: n(u, &["cache_read_input_tokens"]),
-        cache_write: n(u, &["cache_creation_input_tokens"]),
-        estimated: false,
+impl Usage {
+    /// A `usage` object read as `kind` reports it; a missing number is 0. OpenAI's prompt count
+    /// includes cached tokens, so input = prompt - cached.
+    pub fn from_fields(kind: ApiKind, u: &UsageFields) -> Self {
+        match kind {
+            ApiKind::Anthropic => Usage {
+                input: u.input_tokens.unwrap_or(0),
+                output: u.output_tokens.unwrap_or(0),
+                cache_read: u.cache_read_input_tokens.unwrap_or(0),
+                cache_write: u.cache_creation_input_tokens.unwrap_or(0),
+                estimated: false,
+            },
+            ApiKind::OpenAi => {
+                let (prompt, cached) = (u.prompt_tokens.unwrap_or(0), u.cached_tokens.unwrap_or(0));
+                Usage {
+                    input: prompt.saturating_sub(cached),
+                    output: u.completion_tokens.unwrap_or(0),
+                    cache_read: cached,
+                    cache_write: 0,
+                    estimated: false,
+                }
+            }
+        }
     }
 }
 
-fn openai_usage(u: &Value) -> Usage {
-    let prompt = n(u, &["prompt_tokens"]);
-    let cached = n(u, &["prompt_tokens_details", "cached_tokens"]);
-    Usage {
-        input: prompt.saturating_sub(cached),
-        output: n(u, &["completion_tokens"]),
-        cache_read: cached,
-        cache_write: 0,
-        estimated: false,
-    }
+/// A complete (non-streaming) response, read once: usage and text size.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ResponseSummary {
+    /// `usage`, when the response has a `usage` object.
+    pub usage: Option<Usage>,
+    /// Bytes of answer text (for the estimate when usage is missing).
+    pub text_len: usize,
+}
+
+/// Reads a complete JSON response; `None` when it is not JSON (empty, cut, malformed), which
+/// the proxy treats as a failed attempt. Validates the whole body without building a tree.
+pub fn summarize_response(kind: ApiKind, body: &[u8]) -> Option<ResponseSummary> {
+    let r: ResponseFields = scan(body).ok()?;
+    let text_len = match kind {
+        ApiKind::Anthropic => r.content_len,
+        ApiKind::OpenAi => r.choices.message,
+    };
+    Some(ResponseSummary { usage: r.usage.object.then(|| Usage::from_fields(kind, &r.usage)), text_len })
 }
 
 /// Usage of a complete (non-streaming) JSON response, if it reports any.
 pub fn from_json(kind: ApiKind, body: &[u8]) -> Option<Usage> {
-    from_value(kind, &serde_json::from_slice(body).ok()?)
-}
-
-/// [`from_json`] on an already parsed body.
-pub fn from_value(kind: ApiKind, v: &Value) -> Option<Usage> {
-    let u = v.get("usage").filter(|u| u.is_object())?;
-    Some(match kind {
-        ApiKind::Anthropic => anthropic_usage(u),
-        ApiKind::OpenAi => openai_usage(u),
-    })
-}
-
-/// Text of a complete response (for the estimate when usage is missing).
-pub fn response_text_len(kind: ApiKind, v: &Value) -> usize {
-    match kind {
-        ApiKind::Anthropic => v.get("content").and_then(Value::as_array).map_or(0, |blocks| {
-            blocks.iter().filter_map(|b| b.get("text").and_then(Value::as_str)).map(str::len).sum()
-        }),
-        ApiKind::OpenAi => v.get("choices").and_then(Value::as_array).map_or(0, |c| {
-            c.iter().filter_map(|c| c.pointer("/message/content").and_then(Value::as_str)).map(str::len).sum()
-        }),
-    }
+    summarize_response(kind, body)?.usage
 }
 
 /// What the proxy needs from a request body: the model and whether it streams.
@@ -120,34 +119,19 @@ pub struct RequestInfo {
 }
 
 /// Reads a request body; anything that is not JSON is simply "no model, not streaming".
+/// Memory stays at the body's size whatever it holds (no JSON tree).
 pub fn request_info(body: &[u8]) -> RequestInfo {
-    let Ok(v) = serde_json::from_slice::<Value>(body) else { return RequestInfo::default() };
-    let text_len =
-        v.get("messages").and_then(Value::as_array).map_or(0, |msgs| msgs.iter().map(message_text_len).sum())
-            + v.get("system").map_or(0, content_text_len);
-    RequestInfo {
-        model: v.get("model").and_then(Value::as_str).map(str::to_owned),
-        stream: v.get("stream").and_then(Value::as_bool).unwrap_or(false),
-        text_len,
-    }
-}
-
-fn message_text_len(m: &Value) -> usize {
-    m.get("content").map_or(0, content_text_len)
-}
-
-fn content_text_len(c: &Value) -> usize {
-    match c {
-        Value::String(s) => s.len(),
-        Value::Array(blocks) => blocks.iter().filter_map(|b| b.get("text").and_then(Value::as_str)).map(str::len).sum(),
-        _ => 0,
-    }
+    let Ok(r) = scan::<RequestFields>(body) else { return RequestInfo::default() };
+    RequestInfo { model: r.model, stream: r.stream.unwrap_or(false), text_len: r.text_len }
 }
 
 /// One token per four characters, at least one for non-empty text.
 pub fn estimate_tokens(chars: usize) -> u64 {
     if chars == 0 { 0 } else { (chars as u64).div_ceil(4) }
 }
+
+/// Longest SSE line kept; the rest of a longer line is dropped (no event is that large).
+const MAX_LINE: usize = 1 << 20;
 
 /// Incremental reader of an SSE response body: finds usage and the first content event in
 /// events split across arbitrary chunk boundaries (zai-proxy missed events split across reads).
@@ -174,39 +158,54 @@ impl SseUsage {
         Self { kind, line: Vec::new(), usage: Usage::default(), reported: false, text_len: 0, first_content: false }
     }
 
-    /// Feeds the next chunk of the body, exactly as it was forwarded.
+    /// Feeds the next chunk of the body, exactly as it was forwarded. Complete lines are read
+    /// in place; only a line split across chunks is copied (and only up to [`MAX_LINE`]).
     pub fn feed(&mut self, chunk: &[u8]) -> ChunkEvents {
         let mut events = ChunkEvents::default();
-        for &b in chunk {
-            if b == b'\n' {
+        let mut rest = chunk;
+        while let Some(end) = rest.iter().position(|b| *b == b'\n') {
+            let content = if self.line.is_empty() {
+                self.handle_line(&rest[..end])
+            } else {
+                self.append(&rest[..end]);
                 let line = std::mem::take(&mut self.line);
-                if self.handle_line(&line) && !self.first_content {
-                    self.first_content = true;
-                    events.first_content = true;
-                }
-            } else if self.line.len() < 1 << 20 {
-                self.line.push(b);
+                let content = self.handle_line(&line);
+                self.line = line; // keeps its capacity for the next split line
+                self.line.clear();
+                content
+            };
+            if content && !self.first_content {
+                self.first_content = true;
+                events.first_content = true;
             }
+            rest = &rest[end + 1..];
         }
+        self.append(rest);
         events
+    }
+
+    /// Keeps the start of a line split across chunks, at most [`MAX_LINE`] bytes of it.
+    fn append(&mut self, piece: &[u8]) {
+        let room = MAX_LINE.saturating_sub(self.line.len());
+        self.line.extend_from_slice(&piece[..piece.len().min(room)]);
     }
 
     /// Handles one line; returns true when it carried content text.
     fn handle_line(&mut self, line: &[u8]) -> bool {
         let line = line.strip_suffix(b"\r").unwrap_or(line);
         let Some(data) = line.strip_prefix(b"data:") else { return false };
-        let Ok(v) = serde_json::from_slice::<Value>(data.trim_ascii()) else { return false };
+        let Ok(event) = scan::<EventFields>(data.trim_ascii()) else { return false };
         match self.kind {
-            ApiKind::Anthropic => self.anthropic_event(&v),
-            ApiKind::OpenAi => self.openai_chunk(&v),
+            ApiKind::Anthropic => self.anthropic_event(&event),
+            ApiKind::OpenAi => self.openai_chunk(&event),
         }
     }
 
-    fn anthropic_event(&mut self, v: &Value) -> bool {
-        match v.get("type").and_then(Value::as_str) {
-            Some("message_start") => {
-                if let Some(u) = v.pointer("/message/usage") {
-                    let start = anthropic_usage(u);
+    fn anthropic_event(&mut self, e: &EventFields) -> bool {
+        match e.kind {
+            EventType::MessageStart => {
+                if e.message_usage.object {
+                    let start = Usage::from_fields(ApiKind::Anthropic, &e.message_usage);
                     self.usage.input = start.input;
                     self.usage.cache_read = start.cache_read;
                     self.usage.cache_write = start.cache_write;
@@ -215,32 +214,29 @@ impl SseUsage {
                 }
                 false
             }
-            Some("message_delta") => {
-                if let Some(out) = v.pointer("/usage/output_tokens").and_then(Value::as_u64) {
+            EventType::MessageDelta => {
+                if let Some(out) = e.usage.output_tokens {
                     self.usage.output = out; // cumulative
                     self.reported = true;
                 }
                 false
             }
-            Some("content_block_delta") => {
-                let text = v.pointer("/delta/text").or_else(|| v.pointer("/delta/thinking")).and_then(Value::as_str);
-                let len = text.map_or(0, str::len);
-                self.text_len += len;
+            EventType::ContentBlockDelta => {
+                let len = e.delta.text.or(e.delta.thinking).unwrap_or(0);
+                self.text_len = self.text_len.saturating_add(len);
                 len > 0
             }
-            _ => false,
+            EventType::Other => false,
         }
     }
 
-    fn openai_chunk(&mut self, v: &Value) -> bool {
-        if let Some(u) = v.get("usage").filter(|u| u.is_object()) {
-            self.usage = openai_usage(u);
+    fn openai_chunk(&mut self, e: &EventFields) -> bool {
+        if e.usage.object {
+            self.usage = Usage::from_fields(ApiKind::OpenAi, &e.usage);
             self.reported = true;
         }
-        let len: usize = v.get("choices").and_then(Value::as_array).map_or(0, |c| {
-            c.iter().filter_map(|c| c.pointer("/delta/content").and_then(Value::as_str)).map(str::len).sum()
-        });
-        self.text_len += len;
+        let len = e.choices.delta;
+        self.text_len = self.text_len.saturating_add(len);
         len > 0
     }
 
