@@ -206,41 +206,9 @@ pub const MAX_BODY_BYTES: usize = 16 * 1024 * 1024;
 impl ServeArgs {
     /// Checks every value and turns the strings into typed [`Settings`].
     pub fn validate(&self) -> Result<Settings, ConfigError> {
-        let scrape_interval = parse_duration("SCRAPE_INTERVAL", &self.scrape_interval)?;
-        let scrape_timeout = parse_duration("SCRAPE_TIMEOUT", &self.scrape_timeout)?;
-        if scrape_timeout >= scrape_interval {
-            return Err(bad(format!(
-                "SCRAPE_TIMEOUT ({}) must be shorter than SCRAPE_INTERVAL ({}), or scrapes of one target would overlap.",
-                self.scrape_timeout, self.scrape_interval
-            )));
-        }
-        let retention_5s = parse_duration("RETENTION_5S", &self.retention_5s)?;
-        let retention_1m = parse_duration("RETENTION_1M", &self.retention_1m)?;
-        let downsample_interval = parse_duration("DOWNSAMPLE_INTERVAL", &self.downsample_interval)?;
-        if retention_5s < 2 * ROLLUP_WIDTH + downsample_interval {
-            return Err(bad(format!(
-                "RETENTION_5S ({}) must be at least 2m plus DOWNSAMPLE_INTERVAL ({}), so raw rows live until they are rolled up.",
-                self.retention_5s, self.downsample_interval
-            )));
-        }
-        if retention_1m < ROLLUP_WIDTH {
-            return Err(bad(format!("RETENTION_1M ({}) must be at least 1m.", self.retention_1m)));
-        }
-        let retention_10m = parse_duration("RETENTION_10M", &self.retention_10m)?;
-        if retention_10m < retention_1m {
-            return Err(bad(format!(
-                "RETENTION_10M ({}) must be at least RETENTION_1M ({}): ranges over a day read 10-minute rows.",
-                self.retention_10m, self.retention_1m
-            )));
-        }
-        let proxy = if self.proxy {
-            Some(ProxyPlan {
-                listen_addr: parse_listen_addr("PROXY_LISTEN_ADDR", &self.proxy_listen_addr)?,
-                settings: self.proxy_args.validate()?,
-            })
-        } else {
-            None
-        };
+        let (scrape_interval, scrape_timeout) = self.scrape_timing()?;
+        let (retention_5s, retention_1m, retention_10m, downsample_interval) = self.retentions()?;
+        let proxy = self.proxy_plan()?;
         let targets = match parse_targets(&self.scrape_targets) {
             Err(_) if proxy.is_some() && self.scrape_targets.split(',').all(|t| t.trim().is_empty()) => Vec::new(),
             other => other?,
@@ -268,6 +236,55 @@ impl ServeArgs {
                 idle: parse_duration("HTTP_IDLE_TIMEOUT", &self.http_idle_timeout)?,
             },
         })
+    }
+
+    /// Interval and timeout, the timeout shorter (or scrapes of one target would overlap).
+    fn scrape_timing(&self) -> Result<(Duration, Duration), ConfigError> {
+        let interval = parse_duration("SCRAPE_INTERVAL", &self.scrape_interval)?;
+        let timeout = parse_duration("SCRAPE_TIMEOUT", &self.scrape_timeout)?;
+        if timeout >= interval {
+            return Err(bad(format!(
+                "SCRAPE_TIMEOUT ({}) must be shorter than SCRAPE_INTERVAL ({}), or scrapes of one target would overlap.",
+                self.scrape_timeout, self.scrape_interval
+            )));
+        }
+        Ok((interval, timeout))
+    }
+
+    /// Retention of each table and the downsample interval: every table keeps its rows at least
+    /// until they are rolled into the next.
+    fn retentions(&self) -> Result<(Duration, Duration, Duration, Duration), ConfigError> {
+        let retention_5s = parse_duration("RETENTION_5S", &self.retention_5s)?;
+        let retention_1m = parse_duration("RETENTION_1M", &self.retention_1m)?;
+        let retention_10m = parse_duration("RETENTION_10M", &self.retention_10m)?;
+        let downsample_interval = parse_duration("DOWNSAMPLE_INTERVAL", &self.downsample_interval)?;
+        if retention_5s < 2 * ROLLUP_WIDTH + downsample_interval {
+            return Err(bad(format!(
+                "RETENTION_5S ({}) must be at least 2m plus DOWNSAMPLE_INTERVAL ({}), so raw rows live until they are rolled up.",
+                self.retention_5s, self.downsample_interval
+            )));
+        }
+        if retention_1m < ROLLUP_WIDTH {
+            return Err(bad(format!("RETENTION_1M ({}) must be at least 1m.", self.retention_1m)));
+        }
+        if retention_10m < retention_1m {
+            return Err(bad(format!(
+                "RETENTION_10M ({}) must be at least RETENTION_1M ({}): ranges over a day read 10-minute rows.",
+                self.retention_10m, self.retention_1m
+            )));
+        }
+        Ok((retention_5s, retention_1m, retention_10m, downsample_interval))
+    }
+
+    /// The built-in proxy of `serve --proxy`, when asked for.
+    fn proxy_plan(&self) -> Result<Option<ProxyPlan>, ConfigError> {
+        if !self.proxy {
+            return Ok(None);
+        }
+        Ok(Some(ProxyPlan {
+            listen_addr: parse_listen_addr("PROXY_LISTEN_ADDR", &self.proxy_listen_addr)?,
+            settings: self.proxy_args.validate()?,
+        }))
     }
 }
 
