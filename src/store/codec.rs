@@ -278,9 +278,14 @@ impl Enc {
             self.varint(0);
             return;
         }
-        self.varint(h.buckets.len() as u64);
+        // Zero buckets reads back as an empty histogram, so observations without buckets (an
+        // exporter that sent only `_sum` and `_count`) are stored in a `+Inf` bucket: by
+        // definition it holds the count.
+        let inf = [(f64::INFINITY, h.count)];
+        let buckets: &[(f64, f64)] = if h.buckets.is_empty() { &inf } else { &h.buckets };
+        self.varint(buckets.len() as u64);
         let mut below = 0.0;
-        for &(le, c) in &h.buckets {
+        for &(le, c) in buckets {
             self.num(le);
             self.num(c - below);
             below = c;
@@ -618,6 +623,19 @@ mod tests {
             let (_, _, back) = decode(&encode(&Counts::default(), &Totals::default(), &g)).unwrap();
             assert_eq!(back.concurrent.unwrap().last.to_bits(), v.to_bits(), "{v}");
         }
+    }
+
+    #[test]
+    fn a_histogram_without_buckets_keeps_its_count() {
+        // Found by fuzzing: a target exposing only `_sum` and `_count` gave rows whose histogram
+        // was written as zero buckets followed by sum and count, which no decoder could read.
+        let text = "# TYPE zai_proxy_request_duration_seconds histogram\n\
+            zai_proxy_request_duration_seconds_sum 2.5\nzai_proxy_request_duration_seconds_count 3\n";
+        let mut st = TargetState { last_scrape_ms: Some(0), ..TargetState::default() };
+        let row = st.advance(&read(&parse(text).unwrap()), 5_000, 1, "p");
+        assert_eq!(row.counts.duration, Histogram { buckets: Vec::new(), sum: 2.5, count: 3.0 });
+        let (back, _, _) = decode(&encode(&row.counts, &row.totals, &row.gauges)).unwrap();
+        assert_eq!(back.duration, Histogram { buckets: vec![(f64::INFINITY, 3.0)], sum: 2.5, count: 3.0 });
     }
 
     #[test]
