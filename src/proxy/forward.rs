@@ -225,9 +225,7 @@ async fn buffered_success(p: &Arc<Proxy>, ctx: &Ctx, resp: reqwest::Response, la
             "upstream returned an empty or malformed response after retries",
         ));
     };
-    let usage = usage::from_value(ctx.kind, &json)
-        .filter(|u| u.input + u.output > 0)
-        .unwrap_or_else(|| estimate(p, ctx, &json));
+    let usage = usage::reported(ctx.kind, &json).unwrap_or_else(|| estimate(p, ctx, &json));
     ctx.record_usage(p, &usage);
     p.limiter_success();
     ctx.record(p, status.as_u16(), true);

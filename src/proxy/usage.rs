@@ -96,6 +96,12 @@ pub fn from_value(kind: ApiKind, v: &Value) -> Option<Usage> {
     })
 }
 
+/// Usage of a complete response when the upstream reported input or output tokens; `None` when
+/// it reported none, so the caller estimates instead.
+pub fn reported(kind: ApiKind, v: &Value) -> Option<Usage> {
+    from_value(kind, v).filter(|u| u.input + u.output > 0)
+}
+
 /// Text of a complete response (for the estimate when usage is missing).
 pub fn response_text_len(kind: ApiKind, v: &Value) -> usize {
     match kind {
