@@ -99,7 +99,7 @@ pub fn from_value(kind: ApiKind, v: &Value) -> Option<Usage> {
 /// Usage of a complete response when the upstream reported input or output tokens; `None` when
 /// it reported none, so the caller estimates instead.
 pub fn reported(kind: ApiKind, v: &Value) -> Option<Usage> {
-    from_value(kind, v).filter(|u| u.input + u.output > 0)
+    from_value(kind, v).filter(|u| u.input.saturating_add(u.output) > 0)
 }
 
 /// Text of a complete response (for the estimate when usage is missing).
@@ -360,6 +360,17 @@ data: [DONE]\n\n";
         assert!(info.stream);
         assert_eq!(info.text_len, 16);
         assert_eq!(request_info(b"not json"), RequestInfo::default());
+    }
+
+    #[test]
+    fn hostile_token_counts_do_not_overflow() {
+        // `input + output` overflowed (a panic in debug builds) on counts near u64::MAX.
+        let v: Value =
+            serde_json::from_str(r#"{"usage":{"input_tokens":18446744073709551615,"output_tokens":1}}"#).unwrap();
+        let u = reported(ApiKind::Anthropic, &v).unwrap();
+        assert_eq!((u.input, u.output), (u64::MAX, 1));
+        let none: Value = serde_json::from_str(r#"{"usage":{"input_tokens":0,"output_tokens":0}}"#).unwrap();
+        assert_eq!(reported(ApiKind::Anthropic, &none), None);
     }
 
     #[test]
