@@ -20,7 +20,7 @@ use std::alloc::{GlobalAlloc, Layout, System};
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::Relaxed};
 
-use libfuzzer_sys::arbitrary::{Result, Unstructured};
+use arbitrary::{Result, Unstructured};
 use libfuzzer_sys::fuzz_target;
 use zai_dash::point::{Counts, GaugeStat, Gauges, Histogram, Quota, QuotaWindow, SumCount, Totals};
 use zai_dash::store::codec::{decode, encode, view};
