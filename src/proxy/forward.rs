@@ -267,10 +267,7 @@ async fn buffered_success(p: &Arc<Proxy>, ctx: &Ctx, mut resp: reqwest::Response
             "upstream returned an empty or malformed response after retries",
         ));
     };
-    let usage = summary
-        .usage
-        .filter(|u| u.input.saturating_add(u.output) > 0)
-        .unwrap_or_else(|| estimate(p, ctx, summary.text_len));
+    let usage = usage::reported(summary.usage).unwrap_or_else(|| estimate(p, ctx, summary.text_len));
     ctx.record_usage(p, &usage);
     p.limiter_success();
     ctx.record(p, status, true);
