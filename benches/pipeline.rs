@@ -15,7 +15,9 @@ use zai_dash::clock::{Clock, SystemClock, bucket_end};
 use zai_dash::config::{Settings, TargetSpec};
 use zai_dash::health::HealthBoard;
 use zai_dash::hub::Hub;
+use zai_dash::point::TargetRow;
 use zai_dash::scrape::increase::TargetState;
+use zai_dash::scrape::persist::Persister;
 use zai_dash::scrape::{parse, reading};
 use zai_dash::store::query::{self, Table};
 use zai_dash::store::write::{self, StateUpdate, WriteBatch, WriterStats};
@@ -116,15 +118,16 @@ fn parse_throughput() {
 fn ingest_cost() {
     let texts: Vec<String> = (1..=50).map(|i| scaled_fixture(1.0 + i as f64 * 0.001)).collect();
     let mut i = 0usize;
-    let mut state = TargetState::default();
+    let mut state = Tracked::default();
     let per_scrape = time_per_call(Duration::from_secs(2), || {
         if i.is_multiple_of(texts.len()) {
-            state = TargetState::default();
+            state = Tracked::default();
         }
         let expo = parse::parse(&texts[i % texts.len()]).unwrap();
         let r = reading::read(&expo);
-        let row = state.advance(&r, i as i64 * 5_000, 1, "production");
-        std::hint::black_box(serde_json::to_string(&state).unwrap());
+        let at = i as i64 * 5_000;
+        let row = state.state.advance(&r, at, 1, "production");
+        std::hint::black_box(state.persister.after_scrape(&state.state, at, "production"));
         std::hint::black_box(codec::encode(&row.counts, &row.totals, &row.gauges));
         i += 1;
     });
@@ -142,7 +145,7 @@ fn ingest_cost() {
     println!("| step | time |");
     println!("|---|---|");
     println!(
-        "| one scrape of the fixture: parse, select series, increases, state JSON, row encoding | {:.0} µs |",
+        "| one scrape of the fixture: parse, select series, increases, state journal entry, row encoding | {:.0} µs |",
         per_scrape * 1e6
     );
     println!(
@@ -152,30 +155,41 @@ fn ingest_cost() {
     println!();
 }
 
-fn register(store: &Store, n: usize) -> (Vec<(i64, String)>, Vec<TargetState>) {
+/// A target's scrape state and what was persisted of it, as a scrape task keeps them.
+#[derive(Default)]
+struct Tracked {
+    state: TargetState,
+    persister: Persister,
+}
+
+impl Tracked {
+    /// Advances the state and builds the write the scraper would hand over.
+    fn scrape(&mut self, r: &reading::Reading, at: i64, id: i64, variant: &str) -> (TargetRow, StateUpdate) {
+        let mut row = self.state.advance(r, at, id, variant);
+        row.ts_ms = bucket_end(at, 5_000);
+        let (scraped_ms, write) = self.persister.after_scrape(&self.state, at, variant);
+        let update = StateUpdate { target_id: id, scraped_ms, write, totals: row.totals, variant: variant.to_owned() };
+        (row, update)
+    }
+}
+
+fn register(store: &Store, n: usize) -> (Vec<(i64, String)>, Vec<Tracked>) {
     let pairs: Vec<(String, String)> = (0..n)
         .map(|i| {
             (format!("http://pod-{i}:8080/metrics"), if i < n.div_ceil(2) { "production" } else { "canary" }.to_owned())
         })
         .collect();
     let ids = query::register_targets(&store.conn().unwrap(), &pairs, 0).unwrap();
-    (ids.into_iter().zip(pairs).map(|(t, (_, v))| (t.id, v)).collect(), vec![TargetState::default(); n])
+    (ids.into_iter().zip(pairs).map(|(t, (_, v))| (t.id, v)).collect(), (0..n).map(|_| Tracked::default()).collect())
 }
 
-fn tick_batch(ids: &[(i64, String)], states: &mut [TargetState], text: &str, at: i64) -> WriteBatch {
+fn tick_batch(ids: &[(i64, String)], states: &mut [Tracked], text: &str, at: i64) -> WriteBatch {
     let r = reading::read(&parse::parse(text).unwrap());
     let mut rows = Vec::new();
     let mut updates = Vec::new();
     for ((id, variant), st) in ids.iter().zip(states.iter_mut()) {
-        let mut row = st.advance(&r, at, *id, variant);
-        row.ts_ms = bucket_end(at, 5_000);
-        updates.push(StateUpdate {
-            target_id: *id,
-            scraped_ms: at,
-            state_json: serde_json::to_string(st).unwrap(),
-            totals: row.totals,
-            variant: variant.clone(),
-        });
+        let (row, update) = st.scrape(&r, at, *id, variant);
+        updates.push(update);
         rows.push(row);
     }
     WriteBatch {
@@ -224,15 +238,7 @@ fn disk_per_target_day() {
         }
         requests += k;
         let at = start + t * 5_000 + 1_000;
-        let mut row = states[0].advance(&scaled_reading(&base, requests / 1530.0), at, ids[0].0, &ids[0].1);
-        row.ts_ms = bucket_end(at, 5_000);
-        let update = StateUpdate {
-            target_id: ids[0].0,
-            scraped_ms: at,
-            state_json: serde_json::to_string(&states[0]).unwrap(),
-            totals: row.totals,
-            variant: ids[0].1.clone(),
-        };
+        let (row, update) = states[0].scrape(&scaled_reading(&base, requests / 1530.0), at, ids[0].0, &ids[0].1);
         let batch = WriteBatch {
             bucket_end_ms: row.ts_ms,
             rows: vec![row],

@@ -17,7 +17,7 @@ use crate::hub::Hub;
 use crate::ingest::KnownTotals;
 use crate::scrape::discovery::{Discovery, SharedResolver, SystemResolver};
 use crate::scrape::increase::TargetState;
-use crate::scrape::{self, Target};
+use crate::scrape::{self, Target, persist};
 use crate::setting::duration_ms;
 use crate::store::downsample::{self, Plan};
 use crate::store::{Store, WriterStats, query, write};
@@ -186,6 +186,7 @@ async fn load_targets(
     // `dns+` entries are not targets themselves: each resolved address is registered when found.
     let specs: Vec<_> = settings.targets.iter().filter(|t| !t.is_dns()).cloned().collect();
     let pairs: Vec<(String, String)> = specs.iter().map(|t| (t.url.to_string(), t.initial_variant())).collect();
+    consolidate_states(store).await.context("cannot replay the scrape state journal")?;
     let (stored, seed) = store
         .with_conn(move |c| Ok((query::register_targets(c, &pairs, now_ms)?, query::latest_totals(c)?)))
         .await
@@ -205,6 +206,33 @@ async fn load_targets(
         })
         .collect();
     Ok((targets, seed))
+}
+
+/// Replays each target's state journal into its checkpoint, so every scraper (configured or
+/// discovered later) resumes from its last committed scrape, and drops the replayed entries.
+async fn consolidate_states(store: &Store) -> Result<(), crate::store::StoreError> {
+    store
+        .with_conn(|c| {
+            let journals = query::pending_journals(c)?;
+            if journals.is_empty() {
+                return Ok(());
+            }
+            let mut checkpoints = Vec::with_capacity(journals.len());
+            for t in query::targets(c)? {
+                let Some(entries) = journals.get(&t.id) else { continue };
+                let Some(&(ms, _)) = entries.last() else { continue };
+                let (state, error) = persist::restore(t.state.as_deref(), entries);
+                if let Some(e) = error {
+                    tracing::warn!(target_url = %t.url, error = %e, "Stored scrape state journal is unreadable; the next scrape is a new baseline.");
+                }
+                let json = serde_json::to_string(&state).unwrap_or_default();
+                checkpoints.push(query::Checkpoint { target_id: t.id, ms, state: json, totals: state.totals.into() });
+            }
+            let pruned = query::save_checkpoints(c, &checkpoints)?;
+            tracing::debug!(targets = checkpoints.len(), entries = pruned, "Scrape state journal replayed.");
+            Ok(())
+        })
+        .await
 }
 
 fn restore_state(t: &query::StoredTarget) -> TargetState {

@@ -32,6 +32,8 @@ pub struct Report {
     pub deleted_raw: usize,
     /// Rows deleted from `metrics_1m`.
     pub deleted_rollup: usize,
+    /// Scrape state journal entries deleted (their target's checkpoint includes them).
+    pub pruned_journal: usize,
     /// Rows deleted from `metrics_10m`.
     pub deleted_coarse: usize,
     /// Raw rows at or before this were deleted (when `deleted_raw > 0`).
@@ -169,6 +171,7 @@ fn enforce_retention(
         report.deleted_coarse += delete(Table::Coarse, report.coarse_cutoff_ms)?;
     }
     tx.execute("DELETE FROM events WHERE ts <= ?1", [report.coarse_cutoff_ms])?;
+    report.pruned_journal = query::prune_journal(&tx)?;
     tx.commit()?;
     if report.deleted_raw + report.deleted_rollup + report.deleted_coarse > 0 {
         conn.execute_batch("PRAGMA incremental_vacuum;")?;

@@ -134,9 +134,18 @@ impl crate::ingest::TargetRegistry for Store {
     ) -> crate::ingest::BoxFuture<'a, Result<crate::ingest::Registered, crate::ingest::RegistryError>> {
         let pair = vec![(url.to_owned(), variant.to_owned())];
         Box::pin(async move {
-            let stored = self.with_conn(move |c| query::register_targets(c, &pair, now_ms)).await?;
+            let (stored, journal) = self
+                .with_conn(move |c| {
+                    let stored = query::register_targets(c, &pair, now_ms)?;
+                    let journal = match stored.first() {
+                        Some(t) => query::journal_of(c, t.id, t.state_ms)?,
+                        None => Vec::new(),
+                    };
+                    Ok((stored, journal))
+                })
+                .await?;
             let t = stored.into_iter().next().ok_or("the target was not found after registering it")?;
-            Ok(crate::ingest::Registered { id: t.id, state: t.state })
+            Ok(crate::ingest::Registered { id: t.id, state: t.state, journal })
         })
     }
 }

@@ -3,7 +3,7 @@
 //!
 //! The range query behind `/api/metrics` lives in [`super::range`] (re-exported here).
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
 use rusqlite::{Connection, OptionalExtension, params};
 
@@ -130,6 +130,68 @@ pub fn register_targets(
     }
     let all = targets(conn)?;
     Ok(urls_and_variants.iter().filter_map(|(url, _)| all.iter().find(|t| &t.url == url).cloned()).collect())
+}
+
+/// The journal entries of one target written after its checkpoint, oldest first.
+pub fn journal_of(conn: &Connection, target_id: i64, after_ms: Option<i64>) -> Result<Vec<(i64, Vec<u8>)>, StoreError> {
+    let mut stmt =
+        conn.prepare_cached("SELECT ts, data FROM state_log WHERE target_id = ?1 AND ts > ?2 ORDER BY ts")?;
+    let rows = stmt.query_map(params![target_id, after_ms.unwrap_or(i64::MIN)], |r| Ok((r.get(0)?, r.get(1)?)))?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+/// Journal entries by target id: `(time key, entry)`, oldest first.
+pub type Journals = BTreeMap<i64, Vec<(i64, Vec<u8>)>>;
+
+/// Every target's journal entries written after its checkpoint, oldest first, read in one pass.
+pub fn pending_journals(conn: &Connection) -> Result<Journals, StoreError> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT l.target_id, l.ts, l.data FROM state_log l JOIN targets t ON t.id = l.target_id
+         WHERE t.state_ms IS NULL OR l.ts > t.state_ms ORDER BY l.ts",
+    )?;
+    let mut rows = stmt.query([])?;
+    let mut out = Journals::new();
+    while let Some(r) = rows.next()? {
+        out.entry(r.get(0)?).or_default().push((r.get(1)?, r.get(2)?));
+    }
+    Ok(out)
+}
+
+/// A whole target state to store in place of its checkpoint and journal.
+#[derive(Debug, Clone)]
+pub struct Checkpoint {
+    /// Target id.
+    pub target_id: i64,
+    /// Time key of the newest write it includes.
+    pub ms: i64,
+    /// The scraper's serialized state.
+    pub state: String,
+    /// Its running totals.
+    pub totals: Totals,
+}
+
+/// Stores consolidated checkpoints and drops the journal entries they include, in one
+/// transaction.
+pub fn save_checkpoints(conn: &mut Connection, checkpoints: &[Checkpoint]) -> Result<usize, StoreError> {
+    let tx = conn.transaction()?;
+    for c in checkpoints {
+        tx.prepare_cached(
+            "UPDATE targets SET state = ?1, state_ms = ?2, totals = ?3
+             WHERE id = ?4 AND (state_ms IS NULL OR state_ms <= ?2)",
+        )?
+        .execute(params![c.state, c.ms, codec::encode_totals(&c.totals), c.target_id])?;
+    }
+    let pruned = prune_journal(&tx)?;
+    tx.commit()?;
+    Ok(pruned)
+}
+
+/// Deletes the journal entries a target's checkpoint already includes.
+pub fn prune_journal(conn: &Connection) -> Result<usize, StoreError> {
+    Ok(conn.execute(
+        "DELETE FROM state_log WHERE ts <= (SELECT t.state_ms FROM targets t WHERE t.id = state_log.target_id)",
+        [],
+    )?)
 }
 
 /// Every variant name by id.
@@ -397,15 +459,13 @@ fn totals_before(after: &Totals, counts: &Counts) -> Totals {
 
 /// Every target ever seen with its latest running totals and variant: the live point
 /// builder's seed, so the first live points carry the totals of pods that vanished before
-/// zai-dash started as well as of the live ones.
+/// zai-dash started as well as of the live ones. The newest row says them exactly; the stored
+/// totals (written with each checkpoint) serve once a target's rows aged out.
 pub fn latest_totals(conn: &Connection) -> Result<Vec<(i64, String, Totals)>, StoreError> {
     let names = variant_names(conn)?;
     let mut out = Vec::new();
     for t in targets(conn)? {
-        let totals = match t.totals {
-            Some(totals) => Some((t.variant.clone(), totals)),
-            None => totals_at(conn, &t, i64::MAX, &names)?, // written before totals were kept
-        };
+        let totals = totals_at(conn, &t, i64::MAX, &names)?;
         out.extend(totals.map(|(variant, totals)| (t.id, variant, totals)));
     }
     Ok(out)

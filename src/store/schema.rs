@@ -80,6 +80,17 @@ const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (target_id, ts)
     ) WITHOUT ROWID;
 ",
+    "
+    -- Scrape state journal: the values each scrape changed since the target's previous write,
+    -- replayed after its checkpoint (targets.state) at start-up. Keyed by time first, so one
+    -- tick's entries share pages instead of dirtying a page per target.
+    CREATE TABLE state_log (
+        ts        INTEGER NOT NULL,
+        target_id INTEGER NOT NULL,
+        data      BLOB NOT NULL,
+        PRIMARY KEY (ts, target_id)
+    ) WITHOUT ROWID;
+",
 ];
 
 /// The schema version this build writes.
