@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
+use crate::alerts::{AlertArgs, AlertSettings};
 use crate::proxy::{ProxyArgs, ProxySettings};
 use crate::scrape::ScrapeSettings;
 pub use crate::scrape::{DNS_SCHEME_PREFIX, TargetSpec, parse_targets};
@@ -45,6 +46,49 @@ pub enum Command {
     /// Ask a running zai-dash on this machine whether it is alive (`/healthz`); exit 0 or 1.
     /// For container `HEALTHCHECK`s, so the image needs no curl.
     Healthcheck(HealthcheckArgs),
+    /// Check the alerting rules (`ALERT_RULES`, else the built-in ones) and print them; with
+    /// `--prometheus`, as a Prometheus rule file over the `zai_proxy_*` series.
+    Rules(RulesArgs),
+}
+
+/// Flags of `zai-dash rules`.
+#[derive(Debug, Clone, Args)]
+pub struct RulesArgs {
+    /// Print a Prometheus rule file (for `rule_files:`) instead of a summary.
+    #[arg(long)]
+    pub prometheus: bool,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub alerts: AlertFlags,
+}
+
+/// Alert flags shared by `serve` and `rules`.
+#[derive(Debug, Clone, Default, Args)]
+pub struct AlertFlags {
+    /// YAML file of alerting rules (a top-level `rules:` list); empty means the built-in rules.
+    #[arg(long, env = "ALERT_RULES", default_value = "")]
+    pub alert_rules: PathBuf,
+    /// Alertmanager base URL (`http://alertmanager:9093`); alerts go to its `/api/v2/alerts`.
+    #[arg(long, env = "ALERTMANAGER_URL", default_value = "")]
+    pub alertmanager_url: String,
+    /// A webhook that receives each alert as it fires and resolves.
+    #[arg(long, env = "ALERT_WEBHOOK_URL", default_value = "", hide_env_values = true)]
+    pub alert_webhook_url: String,
+    /// Body of webhook messages: `alertmanager` (Alertmanager's webhook JSON) or `slack`.
+    #[arg(long, env = "ALERT_WEBHOOK_FORMAT", default_value = "alertmanager")]
+    pub alert_webhook_format: String,
+}
+
+impl AlertFlags {
+    /// Reads the rules and checks the receivers.
+    pub fn validate(&self) -> Result<AlertSettings, ConfigError> {
+        AlertSettings::validate(&AlertArgs {
+            rules_path: Some(self.alert_rules.as_path()),
+            alertmanager_url: Some(&self.alertmanager_url),
+            webhook_url: Some(&self.alert_webhook_url),
+            webhook_format: Some(&self.alert_webhook_format),
+        })
+    }
 }
 
 /// Flags of `zai-dash proxy`.
@@ -132,6 +176,9 @@ pub struct ServeArgs {
     /// How long a dashboard session lasts after signing in with the token.
     #[arg(long, env = "SESSION_TTL", default_value = "12h")]
     pub session_ttl: String,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub alerts: AlertFlags,
 }
 
 /// The built-in proxy of `serve --proxy`.
@@ -178,6 +225,8 @@ pub struct Settings {
     pub notice: Option<String>,
     /// How long a dashboard session lasts.
     pub session_ttl: Duration,
+    /// Alerting rules and receivers.
+    pub alerts: AlertSettings,
 }
 
 /// Default width of a raw point.
@@ -239,6 +288,7 @@ impl ServeArgs {
             dashboard_token: dashboard_token(self.dashboard_token.as_ref())?,
             notice: None,
             session_ttl: parse_duration("SESSION_TTL", &self.session_ttl)?,
+            alerts: self.alerts.validate()?,
         })
     }
 }
@@ -279,6 +329,7 @@ impl Settings {
             dashboard_token: None,
             notice: None,
             session_ttl: Duration::from_secs(12 * 3600),
+            alerts: AlertSettings::default(),
         }
     }
 
@@ -344,6 +395,7 @@ mod tests {
             proxy_args: crate::proxy::ProxyArgs::for_tests("http://127.0.0.1:1"),
             dashboard_token: None,
             session_ttl: "12h".into(),
+            alerts: AlertFlags::default(),
         }
     }
 
@@ -434,6 +486,25 @@ mod tests {
         assert!(!format!("{s:?}").contains("hunter2"));
         a.dashboard_token = Some(Secret::new("hunter2"));
         assert!(err(a).starts_with("DASHBOARD_TOKEN is shorter than 16"));
+    }
+
+    #[test]
+    fn alert_settings_are_checked_at_start() {
+        let mut a = args();
+        a.alerts.alertmanager_url = "not a url".into();
+        assert_eq!(err(a), "ALERTMANAGER_URL is not an http:// or https:// URL.");
+        let mut a = args();
+        a.alerts.alert_webhook_format = "teams".into();
+        assert!(err(a).starts_with("ALERT_WEBHOOK_FORMAT \"teams\""));
+        let mut a = args();
+        a.alerts.alert_rules = PathBuf::from("/nonexistent/rules.yaml");
+        assert!(err(a).starts_with("ALERT_RULES /nonexistent/rules.yaml: cannot read the file"));
+        let s = args().validate().unwrap();
+        assert_eq!(s.alerts.rules.len(), 4, "the built-in rules");
+        let mut a = args();
+        a.alerts.alert_webhook_url = "https://hooks.slack.com/services/T0/B0/secret".into();
+        a.alerts.alert_webhook_format = "slack".into();
+        assert!(!format!("{:?}", a.validate().unwrap()).contains("secret"));
     }
 
     #[test]

@@ -233,6 +233,7 @@ fn settings(plan: &DemoPlan, targets: Vec<TargetSpec>) -> Settings {
         dashboard_token: None,
         notice: None,
         session_ttl: Duration::from_secs(12 * 3600),
+        alerts: crate::alerts::AlertSettings::default(),
     }
 }
 

@@ -1,6 +1,7 @@
 //! HTTP: the router, shared state, health endpoints and the mapping of errors to responses.
 //! Handlers stay thin: parse, call the domain, shape the answer.
 
+pub mod alerts;
 pub mod api;
 pub mod assets;
 pub mod auth;
@@ -114,6 +115,8 @@ pub struct AppState {
     pub charts: Arc<pages::ChartCache>,
     /// Dashboard sessions, when `DASHBOARD_TOKEN` is set.
     pub sessions: Option<Arc<session::Sessions>>,
+    /// Alert rules, states and receivers.
+    pub alerts: crate::alerts::Alerts,
 }
 
 /// The application's routes. With `DASHBOARD_TOKEN` set, everything except `/healthz`,
@@ -146,6 +149,8 @@ fn pages_router() -> Router<AppState> {
         .route("/", get(pages::overview))
         .route("/targets", get(pages::targets))
         .route("/compare", get(pages::compare))
+        .route("/alerts", get(alerts::page))
+        .route("/api/alerts", get(alerts::api))
         .route("/api/compare", get(dash_api::compare))
         .route("/api/models", get(dash_api::models))
         .route("/static/{name}", get(assets::serve))
