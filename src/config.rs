@@ -67,7 +67,7 @@ pub struct RulesArgs {
 pub struct AlertFlags {
     /// YAML file of alerting rules (a top-level `rules:` list); empty means the built-in rules.
     #[arg(long, env = "ALERT_RULES", default_value = "")]
-    pub alert_rules: PathBuf,
+    pub alert_rules: String,
     /// Alertmanager base URL (`http://alertmanager:9093`); alerts go to its `/api/v2/alerts`.
     #[arg(long, env = "ALERTMANAGER_URL", default_value = "")]
     pub alertmanager_url: String,
@@ -83,7 +83,7 @@ impl AlertFlags {
     /// Reads the rules and checks the receivers.
     pub fn validate(&self) -> Result<AlertSettings, ConfigError> {
         AlertSettings::validate(&AlertArgs {
-            rules_path: Some(self.alert_rules.as_path()),
+            rules_path: Some(std::path::Path::new(self.alert_rules.trim())),
             alertmanager_url: Some(&self.alertmanager_url),
             webhook_url: Some(&self.alert_webhook_url),
             webhook_format: Some(&self.alert_webhook_format),
@@ -497,7 +497,7 @@ mod tests {
         a.alerts.alert_webhook_format = "teams".into();
         assert!(err(a).starts_with("ALERT_WEBHOOK_FORMAT \"teams\""));
         let mut a = args();
-        a.alerts.alert_rules = PathBuf::from("/nonexistent/rules.yaml");
+        a.alerts.alert_rules = "/nonexistent/rules.yaml".into();
         assert!(err(a).starts_with("ALERT_RULES /nonexistent/rules.yaml: cannot read the file"));
         let s = args().validate().unwrap();
         assert_eq!(s.alerts.rules.len(), 4, "the built-in rules");

@@ -190,7 +190,14 @@ impl Receiver {
                 b = self.mailbox.take(max) => b,
             };
             let now = self.clock.now_ms();
-            match self.send(&batch, now).await {
+            // A send in progress at shutdown is abandoned: unacknowledged, it is sent after the
+            // restart, and shutdown never waits out a slow receiver.
+            let result = tokio::select! {
+                biased;
+                () = stop.cancelled() => return,
+                r = self.send(&batch, now) => r,
+            };
+            match result {
                 Ok(()) => {
                     self.succeeded(&batch, now, failures);
                     failures = 0;

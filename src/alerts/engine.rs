@@ -160,7 +160,10 @@ impl Engine {
             self.evaluate().await;
             deadline = tokio::time::Instant::now() + fallback;
         }
-        while let Ok(ack) = acks.try_recv() {
+        // Receivers stop with the same token; what they delivered just before is recorded, so
+        // the next start does not send it again. The channel closes when the last one exits.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(1);
+        while let Ok(Some(ack)) = tokio::time::timeout_at(deadline, acks.recv()).await {
             self.acknowledge(ack);
         }
         self.save_dirty().await;

@@ -504,6 +504,12 @@ mod tests {
     }
 
     #[test]
+    fn the_kubernetes_rules_file_is_the_built_in_rules() {
+        let k8s = parse_rules(include_str!("../../k8s/base/alert-rules.yaml"), "k8s/base/alert-rules.yaml").unwrap();
+        assert_eq!(k8s, default_rules());
+    }
+
+    #[test]
     fn a_bad_field_names_the_rule_and_the_field() {
         let cases = [
             ("name: A\nexpr: error_rate_pct\nthreshold: five", "rule \"A\": field `threshold` must be a number"),

@@ -71,7 +71,7 @@ pub struct StripAlert {
     pub severity: String,
     /// Filled summary.
     pub summary: String,
-    /// Since when it fires, RFC 3339.
+    /// Since when its condition holds (Prometheus' `activeAt`, as `/api/alerts` says), RFC 3339.
     pub since: String,
 }
 
@@ -82,7 +82,7 @@ pub fn strip(state: &AppState) -> Vec<StripAlert> {
         .firing()
         .into_iter()
         .map(|a| StripAlert {
-            since: a.record.fired_ms.map(rfc3339_ms).unwrap_or_default(),
+            since: a.record.active_ms.or(a.record.fired_ms).map(rfc3339_ms).unwrap_or_default(),
             rule: a.record.rule,
             variant: a.record.variant,
             severity: a.record.severity,

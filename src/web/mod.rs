@@ -180,6 +180,10 @@ async fn self_metrics(State(state): State<AppState>) -> impl IntoResponse {
         }
     };
     let targets = state.health.snapshot();
+    let receivers = state.alerts.receivers();
+    let alerts = state.alerts.snapshot().alerts;
+    let count = |p| alerts.iter().filter(|a| a.record.phase == p).count();
+    let pending_firing = (count(crate::alerting::AlertPhase::Pending), count(crate::alerting::AlertPhase::Firing));
     let body = selfmetrics::render(&selfmetrics::Inputs {
         targets: &targets,
         scrape_durations: state.health.durations(),
@@ -187,6 +191,8 @@ async fn self_metrics(State(state): State<AppState>) -> impl IntoResponse {
         own: &state.metrics,
         sse_clients: state.hub.subscribers(),
         db: db.as_ref(),
+        receivers: &receivers,
+        alerts_pending_firing: pending_firing,
     });
     ([(axum::http::header::CONTENT_TYPE, crate::expo::CONTENT_TYPE)], body)
 }
