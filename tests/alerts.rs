@@ -399,3 +399,31 @@ async fn exported_rules_pass_promtool_and_fire_on_prometheus_like_zai_dash() {
     assert!(high["annotations"]["summary"].as_str().unwrap().starts_with("5xx share of canary is "), "{high}");
     app.stop().await;
 }
+
+/// `serve` with a bad rule refuses to start with one sentence naming the rule and the field.
+#[test]
+fn a_bad_rule_refuses_to_start_naming_the_rule_and_the_field() {
+    let dir = tempfile::tempdir().unwrap();
+    let rules = dir.path().join("rules.yaml");
+    std::fs::write(
+        &rules,
+        "rules:\n  - name: CanaryErrors\n    expr: error_rate_pct\n    op: '=>'\n    threshold: 2\n",
+    )
+    .unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_zai-dash"))
+        .arg("serve")
+        .env("ALERT_RULES", &rules)
+        .env("SCRAPE_TARGETS", "http://127.0.0.1:1/metrics")
+        .env("LISTEN_ADDR", "127.0.0.1:0")
+        .env("DB_PATH", dir.path().join("db.db"))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        stderr.trim(),
+        "zai-dash: ALERT_RULES rule \"CanaryErrors\": field `op` is \"=>\"; use >, >=, <, <=, == or !=.",
+        "{stderr}"
+    );
+    assert!(out.stdout.is_empty(), "nothing listens");
+}
