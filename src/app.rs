@@ -10,16 +10,19 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::alerts::{self, Alerts};
 use crate::clock::SharedClock;
 use crate::config::Settings;
 use crate::health::{HealthBoard, TargetHealth};
 use crate::hub::Hub;
-use crate::ingest::KnownTotals;
+use crate::ingest::{Event, KnownTotals, PointSink};
+use crate::point::Point;
 use crate::scrape::discovery::{Discovery, SharedResolver, SystemResolver};
 use crate::scrape::increase::TargetState;
 use crate::scrape::{self, Target, persist};
 use crate::setting::duration_ms;
 use crate::store::downsample::{self, Plan};
+use crate::store::stats::StoreStats;
 use crate::store::{Store, WriterStats, query, write};
 use crate::web::selfmetrics::SelfMetrics;
 use crate::web::session::Sessions;
@@ -58,7 +61,7 @@ pub async fn run_with_resolver(
     let tracker = TaskTracker::new();
     let stop = CancellationToken::new();
     let sessions = sessions(&settings, &store, clock.now_ms()).await?;
-    let mut state = start_background(&tracker, &stop, &settings, clock, store, Loaded { targets, seed, resolver });
+    let mut state = start_background(&tracker, &stop, &settings, clock, store, Loaded { targets, seed, resolver })?;
     state.sessions = sessions;
     let ready = state.ready.clone();
     let listening = crate::net::Listening { limits: settings.listener, ..Default::default() };
@@ -74,8 +77,26 @@ struct Loaded {
     resolver: SharedResolver,
 }
 
-/// Starts the writer, the scrapers (with discovery) and the downsampler on `tracker`, and
-/// returns the state the web layer reads.
+/// Committed points go to the live hub and to the alert engine (its ticks).
+#[derive(Debug)]
+struct FanOut {
+    hub: Hub,
+    alerts: Arc<alerts::Feed>,
+}
+
+impl PointSink for FanOut {
+    fn publish(&self, points: Vec<Point>) {
+        self.alerts.publish(points.clone());
+        self.hub.publish(points);
+    }
+
+    fn publish_events(&self, events: Vec<Event>) {
+        self.hub.publish_events(events);
+    }
+}
+
+/// Starts the writer, the scrapers (with discovery), the alert engine and the downsampler on
+/// `tracker`, and returns the state the web layer reads.
 fn start_background(
     tracker: &TaskTracker,
     stop: &CancellationToken,
@@ -83,7 +104,7 @@ fn start_background(
     clock: SharedClock,
     store: Store,
     loaded: Loaded,
-) -> AppState {
+) -> anyhow::Result<AppState> {
     let Loaded { targets, seed, resolver } = loaded;
     let health = HealthBoard::new(
         targets.iter().map(|t| TargetHealth::new(t.id, t.spec.url.to_string(), t.current_variant())).collect(),
@@ -92,7 +113,10 @@ fn start_background(
     let writer_stats = Arc::new(WriterStats::default());
     let self_metrics = Arc::new(SelfMetrics::default());
     let (queue, rx) = write::channel(WRITE_QUEUE, writer_stats.clone());
-    tracker.spawn(write::run_writer(store.clone(), rx, hub.clone(), writer_stats.clone(), settings.rollup_ms()));
+    let alerts = Alerts::new(&settings.alerts);
+    let sink = FanOut { hub: hub.clone(), alerts: alerts.feed() };
+    tracker.spawn(write::run_writer(store.clone(), rx, sink, writer_stats.clone(), settings.rollup_ms()));
+    start_alerts(tracker, stop, settings, &alerts, (&store, &health, &hub, &clock))?;
     let dns_entries: Vec<_> = settings.targets.iter().filter(|t| t.is_dns()).cloned().collect();
     let discovery = (!dns_entries.is_empty()).then(|| Discovery {
         entries: dns_entries,
@@ -102,7 +126,7 @@ fn start_background(
     let scrapers = settings.scrape();
     scrape::spawn(tracker, stop, scrapers, clock.clone(), targets, discovery, health.clone(), Arc::new(queue), &seed);
     tracker.spawn(downsample_loop(store.clone(), settings.clone(), clock.clone(), stop.clone(), self_metrics.clone()));
-    AppState {
+    Ok(AppState {
         settings: Arc::new(settings.web()),
         store,
         hub,
@@ -114,7 +138,30 @@ fn start_background(
         metrics: self_metrics,
         charts: Default::default(),
         sessions: None,
-    }
+        alerts,
+    })
+}
+
+/// Starts the alert engine over the store's window statistics, the health board and the hub,
+/// evaluating on each live tick (one point interval, or the scrape interval when longer).
+fn start_alerts(
+    tracker: &TaskTracker,
+    stop: &CancellationToken,
+    settings: &Settings,
+    alerts: &Alerts,
+    (store, health, hub, clock): (&Store, &HealthBoard, &Hub, &SharedClock),
+) -> anyhow::Result<()> {
+    let widths = (settings.point_ms(), settings.rollup_ms());
+    let deps = alerts::Deps {
+        stats: Arc::new(StoreStats::new(store.clone(), widths, duration_ms(settings.retention_5s))),
+        health: health.clone(),
+        feed: alerts.feed(),
+        store: Arc::new(store.clone()),
+        announcer: Arc::new(hub.clone()),
+        clock: clock.clone(),
+    };
+    let interval = settings.point_width.max(settings.scrape_interval);
+    alerts.spawn(tracker, stop, deps, interval).context("cannot build the alert receivers' HTTP client")
 }
 
 /// Sessions of `DASHBOARD_TOKEN`, with the revocations stored before (a signed-out session

@@ -1,16 +1,19 @@
 //! SQLite storage: `metrics_5s` (raw points), `metrics_1m` (rollups), `targets` (per-target
-//! state for restart safety), `variants` and `meta` (the rollup watermark).
+//! state for restart safety), `variants`, `meta` (the rollup watermark), and the alerts'
+//! records and firing periods (`alerts`, `alert_periods`).
 //!
 //! SQLite is synchronous, so every access goes through [`Store::with_conn`], which runs on the
 //! blocking pool with a pooled connection and never holds it across an `.await`. One writer
 //! task owns all inserts ([`write`]); readers run concurrently thanks to WAL.
 
+pub mod alerts;
 pub mod cache;
 pub mod codec;
 pub mod downsample;
 pub mod query;
 pub mod range;
 pub mod schema;
+pub mod stats;
 pub mod window;
 pub mod write;
 

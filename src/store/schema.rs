@@ -91,6 +91,36 @@ const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (ts, target_id)
     ) WITHOUT ROWID;
 ",
+    "
+    -- Each alert's record (a rule applied to a variant): phase, episode times, last value and,
+    -- per receiver, the last phase it acknowledged (JSON), so a restart neither re-notifies
+    -- nor forgets.
+    CREATE TABLE alerts (
+        rule        TEXT NOT NULL,
+        variant     TEXT NOT NULL,
+        phase       TEXT NOT NULL,
+        active_ms   INTEGER,
+        fired_ms    INTEGER,
+        resolved_ms INTEGER,
+        value       REAL,
+        severity    TEXT NOT NULL,
+        metric      TEXT NOT NULL,
+        notified    TEXT NOT NULL,
+        updated_ms  INTEGER NOT NULL,
+        PRIMARY KEY (rule, variant)
+    ) WITHOUT ROWID;
+    -- Every firing episode, for the charts' shading; to_ms is NULL while it fires.
+    CREATE TABLE alert_periods (
+        rule     TEXT NOT NULL,
+        variant  TEXT NOT NULL,
+        from_ms  INTEGER NOT NULL,
+        to_ms    INTEGER,
+        severity TEXT NOT NULL,
+        metric   TEXT NOT NULL,
+        PRIMARY KEY (rule, variant, from_ms)
+    ) WITHOUT ROWID;
+    CREATE INDEX alert_periods_by_start ON alert_periods (from_ms);
+",
 ];
 
 /// The schema version this build writes.

@@ -27,6 +27,17 @@ pub struct WindowQuery {
     pub target_url: Option<String>,
 }
 
+impl WindowQuery {
+    /// The window of `window_ms` ending at `end_ms` over every target, read as `/api/compare`
+    /// reads it: raw rows when the window is at most an hour and raw rows still cover it
+    /// (`raw_since_ms`), else rollups up to the watermark and raw rows after it.
+    pub fn ending(end_ms: i64, window_ms: i64, widths: (i64, i64), raw_since_ms: i64) -> Self {
+        let start_ms = end_ms - window_ms;
+        let raw = window_ms <= super::query::RAW_RANGE_LIMIT_MS && start_ms >= raw_since_ms;
+        Self { start_ms, end_ms, raw, widths, target_url: None }
+    }
+}
+
 /// One variant's sums over a window.
 #[derive(Debug, Clone, Default)]
 pub struct WindowSums {
