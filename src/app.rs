@@ -234,8 +234,9 @@ async fn load_targets(
     let specs: Vec<_> = settings.targets.iter().filter(|t| !t.is_dns()).cloned().collect();
     let pairs: Vec<(String, String)> = specs.iter().map(|t| (t.url.to_string(), t.initial_variant())).collect();
     consolidate_states(store).await.context("cannot replay the scrape state journal")?;
+    let rollup_ms = settings.rollup_ms();
     let (stored, seed) = store
-        .with_conn(move |c| Ok((query::register_targets(c, &pairs, now_ms)?, query::latest_totals(c)?)))
+        .with_conn(move |c| Ok((query::register_targets(c, &pairs, now_ms)?, query::latest_totals(c, rollup_ms)?)))
         .await
         .context("cannot read targets from the database")?;
     let seed =
