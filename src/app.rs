@@ -62,8 +62,8 @@ pub async fn run_with_resolver(
     state.sessions = sessions;
     let ready = state.ready.clone();
     let app = web::router(state).into_make_service_with_connect_info::<std::net::SocketAddr>();
-    let server =
-        axum::serve(crate::net::no_delay(listener), app).with_graceful_shutdown(stop.clone().cancelled_owned());
+    let server = axum::serve(crate::net::dashboard(listener, settings.stalled_client_timeout), app)
+        .with_graceful_shutdown(stop.clone().cancelled_owned());
     let server = tokio::spawn(async move { server.await });
     shutdown.cancelled().await;
     stop_in_order(settings.shutdown_grace, &ready, &stop, &tracker, server).await
