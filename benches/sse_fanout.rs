@@ -43,7 +43,7 @@ use std::net::SocketAddr;
 use std::sync::Mutex;
 use std::time::{Duration, Instant, SystemTime};
 
-use live::{FakeTargets, Mem, Server, env_number, fds, mem, mib, percentile, self_metric};
+use live::{FakeTargets, Mem, Server, cpu_seconds, env_number, fds, mem, mib, percentile, self_metric};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
@@ -123,7 +123,7 @@ async fn run(nofile: u64) -> anyhow::Result<()> {
     let connect_start = Instant::now();
     let mut slow: Vec<SlowClient> = Vec::new();
     let total = k.readers + k.slow;
-    let slow_every = if k.slow == 0 { usize::MAX } else { total / k.slow };
+    let slow_every = total.checked_div(k.slow).unwrap_or(usize::MAX);
     let mut started = 1; // reader 0
     let mut i = 1;
     while started < k.readers || slow.len() < k.slow {
@@ -170,9 +170,9 @@ async fn run(nofile: u64) -> anyhow::Result<()> {
         if all_cut_at.is_none() && cut_at.len() == slow_ports.len() {
             all_cut_at = Some(Instant::now());
         }
-        if timeline.len() % 10 == 0 {
+        if timeline.len().is_multiple_of(10) {
             eprintln!(
-                "t={:>4.0}s rss={} MiB fds={} sse_clients={} slow open={} slow queued={} KiB",
+                "t={:>4.0}s rss={} MiB fds={} sse_clients={} slow open={} server queues for them={} KiB",
                 t.as_secs_f64(),
                 mib(s.mem.rss_kib),
                 s.fds,
@@ -249,12 +249,14 @@ async fn run(nofile: u64) -> anyhow::Result<()> {
         )?;
     }
     let peak_queued = timeline.iter().map(|(_, s)| s.slow_queued).max().unwrap_or(0);
+    let peak_received = timeline.iter().map(|(_, s)| s.slow_received).max().unwrap_or(0);
     writeln!(
         out,
-        "Kernel bytes held for them at most: {} KiB ({} KiB per slow client). Client-side TCP state when the bench \
-         dropped them: {}.\n",
+        "Bytes zai-dash's kernel held in send queues for them, at most: **{} KiB** ({} KiB per slow client); in \
+         their own receive queues: {} KiB. Client-side TCP state when the bench dropped them: {}.\n",
         peak_queued / 1024,
         peak_queued / 1024 / slow_ports.len().max(1) as u64,
+        peak_received / 1024,
         states_summary(&slow_states)
     )?;
     writeln!(out, "## zai-dash resources\n")?;
@@ -278,16 +280,23 @@ async fn run(nofile: u64) -> anyhow::Result<()> {
             s.mem.threads
         )?;
     }
+    let ticks = (end_of_measure - connected_at).as_secs_f64() / TICK.as_secs_f64();
     writeln!(
         out,
-        "\nSIGTERM after the run: {} in {:.1} s. Measured for {:.0} s; load average at the end {}.",
+        "\nCPU per tick while measuring: zai-dash {:.1} ms, this bench (readers, fake targets, sampling) {:.1} ms.",
+        (after_cut.cpu_server - connected.cpu_server) * 1e3 / ticks,
+        (after_cut.cpu_bench - connected.cpu_bench) * 1e3 / ticks
+    )?;
+    writeln!(
+        out,
+        "SIGTERM after the run: {} in {:.1} s. Measured for {:.0} s; load average at the end {}.",
         if clean { "exited" } else { "killed (did not exit)" },
         stop_took.as_secs_f64(),
         (end_of_measure - measure_start).as_secs_f64(),
         live::loadavg()
     )?;
     writeln!(out, "\n### Timeline (every 10 s)\n")?;
-    writeln!(out, "| t (s) | VmRSS MiB | fds | SSE clients | slow clients open | slow bytes queued (KiB) |")?;
+    writeln!(out, "| t (s) | VmRSS MiB | fds | SSE clients | slow clients open | server send queues for them (KiB) |")?;
     writeln!(out, "|---:|---:|---:|---:|---:|---:|")?;
     for (t, s) in timeline.iter().step_by(10) {
         let open = slow_ports.len() - cut_at.values().filter(|c| **c <= *t).count();
@@ -351,20 +360,22 @@ async fn read_events(addr: SocketAddr, reference: bool, log: &mut ReaderLog) -> 
             return Ok(());
         }
         dec.feed(&buf[..n])?;
-        while let Some(ev) = dec.next_event() {
-            let (Some(id), Some(data)) = (ev.id, ev.data) else { continue };
+        let mut newest = None;
+        dec.events(|id, data| {
             // serde_json writes keys in order: `{"data":{...},"type":"metrics"}`.
-            if !data.ends_with(",\"type\":\"metrics\"}") {
-                continue;
+            if !data.ends_with(b",\"type\":\"metrics\"}") {
+                return;
             }
             log.receipts.push((id, now));
             if reference {
-                let wall = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH)?.as_millis() as i64;
-                let v: serde_json::Value = serde_json::from_str(&data)?;
-                let ts = v["data"]["timestamp"].as_i64().unwrap_or(0);
-                log.buckets.push((id, ts, wall));
-                *FIRST_SEEN.lock().unwrap() = Some(id);
+                let wall = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64);
+                let v: serde_json::Value = serde_json::from_slice(data).unwrap_or_default();
+                log.buckets.push((id, v["data"]["timestamp"].as_i64().unwrap_or(0), wall));
+                newest = Some(id);
             }
+        });
+        if newest.is_some() {
+            *FIRST_SEEN.lock().unwrap() = newest;
         }
     }
 }
@@ -375,7 +386,9 @@ fn request(addr: SocketAddr) -> String {
     )
 }
 
-/// An HTTP/1.1 response head, then a chunked (or plain) body of SSE frames.
+/// An HTTP/1.1 response head, then a chunked (or plain) body of SSE frames; decoded in place,
+/// without an allocation per event, so the 900 readers cost the shared CPUs as little as
+/// possible.
 #[derive(Default)]
 struct Decoder {
     head_done: bool,
@@ -388,60 +401,65 @@ struct Decoder {
     body: Vec<u8>,
 }
 
-struct SseEvent {
-    id: Option<u64>,
-    data: Option<String>,
-}
-
 impl Decoder {
     fn feed(&mut self, bytes: &[u8]) -> anyhow::Result<()> {
         self.raw.extend_from_slice(bytes);
+        let mut pos = 0;
         if !self.head_done {
             let Some(end) = find(&self.raw, b"\r\n\r\n") else { return Ok(()) };
             let head = String::from_utf8_lossy(&self.raw[..end]).to_ascii_lowercase();
             anyhow::ensure!(head.starts_with("http/1.1 200"), "unexpected response: {head}");
             self.chunked = head.contains("transfer-encoding: chunked");
-            self.raw.drain(..end + 4);
             self.head_done = true;
+            pos = end + 4;
         }
         if !self.chunked {
-            self.body.append(&mut self.raw);
+            self.body.extend_from_slice(&self.raw[pos..]);
+            self.raw.clear();
             return Ok(());
         }
         loop {
             if self.in_chunk > 0 {
-                let take = self.in_chunk.min(self.raw.len());
-                self.body.extend_from_slice(&self.raw[..take]);
-                self.raw.drain(..take);
+                let take = self.in_chunk.min(self.raw.len() - pos);
+                self.body.extend_from_slice(&self.raw[pos..pos + take]);
+                pos += take;
                 self.in_chunk -= take;
                 if self.in_chunk > 0 {
-                    return Ok(());
+                    break;
                 }
                 // The chunk's trailing CRLF is skipped with the next size line.
             }
-            let start = usize::from(self.raw.starts_with(b"\r\n")) * 2;
-            let Some(end) = find(&self.raw[start..], b"\r\n") else { return Ok(()) };
+            let start = pos + if self.raw[pos..].starts_with(b"\r\n") { 2 } else { 0 };
+            let Some(end) = find(&self.raw[start..], b"\r\n") else { break };
             let line = std::str::from_utf8(&self.raw[start..start + end])?;
             let size = usize::from_str_radix(line.split(';').next().unwrap_or("").trim(), 16)?;
             anyhow::ensure!(size > 0, "the server ended the chunked body");
-            self.raw.drain(..start + end + 2);
+            pos = start + end + 2;
             self.in_chunk = size;
         }
+        self.raw.drain(..pos);
+        Ok(())
     }
 
-    fn next_event(&mut self) -> Option<SseEvent> {
-        let end = find(&self.body, b"\n\n")?;
-        let block = String::from_utf8_lossy(&self.body[..end]).into_owned();
-        self.body.drain(..end + 2);
-        let mut ev = SseEvent { id: None, data: None };
-        for line in block.lines() {
-            if let Some(v) = line.strip_prefix("id:") {
-                ev.id = v.trim().parse().ok();
-            } else if let Some(v) = line.strip_prefix("data:") {
-                ev.data = Some(v.strip_prefix(' ').unwrap_or(v).to_owned());
+    /// Calls `f(id, data)` for every complete event with an id and a `data:` line.
+    fn events(&mut self, mut f: impl FnMut(u64, &[u8])) {
+        let mut pos = 0;
+        while let Some(end) = find(&self.body[pos..], b"\n\n") {
+            let block = &self.body[pos..pos + end];
+            pos += end + 2;
+            let (mut id, mut data) = (None, None);
+            for line in block.split(|b| *b == b'\n') {
+                if let Some(v) = line.strip_prefix(b"id:") {
+                    id = std::str::from_utf8(v).ok().and_then(|v| v.trim().parse::<u64>().ok());
+                } else if let Some(v) = line.strip_prefix(b"data:") {
+                    data = Some(v.strip_prefix(b" ").unwrap_or(v));
+                }
+            }
+            if let (Some(id), Some(data)) = (id, data) {
+                f(id, data);
             }
         }
-        Some(ev)
+        self.body.drain(..pos);
     }
 }
 
@@ -512,8 +530,13 @@ struct Sample {
     sse_clients: u64,
     /// Slow clients whose server-side socket is no longer ESTABLISHED.
     slow_closed: Vec<u16>,
-    /// Server send queues plus client receive queues of the slow clients, bytes.
+    /// Bytes in the server's send queues of the slow clients (zai-dash's host pays for them).
     slow_queued: u64,
+    /// Bytes in the slow clients' own receive queues (this process's side).
+    slow_received: u64,
+    /// CPU seconds so far: zai-dash, and this process.
+    cpu_server: f64,
+    cpu_bench: f64,
 }
 
 impl Sample {
@@ -521,17 +544,26 @@ impl Sample {
         let sse_clients = self_metric(addr, "zai_dash_sse_clients").await.unwrap_or(-1.0) as u64;
         let sockets = tcp_sockets();
         let mut slow_closed = Vec::new();
-        let mut slow_queued = 0;
+        let (mut slow_queued, mut slow_received) = (0, 0);
         for &p in slow_ports {
             match sockets.get(&(server_port, p)) {
                 Some(s) if s.state == 1 => slow_queued += s.tx_queue,
                 _ => slow_closed.push(p),
             }
             if let Some(c) = sockets.get(&(p, server_port)) {
-                slow_queued += c.rx_queue;
+                slow_received += c.rx_queue;
             }
         }
-        Self { mem: mem(pid), fds: fds(pid), sse_clients, slow_closed, slow_queued }
+        Self {
+            mem: mem(pid),
+            fds: fds(pid),
+            sse_clients,
+            slow_closed,
+            slow_queued,
+            slow_received,
+            cpu_server: cpu_seconds(pid),
+            cpu_bench: cpu_seconds(std::process::id()),
+        }
     }
 }
 

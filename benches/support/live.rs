@@ -239,6 +239,8 @@ pub fn tail(path: &Path) -> String {
 pub struct Mem {
     /// Resident set, KiB.
     pub rss_kib: u64,
+    /// Its anonymous part (heap, stacks), KiB; the rest is mostly the mapped binary.
+    pub anon_kib: u64,
     /// Peak resident set, KiB.
     pub hwm_kib: u64,
     pub threads: u64,
@@ -253,7 +255,18 @@ pub fn mem(pid: u32) -> Mem {
             .and_then(|v| v.parse().ok())
             .unwrap_or(0)
     };
-    Mem { rss_kib: field("VmRSS:"), hwm_kib: field("VmHWM:"), threads: field("Threads:") }
+    Mem { rss_kib: field("VmRSS:"), anon_kib: field("RssAnon:"), hwm_kib: field("VmHWM:"), threads: field("Threads:") }
+}
+
+/// utime + stime of a process, seconds (Linux USER_HZ is 100).
+pub fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // After the command name (which may hold spaces and parentheses) come the state and then
+    // the other fields; utime and stime are the 14th and 15th fields overall.
+    let after = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+    let f: Vec<&str> = after.split_whitespace().collect();
+    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    (ticks(11) + ticks(12)) / 100.0
 }
 
 /// Open file descriptors of a process.
@@ -318,8 +331,23 @@ pub fn env_number(name: &str, default: u64) -> anyhow::Result<u64> {
     }
 }
 
+/// One HTTP client for the whole bench: `reqwest::get` would build a client (and its TLS
+/// configuration) per call, which costs more CPU than the sampling itself.
+pub fn http() -> &'static reqwest::Client {
+    static CLIENT: std::sync::OnceLock<reqwest::Client> = std::sync::OnceLock::new();
+    CLIENT.get_or_init(reqwest::Client::new)
+}
+
+/// zai-dash's own `/metrics` text (empty when it does not answer).
+pub async fn self_metrics(addr: SocketAddr) -> String {
+    match http().get(format!("http://{addr}/metrics")).send().await {
+        Ok(r) => r.text().await.unwrap_or_default(),
+        Err(_) => String::new(),
+    }
+}
+
 /// A value of zai-dash's own `/metrics` (first sample of `name` without labels).
 pub async fn self_metric(addr: SocketAddr, name: &str) -> Option<f64> {
-    let text = reqwest::get(format!("http://{addr}/metrics")).await.ok()?.text().await.ok()?;
+    let text = self_metrics(addr).await;
     text.lines().find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
 }
