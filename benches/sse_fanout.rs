@@ -157,6 +157,7 @@ async fn run(nofile: u64) -> anyhow::Result<()> {
     // Measure.
     let mut timeline: Vec<(Duration, Sample)> = Vec::new();
     let mut cut_at: HashMap<u16, Duration> = HashMap::new();
+    let mut stalled_at: HashMap<u16, Duration> = HashMap::new();
     let mut all_cut_at: Option<Instant> = None;
     let measure_start = Instant::now();
     loop {
@@ -166,6 +167,9 @@ async fn run(nofile: u64) -> anyhow::Result<()> {
         let t = connected_at.elapsed();
         for p in &s.slow_closed {
             cut_at.entry(*p).or_insert(t);
+        }
+        for p in &s.slow_stalled {
+            stalled_at.entry(*p).or_insert(t);
         }
         if all_cut_at.is_none() && cut_at.len() == slow_ports.len() {
             all_cut_at = Some(Instant::now());
@@ -246,6 +250,15 @@ async fn run(nofile: u64) -> anyhow::Result<()> {
             cut[0],
             cut[cut.len() / 2],
             cut[cut.len() - 1]
+        )?;
+        let mut after_stall: Vec<f64> =
+            cut_at.iter().filter_map(|(p, c)| Some(c.as_secs_f64() - stalled_at.get(p)?.as_secs_f64())).collect();
+        writeln!(
+            out,
+            "From the first sample with bytes waiting in the server's send queue (the client's receive window closed: \
+             its buffer was full) to the cut: median {:.0} s, {} of them observed.",
+            percentile(&mut after_stall, 0.5),
+            after_stall.len()
         )?;
     }
     let peak_queued = timeline.iter().map(|(_, s)| s.slow_queued).max().unwrap_or(0);
@@ -530,6 +543,8 @@ struct Sample {
     sse_clients: u64,
     /// Slow clients whose server-side socket is no longer ESTABLISHED.
     slow_closed: Vec<u16>,
+    /// Slow clients with bytes waiting in the server's send queue: their window closed.
+    slow_stalled: Vec<u16>,
     /// Bytes in the server's send queues of the slow clients (zai-dash's host pays for them).
     slow_queued: u64,
     /// Bytes in the slow clients' own receive queues (this process's side).
@@ -543,11 +558,16 @@ impl Sample {
     async fn take(pid: u32, addr: SocketAddr, slow_ports: &[u16], server_port: u16) -> Self {
         let sse_clients = self_metric(addr, "zai_dash_sse_clients").await.unwrap_or(-1.0) as u64;
         let sockets = tcp_sockets();
-        let mut slow_closed = Vec::new();
+        let (mut slow_closed, mut slow_stalled) = (Vec::new(), Vec::new());
         let (mut slow_queued, mut slow_received) = (0, 0);
         for &p in slow_ports {
             match sockets.get(&(server_port, p)) {
-                Some(s) if s.state == 1 => slow_queued += s.tx_queue,
+                Some(s) if s.state == 1 => {
+                    slow_queued += s.tx_queue;
+                    if s.tx_queue > 0 {
+                        slow_stalled.push(p);
+                    }
+                }
                 _ => slow_closed.push(p),
             }
             if let Some(c) = sockets.get(&(p, server_port)) {
@@ -559,6 +579,7 @@ impl Sample {
             fds: fds(pid),
             sse_clients,
             slow_closed,
+            slow_stalled,
             slow_queued,
             slow_received,
             cpu_server: cpu_seconds(pid),
