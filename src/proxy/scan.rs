@@ -41,7 +41,7 @@ pub trait Pick: Default {
 /// nobody picks) without looking at its bytes, so invalid UTF-8 there would otherwise pass for
 /// JSON (the usage fuzzer found it). Checking the whole body up front is cheap next to parsing.
 pub fn scan<T: Pick>(body: &[u8]) -> Result<T, serde_json::Error> {
-    let text = std::str::from_utf8(body).map_err(|e| <serde_json::Error as serde::de::Error>::custom(e))?;
+    let text = std::str::from_utf8(body).map_err(<serde_json::Error as serde::de::Error>::custom)?;
     serde_json::from_str::<Scan<T>>(text).map(|s| s.0)
 }
 

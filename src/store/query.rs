@@ -467,8 +467,8 @@ fn raw_newest(conn: &Connection, (after, until): (i64, i64)) -> Result<HashMap<i
     let mut out = HashMap::new();
     while let Some(r) = rows.next()? {
         let target_id: i64 = r.get(0)?;
-        if !out.contains_key(&target_id) {
-            out.insert(target_id, found(r)?);
+        if let std::collections::hash_map::Entry::Vacant(slot) = out.entry(target_id) {
+            slot.insert(found(r)?);
         }
     }
     Ok(out)
