@@ -22,6 +22,7 @@ use crate::scrape::increase::TargetState;
 use crate::scrape::{self, Target, persist};
 use crate::setting::duration_ms;
 use crate::store::downsample::{self, Plan};
+use crate::store::source::StoreSource;
 use crate::store::stats::StoreStats;
 use crate::store::{Store, WriterStats, query, write};
 use crate::web::selfmetrics::SelfMetrics;
@@ -128,7 +129,8 @@ fn start_background(
     tracker.spawn(downsample_loop(store.clone(), settings.clone(), clock.clone(), stop.clone(), self_metrics.clone()));
     Ok(AppState {
         settings: Arc::new(settings.web()),
-        store,
+        source: Arc::new(StoreSource::new(store.clone(), settings.point_ms(), settings.rollup_ms())),
+        store: Some(store),
         hub,
         health,
         clock,

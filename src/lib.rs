@@ -17,6 +17,7 @@
 //! - [`net`]: the serving loop every listener runs (`TCP_NODELAY`, header-read and idle timeouts).
 //! - [`promql`]: the PromQL behind every number, for engines that scrape the proxies.
 //! - [`stats`]: per-variant window statistics behind a trait (the store answers it).
+//! - [`source`]: what the web layer reads, behind a trait (the store or a PromQL engine answers it).
 //! - [`alerting`]: alert records, their persistence trait and the live-stream announcer.
 //! - [`shutdown`]: signals; [`telemetry`]: logs.
 //!
@@ -55,6 +56,7 @@ pub mod point;
 pub mod promql;
 pub mod setting;
 pub mod shutdown;
+pub mod source;
 pub mod stats;
 pub mod telemetry;
 pub mod variant;

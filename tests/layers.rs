@@ -24,6 +24,7 @@ const LAYERS: &[(&str, &[&str])] = &[
             "promql",
             "setting",
             "shutdown",
+            "source",
             "stats",
             "telemetry",
             "variant",

@@ -12,7 +12,7 @@ use crate::clock::{bucket_end, rfc3339_ms};
 use crate::health::TargetHealth;
 use crate::point::Quota;
 use crate::setting::duration_ms;
-use crate::store::query::{self, PointQuery, RAW_RANGE_LIMIT_MS};
+use crate::source::{PointQuery, RAW_RANGE_LIMIT_MS};
 use crate::variant::is_valid_variant;
 
 /// Longest accepted window.
@@ -75,8 +75,7 @@ impl From<&TargetHealth> for TargetStatus {
 pub async fn known_variants(state: &AppState) -> Result<BTreeSet<String>, ApiError> {
     let mut names: BTreeSet<String> = state.health.snapshot().into_iter().map(|h| h.variant).collect();
     names.extend(state.hub.latest().into_keys());
-    let stored = state.store.with_conn(|c| query::variant_names(c)).await?;
-    names.extend(stored.into_values());
+    names.extend(state.source.variants().await?);
     Ok(names)
 }
 
@@ -127,10 +126,7 @@ pub async fn metrics(
 ) -> Result<impl axum::response::IntoResponse, ApiError> {
     let now = state.clock.now_ms();
     let q = parse_metrics_query(&params, now, state.settings.resolution(now))?;
-    // A bucket is sealed once its scrapes are all written: two point widths and a second after it
-    // closed, and not before the writer has committed it (a slow disk delays sealing, never data).
-    let raw_sealed = (now - 2 * state.settings.point_ms() - 1_000).min(state.store.committed_until());
-    let body = state.store.points_json(q, state.settings.rollup_ms(), raw_sealed).await?;
+    let body = state.source.points_json(q, now).await?;
     Ok(([(axum::http::header::CONTENT_TYPE, "application/json")], body))
 }
 

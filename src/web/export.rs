@@ -21,7 +21,6 @@ use super::dashboard::{PanelSpec, panel_spec};
 use super::error::ApiError;
 use crate::clock::rfc3339_ms;
 use crate::point::Point;
-use crate::store::query;
 
 /// A column of the full export: field name, unit, and how it is read.
 type Column = (&'static str, &'static str, fn(&Point) -> Option<f64>);
@@ -100,8 +99,7 @@ pub async fn export(
     };
     let now = state.clock.now_ms();
     let q = parse_metrics_query(&params, now, state.settings.resolution(now))?;
-    let rollup_ms = state.settings.rollup_ms();
-    let points = state.store.with_conn(move |c| query::points(c, &q, rollup_ms)).await?;
+    let points = state.source.points(q).await?;
     let table = match panel {
         Some(spec) => panel_table(spec, &points),
         None => full_table(&points),

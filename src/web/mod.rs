@@ -30,6 +30,7 @@ use crate::clock::SharedClock;
 use crate::health::HealthBoard;
 use crate::hub::Hub;
 use crate::setting::{Secret, duration_ms};
+use crate::source::DataSource;
 use crate::store::{Store, WriterStats};
 use selfmetrics::SelfMetrics;
 
@@ -99,8 +100,12 @@ impl WebSettings {
 pub struct AppState {
     /// What the web layer knows of the configuration.
     pub settings: Arc<WebSettings>,
-    /// Database.
-    pub store: Store,
+    /// Where every number the pages and the API show comes from (the store, or a PromQL
+    /// engine in source mode).
+    pub source: Arc<dyn DataSource>,
+    /// The database in SQLite mode (its size for self-metrics, revoked sessions); `None` in
+    /// source mode, which keeps no file.
+    pub store: Option<Store>,
     /// Live fan-out.
     pub hub: Hub,
     /// Per-target health.
@@ -176,12 +181,15 @@ async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
 /// `GET /metrics`: zai-dash's own metrics. Database figures that cannot be read are left out
 /// (and logged at DEBUG) rather than failing the whole scrape.
 async fn self_metrics(State(state): State<AppState>) -> impl IntoResponse {
-    let db = match selfmetrics::db_figures(&state.store).await {
-        Ok(db) => Some(db),
-        Err(e) => {
-            tracing::debug!(error = %e, "Database figures unavailable for /metrics.");
-            None
-        }
+    let db = match &state.store {
+        Some(store) => match selfmetrics::db_figures(store).await {
+            Ok(db) => Some(db),
+            Err(e) => {
+                tracing::debug!(error = %e, "Database figures unavailable for /metrics.");
+                None
+            }
+        },
+        None => None,
     };
     let targets = state.health.snapshot();
     let receivers = state.alerts.receivers();
