@@ -27,6 +27,7 @@
 //! - [`hub`]: live fan-out of points with a resume ring.
 //! - [`proxy`]: the built-in LLM reverse proxy exporting zai-proxy's `zai_proxy_*` metrics.
 //! - [`alerts`]: alerting rules evaluated each tick, persisted, sent to Alertmanager or webhooks.
+//! - [`engine`]: source mode: every number from PromQL against an engine that scrapes the proxies.
 //!
 //! **Web**, on the subsystems it reads and the core:
 //! - [`web`]: router, JSON API, SSE adapter, pages, `/metrics`, error mapping.
@@ -63,6 +64,7 @@ pub mod variant;
 
 // Subsystems.
 pub mod alerts;
+pub mod engine;
 pub mod hub;
 pub mod proxy;
 pub mod scrape;

@@ -30,7 +30,7 @@ const LAYERS: &[(&str, &[&str])] = &[
             "variant",
         ],
     ),
-    ("subsystems", &["alerts", "hub", "proxy", "scrape", "store"]),
+    ("subsystems", &["alerts", "engine", "hub", "proxy", "scrape", "store"]),
     ("web", &["web"]),
     ("configuration", &["config"]),
     ("application", &["app", "healthcheck"]),

@@ -70,6 +70,8 @@ pub struct WebSettings {
     pub notice: Option<String>,
     /// How long a dashboard session lasts after sign-in.
     pub session_ttl: Duration,
+    /// Source mode: the engine's URL without credentials (`None`: SQLite mode).
+    pub engine: Option<String>,
 }
 
 impl WebSettings {
@@ -83,14 +85,18 @@ impl WebSettings {
         duration_ms(self.rollup_width)
     }
 
-    /// What decides a query's table and step at `now_ms`.
+    /// What decides a query's table and step at `now_ms`. Source mode keeps the same steps
+    /// (so both modes answer on the same grid) but has no retention of its own: the engine's
+    /// data reaches as far back as it does.
     pub fn resolution(&self, now_ms: i64) -> api::Resolution {
+        let since =
+            |retention| if self.engine.is_some() { i64::MIN } else { now_ms.saturating_sub(duration_ms(retention)) };
         api::Resolution {
             point_ms: self.point_ms(),
             rollup_ms: self.rollup_ms(),
             coarse_ms: self.rollup_ms() * crate::store::COARSE_FACTOR,
-            raw_since_ms: now_ms.saturating_sub(duration_ms(self.retention_5s)),
-            rollup_since_ms: now_ms.saturating_sub(duration_ms(self.retention_1m)),
+            raw_since_ms: since(self.retention_5s),
+            rollup_since_ms: since(self.retention_1m),
         }
     }
 }

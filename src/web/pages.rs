@@ -300,8 +300,9 @@ pub struct TargetsPage {
     pub targets: Vec<TargetLine>,
 }
 
-/// `GET /targets`.
-pub async fn targets(State(state): State<AppState>) -> TargetsPage {
+/// `GET /targets`. In source mode a failing engine is an error page, not its last health.
+pub async fn targets(State(state): State<AppState>) -> Result<TargetsPage, PageError> {
+    state.source.status()?;
     let view = View { range: "1h".into(), variant: "all".into(), target: None };
     let targets = state
         .health
@@ -312,7 +313,8 @@ pub async fn targets(State(state): State<AppState>) -> TargetsPage {
             last_success: h.last_success().unwrap_or_else(|| "never".into()),
             duration: fmt_value(Unit::Ms, h.scrape_duration_ms),
             samples: h.samples,
-            failures: h.consecutive_failures,
+            // Source mode does not know how many failed in a row: the page says only "down".
+            failures: if state.settings.engine.is_none() { h.consecutive_failures } else { 0 },
             last_error: h.last_error.clone().unwrap_or_default(),
             version: h.version.clone().unwrap_or_else(|| "unknown".into()),
             href: pod_href(&view, Some(&h.url)),
@@ -321,7 +323,7 @@ pub async fn targets(State(state): State<AppState>) -> TargetsPage {
             up: h.up,
         })
         .collect();
-    TargetsPage { chrome: Chrome::new(&state, "targets"), targets }
+    Ok(TargetsPage { chrome: Chrome::new(&state, "targets"), targets })
 }
 
 /// `/compare`.
