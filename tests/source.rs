@@ -369,3 +369,40 @@ async fn an_engine_that_is_down_gives_a_clear_error_and_the_process_stays_up() {
         assert!(!status.1.contains("hunter2"), "the log never shows the password: {}", status.1);
     }
 }
+
+/// Alerts in source mode: the rules are evaluated on the engine's window statistics, so a
+/// canary whose 5xx share crosses the threshold fires (listed by `/api/alerts`), and a healthy
+/// production stays silent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn alerts_fire_from_the_engines_numbers() {
+    let production = FakeTarget::start(Sim::new("production", 20.0), Behaviour::Healthy).await;
+    let mut bad = Sim::new("canary", 20.0);
+    bad.err_rate = 20.0;
+    let canary = FakeTarget::start(bad, Behaviour::Healthy).await;
+    let prom =
+        harness::prom::Prometheus::start(&[instance(&production.url), instance(&canary.url)], SCRAPE_MS, 400).await;
+    let mut s = source_settings(&prom.base);
+    s.alerts = zai_dash::alerts::AlertSettings {
+        rules: zai_dash::alerts::rules::parse_rules(
+            "rules:\n  - name: HighErrorRate\n    variant: \"*\"\n    expr: error_rate_pct\n    op: \">\"\n    threshold: 5\n    window: 4s\n    for: 1s\n    min_requests: 10\n    severity: critical\n",
+            "test rules",
+        )
+        .unwrap(),
+        ..zai_dash::alerts::AlertSettings::default()
+    };
+    let app = TestApp::start(s).await;
+    let firing = |v: &Value| v["data"]["alerts"].as_array().is_some_and(|a| a.iter().any(|a| a["state"] == "firing"));
+    wait_for("HighErrorRate firing for canary", Duration::from_secs(45), || async {
+        firing(&app.json("/api/alerts").await)
+    })
+    .await;
+    let listed = app.json("/api/alerts").await;
+    let alerts = listed["data"]["alerts"].as_array().unwrap();
+    let firing: Vec<&Value> = alerts.iter().filter(|a| a["state"] == "firing").collect();
+    assert_eq!(firing.len(), 1, "{listed}");
+    assert_eq!(firing[0]["labels"]["variant"], "canary", "{listed}");
+    let value: f64 = firing[0]["value"].as_str().unwrap().parse().unwrap();
+    assert!((value - 50.0).abs() < 2.0, "half the canary's requests fail: {listed}");
+    assert_eq!(get_status(&app.url("/alerts")).await, 200);
+    app.stop().await;
+}
