@@ -8,7 +8,6 @@
 //! from other processes on the machine hits both modes alike. Pages are timed with the panel
 //! cache emptied before each request (the first viewer of a tick), so each one reads its source.
 
-#[allow(dead_code)]
 #[path = "../tests/common/mod.rs"]
 mod common;
 #[path = "support/fill.rs"]

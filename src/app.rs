@@ -75,8 +75,7 @@ pub async fn run_with_resolver(
     let mut state = start_background(&tracker, &stop, &settings, clock, store, Loaded { targets, seed, resolver })?;
     state.sessions = sessions;
     let ready = state.ready.clone();
-    let listening = crate::net::Listening { limits: settings.listener, ..Default::default() };
-    let server = tokio::spawn(crate::net::serve(listener, web::router(state), listening, stop.clone()));
+    let server = tokio::spawn(crate::net::serve(listener, web::router(state), listening(&settings), stop.clone()));
     shutdown.cancelled().await;
     stop_in_order(settings.shutdown_grace, &ready, &stop, &tracker, server).await
 }
@@ -127,10 +126,18 @@ async fn run_source(
         alerts,
     };
     let ready = state.ready.clone();
-    let listening = crate::net::Listening { limits: settings.listener, ..Default::default() };
-    let server = tokio::spawn(crate::net::serve(listener, web::router(state), listening, stop.clone()));
+    let server = tokio::spawn(crate::net::serve(listener, web::router(state), listening(&settings), stop.clone()));
     shutdown.cancelled().await;
     stop_in_order(settings.shutdown_grace, &ready, &stop, &tracker, server).await
+}
+
+/// The dashboard listener's limits, the same in both modes.
+fn listening(settings: &Settings) -> crate::net::Listening {
+    crate::net::Listening {
+        limits: settings.listener,
+        stalled_client: Some(settings.stalled_client_timeout),
+        ..Default::default()
+    }
 }
 
 /// What start-up read from the database, plus how `dns+` names are resolved.
@@ -315,8 +322,9 @@ async fn load_targets(
     let specs: Vec<_> = settings.targets.iter().filter(|t| !t.is_dns()).cloned().collect();
     let pairs: Vec<(String, String)> = specs.iter().map(|t| (t.url.to_string(), t.initial_variant())).collect();
     consolidate_states(store).await.context("cannot replay the scrape state journal")?;
+    let rollup_ms = settings.rollup_ms();
     let (stored, seed) = store
-        .with_conn(move |c| Ok((query::register_targets(c, &pairs, now_ms)?, query::latest_totals(c)?)))
+        .with_conn(move |c| Ok((query::register_targets(c, &pairs, now_ms)?, query::latest_totals(c, rollup_ms)?)))
         .await
         .context("cannot read targets from the database")?;
     let seed =
