@@ -3,7 +3,8 @@
 //! mode, and zai-dash in source mode answers every endpoint from each engine with the same JSON
 //! shapes and the same numbers. An engine that is down or is not an engine gives a clear 503 or
 //! 502 naming it without its credentials, and the process stays up. The numbers compared
-//! within 1 % are the raw points' request rate, 5xx share, p95 latency, token rate and gauges;
+//! within 1 % are the raw points' request rate, 5xx share, p95 latency, token rate and gauges
+//! (means over the buckets both have), and the same four over `/api/compare`'s window;
 //! the accuracy suite (`tests/accuracy.rs`) still runs in SQLite mode only.
 
 mod common;
@@ -212,6 +213,17 @@ async fn check_every_endpoint(name: &str, sqlite: &TestApp, source: &TestApp, en
         b["candidate_stats"]["error_rate_pct"].as_f64().unwrap(),
     );
     assert!((x - y).abs() <= 0.5, "{name} canary 5xx share: {x} vs {y}");
+    // Window statistics over a minute every mode has data for from start to end (the engine
+    // starts scraping a few seconds after zai-dash, so a window holding the start of the data
+    // would compare different data, not different readers).
+    let (a, b) = both(sqlite, source, "/api/compare?baseline=production&candidate=canary&window=1m").await;
+    for side in ["baseline_stats", "candidate_stats"] {
+        for f in ["req_rate", "error_rate_pct", "latency_p95_ms", "token_rate_in"] {
+            let (x, y) = (a[side][f].as_f64().unwrap(), b[side][f].as_f64().unwrap());
+            println!("{name} /api/compare {side} {f}: SQLite {x} source {y}");
+            assert!(close(x, y, rel), "{name} /api/compare {side} {f}: SQLite {x} vs source {y}");
+        }
+    }
     let (a, b) = both(sqlite, source, "/api/models?range=1m").await;
     assert_eq!(a.as_array().unwrap().len(), b.as_array().unwrap().len(), "{name} /api/models rows: {a} vs {b}");
     assert_eq!(key_set(&a[0]), key_set(&b[0]));
@@ -257,11 +269,11 @@ async fn source_mode_answers_every_endpoint_from_prometheus_and_victoria_metrics
     let sqlite = TestApp::start(timing(settings(&dir, targets(&[&prod.url, &canary.url])))).await;
     let from_prom = TestApp::start(source_settings(&prom.base)).await;
     let from_vm = TestApp::start(source_settings(&vm.base)).await;
-    // A minute of data everywhere (Prometheus applies its targets up to 5 s after start).
-    wait_for("30 s of points in every mode", Duration::from_secs(60), || async {
+    // Over a minute of data everywhere (Prometheus applies its targets up to 5 s after start).
+    wait_for("70 s of points in every mode", Duration::from_secs(100), || async {
         let mut ok = true;
         for app in [&sqlite, &from_prom, &from_vm] {
-            ok &= points(app, "range=1m&variant=production").await.len() >= 15;
+            ok &= points(app, "range=2m&variant=production").await.len() >= 35;
         }
         ok
     })
