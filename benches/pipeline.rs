@@ -20,6 +20,7 @@ use zai_dash::scrape::increase::TargetState;
 use zai_dash::scrape::persist::Persister;
 use zai_dash::scrape::{parse, reading};
 use zai_dash::store::query::{self, Table};
+use zai_dash::store::source::StoreSource;
 use zai_dash::store::write::{self, StateUpdate, WriteBatch, WriterStats};
 use zai_dash::store::{Store, codec};
 use zai_dash::web::{self, AppState};
@@ -514,8 +515,9 @@ async fn query_latency() {
     };
     let state_store = store.clone();
     let state = AppState {
+        source: Arc::new(StoreSource::new(store.clone(), settings.point_ms(), settings.rollup_ms())),
         settings: Arc::new(settings.web()),
-        store,
+        store: Some(store),
         hub: Hub::new(1, 16, 16),
         health: HealthBoard::default(),
         clock: Arc::new(SystemClock),
