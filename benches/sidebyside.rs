@@ -18,7 +18,9 @@
 //! directory and its `write_bytes` over the window, extrapolated to a day and divided by N.
 //!
 //! Knobs: `SIDE_N` (comma list, default `10,100,500`), `SIDE_SECS` (measured window, default
-//! 180), `SIDE_WARMUP_SECS` (default 30), `ZAI_DASH_BIN`, `PROMETHEUS_BIN`, `VICTORIA_BIN`.
+//! 180), `SIDE_WARMUP_SECS` (default 30), `ZAI_DASH_BIN`, `PROMETHEUS_BIN`, `VICTORIA_BIN`, and
+//! `ZAI_DASH_BASELINE=path`: a second zai-dash binary run beside the others on the same targets
+//! (it scrapes `/baseline/metrics`, counted apart), to compare two builds in one run.
 
 use std::fmt::Write as _;
 use std::io::{BufRead, BufReader};
@@ -61,6 +63,7 @@ fn main() -> anyhow::Result<()> {
         zai: zai_dash_binary()?,
         prometheus: engine_binary("PROMETHEUS_BIN", "prometheus")?,
         victoria: engine_binary("VICTORIA_BIN", "victoria-metrics")?,
+        baseline: std::env::var_os("ZAI_DASH_BASELINE").map(PathBuf::from),
     };
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
     // The runtime's main future runs on this thread: the engines are spawned from it, so their
@@ -72,6 +75,9 @@ fn main() -> anyhow::Result<()> {
         println!("- zai-dash: {} (`zai-dash serve`, defaults but for the addresses)", bins.zai.display());
         println!("- Prometheus: {} ({})", version(&bins.prometheus, "--version"), bins.prometheus.display());
         println!("- VictoriaMetrics: {} ({})", version(&bins.victoria, "-version"), bins.victoria.display());
+        if let Some(b) = &bins.baseline {
+            println!("- zai-dash baseline: {} (same settings, scraping `/baseline/metrics`)", b.display());
+        }
         println!(
             "- targets: N fake zai-proxy targets in the bench process, {} samples each, a few requests per 5 s; \
              every engine scrapes every {} s (timeout {} s), all three at once; {warmup} s warm-up, {secs} s measured\n",
@@ -128,6 +134,7 @@ struct Binaries {
     zai: PathBuf,
     prometheus: PathBuf,
     victoria: PathBuf,
+    baseline: Option<PathBuf>,
 }
 
 /// The release binary; refuses one older than the sources it is built from.
@@ -281,16 +288,16 @@ enum Kind {
     ZaiDash,
     Prometheus,
     Victoria,
+    Baseline,
 }
 
 impl Kind {
-    const ALL: [Kind; 3] = [Kind::ZaiDash, Kind::Prometheus, Kind::Victoria];
-
     fn name(self) -> &'static str {
         match self {
             Kind::ZaiDash => "zai-dash",
             Kind::Prometheus => "Prometheus",
             Kind::Victoria => "VictoriaMetrics",
+            Kind::Baseline => "zai-dash baseline",
         }
     }
 
@@ -299,7 +306,12 @@ impl Kind {
             Kind::ZaiDash => Scraper::ZaiDash,
             Kind::Prometheus => Scraper::Prometheus,
             Kind::Victoria => Scraper::Victoria,
+            Kind::Baseline => Scraper::Baseline,
         }
+    }
+
+    fn is_zai_dash(self) -> bool {
+        matches!(self, Kind::ZaiDash | Kind::Baseline)
     }
 }
 
@@ -326,13 +338,17 @@ fn scrape_config(addrs: &[SocketAddr], prometheus_only: bool) -> String {
 }
 
 async fn start_engine(kind: Kind, bins: &Binaries, addrs: &[SocketAddr], root: &Path) -> anyhow::Result<Engine> {
-    let dir = root.join(kind.name());
+    let dir = root.join(kind.name().replace(' ', "-"));
     std::fs::create_dir_all(&dir)?;
     let data = dir.join("data");
     let http = reqwest::Client::builder().timeout(Duration::from_secs(10)).build()?;
-    if kind == Kind::ZaiDash {
-        let targets: Vec<String> = addrs.iter().map(|a| format!("http://{a}/metrics")).collect();
-        let mut cmd = command(&bins.zai);
+    if kind.is_zai_dash() {
+        let (bin, path) = match (kind, &bins.baseline) {
+            (Kind::Baseline, Some(b)) => (b, "baseline/metrics"),
+            _ => (&bins.zai, "metrics"),
+        };
+        let targets: Vec<String> = addrs.iter().map(|a| format!("http://{a}/{path}")).collect();
+        let mut cmd = command(bin);
         cmd.arg("serve").envs([
             ("LISTEN_ADDR", "127.0.0.1:0".to_owned()),
             ("SCRAPE_TARGETS", targets.join(",")),
@@ -340,17 +356,17 @@ async fn start_engine(kind: Kind, bins: &Binaries, addrs: &[SocketAddr], root: &
             ("SCRAPE_TIMEOUT", format!("{}s", TIMEOUT.as_secs())),
             ("DB_PATH", data.join("zai-dash.db").display().to_string()),
         ]);
-        let mut proc = Proc::spawn("zai-dash", cmd, dir.join("zai-dash.log"), true)?;
+        let mut proc = Proc::spawn(kind.name(), cmd, dir.join("zai-dash.log"), true)?;
         let mut out = BufReader::new(proc.child.stdout.take().context("no stdout")?);
         let mut line = String::new();
         out.read_line(&mut line)?;
         let addr = line.trim().strip_prefix("listening on http://").and_then(|a| a.parse::<SocketAddr>().ok());
         let Some(addr) = addr else {
-            bail!("zai-dash did not announce its address (got {line:?}); its log:\n{}", tail(&proc.log));
+            bail!("{} did not announce its address (got {line:?}); its log:\n{}", kind.name(), tail(&proc.log));
         };
         std::thread::spawn(move || std::io::copy(&mut out, &mut std::io::sink()));
         let base = format!("http://{addr}");
-        ensure!(wait_ready(&http, &format!("{base}/readyz"), &mut proc).await, "zai-dash never became ready");
+        ensure!(wait_ready(&http, &format!("{base}/readyz"), &mut proc).await, "{} never became ready", kind.name());
         return Ok(Engine { kind, proc, base, data });
     }
     let config = dir.join("scrape.yml");
@@ -406,10 +422,10 @@ async fn wait_ready(http: &reqwest::Client, url: &str, proc: &mut Proc) -> bool 
 /// Targets the engine itself reports up.
 async fn targets_up(engine: &Engine) -> anyhow::Result<usize> {
     let http = reqwest::Client::builder().timeout(Duration::from_secs(20)).build()?;
-    let path = if engine.kind == Kind::ZaiDash { "/api/targets" } else { "/api/v1/targets" };
+    let path = if engine.kind.is_zai_dash() { "/api/targets" } else { "/api/v1/targets" };
     let body: Value = http.get(format!("{}{path}", engine.base)).send().await?.error_for_status()?.json().await?;
     Ok(match engine.kind {
-        Kind::ZaiDash => {
+        Kind::ZaiDash | Kind::Baseline => {
             body.as_array().context("/api/targets: not an array")?.iter().filter(|t| t["up"] == true).count()
         }
         _ => body["data"]["activeTargets"]
@@ -517,7 +533,11 @@ async fn run_one(bins: &Binaries, n: usize, warmup: Duration, window: Duration) 
     let root = tempfile::Builder::new().prefix("sidebyside-").tempdir()?;
     let fake = FakeTargets::start(n, INTERVAL).await?;
     let mut engines = Vec::new();
-    for kind in Kind::ALL {
+    let mut kinds = vec![Kind::ZaiDash, Kind::Prometheus, Kind::Victoria];
+    if bins.baseline.is_some() {
+        kinds.push(Kind::Baseline);
+    }
+    for kind in kinds {
         engines.push(start_engine(kind, bins, &fake.addrs, root.path()).await?);
     }
     eprintln!(

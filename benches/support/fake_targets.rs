@@ -34,6 +34,8 @@ pub enum Scraper {
     ZaiDash,
     /// Anything else (the bench's own checks).
     Other,
+    /// Whoever asks for `/baseline/metrics` (a second zai-dash, to compare two builds).
+    Baseline,
 }
 
 impl Scraper {
@@ -55,7 +57,7 @@ impl Scraper {
 }
 
 /// Scrapes of one target so far, per [`Scraper`].
-pub type Counts = [u64; 4];
+pub type Counts = [u64; 5];
 
 /// The running targets; they stop with the runtime that serves them.
 pub struct FakeTargets {
@@ -75,7 +77,10 @@ impl FakeTargets {
             let target = Arc::new(Target::new(i, epoch, step));
             let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
             addrs.push(listener.local_addr()?);
-            let app = axum::Router::new().route("/metrics", axum::routing::get(metrics)).with_state(target.clone());
+            let app = axum::Router::new()
+                .route("/metrics", axum::routing::get(metrics))
+                .route("/baseline/metrics", axum::routing::get(baseline_metrics))
+                .with_state(target.clone());
             let listener = listener.tap_io(|tcp| {
                 let _ = tcp.set_nodelay(true);
             });
@@ -95,7 +100,7 @@ impl FakeTargets {
 struct Target {
     epoch: Instant,
     step: Duration,
-    scrapes: [AtomicU64; 4],
+    scrapes: [AtomicU64; 5],
     /// The traffic up to the step of `body`, and that step's exposition.
     current: Mutex<(Traffic, u64, Bytes)>,
 }
@@ -125,7 +130,15 @@ impl Target {
 
 async fn metrics(State(target): State<Arc<Target>>, headers: HeaderMap) -> impl IntoResponse {
     let ua = headers.get(header::USER_AGENT).and_then(|v| v.to_str().ok()).unwrap_or("");
-    target.scrapes[Scraper::of(ua).index()].fetch_add(1, Ordering::Relaxed);
+    answer(&target, Scraper::of(ua))
+}
+
+async fn baseline_metrics(State(target): State<Arc<Target>>) -> impl IntoResponse {
+    answer(&target, Scraper::Baseline)
+}
+
+fn answer(target: &Target, who: Scraper) -> impl IntoResponse + use<> {
+    target.scrapes[who.index()].fetch_add(1, Ordering::Relaxed);
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], target.body())
 }
 
