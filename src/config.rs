@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
+use crate::alerts::{AlertArgs, AlertSettings};
 use crate::net::ListenerLimits;
 use crate::proxy::{ProxyArgs, ProxySettings};
 use crate::scrape::ScrapeSettings;
@@ -46,6 +47,49 @@ pub enum Command {
     /// Ask a running zai-dash on this machine whether it is alive (`/healthz`); exit 0 or 1.
     /// For container `HEALTHCHECK`s, so the image needs no curl.
     Healthcheck(HealthcheckArgs),
+    /// Check the alerting rules (`ALERT_RULES`, else the built-in ones) and print them; with
+    /// `--prometheus`, as a Prometheus rule file over the `zai_proxy_*` series.
+    Rules(RulesArgs),
+}
+
+/// Flags of `zai-dash rules`.
+#[derive(Debug, Clone, Args)]
+pub struct RulesArgs {
+    /// Print a Prometheus rule file (for `rule_files:`) instead of a summary.
+    #[arg(long)]
+    pub prometheus: bool,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub alerts: AlertFlags,
+}
+
+/// Alert flags shared by `serve` and `rules`.
+#[derive(Debug, Clone, Default, Args)]
+pub struct AlertFlags {
+    /// YAML file of alerting rules (a top-level `rules:` list); empty means the built-in rules.
+    #[arg(long, env = "ALERT_RULES", default_value = "")]
+    pub alert_rules: String,
+    /// Alertmanager base URL (`http://alertmanager:9093`); alerts go to its `/api/v2/alerts`.
+    #[arg(long, env = "ALERTMANAGER_URL", default_value = "")]
+    pub alertmanager_url: String,
+    /// A webhook that receives each alert as it fires and resolves.
+    #[arg(long, env = "ALERT_WEBHOOK_URL", default_value = "", hide_env_values = true)]
+    pub alert_webhook_url: String,
+    /// Body of webhook messages: `alertmanager` (Alertmanager's webhook JSON) or `slack`.
+    #[arg(long, env = "ALERT_WEBHOOK_FORMAT", default_value = "alertmanager")]
+    pub alert_webhook_format: String,
+}
+
+impl AlertFlags {
+    /// Reads the rules and checks the receivers.
+    pub fn validate(&self) -> Result<AlertSettings, ConfigError> {
+        AlertSettings::validate(&AlertArgs {
+            rules_path: Some(std::path::Path::new(self.alert_rules.trim())),
+            alertmanager_url: Some(&self.alertmanager_url),
+            webhook_url: Some(&self.alert_webhook_url),
+            webhook_format: Some(&self.alert_webhook_format),
+        })
+    }
 }
 
 /// Flags of `zai-dash proxy`.
@@ -144,6 +188,9 @@ pub struct ServeArgs {
     /// How long a dashboard session lasts after signing in with the token.
     #[arg(long, env = "SESSION_TTL", default_value = "12h")]
     pub session_ttl: String,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub alerts: AlertFlags,
 }
 
 /// The built-in proxy of `serve --proxy`.
@@ -190,16 +237,25 @@ pub struct Settings {
     pub dashboard_token: Option<Secret>,
     /// A line every page shows (the demo says which data is simulated).
     pub notice: Option<String>,
+    /// How long a dashboard client may take no byte while data waits for it before its
+    /// connection is closed by the kernel (`TCP_USER_TIMEOUT`, see `net::Listening`).
+    pub stalled_client_timeout: Duration,
     /// How long a dashboard session lasts.
     pub session_ttl: Duration,
     /// Header-read and idle deadlines of the dashboard's connections.
     pub listener: ListenerLimits,
+    /// Alerting rules and receivers.
+    pub alerts: AlertSettings,
 }
 
 /// Default width of a raw point.
 pub const POINT_WIDTH: Duration = Duration::from_secs(5);
 /// Default width of a rolled-up point.
 pub const ROLLUP_WIDTH: Duration = Duration::from_secs(60);
+/// How long a dashboard client may accept no data before it is cut: well beyond any transient
+/// stall of a working connection (7 lost retransmissions in a row take 25 s), short enough that
+/// a frozen client holds at most its receive buffer plus 30 s of events.
+pub const STALLED_CLIENT_TIMEOUT: Duration = Duration::from_secs(30);
 /// Default cap on a scraped body (16 MiB).
 pub const MAX_BODY_BYTES: usize = 16 * 1024 * 1024;
 
@@ -230,11 +286,13 @@ impl ServeArgs {
             max_body_bytes: MAX_BODY_BYTES,
             dashboard_token: dashboard_token(self.dashboard_token.as_ref())?,
             notice: None,
+            stalled_client_timeout: STALLED_CLIENT_TIMEOUT,
             session_ttl: parse_duration("SESSION_TTL", &self.session_ttl)?,
             listener: ListenerLimits {
                 header_read: parse_duration("HTTP_HEADER_READ_TIMEOUT", &self.http_header_read_timeout)?,
                 idle: parse_duration("HTTP_IDLE_TIMEOUT", &self.http_idle_timeout)?,
             },
+            alerts: self.alerts.validate()?,
         })
     }
 
@@ -305,7 +363,8 @@ fn dashboard_token(token: Option<&Secret>) -> Result<Option<Secret>, ConfigError
 }
 
 impl Settings {
-    /// Settings for tests: the given targets and database, loopback port 0, short timings.
+    /// Settings for tests: the given targets and database, loopback port 0, short timings, no
+    /// alert rules.
     pub fn for_tests(targets: Vec<TargetSpec>, db_path: PathBuf) -> Self {
         Self {
             listen_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
@@ -324,8 +383,12 @@ impl Settings {
             proxy: None,
             dashboard_token: None,
             notice: None,
+            stalled_client_timeout: STALLED_CLIENT_TIMEOUT,
             session_ttl: Duration::from_secs(12 * 3600),
             listener: ListenerLimits::default(),
+            // No rules: alert events would interleave with the points other suites count on
+            // the live stream; tests of alerts set their own rules.
+            alerts: AlertSettings { rules: Vec::new(), ..AlertSettings::default() },
         }
     }
 
@@ -395,6 +458,7 @@ mod tests {
             session_ttl: "12h".into(),
             http_header_read_timeout: "30s".into(),
             http_idle_timeout: "120s".into(),
+            alerts: AlertFlags::default(),
         }
     }
 
@@ -485,6 +549,25 @@ mod tests {
         assert!(!format!("{s:?}").contains("hunter2"));
         a.dashboard_token = Some(Secret::new("hunter2"));
         assert!(err(a).starts_with("DASHBOARD_TOKEN is shorter than 16"));
+    }
+
+    #[test]
+    fn alert_settings_are_checked_at_start() {
+        let mut a = args();
+        a.alerts.alertmanager_url = "not a url".into();
+        assert_eq!(err(a), "ALERTMANAGER_URL is not an http:// or https:// URL.");
+        let mut a = args();
+        a.alerts.alert_webhook_format = "teams".into();
+        assert!(err(a).starts_with("ALERT_WEBHOOK_FORMAT \"teams\""));
+        let mut a = args();
+        a.alerts.alert_rules = "/nonexistent/rules.yaml".into();
+        assert!(err(a).starts_with("ALERT_RULES /nonexistent/rules.yaml: cannot read the file"));
+        let s = args().validate().unwrap();
+        assert_eq!(s.alerts.rules.len(), 4, "the built-in rules");
+        let mut a = args();
+        a.alerts.alert_webhook_url = "https://hooks.slack.com/services/T0/B0/secret".into();
+        a.alerts.alert_webhook_format = "slack".into();
+        assert!(!format!("{:?}", a.validate().unwrap()).contains("secret"));
     }
 
     #[test]

@@ -13,6 +13,7 @@ const LAYERS: &[(&str, &[&str])] = &[
     (
         "core",
         &[
+            "alerting",
             "clock",
             "compare",
             "expo",
@@ -23,11 +24,12 @@ const LAYERS: &[(&str, &[&str])] = &[
             "promql",
             "setting",
             "shutdown",
+            "stats",
             "telemetry",
             "variant",
         ],
     ),
-    ("subsystems", &["hub", "proxy", "scrape", "store"]),
+    ("subsystems", &["alerts", "hub", "proxy", "scrape", "store"]),
     ("web", &["web"]),
     ("configuration", &["config"]),
     ("application", &["app", "healthcheck"]),
