@@ -30,12 +30,6 @@ fn limit_malloc_arenas() {
     // thread exists, as glibc requires for M_ARENA_MAX to take effect predictably.
     unsafe {
         libc::mallopt(libc::M_ARENA_MAX, 1);
-        // No fastbins: with one arena, the scrape path's thousands of small frees (label
-        // strings of every parsed sample) piled up in them, and the next allocation of 1 KiB
-        // or more (one per scrape in reqwest) merged them all under the arena lock; that was
-        // a fifth of zai-dash's CPU at 100 targets (BENCHMARKS.md, issue 14). Small blocks
-        // are still recycled by the per-thread caches.
-        libc::mallopt(libc::M_MXFAST, 0);
     }
 }
 
