@@ -13,6 +13,7 @@ pub mod downsample;
 pub mod query;
 pub mod range;
 pub mod schema;
+pub mod source;
 pub mod stats;
 pub mod window;
 pub mod write;
