@@ -378,6 +378,7 @@ async fn query_latency() {
         metrics: Arc::default(),
         charts: Arc::default(),
         sessions: None,
+        remote: None,
     };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());

@@ -14,6 +14,7 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::net::ListenerLimits;
 use crate::proxy::{ProxyArgs, ProxySettings};
+use crate::remote::{RemoteArgs, RemoteSettings};
 use crate::scrape::ScrapeSettings;
 pub use crate::scrape::{DNS_SCHEME_PREFIX, TargetSpec, parse_targets};
 use crate::setting::bad;
@@ -144,6 +145,9 @@ pub struct ServeArgs {
     /// How long a dashboard session lasts after signing in with the token.
     #[arg(long, env = "SESSION_TTL", default_value = "12h")]
     pub session_ttl: String,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub remote: RemoteArgs,
 }
 
 /// The built-in proxy of `serve --proxy`.
@@ -194,6 +198,8 @@ pub struct Settings {
     pub session_ttl: Duration,
     /// Header-read and idle deadlines of the dashboard's connections.
     pub listener: ListenerLimits,
+    /// Remote write out, when `REMOTE_WRITE_URL` is set.
+    pub remote: Option<RemoteSettings>,
 }
 
 /// Default width of a raw point.
@@ -235,6 +241,7 @@ impl ServeArgs {
                 header_read: parse_duration("HTTP_HEADER_READ_TIMEOUT", &self.http_header_read_timeout)?,
                 idle: parse_duration("HTTP_IDLE_TIMEOUT", &self.http_idle_timeout)?,
             },
+            remote: self.remote.validate()?,
         })
     }
 
@@ -326,6 +333,7 @@ impl Settings {
             notice: None,
             session_ttl: Duration::from_secs(12 * 3600),
             listener: ListenerLimits::default(),
+            remote: None,
         }
     }
 
@@ -395,6 +403,7 @@ mod tests {
             session_ttl: "12h".into(),
             http_header_read_timeout: "30s".into(),
             http_idle_timeout: "120s".into(),
+            remote: crate::remote::RemoteArgs::default(),
         }
     }
 

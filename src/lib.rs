@@ -16,6 +16,7 @@
 //! - [`setting`]: parsing single setting values (durations, addresses, secrets).
 //! - [`net`]: the serving loop every listener runs (`TCP_NODELAY`, header-read and idle timeouts).
 //! - [`promql`]: the PromQL behind every number, for engines that scrape the proxies.
+//! - [`samples`]: the types and traits raw samples take on their way to remote write.
 //! - [`shutdown`]: signals; [`telemetry`]: logs.
 //!
 //! **Subsystems**, each on the core only:
@@ -23,6 +24,7 @@
 //! - [`store`]: SQLite (WAL): the single writer, rollups and retention, range queries.
 //! - [`hub`]: live fan-out of points with a resume ring.
 //! - [`proxy`]: the built-in LLM reverse proxy exporting zai-proxy's `zai_proxy_*` metrics.
+//! - [`remote`]: remote write out: a durable queue of scraped samples shipped to Prometheus-compatible receivers.
 //!
 //! **Web**, on the subsystems it reads and the core:
 //! - [`web`]: router, JSON API, SSE adapter, pages, `/metrics`, error mapping.
@@ -49,6 +51,7 @@ pub mod ingest;
 pub mod net;
 pub mod point;
 pub mod promql;
+pub mod samples;
 pub mod setting;
 pub mod shutdown;
 pub mod telemetry;
@@ -57,6 +60,7 @@ pub mod variant;
 // Subsystems.
 pub mod hub;
 pub mod proxy;
+pub mod remote;
 pub mod scrape;
 pub mod store;
 

@@ -12,7 +12,7 @@ use common::*;
 use zai_dash::point::{Counts, Point};
 use zai_dash::store::window::{ModelUsage, model_usage};
 use zai_dash::web::dashboard::{self, View};
-use zai_dash::web::pages::{Chrome, Overview, OverviewPage, TargetLine, TargetsPage};
+use zai_dash::web::pages::{Chrome, Overview, OverviewPage, RemoteLine, TargetLine, TargetsPage};
 
 const EVIL: &str = "<script>alert(1)</script>";
 
@@ -138,10 +138,22 @@ fn hostile_target_url_on_the_targets_page_is_text() {
             version: "unknown".into(),
             href: "/?range=1h&variant=all&target=x".into(),
         }],
+        remote: Some(RemoteLine {
+            receiver: "http://prometheus:9090/api/v1/write".into(),
+            queued: "1.2k".into(),
+            age: "4.0 s".into(),
+            sent: "30k".into(),
+            failed: "0".into(),
+            dropped: "0".into(),
+            last_sent: "never".into(),
+            last_error: format!("receiver answered 400 Bad Request: {EVIL}"),
+            last_error_at: "2026-11-25T10:00:00.000Z".into(),
+        }),
     };
     let html = page.render().unwrap();
     assert!(!html.contains(EVIL) && !html.contains("<img"), "{html}");
     assert!(html.contains("3 failures"));
+    assert!(html.contains("Remote write") && html.contains("http://prometheus:9090/api/v1/write"), "{html}");
 }
 
 #[test]

@@ -80,6 +80,16 @@ const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (target_id, ts)
     ) WITHOUT ROWID;
 ",
+    "
+    -- Remote write: each scrape's encoded series until a receiver took them (or the backlog
+    -- limit dropped them). The rowid is the shipping order; only the head is ever removed.
+    CREATE TABLE remote_queue (
+        id      INTEGER PRIMARY KEY,
+        ts      INTEGER NOT NULL,
+        samples INTEGER NOT NULL,
+        payload BLOB NOT NULL
+    );
+",
 ];
 
 /// The schema version this build writes.

@@ -118,6 +118,8 @@ pub struct AppState {
     pub charts: Arc<pages::ChartCache>,
     /// Dashboard sessions, when `DASHBOARD_TOKEN` is set.
     pub sessions: Option<Arc<session::Sessions>>,
+    /// Remote write status, when `REMOTE_WRITE_URL` is set.
+    pub remote: Option<Arc<crate::remote::RemoteStatus>>,
 }
 
 /// The application's routes. With `DASHBOARD_TOKEN` set, everything except `/healthz`,
@@ -179,6 +181,7 @@ async fn self_metrics(State(state): State<AppState>) -> impl IntoResponse {
         }
     };
     let targets = state.health.snapshot();
+    let remote = state.remote.as_ref().map(|r| r.snapshot(state.clock.now_ms()));
     let body = selfmetrics::render(&selfmetrics::Inputs {
         targets: &targets,
         scrape_durations: state.health.durations(),
@@ -186,6 +189,7 @@ async fn self_metrics(State(state): State<AppState>) -> impl IntoResponse {
         own: &state.metrics,
         sse_clients: state.hub.subscribers(),
         db: db.as_ref(),
+        remote: remote.as_ref(),
     });
     ([(axum::http::header::CONTENT_TYPE, crate::expo::CONTENT_TYPE)], body)
 }
