@@ -26,6 +26,10 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             Command::Serve(args) => serve(args.validate()?, clock, token).await,
             Command::Proxy(args) => proxy_only(&args, clock, token).await,
             Command::Healthcheck(args) => crate::healthcheck::run(&args).await.map_err(Into::into),
+            Command::Grafana => {
+                print!("{}", crate::web::grafana::dashboard_json()?);
+                Ok(())
+            }
             Command::Demo(args) => {
                 let plan = demo::DemoPlan::from_args(&args)?;
                 let listener = bind("LISTEN_ADDR", plan.listen_addr).await?;

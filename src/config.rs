@@ -47,6 +47,9 @@ pub enum Command {
     /// Ask a running zai-dash on this machine whether it is alive (`/healthz`); exit 0 or 1.
     /// For container `HEALTHCHECK`s, so the image needs no curl.
     Healthcheck(HealthcheckArgs),
+    /// Print the Grafana dashboard (the overview's panels over the same PromQL, for an engine
+    /// holding the `zai_proxy_*` series) as JSON; `k8s/grafana/zai-dash.json` is its output.
+    Grafana,
 }
 
 /// Flags of `zai-dash proxy`.

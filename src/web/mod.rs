@@ -9,6 +9,7 @@ pub mod dash_api;
 pub mod dashboard;
 pub mod error;
 pub mod export;
+pub mod grafana;
 pub mod pages;
 pub mod selfmetrics;
 pub mod session;
