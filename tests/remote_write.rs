@@ -181,12 +181,19 @@ fn app_settings(dir: &tempfile::TempDir, entries: &[String], url: &str) -> zai_d
     s
 }
 
-/// A `zai_dash_*` sample from `/metrics` (`name{labels}` as written there), 0 when absent.
-async fn self_metric(app: &TestApp, series: &str) -> f64 {
+/// `zai_dash_*` samples from one `/metrics` answer (`name{labels}` as written there), 0 when
+/// absent: read together, so they describe one moment.
+async fn self_metrics<const N: usize>(app: &TestApp, series: [&str; N]) -> [f64; N] {
     let text = reqwest::get(app.url("/metrics")).await.unwrap().text().await.unwrap();
-    text.lines()
-        .find_map(|l| l.strip_prefix(series).and_then(|rest| rest.strip_prefix(' ')))
-        .map_or(0.0, |v| v.trim().parse().unwrap())
+    series.map(|name| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name).and_then(|rest| rest.strip_prefix(' ')))
+            .map_or(0.0, |v| v.trim().parse().unwrap())
+    })
+}
+
+async fn self_metric(app: &TestApp, series: &str) -> f64 {
+    self_metrics(app, [series]).await[0]
 }
 
 async fn successful_scrapes(app: &TestApp, pod: &CountingPod) -> u64 {
@@ -400,4 +407,86 @@ async fn headers_retry_after_and_refusals() {
     assert!(page.contains("400 Bad Request: out of order sample"), "the last error is shown");
     assert!(!page.contains("s3cret-token") && !page.contains("team-a"), "no secret on the page");
     app.stop().await;
+}
+
+/// With the receiver gone for longer than `REMOTE_WRITE_MAX_BACKLOG`, the oldest samples are
+/// dropped and counted: the queue stays within the limit and every sample is accounted for.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_backlog_limit_drops_and_counts_the_oldest() {
+    let pod = CountingPod::start("production").await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = app_settings(&dir, std::slice::from_ref(&pod.url), &dead_url().await);
+    s.remote.as_mut().unwrap().max_backlog = Duration::from_secs(1);
+    let app = TestApp::start(s).await;
+    wait_for("samples dropped by the backlog limit", Duration::from_secs(20), || async {
+        self_metric(&app, "zai_dash_remote_write_samples_dropped_total").await > 0.0
+    })
+    .await;
+    pod.down();
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let per_scrape = expected(1, &pod, "production").len() as f64;
+    let scraped = successful_scrapes(&app, &pod).await as f64 * per_scrape;
+    let [queued, dropped] =
+        self_metrics(&app, ["zai_dash_remote_write_queue_samples", "zai_dash_remote_write_samples_dropped_total"])
+            .await;
+    assert_eq!(queued + dropped, scraped, "every sample is queued or counted as dropped");
+    assert!(
+        self_metric(&app, "zai_dash_remote_write_queue_age_seconds").await < 1.0 + 1.5,
+        "the queue stays within the limit"
+    );
+    assert_eq!(self_metric(&app, "zai_dash_remote_write_samples_sent_total").await, 0.0);
+    app.stop().await;
+}
+
+#[derive(Clone, Default)]
+struct Hanging {
+    hang: Arc<AtomicBool>,
+    taken: Arc<Mutex<Vec<zai_dash::remote::wire::WriteRequest>>>,
+    arrived: Arc<AtomicU64>,
+}
+
+/// Hangs while `hang` is set (a receiver that stopped answering); else takes the request.
+async fn hanging(State(s): State<Hanging>, body: axum::body::Bytes) -> StatusCode {
+    s.arrived.fetch_add(1, Ordering::SeqCst);
+    if s.hang.load(Ordering::SeqCst) {
+        tokio::time::sleep(Duration::from_secs(60)).await;
+    }
+    s.taken.lock().unwrap().push(zai_dash::remote::wire::decode_body(&body).unwrap());
+    StatusCode::NO_CONTENT
+}
+
+/// zai-dash stops while a request hangs: the samples of that request and those gathered in
+/// memory since are written to the database, and the next start ships them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shutdown_during_a_request_keeps_its_samples() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/api/v1/write", listener.local_addr().unwrap());
+    let receiver = Hanging::default();
+    receiver.hang.store(true, Ordering::SeqCst);
+    let app = Router::new().route("/api/v1/write", post(hanging)).with_state(receiver.clone());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let pod = CountingPod::start("production").await;
+    let dir = tempfile::tempdir().unwrap();
+    let entries = [pod.url.clone()];
+    let first = TestApp::start(app_settings(&dir, &entries, &url)).await;
+    wait_for("a request under way", Duration::from_secs(20), || async {
+        receiver.arrived.load(Ordering::SeqCst) >= 1 && pod.served() >= 6
+    })
+    .await;
+    pod.down();
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let scrapes = successful_scrapes(&first, &pod).await;
+    first.stop().await;
+    receiver.hang.store(false, Ordering::SeqCst);
+    let second = TestApp::start(app_settings(&dir, &entries, &url)).await;
+    drain(&second, &[&pod]).await;
+    let taken = receiver.taken.lock().unwrap().clone();
+    let scrapes_seen: BTreeSet<i64> = taken
+        .iter()
+        .flat_map(|r| &r.timeseries)
+        .filter(|t| t.labels.iter().any(|l| l.name == "status_code" && l.value == "200"))
+        .flat_map(|t| t.samples.iter().map(|s| (s.value / 10.0) as i64))
+        .collect();
+    assert_eq!(scrapes_seen, (1..=scrapes as i64).collect(), "every scrape of the first run arrives after the restart");
+    second.stop().await;
 }

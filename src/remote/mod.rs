@@ -3,18 +3,20 @@
 //!
 //! Two tasks, so neither the scraper nor each other wait:
 //! - the **appender** takes each scrape's samples from the [`SampleSink`] hand-off (a bounded
-//!   channel: a scrape never waits, a full hand-off drops and counts), encodes them
-//!   ([`wire`]) and appends them to the durable [`SampleQueue`] the store implements, gathering
-//!   what arrives within a short window into one transaction;
-//! - the **shipper** sends the oldest queued samples, one request at a time so each series
-//!   stays in time order, and removes them once the receiver took them. A 5xx, a 429 or a
-//!   network error is retried with exponential backoff (or after `Retry-After`); any other
-//!   refusal is permanent for that request, whose samples are dropped and counted, so a bad
-//!   sample never blocks the queue. Samples older than the backlog limit are dropped and
-//!   counted before each attempt, which bounds the queue during a long outage.
+//!   channel: a scrape never waits, a full hand-off drops and counts), gathers what arrives
+//!   within a short window and encodes it ([`wire`]);
+//! - the **shipper** sends the oldest samples, one request at a time so each series stays in
+//!   time order. A 5xx, a 429 or a network error is retried with exponential backoff (or after
+//!   `Retry-After`); any other refusal is permanent for that request, whose samples are dropped
+//!   and counted, so a bad sample never blocks the queue.
 //!
-//! The queue lives in SQLite, so an outage of the receiver or a restart of zai-dash loses
-//! nothing within the backlog.
+//! Samples that have to wait, wait in the durable [`SampleQueue`] the store implements: from the
+//! first failed request until one succeeds, and at shutdown. While the receiver keeps up they go
+//! from memory straight to it, because writing every scrape to SQLite and deleting it a second
+//! later cost 18.8 KB of writes per scrape (BENCHMARKS.md) for nothing. Samples older than the
+//! backlog limit are dropped and counted, which bounds the queue during a long outage. So an
+//! outage of the receiver or a restart of zai-dash loses nothing within the backlog; a crash
+//! loses what was in memory (see `status::Pending`).
 
 pub mod ship;
 pub mod status;

@@ -9,10 +9,10 @@ use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 use tokio::sync::{Notify, mpsc};
 use tokio_util::sync::CancellationToken;
 
-use super::status::{RemoteStatus, Removal};
+use super::status::{Pending, RemoteStatus, Removal};
 use super::{Auth, RemoteSettings, wire};
 use crate::clock::SharedClock;
-use crate::samples::{Chunk, QueueState, Queued, SampleQueue, ScrapeSamples};
+use crate::samples::{Chunk, QueueState, SampleQueue, ScrapeSamples};
 
 /// Most scrapes gathered into one append.
 const MAX_APPEND: usize = 512;
@@ -20,6 +20,9 @@ const MAX_APPEND: usize = 512;
 const MAX_RETRY_AFTER: Duration = Duration::from_secs(300);
 /// Longest excerpt of a receiver's error body kept as the last error.
 const BODY_EXCERPT: usize = 200;
+/// Memory chunks beyond this many bytes go to the database even while the receiver keeps up
+/// (a slow request let them pile up).
+const SPILL_BYTES: usize = 16 * 1024 * 1024;
 
 /// The HTTP client: the protocol's headers, the configured ones, no redirects (a POST must
 /// not turn into a GET elsewhere), one timeout over the whole exchange.
@@ -43,7 +46,8 @@ pub fn client(settings: &RemoteSettings) -> Result<reqwest::Client, reqwest::Err
         .build()
 }
 
-/// Moves offered scrapes into the durable queue.
+/// Moves offered scrapes to the shipper: into memory, or into the database when they would
+/// wait (the shipper is retrying or stopped).
 pub(super) struct Appender {
     pub queue: Arc<dyn SampleQueue>,
     pub status: Arc<RemoteStatus>,
@@ -59,18 +63,24 @@ impl Appender {
             let batch = gather(&mut rx, first, self.window).await;
             let samples: u64 = batch.iter().map(|s| s.series.len() as u64).sum();
             match tokio::task::spawn_blocking(move || batch.into_iter().map(wire::encode_chunk).collect()).await {
-                Ok(chunks) => self.append(chunks, samples).await,
+                Ok(chunks) => self.queue(chunks, samples).await,
                 Err(e) => self.lost(samples, format!("encoding samples failed: {e}")),
             }
         }
         tracing::debug!("Remote write appender stopped; every offered scrape is queued.");
     }
 
-    async fn append(&self, chunks: Vec<Chunk>, samples: u64) {
+    async fn queue(&self, chunks: Vec<Chunk>, samples: u64) {
         let _serial = self.status.queue_lock.lock().await;
+        let Some(chunks) = self.status.with_pending(|p| to_memory_unless_waiting(p, chunks)) else {
+            self.status.queued(samples);
+            self.wake.notify_one();
+            return;
+        };
         match self.queue.append(chunks).await {
             Ok(state) => {
-                self.status.appended(samples, state);
+                self.status.queued(samples);
+                self.status.with_pending(|p| p.disk_head = p.disk_head.or(state.head_ms));
                 self.wake.notify_one();
             }
             Err(e) => self.lost(samples, format!("cannot queue samples: {e}")),
@@ -84,8 +94,19 @@ impl Appender {
     }
 }
 
-/// `first` plus whatever arrives within `window`, up to [`MAX_APPEND`] scrapes: one
-/// transaction for many targets' scrapes instead of one each.
+/// Adds `chunks` to memory, unless they would wait there: then they are handed back for the
+/// database.
+fn to_memory_unless_waiting(p: &mut Pending, chunks: Vec<Chunk>) -> Option<Vec<Chunk>> {
+    if p.to_disk() {
+        return Some(chunks);
+    }
+    p.memory_bytes += chunks.iter().map(|c| c.payload.len()).sum::<usize>();
+    p.memory.extend(chunks);
+    None
+}
+
+/// `first` plus whatever arrives within `window`, up to [`MAX_APPEND`] scrapes: one encoding
+/// pass and at most one transaction for many targets' scrapes.
 async fn gather(rx: &mut mpsc::Receiver<ScrapeSamples>, first: ScrapeSamples, window: Duration) -> Vec<ScrapeSamples> {
     let deadline = tokio::time::Instant::now() + window;
     let mut batch = vec![first];
@@ -98,7 +119,7 @@ async fn gather(rx: &mut mpsc::Receiver<ScrapeSamples>, first: ScrapeSamples, wi
     batch
 }
 
-/// Sends the queue's head to the receiver.
+/// Sends the oldest chunks to the receiver: the database's first, then memory's.
 pub(super) struct Shipper {
     pub settings: Arc<RemoteSettings>,
     pub queue: Arc<dyn SampleQueue>,
@@ -117,6 +138,17 @@ enum Next {
     Idle,
     /// Wait this long, then retry.
     Wait(Duration),
+    /// Stop (shutdown during a request).
+    Stop,
+}
+
+/// Where a request's chunks came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Source {
+    /// The database, through this id.
+    Disk(i64),
+    /// Memory (`Pending::in_flight`).
+    Memory,
 }
 
 /// Why a request did not go through.
@@ -129,53 +161,64 @@ pub(super) enum Failure {
 }
 
 impl Shipper {
-    /// Ships until `cancel`; what is left stays queued for the next start.
+    /// Ships until `cancel`, then writes what memory holds to the database for the next start.
     pub async fn run(self, cancel: CancellationToken) {
         let mut backoff = Backoff::new(self.settings.min_backoff, self.settings.max_backoff);
         loop {
-            let next = tokio::select! {
-                biased;
-                () = cancel.cancelled() => break,
-                next = self.step(&mut backoff) => next,
+            let stop = match self.step(&mut backoff, &cancel).await {
+                Next::Stop => true,
+                Next::Again => cancel.is_cancelled(),
+                Next::Idle => pause(&cancel, self.wake.notified()).await,
+                Next::Wait(d) => pause(&cancel, tokio::time::sleep(d)).await,
             };
-            let pause = async {
-                match next {
-                    Next::Again => {}
-                    Next::Idle => self.wake.notified().await,
-                    Next::Wait(d) => tokio::time::sleep(d).await,
-                }
-            };
-            tokio::select! {
-                biased;
-                () = cancel.cancelled() => break,
-                () = pause => {}
+            if stop {
+                break;
             }
         }
-        tracing::debug!("Remote write shipper stopped; queued samples wait for the next start.");
+        self.stop().await;
     }
 
-    /// Drops what is too old, then sends the oldest request's worth of samples once.
-    async fn step(&self, backoff: &mut Backoff) -> Next {
+    /// Drops what is too old, moves memory to the database when it would wait (a request failed,
+    /// or memory outgrew its bound), then sends the oldest request's worth of samples once. While
+    /// the database is being caught up with, new chunks stay in memory behind it. Only the request itself is cut short by `cancel`:
+    /// queue changes always complete, so no chunk is ever half moved.
+    async fn step(&self, backoff: &mut Backoff, cancel: &CancellationToken) -> Next {
         if let Err(e) = self.drop_old().await {
             return self.retry_later(backoff, format!("cannot trim the queue: {e}"), None);
         }
-        let batch = match self.queue.oldest(self.settings.max_samples_per_send).await {
-            Ok(b) if b.is_empty() => return Next::Idle,
-            Ok(b) => b,
+        if self.status.with_pending(|p| p.failing || p.memory_bytes > SPILL_BYTES)
+            && let Err(e) = self.spill().await
+        {
+            return self.retry_later(backoff, format!("cannot queue samples: {e}"), None);
+        }
+        let (payloads, samples, source) = match self.next_batch().await {
+            Ok(Some(batch)) => batch,
+            Ok(None) => return Next::Idle,
             Err(e) => return self.retry_later(backoff, format!("cannot read the queue: {e}"), None),
         };
-        let last = batch.last().map_or(i64::MIN, |q| q.id);
-        match self.send(batch).await {
+        let sent = tokio::select! {
+            biased;
+            () = cancel.cancelled() => return Next::Stop,
+            sent = self.send(payloads) => sent,
+        };
+        match sent {
             Ok(()) => {
                 backoff.reset();
-                self.settle(last, Removal::Sent).await
+                self.status.with_pending(|p| p.failing = false);
+                self.settle(source, samples, Removal::Sent).await
             }
             Err(Failure::Permanent(message)) => {
                 tracing::warn!(error = %message, "Remote write receiver refused samples; they are dropped.");
                 self.status.error(self.clock.now_ms(), message);
-                self.settle(last, Removal::Failed).await
+                self.settle(source, samples, Removal::Failed).await
             }
-            Err(Failure::Retry(message, after)) => self.retry_later(backoff, message, after),
+            Err(Failure::Retry(message, after)) => {
+                self.status.with_pending(|p| p.failing = true);
+                if let Err(e) = self.spill().await {
+                    tracing::warn!(error = %e, "Remote write cannot move waiting samples to the database.");
+                }
+                self.retry_later(backoff, message, after)
+            }
         }
     }
 
@@ -186,39 +229,113 @@ impl Shipper {
         Next::Wait(wait)
     }
 
-    /// Removes the shipped (or refused) head through `last` and counts it.
-    async fn settle(&self, last: i64, outcome: Removal) -> Next {
+    /// The oldest chunks up to the request size: from the database while it holds any (they are
+    /// older), else taken from memory into `in_flight`.
+    async fn next_batch(&self) -> Result<Option<(Vec<Vec<u8>>, u64, Source)>, crate::samples::QueueError> {
+        if self.status.with_pending(|p| p.disk_head.is_some()) {
+            let batch = self.queue.oldest(self.settings.max_samples_per_send).await?;
+            if let Some(last) = batch.last().map(|q| q.id) {
+                let samples = batch.iter().map(|q| q.chunk.samples).sum();
+                return Ok(Some((batch.into_iter().map(|q| q.chunk.payload).collect(), samples, Source::Disk(last))));
+            }
+            self.status.with_pending(|p| p.disk_head = None);
+        }
+        Ok(self.status.with_pending(|p| take_from_memory(p, self.settings.max_samples_per_send)))
+    }
+
+    /// Counts the request's samples and removes them from where they came from.
+    async fn settle(&self, source: Source, samples: u64, outcome: Removal) -> Next {
+        let now = self.clock.now_ms();
+        let Source::Disk(last) = source else {
+            self.status.with_pending(|p| p.in_flight.clear());
+            self.status.removed(samples, outcome, now);
+            return Next::Again;
+        };
         let _serial = self.status.queue_lock.lock().await;
         match self.queue.remove_through(last).await {
             Ok(state) => {
-                self.status.removed(state, outcome, self.clock.now_ms());
+                self.status.removed(state.removed, outcome, now);
+                self.status.with_pending(|p| p.disk_head = state.head_ms);
                 Next::Again
             }
             Err(e) => {
-                self.status.error(self.clock.now_ms(), format!("cannot remove shipped samples: {e}"));
+                self.status.error(now, format!("cannot remove shipped samples: {e}"));
                 Next::Wait(self.settings.max_backoff)
             }
         }
     }
 
-    /// Drops queued samples scraped before the backlog limit.
+    /// Moves the request under way and memory, oldest first, to the end of the database queue.
+    async fn spill(&self) -> Result<(), crate::samples::QueueError> {
+        let _serial = self.status.queue_lock.lock().await;
+        self.spill_locked().await
+    }
+
+    async fn spill_locked(&self) -> Result<(), crate::samples::QueueError> {
+        let chunks = self.status.with_pending(|p| {
+            let mut chunks = std::mem::take(&mut p.in_flight);
+            chunks.extend(p.memory.drain(..));
+            p.memory_bytes = 0;
+            chunks
+        });
+        if chunks.is_empty() {
+            return Ok(());
+        }
+        match self.queue.append(chunks.clone()).await {
+            Ok(state) => {
+                self.status.with_pending(|p| p.disk_head = p.disk_head.or(state.head_ms));
+                Ok(())
+            }
+            Err(e) => {
+                // Back to memory, in front of what arrived since: nothing lost, order kept.
+                self.status.with_pending(|p| {
+                    p.memory_bytes += chunks.iter().map(|c| c.payload.len()).sum::<usize>();
+                    for c in chunks.into_iter().rev() {
+                        p.memory.push_front(c);
+                    }
+                });
+                Err(e)
+            }
+        }
+    }
+
+    /// At shutdown: memory to the database, then the appender writes there itself.
+    async fn stop(&self) {
+        let _serial = self.status.queue_lock.lock().await;
+        if let Err(e) = self.spill_locked().await {
+            let lost = self.status.with_pending(|p| {
+                p.memory_bytes = 0;
+                p.memory.drain(..).map(|c| c.samples).sum::<u64>()
+            });
+            tracing::warn!(samples = lost, error = %e, "Remote write samples lost at shutdown: the database refused them.");
+            self.status.removed(lost, Removal::Dropped, self.clock.now_ms());
+        }
+        self.status.with_pending(|p| p.shipper_gone = true);
+        tracing::debug!("Remote write shipper stopped; queued samples wait for the next start.");
+    }
+
+    /// Drops database chunks scraped before the backlog limit.
     async fn drop_old(&self) -> Result<(), crate::samples::QueueError> {
+        if self.status.with_pending(|p| p.disk_head.is_none()) {
+            return Ok(());
+        }
         let cutoff = self.clock.now_ms().saturating_sub(crate::setting::duration_ms(self.settings.max_backlog));
         let _serial = self.status.queue_lock.lock().await;
         let state: QueueState = self.queue.drop_before(cutoff).await?;
+        self.status.with_pending(|p| p.disk_head = state.head_ms);
         if state.removed > 0 {
             tracing::warn!(
                 samples = state.removed,
                 "Remote write backlog limit reached; the oldest samples are dropped."
             );
-            self.status.removed(state, Removal::Dropped, self.clock.now_ms());
+            self.status.removed(state.removed, Removal::Dropped, self.clock.now_ms());
         }
         Ok(())
     }
 
     /// One request with the chunks' samples.
-    async fn send(&self, batch: Vec<Queued>) -> Result<(), Failure> {
-        let body = match tokio::task::spawn_blocking(move || wire::request_body(&batch)).await {
+    async fn send(&self, payloads: Vec<Vec<u8>>) -> Result<(), Failure> {
+        let body = match tokio::task::spawn_blocking(move || wire::request_body(&payloads)).await {
             Ok(Ok(body)) => body,
             Ok(Err(e)) => return Err(Failure::Permanent(e.to_string())),
             Err(e) => return Err(Failure::Retry(format!("building the request failed: {e}"), None)),
@@ -236,6 +353,31 @@ impl Shipper {
         let excerpt = excerpt(&response.text().await.unwrap_or_default());
         Err(classify(status, excerpt, retry_after))
     }
+}
+
+/// Waits for `until` unless `cancel` comes first; true when cancelled.
+async fn pause(cancel: &CancellationToken, until: impl std::future::Future<Output = ()>) -> bool {
+    tokio::select! {
+        biased;
+        () = cancel.cancelled() => true,
+        () = until => false,
+    }
+}
+
+/// Takes the oldest memory chunks that fit in `max_samples` (at least one) into `in_flight`;
+/// returns copies of their payloads, their samples and the source.
+fn take_from_memory(p: &mut Pending, max_samples: u64) -> Option<(Vec<Vec<u8>>, u64, Source)> {
+    let mut samples = 0;
+    while let Some(front) = p.memory.front() {
+        if !p.in_flight.is_empty() && samples + front.samples > max_samples {
+            break;
+        }
+        samples += front.samples;
+        p.memory_bytes = p.memory_bytes.saturating_sub(front.payload.len());
+        p.in_flight.extend(p.memory.pop_front());
+    }
+    (!p.in_flight.is_empty())
+        .then(|| (p.in_flight.iter().map(|c| c.payload.clone()).collect(), samples, Source::Memory))
 }
 
 fn with_auth(request: reqwest::RequestBuilder, auth: &Auth) -> reqwest::RequestBuilder {
@@ -353,6 +495,33 @@ mod tests {
         assert_eq!(retry_after(&h, date_ms + 3_000), Some(Duration::ZERO));
         h.insert("retry-after", HeaderValue::from_static("soon"));
         assert_eq!(retry_after(&h, 0), None);
+    }
+
+    fn chunk(ts_ms: i64, samples: u64) -> Chunk {
+        Chunk { ts_ms, samples, payload: vec![0; 10] }
+    }
+
+    #[test]
+    fn memory_is_shipped_oldest_first_within_the_request_size() {
+        let mut p = Pending::default();
+        assert!(to_memory_unless_waiting(&mut p, vec![chunk(1, 3), chunk(2, 3), chunk(3, 3)]).is_none());
+        assert_eq!(p.memory_bytes, 30);
+        let (payloads, samples, source) = take_from_memory(&mut p, 7).unwrap();
+        assert_eq!((payloads.len(), samples, source), (2, 6, Source::Memory));
+        assert_eq!(p.in_flight.iter().map(|c| c.ts_ms).collect::<Vec<_>>(), [1, 2]);
+        assert_eq!((p.memory.len(), p.memory_bytes), (1, 10));
+        p.in_flight.clear();
+        assert_eq!(take_from_memory(&mut p, 1).unwrap().1, 3, "one chunk even when it exceeds the size");
+    }
+
+    #[test]
+    fn chunks_go_to_the_database_only_when_they_would_wait() {
+        let mut p = Pending { failing: true, ..Pending::default() };
+        assert!(to_memory_unless_waiting(&mut p, vec![chunk(1, 1)]).is_some(), "retrying, nothing in memory");
+        p.memory.push_back(chunk(0, 1));
+        assert!(to_memory_unless_waiting(&mut p, vec![chunk(2, 1)]).is_none(), "behind memory, to keep the order");
+        let mut p = Pending { shipper_gone: true, ..Pending::default() };
+        assert!(to_memory_unless_waiting(&mut p, vec![chunk(1, 1)]).is_some(), "after shutdown");
     }
 
     #[test]

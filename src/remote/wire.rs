@@ -6,7 +6,7 @@
 //! protobuf message whose only field is repeated is the concatenation of its parts, so chunks
 //! are never decoded on the way out, only decompressed, joined and compressed again.
 
-use crate::samples::{Chunk, Queued, ScrapeSamples};
+use crate::samples::{Chunk, ScrapeSamples};
 
 /// `prometheus.WriteRequest` (field 3, metadata, is not sent).
 #[derive(Clone, PartialEq, prost::Message)]
@@ -73,12 +73,12 @@ pub fn encode_chunk(scrape: ScrapeSamples) -> Chunk {
     Chunk { ts_ms: ts, samples, payload: compress(&raw) }
 }
 
-/// The body of one request: the queued chunks joined, snappy-compressed.
-pub fn request_body(chunks: &[Queued]) -> Result<Vec<u8>, WireError> {
+/// The body of one request: the chunks' payloads joined, snappy-compressed.
+pub fn request_body<P: AsRef<[u8]>>(payloads: &[P]) -> Result<Vec<u8>, WireError> {
     let mut decoder = snap::raw::Decoder::new();
     let mut joined = Vec::new();
-    for q in chunks {
-        joined.extend_from_slice(&decoder.decompress_vec(&q.chunk.payload)?);
+    for p in payloads {
+        joined.extend_from_slice(&decoder.decompress_vec(p.as_ref())?);
     }
     Ok(compress(&joined))
 }
@@ -121,13 +121,11 @@ mod tests {
 
     #[test]
     fn joined_chunks_decode_as_one_request() {
-        let chunks: Vec<Queued> = [(1_000, 5.0), (2_000, f64::NAN)]
-            .into_iter()
-            .enumerate()
-            .map(|(i, (ts, v))| Queued { id: i as i64, chunk: encode_chunk(scrape(ts, v)) })
-            .collect();
-        assert_eq!(chunks[0].chunk.samples, 2);
-        let req = decode_body(&request_body(&chunks).unwrap()).unwrap();
+        let chunks: Vec<Chunk> =
+            [(1_000, 5.0), (2_000, f64::NAN)].into_iter().map(|(ts, v)| encode_chunk(scrape(ts, v))).collect();
+        assert_eq!(chunks[0].samples, 2);
+        let payloads: Vec<&[u8]> = chunks.iter().map(|c| c.payload.as_slice()).collect();
+        let req = decode_body(&request_body(&payloads).unwrap()).unwrap();
         assert_eq!(req.timeseries.len(), 4);
         let first = &req.timeseries[0];
         assert_eq!(first.labels[0], Label { name: "__name__".into(), value: "zai_proxy_requests_total".into() });
@@ -138,7 +136,6 @@ mod tests {
 
     #[test]
     fn a_damaged_chunk_is_an_error() {
-        let q = Queued { id: 1, chunk: Chunk { ts_ms: 1, samples: 1, payload: vec![0xff, 0xff, 0xff] } };
-        assert!(request_body(&[q]).is_err());
+        assert!(request_body(&[vec![0xff, 0xff, 0xff]]).is_err());
     }
 }

@@ -292,10 +292,10 @@ fn ingest(
     let reading = reading::read(&expo);
     let variant = explicit.or_else(|| reading.variant_label.clone()).or(fallback).unwrap_or(initial);
     let at_ms = not_before_previous(state, wall_ms, &url);
-    if let Some(out) = out {
-        out.sink.offer(outbound::collect(&expo, at_ms, &variant, &out.instance));
+    match out {
+        Some(out) => out.sink.offer(outbound::collect(expo, at_ms, &variant, &out.instance)),
+        None => drop(expo),
     }
-    drop(expo);
     let event = version_change(state, &reading, at_ms, &variant, &url);
     let row = state.advance_with(&reading, at_ms, elapsed_ms, id, &variant);
     let update = StateUpdate {

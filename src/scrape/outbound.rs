@@ -9,21 +9,25 @@
 
 use url::Url;
 
-use super::parse::{Exposition, Family, Sample, SampleKind};
+use super::parse::{Exposition, Sample, SampleKind};
 use super::reading::MAX_SERIES;
 use crate::samples::{ScrapeSamples, Series};
 
 /// The samples of every `zai_proxy_*` family, at most [`MAX_SERIES`] (the rest are counted in
-/// `left_out`), stamped `ts_ms`.
-pub fn collect(expo: &Exposition, ts_ms: i64, variant: &str, instance: &str) -> ScrapeSamples {
+/// `left_out`), stamped `ts_ms`. Takes the exposition, which the scrape is done with, so each
+/// sample's labels move over instead of being copied: this runs on the scrape path.
+pub fn collect(expo: Exposition, ts_ms: i64, variant: &str, instance: &str) -> ScrapeSamples {
     let mut out = ScrapeSamples { ts_ms, series: Vec::new(), left_out: 0 };
-    for fam in expo.families.iter().filter(|f| f.name.starts_with("zai_proxy_")) {
-        for s in &fam.samples {
+    for fam in expo.families.into_iter().filter(|f| f.name.starts_with("zai_proxy_")) {
+        let names = SampleNames::of(&fam.name);
+        for s in fam.samples {
             if out.series.len() >= MAX_SERIES {
                 out.left_out += 1;
                 continue;
             }
-            out.series.push(Series { labels: labels(fam, s, variant, instance), value: s.value });
+            let value = s.value;
+            let name = names.of_kind(s.kind).to_owned();
+            out.series.push(Series { labels: labels(s, name, variant, instance), value });
         }
     }
     out
@@ -31,33 +35,48 @@ pub fn collect(expo: &Exposition, ts_ms: i64, variant: &str, instance: &str) -> 
 
 /// `__name__`, the sample's labels (renamed or replaced as above) and the target's labels,
 /// sorted by name.
-fn labels(fam: &Family, s: &Sample, variant: &str, instance: &str) -> Vec<(String, String)> {
-    let mut labels = Vec::with_capacity(s.labels.len() + 3);
-    labels.push(("__name__".to_owned(), sample_name(fam, s)));
-    for (name, value) in &s.labels {
-        match name.as_str() {
-            _ if value.is_empty() => {}
-            "variant" | "__name__" => {}
-            "instance" => labels.push(("exported_instance".to_owned(), value.clone())),
-            _ => labels.push((name.clone(), value.clone())),
-        }
+fn labels(s: Sample, name: String, variant: &str, instance: &str) -> Vec<(String, String)> {
+    let mut labels = s.labels;
+    labels.retain(|(n, v)| !v.is_empty() && n != "variant" && n != "__name__");
+    for (n, _) in labels.iter_mut().filter(|(n, _)| n == "instance") {
+        "exported_instance".clone_into(n);
     }
+    labels.reserve_exact(3);
+    labels.push(("__name__".to_owned(), name));
     labels.push(("instance".to_owned(), instance.to_owned()));
     labels.push(("variant".to_owned(), variant.to_owned()));
-    labels.sort_by(|a, b| a.0.cmp(&b.0));
+    labels.sort_unstable_by(|a, b| a.0.cmp(&b.0));
     labels.dedup_by(|later, first| later.0 == first.0);
     labels
 }
 
-/// The sample's own name: the family's, with the histogram or summary suffix of its kind.
-fn sample_name(fam: &Family, s: &Sample) -> String {
-    let suffix = match s.kind {
-        SampleKind::Bucket => "_bucket",
-        SampleKind::Sum => "_sum",
-        SampleKind::Count => "_count",
-        SampleKind::Value | SampleKind::Quantile => "",
-    };
-    format!("{}{suffix}", fam.name)
+/// A family's sample names, built once per family: the family's own, and with the histogram
+/// or summary suffixes.
+struct SampleNames {
+    plain: String,
+    bucket: String,
+    sum: String,
+    count: String,
+}
+
+impl SampleNames {
+    fn of(family: &str) -> Self {
+        Self {
+            plain: family.to_owned(),
+            bucket: format!("{family}_bucket"),
+            sum: format!("{family}_sum"),
+            count: format!("{family}_count"),
+        }
+    }
+
+    fn of_kind(&self, kind: SampleKind) -> &str {
+        match kind {
+            SampleKind::Bucket => &self.bucket,
+            SampleKind::Sum => &self.sum,
+            SampleKind::Count => &self.count,
+            SampleKind::Value | SampleKind::Quantile => &self.plain,
+        }
+    }
 }
 
 /// `host:port` of a target URL, the port explicit even when it is the scheme's default (as
@@ -84,9 +103,9 @@ mod tests {
     #[test]
     fn every_zai_proxy_sample_with_variant_and_instance() {
         let expo = parse(SAMPLE).unwrap();
-        let out = collect(&expo, 42, "canary", "10.0.0.7:8080");
         let expected: usize =
             expo.families.iter().filter(|f| f.name.starts_with("zai_proxy_")).map(|f| f.samples.len()).sum();
+        let out = collect(expo, 42, "canary", "10.0.0.7:8080");
         assert_eq!(out.series.len(), expected);
         assert!(out.series.iter().all(|s| names(s).windows(2).all(|w| w[0] < w[1])), "sorted, unique");
         let bucket = out.series.iter().find(|s| s.labels[0].1 == "zai_proxy_request_duration_seconds_bucket").unwrap();
@@ -100,7 +119,7 @@ mod tests {
     fn instance_and_empty_labels_as_prometheus_stores_them() {
         let text = "# TYPE zai_proxy_requests_total counter\n\
                     zai_proxy_requests_total{instance=\"self\",path=\"\",variant=\"Blue\",Zone=\"a\"} 3\n";
-        let out = collect(&parse(text).unwrap(), 7, "blue", "h:80");
+        let out = collect(parse(text).unwrap(), 7, "blue", "h:80");
         let labels: Vec<(&str, &str)> = out.series[0].labels.iter().map(|(n, v)| (n.as_str(), v.as_str())).collect();
         assert_eq!(
             labels,

@@ -26,7 +26,8 @@ pub enum Kind {
 }
 
 impl Kind {
-    fn binary(self) -> &'static str {
+    /// The program's name.
+    pub fn binary(self) -> &'static str {
         match self {
             Kind::Prometheus => "prometheus",
             Kind::Victoria => "victoria-metrics",
@@ -143,6 +144,11 @@ impl Engine {
             let log = std::fs::read_to_string(self.dir.path().join(format!("log-{}", self.starts))).unwrap_or_default();
             panic!("{} did not become ready on port {}:\n{log}", self.kind.binary(), self.port);
         }
+    }
+
+    /// The running process' id (0 when stopped).
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map_or(0, Child::id)
     }
 
     /// SIGKILL: no flush, no goodbye.
