@@ -8,11 +8,15 @@
 
 use crate::ingest::BoxFuture;
 
-/// One series of a scrape: its labels, sorted by name with `__name__` among them (the order
-/// remote write requires), and its value.
+/// One series of a scrape, as little changed from the exposition as possible: this is built on
+/// the scrape path, and the remote writer completes it when it encodes it: `__name__`, its own
+/// labels and the target's, sorted by name, a target label winning over one of its own.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Series {
-    /// Label pairs sorted by name, `__name__` included, none with an empty value.
+    /// Index of its sample name in [`ScrapeSamples::names`].
+    pub name: usize,
+    /// Its own labels, in exposition order: none empty, none named `__name__` or like a target
+    /// label.
     pub labels: Vec<(String, String)>,
     /// The value as scraped (absolute; non-finite values are kept).
     pub value: f64,
@@ -23,6 +27,10 @@ pub struct Series {
 pub struct ScrapeSamples {
     /// When the scrape completed, Unix ms (the samples' timestamp).
     pub ts_ms: i64,
+    /// Labels of the target every series carries (`instance`, `variant`).
+    pub target_labels: Vec<(String, String)>,
+    /// Sample names (`zai_proxy_requests_total`, `zai_proxy_request_duration_seconds_bucket`).
+    pub names: Vec<String>,
     /// The series.
     pub series: Vec<Series>,
     /// Series left out by the per-scrape series limit.

@@ -392,7 +392,7 @@ async fn headers_retry_after_and_refusals() {
     ] {
         assert_eq!(h.get(name).and_then(|v| v.to_str().ok()), Some(value), "header {name}");
     }
-    let labels: Vec<&str> = seen[0].request.timeseries[0].labels.iter().map(|l| l.name.as_str()).collect();
+    let labels: Vec<&str> = seen[0].request.timeseries[0].labels.iter().map(|l| l.name()).collect();
     assert!(labels.windows(2).all(|w| w[0] < w[1]) && labels.contains(&"__name__"), "sorted labels: {labels:?}");
     let waited = seen[1].at - seen[0].at;
     assert!(waited >= Duration::from_millis(950), "Retry-After: 1 honoured (waited {waited:?})");

@@ -13,7 +13,7 @@
 //! Samples that have to wait, wait in the durable [`SampleQueue`] the store implements: from the
 //! first failed request until one succeeds, and at shutdown. While the receiver keeps up they go
 //! from memory straight to it, because writing every scrape to SQLite and deleting it a second
-//! later cost 18.8 KB of writes per scrape (BENCHMARKS.md) for nothing. Samples older than the
+//! later cost 13.9 KB of writes per scrape (BENCHMARKS.md) for nothing. Samples older than the
 //! backlog limit are dropped and counted, which bounds the queue during a long outage. So an
 //! outage of the receiver or a restart of zai-dash loses nothing within the backlog; a crash
 //! loses what was in memory (see `status::Pending`).

@@ -1,5 +1,5 @@
-//! The remote writer's two tasks: the appender (hand-off to durable queue) and the shipper
-//! (queue to receiver, in order, with retries).
+//! The remote writer's two tasks: the appender (hand-off to memory, or to the durable queue when
+//! samples would wait) and the shipper (oldest first to the receiver, with retries).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -39,7 +39,7 @@ pub fn client(settings: &RemoteSettings) -> Result<reqwest::Client, reqwest::Err
         }
     }
     reqwest::Client::builder()
-        .user_agent(concat!("zai-dash/", env!("CARGO_PKG_VERSION")))
+        .user_agent(concat!("zai-dash/", env!("ZAI_DASH_VERSION")))
         .default_headers(headers)
         .redirect(reqwest::redirect::Policy::none())
         .timeout(settings.timeout)

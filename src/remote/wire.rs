@@ -6,7 +6,9 @@
 //! protobuf message whose only field is repeated is the concatenation of its parts, so chunks
 //! are never decoded on the way out, only decompressed, joined and compressed again.
 
-use crate::samples::{Chunk, ScrapeSamples};
+use bytes::Bytes;
+
+use crate::samples::{Chunk, ScrapeSamples, Series};
 
 /// `prometheus.WriteRequest` (field 3, metadata, is not sent).
 #[derive(Clone, PartialEq, prost::Message)]
@@ -27,15 +29,29 @@ pub struct TimeSeries {
     pub samples: Vec<Sample>,
 }
 
-/// `prometheus.Label`.
+/// `prometheus.Label`. Its strings are held as [`Bytes`] (the same length-delimited field on
+/// the wire): a scrape's name and target labels are shared by all its series without a copy,
+/// and a sample's own labels are taken over from the exposition without one.
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct Label {
-    /// Name.
-    #[prost(string, tag = "1")]
-    pub name: String,
-    /// Value.
-    #[prost(string, tag = "2")]
-    pub value: String,
+    /// Name (UTF-8).
+    #[prost(bytes = "bytes", tag = "1")]
+    pub name: Bytes,
+    /// Value (UTF-8).
+    #[prost(bytes = "bytes", tag = "2")]
+    pub value: Bytes,
+}
+
+impl Label {
+    /// The name as text (empty if a receiver sent something that is not UTF-8).
+    pub fn name(&self) -> &str {
+        std::str::from_utf8(&self.name).unwrap_or("")
+    }
+
+    /// The value as text (empty if it is not UTF-8).
+    pub fn value(&self) -> &str {
+        std::str::from_utf8(&self.value).unwrap_or("")
+    }
 }
 
 /// `prometheus.Sample`.
@@ -61,16 +77,49 @@ pub enum WireError {
 pub fn encode_chunk(scrape: ScrapeSamples) -> Chunk {
     let samples = scrape.series.len() as u64;
     let ts = scrape.ts_ms;
+    let shared = Shared::of(&scrape);
     let timeseries = scrape
         .series
         .into_iter()
-        .map(|s| TimeSeries {
-            labels: s.labels.into_iter().map(|(name, value)| Label { name, value }).collect(),
-            samples: vec![Sample { value: s.value, timestamp: ts }],
-        })
+        .map(|s| TimeSeries { samples: vec![Sample { value: s.value, timestamp: ts }], labels: shared.labels(s) })
         .collect();
     let raw = prost::Message::encode_to_vec(&WriteRequest { timeseries });
     Chunk { ts_ms: ts, samples, payload: compress(&raw) }
+}
+
+/// What every series of a scrape shares, each string allocated once.
+struct Shared {
+    name: Bytes,
+    names: Vec<Bytes>,
+    targets: Vec<Label>,
+}
+
+impl Shared {
+    fn of(scrape: &ScrapeSamples) -> Self {
+        let text = |s: &String| Bytes::copy_from_slice(s.as_bytes());
+        Self {
+            name: Bytes::from_static(b"__name__"),
+            names: scrape.names.iter().map(text).collect(),
+            targets: scrape.target_labels.iter().map(|(n, v)| Label { name: text(n), value: text(v) }).collect(),
+        }
+    }
+
+    /// A series' labels as remote write sends them: `__name__`, its own and the target's,
+    /// sorted by name; a target label wins over one of the series' own of the same name.
+    fn labels(&self, s: Series) -> Vec<Label> {
+        let mut labels = Vec::with_capacity(s.labels.len() + 1 + self.targets.len());
+        for (n, v) in s.labels {
+            if !self.targets.iter().any(|t| t.name == n.as_bytes()) {
+                labels.push(Label { name: Bytes::from(n), value: Bytes::from(v) });
+            }
+        }
+        let name = self.names.get(s.name).cloned().unwrap_or_default();
+        labels.push(Label { name: self.name.clone(), value: name });
+        labels.extend(self.targets.iter().cloned());
+        labels.sort_unstable_by(|a, b| a.name.cmp(&b.name));
+        labels.dedup_by(|later, first| later.name == first.name);
+        labels
+    }
 }
 
 /// The body of one request: the chunks' payloads joined, snappy-compressed.
@@ -99,21 +148,15 @@ pub fn decode_body(body: &[u8]) -> Result<WriteRequest, Box<dyn std::error::Erro
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::samples::Series;
 
     fn scrape(ts_ms: i64, value: f64) -> ScrapeSamples {
-        let labels = |name: &str| {
-            vec![
-                ("__name__".to_owned(), name.to_owned()),
-                ("instance".to_owned(), "10.0.0.1:8080".to_owned()),
-                ("variant".to_owned(), "canary".to_owned()),
-            ]
-        };
         ScrapeSamples {
             ts_ms,
+            target_labels: vec![("instance".into(), "10.0.0.1:8080".into()), ("variant".into(), "canary".into())],
+            names: vec!["zai_proxy_requests_total".into(), "zai_proxy_max_workers".into()],
             series: vec![
-                Series { labels: labels("zai_proxy_requests_total"), value },
-                Series { labels: labels("zai_proxy_max_workers"), value: 10.0 },
+                Series { name: 0, labels: vec![("status_code".into(), "200".into())], value },
+                Series { name: 1, labels: vec![], value: 10.0 },
             ],
             left_out: 0,
         }
@@ -128,7 +171,16 @@ mod tests {
         let req = decode_body(&request_body(&payloads).unwrap()).unwrap();
         assert_eq!(req.timeseries.len(), 4);
         let first = &req.timeseries[0];
-        assert_eq!(first.labels[0], Label { name: "__name__".into(), value: "zai_proxy_requests_total".into() });
+        let labels: Vec<(&str, &str)> = first.labels.iter().map(|l| (l.name(), l.value())).collect();
+        assert_eq!(
+            labels,
+            [
+                ("__name__", "zai_proxy_requests_total"),
+                ("instance", "10.0.0.1:8080"),
+                ("status_code", "200"),
+                ("variant", "canary")
+            ]
+        );
         assert_eq!(first.samples, vec![Sample { value: 5.0, timestamp: 1_000 }]);
         let later = &req.timeseries[2].samples[0];
         assert!(later.value.is_nan() && later.timestamp == 2_000);

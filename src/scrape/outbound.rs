@@ -9,73 +9,56 @@
 
 use url::Url;
 
-use super::parse::{Exposition, Sample, SampleKind};
+use super::parse::{Exposition, SampleKind};
 use super::reading::MAX_SERIES;
 use crate::samples::{ScrapeSamples, Series};
 
 /// The samples of every `zai_proxy_*` family, at most [`MAX_SERIES`] (the rest are counted in
 /// `left_out`), stamped `ts_ms`. Takes the exposition, which the scrape is done with, so each
-/// sample's labels move over instead of being copied: this runs on the scrape path.
+/// sample's labels move over instead of being copied, and leaves the rest (adding `__name__`
+/// and the target's labels, sorting) to the remote writer: this runs on the scrape path.
 pub fn collect(expo: Exposition, ts_ms: i64, variant: &str, instance: &str) -> ScrapeSamples {
-    let mut out = ScrapeSamples { ts_ms, series: Vec::new(), left_out: 0 };
+    let mut out = ScrapeSamples {
+        ts_ms,
+        target_labels: vec![("instance".to_owned(), instance.to_owned()), ("variant".to_owned(), variant.to_owned())],
+        ..ScrapeSamples::default()
+    };
     for fam in expo.families.into_iter().filter(|f| f.name.starts_with("zai_proxy_")) {
-        let names = SampleNames::of(&fam.name);
+        let mut names = [None; 4];
         for s in fam.samples {
             if out.series.len() >= MAX_SERIES {
                 out.left_out += 1;
                 continue;
             }
-            let value = s.value;
-            let name = names.of_kind(s.kind).to_owned();
-            out.series.push(Series { labels: labels(s, name, variant, instance), value });
+            let (slot, suffix) = suffix(s.kind);
+            let name = *names[slot].get_or_insert_with(|| {
+                out.names.push(format!("{}{suffix}", fam.name));
+                out.names.len() - 1
+            });
+            out.series.push(Series { name, labels: own_labels(s.labels), value: s.value });
         }
     }
     out
 }
 
-/// `__name__`, the sample's labels (renamed or replaced as above) and the target's labels,
-/// sorted by name.
-fn labels(s: Sample, name: String, variant: &str, instance: &str) -> Vec<(String, String)> {
-    let mut labels = s.labels;
+/// The sample's labels as a Prometheus scrape keeps them: empty ones are absent, `instance`
+/// becomes `exported_instance` (the target's `instance` is added later), `variant` and
+/// `__name__` give way to the resolved variant and the sample's name.
+fn own_labels(mut labels: Vec<(String, String)>) -> Vec<(String, String)> {
     labels.retain(|(n, v)| !v.is_empty() && n != "variant" && n != "__name__");
     for (n, _) in labels.iter_mut().filter(|(n, _)| n == "instance") {
         "exported_instance".clone_into(n);
     }
-    labels.reserve_exact(3);
-    labels.push(("__name__".to_owned(), name));
-    labels.push(("instance".to_owned(), instance.to_owned()));
-    labels.push(("variant".to_owned(), variant.to_owned()));
-    labels.sort_unstable_by(|a, b| a.0.cmp(&b.0));
-    labels.dedup_by(|later, first| later.0 == first.0);
     labels
 }
 
-/// A family's sample names, built once per family: the family's own, and with the histogram
-/// or summary suffixes.
-struct SampleNames {
-    plain: String,
-    bucket: String,
-    sum: String,
-    count: String,
-}
-
-impl SampleNames {
-    fn of(family: &str) -> Self {
-        Self {
-            plain: family.to_owned(),
-            bucket: format!("{family}_bucket"),
-            sum: format!("{family}_sum"),
-            count: format!("{family}_count"),
-        }
-    }
-
-    fn of_kind(&self, kind: SampleKind) -> &str {
-        match kind {
-            SampleKind::Bucket => &self.bucket,
-            SampleKind::Sum => &self.sum,
-            SampleKind::Count => &self.count,
-            SampleKind::Value | SampleKind::Quantile => &self.plain,
-        }
+/// Which of a family's sample names a sample has, and its suffix.
+fn suffix(kind: SampleKind) -> (usize, &'static str) {
+    match kind {
+        SampleKind::Value | SampleKind::Quantile => (0, ""),
+        SampleKind::Bucket => (1, "_bucket"),
+        SampleKind::Sum => (2, "_sum"),
+        SampleKind::Count => (3, "_count"),
     }
 }
 
@@ -96,23 +79,26 @@ mod tests {
 
     const SAMPLE: &str = include_str!("../../tests/fixtures/zai-proxy-sample.prom");
 
-    fn names(s: &Series) -> Vec<&str> {
-        s.labels.iter().map(|(n, _)| n.as_str()).collect()
-    }
-
     #[test]
-    fn every_zai_proxy_sample_with_variant_and_instance() {
+    fn every_zai_proxy_sample_with_its_name_and_the_target_labels() {
         let expo = parse(SAMPLE).unwrap();
         let expected: usize =
             expo.families.iter().filter(|f| f.name.starts_with("zai_proxy_")).map(|f| f.samples.len()).sum();
         let out = collect(expo, 42, "canary", "10.0.0.7:8080");
         assert_eq!(out.series.len(), expected);
-        assert!(out.series.iter().all(|s| names(s).windows(2).all(|w| w[0] < w[1])), "sorted, unique");
-        let bucket = out.series.iter().find(|s| s.labels[0].1 == "zai_proxy_request_duration_seconds_bucket").unwrap();
-        assert!(bucket.labels.contains(&("le".to_owned(), "0.005".to_owned())));
-        assert!(bucket.labels.contains(&("variant".to_owned(), "canary".to_owned())));
-        assert!(bucket.labels.contains(&("instance".to_owned(), "10.0.0.7:8080".to_owned())));
-        assert!(out.series.iter().all(|s| !s.labels[0].1.starts_with("go_")));
+        assert_eq!(
+            out.target_labels,
+            [("instance".to_owned(), "10.0.0.7:8080".to_owned()), ("variant".to_owned(), "canary".to_owned())]
+        );
+        let bucket = out.names.iter().position(|n| n == "zai_proxy_request_duration_seconds_bucket").unwrap();
+        let first = out.series.iter().find(|s| s.name == bucket).unwrap();
+        assert!(first.labels.contains(&("le".to_owned(), "0.005".to_owned())));
+        assert!(out.names.iter().all(|n| n.starts_with("zai_proxy_")));
+        assert_eq!(
+            out.names.len(),
+            out.names.iter().collect::<std::collections::BTreeSet<_>>().len(),
+            "each name once"
+        );
     }
 
     #[test]
@@ -120,16 +106,10 @@ mod tests {
         let text = "# TYPE zai_proxy_requests_total counter\n\
                     zai_proxy_requests_total{instance=\"self\",path=\"\",variant=\"Blue\",Zone=\"a\"} 3\n";
         let out = collect(parse(text).unwrap(), 7, "blue", "h:80");
-        let labels: Vec<(&str, &str)> = out.series[0].labels.iter().map(|(n, v)| (n.as_str(), v.as_str())).collect();
+        assert_eq!(out.names, ["zai_proxy_requests_total"]);
         assert_eq!(
-            labels,
-            [
-                ("Zone", "a"),
-                ("__name__", "zai_proxy_requests_total"),
-                ("exported_instance", "self"),
-                ("instance", "h:80"),
-                ("variant", "blue")
-            ]
+            out.series[0].labels,
+            [("exported_instance".to_owned(), "self".to_owned()), ("Zone".to_owned(), "a".to_owned())]
         );
         assert_eq!(out.series[0].value, 3.0);
     }
