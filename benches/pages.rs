@@ -54,6 +54,7 @@ async fn run() {
         metrics: Arc::new(zai_dash::web::selfmetrics::SelfMetrics::default()),
         charts: charts.clone(),
         sessions: None,
+        alerts: zai_dash::alerts::Alerts::new(&zai_dash::alerts::AlertSettings::default()),
         remote: None,
     };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

@@ -15,7 +15,9 @@ use zai_dash::clock::{Clock, SystemClock, bucket_end};
 use zai_dash::config::{Settings, TargetSpec};
 use zai_dash::health::HealthBoard;
 use zai_dash::hub::Hub;
+use zai_dash::point::TargetRow;
 use zai_dash::scrape::increase::TargetState;
+use zai_dash::scrape::persist::Persister;
 use zai_dash::scrape::{parse, reading};
 use zai_dash::store::query::{self, Table};
 use zai_dash::store::write::{self, StateUpdate, WriteBatch, WriterStats};
@@ -34,6 +36,9 @@ fn main() {
     }
     if only.is_empty() || only == "disk" {
         disk_per_target_day();
+    }
+    if only.is_empty() || only == "volume" {
+        write_volume();
     }
     if !(only.is_empty() || only == "query") {
         return;
@@ -116,15 +121,16 @@ fn parse_throughput() {
 fn ingest_cost() {
     let texts: Vec<String> = (1..=50).map(|i| scaled_fixture(1.0 + i as f64 * 0.001)).collect();
     let mut i = 0usize;
-    let mut state = TargetState::default();
+    let mut state = Tracked::default();
     let per_scrape = time_per_call(Duration::from_secs(2), || {
         if i.is_multiple_of(texts.len()) {
-            state = TargetState::default();
+            state = Tracked::default();
         }
         let expo = parse::parse(&texts[i % texts.len()]).unwrap();
         let r = reading::read(&expo);
-        let row = state.advance(&r, i as i64 * 5_000, 1, "production");
-        std::hint::black_box(serde_json::to_string(&state).unwrap());
+        let at = i as i64 * 5_000;
+        let row = state.state.advance(&r, at, 1, "production");
+        std::hint::black_box(state.persister.after_scrape(&state.state, at, "production"));
         std::hint::black_box(codec::encode(&row.counts, &row.totals, &row.gauges));
         i += 1;
     });
@@ -142,7 +148,7 @@ fn ingest_cost() {
     println!("| step | time |");
     println!("|---|---|");
     println!(
-        "| one scrape of the fixture: parse, select series, increases, state JSON, row encoding | {:.0} µs |",
+        "| one scrape of the fixture: parse, select series, increases, state journal entry, row encoding | {:.0} µs |",
         per_scrape * 1e6
     );
     println!(
@@ -152,30 +158,41 @@ fn ingest_cost() {
     println!();
 }
 
-fn register(store: &Store, n: usize) -> (Vec<(i64, String)>, Vec<TargetState>) {
+/// A target's scrape state and what was persisted of it, as a scrape task keeps them.
+#[derive(Default)]
+struct Tracked {
+    state: TargetState,
+    persister: Persister,
+}
+
+impl Tracked {
+    /// Advances the state and builds the write the scraper would hand over.
+    fn scrape(&mut self, r: &reading::Reading, at: i64, id: i64, variant: &str) -> (TargetRow, StateUpdate) {
+        let mut row = self.state.advance(r, at, id, variant);
+        row.ts_ms = bucket_end(at, 5_000);
+        let (scraped_ms, write) = self.persister.after_scrape(&self.state, at, variant);
+        let update = StateUpdate { target_id: id, scraped_ms, write, totals: row.totals, variant: variant.to_owned() };
+        (row, update)
+    }
+}
+
+fn register(store: &Store, n: usize) -> (Vec<(i64, String)>, Vec<Tracked>) {
     let pairs: Vec<(String, String)> = (0..n)
         .map(|i| {
             (format!("http://pod-{i}:8080/metrics"), if i < n.div_ceil(2) { "production" } else { "canary" }.to_owned())
         })
         .collect();
     let ids = query::register_targets(&store.conn().unwrap(), &pairs, 0).unwrap();
-    (ids.into_iter().zip(pairs).map(|(t, (_, v))| (t.id, v)).collect(), vec![TargetState::default(); n])
+    (ids.into_iter().zip(pairs).map(|(t, (_, v))| (t.id, v)).collect(), (0..n).map(|_| Tracked::default()).collect())
 }
 
-fn tick_batch(ids: &[(i64, String)], states: &mut [TargetState], text: &str, at: i64) -> WriteBatch {
+fn tick_batch(ids: &[(i64, String)], states: &mut [Tracked], text: &str, at: i64) -> WriteBatch {
     let r = reading::read(&parse::parse(text).unwrap());
     let mut rows = Vec::new();
     let mut updates = Vec::new();
     for ((id, variant), st) in ids.iter().zip(states.iter_mut()) {
-        let mut row = st.advance(&r, at, *id, variant);
-        row.ts_ms = bucket_end(at, 5_000);
-        updates.push(StateUpdate {
-            target_id: *id,
-            scraped_ms: at,
-            state_json: serde_json::to_string(st).unwrap(),
-            totals: row.totals,
-            variant: variant.clone(),
-        });
+        let (row, update) = st.scrape(&r, at, *id, variant);
+        updates.push(update);
         rows.push(row);
     }
     WriteBatch {
@@ -224,15 +241,7 @@ fn disk_per_target_day() {
         }
         requests += k;
         let at = start + t * 5_000 + 1_000;
-        let mut row = states[0].advance(&scaled_reading(&base, requests / 1530.0), at, ids[0].0, &ids[0].1);
-        row.ts_ms = bucket_end(at, 5_000);
-        let update = StateUpdate {
-            target_id: ids[0].0,
-            scraped_ms: at,
-            state_json: serde_json::to_string(&states[0]).unwrap(),
-            totals: row.totals,
-            variant: ids[0].1.clone(),
-        };
+        let (row, update) = states[0].scrape(&scaled_reading(&base, requests / 1530.0), at, ids[0].0, &ids[0].1);
         let batch = WriteBatch {
             bucket_end_ms: row.ts_ms,
             rows: vec![row],
@@ -269,6 +278,144 @@ fn disk_per_target_day() {
     );
     println!("| plus that day's metrics_1m rollups (1,440 rows) | {:.2} MB |", with_rollups as f64 / 1e6);
     println!();
+}
+
+/// Bytes this process has dirtied in the page cache so far (`/proc/self/io` `write_bytes`: what
+/// reaches the disk, counted when a page is first dirtied).
+fn write_bytes() -> u64 {
+    let io = std::fs::read_to_string("/proc/self/io").unwrap_or_default();
+    io.lines().find_map(|l| l.strip_prefix("write_bytes: ")).and_then(|v| v.trim().parse().ok()).unwrap_or(0)
+}
+
+/// Disk write volume of the storage path, in process: `n` targets scraped every 5 s for a
+/// simulated `hours`, each tick one transaction (rows and state writes), the downsampler every
+/// minute, on a file on the real disk (not tmpfs, where nothing is written). Traffic: 2 requests
+/// per target per 5 s on average (Poisson) on the fixture's series, each moving the series one
+/// request moves in a zai-proxy ([`serve_request`]).
+fn write_volume() {
+    println!("## Disk write volume per target-day (in process, storage path only)\n");
+    println!("| targets | page size | simulated | write_bytes per target-day | per target-scrape |");
+    println!("|---|---|---|---|---|");
+    let hours: i64 = std::env::var("BENCH_HOURS").ok().and_then(|v| v.parse().ok()).unwrap_or(2);
+    for n in [10usize, 100] {
+        for page in [4096u32, 1024] {
+            let per_day = volume_run(n, page, hours);
+            println!(
+                "| {n} | {page} B | {hours} h | {:.1} MB | {:.0} B |",
+                per_day / 1e6,
+                per_day / (DAY_MS / 5_000) as f64
+            );
+        }
+    }
+    println!();
+}
+
+fn volume_run(n: usize, page: u32, hours: i64) -> f64 {
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let path = dir.path().join("volume.db");
+    rusqlite::Connection::open(&path).unwrap().execute_batch(&format!("PRAGMA page_size = {page}; VACUUM;")).unwrap();
+    let store = Store::open(&path).unwrap();
+    let (ids, mut states) = register(&store, n);
+    let base = reading::read(&parse::parse(FIXTURE).unwrap());
+    let start = 1_800_000_000_000;
+    let mut pods: Vec<reading::Reading> = vec![base; n];
+    let mut rng = 0x9e37_79b9_7f4a_7c15_u64;
+    let plan = zai_dash::store::downsample::Plan {
+        point_ms: 5_000,
+        rollup_ms: 60_000,
+        settle_ms: 11_000,
+        retention_raw_ms: DAY_MS,
+        retention_rollup_ms: 7 * DAY_MS,
+        retention_coarse_ms: 30 * DAY_MS,
+    };
+    let ticks = hours * 720;
+    let mut conn = store.conn().unwrap();
+    let before = write_bytes();
+    for t in 0..ticks {
+        let at = start + t * 5_000 + 1_000;
+        let mut rows = Vec::with_capacity(n);
+        let mut updates = Vec::with_capacity(n);
+        for (k, ((id, variant), st)) in ids.iter().zip(states.iter_mut()).enumerate() {
+            for _ in 0..poisson(2.0, &mut rng) as usize {
+                serve_request(&mut pods[k], &mut rng);
+            }
+            let (row, update) = st.scrape(&pods[k], at, *id, variant);
+            rows.push(row);
+            updates.push(update);
+        }
+        let batch = WriteBatch {
+            bucket_end_ms: bucket_end(at, 5_000),
+            rows,
+            states: updates,
+            points: vec![],
+            events: vec![],
+            late: false,
+        };
+        write::write_batch(&mut conn, &batch, 60_000).unwrap();
+        if t % 12 == 11 {
+            zai_dash::store::downsample::run_once(&mut conn, at, plan).unwrap();
+        }
+    }
+    let written = write_bytes() - before;
+    written as f64 / n as f64 * 24.0 / hours as f64
+}
+
+/// One request as a zai-proxy counts it: one `requests_total` series (mostly 200), input and
+/// output tokens and their cost for one model, one duration histogram observation.
+fn serve_request(r: &mut reading::Reading, rng: &mut u64) {
+    use zai_dash::scrape::reading::{HistSlot, Slot};
+    let pick = |rng: &mut u64, n: usize| (uniform(rng) * n as f64) as usize % n.max(1);
+    let requests: Vec<usize> =
+        r.counters.iter().enumerate().filter(|(_, c)| matches!(c.slot, Slot::Requests(_))).map(|(i, _)| i).collect();
+    let ok = requests.iter().copied().find(|&i| r.counters[i].slot == Slot::Requests("200".into()));
+    if let Some(i) = if uniform(rng) < 0.9 { ok } else { requests.get(pick(rng, requests.len())).copied() } {
+        r.counters[i].value += 1.0;
+    }
+    let tokens: Vec<usize> = r
+        .counters
+        .iter()
+        .enumerate()
+        .filter(|(_, c)| matches!(c.slot, Slot::Tokens(_, 0 | 1)))
+        .map(|(i, _)| i)
+        .collect();
+    for &i in tokens.iter().skip(pick(rng, tokens.len())).take(2) {
+        let Slot::Tokens(model, d) = r.counters[i].slot.clone() else { continue };
+        let n = (200.0 + uniform(rng) * 2_000.0).round();
+        r.counters[i].value += n;
+        if let Some(c) = r.counters.iter_mut().find(|c| c.slot == Slot::Cost(model.clone(), d)) {
+            c.value += n * 0.000_002;
+        }
+    }
+    let durations: Vec<usize> =
+        r.hists.iter().enumerate().filter(|(_, h)| h.slot == HistSlot::Duration).map(|(i, _)| i).collect();
+    if let Some(&i) = durations.get(pick(rng, durations.len())) {
+        let h = &mut r.hists[i];
+        let seconds = -uniform(rng).max(1e-9).ln() * 2.0;
+        for b in h.buckets.iter_mut().filter(|b| b.0 >= seconds) {
+            b.1 += 1.0;
+        }
+        h.sum += seconds;
+        h.count += 1.0;
+    }
+}
+
+fn uniform(rng: &mut u64) -> f64 {
+    *rng ^= *rng << 13;
+    *rng ^= *rng >> 7;
+    *rng ^= *rng << 17;
+    (*rng >> 11) as f64 / (1u64 << 53) as f64
+}
+
+/// Knuth's Poisson sampling with an xorshift generator.
+fn poisson(mean: f64, rng: &mut u64) -> f64 {
+    let (limit, mut p, mut k) = ((-mean).exp(), 1.0, 0.0);
+    loop {
+        p *= uniform(rng);
+        if p <= limit {
+            return k;
+        }
+        k += 1.0;
+    }
 }
 
 /// Where the time of a 1 h query goes, in-process: reading and decoding rows, building points,
@@ -378,6 +525,7 @@ async fn query_latency() {
         metrics: Arc::default(),
         charts: Arc::default(),
         sessions: None,
+        alerts: zai_dash::alerts::Alerts::new(&zai_dash::alerts::AlertSettings::default()),
         remote: None,
     };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

@@ -10,18 +10,21 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::alerts::{self, Alerts};
 use crate::clock::SharedClock;
 use crate::config::Settings;
 use crate::health::{HealthBoard, TargetHealth};
 use crate::hub::Hub;
-use crate::ingest::KnownTotals;
+use crate::ingest::{Event, KnownTotals, PointSink};
+use crate::point::Point;
 use crate::remote::{self, RemoteStatus};
 use crate::samples::SampleSink;
 use crate::scrape::discovery::{Discovery, SharedResolver, SystemResolver};
 use crate::scrape::increase::TargetState;
-use crate::scrape::{self, Outputs, Target};
+use crate::scrape::{self, Outputs, Target, persist};
 use crate::setting::duration_ms;
 use crate::store::downsample::{self, Plan};
+use crate::store::stats::StoreStats;
 use crate::store::{Store, WriterStats, query, write};
 use crate::web::selfmetrics::SelfMetrics;
 use crate::web::session::Sessions;
@@ -62,7 +65,7 @@ pub async fn run_with_resolver(
     let sessions = sessions(&settings, &store, clock.now_ms()).await?;
     let (samples, remote) = start_remote(&tracker, &stop, &settings, &store, &clock).await?;
     let loaded = Loaded { targets, seed, resolver, samples };
-    let mut state = start_background(&tracker, &stop, &settings, clock, store, loaded);
+    let mut state = start_background(&tracker, &stop, &settings, clock, store, loaded)?;
     state.sessions = sessions;
     state.remote = remote;
     let ready = state.ready.clone();
@@ -97,8 +100,26 @@ async fn start_remote(
     Ok((Some(running.sink), Some(running.status)))
 }
 
-/// Starts the writer, the scrapers (with discovery) and the downsampler on `tracker`, and
-/// returns the state the web layer reads.
+/// Committed points go to the live hub and to the alert engine (its ticks).
+#[derive(Debug)]
+struct FanOut {
+    hub: Hub,
+    alerts: Arc<alerts::Feed>,
+}
+
+impl PointSink for FanOut {
+    fn publish(&self, points: Vec<Point>) {
+        self.alerts.publish(points.clone());
+        self.hub.publish(points);
+    }
+
+    fn publish_events(&self, events: Vec<Event>) {
+        self.hub.publish_events(events);
+    }
+}
+
+/// Starts the writer, the scrapers (with discovery), the alert engine and the downsampler on
+/// `tracker`, and returns the state the web layer reads.
 fn start_background(
     tracker: &TaskTracker,
     stop: &CancellationToken,
@@ -106,7 +127,7 @@ fn start_background(
     clock: SharedClock,
     store: Store,
     loaded: Loaded,
-) -> AppState {
+) -> anyhow::Result<AppState> {
     let Loaded { targets, seed, resolver, samples } = loaded;
     let health = HealthBoard::new(
         targets.iter().map(|t| TargetHealth::new(t.id, t.spec.url.to_string(), t.current_variant())).collect(),
@@ -115,7 +136,10 @@ fn start_background(
     let writer_stats = Arc::new(WriterStats::default());
     let self_metrics = Arc::new(SelfMetrics::default());
     let (queue, rx) = write::channel(WRITE_QUEUE, writer_stats.clone());
-    tracker.spawn(write::run_writer(store.clone(), rx, hub.clone(), writer_stats.clone(), settings.rollup_ms()));
+    let alerts = Alerts::new(&settings.alerts);
+    let sink = FanOut { hub: hub.clone(), alerts: alerts.feed() };
+    tracker.spawn(write::run_writer(store.clone(), rx, sink, writer_stats.clone(), settings.rollup_ms()));
+    start_alerts(tracker, stop, settings, &alerts, (&store, &health, &hub, &clock))?;
     let dns_entries: Vec<_> = settings.targets.iter().filter(|t| t.is_dns()).cloned().collect();
     let discovery = (!dns_entries.is_empty()).then(|| Discovery {
         entries: dns_entries,
@@ -126,7 +150,7 @@ fn start_background(
     let outputs = Outputs { batches: Arc::new(queue), samples };
     scrape::spawn(tracker, stop, scrapers, clock.clone(), targets, discovery, health.clone(), outputs, &seed);
     tracker.spawn(downsample_loop(store.clone(), settings.clone(), clock.clone(), stop.clone(), self_metrics.clone()));
-    AppState {
+    Ok(AppState {
         settings: Arc::new(settings.web()),
         store,
         hub,
@@ -139,7 +163,30 @@ fn start_background(
         charts: Default::default(),
         sessions: None,
         remote: None,
-    }
+        alerts,
+    })
+}
+
+/// Starts the alert engine over the store's window statistics, the health board and the hub,
+/// evaluating on each live tick (one point interval, or the scrape interval when longer).
+fn start_alerts(
+    tracker: &TaskTracker,
+    stop: &CancellationToken,
+    settings: &Settings,
+    alerts: &Alerts,
+    (store, health, hub, clock): (&Store, &HealthBoard, &Hub, &SharedClock),
+) -> anyhow::Result<()> {
+    let widths = (settings.point_ms(), settings.rollup_ms());
+    let deps = alerts::Deps {
+        stats: Arc::new(StoreStats::new(store.clone(), widths, duration_ms(settings.retention_5s))),
+        health: health.clone(),
+        feed: alerts.feed(),
+        store: Arc::new(store.clone()),
+        announcer: Arc::new(hub.clone()),
+        clock: clock.clone(),
+    };
+    let interval = settings.point_width.max(settings.scrape_interval);
+    alerts.spawn(tracker, stop, deps, interval).context("cannot build the alert receivers' HTTP client")
 }
 
 /// Sessions of `DASHBOARD_TOKEN`, with the revocations stored before (a signed-out session
@@ -211,8 +258,10 @@ async fn load_targets(
     // `dns+` entries are not targets themselves: each resolved address is registered when found.
     let specs: Vec<_> = settings.targets.iter().filter(|t| !t.is_dns()).cloned().collect();
     let pairs: Vec<(String, String)> = specs.iter().map(|t| (t.url.to_string(), t.initial_variant())).collect();
+    consolidate_states(store).await.context("cannot replay the scrape state journal")?;
+    let rollup_ms = settings.rollup_ms();
     let (stored, seed) = store
-        .with_conn(move |c| Ok((query::register_targets(c, &pairs, now_ms)?, query::latest_totals(c)?)))
+        .with_conn(move |c| Ok((query::register_targets(c, &pairs, now_ms)?, query::latest_totals(c, rollup_ms)?)))
         .await
         .context("cannot read targets from the database")?;
     let seed =
@@ -230,6 +279,33 @@ async fn load_targets(
         })
         .collect();
     Ok((targets, seed))
+}
+
+/// Replays each target's state journal into its checkpoint, so every scraper (configured or
+/// discovered later) resumes from its last committed scrape, and drops the replayed entries.
+async fn consolidate_states(store: &Store) -> Result<(), crate::store::StoreError> {
+    store
+        .with_conn(|c| {
+            let journals = query::pending_journals(c)?;
+            if journals.is_empty() {
+                return Ok(());
+            }
+            let mut checkpoints = Vec::with_capacity(journals.len());
+            for t in query::targets(c)? {
+                let Some(entries) = journals.get(&t.id) else { continue };
+                let Some(&(ms, _)) = entries.last() else { continue };
+                let (state, error) = persist::restore(t.state.as_deref(), entries);
+                if let Some(e) = error {
+                    tracing::warn!(target_url = %t.url, error = %e, "Stored scrape state journal is unreadable; the next scrape is a new baseline.");
+                }
+                let json = serde_json::to_string(&state).unwrap_or_default();
+                checkpoints.push(query::Checkpoint { target_id: t.id, ms, state: json, totals: state.totals.into() });
+            }
+            let pruned = query::save_checkpoints(c, &checkpoints)?;
+            tracing::debug!(targets = checkpoints.len(), entries = pruned, "Scrape state journal replayed.");
+            Ok(())
+        })
+        .await
 }
 
 fn restore_state(t: &query::StoredTarget) -> TargetState {

@@ -10,13 +10,18 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::clock::{SharedClock, SystemClock};
-use crate::config::{Cli, Command, ProxyCommandArgs, Settings, TargetSpec, parse_duration, parse_listen_addr};
+use crate::config::{
+    Cli, Command, ProxyCommandArgs, RulesArgs, Settings, TargetSpec, parse_duration, parse_listen_addr,
+};
 use crate::proxy::{self, Proxy};
 use crate::variant::is_valid_variant;
 use crate::{app, demo, shutdown};
 
 /// Runs the parsed command line to completion.
 pub fn run(cli: Cli) -> anyhow::Result<()> {
+    if let Command::Rules(args) = &cli.command {
+        return rules(args);
+    }
     let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
     runtime.block_on(async move {
         let token = CancellationToken::new();
@@ -26,6 +31,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             Command::Serve(args) => serve(args.validate()?, clock, token).await,
             Command::Proxy(args) => proxy_only(&args, clock, token).await,
             Command::Healthcheck(args) => crate::healthcheck::run(&args).await.map_err(Into::into),
+            Command::Rules(args) => rules(&args),
             Command::Grafana => {
                 print!("{}", crate::web::grafana::dashboard_json()?);
                 Ok(())
@@ -38,6 +44,37 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             }
         }
     })
+}
+
+/// `zai-dash rules [--prometheus]`: validates the rules and prints them, as a summary or as a
+/// Prometheus rule file (a rule PromQL cannot express is left out, with a line on stderr).
+fn rules(args: &RulesArgs) -> anyhow::Result<()> {
+    let settings = args.alerts.validate()?;
+    if args.prometheus {
+        let (yaml, skipped) = crate::alerts::export::prometheus_rules(&settings.rules);
+        for e in skipped {
+            eprintln!("zai-dash: {e}");
+        }
+        print!("{yaml}");
+        return Ok(());
+    }
+    for r in &settings.rules {
+        let variant = match &r.scope {
+            crate::alerts::Scope::One(v) => v.as_str(),
+            crate::alerts::Scope::Each => "*",
+        };
+        let span = |ms: i64| if ms > 0 { crate::promql::duration(ms) } else { "0s".to_owned() };
+        println!(
+            "{}  variant={variant}  {}  window={}  for={}  min_requests={}  severity={}",
+            r.name,
+            r.condition(),
+            span(r.window_ms),
+            span(r.for_ms),
+            r.min_requests,
+            r.severity
+        );
+    }
+    Ok(())
 }
 
 /// Binds and announces the address (the first line on stdout).

@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
+use crate::alerts::{AlertArgs, AlertSettings};
 use crate::net::ListenerLimits;
 use crate::proxy::{ProxyArgs, ProxySettings};
 use crate::remote::{RemoteArgs, RemoteSettings};
@@ -50,6 +51,49 @@ pub enum Command {
     /// Print the Grafana dashboard (the overview's panels over the same PromQL, for an engine
     /// holding the `zai_proxy_*` series) as JSON; `k8s/grafana/zai-dash.json` is its output.
     Grafana,
+    /// Check the alerting rules (`ALERT_RULES`, else the built-in ones) and print them; with
+    /// `--prometheus`, as a Prometheus rule file over the `zai_proxy_*` series.
+    Rules(RulesArgs),
+}
+
+/// Flags of `zai-dash rules`.
+#[derive(Debug, Clone, Args)]
+pub struct RulesArgs {
+    /// Print a Prometheus rule file (for `rule_files:`) instead of a summary.
+    #[arg(long)]
+    pub prometheus: bool,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub alerts: AlertFlags,
+}
+
+/// Alert flags shared by `serve` and `rules`.
+#[derive(Debug, Clone, Default, Args)]
+pub struct AlertFlags {
+    /// YAML file of alerting rules (a top-level `rules:` list); empty means the built-in rules.
+    #[arg(long, env = "ALERT_RULES", default_value = "")]
+    pub alert_rules: String,
+    /// Alertmanager base URL (`http://alertmanager:9093`); alerts go to its `/api/v2/alerts`.
+    #[arg(long, env = "ALERTMANAGER_URL", default_value = "")]
+    pub alertmanager_url: String,
+    /// A webhook that receives each alert as it fires and resolves.
+    #[arg(long, env = "ALERT_WEBHOOK_URL", default_value = "", hide_env_values = true)]
+    pub alert_webhook_url: String,
+    /// Body of webhook messages: `alertmanager` (Alertmanager's webhook JSON) or `slack`.
+    #[arg(long, env = "ALERT_WEBHOOK_FORMAT", default_value = "alertmanager")]
+    pub alert_webhook_format: String,
+}
+
+impl AlertFlags {
+    /// Reads the rules and checks the receivers.
+    pub fn validate(&self) -> Result<AlertSettings, ConfigError> {
+        AlertSettings::validate(&AlertArgs {
+            rules_path: Some(std::path::Path::new(self.alert_rules.trim())),
+            alertmanager_url: Some(&self.alertmanager_url),
+            webhook_url: Some(&self.alert_webhook_url),
+            webhook_format: Some(&self.alert_webhook_format),
+        })
+    }
 }
 
 /// Flags of `zai-dash proxy`.
@@ -151,6 +195,9 @@ pub struct ServeArgs {
     #[command(flatten)]
     #[allow(missing_docs)]
     pub remote: RemoteArgs,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub alerts: AlertFlags,
 }
 
 /// The built-in proxy of `serve --proxy`.
@@ -203,6 +250,8 @@ pub struct Settings {
     pub listener: ListenerLimits,
     /// Remote write out, when `REMOTE_WRITE_URL` is set.
     pub remote: Option<RemoteSettings>,
+    /// Alerting rules and receivers.
+    pub alerts: AlertSettings,
 }
 
 /// Default width of a raw point.
@@ -245,6 +294,7 @@ impl ServeArgs {
                 idle: parse_duration("HTTP_IDLE_TIMEOUT", &self.http_idle_timeout)?,
             },
             remote: self.remote.validate()?,
+            alerts: self.alerts.validate()?,
         })
     }
 
@@ -315,7 +365,8 @@ fn dashboard_token(token: Option<&Secret>) -> Result<Option<Secret>, ConfigError
 }
 
 impl Settings {
-    /// Settings for tests: the given targets and database, loopback port 0, short timings.
+    /// Settings for tests: the given targets and database, loopback port 0, short timings, no
+    /// alert rules.
     pub fn for_tests(targets: Vec<TargetSpec>, db_path: PathBuf) -> Self {
         Self {
             listen_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
@@ -337,6 +388,9 @@ impl Settings {
             session_ttl: Duration::from_secs(12 * 3600),
             listener: ListenerLimits::default(),
             remote: None,
+            // No rules: alert events would interleave with the points other suites count on
+            // the live stream; tests of alerts set their own rules.
+            alerts: AlertSettings { rules: Vec::new(), ..AlertSettings::default() },
         }
     }
 
@@ -407,6 +461,7 @@ mod tests {
             http_header_read_timeout: "30s".into(),
             http_idle_timeout: "120s".into(),
             remote: crate::remote::RemoteArgs::default(),
+            alerts: AlertFlags::default(),
         }
     }
 
@@ -497,6 +552,25 @@ mod tests {
         assert!(!format!("{s:?}").contains("hunter2"));
         a.dashboard_token = Some(Secret::new("hunter2"));
         assert!(err(a).starts_with("DASHBOARD_TOKEN is shorter than 16"));
+    }
+
+    #[test]
+    fn alert_settings_are_checked_at_start() {
+        let mut a = args();
+        a.alerts.alertmanager_url = "not a url".into();
+        assert_eq!(err(a), "ALERTMANAGER_URL is not an http:// or https:// URL.");
+        let mut a = args();
+        a.alerts.alert_webhook_format = "teams".into();
+        assert!(err(a).starts_with("ALERT_WEBHOOK_FORMAT \"teams\""));
+        let mut a = args();
+        a.alerts.alert_rules = "/nonexistent/rules.yaml".into();
+        assert!(err(a).starts_with("ALERT_RULES /nonexistent/rules.yaml: cannot read the file"));
+        let s = args().validate().unwrap();
+        assert_eq!(s.alerts.rules.len(), 4, "the built-in rules");
+        let mut a = args();
+        a.alerts.alert_webhook_url = "https://hooks.slack.com/services/T0/B0/secret".into();
+        a.alerts.alert_webhook_format = "slack".into();
+        assert!(!format!("{:?}", a.validate().unwrap()).contains("secret"));
     }
 
     #[test]

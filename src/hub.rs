@@ -129,6 +129,14 @@ impl Hub {
     }
 }
 
+impl crate::alerting::Announcer for Hub {
+    /// Alert changes and other non-point events: `{"type": kind, "data": ...}`, numbered and
+    /// kept in the ring like points, so a resumed client sees them too.
+    fn announce(&self, kind: &'static str, data: serde_json::Value) {
+        self.send(serde_json::json!({ "type": kind, "data": data }).to_string());
+    }
+}
+
 impl crate::ingest::PointSink for Hub {
     fn publish(&self, points: Vec<Point>) {
         Hub::publish(self, points);

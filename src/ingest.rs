@@ -21,7 +21,7 @@ pub struct WriteBatch {
     pub bucket_end_ms: i64,
     /// One row per target that completed a scrape in the bucket.
     pub rows: Vec<TargetRow>,
-    /// Per-target state after those scrapes.
+    /// Per-target state writes of those scrapes, in the order they happened.
     pub states: Vec<StateUpdate>,
     /// Points to publish live once written.
     pub points: Vec<Point>,
@@ -37,13 +37,8 @@ impl WriteBatch {
     pub fn absorb(&mut self, later: WriteBatch) {
         self.bucket_end_ms = self.bucket_end_ms.max(later.bucket_end_ms);
         self.rows.extend(later.rows);
-        for s in later.states {
-            match self.states.iter_mut().find(|o| o.target_id == s.target_id) {
-                Some(o) if o.scraped_ms <= s.scraped_ms => *o = s,
-                Some(_) => {}
-                None => self.states.push(s),
-            }
-        }
+        // Every write is kept, in order: a journal entry only makes sense after the ones before.
+        self.states.extend(later.states);
         self.points.extend(later.points);
         self.events.extend(later.events);
         self.late |= later.late;
@@ -55,16 +50,27 @@ impl WriteBatch {
 pub struct StateUpdate {
     /// Target id.
     pub target_id: i64,
-    /// Completion time of the scrape the state describes; an older state never overwrites a
-    /// newer one (a retried batch must not roll a target back).
+    /// Time key of the write: the completion time of the scrape it describes, strictly
+    /// increasing per target. An older checkpoint never overwrites a newer one (a retried
+    /// batch must not roll a target back), and journal entries replay in this order.
     pub scraped_ms: i64,
-    /// The scraper's serialized per-target state (opaque to storage).
-    pub state_json: String,
+    /// What to write.
+    pub write: StateWrite,
     /// The target's running totals after that scrape: kept apart from the opaque state so that
     /// storage can seed cumulative fields with them after the target's rows aged out.
     pub totals: Totals,
     /// Variant at that scrape.
     pub variant: String,
+}
+
+/// The scraper's persisted state, opaque to storage: a whole checkpoint, or the changes since
+/// the previous write (replayed after the newest checkpoint at start-up).
+#[derive(Debug, Clone, PartialEq)]
+pub enum StateWrite {
+    /// The whole state (JSON); stored on the target, replacing an older one.
+    Checkpoint(String),
+    /// The values changed since the previous write (binary); appended to the journal.
+    Journal(Vec<u8>),
 }
 
 /// Where closed buckets go. Submitting never waits: the scraper's ticker must keep time even
@@ -143,8 +149,10 @@ pub struct KnownTotals {
 pub struct Registered {
     /// Storage id of the target.
     pub id: i64,
-    /// The scraper's serialized state, if the target was scraped before.
+    /// The scraper's serialized state (its newest checkpoint), if the target was scraped before.
     pub state: Option<String>,
+    /// Journal entries written after that checkpoint, oldest first: `(time key, entry)`.
+    pub journal: Vec<(i64, Vec<u8>)>,
 }
 
 /// Why a target could not be registered.

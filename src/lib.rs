@@ -16,6 +16,8 @@
 //! - [`setting`]: parsing single setting values (durations, addresses, secrets).
 //! - [`net`]: the serving loop every listener runs (`TCP_NODELAY`, header-read and idle timeouts).
 //! - [`promql`]: the PromQL behind every number, for engines that scrape the proxies.
+//! - [`stats`]: per-variant window statistics behind a trait (the store answers it).
+//! - [`alerting`]: alert records, their persistence trait and the live-stream announcer.
 //! - [`samples`]: the types and traits raw samples take on their way to remote write.
 //! - [`shutdown`]: signals; [`telemetry`]: logs.
 //!
@@ -24,6 +26,7 @@
 //! - [`store`]: SQLite (WAL): the single writer, rollups and retention, range queries.
 //! - [`hub`]: live fan-out of points with a resume ring.
 //! - [`proxy`]: the built-in LLM reverse proxy exporting zai-proxy's `zai_proxy_*` metrics.
+//! - [`alerts`]: alerting rules evaluated each tick, persisted, sent to Alertmanager or webhooks.
 //! - [`remote`]: remote write out: a durable queue of scraped samples shipped to Prometheus-compatible receivers.
 //!
 //! **Web**, on the subsystems it reads and the core:
@@ -43,6 +46,7 @@
 #![warn(missing_docs)]
 
 // Core.
+pub mod alerting;
 pub mod clock;
 pub mod compare;
 pub mod expo;
@@ -54,10 +58,12 @@ pub mod promql;
 pub mod samples;
 pub mod setting;
 pub mod shutdown;
+pub mod stats;
 pub mod telemetry;
 pub mod variant;
 
 // Subsystems.
+pub mod alerts;
 pub mod hub;
 pub mod proxy;
 pub mod remote;

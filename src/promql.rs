@@ -292,6 +292,76 @@ pub fn worker_utilization(sel: &Selector, window_ms: i64, resolution_ms: i64) ->
     )
 }
 
+/// In-flight requests over all workers right now (Σ concurrent / Σ max workers at the latest
+/// scrape): the latest point's `worker_utilization`, which alerting rules compare.
+pub fn worker_utilization_now(sel: &Selector) -> String {
+    format!(
+        "sum by (variant) ({}{s}) / sum by (variant) ({}{s})",
+        family::CONCURRENT,
+        family::MAX_WORKERS,
+        s = sel.render(&[])
+    )
+}
+
+/// Targets whose last scrape failed, per variant. `up` carries no `variant`, so each failing
+/// instance takes the variant its `zai_proxy_build_info` reported within the last hour (an
+/// instance never scraped successfully has none and is not counted).
+pub fn targets_down(sel: &Selector) -> String {
+    format!(
+        "count by (variant) ((up == 0) * on (job, instance) group_left (variant) \
+         max by (job, instance, variant) (last_over_time({}{}[1h])))",
+        family::BUILD_INFO,
+        sel.render(&[])
+    )
+}
+
+/// The median of `expr` over `range_ms`, sampled every `step_ms` (a subquery): the "usual"
+/// level a present value is compared with.
+pub fn median_over_time(expr: &str, range_ms: i64, step_ms: i64) -> String {
+    format!("quantile_over_time(0.5, ({expr})[{}:{}])", duration(range_ms), duration(step_ms))
+}
+
+/// How bad a canary verdict must be for [`canary_verdict`] to return a series.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VerdictLevel {
+    /// `warn` or worse.
+    Warn,
+    /// `fail`.
+    Fail,
+}
+
+/// Two-sided z critical value at alpha 0.05: `p < 0.05` with the candidate worse is `z` above it.
+const Z_CRITICAL: f64 = 1.959_964;
+
+/// Candidates (`candidate`: one variant, or all grouped by variant) whose comparison with
+/// `baseline` over the window reaches `level`, as `/api/compare` judges it: at least 100
+/// requests on each side; 5xx share by the pooled two-proportion z-test (fail: significantly
+/// worse by more than 1 point; warn: significantly worse); p95 ratio (fail above 2x, warn above
+/// 1.5x). The baseline compared with itself never differs, so `all` is safe.
+pub fn canary_verdict(level: VerdictLevel, candidate: &Selector, baseline: &str, window_ms: i64) -> String {
+    let w = duration(window_ms);
+    let base = Selector::variant(baseline);
+    let five = ["status_code=~\"5..\""];
+    // `sum by ()` keeps no label: one series, which `scalar` turns into a number.
+    let nb = format!("scalar({})", increase(family::REQUESTS, &base, &[], "", &w));
+    let xb = format!("scalar({} or vector(0))", increase(family::REQUESTS, &base, &five, "", &w));
+    let nc = increase(family::REQUESTS, candidate, &[], "variant", &w);
+    let xc = increase(family::REQUESTS, candidate, &five, "variant", &w);
+    let (pc, pb) = (format!("({xc} / {nc})"), format!("({xb} / {nb})"));
+    let pool = format!("(({xc} + {xb}) / ({nc} + {nb}))");
+    let z = format!("(({pc} - {pb}) / sqrt({pool} * (1 - {pool}) * (1 / {nc} + 1 / {nb})))");
+    let p95c = quantile_ms(0.95, family::DURATION, candidate, window_ms);
+    let p95b = format!("scalar({})", quantile_ms(0.95, family::DURATION, &base, window_ms));
+    let (errors, latency) = match level {
+        VerdictLevel::Fail => {
+            (format!("((100 * ({pc} - {pb}) > 1) and ({z} > {Z_CRITICAL}))"), format!("({p95c} / {p95b} > 2)"))
+        }
+        VerdictLevel::Warn => (format!("({z} > {Z_CRITICAL})"), format!("({p95c} / {p95b} > 1.5)")),
+    };
+    let enough = format!("({nc} >= 100 and on () vector({nb}) >= 100)");
+    format!("({errors} or {latency}) and on (variant) {enough}")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

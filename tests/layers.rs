@@ -13,6 +13,7 @@ const LAYERS: &[(&str, &[&str])] = &[
     (
         "core",
         &[
+            "alerting",
             "clock",
             "compare",
             "expo",
@@ -24,11 +25,12 @@ const LAYERS: &[(&str, &[&str])] = &[
             "samples",
             "setting",
             "shutdown",
+            "stats",
             "telemetry",
             "variant",
         ],
     ),
-    ("subsystems", &["hub", "proxy", "remote", "scrape", "store"]),
+    ("subsystems", &["alerts", "hub", "proxy", "remote", "scrape", "store"]),
     ("web", &["web"]),
     ("configuration", &["config"]),
     ("application", &["app", "healthcheck"]),

@@ -25,6 +25,7 @@ fn chrome() -> Chrome {
         interval_ms: 5000,
         page: "overview",
         notice: None,
+        firing: Vec::new(),
     }
 }
 
@@ -154,6 +155,30 @@ fn hostile_target_url_on_the_targets_page_is_text() {
     assert!(!html.contains(EVIL) && !html.contains("<img"), "{html}");
     assert!(html.contains("3 failures"));
     assert!(html.contains("Remote write") && html.contains("http://prometheus:9090/api/v1/write"), "{html}");
+}
+
+#[test]
+fn the_alert_strip_shows_what_fires_on_every_page_as_text() {
+    let firing = vec![zai_dash::web::alerts::StripAlert {
+        rule: "HighErrorRate".into(),
+        variant: EVIL.into(),
+        severity: "critical".into(),
+        summary: format!("5xx share of {EVIL} is 12 %"),
+        since: "2026-01-01T00:00:00.000Z".into(),
+    }];
+    let page = TargetsPage { chrome: Chrome { page: "targets", firing, ..chrome() }, targets: vec![], remote: None };
+    let html = page.render().unwrap();
+    assert!(!html.contains(EVIL), "{html}");
+    assert!(html.contains("<strong>HighErrorRate</strong>"));
+    assert!(html.contains("<span class=\"badge firing\" id=\"alert-count\">1</span>"), "a count in the navigation");
+    assert!(!html.contains("aria-live=\"polite\" hidden>"), "the strip is shown");
+    let quiet =
+        TargetsPage { chrome: Chrome { page: "targets", ..chrome() }, targets: vec![], remote: None }.render().unwrap();
+    assert!(
+        quiet.contains("id=\"alert-strip\"") && quiet.contains("aria-live=\"polite\" hidden>"),
+        "hidden, ready for live updates"
+    );
+    assert!(quiet.contains("<a href=\"/alerts\">Alerts</a>"));
 }
 
 #[test]

@@ -284,6 +284,19 @@ async fn requests_over_max_workers_get_an_immediate_503() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_streamed_answer_holds_its_worker_until_the_stream_ends() {
+    let s = setup(|a| a.max_workers = "1".into()).await;
+    s.push(Reply::Sse(vec![(0, EVENT_1), (600, EVENT_2), (0, EVENT_3)]));
+    let resp = s.post("/v1/messages", STREAM_REQ).await;
+    assert_eq!(resp.status(), 200, "headers sent, the stream still running");
+    assert_eq!(s.proxy.in_flight(), 1);
+    assert_eq!(s.post("/v1/messages", "{}").await.status(), 503, "the one worker is busy streaming");
+    resp.bytes().await.unwrap();
+    common::wait_for("the worker freed", Duration::from_secs(3), || async { s.proxy.in_flight() == 0 }).await;
+    assert_eq!(s.post("/v1/messages", "{}").await.status(), 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_disconnect_cancels_the_upstream_request() {
     let s = setup(|_| {}).await;
     let dropped = Arc::new(AtomicBool::new(false));

@@ -13,7 +13,7 @@ use zai_dash::store::Store;
 use zai_dash::store::cache::to_json;
 use zai_dash::store::downsample::{self, Plan};
 use zai_dash::store::query::{self, PointQuery, Table};
-use zai_dash::store::write::{self, StateUpdate, WriteBatch, WriterStats};
+use zai_dash::store::write::{self, StateUpdate, StateWrite, WriteBatch, WriterStats};
 
 const MIN: i64 = 60_000;
 const HOUR: i64 = 60 * MIN;
@@ -94,7 +94,7 @@ impl Fixture {
                 states.push(StateUpdate {
                     target_id: self.ids[k],
                     scraped_ms: t - 300,
-                    state_json: serde_json::to_string(&self.states[k]).unwrap(),
+                    write: StateWrite::Checkpoint(serde_json::to_string(&self.states[k]).unwrap()),
                     totals: row.totals,
                     variant: (*variant).into(),
                 });
@@ -429,7 +429,7 @@ fn write_pod(fx: &Fixture, id: i64, state: &mut TargetState, (from, to): (i64, i
         let update = StateUpdate {
             target_id: id,
             scraped_ms: t - 300,
-            state_json: serde_json::to_string(state).unwrap(),
+            write: StateWrite::Checkpoint(serde_json::to_string(state).unwrap()),
             totals: row.totals,
             variant: "production".into(),
         };
@@ -597,4 +597,52 @@ fn ten_minute_rows_sum_their_minutes_and_long_ranges_read_them_with_the_finer_ta
     let c = fx.store.conn().unwrap();
     assert_eq!(query::watermark_of(&c, Table::Coarse).unwrap(), Some(T0));
     assert_eq!(query::watermark(&c).unwrap(), Some(T0 + 2 * MIN));
+}
+
+/// The state journal as the scraper writes it: a checkpoint, then changes only. Start-up
+/// replays the entries after the newest checkpoint into exactly the live state, and the
+/// downsampler deletes the entries a checkpoint includes.
+#[test]
+fn the_state_journal_replays_to_the_live_state_and_is_pruned_behind_checkpoints() {
+    use zai_dash::scrape::persist::{self, CHECKPOINT_EVERY_MS, Persister};
+    let fx = Fixture::new();
+    let id = fx.ids[0];
+    let mut state = TargetState::default();
+    let mut persister = Persister::resumed(&state, None);
+    let ticks = CHECKPOINT_EVERY_MS / 5_000 + 30; // past one periodic checkpoint
+    let mut conn = fx.store.conn().unwrap();
+    for i in 1..=ticks {
+        let at = T0 + i * 5_000 - 300;
+        let mut row = state.advance(&read(&parse(&expo(i)).unwrap()), at, id, "production");
+        row.ts_ms = bucket_end(at, 5_000);
+        let (scraped_ms, write) = persister.after_scrape(&state, at, "production");
+        let update = StateUpdate { target_id: id, scraped_ms, write, totals: row.totals, variant: "production".into() };
+        let batch = WriteBatch {
+            bucket_end_ms: row.ts_ms,
+            rows: vec![row],
+            states: vec![update],
+            points: vec![],
+            events: vec![],
+            late: false,
+        };
+        write::write_batch(&mut conn, &batch, MIN).unwrap();
+    }
+    let journal_rows =
+        |c: &rusqlite::Connection| c.query_row("SELECT count(*) FROM state_log", [], |r| r.get::<_, i64>(0)).unwrap();
+    let before_prune = journal_rows(&conn);
+    assert!(before_prune > 100, "one entry per scrape between checkpoints: {before_prune}");
+
+    let pending = query::pending_journals(&conn).unwrap();
+    let stored = query::targets(&conn).unwrap().into_iter().find(|t| t.id == id).unwrap();
+    let entries = &pending[&id];
+    assert!(
+        entries.len() < 40 && entries.iter().all(|(ms, _)| Some(*ms) > stored.state_ms),
+        "only entries after the checkpoint"
+    );
+    let replayed = persist::consolidate(stored.state.as_deref(), entries).unwrap();
+    assert_eq!(TargetState { layout: 0, ..replayed }, TargetState { layout: 0, ..state.clone() });
+
+    let report = downsample::run_once(&mut conn, T0 + ticks * 5_000 + MIN, plan()).unwrap();
+    assert_eq!(report.pruned_journal as i64, before_prune - entries.len() as i64);
+    assert_eq!(journal_rows(&conn), entries.len() as i64, "what the checkpoint includes is gone");
 }

@@ -7,7 +7,11 @@
 export {};
 
 type Point = { timestamp: number; variant: string } & Record<string, unknown>;
-type LiveEvent = { type: "connected"; data: { scrape_interval: number } } | { type: "metrics"; data: Point };
+type LiveEvent =
+  | { type: "connected"; data: { scrape_interval: number } }
+  | { type: "metrics"; data: Point }
+  | { type: "alert"; data: unknown };
+type PromAlert = { labels: Record<string, string>; annotations: Record<string, string>; state: string; activeAt: string };
 
 const THEME_KEY = "zai-dash-theme";
 const root = document.documentElement;
@@ -196,6 +200,8 @@ function connect(): void {
     if (ev.type === "metrics") {
       updateCard(ev.data);
       scheduleRefresh();
+    } else if (ev.type === "alert") {
+      refreshAlerts().catch(() => undefined);
     }
   };
   source.onerror = () => {
@@ -215,6 +221,49 @@ function connect(): void {
       }
     }, 1000);
   };
+}
+
+// The strip of firing alerts under the header and the count in the navigation, rebuilt from
+// /api/alerts when an alert changes state (text nodes only: labels come from the server).
+function alertLine(a: PromAlert): HTMLElement {
+  const p = document.createElement("p");
+  const severity = a.labels.severity || "";
+  p.className = `alert-line ${severity.replace(/[^A-Za-z0-9_-]/g, "")}`;
+  const link = document.createElement("a");
+  link.href = "/alerts";
+  const name = document.createElement("strong");
+  name.textContent = a.labels.alertname || "";
+  link.append(name, ` (${a.labels.variant || ""}, ${severity})`);
+  const since = document.createElement("small");
+  const time = document.createElement("time");
+  time.dataset.tIso = a.activeAt;
+  time.textContent = a.activeAt;
+  since.append("since ", time);
+  p.append(link, `: ${a.annotations.summary || ""} `, since);
+  return p;
+}
+
+async function refreshAlerts(): Promise<void> {
+  const strip = document.getElementById("alert-strip");
+  if (!strip) return;
+  const resp = await fetch("/api/alerts", { headers: { accept: "application/json" } });
+  if (!resp.ok) return;
+  const body = (await resp.json()) as { data: { alerts: PromAlert[] } };
+  const firing = body.data.alerts.filter((a) => a.state === "firing");
+  strip.replaceChildren(...firing.map(alertLine));
+  strip.hidden = firing.length === 0;
+  relabel(strip);
+  const nav = document.querySelector<HTMLAnchorElement>('.top nav a[href="/alerts"]');
+  if (nav) {
+    document.getElementById("alert-count")?.remove();
+    if (firing.length > 0) {
+      const badge = document.createElement("span");
+      badge.className = "badge firing";
+      badge.id = "alert-count";
+      badge.textContent = String(firing.length);
+      nav.append(" ", badge);
+    }
+  }
 }
 
 // Range, variant and pod links: fetch the fragment instead of reloading the page.

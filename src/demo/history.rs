@@ -13,7 +13,7 @@ use std::f64::consts::PI;
 
 use super::Rng;
 use super::upstream::Profile;
-use crate::ingest::{StateUpdate, WriteBatch};
+use crate::ingest::{StateUpdate, StateWrite, WriteBatch};
 use crate::point::{Counts, GaugeStat, Gauges, Histogram, TargetRow, Totals};
 use crate::proxy::metrics::{DURATION_BUCKETS, TTFT_BUCKETS};
 use crate::proxy::pricing::{Pricing, tier};
@@ -66,7 +66,7 @@ pub fn backfill(store: &Store, targets: &[SimulatedTarget], now_ms: i64, seed: u
         states.push(StateUpdate {
             target_id: s.id,
             scraped_ms: end,
-            state_json: state_json(totals),
+            write: StateWrite::Checkpoint(state_json(totals)),
             totals,
             variant: t.variant.clone(),
         });

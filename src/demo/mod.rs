@@ -234,6 +234,7 @@ fn settings(plan: &DemoPlan, targets: Vec<TargetSpec>) -> Settings {
         notice: None,
         session_ttl: Duration::from_secs(12 * 3600),
         listener: crate::net::ListenerLimits::default(),
+        alerts: crate::alerts::AlertSettings::default(),
         remote: None,
     }
 }

@@ -61,7 +61,7 @@ impl Bucket {
 /// reset-corrected totals since zai-dash first saw the variant. `null` marks a value that does
 /// not exist for the bucket (no request: no error rate, no percentile) rather than a fake 0.
 #[allow(missing_docs)] // field names and meanings are the Go dashboard's (contract section 3.4)
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct Point {
     /// Bucket end, Unix ms.
     pub timestamp: i64,

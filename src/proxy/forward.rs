@@ -109,7 +109,7 @@ pub async fn handle(State(p): State<Arc<Proxy>>, req: Request) -> Response {
         ctx.model = p.metrics.model_label(model);
     }
     let client = client_bucket_of(peer);
-    let Some(_slot) = p.try_take_slot() else {
+    let Some(slot) = p.try_take_slot() else {
         p.metrics.rate_limit_rejections.add(&[client, &p.settings.variant], 1.0);
         ctx.record(&p, StatusCode::SERVICE_UNAVAILABLE, false);
         let msg = "the proxy is at capacity (MAX_WORKERS); retry later";
@@ -122,7 +122,41 @@ pub async fn handle(State(p): State<Arc<Proxy>>, req: Request) -> Response {
         method: parts.method,
         body,
     };
-    attempts(&p, ctx, client, &upstream).await
+    let answer = attempts(&p, ctx, client, &upstream).await;
+    hold_until_sent(answer, slot)
+}
+
+/// Keeps the worker slot until the answer's body is sent or dropped: a streamed answer occupies
+/// its worker (and `MAX_WORKERS`) for as long as it streams, not only until its headers left.
+fn hold_until_sent(answer: Response, slot: super::WorkerSlot) -> Response {
+    let (parts, body) = answer.into_parts();
+    Response::from_parts(parts, Body::new(Held { body, _slot: slot }))
+}
+
+/// A body with a worker slot riding along; it frees the slot when dropped.
+struct Held {
+    body: Body,
+    _slot: super::WorkerSlot,
+}
+
+impl http_body::Body for Held {
+    type Data = Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Bytes>, axum::Error>>> {
+        Pin::new(&mut self.body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.body.size_hint()
+    }
 }
 
 /// Request size and zai-proxy's token counting time, for a non-empty body.
@@ -267,10 +301,7 @@ async fn buffered_success(p: &Arc<Proxy>, ctx: &Ctx, mut resp: reqwest::Response
             "upstream returned an empty or malformed response after retries",
         ));
     };
-    let usage = summary
-        .usage
-        .filter(|u| u.input.saturating_add(u.output) > 0)
-        .unwrap_or_else(|| estimate(p, ctx, summary.text_len));
+    let usage = usage::reported(summary.usage).unwrap_or_else(|| estimate(p, ctx, summary.text_len));
     ctx.record_usage(p, &usage);
     p.limiter_success();
     ctx.record(p, status, true);

@@ -381,6 +381,11 @@ impl Proxy {
         (now <= self.settings.max_workers).then_some(slot)
     }
 
+    /// Requests holding a worker right now (a streamed answer until its stream ends).
+    pub fn in_flight(&self) -> usize {
+        self.inflight.load(Ordering::SeqCst)
+    }
+
     /// The concurrency gauges are read from the in-flight count when scraped, not written on
     /// every request: a gauge only needs to be right when someone looks.
     fn set_concurrency_gauges(&self, inflight: usize) {

@@ -36,8 +36,13 @@ pub trait Pick: Default {
 }
 
 /// Parses (and so validates) a whole JSON document, keeping what `T` picks.
+///
+/// The body is checked to be UTF-8 first: serde_json skips an ignored string (a key or value
+/// nobody picks) without looking at its bytes, so invalid UTF-8 there would otherwise pass for
+/// JSON (the usage fuzzer found it). Checking the whole body up front is cheap next to parsing.
 pub fn scan<T: Pick>(body: &[u8]) -> Result<T, serde_json::Error> {
-    serde_json::from_slice::<Scan<T>>(body).map(|s| s.0)
+    let text = std::str::from_utf8(body).map_err(<serde_json::Error as serde::de::Error>::custom)?;
+    serde_json::from_str::<Scan<T>>(text).map(|s| s.0)
 }
 
 /// One JSON value of any type, read through `T`.
@@ -538,6 +543,14 @@ mod tests {
         assert!(scan::<RequestFields>(br#"{"model":"m""#).is_err(), "truncated JSON is not JSON");
         assert!(scan::<RequestFields>(b"[1,2] x").is_err(), "trailing garbage is not JSON");
         assert!(scan::<RequestFields>(b"[1,{\"a\":[]}]").is_ok(), "any JSON value validates");
+    }
+
+    #[test]
+    fn invalid_utf8_in_a_skipped_key_or_value_is_not_json() {
+        // serde_json alone skips ignored strings without checking their bytes.
+        assert!(scan::<RequestFields>(b"{\"model\":\"m\",\"c\xce\xce\":1}").is_err());
+        assert!(scan::<RequestFields>(b"{\"other\":\"\xff\"}").is_err());
+        assert!(serde_json::from_slice::<serde_json::Value>(b"{\"other\":\"\xff\"}").is_err());
     }
 
     #[test]

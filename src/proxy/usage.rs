@@ -107,6 +107,13 @@ pub fn from_json(kind: ApiKind, body: &[u8]) -> Option<Usage> {
     summarize_response(kind, body)?.usage
 }
 
+/// Usage of a complete response when the upstream reported input or output tokens (summed
+/// without overflow, whatever the upstream claims); `None` when it reported none, so the caller
+/// estimates instead.
+pub fn reported(usage: Option<Usage>) -> Option<Usage> {
+    usage.filter(|u| u.input.saturating_add(u.output) > 0)
+}
+
 /// What the proxy needs from a request body: the model and whether it streams.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RequestInfo {
@@ -350,6 +357,16 @@ data: [DONE]\n\n";
         assert!(info.stream);
         assert_eq!(info.text_len, 16);
         assert_eq!(request_info(b"not json"), RequestInfo::default());
+    }
+
+    #[test]
+    fn hostile_token_counts_do_not_overflow() {
+        // `input + output` overflowed (a panic in debug builds) on counts near u64::MAX.
+        let huge = br#"{"usage":{"input_tokens":18446744073709551615,"output_tokens":1}}"#;
+        let u = reported(from_json(ApiKind::Anthropic, huge)).unwrap();
+        assert_eq!((u.input, u.output), (u64::MAX, 1));
+        let none = br#"{"usage":{"input_tokens":0,"output_tokens":0}}"#;
+        assert_eq!(reported(from_json(ApiKind::Anthropic, none)), None);
     }
 
     #[test]

@@ -211,8 +211,13 @@ impl Supervisor {
         let variant = self.entry.initial_variant();
         let now = self.ctx.clock.now_ms();
         let stored = self.registry.register(url.as_str(), &variant, now).await.map_err(DiscoveryError::Store)?;
-        let state =
-            stored.state.as_deref().and_then(|s| serde_json::from_str::<TargetState>(s).ok()).unwrap_or_default();
+        let state = match super::persist::consolidate(stored.state.as_deref(), &stored.journal) {
+            Ok(state) => state,
+            Err(e) => {
+                tracing::warn!(address = %ip, error = %e, "Stored scrape state is unreadable; the next scrape is a new baseline.");
+                TargetState::default()
+            }
+        };
         let spec = TargetSpec { url: url.clone(), variant: self.entry.variant.clone() };
         let idx = self
             .ctx

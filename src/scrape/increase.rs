@@ -9,14 +9,20 @@
 //!   libraries create a labelled child on first use): its whole value is the increase;
 //! - a histogram is reset as a whole when its count or any bucket went down.
 //!
-//! So no rate is ever negative and a restart never spikes. The state is persisted with every
-//! row, so restarting zai-dash resumes with one long `elapsed` instead of a new baseline.
+//! So no rate is ever negative and a restart never spikes. The state is persisted (a checkpoint
+//! now and then, the values that changed at every scrape: see [`super::persist`]), so
+//! restarting zai-dash resumes with one long `elapsed` instead of a new baseline.
+//!
+//! Series are kept in the order the exposition lists them. That order is stable from one
+//! scrape to the next (client libraries sort families and series), so the steady path pairs
+//! each series with its previous value by position, with no lookup and no allocation; only a
+//! scrape whose series changed rebuilds the state, and bumps [`TargetState::layout`].
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use serde::{Deserialize, Serialize};
 
-use super::reading::{HistSlot, Reading, Slot};
+use super::reading::{HistSeries, HistSlot, Reading, Slot};
 use crate::point::{Counts, Histogram, TargetRow, Totals};
 
 /// At most this many distinct values per label kind (models, status codes, ...) are stored per
@@ -28,16 +34,54 @@ pub const LABEL_VALUE_CAP: usize = 50;
 pub struct TargetState {
     /// Completion time of the last successful scrape; `None` until the baseline scrape.
     pub last_scrape_ms: Option<i64>,
-    /// Absolute counter values by series key.
-    pub counters: HashMap<String, f64>,
-    /// Absolute histogram values by series key.
-    pub hists: HashMap<String, HistValues>,
+    /// Absolute counter values by series key, in exposition order.
+    #[serde(with = "ordered_map")]
+    pub counters: Vec<(String, f64)>,
+    /// Absolute histogram values by series key, in exposition order.
+    #[serde(with = "ordered_map")]
+    pub hists: Vec<(String, HistValues)>,
     /// Running totals since zai-dash first saw the target.
     pub totals: TotalsState,
     /// Label values admitted so far, per kind, for [`LABEL_VALUE_CAP`].
     pub seen: BTreeMap<String, BTreeSet<String>>,
     /// Last reported build version.
     pub version: Option<String>,
+    /// Changes whenever the series (keys, order, histogram bounds) or the admitted label values
+    /// change, so the persister knows when the positions of its values moved. Not persisted.
+    #[serde(skip)]
+    pub layout: u64,
+}
+
+/// Serializes `[(key, value)]` as a JSON object and reads an object back in document order,
+/// so the persisted form is the map it always was while memory keeps the exposition's order.
+mod ordered_map {
+    use std::fmt;
+    use std::marker::PhantomData;
+
+    use serde::de::{MapAccess, Visitor};
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    pub fn serialize<S: Serializer, T: Serialize>(v: &[(String, T)], s: S) -> Result<S::Ok, S::Error> {
+        s.collect_map(v.iter().map(|(k, v)| (k, v)))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<Vec<(String, T)>, D::Error> {
+        struct Ordered<T>(PhantomData<T>);
+        impl<'de, T: Deserialize<'de>> Visitor<'de> for Ordered<T> {
+            type Value = Vec<(String, T)>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a map of series keys to values")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+                let mut out = Vec::with_capacity(map.size_hint().unwrap_or(0));
+                while let Some(entry) = map.next_entry()? {
+                    out.push(entry);
+                }
+                Ok(out)
+            }
+        }
+        d.deserialize_map(Ordered(PhantomData))
+    }
 }
 
 /// Serializable mirror of [`Totals`].
@@ -53,6 +97,50 @@ pub struct TotalsState {
     adj_dec: f64,
     upstream_errors: f64,
     retries: f64,
+}
+
+impl TotalsState {
+    /// Number of fields.
+    const LEN: usize = 16;
+
+    fn fields(&self) -> [f64; Self::LEN] {
+        let [t0, t1, t2, t3] = self.tokens;
+        let [c0, c1, c2, c3] = self.cost;
+        [
+            self.r2,
+            self.r4,
+            self.r5,
+            t0,
+            t1,
+            t2,
+            t3,
+            c0,
+            c1,
+            c2,
+            c3,
+            self.rejections,
+            self.adj_inc,
+            self.adj_dec,
+            self.upstream_errors,
+            self.retries,
+        ]
+    }
+
+    fn from_fields(f: [f64; Self::LEN]) -> Self {
+        let [r2, r4, r5, t0, t1, t2, t3, c0, c1, c2, c3, rejections, adj_inc, adj_dec, upstream_errors, retries] = f;
+        Self {
+            r2,
+            r4,
+            r5,
+            tokens: [t0, t1, t2, t3],
+            cost: [c0, c1, c2, c3],
+            rejections,
+            adj_inc,
+            adj_dec,
+            upstream_errors,
+            retries,
+        }
+    }
 }
 
 impl From<TotalsState> for Totals {
@@ -117,6 +205,40 @@ mod bounds_as_text {
 }
 
 impl TargetState {
+    /// Every value, in a fixed order: counters, each histogram's bucket counts then sum and
+    /// count, then the running totals. Positions hold while [`Self::layout`] does.
+    pub fn slots(&self) -> Vec<f64> {
+        let hist_len: usize = self.hists.iter().map(|(_, h)| h.buckets.len() + 2).sum();
+        let mut out = Vec::with_capacity(self.counters.len() + hist_len + TotalsState::LEN);
+        out.extend(self.counters.iter().map(|(_, v)| *v));
+        for (_, h) in &self.hists {
+            out.extend(h.buckets.iter().map(|b| b.1));
+            out.extend([h.sum, h.count]);
+        }
+        out.extend(self.totals.fields());
+        out
+    }
+
+    /// Sets every value from [`Self::slots`]' order; `values` has exactly that length.
+    pub fn set_slots(&mut self, values: &[f64]) {
+        let mut it = values.iter().copied();
+        for (_, v) in &mut self.counters {
+            *v = it.next().unwrap_or(*v);
+        }
+        for (_, h) in &mut self.hists {
+            for b in &mut h.buckets {
+                b.1 = it.next().unwrap_or(b.1);
+            }
+            h.sum = it.next().unwrap_or(h.sum);
+            h.count = it.next().unwrap_or(h.count);
+        }
+        let mut fields = self.totals.fields();
+        for f in &mut fields {
+            *f = it.next().unwrap_or(*f);
+        }
+        self.totals = TotalsState::from_fields(fields);
+    }
+
     /// Applies a successful scrape completed at `now_ms`: returns the row of increases (for
     /// the given target and variant) and moves the state to this scrape's values.
     pub fn advance(&mut self, reading: &Reading, now_ms: i64, target_id: i64, variant: &str) -> TargetRow {
@@ -148,15 +270,11 @@ impl TargetState {
         let mut totals = Totals::from(self.totals);
         totals.accumulate(&counts);
         self.totals = totals.into();
-        self.counters = reading.counters.iter().map(|c| (c.key.clone(), c.value)).collect();
-        self.hists = reading
-            .hists
-            .iter()
-            .map(|h| (h.key.clone(), HistValues { buckets: h.buckets.clone(), sum: h.sum, count: h.count }))
-            .collect();
+        self.keep_values(reading);
         self.last_scrape_ms = Some(now_ms);
-        if reading.version.is_some() {
+        if reading.version.is_some() && self.version != reading.version {
             self.version.clone_from(&reading.version);
+            self.layout += 1;
         }
         TargetRow {
             target_id,
@@ -170,15 +288,58 @@ impl TargetState {
         }
     }
 
+    /// Moves the state to this scrape's absolute values: in place when the series are the
+    /// previous scrape's (the steady path), else rebuilt.
+    fn keep_values(&mut self, reading: &Reading) {
+        if same_keys(&self.counters, &reading.counters, |c| &c.key) {
+            for ((_, v), c) in self.counters.iter_mut().zip(&reading.counters) {
+                *v = c.value;
+            }
+        } else {
+            self.counters = reading.counters.iter().map(|c| (c.key.clone(), c.value)).collect();
+            self.layout += 1;
+        }
+        let same_bounds = |(_, prev): &(String, HistValues), h: &HistSeries| {
+            prev.buckets.len() == h.buckets.len() && prev.buckets.iter().zip(&h.buckets).all(|(p, c)| p.0 == c.0)
+        };
+        if same_keys(&self.hists, &reading.hists, |h| &h.key)
+            && self.hists.iter().zip(&reading.hists).all(|(p, h)| same_bounds(p, h))
+        {
+            for ((_, v), h) in self.hists.iter_mut().zip(&reading.hists) {
+                for (kept, new) in v.buckets.iter_mut().zip(&h.buckets) {
+                    kept.1 = new.1;
+                }
+                v.sum = h.sum;
+                v.count = h.count;
+            }
+        } else {
+            self.hists = reading
+                .hists
+                .iter()
+                .map(|h| (h.key.clone(), HistValues { buckets: h.buckets.clone(), sum: h.sum, count: h.count }))
+                .collect();
+            self.layout += 1;
+        }
+    }
+
     fn add_counter_increases(&mut self, reading: &Reading, counts: &mut Counts) {
-        for c in &reading.counters {
-            let inc = match self.counters.get(&c.key) {
-                Some(&prev) if c.value >= prev => c.value - prev,
+        let aligned = same_keys(&self.counters, &reading.counters, |c| &c.key);
+        let by_key: HashMap<&str, f64> =
+            if aligned { HashMap::new() } else { self.counters.iter().map(|(k, v)| (k.as_str(), *v)).collect() };
+        let mut increases = Vec::new();
+        for (i, c) in reading.counters.iter().enumerate() {
+            let prev = if aligned { Some(self.counters[i].1) } else { by_key.get(c.key.as_str()).copied() };
+            let inc = match prev {
+                Some(prev) if c.value >= prev => c.value - prev,
                 _ => c.value, // new series, or a reset: everything counted since is new
             };
             if inc > 0.0 {
-                self.add_to_slot(&c.slot, inc, counts);
+                increases.push((i, inc));
             }
+        }
+        drop(by_key);
+        for (i, inc) in increases {
+            self.add_to_slot(&reading.counters[i].slot, inc, counts);
         }
     }
 
@@ -197,20 +358,27 @@ impl TargetState {
     /// The stored label value: as given while fewer than [`LABEL_VALUE_CAP`] distinct values
     /// were seen for `kind`, then `other` for new ones.
     fn capped(&mut self, kind: &str, value: &str) -> String {
-        let seen = self.seen.entry(kind.to_owned()).or_default();
-        if seen.contains(value) {
+        if let Some(seen) = self.seen.get(kind)
+            && seen.contains(value)
+        {
             return value.to_owned();
         }
+        let seen = self.seen.entry(kind.to_owned()).or_default();
         if seen.len() < LABEL_VALUE_CAP {
             seen.insert(value.to_owned());
+            self.layout += 1;
             return value.to_owned();
         }
         "other".to_owned()
     }
 
     fn add_hist_increases(&self, reading: &Reading, counts: &mut Counts) {
-        for h in &reading.hists {
-            let inc = match self.hists.get(&h.key) {
+        let aligned = same_keys(&self.hists, &reading.hists, |h| &h.key);
+        let by_key: HashMap<&str, &HistValues> =
+            if aligned { HashMap::new() } else { self.hists.iter().map(|(k, v)| (k.as_str(), v)).collect() };
+        for (i, h) in reading.hists.iter().enumerate() {
+            let prev = if aligned { Some(&self.hists[i].1) } else { by_key.get(h.key.as_str()).copied() };
+            let inc = match prev {
                 Some(prev) if !is_reset(prev, &h.buckets, h.count) => Histogram {
                     buckets: h.buckets.iter().zip(&prev.buckets).map(|(c, p)| (c.0, c.1 - p.1)).collect(),
                     sum: (h.sum - prev.sum).max(0.0),
@@ -236,6 +404,11 @@ impl TargetState {
             }
         }
     }
+}
+
+/// Whether `kept` holds exactly the series of `new`, in the same order.
+fn same_keys<T, S>(kept: &[(String, T)], new: &[S], key: impl Fn(&S) -> &String) -> bool {
+    kept.len() == new.len() && kept.iter().zip(new).all(|((k, _), s)| k == key(s))
 }
 
 /// A histogram series restarted (or changed layout) when its count or any bucket went down.
@@ -342,6 +515,6 @@ mod tests {
         let mut s = TargetState::default();
         s.advance(&reading(&expo(1, 2, 1, 2)), 0, 1, "p");
         let back: TargetState = serde_json::from_str(&serde_json::to_string(&s).unwrap()).unwrap();
-        assert_eq!(back, s);
+        assert_eq!(back, TargetState { layout: 0, ..s });
     }
 }

@@ -12,6 +12,7 @@ pub mod discovery;
 pub mod increase;
 pub mod outbound;
 pub mod parse;
+pub mod persist;
 pub mod reading;
 pub mod target;
 
@@ -30,6 +31,7 @@ use crate::ingest::{BatchSink, Event, EventKind, KnownTotals, StateUpdate, Write
 use crate::point::{Bucket, PointBuilder, Summary, TargetRow};
 use crate::samples::SampleSink;
 use increase::TargetState;
+use persist::Persister;
 pub use target::{DNS_SCHEME_PREFIX, TargetSpec, parse_targets};
 
 /// How the collector runs: the scraper's own settings, composed into the whole by `config`.
@@ -85,10 +87,11 @@ impl Target {
     }
 }
 
-/// One successful scrape on its way to the ticker.
+/// One successful scrape on its way to the ticker, or a target's state to keep when it went
+/// down or stopped (no row).
 #[derive(Debug)]
 struct Scraped {
-    row: TargetRow,
+    row: Option<TargetRow>,
     state: StateUpdate,
     /// The target's version changed since its previous scrape.
     event: Option<Event>,
@@ -181,13 +184,18 @@ async fn scrape_loop(
 ) {
     let interval = ctx.settings.interval;
     let mut next = tokio::time::Instant::now() + offset;
+    let mut persister = Persister::resumed(&target.state, target.last_variant.clone());
     loop {
         tokio::select! {
             biased;
             () = cancel.cancelled() => break,
             () = tokio::time::sleep_until(next) => {}
         }
-        if let Some(scraped) = scrape_once(&ctx, idx, &mut target).await
+        let scraped = match scrape_once(&ctx, idx, &mut target, &mut persister).await {
+            Some(scraped) => Some(scraped),
+            None => settled(&ctx, &target, &mut persister), // went down: keep its final state whole
+        };
+        if let Some(scraped) = scraped
             && tx.send(scraped).await.is_err()
         {
             break;
@@ -198,10 +206,25 @@ async fn scrape_loop(
             next += interval; // a scrape overran: skip the missed slots instead of bursting
         }
     }
+    // Stopping (shutdown, or a discovered address retired): its final state is kept whole.
+    if let Some(scraped) = settled(&ctx, &target, &mut persister) {
+        let _ = tx.send(scraped).await; // the ticker is gone only when everything stopped
+    }
+}
+
+/// A checkpoint of the target's state when journal entries were written since the last one.
+fn settled(ctx: &Ctx, target: &Target, persister: &mut Persister) -> Option<Scraped> {
+    let (ms, write, variant) = persister.settle(&target.state, ctx.clock.now_ms())?;
+    let totals = target.state.totals.into();
+    Some(Scraped {
+        row: None,
+        state: StateUpdate { target_id: target.id, scraped_ms: ms, write, totals, variant },
+        event: None,
+    })
 }
 
 /// Scrapes once and records health; returns the row on success.
-async fn scrape_once(ctx: &Ctx, idx: usize, target: &mut Target) -> Option<Scraped> {
+async fn scrape_once(ctx: &Ctx, idx: usize, target: &mut Target, persister: &mut Persister) -> Option<Scraped> {
     let started = Instant::now();
     let s = &ctx.settings;
     let fetched = client::fetch(&ctx.client, &target.spec.url, s.timeout, s.max_body_bytes).await;
@@ -210,7 +233,7 @@ async fn scrape_once(ctx: &Ctx, idx: usize, target: &mut Target) -> Option<Scrap
     let elapsed_ms =
         target.last_success.map(|t| i64::try_from(finished.duration_since(t).as_millis()).unwrap_or(i64::MAX));
     let result = match fetched {
-        Ok(body) => ingest_off_runtime(target, body, (at_ms, elapsed_ms), ctx.samples.clone()).await,
+        Ok(body) => ingest_off_runtime(target, persister, body, (at_ms, elapsed_ms), ctx.samples.clone()).await,
         Err(e) => Err(e),
     };
     if result.is_ok() {
@@ -247,22 +270,25 @@ struct Ingested {
 /// workers that run every other target's scrape and the pages.
 async fn ingest_off_runtime(
     target: &mut Target,
+    persister: &mut Persister,
     body: String,
     at: (i64, Option<i64>),
     samples: Option<Arc<dyn SampleSink>>,
 ) -> Result<Ingested, client::ScrapeError> {
     let mut state = std::mem::take(&mut target.state);
+    let mut kept = std::mem::take(persister);
     let who = (target.id, target.spec.url.to_string(), target.spec.variant.clone(), target.fallback_variant.clone());
     let initial = target.spec.initial_variant();
     let out = samples.map(|sink| Outbound { sink, instance: outbound::instance(&target.spec.url) });
     let joined = tokio::task::spawn_blocking(move || {
-        let result = ingest(&mut state, &body, at, who, initial, out.as_ref());
-        (state, result)
+        let result = ingest((&mut state, &mut kept), &body, at, who, initial, out.as_ref());
+        (state, kept, result)
     })
     .await;
     match joined {
-        Ok((state, result)) => {
+        Ok((state, kept, result)) => {
             target.state = state;
+            *persister = kept;
             result
         }
         // The blocking task panicked: the state it held is lost, so the next scrape is a new
@@ -281,7 +307,7 @@ struct Outbound {
 }
 
 fn ingest(
-    state: &mut TargetState,
+    (state, persister): (&mut TargetState, &mut Persister),
     body: &str,
     (wall_ms, elapsed_ms): (i64, Option<i64>),
     (id, url, explicit, fallback): Who,
@@ -298,15 +324,10 @@ fn ingest(
     }
     let event = version_change(state, &reading, at_ms, &variant, &url);
     let row = state.advance_with(&reading, at_ms, elapsed_ms, id, &variant);
-    let update = StateUpdate {
-        target_id: id,
-        scraped_ms: at_ms,
-        state_json: serde_json::to_string(&*state).unwrap_or_default(),
-        totals: row.totals,
-        variant,
-    };
+    let (scraped_ms, write) = persister.after_scrape(state, at_ms, &variant);
+    let update = StateUpdate { target_id: id, scraped_ms, write, totals: row.totals, variant };
     Ok(Ingested {
-        scraped: Scraped { row, state: update, event },
+        scraped: Scraped { row: Some(row), state: update, event },
         samples: reading.samples,
         dropped: reading.dropped,
         version: reading.version,
@@ -369,7 +390,7 @@ async fn tick_loop(
         tokio::select! {
             msg = rx.recv() => match msg {
                 Some(s) => {
-                    let bucket = bucket_end(s.row.ts_ms, width);
+                    let bucket = bucket_end(s.row.as_ref().map_or(s.state.scraped_ms, |r| r.ts_ms), width);
                     if bucket <= closed_until {
                         // Arrived after its bucket was closed: stored (merged), not re-published.
                         flush((bucket, width), vec![s], &mut builder, queue.as_ref(), false);
@@ -403,13 +424,14 @@ async fn tick_loop(
 fn flush(bucket: (i64, i64), items: Vec<Scraped>, builder: &mut PointBuilder, queue: &dyn BatchSink, publish: bool) {
     let (bucket, width) = bucket;
     let mut rows: BTreeMap<i64, TargetRow> = BTreeMap::new();
-    let mut states: BTreeMap<i64, StateUpdate> = BTreeMap::new();
+    let mut states = Vec::with_capacity(items.len());
     let mut events = Vec::new();
-    for Scraped { mut row, state, event } in items {
+    for Scraped { row, state, event } in items {
+        events.extend(event);
+        states.push(state);
+        let Some(mut row) = row else { continue };
         row.ts_ms = bucket;
         row.present_ms = width;
-        events.extend(event);
-        states.insert(row.target_id, state);
         match rows.get_mut(&row.target_id) {
             Some(existing) => existing.absorb_later(&row),
             None => {
@@ -424,7 +446,6 @@ fn flush(bucket: (i64, i64), items: Vec<Scraped>, builder: &mut PointBuilder, qu
     } else {
         Vec::new()
     };
-    let late = !publish;
-    let states = states.into_values().collect();
+    let late = !publish && !rows.is_empty();
     queue.submit(WriteBatch { bucket_end_ms: bucket, rows, states, points, events, late });
 }

@@ -4,7 +4,7 @@
 //! `process_*`, ...) and unknown families are ignored. Each kept series remembers where its
 //! increase goes ([`Slot`]), so computing increases is a plain walk over the series.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 
 use super::parse::{Exposition, Family, MetricType, Sample, SampleKind};
 use crate::point::{GaugeStat, Gauges, Quota, QuotaWindow};
@@ -167,13 +167,21 @@ fn kept(r: &Reading) -> usize {
 }
 
 fn read_counter(fam: &Family, r: &mut Reading) {
+    // A series exposed twice (a broken exporter) keeps its first sample, as Prometheus does:
+    // keeping both would count the step between them as an increase on every scrape.
+    let mut seen = HashSet::new();
     for s in fam.samples.iter().filter(|s| s.kind == SampleKind::Value && s.value.is_finite()) {
         let Some(slot) = counter_slot(&fam.name, s) else { continue };
+        let key = series_key(&fam.name, s, None);
+        if seen.contains(&key) {
+            continue;
+        }
         if kept(r) >= MAX_SERIES {
             r.dropped += 1;
             continue;
         }
-        r.counters.push(CounterSeries { key: series_key(&fam.name, s, None), slot, value: s.value });
+        seen.insert(key.clone());
+        r.counters.push(CounterSeries { key, slot, value: s.value });
     }
 }
 
@@ -354,6 +362,18 @@ mod tests {
             &parse("# TYPE zai_proxy_requests_total gauge\nzai_proxy_requests_total{status_code=\"200\"} 5\n").unwrap(),
         );
         assert!(r.counters.is_empty());
+    }
+
+    #[test]
+    fn a_duplicated_series_keeps_its_first_sample() {
+        // Found by fuzzing: with both samples kept, the same scrape twice counted 1 request.
+        let text = "zai_proxy_requests_total{status_code=\"500\"} 1\nzai_proxy_requests_total{status_code=\"500\"} 0\n";
+        let r = read(&parse(text).unwrap());
+        assert_eq!(r.counters.len(), 1);
+        assert_eq!(r.counters[0].value, 1.0);
+        let mut state = crate::scrape::increase::TargetState::default();
+        state.advance(&r, 0, 1, "p");
+        assert_eq!(state.advance(&r, 5_000, 1, "p").counts, crate::point::Counts::default());
     }
 
     #[test]

@@ -309,10 +309,15 @@ impl Enc {
             self.varint(0);
             return;
         }
-        let cumulative = !increments_round_trip(&h.buckets);
-        self.varint(((h.buckets.len() as u64) << 1) | u64::from(cumulative));
+        // Zero buckets reads back as an empty histogram, so observations without buckets (an
+        // exporter that sent only `_sum` and `_count`) are stored in a `+Inf` bucket: by
+        // definition it holds the count.
+        let inf = [(f64::INFINITY, h.count)];
+        let buckets: &[(f64, f64)] = if h.buckets.is_empty() { &inf } else { &h.buckets };
+        let cumulative = !increments_round_trip(buckets);
+        self.varint(((buckets.len() as u64) << 1) | u64::from(cumulative));
         let mut below = 0.0;
-        for &(le, c) in &h.buckets {
+        for &(le, c) in buckets {
             self.num(le);
             self.num(if cumulative { c } else { c - below });
             below = c;
@@ -706,6 +711,19 @@ mod tests {
         v2[0] = VERSION_1;
         let (back, _, _) = decode(&v2).unwrap();
         assert_eq!(back.duration.buckets, vec![(1.0, 2.0), (f64::INFINITY, 5.0)]);
+    }
+
+    #[test]
+    fn a_histogram_without_buckets_keeps_its_count() {
+        // Found by fuzzing: a target exposing only `_sum` and `_count` gave rows whose histogram
+        // was written as zero buckets followed by sum and count, which no decoder could read.
+        let text = "# TYPE zai_proxy_request_duration_seconds histogram\n\
+            zai_proxy_request_duration_seconds_sum 2.5\nzai_proxy_request_duration_seconds_count 3\n";
+        let mut st = TargetState { last_scrape_ms: Some(0), ..TargetState::default() };
+        let row = st.advance(&read(&parse(text).unwrap()), 5_000, 1, "p");
+        assert_eq!(row.counts.duration, Histogram { buckets: Vec::new(), sum: 2.5, count: 3.0 });
+        let (back, _, _) = decode(&encode(&row.counts, &row.totals, &row.gauges)).unwrap();
+        assert_eq!(back.duration, Histogram { buckets: vec![(f64::INFINITY, 3.0)], sum: 2.5, count: 3.0 });
     }
 
     #[test]

@@ -6,7 +6,9 @@
 //! watermarks when a late row lands in an already rolled bucket, and it is rolled again.
 //! Rolling replaces rows (`INSERT OR REPLACE`), so running over the same bucket twice changes
 //! nothing. Retention trims each table by its own setting (a finer table only once rolled into
-//! the next), then hands freed pages back with an incremental vacuum, so the file stays bounded.
+//! the next). Freed pages are reused by the next rows; only when they exceed an eighth of the
+//! file (retention shortened, many pods gone) does an incremental vacuum hand them back to the
+//! file system, so the file stays bounded without rewriting pages every minute.
 
 use std::time::Instant;
 
@@ -32,6 +34,8 @@ pub struct Report {
     pub deleted_raw: usize,
     /// Rows deleted from `metrics_1m`.
     pub deleted_rollup: usize,
+    /// Scrape state journal entries deleted (their target's checkpoint includes them).
+    pub pruned_journal: usize,
     /// Rows deleted from `metrics_10m`.
     pub deleted_coarse: usize,
     /// Raw rows at or before this were deleted (when `deleted_raw > 0`).
@@ -127,9 +131,19 @@ fn roll_range(conn: &mut Connection, tier: Tier, (after, until): (i64, i64), pla
     let names = query::variant_names(&tx)?;
     let widths = (plan.point_ms, plan.rollup_ms);
     let mut written = 0;
-    for t in query::targets(&tx)? {
-        let rows = query::target_rows_with(&tx, tier.source, t.id, (after, until), &names, widths)?;
-        for rolled in query::roll_minutes(&rows, tier.width_ms) {
+    let sources = match tier.source {
+        Table::Raw => query::raw_rows_by_target(&tx, (after, until), None, &names, widths)?,
+        Table::Rollup | Table::Coarse => {
+            let mut by_target = std::collections::BTreeMap::new();
+            for t in query::targets(&tx)? {
+                by_target
+                    .insert(t.id, query::target_rows_with(&tx, tier.source, t.id, (after, until), &names, widths)?);
+            }
+            by_target
+        }
+    };
+    for rows in sources.values() {
+        for rolled in query::roll_minutes(rows, tier.width_ms) {
             query::replace_row(&tx, tier.target, &rolled)?;
             written += 1;
         }
@@ -146,6 +160,22 @@ fn roll_range(conn: &mut Connection, tier: Tier, (after, until): (i64, i64), pla
     Ok(written)
 }
 
+/// Free pages beyond this share of the file are handed back to the file system.
+const FREE_SHARE_KEPT: i64 = 8;
+
+/// Hands free pages back to the file system once they are more than an eighth of the file
+/// (after retention was shortened, or many pods went away). In the steady state each minute's
+/// retention frees about what the next minute's rows take, so the pages are simply reused:
+/// vacuuming them every minute would move the newest pages into the holes, rewriting them.
+fn hand_back_free_pages(conn: &Connection) -> Result<(), StoreError> {
+    let free: i64 = conn.query_row("PRAGMA freelist_count", [], |r| r.get(0))?;
+    let pages: i64 = conn.query_row("PRAGMA page_count", [], |r| r.get(0))?;
+    if free > pages / FREE_SHARE_KEPT {
+        conn.execute_batch(&format!("PRAGMA incremental_vacuum({});", free - pages / (2 * FREE_SHARE_KEPT)))?;
+    }
+    Ok(())
+}
+
 /// Trims each table by its retention; a finer table only where its rows are already rolled
 /// into the next (`watermarks` of the 1 min and 10 min tables).
 fn enforce_retention(
@@ -159,19 +189,19 @@ fn enforce_retention(
     report.rollup_cutoff_ms = (now_ms - plan.retention_rollup_ms).min(coarse_wm);
     report.coarse_cutoff_ms = now_ms - plan.retention_coarse_ms;
     let tx = conn.transaction()?;
+    // Raw rows are keyed by time: their retention is one range at the start of the table.
+    report.deleted_raw = tx.execute("DELETE FROM metrics_5s WHERE ts <= ?1", [report.raw_cutoff_ms])?;
     for t in query::targets(&tx)? {
         let delete = |table: Table, cutoff: i64| {
             let sql = format!("DELETE FROM {} WHERE target_id = ?1 AND ts <= ?2", table.name());
             tx.execute(&sql, rusqlite::params![t.id, cutoff])
         };
-        report.deleted_raw += delete(Table::Raw, report.raw_cutoff_ms)?;
         report.deleted_rollup += delete(Table::Rollup, report.rollup_cutoff_ms)?;
         report.deleted_coarse += delete(Table::Coarse, report.coarse_cutoff_ms)?;
     }
     tx.execute("DELETE FROM events WHERE ts <= ?1", [report.coarse_cutoff_ms])?;
+    report.pruned_journal = query::prune_journal(&tx)?;
     tx.commit()?;
-    if report.deleted_raw + report.deleted_rollup + report.deleted_coarse > 0 {
-        conn.execute_batch("PRAGMA incremental_vacuum;")?;
-    }
+    hand_back_free_pages(conn)?;
     Ok(())
 }

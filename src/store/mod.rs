@@ -1,11 +1,13 @@
 //! SQLite storage: `metrics_5s` (raw points), `metrics_1m` (rollups), `targets` (per-target
-//! state for restart safety), `variants`, `meta` (the rollup watermark) and `remote_queue` (samples
-//! waiting for a remote write receiver).
+//! state for restart safety), `variants`, `meta` (the rollup watermark), the alerts' records and
+//! firing periods (`alerts`, `alert_periods`) and `remote_queue` (samples waiting for a remote
+//! write receiver).
 //!
 //! SQLite is synchronous, so every access goes through [`Store::with_conn`], which runs on the
 //! blocking pool with a pooled connection and never holds it across an `.await`. One writer
 //! task owns all inserts ([`write`]); readers run concurrently thanks to WAL.
 
+pub mod alerts;
 pub mod cache;
 pub mod codec;
 pub mod downsample;
@@ -13,6 +15,7 @@ pub mod query;
 pub mod range;
 pub mod remote_queue;
 pub mod schema;
+pub mod stats;
 pub mod window;
 pub mod write;
 
@@ -136,9 +139,18 @@ impl crate::ingest::TargetRegistry for Store {
     ) -> crate::ingest::BoxFuture<'a, Result<crate::ingest::Registered, crate::ingest::RegistryError>> {
         let pair = vec![(url.to_owned(), variant.to_owned())];
         Box::pin(async move {
-            let stored = self.with_conn(move |c| query::register_targets(c, &pair, now_ms)).await?;
+            let (stored, journal) = self
+                .with_conn(move |c| {
+                    let stored = query::register_targets(c, &pair, now_ms)?;
+                    let journal = match stored.first() {
+                        Some(t) => query::journal_of(c, t.id, t.state_ms)?,
+                        None => Vec::new(),
+                    };
+                    Ok((stored, journal))
+                })
+                .await?;
             let t = stored.into_iter().next().ok_or("the target was not found after registering it")?;
-            Ok(crate::ingest::Registered { id: t.id, state: t.state })
+            Ok(crate::ingest::Registered { id: t.id, state: t.state, journal })
         })
     }
 }

@@ -3,7 +3,7 @@
 //!
 //! The range query behind `/api/metrics` lives in [`super::range`] (re-exported here).
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
 use rusqlite::{Connection, OptionalExtension, params};
 
@@ -67,6 +67,8 @@ pub struct StoredTarget {
     pub state_ms: Option<i64>,
     /// Latest running totals, if the target was ever scraped.
     pub totals: Option<Totals>,
+    /// When the target was first registered: it has no totals before.
+    pub first_seen_ms: i64,
 }
 
 const WATERMARK_KEY: &str = "rollup_watermark_ms";
@@ -99,7 +101,8 @@ pub fn set_watermark_of(conn: &Connection, table: Table, ms: i64) -> Result<(), 
 
 /// Every stored target.
 pub fn targets(conn: &Connection) -> Result<Vec<StoredTarget>, StoreError> {
-    let mut stmt = conn.prepare_cached("SELECT id, url, variant, state, state_ms, totals FROM targets ORDER BY id")?;
+    let mut stmt = conn
+        .prepare_cached("SELECT id, url, variant, state, state_ms, totals, first_seen_ms FROM targets ORDER BY id")?;
     let mut rows = stmt.query([])?;
     let mut out = Vec::new();
     while let Some(r) = rows.next()? {
@@ -111,6 +114,7 @@ pub fn targets(conn: &Connection) -> Result<Vec<StoredTarget>, StoreError> {
             state: r.get(3)?,
             state_ms: r.get(4)?,
             totals: totals.map(codec::decode_totals).transpose()?,
+            first_seen_ms: r.get(6)?,
         });
     }
     Ok(out)
@@ -130,6 +134,68 @@ pub fn register_targets(
     }
     let all = targets(conn)?;
     Ok(urls_and_variants.iter().filter_map(|(url, _)| all.iter().find(|t| &t.url == url).cloned()).collect())
+}
+
+/// The journal entries of one target written after its checkpoint, oldest first.
+pub fn journal_of(conn: &Connection, target_id: i64, after_ms: Option<i64>) -> Result<Vec<(i64, Vec<u8>)>, StoreError> {
+    let mut stmt =
+        conn.prepare_cached("SELECT ts, data FROM state_log WHERE target_id = ?1 AND ts > ?2 ORDER BY ts")?;
+    let rows = stmt.query_map(params![target_id, after_ms.unwrap_or(i64::MIN)], |r| Ok((r.get(0)?, r.get(1)?)))?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+/// Journal entries by target id: `(time key, entry)`, oldest first.
+pub type Journals = BTreeMap<i64, Vec<(i64, Vec<u8>)>>;
+
+/// Every target's journal entries written after its checkpoint, oldest first, read in one pass.
+pub fn pending_journals(conn: &Connection) -> Result<Journals, StoreError> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT l.target_id, l.ts, l.data FROM state_log l JOIN targets t ON t.id = l.target_id
+         WHERE t.state_ms IS NULL OR l.ts > t.state_ms ORDER BY l.ts",
+    )?;
+    let mut rows = stmt.query([])?;
+    let mut out = Journals::new();
+    while let Some(r) = rows.next()? {
+        out.entry(r.get(0)?).or_default().push((r.get(1)?, r.get(2)?));
+    }
+    Ok(out)
+}
+
+/// A whole target state to store in place of its checkpoint and journal.
+#[derive(Debug, Clone)]
+pub struct Checkpoint {
+    /// Target id.
+    pub target_id: i64,
+    /// Time key of the newest write it includes.
+    pub ms: i64,
+    /// The scraper's serialized state.
+    pub state: String,
+    /// Its running totals.
+    pub totals: Totals,
+}
+
+/// Stores consolidated checkpoints and drops the journal entries they include, in one
+/// transaction.
+pub fn save_checkpoints(conn: &mut Connection, checkpoints: &[Checkpoint]) -> Result<usize, StoreError> {
+    let tx = conn.transaction()?;
+    for c in checkpoints {
+        tx.prepare_cached(
+            "UPDATE targets SET state = ?1, state_ms = ?2, totals = ?3
+             WHERE id = ?4 AND (state_ms IS NULL OR state_ms <= ?2)",
+        )?
+        .execute(params![c.state, c.ms, codec::encode_totals(&c.totals), c.target_id])?;
+    }
+    let pruned = prune_journal(&tx)?;
+    tx.commit()?;
+    Ok(pruned)
+}
+
+/// Deletes the journal entries a target's checkpoint already includes.
+pub fn prune_journal(conn: &Connection) -> Result<usize, StoreError> {
+    Ok(conn.execute(
+        "DELETE FROM state_log WHERE ts <= (SELECT t.state_ms FROM targets t WHERE t.id = state_log.target_id)",
+        [],
+    )?)
 }
 
 /// Every variant name by id.
@@ -154,7 +220,7 @@ pub fn upsert_raw_row(conn: &Connection, row: &TargetRow) -> Result<bool, StoreE
     let inserted = conn
         .prepare_cached(
             "INSERT INTO metrics_5s (target_id, ts, variant_id, elapsed_ms, data) VALUES (?1, ?2, ?3, ?4, ?5)
-             ON CONFLICT(target_id, ts) DO NOTHING",
+             ON CONFLICT(ts, target_id) DO NOTHING",
         )?
         .execute(params![row.target_id, row.ts_ms, vid, row.elapsed_ms, data])?;
     if inserted == 0 {
@@ -292,27 +358,34 @@ pub fn target_rows_with(
     Ok(out)
 }
 
-/// The running totals of one row: what its payload says at its end.
-fn row_totals(table: Table, target_id: i64, filter: &str, ts: i64, conn: &Connection) -> RowTotals {
-    let sql = format!("SELECT ts, variant_id, data FROM {} WHERE target_id = ?1 AND {filter}", table.name());
-    let found = conn
-        .prepare_cached(&sql)
-        .and_then(|mut s| {
-            s.query_row(params![target_id, ts], |r| {
-                Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?, r.get::<_, Vec<u8>>(2)?))
-            })
-            .optional()
-        })
-        .map_err(StoreError::from)?;
-    match found {
-        None => Ok(None),
-        Some((ts, vid, data)) => {
-            let v = codec::view(&data)?;
-            let mut counts = Counts::default();
-            v.add_to(&mut counts);
-            Ok(Some(Found { ts, variant_id: vid, totals: v.totals, counts }))
-        }
+/// Raw rows of every target (or only `only`) with `after < ts <= until`, read in one scan of
+/// the time-keyed raw table and grouped by target, each in time order.
+pub fn raw_rows_by_target(
+    conn: &Connection,
+    (after, until): (i64, i64),
+    only: Option<i64>,
+    names: &HashMap<i64, String>,
+    widths: (i64, i64),
+) -> Result<BTreeMap<i64, Vec<TargetRow>>, StoreError> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT ts, variant_id, elapsed_ms, data, 0, target_id FROM metrics_5s
+         WHERE ts > ?1 AND ts <= ?2 AND (?3 IS NULL OR target_id = ?3) ORDER BY ts, target_id",
+    )?;
+    let mut rows = stmt.query(params![after, until, only])?;
+    let mut out: BTreeMap<i64, Vec<TargetRow>> = BTreeMap::new();
+    while let Some(r) = rows.next()? {
+        let target_id: i64 = r.get(5)?;
+        out.entry(target_id).or_default().push(decode(r, Table::Raw, target_id, names, widths)?);
     }
+    Ok(out)
+}
+
+/// The running totals of one row of a target-keyed table: what its payload says at its end.
+fn row_totals(table: Table, target_id: i64, filter: &str, ts: i64, conn: &Connection) -> RowTotals {
+    let sql = format!("SELECT target_id, ts, variant_id, data FROM {} WHERE target_id = ?1 AND {filter}", table.name());
+    let mut stmt = conn.prepare_cached(&sql)?;
+    let mut rows = stmt.query(params![target_id, ts])?;
+    rows.next()?.map(found).transpose()
 }
 
 /// A row found for a target's totals.
@@ -327,38 +400,108 @@ struct Found {
 
 type RowTotals = Result<Option<Found>, StoreError>;
 
-/// A target's running totals as of `t0`, and the variant they belong to; `None` when the
-/// target had not been seen by then.
+/// Every target's running totals as of `t0`, and the variant they belong to; a target not seen
+/// by then is absent.
 ///
 /// Every table, range and cache must agree on cumulative fields, whatever has aged out, so
-/// this looks in order: the latest row at or before `t0` in any table (exact); else, for a
-/// target last scraped before `t0` whose rows aged out, its persisted final totals (a pod that
-/// vanished long ago keeps counting in its variant's totals); else the first row after `t0`,
-/// minus its own increases (its totals at that row's start: a live target whose older rows aged
-/// out).
+/// for each target this looks in order: its latest row at or before `t0` in any table (exact);
+/// else, for a target last scraped before `t0` whose rows aged out, its persisted final totals
+/// (a pod that vanished long ago keeps counting in its variant's totals); else its first row
+/// after `t0`, minus its own increases (its totals at that row's start: a live target whose
+/// older rows aged out). A target first registered after `t0` had no totals then: it is absent,
+/// exactly as the live stream starts it.
+///
+/// Rolled tables are keyed by target, so each target's latest rolled row is one lookup. The raw
+/// table is keyed by time, so it is scanned once for every target, only over the rows a rolled
+/// row cannot stand for: `t0`'s own minute and the minutes not rolled yet.
 pub fn totals_at(
     conn: &Connection,
-    target: &StoredTarget,
+    targets: &[StoredTarget],
     t0: i64,
     names: &HashMap<i64, String>,
-) -> Result<Option<(String, Totals)>, StoreError> {
-    let name = |vid: i64| names.get(&vid).cloned().unwrap_or_else(|| target.variant.clone());
-    let mut before = None;
-    for table in [Table::Raw, Table::Rollup, Table::Coarse] {
-        before = newest(before, row_totals(table, target.id, "ts <= ?2 ORDER BY ts DESC LIMIT 1", t0, conn)?);
+    rollup_ms: i64,
+) -> Result<HashMap<i64, (String, Totals)>, StoreError> {
+    let unrolled = watermark(conn)?.unwrap_or(i64::MIN).min(t0.saturating_sub(rollup_ms));
+    let mut raw = raw_newest(conn, (unrolled, t0))?;
+    let mut out = HashMap::with_capacity(targets.len());
+    let mut unseen = Vec::new();
+    for t in targets {
+        let name = |vid: i64| names.get(&vid).cloned().unwrap_or_else(|| t.variant.clone());
+        let mut before = raw.remove(&t.id);
+        for table in [Table::Rollup, Table::Coarse] {
+            before = newest(before, row_totals(table, t.id, "ts <= ?2 ORDER BY ts DESC LIMIT 1", t0, conn)?);
+        }
+        if let Some(f) = before {
+            out.insert(t.id, (name(f.variant_id), f.totals));
+        } else if let Some(totals) = t.totals.filter(|_| t.state_ms.is_some_and(|ms| ms <= t0)) {
+            // Scraped last before t0 and every row aged out: its totals at t0 are its final ones.
+            out.insert(t.id, (t.variant.clone(), totals));
+        } else if t.first_seen_ms <= t0 {
+            // Seen before t0 but its rows up to t0 aged out: derived from its first row after.
+            unseen.push(t);
+        }
     }
-    if let Some(f) = before {
-        return Ok(Some((name(f.variant_id), f.totals)));
+    if unseen.is_empty() {
+        return Ok(out);
     }
-    // Scraped last before t0 and every row aged out: its totals at t0 are its final ones.
-    if let Some(totals) = target.totals.filter(|_| target.state_ms.is_some_and(|ms| ms <= t0)) {
-        return Ok(Some((target.variant.clone(), totals)));
+    let mut raw_after = raw_oldest_after(conn, t0, unseen.iter().map(|t| t.id).collect())?;
+    for t in unseen {
+        let mut after = raw_after.remove(&t.id);
+        for table in [Table::Rollup, Table::Coarse] {
+            after = oldest(after, row_totals(table, t.id, "ts > ?2 ORDER BY ts LIMIT 1", t0, conn)?);
+        }
+        if let Some(f) = after {
+            let variant = names.get(&f.variant_id).cloned().unwrap_or_else(|| t.variant.clone());
+            out.insert(t.id, (variant, totals_before(&f.totals, &f.counts)));
+        }
     }
-    let mut after = None;
-    for table in [Table::Raw, Table::Rollup, Table::Coarse] {
-        after = oldest(after, row_totals(table, target.id, "ts > ?2 ORDER BY ts LIMIT 1", t0, conn)?);
+    Ok(out)
+}
+
+/// Each target's newest raw row in `(after, until]`, from one backward scan.
+fn raw_newest(conn: &Connection, (after, until): (i64, i64)) -> Result<HashMap<i64, Found>, StoreError> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT target_id, ts, variant_id, data FROM metrics_5s WHERE ts > ?1 AND ts <= ?2 ORDER BY ts DESC",
+    )?;
+    let mut rows = stmt.query(params![after, until])?;
+    let mut out = HashMap::new();
+    while let Some(r) = rows.next()? {
+        let target_id: i64 = r.get(0)?;
+        if let std::collections::hash_map::Entry::Vacant(slot) = out.entry(target_id) {
+            slot.insert(found(r)?);
+        }
     }
-    Ok(after.map(|f| (name(f.variant_id), totals_before(&f.totals, &f.counts))))
+    Ok(out)
+}
+
+/// The first raw row after `t0` of each of `wanted`, scanning forward until all are found.
+fn raw_oldest_after(
+    conn: &Connection,
+    t0: i64,
+    mut wanted: std::collections::HashSet<i64>,
+) -> Result<HashMap<i64, Found>, StoreError> {
+    let mut stmt =
+        conn.prepare_cached("SELECT target_id, ts, variant_id, data FROM metrics_5s WHERE ts > ?1 ORDER BY ts")?;
+    let mut rows = stmt.query(params![t0])?;
+    let mut out = HashMap::new();
+    while !wanted.is_empty()
+        && let Some(r) = rows.next()?
+    {
+        let target_id: i64 = r.get(0)?;
+        if wanted.remove(&target_id) {
+            out.insert(target_id, found(r)?);
+        }
+    }
+    Ok(out)
+}
+
+/// A [`Found`] from columns `(_, ts, variant_id, data)`.
+fn found(r: &rusqlite::Row<'_>) -> Result<Found, StoreError> {
+    let data = r.get_ref(3)?.as_blob().map_err(rusqlite::Error::from)?;
+    let v = codec::view(data)?;
+    let mut counts = Counts::default();
+    v.add_to(&mut counts);
+    Ok(Found { ts: r.get(1)?, variant_id: r.get(2)?, totals: v.totals, counts })
 }
 
 fn newest(a: Option<Found>, b: Option<Found>) -> Option<Found> {
@@ -397,18 +540,13 @@ fn totals_before(after: &Totals, counts: &Counts) -> Totals {
 
 /// Every target ever seen with its latest running totals and variant: the live point
 /// builder's seed, so the first live points carry the totals of pods that vanished before
-/// zai-dash started as well as of the live ones.
-pub fn latest_totals(conn: &Connection) -> Result<Vec<(i64, String, Totals)>, StoreError> {
+/// zai-dash started as well as of the live ones. The newest row says them exactly; the stored
+/// totals (written with each checkpoint) serve once a target's rows aged out.
+pub fn latest_totals(conn: &Connection, rollup_ms: i64) -> Result<Vec<(i64, String, Totals)>, StoreError> {
     let names = variant_names(conn)?;
-    let mut out = Vec::new();
-    for t in targets(conn)? {
-        let totals = match t.totals {
-            Some(totals) => Some((t.variant.clone(), totals)),
-            None => totals_at(conn, &t, i64::MAX, &names)?, // written before totals were kept
-        };
-        out.extend(totals.map(|(variant, totals)| (t.id, variant, totals)));
-    }
-    Ok(out)
+    let all = targets(conn)?;
+    let mut totals = totals_at(conn, &all, i64::MAX, &names, rollup_ms)?;
+    Ok(all.iter().filter_map(|t| totals.remove(&t.id).map(|(variant, totals)| (t.id, variant, totals))).collect())
 }
 
 /// Groups time-ordered raw rows of one target into rolled-up rows per `rollup_ms` bucket.

@@ -93,21 +93,24 @@ pub fn points_with(
         query::targets(conn)?.into_iter().filter(|t| q.target_url.as_ref().is_none_or(|u| u == &t.url)).collect();
     let after = bucket_end(q.start_ms + 1, q.step_ms) - q.step_ms;
     let mut builder = PointBuilder::new();
-    let mut read = Read::default();
+    let mut seeds = query::totals_at(conn, &targets, after, &names.owned, rollup_ms)?;
     for t in &targets {
-        if let Some((variant, totals)) = query::totals_at(conn, t, after, &names.owned)? {
+        if let Some((variant, totals)) = seeds.remove(&t.id) {
             builder.seed(t.id, Arc::from(variant.as_str()), totals);
         }
-        let widths = (q.point_ms, rollup_ms);
-        if q.raw {
-            let own = target_summaries(conn, Table::Raw, t.id, (after, q.end_ms), (&names.shared, widths), each_row)?;
-            read.newest_ms = read.newest_ms.max(own.last().map(|s| s.ts_ms));
-            read.rows.extend(own);
-        } else {
-            let coarse = q.step_ms % (rollup_ms * super::COARSE_FACTOR) == 0;
-            rollup_window(conn, t.id, (after, q.end_ms), (&names, widths, coarse), each_row, &mut read)?;
-        }
     }
+    let mut read = Read::default();
+    if targets.is_empty() {
+        return Ok(build_points(q, &read, &mut builder));
+    }
+    let only = q.target_url.as_ref().and(targets.first()).map(|t| t.id);
+    let widths = (q.point_ms, rollup_ms);
+    let mut from = after;
+    if !q.raw {
+        let coarse = q.step_ms % (rollup_ms * super::COARSE_FACTOR) == 0;
+        from = rolled_rows(conn, &targets, (after, q.end_ms), (&names.shared, widths, coarse), each_row, &mut read)?;
+    }
+    raw_rows(conn, (only, !q.raw), (from, q.end_ms), (&names, widths), each_row, &mut read)?;
     Ok(build_points(q, &read, &mut builder))
 }
 
@@ -142,9 +145,9 @@ struct Names {
 /// Names by variant id, shared, and the (point, rollup) widths.
 type Context<'a> = (&'a HashMap<i64, Arc<str>>, (i64, i64));
 
-/// Summaries of one target's rows with `after < ts <= until`, read in place from the encoded
-/// payloads: no string is allocated per label, and a quota block repeated byte for byte is
-/// decoded once.
+/// Summaries of one target's rows of a rolled table with `after < ts <= until`, read in place
+/// from the encoded payloads: no string is allocated per label, and a quota block repeated byte
+/// for byte is decoded once.
 pub fn target_summaries(
     conn: &Connection,
     table: Table,
@@ -154,23 +157,51 @@ pub fn target_summaries(
     each_row: &mut RowVisitor<'_>,
 ) -> Result<Vec<Summary>, StoreError> {
     let sql = format!(
-        "SELECT ts, variant_id, elapsed_ms, data, {} FROM {} WHERE target_id = ?1 AND ts > ?2 AND ts <= ?3 ORDER BY ts",
+        "SELECT ts, variant_id, elapsed_ms, data, {}, target_id FROM {} WHERE target_id = ?1 AND ts > ?2 AND ts <= ?3 ORDER BY ts",
         table.present_column(),
         table.name()
     );
     let mut stmt = conn.prepare_cached(&sql)?;
-    let mut rows = stmt.query(params![target_id, after, until])?;
+    let rows = stmt.query(params![target_id, after, until])?;
+    summaries(rows, table, (names, widths), each_row)
+}
+
+/// Summaries of every target's raw rows (or only `only`'s) with `after < ts <= until`, from one
+/// scan of the time-keyed raw table, read in place like [`target_summaries`].
+pub fn raw_summaries(
+    conn: &Connection,
+    only: Option<i64>,
+    (after, until): (i64, i64),
+    (names, widths): Context<'_>,
+    each_row: &mut RowVisitor<'_>,
+) -> Result<Vec<Summary>, StoreError> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT ts, variant_id, elapsed_ms, data, 0, target_id FROM metrics_5s
+         WHERE ts > ?1 AND ts <= ?2 AND (?3 IS NULL OR target_id = ?3) ORDER BY ts, target_id",
+    )?;
+    let rows = stmt.query(params![after, until, only])?;
+    summaries(rows, Table::Raw, (names, widths), each_row)
+}
+
+/// Reads selected `(ts, variant_id, elapsed_ms, data, presence, target_id)` rows into summaries.
+fn summaries(
+    mut rows: rusqlite::Rows<'_>,
+    table: Table,
+    (names, widths): Context<'_>,
+    each_row: &mut RowVisitor<'_>,
+) -> Result<Vec<Summary>, StoreError> {
     let unknown: Arc<str> = Arc::from("unknown");
-    let mut last_quota: Option<(Vec<u8>, Option<Arc<Quota>>)> = None;
+    let mut last_quota: HashMap<i64, (Vec<u8>, Option<Arc<Quota>>)> = HashMap::new();
     let mut out = Vec::new();
     while let Some(r) = rows.next()? {
         let data = r.get_ref(3)?.as_blob().map_err(rusqlite::Error::from)?;
         let v = codec::view(data)?;
-        let quota = match &last_quota {
+        let target_id: i64 = r.get(5)?;
+        let quota = match last_quota.get(&target_id) {
             Some((bytes, q)) if bytes.as_slice() == v.quota_bytes => q.clone(),
             _ => {
                 let q = v.quota()?.map(Arc::new);
-                last_quota = Some((v.quota_bytes.to_vec(), q.clone()));
+                last_quota.insert(target_id, (v.quota_bytes.to_vec(), q.clone()));
                 q
             }
         };
@@ -234,18 +265,17 @@ fn summarize(
     }
 }
 
-/// A target's rolled rows for `after < ts <= until`, coarsest first: stored 10 min rows (for a
-/// step that is a multiple of them) up to their watermark, then stored 1 min rows up to theirs,
-/// then the raw tail rolled into minutes on the fly, so a long range never misses its end.
-fn rollup_window(
+/// Every target's rolled rows for `after < ts <= until`, coarsest first: stored 10 min rows (for
+/// a step that is a multiple of them) up to their watermark, then stored 1 min rows up to
+/// theirs. Returns where the stored rows end: the raw tail is read from there.
+fn rolled_rows(
     conn: &Connection,
-    target_id: i64,
+    targets: &[StoredTarget],
     (after, until): (i64, i64),
-    (names, widths, coarse): (&Names, (i64, i64), bool),
+    (names, widths, coarse): (&HashMap<i64, Arc<str>>, (i64, i64), bool),
     each_row: &mut RowVisitor<'_>,
     read: &mut Read,
-) -> Result<(), StoreError> {
-    let Names { owned: names, shared } = names;
+) -> Result<i64, StoreError> {
     let tables: &[Table] = if coarse { &[Table::Coarse, Table::Rollup] } else { &[Table::Rollup] };
     let mut from = after;
     for &table in tables {
@@ -253,16 +283,42 @@ fn rollup_window(
         if to <= from {
             continue;
         }
-        let stored = target_summaries(conn, table, target_id, (from, to), (shared, widths), each_row)?;
-        read.newest_ms = read.newest_ms.max(stored.last().map(|s| s.ts_ms));
-        read.rows.extend(stored);
+        for t in targets {
+            let stored = target_summaries(conn, table, t.id, (from, to), (names, widths), each_row)?;
+            read.newest_ms = read.newest_ms.max(stored.last().map(|s| s.ts_ms));
+            read.rows.extend(stored);
+        }
         from = to;
     }
-    let raw_tail = query::target_rows_with(conn, Table::Raw, target_id, (from, until), names, widths)?;
-    for r in &raw_tail {
-        each_row(&r.variant, r.ts_ms, RowRef::Row(r));
+    Ok(from)
+}
+
+/// The raw rows of `(from, until]`, every target's (or only `only`'s) in one scan: as points,
+/// or with `roll` rolled into minutes on the fly (the newest end of a long range, after the
+/// stored rollups).
+fn raw_rows(
+    conn: &Connection,
+    (only, roll): (Option<i64>, bool),
+    (from, until): (i64, i64),
+    (names, widths): (&Names, (i64, i64)),
+    each_row: &mut RowVisitor<'_>,
+    read: &mut Read,
+) -> Result<(), StoreError> {
+    if from >= until {
+        return Ok(());
     }
-    read.newest_ms = read.newest_ms.max(raw_tail.last().map(|r| r.ts_ms));
-    read.rows.extend(query::roll_minutes(&raw_tail, widths.1).iter().map(Summary::from));
+    if !roll {
+        let own = raw_summaries(conn, only, (from, until), (&names.shared, widths), each_row)?;
+        read.newest_ms = read.newest_ms.max(own.iter().map(|s| s.ts_ms).max());
+        read.rows.extend(own);
+        return Ok(());
+    }
+    for tail in query::raw_rows_by_target(conn, (from, until), only, &names.owned, widths)?.values() {
+        for r in tail {
+            each_row(&r.variant, r.ts_ms, RowRef::Row(r));
+        }
+        read.newest_ms = read.newest_ms.max(tail.last().map(|r| r.ts_ms));
+        read.rows.extend(query::roll_minutes(tail, widths.1).iter().map(Summary::from));
+    }
     Ok(())
 }

@@ -1,9 +1,11 @@
 //! Schema and migrations, keyed on SQLite's `user_version`.
 //!
-//! Rows are keyed `(target_id, ts)` in `WITHOUT ROWID` tables, so the key is stored once and
-//! every access pattern (a target's range, its latest row, retention per target) is a range
-//! scan of the primary key; no secondary index is needed. `auto_vacuum = INCREMENTAL` is set
-//! before the first table exists, so retention can hand freed pages back to the file system.
+//! Rows live in `WITHOUT ROWID` tables, so the key is stored once and no secondary index is
+//! needed. Raw rows (written every tick) are keyed `(ts, target_id)`: a tick appends at the end
+//! of the table, and readers scan a time range once for every target. Rolled rows (written
+//! once a minute) are keyed `(target_id, ts)`: a target's long range is one key range.
+//! `auto_vacuum = INCREMENTAL` is set before the first table exists, so retention can hand freed
+//! pages back to the file system.
 
 use rusqlite::Connection;
 
@@ -81,6 +83,64 @@ const MIGRATIONS: &[&str] = &[
     ) WITHOUT ROWID;
 ",
     "
+    -- Scrape state journal: the values each scrape changed since the target's previous write,
+    -- replayed after its checkpoint (targets.state) at start-up. Keyed by time first, so one
+    -- tick's entries share pages instead of dirtying a page per target.
+    CREATE TABLE state_log (
+        ts        INTEGER NOT NULL,
+        target_id INTEGER NOT NULL,
+        data      BLOB NOT NULL,
+        PRIMARY KEY (ts, target_id)
+    ) WITHOUT ROWID;
+",
+    "
+    -- Each alert's record (a rule applied to a variant): phase, episode times, last value and,
+    -- per receiver, the last phase it acknowledged (JSON), so a restart neither re-notifies
+    -- nor forgets.
+    CREATE TABLE alerts (
+        rule        TEXT NOT NULL,
+        variant     TEXT NOT NULL,
+        phase       TEXT NOT NULL,
+        active_ms   INTEGER,
+        fired_ms    INTEGER,
+        resolved_ms INTEGER,
+        value       REAL,
+        severity    TEXT NOT NULL,
+        metric      TEXT NOT NULL,
+        notified    TEXT NOT NULL,
+        updated_ms  INTEGER NOT NULL,
+        PRIMARY KEY (rule, variant)
+    ) WITHOUT ROWID;
+    -- Every firing episode, for the charts' shading; to_ms is NULL while it fires.
+    CREATE TABLE alert_periods (
+        rule     TEXT NOT NULL,
+        variant  TEXT NOT NULL,
+        from_ms  INTEGER NOT NULL,
+        to_ms    INTEGER,
+        severity TEXT NOT NULL,
+        metric   TEXT NOT NULL,
+        PRIMARY KEY (rule, variant, from_ms)
+    ) WITHOUT ROWID;
+    CREATE INDEX alert_periods_by_start ON alert_periods (from_ms);
+",
+    "
+    -- Raw rows keyed by time first: a tick's rows are appended together at the end of the
+    -- table, a few pages per tick, instead of one row in the middle of each target's range
+    -- (a page, often three with the rebalancing, per target per tick).
+    CREATE TABLE metrics_5s_by_time (
+        target_id  INTEGER NOT NULL,
+        ts         INTEGER NOT NULL,
+        variant_id INTEGER NOT NULL,
+        elapsed_ms INTEGER NOT NULL,
+        data       BLOB NOT NULL,
+        PRIMARY KEY (ts, target_id)
+    ) WITHOUT ROWID;
+    INSERT INTO metrics_5s_by_time (target_id, ts, variant_id, elapsed_ms, data)
+        SELECT target_id, ts, variant_id, elapsed_ms, data FROM metrics_5s ORDER BY ts, target_id;
+    DROP TABLE metrics_5s;
+    ALTER TABLE metrics_5s_by_time RENAME TO metrics_5s;
+",
+    "
     -- Remote write: each scrape's encoded series until a receiver took them (or the backlog
     -- limit dropped them). The rowid is the shipping order; only the head is ever removed.
     CREATE TABLE remote_queue (
@@ -131,6 +191,28 @@ mod tests {
         assert_eq!(v as usize, SCHEMA_VERSION);
         let av: i64 = c.query_row("PRAGMA auto_vacuum", [], |r| r.get(0)).unwrap();
         assert_eq!(av, 2, "incremental");
+    }
+
+    #[test]
+    fn raw_rows_written_before_the_time_keyed_layout_are_kept() {
+        let mut c = Connection::open_in_memory().unwrap();
+        let before = MIGRATIONS.iter().position(|m| m.contains("metrics_5s_by_time")).unwrap();
+        for sql in &MIGRATIONS[..before] {
+            c.execute_batch(sql).unwrap();
+        }
+        c.pragma_update(None, "user_version", before as i64).unwrap();
+        for (target, ts) in [(2, 5_000), (1, 10_000), (1, 5_000)] {
+            c.execute(
+                "INSERT INTO metrics_5s (target_id, ts, variant_id, elapsed_ms, data) VALUES (?1, ?2, 1, 5000, x'01')",
+                [target, ts],
+            )
+            .unwrap();
+        }
+        migrate(&mut c).unwrap();
+        let mut stmt = c.prepare("SELECT ts, target_id FROM metrics_5s").unwrap();
+        let keys: Vec<(i64, i64)> =
+            stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?))).unwrap().map(Result::unwrap).collect();
+        assert_eq!(keys, vec![(5_000, 1), (5_000, 2), (10_000, 1)], "every row, in time order");
     }
 
     #[test]

@@ -9,8 +9,8 @@ use std::collections::BTreeMap;
 use rusqlite::Connection;
 
 use super::StoreError;
-use super::query::{Table, target_rows, targets, variant_names, watermark};
-use crate::point::Counts;
+use super::query::{Table, raw_rows_by_target, target_rows, targets, variant_names, watermark};
+use crate::point::{Counts, TargetRow};
 
 /// What to sum.
 #[derive(Debug, Clone)]
@@ -25,6 +25,17 @@ pub struct WindowQuery {
     pub widths: (i64, i64),
     /// Only this target URL.
     pub target_url: Option<String>,
+}
+
+impl WindowQuery {
+    /// The window of `window_ms` ending at `end_ms` over every target, read as `/api/compare`
+    /// reads it: raw rows when the window is at most an hour and raw rows still cover it
+    /// (`raw_since_ms`), else rollups up to the watermark and raw rows after it.
+    pub fn ending(end_ms: i64, window_ms: i64, widths: (i64, i64), raw_since_ms: i64) -> Self {
+        let start_ms = end_ms - window_ms;
+        let raw = window_ms <= super::query::RAW_RANGE_LIMIT_MS && start_ms >= raw_since_ms;
+        Self { start_ms, end_ms, raw, widths, target_url: None }
+    }
 }
 
 /// One variant's sums over a window.
@@ -49,22 +60,30 @@ pub fn window_sums(conn: &Connection, q: &WindowQuery) -> Result<BTreeMap<String
     let names = variant_names(conn)?;
     let wm = if q.raw { i64::MIN } else { watermark(conn)?.unwrap_or(i64::MIN) };
     let (point_ms, rollup_ms) = q.widths;
+    let targets: Vec<_> =
+        targets(conn)?.into_iter().filter(|t| q.target_url.as_ref().is_none_or(|u| u == &t.url)).collect();
+    let only = q.target_url.as_ref().and(targets.first()).map(|t| t.id);
     let mut out: BTreeMap<String, WindowSums> = BTreeMap::new();
-    for t in targets(conn)?.into_iter().filter(|t| q.target_url.as_ref().is_none_or(|u| u == &t.url)) {
-        let mut rows = Vec::new();
-        if !q.raw && wm > q.start_ms {
-            let rolled = target_rows(conn, Table::Rollup, t.id, q.start_ms, q.end_ms.min(wm), &names)?;
-            rows.extend(rolled.into_iter().map(|r| (r, rollup_ms)));
+    let mut add = |r: &TargetRow, width: i64| {
+        let from = (r.ts_ms - width).max(q.start_ms);
+        let sums =
+            out.entry(r.variant.clone()).or_insert_with(|| WindowSums { data_from_ms: from, ..Default::default() });
+        sums.counts.add(&r.counts);
+        sums.data_from_ms = sums.data_from_ms.min(from);
+    };
+    if !q.raw && wm > q.start_ms {
+        for t in &targets {
+            for r in target_rows(conn, Table::Rollup, t.id, q.start_ms, q.end_ms.min(wm), &names)? {
+                add(&r, rollup_ms);
+            }
         }
-        let raw = target_rows(conn, Table::Raw, t.id, q.start_ms.max(wm), q.end_ms, &names)?;
-        rows.extend(raw.into_iter().map(|r| (r, point_ms)));
-        for (r, width) in &rows {
-            let from = (r.ts_ms - width).max(q.start_ms);
-            let sums =
-                out.entry(r.variant.clone()).or_insert_with(|| WindowSums { data_from_ms: from, ..Default::default() });
-            sums.counts.add(&r.counts);
-            sums.data_from_ms = sums.data_from_ms.min(from);
-        }
+    }
+    if targets.is_empty() {
+        return Ok(out);
+    }
+    let raw = raw_rows_by_target(conn, (q.start_ms.max(wm), q.end_ms), only, &names, q.widths)?;
+    for r in raw.values().flatten() {
+        add(r, point_ms);
     }
     Ok(out)
 }

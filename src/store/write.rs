@@ -19,7 +19,7 @@ use tokio::sync::mpsc;
 use super::{Store, StoreError, query};
 use crate::clock::bucket_end;
 use crate::ingest::{BatchSink, PointSink};
-pub use crate::ingest::{StateUpdate, WriteBatch};
+pub use crate::ingest::{StateUpdate, StateWrite, WriteBatch};
 
 /// Failed batches kept for retry: one hour of 5 s ticks.
 pub const MAX_BACKLOG: usize = 720;
@@ -200,6 +200,28 @@ async fn drain(
     false
 }
 
+/// Checkpoints replace a target's stored state (never with an older one); journal entries are
+/// appended (a retried batch writes the same keys again, harmlessly).
+fn write_states(conn: &Connection, states: &[StateUpdate]) -> Result<(), StoreError> {
+    for s in states {
+        match &s.write {
+            StateWrite::Checkpoint(json) => {
+                let totals = super::codec::encode_totals(&s.totals);
+                conn.prepare_cached(
+                    "UPDATE targets SET state = ?1, state_ms = ?2, variant = ?3, totals = ?5
+                     WHERE id = ?4 AND (state_ms IS NULL OR state_ms <= ?2)",
+                )?
+                .execute(params![json, s.scraped_ms, s.variant, s.target_id, totals])?;
+            }
+            StateWrite::Journal(entry) => {
+                conn.prepare_cached("INSERT OR REPLACE INTO state_log (ts, target_id, data) VALUES (?1, ?2, ?3)")?
+                    .execute(params![s.scraped_ms, s.target_id, entry])?;
+            }
+        }
+    }
+    Ok(())
+}
+
 fn insert_events(conn: &Connection, events: &[crate::ingest::Event]) -> Result<(), StoreError> {
     let mut insert =
         conn.prepare_cached("INSERT INTO events (ts, kind, variant, target, detail) VALUES (?1, ?2, ?3, ?4, ?5)")?;
@@ -253,15 +275,7 @@ pub fn write_batch(conn: &mut Connection, batch: &WriteBatch, rollup_ms: i64) ->
         changed_served |= query::upsert_raw_row(&tx, row)?;
         changed_served |= watermarks.reopen(&tx, row.ts_ms, rollup_ms)?;
     }
-    let mut update = tx.prepare_cached(
-        "UPDATE targets SET state = ?1, state_ms = ?2, variant = ?3, totals = ?5
-         WHERE id = ?4 AND (state_ms IS NULL OR state_ms <= ?2)",
-    )?;
-    for s in &batch.states {
-        let totals = super::codec::encode_totals(&s.totals);
-        update.execute(params![s.state_json, s.scraped_ms, s.variant, s.target_id, totals])?;
-    }
-    drop(update);
+    write_states(&tx, &batch.states)?;
     insert_events(&tx, &batch.events)?;
     tx.commit()?;
     Ok(changed_served)

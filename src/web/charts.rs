@@ -127,6 +127,8 @@ pub struct Mark {
     pub label: String,
     /// CSS class (`version`, `alert`).
     pub class: &'static str,
+    /// Panels it belongs on (`errors`, `latency`, ...); empty: every chart.
+    pub panels: &'static [&'static str],
 }
 
 /// A mark, placed.
@@ -544,9 +546,15 @@ mod tests {
     fn marks_inside_the_window_are_placed_and_clipped() {
         let mut s = spec(vec![(1_800_000, Some(1.0))]);
         s.marks = vec![
-            Mark { from_ms: 1_800_000, to_ms: 1_800_000, label: "version 1 -> 2".into(), class: "version" },
-            Mark { from_ms: -600_000, to_ms: 600_000, label: "alert".into(), class: "alert" },
-            Mark { from_ms: 7_200_000, to_ms: 7_200_000, label: "later".into(), class: "version" },
+            Mark {
+                from_ms: 1_800_000,
+                to_ms: 1_800_000,
+                label: "version 1 -> 2".into(),
+                class: "version",
+                panels: &[],
+            },
+            Mark { from_ms: -600_000, to_ms: 600_000, label: "alert".into(), class: "alert", panels: &[] },
+            Mark { from_ms: 7_200_000, to_ms: 7_200_000, label: "later".into(), class: "version", panels: &[] },
         ];
         let v = build(&s);
         assert_eq!(v.marks.len(), 2, "the mark after the window is left out");

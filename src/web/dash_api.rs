@@ -12,7 +12,6 @@ use super::api::{known_variants, parse_metrics_query};
 use super::error::ApiError;
 use crate::compare::{self, Comparison, SideStats};
 use crate::setting::duration_ms;
-use crate::store::query::RAW_RANGE_LIMIT_MS;
 use crate::store::window::{self, ModelUsage, WindowQuery};
 use crate::variant::is_valid_variant;
 
@@ -64,10 +63,8 @@ pub async fn comparison(state: &AppState, p: &CompareParams) -> Result<Compariso
             ApiError::BadRequest(format!("invalid window parameter {window_text:?}: use a duration from 1m to 7d"))
         })?;
     let end_ms = state.clock.now_ms();
-    let start_ms = end_ms - window_ms;
     let res = state.settings.resolution(end_ms);
-    let raw = window_ms <= RAW_RANGE_LIMIT_MS && start_ms >= res.raw_since_ms;
-    let q = WindowQuery { start_ms, end_ms, raw, widths: (res.point_ms, res.rollup_ms), target_url: None };
+    let q = WindowQuery::ending(end_ms, window_ms, (res.point_ms, res.rollup_ms), res.raw_since_ms);
     let sums = state.store.with_conn(move |c| window::window_sums(c, &q)).await?;
     // Rates divide by the time each side's data covers, not by the window (decisions 8).
     let side =

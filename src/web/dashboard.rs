@@ -358,7 +358,7 @@ fn panel(
         end_ms: window.1,
         unit: spec.unit,
         series,
-        marks: marks.to_vec(),
+        marks: marks.iter().filter(|m| m.panels.is_empty() || m.panels.contains(&spec.id)).cloned().collect(),
     });
     let legend = chart
         .lines

@@ -1,6 +1,7 @@
 //! HTTP: the router, shared state, health endpoints and the mapping of errors to responses.
 //! Handlers stay thin: parse, call the domain, shape the answer.
 
+pub mod alerts;
 pub mod api;
 pub mod assets;
 pub mod auth;
@@ -121,6 +122,8 @@ pub struct AppState {
     pub sessions: Option<Arc<session::Sessions>>,
     /// Remote write status, when `REMOTE_WRITE_URL` is set.
     pub remote: Option<Arc<crate::remote::RemoteStatus>>,
+    /// Alert rules, states and receivers.
+    pub alerts: crate::alerts::Alerts,
 }
 
 /// The application's routes. With `DASHBOARD_TOKEN` set, everything except `/healthz`,
@@ -153,6 +156,8 @@ fn pages_router() -> Router<AppState> {
         .route("/", get(pages::overview))
         .route("/targets", get(pages::targets))
         .route("/compare", get(pages::compare))
+        .route("/alerts", get(alerts::page))
+        .route("/api/alerts", get(alerts::api))
         .route("/api/compare", get(dash_api::compare))
         .route("/api/models", get(dash_api::models))
         .route("/static/{name}", get(assets::serve))
@@ -183,6 +188,10 @@ async fn self_metrics(State(state): State<AppState>) -> impl IntoResponse {
     };
     let targets = state.health.snapshot();
     let remote = state.remote.as_ref().map(|r| r.snapshot(state.clock.now_ms()));
+    let receivers = state.alerts.receivers();
+    let alerts = state.alerts.snapshot().alerts;
+    let count = |p| alerts.iter().filter(|a| a.record.phase == p).count();
+    let pending_firing = (count(crate::alerting::AlertPhase::Pending), count(crate::alerting::AlertPhase::Firing));
     let body = selfmetrics::render(&selfmetrics::Inputs {
         targets: &targets,
         scrape_durations: state.health.durations(),
@@ -191,6 +200,8 @@ async fn self_metrics(State(state): State<AppState>) -> impl IntoResponse {
         sse_clients: state.hub.subscribers(),
         db: db.as_ref(),
         remote: remote.as_ref(),
+        receivers: &receivers,
+        alerts_pending_firing: pending_firing,
     });
     ([(axum::http::header::CONTENT_TYPE, crate::expo::CONTENT_TYPE)], body)
 }

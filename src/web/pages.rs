@@ -21,6 +21,7 @@ use super::dashboard::{self, Card, Link, Panels, View};
 use super::error::PageError;
 use crate::clock::rfc3339_ms;
 use crate::compare::Comparison;
+use crate::store::alerts as alert_store;
 use crate::store::query::{self, PointQuery};
 use crate::store::window;
 
@@ -41,10 +42,13 @@ pub struct Chrome {
     pub page: &'static str,
     /// A line shown under the header on every page, if the configuration has one.
     pub notice: Option<String>,
+    /// Alerts firing now: the strip under the header.
+    pub firing: Vec<super::alerts::StripAlert>,
 }
 
 impl Chrome {
-    fn new(state: &AppState, page: &'static str) -> Self {
+    /// The chrome of `page` (`overview`, `compare`, `targets`, `alerts`).
+    pub fn new(state: &AppState, page: &'static str) -> Self {
         Self {
             version: crate::VERSION,
             css: assets::url("app.css"),
@@ -53,6 +57,7 @@ impl Chrome {
             interval_ms: state.settings.point_ms().max(crate::setting::duration_ms(state.settings.scrape_interval)),
             page,
             notice: state.settings.notice.clone(),
+            firing: super::alerts::strip(state),
         }
     }
 }
@@ -206,16 +211,20 @@ async fn charts_for(state: &AppState, view: &View, names: &[String]) -> Result<A
 async fn build_charts(state: &AppState, view: &View, names: &[String], q: PointQuery) -> Result<Panels, PageError> {
     let (window, step) = ((q.start_ms, q.end_ms), q.step_ms);
     let rollup_ms = state.settings.rollup_ms();
-    let ((points, mut counts), events) = state
+    let ((points, mut counts), (events, periods)) = state
         .store
-        .with_conn(move |c| Ok((window::points_and_counts(c, &q, rollup_ms)?, query::events(c, q.start_ms, q.end_ms)?)))
+        .with_conn(move |c| {
+            let marks = (query::events(c, q.start_ms, q.end_ms)?, alert_store::periods(c, q.start_ms, q.end_ms)?);
+            Ok((window::points_and_counts(c, &q, rollup_ms)?, marks))
+        })
         .await
         .map_err(super::error::ApiError::from)?;
     if view.variant != "all" {
         counts.retain(|v, _| *v == view.variant);
     }
     let models = window::model_usage(&counts);
-    let marks = version_marks(&events, view);
+    let mut marks = version_marks(&events, view);
+    marks.extend(super::alerts::alert_marks(&periods, view, state.clock.now_ms()));
     let mut panels = dashboard::panels_marked(&points, window, &dashboard::colors(names), (&counts, &models), &marks);
     panels.covered = covered_text(&points, window, step);
     Ok(panels)
@@ -232,6 +241,7 @@ fn version_marks(events: &[crate::ingest::Event], view: &View) -> Vec<Mark> {
             to_ms: e.ts_ms,
             label: format!("{} UTC: {} ({}, {})", rfc3339_ms(e.ts_ms), e.detail, e.variant, e.target),
             class: "version",
+            panels: &[],
         })
         .collect()
 }

@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use crate::alerts::ReceiverView;
 use crate::expo::{AtomicHistogram, Exposition};
 use crate::health::TargetHealth;
 use crate::remote::StatusSnapshot;
@@ -79,11 +80,16 @@ pub struct Inputs<'a> {
     pub db: Option<&'a DbFigures>,
     /// Remote write, when configured.
     pub remote: Option<&'a StatusSnapshot>,
+    /// Alert receivers' counters.
+    pub receivers: &'a [ReceiverView],
+    /// Alerts pending and firing now.
+    pub alerts_pending_firing: (usize, usize),
 }
 
 /// Renders the exposition; families in name order, as client_golang does.
 pub fn render(i: &Inputs<'_>) -> String {
     let mut e = Exposition::new();
+    write_alerts(&mut e, i);
     e.family("zai_dash_build_info", "Build information; the value is always 1.", "gauge");
     e.sample("zai_dash_build_info", &[("version", crate::VERSION)], 1.0);
     if let Some(db) = i.db {
@@ -147,6 +153,36 @@ fn write_remote(e: &mut Exposition, r: &StatusSnapshot) {
         e.family(name, help, kind);
         e.sample(name, &[], value);
     }
+}
+
+/// A counter family of the alert receivers: name, help, and the count it reads.
+type ReceiverFamily = (&'static str, &'static str, fn(&ReceiverView) -> u64);
+
+/// Receivers' deliveries, failed attempts and drops, and the alerts pending and firing.
+fn write_alerts(e: &mut Exposition, i: &Inputs<'_>) {
+    let families: [ReceiverFamily; 3] = [
+        ("zai_dash_alert_deliveries_total", "Alert notifications delivered, per receiver.", |r| r.sent),
+        (
+            "zai_dash_alert_delivery_failures_total",
+            "Failed alert delivery attempts, per receiver (each is retried with backoff).",
+            |r| r.failures,
+        ),
+        (
+            "zai_dash_alert_notifications_dropped_total",
+            "Alert notifications dropped because a receiver's mailbox was full.",
+            |r| r.dropped,
+        ),
+    ];
+    for (name, help, get) in families {
+        e.family(name, help, "counter");
+        for r in i.receivers {
+            e.sample(name, &[("receiver", r.name)], get(r) as f64);
+        }
+    }
+    e.family("zai_dash_alerts", "Alerts by state (pending or firing) at the last evaluation.", "gauge");
+    let (pending, firing) = i.alerts_pending_firing;
+    e.sample("zai_dash_alerts", &[("state", "firing")], firing as f64);
+    e.sample("zai_dash_alerts", &[("state", "pending")], pending as f64);
 }
 
 fn write_dropped(e: &mut Exposition, targets: &[TargetHealth]) {
@@ -221,6 +257,8 @@ mod tests {
             sse_clients: 2,
             db: None,
             remote: None,
+            receivers: &[],
+            alerts_pending_firing: (1, 2),
         });
         assert!(!text.contains("10.0.0.1"), "{text}");
         assert!(
@@ -228,6 +266,7 @@ mod tests {
         );
         assert!(text.contains("zai_dash_target_up{target=\"http://10.0.0.2:8080/metrics\",variant=\"canary\"} 0\n"));
         assert!(text.contains("zai_dash_sse_clients 2\n"));
+        assert!(text.contains("zai_dash_alerts{state=\"firing\"} 2\n"));
         assert!(crate::scrape::parse::parse(&text).is_ok());
     }
 }

@@ -1,0 +1,600 @@
+//! The alert engine: one task that evaluates every rule on each tick (each published live
+//! point set, or after two point intervals without one, so that alerts still move when every
+//! target is down), keeps each alert's record, persists changes, announces them on the live
+//! stream and posts notifications to the receivers' mailboxes.
+//!
+//! Nothing here waits for a receiver: posting to a mailbox returns at once. Receivers report
+//! what they delivered; the record keeps it per receiver, so a restart resends only what a
+//! receiver has not acknowledged (a firing alert it never heard of, or the resolution of one it
+//! did), and never a resolution it already has.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use super::deliver::{Ack, Mailbox, ReceiverStats};
+use super::eval::{Observation, advance, new_record};
+use super::notify::Notification;
+use super::observe::{Feed, Inputs, Medians};
+use super::rules::Rule;
+use crate::alerting::{AlertPhase, AlertRecord, AlertStateStore, Announcer};
+use crate::clock::{SharedClock, rfc3339_ms};
+use crate::health::HealthBoard;
+use crate::stats::StatsSource;
+
+/// An alert's identity: rule and variant.
+pub type Key = (String, String);
+
+/// What the engine reads from and writes to.
+#[derive(Debug, Clone)]
+pub struct Deps {
+    /// Window statistics (the store, or an engine-backed source).
+    pub stats: Arc<dyn StatsSource>,
+    /// Target health.
+    pub health: HealthBoard,
+    /// Latest live points and ticks.
+    pub feed: Arc<Feed>,
+    /// Persistence of records.
+    pub store: Arc<dyn AlertStateStore>,
+    /// The live stream.
+    pub announcer: Arc<dyn Announcer>,
+    /// Wall clock.
+    pub clock: SharedClock,
+}
+
+/// A receiver as the engine sees it: its mailbox and how often firing alerts are repeated.
+#[derive(Debug)]
+pub struct Outlet {
+    /// The receiver's counters (its name among them).
+    pub stats: Arc<ReceiverStats>,
+    /// Where notifications go.
+    pub mailbox: Arc<Mailbox>,
+    /// Alertmanager wants firing alerts re-sent this often; webhooks are told once.
+    pub repeat_ms: Option<i64>,
+    /// When each firing alert was last posted.
+    posted_ms: BTreeMap<Key, i64>,
+}
+
+impl Outlet {
+    /// An outlet for a receiver.
+    pub fn new(stats: Arc<ReceiverStats>, mailbox: Arc<Mailbox>, repeat_ms: Option<i64>) -> Self {
+        Self { stats, mailbox, repeat_ms, posted_ms: BTreeMap::new() }
+    }
+
+    fn post(&mut self, n: Notification, now_ms: i64) {
+        self.posted_ms.insert(n.key.clone(), now_ms);
+        if !self.mailbox.post(n) {
+            self.stats.dropped.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            tracing::warn!(receiver = self.stats.name, "Alert mailbox full; a notification was dropped.");
+        }
+    }
+}
+
+/// What the page and the API show, rebuilt after each evaluation.
+#[derive(Debug, Clone, Default)]
+pub struct Snapshot {
+    /// Time of the last evaluation.
+    pub evaluated_ms: Option<i64>,
+    /// Why window statistics could not be read at the last evaluation.
+    pub error: Option<String>,
+    /// Every alert evaluated, in rule then variant order.
+    pub alerts: Vec<AlertView>,
+}
+
+/// One alert, ready to show.
+#[derive(Debug, Clone)]
+pub struct AlertView {
+    /// The record.
+    pub record: AlertRecord,
+    /// Summary with its placeholders filled.
+    pub summary: String,
+    /// The value in the metric's terms.
+    pub value: String,
+    /// The threshold in the metric's terms, with its operator (`> 5`).
+    pub threshold: String,
+    /// Per receiver, the last acknowledged delivery, Unix ms.
+    pub delivered: BTreeMap<&'static str, i64>,
+}
+
+/// The engine's state; owned by its task.
+#[derive(Debug)]
+pub struct Engine {
+    rules: Arc<Vec<Rule>>,
+    deps: Deps,
+    outlets: Vec<Outlet>,
+    records: BTreeMap<Key, AlertRecord>,
+    dirty: BTreeSet<Key>,
+    medians: Medians,
+    delivered: BTreeMap<Key, BTreeMap<&'static str, i64>>,
+    shared: Arc<RwLock<Snapshot>>,
+    /// Latest points older than this many ms are a stopped variant's, not current.
+    stale_ms: i64,
+    failing: bool,
+}
+
+impl Engine {
+    /// An engine over `rules`, publishing its snapshot to `shared`.
+    pub fn new(
+        rules: Arc<Vec<Rule>>,
+        deps: Deps,
+        outlets: Vec<Outlet>,
+        shared: Arc<RwLock<Snapshot>>,
+        stale_ms: i64,
+    ) -> Self {
+        Self {
+            rules,
+            deps,
+            outlets,
+            records: BTreeMap::new(),
+            dirty: BTreeSet::new(),
+            medians: Medians::default(),
+            delivered: BTreeMap::new(),
+            shared,
+            stale_ms,
+            failing: false,
+        }
+    }
+
+    /// Restores the records, then evaluates on every tick (or `fallback` after the last
+    /// evaluation) until `stop`; acknowledgements are recorded as they come.
+    pub async fn run(mut self, mut acks: mpsc::Receiver<Ack>, stop: CancellationToken, fallback: Duration) {
+        self.restore().await;
+        let feed = self.deps.feed.clone();
+        let mut deadline = tokio::time::Instant::now();
+        loop {
+            tokio::select! {
+                biased;
+                () = stop.cancelled() => break,
+                Some(ack) = acks.recv() => {
+                    self.acknowledge(ack);
+                    self.save_dirty().await;
+                    continue;
+                }
+                () = feed.ticked() => {}
+                () = tokio::time::sleep_until(deadline) => {}
+            }
+            self.evaluate().await;
+            deadline = tokio::time::Instant::now() + fallback;
+        }
+        // Receivers stop with the same token; what they delivered just before is recorded, so
+        // the next start does not send it again. The channel closes when the last one exits.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(1);
+        while let Ok(Some(ack)) = tokio::time::timeout_at(deadline, acks.recv()).await {
+            self.acknowledge(ack);
+        }
+        self.save_dirty().await;
+    }
+
+    fn rule(&self, name: &str) -> Option<&Rule> {
+        self.rules.iter().find(|r| r.name == name)
+    }
+
+    /// Loads the records kept, resolves those whose rule is gone, and posts what each receiver
+    /// has not acknowledged.
+    pub async fn restore(&mut self) {
+        let now = self.deps.clock.now_ms();
+        let loaded = self.deps.store.load().await.unwrap_or_else(|e| {
+            tracing::warn!(error = %e, "Alert state could not be read; starting with none.");
+            Vec::new()
+        });
+        for mut rec in loaded {
+            let key = (rec.rule.clone(), rec.variant.clone());
+            if self.rule(&rec.rule).is_some() {
+                self.records.insert(key, rec);
+            } else if rec.phase == AlertPhase::Firing {
+                // Its rule left ALERT_RULES: the episode ends now, and receivers hear so.
+                rec.phase = AlertPhase::Resolved;
+                rec.resolved_ms = Some(now);
+                rec.updated_ms = now;
+                self.post_missing(None, &rec, now);
+                self.dirty.insert(key.clone());
+                self.records.insert(key, rec);
+            }
+        }
+        let keys: Vec<Key> = self.records.keys().cloned().collect();
+        for key in keys {
+            let rec = self.records[&key].clone();
+            let rule = self.rule(&rec.rule).cloned();
+            self.post_missing(rule.as_ref(), &rec, now);
+        }
+        self.save_dirty().await;
+        self.records.retain(|(rule, _), _| self.rules.iter().any(|r| r.name == *rule));
+    }
+
+    /// Posts to each receiver what it lacks of `rec`: a firing alert it has not acknowledged,
+    /// or the resolution of one it acknowledged firing.
+    fn post_missing(&mut self, rule: Option<&Rule>, rec: &AlertRecord, now_ms: i64) {
+        for outlet in &mut self.outlets {
+            let told = rec.notified.get(outlet.stats.name).copied();
+            let lacks = match rec.phase {
+                AlertPhase::Firing => told != Some(AlertPhase::Firing),
+                AlertPhase::Resolved => told == Some(AlertPhase::Firing),
+                _ => false,
+            };
+            if lacks {
+                outlet.post(notification(rule, rec), now_ms);
+            }
+        }
+    }
+
+    /// Records a receiver's acknowledgement.
+    pub fn acknowledge(&mut self, ack: Ack) {
+        let Some(rec) = self.records.get_mut(&ack.key) else { return };
+        rec.notified.insert(ack.receiver.to_owned(), ack.phase);
+        self.delivered.entry(ack.key.clone()).or_default().insert(ack.receiver, ack.at_ms);
+        self.dirty.insert(ack.key);
+    }
+
+    /// One evaluation of every rule at the clock's time.
+    pub async fn evaluate(&mut self) {
+        let now = self.deps.clock.now_ms();
+        let (inputs, error) = self.read_inputs(now).await;
+        let rules = self.rules.clone();
+        let mut changed = Vec::new();
+        for rule in rules.iter() {
+            let known = self.records.keys().filter(|(r, _)| *r == rule.name).map(|(_, v)| v.clone());
+            for variant in inputs.variants_of(rule, known.collect::<Vec<_>>().into_iter()) {
+                let Some((value, requests)) = inputs.value(rule, &variant) else { continue };
+                let key = (rule.name.clone(), variant);
+                let rec = self.records.entry(key.clone()).or_insert_with(|| new_record(rule, &key.1, now));
+                if advance(rec, Observation::judge(rule, value, requests), now, rule.for_ms).is_some() {
+                    changed.push((rule.clone(), key));
+                }
+            }
+        }
+        for (rule, key) in changed {
+            self.on_change(&rule, &key, now);
+        }
+        self.repeat_firing(now);
+        self.save_dirty().await;
+        self.publish_snapshot(now, error);
+    }
+
+    /// Everything one evaluation reads, and why window statistics were missing, if they were.
+    async fn read_inputs(&mut self, now: i64) -> (Inputs, Option<String>) {
+        let mut inputs = Inputs::default();
+        let error = inputs.read_windows(&self.rules, self.deps.stats.as_ref(), now).await;
+        match (&error, self.failing) {
+            (Some(e), false) => {
+                tracing::warn!(error = %e, "Alert rules over windows are not evaluated until statistics can be read.")
+            }
+            (None, true) => tracing::info!("Window statistics readable again; every alert rule is evaluated."),
+            _ => {}
+        }
+        self.failing = error.is_some();
+        inputs.latest = self.deps.feed.fresh(now - self.stale_ms);
+        inputs.read_health(&self.deps.health.snapshot());
+        self.medians.refresh(&self.rules, self.deps.stats.as_ref(), now, &mut inputs).await;
+        (inputs, error.map(|e| e.to_string()))
+    }
+
+    /// A phase change: persisted, announced, and posted when it fires or resolves.
+    fn on_change(&mut self, rule: &Rule, key: &Key, now_ms: i64) {
+        let Some(rec) = self.records.get(key).cloned() else { return };
+        self.dirty.insert(key.clone());
+        self.deps.announcer.announce("alert", alert_event(rule, &rec));
+        let log =
+            |what: &str| tracing::info!(rule = %rule.name, variant = %rec.variant, value = ?rec.value, "Alert {what}.");
+        match rec.phase {
+            AlertPhase::Firing => log("firing"),
+            AlertPhase::Resolved => log("resolved"),
+            _ => return,
+        }
+        for outlet in &mut self.outlets {
+            outlet.post(notification(Some(rule), &rec), now_ms);
+        }
+    }
+
+    /// Re-posts firing alerts to receivers that want them repeated (Alertmanager).
+    fn repeat_firing(&mut self, now_ms: i64) {
+        for outlet in &mut self.outlets {
+            let Some(every) = outlet.repeat_ms else { continue };
+            for (key, rec) in self.records.iter().filter(|(_, r)| r.phase == AlertPhase::Firing) {
+                let due = outlet.posted_ms.get(key).is_none_or(|t| now_ms - t >= every);
+                if let (true, Some(rule)) = (due, self.rules.iter().find(|r| r.name == rec.rule)) {
+                    outlet.post(notification(Some(rule), rec), now_ms);
+                }
+            }
+        }
+    }
+
+    async fn save_dirty(&mut self) {
+        if self.dirty.is_empty() {
+            return;
+        }
+        let batch: Vec<AlertRecord> = self.dirty.iter().filter_map(|k| self.records.get(k).cloned()).collect();
+        match self.deps.store.save(batch).await {
+            Ok(()) => self.dirty.clear(),
+            Err(e) => tracing::warn!(error = %e, "Alert state not saved; retrying at the next evaluation."),
+        }
+    }
+
+    fn publish_snapshot(&self, now_ms: i64, error: Option<String>) {
+        let alerts = self
+            .records
+            .iter()
+            .filter_map(|(key, rec)| {
+                let rule = self.rule(&rec.rule)?;
+                Some(AlertView {
+                    summary: rule.summary_for(&rec.variant, rec.value),
+                    value: rule.format_value(rec.value),
+                    threshold: format!("{} {}", rule.op.as_str(), rule.format_threshold()),
+                    delivered: self.delivered.get(key).cloned().unwrap_or_default(),
+                    record: rec.clone(),
+                })
+            })
+            .collect();
+        if let Ok(mut s) = self.shared.write() {
+            *s = Snapshot { evaluated_ms: Some(now_ms), error, alerts };
+        }
+    }
+}
+
+/// Labels of an alert: `alertname`, `variant`, `severity`.
+pub fn labels(rec: &AlertRecord) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        ("alertname".to_owned(), rec.rule.clone()),
+        ("severity".to_owned(), rec.severity.clone()),
+        ("variant".to_owned(), rec.variant.clone()),
+    ])
+}
+
+/// Annotations: `summary`, `description`, `value`, `threshold` (a rule that left the file has
+/// only a summary saying so).
+pub fn annotations(rule: Option<&Rule>, rec: &AlertRecord) -> BTreeMap<String, String> {
+    let Some(rule) = rule else {
+        return BTreeMap::from([("summary".to_owned(), format!("{} was removed from ALERT_RULES", rec.rule))]);
+    };
+    let window = if rule.window_ms > 0 {
+        format!(" over {}", humantime::format_duration(Duration::from_millis(rule.window_ms.unsigned_abs())))
+    } else {
+        String::new()
+    };
+    BTreeMap::from([
+        ("summary".to_owned(), rule.summary_for(&rec.variant, rec.value)),
+        (
+            "description".to_owned(),
+            format!("{}{window} on {}: value {}", rule.condition(), rec.variant, rule.format_value(rec.value)),
+        ),
+        ("value".to_owned(), rule.format_value(rec.value)),
+        ("threshold".to_owned(), format!("{} {}", rule.op.as_str(), rule.format_threshold())),
+    ])
+}
+
+/// The notification of a record's current phase.
+pub fn notification(rule: Option<&Rule>, rec: &AlertRecord) -> Notification {
+    Notification {
+        key: (rec.rule.clone(), rec.variant.clone()),
+        phase: rec.phase,
+        labels: labels(rec),
+        annotations: annotations(rule, rec),
+        starts_ms: rec.fired_ms.or(rec.active_ms).unwrap_or(rec.updated_ms),
+        ends_ms: (rec.phase == AlertPhase::Resolved).then(|| rec.resolved_ms.unwrap_or(rec.updated_ms)),
+    }
+}
+
+/// A float as Go's `strconv.FormatFloat(v, 'e', -1, 64)`, which Prometheus' API uses for
+/// alert values (`1.25e+01`).
+pub fn go_float(v: f64) -> String {
+    if v.is_nan() {
+        return "NaN".to_owned();
+    }
+    if v.is_infinite() {
+        return if v > 0.0 { "+Inf".to_owned() } else { "-Inf".to_owned() };
+    }
+    let s = format!("{v:e}");
+    let (mantissa, exp) = s.split_once('e').unwrap_or((&s, "0"));
+    let exp: i32 = exp.parse().unwrap_or(0);
+    format!("{mantissa}e{}{:02}", if exp < 0 { '-' } else { '+' }, exp.abs())
+}
+
+/// An alert in Prometheus' `/api/v1/alerts` shape.
+pub fn prometheus_alert(rule: &Rule, rec: &AlertRecord) -> Value {
+    let active = rec.active_ms.or(rec.fired_ms).unwrap_or(rec.updated_ms);
+    json!({
+        "labels": labels(rec),
+        "annotations": annotations(Some(rule), rec),
+        "state": rec.phase.as_str(),
+        "activeAt": rfc3339_ms(active),
+        "value": go_float(rec.value.unwrap_or(f64::NAN)),
+    })
+}
+
+/// The live stream's `{"type":"alert","data":...}` payload: the Prometheus shape, with the
+/// times of the episode.
+pub fn alert_event(rule: &Rule, rec: &AlertRecord) -> Value {
+    let mut v = prometheus_alert(rule, rec);
+    if let Value::Object(m) = &mut v {
+        m.insert("firedAt".into(), rec.fired_ms.map(rfc3339_ms).into());
+        m.insert(
+            "resolvedAt".into(),
+            rec.resolved_ms.filter(|_| rec.phase == AlertPhase::Resolved).map(rfc3339_ms).into(),
+        );
+    }
+    v
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use super::*;
+    use crate::alerts::deliver::Format;
+    use crate::alerts::observe::FixedStats;
+    use crate::alerts::rules::parse_rules;
+    use crate::clock::{Clock, ManualClock};
+    use crate::compare::SideStats;
+    use crate::ingest::BoxFuture;
+    use crate::stats::WindowStats;
+
+    #[derive(Debug, Default)]
+    struct MemoryStore(Mutex<BTreeMap<Key, AlertRecord>>);
+
+    impl AlertStateStore for MemoryStore {
+        fn load(&self) -> BoxFuture<'_, Result<Vec<AlertRecord>, crate::alerting::AlertStoreError>> {
+            let all = self.0.lock().unwrap().values().cloned().collect();
+            Box::pin(std::future::ready(Ok(all)))
+        }
+
+        fn save(&self, records: Vec<AlertRecord>) -> BoxFuture<'_, Result<(), crate::alerting::AlertStoreError>> {
+            let mut m = self.0.lock().unwrap();
+            for r in records {
+                m.insert((r.rule.clone(), r.variant.clone()), r);
+            }
+            Box::pin(std::future::ready(Ok(())))
+        }
+    }
+
+    #[derive(Debug, Default)]
+    struct Recorder(Mutex<Vec<Value>>);
+
+    impl Announcer for Recorder {
+        fn announce(&self, kind: &'static str, data: Value) {
+            assert_eq!(kind, "alert");
+            self.0.lock().unwrap().push(data);
+        }
+    }
+
+    struct Harness {
+        clock: Arc<ManualClock>,
+        store: Arc<MemoryStore>,
+        announced: Arc<Recorder>,
+        mailbox: Arc<Mailbox>,
+    }
+
+    const RULES: &str = "rules:\n  - {name: E, variant: canary, expr: error_rate_pct, threshold: 5, window: 1m, for: 1m, min_requests: 100}\n";
+
+    fn stats(errors: f64) -> Arc<FixedStats> {
+        let side = SideStats { requests: 500.0, error_rate_pct: Some(errors), ..Default::default() };
+        let w = BTreeMap::from([("canary".to_owned(), WindowStats { side, rejection_rate: 0.0 })]);
+        Arc::new(FixedStats { windows: BTreeMap::from([(60_000, w)]), series: Vec::new() })
+    }
+
+    impl Harness {
+        fn new() -> Self {
+            Self {
+                clock: Arc::new(ManualClock::new(1_000_000)),
+                store: Arc::default(),
+                announced: Arc::default(),
+                mailbox: Arc::default(),
+            }
+        }
+
+        /// A fresh engine (a restart) over the same store, reading `errors` % 5xx.
+        fn engine(&self, errors: f64, format: Format, repeat_ms: Option<i64>) -> Engine {
+            let receiver = ReceiverStats {
+                name: "webhook",
+                format,
+                origin: "http://127.0.0.1:1".into(),
+                sent: Default::default(),
+                failures: Default::default(),
+                dropped: Default::default(),
+                last: Default::default(),
+            };
+            let deps = Deps {
+                stats: stats(errors),
+                health: HealthBoard::default(),
+                feed: Arc::default(),
+                store: self.store.clone(),
+                announcer: self.announced.clone(),
+                clock: self.clock.clone(),
+            };
+            let outlet = Outlet::new(Arc::new(receiver), self.mailbox.clone(), repeat_ms);
+            let rules = Arc::new(parse_rules(RULES, "t").unwrap());
+            Engine::new(rules, deps, vec![outlet], Arc::default(), 15_000)
+        }
+
+        async fn sent(&self) -> Vec<AlertPhase> {
+            let mut out = Vec::new();
+            while !self.mailbox.is_empty() {
+                out.extend(self.mailbox.take(64).await.into_iter().map(|n| n.phase));
+            }
+            out
+        }
+
+        fn ack(&self, engine: &mut Engine, phase: AlertPhase) {
+            let key = ("E".to_owned(), "canary".to_owned());
+            engine.acknowledge(Ack { receiver: "webhook", key, phase, at_ms: self.clock.now_ms() });
+        }
+    }
+
+    #[tokio::test]
+    async fn a_receiver_hears_firing_and_resolved_once_and_a_restart_sends_nothing_it_has() {
+        let h = Harness::new();
+        let mut e = h.engine(12.0, Format::Webhook, None);
+        e.restore().await;
+        e.evaluate().await;
+        assert_eq!(h.store.0.lock().unwrap()[&("E".into(), "canary".into())].phase, AlertPhase::Pending);
+        h.clock.advance_ms(60_000);
+        e.evaluate().await;
+        assert_eq!(h.sent().await, [AlertPhase::Firing]);
+        h.ack(&mut e, AlertPhase::Firing);
+        e.save_dirty().await;
+        h.clock.advance_ms(5_000);
+        e.evaluate().await;
+        assert!(h.sent().await.is_empty(), "a webhook is told once");
+
+        let mut restarted = h.engine(12.0, Format::Webhook, None);
+        restarted.restore().await;
+        restarted.evaluate().await;
+        assert!(h.sent().await.is_empty(), "a restart does not re-notify a firing alert");
+
+        let mut recovered = h.engine(1.0, Format::Webhook, None);
+        recovered.restore().await;
+        recovered.evaluate().await;
+        assert_eq!(h.sent().await, [AlertPhase::Resolved]);
+        h.ack(&mut recovered, AlertPhase::Resolved);
+        recovered.save_dirty().await;
+
+        let mut again = h.engine(1.0, Format::Webhook, None);
+        again.restore().await;
+        again.evaluate().await;
+        assert!(h.sent().await.is_empty(), "a restart does not re-send a resolved alert");
+        let states: Vec<String> =
+            h.announced.0.lock().unwrap().iter().map(|v| v["state"].as_str().unwrap_or("").to_owned()).collect();
+        assert_eq!(states, ["pending", "firing", "resolved"]);
+    }
+
+    #[tokio::test]
+    async fn an_unacknowledged_notification_is_sent_after_a_restart() {
+        let h = Harness::new();
+        let mut e = h.engine(12.0, Format::Webhook, None);
+        e.restore().await;
+        e.evaluate().await;
+        h.clock.advance_ms(60_000);
+        e.evaluate().await;
+        assert_eq!(h.sent().await, [AlertPhase::Firing], "lost: the process stops before the receiver answers");
+        let mut restarted = h.engine(12.0, Format::Webhook, None);
+        restarted.restore().await;
+        assert_eq!(h.sent().await, [AlertPhase::Firing]);
+    }
+
+    #[tokio::test]
+    async fn alertmanager_hears_a_firing_alert_again_every_resend_interval() {
+        let h = Harness::new();
+        let mut e = h.engine(12.0, Format::Alertmanager, Some(30_000));
+        e.restore().await;
+        e.evaluate().await;
+        h.clock.advance_ms(60_000);
+        e.evaluate().await;
+        assert_eq!(h.sent().await, [AlertPhase::Firing]);
+        h.clock.advance_ms(10_000);
+        e.evaluate().await;
+        assert!(h.sent().await.is_empty());
+        h.clock.advance_ms(20_000);
+        e.evaluate().await;
+        assert_eq!(h.sent().await, [AlertPhase::Firing], "30 s later");
+    }
+
+    #[test]
+    fn values_in_go_float_form() {
+        assert_eq!(go_float(12.5), "1.25e+01");
+        assert_eq!(go_float(0.0), "0e+00");
+        assert_eq!(go_float(0.00123), "1.23e-03");
+        assert_eq!(go_float(f64::NAN), "NaN");
+    }
+}

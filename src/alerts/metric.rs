@@ -1,0 +1,154 @@
+//! The numbers a rule can watch, where each comes from, and how it reads in PromQL.
+//!
+//! Window metrics come from the window sums `/api/compare` uses (requests, error share,
+//! quantiles and rates over the rule's `window`); `worker_utilization` is the latest live point's
+//! gauge, `target_down` the health board's count, `canary_verdict` the compare verdict.
+
+use crate::compare::Verdict;
+use crate::point::Point;
+use crate::promql::{self, Selector, family};
+use crate::stats::WindowStats;
+
+/// A number a rule watches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Metric {
+    /// 5xx share of the window's requests, in percent.
+    ErrorRatePct,
+    /// Request latency p95 over the window, ms.
+    LatencyP95Ms,
+    /// Time to first token p95 over the window, ms.
+    TtftP95Ms,
+    /// Requests per second over the window.
+    ReqRate,
+    /// Capacity rejections per second over the window.
+    RejectionRate,
+    /// In-flight requests over all workers, from the latest point.
+    WorkerUtilization,
+    /// Targets of the variant whose last scrape failed.
+    TargetDown,
+    /// The compare verdict of the variant against the baseline (pass 0, insufficient_data 1,
+    /// warn 2, fail 3).
+    CanaryVerdict,
+}
+
+/// Every metric, for parsing and listing.
+pub const METRICS: [Metric; 8] = [
+    Metric::ErrorRatePct,
+    Metric::LatencyP95Ms,
+    Metric::TtftP95Ms,
+    Metric::ReqRate,
+    Metric::RejectionRate,
+    Metric::WorkerUtilization,
+    Metric::TargetDown,
+    Metric::CanaryVerdict,
+];
+
+/// Verdicts in rank order: a verdict's value is its index.
+pub const VERDICTS: [Verdict; 4] = [Verdict::Pass, Verdict::InsufficientData, Verdict::Warn, Verdict::Fail];
+
+impl Metric {
+    /// The name rules use.
+    pub fn name(self) -> &'static str {
+        match self {
+            Metric::ErrorRatePct => "error_rate_pct",
+            Metric::LatencyP95Ms => "latency_p95_ms",
+            Metric::TtftP95Ms => "ttft_p95_ms",
+            Metric::ReqRate => "req_rate",
+            Metric::RejectionRate => "rejection_rate",
+            Metric::WorkerUtilization => "worker_utilization",
+            Metric::TargetDown => "target_down",
+            Metric::CanaryVerdict => "canary_verdict",
+        }
+    }
+
+    /// The metric with this name.
+    pub fn parse(name: &str) -> Option<Self> {
+        METRICS.into_iter().find(|m| m.name() == name)
+    }
+
+    /// Read over a window of summed increases (else an instant value).
+    pub fn windowed(self) -> bool {
+        !matches!(self, Metric::WorkerUtilization | Metric::TargetDown)
+    }
+
+    /// Can be compared with its own median over a longer range.
+    pub fn has_median(self) -> bool {
+        self.windowed() && self != Metric::CanaryVerdict
+    }
+
+    /// Unit shown after values.
+    pub fn unit(self) -> &'static str {
+        match self {
+            Metric::ErrorRatePct => "%",
+            Metric::LatencyP95Ms | Metric::TtftP95Ms => "ms",
+            Metric::ReqRate | Metric::RejectionRate => "/s",
+            _ => "",
+        }
+    }
+
+    /// The value over a window (`None`: no data, e.g. no request).
+    pub fn of_window(self, w: &WindowStats) -> Option<f64> {
+        match self {
+            Metric::ErrorRatePct => w.side.error_rate_pct,
+            Metric::LatencyP95Ms => w.side.latency_p95_ms,
+            Metric::TtftP95Ms => w.side.ttft_p95_ms,
+            Metric::ReqRate => Some(w.side.req_rate),
+            Metric::RejectionRate => Some(w.rejection_rate),
+            _ => None,
+        }
+    }
+
+    /// The value of one point (a step of a history, or the latest live point).
+    pub fn of_point(self, p: &Point) -> Option<f64> {
+        match self {
+            Metric::ErrorRatePct => p.error_rate_pct,
+            Metric::LatencyP95Ms => p.latency_p95,
+            Metric::TtftP95Ms => p.ttft_p95,
+            Metric::ReqRate => Some(p.req_rate),
+            Metric::RejectionRate => Some(p.rejection_rate),
+            Metric::WorkerUtilization => Some(p.worker_utilization),
+            _ => None,
+        }
+    }
+
+    /// The PromQL of a windowed or instant metric (not `canary_verdict`, which is a
+    /// condition rather than a number there: see [`promql::canary_verdict`]).
+    pub fn promql(self, sel: &Selector, window_ms: i64) -> Option<String> {
+        Some(match self {
+            Metric::ErrorRatePct => promql::error_rate_pct(sel, window_ms),
+            Metric::LatencyP95Ms => promql::quantile_ms(0.95, family::DURATION, sel, window_ms),
+            Metric::TtftP95Ms => promql::quantile_ms(0.95, family::TTFT, sel, window_ms),
+            Metric::ReqRate => promql::req_rate(sel, window_ms),
+            Metric::RejectionRate => promql::rejection_rate(sel, window_ms),
+            Metric::WorkerUtilization => promql::worker_utilization_now(sel),
+            Metric::TargetDown => promql::targets_down(sel),
+            Metric::CanaryVerdict => return None,
+        })
+    }
+}
+
+/// A verdict's rank, the value `canary_verdict` compares.
+pub fn verdict_rank(v: Verdict) -> f64 {
+    VERDICTS.iter().position(|x| *x == v).unwrap_or(0) as f64
+}
+
+/// The verdict of a rank (rounded), for display.
+pub fn verdict_name(rank: f64) -> &'static str {
+    let i = rank.round().clamp(0.0, 3.0) as usize;
+    VERDICTS[i].as_str()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_round_trip_and_verdicts_rank_worst_last() {
+        for m in METRICS {
+            assert_eq!(Metric::parse(m.name()), Some(m));
+        }
+        assert_eq!(verdict_rank(Verdict::Fail), 3.0);
+        assert_eq!(verdict_name(2.0), "warn");
+        assert!(verdict_rank(Verdict::InsufficientData) < verdict_rank(Verdict::Warn));
+    }
+}

@@ -1,0 +1,318 @@
+//! What the engine reads each tick, and the value of each rule for each variant from it.
+//!
+//! Window metrics come from the stats source for each distinct window (the window sums the
+//! compare page reads), `canary_verdict` from [`compare::compare`] over those, the median
+//! baselines from a history of points refreshed once per window, `worker_utilization` from the
+//! latest live point and `target_down` from the health board.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::RwLock;
+
+use tokio::sync::Notify;
+
+use super::metric::{Metric, verdict_rank};
+use super::rules::{Rule, Scope};
+use crate::compare;
+use crate::health::TargetHealth;
+use crate::ingest::{Event, PointSink};
+use crate::point::Point;
+use crate::stats::{StatsError, StatsSource, WindowStats};
+
+/// The latest live point of each variant, fed by the writer's point sink; each published set
+/// is a tick that wakes the engine.
+#[derive(Debug, Default)]
+pub struct Feed {
+    latest: RwLock<BTreeMap<String, Point>>,
+    tick: Notify,
+}
+
+impl Feed {
+    /// Latest points no older than `since_ms` (older ones belong to variants that stopped).
+    pub fn fresh(&self, since_ms: i64) -> BTreeMap<String, Point> {
+        let Ok(latest) = self.latest.read() else { return BTreeMap::new() };
+        latest.iter().filter(|(_, p)| p.timestamp >= since_ms).map(|(v, p)| (v.clone(), p.clone())).collect()
+    }
+
+    /// Waits for the next published point set.
+    pub async fn ticked(&self) {
+        self.tick.notified().await;
+    }
+}
+
+impl PointSink for Feed {
+    fn publish(&self, points: Vec<Point>) {
+        if let Ok(mut latest) = self.latest.write() {
+            for p in points {
+                latest.insert(p.variant.clone(), p);
+            }
+        }
+        self.tick.notify_one();
+    }
+
+    fn publish_events(&self, _events: Vec<Event>) {}
+}
+
+/// Everything one evaluation reads.
+#[derive(Debug, Default)]
+pub struct Inputs {
+    /// Per window length: each variant's statistics (absent when the source failed).
+    pub windows: BTreeMap<i64, BTreeMap<String, WindowStats>>,
+    /// Fresh latest points.
+    pub latest: BTreeMap<String, Point>,
+    /// Per variant: its targets on the health board and how many are down.
+    pub targets: BTreeMap<String, (usize, usize)>,
+    /// Per rule name and variant: the median baseline.
+    pub medians: BTreeMap<String, BTreeMap<String, Option<f64>>>,
+}
+
+impl Inputs {
+    /// Reads the windows the rules need; a failing source leaves its windows out (their rules
+    /// are not evaluated this tick) and is reported.
+    pub async fn read_windows(&mut self, rules: &[Rule], source: &dyn StatsSource, now_ms: i64) -> Option<StatsError> {
+        let windows: BTreeSet<i64> = rules.iter().filter(|r| r.expr.metric.windowed()).map(|r| r.window_ms).collect();
+        let mut error = None;
+        for w in windows {
+            match source.window_stats(now_ms, w).await {
+                Ok(stats) => {
+                    self.windows.insert(w, stats);
+                }
+                Err(e) => error = Some(e),
+            }
+        }
+        error
+    }
+
+    /// Counts each variant's targets and those whose scrapes fail.
+    pub fn read_health(&mut self, targets: &[TargetHealth]) {
+        for t in targets.iter().filter(|t| !t.retired) {
+            let entry = self.targets.entry(t.variant.clone()).or_default();
+            entry.0 += 1;
+            if !t.up && t.consecutive_failures > 0 {
+                entry.1 += 1;
+            }
+        }
+    }
+
+    /// Every variant some input knows of.
+    pub fn variants(&self) -> BTreeSet<String> {
+        let from_windows = self.windows.values().flat_map(|w| w.keys());
+        from_windows.chain(self.latest.keys()).chain(self.targets.keys()).cloned().collect()
+    }
+
+    /// The variants a rule is evaluated for: its own, or every known one (`extra`: those with
+    /// a record, so an alert of a vanished variant resolves); never the canary's baseline.
+    pub fn variants_of(&self, rule: &Rule, extra: impl Iterator<Item = String>) -> BTreeSet<String> {
+        let mut out = match &rule.scope {
+            Scope::One(v) => BTreeSet::from([v.clone()]),
+            Scope::Each => self.variants().into_iter().chain(extra).collect(),
+        };
+        if rule.expr.metric == Metric::CanaryVerdict {
+            out.remove(&rule.baseline);
+        }
+        out
+    }
+
+    /// The rule's value for `variant` and the requests behind it; `None` when the inputs it
+    /// needs could not be read this tick.
+    pub fn value(&self, rule: &Rule, variant: &str) -> Option<(Option<f64>, f64)> {
+        let metric = rule.expr.metric;
+        match metric {
+            Metric::TargetDown => {
+                let down = self.targets.get(variant).map(|(_, down)| *down as f64);
+                Some((down.or(Some(0.0)), f64::INFINITY))
+            }
+            Metric::WorkerUtilization => {
+                Some((self.latest.get(variant).and_then(|p| metric.of_point(p)), f64::INFINITY))
+            }
+            Metric::CanaryVerdict => self.verdict(rule, variant),
+            _ => {
+                let stats = self.windows.get(&rule.window_ms)?.get(variant);
+                let requests = stats.map_or(0.0, |s| s.side.requests);
+                let value = stats.and_then(|s| metric.of_window(s));
+                Some((self.relative(rule, variant, value), requests))
+            }
+        }
+    }
+
+    /// `value / median` for rules that compare with their median; the value itself otherwise.
+    fn relative(&self, rule: &Rule, variant: &str, value: Option<f64>) -> Option<f64> {
+        if rule.expr.median_range_ms.is_none() {
+            return value;
+        }
+        let median = self.medians.get(&rule.name)?.get(variant).copied().flatten()?;
+        value.filter(|_| median > 0.0).map(|v| v / median)
+    }
+
+    /// The compare verdict of `variant` against the rule's baseline, as its rank.
+    fn verdict(&self, rule: &Rule, variant: &str) -> Option<(Option<f64>, f64)> {
+        let w = self.windows.get(&rule.window_ms)?;
+        let Some(candidate) = w.get(variant) else { return Some((None, 0.0)) };
+        let baseline = w.get(&rule.baseline).map(|s| s.side.clone()).unwrap_or_default();
+        let window_s = rule.window_ms as f64 / 1000.0;
+        let c = compare::compare(&rule.baseline, baseline, variant, candidate.side.clone(), window_s);
+        Some((Some(verdict_rank(c.verdict)), candidate.side.requests))
+    }
+}
+
+/// Medians of a rule's metric per variant over a history, refreshed at most once per window.
+#[derive(Debug, Default)]
+pub struct Medians {
+    /// Per rule: when last read, and the medians.
+    cache: BTreeMap<String, (i64, BTreeMap<String, Option<f64>>)>,
+}
+
+impl Medians {
+    /// Refreshes what is due and copies every rule's medians into `inputs`.
+    pub async fn refresh(&mut self, rules: &[Rule], source: &dyn StatsSource, now_ms: i64, inputs: &mut Inputs) {
+        for rule in rules {
+            let Some(range_ms) = rule.expr.median_range_ms else { continue };
+            let due = self.cache.get(&rule.name).is_none_or(|(at, _)| now_ms - at >= rule.window_ms.max(1_000));
+            if due {
+                match source.series(now_ms, range_ms, rule.window_ms).await {
+                    Ok(points) => {
+                        self.cache.insert(rule.name.clone(), (now_ms, medians(rule, range_ms, &points)));
+                    }
+                    Err(e) => {
+                        tracing::debug!(rule = %rule.name, error = %e, "Median history unavailable; keeping the last one.")
+                    }
+                }
+            }
+            if let Some((_, m)) = self.cache.get(&rule.name) {
+                inputs.medians.insert(rule.name.clone(), m.clone());
+            }
+        }
+    }
+}
+
+/// Per variant, the median of the rule's metric over steps with enough requests; `None` with
+/// too little history to call anything usual (a twenty-fourth of the range, at least 3 steps).
+pub fn medians(rule: &Rule, range_ms: i64, points: &[Point]) -> BTreeMap<String, Option<f64>> {
+    let steps = range_ms / rule.window_ms.max(1);
+    let needed = (steps / 24).max(3) as usize;
+    let mut by_variant: BTreeMap<&str, Vec<f64>> = BTreeMap::new();
+    for p in points.iter().filter(|p| p.requests >= rule.min_requests.max(1.0)) {
+        if let Some(v) = rule.expr.metric.of_point(p).filter(|v| v.is_finite()) {
+            by_variant.entry(p.variant.as_str()).or_default().push(v);
+        }
+    }
+    by_variant.into_iter().map(|(variant, mut values)| (variant.to_owned(), median(&mut values, needed))).collect()
+}
+
+fn median(values: &mut [f64], needed: usize) -> Option<f64> {
+    if values.len() < needed {
+        return None;
+    }
+    values.sort_by(f64::total_cmp);
+    let mid = values.len() / 2;
+    Some(if values.len().is_multiple_of(2) { (values[mid - 1] + values[mid]) / 2.0 } else { values[mid] })
+}
+
+/// A stats source that always answers the same (tests).
+#[cfg(test)]
+#[derive(Debug, Default)]
+pub struct FixedStats {
+    /// Answer of `window_stats`, per window.
+    pub windows: BTreeMap<i64, BTreeMap<String, WindowStats>>,
+    /// Answer of `series`.
+    pub series: Vec<Point>,
+}
+
+#[cfg(test)]
+impl StatsSource for FixedStats {
+    fn window_stats(
+        &self,
+        _end_ms: i64,
+        window_ms: i64,
+    ) -> crate::ingest::BoxFuture<'_, Result<BTreeMap<String, WindowStats>, StatsError>> {
+        let w = self.windows.get(&window_ms).cloned().unwrap_or_default();
+        Box::pin(std::future::ready(Ok(w)))
+    }
+
+    fn series(
+        &self,
+        _end_ms: i64,
+        _range_ms: i64,
+        _step_ms: i64,
+    ) -> crate::ingest::BoxFuture<'_, Result<Vec<Point>, StatsError>> {
+        Box::pin(std::future::ready(Ok(self.series.clone())))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::alerts::rules::parse_rules;
+    use crate::compare::SideStats;
+
+    fn rules(yaml: &str) -> Vec<Rule> {
+        parse_rules(yaml, "t").unwrap()
+    }
+
+    fn stats(requests: f64, errors: f64, p95: f64) -> WindowStats {
+        let side = SideStats {
+            requests,
+            errors_5xx: errors,
+            error_rate_pct: (requests > 0.0).then(|| 100.0 * errors / requests),
+            latency_p95_ms: Some(p95),
+            ..Default::default()
+        };
+        WindowStats { side, rejection_rate: 0.0 }
+    }
+
+    #[test]
+    fn values_come_from_the_right_input() {
+        let rs = rules(
+            "rules:\n  - {name: E, expr: error_rate_pct, threshold: 5, window: 1m}\n  - {name: D, expr: target_down, threshold: 0}\n  - {name: C, expr: canary_verdict, threshold: fail, window: 1m}\n",
+        );
+        let mut inputs = Inputs::default();
+        inputs.windows.insert(
+            60_000,
+            BTreeMap::from([
+                ("production".to_owned(), stats(1000.0, 5.0, 200.0)),
+                ("canary".to_owned(), stats(500.0, 60.0, 210.0)),
+            ]),
+        );
+        let mut down = TargetHealth::new(1, "http://a/metrics".into(), "canary".into());
+        down.consecutive_failures = 2;
+        let never = TargetHealth::new(2, "http://b/metrics".into(), "canary".into());
+        inputs.read_health(&[down, never]);
+        assert_eq!(inputs.value(&rs[0], "canary"), Some((Some(12.0), 500.0)));
+        assert_eq!(inputs.value(&rs[0], "gone"), Some((None, 0.0)));
+        assert_eq!(inputs.value(&rs[1], "canary").map(|v| v.0), Some(Some(1.0)), "a never-scraped target is not down");
+        assert_eq!(inputs.value(&rs[2], "canary").map(|v| v.0), Some(Some(3.0)), "12 % vs 0.5 %: fail");
+        let each = inputs.variants_of(&rs[2], std::iter::empty());
+        assert_eq!(each.into_iter().collect::<Vec<_>>(), ["canary"], "never the baseline");
+        assert_eq!(
+            inputs.value(&rules("rules:\n  - {name: X, expr: req_rate, threshold: 1, window: 2m}\n")[0], "canary"),
+            None,
+            "window not read"
+        );
+    }
+
+    #[test]
+    fn medians_need_history_and_enough_requests() {
+        let r = &rules(
+            "rules:\n  - {name: L, expr: 'latency_p95_ms / median_over_time(latency_p95_ms[1h])', threshold: 2, window: 5m, min_requests: 10}\n",
+        )[0];
+        let point = |variant: &str, requests: f64, p95: f64| Point {
+            variant: variant.into(),
+            requests,
+            latency_p95: Some(p95),
+            ..Default::default()
+        };
+        let pts = vec![
+            point("a", 50.0, 100.0),
+            point("a", 50.0, 300.0),
+            point("a", 50.0, 200.0),
+            point("a", 2.0, 9000.0),
+            point("b", 50.0, 1.0),
+        ];
+        let m = medians(r, 3_600_000, &pts);
+        assert_eq!(m["a"], Some(200.0), "the step with 2 requests is left out");
+        assert_eq!(m["b"], None, "one step is no history");
+        let mut inputs = Inputs::default();
+        inputs.windows.insert(300_000, BTreeMap::from([("a".to_owned(), stats(100.0, 0.0, 500.0))]));
+        inputs.medians.insert("L".into(), m);
+        assert_eq!(inputs.value(r, "a"), Some((Some(2.5), 100.0)));
+    }
+}

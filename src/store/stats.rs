@@ -1,0 +1,69 @@
+//! The store as a [`StatsSource`]: window statistics from the same window sums `/api/compare`
+//! reads ([`super::window::window_sums`]), and histories from the range query behind
+//! `/api/metrics?step=`, so alerts judge exactly the numbers the pages show.
+
+use std::collections::BTreeMap;
+
+use super::Store;
+use super::query::RAW_RANGE_LIMIT_MS;
+use super::range::{self, PointQuery};
+use super::window::{WindowQuery, window_sums};
+use crate::clock::bucket_end;
+use crate::compare::SideStats;
+use crate::ingest::BoxFuture;
+use crate::point::Point;
+use crate::stats::{StatsError, StatsSource, WindowStats};
+
+/// Most points per variant a history holds (its step is widened beyond).
+const MAX_SERIES_POINTS: i64 = 1_500;
+
+/// Window statistics read from the store.
+#[derive(Debug, Clone)]
+pub struct StoreStats {
+    store: Store,
+    /// Width of a raw point and of a rollup, ms.
+    widths: (i64, i64),
+    /// How long raw rows are kept, ms.
+    retention_raw_ms: i64,
+}
+
+impl StoreStats {
+    /// Statistics over `store` with its point widths and raw retention.
+    pub fn new(store: Store, widths: (i64, i64), retention_raw_ms: i64) -> Self {
+        Self { store, widths, retention_raw_ms }
+    }
+}
+
+impl StatsSource for StoreStats {
+    fn window_stats(
+        &self,
+        end_ms: i64,
+        window_ms: i64,
+    ) -> BoxFuture<'_, Result<BTreeMap<String, WindowStats>, StatsError>> {
+        let q = WindowQuery::ending(end_ms, window_ms, self.widths, end_ms - self.retention_raw_ms);
+        Box::pin(async move {
+            let sums =
+                self.store.with_conn(move |c| window_sums(c, &q)).await.map_err(|e| StatsError(e.to_string()))?;
+            Ok(sums
+                .into_iter()
+                .map(|(variant, s)| {
+                    let covered = s.covered_seconds(end_ms);
+                    let rejection_rate = if covered > 0.0 { s.counts.rejections / covered } else { 0.0 };
+                    (variant, WindowStats { side: SideStats::from_counts(&s.counts, covered), rejection_rate })
+                })
+                .collect())
+        })
+    }
+
+    fn series(&self, end_ms: i64, range_ms: i64, step_ms: i64) -> BoxFuture<'_, Result<Vec<Point>, StatsError>> {
+        let start_ms = end_ms - range_ms;
+        let (point_ms, rollup_ms) = self.widths;
+        let raw = range_ms <= RAW_RANGE_LIMIT_MS && start_ms >= end_ms - self.retention_raw_ms;
+        let resolution = if raw { point_ms } else { rollup_ms };
+        let step = bucket_end(step_ms.max(resolution).max(range_ms / MAX_SERIES_POINTS), resolution);
+        let q = PointQuery { start_ms, end_ms, step_ms: step, raw, point_ms, variant: None, target_url: None };
+        Box::pin(async move {
+            self.store.with_conn(move |c| range::points(c, &q, rollup_ms)).await.map_err(|e| StatsError(e.to_string()))
+        })
+    }
+}
