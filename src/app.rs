@@ -69,7 +69,11 @@ pub async fn run_with_resolver(
     state.sessions = sessions;
     state.remote = remote;
     let ready = state.ready.clone();
-    let listening = crate::net::Listening { limits: settings.listener, ..Default::default() };
+    let listening = crate::net::Listening {
+        limits: settings.listener,
+        stalled_client: Some(settings.stalled_client_timeout),
+        ..Default::default()
+    };
     let server = tokio::spawn(crate::net::serve(listener, web::router(state), listening, stop.clone()));
     shutdown.cancelled().await;
     stop_in_order(settings.shutdown_grace, &ready, &stop, &tracker, server).await

@@ -244,6 +244,9 @@ pub struct Settings {
     pub dashboard_token: Option<Secret>,
     /// A line every page shows (the demo says which data is simulated).
     pub notice: Option<String>,
+    /// How long a dashboard client may take no byte while data waits for it before its
+    /// connection is closed by the kernel (`TCP_USER_TIMEOUT`, see `net::Listening`).
+    pub stalled_client_timeout: Duration,
     /// How long a dashboard session lasts.
     pub session_ttl: Duration,
     /// Header-read and idle deadlines of the dashboard's connections.
@@ -258,6 +261,10 @@ pub struct Settings {
 pub const POINT_WIDTH: Duration = Duration::from_secs(5);
 /// Default width of a rolled-up point.
 pub const ROLLUP_WIDTH: Duration = Duration::from_secs(60);
+/// How long a dashboard client may accept no data before it is cut: well beyond any transient
+/// stall of a working connection (7 lost retransmissions in a row take 25 s), short enough that
+/// a frozen client holds at most its receive buffer plus 30 s of events.
+pub const STALLED_CLIENT_TIMEOUT: Duration = Duration::from_secs(30);
 /// Default cap on a scraped body (16 MiB).
 pub const MAX_BODY_BYTES: usize = 16 * 1024 * 1024;
 
@@ -288,6 +295,7 @@ impl ServeArgs {
             max_body_bytes: MAX_BODY_BYTES,
             dashboard_token: dashboard_token(self.dashboard_token.as_ref())?,
             notice: None,
+            stalled_client_timeout: STALLED_CLIENT_TIMEOUT,
             session_ttl: parse_duration("SESSION_TTL", &self.session_ttl)?,
             listener: ListenerLimits {
                 header_read: parse_duration("HTTP_HEADER_READ_TIMEOUT", &self.http_header_read_timeout)?,
@@ -385,6 +393,7 @@ impl Settings {
             proxy: None,
             dashboard_token: None,
             notice: None,
+            stalled_client_timeout: STALLED_CLIENT_TIMEOUT,
             session_ttl: Duration::from_secs(12 * 3600),
             listener: ListenerLimits::default(),
             remote: None,

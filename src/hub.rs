@@ -10,7 +10,7 @@
 //! reconnects across a restart asks for an id older than the ring and gets the whole ring.
 
 use std::collections::{BTreeMap, VecDeque};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
 
 use tokio::sync::broadcast;
 
@@ -24,6 +24,10 @@ pub struct HubEvent {
     pub id: u64,
     /// SSE `data:` (JSON).
     pub data: String,
+    /// The event as the live stream writes it, encoded by the first client that sends it and
+    /// shared by all the others (`web::sse`): with a thousand clients, encoding per client cost
+    /// more CPU than the hub's whole publish.
+    pub encoded: OnceLock<bytes::Bytes>,
 }
 
 /// The live hub; cheap to clone.
@@ -95,7 +99,7 @@ impl Hub {
     /// Numbers one serialized event, keeps it in the ring and sends it to every subscriber.
     fn send(&self, data: String) {
         let Ok(mut ring) = self.inner.ring.lock() else { return };
-        let event = Arc::new(HubEvent { id: ring.next_id, data });
+        let event = Arc::new(HubEvent { id: ring.next_id, data, encoded: OnceLock::new() });
         ring.next_id += 1;
         if ring.events.len() == ring.capacity {
             ring.events.pop_front();

@@ -312,6 +312,43 @@ async fn sse_delivers_connected_then_metrics_that_match_rest() {
     app.stop().await;
 }
 
+/// zai-dash's own count of live clients.
+async fn sse_clients(app: &TestApp) -> Option<u64> {
+    let text = reqwest::get(app.url("/metrics")).await.ok()?.text().await.ok()?;
+    text.lines().find_map(|l| l.strip_prefix("zai_dash_sse_clients ")?.trim().parse().ok())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_live_client_that_stops_reading_is_cut_and_one_that_reads_is_not() {
+    use tokio::io::AsyncWriteExt;
+    let target = FakeTarget::start(Sim::new("production", 10.0), Behaviour::Healthy).await;
+    let dir = tempfile::tempdir().unwrap();
+    let settings = zai_dash::config::Settings {
+        stalled_client_timeout: Duration::from_secs(1),
+        ..settings(&dir, targets(&[&target.url]))
+    };
+    let app = TestApp::start(settings).await;
+    let addr: std::net::SocketAddr = app.base.trim_start_matches("http://").parse().unwrap();
+    // Sends the request, then never reads: its small receive buffer fills within a few ticks.
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(2048).unwrap();
+    let mut stalled = socket.connect(addr).await.unwrap();
+    stalled.write_all(b"GET /api/events HTTP/1.1\r\nHost: zai-dash\r\n\r\n").await.unwrap();
+    let mut reader = Events::new(reqwest::get(app.url("/api/events")).await.unwrap());
+    let before = reader.read(2).await;
+    assert_eq!(sse_clients(&app).await, Some(2));
+    // Without a limit the kernel would keep buffering for it (up to megabytes) and it would
+    // stay connected for good.
+    wait_for("the stalled client to be cut", Duration::from_secs(30), || async { sse_clients(&app).await == Some(1) })
+        .await;
+    // The reader kept its stream: it gets the ticks after the cut, without a gap.
+    let after = reader.read(3).await;
+    let ids: Vec<u64> = before.iter().chain(&after).filter_map(|(id, _)| *id).collect();
+    assert!(ids.windows(2).all(|w| w[1] == w[0] + 1), "{ids:?}");
+    drop(stalled);
+    app.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_first_page_shows_status_without_javascript() {
     let target = FakeTarget::start(Sim::new("canary", 5.0), Behaviour::Healthy).await;

@@ -19,7 +19,10 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::clock::SharedClock;
-use crate::config::{DemoArgs, MAX_BODY_BYTES, POINT_WIDTH, ROLLUP_WIDTH, Settings, TargetSpec, parse_listen_addr};
+use crate::config::{
+    DemoArgs, MAX_BODY_BYTES, POINT_WIDTH, ROLLUP_WIDTH, STALLED_CLIENT_TIMEOUT, Settings, TargetSpec,
+    parse_listen_addr,
+};
 use crate::proxy::{self, Proxy, ProxyArgs};
 use upstream::Profile;
 
@@ -232,6 +235,7 @@ fn settings(plan: &DemoPlan, targets: Vec<TargetSpec>) -> Settings {
         proxy: None,
         dashboard_token: None,
         notice: None,
+        stalled_client_timeout: STALLED_CLIENT_TIMEOUT,
         session_ttl: Duration::from_secs(12 * 3600),
         listener: crate::net::ListenerLimits::default(),
         alerts: crate::alerts::AlertSettings::default(),

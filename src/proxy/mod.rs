@@ -412,7 +412,8 @@ pub async fn serve(
     proxy: Arc<Proxy>,
     shutdown: tokio_util::sync::CancellationToken,
 ) -> std::io::Result<()> {
-    let listening = Listening { limits: proxy.settings.listener, trips: proxy.metrics.listener.clone() };
+    let listening =
+        Listening { limits: proxy.settings.listener, trips: proxy.metrics.listener.clone(), stalled_client: None };
     crate::net::serve(listener, proxy.router(), listening, shutdown).await
 }
 
