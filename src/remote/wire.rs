@@ -1,12 +1,11 @@
 //! Prometheus remote write 1.0 on the wire: the protobuf messages (`prometheus.WriteRequest`,
-//! the fields receivers read) and snappy block compression.
+//! the fields receivers read; written by hand on the way out, decoded with prost) and snappy
+//! block compression.
 //!
 //! Each scrape is encoded once, when it is queued, as a `WriteRequest` of its own and stored
 //! snappy-compressed. A request to the receiver is the concatenation of queued chunks: a
 //! protobuf message whose only field is repeated is the concatenation of its parts, so chunks
 //! are never decoded on the way out, only decompressed, joined and compressed again.
-
-use bytes::Bytes;
 
 use crate::samples::{Chunk, ScrapeSamples, Series};
 
@@ -29,28 +28,27 @@ pub struct TimeSeries {
     pub samples: Vec<Sample>,
 }
 
-/// `prometheus.Label`. Its strings are held as [`Bytes`] (the same length-delimited field on
-/// the wire): a scrape's name and target labels are shared by all its series without a copy,
-/// and a sample's own labels are taken over from the exposition without one.
+/// `prometheus.Label`. Only decoding uses these structs (tests, receivers written in Rust):
+/// [`encode_chunk`] writes the same bytes without them.
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct Label {
-    /// Name (UTF-8).
-    #[prost(bytes = "bytes", tag = "1")]
-    pub name: Bytes,
-    /// Value (UTF-8).
-    #[prost(bytes = "bytes", tag = "2")]
-    pub value: Bytes,
+    /// Name.
+    #[prost(string, tag = "1")]
+    pub name: String,
+    /// Value.
+    #[prost(string, tag = "2")]
+    pub value: String,
 }
 
 impl Label {
-    /// The name as text (empty if a receiver sent something that is not UTF-8).
+    /// The name.
     pub fn name(&self) -> &str {
-        std::str::from_utf8(&self.name).unwrap_or("")
+        &self.name
     }
 
-    /// The value as text (empty if it is not UTF-8).
+    /// The value.
     pub fn value(&self) -> &str {
-        std::str::from_utf8(&self.value).unwrap_or("")
+        &self.value
     }
 }
 
@@ -74,51 +72,93 @@ pub enum WireError {
 }
 
 /// One scrape as a compressed `WriteRequest` ready to queue.
+///
+/// Written straight into one buffer rather than through the [`WriteRequest`] structs: those
+/// need two vectors and a string conversion per label for every series, and encoding is the
+/// largest cost of remote write (BENCHMARKS.md). The bytes are prost's own for the same message
+/// (`the_hand_written_encoding_is_prost_s`), down to the default values proto3 leaves out.
 pub fn encode_chunk(scrape: ScrapeSamples) -> Chunk {
-    let samples = scrape.series.len() as u64;
-    let ts = scrape.ts_ms;
-    let shared = Shared::of(&scrape);
-    let timeseries = scrape
-        .series
-        .into_iter()
-        .map(|s| TimeSeries { samples: vec![Sample { value: s.value, timestamp: ts }], labels: shared.labels(s) })
-        .collect();
-    let raw = prost::Message::encode_to_vec(&WriteRequest { timeseries });
-    Chunk { ts_ms: ts, samples, payload: compress(&raw) }
-}
-
-/// What every series of a scrape shares, each string allocated once.
-struct Shared {
-    name: Bytes,
-    names: Vec<Bytes>,
-    targets: Vec<Label>,
-}
-
-impl Shared {
-    fn of(scrape: &ScrapeSamples) -> Self {
-        let text = |s: &String| Bytes::copy_from_slice(s.as_bytes());
-        Self {
-            name: Bytes::from_static(b"__name__"),
-            names: scrape.names.iter().map(text).collect(),
-            targets: scrape.target_labels.iter().map(|(n, v)| Label { name: text(n), value: text(v) }).collect(),
-        }
+    let ScrapeSamples { ts_ms, target_labels, names, series, .. } = scrape;
+    let mut raw = Vec::with_capacity(series.len() * 160);
+    let mut labels: Vec<(&str, &str)> = Vec::new();
+    for s in &series {
+        series_labels(&mut labels, s, &names, &target_labels);
+        write_series(&mut raw, &labels, s.value, ts_ms);
     }
+    Chunk { ts_ms, samples: series.len() as u64, payload: compress(&raw) }
+}
 
-    /// A series' labels as remote write sends them: `__name__`, its own and the target's,
-    /// sorted by name; a target label wins over one of the series' own of the same name.
-    fn labels(&self, s: Series) -> Vec<Label> {
-        let mut labels = Vec::with_capacity(s.labels.len() + 1 + self.targets.len());
-        for (n, v) in s.labels {
-            if !self.targets.iter().any(|t| t.name == n.as_bytes()) {
-                labels.push(Label { name: Bytes::from(n), value: Bytes::from(v) });
-            }
-        }
-        let name = self.names.get(s.name).cloned().unwrap_or_default();
-        labels.push(Label { name: self.name.clone(), value: name });
-        labels.extend(self.targets.iter().cloned());
-        labels.sort_unstable_by(|a, b| a.name.cmp(&b.name));
-        labels.dedup_by(|later, first| later.name == first.name);
-        labels
+/// A series' labels as remote write sends them: `__name__`, its own and the target's, sorted
+/// by name; a target label wins over one of the series' own of the same name.
+fn series_labels<'a>(
+    out: &mut Vec<(&'a str, &'a str)>,
+    s: &'a Series,
+    names: &'a [String],
+    targets: &'a [(String, String)],
+) {
+    out.clear();
+    let own = s.labels.iter().filter(|(n, _)| !targets.iter().any(|(t, _)| t == n));
+    out.extend(own.map(|(n, v)| (n.as_str(), v.as_str())));
+    out.push(("__name__", names.get(s.name).map_or("", String::as_str)));
+    out.extend(targets.iter().map(|(n, v)| (n.as_str(), v.as_str())));
+    out.sort_by(|a, b| a.0.cmp(b.0));
+    out.dedup_by(|later, first| later.0 == first.0);
+}
+
+/// Tag bytes (field number << 3 | wire type) of the fields written here, all below 16.
+const TIMESERIES: u8 = 1 << 3 | 2;
+const LABELS: u8 = 1 << 3 | 2;
+const SAMPLES: u8 = 2 << 3 | 2;
+const NAME: u8 = 1 << 3 | 2;
+const VALUE_TEXT: u8 = 2 << 3 | 2;
+const VALUE: u8 = 1 << 3 | 1;
+const TIMESTAMP: u8 = 2 << 3;
+
+/// One `TimeSeries` (field 1 of `WriteRequest`) with one sample.
+fn write_series(out: &mut Vec<u8>, labels: &[(&str, &str)], value: f64, ts_ms: i64) {
+    let label_len = |(n, v): &(&str, &str)| text_len(n) + text_len(v);
+    let sample_len = if value != 0.0 { 9 } else { 0 } + if ts_ms != 0 { 1 + varint_len(ts_ms as u64) } else { 0 };
+    let series_len = labels.iter().map(|l| delimited_len(label_len(l))).sum::<usize>() + delimited_len(sample_len);
+    delimit(out, TIMESERIES, series_len);
+    for l in labels {
+        delimit(out, LABELS, label_len(l));
+        text(out, NAME, l.0);
+        text(out, VALUE_TEXT, l.1);
+    }
+    delimit(out, SAMPLES, sample_len);
+    if value != 0.0 {
+        out.push(VALUE);
+        out.extend_from_slice(&value.to_le_bytes());
+    }
+    if ts_ms != 0 {
+        out.push(TIMESTAMP);
+        prost::encoding::encode_varint(ts_ms as u64, out);
+    }
+}
+
+fn varint_len(n: u64) -> usize {
+    prost::encoding::encoded_len_varint(n)
+}
+
+/// Bytes of a length-delimited field holding `len` bytes: tag, length, content.
+fn delimited_len(len: usize) -> usize {
+    1 + varint_len(len as u64) + len
+}
+
+/// Bytes of a string field (absent when empty, as proto3 writes it).
+fn text_len(s: &str) -> usize {
+    if s.is_empty() { 0 } else { delimited_len(s.len()) }
+}
+
+fn delimit(out: &mut Vec<u8>, tag: u8, len: usize) {
+    out.push(tag);
+    prost::encoding::encode_varint(len as u64, out);
+}
+
+fn text(out: &mut Vec<u8>, tag: u8, s: &str) {
+    if !s.is_empty() {
+        delimit(out, tag, s.len());
+        out.extend_from_slice(s.as_bytes());
     }
 }
 
@@ -184,6 +224,40 @@ mod tests {
         assert_eq!(first.samples, vec![Sample { value: 5.0, timestamp: 1_000 }]);
         let later = &req.timeseries[2].samples[0];
         assert!(later.value.is_nan() && later.timestamp == 2_000);
+    }
+
+    /// What prost writes for the same scrape, through the structs.
+    fn through_prost(scrape: &ScrapeSamples) -> Vec<u8> {
+        let mut labels = Vec::new();
+        let timeseries = scrape
+            .series
+            .iter()
+            .map(|s| {
+                series_labels(&mut labels, s, &scrape.names, &scrape.target_labels);
+                TimeSeries {
+                    labels: labels.iter().map(|(n, v)| Label { name: (*n).into(), value: (*v).into() }).collect(),
+                    samples: vec![Sample { value: s.value, timestamp: scrape.ts_ms }],
+                }
+            })
+            .collect();
+        prost::Message::encode_to_vec(&WriteRequest { timeseries })
+    }
+
+    #[test]
+    fn the_hand_written_encoding_is_prost_s() {
+        let expo = crate::scrape::parse::parse(include_str!("../../tests/fixtures/zai-proxy-sample.prom")).unwrap();
+        let mut fixture = crate::scrape::outbound::collect(expo, 1_764_500_000_123, "canary", "10.0.0.1:8080");
+        fixture.series[0].value = 0.0; // defaults proto3 leaves out
+        fixture.series[1].labels.push(("empty".into(), String::new()));
+        fixture.series[1].labels.push(("variant".into(), "own".into())); // the target's wins
+        let mut edge = scrape(0, -0.0);
+        edge.series[1].value = f64::NAN;
+        edge.series[1].name = 9; // no such name: an empty __name__ (never built so)
+        for s in [fixture, edge, scrape(-5, f64::INFINITY)] {
+            let want = through_prost(&s);
+            let got = snap::raw::Decoder::new().decompress_vec(&encode_chunk(s).payload).unwrap();
+            assert_eq!(got, want);
+        }
     }
 
     #[test]
