@@ -19,6 +19,7 @@ use zai_dash::config::Settings;
 use zai_dash::health::HealthBoard;
 use zai_dash::hub::Hub;
 use zai_dash::store::Store;
+use zai_dash::store::source::StoreSource;
 use zai_dash::store::write::WriterStats;
 use zai_dash::web::{self, AppState};
 
@@ -43,8 +44,9 @@ async fn run() {
     };
     let charts: Arc<zai_dash::web::pages::ChartCache> = Default::default();
     let state = AppState {
+        source: Arc::new(StoreSource::new(store.clone(), settings.point_ms(), settings.rollup_ms())),
         settings: Arc::new(settings.web()),
-        store,
+        store: Some(store),
         hub: Hub::new(1, 16, 16),
         health: HealthBoard::default(),
         clock: Arc::new(SystemClock),

@@ -1,5 +1,9 @@
 //! Wiring: opens the store, starts the writer, the scrapers, the downsampler and the HTTP
 //! server, and stops them in dependency order. The only place that spawns long-lived tasks.
+//!
+//! In source mode (`Settings::engine`) none of those run: no file is opened, nothing is
+//! scraped; the engine's live poller fills the health board and feeds the hub and the alerts,
+//! and the web layer reads the engine through the same `DataSource` trait.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -10,9 +14,11 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::alerting::AlertStateStore;
 use crate::alerts::{self, Alerts};
 use crate::clock::SharedClock;
 use crate::config::Settings;
+use crate::engine::{self, EngineSettings, MemoryAlerts, PromSource};
 use crate::health::{HealthBoard, TargetHealth};
 use crate::hub::Hub;
 use crate::ingest::{Event, KnownTotals, PointSink};
@@ -23,7 +29,9 @@ use crate::scrape::discovery::{Discovery, SharedResolver, SystemResolver};
 use crate::scrape::increase::TargetState;
 use crate::scrape::{self, Outputs, Target, persist};
 use crate::setting::duration_ms;
+use crate::stats::StatsSource;
 use crate::store::downsample::{self, Plan};
+use crate::store::source::StoreSource;
 use crate::store::stats::StoreStats;
 use crate::store::{Store, WriterStats, query, write};
 use crate::web::selfmetrics::SelfMetrics;
@@ -57,6 +65,9 @@ pub async fn run_with_resolver(
     shutdown: CancellationToken,
     resolver: SharedResolver,
 ) -> anyhow::Result<()> {
+    if let Some(engine) = settings.engine.clone() {
+        return run_source(Arc::new(settings), &engine, clock, listener, shutdown).await;
+    }
     let settings = Arc::new(settings);
     let store = open_store(&settings).await?;
     let (targets, seed) = load_targets(&store, &settings, clock.now_ms()).await?;
@@ -69,14 +80,70 @@ pub async fn run_with_resolver(
     state.sessions = sessions;
     state.remote = remote;
     let ready = state.ready.clone();
-    let listening = crate::net::Listening {
+    let server = tokio::spawn(crate::net::serve(listener, web::router(state), listening(&settings), stop.clone()));
+    shutdown.cancelled().await;
+    stop_in_order(settings.shutdown_grace, &ready, &stop, &tracker, server).await
+}
+
+/// Source mode: the engine's live poller, the alert engine over the engine's window statistics
+/// (records in memory) and the HTTP server; no store, no scraper, no downsampler.
+async fn run_source(
+    settings: Arc<Settings>,
+    engine: &EngineSettings,
+    clock: SharedClock,
+    listener: TcpListener,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let tracker = TaskTracker::new();
+    let stop = CancellationToken::new();
+    let timing = engine::Timing {
+        point_ms: settings.point_ms(),
+        rollup_ms: settings.rollup_ms(),
+        scrape_ms: duration_ms(settings.scrape_interval),
+    };
+    let memory = Arc::new(MemoryAlerts::default());
+    let source = Arc::new(
+        PromSource::new(engine, timing, clock.clone(), memory.clone())
+            .context("cannot build the HTTP client for PROMETHEUS_URL")?,
+    );
+    let health = HealthBoard::default();
+    let hub = Hub::new(u64::try_from(clock.now_ms()).unwrap_or(0), RING_EVENTS, CLIENT_BUFFER);
+    let alerts = Alerts::new(&settings.alerts);
+    let sink = Arc::new(FanOut { hub: hub.clone(), alerts: alerts.feed() });
+    tracker.spawn(engine::live::run(source.clone(), health.clone(), sink, clock.clone(), stop.clone()));
+    let parts = AlertParts { stats: source.clone(), records: memory, health: &health, hub: &hub, clock: &clock };
+    start_alerts(&tracker, &stop, &settings, &alerts, parts)?;
+    let sessions =
+        settings.dashboard_token.as_ref().map(|t| Arc::new(Sessions::new(t, duration_ms(settings.session_ttl))));
+    let state = AppState {
+        settings: Arc::new(settings.web()),
+        source,
+        store: None,
+        hub,
+        health,
+        clock,
+        ready: Arc::new(AtomicBool::new(true)),
+        stopping: stop.clone(),
+        writer: Arc::default(),
+        metrics: Arc::default(),
+        charts: Default::default(),
+        sessions,
+        remote: None,
+        alerts,
+    };
+    let ready = state.ready.clone();
+    let server = tokio::spawn(crate::net::serve(listener, web::router(state), listening(&settings), stop.clone()));
+    shutdown.cancelled().await;
+    stop_in_order(settings.shutdown_grace, &ready, &stop, &tracker, server).await
+}
+
+/// The dashboard listener's limits, the same in both modes.
+fn listening(settings: &Settings) -> crate::net::Listening {
+    crate::net::Listening {
         limits: settings.listener,
         stalled_client: Some(settings.stalled_client_timeout),
         ..Default::default()
-    };
-    let server = tokio::spawn(crate::net::serve(listener, web::router(state), listening, stop.clone()));
-    shutdown.cancelled().await;
-    stop_in_order(settings.shutdown_grace, &ready, &stop, &tracker, server).await
+    }
 }
 
 /// What start-up read from the database, plus how `dns+` names are resolved and where raw
@@ -140,10 +207,18 @@ fn start_background(
     let writer_stats = Arc::new(WriterStats::default());
     let self_metrics = Arc::new(SelfMetrics::default());
     let (queue, rx) = write::channel(WRITE_QUEUE, writer_stats.clone());
+    let widths = (settings.point_ms(), settings.rollup_ms());
     let alerts = Alerts::new(&settings.alerts);
     let sink = FanOut { hub: hub.clone(), alerts: alerts.feed() };
     tracker.spawn(write::run_writer(store.clone(), rx, sink, writer_stats.clone(), settings.rollup_ms()));
-    start_alerts(tracker, stop, settings, &alerts, (&store, &health, &hub, &clock))?;
+    let parts = AlertParts {
+        stats: Arc::new(StoreStats::new(store.clone(), widths, duration_ms(settings.retention_5s))),
+        records: Arc::new(store.clone()),
+        health: &health,
+        hub: &hub,
+        clock: &clock,
+    };
+    start_alerts(tracker, stop, settings, &alerts, parts)?;
     let dns_entries: Vec<_> = settings.targets.iter().filter(|t| t.is_dns()).cloned().collect();
     let discovery = (!dns_entries.is_empty()).then(|| Discovery {
         entries: dns_entries,
@@ -156,7 +231,8 @@ fn start_background(
     tracker.spawn(downsample_loop(store.clone(), settings.clone(), clock.clone(), stop.clone(), self_metrics.clone()));
     Ok(AppState {
         settings: Arc::new(settings.web()),
-        store,
+        source: Arc::new(StoreSource::new(store.clone(), settings.point_ms(), settings.rollup_ms())),
+        store: Some(store),
         hub,
         health,
         clock,
@@ -171,23 +247,32 @@ fn start_background(
     })
 }
 
-/// Starts the alert engine over the store's window statistics, the health board and the hub,
-/// evaluating on each live tick (one point interval, or the scrape interval when longer).
+/// What the alert engine reads and keeps: window statistics and records (the store's, or the
+/// engine's and memory in source mode), health, the hub to announce on, the clock.
+struct AlertParts<'a> {
+    stats: Arc<dyn StatsSource>,
+    records: Arc<dyn AlertStateStore>,
+    health: &'a HealthBoard,
+    hub: &'a Hub,
+    clock: &'a SharedClock,
+}
+
+/// Starts the alert engine, evaluating on each live tick (one point interval, or the scrape
+/// interval when longer).
 fn start_alerts(
     tracker: &TaskTracker,
     stop: &CancellationToken,
     settings: &Settings,
     alerts: &Alerts,
-    (store, health, hub, clock): (&Store, &HealthBoard, &Hub, &SharedClock),
+    parts: AlertParts<'_>,
 ) -> anyhow::Result<()> {
-    let widths = (settings.point_ms(), settings.rollup_ms());
     let deps = alerts::Deps {
-        stats: Arc::new(StoreStats::new(store.clone(), widths, duration_ms(settings.retention_5s))),
-        health: health.clone(),
+        stats: parts.stats,
+        health: parts.health.clone(),
         feed: alerts.feed(),
-        store: Arc::new(store.clone()),
-        announcer: Arc::new(hub.clone()),
-        clock: clock.clone(),
+        store: parts.records,
+        announcer: Arc::new(parts.hub.clone()),
+        clock: parts.clock.clone(),
     };
     let interval = settings.point_width.max(settings.scrape_interval);
     alerts.spawn(tracker, stop, deps, interval).context("cannot build the alert receivers' HTTP client")

@@ -13,6 +13,7 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 
 use crate::alerts::{AlertArgs, AlertSettings};
+use crate::engine::{EngineArgs, EngineSettings};
 use crate::net::ListenerLimits;
 use crate::proxy::{ProxyArgs, ProxySettings};
 use crate::remote::{RemoteArgs, RemoteSettings};
@@ -96,6 +97,36 @@ impl AlertFlags {
     }
 }
 
+/// Source mode flags (`--source prometheus`): the engine every number is read from.
+#[derive(Debug, Clone, Default, Args)]
+pub struct EngineFlags {
+    /// Source mode: the engine's base URL (Prometheus, VictoriaMetrics, Thanos; Mimir's ends in
+    /// `/prometheus`). Credentials in it are sent as basic auth and never shown.
+    #[arg(long, env = "PROMETHEUS_URL", default_value = "", hide_env_values = true)]
+    pub prometheus_url: String,
+    /// Source mode: a token sent as `Authorization: Bearer`.
+    #[arg(long, env = "PROMETHEUS_BEARER_TOKEN", hide_env_values = true)]
+    pub prometheus_bearer_token: Option<Secret>,
+    /// Source mode: extra headers, `Name: value` entries separated by commas (`X-Scope-OrgID:
+    /// tenant` for Mimir). Values are treated as secrets.
+    #[arg(long, env = "PROMETHEUS_HEADERS", hide_env_values = true)]
+    pub prometheus_headers: Option<Secret>,
+    /// Source mode: limit on every query to the engine.
+    #[arg(long, env = "PROMETHEUS_TIMEOUT", default_value = crate::engine::settings::DEFAULT_TIMEOUT)]
+    pub prometheus_timeout: String,
+}
+
+impl EngineFlags {
+    fn args(&self) -> EngineArgs<'_> {
+        EngineArgs {
+            url: Some(&self.prometheus_url),
+            bearer_token: self.prometheus_bearer_token.as_ref(),
+            headers: self.prometheus_headers.as_ref(),
+            timeout: Some(&self.prometheus_timeout),
+        }
+    }
+}
+
 /// Flags of `zai-dash proxy`.
 #[derive(Debug, Clone, Args)]
 pub struct ProxyCommandArgs {
@@ -141,29 +172,38 @@ pub struct ServeArgs {
     /// Address to listen on; Go's `:8080` form means all interfaces.
     #[arg(long, env = "LISTEN_ADDR", default_value = ":8080")]
     pub listen_addr: String,
+    /// Where the numbers come from: `sqlite` (scrape the targets into DB_PATH) or `prometheus`
+    /// (read them with PromQL from an engine that already scrapes the proxies; no file, no
+    /// scraping, any number of replicas).
+    #[arg(long, env = "SOURCE", default_value = "sqlite")]
+    pub source: String,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub engine: EngineFlags,
     /// Comma-separated `/metrics` URLs, each optionally prefixed with `VARIANT=`.
     #[arg(long, env = "SCRAPE_TARGETS", default_value = "")]
     pub scrape_targets: String,
-    /// Time between two scrapes of one target.
+    /// Time between two scrapes of one target (source mode: how often the engine scrapes the
+    /// proxies).
     #[arg(long, env = "SCRAPE_INTERVAL", default_value = "5s")]
     pub scrape_interval: String,
     /// Give up on a scrape after this long; must be shorter than the interval.
-    #[arg(long, env = "SCRAPE_TIMEOUT", default_value = "3s")]
+    #[arg(long, env = "SCRAPE_TIMEOUT", default_value = DEFAULT_SCRAPE_TIMEOUT)]
     pub scrape_timeout: String,
     /// SQLite database file; its directory is created when missing.
     #[arg(long, env = "DB_PATH", default_value = "./data/zai-dash.db")]
     pub db_path: PathBuf,
     /// How long 5-second rows are kept.
-    #[arg(long, env = "RETENTION_5S", default_value = "24h")]
+    #[arg(long, env = "RETENTION_5S", default_value = DEFAULT_RETENTION_5S)]
     pub retention_5s: String,
     /// How long 1-minute rows are kept.
-    #[arg(long, env = "RETENTION_1M", default_value = "168h")]
+    #[arg(long, env = "RETENTION_1M", default_value = DEFAULT_RETENTION_1M)]
     pub retention_1m: String,
     /// How long 10-minute rows (ranges over a day) are kept.
-    #[arg(long, env = "RETENTION_10M", default_value = "30d")]
+    #[arg(long, env = "RETENTION_10M", default_value = DEFAULT_RETENTION_10M)]
     pub retention_10m: String,
     /// How often complete minutes are rolled up and retention is enforced.
-    #[arg(long, env = "DOWNSAMPLE_INTERVAL", default_value = "1m")]
+    #[arg(long, env = "DOWNSAMPLE_INTERVAL", default_value = DEFAULT_DOWNSAMPLE_INTERVAL)]
     pub downsample_interval: String,
     /// How long shutdown may take before the process gives up and exits non-zero.
     #[arg(long, env = "SHUTDOWN_GRACE", default_value = "10s")]
@@ -255,6 +295,8 @@ pub struct Settings {
     pub remote: Option<RemoteSettings>,
     /// Alerting rules and receivers.
     pub alerts: AlertSettings,
+    /// Source mode: the engine every number is read from; `None` scrapes into SQLite.
+    pub engine: Option<EngineSettings>,
 }
 
 /// Default width of a raw point.
@@ -267,14 +309,22 @@ pub const ROLLUP_WIDTH: Duration = Duration::from_secs(60);
 pub const STALLED_CLIENT_TIMEOUT: Duration = Duration::from_secs(30);
 /// Default cap on a scraped body (16 MiB).
 pub const MAX_BODY_BYTES: usize = 16 * 1024 * 1024;
+/// Defaults of the settings only SQLite mode uses (source mode refuses them when changed).
+const DEFAULT_SCRAPE_TIMEOUT: &str = "3s";
+const DEFAULT_RETENTION_5S: &str = "24h";
+const DEFAULT_RETENTION_1M: &str = "168h";
+const DEFAULT_RETENTION_10M: &str = "30d";
+const DEFAULT_DOWNSAMPLE_INTERVAL: &str = "1m";
 
 impl ServeArgs {
     /// Checks every value and turns the strings into typed [`Settings`].
     pub fn validate(&self) -> Result<Settings, ConfigError> {
-        let (scrape_interval, scrape_timeout) = self.scrape_timing()?;
+        let engine = self.engine_plan()?;
+        let (scrape_interval, scrape_timeout) = self.scrape_timing(engine.is_some())?;
         let (retention_5s, retention_1m, retention_10m, downsample_interval) = self.retentions()?;
         let proxy = self.proxy_plan()?;
         let targets = match parse_targets(&self.scrape_targets) {
+            _ if engine.is_some() => Vec::new(),
             Err(_) if proxy.is_some() && self.scrape_targets.split(',').all(|t| t.trim().is_empty()) => Vec::new(),
             other => other?,
         };
@@ -284,7 +334,8 @@ impl ServeArgs {
             proxy,
             scrape_interval,
             scrape_timeout,
-            db_path: prepare_db_path(&self.db_path)?,
+            // Source mode keeps no file: DB_PATH is not even created (the image sets it anyway).
+            db_path: if engine.is_some() { self.db_path.clone() } else { prepare_db_path(&self.db_path)? },
             retention_5s,
             retention_1m,
             retention_10m,
@@ -303,14 +354,60 @@ impl ServeArgs {
             },
             remote: self.remote.validate()?,
             alerts: self.alerts.validate()?,
+            engine,
         })
     }
 
-    /// Interval and timeout, the timeout shorter (or scrapes of one target would overlap).
-    fn scrape_timing(&self) -> Result<(Duration, Duration), ConfigError> {
+    /// Source mode's engine when `SOURCE=prometheus`, refusing settings that only SQLite mode
+    /// uses; in SQLite mode, refusing the engine's settings (they would be silently ignored).
+    fn engine_plan(&self) -> Result<Option<EngineSettings>, ConfigError> {
+        let args = self.engine.args();
+        match self.source.trim() {
+            "" | "sqlite" => match args.given().first() {
+                Some(name) => Err(bad(format!(
+                    "{name} is set but SOURCE is sqlite; add --source prometheus (SOURCE=prometheus) to read from the engine, or remove {name}."
+                ))),
+                None => Ok(None),
+            },
+            "prometheus" => {
+                self.refuse_sqlite_only()?;
+                Ok(Some(EngineSettings::validate(&args)?))
+            }
+            other => Err(bad(format!("SOURCE {other:?} is not one of sqlite, prometheus."))),
+        }
+    }
+
+    /// Settings that make no sense when the engine scrapes and keeps the data. `DB_PATH` is
+    /// left out: the image sets it, and source mode simply never opens it.
+    fn refuse_sqlite_only(&self) -> Result<(), ConfigError> {
+        let changed = |v: &str, default: &str| {
+            humantime::parse_duration(v.trim()).ok() != humantime::parse_duration(default).ok()
+        };
+        let set = [
+            ("SCRAPE_TARGETS", !self.scrape_targets.split(',').all(|t| t.trim().is_empty())),
+            ("--proxy", self.proxy),
+            ("SCRAPE_TIMEOUT", changed(&self.scrape_timeout, DEFAULT_SCRAPE_TIMEOUT)),
+            ("RETENTION_5S", changed(&self.retention_5s, DEFAULT_RETENTION_5S)),
+            ("RETENTION_1M", changed(&self.retention_1m, DEFAULT_RETENTION_1M)),
+            ("RETENTION_10M", changed(&self.retention_10m, DEFAULT_RETENTION_10M)),
+            ("DOWNSAMPLE_INTERVAL", changed(&self.downsample_interval, DEFAULT_DOWNSAMPLE_INTERVAL)),
+            // Nothing is scraped, so there is nothing to ship.
+            ("REMOTE_WRITE_URL", self.remote.remote_write_url.as_deref().is_some_and(|u| !u.trim().is_empty())),
+        ];
+        match set.iter().find(|(_, given)| *given) {
+            Some((name, _)) => Err(bad(format!(
+                "{name} has no effect with SOURCE=prometheus (the engine scrapes the proxies and keeps the data, zai-dash keeps no SQLite file); remove it, or use SOURCE=sqlite."
+            ))),
+            None => Ok(()),
+        }
+    }
+
+    /// Interval and timeout, the timeout shorter (or scrapes of one target would overlap). In
+    /// source mode the interval is the engine's and zai-dash times no scrape of its own.
+    fn scrape_timing(&self, source_mode: bool) -> Result<(Duration, Duration), ConfigError> {
         let interval = parse_duration("SCRAPE_INTERVAL", &self.scrape_interval)?;
         let timeout = parse_duration("SCRAPE_TIMEOUT", &self.scrape_timeout)?;
-        if timeout >= interval {
+        if timeout >= interval && !source_mode {
             return Err(bad(format!(
                 "SCRAPE_TIMEOUT ({}) must be shorter than SCRAPE_INTERVAL ({}), or scrapes of one target would overlap.",
                 self.scrape_timeout, self.scrape_interval
@@ -400,6 +497,7 @@ impl Settings {
             // No rules: alert events would interleave with the points other suites count on
             // the live stream; tests of alerts set their own rules.
             alerts: AlertSettings { rules: Vec::new(), ..AlertSettings::default() },
+            engine: None,
         }
     }
 
@@ -442,6 +540,7 @@ impl Settings {
             dashboard_token: self.dashboard_token.clone(),
             notice: self.notice.clone(),
             session_ttl: self.session_ttl,
+            engine: self.engine.as_ref().map(EngineSettings::display_url),
         }
     }
 }
@@ -471,6 +570,8 @@ mod tests {
             http_idle_timeout: "120s".into(),
             remote: crate::remote::RemoteArgs::default(),
             alerts: AlertFlags::default(),
+            source: "sqlite".into(),
+            engine: EngineFlags { prometheus_timeout: "10s".into(), ..EngineFlags::default() },
         }
     }
 
@@ -580,6 +681,56 @@ mod tests {
         a.alerts.alert_webhook_url = "https://hooks.slack.com/services/T0/B0/secret".into();
         a.alerts.alert_webhook_format = "slack".into();
         assert!(!format!("{:?}", a.validate().unwrap()).contains("secret"));
+    }
+
+    #[test]
+    fn source_mode_needs_an_engine_and_refuses_sqlite_settings() {
+        let source = |a: &mut ServeArgs| {
+            a.source = "prometheus".into();
+            a.scrape_targets = String::new();
+        };
+        let mut a = args();
+        source(&mut a);
+        assert_eq!(
+            err(a),
+            "SOURCE=prometheus needs PROMETHEUS_URL, the engine's base URL (e.g. http://prometheus:9090)."
+        );
+        let mut a = args();
+        source(&mut a);
+        a.engine.prometheus_url = "http://prometheus:9090".into();
+        a.db_path = PathBuf::from("/proc/zai-dash/never-created.db");
+        let s = a.validate().unwrap();
+        assert_eq!(s.engine.as_ref().map(EngineSettings::display_url).as_deref(), Some("http://prometheus:9090"));
+        assert!(s.targets.is_empty(), "nothing to scrape; DB_PATH is not created either");
+        for (name, set) in [
+            (
+                "SCRAPE_TARGETS",
+                (|a: &mut ServeArgs| a.scrape_targets = "http://a:1/metrics".into()) as fn(&mut ServeArgs),
+            ),
+            ("RETENTION_5S", |a| a.retention_5s = "48h".into()),
+            ("--proxy", |a| a.proxy = true),
+            ("DOWNSAMPLE_INTERVAL", |a| a.downsample_interval = "5m".into()),
+            ("REMOTE_WRITE_URL", |a| a.remote.remote_write_url = Some("http://vm:8428/api/v1/write".into())),
+        ] {
+            let mut a = args();
+            source(&mut a);
+            a.engine.prometheus_url = "http://prometheus:9090".into();
+            set(&mut a);
+            assert!(err(a).starts_with(&format!("{name} has no effect with SOURCE=prometheus")), "{name}");
+        }
+        let mut a = args();
+        a.source = "influx".into();
+        assert_eq!(err(a), "SOURCE \"influx\" is not one of sqlite, prometheus.");
+    }
+
+    #[test]
+    fn engine_settings_without_source_mode_are_refused() {
+        let mut a = args();
+        a.engine.prometheus_url = "http://prometheus:9090".into();
+        assert!(err(a).starts_with("PROMETHEUS_URL is set but SOURCE is sqlite"));
+        let mut a = args();
+        a.engine.prometheus_bearer_token = Some(Secret::new("t"));
+        assert!(err(a).starts_with("PROMETHEUS_BEARER_TOKEN is set but SOURCE is sqlite"));
     }
 
     #[test]

@@ -123,6 +123,14 @@ impl HealthBoard {
         self.inner.read().map(|g| g.iter().filter(|h| !h.retired).cloned().collect()).unwrap_or_default()
     }
 
+    /// Replaces every entry: in source mode the engine's view of the targets (`up` and each
+    /// pod's `zai_proxy_build_info`), read afresh each point interval.
+    pub fn replace(&self, targets: Vec<TargetHealth>) {
+        if let Ok(mut all) = self.inner.write() {
+            *all = targets;
+        }
+    }
+
     /// Durations of every scrape, in seconds.
     pub fn durations(&self) -> &AtomicHistogram {
         &self.durations

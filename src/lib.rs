@@ -17,6 +17,7 @@
 //! - [`net`]: the serving loop every listener runs (`TCP_NODELAY`, header-read and idle timeouts).
 //! - [`promql`]: the PromQL behind every number, for engines that scrape the proxies.
 //! - [`stats`]: per-variant window statistics behind a trait (the store answers it).
+//! - [`source`]: what the web layer reads, behind a trait (the store or a PromQL engine answers it).
 //! - [`alerting`]: alert records, their persistence trait and the live-stream announcer.
 //! - [`samples`]: the types and traits raw samples take on their way to remote write.
 //! - [`shutdown`]: signals; [`telemetry`]: logs.
@@ -27,6 +28,7 @@
 //! - [`hub`]: live fan-out of points with a resume ring.
 //! - [`proxy`]: the built-in LLM reverse proxy exporting zai-proxy's `zai_proxy_*` metrics.
 //! - [`alerts`]: alerting rules evaluated each tick, persisted, sent to Alertmanager or webhooks.
+//! - [`engine`]: source mode: every number from PromQL against an engine that scrapes the proxies.
 //! - [`remote`]: remote write out: a durable queue of scraped samples shipped to Prometheus-compatible receivers.
 //!
 //! **Web**, on the subsystems it reads and the core:
@@ -58,12 +60,14 @@ pub mod promql;
 pub mod samples;
 pub mod setting;
 pub mod shutdown;
+pub mod source;
 pub mod stats;
 pub mod telemetry;
 pub mod variant;
 
 // Subsystems.
 pub mod alerts;
+pub mod engine;
 pub mod hub;
 pub mod proxy;
 pub mod remote;

@@ -362,6 +362,128 @@ pub fn canary_verdict(level: VerdictLevel, candidate: &Selector, baseline: &str,
     format!("({errors} or {latency}) and on (variant) {enough}")
 }
 
+/// The source mode's building blocks (`serve --source prometheus`): the same definitions as
+/// above, split by the labels zai-dash keeps, so that the engine's answers are assembled into
+/// points exactly as the store assembles rows: quantiles from summed bucket rates (with
+/// `point::Histogram`, Prometheus' interpolation), error share from the status codes, each
+/// gauge time-weighted over the bucket with absent pods counting 0, the quota block from the
+/// freshest values. Window sums are `increase` by the same labels.
+pub mod parts {
+    use super::{Selector, duration};
+
+    /// Families only the source mode reads (zai-proxy's names).
+    pub mod family {
+        /// Request size histogram (bytes).
+        pub const REQUEST_SIZE: &str = "zai_proxy_request_size_bytes";
+        /// Response size histogram (bytes).
+        pub const RESPONSE_SIZE: &str = "zai_proxy_response_size_bytes";
+        /// Rate limit adjustments by `direction`.
+        pub const ADJUSTMENTS: &str = "zai_proxy_rate_limit_adjustments_total";
+        /// Quota gauges by `window`, `limit_type`, and the block's flags: `(family, part)`, the
+        /// part naming the field it fills.
+        pub const QUOTA: [(&str, &str); 6] = [
+            ("zai_proxy_quota_usage_ratio", "usage"),
+            ("zai_proxy_quota_remaining_ratio", "remaining"),
+            ("zai_proxy_quota_reset_time_seconds", "reset"),
+            ("zai_proxy_quota_sample_age_seconds", "age"),
+            ("zai_proxy_quota_gate_open", "gate"),
+            ("zai_proxy_quota_rate_cap", "rate_cap"),
+        ];
+    }
+
+    /// Per-second rate of `family` (with `extra` matchers) over `range_ms`, summed by `by`.
+    pub fn rate_by(family: &str, sel: &Selector, extra: &[&str], by: &str, range_ms: i64) -> String {
+        format!("sum by ({by}) (rate({family}{}[{}]))", sel.render(extra), duration(range_ms))
+    }
+
+    /// Increase of `family` over `range_ms`, summed by `by`: a window's sums.
+    pub fn increase_by(family: &str, sel: &Selector, extra: &[&str], by: &str, range_ms: i64) -> String {
+        format!("sum by ({by}) (increase({family}{}[{}]))", sel.render(extra), duration(range_ms))
+    }
+
+    /// A ratio of two rates (`x_sum` over `x_count`: a mean size), per variant; no
+    /// observations give no value (`NaN`), never 0.
+    pub fn mean_of(histogram: &str, sel: &Selector, range_ms: i64) -> String {
+        format!(
+            "{} / {}",
+            rate_by(&format!("{histogram}_sum"), sel, &[], "variant", range_ms),
+            rate_by(&format!("{histogram}_count"), sel, &[], "variant", range_ms)
+        )
+    }
+
+    /// A gauge summed over pods and time-weighted over buckets of `width_ms`: the average over
+    /// the bucket's instants every `res_ms` (the last one at the bucket's end) of each pod's
+    /// latest value within `lookback_ms`, absent pods counting 0. `res_ms` divides `width_ms`.
+    pub fn gauge_sum(family: &str, sel: &Selector, width_ms: i64, res_ms: i64, lookback_ms: i64) -> String {
+        let n = (width_ms / res_ms.max(1)).max(1);
+        let inner =
+            format!("sum by (variant) (last_over_time({family}{}[{}]))", sel.render(&[]), duration(lookback_ms));
+        if n == 1 {
+            return inner;
+        }
+        format!("sum_over_time(({inner})[{}:{}]) / {n}", duration(width_ms - 1), duration(res_ms))
+    }
+
+    /// The quota block's gauges, the freshest value of each pod within `lookback_ms`, highest
+    /// over pods, tagged with the part they fill (`part`), by `window` and `limit_type`.
+    pub fn quota(sel: &Selector, lookback_ms: i64) -> String {
+        let l = duration(lookback_ms);
+        let each: Vec<String> = family::QUOTA
+            .iter()
+            .map(|(f, part)| {
+                format!("label_replace(last_over_time({f}{}[{l}]), \"part\", \"{part}\", \"\", \"\")", sel.render(&[]))
+            })
+            .collect();
+        format!("max by (variant, part, window, limit_type) ({})", each.join(" or "))
+    }
+
+    /// Pods (instances) of each variant that reported within `lookback_ms`.
+    pub fn pods(sel: &Selector, lookback_ms: i64) -> String {
+        format!(
+            "count by (variant) (max by (variant, job, instance) (last_over_time({}{}[{}])))",
+            super::family::BUILD_INFO,
+            sel.render(&[]),
+            duration(lookback_ms)
+        )
+    }
+
+    /// When each `by` group's first sample within `range_ms` was taken (Unix seconds), looked
+    /// at every `res_ms`: where a window's data starts, when a version was first seen.
+    pub fn first_seen(family: &str, sel: &Selector, by: &str, range_ms: i64, res_ms: i64) -> String {
+        format!(
+            "min by ({by}) (min_over_time(timestamp({family}{})[{}:{}]))",
+            sel.render(&[]),
+            duration(range_ms),
+            duration(res_ms)
+        )
+    }
+
+    /// Every version each pod reported within `lookback_ms`: the pods zai-dash lists, their
+    /// variant and version.
+    pub fn pod_versions(lookback_ms: i64) -> String {
+        format!(
+            "max by (job, instance, variant, version) (last_over_time({}[{}]))",
+            super::family::BUILD_INFO,
+            duration(lookback_ms)
+        )
+    }
+
+    /// Variants with a pod that reported within `lookback_ms`.
+    pub fn variants(lookback_ms: i64) -> String {
+        format!("count by (variant) (last_over_time({}[{}]))", super::family::BUILD_INFO, duration(lookback_ms))
+    }
+
+    /// When each target's last successful scrape was taken (Unix seconds), within
+    /// `lookback_ms`, looked at every `res_ms`; only for targets whose last scrape failed.
+    pub fn last_success(lookback_ms: i64, res_ms: i64) -> String {
+        format!(
+            "max by (job, instance) (last_over_time(timestamp(up == 1)[{}:{}])) and on (job, instance) (up == 0)",
+            duration(lookback_ms),
+            duration(res_ms)
+        )
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -424,5 +546,31 @@ mod tests {
         assert_eq!(duration(7_200_000), "2h");
         assert_eq!(duration(90_000), "90s");
         assert_eq!(duration(1_500), "1500ms");
+    }
+
+    #[test]
+    fn source_mode_parts_render_as_promql() {
+        let mut sel = Selector::all();
+        sel.matchers.push(("instance".into(), "10.0.0.5:8080".into()));
+        assert_eq!(
+            parts::rate_by(family::REQUESTS, &sel, &[], "variant, status_code", 2_000),
+            "sum by (variant, status_code) (rate(zai_proxy_requests_total{instance=\"10.0.0.5:8080\"}[2s]))"
+        );
+        assert_eq!(
+            parts::gauge_sum(family::MAX_WORKERS, &Selector::all(), 20_000, 2_000, 1_999),
+            "sum_over_time((sum by (variant) (last_over_time(zai_proxy_max_workers[1999ms])))[19999ms:2s]) / 10"
+        );
+        assert_eq!(
+            parts::gauge_sum(family::MAX_WORKERS, &Selector::all(), 5_000, 5_000, 9_999),
+            "sum by (variant) (last_over_time(zai_proxy_max_workers[9999ms]))",
+            "one instant per bucket: no subquery"
+        );
+        assert!(parts::quota(&Selector::all(), 1_999).starts_with(
+            "max by (variant, part, window, limit_type) (label_replace(last_over_time(zai_proxy_quota_usage_ratio[1999ms]), \"part\", \"usage\", \"\", \"\") or "
+        ));
+        assert_eq!(
+            parts::first_seen(family::BUILD_INFO, &Selector::variant("canary"), "variant", 60_000, 2_000),
+            "min by (variant) (min_over_time(timestamp(zai_proxy_build_info{variant=\"canary\"})[1m:2s]))"
+        );
     }
 }

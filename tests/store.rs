@@ -468,7 +468,7 @@ fn cumulative_fields_agree_across_tables_caches_and_retention_after_a_pod_vanish
             target_url: None,
         };
         let pts = query::points(&fx_conn(&fx), &q, MIN).unwrap();
-        (pts.last().unwrap().requests_2xx, pts.iter().map(|p| p.requests_2xx).collect::<Vec<_>>())
+        (pts.last().unwrap().requests_2xx.unwrap(), pts.iter().map(|p| p.requests_2xx.unwrap()).collect::<Vec<_>>())
     };
     fx.downsample(now + 20_000);
     // Every table and range agrees, and no series steps down.

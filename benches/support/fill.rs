@@ -66,6 +66,17 @@ pub fn prefill(store: &Store, now: i64) {
         tx.commit().unwrap();
     }
     query::set_watermark(&store.conn().unwrap(), bucket_end(now, 60_000) - 60_000).unwrap();
+    // The 10-minute tier ranges over a day read, rolled from those minutes as the downsampler
+    // does in service (retention long enough to keep everything written above).
+    let plan = zai_dash::store::downsample::Plan {
+        point_ms: 5_000,
+        rollup_ms: 60_000,
+        settle_ms: 11_000,
+        retention_raw_ms: 8 * DAY_MS,
+        retention_rollup_ms: 8 * DAY_MS,
+        retention_coarse_ms: 30 * DAY_MS,
+    };
+    zai_dash::store::downsample::run_once(&mut store.conn().unwrap(), now, plan).unwrap();
     store.note_committed(bucket_end(now, 5_000)); // as the writer does after each tick
 }
 

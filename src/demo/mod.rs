@@ -239,6 +239,7 @@ fn settings(plan: &DemoPlan, targets: Vec<TargetSpec>) -> Settings {
         session_ttl: Duration::from_secs(12 * 3600),
         listener: crate::net::ListenerLimits::default(),
         alerts: crate::alerts::AlertSettings::default(),
+        engine: None,
         remote: None,
     }
 }

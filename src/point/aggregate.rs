@@ -60,6 +60,8 @@ impl Bucket {
 /// Rates are per second over the bucket; `latency_*` are milliseconds; cumulative fields are
 /// reset-corrected totals since zai-dash first saw the variant. `null` marks a value that does
 /// not exist for the bucket (no request: no error rate, no percentile) rather than a fake 0.
+/// The cumulative fields are `Option` because a source without zai-dash's own history (the
+/// PromQL source mode) cannot know them: it answers `null` rather than a made-up total.
 #[allow(missing_docs)] // field names and meanings are the Go dashboard's (contract section 3.4)
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct Point {
@@ -67,25 +69,25 @@ pub struct Point {
     pub timestamp: i64,
     /// Variant name.
     pub variant: String,
-    pub requests_2xx: f64,
-    pub requests_4xx: f64,
-    pub requests_5xx: f64,
-    pub tokens_input: f64,
-    pub tokens_output: f64,
-    pub tokens_cache_read: f64,
-    pub tokens_cache_write: f64,
-    pub estimated_cost_usd_input: f64,
-    pub estimated_cost_usd_output: f64,
-    pub estimated_cost_usd_cache_read: f64,
-    pub estimated_cost_usd_cache_write: f64,
+    pub requests_2xx: Option<f64>,
+    pub requests_4xx: Option<f64>,
+    pub requests_5xx: Option<f64>,
+    pub tokens_input: Option<f64>,
+    pub tokens_output: Option<f64>,
+    pub tokens_cache_read: Option<f64>,
+    pub tokens_cache_write: Option<f64>,
+    pub estimated_cost_usd_input: Option<f64>,
+    pub estimated_cost_usd_output: Option<f64>,
+    pub estimated_cost_usd_cache_read: Option<f64>,
+    pub estimated_cost_usd_cache_write: Option<f64>,
     pub concurrent_requests: f64,
     pub max_workers: f64,
     pub rate_limit_rps: f64,
-    pub rate_limit_rejections: f64,
-    pub rate_limit_adj_increase: f64,
-    pub rate_limit_adj_decrease: f64,
-    pub upstream_errors: f64,
-    pub retry_attempts: f64,
+    pub rate_limit_rejections: Option<f64>,
+    pub rate_limit_adj_increase: Option<f64>,
+    pub rate_limit_adj_decrease: Option<f64>,
+    pub upstream_errors: Option<f64>,
+    pub retry_attempts: Option<f64>,
     pub latency_p50: Option<f64>,
     pub latency_p95: Option<f64>,
     pub latency_p99: Option<f64>,
@@ -254,25 +256,25 @@ fn fill_point(ts: i64, variant: &str, s: &Sums<'_>, quota: Option<Quota>, pods: 
     Point {
         timestamp: ts,
         variant: variant.to_owned(),
-        requests_2xx: t(totals.requests_2xx),
-        requests_4xx: t(totals.requests_4xx),
-        requests_5xx: t(totals.requests_5xx),
-        tokens_input: t(totals.tokens[0]),
-        tokens_output: t(totals.tokens[1]),
-        tokens_cache_read: t(totals.tokens[2]),
-        tokens_cache_write: t(totals.tokens[3]),
-        estimated_cost_usd_input: t(totals.cost[0]),
-        estimated_cost_usd_output: t(totals.cost[1]),
-        estimated_cost_usd_cache_read: t(totals.cost[2]),
-        estimated_cost_usd_cache_write: t(totals.cost[3]),
+        requests_2xx: Some(t(totals.requests_2xx)),
+        requests_4xx: Some(t(totals.requests_4xx)),
+        requests_5xx: Some(t(totals.requests_5xx)),
+        tokens_input: Some(t(totals.tokens[0])),
+        tokens_output: Some(t(totals.tokens[1])),
+        tokens_cache_read: Some(t(totals.tokens[2])),
+        tokens_cache_write: Some(t(totals.tokens[3])),
+        estimated_cost_usd_input: Some(t(totals.cost[0])),
+        estimated_cost_usd_output: Some(t(totals.cost[1])),
+        estimated_cost_usd_cache_read: Some(t(totals.cost[2])),
+        estimated_cost_usd_cache_write: Some(t(totals.cost[3])),
         concurrent_requests: t(concurrent),
         max_workers: t(max_workers),
         rate_limit_rps: t(rps),
-        rate_limit_rejections: t(totals.rejections),
-        rate_limit_adj_increase: t(totals.adj_increase),
-        rate_limit_adj_decrease: t(totals.adj_decrease),
-        upstream_errors: t(totals.upstream_errors),
-        retry_attempts: t(totals.retry_attempts),
+        rate_limit_rejections: Some(t(totals.rejections)),
+        rate_limit_adj_increase: Some(t(totals.adj_increase)),
+        rate_limit_adj_decrease: Some(t(totals.adj_decrease)),
+        upstream_errors: Some(t(totals.upstream_errors)),
+        retry_attempts: Some(t(totals.retry_attempts)),
         latency_p50: q(&w.duration, 0.5),
         latency_p95: q(&w.duration, 0.95),
         latency_p99: q(&w.duration, 0.99),
@@ -431,8 +433,8 @@ mod tests {
         assert_eq!(p.concurrent_requests, 4.0);
         assert_eq!(p.max_workers, 20.0);
         assert_eq!(p.worker_utilization, 0.2);
-        assert_eq!(p.requests_2xx, 10.0);
-        assert_eq!(p.requests_5xx, 10.0);
+        assert_eq!(p.requests_2xx, Some(10.0));
+        assert_eq!(p.requests_5xx, Some(10.0));
         // 20 observations: 10 <= 0.1 s, 10 in (0.1, 1]: p50 = 100 ms, p95 = 0.1 + 0.9 * 0.9 s.
         assert!((p.latency_p50.unwrap() - 100.0).abs() < 1e-9);
         assert!((p.latency_p95.unwrap() - 910.0).abs() < 1e-9);
@@ -466,7 +468,7 @@ mod tests {
         let seed = row(2, "production", 0, 5_000, 7.0, 0.0, &[]);
         pb.seed(2, "production".into(), seed.totals);
         let p = &build(&mut pb, 5_000, &[&a])[0];
-        assert_eq!(p.requests_2xx, 17.0);
+        assert_eq!(p.requests_2xx, Some(17.0));
     }
 
     #[test]

@@ -15,6 +15,7 @@ pub mod query;
 pub mod range;
 pub mod remote_queue;
 pub mod schema;
+pub mod source;
 pub mod stats;
 pub mod window;
 pub mod write;

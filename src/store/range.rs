@@ -20,27 +20,7 @@ use crate::clock::bucket_end;
 use crate::point::summary::status;
 use crate::point::{Bucket, Point, PointBuilder, Quota, SumCount, Summary, TargetRow};
 
-/// Ranges up to one hour are answered from raw points (when raw rows still hold them).
-pub const RAW_RANGE_LIMIT_MS: i64 = 3_600_000;
-
-/// What `/api/metrics` asks for, already validated.
-#[derive(Debug, Clone)]
-pub struct PointQuery {
-    /// Window start (exclusive), Unix ms.
-    pub start_ms: i64,
-    /// Window end (inclusive), Unix ms.
-    pub end_ms: i64,
-    /// Output bucket width; a multiple of the source table's width.
-    pub step_ms: i64,
-    /// Read `metrics_5s` (else `metrics_1m`).
-    pub raw: bool,
-    /// Width of a raw point: a step of this width on raw rows gives narrow points.
-    pub point_ms: i64,
-    /// Only this variant.
-    pub variant: Option<String>,
-    /// Only this target URL.
-    pub target_url: Option<String>,
-}
+pub use crate::source::{PointQuery, RAW_RANGE_LIMIT_MS};
 
 /// A row as read by a range query: in place ([`codec::RowView`]) from a table, or decoded (the
 /// raw tail of a long range, rolled on the fly).

@@ -2,7 +2,8 @@
 //! model) and the compare page's sample sizes, error counts and latency histograms.
 //!
 //! Unlike [`super::query::points`], nothing is re-bucketed: the window's rows are added up once,
-//! so a quantile over the window comes from the window's summed bucket increases.
+//! so a quantile over the window comes from the window's summed bucket increases. The query and
+//! result types are the core's ([`crate::source`]), shared with the PromQL source mode.
 
 use std::collections::BTreeMap;
 
@@ -11,49 +12,7 @@ use rusqlite::Connection;
 use super::StoreError;
 use super::query::{Table, raw_rows_by_target, target_rows, targets, variant_names, watermark};
 use crate::point::{Counts, TargetRow};
-
-/// What to sum.
-#[derive(Debug, Clone)]
-pub struct WindowQuery {
-    /// Window start (exclusive), Unix ms.
-    pub start_ms: i64,
-    /// Window end (inclusive), Unix ms.
-    pub end_ms: i64,
-    /// Read `metrics_5s` only (else `metrics_1m` up to the rollup watermark, then `metrics_5s`).
-    pub raw: bool,
-    /// Width of a raw point and of a rollup: a row covers its width before its timestamp.
-    pub widths: (i64, i64),
-    /// Only this target URL.
-    pub target_url: Option<String>,
-}
-
-impl WindowQuery {
-    /// The window of `window_ms` ending at `end_ms` over every target, read as `/api/compare`
-    /// reads it: raw rows when the window is at most an hour and raw rows still cover it
-    /// (`raw_since_ms`), else rollups up to the watermark and raw rows after it.
-    pub fn ending(end_ms: i64, window_ms: i64, widths: (i64, i64), raw_since_ms: i64) -> Self {
-        let start_ms = end_ms - window_ms;
-        let raw = window_ms <= super::query::RAW_RANGE_LIMIT_MS && start_ms >= raw_since_ms;
-        Self { start_ms, end_ms, raw, widths, target_url: None }
-    }
-}
-
-/// One variant's sums over a window.
-#[derive(Debug, Clone, Default)]
-pub struct WindowSums {
-    /// Increases, summed over the variant's pods.
-    pub counts: Counts,
-    /// Start of the first bucket with data in the window: rates over the window divide by the
-    /// time from here to the window's end (what the data covers), not by the window's length.
-    pub data_from_ms: i64,
-}
-
-impl WindowSums {
-    /// Seconds the data covers inside a window ending at `end_ms`.
-    pub fn covered_seconds(&self, end_ms: i64) -> f64 {
-        (end_ms - self.data_from_ms).max(0) as f64 / 1000.0
-    }
-}
+pub use crate::source::{ModelUsage, WindowQuery, WindowSums, model_usage, model_usage_covered};
 
 /// Increases of every variant over the window, summed over its pods, with where its data starts.
 pub fn window_sums(conn: &Connection, q: &WindowQuery) -> Result<BTreeMap<String, WindowSums>, StoreError> {
@@ -112,81 +71,4 @@ pub fn points_and_counts(
         }
     })?;
     Ok((points, counts))
-}
-
-/// Tokens and cost of one model over a window.
-#[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
-pub struct ModelUsage {
-    /// Variant.
-    pub variant: String,
-    /// Model name as the proxy labelled it (untrusted text: escape it when rendering).
-    pub model: String,
-    /// Input tokens.
-    pub tokens_input: f64,
-    /// Output tokens.
-    pub tokens_output: f64,
-    /// Cache-read tokens.
-    pub tokens_cache_read: f64,
-    /// Cache-write tokens.
-    pub tokens_cache_write: f64,
-    /// Estimated cost, all directions (USD).
-    pub cost_usd: f64,
-    /// Seconds of the window the variant's data covers (the window, or less when data starts
-    /// later).
-    pub covered_seconds: f64,
-}
-
-/// One line per variant and model, largest cost first (then most tokens, then name).
-pub fn model_usage(counts: &BTreeMap<String, Counts>) -> Vec<ModelUsage> {
-    model_usage_covered(counts, &BTreeMap::new())
-}
-
-/// [`model_usage`] with each variant's covered seconds.
-pub fn model_usage_covered(counts: &BTreeMap<String, Counts>, covered: &BTreeMap<String, f64>) -> Vec<ModelUsage> {
-    let mut out = Vec::new();
-    for (variant, c) in counts {
-        let models: std::collections::BTreeSet<&String> = c.tokens.keys().chain(c.cost.keys()).collect();
-        for model in models {
-            let t = c.tokens.get(model).copied().unwrap_or_default();
-            let cost = c.cost.get(model).copied().unwrap_or_default();
-            out.push(ModelUsage {
-                variant: variant.clone(),
-                model: model.clone(),
-                tokens_input: t[0],
-                tokens_output: t[1],
-                tokens_cache_read: t[2],
-                tokens_cache_write: t[3],
-                cost_usd: cost.iter().fold(0.0, |a, b| a + b),
-                covered_seconds: covered.get(variant).copied().unwrap_or(0.0),
-            });
-        }
-    }
-    let tokens = |m: &ModelUsage| m.tokens_input + m.tokens_output + m.tokens_cache_read + m.tokens_cache_write;
-    out.sort_by(|a, b| {
-        b.cost_usd.total_cmp(&a.cost_usd).then(tokens(b).total_cmp(&tokens(a))).then(a.model.cmp(&b.model))
-    });
-    out
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn models_are_listed_per_variant_costliest_first() {
-        let mut a = Counts::default();
-        a.tokens.insert("glm-4.7".into(), [100.0, 50.0, 10.0, 0.0]);
-        a.cost.insert("glm-4.7".into(), [0.1, 0.2, 0.0, 0.0]);
-        a.tokens.insert("glm-4.5-air".into(), [1000.0, 0.0, 0.0, 0.0]);
-        a.cost.insert("glm-4.5-air".into(), [0.5, 0.0, 0.0, 0.0]);
-        let mut b = Counts::default();
-        b.cost.insert("only-cost".into(), [0.0, 0.01, 0.0, 0.0]);
-        let m = model_usage(&BTreeMap::from([("production".to_owned(), a), ("canary".to_owned(), b)]));
-        let names: Vec<&str> = m.iter().map(|u| u.model.as_str()).collect();
-        assert_eq!(names, ["glm-4.5-air", "glm-4.7", "only-cost"]);
-        assert!((m[1].cost_usd - 0.3).abs() < 1e-12);
-        assert_eq!(m[1].tokens_output, 50.0);
-        assert_eq!(m[2].variant, "canary");
-        assert_eq!(m[2].tokens_input, 0.0);
-    }
 }

@@ -12,7 +12,7 @@ use crate::clock::{bucket_end, rfc3339_ms};
 use crate::health::TargetHealth;
 use crate::point::Quota;
 use crate::setting::duration_ms;
-use crate::store::query::{self, PointQuery, RAW_RANGE_LIMIT_MS};
+use crate::source::{PointQuery, RAW_RANGE_LIMIT_MS};
 use crate::variant::is_valid_variant;
 
 /// Longest accepted window.
@@ -75,15 +75,16 @@ impl From<&TargetHealth> for TargetStatus {
 pub async fn known_variants(state: &AppState) -> Result<BTreeSet<String>, ApiError> {
     let mut names: BTreeSet<String> = state.health.snapshot().into_iter().map(|h| h.variant).collect();
     names.extend(state.hub.latest().into_keys());
-    let stored = state.store.with_conn(|c| query::variant_names(c)).await?;
-    names.extend(stored.into_values());
+    names.extend(state.source.variants().await?);
     Ok(names)
 }
 
-/// Builds the status of every known variant.
+/// Builds the status of every known variant. In source mode a failing engine is an error
+/// here, not a status built from the last health it reported.
 pub async fn collect_status(state: &AppState) -> Result<BTreeMap<String, VariantStatus>, ApiError> {
+    state.source.status()?;
     let now = state.clock.now_ms();
-    let fresh_window = 3 * duration_ms(state.settings.scrape_interval);
+    let fresh_window = fresh_window_ms(&state.settings);
     let health = state.health.snapshot();
     let latest = state.hub.latest();
     let mut out = BTreeMap::new();
@@ -115,6 +116,17 @@ pub async fn collect_status(state: &AppState) -> Result<BTreeMap<String, Variant
     Ok(out)
 }
 
+/// How old a target's last scrape may be for it to count as healthy: three scrape intervals;
+/// in source mode also one poll of the engine (a point width) and the engine's own delay, or
+/// a target the engine scrapes every time would flicker unhealthy between two polls.
+pub fn fresh_window_ms(s: &super::WebSettings) -> i64 {
+    let scrapes = 3 * duration_ms(s.scrape_interval);
+    match s.engine {
+        None => scrapes,
+        Some(_) => scrapes + s.point_ms() + crate::source::ENGINE_DELAY_MS,
+    }
+}
+
 /// `GET /api/status`.
 pub async fn status(State(state): State<AppState>) -> Result<Json<BTreeMap<String, VariantStatus>>, ApiError> {
     Ok(Json(collect_status(&state).await?))
@@ -127,15 +139,15 @@ pub async fn metrics(
 ) -> Result<impl axum::response::IntoResponse, ApiError> {
     let now = state.clock.now_ms();
     let q = parse_metrics_query(&params, now, state.settings.resolution(now))?;
-    // A bucket is sealed once its scrapes are all written: two point widths and a second after it
-    // closed, and not before the writer has committed it (a slow disk delays sealing, never data).
-    let raw_sealed = (now - 2 * state.settings.point_ms() - 1_000).min(state.store.committed_until());
-    let body = state.store.points_json(q, state.settings.rollup_ms(), raw_sealed).await?;
+    let body = state.source.points_json(q, now).await?;
     Ok(([(axum::http::header::CONTENT_TYPE, "application/json")], body))
 }
 
-/// `GET /api/targets`.
-pub async fn targets(State(state): State<AppState>) -> Json<Vec<serde_json::Value>> {
+/// `GET /api/targets`. In source mode the engine does not count failures in a row:
+/// `consecutive_failures` is `null`.
+pub async fn targets(State(state): State<AppState>) -> Result<Json<Vec<serde_json::Value>>, ApiError> {
+    state.source.status()?;
+    let counted = state.settings.engine.is_none();
     let list = state
         .health
         .snapshot()
@@ -149,28 +161,37 @@ pub async fn targets(State(state): State<AppState>) -> Json<Vec<serde_json::Valu
                 "last_error": h.last_error,
                 "scrape_duration_ms": h.scrape_duration_ms,
                 "samples": h.samples,
-                "consecutive_failures": h.consecutive_failures,
+                "consecutive_failures": counted.then_some(h.consecutive_failures),
                 "version": h.version,
             })
         })
         .collect();
-    Json(list)
+    Ok(Json(list))
 }
 
-/// `GET /api/config`.
+/// `GET /api/config`. `source` says where the numbers come from (`sqlite`, or `prometheus`
+/// with `prometheus_url`); in source mode the settings of scraping and storage have no value
+/// (`null`) and `targets` lists the engine's instances.
 pub async fn config(State(state): State<AppState>) -> Result<Json<serde_json::Value>, ApiError> {
     let s = &state.settings;
     let human = |d| humantime::format_duration(d).to_string();
+    let local = |d| s.engine.is_none().then(|| human(d));
     let variants: Vec<String> = known_variants(&state).await?.into_iter().collect();
+    let targets: Vec<String> = match s.engine {
+        None => s.targets.iter().map(|t| t.url.clone()).collect(),
+        Some(_) => state.health.snapshot().into_iter().map(|h| h.url).collect(),
+    };
     Ok(Json(serde_json::json!({
         "scrape_interval": s.scrape_interval.as_secs_f64(),
-        "scrape_timeout": human(s.scrape_timeout),
-        "targets": s.targets.iter().map(|t| t.url.as_str()).collect::<Vec<_>>(),
+        "scrape_timeout": local(s.scrape_timeout),
+        "targets": targets,
         "variants": variants,
-        "retention_5s": human(s.retention_5s),
-        "retention_1m": human(s.retention_1m),
-        "downsample_interval": human(s.downsample_interval),
+        "retention_5s": local(s.retention_5s),
+        "retention_1m": local(s.retention_1m),
+        "downsample_interval": local(s.downsample_interval),
         "version": crate::VERSION,
+        "source": if s.engine.is_some() { "prometheus" } else { "sqlite" },
+        "prometheus_url": s.engine,
     })))
 }
 

@@ -165,8 +165,9 @@ pub async fn logout(State(state): State<AppState>, headers: HeaderMap) -> Respon
 }
 
 async fn persist_revocation(state: &AppState, session: Session) {
-    let result = state
-        .store
+    // Source mode keeps no file: the revocation holds on this replica until it restarts.
+    let Some(store) = state.store.as_ref() else { return };
+    let result = store
         .with_conn(move |c| {
             c.execute(
                 "INSERT OR REPLACE INTO revoked_sessions (id, expires_ms) VALUES (?1, ?2)",

@@ -12,7 +12,7 @@ use super::api::{known_variants, parse_metrics_query};
 use super::error::ApiError;
 use crate::compare::{self, Comparison, SideStats};
 use crate::setting::duration_ms;
-use crate::store::window::{self, ModelUsage, WindowQuery};
+use crate::source::{ModelUsage, WindowQuery, model_usage_covered};
 use crate::variant::is_valid_variant;
 
 /// Longest comparison window: the 1 min table's default retention.
@@ -65,7 +65,7 @@ pub async fn comparison(state: &AppState, p: &CompareParams) -> Result<Compariso
     let end_ms = state.clock.now_ms();
     let res = state.settings.resolution(end_ms);
     let q = WindowQuery::ending(end_ms, window_ms, (res.point_ms, res.rollup_ms), res.raw_since_ms);
-    let sums = state.store.with_conn(move |c| window::window_sums(c, &q)).await?;
+    let sums = state.source.window(q).await?;
     // Rates divide by the time each side's data covers, not by the window (decisions 8).
     let side =
         |v: &str| sums.get(v).map(|s| SideStats::from_counts(&s.counts, s.covered_seconds(end_ms))).unwrap_or_default();
@@ -90,11 +90,11 @@ pub async fn models(
     let (variant, end_ms) = (q.variant.clone(), q.end_ms);
     let widths = (q.point_ms, state.settings.rollup_ms());
     let wq = WindowQuery { start_ms: q.start_ms, end_ms, raw: q.raw, widths, target_url: q.target_url };
-    let mut sums = state.store.with_conn(move |c| window::window_sums(c, &wq)).await?;
+    let mut sums = state.source.window(wq).await?;
     if let Some(v) = variant {
         sums.retain(|k, _| *k == v);
     }
     let covered = sums.iter().map(|(v, s)| (v.clone(), s.covered_seconds(end_ms))).collect();
     let counts = sums.into_iter().map(|(v, s)| (v, s.counts)).collect();
-    Ok(Json(window::model_usage_covered(&counts, &covered)))
+    Ok(Json(model_usage_covered(&counts, &covered)))
 }

@@ -6,11 +6,11 @@ use std::collections::{BTreeMap, HashMap};
 
 use super::charts::{self, ChartSpec, ChartView, Mark, Series, Unit, compact, fmt_usd, fmt_value};
 use crate::point::{Counts, Point};
-use crate::store::window::ModelUsage;
+use crate::source::ModelUsage;
 
 /// Ranges offered by the selector.
 pub const RANGES: [&str; 6] = ["5m", "15m", "1h", "6h", "24h", "7d"];
-/// Points per series asked from the store: enough for a 640-unit-wide chart, and well under
+/// Points per series asked from the source: enough for a 640-unit-wide chart, and well under
 /// the ~600 limit of decisions section 5, which keeps the page small.
 pub const CHART_POINTS: i64 = 240;
 
@@ -36,7 +36,7 @@ impl View {
         }
     }
 
-    /// The parameters of the store query behind the charts.
+    /// The parameters of the range query behind the charts.
     pub fn metrics_params(&self) -> HashMap<String, String> {
         let mut p = HashMap::from([
             ("range".to_owned(), self.range.clone()),

@@ -1,13 +1,16 @@
 //! The one mapping from errors to HTTP responses.
 //!
 //! Client mistakes get a 400 with a sentence naming the parameter; server-side failures get a
-//! generic 500 body while the details go to the log (never to the client).
+//! generic 500 body while the details go to the log (never to the client). In source mode an
+//! engine that cannot answer is a 503 (unreachable, timed out) or a 502 (an error or a body that
+//! is not the Prometheus API), with a sentence naming the engine's URL without credentials: the
+//! person reading it can act on it, and nothing secret is in it.
 
 use axum::Json;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 
-use crate::store::StoreError;
+use crate::source::SourceError;
 
 /// An API error, rendered as `{"error": "..."}`.
 #[derive(Debug, thiserror::Error)]
@@ -15,9 +18,9 @@ pub enum ApiError {
     /// The request is wrong; the message says which parameter and why.
     #[error("{0}")]
     BadRequest(String),
-    /// Storage failed.
-    #[error("storage: {0}")]
-    Store(#[from] StoreError),
+    /// The data source failed (storage, or the engine in source mode).
+    #[error("{0}")]
+    Source(#[from] SourceError),
 }
 
 impl ApiError {
@@ -25,7 +28,7 @@ impl ApiError {
     pub fn status_code(&self) -> StatusCode {
         match self {
             Self::BadRequest(_) => StatusCode::BAD_REQUEST,
-            Self::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            Self::Source(e) => source_status(e),
         }
     }
 }
@@ -35,10 +38,7 @@ impl IntoResponse for ApiError {
         let status = self.status_code();
         let message = match &self {
             Self::BadRequest(m) => m.clone(),
-            Self::Store(e) => {
-                tracing::error!(error = %e, "Request failed in storage.");
-                "internal error; see the zai-dash log".to_owned()
-            }
+            Self::Source(e) => source_message(e),
         };
         (status, Json(serde_json::json!({ "error": message }))).into_response()
     }
@@ -53,17 +53,52 @@ pub enum PageError {
     /// Something failed on the server; details are logged, not shown.
     #[error("internal error")]
     Internal,
+    /// The engine behind source mode could not answer (502 or 503); the sentence names it.
+    #[error("{1}")]
+    Upstream(StatusCode, String),
+}
+
+/// The status of a source failure: storage is ours (500), an engine is a gateway (502, 503).
+fn source_status(e: &SourceError) -> StatusCode {
+    match e {
+        SourceError::Storage(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        SourceError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+        SourceError::BadGateway(_) => StatusCode::BAD_GATEWAY,
+    }
+}
+
+/// What a client is told: storage details stay in the log; an engine's sentence is shown (it
+/// names the engine, never its credentials). Engine failures are logged at DEBUG only: the
+/// live poller logs the engine going down and coming back once each.
+fn source_message(e: &SourceError) -> String {
+    match e {
+        SourceError::Storage(_) => {
+            tracing::error!(error = %e, "Request failed in storage.");
+            "internal error; see the zai-dash log".to_owned()
+        }
+        SourceError::Unavailable(m) | SourceError::BadGateway(m) => {
+            tracing::debug!(error = %m, "Request failed at the engine.");
+            m.clone()
+        }
+    }
 }
 
 impl From<ApiError> for PageError {
     fn from(e: ApiError) -> Self {
         match e {
             ApiError::BadRequest(m) => Self::BadRequest(m),
-            ApiError::Store(e) => {
+            ApiError::Source(e @ SourceError::Storage(_)) => {
                 tracing::error!(error = %e, "Page failed in storage.");
                 Self::Internal
             }
+            ApiError::Source(e) => Self::Upstream(source_status(&e), source_message(&e)),
         }
+    }
+}
+
+impl From<SourceError> for PageError {
+    fn from(e: SourceError) -> Self {
+        ApiError::Source(e).into()
     }
 }
 
@@ -83,6 +118,7 @@ impl IntoResponse for PageError {
             Self::Internal => {
                 (StatusCode::INTERNAL_SERVER_ERROR, "Something failed on the server; see the zai-dash log.")
             }
+            Self::Upstream(status, m) => (*status, m.as_str()),
         };
         let page = ErrorPage { status: status.as_u16(), reason: status.canonical_reason().unwrap_or("Error"), message };
         match askama::Template::render(&page) {

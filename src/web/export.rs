@@ -21,7 +21,6 @@ use super::dashboard::{PanelSpec, panel_spec};
 use super::error::ApiError;
 use crate::clock::rfc3339_ms;
 use crate::point::Point;
-use crate::store::query;
 
 /// A column of the full export: field name, unit, and how it is read.
 type Column = (&'static str, &'static str, fn(&Point) -> Option<f64>);
@@ -29,25 +28,25 @@ type Column = (&'static str, &'static str, fn(&Point) -> Option<f64>);
 /// Every scalar field of a point, in the Go dashboard's order, with its unit. Status code rates
 /// follow as one column per code present; the quota block is left out (it is not a series).
 const COLUMNS: &[Column] = &[
-    ("requests_2xx", "cumulative requests", |p| Some(p.requests_2xx)),
-    ("requests_4xx", "cumulative requests", |p| Some(p.requests_4xx)),
-    ("requests_5xx", "cumulative requests", |p| Some(p.requests_5xx)),
-    ("tokens_input", "cumulative tokens", |p| Some(p.tokens_input)),
-    ("tokens_output", "cumulative tokens", |p| Some(p.tokens_output)),
-    ("tokens_cache_read", "cumulative tokens", |p| Some(p.tokens_cache_read)),
-    ("tokens_cache_write", "cumulative tokens", |p| Some(p.tokens_cache_write)),
-    ("estimated_cost_usd_input", "cumulative USD", |p| Some(p.estimated_cost_usd_input)),
-    ("estimated_cost_usd_output", "cumulative USD", |p| Some(p.estimated_cost_usd_output)),
-    ("estimated_cost_usd_cache_read", "cumulative USD", |p| Some(p.estimated_cost_usd_cache_read)),
-    ("estimated_cost_usd_cache_write", "cumulative USD", |p| Some(p.estimated_cost_usd_cache_write)),
+    ("requests_2xx", "cumulative requests", |p| p.requests_2xx),
+    ("requests_4xx", "cumulative requests", |p| p.requests_4xx),
+    ("requests_5xx", "cumulative requests", |p| p.requests_5xx),
+    ("tokens_input", "cumulative tokens", |p| p.tokens_input),
+    ("tokens_output", "cumulative tokens", |p| p.tokens_output),
+    ("tokens_cache_read", "cumulative tokens", |p| p.tokens_cache_read),
+    ("tokens_cache_write", "cumulative tokens", |p| p.tokens_cache_write),
+    ("estimated_cost_usd_input", "cumulative USD", |p| p.estimated_cost_usd_input),
+    ("estimated_cost_usd_output", "cumulative USD", |p| p.estimated_cost_usd_output),
+    ("estimated_cost_usd_cache_read", "cumulative USD", |p| p.estimated_cost_usd_cache_read),
+    ("estimated_cost_usd_cache_write", "cumulative USD", |p| p.estimated_cost_usd_cache_write),
     ("concurrent_requests", "requests", |p| Some(p.concurrent_requests)),
     ("max_workers", "workers", |p| Some(p.max_workers)),
     ("rate_limit_rps", "req/s", |p| Some(p.rate_limit_rps)),
-    ("rate_limit_rejections", "cumulative requests", |p| Some(p.rate_limit_rejections)),
-    ("rate_limit_adj_increase", "cumulative adjustments", |p| Some(p.rate_limit_adj_increase)),
-    ("rate_limit_adj_decrease", "cumulative adjustments", |p| Some(p.rate_limit_adj_decrease)),
-    ("upstream_errors", "cumulative errors", |p| Some(p.upstream_errors)),
-    ("retry_attempts", "cumulative retries", |p| Some(p.retry_attempts)),
+    ("rate_limit_rejections", "cumulative requests", |p| p.rate_limit_rejections),
+    ("rate_limit_adj_increase", "cumulative adjustments", |p| p.rate_limit_adj_increase),
+    ("rate_limit_adj_decrease", "cumulative adjustments", |p| p.rate_limit_adj_decrease),
+    ("upstream_errors", "cumulative errors", |p| p.upstream_errors),
+    ("retry_attempts", "cumulative retries", |p| p.retry_attempts),
     ("latency_p50", "ms", |p| p.latency_p50),
     ("latency_p95", "ms", |p| p.latency_p95),
     ("latency_p99", "ms", |p| p.latency_p99),
@@ -100,8 +99,7 @@ pub async fn export(
     };
     let now = state.clock.now_ms();
     let q = parse_metrics_query(&params, now, state.settings.resolution(now))?;
-    let rollup_ms = state.settings.rollup_ms();
-    let points = state.store.with_conn(move |c| query::points(c, &q, rollup_ms)).await?;
+    let points = state.source.points(q).await?;
     let table = match panel {
         Some(spec) => panel_table(spec, &points),
         None => full_table(&points),

@@ -31,6 +31,7 @@ use crate::clock::SharedClock;
 use crate::health::HealthBoard;
 use crate::hub::Hub;
 use crate::setting::{Secret, duration_ms};
+use crate::source::DataSource;
 use crate::store::{Store, WriterStats};
 use selfmetrics::SelfMetrics;
 
@@ -70,6 +71,8 @@ pub struct WebSettings {
     pub notice: Option<String>,
     /// How long a dashboard session lasts after sign-in.
     pub session_ttl: Duration,
+    /// Source mode: the engine's URL without credentials (`None`: SQLite mode).
+    pub engine: Option<String>,
 }
 
 impl WebSettings {
@@ -83,14 +86,18 @@ impl WebSettings {
         duration_ms(self.rollup_width)
     }
 
-    /// What decides a query's table and step at `now_ms`.
+    /// What decides a query's table and step at `now_ms`. Source mode keeps the same steps
+    /// (so both modes answer on the same grid) but has no retention of its own: the engine's
+    /// data reaches as far back as it does.
     pub fn resolution(&self, now_ms: i64) -> api::Resolution {
+        let since =
+            |retention| if self.engine.is_some() { i64::MIN } else { now_ms.saturating_sub(duration_ms(retention)) };
         api::Resolution {
             point_ms: self.point_ms(),
             rollup_ms: self.rollup_ms(),
             coarse_ms: self.rollup_ms() * crate::store::COARSE_FACTOR,
-            raw_since_ms: now_ms.saturating_sub(duration_ms(self.retention_5s)),
-            rollup_since_ms: now_ms.saturating_sub(duration_ms(self.retention_1m)),
+            raw_since_ms: since(self.retention_5s),
+            rollup_since_ms: since(self.retention_1m),
         }
     }
 }
@@ -100,8 +107,12 @@ impl WebSettings {
 pub struct AppState {
     /// What the web layer knows of the configuration.
     pub settings: Arc<WebSettings>,
-    /// Database.
-    pub store: Store,
+    /// Where every number the pages and the API show comes from (the store, or a PromQL
+    /// engine in source mode).
+    pub source: Arc<dyn DataSource>,
+    /// The database in SQLite mode (its size for self-metrics, revoked sessions); `None` in
+    /// source mode, which keeps no file.
+    pub store: Option<Store>,
     /// Live fan-out.
     pub hub: Hub,
     /// Per-target health.
@@ -179,12 +190,15 @@ async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
 /// `GET /metrics`: zai-dash's own metrics. Database figures that cannot be read are left out
 /// (and logged at DEBUG) rather than failing the whole scrape.
 async fn self_metrics(State(state): State<AppState>) -> impl IntoResponse {
-    let db = match selfmetrics::db_figures(&state.store).await {
-        Ok(db) => Some(db),
-        Err(e) => {
-            tracing::debug!(error = %e, "Database figures unavailable for /metrics.");
-            None
-        }
+    let db = match &state.store {
+        Some(store) => match selfmetrics::db_figures(store).await {
+            Ok(db) => Some(db),
+            Err(e) => {
+                tracing::debug!(error = %e, "Database figures unavailable for /metrics.");
+                None
+            }
+        },
+        None => None,
     };
     let targets = state.health.snapshot();
     let remote = state.remote.as_ref().map(|r| r.snapshot(state.clock.now_ms()));

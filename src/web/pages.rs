@@ -21,9 +21,7 @@ use super::dashboard::{self, Card, Link, Panels, View};
 use super::error::PageError;
 use crate::clock::rfc3339_ms;
 use crate::compare::Comparison;
-use crate::store::alerts as alert_store;
-use crate::store::query::{self, PointQuery};
-use crate::store::window;
+use crate::source::{ChartData, PointQuery, model_usage};
 
 /// Shared page chrome.
 pub struct Chrome {
@@ -210,19 +208,11 @@ async fn charts_for(state: &AppState, view: &View, names: &[String]) -> Result<A
 /// Reads the window (chart points, summed increases, events) and builds the panels.
 async fn build_charts(state: &AppState, view: &View, names: &[String], q: PointQuery) -> Result<Panels, PageError> {
     let (window, step) = ((q.start_ms, q.end_ms), q.step_ms);
-    let rollup_ms = state.settings.rollup_ms();
-    let ((points, mut counts), (events, periods)) = state
-        .store
-        .with_conn(move |c| {
-            let marks = (query::events(c, q.start_ms, q.end_ms)?, alert_store::periods(c, q.start_ms, q.end_ms)?);
-            Ok((window::points_and_counts(c, &q, rollup_ms)?, marks))
-        })
-        .await
-        .map_err(super::error::ApiError::from)?;
+    let ChartData { points, mut counts, events, periods } = state.source.chart(q).await?;
     if view.variant != "all" {
         counts.retain(|v, _| *v == view.variant);
     }
-    let models = window::model_usage(&counts);
+    let models = model_usage(&counts);
     let mut marks = version_marks(&events, view);
     marks.extend(super::alerts::alert_marks(&periods, view, state.clock.now_ms()));
     let mut panels = dashboard::panels_marked(&points, window, &dashboard::colors(names), (&counts, &models), &marks);
@@ -361,8 +351,9 @@ fn fmt_age(seconds: f64) -> String {
     }
 }
 
-/// `GET /targets`.
-pub async fn targets(State(state): State<AppState>) -> TargetsPage {
+/// `GET /targets`. In source mode a failing engine is an error page, not its last health.
+pub async fn targets(State(state): State<AppState>) -> Result<TargetsPage, PageError> {
+    state.source.status()?;
     let view = View { range: "1h".into(), variant: "all".into(), target: None };
     let targets = state
         .health
@@ -373,7 +364,8 @@ pub async fn targets(State(state): State<AppState>) -> TargetsPage {
             last_success: h.last_success().unwrap_or_else(|| "never".into()),
             duration: fmt_value(Unit::Ms, h.scrape_duration_ms),
             samples: h.samples,
-            failures: h.consecutive_failures,
+            // Source mode does not know how many failed in a row: the page says only "down".
+            failures: if state.settings.engine.is_none() { h.consecutive_failures } else { 0 },
             last_error: h.last_error.clone().unwrap_or_default(),
             version: h.version.clone().unwrap_or_else(|| "unknown".into()),
             href: pod_href(&view, Some(&h.url)),
@@ -383,7 +375,7 @@ pub async fn targets(State(state): State<AppState>) -> TargetsPage {
         })
         .collect();
     let remote = state.remote.as_ref().map(|r| RemoteLine::new(&r.snapshot(state.clock.now_ms())));
-    TargetsPage { chrome: Chrome::new(&state, "targets"), targets, remote }
+    Ok(TargetsPage { chrome: Chrome::new(&state, "targets"), targets, remote })
 }
 
 /// `/compare`.

@@ -1,0 +1,241 @@
+//! Source mode (`serve --source prometheus`): every number from PromQL against an engine that
+//! already scrapes the proxies (Prometheus, VictoriaMetrics, Thanos, Mimir all answer the
+//! Prometheus HTTP API), so zai-dash keeps no state of its own and any number of replicas can
+//! run behind one Service.
+//!
+//! [`PromSource`] answers the web layer's [`DataSource`] and the alert engine's
+//! [`StatsSource`] with the same queries (`promql::parts`, the catalog's definitions split by
+//! the labels zai-dash keeps), on the store's bucket grid, so the numbers agree with SQLite mode
+//! on the same targets. [`live::run`] polls the engine every point interval: target health into
+//! the `HealthBoard`, the newest complete bucket to the live stream (the same `PointSink` the
+//! writer publishes to in SQLite mode), version changes as events.
+//!
+//! - [`settings`]: URL, credentials, headers, timeout; [`client`]: the HTTP API client.
+//! - [`points`]: points of a window; [`window`]: a window's increases; [`targets`]: health and
+//!   version changes; [`alert_state`]: alert records in memory; [`live`]: the poller.
+
+pub mod alert_state;
+pub mod client;
+pub mod live;
+pub mod points;
+pub mod settings;
+pub mod targets;
+pub mod window;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex};
+
+use crate::clock::{SharedClock, bucket_end};
+use crate::compare::SideStats;
+use crate::ingest::BoxFuture;
+use crate::point::Point;
+use crate::promql::{Selector, parts};
+use crate::source::{ChartData, DataSource, PointQuery, SourceError, WindowQuery, WindowSums};
+use crate::stats::{StatsError, StatsSource, WindowStats};
+pub use alert_state::MemoryAlerts;
+pub use client::{Client, EngineError};
+pub use settings::{EngineArgs, EngineSettings};
+
+/// The widths of zai-dash's grid and how often the engine scrapes the proxies.
+#[derive(Debug, Clone, Copy)]
+pub struct Timing {
+    /// Width of a raw point, ms.
+    pub point_ms: i64,
+    /// Width of a rollup, ms (steps of longer ranges are multiples of it, as in SQLite mode).
+    pub rollup_ms: i64,
+    /// The engine's scrape interval of the proxies (`SCRAPE_INTERVAL`), ms.
+    pub scrape_ms: i64,
+}
+
+impl Timing {
+    /// How long after a bucket's end every scrape that started in it is visible in the engine:
+    /// a scrape lasts less than its interval, and the engine may take
+    /// [`ENGINE_DELAY_MS`](crate::source::ENGINE_DELAY_MS) to make it searchable.
+    pub fn settle_ms(&self) -> i64 {
+        self.scrape_ms + crate::source::ENGINE_DELAY_MS
+    }
+}
+
+/// Variants are those with a pod that reported within this.
+const VARIANTS_LOOKBACK_MS: i64 = 3_600_000;
+/// Longest history the alerts' medians read, in points per variant.
+const MAX_SERIES_POINTS: i64 = 1_500;
+
+/// The series of one variant (or all) and one pod (its `instance`, or all).
+pub fn selector(variant: Option<&str>, instance: Option<&str>) -> Selector {
+    let mut sel = match variant {
+        Some(v) => Selector::variant(v),
+        None => Selector::all(),
+    };
+    if let Some(i) = instance {
+        sel.matchers.push(("instance".to_owned(), i.to_owned()));
+    }
+    sel
+}
+
+/// The engine as a source of points, window sums, marks and window statistics.
+#[derive(Debug)]
+pub struct PromSource {
+    client: Client,
+    timing: Timing,
+    clock: SharedClock,
+    alerts: Arc<MemoryAlerts>,
+    /// Why the last background read failed: `(unreachable, sentence)`.
+    poll_error: Mutex<Option<(bool, String)>>,
+    /// Variants and when they were read.
+    variants: Mutex<Option<(i64, BTreeSet<String>)>>,
+}
+
+impl PromSource {
+    /// A source reading `settings`' engine; alert periods come from `alerts`.
+    pub fn new(
+        settings: &EngineSettings,
+        timing: Timing,
+        clock: SharedClock,
+        alerts: Arc<MemoryAlerts>,
+    ) -> Result<Self, reqwest::Error> {
+        Ok(Self {
+            client: Client::new(settings)?,
+            timing,
+            clock,
+            alerts,
+            poll_error: Mutex::new(None),
+            variants: Mutex::new(None),
+        })
+    }
+
+    /// The engine's client (the live poller shares it).
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
+    /// The grid and scrape interval.
+    pub fn timing(&self) -> Timing {
+        self.timing
+    }
+
+    /// Records how the last background read went; returns whether that changed (the poller
+    /// logs transitions, not repetitions).
+    pub fn record_poll(&self, result: Result<(), &EngineError>) -> bool {
+        let next = result.err().map(|e| (e.is_unavailable(), e.to_string()));
+        let Ok(mut current) = self.poll_error.lock() else { return false };
+        let changed = current.is_some() != next.is_some();
+        *current = next;
+        changed
+    }
+
+    async fn read_variants(&self) -> Result<BTreeSet<String>, SourceError> {
+        let now = self.clock.now_ms();
+        if let Ok(cached) = self.variants.lock()
+            && let Some((at, names)) = cached.as_ref()
+            && now - at < self.timing.point_ms
+        {
+            return Ok(names.clone());
+        }
+        let series = self.client.instant(&parts::variants(VARIANTS_LOOKBACK_MS), now).await?;
+        let names: BTreeSet<String> =
+            series.iter().map(|s| s.label("variant").to_owned()).filter(|v| !v.is_empty()).collect();
+        if let Ok(mut cached) = self.variants.lock() {
+            *cached = Some((now, names.clone()));
+        }
+        Ok(names)
+    }
+
+    async fn read_chart(&self, q: PointQuery) -> Result<ChartData, SourceError> {
+        let now = self.clock.now_ms();
+        let wq = WindowQuery {
+            start_ms: q.start_ms,
+            end_ms: q.end_ms,
+            raw: q.raw,
+            widths: (self.timing.point_ms, self.timing.rollup_ms),
+            target_url: q.target_url.clone(),
+        };
+        let res = q.step_ms.max(self.timing.point_ms);
+        let sel = selector(q.variant.as_deref(), q.target_url.as_deref());
+        let versions = parts::first_seen(
+            crate::promql::family::BUILD_INFO,
+            &sel,
+            "job, instance, variant, version",
+            (q.end_ms - q.start_ms).max(1),
+            res,
+        );
+        let (points, sums, firsts) = futures_util::try_join!(
+            points::fetch(&self.client, &self.timing, &q, now),
+            window::fetch(&self.client, &self.timing, &wq),
+            self.client.instant(&versions, q.end_ms),
+        )?;
+        Ok(ChartData {
+            points,
+            counts: sums.into_iter().map(|(v, s)| (v, s.counts)).collect(),
+            events: targets::events_from_first_seen(&firsts, q.start_ms, res),
+            periods: self.alerts.periods(q.start_ms, q.end_ms),
+        })
+    }
+}
+
+impl DataSource for PromSource {
+    fn status(&self) -> Result<(), SourceError> {
+        match self.poll_error.lock().ok().and_then(|e| e.clone()) {
+            None => Ok(()),
+            Some((true, m)) => Err(SourceError::Unavailable(m)),
+            Some((false, m)) => Err(SourceError::BadGateway(m)),
+        }
+    }
+
+    fn variants(&self) -> BoxFuture<'_, Result<BTreeSet<String>, SourceError>> {
+        Box::pin(self.read_variants())
+    }
+
+    fn points(&self, q: PointQuery) -> BoxFuture<'_, Result<Vec<Point>, SourceError>> {
+        Box::pin(async move { Ok(points::fetch(&self.client, &self.timing, &q, self.clock.now_ms()).await?) })
+    }
+
+    fn window(&self, q: WindowQuery) -> BoxFuture<'_, Result<BTreeMap<String, WindowSums>, SourceError>> {
+        Box::pin(async move { Ok(window::fetch(&self.client, &self.timing, &q).await?) })
+    }
+
+    fn chart(&self, q: PointQuery) -> BoxFuture<'_, Result<ChartData, SourceError>> {
+        Box::pin(self.read_chart(q))
+    }
+}
+
+impl StatsSource for PromSource {
+    fn window_stats(
+        &self,
+        end_ms: i64,
+        window_ms: i64,
+    ) -> BoxFuture<'_, Result<BTreeMap<String, WindowStats>, StatsError>> {
+        let widths = (self.timing.point_ms, self.timing.rollup_ms);
+        let q = WindowQuery::ending(end_ms, window_ms, widths, i64::MIN);
+        Box::pin(async move {
+            let sums = window::fetch(&self.client, &self.timing, &q).await.map_err(|e| StatsError(e.to_string()))?;
+            Ok(sums
+                .into_iter()
+                .map(|(variant, s)| {
+                    let covered = s.covered_seconds(end_ms);
+                    let rejection_rate = if covered > 0.0 { s.counts.rejections / covered } else { 0.0 };
+                    (variant, WindowStats { side: SideStats::from_counts(&s.counts, covered), rejection_rate })
+                })
+                .collect())
+        })
+    }
+
+    fn series(&self, end_ms: i64, range_ms: i64, step_ms: i64) -> BoxFuture<'_, Result<Vec<Point>, StatsError>> {
+        let point_ms = self.timing.point_ms;
+        let step = bucket_end(step_ms.max(point_ms).max(range_ms / MAX_SERIES_POINTS), point_ms);
+        let q = PointQuery {
+            start_ms: end_ms - range_ms,
+            end_ms,
+            step_ms: step,
+            raw: step == point_ms,
+            point_ms,
+            variant: None,
+            target_url: None,
+        };
+        Box::pin(async move {
+            points::fetch(&self.client, &self.timing, &q, self.clock.now_ms())
+                .await
+                .map_err(|e| StatsError(e.to_string()))
+        })
+    }
+}

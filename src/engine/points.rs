@@ -1,0 +1,358 @@
+//! Points of a window from `query_range`: one query per part of a point (status codes, tokens,
+//! histogram buckets, gauges, quota, pods), all evaluated on the bucket ends of the store's own
+//! grid, then assembled per variant and bucket the way `point::PointBuilder` assembles rows:
+//! quantiles from the summed bucket rates with Prometheus' interpolation, error share from the
+//! status codes (5xx over all), `null` where there is nothing to measure, values clamped.
+//!
+//! What the engine cannot know stays `null`: the Go API's cumulative fields (running totals
+//! since zai-dash first saw a variant; see `promql`). Only complete buckets are answered (every
+//! scrape that started in the bucket has landed): the newest, still filling, is left out.
+
+use std::collections::BTreeMap;
+
+use futures_util::future::try_join_all;
+
+use super::client::{Client, EngineError, Series};
+use super::{Timing, selector};
+use crate::clock::bucket_end;
+use crate::point::{Histogram, Point, Quota, QuotaWindow, bounded};
+use crate::promql::parts::{self, family as pfamily};
+use crate::promql::{Selector, family};
+use crate::source::PointQuery;
+
+/// What a query fills in a point.
+#[derive(Debug, Clone, Copy)]
+enum Part {
+    Status,
+    Tokens,
+    Cost,
+    Rejections,
+    Retries,
+    UpstreamErrors,
+    /// Duration, TTFT, TPOT buckets.
+    Buckets(usize),
+    /// Request, response size means.
+    Size(usize),
+    /// Concurrency, max workers, rate limit.
+    Gauge(usize),
+    Quota,
+    Pods,
+}
+
+/// The range, resolution and look-back the queries of buckets `width_ms` wide use.
+#[derive(Debug, Clone, Copy)]
+struct Shape {
+    /// `rate()` range: the bucket, and at least two scrapes (a rate needs two samples).
+    rate_ms: i64,
+    /// Gauge instants within a bucket: every raw point, at most 60 per bucket.
+    res_ms: i64,
+    /// A pod's latest gauge value counts this long.
+    lookback_ms: i64,
+    /// Pods present in the bucket.
+    presence_ms: i64,
+}
+
+impl Shape {
+    fn new(t: &Timing, width_ms: i64) -> Self {
+        let res_ms = gauge_resolution(width_ms, t.point_ms);
+        let two_scrapes = 2 * t.scrape_ms;
+        Self {
+            rate_ms: width_ms.max(two_scrapes),
+            res_ms,
+            lookback_ms: res_ms.max(two_scrapes) - 1,
+            presence_ms: width_ms.max(two_scrapes) - 1,
+        }
+    }
+}
+
+/// The raw point width, or a multiple of it dividing `width_ms` with at most 60 instants per
+/// bucket (a 10 min bucket is sampled every 10 s, not 120 times).
+fn gauge_resolution(width_ms: i64, point_ms: i64) -> i64 {
+    if point_ms <= 0 || width_ms % point_ms != 0 {
+        return width_ms.max(1);
+    }
+    let n = width_ms / point_ms;
+    (1..=n).find(|d| n % d == 0 && n / d <= 60).map_or(width_ms, |d| d * point_ms)
+}
+
+/// The queries of one window, each with the part it fills.
+fn plan(sel: &Selector, shape: Shape, width_ms: i64) -> Vec<(Part, String)> {
+    let r = shape.rate_ms;
+    let by_variant = |f: &str, extra: &[&str]| parts::rate_by(f, sel, extra, "variant", r);
+    let buckets = |f: &str| parts::rate_by(&format!("{f}_bucket"), sel, &[], "variant, le", r);
+    let gauge = |f: &str| parts::gauge_sum(f, sel, width_ms, shape.res_ms, shape.lookback_ms);
+    vec![
+        (Part::Status, parts::rate_by(family::REQUESTS, sel, &[], "variant, status_code", r)),
+        (Part::Tokens, parts::rate_by(family::TOKENS, sel, &[], "variant, direction", r)),
+        (Part::Cost, by_variant(family::COST, &[])),
+        (Part::Rejections, by_variant(family::REJECTIONS, &[])),
+        (Part::Retries, by_variant(family::RETRIES, &["reason!=\"retry\""])),
+        (Part::UpstreamErrors, by_variant(family::UPSTREAM_ERRORS, &[])),
+        (Part::Buckets(0), buckets(family::DURATION)),
+        (Part::Buckets(1), buckets(family::TTFT)),
+        (Part::Buckets(2), buckets(family::TPOT)),
+        (Part::Size(0), parts::mean_of(pfamily::REQUEST_SIZE, sel, r)),
+        (Part::Size(1), parts::mean_of(pfamily::RESPONSE_SIZE, sel, r)),
+        (Part::Gauge(0), gauge(family::CONCURRENT)),
+        (Part::Gauge(1), gauge(family::MAX_WORKERS)),
+        (Part::Gauge(2), gauge(family::RATE_LIMIT)),
+        (Part::Quota, parts::quota(sel, shape.lookback_ms)),
+        (Part::Pods, parts::pods(sel, shape.presence_ms)),
+    ]
+}
+
+/// The bucket ends of `q` that are complete at `now_ms`, first and last (`None`: none yet).
+pub fn complete_buckets(q: &PointQuery, now_ms: i64, settle_ms: i64) -> Option<(i64, i64)> {
+    let step = q.step_ms.max(1);
+    let first = bucket_end(q.start_ms + 1, step);
+    let last = q.end_ms.min(now_ms - settle_ms).div_euclid(step) * step;
+    (last >= first).then_some((first, last))
+}
+
+/// Points of the window's complete buckets, ascending by time then variant.
+pub async fn fetch(client: &Client, t: &Timing, q: &PointQuery, now_ms: i64) -> Result<Vec<Point>, EngineError> {
+    let Some((first, last)) = complete_buckets(q, now_ms, t.settle_ms()) else { return Ok(Vec::new()) };
+    let sel = selector(q.variant.as_deref(), q.target_url.as_deref());
+    let queries = plan(&sel, Shape::new(t, q.step_ms), q.step_ms);
+    let answers = try_join_all(queries.iter().map(|(_, e)| client.range(e, first, last, q.step_ms))).await?;
+    let mut acc: BTreeMap<(i64, String), Acc> = BTreeMap::new();
+    for ((part, _), series) in queries.iter().zip(&answers) {
+        for s in series {
+            for &(ts, v) in &s.samples {
+                acc.entry((ts, s.label("variant").to_owned())).or_default().add(*part, s, v);
+            }
+        }
+    }
+    Ok(acc.into_iter().map(|((ts, variant), a)| a.point(ts, variant, q.step_ms)).collect())
+}
+
+/// One variant's parts in one bucket.
+#[derive(Debug, Default)]
+struct Acc {
+    status: BTreeMap<String, f64>,
+    tokens: [f64; 4],
+    cost: f64,
+    rejections: f64,
+    retries: f64,
+    upstream_errors: f64,
+    buckets: [Vec<(f64, f64)>; 3],
+    sizes: [Option<f64>; 2],
+    gauges: [f64; 3],
+    /// `(part, window, limit_type)` -> value.
+    quota: BTreeMap<(String, String, String), f64>,
+    pods: u32,
+}
+
+impl Acc {
+    fn add(&mut self, part: Part, s: &Series, v: f64) {
+        let finite = v.is_finite();
+        let v = bounded(v);
+        match part {
+            Part::Status if finite => *self.status.entry(s.label("status_code").to_owned()).or_default() += v,
+            Part::Tokens if finite => {
+                if let Some(i) = crate::point::DIRECTIONS.iter().position(|d| *d == s.label("direction")) {
+                    self.tokens[i] += v;
+                }
+            }
+            Part::Cost if finite => self.cost += v,
+            Part::Rejections if finite => self.rejections += v,
+            Part::Retries if finite => self.retries += v,
+            Part::UpstreamErrors if finite => self.upstream_errors += v,
+            Part::Buckets(i) if finite => {
+                if let Some(le) = parse_le(s.label("le")) {
+                    self.buckets[i].push((le, v));
+                }
+            }
+            Part::Size(i) if finite => self.sizes[i] = Some(v),
+            Part::Gauge(i) if finite => self.gauges[i] += v,
+            Part::Quota if finite => {
+                let key = (s.label("part").to_owned(), s.label("window").to_owned(), s.label("limit_type").to_owned());
+                self.quota.insert(key, v);
+            }
+            Part::Pods if finite => self.pods = v as u32,
+            _ => {}
+        }
+    }
+
+    /// The point, in the Go dashboard's fields; `requests` is the bucket's count at its rate.
+    fn point(self, ts: i64, variant: String, width_ms: i64) -> Point {
+        let secs = width_ms as f64 / 1000.0;
+        let req_rate = crate::point::total(self.status.values());
+        let errors = crate::point::total(self.status.iter().filter(|(k, _)| k.starts_with('5')).map(|(_, v)| v));
+        let [duration, ttft, tpot] = self.buckets.map(histogram);
+        let q = |h: &Histogram, p: f64| h.quantile(p).map(|s| bounded(s * 1000.0));
+        let [concurrent, max_workers, rps] = self.gauges;
+        Point {
+            timestamp: ts,
+            variant,
+            concurrent_requests: concurrent,
+            max_workers,
+            rate_limit_rps: rps,
+            latency_p50: q(&duration, 0.5),
+            latency_p95: q(&duration, 0.95),
+            latency_p99: q(&duration, 0.99),
+            request_size_avg: self.sizes[0],
+            response_size_avg: self.sizes[1],
+            token_rate_in: self.tokens[0],
+            token_rate_out: self.tokens[1],
+            token_rate_cache_read: self.tokens[2],
+            token_rate_cache_write: self.tokens[3],
+            req_rate,
+            error_rate_pct: (req_rate > 0.0).then(|| bounded(100.0 * errors / req_rate)),
+            worker_utilization: if max_workers > 0.0 { bounded(concurrent / max_workers) } else { 0.0 },
+            quota: quota(&self.quota),
+            requests: bounded(req_rate * secs),
+            cost_rate_usd: self.cost,
+            rejection_rate: self.rejections,
+            retry_rate: self.retries,
+            upstream_error_rate: self.upstream_errors,
+            ttft_p50: q(&ttft, 0.5),
+            ttft_p95: q(&ttft, 0.95),
+            ttft_p99: q(&ttft, 0.99),
+            tpot_p50: q(&tpot, 0.5),
+            tpot_p95: q(&tpot, 0.95),
+            tpot_p99: q(&tpot, 0.99),
+            pods: self.pods,
+            status_code_rates: self.status,
+            ..Point::default()
+        }
+    }
+}
+
+/// An `le` label value (`0.5`, `1e+06`, `+Inf`).
+pub fn parse_le(le: &str) -> Option<f64> {
+    match le {
+        "+Inf" | "Inf" | "inf" => Some(f64::INFINITY),
+        other => other.parse().ok(),
+    }
+}
+
+/// Cumulative buckets (any order) as a histogram.
+pub fn histogram(mut buckets: Vec<(f64, f64)>) -> Histogram {
+    buckets.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let count = buckets.last().filter(|b| b.0 == f64::INFINITY).map_or(0.0, |b| b.1);
+    Histogram { buckets, sum: 0.0, count }
+}
+
+/// The quota block as the scraper reads it from one exposition: per window, one limit type
+/// (`credit_limit` preferred, then `tokens_limit`, else the first name), the oldest sample age,
+/// the gate and enforcement flags; `None` without any quota series.
+fn quota(parts: &BTreeMap<(String, String, String), f64>) -> Option<Quota> {
+    let has = |p: &str| parts.keys().any(|k| k.0 == p);
+    if !["usage", "remaining", "reset", "age"].iter().any(|p| has(p)) {
+        return None;
+    }
+    let value = |p: &str| parts.iter().filter(|(k, _)| k.0 == p).map(|(_, v)| *v).reduce(f64::max);
+    let gate = value("gate");
+    Some(Quota {
+        five_hour: quota_window(parts, "five_hour"),
+        weekly: quota_window(parts, "weekly"),
+        sample_age_seconds: value("age"),
+        gate_open: gate.map(|g| g >= 1.0),
+        enforcement: Some(gate.is_some() || has("rate_cap")),
+    })
+}
+
+fn quota_window(parts: &BTreeMap<(String, String, String), f64>, window: &str) -> Option<QuotaWindow> {
+    let ratios = ["usage", "remaining", "reset"];
+    let types: std::collections::BTreeSet<&str> =
+        parts.keys().filter(|k| k.1 == window && ratios.contains(&k.0.as_str())).map(|k| k.2.as_str()).collect();
+    let chosen = ["credit_limit", "tokens_limit"].into_iter().find(|t| types.contains(t)).or(types.first().copied())?;
+    let value = |p: &str| parts.get(&(p.to_owned(), window.to_owned(), chosen.to_owned())).copied();
+    Some(QuotaWindow {
+        limit_type: (!chosen.is_empty()).then(|| chosen.to_owned()),
+        usage_ratio: value("usage"),
+        remaining_ratio: value("remaining"),
+        reset_time_unix: value("reset").filter(|v| *v > 0.0),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn series(labels: &[(&str, &str)], samples: &[(i64, f64)]) -> Series {
+        Series {
+            labels: labels.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect(),
+            samples: samples.to_vec(),
+        }
+    }
+
+    #[test]
+    fn a_point_is_assembled_like_the_store_assembles_rows() {
+        let mut a = Acc::default();
+        a.add(Part::Status, &series(&[("status_code", "200")], &[]), 9.0);
+        a.add(Part::Status, &series(&[("status_code", "503")], &[]), 1.0);
+        a.add(Part::Status, &series(&[("status_code", "429")], &[]), 2.0);
+        for (le, v) in [("0.1", 6.0), ("1", 12.0), ("+Inf", 12.0)] {
+            a.add(Part::Buckets(0), &series(&[("le", le)], &[]), v);
+        }
+        a.add(Part::Gauge(0), &series(&[], &[]), 3.0);
+        a.add(Part::Gauge(1), &series(&[], &[]), 12.0);
+        a.add(Part::Size(0), &series(&[], &[]), f64::NAN);
+        let p = a.point(10_000, "canary".into(), 5_000);
+        assert_eq!(p.req_rate, 12.0);
+        assert_eq!(p.requests, 60.0);
+        assert!((p.error_rate_pct.unwrap() - 100.0 / 12.0).abs() < 1e-12, "503 counts, 429 does not");
+        assert!((p.latency_p50.unwrap() - 100.0).abs() < 1e-9);
+        assert_eq!(p.worker_utilization, 0.25);
+        assert_eq!(p.request_size_avg, None, "no observation: null, not 0");
+        assert_eq!(p.requests_2xx, None, "cumulative fields are unknown to an engine");
+        assert_eq!(p.ttft_p95, None);
+        let json = serde_json::to_string(&p).unwrap();
+        assert!(json.contains("\"requests_2xx\":null") && json.contains("\"max_workers\":12.0"), "{json}");
+    }
+
+    #[test]
+    fn an_idle_bucket_has_null_error_share_and_latency() {
+        let mut a = Acc::default();
+        a.add(Part::Status, &series(&[("status_code", "200")], &[]), 0.0);
+        a.add(Part::Buckets(0), &series(&[("le", "+Inf")], &[]), 0.0);
+        let p = a.point(5_000, "production".into(), 5_000);
+        assert_eq!((p.error_rate_pct, p.latency_p95), (None, None));
+    }
+
+    #[test]
+    fn the_quota_block_prefers_credit_limits_and_keeps_the_oldest_age() {
+        let mut a = Acc::default();
+        let q = |part: &str, window: &str, limit: &str| {
+            series(&[("part", part), ("window", window), ("limit_type", limit)], &[])
+        };
+        a.add(Part::Quota, &q("usage", "weekly", "credit_limit"), 0.42);
+        a.add(Part::Quota, &q("usage", "weekly", "tokens_limit"), 0.9);
+        a.add(Part::Quota, &q("remaining", "five_hour", "tokens_limit"), 0.87);
+        a.add(Part::Quota, &q("age", "", ""), 60.0);
+        let quota = a.point(5_000, "p".into(), 5_000).quota.unwrap();
+        assert_eq!(quota.weekly.unwrap().usage_ratio, Some(0.42));
+        assert_eq!(quota.five_hour.unwrap().remaining_ratio, Some(0.87));
+        assert_eq!(quota.sample_age_seconds, Some(60.0));
+        assert_eq!((quota.gate_open, quota.enforcement), (None, Some(false)));
+    }
+
+    #[test]
+    fn only_complete_buckets_are_answered_on_the_store_grid() {
+        let q = PointQuery {
+            start_ms: 100_500,
+            end_ms: 200_000,
+            step_ms: 10_000,
+            raw: true,
+            point_ms: 5_000,
+            variant: None,
+            target_url: None,
+        };
+        assert_eq!(complete_buckets(&q, 200_000, 5_250), Some((110_000, 190_000)));
+        assert_eq!(complete_buckets(&q, 105_000, 5_250), None);
+    }
+
+    #[test]
+    fn gauges_are_sampled_at_most_sixty_times_a_bucket() {
+        assert_eq!(gauge_resolution(5_000, 5_000), 5_000);
+        assert_eq!(gauge_resolution(60_000, 5_000), 5_000);
+        assert_eq!(gauge_resolution(600_000, 5_000), 10_000);
+        assert_eq!(gauge_resolution(20_000, 2_000), 2_000);
+        assert_eq!(gauge_resolution(7_000, 5_000), 7_000);
+        let t = Timing { point_ms: 5_000, rollup_ms: 60_000, scrape_ms: 15_000 };
+        let s = Shape::new(&t, 5_000);
+        assert_eq!((s.rate_ms, s.lookback_ms), (30_000, 29_999), "two scrapes of a sparse engine");
+    }
+}

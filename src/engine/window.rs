@@ -1,0 +1,163 @@
+//! A window's increases per variant from instant queries at its end: `increase(x[W])` by the
+//! labels `point::Counts` keeps (status code, model and direction, error type, retry reason,
+//! histogram bucket), so `/api/compare`, `/api/models` and the alerts compute their numbers
+//! from the same `Counts` as in SQLite mode. Where a variant's data starts inside the window
+//! (a new variant) comes from the first `zai_proxy_build_info` sample, so window rates divide
+//! by the time the data covers, as decisions section 8 asks.
+
+use std::collections::BTreeMap;
+
+use futures_util::future::try_join_all;
+
+use super::client::{Client, EngineError, Series};
+use super::points::parse_le;
+use super::{Timing, selector};
+use crate::clock::bucket_end;
+use crate::point::{ADJUSTMENTS, Counts, DIRECTIONS, bounded};
+use crate::promql::parts::{self, family as pfamily};
+use crate::promql::{Selector, family};
+use crate::source::{WindowQuery, WindowSums};
+
+/// What a query fills in a variant's counts.
+#[derive(Debug, Clone, Copy)]
+enum Part {
+    Requests,
+    Tokens,
+    Cost,
+    UpstreamErrors,
+    Retries,
+    Rejections,
+    Adjustments,
+    /// Request size sum, count; response size sum, count.
+    Size(usize),
+    /// Duration, TTFT, TPOT buckets.
+    Buckets(usize),
+    FirstSeen,
+}
+
+/// Most instants the first-sample search looks at.
+const FIRST_SEEN_STEPS: i64 = 1_000;
+
+fn plan(sel: &Selector, t: &Timing, window_ms: i64) -> Vec<(Part, String)> {
+    let inc = |f: &str, by: &str| parts::increase_by(f, sel, &[], by, window_ms);
+    let size = |f: &str, suffix: &str| inc(&format!("{f}{suffix}"), "variant");
+    let buckets = |f: &str| inc(&format!("{f}_bucket"), "variant, le");
+    let res = bucket_end((window_ms / FIRST_SEEN_STEPS).max(t.point_ms), t.point_ms);
+    vec![
+        (Part::Requests, inc(family::REQUESTS, "variant, status_code")),
+        (Part::Tokens, inc(family::TOKENS, "variant, model, direction")),
+        (Part::Cost, inc(family::COST, "variant, model, direction")),
+        (Part::UpstreamErrors, inc(family::UPSTREAM_ERRORS, "variant, error_type")),
+        (Part::Retries, inc(family::RETRIES, "variant, reason")),
+        (Part::Rejections, inc(family::REJECTIONS, "variant")),
+        (Part::Adjustments, inc(pfamily::ADJUSTMENTS, "variant, direction")),
+        (Part::Size(0), size(pfamily::REQUEST_SIZE, "_sum")),
+        (Part::Size(1), size(pfamily::REQUEST_SIZE, "_count")),
+        (Part::Size(2), size(pfamily::RESPONSE_SIZE, "_sum")),
+        (Part::Size(3), size(pfamily::RESPONSE_SIZE, "_count")),
+        (Part::Buckets(0), buckets(family::DURATION)),
+        (Part::Buckets(1), buckets(family::TTFT)),
+        (Part::Buckets(2), buckets(family::TPOT)),
+        (Part::FirstSeen, parts::first_seen(family::BUILD_INFO, sel, "variant", window_ms, res)),
+    ]
+}
+
+/// Every variant's increases over `(q.start_ms, q.end_ms]`, with where its data starts.
+pub async fn fetch(client: &Client, t: &Timing, q: &WindowQuery) -> Result<BTreeMap<String, WindowSums>, EngineError> {
+    let window_ms = (q.end_ms - q.start_ms).max(1);
+    let sel = selector(None, q.target_url.as_deref());
+    let queries = plan(&sel, t, window_ms);
+    let answers = try_join_all(queries.iter().map(|(_, e)| client.instant(e, q.end_ms))).await?;
+    let mut acc: BTreeMap<String, Acc> = BTreeMap::new();
+    for ((part, _), series) in queries.iter().zip(&answers) {
+        for s in series {
+            if let Some(&(_, v)) = s.samples.first().filter(|(_, v)| v.is_finite()) {
+                acc.entry(s.label("variant").to_owned()).or_default().add(*part, s, v);
+            }
+        }
+    }
+    Ok(acc.into_iter().map(|(variant, a)| (variant, a.sums(q.start_ms, t.point_ms))).collect())
+}
+
+/// One variant's parts.
+#[derive(Debug, Default)]
+struct Acc {
+    counts: Counts,
+    sizes: [f64; 4],
+    buckets: [Vec<(f64, f64)>; 3],
+    first_seen_ms: Option<i64>,
+}
+
+impl Acc {
+    fn add(&mut self, part: Part, s: &Series, v: f64) {
+        let c = &mut self.counts;
+        let v = bounded(v);
+        let direction = || DIRECTIONS.iter().position(|d| *d == s.label("direction"));
+        match part {
+            Part::Requests => *c.requests.entry(s.label("status_code").to_owned()).or_default() += v,
+            Part::Tokens => {
+                if let Some(i) = direction() {
+                    c.tokens.entry(s.label("model").to_owned()).or_default()[i] += v;
+                }
+            }
+            Part::Cost => {
+                if let Some(i) = direction() {
+                    c.cost.entry(s.label("model").to_owned()).or_default()[i] += v;
+                }
+            }
+            Part::UpstreamErrors => *c.upstream_errors.entry(s.label("error_type").to_owned()).or_default() += v,
+            Part::Retries => *c.retries.entry(s.label("reason").to_owned()).or_default() += v,
+            Part::Rejections => c.rejections += v,
+            Part::Adjustments => {
+                if let Some(i) = ADJUSTMENTS.iter().position(|d| *d == s.label("direction")) {
+                    c.adjustments[i] += v;
+                }
+            }
+            Part::Size(i) => self.sizes[i] += v,
+            Part::Buckets(i) => {
+                if let Some(le) = parse_le(s.label("le")) {
+                    self.buckets[i].push((le, v));
+                }
+            }
+            Part::FirstSeen => self.first_seen_ms = Some((v * 1000.0).round() as i64),
+        }
+    }
+
+    /// The sums; the data starts at the start of the raw bucket of the variant's first sample,
+    /// or at the window's start when it was there before.
+    fn sums(self, start_ms: i64, point_ms: i64) -> WindowSums {
+        let mut counts = self.counts;
+        counts.request_size = crate::point::SumCount { sum: self.sizes[0], count: self.sizes[1] };
+        counts.response_size = crate::point::SumCount { sum: self.sizes[2], count: self.sizes[3] };
+        let [duration, ttft, tpot] = self.buckets.map(super::points::histogram);
+        (counts.duration, counts.ttft, counts.tpot) = (duration, ttft, tpot);
+        let data_from_ms =
+            self.first_seen_ms.map_or(start_ms, |first| (bucket_end(first, point_ms) - point_ms).max(start_ms));
+        WindowSums { counts, data_from_ms }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn series(labels: &[(&str, &str)]) -> Series {
+        Series { labels: labels.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect(), samples: vec![] }
+    }
+
+    #[test]
+    fn counts_keep_the_labels_the_store_keeps() {
+        let mut a = Acc::default();
+        a.add(Part::Requests, &series(&[("status_code", "500")]), 4.0);
+        a.add(Part::Tokens, &series(&[("model", "glm-4.7"), ("direction", "output")]), 30.0);
+        a.add(Part::Retries, &series(&[("reason", "retry")]), 2.0);
+        a.add(Part::Retries, &series(&[("reason", "429")]), 2.0);
+        a.add(Part::FirstSeen, &series(&[]), 1_000.3);
+        let s = a.sums(990_000, 5_000);
+        assert_eq!(s.counts.requests["500"], 4.0);
+        assert_eq!(s.counts.tokens["glm-4.7"], [0.0, 30.0, 0.0, 0.0]);
+        assert_eq!(s.counts.retry_attempts(), 2.0, "the generic retry series is left out");
+        assert_eq!(s.data_from_ms, 1_000_000, "the raw bucket of the first sample");
+        assert_eq!(Acc::default().sums(990_000, 5_000).data_from_ms, 990_000);
+    }
+}
