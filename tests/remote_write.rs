@@ -200,12 +200,35 @@ async fn successful_scrapes(app: &TestApp, pod: &CountingPod) -> u64 {
     self_metric(app, &format!("zai_dash_scrapes_total{{result=\"success\",target=\"{}\"}}", pod.url)).await as u64
 }
 
+/// Failed scrapes of `pod`, every kind of failure together.
+async fn failed_scrapes(app: &TestApp, pod: &CountingPod) -> u64 {
+    let text = reqwest::get(app.url("/metrics")).await.unwrap().text().await.unwrap();
+    let target = format!("target=\"{}\"}}", pod.url);
+    text.lines()
+        .filter(|l| {
+            l.starts_with("zai_dash_scrapes_total{") && !l.contains("result=\"success\"") && l.contains(&target)
+        })
+        .filter_map(|l| l.rsplit_once(' ').and_then(|(_, v)| v.parse::<f64>().ok()))
+        .sum::<f64>() as u64
+}
+
+/// Takes the pods down and waits until zai-dash has recorded a failed scrape of each: a
+/// target's scrapes run one after another, so every successful one before it is then counted
+/// (and its samples offered to remote write). A fixed sleep was not enough on a loaded machine.
+async fn stop_pods(app: &TestApp, pods: &[&CountingPod]) {
+    for p in pods {
+        let before = failed_scrapes(app, p).await;
+        p.down();
+        wait_for("a failed scrape of the stopped pod", Duration::from_secs(20), || async {
+            failed_scrapes(app, p).await > before
+        })
+        .await;
+    }
+}
+
 /// Stops the pods' traffic and waits until zai-dash has handed everything to the receiver.
 async fn drain(app: &TestApp, pods: &[&CountingPod]) {
-    for p in pods {
-        p.down();
-    }
-    tokio::time::sleep(Duration::from_millis(600)).await; // a scrape in flight lands
+    stop_pods(app, pods).await;
     wait_for("the remote write queue to empty", Duration::from_secs(30), || async {
         self_metric(app, "zai_dash_remote_write_queue_samples").await == 0.0
             && self_metric(app, "zai_dash_remote_write_samples_sent_total").await > 0.0
@@ -317,8 +340,7 @@ async fn queued_samples_ship_after_a_restart() {
     let entries = [pod.url.clone()];
     let first = TestApp::start(app_settings(&dir, &entries, &engine.write_url())).await;
     wait_for("scrapes with the receiver down", Duration::from_secs(20), || async { pod.served() >= 8 }).await;
-    pod.down();
-    tokio::time::sleep(Duration::from_millis(600)).await;
+    stop_pods(&first, &[&pod]).await;
     let scrapes = successful_scrapes(&first, &pod).await;
     let queued = self_metric(&first, "zai_dash_remote_write_queue_samples").await;
     assert_eq!(queued, (scrapes * expected(1, &pod, "production").len() as u64) as f64, "all of it queued");
@@ -422,8 +444,7 @@ async fn the_backlog_limit_drops_and_counts_the_oldest() {
         self_metric(&app, "zai_dash_remote_write_samples_dropped_total").await > 0.0
     })
     .await;
-    pod.down();
-    tokio::time::sleep(Duration::from_millis(600)).await;
+    stop_pods(&app, &[&pod]).await;
     let per_scrape = expected(1, &pod, "production").len() as f64;
     let scraped = successful_scrapes(&app, &pod).await as f64 * per_scrape;
     let [queued, dropped] =
@@ -473,8 +494,7 @@ async fn a_shutdown_during_a_request_keeps_its_samples() {
         receiver.arrived.load(Ordering::SeqCst) >= 1 && pod.served() >= 6
     })
     .await;
-    pod.down();
-    tokio::time::sleep(Duration::from_millis(600)).await;
+    stop_pods(&first, &[&pod]).await;
     let scrapes = successful_scrapes(&first, &pod).await;
     first.stop().await;
     receiver.hang.store(false, Ordering::SeqCst);
