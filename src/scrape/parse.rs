@@ -133,12 +133,17 @@ impl ParseError {
 
 /// Parses a whole exposition, failing on the first malformed line.
 pub fn parse(text: &str) -> Result<Exposition, ParseError> {
-    let mut parser = Parser::default();
+    let mut parser = Parser {
+        // A guess that fits zai-proxy's expositions (about 150 bytes per line), bounded so
+        // that a body of blank lines cannot make it allocate much.
+        samples: Vec::with_capacity((text.len() / 128).min(4096)),
+        ..Parser::default()
+    };
     for (number, raw) in text.split('\n').enumerate() {
         let line = raw.strip_suffix('\r').unwrap_or(raw);
         parser.line(line).map_err(|reason| ParseError { line: number + 1, reason })?;
     }
-    Ok(Exposition { families: parser.families })
+    Ok(Exposition { families: parser.finish() })
 }
 
 /// Separators inside a line: the format allows spaces and tabs.
@@ -148,12 +153,22 @@ const BLANKS: [char; 2] = [' ', '\t'];
 const MAX_QUOTED_CHARS: usize = 40;
 
 /// Parsing state carried from line to line.
+///
+/// Allocations are what a scrape's parse costs (one per label name and value at the least), so
+/// the parser adds as few as it can: samples go to one flat list and move into their families,
+/// each sized once, at the end; family names are looked up by slices of the input.
 #[derive(Default)]
 struct Parser<'a> {
     families: Vec<Family>,
     /// Parallel to `families`: whether a `# TYPE` line declared it.
     declared: Vec<bool>,
-    index: HashMap<String, usize>,
+    /// Parallel to `families`: samples seen so far.
+    counts: Vec<usize>,
+    /// Every sample so far with its family's index, in exposition order.
+    samples: Vec<(usize, Sample)>,
+    index: HashMap<&'a str, usize>,
+    /// Reused to build `name_suffix` lookups.
+    scratch: String,
     /// Resolution of the previous sample name. Consecutive samples almost
     /// always share a name, so this skips the hash lookups on most lines.
     /// Cleared on every comment line, since TYPE lines change resolution.
@@ -177,7 +192,7 @@ impl<'a> Parser<'a> {
 
     /// Handles `# HELP` and `# TYPE`; any other comment is ignored. Like
     /// Prometheus, a blank is required after `#` for a HELP/TYPE keyword.
-    fn comment(&mut self, rest: &str) -> Result<(), String> {
+    fn comment(&mut self, rest: &'a str) -> Result<(), String> {
         let after = rest.trim_start_matches(BLANKS);
         if after.len() == rest.len() {
             return Ok(());
@@ -189,7 +204,7 @@ impl<'a> Parser<'a> {
         }
     }
 
-    fn help_line(&mut self, tail: &str) -> Result<(), String> {
+    fn help_line(&mut self, tail: &'a str) -> Result<(), String> {
         let (name, text) = split_token(tail);
         check_metric_name(name, "HELP")?;
         let i = self.family_index(name);
@@ -201,7 +216,7 @@ impl<'a> Parser<'a> {
         Ok(())
     }
 
-    fn type_line(&mut self, tail: &str) -> Result<(), String> {
+    fn type_line(&mut self, tail: &'a str) -> Result<(), String> {
         let (name, rest) = split_token(tail);
         check_metric_name(name, "TYPE")?;
         let (word, extra) = split_token(rest);
@@ -223,15 +238,21 @@ impl<'a> Parser<'a> {
 
     /// Whether samples that this TYPE would claim were already seen: a late
     /// TYPE would reassign them, which Prometheus rejects.
-    fn has_samples_for(&self, name: &str, kind: MetricType) -> bool {
+    fn has_samples_for(&mut self, name: &str, kind: MetricType) -> bool {
         let suffixes: &[&str] = match kind {
             MetricType::Histogram => &["", "_bucket", "_sum", "_count"],
             MetricType::Summary => &["", "_sum", "_count"],
             _ => &[""],
         };
-        suffixes.iter().any(|suffix| {
-            self.index.get(format!("{name}{suffix}").as_str()).is_some_and(|&i| !self.families[i].samples.is_empty())
-        })
+        let mut key = std::mem::take(&mut self.scratch);
+        let seen = suffixes.iter().any(|suffix| {
+            key.clear();
+            key.push_str(name);
+            key.push_str(suffix);
+            self.index.get(key.as_str()).is_some_and(|&i| self.counts[i] > 0)
+        });
+        self.scratch = key;
+        seen
     }
 
     fn sample(&mut self, line: &'a str) -> Result<(), String> {
@@ -244,8 +265,20 @@ impl<'a> Parser<'a> {
         let (value, timestamp_ms) = parse_value_and_timestamp(rest)?;
         let (family, kind) = self.resolve(name)?;
         let bound = parse_bound(kind, &labels)?;
-        self.families[family].samples.push(Sample { kind, labels, value, bound, timestamp_ms });
+        self.counts[family] += 1;
+        self.samples.push((family, Sample { kind, labels, value, bound, timestamp_ms }));
         Ok(())
+    }
+
+    /// The families with their samples, each list allocated once at its final size.
+    fn finish(mut self) -> Vec<Family> {
+        for (family, count) in self.families.iter_mut().zip(&self.counts) {
+            family.samples = Vec::with_capacity(*count);
+        }
+        for (family, sample) in self.samples {
+            self.families[family].samples.push(sample);
+        }
+        self.families
     }
 
     /// Family index and sample kind for a sample name, using the cache.
@@ -262,7 +295,7 @@ impl<'a> Parser<'a> {
 
     /// Exact declared name first, then a histogram/summary suffix on a
     /// declared family, else the sample's own untyped family.
-    fn resolve_by_type(&mut self, name: &str) -> Result<(usize, SampleKind), String> {
+    fn resolve_by_type(&mut self, name: &'a str) -> Result<(usize, SampleKind), String> {
         if let Some(i) = self.declared_family(name) {
             return match self.families[i].kind {
                 MetricType::Histogram => {
@@ -293,7 +326,7 @@ impl<'a> Parser<'a> {
     }
 
     /// Index of the family `name`, creating an untyped one on first sight.
-    fn family_index(&mut self, name: &str) -> usize {
+    fn family_index(&mut self, name: &'a str) -> usize {
         if let Some(&i) = self.index.get(name) {
             return i;
         }
@@ -305,7 +338,8 @@ impl<'a> Parser<'a> {
             samples: Vec::new(),
         });
         self.declared.push(false);
-        self.index.insert(name.to_owned(), i);
+        self.counts.push(0);
+        self.index.insert(name, i);
         i
     }
 }
@@ -364,7 +398,9 @@ type Labels = Vec<(String, String)>;
 /// Parses the label set after `{`; returns the labels and the text after `}`.
 fn parse_labels(s: &str) -> Result<(Labels, &str), String> {
     let b = s.as_bytes();
-    let mut labels = Labels::new();
+    // Sized once: one label per `=` on the line (values may hold more), bounded so that a
+    // hostile line cannot make it allocate much.
+    let mut labels = Labels::with_capacity(b.iter().filter(|&&c| c == b'=').count().min(16));
     let mut pos = skip_blanks(b, 0);
     loop {
         match b.get(pos) {

@@ -4,7 +4,9 @@
 //! `process_*`, ...) and unknown families are ignored. Each kept series remembers where its
 //! increase goes ([`Slot`]), so computing increases is a plain walk over the series.
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::hash_map::RandomState;
+use std::collections::{BTreeSet, HashMap};
+use std::hash::BuildHasher;
 
 use super::parse::{Exposition, Family, MetricType, Sample, SampleKind};
 use crate::point::{GaugeStat, Gauges, Quota, QuotaWindow};
@@ -168,19 +170,26 @@ fn kept(r: &Reading) -> usize {
 
 fn read_counter(fam: &Family, r: &mut Reading) {
     // A series exposed twice (a broken exporter) keeps its first sample, as Prometheus does:
-    // keeping both would count the step between them as an increase on every scrape.
-    let mut seen = HashSet::new();
+    // keeping both would count the step between them as an increase on every scrape. Keys are
+    // remembered by hash (no copy of each key): a hash seen before is checked against the
+    // series that first had it, and only a true collision of two keys scans the family.
+    let start = r.counters.len();
+    let hasher = RandomState::new();
+    let mut seen: HashMap<u64, usize> = HashMap::new();
     for s in fam.samples.iter().filter(|s| s.kind == SampleKind::Value && s.value.is_finite()) {
         let Some(slot) = counter_slot(&fam.name, s) else { continue };
         let key = series_key(&fam.name, s, None);
-        if seen.contains(&key) {
+        let hash = hasher.hash_one(&key);
+        if let Some(&first) = seen.get(&hash)
+            && (r.counters[first].key == key || r.counters[start..].iter().any(|c| c.key == key))
+        {
             continue;
         }
         if kept(r) >= MAX_SERIES {
             r.dropped += 1;
             continue;
         }
-        seen.insert(key.clone());
+        seen.entry(hash).or_insert(r.counters.len());
         r.counters.push(CounterSeries { key, slot, value: s.value });
     }
 }
@@ -205,6 +214,9 @@ fn read_hist(fam: &Family, slot: HistSlot, r: &mut Reading) {
     let mut index: HashMap<String, usize> = HashMap::new();
     let mut bounds: BTreeSet<u64> = BTreeSet::new();
     let mut budget = MAX_SERIES.saturating_sub(kept(r));
+    // The previous line's series: a histogram's lines come grouped by series, so most lines
+    // find theirs without building a key.
+    let mut previous: Option<(&Sample, usize)> = None;
     for s in &fam.samples {
         if !s.value.is_finite() && s.kind != SampleKind::Bucket {
             continue;
@@ -223,15 +235,21 @@ fn read_hist(fam: &Family, slot: HistSlot, r: &mut Reading) {
             continue;
         }
         budget -= 1;
-        let key = series_key(&fam.name, s, Some("le"));
-        let idx = match index.get(&key) {
-            Some(&i) => i,
-            None => {
-                index.insert(key.clone(), r.hists.len());
-                r.hists.push(HistSeries { key, slot, buckets: Vec::new(), sum: 0.0, count: 0.0 });
-                r.hists.len() - 1
+        let idx = match previous {
+            Some((p, i)) if same_labels_but_le(p, s) => i,
+            _ => {
+                let key = series_key(&fam.name, s, Some("le"));
+                match index.get(&key) {
+                    Some(&i) => i,
+                    None => {
+                        index.insert(key.clone(), r.hists.len());
+                        r.hists.push(HistSeries { key, slot, buckets: Vec::new(), sum: 0.0, count: 0.0 });
+                        r.hists.len() - 1
+                    }
+                }
             }
         };
+        previous = Some((s, idx));
         let h = &mut r.hists[idx];
         match (s.kind, s.bound) {
             (SampleKind::Bucket, Some(le)) if s.value.is_finite() => h.buckets.push((le, s.value)),
@@ -245,18 +263,35 @@ fn read_hist(fam: &Family, slot: HistSlot, r: &mut Reading) {
     }
 }
 
+/// Whether two samples have the same labels apart from `le` (same names in the same order,
+/// same values).
+fn same_labels_but_le(a: &Sample, b: &Sample) -> bool {
+    let not_le = |l: &&(String, String)| l.0 != "le";
+    a.labels.iter().filter(not_le).eq(b.labels.iter().filter(not_le))
+}
+
 /// Family name plus labels sorted by name (optionally without one label), joined with
-/// separators that cannot be confused with label text.
+/// separators that cannot be confused with label text. One allocation of the exact size; labels
+/// already in order (client_golang sorts them) are not collected and sorted first.
 fn series_key(family: &str, s: &Sample, skip: Option<&str>) -> String {
-    let mut labels: Vec<&(String, String)> = s.labels.iter().filter(|(n, _)| Some(n.as_str()) != skip).collect();
-    labels.sort();
-    let mut key = String::with_capacity(family.len() + 16 * labels.len());
+    let kept = |l: &&(String, String)| Some(l.0.as_str()) != skip;
+    let len = family.len() + s.labels.iter().filter(kept).map(|(n, v)| n.len() + v.len() + 2).sum::<usize>();
+    let mut key = String::with_capacity(len);
     key.push_str(family);
-    for (n, v) in labels {
+    let mut push = |(n, v): &(String, String)| {
         key.push('\u{1}');
         key.push_str(n);
         key.push('\u{2}');
         key.push_str(v);
+    };
+    let mut names = s.labels.iter().filter(kept).map(|l| &l.0);
+    let sorted = names.clone().zip(names.by_ref().skip(1)).all(|(a, b)| a < b);
+    if sorted {
+        s.labels.iter().filter(kept).for_each(&mut push);
+    } else {
+        let mut labels: Vec<&(String, String)> = s.labels.iter().filter(kept).collect();
+        labels.sort();
+        labels.into_iter().for_each(push);
     }
     key
 }

@@ -131,22 +131,26 @@ fn roll_range(conn: &mut Connection, tier: Tier, (after, until): (i64, i64), pla
     let names = query::variant_names(&tx)?;
     let widths = (plan.point_ms, plan.rollup_ms);
     let mut written = 0;
-    let sources = match tier.source {
-        Table::Raw => query::raw_rows_by_target(&tx, (after, until), None, &names, widths)?,
+    let rolled = match tier.source {
+        Table::Raw => {
+            let mut roller = query::Roller::new(tier.width_ms);
+            let mut rolled = Vec::new();
+            query::each_raw_row(&tx, (after, until), None, &names, widths, &mut |row| rolled.extend(roller.push(row)))?;
+            rolled.extend(roller.finish());
+            rolled
+        }
         Table::Rollup | Table::Coarse => {
-            let mut by_target = std::collections::BTreeMap::new();
+            let mut rolled = Vec::new();
             for t in query::targets(&tx)? {
-                by_target
-                    .insert(t.id, query::target_rows_with(&tx, tier.source, t.id, (after, until), &names, widths)?);
+                let rows = query::target_rows_with(&tx, tier.source, t.id, (after, until), &names, widths)?;
+                rolled.extend(query::roll_minutes(&rows, tier.width_ms));
             }
-            by_target
+            rolled
         }
     };
-    for rows in sources.values() {
-        for rolled in query::roll_minutes(rows, tier.width_ms) {
-            query::replace_row(&tx, tier.target, &rolled)?;
-            written += 1;
-        }
+    for row in &rolled {
+        query::replace_row(&tx, tier.target, row)?;
+        written += 1;
     }
     // Only move forward: a concurrent writer may have lowered it for a late row meanwhile,
     // in which case its lower value must win.

@@ -358,26 +358,27 @@ pub fn target_rows_with(
     Ok(out)
 }
 
-/// Raw rows of every target (or only `only`) with `after < ts <= until`, read in one scan of
-/// the time-keyed raw table and grouped by target, each in time order.
-pub fn raw_rows_by_target(
+/// Hands every raw row with `after < ts <= until` (of one target, or all) to `each`, in time
+/// order, decoding one at a time: a caller that only adds rows up (window sums, run every tick
+/// by the alert rules) never holds a window's rows at once.
+pub fn each_raw_row(
     conn: &Connection,
     (after, until): (i64, i64),
     only: Option<i64>,
     names: &HashMap<i64, String>,
     widths: (i64, i64),
-) -> Result<BTreeMap<i64, Vec<TargetRow>>, StoreError> {
+    each: &mut dyn FnMut(TargetRow),
+) -> Result<(), StoreError> {
     let mut stmt = conn.prepare_cached(
         "SELECT ts, variant_id, elapsed_ms, data, 0, target_id FROM metrics_5s
          WHERE ts > ?1 AND ts <= ?2 AND (?3 IS NULL OR target_id = ?3) ORDER BY ts, target_id",
     )?;
     let mut rows = stmt.query(params![after, until, only])?;
-    let mut out: BTreeMap<i64, Vec<TargetRow>> = BTreeMap::new();
     while let Some(r) = rows.next()? {
         let target_id: i64 = r.get(5)?;
-        out.entry(target_id).or_default().push(decode(r, Table::Raw, target_id, names, widths)?);
+        each(decode(r, Table::Raw, target_id, names, widths)?);
     }
-    Ok(out)
+    Ok(())
 }
 
 /// The running totals of one row of a target-keyed table: what its payload says at its end.
@@ -547,6 +548,47 @@ pub fn latest_totals(conn: &Connection, rollup_ms: i64) -> Result<Vec<(i64, Stri
     let all = targets(conn)?;
     let mut totals = totals_at(conn, &all, i64::MAX, &names, rollup_ms)?;
     Ok(all.iter().filter_map(|t| totals.remove(&t.id).map(|(variant, totals)| (t.id, variant, totals))).collect())
+}
+
+/// Rolls raw rows of many targets, streaming by in time order, into rows per `rollup_ms`
+/// bucket, holding at most one open bucket's rows per target: rolling a long range (a catch-up
+/// after a restart, a wide chart step) never keeps the range's raw rows in memory at once.
+#[derive(Debug)]
+pub struct Roller {
+    width_ms: i64,
+    open: HashMap<i64, Vec<TargetRow>>,
+}
+
+impl Roller {
+    /// A roller into buckets of `width_ms`.
+    pub fn new(width_ms: i64) -> Self {
+        Self { width_ms, open: HashMap::new() }
+    }
+
+    /// Takes the target's next row; when it starts a new bucket, returns the target's previous
+    /// bucket rolled up.
+    pub fn push(&mut self, row: TargetRow) -> Option<TargetRow> {
+        let width = self.width_ms;
+        let open = self.open.entry(row.target_id).or_default();
+        let done = match open.first() {
+            Some(first) if bucket_end(first.ts_ms, width) != bucket_end(row.ts_ms, width) => {
+                let chunk = std::mem::take(open);
+                TargetRow::rollup(&chunk, bucket_end(chunk[0].ts_ms, width))
+            }
+            _ => None,
+        };
+        open.push(row);
+        done
+    }
+
+    /// The buckets still open, rolled up.
+    pub fn finish(self) -> Vec<TargetRow> {
+        let width = self.width_ms;
+        self.open
+            .into_values()
+            .filter_map(|chunk| TargetRow::rollup(&chunk, bucket_end(chunk.first()?.ts_ms, width)))
+            .collect()
+    }
 }
 
 /// Groups time-ordered raw rows of one target into rolled-up rows per `rollup_ms` bucket.

@@ -293,12 +293,14 @@ fn raw_rows(
         read.rows.extend(own);
         return Ok(());
     }
-    for tail in query::raw_rows_by_target(conn, (from, until), only, &names.owned, widths)?.values() {
-        for r in tail {
-            each_row(&r.variant, r.ts_ms, RowRef::Row(r));
+    let mut roller = query::Roller::new(widths.1);
+    query::each_raw_row(conn, (from, until), only, &names.owned, widths, &mut |r| {
+        each_row(&r.variant, r.ts_ms, RowRef::Row(&r));
+        read.newest_ms = read.newest_ms.max(Some(r.ts_ms));
+        if let Some(rolled) = roller.push(r) {
+            read.rows.push(Summary::from(&rolled));
         }
-        read.newest_ms = read.newest_ms.max(tail.last().map(|r| r.ts_ms));
-        read.rows.extend(query::roll_minutes(tail, widths.1).iter().map(Summary::from));
-    }
+    })?;
+    read.rows.extend(roller.finish().iter().map(Summary::from));
     Ok(())
 }

@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use rusqlite::Connection;
 
 use super::StoreError;
-use super::query::{Table, raw_rows_by_target, target_rows, targets, variant_names, watermark};
+use super::query::{Table, each_raw_row, target_rows, targets, variant_names, watermark};
 use crate::point::{Counts, TargetRow};
 pub use crate::source::{ModelUsage, WindowQuery, WindowSums, model_usage, model_usage_covered};
 
@@ -40,10 +40,7 @@ pub fn window_sums(conn: &Connection, q: &WindowQuery) -> Result<BTreeMap<String
     if targets.is_empty() {
         return Ok(out);
     }
-    let raw = raw_rows_by_target(conn, (q.start_ms.max(wm), q.end_ms), only, &names, q.widths)?;
-    for r in raw.values().flatten() {
-        add(r, point_ms);
-    }
+    each_raw_row(conn, (q.start_ms.max(wm), q.end_ms), only, &names, q.widths, &mut |r| add(&r, point_ms))?;
     Ok(out)
 }
 
