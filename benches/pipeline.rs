@@ -528,6 +528,7 @@ async fn query_latency() {
         charts: Arc::default(),
         sessions: None,
         alerts: zai_dash::alerts::Alerts::new(&zai_dash::alerts::AlertSettings::default()),
+        remote: None,
     };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());

@@ -61,6 +61,7 @@ async fn serve(settings: &Settings, source: Arc<dyn DataSource>, store: Option<S
         metrics: Arc::default(),
         charts: charts.clone(),
         sessions: None,
+        remote: None,
         alerts: zai_dash::alerts::Alerts::new(&zai_dash::alerts::AlertSettings::default()),
     };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

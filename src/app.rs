@@ -23,9 +23,11 @@ use crate::health::{HealthBoard, TargetHealth};
 use crate::hub::Hub;
 use crate::ingest::{Event, KnownTotals, PointSink};
 use crate::point::Point;
+use crate::remote::{self, RemoteStatus};
+use crate::samples::SampleSink;
 use crate::scrape::discovery::{Discovery, SharedResolver, SystemResolver};
 use crate::scrape::increase::TargetState;
-use crate::scrape::{self, Target, persist};
+use crate::scrape::{self, Outputs, Target, persist};
 use crate::setting::duration_ms;
 use crate::stats::StatsSource;
 use crate::store::downsample::{self, Plan};
@@ -72,8 +74,11 @@ pub async fn run_with_resolver(
     let tracker = TaskTracker::new();
     let stop = CancellationToken::new();
     let sessions = sessions(&settings, &store, clock.now_ms()).await?;
-    let mut state = start_background(&tracker, &stop, &settings, clock, store, Loaded { targets, seed, resolver })?;
+    let (samples, remote) = start_remote(&tracker, &stop, &settings, &store, &clock).await?;
+    let loaded = Loaded { targets, seed, resolver, samples };
+    let mut state = start_background(&tracker, &stop, &settings, clock, store, loaded)?;
     state.sessions = sessions;
+    state.remote = remote;
     let ready = state.ready.clone();
     let server = tokio::spawn(crate::net::serve(listener, web::router(state), listening(&settings), stop.clone()));
     shutdown.cancelled().await;
@@ -123,6 +128,7 @@ async fn run_source(
         metrics: Arc::default(),
         charts: Default::default(),
         sessions,
+        remote: None,
         alerts,
     };
     let ready = state.ready.clone();
@@ -140,11 +146,29 @@ fn listening(settings: &Settings) -> crate::net::Listening {
     }
 }
 
-/// What start-up read from the database, plus how `dns+` names are resolved.
+/// What start-up read from the database, plus how `dns+` names are resolved and where raw
+/// samples go (remote write).
 struct Loaded {
     targets: Vec<Target>,
     seed: Vec<KnownTotals>,
     resolver: SharedResolver,
+    samples: Option<Arc<dyn SampleSink>>,
+}
+
+/// The remote writer when `REMOTE_WRITE_URL` is set: the sink the scrapers offer samples to
+/// (their only holder, so the appender ends once they stop) and the status pages read.
+async fn start_remote(
+    tracker: &TaskTracker,
+    stop: &CancellationToken,
+    settings: &Settings,
+    store: &Store,
+    clock: &SharedClock,
+) -> anyhow::Result<(Option<Arc<dyn SampleSink>>, Option<Arc<RemoteStatus>>)> {
+    let Some(remote) = settings.remote.clone() else { return Ok((None, None)) };
+    let receiver = remote.receiver();
+    let running = remote::spawn(tracker, stop, remote, Arc::new(store.clone()), clock.clone()).await?;
+    tracing::info!(receiver = %receiver, "Remote write on.");
+    Ok((Some(running.sink), Some(running.status)))
 }
 
 /// Committed points go to the live hub and to the alert engine (its ticks).
@@ -175,7 +199,7 @@ fn start_background(
     store: Store,
     loaded: Loaded,
 ) -> anyhow::Result<AppState> {
-    let Loaded { targets, seed, resolver } = loaded;
+    let Loaded { targets, seed, resolver, samples } = loaded;
     let health = HealthBoard::new(
         targets.iter().map(|t| TargetHealth::new(t.id, t.spec.url.to_string(), t.current_variant())).collect(),
     );
@@ -202,7 +226,8 @@ fn start_background(
         registry: Arc::new(store.clone()),
     });
     let scrapers = settings.scrape();
-    scrape::spawn(tracker, stop, scrapers, clock.clone(), targets, discovery, health.clone(), Arc::new(queue), &seed);
+    let outputs = Outputs { batches: Arc::new(queue), samples };
+    scrape::spawn(tracker, stop, scrapers, clock.clone(), targets, discovery, health.clone(), outputs, &seed);
     tracker.spawn(downsample_loop(store.clone(), settings.clone(), clock.clone(), stop.clone(), self_metrics.clone()));
     Ok(AppState {
         settings: Arc::new(settings.web()),
@@ -217,6 +242,7 @@ fn start_background(
         metrics: self_metrics,
         charts: Default::default(),
         sessions: None,
+        remote: None,
         alerts,
     })
 }

@@ -32,6 +32,10 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             Command::Proxy(args) => proxy_only(&args, clock, token).await,
             Command::Healthcheck(args) => crate::healthcheck::run(&args).await.map_err(Into::into),
             Command::Rules(args) => rules(&args),
+            Command::Grafana => {
+                print!("{}", crate::web::grafana::dashboard_json()?);
+                Ok(())
+            }
             Command::Demo(args) => {
                 let plan = demo::DemoPlan::from_args(&args)?;
                 let listener = bind("LISTEN_ADDR", plan.listen_addr).await?;

@@ -16,6 +16,7 @@ use crate::alerts::{AlertArgs, AlertSettings};
 use crate::engine::{EngineArgs, EngineSettings};
 use crate::net::ListenerLimits;
 use crate::proxy::{ProxyArgs, ProxySettings};
+use crate::remote::{RemoteArgs, RemoteSettings};
 use crate::scrape::ScrapeSettings;
 pub use crate::scrape::{DNS_SCHEME_PREFIX, TargetSpec, parse_targets};
 use crate::setting::bad;
@@ -48,6 +49,9 @@ pub enum Command {
     /// Ask a running zai-dash on this machine whether it is alive (`/healthz`); exit 0 or 1.
     /// For container `HEALTHCHECK`s, so the image needs no curl.
     Healthcheck(HealthcheckArgs),
+    /// Print the Grafana dashboard (the overview's panels over the same PromQL, for an engine
+    /// holding the `zai_proxy_*` series) as JSON; `k8s/grafana/zai-dash.json` is its output.
+    Grafana,
     /// Check the alerting rules (`ALERT_RULES`, else the built-in ones) and print them; with
     /// `--prometheus`, as a Prometheus rule file over the `zai_proxy_*` series.
     Rules(RulesArgs),
@@ -230,6 +234,9 @@ pub struct ServeArgs {
     pub session_ttl: String,
     #[command(flatten)]
     #[allow(missing_docs)]
+    pub remote: RemoteArgs,
+    #[command(flatten)]
+    #[allow(missing_docs)]
     pub alerts: AlertFlags,
 }
 
@@ -284,6 +291,8 @@ pub struct Settings {
     pub session_ttl: Duration,
     /// Header-read and idle deadlines of the dashboard's connections.
     pub listener: ListenerLimits,
+    /// Remote write out, when `REMOTE_WRITE_URL` is set.
+    pub remote: Option<RemoteSettings>,
     /// Alerting rules and receivers.
     pub alerts: AlertSettings,
     /// Source mode: the engine every number is read from; `None` scrapes into SQLite.
@@ -343,6 +352,7 @@ impl ServeArgs {
                 header_read: parse_duration("HTTP_HEADER_READ_TIMEOUT", &self.http_header_read_timeout)?,
                 idle: parse_duration("HTTP_IDLE_TIMEOUT", &self.http_idle_timeout)?,
             },
+            remote: self.remote.validate()?,
             alerts: self.alerts.validate()?,
             engine,
         })
@@ -381,6 +391,8 @@ impl ServeArgs {
             ("RETENTION_1M", changed(&self.retention_1m, DEFAULT_RETENTION_1M)),
             ("RETENTION_10M", changed(&self.retention_10m, DEFAULT_RETENTION_10M)),
             ("DOWNSAMPLE_INTERVAL", changed(&self.downsample_interval, DEFAULT_DOWNSAMPLE_INTERVAL)),
+            // Nothing is scraped, so there is nothing to ship.
+            ("REMOTE_WRITE_URL", self.remote.remote_write_url.as_deref().is_some_and(|u| !u.trim().is_empty())),
         ];
         match set.iter().find(|(_, given)| *given) {
             Some((name, _)) => Err(bad(format!(
@@ -481,6 +493,7 @@ impl Settings {
             stalled_client_timeout: STALLED_CLIENT_TIMEOUT,
             session_ttl: Duration::from_secs(12 * 3600),
             listener: ListenerLimits::default(),
+            remote: None,
             // No rules: alert events would interleave with the points other suites count on
             // the live stream; tests of alerts set their own rules.
             alerts: AlertSettings { rules: Vec::new(), ..AlertSettings::default() },
@@ -555,6 +568,7 @@ mod tests {
             session_ttl: "12h".into(),
             http_header_read_timeout: "30s".into(),
             http_idle_timeout: "120s".into(),
+            remote: crate::remote::RemoteArgs::default(),
             alerts: AlertFlags::default(),
             source: "sqlite".into(),
             engine: EngineFlags { prometheus_timeout: "10s".into(), ..EngineFlags::default() },
@@ -696,6 +710,7 @@ mod tests {
             ("RETENTION_5S", |a| a.retention_5s = "48h".into()),
             ("--proxy", |a| a.proxy = true),
             ("DOWNSAMPLE_INTERVAL", |a| a.downsample_interval = "5m".into()),
+            ("REMOTE_WRITE_URL", |a| a.remote.remote_write_url = Some("http://vm:8428/api/v1/write".into())),
         ] {
             let mut a = args();
             source(&mut a);

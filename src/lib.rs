@@ -19,6 +19,7 @@
 //! - [`stats`]: per-variant window statistics behind a trait (the store answers it).
 //! - [`source`]: what the web layer reads, behind a trait (the store or a PromQL engine answers it).
 //! - [`alerting`]: alert records, their persistence trait and the live-stream announcer.
+//! - [`samples`]: the types and traits raw samples take on their way to remote write.
 //! - [`shutdown`]: signals; [`telemetry`]: logs.
 //!
 //! **Subsystems**, each on the core only:
@@ -28,6 +29,7 @@
 //! - [`proxy`]: the built-in LLM reverse proxy exporting zai-proxy's `zai_proxy_*` metrics.
 //! - [`alerts`]: alerting rules evaluated each tick, persisted, sent to Alertmanager or webhooks.
 //! - [`engine`]: source mode: every number from PromQL against an engine that scrapes the proxies.
+//! - [`remote`]: remote write out: a durable queue of scraped samples shipped to Prometheus-compatible receivers.
 //!
 //! **Web**, on the subsystems it reads and the core:
 //! - [`web`]: router, JSON API, SSE adapter, pages, `/metrics`, error mapping.
@@ -55,6 +57,7 @@ pub mod ingest;
 pub mod net;
 pub mod point;
 pub mod promql;
+pub mod samples;
 pub mod setting;
 pub mod shutdown;
 pub mod source;
@@ -67,6 +70,7 @@ pub mod alerts;
 pub mod engine;
 pub mod hub;
 pub mod proxy;
+pub mod remote;
 pub mod scrape;
 pub mod store;
 

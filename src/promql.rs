@@ -24,6 +24,9 @@ pub struct Selector {
     pub variant: Option<String>,
     /// Further `label="value"` matchers, in order.
     pub matchers: Vec<(String, String)>,
+    /// `label=~"pattern"` matchers, in order: a dashboard's multi-value variables
+    /// (`variant=~"$variant"`), which the tool fills in as alternations.
+    pub patterns: Vec<(String, String)>,
 }
 
 impl Selector {
@@ -34,7 +37,12 @@ impl Selector {
 
     /// One variant.
     pub fn variant(name: &str) -> Self {
-        Self { variant: Some(name.to_owned()), matchers: Vec::new() }
+        Self { variant: Some(name.to_owned()), ..Self::default() }
+    }
+
+    /// Series whose labels match these patterns (`[("variant", "$variant")]`).
+    pub fn patterns(pairs: &[(&str, &str)]) -> Self {
+        Self { patterns: pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect(), ..Self::default() }
     }
 
     /// The matchers inside `{...}`, with `extra` ones first (e.g. `status_code=~"5.."`).
@@ -45,6 +53,9 @@ impl Selector {
         }
         for (k, v) in &self.matchers {
             parts.push(format!("{k}=\"{}\"", escape(v)));
+        }
+        for (k, v) in &self.patterns {
+            parts.push(format!("{k}=~\"{}\"", escape(v)));
         }
         if parts.is_empty() { String::new() } else { format!("{{{}}}", parts.join(",")) }
     }
@@ -111,71 +122,165 @@ fn increase(family: &str, sel: &Selector, extra: &[&str], by: &str, window: &str
 
 /// A quantile (ms) from the window's summed bucket increases of a histogram family.
 pub fn quantile_ms(q: f64, hist: &str, sel: &Selector, window_ms: i64) -> String {
-    let w = duration(window_ms);
-    format!("1000 * histogram_quantile({q}, sum by (variant, le) (rate({hist}_bucket{}[{w}])))", sel.render(&[]))
+    over::quantile_ms(q, hist, sel, &duration(window_ms))
 }
 
 /// Requests per second.
 pub fn req_rate(sel: &Selector, window_ms: i64) -> String {
-    per_second(family::REQUESTS, sel, &[], "variant", &duration(window_ms))
+    over::req_rate(sel, &duration(window_ms))
 }
 
 /// Requests per second by status code (`status_code_rates`).
 pub fn status_code_rates(sel: &Selector, window_ms: i64) -> String {
-    per_second(family::REQUESTS, sel, &[], "variant, status_code", &duration(window_ms))
+    over::status_code_rates(sel, &duration(window_ms))
+}
+
+/// Requests per second of one status class (`'2'`: 2xx).
+pub fn status_class_rate(class: char, sel: &Selector, window_ms: i64) -> String {
+    over::status_class_rate(class, sel, &duration(window_ms))
 }
 
 /// Requests in the window (the sample size behind rates and quantiles).
 pub fn requests(sel: &Selector, window_ms: i64) -> String {
-    increase(family::REQUESTS, sel, &[], "variant", &duration(window_ms))
+    over::requests(sel, &duration(window_ms))
 }
 
 /// 5xx share in percent (503 capacity rejections count, 429 does not).
 pub fn error_rate_pct(sel: &Selector, window_ms: i64) -> String {
-    let w = duration(window_ms);
-    format!(
-        "100 * {} / {}",
-        increase(family::REQUESTS, sel, &["status_code=~\"5..\""], "variant", &w),
-        increase(family::REQUESTS, sel, &[], "variant", &w)
-    )
+    over::error_rate_pct(sel, &duration(window_ms))
 }
 
 /// Tokens per second in one direction (`input`, `output`, `cache_read`, `cache_write`).
 pub fn token_rate(direction: &str, sel: &Selector, window_ms: i64) -> String {
-    let d = format!("direction=\"{}\"", escape(direction));
-    per_second(family::TOKENS, sel, &[&d], "variant", &duration(window_ms))
+    over::token_rate(direction, sel, &duration(window_ms))
 }
 
 /// Estimated cost per second, all directions (USD).
 pub fn cost_rate(sel: &Selector, window_ms: i64) -> String {
-    per_second(family::COST, sel, &[], "variant", &duration(window_ms))
+    over::cost_rate(sel, &duration(window_ms))
+}
+
+/// Estimated cost per hour at the window's rate (USD), as the overview charts it.
+pub fn cost_per_hour(sel: &Selector, window_ms: i64) -> String {
+    over::cost_per_hour(sel, &duration(window_ms))
 }
 
 /// Capacity rejections per second.
 pub fn rejection_rate(sel: &Selector, window_ms: i64) -> String {
-    per_second(family::REJECTIONS, sel, &[], "variant", &duration(window_ms))
+    over::rejection_rate(sel, &duration(window_ms))
 }
 
 /// Retries per second, without the generic `reason="retry"` series zai-proxy counts alongside
 /// the specific one.
 pub fn retry_rate(sel: &Selector, window_ms: i64) -> String {
-    per_second(family::RETRIES, sel, &["reason!=\"retry\""], "variant", &duration(window_ms))
+    over::retry_rate(sel, &duration(window_ms))
 }
 
 /// Upstream errors per second.
 pub fn upstream_error_rate(sel: &Selector, window_ms: i64) -> String {
-    per_second(family::UPSTREAM_ERRORS, sel, &[], "variant", &duration(window_ms))
+    over::upstream_error_rate(sel, &duration(window_ms))
 }
 
 /// A gauge summed over pods, time-weighted over the window at the scrape resolution: a pod
 /// present for half the window counts half.
 pub fn gauge(family: &str, sel: &Selector, window_ms: i64, resolution_ms: i64) -> String {
-    format!(
-        "avg_over_time((sum by (variant) ({family}{}))[{}:{}])",
-        sel.render(&[]),
-        duration(window_ms),
-        duration(resolution_ms)
-    )
+    over::gauge(family, sel, &duration(window_ms), &duration(resolution_ms))
+}
+
+/// The series of every pod (one `zai_proxy_build_info` each): what a dashboard lists variants
+/// and pods from.
+pub fn pods(sel: &Selector) -> String {
+    format!("{}{}", family::BUILD_INFO, sel.render(&[]))
+}
+
+/// The catalog with windows written as PromQL text instead of milliseconds, so a dashboard
+/// tool's own variables fit (Grafana's `$__rate_interval`, `$__interval`). The functions above
+/// are these with a fixed window; the expressions exist only here.
+pub mod over {
+    use super::{Selector, escape, family, increase, per_second};
+
+    /// A quantile (ms) from the window's summed bucket increases of a histogram family.
+    pub fn quantile_ms(q: f64, hist: &str, sel: &Selector, window: &str) -> String {
+        format!(
+            "1000 * histogram_quantile({q}, sum by (variant, le) (rate({hist}_bucket{}[{window}])))",
+            sel.render(&[])
+        )
+    }
+
+    /// Requests per second.
+    pub fn req_rate(sel: &Selector, window: &str) -> String {
+        per_second(family::REQUESTS, sel, &[], "variant", window)
+    }
+
+    /// Requests per second by status code.
+    pub fn status_code_rates(sel: &Selector, window: &str) -> String {
+        per_second(family::REQUESTS, sel, &[], "variant, status_code", window)
+    }
+
+    /// Requests per second of one status class (`'2'`: 2xx).
+    pub fn status_class_rate(class: char, sel: &Selector, window: &str) -> String {
+        let codes = format!("status_code=~\"{}..\"", escape(&class.to_string()));
+        per_second(family::REQUESTS, sel, &[&codes], "variant", window)
+    }
+
+    /// Requests in the window.
+    pub fn requests(sel: &Selector, window: &str) -> String {
+        increase(family::REQUESTS, sel, &[], "variant", window)
+    }
+
+    /// 5xx share in percent.
+    pub fn error_rate_pct(sel: &Selector, window: &str) -> String {
+        format!(
+            "100 * {} / {}",
+            increase(family::REQUESTS, sel, &["status_code=~\"5..\""], "variant", window),
+            increase(family::REQUESTS, sel, &[], "variant", window)
+        )
+    }
+
+    /// Tokens per second in one direction.
+    pub fn token_rate(direction: &str, sel: &Selector, window: &str) -> String {
+        let d = format!("direction=\"{}\"", escape(direction));
+        per_second(family::TOKENS, sel, &[&d], "variant", window)
+    }
+
+    /// Estimated cost per second (USD).
+    pub fn cost_rate(sel: &Selector, window: &str) -> String {
+        per_second(family::COST, sel, &[], "variant", window)
+    }
+
+    /// Estimated cost per hour (USD).
+    pub fn cost_per_hour(sel: &Selector, window: &str) -> String {
+        format!("3600 * {}", cost_rate(sel, window))
+    }
+
+    /// Capacity rejections per second.
+    pub fn rejection_rate(sel: &Selector, window: &str) -> String {
+        per_second(family::REJECTIONS, sel, &[], "variant", window)
+    }
+
+    /// Retries per second without `reason="retry"`.
+    pub fn retry_rate(sel: &Selector, window: &str) -> String {
+        per_second(family::RETRIES, sel, &["reason!=\"retry\""], "variant", window)
+    }
+
+    /// Upstream errors per second.
+    pub fn upstream_error_rate(sel: &Selector, window: &str) -> String {
+        per_second(family::UPSTREAM_ERRORS, sel, &[], "variant", window)
+    }
+
+    /// A gauge summed over pods, time-weighted over the window at `resolution`.
+    pub fn gauge(family: &str, sel: &Selector, window: &str, resolution: &str) -> String {
+        format!("avg_over_time((sum by (variant) ({family}{}))[{window}:{resolution}])", sel.render(&[]))
+    }
+
+    /// In-flight requests over all workers (Σ concurrent / Σ max workers), time-weighted.
+    pub fn worker_utilization(sel: &Selector, window: &str, resolution: &str) -> String {
+        format!(
+            "{} / {}",
+            gauge(family::CONCURRENT, sel, window, resolution),
+            gauge(family::MAX_WORKERS, sel, window, resolution)
+        )
+    }
 }
 
 /// In-flight requests over all workers (Σ concurrent / Σ max workers), time-weighted.
@@ -407,8 +512,33 @@ mod tests {
 
     #[test]
     fn label_values_are_escaped() {
-        let sel = Selector { variant: Some("a\"b".into()), matchers: vec![("instance".into(), "x\\y".into())] };
+        let sel = Selector {
+            variant: Some("a\"b".into()),
+            matchers: vec![("instance".into(), "x\\y".into())],
+            ..Selector::default()
+        };
         assert_eq!(sel.render(&[]), "{variant=\"a\\\"b\",instance=\"x\\\\y\"}");
+    }
+
+    #[test]
+    fn dashboard_variables_fit_as_patterns_and_windows() {
+        let sel = Selector::patterns(&[("variant", "$variant"), ("instance", "$pod")]);
+        assert_eq!(
+            over::status_class_rate('5', &sel, "$__rate_interval"),
+            "sum by (variant) (rate(zai_proxy_requests_total{status_code=~\"5..\",variant=~\"$variant\",instance=~\"$pod\"}[$__rate_interval]))"
+        );
+        assert_eq!(
+            over::gauge(family::CONCURRENT, &sel, "$__rate_interval", "$__interval"),
+            "avg_over_time((sum by (variant) (zai_proxy_concurrent_requests{variant=~\"$variant\",instance=~\"$pod\"}))[$__rate_interval:$__interval])"
+        );
+        assert_eq!(
+            cost_per_hour(&Selector::all(), 60_000),
+            "3600 * sum by (variant) (rate(zai_proxy_estimated_cost_usd_total[1m]))"
+        );
+        assert_eq!(
+            pods(&Selector::patterns(&[("variant", "$variant")])),
+            "zai_proxy_build_info{variant=~\"$variant\"}"
+        );
     }
 
     #[test]

@@ -73,7 +73,10 @@ async fn self_metrics_cover_scrapes_writes_sse_and_db_and_pass_promtool() {
     let target = FakeTarget::start(Sim::new("production", 5.0), Behaviour::Healthy).await;
     let dead = dead_url().await;
     let dir = tempfile::tempdir().unwrap();
-    let app = TestApp::start(settings(&dir, targets(&[&target.url, &format!("canary={dead}")]))).await;
+    let mut s = settings(&dir, targets(&[&target.url, &format!("canary={dead}")]));
+    // Remote write to a receiver that is down: its families are there, samples wait.
+    s.remote = Some(zai_dash::remote::RemoteSettings::new(dead.parse().unwrap()));
+    let app = TestApp::start(s).await;
     wait_for("a stored row", std::time::Duration::from_secs(10), || async {
         points(&app, "range=5m").await.iter().any(|p| p["variant"] == "production")
     })
@@ -96,6 +99,11 @@ async fn self_metrics_cover_scrapes_writes_sse_and_db_and_pass_promtool() {
         "zai_dash_downsample_duration_seconds_count ".to_owned(),
         "zai_dash_write_queue_depth ".to_owned(),
         "zai_dash_write_drops_total 0\n".to_owned(),
+        "zai_dash_remote_write_queue_age_seconds ".to_owned(),
+        "zai_dash_remote_write_queue_samples ".to_owned(),
+        "zai_dash_remote_write_samples_sent_total 0\n".to_owned(),
+        "zai_dash_remote_write_samples_failed_total 0\n".to_owned(),
+        "zai_dash_remote_write_samples_dropped_total 0\n".to_owned(),
     ] {
         assert!(text.contains(&expected), "missing {expected:?} in:\n{text}");
     }

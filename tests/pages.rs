@@ -12,7 +12,7 @@ use common::*;
 use zai_dash::point::{Counts, Point};
 use zai_dash::store::window::{ModelUsage, model_usage};
 use zai_dash::web::dashboard::{self, View};
-use zai_dash::web::pages::{Chrome, Overview, OverviewPage, TargetLine, TargetsPage};
+use zai_dash::web::pages::{Chrome, Overview, OverviewPage, RemoteLine, TargetLine, TargetsPage};
 
 const EVIL: &str = "<script>alert(1)</script>";
 
@@ -139,10 +139,22 @@ fn hostile_target_url_on_the_targets_page_is_text() {
             version: "unknown".into(),
             href: "/?range=1h&variant=all&target=x".into(),
         }],
+        remote: Some(RemoteLine {
+            receiver: "http://prometheus:9090/api/v1/write".into(),
+            queued: "1.2k".into(),
+            age: "4.0 s".into(),
+            sent: "30k".into(),
+            failed: "0".into(),
+            dropped: "0".into(),
+            last_sent: "never".into(),
+            last_error: format!("receiver answered 400 Bad Request: {EVIL}"),
+            last_error_at: "2026-11-25T10:00:00.000Z".into(),
+        }),
     };
     let html = page.render().unwrap();
     assert!(!html.contains(EVIL) && !html.contains("<img"), "{html}");
     assert!(html.contains("3 failures"));
+    assert!(html.contains("Remote write") && html.contains("http://prometheus:9090/api/v1/write"), "{html}");
 }
 
 #[test]
@@ -154,13 +166,14 @@ fn the_alert_strip_shows_what_fires_on_every_page_as_text() {
         summary: format!("5xx share of {EVIL} is 12 %"),
         since: "2026-01-01T00:00:00.000Z".into(),
     }];
-    let page = TargetsPage { chrome: Chrome { page: "targets", firing, ..chrome() }, targets: vec![] };
+    let page = TargetsPage { chrome: Chrome { page: "targets", firing, ..chrome() }, targets: vec![], remote: None };
     let html = page.render().unwrap();
     assert!(!html.contains(EVIL), "{html}");
     assert!(html.contains("<strong>HighErrorRate</strong>"));
     assert!(html.contains("<span class=\"badge firing\" id=\"alert-count\">1</span>"), "a count in the navigation");
     assert!(!html.contains("aria-live=\"polite\" hidden>"), "the strip is shown");
-    let quiet = TargetsPage { chrome: Chrome { page: "targets", ..chrome() }, targets: vec![] }.render().unwrap();
+    let quiet =
+        TargetsPage { chrome: Chrome { page: "targets", ..chrome() }, targets: vec![], remote: None }.render().unwrap();
     assert!(
         quiet.contains("id=\"alert-strip\"") && quiet.contains("aria-live=\"polite\" hidden>"),
         "hidden, ready for live updates"

@@ -240,6 +240,7 @@ fn settings(plan: &DemoPlan, targets: Vec<TargetSpec>) -> Settings {
         listener: crate::net::ListenerLimits::default(),
         alerts: crate::alerts::AlertSettings::default(),
         engine: None,
+        remote: None,
     }
 }
 

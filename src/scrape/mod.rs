@@ -10,6 +10,7 @@
 pub mod client;
 pub mod discovery;
 pub mod increase;
+pub mod outbound;
 pub mod parse;
 pub mod persist;
 pub mod reading;
@@ -28,6 +29,7 @@ use crate::clock::{SharedClock, bucket_end};
 use crate::health::{HealthBoard, Success};
 use crate::ingest::{BatchSink, Event, EventKind, KnownTotals, StateUpdate, WriteBatch};
 use crate::point::{Bucket, PointBuilder, Summary, TargetRow};
+use crate::samples::SampleSink;
 use increase::TargetState;
 use persist::Persister;
 pub use target::{DNS_SCHEME_PREFIX, TargetSpec, parse_targets};
@@ -101,6 +103,18 @@ struct Ctx {
     clock: SharedClock,
     client: reqwest::Client,
     health: HealthBoard,
+    /// Where each scrape's raw samples go when remote write is on.
+    samples: Option<Arc<dyn SampleSink>>,
+}
+
+/// Where the collector's output goes.
+#[derive(Debug, Clone)]
+pub struct Outputs {
+    /// Closed buckets (the store's writer).
+    pub batches: Arc<dyn BatchSink>,
+    /// Each scrape's `zai_proxy_*` samples as scraped (remote write), when configured: they
+    /// are only collected then.
+    pub samples: Option<Arc<dyn SampleSink>>,
 }
 
 /// Room in the scrape channel for targets found by DNS discovery.
@@ -118,13 +132,19 @@ pub fn spawn(
     targets: Vec<Target>,
     discovery: Option<discovery::Discovery>,
     health: HealthBoard,
-    sink: Arc<dyn BatchSink>,
+    outputs: Outputs,
     seed: &[KnownTotals],
 ) {
     let room = if discovery.is_some() { DISCOVERED_ROOM } else { 0 };
     let (tx, rx) = mpsc::channel(targets.len() * 4 + 16 + room);
-    let ctx =
-        Arc::new(Ctx { settings: settings.clone(), clock: clock.clone(), client: client::build_client(), health });
+    let Outputs { batches: sink, samples } = outputs;
+    let ctx = Arc::new(Ctx {
+        settings: settings.clone(),
+        clock: clock.clone(),
+        client: client::build_client(),
+        health,
+        samples,
+    });
     let n = targets.len().max(1) as u32;
     for (idx, target) in targets.into_iter().enumerate() {
         let offset = settings.interval * idx as u32 / n;
@@ -213,7 +233,7 @@ async fn scrape_once(ctx: &Ctx, idx: usize, target: &mut Target, persister: &mut
     let elapsed_ms =
         target.last_success.map(|t| i64::try_from(finished.duration_since(t).as_millis()).unwrap_or(i64::MAX));
     let result = match fetched {
-        Ok(body) => ingest_off_runtime(target, persister, body, (at_ms, elapsed_ms)).await,
+        Ok(body) => ingest_off_runtime(target, persister, body, (at_ms, elapsed_ms), ctx.samples.clone()).await,
         Err(e) => Err(e),
     };
     if result.is_ok() {
@@ -253,13 +273,15 @@ async fn ingest_off_runtime(
     persister: &mut Persister,
     body: String,
     at: (i64, Option<i64>),
+    samples: Option<Arc<dyn SampleSink>>,
 ) -> Result<Ingested, client::ScrapeError> {
     let mut state = std::mem::take(&mut target.state);
     let mut kept = std::mem::take(persister);
     let who = (target.id, target.spec.url.to_string(), target.spec.variant.clone(), target.fallback_variant.clone());
     let initial = target.spec.initial_variant();
+    let out = samples.map(|sink| Outbound { sink, instance: outbound::instance(&target.spec.url) });
     let joined = tokio::task::spawn_blocking(move || {
-        let result = ingest((&mut state, &mut kept), &body, at, who, initial);
+        let result = ingest((&mut state, &mut kept), &body, at, who, initial, out.as_ref());
         (state, kept, result)
     })
     .await;
@@ -278,18 +300,28 @@ async fn ingest_off_runtime(
 /// Target id, URL, explicit variant, fallback variant.
 type Who = (i64, String, Option<String>, Option<String>);
 
+/// Where a target's raw samples go (remote write on), and its `instance` label.
+struct Outbound {
+    sink: Arc<dyn SampleSink>,
+    instance: String,
+}
+
 fn ingest(
     (state, persister): (&mut TargetState, &mut Persister),
     body: &str,
     (wall_ms, elapsed_ms): (i64, Option<i64>),
     (id, url, explicit, fallback): Who,
     initial: String,
+    out: Option<&Outbound>,
 ) -> Result<Ingested, client::ScrapeError> {
     let expo = parse::parse(body)?;
     let reading = reading::read(&expo);
-    drop(expo);
     let variant = explicit.or_else(|| reading.variant_label.clone()).or(fallback).unwrap_or(initial);
     let at_ms = not_before_previous(state, wall_ms, &url);
+    match out {
+        Some(out) => out.sink.offer(outbound::collect(expo, at_ms, &variant, &out.instance)),
+        None => drop(expo),
+    }
     let event = version_change(state, &reading, at_ms, &variant, &url);
     let row = state.advance_with(&reading, at_ms, elapsed_ms, id, &variant);
     let (scraped_ms, write) = persister.after_scrape(state, at_ms, &variant);

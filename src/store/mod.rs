@@ -1,6 +1,7 @@
 //! SQLite storage: `metrics_5s` (raw points), `metrics_1m` (rollups), `targets` (per-target
-//! state for restart safety), `variants`, `meta` (the rollup watermark), and the alerts'
-//! records and firing periods (`alerts`, `alert_periods`).
+//! state for restart safety), `variants`, `meta` (the rollup watermark), the alerts' records and
+//! firing periods (`alerts`, `alert_periods`) and `remote_queue` (samples waiting for a remote
+//! write receiver).
 //!
 //! SQLite is synchronous, so every access goes through [`Store::with_conn`], which runs on the
 //! blocking pool with a pooled connection and never holds it across an `.await`. One writer
@@ -12,6 +13,7 @@ pub mod codec;
 pub mod downsample;
 pub mod query;
 pub mod range;
+pub mod remote_queue;
 pub mod schema;
 pub mod source;
 pub mod stats;

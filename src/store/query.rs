@@ -584,7 +584,10 @@ impl Roller {
     /// The buckets still open, rolled up.
     pub fn finish(self) -> Vec<TargetRow> {
         let width = self.width_ms;
-        self.open.into_values().filter_map(|chunk| TargetRow::rollup(&chunk, bucket_end(chunk.first()?.ts_ms, width))).collect()
+        self.open
+            .into_values()
+            .filter_map(|chunk| TargetRow::rollup(&chunk, bucket_end(chunk.first()?.ts_ms, width)))
+            .collect()
     }
 }
 

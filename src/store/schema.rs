@@ -140,6 +140,16 @@ const MIGRATIONS: &[&str] = &[
     DROP TABLE metrics_5s;
     ALTER TABLE metrics_5s_by_time RENAME TO metrics_5s;
 ",
+    "
+    -- Remote write: each scrape's encoded series until a receiver took them (or the backlog
+    -- limit dropped them). The rowid is the shipping order; only the head is ever removed.
+    CREATE TABLE remote_queue (
+        id      INTEGER PRIMARY KEY,
+        ts      INTEGER NOT NULL,
+        samples INTEGER NOT NULL,
+        payload BLOB NOT NULL
+    );
+",
 ];
 
 /// The schema version this build writes.
@@ -186,7 +196,7 @@ mod tests {
     #[test]
     fn raw_rows_written_before_the_time_keyed_layout_are_kept() {
         let mut c = Connection::open_in_memory().unwrap();
-        let before = MIGRATIONS.len() - 1;
+        let before = MIGRATIONS.iter().position(|m| m.contains("metrics_5s_by_time")).unwrap();
         for sql in &MIGRATIONS[..before] {
             c.execute_batch(sql).unwrap();
         }

@@ -10,6 +10,7 @@ pub mod dash_api;
 pub mod dashboard;
 pub mod error;
 pub mod export;
+pub mod grafana;
 pub mod pages;
 pub mod selfmetrics;
 pub mod session;
@@ -130,6 +131,8 @@ pub struct AppState {
     pub charts: Arc<pages::ChartCache>,
     /// Dashboard sessions, when `DASHBOARD_TOKEN` is set.
     pub sessions: Option<Arc<session::Sessions>>,
+    /// Remote write status, when `REMOTE_WRITE_URL` is set.
+    pub remote: Option<Arc<crate::remote::RemoteStatus>>,
     /// Alert rules, states and receivers.
     pub alerts: crate::alerts::Alerts,
 }
@@ -198,6 +201,7 @@ async fn self_metrics(State(state): State<AppState>) -> impl IntoResponse {
         None => None,
     };
     let targets = state.health.snapshot();
+    let remote = state.remote.as_ref().map(|r| r.snapshot(state.clock.now_ms()));
     let receivers = state.alerts.receivers();
     let alerts = state.alerts.snapshot().alerts;
     let count = |p| alerts.iter().filter(|a| a.record.phase == p).count();
@@ -209,6 +213,7 @@ async fn self_metrics(State(state): State<AppState>) -> impl IntoResponse {
         own: &state.metrics,
         sse_clients: state.hub.subscribers(),
         db: db.as_ref(),
+        remote: remote.as_ref(),
         receivers: &receivers,
         alerts_pending_firing: pending_firing,
     });

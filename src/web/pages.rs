@@ -15,7 +15,7 @@ use axum::response::{IntoResponse, Response};
 use super::AppState;
 use super::api::{collect_status, known_variants, parse_metrics_query};
 use super::assets;
-use super::charts::{Mark, Unit, fmt_value};
+use super::charts::{Mark, Unit, compact, fmt_value};
 use super::dash_api::{CompareParams, comparison};
 use super::dashboard::{self, Card, Link, Panels, View};
 use super::error::PageError;
@@ -298,6 +298,57 @@ pub struct TargetsPage {
     pub chrome: Chrome,
     /// Every target.
     pub targets: Vec<TargetLine>,
+    /// Remote write, when configured.
+    pub remote: Option<RemoteLine>,
+}
+
+/// The remote write block of `/targets`, formatted.
+#[derive(Debug, Clone)]
+pub struct RemoteLine {
+    /// Receiver (no credentials, no query string).
+    pub receiver: String,
+    /// Samples waiting.
+    pub queued: String,
+    /// Age of the oldest waiting sample.
+    pub age: String,
+    /// Samples sent, failed for good, dropped.
+    pub sent: String,
+    /// Samples the receiver refused for good.
+    pub failed: String,
+    /// Samples dropped (backlog limit, series limit, full hand-off).
+    pub dropped: String,
+    /// When a request last succeeded, RFC 3339, or `never`.
+    pub last_sent: String,
+    /// The last error, or empty.
+    pub last_error: String,
+    /// When it happened, RFC 3339, or empty.
+    pub last_error_at: String,
+}
+
+impl RemoteLine {
+    fn new(r: &crate::remote::StatusSnapshot) -> Self {
+        let (at, error) = r.last_error.clone().map_or((String::new(), String::new()), |(at, e)| (rfc3339_ms(at), e));
+        Self {
+            receiver: r.receiver.clone(),
+            queued: compact(r.queued as f64),
+            age: fmt_age(r.age_seconds),
+            sent: compact(r.sent as f64),
+            failed: compact(r.failed as f64),
+            dropped: compact(r.dropped as f64),
+            last_sent: r.last_sent_ms.map_or_else(|| "never".into(), rfc3339_ms),
+            last_error: error,
+            last_error_at: at,
+        }
+    }
+}
+
+/// `0 s`, `4.2 s`, `3m 20s`: the age of the oldest queued sample.
+fn fmt_age(seconds: f64) -> String {
+    if seconds < 60.0 {
+        format!("{seconds:.1} s")
+    } else {
+        humantime::format_duration(std::time::Duration::from_secs(seconds as u64)).to_string()
+    }
 }
 
 /// `GET /targets`. In source mode a failing engine is an error page, not its last health.
@@ -323,7 +374,8 @@ pub async fn targets(State(state): State<AppState>) -> Result<TargetsPage, PageE
             up: h.up,
         })
         .collect();
-    Ok(TargetsPage { chrome: Chrome::new(&state, "targets"), targets })
+    let remote = state.remote.as_ref().map(|r| RemoteLine::new(&r.snapshot(state.clock.now_ms())));
+    Ok(TargetsPage { chrome: Chrome::new(&state, "targets"), targets, remote })
 }
 
 /// `/compare`.

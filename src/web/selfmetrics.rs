@@ -12,6 +12,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use crate::alerts::ReceiverView;
 use crate::expo::{AtomicHistogram, Exposition};
 use crate::health::TargetHealth;
+use crate::remote::StatusSnapshot;
 use crate::store::{Store, StoreError, WriterStats};
 
 /// Tables whose rows are counted.
@@ -77,6 +78,8 @@ pub struct Inputs<'a> {
     pub sse_clients: usize,
     /// Database figures; `None` when they could not be read.
     pub db: Option<&'a DbFigures>,
+    /// Remote write, when configured.
+    pub remote: Option<&'a StatusSnapshot>,
     /// Alert receivers' counters.
     pub receivers: &'a [ReceiverView],
     /// Alerts pending and firing now.
@@ -98,6 +101,9 @@ pub fn render(i: &Inputs<'_>) -> String {
         e.sample("zai_dash_db_size_bytes", &[], db.bytes as f64);
     }
     i.own.downsample.write(&mut e, "zai_dash_downsample_duration_seconds", "Duration of rollup and retention runs.");
+    if let Some(r) = i.remote {
+        write_remote(&mut e, r);
+    }
     i.scrape_durations.write(
         &mut e,
         "zai_dash_scrape_duration_seconds",
@@ -113,6 +119,40 @@ pub fn render(i: &Inputs<'_>) -> String {
     }
     write_writer(&mut e, i.writer);
     e.finish()
+}
+
+fn write_remote(e: &mut Exposition, r: &StatusSnapshot) {
+    let families: [(&str, &str, &str, f64); 5] = [
+        (
+            "zai_dash_remote_write_queue_age_seconds",
+            "Seconds since the oldest sample waiting for the remote write receiver was scraped (0 when none waits).",
+            "gauge",
+            r.age_seconds,
+        ),
+        (
+            "zai_dash_remote_write_queue_samples",
+            "Samples waiting for the remote write receiver.",
+            "gauge",
+            r.queued as f64,
+        ),
+        (
+            "zai_dash_remote_write_samples_dropped_total",
+            "Samples dropped before the receiver got them: older than REMOTE_WRITE_MAX_BACKLOG, beyond the per-scrape series limit, or offered while the hand-off was full.",
+            "counter",
+            r.dropped as f64,
+        ),
+        (
+            "zai_dash_remote_write_samples_failed_total",
+            "Samples the receiver refused for good (an answer 4xx other than 429).",
+            "counter",
+            r.failed as f64,
+        ),
+        ("zai_dash_remote_write_samples_sent_total", "Samples the receiver accepted.", "counter", r.sent as f64),
+    ];
+    for (name, help, kind, value) in families {
+        e.family(name, help, kind);
+        e.sample(name, &[], value);
+    }
 }
 
 /// A counter family of the alert receivers: name, help, and the count it reads.
@@ -216,6 +256,7 @@ mod tests {
             own: &own,
             sse_clients: 2,
             db: None,
+            remote: None,
             receivers: &[],
             alerts_pending_firing: (1, 2),
         });

@@ -1,0 +1,149 @@
+//! The remote write queue: the [`SampleQueue`] the remote writer keeps its unshipped samples
+//! in, one row of `remote_queue` per scrape, shipped and removed oldest first.
+//!
+//! Only the head of the queue is ever removed (shipped, refused for good, or older than the
+//! backlog limit), so the rowid order is the shipping order and every access is a scan from
+//! the start of the table's b-tree: no index beyond the rowid is needed.
+
+use rusqlite::{Connection, OptionalExtension, params};
+
+use super::{Store, StoreError};
+use crate::ingest::BoxFuture;
+use crate::samples::{Chunk, QueueError, QueueState, Queued, SampleQueue};
+
+/// Appends `chunks` in order in one transaction.
+pub fn append(conn: &mut Connection, chunks: &[Chunk]) -> Result<QueueState, StoreError> {
+    let tx = conn.transaction()?;
+    {
+        let mut insert = tx.prepare_cached("INSERT INTO remote_queue (ts, samples, payload) VALUES (?1, ?2, ?3)")?;
+        for c in chunks {
+            insert.execute(params![c.ts_ms, i64::try_from(c.samples).unwrap_or(i64::MAX), c.payload])?;
+        }
+    }
+    let head_ms = head(&tx)?;
+    tx.commit()?;
+    Ok(QueueState { removed: 0, head_ms })
+}
+
+/// The oldest chunks that fit in `max_samples`; always the first one, however large.
+pub fn oldest(conn: &Connection, max_samples: u64) -> Result<Vec<Queued>, StoreError> {
+    let mut stmt = conn.prepare_cached("SELECT id, ts, samples, payload FROM remote_queue ORDER BY id")?;
+    let mut rows = stmt.query([])?;
+    let (mut out, mut total) = (Vec::new(), 0u64);
+    while let Some(r) = rows.next()? {
+        let samples = u64::try_from(r.get::<_, i64>(2)?).unwrap_or(0);
+        if !out.is_empty() && total + samples > max_samples {
+            break;
+        }
+        total += samples;
+        out.push(Queued { id: r.get(0)?, chunk: Chunk { ts_ms: r.get(1)?, samples, payload: r.get(3)? } });
+    }
+    Ok(out)
+}
+
+/// Removes every chunk up to and including `id`; returns the samples removed and the new head.
+pub fn remove_through(conn: &mut Connection, id: i64) -> Result<QueueState, StoreError> {
+    let tx = conn.transaction()?;
+    let removed: i64 =
+        tx.query_row("SELECT COALESCE(SUM(samples), 0) FROM remote_queue WHERE id <= ?1", [id], |r| r.get(0))?;
+    tx.execute("DELETE FROM remote_queue WHERE id <= ?1", [id])?;
+    let head_ms = head(&tx)?;
+    tx.commit()?;
+    Ok(QueueState { removed: u64::try_from(removed).unwrap_or(0), head_ms })
+}
+
+/// Removes the run of chunks at the head older than `ts_ms`. A chunk behind a newer one stays
+/// (the queue is shipped in order, so the head decides).
+pub fn drop_before(conn: &mut Connection, ts_ms: i64) -> Result<QueueState, StoreError> {
+    let last = {
+        let mut stmt = conn.prepare_cached("SELECT id, ts FROM remote_queue ORDER BY id")?;
+        let mut rows = stmt.query([])?;
+        let mut last = None;
+        while let Some(r) = rows.next()? {
+            if r.get::<_, i64>(1)? >= ts_ms {
+                break;
+            }
+            last = Some(r.get::<_, i64>(0)?);
+        }
+        last
+    };
+    match last {
+        Some(id) => remove_through(conn, id),
+        None => Ok(QueueState { removed: 0, head_ms: head(conn)? }),
+    }
+}
+
+/// Samples queued and the time of the head.
+pub fn summary(conn: &Connection) -> Result<(u64, Option<i64>), StoreError> {
+    let samples: i64 = conn.query_row("SELECT COALESCE(SUM(samples), 0) FROM remote_queue", [], |r| r.get(0))?;
+    Ok((u64::try_from(samples).unwrap_or(0), head(conn)?))
+}
+
+fn head(conn: &Connection) -> Result<Option<i64>, StoreError> {
+    Ok(conn.query_row("SELECT ts FROM remote_queue ORDER BY id LIMIT 1", [], |r| r.get(0)).optional()?)
+}
+
+impl SampleQueue for Store {
+    fn append(&self, chunks: Vec<Chunk>) -> BoxFuture<'_, Result<QueueState, QueueError>> {
+        Box::pin(async move { Ok(self.with_conn(move |c| append(c, &chunks)).await?) })
+    }
+
+    fn oldest(&self, max_samples: u64) -> BoxFuture<'_, Result<Vec<Queued>, QueueError>> {
+        Box::pin(async move { Ok(self.with_conn(move |c| oldest(c, max_samples)).await?) })
+    }
+
+    fn remove_through(&self, id: i64) -> BoxFuture<'_, Result<QueueState, QueueError>> {
+        Box::pin(async move { Ok(self.with_conn(move |c| remove_through(c, id)).await?) })
+    }
+
+    fn drop_before(&self, ts_ms: i64) -> BoxFuture<'_, Result<QueueState, QueueError>> {
+        Box::pin(async move { Ok(self.with_conn(move |c| drop_before(c, ts_ms)).await?) })
+    }
+
+    fn summary(&self) -> BoxFuture<'_, Result<(u64, Option<i64>), QueueError>> {
+        Box::pin(async move { Ok(self.with_conn(|c| summary(c)).await?) })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn chunk(ts_ms: i64, samples: u64) -> Chunk {
+        Chunk { ts_ms, samples, payload: vec![samples as u8; 3] }
+    }
+
+    fn open() -> (tempfile::TempDir, Store) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("q.db")).unwrap();
+        (dir, store)
+    }
+
+    #[test]
+    fn ships_in_order_within_the_sample_budget() {
+        let (_dir, store) = open();
+        let mut c = store.conn().unwrap();
+        let state = append(&mut c, &[chunk(1_000, 4), chunk(2_000, 4), chunk(3_000, 4)]).unwrap();
+        assert_eq!(state.head_ms, Some(1_000));
+        let first = oldest(&c, 9).unwrap();
+        assert_eq!(first.iter().map(|q| q.chunk.ts_ms).collect::<Vec<_>>(), [1_000, 2_000]);
+        assert_eq!(first[1].chunk.payload, vec![4, 4, 4]);
+        assert_eq!(oldest(&c, 1).unwrap().len(), 1, "one chunk even when it exceeds the budget");
+        let state = remove_through(&mut c, first[1].id).unwrap();
+        assert_eq!(state, QueueState { removed: 8, head_ms: Some(3_000) });
+        assert_eq!(summary(&c).unwrap(), (4, Some(3_000)));
+    }
+
+    #[test]
+    fn the_backlog_limit_drops_the_old_head_only() {
+        let (_dir, store) = open();
+        let mut c = store.conn().unwrap();
+        append(&mut c, &[chunk(1_000, 2), chunk(2_000, 3), chunk(5_000, 5), chunk(1_500, 7)]).unwrap();
+        let state = drop_before(&mut c, 3_000).unwrap();
+        assert_eq!(state, QueueState { removed: 5, head_ms: Some(5_000) });
+        assert_eq!(summary(&c).unwrap(), (12, Some(5_000)));
+        assert_eq!(drop_before(&mut c, 10).unwrap(), QueueState { removed: 0, head_ms: Some(5_000) });
+        remove_through(&mut c, i64::MAX).unwrap();
+        assert_eq!(summary(&c).unwrap(), (0, None));
+    }
+}
