@@ -28,7 +28,7 @@ use std::io::{BufRead, BufReader};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use axum::body::{Body, Bytes};
@@ -36,6 +36,8 @@ use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use axum::serve::ListenerExt;
 
+#[path = "support/binary.rs"]
+mod binary;
 #[path = "support/wrk.rs"]
 mod wrk;
 
@@ -95,7 +97,7 @@ fn main() -> anyhow::Result<()> {
     let rounds = env_number("PROXY_BENCH_ROUNDS", if use_wrk { 3 } else { 9 })?;
     let secs = env_number("PROXY_BENCH_SECS", 2)?;
     let delay_ms = env_number("PROXY_BENCH_DELAY_MS", DEFAULT_DELAY_MS)?;
-    let zai_bin = zai_dash_binary()?;
+    let zai_bin = binary::zai_dash_binary()?;
     let nginx_bin = PathBuf::from(std::env::var("NGINX_BIN").unwrap_or_else(|_| "/usr/sbin/nginx".into()));
     if !nginx_bin.exists() {
         bail!("{} not found: install nginx (`apt-get install -y nginx`) or set NGINX_BIN", nginx_bin.display());
@@ -275,36 +277,6 @@ fn start_upstream(dir: &Path, cpu: Option<&str>, delay_ms: u64) -> anyhow::Resul
     let mut cmd = command(&std::env::current_exe()?, cpu);
     cmd.env(ROLE_ENV, "upstream").env("PROXY_BENCH_DELAY_MS", delay_ms.to_string());
     start_announcing("mock upstream", cmd, dir.join("upstream.log"))
-}
-
-/// The release binary; refuses one older than the sources it is built from.
-fn zai_dash_binary() -> anyhow::Result<PathBuf> {
-    if let Some(bin) = std::env::var_os("ZAI_DASH_BIN") {
-        return Ok(PathBuf::from(bin));
-    }
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let target = std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root.join("target"), PathBuf::from);
-    let bin = target.join("release/zai-dash");
-    let built = std::fs::metadata(&bin)
-        .and_then(|m| m.modified())
-        .with_context(|| format!("{} is missing: run `cargo build --release` first", bin.display()))?;
-    let mut newest = SystemTime::UNIX_EPOCH;
-    for p in ["src", "templates", "build.rs"] {
-        newest = newest.max(newest_mtime(&root.join(p)));
-    }
-    if newest > built {
-        bail!("{} is older than the sources: run `cargo build --release` first", bin.display());
-    }
-    Ok(bin)
-}
-
-fn newest_mtime(path: &Path) -> SystemTime {
-    let Ok(meta) = std::fs::metadata(path) else { return SystemTime::UNIX_EPOCH };
-    let own = meta.modified().unwrap_or(SystemTime::UNIX_EPOCH);
-    if !meta.is_dir() {
-        return own;
-    }
-    std::fs::read_dir(path).into_iter().flatten().flatten().map(|e| newest_mtime(&e.path())).fold(own, SystemTime::max)
 }
 
 fn start_zai_dash(bin: &Path, upstream: SocketAddr, dir: &Path, pin: bool) -> anyhow::Result<(Proc, SocketAddr)> {

@@ -29,11 +29,13 @@ use std::os::unix::fs::MetadataExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail, ensure};
 use serde_json::Value;
 
+#[path = "support/binary.rs"]
+mod binary;
 #[path = "support/fake_targets.rs"]
 mod fake_targets;
 
@@ -60,7 +62,7 @@ fn main() -> anyhow::Result<()> {
     let secs = env_number("SIDE_SECS", 180)?;
     let warmup = env_number("SIDE_WARMUP_SECS", 30)?;
     let bins = Binaries {
-        zai: zai_dash_binary()?,
+        zai: binary::zai_dash_binary()?,
         prometheus: engine_binary("PROMETHEUS_BIN", "prometheus")?,
         victoria: engine_binary("VICTORIA_BIN", "victoria-metrics")?,
         baseline: std::env::var_os("ZAI_DASH_BASELINE").map(PathBuf::from),
@@ -135,36 +137,6 @@ struct Binaries {
     prometheus: PathBuf,
     victoria: PathBuf,
     baseline: Option<PathBuf>,
-}
-
-/// The release binary; refuses one older than the sources it is built from.
-fn zai_dash_binary() -> anyhow::Result<PathBuf> {
-    if let Some(bin) = std::env::var_os("ZAI_DASH_BIN") {
-        return Ok(PathBuf::from(bin));
-    }
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let target = std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root.join("target"), PathBuf::from);
-    let bin = target.join("release/zai-dash");
-    let built = std::fs::metadata(&bin)
-        .and_then(|m| m.modified())
-        .with_context(|| format!("{} is missing: run `cargo build --release` first", bin.display()))?;
-    let mut newest = SystemTime::UNIX_EPOCH;
-    for p in ["src", "templates", "build.rs"] {
-        newest = newest.max(newest_mtime(&root.join(p)));
-    }
-    if newest > built {
-        bail!("{} is older than the sources: run `cargo build --release` first", bin.display());
-    }
-    Ok(bin)
-}
-
-fn newest_mtime(path: &Path) -> SystemTime {
-    let Ok(meta) = std::fs::metadata(path) else { return SystemTime::UNIX_EPOCH };
-    let own = meta.modified().unwrap_or(SystemTime::UNIX_EPOCH);
-    if !meta.is_dir() {
-        return own;
-    }
-    std::fs::read_dir(path).into_iter().flatten().flatten().map(|e| newest_mtime(&e.path())).fold(own, SystemTime::max)
 }
 
 /// `$var`, else `name` on PATH.

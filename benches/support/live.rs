@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 
@@ -119,35 +119,9 @@ impl FakeTargets {
 // ---------------------------------------------------------------------------------------------
 // The zai-dash under test
 
-/// The release binary: `ZAI_DASH_BIN`, else the one cargo built for this bench (same profile,
-/// same target directory). Refuses one older than the sources it is built from.
-pub fn zai_dash_binary() -> anyhow::Result<PathBuf> {
-    if let Some(bin) = std::env::var_os("ZAI_DASH_BIN") {
-        return Ok(PathBuf::from(bin));
-    }
-    let bin = PathBuf::from(env!("CARGO_BIN_EXE_zai-dash"));
-    let built = std::fs::metadata(&bin)
-        .and_then(|m| m.modified())
-        .with_context(|| format!("{} is missing: run `cargo build --release` first", bin.display()))?;
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let newest = ["src", "templates", "static", "build.rs", "Cargo.toml"]
-        .iter()
-        .map(|p| newest_mtime(&root.join(p)))
-        .fold(SystemTime::UNIX_EPOCH, SystemTime::max);
-    if newest > built {
-        bail!("{} is older than the sources: run `cargo build --release` first", bin.display());
-    }
-    Ok(bin)
-}
-
-fn newest_mtime(path: &Path) -> SystemTime {
-    let Ok(meta) = std::fs::metadata(path) else { return SystemTime::UNIX_EPOCH };
-    let own = meta.modified().unwrap_or(SystemTime::UNIX_EPOCH);
-    if !meta.is_dir() {
-        return own;
-    }
-    std::fs::read_dir(path).into_iter().flatten().flatten().map(|e| newest_mtime(&e.path())).fold(own, SystemTime::max)
-}
+#[path = "binary.rs"]
+mod binary;
+pub use binary::zai_dash_binary;
 
 /// A running `zai-dash serve`, stopped (SIGTERM, then SIGKILL after `SHUTDOWN_GRACE` + 5 s)
 /// when dropped.
