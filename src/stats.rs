@@ -10,6 +10,7 @@ use std::collections::BTreeMap;
 use crate::compare::SideStats;
 use crate::ingest::BoxFuture;
 use crate::point::Point;
+use crate::source::WindowSums;
 
 /// Why statistics could not be read (the source's own error, as text: readers only log it).
 #[derive(Debug, thiserror::Error)]
@@ -23,6 +24,25 @@ pub struct WindowStats {
     pub side: SideStats,
     /// Capacity rejections per second over the window.
     pub rejection_rate: f64,
+}
+
+impl WindowStats {
+    /// A variant's statistics from its window sums: rates over the time the data covers,
+    /// as `/api/compare` computes them (shared by every [`StatsSource`]).
+    pub fn from_sums(sums: &WindowSums, end_ms: i64) -> Self {
+        let covered = sums.covered_seconds(end_ms);
+        let rejection_rate = if covered > 0.0 { sums.counts.rejections / covered } else { 0.0 };
+        Self { side: SideStats::from_counts(&sums.counts, covered), rejection_rate }
+    }
+}
+
+/// Most points per variant a history holds: its step is widened beyond.
+pub const MAX_SERIES_POINTS: i64 = 1_500;
+
+/// The step of a history over `range_ms` at `resolution_ms`: at least the rule's step and the
+/// resolution, wide enough for [`MAX_SERIES_POINTS`], on the resolution's grid.
+pub fn series_step(range_ms: i64, step_ms: i64, resolution_ms: i64) -> i64 {
+    crate::clock::bucket_end(step_ms.max(resolution_ms).max(range_ms / MAX_SERIES_POINTS), resolution_ms)
 }
 
 /// Per-variant statistics for windows ending at a given time.

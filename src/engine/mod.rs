@@ -25,13 +25,12 @@ pub mod window;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 
-use crate::clock::{SharedClock, bucket_end};
-use crate::compare::SideStats;
+use crate::clock::SharedClock;
 use crate::ingest::BoxFuture;
 use crate::point::Point;
 use crate::promql::{Selector, parts};
 use crate::source::{ChartData, DataSource, PointQuery, SourceError, WindowQuery, WindowSums};
-use crate::stats::{StatsError, StatsSource, WindowStats};
+use crate::stats::{StatsError, StatsSource, WindowStats, series_step};
 pub use alert_state::MemoryAlerts;
 pub use client::{Client, EngineError};
 pub use settings::{EngineArgs, EngineSettings};
@@ -58,8 +57,6 @@ impl Timing {
 
 /// Variants are those with a pod that reported within this.
 const VARIANTS_LOOKBACK_MS: i64 = 3_600_000;
-/// Longest history the alerts' medians read, in points per variant.
-const MAX_SERIES_POINTS: i64 = 1_500;
 
 /// The series of one variant (or all) and one pod (its `instance`, or all).
 pub fn selector(variant: Option<&str>, instance: Option<&str>) -> Selector {
@@ -209,20 +206,13 @@ impl StatsSource for PromSource {
         let q = WindowQuery::ending(end_ms, window_ms, widths, i64::MIN);
         Box::pin(async move {
             let sums = window::fetch(&self.client, &self.timing, &q).await.map_err(|e| StatsError(e.to_string()))?;
-            Ok(sums
-                .into_iter()
-                .map(|(variant, s)| {
-                    let covered = s.covered_seconds(end_ms);
-                    let rejection_rate = if covered > 0.0 { s.counts.rejections / covered } else { 0.0 };
-                    (variant, WindowStats { side: SideStats::from_counts(&s.counts, covered), rejection_rate })
-                })
-                .collect())
+            Ok(sums.into_iter().map(|(variant, s)| (variant, WindowStats::from_sums(&s, end_ms))).collect())
         })
     }
 
     fn series(&self, end_ms: i64, range_ms: i64, step_ms: i64) -> BoxFuture<'_, Result<Vec<Point>, StatsError>> {
         let point_ms = self.timing.point_ms;
-        let step = bucket_end(step_ms.max(point_ms).max(range_ms / MAX_SERIES_POINTS), point_ms);
+        let step = series_step(range_ms, step_ms, point_ms);
         let q = PointQuery {
             start_ms: end_ms - range_ms,
             end_ms,

@@ -8,14 +8,9 @@ use super::Store;
 use super::query::RAW_RANGE_LIMIT_MS;
 use super::range::{self, PointQuery};
 use super::window::{WindowQuery, window_sums};
-use crate::clock::bucket_end;
-use crate::compare::SideStats;
 use crate::ingest::BoxFuture;
 use crate::point::Point;
-use crate::stats::{StatsError, StatsSource, WindowStats};
-
-/// Most points per variant a history holds (its step is widened beyond).
-const MAX_SERIES_POINTS: i64 = 1_500;
+use crate::stats::{StatsError, StatsSource, WindowStats, series_step};
 
 /// Window statistics read from the store.
 #[derive(Debug, Clone)]
@@ -44,14 +39,7 @@ impl StatsSource for StoreStats {
         Box::pin(async move {
             let sums =
                 self.store.with_conn(move |c| window_sums(c, &q)).await.map_err(|e| StatsError(e.to_string()))?;
-            Ok(sums
-                .into_iter()
-                .map(|(variant, s)| {
-                    let covered = s.covered_seconds(end_ms);
-                    let rejection_rate = if covered > 0.0 { s.counts.rejections / covered } else { 0.0 };
-                    (variant, WindowStats { side: SideStats::from_counts(&s.counts, covered), rejection_rate })
-                })
-                .collect())
+            Ok(sums.into_iter().map(|(variant, s)| (variant, WindowStats::from_sums(&s, end_ms))).collect())
         })
     }
 
@@ -60,7 +48,7 @@ impl StatsSource for StoreStats {
         let (point_ms, rollup_ms) = self.widths;
         let raw = range_ms <= RAW_RANGE_LIMIT_MS && start_ms >= end_ms - self.retention_raw_ms;
         let resolution = if raw { point_ms } else { rollup_ms };
-        let step = bucket_end(step_ms.max(resolution).max(range_ms / MAX_SERIES_POINTS), resolution);
+        let step = series_step(range_ms, step_ms, resolution);
         let q = PointQuery { start_ms, end_ms, step_ms: step, raw, point_ms, variant: None, target_url: None };
         Box::pin(async move {
             self.store.with_conn(move |c| range::points(c, &q, rollup_ms)).await.map_err(|e| StatsError(e.to_string()))
