@@ -3,8 +3,13 @@
 //! A `serde_json::Value` of `{"messages":[0,0,...]}` costs some 32 bytes per element: a 30 MB
 //! request grew the proxy by half a gigabyte. Here every body is still parsed (and so validated)
 //! whole by serde_json, but through visitors that keep only what is asked for: a model name, a
-//! flag, string *lengths*, usage numbers. Everything else is skipped with [`IgnoredAny`], so
+//! flag, string *lengths*, usage numbers. Everything else is skipped with [`Skip`], so
 //! memory stays at the body itself plus serde_json's scratch buffer for escaped strings.
+//!
+//! [`Skip`] reads a skipped value as a tree would (numbers as `f64`, so `1e400` is out of range;
+//! strings with their escapes decoded, so a lone surrogate is refused) and then forgets it.
+//! serde's `IgnoredAny` would not: serde_json skips an ignored number or string by its grammar
+//! alone, and the usage fuzzer found bodies the scanner accepted and serde_json rejects.
 //!
 //! A field of an unexpected type is ignored rather than failing the whole body, as the
 //! `Value`-based reading did (`"model": 5` means "no model", not "not JSON").
@@ -12,7 +17,7 @@
 use std::fmt;
 use std::marker::PhantomData;
 
-use serde::de::{DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use serde::de::{DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 
 /// What to keep from one JSON value; each hook sees the value when it has that type, and the
 /// defaults skip it.
@@ -25,12 +30,12 @@ pub trait Pick: Default {
     fn number(&mut self, _n: u64) {}
     /// An array.
     fn seq<'de, A: SeqAccess<'de>>(&mut self, mut seq: A) -> Result<(), A::Error> {
-        while seq.next_element::<IgnoredAny>()?.is_some() {}
+        while seq.next_element::<Skip>()?.is_some() {}
         Ok(())
     }
     /// An object.
     fn map<'de, A: MapAccess<'de>>(&mut self, mut map: A) -> Result<(), A::Error> {
-        while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+        while map.next_entry::<Skip, Skip>()?.is_some() {}
         Ok(())
     }
 }
@@ -118,6 +123,68 @@ impl<'de, T: Pick> Visitor<'de> for ScanVisitor<T> {
     }
 }
 
+/// Any JSON value, checked as serde_json's tree checks it and then dropped (see the module
+/// comment): nothing is allocated but serde_json's scratch buffer for escaped strings.
+struct Skip;
+
+impl<'de> serde::Deserialize<'de> for Skip {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(SkipVisitor)
+    }
+}
+
+struct SkipVisitor;
+
+impl<'de> Visitor<'de> for SkipVisitor {
+    type Value = Skip;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("any JSON value")
+    }
+
+    fn visit_bool<E>(self, _: bool) -> Result<Skip, E> {
+        Ok(Skip)
+    }
+
+    fn visit_i64<E>(self, _: i64) -> Result<Skip, E> {
+        Ok(Skip)
+    }
+
+    fn visit_u64<E>(self, _: u64) -> Result<Skip, E> {
+        Ok(Skip)
+    }
+
+    fn visit_f64<E>(self, _: f64) -> Result<Skip, E> {
+        Ok(Skip)
+    }
+
+    fn visit_str<E>(self, _: &str) -> Result<Skip, E> {
+        Ok(Skip)
+    }
+
+    fn visit_unit<E>(self) -> Result<Skip, E> {
+        Ok(Skip)
+    }
+
+    fn visit_none<E>(self) -> Result<Skip, E> {
+        Ok(Skip)
+    }
+
+    fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Skip, D::Error> {
+        <Skip as serde::Deserialize>::deserialize(d)
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Skip, A::Error> {
+        while seq.next_element::<Skip>()?.is_some() {}
+        Ok(Skip)
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Skip, A::Error> {
+        while map.next_entry::<Skip, Skip>()?.is_some() {}
+        Ok(Skip)
+    }
+}
+
 /// An object key, as its index in a list of wanted names (no allocation).
 struct KeyIn(&'static [&'static str]);
 
@@ -151,7 +218,7 @@ fn fields<'de, A: MapAccess<'de>>(
         match key {
             Some(i) => on(i, map)?,
             None => {
-                map.next_value::<IgnoredAny>()?;
+                map.next_value::<Skip>()?;
             }
         }
     }
@@ -551,6 +618,43 @@ mod tests {
         assert!(scan::<RequestFields>(b"{\"model\":\"m\",\"c\xce\xce\":1}").is_err());
         assert!(scan::<RequestFields>(b"{\"other\":\"\xff\"}").is_err());
         assert!(serde_json::from_slice::<serde_json::Value>(b"{\"other\":\"\xff\"}").is_err());
+    }
+
+    /// Every body here is refused by serde_json's tree; the scanner must refuse it too, wherever
+    /// the offending value sits (picked, skipped, a key, nested in a skipped value).
+    #[test]
+    fn scanner_refuses_what_the_tree_refuses() {
+        let bodies: &[&[u8]] = &[
+            // The fuzzer's find: an out-of-range number under a key nobody reads.
+            b"{\"usage\":{\"inputt_\\u00e9:18=467ens\":11e400}}",
+            b"{\"x\":1e400}",
+            b"{\"x\":-1e400}",
+            b"{\"x\":[1,{\"y\":2E+999}]}",
+            b"{\"usage\":{\"input_tokens\":1e309}}",
+            b"{\"x\":01}",
+            b"{\"x\":1.}",
+            b"{\"x\":.5}",
+            b"{\"x\":-}",
+            b"{\"x\":1e}",
+            b"{\"x\":\"\\ud800\"}",
+            b"{\"\\udc00\":1}",
+            b"{\"x\":\"\\ud800\\u0041\"}",
+            b"{\"x\":\"\\uZZZZ\"}",
+            b"{\"x\":\"\\q\"}",
+            b"{\"x\":\"a\tb\"}",
+            b"{\"model\":\"\\ud800\"}",
+        ];
+        for body in bodies {
+            let shown = String::from_utf8_lossy(body);
+            assert!(serde_json::from_slice::<serde_json::Value>(body).is_err(), "the tree accepts {shown}");
+            assert!(scan::<RequestFields>(body).is_err(), "request scanner accepted {shown}");
+            assert!(scan::<ResponseFields>(body).is_err(), "response scanner accepted {shown}");
+        }
+        // Their valid neighbours still pass.
+        for body in [&b"{\"x\":1e300,\"y\":\"\\ud83d\\ude00\",\"z\":-0.0}"[..], b"{\"\\u00e9\":[1e-400]}"] {
+            assert!(serde_json::from_slice::<serde_json::Value>(body).is_ok());
+            assert!(scan::<RequestFields>(body).is_ok(), "refused {}", String::from_utf8_lossy(body));
+        }
     }
 
     #[test]
