@@ -23,6 +23,7 @@ use crate::health::{HealthBoard, TargetHealth};
 use crate::hub::Hub;
 use crate::ingest::{Event, KnownTotals, PointSink};
 use crate::point::Point;
+use crate::redact::RedactedUrl;
 use crate::remote::{self, RemoteStatus};
 use crate::samples::SampleSink;
 use crate::scrape::discovery::{Discovery, SharedResolver, SystemResolver};
@@ -113,8 +114,9 @@ async fn run_source(
     tracker.spawn(engine::live::run(source.clone(), health.clone(), sink, clock.clone(), stop.clone()));
     let parts = AlertParts { stats: source.clone(), records: memory, health: &health, hub: &hub, clock: &clock };
     start_alerts(&tracker, &stop, &settings, &alerts, parts)?;
+    let ttl_ms = duration_ms(settings.session_ttl);
     let sessions =
-        settings.dashboard_token.as_ref().map(|t| Arc::new(Sessions::new(t, duration_ms(settings.session_ttl))));
+        settings.dashboard_token.as_ref().map(|t| Arc::new(Sessions::new(t, &settings.sessions.epoch, ttl_ms)));
     let state = AppState {
         settings: Arc::new(settings.web()),
         source,
@@ -201,7 +203,10 @@ fn start_background(
 ) -> anyhow::Result<AppState> {
     let Loaded { targets, seed, resolver, samples } = loaded;
     let health = HealthBoard::new(
-        targets.iter().map(|t| TargetHealth::new(t.id, t.spec.url.to_string(), t.current_variant())).collect(),
+        targets
+            .iter()
+            .map(|t| TargetHealth::new(t.id, RedactedUrl::from(&t.spec.url).to_string(), t.current_variant()))
+            .collect(),
     );
     let hub = Hub::new(u64::try_from(clock.now_ms()).unwrap_or(0), RING_EVENTS, CLIENT_BUFFER);
     let writer_stats = Arc::new(WriterStats::default());
@@ -282,7 +287,7 @@ fn start_alerts(
 /// stays signed out across restarts).
 async fn sessions(settings: &Settings, store: &Store, now_ms: i64) -> anyhow::Result<Option<Arc<Sessions>>> {
     let Some(token) = settings.dashboard_token.as_ref() else { return Ok(None) };
-    let sessions = Sessions::new(token, duration_ms(settings.session_ttl));
+    let sessions = Sessions::new(token, &settings.sessions.epoch, duration_ms(settings.session_ttl));
     let revoked = store
         .with_conn(move |c| {
             c.execute("DELETE FROM revoked_sessions WHERE expires_ms <= ?1", [now_ms])?;
@@ -385,7 +390,7 @@ async fn consolidate_states(store: &Store) -> Result<(), crate::store::StoreErro
                 let Some(&(ms, _)) = entries.last() else { continue };
                 let (state, error) = persist::restore(t.state.as_deref(), entries);
                 if let Some(e) = error {
-                    tracing::warn!(target_url = %t.url, error = %e, "Stored scrape state journal is unreadable; the next scrape is a new baseline.");
+                    tracing::warn!(target_url = %RedactedUrl(&t.url), error = %e, "Stored scrape state journal is unreadable; the next scrape is a new baseline.");
                 }
                 let json = serde_json::to_string(&state).unwrap_or_default();
                 checkpoints.push(query::Checkpoint { target_id: t.id, ms, state: json, totals: state.totals.into() });
@@ -402,7 +407,7 @@ fn restore_state(t: &query::StoredTarget) -> TargetState {
         None => TargetState::default(),
         Some(Ok(s)) => s,
         Some(Err(e)) => {
-            tracing::warn!(target_url = %t.url, error = %e, "Stored scrape state is unreadable; the next scrape is a new baseline.");
+            tracing::warn!(target_url = %RedactedUrl(&t.url), error = %e, "Stored scrape state is unreadable; the next scrape is a new baseline.");
             TargetState::default()
         }
     }

@@ -114,12 +114,14 @@ async fn serve(mut settings: Settings, clock: SharedClock, token: CancellationTo
 }
 
 async fn proxy_only(args: &ProxyCommandArgs, clock: SharedClock, token: CancellationToken) -> anyhow::Result<()> {
-    let settings = args.proxy.validate()?;
+    let mut settings = args.proxy.validate()?;
+    settings.allowed_hosts = args.hosts.validate()?;
     let addr = parse_listen_addr("LISTEN_ADDR", &args.listen_addr)?;
     let grace = parse_duration("SHUTDOWN_GRACE", &args.shutdown_grace)?;
     let listener = bind("LISTEN_ADDR", addr).await?;
     announce(&listener)?;
-    tracing::info!(upstream = %settings.target_url, variant = %settings.variant, max_workers = settings.max_workers, "Proxy started.");
+    let upstream = crate::redact::RedactedUrl(&settings.target_url);
+    tracing::info!(upstream = %upstream, variant = %settings.variant, max_workers = settings.max_workers, "Proxy started.");
     let proxy = Proxy::new(settings, clock).context("cannot build the proxy's HTTP client")?;
     let task = tokio::spawn(proxy::serve(listener, proxy, token.clone()));
     token.cancelled().await;

@@ -14,6 +14,7 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::alerts::{AlertArgs, AlertSettings};
 use crate::engine::{EngineArgs, EngineSettings};
+use crate::host::{AllowedHosts, HostArgs};
 use crate::net::ListenerLimits;
 use crate::proxy::{ProxyArgs, ProxySettings};
 use crate::remote::{RemoteArgs, RemoteSettings};
@@ -22,6 +23,7 @@ pub use crate::scrape::{DNS_SCHEME_PREFIX, TargetSpec, parse_targets};
 use crate::setting::bad;
 pub use crate::setting::{ConfigError, Secret, duration_ms, parse_duration, parse_listen_addr, prepare_db_path};
 pub use crate::telemetry::LogFormat;
+use crate::web::session::{SessionArgs, SessionPolicy};
 use crate::web::{ConfiguredTarget, WebSettings};
 
 /// `zai-dash`: observability for LLM API proxies.
@@ -75,7 +77,7 @@ pub struct AlertFlags {
     #[arg(long, env = "ALERT_RULES", default_value = "")]
     pub alert_rules: String,
     /// Alertmanager base URL (`http://alertmanager:9093`); alerts go to its `/api/v2/alerts`.
-    #[arg(long, env = "ALERTMANAGER_URL", default_value = "")]
+    #[arg(long, env = "ALERTMANAGER_URL", default_value = "", hide_env_values = true)]
     pub alertmanager_url: String,
     /// A webhook that receives each alert as it fires and resolves.
     #[arg(long, env = "ALERT_WEBHOOK_URL", default_value = "", hide_env_values = true)]
@@ -139,6 +141,9 @@ pub struct ProxyCommandArgs {
     #[command(flatten)]
     #[allow(missing_docs)]
     pub proxy: ProxyArgs,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub hosts: HostArgs,
 }
 
 /// Flags of `zai-dash demo`.
@@ -181,7 +186,7 @@ pub struct ServeArgs {
     #[allow(missing_docs)]
     pub engine: EngineFlags,
     /// Comma-separated `/metrics` URLs, each optionally prefixed with `VARIANT=`.
-    #[arg(long, env = "SCRAPE_TARGETS", default_value = "")]
+    #[arg(long, env = "SCRAPE_TARGETS", default_value = "", hide_env_values = true)]
     pub scrape_targets: String,
     /// Time between two scrapes of one target (source mode: how often the engine scrapes the
     /// proxies).
@@ -232,6 +237,12 @@ pub struct ServeArgs {
     /// How long a dashboard session lasts after signing in with the token.
     #[arg(long, env = "SESSION_TTL", default_value = "12h")]
     pub session_ttl: String,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub sessions: SessionArgs,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub hosts: HostArgs,
     #[command(flatten)]
     #[allow(missing_docs)]
     pub remote: RemoteArgs,
@@ -289,6 +300,10 @@ pub struct Settings {
     pub stalled_client_timeout: Duration,
     /// How long a dashboard session lasts.
     pub session_ttl: Duration,
+    /// `COOKIE_SECURE` and `SESSION_EPOCH`.
+    pub sessions: SessionPolicy,
+    /// DNS names browsers may change state by, on the dashboard and the built-in proxy.
+    pub allowed_hosts: AllowedHosts,
     /// Header-read and idle deadlines of the dashboard's connections.
     pub listener: ListenerLimits,
     /// Remote write out, when `REMOTE_WRITE_URL` is set.
@@ -322,7 +337,8 @@ impl ServeArgs {
         let engine = self.engine_plan()?;
         let (scrape_interval, scrape_timeout) = self.scrape_timing(engine.is_some())?;
         let (retention_5s, retention_1m, retention_10m, downsample_interval) = self.retentions()?;
-        let proxy = self.proxy_plan()?;
+        let allowed_hosts = self.hosts.validate()?;
+        let proxy = self.proxy_plan(&allowed_hosts)?;
         let targets = match parse_targets(&self.scrape_targets) {
             _ if engine.is_some() => Vec::new(),
             Err(_) if proxy.is_some() && self.scrape_targets.split(',').all(|t| t.trim().is_empty()) => Vec::new(),
@@ -348,6 +364,8 @@ impl ServeArgs {
             notice: None,
             stalled_client_timeout: STALLED_CLIENT_TIMEOUT,
             session_ttl: parse_duration("SESSION_TTL", &self.session_ttl)?,
+            sessions: self.sessions.validate()?,
+            allowed_hosts,
             listener: ListenerLimits {
                 header_read: parse_duration("HTTP_HEADER_READ_TIMEOUT", &self.http_header_read_timeout)?,
                 idle: parse_duration("HTTP_IDLE_TIMEOUT", &self.http_idle_timeout)?,
@@ -441,15 +459,15 @@ impl ServeArgs {
         Ok((retention_5s, retention_1m, retention_10m, downsample_interval))
     }
 
-    /// The built-in proxy of `serve --proxy`, when asked for.
-    fn proxy_plan(&self) -> Result<Option<ProxyPlan>, ConfigError> {
+    /// The built-in proxy of `serve --proxy`, when asked for; browsers reach it by the same
+    /// names as the dashboard.
+    fn proxy_plan(&self, allowed_hosts: &AllowedHosts) -> Result<Option<ProxyPlan>, ConfigError> {
         if !self.proxy {
             return Ok(None);
         }
-        Ok(Some(ProxyPlan {
-            listen_addr: parse_listen_addr("PROXY_LISTEN_ADDR", &self.proxy_listen_addr)?,
-            settings: self.proxy_args.validate()?,
-        }))
+        let mut settings = self.proxy_args.validate()?;
+        settings.allowed_hosts = allowed_hosts.clone();
+        Ok(Some(ProxyPlan { listen_addr: parse_listen_addr("PROXY_LISTEN_ADDR", &self.proxy_listen_addr)?, settings }))
     }
 }
 
@@ -492,6 +510,8 @@ impl Settings {
             notice: None,
             stalled_client_timeout: STALLED_CLIENT_TIMEOUT,
             session_ttl: Duration::from_secs(12 * 3600),
+            sessions: SessionPolicy::default(),
+            allowed_hosts: AllowedHosts::default(),
             listener: ListenerLimits::default(),
             remote: None,
             // No rules: alert events would interleave with the points other suites count on
@@ -529,7 +549,10 @@ impl Settings {
             targets: self
                 .targets
                 .iter()
-                .map(|t| ConfiguredTarget { url: t.url.to_string(), initial_variant: t.initial_variant() })
+                .map(|t| ConfiguredTarget {
+                    url: crate::redact::RedactedUrl::from(&t.url).to_string(),
+                    initial_variant: t.initial_variant(),
+                })
                 .collect(),
             retention_5s: self.retention_5s,
             retention_1m: self.retention_1m,
@@ -540,6 +563,8 @@ impl Settings {
             dashboard_token: self.dashboard_token.clone(),
             notice: self.notice.clone(),
             session_ttl: self.session_ttl,
+            sessions: self.sessions.clone(),
+            allowed_hosts: self.allowed_hosts.clone(),
             engine: self.engine.as_ref().map(EngineSettings::display_url),
         }
     }
@@ -566,6 +591,8 @@ mod tests {
             proxy_args: crate::proxy::ProxyArgs::for_tests("http://127.0.0.1:1"),
             dashboard_token: None,
             session_ttl: "12h".into(),
+            sessions: SessionArgs::default(),
+            hosts: HostArgs::default(),
             http_header_read_timeout: "30s".into(),
             http_idle_timeout: "120s".into(),
             remote: crate::remote::RemoteArgs::default(),
@@ -731,6 +758,43 @@ mod tests {
         let mut a = args();
         a.engine.prometheus_bearer_token = Some(Secret::new("t"));
         assert!(err(a).starts_with("PROMETHEUS_BEARER_TOKEN is set but SOURCE is sqlite"));
+    }
+
+    #[test]
+    fn browser_settings_are_checked_and_reach_the_dashboard_and_the_proxy() {
+        let mut a = args();
+        a.hosts.allowed_hosts = "http://dash.example".into();
+        assert!(err(a).starts_with("ALLOWED_HOSTS entry \"http://dash.example\""));
+        let mut a = args();
+        a.sessions.cookie_secure = "maybe".into();
+        assert!(err(a).starts_with("COOKIE_SECURE \"maybe\""));
+        let mut a = args();
+        a.hosts.allowed_hosts = "dash.example".into();
+        a.sessions.session_epoch = "7".into();
+        a.proxy = true;
+        let s = a.validate().unwrap();
+        assert!(s.web().allowed_hosts.allows("dash.example:8080"));
+        assert_eq!(s.web().sessions.epoch, "7");
+        assert!(s.proxy.unwrap().settings.allowed_hosts.allows("dash.example"), "serve --proxy: the same names");
+    }
+
+    #[test]
+    fn targets_are_shown_and_refused_without_their_credentials() {
+        let mut a = args();
+        a.scrape_targets = "http://u:hunter2@a:8080/metrics?token=tok-1&x=1".into();
+        let s = a.validate().unwrap();
+        assert_eq!(s.targets[0].url.password(), Some("hunter2"), "the scrape keeps them");
+        assert_eq!(s.web().targets[0].url, "http://***@a:8080/metrics?token=***&x=1");
+        assert!(!format!("{s:?}").contains("hunter2") && !format!("{s:?}").contains("tok-1"));
+        for bad in [
+            "Bad Name=http://u:hunter2@a/m?token=tok-1",
+            "http://u:hunter2@a/m?token=tok-1,http://u:hunter2@a/m?token=tok-1",
+        ] {
+            let mut a = args();
+            a.scrape_targets = bad.into();
+            let e = err(a);
+            assert!(e.starts_with("SCRAPE_TARGETS") && !e.contains("hunter2") && !e.contains("tok-1"), "{e}");
+        }
     }
 
     #[test]

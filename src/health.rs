@@ -14,7 +14,8 @@ pub struct TargetHealth {
     /// Database id.
     #[serde(skip)]
     pub target_id: i64,
-    /// Scrape URL.
+    /// Scrape URL as shown, credentials as `***` (the scraper alone holds the real one): every
+    /// page, answer, label and log line that names a target takes it from here.
     pub url: String,
     /// Current variant.
     pub variant: String,

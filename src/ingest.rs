@@ -127,7 +127,7 @@ pub struct Event {
     pub kind: EventKind,
     /// The target's variant.
     pub variant: String,
-    /// The target's URL.
+    /// The target's URL as shown, credentials as `***`.
     pub target: String,
     /// A short sentence (`version 1.11.1 -> 1.12.0`).
     pub detail: String,

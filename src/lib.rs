@@ -15,6 +15,8 @@
 //! - [`ingest`]: the types and traits the scraper hands batches to storage through.
 //! - [`setting`]: parsing single setting values (durations, addresses, secrets).
 //! - [`net`]: the serving loop every listener runs (`TCP_NODELAY`, header-read and idle timeouts).
+//! - [`host`]: which `Host` a browser may change state by (`ALLOWED_HOSTS`, DNS rebinding).
+//! - `redact`: URL credentials shown as `***` wherever a URL is shown, logged or labelled.
 //! - [`promql`]: the PromQL behind every number, for engines that scrape the proxies.
 //! - [`stats`]: per-variant window statistics behind a trait (the store answers it).
 //! - [`source`]: what the web layer reads, behind a trait (the store or a PromQL engine answers it).
@@ -53,10 +55,12 @@ pub mod clock;
 pub mod compare;
 pub mod expo;
 pub mod health;
+pub mod host;
 pub mod ingest;
 pub mod net;
 pub mod point;
 pub mod promql;
+pub(crate) mod redact;
 pub mod samples;
 pub mod setting;
 pub mod shutdown;

@@ -237,6 +237,8 @@ fn settings(plan: &DemoPlan, targets: Vec<TargetSpec>) -> Settings {
         notice: None,
         stalled_client_timeout: STALLED_CLIENT_TIMEOUT,
         session_ttl: Duration::from_secs(12 * 3600),
+        sessions: Default::default(),
+        allowed_hosts: Default::default(),
         listener: crate::net::ListenerLimits::default(),
         alerts: crate::alerts::AlertSettings::default(),
         engine: None,

@@ -93,9 +93,10 @@ impl EngineSettings {
         Self { url, basic_auth, bearer_token: None, headers: Vec::new(), timeout: Duration::from_secs(5) }
     }
 
-    /// The URL as messages and pages show it: no credentials, no trailing `/`.
+    /// The URL as messages and pages show it: no credentials (they moved to `basic_auth`; a
+    /// query is refused), no trailing `/`.
     pub fn display_url(&self) -> String {
-        self.url.as_str().trim_end_matches('/').to_owned()
+        crate::redact::RedactedUrl::from(&self.url).to_string().trim_end_matches('/').to_owned()
     }
 }
 

@@ -231,6 +231,8 @@ async fn attempts(p: &Arc<Proxy>, ctx: Ctx, client: &str, up: &Upstream) -> Resp
         let last = attempt >= p.settings.max_retries;
         let outcome = match p.client.execute(up.request()).await {
             Err(e) => {
+                // The request's URL may carry credentials (ZAI_TARGET_URL's, the client's query).
+                let e = e.without_url();
                 p.metrics.upstream_errors.add(&["upstream_connection", v], 1.0);
                 tracing::debug!(error = %e, attempt, "Upstream attempt failed.");
                 if last {

@@ -22,12 +22,15 @@ use std::time::Duration;
 use axum::Router;
 use axum::extract::State;
 use axum::http::{StatusCode, header};
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get};
 use clap::Args;
 
 use crate::clock::SharedClock;
+use crate::host::AllowedHosts;
 use crate::net::{ListenerLimits, Listening};
+use crate::redact::RedactedUrl;
 use crate::setting::{ConfigError, parse_duration};
 use limiter::{Limiter, LimiterSettings};
 use metrics::{Limit, ProxyMetrics};
@@ -42,7 +45,7 @@ pub struct ProxyArgs {
     #[arg(long, env = "ZAI_API_KEY", hide_env_values = true, default_value = "")]
     pub zai_api_key: String,
     /// Upstream base URL; the client's path and query are appended unchanged.
-    #[arg(long, env = "ZAI_TARGET_URL", default_value = "https://api.z.ai/api/anthropic")]
+    #[arg(long, env = "ZAI_TARGET_URL", default_value = "https://api.z.ai/api/anthropic", hide_env_values = true)]
     pub zai_target_url: String,
     /// The `variant` label of every metric.
     #[arg(long, env = "DEPLOYMENT_VARIANT", default_value = "production")]
@@ -163,13 +166,16 @@ pub struct ProxySettings {
     pub pricing: Pricing,
     /// Build labels.
     pub build: BuildInfo,
+    /// DNS names a browser may reach the proxy by (`ALLOWED_HOSTS`; IP addresses and
+    /// `localhost` always): a request with an `Origin` naming another host is refused.
+    pub allowed_hosts: AllowedHosts,
 }
 
 impl std::fmt::Debug for ProxySettings {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ProxySettings")
             .field("api_key", &"<redacted>")
-            .field("target_url", &self.target_url)
+            .field("target_url", &RedactedUrl(&self.target_url))
             .field("variant", &self.variant)
             .field("max_workers", &self.max_workers)
             .field("max_retries", &self.max_retries)
@@ -199,7 +205,12 @@ impl ProxyArgs {
         let target = url::Url::parse(self.zai_target_url.trim())
             .ok()
             .filter(|u| matches!(u.scheme(), "http" | "https") && u.host_str().is_some())
-            .ok_or_else(|| bad(format!("ZAI_TARGET_URL {:?} is not an http(s) URL.", self.zai_target_url)))?;
+            .ok_or_else(|| {
+                bad(format!(
+                    "ZAI_TARGET_URL {:?} is not an http(s) URL.",
+                    RedactedUrl(&self.zai_target_url).to_string()
+                ))
+            })?;
         let variant = self.deployment_variant.trim().to_owned();
         if variant.is_empty() {
             return Err(bad("DEPLOYMENT_VARIANT is empty.".into()));
@@ -237,6 +248,7 @@ impl ProxyArgs {
                 build_time: "unknown".into(),
             },
             variant,
+            allowed_hosts: AllowedHosts::default(),
         })
     }
 }
@@ -394,13 +406,15 @@ impl Proxy {
         self.metrics.worker_utilization.set(&[v], inflight as f64 / self.settings.max_workers as f64);
     }
 
-    /// The router: proxied APIs plus `/metrics`, `/health`, `/admin/reset-rate-limit`.
+    /// The router: proxied APIs plus `/metrics`, `/health`, `/admin/reset-rate-limit`, behind
+    /// the check of browsers' `Host`.
     pub fn router(self: &Arc<Self>) -> Router {
         Router::new()
             .route("/metrics", get(metrics_handler))
             .route("/health", get(health_handler))
             .route("/admin/reset-rate-limit", any(reset_handler))
             .fallback(forward::handle)
+            .layer(axum::middleware::from_fn_with_state(self.clone(), browsers_by_allowed_names))
             .with_state(self.clone())
     }
 }
@@ -448,6 +462,20 @@ async fn reset_handler(
     p.metrics.rate_limit_rps.set(&[p.settings.variant.as_str()], rate);
     tracing::info!(rate, "Rate limit reset to RATE_LIMIT_INITIAL.");
     axum::Json(serde_json::json!({ "current_rate": rate, "status": "reset" })).into_response()
+}
+
+/// Middleware: a request with an `Origin` (a browser's) must name an allowed host, or a page
+/// that rebinds its own DNS name to the proxy could spend the upstream key (see
+/// [`crate::host`]). Requests without `Origin` (SDKs, curl) pass by any name.
+async fn browsers_by_allowed_names(State(p): State<Arc<Proxy>>, req: axum::extract::Request, next: Next) -> Response {
+    if !req.headers().contains_key(header::ORIGIN) {
+        return next.run(req).await;
+    }
+    let Some(refusal) = p.settings.allowed_hosts.refusal(req.headers(), req.uri()) else {
+        return next.run(req).await;
+    };
+    p.metrics.trips.add(Limit::CrossSite);
+    forward::error(usage::ApiKind::from_path(req.uri().path()), StatusCode::FORBIDDEN, "permission_error", &refusal)
 }
 
 /// Whether a state-changing request may come from where it says. Browsers send `Origin` on

@@ -41,13 +41,13 @@ pub use status::{RemoteStatus, StatusSnapshot};
 pub struct RemoteArgs {
     /// Ship every scraped `zai_proxy_*` series to this Prometheus remote-write endpoint
     /// (Prometheus `/api/v1/write`, VictoriaMetrics `/api/v1/write`, Mimir `/api/v1/push`).
-    #[arg(long, env = "REMOTE_WRITE_URL")]
+    #[arg(long, env = "REMOTE_WRITE_URL", hide_env_values = true)]
     pub remote_write_url: Option<String>,
     /// Bearer token sent to the receiver.
     #[arg(long, env = "REMOTE_WRITE_BEARER_TOKEN", hide_env_values = true)]
     pub remote_write_bearer_token: Option<Secret>,
     /// Basic auth user name for the receiver (with `REMOTE_WRITE_PASSWORD`).
-    #[arg(long, env = "REMOTE_WRITE_USERNAME")]
+    #[arg(long, env = "REMOTE_WRITE_USERNAME", hide_env_values = true)]
     pub remote_write_username: Option<String>,
     /// Basic auth password for the receiver.
     #[arg(long, env = "REMOTE_WRITE_PASSWORD", hide_env_values = true)]

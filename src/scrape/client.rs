@@ -107,7 +107,7 @@ async fn fetch_inner(
         .header(reqwest::header::ACCEPT, reqwest::header::HeaderValue::from_static(ACCEPT))
         .send()
         .await
-        .map_err(|e| classify(&e, timeout))?;
+        .map_err(|e| classify(e, timeout))?;
     if resp.status().is_redirection() {
         return Err(ScrapeError::Redirect(resp.status().as_u16()));
     }
@@ -122,7 +122,7 @@ async fn fetch_inner(
     // nothing does not make every scrape reserve the whole cap.
     let announced = resp.content_length().map_or(0, |n| usize::try_from(n).unwrap_or(0));
     let mut body = Vec::with_capacity(announced.min(PREALLOC_MAX));
-    while let Some(chunk) = resp.chunk().await.map_err(|e| classify(&e, timeout))? {
+    while let Some(chunk) = resp.chunk().await.map_err(|e| classify(e, timeout))? {
         if body.len() + chunk.len() > max_bytes {
             return Err(ScrapeError::BodyTooLarge(max_bytes));
         }
@@ -131,13 +131,16 @@ async fn fetch_inner(
     String::from_utf8(body).map_err(|_| ScrapeError::NotUtf8)
 }
 
-fn classify(e: &reqwest::Error, timeout: Duration) -> ScrapeError {
+/// The error as `last_error` shows it. reqwest's own message names the URL, credentials
+/// included; it is dropped before anything is read from the error.
+fn classify(e: reqwest::Error, timeout: Duration) -> ScrapeError {
+    let e = e.without_url();
     if e.is_timeout() {
         ScrapeError::Timeout(timeout)
     } else if e.is_connect() || e.is_request() {
-        ScrapeError::Connect(root_cause(e))
+        ScrapeError::Connect(root_cause(&e))
     } else {
-        ScrapeError::Body(root_cause(e))
+        ScrapeError::Body(root_cause(&e))
     }
 }
 

@@ -26,6 +26,7 @@ use super::{Ctx, Scraped, Target, scrape_loop};
 use crate::health::TargetHealth;
 pub use crate::ingest::BoxFuture;
 use crate::ingest::{RegistryError, TargetRegistry};
+use crate::redact::RedactedUrl;
 
 /// Turns a host name into addresses. The seam that lets tests replace DNS.
 pub trait Resolver: Send + Sync + fmt::Debug {
@@ -96,8 +97,8 @@ impl Resolver for StaticResolver {
     }
 }
 
-/// The scrape URL of one address of a `dns+` entry: scheme without `dns+`, the address as
-/// host, the entry's port, path and query.
+/// The scrape URL of one address of a `dns+` entry: scheme without `dns+`, the entry's
+/// credentials, the address as host, the entry's port, path and query.
 pub fn address_url(entry: &Url, ip: IpAddr) -> Option<Url> {
     let scheme = entry.scheme().strip_prefix(DNS_SCHEME_PREFIX)?;
     let port = entry.port()?;
@@ -106,7 +107,13 @@ pub fn address_url(entry: &Url, ip: IpAddr) -> Option<Url> {
         IpAddr::V6(v6) => format!("[{v6}]"),
     };
     let query = entry.query().map(|q| format!("?{q}")).unwrap_or_default();
-    Url::parse(&format!("{scheme}://{host}:{port}{}{query}", entry.path())).ok()
+    // The entry's credentials (`dns+http://user:pass@name:port/...`) are every address's.
+    let userinfo = match (entry.username(), entry.password()) {
+        ("", None) => String::new(),
+        (user, None) => format!("{user}@"),
+        (user, Some(password)) => format!("{user}:{password}@"),
+    };
+    Url::parse(&format!("{scheme}://{userinfo}{host}:{port}{}{query}", entry.path())).ok()
 }
 
 /// What discovery needs besides the scrape context.
@@ -178,7 +185,7 @@ impl Supervisor {
     /// [`MAX_ADDRESSES`] per name (a DNS answer must not be able to start thousands of tasks).
     async fn reconcile(&self, running: &mut BTreeMap<IpAddr, Running>, addrs: &[IpAddr], capped: &mut bool) {
         if addrs.len() > MAX_ADDRESSES && !*capped {
-            tracing::warn!(entry = %self.entry.url, addresses = addrs.len(), kept = MAX_ADDRESSES, "Name resolves to more addresses than are scraped; the rest are left out.");
+            tracing::warn!(entry = %RedactedUrl::from(&self.entry.url), addresses = addrs.len(), kept = MAX_ADDRESSES, "Name resolves to more addresses than are scraped; the rest are left out.");
         }
         *capped = addrs.len() > MAX_ADDRESSES;
         let wanted: BTreeSet<IpAddr> = addrs.iter().take(MAX_ADDRESSES).copied().collect();
@@ -187,7 +194,7 @@ impl Supervisor {
             if let Some(r) = running.remove(&ip) {
                 r.cancel.cancel();
                 self.ctx.health.retire(r.idx);
-                tracing::info!(address = %ip, entry = %self.entry.url, "Address vanished; no longer scraped.");
+                tracing::info!(address = %ip, entry = %RedactedUrl::from(&self.entry.url), "Address vanished; no longer scraped.");
             }
         }
         let interval = self.ctx.settings.interval;
@@ -196,7 +203,7 @@ impl Supervisor {
         for (i, ip) in new.into_iter().enumerate() {
             match self.start(ip, interval * i as u32 / n).await {
                 Ok(r) => {
-                    tracing::info!(address = %ip, entry = %self.entry.url, "Address discovered; scraping it.");
+                    tracing::info!(address = %ip, entry = %RedactedUrl::from(&self.entry.url), "Address discovered; scraping it.");
                     running.insert(ip, r);
                 }
                 // Retried on the next resolution, because the address is still not running.
@@ -222,7 +229,7 @@ impl Supervisor {
         let idx = self
             .ctx
             .health
-            .add(TargetHealth::new(stored.id, url.to_string(), variant))
+            .add(TargetHealth::new(stored.id, RedactedUrl::from(&url).to_string(), variant))
             .ok_or(DiscoveryError::NotRegistered(ip))?;
         let cancel = self.cancel.child_token();
         let target = Target {
@@ -233,7 +240,7 @@ impl Supervisor {
             last_variant: None,
             last_success: None,
         };
-        let span = tracing::info_span!("scrape", target_url = %url);
+        let span = tracing::info_span!("scrape", target_url = %RedactedUrl::from(&url));
         self.tracker.spawn(
             scrape_loop(self.ctx.clone(), idx, target, offset, self.tx.clone(), cancel.clone()).instrument(span),
         );
@@ -260,7 +267,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn address_urls_keep_port_path_and_query() {
+    fn address_urls_keep_credentials_port_path_and_query() {
         let entry = Url::parse("dns+http://zai-proxy:8080/metrics?x=1").unwrap();
         let v4 = address_url(&entry, "10.1.2.3".parse().unwrap()).unwrap();
         assert_eq!(v4.as_str(), "http://10.1.2.3:8080/metrics?x=1");
@@ -268,6 +275,10 @@ mod tests {
         assert_eq!(v6.as_str(), "http://[fd00::1]:8080/metrics?x=1");
         let https = Url::parse("dns+https://p:443/m").unwrap();
         assert_eq!(address_url(&https, "10.0.0.1".parse().unwrap()).unwrap().as_str(), "https://10.0.0.1/m");
+        let secured = Url::parse("dns+http://u%40x:p%3Aw@zai-proxy:8080/metrics?token=t").unwrap();
+        let addr = address_url(&secured, "10.1.2.3".parse().unwrap()).unwrap();
+        assert_eq!(addr.as_str(), "http://u%40x:p%3Aw@10.1.2.3:8080/metrics?token=t", "credentials are kept");
+        assert_eq!((addr.username(), addr.password()), ("u%40x", Some("p%3Aw")));
     }
 
     #[tokio::test]

@@ -29,6 +29,7 @@ use crate::clock::{SharedClock, bucket_end};
 use crate::health::{HealthBoard, Success};
 use crate::ingest::{BatchSink, Event, EventKind, KnownTotals, StateUpdate, WriteBatch};
 use crate::point::{Bucket, PointBuilder, Summary, TargetRow};
+use crate::redact::RedactedUrl;
 use crate::samples::SampleSink;
 use increase::TargetState;
 use persist::Persister;
@@ -148,7 +149,7 @@ pub fn spawn(
     let n = targets.len().max(1) as u32;
     for (idx, target) in targets.into_iter().enumerate() {
         let offset = settings.interval * idx as u32 / n;
-        let span = tracing::info_span!("scrape", target_url = %target.spec.url);
+        let span = tracing::info_span!("scrape", target_url = %RedactedUrl::from(&target.spec.url));
         tracker.spawn(scrape_loop(ctx.clone(), idx, target, offset, tx.clone(), cancel.clone()).instrument(span));
     }
     for d in discovery.iter() {
@@ -162,7 +163,7 @@ pub fn spawn(
                 tracker: tracker.clone(),
                 cancel: cancel.clone(),
             };
-            let span = tracing::info_span!("discover", entry = %entry.url);
+            let span = tracing::info_span!("discover", entry = %RedactedUrl::from(&entry.url));
             tracker.spawn(supervisor.run().instrument(span));
         }
     }
@@ -277,7 +278,8 @@ async fn ingest_off_runtime(
 ) -> Result<Ingested, client::ScrapeError> {
     let mut state = std::mem::take(&mut target.state);
     let mut kept = std::mem::take(persister);
-    let who = (target.id, target.spec.url.to_string(), target.spec.variant.clone(), target.fallback_variant.clone());
+    let shown_url = RedactedUrl::from(&target.spec.url).to_string();
+    let who = (target.id, shown_url, target.spec.variant.clone(), target.fallback_variant.clone());
     let initial = target.spec.initial_variant();
     let out = samples.map(|sink| Outbound { sink, instance: outbound::instance(&target.spec.url) });
     let joined = tokio::task::spawn_blocking(move || {
@@ -297,7 +299,8 @@ async fn ingest_off_runtime(
     }
 }
 
-/// Target id, URL, explicit variant, fallback variant.
+/// Target id, URL as shown (credentials hidden: it names the target in logs and events),
+/// explicit variant, fallback variant.
 type Who = (i64, String, Option<String>, Option<String>);
 
 /// Where a target's raw samples go (remote write on), and its `instance` label.

@@ -80,6 +80,13 @@ mod tests {
     const SAMPLE: &str = include_str!("../../tests/fixtures/zai-proxy-sample.prom");
 
     #[test]
+    fn the_instance_label_never_holds_the_urls_credentials() {
+        let url = Url::parse("http://user:pw@pod.example:9090/metrics?token=t").unwrap();
+        assert_eq!(instance(&url), "pod.example:9090");
+        assert_eq!(instance(&Url::parse("https://u:p@pod/metrics").unwrap()), "pod:443");
+    }
+
+    #[test]
     fn every_zai_proxy_sample_with_its_name_and_the_target_labels() {
         let expo = parse(SAMPLE).unwrap();
         let expected: usize =

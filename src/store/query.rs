@@ -57,7 +57,7 @@ impl Table {
 pub struct StoredTarget {
     /// Id.
     pub id: i64,
-    /// Scrape URL.
+    /// Scrape URL as configured, credentials included: the target's identity.
     pub url: String,
     /// Latest variant.
     pub variant: String,
@@ -118,6 +118,17 @@ pub fn targets(conn: &Connection) -> Result<Vec<StoredTarget>, StoreError> {
         });
     }
     Ok(out)
+}
+
+/// The targets a `target=` filter selects: every one without a filter; else the one whose URL
+/// it is, or failing that the first whose shown form (credentials as `***`, what pages link
+/// to) it matches. Two URLs that differ only in their credentials show alike: the full URL
+/// picks between them.
+pub fn select_targets(all: Vec<StoredTarget>, filter: Option<&str>) -> Vec<StoredTarget> {
+    let Some(filter) = filter else { return all };
+    let exact = all.iter().position(|t| t.url == filter);
+    let chosen = exact.or_else(|| all.iter().position(|t| crate::redact::same_target(filter, &t.url)));
+    chosen.and_then(|i| all.into_iter().nth(i)).into_iter().collect()
 }
 
 /// Registers configured targets (keeping ids and state of known ones) and returns them in
@@ -617,4 +628,33 @@ pub fn events(conn: &Connection, after: i64, until: i64) -> Result<Vec<crate::in
         });
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn target(id: i64, url: &str) -> StoredTarget {
+        StoredTarget {
+            id,
+            url: url.into(),
+            variant: "production".into(),
+            state: None,
+            state_ms: None,
+            totals: None,
+            first_seen_ms: 0,
+        }
+    }
+
+    #[test]
+    fn a_target_filter_picks_one_target_by_its_url_or_its_shown_form() {
+        let all =
+            || vec![target(1, "http://h/m"), target(2, "http://u:a@h/m?token=a"), target(3, "http://u:b@h/m?token=b")];
+        let ids = |filter| select_targets(all(), filter).iter().map(|t| t.id).collect::<Vec<_>>();
+        assert_eq!(ids(None), [1, 2, 3]);
+        assert_eq!(ids(Some("http://h/m")), [1]);
+        assert_eq!(ids(Some("http://u:b@h/m?token=b")), [3], "the full URL picks exactly");
+        assert_eq!(ids(Some("http://***@h/m?token=***")), [2], "the shown form: the first that shows so");
+        assert!(ids(Some("http://elsewhere/m")).is_empty());
+    }
 }

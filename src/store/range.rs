@@ -69,8 +69,7 @@ pub fn points_with(
     let owned = query::variant_names(conn)?;
     let shared = owned.iter().map(|(id, n)| (*id, Arc::from(n.as_str()))).collect();
     let names = Names { owned, shared };
-    let targets: Vec<StoredTarget> =
-        query::targets(conn)?.into_iter().filter(|t| q.target_url.as_ref().is_none_or(|u| u == &t.url)).collect();
+    let targets: Vec<StoredTarget> = query::select_targets(query::targets(conn)?, q.target_url.as_deref());
     let after = bucket_end(q.start_ms + 1, q.step_ms) - q.step_ms;
     let mut builder = PointBuilder::new();
     let mut seeds = query::totals_at(conn, &targets, after, &names.owned, rollup_ms)?;

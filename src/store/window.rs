@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use rusqlite::Connection;
 
 use super::StoreError;
-use super::query::{Table, each_raw_row, target_rows, targets, variant_names, watermark};
+use super::query::{Table, each_raw_row, select_targets, target_rows, targets, variant_names, watermark};
 use crate::point::{Counts, TargetRow};
 pub use crate::source::{ModelUsage, WindowQuery, WindowSums, model_usage, model_usage_covered};
 
@@ -19,8 +19,7 @@ pub fn window_sums(conn: &Connection, q: &WindowQuery) -> Result<BTreeMap<String
     let names = variant_names(conn)?;
     let wm = if q.raw { i64::MIN } else { watermark(conn)?.unwrap_or(i64::MIN) };
     let (point_ms, rollup_ms) = q.widths;
-    let targets: Vec<_> =
-        targets(conn)?.into_iter().filter(|t| q.target_url.as_ref().is_none_or(|u| u == &t.url)).collect();
+    let targets = select_targets(targets(conn)?, q.target_url.as_deref());
     let only = q.target_url.as_ref().and(targets.first()).map(|t| t.id);
     let mut out: BTreeMap<String, WindowSums> = BTreeMap::new();
     let mut add = |r: &TargetRow, width: i64| {

@@ -4,8 +4,9 @@
 //! API clients send `Authorization: Bearer <token>` (compared in constant time). Browsers sign
 //! in once at `/login`, which sets an HttpOnly, SameSite=Strict session cookie, because
 //! `EventSource` cannot send headers; the cookie is a signed session, never the token
-//! ([`super::session`]). Sign-in and sign-out are POSTs that must come from the dashboard's own
-//! origin, and wrong tokens are limited per client address.
+//! ([`super::session`]). Sign-in and sign-out are POSTs, so [`super::guard`] checks that they
+//! name an allowed host and come from the dashboard's own origin; wrong tokens are limited per
+//! client address.
 
 use std::net::{IpAddr, SocketAddr};
 
@@ -107,7 +108,7 @@ pub async fn login_form() -> Html<String> {
 }
 
 /// `POST /login`: sets a session cookie when the token is right. Wrong tokens count against
-/// the client's address; a post from another site is refused.
+/// the client's address.
 pub async fn login(
     State(state): State<AppState>,
     peer: Option<Extension<ConnectInfo<SocketAddr>>>,
@@ -117,9 +118,6 @@ pub async fn login(
     let (Some(token), Some(sessions)) = (state.settings.dashboard_token.as_ref(), state.sessions.as_deref()) else {
         return Redirect::to("/").into_response();
     };
-    if let Some(refused) = cross_site(&headers) {
-        return refused;
-    }
     let ip = peer.map_or(IpAddr::from([0, 0, 0, 0]), |p| p.0.0.ip());
     let now = state.clock.now_ms();
     if let Err(wait_s) = sessions.login_allowed(ip, now) {
@@ -135,29 +133,32 @@ pub async fn login(
         tracing::error!("No system randomness for a session id; sign-in refused.");
         return StatusCode::INTERNAL_SERVER_ERROR.into_response();
     };
-    // Behind a TLS-terminating ingress the browser speaks https: mark the cookie Secure then.
-    let https = headers.get("x-forwarded-proto").and_then(|v| v.to_str().ok()) == Some("https");
     let max_age = state.settings.session_ttl.as_secs();
     let cookie = format!(
         "{COOKIE_NAME}={session}; Path=/; HttpOnly; SameSite=Strict; Max-Age={max_age}{}",
-        if https { "; Secure" } else { "" }
+        secure(&state, &headers)
     );
     session_response(&cookie)
 }
 
-/// `POST /logout`: revokes the session (until it would have expired, across restarts) and
-/// forgets the cookie.
+/// `; Secure` when `COOKIE_SECURE` says so for this request: `auto` follows what a
+/// TLS-terminating ingress reports (`X-Forwarded-Proto: https`).
+fn secure(state: &AppState, headers: &HeaderMap) -> &'static str {
+    let https = headers.get("x-forwarded-proto").and_then(|v| v.to_str().ok()) == Some("https");
+    if state.settings.sessions.cookie_secure.applies(https) { "; Secure" } else { "" }
+}
+
+/// `POST /logout`: forgets the cookie and revokes the session on this replica (stored in
+/// SQLite mode until it would have expired, so it survives restarts; other replicas are not
+/// told, see [`super::session`]).
 pub async fn logout(State(state): State<AppState>, headers: HeaderMap) -> Response {
-    if let Some(refused) = cross_site(&headers) {
-        return refused;
-    }
     let session = state.sessions.as_deref().zip(session_cookie(&headers)).and_then(|(s, c)| s.verify(c));
     if let (Some(sessions), Some(session)) = (state.sessions.as_deref(), session) {
         sessions.revoke(&session, state.clock.now_ms());
         persist_revocation(&state, session).await;
     }
     let mut resp = Redirect::to("/login").into_response();
-    let cookie = format!("{COOKIE_NAME}=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0");
+    let cookie = format!("{COOKIE_NAME}=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0{}", secure(&state, &headers));
     if let Ok(v) = HeaderValue::from_str(&cookie) {
         resp.headers_mut().insert(header::SET_COOKIE, v);
     }
@@ -179,19 +180,6 @@ async fn persist_revocation(state: &AppState, session: Session) {
     if let Err(e) = result {
         tracing::warn!(error = %e, "Cannot store a revoked session; it stays revoked until a restart.");
     }
-}
-
-/// A 403 for a state-changing request whose `Origin` is another site (a cross-site form post).
-/// Requests without `Origin` (curl, scripts, old browsers' same-origin posts) pass.
-fn cross_site(headers: &HeaderMap) -> Option<Response> {
-    let origin = headers.get(header::ORIGIN)?.to_str().ok()?;
-    let host = headers.get(header::HOST).and_then(|h| h.to_str().ok()).unwrap_or("");
-    let origin_host = origin.split_once("://").map_or(origin, |(_, rest)| rest).trim_end_matches('/');
-    if origin_host.eq_ignore_ascii_case(host) {
-        return None;
-    }
-    tracing::warn!(origin, "Cross-site post to the dashboard refused.");
-    Some((StatusCode::FORBIDDEN, "cross-site request refused").into_response())
 }
 
 fn too_many(wait_s: u64) -> Response {
@@ -239,7 +227,7 @@ mod tests {
     #[test]
     fn header_and_session_cookie_are_both_accepted_but_never_the_token_as_cookie() {
         let token = Secret::new("s3 cr;et-long-enough");
-        let sessions = Sessions::new(&token, 3_600_000);
+        let sessions = Sessions::new(&token, "", 3_600_000);
         let mut h = HeaderMap::new();
         assert!(!authorized(&h, &token, &sessions, 0));
         h.insert(header::AUTHORIZATION, HeaderValue::from_static("Bearer s3 cr;et-long-enough"));
@@ -252,16 +240,5 @@ mod tests {
         let hex: String = token.expose().bytes().map(|b| format!("{b:02x}")).collect();
         h.insert(header::COOKIE, HeaderValue::from_str(&format!("{COOKIE_NAME}={hex}")).unwrap());
         assert!(!authorized(&h, &token, &sessions, 1), "the old cookie (the token in hex) is no session");
-    }
-
-    #[test]
-    fn cross_site_posts_are_refused_same_site_and_originless_ones_pass() {
-        let mut h = HeaderMap::new();
-        h.insert(header::HOST, HeaderValue::from_static("dash.example:8080"));
-        assert!(cross_site(&h).is_none());
-        h.insert(header::ORIGIN, HeaderValue::from_static("http://dash.example:8080"));
-        assert!(cross_site(&h).is_none());
-        h.insert(header::ORIGIN, HeaderValue::from_static("https://evil.example"));
-        assert_eq!(cross_site(&h).unwrap().status(), StatusCode::FORBIDDEN);
     }
 }

@@ -21,7 +21,8 @@ pub struct View {
     pub range: String,
     /// `all` or one variant.
     pub variant: String,
-    /// One target URL (per-pod view), or none.
+    /// One target URL (per-pod view), or none; always in the form shown, credentials hidden,
+    /// since the page repeats it in every link.
     pub target: Option<String>,
 }
 
@@ -32,7 +33,7 @@ impl View {
         Self {
             range: get("range").unwrap_or_else(|| "1h".to_owned()),
             variant: get("variant").unwrap_or_else(|| "all".to_owned()),
-            target: get("target"),
+            target: get("target").map(|t| crate::redact::redact(&t).into_owned()),
         }
     }
 

@@ -11,6 +11,7 @@ pub mod dashboard;
 pub mod error;
 pub mod export;
 pub mod grafana;
+pub mod guard;
 pub mod pages;
 pub mod selfmetrics;
 pub mod session;
@@ -38,7 +39,7 @@ use selfmetrics::SelfMetrics;
 /// A configured scrape target as the web layer shows it (`/api/config`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConfiguredTarget {
-    /// The `/metrics` URL (or `dns+http://` entry) as configured.
+    /// The `/metrics` URL (or `dns+http://` entry) as configured, credentials shown as `***`.
     pub url: String,
     /// Its variant before its first successful scrape (explicit name or the URL rule).
     pub initial_variant: String,
@@ -51,7 +52,7 @@ pub struct WebSettings {
     pub scrape_interval: Duration,
     /// Per-scrape timeout (shown by `/api/config`).
     pub scrape_timeout: Duration,
-    /// Configured targets.
+    /// Configured targets, their URLs redacted.
     pub targets: Vec<ConfiguredTarget>,
     /// Retention of `metrics_5s`.
     pub retention_5s: Duration,
@@ -71,6 +72,10 @@ pub struct WebSettings {
     pub notice: Option<String>,
     /// How long a dashboard session lasts after sign-in.
     pub session_ttl: Duration,
+    /// `COOKIE_SECURE` and `SESSION_EPOCH`.
+    pub sessions: session::SessionPolicy,
+    /// DNS names (besides IP literals and `localhost`) a state-changing request may name.
+    pub allowed_hosts: crate::host::AllowedHosts,
     /// Source mode: the engine's URL without credentials (`None`: SQLite mode).
     pub engine: Option<String>,
 }
@@ -138,7 +143,8 @@ pub struct AppState {
 }
 
 /// The application's routes. With `DASHBOARD_TOKEN` set, everything except `/healthz`,
-/// `/readyz` and the sign-in routes requires the token (see [`auth`]).
+/// `/readyz` and the sign-in routes requires the token (see [`auth`]); a state-changing request
+/// must name an allowed host and come from the dashboard's origin first (see [`guard`]).
 pub fn router(state: AppState) -> Router {
     Router::new()
         .merge(pages_router())
@@ -154,6 +160,7 @@ pub fn router(state: AppState) -> Router {
         .route("/login", get(auth::login_form).post(auth::login))
         .route("/logout", post(auth::logout))
         .layer(axum::middleware::from_fn_with_state(state.clone(), auth::require))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), guard::state_changes))
         .layer(axum::middleware::from_fn(auth::security_headers))
         .with_state(state)
 }

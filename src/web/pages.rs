@@ -21,6 +21,7 @@ use super::dashboard::{self, Card, Link, Panels, View};
 use super::error::PageError;
 use crate::clock::rfc3339_ms;
 use crate::compare::Comparison;
+use crate::redact::{RedactedUrl, same_target};
 use crate::source::{ChartData, PointQuery, model_usage};
 
 /// Shared page chrome.
@@ -127,7 +128,7 @@ pub async fn overview_data(state: &AppState, view: &View) -> Result<Overview, Pa
         std::iter::once(Link { label: "all pods".into(), href: pod_href(view, None), current: view.target.is_none() })
             .chain(state.health.snapshot().into_iter().map(|h| Link {
                 href: pod_href(view, Some(&h.url)),
-                current: view.target.as_deref() == Some(h.url.as_str()),
+                current: view.target.as_deref().is_some_and(|t| same_target(t, &h.url)),
                 label: format!("{} ({})", h.url, h.variant),
             }))
             .collect();
@@ -225,11 +226,12 @@ fn version_marks(events: &[crate::ingest::Event], view: &View) -> Vec<Mark> {
     events
         .iter()
         .filter(|e| view.variant == "all" || e.variant == view.variant)
-        .filter(|e| view.target.as_ref().is_none_or(|t| *t == e.target))
+        .filter(|e| view.target.as_ref().is_none_or(|t| same_target(t, &e.target)))
         .map(|e| Mark {
             from_ms: e.ts_ms,
             to_ms: e.ts_ms,
-            label: format!("{} UTC: {} ({}, {})", rfc3339_ms(e.ts_ms), e.detail, e.variant, e.target),
+            // Events stored by older versions hold the URL as configured.
+            label: format!("{} UTC: {} ({}, {})", rfc3339_ms(e.ts_ms), e.detail, e.variant, RedactedUrl(&e.target)),
             class: "version",
             panels: &[],
         })
@@ -459,4 +461,31 @@ pub async fn compare(
         result,
     };
     Ok((status, page).into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ingest::{Event, EventKind};
+
+    #[test]
+    fn version_marks_hide_credentials_and_match_either_form_of_the_target() {
+        // Stored before URLs were redacted: the event holds the URL as configured.
+        let event = Event {
+            ts_ms: 1_000,
+            kind: EventKind::Version,
+            variant: "production".into(),
+            target: "http://u:pw-1@h:9/metrics?token=tk-1".into(),
+            detail: "version 1 -> 2".into(),
+        };
+        let shown = "http://***@h:9/metrics?token=***";
+        for target in [None, Some(shown), Some("http://u:pw-1@h:9/metrics?token=tk-1")] {
+            let view = View { range: "1h".into(), variant: "all".into(), target: target.map(str::to_owned) };
+            let marks = version_marks(std::slice::from_ref(&event), &view);
+            assert_eq!(marks.len(), 1, "{target:?}");
+            assert!(marks[0].label.ends_with(&format!("(production, {shown})")), "{}", marks[0].label);
+        }
+        let other = View { range: "1h".into(), variant: "all".into(), target: Some("http://***@h:10/metrics".into()) };
+        assert!(version_marks(&[event], &other).is_empty());
+    }
 }

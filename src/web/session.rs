@@ -1,11 +1,18 @@
-//! Dashboard sessions and the sign-in limit.
+//! Dashboard sessions, their settings, and the sign-in limit.
 //!
 //! A session cookie is `v1.<issued ms>.<random id>.<HMAC>`: the HMAC-SHA256, under a key
-//! derived from `DASHBOARD_TOKEN`, of the issue time and a random id. So a leaked cookie is not
-//! the token, it expires after `SESSION_TTL`, `/logout` revokes its id (kept in SQLite until it
-//! would have expired, so a restart does not bring it back), and changing the token signs every
-//! session out. Nothing but the revocations is stored: any replica with the same token accepts
-//! a session another one issued.
+//! derived from `DASHBOARD_TOKEN` and `SESSION_EPOCH`, of the issue time and a random id. So a
+//! leaked cookie is not the token, it expires after `SESSION_TTL`, and nothing but revocations
+//! is stored: any replica with the same token and epoch accepts a session another one issued.
+//!
+//! What signs a session out, and where (README, "Authentication"):
+//! - `/logout` clears the browser's cookie and revokes the session's id on the replica that
+//!   answered it; in SQLite mode the revocation is stored until the session would have expired,
+//!   so a restart does not bring it back. Other replicas (source mode runs several, with no
+//!   shared store) do not learn of it: a copy of the cookie keeps working there until it
+//!   expires. A single session cannot be revoked everywhere without state the replicas share.
+//! - Changing `SESSION_EPOCH` (or the token) changes the key: every session issued before is
+//!   refused by every replica that runs with the new value, whatever it stores.
 //!
 //! `/login` allows [`FAILURES_PER_MINUTE`] wrong tokens per client address per minute; more
 //! get 429 with `Retry-After`, so a token cannot be guessed at the speed of the network.
@@ -14,10 +21,11 @@ use std::collections::{HashMap, VecDeque};
 use std::net::IpAddr;
 use std::sync::Mutex;
 
+use clap::Args;
 use ring::hmac;
 use ring::rand::{SecureRandom, SystemRandom};
 
-use crate::setting::Secret;
+use crate::setting::{ConfigError, Secret, bad};
 
 /// Wrong tokens a client address may send per minute before it must wait.
 pub const FAILURES_PER_MINUTE: usize = 5;
@@ -26,7 +34,84 @@ const MINUTE_MS: i64 = 60_000;
 /// flood of addresses cannot grow memory.
 const MAX_TRACKED_ADDRESSES: usize = 10_000;
 
-/// Sessions of one token.
+/// `COOKIE_SECURE` and `SESSION_EPOCH`, flags of `serve`.
+#[derive(Debug, Clone, Args)]
+pub struct SessionArgs {
+    /// When the session cookie gets the `Secure` flag: `auto` (when an ingress reports
+    /// `X-Forwarded-Proto: https`), `always` (the dashboard is only reached over https) or
+    /// `never`.
+    #[arg(long, env = "COOKIE_SECURE", default_value = "auto")]
+    pub cookie_secure: String,
+    /// Part of the session key: change it (on every replica) to sign every browser session out
+    /// without changing DASHBOARD_TOKEN. Any text up to 128 visible characters (`2`,
+    /// `2025-06-01`).
+    #[arg(long, env = "SESSION_EPOCH", default_value = "")]
+    pub session_epoch: String,
+}
+
+impl Default for SessionArgs {
+    fn default() -> Self {
+        Self { cookie_secure: "auto".into(), session_epoch: String::new() }
+    }
+}
+
+/// When the session cookie is marked `Secure` (sent over https only).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum CookieSecure {
+    /// When the request reached an https ingress (`X-Forwarded-Proto: https`).
+    #[default]
+    Auto,
+    /// Always: a browser on plain http then never sends it back (it cannot sign in).
+    Always,
+    /// Never.
+    Never,
+}
+
+impl CookieSecure {
+    /// Whether a cookie set in answer to a request forwarded as `forwarded_https` is `Secure`.
+    pub fn applies(self, forwarded_https: bool) -> bool {
+        match self {
+            Self::Auto => forwarded_https,
+            Self::Always => true,
+            Self::Never => false,
+        }
+    }
+}
+
+/// The validated session settings besides the token and the lifetime.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SessionPolicy {
+    /// `COOKIE_SECURE`.
+    pub cookie_secure: CookieSecure,
+    /// `SESSION_EPOCH` (empty: none, the key of earlier versions).
+    pub epoch: String,
+}
+
+/// Longest `SESSION_EPOCH`.
+const MAX_EPOCH_CHARS: usize = 128;
+
+impl SessionArgs {
+    /// Checks both values.
+    pub fn validate(&self) -> Result<SessionPolicy, ConfigError> {
+        let cookie_secure = match self.cookie_secure.trim().to_ascii_lowercase().as_str() {
+            "auto" | "" => CookieSecure::Auto,
+            "always" => CookieSecure::Always,
+            "never" => CookieSecure::Never,
+            _ => {
+                return Err(bad(format!("COOKIE_SECURE {:?} is not one of auto, always, never.", self.cookie_secure)));
+            }
+        };
+        let epoch = self.session_epoch.trim();
+        if epoch.len() > MAX_EPOCH_CHARS || !epoch.bytes().all(|b| b.is_ascii_graphic()) {
+            return Err(bad(format!(
+                "SESSION_EPOCH must be at most {MAX_EPOCH_CHARS} visible ASCII characters without spaces (e.g. 2 or 2025-06-01)."
+            )));
+        }
+        Ok(SessionPolicy { cookie_secure, epoch: epoch.to_owned() })
+    }
+}
+
+/// Sessions of one token and epoch.
 pub struct Sessions {
     key: hmac::Key,
     ttl_ms: i64,
@@ -51,10 +136,16 @@ pub struct Session {
 }
 
 impl Sessions {
-    /// Sessions signed with a key derived from `token`, valid for `ttl_ms`.
-    pub fn new(token: &Secret, ttl_ms: i64) -> Self {
+    /// Sessions signed with a key derived from `token` and `epoch`, valid for `ttl_ms`. Without
+    /// an epoch the key is the one earlier versions derived, so an upgrade signs nobody out.
+    pub fn new(token: &Secret, epoch: &str, ttl_ms: i64) -> Self {
         let derive = hmac::Key::new(hmac::HMAC_SHA256, token.expose().as_bytes());
-        let key = hmac::sign(&derive, b"zai-dash session key v1");
+        let mut label = b"zai-dash session key v1".to_vec();
+        if !epoch.is_empty() {
+            label.push(0);
+            label.extend_from_slice(epoch.as_bytes());
+        }
+        let key = hmac::sign(&derive, &label);
         Self {
             key: hmac::Key::new(hmac::HMAC_SHA256, key.as_ref()),
             ttl_ms,
@@ -164,7 +255,7 @@ mod tests {
     const HOUR: i64 = 3_600_000;
 
     fn sessions() -> Sessions {
-        Sessions::new(&Secret::new("correct horse battery staple"), 12 * HOUR)
+        Sessions::new(&Secret::new("correct horse battery staple"), "", 12 * HOUR)
     }
 
     #[test]
@@ -174,8 +265,36 @@ mod tests {
         assert!(!cookie.contains("correct"), "the cookie carries no trace of the token");
         assert!(s.check(&cookie, 2_000).is_some());
         assert!(s.check(&cookie, 1_000 + 12 * HOUR).is_none(), "expired after SESSION_TTL");
-        let other = Sessions::new(&Secret::new("another token entirely"), 12 * HOUR);
+        let other = Sessions::new(&Secret::new("another token entirely"), "", 12 * HOUR);
         assert!(other.check(&cookie, 2_000).is_none(), "a new token signs everyone out");
+    }
+
+    #[test]
+    fn a_new_epoch_signs_everyone_out_and_no_epoch_keeps_the_old_key() {
+        let token = Secret::new("correct horse battery staple");
+        let cookie = sessions().issue(1_000).unwrap();
+        let same = Sessions::new(&token, "", 12 * HOUR);
+        assert!(same.check(&cookie, 2_000).is_some(), "another replica, or an upgrade without an epoch");
+        let epoch_1 = Sessions::new(&token, "1", 12 * HOUR);
+        assert!(epoch_1.check(&cookie, 2_000).is_none());
+        let issued = epoch_1.issue(1_000).unwrap();
+        assert!(Sessions::new(&token, "1", 12 * HOUR).check(&issued, 2_000).is_some());
+        assert!(Sessions::new(&token, "2", 12 * HOUR).check(&issued, 2_000).is_none());
+    }
+
+    #[test]
+    fn session_settings_are_checked() {
+        let args =
+            |secure: &str, epoch: &str| SessionArgs { cookie_secure: secure.into(), session_epoch: epoch.into() };
+        let p = args(" Always ", " 2025-06-01 ").validate().unwrap();
+        assert_eq!(p, SessionPolicy { cookie_secure: CookieSecure::Always, epoch: "2025-06-01".into() });
+        assert_eq!(SessionArgs::default().validate().unwrap(), SessionPolicy::default());
+        let e = args("sometimes", "").validate().unwrap_err().to_string();
+        assert_eq!(e, "COOKIE_SECURE \"sometimes\" is not one of auto, always, never.");
+        assert!(args("auto", "two words").validate().unwrap_err().to_string().starts_with("SESSION_EPOCH"));
+        assert!(args("auto", &"x".repeat(129)).validate().is_err());
+        assert!(CookieSecure::Auto.applies(true) && !CookieSecure::Auto.applies(false));
+        assert!(CookieSecure::Always.applies(false) && !CookieSecure::Never.applies(true));
     }
 
     #[test]
