@@ -71,7 +71,7 @@ pub fn points_with(
     let names = Names { owned, shared };
     let targets: Vec<StoredTarget> =
         query::targets(conn)?.into_iter().filter(|t| q.target_url.as_ref().is_none_or(|u| u == &t.url)).collect();
-    let after = bucket_end(q.start_ms + 1, q.step_ms) - q.step_ms;
+    let after = q.read_after_ms();
     let mut builder = PointBuilder::new();
     let mut seeds = query::totals_at(conn, &targets, after, &names.owned, rollup_ms)?;
     for t in &targets {
