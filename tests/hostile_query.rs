@@ -6,16 +6,21 @@
 //!   no PromQL is sent for it). An accepted query reads at most one step before its window and
 //!   stamps no point after now rounded up to its bucket. The database is seeded with many
 //!   target-days, so a query that read the whole raw table would show it in its answer.
+//! - A target whose label values are tens of kilobytes long is stored with every value cut to
+//!   128 bytes: rows and the persisted state stay small, each cut is counted in
+//!   `zai_dash_label_values_cut_total`, two values that become equal when cut sum into one
+//!   series, and a version that changes at every scrape makes at most one event a minute.
 
 mod common;
 
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::Router;
 use axum::extract::State;
-use axum::routing::post;
+use axum::routing::{get, post};
 use common::*;
 use serde_json::Value;
 use tokio::net::TcpListener;
@@ -249,5 +254,145 @@ async fn source_mode_sends_no_promql_for_a_step_longer_than_the_window() {
         assert!(param(q, "start") >= now_s - 2.0 * 3600.0 - 1.0, "{q:?}");
         assert!(param(q, "end") <= now_s + 1.0, "{q:?}");
     }
+    app.stop().await;
+}
+
+/// Twenty models of 50 KB, two of 200 KB that agree on their first 128 bytes, long values in
+/// every other label the collector keeps, and a 100 KB version that changes at every scrape
+/// (within its first 128 bytes). Counters grow by a fixed amount per scrape.
+fn hostile_labels(n: u64) -> String {
+    let long = |tag: &str, len: usize| format!("{tag}-{}", "x".repeat(len));
+    let mut s = String::from("# TYPE zai_proxy_build_info gauge\n");
+    s += &format!("zai_proxy_build_info{{variant=\"labels\",version=\"{n:08}-{}\"}} 1\n", "v".repeat(100_000));
+    s += "# TYPE zai_proxy_tokens_total counter\n";
+    for i in 0..20 {
+        let model = long(&format!("model-{i:02}"), 50_000);
+        s +=
+            &format!("zai_proxy_tokens_total{{direction=\"input\",model=\"{model}\",variant=\"labels\"}} {}\n", 10 * n);
+    }
+    let shared = "s".repeat(128);
+    for (suffix, per_scrape) in [("A", 3), ("B", 5)] {
+        let model = format!("{shared}{}", suffix.repeat(200_000));
+        s += &format!(
+            "zai_proxy_tokens_total{{direction=\"input\",model=\"{model}\",variant=\"labels\"}} {}\n",
+            per_scrape * n
+        );
+    }
+    s += "# TYPE zai_proxy_requests_total counter\n";
+    s += &format!(
+        "zai_proxy_requests_total{{client=\"{}\",path=\"{}\",status_code=\"200\",variant=\"labels\"}} {}\n",
+        long("client", 50_000),
+        long("/v1/path", 50_000),
+        7 * n
+    );
+    s += &format!("zai_proxy_requests_total{{status_code=\"{}\",variant=\"labels\"}} {n}\n", long("5", 50_000));
+    s += "# TYPE zai_proxy_upstream_errors_total counter\n";
+    s += &format!("zai_proxy_upstream_errors_total{{error_type=\"{}\",variant=\"labels\"}} {n}\n", long("e", 50_000));
+    s += "# TYPE zai_proxy_retry_attempts_total counter\n";
+    s += &format!("zai_proxy_retry_attempts_total{{reason=\"{}\",variant=\"labels\"}} {n}\n", long("r", 50_000));
+    s += "# TYPE zai_proxy_quota_usage_ratio gauge\n";
+    s += &format!(
+        "zai_proxy_quota_usage_ratio{{limit_type=\"{}\",variant=\"labels\",window=\"weekly\"}} 0.5\n",
+        long("limit", 50_000)
+    );
+    s
+}
+
+/// Sizes of the stored raw rows' payloads and of every persisted state.
+fn stored_sizes(db: &Path) -> (Vec<usize>, Vec<usize>) {
+    let c = rusqlite::Connection::open_with_flags(db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY).unwrap();
+    let sizes = |sql: &str| -> Vec<usize> {
+        let mut s = c.prepare(sql).unwrap();
+        s.query_map([], |r| r.get::<_, Option<i64>>(0)).unwrap().map(|v| v.unwrap().unwrap_or(0) as usize).collect()
+    };
+    (sizes("SELECT length(data) FROM metrics_5s"), sizes("SELECT length(state) FROM targets"))
+}
+
+/// Version events stored, oldest first.
+fn version_events(db: &Path) -> Vec<String> {
+    let c = rusqlite::Connection::open_with_flags(db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY).unwrap();
+    let mut s = c.prepare("SELECT detail FROM events WHERE kind = 'version' ORDER BY ts").unwrap();
+    s.query_map([], |r| r.get(0)).unwrap().map(Result::unwrap).collect()
+}
+
+/// The value of `zai_dash_label_values_cut_total` for `target` on `/metrics`.
+async fn cut_total(app: &TestApp, target: &str) -> f64 {
+    let (_, body) = fetch(&app.url("/metrics")).await;
+    let prefix = format!("zai_dash_label_values_cut_total{{target=\"{target}\"}} ");
+    body.lines().find_map(|l| l.strip_prefix(&prefix)).and_then(|v| v.parse().ok()).unwrap_or(0.0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn huge_label_values_are_cut_counted_summed_and_version_events_rate_limited() {
+    let scrapes = Arc::new(AtomicU64::new(0));
+    let target = serve(Router::new().route(
+        "/metrics",
+        get({
+            let scrapes = scrapes.clone();
+            move || async move { hostile_labels(scrapes.fetch_add(1, Ordering::SeqCst) + 1) }
+        }),
+    ))
+    .await;
+    let url = format!("{target}/metrics");
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("zai-dash.db");
+    let clock = Arc::new(ManualClock::new(chrono::Utc::now().timestamp_millis()));
+    let mut s = settings(&dir, targets(&[&url]));
+    (s.scrape_interval, s.scrape_timeout) = (Duration::from_millis(500), Duration::from_millis(400));
+    let app = TestApp::start_with_clock(s, clock.clone()).await;
+    let ticking = tokio::spawn({
+        let clock = clock.clone();
+        async move {
+            loop {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                clock.advance_ms(100);
+            }
+        }
+    });
+    wait_for("ten rows of the target", Duration::from_secs(30), || async {
+        stored_sizes(&db).0.len() >= 10 && scrapes.load(Ordering::SeqCst) >= 12
+    })
+    .await;
+
+    // Twenty-two models of 50 KB and more made every row over a megabyte.
+    let (rows, states) = stored_sizes(&db);
+    assert!(rows.iter().all(|&n| n < 16 * 1024), "row payloads of {:?} bytes", rows.iter().max());
+    assert!(states.iter().all(|&n| n < 64 * 1024), "a persisted state of {:?} bytes", states.iter().max());
+    // Every long value of every scrape is counted (29 a scrape).
+    let cut = cut_total(&app, &url).await;
+    assert!(cut >= 29.0 && cut % 29.0 == 0.0, "cut counter: {cut}");
+
+    // The two models that agree on their first 128 bytes are one, with both increases.
+    let models = app.json("/api/models?range=5m").await;
+    let models = models.as_array().unwrap();
+    assert!(models.iter().all(|m| m["model"].as_str().unwrap().len() <= 128));
+    let tokens = |name: &str| -> f64 {
+        let found: Vec<&Value> = models.iter().filter(|m| m["model"].as_str() == Some(name)).collect();
+        assert_eq!(found.len(), 1, "{name:.20}...: {} entries", found.len());
+        found[0]["tokens_input"].as_f64().unwrap()
+    };
+    let shared = tokens(&"s".repeat(128));
+    let model_00 = tokens(&format!("model-00-{}", "x".repeat(119)));
+    assert!(model_00 > 0.0);
+    assert_eq!(shared / model_00, 0.8, "3 + 5 per scrape against 10");
+
+    // One version event at most while the version changed at every scrape for a second...
+    let events = version_events(&db);
+    assert!(events.len() <= 1, "{} version events", events.len());
+    let latest = app.json("/api/targets").await[0]["version"].as_str().unwrap().to_owned();
+    assert_eq!(latest.len(), 128, "the latest version, cut");
+    // ... and the next one a minute later goes from the last announced version to the newest.
+    clock.advance_ms(61_000);
+    let first_count = events.len();
+    wait_for("the next version event", Duration::from_secs(20), || async { version_events(&db).len() > first_count })
+        .await;
+    let events = version_events(&db);
+    assert_eq!(events.len(), first_count + 1, "{events:?}");
+    let last = events.last().unwrap();
+    assert!(last.len() <= 2 * 128 + 20, "{} bytes", last.len());
+    let (status, page) = fetch(&app.url("/?range=5m")).await;
+    assert_eq!(status, 200);
+    assert!(page.len() < 1024 * 1024, "the overview is {} bytes", page.len());
+    ticking.abort();
     app.stop().await;
 }
