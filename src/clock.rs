@@ -64,11 +64,23 @@ pub fn rfc3339_ms(ms: i64) -> String {
 /// End of the `width_ms`-wide, epoch-aligned bucket that contains `ms`.
 ///
 /// Buckets are half-open on the left, `(end - width, end]`, so an event exactly on an edge
-/// belongs to the bucket that ends there.
+/// belongs to the bucket that ends there. Saturates at the ends of `i64` rather than overflow:
+/// callers bound their times first (see [`checked_bucket_end`]), and a time that slipped past
+/// them must not panic a debug build or wrap in a release one.
 pub fn bucket_end(ms: i64, width_ms: i64) -> i64 {
-    debug_assert!(width_ms > 0);
-    let rem = ms.rem_euclid(width_ms);
-    if rem == 0 { ms } else { ms - rem + width_ms }
+    checked_bucket_end(ms, width_ms).unwrap_or(if ms < 0 { i64::MIN } else { i64::MAX })
+}
+
+/// [`bucket_end`], or `None` when the width is not positive or the edge lies beyond `i64`:
+/// for validating times that come from outside (query parameters).
+pub fn checked_bucket_end(ms: i64, width_ms: i64) -> Option<i64> {
+    if width_ms <= 0 {
+        return None;
+    }
+    match ms.rem_euclid(width_ms) {
+        0 => Some(ms),
+        rem => ms.checked_sub(rem)?.checked_add(width_ms),
+    }
 }
 
 #[cfg(test)]
@@ -81,6 +93,18 @@ mod tests {
         assert_eq!(bucket_end(5_001, 5_000), 10_000);
         assert_eq!(bucket_end(9_999, 5_000), 10_000);
         assert_eq!(bucket_end(0, 60_000), 0);
+        assert_eq!(bucket_end(-1, 5_000), 0);
+    }
+
+    #[test]
+    fn bucket_edges_beyond_i64_are_none_or_saturate() {
+        assert_eq!(checked_bucket_end(i64::MAX, 5_000), None);
+        assert_eq!(checked_bucket_end(i64::MIN, 3), None);
+        assert_eq!(checked_bucket_end(1_000, 0), None);
+        assert_eq!(checked_bucket_end(i64::MAX - 807, 5_000), Some(i64::MAX - 807));
+        assert_eq!(bucket_end(i64::MAX, 5_000), i64::MAX);
+        assert_eq!(bucket_end(i64::MIN, 3), i64::MIN);
+        assert_eq!(bucket_end(1, i64::MAX), i64::MAX);
     }
 
     #[test]

@@ -9,6 +9,20 @@ use std::sync::atomic::{AtomicU64, Ordering};
 /// The `Content-Type` of the classic text format.
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
+/// Longest label value zai-dash keeps, in bytes. The built-in proxy cuts the label values its
+/// clients control (model, path) to it, and the collector every label value it scrapes: a
+/// 50 KB model name would otherwise be stored in every row and shown on every page.
+pub const LABEL_MAX_BYTES: usize = 128;
+
+/// `value` cut to at most [`LABEL_MAX_BYTES`] at a char boundary, or `None` when it fits.
+pub fn cut_label_value(value: &str) -> Option<&str> {
+    if value.len() <= LABEL_MAX_BYTES {
+        return None;
+    }
+    let end = (0..=LABEL_MAX_BYTES).rev().find(|i| value.is_char_boundary(*i)).unwrap_or(0);
+    Some(&value[..end])
+}
+
 /// Builds one exposition. Callers emit families in name order and each family's series in
 /// label order, as client_golang does; this type only formats.
 #[derive(Debug, Default)]
@@ -152,6 +166,17 @@ impl Default for AtomicHistogram {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn label_values_are_cut_at_a_char_boundary() {
+        assert_eq!(cut_label_value(&"a".repeat(128)), None);
+        assert_eq!(cut_label_value(&"a".repeat(129)), Some("a".repeat(128).as_str()));
+        // 'é' is two bytes: 63 of them and a half would end inside a char.
+        let accents = format!("x{}", "é".repeat(100));
+        assert_eq!(cut_label_value(&accents).map(str::len), Some(127));
+        let emoji = "🦀".repeat(40); // four bytes each
+        assert_eq!(cut_label_value(&emoji), Some("🦀".repeat(32).as_str()));
+    }
 
     #[test]
     fn numbers_match_go() {

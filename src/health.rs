@@ -8,6 +8,17 @@ use serde::Serialize;
 use crate::clock::rfc3339_ms;
 use crate::expo::AtomicHistogram;
 
+/// Shortest time between two version-change events of one target. A version that changes at
+/// every scrape (a build stamped with the time, a hostile exporter) would otherwise write an
+/// event every few seconds, each kept for 30 days and drawn on every chart.
+pub const VERSION_EVENT_INTERVAL_MS: i64 = 60_000;
+
+/// Whether a target whose last version-change event was at `last_event_ms` may have another at
+/// `now_ms`.
+pub fn version_event_due(last_event_ms: Option<i64>, now_ms: i64) -> bool {
+    last_event_ms.is_none_or(|last| now_ms.saturating_sub(last) >= VERSION_EVENT_INTERVAL_MS)
+}
+
 /// Health of one target, as `/api/targets` shows it.
 #[derive(Debug, Clone, Serialize)]
 pub struct TargetHealth {
@@ -43,6 +54,9 @@ pub struct TargetHealth {
     /// Series left out by the per-scrape limits since start (self-metrics).
     #[serde(skip)]
     pub series_dropped: u64,
+    /// Label names and values cut to 128 bytes since start (self-metrics).
+    #[serde(skip)]
+    pub labels_cut: u64,
     /// Failed scrapes since start by kind of failure (self-metrics; a handful of fixed kinds).
     #[serde(skip)]
     pub scrape_failures: BTreeMap<&'static str, u64>,
@@ -69,6 +83,7 @@ impl TargetHealth {
             version: None,
             scrapes_ok: 0,
             series_dropped: 0,
+            labels_cut: 0,
             scrape_failures: BTreeMap::new(),
             retired: false,
         }
@@ -107,6 +122,8 @@ pub struct Success {
     pub samples: usize,
     /// Series left out by the per-scrape limits.
     pub dropped: usize,
+    /// Label names and values cut to 128 bytes.
+    pub cut: usize,
     /// Resolved variant.
     pub variant: String,
     /// Reported version.
@@ -165,7 +182,8 @@ impl HealthBoard {
         all.get_mut(idx).filter(|h| !h.retired && h.target_id == target_id)
     }
 
-    /// Records a success; logs once when a target comes (back) up or changes version.
+    /// Records a success; logs once when a target comes (back) up, and the first time it
+    /// exceeds a limit. Version changes are logged with their events (at most one a minute).
     pub fn record_success(&self, idx: usize, s: Success) {
         self.durations.observe(s.duration_ms / 1000.0);
         let Ok(mut all) = self.inner.write() else { return };
@@ -175,11 +193,12 @@ impl HealthBoard {
             tracing::warn!(target_url = %h.url, dropped = s.dropped, "Target exports more series than kept; the rest are dropped.");
         }
         h.series_dropped += s.dropped as u64;
+        if s.cut > 0 && h.labels_cut == 0 {
+            tracing::warn!(target_url = %h.url, cut = s.cut, "Target exports label values longer than 128 bytes; they are cut.");
+        }
+        h.labels_cut += s.cut as u64;
         if !h.up {
             tracing::info!(target_url = %h.url, variant = %s.variant, "Target is up.");
-        }
-        if h.version.is_some() && s.version.is_some() && h.version != s.version {
-            tracing::info!(target_url = %h.url, from = ?h.version, to = ?s.version, "Target version changed.");
         }
         h.up = true;
         h.last_scrape_ms = Some(s.at_ms);

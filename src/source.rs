@@ -46,6 +46,20 @@ pub struct PointQuery {
     pub target_url: Option<String>,
 }
 
+impl PointQuery {
+    /// End of the first bucket of the window (the window's start may fall inside it).
+    pub fn first_bucket_end(&self) -> i64 {
+        crate::clock::bucket_end(self.start_ms.saturating_add(1), self.step_ms)
+    }
+
+    /// Where reading the window's rows starts (exclusive): the start of its first bucket, less
+    /// than one step before the window's start. With the step bounded by the window (`web::api`),
+    /// a query reads at most one window more than it shows, whatever its parameters.
+    pub fn read_after_ms(&self) -> i64 {
+        self.first_bucket_end().saturating_sub(self.step_ms)
+    }
+}
+
 /// A window to sum: `/api/compare`, `/api/models`, the alerts' window statistics.
 #[derive(Debug, Clone)]
 pub struct WindowQuery {

@@ -14,7 +14,7 @@ use futures_util::future::try_join_all;
 
 use super::client::{Client, EngineError, Series};
 use super::{Timing, selector};
-use crate::clock::bucket_end;
+use crate::clock::checked_bucket_end;
 use crate::point::{Histogram, Point, Quota, QuotaWindow, bounded};
 use crate::promql::parts::{self, family as pfamily};
 use crate::promql::{Selector, family};
@@ -101,11 +101,15 @@ fn plan(sel: &Selector, shape: Shape, width_ms: i64) -> Vec<(Part, String)> {
     ]
 }
 
-/// The bucket ends of `q` that are complete at `now_ms`, first and last (`None`: none yet).
+/// The bucket ends of `q` that are complete at `now_ms`, first and last (`None`: none yet, or
+/// a step no row of which would fit before the end of `i64`). The first bucket starts less than
+/// one step before the window (the web layer bounds the step by the window before any PromQL
+/// is sent), and the last has ended by `now_ms`: nothing is asked of the future.
 pub fn complete_buckets(q: &PointQuery, now_ms: i64, settle_ms: i64) -> Option<(i64, i64)> {
     let step = q.step_ms.max(1);
-    let first = bucket_end(q.start_ms + 1, step);
-    let last = q.end_ms.min(now_ms - settle_ms).div_euclid(step) * step;
+    let first = checked_bucket_end(q.start_ms.checked_add(1)?, step)?;
+    let newest = q.end_ms.min(now_ms.checked_sub(settle_ms)?);
+    let last = newest.checked_sub(newest.rem_euclid(step))?;
     (last >= first).then_some((first, last))
 }
 
@@ -342,6 +346,10 @@ mod tests {
         };
         assert_eq!(complete_buckets(&q, 200_000, 5_250), Some((110_000, 190_000)));
         assert_eq!(complete_buckets(&q, 105_000, 5_250), None);
+        let huge = PointQuery { step_ms: i64::MAX, ..q.clone() };
+        assert_eq!(complete_buckets(&huge, 200_000, 5_250), None, "no overflow");
+        let ancient = PointQuery { start_ms: i64::MIN, end_ms: i64::MIN + 10, ..q };
+        assert_eq!(complete_buckets(&ancient, i64::MIN + 5, 5_250), None, "no overflow");
     }
 
     #[test]

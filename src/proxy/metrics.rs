@@ -20,8 +20,7 @@ use crate::net::ListenerTrips;
 
 /// Distinct client-controlled label values (models, paths) kept before folding into `other`.
 pub const LABEL_CAP: usize = 50;
-/// Longest client-controlled label value, in bytes; longer ones are cut at a char boundary.
-pub const LABEL_MAX_BYTES: usize = 128;
+pub use crate::expo::{LABEL_MAX_BYTES, cut_label_value as truncate_label};
 /// Methods kept as their own `method` label value; any other is `other`.
 pub const METHODS: [&str; 7] = ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"];
 /// The family counting limit trips.
@@ -521,15 +520,6 @@ impl ProxyMetrics {
     pub fn content_type() -> &'static str {
         CONTENT_TYPE
     }
-}
-
-/// `value` cut to at most [`LABEL_MAX_BYTES`] at a char boundary, or `None` when it fits.
-pub fn truncate_label(value: &str) -> Option<&str> {
-    if value.len() <= LABEL_MAX_BYTES {
-        return None;
-    }
-    let end = (0..=LABEL_MAX_BYTES).rev().find(|i| value.is_char_boundary(*i)).unwrap_or(0);
-    Some(&value[..end])
 }
 
 /// The 64 client buckets' label values, made once so a request never formats one.

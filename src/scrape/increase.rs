@@ -23,6 +23,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use serde::{Deserialize, Serialize};
 
 use super::reading::{HistSeries, HistSlot, Reading, Slot};
+use crate::health::version_event_due;
 use crate::point::{Counts, Histogram, TargetRow, Totals};
 
 /// At most this many distinct values per label kind (models, status codes, ...) are stored per
@@ -44,8 +45,11 @@ pub struct TargetState {
     pub totals: TotalsState,
     /// Label values admitted so far, per kind, for [`LABEL_VALUE_CAP`].
     pub seen: BTreeMap<String, BTreeSet<String>>,
-    /// Last reported build version.
+    /// The build version last announced (by a version-change event, or the first one seen).
     pub version: Option<String>,
+    /// When the last version-change event was, so events stay at most one a minute.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version_event_ms: Option<i64>,
     /// Changes whenever the series (keys, order, histogram bounds) or the admitted label values
     /// change, so the persister knows when the positions of its values moved. Not persisted.
     #[serde(skip)]
@@ -272,10 +276,6 @@ impl TargetState {
         self.totals = totals.into();
         self.keep_values(reading);
         self.last_scrape_ms = Some(now_ms);
-        if reading.version.is_some() && self.version != reading.version {
-            self.version.clone_from(&reading.version);
-            self.layout += 1;
-        }
         TargetRow {
             target_id,
             variant: variant.to_owned(),
@@ -286,6 +286,26 @@ impl TargetState {
             totals,
             gauges: reading.gauges.clone(),
         }
+    }
+
+    /// The version change to announce at `now_ms` as `(from, to)`, when `current` differs from
+    /// the version last announced and [`version_event_due`] allows one; the first version seen
+    /// is taken without an event. Changes inside the minute after an event are not lost: the
+    /// next event goes from the last announced version straight to the one reported then.
+    /// The announced version is persisted, so a rollout during a restart is seen too.
+    pub fn version_change(&mut self, current: Option<&str>, now_ms: i64) -> Option<(String, String)> {
+        let current = current?;
+        let from = match self.version.as_deref() {
+            Some(v) if v == current => return None,
+            Some(_) if !version_event_due(self.version_event_ms, now_ms) => return None,
+            Some(v) => Some(v.to_owned()),
+            None => None,
+        };
+        self.version = Some(current.to_owned());
+        self.layout += 1; // the version lives in checkpoints only
+        let from = from?;
+        self.version_event_ms = Some(now_ms);
+        Some((from, current.to_owned()))
     }
 
     /// Moves the state to this scrape's absolute values: in place when the series are the
@@ -508,6 +528,45 @@ mod tests {
         assert_eq!(row.counts.tokens.len(), LABEL_VALUE_CAP + 1);
         assert_eq!(row.counts.tokens["other"][0], 9.0);
         assert!(!row.counts.tokens.contains_key("m51"));
+    }
+
+    #[test]
+    fn models_equal_once_cut_add_up_as_one() {
+        let shared = "s".repeat(128);
+        let expo = |a: u64, b: u64| {
+            format!(
+                "zai_proxy_tokens_total{{direction=\"input\",model=\"{shared}{}\"}} {a}\n\
+                 zai_proxy_tokens_total{{direction=\"input\",model=\"{shared}{}\"}} {b}\n",
+                "A".repeat(200_000),
+                "B".repeat(200_000)
+            )
+        };
+        let mut s = TargetState::default();
+        s.advance(&reading(&expo(30, 50)), 0, 1, "p");
+        let row = s.advance(&reading(&expo(33, 55)), 5_000, 1, "p");
+        assert_eq!(row.counts.tokens.len(), 1);
+        assert_eq!(row.counts.tokens[&shared][0], 8.0);
+        // One of them restarts: its new value counts, the other's increase too, nothing twice.
+        let row = s.advance(&reading(&expo(2, 60)), 10_000, 1, "p");
+        assert_eq!(row.counts.tokens[&shared][0], 7.0);
+        assert_eq!(row.totals.tokens[0], 15.0);
+        assert!(serde_json::to_string(&s).unwrap().len() < 4_096, "the state holds no 200 KB key");
+    }
+
+    #[test]
+    fn version_changes_are_announced_at_most_once_a_minute() {
+        let mut s = TargetState::default();
+        assert_eq!(s.version_change(Some("1.0"), 0), None, "the first version is no change");
+        assert_eq!(s.version_change(Some("1.0"), 5_000), None);
+        assert_eq!(s.version_change(Some("1.1"), 10_000), Some(("1.0".into(), "1.1".into())));
+        for (i, t) in (15_000..70_000).step_by(5_000).enumerate() {
+            assert_eq!(s.version_change(Some(&format!("2.{i}")), t), None, "within the minute");
+        }
+        assert_eq!(s.version.as_deref(), Some("1.1"), "the announced version");
+        assert_eq!(s.version_change(None, 69_000), None);
+        assert_eq!(s.version_change(Some("2.9"), 70_000), Some(("1.1".into(), "2.9".into())), "coalesced");
+        assert_eq!(s.version_change(Some("1.1"), 75_000), None);
+        assert_eq!(s.version_change(Some("2.9"), 200_000), None, "back where it was announced");
     }
 
     #[test]

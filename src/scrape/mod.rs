@@ -248,11 +248,11 @@ async fn scrape_once(ctx: &Ctx, idx: usize, target: &mut Target, persister: &mut
             None
         }
         Ok(done) => {
-            let Ingested { scraped, samples, dropped, version } = done;
+            let Ingested { scraped, samples, dropped, cut, version } = done;
             let variant = scraped.state.variant.clone();
             let target_id = target.id;
-            ctx.health
-                .record_success(idx, Success { target_id, at_ms, duration_ms, samples, dropped, variant, version });
+            let success = Success { target_id, at_ms, duration_ms, samples, dropped, cut, variant, version };
+            ctx.health.record_success(idx, success);
             Some(scraped)
         }
     }
@@ -263,6 +263,7 @@ struct Ingested {
     scraped: Scraped,
     samples: usize,
     dropped: usize,
+    cut: usize,
     version: Option<String>,
 }
 
@@ -325,7 +326,7 @@ fn ingest(
         Some(out) => out.sink.offer(outbound::collect(expo, at_ms, &variant, &out.instance)),
         None => drop(expo),
     }
-    let event = version_change(state, &reading, at_ms, &variant, &url);
+    let event = version_change(state, reading.version.as_deref(), at_ms, &variant, &url);
     let row = state.advance_with(&reading, at_ms, elapsed_ms, id, &variant);
     let (scraped_ms, write) = persister.after_scrape(state, at_ms, &variant);
     let update = StateUpdate { target_id: id, scraped_ms, write, totals: row.totals, variant };
@@ -333,6 +334,7 @@ fn ingest(
         scraped: Scraped { row: Some(row), state: update, event },
         samples: reading.samples,
         dropped: reading.dropped,
+        cut: reading.cut,
         version: reading.version,
     })
 }
@@ -352,17 +354,18 @@ fn not_before_previous(state: &TargetState, wall_ms: i64, url: &str) -> i64 {
     }
 }
 
-/// An event when the target reports another `zai_proxy_build_info` version than at its
-/// previous scrape (kept in its state, so a rollout during a zai-dash restart is seen too).
+/// An event when the target reports another `zai_proxy_build_info` version than the one last
+/// announced, at most one a minute ([`TargetState::version_change`]); logged once per event.
 fn version_change(
-    state: &TargetState,
-    reading: &reading::Reading,
+    state: &mut TargetState,
+    version: Option<&str>,
     at_ms: i64,
     variant: &str,
     url: &str,
 ) -> Option<Event> {
-    let (from, to) = (state.version.as_ref()?, reading.version.as_ref()?);
-    (from != to).then(|| Event {
+    let (from, to) = state.version_change(version, at_ms)?;
+    tracing::info!(target_url = %url, from = %from, to = %to, "Target version changed.");
+    Some(Event {
         ts_ms: at_ms,
         kind: EventKind::Version,
         variant: variant.to_owned(),

@@ -6,11 +6,20 @@
 //! becomes `exported_instance`, as Prometheus renames it), labels with an empty value are
 //! absent. `variant` is the one zai-dash resolved (explicit name, label or URL rule), so a
 //! pod without the label still lands in its variant.
+//!
+//! Label values are cut to 128 bytes as the collector stores them, so the samples waiting in the
+//! queue stay small and a receiver sees the model names the dashboard shows. Series that become
+//! equal once cut are sent as one, their values added up: two samples of one series at one time
+//! would make a receiver refuse the whole request.
+
+use std::collections::HashMap;
+use std::collections::hash_map::Entry;
 
 use url::Url;
 
 use super::parse::{Exposition, SampleKind};
 use super::reading::MAX_SERIES;
+use crate::expo::cut_label_value;
 use crate::samples::{ScrapeSamples, Series};
 
 /// The samples of every `zai_proxy_*` family, at most [`MAX_SERIES`] (the rest are counted in
@@ -23,6 +32,7 @@ pub fn collect(expo: Exposition, ts_ms: i64, variant: &str, instance: &str) -> S
         target_labels: vec![("instance".to_owned(), instance.to_owned()), ("variant".to_owned(), variant.to_owned())],
         ..ScrapeSamples::default()
     };
+    let mut cut = false;
     for fam in expo.families.into_iter().filter(|f| f.name.starts_with("zai_proxy_")) {
         let mut names = [None; 4];
         for s in fam.samples {
@@ -35,21 +45,53 @@ pub fn collect(expo: Exposition, ts_ms: i64, variant: &str, instance: &str) -> S
                 out.names.push(format!("{}{suffix}", fam.name));
                 out.names.len() - 1
             });
-            out.series.push(Series { name, labels: own_labels(s.labels), value: s.value });
+            let (labels, cut_here) = own_labels(s.labels);
+            cut |= cut_here;
+            out.series.push(Series { name, labels, value: s.value });
         }
+    }
+    if cut {
+        merge_equal_series(&mut out.series);
     }
     out
 }
 
 /// The sample's labels as a Prometheus scrape keeps them: empty ones are absent, `instance`
 /// becomes `exported_instance` (the target's `instance` is added later), `variant` and
-/// `__name__` give way to the resolved variant and the sample's name.
-fn own_labels(mut labels: Vec<(String, String)>) -> Vec<(String, String)> {
+/// `__name__` give way to the resolved variant and the sample's name. Values are cut to 128
+/// bytes; the flag says whether one was.
+fn own_labels(mut labels: Vec<(String, String)>) -> (Vec<(String, String)>, bool) {
     labels.retain(|(n, v)| !v.is_empty() && n != "variant" && n != "__name__");
-    for (n, _) in labels.iter_mut().filter(|(n, _)| n == "instance") {
-        "exported_instance".clone_into(n);
+    let mut cut = false;
+    for (n, v) in &mut labels {
+        if n == "instance" {
+            "exported_instance".clone_into(n);
+        }
+        if let Some(len) = cut_label_value(v).map(str::len) {
+            v.truncate(len);
+            cut = true;
+        }
     }
-    labels
+    (labels, cut)
+}
+
+/// Series with the same name and labels (only cut values make them so) become the first of
+/// them, holding the sum of their values.
+fn merge_equal_series(series: &mut Vec<Series>) {
+    let mut first: HashMap<(usize, Vec<(String, String)>), usize> = HashMap::new();
+    let mut kept: Vec<Series> = Vec::with_capacity(series.len());
+    for s in series.drain(..) {
+        let mut labels = s.labels.clone();
+        labels.sort();
+        match first.entry((s.name, labels)) {
+            Entry::Occupied(e) => kept[*e.get()].value += s.value,
+            Entry::Vacant(e) => {
+                e.insert(kept.len());
+                kept.push(s);
+            }
+        }
+    }
+    *series = kept;
 }
 
 /// Which of a family's sample names a sample has, and its suffix.
@@ -119,6 +161,24 @@ mod tests {
             [("exported_instance".to_owned(), "self".to_owned()), ("Zone".to_owned(), "a".to_owned())]
         );
         assert_eq!(out.series[0].value, 3.0);
+    }
+
+    #[test]
+    fn long_values_are_cut_and_series_equal_once_cut_are_sent_as_one() {
+        let shared = "s".repeat(128);
+        let text = format!(
+            "# TYPE zai_proxy_tokens_total counter\n\
+             zai_proxy_tokens_total{{model=\"{shared}{a}\",direction=\"input\"}} 3\n\
+             zai_proxy_tokens_total{{direction=\"input\",model=\"{shared}{b}\"}} 5\n\
+             zai_proxy_tokens_total{{direction=\"input\",model=\"short\"}} 1\n",
+            a = "A".repeat(50_000),
+            b = "B".repeat(50_000)
+        );
+        let out = collect(parse(&text).unwrap(), 7, "p", "h:80");
+        assert_eq!(out.series.len(), 2);
+        assert_eq!(out.series[0].labels, [("model".to_owned(), shared), ("direction".to_owned(), "input".to_owned())]);
+        assert_eq!(out.series[0].value, 8.0);
+        assert_eq!(out.series[1].value, 1.0);
     }
 
     #[test]

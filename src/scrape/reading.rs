@@ -3,12 +3,20 @@
 //! Only `zai_proxy_*` families with the expected `# TYPE` are read; runtime families (`go_*`,
 //! `process_*`, ...) and unknown families are ignored. Each kept series remembers where its
 //! increase goes ([`Slot`]), so computing increases is a plain walk over the series.
+//!
+//! Every label value kept (model, status code, error type, reason, version, variant, quota
+//! limit type) is cut to [`LABEL_MAX_BYTES`] at a char boundary, and counted ([`Reading::cut`]).
+//! Series keys keep a long label as its cut value plus a hash of the whole value, so two series
+//! that differ only after the cut stay two series for their increases, which then add up under
+//! the one cut value: bounded keys, bounded stored state, and no increase lost or counted twice.
 
 use std::collections::hash_map::RandomState;
 use std::collections::{BTreeSet, HashMap};
+use std::fmt::Write as _;
 use std::hash::BuildHasher;
 
 use super::parse::{Exposition, Family, MetricType, Sample, SampleKind};
+use crate::expo::{LABEL_MAX_BYTES, cut_label_value};
 use crate::point::{GaugeStat, Gauges, Quota, QuotaWindow};
 
 /// Family names of the zai-proxy exposition (contract section 1.2, decisions section 4).
@@ -122,6 +130,9 @@ pub struct Reading {
     pub samples: usize,
     /// Series left out: beyond [`MAX_SERIES`], or with a bound beyond [`MAX_BOUNDS`].
     pub dropped: usize,
+    /// Label names and values of `zai_proxy_*` samples longer than [`LABEL_MAX_BYTES`], each
+    /// cut where it is kept (each occurrence counts).
+    pub cut: usize,
 }
 
 /// Extracts the kept series from an exposition.
@@ -134,8 +145,13 @@ pub fn read(expo: &Exposition) -> Reading {
         }
         for s in &fam.samples {
             if let Some(v) = s.label("variant") {
-                variants.insert(v.to_owned());
+                variants.insert(stored_value(v).to_owned());
             }
+            r.cut += s
+                .labels
+                .iter()
+                .map(|(n, v)| usize::from(n.len() > LABEL_MAX_BYTES) + usize::from(v.len() > LABEL_MAX_BYTES))
+                .sum::<usize>();
         }
         read_family(fam, &mut r);
     }
@@ -156,7 +172,7 @@ fn read_family(fam: &Family, r: &mut Reading) {
         (MAX_WORKERS, MetricType::Gauge) => r.gauges.max_workers = gauge_sum(fam),
         (RATE_LIMIT_RPS, MetricType::Gauge) => r.gauges.rate_limit_rps = gauge_sum(fam),
         (BUILD_INFO, MetricType::Gauge) => {
-            r.version = fam.samples.iter().find_map(|s| s.label("version").map(str::to_owned));
+            r.version = fam.samples.iter().find_map(|s| s.label("version").map(|v| stored_value(v).to_owned()));
         }
         (_, MetricType::Counter | MetricType::Untyped) => read_counter(fam, r),
         _ => {}
@@ -195,7 +211,7 @@ fn read_counter(fam: &Family, r: &mut Reading) {
 }
 
 fn counter_slot(family: &str, s: &Sample) -> Option<Slot> {
-    let label = |n: &str| s.label(n).unwrap_or("").to_owned();
+    let label = |n: &str| stored_value(s.label(n).unwrap_or("")).to_owned();
     let direction = |names: &[&str]| s.label("direction").and_then(|d| names.iter().position(|n| *n == d));
     Some(match family {
         names::REQUESTS => Slot::Requests(label("status_code")),
@@ -270,30 +286,64 @@ fn same_labels_but_le(a: &Sample, b: &Sample) -> bool {
     a.labels.iter().filter(not_le).eq(b.labels.iter().filter(not_le))
 }
 
+/// A label value as stored: cut to [`LABEL_MAX_BYTES`] at a char boundary.
+fn stored_value(value: &str) -> &str {
+    cut_label_value(value).unwrap_or(value)
+}
+
 /// Family name plus labels sorted by name (optionally without one label), joined with
 /// separators that cannot be confused with label text. One allocation of the exact size; labels
-/// already in order (client_golang sorts them) are not collected and sorted first.
+/// already in order (client_golang sorts them) are not collected and sorted first. A name or
+/// value longer than [`LABEL_MAX_BYTES`] is written as [`key_part`] writes it.
 fn series_key(family: &str, s: &Sample, skip: Option<&str>) -> String {
-    let kept = |l: &&(String, String)| Some(l.0.as_str()) != skip;
-    let len = family.len() + s.labels.iter().filter(kept).map(|(n, v)| n.len() + v.len() + 2).sum::<usize>();
+    let included = |l: &&(String, String)| Some(l.0.as_str()) != skip;
+    let len = family.len()
+        + s.labels.iter().filter(included).map(|(n, v)| key_part_len(n) + key_part_len(v) + 2).sum::<usize>();
     let mut key = String::with_capacity(len);
     key.push_str(family);
     let mut push = |(n, v): &(String, String)| {
         key.push('\u{1}');
-        key.push_str(n);
+        push_key_part(&mut key, n);
         key.push('\u{2}');
-        key.push_str(v);
+        push_key_part(&mut key, v);
     };
-    let mut names = s.labels.iter().filter(kept).map(|l| &l.0);
+    let mut names = s.labels.iter().filter(included).map(|l| &l.0);
     let sorted = names.clone().zip(names.by_ref().skip(1)).all(|(a, b)| a < b);
     if sorted {
-        s.labels.iter().filter(kept).for_each(&mut push);
+        s.labels.iter().filter(included).for_each(&mut push);
     } else {
-        let mut labels: Vec<&(String, String)> = s.labels.iter().filter(kept).collect();
+        let mut labels: Vec<&(String, String)> = s.labels.iter().filter(included).collect();
         labels.sort();
         labels.into_iter().for_each(push);
     }
     key
+}
+
+/// Bytes [`push_key_part`] writes for `text`.
+fn key_part_len(text: &str) -> usize {
+    match cut_label_value(text) {
+        None => text.len(),
+        Some(cut) => cut.len() + 1 + 16,
+    }
+}
+
+/// `text` as a key holds it: as it is, or when longer than [`LABEL_MAX_BYTES`], cut, then a
+/// separator and the FNV-1a hash of the whole text in hex. Keys are persisted with the target's
+/// state, so the hash is one that never changes between builds (not the std hasher's).
+fn push_key_part(key: &mut String, text: &str) {
+    match cut_label_value(text) {
+        None => key.push_str(text),
+        Some(cut) => {
+            key.push_str(cut);
+            key.push('\u{3}');
+            let _ = write!(key, "{:016x}", fnv1a(text.as_bytes()));
+        }
+    }
+}
+
+/// 64-bit FNV-1a.
+fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3))
 }
 
 fn gauge_sum(fam: &Family) -> Option<GaugeStat> {
@@ -328,7 +378,7 @@ fn quota_window(window: &str, usage: &[Sample], remaining: &[Sample], reset: &[S
         .chain(remaining)
         .chain(reset)
         .filter(in_window)
-        .map(|s| s.label("limit_type").unwrap_or("").to_ascii_lowercase())
+        .map(|s| stored_value(s.label("limit_type").unwrap_or("")).to_ascii_lowercase())
         .collect();
     let chosen = ["credit_limit", "tokens_limit"]
         .iter()
@@ -339,7 +389,7 @@ fn quota_window(window: &str, usage: &[Sample], remaining: &[Sample], reset: &[S
         samples
             .iter()
             .filter(in_window)
-            .find(|s| s.label("limit_type").is_some_and(|t| t.eq_ignore_ascii_case(&chosen)))
+            .find(|s| s.label("limit_type").is_some_and(|t| stored_value(t).eq_ignore_ascii_case(&chosen)))
             .map(|s| s.value)
             .filter(|v| v.is_finite())
     };
@@ -409,6 +459,37 @@ mod tests {
         let mut state = crate::scrape::increase::TargetState::default();
         state.advance(&r, 0, 1, "p");
         assert_eq!(state.advance(&r, 5_000, 1, "p").counts, crate::point::Counts::default());
+    }
+
+    #[test]
+    fn long_label_values_are_cut_counted_and_keep_their_series_apart() {
+        let shared = "m".repeat(128);
+        let text = format!(
+            "# TYPE zai_proxy_build_info gauge\n\
+             zai_proxy_build_info{{version=\"{v}\"}} 1\n\
+             # TYPE zai_proxy_tokens_total counter\n\
+             zai_proxy_tokens_total{{direction=\"input\",model=\"{shared}A{long}\"}} 1\n\
+             zai_proxy_tokens_total{{direction=\"input\",model=\"{shared}B{long}\"}} 2\n\
+             zai_proxy_requests_total{{status_code=\"{long}\",{long_name}=\"x\"}} 3\n",
+            v = "1".repeat(300),
+            long = "z".repeat(50_000),
+            long_name = "n".repeat(200),
+        );
+        let r = read(&parse(&text).unwrap());
+        assert_eq!(r.cut, 5, "version, two models, a status code and a label name");
+        assert_eq!(r.version.as_deref().map(str::len), Some(128));
+        let models: Vec<&Slot> = r.counters.iter().map(|c| &c.slot).collect();
+        assert_eq!(models[0], &Slot::Tokens(shared.clone(), 0));
+        assert_eq!(models[1], &Slot::Tokens(shared, 0));
+        assert_eq!(models[2], &Slot::Requests("z".repeat(128)));
+        assert_ne!(r.counters[0].key, r.counters[1].key, "the two models stay two series");
+        assert!(r.counters.iter().all(|c| c.key.len() < 512), "keys hold cut values and hashes");
+    }
+
+    #[test]
+    fn the_key_hash_is_fnv1a() {
+        assert_eq!(fnv1a(b""), 0xcbf2_9ce4_8422_2325);
+        assert_eq!(fnv1a(b"a"), 0xaf63_dc4c_8601_ec8c);
     }
 
     #[test]

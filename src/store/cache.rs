@@ -100,7 +100,7 @@ impl PointCache {
     ) -> Result<String, StoreError> {
         let generation = self.generation.load(Ordering::SeqCst);
         let shape = Shape { raw: q.raw, step_ms: q.step_ms, target_url: q.target_url.clone() };
-        let first_end = bucket_end(q.start_ms + 1, q.step_ms);
+        let first_end = q.first_bucket_end();
         // A bucket is sealed once it is read from the table it will always be read from: raw
         // rows once written, else the rolled table the step reads (its watermark).
         let sealed_edge = if q.raw {
@@ -114,7 +114,7 @@ impl PointCache {
         let sealed = floor_to(sealed_edge.min(q.end_ms), q.step_ms);
         let (mut points, covered) = match self.cached(&shape, generation, first_end, q.end_ms) {
             Some(hit) => hit,
-            None => (Vec::new(), first_end - q.step_ms),
+            None => (Vec::new(), q.read_after_ms()),
         };
         if covered < q.end_ms {
             let tail = PointQuery { start_ms: covered, variant: None, ..q.clone() };

@@ -70,7 +70,7 @@ pub fn points_with(
     let shared = owned.iter().map(|(id, n)| (*id, Arc::from(n.as_str()))).collect();
     let names = Names { owned, shared };
     let targets: Vec<StoredTarget> = query::select_targets(query::targets(conn)?, q.target_url.as_deref());
-    let after = bucket_end(q.start_ms + 1, q.step_ms) - q.step_ms;
+    let after = q.read_after_ms();
     let mut builder = PointBuilder::new();
     let mut seeds = query::totals_at(conn, &targets, after, &names.owned, rollup_ms)?;
     for t in &targets {

@@ -8,7 +8,7 @@ use serde::Serialize;
 
 use super::AppState;
 use super::error::ApiError;
-use crate::clock::{bucket_end, rfc3339_ms};
+use crate::clock::{bucket_end, checked_bucket_end, rfc3339_ms};
 use crate::health::TargetHealth;
 use crate::point::Quota;
 use crate::setting::duration_ms;
@@ -238,6 +238,10 @@ impl Resolution {
 }
 
 /// Validates `/api/metrics` parameters into a query. Every error names its parameter.
+///
+/// The step is bounded by the window (see [`longest_step`]), so whatever the parameters, a read
+/// starts at most one step before the window and no point is stamped after now rounded up to
+/// its bucket; all time arithmetic on parameters is checked, so no value can overflow it.
 pub fn parse_metrics_query(
     params: &HashMap<String, String>,
     now_ms: i64,
@@ -247,14 +251,19 @@ pub fn parse_metrics_query(
     let (start_ms, end_ms) = parse_window(get("range"), get("start"), get("end"), now_ms)?;
     let variant = parse_variant_filter(get("variant"))?;
     let max_points = parse_max_points(get("max_points"))?;
-    let min_step = parse_step(get("step"))?;
-    let resolution = res.table_width(start_ms, end_ms, min_step);
-    let raw = resolution == res.point_ms;
+    let asked_step = parse_step(get("step"))?;
+    let resolution = res.table_width(start_ms, end_ms, asked_step);
+    let longest = longest_step(start_ms, end_ms, resolution)?;
+    if asked_step > longest {
+        return Err(step_too_long(get("step").unwrap_or_default(), longest));
+    }
+    let step_ms = step_within((start_ms, end_ms), asked_step.max(resolution), resolution, max_points, longest)
+        .ok_or_else(|| too_few_points(max_points))?;
     Ok(PointQuery {
         start_ms,
         end_ms,
-        step_ms: step_within(start_ms, end_ms, min_step.max(resolution), resolution, max_points),
-        raw,
+        step_ms,
+        raw: resolution == res.point_ms,
         point_ms: res.point_ms,
         variant,
         target_url: get("target").map(str::to_owned),
@@ -262,6 +271,9 @@ pub fn parse_metrics_query(
 }
 
 /// `(start, end]` from `range` (default 1 h) ending at `end` (default now), or `start`/`end`.
+/// Nothing is stored after now, so a window is read up to now at most: a point is never
+/// stamped after now rounded up to its bucket, and a window's rates never divide by time that
+/// has not happened yet.
 fn parse_window(
     range: Option<&str>,
     start: Option<&str>,
@@ -278,12 +290,19 @@ fn parse_window(
         parse_time_ms(v).ok_or_else(|| bad(format!("invalid {name} parameter {v:?}: use RFC 3339 or Unix seconds")))
     };
     let end_ms = end.map_or(Ok(now_ms), |v| time("end", v))?;
-    let start_ms = start.map_or(Ok(end_ms - range_ms), |v| time("start", v))?;
+    let start_ms = match start {
+        Some(v) => time("start", v)?,
+        None => end_ms.checked_sub(range_ms).ok_or_else(|| bad("invalid end parameter: too far in the past".into()))?,
+    };
     if start_ms >= end_ms {
         return Err(bad("invalid start parameter: start must be before end".into()));
     }
-    if end_ms - start_ms > MAX_RANGE_MS {
+    if end_ms.checked_sub(start_ms).is_none_or(|len| len > MAX_RANGE_MS) {
         return Err(bad("invalid start parameter: the window is longer than 400d".into()));
+    }
+    let end_ms = end_ms.min(now_ms);
+    if start_ms >= end_ms {
+        return Err(bad("invalid start parameter: the window starts after now".into()));
     }
     Ok((start_ms, end_ms))
 }
@@ -307,6 +326,7 @@ fn parse_max_points(v: Option<&str>) -> Result<i64, ApiError> {
     }
 }
 
+/// The asked step in ms (0 when absent); its upper bound depends on the window.
 fn parse_step(v: Option<&str>) -> Result<i64, ApiError> {
     match v {
         None => Ok(0),
@@ -316,16 +336,50 @@ fn parse_step(v: Option<&str>) -> Result<i64, ApiError> {
     }
 }
 
-/// The smallest step, a multiple of `resolution` and at least `min_step`, whose epoch-aligned
-/// buckets cover `(start, end]` in at most `max_points` points. A window that does not start on
-/// a bucket edge touches one bucket more than its length divided by the step; that one counts.
-fn step_within(start_ms: i64, end_ms: i64, min_step: i64, resolution: i64, max_points: i64) -> i64 {
+/// The longest step a window may have: its own length, rounded up to the table's resolution
+/// (a window shorter than one row of the table it reads gets one row). A longer step would
+/// read rows from before the window into its first point (a 400 d step over an hour read the
+/// whole raw table) and stamp its last point far after now.
+fn longest_step(start_ms: i64, end_ms: i64, resolution: i64) -> Result<i64, ApiError> {
+    end_ms
+        .checked_sub(start_ms)
+        .and_then(|len| checked_bucket_end(len.max(resolution), resolution))
+        .ok_or_else(|| bad("invalid start parameter: the window cannot be measured".into()))
+}
+
+fn step_too_long(asked: &str, longest_ms: i64) -> ApiError {
+    let longest = humantime::format_duration(std::time::Duration::from_millis(longest_ms.unsigned_abs()));
+    bad(format!("invalid step parameter {asked:?}: the step may be at most the window's length ({longest})"))
+}
+
+fn too_few_points(max_points: i64) -> ApiError {
+    bad(format!(
+        "invalid max_points parameter \"{max_points}\": this window does not start on a bucket edge, so it needs \
+         at least 2 points with a step no longer than the window"
+    ))
+}
+
+/// The smallest step, a multiple of `resolution`, at least `min_step` and at most `longest`,
+/// whose epoch-aligned buckets cover `(start, end]` in at most `max_points` points (`None`: no
+/// such step). A window that does not start on a bucket edge touches one bucket more than its
+/// length divided by the step; that one counts.
+fn step_within(
+    (start_ms, end_ms): (i64, i64),
+    min_step: i64,
+    resolution: i64,
+    max_points: i64,
+    longest: i64,
+) -> Option<i64> {
     let buckets = |step: i64| (bucket_end(end_ms, step) - bucket_end(start_ms + 1, step)) / step + 1;
-    let mut step = bucket_end(min_step.max((end_ms - start_ms + max_points - 1) / max_points), resolution);
+    let span = end_ms - start_ms;
+    let mut step = bucket_end(min_step.max((span + max_points - 1) / max_points), resolution).min(longest);
     while buckets(step) > max_points {
-        step = bucket_end(step + (step / 16).max(resolution), resolution);
+        if step >= longest {
+            return None;
+        }
+        step = bucket_end(step + (step / 16).max(resolution), resolution).min(longest);
     }
-    step
+    Some(step)
 }
 
 fn parse_positive_duration_ms(v: &str) -> Option<i64> {
@@ -431,6 +485,48 @@ mod tests {
         let recent: HashMap<String, String> =
             [("range", "10m")].iter().map(|(k, v)| ((*k).into(), (*v).into())).collect();
         assert!(parse_metrics_query(&recent, NOW, res).unwrap().raw);
+    }
+
+    #[test]
+    fn a_step_is_at_most_the_window() {
+        for step in ["400d", "12h", "61m", "300000000y"] {
+            assert!(q(&[("range", "1h"), ("step", step)]).unwrap_err().contains("step parameter"), "{step}");
+        }
+        assert!(q(&[("range", "5m"), ("step", "6m")]).unwrap_err().contains("at most the window's length (5m)"));
+        assert_eq!(q(&[("range", "1h"), ("step", "1h")]).unwrap().step_ms, 3_600_000);
+        // A window shorter than a row of its table gets one row.
+        assert_eq!(q(&[("range", "4s"), ("step", "5s")]).unwrap().step_ms, 5_000);
+        assert_eq!(q(&[("range", "1s")]).unwrap().step_ms, 5_000);
+    }
+
+    #[test]
+    fn max_points_never_widens_the_step_past_the_window() {
+        let ranges = ["1s", "59s", "5m", "59m", "1h", "7h", "23h", "3d", "400d"];
+        for (range, max) in ranges.iter().flat_map(|r| [1, 2, 3, 7, 240, 10_000].map(|m| (*r, m))) {
+            let len = duration_ms(humantime::parse_duration(range).unwrap());
+            let table = [(3_600_000, 5_000), (86_400_000, 60_000), (i64::MAX, 600_000)];
+            let width = table.iter().find(|(up_to, _)| len <= *up_to).map_or(0, |t| t.1);
+            match q(&[("range", range), ("max_points", &max.to_string())]) {
+                Ok(p) => {
+                    let n = (bucket_end(p.end_ms, p.step_ms) - bucket_end(p.start_ms + 1, p.step_ms)) / p.step_ms + 1;
+                    assert!(n <= max, "{range}/{max}: {n} points");
+                    assert!(p.step_ms <= bucket_end(len.max(width), width), "{range}/{max}: step {}", p.step_ms);
+                }
+                Err(e) => assert!(max == 1 && e.contains("max_points parameter"), "{range}/{max}: {e}"),
+            }
+        }
+        let aligned = q(&[("start", "1799996400"), ("end", "1800000000"), ("max_points", "1")]).unwrap();
+        assert_eq!(aligned.step_ms, 3_600_000);
+    }
+
+    #[test]
+    fn windows_are_read_up_to_now_at_most() {
+        let p = q(&[("range", "2h"), ("end", "1800003600")]).unwrap();
+        assert_eq!((p.start_ms, p.end_ms), (NOW - 3_600_000, NOW));
+        assert!(q(&[("start", "1800000060"), ("end", "1800003600")]).unwrap_err().contains("after now"));
+        assert!(q(&[("range", "1h"), ("end", "99999999999")]).unwrap_err().contains("start parameter"));
+        let ancient = q(&[("start", "0001-01-01T00:00:00Z"), ("end", "0001-01-02T00:00:00Z"), ("step", "1d")]);
+        assert_eq!(ancient.unwrap().step_ms, 86_400_000);
     }
 
     #[test]

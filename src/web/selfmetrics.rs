@@ -101,6 +101,7 @@ pub fn render(i: &Inputs<'_>) -> String {
         e.sample("zai_dash_db_size_bytes", &[], db.bytes as f64);
     }
     i.own.downsample.write(&mut e, "zai_dash_downsample_duration_seconds", "Duration of rollup and retention runs.");
+    write_cut(&mut e, i.targets);
     if let Some(r) = i.remote {
         write_remote(&mut e, r);
     }
@@ -193,6 +194,17 @@ fn write_dropped(e: &mut Exposition, targets: &[TargetHealth]) {
     );
     for t in targets.iter().filter(|t| !t.retired) {
         e.sample("zai_dash_scrape_series_dropped_total", &[("target", &t.url)], t.series_dropped as f64);
+    }
+}
+
+fn write_cut(e: &mut Exposition, targets: &[TargetHealth]) {
+    e.family(
+        "zai_dash_label_values_cut_total",
+        "Label values (or names) of scraped samples longer than 128 bytes, cut to 128 bytes; each occurrence counts.",
+        "counter",
+    );
+    for t in targets.iter().filter(|t| !t.retired) {
+        e.sample("zai_dash_label_values_cut_total", &[("target", &t.url)], t.labels_cut as f64);
     }
 }
 
