@@ -291,3 +291,46 @@ async fn source_mode_has_no_store_and_stays_healthy() {
     assert!(!page.contains(BANNER));
     app.stop().await;
 }
+
+/// A writer holding batches notices that the disk has room again by itself: the backlog is
+/// retried on a timer, so health returns to ok although no new batch arrives (every target
+/// down, say).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn held_batches_are_written_and_health_recovers_without_new_batches() {
+    use zai_dash::point::TargetRow;
+    use zai_dash::store::write::{self, WriteBatch, WriterStats};
+    let disk = SmallDisk::mount("2m");
+    let store = zai_dash::store::Store::open(&disk.dir.join("w.db")).unwrap();
+    let pair = vec![("http://a/metrics".to_owned(), "production".to_owned())];
+    let id = zai_dash::store::query::register_targets(&store.conn().unwrap(), &pair, 0).unwrap()[0].id;
+    let health = zai_dash::health::HealthBoard::default();
+    let stats = Arc::new(WriterStats::default());
+    let (queue, rx) = write::channel(8, stats.clone());
+    let reporting = write::Reporting { health: health.clone(), clock: Arc::new(zai_dash::clock::SystemClock) };
+    let hub = zai_dash::hub::Hub::new(1, 8, 8);
+    let writer = tokio::spawn(write::run_writer(store.clone(), rx, hub, stats.clone(), reporting, 60_000));
+    let batch = |ts_ms: i64| {
+        let row =
+            TargetRow { target_id: id, variant: "production".into(), ts_ms, present_ms: 5_000, ..Default::default() };
+        WriteBatch {
+            bucket_end_ms: ts_ms,
+            rows: vec![row],
+            states: vec![],
+            points: vec![],
+            events: vec![],
+            late: false,
+        }
+    };
+    let filler = disk.fill();
+    queue.submit(batch(5_000));
+    queue.submit(batch(10_000));
+    wait_for("the failure on the board", Duration::from_secs(10), || async {
+        health.storage().is_some_and(|f| f.batches_held == 2 && f.last_error == DISK_FULL)
+    })
+    .await;
+    std::fs::remove_file(filler).unwrap();
+    wait_for("health back without a new batch", Duration::from_secs(10), || async { health.storage().is_none() }).await;
+    assert_eq!(stored_buckets(&disk.dir.join("w.db")), [5_000, 10_000]);
+    drop(queue);
+    writer.await.unwrap();
+}
