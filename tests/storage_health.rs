@@ -41,9 +41,10 @@ const BANNER: &str = "Numbers are not being saved";
 const DISK_FULL: &str = "The disk holding the database is full.";
 const PAGES: [&str; 4] = ["/", "/compare", "/targets", "/alerts"];
 
-/// Everything zai-dash logs in this test binary (tests run in parallel: only messages of the
-/// store, which only one test has, are counted).
+/// Everything zai-dash logs in this test binary. The tests with a writer take [`ONE_WRITER`], so
+/// the writer's lines logged during one of them are its own.
 static LOGS: Mutex<Vec<u8>> = Mutex::new(Vec::new());
+static ONE_WRITER: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 struct LogWriter;
 
@@ -66,8 +67,13 @@ fn capture_logs() {
         .try_init();
 }
 
-fn log_lines_with(needle: &str) -> usize {
-    String::from_utf8_lossy(&LOGS.lock().unwrap()).lines().filter(|l| l.contains(needle)).count()
+/// Bytes logged so far: where a test's own lines start.
+fn log_mark() -> usize {
+    LOGS.lock().unwrap().len()
+}
+
+fn log_lines_with(needle: &str, since: usize) -> usize {
+    String::from_utf8_lossy(&LOGS.lock().unwrap()[since..]).lines().filter(|l| l.contains(needle)).count()
 }
 
 /// A live point as the stream delivered it.
@@ -165,6 +171,8 @@ fn assert_each_bucket_counted_once(points: &[Value], from: i64, to: i64) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_disk_is_reported_everywhere_keeps_the_live_view_and_is_written_exactly_once_when_space_returns() {
     capture_logs();
+    let _one_writer = ONE_WRITER.lock().await;
+    let logged = log_mark();
     let target = FakeTarget::start(Sim::new("production", 20.0), Behaviour::Healthy).await;
     let hook = Receiver::start().await;
     let disk = SmallDisk::mount("4m");
@@ -247,9 +255,9 @@ async fn a_full_disk_is_reported_everywhere_keeps_the_live_view_and_is_written_e
     let all = points(&app, "range=5m").await;
     assert_each_bucket_counted_once(&all, stored_until - 1_000, failing_until);
 
-    assert_eq!(log_lines_with("Database write failed"), 1, "one ERROR when writes start failing");
-    assert_eq!(log_lines_with("Database writes recovered"), 1, "one INFO when they recover");
-    assert!(log_lines_with("Alert state not saved") <= 1, "the alert engine logs the failure once");
+    assert_eq!(log_lines_with("Database write failed", logged), 1, "one ERROR when writes start failing");
+    assert_eq!(log_lines_with("Database writes recovered", logged), 1, "one INFO when they recover");
+    assert!(log_lines_with("Alert state not saved", logged) <= 1, "the alert engine logs the failure once");
     reader.abort();
     app.stop().await;
 }
@@ -299,6 +307,7 @@ async fn source_mode_has_no_store_and_stays_healthy() {
 async fn held_batches_are_written_and_health_recovers_without_new_batches() {
     use zai_dash::point::TargetRow;
     use zai_dash::store::write::{self, WriteBatch, WriterStats};
+    let _one_writer = ONE_WRITER.lock().await;
     let disk = SmallDisk::mount("2m");
     let store = zai_dash::store::Store::open(&disk.dir.join("w.db")).unwrap();
     let pair = vec![("http://a/metrics".to_owned(), "production".to_owned())];
