@@ -173,7 +173,7 @@ async fn start_remote(
     Ok((Some(running.sink), Some(running.status)))
 }
 
-/// Committed points go to the live hub and to the alert engine (its ticks).
+/// The writer's points go to the live hub and to the alert engine (its ticks).
 #[derive(Debug)]
 struct FanOut {
     hub: Hub,
@@ -215,7 +215,8 @@ fn start_background(
     let widths = (settings.point_ms(), settings.rollup_ms());
     let alerts = Alerts::new(&settings.alerts);
     let sink = FanOut { hub: hub.clone(), alerts: alerts.feed() };
-    tracker.spawn(write::run_writer(store.clone(), rx, sink, writer_stats.clone(), settings.rollup_ms()));
+    let reporting = write::Reporting { health: health.clone(), clock: clock.clone() };
+    tracker.spawn(write::run_writer(store.clone(), rx, sink, writer_stats.clone(), reporting, settings.rollup_ms()));
     let parts = AlertParts {
         stats: Arc::new(StoreStats::new(store.clone(), widths, duration_ms(settings.retention_5s))),
         records: Arc::new(store.clone()),

@@ -703,7 +703,7 @@ mod tests {
         a.alerts.alert_rules = "/nonexistent/rules.yaml".into();
         assert!(err(a).starts_with("ALERT_RULES /nonexistent/rules.yaml: cannot read the file"));
         let s = args().validate().unwrap();
-        assert_eq!(s.alerts.rules.len(), 4, "the built-in rules");
+        assert_eq!(s.alerts.rules.len(), 5, "the built-in rules");
         let mut a = args();
         a.alerts.alert_webhook_url = "https://hooks.slack.com/services/T0/B0/secret".into();
         a.alerts.alert_webhook_format = "slack".into();

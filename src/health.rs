@@ -1,4 +1,5 @@
-//! Per-target scrape health, recorded as data (Prometheus' `up`), and logged on transitions only.
+//! Per-target scrape health, recorded as data (Prometheus' `up`), and logged on transitions only;
+//! and whether the database takes writes ([`StorageFailure`]), recorded by the writer.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock};
@@ -107,6 +108,25 @@ impl TargetHealth {
 pub struct HealthBoard {
     inner: Arc<RwLock<Vec<TargetHealth>>>,
     durations: Arc<AtomicHistogram>,
+    storage: Arc<RwLock<Option<StorageFailure>>>,
+}
+
+/// Why the database refuses writes and since when, as the writer last found it. `/healthz`, the
+/// pages' banner, self-metrics and the `StorageFailing` rule read it; it is absent while writes
+/// succeed, and always in source mode, which keeps no database.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StorageFailure {
+    /// The first failed write of this episode, Unix ms.
+    pub since_ms: i64,
+    /// Why the last attempt failed: one sentence, never a path or SQL (probes and pages show it).
+    pub last_error: String,
+    /// Batches (one per bucket) held in memory until the database takes them.
+    pub batches_held: usize,
+    /// Failed write attempts in this episode.
+    pub failed_commits: u64,
+    /// End of the newest bucket in the database: stored history stops there (`None`: nothing
+    /// was written since start).
+    pub stored_until_ms: Option<i64>,
 }
 
 /// A successful scrape, as health data.
@@ -133,7 +153,45 @@ pub struct Success {
 impl HealthBoard {
     /// A board for these targets, in configuration order.
     pub fn new(targets: Vec<TargetHealth>) -> Self {
-        Self { inner: Arc::new(RwLock::new(targets)), durations: Arc::new(AtomicHistogram::scrape_seconds()) }
+        Self {
+            inner: Arc::new(RwLock::new(targets)),
+            durations: Arc::new(AtomicHistogram::scrape_seconds()),
+            storage: Arc::default(),
+        }
+    }
+
+    /// Records a failed write at `at_ms`: the start of an episode, or one more failure in it.
+    pub fn storage_failed(&self, at_ms: i64, error: String, batches_held: usize, stored_until_ms: Option<i64>) {
+        let Ok(mut storage) = self.storage.write() else { return };
+        let (since_ms, failed_commits) = storage.as_ref().map_or((at_ms, 0), |f| (f.since_ms, f.failed_commits));
+        *storage = Some(StorageFailure {
+            since_ms,
+            last_error: error,
+            batches_held,
+            failed_commits: failed_commits + 1,
+            stored_until_ms,
+        });
+    }
+
+    /// Updates how many batches wait, during an episode (batches held between two attempts).
+    pub fn storage_holding(&self, batches_held: usize) {
+        if let Ok(mut storage) = self.storage.write()
+            && let Some(f) = storage.as_mut()
+        {
+            f.batches_held = batches_held;
+        }
+    }
+
+    /// Ends the episode: every held batch is written.
+    pub fn storage_recovered(&self) {
+        if let Ok(mut storage) = self.storage.write() {
+            *storage = None;
+        }
+    }
+
+    /// The current storage failure, if writes fail.
+    pub fn storage(&self) -> Option<StorageFailure> {
+        self.storage.read().ok().and_then(|s| s.clone())
     }
 
     /// A copy of every current target's health (retired addresses left out).
@@ -235,5 +293,27 @@ impl HealthBoard {
         h.last_error = Some(error);
         h.scrape_duration_ms = duration_ms;
         h.consecutive_failures = h.consecutive_failures.saturating_add(1);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_storage_episode_keeps_its_start_and_counts_its_failures_until_it_recovers() {
+        let board = HealthBoard::default();
+        assert_eq!(board.storage(), None);
+        board.storage_failed(1_000, "The disk is full.".into(), 1, Some(500));
+        board.storage_holding(3);
+        board.storage_failed(2_000, "The disk reported an I/O error.".into(), 4, Some(500));
+        let f = board.storage().unwrap();
+        assert_eq!((f.since_ms, f.failed_commits, f.batches_held), (1_000, 2, 4));
+        assert_eq!(f.last_error, "The disk reported an I/O error.");
+        board.storage_recovered();
+        board.storage_holding(9);
+        assert_eq!(board.storage(), None, "holding outside an episode is no failure");
+        board.storage_failed(5_000, "The disk is full.".into(), 1, Some(4_000));
+        assert_eq!(board.storage().map(|f| (f.since_ms, f.failed_commits)), Some((5_000, 1)), "a new episode");
     }
 }

@@ -11,7 +11,8 @@
 //! - [`expo`]: writing the Prometheus text format like Go's client_golang.
 //! - [`compare`]: baseline vs candidate statistics (z-test on 5xx share, p95 ratio).
 //! - [`variant`]: variant names and how a target's variant is decided.
-//! - [`health`]: per-target scrape health as data, written by the scraper, read by pages.
+//! - [`health`]: per-target scrape health and whether the database takes writes, as data,
+//!   written by the scraper and the writer, read by pages, probes and alerts.
 //! - [`ingest`]: the types and traits the scraper hands batches to storage through.
 //! - [`setting`]: parsing single setting values (durations, addresses, secrets).
 //! - [`net`]: the serving loop every listener runs (`TCP_NODELAY`, header-read and idle timeouts).
@@ -26,7 +27,8 @@
 //!
 //! **Subsystems**, each on the core only:
 //! - [`scrape`]: one task per target (fetch, parse, increases) and the bucket ticker.
-//! - [`store`]: SQLite (WAL): the single writer, rollups and retention, range queries.
+//! - [`store`]: SQLite (WAL): the single writer and what it holds while writes fail, rollups and
+//!   retention, range queries.
 //! - [`hub`]: live fan-out of points with a resume ring.
 //! - [`proxy`]: the built-in LLM reverse proxy exporting zai-proxy's `zai_proxy_*` metrics.
 //! - [`alerts`]: alerting rules evaluated each tick, persisted, sent to Alertmanager or webhooks.

@@ -3,17 +3,17 @@
 //! clear error, the live view keeps moving, nothing already written is lost, and the database
 //! opens clean afterwards.
 //!
-//! The disk is a small tmpfs mounted by the test (CI runs as root, like this machine); a mount
-//! that fails fails the test with the reason, rather than skipping what it proves.
+//! The disk is a small tmpfs mounted by the test (`common::disk`).
 
 mod common;
 
 use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
+use common::disk::SmallDisk;
 use common::*;
 use zai_dash::clock::{Clock, ManualClock};
 
@@ -93,51 +93,6 @@ async fn sigkill_while_writing_loses_at_most_the_last_tick_and_opens_clean() {
 
 async fn points_of(base: &str) -> Vec<serde_json::Value> {
     get_json(&format!("{base}/api/metrics?range=5m")).await.as_array().cloned().unwrap_or_default()
-}
-
-/// A tmpfs of `size` at a fresh directory; unmounted on drop.
-struct SmallDisk {
-    dir: PathBuf,
-}
-
-impl SmallDisk {
-    fn mount(size: &str) -> Self {
-        let dir = tempfile::tempdir().unwrap().keep();
-        let out =
-            Command::new("mount").args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"]).arg(&dir).output();
-        match out {
-            Ok(o) if o.status.success() => Self { dir },
-            Ok(o) => panic!("cannot mount a tmpfs (run as root, as CI does): {}", String::from_utf8_lossy(&o.stderr)),
-            Err(e) => panic!("cannot run mount: {e}"),
-        }
-    }
-
-    fn remount(&self, mode: &str) {
-        let ok = Command::new("mount").args(["-o", &format!("remount,{mode}")]).arg(&self.dir).status().unwrap();
-        assert!(ok.success(), "remount {mode}");
-    }
-
-    /// Fills the disk until the file system says it is full.
-    fn fill(&self) -> PathBuf {
-        let filler = self.dir.join("filler");
-        let mut f = std::fs::File::create(&filler).unwrap();
-        let block = vec![0u8; 64 * 1024];
-        loop {
-            if std::io::Write::write_all(&mut f, &block).is_err() {
-                break;
-            }
-        }
-        // Whatever the last write left: fill byte by byte.
-        while std::io::Write::write_all(&mut f, &[0]).is_ok() {}
-        filler
-    }
-}
-
-impl Drop for SmallDisk {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg("-l").arg(&self.dir).status();
-        let _ = std::fs::remove_dir(&self.dir);
-    }
 }
 
 /// The live view keeps moving while writes fail, the failure is logged clearly, and once the

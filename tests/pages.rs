@@ -26,6 +26,7 @@ fn chrome() -> Chrome {
         page: "overview",
         notice: None,
         firing: Vec::new(),
+        storage: None,
     }
 }
 

@@ -286,6 +286,11 @@ fn a_transaction_that_hits_a_full_disk_writes_nothing() {
     assert_eq!(fx.blobs("metrics_5s").len(), before, "the failed transaction left nothing behind");
 }
 
+/// A writer's health reporting to a board nobody reads.
+fn reporting() -> write::Reporting {
+    write::Reporting { health: Default::default(), clock: Arc::new(zai_dash::clock::SystemClock) }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_locked_database_delays_writes_but_loses_no_batch() {
     let mut fx = Fixture::new();
@@ -305,7 +310,8 @@ async fn a_locked_database_delays_writes_but_loses_no_batch() {
     };
     let stats = Arc::new(WriterStats::default());
     let (queue, rx) = write::channel(16, stats.clone());
-    let writer = tokio::spawn(write::run_writer(fx.store.clone(), rx, Hub::new(1, 8, 8), stats.clone(), MIN));
+    let writer =
+        tokio::spawn(write::run_writer(fx.store.clone(), rx, Hub::new(1, 8, 8), stats.clone(), reporting(), MIN));
     // Another process holds the write lock for longer than the busy timeout.
     let locker = rusqlite::Connection::open(fx.store.path()).unwrap();
     locker.execute_batch("BEGIN EXCLUSIVE").unwrap();
@@ -531,7 +537,8 @@ async fn a_batch_that_finds_the_queue_full_is_merged_into_the_next_never_dropped
         zai_dash::ingest::BatchSink::submit(&queue, batch(i));
     }
     assert_eq!(stats.merged.load(std::sync::atomic::Ordering::Relaxed), 3);
-    let writer = tokio::spawn(write::run_writer(fx.store.clone(), rx, Hub::new(1, 8, 8), stats.clone(), MIN));
+    let writer =
+        tokio::spawn(write::run_writer(fx.store.clone(), rx, Hub::new(1, 8, 8), stats.clone(), reporting(), MIN));
     zai_dash::ingest::BatchSink::flush(&queue).await;
     drop(queue);
     writer.await.unwrap();

@@ -114,6 +114,9 @@ pub struct Engine {
     /// Latest points older than this many ms are a stopped variant's, not current.
     stale_ms: i64,
     failing: bool,
+    /// Saving records failed last time (the database refuses writes): logged once, and the
+    /// alerts keep firing and reaching receivers from memory meanwhile.
+    saves_failing: bool,
 }
 
 impl Engine {
@@ -136,6 +139,7 @@ impl Engine {
             shared,
             stale_ms,
             failing: false,
+            saves_failing: false,
         }
     }
 
@@ -268,6 +272,7 @@ impl Engine {
         self.failing = error.is_some();
         inputs.latest = self.deps.feed.fresh(now - self.stale_ms);
         inputs.read_health(&self.deps.health.snapshot());
+        inputs.storage_failing = self.deps.health.storage().is_some();
         self.medians.refresh(&self.rules, self.deps.stats.as_ref(), now, &mut inputs).await;
         (inputs, error.map(|e| e.to_string()))
     }
@@ -308,8 +313,17 @@ impl Engine {
         }
         let batch: Vec<AlertRecord> = self.dirty.iter().filter_map(|k| self.records.get(k).cloned()).collect();
         match self.deps.store.save(batch).await {
-            Ok(()) => self.dirty.clear(),
-            Err(e) => tracing::warn!(error = %e, "Alert state not saved; retrying at the next evaluation."),
+            Ok(()) => {
+                self.dirty.clear();
+                if std::mem::take(&mut self.saves_failing) {
+                    tracing::info!("Alert state saved again.");
+                }
+            }
+            Err(e) if !self.saves_failing => {
+                self.saves_failing = true;
+                tracing::warn!(error = %e, "Alert state not saved; kept in memory and retried at each evaluation.");
+            }
+            Err(_) => {}
         }
     }
 

@@ -1,6 +1,8 @@
 //! `zai-dash rules --prometheus`: the same rules as a Prometheus rule file over the
 //! `zai_proxy_*` series, built from the PromQL catalog ([`crate::promql`]) so that Prometheus
-//! alerts on the numbers zai-dash shows.
+//! alerts on the numbers zai-dash shows. `storage_healthy` is zai-dash's own gauge
+//! (`zai_dash_storage_healthy == 0`), for a Prometheus that scrapes zai-dash's `/metrics`; it
+//! carries `variant="zai-dash"` as zai-dash's own alert does.
 //!
 //! Two approximations, both stated in the README: the median baseline takes every step of the
 //! range (zai-dash leaves out steps with fewer than `min_requests` requests), and `target_down`
@@ -11,7 +13,7 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
-use super::metric::{Metric, VERDICTS};
+use super::metric::{Metric, PROCESS_VARIANT, VERDICTS};
 use super::rules::{Op, Rule, Scope, replace_placeholder};
 use crate::promql::{self, Selector, VerdictLevel};
 
@@ -68,18 +70,23 @@ fn alerting_rule(rule: &Rule) -> Result<PromRule, ExportError> {
     annotations.insert("summary".to_owned(), summary(rule));
     annotations.insert("threshold".to_owned(), format!("{} {}", rule.op.as_str(), rule.format_threshold()));
     annotations.insert("value".to_owned(), "{{ $value | printf \"%.3g\" }}".to_owned());
+    let mut labels = BTreeMap::from([("severity".to_owned(), rule.severity.clone())]);
+    if rule.expr.metric.of_process() {
+        labels.insert("variant".to_owned(), PROCESS_VARIANT.to_owned());
+    }
     Ok(PromRule {
         alert: rule.name.clone(),
         expr: condition(rule)?,
         for_: (rule.for_ms > 0).then(|| promql::duration(rule.for_ms)),
-        labels: BTreeMap::from([("severity".to_owned(), rule.severity.clone())]),
+        labels,
         annotations,
     })
 }
 
 /// The summary in Prometheus' template language.
 fn summary(rule: &Rule) -> String {
-    let mut s = replace_placeholder(&rule.summary, "variant", "{{ $labels.variant }}");
+    let variant = if rule.expr.metric.of_process() { PROCESS_VARIANT } else { "{{ $labels.variant }}" };
+    let mut s = replace_placeholder(&rule.summary, "variant", variant);
     s = replace_placeholder(&s, "value", "{{ $value | printf \"%.3g\" }}");
     s = replace_placeholder(&s, "threshold", &rule.format_threshold());
     replace_placeholder(&s, "rule", &rule.name)
@@ -148,7 +155,19 @@ mod tests {
         assert!(yaml.contains("quantile_over_time(0.5"));
         assert!(yaml.contains("zai_proxy_build_info"));
         let doc: serde_norway::Value = serde_norway::from_str(&yaml).unwrap();
-        assert_eq!(doc["groups"][0]["rules"].as_sequence().unwrap().len(), 4);
+        assert_eq!(doc["groups"][0]["rules"].as_sequence().unwrap().len(), 5);
+    }
+
+    #[test]
+    fn storage_failing_exports_as_zai_dash_own_gauge_with_its_variant_label() {
+        let (yaml, _) = prometheus_rules(&default_rules());
+        let doc: serde_norway::Value = serde_norway::from_str(&yaml).unwrap();
+        let rules = doc["groups"][0]["rules"].as_sequence().unwrap();
+        let storage = rules.iter().find(|r| r["alert"] == "StorageFailing").unwrap();
+        assert_eq!(storage["expr"], "(zai_dash_storage_healthy) == 0");
+        assert_eq!(storage["for"], "1m");
+        assert_eq!(storage["labels"]["variant"], "zai-dash");
+        assert_eq!(storage["labels"]["severity"], "critical");
     }
 
     #[test]

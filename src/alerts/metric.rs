@@ -2,12 +2,20 @@
 //!
 //! Window metrics come from the window sums `/api/compare` uses (requests, error share,
 //! quantiles and rates over the rule's `window`); `worker_utilization` is the latest live point's
-//! gauge, `target_down` the health board's count, `canary_verdict` the compare verdict.
+//! gauge, `target_down` the health board's count, `canary_verdict` the compare verdict, and
+//! `storage_healthy` whether zai-dash's own database takes writes (one alert for the process,
+//! not one per variant: [`PROCESS_VARIANT`]).
 
 use crate::compare::Verdict;
 use crate::point::Point;
 use crate::promql::{self, Selector, family};
 use crate::stats::WindowStats;
+
+/// The `variant` label of an alert on zai-dash itself rather than on a variant of the proxies.
+pub const PROCESS_VARIANT: &str = "zai-dash";
+
+/// The self-metric `storage_healthy` reads in PromQL.
+pub const STORAGE_HEALTHY_SERIES: &str = "zai_dash_storage_healthy";
 
 /// A number a rule watches.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -29,10 +37,13 @@ pub enum Metric {
     /// The compare verdict of the variant against the baseline (pass 0, insufficient_data 1,
     /// warn 2, fail 3).
     CanaryVerdict,
+    /// Whether the database takes writes: 1, or 0 while it refuses them (disk full, read-only,
+    /// I/O error, locked). Always 1 in source mode, which keeps no database.
+    StorageHealthy,
 }
 
 /// Every metric, for parsing and listing.
-pub const METRICS: [Metric; 8] = [
+pub const METRICS: [Metric; 9] = [
     Metric::ErrorRatePct,
     Metric::LatencyP95Ms,
     Metric::TtftP95Ms,
@@ -41,6 +52,7 @@ pub const METRICS: [Metric; 8] = [
     Metric::WorkerUtilization,
     Metric::TargetDown,
     Metric::CanaryVerdict,
+    Metric::StorageHealthy,
 ];
 
 /// Verdicts in rank order: a verdict's value is its index.
@@ -58,6 +70,7 @@ impl Metric {
             Metric::WorkerUtilization => "worker_utilization",
             Metric::TargetDown => "target_down",
             Metric::CanaryVerdict => "canary_verdict",
+            Metric::StorageHealthy => "storage_healthy",
         }
     }
 
@@ -68,7 +81,12 @@ impl Metric {
 
     /// Read over a window of summed increases (else an instant value).
     pub fn windowed(self) -> bool {
-        !matches!(self, Metric::WorkerUtilization | Metric::TargetDown)
+        !matches!(self, Metric::WorkerUtilization | Metric::TargetDown | Metric::StorageHealthy)
+    }
+
+    /// About zai-dash itself: one alert labelled [`PROCESS_VARIANT`], whatever the variants.
+    pub fn of_process(self) -> bool {
+        self == Metric::StorageHealthy
     }
 
     /// Can be compared with its own median over a longer range.
@@ -112,7 +130,8 @@ impl Metric {
     }
 
     /// The PromQL of a windowed or instant metric (not `canary_verdict`, which is a
-    /// condition rather than a number there: see [`promql::canary_verdict`]).
+    /// condition rather than a number there: see [`promql::canary_verdict`]). `storage_healthy`
+    /// is zai-dash's own gauge, so that rule needs Prometheus to scrape zai-dash's `/metrics`.
     pub fn promql(self, sel: &Selector, window_ms: i64) -> Option<String> {
         Some(match self {
             Metric::ErrorRatePct => promql::error_rate_pct(sel, window_ms),
@@ -122,6 +141,7 @@ impl Metric {
             Metric::RejectionRate => promql::rejection_rate(sel, window_ms),
             Metric::WorkerUtilization => promql::worker_utilization_now(sel),
             Metric::TargetDown => promql::targets_down(sel),
+            Metric::StorageHealthy => STORAGE_HEALTHY_SERIES.to_owned(),
             Metric::CanaryVerdict => return None,
         })
     }

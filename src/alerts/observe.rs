@@ -3,14 +3,14 @@
 //! Window metrics come from the stats source for each distinct window (the window sums the
 //! compare page reads), `canary_verdict` from [`compare::compare`] over those, the median
 //! baselines from a history of points refreshed once per window, `worker_utilization` from the
-//! latest live point and `target_down` from the health board.
+//! latest live point, `target_down` and `storage_healthy` from the health board.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::RwLock;
 
 use tokio::sync::Notify;
 
-use super::metric::{Metric, verdict_rank};
+use super::metric::{Metric, PROCESS_VARIANT, verdict_rank};
 use super::rules::{Rule, Scope};
 use crate::compare;
 use crate::health::TargetHealth;
@@ -63,6 +63,8 @@ pub struct Inputs {
     pub targets: BTreeMap<String, (usize, usize)>,
     /// Per rule name and variant: the median baseline.
     pub medians: BTreeMap<String, BTreeMap<String, Option<f64>>>,
+    /// The database refuses writes (the writer's report on the health board).
+    pub storage_failing: bool,
 }
 
 impl Inputs {
@@ -102,6 +104,9 @@ impl Inputs {
     /// The variants a rule is evaluated for: its own, or every known one (`extra`: those with
     /// a record, so an alert of a vanished variant resolves); never the canary's baseline.
     pub fn variants_of(&self, rule: &Rule, extra: impl Iterator<Item = String>) -> BTreeSet<String> {
+        if rule.expr.metric.of_process() {
+            return BTreeSet::from([PROCESS_VARIANT.to_owned()]);
+        }
         let mut out = match &rule.scope {
             Scope::One(v) => BTreeSet::from([v.clone()]),
             Scope::Each => self.variants().into_iter().chain(extra).collect(),
@@ -125,6 +130,7 @@ impl Inputs {
                 Some((self.latest.get(variant).and_then(|p| metric.of_point(p)), f64::INFINITY))
             }
             Metric::CanaryVerdict => self.verdict(rule, variant),
+            Metric::StorageHealthy => Some((Some(if self.storage_failing { 0.0 } else { 1.0 }), f64::INFINITY)),
             _ => {
                 let stats = self.windows.get(&rule.window_ms)?.get(variant);
                 let requests = stats.map_or(0.0, |s| s.side.requests);
@@ -287,6 +293,18 @@ mod tests {
             None,
             "window not read"
         );
+    }
+
+    #[test]
+    fn storage_is_one_alert_for_the_process_whatever_the_variants() {
+        let r = &rules("rules:\n  - {name: S, expr: storage_healthy, op: '==', threshold: 0}\n")[0];
+        let mut inputs = Inputs::default();
+        inputs.read_health(&[TargetHealth::new(1, "http://a/metrics".into(), "canary".into())]);
+        let variants = inputs.variants_of(r, ["production".to_owned()].into_iter());
+        assert_eq!(variants.into_iter().collect::<Vec<_>>(), [PROCESS_VARIANT]);
+        assert_eq!(inputs.value(r, PROCESS_VARIANT), Some((Some(1.0), f64::INFINITY)));
+        inputs.storage_failing = true;
+        assert_eq!(inputs.value(r, PROCESS_VARIANT), Some((Some(0.0), f64::INFINITY)));
     }
 
     #[test]

@@ -53,6 +53,13 @@ pub const DEFAULT_RULES: &str = r#"rules:
     min_requests: 100
     severity: critical
     summary: "{{ variant }} fails its comparison with production"
+  - name: StorageFailing
+    expr: storage_healthy
+    op: "=="
+    threshold: 0
+    for: 1m
+    severity: critical
+    summary: "zai-dash cannot write to its database; new numbers are held in memory until it can"
 "#;
 
 /// Fields a rule may have.
@@ -442,6 +449,12 @@ fn variant_name(f: &Fields<'_>, field: &str, v: String) -> Result<String, Config
 fn parse_scope(f: &Fields<'_>, metric: Metric) -> Result<(Scope, String), ConfigError> {
     let scope = match f.text("variant")?.as_deref() {
         None | Some("*") => Scope::Each,
+        Some(_) if metric.of_process() => {
+            return Err(f.err(
+                "variant",
+                format_args!("does not apply to {}, which is about zai-dash itself; leave it out", metric.name()),
+            ));
+        }
         Some(v) => Scope::One(variant_name(f, "variant", v.to_owned())?),
     };
     let baseline = match f.text("baseline")? {
@@ -491,7 +504,7 @@ mod tests {
     #[test]
     fn defaults_parse_as_the_decisions_describe() {
         let rules = default_rules();
-        assert_eq!(rules.len(), 4);
+        assert_eq!(rules.len(), 5);
         let errors = &rules[0];
         assert_eq!(
             (errors.expr.metric, errors.threshold, errors.for_ms, errors.min_requests),
@@ -501,6 +514,15 @@ mod tests {
         assert_eq!((rules[2].expr.metric, rules[2].for_ms, rules[2].window_ms), (Metric::TargetDown, 60_000, 0));
         assert_eq!((rules[3].threshold, rules[3].op, rules[3].baseline.as_str()), (3.0, Op::Eq, "production"));
         assert!(rules.iter().all(|r| r.scope == Scope::Each));
+    }
+
+    #[test]
+    fn storage_failing_is_built_in_and_fires_after_a_minute_of_refused_writes() {
+        let rules = default_rules();
+        let r = rules.iter().find(|r| r.name == "StorageFailing").expect("a built-in StorageFailing rule");
+        assert_eq!((r.expr.metric, r.op, r.threshold), (Metric::StorageHealthy, Op::Eq, 0.0));
+        assert_eq!((r.for_ms, r.window_ms, r.severity.as_str()), (60_000, 0, "critical"));
+        assert_eq!(r.scope, Scope::Each, "one alert for the process (its variant label is zai-dash)");
     }
 
     #[test]
@@ -542,6 +564,7 @@ mod tests {
                 "less than twice the window",
             ),
             ("name: A\nexpr: canary_verdict\nthreshold: fail\nvariant: production", "field `variant` is the baseline"),
+            ("name: A\nexpr: storage_healthy\nthreshold: 0\nvariant: canary", "field `variant` does not apply"),
         ];
         for (rule, want) in cases {
             let got = one(rule).unwrap_err();

@@ -20,6 +20,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use rusqlite::Connection;
 
 use super::StoreError;
+use super::held::HeldRows;
 use super::query::{self, PointQuery};
 use crate::clock::bucket_end;
 use crate::point::Point;
@@ -98,6 +99,18 @@ impl PointCache {
         rollup_ms: i64,
         raw_sealed_ms: i64,
     ) -> Result<String, StoreError> {
+        self.points_json_with(conn, q, (rollup_ms, raw_sealed_ms), &HeldRows::default())
+    }
+
+    /// [`PointCache::points_json`] with the rows the writer still holds. Those are newer than
+    /// the last committed bucket, so never in a sealed one: they are read, never cached.
+    pub fn points_json_with(
+        &self,
+        conn: &Connection,
+        q: &PointQuery,
+        (rollup_ms, raw_sealed_ms): (i64, i64),
+        held: &HeldRows,
+    ) -> Result<String, StoreError> {
         let generation = self.generation.load(Ordering::SeqCst);
         let shape = Shape { raw: q.raw, step_ms: q.step_ms, target_url: q.target_url.clone() };
         let first_end = q.first_bucket_end();
@@ -118,7 +131,7 @@ impl PointCache {
         };
         if covered < q.end_ms {
             let tail = PointQuery { start_ms: covered, variant: None, ..q.clone() };
-            for p in query::points(conn, &tail, rollup_ms)? {
+            for p in query::points_with(conn, &tail, rollup_ms, held, &mut |_, _, _| {})? {
                 let json = serde_json::to_string(&p).map_err(StoreError::State)?;
                 points.push(Cached { timestamp: p.timestamp, variant: p.variant.as_str().into(), json: json.into() });
             }

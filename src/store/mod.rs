@@ -11,6 +11,7 @@ pub mod alerts;
 pub mod cache;
 pub mod codec;
 pub mod downsample;
+pub mod held;
 pub mod query;
 pub mod range;
 pub mod remote_queue;
@@ -53,6 +54,31 @@ pub enum StoreError {
     State(#[from] serde_json::Error),
 }
 
+impl StoreError {
+    /// Why a write failed, as one sentence an operator can act on. `/healthz` (open to anyone
+    /// who can reach the port) and every page show it, so it never carries a path, SQL or
+    /// SQLite's own text; the log line of the failure has those.
+    pub fn write_failure(&self) -> &'static str {
+        use rusqlite::ErrorCode as Code;
+        match self {
+            StoreError::Sqlite(e) => match e.sqlite_error_code() {
+                Some(Code::DiskFull) => "The disk holding the database is full.",
+                Some(Code::ReadOnly) => "The database file or its file system is read-only.",
+                Some(Code::SystemIoFailure) => "The disk reported an I/O error while writing the database.",
+                Some(Code::DatabaseBusy | Code::DatabaseLocked) => {
+                    "Another process kept the database locked for longer than the 5 s busy timeout."
+                }
+                Some(Code::PermissionDenied | Code::CannotOpen) => "The database file cannot be opened for writing.",
+                Some(Code::DatabaseCorrupt | Code::NotADatabase) => "The database file is damaged.",
+                _ => "SQLite refused the write.",
+            },
+            StoreError::Pool(_) => "No database connection could be opened within 5 s.",
+            StoreError::Join(_) => "The database task failed.",
+            StoreError::Codec(_) | StoreError::State(_) => "A stored row could not be read back.",
+        }
+    }
+}
+
 /// Pooled access to the database file.
 #[derive(Clone, Debug)]
 pub struct Store {
@@ -61,6 +87,8 @@ pub struct Store {
     cache: std::sync::Arc<cache::PointCache>,
     /// End of the newest bucket the writer has committed (batches commit in bucket order).
     committed: std::sync::Arc<std::sync::atomic::AtomicI64>,
+    /// Batches waiting to be written (the writer's backlog), which reads add to stored rows.
+    held: std::sync::Arc<held::Held>,
 }
 
 /// Connection settings applied to every pooled connection: WAL so readers never block the
@@ -74,7 +102,8 @@ impl Store {
         let manager = SqliteConnectionManager::file(path).with_init(|c| c.execute_batch(CONNECTION_PRAGMAS));
         let pool = r2d2::Pool::builder().max_size(8).connection_timeout(Duration::from_secs(5)).build(manager)?;
         let committed = std::sync::Arc::new(std::sync::atomic::AtomicI64::new(i64::MIN));
-        let store = Self { pool, path: path.to_path_buf(), cache: Default::default(), committed };
+        let store =
+            Self { pool, path: path.to_path_buf(), cache: Default::default(), committed, held: Default::default() };
         schema::migrate(&mut *store.conn()?)?;
         Ok(store)
     }
@@ -90,12 +119,23 @@ impl Store {
         self.committed.load(std::sync::atomic::Ordering::SeqCst)
     }
 
+    /// The writer's backlog: batches not written yet.
+    pub fn held(&self) -> &held::Held {
+        &self.held
+    }
+
+    /// The held rows a read adds to what it finds in the database; take it before reading.
+    pub fn held_rows(&self) -> held::HeldRows {
+        self.held.snapshot(|| self.committed_until())
+    }
+
     /// Points of sealed buckets kept between range queries.
     pub fn cache(&self) -> &cache::PointCache {
         &self.cache
     }
 
     /// [`query::points`] as a JSON array, through the cache of sealed buckets.
+    /// Held rows newer than the sealed buckets are part of the answer, never of the cache.
     pub async fn points_json(
         &self,
         q: query::PointQuery,
@@ -103,7 +143,8 @@ impl Store {
         raw_sealed_ms: i64,
     ) -> Result<String, StoreError> {
         let cache = self.cache.clone();
-        self.with_conn(move |c| cache.points_json(c, &q, rollup_ms, raw_sealed_ms)).await
+        let held = self.held_rows();
+        self.with_conn(move |c| cache.points_json_with(c, &q, (rollup_ms, raw_sealed_ms), &held)).await
     }
 
     /// The database file.
@@ -153,5 +194,26 @@ impl crate::ingest::TargetRegistry for Store {
             let t = stored.into_iter().next().ok_or("the target was not found after registering it")?;
             Ok(crate::ingest::Registered { id: t.id, state: t.state, journal })
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_write_failure_reads_as_a_sentence_without_sqlite_text_or_paths() {
+        let failure = |code| {
+            let text = Some("/var/secret/zai-dash.db: database or disk is full".to_owned());
+            StoreError::Sqlite(rusqlite::Error::SqliteFailure(rusqlite::ffi::Error::new(code), text)).write_failure()
+        };
+        assert_eq!(failure(rusqlite::ffi::SQLITE_FULL), "The disk holding the database is full.");
+        assert!(failure(rusqlite::ffi::SQLITE_READONLY).contains("read-only"));
+        assert!(failure(rusqlite::ffi::SQLITE_IOERR_WRITE).contains("I/O error"));
+        assert!(failure(rusqlite::ffi::SQLITE_BUSY).contains("busy timeout"));
+        for code in [rusqlite::ffi::SQLITE_FULL, rusqlite::ffi::SQLITE_CONSTRAINT, rusqlite::ffi::SQLITE_CORRUPT] {
+            let s = failure(code);
+            assert!(!s.contains('/') && s.ends_with('.'), "{s}");
+        }
     }
 }

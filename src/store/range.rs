@@ -9,11 +9,12 @@
 //! so cumulative fields agree whatever table, range or cache answers. Buckets wider than a
 //! point are wide buckets ([`Bucket`]); the newest one counts only the time the data reached.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use rusqlite::{Connection, params};
 
+use super::held::HeldRows;
 use super::query::{self, StoredTarget, Table};
 use super::{StoreError, codec};
 use crate::clock::bucket_end;
@@ -45,9 +46,9 @@ impl RowRef<'_> {
 /// Visitor of every row a range query reads: variant, bucket end, row (in no particular order).
 pub type RowVisitor<'v> = dyn FnMut(&str, i64, RowRef<'_>) + 'v;
 
-/// Points of the window, ascending by time then variant.
+/// Points of the window from the stored rows alone, ascending by time then variant.
 pub fn points(conn: &Connection, q: &PointQuery, rollup_ms: i64) -> Result<Vec<Point>, StoreError> {
-    points_with(conn, q, rollup_ms, &mut |_, _, _| {})
+    points_with(conn, q, rollup_ms, &HeldRows::default(), &mut |_, _, _| {})
 }
 
 /// What one read of the window's rows gave.
@@ -58,12 +59,14 @@ struct Read {
     newest_ms: Option<i64>,
 }
 
-/// [`points`], also handing every row read to `each_row`, so a caller that needs window sums too
-/// (the dashboard's per-model table) reads the rows only once.
+/// [`points`] with the rows the writer still `held` (see [`super::held`]), also handing every
+/// row read to `each_row`, so a caller that needs window sums too (the dashboard's per-model
+/// table) reads the rows only once.
 pub fn points_with(
     conn: &Connection,
     q: &PointQuery,
     rollup_ms: i64,
+    held: &HeldRows,
     each_row: &mut RowVisitor<'_>,
 ) -> Result<Vec<Point>, StoreError> {
     let owned = query::variant_names(conn)?;
@@ -89,7 +92,8 @@ pub fn points_with(
         let coarse = q.step_ms % (rollup_ms * super::COARSE_FACTOR) == 0;
         from = rolled_rows(conn, &targets, (after, q.end_ms), (&names.shared, widths, coarse), each_row, &mut read)?;
     }
-    raw_rows(conn, (only, !q.raw), (from, q.end_ms), (&names, widths), each_row, &mut read)?;
+    let raw = Raw { only, roll: !q.raw, held };
+    raw_rows(conn, raw, (from, q.end_ms), (&names, widths), each_row, &mut read)?;
     Ok(build_points(q, &read, &mut builder))
 }
 
@@ -272,12 +276,20 @@ fn rolled_rows(
     Ok(from)
 }
 
-/// The raw rows of `(from, until]`, every target's (or only `only`'s) in one scan: as points,
-/// or with `roll` rolled into minutes on the fly (the newest end of a long range, after the
-/// stored rollups).
+/// Which raw rows a read takes: every target's or only one's, rolled into minutes or not, and
+/// the held rows to add.
+struct Raw<'a> {
+    only: Option<i64>,
+    roll: bool,
+    held: &'a HeldRows,
+}
+
+/// The raw rows of `(from, until]`, every target's (or only `only`'s) in one scan, plus the
+/// held rows the database lacks: as points, or with `roll` rolled into minutes on the fly (the
+/// newest end of a long range, after the stored rollups).
 fn raw_rows(
     conn: &Connection,
-    (only, roll): (Option<i64>, bool),
+    Raw { only, roll, held }: Raw<'_>,
     (from, until): (i64, i64),
     (names, widths): (&Names, (i64, i64)),
     each_row: &mut RowVisitor<'_>,
@@ -288,18 +300,33 @@ fn raw_rows(
     }
     if !roll {
         let own = raw_summaries(conn, only, (from, until), (&names.shared, widths), each_row)?;
-        read.newest_ms = read.newest_ms.max(own.iter().map(|s| s.ts_ms).max());
+        let stored: HashSet<_> = own.iter().map(|s| (s.ts_ms, s.target_id)).collect();
+        let extra = held.rows_in((from, until), only, &stored);
+        for r in &extra {
+            each_row(&r.variant, r.ts_ms, RowRef::Row(r));
+        }
+        let newest = own.iter().map(|s| s.ts_ms).chain(extra.iter().map(|r| r.ts_ms)).max();
+        read.newest_ms = read.newest_ms.max(newest);
         read.rows.extend(own);
+        read.rows.extend(extra.iter().map(Summary::from));
         return Ok(());
     }
     let mut roller = query::Roller::new(widths.1);
-    query::each_raw_row(conn, (from, until), only, &names.owned, widths, &mut |r| {
+    let mut stored = HashSet::new();
+    let mut take = |r: TargetRow, read: &mut Read| {
         each_row(&r.variant, r.ts_ms, RowRef::Row(&r));
         read.newest_ms = read.newest_ms.max(Some(r.ts_ms));
         if let Some(rolled) = roller.push(r) {
             read.rows.push(Summary::from(&rolled));
         }
+    };
+    query::each_raw_row(conn, (from, until), only, &names.owned, widths, &mut |r| {
+        stored.insert((r.ts_ms, r.target_id));
+        take(r, read);
     })?;
+    for r in held.rows_in((from, until), only, &stored) {
+        take(r, read); // newer than every stored row: each target's rows stay in time order
+    }
     read.rows.extend(roller.finish().iter().map(Summary::from));
     Ok(())
 }

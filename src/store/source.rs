@@ -1,6 +1,6 @@
 //! The store as the web layer's [`DataSource`] (SQLite mode): each question delegates to the
 //! query that answered it before the trait existed, so the pages and the API read exactly what
-//! they read before.
+//! they read before, plus the rows the writer still holds ([`super::held`]).
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -49,7 +49,12 @@ impl DataSource for StoreSource {
 
     fn points(&self, q: PointQuery) -> BoxFuture<'_, Result<Vec<Point>, SourceError>> {
         let rollup_ms = self.rollup_ms;
-        Box::pin(async move { Ok(self.store.with_conn(move |c| range::points(c, &q, rollup_ms)).await?) })
+        let held = self.store.held_rows();
+        Box::pin(async move {
+            let points =
+                move |c: &mut rusqlite::Connection| range::points_with(c, &q, rollup_ms, &held, &mut |_, _, _| {});
+            Ok(self.store.with_conn(points).await?)
+        })
     }
 
     fn points_json(&self, q: PointQuery, now_ms: i64) -> BoxFuture<'_, Result<String, SourceError>> {
@@ -58,18 +63,20 @@ impl DataSource for StoreSource {
     }
 
     fn window(&self, q: WindowQuery) -> BoxFuture<'_, Result<BTreeMap<String, WindowSums>, SourceError>> {
-        Box::pin(async move { Ok(self.store.with_conn(move |c| window::window_sums(c, &q)).await?) })
+        let held = self.store.held_rows();
+        Box::pin(async move { Ok(self.store.with_conn(move |c| window::window_sums(c, &q, &held)).await?) })
     }
 
     fn chart(&self, q: PointQuery) -> BoxFuture<'_, Result<ChartData, SourceError>> {
         let rollup_ms = self.rollup_ms;
+        let held = self.store.held_rows();
         Box::pin(async move {
             let data = self
                 .store
                 .with_conn(move |c| {
                     let events = query::events(c, q.start_ms, q.end_ms)?;
                     let periods = alerts::periods(c, q.start_ms, q.end_ms)?;
-                    let (points, counts) = window::points_and_counts(c, &q, rollup_ms)?;
+                    let (points, counts) = window::points_and_counts(c, &q, rollup_ms, &held)?;
                     Ok(ChartData { points, counts, events, periods })
                 })
                 .await?;

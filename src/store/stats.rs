@@ -1,6 +1,7 @@
 //! The store as a [`StatsSource`]: window statistics from the same window sums `/api/compare`
 //! reads ([`super::window::window_sums`]), and histories from the range query behind
-//! `/api/metrics?step=`, so alerts judge exactly the numbers the pages show.
+//! `/api/metrics?step=`, so alerts judge exactly the numbers the pages show (the rows the writer
+//! still holds included: alerts keep working while the database refuses writes).
 
 use std::collections::BTreeMap;
 
@@ -36,9 +37,13 @@ impl StatsSource for StoreStats {
         window_ms: i64,
     ) -> BoxFuture<'_, Result<BTreeMap<String, WindowStats>, StatsError>> {
         let q = WindowQuery::ending(end_ms, window_ms, self.widths, end_ms - self.retention_raw_ms);
+        let held = self.store.held_rows();
         Box::pin(async move {
-            let sums =
-                self.store.with_conn(move |c| window_sums(c, &q)).await.map_err(|e| StatsError(e.to_string()))?;
+            let sums = self
+                .store
+                .with_conn(move |c| window_sums(c, &q, &held))
+                .await
+                .map_err(|e| StatsError(e.to_string()))?;
             Ok(sums.into_iter().map(|(variant, s)| (variant, WindowStats::from_sums(&s, end_ms))).collect())
         })
     }
@@ -50,8 +55,11 @@ impl StatsSource for StoreStats {
         let resolution = if raw { point_ms } else { rollup_ms };
         let step = series_step(range_ms, step_ms, resolution);
         let q = PointQuery { start_ms, end_ms, step_ms: step, raw, point_ms, variant: None, target_url: None };
+        let held = self.store.held_rows();
         Box::pin(async move {
-            self.store.with_conn(move |c| range::points(c, &q, rollup_ms)).await.map_err(|e| StatsError(e.to_string()))
+            let points =
+                move |c: &mut rusqlite::Connection| range::points_with(c, &q, rollup_ms, &held, &mut |_, _, _| {});
+            self.store.with_conn(points).await.map_err(|e| StatsError(e.to_string()))
         })
     }
 }

@@ -5,17 +5,23 @@
 //! so a quantile over the window comes from the window's summed bucket increases. The query and
 //! result types are the core's ([`crate::source`]), shared with the PromQL source mode.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 
 use rusqlite::Connection;
 
 use super::StoreError;
+use super::held::HeldRows;
 use super::query::{Table, each_raw_row, select_targets, target_rows, targets, variant_names, watermark};
 use crate::point::{Counts, TargetRow};
 pub use crate::source::{ModelUsage, WindowQuery, WindowSums, model_usage, model_usage_covered};
 
-/// Increases of every variant over the window, summed over its pods, with where its data starts.
-pub fn window_sums(conn: &Connection, q: &WindowQuery) -> Result<BTreeMap<String, WindowSums>, StoreError> {
+/// Increases of every variant over the window, summed over its pods, with where its data starts;
+/// the rows the writer still `held` count too (see [`super::held`]).
+pub fn window_sums(
+    conn: &Connection,
+    q: &WindowQuery,
+    held: &HeldRows,
+) -> Result<BTreeMap<String, WindowSums>, StoreError> {
     let names = variant_names(conn)?;
     let wm = if q.raw { i64::MIN } else { watermark(conn)?.unwrap_or(i64::MIN) };
     let (point_ms, rollup_ms) = q.widths;
@@ -39,13 +45,21 @@ pub fn window_sums(conn: &Connection, q: &WindowQuery) -> Result<BTreeMap<String
     if targets.is_empty() {
         return Ok(out);
     }
-    each_raw_row(conn, (q.start_ms.max(wm), q.end_ms), only, &names, q.widths, &mut |r| add(&r, point_ms))?;
+    let raw = (q.start_ms.max(wm), q.end_ms);
+    let mut stored = HashSet::new();
+    each_raw_row(conn, raw, only, &names, q.widths, &mut |r| {
+        stored.insert((r.ts_ms, r.target_id));
+        add(&r, point_ms);
+    })?;
+    for r in held.rows_in(raw, only, &stored) {
+        add(&r, point_ms);
+    }
     Ok(out)
 }
 
 /// Increases of every variant over the window, summed over its pods.
 pub fn window_counts(conn: &Connection, q: &WindowQuery) -> Result<BTreeMap<String, Counts>, StoreError> {
-    Ok(window_sums(conn, q)?.into_iter().map(|(v, s)| (v, s.counts)).collect())
+    Ok(window_sums(conn, q, &HeldRows::default())?.into_iter().map(|(v, s)| (v, s.counts)).collect())
 }
 
 /// Chart points and the window's sums per variant from one read of the rows (the overview
@@ -55,10 +69,11 @@ pub fn points_and_counts(
     conn: &Connection,
     q: &super::query::PointQuery,
     rollup_ms: i64,
+    held: &HeldRows,
 ) -> Result<(Vec<crate::point::Point>, BTreeMap<String, Counts>), StoreError> {
     let mut counts: BTreeMap<String, Counts> = BTreeMap::new();
     let (start, end) = (q.start_ms, q.end_ms);
-    let points = super::query::points_with(conn, q, rollup_ms, &mut |variant, ts, row| {
+    let points = super::query::points_with(conn, q, rollup_ms, held, &mut |variant, ts, row| {
         if ts > start && ts <= end {
             match counts.get_mut(variant) {
                 Some(c) => row.add_to(c),

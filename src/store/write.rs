@@ -3,26 +3,35 @@
 //!
 //! The ticker never waits for the disk: [`WriteQueue::submit`] is a `try_send`; when the queue
 //! is full the batch is kept and merged with the next ones until the writer takes them, so a slow
-//! disk delays rows but loses none. A batch whose transaction fails (disk full,
-//! locked file) stays in a backlog of [`MAX_BACKLOG`] batches and is retried, oldest first,
-//! before each new batch, so a transient failure loses nothing. Points are published to the
-//! live hub after the write attempt, so REST reflects what SSE has shown whenever the disk
-//! accepts writes, and the live view keeps moving when it does not.
+//! disk delays rows but loses none. Every batch goes to the store's backlog ([`super::held`]) and
+//! is written from there, oldest first, in one transaction each. While the database refuses writes
+//! (disk full, read-only, I/O error, locked) the backlog keeps up to [`MAX_BACKLOG`] batches and
+//! is retried every [`RETRY_INTERVAL`], new batches or not; the failure is on the health board
+//! (`/healthz`, the pages' banner, `zai_dash_storage_healthy`, the `StorageFailing` rule) until
+//! every held batch is written.
+//!
+//! Points are published to the live hub once, when the writer takes their batch: after the
+//! write while writes succeed, at once while they fail. A retried batch has no points left, so
+//! no bucket reaches the live stream or the alerts twice, and reads add the held rows to the
+//! stored ones, so REST agrees with what SSE has shown either way.
 
-use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use rusqlite::{Connection, params};
 use tokio::sync::mpsc;
 
+pub use super::held::MAX_BACKLOG;
 use super::{Store, StoreError, query};
-use crate::clock::bucket_end;
+use crate::clock::{SharedClock, bucket_end};
+use crate::health::HealthBoard;
 use crate::ingest::{BatchSink, PointSink};
 pub use crate::ingest::{StateUpdate, StateWrite, WriteBatch};
 
-/// Failed batches kept for retry: one hour of 5 s ticks.
-pub const MAX_BACKLOG: usize = 720;
+/// How often held batches are retried while the database refuses writes. A timer rather than
+/// the next batch, so that recovery shows within a second even when no target answers.
+pub const RETRY_INTERVAL: Duration = Duration::from_secs(1);
 
 /// Counters of the writer, for logs and self-metrics.
 #[derive(Debug, Default)]
@@ -124,80 +133,124 @@ impl WriteQueue {
     }
 }
 
+/// Where the writer says whether the database takes writes, and the clock that dates it.
+#[derive(Debug, Clone)]
+pub struct Reporting {
+    /// The board `/healthz`, the pages and the alert rules read.
+    pub health: HealthBoard,
+    /// Wall clock (when a failure started).
+    pub clock: SharedClock,
+}
+
 /// Writes batches until every sender is gone, then makes one last attempt at the backlog.
 pub async fn run_writer(
     store: Store,
     mut rx: mpsc::Receiver<WriteBatch>,
     hub: impl PointSink,
     stats: Arc<WriterStats>,
+    reporting: Reporting,
     rollup_ms: i64,
 ) {
-    let mut backlog: VecDeque<Arc<WriteBatch>> = VecDeque::new();
-    let mut failing = false;
-    while let Some(mut batch) = rx.recv().await {
-        stats.queued.fetch_sub(1, Ordering::Relaxed);
+    let mut w = Writer { store, stats, reporting, rollup_ms, failing: false };
+    let mut retry_at = tokio::time::Instant::now();
+    loop {
+        let mut batch = tokio::select! {
+            batch = rx.recv() => match batch {
+                Some(b) => b,
+                None => break,
+            },
+            () = tokio::time::sleep_until(retry_at), if w.failing => {
+                w.drain().await;
+                retry_at = tokio::time::Instant::now() + RETRY_INTERVAL;
+                continue;
+            }
+        };
+        w.stats.queued.fetch_sub(1, Ordering::Relaxed);
         let points = std::mem::take(&mut batch.points);
         let events = batch.events.clone();
-        backlog.push_back(Arc::new(batch));
-        if backlog.len() > MAX_BACKLOG {
-            backlog.pop_front();
-            stats.dropped.fetch_add(1, Ordering::Relaxed);
+        w.hold(batch);
+        if !w.failing {
+            w.drain().await;
+            retry_at = tokio::time::Instant::now() + RETRY_INTERVAL;
         }
-        failing = drain(&store, &mut backlog, &stats, rollup_ms, failing).await;
         hub.publish(points);
         if !events.is_empty() {
             hub.publish_events(events);
         }
     }
-    if !backlog.is_empty() {
-        drain(&store, &mut backlog, &stats, rollup_ms, failing).await;
+    if !w.store.held().is_empty() {
+        w.drain().await;
     }
-    if !backlog.is_empty() {
-        tracing::error!(
-            batches = backlog.len(),
-            "Shutting down with unwritten batches; the database kept refusing writes."
-        );
+    let left = w.store.held().len();
+    if left > 0 {
+        tracing::error!(batches = left, "Shutting down with unwritten batches; the database kept refusing writes.");
     }
 }
 
-/// Writes the backlog oldest first, stopping at the first failure. Returns whether writes are
-/// failing, logging only when that changes.
-async fn drain(
-    store: &Store,
-    backlog: &mut VecDeque<Arc<WriteBatch>>,
-    stats: &WriterStats,
+/// The writer task's state.
+struct Writer {
+    store: Store,
+    stats: Arc<WriterStats>,
+    reporting: Reporting,
     rollup_ms: i64,
-    was_failing: bool,
-) -> bool {
-    let mut written = 0;
-    while let Some(batch) = backlog.front().cloned() {
-        let touches_served = batch.late || was_failing;
-        let bucket_end_ms = batch.bucket_end_ms;
-        match store.with_conn(move |c| write_batch(c, &batch, rollup_ms)).await {
-            Ok(merged) => {
-                if merged || touches_served {
-                    store.cache().invalidate(); // rows landed in buckets that may have been served
-                }
-                store.note_committed(bucket_end_ms);
-                backlog.pop_front();
-                written += 1;
-                stats.committed.fetch_add(1, Ordering::Relaxed);
-            }
-            Err(e) => {
-                stats.failed.fetch_add(1, Ordering::Relaxed);
-                stats.backlog.store(backlog.len() as u64, Ordering::Relaxed);
-                if !was_failing {
-                    tracing::error!(error = %e, backlog = backlog.len(), "Database write failed; keeping batches in memory to retry.");
-                }
-                return true;
-            }
+    /// The last attempt failed: the backlog is retried on the timer, not per batch.
+    failing: bool,
+}
+
+impl Writer {
+    /// Puts a batch behind the held ones (the oldest goes beyond an hour of them, counted).
+    fn hold(&self, batch: WriteBatch) {
+        if self.store.held().push(batch) {
+            self.stats.dropped.fetch_add(1, Ordering::Relaxed);
+        }
+        if self.failing {
+            let held = self.store.held().len();
+            self.stats.backlog.store(held as u64, Ordering::Relaxed);
+            self.reporting.health.storage_holding(held);
         }
     }
-    stats.backlog.store(0, Ordering::Relaxed);
-    if was_failing {
-        tracing::info!(batches = written, "Database writes recovered; the backlog is written.");
+
+    /// Writes the backlog oldest first, stopping at the first failure; logs and reports only
+    /// when writes start failing or recover.
+    async fn drain(&mut self) {
+        let was_failing = self.failing;
+        let mut written = 0;
+        while let Some(batch) = self.store.held().front() {
+            let touches_served = batch.late || was_failing;
+            let bucket_end_ms = batch.bucket_end_ms;
+            let rollup_ms = self.rollup_ms;
+            match self.store.with_conn(move |c| write_batch(c, &batch, rollup_ms)).await {
+                Ok(merged) => {
+                    if merged || touches_served {
+                        self.store.cache().invalidate(); // rows landed in buckets that may have been served
+                    }
+                    self.store.held().release_front(|| self.store.note_committed(bucket_end_ms));
+                    written += 1;
+                    self.stats.committed.fetch_add(1, Ordering::Relaxed);
+                }
+                Err(e) => return self.failed(&e),
+            }
+        }
+        self.stats.backlog.store(0, Ordering::Relaxed);
+        if was_failing {
+            tracing::info!(batches = written, "Database writes recovered; the backlog is written.");
+            self.reporting.health.storage_recovered();
+        }
+        self.failing = false;
     }
-    false
+
+    fn failed(&mut self, e: &StoreError) {
+        let held = self.store.held().len();
+        self.stats.failed.fetch_add(1, Ordering::Relaxed);
+        self.stats.backlog.store(held as u64, Ordering::Relaxed);
+        if !self.failing {
+            tracing::error!(error = %e, backlog = held, "Database write failed; keeping batches in memory to retry.");
+        }
+        let stored_until = Some(self.store.committed_until()).filter(|&ms| ms != i64::MIN);
+        let now = self.reporting.clock.now_ms();
+        self.reporting.health.storage_failed(now, e.write_failure().to_owned(), held, stored_until);
+        self.failing = true;
+    }
 }
 
 /// Checkpoints replace a target's stored state (never with an older one); journal entries are

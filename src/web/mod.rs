@@ -182,8 +182,21 @@ fn pages_router() -> Router<AppState> {
         .layer(tower_http::compression::CompressionLayer::new().quality(tower_http::CompressionLevel::Fastest))
 }
 
-async fn healthz() -> impl IntoResponse {
-    axum::Json(serde_json::json!({ "status": "ok" }))
+/// `GET /healthz`: 200 while the process serves. A database that refuses writes makes it
+/// `degraded` with the reason, still 200: the process is alive and its pages and live view
+/// work, and a liveness probe restarting it would lose the batches it holds in memory.
+async fn healthz(State(state): State<AppState>) -> impl IntoResponse {
+    let Some(f) = state.health.storage() else { return axum::Json(serde_json::json!({ "status": "ok" })) };
+    axum::Json(serde_json::json!({
+        "status": "degraded",
+        "storage": {
+            "since": crate::clock::rfc3339_ms(f.since_ms),
+            "last_error": f.last_error,
+            "batches_held": f.batches_held,
+            "failed_commits": f.failed_commits,
+            "stored_until": f.stored_until_ms.map(crate::clock::rfc3339_ms),
+        },
+    }))
 }
 
 async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
@@ -223,6 +236,7 @@ async fn self_metrics(State(state): State<AppState>) -> impl IntoResponse {
         remote: remote.as_ref(),
         receivers: &receivers,
         alerts_pending_firing: pending_firing,
+        storage_healthy: state.health.storage().is_none(),
     });
     ([(axum::http::header::CONTENT_TYPE, crate::expo::CONTENT_TYPE)], body)
 }

@@ -43,6 +43,32 @@ pub struct Chrome {
     pub notice: Option<String>,
     /// Alerts firing now: the strip under the header.
     pub firing: Vec<super::alerts::StripAlert>,
+    /// While the database refuses writes: the banner saying so.
+    pub storage: Option<StorageBanner>,
+}
+
+/// What every page says while the database refuses writes: since when the numbers are not
+/// saved, why, and that they are held in memory (the charts include them).
+pub struct StorageBanner {
+    /// The first failed write, RFC 3339.
+    pub since: String,
+    /// Why the last attempt failed, one sentence.
+    pub reason: String,
+    /// Batches (one per point) held in memory.
+    pub batches: usize,
+    /// End of the stored history, RFC 3339; empty when nothing was stored since the start.
+    pub stored_until: String,
+}
+
+impl StorageBanner {
+    fn of(f: crate::health::StorageFailure) -> Self {
+        Self {
+            since: rfc3339_ms(f.since_ms),
+            reason: f.last_error,
+            batches: f.batches_held,
+            stored_until: f.stored_until_ms.map(rfc3339_ms).unwrap_or_default(),
+        }
+    }
 }
 
 impl Chrome {
@@ -57,6 +83,7 @@ impl Chrome {
             page,
             notice: state.settings.notice.clone(),
             firing: super::alerts::strip(state),
+            storage: state.health.storage().map(StorageBanner::of),
         }
     }
 }

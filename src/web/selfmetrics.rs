@@ -84,6 +84,8 @@ pub struct Inputs<'a> {
     pub receivers: &'a [ReceiverView],
     /// Alerts pending and firing now.
     pub alerts_pending_firing: (usize, usize),
+    /// False while the database refuses writes (always true in source mode, which has none).
+    pub storage_healthy: bool,
 }
 
 /// Renders the exposition; families in name order, as client_golang does.
@@ -114,6 +116,8 @@ pub fn render(i: &Inputs<'_>) -> String {
     write_scrapes(&mut e, i.targets);
     e.family("zai_dash_sse_clients", "Connected Server-Sent Events clients.", "gauge");
     e.sample("zai_dash_sse_clients", &[], i.sse_clients as f64);
+    e.family("zai_dash_storage_healthy", "Whether the database takes writes (1) or refuses them (0).", "gauge");
+    e.sample("zai_dash_storage_healthy", &[], f64::from(u8::from(i.storage_healthy)));
     e.family("zai_dash_target_up", "Whether the last scrape of a target succeeded (1) or not (0).", "gauge");
     for t in i.targets.iter().filter(|t| !t.retired) {
         e.sample("zai_dash_target_up", &[("target", &t.url), ("variant", &t.variant)], f64::from(u8::from(t.up)));
@@ -271,6 +275,7 @@ mod tests {
             remote: None,
             receivers: &[],
             alerts_pending_firing: (1, 2),
+            storage_healthy: false,
         });
         assert!(!text.contains("10.0.0.1"), "{text}");
         assert!(
@@ -279,6 +284,7 @@ mod tests {
         assert!(text.contains("zai_dash_target_up{target=\"http://10.0.0.2:8080/metrics\",variant=\"canary\"} 0\n"));
         assert!(text.contains("zai_dash_sse_clients 2\n"));
         assert!(text.contains("zai_dash_alerts{state=\"firing\"} 2\n"));
+        assert!(text.contains("zai_dash_storage_healthy 0\n"));
         assert!(crate::scrape::parse::parse(&text).is_ok());
     }
 }
