@@ -107,3 +107,29 @@ async fn sigterm_turns_readiness_off_closes_streams_and_exits_cleanly() {
     let rows: i64 = conn.query_row("SELECT COUNT(*) FROM metrics_5s", [], |r| r.get(0)).unwrap();
     assert!(rows as usize >= stored_before, "rows {rows} >= points seen before shutdown {stored_before}");
 }
+
+/// A SIGTERM sent the moment `listening on` is printed (an orchestrator stopping a pod that has
+/// just started) is a graceful shutdown, exit status 0: the handlers are installed before the
+/// line is printed, not by a task that may not have run yet.
+#[test]
+fn sigterm_right_after_the_listening_line_exits_cleanly() {
+    let dir = tempfile::tempdir().unwrap();
+    for round in 0..20 {
+        let mut child = zai_dash()
+            .arg("serve")
+            .env("LISTEN_ADDR", "127.0.0.1:0")
+            .env("SCRAPE_TARGETS", "http://127.0.0.1:9/metrics")
+            .env("DB_PATH", dir.path().join(format!("z{round}.db")))
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+        assert!(line.starts_with("listening on "), "{line}");
+        // SAFETY: kill(2) on our own child's pid; no memory is involved.
+        assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGTERM) }, 0);
+        let status = child.wait().unwrap();
+        assert!(status.success(), "round {round}: {status:?} (killed by the signal instead of shutting down)");
+    }
+}
