@@ -46,7 +46,7 @@ impl Mixture {
     /// Half-width of the level-`level` confidence sequence at information `info`
     /// (infinite without information).
     pub fn half_width(self, info: f64, level: f64) -> f64 {
-        if !(info > 0.0) || !info.is_finite() {
+        if !info.is_finite() || info <= 0.0 {
             return f64::INFINITY;
         }
         let s = info + self.rho;
@@ -56,7 +56,7 @@ impl Mixture {
     /// Always-valid p-value of `δ = δ0` given the distance `d − δ0` and the information:
     /// `min(1, 1/M)`.
     pub fn p_value(self, distance: f64, info: f64) -> f64 {
-        if !(info > 0.0) || !info.is_finite() || !distance.is_finite() {
+        if !info.is_finite() || info <= 0.0 || !distance.is_finite() {
             return 1.0;
         }
         let s = info + self.rho;
@@ -69,7 +69,7 @@ impl Mixture {
     /// the half-width decreases with information once past a tiny start). `None` when even
     /// `1e30` is not enough.
     pub fn info_for_half_width(self, target: f64, level: f64) -> Option<f64> {
-        if !(target > 0.0) {
+        if target.is_nan() || target <= 0.0 {
             return None;
         }
         let (mut lo, mut hi) = (1e-12_f64.ln(), 1e30_f64.ln());

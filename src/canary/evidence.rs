@@ -106,22 +106,38 @@ impl Tails {
         if nb <= 0.0 && nc <= 0.0 {
             return;
         }
-        let same_layout = self.bounds.len() + 1 == b.len()
-            && b.len() == c.len()
-            && self.bounds.iter().zip(b).zip(c).all(|((x, y), z)| *x == y.0 && *x == z.0);
-        if !same_layout {
-            self.learn_bounds(b);
-            self.learn_bounds(c);
+        if self.same_layout(b, c) {
+            // The usual case (one exporter, one layout): position i is bound i on both sides.
+            for (i, acc) in self.above.iter_mut().enumerate() {
+                acc.fold(nb, (nb - b[i].1).clamp(0.0, nb), nc, (nc - c[i].1).clamp(0.0, nc));
+            }
+            return;
         }
+        self.learn_bounds(b);
+        self.learn_bounds(c);
         for (i, &le) in self.bounds.iter().enumerate() {
             // A side without this bound (another layout, or no data this tick) counts nothing.
-            let side = |h: &[(f64, f64)], n: f64| match if same_layout { Some(h[i].1) } else { cumulative_at(h, le) } {
+            let side = |h: &[(f64, f64)], n: f64| match cumulative_at(h, le) {
                 Some(below) => (n, (n - below).clamp(0.0, n)),
                 None => (0.0, 0.0),
             };
             let ((nb_i, xb), (nc_i, xc)) = (side(b, nb), side(c, nc));
             self.above[i].fold(nb_i, xb, nc_i, xc);
         }
+    }
+
+    /// Whether both histograms have exactly the known finite bounds, then `+Inf`.
+    fn same_layout(&self, b: &[(f64, f64)], c: &[(f64, f64)]) -> bool {
+        let k = self.bounds.len();
+        if b.len() != k + 1 || c.len() != k + 1 {
+            return false;
+        }
+        for i in 0..k {
+            if b[i].0 != self.bounds[i] || c[i].0 != self.bounds[i] {
+                return false;
+            }
+        }
+        true
     }
 
     /// Adds the finite bounds of `buckets` not seen before (their sums start now).

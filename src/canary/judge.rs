@@ -14,8 +14,8 @@ use crate::compare::Verdict;
 pub const METHOD: &str = "always_valid_mixture";
 
 /// Paired ticks an amount (tokens, USD) needs before it is tested: its variance comes from the
-/// spread between ticks alone, which a handful of ticks estimates badly.
-pub const MIN_TICKS_FOR_AMOUNTS: f64 = 30.0;
+/// spread between ticks, which a handful of ticks estimates badly (60 ticks: 5 minutes live).
+pub const MIN_TICKS_FOR_AMOUNTS: f64 = 60.0;
 
 /// Where a metric stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -200,8 +200,8 @@ pub fn judge(e: &Evidence, cfg: &CanaryConfig) -> Judgement {
     let mut all = [1.0; MAX_HYPOTHESES];
     let mut slots = 0;
     let mut ceiling_slot = [usize::MAX; MAX_HYPOTHESES];
-    for k in 0..count {
-        all[slots] = p[k];
+    for &pk in p.iter().take(count) {
+        all[slots] = pk;
         slots += 1;
     }
     for k in 0..count {

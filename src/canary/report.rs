@@ -61,7 +61,7 @@ impl Row {
     /// The row's one-line reason: both values with their sample sizes, the estimate with its
     /// sequence, and what decided the row.
     pub fn reason(&self) -> String {
-        let mut out = format!("{}", self.metric.label());
+        let mut out = self.metric.label().to_owned();
         if let Some(b) = self.bound_ms {
             let _ = write!(out, " (above {} ms)", num(b));
         }

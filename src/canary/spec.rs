@@ -188,7 +188,7 @@ impl CanaryConfig {
             return Err(f.err("alpha", format_args!("is {alpha}; use a number between 0 and 0.5, such as 0.05")));
         }
         let min_requests = f.number("min_requests")?.unwrap_or(100.0);
-        if !(min_requests >= 1.0) {
+        if min_requests < 1.0 {
             return Err(f.err("min_requests", format_args!("is {min_requests}; use 1 or more")));
         }
         let mut metrics = default_metrics();

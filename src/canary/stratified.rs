@@ -23,7 +23,7 @@ pub enum Kind {
     Share,
     /// Events per request (upstream errors, retries): Poisson floor `r̃`.
     Events,
-    /// An amount per unit (tokens, USD): no floor, the sandwich alone.
+    /// An amount per unit (tokens, USD): floor at a coefficient of variation of 1.
     Amount,
 }
 
@@ -67,13 +67,17 @@ const VARIANCE_FLOOR: f64 = 1e-24;
 impl Paired {
     /// Folds one tick: baseline `(n_b, y_b)`, candidate `(n_c, y_c)`.
     pub fn fold(&mut self, nb: f64, yb: f64, nc: f64, yc: f64) {
-        for (s, (n, y)) in [(nb, yb), (nc, yc)].into_iter().enumerate() {
-            self.n[s] += n;
-            self.y[s] += y;
-            self.yy[s] += y * y;
-            self.ny[s] += n * y;
-            self.nn[s] += n * n;
-        }
+        // Written out side by side: this runs for every metric and bound at every tick.
+        self.n[0] += nb;
+        self.n[1] += nc;
+        self.y[0] += yb;
+        self.y[1] += yc;
+        self.yy[0] += yb * yb;
+        self.yy[1] += yc * yc;
+        self.ny[0] += nb * yb;
+        self.ny[1] += nc * yc;
+        self.nn[0] += nb * nb;
+        self.nn[1] += nc * nc;
         if nb <= 0.0 || nc <= 0.0 {
             return;
         }
@@ -138,14 +142,18 @@ impl Paired {
         if self.ticks > 1.0 { self.ticks / (self.ticks - 1.0) } else { 1.0 }
     }
 
-    /// Per-request variance of side `s` for the floor: binomial for shares, Poisson for events,
-    /// from the smoothed pooled rate `(y+1)/(n+2)`, so a side with no events still has some.
+    /// Per-unit variance of side `s` for the floor: binomial for shares, Poisson for events,
+    /// from the smoothed pooled rate `(y+1)/(n+2)`, so a side with no events still has some;
+    /// for amounts a coefficient of variation of 1 per unit (tokens and cost per LLM request
+    /// vary at least that much), which keeps a handful of early ticks from looking precise.
     fn unit_variance(&self, s: usize, kind: Kind) -> f64 {
-        let p = (self.y[s] + 1.0) / (self.n[s] + 2.0);
         match kind {
-            Kind::Share => p.min(1.0) * (1.0 - p.min(1.0)),
-            Kind::Events => p,
-            Kind::Amount => 0.0,
+            Kind::Share => {
+                let p = ((self.y[s] + 1.0) / (self.n[s] + 2.0)).min(1.0);
+                p * (1.0 - p)
+            }
+            Kind::Events => (self.y[s] + 1.0) / (self.n[s] + 2.0),
+            Kind::Amount => self.rate(s).map_or(0.0, |r| r * r),
         }
     }
 
