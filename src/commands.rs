@@ -11,7 +11,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::clock::{SharedClock, SystemClock};
 use crate::config::{
-    Cli, Command, ProxyCommandArgs, RulesArgs, Settings, TargetSpec, parse_duration, parse_listen_addr,
+    CanaryArgs, Cli, Command, ProxyCommandArgs, RulesArgs, Settings, TargetSpec, parse_duration, parse_listen_addr,
 };
 use crate::proxy::{self, Proxy};
 use crate::variant::is_valid_variant;
@@ -21,6 +21,9 @@ use crate::{app, demo, shutdown};
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     if let Command::Rules(args) = &cli.command {
         return rules(args);
+    }
+    if let Command::Canary(args) = &cli.command {
+        return canary(args);
     }
     let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
     runtime.block_on(async move {
@@ -32,6 +35,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             Command::Proxy(args) => proxy_only(&args, clock, token).await,
             Command::Healthcheck(args) => crate::healthcheck::run(&args).await.map_err(Into::into),
             Command::Rules(args) => rules(&args),
+            Command::Canary(args) => canary(&args),
             Command::Grafana => {
                 print!("{}", crate::web::grafana::dashboard_json()?);
                 Ok(())
@@ -44,6 +48,18 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             }
         }
     })
+}
+
+/// `zai-dash canary [--print-config]`: the built-in canary settings, or the validated
+/// `CANARY_CONFIG` as the analysis would use it.
+fn canary(args: &CanaryArgs) -> anyhow::Result<()> {
+    if args.print_config || args.canary_config.trim().is_empty() {
+        print!("{}", crate::canary::render_defaults());
+        return Ok(());
+    }
+    let config = crate::canary::CanaryConfig::load(std::path::Path::new(args.canary_config.trim()))?;
+    print!("{}", config.render());
+    Ok(())
 }
 
 /// `zai-dash rules [--prometheus]`: validates the rules and prints them, as a summary or as a

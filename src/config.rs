@@ -57,6 +57,20 @@ pub enum Command {
     /// Check the alerting rules (`ALERT_RULES`, else the built-in ones) and print them; with
     /// `--prometheus`, as a Prometheus rule file over the `zai_proxy_*` series.
     Rules(RulesArgs),
+    /// Check the canary analysis configuration (`CANARY_CONFIG`, else the built-in one) and
+    /// print it as YAML; with `--print-config`, print the built-in defaults.
+    Canary(CanaryArgs),
+}
+
+/// Flags of `zai-dash canary`.
+#[derive(Debug, Clone, Args)]
+pub struct CanaryArgs {
+    /// Print the built-in configuration (a starting point for `CANARY_CONFIG`) and exit.
+    #[arg(long)]
+    pub print_config: bool,
+    /// YAML file of canary analysis settings; empty means the built-in ones.
+    #[arg(long, env = "CANARY_CONFIG", default_value = "")]
+    pub canary_config: String,
 }
 
 /// Flags of `zai-dash rules`.

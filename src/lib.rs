@@ -10,6 +10,7 @@
 //! - [`clock`]: the injectable wall clock and bucket arithmetic.
 //! - [`expo`]: writing the Prometheus text format like Go's client_golang.
 //! - [`compare`]: baseline vs candidate statistics (z-test on 5xx share, p95 ratio).
+//! - [`canary`]: sequential canary analysis (always-valid confidence sequences, per metric).
 //! - [`variant`]: variant names and how a target's variant is decided.
 //! - [`health`]: per-target scrape health and whether the database takes writes, as data,
 //!   written by the scraper and the writer, read by pages, probes and alerts.
@@ -53,6 +54,7 @@
 
 // Core.
 pub mod alerting;
+pub mod canary;
 pub mod clock;
 pub mod compare;
 pub mod expo;

@@ -1,0 +1,31 @@
+//! Canary analysis you can watch live: baseline versus candidate judged by always-valid
+//! sequential statistics, so refreshing every 5 s for a whole rollout keeps the chance of ever
+//! calling a healthy canary `warn` or `fail` below `alpha`, across all metrics together.
+//!
+//! - [`Evidence`] folds one [`SideTick`] per variant per scrape tick into running sums
+//!   (`evidence`, stratified by tick in `stratified`).
+//! - [`judge`] compares those sums with a [`CanaryConfig`] (`spec`: the YAML file and its
+//!   defaults) through Robbins' normal-mixture confidence sequences (`boundary`) and Holm's
+//!   procedure, giving one [`Row`] per metric and the overall [`Judgement`].
+//! - `report` turns a judgement into its JSON shape, reasons included.
+//!
+//! Pure code, no I/O beyond [`CanaryConfig::load`]. ARCHITECTURE.md ("Canary analysis") has
+//! the method, its papers, and why the guarantee holds.
+
+mod boundary;
+mod catalog;
+mod evidence;
+mod judge;
+mod report;
+mod spec;
+mod stratified;
+
+pub use boundary::{Mixture, holm};
+pub use catalog::{CATALOG, MetricId};
+pub use evidence::{Evidence, SideTick, Tails};
+pub use judge::{Classification, Judgement, METHOD, MIN_TICKS_FOR_AMOUNTS, Row, Why, judge};
+pub use spec::{Allowed, CanaryConfig, MAX_FILE_BYTES, MetricSpec, Worse, render_defaults};
+pub use stratified::{Estimate, Kind, Paired};
+
+#[cfg(test)]
+mod tests;
