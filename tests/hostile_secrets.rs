@@ -447,7 +447,18 @@ async fn a_rebinding_host_cannot_sign_in_sign_out_or_spend_the_proxy_key() {
     assert_eq!(calls.load(Ordering::SeqCst), 0, "nothing reached the upstream");
     let (status, answer) = raw(proxy.authority(), "POST", "/v1/messages", &[("Host", &host), json], body).await;
     assert_eq!(status, 200, "an SDK (no Origin) works by any name: {answer}");
-    let (host, origin) = (format!("127.0.0.1:{port}"), format!("http://127.0.0.1:{port}"));
+    // A page on any other site sending a simple (no preflight) POST to the proxy's IP address:
+    // the Host is an allowed IP literal, but the Origin is not the proxy's own.
+    let host = format!("127.0.0.1:{port}");
+    for origin in ["http://evil.example", "http://127.0.0.1:1", "null"] {
+        let plain = ("Content-Type", "text/plain");
+        let (status, answer) =
+            raw(proxy.authority(), "POST", "/v1/messages", &[("Host", &host), ("Origin", origin), plain], body).await;
+        assert_eq!(status, 403, "Origin {origin}: {answer}");
+        assert!(answer.contains("cross-origin"), "{answer}");
+    }
+    assert_eq!(calls.load(Ordering::SeqCst), 1, "no cross-origin page reached the upstream");
+    let origin = format!("http://127.0.0.1:{port}");
     let (status, answer) =
         raw(proxy.authority(), "POST", "/v1/messages", &[("Host", &host), ("Origin", &origin), json], body).await;
     assert_eq!(status, 200, "{answer}");

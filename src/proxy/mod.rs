@@ -464,14 +464,26 @@ async fn reset_handler(
     axum::Json(serde_json::json!({ "current_rate": rate, "status": "reset" })).into_response()
 }
 
-/// Middleware: a request with an `Origin` (a browser's) must name an allowed host, or a page
-/// that rebinds its own DNS name to the proxy could spend the upstream key (see
-/// [`crate::host`]). Requests without `Origin` (SDKs, curl) pass by any name.
+/// Middleware: a request with an `Origin` (a browser's) must come from the proxy's own origin
+/// and name an allowed host. Requests without `Origin` (SDKs, curl) pass by any name.
+///
+/// Two attacks are refused here. A page on any site can send a "simple" cross-origin POST
+/// (`Content-Type: text/plain`, no preflight) to `http://127.0.0.1:8081/v1/messages`: the
+/// browser delivers it and only hides the answer, which is enough to spend the upstream key,
+/// so an `Origin` that is not the proxy's own is refused (the proxy sends no CORS headers, so no
+/// legitimate page on another origin could use it anyway). A page that rebinds its own DNS
+/// name to the proxy passes that check (its origin and `Host` agree), so the name must also be
+/// allowed (see [`crate::host`]).
 async fn browsers_by_allowed_names(State(p): State<Arc<Proxy>>, req: axum::extract::Request, next: Next) -> Response {
     if !req.headers().contains_key(header::ORIGIN) {
         return next.run(req).await;
     }
-    let Some(refusal) = p.settings.allowed_hosts.refusal(req.headers(), req.uri()) else {
+    let refusal = if same_origin(req.headers(), req.uri()) {
+        p.settings.allowed_hosts.refusal(req.headers(), req.uri())
+    } else {
+        Some("cross-origin request refused: this proxy serves API clients, and a page on another origin may not use its key.".to_owned())
+    };
+    let Some(refusal) = refusal else {
         return next.run(req).await;
     };
     p.metrics.trips.add(Limit::CrossSite);
