@@ -59,8 +59,18 @@ pub const DEFAULT_RULES: &str = r#"rules:
 const FIELDS: [&str; 11] =
     ["name", "variant", "expr", "op", "threshold", "window", "for", "min_requests", "severity", "summary", "baseline"];
 
-/// Longest window, `for` and median range: the 1 min table's default retention.
-const MAX_SPAN_MS: i64 = 7 * 86_400_000;
+/// Longest window, `for` and median range: the 10 min table's default retention (a longer
+/// range asks the store, or the engine in source mode, for more than it keeps, on every tick).
+const MAX_SPAN_MS: i64 = 30 * 86_400_000;
+/// How the longest span is written in messages.
+const MAX_SPAN: &str = "30d";
+/// Largest rules file read: a real one is a few KiB.
+pub const MAX_FILE_BYTES: usize = 1024 * 1024;
+/// Deepest nesting of collections accepted. A rules file needs four (the top mapping, the
+/// `rules:` list, a rule, a flow list in it); the YAML parser takes time growing with the
+/// square of the depth before its own recursion limit refuses a deep file (a 200 KB file of
+/// `[` took 47 s), so depth is counted before it sees the text.
+const MAX_NESTING: usize = 32;
 /// Default window of windowed metrics; the canary verdict uses the compare page's default.
 const DEFAULT_WINDOW_MS: i64 = 300_000;
 const DEFAULT_CANARY_WINDOW_MS: i64 = 900_000;
@@ -222,6 +232,14 @@ pub fn format_number(v: f64) -> String {
 
 /// Parses and validates a rule file's text; `source` names it in messages.
 pub fn parse_rules(text: &str, source: &str) -> Result<Vec<Rule>, ConfigError> {
+    if text.len() > MAX_FILE_BYTES {
+        return Err(too_large(source));
+    }
+    if nesting_depth(text) > MAX_NESTING {
+        return Err(bad(format!(
+            "ALERT_RULES {source} nests lists and mappings deeper than {MAX_NESTING} levels; a rules file needs four."
+        )));
+    }
     let doc: Value =
         serde_norway::from_str(text).map_err(|e| bad(format!("ALERT_RULES {source} is not valid YAML ({e}).")))?;
     let Some(top) = doc.as_mapping() else {
@@ -243,6 +261,65 @@ pub fn parse_rules(text: &str, source: &str) -> Result<Vec<Rule>, ConfigError> {
         rules.push(rule);
     }
     Ok(rules)
+}
+
+/// The refusal of a rules file over [`MAX_FILE_BYTES`].
+pub fn too_large(source: &str) -> ConfigError {
+    bad(format!("ALERT_RULES {source} is larger than 1 MiB; a rules file must be at most 1 MiB."))
+}
+
+/// An upper bound of how deep `text` nests collections, in one pass and without parsing:
+/// flow brackets (`[`, `{`) open anywhere outside comments, plus the block levels the
+/// indentation and `- ` entries open. Brackets inside quoted text are counted too, so the
+/// bound errs on the side of refusing; a comment never hides a bracket the parser would read.
+fn nesting_depth(text: &str) -> usize {
+    let (mut deepest, mut flow) = (0, 0usize);
+    let mut blocks: Vec<usize> = Vec::new();
+    for line in text.lines() {
+        let content = line.trim_start_matches(' ');
+        if content.is_empty() || content.starts_with('#') {
+            continue;
+        }
+        if flow == 0 {
+            open_blocks(&mut blocks, line.len() - content.len(), content);
+        }
+        let mut previous = ' ';
+        for c in content.chars() {
+            match c {
+                '#' if previous.is_whitespace() => break,
+                '[' | '{' => flow += 1,
+                ']' | '}' => flow = flow.saturating_sub(1),
+                _ => {}
+            }
+            deepest = deepest.max(blocks.len() + flow);
+            previous = c;
+        }
+        deepest = deepest.max(blocks.len() + flow);
+    }
+    deepest
+}
+
+/// The block levels open at a line starting at `indent` with `content`: every level at or
+/// right of the line's start is closed, then the line opens one, and each `- ` entry marker
+/// opens one more (`- - x` is a list in a list).
+fn open_blocks(blocks: &mut Vec<usize>, indent: usize, content: &str) {
+    let mut column = indent;
+    let mut rest = content;
+    loop {
+        while blocks.last().is_some_and(|&b| b >= column) {
+            blocks.pop();
+        }
+        blocks.push(column);
+        let Some(after) = rest.strip_prefix('-').filter(|a| a.is_empty() || a.starts_with([' ', '\t'])) else {
+            return;
+        };
+        let inner = after.trim_start_matches([' ', '\t']);
+        column += rest.len() - inner.len();
+        rest = inner;
+        if rest.is_empty() {
+            return;
+        }
+    }
 }
 
 /// The built-in rules.
@@ -303,7 +380,7 @@ impl Fields<'_> {
         }
         let ms = duration_ms(parse_duration(&format!("ALERT_RULES rule {} field `{field}`", self.label), &t)?);
         if ms > MAX_SPAN_MS {
-            return Err(self.err(field, format_args!("is {t:?}, longer than 7d")));
+            return Err(self.err(field, format_args!("is {t:?}, longer than {MAX_SPAN}")));
         }
         Ok(Some(ms))
     }
@@ -370,6 +447,9 @@ fn parse_expr(f: &Fields<'_>) -> Result<Expr, ConfigError> {
         return Err(f.err("expr", format_args!("takes a median of {left}, which has none; use {left} alone")));
     }
     let ms = duration_ms(parse_duration(&format!("ALERT_RULES rule {} field `expr` range", f.label), range)?);
+    if ms > MAX_SPAN_MS {
+        return Err(f.err("expr", format_args!("takes a median over {range:?}, longer than {MAX_SPAN}")));
+    }
     Ok(Expr { metric, median_range_ms: Some(ms), text })
 }
 
@@ -574,6 +654,51 @@ mod tests {
         assert_eq!(r.summary_for("canary", None), "canary at no data > 5 (E)");
         let c = one("name: C\nexpr: canary_verdict\nop: '>='\nthreshold: warn\nvariant: canary").unwrap();
         assert_eq!((c.window_ms, c.condition()), (900_000, "canary_verdict >= warn".to_owned()));
+    }
+
+    #[test]
+    fn every_duration_of_a_rule_is_at_most_thirty_days() {
+        let base = "name: L\nexpr: latency_p95_ms / median_over_time(latency_p95_ms[RANGE])\nthreshold: 2";
+        let got = one(&base.replace("RANGE", "300000000y")).unwrap_err();
+        assert_eq!(got, "ALERT_RULES rule \"L\": field `expr` takes a median over \"300000000y\", longer than 30d.");
+        assert_eq!(one(&base.replace("RANGE", "30d")).unwrap().expr.median_range_ms, Some(30 * 86_400_000));
+        for field in ["window", "for"] {
+            let got = one(&format!("name: E\nexpr: error_rate_pct\nthreshold: 5\n{field}: 31d")).unwrap_err();
+            assert_eq!(got, format!("ALERT_RULES rule \"E\": field `{field}` is \"31d\", longer than 30d."));
+        }
+        assert_eq!(
+            one("name: E\nexpr: error_rate_pct\nthreshold: 5\nwindow: 30d\nfor: 30d").unwrap().for_ms,
+            2_592_000_000
+        );
+    }
+
+    #[test]
+    fn nesting_is_counted_before_parsing() {
+        assert_eq!(nesting_depth(DEFAULT_RULES), 5, "a rule's mapping, then `{{` of a summary");
+        assert_eq!(nesting_depth("rules:\n  - {name: A, expr: req_rate, threshold: 1}\n"), 4);
+        assert_eq!(nesting_depth("a: [[[]]]  # [[[[[[\n"), 4, "comments are not read");
+        assert_eq!(nesting_depth("- - - - x\n"), 5, "each entry marker opens a level");
+        assert_eq!(nesting_depth("a:\n b:\n  c:\n   d: 1\nz: 2\n"), 4);
+        assert_eq!(nesting_depth("rules: [\n  [\n    1 ] ]\n"), 3, "lines inside brackets open no block");
+        for deep in [
+            format!("rules: {}{}", "[".repeat(40), "]".repeat(40)),
+            format!("rules: {}1{}", "{a: ".repeat(40), "}".repeat(40)),
+            format!("rules:\n{}x\n", "- ".repeat(40)),
+            (0..40).map(|i| format!("{}a{i}:\n", " ".repeat(i))).collect(),
+        ] {
+            let e = parse_rules(&deep, "deep.yaml").unwrap_err().to_string();
+            assert_eq!(
+                e,
+                "ALERT_RULES deep.yaml nests lists and mappings deeper than 32 levels; a rules file needs four."
+            );
+        }
+    }
+
+    #[test]
+    fn a_file_over_one_mebibyte_is_refused_unread() {
+        let big = format!("rules: []\n# {}\n", "x".repeat(MAX_FILE_BYTES));
+        let e = parse_rules(&big, "big.yaml").unwrap_err().to_string();
+        assert_eq!(e, "ALERT_RULES big.yaml is larger than 1 MiB; a rules file must be at most 1 MiB.");
     }
 
     #[test]
