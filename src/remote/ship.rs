@@ -82,6 +82,8 @@ impl Appender {
             return;
         };
         let bytes = payload_bytes(&chunks);
+        // Room first, so the queue never holds more than the limit, not even for a moment.
+        self.trim(bytes).await;
         match self.queue.append(chunks).await {
             Ok(state) => {
                 self.status.queued(samples);
@@ -89,14 +91,19 @@ impl Appender {
                     p.disk_head = p.disk_head.or(state.head_ms);
                     p.disk_bytes += bytes;
                 });
-                if let Err(e) =
-                    trim_to_bytes(self.queue.as_ref(), &self.status, self.max_bytes, self.clock.now_ms()).await
-                {
-                    self.status.error(self.clock.now_ms(), format!("cannot trim the queue: {e}"));
-                }
+                self.trim(0).await; // a scrape larger than the whole limit
                 self.wake.notify_one();
             }
             Err(e) => self.lost(samples, format!("cannot queue samples: {e}")),
+        }
+    }
+
+    /// Makes room for `incoming` bytes within the byte limit; a failure is kept as the last
+    /// error (the next append tries again).
+    async fn trim(&self, incoming: u64) {
+        let now = self.clock.now_ms();
+        if let Err(e) = trim_to_bytes(self.queue.as_ref(), &self.status, self.max_bytes, incoming, now).await {
+            self.status.error(now, format!("cannot trim the queue: {e}"));
         }
     }
 
@@ -115,15 +122,18 @@ fn payload_bytes(chunks: &[Chunk]) -> u64 {
 }
 
 /// Drops the oldest database chunks, never those of the request under way, until everything
-/// waiting fits in `max_bytes`; counts them. Called with `queue_lock` held.
+/// waiting and `incoming` more bytes fit in `max_bytes`; counts them. Called with `queue_lock`
+/// held.
 async fn trim_to_bytes(
     queue: &dyn SampleQueue,
     status: &RemoteStatus,
     max_bytes: u64,
+    incoming: u64,
     now_ms: i64,
 ) -> Result<(), crate::samples::QueueError> {
-    let (excess, after, on_disk) =
-        status.with_pending(|p| (p.bytes().saturating_sub(max_bytes), p.sending_through, p.disk_head.is_some()));
+    let (excess, after, on_disk) = status.with_pending(|p| {
+        (p.bytes().saturating_add(incoming).saturating_sub(max_bytes), p.sending_through, p.disk_head.is_some())
+    });
     if excess == 0 || !on_disk {
         return Ok(());
     }
@@ -372,16 +382,17 @@ impl Shipper {
             return Ok(());
         }
         let bytes = payload_bytes(&chunks);
+        let (max, now) = (self.settings.max_backlog_bytes, self.clock.now_ms());
+        if let Err(e) = trim_to_bytes(self.queue.as_ref(), &self.status, max, bytes, now).await {
+            self.status.error(now, format!("cannot trim the queue: {e}"));
+        }
         match self.queue.append(chunks.clone()).await {
             Ok(state) => {
                 self.status.with_pending(|p| {
                     p.disk_head = p.disk_head.or(state.head_ms);
                     p.disk_bytes += bytes;
                 });
-                let now = self.clock.now_ms();
-                if let Err(e) =
-                    trim_to_bytes(self.queue.as_ref(), &self.status, self.settings.max_backlog_bytes, now).await
-                {
+                if let Err(e) = trim_to_bytes(self.queue.as_ref(), &self.status, max, 0, now).await {
                     self.status.error(now, format!("cannot trim the queue: {e}"));
                 }
                 Ok(())
@@ -438,7 +449,7 @@ impl Shipper {
             }
             self.status.removed(state.removed, Removal::Dropped, now);
         }
-        trim_to_bytes(self.queue.as_ref(), &self.status, self.settings.max_backlog_bytes, now).await
+        trim_to_bytes(self.queue.as_ref(), &self.status, self.settings.max_backlog_bytes, 0, now).await
     }
 
     /// One request with the chunks' samples.
