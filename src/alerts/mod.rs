@@ -7,7 +7,8 @@
 //! [`crate::health::HealthBoard`], and keeps its records through
 //! [`crate::alerting::AlertStateStore`]; `app` plugs the store and the hub in.
 //!
-//! - [`rules`]: the rule file, the defaults, validation; [`metric`]: what a rule can watch.
+//! - [`rules`]: the rule file, the defaults, validation; [`metric`]: what a rule can watch;
+//!   `nesting`: the file's nesting depth, counted before the YAML parser reads it.
 //! - [`observe`]: the inputs of one evaluation and each rule's value; [`eval`]: the state machine.
 //! - [`engine`]: the evaluation task; [`deliver`]: the receivers' tasks; [`notify`]: their formats.
 //! - [`export`]: the same rules as a Prometheus rule file.
@@ -17,6 +18,7 @@ pub mod engine;
 pub mod eval;
 pub mod export;
 pub mod metric;
+mod nesting;
 pub mod notify;
 pub mod observe;
 pub mod rules;

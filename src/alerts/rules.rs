@@ -235,7 +235,7 @@ pub fn parse_rules(text: &str, source: &str) -> Result<Vec<Rule>, ConfigError> {
     if text.len() > MAX_FILE_BYTES {
         return Err(too_large(source));
     }
-    if nesting_depth(text) > MAX_NESTING {
+    if super::nesting::depth(text) > MAX_NESTING {
         return Err(bad(format!(
             "ALERT_RULES {source} nests lists and mappings deeper than {MAX_NESTING} levels; a rules file needs four."
         )));
@@ -266,60 +266,6 @@ pub fn parse_rules(text: &str, source: &str) -> Result<Vec<Rule>, ConfigError> {
 /// The refusal of a rules file over [`MAX_FILE_BYTES`].
 pub fn too_large(source: &str) -> ConfigError {
     bad(format!("ALERT_RULES {source} is larger than 1 MiB; a rules file must be at most 1 MiB."))
-}
-
-/// An upper bound of how deep `text` nests collections, in one pass and without parsing:
-/// flow brackets (`[`, `{`) open anywhere outside comments, plus the block levels the
-/// indentation and `- ` entries open. Brackets inside quoted text are counted too, so the
-/// bound errs on the side of refusing; a comment never hides a bracket the parser would read.
-fn nesting_depth(text: &str) -> usize {
-    let (mut deepest, mut flow) = (0, 0usize);
-    let mut blocks: Vec<usize> = Vec::new();
-    for line in text.lines() {
-        let content = line.trim_start_matches(' ');
-        if content.is_empty() || content.starts_with('#') {
-            continue;
-        }
-        if flow == 0 {
-            open_blocks(&mut blocks, line.len() - content.len(), content);
-        }
-        let mut previous = ' ';
-        for c in content.chars() {
-            match c {
-                '#' if previous.is_whitespace() => break,
-                '[' | '{' => flow += 1,
-                ']' | '}' => flow = flow.saturating_sub(1),
-                _ => {}
-            }
-            deepest = deepest.max(blocks.len() + flow);
-            previous = c;
-        }
-        deepest = deepest.max(blocks.len() + flow);
-    }
-    deepest
-}
-
-/// The block levels open at a line starting at `indent` with `content`: every level at or
-/// right of the line's start is closed, then the line opens one, and each `- ` entry marker
-/// opens one more (`- - x` is a list in a list).
-fn open_blocks(blocks: &mut Vec<usize>, indent: usize, content: &str) {
-    let mut column = indent;
-    let mut rest = content;
-    loop {
-        while blocks.last().is_some_and(|&b| b >= column) {
-            blocks.pop();
-        }
-        blocks.push(column);
-        let Some(after) = rest.strip_prefix('-').filter(|a| a.is_empty() || a.starts_with([' ', '\t'])) else {
-            return;
-        };
-        let inner = after.trim_start_matches([' ', '\t']);
-        column += rest.len() - inner.len();
-        rest = inner;
-        if rest.is_empty() {
-            return;
-        }
-    }
 }
 
 /// The built-in rules.
@@ -673,13 +619,7 @@ mod tests {
     }
 
     #[test]
-    fn nesting_is_counted_before_parsing() {
-        assert_eq!(nesting_depth(DEFAULT_RULES), 5, "a rule's mapping, then `{{` of a summary");
-        assert_eq!(nesting_depth("rules:\n  - {name: A, expr: req_rate, threshold: 1}\n"), 4);
-        assert_eq!(nesting_depth("a: [[[]]]  # [[[[[[\n"), 4, "comments are not read");
-        assert_eq!(nesting_depth("- - - - x\n"), 5, "each entry marker opens a level");
-        assert_eq!(nesting_depth("a:\n b:\n  c:\n   d: 1\nz: 2\n"), 4);
-        assert_eq!(nesting_depth("rules: [\n  [\n    1 ] ]\n"), 3, "lines inside brackets open no block");
+    fn a_deeply_nested_file_is_refused_before_it_is_parsed() {
         for deep in [
             format!("rules: {}{}", "[".repeat(40), "]".repeat(40)),
             format!("rules: {}1{}", "{a: ".repeat(40), "}".repeat(40)),

@@ -255,8 +255,7 @@ impl Client {
         }
         let resp = request.send().await.map_err(|e| self.transport(&e))?;
         let status = resp.status();
-        let body =
-            if status.is_success() { self.read_within(resp, budget).await? } else { self.read_error(resp).await? };
+        let body = if status.is_success() { self.read_within(resp, budget).await? } else { read_error(resp).await };
         Ok((self.decode(status.as_u16(), &body)?, body.len()))
     }
 
@@ -271,17 +270,6 @@ impl Client {
                 return Err(EngineError::TooLarge { engine: self.base.clone() });
             }
             body.extend_from_slice(&chunk);
-        }
-        Ok(body)
-    }
-
-    /// The start of an error answer, at most [`MAX_ERROR_BYTES`]: enough for the engine's own
-    /// message, never a body of any size.
-    async fn read_error(&self, mut resp: reqwest::Response) -> Result<Vec<u8>, EngineError> {
-        let mut body = Vec::new();
-        while body.len() < MAX_ERROR_BYTES {
-            let Some(chunk) = resp.chunk().await.map_err(|e| self.transport(&e))? else { break };
-            body.extend_from_slice(&chunk[..chunk.len().min(MAX_ERROR_BYTES - body.len())]);
         }
         Ok(body)
     }
@@ -329,6 +317,17 @@ impl Client {
     pub(super) fn bounds(&self, what: String) -> EngineError {
         EngineError::Bounds { engine: self.base.clone(), what }
     }
+}
+
+/// The start of an error answer, at most [`MAX_ERROR_BYTES`]: enough for the engine's own
+/// message, never a body of any size. A body cut short still says what it said so far.
+async fn read_error(mut resp: reqwest::Response) -> Vec<u8> {
+    let mut body = Vec::new();
+    while body.len() < MAX_ERROR_BYTES {
+        let Ok(Some(chunk)) = resp.chunk().await else { break };
+        body.extend_from_slice(&chunk[..chunk.len().min(MAX_ERROR_BYTES - body.len())]);
+    }
+    body
 }
 
 /// The innermost cause of a connection failure (`Connection refused (os error 111)`), which

@@ -261,10 +261,11 @@ impl Shipper {
         };
         let sent = tokio::select! {
             biased;
-            () = cancel.cancelled() => return Next::Stop,
-            sent = self.send(payloads) => sent,
+            () = cancel.cancelled() => None,
+            sent = self.send(payloads) => Some(sent),
         };
         self.status.with_pending(|p| p.sending_through = None);
+        let Some(sent) = sent else { return Next::Stop };
         match sent {
             Ok(()) => {
                 backoff.reset();
