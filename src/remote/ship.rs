@@ -2,6 +2,7 @@
 //! samples would wait) and the shipper (oldest first to the receiver, with retries).
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use reqwest::StatusCode;
@@ -269,6 +270,7 @@ impl Shipper {
         match sent {
             Ok(()) => {
                 backoff.reset();
+                self.status.with_pending(|p| p.failing = false);
                 self.outage_over();
                 self.settle(source, samples, Removal::Sent).await
             }
@@ -281,6 +283,7 @@ impl Shipper {
                 self.settle(source, samples, Removal::Failed).await
             }
             Err(Failure::Retry(message, after)) => {
+                self.status.with_pending(|p| p.failing = true);
                 self.outage_begins(&message);
                 if let Err(e) = self.spill().await
                     && let Some(suppressed) = self.status.warnings.queue.admit()
@@ -295,23 +298,21 @@ impl Shipper {
     /// A request is to be retried: the first of a run starts an outage, written once (and at
     /// most once a minute for a receiver that keeps coming and going).
     fn outage_begins(&self, message: &str) {
-        let was_failing = self.status.with_pending(|p| std::mem::replace(&mut p.failing, true));
-        if was_failing {
+        let w = &self.status.warnings;
+        if w.in_outage.swap(true, Ordering::Relaxed) {
             return;
         }
-        let w = &self.status.warnings;
         let logged = w.outage.admit().inspect(|suppressed| {
             tracing::warn!(error = %message, suppressed, receiver = %self.settings.receiver(), "Remote write receiver is not taking samples; they wait in the queue and the request is retried.");
         });
-        w.outage_logged.store(logged.is_some(), std::sync::atomic::Ordering::Relaxed);
+        w.outage_logged.store(logged.is_some(), Ordering::Relaxed);
     }
 
-    /// The receiver answered (taking or refusing the request): an outage, if any, is over.
+    /// The receiver answered (taking or refusing the request): an outage, if any, is over; its
+    /// end is written when its start was.
     fn outage_over(&self) {
-        if !self.status.with_pending(|p| std::mem::replace(&mut p.failing, false)) {
-            return;
-        }
-        if self.status.warnings.outage_logged.swap(false, std::sync::atomic::Ordering::Relaxed) {
+        let w = &self.status.warnings;
+        if w.in_outage.swap(false, Ordering::Relaxed) && w.outage_logged.swap(false, Ordering::Relaxed) {
             tracing::info!(receiver = %self.settings.receiver(), "Remote write receiver answers again.");
         }
     }

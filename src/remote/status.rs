@@ -65,6 +65,8 @@ pub(super) struct Warnings {
     pub refused: LogThrottle,
     /// The receiver became unreachable or answers 5xx/429 (written on the change only).
     pub outage: LogThrottle,
+    /// Requests are being retried: the receiver has not answered since.
+    pub in_outage: AtomicBool,
     /// Whether the current outage's warning was written (then its end is written too).
     pub outage_logged: AtomicBool,
     /// The age limit dropped samples.
