@@ -107,6 +107,7 @@ async fn run_source(
         PromSource::new(engine, timing, clock.clone(), memory.clone())
             .context("cannot build the HTTP client for PROMETHEUS_URL")?,
     );
+    let source_stats = source.client().stats();
     let health = HealthBoard::default();
     let hub = Hub::new(u64::try_from(clock.now_ms()).unwrap_or(0), RING_EVENTS, CLIENT_BUFFER);
     let alerts = Alerts::new(&settings.alerts);
@@ -127,7 +128,7 @@ async fn run_source(
         ready: Arc::new(AtomicBool::new(true)),
         stopping: stop.clone(),
         writer: Arc::default(),
-        metrics: Arc::default(),
+        metrics: Arc::new(SelfMetrics { engine: Some(source_stats), ..SelfMetrics::default() }),
         charts: Default::default(),
         sessions,
         remote: None,
@@ -452,7 +453,12 @@ async fn downsample_loop(
                     "Downsample run finished."
                 )
             }
-            Err(e) => tracing::warn!(error = %e, "Downsample run failed; it will be retried next interval."),
+            Err(e) => {
+                static FAILED: crate::telemetry::LogThrottle = crate::telemetry::LogThrottle::new();
+                if let Some(suppressed) = FAILED.admit() {
+                    tracing::warn!(error = %e, suppressed, "Downsample run failed; it will be retried next interval.");
+                }
+            }
         }
     }
 }

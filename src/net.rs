@@ -123,7 +123,11 @@ pub async fn serve(
 async fn accept_backoff(e: &std::io::Error) {
     use std::io::ErrorKind::{ConnectionAborted, ConnectionRefused, ConnectionReset};
     if !matches!(e.kind(), ConnectionRefused | ConnectionAborted | ConnectionReset) {
-        tracing::warn!(error = %e, "Accepting a connection failed; retrying in 1 s.");
+        // Once a second while the machine is out of descriptors: at most one line a minute.
+        static FAILED: crate::telemetry::LogThrottle = crate::telemetry::LogThrottle::new();
+        if let Some(suppressed) = FAILED.admit() {
+            tracing::warn!(error = %e, suppressed, "Accepting a connection failed; retrying in 1 s.");
+        }
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
 }

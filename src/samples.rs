@@ -69,7 +69,20 @@ pub struct Queued {
 pub struct QueueState {
     /// Samples removed by the change (zero for an append).
     pub removed: u64,
+    /// Payload bytes removed by the change (zero for an append).
+    pub removed_bytes: u64,
     /// Time of the oldest chunk still queued, if any.
+    pub head_ms: Option<i64>,
+}
+
+/// What the queue holds, read once at start-up.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct QueueSummary {
+    /// Samples queued.
+    pub samples: u64,
+    /// Payload bytes queued (what the byte limit of the backlog counts).
+    pub bytes: u64,
+    /// Time of the oldest chunk, if any.
     pub head_ms: Option<i64>,
 }
 
@@ -89,9 +102,13 @@ pub trait SampleQueue: Send + Sync + std::fmt::Debug {
     /// Removes every chunk up to and including `id` (shipped, or refused for good).
     fn remove_through(&self, id: i64) -> BoxFuture<'_, Result<QueueState, QueueError>>;
 
-    /// Removes the chunks at the head of the queue older than `ts_ms` (the backlog limit).
+    /// Removes the chunks at the head of the queue older than `ts_ms` (the backlog's age limit).
     fn drop_before(&self, ts_ms: i64) -> BoxFuture<'_, Result<QueueState, QueueError>>;
 
-    /// Samples queued and the oldest chunk's time (read once at start-up).
-    fn summary(&self) -> BoxFuture<'_, Result<(u64, Option<i64>), QueueError>>;
+    /// Removes the oldest chunks after `after_id` (the request under way, which stays) until
+    /// at least `bytes` payload bytes are gone (the backlog's byte limit).
+    fn drop_bytes(&self, bytes: u64, after_id: Option<i64>) -> BoxFuture<'_, Result<QueueState, QueueError>>;
+
+    /// What the queue holds (read once at start-up).
+    fn summary(&self) -> BoxFuture<'_, Result<QueueSummary, QueueError>>;
 }

@@ -65,6 +65,27 @@ pub fn parse_duration(setting: &str, value: &str) -> Result<Duration, ConfigErro
     Ok(d)
 }
 
+/// Parses a positive size in bytes: a whole number with an optional unit, `KiB`, `MiB`, `GiB`
+/// (powers of 1024) or `KB`, `MB`, `GB` (powers of 1000), naming `setting` on failure.
+pub fn parse_bytes(setting: &str, value: &str) -> Result<u64, ConfigError> {
+    let v = value.trim();
+    let split = v.find(|c: char| !c.is_ascii_digit()).unwrap_or(v.len());
+    let (digits, unit) = (&v[..split], v[split..].trim());
+    let factor: u64 = match unit.to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "kib" => 1 << 10,
+        "mib" => 1 << 20,
+        "gib" => 1 << 30,
+        "kb" => 1_000,
+        "mb" => 1_000_000,
+        "gb" => 1_000_000_000,
+        _ => 0,
+    };
+    let bytes = digits.parse::<u64>().ok().and_then(|n| n.checked_mul(factor)).filter(|&b| b > 0);
+    bytes
+        .ok_or_else(|| bad(format!("{setting} has an invalid size {value:?}; use forms like 65536, 512KiB or 256MiB.")))
+}
+
 /// Accepts `host:port`, `[v6]:port` and Go's `:port` (all interfaces).
 pub fn parse_listen_addr(setting: &str, value: &str) -> Result<SocketAddr, ConfigError> {
     let v = value.trim();
@@ -90,4 +111,21 @@ pub fn prepare_db_path(path: &std::path::Path) -> Result<PathBuf, ConfigError> {
         .and_then(|()| std::fs::remove_file(&probe))
         .map_err(|e| bad(format!("DB_PATH {}: directory {} is not writable ({e}).", path.display(), dir.display())))?;
     Ok(path.to_path_buf())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_take_binary_and_decimal_units() {
+        assert_eq!(parse_bytes("S", "256MiB").unwrap(), 256 << 20);
+        assert_eq!(parse_bytes("S", " 64 KiB ").unwrap(), 65_536);
+        assert_eq!(parse_bytes("S", "1gb").unwrap(), 1_000_000_000);
+        assert_eq!(parse_bytes("S", "4096").unwrap(), 4_096);
+        for bad in ["", "0", "-1", "1.5MiB", "12 parsecs", "99999999999999999999GiB"] {
+            let e = parse_bytes("REMOTE_WRITE_MAX_BACKLOG_BYTES", bad).unwrap_err().to_string();
+            assert!(e.starts_with("REMOTE_WRITE_MAX_BACKLOG_BYTES has an invalid size"), "{bad:?}: {e}");
+        }
+    }
 }

@@ -246,7 +246,7 @@ async fn slack_messages_are_one_line_of_text() {
     assert_eq!(body.keys().collect::<Vec<_>>(), ["text"], "{msg}");
     let line = body["text"].as_str().unwrap();
     assert!(line.starts_with("[FIRING:critical] HighErrorRate (canary): 5xx share of canary is "), "{line}");
-    assert!(line.ends_with("threshold > 5)"), "{line}");
+    assert!(line.ends_with("threshold &gt; 5)"), "Slack shows &gt; as >: {line}");
     app.stop().await;
 }
 

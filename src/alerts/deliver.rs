@@ -253,8 +253,13 @@ impl Receiver {
     }
 
     fn failed(&self, e: &DeliveryError, now_ms: i64, failures: u32) {
-        if failures == 1 {
-            tracing::warn!(receiver = self.stats.name, origin = %self.stats.origin, error = %e, "Alert delivery failed; retrying with backoff.");
+        // The first failure of a run; a receiver that fails every other request would still
+        // write one line per request, so at most one a minute.
+        static FAILED: crate::telemetry::LogThrottle = crate::telemetry::LogThrottle::new();
+        if failures == 1
+            && let Some(suppressed) = FAILED.admit()
+        {
+            tracing::warn!(receiver = self.stats.name, origin = %self.stats.origin, error = %e, suppressed, "Alert delivery failed; retrying with backoff.");
         }
         self.stats.failures.fetch_add(1, Ordering::Relaxed);
         if let Ok(mut last) = self.stats.last.lock() {

@@ -25,6 +25,7 @@ use crate::alerting::{AlertPhase, AlertRecord, AlertStateStore, Announcer};
 use crate::clock::{SharedClock, rfc3339_ms};
 use crate::health::HealthBoard;
 use crate::stats::StatsSource;
+use crate::telemetry::LogThrottle;
 
 /// An alert's identity: rule and variant.
 pub type Key = (String, String);
@@ -68,8 +69,16 @@ impl Outlet {
     fn post(&mut self, n: Notification, now_ms: i64) {
         self.posted_ms.insert(n.key.clone(), now_ms);
         if !self.mailbox.post(n) {
+            // Re-posted every tick while the receiver is down: at most one line a minute.
+            static FULL: LogThrottle = LogThrottle::new();
             self.stats.dropped.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            tracing::warn!(receiver = self.stats.name, "Alert mailbox full; a notification was dropped.");
+            if let Some(suppressed) = FULL.admit() {
+                tracing::warn!(
+                    receiver = self.stats.name,
+                    suppressed,
+                    "Alert mailbox full; a notification was dropped."
+                );
+            }
         }
     }
 }

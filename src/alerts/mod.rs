@@ -7,7 +7,8 @@
 //! [`crate::health::HealthBoard`], and keeps its records through
 //! [`crate::alerting::AlertStateStore`]; `app` plugs the store and the hub in.
 //!
-//! - [`rules`]: the rule file, the defaults, validation; [`metric`]: what a rule can watch.
+//! - [`rules`]: the rule file, the defaults, validation; [`metric`]: what a rule can watch;
+//!   `nesting`: the file's nesting depth, counted before the YAML parser reads it.
 //! - [`observe`]: the inputs of one evaluation and each rule's value; [`eval`]: the state machine.
 //! - [`engine`]: the evaluation task; [`deliver`]: the receivers' tasks; [`notify`]: their formats.
 //! - [`export`]: the same rules as a Prometheus rule file.
@@ -17,6 +18,7 @@ pub mod engine;
 pub mod eval;
 pub mod export;
 pub mod metric;
+mod nesting;
 pub mod notify;
 pub mod observe;
 pub mod rules;
@@ -103,11 +105,7 @@ impl AlertSettings {
     pub fn validate(args: &AlertArgs<'_>) -> Result<Self, ConfigError> {
         let rules = match args.rules_path.filter(|p| !p.as_os_str().is_empty()) {
             None => rules::default_rules(),
-            Some(path) => {
-                let text = std::fs::read_to_string(path)
-                    .map_err(|e| bad(format!("ALERT_RULES {}: cannot read the file ({e}).", path.display())))?;
-                rules::parse_rules(&text, &path.display().to_string())?
-            }
+            Some(path) => rules::parse_rules(&read_rules_file(path)?, &path.display().to_string())?,
         };
         let webhook_format = match args.webhook_format.map(str::trim).filter(|s| !s.is_empty()) {
             None | Some("alertmanager") => Format::Webhook,
@@ -124,6 +122,21 @@ impl AlertSettings {
             ..Self::default()
         })
     }
+}
+
+/// The rules file's text, read no further than one byte past [`rules::MAX_FILE_BYTES`] (a
+/// file that grows, or a device, is not read whole to find out).
+fn read_rules_file(path: &Path) -> Result<String, ConfigError> {
+    use std::io::Read as _;
+    let cannot = |e: std::io::Error| bad(format!("ALERT_RULES {}: cannot read the file ({e}).", path.display()));
+    let file = std::fs::File::open(path).map_err(cannot)?;
+    let mut bytes = Vec::new();
+    file.take(rules::MAX_FILE_BYTES as u64 + 1).read_to_end(&mut bytes).map_err(cannot)?;
+    if bytes.len() > rules::MAX_FILE_BYTES {
+        return Err(rules::too_large(&path.display().to_string()));
+    }
+    String::from_utf8(bytes)
+        .map_err(|_| bad(format!("ALERT_RULES {}: cannot read the file (it is not UTF-8 text).", path.display())))
 }
 
 /// An optional http(s) URL setting; the message never repeats a value that may be a secret.

@@ -100,10 +100,12 @@ pub fn webhook_body(n: &Notification) -> Value {
     })
 }
 
-/// A Slack incoming-webhook message: one line saying what, where and how bad.
+/// A Slack incoming-webhook message: one line saying what, where and how bad. Every value is
+/// escaped as Slack asks ([`slack_escape`]): a variant, a summary or a label is shown as
+/// written, never read as a mention (`<!channel>`) or a link (`<url|text>`).
 pub fn slack_body(n: &Notification) -> Value {
-    let label = |k: &str| n.labels.get(k).map_or("", String::as_str);
-    let note = |k: &str| n.annotations.get(k).map_or("", String::as_str);
+    let label = |k: &str| slack_escape(n.labels.get(k).map_or("", String::as_str));
+    let note = |k: &str| slack_escape(n.annotations.get(k).map_or("", String::as_str));
     let head = match n.phase {
         AlertPhase::Firing => format!("[FIRING:{}]", label("severity")),
         _ => "[RESOLVED]".to_owned(),
@@ -117,6 +119,22 @@ pub fn slack_body(n: &Notification) -> Value {
         note("threshold")
     );
     json!({ "text": text })
+}
+
+/// Text shown literally in a Slack message: Slack reads `<...>` as mentions, channel links and
+/// URLs, and `&` as the start of an entity, so these three become `&amp;`, `&lt;` and `&gt;`
+/// (Slack's "Escaping text" rules; nothing else needs escaping).
+pub fn slack_escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            c => out.push(c),
+        }
+    }
+    out
 }
 
 #[cfg(test)]
@@ -173,7 +191,22 @@ mod tests {
         let s = slack_body(&note(AlertPhase::Resolved, Some(1)));
         assert_eq!(
             s["text"],
-            "[RESOLVED] HighErrorRate (canary): 5xx share of canary is 12.5 % (value 12.5, threshold > 5)"
+            "[RESOLVED] HighErrorRate (canary): 5xx share of canary is 12.5 % (value 12.5, threshold &gt; 5)"
         );
+    }
+
+    #[test]
+    fn slack_text_shows_every_value_literally() {
+        let mut n = note(AlertPhase::Firing, None);
+        n.labels.insert("variant".into(), "<!channel>".into());
+        n.labels.insert("severity".into(), "crit&<b>".into());
+        n.annotations.insert("summary".into(), "<https://evil.example|click> & <@U123>".into());
+        let text = slack_body(&n)["text"].as_str().unwrap().to_owned();
+        assert_eq!(
+            text,
+            "[FIRING:crit&amp;&lt;b&gt;] HighErrorRate (&lt;!channel&gt;): &lt;https://evil.example|click&gt; &amp; &lt;@U123&gt; (value 12.5, threshold &gt; 5)"
+        );
+        assert!(!text.contains('<') && !text.contains('>'));
+        assert_eq!(slack_escape("a &amp; b"), "a &amp;amp; b", "an entity in a value is shown as written");
     }
 }

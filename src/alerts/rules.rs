@@ -66,8 +66,18 @@ pub const DEFAULT_RULES: &str = r#"rules:
 const FIELDS: [&str; 11] =
     ["name", "variant", "expr", "op", "threshold", "window", "for", "min_requests", "severity", "summary", "baseline"];
 
-/// Longest window, `for` and median range: the 1 min table's default retention.
-const MAX_SPAN_MS: i64 = 7 * 86_400_000;
+/// Longest window, `for` and median range: the 10 min table's default retention (a longer
+/// range asks the store, or the engine in source mode, for more than it keeps, on every tick).
+const MAX_SPAN_MS: i64 = 30 * 86_400_000;
+/// How the longest span is written in messages.
+const MAX_SPAN: &str = "30d";
+/// Largest rules file read: a real one is a few KiB.
+pub const MAX_FILE_BYTES: usize = 1024 * 1024;
+/// Deepest nesting of collections accepted. A rules file needs four (the top mapping, the
+/// `rules:` list, a rule, a flow list in it); the YAML parser takes time growing with the
+/// square of the depth before its own recursion limit refuses a deep file (a 200 KB file of
+/// `[` took 47 s), so depth is counted before it sees the text.
+const MAX_NESTING: usize = 32;
 /// Default window of windowed metrics; the canary verdict uses the compare page's default.
 const DEFAULT_WINDOW_MS: i64 = 300_000;
 const DEFAULT_CANARY_WINDOW_MS: i64 = 900_000;
@@ -229,6 +239,14 @@ pub fn format_number(v: f64) -> String {
 
 /// Parses and validates a rule file's text; `source` names it in messages.
 pub fn parse_rules(text: &str, source: &str) -> Result<Vec<Rule>, ConfigError> {
+    if text.len() > MAX_FILE_BYTES {
+        return Err(too_large(source));
+    }
+    if super::nesting::depth(text) > MAX_NESTING {
+        return Err(bad(format!(
+            "ALERT_RULES {source} nests lists and mappings deeper than {MAX_NESTING} levels; a rules file needs four."
+        )));
+    }
     let doc: Value =
         serde_norway::from_str(text).map_err(|e| bad(format!("ALERT_RULES {source} is not valid YAML ({e}).")))?;
     let Some(top) = doc.as_mapping() else {
@@ -250,6 +268,11 @@ pub fn parse_rules(text: &str, source: &str) -> Result<Vec<Rule>, ConfigError> {
         rules.push(rule);
     }
     Ok(rules)
+}
+
+/// The refusal of a rules file over [`MAX_FILE_BYTES`].
+pub fn too_large(source: &str) -> ConfigError {
+    bad(format!("ALERT_RULES {source} is larger than 1 MiB; a rules file must be at most 1 MiB."))
 }
 
 /// The built-in rules.
@@ -310,7 +333,7 @@ impl Fields<'_> {
         }
         let ms = duration_ms(parse_duration(&format!("ALERT_RULES rule {} field `{field}`", self.label), &t)?);
         if ms > MAX_SPAN_MS {
-            return Err(self.err(field, format_args!("is {t:?}, longer than 7d")));
+            return Err(self.err(field, format_args!("is {t:?}, longer than {MAX_SPAN}")));
         }
         Ok(Some(ms))
     }
@@ -377,6 +400,9 @@ fn parse_expr(f: &Fields<'_>) -> Result<Expr, ConfigError> {
         return Err(f.err("expr", format_args!("takes a median of {left}, which has none; use {left} alone")));
     }
     let ms = duration_ms(parse_duration(&format!("ALERT_RULES rule {} field `expr` range", f.label), range)?);
+    if ms > MAX_SPAN_MS {
+        return Err(f.err("expr", format_args!("takes a median over {range:?}, longer than {MAX_SPAN}")));
+    }
     Ok(Expr { metric, median_range_ms: Some(ms), text })
 }
 
@@ -597,6 +623,45 @@ mod tests {
         assert_eq!(r.summary_for("canary", None), "canary at no data > 5 (E)");
         let c = one("name: C\nexpr: canary_verdict\nop: '>='\nthreshold: warn\nvariant: canary").unwrap();
         assert_eq!((c.window_ms, c.condition()), (900_000, "canary_verdict >= warn".to_owned()));
+    }
+
+    #[test]
+    fn every_duration_of_a_rule_is_at_most_thirty_days() {
+        let base = "name: L\nexpr: latency_p95_ms / median_over_time(latency_p95_ms[RANGE])\nthreshold: 2";
+        let got = one(&base.replace("RANGE", "300000000y")).unwrap_err();
+        assert_eq!(got, "ALERT_RULES rule \"L\": field `expr` takes a median over \"300000000y\", longer than 30d.");
+        assert_eq!(one(&base.replace("RANGE", "30d")).unwrap().expr.median_range_ms, Some(30 * 86_400_000));
+        for field in ["window", "for"] {
+            let got = one(&format!("name: E\nexpr: error_rate_pct\nthreshold: 5\n{field}: 31d")).unwrap_err();
+            assert_eq!(got, format!("ALERT_RULES rule \"E\": field `{field}` is \"31d\", longer than 30d."));
+        }
+        assert_eq!(
+            one("name: E\nexpr: error_rate_pct\nthreshold: 5\nwindow: 30d\nfor: 30d").unwrap().for_ms,
+            2_592_000_000
+        );
+    }
+
+    #[test]
+    fn a_deeply_nested_file_is_refused_before_it_is_parsed() {
+        for deep in [
+            format!("rules: {}{}", "[".repeat(40), "]".repeat(40)),
+            format!("rules: {}1{}", "{a: ".repeat(40), "}".repeat(40)),
+            format!("rules:\n{}x\n", "- ".repeat(40)),
+            (0..40).map(|i| format!("{}a{i}:\n", " ".repeat(i))).collect(),
+        ] {
+            let e = parse_rules(&deep, "deep.yaml").unwrap_err().to_string();
+            assert_eq!(
+                e,
+                "ALERT_RULES deep.yaml nests lists and mappings deeper than 32 levels; a rules file needs four."
+            );
+        }
+    }
+
+    #[test]
+    fn a_file_over_one_mebibyte_is_refused_unread() {
+        let big = format!("rules: []\n# {}\n", "x".repeat(MAX_FILE_BYTES));
+        let e = parse_rules(&big, "big.yaml").unwrap_err().to_string();
+        assert_eq!(e, "ALERT_RULES big.yaml is larger than 1 MiB; a rules file must be at most 1 MiB.");
     }
 
     #[test]

@@ -1,25 +1,33 @@
 //! The Prometheus HTTP API client: `query` and `query_range` over POST (a long expression never
 //! meets a URL length limit), with the configured credentials and headers, a timeout on every
-//! request and a cap on the answer, and errors phrased as sentences that name the engine by
-//! its URL without credentials.
+//! request, answers read as they arrive against the byte budget of the request they serve (an
+//! error answer no further than 64 KiB), and errors phrased as sentences that name the engine
+//! by its URL without credentials. Queries go out through a [`Session`](super::session::Session),
+//! which bounds how many run at once and caches answers.
 //!
 //! Prometheus, VictoriaMetrics, Thanos and Mimir answer the same API, so nothing here knows
 //! which one it talks to.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 use serde::Deserialize;
 
 use super::EngineSettings;
+use super::session::Shared;
 use crate::setting::Secret;
 use crate::source::SourceError;
 
-/// Largest answer read (an answer beyond it is an error, not a truncation).
-const MAX_BODY_BYTES: usize = 64 * 1024 * 1024;
-/// Longest error text of the engine quoted back.
-const MAX_QUOTED_CHARS: usize = 200;
+/// Bytes of answers one request (a page, an API call, a live tick, an alert evaluation) may
+/// read in all, over every query it makes: beyond it the request fails rather than hold more.
+/// The cap used to be per answer, so a request of 16 queries could hold 16 times it.
+pub const MAX_REQUEST_BYTES: usize = 64 * 1024 * 1024;
+/// Most bytes of an error answer read (for the text quoted back); the rest is not read, and
+/// the connection is dropped with it.
+const MAX_ERROR_BYTES: usize = 64 * 1024;
 
 /// Labels of one series.
 pub type Labels = BTreeMap<String, String>;
@@ -78,6 +86,27 @@ pub enum EngineError {
         /// What is wrong with it.
         reason: String,
     },
+    /// The answers of one request outgrew [`MAX_REQUEST_BYTES`].
+    #[error("the metrics engine at {engine} answered more than {} MiB for one request; ask for a shorter window or a coarser step", MAX_REQUEST_BYTES >> 20)]
+    TooLarge {
+        /// The engine's URL without credentials.
+        engine: String,
+    },
+    /// Every query slot stayed taken by other requests for the whole timeout.
+    #[error("the metrics engine at {engine} is busy with other queries of zai-dash; try again")]
+    Busy {
+        /// The engine's URL without credentials.
+        engine: String,
+    },
+    /// zai-dash will not send a query this large (a window or a number of steps beyond what
+    /// SQLite mode answers).
+    #[error("zai-dash does not ask the metrics engine at {engine} for {what}")]
+    Bounds {
+        /// The engine's URL without credentials.
+        engine: String,
+        /// What was too large, with the limit.
+        what: String,
+    },
 }
 
 impl EngineError {
@@ -85,9 +114,9 @@ impl EngineError {
     /// 503 for our client), rather than answering wrongly (a 502).
     pub fn is_unavailable(&self) -> bool {
         match self {
-            EngineError::Timeout { .. } | EngineError::Unreachable { .. } => true,
+            EngineError::Timeout { .. } | EngineError::Unreachable { .. } | EngineError::Busy { .. } => true,
             EngineError::Status { status, .. } => *status == 503 || *status == 429,
-            EngineError::Body { .. } => false,
+            EngineError::Body { .. } | EngineError::TooLarge { .. } | EngineError::Bounds { .. } => false,
         }
     }
 }
@@ -157,6 +186,8 @@ pub struct Client {
     timeout: Duration,
     /// User and password taken out of the URL, sent as basic auth.
     basic_auth: Option<(String, Secret)>,
+    /// What every request shares: the overall query slots, the answer cache, the counters.
+    pub(super) shared: Arc<Shared>,
 }
 
 impl Client {
@@ -182,7 +213,13 @@ impl Client {
             .connect_timeout(s.timeout.min(Duration::from_secs(5)))
             .redirect(reqwest::redirect::Policy::none())
             .build()?;
-        Ok(Self { http, base: s.display_url(), timeout: s.timeout, basic_auth: s.basic_auth.clone() })
+        Ok(Self {
+            http,
+            base: s.display_url(),
+            timeout: s.timeout,
+            basic_auth: s.basic_auth.clone(),
+            shared: Arc::new(Shared::default()),
+        })
     }
 
     /// The engine's URL without credentials, as messages name it.
@@ -190,30 +227,24 @@ impl Client {
         &self.base
     }
 
-    /// An instant query at `at_ms`.
-    pub async fn instant(&self, expr: &str, at_ms: i64) -> Result<Vec<Series>, EngineError> {
-        self.post("/api/v1/query", &[("query", expr.to_owned()), ("time", seconds(at_ms))]).await
+    /// The timeout of one query (also how long a query waits for a free slot).
+    pub(super) fn timeout(&self) -> Duration {
+        self.timeout
     }
 
-    /// A range query evaluated at `start_ms`, `start_ms + step_ms`, ... up to `end_ms`.
-    pub async fn range(
+    /// Counters of what was left out of answers.
+    pub fn stats(&self) -> Arc<super::session::EngineStats> {
+        self.shared.stats.clone()
+    }
+
+    /// Posts `body` (a form) to `path`; the answer's bytes are taken from `budget`. Returns the
+    /// series and the bytes the answer took.
+    pub(super) async fn post(
         &self,
-        expr: &str,
-        start_ms: i64,
-        end_ms: i64,
-        step_ms: i64,
-    ) -> Result<Vec<Series>, EngineError> {
-        let params = [
-            ("query", expr.to_owned()),
-            ("start", seconds(start_ms)),
-            ("end", seconds(end_ms)),
-            ("step", seconds(step_ms)),
-        ];
-        self.post("/api/v1/query_range", &params).await
-    }
-
-    async fn post(&self, path: &str, params: &[(&str, String)]) -> Result<Vec<Series>, EngineError> {
-        let body = url::form_urlencoded::Serializer::new(String::new()).extend_pairs(params).finish();
+        path: &str,
+        body: String,
+        budget: &AtomicUsize,
+    ) -> Result<(Vec<Series>, usize), EngineError> {
         let mut request = self
             .http
             .post(format!("{}{path}", self.base))
@@ -224,16 +255,19 @@ impl Client {
         }
         let resp = request.send().await.map_err(|e| self.transport(&e))?;
         let status = resp.status();
-        let body = self.read_capped(resp).await?;
-        self.decode(status.as_u16(), &body)
+        let body = if status.is_success() { self.read_within(resp, budget).await? } else { read_error(resp).await };
+        Ok((self.decode(status.as_u16(), &body)?, body.len()))
     }
 
-    /// Reads the answer, at most [`MAX_BODY_BYTES`].
-    async fn read_capped(&self, mut resp: reqwest::Response) -> Result<Vec<u8>, EngineError> {
+    /// Reads an answer as it arrives, taking each piece from the request's `budget`: an answer
+    /// that would overdraw it is an error, and the rest of it is never read.
+    async fn read_within(&self, mut resp: reqwest::Response, budget: &AtomicUsize) -> Result<Vec<u8>, EngineError> {
         let mut body = Vec::new();
         while let Some(chunk) = resp.chunk().await.map_err(|e| self.transport(&e))? {
-            if body.len() + chunk.len() > MAX_BODY_BYTES {
-                return Err(self.body(format!("an answer larger than {} MiB", MAX_BODY_BYTES >> 20)));
+            let taken = budget.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |left| left.checked_sub(chunk.len()));
+            if taken.is_err() {
+                budget.store(0, Ordering::Relaxed); // the request fails: its other queries stop too
+                return Err(EngineError::TooLarge { engine: self.base.clone() });
             }
             body.extend_from_slice(&chunk);
         }
@@ -250,12 +284,12 @@ impl Client {
             Ok(e) => Err(EngineError::Status {
                 engine: self.base.clone(),
                 status,
-                message: shorten(e.error.as_deref().unwrap_or("no error text")),
+                message: excerpt(e.error.as_deref().unwrap_or("no error text")),
             }),
             Err(_) if !(200..300).contains(&status) => Err(EngineError::Status {
                 engine: self.base.clone(),
                 status,
-                message: shorten(&String::from_utf8_lossy(body)),
+                message: excerpt(&String::from_utf8_lossy(body)),
             }),
             Err(e) => Err(self.body(format!("invalid JSON: {e}"))),
         }
@@ -278,6 +312,22 @@ impl Client {
     fn body(&self, reason: String) -> EngineError {
         EngineError::Body { engine: self.base.clone(), reason }
     }
+
+    /// The refusal of a query beyond zai-dash's own bounds.
+    pub(super) fn bounds(&self, what: String) -> EngineError {
+        EngineError::Bounds { engine: self.base.clone(), what }
+    }
+}
+
+/// The start of an error answer, at most [`MAX_ERROR_BYTES`]: enough for the engine's own
+/// message, never a body of any size. A body cut short still says what it said so far.
+async fn read_error(mut resp: reqwest::Response) -> Vec<u8> {
+    let mut body = Vec::new();
+    while body.len() < MAX_ERROR_BYTES {
+        let Ok(Some(chunk)) = resp.chunk().await else { break };
+        body.extend_from_slice(&chunk[..chunk.len().min(MAX_ERROR_BYTES - body.len())]);
+    }
+    body
 }
 
 /// The innermost cause of a connection failure (`Connection refused (os error 111)`), which
@@ -307,17 +357,13 @@ fn series_of(data: Data) -> Vec<Series> {
 }
 
 /// Unix ms as the API's seconds (`1700000000.123`).
-fn seconds(ms: i64) -> String {
+pub(super) fn seconds(ms: i64) -> String {
     format!("{}.{:03}", ms.div_euclid(1000), ms.rem_euclid(1000))
 }
 
-/// At most [`MAX_QUOTED_CHARS`] of a text, on one line.
-fn shorten(s: &str) -> String {
-    let one_line: String = s.split_whitespace().collect::<Vec<_>>().join(" ");
-    match one_line.char_indices().nth(MAX_QUOTED_CHARS) {
-        Some((i, _)) => format!("{}...", &one_line[..i]),
-        None => one_line,
-    }
+/// The engine's error text as it is quoted back: one short printable line.
+fn excerpt(s: &str) -> String {
+    crate::telemetry::excerpt(s)
 }
 
 #[cfg(test)]
@@ -364,8 +410,11 @@ mod tests {
     }
 
     #[test]
-    fn long_error_texts_are_shortened() {
-        let long = "x".repeat(500);
-        assert_eq!(shorten(&long).len(), MAX_QUOTED_CHARS + 3);
+    fn long_error_texts_are_shortened_to_one_printable_line() {
+        let long = format!("\u{1b}[2J{}", "x".repeat(500));
+        let e = client().decode(500, long.as_bytes()).unwrap_err().to_string();
+        let quoted = e.split_once("answered HTTP 500: ").unwrap().1;
+        assert!(quoted.starts_with("[2Jxxx") && quoted.ends_with("..."), "{e}");
+        assert_eq!(quoted.chars().count(), crate::telemetry::EXCERPT_CHARS + 3);
     }
 }

@@ -16,7 +16,7 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 use super::client::EngineError;
-use super::{PromSource, points, targets};
+use super::{PromSource, Session, points, targets};
 use crate::clock::SharedClock;
 use crate::health::{HealthBoard, TargetHealth};
 use crate::ingest::PointSink;
@@ -76,7 +76,8 @@ async fn tick(
     now_ms: i64,
     memory: &mut Memory,
 ) -> Result<(), EngineError> {
-    let found = targets::fetch(source.client(), now_ms).await?;
+    let session = source.session();
+    let found = targets::fetch(&session, now_ms).await?;
     let previous: BTreeMap<String, String> =
         memory.seen.iter().filter_map(|(url, (_, v))| v.clone().map(|v| (url.clone(), v))).collect();
     let events = targets::version_changes(&previous, &found, now_ms);
@@ -86,12 +87,13 @@ async fn tick(
     if !events.is_empty() {
         sink.publish_events(events);
     }
-    publish_new_buckets(source, sink, now_ms, memory).await
+    publish_new_buckets(source, &session, sink, now_ms, memory).await
 }
 
 /// Publishes every bucket completed since the last one published (the newest alone at start).
 async fn publish_new_buckets(
     source: &PromSource,
+    session: &Session<'_>,
     sink: &dyn PointSink,
     now_ms: i64,
     memory: &mut Memory,
@@ -111,7 +113,7 @@ async fn publish_new_buckets(
         variant: None,
         target_url: None,
     };
-    let found = points::fetch(source.client(), &t, &q, now_ms).await?;
+    let found = points::fetch(session, &t, &q, now_ms).await?;
     for bucket in found.chunk_by(|a, b| a.timestamp == b.timestamp) {
         sink.publish(bucket.to_vec());
     }

@@ -10,7 +10,8 @@
 //! the `HealthBoard`, the newest complete bucket to the live stream (the same `PointSink` the
 //! writer publishes to in SQLite mode), version changes as events.
 //!
-//! - [`settings`]: URL, credentials, headers, timeout; [`client`]: the HTTP API client.
+//! - [`settings`]: URL, credentials, headers, timeout; [`client`]: the HTTP API client;
+//!   [`session`]: one request's queries (slots, byte budget, answer cache, variant gate).
 //! - [`points`]: points of a window; [`window`]: a window's increases; [`targets`]: health and
 //!   version changes; [`alert_state`]: alert records in memory; [`live`]: the poller.
 
@@ -18,6 +19,7 @@ pub mod alert_state;
 pub mod client;
 pub mod live;
 pub mod points;
+pub mod session;
 pub mod settings;
 pub mod targets;
 pub mod window;
@@ -33,6 +35,7 @@ use crate::source::{ChartData, DataSource, PointQuery, SourceError, WindowQuery,
 use crate::stats::{StatsError, StatsSource, WindowStats, series_step};
 pub use alert_state::MemoryAlerts;
 pub use client::{Client, EngineError};
+pub use session::{EngineStats, Session};
 pub use settings::{EngineArgs, EngineSettings};
 
 /// The widths of zai-dash's grid and how often the engine scrapes the proxies.
@@ -111,6 +114,12 @@ impl PromSource {
         self.timing
     }
 
+    /// The queries of one request, in the current point interval (answers of the same
+    /// interval are shared between requests).
+    pub fn session(&self) -> Session<'_> {
+        Session::new(&self.client, self.clock.now_ms().div_euclid(self.timing.point_ms.max(1)))
+    }
+
     /// Records how the last background read went; returns whether that changed (the poller
     /// logs transitions, not repetitions).
     pub fn record_poll(&self, result: Result<(), &EngineError>) -> bool {
@@ -129,7 +138,7 @@ impl PromSource {
         {
             return Ok(names.clone());
         }
-        let series = self.client.instant(&parts::variants(VARIANTS_LOOKBACK_MS), now).await?;
+        let series = self.session().instant(&parts::variants(VARIANTS_LOOKBACK_MS), now).await?;
         let names: BTreeSet<String> =
             series.iter().map(|s| s.label("variant").to_owned()).filter(|v| !v.is_empty()).collect();
         if let Ok(mut cached) = self.variants.lock() {
@@ -156,10 +165,12 @@ impl PromSource {
             (q.end_ms - q.start_ms).max(1),
             res,
         );
+        let session = self.session();
+        session.check_window(q.end_ms - q.start_ms)?;
         let (points, sums, firsts) = futures_util::try_join!(
-            points::fetch(&self.client, &self.timing, &q, now),
-            window::fetch(&self.client, &self.timing, &wq),
-            self.client.instant(&versions, q.end_ms),
+            points::fetch(&session, &self.timing, &q, now),
+            window::fetch(&session, &self.timing, &wq),
+            session.instant(&versions, q.end_ms),
         )?;
         Ok(ChartData {
             points,
@@ -184,11 +195,11 @@ impl DataSource for PromSource {
     }
 
     fn points(&self, q: PointQuery) -> BoxFuture<'_, Result<Vec<Point>, SourceError>> {
-        Box::pin(async move { Ok(points::fetch(&self.client, &self.timing, &q, self.clock.now_ms()).await?) })
+        Box::pin(async move { Ok(points::fetch(&self.session(), &self.timing, &q, self.clock.now_ms()).await?) })
     }
 
     fn window(&self, q: WindowQuery) -> BoxFuture<'_, Result<BTreeMap<String, WindowSums>, SourceError>> {
-        Box::pin(async move { Ok(window::fetch(&self.client, &self.timing, &q).await?) })
+        Box::pin(async move { Ok(window::fetch(&self.session(), &self.timing, &q).await?) })
     }
 
     fn chart(&self, q: PointQuery) -> BoxFuture<'_, Result<ChartData, SourceError>> {
@@ -205,7 +216,7 @@ impl StatsSource for PromSource {
         let widths = (self.timing.point_ms, self.timing.rollup_ms);
         let q = WindowQuery::ending(end_ms, window_ms, widths, i64::MIN);
         Box::pin(async move {
-            let sums = window::fetch(&self.client, &self.timing, &q).await.map_err(|e| StatsError(e.to_string()))?;
+            let sums = window::fetch(&self.session(), &self.timing, &q).await.map_err(|e| StatsError(e.to_string()))?;
             Ok(sums.into_iter().map(|(variant, s)| (variant, WindowStats::from_sums(&s, end_ms))).collect())
         })
     }
@@ -223,7 +234,7 @@ impl StatsSource for PromSource {
             target_url: None,
         };
         Box::pin(async move {
-            points::fetch(&self.client, &self.timing, &q, self.clock.now_ms())
+            points::fetch(&self.session(), &self.timing, &q, self.clock.now_ms())
                 .await
                 .map_err(|e| StatsError(e.to_string()))
         })

@@ -12,7 +12,8 @@ use std::collections::BTreeMap;
 
 use futures_util::future::try_join_all;
 
-use super::client::{Client, EngineError, Series};
+use super::client::{EngineError, Series};
+use super::session::Session;
 use super::{Timing, selector};
 use crate::clock::checked_bucket_end;
 use crate::point::{Histogram, Point, Quota, QuotaWindow, bounded};
@@ -114,14 +115,15 @@ pub fn complete_buckets(q: &PointQuery, now_ms: i64, settle_ms: i64) -> Option<(
 }
 
 /// Points of the window's complete buckets, ascending by time then variant.
-pub async fn fetch(client: &Client, t: &Timing, q: &PointQuery, now_ms: i64) -> Result<Vec<Point>, EngineError> {
+pub async fn fetch(session: &Session<'_>, t: &Timing, q: &PointQuery, now_ms: i64) -> Result<Vec<Point>, EngineError> {
+    session.check_window(q.end_ms.saturating_sub(q.start_ms))?;
     let Some((first, last)) = complete_buckets(q, now_ms, t.settle_ms()) else { return Ok(Vec::new()) };
     let sel = selector(q.variant.as_deref(), q.target_url.as_deref());
     let queries = plan(&sel, Shape::new(t, q.step_ms), q.step_ms);
-    let answers = try_join_all(queries.iter().map(|(_, e)| client.range(e, first, last, q.step_ms))).await?;
+    let answers = try_join_all(queries.iter().map(|(_, e)| session.range(e, first, last, q.step_ms))).await?;
     let mut acc: BTreeMap<(i64, String), Acc> = BTreeMap::new();
     for ((part, _), series) in queries.iter().zip(&answers) {
-        for s in series {
+        for s in series.iter() {
             for &(ts, v) in &s.samples {
                 acc.entry((ts, s.label("variant").to_owned())).or_default().add(*part, s, v);
             }

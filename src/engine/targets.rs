@@ -11,7 +11,8 @@ use std::collections::BTreeMap;
 
 use futures_util::future::try_join_all;
 
-use super::client::{Client, EngineError, Series};
+use super::client::{EngineError, Series};
+use super::session::Session;
 use crate::health::TargetHealth;
 use crate::ingest::{Event, EventKind};
 use crate::promql::parts;
@@ -34,7 +35,7 @@ fn values(series: &[Series]) -> BTreeMap<Key, f64> {
 }
 
 /// Every target of ours at `now_ms`, by variant then instance.
-pub async fn fetch(client: &Client, now_ms: i64) -> Result<Vec<TargetHealth>, EngineError> {
+pub async fn fetch(session: &Session<'_>, now_ms: i64) -> Result<Vec<TargetHealth>, EngineError> {
     let queries = [
         "up".to_owned(),
         "timestamp(up)".to_owned(),
@@ -44,7 +45,7 @@ pub async fn fetch(client: &Client, now_ms: i64) -> Result<Vec<TargetHealth>, En
         "scrape_samples_scraped".to_owned(),
         parts::last_success(POD_LOOKBACK_MS, SUCCESS_RES_MS),
     ];
-    let a = try_join_all(queries.iter().map(|q| client.instant(q, now_ms))).await?;
+    let a = try_join_all(queries.iter().map(|q| session.instant(q, now_ms))).await?;
     let (up, scraped, durations, samples, success) =
         (values(&a[0]), values(&a[1]), values(&a[4]), values(&a[5]), values(&a[6]));
     let known = pods(&a[2]);

@@ -9,8 +9,9 @@ use std::collections::BTreeMap;
 
 use futures_util::future::try_join_all;
 
-use super::client::{Client, EngineError, Series};
+use super::client::{EngineError, Series};
 use super::points::parse_le;
+use super::session::Session;
 use super::{Timing, selector};
 use crate::clock::bucket_end;
 use crate::point::{ADJUSTMENTS, Counts, DIRECTIONS, bounded};
@@ -63,14 +64,19 @@ fn plan(sel: &Selector, t: &Timing, window_ms: i64) -> Vec<(Part, String)> {
 }
 
 /// Every variant's increases over `(q.start_ms, q.end_ms]`, with where its data starts.
-pub async fn fetch(client: &Client, t: &Timing, q: &WindowQuery) -> Result<BTreeMap<String, WindowSums>, EngineError> {
-    let window_ms = (q.end_ms - q.start_ms).max(1);
+pub async fn fetch(
+    session: &Session<'_>,
+    t: &Timing,
+    q: &WindowQuery,
+) -> Result<BTreeMap<String, WindowSums>, EngineError> {
+    let window_ms = q.end_ms.saturating_sub(q.start_ms).max(1);
+    session.check_window(window_ms)?;
     let sel = selector(None, q.target_url.as_deref());
     let queries = plan(&sel, t, window_ms);
-    let answers = try_join_all(queries.iter().map(|(_, e)| client.instant(e, q.end_ms))).await?;
+    let answers = try_join_all(queries.iter().map(|(_, e)| session.instant(e, q.end_ms))).await?;
     let mut acc: BTreeMap<String, Acc> = BTreeMap::new();
     for ((part, _), series) in queries.iter().zip(&answers) {
-        for s in series {
+        for s in series.iter() {
             if let Some(&(_, v)) = s.samples.first().filter(|(_, v)| v.is_finite()) {
                 acc.entry(s.label("variant").to_owned()).or_default().add(*part, s, v);
             }

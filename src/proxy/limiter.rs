@@ -269,8 +269,12 @@ impl Limiter {
             .map_err(std::io::Error::other)
             .and_then(|bytes| std::fs::write(&tmp, bytes))
             .and_then(|()| std::fs::rename(&tmp, path));
-        if let Err(e) = result {
-            tracing::warn!(path = %path.display(), error = %e, "Cannot persist the rate limit state.");
+        // Tried at every adjustment: at most one line a minute while the disk refuses.
+        static NOT_PERSISTED: crate::telemetry::LogThrottle = crate::telemetry::LogThrottle::new();
+        if let Err(e) = result
+            && let Some(suppressed) = NOT_PERSISTED.admit()
+        {
+            tracing::warn!(path = %path.display(), error = %e, suppressed, "Cannot persist the rate limit state.");
         }
     }
 }

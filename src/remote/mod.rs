@@ -14,9 +14,14 @@
 //! first failed request until one succeeds, and at shutdown. While the receiver keeps up they go
 //! from memory straight to it, because writing every scrape to SQLite and deleting it a second
 //! later cost 13.9 KB of writes per scrape (BENCHMARKS.md) for nothing. Samples older than the
-//! backlog limit are dropped and counted, which bounds the queue during a long outage. So an
-//! outage of the receiver or a restart of zai-dash loses nothing within the backlog; a crash
-//! loses what was in memory (see `status::Pending`).
+//! backlog's age limit, and the oldest beyond its byte limit, are dropped and counted, which
+//! bounds the queue during a long outage in time and in disk. So an outage of the receiver or a
+//! restart of zai-dash loses nothing within the backlog; a crash loses what was in memory (see
+//! `status::Pending`).
+//!
+//! A receiver's answer is never read whole: its first 64 KiB at most, for the excerpt quoted
+//! in the last error, then the connection is dropped. Warnings that repeat with every request
+//! (refusals, drops) are written once, then at most once a minute with the count left out.
 
 pub mod ship;
 pub mod status;
@@ -33,7 +38,7 @@ use url::Url;
 
 use crate::clock::SharedClock;
 use crate::samples::{SampleQueue, SampleSink, ScrapeSamples};
-use crate::setting::{ConfigError, Secret, bad, parse_duration};
+use crate::setting::{ConfigError, Secret, bad, parse_bytes, parse_duration};
 pub use status::{RemoteStatus, StatusSnapshot};
 
 /// Flags of remote write (part of `serve`).
@@ -58,6 +63,10 @@ pub struct RemoteArgs {
     /// Samples older than this (receiver down) are dropped from the queue and counted.
     #[arg(long, env = "REMOTE_WRITE_MAX_BACKLOG", default_value = "2h")]
     pub remote_write_max_backlog: String,
+    /// The queue holds at most this many bytes of encoded samples (`512MiB`, `1GB`); beyond
+    /// it the oldest are dropped and counted.
+    #[arg(long, env = "REMOTE_WRITE_MAX_BACKLOG_BYTES", default_value = "256MiB")]
+    pub remote_write_max_backlog_bytes: String,
     /// Give up on one request after this long (it is retried).
     #[arg(long, env = "REMOTE_WRITE_TIMEOUT", default_value = "30s")]
     pub remote_write_timeout: String,
@@ -92,6 +101,8 @@ pub struct RemoteSettings {
     pub headers: Vec<(String, Secret)>,
     /// Queued samples older than this are dropped.
     pub max_backlog: Duration,
+    /// Bytes of encoded samples the queue holds at most; the oldest beyond it are dropped.
+    pub max_backlog_bytes: u64,
     /// Timeout of one request.
     pub timeout: Duration,
     /// First retry delay; doubles on each failure in a row.
@@ -111,6 +122,7 @@ impl std::fmt::Debug for RemoteSettings {
             .field("auth", &self.auth)
             .field("headers", &self.headers.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>())
             .field("max_backlog", &self.max_backlog)
+            .field("max_backlog_bytes", &self.max_backlog_bytes)
             .field("timeout", &self.timeout)
             .finish_non_exhaustive()
     }
@@ -118,18 +130,24 @@ impl std::fmt::Debug for RemoteSettings {
 
 /// Default `REMOTE_WRITE_MAX_BACKLOG`.
 pub const MAX_BACKLOG: Duration = Duration::from_secs(2 * 3600);
+/// Default `REMOTE_WRITE_MAX_BACKLOG_BYTES`. The age limit alone let a target at the
+/// 20,000-series cap queue 0.4 GB over the default two hours (about 80 minutes fill this), and
+/// a fleet of them the disk; ordinary targets never reach it before the age limit.
+pub const MAX_BACKLOG_BYTES: u64 = 256 << 20;
 /// Headers remote write itself sets; configuring them would break the protocol.
 const PROTOCOL_HEADERS: [&str; 4] =
     ["content-type", "content-encoding", "x-prometheus-remote-write-version", "content-length"];
 
 impl RemoteSettings {
-    /// Defaults for `url`: no credentials, 2 h backlog, 30 s timeout, backoff 500 ms to 30 s.
+    /// Defaults for `url`: no credentials, 2 h and 256 MiB backlog, 30 s timeout, backoff 500 ms
+    /// to 30 s.
     pub fn new(url: Url) -> Self {
         Self {
             url,
             auth: Auth::None,
             headers: Vec::new(),
             max_backlog: MAX_BACKLOG,
+            max_backlog_bytes: MAX_BACKLOG_BYTES,
             timeout: Duration::from_secs(30),
             min_backoff: Duration::from_millis(500),
             max_backoff: Duration::from_secs(30),
@@ -161,6 +179,9 @@ impl RemoteArgs {
         s.auth = self.auth()?;
         s.headers = parse_headers(self.remote_write_headers.as_ref().map_or("", Secret::expose), &s.auth)?;
         s.max_backlog = parse_duration("REMOTE_WRITE_MAX_BACKLOG", &self.remote_write_max_backlog)?;
+        if !self.remote_write_max_backlog_bytes.trim().is_empty() {
+            s.max_backlog_bytes = parse_bytes("REMOTE_WRITE_MAX_BACKLOG_BYTES", &self.remote_write_max_backlog_bytes)?;
+        }
         s.timeout = parse_duration("REMOTE_WRITE_TIMEOUT", &self.remote_write_timeout)?;
         Ok(Some(s))
     }
@@ -287,8 +308,9 @@ pub async fn spawn(
     queue: Arc<dyn SampleQueue>,
     clock: SharedClock,
 ) -> Result<Remote, RemoteError> {
-    let (queued, head) = queue.summary().await.map_err(RemoteError::Queue)?;
-    let status = Arc::new(RemoteStatus::new(settings.receiver(), queued, head));
+    let summary = queue.summary().await.map_err(RemoteError::Queue)?;
+    let queued = summary.samples;
+    let status = Arc::new(RemoteStatus::new(settings.receiver(), summary));
     let client = ship::client(&settings).map_err(|e| RemoteError::Client(e.without_url().to_string()))?;
     if queued > 0 {
         tracing::info!(samples = queued, receiver = %settings.receiver(), "Remote write resumes with queued samples.");
@@ -304,7 +326,14 @@ pub async fn spawn(
         clock: clock.clone(),
         wake: wake.clone(),
     };
-    let appender = ship::Appender { queue, status: status.clone(), clock, wake, window: settings.append_window };
+    let appender = ship::Appender {
+        queue,
+        status: status.clone(),
+        clock,
+        wake,
+        window: settings.append_window,
+        max_bytes: settings.max_backlog_bytes,
+    };
     tracker.spawn(appender.run(rx));
     tracker.spawn(shipper.run(cancel.clone()));
     Ok(Remote { sink: Arc::new(Handoff { tx, status: status.clone() }), status })
@@ -318,6 +347,7 @@ mod tests {
         RemoteArgs {
             remote_write_url: Some(url.into()),
             remote_write_max_backlog: "2h".into(),
+            remote_write_max_backlog_bytes: "256MiB".into(),
             remote_write_timeout: "30s".into(),
             ..RemoteArgs::default()
         }
@@ -337,6 +367,7 @@ mod tests {
         a.remote_write_headers = Some(Secret::new("X-Scope-OrgID=team-a, X-Api-Key=sekrit-value"));
         let s = a.validate().unwrap().unwrap();
         assert_eq!(s.headers.len(), 2);
+        assert_eq!(s.max_backlog_bytes, 256 << 20);
         assert_eq!(s.receiver(), "https://mimir.example:8443/api/v1/push");
         let shown = format!("{s:?}");
         for secret in ["hunter2", "sekrit", "tenant=x"] {
@@ -365,6 +396,10 @@ mod tests {
                 "both set",
             ),
             (RemoteArgs { remote_write_max_backlog: "soon".into(), ..args("http://p/w") }, "REMOTE_WRITE_MAX_BACKLOG"),
+            (
+                RemoteArgs { remote_write_max_backlog_bytes: "lots".into(), ..args("http://p/w") },
+                "REMOTE_WRITE_MAX_BACKLOG_BYTES has an invalid size",
+            ),
         ];
         for (a, needle) in cases {
             let e = a.validate().unwrap_err().to_string();

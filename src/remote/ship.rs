@@ -2,6 +2,7 @@
 //! samples would wait) and the shipper (oldest first to the receiver, with retries).
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use reqwest::StatusCode;
@@ -18,10 +19,12 @@ use crate::samples::{Chunk, QueueState, SampleQueue, ScrapeSamples};
 const MAX_APPEND: usize = 512;
 /// Longest honoured `Retry-After`: a receiver cannot park the queue for longer than this.
 const MAX_RETRY_AFTER: Duration = Duration::from_secs(300);
-/// Longest excerpt of a receiver's error body kept as the last error.
-const BODY_EXCERPT: usize = 200;
-/// Memory chunks beyond this many bytes go to the database even while the receiver keeps up
-/// (a slow request let them pile up).
+/// Most bytes of a receiver's error answer read (for the excerpt in the last error); the rest
+/// is not read, and the connection is dropped with it. A receiver answering a 300 MB 400 cost
+/// 630 MB of memory per attempt when the whole body was read.
+const ERROR_BODY_BYTES: usize = 64 * 1024;
+/// Memory chunks beyond this many bytes (or the byte limit, if smaller) go to the database even
+/// while the receiver keeps up (a slow request let them pile up).
 const SPILL_BYTES: usize = 16 * 1024 * 1024;
 
 /// The HTTP client: the protocol's headers, the configured ones, no redirects (a POST must
@@ -54,6 +57,8 @@ pub(super) struct Appender {
     pub clock: SharedClock,
     pub wake: Arc<Notify>,
     pub window: Duration,
+    /// `REMOTE_WRITE_MAX_BACKLOG_BYTES`, kept after every append to the database.
+    pub max_bytes: u64,
 }
 
 impl Appender {
@@ -77,21 +82,79 @@ impl Appender {
             self.wake.notify_one();
             return;
         };
+        let bytes = payload_bytes(&chunks);
+        // Room first, so the queue never holds more than the limit, not even for a moment.
+        self.trim(bytes).await;
         match self.queue.append(chunks).await {
             Ok(state) => {
                 self.status.queued(samples);
-                self.status.with_pending(|p| p.disk_head = p.disk_head.or(state.head_ms));
+                self.status.with_pending(|p| {
+                    p.disk_head = p.disk_head.or(state.head_ms);
+                    p.disk_bytes += bytes;
+                });
+                self.trim(0).await; // a scrape larger than the whole limit
                 self.wake.notify_one();
             }
             Err(e) => self.lost(samples, format!("cannot queue samples: {e}")),
         }
     }
 
+    /// Makes room for `incoming` bytes within the byte limit; a failure is kept as the last
+    /// error (the next append tries again).
+    async fn trim(&self, incoming: u64) {
+        let now = self.clock.now_ms();
+        if let Err(e) = trim_to_bytes(self.queue.as_ref(), &self.status, self.max_bytes, incoming, now).await {
+            self.status.error(now, format!("cannot trim the queue: {e}"));
+        }
+    }
+
     fn lost(&self, samples: u64, message: String) {
-        tracing::warn!(samples, error = %message, "Remote write samples dropped before queueing.");
+        if let Some(suppressed) = self.status.warnings.queue.admit() {
+            tracing::warn!(samples, error = %message, suppressed, "Remote write samples dropped before queueing.");
+        }
         self.status.dropped_before_queue(samples);
         self.status.error(self.clock.now_ms(), message);
     }
+}
+
+/// Payload bytes of `chunks`.
+fn payload_bytes(chunks: &[Chunk]) -> u64 {
+    chunks.iter().map(|c| c.payload.len() as u64).sum()
+}
+
+/// Drops the oldest database chunks, never those of the request under way, until everything
+/// waiting and `incoming` more bytes fit in `max_bytes`; counts them. Called with `queue_lock`
+/// held.
+async fn trim_to_bytes(
+    queue: &dyn SampleQueue,
+    status: &RemoteStatus,
+    max_bytes: u64,
+    incoming: u64,
+    now_ms: i64,
+) -> Result<(), crate::samples::QueueError> {
+    let (excess, after, on_disk) = status.with_pending(|p| {
+        (p.bytes().saturating_add(incoming).saturating_sub(max_bytes), p.sending_through, p.disk_head.is_some())
+    });
+    if excess == 0 || !on_disk {
+        return Ok(());
+    }
+    let state = queue.drop_bytes(excess, after).await?;
+    status.with_pending(|p| {
+        p.disk_bytes = p.disk_bytes.saturating_sub(state.removed_bytes);
+        p.disk_head = state.head_ms;
+    });
+    if state.removed > 0 {
+        if let Some(suppressed) = status.warnings.too_big.admit() {
+            tracing::warn!(
+                samples = state.removed,
+                suppressed,
+                max_bytes,
+                "Remote write backlog is over REMOTE_WRITE_MAX_BACKLOG_BYTES; the oldest samples are dropped."
+            );
+        }
+        status.removed(state.removed, Removal::Dropped, now_ms);
+    }
+    Ok(())
 }
 
 /// Adds `chunks` to memory, unless they would wait there: then they are handed back for the
@@ -186,7 +249,8 @@ impl Shipper {
         if let Err(e) = self.drop_old().await {
             return self.retry_later(backoff, format!("cannot trim the queue: {e}"), None);
         }
-        if self.status.with_pending(|p| p.failing || p.memory_bytes > SPILL_BYTES)
+        let spill_at = SPILL_BYTES.min(usize::try_from(self.settings.max_backlog_bytes).unwrap_or(usize::MAX));
+        if self.status.with_pending(|p| p.failing || p.memory_bytes > spill_at)
             && let Err(e) = self.spill().await
         {
             return self.retry_later(backoff, format!("cannot queue samples: {e}"), None);
@@ -198,27 +262,58 @@ impl Shipper {
         };
         let sent = tokio::select! {
             biased;
-            () = cancel.cancelled() => return Next::Stop,
-            sent = self.send(payloads) => sent,
+            () = cancel.cancelled() => None,
+            sent = self.send(payloads) => Some(sent),
         };
+        self.status.with_pending(|p| p.sending_through = None);
+        let Some(sent) = sent else { return Next::Stop };
         match sent {
             Ok(()) => {
                 backoff.reset();
                 self.status.with_pending(|p| p.failing = false);
+                self.outage_over();
                 self.settle(source, samples, Removal::Sent).await
             }
             Err(Failure::Permanent(message)) => {
-                tracing::warn!(error = %message, "Remote write receiver refused samples; they are dropped.");
+                self.outage_over();
+                if let Some(suppressed) = self.status.warnings.refused.admit() {
+                    tracing::warn!(error = %message, suppressed, "Remote write receiver refused samples; they are dropped.");
+                }
                 self.status.error(self.clock.now_ms(), message);
                 self.settle(source, samples, Removal::Failed).await
             }
             Err(Failure::Retry(message, after)) => {
                 self.status.with_pending(|p| p.failing = true);
-                if let Err(e) = self.spill().await {
-                    tracing::warn!(error = %e, "Remote write cannot move waiting samples to the database.");
+                self.outage_begins(&message);
+                if let Err(e) = self.spill().await
+                    && let Some(suppressed) = self.status.warnings.queue.admit()
+                {
+                    tracing::warn!(error = %e, suppressed, "Remote write cannot move waiting samples to the database.");
                 }
                 self.retry_later(backoff, message, after)
             }
+        }
+    }
+
+    /// A request is to be retried: the first of a run starts an outage, written once (and at
+    /// most once a minute for a receiver that keeps coming and going).
+    fn outage_begins(&self, message: &str) {
+        let w = &self.status.warnings;
+        if w.in_outage.swap(true, Ordering::Relaxed) {
+            return;
+        }
+        let logged = w.outage.admit().inspect(|suppressed| {
+            tracing::warn!(error = %message, suppressed, receiver = %self.settings.receiver(), "Remote write receiver is not taking samples; they wait in the queue and the request is retried.");
+        });
+        w.outage_logged.store(logged.is_some(), Ordering::Relaxed);
+    }
+
+    /// The receiver answered (taking or refusing the request): an outage, if any, is over; its
+    /// end is written when its start was.
+    fn outage_over(&self) {
+        let w = &self.status.warnings;
+        if w.in_outage.swap(false, Ordering::Relaxed) && w.outage_logged.swap(false, Ordering::Relaxed) {
+            tracing::info!(receiver = %self.settings.receiver(), "Remote write receiver answers again.");
         }
     }
 
@@ -233,9 +328,13 @@ impl Shipper {
     /// older), else taken from memory into `in_flight`.
     async fn next_batch(&self) -> Result<Option<(Vec<Vec<u8>>, u64, Source)>, crate::samples::QueueError> {
         if self.status.with_pending(|p| p.disk_head.is_some()) {
+            // Under the lock, so the byte limit never drops a chunk between this read and the
+            // mark that keeps the request's chunks.
+            let _serial = self.status.queue_lock.lock().await;
             let batch = self.queue.oldest(self.settings.max_samples_per_send).await?;
             if let Some(last) = batch.last().map(|q| q.id) {
                 let samples = batch.iter().map(|q| q.chunk.samples).sum();
+                self.status.with_pending(|p| p.sending_through = Some(last));
                 return Ok(Some((batch.into_iter().map(|q| q.chunk.payload).collect(), samples, Source::Disk(last))));
             }
             self.status.with_pending(|p| p.disk_head = None);
@@ -255,7 +354,10 @@ impl Shipper {
         match self.queue.remove_through(last).await {
             Ok(state) => {
                 self.status.removed(state.removed, outcome, now);
-                self.status.with_pending(|p| p.disk_head = state.head_ms);
+                self.status.with_pending(|p| {
+                    p.disk_head = state.head_ms;
+                    p.disk_bytes = p.disk_bytes.saturating_sub(state.removed_bytes);
+                });
                 Next::Again
             }
             Err(e) => {
@@ -281,9 +383,20 @@ impl Shipper {
         if chunks.is_empty() {
             return Ok(());
         }
+        let bytes = payload_bytes(&chunks);
+        let (max, now) = (self.settings.max_backlog_bytes, self.clock.now_ms());
+        if let Err(e) = trim_to_bytes(self.queue.as_ref(), &self.status, max, bytes, now).await {
+            self.status.error(now, format!("cannot trim the queue: {e}"));
+        }
         match self.queue.append(chunks.clone()).await {
             Ok(state) => {
-                self.status.with_pending(|p| p.disk_head = p.disk_head.or(state.head_ms));
+                self.status.with_pending(|p| {
+                    p.disk_head = p.disk_head.or(state.head_ms);
+                    p.disk_bytes += bytes;
+                });
+                if let Err(e) = trim_to_bytes(self.queue.as_ref(), &self.status, max, 0, now).await {
+                    self.status.error(now, format!("cannot trim the queue: {e}"));
+                }
                 Ok(())
             }
             Err(e) => {
@@ -314,23 +427,31 @@ impl Shipper {
         tracing::debug!("Remote write shipper stopped; queued samples wait for the next start.");
     }
 
-    /// Drops database chunks scraped before the backlog limit.
+    /// Drops database chunks scraped before the backlog's age limit, then the oldest beyond its
+    /// byte limit.
     async fn drop_old(&self) -> Result<(), crate::samples::QueueError> {
         if self.status.with_pending(|p| p.disk_head.is_none()) {
             return Ok(());
         }
-        let cutoff = self.clock.now_ms().saturating_sub(crate::setting::duration_ms(self.settings.max_backlog));
+        let now = self.clock.now_ms();
+        let cutoff = now.saturating_sub(crate::setting::duration_ms(self.settings.max_backlog));
         let _serial = self.status.queue_lock.lock().await;
         let state: QueueState = self.queue.drop_before(cutoff).await?;
-        self.status.with_pending(|p| p.disk_head = state.head_ms);
+        self.status.with_pending(|p| {
+            p.disk_head = state.head_ms;
+            p.disk_bytes = p.disk_bytes.saturating_sub(state.removed_bytes);
+        });
         if state.removed > 0 {
-            tracing::warn!(
-                samples = state.removed,
-                "Remote write backlog limit reached; the oldest samples are dropped."
-            );
-            self.status.removed(state.removed, Removal::Dropped, self.clock.now_ms());
+            if let Some(suppressed) = self.status.warnings.too_old.admit() {
+                tracing::warn!(
+                    samples = state.removed,
+                    suppressed,
+                    "Remote write backlog is older than REMOTE_WRITE_MAX_BACKLOG; the oldest samples are dropped."
+                );
+            }
+            self.status.removed(state.removed, Removal::Dropped, now);
         }
-        Ok(())
+        trim_to_bytes(self.queue.as_ref(), &self.status, self.settings.max_backlog_bytes, 0, now).await
     }
 
     /// One request with the chunks' samples.
@@ -350,9 +471,21 @@ impl Shipper {
             return Ok(());
         }
         let retry_after = retry_after(response.headers(), self.clock.now_ms());
-        let excerpt = excerpt(&response.text().await.unwrap_or_default());
+        let excerpt = crate::telemetry::excerpt(&String::from_utf8_lossy(&body_prefix(response).await));
         Err(classify(status, excerpt, retry_after))
     }
+}
+
+/// At most [`ERROR_BODY_BYTES`] of an answer's body, read as it arrives; the rest is never read
+/// (dropping the response closes the connection).
+async fn body_prefix(mut response: reqwest::Response) -> Vec<u8> {
+    let mut out = Vec::new();
+    while out.len() < ERROR_BODY_BYTES {
+        let Ok(Some(chunk)) = response.chunk().await else { break };
+        let room = ERROR_BODY_BYTES - out.len();
+        out.extend_from_slice(&chunk[..chunk.len().min(room)]);
+    }
+    out
 }
 
 /// Waits for `until` unless `cancel` comes first; true when cancelled.
@@ -410,13 +543,6 @@ pub(super) fn retry_after(headers: &HeaderMap, now_ms: i64) -> Option<Duration> 
     }
     let at = chrono::DateTime::parse_from_rfc2822(value).ok()?.timestamp_millis();
     Some(Duration::from_millis(u64::try_from(at.saturating_sub(now_ms)).unwrap_or(0)))
-}
-
-/// The start of a receiver's error text on one line, printable characters only.
-fn excerpt(body: &str) -> String {
-    let one_line: String =
-        body.trim().chars().map(|c| if c.is_control() { ' ' } else { c }).take(BODY_EXCERPT).collect();
-    one_line.trim().to_owned()
 }
 
 /// An error and its causes (`error sending request: connection refused`), without the URL.
@@ -525,9 +651,10 @@ mod tests {
     }
 
     #[test]
-    fn error_excerpts_are_one_short_line() {
-        let long = format!("bad\nsample\t{}", "x".repeat(500));
-        let e = excerpt(&long);
-        assert!(e.starts_with("bad sample ") && e.chars().count() <= BODY_EXCERPT);
+    fn the_byte_limit_counts_memory_the_request_and_the_database() {
+        let mut p = Pending { disk_bytes: 100, ..Pending::default() };
+        assert!(to_memory_unless_waiting(&mut p, vec![chunk(1, 1), chunk(2, 1)]).is_none());
+        take_from_memory(&mut p, 1);
+        assert_eq!((p.memory_bytes, p.bytes()), (10, 120), "the database, memory and the request under way");
     }
 }

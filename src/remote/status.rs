@@ -4,9 +4,10 @@
 
 use std::collections::VecDeque;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 
-use crate::samples::Chunk;
+use crate::samples::{Chunk, QueueSummary};
+use crate::telemetry::LogThrottle;
 
 /// No request succeeded yet.
 const NEVER: i64 = i64::MIN;
@@ -25,6 +26,11 @@ pub(super) struct Pending {
     pub in_flight: Vec<Chunk>,
     /// Time of the oldest chunk in the database, `None` when it holds none.
     pub disk_head: Option<i64>,
+    /// Payload bytes in the database.
+    pub disk_bytes: u64,
+    /// The last database chunk of the request under way: the byte limit drops chunks behind it,
+    /// never the ones being sent (they are shipped or retried).
+    pub sending_through: Option<i64>,
     /// The last request failed and will be retried: chunks wait in the database, so a crash
     /// during an outage loses nothing the appender took.
     pub failing: bool,
@@ -43,6 +49,32 @@ impl Pending {
     fn head(&self) -> Option<i64> {
         self.disk_head.or_else(|| self.in_flight.first().or(self.memory.front()).map(|c| c.ts_ms))
     }
+
+    /// Payload bytes waiting anywhere: what `REMOTE_WRITE_MAX_BACKLOG_BYTES` bounds.
+    pub fn bytes(&self) -> u64 {
+        let in_flight: usize = self.in_flight.iter().map(|c| c.payload.len()).sum();
+        self.disk_bytes.saturating_add((self.memory_bytes + in_flight) as u64)
+    }
+}
+
+/// The remote writer's warnings that can repeat with every request or append, one throttle per
+/// kind: each is written at most once a minute, with the count left out since.
+#[derive(Debug, Default)]
+pub(super) struct Warnings {
+    /// The receiver refused a request for good.
+    pub refused: LogThrottle,
+    /// The receiver became unreachable or answers 5xx/429 (written on the change only).
+    pub outage: LogThrottle,
+    /// Requests are being retried: the receiver has not answered since.
+    pub in_outage: AtomicBool,
+    /// Whether the current outage's warning was written (then its end is written too).
+    pub outage_logged: AtomicBool,
+    /// The age limit dropped samples.
+    pub too_old: LogThrottle,
+    /// The byte limit dropped samples.
+    pub too_big: LogThrottle,
+    /// The database refused or lost samples.
+    pub queue: LogThrottle,
 }
 
 /// Counters and the queue's shape, shared between the remote writer and the web layer.
@@ -60,6 +92,8 @@ pub struct RemoteStatus {
     /// Held across every change of the database queue and the accounting that goes with it,
     /// so the appender and the shipper never interleave a stale head, count or order.
     pub(super) queue_lock: tokio::sync::Mutex<()>,
+    /// Throttles of repeated warnings.
+    pub(super) warnings: Warnings,
 }
 
 /// A copy of the status at one moment.
@@ -69,14 +103,17 @@ pub struct StatusSnapshot {
     pub receiver: String,
     /// Samples waiting, in the database or in memory.
     pub queued: u64,
+    /// Bytes of those samples, as encoded.
+    pub queued_bytes: u64,
     /// Seconds since the oldest waiting sample was scraped (0 when none waits).
     pub age_seconds: f64,
     /// Samples the receiver accepted.
     pub sent: u64,
     /// Samples the receiver refused for good (a 4xx other than 429).
     pub failed: u64,
-    /// Samples dropped before shipping: older than the backlog limit, beyond the per-scrape
-    /// series limit, or offered while the hand-off was full.
+    /// Samples dropped before shipping: older than the backlog's age limit, the oldest beyond
+    /// its byte limit, beyond the per-scrape series limit, or offered while the hand-off was
+    /// full.
     pub dropped: u64,
     /// When a request last succeeded, Unix ms.
     pub last_sent_ms: Option<i64>,
@@ -91,34 +128,35 @@ pub(super) enum Removal {
     Sent,
     /// The receiver refused them for good.
     Failed,
-    /// The backlog limit dropped them.
+    /// A backlog limit dropped them.
     Dropped,
 }
 
 impl RemoteStatus {
-    /// A status for `receiver` with `queued` samples already in the database (from an earlier
-    /// run), the oldest scraped at `head_ms`.
-    pub fn new(receiver: String, queued: u64, head_ms: Option<i64>) -> Self {
+    /// A status for `receiver` with what an earlier run left in the database.
+    pub fn new(receiver: String, queue: QueueSummary) -> Self {
         Self {
             receiver,
-            queued: AtomicU64::new(queued),
+            queued: AtomicU64::new(queue.samples),
             sent: AtomicU64::new(0),
             failed: AtomicU64::new(0),
             dropped: AtomicU64::new(0),
             last_sent_ms: AtomicI64::new(NEVER),
             last_error: Mutex::new(None),
-            pending: Mutex::new(Pending { disk_head: head_ms, ..Pending::default() }),
+            pending: Mutex::new(Pending { disk_head: queue.head_ms, disk_bytes: queue.bytes, ..Pending::default() }),
             queue_lock: tokio::sync::Mutex::new(()),
+            warnings: Warnings::default(),
         }
     }
 
     /// Everything at `now_ms`.
     pub fn snapshot(&self, now_ms: i64) -> StatusSnapshot {
-        let head = self.pending.lock().ok().and_then(|p| p.head());
+        let (head, bytes) = self.pending.lock().map(|p| (p.head(), p.bytes())).unwrap_or_default();
         let last_sent = self.last_sent_ms.load(Ordering::Relaxed);
         StatusSnapshot {
             receiver: self.receiver.clone(),
             queued: self.queued.load(Ordering::Relaxed),
+            queued_bytes: bytes,
             age_seconds: head.map_or(0.0, |h| now_ms.saturating_sub(h).max(0) as f64 / 1000.0),
             sent: self.sent.load(Ordering::Relaxed),
             failed: self.failed.load(Ordering::Relaxed),

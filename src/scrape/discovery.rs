@@ -206,8 +206,14 @@ impl Supervisor {
                     tracing::info!(address = %ip, entry = %RedactedUrl::from(&self.entry.url), "Address discovered; scraping it.");
                     running.insert(ip, r);
                 }
-                // Retried on the next resolution, because the address is still not running.
-                Err(e) => tracing::warn!(address = %ip, error = %e, "Cannot register a discovered address."),
+                // Retried on the next resolution, because the address is still not running: at
+                // most one line a minute while storage refuses.
+                Err(e) => {
+                    static NOT_REGISTERED: crate::telemetry::LogThrottle = crate::telemetry::LogThrottle::new();
+                    if let Some(suppressed) = NOT_REGISTERED.admit() {
+                        tracing::warn!(address = %ip, error = %e, suppressed, "Cannot register a discovered address.");
+                    }
+                }
             }
         }
     }

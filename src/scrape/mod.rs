@@ -345,8 +345,12 @@ fn ingest(
 fn not_before_previous(state: &TargetState, wall_ms: i64, url: &str) -> i64 {
     match state.last_scrape_ms {
         Some(last) if wall_ms < last => {
-            if last - wall_ms > 1_000 {
-                tracing::warn!(target_url = %url, behind_ms = last - wall_ms, "The wall clock stepped back; rows wait in the latest bucket until it catches up.");
+            // Every scrape of every target until the clock catches up: at most one line a minute.
+            static STEPPED_BACK: crate::telemetry::LogThrottle = crate::telemetry::LogThrottle::new();
+            if last - wall_ms > 1_000
+                && let Some(suppressed) = STEPPED_BACK.admit()
+            {
+                tracing::warn!(target_url = %url, behind_ms = last - wall_ms, suppressed, "The wall clock stepped back; rows wait in the latest bucket until it catches up.");
             }
             last
         }

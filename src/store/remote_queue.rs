@@ -1,15 +1,17 @@
 //! The remote write queue: the [`SampleQueue`] the remote writer keeps its unshipped samples
 //! in, one row of `remote_queue` per scrape, shipped and removed oldest first.
 //!
-//! Only the head of the queue is ever removed (shipped, refused for good, or older than the
-//! backlog limit), so the rowid order is the shipping order and every access is a scan from
-//! the start of the table's b-tree: no index beyond the rowid is needed.
+//! Chunks are removed from the head of the queue (shipped, refused for good, older than the
+//! backlog's age limit) or, for the byte limit, right behind the request under way, so the rowid
+//! order is the shipping order and every access is a scan from the start of the table's b-tree:
+//! no index beyond the rowid is needed. `length(payload)` is read from the record header, not
+//! from the blob's pages.
 
 use rusqlite::{Connection, OptionalExtension, params};
 
 use super::{Store, StoreError};
 use crate::ingest::BoxFuture;
-use crate::samples::{Chunk, QueueError, QueueState, Queued, SampleQueue};
+use crate::samples::{Chunk, QueueError, QueueState, QueueSummary, Queued, SampleQueue};
 
 /// Appends `chunks` in order in one transaction.
 pub fn append(conn: &mut Connection, chunks: &[Chunk]) -> Result<QueueState, StoreError> {
@@ -22,7 +24,7 @@ pub fn append(conn: &mut Connection, chunks: &[Chunk]) -> Result<QueueState, Sto
     }
     let head_ms = head(&tx)?;
     tx.commit()?;
-    Ok(QueueState { removed: 0, head_ms })
+    Ok(QueueState { removed: 0, removed_bytes: 0, head_ms })
 }
 
 /// The oldest chunks that fit in `max_samples`; always the first one, however large.
@@ -43,13 +45,46 @@ pub fn oldest(conn: &Connection, max_samples: u64) -> Result<Vec<Queued>, StoreE
 
 /// Removes every chunk up to and including `id`; returns the samples removed and the new head.
 pub fn remove_through(conn: &mut Connection, id: i64) -> Result<QueueState, StoreError> {
+    remove_range(conn, i64::MIN, id)
+}
+
+/// Removes the chunks with `after < id <= through`.
+fn remove_range(conn: &mut Connection, after: i64, through: i64) -> Result<QueueState, StoreError> {
     let tx = conn.transaction()?;
-    let removed: i64 =
-        tx.query_row("SELECT COALESCE(SUM(samples), 0) FROM remote_queue WHERE id <= ?1", [id], |r| r.get(0))?;
-    tx.execute("DELETE FROM remote_queue WHERE id <= ?1", [id])?;
+    let (removed, removed_bytes): (i64, i64) = tx.query_row(
+        "SELECT COALESCE(SUM(samples), 0), COALESCE(SUM(length(payload)), 0) FROM remote_queue WHERE id > ?1 AND id <= ?2",
+        [after, through],
+        |r| Ok((r.get(0)?, r.get(1)?)),
+    )?;
+    tx.execute("DELETE FROM remote_queue WHERE id > ?1 AND id <= ?2", [after, through])?;
     let head_ms = head(&tx)?;
     tx.commit()?;
-    Ok(QueueState { removed: u64::try_from(removed).unwrap_or(0), head_ms })
+    Ok(QueueState {
+        removed: u64::try_from(removed).unwrap_or(0),
+        removed_bytes: u64::try_from(removed_bytes).unwrap_or(0),
+        head_ms,
+    })
+}
+
+/// Removes the oldest chunks after `after_id` until at least `bytes` payload bytes are gone
+/// (fewer when the queue holds fewer).
+pub fn drop_bytes(conn: &mut Connection, bytes: u64, after_id: Option<i64>) -> Result<QueueState, StoreError> {
+    let after = after_id.unwrap_or(i64::MIN);
+    let last = {
+        let mut stmt = conn.prepare_cached("SELECT id, length(payload) FROM remote_queue WHERE id > ?1 ORDER BY id")?;
+        let mut rows = stmt.query([after])?;
+        let (mut last, mut taken) = (None, 0u64);
+        while taken < bytes {
+            let Some(r) = rows.next()? else { break };
+            last = Some(r.get::<_, i64>(0)?);
+            taken += u64::try_from(r.get::<_, i64>(1)?).unwrap_or(0);
+        }
+        last
+    };
+    match last {
+        Some(id) => remove_range(conn, after, id),
+        None => Ok(QueueState { head_ms: head(conn)?, ..QueueState::default() }),
+    }
 }
 
 /// Removes the run of chunks at the head older than `ts_ms`. A chunk behind a newer one stays
@@ -69,14 +104,22 @@ pub fn drop_before(conn: &mut Connection, ts_ms: i64) -> Result<QueueState, Stor
     };
     match last {
         Some(id) => remove_through(conn, id),
-        None => Ok(QueueState { removed: 0, head_ms: head(conn)? }),
+        None => Ok(QueueState { head_ms: head(conn)?, ..QueueState::default() }),
     }
 }
 
-/// Samples queued and the time of the head.
-pub fn summary(conn: &Connection) -> Result<(u64, Option<i64>), StoreError> {
-    let samples: i64 = conn.query_row("SELECT COALESCE(SUM(samples), 0) FROM remote_queue", [], |r| r.get(0))?;
-    Ok((u64::try_from(samples).unwrap_or(0), head(conn)?))
+/// Samples and payload bytes queued, and the time of the head.
+pub fn summary(conn: &Connection) -> Result<QueueSummary, StoreError> {
+    let (samples, bytes): (i64, i64) = conn.query_row(
+        "SELECT COALESCE(SUM(samples), 0), COALESCE(SUM(length(payload)), 0) FROM remote_queue",
+        [],
+        |r| Ok((r.get(0)?, r.get(1)?)),
+    )?;
+    Ok(QueueSummary {
+        samples: u64::try_from(samples).unwrap_or(0),
+        bytes: u64::try_from(bytes).unwrap_or(0),
+        head_ms: head(conn)?,
+    })
 }
 
 fn head(conn: &Connection) -> Result<Option<i64>, StoreError> {
@@ -100,7 +143,11 @@ impl SampleQueue for Store {
         Box::pin(async move { Ok(self.with_conn(move |c| drop_before(c, ts_ms)).await?) })
     }
 
-    fn summary(&self) -> BoxFuture<'_, Result<(u64, Option<i64>), QueueError>> {
+    fn drop_bytes(&self, bytes: u64, after_id: Option<i64>) -> BoxFuture<'_, Result<QueueState, QueueError>> {
+        Box::pin(async move { Ok(self.with_conn(move |c| drop_bytes(c, bytes, after_id)).await?) })
+    }
+
+    fn summary(&self) -> BoxFuture<'_, Result<QueueSummary, QueueError>> {
         Box::pin(async move { Ok(self.with_conn(|c| summary(c)).await?) })
     }
 }
@@ -130,8 +177,8 @@ mod tests {
         assert_eq!(first[1].chunk.payload, vec![4, 4, 4]);
         assert_eq!(oldest(&c, 1).unwrap().len(), 1, "one chunk even when it exceeds the budget");
         let state = remove_through(&mut c, first[1].id).unwrap();
-        assert_eq!(state, QueueState { removed: 8, head_ms: Some(3_000) });
-        assert_eq!(summary(&c).unwrap(), (4, Some(3_000)));
+        assert_eq!(state, QueueState { removed: 8, removed_bytes: 6, head_ms: Some(3_000) });
+        assert_eq!(summary(&c).unwrap(), QueueSummary { samples: 4, bytes: 3, head_ms: Some(3_000) });
     }
 
     #[test]
@@ -140,10 +187,29 @@ mod tests {
         let mut c = store.conn().unwrap();
         append(&mut c, &[chunk(1_000, 2), chunk(2_000, 3), chunk(5_000, 5), chunk(1_500, 7)]).unwrap();
         let state = drop_before(&mut c, 3_000).unwrap();
-        assert_eq!(state, QueueState { removed: 5, head_ms: Some(5_000) });
-        assert_eq!(summary(&c).unwrap(), (12, Some(5_000)));
-        assert_eq!(drop_before(&mut c, 10).unwrap(), QueueState { removed: 0, head_ms: Some(5_000) });
+        assert_eq!(state, QueueState { removed: 5, removed_bytes: 6, head_ms: Some(5_000) });
+        assert_eq!(summary(&c).unwrap(), QueueSummary { samples: 12, bytes: 6, head_ms: Some(5_000) });
+        assert_eq!(drop_before(&mut c, 10).unwrap(), QueueState { head_ms: Some(5_000), ..QueueState::default() });
         remove_through(&mut c, i64::MAX).unwrap();
-        assert_eq!(summary(&c).unwrap(), (0, None));
+        assert_eq!(summary(&c).unwrap(), QueueSummary::default());
+    }
+
+    #[test]
+    fn the_byte_limit_drops_the_oldest_behind_the_request_under_way() {
+        let (_dir, store) = open();
+        let mut c = store.conn().unwrap();
+        append(&mut c, &[chunk(1_000, 1), chunk(2_000, 2), chunk(3_000, 3), chunk(4_000, 4)]).unwrap();
+        let ids: Vec<i64> = oldest(&c, 100).unwrap().iter().map(|q| q.id).collect();
+        let state = drop_bytes(&mut c, 4, Some(ids[0])).unwrap();
+        assert_eq!(
+            state,
+            QueueState { removed: 5, removed_bytes: 6, head_ms: Some(1_000) },
+            "whole chunks, 4 bytes asked"
+        );
+        let left: Vec<i64> = oldest(&c, 100).unwrap().iter().map(|q| q.chunk.ts_ms).collect();
+        assert_eq!(left, [1_000, 4_000], "the request under way stays, the next oldest went");
+        let state = drop_bytes(&mut c, 100, None).unwrap();
+        assert_eq!((state.removed, state.removed_bytes, state.head_ms), (5, 6, None), "no more than the queue holds");
+        assert_eq!(drop_bytes(&mut c, 1, None).unwrap(), QueueState::default());
     }
 }

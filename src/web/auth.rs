@@ -20,6 +20,7 @@ use serde::Deserialize;
 use super::AppState;
 use super::session::{Session, Sessions};
 use crate::setting::Secret;
+use crate::telemetry::LogThrottle;
 
 /// Name of the session cookie.
 pub const COOKIE_NAME: &str = "zai_dash_session";
@@ -121,7 +122,11 @@ pub async fn login(
     let ip = peer.map_or(IpAddr::from([0, 0, 0, 0]), |p| p.0.0.ip());
     let now = state.clock.now_ms();
     if let Err(wait_s) = sessions.login_allowed(ip, now) {
-        tracing::warn!(client = %ip, "Too many wrong dashboard tokens; sign-in paused for this address.");
+        // Every refused attempt, from any number of addresses: at most one line a minute.
+        static PAUSED: LogThrottle = LogThrottle::new();
+        if let Some(suppressed) = PAUSED.admit() {
+            tracing::warn!(client = %ip, suppressed, "Too many wrong dashboard tokens; sign-in paused for this address.");
+        }
         return too_many(wait_s);
     }
     if !constant_time_eq(form.token.trim().as_bytes(), token.expose().as_bytes()) {
@@ -177,8 +182,11 @@ async fn persist_revocation(state: &AppState, session: Session) {
             Ok(())
         })
         .await;
-    if let Err(e) = result {
-        tracing::warn!(error = %e, "Cannot store a revoked session; it stays revoked until a restart.");
+    static NOT_STORED: LogThrottle = LogThrottle::new();
+    if let Err(e) = result
+        && let Some(suppressed) = NOT_STORED.admit()
+    {
+        tracing::warn!(error = %e, suppressed, "Cannot store a revoked session; it stays revoked until a restart.");
     }
 }
 

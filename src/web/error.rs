@@ -58,6 +58,10 @@ pub enum PageError {
     Upstream(StatusCode, String),
 }
 
+/// Storage failures, logged with every request that meets them: at most one line a minute
+/// (the storage's own state is on `/healthz` and in self-metrics).
+static STORAGE_FAILED: crate::telemetry::LogThrottle = crate::telemetry::LogThrottle::new();
+
 /// The status of a source failure: storage is ours (500), an engine is a gateway (502, 503).
 fn source_status(e: &SourceError) -> StatusCode {
     match e {
@@ -73,7 +77,9 @@ fn source_status(e: &SourceError) -> StatusCode {
 fn source_message(e: &SourceError) -> String {
     match e {
         SourceError::Storage(_) => {
-            tracing::error!(error = %e, "Request failed in storage.");
+            if let Some(suppressed) = STORAGE_FAILED.admit() {
+                tracing::error!(error = %e, suppressed, "Request failed in storage.");
+            }
             "internal error; see the zai-dash log".to_owned()
         }
         SourceError::Unavailable(m) | SourceError::BadGateway(m) => {
@@ -88,7 +94,9 @@ impl From<ApiError> for PageError {
         match e {
             ApiError::BadRequest(m) => Self::BadRequest(m),
             ApiError::Source(e @ SourceError::Storage(_)) => {
-                tracing::error!(error = %e, "Page failed in storage.");
+                if let Some(suppressed) = STORAGE_FAILED.admit() {
+                    tracing::error!(error = %e, suppressed, "Page failed in storage.");
+                }
                 Self::Internal
             }
             ApiError::Source(e) => Self::Upstream(source_status(&e), source_message(&e)),

@@ -198,8 +198,24 @@ fn csv(table: &Table) -> String {
     out
 }
 
+/// A text cell: formula-proofed, then quoted when RFC 4180 needs it.
 fn csv_field(s: &str) -> String {
-    if s.contains([',', '"', '\r', '\n']) { format!("\"{}\"", s.replace('"', "\"\"")) } else { s.to_owned() }
+    let s = defuse_formula(s);
+    if s.contains([',', '"', '\r', '\n']) { format!("\"{}\"", s.replace('"', "\"\"")) } else { s.into_owned() }
+}
+
+/// A text cell a spreadsheet would run as a formula (`=HYPERLINK(...)`, `+cmd`, `-2+3`, `@SUM`,
+/// or behind a tab or carriage return) gets a leading `'`, which spreadsheets show as text
+/// (OWASP's advice on CSV injection). Variant names and column names come from the proxies'
+/// labels, so an export must not hand them to a spreadsheet as code. A cell that is a number
+/// (`-1`) is not a formula and stays as it is; value cells are numbers and never pass here.
+fn defuse_formula(s: &str) -> std::borrow::Cow<'_, str> {
+    let risky = s.starts_with(['=', '+', '-', '@', '\t', '\r']);
+    if risky && s.parse::<f64>().map_or(true, |v| !v.is_finite()) {
+        std::borrow::Cow::Owned(format!("'{s}"))
+    } else {
+        std::borrow::Cow::Borrowed(s)
+    }
 }
 
 /// `{"name", "columns": [{"name","unit"}], "rows": [{"timestamp","time","variant", <name>: value}]}`.
@@ -242,6 +258,31 @@ mod tests {
         assert_eq!(lines.next(), Some("time (UTC),timestamp (Unix ms),variant,p50 (ms),p95 (ms)"));
         assert_eq!(lines.next(), Some("2027-01-15T08:00:00.000Z,1800000000000,canary,120.5,"));
         assert_eq!(csv_field("a,\"b\""), "\"a,\"\"b\"\"\"");
+    }
+
+    #[test]
+    fn text_cells_that_a_spreadsheet_would_run_are_defused_and_numbers_stay_numbers() {
+        for (cell, want) in [
+            ("=HYPERLINK(\"http://evil.example\",\"x\")", "\"'=HYPERLINK(\"\"http://evil.example\"\",\"\"x\"\")\""),
+            ("+cmd", "'+cmd"),
+            ("-2+3+cmd|' /C calc'!A0", "'-2+3+cmd|' /C calc'!A0"),
+            ("@SUM(A1)", "'@SUM(A1)"),
+            ("\t=1", "'\t=1"),
+            ("\r=1", "\"'\r=1\""),
+            ("-inf", "'-inf"),
+            ("-1", "-1"),
+            ("-0.5e3", "-0.5e3"),
+            ("canary", "canary"),
+            ("a=b", "a=b"),
+        ] {
+            assert_eq!(csv_field(cell), want, "{cell:?}");
+        }
+        let t = Table {
+            name: "x".into(),
+            headers: vec![("v".into(), "req/s".into())],
+            rows: vec![(0, "=1+1".into(), vec![Some(-2.5)])],
+        };
+        assert!(csv(&t).ends_with("\r\n1970-01-01T00:00:00.000Z,0,'=1+1,-2.5\r\n"), "{}", csv(&t));
     }
 
     #[test]

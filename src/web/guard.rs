@@ -10,6 +10,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
 use super::AppState;
+use crate::telemetry::{LogThrottle, excerpt};
 
 /// Middleware: 403 for a state-changing request from a host or origin that may not change
 /// anything; everything else passes.
@@ -18,7 +19,11 @@ pub async fn state_changes(State(state): State<AppState>, req: Request, next: Ne
         return next.run(req).await;
     }
     if let Some(refusal) = state.settings.allowed_hosts.refusal(req.headers(), req.uri()) {
-        tracing::warn!(path = req.uri().path(), "Request refused: its Host is not in ALLOWED_HOSTS.");
+        // One per request a hostile page sends: at most one line a minute.
+        static REFUSED_HOST: LogThrottle = LogThrottle::new();
+        if let Some(suppressed) = REFUSED_HOST.admit() {
+            tracing::warn!(path = req.uri().path(), suppressed, "Request refused: its Host is not in ALLOWED_HOSTS.");
+        }
         return (StatusCode::FORBIDDEN, refusal).into_response();
     }
     if let Some(refused) = cross_site(req.headers()) {
@@ -36,7 +41,11 @@ fn cross_site(headers: &HeaderMap) -> Option<Response> {
     if origin_host.eq_ignore_ascii_case(host) {
         return None;
     }
-    tracing::warn!(origin, "Cross-site post to the dashboard refused.");
+    // One per request a hostile page sends: at most one line a minute, the origin excerpted.
+    static REFUSED_ORIGIN: LogThrottle = LogThrottle::new();
+    if let Some(suppressed) = REFUSED_ORIGIN.admit() {
+        tracing::warn!(origin = %excerpt(origin), suppressed, "Cross-site post to the dashboard refused.");
+    }
     Some((StatusCode::FORBIDDEN, "cross-site request refused").into_response())
 }
 

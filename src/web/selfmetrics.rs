@@ -18,16 +18,19 @@ use crate::store::{Store, StoreError, WriterStats};
 /// Tables whose rows are counted.
 const TABLES: [&str; 3] = ["metrics_1m", "metrics_5s", "targets"];
 
-/// Self-metrics that have no other home: updated by the downsampler.
+/// Self-metrics that have no other home: updated by the downsampler, and in source mode by
+/// the engine client.
 #[derive(Debug)]
 pub struct SelfMetrics {
     /// Durations of downsample runs.
     pub downsample: AtomicHistogram,
+    /// Source mode: series left out of the engine's answers.
+    pub engine: Option<std::sync::Arc<crate::engine::EngineStats>>,
 }
 
 impl Default for SelfMetrics {
     fn default() -> Self {
-        Self { downsample: AtomicHistogram::downsample_seconds() }
+        Self { downsample: AtomicHistogram::downsample_seconds(), engine: None }
     }
 }
 
@@ -104,6 +107,24 @@ pub fn render(i: &Inputs<'_>) -> String {
     }
     i.own.downsample.write(&mut e, "zai_dash_downsample_duration_seconds", "Duration of rollup and retention runs.");
     write_cut(&mut e, i.targets);
+    if let Some(engine) = &i.own.engine {
+        e.family(
+            "zai_dash_engine_series_dropped_total",
+            "Series of the engine's answers left out: a variant label that is not a valid name, or a variant beyond the first 64 (source mode).",
+            "counter",
+        );
+        let load = |a: &AtomicU64| a.load(Ordering::Relaxed) as f64;
+        e.sample(
+            "zai_dash_engine_series_dropped_total",
+            &[("reason", "invalid_variant")],
+            load(&engine.invalid_variant),
+        );
+        e.sample(
+            "zai_dash_engine_series_dropped_total",
+            &[("reason", "too_many_variants")],
+            load(&engine.too_many_variants),
+        );
+    }
     if let Some(r) = i.remote {
         write_remote(&mut e, r);
     }
@@ -127,12 +148,18 @@ pub fn render(i: &Inputs<'_>) -> String {
 }
 
 fn write_remote(e: &mut Exposition, r: &StatusSnapshot) {
-    let families: [(&str, &str, &str, f64); 5] = [
+    let families: [(&str, &str, &str, f64); 6] = [
         (
             "zai_dash_remote_write_queue_age_seconds",
             "Seconds since the oldest sample waiting for the remote write receiver was scraped (0 when none waits).",
             "gauge",
             r.age_seconds,
+        ),
+        (
+            "zai_dash_remote_write_queue_bytes",
+            "Bytes of the samples waiting for the remote write receiver, as encoded (REMOTE_WRITE_MAX_BACKLOG_BYTES bounds them).",
+            "gauge",
+            r.queued_bytes as f64,
         ),
         (
             "zai_dash_remote_write_queue_samples",
@@ -142,7 +169,7 @@ fn write_remote(e: &mut Exposition, r: &StatusSnapshot) {
         ),
         (
             "zai_dash_remote_write_samples_dropped_total",
-            "Samples dropped before the receiver got them: older than REMOTE_WRITE_MAX_BACKLOG, beyond the per-scrape series limit, or offered while the hand-off was full.",
+            "Samples dropped before the receiver got them: older than REMOTE_WRITE_MAX_BACKLOG, the oldest beyond REMOTE_WRITE_MAX_BACKLOG_BYTES, beyond the per-scrape series limit, or offered while the hand-off was full.",
             "counter",
             r.dropped as f64,
         ),
