@@ -243,9 +243,12 @@ zai_proxy_quota_usage_ratio{limit_type=\"tokens_limit\",variant=\"production\",w
     off.stop().await;
 }
 
+/// `(limit_type, window, used ratio)` of one exported window.
+type Expected = (&'static str, &'static str, f64);
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_schema_is_read_and_ratios_are_clamped() {
-    let cases: [(&str, String, &[(&str, &str, f64)]); 3] = [
+    let cases: [(&str, String, &[Expected]); 3] = [
         (
             "only the legacy tokens schema",
             [tokens(3, 37.0, FIVE_HOUR_RESET_MS), tokens(6, 7.0, WEEKLY_RESET_MS)].join(","),
