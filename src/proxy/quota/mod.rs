@@ -19,7 +19,9 @@ mod schema;
 mod settings;
 
 pub use poller::{QuotaHealth, QuotaPoller, WindowHealth};
-pub use schema::{LimitType, Snapshot, Window, WindowSample, clamp_ratio, label_value, normalise};
+#[cfg(test)]
+pub(crate) use schema::normalise;
+pub use schema::{LimitType, Snapshot, Window, WindowSample};
 pub use settings::{QUOTA_PATH, QuotaArgs, QuotaSettings};
 
 /// Why a poll failed. The text names the failure and, at most, a status or provider code:

@@ -8,7 +8,6 @@
 //! success, and the sample age after every poll once a sample exists.
 
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use axum::http::{HeaderValue, header};
 use serde::Serialize;
@@ -155,7 +154,7 @@ impl QuotaPoller {
     }
 
     /// One poll, bounded by the timeout as a whole.
-    pub async fn poll(&self) -> Result<Snapshot, QuotaError> {
+    async fn poll(&self) -> Result<Snapshot, QuotaError> {
         tokio::time::timeout(self.settings.timeout, self.fetch()).await.unwrap_or(Err(QuotaError::Timeout))
     }
 
@@ -188,7 +187,7 @@ impl QuotaPoller {
     }
 
     /// Keeps the outcome of one poll and writes the families.
-    pub fn record(&self, answer: Result<Snapshot, QuotaError>, metrics: &ProxyMetrics) {
+    fn record(&self, answer: Result<Snapshot, QuotaError>, metrics: &ProxyMetrics) {
         let now = self.clock.now_ms();
         let Some(done) = self.keep(&answer, now) else { return };
         let v = self.variant.as_str();
@@ -273,11 +272,6 @@ impl QuotaPoller {
             })
             .collect();
         h
-    }
-
-    /// Time between polls (for callers that wait on one).
-    pub fn interval(&self) -> Duration {
-        self.settings.interval
     }
 }
 

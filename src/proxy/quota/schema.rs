@@ -103,7 +103,7 @@ pub struct Snapshot {
 }
 
 /// Reads one answer body.
-pub fn normalise(body: &[u8]) -> Result<Snapshot, QuotaError> {
+pub(crate) fn normalise(body: &[u8]) -> Result<Snapshot, QuotaError> {
     let answer: Value = serde_json::from_slice(body).map_err(|_| QuotaError::NotJson)?;
     let code = answer.get("code").and_then(Value::as_i64).unwrap_or(0);
     match answer.get("success").and_then(Value::as_bool) {
@@ -146,13 +146,13 @@ fn window_sample(entry: &Value) -> Option<WindowSample> {
 }
 
 /// A used ratio clamped to [0, 1]; `None` when it is not a number at all.
-pub fn clamp_ratio(r: f64) -> Option<f64> {
+pub(crate) fn clamp_ratio(r: f64) -> Option<f64> {
     r.is_finite().then(|| r.clamp(0.0, 1.0))
 }
 
 /// A value bounded the way zai-proxy bounds its quota labels: lower case, `[a-z0-9_-]` kept and
 /// any other character replaced by `_`, at most 32 characters, `unknown` when empty.
-pub fn label_value(v: &str) -> String {
+pub(crate) fn label_value(v: &str) -> String {
     let kept: String = v
         .trim()
         .chars()
