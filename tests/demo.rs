@@ -1,4 +1,5 @@
-//! The zero-setup demo: it starts, both variants show traffic within 30 s, and it stops cleanly.
+//! The zero-setup demo: it starts, both variants show traffic and quota within 30 s, and it stops
+//! cleanly.
 
 mod common;
 
@@ -35,6 +36,29 @@ async fn the_demo_shows_production_and_canary_traffic_within_30_seconds() {
     let first = hour.as_array().unwrap().first().map_or(i64::MAX, |p| p["timestamp"].as_i64().unwrap());
     let now = chrono::Utc::now().timestamp_millis();
     assert!(now - first > 55 * 60_000, "the 1 h chart starts an hour back, not at start-up: {first} vs {now}");
+    // Both proxies poll the simulated account quota: their expositions carry it, and the
+    // dashboard reads it into each variant's status.
+    common::wait_for("quota in both variants' status", Duration::from_secs(30), || async {
+        let Ok(resp) = reqwest::get(format!("{base}/api/status")).await else { return false };
+        let status: serde_json::Value = resp.json().await.unwrap_or_default();
+        ["production", "canary"].iter().all(|v| status[v]["quota"]["five_hour"]["usage_ratio"].as_f64().is_some())
+    })
+    .await;
+    let targets: serde_json::Value = reqwest::get(format!("{base}/api/targets")).await.unwrap().json().await.unwrap();
+    for t in targets.as_array().unwrap() {
+        let text = reqwest::get(t["url"].as_str().unwrap()).await.unwrap().text().await.unwrap();
+        let variant = t["variant"].as_str().unwrap();
+        for family in ["usage_ratio", "remaining_ratio", "reset_time_seconds"] {
+            for window in ["five_hour", "weekly"] {
+                let series = format!(
+                    "zai_proxy_quota_{family}{{limit_type=\"credit_limit\",variant=\"{variant}\",window=\"{window}\"}} "
+                );
+                assert!(text.contains(&series), "{series} in {}", t["url"]);
+            }
+        }
+        let polled = format!("zai_proxy_quota_poll_total{{result=\"success\",variant=\"{variant}\"}} ");
+        assert!(text.contains(&polled) && text.contains("zai_proxy_quota_sample_age_seconds{"), "{}", t["url"]);
+    }
     let page = reqwest::get(format!("{base}/")).await.unwrap().text().await.unwrap();
     assert!(page.contains("class=\"notice\"") && page.contains("simulated history"), "the page says so");
     token.cancel();

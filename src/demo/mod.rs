@@ -1,11 +1,13 @@
 //! `zai-dash demo`: the whole loop on one machine with no configuration and no network.
 //!
-//! A simulated LLM upstream (two profiles), two built-in proxies in front of it (`production`
-//! and a slightly slower, less reliable `canary`), a traffic generator, and the dashboard
+//! A simulated LLM upstream (two profiles, one simulated account quota that their answers
+//! fill), two built-in proxies in front of it (`production` and a slightly slower, less
+//! reliable `canary`, both polling that quota), a traffic generator, and the dashboard
 //! scraping both proxies into an SQLite file. Everything listens on loopback ports chosen by
 //! the OS except the dashboard, which honours `LISTEN_ADDR` and `DB_PATH` like `serve`.
 
 pub mod history;
+pub mod quota;
 pub mod traffic;
 pub mod upstream;
 
@@ -119,6 +121,12 @@ async fn start_proxy(
     args.retry_base_delay = "500ms".into();
     args.rate_limit_initial = "20".into();
     args.rate_limit_state_file = dir.join(format!("zai-dash-demo-{variant}-ceiling.json")).display().to_string();
+    // The simulated upstream answers the quota endpoint too; poll it often so the first view
+    // shows quota and its movement.
+    args.quota.quota_poll_enabled = "true".into();
+    args.quota.quota_poll_interval = "10s".into();
+    args.quota.quota_poll_timeout = "2s".into();
+    args.quota.zai_quota_base_url = format!("http://{upstream}");
     let proxy = Proxy::new(args.validate()?, clock.clone())?;
     let listener = TcpListener::bind("127.0.0.1:0").await.context("cannot bind a loopback port")?;
     let addr = listener.local_addr()?;
@@ -134,8 +142,9 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     let inner = CancellationToken::new();
     let seed = u64::try_from(clock.now_ms()).unwrap_or(1);
-    let (prod_up, _) = start(upstream::router(Profile::production(), seed), &inner).await?;
-    let (canary_up, _) = start(upstream::router(Profile::canary(), seed ^ 0x9e37_79b9), &inner).await?;
+    let account = Arc::new(quota::Account::new(clock.clone(), plan.rate));
+    let (prod_up, _) = start(upstream::router(Profile::production(), seed, account.clone()), &inner).await?;
+    let (canary_up, _) = start(upstream::router(Profile::canary(), seed ^ 0x9e37_79b9, account), &inner).await?;
     let (prod, prod_task) = start_proxy("production", prod_up, &plan, &clock, &inner).await?;
     let (canary, canary_task) = start_proxy("canary", canary_up, &plan, &clock, &inner).await?;
     let dashboard = listener.local_addr()?;
@@ -143,7 +152,7 @@ pub async fn run(
         "demo: simulated upstream (production profile) on http://{prod_up}, (canary profile) on http://{canary_up}"
     );
     println!(
-        "demo: built-in proxies: production on http://{prod}, canary on http://{canary} (their /metrics are scraped)"
+        "demo: built-in proxies: production on http://{prod}, canary on http://{canary} (their /metrics are scraped; both poll the simulated account quota every 10 s)"
     );
     println!("demo: traffic generator sending about {} requests/s (75% production, 25% canary)", plan.rate);
     println!("demo: database {}; open http://{}/ (Ctrl-C stops)", plan.db_path.display(), browse_addr(dashboard));

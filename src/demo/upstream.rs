@@ -1,6 +1,7 @@
 //! A simulated LLM upstream speaking Anthropic Messages and OpenAI Chat Completions, streaming
 //! and not, with realistic time to first token, token counts including prompt-cache tokens,
-//! and occasional 429 (with a Z.AI frequency code) and 500 answers.
+//! and occasional 429 (with a Z.AI frequency code) and 500 answers. It also answers the
+//! provider's quota endpoint from the demo's [`Account`], which every answer it serves charges.
 
 use std::convert::Infallible;
 use std::sync::{Arc, Mutex};
@@ -13,6 +14,8 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
 use super::Rng;
+use super::quota::Account;
+use crate::proxy::quota::QUOTA_PATH;
 use crate::proxy::usage::{self, ApiKind};
 
 /// How an upstream behaves.
@@ -44,11 +47,18 @@ impl Profile {
 struct Sim {
     profile: Profile,
     rng: Arc<Mutex<Rng>>,
+    account: Arc<Account>,
 }
 
-/// The upstream's router: every POST is answered according to its path's API.
-pub fn router(profile: Profile, seed: u64) -> Router {
-    Router::new().fallback(answer).with_state(Sim { profile, rng: Arc::new(Mutex::new(Rng::new(seed))) })
+/// The upstream's router: every POST is answered according to its path's API, and
+/// `GET /api/monitor/usage/quota/limit` with `account`'s quota.
+pub fn router(profile: Profile, seed: u64, account: Arc<Account>) -> Router {
+    let sim = Sim { profile, rng: Arc::new(Mutex::new(Rng::new(seed))), account };
+    Router::new().route(QUOTA_PATH, axum::routing::get(quota)).fallback(answer).with_state(sim)
+}
+
+async fn quota(State(sim): State<Sim>) -> Response {
+    axum::Json(sim.account.answer()).into_response()
 }
 
 /// One simulated answer's shape.
@@ -99,6 +109,7 @@ async fn answer(State(sim): State<Sim>, req: Request) -> Response {
         tokio::time::sleep(plan.ttft / 2).await;
         return failed(kind);
     }
+    sim.account.consume(plan.input + plan.output);
     if plan.stream { streamed(plan) } else { whole(plan).await }
 }
 

@@ -278,6 +278,11 @@ pub struct ProxyMetrics {
     pub concurrent_requests: Vector,
     pub estimated_cost_usd: Vector,
     pub max_workers: Vector,
+    pub quota_poll: Vector,
+    pub quota_remaining: Vector,
+    pub quota_reset: Vector,
+    pub quota_sample_age: Vector,
+    pub quota_usage: Vector,
     pub rate_limit_adjustments: Vector,
     pub rate_limit_rejections: Vector,
     pub rate_limit_rps: Vector,
@@ -337,6 +342,36 @@ impl ProxyMetrics {
                 "gauge",
                 &["variant"],
                 "Maximum number of concurrent workers allowed",
+            ),
+            quota_poll: Vector::new(
+                "zai_proxy_quota_poll_total",
+                "counter",
+                &["result", "variant"],
+                "Quota poll outcomes by result (success, error, malformed, stale)",
+            ),
+            quota_remaining: Vector::new(
+                "zai_proxy_quota_remaining_ratio",
+                "gauge",
+                &["limit_type", "variant", "window"],
+                "Remaining fraction of the provider-reported quota after no local policy adjustment",
+            ),
+            quota_reset: Vector::new(
+                "zai_proxy_quota_reset_time_seconds",
+                "gauge",
+                &["limit_type", "variant", "window"],
+                "Provider quota reset time as a Unix timestamp",
+            ),
+            quota_sample_age: Vector::new(
+                "zai_proxy_quota_sample_age_seconds",
+                "gauge",
+                &["variant"],
+                "Age of the last valid account quota sample",
+            ),
+            quota_usage: Vector::new(
+                "zai_proxy_quota_usage_ratio",
+                "gauge",
+                &["limit_type", "variant", "window"],
+                "Normalized provider-reported quota usage ratio by window and limit type",
             ),
             rate_limit_adjustments: Vector::new(
                 "zai_proxy_rate_limit_adjustments_total",
@@ -496,6 +531,11 @@ impl ProxyMetrics {
         self.concurrent_requests.write(&mut e);
         self.estimated_cost_usd.write(&mut e);
         self.max_workers.write(&mut e);
+        self.quota_poll.write(&mut e);
+        self.quota_remaining.write(&mut e);
+        self.quota_reset.write(&mut e);
+        self.quota_sample_age.write(&mut e);
+        self.quota_usage.write(&mut e);
         self.rate_limit_adjustments.write(&mut e);
         self.rate_limit_rejections.write(&mut e);
         self.rate_limit_rps.write(&mut e);

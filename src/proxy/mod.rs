@@ -11,6 +11,7 @@ pub mod forward;
 pub mod limiter;
 pub mod metrics;
 pub mod pricing;
+pub mod quota;
 pub mod scan;
 pub mod usage;
 
@@ -35,6 +36,7 @@ use crate::setting::{ConfigError, parse_duration};
 use limiter::{Limiter, LimiterSettings};
 use metrics::{Limit, ProxyMetrics};
 use pricing::Pricing;
+use quota::{QuotaArgs, QuotaHealth, QuotaPoller, QuotaSettings};
 
 /// zai-proxy's settings, as flags with its environment variables as fallbacks. Unlike
 /// zai-proxy, a value that does not parse or is out of range refuses to start.
@@ -116,6 +118,9 @@ pub struct ProxyArgs {
     /// `zai_proxy_build_info` version (default: zai-dash's own).
     #[arg(long, env = "ZAI_PROXY_VERSION", default_value = "")]
     pub zai_proxy_version: String,
+    /// The quota poller's settings (`QUOTA_*`).
+    #[command(flatten)]
+    pub quota: QuotaArgs,
 }
 
 /// Build information labels.
@@ -169,6 +174,8 @@ pub struct ProxySettings {
     /// DNS names a browser may reach the proxy by (`ALLOWED_HOSTS`; IP addresses and
     /// `localhost` always): a request with an `Origin` naming another host is refused.
     pub allowed_hosts: AllowedHosts,
+    /// The quota poller, when `QUOTA_POLL_ENABLED` is on.
+    pub quota: Option<QuotaSettings>,
 }
 
 impl std::fmt::Debug for ProxySettings {
@@ -179,6 +186,7 @@ impl std::fmt::Debug for ProxySettings {
             .field("variant", &self.variant)
             .field("max_workers", &self.max_workers)
             .field("max_retries", &self.max_retries)
+            .field("quota", &self.quota)
             .finish_non_exhaustive()
     }
 }
@@ -249,6 +257,7 @@ impl ProxyArgs {
             },
             variant,
             allowed_hosts: AllowedHosts::default(),
+            quota: self.quota.validate()?,
         })
     }
 }
@@ -317,6 +326,7 @@ impl ProxyArgs {
             retry_base_delay: "1s".into(),
             token_prices_per_1k: "0.0006,0.0022,0.00011,0".into(),
             zai_proxy_version: String::new(),
+            quota: QuotaArgs::default(),
         }
     }
 }
@@ -342,6 +352,8 @@ pub struct Proxy {
     pub metrics: ProxyMetrics,
     /// Adaptive limiter.
     pub limiter: Limiter,
+    /// The quota poller, when enabled; [`serve`] runs it as a task of its own.
+    pub quota: Option<Arc<QuotaPoller>>,
     client: reqwest::Client,
     inflight: AtomicUsize,
     clock: SharedClock,
@@ -375,8 +387,12 @@ impl Proxy {
         let limiter = Limiter::new(settings.limiter.clone(), clock.clone());
         let metrics = ProxyMetrics::new();
         let default_model = metrics.model_label(&settings.tokenizer_model);
-        let proxy =
-            Arc::new(Self { metrics, default_model, limiter, client, inflight: AtomicUsize::new(0), clock, settings });
+        let quota = match settings.quota.clone() {
+            Some(q) => Some(Arc::new(QuotaPoller::new(q, &settings.api_key, &settings.variant, clock.clone())?)),
+            None => None,
+        };
+        let inflight = AtomicUsize::new(0);
+        let proxy = Arc::new(Self { metrics, default_model, limiter, quota, client, inflight, clock, settings });
         let v = proxy.settings.variant.as_str();
         let b = &proxy.settings.build;
         proxy.metrics.build_info.set(&[&b.build_time, &b.commit, v, &b.version], 1.0);
@@ -420,15 +436,25 @@ impl Proxy {
 }
 
 /// Serves `proxy` on `listener` until `shutdown`, then lets in-flight requests finish (the caller
-/// bounds that wait with its grace period). Peer addresses feed the `client` label.
+/// bounds that wait with its grace period). Peer addresses feed the `client` label. The quota
+/// poller, when enabled, runs beside it as its own task: no request ever waits on a poll.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     proxy: Arc<Proxy>,
     shutdown: tokio_util::sync::CancellationToken,
 ) -> std::io::Result<()> {
+    let (background, stop_poller) = (tokio_util::task::TaskTracker::new(), shutdown.child_token());
+    if let Some(poller) = proxy.quota.clone() {
+        let (proxy, stop) = (proxy.clone(), stop_poller.clone());
+        background.spawn(async move { poller.run(&proxy.metrics, stop).await });
+    }
+    background.close();
     let listening =
         Listening { limits: proxy.settings.listener, trips: proxy.metrics.listener.clone(), stalled_client: None };
-    crate::net::serve(listener, proxy.router(), listening, shutdown).await
+    let served = crate::net::serve(listener, proxy.router(), listening, shutdown).await;
+    stop_poller.cancel(); // the poller ends with the server, however the server ended
+    background.wait().await;
+    served
 }
 
 async fn metrics_handler(State(p): State<Arc<Proxy>>) -> Response {
@@ -436,13 +462,17 @@ async fn metrics_handler(State(p): State<Arc<Proxy>>) -> Response {
     ([(header::CONTENT_TYPE, ProxyMetrics::content_type())], p.metrics.render()).into_response()
 }
 
+/// zai-proxy's `/health`: top-level keys sorted, nested objects in their own field order.
+#[derive(serde::Serialize)]
+struct HealthBody {
+    quota: QuotaHealth,
+    rate_limit: limiter::LimiterView,
+    status: &'static str,
+}
+
 async fn health_handler(State(p): State<Arc<Proxy>>) -> Response {
-    axum::Json(serde_json::json!({
-        "quota": { "enabled": false, "fresh": false },
-        "rate_limit": p.limiter.view(),
-        "status": "ok",
-    }))
-    .into_response()
+    let quota = p.quota.as_ref().map_or_else(QuotaHealth::disabled, |q| q.health());
+    axum::Json(HealthBody { quota, rate_limit: p.limiter.view(), status: "ok" }).into_response()
 }
 
 async fn reset_handler(
