@@ -2,6 +2,8 @@
 //! real SQLite file, and small HTTP helpers.
 #![allow(dead_code)] // each test binary uses a different part of the harness
 
+pub mod process;
+
 use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
