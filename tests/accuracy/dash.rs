@@ -215,7 +215,57 @@ pub fn connected_variants(event: &Value) -> Vec<Vec<String>> {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use axum::Router;
+    use axum::http::StatusCode;
+    use axum::routing::get;
+
     use super::*;
+
+    /// Serves `app` on loopback; its base URL.
+    async fn serve(app: Router) -> String {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        base
+    }
+
+    async fn until_stopped<T: Clone>(reader: &Reader<T>) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while !reader.stopped() {
+            assert!(std::time::Instant::now() < deadline, "the reader kept going");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    #[tokio::test]
+    async fn a_failed_read_ends_the_collector_with_its_error() {
+        let hits = Arc::new(AtomicUsize::new(0));
+        let app = Router::new().route(
+            "/api/metrics",
+            get(move || {
+                let first = hits.fetch_add(1, Ordering::SeqCst) == 0;
+                async move { if first { (StatusCode::OK, "[]") } else { (StatusCode::INTERNAL_SERVER_ERROR, "{}") } }
+            }),
+        );
+        let dash = Dash::new(&serve(app).await);
+        let reader = spawn_collector(dash, vec![("raw", "range=30s".into())], Duration::from_millis(10));
+        until_stopped(&reader).await;
+        let (reads, ended) = reader.finish().await;
+        assert_eq!(reads.len(), 1);
+        assert!(ended.unwrap_err().contains("HTTP 500"));
+    }
+
+    #[tokio::test]
+    async fn a_live_stream_that_ends_before_it_is_stopped_is_an_error() {
+        let app = Router::new().route("/api/events", get(|| async { "id: 1\ndata: {\"type\":\"connected\"}\n\n" }));
+        let reader = spawn_sse(&Dash::new(&serve(app).await)).await;
+        until_stopped(&reader).await;
+        let (log, ended) = reader.finish().await;
+        assert!(log.connected.is_some());
+        assert!(ended.unwrap_err().contains("ended before"));
+    }
 
     fn feed(blocks: &[&str]) -> Result<SseLog, String> {
         let (mut log, mut id) = (SseLog::default(), None);
