@@ -14,10 +14,15 @@
 //!   and answers 503 until then; prod-b's listener closes at that moment); `canary` = canary-a +
 //!   canary-b, canary-b **dies** at R0+33 s, canary-a's counters **reset** to 0 at R0+47 s on the
 //!   same URL. Churn and death fall in the middle of a raw bucket and a third of the way into a
-//!   20 s rollup bucket ("a pod present for 20 s of a 60 s bucket").
+//!   20 s rollup bucket ("a pod present for 20 s of a 60 s bucket"). Each pod answers each
+//!   scraper only on a path of its own, random per run (`/metrics/<run id>/zai-dash`,
+//!   `/metrics/<run id>/prometheus`, with that scraper's `User-Agent`); any other request (a
+//!   scraper left over from an earlier run on a reused port, another path, another client) gets
+//!   404 and fails the run as `harness: fake targets`, naming what came in.
 //! - **Prometheus** 2.42 (Debian's package), started with a generated config and a temporary
 //!   TSDB, scraping the five pods every 500 ms (timeout 400 ms). The test fails, naming
-//!   scripts/test, when the binary is missing.
+//!   scripts/test, when the binary is missing. It runs under `common::process`'s guard: killed
+//!   with the test, also when the test panics.
 //! - **zai-dash** in-process (`TestApp`, `app::run_with_resolver`) with a temporary SQLite file,
 //!   scraping the same pods every 500 ms, started once Prometheus scrapes (Prometheus applies
 //!   its targets up to 5 s after it is ready), so both see each pod first within an interval.
@@ -44,8 +49,21 @@
 //!
 //! # What is compared (the PromQL of each field is in `accuracy/fields.rs`)
 //!
+//! - **Which buckets each answer holds** (`accuracy/buckets.rs`), before any number: every
+//!   5 s-table and `step=10s` read, the three 1 min-table answers, the explicit old window and
+//!   both live streams hold a point of each variant for every bucket in which zai-dash scraped
+//!   one of its pods (the fakes log every scrape), none for a bucket without scrapes, none off
+//!   the grid, outside the window or in the future, none twice; and the reads together saw every
+//!   settled bucket since the warm-up. A bucket dropped across the replacement, the death or
+//!   the reset, or moved by a step, fails here even when the points around it are right.
 //! - Every field of a point at 2 s (the 5 s table), at `step=10s`, at 20 s (the 1 min table)
 //!   and at `step=40s` on it, for both variants, through steady state, churn, death and reset.
+//!   A field the model says has no value (a status code no pod of the variant exports; the
+//!   latency of an empty bucket) must be absent on both sides; PromQL's NaN counts as absent
+//!   only there. Every other comparison needs a finite value on both sides.
+//! - The quota block of every point at every width (and of the live points and the old window)
+//!   against what every pod exports (the quota is account-wide: never a sum over pods), and at
+//!   2 s against Prometheus' reading of the same gauges.
 //! - `/api/compare` windows (1 min) at the start (the data covers ~25 s of the window), across
 //!   the churn, death and reset, and in steady state, read right after a bucket was stored so
 //!   the window's data ends on a known bucket; `/api/models` over a recent explicit window and
@@ -56,7 +74,17 @@
 //!   the live stream after a zai-dash restart; never stepping down; the same at a rollup bucket
 //!   end whichever answer gives them; a bucket read again gives the same point.
 //! - The live stream equals the stored points field for field (to the bit, decisions section
-//!   8); `/api/status` equals the latest live point.
+//!   8), and every live point inside the span the reads covered was stored; `/api/status`
+//!   equals the latest live point; `/api/models` holds one row per variant and model served,
+//!   and no other.
+//! - **How many checks ran.** Each kind of check (each area of the summary) must run at least
+//!   as often as the run's length says: its buckets (from the warm-up to the last settled read)
+//!   times the variants times the checks per bucket. The counts and minimums are printed; a
+//!   kind with fewer checks fails as `harness: checks per kind`.
+//! - **The readers.** The point collector and both live-stream readers end the test with an
+//!   error (`harness: readers`) on a failed request, an answer that is not JSON of the expected
+//!   shape, an unknown event, a skipped event id or a stream that ends before it is stopped,
+//!   instead of stopping quietly with fewer points to check.
 //!
 //! # Tolerances, and where zai-dash and Prometheus legitimately differ
 //!
@@ -76,6 +104,9 @@
 //!   spread between those coverages: about two scrape intervals of the pod's traffic per edge
 //!   (at most 5 % of one pod at a 20 s rollup, 10 % at `step=10s`). A pod counted at its full
 //!   rate for a bucket it was present in for a third of (finding 1) is 60 % off and fails.
+//!   The explained spread must be finite and at most half of the reference value: a model that
+//!   cannot bound a difference fails the check instead of allowing anything. The summary
+//!   prints the widest spread each area allowed.
 //! - **5 s points divide each pod's increases by its own elapsed time** by design (decisions
 //!   section 8), Prometheus by the bucket: where a pod enters, leaves or resets, the two
 //!   definitions differ on purpose, and the point is held to its own definition replayed from
@@ -101,7 +132,8 @@
 //! totals), then a summary per area and scenario with each field group's passed and failed
 //! checks, then failures tagged with the finding they map to: `[finding 1]`...`[finding 5]`,
 //! `[decisions §8: REST = live to the bit]`, or `[steady-state accuracy]` for a failure no
-//! finding explains. A `harness:` area failing means the suite itself is wrong.
+//! finding explains, then the checks per kind against their minimums. A `harness:` area
+//! failing means the suite itself (or the machine: a leftover process) is wrong.
 //!
 //! # Findings the suite must catch
 //!
@@ -122,15 +154,15 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use common::{TestApp, targets, wait_for};
+use harness::buckets::{self, Expect};
 use harness::dash::{Dash, Read, connected_variants, spawn_collector, spawn_sse};
-use harness::fake::{Life, Pod};
+use harness::fake::{Life, Paths, Pod};
 use harness::ledger::Ledger;
 use harness::model::PodRun;
 use harness::prom::Prometheus;
 use harness::verify::{self, CompareObs, Key, Run, ctx};
 use harness::{fields, pods};
 use serde_json::Value;
-use tokio_util::sync::CancellationToken;
 use zai_dash::clock::{Clock, SystemClock};
 use zai_dash::config::Settings;
 
@@ -148,6 +180,9 @@ const DEATH_AT: i64 = 33_000;
 const RESET_AT: i64 = 47_000;
 /// A raw bucket is final once zai-dash sealed it (two points and a second after it closed).
 const SETTLED_MS: i64 = 2 * RAW_MS + 2_000;
+/// The collector's queries: raw points, and the 5 s table at `step=10s`.
+const RAW_RANGE_MS: i64 = 30_000;
+const STEP_RANGE_MS: i64 = 40_000;
 
 fn now() -> i64 {
     SystemClock.now_ms()
@@ -265,22 +300,218 @@ fn keyed(points: &[Value], from: i64, until: i64) -> BTreeMap<Key, Value> {
         .collect()
 }
 
+/// Every answer whose buckets the presence model checks (`accuracy/buckets.rs`).
+struct Answers<'a> {
+    reads: &'a [Read],
+    rollup: &'a [Value],
+    rollup_step: &'a [Value],
+    rollup_minute: &'a [Value],
+    /// When the end-of-run reads were sent, and when the last of them was answered.
+    end_read: (i64, i64),
+    old_window: &'a Value,
+    /// The live stream, and the live stream after the restart.
+    live: [&'a [(i64, Value)]; 2],
+}
+
+/// Every answer holds every bucket in which zai-dash scraped a pod of the variant, and no
+/// other bucket, and none twice.
+fn presence_checks(ledger: &mut Ledger, run: &Run, a: &Answers, r0: i64) {
+    for r in a.reads {
+        let when = (r.sent_ms, r.at_ms);
+        let settled = r.at_ms - SETTLED_MS;
+        let (area, e) = match r.shape {
+            "raw" => ("every 5 s-table read", Expect::range_read(RAW_MS, RAW_RANGE_MS, when, settled, false)),
+            "step" => ("every step=10s read", Expect::range_read(STEP_MS, STEP_RANGE_MS, when, settled, true)),
+            other => panic!("unknown read shape {other}"),
+        };
+        buckets::check(ledger, run, area, &r.points, e, r0);
+    }
+    let long_ms = 7_200_000;
+    let settled = a.end_read.0 - SETTLED_MS;
+    for (area, width, pts) in [
+        ("1 min table range=2h", ROLLUP_MS, a.rollup),
+        ("1 min table range=2h&step=40s", ROLLUP_STEP_MS, a.rollup_step),
+        ("1 min table range=2h&step=60s", 60_000, a.rollup_minute),
+    ] {
+        buckets::check(ledger, run, area, pts, Expect::range_read(width, long_ms, a.end_read, settled, true), r0);
+    }
+    let old: Vec<Value> = a.old_window.as_array().cloned().unwrap_or_default();
+    let window = (r0 - ROLLUP_MS, r0 + ROLLUP_MS);
+    let e = Expect { width: ROLLUP_MS, may: window, must: window };
+    buckets::check(ledger, run, "explicit window older than RETENTION_5S", &old, e, r0);
+    for (area, live) in [("live stream", a.live[0]), ("live stream after the restart", a.live[1])] {
+        let pts: Vec<Value> = live.iter().map(|(_, p)| p.clone()).collect();
+        let ts: Vec<i64> = pts.iter().filter_map(|p| p["timestamp"].as_i64()).collect();
+        let (first, last) = (ts.iter().min().copied().unwrap_or(0), ts.iter().max().copied().unwrap_or(0));
+        // The stream starts and stops between two variants' points of a tick: the edges are free.
+        let e = Expect { width: RAW_MS, may: (first - RAW_MS, last), must: (first, last - RAW_MS) };
+        buckets::check(ledger, run, area, &pts, e, r0);
+    }
+}
+
+/// The harness itself: every reader ran until it was stopped, and nothing but the two
+/// scrapers asked a pod for its metrics (a process left over from another run would).
+fn harness_checks(ledger: &mut Ledger, fleet: &[Pod], readers: &[(&str, &Result<(), String>)]) {
+    for (name, end) in readers {
+        let c = ctx(None, "harness: readers", "-", name);
+        ledger.fact(&c, "reader", "ran until stopped", end.is_ok(), format!("{end:?}"));
+    }
+    for pod in fleet {
+        let intruders = pod.intruders();
+        let c = ctx(None, "harness: fake targets", "-", pod.spec.name);
+        let detail = format!("{} requests from something else: {intruders:?}", intruders.len());
+        ledger.fact(&c, "requests", "only the two scrapers, each on its own path", intruders.is_empty(), detail);
+    }
+}
+
+/// The moments of the run the minimum number of checks of each kind follows from.
+struct Timeline {
+    /// End of the warm-up: buckets are compared from here on.
+    from: i64,
+    /// The newest settled bucket of the last raw read, and of the last `step=10s` read.
+    raw_until: i64,
+    step_until: i64,
+    /// When the end-of-run reads were sent.
+    end_read: i64,
+    /// When the live stream was followed.
+    live: (i64, i64),
+}
+
+/// Bucket ends of `width` in `[lo, hi]`.
+fn grid(width: i64, lo: i64, hi: i64) -> usize {
+    usize::try_from(hi.div_euclid(width) - (lo + width - 1).div_euclid(width) + 1).unwrap_or(0)
+}
+
+/// How many checks of each kind the run must make, from its length: each bucket of each
+/// compared answer, times the variants, times the checks per bucket. Printed with the counts.
+fn require_minimums(ledger: &mut Ledger, t: &Timeline) {
+    let v = 2;
+    let point = fields::point_fields().len();
+    let (numbers, limits) = fields::quota_fields();
+    let quota = numbers.len() + limits.len() + 1;
+    let totals = fields::total_fields().len();
+    let until = t.end_read - SETTLED_MS;
+    let raw = grid(RAW_MS, t.from + RAW_MS, t.raw_until);
+    let step = grid(STEP_MS, t.from + STEP_MS, t.step_until);
+    let rolled = grid(ROLLUP_MS, t.from + ROLLUP_MS + 1, until);
+    let rolled_step = grid(ROLLUP_STEP_MS, t.from + ROLLUP_STEP_MS + 1, until);
+    let live = grid(RAW_MS, t.live.0 + 2 * RAW_MS, t.live.1 - 2 * RAW_MS);
+    let live_read =
+        grid(RAW_MS, (t.live.0 + 2 * RAW_MS).max(t.from + RAW_MS), (t.live.1 - 2 * RAW_MS).min(t.raw_until));
+    let rollup_ends = grid(ROLLUP_MS, t.from + ROLLUP_MS, t.raw_until);
+    let b = |n: usize, w: i64| format!("{n} buckets of {} s × {v} variants", w / 1000);
+    let mut req = |kind: &str, min: usize, why: String| ledger.require(kind, min, why);
+    req(
+        "5 s table (2 s points)",
+        raw * v * (point + quota + numbers.len()),
+        format!("{} × {} checks", b(raw, RAW_MS), point + quota + numbers.len()),
+    );
+    req("5 s table step=10s", step * v * (point + quota), format!("{} × {} checks", b(step, STEP_MS), point + quota));
+    req(
+        "1 min table (20 s rollups)",
+        rolled * v * (point + quota),
+        format!("{} × {} checks", b(rolled, ROLLUP_MS), point + quota),
+    );
+    req(
+        "1 min table step=40s",
+        rolled_step * v * (point + quota),
+        format!("{} × {} checks", b(rolled_step, ROLLUP_STEP_MS), point + quota),
+    );
+    req(
+        "cumulative: every 5 s-table read",
+        raw * v * totals,
+        format!("{} × {totals} fields, read at least once", b(raw, RAW_MS)),
+    );
+    req(
+        "cumulative: every step=10s read",
+        step * v * totals,
+        format!("{} × {totals} fields, read at least once", b(step, STEP_MS)),
+    );
+    req("cumulative: live stream", live * v * totals, format!("{} × {totals} fields", b(live, RAW_MS)));
+    req("cumulative: live after restart", 2 * v * totals, format!("2 points × {v} variants × {totals} fields"));
+    let rolled_all = grid(ROLLUP_MS, t.from + RAW_MS, until) + grid(ROLLUP_STEP_MS, t.from + RAW_MS, until);
+    req(
+        "cumulative: 1 min table",
+        rolled_all * v * totals,
+        format!("{rolled_all} buckets of 20 and 40 s × {v} variants × {totals} fields"),
+    );
+    req(
+        "cumulative: explicit old window",
+        2 * v * totals,
+        format!("2 buckets of 20 s × {v} variants × {totals} fields"),
+    );
+    req("cumulative never step down", totals * (1 + v), format!("{totals} fields × (presence + {v} variants)"));
+    req("re-read of a 5 s table bucket", raw * v * 3, format!("{} read at least twice × 3 facts", b(raw, RAW_MS)));
+    req("live stream vs /api/metrics", live_read * v * 3, format!("{} live and read × 3 facts", b(live_read, RAW_MS)));
+    req(
+        "same totals in every answer",
+        rollup_ends * v * totals * 2,
+        format!("{} × {totals} fields × at least 2 other answers", b(rollup_ends, ROLLUP_MS)),
+    );
+    req("/api/compare window=1m", 3 * v * 13, format!("3 windows × {v} variants × 13 fields"));
+    req("/api/models recent window", 2 + v * 2 * 5, format!("2 facts + {v} variants × 2 models × 5 fields"));
+    req(
+        "/api/models window older than RETENTION_5S",
+        2 + v * 2 * 5,
+        format!("2 facts + {v} variants × 2 models × 5 fields"),
+    );
+    req(
+        "/api/metrics explicit window older than RETENTION_5S",
+        2 + 2 * v,
+        format!("2 facts + 2 buckets × {v} variants"),
+    );
+    req("/api/status vs latest live point", 2 * v, format!("2 reads × {v} variants"));
+    req("quota: live stream", live * v * quota, format!("{} × {quota} checks", b(live, RAW_MS)));
+    req("quota: live after restart", 2 * v * quota, format!("2 points × {v} variants × {quota} checks"));
+    req("quota: explicit old window", 2 * v * quota, format!("2 buckets × {v} variants × {quota} checks"));
+    let presence = 1 + 3 * v;
+    let reads =
+        |w: i64, range: i64, lo: i64, hi: i64| usize::try_from((hi - lo) / (range - SETTLED_MS - w)).unwrap_or(0) + 1;
+    let raw_reads = reads(RAW_MS, RAW_RANGE_MS, t.from, t.raw_until);
+    let step_reads = reads(STEP_MS, STEP_RANGE_MS, t.from, t.step_until);
+    req(
+        "bucket presence: every 5 s-table read",
+        raw_reads * presence,
+        format!("{raw_reads} reads (each bucket read settled once) × {presence} facts"),
+    );
+    req(
+        "bucket presence: every step=10s read",
+        step_reads * presence,
+        format!("{step_reads} reads (each bucket read settled once) × {presence} facts"),
+    );
+    for area in [
+        "bucket presence: all 5 s-table reads",
+        "bucket presence: all step=10s reads",
+        "bucket presence: 1 min table range=2h",
+        "bucket presence: live stream",
+        "bucket presence: explicit window older than RETENTION_5S",
+    ] {
+        req(area, presence, format!("1 answer × {presence} facts"));
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn zai_dash_numbers_match_prometheus() {
     let wall = Instant::now();
     let t_setup = now();
     let far = i64::MAX / 4;
     let running = |age_ms: i64| Life { born_ms: t_setup - age_ms, up_from_ms: 0, down_from_ms: None, reset_ms: None };
+    let paths = Paths::new("/metrics");
     let fleet = vec![
-        Pod::start(pods::prod_a(), running(3_600_000), RAW_MS).await,
-        Pod::start(pods::prod_b(), running(1_800_000), RAW_MS).await,
-        Pod::start(pods::prod_c(), Life { born_ms: far, up_from_ms: far, down_from_ms: None, reset_ms: None }, RAW_MS)
-            .await,
-        Pod::start(pods::canary_a(), running(7_200_000), RAW_MS).await,
-        Pod::start(pods::canary_b(), running(900_000), RAW_MS).await,
+        Pod::start(pods::prod_a(), running(3_600_000), RAW_MS, &paths).await,
+        Pod::start(pods::prod_b(), running(1_800_000), RAW_MS, &paths).await,
+        Pod::start(
+            pods::prod_c(),
+            Life { born_ms: far, up_from_ms: far, down_from_ms: None, reset_ms: None },
+            RAW_MS,
+            &paths,
+        )
+        .await,
+        Pod::start(pods::canary_a(), running(7_200_000), RAW_MS, &paths).await,
+        Pod::start(pods::canary_b(), running(900_000), RAW_MS, &paths).await,
     ];
     let instances: Vec<String> = fleet.iter().map(|p| p.instance.clone()).collect();
-    let prom = Prometheus::start(&instances, SCRAPE_MS as u64, SCRAPE_TIMEOUT_MS as u64).await;
+    let prom = Prometheus::start_at(&instances, &paths.prom, SCRAPE_MS as u64, SCRAPE_TIMEOUT_MS as u64).await;
     let dir = tempfile::tempdir().unwrap();
     let urls: Vec<String> = fleet.iter().map(|p| p.url.clone()).collect();
     let delay = start_delay(&fleet, &urls).await;
@@ -314,13 +545,15 @@ async fn zai_dash_numbers_match_prometheus() {
     fleet[4].set_life(|l| l.down_from_ms = Some(death));
     fleet[4].schedule_death();
 
-    let stop = CancellationToken::new();
-    let sse = spawn_sse(&dash, stop.clone()).await;
-    let reads = spawn_collector(
+    let sse_from = now();
+    let sse = spawn_sse(&dash).await;
+    let collector = spawn_collector(
         dash.clone(),
-        vec![("raw", "range=30s".to_owned()), ("step", "range=40s&step=10s".to_owned())],
+        vec![
+            ("raw", format!("range={}s", RAW_RANGE_MS / 1000)),
+            ("step", format!("range={}s&step={}s", STEP_RANGE_MS / 1000, STEP_MS / 1000)),
+        ],
         Duration::from_secs(3),
-        stop.clone(),
     );
     let mut statuses = Vec::new();
     let early = compare_at(&dash, r0 + 10_000, "first minute: data covers part of the window").await;
@@ -337,13 +570,16 @@ async fn zai_dash_numbers_match_prometheus() {
     let rollup = dash.points("range=2h").await;
     let rollup_step = dash.points("range=2h&step=40s").await;
     let rollup_minute = dash.points("range=2h&step=60s").await;
+    let end_answered = now();
     let old_window =
         dash.get(&format!("/api/metrics?start={}&end={}", (r0 - ROLLUP_MS) / 1000, (r0 + ROLLUP_MS) / 1000)).await;
     let models_old = dash.get(&format!("/api/models?start={}&end={}", r0 / 1000, (r0 + 40_000) / 1000)).await;
-    let latest = dash.points("range=20s").await;
+    let latest_sent = now();
+    let latest = dash.points(&format!("range={}s", RAW_RANGE_MS / 1000)).await;
     let latest_at = now();
-    stop.cancel();
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    let (collected, collector_end) = collector.finish().await;
+    let (sse, sse_end) = sse.finish().await;
+    let sse_until = now();
 
     // Restart zai-dash on the same database: the live points must carry on.
     let t_stop = now();
@@ -351,14 +587,14 @@ async fn zai_dash_numbers_match_prometheus() {
     let app = TestApp::start(settings(&dir, &urls)).await;
     let t_up = now();
     let dash2 = Dash::new(&app.base);
-    let stop2 = CancellationToken::new();
-    let sse2 = spawn_sse(&dash2, stop2.clone()).await;
+    let sse2 = spawn_sse(&dash2).await;
     wait_for("two live points per variant after the restart", Duration::from_secs(20), || async {
-        let l = sse2.lock().unwrap();
-        ["production", "canary"].iter().all(|v| l.points.iter().filter(|(_, p)| p["variant"] == *v).count() >= 2)
+        let l = sse2.data.lock().unwrap();
+        sse2.stopped()
+            || ["production", "canary"].iter().all(|v| l.points.iter().filter(|(_, p)| p["variant"] == *v).count() >= 2)
     })
     .await;
-    stop2.cancel();
+    let (sse2, sse2_end) = sse2.finish().await;
     app.stop().await;
 
     // What Prometheus stored: every pod's sample times.
@@ -417,11 +653,23 @@ async fn zai_dash_numbers_match_prometheus() {
     let run = Run { pods: runs, scrape_ms: SCRAPE_MS, slot_ms: RAW_MS, events };
 
     let mut ledger = Ledger::default();
-    let mut reads = reads.lock().unwrap().clone();
-    reads.push(Read { shape: "raw", at_ms: latest_at, points: latest });
-    let sse: Vec<(i64, Value)> = sse.lock().unwrap().points.clone();
-    let sse2: Vec<(i64, Value)> = sse2.lock().unwrap().points.clone();
+    let readers = [("point collector", &collector_end), ("live stream", &sse_end), ("live after restart", &sse2_end)];
+    harness_checks(&mut ledger, &fleet, &readers);
+    let mut reads = collected;
+    reads.push(Read { shape: "raw", sent_ms: latest_sent, at_ms: latest_at, points: latest });
+    let sse: Vec<(i64, Value)> = sse.points;
+    let sse2: Vec<(i64, Value)> = sse2.points;
     let from = warm;
+    let answers = Answers {
+        reads: &reads,
+        rollup: &rollup,
+        rollup_step: &rollup_step,
+        rollup_minute: &rollup_minute,
+        end_read: (end_read, end_answered),
+        old_window: &old_window.1,
+        live: [&sse, &sse2],
+    };
+    presence_checks(&mut ledger, &run, &answers, r0);
     verify_points(&mut ledger, &run, &prom, &reads, &rollup, &rollup_step, end_read, from, r0).await;
     for obs in [&early, &across, &steady] {
         verify::compare(&mut ledger, &run, &prom, obs, r0).await;
@@ -468,8 +716,19 @@ async fn zai_dash_numbers_match_prometheus() {
     )
     .await;
     status_checks(&mut ledger, &statuses, &sse);
+    let live_keyed =
+        |pts: &[(i64, Value)]| keyed(&pts.iter().map(|(_, p)| p.clone()).collect::<Vec<_>>(), from, i64::MAX);
+    verify::quota(&mut ledger, &run, "quota: live stream", RAW_MS, &live_keyed(&sse), r0);
+    verify::quota(&mut ledger, &run, "quota: live after restart", RAW_MS, &live_keyed(&sse2), r0);
+    verify::quota(&mut ledger, &run, "quota: explicit old window", ROLLUP_MS, &keyed(&old_points, from, i64::MAX), r0);
+    let step_until = reads.iter().filter(|r| r.shape == "step").map(|r| r.at_ms).max().unwrap_or(from) - SETTLED_MS;
+    let live = (sse_from, sse_until);
+    let timeline = Timeline { from, raw_until: latest_at - SETTLED_MS, step_until, end_read, live };
+    require_minimums(&mut ledger, &timeline);
+    let counts = ledger.check_minimums();
 
     println!("{}", ledger.report(3));
+    println!("{counts}");
     println!("run: R0 at +{:.1} s, wall time {:.1} s", (r0 - t_setup) as f64 / 1000.0, wall.elapsed().as_secs_f64());
     drop(prom);
     let mut by_tag: BTreeMap<String, usize> = BTreeMap::new();
@@ -502,6 +761,15 @@ async fn verify_points(
     };
     let raw = keep(settled(reads, "raw").0, RAW_MS);
     let step = keep(settled(reads, "step").0, STEP_MS);
+    // Together, the reads saw every settled bucket since the warm-up (each one in some read).
+    for (area, shape, width, seen) in
+        [("all 5 s-table reads", "raw", RAW_MS, &raw), ("all step=10s reads", "step", STEP_MS, &step)]
+    {
+        let last = reads.iter().filter(|r| r.shape == shape).map(|r| r.at_ms).max().unwrap_or(from);
+        let span = (from + width - 1, last - SETTLED_MS);
+        let pts: Vec<Value> = seen.values().cloned().collect();
+        buckets::check(ledger, run, area, &pts, Expect { width, may: span, must: span }, r0);
+    }
     verify::points(ledger, run, prom, "5 s table (2 s points)", RAW_MS, &raw, r0).await;
     verify::points(ledger, run, prom, "5 s table step=10s", STEP_MS, &step, r0).await;
     let rolled = keyed(rollup, from + ROLLUP_MS, end_read - SETTLED_MS);
@@ -641,7 +909,17 @@ async fn consistency(
             verify::same_point(ledger, &c, p, f, "later read vs first read");
         }
     }
-    // Live points equal stored points, field for field.
+    // Live points equal stored points, field for field; every live point inside the span the
+    // reads covered has its stored twin.
+    let read_span =
+        (raw_first.keys().map(|k| k.1).min().unwrap_or(0), raw_first.keys().map(|k| k.1).max().unwrap_or(0));
+    let unread: Vec<String> = live(sse)
+        .into_iter()
+        .filter(|((v, ts), _)| *ts > read_span.0 && *ts < read_span.1 && !raw_first.contains_key(&(v.clone(), *ts)))
+        .map(|((v, ts), _)| format!("{v} @ R0{:+.0}s", (ts - r0) as f64 / 1000.0))
+        .collect();
+    let c = ctx(Some(2), "live stream vs /api/metrics", "-", "every live point read");
+    ledger.fact(&c, "same answer", "a stored twin", unread.is_empty(), format!("live points never stored: {unread:?}"));
     for ((v, ts), p) in live(sse) {
         if let Some(stored) = raw_first.get(&(v.clone(), ts)) {
             let c = ctx(
@@ -726,11 +1004,10 @@ fn status_checks(ledger: &mut Ledger, statuses: &[StatusObs], sse: &[(i64, Value
 async fn url_rule_guess_leaves_no_phantom_variant() {
     let t = now();
     let life = Life { born_ms: t - 600_000, up_from_ms: 0, down_from_ms: None, reset_ms: None };
-    let prod = Pod::start(pods::prod_a(), life, 500).await;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}/canary/metrics", listener.local_addr().unwrap());
+    let prod = Pod::start(pods::prod_a(), life, 500, &Paths::new("/metrics")).await;
+    // `canary` in the URL: the URL rule guesses `canary` before the first scrape.
     let spec = harness::fake::PodSpec { variant: "test", ..pods::canary_a() };
-    let labelled = Pod::start_on(listener, spec, life, 500, &url).await;
+    let labelled = Pod::start(spec, life, 500, &Paths::new("/canary")).await;
     let dir = tempfile::tempdir().unwrap();
     let app = TestApp::start(common::settings(&dir, targets(&[&prod.url, &labelled.url]))).await;
     let dash = Dash::new(&app.base);
@@ -753,11 +1030,16 @@ async fn url_rule_guess_leaves_no_phantom_variant() {
     if listed != ["production", "test"] {
         problems.push(format!("/api/config variants {}, expected production and test", config["variants"]));
     }
-    let stop = CancellationToken::new();
-    let sse = spawn_sse(&dash, stop.clone()).await;
-    wait_for("the connected event", Duration::from_secs(5), || async { sse.lock().unwrap().connected.is_some() }).await;
-    let connected = sse.lock().unwrap().connected.clone().unwrap();
-    stop.cancel();
+    let sse = spawn_sse(&dash).await;
+    wait_for("the connected event", Duration::from_secs(5), || async {
+        sse.stopped() || sse.data.lock().unwrap().connected.is_some()
+    })
+    .await;
+    let (log, ended) = sse.finish().await;
+    if let Err(e) = ended {
+        problems.push(format!("harness: the live stream reader failed: {e}"));
+    }
+    let connected = log.connected.unwrap_or_default();
     for list in connected_variants(&connected) {
         if list != ["production", "test"] {
             problems.push(format!("SSE connected variants {list:?}, expected [\"production\", \"test\"]"));
@@ -771,6 +1053,12 @@ async fn url_rule_guess_leaves_no_phantom_variant() {
         ));
     }
     app.stop().await;
+    for pod in [&prod, &labelled] {
+        let intruders = pod.intruders();
+        if !intruders.is_empty() {
+            problems.push(format!("harness: {} was asked by something else: {intruders:?}", pod.spec.name));
+        }
+    }
     assert!(
         problems.is_empty(),
         "[finding 5] URL-rule guess `canary` stayed a variant after the label said `test`:\n{}",

@@ -316,18 +316,16 @@ fn export_and_check(rules: Option<&str>) -> String {
         std::fs::write(dir.path().join("zai-rules.yaml"), r).unwrap();
         cmd.env("ALERT_RULES", dir.path().join("zai-rules.yaml"));
     }
-    let out = cmd.output().unwrap();
+    let out = common::process::output(&mut cmd, Duration::from_secs(60));
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(out.stderr.is_empty(), "no rule left out: {}", String::from_utf8_lossy(&out.stderr));
     let yaml = String::from_utf8(out.stdout).unwrap();
     std::fs::write(dir.path().join("prom-rules.yml"), &yaml).unwrap();
     let promtool = harness::process::binary("promtool", "prometheus");
-    let check = std::process::Command::new(promtool)
-        .arg("check")
-        .arg("rules")
-        .arg(dir.path().join("prom-rules.yml"))
-        .output()
-        .unwrap();
+    let check = common::process::output(
+        std::process::Command::new(promtool).arg("check").arg("rules").arg(dir.path().join("prom-rules.yml")),
+        Duration::from_secs(60),
+    );
     assert!(
         check.status.success(),
         "promtool: {}{}\n{yaml}",
@@ -410,14 +408,15 @@ fn a_bad_rule_refuses_to_start_naming_the_rule_and_the_field() {
         "rules:\n  - name: CanaryErrors\n    expr: error_rate_pct\n    op: '=>'\n    threshold: 2\n",
     )
     .unwrap();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_zai-dash"))
-        .arg("serve")
-        .env("ALERT_RULES", &rules)
-        .env("SCRAPE_TARGETS", "http://127.0.0.1:1/metrics")
-        .env("LISTEN_ADDR", "127.0.0.1:0")
-        .env("DB_PATH", dir.path().join("db.db"))
-        .output()
-        .unwrap();
+    let out = common::process::output(
+        std::process::Command::new(env!("CARGO_BIN_EXE_zai-dash"))
+            .arg("serve")
+            .env("ALERT_RULES", &rules)
+            .env("SCRAPE_TARGETS", "http://127.0.0.1:1/metrics")
+            .env("LISTEN_ADDR", "127.0.0.1:0")
+            .env("DB_PATH", dir.path().join("db.db")),
+        Duration::from_secs(60),
+    );
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(

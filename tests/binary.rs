@@ -1,4 +1,6 @@
-//! The real binary: the `listening on` line, refusal of bad settings, and a clean SIGTERM.
+//! The real binary: the `listening on` line, refusal of bad settings, a clean SIGTERM, and
+//! the guard every real-binary test starts its processes through (`common::process`): a test
+//! that panics leaves nothing running.
 
 mod common;
 
@@ -6,7 +8,11 @@ use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::process::{self, ChildGuard};
 use common::*;
+
+/// Longest a command that must exit by itself may take.
+const EXIT_LIMIT: Duration = Duration::from_secs(60);
 
 fn zai_dash() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_zai-dash"));
@@ -27,7 +33,7 @@ fn zai_dash() -> Command {
 
 #[test]
 fn version_comes_from_the_version_file() {
-    let out = zai_dash().arg("--version").output().unwrap();
+    let out = process::output(zai_dash().arg("--version"), EXIT_LIMIT);
     let expected = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/VERSION")).unwrap();
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), format!("zai-dash {}", expected.trim()));
 }
@@ -46,7 +52,7 @@ fn bad_settings_refuse_to_start_with_one_sentence_naming_the_setting() {
         (&[("SCRAPE_TARGETS", "http://a/metrics"), ("LISTEN_ADDR", "nowhere")], "LISTEN_ADDR"),
     ];
     for (env, expected) in cases {
-        let out = zai_dash().arg("serve").env("DB_PATH", &db).envs(env.iter().copied()).output().unwrap();
+        let out = process::output(zai_dash().arg("serve").env("DB_PATH", &db).envs(env.iter().copied()), EXIT_LIMIT);
         assert_eq!(out.status.code(), Some(1), "{env:?}");
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(stderr.contains(expected), "{env:?}: {stderr}");
@@ -59,20 +65,7 @@ async fn sigterm_turns_readiness_off_closes_streams_and_exits_cleanly() {
     let target = FakeTarget::start(Sim::new("production", 20.0), Behaviour::Healthy).await;
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("data/z.db");
-    let mut child = zai_dash()
-        .arg("serve")
-        .env("LISTEN_ADDR", "127.0.0.1:0")
-        .env("SCRAPE_TARGETS", &target.url)
-        .env("SCRAPE_INTERVAL", "1s")
-        .env("SCRAPE_TIMEOUT", "500ms")
-        .env("DB_PATH", &db)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
-    let base = line.trim().strip_prefix("listening on ").expect("first stdout line").to_owned();
+    let (mut child, base) = serve(&target.url, &db);
     assert_eq!(get_status(&format!("{base}/healthz")).await, 200);
     wait_for("a stored row", Duration::from_secs(20), || async {
         get_json(&format!("{base}/api/metrics?range=5m")).await.as_array().is_some_and(|a| !a.is_empty())
@@ -82,7 +75,7 @@ async fn sigterm_turns_readiness_off_closes_streams_and_exits_cleanly() {
     let stored_before: usize = get_json(&format!("{base}/api/metrics?range=5m")).await.as_array().unwrap().len();
 
     let sent = Instant::now();
-    assert!(Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap().success());
+    child.signal(libc::SIGTERM);
     let mut saw_503 = false;
     while sent.elapsed() < Duration::from_millis(900) {
         if get_status(&format!("{base}/readyz")).await == 503 {
@@ -95,7 +88,7 @@ async fn sigterm_turns_readiness_off_closes_streams_and_exits_cleanly() {
     let body = tokio::time::timeout(Duration::from_secs(10), sse.text()).await.expect("the SSE stream ended");
     assert!(body.unwrap().contains("\"type\":\"connected\""));
     let status = loop {
-        if let Some(s) = child.try_wait().unwrap() {
+        if let Some(s) = child.try_wait() {
             break s;
         }
         assert!(sent.elapsed() < Duration::from_secs(10), "exit within the grace period");
@@ -115,21 +108,83 @@ async fn sigterm_turns_readiness_off_closes_streams_and_exits_cleanly() {
 fn sigterm_right_after_the_listening_line_exits_cleanly() {
     let dir = tempfile::tempdir().unwrap();
     for round in 0..20 {
-        let mut child = zai_dash()
-            .arg("serve")
-            .env("LISTEN_ADDR", "127.0.0.1:0")
-            .env("SCRAPE_TARGETS", "http://127.0.0.1:9/metrics")
-            .env("DB_PATH", dir.path().join(format!("z{round}.db")))
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
+        let mut child = process::spawn(
+            zai_dash()
+                .arg("serve")
+                .env("LISTEN_ADDR", "127.0.0.1:0")
+                .env("SCRAPE_TARGETS", "http://127.0.0.1:9/metrics")
+                .env("DB_PATH", dir.path().join(format!("z{round}.db")))
+                .stdout(Stdio::piped())
+                .stderr(Stdio::null()),
+        )
+        .unwrap();
         let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+        BufReader::new(child.take_stdout()).read_line(&mut line).unwrap();
         assert!(line.starts_with("listening on "), "{line}");
-        // SAFETY: kill(2) on our own child's pid; no memory is involved.
-        assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGTERM) }, 0);
-        let status = child.wait().unwrap();
+        child.signal(libc::SIGTERM);
+        let status = child.wait();
         assert!(status.success(), "round {round}: {status:?} (killed by the signal instead of shutting down)");
     }
+}
+
+/// `zai-dash serve` scraping `target` every second into `db`; the guard and the base URL.
+fn serve(target: &str, db: &std::path::Path) -> (ChildGuard, String) {
+    let mut child = process::spawn(
+        zai_dash()
+            .arg("serve")
+            .env("LISTEN_ADDR", "127.0.0.1:0")
+            .env("SCRAPE_TARGETS", target)
+            .env("SCRAPE_INTERVAL", "1s")
+            .env("SCRAPE_TIMEOUT", "500ms")
+            .env("DB_PATH", db)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null()),
+    )
+    .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.take_stdout()).read_line(&mut line).unwrap();
+    let base = line.trim().strip_prefix("listening on ").expect("first stdout line").to_owned();
+    (child, base)
+}
+
+/// The process' start time (field 22 of `/proc/PID/stat`) while it runs; `None` once it is
+/// gone or a zombie.
+fn alive_since(pid: u32) -> Option<String> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let after_name = &stat[stat.rfind(')')? + 2..];
+    let fields: Vec<&str> = after_name.split_whitespace().collect();
+    (fields.first() != Some(&"Z")).then(|| fields.get(19).map(|s| (*s).to_owned())).flatten()
+}
+
+/// A test that panics still kills every process it started, and what those started: the
+/// guards kill whole process groups when they drop. (A zai-dash left over from a failed test
+/// once scraped loopback ports that a later run's fake targets reused.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_test_that_panics_kills_every_process_it_started() {
+    let target = FakeTarget::start(Sim::new("production", 5.0), Behaviour::Healthy).await;
+    let dir = tempfile::tempdir().unwrap();
+    let (dash, base) = serve(&target.url, &dir.path().join("z.db"));
+    let mut shell =
+        process::spawn(Command::new("sh").args(["-c", "sleep 600 & echo $!; wait"]).stdout(Stdio::piped())).unwrap();
+    let mut line = String::new();
+    BufReader::new(shell.take_stdout()).read_line(&mut line).unwrap();
+    let grandchild: u32 = line.trim().parse().expect("the background sleep's pid");
+    let pids = [("zai-dash", dash.id()), ("sh", shell.id()), ("sh's own child", grandchild)];
+    let started: Vec<Option<String>> = pids.iter().map(|(_, pid)| alive_since(*pid)).collect();
+    assert!(started.iter().all(Option::is_some), "all three run: {pids:?}");
+    assert_eq!(get_status(&format!("{base}/healthz")).await, 200);
+
+    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || {
+        let _running = (dash, shell);
+        panic!("deliberate panic: the guards must clean up after it");
+    }));
+    assert!(outcome.is_err());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    for ((name, pid), since) in pids.iter().zip(&started) {
+        while alive_since(*pid).is_some_and(|s| Some(&s) == since.as_ref()) {
+            assert!(Instant::now() < deadline, "{name} (pid {pid}) outlived the test that started it");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    assert_eq!(get_status(&format!("{base}/healthz")).await, 0, "nothing listens any more");
 }

@@ -13,11 +13,12 @@ fn version_file() -> String {
 }
 
 fn healthcheck(listen_addr: &str) -> std::process::Output {
-    std::process::Command::new(env!("CARGO_BIN_EXE_zai-dash"))
-        .args(["healthcheck", "--timeout", "1s"])
-        .env("LISTEN_ADDR", listen_addr)
-        .output()
-        .unwrap()
+    common::process::output(
+        std::process::Command::new(env!("CARGO_BIN_EXE_zai-dash"))
+            .args(["healthcheck", "--timeout", "1s"])
+            .env("LISTEN_ADDR", listen_addr),
+        std::time::Duration::from_secs(60),
+    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -50,20 +51,16 @@ async fn api_config_page_footer_and_build_info_show_the_version_file() {
 
 /// Pipes `text` through `promtool check metrics`; `None` when promtool is not installed.
 fn promtool_check(text: &str) -> Option<(bool, String)> {
-    use std::io::Write;
-    let mut child = match std::process::Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-    {
-        Ok(c) => c,
+    let mut cmd = std::process::Command::new("promtool");
+    let out = match common::process::run(
+        cmd.args(["check", "metrics"]),
+        Some(text.as_bytes()),
+        std::time::Duration::from_secs(60),
+    ) {
+        Ok(out) => out,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return None,
         Err(e) => panic!("cannot run promtool: {e}"),
     };
-    child.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
-    let out = child.wait_with_output().unwrap();
     let report = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     Some((out.status.success() && report.trim().is_empty(), report))
 }

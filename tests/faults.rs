@@ -9,34 +9,40 @@ mod common;
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
 use common::disk::SmallDisk;
+use common::process::{self, ChildGuard};
 use common::*;
 use zai_dash::clock::{Clock, ManualClock};
 
-fn start_binary(db: &Path, target: &str, log: Option<&Path>) -> (Child, String) {
+/// Longest a command that must exit by itself may take.
+const EXIT_LIMIT: Duration = Duration::from_secs(60);
+
+/// The real binary (killed when the guard drops, also if the test panics) and its base URL.
+fn start_binary(db: &Path, target: &str, log: Option<&Path>) -> (ChildGuard, String) {
     let stderr = match log {
         Some(p) => Stdio::from(std::fs::File::create(p).unwrap()),
         None => Stdio::null(),
     };
-    let mut child = Command::new(env!("CARGO_BIN_EXE_zai-dash"))
-        .arg("serve")
-        .env_remove("DASHBOARD_TOKEN")
-        .env("LISTEN_ADDR", "127.0.0.1:0")
-        .env("DB_PATH", db)
-        .env("SCRAPE_TARGETS", target)
-        .env("SCRAPE_INTERVAL", "1s")
-        .env("SCRAPE_TIMEOUT", "800ms")
-        .env("RUST_LOG", "zai_dash=info")
-        .stdout(Stdio::piped())
-        .stderr(stderr)
-        .spawn()
-        .unwrap();
+    let mut child = process::spawn(
+        Command::new(env!("CARGO_BIN_EXE_zai-dash"))
+            .arg("serve")
+            .env_remove("DASHBOARD_TOKEN")
+            .env("LISTEN_ADDR", "127.0.0.1:0")
+            .env("DB_PATH", db)
+            .env("SCRAPE_TARGETS", target)
+            .env("SCRAPE_INTERVAL", "1s")
+            .env("SCRAPE_TIMEOUT", "800ms")
+            .env("RUST_LOG", "zai_dash=info")
+            .stdout(Stdio::piped())
+            .stderr(stderr),
+    )
+    .unwrap();
     let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    BufReader::new(child.take_stdout()).read_line(&mut line).unwrap();
     (child, line.trim().strip_prefix("listening on ").unwrap().to_owned())
 }
 
@@ -66,8 +72,7 @@ async fn sigkill_while_writing_loses_at_most_the_last_tick_and_opens_clean() {
     })
     .await;
     let served = points_of(&base).await;
-    child.kill().unwrap(); // SIGKILL: no flush, no clean close, the WAL as it is
-    child.wait().unwrap();
+    child.kill(); // SIGKILL: no flush, no clean close, the WAL as it is
     assert_eq!(integrity(&db), "ok", "the database opens clean after SIGKILL");
     let stored = stored_points(&db);
     let last_served = served.last().unwrap()["timestamp"].as_i64().unwrap();
@@ -87,8 +92,7 @@ async fn sigkill_while_writing_loses_at_most_the_last_tick_and_opens_clean() {
     for p in points_of(&base).await {
         assert!(p["req_rate"].as_f64().unwrap() <= 30.0, "no spike after the restart (true 20/s): {p}");
     }
-    child.kill().unwrap();
-    child.wait().unwrap();
+    child.kill();
 }
 
 async fn points_of(base: &str) -> Vec<serde_json::Value> {
@@ -137,8 +141,7 @@ async fn writes_fail_then_recover(
     let stamps: Vec<i64> = after.iter().map(|p| p.0).collect();
     let gaps: Vec<_> = stamps.windows(2).filter(|w| w[1] - w[0] > 5_000).collect();
     assert!(gaps.is_empty(), "the held ticks were written, no gap: {gaps:?}");
-    child.kill().unwrap();
-    child.wait().unwrap();
+    child.kill();
     assert_eq!(integrity(&db), "ok");
 }
 
@@ -163,18 +166,18 @@ async fn a_read_only_file_system_refuses_to_start_with_a_clear_error_and_keeps_t
     let db = disk.dir.join("ro.db");
     let (mut child, _) = start_binary(&db, &target.url, None);
     wait_for("stored points", Duration::from_secs(30), || async { stored_points(&db).len() >= 2 }).await;
-    child.kill().unwrap();
-    child.wait().unwrap();
+    child.kill();
     let before = stored_points(&db);
     disk.remount("ro");
-    let out = Command::new(env!("CARGO_BIN_EXE_zai-dash"))
-        .arg("serve")
-        .env_remove("DASHBOARD_TOKEN")
-        .env("LISTEN_ADDR", "127.0.0.1:0")
-        .env("DB_PATH", &db)
-        .env("SCRAPE_TARGETS", &target.url)
-        .output()
-        .unwrap();
+    let out = process::output(
+        Command::new(env!("CARGO_BIN_EXE_zai-dash"))
+            .arg("serve")
+            .env_remove("DASHBOARD_TOKEN")
+            .env("LISTEN_ADDR", "127.0.0.1:0")
+            .env("DB_PATH", &db)
+            .env("SCRAPE_TARGETS", &target.url),
+        EXIT_LIMIT,
+    );
     assert_eq!(out.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("DB_PATH") && stderr.contains("not writable"), "{stderr}");

@@ -7,7 +7,7 @@
 mod common;
 
 use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -18,6 +18,7 @@ use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::get;
 use tokio::net::TcpListener;
 
+use common::process::{self, ChildGuard};
 use common::*;
 
 /// Serves `router` on a loopback port; returns its base URL.
@@ -124,23 +125,25 @@ async fn hostile_targets() -> Targets {
     Targets { urls, foreign_hits, healthy }
 }
 
-/// The real binary scraping `urls` every second; returns the child and its base URL.
-fn start_binary(urls: &[String], db: &std::path::Path) -> (Child, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_zai-dash"))
-        .arg("serve")
-        .env_remove("DASHBOARD_TOKEN")
-        .env("LISTEN_ADDR", "127.0.0.1:0")
-        .env("DB_PATH", db)
-        .env("SCRAPE_TARGETS", urls.join(","))
-        .env("SCRAPE_INTERVAL", "1s")
-        .env("SCRAPE_TIMEOUT", "800ms")
-        .env("RUST_LOG", "zai_dash=error")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+/// The real binary scraping `urls` every second (killed when the guard drops); returns the
+/// guard and its base URL.
+fn start_binary(urls: &[String], db: &std::path::Path) -> (ChildGuard, String) {
+    let mut child = process::spawn(
+        Command::new(env!("CARGO_BIN_EXE_zai-dash"))
+            .arg("serve")
+            .env_remove("DASHBOARD_TOKEN")
+            .env("LISTEN_ADDR", "127.0.0.1:0")
+            .env("DB_PATH", db)
+            .env("SCRAPE_TARGETS", urls.join(","))
+            .env("SCRAPE_INTERVAL", "1s")
+            .env("SCRAPE_TIMEOUT", "800ms")
+            .env("RUST_LOG", "zai_dash=error")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null()),
+    )
+    .unwrap();
     let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    BufReader::new(child.take_stdout()).read_line(&mut line).unwrap();
     let base = line.trim().strip_prefix("listening on ").unwrap().to_owned();
     (child, base)
 }
@@ -213,8 +216,7 @@ async fn hostile_targets_neither_stall_pages_nor_grow_memory_and_limits_are_coun
     assert!(flip.as_array().unwrap().iter().all(|p| p["req_rate"].as_f64().unwrap_or(0.0) >= 0.0));
     let rss = rss_mib(child.id());
     assert!(rss < 150.0, "RSS {rss:.0} MiB");
-    child.kill().unwrap();
-    let _ = child.wait();
+    child.kill();
     drop(t.healthy);
 }
 

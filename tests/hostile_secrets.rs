@@ -8,7 +8,7 @@ mod common;
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -18,6 +18,7 @@ use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
+use common::process::{self, ChildGuard};
 use common::{Sim, dead_url, get_json, wait_for};
 use futures_util::StreamExt;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -28,6 +29,8 @@ const TOKEN: &str = "tk-Secret-9c02";
 const API_KEY: &str = "ak-Secret-3e55";
 const SIG: &str = "sig-Secret-51aa";
 const SECRETS: [&str; 4] = [PASSWORD, TOKEN, API_KEY, SIG];
+/// How long a command that should refuse to start (or print and exit) may take.
+const EXIT_LIMIT: Duration = Duration::from_secs(30);
 const DASHBOARD_TOKEN: &str = "correct-horse-battery-staple";
 
 /// The binary with a clean environment: only what each test sets reaches it.
@@ -40,16 +43,16 @@ fn zai_dash(args: &[&str], env: &[(&str, String)]) -> Command {
 /// A running zai-dash whose stderr is collected as it is written (a full pipe would block it).
 struct Running {
     base: String,
-    child: Child,
+    child: ChildGuard,
     stderr: Arc<Mutex<String>>,
     reader: Option<std::thread::JoinHandle<()>>,
 }
 
 impl Running {
     fn start(args: &[&str], env: &[(&str, String)]) -> Self {
-        let mut child = zai_dash(args, env).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+        let mut child = process::spawn(zai_dash(args, env).stdout(Stdio::piped()).stderr(Stdio::piped())).unwrap();
         let stderr = Arc::new(Mutex::new(String::new()));
-        let mut pipe = child.stderr.take().unwrap();
+        let mut pipe = child.take_stderr();
         let sink = stderr.clone();
         let reader = std::thread::spawn(move || {
             let mut buf = [0u8; 4096];
@@ -61,10 +64,9 @@ impl Running {
             }
         });
         let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+        BufReader::new(child.take_stdout()).read_line(&mut line).unwrap();
         let Some(base) = line.trim().strip_prefix("listening on ").map(str::to_owned) else {
-            let _ = child.kill();
-            let _ = child.wait();
+            child.kill();
             panic!("no listening line; stderr: {}", stderr.lock().unwrap());
         };
         Self { base, child, stderr, reader: Some(reader) }
@@ -85,22 +87,13 @@ impl Running {
 
     /// SIGTERM, wait for the exit, and everything it wrote to stderr.
     fn stop(mut self) -> String {
-        assert!(Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status().unwrap().success());
-        let status = self.child.wait().unwrap();
+        self.child.signal(libc::SIGTERM);
+        let status = self.child.wait();
         assert!(status.success(), "{status:?}: {}", self.stderr.lock().unwrap());
         if let Some(r) = self.reader.take() {
             r.join().unwrap();
         }
         self.stderr.lock().unwrap().clone()
-    }
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        if self.child.try_wait().ok().flatten().is_none() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
     }
 }
 
@@ -300,7 +293,7 @@ async fn help_and_refusals_print_no_url_or_secret() {
         ("DASHBOARD_TOKEN", TOKEN.to_owned()),
     ];
     for cmd in ["serve", "proxy"] {
-        let out = zai_dash(&[cmd, "--help"], &secret_env).output().unwrap();
+        let out = process::output(&mut zai_dash(&[cmd, "--help"], &secret_env), EXIT_LIMIT);
         assert!(out.status.success());
         let help = String::from_utf8_lossy(&out.stdout);
         assert!(help.contains("SCRAPE_TARGETS") || cmd == "proxy", "{help}");
@@ -317,18 +310,22 @@ async fn help_and_refusals_print_no_url_or_secret() {
         ),
         (format!("ftp://u:{PASSWORD}@a:1/metrics?token={TOKEN}"), "must be an http://"),
     ] {
-        let out = zai_dash(&["serve"], &[("SCRAPE_TARGETS", targets), db.clone()]).output().unwrap();
+        let out = process::output(&mut zai_dash(&["serve"], &[("SCRAPE_TARGETS", targets), db.clone()]), EXIT_LIMIT);
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(1), "{stderr}");
         assert!(stderr.contains("SCRAPE_TARGETS") && stderr.contains(expected), "{stderr}");
         assert_no_secret("a refused SCRAPE_TARGETS", &stderr);
     }
-    let out = zai_dash(
-        &["proxy"],
-        &[("ZAI_API_KEY", "k".into()), ("ZAI_TARGET_URL", format!("ftp://u:{PASSWORD}@api.example/?key={API_KEY}"))],
-    )
-    .output()
-    .unwrap();
+    let out = process::output(
+        &mut zai_dash(
+            &["proxy"],
+            &[
+                ("ZAI_API_KEY", "k".into()),
+                ("ZAI_TARGET_URL", format!("ftp://u:{PASSWORD}@api.example/?key={API_KEY}")),
+            ],
+        ),
+        EXIT_LIMIT,
+    );
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("ZAI_TARGET_URL"), "{stderr}");
     assert_no_secret("a refused ZAI_TARGET_URL", &stderr);
@@ -506,8 +503,10 @@ async fn cookie_secure_is_auto_always_or_never() {
         assert_eq!(secure(&sign_in(&app, true).await), behind_https, "COOKIE_SECURE={value} behind https");
         app.stop();
     }
-    let out =
-        zai_dash(&["serve"], &with_token(&dir, "bad.db", &target, &[("COOKIE_SECURE", "sometimes")])).output().unwrap();
+    let out = process::output(
+        &mut zai_dash(&["serve"], &with_token(&dir, "bad.db", &target, &[("COOKIE_SECURE", "sometimes")])),
+        EXIT_LIMIT,
+    );
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1));
     assert!(stderr.contains("COOKIE_SECURE \"sometimes\""), "{stderr}");

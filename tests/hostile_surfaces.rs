@@ -15,7 +15,7 @@ mod common;
 use std::collections::{BTreeSet, HashMap};
 use std::convert::Infallible;
 use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -26,6 +26,7 @@ use axum::extract::{Form, State};
 use axum::http::{StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
+use common::process;
 use common::*;
 use futures_util::StreamExt;
 use serde_json::{Value, json};
@@ -374,31 +375,6 @@ fn zai_dash() -> Command {
     c
 }
 
-/// A running binary, stopped with SIGTERM (killed if it lingers) when dropped.
-struct Running {
-    child: Child,
-}
-
-impl Running {
-    fn stop(mut self) {
-        let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
-        let deadline = Instant::now() + Duration::from_secs(15);
-        while Instant::now() < deadline {
-            if self.child.try_wait().unwrap().is_some() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 #[derive(Clone, Default)]
 struct Refusing {
     requests: Arc<AtomicU64>,
@@ -421,7 +397,8 @@ async fn a_refusing_receiver_costs_64_kib_per_answer_and_one_warning_a_minute() 
     let pod = FakeTarget::start(Sim::new("production", 10.0), Behaviour::Healthy).await;
     let dir = tempfile::tempdir().unwrap();
     let log = dir.path().join("stderr.log");
-    let child = zai_dash()
+    let mut command = zai_dash();
+    let child = command
         .arg("serve")
         .env("LISTEN_ADDR", "127.0.0.1:0")
         .env("DB_PATH", dir.path().join("zai.db"))
@@ -430,16 +407,15 @@ async fn a_refusing_receiver_costs_64_kib_per_answer_and_one_warning_a_minute() 
         .env("SCRAPE_TIMEOUT", "200ms")
         .env("REMOTE_WRITE_URL", &url)
         .stdout(Stdio::piped())
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .unwrap();
-    let mut running = Running { child };
+        .stderr(std::fs::File::create(&log).unwrap());
+    let mut running = process::spawn(child).unwrap();
     let mut line = String::new();
-    BufReader::new(running.child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    BufReader::new(running.take_stdout()).read_line(&mut line).unwrap();
     assert!(line.starts_with("listening on "), "{line}");
     wait_for("six refused writes", Duration::from_secs(60), || async { receiver.requests.load(Ordering::SeqCst) >= 6 })
         .await;
-    running.stop();
+    running.signal(libc::SIGTERM);
+    assert!(running.wait_for(Duration::from_secs(15)).is_some(), "exit within the grace period");
     let (requests, sent) = (receiver.requests.load(Ordering::SeqCst), receiver.sent.load(Ordering::SeqCst));
     assert!(sent / requests < 8 * MIB, "{} MiB handed out per refusal of 100 MiB", sent / requests / MIB);
     let text = std::fs::read_to_string(&log).unwrap();

@@ -411,20 +411,17 @@ async fn the_exposition_matches_the_contract_and_passes_promtool() {
 /// `promtool check metrics` must accept the exposition. Skipped only outside CI when the Debian
 /// `prometheus` package is not installed (`scripts/test` installs it).
 fn promtool_check(text: &str) {
-    use std::io::Write;
-    let Ok(mut child) = std::process::Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-    else {
-        assert!(std::env::var_os("CI").is_none(), "promtool is missing in CI");
-        eprintln!("SKIPPED promtool check: promtool is not installed (scripts/test installs it)");
-        return;
+    let mut cmd = std::process::Command::new("promtool");
+    let out = match common::process::run(cmd.args(["check", "metrics"]), Some(text.as_bytes()), Duration::from_secs(60))
+    {
+        Ok(out) => out,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            assert!(std::env::var_os("CI").is_none(), "promtool is missing in CI");
+            eprintln!("SKIPPED promtool check: promtool is not installed (scripts/test installs it)");
+            return;
+        }
+        Err(e) => panic!("cannot run promtool: {e}"),
     };
-    child.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
-    let out = child.wait_with_output().unwrap();
     assert!(
         out.status.success(),
         "promtool: {}{}",

@@ -5,6 +5,8 @@
 //! up through its environment), the others to an in-process proxy; all over loopback against a
 //! small axum upstream that records what reached it.
 
+mod common;
+
 use std::collections::VecDeque;
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
@@ -17,6 +19,7 @@ use axum::body::{Body, Bytes};
 use axum::extract::{Request, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
+use common::process::{self, ChildGuard};
 use futures_util::StreamExt;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -100,9 +103,9 @@ async fn in_process(target_suffix: &str, tune: impl FnOnce(&mut ProxyArgs)) -> I
     InProcess { up, base: format!("http://{addr}"), addr, _stop: stop }
 }
 
-/// The real binary as `zai-dash proxy`, killed when dropped.
+/// The real binary as `zai-dash proxy`, killed (with its process group) when dropped.
 struct Binary {
-    child: std::process::Child,
+    child: ChildGuard,
     base: String,
     addr: SocketAddr,
 }
@@ -125,8 +128,8 @@ impl Binary {
         {
             cmd.env(k, v);
         }
-        let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::inherit()).spawn().unwrap();
-        let mut out = BufReader::new(child.stdout.take().unwrap());
+        let mut child = process::spawn(cmd.stdout(Stdio::piped()).stderr(Stdio::inherit())).unwrap();
+        let mut out = BufReader::new(child.take_stdout());
         let mut line = String::new();
         out.read_line(&mut line).unwrap();
         let addr: SocketAddr = line.trim().strip_prefix("listening on http://").unwrap().parse().unwrap();
@@ -139,13 +142,6 @@ impl Binary {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
         let line = status.lines().find(|l| l.starts_with("VmHWM:")).unwrap();
         line.split_whitespace().nth(1).unwrap().parse().unwrap()
-    }
-}
-
-impl Drop for Binary {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 

@@ -8,7 +8,7 @@ mod common;
 use std::collections::VecDeque;
 use std::io::{BufRead, BufReader, Read};
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -17,6 +17,7 @@ use axum::Router;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
+use common::process::{self, ChildGuard};
 use common::wait_for;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -408,23 +409,24 @@ async fn the_sample_goes_stale_after_quota_stale_after_and_stays_exported() {
 /// `zai-dash proxy` with a clean environment, its stderr collected as it is written.
 struct Binary {
     base: String,
-    child: Child,
+    child: ChildGuard,
     stderr: Arc<Mutex<String>>,
     reader: Option<std::thread::JoinHandle<()>>,
 }
 
 impl Binary {
     fn start(env: &[(&str, String)]) -> Self {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_zai-dash"))
-            .env_clear()
-            .arg("proxy")
-            .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
+        let mut child = process::spawn(
+            Command::new(env!("CARGO_BIN_EXE_zai-dash"))
+                .env_clear()
+                .arg("proxy")
+                .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped()),
+        )
+        .unwrap();
         let stderr = Arc::new(Mutex::new(String::new()));
-        let (mut pipe, sink) = (child.stderr.take().unwrap(), stderr.clone());
+        let (mut pipe, sink) = (child.take_stderr(), stderr.clone());
         let reader = std::thread::spawn(move || {
             let mut buf = [0u8; 4096];
             while let Ok(n) = pipe.read(&mut buf) {
@@ -435,10 +437,9 @@ impl Binary {
             }
         });
         let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+        BufReader::new(child.take_stdout()).read_line(&mut line).unwrap();
         let Some(base) = line.trim().strip_prefix("listening on ").map(str::to_owned) else {
-            let _ = child.kill();
-            let _ = child.wait();
+            child.kill();
             panic!("no listening line; stderr: {}", stderr.lock().unwrap());
         };
         Self { base, child, stderr, reader: Some(reader) }
@@ -446,22 +447,13 @@ impl Binary {
 
     /// SIGTERM, a clean exit, and everything written to stderr.
     fn stop(mut self) -> String {
-        assert!(Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status().unwrap().success());
-        let status = self.child.wait().unwrap();
+        self.child.signal(libc::SIGTERM);
+        let status = self.child.wait();
         assert!(status.success(), "{status:?}: {}", self.stderr.lock().unwrap());
         if let Some(r) = self.reader.take() {
             r.join().unwrap();
         }
         self.stderr.lock().unwrap().clone()
-    }
-}
-
-impl Drop for Binary {
-    fn drop(&mut self) {
-        if self.child.try_wait().ok().flatten().is_none() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
     }
 }
 

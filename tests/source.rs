@@ -14,9 +14,10 @@ mod harness;
 
 use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
+use common::process::{self, ChildGuard};
 use common::*;
 use serde_json::Value;
 use zai_dash::config::Settings;
@@ -45,13 +46,14 @@ fn source_settings(engine_url: &str) -> Settings {
 /// 30 s by default, hides them: see README, "Source mode").
 struct Victoria {
     base: String,
-    child: Child,
+    /// Killed with its process group on drop, before the data directory goes.
+    _child: ChildGuard,
     _dir: tempfile::TempDir,
 }
 
 impl Victoria {
     async fn start(instances: &[String]) -> Self {
-        let ok = Command::new("victoria-metrics").arg("-version").stdout(Stdio::null()).stderr(Stdio::null()).status();
+        let ok = process::run(Command::new("victoria-metrics").arg("-version"), None, Duration::from_secs(30));
         assert!(
             ok.is_ok(),
             "`victoria-metrics` is not installed: run scripts/test, which installs Debian's `victoria-metrics` package"
@@ -65,37 +67,30 @@ impl Victoria {
         std::fs::write(dir.path().join("scrape.yml"), config).unwrap();
         for _ in 0..3 {
             let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-            let mut child = Command::new("victoria-metrics")
-                .arg(format!("-storageDataPath={}", dir.path().join("data").display()))
-                .arg(format!("-httpListenAddr=127.0.0.1:{port}"))
-                .arg(format!("-promscrape.config={}", dir.path().join("scrape.yml").display()))
-                .arg("-search.latencyOffset=0s")
-                .arg("-loggerLevel=ERROR")
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .expect("cannot start victoria-metrics");
+            let mut child = process::spawn(
+                Command::new("victoria-metrics")
+                    .arg(format!("-storageDataPath={}", dir.path().join("data").display()))
+                    .arg(format!("-httpListenAddr=127.0.0.1:{port}"))
+                    .arg(format!("-promscrape.config={}", dir.path().join("scrape.yml").display()))
+                    .arg("-search.latencyOffset=0s")
+                    .arg("-loggerLevel=ERROR")
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null()),
+            )
+            .expect("cannot start victoria-metrics");
             let base = format!("http://127.0.0.1:{port}");
             for _ in 0..100 {
-                if child.try_wait().unwrap().is_some() {
+                if !child.running() {
                     break;
                 }
                 if get_status(&format!("{base}/health")).await == 200 {
-                    return Self { base, child, _dir: dir };
+                    return Self { base, _child: child, _dir: dir };
                 }
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
-            let _ = child.kill();
-            let _ = child.wait();
+            child.kill();
         }
         panic!("VictoriaMetrics did not start");
-    }
-}
-
-impl Drop for Victoria {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 
@@ -311,7 +306,7 @@ fn source_mode_without_an_engine_or_with_sqlite_settings_refuses_to_start() {
         ),
     ];
     for (args, expected) in cases {
-        let out = zai_dash().arg("serve").args(args).output().unwrap();
+        let out = process::output(zai_dash().arg("serve").args(args), Duration::from_secs(60));
         assert_eq!(out.status.code(), Some(1), "{args:?}");
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(stderr.contains(expected), "{args:?}: {stderr}");
@@ -332,18 +327,19 @@ async fn an_engine_that_is_down_gives_a_clear_error_and_the_process_stays_up() {
         (not_an_engine.url.trim_end_matches("/metrics").to_owned(), 502, "answered HTTP 404"),
     ] {
         let shown = url.replace("zai:hunter2@", "");
-        let mut child = zai_dash()
-            .arg("serve")
-            .env("LISTEN_ADDR", "127.0.0.1:0")
-            .env("SOURCE", "prometheus")
-            .env("PROMETHEUS_URL", &url)
-            .env("PROMETHEUS_TIMEOUT", "2s")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
+        let mut child = process::spawn(
+            zai_dash()
+                .arg("serve")
+                .env("LISTEN_ADDR", "127.0.0.1:0")
+                .env("SOURCE", "prometheus")
+                .env("PROMETHEUS_URL", &url)
+                .env("PROMETHEUS_TIMEOUT", "2s")
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped()),
+        )
+        .unwrap();
         let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+        BufReader::new(child.take_stdout()).read_line(&mut line).unwrap();
         let base = line.trim().strip_prefix("listening on ").expect("first stdout line").to_owned();
         for path in
             ["/api/metrics?range=5m", "/api/status", "/api/compare?baseline=production&candidate=canary", "/api/models"]
@@ -367,12 +363,12 @@ async fn an_engine_that_is_down_gives_a_clear_error_and_the_process_stays_up() {
         }
         assert_eq!(get_status(&format!("{base}/healthz")).await, 200);
         assert_eq!(get_status(&format!("{base}/readyz")).await, 200);
-        assert!(child.try_wait().unwrap().is_none(), "the process is still up");
-        assert!(Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap().success());
+        assert!(child.running(), "the process is still up");
+        child.signal(libc::SIGTERM);
         let status = tokio::task::spawn_blocking(move || {
-            let s = child.wait().unwrap();
+            let s = child.wait();
             let mut err = String::new();
-            let _ = std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err);
+            let _ = std::io::Read::read_to_string(&mut child.take_stderr(), &mut err);
             (s, err)
         })
         .await

@@ -17,15 +17,24 @@
 //! A pod's life is a schedule in wall-clock milliseconds ([`Life`]): before `up_from_ms` it
 //! answers 503 (a pod whose replacement moment has not come yet; scrapes fail, nothing is
 //! exported), from `down_from_ms` its listener is closed (a pod that died), and from `reset_ms`
-//! its counters restart from 0 on the same URL (a process restart). Each scrape by zai-dash
-//! (recognised by its `User-Agent`) is logged with its render time, so the suite can compute
-//! exactly which increases zai-dash saw in each bucket.
+//! its counters restart from 0 on the same URL (a process restart). Each scrape by zai-dash is
+//! logged with its render time, so the suite can compute exactly which increases zai-dash saw
+//! in each bucket.
+//!
+//! A pod answers only its two scrapers, each on a path of its own that is random per run
+//! ([`Paths`]: `/metrics/<run id>/zai-dash` with a `zai-dash/` `User-Agent`,
+//! `/metrics/<run id>/prometheus` with a `Prometheus/` one). Anything else (another path, the
+//! right path with another client: a scraper left over from an earlier run on a reused port, a
+//! stray probe) gets 404 and is kept as an *intruder*, which the suite reports as a harness
+//! failure with what came in: its scrapes would otherwise be counted as one of the scrapers'.
 
+use std::hash::{BuildHasher, Hasher};
+use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
 use axum::Router;
-use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode};
+use axum::extract::{ConnectInfo, State};
+use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -395,6 +404,9 @@ pub const QUOTA: [(&str, &str, &str, f64); 6] = [
     ("zai_proxy_quota_usage_ratio", "tokens_limit", "five_hour", 0.13),
 ];
 
+/// `zai_proxy_quota_sample_age_seconds` of every pod.
+pub const QUOTA_SAMPLE_AGE_S: f64 = 60.004;
+
 fn label_text(labels: &[(String, String)]) -> String {
     let inner: Vec<String> = labels.iter().map(|(n, v)| format!("{n}=\"{v}\"")).collect();
     inner.join(",")
@@ -430,7 +442,7 @@ pub fn render(spec: &PodSpec, families: &[Family], life: &Life, t_ms: i64, slot_
                 s += &format!("{name}{{limit_type=\"{limit}\",variant=\"{v}\",window=\"{window}\"}} {value}\n");
             }
             s += "# HELP zai_proxy_quota_sample_age_seconds Age of the last valid account quota sample\n# TYPE zai_proxy_quota_sample_age_seconds gauge\n";
-            s += &format!("zai_proxy_quota_sample_age_seconds{{variant=\"{v}\"}} 60.004\n");
+            s += &format!("zai_proxy_quota_sample_age_seconds{{variant=\"{v}\"}} {QUOTA_SAMPLE_AGE_S}\n");
         }
         if f.name == "zai_proxy_rate_limit_rejections_total" {
             s += "# HELP zai_proxy_rate_limit_requests_per_second Current rate limit in requests per second\n# TYPE zai_proxy_rate_limit_requests_per_second gauge\n";
@@ -440,17 +452,55 @@ pub fn render(spec: &PodSpec, families: &[Family], life: &Life, t_ms: i64, slot_
     s
 }
 
+/// The two paths a pod answers on, random per run.
+#[derive(Debug, Clone)]
+pub struct Paths {
+    /// zai-dash's: `{prefix}/<run id>/zai-dash`.
+    pub dash: String,
+    /// Prometheus': `{prefix}/<run id>/prometheus`.
+    pub prom: String,
+}
+
+impl Paths {
+    /// Fresh paths under `prefix` (`/metrics`), with a run id of 16 random hex digits (hex, so
+    /// that it never spells `canary` or `test`, which zai-dash's URL rule reads).
+    pub fn new(prefix: &str) -> Self {
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        h.write_u128(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos());
+        h.write_u32(std::process::id());
+        let run = format!("{:016x}", h.finish());
+        Self { dash: format!("{prefix}/{run}/zai-dash"), prom: format!("{prefix}/{run}/prometheus") }
+    }
+}
+
+/// Which scraper a request came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scraper {
+    Dash,
+    Prom,
+}
+
+/// One scrape: by which scraper, and whether it was answered with an exposition.
+#[derive(Debug, Clone, Copy)]
+pub struct Scrape {
+    pub by: Scraper,
+    pub served: bool,
+}
+
 /// A running fake pod.
 pub struct Pod {
     pub spec: Arc<PodSpec>,
+    /// zai-dash's URL of the pod.
     pub url: String,
     /// `host:port`, as Prometheus' `instance` label.
     pub instance: String,
     pub life: Arc<Mutex<Life>>,
     /// Render times (Unix ms) of zai-dash's scrapes that were answered with an exposition.
     pub dash_renders: Arc<Mutex<Vec<i64>>>,
-    /// Render times of every scrape (any scraper, answered or not).
-    pub all_scrapes: Arc<Mutex<Vec<(i64, bool, bool)>>>,
+    /// Every scrape by either scraper.
+    pub scrapes: Arc<Mutex<Vec<Scrape>>>,
+    /// Requests from anything but the two scrapers on their paths.
+    pub intruders: Arc<Mutex<Vec<String>>>,
     cancel: CancellationToken,
 }
 
@@ -459,64 +509,88 @@ struct PodState {
     spec: Arc<PodSpec>,
     families: Arc<Vec<Family>>,
     life: Arc<Mutex<Life>>,
+    paths: Paths,
     dash_renders: Arc<Mutex<Vec<i64>>>,
-    all_scrapes: Arc<Mutex<Vec<(i64, bool, bool)>>>,
+    scrapes: Arc<Mutex<Vec<Scrape>>>,
+    intruders: Arc<Mutex<Vec<String>>>,
     slot_ms: i64,
 }
 
-async fn serve_metrics(State(s): State<PodState>, headers: HeaderMap) -> Response {
+/// Which scraper this request is, if it is one of the two on its own path.
+fn scraper(paths: &Paths, uri: &Uri, method: &Method, user_agent: &str) -> Option<Scraper> {
+    if method != Method::GET || uri.query().is_some() {
+        return None;
+    }
+    match uri.path() {
+        p if p == paths.dash && user_agent.starts_with("zai-dash/") => Some(Scraper::Dash),
+        p if p == paths.prom && user_agent.starts_with("Prometheus/") => Some(Scraper::Prom),
+        _ => None,
+    }
+}
+
+async fn serve_metrics(
+    State(s): State<PodState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+) -> Response {
     let t = SystemClock.now_ms();
+    let user_agent = headers.get(axum::http::header::USER_AGENT).and_then(|v| v.to_str().ok()).unwrap_or("");
+    let Some(by) = scraper(&s.paths, &uri, &method, user_agent) else {
+        s.intruders.lock().unwrap().push(format!("{method} {uri} from {peer} (User-Agent {user_agent:?}) at {t}"));
+        return (StatusCode::NOT_FOUND, "unknown scraper\n").into_response();
+    };
     let life = *s.life.lock().unwrap();
-    let by_dash = headers
-        .get(axum::http::header::USER_AGENT)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|ua| ua.starts_with("zai-dash/"));
     let serving = life.serving(t);
-    s.all_scrapes.lock().unwrap().push((t, by_dash, serving));
+    s.scrapes.lock().unwrap().push(Scrape { by, served: serving });
     if !serving {
         return (StatusCode::SERVICE_UNAVAILABLE, "not serving\n").into_response();
     }
     let body = render(&s.spec, &s.families, &life, t, s.slot_ms);
-    if by_dash {
+    if by == Scraper::Dash {
         s.dash_renders.lock().unwrap().push(t);
     }
     ([("content-type", "text/plain; version=0.0.4; charset=utf-8")], body).into_response()
 }
 
 impl Pod {
-    /// Starts a pod on `127.0.0.1:0`, answering `/metrics` (or any path) from now on according
+    /// Starts a pod on `127.0.0.1:0`, answering its scrapers on `paths` from now on according
     /// to `life`; `slot_ms` is the raw bucket width the concurrency gauge follows.
-    pub async fn start(spec: PodSpec, life: Life, slot_ms: i64) -> Self {
+    pub async fn start(spec: PodSpec, life: Life, slot_ms: i64, paths: &Paths) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let instance = listener.local_addr().unwrap().to_string();
-        Self::start_on(listener, spec, life, slot_ms, &format!("http://{instance}/metrics")).await
+        Self::start_on(listener, spec, life, slot_ms, paths).await
     }
 
-    /// Starts a pod on a given listener and URL (the path is free: every path serves metrics).
-    pub async fn start_on(listener: TcpListener, spec: PodSpec, life: Life, slot_ms: i64, url: &str) -> Self {
+    /// Starts a pod on a given listener.
+    pub async fn start_on(listener: TcpListener, spec: PodSpec, life: Life, slot_ms: i64, paths: &Paths) -> Self {
         let instance = listener.local_addr().unwrap().to_string();
         let spec = Arc::new(spec);
         let state = PodState {
             families: Arc::new(spec.families()),
             spec: spec.clone(),
             life: Arc::new(Mutex::new(life)),
+            paths: paths.clone(),
             dash_renders: Arc::default(),
-            all_scrapes: Arc::default(),
+            scrapes: Arc::default(),
+            intruders: Arc::default(),
             slot_ms,
         };
         let cancel = CancellationToken::new();
         let app = Router::new().fallback(serve_metrics).with_state(state.clone());
         let c = cancel.clone();
         tokio::spawn(async move {
+            let app = app.into_make_service_with_connect_info::<SocketAddr>();
             let _ = axum::serve(listener, app).with_graceful_shutdown(c.cancelled_owned()).await;
         });
         Self {
             spec,
-            url: url.to_owned(),
+            url: format!("http://{instance}{}", paths.dash),
             instance,
             life: state.life,
             dash_renders: state.dash_renders,
-            all_scrapes: state.all_scrapes,
+            scrapes: state.scrapes,
+            intruders: state.intruders,
             cancel,
         }
     }
@@ -540,27 +614,66 @@ impl Pod {
         f(&mut self.life.lock().unwrap());
     }
 
-    /// Scrapes answered with an exposition: `(zai-dash, others)`.
+    /// Scrapes answered with an exposition: `(zai-dash, Prometheus)`.
     pub fn served_scrapes(&self) -> (usize, usize) {
-        let all = self.all_scrapes.lock().unwrap();
-        let dash = all.iter().filter(|(_, d, ok)| *d && *ok).count();
-        let other = all.iter().filter(|(_, d, ok)| !*d && *ok).count();
-        (dash, other)
+        let all = self.scrapes.lock().unwrap();
+        let n = |by: Scraper| all.iter().filter(|s| s.by == by && s.served).count();
+        (n(Scraper::Dash), n(Scraper::Prom))
     }
 
     pub fn dash_renders(&self) -> Vec<i64> {
         self.dash_renders.lock().unwrap().clone()
     }
 
+    /// What came in from anything but the two scrapers (see the module).
+    pub fn intruders(&self) -> Vec<String> {
+        self.intruders.lock().unwrap().clone()
+    }
+
     /// Forgets zai-dash's scrapes so far (those of a probe instance).
     pub fn forget_dash_scrapes(&self) {
         self.dash_renders.lock().unwrap().clear();
-        self.all_scrapes.lock().unwrap().retain(|s| !s.1);
+        self.scrapes.lock().unwrap().retain(|s| s.by != Scraper::Dash);
     }
 }
 
 impl Drop for Pod {
     fn drop(&mut self) {
         self.cancel.cancel();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The two scrapers get their expositions; anything else gets 404 and is kept as an intruder.
+    #[tokio::test]
+    async fn only_each_scraper_on_its_own_path_is_answered() {
+        let life = Life { born_ms: 0, up_from_ms: 0, down_from_ms: None, reset_ms: None };
+        let paths = Paths::new("/metrics");
+        let pod = Pod::start(super::super::pods::prod_a(), life, 2_000, &paths).await;
+        let get = |path: &str, agent: &str| {
+            let url = format!("http://{}{path}", pod.instance);
+            let client = reqwest::Client::builder().user_agent(agent).build().unwrap();
+            async move { client.get(url).send().await.unwrap().status().as_u16() }
+        };
+        assert_eq!(get(&paths.dash, "zai-dash/1.0").await, 200);
+        assert_eq!(get(&paths.prom, "Prometheus/2.42.0").await, 200);
+        assert_eq!(pod.served_scrapes(), (1, 1));
+        assert!(pod.intruders().is_empty());
+        for (path, agent) in [
+            (paths.dash.as_str(), "Prometheus/2.42.0"),
+            (paths.prom.as_str(), "zai-dash/1.0"),
+            ("/metrics", "zai-dash/1.0"),
+            (&format!("{}?x=1", paths.dash), "zai-dash/1.0"),
+        ] {
+            assert_eq!(get(path, agent).await, 404, "{path} by {agent}");
+        }
+        let intruders = pod.intruders();
+        assert_eq!(intruders.len(), 4, "{intruders:?}");
+        assert!(intruders[2].contains("GET /metrics from 127.0.0.1:"), "{intruders:?}");
+        assert_eq!(pod.served_scrapes(), (1, 1), "an intruder is no scrape");
+        assert_ne!(Paths::new("/metrics").dash, paths.dash, "a new run id every time");
     }
 }

@@ -11,6 +11,7 @@
 //! | gauges | `sum_over_time((sum by (variant) (last_over_time(g[R-1ms])))[W-1ms:R]) / (W/R)`: per raw bucket R the sum of each present pod's last value, averaged over the W/R raw buckets with absent pods counting 0 (time-weighted by presence) |
 //! | `worker_utilization` | the concurrency gauge over the max-workers gauge, both as above |
 //! | cumulative fields | `sum by (variant) (increase(x[10m]))` (the whole run) |
+//! | `quota.*` | `max by (variant) (last_over_time(q[R-1ms]))` at raw points; at every width, the value every fake pod exports (the quota is account-wide) |
 
 use serde_json::Value;
 
@@ -26,8 +27,6 @@ pub enum Kind {
     Quantile(&'static str, f64),
     Gauge(&'static str),
     Util,
-    /// Quota gauge family, `window`, `limit_type`: never summed over pods.
-    Quota(&'static str, &'static str, &'static str),
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -115,17 +114,55 @@ pub fn point_fields() -> Vec<Field> {
         f("max_workers", "gauges", Kind::Gauge("zai_proxy_max_workers")),
         f("rate_limit_rps", "gauges", Kind::Gauge("zai_proxy_rate_limit_requests_per_second")),
         f("worker_utilization", "gauges", Kind::Util),
-        f(
-            "quota.five_hour.usage_ratio",
-            "quota",
-            Kind::Quota("zai_proxy_quota_usage_ratio", "five_hour", "tokens_limit"),
-        ),
-        f(
-            "quota.weekly.remaining_ratio",
-            "quota",
-            Kind::Quota("zai_proxy_quota_remaining_ratio", "weekly", "credit_limit"),
-        ),
     ]
+}
+
+/// One number of a point's quota block. The quota is account-wide: every fake pod exports the
+/// same values (`fake::QUOTA`), so every point of every width must show exactly them (never
+/// a sum over pods), and Prometheus must read them too.
+#[derive(Debug, Clone)]
+pub struct QuotaField {
+    /// JSON path (`quota.five_hour.usage_ratio`).
+    pub path: String,
+    /// The gauge and its label matchers, as PromQL.
+    pub selector: String,
+    /// What every pod exports.
+    pub value: f64,
+}
+
+impl QuotaField {
+    /// The quota value of a raw bucket of `slot` ms in PromQL: any pod's latest (they agree).
+    pub fn promql(&self, slot: i64) -> String {
+        format!("max by (variant) (last_over_time({}[{}ms]))", self.selector, slot - 1)
+    }
+}
+
+/// Every quota number a point carries, and its other fields with the exact JSON they must
+/// hold: the limit type each window names, and `enforcement: false` (zai-dash derives it: no
+/// pod exports a quota gate or rate cap, so `gate_open` is absent too).
+pub fn quota_fields() -> (Vec<QuotaField>, Vec<(String, Value)>) {
+    let mut numbers = Vec::new();
+    let mut limits = Vec::new();
+    for (family, limit, window, value) in super::fake::QUOTA {
+        let key = match family {
+            "zai_proxy_quota_remaining_ratio" => "remaining_ratio",
+            "zai_proxy_quota_usage_ratio" => "usage_ratio",
+            "zai_proxy_quota_reset_time_seconds" => "reset_time_unix",
+            other => panic!("no quota field for {other}"),
+        };
+        let selector = format!("{family}{{window=\"{window}\",limit_type=\"{limit}\"}}");
+        numbers.push(QuotaField { path: format!("quota.{window}.{key}"), selector, value });
+        limits.push((format!("quota.{window}.limit_type"), Value::from(limit)));
+    }
+    limits.sort_by(|a, b| a.0.cmp(&b.0));
+    limits.dedup();
+    limits.push(("quota.enforcement".into(), Value::Bool(false)));
+    numbers.push(QuotaField {
+        path: "quota.sample_age_seconds".into(),
+        selector: "zai_proxy_quota_sample_age_seconds".into(),
+        value: super::fake::QUOTA_SAMPLE_AGE_S,
+    });
+    (numbers, limits)
 }
 
 /// The Go dashboard's cumulative fields: running totals since zai-dash first saw the variant.
@@ -189,12 +226,6 @@ impl Field {
                 gauge_promql("zai_proxy_concurrent_requests", w, slot),
                 gauge_promql("zai_proxy_max_workers", w, slot)
             ),
-            Kind::Quota(g, window, limit) => {
-                format!(
-                    "max by (variant) (last_over_time({g}{{window=\"{window}\",limit_type=\"{limit}\"}}[{}ms]))",
-                    slot - 1
-                )
-            }
         }
     }
 

@@ -1,5 +1,6 @@
 //! The accuracy suite's harness; the scenario and its documentation are in `tests/accuracy.rs`.
 
+pub mod buckets;
 pub mod dash;
 pub mod fake;
 pub mod fields;

@@ -2,10 +2,12 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use serde_json::Value;
+
+use crate::common::process::{self, ChildGuard};
 
 /// Labels of one result series.
 pub type Labels = BTreeMap<String, String>;
@@ -13,7 +15,8 @@ pub type Labels = BTreeMap<String, String>;
 /// A running Prometheus.
 pub struct Prometheus {
     pub base: String,
-    child: Child,
+    /// Killed (with anything it started) on drop, also when the test panics.
+    _child: ChildGuard,
     /// The config and TSDB, removed on drop.
     _dir: tempfile::TempDir,
     http: reqwest::Client,
@@ -24,9 +27,8 @@ zai-dash with a real Prometheus: run scripts/test, which installs Debian's `prom
 `apt-get install -y prometheus`.";
 
 fn binary() -> PathBuf {
-    let ok = Command::new("prometheus").arg("--version").stdout(Stdio::null()).stderr(Stdio::null()).status();
-    match ok {
-        Ok(s) if s.success() => PathBuf::from("prometheus"),
+    match process::run(Command::new("prometheus").arg("--version"), None, Duration::from_secs(30)) {
+        Ok(out) if out.status.success() => PathBuf::from("prometheus"),
         _ => panic!("{MISSING}"),
     }
 }
@@ -37,13 +39,19 @@ fn ms_to_s(ms: i64) -> String {
 
 impl Prometheus {
     /// Starts Prometheus scraping `instances` (`host:port`, path `/metrics`) every `interval_ms`.
+    #[allow(dead_code)] // tests/source.rs's fakes answer on `/metrics`
     pub async fn start(instances: &[String], interval_ms: u64, timeout_ms: u64) -> Self {
+        Self::start_at(instances, "/metrics", interval_ms, timeout_ms).await
+    }
+
+    /// Starts Prometheus scraping `instances` on `metrics_path` every `interval_ms`.
+    pub async fn start_at(instances: &[String], metrics_path: &str, interval_ms: u64, timeout_ms: u64) -> Self {
         let bin = binary();
         let dir = tempfile::tempdir().unwrap();
         let targets: Vec<String> = instances.iter().map(|i| format!("'{i}'")).collect();
         let config = format!(
             "global:\n  scrape_interval: {interval_ms}ms\n  scrape_timeout: {timeout_ms}ms\n\
-             scrape_configs:\n  - job_name: zai\n    honor_timestamps: true\n    static_configs:\n      - targets: [{}]\n",
+             scrape_configs:\n  - job_name: zai\n    honor_timestamps: true\n    metrics_path: '{metrics_path}'\n    static_configs:\n      - targets: [{}]\n",
             targets.join(", ")
         );
         std::fs::write(dir.path().join("prometheus.yml"), config).unwrap();
@@ -53,25 +61,24 @@ impl Prometheus {
             // If another process grabs it in between, Prometheus exits and we try another.
             let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
             let log = std::fs::File::create(dir.path().join(format!("prometheus-{attempt}.log"))).unwrap();
-            let child = Command::new(&bin)
-                .arg(format!("--config.file={}", dir.path().join("prometheus.yml").display()))
-                .arg(format!("--storage.tsdb.path={}", dir.path().join("data").display()))
-                .arg(format!("--web.listen-address=127.0.0.1:{port}"))
-                .arg("--storage.tsdb.retention.time=1d")
-                .arg("--log.level=warn")
-                .stdout(Stdio::null())
-                .stderr(log)
-                .spawn()
-                .unwrap_or_else(|e| panic!("cannot start prometheus: {e}. {MISSING}"));
+            let mut child = process::spawn(
+                Command::new(&bin)
+                    .arg(format!("--config.file={}", dir.path().join("prometheus.yml").display()))
+                    .arg(format!("--storage.tsdb.path={}", dir.path().join("data").display()))
+                    .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+                    .arg("--storage.tsdb.retention.time=1d")
+                    .arg("--log.level=warn")
+                    .stdout(Stdio::null())
+                    .stderr(log),
+            )
+            .unwrap_or_else(|e| panic!("cannot start prometheus: {e}. {MISSING}"));
             let base = format!("http://127.0.0.1:{port}");
-            let mut child = child;
             if wait_ready(&http, &base, &mut child).await {
-                return Self { base, child, _dir: dir, http };
+                return Self { base, _child: child, _dir: dir, http };
             }
             let log = std::fs::read_to_string(dir.path().join(format!("prometheus-{attempt}.log"))).unwrap_or_default();
             eprintln!("prometheus attempt {attempt} did not become ready:\n{log}");
-            let _ = child.kill();
-            let _ = child.wait();
+            child.kill();
         }
         panic!("Prometheus did not start (see the logs above)");
     }
@@ -151,9 +158,9 @@ impl Prometheus {
     }
 }
 
-async fn wait_ready(http: &reqwest::Client, base: &str, child: &mut Child) -> bool {
+async fn wait_ready(http: &reqwest::Client, base: &str, child: &mut ChildGuard) -> bool {
     for _ in 0..200 {
-        if let Ok(Some(_)) = child.try_wait() {
+        if !child.running() {
             return false;
         }
         if let Ok(r) = http.get(format!("{base}/-/ready")).send().await
@@ -175,11 +182,4 @@ fn point(v: &Value) -> (i64, f64) {
         s => s.parse().unwrap(),
     };
     ((t * 1000.0).round() as i64, x)
-}
-
-impl Drop for Prometheus {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }

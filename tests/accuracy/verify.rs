@@ -1,12 +1,16 @@
 //! The comparisons: zai-dash's answers against PromQL, bucket by bucket, with the spread the
 //! two scrapers' sample times explain (see `model`), and zai-dash against itself across tables,
 //! ranges, reads, the live stream and a restart.
+//!
+//! PromQL's answers are kept as they come, NaN and infinities included: a value is compared
+//! or, where the model says there is none (a status code no pod of the variant exports), its
+//! absence is checked (see `ledger`). A check never passes because a side had nothing to say.
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use serde_json::Value;
 
-use super::fields::{Field, Kind, json_num, point_fields, total_fields};
+use super::fields::{Field, Kind, json_num, point_fields, quota_fields, total_fields};
 use super::ledger::{Ctx, Ledger, Tol};
 use super::model::{Cov, Op, PodRun, Sel, count, expect, quantile};
 use super::prom::Prometheus;
@@ -34,6 +38,11 @@ pub type Key = (String, i64);
 impl Run {
     pub fn pods_of(&self, variant: &str) -> Vec<&PodRun> {
         self.pods.iter().filter(|p| p.variant() == variant).collect()
+    }
+
+    /// Every variant some pod has.
+    pub fn variants(&self) -> BTreeSet<&str> {
+        self.pods.iter().map(PodRun::variant).collect()
     }
 
     /// Events of `variant` that touch the bucket `(b0, b1]` (or the scrape before it).
@@ -64,7 +73,7 @@ fn tol_for(field: &Field) -> Tol {
     if field.name == "error_rate_pct" { POINTS } else { REL }
 }
 
-/// Series of a range query by variant: ts -> value.
+/// Series of a range query by variant: ts -> value (NaN and infinities kept).
 async fn by_variant(
     prom: &Prometheus,
     expr: &str,
@@ -75,17 +84,17 @@ async fn by_variant(
     let mut out: BTreeMap<String, BTreeMap<i64, f64>> = BTreeMap::new();
     for (labels, values) in prom.range(expr, start, end, step).await {
         let v = labels.get("variant").cloned().unwrap_or_default();
-        out.entry(v).or_default().extend(values.into_iter().filter(|(_, x)| x.is_finite()));
+        out.entry(v).or_default().extend(values);
     }
     out
 }
 
-/// Gauge presence model over `(b0, b1]`: Prometheus' value, zai-dash's value, and the slack a
-/// pod entering or leaving the bucket may add with another (valid) presence weighting.
-fn gauge(run: &Run, pods: &[&PodRun], family: &str, b0: i64, b1: i64) -> (f64, f64, f64) {
+/// Gauge presence model over `(b0, b1]`: Prometheus' value, zai-dash's value, and per pod the
+/// slack its entering or leaving the bucket may add with another (valid) presence weighting.
+fn gauge(run: &Run, pods: &[&PodRun], family: &str, b0: i64, b1: i64) -> (f64, f64, Vec<f64>) {
     let slot = run.slot_ms;
     let n = ((b1 - b0) / slot) as f64;
-    let (mut prom, mut dash, mut slack) = (0.0, 0.0, 0.0);
+    let (mut prom, mut dash, mut slack) = (0.0, 0.0, Vec::new());
     for p in pods {
         let mut max: f64 = 0.0;
         let mut s = b0 + slot;
@@ -100,13 +109,15 @@ fn gauge(run: &Run, pods: &[&PodRun], family: &str, b0: i64, b1: i64) -> (f64, f
             }
             s += slot;
         }
+        let mut pod_slack = 0.0;
         if n > 1.0 {
             let first = p.dash.first().copied().unwrap_or(i64::MAX);
             let last = p.dash.last().copied().unwrap_or(i64::MIN);
             let died = p.life.down_from_ms.is_some();
             let ends = usize::from(first > b0 && first <= b1) + usize::from(died && last > b0 && last <= b1);
-            slack += max * ends as f64 / n;
+            pod_slack = max * ends as f64 / n;
         }
+        slack.push(pod_slack);
     }
     (prom / n, dash / n, slack)
 }
@@ -128,10 +139,11 @@ pub async fn points(
     let tmax = pts.keys().map(|k| k.1).max().unwrap();
     let raw = width == run.slot_ms;
     let w_s = width as f64 / 1000.0;
+    if raw {
+        quota_vs_prometheus(ledger, run, prom, area, pts, r0).await;
+    }
+    quota(ledger, run, area, width, pts, r0);
     for field in point_fields() {
-        if matches!(field.kind, Kind::Quota(..)) && !raw {
-            continue;
-        }
         let series = by_variant(prom, &field.promql(width, run.slot_ms), tmin, tmax, width).await;
         for ((variant, ts), p) in pts {
             let pods = run.pods_of(variant);
@@ -149,19 +161,21 @@ pub async fn points(
                 Kind::Rate(_) | Kind::Count(_) | Kind::Ratio(..) | Kind::Quantile(..) => {
                     let covs: Vec<Cov> = pods.iter().map(|p| p.cov(*ts, width)).collect();
                     let (exp, spread) = expect(&covs, field.eval(&pods, w_s));
-                    ledger.num(
+                    ledger.expect(
                         &c,
                         field.group,
                         field.name,
+                        exp.is_some(),
                         ("zai-dash", dash),
                         ("Prometheus", promv),
                         tol_for(&field),
                         spread,
                     );
-                    ledger.num(
+                    ledger.expect(
                         &harness,
                         "replay",
                         field.name,
+                        exp.is_some(),
                         ("Prometheus", promv),
                         ("replayed", exp),
                         Tol::Rel(2e-3),
@@ -170,6 +184,7 @@ pub async fn points(
                 }
                 Kind::Gauge(g) => {
                     let (pe, de, slack) = gauge(run, &pods, g, b0, *ts);
+                    let slack: f64 = slack.iter().sum();
                     ledger.num(
                         &c,
                         field.group,
@@ -193,11 +208,19 @@ pub async fn points(
                     let (pc, dc, sc) = gauge(run, &pods, "zai_proxy_concurrent_requests", b0, *ts);
                     let (pm, dm, sm) = gauge(run, &pods, "zai_proxy_max_workers", b0, *ts);
                     let expected = pc / pm;
+                    // A pod's other presence weighting moves its concurrency and its workers
+                    // together: the ratio at every choice of direction per pod.
                     let mut spread: f64 = 0.0;
-                    for (c2, m2) in [(dc - sc, dm + sm), (dc + sc, dm - sm), (dc - sc, dm - sm), (dc + sc, dm + sm)] {
-                        if m2 > 0.0 {
-                            spread = spread.max((c2 / m2 - expected).abs());
+                    for signs in 0..3_usize.pow(pods.len() as u32) {
+                        let (mut c2, mut m2, mut k) = (dc, dm, signs);
+                        for (c_slack, m_slack) in sc.iter().zip(&sm) {
+                            let dir = (k % 3) as f64 - 1.0;
+                            k /= 3;
+                            c2 += dir * c_slack;
+                            m2 += dir * m_slack;
                         }
+                        let off = if m2 > 0.0 { (c2 / m2 - expected).abs() } else { f64::INFINITY };
+                        spread = spread.max(off);
                     }
                     ledger.num(&c, field.group, field.name, ("zai-dash", dash), ("Prometheus", promv), REL, spread);
                     ledger.num(
@@ -207,17 +230,6 @@ pub async fn points(
                         ("Prometheus", promv),
                         ("replayed", Some(expected)),
                         Tol::Rel(1e-6),
-                        0.0,
-                    );
-                }
-                Kind::Quota(..) => {
-                    ledger.num(
-                        &c,
-                        field.group,
-                        field.name,
-                        ("zai-dash", dash),
-                        ("Prometheus", promv),
-                        Tol::Rel(1e-9),
                         0.0,
                     );
                 }
@@ -256,16 +268,19 @@ fn raw_rate(
             jitter += r * 2.0 * JITTER_MS / (b1 - b0) as f64;
         }
     }
-    ledger.num(harness, "replay", field.name, ("Prometheus", promv), ("replayed", prom_exp), Tol::Rel(2e-3), 0.0);
+    let exists = prom_exp.is_some();
+    let replayed = ("replayed", prom_exp);
+    ledger.expect(harness, "replay", field.name, exists, ("Prometheus", promv), replayed, Tol::Rel(2e-3), 0.0);
     let pe = prom_exp.unwrap_or(0.0);
     let explained = (lo - pe).abs().max((hi - pe).abs());
-    if explained <= 0.002 * pe.abs() + 1e-9 {
-        ledger.num(c, field.group, field.name, ("zai-dash", dash), ("Prometheus", promv), REL, explained + jitter);
+    if !exists || explained <= 0.002 * pe.abs() + 1e-9 {
+        let both = (("zai-dash", dash), ("Prometheus", promv));
+        ledger.expect(c, field.group, field.name, exists, both.0, both.1, REL, explained + jitter);
     } else {
         let mut c = c.clone();
         c.area = format!("{} per-pod elapsed", c.area);
         let mid = (lo + hi) / 2.0;
-        let expected = (prom_exp.is_some() || hi > 0.0).then_some(mid);
+        let expected = Some(mid);
         ledger.num(
             &c,
             field.group,
@@ -295,10 +310,13 @@ pub async fn totals(
     r0: i64,
     finding: Option<u8>,
 ) {
-    let Some(tmin) = obs.iter().map(|o| o.1).min() else { return };
+    let Some(tmin) = obs.iter().map(|o| o.1).min() else {
+        ledger.fact(&ctx(finding, area, "-", "-"), "cumulative", "answer", false, "no observations to compare".into());
+        return;
+    };
     let tmax = obs.iter().map(|o| o.1).max().unwrap();
     for field in total_fields() {
-        let Kind::Count(sel) = field.kind else { continue };
+        let Kind::Count(sel) = field.kind else { panic!("{} is not a count", field.name) };
         let series = by_variant(prom, &field.promql(600_000, run.slot_ms), tmin, tmax, run.slot_ms).await;
         for (variant, ts, p) in obs {
             let pods = run.pods_of(variant);
@@ -307,19 +325,21 @@ pub async fn totals(
             let scenario = run.scenario(variant, *ts - run.slot_ms, *ts);
             let at = format!("{variant} @ {}", run.rel(*ts, r0));
             let promv = series.get(variant).and_then(|m| m.get(ts)).copied();
-            ledger.num(
+            ledger.expect(
                 &ctx(finding, area, &scenario, &at),
                 "cumulative",
                 field.name,
+                exp.is_some(),
                 ("zai-dash", json_num(p, field.name)),
                 ("Prometheus", promv),
                 REL,
                 spread,
             );
-            ledger.num(
+            ledger.expect(
                 &ctx(None, &format!("harness: {area}"), &scenario, &at),
                 "replay",
                 field.name,
+                exp.is_some(),
                 ("Prometheus", promv),
                 ("replayed", exp),
                 Tol::Rel(2e-3),
@@ -333,11 +353,17 @@ pub async fn totals(
 pub fn monotonic(ledger: &mut Ledger, run: &Run, area: &str, obs: &[(String, i64, Value, String)], r0: i64) {
     for field in total_fields() {
         let mut by_variant: BTreeMap<&str, Vec<(i64, f64, &str)>> = BTreeMap::new();
+        let mut missing = Vec::new();
         for (v, ts, p, src) in obs {
-            if let Some(x) = json_num(p, field.name) {
-                by_variant.entry(v).or_default().push((*ts, x, src));
+            match json_num(p, field.name) {
+                Some(x) => by_variant.entry(v).or_default().push((*ts, x, src)),
+                None => missing.push(format!("{v} {} ({src})", run.rel(*ts, r0))),
             }
         }
+        let c = ctx(Some(2), area, "whole run", "every variant");
+        let detail =
+            format!("{} observations without a value: {:?}", missing.len(), missing.iter().take(5).collect::<Vec<_>>());
+        ledger.fact(&c, "cumulative", &format!("{} present", field.name), missing.is_empty(), detail);
         for (variant, mut list) in by_variant {
             list.sort_by_key(|e| e.0);
             // The largest value seen at any earlier bucket, and where it came from.
@@ -512,15 +538,16 @@ pub async fn compare(ledger: &mut Ledger, run: &Run, prom: &Prometheus, o: &Comp
                 0.0,
             );
         }
-        let (_, spread) = expect(&covs, |cv| {
+        let (share, spread) = expect(&covs, |cv| {
             let d = count(&pods, cv, &super::fields::REQ);
             (d > 0.0).then(|| 100.0 * count(&pods, cv, &super::fields::REQ_5XX) / d)
         });
         let pv = at_e(format!("100 * {} / {}", inc(&super::fields::REQ_5XX), inc(&super::fields::REQ))).await;
-        ledger.num(
+        ledger.expect(
             &c,
             "error %",
             "error_rate_pct",
+            share.is_some(),
             ("zai-dash", json_num(stats, "error_rate_pct")),
             ("Prometheus", pv),
             POINTS,
@@ -532,12 +559,13 @@ pub async fn compare(ledger: &mut Ledger, run: &Run, prom: &Prometheus, o: &Comp
             ("latency_p99_ms", super::fields::DURATION, 0.99),
             ("ttft_p95_ms", super::fields::TTFT, 0.95),
         ] {
-            let (_, spread) = expect(&covs, |cv| quantile(&pods, cv, h, &[], q).map(|s| s * 1000.0));
+            let (exp, spread) = expect(&covs, |cv| quantile(&pods, cv, h, &[], q).map(|s| s * 1000.0));
             let pv = at_e(format!(
                 "1000 * histogram_quantile({q}, sum by (variant, le) (increase({h}_bucket[{window}ms])))"
             ))
             .await;
-            ledger.num(&c, "quantiles", name, ("zai-dash", json_num(stats, name)), ("Prometheus", pv), REL, spread);
+            let both = (("zai-dash", json_num(stats, name)), ("Prometheus", pv));
+            ledger.expect(&c, "quantiles", name, exp.is_some(), both.0, both.1, REL, spread);
         }
         // Window rates: the window's increase over the covered span.
         let rates: [(&str, Sel, f64); 4] = [
@@ -549,30 +577,35 @@ pub async fn compare(ledger: &mut Ledger, run: &Run, prom: &Prometheus, o: &Comp
         let cr = ctx(if partial { f3 } else { None }, &area, &scenario, &at);
         for (name, sel, k) in rates {
             let (_, spread) = expect(&covs, |cv| Some(count(&pods, cv, &sel)));
-            let Some(pv) = at_e(inc(&sel)).await else { continue };
+            // No answer from Prometheus is a failed check, not a skipped one.
+            let pv = at_e(inc(&sel)).await;
             let mid = (cov_lo + cov_hi) / 2.0;
-            let reference = k * pv / mid;
-            let band =
-                k * pv * (1.0 / cov_lo - 1.0 / mid).abs().max((1.0 / cov_hi - 1.0 / mid).abs()) + k * spread / cov_lo;
+            let reference = pv.map(|pv| k * pv / mid);
+            let band = pv.map_or(0.0, |pv| {
+                k * pv * (1.0 / cov_lo - 1.0 / mid).abs().max((1.0 / cov_hi - 1.0 / mid).abs()) + k * spread / cov_lo
+            });
             ledger.num(
                 &cr,
                 "rates",
                 name,
                 ("zai-dash", json_num(stats, name)),
-                ("Prometheus increase / covered span", Some(reference)),
+                ("Prometheus increase / covered span", reference),
                 REL,
                 band,
             );
         }
-        if let (Some(cov), Some(rate), Some(n)) = (covered, json_num(stats, "req_rate"), json_num(stats, "requests")) {
-            ledger.fact(
-                &cf,
-                "window span",
-                "req_rate × covered_seconds = requests",
-                (rate * cov - n).abs() <= 1e-6 * n.max(1.0),
-                format!("{rate} × {cov} vs {n}"),
-            );
-        }
+        let (rate, n) = (json_num(stats, "req_rate"), json_num(stats, "requests"));
+        let consistent = match (covered, rate, n) {
+            (Some(cov), Some(rate), Some(n)) => (rate * cov - n).abs() <= 1e-6 * n.max(1.0),
+            _ => false,
+        };
+        ledger.fact(
+            &cf,
+            "window span",
+            "req_rate × covered_seconds = requests",
+            consistent,
+            format!("{rate:?} × {covered:?} vs {n:?}"),
+        );
     }
 }
 
@@ -596,6 +629,7 @@ pub async fn models(
     if empty {
         return;
     }
+    rows_are_expected(ledger, run, &c0, rows);
     let dirs = [
         ("tokens_input", "input"),
         ("tokens_output", "output"),
@@ -643,6 +677,100 @@ pub async fn models(
                 REL,
                 spread,
             );
+        }
+    }
+}
+
+/// `/api/models` holds one row per variant and model some pod of the variant serves, and no
+/// other (no phantom variant or model, no row twice).
+fn rows_are_expected(ledger: &mut Ledger, run: &Run, c: &Ctx, rows: &Value) {
+    let mut expected: BTreeSet<(String, String)> = BTreeSet::new();
+    for variant in run.variants() {
+        for p in run.pods_of(variant) {
+            expected.extend(p.spec.models.iter().map(|m| (variant.to_owned(), m.name.to_owned())));
+        }
+    }
+    let got: Vec<(String, String)> = rows
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .map(|r| {
+                    (r["variant"].as_str().unwrap_or("?").to_owned(), r["model"].as_str().unwrap_or("?").to_owned())
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let unique: BTreeSet<(String, String)> = got.iter().cloned().collect();
+    let extra: Vec<&(String, String)> = unique.difference(&expected).collect();
+    ledger.fact(
+        c,
+        "answer",
+        "rows: one per variant and model served, no other",
+        extra.is_empty() && unique.len() == got.len(),
+        format!("{} rows, {} distinct; unexpected: {extra:?}", got.len(), unique.len()),
+    );
+}
+
+/// Every point's quota block shows exactly what every pod exports (the quota is account-wide:
+/// taken from one pod, never summed, at every width), and no field the pods do not export.
+pub fn quota(ledger: &mut Ledger, run: &Run, area: &str, width: i64, pts: &BTreeMap<Key, Value>, r0: i64) {
+    let (numbers, limits) = quota_fields();
+    let mut shape: BTreeSet<String> = numbers.iter().map(|f| f.path.clone()).collect();
+    shape.extend(limits.iter().map(|(path, _)| path.clone()));
+    for ((variant, ts), p) in pts {
+        let c = ctx(None, area, &run.scenario(variant, ts - width, *ts), &format!("{variant} @ {}", run.rel(*ts, r0)));
+        for f in &numbers {
+            let exported = ("exported by every pod", Some(f.value));
+            ledger.num(&c, "quota", &f.path, ("zai-dash", json_num(p, &f.path)), exported, Tol::Rel(1e-12), 0.0);
+        }
+        for (path, want) in &limits {
+            let got = path.split('.').try_fold(p, |v, k| v.get(k));
+            ledger.fact(&c, "quota", path, got == Some(want), format!("{got:?}, expected {want}"));
+        }
+        let mut fields = BTreeSet::new();
+        leaves(&p["quota"], "quota", &mut fields);
+        let extra: Vec<&String> = fields.difference(&shape).collect();
+        ledger.fact(
+            &c,
+            "quota",
+            "no field the pods do not export",
+            extra.is_empty(),
+            format!("{extra:?} in {}", p["quota"]),
+        );
+    }
+}
+
+/// Dotted paths of the leaves of a JSON object.
+fn leaves(v: &Value, prefix: &str, out: &mut BTreeSet<String>) {
+    match v.as_object() {
+        Some(o) => o.iter().for_each(|(k, x)| leaves(x, &format!("{prefix}.{k}"), out)),
+        None => {
+            out.insert(prefix.to_owned());
+        }
+    }
+}
+
+/// The quota numbers of raw points against Prometheus' reading of the same gauges, and
+/// Prometheus' reading against what the pods export (a harness check: the selectors are right).
+async fn quota_vs_prometheus(
+    ledger: &mut Ledger,
+    run: &Run,
+    prom: &Prometheus,
+    area: &str,
+    pts: &BTreeMap<Key, Value>,
+    r0: i64,
+) {
+    let (Some(tmin), Some(tmax)) = (pts.keys().map(|k| k.1).min(), pts.keys().map(|k| k.1).max()) else { return };
+    for f in quota_fields().0 {
+        let series = by_variant(prom, &f.promql(run.slot_ms), tmin, tmax, run.slot_ms).await;
+        for ((variant, ts), p) in pts {
+            let scenario = run.scenario(variant, ts - run.slot_ms, *ts);
+            let at = format!("{variant} @ {}", run.rel(*ts, r0));
+            let promv = series.get(variant).and_then(|m| m.get(ts)).copied();
+            let c = ctx(None, area, &scenario, &at);
+            ledger.num(&c, "quota", &f.path, ("zai-dash", json_num(p, &f.path)), ("Prometheus", promv), REL, 0.0);
+            let h = ctx(None, &format!("harness: {area}"), &scenario, &at);
+            ledger.num(&h, "replay", &f.path, ("Prometheus", promv), ("exported", Some(f.value)), Tol::Rel(1e-12), 0.0);
         }
     }
 }

@@ -4,6 +4,12 @@
 
 use std::path::PathBuf;
 use std::process::Command;
+use std::time::Duration;
+
+use super::process;
+
+/// How long `mount` and `umount` may take.
+const LIMIT: Duration = Duration::from_secs(30);
 
 /// A tmpfs of `size` at a fresh directory; unmounted on drop.
 pub struct SmallDisk {
@@ -13,8 +19,11 @@ pub struct SmallDisk {
 impl SmallDisk {
     pub fn mount(size: &str) -> Self {
         let dir = tempfile::tempdir().unwrap().keep();
-        let out =
-            Command::new("mount").args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"]).arg(&dir).output();
+        let out = process::run(
+            Command::new("mount").args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"]).arg(&dir),
+            None,
+            LIMIT,
+        );
         match out {
             Ok(o) if o.status.success() => Self { dir },
             Ok(o) => panic!("cannot mount a tmpfs (run as root, as CI does): {}", String::from_utf8_lossy(&o.stderr)),
@@ -23,8 +32,8 @@ impl SmallDisk {
     }
 
     pub fn remount(&self, mode: &str) {
-        let ok = Command::new("mount").args(["-o", &format!("remount,{mode}")]).arg(&self.dir).status().unwrap();
-        assert!(ok.success(), "remount {mode}");
+        let out = process::output(Command::new("mount").args(["-o", &format!("remount,{mode}")]).arg(&self.dir), LIMIT);
+        assert!(out.status.success(), "remount {mode}: {}", String::from_utf8_lossy(&out.stderr));
     }
 
     /// Fills the disk until the file system says it is full; returns the filler file, whose
@@ -46,7 +55,7 @@ impl SmallDisk {
 
 impl Drop for SmallDisk {
     fn drop(&mut self) {
-        let _ = Command::new("umount").arg("-l").arg(&self.dir).status();
+        let _ = process::run(Command::new("umount").arg("-l").arg(&self.dir), None, LIMIT);
         let _ = std::fs::remove_dir(&self.dir);
     }
 }

@@ -3,6 +3,7 @@
 #![allow(dead_code)] // each test binary uses a different part of the harness
 
 pub mod disk;
+pub mod process;
 
 use std::future::Future;
 use std::sync::{Arc, Mutex};

@@ -1,15 +1,24 @@
 //! Real time-series engines for the remote write and Grafana tests: Debian's `prometheus`
 //! (as a remote-write receiver, optionally scraping) and `victoria-metrics`, each started on a
 //! loopback port with a temporary data directory, killable and restartable on the same port and
-//! data, queried over their HTTP API.
+//! data, queried over their HTTP API. Each runs under a `common::process` guard: it dies with
+//! the test, also when the test panics.
 #![allow(dead_code)] // each test binary uses a part
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use serde_json::Value;
+
+// Its own copy of the guard: the remote write bench includes this module without `common`
+// (a test that has both loads the file twice, harmlessly).
+#[allow(clippy::duplicate_mod)]
+#[path = "../common/process.rs"]
+mod process;
+
+use process::ChildGuard;
 
 /// Labels of one result series.
 pub type Labels = BTreeMap<String, String>;
@@ -41,7 +50,7 @@ pub struct Engine {
     pub port: u16,
     pub base: String,
     dir: tempfile::TempDir,
-    child: Option<Child>,
+    child: Option<ChildGuard>,
     http: reqwest::Client,
     starts: u32,
 }
@@ -133,11 +142,7 @@ impl Engine {
         assert!(self.child.is_none(), "the engine is still running");
         self.starts += 1;
         let log = std::fs::File::create(self.dir.path().join(format!("log-{}", self.starts))).unwrap();
-        let child = self
-            .command()
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
+        let child = process::spawn(self.command().stdout(Stdio::null()).stderr(log))
             .unwrap_or_else(|e| panic!("cannot start {}: {e}. {}", self.kind.binary(), missing(self.kind)));
         self.child = Some(child);
         if !self.wait_ready().await {
@@ -148,14 +153,13 @@ impl Engine {
 
     /// The running process' id (0 when stopped).
     pub fn pid(&self) -> u32 {
-        self.child.as_ref().map_or(0, Child::id)
+        self.child.as_ref().map_or(0, ChildGuard::id)
     }
 
     /// SIGKILL: no flush, no goodbye.
     pub fn kill(&mut self) {
         if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
+            c.kill();
         }
     }
 
@@ -166,7 +170,7 @@ impl Engine {
         };
         for _ in 0..300 {
             if let Some(c) = self.child.as_mut()
-                && let Ok(Some(_)) = c.try_wait()
+                && !c.running()
             {
                 return false;
             }
