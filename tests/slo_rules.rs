@@ -42,7 +42,7 @@ struct Traffic {
     minute: fn(usize) -> (f64, f64, f64),
 }
 
-const TRAFFIC: [Traffic; 4] = [
+const TRAFFIC: [Traffic; 5] = [
     // 10 % 5xx (burn 20 at 99.5 %), 99.5 % fast (burn 0.5 at 99 %).
     Traffic { variant: "production", le: "1", minute: |_| (1000.0, 100.0, 995.0) },
     // 2 % 5xx (burn 4: a ticket, no page); 80 % fast (burn 20: page and ticket).
@@ -51,6 +51,8 @@ const TRAFFIC: [Traffic; 4] = [
     Traffic { variant: "stable", le: "1", minute: |m| (100.0, if m <= 120 { 20.0 } else { 0.0 }, 100.0) },
     // 0.25 % 5xx (burn 0.5); 98.5 % fast (burn 1.5: a ticket over 3 d and 6 h).
     Traffic { variant: "canary", le: "1", minute: |_| (4000.0, 10.0, 3940.0) },
+    // Never a 5xx, so no 5xx series at all: its error ratio is 0, not missing.
+    Traffic { variant: "clean", le: "1", minute: |_| (50.0, 0.0, 50.0) },
 ];
 
 fn promtool() -> PathBuf {
@@ -118,7 +120,9 @@ fn input_series() -> Vec<Value> {
     for t in &TRAFFIC {
         let (v, f) = (t.variant, t.minute);
         series(format!("zai_proxy_requests_total{{variant=\"{v}\",status_code=\"200\"}}"), values(|m| f(m).0 - f(m).1));
-        series(format!("zai_proxy_requests_total{{variant=\"{v}\",status_code=\"503\"}}"), values(|m| f(m).1));
+        if (1..=MINUTES).any(|m| f(m).1 > 0.0) {
+            series(format!("zai_proxy_requests_total{{variant=\"{v}\",status_code=\"503\"}}"), values(|m| f(m).1));
+        }
         let hist = "zai_proxy_request_duration_seconds";
         series(format!("{hist}_bucket{{variant=\"{v}\",le=\"{}\"}}", t.le), values(|m| f(m).2));
         series(format!("{hist}_count{{variant=\"{v}\"}}"), values(|m| f(m).0));
@@ -206,7 +210,10 @@ fn prometheus_fires_the_burn_rate_alerts_zai_dash_evaluates() {
         "the traffic covers every combination the test means to"
     );
 
-    // The recorded budget left matches the evaluation too: canary's 0.25 % of 0.5 % is half.
+    // The recorded budget left matches the evaluation too: canary's 0.25 % of 0.5 % is half,
+    // and a variant without any 5xx has all of it.
+    let untouched = evaluate(&slos[0], "clean", &counts, now_ms).error_budget_remaining;
+    assert_eq!(untouched, Some(1.0));
     let remaining = evaluate(&slos[0], "canary", &counts, now_ms).error_budget_remaining.unwrap();
     assert!((remaining - 0.5).abs() < 1e-9);
     let near_half = "slo:error_budget_remaining:ratio{slo=\"Avail\",variant=\"canary\"}";
@@ -222,6 +229,10 @@ fn prometheus_fires_the_burn_rate_alerts_zai_dash_evaluates() {
                 "expr": check,
                 "eval_time": format!("{MINUTES}m"),
                 "exp_samples": [{"labels": "{slo=\"Avail\",variant=\"canary\"}", "value": 1}]
+            }, {
+                "expr": "slo:error_budget_remaining:ratio{slo=\"Avail\",variant=\"clean\"}",
+                "eval_time": format!("{MINUTES}m"),
+                "exp_samples": [{"labels": "slo:error_budget_remaining:ratio{slo=\"Avail\",variant=\"clean\"}", "value": 1}]
             }]
         }]
     }))
