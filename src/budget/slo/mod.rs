@@ -116,7 +116,7 @@ impl SloSpec {
     /// so `99.9` gives `0.001`, not `0.0009999999999999432`: the exported rules print it, and
     /// the evaluation here uses the same number.
     pub fn error_budget(&self) -> f64 {
-        (((100.0 - self.objective_pct) / 100.0) * 1e12).round() / 1e12
+        error_budget_of(self.objective_pct)
     }
 
     /// `<name><suffix>` of one of [`BURN_ALERTS`].
@@ -148,6 +148,11 @@ impl SloSpec {
     pub fn windows_ms(&self) -> Vec<i64> {
         BURN_WINDOWS.iter().map(|w| w.ms).chain([self.period_ms]).collect()
     }
+}
+
+/// `1 - objective` as a fraction, to 12 decimals (see [`SloSpec::error_budget`]).
+fn error_budget_of(objective_pct: f64) -> f64 {
+    (((100.0 - objective_pct) / 100.0) * 1e12).round() / 1e12
 }
 
 /// A window burn rates are measured over.

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use serde_norway::{Mapping, Value};
 
-use super::{BURN_WINDOWS, DAY, Indicator, SloSpec, SloVariant, span_label};
+use super::{BURN_WINDOWS, DAY, Indicator, SloSpec, SloVariant, error_budget_of, span_label};
 use crate::setting::{ConfigError, bad, duration_ms, parse_duration};
 use crate::variant::is_valid_variant;
 
@@ -191,7 +191,8 @@ fn parse_indicator(f: &Fields<'_>) -> Result<Indicator, ConfigError> {
 
 fn parse_objective(f: &Fields<'_>) -> Result<f64, ConfigError> {
     let o = f.number("objective")?.ok_or_else(|| f.err("objective", "is missing"))?;
-    if o > 0.0 && o < 100.0 {
+    // The budget is kept to 12 decimals: 100 minus a hair would leave none.
+    if o > 0.0 && o < 100.0 && error_budget_of(o) > 0.0 {
         Ok(o)
     } else {
         Err(f.err("objective", format_args!("is {o}; use a percent above 0 and below 100, like 99.5")))

@@ -81,6 +81,7 @@ fn a_bad_field_names_the_objective_and_the_field() {
         ),
         ("name: A\nindicator: availability\nobjective: 0", "slo \"A\": field `objective` is 0;"),
         ("name: A\nindicator: availability\nobjective: -5", "slo \"A\": field `objective` is -5;"),
+        ("name: A\nindicator: availability\nobjective: 99.99999999999999", "field `objective` is 99.99999999999999;"),
         (
             "name: A\nindicator: availability\nobjective: 99.5%",
             "slo \"A\": field `objective` must be a number, not 99.5%",
