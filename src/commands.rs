@@ -67,7 +67,7 @@ fn canary(args: &CanaryArgs) -> anyhow::Result<()> {
 fn rules(args: &RulesArgs) -> anyhow::Result<()> {
     let settings = args.alerts.validate()?;
     if args.prometheus {
-        let (yaml, skipped) = crate::alerts::export::prometheus_rules(&settings.rules);
+        let (yaml, skipped) = crate::alerts::export::prometheus_rules(&settings.rules, &settings.slos);
         for e in skipped {
             eprintln!("zai-dash: {e}");
         }
@@ -89,6 +89,13 @@ fn rules(args: &RulesArgs) -> anyhow::Result<()> {
             r.min_requests,
             r.severity
         );
+    }
+    for s in &settings.slos {
+        let variant = match &s.variant {
+            crate::budget::slo::SloVariant::One(v) => v.as_str(),
+            crate::budget::slo::SloVariant::Each => "*",
+        };
+        println!("{}  variant={variant}  slo: {}", s.name, s.describe());
     }
     Ok(())
 }

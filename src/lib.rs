@@ -11,6 +11,7 @@
 //! - [`expo`]: writing the Prometheus text format like Go's client_golang.
 //! - [`compare`]: baseline vs candidate statistics (z-test on 5xx share, p95 ratio).
 //! - [`canary`]: sequential canary analysis (always-valid confidence sequences, per metric).
+//! - [`budget`]: quota runway, spend forecasts and SLOs with their burn-rate alerts (pure).
 //! - [`variant`]: variant names and how a target's variant is decided.
 //! - [`health`]: per-target scrape health and whether the database takes writes, as data,
 //!   written by the scraper and the writer, read by pages, probes and alerts.
@@ -54,6 +55,7 @@
 
 // Core.
 pub mod alerting;
+pub mod budget;
 pub mod canary;
 pub mod clock;
 pub mod compare;

@@ -14,6 +14,7 @@ const LAYERS: &[(&str, &[&str])] = &[
         "core",
         &[
             "alerting",
+            "budget",
             "canary",
             "clock",
             "compare",

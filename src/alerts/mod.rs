@@ -46,6 +46,8 @@ pub const RESEND_INTERVAL: Duration = Duration::from_secs(30);
 pub struct AlertSettings {
     /// Validated rules (the built-in defaults without `ALERT_RULES`).
     pub rules: Vec<Rule>,
+    /// Service level objectives of the rules file's `slos:` list (none built in).
+    pub slos: Vec<crate::budget::slo::SloSpec>,
     /// Alertmanager's base URL (`ALERTMANAGER_URL`).
     pub alertmanager_url: Option<url::Url>,
     /// A webhook (`ALERT_WEBHOOK_URL`), in `webhook_format`.
@@ -65,6 +67,7 @@ impl std::fmt::Debug for AlertSettings {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("AlertSettings")
             .field("rules", &self.rules.iter().map(|r| r.name.as_str()).collect::<Vec<_>>())
+            .field("slos", &self.slos.iter().map(|s| s.name.as_str()).collect::<Vec<_>>())
             .field("alertmanager", &self.alertmanager_url.as_ref().map(deliver::origin))
             .field("webhook", &self.webhook_url.as_ref().map(deliver::origin))
             .field("webhook_format", &self.webhook_format)
@@ -76,6 +79,7 @@ impl Default for AlertSettings {
     fn default() -> Self {
         Self {
             rules: rules::default_rules(),
+            slos: Vec::new(),
             alertmanager_url: None,
             webhook_url: None,
             webhook_format: Format::Webhook,
@@ -103,9 +107,9 @@ impl AlertSettings {
     /// Reads the rule file and checks every value; each problem is one sentence naming the
     /// setting (and for a rule, the rule and its field).
     pub fn validate(args: &AlertArgs<'_>) -> Result<Self, ConfigError> {
-        let rules = match args.rules_path.filter(|p| !p.as_os_str().is_empty()) {
-            None => rules::default_rules(),
-            Some(path) => rules::parse_rules(&read_rules_file(path)?, &path.display().to_string())?,
+        let rules::RulesFile { rules, slos } = match args.rules_path.filter(|p| !p.as_os_str().is_empty()) {
+            None => rules::RulesFile { rules: rules::default_rules(), slos: Vec::new() },
+            Some(path) => rules::parse_rules_file(&read_rules_file(path)?, &path.display().to_string())?,
         };
         let webhook_format = match args.webhook_format.map(str::trim).filter(|s| !s.is_empty()) {
             None | Some("alertmanager") => Format::Webhook,
@@ -116,6 +120,7 @@ impl AlertSettings {
         };
         Ok(Self {
             rules,
+            slos,
             alertmanager_url: http_url("ALERTMANAGER_URL", args.alertmanager_url)?,
             webhook_url: http_url("ALERT_WEBHOOK_URL", args.webhook_url)?,
             webhook_format,

@@ -10,6 +10,7 @@ use std::collections::BTreeSet;
 use serde_norway::{Mapping, Value};
 
 use super::metric::{METRICS, Metric, VERDICTS, verdict_name};
+use crate::budget::slo::{BURN_ALERTS, SloSpec, parse_slos};
 use crate::setting::{ConfigError, bad, duration_ms, parse_duration};
 use crate::variant::is_valid_variant;
 
@@ -237,8 +238,23 @@ pub fn format_number(v: f64) -> String {
     if s == "-0" { "0".to_owned() } else { s.to_owned() }
 }
 
+/// A rules file: alerting rules and service level objectives.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct RulesFile {
+    /// The `rules:` list.
+    pub rules: Vec<Rule>,
+    /// The `slos:` list (README: "Objectives"); empty without one.
+    pub slos: Vec<SloSpec>,
+}
+
 /// Parses and validates a rule file's text; `source` names it in messages.
 pub fn parse_rules(text: &str, source: &str) -> Result<Vec<Rule>, ConfigError> {
+    parse_rules_file(text, source).map(|f| f.rules)
+}
+
+/// Parses and validates a rule file's text with its objectives; `source` names it in
+/// messages. An objective's generated alerts may not take a rule's name.
+pub fn parse_rules_file(text: &str, source: &str) -> Result<RulesFile, ConfigError> {
     if text.len() > MAX_FILE_BYTES {
         return Err(too_large(source));
     }
@@ -252,8 +268,11 @@ pub fn parse_rules(text: &str, source: &str) -> Result<Vec<Rule>, ConfigError> {
     let Some(top) = doc.as_mapping() else {
         return Err(bad(format!("ALERT_RULES {source} must be a mapping with a `rules:` list.")));
     };
-    if let Some(k) = top.keys().find(|k| k.as_str() != Some("rules")) {
-        return Err(bad(format!("ALERT_RULES {source} has an unknown key {}; only `rules:` is read.", show(k))));
+    if let Some(k) = top.keys().find(|k| !matches!(k.as_str(), Some("rules" | "slos"))) {
+        return Err(bad(format!(
+            "ALERT_RULES {source} has an unknown key {}; only `rules:` and `slos:` are read.",
+            show(k)
+        )));
     }
     let Some(list) = top.get("rules").and_then(Value::as_sequence) else {
         return Err(bad(format!("ALERT_RULES {source} must have a `rules:` list.")));
@@ -267,7 +286,19 @@ pub fn parse_rules(text: &str, source: &str) -> Result<Vec<Rule>, ConfigError> {
         }
         rules.push(rule);
     }
-    Ok(rules)
+    let slos = match top.get("slos") {
+        None => Vec::new(),
+        Some(list) => parse_slos(list, source)?,
+    };
+    for slo in &slos {
+        if let Some(name) = BURN_ALERTS.iter().map(|a| slo.alert_name(a)).find(|n| names.contains(n)) {
+            return Err(bad(format!(
+                "ALERT_RULES slo {:?}: field `name` makes alert {name}, the name of a rule.",
+                slo.name
+            )));
+        }
+    }
+    Ok(RulesFile { rules, slos })
 }
 
 /// The refusal of a rules file over [`MAX_FILE_BYTES`].
@@ -610,6 +641,29 @@ mod tests {
         assert!(parse_rules("groups: []", "x.yaml").unwrap_err().to_string().contains("unknown key groups"));
         let dup = "rules:\n  - {name: A, expr: req_rate, threshold: 1}\n  - {name: A, expr: req_rate, threshold: 2}\n";
         assert!(parse_rules(dup, "x.yaml").unwrap_err().to_string().contains("used by an earlier rule"));
+    }
+
+    #[test]
+    fn objectives_sit_beside_the_rules_and_may_not_take_a_rule_name() {
+        let text = "rules:\n  - {name: E, expr: error_rate_pct, threshold: 5}\n\
+                    slos:\n  - {name: Avail, indicator: availability, objective: 99.5}\n";
+        let file = parse_rules_file(text, "t.yaml").unwrap();
+        assert_eq!((file.rules.len(), file.slos.len(), file.slos[0].name.as_str()), (1, 1, "Avail"));
+        assert_eq!(parse_rules(text, "t.yaml").unwrap(), file.rules);
+        assert!(parse_rules_file("rules: []\n", "t.yaml").unwrap().slos.is_empty());
+        let clash = "rules:\n  - {name: AvailBurnRatePage, expr: req_rate, threshold: 1}\n\
+                     slos:\n  - {name: Avail, indicator: availability, objective: 99.5}\n";
+        assert_eq!(
+            parse_rules_file(clash, "t.yaml").unwrap_err().to_string(),
+            "ALERT_RULES slo \"Avail\": field `name` makes alert AvailBurnRatePage, the name of a rule."
+        );
+        let bad = "rules: []\nslos:\n  - {name: Fast, indicator: latency, threshold: 0.3, objective: 99}\n";
+        assert!(
+            parse_rules(bad, "t.yaml")
+                .unwrap_err()
+                .to_string()
+                .starts_with("ALERT_RULES slo \"Fast\": field `threshold`")
+        );
     }
 
     #[test]
