@@ -198,7 +198,7 @@ async fn a_crossed_threshold_reaches_alertmanager_and_every_view() {
     .await;
     assert_eq!(firing_now, 1.0);
     assert!(delivered > 0.0);
-    let overview = eventually("a shaded firing period", Duration::from_secs(10), || async {
+    let overview = eventually("a shaded firing period", Duration::from_secs(30), || async {
         let html = text(&app.url("/?range=5m")).await;
         html.contains("<rect class=\"mark alert\"").then_some(html)
     })
@@ -243,18 +243,18 @@ async fn a_dying_target_fires_and_resolves_in_alertmanager() {
     let mut s = settings(&dir, targets(&[&target.url]));
     s.alerts = AlertSettings { alertmanager_url: Some(am.server.base.parse().unwrap()), ..alert_settings(DOWN_RULES) };
     let app = TestApp::start(s).await;
-    wait_for("a first scrape", Duration::from_secs(10), || async { target.scrapes() > 2 }).await;
+    wait_for("a first scrape", Duration::from_secs(30), || async { target.scrapes() > 2 }).await;
     until_every_rule_had_its_chance(&app, DOWN_RULES).await;
     assert_eq!(pending_and_firing(&app).await, [], "nothing is pending or fires while the target is up");
     assert!(am.alerts().await.is_empty(), "nothing reached Alertmanager");
 
     *target.behaviour.lock().unwrap() = Behaviour::Down;
-    let alert = eventually("TargetDown firing", Duration::from_secs(20), || am.alert("TargetDown", "production")).await;
+    let alert = eventually("TargetDown firing", Duration::from_secs(30), || am.alert("TargetDown", "production")).await;
     assert_eq!(alert["annotations"]["value"], "1");
     assert_eq!(alert["status"]["state"], "active");
 
     *target.behaviour.lock().unwrap() = Behaviour::Healthy;
-    eventually("TargetDown resolved", Duration::from_secs(20), || async {
+    eventually("TargetDown resolved", Duration::from_secs(30), || async {
         am.alert("TargetDown", "production").await.is_none().then_some(())
     })
     .await;
@@ -367,7 +367,7 @@ async fn a_receiver_that_is_down_is_counted_and_delays_nothing() {
     assert!(hung.intersection(&hanging.open()).next().is_some(), "the page does not wait for a receiver");
     assert!(page.contains("connection failed"), "the last failure is shown");
     assert!(page.contains("badge firing"));
-    wait_for("scrapes going on", Duration::from_secs(5), || async { canary.scrapes() > before + 5 }).await;
+    wait_for("scrapes going on", Duration::from_secs(30), || async { canary.scrapes() > before + 5 }).await;
     app.stop().await;
 }
 
@@ -464,7 +464,7 @@ async fn exported_rules_pass_promtool_and_fire_on_prometheus_like_zai_dash() {
     let mut s = settings(&dir, targets(&urls));
     s.alerts = alert_settings(EXPORT_RULES);
     let app = TestApp::start(s).await;
-    eventually("Prometheus scraped the dying target", Duration::from_secs(20), || async {
+    eventually("Prometheus scraped the dying target", Duration::from_secs(30), || async {
         (!prom.query("zai_proxy_build_info{variant=\"stable\"}").await.is_empty()).then_some(())
     })
     .await;
@@ -480,7 +480,7 @@ async fn exported_rules_pass_promtool_and_fire_on_prometheus_like_zai_dash() {
         (names == want).then_some(names)
     })
     .await;
-    let dash_firing = eventually("zai-dash firing them", Duration::from_secs(20), || async {
+    let dash_firing = eventually("zai-dash firing them", Duration::from_secs(30), || async {
         let names = firing_names(app.json("/api/alerts").await["data"]["alerts"].as_array().unwrap());
         (names == want).then_some(names)
     })

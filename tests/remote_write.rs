@@ -219,7 +219,7 @@ async fn stop_pods(app: &TestApp, pods: &[&CountingPod]) {
     for p in pods {
         let before = failed_scrapes(app, p).await;
         p.down();
-        wait_for("a failed scrape of the stopped pod", Duration::from_secs(20), || async {
+        wait_for("a failed scrape of the stopped pod", Duration::from_secs(30), || async {
             failed_scrapes(app, p).await > before
         })
         .await;
@@ -270,7 +270,7 @@ async fn round_trip(engine: Engine) {
     let dir = tempfile::tempdir().unwrap();
     let entries = [labelled.url.clone(), format!("blue={}", explicit.url)];
     let app = TestApp::start(app_settings(&dir, &entries, &engine.write_url())).await;
-    wait_for("a few scrapes of each pod", Duration::from_secs(20), || async {
+    wait_for("a few scrapes of each pod", Duration::from_secs(30), || async {
         labelled.served() >= 8 && explicit.served() >= 8
     })
     .await;
@@ -304,7 +304,7 @@ async fn a_receiver_outage_leaves_no_gap() {
     let pod = CountingPod::start("production").await;
     let dir = tempfile::tempdir().unwrap();
     let app = TestApp::start(app_settings(&dir, std::slice::from_ref(&pod.url), &engine.write_url())).await;
-    wait_for("samples sent", Duration::from_secs(20), || async {
+    wait_for("samples sent", Duration::from_secs(30), || async {
         self_metric(&app, "zai_dash_remote_write_samples_sent_total").await > 0.0
     })
     .await;
@@ -346,7 +346,7 @@ async fn queued_samples_ship_after_a_restart() {
     let dir = tempfile::tempdir().unwrap();
     let entries = [pod.url.clone()];
     let first = TestApp::start(app_settings(&dir, &entries, &engine.write_url())).await;
-    wait_for("scrapes with the receiver down", Duration::from_secs(20), || async { pod.served() >= 8 }).await;
+    wait_for("scrapes with the receiver down", Duration::from_secs(30), || async { pod.served() >= 8 }).await;
     stop_pods(&first, &[&pod]).await;
     let scrapes = successful_scrapes(&first, &pod).await;
     let queued = self_metric(&first, "zai_dash_remote_write_queue_samples").await;
@@ -409,7 +409,7 @@ async fn headers_retry_after_and_refusals() {
     r.auth = zai_dash::remote::Auth::Bearer(zai_dash::setting::Secret::new("s3cret-token"));
     r.headers = vec![("X-Scope-OrgID".into(), zai_dash::setting::Secret::new("team-a"))];
     let app = TestApp::start(s).await;
-    wait_for("four requests", Duration::from_secs(20), || async { script.seen.lock().unwrap().len() >= 4 }).await;
+    wait_for("four requests", Duration::from_secs(30), || async { script.seen.lock().unwrap().len() >= 4 }).await;
     let seen = script.seen.lock().unwrap().clone();
     let h = &seen[0].headers;
     for (name, value) in [
@@ -449,7 +449,7 @@ async fn the_backlog_limit_drops_and_counts_the_oldest() {
     s.remote.as_mut().unwrap().max_backlog = Duration::from_secs(1);
     let started = Instant::now();
     let app = TestApp::start(s).await;
-    wait_for("samples dropped by the backlog limit", Duration::from_secs(20), || async {
+    wait_for("samples dropped by the backlog limit", Duration::from_secs(30), || async {
         self_metric(&app, "zai_dash_remote_write_samples_dropped_total").await > 0.0
     })
     .await;
@@ -503,7 +503,7 @@ async fn a_shutdown_during_a_request_keeps_its_samples() {
     let dir = tempfile::tempdir().unwrap();
     let entries = [pod.url.clone()];
     let first = TestApp::start(app_settings(&dir, &entries, &url)).await;
-    wait_for("a request under way", Duration::from_secs(20), || async {
+    wait_for("a request under way", Duration::from_secs(30), || async {
         receiver.arrived.load(Ordering::SeqCst) >= 1 && pod.served() >= 6
     })
     .await;
