@@ -47,12 +47,14 @@ impl Drop for Receiver {
 
 /// A receiver that takes connections and never answers: a delivery to it hangs until the
 /// sender gives up. It tells which connections are still open.
+#[allow(dead_code)] // tests/storage_health.rs shares this module without using it
 pub struct Hanging {
     pub url: String,
     open: Arc<Mutex<std::collections::BTreeSet<u64>>>,
     cancel: CancellationToken,
 }
 
+#[allow(dead_code)]
 impl Hanging {
     pub async fn start() -> Self {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
