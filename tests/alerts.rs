@@ -2,17 +2,22 @@
 //! zai-dash scraping fake zai-proxy targets, a real Alertmanager (Debian's binary), a local
 //! webhook receiver, `promtool`, and a real Prometheus evaluating the exported rules over the
 //! same fake targets. Rules use windows and `for` of a few seconds so the suite stays short.
+//!
+//! A check that something does *not* happen first waits until it could have happened, as
+//! counted by the servers themselves (zai-dash's `zai_dash_alert_evaluations_total`,
+//! Prometheus' rule group iterations), never for a fixed time.
 
 mod common;
 #[path = "alerts/mod.rs"]
 mod harness;
+mod self_metrics;
 
 use std::time::{Duration, Instant};
 
 use common::*;
 use harness::alertmanager::Alertmanager;
 use harness::prometheus::Prometheus;
-use harness::receiver::Receiver;
+use harness::receiver::{Hanging, Receiver};
 use serde_json::Value;
 use zai_dash::alerts::AlertSettings;
 use zai_dash::alerts::rules::parse_rules;
@@ -48,11 +53,66 @@ async fn text(url: &str) -> String {
     reqwest::get(url).await.unwrap().text().await.unwrap()
 }
 
+/// Alert evaluations zai-dash has made since it started.
+async fn evaluations(app: &TestApp) -> u64 {
+    self_metrics::read_one(&app.base, "zai_dash_alert_evaluations_total").await as u64
+}
+
+/// Returns once an evaluation has begun after this call: the count is read, then two more
+/// are awaited (the first of them may have been under way when the count was read).
+async fn an_evaluation_after_now(app: &TestApp) {
+    let seen = evaluations(app).await;
+    wait_for("two more alert evaluations", Duration::from_secs(30), || async { evaluations(app).await >= seen + 2 })
+        .await;
+}
+
+/// The longest `for` of a rule file.
+fn longest_for(rules: &str) -> Duration {
+    let rules = parse_rules(rules, "test rules").unwrap();
+    rules.iter().map(|r| Duration::from_millis(r.for_ms.unsigned_abs())).max().unwrap_or_default()
+}
+
+/// For a check that an alert does *not* fire: returns once every rule of `rules` whose
+/// condition holds from now on has had its chance. The first evaluation that begins after now
+/// sees such a condition (the rule turns pending, or fires at once without `for`); the first
+/// one that begins the longest `for` after that fires it. Both are counted by zai-dash, so a
+/// starved machine that evaluates late makes this wait longer instead of letting the check
+/// pass before any evaluation happened.
+async fn until_every_rule_had_its_chance(app: &TestApp, rules: &str) {
+    an_evaluation_after_now(app).await;
+    // Deliberate: the longest `for` has to pass in zai-dash before a pending rule may fire.
+    tokio::time::sleep(longest_for(rules)).await;
+    an_evaluation_after_now(app).await;
+}
+
+/// `(alertname, variant, state)` of every alert `/api/alerts` lists (pending and firing).
+async fn pending_and_firing(app: &TestApp) -> Vec<(String, String, String)> {
+    let body = app.json("/api/alerts").await;
+    let mut out: Vec<(String, String, String)> = body["data"]["alerts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| {
+            let s = |v: &Value| v.as_str().unwrap_or_default().to_owned();
+            (s(&a["labels"]["alertname"]), s(&a["labels"]["variant"]), s(&a["state"]))
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+/// The receivers' line of the `/alerts` page shows an empty mailbox for every receiver.
+async fn nothing_waits_for_a_receiver(app: &TestApp) -> bool {
+    let page = text(&app.url("/alerts")).await;
+    let lines: Vec<&str> = page.lines().filter(|l| l.contains(" waiting")).collect();
+    !lines.is_empty() && lines.iter().all(|l| l.contains(", 0 waiting"))
+}
+
 /// Reads the live stream from the start of its ring until a line contains `needle`.
 async fn sse_line_with(app: &TestApp, needle: &str) -> Option<String> {
     let client = reqwest::Client::new();
     let mut resp = client.get(app.url("/api/events")).header("last-event-id", "0").send().await.ok()?;
-    let deadline = Instant::now() + Duration::from_secs(5);
+    let deadline = Instant::now() + Duration::from_secs(20);
     let mut seen = String::new();
     while Instant::now() < deadline {
         let chunk = tokio::time::timeout(Duration::from_secs(1), resp.chunk()).await;
@@ -105,8 +165,11 @@ async fn a_crossed_threshold_reaches_alertmanager_and_every_view() {
     assert_eq!(alert["labels"]["severity"], "critical");
     assert_eq!(alert["labels"].as_object().unwrap().len(), 3, "alertname, variant, severity: {alert}");
     assert_eq!(alert["annotations"]["threshold"], "> 5");
+    // The canary's 2xx and 5xx counters are both floor(20 t) of the same t in each exposition,
+    // so every scrape adds as many of one as of the other: the share is 50 % exactly, whatever
+    // the window holds. The annotation has three decimals.
     let value: f64 = alert["annotations"]["value"].as_str().unwrap().parse().unwrap();
-    assert!(value > 5.0, "{alert}");
+    assert!((value - 50.0).abs() < 1e-3, "modelled 50 %: {alert}");
     let summary = alert["annotations"]["summary"].as_str().unwrap();
     assert!(summary.starts_with("5xx share of canary is "), "{summary}");
     assert!(alert["annotations"]["description"].as_str().unwrap().contains("error_rate_pct > 5 over 2s on canary"));
@@ -128,18 +191,31 @@ async fn a_crossed_threshold_reaches_alertmanager_and_every_view() {
     );
     let event = sse_line_with(&app, "\"type\":\"alert\"").await.expect("an alert event on the live stream");
     assert!(event.contains("\"alertname\":\"HighErrorRate\""), "{event}");
-    let metrics = text(&app.url("/metrics")).await;
-    assert!(metrics.contains("zai_dash_alerts{state=\"firing\"} 1"), "{metrics}");
-    assert!(!metrics.contains("zai_dash_alert_deliveries_total{receiver=\"alertmanager\"} 0\n"));
-    let overview = eventually("a shaded firing period", Duration::from_secs(10), || async {
+    let [firing_now, delivered] = self_metrics::read(
+        &app.base,
+        ["zai_dash_alerts{state=\"firing\"}", "zai_dash_alert_deliveries_total{receiver=\"alertmanager\"}"],
+    )
+    .await;
+    assert_eq!(firing_now, 1.0);
+    assert!(delivered > 0.0);
+    let overview = eventually("a shaded firing period", Duration::from_secs(30), || async {
         let html = text(&app.url("/?range=5m")).await;
         html.contains("<rect class=\"mark alert\"").then_some(html)
     })
     .await;
     assert!(overview.contains("HighErrorRate (canary, critical) firing from"));
 
-    // Alertmanager heard again every second: still active, and nothing else ever fired.
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // Alertmanager hears the alert again every second (each resend is a delivery), and it
+    // stays active there.
+    wait_for("two more deliveries to Alertmanager", Duration::from_secs(30), || async {
+        let now = self_metrics::read_one(&app.base, "zai_dash_alert_deliveries_total{receiver=\"alertmanager\"}").await;
+        now >= delivered + 2.0
+    })
+    .await;
+    // Nothing else fires: not the impossible rule, not the healthy production variant.
+    until_every_rule_had_its_chance(&app, ERROR_RULES).await;
+    let want = [("HighErrorRate".to_owned(), "canary".to_owned(), "firing".to_owned())];
+    assert_eq!(pending_and_firing(&app).await, want);
     let active = am.alerts().await;
     let names: Vec<(String, String)> = active
         .iter()
@@ -167,16 +243,18 @@ async fn a_dying_target_fires_and_resolves_in_alertmanager() {
     let mut s = settings(&dir, targets(&[&target.url]));
     s.alerts = AlertSettings { alertmanager_url: Some(am.server.base.parse().unwrap()), ..alert_settings(DOWN_RULES) };
     let app = TestApp::start(s).await;
-    wait_for("a first scrape", Duration::from_secs(10), || async { target.scrapes() > 2 }).await;
-    assert!(am.alerts().await.is_empty(), "nothing fires while the target is up");
+    wait_for("a first scrape", Duration::from_secs(30), || async { target.scrapes() > 2 }).await;
+    until_every_rule_had_its_chance(&app, DOWN_RULES).await;
+    assert_eq!(pending_and_firing(&app).await, [], "nothing is pending or fires while the target is up");
+    assert!(am.alerts().await.is_empty(), "nothing reached Alertmanager");
 
     *target.behaviour.lock().unwrap() = Behaviour::Down;
-    let alert = eventually("TargetDown firing", Duration::from_secs(20), || am.alert("TargetDown", "production")).await;
+    let alert = eventually("TargetDown firing", Duration::from_secs(30), || am.alert("TargetDown", "production")).await;
     assert_eq!(alert["annotations"]["value"], "1");
     assert_eq!(alert["status"]["state"], "active");
 
     *target.behaviour.lock().unwrap() = Behaviour::Healthy;
-    eventually("TargetDown resolved", Duration::from_secs(20), || async {
+    eventually("TargetDown resolved", Duration::from_secs(30), || async {
         am.alert("TargetDown", "production").await.is_none().then_some(())
     })
     .await;
@@ -207,22 +285,31 @@ async fn webhook_messages_are_sent_once_across_restarts() {
     assert_eq!(fired["alerts"][0]["fingerprint"].as_str().map(str::len), Some(16));
     app.stop().await;
 
+    // What a restart would send again, it posts before its first evaluation. The receiver sends
+    // one message at a time, in order: once that post has left the mailbox, the next message
+    // the test causes arrives after it. So each restart is followed by a message the test
+    // expects, and nothing may come before it.
     let app = TestApp::start(s.clone()).await;
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    assert_eq!(hook.bodies().len(), 1, "a restart does not re-notify a firing alert");
+    an_evaluation_after_now(&app).await;
+    wait_for("an empty mailbox", Duration::from_secs(30), || nothing_waits_for_a_receiver(&app)).await;
     canary.sim.lock().unwrap().err_rate = 0.0;
     let resolved =
         eventually("a resolved message", Duration::from_secs(30), || async { hook.bodies().get(1).cloned() }).await;
-    assert_eq!(resolved["status"], "resolved");
+    assert_eq!(resolved["status"], "resolved", "a restart does not re-notify a firing alert: {:?}", hook.bodies());
     assert_ne!(resolved["alerts"][0]["endsAt"], "0001-01-01T00:00:00Z");
     app.stop().await;
 
     let app = TestApp::start(s).await;
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    assert_eq!(hook.bodies().len(), 2, "a restart does not re-send a resolved alert: {:?}", hook.bodies());
+    an_evaluation_after_now(&app).await;
+    wait_for("an empty mailbox", Duration::from_secs(30), || nothing_waits_for_a_receiver(&app)).await;
     let page = text(&app.url("/alerts")).await;
     assert!(page.contains("badge resolved"), "the page remembers the episode");
     assert!(!page.contains("secret-token"), "a webhook URL's path is never shown");
+    canary.sim.lock().unwrap().err_rate = 20.0;
+    let again =
+        eventually("a new episode's message", Duration::from_secs(30), || async { hook.bodies().get(2).cloned() })
+            .await;
+    assert_eq!(again["status"], "firing", "a restart does not re-send a resolved alert: {:?}", hook.bodies());
     app.stop().await;
 }
 
@@ -250,8 +337,8 @@ async fn slack_messages_are_one_line_of_text() {
     app.stop().await;
 }
 
-/// A receiver that is down is retried with backoff and counted, without holding up scraping,
-/// the pages or the alert's own state.
+/// A receiver that is down is retried with backoff and counted, and one that hangs holds up
+/// nothing: not scraping, not the pages, not the alert's own state.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_receiver_that_is_down_is_counted_and_delays_nothing() {
     let mut bad = Sim::new("canary", 20.0);
@@ -260,21 +347,27 @@ async fn a_receiver_that_is_down_is_counted_and_delays_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let mut s = settings(&dir, targets(&[&canary.url]));
     let dead = dead_url().await.replace("/metrics", "/hook");
-    s.alerts = AlertSettings { webhook_url: Some(dead.parse().unwrap()), ..alert_settings(ERROR_RULES) };
+    let hanging = Hanging::start().await;
+    s.alerts = AlertSettings {
+        webhook_url: Some(dead.parse().unwrap()),
+        alertmanager_url: Some(hanging.url.parse().unwrap()),
+        ..alert_settings(ERROR_RULES)
+    };
     let app = TestApp::start(s).await;
-    eventually("failed deliveries counted", Duration::from_secs(30), || async {
-        let m = text(&app.url("/metrics")).await;
-        let failed = m.lines().find(|l| l.starts_with("zai_dash_alert_delivery_failures_total{receiver=\"webhook\"}"));
-        failed.filter(|l| !l.ends_with(" 0") && !l.ends_with(" 1")).map(|_| ())
+    let failures = "zai_dash_alert_delivery_failures_total{receiver=\"webhook\"}";
+    wait_for("failed deliveries counted", Duration::from_secs(30), || async {
+        self_metrics::read_one(&app.base, failures).await >= 2.0
     })
     .await;
+    wait_for("a delivery hanging", Duration::from_secs(30), || async { !hanging.open().is_empty() }).await;
+    let hung = hanging.open();
     let before = canary.scrapes();
-    let started = Instant::now();
     let page = text(&app.url("/alerts")).await;
-    assert!(started.elapsed() < Duration::from_secs(2), "the page does not wait for the receiver");
+    // The page answered while a delivery it could have waited for was still hanging.
+    assert!(hung.intersection(&hanging.open()).next().is_some(), "the page does not wait for a receiver");
     assert!(page.contains("connection failed"), "the last failure is shown");
     assert!(page.contains("badge firing"));
-    wait_for("scrapes going on", Duration::from_secs(5), || async { canary.scrapes() > before + 5 }).await;
+    wait_for("scrapes going on", Duration::from_secs(30), || async { canary.scrapes() > before + 5 }).await;
     app.stop().await;
 }
 
@@ -369,7 +462,7 @@ async fn exported_rules_pass_promtool_and_fire_on_prometheus_like_zai_dash() {
     let mut s = settings(&dir, targets(&urls));
     s.alerts = alert_settings(EXPORT_RULES);
     let app = TestApp::start(s).await;
-    eventually("Prometheus scraped the dying target", Duration::from_secs(20), || async {
+    eventually("Prometheus scraped the dying target", Duration::from_secs(30), || async {
         (!prom.query("zai_proxy_build_info{variant=\"stable\"}").await.is_empty()).then_some(())
     })
     .await;
@@ -385,12 +478,18 @@ async fn exported_rules_pass_promtool_and_fire_on_prometheus_like_zai_dash() {
         (names == want).then_some(names)
     })
     .await;
-    let dash_firing = eventually("zai-dash firing them", Duration::from_secs(20), || async {
+    let dash_firing = eventually("zai-dash firing them", Duration::from_secs(30), || async {
         let names = firing_names(app.json("/api/alerts").await["data"]["alerts"].as_array().unwrap());
         (names == want).then_some(names)
     })
     .await;
     assert_eq!(prom_firing, dash_firing);
+    // The rules that must stay silent have no `for`: once each server evaluated again, they
+    // would be firing.
+    until_every_rule_had_its_chance(&app, EXPORT_RULES).await;
+    assert_eq!(firing_names(app.json("/api/alerts").await["data"]["alerts"].as_array().unwrap()), want);
+    prom.an_evaluation_after_now().await;
+    assert_eq!(firing_names(&prom.alerts().await), want);
     let all = prom.alerts().await;
     let high = all.iter().find(|a| a["labels"]["alertname"] == "HighErrorRate").unwrap();
     assert_eq!(high["labels"]["severity"], "critical");

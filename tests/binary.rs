@@ -67,31 +67,35 @@ async fn sigterm_turns_readiness_off_closes_streams_and_exits_cleanly() {
     let db = dir.path().join("data/z.db");
     let (mut child, base) = serve(&target.url, &db);
     assert_eq!(get_status(&format!("{base}/healthz")).await, 200);
-    wait_for("a stored row", Duration::from_secs(20), || async {
+    wait_for("a stored row", Duration::from_secs(30), || async {
         get_json(&format!("{base}/api/metrics?range=5m")).await.as_array().is_some_and(|a| !a.is_empty())
     })
     .await;
     let sse = reqwest::get(format!("{base}/api/events")).await.unwrap();
     let stored_before: usize = get_json(&format!("{base}/api/metrics?range=5m")).await.as_array().unwrap().len();
 
-    let sent = Instant::now();
     child.signal(libc::SIGTERM);
-    let mut saw_503 = false;
-    while sent.elapsed() < Duration::from_millis(900) {
-        if get_status(&format!("{base}/readyz")).await == 503 {
-            saw_503 = true;
-            break;
+    // Readiness answers 503 for a drain before the listener closes: poll until it does, or
+    // until the listener is gone (0: no answer), whichever comes first.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let readiness = loop {
+        let status = get_status(&format!("{base}/readyz")).await;
+        if status != 200 || Instant::now() > deadline {
+            break status;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    assert!(saw_503, "readiness turned 503 before the listener closed");
-    let body = tokio::time::timeout(Duration::from_secs(10), sse.text()).await.expect("the SSE stream ended");
+    };
+    assert_eq!(readiness, 503, "readiness turned 503 before the listener closed");
+    let body = tokio::time::timeout(Duration::from_secs(30), sse.text()).await.expect("the SSE stream ended");
     assert!(body.unwrap().contains("\"type\":\"connected\""));
+    // Within SHUTDOWN_GRACE is the process's own verdict: past it, it exits non-zero. The
+    // test only guards against a hang.
+    let deadline = Instant::now() + Duration::from_secs(60);
     let status = loop {
         if let Some(s) = child.try_wait() {
             break s;
         }
-        assert!(sent.elapsed() < Duration::from_secs(10), "exit within the grace period");
+        assert!(Instant::now() < deadline, "the process did not exit in 60 s");
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
     assert!(status.success(), "{status:?}");

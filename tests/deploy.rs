@@ -74,7 +74,7 @@ async fn self_metrics_cover_scrapes_writes_sse_and_db_and_pass_promtool() {
     // Remote write to a receiver that is down: its families are there, samples wait.
     s.remote = Some(zai_dash::remote::RemoteSettings::new(dead.parse().unwrap()));
     let app = TestApp::start(s).await;
-    wait_for("a stored row", std::time::Duration::from_secs(10), || async {
+    wait_for("a stored row", std::time::Duration::from_secs(30), || async {
         points(&app, "range=5m").await.iter().any(|p| p["variant"] == "production")
     })
     .await;
@@ -156,7 +156,7 @@ async fn dns_entry_scrapes_every_address_and_follows_the_answer() {
     let dir = tempfile::tempdir().unwrap();
     let s = settings(&dir, targets(&[format!("canary=dns+http://zai-proxy-canary.test:{port}/metrics")]));
     let app = TestApp::start_with(s, Arc::new(SystemClock), resolver.clone()).await;
-    let limit = std::time::Duration::from_secs(10);
+    let limit = std::time::Duration::from_secs(30);
 
     wait_for("the first pod up", limit, || async {
         target_list(&app).await == [(url_a.clone(), "canary".into(), true)]
@@ -174,8 +174,10 @@ async fn dns_entry_scrapes_every_address_and_follows_the_answer() {
     .await;
 
     // A failed lookup keeps what is known; an answer without the first pod drops it.
+    let asked = resolver.lookups();
     resolver.fail("temporary failure in name resolution");
-    tokio::time::sleep(std::time::Duration::from_millis(600)).await;
+    // Two failed lookups later (the first may have been under way), both pods are still there.
+    wait_for("two failed lookups", limit, || async { resolver.lookups() >= asked + 2 }).await;
     assert_eq!(target_list(&app).await.len(), 2);
     resolver.set(vec!["127.0.0.2".parse().unwrap()]);
     wait_for("the first pod dropped", limit, || async {
@@ -202,7 +204,7 @@ async fn dns_entry_for_localhost_scrapes_127_0_0_1() {
     let app = TestApp::start(s).await;
     let expected = format!("http://127.0.0.1:{port}/metrics");
     // localhost may also resolve to ::1, where nothing listens: that address is simply down.
-    wait_for("127.0.0.1 discovered and up", std::time::Duration::from_secs(10), || async {
+    wait_for("127.0.0.1 discovered and up", std::time::Duration::from_secs(30), || async {
         target_list(&app).await.iter().any(|(url, variant, up)| *url == expected && variant == "production" && *up)
     })
     .await;
@@ -274,7 +276,7 @@ async fn unnamed_dns_entry_gives_its_addresses_the_url_rule_of_the_name() {
     let dir = tempfile::tempdir().unwrap();
     let s = settings(&dir, targets(&[format!("dns+http://zai-proxy-canary:{port}/metrics")]));
     let app = TestApp::start_with(s, Arc::new(SystemClock), resolver).await;
-    wait_for("a canary point from the address", std::time::Duration::from_secs(10), || async {
+    wait_for("a canary point from the address", std::time::Duration::from_secs(30), || async {
         points(&app, "range=5m&variant=canary").await.iter().any(|p| p["requests"].as_f64().is_some())
     })
     .await;

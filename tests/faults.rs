@@ -122,13 +122,14 @@ async fn writes_fail_then_recover(
     let text = std::fs::read_to_string(log.path()).unwrap();
     assert!(text.contains(expected_log), "the error says why: {text}");
     // The live view keeps moving: new scrapes, new live points.
-    wait_for("live status moving on", Duration::from_secs(15), || async {
+    wait_for("live status moving on", Duration::from_secs(30), || async {
         get_json(&format!("{base}/api/status")).await["production"]["last_scrape"] != live_before
     })
     .await;
     let metrics = reqwest::get(format!("{base}/metrics")).await.unwrap().text().await.unwrap();
     assert!(metrics.lines().any(|l| l.starts_with("zai_dash_write_failures_total ") && !l.ends_with(" 0")), "counted");
-    tokio::time::sleep(Duration::from_secs(6)).await; // more ticks held in memory
+    // Deliberate: the disk stays broken for 6 s more, so that more ticks are held in memory.
+    tokio::time::sleep(Duration::from_secs(6)).await;
     mend_disk(&disk);
     wait_for("recovery in the log", Duration::from_secs(30), || async {
         std::fs::read_to_string(log.path()).unwrap_or_default().contains("Database writes recovered")
@@ -202,19 +203,20 @@ async fn the_clock_stepping_backwards_neither_breaks_numbers_nor_stops_the_app()
             }
         }
     });
-    wait_for("points with traffic", Duration::from_secs(10), || async {
+    wait_for("points with traffic", Duration::from_secs(30), || async {
         points(&app, "range=5m").await.iter().filter(|p| p["requests"].as_f64().unwrap_or(0.0) > 0.0).count() >= 3
     })
     .await;
     let before = clock.now_ms();
     clock.advance_ms(-20_000);
+    // Deliberate: the app runs for 3 s with its clock behind where it was.
     tokio::time::sleep(Duration::from_secs(3)).await;
     assert_eq!(app.json("/healthz").await["status"], "ok");
     let status = app.json("/api/status").await;
     assert!(status["production"]["req_rate"].as_f64().unwrap().is_finite());
     // Once the clock passes where it was, points flow again, and no number went wrong.
     clock.advance_ms(before - clock.now_ms() + 2_000);
-    wait_for("points after the step", Duration::from_secs(10), || async {
+    wait_for("points after the step", Duration::from_secs(30), || async {
         points(&app, "range=5m").await.iter().any(|p| p["timestamp"].as_i64().unwrap() > before + 1_000)
     })
     .await;

@@ -109,7 +109,20 @@ fn now_ms() -> i64 {
 async fn every_panel_query_parses_and_returns_data_on_prometheus() {
     let (production, canary) = (Pod::start("production").await, Pod::start("canary").await);
     let prom = Engine::prometheus(&[production.instance.clone(), canary.instance.clone()], 1_000).await;
-    tokio::time::sleep(Duration::from_secs(7)).await;
+    // The panels' rates look 4 s back from each step of the last 4 s: wait until Prometheus
+    // holds a dense 8 s of scrapes of both pods (later on a loaded machine, never too early).
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    for pod in [&production, &canary] {
+        loop {
+            let now = now_ms();
+            let held = prom.raw(&format!("up{{instance=\"{}\"}}", pod.instance), now - 8_000, now).await;
+            if held.first().is_some_and(|(_, samples)| samples.len() >= 7) {
+                break;
+            }
+            assert!(std::time::Instant::now() < deadline, "Prometheus holds no 8 s of scrapes of {}", pod.instance);
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
     let dashboard = zai_dash::web::grafana::dashboard().unwrap();
     let end = now_ms();
     let selections = [(".*", ".*", vec!["canary", "production"]), ("canary", canary.instance.as_str(), vec!["canary"])];

@@ -384,7 +384,7 @@ async fn huge_label_values_are_cut_counted_summed_and_version_events_rate_limite
     // ... and the next one a minute later goes from the last announced version to the newest.
     clock.advance_ms(61_000);
     let first_count = events.len();
-    wait_for("the next version event", Duration::from_secs(20), || async { version_events(&db).len() > first_count })
+    wait_for("the next version event", Duration::from_secs(30), || async { version_events(&db).len() > first_count })
         .await;
     let events = version_events(&db);
     assert_eq!(events.len(), first_count + 1, "{events:?}");

@@ -209,7 +209,7 @@ async fn url_credentials_are_used_by_the_scrape_but_never_shown_logged_or_labell
 
     // The scrape still sends the credentials: both guarded targets are up, none refused.
     let shown_a = format!("http://***@127.0.0.1:{port_a}/metrics?token=***&api_key=***&x=1");
-    wait_for("both guarded targets up", Duration::from_secs(20), || async {
+    wait_for("both guarded targets up", Duration::from_secs(30), || async {
         let t = get_json(&app.url("/api/targets")).await;
         let up = |needle: &str| {
             t.as_array().unwrap().iter().any(|t| t["up"] == true && t["url"].as_str().unwrap().contains(needle))
@@ -223,11 +223,11 @@ async fn url_credentials_are_used_by_the_scrape_but_never_shown_logged_or_labell
 
     // A version change is an event on the live stream and a mark on the charts, naming the target.
     a.sim.lock().unwrap().version = "1.12.0".into();
-    wait_for("the version event", Duration::from_secs(20), || async {
+    wait_for("the version event", Duration::from_secs(30), || async {
         events.lock().unwrap().contains("\"type\":\"version\"")
     })
     .await;
-    wait_for("rows of target a", Duration::from_secs(20), || async {
+    wait_for("rows of target a", Duration::from_secs(30), || async {
         get_json(&app.url(&format!("/api/metrics?range=5m&target={}", encode(&shown_a))))
             .await
             .as_array()

@@ -10,12 +10,16 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use zai_dash::net::ListenerLimits;
 
-/// Reads until the server closes the connection; how long that took (at most 5 s).
+/// Reads until the server closes the connection; how long that took (at most 30 s).
+///
+/// The timeouts are the behaviour under test, so their checks are on time: never before the
+/// setting (load can only make a close later), and well before 30 s (a connection that is
+/// never cut reaches that), which leaves a loaded machine plenty of room.
 async fn closed_after(tcp: &mut TcpStream) -> Duration {
     let started = Instant::now();
     let mut buf = vec![0u8; 8192];
     let _ =
-        tokio::time::timeout(Duration::from_secs(5), async { while tcp.read(&mut buf).await.is_ok_and(|n| n > 0) {} })
+        tokio::time::timeout(Duration::from_secs(30), async { while tcp.read(&mut buf).await.is_ok_and(|n| n > 0) {} })
             .await;
     started.elapsed()
 }
@@ -36,7 +40,7 @@ async fn dashboard_connections_time_out_but_live_streams_stay_open() {
     let mut slow = TcpStream::connect(&addr).await.unwrap();
     slow.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n").await.unwrap();
     let took = closed_after(&mut slow).await;
-    assert!(took >= Duration::from_millis(350) && took < Duration::from_secs(2), "unfinished head cut after {took:?}");
+    assert!(took >= Duration::from_millis(350) && took < Duration::from_secs(20), "unfinished head cut after {took:?}");
 
     let mut idle = TcpStream::connect(&addr).await.unwrap();
     idle.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n").await.unwrap();
@@ -44,7 +48,7 @@ async fn dashboard_connections_time_out_but_live_streams_stay_open() {
     let n = idle.read(&mut buf).await.unwrap();
     assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
     let took = closed_after(&mut idle).await;
-    assert!(took >= Duration::from_millis(500) && took < Duration::from_secs(3), "idle close after {took:?}");
+    assert!(took >= Duration::from_millis(500) && took < Duration::from_secs(20), "idle close after {took:?}");
 
     // Well past both timeouts, the event stream is still open.
     let next = tokio::time::timeout(Duration::from_millis(200), events.next()).await;

@@ -210,7 +210,7 @@ async fn pages_and_their_json_over_a_real_app() {
     let b = FakeTarget::start(canary, Behaviour::Healthy).await;
     let dir = tempfile::tempdir().unwrap();
     let app = TestApp::start(settings(&dir, targets(&[&a.url, &b.url]))).await;
-    wait_for("100 requests on both sides", Duration::from_secs(20), || async {
+    wait_for("100 requests on both sides", Duration::from_secs(30), || async {
         let c = app.json("/api/compare?baseline=production&candidate=canary&window=5m").await;
         c["baseline_requests"].as_f64().unwrap_or(0.0) >= 100.0
             && c["candidate_requests"].as_f64().unwrap_or(0.0) >= 100.0
@@ -297,7 +297,7 @@ async fn every_panel_and_the_metrics_download_as_csv_and_json_with_units() {
     let target = FakeTarget::start(Sim::new("production", 20.0), Behaviour::Healthy).await;
     let dir = tempfile::tempdir().unwrap();
     let app = TestApp::start(settings(&dir, targets(&[&target.url]))).await;
-    wait_for("points with traffic", Duration::from_secs(15), || async {
+    wait_for("points with traffic", Duration::from_secs(30), || async {
         points(&app, "range=5m").await.iter().filter(|p| p["requests"].as_f64().unwrap_or(0.0) > 0.0).count() >= 12
     })
     .await;

@@ -25,8 +25,8 @@ fn many_series(n: usize, variant: &str, value: u64) -> String {
     s
 }
 
-/// Per-sample cost of reading a scrape grows linearly: 20,000 series cost at most twice as much
-/// per sample as 1,000 (best of several runs each, interleaved, so machine noise hits both).
+/// Per-sample cost of reading a scrape grows linearly: 20,000 series cost at most four times as
+/// much per sample as 1,000 (best of several runs each, interleaved, so machine noise hits both).
 #[test]
 fn scrape_cost_per_sample_stays_linear_in_the_number_of_series() {
     use zai_dash::scrape::{increase::TargetState, parse, reading};
@@ -48,6 +48,7 @@ fn scrape_cost_per_sample_stays_linear_in_the_number_of_series() {
         best_large = best_large.min(once(&large.0, &large.1, 20_000));
     }
     let (small, large) = (best_small, best_large);
+    // Linear reading gives about 1x, a quadratic one 20x: 4x leaves a loaded machine room.
     let ratio = large / small;
-    assert!(ratio < 2.0, "per-sample cost at 20,000 series is {ratio:.2}x that at 1,000");
+    assert!(ratio < 4.0, "per-sample cost at 20,000 series is {ratio:.2}x that at 1,000");
 }

@@ -1,5 +1,6 @@
 //! Storage on a real SQLite file: writes, rollups, retention, failures. Time is passed in
-//! explicitly (the injected clock's job in the app), so nothing here sleeps except the lock test.
+//! explicitly (the injected clock's job in the app), so nothing here sleeps; the lock test
+//! polls the writer's failure count while another connection holds the lock.
 
 use std::sync::Arc;
 
@@ -317,8 +318,12 @@ async fn a_locked_database_delays_writes_but_loses_no_batch() {
     locker.execute_batch("BEGIN EXCLUSIVE").unwrap();
     queue.submit(batch(1));
     queue.submit(batch(2));
-    tokio::time::sleep(std::time::Duration::from_millis(5_600)).await;
-    assert!(stats.failed.load(std::sync::atomic::Ordering::Relaxed) >= 1, "the first attempt failed on the lock");
+    // The lock is held until the writer has given up on it once (after its busy timeout).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while stats.failed.load(std::sync::atomic::Ordering::Relaxed) == 0 {
+        assert!(std::time::Instant::now() < deadline, "the first attempt did not fail on the lock in 60 s");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
     locker.execute_batch("COMMIT").unwrap();
     queue.submit(batch(3));
     drop(queue);

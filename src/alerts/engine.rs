@@ -88,6 +88,10 @@ impl Outlet {
 pub struct Snapshot {
     /// Time of the last evaluation.
     pub evaluated_ms: Option<i64>,
+    /// Evaluations since start (`zai_dash_alert_evaluations_total`): a test or an operator
+    /// that must know a rule has had its chance (its `for` passed and it was evaluated after
+    /// that) counts evaluations instead of guessing from wall time.
+    pub evaluations: u64,
     /// Why window statistics could not be read at the last evaluation.
     pub error: Option<String>,
     /// Every alert evaluated, in rule then variant order.
@@ -123,6 +127,8 @@ pub struct Engine {
     /// Latest points older than this many ms are a stopped variant's, not current.
     stale_ms: i64,
     failing: bool,
+    /// Evaluations since start.
+    evaluations: u64,
     /// Saving records failed last time (the database refuses writes): logged once, and the
     /// alerts keep firing and reaching receivers from memory meanwhile.
     saves_failing: bool,
@@ -148,6 +154,7 @@ impl Engine {
             shared,
             stale_ms,
             failing: false,
+            evaluations: 0,
             saves_failing: false,
         }
     }
@@ -336,7 +343,8 @@ impl Engine {
         }
     }
 
-    fn publish_snapshot(&self, now_ms: i64, error: Option<String>) {
+    fn publish_snapshot(&mut self, now_ms: i64, error: Option<String>) {
+        self.evaluations += 1;
         let alerts = self
             .records
             .iter()
@@ -352,7 +360,7 @@ impl Engine {
             })
             .collect();
         if let Ok(mut s) = self.shared.write() {
-            *s = Snapshot { evaluated_ms: Some(now_ms), error, alerts };
+            *s = Snapshot { evaluated_ms: Some(now_ms), evaluations: self.evaluations, error, alerts };
         }
     }
 }

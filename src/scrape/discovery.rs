@@ -59,12 +59,20 @@ impl Resolver for SystemResolver {
 #[derive(Debug)]
 pub struct StaticResolver {
     answer: Mutex<Result<Vec<IpAddr>, String>>,
+    /// Lookups answered so far: a test that checks what a lookup did *not* change waits for
+    /// one to happen instead of sleeping.
+    lookups: std::sync::atomic::AtomicU64,
 }
 
 impl StaticResolver {
     /// A resolver answering `addrs`.
     pub fn new(addrs: Vec<IpAddr>) -> Self {
-        Self { answer: Mutex::new(Ok(addrs)) }
+        Self { answer: Mutex::new(Ok(addrs)), lookups: Default::default() }
+    }
+
+    /// Lookups answered so far.
+    pub fn lookups(&self) -> u64 {
+        self.lookups.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// Answer `addrs` from now on.
@@ -84,6 +92,7 @@ impl StaticResolver {
 
 impl Resolver for StaticResolver {
     fn resolve<'a>(&'a self, _host: &'a str, _port: u16) -> BoxFuture<'a, std::io::Result<Vec<IpAddr>>> {
+        self.lookups.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         let answer = match self.answer.lock() {
             Ok(a) => a.clone(),
             Err(_) => Err("resolver state poisoned".to_owned()),

@@ -223,7 +223,8 @@ async fn self_metrics(State(state): State<AppState>) -> impl IntoResponse {
     let targets = state.health.snapshot();
     let remote = state.remote.as_ref().map(|r| r.snapshot(state.clock.now_ms()));
     let receivers = state.alerts.receivers();
-    let alerts = state.alerts.snapshot().alerts;
+    let snapshot = state.alerts.snapshot();
+    let alerts = snapshot.alerts;
     let count = |p| alerts.iter().filter(|a| a.record.phase == p).count();
     let pending_firing = (count(crate::alerting::AlertPhase::Pending), count(crate::alerting::AlertPhase::Firing));
     let body = selfmetrics::render(&selfmetrics::Inputs {
@@ -236,6 +237,7 @@ async fn self_metrics(State(state): State<AppState>) -> impl IntoResponse {
         remote: remote.as_ref(),
         receivers: &receivers,
         alerts_pending_firing: pending_firing,
+        alert_evaluations: snapshot.evaluations,
         storage_healthy: state.health.storage().is_none(),
     });
     ([(axum::http::header::CONTENT_TYPE, crate::expo::CONTENT_TYPE)], body)

@@ -87,6 +87,8 @@ pub struct Inputs<'a> {
     pub receivers: &'a [ReceiverView],
     /// Alerts pending and firing now.
     pub alerts_pending_firing: (usize, usize),
+    /// Evaluations of the alert rules since start.
+    pub alert_evaluations: u64,
     /// False while the database refuses writes (always true in source mode, which has none).
     pub storage_healthy: bool,
 }
@@ -211,6 +213,12 @@ fn write_alerts(e: &mut Exposition, i: &Inputs<'_>) {
             e.sample(name, &[("receiver", r.name)], get(r) as f64);
         }
     }
+    e.family(
+        "zai_dash_alert_evaluations_total",
+        "Evaluations of the alert rules (one per live tick, or after two point intervals without one).",
+        "counter",
+    );
+    e.sample("zai_dash_alert_evaluations_total", &[], i.alert_evaluations as f64);
     e.family("zai_dash_alerts", "Alerts by state (pending or firing) at the last evaluation.", "gauge");
     let (pending, firing) = i.alerts_pending_firing;
     e.sample("zai_dash_alerts", &[("state", "firing")], firing as f64);
@@ -302,6 +310,7 @@ mod tests {
             remote: None,
             receivers: &[],
             alerts_pending_firing: (1, 2),
+            alert_evaluations: 7,
             storage_healthy: false,
         });
         assert!(!text.contains("10.0.0.1"), "{text}");
@@ -311,6 +320,7 @@ mod tests {
         assert!(text.contains("zai_dash_target_up{target=\"http://10.0.0.2:8080/metrics\",variant=\"canary\"} 0\n"));
         assert!(text.contains("zai_dash_sse_clients 2\n"));
         assert!(text.contains("zai_dash_alerts{state=\"firing\"} 2\n"));
+        assert!(text.contains("zai_dash_alert_evaluations_total 7\n"));
         assert!(text.contains("zai_dash_storage_healthy 0\n"));
         assert!(crate::scrape::parse::parse(&text).is_ok());
     }

@@ -44,6 +44,33 @@ impl Prometheus {
         body["data"]["alerts"].as_array().cloned().unwrap_or_default()
     }
 
+    /// Rule group evaluations so far (`prometheus_rule_group_iterations_total`, summed over
+    /// groups, from Prometheus' own `/metrics`).
+    pub async fn rule_evaluations(&self) -> f64 {
+        let text = reqwest::get(format!("{}/metrics", self.server.base)).await.unwrap().text().await.unwrap();
+        let values: Vec<f64> = text
+            .lines()
+            .filter(|l| l.starts_with("prometheus_rule_group_iterations_total{"))
+            .map(|l| l.rsplit_once(' ').and_then(|(_, v)| v.parse().ok()).unwrap())
+            .collect();
+        assert!(!values.is_empty(), "prometheus_rule_group_iterations_total is missing:\n{text}");
+        values.iter().sum()
+    }
+
+    /// Returns once a rule evaluation has begun after this call (two more counted: the first
+    /// may have been under way).
+    pub async fn an_evaluation_after_now(&self) {
+        let seen = self.rule_evaluations().await;
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while std::time::Instant::now() < deadline {
+            if self.rule_evaluations().await >= seen + 2.0 {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        panic!("Prometheus evaluated no rules in 30 s");
+    }
+
     /// An instant query's result vector.
     pub async fn query(&self, expr: &str) -> Vec<Value> {
         let mut url = url::Url::parse(&format!("{}/api/v1/query", self.server.base)).unwrap();
