@@ -32,6 +32,7 @@ mod windows;
 use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::*;
@@ -48,6 +49,9 @@ const POINT_MS: i64 = 2_000;
 const STEP_MS: i64 = 10_000;
 /// The compared window: 20 raw points and 4 steps per variant.
 const WINDOW_MS: i64 = 40_000;
+/// `PROMETHEUS_DELAY` for VictoriaMetrics, which makes a new series searchable up to ~10 s
+/// after its first sample (README, "Source mode").
+const VM_DELAY: Duration = Duration::from_secs(12);
 
 /// Settings shared by both modes: 500 ms scrapes, 2 s points (four scrapes a point, so a rate
 /// over one point has samples), 20 s rollups.
@@ -62,6 +66,15 @@ fn timing(mut s: Settings) -> Settings {
 fn source_settings(engine_url: &str) -> Settings {
     let mut s = timing(Settings::for_tests(Vec::new(), std::path::PathBuf::from("/nonexistent/never-opened.db")));
     s.engine = Some(EngineSettings::for_tests(engine_url));
+    s
+}
+
+/// Source mode on VictoriaMetrics, with the delay README asks for.
+fn victoria_settings(engine_url: &str) -> Settings {
+    let mut s = source_settings(engine_url);
+    if let Some(e) = s.engine.as_mut() {
+        e.delay = VM_DELAY;
+    }
     s
 }
 
@@ -142,41 +155,66 @@ fn fleet() -> [PodSpec; 4] {
     ]
 }
 
-/// Every bucket end of `(start, end]` on a grid of `width_ms`, for both variants.
-fn full_grid(start: i64, end: i64, width_ms: i64) -> BTreeSet<expect::Key> {
+/// Every bucket end of `(start, end]` on a grid of `width_ms`, for `variants`.
+fn full_grid(start: i64, end: i64, width_ms: i64, variants: &[&str]) -> BTreeSet<expect::Key> {
     let ends = (1..=(end - start) / width_ms).map(|i| start + i * width_ms);
-    ends.flat_map(|t| ["production", "canary"].map(|v| (v.to_owned(), t))).collect()
+    ends.flat_map(|t| variants.iter().map(move |v| ((*v).to_owned(), t))).collect()
 }
 
-/// Every point, export row and model of one engine's source-mode app over `(start, end]`.
-async fn check_engine(tally: &mut Tally, engine: &Engine, app: &TestApp, start: i64, end: i64) {
-    let name = engine.kind.name();
+/// One `/api/metrics` answer (`query`) against the engine: every bucket and field, each field
+/// compared at least once per bucket of the full grid. Returns the points.
+async fn check_answer(
+    tally: &mut Tally,
+    area: &str,
+    (engine, app): (&Engine, &TestApp),
+    grid: &Grid,
+    query: &str,
+    full: &BTreeSet<expect::Key>,
+) -> Vec<Value> {
+    let points = read_points(app, &format!("/api/metrics?{query}")).await;
+    let (first, last) = (full.first().unwrap().1, full.last().unwrap().1);
+    let expected = Expected::read(engine, grid, first, last).await;
+    if expected.keys != *full {
+        tally.fail(&format!("harness: {area}"), format!("the engine has {:?}, not every bucket", expected.keys));
+    }
+    check_points(tally, area, grid, &points, &expected);
+    expect::check_motion(tally, area, &points);
+    for f in compared_fields(grid).into_iter().chain(["quota", "status_code_rates codes"]) {
+        tally.require(area, f, full.len());
+    }
+    for f in NULL_FIELDS {
+        tally.require(area, &format!("null {f}"), full.len());
+    }
+    for code in ["200", "429", "500", "503"] {
+        tally.require(area, &format!("status_code_rates.{code}"), full.len());
+    }
+    for part in ["five_hour.usage_ratio", "five_hour.reset_time_unix", "weekly.usage_ratio", "gate_open"] {
+        tally.require(area, &format!("quota.{part}"), full.len());
+    }
+    points
+}
+
+/// The compared window `(start, end]` and the pod whose own view is compared (one that stays
+/// from start to end).
+struct Window<'a> {
+    start: i64,
+    end: i64,
+    pod: &'a str,
+}
+
+/// Every point, export row, live point and model of one engine's source-mode app over the
+/// window, and one pod's view.
+async fn check_engine(tally: &mut Tally, engine: &Engine, app: &TestApp, live: &[Value], w: &Window<'_>) {
+    let (name, start, end) = (engine.kind.name(), w.start, w.end);
     let window = format!("start={}&end={}", start / 1000, end / 1000);
+    let both = ["production", "canary"];
     for (width, step) in [(POINT_MS, ""), (STEP_MS, "&step=10s")] {
-        let grid = Grid { width_ms: width, point_ms: POINT_MS, scrape_ms: SCRAPE_MS as i64 };
+        let grid = Grid { width_ms: width, point_ms: POINT_MS, scrape_ms: SCRAPE_MS as i64, pod: None };
         let area = format!("{name} {} s points", width / 1000);
         let query = format!("{window}{step}");
-        let points = read_points(app, &format!("/api/metrics?{query}")).await;
-        let expected = Expected::read(engine, grid, start + width, end).await;
-        let full = full_grid(start, end, width);
-        if expected.keys != full {
-            tally.fail(&format!("harness: {area}"), format!("the engine has {:?}, not every bucket", expected.keys));
-        }
-        check_points(tally, &area, grid, &points, &expected);
-        expect::check_motion(tally, &area, &points);
-        for f in compared_fields(grid).into_iter().chain(["quota", "status_code_rates codes"]) {
-            tally.require(&area, f, full.len());
-        }
-        for f in NULL_FIELDS {
-            tally.require(&area, &format!("null {f}"), full.len());
-        }
-        for code in ["200", "429", "500", "503"] {
-            tally.require(&area, &format!("status_code_rates.{code}"), full.len());
-        }
+        let full = full_grid(start, end, width, &both);
+        let points = check_answer(tally, &area, (engine, app), &grid, &query, &full).await;
         tally.require(&area, "status_code_rates.502", 2);
-        for part in ["five_hour.usage_ratio", "five_hour.reset_time_unix", "weekly.usage_ratio", "gate_open"] {
-            tally.require(&area, &format!("quota.{part}"), full.len());
-        }
         let canary = read_points(app, &format!("/api/metrics?{query}&variant=canary")).await;
         let subset: Vec<&Value> = points.iter().filter(|p| p["variant"] == "canary").collect();
         tally.value(&area, "variant=canary", "-", &Value::from(canary.len()), &Value::from(subset.len()));
@@ -184,15 +222,24 @@ async fn check_engine(tally: &mut Tally, engine: &Engine, app: &TestApp, start: 
             tally.value(&area, "variant=canary", &format!("{}", a["timestamp"]), a, b);
         }
         let csv = windows::parse_csv(&read(app, &format!("/api/export?{query}&format=csv")).await);
-        windows::check_export(tally, &format!("{area}, CSV export"), &csv, &points);
         let json = windows::parse_json(&read_json(app, &format!("/api/export?{query}&format=json")).await);
-        windows::check_export(tally, &format!("{area}, JSON export"), &json, &points);
-        for export in ["CSV", "JSON"] {
-            for f in ["bucket", "req_rate", "latency_p95", "max_workers", "status_503_rate"] {
-                tally.require(&format!("{area}, {export} export"), f, full.len());
+        for (format, export) in [("CSV", csv), ("JSON", json)] {
+            let area = format!("{area}, {format} export");
+            windows::check_export(tally, &area, &export, &points);
+            let columns = export.columns.iter().map(String::as_str).filter(|c| *c != "status_502_rate");
+            for column in columns.chain(["bucket", "time"]) {
+                tally.require(&area, column, full.len());
             }
         }
+        if width == POINT_MS {
+            check_live(tally, &format!("{name} live stream"), live, &points, &full);
+        }
     }
+    let pod = w.pod;
+    let grid = Grid { width_ms: POINT_MS, point_ms: POINT_MS, scrape_ms: SCRAPE_MS as i64, pod: Some(pod.to_owned()) };
+    let query = format!("{window}&target={pod}");
+    let full = full_grid(start, end, POINT_MS, &["production"]);
+    check_answer(tally, &format!("{name} 2 s points of pod {pod}"), (engine, app), &grid, &query, &full).await;
     let area = format!("{name} /api/models");
     let models = read_points(app, &format!("/api/models?{window}")).await;
     windows::check_models(tally, &area, engine, &models, start, end).await;
@@ -200,6 +247,45 @@ async fn check_engine(tally: &mut Tally, engine: &Engine, app: &TestApp, start: 
     {
         tally.require(&area, f, 4);
     }
+}
+
+/// Every `metrics` event of `app`'s live stream, collected until the task is aborted.
+fn collect_live(app: &TestApp) -> (Arc<Mutex<Vec<Value>>>, tokio::task::JoinHandle<()>) {
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let (url, out) = (app.url("/api/events"), seen.clone());
+    let task = tokio::spawn(async move {
+        let mut resp = reqwest::get(url).await.unwrap();
+        assert_eq!(resp.status().as_u16(), 200, "/api/events");
+        let mut text = String::new();
+        while let Some(chunk) = resp.chunk().await.unwrap() {
+            text.push_str(&String::from_utf8_lossy(&chunk));
+            while let Some(end) = text.find("\n\n") {
+                let event: String = text.drain(..end + 2).collect();
+                for data in event.lines().filter_map(|l| l.strip_prefix("data:")) {
+                    let v: Value = serde_json::from_str(data.trim()).unwrap_or_else(|e| panic!("{e}: {data}"));
+                    if v["type"] == "metrics" {
+                        out.lock().unwrap().push(v["data"].clone());
+                    }
+                }
+            }
+        }
+    });
+    (seen, task)
+}
+
+/// The live stream published every bucket of the window once, each equal to the point
+/// `/api/metrics` answers for it.
+fn check_live(tally: &mut Tally, area: &str, live: &[Value], points: &[Value], full: &BTreeSet<expect::Key>) {
+    let key = |p: &Value| (p["variant"].as_str().unwrap_or("").to_owned(), p["timestamp"].as_i64().unwrap_or(0));
+    for k in full {
+        let published: Vec<&Value> = live.iter().filter(|p| key(p) == *k).collect();
+        let at = format!("{} @ {}", k.0, k.1);
+        tally.value(area, "published once", &at, &Value::from(published.len()), &Value::from(1));
+        if let (Some(l), Some(p)) = (published.first(), points.iter().find(|p| key(p) == *k)) {
+            tally.value(area, "point", &at, l, p);
+        }
+    }
+    tally.require(area, "point", full.len());
 }
 
 /// Both modes answer every endpoint and page with the same shapes; what only source mode says
@@ -276,7 +362,9 @@ async fn source_mode_answers_every_bucket_as_prometheus_and_victoria_metrics_do(
         .collect();
     let sqlite = TestApp::start(timing(settings(&dir, targets(&named)))).await;
     let from_prom = TestApp::start(source_settings(&prom.base)).await;
-    let from_vm = TestApp::start(source_settings(&vm.base)).await;
+    let from_vm = TestApp::start(victoria_settings(&vm.base)).await;
+    let (live_prom, prom_stream) = collect_live(&from_prom);
+    let (live_vm, vm_stream) = collect_live(&from_vm);
     // Prometheus applies its targets up to 5 s after it is ready.
     wait_for("both engines hold samples of the three serving pods", Duration::from_secs(30), || async {
         let mut ok = true;
@@ -293,25 +381,28 @@ async fn source_mode_answers_every_bucket_as_prometheus_and_victoria_metrics_do(
     let end = start + WINDOW_MS;
     pods[3].set_life(Life { up_from_ms: start + 11_300, down_from_ms: i64::MAX });
     pods[1].set_life(Life { up_from_ms: i64::MIN, down_from_ms: start + 27_700 });
-    // Both apps answer a bucket two points after the window: every scrape of the window landed.
-    let after = end + 2 * POINT_MS;
-    let probe = format!("/api/metrics?start={}&end={}", start / 1000, after / 1000);
-    wait_for("both source-mode apps answering past the window", Duration::from_secs(120), || async {
-        // Nothing is asked before the bucket has ended.
-        if now() <= after {
-            return false;
-        }
+    // Every pod's newest scrape in both engines is past the window's end by more than either
+    // app waits for a bucket (a scrape interval and the engine's delay), so every scrape of the
+    // window has landed and both apps answer up to its last bucket, also live.
+    let after = end + SCRAPE_MS as i64 + VM_DELAY.as_millis() as i64 + POINT_MS;
+    wait_for("every scrape of the window in both engines", Duration::from_secs(120), || async {
         let mut ok = true;
-        for app in [&from_prom, &from_vm] {
-            let points = read_points(app, &probe).await;
-            ok &= points.iter().filter(|p| p["timestamp"].as_i64() == Some(after)).count() == 2;
+        for e in [&prom, &vm] {
+            let newest = e.instant("up[5s]", now()).await;
+            ok &= newest.len() == 4 && newest.iter().all(|s| s.1.last().is_some_and(|x| x.0 > after));
         }
         ok
     })
     .await;
+    prom_stream.abort();
+    vm_stream.abort();
+    let window = Window { start, end, pod: &pods[0].instance };
+    println!("window ({start}, {end}]: a pod joins at {}, another leaves at {}", start + 11_300, start + 27_700);
     let mut tally = Tally::default();
-    check_engine(&mut tally, &prom, &from_prom, start, end).await;
-    check_engine(&mut tally, &vm, &from_vm, start, end).await;
+    let live = live_prom.lock().unwrap().clone();
+    check_engine(&mut tally, &prom, &from_prom, &live, &window).await;
+    let live = live_vm.lock().unwrap().clone();
+    check_engine(&mut tally, &vm, &from_vm, &live, &window).await;
     tally.finish();
     check_shapes("Prometheus", &sqlite, &from_prom, &prom.base, &pods).await;
     check_shapes("VictoriaMetrics", &sqlite, &from_vm, &vm.base, &pods).await;

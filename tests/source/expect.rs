@@ -70,15 +70,24 @@ const OPTIONAL: [&str; 12] = [
     "response_size_avg",
 ];
 
-/// The grid of one answer: bucket width, raw point width, the engine's scrape interval.
-#[derive(Debug, Clone, Copy)]
+/// The grid of one answer: bucket width, raw point width, the engine's scrape interval; and
+/// the pod (`instance`) of a per-pod view.
+#[derive(Debug, Clone)]
 pub struct Grid {
     pub width_ms: i64,
     pub point_ms: i64,
     pub scrape_ms: i64,
+    pub pod: Option<String>,
 }
 
 impl Grid {
+    /// `family{extra..., instance="pod"}`.
+    fn sel(&self, family: &str, extra: &[&str]) -> String {
+        let mut matchers: Vec<String> = extra.iter().map(|m| (*m).to_owned()).collect();
+        matchers.extend(self.pod.iter().map(|p| format!("instance=\"{p}\"")));
+        if matchers.is_empty() { family.to_owned() } else { format!("{family}{{{}}}", matchers.join(",")) }
+    }
+
     fn rate_range(&self) -> String {
         format!("{}ms", self.width_ms.max(2 * self.scrape_ms))
     }
@@ -87,7 +96,8 @@ impl Grid {
         let n = self.width_ms / self.point_ms;
         assert!(self.width_ms % self.point_ms == 0 && n <= 60, "a gauge is read at every raw instant");
         format!(
-            "sum_over_time((sum by (variant) (last_over_time({family}[{}ms])))[{}ms:{}ms]) / {n}",
+            "sum_over_time((sum by (variant) (last_over_time({}[{}ms])))[{}ms:{}ms]) / {n}",
+            self.sel(family, &[]),
             self.lookback_ms(),
             self.width_ms - 1,
             self.point_ms
@@ -101,10 +111,14 @@ impl Grid {
     /// The scalar fields of a point and their PromQL.
     fn scalar_fields(&self) -> Vec<(&'static str, String)> {
         let r = self.rate_range();
-        let rate = |sel: &str| format!("sum by (variant) (rate({sel}[{r}]))");
+        let rate_of =
+            |family: &str, extra: &[&str]| format!("sum by (variant) (rate({}[{r}]))", self.sel(family, extra));
+        let rate = |family: &str| rate_of(family, &[]);
         let requests = rate("zai_proxy_requests_total");
-        let quantile =
-            |q: f64, h: &str| format!("1000 * histogram_quantile({q}, sum by (variant, le) (rate({h}_bucket[{r}])))");
+        let quantile = |q: f64, h: &str| {
+            let buckets = self.sel(&format!("{h}_bucket"), &[]);
+            format!("1000 * histogram_quantile({q}, sum by (variant, le) (rate({buckets}[{r}])))")
+        };
         let mean = |h: &str| format!("{} / {}", rate(&format!("{h}_sum")), rate(&format!("{h}_count")));
         let seconds = self.width_ms as f64 / 1000.0;
         let (duration, ttft, tpot) = (
@@ -112,7 +126,7 @@ impl Grid {
             "zai_proxy_time_to_first_token_seconds",
             "zai_proxy_time_per_output_token_seconds",
         );
-        let tokens = |d: &str| rate(&format!("zai_proxy_tokens_total{{direction=\"{d}\"}}"));
+        let tokens = |d: &str| rate_of("zai_proxy_tokens_total", &[&format!("direction=\"{d}\"")]);
         vec![
             ("req_rate", requests.clone()),
             ("requests", format!("{requests} * {seconds}")),
@@ -120,7 +134,7 @@ impl Grid {
                 "error_rate_pct",
                 format!(
                     "(100 * {} / {requests}) or on (variant) (0 * {requests})",
-                    rate("zai_proxy_requests_total{status_code=~\"5..\"}")
+                    rate_of("zai_proxy_requests_total", &["status_code=~\"5..\""])
                 ),
             ),
             ("latency_p50", quantile(0.5, duration)),
@@ -140,7 +154,7 @@ impl Grid {
             ("token_rate_cache_write", tokens("cache_write")),
             ("cost_rate_usd", rate("zai_proxy_estimated_cost_usd_total")),
             ("rejection_rate", rate("zai_proxy_rate_limit_rejections_total")),
-            ("retry_rate", rate("zai_proxy_retry_attempts_total{reason!=\"retry\"}")),
+            ("retry_rate", rate_of("zai_proxy_retry_attempts_total", &["reason!=\"retry\""])),
             ("upstream_error_rate", rate("zai_proxy_upstream_errors_total")),
             ("concurrent_requests", self.gauge("zai_proxy_concurrent_requests")),
             ("max_workers", self.gauge("zai_proxy_max_workers")),
@@ -148,7 +162,8 @@ impl Grid {
             (
                 "pods",
                 format!(
-                    "count by (variant) (count by (variant, instance) (count_over_time(zai_proxy_build_info[{}ms])))",
+                    "count by (variant) (count by (variant, instance) (count_over_time({}[{}ms])))",
+                    self.sel("zai_proxy_build_info", &[]),
                     self.width_ms.max(2 * self.scrape_ms) - 1
                 ),
             ),
@@ -169,7 +184,7 @@ pub struct Expected {
 
 impl Expected {
     /// Reads the buckets ending at `first`, `first + width`, ... `last` from `engine`.
-    pub async fn read(engine: &Engine, grid: Grid, first: i64, last: i64) -> Self {
+    pub async fn read(engine: &Engine, grid: &Grid, first: i64, last: i64) -> Self {
         let mut out = Self::default();
         let step = grid.width_ms;
         for (field, expr) in grid.scalar_fields() {
@@ -183,7 +198,11 @@ impl Expected {
             }
             out.scalars.insert(field, values);
         }
-        let codes = format!("sum by (variant, status_code) (rate(zai_proxy_requests_total[{}]))", grid.rate_range());
+        let codes = format!(
+            "sum by (variant, status_code) (rate({}[{}]))",
+            grid.sel("zai_proxy_requests_total", &[]),
+            grid.rate_range()
+        );
         for (labels, samples) in engine.range(&codes, first, last, step).await {
             for (ts, v) in samples {
                 let key = (labels["variant"].clone(), ts);
@@ -200,7 +219,8 @@ impl Expected {
             ("zai_proxy_quota_gate_open", "gate"),
             ("zai_proxy_quota_rate_cap", "rate_cap"),
         ] {
-            let expr = format!("max by (variant, window, limit_type) (last_over_time({family}[{l}ms]))");
+            let expr =
+                format!("max by (variant, window, limit_type) (last_over_time({}[{l}ms]))", grid.sel(family, &[]));
             for (labels, samples) in engine.range(&expr, first, last, step).await {
                 let label = |k: &str| labels.get(k).cloned().unwrap_or_default();
                 for (ts, v) in samples {
@@ -316,7 +336,20 @@ impl Tally {
     /// Any JSON value against the expected one: numbers as in [`Tally::num`], the rest exactly.
     pub fn value(&mut self, area: &str, field: &str, at: &str, got: &Value, want: &Value) {
         let ok = same_json(got, want);
-        self.count(area, field, ok, || format!("{at}: zai-dash {got}, expected {want}"));
+        self.count(area, field, ok, || match (got.as_object(), want.as_object()) {
+            (Some(g), Some(w)) => {
+                let keys: BTreeSet<&String> = g.keys().chain(w.keys()).collect();
+                let diff: Vec<String> = keys
+                    .into_iter()
+                    .filter(|k| !same_json(g.get(*k).unwrap_or(&Value::Null), w.get(*k).unwrap_or(&Value::Null)))
+                    .map(|k| {
+                        format!("{k}: {} vs {}", g.get(k).unwrap_or(&Value::Null), w.get(k).unwrap_or(&Value::Null))
+                    })
+                    .collect();
+                format!("{at}: zai-dash differs from the expected in {}", diff.join(", "))
+            }
+            _ => format!("{at}: zai-dash {got}, expected {want}"),
+        });
     }
 
     /// Checks made for `field` in `area`.
@@ -365,7 +398,7 @@ fn same_json(a: &Value, b: &Value) -> bool {
 }
 
 /// The scalar fields compared in every point, and the keys a point may have at all.
-pub fn compared_fields(grid: Grid) -> Vec<&'static str> {
+pub fn compared_fields(grid: &Grid) -> Vec<&'static str> {
     let mut names: Vec<&'static str> = grid.scalar_fields().into_iter().map(|(f, _)| f).collect();
     names.push("worker_utilization");
     names
@@ -377,7 +410,7 @@ fn key_of(p: &Value) -> Key {
 
 /// Compares every point of `points` with `expected`: the same buckets (no missing, no extra),
 /// every field, `null` where source mode has nothing to say, and no field nothing checks.
-pub fn check_points(tally: &mut Tally, area: &str, grid: Grid, points: &[Value], expected: &Expected) {
+pub fn check_points(tally: &mut Tally, area: &str, grid: &Grid, points: &[Value], expected: &Expected) {
     let got: BTreeSet<Key> = points.iter().map(key_of).collect();
     if got.len() != points.len() {
         tally.fail(area, format!("{} points for {} buckets: a bucket twice", points.len(), got.len()));
