@@ -5,9 +5,9 @@
 //! neighbouring buckets never hold the same numbers and a bucket read one scrape early, late or
 //! short gives other numbers. 2xx requests are a fast and a slow population, each with its own
 //! latency, token and size profile, whose mix changes over time: percentiles, token rates and
-//! size averages move too. Gauges step on their own clocks (every 330 ms, 1.7 s, ...), quota
-//! ratios drift. The values need not be realistic, only exactly what an engine scraped: the test
-//! compares zai-dash with the engine, never with this model.
+//! size averages move too. Gauges step on their own clocks (every 330 ms, 1.3 s, ...) and
+//! drift, and so do the quota ratios. The values need not be realistic, only exactly what an
+//! engine scraped: the test compares zai-dash with the engine, never with this model.
 //!
 //! A pod answers 503 before `up_from_ms` and from `down_from_ms` on ([`Life`]), so pods join
 //! and leave in the middle of the compared window (a variant's pod count and summed gauges
@@ -143,14 +143,43 @@ fn mean(mix: Mix) -> f64 {
         .sum()
 }
 
+/// Requests so far (since the pods' birth) of one pod, by population.
+struct Traffic {
+    /// Fast and slow 2xx requests.
+    fast: f64,
+    slow: f64,
+    /// Other status codes and their requests.
+    codes: Vec<(&'static str, f64)>,
+}
+
+impl Traffic {
+    fn failed(&self) -> f64 {
+        self.codes.iter().map(|c| c.1).sum()
+    }
+}
+
+const PATH: &str = "method=\"POST\",path=\"/v1/messages\"";
+
 impl PodSpec {
     /// The whole exposition at wall time `t_ms`.
     pub fn render(&self, t_ms: i64) -> String {
-        let t = seconds(t_ms);
-        let (s, ph, v) = (self.scale, self.phase, self.variant);
-        let n = |w: Wave| s * w.count(t, ph);
-        let fast = n(Wave::new(14.0, 9.0, 7.3));
-        let slow = n(Wave::new(5.0, 4.0, 11.9));
+        let traffic = self.traffic(t_ms);
+        let mut families = Vec::new();
+        families.extend(self.requests(&traffic));
+        families.extend(self.models(&traffic));
+        families.extend(self.sizes(&traffic));
+        families.extend(self.other_counters(t_ms));
+        families.extend(self.gauges(t_ms));
+        expose(&families)
+    }
+
+    /// Events of `wave` so far at `t_ms`, for this pod.
+    fn count(&self, wave: Wave, t_ms: i64) -> f64 {
+        self.scale * wave.count(seconds(t_ms), self.phase)
+    }
+
+    fn traffic(&self, t_ms: i64) -> Traffic {
+        let n = |w| self.count(w, t_ms);
         let mut codes = vec![
             ("429", n(Wave::new(1.0, 0.8, 5.1))),
             ("500", self.errors * n(Wave::new(0.6, 0.5, 9.7))),
@@ -159,31 +188,35 @@ impl PodSpec {
         if let Some(code) = self.extra_code {
             codes.push((code, n(Wave::new(0.4, 0.3, 6.1))));
         }
-        let failed: f64 = codes.iter().map(|c| c.1).sum();
-        let path = "method=\"POST\",path=\"/v1/messages\"";
-        let mut families = Vec::new();
+        Traffic { fast: n(Wave::new(14.0, 9.0, 7.3)), slow: n(Wave::new(5.0, 4.0, 11.9)), codes }
+    }
 
+    /// Requests by status code and their duration histogram.
+    fn requests(&self, tr: &Traffic) -> [Family; 2] {
+        let v = self.variant;
         let mut requests = Family::new("zai_proxy_requests_total", "counter");
         let mut duration = Family::new("zai_proxy_request_duration_seconds", "histogram");
-        requests.add(format!("{path},status_code=\"200\",variant=\"{v}\""), fast + slow);
-        duration.histogram(
-            &format!("{path},status_code=\"200\",variant=\"{v}\""),
-            &LATENCY_BOUNDS,
-            &[(fast, FAST), (slow, SLOW)],
-        );
-        for (code, count) in &codes {
-            let labels = format!("{path},status_code=\"{code}\",variant=\"{v}\"");
+        let ok = format!("{PATH},status_code=\"200\",variant=\"{v}\"");
+        requests.add(ok.clone(), tr.fast + tr.slow);
+        duration.histogram(&ok, &LATENCY_BOUNDS, &[(tr.fast, FAST), (tr.slow, SLOW)]);
+        for (code, count) in &tr.codes {
+            let labels = format!("{PATH},status_code=\"{code}\",variant=\"{v}\"");
             requests.add(labels.clone(), *count);
             duration.histogram(&labels, &LATENCY_BOUNDS, &[(*count, FAILED)]);
         }
-        families.extend([requests, duration]);
+        [requests, duration]
+    }
 
+    /// Tokens and cost by model, direction and pricing tier; TTFT and TPOT by model (half the
+    /// requests stream).
+    fn models(&self, tr: &Traffic) -> [Family; 4] {
+        let v = self.variant;
         let mut tokens = Family::new("zai_proxy_tokens_total", "counter");
         let mut cost = Family::new("zai_proxy_estimated_cost_usd_total", "counter");
         let mut ttft = Family::new("zai_proxy_time_to_first_token_seconds", "histogram");
         let mut tpot = Family::new("zai_proxy_time_per_output_token_seconds", "histogram");
         for (i, (model, share)) in self.models.iter().enumerate() {
-            let (f, sl) = (fast * share, slow * share);
+            let (fast, slow) = (tr.fast * share, tr.slow * share);
             let per_fast = [900.0, 250.0, 600.0, 30.0].map(|x| x / (1.0 + i as f64));
             let per_slow = [4000.0, 1200.0, 2500.0, 200.0].map(|x| x / (1.0 + i as f64));
             let peak_share = if i == 0 { 0.3 } else { 0.0 };
@@ -192,71 +225,73 @@ impl PodSpec {
                     if tier_share > 0.0 {
                         let labels =
                             format!("direction=\"{dir}\",model=\"{model}\",pricing_tier=\"{tier}\",variant=\"{v}\"");
-                        let count = (f * per_fast[d] + sl * per_slow[d]) * tier_share;
+                        let count = (fast * per_fast[d] + slow * per_slow[d]) * tier_share;
                         tokens.add(labels.clone(), count);
                         cost.add(labels, count * PRICES[d] * price);
                     }
                 }
             }
             let labels = format!("model=\"{model}\",variant=\"{v}\"");
-            ttft.histogram(&labels, &TTFT_BOUNDS, &[(f / 2.0, TTFT_FAST), (sl / 2.0, TTFT_SLOW)]);
-            tpot.histogram(&labels, &TPOT_BOUNDS, &[(f / 2.0, TPOT_FAST), (sl / 2.0, TPOT_SLOW)]);
+            ttft.histogram(&labels, &TTFT_BOUNDS, &[(fast / 2.0, TTFT_FAST), (slow / 2.0, TTFT_SLOW)]);
+            tpot.histogram(&labels, &TPOT_BOUNDS, &[(fast / 2.0, TPOT_FAST), (slow / 2.0, TPOT_SLOW)]);
         }
-        families.extend([tokens, cost, ttft, tpot]);
+        [tokens, cost, ttft, tpot]
+    }
 
+    /// Request sizes (all requests) and response sizes (2xx), each with its `+Inf` bucket only.
+    fn sizes(&self, tr: &Traffic) -> [Family; 2] {
+        let v = self.variant;
+        let all = tr.fast + tr.slow + tr.failed();
         let mut sizes = Family::new("zai_proxy_request_size_bytes", "histogram");
-        let all = [(fast, 8_000.0), (slow, 30_000.0), (failed, 2_000.0)];
-        sizes.add(format!("{path},variant=\"{v}\",le=\"+Inf\""), fast + slow + failed);
-        sizes.add(format!("@sum{path},variant=\"{v}\""), all.iter().map(|(c, b)| c * b).sum());
-        sizes.add(format!("@count{path},variant=\"{v}\""), fast + slow + failed);
+        sizes.add(format!("{PATH},variant=\"{v}\",le=\"+Inf\""), all);
+        sizes
+            .add(format!("@sum{PATH},variant=\"{v}\""), tr.fast * 8_000.0 + tr.slow * 30_000.0 + tr.failed() * 2_000.0);
+        sizes.add(format!("@count{PATH},variant=\"{v}\""), all);
         let mut responses = Family::new("zai_proxy_response_size_bytes", "histogram");
-        let labels = format!("{path},status_code=\"200\",variant=\"{v}\"");
-        responses.add(format!("{labels},le=\"+Inf\""), fast + slow);
-        responses.add(format!("@sum{labels}"), fast * 1_500.0 + slow * 6_000.0);
-        responses.add(format!("@count{labels}"), fast + slow);
-        families.extend([sizes, responses]);
+        let labels = format!("{PATH},status_code=\"200\",variant=\"{v}\"");
+        responses.add(format!("{labels},le=\"+Inf\""), tr.fast + tr.slow);
+        responses.add(format!("@sum{labels}"), tr.fast * 1_500.0 + tr.slow * 6_000.0);
+        responses.add(format!("@count{labels}"), tr.fast + tr.slow);
+        [sizes, responses]
+    }
 
-        let counter = |name, pairs: Vec<(String, Wave)>| {
+    /// Rejections, retries (also under the generic `reason="retry"`, as zai-proxy counts
+    /// them), upstream errors and rate limit adjustments.
+    fn other_counters(&self, t_ms: i64) -> [Family; 4] {
+        let v = self.variant;
+        let counter = |name, pairs: &[(&str, Wave)]| {
             let mut f = Family::new(name, "counter");
             for (labels, w) in pairs {
-                f.add(labels, n(w));
+                f.add(format!("{labels},variant=\"{v}\""), self.count(*w, t_ms));
             }
             f
         };
         let (retry_429, retry_net) = (Wave::new(0.6, 0.5, 8.9), Wave::new(0.2, 0.15, 3.7));
         let mut retries = counter(
             "zai_proxy_retry_attempts_total",
-            vec![
-                (format!("reason=\"429\",variant=\"{v}\""), retry_429),
-                (format!("reason=\"network_error\",variant=\"{v}\""), retry_net),
-            ],
+            &[("reason=\"429\"", retry_429), ("reason=\"network_error\"", retry_net)],
         );
-        // zai-proxy also counts every retry under the generic reason.
-        retries.add(format!("reason=\"retry\",variant=\"{v}\""), n(retry_429) + n(retry_net));
-        families.extend([
-            counter(
-                "zai_proxy_rate_limit_rejections_total",
-                vec![(format!("client=\"source-7\",variant=\"{v}\""), Wave::new(0.4, 0.3, 6.7))],
-            ),
+        let generic = self.count(retry_429, t_ms) + self.count(retry_net, t_ms);
+        retries.add(format!("reason=\"retry\",variant=\"{v}\""), generic);
+        [
+            counter("zai_proxy_rate_limit_rejections_total", &[("client=\"source-7\"", Wave::new(0.4, 0.3, 6.7))]),
             retries,
             counter(
                 "zai_proxy_upstream_errors_total",
-                vec![
-                    (format!("error_type=\"429\",variant=\"{v}\""), Wave::new(0.5, 0.4, 7.9)),
-                    (format!("error_type=\"timeout\",variant=\"{v}\""), Wave::new(0.15, 0.1, 2.9)),
+                &[
+                    ("error_type=\"429\"", Wave::new(0.5, 0.4, 7.9)),
+                    ("error_type=\"timeout\"", Wave::new(0.15, 0.1, 2.9)),
                 ],
             ),
             counter(
                 "zai_proxy_rate_limit_adjustments_total",
-                vec![
-                    (format!("direction=\"increase\",variant=\"{v}\""), Wave::new(0.1, 0.08, 12.7)),
-                    (format!("direction=\"decrease\",variant=\"{v}\""), Wave::new(0.05, 0.04, 10.1)),
-                    (format!("direction=\"probe\",variant=\"{v}\""), Wave::new(0.02, 0.01, 5.9)),
+                &[
+                    ("direction=\"increase\"", Wave::new(0.1, 0.08, 12.7)),
+                    ("direction=\"decrease\"", Wave::new(0.05, 0.04, 10.1)),
+                    ("direction=\"probe\"", Wave::new(0.02, 0.01, 5.9)),
                 ],
             ),
-        ]);
-        families.extend(self.gauges(t_ms));
-        expose(&families)
+        ]
     }
 
     /// Build info, in-flight requests, workers, the rate limit and the quota block at `t_ms`.
@@ -272,7 +307,10 @@ impl PodSpec {
         let offset = (self.phase * 10.0) as i64;
         let step =
             |every_ms: i64, steps: &[f64]| steps[(t_ms / every_ms + offset).rem_euclid(steps.len() as i64) as usize];
-        let concurrent = self.concurrent_base + step(330, &CONCURRENT_STEPS);
+        // Steps plus a slow drift that is not a whole number, so that no two buckets' averages
+        // coincide (a whole-number gauge averaged over five instants often would).
+        let drift = |period_s: f64| (TAU * t / period_s + self.phase).sin();
+        let concurrent = self.concurrent_base + step(330, &CONCURRENT_STEPS) + 0.7 * drift(13.7);
         let labels = format!("variant=\"{v}\"");
         let mut families = vec![
             one(
@@ -281,7 +319,11 @@ impl PodSpec {
                 1.0,
             ),
             one("zai_proxy_concurrent_requests", labels.clone(), concurrent),
-            one("zai_proxy_max_workers", labels.clone(), self.max_workers + step(1_300, &WORKER_STEPS)),
+            one(
+                "zai_proxy_max_workers",
+                labels.clone(),
+                self.max_workers + step(1_300, &WORKER_STEPS) + 0.3 * drift(17.3),
+            ),
             one(
                 "zai_proxy_rate_limit_requests_per_second",
                 labels.clone(),

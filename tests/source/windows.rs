@@ -1,13 +1,15 @@
-//! The answers built from a window's points or sums: the export's rows against the
-//! `/api/metrics` points of the same parameters, and `/api/models` against the engine's own
-//! increases over the window.
+//! The answers built from a window's points or sums: the export's rows and the live stream's
+//! points against the `/api/metrics` points of the same buckets, and `/api/models` against the
+//! engine's own increases over the window.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex};
 
 use serde_json::Value;
 
 use super::engine::Engine;
-use super::expect::Tally;
+use super::expect::Key;
+use super::tally::Tally;
 
 /// One export row: bucket end, time column, variant, and each column's value.
 pub struct Row {
@@ -169,4 +171,43 @@ pub async fn check_models(tally: &mut Tally, area: &str, engine: &Engine, rows: 
             tally.fail(area, format!("{at}: fields {r}"));
         }
     }
+}
+
+/// Every `metrics` event of the live stream at `url`, collected until the task is aborted.
+pub fn collect_live(url: &str) -> (Arc<Mutex<Vec<Value>>>, tokio::task::JoinHandle<()>) {
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let (url, out) = (url.to_owned(), seen.clone());
+    let task = tokio::spawn(async move {
+        let mut resp = reqwest::get(url).await.unwrap();
+        assert_eq!(resp.status().as_u16(), 200, "/api/events");
+        let mut text = String::new();
+        while let Some(chunk) = resp.chunk().await.unwrap() {
+            text.push_str(&String::from_utf8_lossy(&chunk));
+            while let Some(end) = text.find("\n\n") {
+                let event: String = text.drain(..end + 2).collect();
+                for data in event.lines().filter_map(|l| l.strip_prefix("data:")) {
+                    let v: Value = serde_json::from_str(data.trim()).unwrap_or_else(|e| panic!("{e}: {data}"));
+                    if v["type"] == "metrics" {
+                        out.lock().unwrap().push(v["data"].clone());
+                    }
+                }
+            }
+        }
+    });
+    (seen, task)
+}
+
+/// The live stream published every bucket of the window once, each equal to the point
+/// `/api/metrics` answers for it.
+pub fn check_live(tally: &mut Tally, area: &str, live: &[Value], points: &[Value], full: &BTreeSet<Key>) {
+    let key = |p: &Value| (p["variant"].as_str().unwrap_or("").to_owned(), p["timestamp"].as_i64().unwrap_or(0));
+    for k in full {
+        let published: Vec<&Value> = live.iter().filter(|p| key(p) == *k).collect();
+        let at = format!("{} @ {}", k.0, k.1);
+        tally.value(area, "published once", &at, &Value::from(published.len()), &Value::from(1));
+        if let (Some(l), Some(p)) = (published.first(), points.iter().find(|p| key(p) == *k)) {
+            tally.value(area, "point", &at, l, p);
+        }
+    }
+    tally.require(area, "point", full.len());
 }
