@@ -101,8 +101,12 @@ async fn run() {
     let mut source_settings = settings.clone();
     let engine = EngineSettings::for_tests(&prometheus.base);
     source_settings.engine = Some(engine.clone());
-    let timing =
-        Timing { point_ms: settings.point_ms(), rollup_ms: settings.rollup_ms(), scrape_ms: SCRAPE.as_millis() as i64 };
+    let timing = Timing {
+        point_ms: settings.point_ms(),
+        rollup_ms: settings.rollup_ms(),
+        scrape_ms: SCRAPE.as_millis() as i64,
+        delay_ms: engine.delay.as_millis() as i64,
+    };
     let prom_source =
         Arc::new(PromSource::new(&engine, timing, Arc::new(SystemClock), Arc::new(MemoryAlerts::default())).unwrap());
     let (source, source_charts) = serve(&source_settings, prom_source, None).await;

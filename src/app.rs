@@ -101,6 +101,7 @@ async fn run_source(
         point_ms: settings.point_ms(),
         rollup_ms: settings.rollup_ms(),
         scrape_ms: duration_ms(settings.scrape_interval),
+        delay_ms: duration_ms(engine.delay),
     };
     let memory = Arc::new(MemoryAlerts::default());
     let source = Arc::new(

@@ -130,6 +130,10 @@ pub struct EngineFlags {
     /// Source mode: limit on every query to the engine.
     #[arg(long, env = "PROMETHEUS_TIMEOUT", default_value = crate::engine::settings::DEFAULT_TIMEOUT)]
     pub prometheus_timeout: String,
+    /// Source mode: how long the engine may take to answer with a scrape's samples (12s for
+    /// VictoriaMetrics, which makes new series searchable up to 10 s later).
+    #[arg(long, env = "PROMETHEUS_DELAY", default_value = crate::engine::settings::DEFAULT_DELAY)]
+    pub prometheus_delay: String,
 }
 
 impl EngineFlags {
@@ -139,6 +143,7 @@ impl EngineFlags {
             bearer_token: self.prometheus_bearer_token.as_ref(),
             headers: self.prometheus_headers.as_ref(),
             timeout: Some(&self.prometheus_timeout),
+            delay: Some(&self.prometheus_delay),
         }
     }
 }
@@ -612,7 +617,11 @@ mod tests {
             remote: crate::remote::RemoteArgs::default(),
             alerts: AlertFlags::default(),
             source: "sqlite".into(),
-            engine: EngineFlags { prometheus_timeout: "10s".into(), ..EngineFlags::default() },
+            engine: EngineFlags {
+                prometheus_timeout: "10s".into(),
+                prometheus_delay: "1500ms".into(),
+                ..EngineFlags::default()
+            },
         }
     }
 
@@ -739,9 +748,11 @@ mod tests {
         let mut a = args();
         source(&mut a);
         a.engine.prometheus_url = "http://prometheus:9090".into();
+        a.engine.prometheus_delay = "12s".into();
         a.db_path = PathBuf::from("/proc/zai-dash/never-created.db");
         let s = a.validate().unwrap();
         assert_eq!(s.engine.as_ref().map(EngineSettings::display_url).as_deref(), Some("http://prometheus:9090"));
+        assert_eq!(s.engine.as_ref().map(|e| e.delay), Some(Duration::from_secs(12)), "PROMETHEUS_DELAY");
         assert!(s.targets.is_empty(), "nothing to scrape; DB_PATH is not created either");
         for (name, set) in [
             (

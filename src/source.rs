@@ -21,10 +21,11 @@ use crate::point::{Counts, Point};
 /// Ranges up to one hour are answered from raw points (when raw rows still hold them).
 pub const RAW_RANGE_LIMIT_MS: i64 = 3_600_000;
 
-/// Source mode: how long after a scrape its samples can be missing from an engine's answers.
-/// VictoriaMetrics makes freshly scraped samples searchable up to a second later (its
-/// in-memory buffer is flushed every second); Prometheus at once. A bucket is answered, and a
-/// target counted fresh, only with this margin, or the newest bucket would be read half empty.
+/// Source mode: how long after a scrape the samples of series an engine already knows can be
+/// missing from its answers. VictoriaMetrics makes them searchable up to a second later (its
+/// in-memory buffer is flushed every second); Prometheus at once. A target is counted fresh
+/// with this margin. Buckets wait for `PROMETHEUS_DELAY` instead (this by default), which also
+/// covers series the engine has not seen before.
 pub const ENGINE_DELAY_MS: i64 = 1_500;
 
 /// What `/api/metrics` asks for, already validated.

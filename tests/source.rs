@@ -1,36 +1,72 @@
 //! Source mode (`serve --source prometheus`) with real engines on loopback: Debian's
-//! `prometheus` and `victoria-metrics` scrape the same fake proxies as a zai-dash in SQLite
-//! mode, and zai-dash in source mode answers every endpoint from each engine with the same JSON
-//! shapes and the same numbers. An engine that is down or is not an engine gives a clear 503 or
-//! 502 naming it without its credentials, and the process stays up. The numbers compared
-//! within 1 % are the raw points' request rate, 5xx share, p95 latency, token rate and gauges
-//! (means over the buckets both have), and the same four over `/api/compare`'s window;
-//! the accuracy suite (`tests/accuracy.rs`) still runs in SQLite mode only.
+//! `prometheus` and `victoria-metrics` scrape fake proxies whose traffic and gauges never stand
+//! still (`source/fake.rs`), and zai-dash in source mode must answer, **bucket by bucket**,
+//! what the engine itself answers to the PromQL definition of each field (`source/expect.rs`):
+//!
+//! - `/api/metrics` over an explicit 40 s window, at 2 s points and at `step=10s` (gauges
+//!   averaged over five raw instants there), for both variants: every bucket the engine has
+//!   data for and no other, every field of every point (rates, shares, percentiles, token,
+//!   cost, rejection, retry and upstream error rates, size averages, gauges, utilization, pods,
+//!   every status code's rate, the quota block), the running totals `null`, and no field that
+//!   nothing compares. A pod joins and another leaves inside the window.
+//! - One pod's view (`target=`) against the engine's series of that `instance`.
+//! - `/api/export` (CSV and JSON) row by row against those points, `/api/models` against the
+//!   engine's increases of tokens and cost over the window, `variant=` against the full answer,
+//!   and the live stream: every bucket of the window published once, equal to its point. The
+//!   VictoriaMetrics app runs with `PROMETHEUS_DELAY=12s`, as README asks: with less, the
+//!   buckets right after a pod joins reach the live stream without it.
+//! - Each field must have been compared a minimum number of times (the whole grid), so a
+//!   comparison that silently stops happening fails too; and the fakes must move from one
+//!   bucket to the next in most fields (`harness:` lines), or a shifted bucket could pass.
+//!
+//! A SQLite-mode zai-dash on the same pods still checks that both modes answer every endpoint
+//! with the same shapes. An engine that is down or is not an engine gives a clear 503 or 502
+//! naming it without its credentials, and the process stays up. The accuracy suite
+//! (`tests/accuracy.rs`) holds SQLite mode to the same PromQL definitions.
 
 mod common;
-#[allow(dead_code)] // the accuracy harness: only its Prometheus is used here
-#[path = "accuracy/mod.rs"]
-mod harness;
+#[path = "source/engine.rs"]
+mod engine;
+#[path = "source/expect.rs"]
+mod expect;
+#[path = "source/fake.rs"]
+mod fake;
+#[path = "source/tally.rs"]
+mod tally;
+#[path = "source/windows.rs"]
+mod windows;
 
 use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::process::{self, ChildGuard};
+use common::process;
 use common::*;
+use engine::{Engine, Kind};
+use expect::{Expected, Grid, NULL_FIELDS, check_points, compared_fields};
+use fake::{Life, Pod, PodSpec};
 use serde_json::Value;
+use tally::Tally;
+use zai_dash::clock::{Clock, SystemClock, bucket_end};
 use zai_dash::config::Settings;
 use zai_dash::engine::EngineSettings;
 
 const SCRAPE_MS: u64 = 500;
+const POINT_MS: i64 = 2_000;
+const STEP_MS: i64 = 10_000;
+/// The compared window: 20 raw points and 4 steps per variant.
+const WINDOW_MS: i64 = 40_000;
+/// `PROMETHEUS_DELAY` for VictoriaMetrics, which makes a new series searchable up to ~10 s
+/// after its first sample (README, "Source mode").
+const VM_DELAY: Duration = Duration::from_secs(12);
 
 /// Settings shared by both modes: 500 ms scrapes, 2 s points (four scrapes a point, so a rate
 /// over one point has samples), 20 s rollups.
 fn timing(mut s: Settings) -> Settings {
     s.scrape_interval = Duration::from_millis(SCRAPE_MS);
     s.scrape_timeout = Duration::from_millis(400);
-    s.point_width = Duration::from_secs(2);
+    s.point_width = Duration::from_millis(POINT_MS as u64);
     s.rollup_width = Duration::from_secs(20);
     s
 }
@@ -41,61 +77,21 @@ fn source_settings(engine_url: &str) -> Settings {
     s
 }
 
-/// A VictoriaMetrics single node scraping `instances`, on a free loopback port, with a
-/// temporary data directory. The newest samples are visible at once (`-search.latencyOffset`,
-/// 30 s by default, hides them: see README, "Source mode").
-struct Victoria {
-    base: String,
-    /// Killed with its process group on drop, before the data directory goes.
-    _child: ChildGuard,
-    _dir: tempfile::TempDir,
-}
-
-impl Victoria {
-    async fn start(instances: &[String]) -> Self {
-        let ok = process::run(Command::new("victoria-metrics").arg("-version"), None, Duration::from_secs(30));
-        assert!(
-            ok.is_ok(),
-            "`victoria-metrics` is not installed: run scripts/test, which installs Debian's `victoria-metrics` package"
-        );
-        let dir = tempfile::tempdir().unwrap();
-        let targets: Vec<String> = instances.iter().map(|i| format!("'{i}'")).collect();
-        let config = format!(
-            "scrape_configs:\n  - job_name: zai\n    scrape_interval: {SCRAPE_MS}ms\n    scrape_timeout: 400ms\n    static_configs:\n      - targets: [{}]\n",
-            targets.join(", ")
-        );
-        std::fs::write(dir.path().join("scrape.yml"), config).unwrap();
-        for _ in 0..3 {
-            let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-            let mut child = process::spawn(
-                Command::new("victoria-metrics")
-                    .arg(format!("-storageDataPath={}", dir.path().join("data").display()))
-                    .arg(format!("-httpListenAddr=127.0.0.1:{port}"))
-                    .arg(format!("-promscrape.config={}", dir.path().join("scrape.yml").display()))
-                    .arg("-search.latencyOffset=0s")
-                    .arg("-loggerLevel=ERROR")
-                    .stdout(Stdio::null())
-                    .stderr(Stdio::null()),
-            )
-            .expect("cannot start victoria-metrics");
-            let base = format!("http://127.0.0.1:{port}");
-            for _ in 0..100 {
-                if !child.running() {
-                    break;
-                }
-                if get_status(&format!("{base}/health")).await == 200 {
-                    return Self { base, _child: child, _dir: dir };
-                }
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-            child.kill();
-        }
-        panic!("VictoriaMetrics did not start");
+/// Source mode on VictoriaMetrics, with the delay README asks for.
+fn victoria_settings(engine_url: &str) -> Settings {
+    let mut s = source_settings(engine_url);
+    if let Some(e) = s.engine.as_mut() {
+        e.delay = VM_DELAY;
     }
+    s
 }
 
 fn instance(url: &str) -> String {
     url.trim_start_matches("http://").trim_end_matches("/metrics").to_owned()
+}
+
+fn now() -> i64 {
+    SystemClock.now_ms()
 }
 
 /// Keys of a JSON object, recursively into objects (`quota.five_hour.usage_ratio`).
@@ -117,118 +113,186 @@ fn key_set(v: &Value) -> BTreeSet<String> {
     out
 }
 
-fn close(a: f64, b: f64, rel: f64) -> bool {
-    (a - b).abs() <= rel * a.abs().max(b.abs()).max(1e-9)
+/// A body zai-dash answered with 200; anything else fails the test.
+async fn read(app: &TestApp, path: &str) -> String {
+    let resp = reqwest::get(app.url(path)).await.unwrap_or_else(|e| panic!("{path}: {e}"));
+    let status = resp.status();
+    let body = resp.text().await.unwrap();
+    assert_eq!(status.as_u16(), 200, "{path}: {body}");
+    body
 }
 
-/// The fields compared bucket by bucket: request rate, 5xx share, p95 latency, token rate,
-/// the gauges and what derives from them.
-const FIELDS: [&str; 6] =
-    ["req_rate", "error_rate_pct", "latency_p95", "token_rate_in", "max_workers", "worker_utilization"];
-
-/// The mean of `field` over the buckets both answers have (SQLite mode's `a`, source mode's
-/// `b`), from side `which`. A single 2 s bucket holds about 40 requests of a counter that
-/// moves in whole requests, and the engine's scrapes are not zai-dash's: one bucket alone
-/// differs by a request (2.5 %) between two correct readers, the mean over 20 does not.
-/// Each side's first bucket is left out: the data starts inside it (the engine started
-/// scraping then), and `rate()` extrapolates only half a scrape interval towards a start that
-/// far from the window's edge (an engine's semantics at a series' start, see README).
-fn mean_over_common(a: &[Value], b: &[Value], field: &str, which: usize) -> f64 {
-    let common = common_buckets(a, b);
-    assert!(common.len() >= 10, "{field}: only {} buckets in common", common.len());
-    let values: Vec<f64> = common
-        .iter()
-        .map(|(pa, pb)| if which == 0 { pa[field].as_f64() } else { pb[field].as_f64() })
-        .collect::<Option<_>>()
-        .unwrap_or_else(|| panic!("{field}: a null in {common:?}"));
-    values.iter().sum::<f64>() / values.len() as f64
+async fn read_json(app: &TestApp, path: &str) -> Value {
+    let body = read(app, path).await;
+    serde_json::from_str(&body).unwrap_or_else(|e| panic!("{path}: {e}: {body}"))
 }
 
-/// Pairs of buckets both answers have, after either side's first.
-fn common_buckets<'a>(a: &'a [Value], b: &'a [Value]) -> Vec<(&'a Value, &'a Value)> {
-    let ts = |p: &Value| p["timestamp"].as_i64().unwrap_or(i64::MIN);
-    let after = a.first().map_or(i64::MIN, ts).max(b.first().map_or(i64::MIN, ts));
-    a.iter()
-        .filter(|pa| ts(pa) > after)
-        .filter_map(|pa| b.iter().find(|pb| ts(pb) == ts(pa)).map(|pb| (pa, pb)))
-        .collect()
+async fn read_points(app: &TestApp, path: &str) -> Vec<Value> {
+    read_json(app, path).await.as_array().unwrap_or_else(|| panic!("{path}: not an array")).clone()
 }
 
-/// Reads `path` from both apps.
-async fn both(sqlite: &TestApp, source: &TestApp, path: &str) -> (Value, Value) {
-    (sqlite.json(path).await, source.json(path).await)
-}
-
-/// Every endpoint and page of a source-mode app, against the SQLite-mode app on the same
-/// targets: the same shapes, the main numbers within `rel`.
-async fn check_every_endpoint(name: &str, sqlite: &TestApp, source: &TestApp, engine: &str, rel: f64) {
-    // /api/status: the same variants and targets, the same latest rates.
-    let (a, b) = both(sqlite, source, "/api/status").await;
-    assert_eq!(key_set(&a).len(), key_set(&b).len(), "{name} /api/status shape: {a} vs {b}");
-    for v in ["production", "canary"] {
-        assert_eq!(b[v]["healthy"], true, "{name} {v}: {b}");
-        assert_eq!(b[v]["version"], "1.11.1");
-        assert_eq!(b[v]["targets"].as_array().unwrap().len(), 1);
-    }
-    // /api/metrics: same fields; cumulative ones null; the rates as in SQLite mode.
-    for variant in ["production", "canary"] {
-        let q = format!("/api/metrics?range=1m&variant={variant}");
-        let (a, b) = both(sqlite, source, &q).await;
-        let (a, b) = (a.as_array().unwrap(), b.as_array().unwrap());
-        assert!(a.len() >= 10 && b.len() >= 10, "{name}: {} and {} points", a.len(), b.len());
-        let newest = b[b.len() - 1]["timestamp"].as_i64().unwrap();
-        let pb = &b[b.len() - 1];
-        let pa = a.iter().find(|p| p["timestamp"] == newest).expect("the same bucket in SQLite mode");
-        assert_eq!(key_set(pa), key_set(pb), "{name}: the same fields");
-        assert!(pb["requests_2xx"].is_null() && pb["tokens_input"].is_null(), "{name}: cumulative fields are null");
-        for f in FIELDS {
-            let (x, y) = (mean_over_common(a, b, f, 0), mean_over_common(a, b, f, 1));
-            println!("{name} {variant} {f}: SQLite {x} source {y}");
-            let pairs: Vec<String> = common_buckets(a, b)
-                .into_iter()
-                .map(|(pa, pb)| format!("{} {} {}", pa["timestamp"], pa[f], pb[f]))
-                .collect();
-            assert!(close(x, y, rel), "{name} {variant} {f}: SQLite {x} vs source {y}; by bucket: {pairs:#?}");
-        }
-    }
-    // /api/targets: the engine's instances; failures in a row unknown.
-    let t = source.json("/api/targets").await;
-    let t = t.as_array().unwrap();
-    assert_eq!(t.len(), 2, "{name}: {t:?}");
-    assert!(t.iter().all(|t| t["up"] == true && t["consecutive_failures"].is_null() && t["version"] == "1.11.1"));
-    let config = source.json("/api/config").await;
-    assert_eq!((config["source"].as_str(), config["prometheus_url"].as_str()), (Some("prometheus"), Some(engine)));
-    assert!(config["retention_5s"].is_null());
-    // /api/compare and /api/models: same shapes, the same sample sizes.
-    let (a, b) = both(sqlite, source, "/api/compare?baseline=production&candidate=canary&window=1m").await;
-    assert_eq!(key_set(&a), key_set(&b), "{name} /api/compare shape");
-    assert_eq!(a["verdict"], b["verdict"], "{name}: {a} vs {b}");
-    let (x, y) = (
-        a["candidate_stats"]["error_rate_pct"].as_f64().unwrap(),
-        b["candidate_stats"]["error_rate_pct"].as_f64().unwrap(),
-    );
-    assert!((x - y).abs() <= 0.5, "{name} canary 5xx share: {x} vs {y}");
-    // Window statistics over a minute every mode has data for from start to end (the engine
-    // starts scraping a few seconds after zai-dash, so a window holding the start of the data
-    // would compare different data, not different readers).
-    let (a, b) = both(sqlite, source, "/api/compare?baseline=production&candidate=canary&window=1m").await;
-    for side in ["baseline_stats", "candidate_stats"] {
-        for f in ["req_rate", "error_rate_pct", "latency_p95_ms", "token_rate_in"] {
-            let (x, y) = (a[side][f].as_f64().unwrap(), b[side][f].as_f64().unwrap());
-            println!("{name} /api/compare {side} {f}: SQLite {x} source {y}");
-            assert!(close(x, y, rel), "{name} /api/compare {side} {f}: SQLite {x} vs source {y}");
-        }
-    }
-    let (a, b) = both(sqlite, source, "/api/models?range=1m").await;
-    assert_eq!(a.as_array().unwrap().len(), b.as_array().unwrap().len(), "{name} /api/models rows: {a} vs {b}");
-    assert_eq!(key_set(&a[0]), key_set(&b[0]));
-    // The export: the same columns.
-    let header = |app: &TestApp| {
-        let app = app.url("/api/export?range=1m&format=csv");
-        async move { reqwest::get(app).await.unwrap().text().await.unwrap().lines().next().unwrap_or("").to_owned() }
+/// Two pods per variant, each swinging on its own phase; the canary fails four times as often.
+fn fleet() -> [PodSpec; 4] {
+    let prod = PodSpec {
+        variant: "production",
+        version: "1.11.1",
+        scale: 1.0,
+        phase: 0.0,
+        errors: 1.0,
+        models: [("glm-4.7", 0.65), ("glm-4.5-air", 0.35)],
+        extra_code: None,
+        concurrent_base: 3.0,
+        max_workers: 10.0,
     };
-    assert_eq!(header(sqlite).await, header(source).await, "{name}: export columns");
-    // Pages.
+    let canary = PodSpec {
+        variant: "canary",
+        version: "1.12.0",
+        scale: 0.6,
+        phase: 2.1,
+        errors: 4.0,
+        models: [("glm-4.7", 0.5), ("glm-5", 0.5)],
+        concurrent_base: 2.0,
+        max_workers: 8.0,
+        ..prod.clone()
+    };
+    [
+        prod.clone(),
+        PodSpec { scale: 1.4, phase: 1.3, concurrent_base: 5.0, ..prod },
+        canary.clone(),
+        PodSpec { phase: 4.4, extra_code: Some("502"), concurrent_base: 1.0, ..canary },
+    ]
+}
+
+/// Every bucket end of `(start, end]` on a grid of `width_ms`, for `variants`.
+fn full_grid(start: i64, end: i64, width_ms: i64, variants: &[&str]) -> BTreeSet<expect::Key> {
+    let ends = (1..=(end - start) / width_ms).map(|i| start + i * width_ms);
+    ends.flat_map(|t| variants.iter().map(move |v| ((*v).to_owned(), t))).collect()
+}
+
+/// One `/api/metrics` answer (`query`) against the engine: every bucket and field, each field
+/// compared at least once per bucket of the full grid. Returns the points.
+async fn check_answer(
+    tally: &mut Tally,
+    area: &str,
+    (engine, app): (&Engine, &TestApp),
+    grid: &Grid,
+    query: &str,
+    full: &BTreeSet<expect::Key>,
+) -> Vec<Value> {
+    let points = read_points(app, &format!("/api/metrics?{query}")).await;
+    let (first, last) = (full.first().unwrap().1, full.last().unwrap().1);
+    let expected = Expected::read(engine, grid, first, last).await;
+    if expected.keys != *full {
+        tally.fail(&format!("harness: {area}"), format!("the engine has {:?}, not every bucket", expected.keys));
+    }
+    check_points(tally, area, grid, &points, &expected);
+    expect::check_motion(tally, area, &points);
+    for f in compared_fields(grid).into_iter().chain(["quota", "status_code_rates codes"]) {
+        tally.require(area, f, full.len());
+    }
+    for f in NULL_FIELDS {
+        tally.require(area, &format!("null {f}"), full.len());
+    }
+    for code in ["200", "429", "500", "503"] {
+        tally.require(area, &format!("status_code_rates.{code}"), full.len());
+    }
+    for part in ["five_hour.usage_ratio", "five_hour.reset_time_unix", "weekly.usage_ratio", "gate_open"] {
+        tally.require(area, &format!("quota.{part}"), full.len());
+    }
+    points
+}
+
+/// The compared window `(start, end]` and the pod whose own view is compared (one that stays
+/// from start to end).
+struct Window<'a> {
+    start: i64,
+    end: i64,
+    pod: &'a str,
+}
+
+/// Every point, export row, live point and model of one engine's source-mode app over the
+/// window, and one pod's view.
+async fn check_engine(tally: &mut Tally, engine: &Engine, app: &TestApp, live: &[Value], w: &Window<'_>) {
+    let (name, start, end) = (engine.kind.name(), w.start, w.end);
+    let window = format!("start={}&end={}", start / 1000, end / 1000);
+    let both = ["production", "canary"];
+    for (width, step) in [(POINT_MS, ""), (STEP_MS, "&step=10s")] {
+        let grid = Grid { width_ms: width, point_ms: POINT_MS, scrape_ms: SCRAPE_MS as i64, pod: None };
+        let area = format!("{name} {} s points", width / 1000);
+        let query = format!("{window}{step}");
+        let full = full_grid(start, end, width, &both);
+        let points = check_answer(tally, &area, (engine, app), &grid, &query, &full).await;
+        tally.require(&area, "status_code_rates.502", 2);
+        let canary = read_points(app, &format!("/api/metrics?{query}&variant=canary")).await;
+        let subset: Vec<&Value> = points.iter().filter(|p| p["variant"] == "canary").collect();
+        tally.value(&area, "variant=canary", "-", &Value::from(canary.len()), &Value::from(subset.len()));
+        for (a, b) in canary.iter().zip(subset) {
+            tally.value(&area, "variant=canary", &format!("{}", a["timestamp"]), a, b);
+        }
+        let csv = windows::parse_csv(&read(app, &format!("/api/export?{query}&format=csv")).await);
+        let json = windows::parse_json(&read_json(app, &format!("/api/export?{query}&format=json")).await);
+        for (format, export) in [("CSV", csv), ("JSON", json)] {
+            let area = format!("{area}, {format} export");
+            windows::check_export(tally, &area, &export, &points);
+            let columns = export.columns.iter().map(String::as_str).filter(|c| *c != "status_502_rate");
+            for column in columns.chain(["bucket", "time"]) {
+                tally.require(&area, column, full.len());
+            }
+        }
+        if width == POINT_MS {
+            windows::check_live(tally, &format!("{name} live stream"), live, &points, &full);
+        }
+    }
+    let pod = w.pod;
+    let grid = Grid { width_ms: POINT_MS, point_ms: POINT_MS, scrape_ms: SCRAPE_MS as i64, pod: Some(pod.to_owned()) };
+    let query = format!("{window}&target={pod}");
+    let full = full_grid(start, end, POINT_MS, &["production"]);
+    check_answer(tally, &format!("{name} 2 s points of pod {pod}"), (engine, app), &grid, &query, &full).await;
+    let area = format!("{name} /api/models");
+    let models = read_points(app, &format!("/api/models?{window}")).await;
+    windows::check_models(tally, &area, engine, &models, start, end).await;
+    for f in ["tokens_input", "tokens_output", "tokens_cache_read", "tokens_cache_write", "cost_usd", "covered_seconds"]
+    {
+        tally.require(&area, f, 4);
+    }
+}
+
+/// Both modes answer every endpoint and page with the same shapes; what only source mode says
+/// (`/api/targets`, `/api/config`) is as documented.
+async fn check_shapes(name: &str, sqlite: &TestApp, source: &TestApp, engine: &str, pods: &[Pod; 4]) {
+    let (a, b) = (read_json(sqlite, "/api/status").await, read_json(source, "/api/status").await);
+    assert_eq!(key_set(&a), key_set(&b), "{name} /api/status shape: {a} vs {b}");
+    for (v, version) in [("production", "1.11.1"), ("canary", "1.12.0")] {
+        assert_eq!(b[v]["healthy"], true, "{name} {v}: {b}");
+        assert_eq!(b[v]["version"], version);
+        assert_eq!(b[v]["targets"].as_array().unwrap().len(), 2, "{name} {v}: {b}");
+    }
+    let (a, b) =
+        (read_points(sqlite, "/api/metrics?range=20s").await, read_points(source, "/api/metrics?range=20s").await);
+    let pb = b.last().expect("source mode has recent points");
+    let pa = a.iter().find(|p| p["timestamp"] == pb["timestamp"] && p["variant"] == pb["variant"]);
+    assert_eq!(key_set(pa.expect("the same bucket in SQLite mode")), key_set(pb), "{name}: the same fields");
+    let t = read_points(source, "/api/targets").await;
+    assert_eq!(t.len(), 4, "{name}: {t:?}");
+    for t in &t {
+        let left = t["url"] == pods[1].instance.as_str();
+        assert_eq!(t["up"], !left, "{name}: only the pod that left is down: {t}");
+        assert!(t["consecutive_failures"].is_null() && t["last_error"].is_null(), "{name}: {t}");
+    }
+    let config = read_json(source, "/api/config").await;
+    assert_eq!((config["source"].as_str(), config["prometheus_url"].as_str()), (Some("prometheus"), Some(engine)));
+    assert!(config["retention_5s"].is_null() && config["scrape_timeout"].is_null(), "{config}");
+    let compare = "/api/compare?baseline=production&candidate=canary&window=1m";
+    let (a, b) = (read_json(sqlite, compare).await, read_json(source, compare).await);
+    assert_eq!(key_set(&a), key_set(&b), "{name} /api/compare shape");
+    assert_eq!(a["verdict"], b["verdict"], "{name}: a canary failing four times as often: {a} vs {b}");
+    let models = "/api/models?range=1m";
+    let (a, b) = (read_points(sqlite, models).await, read_points(source, models).await);
+    assert_eq!(a.len(), b.len(), "{name} /api/models rows: {a:?} vs {b:?}");
+    assert_eq!(key_set(&a[0]), key_set(&b[0]));
+    let export = "/api/export?range=30s&format=csv";
+    let header = |body: String| body.lines().next().unwrap_or_default().to_owned();
+    assert_eq!(header(read(sqlite, export).await), header(read(source, export).await), "{name}: export columns");
     for page in ["/", "/?range=1h&variant=canary", "/targets", "/compare", "/alerts"] {
         assert_eq!(get_status(&source.url(page)).await, 200, "{name} {page}");
     }
@@ -248,33 +312,69 @@ async fn check_every_endpoint(name: &str, sqlite: &TestApp, source: &TestApp, en
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn source_mode_answers_every_endpoint_from_prometheus_and_victoria_metrics() {
-    // Rates are multiples of the scrape frequency (2/s): the fake's counters move in whole
-    // requests at fixed instants, and a rate of 1/s would step in phase with the engine's
-    // scrapes, so that every 2 s window saw the same one step in its 1.5 s of samples (a
-    // sampling artefact of the fake, not of either reader; real traffic has no such phase).
-    let mut canary = Sim::new("canary", 10.0);
-    canary.err_rate = 2.0;
-    let prod = FakeTarget::start(Sim::new("production", 20.0), Behaviour::Healthy).await;
-    let canary = FakeTarget::start(canary, Behaviour::Healthy).await;
-    let instances = [instance(&prod.url), instance(&canary.url)];
-    let prom = harness::prom::Prometheus::start(&instances, SCRAPE_MS, 400).await;
-    let vm = Victoria::start(&instances).await;
+async fn source_mode_answers_every_bucket_as_prometheus_and_victoria_metrics_do() {
+    let [prod_a, prod_b, canary_a, canary_b] = fleet();
+    let pods = [
+        Pod::start(prod_a, Life::ALWAYS).await,
+        Pod::start(prod_b, Life::ALWAYS).await,
+        Pod::start(canary_a, Life::ALWAYS).await,
+        Pod::start(canary_b, Life::NOT_YET).await,
+    ];
+    let instances: Vec<String> = pods.iter().map(|p| p.instance.clone()).collect();
+    let prom = Engine::start(Kind::Prometheus, &instances, SCRAPE_MS).await;
+    let vm = Engine::start(Kind::Victoria, &instances, SCRAPE_MS).await;
     let dir = tempfile::tempdir().unwrap();
-    let sqlite = TestApp::start(timing(settings(&dir, targets(&[&prod.url, &canary.url])))).await;
+    let named: Vec<String> = pods
+        .iter()
+        .zip(["production", "production", "canary", "canary"])
+        .map(|(p, v)| format!("{v}={}", p.url))
+        .collect();
+    let sqlite = TestApp::start(timing(settings(&dir, targets(&named)))).await;
     let from_prom = TestApp::start(source_settings(&prom.base)).await;
-    let from_vm = TestApp::start(source_settings(&vm.base)).await;
-    // Over a minute of data everywhere (Prometheus applies its targets up to 5 s after start).
-    wait_for("70 s of points in every mode", Duration::from_secs(100), || async {
+    let from_vm = TestApp::start(victoria_settings(&vm.base)).await;
+    let (live_prom, prom_stream) = windows::collect_live(&from_prom.url("/api/events"));
+    let (live_vm, vm_stream) = windows::collect_live(&from_vm.url("/api/events"));
+    // Prometheus applies its targets up to 5 s after it is ready.
+    wait_for("both engines hold samples of the three serving pods", Duration::from_secs(30), || async {
         let mut ok = true;
-        for app in [&sqlite, &from_prom, &from_vm] {
-            ok &= points(app, "range=2m&variant=production").await.len() >= 35;
+        for e in [&prom, &vm] {
+            let n = e.instant("count(zai_proxy_build_info)", now()).await;
+            ok &= n.first().is_some_and(|s| s.1[0].1 == 3.0);
         }
         ok
     })
     .await;
-    check_every_endpoint("Prometheus", &sqlite, &from_prom, &prom.base, 0.01).await;
-    check_every_endpoint("VictoriaMetrics", &sqlite, &from_vm, &vm.base, 0.01).await;
+    // The window starts once the engines have samples, on the 10 s grid; one pod joins a third
+    // of the way in (mid-bucket at both widths), another leaves two thirds in.
+    let start = bucket_end(now() + 1_000, STEP_MS);
+    let end = start + WINDOW_MS;
+    pods[3].set_life(Life { up_from_ms: start + 11_300, down_from_ms: i64::MAX });
+    pods[1].set_life(Life { up_from_ms: i64::MIN, down_from_ms: start + 27_700 });
+    // Every pod's newest scrape in both engines is past the window's end by more than either
+    // app waits for a bucket (a scrape interval and the engine's delay), so every scrape of the
+    // window has landed and both apps answer up to its last bucket, also live.
+    let after = end + SCRAPE_MS as i64 + VM_DELAY.as_millis() as i64 + POINT_MS;
+    wait_for("every scrape of the window in both engines", Duration::from_secs(120), || async {
+        let mut ok = true;
+        for e in [&prom, &vm] {
+            let newest = e.instant("up[5s]", now()).await;
+            ok &= newest.len() == 4 && newest.iter().all(|s| s.1.last().is_some_and(|x| x.0 > after));
+        }
+        ok
+    })
+    .await;
+    prom_stream.abort();
+    vm_stream.abort();
+    let window = Window { start, end, pod: &pods[0].instance };
+    println!("window ({start}, {end}]: a pod joins at {}, another leaves at {}", start + 11_300, start + 27_700);
+    let mut tally = Tally::default();
+    let live = live_prom.lock().unwrap().clone();
+    check_engine(&mut tally, &prom, &from_prom, &live, &window).await;
+    let live = live_vm.lock().unwrap().clone();
+    check_engine(&mut tally, &vm, &from_vm, &live, &window).await;
+    tally.finish();
+    check_shapes("Prometheus", &sqlite, &from_prom, &prom.base, &pods).await;
+    check_shapes("VictoriaMetrics", &sqlite, &from_vm, &vm.base, &pods).await;
     for app in [from_prom, from_vm, sqlite] {
         app.stop().await;
     }
@@ -306,7 +406,7 @@ fn source_mode_without_an_engine_or_with_sqlite_settings_refuses_to_start() {
         ),
     ];
     for (args, expected) in cases {
-        let out = process::output(zai_dash().arg("serve").args(args), Duration::from_secs(60));
+        let out = zai_dash().arg("serve").args(args).output().unwrap();
         assert_eq!(out.status.code(), Some(1), "{args:?}");
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(stderr.contains(expected), "{args:?}: {stderr}");
@@ -327,7 +427,7 @@ async fn an_engine_that_is_down_gives_a_clear_error_and_the_process_stays_up() {
         (not_an_engine.url.trim_end_matches("/metrics").to_owned(), 502, "answered HTTP 404"),
     ] {
         let shown = url.replace("zai:hunter2@", "");
-        let mut child = process::spawn(
+        let mut process = process::spawn(
             zai_dash()
                 .arg("serve")
                 .env("LISTEN_ADDR", "127.0.0.1:0")
@@ -339,7 +439,7 @@ async fn an_engine_that_is_down_gives_a_clear_error_and_the_process_stays_up() {
         )
         .unwrap();
         let mut line = String::new();
-        BufReader::new(child.take_stdout()).read_line(&mut line).unwrap();
+        BufReader::new(process.take_stdout()).read_line(&mut line).unwrap();
         let base = line.trim().strip_prefix("listening on ").expect("first stdout line").to_owned();
         for path in
             ["/api/metrics?range=5m", "/api/status", "/api/compare?baseline=production&candidate=canary", "/api/models"]
@@ -363,16 +463,16 @@ async fn an_engine_that_is_down_gives_a_clear_error_and_the_process_stays_up() {
         }
         assert_eq!(get_status(&format!("{base}/healthz")).await, 200);
         assert_eq!(get_status(&format!("{base}/readyz")).await, 200);
-        assert!(child.running(), "the process is still up");
-        child.signal(libc::SIGTERM);
-        let status = tokio::task::spawn_blocking(move || {
-            let s = child.wait();
+        assert!(process.try_wait().is_none(), "the process is still up");
+        let mut stderr = process.take_stderr();
+        let log = std::thread::spawn(move || {
             let mut err = String::new();
-            let _ = std::io::Read::read_to_string(&mut child.take_stderr(), &mut err);
-            (s, err)
-        })
-        .await
-        .unwrap();
+            let _ = std::io::Read::read_to_string(&mut stderr, &mut err);
+            err
+        });
+        process.signal(libc::SIGTERM);
+        let exit = tokio::task::spawn_blocking(move || process.wait()).await.unwrap();
+        let status = (exit, log.join().unwrap());
         assert!(status.0.success(), "{:?}", status);
         assert!(!status.1.contains("hunter2"), "the log never shows the password: {}", status.1);
     }
@@ -387,8 +487,7 @@ async fn alerts_fire_from_the_engines_numbers() {
     let mut bad = Sim::new("canary", 20.0);
     bad.err_rate = 20.0;
     let canary = FakeTarget::start(bad, Behaviour::Healthy).await;
-    let prom =
-        harness::prom::Prometheus::start(&[instance(&production.url), instance(&canary.url)], SCRAPE_MS, 400).await;
+    let prom = Engine::start(Kind::Prometheus, &[instance(&production.url), instance(&canary.url)], SCRAPE_MS).await;
     let mut s = source_settings(&prom.base);
     s.alerts = zai_dash::alerts::AlertSettings {
         rules: zai_dash::alerts::rules::parse_rules(

@@ -47,14 +47,16 @@ pub struct Timing {
     pub rollup_ms: i64,
     /// The engine's scrape interval of the proxies (`SCRAPE_INTERVAL`), ms.
     pub scrape_ms: i64,
+    /// How long the engine may take to answer with a scrape's samples (`PROMETHEUS_DELAY`), ms.
+    pub delay_ms: i64,
 }
 
 impl Timing {
     /// How long after a bucket's end every scrape that started in it is visible in the engine:
-    /// a scrape lasts less than its interval, and the engine may take
-    /// [`ENGINE_DELAY_MS`](crate::source::ENGINE_DELAY_MS) to make it searchable.
+    /// a scrape lasts less than its interval, and the engine may take `delay_ms` to make it
+    /// searchable.
     pub fn settle_ms(&self) -> i64 {
-        self.scrape_ms + crate::source::ENGINE_DELAY_MS
+        self.scrape_ms + self.delay_ms
     }
 }
 
@@ -238,5 +240,29 @@ impl StatsSource for PromSource {
                 .await
                 .map_err(|e| StatsError(e.to_string()))
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_bucket_is_answered_only_once_the_engine_delay_has_passed() {
+        let t = Timing { point_ms: 2_000, rollup_ms: 20_000, scrape_ms: 500, delay_ms: 12_000 };
+        assert_eq!(t.settle_ms(), 12_500);
+        let q = PointQuery {
+            start_ms: 0,
+            end_ms: 100_000,
+            step_ms: 2_000,
+            raw: true,
+            point_ms: 2_000,
+            variant: None,
+            target_url: None,
+        };
+        // At 100 s, a bucket that ended 12.5 s ago is complete; the one after it is not.
+        assert_eq!(points::complete_buckets(&q, 100_000, t.settle_ms()), Some((2_000, 86_000)));
+        let prometheus = Timing { delay_ms: 1_500, ..t };
+        assert_eq!(points::complete_buckets(&q, 100_000, prometheus.settle_ms()), Some((2_000, 98_000)));
     }
 }

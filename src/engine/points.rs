@@ -361,7 +361,7 @@ mod tests {
         assert_eq!(gauge_resolution(600_000, 5_000), 10_000);
         assert_eq!(gauge_resolution(20_000, 2_000), 2_000);
         assert_eq!(gauge_resolution(7_000, 5_000), 7_000);
-        let t = Timing { point_ms: 5_000, rollup_ms: 60_000, scrape_ms: 15_000 };
+        let t = Timing { point_ms: 5_000, rollup_ms: 60_000, scrape_ms: 15_000, delay_ms: 1_500 };
         let s = Shape::new(&t, 5_000);
         assert_eq!((s.rate_ms, s.lookback_ms), (30_000, 29_999), "two scrapes of a sparse engine");
     }

@@ -16,6 +16,8 @@ pub struct EngineArgs<'a> {
     pub headers: Option<&'a Secret>,
     /// `PROMETHEUS_TIMEOUT`.
     pub timeout: Option<&'a str>,
+    /// `PROMETHEUS_DELAY`.
+    pub delay: Option<&'a str>,
 }
 
 impl EngineArgs<'_> {
@@ -38,6 +40,11 @@ impl EngineArgs<'_> {
 
 /// Default of `PROMETHEUS_TIMEOUT`.
 pub const DEFAULT_TIMEOUT: &str = "10s";
+/// Default of `PROMETHEUS_DELAY`: Prometheus answers with a scrape's samples at once, and
+/// VictoriaMetrics with those of series it already knows within a second.
+pub const DEFAULT_DELAY: &str = "1500ms";
+/// Longest `PROMETHEUS_DELAY`: the live stream and the newest points lag by as much.
+const MAX_DELAY: Duration = Duration::from_secs(300);
 
 /// Where the source mode reads from.
 #[derive(Clone)]
@@ -52,6 +59,11 @@ pub struct EngineSettings {
     pub headers: Vec<(String, Secret)>,
     /// Limit on every query, connection included.
     pub timeout: Duration,
+    /// How long after a scrape the engine may still answer without its samples: a bucket is
+    /// answered (and published live) only this long plus a scrape interval after it ends.
+    /// VictoriaMetrics makes a series it has not seen before searchable only up to ~10 s
+    /// later, so a new pod would be missing from the buckets answered before that.
+    pub delay: Duration,
 }
 
 impl std::fmt::Debug for EngineSettings {
@@ -63,6 +75,7 @@ impl std::fmt::Debug for EngineSettings {
             .field("bearer_token", &self.bearer_token.is_some())
             .field("headers", &self.headers.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>())
             .field("timeout", &self.timeout)
+            .field("delay", &self.delay)
             .finish()
     }
 }
@@ -84,13 +97,18 @@ impl EngineSettings {
             ));
         }
         let timeout = parse_duration("PROMETHEUS_TIMEOUT", args.timeout.unwrap_or(DEFAULT_TIMEOUT))?;
-        Ok(Self { url, basic_auth, bearer_token, headers, timeout })
+        let delay = parse_duration("PROMETHEUS_DELAY", args.delay.unwrap_or(DEFAULT_DELAY))?;
+        if delay > MAX_DELAY {
+            return Err(bad("PROMETHEUS_DELAY must be at most 5m (the live stream lags by as much)."));
+        }
+        Ok(Self { url, basic_auth, bearer_token, headers, timeout, delay })
     }
 
     /// Settings for tests: an engine at `url`, no credentials unless the URL has some.
     pub fn for_tests(url: &str) -> Self {
         let (url, basic_auth) = parse_url(url).unwrap_or_else(|e| panic!("EngineSettings::for_tests({url:?}): {e}"));
-        Self { url, basic_auth, bearer_token: None, headers: Vec::new(), timeout: Duration::from_secs(5) }
+        let delay = Duration::from_millis(crate::source::ENGINE_DELAY_MS.unsigned_abs());
+        Self { url, basic_auth, bearer_token: None, headers: Vec::new(), timeout: Duration::from_secs(5), delay }
     }
 
     /// The URL as messages and pages show it: no credentials (they moved to `basic_auth`; a
@@ -169,6 +187,7 @@ mod tests {
             bearer_token: None,
             headers: Some(&headers),
             timeout: Some("3s"),
+            delay: None,
         })
         .unwrap();
         assert_eq!(s.display_url(), "https://mimir.example/prometheus");
@@ -183,7 +202,8 @@ mod tests {
                 url: Some("http://p"),
                 bearer_token: Some(&token),
                 headers: Some(&Secret::new("Authorization: x")),
-                timeout: None
+                timeout: None,
+                delay: None,
             })
             .starts_with("PROMETHEUS_HEADERS sets Authorization")
         );
@@ -199,6 +219,18 @@ mod tests {
         assert!(
             err(EngineArgs { url: Some("http://p"), timeout: Some("soon"), ..Default::default() })
                 .starts_with("PROMETHEUS_TIMEOUT")
+        );
+    }
+
+    #[test]
+    fn the_engine_delay_defaults_to_a_second_and_a_half_and_is_bounded() {
+        let s = |delay| EngineSettings::validate(&EngineArgs { url: Some("http://p"), delay, ..Default::default() });
+        assert_eq!(s(None).unwrap().delay, Duration::from_millis(1_500));
+        assert_eq!(s(Some("12s")).unwrap().delay, Duration::from_secs(12));
+        assert!(s(Some("soon")).unwrap_err().to_string().starts_with("PROMETHEUS_DELAY"));
+        assert_eq!(
+            s(Some("6m")).unwrap_err().to_string(),
+            "PROMETHEUS_DELAY must be at most 5m (the live stream lags by as much)."
         );
     }
 }
