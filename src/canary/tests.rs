@@ -118,21 +118,22 @@ fn a_family_that_appears_after_testing_began_stays_untested() {
 
 #[test]
 fn a_shared_incident_after_the_split_moved_is_not_above_the_ceiling() {
-    // A 10 % canary for 30 minutes, then 50 %; then 5 minutes of a shared incident failing 30 %
-    // of both sides. The candidate's plain share is 7.4 % (most of its requests came late), but
-    // weighted by the traffic of each tick it is 4.8 %, the service's own: no ceiling failure.
+    // A 5 % canary for 100 minutes, then 50 %: 5 minutes of a shared incident failing 40 % of
+    // both sides, then 10 calm minutes. The candidate's plain share is 9.6 % (its requests came
+    // mostly late), but weighted by each tick's traffic it is 3.7 %, the service's own: the
+    // ceiling does not fail it, and nothing else differs.
     let side = |k: usize, canary: bool| {
-        let requests = match (k < 360, canary) {
-            (true, true) => 3.0,
-            (true, false) => 27.0,
+        let requests = match (k < 1200, canary) {
+            (true, true) => 1.5,
+            (true, false) => 28.5,
             (false, _) => 15.0,
         };
-        let share = if (540..600).contains(&k) { 0.3 } else { 0.02 };
+        let share = if (1200..1260).contains(&k) { 0.4 } else { 0.02 };
         tick(requests, requests * share, 0.0)
     };
-    let j = run(600, |k| side(k, false), |k| side(k, true));
+    let j = run(1380, |k| side(k, false), |k| side(k, true));
     let errors = row(&j, MetricId::ErrorRate);
-    assert!((errors.candidate.unwrap() - 7.38).abs() < 0.01, "{}", errors.reason());
+    assert!((errors.candidate.unwrap() - 9.6).abs() < 0.01, "{}", errors.reason());
     assert_ne!(errors.why, Why::AboveCeiling, "{}", errors.reason());
     assert!(errors.ceiling_ci.unwrap()[0] < 5.0, "{:?}", errors.ceiling_ci);
     assert!(!matches!(j.verdict, Verdict::Fail | Verdict::Warn), "{:?}", j.reasons());
