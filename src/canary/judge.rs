@@ -196,65 +196,79 @@ fn is_tail(id: MetricId) -> bool {
     !matches!(id.source(), Source::Counter(_))
 }
 
+/// The hypotheses of one judgement: where each enabled metric's (and its ceiling's) p-value
+/// goes, and each one's weight in the split of alpha.
+struct Hypotheses {
+    slot: [usize; MAX_HYPOTHESES],
+    ceiling_slot: [usize; MAX_HYPOTHESES],
+    weight: [f64; MAX_HYPOTHESES],
+    len: usize,
+}
+
+impl Hypotheses {
+    /// Every tested metric, then every tested metric's ceiling. A metric whose family had no
+    /// data when testing began takes no share (`Evidence::tested`).
+    fn new(cfg: &CanaryConfig, enabled: &[usize], tested: &[bool]) -> Self {
+        let mut f = Hypotheses {
+            slot: [usize::MAX; MAX_HYPOTHESES],
+            ceiling_slot: [usize::MAX; MAX_HYPOTHESES],
+            weight: [1.0; MAX_HYPOTHESES],
+            len: 0,
+        };
+        for (k, &i) in enabled.iter().enumerate().filter(|&(k, _)| tested[k]) {
+            f.slot[k] = f.len;
+            f.weight[f.len] = cfg.metrics()[i].alpha_weight();
+            f.len += 1;
+        }
+        for (k, _) in enabled.iter().enumerate().filter(|&(k, &i)| tested[k] && cfg.tuning(i).ceiling.is_some()) {
+            f.ceiling_slot[k] = f.len;
+            f.len += 1;
+        }
+        f
+    }
+
+    /// `alpha` over the total weight: the level of a weight-1 hypothesis.
+    fn unit_level(&self, alpha: f64) -> f64 {
+        alpha / self.weight[..self.len].iter().sum::<f64>().max(1.0)
+    }
+}
+
 /// Judges `e` against `cfg`: every enabled metric's row and the overall verdict.
 pub fn judge(e: &Evidence, cfg: &CanaryConfig) -> Judgement {
     let enabled: Vec<usize> = (0..cfg.metrics().len()).filter(|&i| cfg.metrics()[i].enabled).collect();
-    let count = enabled.len().min(MAX_HYPOTHESES / 2);
-    let enabled = &enabled[..count];
-    // Hypotheses: every tested metric, then every tested metric's ceiling, each with its
-    // weight in the split of alpha. A metric whose family had no data when testing began takes
-    // no share (`Evidence::tested`).
+    let enabled = &enabled[..enabled.len().min(MAX_HYPOTHESES / 2)];
     let tested: Vec<bool> = enabled.iter().map(|&i| e.tested(cfg.metrics()[i].id, cfg.min_requests())).collect();
-    let mut slot = [usize::MAX; MAX_HYPOTHESES];
-    let mut ceiling_slot = [usize::MAX; MAX_HYPOTHESES];
-    let mut weight = [1.0; MAX_HYPOTHESES];
-    let mut hypotheses = 0;
-    for k in (0..count).filter(|&k| tested[k]) {
-        slot[k] = hypotheses;
-        weight[hypotheses] = cfg.metrics()[enabled[k]].alpha_weight();
-        hypotheses += 1;
-    }
-    for k in (0..count).filter(|&k| tested[k] && cfg.tuning(enabled[k]).ceiling.is_some()) {
-        ceiling_slot[k] = hypotheses;
-        hypotheses += 1;
-    }
-    let total_weight: f64 = weight[..hypotheses].iter().sum::<f64>().max(1.0);
-    let level = cfg.alpha() / total_weight;
+    let hypotheses = Hypotheses::new(cfg, enabled, &tested);
+    let level = hypotheses.unit_level(cfg.alpha());
     let measured: Vec<Measured> =
         enabled.iter().zip(&tested).map(|(&i, &t)| measure(e, &cfg.metrics()[i], t, cfg)).collect();
-    // Untested hypotheses (too little data yet) keep p = 1.
+    // Hypotheses without an estimate yet (too little data) keep p = 1.
     let mut all = [1.0; MAX_HYPOTHESES];
     let mut p = [1.0; MAX_HYPOTHESES];
     for (k, m) in measured.iter().enumerate() {
         let t = cfg.tuning(enabled[k]);
-        let Some(null) = m.null.filter(|_| m.estimate.is_some()) else { continue };
+        let (Some(null), true) = (m.null, m.estimate.is_some() && hypotheses.slot[k] != usize::MAX) else { continue };
         p[k] = t.p_value(null);
-        all[slot[k]] = p[k];
-        if let (Some((c, mix)), Some(share)) = (t.ceiling, m.share) {
-            all[ceiling_slot[k]] = mix.p_value(share.delta - c, 1.0 / share.variance);
+        all[hypotheses.slot[k]] = p[k];
+        if let (Some((c, mix)), Some(share), true) = (t.ceiling, m.share, hypotheses.ceiling_slot[k] != usize::MAX) {
+            all[hypotheses.ceiling_slot[k]] = mix.p_value(share.delta - c, 1.0 / share.variance);
         }
     }
+    let n = hypotheses.len;
     let mut rejected = [false; MAX_HYPOTHESES];
-    holm(&all[..hypotheses], &weight[..hypotheses], cfg.alpha(), &mut rejected[..hypotheses]);
+    holm(&all[..n], &hypotheses.weight[..n], cfg.alpha(), &mut rejected[..n]);
     let is_rejected = |s: usize| s != usize::MAX && rejected[s];
-    let rows: Vec<Row> = (0..count)
+    let rows: Vec<Row> = (0..enabled.len())
         .map(|k| {
-            let w = if slot[k] == usize::MAX { 1.0 } else { weight[slot[k]] };
-            let decided =
-                Decided { level: level * w, ceiling_level: level, p_value: p[k], significant: is_rejected(slot[k]) };
-            row(
-                &cfg.metrics()[enabled[k]],
-                cfg.tuning(enabled[k]),
-                &measured[k],
-                decided,
-                is_rejected(ceiling_slot[k]),
-                e,
-                cfg,
-            )
+            let w = hypotheses.slot.get(k).and_then(|&s| hypotheses.weight.get(s)).copied().unwrap_or(1.0);
+            let significant = is_rejected(hypotheses.slot[k]);
+            let decided = Decided { level: level * w, ceiling_level: level, p_value: p[k], significant };
+            let (spec, tuning) = (&cfg.metrics()[enabled[k]], cfg.tuning(enabled[k]));
+            row(spec, tuning, &measured[k], decided, is_rejected(hypotheses.ceiling_slot[k]), e, cfg)
         })
         .collect();
     let (verdict, score) = overall(&rows);
-    Judgement { verdict, score, rows, alpha: cfg.alpha(), level, hypotheses, min_requests: cfg.min_requests() }
+    Judgement { verdict, score, rows, alpha: cfg.alpha(), level, hypotheses: n, min_requests: cfg.min_requests() }
 }
 
 /// What the multiplicity step decided for one metric.
