@@ -4,7 +4,8 @@
 //! once by the model of `tests/canary_sim` (two variants on the same 5 s ticks, Poisson
 //! arrivals, 2 % 5xx, log-normal latency in zai-proxy's buckets) and judged by three methods:
 //!
-//! - **sequential**: `canary::judge` (always-valid confidence sequences), every 5 s.
+//! - **sequential**: `canary::judge` (always-valid confidence sequences), every 5 s, with the
+//!   baseline's hour before the rollout as the reference for latency tail bounds.
 //! - **today**: `compare::compare` (z-test on the 5xx share, p95 ratio 1.5x warn / 2x fail)
 //!   over the compare page's default 15-minute sliding window, every 5 s.
 //! - **kayenta**: Kayenta's judge as configured by default: per-minute points of each side
@@ -155,6 +156,9 @@ fn high(base: &[f64], cand: &[f64]) -> bool {
 fn rollout(scenario: Scenario, seed: u64, cfg: &CanaryConfig) -> Times {
     let mut g = Generator::new(scenario, seed);
     let mut e = Evidence::new();
+    if scenario.reference {
+        e.set_reference(&g.reference(), &[]);
+    }
     let mut today = Sliding { ticks: VecDeque::new(), len: 180 };
     let mut kayenta = Kayenta::default();
     let mut times = Times::default();

@@ -3,10 +3,14 @@
 //!
 //! - A/A rollouts (both variants identical) at 1, 3 and 10 req/s per side: the share ever
 //!   called `warn` or `fail` must stay within `alpha` plus three standard errors. Also an A/A
-//!   with a 10 % canary, and one whose traffic split moves (10 % then 50 %) with an upstream
-//!   error burst on both sides after the move.
+//!   with a 10 % canary, one whose traffic split moves (10 % then 50 %) with an upstream error
+//!   burst on both sides after the move, and one without a reference hour.
 //! - Power: time to `fail` for +1 and +3 points of 5xx share, to `warn`/`fail` for 1.5x and 2x
 //!   latency, at the same rates.
+//!
+//! As in service, the baseline ran alone for an hour before the rollout and its latency buckets
+//! from then are the reference the tail bounds come from (`Scenario::reference`); one A/A
+//! scenario has none, so the bounds come from both sides pooled at each look.
 //!
 //! Seeded, so every run draws the same rollouts; spread over two threads.
 
@@ -30,6 +34,9 @@ struct Outcome {
 fn rollout(scenario: Scenario, seed: u64, cfg: &CanaryConfig) -> Outcome {
     let mut g = Generator::new(scenario, seed);
     let mut e = Evidence::new();
+    if scenario.reference {
+        e.set_reference(&g.reference(), &[]);
+    }
     let mut out = Outcome::default();
     while g.next() {
         e.fold(&g.baseline, &g.candidate);
@@ -109,9 +116,14 @@ fn uneven_splits_and_shared_incidents_are_not_regressions() {
         ..Scenario::aa(3.0)
     };
     println!("A/A at 3 req/s per side: share of rollouts ever warn/fail within 2 h");
-    for (name, scenario, seed) in
-        [("10 % canary", small, 7_000_000), ("split step + shared burst", incident, 8_000_000)]
-    {
+    // No reference hour (the baseline has no history before the rollout): the tail bounds
+    // come from both sides pooled at each look, the fallback.
+    let pooled_bound = Scenario { reference: false, ..Scenario::aa(3.0) };
+    for (name, scenario, seed) in [
+        ("10 % canary", small, 7_000_000),
+        ("split step + shared burst", incident, 8_000_000),
+        ("no reference (pooled bound)", pooled_bound, 9_000_000),
+    ] {
         let out = many(scenario, RUNS, seed);
         let (p, se) = alarm_rate(&out, 7200.0);
         println!("{name:>28}: {:.2}% ± {:.2}% over {RUNS}", 100.0 * p, 100.0 * se);
@@ -162,7 +174,7 @@ fn real_regressions_are_found() {
                 minutes(alarm_median)
             );
             // Loose sanity bounds: large regressions are found within the two hours.
-            if name == "5xx +3 points" && rate >= 3.0 {
+            if name == "5xx +3 points" {
                 assert!(fail >= 0.9, "{name} at {rate} req/s failed in only {fail}");
             }
             if name == "latency x2" || (name == "latency x1.5" && rate >= 3.0) {

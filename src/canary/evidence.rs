@@ -3,11 +3,37 @@
 //! One [`SideTick`] per variant per stratum: a 5 s scrape tick live, a 1 min row for older
 //! intervals. The strata must be fixed in advance (by the clock, never by the data); within
 //! that, any width is valid. Folding is O(1) per metric and O(bounds) per histogram; two
-//! accumulators over disjoint ticks [`Evidence::merge`] into the one over both.
+//! accumulators over consecutive intervals [`Evidence::merge`] into the one over both.
+//!
+//! It also records when each family a deployment may not export (histograms, token and cost
+//! amounts) first had data on both sides, which fixes the hypotheses tested
+//! ([`Evidence::tested`]).
 
-use super::catalog::{C_CACHE, C_COST, C_ERRORS, C_OUTPUT, C_RATE_LIMITED, C_RETRIES, C_UPSTREAM, COUNTERS};
-use super::stratified::Paired;
+use super::catalog::{
+    C_CACHE, C_COST, C_ERRORS, C_OUTPUT, C_RATE_LIMITED, C_RETRIES, C_UPSTREAM, COUNTERS, MetricId, Source,
+};
+use super::stratified::{Estimate, OwnShare, Paired};
 use crate::point::Counts;
+
+/// A family of series a deployment may not export at all: a histogram, or an amount that stays 0
+/// where nobody records it. Indexes [`Evidence`]'s appearances.
+type Family = usize;
+const F_LATENCY: Family = 0;
+const F_TTFT: Family = 1;
+const F_OUTPUT: Family = 2;
+const FAMILIES: usize = 5;
+/// The amount counters, in family order from [`F_OUTPUT`].
+const AMOUNTS: [usize; 3] = [C_OUTPUT, C_CACHE, C_COST];
+
+/// The family a metric's data comes from; `None` for shares and events of requests, which
+/// every proxy exports.
+fn family(metric: MetricId) -> Option<Family> {
+    match metric.source() {
+        Source::Latency(_) => Some(F_LATENCY),
+        Source::Ttft(_) => Some(F_TTFT),
+        Source::Counter(c) => AMOUNTS.iter().position(|&a| a == c).map(|i| F_OUTPUT + i),
+    }
+}
 
 /// What one variant did in one tick (increases over the tick).
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -82,8 +108,11 @@ impl SideTick {
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Tails {
     bounds: Vec<f64>,
+    /// Observations per side over every tick.
+    observed: [f64; 2],
     above: Vec<Paired>,
-    /// The baseline's buckets before the rollout (`(le, cumulative)`), when known.
+    /// The baseline's buckets before the rollout as `(le, share of observations above)`,
+    /// when known.
     reference: Vec<(f64, f64)>,
 }
 
@@ -106,6 +135,8 @@ impl Tails {
         if nb <= 0.0 && nc <= 0.0 {
             return;
         }
+        self.observed[0] += nb;
+        self.observed[1] += nc;
         if self.same_layout(b, c) {
             // The usual case (one exporter, one layout): position i is bound i on both sides.
             for (i, acc) in self.above.iter_mut().enumerate() {
@@ -153,6 +184,8 @@ impl Tails {
     }
 
     fn merge(&mut self, o: &Tails) {
+        self.observed[0] += o.observed[0];
+        self.observed[1] += o.observed[1];
         for (&le, p) in o.bounds.iter().zip(&o.above) {
             if !self.bounds.contains(&le) {
                 self.learn_bounds(&[(le, 0.0)]);
@@ -168,7 +201,7 @@ impl Tails {
 
     /// Whether any observation was folded.
     pub fn is_empty(&self) -> bool {
-        self.above.iter().all(|p| p.n[0] <= 0.0 && p.n[1] <= 0.0)
+        self.observed[0] <= 0.0 && self.observed[1] <= 0.0
     }
 
     /// The bound (seconds) at or above the `q` quantile, with its comparison: from the
@@ -179,19 +212,33 @@ impl Tails {
     /// the `+Inf` bucket takes the highest finite bound.
     pub fn bound_for(&self, q: f64) -> Option<(f64, &Paired)> {
         let allowed_above = 1.0 - q;
-        let share_above = |i: usize| -> Option<f64> {
-            if let Some(total) = (!self.reference.is_empty()).then(|| observations(&self.reference)) {
-                let below = cumulative_at(&self.reference, self.bounds[i])?;
-                return (total > 0.0).then(|| (total - below) / total);
-            }
-            let p = &self.above[i];
-            let n = p.n[0] + p.n[1];
-            (n > 0.0).then(|| (p.y[0] + p.y[1]) / n)
+        let i = if self.reference.is_empty() {
+            (0..self.bounds.len()).find(|&i| {
+                let p = &self.above[i];
+                let n = p.n[0] + p.n[1];
+                n > 0.0 && (p.y[0] + p.y[1]) / n <= allowed_above
+            })
+        } else {
+            // Ascending, so the first bound within is the one at or above the quantile; every
+            // reference bound was learned when the reference was set.
+            let le = self.reference.iter().find(|r| r.1 <= allowed_above).map(|r| r.0);
+            le.and_then(|le| self.bounds.iter().position(|&b| b == le))
         };
-        let i = (0..self.bounds.len())
-            .find(|&i| share_above(i).is_some_and(|s| s <= allowed_above))
-            .or_else(|| self.bounds.len().checked_sub(1))?;
+        let i = i.or_else(|| self.bounds.len().checked_sub(1))?;
         Some((self.bounds[i], &self.above[i]))
+    }
+
+    /// Keeps `buckets` (cumulative, `+Inf` last) as the reference: each finite bound with the
+    /// share of observations above it. A reference without observations says nothing and is
+    /// not kept.
+    fn set_reference(&mut self, buckets: &[(f64, f64)]) {
+        let total = observations(buckets);
+        self.reference = if total > 0.0 {
+            buckets.iter().filter(|b| b.0.is_finite()).map(|&(le, below)| (le, (total - below) / total)).collect()
+        } else {
+            Vec::new()
+        };
+        self.learn_bounds(buckets);
     }
 }
 
@@ -199,8 +246,14 @@ impl Tails {
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Evidence {
     pub(crate) counters: [Paired; COUNTERS],
+    /// The candidate's own 5xx and 429 shares, for ceilings.
+    own: [OwnShare; 2],
     pub(crate) latency: Tails,
     pub(crate) ttft: Tails,
+    /// Per [`Family`]: each side's requests before the tick at which both sides first had data
+    /// for it (`None`: not yet). Whether a metric takes a share of `alpha` is decided from this
+    /// ([`Evidence::tested`]).
+    appeared: [Option<[f64; 2]>; FAMILIES],
     /// Ticks folded.
     pub ticks: u64,
 }
@@ -214,31 +267,89 @@ impl Evidence {
     /// Sets the baseline's latency and TTFT buckets from before the rollout (for example the
     /// hour before `since`): tail bounds then come from there, fixed before the candidate ran.
     pub fn set_reference(&mut self, latency: &[(f64, f64)], ttft: &[(f64, f64)]) {
-        self.latency.reference = latency.to_vec();
-        self.ttft.reference = ttft.to_vec();
-        self.latency.learn_bounds(latency);
-        self.ttft.learn_bounds(ttft);
+        self.latency.set_reference(latency);
+        self.ttft.set_reference(ttft);
     }
 
     /// Folds one tick of both variants.
     pub fn fold(&mut self, baseline: &SideTick, candidate: &SideTick) {
+        let before = self.requests();
         let (b, c) = (baseline.counters(), candidate.counters());
         for (acc, ((nb, yb), (nc, yc))) in self.counters.iter_mut().zip(b.into_iter().zip(c)) {
             acc.fold(nb, yb, nc, yc);
         }
+        self.own[0].fold(baseline.requests, candidate.requests, candidate.errors_5xx);
+        self.own[1].fold(baseline.requests, candidate.requests, candidate.rate_limited);
         self.latency.fold(&baseline.latency, &candidate.latency);
         self.ttft.fold(&baseline.ttft, &candidate.ttft);
         self.ticks += 1;
+        self.note_appearances(before);
     }
 
-    /// Adds an accumulator over other ticks.
+    /// Adds an accumulator over the ticks that follow this one's.
     pub fn merge(&mut self, o: &Evidence) {
+        let before = self.requests();
+        for (mine, theirs) in self.appeared.iter_mut().zip(&o.appeared) {
+            if mine.is_none() {
+                *mine = theirs.map(|r| [before[0] + r[0], before[1] + r[1]]);
+            }
+        }
         for (a, b) in self.counters.iter_mut().zip(&o.counters) {
+            a.merge(b);
+        }
+        for (a, b) in self.own.iter_mut().zip(&o.own) {
             a.merge(b);
         }
         self.latency.merge(&o.latency);
         self.ttft.merge(&o.ttft);
         self.ticks += o.ticks;
+        // Data on one side in each part: both sides have it now, somewhere in `o`; its end
+        // is the one point known.
+        let after = self.requests();
+        self.note_appearances(after);
+    }
+
+    /// Records the families both sides now have data for, which did not before `requests`.
+    fn note_appearances(&mut self, requests: [f64; 2]) {
+        for f in 0..FAMILIES {
+            if self.appeared[f].is_none() && self.both_sides_have(f) {
+                self.appeared[f] = Some(requests);
+            }
+        }
+    }
+
+    /// Whether both sides have data for family `f`: observations for a histogram, a non-zero
+    /// amount for tokens and cost (an amount nobody records stays 0).
+    fn both_sides_have(&self, f: Family) -> bool {
+        let both = |v: [f64; 2]| v[0] > 0.0 && v[1] > 0.0;
+        match f {
+            F_LATENCY => both(self.latency.observed),
+            F_TTFT => both(self.ttft.observed),
+            _ => {
+                let p = &self.counters[AMOUNTS[f - F_OUTPUT]];
+                both(p.n) && both(p.y)
+            }
+        }
+    }
+
+    /// Whether `metric` is one of the hypotheses tested: its family had data on both sides by
+    /// the first look that could test anything (both sides at `min_requests` requests; before
+    /// that no metric is tested). Metrics counted from requests alone always are. Fixing the
+    /// family there means the number of hypotheses never changes once a p-value can matter.
+    pub(crate) fn tested(&self, metric: MetricId, min_requests: f64) -> bool {
+        match family(metric) {
+            None => true,
+            Some(f) => self.appeared[f].is_some_and(|r| r[0].min(r[1]) < min_requests),
+        }
+    }
+
+    /// The candidate's own share for `metric`'s ceiling (5xx and 429 only).
+    pub(crate) fn own_share(&self, metric: MetricId) -> Option<Estimate> {
+        match metric {
+            MetricId::ErrorRate => self.own[0].estimate(),
+            MetricId::RateLimited => self.own[1].estimate(),
+            _ => None,
+        }
     }
 
     /// Requests per side `[baseline, candidate]`.

@@ -38,6 +38,8 @@ pub enum Classification {
 pub enum Why {
     /// A side had no requests, or the family is not exported.
     NoData,
+    /// The family had no data on both sides when testing began: no share of `alpha`, no test.
+    Untested,
     /// Fewer than the minimum requests on a side.
     TooFewRequests,
     /// An amount with too few ticks to estimate its spread.
@@ -67,7 +69,9 @@ pub struct Row {
     pub candidate: Option<f64>,
     /// Stratified difference (points or unit) or relative change (percent).
     pub delta: Option<f64>,
-    /// Confidence sequence of `delta` at [`Row::level`], valid at every look.
+    /// Confidence sequence of `delta`, valid at every look: for a metric worse one way, each
+    /// end a one-sided bound at [`Row::level`] (the ends the decisions use); for an either-way
+    /// metric, the two-sided sequence at that level.
     pub delta_ci: Option<[f64; 2]>,
     /// Where the metric stands.
     pub classification: Classification,
@@ -79,9 +83,10 @@ pub struct Row {
     pub critical: bool,
     /// Weight in the score.
     pub weight: f64,
-    /// Level of the confidence sequence (`alpha / hypotheses`).
+    /// Level of the confidence sequence, or of each of its ends: the metric's share of `alpha`
+    /// (`alpha · weight / total weight`).
     pub level: f64,
-    /// Always-valid p-value of "no difference".
+    /// Always-valid p-value of "no difference", against "worse" only for a one-way metric.
     pub p_value: f64,
     /// Tail metrics: the latency bound used, ms.
     pub bound_ms: Option<f64>,
@@ -121,139 +126,184 @@ pub struct Judgement {
     pub rows: Vec<Row>,
     /// Family-wise error rate.
     pub alpha: f64,
-    /// Per-hypothesis level of the sequences.
+    /// Level of a weight-1 hypothesis: `alpha / total weight` of the tested hypotheses (a
+    /// critical metric's is [`super::CRITICAL_ALPHA_WEIGHT`] times this; each row has its own).
     pub level: f64,
-    /// Number of hypotheses the level divides by.
+    /// Number of hypotheses tested: metrics whose data exist, plus their ceilings.
     pub hypotheses: usize,
     pub(crate) min_requests: f64,
 }
 
 /// A metric's data before classification.
-struct Measured {
-    paired: Option<Paired>,
+struct Measured<'e> {
+    paired: Option<&'e Paired>,
     bound_s: Option<f64>,
+    /// The estimate and the variance of the confidence sequence.
     estimate: Option<Estimate>,
+    /// The same comparison as the test of "no difference" sees it (its null variance).
+    null: Option<Estimate>,
+    /// The candidate's own share, when a ceiling applies.
+    share: Option<Estimate>,
     why: Option<Why>,
 }
 
-fn measure(e: &Evidence, m: &MetricSpec, cfg: &CanaryConfig) -> Measured {
+fn measure<'e>(e: &'e Evidence, m: &MetricSpec, tested: bool, cfg: &CanaryConfig) -> Measured<'e> {
     let (paired, bound_s) = match m.id.source() {
-        Source::Counter(i) => (Some(e.counters[i]), None),
-        Source::Latency(q) => e.latency.bound_for(q).map_or((None, None), |(b, p)| (Some(*p), Some(b))),
-        Source::Ttft(q) => e.ttft.bound_for(q).map_or((None, None), |(b, p)| (Some(*p), Some(b))),
+        Source::Counter(i) => (Some(&e.counters[i]), None),
+        Source::Latency(q) => e.latency.bound_for(q).map_or((None, None), |(b, p)| (Some(p), Some(b))),
+        Source::Ttft(q) => e.ttft.bound_for(q).map_or((None, None), |(b, p)| (Some(p), Some(b))),
     };
-    let mut out = Measured { paired, bound_s, estimate: None, why: None };
+    let mut out = Measured { paired, bound_s, estimate: None, null: None, share: None, why: None };
+    let requests = e.requests();
+    if !tested && !too_few(requests, cfg.min_requests()) {
+        out.why = Some(Why::Untested);
+        return out;
+    }
     let Some(p) = paired else {
         out.why = Some(Why::NoData);
         return out;
     };
-    let requests = e.requests();
     let kind = m.id.kind();
     let nothing = kind == Kind::Amount && p.y[0] <= 0.0 && p.y[1] <= 0.0;
     if p.n[0] <= 0.0 || p.n[1] <= 0.0 || nothing {
         out.why = Some(Why::NoData);
-    } else if requests.iter().chain(&p.n_if_tail(m.id)).any(|&n| n < cfg.min_requests()) {
+    } else if too_few(requests, cfg.min_requests()) || (is_tail(m.id) && too_few(p.n, cfg.min_requests())) {
         out.why = Some(Why::TooFewRequests);
     } else if kind == Kind::Amount && p.ticks < MIN_TICKS_FOR_AMOUNTS {
         out.why = Some(Why::TooFewTicks);
     } else {
-        out.estimate = match m.allowed {
-            Allowed::Absolute(_) => p.difference(kind),
-            Allowed::Relative(_) => p.log_ratio(kind),
-        };
-        if out.estimate.is_none() {
+        let relative = matches!(m.allowed, Allowed::Relative(_));
+        out.estimate = if relative { p.log_ratio(kind) } else { p.difference(kind) };
+        out.null = p.no_difference(kind, relative);
+        if out.estimate.is_none() || out.null.is_none() {
+            out.estimate = None;
             out.why = Some(Why::NoRatio);
+        } else if m.ceiling.is_some() {
+            out.share = e.own_share(m.id);
         }
     }
     out
 }
 
-impl Paired {
-    /// Tail metrics also need the minimum in histogram observations (TTFT counts only
-    /// streamed requests).
-    fn n_if_tail(&self, id: MetricId) -> [f64; 2] {
-        match id.source() {
-            Source::Counter(_) => [f64::INFINITY; 2],
-            _ => self.n,
+/// Whether a side is below `min` (requests, or observations).
+fn too_few(n: [f64; 2], min: f64) -> bool {
+    n[0] < min || n[1] < min
+}
+
+/// Tail metrics also need the minimum in histogram observations (TTFT counts only streamed
+/// requests).
+fn is_tail(id: MetricId) -> bool {
+    !matches!(id.source(), Source::Counter(_))
+}
+
+/// The hypotheses of one judgement: where each enabled metric's (and its ceiling's) p-value
+/// goes, and each one's weight in the split of alpha.
+struct Hypotheses {
+    slot: [usize; MAX_HYPOTHESES],
+    ceiling_slot: [usize; MAX_HYPOTHESES],
+    weight: [f64; MAX_HYPOTHESES],
+    len: usize,
+}
+
+impl Hypotheses {
+    /// Every tested metric, then every tested metric's ceiling. A metric whose family had no
+    /// data when testing began takes no share (`Evidence::tested`).
+    fn new(cfg: &CanaryConfig, enabled: &[usize], tested: &[bool]) -> Self {
+        let mut f = Hypotheses {
+            slot: [usize::MAX; MAX_HYPOTHESES],
+            ceiling_slot: [usize::MAX; MAX_HYPOTHESES],
+            weight: [1.0; MAX_HYPOTHESES],
+            len: 0,
+        };
+        for (k, &i) in enabled.iter().enumerate().filter(|&(k, _)| tested[k]) {
+            f.slot[k] = f.len;
+            f.weight[f.len] = cfg.metrics()[i].alpha_weight();
+            f.len += 1;
         }
+        for (k, _) in enabled.iter().enumerate().filter(|&(k, &i)| tested[k] && cfg.tuning(i).ceiling.is_some()) {
+            f.ceiling_slot[k] = f.len;
+            f.len += 1;
+        }
+        f
+    }
+
+    /// `alpha` over the total weight: the level of a weight-1 hypothesis.
+    fn unit_level(&self, alpha: f64) -> f64 {
+        alpha / self.weight[..self.len].iter().sum::<f64>().max(1.0)
     }
 }
 
 /// Judges `e` against `cfg`: every enabled metric's row and the overall verdict.
 pub fn judge(e: &Evidence, cfg: &CanaryConfig) -> Judgement {
-    let level = cfg.level();
     let enabled: Vec<usize> = (0..cfg.metrics().len()).filter(|&i| cfg.metrics()[i].enabled).collect();
-    let measured: Vec<Measured> = enabled.iter().map(|&i| measure(e, &cfg.metrics()[i], cfg)).collect();
-    // Hypotheses: one per metric, then one per ceiling; untested ones keep p = 1.
-    let mut p = [1.0; MAX_HYPOTHESES];
-    let mut ceiling_p = [1.0; MAX_HYPOTHESES];
-    for (k, (&i, m)) in enabled.iter().zip(&measured).enumerate().take(MAX_HYPOTHESES) {
-        let t = cfg.tuning(i);
-        if let Some(est) = m.estimate {
-            p[k] = t.mixture.p_value(est.delta, 1.0 / est.variance);
-            if let (Some((c, mix)), Some(share)) = (t.ceiling, m.paired.and_then(|p| p.candidate_share())) {
-                ceiling_p[k] = if share.delta > c { mix.p_value(share.delta - c, 1.0 / share.variance) } else { 1.0 };
-            }
-        }
-    }
-    let count = enabled.len().min(MAX_HYPOTHESES / 2);
+    let enabled = &enabled[..enabled.len().min(MAX_HYPOTHESES / 2)];
+    let tested: Vec<bool> = enabled.iter().map(|&i| e.tested(cfg.metrics()[i].id, cfg.min_requests())).collect();
+    let hypotheses = Hypotheses::new(cfg, enabled, &tested);
+    let level = hypotheses.unit_level(cfg.alpha());
+    let measured: Vec<Measured> =
+        enabled.iter().zip(&tested).map(|(&i, &t)| measure(e, &cfg.metrics()[i], t, cfg)).collect();
+    // Hypotheses without an estimate yet (too little data) keep p = 1.
     let mut all = [1.0; MAX_HYPOTHESES];
-    let mut slots = 0;
-    let mut ceiling_slot = [usize::MAX; MAX_HYPOTHESES];
-    for &pk in p.iter().take(count) {
-        all[slots] = pk;
-        slots += 1;
-    }
-    for k in 0..count {
-        if cfg.tuning(enabled[k]).ceiling.is_some() {
-            all[slots] = ceiling_p[k];
-            ceiling_slot[k] = slots;
-            slots += 1;
+    let mut p = [1.0; MAX_HYPOTHESES];
+    for (k, m) in measured.iter().enumerate() {
+        let t = cfg.tuning(enabled[k]);
+        let (Some(null), true) = (m.null, m.estimate.is_some() && hypotheses.slot[k] != usize::MAX) else { continue };
+        p[k] = t.p_value(null);
+        all[hypotheses.slot[k]] = p[k];
+        if let (Some((c, mix)), Some(share), true) = (t.ceiling, m.share, hypotheses.ceiling_slot[k] != usize::MAX) {
+            all[hypotheses.ceiling_slot[k]] = mix.p_value(share.delta - c, 1.0 / share.variance);
         }
     }
+    let n = hypotheses.len;
     let mut rejected = [false; MAX_HYPOTHESES];
-    holm(&all[..slots], cfg.alpha(), &mut rejected[..slots]);
-    let rows: Vec<Row> = (0..count)
+    holm(&all[..n], &hypotheses.weight[..n], cfg.alpha(), &mut rejected[..n]);
+    let is_rejected = |s: usize| s != usize::MAX && rejected[s];
+    let rows: Vec<Row> = (0..enabled.len())
         .map(|k| {
-            let significant = rejected[k];
-            let ceiling_rejected = ceiling_slot[k] != usize::MAX && rejected[ceiling_slot[k]];
-            row(
-                &cfg.metrics()[enabled[k]],
-                cfg.tuning(enabled[k]),
-                &measured[k],
-                p[k],
-                significant,
-                ceiling_rejected,
-                e,
-                cfg,
-            )
+            let w = hypotheses.slot.get(k).and_then(|&s| hypotheses.weight.get(s)).copied().unwrap_or(1.0);
+            let significant = is_rejected(hypotheses.slot[k]);
+            let decided = Decided { level: level * w, ceiling_level: level, p_value: p[k], significant };
+            let (spec, tuning) = (&cfg.metrics()[enabled[k]], cfg.tuning(enabled[k]));
+            row(spec, tuning, &measured[k], decided, is_rejected(hypotheses.ceiling_slot[k]), e, cfg)
         })
         .collect();
     let (verdict, score) = overall(&rows);
-    Judgement {
-        verdict,
-        score,
-        rows,
-        alpha: cfg.alpha(),
-        level,
-        hypotheses: cfg.hypotheses(),
-        min_requests: cfg.min_requests(),
+    Judgement { verdict, score, rows, alpha: cfg.alpha(), level, hypotheses: n, min_requests: cfg.min_requests() }
+}
+
+/// What the multiplicity step decided for one metric.
+#[derive(Debug, Clone, Copy)]
+struct Decided {
+    /// The metric's share of alpha: `alpha · weight / total weight`.
+    level: f64,
+    /// Its ceiling's share.
+    ceiling_level: f64,
+    p_value: f64,
+    /// Holm rejected "no difference".
+    significant: bool,
+}
+
+impl Tuning {
+    /// The always-valid p-value of "no difference" against the worse direction(s), from the
+    /// comparison's null form ([`Paired::no_difference`]): one-sided mixtures for a one-way
+    /// metric (a lower-is-worse one looks at `−d`), two-sided otherwise.
+    fn p_value(&self, est: Estimate) -> f64 {
+        let distance = if self.up.is_none() { -est.delta } else { est.delta };
+        self.mixture.p_value(distance, 1.0 / est.variance)
     }
 }
 
 /// Builds one row from its measurement and the multiplicity decisions.
-#[allow(clippy::too_many_arguments)] // one call site; a struct of these would only rename them
 fn row(
     m: &MetricSpec,
     t: &Tuning,
     data: &Measured,
-    p_value: f64,
-    significant: bool,
+    decided: Decided,
     ceiling_rejected: bool,
     e: &Evidence,
     cfg: &CanaryConfig,
 ) -> Row {
-    let level = cfg.level();
+    let level = decided.level;
     let scale = m.id.display_scale();
     let (n, y) = data.paired.map_or(([0.0; 2], [0.0; 2]), |p| (p.n, p.y));
     let value = |s: usize| data.paired.and_then(|p| p.rate(s)).map(|r| r * scale);
@@ -269,7 +319,7 @@ fn row(
         critical: m.critical,
         weight: m.weight,
         level,
-        p_value,
+        p_value: decided.p_value,
         bound_ms: data.bound_s.map(|b| b * 1000.0),
         ceiling_ci: None,
         allowed: m.allowed,
@@ -282,7 +332,10 @@ fn row(
     let requests = e.requests();
     let below_minimum = (cfg.min_requests() - requests[0].min(requests[1])).max(0.0);
     let Some(est) = data.estimate else {
-        r.classification = if r.why == Why::NoData { Classification::Nodata } else { Classification::Undecided };
+        r.classification = match r.why {
+            Why::NoData | Why::Untested => Classification::Nodata,
+            _ => Classification::Undecided,
+        };
         if r.why == Why::TooFewRequests {
             r.need =
                 Some(Need { tuning: *t, level, info: 0.0, candidate_requests: requests[1], delta: 0.0, below_minimum });
@@ -298,8 +351,8 @@ fn row(
     };
     r.delta = Some(shown(est.delta));
     r.delta_ci = Some([shown(lo), shown(hi)]);
-    let ceiling = ceiling_state(t, data, level, &mut r);
-    let (class, verdict, why) = classify(t, est.delta, lo, hi, significant, ceiling, ceiling_rejected);
+    let ceiling = ceiling_state(t, data, decided.ceiling_level, &mut r);
+    let (class, verdict, why) = classify(t, est.delta, lo, hi, decided.significant, ceiling, ceiling_rejected);
     r.classification = class;
     r.verdict = verdict;
     r.why = why;
@@ -324,7 +377,7 @@ enum Ceiling {
 }
 
 fn ceiling_state(t: &Tuning, data: &Measured, level: f64, r: &mut Row) -> Ceiling {
-    let (Some((c, mix)), Some(share)) = (t.ceiling, data.paired.and_then(|p| p.candidate_share())) else {
+    let (Some((c, mix)), Some(share)) = (t.ceiling, data.share) else {
         return Ceiling::None;
     };
     let hw = mix.half_width(1.0 / share.variance, level);
@@ -339,8 +392,9 @@ fn ceiling_state(t: &Tuning, data: &Measured, level: f64, r: &mut Row) -> Ceilin
 }
 
 /// The classification table (ARCHITECTURE.md, "Canary analysis"). Every warn or fail needs a
-/// Holm rejection of "no difference" (or of "below the ceiling"): a sequence beyond the margin
-/// at level `alpha/hypotheses` excludes 0 too, and that p-value is then below every Holm step.
+/// Holm rejection of "no difference" (or of "below the ceiling"), required here explicitly: the
+/// test uses the variance under no difference, the sequence the one at the estimate, so a
+/// sequence beyond the margin does not by itself imply the rejection.
 fn classify(
     t: &Tuning,
     delta: f64,
@@ -353,11 +407,13 @@ fn classify(
     use Classification::{High, Low, Pass, Undecided};
     if let Some(up) = t.up
         && lo > up
+        && significant
     {
         return (High, Verdict::Fail, Why::Beyond);
     }
     if let Some(down) = t.down
         && hi < -down
+        && significant
     {
         return (Low, Verdict::Fail, Why::Beyond);
     }
@@ -439,5 +495,5 @@ pub(crate) fn classify_for_tests(
 /// A tuning with the given margins, for the table test.
 #[cfg(test)]
 pub(crate) fn tuning_for_tests(up: Option<f64>, down: Option<f64>) -> Tuning {
-    Tuning { up, down, mixture: super::boundary::Mixture::with_rho(1.0), ceiling: None }
+    Tuning { up, down, mixture: super::boundary::Mixture::with_rho(1.0, super::boundary::Sides::Two), ceiling: None }
 }

@@ -16,15 +16,16 @@ mod boundary;
 mod catalog;
 mod evidence;
 mod judge;
+mod normal;
 mod report;
 mod spec;
 mod stratified;
 
-pub use boundary::{Mixture, holm};
+pub use boundary::{Mixture, Sides, holm};
 pub use catalog::{CATALOG, MetricId};
 pub use evidence::{Evidence, SideTick, Tails};
 pub use judge::{Classification, Judgement, METHOD, MIN_TICKS_FOR_AMOUNTS, Row, Why, judge};
-pub use spec::{Allowed, CanaryConfig, MAX_FILE_BYTES, MetricSpec, Worse, render_defaults};
+pub use spec::{Allowed, CRITICAL_ALPHA_WEIGHT, CanaryConfig, MAX_FILE_BYTES, MetricSpec, Worse, render_defaults};
 pub use stratified::{Estimate, Kind, Paired};
 
 #[cfg(test)]

@@ -68,9 +68,11 @@ impl Row {
         let _ = write!(out, ": candidate {} vs baseline {}", self.side_text(1), self.side_text(0));
         if let (Some(d), Some([lo, hi])) = (self.delta, self.delta_ci) {
             let unit = self.delta_unit();
+            // One-way metrics: each end is a one-sided bound at the level (the ends decide).
+            let ends = if self.worse == Worse::Either { "" } else { "each end " };
             let _ = write!(
                 out,
-                "; change {}{unit}, sequence [{}, {}]{unit} at level {}",
+                "; change {}{unit}, sequence [{}, {}]{unit}, {ends}at level {}",
                 signed(d),
                 signed(lo),
                 signed(hi),
@@ -86,6 +88,10 @@ impl Row {
         let allowed = self.allowed_text();
         match self.why {
             Why::NoData => "no data on a side (no requests, or the family is not exported)".to_owned(),
+            Why::Untested => {
+                "not tested: no data on both sides when testing began (a family not exported), so no share of alpha"
+                    .to_owned()
+            }
             Why::TooFewRequests => "fewer than the minimum requests on a side".to_owned(),
             Why::TooFewTicks => format!("fewer than {MIN_TICKS_FOR_AMOUNTS} ticks with both sides"),
             Why::NoRatio => "recorded on one side only, so there is no ratio".to_owned(),

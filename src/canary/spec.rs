@@ -8,7 +8,7 @@
 
 use serde_norway::{Mapping, Value};
 
-use super::boundary::Mixture;
+use super::boundary::{Mixture, Sides};
 use super::catalog::{CATALOG, MetricId};
 use crate::setting::{ConfigError, bad};
 
@@ -86,6 +86,7 @@ pub struct CanaryConfig {
     metrics: Vec<MetricSpec>,
     tuning: Vec<Tuning>,
     hypotheses: usize,
+    total_weight: f64,
 }
 
 fn spec(id: MetricId, worse: Worse, allowed: Allowed, critical: bool) -> MetricSpec {
@@ -116,14 +117,30 @@ impl Default for CanaryConfig {
     }
 }
 
+/// A critical metric's weight in the split of `alpha`; every other hypothesis, ceilings included,
+/// weighs 1. Critical metrics decide the verdict, so they get the larger shares (ARCHITECTURE.md,
+/// "Canary analysis", has what this buys and costs).
+pub const CRITICAL_ALPHA_WEIGHT: f64 = 3.0;
+
+impl MetricSpec {
+    /// This metric's weight in the split of `alpha` (its ceiling weighs 1).
+    pub fn alpha_weight(&self) -> f64 {
+        if self.critical { CRITICAL_ALPHA_WEIGHT } else { 1.0 }
+    }
+}
+
 impl CanaryConfig {
-    /// Fixes the hypotheses, level and mixtures of checked settings.
+    /// Fixes the hypotheses, levels and mixtures of checked settings. The mixtures are tuned at
+    /// the levels every enabled metric would have if all were tested; a judgement that tests
+    /// fewer raises the levels but keeps `ρ`, which must not move with the data.
     fn build(alpha: f64, min_requests: f64, metrics: Vec<MetricSpec>) -> Self {
-        let hypotheses =
-            metrics.iter().filter(|m| m.enabled).map(|m| 1 + usize::from(m.ceiling.is_some())).sum::<usize>().max(1);
-        let level = alpha / hypotheses as f64;
-        let tuning = metrics.iter().map(|m| tune(m, level)).collect();
-        Self { alpha, min_requests, metrics, tuning, hypotheses }
+        let enabled = || metrics.iter().filter(|m| m.enabled);
+        let hypotheses = enabled().map(|m| 1 + usize::from(m.ceiling.is_some())).sum::<usize>().max(1);
+        let total_weight =
+            enabled().map(|m| m.alpha_weight() + if m.ceiling.is_some() { 1.0 } else { 0.0 }).sum::<f64>().max(1.0);
+        let unit = alpha / total_weight;
+        let tuning = metrics.iter().map(|m| tune(m, unit * m.alpha_weight(), unit)).collect();
+        Self { alpha, min_requests, metrics, tuning, hypotheses, total_weight }
     }
 
     /// Family-wise error rate over every look and every metric.
@@ -136,14 +153,16 @@ impl CanaryConfig {
         self.min_requests
     }
 
-    /// Number of hypotheses (enabled metrics plus ceilings): the Bonferroni divisor.
+    /// Number of hypotheses when every enabled metric is tested (enabled metrics plus
+    /// ceilings); a judgement counts only those whose data exist ([`super::Judgement`]).
     pub fn hypotheses(&self) -> usize {
         self.hypotheses
     }
 
-    /// Level of each metric's confidence sequence: `alpha / hypotheses`.
+    /// Level of a weight-1 hypothesis when every enabled metric is tested:
+    /// `alpha / total weight`; a metric's is that times [`MetricSpec::alpha_weight`].
     pub fn level(&self) -> f64 {
-        self.alpha / self.hypotheses as f64
+        self.alpha / self.total_weight
     }
 
     /// Every metric's settings, in catalog order (disabled ones included).
@@ -244,11 +263,24 @@ const HEADER: &str = "\
 # alpha: chance that a healthy canary is ever called warn or fail, over every look and metric.
 # worse_when: higher | lower | either. allowed_absolute is in the metric's unit (percentage
 # points for shares); allowed_relative is percent of the baseline's value. ceiling: percent
-# the candidate's own share must stay below (error_rate and rate_limited only).
+# the candidate's own share must stay below (error_rate and rate_limited only). A critical
+# metric fails the canary when it fails, and gets three times the share of alpha of the others.
 ";
 
+/// Where a metric's mixture is tightest: at the information where its half-width is this many
+/// times its (smaller) margin, which is where a regression three times the allowed degradation
+/// is first called significant. Tighter there than at one margin (where a metric sitting at the
+/// baseline first passes), at a small cost near the margin (ARCHITECTURE.md, "Canary analysis",
+/// has the measured trade-off).
+pub const TIGHTEST_AT_MARGINS: f64 = 3.0;
+
 /// Margins on the comparison scale and the mixtures, from checked settings.
-fn tune(m: &MetricSpec, level: f64) -> Tuning {
+///
+/// A metric that is worse in one direction asks a one-sided question and gets one-sided
+/// mixtures; an either-way metric keeps the two-sided one. The mixture is tightest where its
+/// half-width is [`TIGHTEST_AT_MARGINS`] times the smaller margin (ARCHITECTURE.md, "Canary
+/// analysis", has the trade-off).
+fn tune(m: &MetricSpec, level: f64, ceiling_level: f64) -> Tuning {
     let (up, down) = match m.allowed {
         Allowed::Absolute(v) => (v / m.id.display_scale(), v / m.id.display_scale()),
         Allowed::Relative(pct) => {
@@ -261,10 +293,11 @@ fn tune(m: &MetricSpec, level: f64) -> Tuning {
         Worse::Lower => (None, Some(down)),
         Worse::Either => (Some(up), Some(down)),
     };
+    let sides = if m.worse == Worse::Either { Sides::Two } else { Sides::One };
     let margin = up.into_iter().chain(down).fold(f64::INFINITY, f64::min);
     // A ceiling's sequence is tuned to decide within a fifth of the ceiling (1 point of 5 %).
-    let ceiling = m.ceiling.map(|c| (c / 100.0, Mixture::tuned(c / 500.0, level)));
-    Tuning { up, down, mixture: Mixture::tuned(margin, level), ceiling }
+    let ceiling = m.ceiling.map(|c| (c / 100.0, Mixture::tuned(c / 500.0, ceiling_level, Sides::One)));
+    Tuning { up, down, mixture: Mixture::tuned(TIGHTEST_AT_MARGINS * margin, level, sides), ceiling }
 }
 
 fn names() -> String {
@@ -395,7 +428,8 @@ mod tests {
         let d = CanaryConfig::default();
         assert_eq!(parse(&render_defaults()).unwrap(), d);
         assert_eq!((d.alpha(), d.min_requests(), d.hypotheses()), (0.05, 100.0, 11));
-        assert!((d.level() - 0.05 / 11.0).abs() < 1e-15);
+        // Two critical metrics weigh 3, eight others and the ceiling 1.
+        assert!((d.level() - 0.05 / 15.0).abs() < 1e-15);
         // A changed configuration round-trips too.
         let c = parse("alpha: 0.01\nmetrics:\n  retries: {enabled: false}\n  error_rate: {allowed_relative: 30}\n")
             .unwrap();

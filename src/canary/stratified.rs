@@ -13,8 +13,10 @@
 //! `Σ (a_c/R_c − a_b/R_b … )²/W²` of the per-tick contributions), which catches bursty,
 //! overdispersed counts, and never smaller than a per-request floor (binomial for shares,
 //! Poisson for event counts) from the side's pooled, smoothed rate, which protects the first
-//! minutes when few ticks carry the sandwich. Everything is a running sum: a tick folds in O(1)
-//! and two accumulators add.
+//! minutes when few ticks carry the sandwich. That is the variance at the estimate, for the
+//! confidence sequence; the test of "no difference" takes the variance under it
+//! ([`Paired::no_difference`]). Everything is a running sum: a tick folds in O(1) and two
+//! accumulators add. [`OwnShare`] is the candidate's own share, for absolute ceilings.
 
 /// What a numerator counts, which decides the per-request variance floor.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -34,10 +36,6 @@ pub struct Paired {
     pub n: [f64; 2],
     /// Numerators over every tick.
     pub y: [f64; 2],
-    /// Per side `Σ y²`, `Σ n·y`, `Σ n²` over ticks: the one-sample cluster variance (ceilings).
-    yy: [f64; 2],
-    ny: [f64; 2],
-    nn: [f64; 2],
     /// Ticks where both sides had a denominator.
     pub ticks: f64,
     w: f64,
@@ -49,6 +47,79 @@ pub struct Paired {
     aa: [f64; 2],
     wa: [f64; 2],
     ab: f64,
+    /// Variance of `Σ w·(r_c − r_b)` under "no difference", given each tick's totals: the
+    /// hypergeometric `Σ w·p̂(1−p̂)·N/(N−1)` for shares and `Σ w·λ̂` for events, with `p̂`, `λ̂`
+    /// both sides' pooled rate *in that tick* (Cochran-Mantel-Haenszel).
+    hyper: f64,
+    events: f64,
+}
+
+/// The candidate's own share of requests for an absolute ceiling, each tick weighted by both
+/// sides' traffic `N = n_b + n_c`: `Σ N·r_c / Σ N`, what its share would be had it served all
+/// the requests. With a constant split this is its plain share; when the split moves (10 % →
+/// 50 %) a shared incident after the move weighs what it weighs for the whole service, not
+/// more. Kept apart from [`Paired`]: only request shares with a ceiling need it.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct OwnShare {
+    /// The candidate's requests and numerator over every tick.
+    n: f64,
+    y: f64,
+    /// Over ticks where the candidate had requests: `Σ N`, `Σ N·r_c`, `Σ N²·r_c²`,
+    /// `Σ N²·r_c`, `Σ N²`, `Σ N²/n_c`, and their number.
+    t: f64,
+    tr: f64,
+    ttrr: f64,
+    ttr: f64,
+    tt: f64,
+    tt_n: f64,
+    ticks: f64,
+}
+
+impl OwnShare {
+    /// Folds one tick: the baseline's requests, the candidate's requests and numerator.
+    pub fn fold(&mut self, nb: f64, nc: f64, yc: f64) {
+        self.n += nc;
+        self.y += yc;
+        if nc <= 0.0 {
+            return;
+        }
+        let (total, rc) = (nb.max(0.0) + nc, yc / nc);
+        self.ticks += 1.0;
+        self.t += total;
+        self.tr += total * rc;
+        self.ttrr += total * total * rc * rc;
+        self.ttr += total * total * rc;
+        self.tt += total * total;
+        self.tt_n += total * total / nc;
+    }
+
+    /// Adds another accumulator's sums.
+    pub fn merge(&mut self, o: &OwnShare) {
+        self.n += o.n;
+        self.y += o.y;
+        self.t += o.t;
+        self.tr += o.tr;
+        self.ttrr += o.ttrr;
+        self.ttr += o.ttr;
+        self.tt += o.tt;
+        self.tt_n += o.tt_n;
+        self.ticks += o.ticks;
+    }
+
+    /// The traffic-weighted share with its variance: the one-sample cluster sandwich across
+    /// ticks, never below the binomial floor at the candidate's smoothed plain share.
+    pub fn estimate(&self) -> Option<Estimate> {
+        if self.t <= 0.0 {
+            return None;
+        }
+        let p = self.tr / self.t;
+        let factor = if self.ticks > 1.0 { self.ticks / (self.ticks - 1.0) } else { 1.0 };
+        let spread = (self.ttrr - 2.0 * p * self.ttr + p * p * self.tt).max(0.0);
+        let sandwich = factor * spread / (self.t * self.t);
+        let smoothed = ((self.y + 1.0) / (self.n + 2.0)).min(1.0);
+        let floor = smoothed * (1.0 - smoothed) * self.tt_n / (self.t * self.t);
+        Some(Estimate { delta: p, variance: sandwich.max(floor) })
+    }
 }
 
 /// An estimate on the comparison's scale (difference or log ratio) with its variance.
@@ -72,16 +143,11 @@ impl Paired {
         self.n[1] += nc;
         self.y[0] += yb;
         self.y[1] += yc;
-        self.yy[0] += yb * yb;
-        self.yy[1] += yc * yc;
-        self.ny[0] += nb * yb;
-        self.ny[1] += nc * yc;
-        self.nn[0] += nb * nb;
-        self.nn[1] += nc * nc;
         if nb <= 0.0 || nc <= 0.0 {
             return;
         }
-        let w = nb * nc / (nb + nc);
+        let total = nb + nc;
+        let w = nb * nc / total;
         let (ab, ac) = (w * yb / nb, w * yc / nc);
         self.ticks += 1.0;
         self.w += w;
@@ -95,6 +161,10 @@ impl Paired {
         self.wa[0] += w * ab;
         self.wa[1] += w * ac;
         self.ab += ab * ac;
+        let pooled = (yb + yc) / total;
+        let p = pooled.clamp(0.0, 1.0);
+        self.hyper += w * p * (1.0 - p) * total / (total - 1.0).max(1.0);
+        self.events += w * pooled.max(0.0);
     }
 
     /// Adds another accumulator's sums (two intervals, or two pods' worth of ticks).
@@ -102,9 +172,6 @@ impl Paired {
         for s in 0..2 {
             self.n[s] += o.n[s];
             self.y[s] += o.y[s];
-            self.yy[s] += o.yy[s];
-            self.ny[s] += o.ny[s];
-            self.nn[s] += o.nn[s];
             self.w2_n[s] += o.w2_n[s];
             self.a[s] += o.a[s];
             self.aa[s] += o.aa[s];
@@ -114,6 +181,8 @@ impl Paired {
         self.w += o.w;
         self.w2 += o.w2;
         self.ab += o.ab;
+        self.hyper += o.hyper;
+        self.events += o.events;
     }
 
     /// Plain rate of side `s` over every tick (`Σy/Σn`), `None` without a denominator.
@@ -191,17 +260,42 @@ impl Paired {
         Some(Estimate { delta, variance: sandwich.max(floor).max(VARIANCE_FLOOR) })
     }
 
-    /// The candidate's plain share `Σy_c/Σn_c` with a one-sample cluster variance (ticks as
-    /// clusters), never below the binomial floor: what an absolute ceiling is tested on.
-    pub fn candidate_share(&self) -> Option<Estimate> {
-        let n = self.n[1];
-        if n <= 0.0 {
-            return None;
+    /// "No difference" as a test sees it: the difference `R_c − R_b` with its variance *under
+    /// that hypothesis*, the larger of the conditional variance given each tick's totals (the
+    /// Cochran-Mantel-Haenszel one, both sides at the tick's pooled rate; amounts have none),
+    /// the sandwich, and the per-request floor at both sides' pooled, smoothed rate. For a
+    /// relative margin, `(R_c − R_b)/R̄` with `R̄` the mean of the two (smoothed as in
+    /// `log_ratio`): the linear term of `ln(R_c/R_b)` at the null, the same test on the scale
+    /// the mixture was tuned for.
+    ///
+    /// A test of `δ = 0` wants the spread where `δ = 0`. The variance at the estimate takes
+    /// each side at its own rate: with an uneven split the candidate's term dominates and, on
+    /// the log scale (`≈ 1/y_c`), shrinks exactly when its count is high by chance. The
+    /// conditional variance also puts a shared burst's spread in the ticks where it happened,
+    /// with their weight, before the sandwich has seen enough of them.
+    pub fn no_difference(&self, kind: Kind, relative: bool) -> Option<Estimate> {
+        let (rb, rc) = self.standardized()?;
+        let delta = rc - rb;
+        let w2 = self.w * self.w;
+        let conditional = match kind {
+            Kind::Share => self.hyper,
+            Kind::Events => self.events,
+            Kind::Amount => 0.0,
+        } / w2;
+        let sandwich = self.cluster_factor() * self.quad(-1.0, 1.0, -delta) / w2;
+        let pooled = Paired { n: [self.n[0] + self.n[1]; 2], y: [self.y[0] + self.y[1]; 2], ..Paired::default() };
+        let floor = pooled.unit_variance(0, kind) * (self.w2_n[0] + self.w2_n[1]) / w2;
+        let variance = conditional.max(sandwich).max(floor);
+        if !relative {
+            let scale = rb.abs().max(rc.abs()).max(f64::MIN_POSITIVE);
+            return Some(Estimate { delta, variance: variance.max(VARIANCE_FLOOR * scale * scale) });
         }
-        let p = self.y[1] / n;
-        let sandwich = (self.yy[1] - 2.0 * p * self.ny[1] + p * p * self.nn[1]).max(0.0) / (n * n);
-        let floor = self.unit_variance(1, Kind::Share) / n;
-        Some(Estimate { delta: p, variance: sandwich.max(floor) })
+        let smooth = |s: usize, r: f64| match kind {
+            Kind::Amount => r,
+            _ => r + 0.5 / self.n[s].max(1.0),
+        };
+        let mean = 0.5 * (smooth(0, rb) + smooth(1, rc));
+        (mean > 0.0).then(|| Estimate { delta: delta / mean, variance: (variance / (mean * mean)).max(VARIANCE_FLOOR) })
     }
 }
 
@@ -293,6 +387,40 @@ mod tests {
     }
 
     #[test]
+    fn the_test_of_no_difference_takes_both_sides_at_their_pooled_rate() {
+        // A 10 % canary at 8 % against a baseline at 5 %, in identical ticks (no spread).
+        let mut p = Paired::default();
+        for _ in 0..20 {
+            p.fold(450.0, 22.5, 50.0, 4.0);
+        }
+        let null = p.no_difference(Kind::Share, false).unwrap();
+        assert!(close(null.delta, 0.03, 1e-12));
+        // Each tick at its pooled rate 26.5/500, hypergeometric: Σ w·p(1−p)·N/(N−1) / (Σ w)².
+        let (p_k, w, total): (f64, f64, f64) = (26.5 / 500.0, 450.0 * 50.0 / 500.0, 500.0);
+        let cmh = 20.0 * w * p_k * (1.0 - p_k) * total / (total - 1.0) / (20.0 * w).powi(2);
+        assert!(close(null.variance, cmh, 1e-15), "{null:?} vs {cmh}");
+        // The relative form is the same test on another scale: d/R̄ with variance v/R̄².
+        let relative = p.no_difference(Kind::Share, true).unwrap();
+        let z = |e: Estimate| e.delta / e.variance.sqrt();
+        assert!(close(z(relative), z(null), 1e-9), "{} vs {}", z(relative), z(null));
+    }
+
+    #[test]
+    fn a_shared_burst_in_heavy_ticks_raises_the_null_variance() {
+        // Both sides fail 30 % for 10 ticks of a 50/50 split, 2 % for 90 ticks of a 5 % canary.
+        // The burst's in-tick variance (CMH) weighs what those ticks weigh (w = 10 against 1.9),
+        // which the binomial at the interval's pooled rate, spread evenly, does not.
+        let mut p = Paired::default();
+        for k in 0..100 {
+            if k < 10 { p.fold(20.0, 6.0, 20.0, 6.0) } else { p.fold(38.0, 0.76, 2.0, 0.04) }
+        }
+        let null = p.no_difference(Kind::Share, false).unwrap().variance;
+        let pooled: f64 = 193.0 / 4002.0;
+        let binomial = pooled * (1.0 - pooled) / 271.0; // Σ w = 10·10 + 90·1.9
+        assert!(null > 1.8 * binomial, "{null} vs {binomial}");
+    }
+
+    #[test]
     fn merging_equals_folding_everything() {
         let ticks = [(10.0, 1.0, 12.0, 0.0), (7.0, 0.0, 3.0, 1.0), (0.0, 0.0, 4.0, 2.0), (9.0, 3.0, 9.0, 2.0)];
         let mut all = Paired::default();
@@ -307,12 +435,13 @@ mod tests {
 
     #[test]
     fn candidate_share_for_ceilings() {
-        let mut p = Paired::default();
+        let mut p = OwnShare::default();
         for _ in 0..10 {
-            p.fold(100.0, 1.0, 100.0, 6.0);
+            p.fold(100.0, 100.0, 6.0);
         }
-        let e = p.candidate_share().unwrap();
+        let e = p.estimate().unwrap();
         assert!(close(e.delta, 0.06, 1e-12));
+        // Constant ticks: no spread, the binomial floor Σ N²/n_c / (Σ N)² = 1/Σ n_c.
         let pt: f64 = 61.0 / 1002.0;
         assert!(close(e.variance, pt * (1.0 - pt) / 1000.0, 1e-15));
     }

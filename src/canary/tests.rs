@@ -45,6 +45,7 @@ fn classification_table() {
         (higher, 0.2, -0.5, 0.9, false, Pass, Verdict::Pass),
         (higher, 0.2, -0.5, 0.9, true, Pass, Verdict::Pass), // within the margin beats significance
         (higher, 1.6, 1.1, 2.1, true, High, Verdict::Fail),
+        (higher, 1.6, 1.1, 2.1, false, Undecided, Verdict::InsufficientData), // no fail without Holm
         (higher, 0.8, 0.2, 1.4, true, High, Verdict::Warn),
         (higher, 0.4, -0.2, 1.0001, false, Undecided, Verdict::InsufficientData),
         (higher, -3.0, -4.0, -2.0, true, Pass, Verdict::Pass), // better is never worse
@@ -73,6 +74,69 @@ fn a_healthy_canary_passes_once_every_critical_metric_is_decided() {
     assert_eq!(j.verdict, Verdict::Pass, "{:?}", j.reasons());
     assert_eq!(j.score, Some(100.0));
     assert_eq!(row(&j, MetricId::ErrorRate).needed_requests(), None);
+}
+
+#[test]
+fn a_family_nobody_exports_takes_no_share_of_alpha() {
+    // No TTFT histogram on either side: nine metrics and the ceiling are tested, not ten.
+    let j = run(200, |_| tick(50.0, 1.0, 0.0), |_| tick(50.0, 1.0, 0.0));
+    let ttft = row(&j, MetricId::TtftP95Tail);
+    assert_eq!((ttft.classification, ttft.why), (Classification::Nodata, Why::Untested));
+    assert!(ttft.reason().contains("no share of alpha"), "{}", ttft.reason());
+    assert_eq!(j.hypotheses, 10);
+    // Two critical metrics weigh 3 each, seven others and the ceiling 1: 14 in all.
+    assert!((j.level - 0.05 / 14.0).abs() < 1e-15, "{}", j.level);
+    assert!((row(&j, MetricId::ErrorRate).level - 0.15 / 14.0).abs() < 1e-15);
+    // With TTFT on both sides from the start it is tested and costs its share.
+    let streamed = |_| SideTick { ttft: vec![(0.5, 45.0), (1.0, 48.0), (f64::INFINITY, 50.0)], ..tick(50.0, 1.0, 0.0) };
+    let j = run(200, streamed, streamed);
+    assert_eq!(j.hypotheses, 11);
+    assert_ne!(row(&j, MetricId::TtftP95Tail).why, Why::Untested);
+}
+
+#[test]
+fn a_family_that_appears_after_testing_began_stays_untested() {
+    // Both sides pass 100 requests at tick 2; TTFT shows up at tick 10. The number of
+    // hypotheses was fixed when testing could begin, so it stays out (and costs nothing).
+    let side = |k: usize| {
+        let ttft = if k >= 10 { vec![(0.5, 45.0), (1.0, 48.0), (f64::INFINITY, 50.0)] } else { Vec::new() };
+        SideTick { ttft, ..tick(50.0, 1.0, 0.0) }
+    };
+    let j = run(300, side, side);
+    assert_eq!(j.hypotheses, 10);
+    let ttft = row(&j, MetricId::TtftP95Tail);
+    assert_eq!((ttft.classification, ttft.why), (Classification::Nodata, Why::Untested), "{}", ttft.reason());
+    // The same evidence in two parts, merged in order, decides the same.
+    let (mut first, mut second) = (Evidence::new(), Evidence::new());
+    for k in 0..300 {
+        let part = if k < 150 { &mut first } else { &mut second };
+        part.fold(&side(k), &side(k));
+    }
+    first.merge(&second);
+    assert_eq!(judge(&first, &CanaryConfig::default()).hypotheses, 10);
+}
+
+#[test]
+fn a_shared_incident_after_the_split_moved_is_not_above_the_ceiling() {
+    // A 5 % canary for 100 minutes, then 50 %: 5 minutes of a shared incident failing 40 % of
+    // both sides, then 10 calm minutes. The candidate's plain share is 9.6 % (its requests came
+    // mostly late), but weighted by each tick's traffic it is 3.7 %, the service's own: the
+    // ceiling does not fail it, and nothing else differs.
+    let side = |k: usize, canary: bool| {
+        let requests = match (k < 1200, canary) {
+            (true, true) => 1.5,
+            (true, false) => 28.5,
+            (false, _) => 15.0,
+        };
+        let share = if (1200..1260).contains(&k) { 0.4 } else { 0.02 };
+        tick(requests, requests * share, 0.0)
+    };
+    let j = run(1380, |k| side(k, false), |k| side(k, true));
+    let errors = row(&j, MetricId::ErrorRate);
+    assert!((errors.candidate.unwrap() - 9.6).abs() < 0.01, "{}", errors.reason());
+    assert_ne!(errors.why, Why::AboveCeiling, "{}", errors.reason());
+    assert!(errors.ceiling_ci.unwrap()[0] < 5.0, "{:?}", errors.ceiling_ci);
+    assert!(!matches!(j.verdict, Verdict::Fail | Verdict::Warn), "{:?}", j.reasons());
 }
 
 #[test]

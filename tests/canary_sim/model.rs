@@ -17,6 +17,8 @@ use zai_dash::proxy::metrics::DURATION_BUCKETS;
 pub const TICK_S: f64 = 5.0;
 /// Ticks in two hours.
 pub const TWO_HOURS: usize = 1440;
+/// Ticks in the hour before the rollout that give the baseline's reference histogram.
+pub const REFERENCE_TICKS: usize = 720;
 
 /// xoshiro256** seeded through splitmix64.
 pub struct Rng {
@@ -171,6 +173,9 @@ pub struct Scenario {
     pub candidate: Behaviour,
     pub burst: Option<Burst>,
     pub ticks: usize,
+    /// Whether the baseline ran alone for an hour before (at `rate` per tick), so its buckets
+    /// from then are the reference the tail bounds come from; else they come from pooled data.
+    pub reference: bool,
 }
 
 impl Scenario {
@@ -184,6 +189,7 @@ impl Scenario {
             candidate: Behaviour::HEALTHY,
             burst: None,
             ticks: TWO_HOURS,
+            reference: true,
         }
     }
 
@@ -207,6 +213,7 @@ pub fn latency_cdf(slowdown: f64) -> Vec<f64> {
 /// Draws rollouts tick by tick into two reusable [`SideTick`]s.
 pub struct Generator {
     pub scenario: Scenario,
+    seed: u64,
     rng: Rng,
     cdfs: [Vec<f64>; 2],
     burst_cdf: Vec<f64>,
@@ -223,7 +230,35 @@ impl Generator {
             latency: DURATION_BUCKETS.iter().map(|&le| (le, 0.0)).chain([(f64::INFINITY, 0.0)]).collect(),
             ..SideTick::default()
         };
-        Self { scenario, rng: Rng::new(seed), cdfs, burst_cdf, tick: 0, baseline: empty.clone(), candidate: empty }
+        Self {
+            scenario,
+            seed,
+            rng: Rng::new(seed),
+            cdfs,
+            burst_cdf,
+            tick: 0,
+            baseline: empty.clone(),
+            candidate: empty,
+        }
+    }
+
+    /// The baseline's cumulative latency buckets over [`REFERENCE_TICKS`] before the rollout,
+    /// at the scenario's rate per side and the baseline's behaviour: what the service reads
+    /// from its store for the hour before `since`. Drawn from a stream of its own, so a
+    /// rollout's ticks are the same with or without it.
+    pub fn reference(&self) -> Vec<(f64, f64)> {
+        let mut rng = Rng::new(self.seed ^ 0x0DDB_A11C_AB1E_5EED);
+        let cdf = &self.cdfs[0];
+        let mut tick = self.baseline.latency.clone();
+        let mut total: Vec<(f64, f64)> = tick.iter().map(|&(le, _)| (le, 0.0)).collect();
+        for _ in 0..REFERENCE_TICKS {
+            let n = rng.poisson(self.scenario.rate * TICK_S);
+            draw_latency(&mut rng, n, cdf, &mut tick);
+            for (t, b) in total.iter_mut().zip(&tick) {
+                t.1 += b.1;
+            }
+        }
+        total
     }
 
     /// Draws the next tick into `baseline` and `candidate`; false after the last.
