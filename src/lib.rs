@@ -25,7 +25,7 @@
 //! - [`source`]: what the web layer reads, behind a trait (the store or a PromQL engine answers it).
 //! - [`alerting`]: alert records, their persistence trait and the live-stream announcer.
 //! - [`samples`]: the types and traits raw samples take on their way to remote write.
-//! - [`shutdown`]: signals; [`telemetry`]: logs.
+//! - [`shutdown`]: signals; [`telemetry`]: logs; [`console`]: what commands print on stdout.
 //!
 //! **Subsystems**, each on the core only:
 //! - [`scrape`]: one task per target (fetch, parse, increases) and the bucket ticker.
@@ -59,6 +59,7 @@ pub mod budget;
 pub mod canary;
 pub mod clock;
 pub mod compare;
+pub mod console;
 pub mod expo;
 pub mod health;
 pub mod host;

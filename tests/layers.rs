@@ -24,6 +24,7 @@ const LAYERS: &[(&str, &[&str])] = &[
             "canary",
             "clock",
             "compare",
+            "console",
             "expo",
             "health",
             "host",
