@@ -6,6 +6,7 @@ pub mod api;
 pub mod assets;
 pub mod auth;
 pub mod charts;
+pub mod chrome;
 pub mod dash_api;
 pub mod dashboard;
 pub mod error;
