@@ -108,7 +108,7 @@ async fn run_source(
         PromSource::new(engine, timing, clock.clone(), memory.clone())
             .context("cannot build the HTTP client for PROMETHEUS_URL")?,
     );
-    let source_stats = source.client().stats();
+    let source_stats = source.stats();
     let health = HealthBoard::default();
     let hub = Hub::new(u64::try_from(clock.now_ms()).unwrap_or(0), RING_EVENTS, CLIENT_BUFFER);
     let alerts = Alerts::new(&settings.alerts);

@@ -79,6 +79,8 @@ pub fn selector(variant: Option<&str>, instance: Option<&str>) -> Selector {
 #[derive(Debug)]
 pub struct PromSource {
     client: Client,
+    /// What every request's session shares: query slots, the answer cache, counters.
+    shared: Arc<session::Shared>,
     timing: Timing,
     clock: SharedClock,
     alerts: Arc<MemoryAlerts>,
@@ -98,6 +100,7 @@ impl PromSource {
     ) -> Result<Self, reqwest::Error> {
         Ok(Self {
             client: Client::new(settings)?,
+            shared: Arc::default(),
             timing,
             clock,
             alerts,
@@ -111,6 +114,11 @@ impl PromSource {
         &self.client
     }
 
+    /// Counters of what was left out of the engine's answers (self-metrics).
+    pub fn stats(&self) -> Arc<EngineStats> {
+        self.shared.stats.clone()
+    }
+
     /// The grid and scrape interval.
     pub fn timing(&self) -> Timing {
         self.timing
@@ -119,7 +127,7 @@ impl PromSource {
     /// The queries of one request, in the current point interval (answers of the same
     /// interval are shared between requests).
     pub fn session(&self) -> Session<'_> {
-        Session::new(&self.client, self.clock.now_ms().div_euclid(self.timing.point_ms.max(1)))
+        Session::new(&self.client, &self.shared, self.clock.now_ms().div_euclid(self.timing.point_ms.max(1)))
     }
 
     /// Records how the last background read went; returns whether that changed (the poller
