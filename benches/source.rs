@@ -29,7 +29,7 @@ use zai_dash::config::Settings;
 use zai_dash::engine::{EngineSettings, MemoryAlerts, PromSource, Timing};
 use zai_dash::health::HealthBoard;
 use zai_dash::hub::Hub;
-use zai_dash::source::DataSource;
+use zai_dash::ports::read::DataSource;
 use zai_dash::store::Store;
 use zai_dash::store::source::StoreSource;
 use zai_dash::web::pages::ChartCache;

@@ -539,12 +539,12 @@ async fn a_batch_that_finds_the_queue_full_is_merged_into_the_next_never_dropped
     let (queue, rx) = write::channel(1, stats.clone());
     // The writer is not running yet: the first batch fills the queue, the rest are held.
     for i in 1..=4 {
-        zai_dash::ingest::BatchSink::submit(&queue, batch(i));
+        zai_dash::ports::ingest::BatchSink::submit(&queue, batch(i));
     }
     assert_eq!(stats.merged.load(std::sync::atomic::Ordering::Relaxed), 3);
     let writer =
         tokio::spawn(write::run_writer(fx.store.clone(), rx, Hub::new(1, 8, 8), stats.clone(), reporting(), MIN));
-    zai_dash::ingest::BatchSink::flush(&queue).await;
+    zai_dash::ports::ingest::BatchSink::flush(&queue).await;
     drop(queue);
     writer.await.unwrap();
     let n: i64 = fx

@@ -21,10 +21,11 @@ use super::eval::{Observation, advance, new_record};
 use super::notify::Notification;
 use super::observe::{Feed, Inputs, Medians};
 use super::rules::Rule;
-use crate::alerting::{AlertPhase, AlertRecord, AlertStateStore, Announcer};
 use crate::clock::{SharedClock, rfc3339_ms};
 use crate::health::HealthBoard;
-use crate::stats::StatsSource;
+use crate::phase::AlertPhase;
+use crate::ports::alert_state::{AlertRecord, AlertStateStore, Announcer};
+use crate::ports::read::StatsSource;
 use crate::telemetry::LogThrottle;
 
 /// An alert's identity: rule and variant.
@@ -459,19 +460,22 @@ mod tests {
     use crate::alerts::rules::parse_rules;
     use crate::clock::{Clock, ManualClock};
     use crate::compare::SideStats;
-    use crate::ingest::BoxFuture;
-    use crate::stats::WindowStats;
+    use crate::ports::BoxFuture;
+    use crate::ports::read::WindowStats;
 
     #[derive(Debug, Default)]
     struct MemoryStore(Mutex<BTreeMap<Key, AlertRecord>>);
 
     impl AlertStateStore for MemoryStore {
-        fn load(&self) -> BoxFuture<'_, Result<Vec<AlertRecord>, crate::alerting::AlertStoreError>> {
+        fn load(&self) -> BoxFuture<'_, Result<Vec<AlertRecord>, crate::ports::alert_state::AlertStoreError>> {
             let all = self.0.lock().unwrap().values().cloned().collect();
             Box::pin(std::future::ready(Ok(all)))
         }
 
-        fn save(&self, records: Vec<AlertRecord>) -> BoxFuture<'_, Result<(), crate::alerting::AlertStoreError>> {
+        fn save(
+            &self,
+            records: Vec<AlertRecord>,
+        ) -> BoxFuture<'_, Result<(), crate::ports::alert_state::AlertStoreError>> {
             let mut m = self.0.lock().unwrap();
             for r in records {
                 m.insert((r.rule.clone(), r.variant.clone()), r);

@@ -14,9 +14,9 @@ use super::metric::{Metric, PROCESS_VARIANT, verdict_rank};
 use super::rules::{Rule, Scope};
 use crate::compare;
 use crate::health::TargetHealth;
-use crate::ingest::{Event, PointSink};
 use crate::point::Point;
-use crate::stats::{StatsError, StatsSource, WindowStats};
+use crate::ports::ingest::{Event, PointSink};
+use crate::ports::read::{StatsError, StatsSource, WindowStats};
 
 /// The latest live point of each variant, fed by the writer's point sink; each published set
 /// is a tick that wakes the engine.
@@ -229,7 +229,7 @@ impl StatsSource for FixedStats {
         &self,
         _end_ms: i64,
         window_ms: i64,
-    ) -> crate::ingest::BoxFuture<'_, Result<BTreeMap<String, WindowStats>, StatsError>> {
+    ) -> crate::ports::BoxFuture<'_, Result<BTreeMap<String, WindowStats>, StatsError>> {
         let w = self.windows.get(&window_ms).cloned().unwrap_or_default();
         Box::pin(std::future::ready(Ok(w)))
     }
@@ -239,7 +239,7 @@ impl StatsSource for FixedStats {
         _end_ms: i64,
         _range_ms: i64,
         _step_ms: i64,
-    ) -> crate::ingest::BoxFuture<'_, Result<Vec<Point>, StatsError>> {
+    ) -> crate::ports::BoxFuture<'_, Result<Vec<Point>, StatsError>> {
         Box::pin(std::future::ready(Ok(self.series.clone())))
     }
 }

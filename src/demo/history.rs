@@ -13,8 +13,8 @@ use std::f64::consts::PI;
 
 use super::Rng;
 use super::upstream::Profile;
-use crate::ingest::{StateUpdate, StateWrite, WriteBatch};
 use crate::point::{Counts, GaugeStat, Gauges, Histogram, TargetRow, Totals};
+use crate::ports::ingest::{StateUpdate, StateWrite, WriteBatch};
 use crate::proxy::metrics::{DURATION_BUCKETS, TTFT_BUCKETS};
 use crate::proxy::pricing::{Pricing, tier};
 use crate::scrape::increase::TargetState;

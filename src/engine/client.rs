@@ -16,8 +16,8 @@ use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 use serde::Deserialize;
 
 use super::EngineSettings;
+use crate::ports::read::SourceError;
 use crate::setting::Secret;
-use crate::source::SourceError;
 
 /// Bytes of answers one request (a page, an API call, a live tick, an alert evaluation) may
 /// read in all, over every query it makes: beyond it the request fails rather than hold more.

@@ -19,8 +19,8 @@ use super::client::EngineError;
 use super::{PromSource, Session, points, targets};
 use crate::clock::SharedClock;
 use crate::health::{HealthBoard, TargetHealth};
-use crate::ingest::PointSink;
-use crate::source::PointQuery;
+use crate::ports::ingest::PointSink;
+use crate::ports::read::PointQuery;
 
 /// Most missed buckets published after an outage.
 pub const MAX_CATCH_UP: i64 = 12;

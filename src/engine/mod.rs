@@ -28,11 +28,11 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 
 use crate::clock::SharedClock;
-use crate::ingest::BoxFuture;
 use crate::point::Point;
+use crate::ports::BoxFuture;
+use crate::ports::read::{ChartData, DataSource, PointQuery, SourceError, WindowQuery, WindowSums};
+use crate::ports::read::{StatsError, StatsSource, WindowStats, series_step};
 use crate::promql::{Selector, parts};
-use crate::source::{ChartData, DataSource, PointQuery, SourceError, WindowQuery, WindowSums};
-use crate::stats::{StatsError, StatsSource, WindowStats, series_step};
 pub use alert_state::MemoryAlerts;
 pub use client::{Client, EngineError};
 pub use session::{EngineStats, Session};

@@ -17,9 +17,9 @@ use super::session::Session;
 use super::{Timing, selector};
 use crate::clock::checked_bucket_end;
 use crate::point::{Histogram, Point, Quota, QuotaWindow, bounded};
+use crate::ports::read::PointQuery;
 use crate::promql::parts::{self, family as pfamily};
 use crate::promql::{Selector, family};
-use crate::source::PointQuery;
 
 /// What a query fills in a point.
 #[derive(Debug, Clone, Copy)]

@@ -10,7 +10,7 @@ use tokio::sync::{Notify, mpsc};
 use super::status::{Pending, RemoteStatus, Removal};
 use super::wire;
 use crate::clock::SharedClock;
-use crate::samples::{Chunk, SampleQueue, ScrapeSamples};
+use crate::ports::samples::{Chunk, SampleQueue, ScrapeSamples};
 
 /// Most scrapes gathered into one append.
 const MAX_APPEND: usize = 512;
@@ -97,7 +97,7 @@ pub(super) async fn trim_to_bytes(
     max_bytes: u64,
     incoming: u64,
     now_ms: i64,
-) -> Result<(), crate::samples::QueueError> {
+) -> Result<(), crate::ports::samples::QueueError> {
     let (excess, after, on_disk) = status.with_pending(|p| {
         (p.bytes().saturating_add(incoming).saturating_sub(max_bytes), p.sending_through, p.disk_head.is_some())
     });

@@ -39,7 +39,7 @@ use tokio_util::task::TaskTracker;
 use url::Url;
 
 use crate::clock::SharedClock;
-use crate::samples::{SampleQueue, SampleSink, ScrapeSamples};
+use crate::ports::samples::{SampleQueue, SampleSink, ScrapeSamples};
 use crate::setting::{ConfigError, Secret, bad, parse_bytes, parse_duration};
 pub use status::{RemoteStatus, StatusSnapshot};
 
@@ -264,7 +264,7 @@ pub enum RemoteError {
     Client(String),
     /// The queue could not be read.
     #[error("cannot read the remote write queue: {0}")]
-    Queue(crate::samples::QueueError),
+    Queue(crate::ports::samples::QueueError),
 }
 
 /// Scrapes the hand-off holds before a new one is dropped (the appender fell behind a slow

@@ -14,7 +14,7 @@ use super::append::{payload_bytes, trim_to_bytes};
 use super::attempt::{self, Backoff, Failure, MAX_RETRY_AFTER};
 use super::status::{Pending, RemoteStatus, Removal};
 use crate::clock::SharedClock;
-use crate::samples::{QueueState, SampleQueue};
+use crate::ports::samples::{QueueState, SampleQueue};
 
 /// Memory chunks beyond this many bytes (or the byte limit, if smaller) go to the database even
 /// while the receiver keeps up (a slow request let them pile up).
@@ -155,7 +155,7 @@ impl Shipper {
 
     /// The oldest chunks up to the request size: from the database while it holds any (they are
     /// older), else taken from memory into `in_flight`.
-    async fn next_batch(&self) -> Result<Option<(Vec<Vec<u8>>, u64, Source)>, crate::samples::QueueError> {
+    async fn next_batch(&self) -> Result<Option<(Vec<Vec<u8>>, u64, Source)>, crate::ports::samples::QueueError> {
         if self.status.with_pending(|p| p.disk_head.is_some()) {
             // Under the lock, so the byte limit never drops a chunk between this read and the
             // mark that keeps the request's chunks.
@@ -197,12 +197,12 @@ impl Shipper {
     }
 
     /// Moves the request under way and memory, oldest first, to the end of the database queue.
-    async fn spill(&self) -> Result<(), crate::samples::QueueError> {
+    async fn spill(&self) -> Result<(), crate::ports::samples::QueueError> {
         let _serial = self.status.queue_lock.lock().await;
         self.spill_locked().await
     }
 
-    async fn spill_locked(&self) -> Result<(), crate::samples::QueueError> {
+    async fn spill_locked(&self) -> Result<(), crate::ports::samples::QueueError> {
         let chunks = self.status.with_pending(|p| {
             let mut chunks = std::mem::take(&mut p.in_flight);
             chunks.extend(p.memory.drain(..));
@@ -258,7 +258,7 @@ impl Shipper {
 
     /// Drops database chunks scraped before the backlog's age limit, then the oldest beyond its
     /// byte limit.
-    async fn drop_old(&self) -> Result<(), crate::samples::QueueError> {
+    async fn drop_old(&self) -> Result<(), crate::ports::samples::QueueError> {
         if self.status.with_pending(|p| p.disk_head.is_none()) {
             return Ok(());
         }
@@ -312,8 +312,8 @@ fn take_from_memory(p: &mut Pending, max_samples: u64) -> Option<(Vec<Vec<u8>>, 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ports::samples::Chunk;
     use crate::remote::append::to_memory_unless_waiting;
-    use crate::samples::Chunk;
 
     fn chunk(ts_ms: i64, samples: u64) -> Chunk {
         Chunk { ts_ms, samples, payload: vec![0; 10] }

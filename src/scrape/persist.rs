@@ -16,7 +16,7 @@
 //! scraper resumes from exactly the state of its last committed scrape.
 
 use super::increase::TargetState;
-use crate::ingest::StateWrite;
+use crate::ports::ingest::StateWrite;
 
 /// A live target's state is checkpointed at least this often (10 minutes): the journal to
 /// replay at start-up stays short, and old entries can be deleted.

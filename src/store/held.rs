@@ -14,8 +14,8 @@
 use std::collections::{HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
 
-use crate::ingest::WriteBatch;
 use crate::point::TargetRow;
+use crate::ports::ingest::WriteBatch;
 
 /// Failed batches kept for retry: one hour of 5 s ticks.
 pub const MAX_BACKLOG: usize = 720;
@@ -119,9 +119,9 @@ impl HeldRows {
 mod tests {
     use super::*;
     use crate::clock::bucket_end;
+    use crate::ports::read::{PointQuery, WindowQuery};
     use crate::scrape::increase::TargetState;
     use crate::scrape::{parse::parse, reading::read};
-    use crate::source::{PointQuery, WindowQuery};
     use crate::store::{Store, query, range, window, write};
 
     const T0: i64 = 1_800_000_000_000; // a whole minute

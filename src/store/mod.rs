@@ -27,7 +27,7 @@ use std::time::Duration;
 use r2d2_sqlite::SqliteConnectionManager;
 use rusqlite::Connection;
 
-pub use crate::ingest::WriteBatch;
+pub use crate::ports::ingest::WriteBatch;
 pub use write::{WriteQueue, WriterStats};
 
 /// A coarse row (`metrics_10m`) spans this many rollups: ranges over a day read them, so a
@@ -172,13 +172,14 @@ impl Store {
     }
 }
 
-impl crate::ingest::TargetRegistry for Store {
+impl crate::ports::ingest::TargetRegistry for Store {
     fn register<'a>(
         &'a self,
         url: &'a str,
         variant: &'a str,
         now_ms: i64,
-    ) -> crate::ingest::BoxFuture<'a, Result<crate::ingest::Registered, crate::ingest::RegistryError>> {
+    ) -> crate::ports::BoxFuture<'a, Result<crate::ports::ingest::Registered, crate::ports::ingest::RegistryError>>
+    {
         let pair = vec![(url.to_owned(), variant.to_owned())];
         Box::pin(async move {
             let (stored, journal) = self
@@ -192,7 +193,7 @@ impl crate::ingest::TargetRegistry for Store {
                 })
                 .await?;
             let t = stored.into_iter().next().ok_or("the target was not found after registering it")?;
-            Ok(crate::ingest::Registered { id: t.id, state: t.state, journal })
+            Ok(crate::ports::ingest::Registered { id: t.id, state: t.state, journal })
         })
     }
 }

@@ -610,7 +610,7 @@ pub fn roll_minutes(rows: &[TargetRow], rollup_ms: i64) -> Vec<TargetRow> {
 }
 
 /// Events with `after < ts <= until`, oldest first.
-pub fn events(conn: &Connection, after: i64, until: i64) -> Result<Vec<crate::ingest::Event>, StoreError> {
+pub fn events(conn: &Connection, after: i64, until: i64) -> Result<Vec<crate::ports::ingest::Event>, StoreError> {
     let mut stmt = conn.prepare_cached(
         "SELECT ts, kind, variant, target, detail FROM events WHERE ts > ?1 AND ts <= ?2 ORDER BY ts, id",
     )?;
@@ -618,8 +618,8 @@ pub fn events(conn: &Connection, after: i64, until: i64) -> Result<Vec<crate::in
     let mut out = Vec::new();
     while let Some(r) = rows.next()? {
         let kind: String = r.get(1)?;
-        let Some(kind) = crate::ingest::EventKind::parse(&kind) else { continue }; // a newer build's kind
-        out.push(crate::ingest::Event {
+        let Some(kind) = crate::ports::ingest::EventKind::parse(&kind) else { continue }; // a newer build's kind
+        out.push(crate::ports::ingest::Event {
             ts_ms: r.get(0)?,
             kind,
             variant: r.get(2)?,

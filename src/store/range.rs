@@ -21,7 +21,7 @@ use crate::clock::bucket_end;
 use crate::point::summary::status;
 use crate::point::{Bucket, Point, PointBuilder, Quota, SumCount, Summary, TargetRow};
 
-pub use crate::source::{PointQuery, RAW_RANGE_LIMIT_MS};
+pub use crate::ports::read::{PointQuery, RAW_RANGE_LIMIT_MS};
 
 /// A row as read by a range query: in place ([`codec::RowView`]) from a table, or decoded (the
 /// raw tail of a long range, rolled on the fly).

@@ -5,9 +5,9 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use super::{Store, StoreError, alerts, query, range, window};
-use crate::ingest::BoxFuture;
 use crate::point::Point;
-use crate::source::{ChartData, DataSource, PointQuery, SourceError, WindowQuery, WindowSums};
+use crate::ports::BoxFuture;
+use crate::ports::read::{ChartData, DataSource, PointQuery, SourceError, WindowQuery, WindowSums};
 
 impl From<StoreError> for SourceError {
     fn from(e: StoreError) -> Self {

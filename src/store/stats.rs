@@ -9,9 +9,9 @@ use super::Store;
 use super::query::RAW_RANGE_LIMIT_MS;
 use super::range::{self, PointQuery};
 use super::window::{WindowQuery, window_sums};
-use crate::ingest::BoxFuture;
 use crate::point::Point;
-use crate::stats::{StatsError, StatsSource, WindowStats, series_step};
+use crate::ports::BoxFuture;
+use crate::ports::read::{StatsError, StatsSource, WindowStats, series_step};
 
 /// Window statistics read from the store.
 #[derive(Debug, Clone)]

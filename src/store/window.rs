@@ -3,7 +3,7 @@
 //!
 //! Unlike [`super::query::points`], nothing is re-bucketed: the window's rows are added up once,
 //! so a quantile over the window comes from the window's summed bucket increases. The query and
-//! result types are the core's ([`crate::source`]), shared with the PromQL source mode.
+//! result types are the read contract's ([`crate::ports::read`]), shared with the PromQL source mode.
 
 use std::collections::{BTreeMap, HashSet};
 
@@ -13,7 +13,7 @@ use super::StoreError;
 use super::held::HeldRows;
 use super::query::{Table, each_raw_row, select_targets, target_rows, targets, variant_names, watermark};
 use crate::point::{Counts, TargetRow};
-pub use crate::source::{ModelUsage, WindowQuery, WindowSums, model_usage, model_usage_covered};
+pub use crate::ports::read::{ModelUsage, WindowQuery, WindowSums, model_usage, model_usage_covered};
 
 /// Increases of every variant over the window, summed over its pods, with where its data starts;
 /// the rows the writer still `held` count too (see [`super::held`]).

@@ -11,9 +11,10 @@ use super::AppState;
 use super::charts::Mark;
 use super::chrome::Chrome;
 use super::dashboard::View;
-use crate::alerting::{AlertPeriod, AlertPhase};
 use crate::alerts::{AlertView, Scope};
 use crate::clock::rfc3339_ms;
+use crate::phase::AlertPhase;
+use crate::ports::alert_state::AlertPeriod;
 
 /// `GET /api/alerts`: pending and firing alerts, as Prometheus lists them.
 pub async fn api(State(state): State<AppState>) -> Json<serde_json::Value> {

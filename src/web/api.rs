@@ -11,8 +11,8 @@ use super::error::ApiError;
 use crate::clock::{bucket_end, checked_bucket_end, rfc3339_ms};
 use crate::health::TargetHealth;
 use crate::point::Quota;
+use crate::ports::read::{PointQuery, RAW_RANGE_LIMIT_MS};
 use crate::setting::duration_ms;
-use crate::source::{PointQuery, RAW_RANGE_LIMIT_MS};
 use crate::variant::is_valid_variant;
 
 /// Longest accepted window.
@@ -123,7 +123,7 @@ pub fn fresh_window_ms(s: &super::WebSettings) -> i64 {
     let scrapes = 3 * duration_ms(s.scrape_interval);
     match s.engine {
         None => scrapes,
-        Some(_) => scrapes + s.point_ms() + crate::source::ENGINE_DELAY_MS,
+        Some(_) => scrapes + s.point_ms() + crate::ports::read::ENGINE_DELAY_MS,
     }
 }
 

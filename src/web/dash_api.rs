@@ -11,8 +11,8 @@ use super::AppState;
 use super::api::{known_variants, parse_metrics_query};
 use super::error::ApiError;
 use crate::compare::{self, Comparison, SideStats};
+use crate::ports::read::{ModelUsage, WindowQuery, model_usage_covered};
 use crate::setting::duration_ms;
-use crate::source::{ModelUsage, WindowQuery, model_usage_covered};
 use crate::variant::is_valid_variant;
 
 /// Longest comparison window: the 1 min table's default retention.

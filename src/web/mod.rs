@@ -32,8 +32,8 @@ use tokio_util::sync::CancellationToken;
 use crate::clock::SharedClock;
 use crate::health::HealthBoard;
 use crate::hub::Hub;
+use crate::ports::read::DataSource;
 use crate::setting::{Secret, duration_ms};
-use crate::source::DataSource;
 use crate::store::{Store, WriterStats};
 use selfmetrics::SelfMetrics;
 
@@ -227,7 +227,7 @@ async fn self_metrics(State(state): State<AppState>) -> impl IntoResponse {
     let snapshot = state.alerts.snapshot();
     let alerts = snapshot.alerts;
     let count = |p| alerts.iter().filter(|a| a.record.phase == p).count();
-    let pending_firing = (count(crate::alerting::AlertPhase::Pending), count(crate::alerting::AlertPhase::Firing));
+    let pending_firing = (count(crate::phase::AlertPhase::Pending), count(crate::phase::AlertPhase::Firing));
     let body = selfmetrics::render(&selfmetrics::Inputs {
         targets: &targets,
         scrape_durations: state.health.durations(),

@@ -21,8 +21,8 @@ use super::dashboard::{self, Card, Link, Panels, View};
 use super::error::PageError;
 use crate::clock::rfc3339_ms;
 use crate::compare::Comparison;
+use crate::ports::read::{ChartData, PointQuery, model_usage};
 use crate::redact::{RedactedUrl, same_target};
-use crate::source::{ChartData, PointQuery, model_usage};
 
 /// Everything the overview shows below the header.
 pub struct Overview {
@@ -185,7 +185,7 @@ async fn build_charts(state: &AppState, view: &View, names: &[String], q: PointQ
 }
 
 /// A mark per version change of a shown target.
-fn version_marks(events: &[crate::ingest::Event], view: &View) -> Vec<Mark> {
+fn version_marks(events: &[crate::ports::ingest::Event], view: &View) -> Vec<Mark> {
     events
         .iter()
         .filter(|e| view.variant == "all" || e.variant == view.variant)
@@ -429,7 +429,7 @@ pub async fn compare(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ingest::{Event, EventKind};
+    use crate::ports::ingest::{Event, EventKind};
 
     #[test]
     fn version_marks_hide_credentials_and_match_either_form_of_the_target() {
