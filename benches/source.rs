@@ -96,7 +96,8 @@ async fn run() {
     tokio::time::sleep(Duration::from_secs(secs)).await;
 
     let store = Store::open(&settings.db_path).unwrap();
-    let sqlite_source = Arc::new(StoreSource::new(store.clone(), settings.point_ms(), settings.rollup_ms()));
+    let sqlite_source =
+        Arc::new(StoreSource::new(store.clone(), settings.store(), Arc::new(zai_dash::clock::SystemClock)));
     let (sqlite, sqlite_charts) = serve(&settings, sqlite_source, Some(store)).await;
     let mut source_settings = settings.clone();
     let engine = EngineSettings::for_tests(&prometheus.base);

@@ -23,7 +23,7 @@ use crate::hub::Hub;
 use crate::point::Point;
 use crate::ports::alert_state::AlertStateStore;
 use crate::ports::ingest::{Event, KnownTotals, PointSink};
-use crate::ports::read::StatsSource;
+use crate::ports::read::DataSource;
 use crate::ports::samples::SampleSink;
 use crate::redact::RedactedUrl;
 use crate::remote::{self, RemoteStatus};
@@ -33,7 +33,6 @@ use crate::scrape::{self, Outputs, Target, persist};
 use crate::setting::duration_ms;
 use crate::store::downsample::{self, Plan};
 use crate::store::source::StoreSource;
-use crate::store::stats::StoreStats;
 use crate::store::{Store, WriterStats, query, write};
 use crate::web::selfmetrics::SelfMetrics;
 use crate::web::session::Sessions;
@@ -214,13 +213,13 @@ fn start_background(
     let writer_stats = Arc::new(WriterStats::default());
     let self_metrics = Arc::new(SelfMetrics::default());
     let (queue, rx) = write::channel(WRITE_QUEUE, writer_stats.clone());
-    let widths = (settings.point_ms(), settings.rollup_ms());
     let alerts = Alerts::new(&settings.alerts);
     let sink = FanOut { hub: hub.clone(), alerts: alerts.feed() };
     let reporting = write::Reporting { health: health.clone(), clock: clock.clone() };
     tracker.spawn(write::run_writer(store.clone(), rx, sink, writer_stats.clone(), reporting, settings.rollup_ms()));
+    let source = Arc::new(StoreSource::new(store.clone(), settings.store(), clock.clone()));
     let parts = AlertParts {
-        stats: Arc::new(StoreStats::new(store.clone(), widths, duration_ms(settings.retention_5s))),
+        stats: source.clone(),
         records: Arc::new(store.clone()),
         health: &health,
         hub: &hub,
@@ -239,7 +238,7 @@ fn start_background(
     tracker.spawn(downsample_loop(store.clone(), settings.clone(), clock.clone(), stop.clone(), self_metrics.clone()));
     Ok(AppState {
         settings: Arc::new(settings.web()),
-        source: Arc::new(StoreSource::new(store.clone(), settings.point_ms(), settings.rollup_ms())),
+        source,
         store: Some(store),
         hub,
         health,
@@ -258,7 +257,7 @@ fn start_background(
 /// What the alert engine reads and keeps: window statistics and records (the store's, or the
 /// engine's and memory in source mode), health, the hub to announce on, the clock.
 struct AlertParts<'a> {
-    stats: Arc<dyn StatsSource>,
+    stats: Arc<dyn DataSource>,
     records: Arc<dyn AlertStateStore>,
     health: &'a HealthBoard,
     hub: &'a Hub,

@@ -560,6 +560,18 @@ impl Settings {
         }
     }
 
+    /// The store's part.
+    pub fn store(&self) -> crate::store::StoreSettings {
+        crate::store::StoreSettings {
+            point_width: self.point_width,
+            rollup_width: self.rollup_width,
+            retention_5s: self.retention_5s,
+            retention_1m: self.retention_1m,
+            retention_10m: self.retention_10m,
+            downsample_interval: self.downsample_interval,
+        }
+    }
+
     /// The web layer's part.
     pub fn web(&self) -> WebSettings {
         WebSettings {

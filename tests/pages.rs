@@ -10,9 +10,9 @@ use std::time::Duration;
 use askama::Template;
 use common::*;
 use zai_dash::point::{Counts, Point};
-use zai_dash::store::window::{ModelUsage, model_usage};
 use zai_dash::web::chrome::Chrome;
 use zai_dash::web::dashboard::{self, View};
+use zai_dash::web::models::{ModelUsage, model_usage};
 use zai_dash::web::pages::{Overview, OverviewPage, RemoteLine, TargetLine, TargetsPage};
 
 const EVIL: &str = "<script>alert(1)</script>";

@@ -25,7 +25,7 @@ use crate::clock::{SharedClock, rfc3339_ms};
 use crate::health::HealthBoard;
 use crate::phase::AlertPhase;
 use crate::ports::alert_state::{AlertRecord, AlertStateStore, Announcer};
-use crate::ports::read::StatsSource;
+use crate::ports::read::DataSource;
 use crate::telemetry::LogThrottle;
 
 /// An alert's identity: rule and variant.
@@ -34,8 +34,8 @@ pub type Key = (String, String);
 /// What the engine reads from and writes to.
 #[derive(Debug, Clone)]
 pub struct Deps {
-    /// Window statistics (the store, or an engine-backed source).
-    pub stats: Arc<dyn StatsSource>,
+    /// Window statistics and histories (the store, or an engine-backed source).
+    pub stats: Arc<dyn DataSource>,
     /// Target health.
     pub health: HealthBoard,
     /// Latest live points and ticks.
@@ -291,7 +291,7 @@ impl Engine {
         inputs.read_health(&self.deps.health.snapshot());
         inputs.storage_failing = self.deps.health.storage().is_some();
         self.medians.refresh(&self.rules, self.deps.stats.as_ref(), now, &mut inputs).await;
-        (inputs, error.map(|e| e.to_string()))
+        (inputs, error.map(|e| format!("window statistics unavailable: {e}")))
     }
 
     /// A phase change: persisted, announced, and posted when it fires or resolves.

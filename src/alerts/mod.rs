@@ -2,7 +2,7 @@
 //! tick, kept in SQLite across restarts, and delivered to Alertmanager, a webhook or Slack.
 //!
 //! The subsystem depends on the core only. It reads window statistics through
-//! [`crate::ports::read::StatsSource`], the latest points through the [`Feed`] (a
+//! [`crate::ports::read::DataSource`], the latest points through the [`Feed`] (a
 //! [`crate::ports::ingest::PointSink`] the writer publishes to), target health from the
 //! [`crate::health::HealthBoard`], and keeps its records through
 //! [`crate::ports::alert_state::AlertStateStore`]; `app` plugs the store and the hub in.

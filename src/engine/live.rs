@@ -104,15 +104,7 @@ async fn publish_new_buckets(
     if newest <= after {
         return Ok(());
     }
-    let q = PointQuery {
-        start_ms: after,
-        end_ms: newest,
-        step_ms: t.point_ms,
-        raw: true,
-        point_ms: t.point_ms,
-        variant: None,
-        target_url: None,
-    };
+    let q = PointQuery { start_ms: after, end_ms: newest, step_ms: t.point_ms, variant: None, target_url: None };
     let found = points::fetch(session, &t, &q, now_ms).await?;
     for bucket in found.chunk_by(|a, b| a.timestamp == b.timestamp) {
         sink.publish(bucket.to_vec());

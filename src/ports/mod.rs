@@ -9,8 +9,8 @@
 //!   (`SampleQueue`).
 //! - [`alert_state`]: what the alert engine persists (`AlertStateStore`) and announces
 //!   (`Announcer`).
-//! - [`read`]: everything the pages, the API and the alert engine read (`DataSource`,
-//!   `StatsSource`), answered by the store or by an engine in source mode.
+//! - [`read`]: everything the pages, the API and the alert engine read (`DataSource`), in the
+//!   domain's terms (a window and a step), answered by the store or by an engine in source mode.
 
 pub mod alert_state;
 pub mod ingest;

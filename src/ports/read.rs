@@ -1,16 +1,18 @@
-//! What the web layer reads, behind one trait: where the numbers come from is the wiring's
-//! choice, not the handlers'.
+//! The read contract: everything the pages, the API and the alert engine read, behind one
+//! trait ([`DataSource`]), asked in the domain's terms (a window, a step, a variant, a pod).
+//! Which of its tables answers is the store's choice alone; the engine's is its own.
 //!
 //! Two implementations answer the same questions in the same core types:
 //! - the store (SQLite mode, `store::source`), from the rows zai-dash scraped itself;
 //! - the engine (source mode, `engine`), from PromQL against Prometheus, VictoriaMetrics,
 //!   Thanos or Mimir, which already scrape the proxies.
 //!
-//! The questions are the pages' and the API's: the points of a window (`/api/metrics`, the
-//! export, the charts), a window's increases per variant (`/api/compare`, `/api/models`, the
-//! per-model table), the marks a chart draws (version changes, firing alerts) and the variants
-//! there is data for. Target health and live points are not here: both sources publish them
-//! to the `HealthBoard` and the hub, which the web layer reads as before.
+//! The questions: the points of a window (`/api/metrics`, the export, the charts), a window's
+//! increases per variant (`/api/compare`, `/api/models`, the per-model table, the alerts' window
+//! statistics), the marks a chart draws (version changes, firing alerts), the variants there is
+//! data for, and the grid a window is answered on (both modes answer on the same [`Grid`]).
+//! Target health and live points are not here: both sources publish them to the `HealthBoard`
+//! and the hub.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -20,29 +22,72 @@ use super::ingest::Event;
 use crate::compare::SideStats;
 use crate::point::{Counts, Point};
 
-/// Ranges up to one hour are answered from raw points (when raw rows still hold them).
+/// Windows up to one hour are answered from raw points (where raw rows still hold them).
 pub const RAW_RANGE_LIMIT_MS: i64 = 3_600_000;
+/// Windows up to a day are answered from 1 min rows unless a finer `step` is asked for.
+pub const ROLLUP_RANGE_LIMIT_MS: i64 = 86_400_000;
+/// A coarse row spans this many rollups: windows over a day read them, so a 7 d chart reads
+/// about 1,000 rows per pod instead of 10,000.
+pub const COARSE_FACTOR: i64 = 10;
 
-/// Source mode: how long after a scrape the samples of series an engine already knows can be
-/// missing from its answers. VictoriaMetrics makes them searchable up to a second later (its
-/// in-memory buffer is flushed every second); Prometheus at once. A target is counted fresh
-/// with this margin. Buckets wait for `PROMETHEUS_DELAY` instead (this by default), which also
-/// covers series the engine has not seen before.
-pub const ENGINE_DELAY_MS: i64 = 1_500;
+/// The widths points come in: a raw point (5 s), a rollup (1 min) and a coarse row (10 min).
+/// A window's step is a multiple of one of them, the same in SQLite and source mode, so both
+/// answer on the same bucket ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Grid {
+    /// Width of a raw point, ms.
+    pub point_ms: i64,
+    /// Width of a rollup, ms.
+    pub rollup_ms: i64,
+}
 
-/// What `/api/metrics` asks for, already validated.
+/// How far back each finer width still has data: older windows are answered on a coarser one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Reach {
+    /// Raw points exist from here on (`now - RETENTION_5S`).
+    pub raw_since_ms: i64,
+    /// Rollups exist from here on (`now - RETENTION_1M`).
+    pub rollup_since_ms: i64,
+}
+
+impl Reach {
+    /// Every width reaches back forever (an engine keeps whatever it keeps).
+    pub const ALL: Reach = Reach { raw_since_ms: i64::MIN, rollup_since_ms: i64::MIN };
+}
+
+impl Grid {
+    /// Width of a coarse row, ms.
+    pub fn coarse_ms(&self) -> i64 {
+        self.rollup_ms * COARSE_FACTOR
+    }
+
+    /// The width `(start, end]` is answered on when steps of at least `min_step_ms` are asked
+    /// for (0: none asked): raw points up to an hour (while raw points reach the window), 1 min
+    /// rows up to a day (or for a finer step), else 10 min rows.
+    pub fn width_for(&self, (start_ms, end_ms): (i64, i64), min_step_ms: i64, reach: Reach) -> i64 {
+        let span = end_ms - start_ms;
+        if span <= RAW_RANGE_LIMIT_MS && start_ms >= reach.raw_since_ms {
+            self.point_ms
+        } else if (span <= ROLLUP_RANGE_LIMIT_MS || (min_step_ms > 0 && min_step_ms < self.coarse_ms()))
+            && start_ms >= reach.rollup_since_ms
+        {
+            self.rollup_ms
+        } else {
+            self.coarse_ms()
+        }
+    }
+}
+
+/// Points of a window: what `/api/metrics` asks for, already validated.
 #[derive(Debug, Clone)]
 pub struct PointQuery {
     /// Window start (exclusive), Unix ms.
     pub start_ms: i64,
     /// Window end (inclusive), Unix ms.
     pub end_ms: i64,
-    /// Output bucket width; a multiple of the source table's width.
+    /// Bucket width of the points: a multiple of the window's grid width
+    /// ([`DataSource::grid_ms`]).
     pub step_ms: i64,
-    /// Read `metrics_5s` (else `metrics_1m`).
-    pub raw: bool,
-    /// Width of a raw point: a step of this width on raw rows gives narrow points.
-    pub point_ms: i64,
     /// Only this variant.
     pub variant: Option<String>,
     /// Only this target URL (in source mode: this `instance`).
@@ -70,22 +115,14 @@ pub struct WindowQuery {
     pub start_ms: i64,
     /// Window end (inclusive), Unix ms.
     pub end_ms: i64,
-    /// Read `metrics_5s` only (else `metrics_1m` up to the rollup watermark, then `metrics_5s`).
-    pub raw: bool,
-    /// Width of a raw point and of a rollup: a row covers its width before its timestamp.
-    pub widths: (i64, i64),
     /// Only this target URL (in source mode: this `instance`).
     pub target_url: Option<String>,
 }
 
 impl WindowQuery {
-    /// The window of `window_ms` ending at `end_ms` over every target, read as `/api/compare`
-    /// reads it: raw rows when the window is at most an hour and raw rows still cover it
-    /// (`raw_since_ms`), else rollups up to the watermark and raw rows after it.
-    pub fn ending(end_ms: i64, window_ms: i64, widths: (i64, i64), raw_since_ms: i64) -> Self {
-        let start_ms = end_ms - window_ms;
-        let raw = window_ms <= RAW_RANGE_LIMIT_MS && start_ms >= raw_since_ms;
-        Self { start_ms, end_ms, raw, widths, target_url: None }
+    /// The window of `window_ms` ending at `end_ms`, over every target.
+    pub fn ending(end_ms: i64, window_ms: i64) -> Self {
+        Self { start_ms: end_ms - window_ms, end_ms, target_url: None }
     }
 }
 
@@ -106,6 +143,34 @@ impl WindowSums {
     }
 }
 
+/// One variant's numbers over one window, as `/api/compare` shows them: what the alert engine
+/// judges.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct WindowStats {
+    /// Requests, error share, latency quantiles, rates: as `/api/compare` shows them.
+    pub side: SideStats,
+    /// Capacity rejections per second over the window.
+    pub rejection_rate: f64,
+}
+
+impl WindowStats {
+    /// A variant's statistics from its window sums: rates over the time the data covers.
+    pub fn from_sums(sums: &WindowSums, end_ms: i64) -> Self {
+        let covered = sums.covered_seconds(end_ms);
+        let rejection_rate = if covered > 0.0 { sums.counts.rejections / covered } else { 0.0 };
+        Self { side: SideStats::from_counts(&sums.counts, covered), rejection_rate }
+    }
+}
+
+/// Most points per variant a history ([`DataSource::series`]) holds: its step is widened beyond.
+pub const MAX_SERIES_POINTS: i64 = 1_500;
+
+/// The step of a history over `range_ms` at `resolution_ms`: at least the asked step and the
+/// resolution, wide enough for [`MAX_SERIES_POINTS`], on the resolution's grid.
+pub fn series_step(range_ms: i64, step_ms: i64, resolution_ms: i64) -> i64 {
+    crate::clock::bucket_end(step_ms.max(resolution_ms).max(range_ms / MAX_SERIES_POINTS), resolution_ms)
+}
+
 /// What one overview build reads: the chart points, the window's increases per variant (for
 /// the per-model and status tables; only `(start, end]`, although the first bucket may start
 /// earlier) and the marks the charts draw.
@@ -121,7 +186,8 @@ pub struct ChartData {
     pub periods: Vec<AlertPeriod>,
 }
 
-/// Why a source could not answer. The web layer maps each kind to one status.
+/// Why a source could not answer. The web layer maps each kind to one status; the alert
+/// engine logs it.
 #[derive(Debug, thiserror::Error)]
 pub enum SourceError {
     /// Local storage failed; the text is for the log, clients get a generic 500.
@@ -137,7 +203,7 @@ pub enum SourceError {
     BadGateway(String),
 }
 
-/// Everything the pages and the API read, whatever holds the numbers.
+/// Everything the pages, the API and the alert engine read, whatever holds the numbers.
 pub trait DataSource: Send + Sync + std::fmt::Debug {
     /// Whether the source's background reads (the engine's poll of targets and live points)
     /// succeeded last time: pages that show only what the background keeps (target health)
@@ -148,6 +214,11 @@ pub trait DataSource: Send + Sync + std::fmt::Debug {
 
     /// Variants there is data for (stored history, or series in the engine).
     fn variants(&self) -> BoxFuture<'_, Result<BTreeSet<String>, SourceError>>;
+
+    /// The grid width `window` is answered on at `now_ms` when steps of at least
+    /// `min_step_ms` are asked for (0: none): every step of a [`PointQuery`] over the window is
+    /// a multiple of it.
+    fn grid_ms(&self, window: (i64, i64), min_step_ms: i64, now_ms: i64) -> i64;
 
     /// Points of the window, ascending by time then variant.
     fn points(&self, q: PointQuery) -> BoxFuture<'_, Result<Vec<Point>, SourceError>>;
@@ -167,107 +238,23 @@ pub trait DataSource: Send + Sync + std::fmt::Debug {
 
     /// Everything the overview's charts draw for the window.
     fn chart(&self, q: PointQuery) -> BoxFuture<'_, Result<ChartData, SourceError>>;
-}
 
-/// Tokens and cost of one model over a window.
-#[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
-pub struct ModelUsage {
-    /// Variant.
-    pub variant: String,
-    /// Model name as the proxy labelled it (untrusted text: escape it when rendering).
-    pub model: String,
-    /// Input tokens.
-    pub tokens_input: f64,
-    /// Output tokens.
-    pub tokens_output: f64,
-    /// Cache-read tokens.
-    pub tokens_cache_read: f64,
-    /// Cache-write tokens.
-    pub tokens_cache_write: f64,
-    /// Estimated cost, all directions (USD).
-    pub cost_usd: f64,
-    /// Seconds of the window the variant's data covers (the window, or less when data starts
-    /// later).
-    pub covered_seconds: f64,
-}
-
-/// One line per variant and model, largest cost first (then most tokens, then name).
-pub fn model_usage(counts: &BTreeMap<String, Counts>) -> Vec<ModelUsage> {
-    model_usage_covered(counts, &BTreeMap::new())
-}
-
-/// [`model_usage`] with each variant's covered seconds.
-pub fn model_usage_covered(counts: &BTreeMap<String, Counts>, covered: &BTreeMap<String, f64>) -> Vec<ModelUsage> {
-    let mut out = Vec::new();
-    for (variant, c) in counts {
-        let models: BTreeSet<&String> = c.tokens.keys().chain(c.cost.keys()).collect();
-        for model in models {
-            let t = c.tokens.get(model).copied().unwrap_or_default();
-            let cost = c.cost.get(model).copied().unwrap_or_default();
-            out.push(ModelUsage {
-                variant: variant.clone(),
-                model: model.clone(),
-                tokens_input: t[0],
-                tokens_output: t[1],
-                tokens_cache_read: t[2],
-                tokens_cache_write: t[3],
-                cost_usd: cost.iter().fold(0.0, |a, b| a + b),
-                covered_seconds: covered.get(variant).copied().unwrap_or(0.0),
-            });
-        }
-    }
-    let tokens = |m: &ModelUsage| m.tokens_input + m.tokens_output + m.tokens_cache_read + m.tokens_cache_write;
-    out.sort_by(|a, b| {
-        b.cost_usd.total_cmp(&a.cost_usd).then(tokens(b).total_cmp(&tokens(a))).then(a.model.cmp(&b.model))
-    });
-    out
-}
-
-/// Why statistics could not be read (the source's own error, as text: readers only log it).
-#[derive(Debug, thiserror::Error)]
-#[error("window statistics unavailable: {0}")]
-pub struct StatsError(pub String);
-
-/// One variant's numbers over one window.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct WindowStats {
-    /// Requests, error share, latency quantiles, rates: as `/api/compare` shows them.
-    pub side: SideStats,
-    /// Capacity rejections per second over the window.
-    pub rejection_rate: f64,
-}
-
-impl WindowStats {
-    /// A variant's statistics from its window sums: rates over the time the data covers,
-    /// as `/api/compare` computes them (shared by every [`StatsSource`]).
-    pub fn from_sums(sums: &WindowSums, end_ms: i64) -> Self {
-        let covered = sums.covered_seconds(end_ms);
-        let rejection_rate = if covered > 0.0 { sums.counts.rejections / covered } else { 0.0 };
-        Self { side: SideStats::from_counts(&sums.counts, covered), rejection_rate }
-    }
-}
-
-/// Most points per variant a history holds: its step is widened beyond.
-pub const MAX_SERIES_POINTS: i64 = 1_500;
-
-/// The step of a history over `range_ms` at `resolution_ms`: at least the rule's step and the
-/// resolution, wide enough for [`MAX_SERIES_POINTS`], on the resolution's grid.
-pub fn series_step(range_ms: i64, step_ms: i64, resolution_ms: i64) -> i64 {
-    crate::clock::bucket_end(step_ms.max(resolution_ms).max(range_ms / MAX_SERIES_POINTS), resolution_ms)
-}
-
-/// Per-variant statistics for windows ending at a given time.
-pub trait StatsSource: Send + Sync + std::fmt::Debug {
-    /// Each variant's statistics over `(end_ms - window_ms, end_ms]`.
+    /// Each variant's statistics over `(end_ms - window_ms, end_ms]`: the window sums
+    /// `/api/compare` reads, so an alert and the page agree on every value.
     fn window_stats(
         &self,
         end_ms: i64,
         window_ms: i64,
-    ) -> BoxFuture<'_, Result<BTreeMap<String, WindowStats>, StatsError>>;
+    ) -> BoxFuture<'_, Result<BTreeMap<String, WindowStats>, SourceError>> {
+        Box::pin(async move {
+            let sums = self.window(WindowQuery::ending(end_ms, window_ms)).await?;
+            Ok(sums.into_iter().map(|(variant, s)| (variant, WindowStats::from_sums(&s, end_ms))).collect())
+        })
+    }
 
     /// Points of every variant over `(end_ms - range_ms, end_ms]`, one per `step_ms` (rounded up
-    /// to the source's resolution): a history to compare the present with.
-    fn series(&self, end_ms: i64, range_ms: i64, step_ms: i64) -> BoxFuture<'_, Result<Vec<Point>, StatsError>>;
+    /// to the source's resolution, see [`series_step`]): a history to compare the present with.
+    fn series(&self, end_ms: i64, range_ms: i64, step_ms: i64) -> BoxFuture<'_, Result<Vec<Point>, SourceError>>;
 }
 
 #[cfg(test)]
@@ -275,30 +262,32 @@ mod tests {
     use super::*;
 
     #[test]
-    fn models_are_listed_per_variant_costliest_first() {
-        let mut a = Counts::default();
-        a.tokens.insert("glm-4.7".into(), [100.0, 50.0, 10.0, 0.0]);
-        a.cost.insert("glm-4.7".into(), [0.1, 0.2, 0.0, 0.0]);
-        a.tokens.insert("glm-4.5-air".into(), [1000.0, 0.0, 0.0, 0.0]);
-        a.cost.insert("glm-4.5-air".into(), [0.5, 0.0, 0.0, 0.0]);
-        let mut b = Counts::default();
-        b.cost.insert("only-cost".into(), [0.0, 0.01, 0.0, 0.0]);
-        let m = model_usage(&BTreeMap::from([("production".to_owned(), a), ("canary".to_owned(), b)]));
-        let names: Vec<&str> = m.iter().map(|u| u.model.as_str()).collect();
-        assert_eq!(names, ["glm-4.5-air", "glm-4.7", "only-cost"]);
-        assert!((m[1].cost_usd - 0.3).abs() < 1e-12);
-        assert_eq!(m[1].tokens_output, 50.0);
-        assert_eq!(m[2].variant, "canary");
-        assert_eq!(m[2].tokens_input, 0.0);
-    }
-
-    #[test]
     fn a_window_covers_from_its_first_data_to_its_end() {
         let s = WindowSums { counts: Counts::default(), data_from_ms: 40_000 };
         assert_eq!(s.covered_seconds(100_000), 60.0);
         assert_eq!(s.covered_seconds(30_000), 0.0);
-        let q = WindowQuery::ending(10_000_000, 3_600_000, (5_000, 60_000), 0);
-        assert!(q.raw);
-        assert!(!WindowQuery::ending(10_000_000, 3_600_001, (5_000, 60_000), 0).raw);
+        let q = WindowQuery::ending(10_000_000, 3_600_000);
+        assert_eq!((q.start_ms, q.end_ms), (6_400_000, 10_000_000));
+    }
+
+    const GRID: Grid = Grid { point_ms: 5_000, rollup_ms: 60_000 };
+
+    #[test]
+    fn short_windows_are_answered_on_raw_points_long_ones_on_rollups() {
+        let width = |span: i64, min_step: i64| GRID.width_for((0, span), min_step, Reach::ALL);
+        assert_eq!(width(3_600_000, 0), 5_000);
+        assert_eq!(width(3_600_001, 0), 60_000);
+        assert_eq!(width(86_400_000, 0), 60_000, "a day reads 1 min rows");
+        assert_eq!(width(7 * 86_400_000, 0), 600_000);
+        assert_eq!(width(7 * 86_400_000, 300_000), 60_000, "a finer step over a week reads 1 min rows");
+        assert_eq!(width(7 * 86_400_000, 600_000), 600_000);
+    }
+
+    #[test]
+    fn a_window_older_than_a_width_reaches_is_answered_on_a_coarser_one() {
+        let reach = Reach { raw_since_ms: 1_000_000, rollup_since_ms: 500_000 };
+        assert_eq!(GRID.width_for((999_999, 1_600_000), 0, reach), 60_000, "raw rows of that window are gone");
+        assert_eq!(GRID.width_for((1_000_000, 1_600_000), 0, reach), 5_000);
+        assert_eq!(GRID.width_for((400_000, 1_000_000), 0, reach), 600_000);
     }
 }

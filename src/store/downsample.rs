@@ -53,7 +53,7 @@ pub struct Report {
 pub struct Plan {
     /// Width of a raw point (5 s): each raw row is present for this long.
     pub point_ms: i64,
-    /// Rollup bucket width (60 s); a coarse bucket is [`super::COARSE_FACTOR`] of them.
+    /// Rollup bucket width (60 s); a coarse bucket is [`crate::ports::read::COARSE_FACTOR`] of them.
     pub rollup_ms: i64,
     /// A minute is complete once this long has passed after its end (late scrapes).
     pub settle_ms: i64,
@@ -67,7 +67,7 @@ pub struct Plan {
 
 impl Plan {
     fn coarse_ms(&self) -> i64 {
-        self.rollup_ms * super::COARSE_FACTOR
+        self.rollup_ms * crate::ports::read::COARSE_FACTOR
     }
 }
 

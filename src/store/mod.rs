@@ -16,8 +16,8 @@ pub mod query;
 pub mod range;
 pub mod remote_queue;
 pub mod schema;
+pub mod settings;
 pub mod source;
-pub mod stats;
 pub mod window;
 pub mod write;
 
@@ -28,11 +28,8 @@ use r2d2_sqlite::SqliteConnectionManager;
 use rusqlite::Connection;
 
 pub use crate::ports::ingest::WriteBatch;
+pub use settings::StoreSettings;
 pub use write::{WriteQueue, WriterStats};
-
-/// A coarse row (`metrics_10m`) spans this many rollups: ranges over a day read them, so a
-/// 7 d chart reads about 1,000 rows per pod instead of 10,000.
-pub const COARSE_FACTOR: i64 = 10;
 
 /// A storage failure. SQLite's own text is kept (for example "database or disk is full").
 #[derive(Debug, thiserror::Error)]
@@ -134,17 +131,12 @@ impl Store {
         &self.cache
     }
 
-    /// [`query::points`] as a JSON array, through the cache of sealed buckets.
+    /// [`range::points`] as a JSON array, through the cache of sealed buckets.
     /// Held rows newer than the sealed buckets are part of the answer, never of the cache.
-    pub async fn points_json(
-        &self,
-        q: query::PointQuery,
-        rollup_ms: i64,
-        raw_sealed_ms: i64,
-    ) -> Result<String, StoreError> {
+    pub async fn points_json(&self, r: range::RangeRead, raw_sealed_ms: i64) -> Result<String, StoreError> {
         let cache = self.cache.clone();
         let held = self.held_rows();
-        self.with_conn(move |c| cache.points_json_with(c, &q, (rollup_ms, raw_sealed_ms), &held)).await
+        self.with_conn(move |c| cache.points_json_with(c, &r, raw_sealed_ms, &held)).await
     }
 
     /// The database file.

@@ -1,7 +1,7 @@
 //! Reading and writing rows: targets, variants, the rollup watermark, rows of either table, and
 //! each target's running totals as of any moment (what cumulative fields are seeded from).
 //!
-//! The range query behind `/api/metrics` lives in [`super::range`] (re-exported here).
+//! The range query behind `/api/metrics` is [`super::range`].
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -10,8 +10,6 @@ use rusqlite::{Connection, OptionalExtension, params};
 use super::{StoreError, codec};
 use crate::clock::bucket_end;
 use crate::point::{Counts, TargetRow, Totals};
-
-pub use super::range::{PointQuery, RAW_RANGE_LIMIT_MS, RowRef, RowVisitor, points, points_with, target_summaries};
 
 /// Which points table.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

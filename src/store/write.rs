@@ -301,7 +301,7 @@ impl Watermarks {
         let mut reopened = false;
         let tiers = [
             (&mut self.minute, query::Table::Rollup, rollup_ms),
-            (&mut self.coarse, query::Table::Coarse, rollup_ms * super::COARSE_FACTOR),
+            (&mut self.coarse, query::Table::Coarse, rollup_ms * crate::ports::read::COARSE_FACTOR),
         ];
         for (wm, table, width) in tiers {
             let bucket = bucket_end(ts_ms, width);

@@ -13,6 +13,7 @@ pub mod error;
 pub mod export;
 pub mod grafana;
 pub mod guard;
+pub mod models;
 pub mod pages;
 pub mod selfmetrics;
 pub mod session;
@@ -90,21 +91,6 @@ impl WebSettings {
     /// Width of a rolled-up point in milliseconds.
     pub fn rollup_ms(&self) -> i64 {
         duration_ms(self.rollup_width)
-    }
-
-    /// What decides a query's table and step at `now_ms`. Source mode keeps the same steps
-    /// (so both modes answer on the same grid) but has no retention of its own: the engine's
-    /// data reaches as far back as it does.
-    pub fn resolution(&self, now_ms: i64) -> api::Resolution {
-        let since =
-            |retention| if self.engine.is_some() { i64::MIN } else { now_ms.saturating_sub(duration_ms(retention)) };
-        api::Resolution {
-            point_ms: self.point_ms(),
-            rollup_ms: self.rollup_ms(),
-            coarse_ms: self.rollup_ms() * crate::store::COARSE_FACTOR,
-            raw_since_ms: since(self.retention_5s),
-            rollup_since_ms: since(self.retention_1m),
-        }
     }
 }
 

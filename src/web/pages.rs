@@ -13,15 +13,16 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 
 use super::AppState;
-use super::api::{collect_status, known_variants, parse_metrics_query};
+use super::api::{collect_status, known_variants, metrics_query};
 use super::charts::{Mark, Unit, compact, fmt_value};
 use super::chrome::Chrome;
 use super::dash_api::{CompareParams, comparison};
 use super::dashboard::{self, Card, Link, Panels, View};
 use super::error::PageError;
+use super::models::model_usage;
 use crate::clock::rfc3339_ms;
 use crate::compare::Comparison;
-use crate::ports::read::{ChartData, PointQuery, model_usage};
+use crate::ports::read::{ChartData, PointQuery};
 use crate::redact::{RedactedUrl, same_target};
 
 /// Everything the overview shows below the header.
@@ -146,8 +147,9 @@ const CHART_CACHE_ENTRIES: usize = 32;
 /// The panels of a selection: from the cache, else read and built.
 async fn charts_for(state: &AppState, view: &View, names: &[String]) -> Result<Arc<Panels>, PageError> {
     let now = state.clock.now_ms();
-    let q = parse_metrics_query(&view.metrics_params(), now, state.settings.resolution(now))?;
-    let (newest, fresh_ms) = if q.raw {
+    let q = metrics_query(state, &view.metrics_params(), now)?;
+    let raw_points = state.source.grid_ms((q.start_ms, q.end_ms), 0, now) == state.settings.point_ms();
+    let (newest, fresh_ms) = if raw_points {
         (state.hub.latest().values().map(|p| p.timestamp).max().unwrap_or(0), state.settings.point_ms())
     } else {
         (0, state.settings.rollup_ms())
