@@ -17,7 +17,6 @@ use tokio_util::task::TaskTracker;
 use crate::alerts::{self, Alerts};
 use crate::clock::SharedClock;
 use crate::config::Settings;
-use crate::engine::{self, EngineSettings, MemoryAlerts, PromSource};
 use crate::health::{HealthBoard, TargetHealth};
 use crate::hub::Hub;
 use crate::point::Point;
@@ -25,6 +24,7 @@ use crate::ports::alert_state::AlertStateStore;
 use crate::ports::ingest::{Event, KnownTotals, PointSink};
 use crate::ports::read::DataSource;
 use crate::ports::samples::SampleSink;
+use crate::promsource::{self, EngineSettings, MemoryAlerts, PromSource};
 use crate::redact::RedactedUrl;
 use crate::remote::{self, RemoteStatus};
 use crate::scrape::discovery::{Discovery, SharedResolver, SystemResolver};
@@ -96,7 +96,7 @@ async fn run_source(
 ) -> anyhow::Result<()> {
     let tracker = TaskTracker::new();
     let stop = CancellationToken::new();
-    let timing = engine::Timing {
+    let timing = promsource::Timing {
         point_ms: settings.point_ms(),
         rollup_ms: settings.rollup_ms(),
         scrape_ms: duration_ms(settings.scrape_interval),
@@ -112,7 +112,7 @@ async fn run_source(
     let hub = Hub::new(u64::try_from(clock.now_ms()).unwrap_or(0), RING_EVENTS, CLIENT_BUFFER);
     let alerts = Alerts::new(&settings.alerts);
     let sink = Arc::new(FanOut { hub: hub.clone(), alerts: alerts.feed() });
-    tracker.spawn(engine::live::run(source.clone(), health.clone(), sink, clock.clone(), stop.clone()));
+    tracker.spawn(promsource::live::run(source.clone(), health.clone(), sink, clock.clone(), stop.clone()));
     let parts = AlertParts { stats: source.clone(), records: memory, health: &health, hub: &hub, clock: &clock };
     start_alerts(&tracker, &stop, &settings, &alerts, parts)?;
     let ttl_ms = duration_ms(settings.session_ttl);

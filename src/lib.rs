@@ -34,7 +34,7 @@
 //! - [`hub`]: live fan-out of points with a resume ring.
 //! - [`proxy`]: the built-in LLM reverse proxy exporting zai-proxy's `zai_proxy_*` metrics.
 //! - [`alerts`]: alerting rules evaluated each tick, persisted, sent to Alertmanager or webhooks.
-//! - [`engine`]: source mode: every number from PromQL against an engine that scrapes the proxies.
+//! - [`promsource`]: source mode: every number from PromQL against an engine that scrapes the proxies.
 //! - [`remote`]: remote write out: a durable queue of scraped samples shipped to Prometheus-compatible receivers.
 //!
 //! **Web**, on the subsystems it reads and the core:
@@ -77,8 +77,8 @@ pub mod ports;
 
 // Subsystems.
 pub mod alerts;
-pub mod engine;
 pub mod hub;
+pub mod promsource;
 pub mod proxy;
 pub mod remote;
 pub mod scrape;

@@ -39,7 +39,7 @@ const LAYERS: &[(&str, &[&str])] = &[
         ],
     ),
     ("contracts", &["ports"]),
-    ("subsystems", &["alerts", "engine", "hub", "proxy", "remote", "scrape", "store"]),
+    ("subsystems", &["alerts", "hub", "promsource", "proxy", "remote", "scrape", "store"]),
     ("web", &["web"]),
     ("configuration", &["config"]),
     ("application", &["app", "healthcheck"]),

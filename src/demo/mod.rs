@@ -6,8 +6,8 @@
 //! scraping both proxies into an SQLite file. Everything listens on loopback ports chosen by
 //! the OS except the dashboard, which honours `LISTEN_ADDR` and `DB_PATH` like `serve`.
 
+pub mod account;
 pub mod history;
-pub mod quota;
 pub mod traffic;
 pub mod upstream;
 
@@ -143,7 +143,7 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     let inner = CancellationToken::new();
     let seed = u64::try_from(clock.now_ms()).unwrap_or(1);
-    let account = Arc::new(quota::Account::new(clock.clone(), plan.rate));
+    let account = Arc::new(account::Account::new(clock.clone(), plan.rate));
     let (prod_up, _) = start(upstream::router(Profile::production(), seed, account.clone()), &inner).await?;
     let (canary_up, _) = start(upstream::router(Profile::canary(), seed ^ 0x9e37_79b9, account), &inner).await?;
     let (prod, prod_task) = start_proxy("production", prod_up, &plan, &clock, &inner).await?;

@@ -4,7 +4,7 @@
 //!
 //! Two implementations answer the same questions in the same core types:
 //! - the store (SQLite mode, `store::source`), from the rows zai-dash scraped itself;
-//! - the engine (source mode, `engine`), from PromQL against Prometheus, VictoriaMetrics,
+//! - the PromQL source (source mode, `promsource`), from PromQL against Prometheus, VictoriaMetrics,
 //!   Thanos or Mimir, which already scrape the proxies.
 //!
 //! The questions: the points of a window (`/api/metrics`, the export, the charts), a window's

@@ -123,7 +123,7 @@ pub fn fresh_window_ms(s: &super::WebSettings) -> i64 {
     let scrapes = 3 * duration_ms(s.scrape_interval);
     match s.engine {
         None => scrapes,
-        Some(_) => scrapes + s.point_ms() + crate::engine::ENGINE_DELAY_MS,
+        Some(_) => scrapes + s.point_ms() + crate::promsource::ENGINE_DELAY_MS,
     }
 }
 

@@ -25,7 +25,7 @@ pub struct SelfMetrics {
     /// Durations of downsample runs.
     pub downsample: AtomicHistogram,
     /// Source mode: series left out of the engine's answers.
-    pub engine: Option<std::sync::Arc<crate::engine::EngineStats>>,
+    pub engine: Option<std::sync::Arc<crate::promsource::EngineStats>>,
 }
 
 impl Default for SelfMetrics {

@@ -13,11 +13,11 @@
 //! - [`settings`]: URL, credentials, headers, timeout; [`client`]: the HTTP API client;
 //!   [`session`]: one request's queries (slots, byte budget, answer cache, variant gate).
 //! - [`points`]: points of a window; [`window`]: a window's increases; [`targets`]: health and
-//!   version changes; [`alert_state`]: alert records in memory; [`live`]: the poller.
+//!   version changes; [`memory_alerts`]: alert records in memory; [`live`]: the poller.
 
-pub mod alert_state;
 pub mod client;
 pub mod live;
+pub mod memory_alerts;
 pub mod points;
 pub mod session;
 pub mod settings;
@@ -34,8 +34,8 @@ use crate::ports::read::{
     ChartData, DataSource, Grid, PointQuery, Reach, SourceError, WindowQuery, WindowSums, series_step,
 };
 use crate::promql::{Selector, parts};
-pub use alert_state::MemoryAlerts;
 pub use client::{Client, EngineError};
+pub use memory_alerts::MemoryAlerts;
 pub use session::{EngineStats, Session};
 pub use settings::{EngineArgs, EngineSettings};
 
