@@ -11,13 +11,16 @@ pub mod alerts;
 pub mod cache;
 pub mod codec;
 pub mod downsample;
+pub mod figures;
 pub mod held;
 pub mod query;
 pub mod range;
 pub mod remote_queue;
 pub mod schema;
+pub mod sessions;
 pub mod settings;
 pub mod source;
+pub mod startup;
 pub mod window;
 pub mod write;
 
@@ -28,6 +31,7 @@ use r2d2_sqlite::SqliteConnectionManager;
 use rusqlite::Connection;
 
 pub use crate::ports::ingest::WriteBatch;
+pub use figures::DbFigures;
 pub use settings::StoreSettings;
 pub use write::{WriteQueue, WriterStats};
 
@@ -144,13 +148,15 @@ impl Store {
         &self.path
     }
 
-    /// A pooled connection for synchronous callers (startup, benchmarks, tests).
+    /// A pooled connection for synchronous callers inside the store, benchmarks and tests (which
+    /// inspect the tables).
     pub fn conn(&self) -> Result<r2d2::PooledConnection<SqliteConnectionManager>, StoreError> {
         Ok(self.pool.get()?)
     }
 
-    /// Runs `f` with a pooled connection on the blocking thread pool.
-    pub async fn with_conn<T, F>(&self, f: F) -> Result<T, StoreError>
+    /// Runs `f` with a pooled connection on the blocking thread pool. Private to the store:
+    /// every other module asks in the domain's words, and SQL stays here.
+    async fn with_conn<T, F>(&self, f: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
         F: FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
@@ -161,32 +167,6 @@ impl Store {
             f(&mut conn)
         })
         .await?
-    }
-}
-
-impl crate::ports::ingest::TargetRegistry for Store {
-    fn register<'a>(
-        &'a self,
-        url: &'a str,
-        variant: &'a str,
-        now_ms: i64,
-    ) -> crate::ports::BoxFuture<'a, Result<crate::ports::ingest::Registered, crate::ports::ingest::RegistryError>>
-    {
-        let pair = vec![(url.to_owned(), variant.to_owned())];
-        Box::pin(async move {
-            let (stored, journal) = self
-                .with_conn(move |c| {
-                    let stored = query::register_targets(c, &pair, now_ms)?;
-                    let journal = match stored.first() {
-                        Some(t) => query::journal_of(c, t.id, t.state_ms)?,
-                        None => Vec::new(),
-                    };
-                    Ok((stored, journal))
-                })
-                .await?;
-            let t = stored.into_iter().next().ok_or("the target was not found after registering it")?;
-            Ok(crate::ports::ingest::Registered { id: t.id, state: t.state, journal })
-        })
     }
 }
 

@@ -198,7 +198,7 @@ async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
 /// (and logged at DEBUG) rather than failing the whole scrape.
 async fn self_metrics(State(state): State<AppState>) -> impl IntoResponse {
     let db = match &state.store {
-        Some(store) => match selfmetrics::db_figures(store).await {
+        Some(store) => match store.figures().await {
             Ok(db) => Some(db),
             Err(e) => {
                 tracing::debug!(error = %e, "Database figures unavailable for /metrics.");
