@@ -44,7 +44,7 @@ async fn run() {
     };
     let charts: Arc<zai_dash::web::pages::ChartCache> = Default::default();
     let state = AppState {
-        source: Arc::new(StoreSource::new(store.clone(), settings.point_ms(), settings.rollup_ms())),
+        source: Arc::new(StoreSource::new(store.clone(), settings.store(), Arc::new(zai_dash::clock::SystemClock))),
         settings: Arc::new(settings.web()),
         store: Some(store),
         hub: Hub::new(1, 16, 16),

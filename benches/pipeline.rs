@@ -16,10 +16,12 @@ use zai_dash::config::{Settings, TargetSpec};
 use zai_dash::health::HealthBoard;
 use zai_dash::hub::Hub;
 use zai_dash::point::TargetRow;
+use zai_dash::ports::read::PointQuery;
 use zai_dash::scrape::increase::TargetState;
 use zai_dash::scrape::persist::Persister;
 use zai_dash::scrape::{parse, reading};
 use zai_dash::store::query::{self, Table};
+use zai_dash::store::range::{self, RangeRead};
 use zai_dash::store::source::StoreSource;
 use zai_dash::store::write::{self, StateUpdate, WriteBatch, WriterStats};
 use zai_dash::store::{Store, codec};
@@ -423,19 +425,12 @@ fn poisson(mean: f64, rng: &mut u64) -> f64 {
 /// serializing JSON.
 fn breakdown(store: &Store, now: i64) {
     let conn = store.conn().unwrap();
-    let q = query::PointQuery {
-        start_ms: now - 3_600_000,
-        end_ms: now,
-        step_ms: 5_000,
-        raw: true,
-        point_ms: 5_000,
-        variant: None,
-        target_url: None,
-    };
+    let window = |start_ms, step_ms| PointQuery { start_ms, end_ms: now, step_ms, variant: None, target_url: None };
+    let q = RangeRead { q: window(now - 3_600_000, 5_000), raw: true, point_ms: 5_000, rollup_ms: 60_000 };
     let (mut build, mut json) = (Vec::new(), Vec::new());
     for _ in 0..50 {
         let t = Instant::now();
-        let points = query::points(&conn, &q, 60_000).unwrap();
+        let points = range::points(&conn, &q).unwrap();
         build.push(t.elapsed().as_secs_f64() * 1000.0);
         let t = Instant::now();
         std::hint::black_box(serde_json::to_vec(&points).unwrap());
@@ -449,15 +444,7 @@ fn breakdown(store: &Store, now: i64) {
     let names = query::variant_names(&conn).unwrap();
     let shared: std::collections::HashMap<i64, Arc<str>> =
         names.iter().map(|(k, v)| (*k, Arc::from(v.as_str()))).collect();
-    let week = query::PointQuery {
-        start_ms: now - 7 * DAY_MS,
-        end_ms: now,
-        step_ms: 600_000,
-        raw: false,
-        point_ms: 5_000,
-        variant: None,
-        target_url: None,
-    };
+    let week = RangeRead { q: window(now - 7 * DAY_MS, 600_000), raw: false, point_ms: 5_000, rollup_ms: 60_000 };
     let (mut sql, mut decode, mut whole) = (Vec::new(), Vec::new(), Vec::new());
     for _ in 0..10 {
         let t = Instant::now();
@@ -474,7 +461,7 @@ fn breakdown(store: &Store, now: i64) {
         let t = Instant::now();
         let mut n = 0;
         for id in 1..=6 {
-            n += query::target_summaries(
+            n += range::target_summaries(
                 &conn,
                 Table::Coarse,
                 id,
@@ -488,7 +475,7 @@ fn breakdown(store: &Store, now: i64) {
         std::hint::black_box(n);
         decode.push(t.elapsed().as_secs_f64() * 1000.0);
         let t = Instant::now();
-        std::hint::black_box(query::points(&conn, &week, 60_000).unwrap());
+        std::hint::black_box(range::points(&conn, &week).unwrap());
         whole.push(t.elapsed().as_secs_f64() * 1000.0);
     }
     println!(
@@ -515,7 +502,7 @@ async fn query_latency() {
     };
     let state_store = store.clone();
     let state = AppState {
-        source: Arc::new(StoreSource::new(store.clone(), settings.point_ms(), settings.rollup_ms())),
+        source: Arc::new(StoreSource::new(store.clone(), settings.store(), Arc::new(SystemClock))),
         settings: Arc::new(settings.web()),
         store: Some(store),
         hub: Hub::new(1, 16, 16),

@@ -24,8 +24,8 @@ use engines::{Engine, Kind};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use zai_dash::clock::{Clock, SystemClock};
+use zai_dash::ports::samples::{Chunk, SampleQueue, ScrapeSamples};
 use zai_dash::remote::{self, RemoteSettings, wire};
-use zai_dash::samples::{Chunk, SampleQueue, ScrapeSamples};
 use zai_dash::scrape::{outbound, parse};
 use zai_dash::store::Store;
 

@@ -26,10 +26,10 @@ use fill::percentile;
 use tokio_util::sync::CancellationToken;
 use zai_dash::clock::{Clock, SharedClock, SystemClock};
 use zai_dash::config::Settings;
-use zai_dash::engine::{EngineSettings, MemoryAlerts, PromSource, Timing};
 use zai_dash::health::HealthBoard;
 use zai_dash::hub::Hub;
-use zai_dash::source::DataSource;
+use zai_dash::ports::read::DataSource;
+use zai_dash::promsource::{EngineSettings, MemoryAlerts, PromSource, Timing};
 use zai_dash::store::Store;
 use zai_dash::store::source::StoreSource;
 use zai_dash::web::pages::ChartCache;
@@ -96,7 +96,8 @@ async fn run() {
     tokio::time::sleep(Duration::from_secs(secs)).await;
 
     let store = Store::open(&settings.db_path).unwrap();
-    let sqlite_source = Arc::new(StoreSource::new(store.clone(), settings.point_ms(), settings.rollup_ms()));
+    let sqlite_source =
+        Arc::new(StoreSource::new(store.clone(), settings.store(), Arc::new(zai_dash::clock::SystemClock)));
     let (sqlite, sqlite_charts) = serve(&settings, sqlite_source, Some(store)).await;
     let mut source_settings = settings.clone();
     let engine = EngineSettings::for_tests(&prometheus.base);

@@ -14,27 +14,27 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::alerting::AlertStateStore;
 use crate::alerts::{self, Alerts};
 use crate::clock::SharedClock;
 use crate::config::Settings;
-use crate::engine::{self, EngineSettings, MemoryAlerts, PromSource};
 use crate::health::{HealthBoard, TargetHealth};
 use crate::hub::Hub;
-use crate::ingest::{Event, KnownTotals, PointSink};
 use crate::point::Point;
+use crate::ports::alert_state::AlertStateStore;
+use crate::ports::ingest::{Event, KnownTotals, PointSink};
+use crate::ports::read::DataSource;
+use crate::ports::samples::SampleSink;
+use crate::promsource::{self, EngineSettings, MemoryAlerts, PromSource};
 use crate::redact::RedactedUrl;
 use crate::remote::{self, RemoteStatus};
-use crate::samples::SampleSink;
 use crate::scrape::discovery::{Discovery, SharedResolver, SystemResolver};
 use crate::scrape::increase::TargetState;
 use crate::scrape::{self, Outputs, Target, persist};
 use crate::setting::duration_ms;
-use crate::stats::StatsSource;
-use crate::store::downsample::{self, Plan};
+use crate::store::downsample;
+use crate::store::query::StoredTarget;
 use crate::store::source::StoreSource;
-use crate::store::stats::StoreStats;
-use crate::store::{Store, WriterStats, query, write};
+use crate::store::{Store, WriterStats, write};
 use crate::web::selfmetrics::SelfMetrics;
 use crate::web::session::Sessions;
 use crate::web::{self, AppState};
@@ -97,7 +97,7 @@ async fn run_source(
 ) -> anyhow::Result<()> {
     let tracker = TaskTracker::new();
     let stop = CancellationToken::new();
-    let timing = engine::Timing {
+    let timing = promsource::Timing {
         point_ms: settings.point_ms(),
         rollup_ms: settings.rollup_ms(),
         scrape_ms: duration_ms(settings.scrape_interval),
@@ -108,12 +108,12 @@ async fn run_source(
         PromSource::new(engine, timing, clock.clone(), memory.clone())
             .context("cannot build the HTTP client for PROMETHEUS_URL")?,
     );
-    let source_stats = source.client().stats();
+    let source_stats = source.stats();
     let health = HealthBoard::default();
     let hub = Hub::new(u64::try_from(clock.now_ms()).unwrap_or(0), RING_EVENTS, CLIENT_BUFFER);
     let alerts = Alerts::new(&settings.alerts);
     let sink = Arc::new(FanOut { hub: hub.clone(), alerts: alerts.feed() });
-    tracker.spawn(engine::live::run(source.clone(), health.clone(), sink, clock.clone(), stop.clone()));
+    tracker.spawn(promsource::live::run(source.clone(), health.clone(), sink, clock.clone(), stop.clone()));
     let parts = AlertParts { stats: source.clone(), records: memory, health: &health, hub: &hub, clock: &clock };
     start_alerts(&tracker, &stop, &settings, &alerts, parts)?;
     let ttl_ms = duration_ms(settings.session_ttl);
@@ -214,13 +214,13 @@ fn start_background(
     let writer_stats = Arc::new(WriterStats::default());
     let self_metrics = Arc::new(SelfMetrics::default());
     let (queue, rx) = write::channel(WRITE_QUEUE, writer_stats.clone());
-    let widths = (settings.point_ms(), settings.rollup_ms());
     let alerts = Alerts::new(&settings.alerts);
     let sink = FanOut { hub: hub.clone(), alerts: alerts.feed() };
     let reporting = write::Reporting { health: health.clone(), clock: clock.clone() };
     tracker.spawn(write::run_writer(store.clone(), rx, sink, writer_stats.clone(), reporting, settings.rollup_ms()));
+    let source = Arc::new(StoreSource::new(store.clone(), settings.store(), clock.clone()));
     let parts = AlertParts {
-        stats: Arc::new(StoreStats::new(store.clone(), widths, duration_ms(settings.retention_5s))),
+        stats: source.clone(),
         records: Arc::new(store.clone()),
         health: &health,
         hub: &hub,
@@ -236,10 +236,12 @@ fn start_background(
     let scrapers = settings.scrape();
     let outputs = Outputs { batches: Arc::new(queue), samples };
     scrape::spawn(tracker, stop, scrapers, clock.clone(), targets, discovery, health.clone(), outputs, &seed);
-    tracker.spawn(downsample_loop(store.clone(), settings.clone(), clock.clone(), stop.clone(), self_metrics.clone()));
+    let durations = self_metrics.clone();
+    let observe = move |secs| durations.downsample.observe(secs);
+    tracker.spawn(downsample::run(store.clone(), settings.store(), clock.clone(), stop.clone(), observe));
     Ok(AppState {
         settings: Arc::new(settings.web()),
-        source: Arc::new(StoreSource::new(store.clone(), settings.point_ms(), settings.rollup_ms())),
+        source,
         store: Some(store),
         hub,
         health,
@@ -258,7 +260,7 @@ fn start_background(
 /// What the alert engine reads and keeps: window statistics and records (the store's, or the
 /// engine's and memory in source mode), health, the hub to announce on, the clock.
 struct AlertParts<'a> {
-    stats: Arc<dyn StatsSource>,
+    stats: Arc<dyn DataSource>,
     records: Arc<dyn AlertStateStore>,
     health: &'a HealthBoard,
     hub: &'a Hub,
@@ -291,15 +293,7 @@ fn start_alerts(
 async fn sessions(settings: &Settings, store: &Store, now_ms: i64) -> anyhow::Result<Option<Arc<Sessions>>> {
     let Some(token) = settings.dashboard_token.as_ref() else { return Ok(None) };
     let sessions = Sessions::new(token, &settings.sessions.epoch, duration_ms(settings.session_ttl));
-    let revoked = store
-        .with_conn(move |c| {
-            c.execute("DELETE FROM revoked_sessions WHERE expires_ms <= ?1", [now_ms])?;
-            let mut stmt = c.prepare("SELECT id, expires_ms FROM revoked_sessions")?;
-            let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?;
-            Ok(rows.collect::<Result<Vec<_>, _>>()?)
-        })
-        .await
-        .context("cannot read revoked sessions from the database")?;
+    let revoked = store.revoked_sessions(now_ms).await.context("cannot read revoked sessions from the database")?;
     sessions.restore_revoked(revoked);
     Ok(Some(Arc::new(sessions)))
 }
@@ -355,14 +349,11 @@ async fn load_targets(
     // `dns+` entries are not targets themselves: each resolved address is registered when found.
     let specs: Vec<_> = settings.targets.iter().filter(|t| !t.is_dns()).cloned().collect();
     let pairs: Vec<(String, String)> = specs.iter().map(|t| (t.url.to_string(), t.initial_variant())).collect();
-    consolidate_states(store).await.context("cannot replay the scrape state journal")?;
-    let rollup_ms = settings.rollup_ms();
+    store.replay_journals(persist::replay).await.context("cannot replay the scrape state journal")?;
     let (stored, seed) = store
-        .with_conn(move |c| Ok((query::register_targets(c, &pairs, now_ms)?, query::latest_totals(c, rollup_ms)?)))
+        .register_configured(pairs, now_ms, settings.rollup_ms())
         .await
         .context("cannot read targets from the database")?;
-    let seed =
-        seed.into_iter().map(|(target_id, variant, totals)| KnownTotals { target_id, variant, totals }).collect();
     let targets = specs
         .into_iter()
         .zip(stored)
@@ -378,34 +369,7 @@ async fn load_targets(
     Ok((targets, seed))
 }
 
-/// Replays each target's state journal into its checkpoint, so every scraper (configured or
-/// discovered later) resumes from its last committed scrape, and drops the replayed entries.
-async fn consolidate_states(store: &Store) -> Result<(), crate::store::StoreError> {
-    store
-        .with_conn(|c| {
-            let journals = query::pending_journals(c)?;
-            if journals.is_empty() {
-                return Ok(());
-            }
-            let mut checkpoints = Vec::with_capacity(journals.len());
-            for t in query::targets(c)? {
-                let Some(entries) = journals.get(&t.id) else { continue };
-                let Some(&(ms, _)) = entries.last() else { continue };
-                let (state, error) = persist::restore(t.state.as_deref(), entries);
-                if let Some(e) = error {
-                    tracing::warn!(target_url = %RedactedUrl(&t.url), error = %e, "Stored scrape state journal is unreadable; the next scrape is a new baseline.");
-                }
-                let json = serde_json::to_string(&state).unwrap_or_default();
-                checkpoints.push(query::Checkpoint { target_id: t.id, ms, state: json, totals: state.totals.into() });
-            }
-            let pruned = query::save_checkpoints(c, &checkpoints)?;
-            tracing::debug!(targets = checkpoints.len(), entries = pruned, "Scrape state journal replayed.");
-            Ok(())
-        })
-        .await
-}
-
-fn restore_state(t: &query::StoredTarget) -> TargetState {
+fn restore_state(t: &StoredTarget) -> TargetState {
     match t.state.as_deref().map(serde_json::from_str::<TargetState>) {
         None => TargetState::default(),
         Some(Ok(s)) => s,
@@ -413,63 +377,5 @@ fn restore_state(t: &query::StoredTarget) -> TargetState {
             tracing::warn!(target_url = %RedactedUrl(&t.url), error = %e, "Stored scrape state is unreadable; the next scrape is a new baseline.");
             TargetState::default()
         }
-    }
-}
-
-async fn downsample_loop(
-    store: Store,
-    settings: Arc<Settings>,
-    clock: SharedClock,
-    stop: CancellationToken,
-    metrics: Arc<SelfMetrics>,
-) {
-    let plan = Plan {
-        point_ms: settings.point_ms(),
-        rollup_ms: settings.rollup_ms(),
-        settle_ms: 2 * settings.point_ms() + 1_000,
-        retention_raw_ms: duration_ms(settings.retention_5s),
-        retention_rollup_ms: duration_ms(settings.retention_1m),
-        retention_coarse_ms: duration_ms(settings.retention_10m),
-    };
-    let mut interval = tokio::time::interval(settings.downsample_interval);
-    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            biased;
-            () = stop.cancelled() => break,
-            _ = interval.tick() => {}
-        }
-        let now = clock.now_ms();
-        let started = std::time::Instant::now();
-        let result = store.with_conn(move |c| downsample::run_once(c, now, plan)).await;
-        metrics.downsample.observe(started.elapsed().as_secs_f64());
-        match result {
-            Ok(r) => {
-                forget_deleted(&store, &r);
-                tracing::debug!(
-                    rolled = r.rolled_rows,
-                    deleted_raw = r.deleted_raw,
-                    deleted_rollup = r.deleted_rollup,
-                    duration_ms = r.duration_ms,
-                    "Downsample run finished."
-                )
-            }
-            Err(e) => {
-                static FAILED: crate::telemetry::LogThrottle = crate::telemetry::LogThrottle::new();
-                if let Some(suppressed) = FAILED.admit() {
-                    tracing::warn!(error = %e, suppressed, "Downsample run failed; it will be retried next interval.");
-                }
-            }
-        }
-    }
-}
-
-/// Cached points of buckets whose rows retention just deleted are forgotten.
-fn forget_deleted(store: &Store, r: &downsample::Report) {
-    if r.deleted_raw > 0 {
-        store.cache().forget_through(true, r.raw_cutoff_ms);
-    }
-    if r.deleted_rollup > 0 || r.deleted_coarse > 0 {
-        store.cache().forget_through(false, r.rollup_cutoff_ms.max(r.coarse_cutoff_ms));
     }
 }

@@ -13,12 +13,22 @@ use crate::clock::{SharedClock, SystemClock};
 use crate::config::{
     CanaryArgs, Cli, Command, ProxyCommandArgs, RulesArgs, Settings, TargetSpec, parse_duration, parse_listen_addr,
 };
+use crate::console::{self, PrintError, print, print_line};
 use crate::proxy::{self, Proxy};
 use crate::variant::is_valid_variant;
 use crate::{app, demo, shutdown};
 
-/// Runs the parsed command line to completion.
+/// Runs the parsed command line to completion. A reader of stdout that goes away before the
+/// output ends (`zai-dash rules | head`) ends the command quietly, with success: it took what
+/// it wanted.
 pub fn run(cli: Cli) -> anyhow::Result<()> {
+    match run_command(cli) {
+        Err(e) if matches!(e.downcast_ref::<PrintError>(), Some(PrintError::Closed)) => Ok(()),
+        result => result,
+    }
+}
+
+fn run_command(cli: Cli) -> anyhow::Result<()> {
     if let Command::Rules(args) = &cli.command {
         return rules(args);
     }
@@ -36,10 +46,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             Command::Healthcheck(args) => crate::healthcheck::run(&args).await.map_err(Into::into),
             Command::Rules(args) => rules(&args),
             Command::Canary(args) => canary(&args),
-            Command::Grafana => {
-                print!("{}", crate::web::grafana::dashboard_json()?);
-                Ok(())
-            }
+            Command::Grafana => Ok(print(&crate::web::grafana::dashboard_json()?)?),
             Command::Demo(args) => {
                 let plan = demo::DemoPlan::from_args(&args)?;
                 let listener = bind("LISTEN_ADDR", plan.listen_addr).await?;
@@ -54,12 +61,10 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
 /// `CANARY_CONFIG` as the analysis would use it.
 fn canary(args: &CanaryArgs) -> anyhow::Result<()> {
     if args.print_config || args.canary_config.trim().is_empty() {
-        print!("{}", crate::canary::render_defaults());
-        return Ok(());
+        return Ok(print(&crate::canary::render_defaults())?);
     }
     let config = crate::canary::CanaryConfig::load(std::path::Path::new(args.canary_config.trim()))?;
-    print!("{}", config.render());
-    Ok(())
+    Ok(print(&config.render())?)
 }
 
 /// `zai-dash rules [--prometheus]`: validates the rules and prints them, as a summary or as a
@@ -71,8 +76,7 @@ fn rules(args: &RulesArgs) -> anyhow::Result<()> {
         for e in skipped {
             eprintln!("zai-dash: {e}");
         }
-        print!("{yaml}");
-        return Ok(());
+        return Ok(print(&yaml)?);
     }
     for r in &settings.rules {
         let variant = match &r.scope {
@@ -80,7 +84,7 @@ fn rules(args: &RulesArgs) -> anyhow::Result<()> {
             crate::alerts::Scope::Each => "*",
         };
         let span = |ms: i64| if ms > 0 { crate::promql::duration(ms) } else { "0s".to_owned() };
-        println!(
+        print_line(&format!(
             "{}  variant={variant}  {}  window={}  for={}  min_requests={}  severity={}",
             r.name,
             r.condition(),
@@ -88,14 +92,14 @@ fn rules(args: &RulesArgs) -> anyhow::Result<()> {
             span(r.for_ms),
             r.min_requests,
             r.severity
-        );
+        ))?;
     }
     for s in &settings.slos {
         let variant = match &s.variant {
             crate::budget::slo::SloVariant::One(v) => v.as_str(),
             crate::budget::slo::SloVariant::Each => "*",
         };
-        println!("{}  variant={variant}  slo: {}", s.name, s.describe());
+        print_line(&format!("{}  variant={variant}  slo: {}", s.name, s.describe()))?;
     }
     Ok(())
 }
@@ -108,7 +112,7 @@ async fn bind(setting: &str, addr: SocketAddr) -> anyhow::Result<TcpListener> {
 
 fn announce(listener: &TcpListener) -> anyhow::Result<SocketAddr> {
     let addr = listener.local_addr()?;
-    println!("listening on http://{addr}");
+    console::announce(&format!("listening on http://{addr}"));
     Ok(addr)
 }
 
@@ -119,7 +123,7 @@ async fn serve(mut settings: Settings, clock: SharedClock, token: CancellationTo
     if let Some(plan) = settings.proxy.clone() {
         let proxy_listener = bind("PROXY_LISTEN_ADDR", plan.listen_addr).await?;
         let addr = proxy_listener.local_addr()?;
-        println!("proxy listening on http://{addr}");
+        console::announce(&format!("proxy listening on http://{addr}"));
         let variant = plan.settings.variant.to_ascii_lowercase();
         settings.targets.push(TargetSpec {
             url: crate::net::local_metrics_url(addr)?,

@@ -13,9 +13,9 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 
 use crate::alerts::{AlertArgs, AlertSettings};
-use crate::engine::{EngineArgs, EngineSettings};
 use crate::host::{AllowedHosts, HostArgs};
 use crate::net::ListenerLimits;
+use crate::promsource::{EngineArgs, EngineSettings};
 use crate::proxy::{ProxyArgs, ProxySettings};
 use crate::remote::{RemoteArgs, RemoteSettings};
 use crate::scrape::ScrapeSettings;
@@ -128,11 +128,11 @@ pub struct EngineFlags {
     #[arg(long, env = "PROMETHEUS_HEADERS", hide_env_values = true)]
     pub prometheus_headers: Option<Secret>,
     /// Source mode: limit on every query to the engine.
-    #[arg(long, env = "PROMETHEUS_TIMEOUT", default_value = crate::engine::settings::DEFAULT_TIMEOUT)]
+    #[arg(long, env = "PROMETHEUS_TIMEOUT", default_value = crate::promsource::settings::DEFAULT_TIMEOUT)]
     pub prometheus_timeout: String,
     /// Source mode: how long the engine may take to answer with a scrape's samples (12s for
     /// VictoriaMetrics, which makes new series searchable up to 10 s later).
-    #[arg(long, env = "PROMETHEUS_DELAY", default_value = crate::engine::settings::DEFAULT_DELAY)]
+    #[arg(long, env = "PROMETHEUS_DELAY", default_value = crate::promsource::settings::DEFAULT_DELAY)]
     pub prometheus_delay: String,
 }
 
@@ -557,6 +557,18 @@ impl Settings {
             timeout: self.scrape_timeout,
             point_width: self.point_width,
             max_body_bytes: self.max_body_bytes,
+        }
+    }
+
+    /// The store's part.
+    pub fn store(&self) -> crate::store::StoreSettings {
+        crate::store::StoreSettings {
+            point_width: self.point_width,
+            rollup_width: self.rollup_width,
+            retention_5s: self.retention_5s,
+            retention_1m: self.retention_1m,
+            retention_10m: self.retention_10m,
+            downsample_interval: self.downsample_interval,
         }
     }
 

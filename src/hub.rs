@@ -14,8 +14,8 @@ use std::sync::{Arc, Mutex, OnceLock, RwLock};
 
 use tokio::sync::broadcast;
 
-use crate::ingest::Event;
 use crate::point::Point;
+use crate::ports::ingest::Event;
 
 /// One event, ready to send.
 #[derive(Debug)]
@@ -133,7 +133,7 @@ impl Hub {
     }
 }
 
-impl crate::alerting::Announcer for Hub {
+impl crate::ports::alert_state::Announcer for Hub {
     /// Alert changes and other non-point events: `{"type": kind, "data": ...}`, numbered and
     /// kept in the ring like points, so a resumed client sees them too.
     fn announce(&self, kind: &'static str, data: serde_json::Value) {
@@ -141,7 +141,7 @@ impl crate::alerting::Announcer for Hub {
     }
 }
 
-impl crate::ingest::PointSink for Hub {
+impl crate::ports::ingest::PointSink for Hub {
     fn publish(&self, points: Vec<Point>) {
         Hub::publish(self, points);
     }

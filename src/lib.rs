@@ -15,26 +15,26 @@
 //! - [`variant`]: variant names and how a target's variant is decided.
 //! - [`health`]: per-target scrape health and whether the database takes writes, as data,
 //!   written by the scraper and the writer, read by pages, probes and alerts.
-//! - [`ingest`]: the types and traits the scraper hands batches to storage through.
 //! - [`setting`]: parsing single setting values (durations, addresses, secrets).
 //! - [`net`]: the serving loop every listener runs (`TCP_NODELAY`, header-read and idle timeouts).
 //! - [`host`]: which `Host` a browser may change state by (`ALLOWED_HOSTS`, DNS rebinding).
 //! - `redact`: URL credentials shown as `***` wherever a URL is shown, logged or labelled.
 //! - [`promql`]: the PromQL behind every number, for engines that scrape the proxies.
-//! - [`stats`]: per-variant window statistics behind a trait (the store answers it).
-//! - [`source`]: what the web layer reads, behind a trait (the store or a PromQL engine answers it).
-//! - [`alerting`]: alert records, their persistence trait and the live-stream announcer.
-//! - [`samples`]: the types and traits raw samples take on their way to remote write.
-//! - [`shutdown`]: signals; [`telemetry`]: logs.
+//! - [`phase`]: where an alert stands (shared by the alert engine and the objectives).
+//! - [`shutdown`]: signals; [`telemetry`]: logs; [`console`]: what commands print on stdout.
 //!
-//! **Subsystems**, each on the core only:
+//! **Contracts**, on the core: [`ports`], the traits and hand-off types one part needs from
+//! another (the collector's batches, raw samples for remote write, alert records, everything
+//! the pages, the API and the alerts read), so that no subsystem imports another.
+//!
+//! **Subsystems**, each on the contracts and the core, never on each other:
 //! - [`scrape`]: one task per target (fetch, parse, increases) and the bucket ticker.
 //! - [`store`]: SQLite (WAL): the single writer and what it holds while writes fail, rollups and
 //!   retention, range queries.
 //! - [`hub`]: live fan-out of points with a resume ring.
 //! - [`proxy`]: the built-in LLM reverse proxy exporting zai-proxy's `zai_proxy_*` metrics.
 //! - [`alerts`]: alerting rules evaluated each tick, persisted, sent to Alertmanager or webhooks.
-//! - [`engine`]: source mode: every number from PromQL against an engine that scrapes the proxies.
+//! - [`promsource`]: source mode: every number from PromQL against an engine that scrapes the proxies.
 //! - [`remote`]: remote write out: a durable queue of scraped samples shipped to Prometheus-compatible receivers.
 //!
 //! **Web**, on the subsystems it reads and the core:
@@ -54,31 +54,31 @@
 #![warn(missing_docs)]
 
 // Core.
-pub mod alerting;
 pub mod budget;
 pub mod canary;
 pub mod clock;
 pub mod compare;
+pub mod console;
 pub mod expo;
 pub mod health;
 pub mod host;
-pub mod ingest;
 pub mod net;
+pub mod phase;
 pub mod point;
 pub mod promql;
 pub(crate) mod redact;
-pub mod samples;
 pub mod setting;
 pub mod shutdown;
-pub mod source;
-pub mod stats;
 pub mod telemetry;
 pub mod variant;
 
+// Contracts.
+pub mod ports;
+
 // Subsystems.
 pub mod alerts;
-pub mod engine;
 pub mod hub;
+pub mod promsource;
 pub mod proxy;
 pub mod remote;
 pub mod scrape;

@@ -33,7 +33,7 @@ use serde_json::{Value, json};
 use tokio::net::TcpListener;
 use zai_dash::clock::ManualClock;
 use zai_dash::config::Settings;
-use zai_dash::engine::EngineSettings;
+use zai_dash::promsource::EngineSettings;
 use zai_dash::remote::RemoteSettings;
 
 const MIB: u64 = 1024 * 1024;

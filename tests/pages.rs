@@ -10,9 +10,10 @@ use std::time::Duration;
 use askama::Template;
 use common::*;
 use zai_dash::point::{Counts, Point};
-use zai_dash::store::window::{ModelUsage, model_usage};
+use zai_dash::web::chrome::Chrome;
 use zai_dash::web::dashboard::{self, View};
-use zai_dash::web::pages::{Chrome, Overview, OverviewPage, RemoteLine, TargetLine, TargetsPage};
+use zai_dash::web::models::{ModelUsage, model_usage};
+use zai_dash::web::pages::{Overview, OverviewPage, RemoteLine, TargetLine, TargetsPage};
 
 const EVIL: &str = "<script>alert(1)</script>";
 
@@ -160,7 +161,7 @@ fn hostile_target_url_on_the_targets_page_is_text() {
 
 #[test]
 fn the_alert_strip_shows_what_fires_on_every_page_as_text() {
-    let firing = vec![zai_dash::web::alerts::StripAlert {
+    let firing = vec![zai_dash::web::chrome::StripAlert {
         rule: "HighErrorRate".into(),
         variant: EVIL.into(),
         severity: "critical".into(),

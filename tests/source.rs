@@ -50,7 +50,7 @@ use serde_json::Value;
 use tally::Tally;
 use zai_dash::clock::{Clock, SystemClock, bucket_end};
 use zai_dash::config::Settings;
-use zai_dash::engine::EngineSettings;
+use zai_dash::promsource::EngineSettings;
 
 const SCRAPE_MS: u64 = 500;
 const POINT_MS: i64 = 2_000;

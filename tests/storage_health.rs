@@ -23,7 +23,7 @@ use serde_json::Value;
 use zai_dash::alerts::AlertSettings;
 use zai_dash::alerts::rules::{default_rules, parse_rules};
 use zai_dash::config::Settings;
-use zai_dash::engine::EngineSettings;
+use zai_dash::promsource::EngineSettings;
 
 /// The built-in rule with a `for` of a second, so the suite stays short (the built-in minute is
 /// unit-tested in `alerts::rules`).

@@ -8,12 +8,14 @@ use rusqlite::params;
 use zai_dash::clock::bucket_end;
 use zai_dash::hub::Hub;
 use zai_dash::point::TargetRow;
+use zai_dash::ports::read::PointQuery;
 use zai_dash::scrape::increase::TargetState;
 use zai_dash::scrape::{parse::parse, reading::read};
 use zai_dash::store::Store;
 use zai_dash::store::cache::to_json;
 use zai_dash::store::downsample::{self, Plan};
-use zai_dash::store::query::{self, PointQuery, Table};
+use zai_dash::store::query::{self, Table};
+use zai_dash::store::range::{self, RangeRead};
 use zai_dash::store::write::{self, StateUpdate, StateWrite, WriteBatch, WriterStats};
 
 const MIN: i64 = 60_000;
@@ -240,20 +242,23 @@ fn long_ranges_read_rollups_plus_the_raw_tail() {
     let mut fx = Fixture::new();
     fx.write_range(T0, T0 + 6 * MIN);
     fx.downsample(T0 + 4 * MIN + 20_000); // minutes 1-4 rolled, 5-6 only raw
-    let q = PointQuery {
-        start_ms: T0,
-        end_ms: T0 + 6 * MIN,
-        step_ms: MIN,
+    let q = RangeRead {
+        q: PointQuery {
+            start_ms: T0,
+            end_ms: T0 + 6 * MIN,
+            step_ms: MIN,
+            variant: Some("production".into()),
+            target_url: None,
+        },
         raw: false,
         point_ms: 5_000,
-        variant: Some("production".into()),
-        target_url: None,
+        rollup_ms: MIN,
     };
-    let pts = query::points(&fx.store.conn().unwrap(), &q, MIN).unwrap();
+    let pts = range::points(&fx.store.conn().unwrap(), &q).unwrap();
     let stamps: Vec<i64> = pts.iter().map(|p| (p.timestamp - T0) / MIN).collect();
     assert_eq!(stamps, [1, 2, 3, 4, 5, 6], "no gap at the recent end");
-    let raw = PointQuery { raw: true, step_ms: MIN, ..q };
-    let from_raw = query::points(&fx.store.conn().unwrap(), &raw, MIN).unwrap();
+    let raw = RangeRead { raw: true, ..q.clone() };
+    let from_raw = range::points(&fx.store.conn().unwrap(), &raw).unwrap();
     for (a, b) in pts.iter().zip(&from_raw) {
         assert_eq!(a.requests, b.requests);
         assert_eq!(a.latency_p95, b.latency_p95, "quantiles come from summed buckets, not averaged");
@@ -352,17 +357,20 @@ fn the_sealed_bucket_cache_answers_exactly_like_a_fresh_query() {
             if !raw {
                 fx.downsample(now);
             }
-            let q = PointQuery {
-                start_ms: now - 3 * MIN - 1_234,
-                end_ms: now,
-                step_ms: step,
+            let q = RangeRead {
+                q: PointQuery {
+                    start_ms: now - 3 * MIN - 1_234,
+                    end_ms: now,
+                    step_ms: step,
+                    variant: variant.map(str::to_owned),
+                    target_url: None,
+                },
                 raw,
                 point_ms: 5_000,
-                variant: variant.map(str::to_owned),
-                target_url: None,
+                rollup_ms: MIN,
             };
-            let fresh = to_json(&query::points(&fx_conn(&fx), &q, MIN).unwrap());
-            let cached = cache.points_json(&fx_conn(&fx), &q, MIN, now - 11_000).unwrap();
+            let fresh = to_json(&range::points(&fx_conn(&fx), &q).unwrap());
+            let cached = cache.points_json(&fx_conn(&fx), &q, now - 11_000).unwrap();
             assert_eq!(cached, fresh, "round {round}, raw {raw}, step {step}");
             assert!(fresh.len() > 2);
         }
@@ -371,16 +379,13 @@ fn the_sealed_bucket_cache_answers_exactly_like_a_fresh_query() {
         end = next;
     }
     // A row merged into an already served bucket invalidates the cache.
-    let q = PointQuery {
-        start_ms: end - MIN,
-        end_ms: end,
-        step_ms: 5_000,
+    let q = RangeRead {
+        q: PointQuery { start_ms: end - MIN, end_ms: end, step_ms: 5_000, variant: None, target_url: None },
         raw: true,
         point_ms: 5_000,
-        variant: None,
-        target_url: None,
+        rollup_ms: MIN,
     };
-    cache.points_json(&fx_conn(&fx), &q, MIN, end - 11_000).unwrap();
+    cache.points_json(&fx_conn(&fx), &q, end - 11_000).unwrap();
     let mut late = fx.rows(Table::Raw, 0)[fx.rows(Table::Raw, 0).len() - 5].clone();
     late.counts.requests.insert("500".into(), 77.0);
     let batch = WriteBatch {
@@ -392,16 +397,12 @@ fn the_sealed_bucket_cache_answers_exactly_like_a_fresh_query() {
         late: true,
     };
     assert!(write::write_batch(&mut fx.store.conn().unwrap(), &batch, MIN).unwrap(), "the write reports a merge");
-    let stale = cache.points_json(&fx_conn(&fx), &q, MIN, end - 11_000).unwrap();
-    assert_ne!(
-        stale,
-        to_json(&query::points(&fx_conn(&fx), &q, MIN).unwrap()),
-        "served from the cache until invalidated"
-    );
+    let stale = cache.points_json(&fx_conn(&fx), &q, end - 11_000).unwrap();
+    assert_ne!(stale, to_json(&range::points(&fx_conn(&fx), &q).unwrap()), "served from the cache until invalidated");
     cache.invalidate(); // what the writer does when it reports a merge
     assert_eq!(
-        cache.points_json(&fx_conn(&fx), &q, MIN, end - 11_000).unwrap(),
-        to_json(&query::points(&fx_conn(&fx), &q, MIN).unwrap())
+        cache.points_json(&fx_conn(&fx), &q, end - 11_000).unwrap(),
+        to_json(&range::points(&fx_conn(&fx), &q).unwrap())
     );
 }
 
@@ -416,17 +417,14 @@ fn nothing_sealed_yet_is_not_an_overflow() {
     let cache = zai_dash::store::cache::PointCache::default();
     for raw in [true, false] {
         // No rollup watermark and nothing committed: every bucket is still open.
-        let q = PointQuery {
-            start_ms: T0,
-            end_ms: T0 + 2 * MIN,
-            step_ms: MIN,
+        let q = RangeRead {
+            q: PointQuery { start_ms: T0, end_ms: T0 + 2 * MIN, step_ms: MIN, variant: None, target_url: None },
             raw,
             point_ms: 5_000,
-            variant: None,
-            target_url: None,
+            rollup_ms: MIN,
         };
-        let fresh = to_json(&query::points(&fx_conn(&fx), &q, MIN).unwrap());
-        assert_eq!(cache.points_json(&fx_conn(&fx), &q, MIN, i64::MIN).unwrap(), fresh);
+        let fresh = to_json(&range::points(&fx_conn(&fx), &q).unwrap());
+        assert_eq!(cache.points_json(&fx_conn(&fx), &q, i64::MIN).unwrap(), fresh);
     }
 }
 
@@ -469,16 +467,19 @@ fn cumulative_fields_agree_across_tables_caches_and_retention_after_a_pod_vanish
     let expected = fx.rows(Table::Raw, 0).last().unwrap().totals.requests_2xx
         + zai_dash::point::Totals::from(gone_state.totals).requests_2xx;
     let last_2xx = |raw: bool, start: i64, step: i64| {
-        let q = PointQuery {
-            start_ms: start,
-            end_ms: now,
-            step_ms: step,
+        let q = RangeRead {
+            q: PointQuery {
+                start_ms: start,
+                end_ms: now,
+                step_ms: step,
+                variant: Some("production".into()),
+                target_url: None,
+            },
             raw,
             point_ms: 5_000,
-            variant: Some("production".into()),
-            target_url: None,
+            rollup_ms: MIN,
         };
-        let pts = query::points(&fx_conn(&fx), &q, MIN).unwrap();
+        let pts = range::points(&fx_conn(&fx), &q).unwrap();
         (pts.last().unwrap().requests_2xx.unwrap(), pts.iter().map(|p| p.requests_2xx.unwrap()).collect::<Vec<_>>())
     };
     fx.downsample(now + 20_000);
@@ -490,16 +491,13 @@ fn cumulative_fields_agree_across_tables_caches_and_retention_after_a_pod_vanish
         assert!(all.windows(2).all(|w| w[1] >= w[0]), "raw {raw}, step {step}: {all:?}");
     }
     let cache = zai_dash::store::cache::PointCache::default();
-    let cached_q = PointQuery {
-        start_ms: now - 5 * MIN,
-        end_ms: now,
-        step_ms: 5_000,
+    let cached_q = RangeRead {
+        q: PointQuery { start_ms: now - 5 * MIN, end_ms: now, step_ms: 5_000, variant: None, target_url: None },
         raw: true,
         point_ms: 5_000,
-        variant: None,
-        target_url: None,
+        rollup_ms: MIN,
     };
-    cache.points_json(&fx_conn(&fx), &cached_q, MIN, now).unwrap();
+    cache.points_json(&fx_conn(&fx), &cached_q, now).unwrap();
     // Retention takes the vanished pod's raw rows, then its rollups: its totals still count.
     let short = Plan { retention_raw_ms: 6 * MIN, ..plan() };
     let r = downsample::run_once(&mut fx.store.conn().unwrap(), now + 20_000, short).unwrap();
@@ -507,8 +505,8 @@ fn cumulative_fields_agree_across_tables_caches_and_retention_after_a_pod_vanish
     cache.forget_through(true, r.raw_cutoff_ms);
     assert_eq!(last_2xx(true, now - 5 * MIN, 5_000).0, expected, "after raw retention");
     assert_eq!(
-        cache.points_json(&fx_conn(&fx), &cached_q, MIN, now).unwrap(),
-        to_json(&query::points(&fx_conn(&fx), &cached_q, MIN).unwrap())
+        cache.points_json(&fx_conn(&fx), &cached_q, now).unwrap(),
+        to_json(&range::points(&fx_conn(&fx), &cached_q).unwrap())
     );
     let shorter = Plan { retention_raw_ms: 6 * MIN, retention_rollup_ms: 6 * MIN, ..plan() };
     let r = downsample::run_once(&mut fx.store.conn().unwrap(), now + 20_000, shorter).unwrap();
@@ -539,12 +537,12 @@ async fn a_batch_that_finds_the_queue_full_is_merged_into_the_next_never_dropped
     let (queue, rx) = write::channel(1, stats.clone());
     // The writer is not running yet: the first batch fills the queue, the rest are held.
     for i in 1..=4 {
-        zai_dash::ingest::BatchSink::submit(&queue, batch(i));
+        zai_dash::ports::ingest::BatchSink::submit(&queue, batch(i));
     }
     assert_eq!(stats.merged.load(std::sync::atomic::Ordering::Relaxed), 3);
     let writer =
         tokio::spawn(write::run_writer(fx.store.clone(), rx, Hub::new(1, 8, 8), stats.clone(), reporting(), MIN));
-    zai_dash::ingest::BatchSink::flush(&queue).await;
+    zai_dash::ports::ingest::BatchSink::flush(&queue).await;
     drop(queue);
     writer.await.unwrap();
     let n: i64 = fx
@@ -576,17 +574,20 @@ fn ten_minute_rows_sum_their_minutes_and_long_ranges_read_them_with_the_finer_ta
     }
     // A 10-minute step reads 10 min rows, then 1 min rows, then the raw tail: the same numbers as
     // summing raw rows into the same buckets.
-    let q = |raw: bool| PointQuery {
-        start_ms: T0,
-        end_ms: T0 + 35 * MIN,
-        step_ms: 10 * MIN,
+    let q = |raw: bool| RangeRead {
+        q: PointQuery {
+            start_ms: T0,
+            end_ms: T0 + 35 * MIN,
+            step_ms: 10 * MIN,
+            variant: Some("production".into()),
+            target_url: None,
+        },
         raw,
         point_ms: 5_000,
-        variant: Some("production".into()),
-        target_url: None,
+        rollup_ms: MIN,
     };
-    let tiered = query::points(&fx_conn(&fx), &q(false), MIN).unwrap();
-    let from_raw = query::points(&fx_conn(&fx), &q(true), MIN).unwrap();
+    let tiered = range::points(&fx_conn(&fx), &q(false)).unwrap();
+    let from_raw = range::points(&fx_conn(&fx), &q(true)).unwrap();
     assert_eq!(tiered.len(), 4);
     for (a, b) in tiered.iter().zip(&from_raw) {
         assert_eq!(a.timestamp, b.timestamp);

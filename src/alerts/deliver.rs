@@ -17,8 +17,8 @@ use tokio::sync::{Notify, mpsc};
 use tokio_util::sync::CancellationToken;
 
 use super::notify::{self, Notification};
-use crate::alerting::AlertPhase;
 use crate::clock::SharedClock;
+use crate::phase::AlertPhase;
 
 /// Alerts a mailbox holds before it drops news of further alerts (counted).
 pub const MAILBOX_ALERTS: usize = 1024;

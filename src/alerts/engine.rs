@@ -21,10 +21,11 @@ use super::eval::{Observation, advance, new_record};
 use super::notify::Notification;
 use super::observe::{Feed, Inputs, Medians};
 use super::rules::Rule;
-use crate::alerting::{AlertPhase, AlertRecord, AlertStateStore, Announcer};
 use crate::clock::{SharedClock, rfc3339_ms};
 use crate::health::HealthBoard;
-use crate::stats::StatsSource;
+use crate::phase::AlertPhase;
+use crate::ports::alert_state::{AlertRecord, AlertStateStore, Announcer};
+use crate::ports::read::DataSource;
 use crate::telemetry::LogThrottle;
 
 /// An alert's identity: rule and variant.
@@ -33,8 +34,8 @@ pub type Key = (String, String);
 /// What the engine reads from and writes to.
 #[derive(Debug, Clone)]
 pub struct Deps {
-    /// Window statistics (the store, or an engine-backed source).
-    pub stats: Arc<dyn StatsSource>,
+    /// Window statistics and histories (the store, or an engine-backed source).
+    pub stats: Arc<dyn DataSource>,
     /// Target health.
     pub health: HealthBoard,
     /// Latest live points and ticks.
@@ -290,7 +291,7 @@ impl Engine {
         inputs.read_health(&self.deps.health.snapshot());
         inputs.storage_failing = self.deps.health.storage().is_some();
         self.medians.refresh(&self.rules, self.deps.stats.as_ref(), now, &mut inputs).await;
-        (inputs, error.map(|e| e.to_string()))
+        (inputs, error.map(|e| format!("window statistics unavailable: {e}")))
     }
 
     /// A phase change: persisted, announced, and posted when it fires or resolves.
@@ -459,19 +460,22 @@ mod tests {
     use crate::alerts::rules::parse_rules;
     use crate::clock::{Clock, ManualClock};
     use crate::compare::SideStats;
-    use crate::ingest::BoxFuture;
-    use crate::stats::WindowStats;
+    use crate::ports::BoxFuture;
+    use crate::ports::read::WindowStats;
 
     #[derive(Debug, Default)]
     struct MemoryStore(Mutex<BTreeMap<Key, AlertRecord>>);
 
     impl AlertStateStore for MemoryStore {
-        fn load(&self) -> BoxFuture<'_, Result<Vec<AlertRecord>, crate::alerting::AlertStoreError>> {
+        fn load(&self) -> BoxFuture<'_, Result<Vec<AlertRecord>, crate::ports::alert_state::AlertStoreError>> {
             let all = self.0.lock().unwrap().values().cloned().collect();
             Box::pin(std::future::ready(Ok(all)))
         }
 
-        fn save(&self, records: Vec<AlertRecord>) -> BoxFuture<'_, Result<(), crate::alerting::AlertStoreError>> {
+        fn save(
+            &self,
+            records: Vec<AlertRecord>,
+        ) -> BoxFuture<'_, Result<(), crate::ports::alert_state::AlertStoreError>> {
             let mut m = self.0.lock().unwrap();
             for r in records {
                 m.insert((r.rule.clone(), r.variant.clone()), r);

@@ -5,7 +5,8 @@
 use std::collections::BTreeMap;
 
 use super::rules::Rule;
-use crate::alerting::{AlertPhase, AlertRecord};
+use crate::phase::AlertPhase;
+use crate::ports::alert_state::AlertRecord;
 
 /// What one evaluation found for one alert.
 #[derive(Debug, Clone, Copy, PartialEq)]

@@ -8,8 +8,8 @@
 
 use crate::compare::Verdict;
 use crate::point::Point;
+use crate::ports::read::WindowStats;
 use crate::promql::{self, Selector, family};
-use crate::stats::WindowStats;
 
 /// The `variant` label of an alert on zai-dash itself rather than on a variant of the proxies.
 pub const PROCESS_VARIANT: &str = "zai-dash";

@@ -2,10 +2,10 @@
 //! tick, kept in SQLite across restarts, and delivered to Alertmanager, a webhook or Slack.
 //!
 //! The subsystem depends on the core only. It reads window statistics through
-//! [`crate::stats::StatsSource`], the latest points through the [`Feed`] (a
-//! [`crate::ingest::PointSink`] the writer publishes to), target health from the
+//! [`crate::ports::read::DataSource`], the latest points through the [`Feed`] (a
+//! [`crate::ports::ingest::PointSink`] the writer publishes to), target health from the
 //! [`crate::health::HealthBoard`], and keeps its records through
-//! [`crate::alerting::AlertStateStore`]; `app` plugs the store and the hub in.
+//! [`crate::ports::alert_state::AlertStateStore`]; `app` plugs the store and the hub in.
 //!
 //! - [`rules`]: the rule file, the defaults, validation; [`metric`]: what a rule can watch;
 //!   `nesting`: the file's nesting depth, counted before the YAML parser reads it.
@@ -31,7 +31,7 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::alerting::AlertPhase;
+use crate::phase::AlertPhase;
 use crate::setting::{ConfigError, bad, duration_ms};
 pub use deliver::{Format, ReceiverStats};
 pub use engine::{AlertView, Deps, Snapshot};

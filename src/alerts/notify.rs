@@ -6,8 +6,8 @@ use std::collections::BTreeMap;
 
 use serde_json::{Value, json};
 
-use crate::alerting::AlertPhase;
 use crate::clock::rfc3339_ms;
+use crate::phase::AlertPhase;
 
 /// Go's zero time, which Alertmanager's webhook sends as `endsAt` of a firing alert.
 const ZERO_TIME: &str = "0001-01-01T00:00:00Z";

@@ -14,9 +14,9 @@ use super::metric::{Metric, PROCESS_VARIANT, verdict_rank};
 use super::rules::{Rule, Scope};
 use crate::compare;
 use crate::health::TargetHealth;
-use crate::ingest::{Event, PointSink};
 use crate::point::Point;
-use crate::stats::{StatsError, StatsSource, WindowStats};
+use crate::ports::ingest::{Event, PointSink};
+use crate::ports::read::{DataSource, SourceError, WindowStats};
 
 /// The latest live point of each variant, fed by the writer's point sink; each published set
 /// is a tick that wakes the engine.
@@ -70,7 +70,7 @@ pub struct Inputs {
 impl Inputs {
     /// Reads the windows the rules need; a failing source leaves its windows out (their rules
     /// are not evaluated this tick) and is reported.
-    pub async fn read_windows(&mut self, rules: &[Rule], source: &dyn StatsSource, now_ms: i64) -> Option<StatsError> {
+    pub async fn read_windows(&mut self, rules: &[Rule], source: &dyn DataSource, now_ms: i64) -> Option<SourceError> {
         let windows: BTreeSet<i64> = rules.iter().filter(|r| r.expr.metric.windowed()).map(|r| r.window_ms).collect();
         let mut error = None;
         for w in windows {
@@ -169,7 +169,7 @@ pub struct Medians {
 
 impl Medians {
     /// Refreshes what is due and copies every rule's medians into `inputs`.
-    pub async fn refresh(&mut self, rules: &[Rule], source: &dyn StatsSource, now_ms: i64, inputs: &mut Inputs) {
+    pub async fn refresh(&mut self, rules: &[Rule], source: &dyn DataSource, now_ms: i64, inputs: &mut Inputs) {
         for rule in rules {
             let Some(range_ms) = rule.expr.median_range_ms else { continue };
             let due = self.cache.get(&rule.name).is_none_or(|(at, _)| now_ms - at >= rule.window_ms.max(1_000));
@@ -213,7 +213,8 @@ fn median(values: &mut [f64], needed: usize) -> Option<f64> {
     Some(if values.len().is_multiple_of(2) { (values[mid - 1] + values[mid]) / 2.0 } else { values[mid] })
 }
 
-/// A stats source that always answers the same (tests).
+/// A source whose window statistics and history are always the same (tests); it has no
+/// points, sums or marks of its own.
 #[cfg(test)]
 #[derive(Debug, Default)]
 pub struct FixedStats {
@@ -224,23 +225,47 @@ pub struct FixedStats {
 }
 
 #[cfg(test)]
-impl StatsSource for FixedStats {
-    fn window_stats(
-        &self,
-        _end_ms: i64,
-        window_ms: i64,
-    ) -> crate::ingest::BoxFuture<'_, Result<BTreeMap<String, WindowStats>, StatsError>> {
-        let w = self.windows.get(&window_ms).cloned().unwrap_or_default();
-        Box::pin(std::future::ready(Ok(w)))
+mod fixed {
+    use std::collections::{BTreeMap, BTreeSet};
+
+    use super::{FixedStats, Point, SourceError, WindowStats};
+    use crate::ports::BoxFuture;
+    use crate::ports::read::{ChartData, DataSource, PointQuery, WindowQuery, WindowSums};
+
+    type Answer<'a, T> = BoxFuture<'a, Result<T, SourceError>>;
+
+    fn ready<'a, T: Send + 'a>(v: T) -> Answer<'a, T> {
+        Box::pin(std::future::ready(Ok(v)))
     }
 
-    fn series(
-        &self,
-        _end_ms: i64,
-        _range_ms: i64,
-        _step_ms: i64,
-    ) -> crate::ingest::BoxFuture<'_, Result<Vec<Point>, StatsError>> {
-        Box::pin(std::future::ready(Ok(self.series.clone())))
+    impl DataSource for FixedStats {
+        fn variants(&self) -> Answer<'_, BTreeSet<String>> {
+            ready(BTreeSet::new())
+        }
+
+        fn grid_ms(&self, _window: (i64, i64), _min_step_ms: i64, _now_ms: i64) -> i64 {
+            5_000
+        }
+
+        fn points(&self, _q: PointQuery) -> Answer<'_, Vec<Point>> {
+            ready(Vec::new())
+        }
+
+        fn window(&self, _q: WindowQuery) -> Answer<'_, BTreeMap<String, WindowSums>> {
+            ready(BTreeMap::new())
+        }
+
+        fn chart(&self, _q: PointQuery) -> Answer<'_, ChartData> {
+            ready(ChartData::default())
+        }
+
+        fn window_stats(&self, _end_ms: i64, window_ms: i64) -> Answer<'_, BTreeMap<String, WindowStats>> {
+            ready(self.windows.get(&window_ms).cloned().unwrap_or_default())
+        }
+
+        fn series(&self, _end_ms: i64, _range_ms: i64, _step_ms: i64) -> Answer<'_, Vec<Point>> {
+            ready(self.series.clone())
+        }
     }
 }
 

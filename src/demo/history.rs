@@ -13,12 +13,13 @@ use std::f64::consts::PI;
 
 use super::Rng;
 use super::upstream::Profile;
-use crate::ingest::{StateUpdate, StateWrite, WriteBatch};
 use crate::point::{Counts, GaugeStat, Gauges, Histogram, TargetRow, Totals};
+use crate::ports::ingest::{StateUpdate, StateWrite, WriteBatch};
 use crate::proxy::metrics::{DURATION_BUCKETS, TTFT_BUCKETS};
 use crate::proxy::pricing::{Pricing, tier};
 use crate::scrape::increase::TargetState;
-use crate::store::{Store, StoreError, query, write};
+use crate::store::query::StoredTarget;
+use crate::store::{Store, StoreError};
 
 /// How much history is simulated.
 pub const HISTORY_MS: i64 = 3_600_000;
@@ -45,18 +46,19 @@ pub struct SimulatedTarget {
 /// Writes an hour of history ending at `now_ms` for `targets`, unless the database already has
 /// rows in that hour. Returns the end of the simulated hour when it wrote one.
 pub fn backfill(store: &Store, targets: &[SimulatedTarget], now_ms: i64, seed: u64) -> Result<Option<i64>, StoreError> {
-    let mut conn = store.conn()?;
-    let newest: Option<i64> = conn.query_row("SELECT MAX(ts) FROM metrics_5s", [], |r| r.get(0))?;
-    if newest.is_some_and(|ts| ts > now_ms - HISTORY_MS) {
-        return Ok(None);
-    }
     let end = now_ms - now_ms.rem_euclid(ROW_MS);
     let pairs: Vec<(String, String)> = targets.iter().map(|t| (t.url.clone(), t.variant.clone())).collect();
-    let stored = query::register_targets(&conn, &pairs, now_ms)?;
+    let build = |stored: &[StoredTarget]| history(targets, stored, end, seed);
+    let wrote = store.write_history(&pairs, (now_ms, now_ms - HISTORY_MS), 60_000, build)?;
+    Ok(wrote.then_some(end))
+}
+
+/// The hour ending at `end` of every target (registered as `stored`), as one batch.
+fn history(targets: &[SimulatedTarget], stored: &[StoredTarget], end: i64, seed: u64) -> WriteBatch {
     let mut rng = Rng::new(seed ^ 0x2545_f491);
     let mut rows = Vec::new();
     let mut states = Vec::new();
-    for (t, s) in targets.iter().zip(&stored) {
+    for (t, s) in targets.iter().zip(stored) {
         let mut totals = Totals::default();
         for ts in (end - HISTORY_MS + ROW_MS..=end).step_by(ROW_MS as usize) {
             let row = simulated_row(t, s.id, ts, &mut rng);
@@ -72,9 +74,7 @@ pub fn backfill(store: &Store, targets: &[SimulatedTarget], now_ms: i64, seed: u
         });
     }
     rows.sort_by_key(|r| (r.ts_ms, r.target_id));
-    let batch = WriteBatch { bucket_end_ms: end, rows, states, points: Vec::new(), events: Vec::new(), late: false };
-    write::write_batch(&mut conn, &batch, 60_000)?;
-    Ok(Some(end))
+    WriteBatch { bucket_end_ms: end, rows, states, points: Vec::new(), events: Vec::new(), late: false }
 }
 
 /// A state whose next scrape is a baseline (the live proxies start from zero) and whose running
@@ -207,6 +207,7 @@ fn poisson(mean: f64, rng: &mut Rng) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::query;
 
     fn target() -> SimulatedTarget {
         SimulatedTarget {

@@ -6,8 +6,8 @@
 //! scraping both proxies into an SQLite file. Everything listens on loopback ports chosen by
 //! the OS except the dashboard, which honours `LISTEN_ADDR` and `DB_PATH` like `serve`.
 
+pub mod account;
 pub mod history;
-pub mod quota;
 pub mod traffic;
 pub mod upstream;
 
@@ -25,6 +25,7 @@ use crate::config::{
     DemoArgs, MAX_BODY_BYTES, POINT_WIDTH, ROLLUP_WIDTH, STALLED_CLIENT_TIMEOUT, Settings, TargetSpec,
     parse_listen_addr,
 };
+use crate::console::announce;
 use crate::proxy::{self, Proxy, ProxyArgs};
 use upstream::Profile;
 
@@ -142,20 +143,24 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     let inner = CancellationToken::new();
     let seed = u64::try_from(clock.now_ms()).unwrap_or(1);
-    let account = Arc::new(quota::Account::new(clock.clone(), plan.rate));
+    let account = Arc::new(account::Account::new(clock.clone(), plan.rate));
     let (prod_up, _) = start(upstream::router(Profile::production(), seed, account.clone()), &inner).await?;
     let (canary_up, _) = start(upstream::router(Profile::canary(), seed ^ 0x9e37_79b9, account), &inner).await?;
     let (prod, prod_task) = start_proxy("production", prod_up, &plan, &clock, &inner).await?;
     let (canary, canary_task) = start_proxy("canary", canary_up, &plan, &clock, &inner).await?;
     let dashboard = listener.local_addr()?;
-    println!(
+    announce(&format!(
         "demo: simulated upstream (production profile) on http://{prod_up}, (canary profile) on http://{canary_up}"
-    );
-    println!(
+    ));
+    announce(&format!(
         "demo: built-in proxies: production on http://{prod}, canary on http://{canary} (their /metrics are scraped; both poll the simulated account quota every 10 s)"
-    );
-    println!("demo: traffic generator sending about {} requests/s (75% production, 25% canary)", plan.rate);
-    println!("demo: database {}; open http://{}/ (Ctrl-C stops)", plan.db_path.display(), browse_addr(dashboard));
+    ));
+    announce(&format!("demo: traffic generator sending about {} requests/s (75% production, 25% canary)", plan.rate));
+    announce(&format!(
+        "demo: database {}; open http://{}/ (Ctrl-C stops)",
+        plan.db_path.display(),
+        browse_addr(dashboard)
+    ));
     let targets = vec![
         TargetSpec { url: crate::net::local_metrics_url(prod)?, variant: Some("production".into()) },
         TargetSpec { url: crate::net::local_metrics_url(canary)?, variant: Some("canary".into()) },

@@ -14,7 +14,7 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
 use super::Rng;
-use super::quota::Account;
+use super::account::Account;
 use crate::proxy::quota::QUOTA_PATH;
 use crate::proxy::usage::{self, ApiKind};
 

@@ -23,6 +23,8 @@
 //! in the last error, then the connection is dropped. Warnings that repeat with every request
 //! (refusals, drops) are written once, then at most once a minute with the count left out.
 
+pub mod append;
+pub mod attempt;
 pub mod ship;
 pub mod status;
 pub mod wire;
@@ -37,7 +39,7 @@ use tokio_util::task::TaskTracker;
 use url::Url;
 
 use crate::clock::SharedClock;
-use crate::samples::{SampleQueue, SampleSink, ScrapeSamples};
+use crate::ports::samples::{SampleQueue, SampleSink, ScrapeSamples};
 use crate::setting::{ConfigError, Secret, bad, parse_bytes, parse_duration};
 pub use status::{RemoteStatus, StatusSnapshot};
 
@@ -262,7 +264,7 @@ pub enum RemoteError {
     Client(String),
     /// The queue could not be read.
     #[error("cannot read the remote write queue: {0}")]
-    Queue(crate::samples::QueueError),
+    Queue(crate::ports::samples::QueueError),
 }
 
 /// Scrapes the hand-off holds before a new one is dropped (the appender fell behind a slow
@@ -311,7 +313,7 @@ pub async fn spawn(
     let summary = queue.summary().await.map_err(RemoteError::Queue)?;
     let queued = summary.samples;
     let status = Arc::new(RemoteStatus::new(settings.receiver(), summary));
-    let client = ship::client(&settings).map_err(|e| RemoteError::Client(e.without_url().to_string()))?;
+    let client = attempt::client(&settings).map_err(|e| RemoteError::Client(e.without_url().to_string()))?;
     if queued > 0 {
         tracing::info!(samples = queued, receiver = %settings.receiver(), "Remote write resumes with queued samples.");
     }
@@ -326,7 +328,7 @@ pub async fn spawn(
         clock: clock.clone(),
         wake: wake.clone(),
     };
-    let appender = ship::Appender {
+    let appender = append::Appender {
         queue,
         status: status.clone(),
         clock,

@@ -6,7 +6,7 @@ use std::collections::VecDeque;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 
-use crate::samples::{Chunk, QueueSummary};
+use crate::ports::samples::{Chunk, QueueSummary};
 use crate::telemetry::LogThrottle;
 
 /// No request succeeded yet.

@@ -7,7 +7,7 @@
 //! protobuf message whose only field is repeated is the concatenation of its parts, so chunks
 //! are never decoded on the way out, only decompressed, joined and compressed again.
 
-use crate::samples::{Chunk, ScrapeSamples, Series};
+use crate::ports::samples::{Chunk, ScrapeSamples, Series};
 
 /// `prometheus.WriteRequest` (field 3, metadata, is not sent).
 #[derive(Clone, PartialEq, prost::Message)]

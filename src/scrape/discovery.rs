@@ -24,8 +24,8 @@ use super::increase::TargetState;
 use super::target::{DNS_SCHEME_PREFIX, TargetSpec};
 use super::{Ctx, Scraped, Target, scrape_loop};
 use crate::health::TargetHealth;
-pub use crate::ingest::BoxFuture;
-use crate::ingest::{RegistryError, TargetRegistry};
+pub use crate::ports::BoxFuture;
+use crate::ports::ingest::{RegistryError, TargetRegistry};
 use crate::redact::RedactedUrl;
 
 /// Turns a host name into addresses. The seam that lets tests replace DNS.

@@ -27,10 +27,10 @@ use tracing::Instrument;
 
 use crate::clock::{SharedClock, bucket_end};
 use crate::health::{HealthBoard, Success};
-use crate::ingest::{BatchSink, Event, EventKind, KnownTotals, StateUpdate, WriteBatch};
 use crate::point::{Bucket, PointBuilder, Summary, TargetRow};
+use crate::ports::ingest::{BatchSink, Event, EventKind, KnownTotals, StateUpdate, WriteBatch};
+use crate::ports::samples::SampleSink;
 use crate::redact::RedactedUrl;
-use crate::samples::SampleSink;
 use increase::TargetState;
 use persist::Persister;
 pub use target::{DNS_SCHEME_PREFIX, TargetSpec, parse_targets};

@@ -20,7 +20,7 @@ use url::Url;
 use super::parse::{Exposition, SampleKind};
 use super::reading::MAX_SERIES;
 use crate::expo::cut_label_value;
-use crate::samples::{ScrapeSamples, Series};
+use crate::ports::samples::{ScrapeSamples, Series};
 
 /// The samples of every `zai_proxy_*` family, at most [`MAX_SERIES`] (the rest are counted in
 /// `left_out`), stamped `ts_ms`. Takes the exposition, which the scrape is done with, so each

@@ -16,7 +16,9 @@
 //! scraper resumes from exactly the state of its last committed scrape.
 
 use super::increase::TargetState;
-use crate::ingest::StateWrite;
+use crate::point::Totals;
+use crate::ports::ingest::StateWrite;
+use crate::redact::RedactedUrl;
 
 /// A live target's state is checkpointed at least this often (10 minutes): the journal to
 /// replay at start-up stays short, and old entries can be deleted.
@@ -148,6 +150,17 @@ pub fn restore(checkpoint: Option<&str>, entries: &[(i64, Vec<u8>)]) -> (TargetS
             (baseline, Some(e))
         }
     }
+}
+
+/// [`restore`] for the store's start-up replay (`store::startup::Replay`): the target's state
+/// with its journal applied, serialized, and its running totals. An unreadable journal is
+/// logged; the checkpoint's totals are kept and the next scrape is a new baseline.
+pub fn replay(url: &str, checkpoint: Option<&str>, entries: &[(i64, Vec<u8>)]) -> (String, Totals) {
+    let (state, error) = restore(checkpoint, entries);
+    if let Some(e) = error {
+        tracing::warn!(target_url = %RedactedUrl(url), error = %e, "Stored scrape state journal is unreadable; the next scrape is a new baseline.");
+    }
+    (serde_json::to_string(&state).unwrap_or_default(), state.totals.into())
 }
 
 /// The changed slots of `now` against `before` (same length): `[FORMAT][len]` then, per changed

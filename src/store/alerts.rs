@@ -6,8 +6,9 @@ use std::collections::BTreeMap;
 use rusqlite::{Connection, params};
 
 use super::{Store, StoreError};
-use crate::alerting::{AlertPeriod, AlertPhase, AlertRecord, AlertStateStore, AlertStoreError};
-use crate::ingest::BoxFuture;
+use crate::phase::AlertPhase;
+use crate::ports::BoxFuture;
+use crate::ports::alert_state::{AlertPeriod, AlertRecord, AlertStateStore, AlertStoreError};
 
 /// Firing periods are kept this long after they end (the 1 min table's default retention and
 /// a day more), so a 7 d chart still shades them.

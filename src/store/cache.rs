@@ -21,9 +21,11 @@ use rusqlite::Connection;
 
 use super::StoreError;
 use super::held::HeldRows;
-use super::query::{self, PointQuery};
+use super::query;
+use super::range::{self, RangeRead};
 use crate::clock::bucket_end;
 use crate::point::Point;
+use crate::ports::read::COARSE_FACTOR;
 
 /// Query shapes kept at once (least recently used goes first).
 const MAX_SHAPES: usize = 16;
@@ -89,17 +91,11 @@ impl PointCache {
         });
     }
 
-    /// The JSON array of the points of `q`, byte for byte what serializing [`query::points`]
+    /// The JSON array of the points of `r`, byte for byte what serializing [`range::points`]
     /// gives, reading only what is not cached. `raw_sealed_ms`: buckets of the 5 s table ending
     /// at or before it are complete.
-    pub fn points_json(
-        &self,
-        conn: &Connection,
-        q: &PointQuery,
-        rollup_ms: i64,
-        raw_sealed_ms: i64,
-    ) -> Result<String, StoreError> {
-        self.points_json_with(conn, q, (rollup_ms, raw_sealed_ms), &HeldRows::default())
+    pub fn points_json(&self, conn: &Connection, r: &RangeRead, raw_sealed_ms: i64) -> Result<String, StoreError> {
+        self.points_json_with(conn, r, raw_sealed_ms, &HeldRows::default())
     }
 
     /// [`PointCache::points_json`] with the rows the writer still holds. Those are newer than
@@ -107,18 +103,19 @@ impl PointCache {
     pub fn points_json_with(
         &self,
         conn: &Connection,
-        q: &PointQuery,
-        (rollup_ms, raw_sealed_ms): (i64, i64),
+        r: &RangeRead,
+        raw_sealed_ms: i64,
         held: &HeldRows,
     ) -> Result<String, StoreError> {
+        let q = &r.q;
         let generation = self.generation.load(Ordering::SeqCst);
-        let shape = Shape { raw: q.raw, step_ms: q.step_ms, target_url: q.target_url.clone() };
+        let shape = Shape { raw: r.raw, step_ms: q.step_ms, target_url: q.target_url.clone() };
         let first_end = q.first_bucket_end();
         // A bucket is sealed once it is read from the table it will always be read from: raw
         // rows once written, else the rolled table the step reads (its watermark).
-        let sealed_edge = if q.raw {
+        let sealed_edge = if r.raw {
             raw_sealed_ms
-        } else if q.step_ms % (rollup_ms * super::COARSE_FACTOR) == 0 {
+        } else if q.step_ms % (r.rollup_ms * COARSE_FACTOR) == 0 {
             query::watermark_of(conn, query::Table::Coarse)?.unwrap_or(i64::MIN)
         } else {
             query::watermark(conn)?.unwrap_or(i64::MIN)
@@ -130,8 +127,9 @@ impl PointCache {
             None => (Vec::new(), q.read_after_ms()),
         };
         if covered < q.end_ms {
-            let tail = PointQuery { start_ms: covered, variant: None, ..q.clone() };
-            for p in query::points_with(conn, &tail, rollup_ms, held, &mut |_, _, _| {})? {
+            let mut tail = r.clone();
+            (tail.q.start_ms, tail.q.variant) = (covered, None);
+            for p in range::points_with(conn, &tail, held, &mut |_, _, _| {})? {
                 let json = serde_json::to_string(&p).map_err(StoreError::State)?;
                 points.push(Cached { timestamp: p.timestamp, variant: p.variant.as_str().into(), json: json.into() });
             }

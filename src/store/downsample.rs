@@ -13,9 +13,11 @@
 use std::time::Instant;
 
 use rusqlite::Connection;
+use tokio_util::sync::CancellationToken;
 
-use super::StoreError;
 use super::query::{self, Table};
+use super::{Store, StoreError, StoreSettings};
+use crate::clock::SharedClock;
 
 /// At most this many minutes are rolled per transaction, so a long backlog (first start on a
 /// big file) never holds the write lock for long.
@@ -48,12 +50,66 @@ pub struct Report {
     pub duration_ms: u64,
 }
 
+/// The downsampler: one run every `DOWNSAMPLE_INTERVAL` until `stop`, each run's duration in
+/// seconds handed to `observe` (self-metrics). A failed run is logged (at most once a minute)
+/// and retried next interval; cached points of buckets retention deleted are forgotten.
+pub async fn run(
+    store: Store,
+    settings: StoreSettings,
+    clock: SharedClock,
+    stop: CancellationToken,
+    observe: impl Fn(f64) + Send + 'static,
+) {
+    let plan = settings.downsample_plan();
+    let mut interval = tokio::time::interval(settings.downsample_interval);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            biased;
+            () = stop.cancelled() => break,
+            _ = interval.tick() => {}
+        }
+        let now = clock.now_ms();
+        let started = Instant::now();
+        let result = store.with_conn(move |c| run_once(c, now, plan)).await;
+        observe(started.elapsed().as_secs_f64());
+        match result {
+            Ok(r) => {
+                forget_deleted(&store, &r);
+                tracing::debug!(
+                    rolled = r.rolled_rows,
+                    deleted_raw = r.deleted_raw,
+                    deleted_rollup = r.deleted_rollup,
+                    duration_ms = r.duration_ms,
+                    "Downsample run finished."
+                )
+            }
+            Err(e) => {
+                static FAILED: crate::telemetry::LogThrottle = crate::telemetry::LogThrottle::new();
+                if let Some(suppressed) = FAILED.admit() {
+                    tracing::warn!(error = %e, suppressed, "Downsample run failed; it will be retried next interval.");
+                }
+            }
+        }
+    }
+}
+
+/// Cached points of buckets whose rows retention just deleted are forgotten.
+fn forget_deleted(store: &Store, r: &Report) {
+    if r.deleted_raw > 0 {
+        store.cache().forget_through(true, r.raw_cutoff_ms);
+    }
+    if r.deleted_rollup > 0 || r.deleted_coarse > 0 {
+        store.cache().forget_through(false, r.rollup_cutoff_ms.max(r.coarse_cutoff_ms));
+    }
+}
+
 /// Timing parameters of a run.
 #[derive(Debug, Clone, Copy)]
 pub struct Plan {
     /// Width of a raw point (5 s): each raw row is present for this long.
     pub point_ms: i64,
-    /// Rollup bucket width (60 s); a coarse bucket is [`super::COARSE_FACTOR`] of them.
+    /// Rollup bucket width (60 s); a coarse bucket is [`crate::ports::read::COARSE_FACTOR`] of them.
     pub rollup_ms: i64,
     /// A minute is complete once this long has passed after its end (late scrapes).
     pub settle_ms: i64,
@@ -67,7 +123,7 @@ pub struct Plan {
 
 impl Plan {
     fn coarse_ms(&self) -> i64 {
-        self.rollup_ms * super::COARSE_FACTOR
+        self.rollup_ms * crate::ports::read::COARSE_FACTOR
     }
 }
 

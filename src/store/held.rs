@@ -14,8 +14,8 @@
 use std::collections::{HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
 
-use crate::ingest::WriteBatch;
 use crate::point::TargetRow;
+use crate::ports::ingest::WriteBatch;
 
 /// Failed batches kept for retry: one hour of 5 s ticks.
 pub const MAX_BACKLOG: usize = 720;
@@ -119,10 +119,11 @@ impl HeldRows {
 mod tests {
     use super::*;
     use crate::clock::bucket_end;
+    use crate::ports::read::{PointQuery, WindowQuery};
     use crate::scrape::increase::TargetState;
     use crate::scrape::{parse::parse, reading::read};
-    use crate::source::{PointQuery, WindowQuery};
-    use crate::store::{Store, query, range, window, write};
+    use crate::store::range::{self, RangeRead};
+    use crate::store::{Store, query, window, write};
 
     const T0: i64 = 1_800_000_000_000; // a whole minute
     const MIN: i64 = 60_000;
@@ -213,22 +214,19 @@ mod tests {
     fn reads(store: &Store, held: &HeldRows) -> Vec<String> {
         let c = store.conn().unwrap();
         let end = T0 + 36 * 5_000;
-        let q = |step_ms, raw| PointQuery {
-            start_ms: end - 2 * MIN,
-            end_ms: end,
-            step_ms,
+        let q = |step_ms, raw| RangeRead {
+            q: PointQuery { start_ms: end - 2 * MIN, end_ms: end, step_ms, variant: None, target_url: None },
             raw,
             point_ms: 5_000,
-            variant: None,
-            target_url: None,
+            rollup_ms: MIN,
         };
         let json = |pts: Vec<crate::point::Point>| serde_json::to_string(&pts).unwrap();
-        let w = WindowQuery::ending(end, 2 * MIN, (5_000, MIN), i64::MIN);
+        let w = WindowQuery::ending(end, 2 * MIN);
         vec![
-            json(range::points_with(&c, &q(5_000, true), MIN, held, &mut |_, _, _| {}).unwrap()),
-            json(range::points_with(&c, &q(MIN, false), MIN, held, &mut |_, _, _| {}).unwrap()),
-            format!("{:?}", window::window_sums(&c, &w, held).unwrap()),
-            store.cache().points_json_with(&c, &q(5_000, true), (MIN, store.committed_until()), held).unwrap(),
+            json(range::points_with(&c, &q(5_000, true), held, &mut |_, _, _| {}).unwrap()),
+            json(range::points_with(&c, &q(MIN, false), held, &mut |_, _, _| {}).unwrap()),
+            format!("{:?}", window::window_sums(&c, &w, (true, (5_000, MIN)), held).unwrap()),
+            store.cache().points_json_with(&c, &q(5_000, true), store.committed_until(), held).unwrap(),
         ]
     }
 

@@ -11,13 +11,16 @@ pub mod alerts;
 pub mod cache;
 pub mod codec;
 pub mod downsample;
+pub mod figures;
 pub mod held;
 pub mod query;
 pub mod range;
 pub mod remote_queue;
 pub mod schema;
+pub mod sessions;
+pub mod settings;
 pub mod source;
-pub mod stats;
+pub mod startup;
 pub mod window;
 pub mod write;
 
@@ -27,12 +30,10 @@ use std::time::Duration;
 use r2d2_sqlite::SqliteConnectionManager;
 use rusqlite::Connection;
 
-pub use crate::ingest::WriteBatch;
+pub use crate::ports::ingest::WriteBatch;
+pub use figures::DbFigures;
+pub use settings::StoreSettings;
 pub use write::{WriteQueue, WriterStats};
-
-/// A coarse row (`metrics_10m`) spans this many rollups: ranges over a day read them, so a
-/// 7 d chart reads about 1,000 rows per pod instead of 10,000.
-pub const COARSE_FACTOR: i64 = 10;
 
 /// A storage failure. SQLite's own text is kept (for example "database or disk is full").
 #[derive(Debug, thiserror::Error)]
@@ -134,17 +135,12 @@ impl Store {
         &self.cache
     }
 
-    /// [`query::points`] as a JSON array, through the cache of sealed buckets.
+    /// [`range::points`] as a JSON array, through the cache of sealed buckets.
     /// Held rows newer than the sealed buckets are part of the answer, never of the cache.
-    pub async fn points_json(
-        &self,
-        q: query::PointQuery,
-        rollup_ms: i64,
-        raw_sealed_ms: i64,
-    ) -> Result<String, StoreError> {
+    pub async fn points_json(&self, r: range::RangeRead, raw_sealed_ms: i64) -> Result<String, StoreError> {
         let cache = self.cache.clone();
         let held = self.held_rows();
-        self.with_conn(move |c| cache.points_json_with(c, &q, (rollup_ms, raw_sealed_ms), &held)).await
+        self.with_conn(move |c| cache.points_json_with(c, &r, raw_sealed_ms, &held)).await
     }
 
     /// The database file.
@@ -152,13 +148,15 @@ impl Store {
         &self.path
     }
 
-    /// A pooled connection for synchronous callers (startup, benchmarks, tests).
+    /// A pooled connection for synchronous callers inside the store, benchmarks and tests (which
+    /// inspect the tables).
     pub fn conn(&self) -> Result<r2d2::PooledConnection<SqliteConnectionManager>, StoreError> {
         Ok(self.pool.get()?)
     }
 
-    /// Runs `f` with a pooled connection on the blocking thread pool.
-    pub async fn with_conn<T, F>(&self, f: F) -> Result<T, StoreError>
+    /// Runs `f` with a pooled connection on the blocking thread pool. Private to the store:
+    /// every other module asks in the domain's words, and SQL stays here.
+    async fn with_conn<T, F>(&self, f: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
         F: FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
@@ -169,31 +167,6 @@ impl Store {
             f(&mut conn)
         })
         .await?
-    }
-}
-
-impl crate::ingest::TargetRegistry for Store {
-    fn register<'a>(
-        &'a self,
-        url: &'a str,
-        variant: &'a str,
-        now_ms: i64,
-    ) -> crate::ingest::BoxFuture<'a, Result<crate::ingest::Registered, crate::ingest::RegistryError>> {
-        let pair = vec![(url.to_owned(), variant.to_owned())];
-        Box::pin(async move {
-            let (stored, journal) = self
-                .with_conn(move |c| {
-                    let stored = query::register_targets(c, &pair, now_ms)?;
-                    let journal = match stored.first() {
-                        Some(t) => query::journal_of(c, t.id, t.state_ms)?,
-                        None => Vec::new(),
-                    };
-                    Ok((stored, journal))
-                })
-                .await?;
-            let t = stored.into_iter().next().ok_or("the target was not found after registering it")?;
-            Ok(crate::ingest::Registered { id: t.id, state: t.state, journal })
-        })
     }
 }
 

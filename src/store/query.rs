@@ -1,7 +1,7 @@
 //! Reading and writing rows: targets, variants, the rollup watermark, rows of either table, and
 //! each target's running totals as of any moment (what cumulative fields are seeded from).
 //!
-//! The range query behind `/api/metrics` lives in [`super::range`] (re-exported here).
+//! The range query behind `/api/metrics` is [`super::range`].
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -10,8 +10,6 @@ use rusqlite::{Connection, OptionalExtension, params};
 use super::{StoreError, codec};
 use crate::clock::bucket_end;
 use crate::point::{Counts, TargetRow, Totals};
-
-pub use super::range::{PointQuery, RAW_RANGE_LIMIT_MS, RowRef, RowVisitor, points, points_with, target_summaries};
 
 /// Which points table.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -610,7 +608,7 @@ pub fn roll_minutes(rows: &[TargetRow], rollup_ms: i64) -> Vec<TargetRow> {
 }
 
 /// Events with `after < ts <= until`, oldest first.
-pub fn events(conn: &Connection, after: i64, until: i64) -> Result<Vec<crate::ingest::Event>, StoreError> {
+pub fn events(conn: &Connection, after: i64, until: i64) -> Result<Vec<crate::ports::ingest::Event>, StoreError> {
     let mut stmt = conn.prepare_cached(
         "SELECT ts, kind, variant, target, detail FROM events WHERE ts > ?1 AND ts <= ?2 ORDER BY ts, id",
     )?;
@@ -618,8 +616,8 @@ pub fn events(conn: &Connection, after: i64, until: i64) -> Result<Vec<crate::in
     let mut out = Vec::new();
     while let Some(r) = rows.next()? {
         let kind: String = r.get(1)?;
-        let Some(kind) = crate::ingest::EventKind::parse(&kind) else { continue }; // a newer build's kind
-        out.push(crate::ingest::Event {
+        let Some(kind) = crate::ports::ingest::EventKind::parse(&kind) else { continue }; // a newer build's kind
+        out.push(crate::ports::ingest::Event {
             ts_ms: r.get(0)?,
             kind,
             variant: r.get(2)?,

@@ -1,9 +1,10 @@
 //! The range query behind `/api/metrics`, the charts and the export: points of a window.
 //!
-//! A window is read from `metrics_5s` when it is at most [`RAW_RANGE_LIMIT_MS`] long and raw
-//! rows still hold it (the caller decides, see `web::api`); otherwise from `metrics_1m` plus
-//! the newest minutes not rolled up yet, rolled from `metrics_5s` on the fly, so a long range
-//! never misses its most recent end (the Go dashboard lost up to 10 minutes there).
+//! A window is read from `metrics_5s` when it is at most an hour long and raw rows still hold
+//! it ([`RangeRead::raw`], which `source` picks); otherwise from `metrics_1m` (or `metrics_10m`
+//! for a step that is a multiple of its rows) plus the newest minutes not rolled up yet, rolled
+//! from `metrics_5s` on the fly, so a long range never misses its most recent end (the Go
+//! dashboard lost up to 10 minutes there).
 //!
 //! Every target's running totals are seeded as of the window's start ([`query::totals_at`]),
 //! so cumulative fields agree whatever table, range or cache answers. Buckets wider than a
@@ -21,7 +22,22 @@ use crate::clock::bucket_end;
 use crate::point::summary::status;
 use crate::point::{Bucket, Point, PointBuilder, Quota, SumCount, Summary, TargetRow};
 
-pub use crate::source::{PointQuery, RAW_RANGE_LIMIT_MS};
+use crate::ports::read::{COARSE_FACTOR, PointQuery};
+
+/// A read of points as the store answers it: the reader's query, whether raw rows answer it
+/// (else the rolled tables, the newest minutes rolled on the fly) and the widths of both.
+/// `source` picks the rows for a reader; tests pick them to compare the two.
+#[derive(Debug, Clone)]
+pub struct RangeRead {
+    /// The window, step and filters asked for.
+    pub q: PointQuery,
+    /// Raw rows answer (else the rolled tables).
+    pub raw: bool,
+    /// Width of a raw point, ms.
+    pub point_ms: i64,
+    /// Width of a rollup, ms.
+    pub rollup_ms: i64,
+}
 
 /// A row as read by a range query: in place ([`codec::RowView`]) from a table, or decoded (the
 /// raw tail of a long range, rolled on the fly).
@@ -47,8 +63,8 @@ impl RowRef<'_> {
 pub type RowVisitor<'v> = dyn FnMut(&str, i64, RowRef<'_>) + 'v;
 
 /// Points of the window from the stored rows alone, ascending by time then variant.
-pub fn points(conn: &Connection, q: &PointQuery, rollup_ms: i64) -> Result<Vec<Point>, StoreError> {
-    points_with(conn, q, rollup_ms, &HeldRows::default(), &mut |_, _, _| {})
+pub fn points(conn: &Connection, r: &RangeRead) -> Result<Vec<Point>, StoreError> {
+    points_with(conn, r, &HeldRows::default(), &mut |_, _, _| {})
 }
 
 /// What one read of the window's rows gave.
@@ -64,11 +80,11 @@ struct Read {
 /// table) reads the rows only once.
 pub fn points_with(
     conn: &Connection,
-    q: &PointQuery,
-    rollup_ms: i64,
+    r: &RangeRead,
     held: &HeldRows,
     each_row: &mut RowVisitor<'_>,
 ) -> Result<Vec<Point>, StoreError> {
+    let (q, rollup_ms) = (&r.q, r.rollup_ms);
     let owned = query::variant_names(conn)?;
     let shared = owned.iter().map(|(id, n)| (*id, Arc::from(n.as_str()))).collect();
     let names = Names { owned, shared };
@@ -83,34 +99,35 @@ pub fn points_with(
     }
     let mut read = Read::default();
     if targets.is_empty() {
-        return Ok(build_points(q, &read, &mut builder));
+        return Ok(build_points(r, &read, &mut builder));
     }
     let only = q.target_url.as_ref().and(targets.first()).map(|t| t.id);
-    let widths = (q.point_ms, rollup_ms);
+    let widths = (r.point_ms, rollup_ms);
     let mut from = after;
-    if !q.raw {
-        let coarse = q.step_ms % (rollup_ms * super::COARSE_FACTOR) == 0;
+    if !r.raw {
+        let coarse = q.step_ms % (rollup_ms * COARSE_FACTOR) == 0;
         from = rolled_rows(conn, &targets, (after, q.end_ms), (&names.shared, widths, coarse), each_row, &mut read)?;
     }
-    let raw = Raw { only, roll: !q.raw, held };
+    let raw = Raw { only, roll: !r.raw, held };
     raw_rows(conn, raw, (from, q.end_ms), (&names, widths), each_row, &mut read)?;
-    Ok(build_points(q, &read, &mut builder))
+    Ok(build_points(r, &read, &mut builder))
 }
 
-/// Groups the rows into buckets of `q.step_ms` and builds each bucket's points.
-fn build_points(q: &PointQuery, read: &Read, builder: &mut PointBuilder) -> Vec<Point> {
+/// Groups the rows into buckets of the step and builds each bucket's points.
+fn build_points(r: &RangeRead, read: &Read, builder: &mut PointBuilder) -> Vec<Point> {
+    let q = &r.q;
     // Sort references, not the rows themselves: a summary is a few hundred bytes.
     let mut order: Vec<&Summary> = read.rows.iter().collect();
     order.sort_by_key(|r| (r.ts_ms, r.target_id));
     let reach = read.newest_ms.unwrap_or(q.end_ms).min(q.end_ms);
-    let narrow = q.raw && q.step_ms == q.point_ms;
+    let narrow = r.raw && q.step_ms == r.point_ms;
     let mut out = Vec::new();
     for rows in order.chunk_by(|a, b| bucket_end(a.ts_ms, q.step_ms) == bucket_end(b.ts_ms, q.step_ms)) {
         let end_ms = bucket_end(rows[0].ts_ms, q.step_ms);
         let bucket = if narrow {
             Bucket::narrow(end_ms, q.step_ms)
         } else {
-            let covered_ms = (end_ms.min(reach.max(end_ms - q.step_ms + q.point_ms)) - (end_ms - q.step_ms)).max(1);
+            let covered_ms = (end_ms.min(reach.max(end_ms - q.step_ms + r.point_ms)) - (end_ms - q.step_ms)).max(1);
             Bucket { end_ms, covered_ms, narrow: false }
         };
         let pts = builder.build(bucket, rows);

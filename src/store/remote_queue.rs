@@ -10,8 +10,8 @@
 use rusqlite::{Connection, OptionalExtension, params};
 
 use super::{Store, StoreError};
-use crate::ingest::BoxFuture;
-use crate::samples::{Chunk, QueueError, QueueState, QueueSummary, Queued, SampleQueue};
+use crate::ports::BoxFuture;
+use crate::ports::samples::{Chunk, QueueError, QueueState, QueueSummary, Queued, SampleQueue};
 
 /// Appends `chunks` in order in one transaction.
 pub fn append(conn: &mut Connection, chunks: &[Chunk]) -> Result<QueueState, StoreError> {

@@ -1,13 +1,19 @@
-//! The store as the web layer's [`DataSource`] (SQLite mode): each question delegates to the
-//! query that answered it before the trait existed, so the pages and the API read exactly what
-//! they read before, plus the rows the writer still holds ([`super::held`]).
+//! The store as the read contract's [`DataSource`] (SQLite mode): the pages, the API and the
+//! alert engine read the stored rows plus the rows the writer still holds ([`super::held`]),
+//! so alerts keep working while the database refuses writes. Which table answers is decided
+//! here, from the window and the retention ([`StoreSettings`]), and nowhere else.
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use super::{Store, StoreError, alerts, query, range, window};
-use crate::ingest::BoxFuture;
+use super::range::{self, RangeRead};
+use super::settings::StoreSettings;
+use super::{Store, StoreError, alerts, query, window};
+use crate::clock::SharedClock;
 use crate::point::Point;
-use crate::source::{ChartData, DataSource, PointQuery, SourceError, WindowQuery, WindowSums};
+use crate::ports::BoxFuture;
+use crate::ports::read::{
+    ChartData, DataSource, Grid, PointQuery, RAW_RANGE_LIMIT_MS, SourceError, WindowQuery, WindowSums, series_step,
+};
 
 impl From<StoreError> for SourceError {
     fn from(e: StoreError) -> Self {
@@ -15,27 +21,35 @@ impl From<StoreError> for SourceError {
     }
 }
 
-/// The store with the widths its rows have.
+/// The store with the widths its rows have and how long it keeps them.
 #[derive(Debug, Clone)]
 pub struct StoreSource {
     store: Store,
-    /// Width of a raw point, ms.
-    point_ms: i64,
-    /// Width of a rollup, ms.
-    rollup_ms: i64,
+    settings: StoreSettings,
+    clock: SharedClock,
 }
 
 impl StoreSource {
-    /// The store, whose raw points are `point_ms` wide and rollups `rollup_ms`.
-    pub fn new(store: Store, point_ms: i64, rollup_ms: i64) -> Self {
-        Self { store, point_ms, rollup_ms }
+    /// The store, whose rows and retention `settings` describe; `clock` says which rows are
+    /// still kept.
+    pub fn new(store: Store, settings: StoreSettings, clock: SharedClock) -> Self {
+        Self { store, settings, clock }
     }
 
     /// End of the newest raw bucket that can no longer change at `now_ms`: all its scrapes are
     /// written two point widths and a second after it closed, and not before the writer has
     /// committed it (a slow disk delays sealing, never data).
     fn sealed_until(&self, now_ms: i64) -> i64 {
-        (now_ms - 2 * self.point_ms - 1_000).min(self.store.committed_until())
+        (now_ms - 2 * self.settings.grid().point_ms - 1_000).min(self.store.committed_until())
+    }
+
+    fn range_read(&self, q: PointQuery) -> RangeRead {
+        self.settings.range_read(q, self.clock.now_ms())
+    }
+
+    async fn read_points(&self, r: RangeRead) -> Result<Vec<Point>, StoreError> {
+        let held = self.store.held_rows();
+        self.store.with_conn(move |c| range::points_with(c, &r, &held, &mut |_, _, _| {})).await
     }
 }
 
@@ -47,40 +61,57 @@ impl DataSource for StoreSource {
         })
     }
 
+    fn grid_ms(&self, window: (i64, i64), min_step_ms: i64, now_ms: i64) -> i64 {
+        self.settings.grid().width_for(window, min_step_ms, self.settings.reach(now_ms))
+    }
+
     fn points(&self, q: PointQuery) -> BoxFuture<'_, Result<Vec<Point>, SourceError>> {
-        let rollup_ms = self.rollup_ms;
-        let held = self.store.held_rows();
-        Box::pin(async move {
-            let points =
-                move |c: &mut rusqlite::Connection| range::points_with(c, &q, rollup_ms, &held, &mut |_, _, _| {});
-            Ok(self.store.with_conn(points).await?)
-        })
+        let r = self.range_read(q);
+        Box::pin(async move { Ok(self.read_points(r).await?) })
     }
 
     fn points_json(&self, q: PointQuery, now_ms: i64) -> BoxFuture<'_, Result<String, SourceError>> {
+        let r = self.settings.range_read(q, now_ms);
         let sealed = self.sealed_until(now_ms);
-        Box::pin(async move { Ok(self.store.points_json(q, self.rollup_ms, sealed).await?) })
+        Box::pin(async move { Ok(self.store.points_json(r, sealed).await?) })
     }
 
     fn window(&self, q: WindowQuery) -> BoxFuture<'_, Result<BTreeMap<String, WindowSums>, SourceError>> {
+        let raw = self.settings.reads_raw((q.start_ms, q.end_ms), self.clock.now_ms());
+        let Grid { point_ms, rollup_ms } = self.settings.grid();
         let held = self.store.held_rows();
-        Box::pin(async move { Ok(self.store.with_conn(move |c| window::window_sums(c, &q, &held)).await?) })
+        Box::pin(async move {
+            let read = (raw, (point_ms, rollup_ms));
+            Ok(self.store.with_conn(move |c| window::window_sums(c, &q, read, &held)).await?)
+        })
     }
 
     fn chart(&self, q: PointQuery) -> BoxFuture<'_, Result<ChartData, SourceError>> {
-        let rollup_ms = self.rollup_ms;
+        let r = self.range_read(q);
         let held = self.store.held_rows();
         Box::pin(async move {
             let data = self
                 .store
                 .with_conn(move |c| {
-                    let events = query::events(c, q.start_ms, q.end_ms)?;
-                    let periods = alerts::periods(c, q.start_ms, q.end_ms)?;
-                    let (points, counts) = window::points_and_counts(c, &q, rollup_ms, &held)?;
+                    let events = query::events(c, r.q.start_ms, r.q.end_ms)?;
+                    let periods = alerts::periods(c, r.q.start_ms, r.q.end_ms)?;
+                    let (points, counts) = window::points_and_counts(c, &r, &held)?;
                     Ok(ChartData { points, counts, events, periods })
                 })
                 .await?;
             Ok(data)
         })
+    }
+
+    /// Raw points when the history is at most an hour that raw rows still hold at its end, else
+    /// rollups (never coarse rows: a history is a few hundred points of a day or two).
+    fn series(&self, end_ms: i64, range_ms: i64, step_ms: i64) -> BoxFuture<'_, Result<Vec<Point>, SourceError>> {
+        let start_ms = end_ms - range_ms;
+        let Grid { point_ms, rollup_ms } = self.settings.grid();
+        let raw = range_ms <= RAW_RANGE_LIMIT_MS && start_ms >= self.settings.reach(end_ms).raw_since_ms;
+        let step_ms = series_step(range_ms, step_ms, if raw { point_ms } else { rollup_ms });
+        let q = PointQuery { start_ms, end_ms, step_ms, variant: None, target_url: None };
+        let r = RangeRead { q, raw, point_ms, rollup_ms };
+        Box::pin(async move { Ok(self.read_points(r).await?) })
     }
 }

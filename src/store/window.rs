@@ -1,9 +1,9 @@
 //! Sums of increases over a whole window, per variant: the per-model table (tokens and cost by
 //! model) and the compare page's sample sizes, error counts and latency histograms.
 //!
-//! Unlike [`super::query::points`], nothing is re-bucketed: the window's rows are added up once,
+//! Unlike [`super::range::points`], nothing is re-bucketed: the window's rows are added up once,
 //! so a quantile over the window comes from the window's summed bucket increases. The query and
-//! result types are the core's ([`crate::source`]), shared with the PromQL source mode.
+//! result types are the read contract's ([`crate::ports::read`]), shared with the PromQL source mode.
 
 use std::collections::{BTreeMap, HashSet};
 
@@ -12,19 +12,23 @@ use rusqlite::Connection;
 use super::StoreError;
 use super::held::HeldRows;
 use super::query::{Table, each_raw_row, select_targets, target_rows, targets, variant_names, watermark};
-use crate::point::{Counts, TargetRow};
-pub use crate::source::{ModelUsage, WindowQuery, WindowSums, model_usage, model_usage_covered};
+use super::range::{self, RangeRead};
+use crate::point::{Counts, Point, TargetRow};
+use crate::ports::read::{WindowQuery, WindowSums};
 
 /// Increases of every variant over the window, summed over its pods, with where its data starts;
-/// the rows the writer still `held` count too (see [`super::held`]).
+/// the rows the writer still `held` count too (see [`super::held`]). Read from raw rows only
+/// (`raw`), else from rollups up to their watermark and raw rows after it; `widths`: a raw
+/// point's and a rollup's (a row covers its width before its timestamp).
 pub fn window_sums(
     conn: &Connection,
     q: &WindowQuery,
+    (raw, widths): (bool, (i64, i64)),
     held: &HeldRows,
 ) -> Result<BTreeMap<String, WindowSums>, StoreError> {
     let names = variant_names(conn)?;
-    let wm = if q.raw { i64::MIN } else { watermark(conn)?.unwrap_or(i64::MIN) };
-    let (point_ms, rollup_ms) = q.widths;
+    let wm = if raw { i64::MIN } else { watermark(conn)?.unwrap_or(i64::MIN) };
+    let (point_ms, rollup_ms) = widths;
     let targets = select_targets(targets(conn)?, q.target_url.as_deref());
     let only = q.target_url.as_ref().and(targets.first()).map(|t| t.id);
     let mut out: BTreeMap<String, WindowSums> = BTreeMap::new();
@@ -35,7 +39,7 @@ pub fn window_sums(
         sums.counts.add(&r.counts);
         sums.data_from_ms = sums.data_from_ms.min(from);
     };
-    if !q.raw && wm > q.start_ms {
+    if !raw && wm > q.start_ms {
         for t in &targets {
             for r in target_rows(conn, Table::Rollup, t.id, q.start_ms, q.end_ms.min(wm), &names)? {
                 add(&r, rollup_ms);
@@ -45,21 +49,16 @@ pub fn window_sums(
     if targets.is_empty() {
         return Ok(out);
     }
-    let raw = (q.start_ms.max(wm), q.end_ms);
+    let after_rollups = (q.start_ms.max(wm), q.end_ms);
     let mut stored = HashSet::new();
-    each_raw_row(conn, raw, only, &names, q.widths, &mut |r| {
+    each_raw_row(conn, after_rollups, only, &names, widths, &mut |r| {
         stored.insert((r.ts_ms, r.target_id));
         add(&r, point_ms);
     })?;
-    for r in held.rows_in(raw, only, &stored) {
+    for r in held.rows_in(after_rollups, only, &stored) {
         add(&r, point_ms);
     }
     Ok(out)
-}
-
-/// Increases of every variant over the window, summed over its pods.
-pub fn window_counts(conn: &Connection, q: &WindowQuery) -> Result<BTreeMap<String, Counts>, StoreError> {
-    Ok(window_sums(conn, q, &HeldRows::default())?.into_iter().map(|(v, s)| (v, s.counts)).collect())
 }
 
 /// Chart points and the window's sums per variant from one read of the rows (the overview
@@ -67,13 +66,12 @@ pub fn window_counts(conn: &Connection, q: &WindowQuery) -> Result<BTreeMap<Stri
 /// `(start_ms, end_ms]` are summed, although the points' first bucket may start earlier.
 pub fn points_and_counts(
     conn: &Connection,
-    q: &super::query::PointQuery,
-    rollup_ms: i64,
+    r: &RangeRead,
     held: &HeldRows,
-) -> Result<(Vec<crate::point::Point>, BTreeMap<String, Counts>), StoreError> {
+) -> Result<(Vec<Point>, BTreeMap<String, Counts>), StoreError> {
     let mut counts: BTreeMap<String, Counts> = BTreeMap::new();
-    let (start, end) = (q.start_ms, q.end_ms);
-    let points = super::query::points_with(conn, q, rollup_ms, held, &mut |variant, ts, row| {
+    let (start, end) = (r.q.start_ms, r.q.end_ms);
+    let points = range::points_with(conn, r, held, &mut |variant, ts, row| {
         if ts > start && ts <= end {
             match counts.get_mut(variant) {
                 Some(c) => row.add_to(c),

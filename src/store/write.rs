@@ -26,8 +26,8 @@ pub use super::held::MAX_BACKLOG;
 use super::{Store, StoreError, query};
 use crate::clock::{SharedClock, bucket_end};
 use crate::health::HealthBoard;
-use crate::ingest::{BatchSink, PointSink};
-pub use crate::ingest::{StateUpdate, StateWrite, WriteBatch};
+use crate::ports::ingest::{BatchSink, PointSink};
+pub use crate::ports::ingest::{StateUpdate, StateWrite, WriteBatch};
 
 /// How often held batches are retried while the database refuses writes. A timer rather than
 /// the next batch, so that recovery shows within a second even when no target answers.
@@ -70,7 +70,7 @@ impl BatchSink for WriteQueue {
         WriteQueue::submit(self, batch);
     }
 
-    fn flush(&self) -> crate::ingest::BoxFuture<'_, ()> {
+    fn flush(&self) -> crate::ports::BoxFuture<'_, ()> {
         Box::pin(WriteQueue::flush(self))
     }
 }
@@ -275,7 +275,7 @@ fn write_states(conn: &Connection, states: &[StateUpdate]) -> Result<(), StoreEr
     Ok(())
 }
 
-fn insert_events(conn: &Connection, events: &[crate::ingest::Event]) -> Result<(), StoreError> {
+fn insert_events(conn: &Connection, events: &[crate::ports::ingest::Event]) -> Result<(), StoreError> {
     let mut insert =
         conn.prepare_cached("INSERT INTO events (ts, kind, variant, target, detail) VALUES (?1, ?2, ?3, ?4, ?5)")?;
     for e in events {
@@ -301,7 +301,7 @@ impl Watermarks {
         let mut reopened = false;
         let tiers = [
             (&mut self.minute, query::Table::Rollup, rollup_ms),
-            (&mut self.coarse, query::Table::Coarse, rollup_ms * super::COARSE_FACTOR),
+            (&mut self.coarse, query::Table::Coarse, rollup_ms * crate::ports::read::COARSE_FACTOR),
         ];
         for (wm, table, width) in tiers {
             let bucket = bucket_end(ts_ms, width);

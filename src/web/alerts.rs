@@ -9,11 +9,12 @@ use axum::extract::State;
 
 use super::AppState;
 use super::charts::Mark;
+use super::chrome::Chrome;
 use super::dashboard::View;
-use super::pages::Chrome;
-use crate::alerting::{AlertPeriod, AlertPhase};
 use crate::alerts::{AlertView, Scope};
 use crate::clock::rfc3339_ms;
+use crate::phase::AlertPhase;
+use crate::ports::alert_state::AlertPeriod;
 
 /// `GET /api/alerts`: pending and firing alerts, as Prometheus lists them.
 pub async fn api(State(state): State<AppState>) -> Json<serde_json::Value> {
@@ -56,37 +57,6 @@ pub fn alert_marks(periods: &[AlertPeriod], view: &View, now_ms: i64) -> Vec<Mar
                 class: "alert",
                 panels: panels_of(&p.metric),
             }
-        })
-        .collect()
-}
-
-/// A firing alert in the strip.
-#[derive(Debug, Clone)]
-pub struct StripAlert {
-    /// Rule.
-    pub rule: String,
-    /// Variant.
-    pub variant: String,
-    /// Severity (a CSS class too: letters, digits, `_` and `-` only, validated).
-    pub severity: String,
-    /// Filled summary.
-    pub summary: String,
-    /// Since when its condition holds (Prometheus' `activeAt`, as `/api/alerts` says), RFC 3339.
-    pub since: String,
-}
-
-/// The strip's lines: what fires now.
-pub fn strip(state: &AppState) -> Vec<StripAlert> {
-    state
-        .alerts
-        .firing()
-        .into_iter()
-        .map(|a| StripAlert {
-            since: a.record.active_ms.or(a.record.fired_ms).map(rfc3339_ms).unwrap_or_default(),
-            rule: a.record.rule,
-            variant: a.record.variant,
-            severity: a.record.severity,
-            summary: a.summary,
         })
         .collect()
 }

@@ -11,8 +11,8 @@ use super::error::ApiError;
 use crate::clock::{bucket_end, checked_bucket_end, rfc3339_ms};
 use crate::health::TargetHealth;
 use crate::point::Quota;
+use crate::ports::read::PointQuery;
 use crate::setting::duration_ms;
-use crate::source::{PointQuery, RAW_RANGE_LIMIT_MS};
 use crate::variant::is_valid_variant;
 
 /// Longest accepted window.
@@ -123,7 +123,7 @@ pub fn fresh_window_ms(s: &super::WebSettings) -> i64 {
     let scrapes = 3 * duration_ms(s.scrape_interval);
     match s.engine {
         None => scrapes,
-        Some(_) => scrapes + s.point_ms() + crate::source::ENGINE_DELAY_MS,
+        Some(_) => scrapes + s.point_ms() + crate::promsource::ENGINE_DELAY_MS,
     }
 }
 
@@ -138,7 +138,7 @@ pub async fn metrics(
     Query(params): Query<HashMap<String, String>>,
 ) -> Result<impl axum::response::IntoResponse, ApiError> {
     let now = state.clock.now_ms();
-    let q = parse_metrics_query(&params, now, state.settings.resolution(now))?;
+    let q = metrics_query(&state, &params, now)?;
     let body = state.source.points_json(q, now).await?;
     Ok(([(axum::http::header::CONTENT_TYPE, "application/json")], body))
 }
@@ -199,75 +199,37 @@ fn bad(msg: String) -> ApiError {
     ApiError::BadRequest(msg)
 }
 
-/// What decides a query's table and step: the widths of the tables, and how far back each
-/// finer one reaches.
-#[derive(Debug, Clone, Copy)]
-pub struct Resolution {
-    /// Width of a raw point.
-    pub point_ms: i64,
-    /// Width of a rollup.
-    pub rollup_ms: i64,
-    /// Width of a coarse row.
-    pub coarse_ms: i64,
-    /// Raw rows are kept from here on (`now - RETENTION_5S`); an older window reads rollups.
-    pub raw_since_ms: i64,
-    /// 1 min rows are kept from here on (`now - RETENTION_1M`); an older window reads 10 min rows.
-    pub rollup_since_ms: i64,
-}
-
-/// Longest window answered from 1 min rows unless a finer `step` is asked for.
-const ROLLUP_RANGE_LIMIT_MS: i64 = 86_400_000;
-
-impl Resolution {
-    /// The width of the table that answers `(start, end]` with at least `min_step`: raw points up
-    /// to an hour (while raw rows hold the window), 1 min rows up to a day (or for a finer
-    /// `step`), else 10 min rows. The step is then a multiple of it, and the store reads the
-    /// table whose width the step is a multiple of.
-    fn table_width(&self, start_ms: i64, end_ms: i64, min_step: i64) -> i64 {
-        let span = end_ms - start_ms;
-        if span <= RAW_RANGE_LIMIT_MS && start_ms >= self.raw_since_ms {
-            self.point_ms
-        } else if (span <= ROLLUP_RANGE_LIMIT_MS || (min_step > 0 && min_step < self.coarse_ms))
-            && start_ms >= self.rollup_since_ms
-        {
-            self.rollup_ms
-        } else {
-            self.coarse_ms
-        }
-    }
+/// Validates `/api/metrics` parameters at `now_ms`, on the grid the state's source answers
+/// the window on.
+pub fn metrics_query(state: &AppState, params: &HashMap<String, String>, now_ms: i64) -> Result<PointQuery, ApiError> {
+    parse_metrics_query(params, now_ms, |window, min_step| state.source.grid_ms(window, min_step, now_ms))
 }
 
 /// Validates `/api/metrics` parameters into a query. Every error names its parameter.
 ///
-/// The step is bounded by the window (see [`longest_step`]), so whatever the parameters, a read
-/// starts at most one step before the window and no point is stamped after now rounded up to
-/// its bucket; all time arithmetic on parameters is checked, so no value can overflow it.
+/// `grid` gives the width the source answers a window on, given the smallest step asked for
+/// ([`crate::ports::read::DataSource::grid_ms`]); the step is a multiple of it. The step is
+/// bounded by the window (see [`longest_step`]), so whatever the parameters, a read starts at
+/// most one step before the window and no point is stamped after now rounded up to its bucket;
+/// all time arithmetic on parameters is checked, so no value can overflow it.
 pub fn parse_metrics_query(
     params: &HashMap<String, String>,
     now_ms: i64,
-    res: Resolution,
+    grid: impl Fn((i64, i64), i64) -> i64,
 ) -> Result<PointQuery, ApiError> {
     let get = |k: &str| params.get(k).map(|v| v.trim()).filter(|v| !v.is_empty());
     let (start_ms, end_ms) = parse_window(get("range"), get("start"), get("end"), now_ms)?;
     let variant = parse_variant_filter(get("variant"))?;
     let max_points = parse_max_points(get("max_points"))?;
     let asked_step = parse_step(get("step"))?;
-    let resolution = res.table_width(start_ms, end_ms, asked_step);
+    let resolution = grid((start_ms, end_ms), asked_step);
     let longest = longest_step(start_ms, end_ms, resolution)?;
     if asked_step > longest {
         return Err(step_too_long(get("step").unwrap_or_default(), longest));
     }
     let step_ms = step_within((start_ms, end_ms), asked_step.max(resolution), resolution, max_points, longest)
         .ok_or_else(|| too_few_points(max_points))?;
-    Ok(PointQuery {
-        start_ms,
-        end_ms,
-        step_ms,
-        raw: resolution == res.point_ms,
-        point_ms: res.point_ms,
-        variant,
-        target_url: get("target").map(str::to_owned),
-    })
+    Ok(PointQuery { start_ms, end_ms, step_ms, variant, target_url: get("target").map(str::to_owned) })
 }
 
 /// `(start, end]` from `range` (default 1 h) ending at `end` (default now), or `start`/`end`.
@@ -399,27 +361,25 @@ fn parse_time_ms(v: &str) -> Option<i64> {
 mod tests {
     use super::*;
 
+    use crate::ports::read::{Grid, Reach};
+
     const NOW: i64 = 1_800_000_000_000;
+    const GRID: Grid = Grid { point_ms: 5_000, rollup_ms: 60_000 };
+
+    fn parse(params: &HashMap<String, String>, reach: Reach) -> Result<PointQuery, ApiError> {
+        parse_metrics_query(params, NOW, |window, min_step| GRID.width_for(window, min_step, reach))
+    }
 
     fn q(pairs: &[(&str, &str)]) -> Result<PointQuery, String> {
         let params = pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
-        let res = Resolution {
-            point_ms: 5_000,
-            rollup_ms: 60_000,
-            coarse_ms: 600_000,
-            raw_since_ms: i64::MIN,
-            rollup_since_ms: i64::MIN,
-        };
-        parse_metrics_query(&params, NOW, res).map_err(|e| e.to_string())
+        parse(&params, Reach::ALL).map_err(|e| e.to_string())
     }
 
     #[test]
     fn short_ranges_read_raw_points_long_ones_rollups() {
         let one_hour = q(&[("range", "1h")]).unwrap();
-        assert!(one_hour.raw);
         assert_eq!(one_hour.step_ms, 5_000);
         let week = q(&[("range", "7d")]).unwrap();
-        assert!(!week.raw);
         assert_eq!(week.step_ms, 600_000); // 7 d / 1500 points, rounded up to 10 min rows
         assert!(7 * 86_400_000 / week.step_ms <= 1500);
         let day = q(&[("range", "24h")]).unwrap();
@@ -440,7 +400,7 @@ mod tests {
         let r = q(&[("start", "2026-01-01T00:00:00Z"), ("end", "1767225900")]).unwrap();
         assert_eq!(r.start_ms, 1_767_225_600_000);
         assert_eq!(r.end_ms, 1_767_225_900_000);
-        assert!(r.raw);
+        assert_eq!(r.step_ms, 5_000);
     }
 
     #[test]
@@ -472,19 +432,12 @@ mod tests {
     fn a_short_window_older_than_raw_retention_reads_rollups() {
         let params: HashMap<String, String> =
             [("start", "1799990000"), ("end", "1799990600")].iter().map(|(k, v)| ((*k).into(), (*v).into())).collect();
-        let res = Resolution {
-            point_ms: 5_000,
-            rollup_ms: 60_000,
-            coarse_ms: 600_000,
-            raw_since_ms: NOW - 3_600_000,
-            rollup_since_ms: i64::MIN,
-        };
-        let p = parse_metrics_query(&params, NOW, res).unwrap();
-        assert!(!p.raw, "raw rows of that window are gone");
-        assert!(p.step_ms >= 60_000);
+        let reach = Reach { raw_since_ms: NOW - 3_600_000, rollup_since_ms: i64::MIN };
+        let p = parse(&params, reach).unwrap();
+        assert!(p.step_ms >= 60_000, "raw rows of that window are gone");
         let recent: HashMap<String, String> =
             [("range", "10m")].iter().map(|(k, v)| ((*k).into(), (*v).into())).collect();
-        assert!(parse_metrics_query(&recent, NOW, res).unwrap().raw);
+        assert_eq!(parse(&recent, reach).unwrap().step_ms, 5_000);
     }
 
     #[test]

@@ -173,15 +173,7 @@ pub async fn logout(State(state): State<AppState>, headers: HeaderMap) -> Respon
 async fn persist_revocation(state: &AppState, session: Session) {
     // Source mode keeps no file: the revocation holds on this replica until it restarts.
     let Some(store) = state.store.as_ref() else { return };
-    let result = store
-        .with_conn(move |c| {
-            c.execute(
-                "INSERT OR REPLACE INTO revoked_sessions (id, expires_ms) VALUES (?1, ?2)",
-                rusqlite::params![session.id, session.expires_ms],
-            )?;
-            Ok(())
-        })
-        .await;
+    let result = store.revoke_session(session.id, session.expires_ms).await;
     static NOT_STORED: LogThrottle = LogThrottle::new();
     if let Err(e) = result
         && let Some(suppressed) = NOT_STORED.admit()

@@ -8,11 +8,12 @@ use axum::Json;
 use axum::extract::{Query, State};
 
 use super::AppState;
-use super::api::{known_variants, parse_metrics_query};
+use super::api::{known_variants, metrics_query};
 use super::error::ApiError;
+use super::models::{ModelUsage, model_usage_covered};
 use crate::compare::{self, Comparison, SideStats};
+use crate::ports::read::WindowQuery;
 use crate::setting::duration_ms;
-use crate::source::{ModelUsage, WindowQuery, model_usage_covered};
 use crate::variant::is_valid_variant;
 
 /// Longest comparison window: the 1 min table's default retention.
@@ -63,9 +64,7 @@ pub async fn comparison(state: &AppState, p: &CompareParams) -> Result<Compariso
             ApiError::BadRequest(format!("invalid window parameter {window_text:?}: use a duration from 1m to 7d"))
         })?;
     let end_ms = state.clock.now_ms();
-    let res = state.settings.resolution(end_ms);
-    let q = WindowQuery::ending(end_ms, window_ms, (res.point_ms, res.rollup_ms), res.raw_since_ms);
-    let sums = state.source.window(q).await?;
+    let sums = state.source.window(WindowQuery::ending(end_ms, window_ms)).await?;
     // Rates divide by the time each side's data covers, not by the window (decisions 8).
     let side =
         |v: &str| sums.get(v).map(|s| SideStats::from_counts(&s.counts, s.covered_seconds(end_ms))).unwrap_or_default();
@@ -85,12 +84,9 @@ pub async fn models(
     State(state): State<AppState>,
     Query(params): Query<HashMap<String, String>>,
 ) -> Result<Json<Vec<ModelUsage>>, ApiError> {
-    let now = state.clock.now_ms();
-    let q = parse_metrics_query(&params, now, state.settings.resolution(now))?;
+    let q = metrics_query(&state, &params, state.clock.now_ms())?;
     let (variant, end_ms) = (q.variant.clone(), q.end_ms);
-    let widths = (q.point_ms, state.settings.rollup_ms());
-    let wq = WindowQuery { start_ms: q.start_ms, end_ms, raw: q.raw, widths, target_url: q.target_url };
-    let mut sums = state.source.window(wq).await?;
+    let mut sums = state.source.window(WindowQuery { start_ms: q.start_ms, end_ms, target_url: q.target_url }).await?;
     if let Some(v) = variant {
         sums.retain(|k, _| *k == v);
     }

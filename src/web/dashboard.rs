@@ -5,8 +5,8 @@
 use std::collections::{BTreeMap, HashMap};
 
 use super::charts::{self, ChartSpec, ChartView, Mark, Series, Unit, compact, fmt_usd, fmt_value};
+use super::models::ModelUsage;
 use crate::point::{Counts, Point};
-use crate::source::ModelUsage;
 
 /// Ranges offered by the selector.
 pub const RANGES: [&str; 6] = ["5m", "15m", "1h", "6h", "24h", "7d"];

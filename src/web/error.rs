@@ -10,7 +10,7 @@ use axum::Json;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 
-use crate::source::SourceError;
+use crate::ports::read::SourceError;
 
 /// An API error, rendered as `{"error": "..."}`.
 #[derive(Debug, thiserror::Error)]

@@ -16,7 +16,7 @@ use axum::http::header;
 use axum::response::{IntoResponse, Response};
 
 use super::AppState;
-use super::api::parse_metrics_query;
+use super::api::metrics_query;
 use super::dashboard::{PanelSpec, panel_spec};
 use super::error::ApiError;
 use crate::clock::rfc3339_ms;
@@ -97,8 +97,7 @@ pub async fn export(
         Some(id) => Some(panel_spec(id).ok_or_else(|| unknown_panel(id))?),
         None => None,
     };
-    let now = state.clock.now_ms();
-    let q = parse_metrics_query(&params, now, state.settings.resolution(now))?;
+    let q = metrics_query(&state, &params, state.clock.now_ms())?;
     let points = state.source.points(q).await?;
     let table = match panel {
         Some(spec) => panel_table(spec, &points),

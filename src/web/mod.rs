@@ -6,12 +6,14 @@ pub mod api;
 pub mod assets;
 pub mod auth;
 pub mod charts;
+pub mod chrome;
 pub mod dash_api;
 pub mod dashboard;
 pub mod error;
 pub mod export;
 pub mod grafana;
 pub mod guard;
+pub mod models;
 pub mod pages;
 pub mod selfmetrics;
 pub mod session;
@@ -31,8 +33,8 @@ use tokio_util::sync::CancellationToken;
 use crate::clock::SharedClock;
 use crate::health::HealthBoard;
 use crate::hub::Hub;
+use crate::ports::read::DataSource;
 use crate::setting::{Secret, duration_ms};
-use crate::source::DataSource;
 use crate::store::{Store, WriterStats};
 use selfmetrics::SelfMetrics;
 
@@ -89,21 +91,6 @@ impl WebSettings {
     /// Width of a rolled-up point in milliseconds.
     pub fn rollup_ms(&self) -> i64 {
         duration_ms(self.rollup_width)
-    }
-
-    /// What decides a query's table and step at `now_ms`. Source mode keeps the same steps
-    /// (so both modes answer on the same grid) but has no retention of its own: the engine's
-    /// data reaches as far back as it does.
-    pub fn resolution(&self, now_ms: i64) -> api::Resolution {
-        let since =
-            |retention| if self.engine.is_some() { i64::MIN } else { now_ms.saturating_sub(duration_ms(retention)) };
-        api::Resolution {
-            point_ms: self.point_ms(),
-            rollup_ms: self.rollup_ms(),
-            coarse_ms: self.rollup_ms() * crate::store::COARSE_FACTOR,
-            raw_since_ms: since(self.retention_5s),
-            rollup_since_ms: since(self.retention_1m),
-        }
     }
 }
 
@@ -211,7 +198,7 @@ async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
 /// (and logged at DEBUG) rather than failing the whole scrape.
 async fn self_metrics(State(state): State<AppState>) -> impl IntoResponse {
     let db = match &state.store {
-        Some(store) => match selfmetrics::db_figures(store).await {
+        Some(store) => match store.figures().await {
             Ok(db) => Some(db),
             Err(e) => {
                 tracing::debug!(error = %e, "Database figures unavailable for /metrics.");
@@ -226,7 +213,7 @@ async fn self_metrics(State(state): State<AppState>) -> impl IntoResponse {
     let snapshot = state.alerts.snapshot();
     let alerts = snapshot.alerts;
     let count = |p| alerts.iter().filter(|a| a.record.phase == p).count();
-    let pending_firing = (count(crate::alerting::AlertPhase::Pending), count(crate::alerting::AlertPhase::Firing));
+    let pending_firing = (count(crate::phase::AlertPhase::Pending), count(crate::phase::AlertPhase::Firing));
     let body = selfmetrics::render(&selfmetrics::Inputs {
         targets: &targets,
         scrape_durations: state.health.durations(),

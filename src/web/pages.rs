@@ -13,80 +13,17 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 
 use super::AppState;
-use super::api::{collect_status, known_variants, parse_metrics_query};
-use super::assets;
+use super::api::{collect_status, known_variants, metrics_query};
 use super::charts::{Mark, Unit, compact, fmt_value};
+use super::chrome::Chrome;
 use super::dash_api::{CompareParams, comparison};
 use super::dashboard::{self, Card, Link, Panels, View};
 use super::error::PageError;
+use super::models::model_usage;
 use crate::clock::rfc3339_ms;
 use crate::compare::Comparison;
+use crate::ports::read::{ChartData, PointQuery};
 use crate::redact::{RedactedUrl, same_target};
-use crate::source::{ChartData, PointQuery, model_usage};
-
-/// Shared page chrome.
-pub struct Chrome {
-    /// zai-dash version.
-    pub version: &'static str,
-    /// Versioned stylesheet URL.
-    pub css: String,
-    /// Versioned script URL.
-    pub js: String,
-    /// Render time, RFC 3339 UTC.
-    pub generated: String,
-    /// Interval between two live points of a variant, in ms: the point width, or the scrape
-    /// interval when that is longer (the live script's stale timer counts these).
-    pub interval_ms: i64,
-    /// Which page (for the navigation's `aria-current`).
-    pub page: &'static str,
-    /// A line shown under the header on every page, if the configuration has one.
-    pub notice: Option<String>,
-    /// Alerts firing now: the strip under the header.
-    pub firing: Vec<super::alerts::StripAlert>,
-    /// While the database refuses writes: the banner saying so.
-    pub storage: Option<StorageBanner>,
-}
-
-/// What every page says while the database refuses writes: since when the numbers are not
-/// saved, why, and that they are held in memory (the charts include them).
-pub struct StorageBanner {
-    /// The first failed write, RFC 3339.
-    pub since: String,
-    /// Why the last attempt failed, one sentence.
-    pub reason: String,
-    /// Batches (one per point) held in memory.
-    pub batches: usize,
-    /// End of the stored history, RFC 3339; empty when nothing was stored since the start.
-    pub stored_until: String,
-}
-
-impl StorageBanner {
-    fn of(f: crate::health::StorageFailure) -> Self {
-        Self {
-            since: rfc3339_ms(f.since_ms),
-            reason: f.last_error,
-            batches: f.batches_held,
-            stored_until: f.stored_until_ms.map(rfc3339_ms).unwrap_or_default(),
-        }
-    }
-}
-
-impl Chrome {
-    /// The chrome of `page` (`overview`, `compare`, `targets`, `alerts`).
-    pub fn new(state: &AppState, page: &'static str) -> Self {
-        Self {
-            version: crate::VERSION,
-            css: assets::url("app.css"),
-            js: assets::url("app.js"),
-            generated: rfc3339_ms(state.clock.now_ms()),
-            interval_ms: state.settings.point_ms().max(crate::setting::duration_ms(state.settings.scrape_interval)),
-            page,
-            notice: state.settings.notice.clone(),
-            firing: super::alerts::strip(state),
-            storage: state.health.storage().map(StorageBanner::of),
-        }
-    }
-}
 
 /// Everything the overview shows below the header.
 pub struct Overview {
@@ -210,8 +147,9 @@ const CHART_CACHE_ENTRIES: usize = 32;
 /// The panels of a selection: from the cache, else read and built.
 async fn charts_for(state: &AppState, view: &View, names: &[String]) -> Result<Arc<Panels>, PageError> {
     let now = state.clock.now_ms();
-    let q = parse_metrics_query(&view.metrics_params(), now, state.settings.resolution(now))?;
-    let (newest, fresh_ms) = if q.raw {
+    let q = metrics_query(state, &view.metrics_params(), now)?;
+    let raw_points = state.source.grid_ms((q.start_ms, q.end_ms), 0, now) == state.settings.point_ms();
+    let (newest, fresh_ms) = if raw_points {
         (state.hub.latest().values().map(|p| p.timestamp).max().unwrap_or(0), state.settings.point_ms())
     } else {
         (0, state.settings.rollup_ms())
@@ -249,7 +187,7 @@ async fn build_charts(state: &AppState, view: &View, names: &[String], q: PointQ
 }
 
 /// A mark per version change of a shown target.
-fn version_marks(events: &[crate::ingest::Event], view: &View) -> Vec<Mark> {
+fn version_marks(events: &[crate::ports::ingest::Event], view: &View) -> Vec<Mark> {
     events
         .iter()
         .filter(|e| view.variant == "all" || e.variant == view.variant)
@@ -493,7 +431,7 @@ pub async fn compare(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ingest::{Event, EventKind};
+    use crate::ports::ingest::{Event, EventKind};
 
     #[test]
     fn version_marks_hide_credentials_and_match_either_form_of_the_target() {

@@ -6,17 +6,13 @@
 //! proxy's own listener (`PROXY_LISTEN_ADDR` with `serve --proxy`), so the two never mix.
 
 use std::collections::BTreeMap;
-use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::alerts::ReceiverView;
 use crate::expo::{AtomicHistogram, Exposition};
 use crate::health::TargetHealth;
 use crate::remote::StatusSnapshot;
-use crate::store::{Store, StoreError, WriterStats};
-
-/// Tables whose rows are counted.
-const TABLES: [&str; 3] = ["metrics_1m", "metrics_5s", "targets"];
+use crate::store::{DbFigures, WriterStats};
 
 /// Self-metrics that have no other home: updated by the downsampler, and in source mode by
 /// the engine client.
@@ -25,44 +21,13 @@ pub struct SelfMetrics {
     /// Durations of downsample runs.
     pub downsample: AtomicHistogram,
     /// Source mode: series left out of the engine's answers.
-    pub engine: Option<std::sync::Arc<crate::engine::EngineStats>>,
+    pub engine: Option<std::sync::Arc<crate::promsource::EngineStats>>,
 }
 
 impl Default for SelfMetrics {
     fn default() -> Self {
         Self { downsample: AtomicHistogram::downsample_seconds(), engine: None }
     }
-}
-
-/// What the database looks like right now.
-#[derive(Debug, Default)]
-pub struct DbFigures {
-    /// Size of the database file plus its write-ahead log.
-    pub bytes: u64,
-    /// Rows per table.
-    pub rows: BTreeMap<&'static str, u64>,
-}
-
-/// Reads file sizes and row counts (on the blocking pool).
-pub async fn db_figures(store: &Store) -> Result<DbFigures, StoreError> {
-    let bytes = file_bytes(store.path());
-    let rows = store
-        .with_conn(|c| {
-            let mut rows = BTreeMap::new();
-            for table in TABLES {
-                let n: i64 = c.query_row(&format!("SELECT count(*) FROM {table}"), [], |r| r.get(0))?;
-                rows.insert(table, u64::try_from(n).unwrap_or(0));
-            }
-            Ok(rows)
-        })
-        .await?;
-    Ok(DbFigures { bytes, rows })
-}
-
-fn file_bytes(db: &Path) -> u64 {
-    let mut wal = db.as_os_str().to_owned();
-    wal.push("-wal");
-    [db.to_path_buf(), wal.into()].iter().filter_map(|p| std::fs::metadata(p).ok()).map(|m| m.len()).sum()
 }
 
 /// Everything one `/metrics` answer needs.

@@ -182,9 +182,9 @@ mod tests {
         let hub = Hub::new(1, 8, 8);
         let mut a = hub.subscribe(None).live;
         let mut b = hub.subscribe(None).live;
-        hub.publish_events(vec![crate::ingest::Event {
+        hub.publish_events(vec![crate::ports::ingest::Event {
             ts_ms: 5_000,
-            kind: crate::ingest::EventKind::Version,
+            kind: crate::ports::ingest::EventKind::Version,
             variant: "production".into(),
             target: "http://pod:8080/metrics".into(),
             detail: "version 1 -> 2".into(),

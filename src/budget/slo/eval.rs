@@ -9,7 +9,7 @@ use serde::Serialize;
 use serde::ser::SerializeMap;
 
 use super::{BURN_ALERTS, BURN_WINDOWS, BurnAlert, BurnWindow, Indicator, SloSpec, SloVariant};
-use crate::alerting::AlertPhase;
+use crate::phase::AlertPhase;
 
 /// Good and total requests over a window.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use super::*;
-use crate::alerting::AlertPhase;
+use crate::phase::AlertPhase;
 use crate::point::{Counts, Histogram};
 
 fn parse(yaml: &str) -> Result<Vec<SloSpec>, String> {

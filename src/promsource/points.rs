@@ -17,9 +17,9 @@ use super::session::Session;
 use super::{Timing, selector};
 use crate::clock::checked_bucket_end;
 use crate::point::{Histogram, Point, Quota, QuotaWindow, bounded};
+use crate::ports::read::PointQuery;
 use crate::promql::parts::{self, family as pfamily};
 use crate::promql::{Selector, family};
-use crate::source::PointQuery;
 
 /// What a query fills in a point.
 #[derive(Debug, Clone, Copy)]
@@ -337,15 +337,7 @@ mod tests {
 
     #[test]
     fn only_complete_buckets_are_answered_on_the_store_grid() {
-        let q = PointQuery {
-            start_ms: 100_500,
-            end_ms: 200_000,
-            step_ms: 10_000,
-            raw: true,
-            point_ms: 5_000,
-            variant: None,
-            target_url: None,
-        };
+        let q = PointQuery { start_ms: 100_500, end_ms: 200_000, step_ms: 10_000, variant: None, target_url: None };
         assert_eq!(complete_buckets(&q, 200_000, 5_250), Some((110_000, 190_000)));
         assert_eq!(complete_buckets(&q, 105_000, 5_250), None);
         let huge = PointQuery { step_ms: i64::MAX, ..q.clone() };

@@ -107,7 +107,7 @@ impl EngineSettings {
     /// Settings for tests: an engine at `url`, no credentials unless the URL has some.
     pub fn for_tests(url: &str) -> Self {
         let (url, basic_auth) = parse_url(url).unwrap_or_else(|e| panic!("EngineSettings::for_tests({url:?}): {e}"));
-        let delay = Duration::from_millis(crate::source::ENGINE_DELAY_MS.unsigned_abs());
+        let delay = Duration::from_millis(super::ENGINE_DELAY_MS.unsigned_abs());
         Self { url, basic_auth, bearer_token: None, headers: Vec::new(), timeout: Duration::from_secs(5), delay }
     }
 

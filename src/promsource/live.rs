@@ -19,8 +19,8 @@ use super::client::EngineError;
 use super::{PromSource, Session, points, targets};
 use crate::clock::SharedClock;
 use crate::health::{HealthBoard, TargetHealth};
-use crate::ingest::PointSink;
-use crate::source::PointQuery;
+use crate::ports::ingest::PointSink;
+use crate::ports::read::PointQuery;
 
 /// Most missed buckets published after an outage.
 pub const MAX_CATCH_UP: i64 = 12;
@@ -104,15 +104,7 @@ async fn publish_new_buckets(
     if newest <= after {
         return Ok(());
     }
-    let q = PointQuery {
-        start_ms: after,
-        end_ms: newest,
-        step_ms: t.point_ms,
-        raw: true,
-        point_ms: t.point_ms,
-        variant: None,
-        target_url: None,
-    };
+    let q = PointQuery { start_ms: after, end_ms: newest, step_ms: t.point_ms, variant: None, target_url: None };
     let found = points::fetch(session, &t, &q, now_ms).await?;
     for bucket in found.chunk_by(|a, b| a.timestamp == b.timestamp) {
         sink.publish(bucket.to_vec());

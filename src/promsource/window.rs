@@ -15,9 +15,9 @@ use super::session::Session;
 use super::{Timing, selector};
 use crate::clock::bucket_end;
 use crate::point::{ADJUSTMENTS, Counts, DIRECTIONS, bounded};
+use crate::ports::read::{WindowQuery, WindowSums};
 use crate::promql::parts::{self, family as pfamily};
 use crate::promql::{Selector, family};
-use crate::source::{WindowQuery, WindowSums};
 
 /// What a query fills in a variant's counts.
 #[derive(Debug, Clone, Copy)]

@@ -54,7 +54,8 @@ pub struct EngineStats {
     pub too_many_variants: AtomicU64,
 }
 
-/// What every session of one client shares.
+/// What every session of one source shares: the overall query slots, the answer cache, the
+/// counters.
 #[derive(Debug)]
 pub(crate) struct Shared {
     overall: Semaphore,
@@ -112,6 +113,7 @@ impl AnswerCache {
 #[derive(Debug)]
 pub struct Session<'a> {
     client: &'a Client,
+    shared: &'a Shared,
     /// The point interval it runs in (answers of the same tick are reused).
     tick: i64,
     slots: Semaphore,
@@ -120,9 +122,11 @@ pub struct Session<'a> {
 }
 
 impl<'a> Session<'a> {
-    /// A request's session in `tick` (the current point interval's number).
-    pub fn new(client: &'a Client, tick: i64) -> Self {
-        Self { client, tick, slots: Semaphore::new(PER_REQUEST), budget: AtomicUsize::new(MAX_REQUEST_BYTES) }
+    /// A request's session in `tick` (the current point interval's number), sharing `shared`
+    /// with every other session of the source.
+    pub(crate) fn new(client: &'a Client, shared: &'a Shared, tick: i64) -> Self {
+        let (slots, budget) = (Semaphore::new(PER_REQUEST), AtomicUsize::new(MAX_REQUEST_BYTES));
+        Self { client, shared, tick, slots, budget }
     }
 
     /// The engine's URL without credentials.
@@ -160,7 +164,7 @@ impl<'a> Session<'a> {
     async fn query(&self, path: &str, params: &[(&str, &str)]) -> Result<Answer, EngineError> {
         let body = url::form_urlencoded::Serializer::new(String::new()).extend_pairs(params).finish();
         let key = format!("{path}?{body}");
-        let shared = &self.client.shared;
+        let shared = self.shared;
         if let Some(hit) = shared.cache.lock().ok().and_then(|mut c| c.get(self.tick, &key)) {
             return Ok(hit);
         }

@@ -6,7 +6,7 @@
 //! wires both, so the scraper, the remote writer and the store never import each other: the
 //! scraper is tested against a sink that records, the remote writer against an in-memory queue.
 
-use crate::ingest::BoxFuture;
+use super::BoxFuture;
 
 /// One series of a scrape, as little changed from the exposition as possible: this is built on
 /// the scrape path, and the remote writer completes it when it encodes it: `__name__`, its own

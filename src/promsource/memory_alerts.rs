@@ -7,8 +7,10 @@
 use std::collections::BTreeMap;
 use std::sync::Mutex;
 
-use crate::alerting::{AlertPeriod, AlertPhase, AlertRecord, AlertStateStore, AlertStoreError};
-use crate::ingest::BoxFuture;
+use crate::phase::AlertPhase;
+
+use crate::ports::BoxFuture;
+use crate::ports::alert_state::{AlertPeriod, AlertRecord, AlertStateStore, AlertStoreError};
 
 /// Firing periods are kept this long after they end, as the store keeps them (a 7 d chart
 /// still shades them).

@@ -14,7 +14,7 @@ use futures_util::future::try_join_all;
 use super::client::{EngineError, Series};
 use super::session::Session;
 use crate::health::TargetHealth;
-use crate::ingest::{Event, EventKind};
+use crate::ports::ingest::{Event, EventKind};
 use crate::promql::parts;
 
 /// How far back a pod's `zai_proxy_build_info` makes it one of ours.

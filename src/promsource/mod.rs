@@ -3,8 +3,8 @@
 //! Prometheus HTTP API), so zai-dash keeps no state of its own and any number of replicas can
 //! run behind one Service.
 //!
-//! [`PromSource`] answers the web layer's [`DataSource`] and the alert engine's
-//! [`StatsSource`] with the same queries (`promql::parts`, the catalog's definitions split by
+//! [`PromSource`] answers the read contract ([`DataSource`]: the web layer's and the alert
+//! engine's reads) with the same queries (`promql::parts`, the catalog's definitions split by
 //! the labels zai-dash keeps), on the store's bucket grid, so the numbers agree with SQLite mode
 //! on the same targets. [`live::run`] polls the engine every point interval: target health into
 //! the `HealthBoard`, the newest complete bucket to the live stream (the same `PointSink` the
@@ -13,11 +13,11 @@
 //! - [`settings`]: URL, credentials, headers, timeout; [`client`]: the HTTP API client;
 //!   [`session`]: one request's queries (slots, byte budget, answer cache, variant gate).
 //! - [`points`]: points of a window; [`window`]: a window's increases; [`targets`]: health and
-//!   version changes; [`alert_state`]: alert records in memory; [`live`]: the poller.
+//!   version changes; [`memory_alerts`]: alert records in memory; [`live`]: the poller.
 
-pub mod alert_state;
 pub mod client;
 pub mod live;
+pub mod memory_alerts;
 pub mod points;
 pub mod session;
 pub mod settings;
@@ -28,13 +28,14 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 
 use crate::clock::SharedClock;
-use crate::ingest::BoxFuture;
 use crate::point::Point;
+use crate::ports::BoxFuture;
+use crate::ports::read::{
+    ChartData, DataSource, Grid, PointQuery, Reach, SourceError, WindowQuery, WindowSums, series_step,
+};
 use crate::promql::{Selector, parts};
-use crate::source::{ChartData, DataSource, PointQuery, SourceError, WindowQuery, WindowSums};
-use crate::stats::{StatsError, StatsSource, WindowStats, series_step};
-pub use alert_state::MemoryAlerts;
 pub use client::{Client, EngineError};
+pub use memory_alerts::MemoryAlerts;
 pub use session::{EngineStats, Session};
 pub use settings::{EngineArgs, EngineSettings};
 
@@ -60,6 +61,13 @@ impl Timing {
     }
 }
 
+/// How long after a scrape the samples of series an engine already knows can be missing from
+/// its answers. VictoriaMetrics makes them searchable up to a second later (its in-memory
+/// buffer is flushed every second); Prometheus at once. A target is counted fresh with this
+/// margin. Buckets wait for `PROMETHEUS_DELAY` instead (this by default), which also covers
+/// series the engine has not seen before.
+pub const ENGINE_DELAY_MS: i64 = 1_500;
+
 /// Variants are those with a pod that reported within this.
 const VARIANTS_LOOKBACK_MS: i64 = 3_600_000;
 
@@ -79,6 +87,8 @@ pub fn selector(variant: Option<&str>, instance: Option<&str>) -> Selector {
 #[derive(Debug)]
 pub struct PromSource {
     client: Client,
+    /// What every request's session shares: query slots, the answer cache, counters.
+    shared: Arc<session::Shared>,
     timing: Timing,
     clock: SharedClock,
     alerts: Arc<MemoryAlerts>,
@@ -98,6 +108,7 @@ impl PromSource {
     ) -> Result<Self, reqwest::Error> {
         Ok(Self {
             client: Client::new(settings)?,
+            shared: Arc::default(),
             timing,
             clock,
             alerts,
@@ -111,6 +122,11 @@ impl PromSource {
         &self.client
     }
 
+    /// Counters of what was left out of the engine's answers (self-metrics).
+    pub fn stats(&self) -> Arc<EngineStats> {
+        self.shared.stats.clone()
+    }
+
     /// The grid and scrape interval.
     pub fn timing(&self) -> Timing {
         self.timing
@@ -119,7 +135,7 @@ impl PromSource {
     /// The queries of one request, in the current point interval (answers of the same
     /// interval are shared between requests).
     pub fn session(&self) -> Session<'_> {
-        Session::new(&self.client, self.clock.now_ms().div_euclid(self.timing.point_ms.max(1)))
+        Session::new(&self.client, &self.shared, self.clock.now_ms().div_euclid(self.timing.point_ms.max(1)))
     }
 
     /// Records how the last background read went; returns whether that changed (the poller
@@ -151,13 +167,7 @@ impl PromSource {
 
     async fn read_chart(&self, q: PointQuery) -> Result<ChartData, SourceError> {
         let now = self.clock.now_ms();
-        let wq = WindowQuery {
-            start_ms: q.start_ms,
-            end_ms: q.end_ms,
-            raw: q.raw,
-            widths: (self.timing.point_ms, self.timing.rollup_ms),
-            target_url: q.target_url.clone(),
-        };
+        let wq = WindowQuery { start_ms: q.start_ms, end_ms: q.end_ms, target_url: q.target_url.clone() };
         let res = q.step_ms.max(self.timing.point_ms);
         let sel = selector(q.variant.as_deref(), q.target_url.as_deref());
         let versions = parts::first_seen(
@@ -207,39 +217,18 @@ impl DataSource for PromSource {
     fn chart(&self, q: PointQuery) -> BoxFuture<'_, Result<ChartData, SourceError>> {
         Box::pin(self.read_chart(q))
     }
-}
 
-impl StatsSource for PromSource {
-    fn window_stats(
-        &self,
-        end_ms: i64,
-        window_ms: i64,
-    ) -> BoxFuture<'_, Result<BTreeMap<String, WindowStats>, StatsError>> {
-        let widths = (self.timing.point_ms, self.timing.rollup_ms);
-        let q = WindowQuery::ending(end_ms, window_ms, widths, i64::MIN);
-        Box::pin(async move {
-            let sums = window::fetch(&self.session(), &self.timing, &q).await.map_err(|e| StatsError(e.to_string()))?;
-            Ok(sums.into_iter().map(|(variant, s)| (variant, WindowStats::from_sums(&s, end_ms))).collect())
-        })
+    /// The store's grid, reaching back forever: the engine keeps what it keeps.
+    fn grid_ms(&self, window: (i64, i64), min_step_ms: i64, _now_ms: i64) -> i64 {
+        let grid = Grid { point_ms: self.timing.point_ms, rollup_ms: self.timing.rollup_ms };
+        grid.width_for(window, min_step_ms, Reach::ALL)
     }
 
-    fn series(&self, end_ms: i64, range_ms: i64, step_ms: i64) -> BoxFuture<'_, Result<Vec<Point>, StatsError>> {
-        let point_ms = self.timing.point_ms;
-        let step = series_step(range_ms, step_ms, point_ms);
-        let q = PointQuery {
-            start_ms: end_ms - range_ms,
-            end_ms,
-            step_ms: step,
-            raw: step == point_ms,
-            point_ms,
-            variant: None,
-            target_url: None,
-        };
-        Box::pin(async move {
-            points::fetch(&self.session(), &self.timing, &q, self.clock.now_ms())
-                .await
-                .map_err(|e| StatsError(e.to_string()))
-        })
+    /// On the raw point grid whatever the range: the engine answers any step.
+    fn series(&self, end_ms: i64, range_ms: i64, step_ms: i64) -> BoxFuture<'_, Result<Vec<Point>, SourceError>> {
+        let step_ms = series_step(range_ms, step_ms, self.timing.point_ms);
+        let q = PointQuery { start_ms: end_ms - range_ms, end_ms, step_ms, variant: None, target_url: None };
+        Box::pin(async move { Ok(points::fetch(&self.session(), &self.timing, &q, self.clock.now_ms()).await?) })
     }
 }
 
@@ -251,15 +240,7 @@ mod tests {
     fn a_bucket_is_answered_only_once_the_engine_delay_has_passed() {
         let t = Timing { point_ms: 2_000, rollup_ms: 20_000, scrape_ms: 500, delay_ms: 12_000 };
         assert_eq!(t.settle_ms(), 12_500);
-        let q = PointQuery {
-            start_ms: 0,
-            end_ms: 100_000,
-            step_ms: 2_000,
-            raw: true,
-            point_ms: 2_000,
-            variant: None,
-            target_url: None,
-        };
+        let q = PointQuery { start_ms: 0, end_ms: 100_000, step_ms: 2_000, variant: None, target_url: None };
         // At 100 s, a bucket that ended 12.5 s ago is complete; the one after it is not.
         assert_eq!(points::complete_buckets(&q, 100_000, t.settle_ms()), Some((2_000, 86_000)));
         let prometheus = Timing { delay_ms: 1_500, ..t };

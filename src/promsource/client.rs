@@ -9,7 +9,6 @@
 //! which one it talks to.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
@@ -17,9 +16,8 @@ use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 use serde::Deserialize;
 
 use super::EngineSettings;
-use super::session::Shared;
+use crate::ports::read::SourceError;
 use crate::setting::Secret;
-use crate::source::SourceError;
 
 /// Bytes of answers one request (a page, an API call, a live tick, an alert evaluation) may
 /// read in all, over every query it makes: beyond it the request fails rather than hold more.
@@ -186,8 +184,6 @@ pub struct Client {
     timeout: Duration,
     /// User and password taken out of the URL, sent as basic auth.
     basic_auth: Option<(String, Secret)>,
-    /// What every request shares: the overall query slots, the answer cache, the counters.
-    pub(super) shared: Arc<Shared>,
 }
 
 impl Client {
@@ -213,13 +209,7 @@ impl Client {
             .connect_timeout(s.timeout.min(Duration::from_secs(5)))
             .redirect(reqwest::redirect::Policy::none())
             .build()?;
-        Ok(Self {
-            http,
-            base: s.display_url(),
-            timeout: s.timeout,
-            basic_auth: s.basic_auth.clone(),
-            shared: Arc::new(Shared::default()),
-        })
+        Ok(Self { http, base: s.display_url(), timeout: s.timeout, basic_auth: s.basic_auth.clone() })
     }
 
     /// The engine's URL without credentials, as messages name it.
@@ -230,11 +220,6 @@ impl Client {
     /// The timeout of one query (also how long a query waits for a free slot).
     pub(super) fn timeout(&self) -> Duration {
         self.timeout
-    }
-
-    /// Counters of what was left out of answers.
-    pub fn stats(&self) -> Arc<super::session::EngineStats> {
-        self.shared.stats.clone()
     }
 
     /// Posts `body` (a form) to `path`; the answer's bytes are taken from `budget`. Returns the

@@ -1,45 +1,15 @@
 //! What the alert engine keeps and tells, in the core's own types: the persisted state of each
-//! alert ([`AlertRecord`]), the store that keeps it ([`AlertStateStore`]), the firing periods the
-//! charts shade ([`AlertPeriod`]) and the live stream it announces changes on ([`Announcer`]).
+//! alert ([`AlertRecord`], in a [`AlertPhase`]), the store that keeps it ([`AlertStateStore`]),
+//! the firing periods the charts shade ([`AlertPeriod`]) and the live stream it announces
+//! changes on ([`Announcer`]).
 //!
 //! The store and the hub implement these traits and `app` wires them, so the engine imports
 //! neither: it can be tested against an in-memory store and a recording announcer.
 
 use std::collections::BTreeMap;
 
-use crate::ingest::BoxFuture;
-
-/// Where an alert stands. Prometheus' states, plus `resolved` for an alert that fired and
-/// stopped (kept so that the page can say when, and so that receivers are told once).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum AlertPhase {
-    /// The condition does not hold.
-    Inactive,
-    /// The condition holds, for less than the rule's `for`.
-    Pending,
-    /// The condition has held for the rule's `for`: receivers are told.
-    Firing,
-    /// It fired, and the condition stopped holding.
-    Resolved,
-}
-
-impl AlertPhase {
-    /// The stored and serialized name.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            AlertPhase::Inactive => "inactive",
-            AlertPhase::Pending => "pending",
-            AlertPhase::Firing => "firing",
-            AlertPhase::Resolved => "resolved",
-        }
-    }
-
-    /// The phase with this stored name.
-    pub fn parse(s: &str) -> Option<Self> {
-        [Self::Inactive, Self::Pending, Self::Firing, Self::Resolved].into_iter().find(|p| p.as_str() == s)
-    }
-}
+use super::BoxFuture;
+use crate::phase::AlertPhase;
 
 /// One alert (a rule applied to one variant) as persisted: enough to carry on after a restart
 /// without notifying twice or forgetting an episode.
@@ -105,17 +75,4 @@ pub trait AlertStateStore: Send + Sync + std::fmt::Debug {
 pub trait Announcer: Send + Sync + std::fmt::Debug {
     /// Announces one event.
     fn announce(&self, kind: &'static str, data: serde_json::Value);
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn phases_round_trip_their_names() {
-        for p in [AlertPhase::Inactive, AlertPhase::Pending, AlertPhase::Firing, AlertPhase::Resolved] {
-            assert_eq!(AlertPhase::parse(p.as_str()), Some(p));
-        }
-        assert_eq!(AlertPhase::parse("on fire"), None);
-    }
 }

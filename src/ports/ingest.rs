@@ -6,13 +6,8 @@
 //! wires them, so neither subsystem imports the other: the scraper can be tested against a sink
 //! that records batches, and the store against batches built by hand.
 
-use std::future::Future;
-use std::pin::Pin;
-
+use super::BoxFuture;
 use crate::point::{Point, TargetRow, Totals};
-
-/// A boxed future, so registries and resolvers can be trait objects.
-pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
 /// Everything one tick writes.
 #[derive(Debug, Clone)]

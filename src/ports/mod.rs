@@ -1,0 +1,24 @@
+//! The contracts: what one part of zai-dash needs from another, as traits and the types they
+//! hand over, so that no subsystem imports another (`app` plugs implementations in). Like
+//! Prometheus' `storage/` interfaces beside `tsdb/`: this room says what a store or a source
+//! must do; the store, the PromQL source, the hub and the remote writer do it.
+//!
+//! - [`ingest`]: the collector's hand-off to storage (`BatchSink`, `TargetRegistry`) and the
+//!   writer's to the live stream (`PointSink`).
+//! - [`samples`]: raw samples to remote write (`SampleSink`) and their durable queue
+//!   (`SampleQueue`).
+//! - [`alert_state`]: what the alert engine persists (`AlertStateStore`) and announces
+//!   (`Announcer`).
+//! - [`read`]: everything the pages, the API and the alert engine read (`DataSource`), in the
+//!   domain's terms (a window and a step), answered by the store or by an engine in source mode.
+
+pub mod alert_state;
+pub mod ingest;
+pub mod read;
+pub mod samples;
+
+use std::future::Future;
+use std::pin::Pin;
+
+/// A boxed future, so the contracts' async methods can be called on trait objects.
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;

@@ -1,0 +1,293 @@
+//! The read contract: everything the pages, the API and the alert engine read, behind one
+//! trait ([`DataSource`]), asked in the domain's terms (a window, a step, a variant, a pod).
+//! Which of its tables answers is the store's choice alone; the engine's is its own.
+//!
+//! Two implementations answer the same questions in the same core types:
+//! - the store (SQLite mode, `store::source`), from the rows zai-dash scraped itself;
+//! - the PromQL source (source mode, `promsource`), from PromQL against Prometheus, VictoriaMetrics,
+//!   Thanos or Mimir, which already scrape the proxies.
+//!
+//! The questions: the points of a window (`/api/metrics`, the export, the charts), a window's
+//! increases per variant (`/api/compare`, `/api/models`, the per-model table, the alerts' window
+//! statistics), the marks a chart draws (version changes, firing alerts), the variants there is
+//! data for, and the grid a window is answered on (both modes answer on the same [`Grid`]).
+//! Target health and live points are not here: both sources publish them to the `HealthBoard`
+//! and the hub.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use super::BoxFuture;
+use super::alert_state::AlertPeriod;
+use super::ingest::Event;
+use crate::compare::SideStats;
+use crate::point::{Counts, Point};
+
+/// Windows up to one hour are answered from raw points (where raw rows still hold them).
+pub const RAW_RANGE_LIMIT_MS: i64 = 3_600_000;
+/// Windows up to a day are answered from 1 min rows unless a finer `step` is asked for.
+pub const ROLLUP_RANGE_LIMIT_MS: i64 = 86_400_000;
+/// A coarse row spans this many rollups: windows over a day read them, so a 7 d chart reads
+/// about 1,000 rows per pod instead of 10,000.
+pub const COARSE_FACTOR: i64 = 10;
+
+/// The widths points come in: a raw point (5 s), a rollup (1 min) and a coarse row (10 min).
+/// A window's step is a multiple of one of them, the same in SQLite and source mode, so both
+/// answer on the same bucket ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Grid {
+    /// Width of a raw point, ms.
+    pub point_ms: i64,
+    /// Width of a rollup, ms.
+    pub rollup_ms: i64,
+}
+
+/// How far back each finer width still has data: older windows are answered on a coarser one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Reach {
+    /// Raw points exist from here on (`now - RETENTION_5S`).
+    pub raw_since_ms: i64,
+    /// Rollups exist from here on (`now - RETENTION_1M`).
+    pub rollup_since_ms: i64,
+}
+
+impl Reach {
+    /// Every width reaches back forever (an engine keeps whatever it keeps).
+    pub const ALL: Reach = Reach { raw_since_ms: i64::MIN, rollup_since_ms: i64::MIN };
+}
+
+impl Grid {
+    /// Width of a coarse row, ms.
+    pub fn coarse_ms(&self) -> i64 {
+        self.rollup_ms * COARSE_FACTOR
+    }
+
+    /// The width `(start, end]` is answered on when steps of at least `min_step_ms` are asked
+    /// for (0: none asked): raw points up to an hour (while raw points reach the window), 1 min
+    /// rows up to a day (or for a finer step), else 10 min rows.
+    pub fn width_for(&self, (start_ms, end_ms): (i64, i64), min_step_ms: i64, reach: Reach) -> i64 {
+        let span = end_ms - start_ms;
+        if span <= RAW_RANGE_LIMIT_MS && start_ms >= reach.raw_since_ms {
+            self.point_ms
+        } else if (span <= ROLLUP_RANGE_LIMIT_MS || (min_step_ms > 0 && min_step_ms < self.coarse_ms()))
+            && start_ms >= reach.rollup_since_ms
+        {
+            self.rollup_ms
+        } else {
+            self.coarse_ms()
+        }
+    }
+}
+
+/// Points of a window: what `/api/metrics` asks for, already validated.
+#[derive(Debug, Clone)]
+pub struct PointQuery {
+    /// Window start (exclusive), Unix ms.
+    pub start_ms: i64,
+    /// Window end (inclusive), Unix ms.
+    pub end_ms: i64,
+    /// Bucket width of the points: a multiple of the window's grid width
+    /// ([`DataSource::grid_ms`]).
+    pub step_ms: i64,
+    /// Only this variant.
+    pub variant: Option<String>,
+    /// Only this target URL (in source mode: this `instance`).
+    pub target_url: Option<String>,
+}
+
+impl PointQuery {
+    /// End of the first bucket of the window (the window's start may fall inside it).
+    pub fn first_bucket_end(&self) -> i64 {
+        crate::clock::bucket_end(self.start_ms.saturating_add(1), self.step_ms)
+    }
+
+    /// Where reading the window's rows starts (exclusive): the start of its first bucket, less
+    /// than one step before the window's start. With the step bounded by the window (`web::api`),
+    /// a query reads at most one window more than it shows, whatever its parameters.
+    pub fn read_after_ms(&self) -> i64 {
+        self.first_bucket_end().saturating_sub(self.step_ms)
+    }
+}
+
+/// A window to sum: `/api/compare`, `/api/models`, the alerts' window statistics.
+#[derive(Debug, Clone)]
+pub struct WindowQuery {
+    /// Window start (exclusive), Unix ms.
+    pub start_ms: i64,
+    /// Window end (inclusive), Unix ms.
+    pub end_ms: i64,
+    /// Only this target URL (in source mode: this `instance`).
+    pub target_url: Option<String>,
+}
+
+impl WindowQuery {
+    /// The window of `window_ms` ending at `end_ms`, over every target.
+    pub fn ending(end_ms: i64, window_ms: i64) -> Self {
+        Self { start_ms: end_ms - window_ms, end_ms, target_url: None }
+    }
+}
+
+/// One variant's sums over a window.
+#[derive(Debug, Clone, Default)]
+pub struct WindowSums {
+    /// Increases, summed over the variant's pods.
+    pub counts: Counts,
+    /// Start of the first bucket with data in the window: rates over the window divide by the
+    /// time from here to the window's end (what the data covers), not by the window's length.
+    pub data_from_ms: i64,
+}
+
+impl WindowSums {
+    /// Seconds the data covers inside a window ending at `end_ms`.
+    pub fn covered_seconds(&self, end_ms: i64) -> f64 {
+        (end_ms - self.data_from_ms).max(0) as f64 / 1000.0
+    }
+}
+
+/// One variant's numbers over one window, as `/api/compare` shows them: what the alert engine
+/// judges.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct WindowStats {
+    /// Requests, error share, latency quantiles, rates: as `/api/compare` shows them.
+    pub side: SideStats,
+    /// Capacity rejections per second over the window.
+    pub rejection_rate: f64,
+}
+
+impl WindowStats {
+    /// A variant's statistics from its window sums: rates over the time the data covers.
+    pub fn from_sums(sums: &WindowSums, end_ms: i64) -> Self {
+        let covered = sums.covered_seconds(end_ms);
+        let rejection_rate = if covered > 0.0 { sums.counts.rejections / covered } else { 0.0 };
+        Self { side: SideStats::from_counts(&sums.counts, covered), rejection_rate }
+    }
+}
+
+/// Most points per variant a history ([`DataSource::series`]) holds: its step is widened beyond.
+pub const MAX_SERIES_POINTS: i64 = 1_500;
+
+/// The step of a history over `range_ms` at `resolution_ms`: at least the asked step and the
+/// resolution, wide enough for [`MAX_SERIES_POINTS`], on the resolution's grid.
+pub fn series_step(range_ms: i64, step_ms: i64, resolution_ms: i64) -> i64 {
+    crate::clock::bucket_end(step_ms.max(resolution_ms).max(range_ms / MAX_SERIES_POINTS), resolution_ms)
+}
+
+/// What one overview build reads: the chart points, the window's increases per variant (for
+/// the per-model and status tables; only `(start, end]`, although the first bucket may start
+/// earlier) and the marks the charts draw.
+#[derive(Debug, Clone, Default)]
+pub struct ChartData {
+    /// Points, ascending by time then variant.
+    pub points: Vec<Point>,
+    /// Increases per variant over the window.
+    pub counts: BTreeMap<String, Counts>,
+    /// Version changes in the window.
+    pub events: Vec<Event>,
+    /// Alert firing periods overlapping the window.
+    pub periods: Vec<AlertPeriod>,
+}
+
+/// Why a source could not answer. The web layer maps each kind to one status; the alert
+/// engine logs it.
+#[derive(Debug, thiserror::Error)]
+pub enum SourceError {
+    /// Local storage failed; the text is for the log, clients get a generic 500.
+    #[error("storage: {0}")]
+    Storage(String),
+    /// The engine could not be reached or did not answer in time (503). The sentence names
+    /// the engine's URL without credentials, so it may be shown.
+    #[error("{0}")]
+    Unavailable(String),
+    /// The engine answered with an error or with something that is not the Prometheus HTTP API
+    /// (502). The sentence names the engine's URL without credentials.
+    #[error("{0}")]
+    BadGateway(String),
+}
+
+/// Everything the pages, the API and the alert engine read, whatever holds the numbers.
+pub trait DataSource: Send + Sync + std::fmt::Debug {
+    /// Whether the source's background reads (the engine's poll of targets and live points)
+    /// succeeded last time: pages that show only what the background keeps (target health)
+    /// say the engine is down rather than showing stale health as current.
+    fn status(&self) -> Result<(), SourceError> {
+        Ok(())
+    }
+
+    /// Variants there is data for (stored history, or series in the engine).
+    fn variants(&self) -> BoxFuture<'_, Result<BTreeSet<String>, SourceError>>;
+
+    /// The grid width `window` is answered on at `now_ms` when steps of at least
+    /// `min_step_ms` are asked for (0: none): every step of a [`PointQuery`] over the window is
+    /// a multiple of it.
+    fn grid_ms(&self, window: (i64, i64), min_step_ms: i64, now_ms: i64) -> i64;
+
+    /// Points of the window, ascending by time then variant.
+    fn points(&self, q: PointQuery) -> BoxFuture<'_, Result<Vec<Point>, SourceError>>;
+
+    /// [`DataSource::points`] as the JSON array `/api/metrics` answers, at `now_ms` (the store
+    /// serves the buckets it sealed from a cache).
+    fn points_json(&self, q: PointQuery, now_ms: i64) -> BoxFuture<'_, Result<String, SourceError>> {
+        let _ = now_ms;
+        Box::pin(async move {
+            let points = self.points(q).await?;
+            serde_json::to_string(&points).map_err(|e| SourceError::Storage(e.to_string()))
+        })
+    }
+
+    /// Increases of every variant over the window, with where its data starts.
+    fn window(&self, q: WindowQuery) -> BoxFuture<'_, Result<BTreeMap<String, WindowSums>, SourceError>>;
+
+    /// Everything the overview's charts draw for the window.
+    fn chart(&self, q: PointQuery) -> BoxFuture<'_, Result<ChartData, SourceError>>;
+
+    /// Each variant's statistics over `(end_ms - window_ms, end_ms]`: the window sums
+    /// `/api/compare` reads, so an alert and the page agree on every value.
+    fn window_stats(
+        &self,
+        end_ms: i64,
+        window_ms: i64,
+    ) -> BoxFuture<'_, Result<BTreeMap<String, WindowStats>, SourceError>> {
+        Box::pin(async move {
+            let sums = self.window(WindowQuery::ending(end_ms, window_ms)).await?;
+            Ok(sums.into_iter().map(|(variant, s)| (variant, WindowStats::from_sums(&s, end_ms))).collect())
+        })
+    }
+
+    /// Points of every variant over `(end_ms - range_ms, end_ms]`, one per `step_ms` (rounded up
+    /// to the source's resolution, see [`series_step`]): a history to compare the present with.
+    fn series(&self, end_ms: i64, range_ms: i64, step_ms: i64) -> BoxFuture<'_, Result<Vec<Point>, SourceError>>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_window_covers_from_its_first_data_to_its_end() {
+        let s = WindowSums { counts: Counts::default(), data_from_ms: 40_000 };
+        assert_eq!(s.covered_seconds(100_000), 60.0);
+        assert_eq!(s.covered_seconds(30_000), 0.0);
+        let q = WindowQuery::ending(10_000_000, 3_600_000);
+        assert_eq!((q.start_ms, q.end_ms), (6_400_000, 10_000_000));
+    }
+
+    const GRID: Grid = Grid { point_ms: 5_000, rollup_ms: 60_000 };
+
+    #[test]
+    fn short_windows_are_answered_on_raw_points_long_ones_on_rollups() {
+        let width = |span: i64, min_step: i64| GRID.width_for((0, span), min_step, Reach::ALL);
+        assert_eq!(width(3_600_000, 0), 5_000);
+        assert_eq!(width(3_600_001, 0), 60_000);
+        assert_eq!(width(86_400_000, 0), 60_000, "a day reads 1 min rows");
+        assert_eq!(width(7 * 86_400_000, 0), 600_000);
+        assert_eq!(width(7 * 86_400_000, 300_000), 60_000, "a finer step over a week reads 1 min rows");
+        assert_eq!(width(7 * 86_400_000, 600_000), 600_000);
+    }
+
+    #[test]
+    fn a_window_older_than_a_width_reaches_is_answered_on_a_coarser_one() {
+        let reach = Reach { raw_since_ms: 1_000_000, rollup_since_ms: 500_000 };
+        assert_eq!(GRID.width_for((999_999, 1_600_000), 0, reach), 60_000, "raw rows of that window are gone");
+        assert_eq!(GRID.width_for((1_000_000, 1_600_000), 0, reach), 5_000);
+        assert_eq!(GRID.width_for((400_000, 1_000_000), 0, reach), 600_000);
+    }
+}
