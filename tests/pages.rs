@@ -105,6 +105,7 @@ fn hostile_overview() -> String {
         range: view.range.clone(),
         variant: view.variant.clone(),
         cards: vec![dashboard::card(EVIL, 0, true, EVIL.into(), points.last())],
+        quota: vec![],
         charts: std::sync::Arc::new(built),
         view: view.clone(),
     };

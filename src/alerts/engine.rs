@@ -17,7 +17,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::deliver::{Ack, Mailbox, ReceiverStats};
-use super::eval::{Observation, advance, new_record};
+use super::eval::{advance, new_record};
 use super::notify::Notification;
 use super::observe::{Feed, Inputs, Medians};
 use super::rules::Rule;
@@ -97,6 +97,12 @@ pub struct Snapshot {
     pub error: Option<String>,
     /// Every alert evaluated, in rule then variant order.
     pub alerts: Vec<AlertView>,
+    /// Each variant's quota runway at the last evaluation (`None`: not read).
+    pub quota: Option<crate::budget::quota::QuotaReport>,
+    /// Every objective for each variant it covers, at the last evaluation.
+    pub slos: Vec<crate::budget::slo::SloStatus>,
+    /// The objectives' chart samples since start.
+    pub slo_history: Arc<super::objectives::SloHistory>,
 }
 
 /// One alert, ready to show.
@@ -133,6 +139,10 @@ pub struct Engine {
     /// Saving records failed last time (the database refuses writes): logged once, and the
     /// alerts keep firing and reaching receivers from memory meanwhile.
     saves_failing: bool,
+    /// Quota samples kept between evaluations.
+    runways: super::runway::Runways,
+    /// The objectives, their window sums and chart samples.
+    objectives: super::objectives::Objectives,
 }
 
 impl Engine {
@@ -157,7 +167,16 @@ impl Engine {
             failing: false,
             evaluations: 0,
             saves_failing: false,
+            runways: Default::default(),
+            objectives: Default::default(),
         }
+    }
+
+    /// The engine with the rules file's objectives evaluated at each tick (their alerts are
+    /// among `rules`, see [`super::objectives::burn_rules`]).
+    pub fn with_objectives(mut self, slos: Vec<crate::budget::slo::SloSpec>) -> Self {
+        self.objectives = super::objectives::Objectives::new(slos);
+        self
     }
 
     /// Restores the records, then evaluates on every tick (or `fallback` after the last
@@ -259,10 +278,10 @@ impl Engine {
         for rule in rules.iter() {
             let known = self.records.keys().filter(|(r, _)| *r == rule.name).map(|(_, v)| v.clone());
             for variant in inputs.variants_of(rule, known.collect::<Vec<_>>().into_iter()) {
-                let Some((value, requests)) = inputs.value(rule, &variant) else { continue };
+                let Some(observation) = inputs.observe(rule, &variant) else { continue };
                 let key = (rule.name.clone(), variant);
                 let rec = self.records.entry(key.clone()).or_insert_with(|| new_record(rule, &key.1, now));
-                if advance(rec, Observation::judge(rule, value, requests), now, rule.for_ms).is_some() {
+                if advance(rec, observation, now, rule.for_ms).is_some() {
                     changed.push((rule.clone(), key));
                 }
             }
@@ -272,7 +291,7 @@ impl Engine {
         }
         self.repeat_firing(now);
         self.save_dirty().await;
-        self.publish_snapshot(now, error);
+        self.publish_snapshot(now, error, inputs);
     }
 
     /// Everything one evaluation reads, and why window statistics were missing, if they were.
@@ -291,6 +310,16 @@ impl Engine {
         inputs.read_health(&self.deps.health.snapshot());
         inputs.storage_failing = self.deps.health.storage().is_some();
         self.medians.refresh(&self.rules, self.deps.stats.as_ref(), now, &mut inputs).await;
+        let variants = inputs.variants();
+        match self.runways.read(self.deps.stats.as_ref(), &variants, now).await {
+            Ok(report) => inputs.quota = Some(report),
+            Err(e) => tracing::debug!(error = %e, "Quota samples unavailable this evaluation."),
+        }
+        let (slos, slo_error) = self.objectives.evaluate(self.deps.stats.as_ref(), &variants, now).await;
+        if let Some(e) = slo_error {
+            tracing::debug!(error = %e, "Objective windows unavailable this evaluation; their last sums are used.");
+        }
+        inputs.slos = slos;
         (inputs, error.map(|e| format!("window statistics unavailable: {e}")))
     }
 
@@ -344,7 +373,7 @@ impl Engine {
         }
     }
 
-    fn publish_snapshot(&mut self, now_ms: i64, error: Option<String>) {
+    fn publish_snapshot(&mut self, now_ms: i64, error: Option<String>, inputs: Inputs) {
         self.evaluations += 1;
         let alerts = self
             .records
@@ -361,7 +390,15 @@ impl Engine {
             })
             .collect();
         if let Ok(mut s) = self.shared.write() {
-            *s = Snapshot { evaluated_ms: Some(now_ms), evaluations: self.evaluations, error, alerts };
+            *s = Snapshot {
+                evaluated_ms: Some(now_ms),
+                evaluations: self.evaluations,
+                error,
+                alerts,
+                quota: inputs.quota,
+                slos: inputs.slos.map(|o| o.statuses).unwrap_or_default(),
+                slo_history: self.objectives.history(),
+            };
         }
     }
 }

@@ -40,10 +40,17 @@ pub enum Metric {
     /// Whether the database takes writes: 1, or 0 while it refuses them (disk full, read-only,
     /// I/O error, locked). Always 1 in source mode, which keeps no database.
     StorageHealthy,
+    /// Seconds of provider quota left at the current pace minus seconds to the window's reset,
+    /// the smallest over the variant's windows: negative when the quota runs out first
+    /// (`budget::quota`). No value while the ratio is not rising or the quota is stale.
+    QuotaRunwaySeconds,
+    /// An objective's burn-rate alert (generated from `slos:`, never written in a rule): the
+    /// burn rate both windows of its worst condition exceed.
+    SloBurnRate,
 }
 
 /// Every metric, for parsing and listing.
-pub const METRICS: [Metric; 9] = [
+pub const METRICS: [Metric; 10] = [
     Metric::ErrorRatePct,
     Metric::LatencyP95Ms,
     Metric::TtftP95Ms,
@@ -53,6 +60,7 @@ pub const METRICS: [Metric; 9] = [
     Metric::TargetDown,
     Metric::CanaryVerdict,
     Metric::StorageHealthy,
+    Metric::QuotaRunwaySeconds,
 ];
 
 /// Verdicts in rank order: a verdict's value is its index.
@@ -71,6 +79,8 @@ impl Metric {
             Metric::TargetDown => "target_down",
             Metric::CanaryVerdict => "canary_verdict",
             Metric::StorageHealthy => "storage_healthy",
+            Metric::QuotaRunwaySeconds => "quota_runway_seconds",
+            Metric::SloBurnRate => "slo_burn_rate",
         }
     }
 
@@ -81,7 +91,14 @@ impl Metric {
 
     /// Read over a window of summed increases (else an instant value).
     pub fn windowed(self) -> bool {
-        !matches!(self, Metric::WorkerUtilization | Metric::TargetDown | Metric::StorageHealthy)
+        !matches!(
+            self,
+            Metric::WorkerUtilization
+                | Metric::TargetDown
+                | Metric::StorageHealthy
+                | Metric::QuotaRunwaySeconds
+                | Metric::SloBurnRate
+        )
     }
 
     /// About zai-dash itself: one alert labelled [`PROCESS_VARIANT`], whatever the variants.
@@ -100,6 +117,8 @@ impl Metric {
             Metric::ErrorRatePct => "%",
             Metric::LatencyP95Ms | Metric::TtftP95Ms => "ms",
             Metric::ReqRate | Metric::RejectionRate => "/s",
+            Metric::QuotaRunwaySeconds => "s",
+            Metric::SloBurnRate => "x",
             _ => "",
         }
     }
@@ -142,8 +161,28 @@ impl Metric {
             Metric::WorkerUtilization => promql::worker_utilization_now(sel),
             Metric::TargetDown => promql::targets_down(sel),
             Metric::StorageHealthy => STORAGE_HEALTHY_SERIES.to_owned(),
-            Metric::CanaryVerdict => return None,
+            Metric::QuotaRunwaySeconds => quota_runway_promql(sel),
+            Metric::CanaryVerdict | Metric::SloBurnRate => return None,
         })
+    }
+}
+
+/// `quota_runway_seconds` in PromQL: per window, the time the ratio reaches 1 at its `deriv`
+/// over 15 min (only where it rises) minus the time to the reset, the smallest per variant.
+/// Unlike zai-dash's own value it does not restart the slope at a reset nor drop stale samples
+/// (README: "Quota runway").
+fn quota_runway_promql(sel: &Selector) -> String {
+    let by = "max by (variant, window, limit_type)";
+    let usage = format!("zai_proxy_quota_usage_ratio{}", sel_text(sel));
+    let reset = format!("zai_proxy_quota_reset_time_seconds{}", sel_text(sel));
+    format!("min by (variant) ((1 - {by} ({usage})) / ({by} (deriv({usage}[15m])) > 0) + time() - {by} ({reset}))")
+}
+
+/// The `{variant="..."}` of a rule's selector (rules select by variant only).
+fn sel_text(sel: &Selector) -> String {
+    match &sel.variant {
+        Some(v) => format!("{{variant=\"{}\"}}", v.replace('\\', "\\\\").replace('"', "\\\"")),
+        None => String::new(),
     }
 }
 

@@ -12,6 +12,9 @@
 //! - [`observe`]: the inputs of one evaluation and each rule's value; [`eval`]: the state machine.
 //! - [`engine`]: the evaluation task; [`deliver`]: the receivers' tasks; [`notify`]: their formats.
 //! - [`export`]: the same rules as a Prometheus rule file.
+//! - [`runway`]: each variant's quota runway per evaluation (`quota_runway_seconds`,
+//!   `/api/quota`); [`objectives`]: the `slos:` evaluated per evaluation, and their burn-rate
+//!   alerts as generated rules.
 
 pub mod deliver;
 pub mod engine;
@@ -20,8 +23,10 @@ pub mod export;
 pub mod metric;
 mod nesting;
 pub mod notify;
+pub mod objectives;
 pub mod observe;
 pub mod rules;
+pub mod runway;
 
 use std::path::Path;
 use std::sync::atomic::Ordering;
@@ -206,8 +211,10 @@ impl Alerts {
         };
         add("alertmanager", Format::Alertmanager, &settings.alertmanager_url);
         add("webhook", settings.webhook_format, &settings.webhook_url);
+        let mut rules = settings.rules.clone();
+        rules.extend(objectives::burn_rules(&settings.slos));
         Self {
-            rules: Arc::new(settings.rules.clone()),
+            rules: Arc::new(rules),
             settings: Arc::new(settings.clone()),
             shared: Arc::default(),
             receivers,
@@ -310,7 +317,8 @@ impl Alerts {
             outlets.push(engine::Outlet::new(stats.clone(), mailbox.clone(), repeat));
         }
         let stale_ms = 3 * duration_ms(interval);
-        let engine = engine::Engine::new(self.rules.clone(), deps, outlets, self.shared.clone(), stale_ms);
+        let engine = engine::Engine::new(self.rules.clone(), deps, outlets, self.shared.clone(), stale_ms)
+            .with_objectives(s.slos.clone());
         tracker.spawn(engine.run(ack_rx, stop.clone(), 2 * interval));
         Ok(())
     }

@@ -65,6 +65,10 @@ pub struct Inputs {
     pub medians: BTreeMap<String, BTreeMap<String, Option<f64>>>,
     /// The database refuses writes (the writer's report on the health board).
     pub storage_failing: bool,
+    /// Each variant's quota runway (`None`: the points could not be read this tick).
+    pub quota: Option<crate::budget::quota::QuotaReport>,
+    /// The objectives' statuses and alert values (`None`: no objective, or not evaluated).
+    pub slos: Option<super::objectives::SloOutcome>,
 }
 
 impl Inputs {
@@ -131,6 +135,14 @@ impl Inputs {
             }
             Metric::CanaryVerdict => self.verdict(rule, variant),
             Metric::StorageHealthy => Some((Some(if self.storage_failing { 0.0 } else { 1.0 }), f64::INFINITY)),
+            Metric::QuotaRunwaySeconds => {
+                let view = self.quota.as_ref()?.get(variant);
+                Some((view.and_then(crate::budget::quota::QuotaView::quota_runway_seconds), f64::INFINITY))
+            }
+            Metric::SloBurnRate => {
+                let found = self.slos.as_ref()?.alerts.get(&(rule.name.clone(), variant.to_owned()));
+                Some((found.and_then(|(value, _)| *value), f64::INFINITY))
+            }
             _ => {
                 let stats = self.windows.get(&rule.window_ms)?.get(variant);
                 let requests = stats.map_or(0.0, |s| s.side.requests);
@@ -138,6 +150,18 @@ impl Inputs {
                 Some((self.relative(rule, variant, value), requests))
             }
         }
+    }
+
+    /// What one evaluation found for the rule and `variant`; `None` when its inputs could not
+    /// be read this tick. An objective's alert fires as the objective's evaluation says (its
+    /// comparison is the exported rules' own), not by comparing the value shown.
+    pub fn observe(&self, rule: &Rule, variant: &str) -> Option<super::eval::Observation> {
+        let (value, requests) = self.value(rule, variant)?;
+        if rule.expr.metric == Metric::SloBurnRate {
+            let fires = self.slos.as_ref()?.alerts.get(&(rule.name.clone(), variant.to_owned())).is_some_and(|a| a.1);
+            return Some(super::eval::Observation { value, holds: fires });
+        }
+        Some(super::eval::Observation::judge(rule, value, requests))
     }
 
     /// `value / median` for rules that compare with their median; the value itself otherwise.

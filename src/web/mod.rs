@@ -15,6 +15,7 @@ pub mod grafana;
 pub mod guard;
 pub mod models;
 pub mod pages;
+pub mod runway;
 pub mod selfmetrics;
 pub mod session;
 pub mod sse;
@@ -165,6 +166,7 @@ fn pages_router() -> Router<AppState> {
         .route("/api/alerts", get(alerts::api))
         .route("/api/compare", get(dash_api::compare))
         .route("/api/models", get(dash_api::models))
+        .route("/api/quota", get(runway::api))
         .route("/static/{name}", get(assets::serve))
         .layer(tower_http::compression::CompressionLayer::new().quality(tower_http::CompressionLevel::Fastest))
 }

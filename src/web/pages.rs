@@ -41,6 +41,8 @@ pub struct Overview {
     pub variant: String,
     /// Cards.
     pub cards: Vec<Card>,
+    /// Quota runway per variant and window (empty: no variant reports quota).
+    pub quota: Vec<super::runway::QuotaRow>,
     /// Chart panels, per-model and status code tables (shared by viewers of one tick).
     pub charts: Arc<Panels>,
     /// The selection, for download links.
@@ -96,7 +98,9 @@ pub async fn overview_data(state: &AppState, view: &View) -> Result<Overview, Pa
                 label: format!("{} ({})", h.url, h.variant),
             }))
             .collect();
+    let quota = super::runway::rows(state.alerts.snapshot().quota.as_ref(), &colors, &view.variant);
     Ok(Overview {
+        quota,
         ranges: dashboard::range_links(view),
         variants: dashboard::variant_links(view, &names),
         pods,

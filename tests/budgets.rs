@@ -1,0 +1,256 @@
+//! Budgets and objectives end to end (issue 21): zai-dash scraping fake zai-proxies on
+//! loopback into a real SQLite file, whose quota usage grows at a known pace (read against the
+//! injected clock, which the test drives 4 times faster than real time) and whose errors burn
+//! an objective at a known rate, with the alerts delivered to a real Alertmanager (the alerts
+//! suite's harness).
+//!
+//! The clock runs only 4 times faster: the scraper measures each scrape's elapsed time on
+//! tokio's clock, and much faster injected time makes rows cover a sliver of their bucket.
+
+mod common;
+// The alerts suite's harness; this suite uses its Alertmanager only.
+#[allow(dead_code)]
+#[path = "alerts/mod.rs"]
+mod harness;
+mod self_metrics;
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::State;
+use axum::routing::get;
+use common::*;
+use serde_json::Value;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use zai_dash::alerts::AlertSettings;
+use zai_dash::alerts::rules::parse_rules_file;
+use zai_dash::clock::{Clock, ManualClock};
+
+const HOUR_MS: i64 = 3_600_000;
+/// Clock milliseconds per real 100 ms.
+const SPEED_MS: i64 = 400;
+/// The fake proxy polls its provider this often (clock time).
+const POLL_MS: i64 = 10_000;
+
+/// A provider window as the fake proxy's poller sees it: used `start + pace * hours since t0`,
+/// reported in tenths of a percent, polled every [`POLL_MS`].
+#[derive(Clone, Copy)]
+struct Window {
+    name: &'static str,
+    start: f64,
+    pace_per_hour: f64,
+    reset_after_ms: i64,
+}
+
+impl Window {
+    fn used_at(&self, t0_ms: i64, at_ms: i64) -> f64 {
+        let exact = self.start + self.pace_per_hour * (at_ms - t0_ms) as f64 / HOUR_MS as f64;
+        ((exact * 1000.0).floor() / 1000.0).clamp(0.0, 1.0)
+    }
+
+    /// When the exact line reaches 1.
+    fn exhausted_at(&self, t0_ms: i64) -> i64 {
+        t0_ms + ((1.0 - self.start) / self.pace_per_hour * HOUR_MS as f64).round() as i64
+    }
+}
+
+/// A fake zai-proxy with a quota poller: a [`Sim`] for traffic plus the quota gauges.
+struct QuotaProxy {
+    sim: Sim,
+    clock: Arc<ManualClock>,
+    t0_ms: i64,
+    windows: Vec<Window>,
+    /// The poller has failed for 20 minutes: its last good sample is that old.
+    failing: bool,
+}
+
+impl QuotaProxy {
+    fn render(&self) -> String {
+        let now = self.clock.now_ms();
+        let last_poll = now - now.rem_euclid(POLL_MS);
+        let v = &self.sim.variant;
+        let mut s = self.sim.render();
+        s += "# TYPE zai_proxy_quota_usage_ratio gauge\n";
+        for w in &self.windows {
+            s += &format!(
+                "zai_proxy_quota_usage_ratio{{limit_type=\"credit_limit\",variant=\"{v}\",window=\"{}\"}} {}\n",
+                w.name,
+                w.used_at(self.t0_ms, last_poll)
+            );
+        }
+        s += "# TYPE zai_proxy_quota_reset_time_seconds gauge\n";
+        for w in &self.windows {
+            s += &format!(
+                "zai_proxy_quota_reset_time_seconds{{limit_type=\"credit_limit\",variant=\"{v}\",window=\"{}\"}} {}\n",
+                w.name,
+                (self.t0_ms + w.reset_after_ms) / 1000
+            );
+        }
+        s += "# TYPE zai_proxy_quota_sample_age_seconds gauge\n";
+        let age_s = if self.failing { 20.0 * 60.0 } else { (now - last_poll) as f64 / 1000.0 };
+        s += &format!("zai_proxy_quota_sample_age_seconds{{variant=\"{v}\"}} {age_s}\n");
+        s
+    }
+}
+
+struct FakeProxy {
+    url: String,
+    model: Arc<Mutex<QuotaProxy>>,
+    cancel: CancellationToken,
+}
+
+impl Drop for FakeProxy {
+    fn drop(&mut self) {
+        self.cancel.cancel();
+    }
+}
+
+async fn exposition(State(model): State<Arc<Mutex<QuotaProxy>>>) -> String {
+    model.lock().unwrap().render()
+}
+
+async fn start_proxy(model: QuotaProxy) -> FakeProxy {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/metrics", listener.local_addr().unwrap());
+    let model = Arc::new(Mutex::new(model));
+    let app = Router::new().route("/metrics", get(exposition)).with_state(model.clone());
+    let cancel = CancellationToken::new();
+    let c = cancel.clone();
+    tokio::spawn(async move { axum::serve(listener, app).with_graceful_shutdown(c.cancelled_owned()).await.unwrap() });
+    FakeProxy { url, model, cancel }
+}
+
+/// Moves the clock [`SPEED_MS`] every real 100 ms until aborted.
+fn drive(clock: Arc<ManualClock>) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            clock.advance_ms(SPEED_MS);
+        }
+    })
+}
+
+fn alert_settings(file: &str) -> AlertSettings {
+    let parsed = parse_rules_file(file, "test rules").unwrap();
+    AlertSettings {
+        rules: parsed.rules,
+        slos: parsed.slos,
+        resend_interval: Duration::from_secs(1),
+        retry_base: Duration::from_millis(100),
+        retry_max: Duration::from_secs(1),
+        ..AlertSettings::default()
+    }
+}
+
+fn five_hour() -> Window {
+    // 10 % used, 30 % an hour: full 3 h after t0, while the window resets 4 h after t0.
+    Window { name: "five_hour", start: 0.10, pace_per_hour: 0.30, reset_after_ms: 4 * HOUR_MS }
+}
+
+fn weekly_window() -> Window {
+    // 40 % used, 2 % an hour: full 30 h after t0, after its reset 1 d after t0. (Three minutes
+    // of it are a step or two of 0.1 %: its pace is rough, its verdict is not.)
+    Window { name: "weekly", start: 0.40, pace_per_hour: 0.02, reset_after_ms: 24 * HOUR_MS }
+}
+
+/// The window `name` of `variant` in a quota report (null when absent).
+fn window(quota: &Value, variant: &str, name: &str) -> Value {
+    let windows = quota[variant]["windows"].as_array().cloned().unwrap_or_default();
+    windows.into_iter().find(|w| w["window"] == name).unwrap_or(Value::Null)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quota_runway_projects_exhaustion_and_alerts_before_the_reset() {
+    let t0 = chrono::Utc::now().timestamp_millis();
+    let clock = Arc::new(ManualClock::new(t0));
+    let proxy = start_proxy(QuotaProxy {
+        sim: Sim::new("production", 20.0),
+        clock: clock.clone(),
+        t0_ms: t0,
+        windows: vec![five_hour(), weekly_window()],
+        failing: false,
+    })
+    .await;
+    let plain = FakeTarget::start(Sim::new("canary", 5.0), Behaviour::Healthy).await;
+    let am = harness::alertmanager::Alertmanager::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = settings(&dir, targets(&[&proxy.url, &plain.url]));
+    s.alerts = alert_settings(
+        "rules:\n  - {name: QuotaRunsOut, expr: quota_runway_seconds, op: '<', threshold: 0, severity: critical}\n",
+    );
+    s.alerts.alertmanager_url = Some(url::Url::parse(&am.server.base).unwrap());
+    let app = TestApp::start_with_clock(s, clock.clone()).await;
+    let ticking = drive(clock.clone());
+
+    // Three clock minutes of samples (the burn needs one).
+    wait_for("3 minutes of quota samples", Duration::from_secs(90), || async { clock.now_ms() - t0 > 3 * 60_000 })
+        .await;
+    let quota = wait_for_quota(&app, |q| window(q, "production", "five_hour")["exhausted_at"].is_i64()).await;
+    let now = clock.now_ms();
+    let w5 = window(&quota, "production", "five_hour");
+    let truth = five_hour().exhausted_at(t0);
+    let projected = w5["exhausted_at"].as_i64().unwrap();
+    let error = (projected - truth).abs() as f64 / (truth - now) as f64;
+    assert!(error <= 0.05, "projected {projected}, true {truth}: {:.1} % off", error * 100.0);
+    let burn = w5["burn_per_hour"].as_f64().unwrap();
+    assert!((burn - 0.30).abs() <= 0.015, "burn {burn}/h, true 0.30/h");
+    assert_eq!(w5["runs_out_before_reset"], true);
+    assert_eq!(w5["reset_at"], (t0 + 4 * HOUR_MS) / 1000 * 1000);
+    assert_eq!(quota["production"]["state"], "fresh");
+    let weekly = window(&quota, "production", "weekly");
+    assert_eq!(weekly["runs_out_before_reset"], false, "{weekly}");
+    assert_eq!(quota["canary"]["state"], "unavailable");
+    assert!(quota["canary"]["sample_age_seconds"].is_null(), "unknown, not 0: {}", quota["canary"]);
+    assert_eq!(quota["canary"]["windows"], serde_json::json!([]));
+
+    // Runs out about an hour before the reset: the alert fires and reaches Alertmanager.
+    let fired =
+        wait_for_value("QuotaRunsOut in Alertmanager", || async { am.alert("QuotaRunsOut", "production").await }).await;
+    let value: f64 = fired["annotations"]["value"].as_str().unwrap().parse().unwrap();
+    // An hour early, give or take 5 % of the three hours the projection spans.
+    assert!((value + 3_600.0).abs() <= 0.05 * 3.0 * 3_600.0, "about -1 h: {value}");
+    assert!(am.alert("QuotaRunsOut", "canary").await.is_none(), "no quota is no alert");
+
+    // The overview shows the card and the panel, server-rendered.
+    let page = reqwest::get(app.url("/")).await.unwrap().text().await.unwrap();
+    assert!(page.contains("id=\"quota-card\"") && page.contains("id=\"panel-quota\""), "{page}");
+    assert!(page.contains("before the reset"), "the verdict is shown");
+
+    // The provider has stopped answering for 20 minutes: the sample is stale, the pace unknown.
+    proxy.model.lock().unwrap().failing = true;
+    let quota = wait_for_quota(&app, |q| q["production"]["state"] == "stale").await;
+    let w5 = window(&quota, "production", "five_hour");
+    assert!(w5["burn_per_hour"].is_null() && w5["exhausted_at"].is_null(), "{w5}");
+    assert!(w5["used_ratio"].as_f64().unwrap() > 0.1, "the last known ratio stays: {w5}");
+    assert!(quota["production"]["sample_age_seconds"].as_f64().unwrap() > 15.0 * 60.0);
+
+    ticking.abort();
+    app.stop().await;
+}
+
+async fn wait_for_quota(app: &TestApp, ready: impl Fn(&Value) -> bool) -> Value {
+    wait_for_value("the quota report", || async {
+        let resp = reqwest::get(app.url("/api/quota")).await.ok()?;
+        let body: Value = resp.json().await.ok()?;
+        (body.get("production").is_some() && ready(&body)).then_some(body)
+    })
+    .await
+}
+
+/// Polls `probe` for up to a minute until it gives a value.
+async fn wait_for_value<T, F, Fut>(what: &str, mut probe: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let start = std::time::Instant::now();
+    while start.elapsed() < Duration::from_secs(60) {
+        if let Some(v) = probe().await {
+            return v;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("timed out waiting for {what}");
+}
