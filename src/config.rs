@@ -358,6 +358,12 @@ impl ServeArgs {
         let (retention_5s, retention_1m, retention_10m, downsample_interval) = self.retentions()?;
         let allowed_hosts = self.hosts.validate()?;
         let proxy = self.proxy_plan(&allowed_hosts)?;
+        let alerts = self.alerts.validate()?;
+        if engine.is_none() {
+            // An objective's SLI must cover its whole period: refused when no table keeps it.
+            let kept = crate::budget::slo::Retention { retention_5s, retention_1m, retention_10m };
+            crate::budget::slo::check_retention(&alerts.slos, &kept)?;
+        }
         let targets = match parse_targets(&self.scrape_targets) {
             _ if engine.is_some() => Vec::new(),
             Err(_) if proxy.is_some() && self.scrape_targets.split(',').all(|t| t.trim().is_empty()) => Vec::new(),
@@ -390,7 +396,7 @@ impl ServeArgs {
                 idle: parse_duration("HTTP_IDLE_TIMEOUT", &self.http_idle_timeout)?,
             },
             remote: self.remote.validate()?,
-            alerts: self.alerts.validate()?,
+            alerts,
             engine,
         })
     }

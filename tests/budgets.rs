@@ -14,6 +14,7 @@ mod common;
 mod harness;
 mod self_metrics;
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -253,4 +254,110 @@ where
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     panic!("timed out waiting for {what}");
+}
+
+#[test]
+fn an_objective_longer_than_retention_refuses_to_start_naming_both_settings() {
+    let dir = tempfile::tempdir().unwrap();
+    let rules = dir.path().join("rules.yaml");
+    std::fs::write(
+        &rules,
+        "rules: []\nslos:\n  - {name: Avail, indicator: availability, objective: 99.5, period: 28d}\n",
+    )
+    .unwrap();
+    let run = |retention_10m: &str| {
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_zai-dash"));
+        for var in ["LISTEN_ADDR", "RETENTION_5S", "RETENTION_1M", "SOURCE", "PROMETHEUS_URL", "DASHBOARD_TOKEN"] {
+            cmd.env_remove(var);
+        }
+        cmd.arg("serve")
+            .env("SCRAPE_TARGETS", "http://127.0.0.1:9/metrics")
+            .env("DB_PATH", dir.path().join("z.db"))
+            .env("ALERT_RULES", &rules)
+            .env("RETENTION_10M", retention_10m)
+            .env("LISTEN_ADDR", "127.0.0.1:0");
+        cmd
+    };
+    let out = common::process::output(&mut run("7d"), Duration::from_secs(60));
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("field `period`") && stderr.contains("RETENTION_10M"), "{stderr}");
+    assert_eq!(stderr.trim().lines().count(), 1, "one sentence: {stderr}");
+}
+
+const OBJECTIVES: &str = "rules: []\nslos:\n  - {name: Avail, indicator: availability, objective: 99}\n";
+
+/// The status of objective `Avail` for `variant` in `/api/slos`.
+async fn slo(app: &TestApp, variant: &str) -> Option<Value> {
+    let list = app.json("/api/slos").await;
+    list.as_array()?.iter().find(|s| s["name"] == "Avail" && s["variant"] == variant).cloned()
+}
+
+/// Alert evaluations zai-dash has made since it started.
+async fn evaluations(app: &TestApp) -> u64 {
+    self_metrics::read_one(&app.base, "zai_dash_alert_evaluations_total").await as u64
+}
+
+/// `(alertname, variant)` of every pending or firing alert of `/api/alerts`.
+async fn active(app: &TestApp) -> Vec<(String, String)> {
+    let body = app.json("/api/alerts").await;
+    let alerts = body["data"]["alerts"].as_array().cloned().unwrap_or_default();
+    let s = |v: &Value| v.as_str().unwrap_or_default().to_owned();
+    alerts.iter().map(|a| (s(&a["labels"]["alertname"]), s(&a["labels"]["variant"]))).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fast_burn_pages_through_alertmanager_and_a_slow_one_never_does() {
+    // Objective 99 %: a 1 % error budget. `hot` fails 20 % of requests (burn 20, above the
+    // page's 14.4), `cool` 0.5 % (burn 0.5).
+    let hot = FakeTarget::start(Sim { err_rate: 10.0, ..Sim::new("hot", 40.0) }, Behaviour::Healthy).await;
+    let cool = FakeTarget::start(Sim { err_rate: 2.0, ..Sim::new("cool", 398.0) }, Behaviour::Healthy).await;
+    let am = harness::alertmanager::Alertmanager::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = settings(&dir, targets(&[&hot.url, &cool.url]));
+    s.alerts = alert_settings(OBJECTIVES);
+    s.alerts.alertmanager_url = Some(url::Url::parse(&am.server.base).unwrap());
+    let app = TestApp::start(s).await;
+
+    // Every poll of the alerts looks for a page of `cool`, from the first tick on.
+    let seen_cool_page = AtomicBool::new(false);
+    let look = || async {
+        if active(&app).await.contains(&("AvailBurnRatePage".to_owned(), "cool".to_owned())) {
+            seen_cool_page.store(true, Ordering::SeqCst);
+        }
+    };
+    let page = wait_for_value("AvailBurnRatePage of hot in Alertmanager", || async {
+        look().await;
+        am.alert("AvailBurnRatePage", "hot").await
+    })
+    .await;
+    assert_eq!(page["labels"]["severity"], "critical");
+    assert!(page["annotations"]["summary"].as_str().unwrap().contains("14.4x over 1h and 5m"), "{page}");
+
+    // Burn rates as known: 20 and 0.5 (every window holds the same traffic so far).
+    let hot_slo = slo(&app, "hot").await.unwrap();
+    let burn = hot_slo["burn_rates"]["5m"].as_f64().unwrap();
+    assert!((burn - 20.0).abs() < 2.0, "hot burns at 20: {hot_slo}");
+    assert!(hot_slo["error_budget_remaining"].as_f64().unwrap() < 0.0, "overspent: {hot_slo}");
+    assert_eq!(hot_slo["alerts"][0]["state"], "firing");
+
+    // The slow burn had every chance: evaluations after its burn settled, none pages.
+    let settled = evaluations(&app).await;
+    wait_for("ten more evaluations", Duration::from_secs(30), || async {
+        look().await;
+        evaluations(&app).await >= settled + 10
+    })
+    .await;
+    let cool_slo = slo(&app, "cool").await.unwrap();
+    let burn = cool_slo["burn_rates"]["5m"].as_f64().unwrap();
+    assert!((burn - 0.5).abs() < 0.2, "cool burns at 0.5: {cool_slo}");
+    assert_eq!(cool_slo["alerts"][0]["state"], "inactive", "{cool_slo}");
+    assert!(!seen_cool_page.load(Ordering::SeqCst), "a 0.5x burn never pages");
+    assert!(am.alert("AvailBurnRatePage", "cool").await.is_none());
+
+    // The page shows both, with the budget left and the burn-rate charts.
+    let html = reqwest::get(app.url("/slos")).await.unwrap().text().await.unwrap();
+    assert!(html.contains("Avail · hot") && html.contains("Avail · cool"), "{html}");
+    assert!(html.contains("Error budget left") && html.contains("Burn rate"));
+    app.stop().await;
 }

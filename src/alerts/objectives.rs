@@ -3,9 +3,10 @@
 //! each objective's two burn-rate alerts as rules the engine runs like any other (records,
 //! receivers, restarts), so a page and a ticket reach Alertmanager the way every alert does.
 //!
-//! A window is read again once it is older than a sixtieth of its length (at most a minute):
-//! the 5 min window at every tick, the period (28 d of sums) once a minute, which moves its
-//! ratio by less than the minute's share of it.
+//! A window's sums are reused for a sixtieth of the time their data covers (at most a minute):
+//! the 5 min window is read at every tick, a period of 28 days of data once a minute, which
+//! moves its ratio by less than a minute's share of it. While the data is young (zai-dash just
+//! started) every window is read at every tick, since a minute is then much of what it holds.
 //!
 //! The burn-rate charts of `/slos` draw what this module computed since zai-dash started: one
 //! sample a minute per objective and variant, the last [`HISTORY_SAMPLES`].
@@ -50,11 +51,22 @@ pub type SloHistory = BTreeMap<(String, String), Vec<SloSample>>;
 #[derive(Debug, Default)]
 pub struct Objectives {
     specs: Vec<SloSpec>,
-    /// Per window length: when read, and each variant's increases.
-    sums: BTreeMap<i64, (i64, BTreeMap<String, Counts>)>,
+    /// Per window length: what was read.
+    sums: BTreeMap<i64, Read>,
     history: BTreeMap<(String, String), VecDeque<SloSample>>,
     /// The history as the snapshot shares it, rebuilt when a sample is added.
     shared: Arc<SloHistory>,
+}
+
+/// One window's sums as read.
+#[derive(Debug, Clone, Default)]
+struct Read {
+    /// When, Unix ms.
+    at_ms: i64,
+    /// The longest time any variant's data covers in the window.
+    covered_ms: i64,
+    /// Each variant's increases.
+    counts: BTreeMap<String, Counts>,
 }
 
 /// An objective's alert for a variant: `(alert name, variant)`.
@@ -108,14 +120,14 @@ impl Objectives {
         let windows: BTreeSet<i64> = self.specs.iter().flat_map(SloSpec::windows_ms).collect();
         let mut error = None;
         for w in windows {
-            let reuse_ms = (w / 60).min(MAX_REUSE_MS);
-            if self.sums.get(&w).is_some_and(|(at, _)| now_ms - at < reuse_ms) {
+            if self.sums.get(&w).is_some_and(|r| now_ms - r.at_ms < (r.covered_ms / 60).min(MAX_REUSE_MS)) {
                 continue;
             }
             match source.window(WindowQuery::ending(now_ms, w)).await {
                 Ok(sums) => {
+                    let covered_ms = sums.values().map(|s| now_ms - s.data_from_ms).max().unwrap_or(0);
                     let counts = sums.into_iter().map(|(v, s)| (v, s.counts)).collect();
-                    self.sums.insert(w, (now_ms, counts));
+                    self.sums.insert(w, Read { at_ms: now_ms, covered_ms, counts });
                 }
                 Err(e) => error = Some(e),
             }
@@ -152,12 +164,11 @@ impl Objectives {
 }
 
 /// Window sums read ahead, answering [`CountsSource`] (the evaluation itself is synchronous).
-struct Prefetched<'a>(&'a BTreeMap<i64, (i64, BTreeMap<String, Counts>)>);
+struct Prefetched<'a>(&'a BTreeMap<i64, Read>);
 
 impl CountsSource for Prefetched<'_> {
     fn good_total(&self, indicator: &Indicator, variant: &str, window_ms: i64, _end_ms: i64) -> Option<SloCounts> {
-        let (_, sums) = self.0.get(&window_ms)?;
-        match sums.get(variant) {
+        match self.0.get(&window_ms)?.counts.get(variant) {
             Some(counts) => indicator.good_total(counts),
             None => Some(SloCounts::default()),
         }
@@ -270,7 +281,7 @@ mod tests {
 
     #[test]
     fn a_window_not_read_is_unknown_and_a_variant_without_data_has_no_requests() {
-        let sums = BTreeMap::from([(300_000, (0, BTreeMap::new()))]);
+        let sums = BTreeMap::from([(300_000, Read::default())]);
         let p = Prefetched(&sums);
         assert_eq!(p.good_total(&Indicator::Availability, "a", 300_000, 0), Some(SloCounts::default()));
         assert_eq!(p.good_total(&Indicator::Availability, "a", 3_600_000, 0), None);

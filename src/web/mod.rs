@@ -14,6 +14,7 @@ pub mod export;
 pub mod grafana;
 pub mod guard;
 pub mod models;
+pub mod objectives;
 pub mod pages;
 pub mod runway;
 pub mod selfmetrics;
@@ -167,6 +168,8 @@ fn pages_router() -> Router<AppState> {
         .route("/api/compare", get(dash_api::compare))
         .route("/api/models", get(dash_api::models))
         .route("/api/quota", get(runway::api))
+        .route("/slos", get(objectives::page))
+        .route("/api/slos", get(objectives::api))
         .route("/static/{name}", get(assets::serve))
         .layer(tower_http::compression::CompressionLayer::new().quality(tower_http::CompressionLevel::Fastest))
 }
