@@ -10,6 +10,7 @@
 pub mod client;
 pub mod discovery;
 pub mod increase;
+pub mod labels;
 pub mod outbound;
 pub mod parse;
 pub mod persist;
