@@ -19,13 +19,37 @@ pub struct Labels<'a> {
     raw: &'a str,
     /// The labels with their values unescaped, only when a value held an escape sequence.
     unescaped: Option<Box<[(&'a str, Cow<'a, str>)]>>,
+    /// Where in `raw` the bound label (`le` of a bucket, `quantile` of a quantile) is, with
+    /// the comma and blanks after it: a histogram's lines differ only there, so finding the
+    /// lines of one series is a comparison of the text around it.
+    bound: Option<(usize, usize)>,
+    /// The bound label's value as written (without escapes), or its name when the labels were
+    /// unescaped.
+    bound_value: Option<&'a str>,
 }
 
 impl<'a> Labels<'a> {
-    /// Labels from `(name, value)` pairs (tests and callers that build samples by hand).
-    pub fn from_pairs(pairs: &[(&'a str, &'a str)]) -> Self {
-        let owned = pairs.iter().map(|(n, v)| (*n, Cow::Borrowed(*v))).collect();
-        Self { raw: "", unescaped: Some(owned) }
+    /// The value of the bound label named when parsing (`le`, `quantile`), if present.
+    pub(crate) fn bound_value(&self) -> Option<&str> {
+        match &self.unescaped {
+            None => self.bound_value,
+            Some(_) => self.get(self.bound_value?),
+        }
+    }
+
+    /// Whether both label sets are equal apart from `skip` (same names in the same order, same
+    /// values). Lines of one histogram series written alike compare as text around their `le`.
+    pub fn same_except(&self, other: &Self, skip: &str) -> bool {
+        if let (None, None, Some(a), Some(b)) = (&self.unescaped, &other.unescaped, self.bound, other.bound)
+            && self.raw[..a.0] == other.raw[..b.0]
+            && self.raw[a.1..] == other.raw[b.1..]
+            && self.raw[a.0..].starts_with(skip)
+            && other.raw[b.0..].starts_with(skip)
+        {
+            return true;
+        }
+        let kept = |l: &(&str, &str)| l.0 != skip;
+        self.iter().filter(kept).eq(other.iter().filter(kept))
     }
 
     /// `(name, value)` pairs in exposition order.
@@ -44,6 +68,14 @@ impl<'a> Labels<'a> {
     /// Number of labels.
     pub fn len(&self) -> usize {
         self.iter().count()
+    }
+
+    /// An upper bound of the length of every name and value: no label is longer than this.
+    pub fn text_len(&self) -> usize {
+        match &self.unescaped {
+            None => self.raw.len(),
+            Some(pairs) => pairs.iter().map(|(n, v)| n.len().max(v.len())).max().unwrap_or(0),
+        }
     }
 
     /// Whether there is no label.
@@ -147,10 +179,15 @@ impl<'a> SeenNames<'a> {
 }
 
 /// Checks the label set after `{` and returns it with the text after `}`.
-pub(crate) fn parse_label_set(s: &str) -> Result<(Labels<'_>, &str), String> {
+pub(crate) fn parse_label_set<'a>(
+    s: &'a str,
+    bound_name: Option<&'static str>,
+) -> Result<(Labels<'a>, &'a str), String> {
     let b = s.as_bytes();
     let mut seen = SeenNames { few: [""; 16], len: 0, many: None };
     let mut escaped = false;
+    let mut bound = None;
+    let mut bound_value = None;
     let mut pos = skip_blanks(b, 0);
     loop {
         match b.get(pos) {
@@ -174,7 +211,9 @@ pub(crate) fn parse_label_set(s: &str) -> Result<(Labels<'_>, &str), String> {
         if b.get(pos) != Some(&b'"') {
             return Err(format!("expected '\"' to open value of label {}", quoted(name)));
         }
-        let (after, has_escape) = value_end(b, pos + 1)?;
+        let label_start = name_end - name.len();
+        let value_start = pos + 1;
+        let (after, has_escape) = value_end(b, value_start)?;
         escaped |= has_escape;
         if !seen.insert(name) {
             return Err(format!("duplicate label {}", quoted(name)));
@@ -185,9 +224,17 @@ pub(crate) fn parse_label_set(s: &str) -> Result<(Labels<'_>, &str), String> {
             Some(b'}') | None => {}
             Some(_) => return Err(format!("expected ',' or '}}' after label {}", quoted(name))),
         }
+        if Some(name) == bound_name {
+            bound = Some((label_start, pos));
+            bound_value = Some(&s[value_start..after - 1]);
+        }
     }
     let raw = &s[..pos];
-    let labels = if escaped { unescaped(raw) } else { Labels { raw, unescaped: None } };
+    let labels = if escaped {
+        Labels { bound, bound_value: bound.and(bound_name), ..unescaped(raw) }
+    } else {
+        Labels { raw, unescaped: None, bound, bound_value }
+    };
     Ok((labels, &s[pos + 1..]))
 }
 
@@ -226,7 +273,7 @@ fn unescaped(raw: &str) -> Labels<'_> {
             pos = skip_blanks(b, pos + 1);
         }
     }
-    Labels { raw, unescaped: Some(pairs.into_boxed_slice()) }
+    Labels { raw, unescaped: Some(pairs.into_boxed_slice()), bound: None, bound_value: None }
 }
 
 /// Resolves `\\` and `\n` (and `\"` when `quotes`); any other backslash sequence is kept
@@ -248,4 +295,55 @@ pub(crate) fn unescape(raw: &str, quotes: bool) -> String {
     }
     out.push_str(rest);
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn labels<'a>(text: &'a str, bound: Option<&'static str>) -> Labels<'a> {
+        parse_label_set(text, bound).unwrap().0
+    }
+
+    #[test]
+    fn values_are_borrowed_unless_one_holds_an_escape() {
+        let plain = labels(r#" a = "x" ,b="y",} rest"#, None);
+        assert!(plain.unescaped.is_none());
+        assert_eq!(plain.iter().collect::<Vec<_>>(), [("a", "x"), ("b", "y")]);
+        let escaped = labels(r#"a="x",b="q\"z\n",c="w"}"#, None);
+        assert!(escaped.unescaped.is_some());
+        assert_eq!(escaped.iter().collect::<Vec<_>>(), [("a", "x"), ("b", "q\"z\n"), ("c", "w")]);
+        assert_eq!(escaped.get("c"), Some("w"));
+        assert_eq!(plain, labels(r#"a="x", b="y"}"#, None), "equal labels written differently");
+    }
+
+    #[test]
+    fn the_bound_label_is_found_with_or_without_escapes() {
+        assert_eq!(labels(r#"a="1",le="0.5"}"#, Some("le")).bound_value(), Some("0.5"));
+        assert_eq!(labels(r#"le="0.5",a="\\"}"#, Some("le")).bound_value(), Some("0.5"));
+        assert_eq!(labels(r#"l="1",a="\\"}"#, Some("le")).bound_value(), None);
+        assert_eq!(labels(r#"quantile="0.9"}"#, Some("le")).bound_value(), None);
+    }
+
+    #[test]
+    fn lines_of_one_series_compare_equal_apart_from_their_bound() {
+        let a = labels(r#"m="x",le="0.5",v="p"}"#, Some("le"));
+        let b = labels(r#"m="x",le="1",v="p"}"#, Some("le"));
+        let spaced = labels(r#"m = "x", le="2", v="p"}"#, Some("le"));
+        let other = labels(r#"m="y",le="1",v="p"}"#, Some("le"));
+        let escaped = labels(r#"m="x",le="3",v="p",z="\\"}"#, Some("le"));
+        assert!(a.same_except(&b, "le"));
+        assert!(a.same_except(&spaced, "le"), "written differently, same labels");
+        assert!(!a.same_except(&other, "le"));
+        assert!(!a.same_except(&escaped, "le"));
+        assert!(!a.same_except(&labels(r#"m="x",v="p"}"#, None), "x"));
+    }
+
+    #[test]
+    fn many_labels_are_checked_for_duplicates() {
+        let text: String = (0..40).map(|i| format!("l{i}=\"v\",")).collect::<String>() + "}";
+        assert_eq!(labels(&text, None).len(), 40);
+        let twice = format!("{}l7=\"w\"}}", &text[..text.len() - 1]);
+        assert_eq!(parse_label_set(&twice, None).unwrap_err(), "duplicate label \"l7\"");
+    }
 }

@@ -152,8 +152,6 @@ pub fn parse(text: &str) -> Result<Exposition<'_>, ParseError> {
 }
 
 /// Separators inside a line: the format allows spaces and tabs.
-const BLANKS: [char; 2] = [' ', '\t'];
-/// [`BLANKS`] as bytes.
 pub(crate) const BLANKS_BYTES: [u8; 2] = [b' ', b'\t'];
 
 /// Longest text quoted verbatim in an error reason; garbage lines can be huge.
@@ -184,7 +182,7 @@ struct Parser<'a> {
 
 impl<'a> Parser<'a> {
     fn line(&mut self, line: &'a str) -> Result<(), String> {
-        let line = line.trim_start_matches(BLANKS);
+        let line = trim_blanks(line);
         if line.is_empty() {
             return Ok(());
         }
@@ -200,7 +198,7 @@ impl<'a> Parser<'a> {
     /// Handles `# HELP` and `# TYPE`; any other comment is ignored. Like
     /// Prometheus, a blank is required after `#` for a HELP/TYPE keyword.
     fn comment(&mut self, rest: &'a str) -> Result<(), String> {
-        let after = rest.trim_start_matches(BLANKS);
+        let after = trim_blanks(rest);
         if after.len() == rest.len() {
             return Ok(());
         }
@@ -264,14 +262,22 @@ impl<'a> Parser<'a> {
 
     fn sample(&mut self, line: &'a str) -> Result<(), String> {
         let (name, rest) = split_metric_name(line)?;
-        let rest = rest.trim_start_matches(BLANKS);
+        let rest = trim_blanks(rest);
+        // Resolved first so the label set knows its bound label (`le`, `quantile`); an error of
+        // the resolution still comes after those of the labels and the value.
+        let resolved = self.resolve(name);
+        let bound_name = match resolved {
+            Ok((_, SampleKind::Bucket)) => Some("le"),
+            Ok((_, SampleKind::Quantile)) => Some("quantile"),
+            _ => None,
+        };
         let (labels, rest) = match rest.strip_prefix('{') {
-            Some(inner) => parse_label_set(inner)?,
+            Some(inner) => parse_label_set(inner, bound_name)?,
             None => (Labels::default(), rest),
         };
         let (value, timestamp_ms) = parse_value_and_timestamp(rest)?;
-        let (family, kind) = self.resolve(name)?;
-        let bound = parse_bound(kind, &labels)?;
+        let (family, kind) = resolved?;
+        let bound = parse_bound(bound_name, &labels)?;
         self.counts[family] += 1;
         self.samples.push((family, Sample { kind, labels, value, bound, timestamp_ms }));
         Ok(())
@@ -348,16 +354,54 @@ impl<'a> Parser<'a> {
 
 /// Splits off the first blank-separated token and skips the blanks after it.
 fn split_token(s: &str) -> (&str, &str) {
-    let end = s.find(BLANKS).unwrap_or(s.len());
-    (&s[..end], s[end..].trim_start_matches(BLANKS))
+    let b = s.as_bytes();
+    let end = b.iter().position(|c| BLANKS_BYTES.contains(c)).unwrap_or(b.len());
+    (&s[..end], trim_blanks(&s[end..]))
 }
+
+/// `s` without the blanks it starts with.
+pub(crate) fn trim_blanks(s: &str) -> &str {
+    let skip = s.as_bytes().iter().take_while(|c| BLANKS_BYTES.contains(c)).count();
+    &s[skip..]
+}
+
+/// Bit of [`IDENT`]: may start a label name.
+const LABEL_START: u8 = 1;
+/// Bit of [`IDENT`]: may continue a label name.
+const LABEL_REST: u8 = 2;
+/// Bit of [`IDENT`]: may start a metric name.
+const METRIC_START: u8 = 4;
+/// Bit of [`IDENT`]: may continue a metric name.
+const METRIC_REST: u8 = 8;
+
+/// Which bytes names are made of, by byte: one table lookup per byte instead of a chain of
+/// comparisons (names are most of an exposition's bytes).
+const IDENT: [u8; 256] = {
+    let mut t = [0u8; 256];
+    let mut c = 0;
+    while c < 256 {
+        let b = c as u8;
+        let letter = b.is_ascii_alphabetic() || b == b'_';
+        if letter {
+            t[c] = LABEL_START | LABEL_REST | METRIC_START | METRIC_REST;
+        } else if b.is_ascii_digit() {
+            t[c] = LABEL_REST | METRIC_REST;
+        } else if b == b':' {
+            t[c] = METRIC_START | METRIC_REST;
+        }
+        c += 1;
+    }
+    t
+};
 
 /// Length of the identifier at the start of `b`: `[a-zA-Z_:][a-zA-Z0-9_:]*`
 /// for metric names, the same without `:` for label names.
 pub(crate) fn ident_len(b: &[u8], allow_colon: bool) -> usize {
-    let ok = |c: u8| c.is_ascii_alphanumeric() || c == b'_' || (allow_colon && c == b':');
+    let (start, rest) = if allow_colon { (METRIC_START, METRIC_REST) } else { (LABEL_START, LABEL_REST) };
     match b.first() {
-        Some(&c) if ok(c) && !c.is_ascii_digit() => 1 + b[1..].iter().take_while(|&&c| ok(c)).count(),
+        Some(&c) if IDENT[usize::from(c)] & start != 0 => {
+            1 + b[1..].iter().take_while(|&&c| IDENT[usize::from(c)] & rest != 0).count()
+        }
         _ => 0,
     }
 }
@@ -397,7 +441,7 @@ fn split_metric_name(line: &str) -> Result<(&str, &str), String> {
 
 /// Parses `value [timestamp] [# exemplar]`.
 fn parse_value_and_timestamp(rest: &str) -> Result<(f64, Option<i64>), String> {
-    let (token, rest) = split_token(rest.trim_start_matches(BLANKS));
+    let (token, rest) = split_token(trim_blanks(rest));
     if token.is_empty() {
         return Err("missing value".to_owned());
     }
@@ -422,13 +466,9 @@ fn parse_float(token: &str) -> Option<f64> {
 }
 
 /// The parsed `le` of a bucket or `quantile` of a quantile sample.
-fn parse_bound(kind: SampleKind, labels: &Labels<'_>) -> Result<Option<f64>, String> {
-    let label = match kind {
-        SampleKind::Bucket => "le",
-        SampleKind::Quantile => "quantile",
-        _ => return Ok(None),
-    };
-    let raw = labels.get(label).ok_or_else(|| format!("missing \"{label}\" label"))?;
+fn parse_bound(label: Option<&str>, labels: &Labels<'_>) -> Result<Option<f64>, String> {
+    let Some(label) = label else { return Ok(None) };
+    let raw = labels.bound_value().ok_or_else(|| format!("missing \"{label}\" label"))?;
     let bound = parse_float(raw).ok_or_else(|| format!("invalid \"{label}\" value {}", quoted(raw)))?;
     Ok(Some(bound))
 }

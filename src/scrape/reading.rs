@@ -183,11 +183,12 @@ pub fn read(expo: &Exposition<'_>) -> Reading {
             continue;
         }
         for s in &fam.samples {
-            for (n, v) in &s.labels {
-                if n == "variant" {
-                    variants.insert(stored_value(v));
-                }
-                r.cut += usize::from(n.len() > LABEL_MAX_BYTES) + usize::from(v.len() > LABEL_MAX_BYTES);
+            if let Some(v) = s.label("variant") {
+                variants.insert(stored_value(v));
+            }
+            if s.labels.text_len() > LABEL_MAX_BYTES {
+                let long = |t: &str| usize::from(t.len() > LABEL_MAX_BYTES);
+                r.cut += s.labels.iter().map(|(n, v)| long(n) + long(v)).sum::<usize>();
             }
         }
         read_family(fam, &mut r);
@@ -223,32 +224,48 @@ fn kept(r: &Reading) -> usize {
 
 fn read_counter(fam: &Family<'_>, r: &mut Reading) {
     // A series exposed twice (a broken exporter) keeps its first sample, as Prometheus does:
-    // keeping both would count the step between them as an increase on every scrape. Keys are
+    // keeping both would count the step between them as an increase on every scrape. While the
+    // keys come in strictly increasing order (client_golang sorts series) none can repeat, and
+    // each is only compared with the one before; from the first key out of order on, keys are
     // remembered by hash: a hash seen before is checked against the series that first had it,
     // and only a true collision of two keys scans the family.
     let start = r.counters.len();
     let hasher = RandomState::new();
-    let mut seen: HashMap<u64, usize> = HashMap::new();
+    let mut seen: Option<HashMap<u64, usize>> = None;
     let mut sorted = Vec::new();
     for s in fam.samples.iter().filter(|s| s.kind == SampleKind::Value && s.value.is_finite()) {
         let Some((slot, value)) = counter_slot(fam.name, s) else { continue };
         let mark = r.text.len();
         let key = push_series_key(&mut r.text, fam.name, s, None, &mut sorted);
-        let hash = hasher.hash_one(r.text(key));
-        let is_copy = |first: usize| {
-            r.text(r.counters[first].key) == r.text(key)
-                || r.counters[start..].iter().any(|c| r.text(c.key) == r.text(key))
-        };
-        if seen.get(&hash).is_some_and(|&first| is_copy(first)) {
-            r.text.truncate(mark);
-            continue;
+        let in_order = seen.is_none() && r.counters[start..].last().is_none_or(|c| r.text(c.key) < r.text(key));
+        let mut hash = None;
+        if !in_order {
+            let seen = seen.get_or_insert_with(|| {
+                r.counters[start..]
+                    .iter()
+                    .enumerate()
+                    .map(|(i, c)| (hasher.hash_one(r.text(c.key)), start + i))
+                    .collect()
+            });
+            let h = hasher.hash_one(r.text(key));
+            let is_copy = |first: usize| {
+                r.text(r.counters[first].key) == r.text(key)
+                    || r.counters[start..].iter().any(|c| r.text(c.key) == r.text(key))
+            };
+            if seen.get(&h).is_some_and(|&first| is_copy(first)) {
+                r.text.truncate(mark);
+                continue;
+            }
+            hash = Some(h);
         }
         if kept(r) >= MAX_SERIES {
             r.text.truncate(mark);
             r.dropped += 1;
             continue;
         }
-        seen.entry(hash).or_insert(r.counters.len());
+        if let (Some(seen), Some(h)) = (seen.as_mut(), hash) {
+            seen.entry(h).or_insert(r.counters.len());
+        }
         let span = r.push_text(stored_value(value));
         r.counters.push(CounterSeries { key, slot: slot.at(span), value: s.value });
     }
@@ -340,8 +357,7 @@ fn read_hist(fam: &Family<'_>, slot: HistSlot, r: &mut Reading) {
 /// Whether two samples have the same labels apart from `le` (same names in the same order,
 /// same values).
 fn same_labels_but_le(a: &Sample<'_>, b: &Sample<'_>) -> bool {
-    let not_le = |l: &(&str, &str)| l.0 != "le";
-    a.labels.iter().filter(not_le).eq(b.labels.iter().filter(not_le))
+    a.labels.same_except(&b.labels, "le")
 }
 
 /// A label value as stored: cut to [`LABEL_MAX_BYTES`] at a char boundary.
@@ -364,21 +380,25 @@ fn push_series_key<'s>(
     let start = text.len();
     text.push_str(family);
     let included = |l: &(&str, &str)| Some(l.0) != skip;
-    let mut push = |(n, v): (&str, &str)| {
+    let push = |text: &mut String, (n, v): (&str, &str)| {
         text.push('\u{1}');
         push_key_part(text, n);
         text.push('\u{2}');
         push_key_part(text, v);
     };
-    let mut names = s.labels.iter().filter(included).map(|l| l.0);
-    let in_order = names.clone().zip(names.by_ref().skip(1)).all(|(a, b)| a < b);
-    if in_order {
-        s.labels.iter().filter(included).for_each(&mut push);
-    } else {
-        sorted.clear();
-        sorted.extend(s.labels.iter().filter(included));
-        sorted.sort_unstable();
-        sorted.iter().copied().for_each(push);
+    // Written in one pass while the names come in order; labels out of order start over sorted.
+    let mut previous = "";
+    for (i, label) in s.labels.iter().filter(included).enumerate() {
+        if i > 0 && label.0 <= previous {
+            text.truncate(start + family.len());
+            sorted.clear();
+            sorted.extend(s.labels.iter().filter(included));
+            sorted.sort_unstable();
+            sorted.iter().for_each(|&l| push(text, l));
+            break;
+        }
+        previous = label.0;
+        push(text, label);
     }
     Span { start, end: text.len() }
 }
@@ -550,6 +570,32 @@ mod tests {
         assert_eq!(value(r.counters[2].slot), "z".repeat(128));
         assert_ne!(r.text(r.counters[0].key), r.text(r.counters[1].key), "the two models stay two series");
         assert!(r.counters.iter().all(|c| r.text(c.key).len() < 512), "keys hold cut values and hashes");
+    }
+
+    #[test]
+    fn a_series_repeated_after_others_is_still_dropped() {
+        let text = "zai_proxy_requests_total{status_code=\"200\"} 1\n\
+                    zai_proxy_requests_total{status_code=\"500\"} 2\n\
+                    zai_proxy_requests_total{status_code=\"404\"} 3\n\
+                    zai_proxy_requests_total{status_code=\"200\"} 4\n\
+                    zai_proxy_requests_total{status_code=\"500\"} 5\n";
+        let r = read(&parse(text).unwrap());
+        let values: Vec<f64> = r.counters.iter().map(|c| c.value).collect();
+        assert_eq!(values, [1.0, 2.0, 3.0]);
+    }
+
+    #[test]
+    fn histogram_lines_written_differently_stay_one_series() {
+        let text = "# TYPE zai_proxy_request_duration_seconds histogram\n\
+                    zai_proxy_request_duration_seconds_bucket{a=\"x\",le=\"1\"} 1\n\
+                    zai_proxy_request_duration_seconds_bucket{ a = \"x\", le=\"+Inf\"} 2\n\
+                    zai_proxy_request_duration_seconds_bucket{le=\"1\",a=\"y\"} 3\n\
+                    zai_proxy_request_duration_seconds_count{a=\"x\"} 2\n";
+        let r = read(&parse(text).unwrap());
+        assert_eq!(r.hists.len(), 2);
+        assert_eq!(r.hists[0].buckets, [(1.0, 1.0), (f64::INFINITY, 2.0)]);
+        assert_eq!(r.hists[0].count, 2.0);
+        assert_eq!(r.hists[1].buckets, [(1.0, 3.0)]);
     }
 
     #[test]
