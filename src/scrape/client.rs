@@ -260,3 +260,150 @@ fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
     }
     cur.to_string()
 }
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write as _;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use axum::http::{HeaderMap, StatusCode, header};
+    use axum::response::IntoResponse;
+    use axum::routing::get;
+    use futures_util::StreamExt as _;
+
+    use super::*;
+
+    const LIMITS: (Duration, usize) = (Duration::from_secs(5), 1 << 20);
+
+    /// Serves `router` on a loopback port; counts the connections it accepted.
+    async fn serve(router: axum::Router) -> (String, Arc<AtomicUsize>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("127.0.0.1:{}", listener.local_addr().unwrap().port());
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let counter = accepted.clone();
+        let listener = axum::serve::ListenerExt::tap_io(listener, move |_| {
+            counter.fetch_add(1, Ordering::SeqCst);
+        });
+        tokio::spawn(async move { axum::serve(listener, router).await });
+        (base, accepted)
+    }
+
+    async fn fetch(fetcher: &mut Fetcher, url: &str, limits: (Duration, usize)) -> Result<String, ScrapeError> {
+        let mut body = Vec::new();
+        let url = Url::parse(url).unwrap();
+        fetcher.fetch(&build_client(), &url, limits, &mut body).await?;
+        Ok(String::from_utf8(body).unwrap())
+    }
+
+    fn gzip(bytes: &[u8]) -> Vec<u8> {
+        let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        e.write_all(bytes).unwrap();
+        e.finish().unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_kept_connection_serves_the_next_scrape_and_a_closed_one_is_reopened() {
+        let router = axum::Router::new()
+            .route("/metrics", get(|| async { "up 1\n" }))
+            .route("/close", get(|| async { ([(header::CONNECTION, "close")], "up 1\n") }));
+        let (base, accepted) = serve(router).await;
+        let mut fetcher = Fetcher::default();
+        for _ in 0..3 {
+            assert_eq!(fetch(&mut fetcher, &format!("http://{base}/metrics"), LIMITS).await.unwrap(), "up 1\n");
+        }
+        assert_eq!(accepted.load(Ordering::SeqCst), 1, "one connection for three scrapes");
+        for _ in 0..2 {
+            assert_eq!(fetch(&mut fetcher, &format!("http://{base}/close"), LIMITS).await.unwrap(), "up 1\n");
+        }
+        assert_eq!(fetch(&mut fetcher, &format!("http://{base}/metrics"), LIMITS).await.unwrap(), "up 1\n");
+        assert_eq!(accepted.load(Ordering::SeqCst), 3, "the target closed it after each of its two answers");
+    }
+
+    #[tokio::test]
+    async fn headers_say_what_is_accepted_and_carry_the_urls_credentials() {
+        let router = axum::Router::new().route(
+            "/metrics",
+            get(|h: HeaderMap| async move {
+                let get = |n: header::HeaderName| h.get(n).map_or("", |v| v.to_str().unwrap()).to_owned();
+                format!(
+                    "{}|{}|{}|{}",
+                    get(header::ACCEPT),
+                    get(header::ACCEPT_ENCODING),
+                    get(header::AUTHORIZATION),
+                    get(header::USER_AGENT)
+                )
+            }),
+        );
+        let (base, _) = serve(router).await;
+        let seen = fetch(&mut Fetcher::default(), &format!("http://us%40er:pw@{base}/metrics?x=1"), LIMITS).await;
+        let seen = seen.unwrap();
+        let fields: Vec<&str> = seen.split('|').collect();
+        assert_eq!(fields[0], ACCEPT);
+        assert_eq!(fields[1], "gzip");
+        assert_eq!(fields[2], "Basic dXNAZXI6cHc=", "us@er:pw");
+        assert!(fields[3].starts_with("zai-dash/"));
+    }
+
+    #[tokio::test]
+    async fn gzip_is_decoded_and_the_cap_holds_after_decoding() {
+        let small = gzip(b"up 1\n");
+        let bomb = gzip(&vec![b'#'; 4 << 20]);
+        assert!(bomb.len() < 64 << 10, "compresses to {} bytes", bomb.len());
+        let router = axum::Router::new()
+            .route("/small", get(move || async move { ([(header::CONTENT_ENCODING, "gzip")], small) }))
+            .route("/bomb", get(move || async move { ([(header::CONTENT_ENCODING, "gzip")], bomb) }))
+            .route("/bad", get(|| async { ([(header::CONTENT_ENCODING, "gzip")], "not gzip") }))
+            .route("/long", get(|| async { "x".repeat(2 << 20) }));
+        let (base, _) = serve(router).await;
+        let mut fetcher = Fetcher::default();
+        assert_eq!(fetch(&mut fetcher, &format!("http://{base}/small"), LIMITS).await.unwrap(), "up 1\n");
+        let bomb = fetch(&mut fetcher, &format!("http://{base}/bomb"), LIMITS).await;
+        assert!(matches!(bomb, Err(ScrapeError::BodyTooLarge(_))), "{bomb:?}");
+        let long = fetch(&mut fetcher, &format!("http://{base}/long"), LIMITS).await;
+        assert!(matches!(long, Err(ScrapeError::BodyTooLarge(_))), "{long:?}");
+        let bad = fetch(&mut fetcher, &format!("http://{base}/bad"), LIMITS).await;
+        assert!(matches!(bad, Err(ScrapeError::Body(_))), "{bad:?}");
+        assert_eq!(fetch(&mut fetcher, &format!("http://{base}/small"), LIMITS).await.unwrap(), "up 1\n");
+    }
+
+    #[tokio::test]
+    async fn redirects_stay_within_the_origin_and_end() {
+        let (other, _) = serve(axum::Router::new().route("/metrics", get(|| async { "elsewhere 1\n" }))).await;
+        let away = format!("http://{other}/metrics");
+        let router = axum::Router::new()
+            .route("/metrics", get(|| async { "up 1\n" }))
+            .route("/moved", get(|| async { (StatusCode::FOUND, [(header::LOCATION, "/metrics")]) }))
+            .route("/loop", get(|| async { (StatusCode::FOUND, [(header::LOCATION, "/loop")]) }))
+            .route(
+                "/away",
+                get(move || async move { (StatusCode::FOUND, [(header::LOCATION, away)]).into_response() }),
+            );
+        let (base, _) = serve(router).await;
+        let mut fetcher = Fetcher::default();
+        assert_eq!(fetch(&mut fetcher, &format!("http://{base}/moved"), LIMITS).await.unwrap(), "up 1\n");
+        let looped = fetch(&mut fetcher, &format!("http://{base}/loop"), LIMITS).await;
+        assert!(matches!(looped, Err(ScrapeError::Redirect(302))), "{looped:?}");
+        let away = fetch(&mut fetcher, &format!("http://{base}/away"), LIMITS).await;
+        assert!(matches!(away, Err(ScrapeError::Redirect(302))), "{away:?}");
+    }
+
+    #[tokio::test]
+    async fn the_timeout_covers_the_whole_exchange() {
+        let router = axum::Router::new().route(
+            "/metrics",
+            get(|| async {
+                let stream = futures_util::stream::once(async { Ok::<_, std::io::Error>("up ") })
+                    .chain(futures_util::stream::pending());
+                axum::body::Body::from_stream(stream)
+            }),
+        );
+        let (base, _) = serve(router).await;
+        let limits = (Duration::from_millis(300), 1 << 20);
+        let mut fetcher = Fetcher::default();
+        let slow = fetch(&mut fetcher, &format!("http://{base}/metrics"), limits).await;
+        assert!(matches!(slow, Err(ScrapeError::Timeout(_))), "{slow:?}");
+        let refused = fetch(&mut fetcher, "http://127.0.0.1:1/metrics", limits).await;
+        assert!(matches!(refused, Err(ScrapeError::Connect(_))), "{refused:?}");
+    }
+}

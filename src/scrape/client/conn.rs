@@ -105,11 +105,7 @@ impl Conn {
     }
 
     /// Sends a GET for `url` and waits for the response head.
-    pub(super) async fn get(
-        &mut self,
-        url: &Url,
-        auth: Option<&HeaderValue>,
-    ) -> Result<Response<Incoming>, Error> {
+    pub(super) async fn get(&mut self, url: &Url, auth: Option<&HeaderValue>) -> Result<Response<Incoming>, Error> {
         let mut request = Request::get(&url[Position::BeforePath..Position::AfterQuery])
             .header(header::HOST, self.host.clone())
             .header(header::USER_AGENT, HeaderValue::from_static(USER_AGENT))
