@@ -12,13 +12,16 @@ use std::fmt;
 
 use super::parse::{BLANKS_BYTES, ident_len, quoted};
 
+/// A label's name and its value with escapes resolved.
+type UnescapedLabel<'a> = (&'a str, Cow<'a, str>);
+
 /// The labels of one sample, in exposition order, names unique.
 #[derive(Clone, Default)]
 pub struct Labels<'a> {
     /// The text between `{` and `}`, already checked; empty for a sample without braces.
     raw: &'a str,
     /// The labels with their values unescaped, only when a value held an escape sequence.
-    unescaped: Option<Box<[(&'a str, Cow<'a, str>)]>>,
+    unescaped: Option<Box<[UnescapedLabel<'a>]>>,
     /// Where in `raw` the bound label (`le` of a bucket, `quantile` of a quantile) is, with
     /// the comma and blanks after it: a histogram's lines differ only there, so finding the
     /// lines of one series is a comparison of the text around it.
