@@ -13,6 +13,7 @@ pub mod metrics;
 pub mod pricing;
 pub mod quota;
 pub mod scan;
+pub mod upstream;
 pub mod usage;
 
 use std::path::PathBuf;
@@ -354,7 +355,7 @@ pub struct Proxy {
     pub limiter: Limiter,
     /// The quota poller, when enabled; [`serve`] runs it as a task of its own.
     pub quota: Option<Arc<QuotaPoller>>,
-    client: reqwest::Client,
+    client: upstream::Client,
     inflight: AtomicUsize,
     clock: SharedClock,
     /// The model label of requests that name none (`TOKENIZER_MODEL`).
@@ -372,18 +373,21 @@ impl Drop for WorkerSlot {
     }
 }
 
+/// Why a proxy could not be built: one of its HTTP clients.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    /// The upstream client (TLS set-up, host name).
+    #[error(transparent)]
+    Upstream(#[from] upstream::ClientError),
+    /// The quota poller's client.
+    #[error("cannot build the quota poller's HTTP client")]
+    Quota(#[from] reqwest::Error),
+}
+
 impl Proxy {
     /// Builds a proxy and publishes its start-up gauges.
-    pub fn new(settings: ProxySettings, clock: SharedClock) -> Result<Arc<Self>, reqwest::Error> {
-        let client = reqwest::Client::builder()
-            .connect_timeout(settings.connect_timeout)
-            .read_timeout(settings.idle_timeout)
-            .redirect(reqwest::redirect::Policy::none())
-            // The proxy retries itself (with backoff and metrics); reqwest's own retry layer
-            // would also clone every request before sending it, in case of a protocol NACK.
-            .retry(reqwest::retry::never())
-            .no_gzip()
-            .build()?;
+    pub fn new(settings: ProxySettings, clock: SharedClock) -> Result<Arc<Self>, BuildError> {
+        let client = upstream::Client::new(&settings.target, settings.connect_timeout, settings.idle_timeout)?;
         let limiter = Limiter::new(settings.limiter.clone(), clock.clone());
         let metrics = ProxyMetrics::new();
         let default_model = metrics.model_label(&settings.tokenizer_model);
