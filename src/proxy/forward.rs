@@ -6,19 +6,19 @@
 //! when the client asked to stream: the first upstream chunk is forwarded as soon as it arrives,
 //! while a copy feeds the usage reader. Retries happen only before anything reached the client.
 
-use std::net::SocketAddr;
+use std::net::IpAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use axum::body::{Body, Bytes};
-use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use futures_util::{Stream, StreamExt};
 use http_body::Body as _;
 use http_body_util::Full;
+use hyper::body::Incoming;
 
 use super::metrics::{Limit, client_bucket_of};
 use super::pricing::tier;
@@ -78,9 +78,8 @@ impl Ctx {
 
 /// Every proxied request: path rule, body (before a worker slot, under a deadline), slot,
 /// then the upstream attempts.
-pub async fn handle(State(p): State<Arc<Proxy>>, req: Request) -> Response {
+pub(crate) async fn handle(p: Arc<Proxy>, peer: IpAddr, req: axum::http::Request<Incoming>) -> Response {
     let started = Instant::now();
-    let peer = req.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip());
     let (parts, body) = req.into_parts();
     let kind = ApiKind::from_path(parts.uri.path());
     let mut ctx = Ctx {
@@ -111,7 +110,7 @@ pub async fn handle(State(p): State<Arc<Proxy>>, req: Request) -> Response {
     if let Some(model) = info.model.as_deref() {
         ctx.model = p.metrics.model_label(model);
     }
-    let client = client_bucket_of(peer);
+    let client = client_bucket_of(Some(peer));
     let Some(slot) = p.try_take_slot() else {
         p.metrics.rate_limit_rejections.add(&[client, &p.settings.variant], 1.0);
         ctx.record(&p, StatusCode::SERVICE_UNAVAILABLE, false);
@@ -596,7 +595,7 @@ impl BodyError {
 
 /// The whole request body within `REQUEST_BODY_TIMEOUT` and `MAX_REQUEST_BODY_BYTES`. A body
 /// declared larger than the cap is refused before any of it is read.
-async fn read_body(body: Body, headers: &HeaderMap, s: &ProxySettings) -> Result<Bytes, BodyError> {
+async fn read_body(mut body: Incoming, headers: &HeaderMap, s: &ProxySettings) -> Result<Bytes, BodyError> {
     let declared = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
@@ -605,7 +604,19 @@ async fn read_body(body: Body, headers: &HeaderMap, s: &ProxySettings) -> Result
     if declared.is_some_and(|n| n > s.max_request_bytes) {
         return Err(BodyError::TooLarge(s.max_request_bytes));
     }
-    let frames = body.into_data_stream().map(|r| r.map_err(|_| ()));
+    let frames = futures_util::stream::poll_fn(move |cx| {
+        loop {
+            return match Pin::new(&mut body).poll_frame(cx) {
+                Poll::Ready(Some(Ok(frame))) => match frame.into_data() {
+                    Ok(data) => Poll::Ready(Some(Ok(data))),
+                    Err(_) => continue, // trailers
+                },
+                Poll::Ready(Some(Err(_))) => Poll::Ready(Some(Err(()))),
+                Poll::Ready(None) => Poll::Ready(None),
+                Poll::Pending => Poll::Pending,
+            };
+        }
+    });
     match tokio::time::timeout(s.body_timeout, collect(frames, s.max_request_bytes, declared.unwrap_or(0))).await {
         Ok(Ok(Some(b))) => Ok(b),
         Ok(Ok(None)) => Err(BodyError::TooLarge(s.max_request_bytes)),
