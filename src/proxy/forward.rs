@@ -6,7 +6,6 @@
 //! when the client asked to stream: the first upstream chunk is forwarded as soon as it arrives,
 //! while a copy feeds the usage reader. Retries happen only before anything reached the client.
 
-use std::net::IpAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -20,7 +19,7 @@ use http_body::Body as _;
 use http_body_util::Full;
 use hyper::body::Incoming;
 
-use super::metrics::{Limit, client_bucket_of};
+use super::metrics::Limit;
 use super::pricing::tier;
 use super::upstream::{self as client, UpstreamError};
 use super::usage::{self, ApiKind, SseUsage, Usage};
@@ -78,7 +77,8 @@ impl Ctx {
 
 /// Every proxied request: path rule, body (before a worker slot, under a deadline), slot,
 /// then the upstream attempts.
-pub(crate) async fn handle(p: Arc<Proxy>, peer: IpAddr, req: axum::http::Request<Incoming>) -> Response {
+/// `client` is the peer's `client` label value (computed once per connection).
+pub(crate) async fn handle(p: Arc<Proxy>, client: &'static str, req: axum::http::Request<Incoming>) -> Response {
     let started = Instant::now();
     let (parts, body) = req.into_parts();
     let kind = ApiKind::from_path(parts.uri.path());
@@ -110,7 +110,6 @@ pub(crate) async fn handle(p: Arc<Proxy>, peer: IpAddr, req: axum::http::Request
     if let Some(model) = info.model.as_deref() {
         ctx.model = p.metrics.model_label(model);
     }
-    let client = client_bucket_of(Some(peer));
     let Some(slot) = p.try_take_slot() else {
         p.metrics.rate_limit_rejections.add(&[client, &p.settings.variant], 1.0);
         ctx.record(&p, StatusCode::SERVICE_UNAVAILABLE, false);
@@ -118,8 +117,7 @@ pub(crate) async fn handle(p: Arc<Proxy>, peer: IpAddr, req: axum::http::Request
         return error(kind, StatusCode::SERVICE_UNAVAILABLE, "overloaded_error", msg);
     };
     observe_request(&p, &ctx, body.len());
-    let mut headers = upstream_headers(&parts.headers, kind, &p.settings.api_key);
-    headers.insert(header::HOST, p.client.host_header().clone());
+    let headers = upstream_headers(parts.headers, kind, &p.keys, p.client.host_header());
     let upstream = Upstream { uri: p.client.uri(&parts.uri), headers, method: parts.method, body };
     let answer = attempts(&p, ctx, client, upstream).await;
     hold_until_sent(answer, slot)
@@ -176,6 +174,9 @@ fn observe_request(p: &Proxy, ctx: &Ctx, bytes: usize) {
 /// also behind an encoded or back slash. The upstream URL parser resolves such segments, so
 /// `/v1/../../admin` would leave `ZAI_TARGET_URL`'s path prefix with the key attached.
 pub fn has_dot_segment(path: &str) -> bool {
+    if !path.bytes().any(|b| b == b'.' || b == b'%') {
+        return false; // most paths: one scan, no segment split
+    }
     path.split('/').any(|segment| {
         if !segment.contains(['.', '%']) {
             return false;
@@ -688,73 +689,95 @@ impl Upstream {
 }
 
 /// Hop-by-hop headers (RFC 9110 section 7.6.1) never cross a proxy.
-const HOP_BY_HOP: &[&str] = &[
-    "connection",
-    "keep-alive",
-    "proxy-authenticate",
-    "proxy-authorization",
-    "proxy-connection",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
+const HOP_BY_HOP: [HeaderName; 9] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    header::PROXY_AUTHENTICATE,
+    header::PROXY_AUTHORIZATION,
+    HeaderName::from_static("proxy-connection"),
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
 ];
-
-fn is_hop_by_hop(name: &HeaderName, connection: &HeaderMap) -> bool {
-    HOP_BY_HOP.contains(&name.as_str())
-        || connection
-            .get_all(header::CONNECTION)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .any(|t| t.trim().eq_ignore_ascii_case(name.as_str()))
-}
 
 /// Client headers that carry credentials: never forwarded, whatever the scheme. `Cookie` is one:
 /// with `serve --proxy`, a browser on the same host would send the dashboard's session along.
-const CREDENTIALS: &[&str] = &["authorization", "cookie", "x-api-key", "api-key", "proxy-authorization"];
+const CREDENTIALS: [HeaderName; 5] = [
+    header::AUTHORIZATION,
+    header::COOKIE,
+    HeaderName::from_static("x-api-key"),
+    HeaderName::from_static("api-key"),
+    header::PROXY_AUTHORIZATION,
+];
 
-/// The client's headers minus hop-by-hop, host, length, encoding and every credential; then the
-/// configured key in the API's own scheme.
-fn upstream_headers(client: &HeaderMap, kind: ApiKind, key: &str) -> HeaderMap {
-    let mut out = HeaderMap::new();
-    for (name, value) in client {
-        let dropped = is_hop_by_hop(name, client)
-            || [header::HOST, header::CONTENT_LENGTH, header::ACCEPT_ENCODING].contains(name)
-            || CREDENTIALS.contains(&name.as_str());
-        if !dropped {
-            out.append(name.clone(), value.clone());
-        }
-    }
-    out.insert(header::ACCEPT_ENCODING, HeaderValue::from_static("identity"));
-    let secret = match kind {
-        ApiKind::Anthropic => HeaderValue::from_str(key).map(|v| ("x-api-key", v)),
-        ApiKind::OpenAi => HeaderValue::from_str(&format!("Bearer {key}")).map(|v| ("authorization", v)),
-    };
-    if let Ok((name, mut value)) = secret {
-        value.set_sensitive(true);
-        out.insert(name, value);
-    }
-    out
-}
+/// Client headers that are replaced: the length (hyper sets it from the body sent), the
+/// encodings (the proxy reads usage from the answer, so it asks for `identity`) and the host.
+const REPLACED: [HeaderName; 3] = [header::CONTENT_LENGTH, header::ACCEPT_ENCODING, header::HOST];
 
-/// The upstream's response headers made fit for the client, in place: without hop-by-hop
-/// headers, and without `Content-Length`, which hyper sets from the body sent.
-fn strip_response_headers(headers: &mut HeaderMap) {
-    let named: Vec<HeaderName> = headers
+/// Removes hop-by-hop headers, those named by `Connection`, and `also`, in place. One pass over
+/// the names; a header is removed only when present (most requests carry none of them).
+fn strip(headers: &mut HeaderMap, also: &[&[HeaderName]]) {
+    let mut dropped: Vec<HeaderName> = headers
         .get_all(header::CONNECTION)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
         .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
         .collect();
-    for name in named {
+    for name in headers.keys() {
+        if (HOP_BY_HOP.contains(name) || also.iter().any(|names| names.contains(name))) && !dropped.contains(name) {
+            dropped.push(name.clone());
+        }
+    }
+    for name in dropped {
         headers.remove(name);
     }
-    for name in HOP_BY_HOP {
-        headers.remove(*name);
+}
+
+/// The configured key as a header in each API's scheme, made once: `x-api-key` (Anthropic) or
+/// a bearer token (OpenAI). `None` when the key cannot be a header value.
+#[derive(Debug)]
+pub(crate) struct UpstreamKeys {
+    anthropic: Option<HeaderValue>,
+    openai: Option<HeaderValue>,
+}
+
+impl UpstreamKeys {
+    pub(crate) fn new(key: &str) -> Self {
+        let sensitive = |v: HeaderValue| {
+            let mut v = v;
+            v.set_sensitive(true);
+            v
+        };
+        Self {
+            anthropic: HeaderValue::from_str(key).ok().map(sensitive),
+            openai: HeaderValue::from_str(&format!("Bearer {key}")).ok().map(sensitive),
+        }
     }
-    headers.remove(header::CONTENT_LENGTH);
+}
+
+/// The client's headers minus hop-by-hop, host, length, encoding and every credential; then the
+/// configured key in the API's own scheme and the upstream's `Host`. Done in place on the
+/// client's map, which the request no longer needs.
+fn upstream_headers(mut headers: HeaderMap, kind: ApiKind, keys: &UpstreamKeys, host: &HeaderValue) -> HeaderMap {
+    strip(&mut headers, &[&CREDENTIALS, &REPLACED]);
+    headers.insert(header::ACCEPT_ENCODING, HeaderValue::from_static("identity"));
+    headers.insert(header::HOST, host.clone());
+    let secret = match kind {
+        ApiKind::Anthropic => keys.anthropic.clone().map(|v| (HeaderName::from_static("x-api-key"), v)),
+        ApiKind::OpenAi => keys.openai.clone().map(|v| (header::AUTHORIZATION, v)),
+    };
+    if let Some((name, value)) = secret {
+        headers.insert(name, value);
+    }
+    headers
+}
+
+/// The upstream's response headers made fit for the client, in place: without hop-by-hop
+/// headers, and without `Content-Length`, which hyper sets from the body sent.
+fn strip_response_headers(headers: &mut HeaderMap) {
+    strip(headers, &[&[header::CONTENT_LENGTH]]);
 }
 
 /// A proxy-made error in the API's own envelope.
@@ -800,7 +823,8 @@ mod tests {
         h.insert("x-custom-hop", HeaderValue::from_static("1"));
         h.insert("anthropic-version", HeaderValue::from_static("2023-06-01"));
         h.insert(header::TRANSFER_ENCODING, HeaderValue::from_static("chunked"));
-        let a = upstream_headers(&h, ApiKind::Anthropic, "server-key");
+        let (keys, host) = (UpstreamKeys::new("server-key"), HeaderValue::from_static("up:1"));
+        let a = upstream_headers(h.clone(), ApiKind::Anthropic, &keys, &host);
         assert_eq!(a["x-api-key"], "server-key");
         assert!(a.get(header::AUTHORIZATION).is_none());
         assert!(
@@ -809,7 +833,7 @@ mod tests {
                 && a.get(header::TRANSFER_ENCODING).is_none()
         );
         assert_eq!(a["anthropic-version"], "2023-06-01");
-        let o = upstream_headers(&h, ApiKind::OpenAi, "server-key");
+        let o = upstream_headers(h, ApiKind::OpenAi, &keys, &host);
         assert_eq!(o[header::AUTHORIZATION], "Bearer server-key");
         assert!(o.get("x-api-key").is_none());
     }
@@ -828,10 +852,13 @@ mod tests {
     fn every_credential_header_is_dropped() {
         let mut h = HeaderMap::new();
         for name in CREDENTIALS {
-            h.insert(HeaderName::from_static(name), HeaderValue::from_static("client"));
+            h.insert(name, HeaderValue::from_static("client"));
         }
-        let out = upstream_headers(&h, ApiKind::Anthropic, "server-key");
-        assert_eq!(out.len(), 2, "accept-encoding and the configured key: {out:?}");
+        h.insert(header::HOST, HeaderValue::from_static("proxy:8081"));
+        let host = HeaderValue::from_static("up:1");
+        let out = upstream_headers(h, ApiKind::Anthropic, &UpstreamKeys::new("server-key"), &host);
+        assert_eq!(out.len(), 3, "accept-encoding, the configured key and host: {out:?}");
+        assert_eq!(out[header::HOST], "up:1");
         assert_eq!(out["x-api-key"], "server-key");
     }
 }

@@ -353,6 +353,8 @@ pub struct Proxy {
     /// The quota poller, when enabled; [`serve`] runs it as a task of its own.
     pub quota: Option<Arc<QuotaPoller>>,
     client: upstream::Client,
+    /// `ZAI_API_KEY` as the upstream's auth headers.
+    keys: forward::UpstreamKeys,
     inflight: AtomicUsize,
     clock: SharedClock,
     /// The model label of requests that name none (`TOKENIZER_MODEL`).
@@ -393,7 +395,8 @@ impl Proxy {
             None => None,
         };
         let inflight = AtomicUsize::new(0);
-        let proxy = Arc::new(Self { metrics, default_model, limiter, quota, client, inflight, clock, settings });
+        let keys = forward::UpstreamKeys::new(&settings.api_key);
+        let proxy = Arc::new(Self { metrics, default_model, limiter, quota, client, keys, inflight, clock, settings });
         let v = proxy.settings.variant.as_str();
         let b = &proxy.settings.build;
         proxy.metrics.build_info.set(&[&b.build_time, &b.commit, v, &b.version], 1.0);
@@ -431,8 +434,8 @@ impl Proxy {
 #[derive(Clone)]
 pub(crate) struct Dispatch {
     proxy: Arc<Proxy>,
-    /// Feeds the `client` label.
-    peer: std::net::IpAddr,
+    /// The peer's `client` label value, hashed from its address once per connection.
+    client: &'static str,
 }
 
 impl tower_service::Service<Request<Incoming>> for Dispatch {
@@ -445,12 +448,12 @@ impl tower_service::Service<Request<Incoming>> for Dispatch {
     }
 
     fn call(&mut self, req: Request<Incoming>) -> Self::Future {
-        let (p, peer) = (self.proxy.clone(), self.peer);
-        Box::pin(async move { Ok(dispatch(p, peer, req).await) })
+        let (p, client) = (self.proxy.clone(), self.client);
+        Box::pin(async move { Ok(dispatch(p, client, req).await) })
     }
 }
 
-async fn dispatch(p: Arc<Proxy>, peer: std::net::IpAddr, req: Request<Incoming>) -> Response {
+async fn dispatch(p: Arc<Proxy>, client: &'static str, req: Request<Incoming>) -> Response {
     if let Some(refused) = browsers_by_allowed_names(&p, &req) {
         return refused;
     }
@@ -461,7 +464,7 @@ async fn dispatch(p: Arc<Proxy>, peer: std::net::IpAddr, req: Request<Incoming>)
         "/health" if read => health_handler(&p),
         "/metrics" | "/health" => method_not_allowed(),
         "/admin/reset-rate-limit" => reset_handler(&p, req),
-        _ => forward::handle(p, peer, req).await,
+        _ => forward::handle(p, client, req).await,
     }
 }
 
@@ -486,7 +489,10 @@ pub async fn serve(
     background.close();
     let listening =
         Listening { limits: proxy.settings.listener, trips: proxy.metrics.listener.clone(), stalled_client: None };
-    let service_for = |peer: std::net::SocketAddr| Dispatch { proxy: proxy.clone(), peer: peer.ip() };
+    let service_for = |peer: std::net::SocketAddr| Dispatch {
+        proxy: proxy.clone(),
+        client: metrics::client_bucket_of(Some(peer.ip())),
+    };
     let served = crate::net::serve_with(listener, service_for, listening, shutdown).await;
     stop_poller.cancel(); // the poller ends with the server, however the server ended
     background.wait().await;
