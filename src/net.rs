@@ -332,13 +332,14 @@ impl AsyncWrite for Watched {
 }
 
 /// What [`serve_with`] runs for each connection: a service that is always ready (its
-/// `poll_ready` is never called) and answers with a body like axum's.
+/// `poll_ready` is never called), answers with a body like axum's, and returns a future that
+/// can be moved (typically boxed once by the service itself).
 pub trait PeerService:
     tower_service::Service<
         Request<Incoming>,
         Response = Response<axum::body::Body>,
         Error = Infallible,
-        Future: Send + 'static,
+        Future: Send + Unpin + 'static,
     > + Clone
     + Send
     + 'static
@@ -350,7 +351,7 @@ impl<S> PeerService for S where
             Request<Incoming>,
             Response = Response<axum::body::Body>,
             Error = Infallible,
-            Future: Send + 'static,
+            Future: Send + Unpin + 'static,
         > + Clone
         + Send
         + 'static
@@ -367,7 +368,7 @@ struct WithPeer {
 impl tower_service::Service<Request<Incoming>> for WithPeer {
     type Response = Response<axum::body::Body>;
     type Error = Infallible;
-    type Future = <Router as tower_service::Service<Request<Incoming>>>::Future;
+    type Future = Pin<Box<<Router as tower_service::Service<Request<Incoming>>>::Future>>;
 
     fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
         Poll::Ready(Ok(()))
@@ -376,7 +377,7 @@ impl tower_service::Service<Request<Incoming>> for WithPeer {
     fn call(&mut self, mut req: Request<Incoming>) -> Self::Future {
         req.extensions_mut().insert(ConnectInfo(self.peer));
         // A Router is always ready.
-        self.router.call(req)
+        Box::pin(self.router.call(req))
     }
 }
 
@@ -390,16 +391,32 @@ struct Service<S> {
 impl<S: PeerService> hyper::service::Service<Request<Incoming>> for Service<S> {
     type Response = Response<TrackedBody>;
     type Error = Infallible;
-    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Infallible>> + Send>>;
+    type Future = Tracked<S::Future>;
 
     fn call(&self, req: Request<Incoming>) -> Self::Future {
         let inflight = self.watch.begin(req.version());
         // Cloning the service is a reference count.
-        let call = self.inner.clone().call(req);
-        Box::pin(async move {
-            let response = call.await?;
-            Ok(response.map(|body| TrackedBody { inner: body, _inflight: inflight }))
-        })
+        Tracked { call: self.inner.clone().call(req), inflight: Some(inflight) }
+    }
+}
+
+/// The service's answer with its in-flight mark attached: the future the service returned,
+/// not boxed once more (a request's future is large, and moving it into a box costs a copy).
+struct Tracked<F> {
+    call: F,
+    inflight: Option<InFlight>,
+}
+
+impl<F> Future for Tracked<F>
+where
+    F: Future<Output = Result<Response<axum::body::Body>, Infallible>> + Unpin,
+{
+    type Output = Result<Response<TrackedBody>, Infallible>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let response = std::task::ready!(Pin::new(&mut self.call).poll(cx))?;
+        let Some(inflight) = self.inflight.take() else { return Poll::Pending };
+        Poll::Ready(Ok(response.map(|body| TrackedBody { inner: body, _inflight: inflight })))
     }
 }
 

@@ -689,36 +689,44 @@ impl Upstream {
 }
 
 /// Hop-by-hop headers (RFC 9110 section 7.6.1) never cross a proxy.
-const HOP_BY_HOP: [HeaderName; 9] = [
-    header::CONNECTION,
-    HeaderName::from_static("keep-alive"),
-    header::PROXY_AUTHENTICATE,
-    header::PROXY_AUTHORIZATION,
-    HeaderName::from_static("proxy-connection"),
-    header::TE,
-    header::TRAILER,
-    header::TRANSFER_ENCODING,
-    header::UPGRADE,
-];
+fn is_hop_by_hop(name: &str) -> bool {
+    matches!(
+        name,
+        "connection"
+            | "keep-alive"
+            | "proxy-authenticate"
+            | "proxy-authorization"
+            | "proxy-connection"
+            | "te"
+            | "trailer"
+            | "transfer-encoding"
+            | "upgrade"
+    )
+}
 
 /// Client headers that carry credentials: never forwarded, whatever the scheme. `Cookie` is one:
 /// with `serve --proxy`, a browser on the same host would send the dashboard's session along.
-const CREDENTIALS: [HeaderName; 5] = [
-    header::AUTHORIZATION,
-    header::COOKIE,
-    HeaderName::from_static("x-api-key"),
-    HeaderName::from_static("api-key"),
-    header::PROXY_AUTHORIZATION,
-];
+fn is_credential(name: &str) -> bool {
+    matches!(name, "authorization" | "cookie" | "x-api-key" | "api-key" | "proxy-authorization")
+}
 
-/// Client headers that are replaced: the length (hyper sets it from the body sent), the
-/// encodings (the proxy reads usage from the answer, so it asks for `identity`) and the host.
-const REPLACED: [HeaderName; 3] = [header::CONTENT_LENGTH, header::ACCEPT_ENCODING, header::HOST];
+/// Client headers not forwarded: hop-by-hop, credentials, and those replaced: the length (hyper
+/// sets it from the body sent), the encodings (the proxy reads usage from the answer, so it
+/// asks for `identity`) and the host.
+fn not_forwarded(name: &str) -> bool {
+    is_hop_by_hop(name) || is_credential(name) || matches!(name, "content-length" | "accept-encoding" | "host")
+}
 
-/// Removes hop-by-hop headers, those named by `Connection`, and `also`, in place. One pass over
-/// the names; a header is removed only when present (most requests carry none of them).
-fn strip(headers: &mut HeaderMap, also: &[&[HeaderName]]) {
-    let mut dropped: Vec<HeaderName> = headers
+/// Upstream headers not sent to the client: hop-by-hop, and the length (hyper sets it from the
+/// body sent: a body cut at a limit must not keep the upstream's).
+fn not_returned(name: &str) -> bool {
+    is_hop_by_hop(name) || name == "content-length"
+}
+
+/// Removes the headers `dropped` names and those listed in `Connection`, in place: one pass over
+/// the names, each matched once, and a removal only for a header present.
+fn strip(headers: &mut HeaderMap, dropped: fn(&str) -> bool) {
+    let mut names: Vec<HeaderName> = headers
         .get_all(header::CONNECTION)
         .iter()
         .filter_map(|v| v.to_str().ok())
@@ -726,11 +734,11 @@ fn strip(headers: &mut HeaderMap, also: &[&[HeaderName]]) {
         .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
         .collect();
     for name in headers.keys() {
-        if (HOP_BY_HOP.contains(name) || also.iter().any(|names| names.contains(name))) && !dropped.contains(name) {
-            dropped.push(name.clone());
+        if dropped(name.as_str()) && !names.contains(name) {
+            names.push(name.clone());
         }
     }
-    for name in dropped {
+    for name in names {
         headers.remove(name);
     }
 }
@@ -761,7 +769,7 @@ impl UpstreamKeys {
 /// configured key in the API's own scheme and the upstream's `Host`. Done in place on the
 /// client's map, which the request no longer needs.
 fn upstream_headers(mut headers: HeaderMap, kind: ApiKind, keys: &UpstreamKeys, host: &HeaderValue) -> HeaderMap {
-    strip(&mut headers, &[&CREDENTIALS, &REPLACED]);
+    strip(&mut headers, not_forwarded);
     headers.insert(header::ACCEPT_ENCODING, HeaderValue::from_static("identity"));
     headers.insert(header::HOST, host.clone());
     let secret = match kind {
@@ -777,7 +785,7 @@ fn upstream_headers(mut headers: HeaderMap, kind: ApiKind, keys: &UpstreamKeys, 
 /// The upstream's response headers made fit for the client, in place: without hop-by-hop
 /// headers, and without `Content-Length`, which hyper sets from the body sent.
 fn strip_response_headers(headers: &mut HeaderMap) {
-    strip(headers, &[&[header::CONTENT_LENGTH]]);
+    strip(headers, not_returned);
 }
 
 /// A proxy-made error in the API's own envelope.
@@ -851,8 +859,9 @@ mod tests {
     #[test]
     fn every_credential_header_is_dropped() {
         let mut h = HeaderMap::new();
-        for name in CREDENTIALS {
-            h.insert(name, HeaderValue::from_static("client"));
+        for name in ["authorization", "cookie", "x-api-key", "api-key", "proxy-authorization"] {
+            assert!(is_credential(name));
+            h.insert(HeaderName::from_static(name), HeaderValue::from_static("client"));
         }
         h.insert(header::HOST, HeaderValue::from_static("proxy:8081"));
         let host = HeaderValue::from_static("up:1");
