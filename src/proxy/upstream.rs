@@ -170,7 +170,9 @@ impl Client {
         loop {
             let (mut sender, reused) = match self.checkout() {
                 Some(sender) => (sender, true),
-                None => (self.connect().await?, false),
+                // Boxed: connecting (a TLS handshake's state) is most of this future's size, and
+                // a request's future is moved whole into a box; a pooled request never connects.
+                None => (Box::pin(self.connect()).await?, false),
             };
             if reused && !sender.is_ready() {
                 // Its last answer was read, so hyper is about to take the next request.
