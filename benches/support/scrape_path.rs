@@ -19,7 +19,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use zai_dash::clock::SystemClock;
 use zai_dash::health::{HealthBoard, TargetHealth};
-use zai_dash::ingest::{BatchSink, WriteBatch};
+use zai_dash::ports::ingest::{BatchSink, WriteBatch};
 use zai_dash::scrape::{Outputs, ScrapeSettings, Target, TargetSpec};
 
 /// Counts allocations (and bytes) while [`COUNTING`] is on; otherwise the system allocator
