@@ -69,6 +69,13 @@ impl Histogram {
         Some(lower + (upper - lower) * (rank - below) / (count - below))
     }
 
+    /// The `q` quantile of a histogram of seconds, in milliseconds and clamped to a finite
+    /// value: every latency percentile zai-dash shows (points, `/api/compare`, the alerts)
+    /// comes from here.
+    pub fn quantile_ms(&self, q: f64) -> Option<f64> {
+        self.quantile(q).map(|s| super::bounded(s * 1000.0))
+    }
+
     /// Mean observation, when there is one.
     pub fn mean(&self) -> Option<f64> {
         (self.count > 0.0).then(|| self.sum / self.count)

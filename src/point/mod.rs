@@ -7,6 +7,7 @@
 //! table and re-bucketed answers share one code path.
 
 pub mod aggregate;
+pub mod fields;
 pub mod histogram;
 pub mod summary;
 
@@ -14,7 +15,8 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
-pub use aggregate::{Bucket, MAX_VALUE, Point, PointBuilder, bounded};
+pub use aggregate::{Bucket, PointBuilder};
+pub use fields::{MAX_VALUE, PartRates, Point, PointParts, bounded, error_share_pct};
 pub use histogram::Histogram;
 pub use summary::Summary;
 
