@@ -180,7 +180,7 @@ fn parts(s: Sums, quota: Option<Quota>, pods: usize) -> PointParts {
             retries: rates.retries,
             upstream_errors: rates.upstream_errors,
         },
-        size_avg: [mean_of(w.request_size), mean_of(w.response_size)],
+        size_avg: [w.request_size.mean(), w.response_size.mean()],
         latency: [w.duration, w.ttft, w.tpot],
         gauges,
         totals: Some(totals),
@@ -241,10 +241,6 @@ impl Rates {
         self.retries += bounded(c.retries) / secs;
         self.upstream_errors += bounded(c.upstream_errors) / secs;
     }
-}
-
-fn mean_of(s: super::SumCount) -> Option<f64> {
-    (s.count > 0.0).then(|| s.sum / s.count)
 }
 
 /// Quota is account-wide, so it is never summed: the pod with the newest sample speaks.

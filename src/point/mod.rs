@@ -35,6 +35,11 @@ pub struct SumCount {
 }
 
 impl SumCount {
+    /// The mean observation, `None` without any.
+    pub fn mean(&self) -> Option<f64> {
+        (self.count > 0.0).then(|| self.sum / self.count)
+    }
+
     fn add(&mut self, o: &SumCount) {
         self.sum += o.sum;
         self.count += o.count;

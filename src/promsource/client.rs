@@ -45,6 +45,15 @@ impl Series {
     pub fn label(&self, name: &str) -> &str {
         self.labels.get(name).map_or("", String::as_str)
     }
+
+    /// The bucket bound of a `_bucket` series' `le` label (`0.5`, `1e+06`, `+Inf`), `None`
+    /// when it is missing or not a number.
+    pub fn le(&self) -> Option<f64> {
+        match self.label("le") {
+            "+Inf" | "Inf" | "inf" => Some(f64::INFINITY),
+            other => other.parse().ok(),
+        }
+    }
 }
 
 /// Why a query failed.

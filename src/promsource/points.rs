@@ -163,7 +163,7 @@ impl Acc {
             Part::Retries if finite => self.rates.retries += v,
             Part::UpstreamErrors if finite => self.rates.upstream_errors += v,
             Part::Buckets(i) if finite => {
-                if let Some(le) = parse_le(s.label("le")) {
+                if let Some(le) = s.le() {
                     self.buckets[i].push((le, v));
                 }
             }
@@ -189,7 +189,7 @@ impl Acc {
             requests: req_rate * secs,
             errors_of_all: (errors, req_rate),
             rates: PartRates { requests: req_rate, ..self.rates },
-            latency: self.buckets.map(histogram),
+            latency: self.buckets.map(Histogram::from_cumulative),
             size_avg: self.sizes,
             gauges: self.gauges,
             totals: None,
@@ -198,21 +198,6 @@ impl Acc {
         };
         Point::assemble(ts, variant, parts)
     }
-}
-
-/// An `le` label value (`0.5`, `1e+06`, `+Inf`).
-pub fn parse_le(le: &str) -> Option<f64> {
-    match le {
-        "+Inf" | "Inf" | "inf" => Some(f64::INFINITY),
-        other => other.parse().ok(),
-    }
-}
-
-/// Cumulative buckets (any order) as a histogram.
-pub fn histogram(mut buckets: Vec<(f64, f64)>) -> Histogram {
-    buckets.sort_by(|a, b| a.0.total_cmp(&b.0));
-    let count = buckets.last().filter(|b| b.0 == f64::INFINITY).map_or(0.0, |b| b.1);
-    Histogram { buckets, sum: 0.0, count }
 }
 
 /// The quota block as the scraper reads it from one exposition: per window, one limit type

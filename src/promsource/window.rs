@@ -10,11 +10,10 @@ use std::collections::BTreeMap;
 use futures_util::future::try_join_all;
 
 use super::client::{EngineError, Series};
-use super::points::parse_le;
 use super::session::Session;
 use super::{Timing, selector};
 use crate::clock::bucket_end;
-use crate::point::{ADJUSTMENTS, Counts, DIRECTIONS, bounded};
+use crate::point::{ADJUSTMENTS, Counts, DIRECTIONS, Histogram, bounded};
 use crate::ports::read::{WindowQuery, WindowSums};
 use crate::promql::parts::{self, family as pfamily};
 use crate::promql::{Selector, family};
@@ -121,7 +120,7 @@ impl Acc {
             }
             Part::Size(i) => self.sizes[i] += v,
             Part::Buckets(i) => {
-                if let Some(le) = parse_le(s.label("le")) {
+                if let Some(le) = s.le() {
                     self.buckets[i].push((le, v));
                 }
             }
@@ -135,7 +134,7 @@ impl Acc {
         let mut counts = self.counts;
         counts.request_size = crate::point::SumCount { sum: self.sizes[0], count: self.sizes[1] };
         counts.response_size = crate::point::SumCount { sum: self.sizes[2], count: self.sizes[3] };
-        let [duration, ttft, tpot] = self.buckets.map(super::points::histogram);
+        let [duration, ttft, tpot] = self.buckets.map(Histogram::from_cumulative);
         (counts.duration, counts.ttft, counts.tpot) = (duration, ttft, tpot);
         let data_from_ms =
             self.first_seen_ms.map_or(start_ms, |first| (bucket_end(first, point_ms) - point_ms).max(start_ms));

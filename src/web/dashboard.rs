@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use super::charts::{self, ChartSpec, ChartView, Mark, Series, Unit, compact, fmt_usd, fmt_value};
 use super::models::ModelUsage;
-use crate::point::{Counts, Point};
+use crate::point::{Counts, Point, error_share_pct};
 
 /// Ranges offered by the selector.
 pub const RANGES: [&str; 6] = ["5m", "15m", "1h", "6h", "24h", "7d"];
@@ -450,7 +450,7 @@ fn add_window_figures(panels: &mut [Panel], counts: &BTreeMap<String, Counts>) {
             let figure = match panel.id {
                 "requests" => Figure { label: format!("{variant} requests"), value: compact(n) },
                 "errors" => {
-                    let share = (n > 0.0).then(|| 100.0 * c.requests_in_class('5') / n);
+                    let share = error_share_pct(c.requests_in_class('5'), n);
                     Figure { label: format!("{variant} 5xx"), value: opt(Unit::Percent, share) }
                 }
                 "cost" => {
