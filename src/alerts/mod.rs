@@ -1,4 +1,4 @@
-//! Alerts (decisions section 10): rules over the numbers the pages show, evaluated on each live
+//! Alerts (docs/decisions.md, Alerts): rules over the numbers the pages show, evaluated on each live
 //! tick, kept in SQLite across restarts, and delivered to Alertmanager, a webhook or Slack.
 //!
 //! The subsystem depends on the core only. It reads window statistics through

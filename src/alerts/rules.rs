@@ -1,7 +1,7 @@
 //! Alerting rules: the YAML file (`ALERT_RULES`), the built-in defaults, and their validation.
 //!
 //! Every field is read and checked here, so a bad rule refuses to start with one sentence that
-//! names the rule and the field (decisions section 10). Fields are read from a YAML mapping by
+//! names the rule and the field (docs/decisions.md, Alerts). Fields are read from a YAML mapping by
 //! hand rather than by a derived `Deserialize`: serde's messages name a path (`rules[2].op`),
 //! not the rule, and cannot say which values would have been accepted.
 
@@ -559,7 +559,7 @@ mod tests {
     }
 
     #[test]
-    fn defaults_parse_as_the_decisions_describe() {
+    fn the_default_rules_parse_as_documented() {
         let rules = default_rules();
         assert_eq!(rules.len(), 5);
         let errors = &rules[0];

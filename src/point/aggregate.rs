@@ -2,7 +2,8 @@
 //! dashboard's `/api/metrics` and of every live `metrics` event.
 //!
 //! REST and SSE both build points with [`PointBuilder`], so they give identical values for the
-//! same bucket; the builder sums, and [`Point::assemble`] lays the sums out. What a point means depends on its bucket (decisions section 8):
+//! same bucket; the builder sums, and [`Point::assemble`] lays the sums out. What a point means
+//! depends on its bucket (docs/decisions.md, Point semantics):
 //! - a **narrow** bucket (one point width, one scrape per pod) gives each pod's rate over the
 //!   time its increases cover (its `elapsed`), and sums each pod's latest gauges;
 //! - a **wide** bucket (1 min rows, a re-bucketed `step`) gives each pod's increases over the

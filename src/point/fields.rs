@@ -36,7 +36,7 @@ pub fn error_share_pct(errors: f64, all: f64) -> Option<f64> {
 /// not exist for the bucket (no request: no error rate, no percentile) rather than a fake 0.
 /// The cumulative fields are `Option` because a source without zai-dash's own history (the
 /// PromQL source mode) cannot know them: it answers `null` rather than a made-up total.
-#[allow(missing_docs)] // field names and meanings are the Go dashboard's (contract section 3.4)
+#[allow(missing_docs)] // field names and meanings are the Go dashboard's (docs/decisions.md, API shapes)
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct Point {
     /// Bucket end, Unix ms.

@@ -3,7 +3,7 @@
 //! histogram bucket), so `/api/compare`, `/api/models` and the alerts compute their numbers
 //! from the same `Counts` as in SQLite mode. Where a variant's data starts inside the window
 //! (a new variant) comes from the first `zai_proxy_build_info` sample, so window rates divide
-//! by the time the data covers, as decisions section 8 asks.
+//! by the time the data covers (docs/decisions.md, Windows).
 
 use std::collections::BTreeMap;
 

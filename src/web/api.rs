@@ -1,4 +1,4 @@
-//! JSON endpoints, in the Go dashboard's shapes (contract section 3.4, decisions section 2).
+//! JSON endpoints, in the Go dashboard's shapes (docs/decisions.md, API shapes).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
@@ -22,7 +22,7 @@ const DEFAULT_MAX_POINTS: i64 = 1500;
 const MAX_MAX_POINTS: i64 = 10_000;
 
 /// Status of one variant: the latest complete 5 s point plus target health.
-#[allow(missing_docs)] // field names are the Go dashboard's `/api/status` (decisions section 2)
+#[allow(missing_docs)] // field names are the Go dashboard's `/api/status` (docs/decisions.md, API shapes)
 #[derive(Debug, Clone, Serialize)]
 pub struct VariantStatus {
     pub healthy: bool,
@@ -44,7 +44,7 @@ pub struct VariantStatus {
 }
 
 /// One target inside a variant's status.
-#[allow(missing_docs)] // field names of decisions section 2
+#[allow(missing_docs)] // field names of docs/decisions.md, API shapes
 #[derive(Debug, Clone, Serialize)]
 pub struct TargetStatus {
     pub url: String,

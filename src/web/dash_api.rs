@@ -65,7 +65,7 @@ pub async fn comparison(state: &AppState, p: &CompareParams) -> Result<Compariso
         })?;
     let end_ms = state.clock.now_ms();
     let sums = state.source.window(WindowQuery::ending(end_ms, window_ms)).await?;
-    // Rates divide by the time each side's data covers, not by the window (decisions 8).
+    // Rates divide by the time each side's data covers, not by the window (docs/decisions.md, Windows).
     let side =
         |v: &str| sums.get(v).map(|s| SideStats::from_counts(&s.counts, s.covered_seconds(end_ms))).unwrap_or_default();
     Ok(compare::compare(&baseline, side(&baseline), &candidate, side(&candidate), window_ms as f64 / 1000.0))

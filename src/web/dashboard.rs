@@ -11,7 +11,7 @@ use crate::point::{Counts, Point, error_share_pct};
 /// Ranges offered by the selector.
 pub const RANGES: [&str; 6] = ["5m", "15m", "1h", "6h", "24h", "7d"];
 /// Points per series asked from the source: enough for a 640-unit-wide chart, and well under
-/// the ~600 limit of decisions section 5, which keeps the page small.
+/// the ~600-point limit that keeps the page small (docs/decisions.md, Dashboard pages).
 pub const CHART_POINTS: i64 = 240;
 
 /// The overview's selection, from the query string.
