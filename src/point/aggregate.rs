@@ -27,7 +27,7 @@ use super::{GaugeStat, Quota, Totals};
 
 /// The time one point covers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Bucket {
+pub(crate) struct Bucket {
     /// Bucket end, the point's timestamp (Unix ms).
     pub end_ms: i64,
     /// The bucket's length; for the newest bucket of a window, only the part the data has
@@ -40,14 +40,14 @@ pub struct Bucket {
 
 impl Bucket {
     /// A point-width bucket ending at `end_ms` (the live ticker's, and raw points').
-    pub fn narrow(end_ms: i64, width_ms: i64) -> Self {
+    pub(crate) fn narrow(end_ms: i64, width_ms: i64) -> Self {
         Self { end_ms, covered_ms: width_ms, narrow: true }
     }
 }
 
 /// Turns time-ordered rows into points, remembering each pod's running totals between buckets.
 #[derive(Debug, Default)]
-pub struct PointBuilder {
+pub(crate) struct PointBuilder {
     /// By target id, ordered: totals are summed over pods in the same order by every builder,
     /// so REST, the live stream and a cache agree to the bit.
     carry: BTreeMap<i64, (Arc<str>, Totals)>,
@@ -91,18 +91,18 @@ impl Pod<'_> {
 
 impl PointBuilder {
     /// A builder with no pod seen yet.
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Self::default()
     }
 
     /// Remembers a pod's running totals as of the window's start (it may be absent from the
     /// window's first buckets, or from all of them if it vanished).
-    pub fn seed(&mut self, target_id: i64, variant: Arc<str>, totals: Totals) {
+    pub(crate) fn seed(&mut self, target_id: i64, variant: Arc<str>, totals: Totals) {
         self.carry.insert(target_id, (variant, totals));
     }
 
     /// Builds one point per variant present in `rows` (all rows of one bucket, time order).
-    pub fn build(&mut self, bucket: Bucket, rows: &[&Summary]) -> Vec<Point> {
+    pub(crate) fn build(&mut self, bucket: Bucket, rows: &[&Summary]) -> Vec<Point> {
         let mut by_variant: BTreeMap<&str, BTreeMap<i64, Pod<'_>>> = BTreeMap::new();
         for &row in rows {
             let pod = by_variant.entry(&row.variant).or_default().entry(row.target_id).or_default();

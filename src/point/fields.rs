@@ -145,7 +145,7 @@ pub struct PointParts {
 impl Point {
     /// Lays `parts` out in the Go dashboard's fields (a table: one line per field). Every value
     /// is clamped to a finite one; a quantile or share with nothing to measure is `null`.
-    pub fn assemble(timestamp: i64, variant: &str, parts: PointParts) -> Point {
+    pub(crate) fn assemble(timestamp: i64, variant: &str, parts: PointParts) -> Point {
         let t = bounded;
         let PointParts {
             requests,

@@ -18,7 +18,7 @@ pub struct Histogram {
 impl Histogram {
     /// A histogram from cumulative `(le, count)` buckets in any order, as an engine answers
     /// `rate(x_bucket)`: the count is the `+Inf` bucket's (0 without one), the sum unknown (0).
-    pub fn from_cumulative(mut buckets: Vec<(f64, f64)>) -> Histogram {
+    pub(crate) fn from_cumulative(mut buckets: Vec<(f64, f64)>) -> Histogram {
         buckets.sort_by(|a, b| a.0.total_cmp(&b.0));
         let count = buckets.last().filter(|b| b.0 == f64::INFINITY).map_or(0.0, |b| b.1);
         Histogram { buckets, sum: 0.0, count }
@@ -80,13 +80,8 @@ impl Histogram {
     /// The `q` quantile of a histogram of seconds, in milliseconds and clamped to a finite
     /// value: every latency percentile zai-dash shows (points, `/api/compare`, the alerts)
     /// comes from here.
-    pub fn quantile_ms(&self, q: f64) -> Option<f64> {
+    pub(crate) fn quantile_ms(&self, q: f64) -> Option<f64> {
         self.quantile(q).map(|s| super::bounded(s * 1000.0))
-    }
-
-    /// Mean observation, when there is one.
-    pub fn mean(&self) -> Option<f64> {
-        (self.count > 0.0).then(|| self.sum / self.count)
     }
 }
 

@@ -107,7 +107,7 @@ fn plan(sel: &Selector, shape: Shape, width_ms: i64) -> Vec<(Part, String)> {
 /// a step no row of which would fit before the end of `i64`). The first bucket starts less than
 /// one step before the window (the web layer bounds the step by the window before any PromQL
 /// is sent), and the last has ended by `now_ms`: nothing is asked of the future.
-pub fn complete_buckets(q: &PointQuery, now_ms: i64, settle_ms: i64) -> Option<(i64, i64)> {
+pub(crate) fn complete_buckets(q: &PointQuery, now_ms: i64, settle_ms: i64) -> Option<(i64, i64)> {
     let step = q.step_ms.max(1);
     let first = checked_bucket_end(q.start_ms.checked_add(1)?, step)?;
     let newest = q.end_ms.min(now_ms.checked_sub(settle_ms)?);
@@ -116,7 +116,12 @@ pub fn complete_buckets(q: &PointQuery, now_ms: i64, settle_ms: i64) -> Option<(
 }
 
 /// Points of the window's complete buckets, ascending by time then variant.
-pub async fn fetch(session: &Session<'_>, t: &Timing, q: &PointQuery, now_ms: i64) -> Result<Vec<Point>, EngineError> {
+pub(crate) async fn fetch(
+    session: &Session<'_>,
+    t: &Timing,
+    q: &PointQuery,
+    now_ms: i64,
+) -> Result<Vec<Point>, EngineError> {
     session.check_window(q.end_ms.saturating_sub(q.start_ms))?;
     let Some((first, last)) = complete_buckets(q, now_ms, t.settle_ms()) else { return Ok(Vec::new()) };
     let sel = selector(q.variant.as_deref(), q.target_url.as_deref());

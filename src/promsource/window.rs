@@ -63,7 +63,7 @@ fn plan(sel: &Selector, t: &Timing, window_ms: i64) -> Vec<(Part, String)> {
 }
 
 /// Every variant's increases over `(q.start_ms, q.end_ms]`, with where its data starts.
-pub async fn fetch(
+pub(crate) async fn fetch(
     session: &Session<'_>,
     t: &Timing,
     q: &WindowQuery,

@@ -43,7 +43,7 @@ pub fn encode(counts: &Counts, totals: &Totals, gauges: &Gauges) -> Vec<u8> {
 }
 
 /// Encodes running totals alone (a target's latest totals, kept with its state).
-pub fn encode_totals(totals: &Totals) -> Vec<u8> {
+pub(crate) fn encode_totals(totals: &Totals) -> Vec<u8> {
     let mut w = Enc(Vec::with_capacity(32));
     w.0.push(TOTALS_VERSION);
     w.totals(totals);
@@ -51,7 +51,7 @@ pub fn encode_totals(totals: &Totals) -> Vec<u8> {
 }
 
 /// Decodes what [`encode_totals`] wrote.
-pub fn decode_totals(bytes: &[u8]) -> Result<Totals, CodecError> {
+pub(crate) fn decode_totals(bytes: &[u8]) -> Result<Totals, CodecError> {
     let mut r = Dec(bytes, VERSION);
     if r.u8()? != TOTALS_VERSION {
         return Err(CodecError("unknown format version"));
@@ -123,14 +123,14 @@ impl RowView<'_> {
 
     /// Duration, TTFT and TPOT buckets with cumulative counts.
     fn histograms(&self) -> [Histogram; 3] {
-        self.hists.each_ref().map(HistView::to_histogram)
+        self.hists.map(HistView::to_histogram)
     }
 
     /// The row reduced to what points use, without allocating a string per label: what a
     /// range query keeps of every stored row. Sums run in the same order as
     /// [`Summary::from`]'s (per direction over models, then over directions), so REST and the
     /// live stream agree to the bit.
-    pub fn summary(
+    pub(crate) fn summary(
         &self,
         target_id: i64,
         variant: Arc<str>,
@@ -235,14 +235,9 @@ pub struct MapView<'a, const N: usize> {
 
 impl<'a, const N: usize> MapView<'a, N> {
     /// Entries in label order (validated by [`view`], so iteration cannot fail).
-    pub fn iter(&self) -> impl Iterator<Item = (&'a str, [f64; N])> + 'a {
+    pub(crate) fn iter(&self) -> impl Iterator<Item = (&'a str, [f64; N])> + 'a {
         let mut d = Dec(self.bytes, VERSION);
         (0..self.len).map_while(move |_| Some((d.str_ref().ok()?, d.nums::<N>().ok()?)))
-    }
-
-    /// True when the map has no entry.
-    pub fn is_empty(&self) -> bool {
-        self.len == 0
     }
 }
 
@@ -257,12 +252,12 @@ pub struct HistView<'a> {
 
 impl HistView<'_> {
     /// True when no observation was recorded.
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.len == 0
     }
 
     /// The histogram with cumulative counts.
-    pub fn to_histogram(&self) -> Histogram {
+    pub fn to_histogram(self) -> Histogram {
         if self.len == 0 {
             return Histogram::default();
         }

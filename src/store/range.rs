@@ -50,7 +50,7 @@ pub enum RowRef<'a> {
 
 impl RowRef<'_> {
     /// Adds the row's increases into `counts` (allocating only for labels `counts` lacks).
-    pub fn add_to(&self, counts: &mut crate::point::Counts) {
+    pub(crate) fn add_to(&self, counts: &mut crate::point::Counts) {
         match self {
             RowRef::View(v) => v.add_to(counts),
             RowRef::Row(r) => counts.add(&r.counts),
@@ -59,7 +59,7 @@ impl RowRef<'_> {
 }
 
 /// Visitor of every row a range query reads: variant, bucket end, row (in no particular order).
-pub type RowVisitor<'v> = dyn FnMut(&str, i64, RowRef<'_>) + 'v;
+pub(crate) type RowVisitor<'v> = dyn FnMut(&str, i64, RowRef<'_>) + 'v;
 
 /// Points of the window from the stored rows alone, ascending by time then variant.
 pub fn points(conn: &Connection, r: &RangeRead) -> Result<Vec<Point>, StoreError> {
@@ -77,7 +77,7 @@ struct Read {
 /// [`points`] with the rows the writer still `held` (see [`super::held`]), also handing every
 /// row read to `each_row`, so a caller that needs window sums too (the dashboard's per-model
 /// table) reads the rows only once.
-pub fn points_with(
+pub(crate) fn points_with(
     conn: &Connection,
     r: &RangeRead,
     held: &HeldRows,
@@ -167,7 +167,7 @@ pub fn target_summaries(
 
 /// Summaries of every target's raw rows (or only `only`'s) with `after < ts <= until`, from one
 /// scan of the time-keyed raw table, read in place like [`target_summaries`].
-pub fn raw_summaries(
+pub(crate) fn raw_summaries(
     conn: &Connection,
     only: Option<i64>,
     (after, until): (i64, i64),
