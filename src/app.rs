@@ -49,7 +49,7 @@ const WRITE_QUEUE: usize = 64;
 /// Runs zai-dash on `listener` until `shutdown` is cancelled, then stops within the grace
 /// period: readiness turns 503 first, then the server and scrapers stop, the ticker flushes its
 /// last buckets, the writer commits them, and the store closes.
-pub async fn run(
+pub(crate) async fn run(
     settings: Settings,
     clock: SharedClock,
     listener: TcpListener,

@@ -22,7 +22,7 @@ use crate::scrape::ScrapeSettings;
 pub use crate::scrape::{DNS_SCHEME_PREFIX, TargetSpec, parse_targets};
 use crate::setting::bad;
 pub use crate::setting::{ConfigError, Secret, duration_ms, parse_duration, parse_listen_addr, prepare_db_path};
-pub use crate::telemetry::LogFormat;
+pub(crate) use crate::telemetry::LogFormat;
 use crate::web::session::{SessionArgs, SessionPolicy};
 use crate::web::{ConfiguredTarget, WebSettings};
 
@@ -103,7 +103,7 @@ pub struct AlertFlags {
 
 impl AlertFlags {
     /// Reads the rules and checks the receivers.
-    pub fn validate(&self) -> Result<AlertSettings, ConfigError> {
+    pub(crate) fn validate(&self) -> Result<AlertSettings, ConfigError> {
         AlertSettings::validate(&AlertArgs {
             rules_path: Some(std::path::Path::new(self.alert_rules.trim())),
             alertmanager_url: Some(&self.alertmanager_url),
@@ -334,15 +334,15 @@ pub struct Settings {
 }
 
 /// Default width of a raw point.
-pub const POINT_WIDTH: Duration = Duration::from_secs(5);
+pub(crate) const POINT_WIDTH: Duration = Duration::from_secs(5);
 /// Default width of a rolled-up point.
-pub const ROLLUP_WIDTH: Duration = Duration::from_secs(60);
+pub(crate) const ROLLUP_WIDTH: Duration = Duration::from_secs(60);
 /// How long a dashboard client may accept no data before it is cut: well beyond any transient
 /// stall of a working connection (7 lost retransmissions in a row take 25 s), short enough that
 /// a frozen client holds at most its receive buffer plus 30 s of events.
-pub const STALLED_CLIENT_TIMEOUT: Duration = Duration::from_secs(30);
+pub(crate) const STALLED_CLIENT_TIMEOUT: Duration = Duration::from_secs(30);
 /// Default cap on a scraped body (16 MiB).
-pub const MAX_BODY_BYTES: usize = 16 * 1024 * 1024;
+pub(crate) const MAX_BODY_BYTES: usize = 16 * 1024 * 1024;
 /// Defaults of the settings only SQLite mode uses (source mode refuses them when changed).
 const DEFAULT_SCRAPE_TIMEOUT: &str = "3s";
 const DEFAULT_RETENTION_5S: &str = "24h";
@@ -352,7 +352,7 @@ const DEFAULT_DOWNSAMPLE_INTERVAL: &str = "1m";
 
 impl ServeArgs {
     /// Checks every value and turns the strings into typed [`Settings`].
-    pub fn validate(&self) -> Result<Settings, ConfigError> {
+    pub(crate) fn validate(&self) -> Result<Settings, ConfigError> {
         let engine = self.engine_plan()?;
         let (scrape_interval, scrape_timeout) = self.scrape_timing(engine.is_some())?;
         let (retention_5s, retention_1m, retention_10m, downsample_interval) = self.retentions()?;
@@ -492,7 +492,7 @@ impl ServeArgs {
 
 /// Shortest accepted `DASHBOARD_TOKEN`: a token is the only secret between the network and the
 /// dashboard, and guessing is limited per address, not globally.
-pub const MIN_TOKEN_CHARS: usize = 16;
+pub(crate) const MIN_TOKEN_CHARS: usize = 16;
 
 /// `DASHBOARD_TOKEN` without surrounding whitespace (a trailing newline from a secret file
 /// would otherwise never match); empty means no authentication; a short one refuses to start.
@@ -551,7 +551,7 @@ impl Settings {
     }
 
     /// The collector's part.
-    pub fn scrape(&self) -> ScrapeSettings {
+    pub(crate) fn scrape(&self) -> ScrapeSettings {
         ScrapeSettings {
             interval: self.scrape_interval,
             timeout: self.scrape_timeout,

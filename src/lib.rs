@@ -58,19 +58,19 @@ pub mod budget;
 pub mod canary;
 pub mod clock;
 pub mod compare;
-pub mod console;
+pub(crate) mod console;
 pub mod expo;
 pub mod health;
-pub mod host;
+pub(crate) mod host;
 pub mod net;
-pub mod phase;
+pub(crate) mod phase;
 pub mod point;
 pub mod promql;
 pub(crate) mod redact;
 pub mod setting;
-pub mod shutdown;
+pub(crate) mod shutdown;
 pub mod telemetry;
-pub mod variant;
+pub(crate) mod variant;
 
 // Contracts.
 pub mod ports;
@@ -92,7 +92,7 @@ pub mod app;
 pub mod commands;
 pub mod config;
 pub mod demo;
-pub mod healthcheck;
+pub(crate) mod healthcheck;
 
 /// The version, from the `VERSION` file.
 pub const VERSION: &str = env!("ZAI_DASH_VERSION");

@@ -37,9 +37,9 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 /// Default time a client has to send a complete request head.
-pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+pub(crate) const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 /// Default time an idle keep-alive connection stays open.
-pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(120);
+pub(crate) const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// The two connection deadlines of a listener.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -76,7 +76,7 @@ pub struct ListenerTrips {
 
 /// A listener's configuration for [`serve`].
 #[derive(Debug, Clone, Default)]
-pub struct Listening {
+pub(crate) struct Listening {
     /// Connection deadlines.
     pub limits: ListenerLimits,
     /// Where closes are counted.
@@ -89,7 +89,7 @@ pub struct Listening {
 /// Serves `router` on `listener` until `shutdown`; then stops accepting, asks every open
 /// connection to finish its current request, and returns when all are closed (callers bound
 /// that wait with their grace period). Handlers see the peer as `ConnectInfo<SocketAddr>`.
-pub async fn serve(
+pub(crate) async fn serve(
     listener: TcpListener,
     router: Router,
     listening: Listening,
@@ -492,7 +492,7 @@ fn set_user_timeout(_tcp: &TcpStream, _ms: u32) -> std::io::Result<()> {
 }
 
 /// The URL to scrape a local listener at: loopback when it listens on every interface.
-pub fn local_metrics_url(addr: SocketAddr) -> anyhow::Result<url::Url> {
+pub(crate) fn local_metrics_url(addr: SocketAddr) -> anyhow::Result<url::Url> {
     let host = match addr.ip() {
         ip if ip.is_unspecified() && ip.is_ipv4() => "127.0.0.1".to_owned(),
         ip if ip.is_unspecified() => "[::1]".to_owned(),

@@ -1,4 +1,4 @@
-//! Alerts end to end (issue 12, decisions section 10), with real components on loopback:
+//! Alerts end to end (issue 12; docs/decisions.md, Alerts), with real components on loopback:
 //! zai-dash scraping fake zai-proxy targets, a real Alertmanager (Debian's binary), a local
 //! webhook receiver, `promtool`, and a real Prometheus evaluating the exported rules over the
 //! same fake targets. Rules use windows and `for` of a few seconds so the suite stays short.

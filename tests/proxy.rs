@@ -381,7 +381,7 @@ async fn client_credentials_never_reach_the_upstream() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_exposition_matches_the_contract_and_passes_promtool() {
+async fn the_exposition_matches_zai_proxys_and_passes_promtool() {
     let s = setup(|_| {}).await;
     s.push(Reply::Sse(vec![(0, EVENT_1), (20, EVENT_2), (20, EVENT_3)]));
     s.post("/v1/messages", STREAM_REQ).await.bytes().await.unwrap();

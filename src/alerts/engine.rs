@@ -29,11 +29,11 @@ use crate::ports::read::DataSource;
 use crate::telemetry::LogThrottle;
 
 /// An alert's identity: rule and variant.
-pub type Key = (String, String);
+pub(crate) type Key = (String, String);
 
 /// What the engine reads from and writes to.
 #[derive(Debug, Clone)]
-pub struct Deps {
+pub(crate) struct Deps {
     /// Window statistics and histories (the store, or an engine-backed source).
     pub stats: Arc<dyn DataSource>,
     /// Target health.
@@ -50,7 +50,7 @@ pub struct Deps {
 
 /// A receiver as the engine sees it: its mailbox and how often firing alerts are repeated.
 #[derive(Debug)]
-pub struct Outlet {
+pub(crate) struct Outlet {
     /// The receiver's counters (its name among them).
     pub stats: Arc<ReceiverStats>,
     /// Where notifications go.
@@ -63,7 +63,7 @@ pub struct Outlet {
 
 impl Outlet {
     /// An outlet for a receiver.
-    pub fn new(stats: Arc<ReceiverStats>, mailbox: Arc<Mailbox>, repeat_ms: Option<i64>) -> Self {
+    pub(crate) fn new(stats: Arc<ReceiverStats>, mailbox: Arc<Mailbox>, repeat_ms: Option<i64>) -> Self {
         Self { stats, mailbox, repeat_ms, posted_ms: BTreeMap::new() }
     }
 
@@ -86,7 +86,7 @@ impl Outlet {
 
 /// What the page and the API show, rebuilt after each evaluation.
 #[derive(Debug, Clone, Default)]
-pub struct Snapshot {
+pub(crate) struct Snapshot {
     /// Time of the last evaluation.
     pub evaluated_ms: Option<i64>,
     /// Evaluations since start (`zai_dash_alert_evaluations_total`): a test or an operator
@@ -101,7 +101,7 @@ pub struct Snapshot {
 
 /// One alert, ready to show.
 #[derive(Debug, Clone)]
-pub struct AlertView {
+pub(crate) struct AlertView {
     /// The record.
     pub record: AlertRecord,
     /// Summary with its placeholders filled.
@@ -116,7 +116,7 @@ pub struct AlertView {
 
 /// The engine's state; owned by its task.
 #[derive(Debug)]
-pub struct Engine {
+pub(crate) struct Engine {
     rules: Arc<Vec<Rule>>,
     deps: Deps,
     outlets: Vec<Outlet>,
@@ -137,7 +137,7 @@ pub struct Engine {
 
 impl Engine {
     /// An engine over `rules`, publishing its snapshot to `shared`.
-    pub fn new(
+    pub(crate) fn new(
         rules: Arc<Vec<Rule>>,
         deps: Deps,
         outlets: Vec<Outlet>,
@@ -162,7 +162,7 @@ impl Engine {
 
     /// Restores the records, then evaluates on every tick (or `fallback` after the last
     /// evaluation) until `stop`; acknowledgements are recorded as they come.
-    pub async fn run(mut self, mut acks: mpsc::Receiver<Ack>, stop: CancellationToken, fallback: Duration) {
+    pub(crate) async fn run(mut self, mut acks: mpsc::Receiver<Ack>, stop: CancellationToken, fallback: Duration) {
         self.restore().await;
         let feed = self.deps.feed.clone();
         let mut deadline = tokio::time::Instant::now();
@@ -196,7 +196,7 @@ impl Engine {
 
     /// Loads the records kept, resolves those whose rule is gone, and posts what each receiver
     /// has not acknowledged.
-    pub async fn restore(&mut self) {
+    pub(crate) async fn restore(&mut self) {
         let now = self.deps.clock.now_ms();
         let loaded = self.deps.store.load().await.unwrap_or_else(|e| {
             tracing::warn!(error = %e, "Alert state could not be read; starting with none.");
@@ -243,7 +243,7 @@ impl Engine {
     }
 
     /// Records a receiver's acknowledgement.
-    pub fn acknowledge(&mut self, ack: Ack) {
+    pub(crate) fn acknowledge(&mut self, ack: Ack) {
         let Some(rec) = self.records.get_mut(&ack.key) else { return };
         rec.notified.insert(ack.receiver.to_owned(), ack.phase);
         self.delivered.entry(ack.key.clone()).or_default().insert(ack.receiver, ack.at_ms);
@@ -251,7 +251,7 @@ impl Engine {
     }
 
     /// One evaluation of every rule at the clock's time.
-    pub async fn evaluate(&mut self) {
+    pub(crate) async fn evaluate(&mut self) {
         let now = self.deps.clock.now_ms();
         let (inputs, error) = self.read_inputs(now).await;
         let rules = self.rules.clone();
@@ -367,7 +367,7 @@ impl Engine {
 }
 
 /// Labels of an alert: `alertname`, `variant`, `severity`.
-pub fn labels(rec: &AlertRecord) -> BTreeMap<String, String> {
+pub(crate) fn labels(rec: &AlertRecord) -> BTreeMap<String, String> {
     BTreeMap::from([
         ("alertname".to_owned(), rec.rule.clone()),
         ("severity".to_owned(), rec.severity.clone()),
@@ -377,7 +377,7 @@ pub fn labels(rec: &AlertRecord) -> BTreeMap<String, String> {
 
 /// Annotations: `summary`, `description`, `value`, `threshold` (a rule that left the file has
 /// only a summary saying so).
-pub fn annotations(rule: Option<&Rule>, rec: &AlertRecord) -> BTreeMap<String, String> {
+pub(crate) fn annotations(rule: Option<&Rule>, rec: &AlertRecord) -> BTreeMap<String, String> {
     let Some(rule) = rule else {
         return BTreeMap::from([("summary".to_owned(), format!("{} was removed from ALERT_RULES", rec.rule))]);
     };
@@ -398,7 +398,7 @@ pub fn annotations(rule: Option<&Rule>, rec: &AlertRecord) -> BTreeMap<String, S
 }
 
 /// The notification of a record's current phase.
-pub fn notification(rule: Option<&Rule>, rec: &AlertRecord) -> Notification {
+pub(crate) fn notification(rule: Option<&Rule>, rec: &AlertRecord) -> Notification {
     Notification {
         key: (rec.rule.clone(), rec.variant.clone()),
         phase: rec.phase,
@@ -411,7 +411,7 @@ pub fn notification(rule: Option<&Rule>, rec: &AlertRecord) -> Notification {
 
 /// A float as Go's `strconv.FormatFloat(v, 'e', -1, 64)`, which Prometheus' API uses for
 /// alert values (`1.25e+01`).
-pub fn go_float(v: f64) -> String {
+pub(crate) fn go_float(v: f64) -> String {
     if v.is_nan() {
         return "NaN".to_owned();
     }
@@ -425,7 +425,7 @@ pub fn go_float(v: f64) -> String {
 }
 
 /// An alert in Prometheus' `/api/v1/alerts` shape.
-pub fn prometheus_alert(rule: &Rule, rec: &AlertRecord) -> Value {
+pub(crate) fn prometheus_alert(rule: &Rule, rec: &AlertRecord) -> Value {
     let active = rec.active_ms.or(rec.fired_ms).unwrap_or(rec.updated_ms);
     json!({
         "labels": labels(rec),
@@ -438,7 +438,7 @@ pub fn prometheus_alert(rule: &Rule, rec: &AlertRecord) -> Value {
 
 /// The live stream's `{"type":"alert","data":...}` payload: the Prometheus shape, with the
 /// times of the episode.
-pub fn alert_event(rule: &Rule, rec: &AlertRecord) -> Value {
+pub(crate) fn alert_event(rule: &Rule, rec: &AlertRecord) -> Value {
     let mut v = prometheus_alert(rule, rec);
     if let Value::Object(m) = &mut v {
         m.insert("firedAt".into(), rec.fired_ms.map(rfc3339_ms).into());

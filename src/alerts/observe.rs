@@ -21,20 +21,20 @@ use crate::ports::read::{DataSource, SourceError, WindowStats};
 /// The latest live point of each variant, fed by the writer's point sink; each published set
 /// is a tick that wakes the engine.
 #[derive(Debug, Default)]
-pub struct Feed {
+pub(crate) struct Feed {
     latest: RwLock<BTreeMap<String, Point>>,
     tick: Notify,
 }
 
 impl Feed {
     /// Latest points no older than `since_ms` (older ones belong to variants that stopped).
-    pub fn fresh(&self, since_ms: i64) -> BTreeMap<String, Point> {
+    pub(crate) fn fresh(&self, since_ms: i64) -> BTreeMap<String, Point> {
         let Ok(latest) = self.latest.read() else { return BTreeMap::new() };
         latest.iter().filter(|(_, p)| p.timestamp >= since_ms).map(|(v, p)| (v.clone(), p.clone())).collect()
     }
 
     /// Waits for the next published point set.
-    pub async fn ticked(&self) {
+    pub(crate) async fn ticked(&self) {
         self.tick.notified().await;
     }
 }
@@ -54,7 +54,7 @@ impl PointSink for Feed {
 
 /// Everything one evaluation reads.
 #[derive(Debug, Default)]
-pub struct Inputs {
+pub(crate) struct Inputs {
     /// Per window length: each variant's statistics (absent when the source failed).
     pub windows: BTreeMap<i64, BTreeMap<String, WindowStats>>,
     /// Fresh latest points.
@@ -70,7 +70,12 @@ pub struct Inputs {
 impl Inputs {
     /// Reads the windows the rules need; a failing source leaves its windows out (their rules
     /// are not evaluated this tick) and is reported.
-    pub async fn read_windows(&mut self, rules: &[Rule], source: &dyn DataSource, now_ms: i64) -> Option<SourceError> {
+    pub(crate) async fn read_windows(
+        &mut self,
+        rules: &[Rule],
+        source: &dyn DataSource,
+        now_ms: i64,
+    ) -> Option<SourceError> {
         let windows: BTreeSet<i64> = rules.iter().filter(|r| r.expr.metric.windowed()).map(|r| r.window_ms).collect();
         let mut error = None;
         for w in windows {
@@ -85,7 +90,7 @@ impl Inputs {
     }
 
     /// Counts each variant's targets and those whose scrapes fail.
-    pub fn read_health(&mut self, targets: &[TargetHealth]) {
+    pub(crate) fn read_health(&mut self, targets: &[TargetHealth]) {
         for t in targets.iter().filter(|t| !t.retired) {
             let entry = self.targets.entry(t.variant.clone()).or_default();
             entry.0 += 1;
@@ -96,14 +101,14 @@ impl Inputs {
     }
 
     /// Every variant some input knows of.
-    pub fn variants(&self) -> BTreeSet<String> {
+    pub(crate) fn variants(&self) -> BTreeSet<String> {
         let from_windows = self.windows.values().flat_map(|w| w.keys());
         from_windows.chain(self.latest.keys()).chain(self.targets.keys()).cloned().collect()
     }
 
     /// The variants a rule is evaluated for: its own, or every known one (`extra`: those with
     /// a record, so an alert of a vanished variant resolves); never the canary's baseline.
-    pub fn variants_of(&self, rule: &Rule, extra: impl Iterator<Item = String>) -> BTreeSet<String> {
+    pub(crate) fn variants_of(&self, rule: &Rule, extra: impl Iterator<Item = String>) -> BTreeSet<String> {
         if rule.expr.metric.of_process() {
             return BTreeSet::from([PROCESS_VARIANT.to_owned()]);
         }
@@ -119,7 +124,7 @@ impl Inputs {
 
     /// The rule's value for `variant` and the requests behind it; `None` when the inputs it
     /// needs could not be read this tick.
-    pub fn value(&self, rule: &Rule, variant: &str) -> Option<(Option<f64>, f64)> {
+    pub(crate) fn value(&self, rule: &Rule, variant: &str) -> Option<(Option<f64>, f64)> {
         let metric = rule.expr.metric;
         match metric {
             Metric::TargetDown => {
@@ -162,14 +167,14 @@ impl Inputs {
 
 /// Medians of a rule's metric per variant over a history, refreshed at most once per window.
 #[derive(Debug, Default)]
-pub struct Medians {
+pub(crate) struct Medians {
     /// Per rule: when last read, and the medians.
     cache: BTreeMap<String, (i64, BTreeMap<String, Option<f64>>)>,
 }
 
 impl Medians {
     /// Refreshes what is due and copies every rule's medians into `inputs`.
-    pub async fn refresh(&mut self, rules: &[Rule], source: &dyn DataSource, now_ms: i64, inputs: &mut Inputs) {
+    pub(crate) async fn refresh(&mut self, rules: &[Rule], source: &dyn DataSource, now_ms: i64, inputs: &mut Inputs) {
         for rule in rules {
             let Some(range_ms) = rule.expr.median_range_ms else { continue };
             let due = self.cache.get(&rule.name).is_none_or(|(at, _)| now_ms - at >= rule.window_ms.max(1_000));
@@ -192,7 +197,7 @@ impl Medians {
 
 /// Per variant, the median of the rule's metric over steps with enough requests; `None` with
 /// too little history to call anything usual (a twenty-fourth of the range, at least 3 steps).
-pub fn medians(rule: &Rule, range_ms: i64, points: &[Point]) -> BTreeMap<String, Option<f64>> {
+pub(crate) fn medians(rule: &Rule, range_ms: i64, points: &[Point]) -> BTreeMap<String, Option<f64>> {
     let steps = range_ms / rule.window_ms.max(1);
     let needed = (steps / 24).max(3) as usize;
     let mut by_variant: BTreeMap<&str, Vec<f64>> = BTreeMap::new();
@@ -217,7 +222,7 @@ fn median(values: &mut [f64], needed: usize) -> Option<f64> {
 /// points, sums or marks of its own.
 #[cfg(test)]
 #[derive(Debug, Default)]
-pub struct FixedStats {
+pub(crate) struct FixedStats {
     /// Answer of `window_stats`, per window.
     pub windows: BTreeMap<i64, BTreeMap<String, WindowStats>>,
     /// Answer of `series`.

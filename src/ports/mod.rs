@@ -12,7 +12,7 @@
 //! - [`read`]: everything the pages, the API and the alert engine read (`DataSource`), in the
 //!   domain's terms (a window and a step), answered by the store or by an engine in source mode.
 
-pub mod alert_state;
+pub(crate) mod alert_state;
 pub mod ingest;
 pub mod read;
 pub mod samples;

@@ -23,18 +23,18 @@ use crate::compare::SideStats;
 use crate::point::{Counts, Point};
 
 /// Windows up to one hour are answered from raw points (where raw rows still hold them).
-pub const RAW_RANGE_LIMIT_MS: i64 = 3_600_000;
+pub(crate) const RAW_RANGE_LIMIT_MS: i64 = 3_600_000;
 /// Windows up to a day are answered from 1 min rows unless a finer `step` is asked for.
-pub const ROLLUP_RANGE_LIMIT_MS: i64 = 86_400_000;
+pub(crate) const ROLLUP_RANGE_LIMIT_MS: i64 = 86_400_000;
 /// A coarse row spans this many rollups: windows over a day read them, so a 7 d chart reads
 /// about 1,000 rows per pod instead of 10,000.
-pub const COARSE_FACTOR: i64 = 10;
+pub(crate) const COARSE_FACTOR: i64 = 10;
 
 /// The widths points come in: a raw point (5 s), a rollup (1 min) and a coarse row (10 min).
 /// A window's step is a multiple of one of them, the same in SQLite and source mode, so both
 /// answer on the same bucket ends.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Grid {
+pub(crate) struct Grid {
     /// Width of a raw point, ms.
     pub point_ms: i64,
     /// Width of a rollup, ms.
@@ -43,7 +43,7 @@ pub struct Grid {
 
 /// How far back each finer width still has data: older windows are answered on a coarser one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Reach {
+pub(crate) struct Reach {
     /// Raw points exist from here on (`now - RETENTION_5S`).
     pub raw_since_ms: i64,
     /// Rollups exist from here on (`now - RETENTION_1M`).
@@ -52,19 +52,19 @@ pub struct Reach {
 
 impl Reach {
     /// Every width reaches back forever (an engine keeps whatever it keeps).
-    pub const ALL: Reach = Reach { raw_since_ms: i64::MIN, rollup_since_ms: i64::MIN };
+    pub(crate) const ALL: Reach = Reach { raw_since_ms: i64::MIN, rollup_since_ms: i64::MIN };
 }
 
 impl Grid {
     /// Width of a coarse row, ms.
-    pub fn coarse_ms(&self) -> i64 {
+    pub(crate) fn coarse_ms(&self) -> i64 {
         self.rollup_ms * COARSE_FACTOR
     }
 
     /// The width `(start, end]` is answered on when steps of at least `min_step_ms` are asked
     /// for (0: none asked): raw points up to an hour (while raw points reach the window), 1 min
     /// rows up to a day (or for a finer step), else 10 min rows.
-    pub fn width_for(&self, (start_ms, end_ms): (i64, i64), min_step_ms: i64, reach: Reach) -> i64 {
+    pub(crate) fn width_for(&self, (start_ms, end_ms): (i64, i64), min_step_ms: i64, reach: Reach) -> i64 {
         let span = end_ms - start_ms;
         if span <= RAW_RANGE_LIMIT_MS && start_ms >= reach.raw_since_ms {
             self.point_ms
@@ -96,14 +96,14 @@ pub struct PointQuery {
 
 impl PointQuery {
     /// End of the first bucket of the window (the window's start may fall inside it).
-    pub fn first_bucket_end(&self) -> i64 {
+    pub(crate) fn first_bucket_end(&self) -> i64 {
         crate::clock::bucket_end(self.start_ms.saturating_add(1), self.step_ms)
     }
 
     /// Where reading the window's rows starts (exclusive): the start of its first bucket, less
     /// than one step before the window's start. With the step bounded by the window (`web::api`),
     /// a query reads at most one window more than it shows, whatever its parameters.
-    pub fn read_after_ms(&self) -> i64 {
+    pub(crate) fn read_after_ms(&self) -> i64 {
         self.first_bucket_end().saturating_sub(self.step_ms)
     }
 }
@@ -121,7 +121,7 @@ pub struct WindowQuery {
 
 impl WindowQuery {
     /// The window of `window_ms` ending at `end_ms`, over every target.
-    pub fn ending(end_ms: i64, window_ms: i64) -> Self {
+    pub(crate) fn ending(end_ms: i64, window_ms: i64) -> Self {
         Self { start_ms: end_ms - window_ms, end_ms, target_url: None }
     }
 }
@@ -138,7 +138,7 @@ pub struct WindowSums {
 
 impl WindowSums {
     /// Seconds the data covers inside a window ending at `end_ms`.
-    pub fn covered_seconds(&self, end_ms: i64) -> f64 {
+    pub(crate) fn covered_seconds(&self, end_ms: i64) -> f64 {
         (end_ms - self.data_from_ms).max(0) as f64 / 1000.0
     }
 }
@@ -155,7 +155,7 @@ pub struct WindowStats {
 
 impl WindowStats {
     /// A variant's statistics from its window sums: rates over the time the data covers.
-    pub fn from_sums(sums: &WindowSums, end_ms: i64) -> Self {
+    pub(crate) fn from_sums(sums: &WindowSums, end_ms: i64) -> Self {
         let covered = sums.covered_seconds(end_ms);
         let rejection_rate = if covered > 0.0 { sums.counts.rejections / covered } else { 0.0 };
         Self { side: SideStats::from_counts(&sums.counts, covered), rejection_rate }
@@ -163,11 +163,11 @@ impl WindowStats {
 }
 
 /// Most points per variant a history ([`DataSource::series`]) holds: its step is widened beyond.
-pub const MAX_SERIES_POINTS: i64 = 1_500;
+pub(crate) const MAX_SERIES_POINTS: i64 = 1_500;
 
 /// The step of a history over `range_ms` at `resolution_ms`: at least the asked step and the
 /// resolution, wide enough for [`MAX_SERIES_POINTS`], on the resolution's grid.
-pub fn series_step(range_ms: i64, step_ms: i64, resolution_ms: i64) -> i64 {
+pub(crate) fn series_step(range_ms: i64, step_ms: i64, resolution_ms: i64) -> i64 {
     crate::clock::bucket_end(step_ms.max(resolution_ms).max(range_ms / MAX_SERIES_POINTS), resolution_ms)
 }
 

@@ -3,18 +3,17 @@
 //! histogram bucket), so `/api/compare`, `/api/models` and the alerts compute their numbers
 //! from the same `Counts` as in SQLite mode. Where a variant's data starts inside the window
 //! (a new variant) comes from the first `zai_proxy_build_info` sample, so window rates divide
-//! by the time the data covers, as decisions section 8 asks.
+//! by the time the data covers (docs/decisions.md, Windows).
 
 use std::collections::BTreeMap;
 
 use futures_util::future::try_join_all;
 
 use super::client::{EngineError, Series};
-use super::points::parse_le;
 use super::session::Session;
 use super::{Timing, selector};
 use crate::clock::bucket_end;
-use crate::point::{ADJUSTMENTS, Counts, DIRECTIONS, bounded};
+use crate::point::{ADJUSTMENTS, Counts, DIRECTIONS, Histogram, bounded};
 use crate::ports::read::{WindowQuery, WindowSums};
 use crate::promql::parts::{self, family as pfamily};
 use crate::promql::{Selector, family};
@@ -64,7 +63,7 @@ fn plan(sel: &Selector, t: &Timing, window_ms: i64) -> Vec<(Part, String)> {
 }
 
 /// Every variant's increases over `(q.start_ms, q.end_ms]`, with where its data starts.
-pub async fn fetch(
+pub(crate) async fn fetch(
     session: &Session<'_>,
     t: &Timing,
     q: &WindowQuery,
@@ -121,7 +120,7 @@ impl Acc {
             }
             Part::Size(i) => self.sizes[i] += v,
             Part::Buckets(i) => {
-                if let Some(le) = parse_le(s.label("le")) {
+                if let Some(le) = s.le() {
                     self.buckets[i].push((le, v));
                 }
             }
@@ -135,7 +134,7 @@ impl Acc {
         let mut counts = self.counts;
         counts.request_size = crate::point::SumCount { sum: self.sizes[0], count: self.sizes[1] };
         counts.response_size = crate::point::SumCount { sum: self.sizes[2], count: self.sizes[3] };
-        let [duration, ttft, tpot] = self.buckets.map(super::points::histogram);
+        let [duration, ttft, tpot] = self.buckets.map(Histogram::from_cumulative);
         (counts.duration, counts.ttft, counts.tpot) = (duration, ttft, tpot);
         let data_from_ms =
             self.first_seen_ms.map_or(start_ms, |first| (bucket_end(first, point_ms) - point_ms).max(start_ms));

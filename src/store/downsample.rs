@@ -53,7 +53,7 @@ pub struct Report {
 /// The downsampler: one run every `DOWNSAMPLE_INTERVAL` until `stop`, each run's duration in
 /// seconds handed to `observe` (self-metrics). A failed run is logged (at most once a minute)
 /// and retried next interval; cached points of buckets retention deleted are forgotten.
-pub async fn run(
+pub(crate) async fn run(
     store: Store,
     settings: StoreSettings,
     clock: SharedClock,

@@ -20,7 +20,7 @@ use crate::ports::read::{WindowQuery, WindowSums};
 /// the rows the writer still `held` count too (see [`super::held`]). Read from raw rows only
 /// (`raw`), else from rollups up to their watermark and raw rows after it; `widths`: a raw
 /// point's and a rollup's (a row covers its width before its timestamp).
-pub fn window_sums(
+pub(crate) fn window_sums(
     conn: &Connection,
     q: &WindowQuery,
     (raw, widths): (bool, (i64, i64)),
@@ -64,7 +64,7 @@ pub fn window_sums(
 /// Chart points and the window's sums per variant from one read of the rows (the overview
 /// needs both; decoding the rows dominates the cost of long ranges). Only rows inside
 /// `(start_ms, end_ms]` are summed, although the points' first bucket may start earlier.
-pub fn points_and_counts(
+pub(crate) fn points_and_counts(
     conn: &Connection,
     r: &RangeRead,
     held: &HeldRows,

@@ -21,7 +21,7 @@ const MAX_WINDOW_MS: i64 = 7 * 86_400_000;
 
 /// Query of `/api/compare` and `/compare`.
 #[derive(Debug, Clone, Default, serde::Deserialize)]
-pub struct CompareParams {
+pub(crate) struct CompareParams {
     /// Reference variant (default `production`).
     pub baseline: Option<String>,
     /// Variant under test (default: the one other variant, if exactly one).
@@ -39,7 +39,7 @@ fn variant_param(name: &str, v: &str) -> Result<String, ApiError> {
 }
 
 /// Validates the parameters and compares the two variants over the window ending now.
-pub async fn comparison(state: &AppState, p: &CompareParams) -> Result<Comparison, ApiError> {
+pub(crate) async fn comparison(state: &AppState, p: &CompareParams) -> Result<Comparison, ApiError> {
     let nonempty = |o: &Option<String>| o.as_deref().map(str::trim).filter(|s| !s.is_empty()).map(str::to_owned);
     let baseline = variant_param("baseline", &nonempty(&p.baseline).unwrap_or_else(|| "production".into()))?;
     let candidate = match nonempty(&p.candidate) {
@@ -65,14 +65,14 @@ pub async fn comparison(state: &AppState, p: &CompareParams) -> Result<Compariso
         })?;
     let end_ms = state.clock.now_ms();
     let sums = state.source.window(WindowQuery::ending(end_ms, window_ms)).await?;
-    // Rates divide by the time each side's data covers, not by the window (decisions 8).
+    // Rates divide by the time each side's data covers, not by the window (docs/decisions.md, Windows).
     let side =
         |v: &str| sums.get(v).map(|s| SideStats::from_counts(&s.counts, s.covered_seconds(end_ms))).unwrap_or_default();
     Ok(compare::compare(&baseline, side(&baseline), &candidate, side(&candidate), window_ms as f64 / 1000.0))
 }
 
 /// `GET /api/compare?baseline=&candidate=&window=`.
-pub async fn compare(
+pub(crate) async fn compare(
     State(state): State<AppState>,
     Query(p): Query<CompareParams>,
 ) -> Result<Json<Comparison>, ApiError> {
@@ -80,7 +80,7 @@ pub async fn compare(
 }
 
 /// `GET /api/models?range=&variant=&target=` (also `start`/`end` as in `/api/metrics`).
-pub async fn models(
+pub(crate) async fn models(
     State(state): State<AppState>,
     Query(params): Query<HashMap<String, String>>,
 ) -> Result<Json<Vec<ModelUsage>>, ApiError> {

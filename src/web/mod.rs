@@ -1,23 +1,23 @@
 //! HTTP: the router, shared state, health endpoints and the mapping of errors to responses.
 //! Handlers stay thin: parse, call the domain, shape the answer.
 
-pub mod alerts;
-pub mod api;
-pub mod assets;
-pub mod auth;
-pub mod charts;
+pub(crate) mod alerts;
+pub(crate) mod api;
+pub(crate) mod assets;
+pub(crate) mod auth;
+pub(crate) mod charts;
 pub mod chrome;
-pub mod dash_api;
+pub(crate) mod dash_api;
 pub mod dashboard;
-pub mod error;
-pub mod export;
+pub(crate) mod error;
+pub(crate) mod export;
 pub mod grafana;
-pub mod guard;
+pub(crate) mod guard;
 pub mod models;
 pub mod pages;
 pub mod selfmetrics;
-pub mod session;
-pub mod sse;
+pub(crate) mod session;
+pub(crate) mod sse;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -84,12 +84,12 @@ pub struct WebSettings {
 
 impl WebSettings {
     /// Width of a raw point in milliseconds.
-    pub fn point_ms(&self) -> i64 {
+    pub(crate) fn point_ms(&self) -> i64 {
         duration_ms(self.point_width)
     }
 
     /// Width of a rolled-up point in milliseconds.
-    pub fn rollup_ms(&self) -> i64 {
+    pub(crate) fn rollup_ms(&self) -> i64 {
         duration_ms(self.rollup_width)
     }
 }

@@ -49,7 +49,7 @@ pub struct Overview {
 
 impl Overview {
     /// Download link of one panel (or of every field, for `""`) in `format`.
-    pub fn export_href(&self, panel: &str, format: &str) -> String {
+    pub(crate) fn export_href(&self, panel: &str, format: &str) -> String {
         self.view.export_href(Some(panel).filter(|p| !p.is_empty()), format)
     }
 }
@@ -67,13 +67,13 @@ pub struct OverviewPage {
 /// `/?fragment=1`: the `<main>` content alone, for switching range without a reload.
 #[derive(Template, WebTemplate)]
 #[template(path = "overview_main.html")]
-pub struct OverviewFragment {
+pub(crate) struct OverviewFragment {
     /// Content.
     pub o: Overview,
 }
 
 /// Gathers the overview for a selection.
-pub async fn overview_data(state: &AppState, view: &View) -> Result<Overview, PageError> {
+pub(crate) async fn overview_data(state: &AppState, view: &View) -> Result<Overview, PageError> {
     let names: Vec<String> = known_variants(state).await?.into_iter().collect();
     let colors = dashboard::colors(&names);
     let charts = charts_for(state, view, &names).await?;
@@ -219,7 +219,7 @@ fn pod_href(view: &View, target: Option<&str>) -> String {
 }
 
 /// `GET /?range=&variant=&target=[&fragment=1]`.
-pub async fn overview(
+pub(crate) async fn overview(
     State(state): State<AppState>,
     Query(params): Query<HashMap<String, String>>,
 ) -> Result<Response, PageError> {
@@ -319,7 +319,7 @@ fn fmt_age(seconds: f64) -> String {
 }
 
 /// `GET /targets`. In source mode a failing engine is an error page, not its last health.
-pub async fn targets(State(state): State<AppState>) -> Result<TargetsPage, PageError> {
+pub(crate) async fn targets(State(state): State<AppState>) -> Result<TargetsPage, PageError> {
     state.source.status()?;
     let view = View { range: "1h".into(), variant: "all".into(), target: None };
     let targets = state
@@ -348,7 +348,7 @@ pub async fn targets(State(state): State<AppState>) -> Result<TargetsPage, PageE
 /// `/compare`.
 #[derive(Template, WebTemplate)]
 #[template(path = "compare.html")]
-pub struct ComparePage {
+pub(crate) struct ComparePage {
     /// Chrome.
     pub chrome: Chrome,
     /// Variants for the form.
@@ -362,7 +362,7 @@ pub struct ComparePage {
 }
 
 /// A comparison, formatted.
-pub struct CompareView {
+pub(crate) struct CompareView {
     /// The numbers.
     pub c: Comparison,
     /// Rows, formatted.
@@ -370,7 +370,7 @@ pub struct CompareView {
 }
 
 /// One formatted comparison row.
-pub struct CompareRow {
+pub(crate) struct CompareRow {
     /// Label.
     pub label: &'static str,
     /// Baseline value.
@@ -406,7 +406,7 @@ fn fmt_row(m: &crate::compare::MetricRow) -> CompareRow {
 
 /// `GET /compare?baseline=&candidate=&window=`. A bad parameter still shows the form (to fix
 /// it), with the reason and status 400.
-pub async fn compare(
+pub(crate) async fn compare(
     State(state): State<AppState>,
     Query(params): Query<CompareParams>,
 ) -> Result<Response, PageError> {

@@ -32,7 +32,7 @@ impl Default for SelfMetrics {
 
 /// Everything one `/metrics` answer needs.
 #[derive(Debug)]
-pub struct Inputs<'a> {
+pub(crate) struct Inputs<'a> {
     /// Every target; retired (vanished) addresses are left out of the output, so series stay
     /// bounded by the live pods while pods come and go.
     pub targets: &'a [TargetHealth],
@@ -59,7 +59,7 @@ pub struct Inputs<'a> {
 }
 
 /// Renders the exposition; families in name order, as client_golang does.
-pub fn render(i: &Inputs<'_>) -> String {
+pub(crate) fn render(i: &Inputs<'_>) -> String {
     let mut e = Exposition::new();
     write_alerts(&mut e, i);
     e.family("zai_dash_build_info", "Build information; the value is always 1.", "gauge");
