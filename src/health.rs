@@ -22,7 +22,7 @@ pub(crate) fn version_event_due(last_event_ms: Option<i64>, now_ms: i64) -> bool
 
 /// Health of one target, as `/api/targets` shows it.
 #[derive(Debug, Clone, Serialize)]
-pub(crate) struct TargetHealth {
+pub struct TargetHealth {
     /// Database id.
     #[serde(skip)]
     pub target_id: i64,
@@ -69,7 +69,7 @@ pub(crate) struct TargetHealth {
 
 impl TargetHealth {
     /// A target not scraped yet.
-    pub(crate) fn new(target_id: i64, url: String, variant: String) -> Self {
+    pub fn new(target_id: i64, url: String, variant: String) -> Self {
         Self {
             target_id,
             url,
@@ -152,7 +152,7 @@ pub(crate) struct Success {
 
 impl HealthBoard {
     /// A board for these targets, in configuration order.
-    pub(crate) fn new(targets: Vec<TargetHealth>) -> Self {
+    pub fn new(targets: Vec<TargetHealth>) -> Self {
         Self {
             inner: Arc::new(RwLock::new(targets)),
             durations: Arc::new(AtomicHistogram::scrape_seconds()),
@@ -195,7 +195,7 @@ impl HealthBoard {
     }
 
     /// A copy of every current target's health (retired addresses left out).
-    pub(crate) fn snapshot(&self) -> Vec<TargetHealth> {
+    pub fn snapshot(&self) -> Vec<TargetHealth> {
         self.inner.read().map(|g| g.iter().filter(|h| !h.retired).cloned().collect()).unwrap_or_default()
     }
 

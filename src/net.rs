@@ -100,7 +100,7 @@ pub(crate) async fn serve(
 
 /// [`serve`] for any service, made per connection from the peer's address: a listener with a
 /// few fixed paths (the proxy's) dispatches them itself instead of through a `Router`.
-pub async fn serve_with<F, S>(
+pub(crate) async fn serve_with<F, S>(
     listener: TcpListener,
     service_for: F,
     listening: Listening,
