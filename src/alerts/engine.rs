@@ -46,6 +46,8 @@ pub struct Deps {
     pub announcer: Arc<dyn Announcer>,
     /// Wall clock.
     pub clock: SharedClock,
+    /// Canary analysis settings (`canary_verdict`).
+    pub canary: Arc<crate::canary::CanaryConfig>,
 }
 
 /// A receiver as the engine sees it: its mailbox and how often firing alerts are repeated.
@@ -290,6 +292,10 @@ impl Engine {
         inputs.latest = self.deps.feed.fresh(now - self.stale_ms);
         inputs.read_health(&self.deps.health.snapshot());
         inputs.storage_failing = self.deps.health.storage().is_some();
+        let canary = self.deps.canary.clone();
+        if let Some(e) = inputs.read_verdicts(&self.rules, self.deps.stats.as_ref(), &canary, now).await {
+            tracing::debug!(error = %e, "Canary verdicts unavailable this tick.");
+        }
         self.medians.refresh(&self.rules, self.deps.stats.as_ref(), now, &mut inputs).await;
         (inputs, error.map(|e| format!("window statistics unavailable: {e}")))
     }
@@ -459,8 +465,8 @@ mod tests {
     use crate::alerts::observe::FixedStats;
     use crate::alerts::rules::parse_rules;
     use crate::clock::{Clock, ManualClock};
-    use crate::compare::SideStats;
     use crate::ports::BoxFuture;
+    use crate::ports::read::SideStats;
     use crate::ports::read::WindowStats;
 
     #[derive(Debug, Default)]
@@ -506,7 +512,7 @@ mod tests {
     fn stats(errors: f64) -> Arc<FixedStats> {
         let side = SideStats { requests: 500.0, error_rate_pct: Some(errors), ..Default::default() };
         let w = BTreeMap::from([("canary".to_owned(), WindowStats { side, rejection_rate: 0.0 })]);
-        Arc::new(FixedStats { windows: BTreeMap::from([(60_000, w)]), series: Vec::new() })
+        Arc::new(FixedStats { windows: BTreeMap::from([(60_000, w)]), ..Default::default() })
     }
 
     impl Harness {
@@ -537,6 +543,7 @@ mod tests {
                 store: self.store.clone(),
                 announcer: self.announced.clone(),
                 clock: self.clock.clone(),
+                canary: Arc::default(),
             };
             let outlet = Outlet::new(Arc::new(receiver), self.mailbox.clone(), repeat_ms);
             let rules = Arc::new(parse_rules(RULES, "t").unwrap());

@@ -8,7 +8,7 @@ use super::catalog::{MetricId, Source};
 use super::evidence::Evidence;
 use super::spec::{Allowed, CanaryConfig, MetricSpec, Tuning, Worse};
 use super::stratified::{Estimate, Kind, Paired};
-use crate::compare::Verdict;
+use super::verdict::Verdict;
 
 /// The method, as the answer names it.
 pub const METHOD: &str = "always_valid_mixture";
@@ -132,6 +132,14 @@ pub struct Judgement {
     /// Number of hypotheses tested: metrics whose data exist, plus their ceilings.
     pub hypotheses: usize,
     pub(crate) min_requests: f64,
+}
+
+impl Judgement {
+    /// The candidate's requests over the interval (the 5xx share's denominator).
+    pub fn candidate_requests(&self) -> f64 {
+        let requests = |m: MetricId| self.rows.iter().find(|r| r.metric == m).map(|r| r.n[1]);
+        requests(MetricId::ErrorRate).or_else(|| requests(MetricId::RateLimited)).unwrap_or(0.0)
+    }
 }
 
 /// A metric's data before classification.

@@ -257,6 +257,7 @@ fn settings(plan: &DemoPlan, targets: Vec<TargetSpec>) -> Settings {
         alerts: crate::alerts::AlertSettings::default(),
         engine: None,
         remote: None,
+        canary: Default::default(),
     }
 }
 

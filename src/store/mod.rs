@@ -9,6 +9,7 @@
 
 pub mod alerts;
 pub mod cache;
+pub mod canary_log;
 pub mod codec;
 pub mod downsample;
 pub mod figures;
