@@ -452,7 +452,8 @@ pub(crate) fn overall(rows: &[Row]) -> (Verdict, Option<f64>) {
         |r: &&Row| matches!(r.classification, Classification::Pass | Classification::High | Classification::Low);
     let total: f64 = rows.iter().filter(decided).map(|r| r.weight).sum();
     let passing: f64 = rows.iter().filter(|r| r.classification == Classification::Pass).map(|r| r.weight).sum();
-    let score = (total > 0.0).then(|| 100.0 * passing / total);
+    // `+ 0.0`: an empty sum of floats is -0.0, which would show as a score of "-0".
+    let score = (total > 0.0).then(|| 100.0 * passing / total + 0.0);
     let verdict = if rows.iter().any(|r| r.critical && r.verdict == Verdict::Fail) || score.is_some_and(|s| s < 75.0) {
         Verdict::Fail
     } else if rows.iter().any(|r| matches!(r.verdict, Verdict::Warn | Verdict::Fail)) {

@@ -92,6 +92,12 @@ pub struct Comparison {
     pub baseline_stats: SideStats,
     /// The candidate's numbers over the interval.
     pub candidate_stats: SideStats,
+    /// Start of the interval, Unix ms (the page's band).
+    #[serde(skip)]
+    pub since_ms: i64,
+    /// End of the interval, Unix ms.
+    #[serde(skip)]
+    pub until_ms: i64,
 }
 
 fn variant_param(name: &str, v: &str) -> Result<String, ApiError> {
@@ -228,6 +234,8 @@ fn answer(judged: Judged, baseline: String, candidate: String, b: SideStats, c: 
         metrics: j.rows,
         baseline_stats: b,
         candidate_stats: c,
+        since_ms: interval.since_ms,
+        until_ms: interval.until_ms,
     }
 }
 
