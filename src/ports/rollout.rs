@@ -2,7 +2,7 @@
 //! over (since the candidate's rollout began, unless asked otherwise) and the strata read,
 //! folded and judged. `/api/compare`, `/compare`, the `canary_verdict` alert value, the
 //! `zai_dash_canary_verdict` gauge and the minutely history all call [`judge`], so they
-//! cannot disagree (README, "Canary analysis"; ARCHITECTURE.md, "Canary analysis").
+//! cannot disagree (README, "`GET /api/compare`"; ARCHITECTURE.md, "Canary analysis").
 
 use super::read::{DataSource, RolloutStart, SourceError, StrataQuery, Stratum, WindowQuery};
 use crate::canary::{CanaryConfig, Evidence, Judgement, judge as judge_evidence};
