@@ -257,6 +257,8 @@ pub struct FixedStats {
     pub series: Vec<Point>,
     /// Answer of `strata`.
     pub strata: Option<Vec<crate::ports::read::Stratum>>,
+    /// How often `strata` was asked.
+    pub strata_reads: std::sync::atomic::AtomicUsize,
 }
 
 #[cfg(test)]
@@ -303,6 +305,7 @@ mod fixed {
         }
 
         fn strata(&self, _q: StrataQuery) -> Answer<'_, Option<Vec<Stratum>>> {
+            self.strata_reads.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             ready(self.strata.clone())
         }
     }
