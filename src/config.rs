@@ -13,6 +13,7 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 
 use crate::alerts::{AlertArgs, AlertSettings};
+use crate::canary::CanaryConfig;
 use crate::host::{AllowedHosts, HostArgs};
 use crate::net::ListenerLimits;
 use crate::promsource::{EngineArgs, EngineSettings};
@@ -268,6 +269,10 @@ pub struct ServeArgs {
     #[command(flatten)]
     #[allow(missing_docs)]
     pub alerts: AlertFlags,
+    /// YAML file of canary analysis settings (metrics, allowed degradations, `alpha`); empty
+    /// means the built-in ones (`zai-dash canary --print-config`).
+    #[arg(long, env = "CANARY_CONFIG", default_value = "")]
+    pub canary_config: String,
 }
 
 /// The built-in proxy of `serve --proxy`.
@@ -331,6 +336,8 @@ pub struct Settings {
     pub alerts: AlertSettings,
     /// Source mode: the engine every number is read from; `None` scrapes into SQLite.
     pub engine: Option<EngineSettings>,
+    /// Canary analysis settings (`CANARY_CONFIG`, else the built-in ones).
+    pub canary: CanaryConfig,
 }
 
 /// Default width of a raw point.
@@ -392,6 +399,7 @@ impl ServeArgs {
             remote: self.remote.validate()?,
             alerts: self.alerts.validate()?,
             engine,
+            canary: canary_config(&self.canary_config)?,
         })
     }
 
@@ -506,6 +514,14 @@ fn dashboard_token(token: Option<&Secret>) -> Result<Option<Secret>, ConfigError
     Ok(Some(Secret::new(t)))
 }
 
+/// The canary settings `CANARY_CONFIG` names, or the built-in ones when it is empty.
+fn canary_config(path: &str) -> Result<CanaryConfig, ConfigError> {
+    match path.trim() {
+        "" => Ok(CanaryConfig::default()),
+        p => CanaryConfig::load(std::path::Path::new(p)),
+    }
+}
+
 impl Settings {
     /// Settings for tests: the given targets and database, loopback port 0, short timings, no
     /// alert rules.
@@ -537,6 +553,7 @@ impl Settings {
             // the live stream; tests of alerts set their own rules.
             alerts: AlertSettings { rules: Vec::new(), ..AlertSettings::default() },
             engine: None,
+            canary: CanaryConfig::default(),
         }
     }
 
@@ -597,6 +614,7 @@ impl Settings {
             sessions: self.sessions.clone(),
             allowed_hosts: self.allowed_hosts.clone(),
             engine: self.engine.as_ref().map(EngineSettings::display_url),
+            canary: self.canary.clone(),
         }
     }
 }
@@ -628,6 +646,7 @@ mod tests {
             http_idle_timeout: "120s".into(),
             remote: crate::remote::RemoteArgs::default(),
             alerts: AlertFlags::default(),
+            canary_config: String::new(),
             source: "sqlite".into(),
             engine: EngineFlags {
                 prometheus_timeout: "10s".into(),
@@ -743,6 +762,22 @@ mod tests {
         a.alerts.alert_webhook_url = "https://hooks.slack.com/services/T0/B0/secret".into();
         a.alerts.alert_webhook_format = "slack".into();
         assert!(!format!("{:?}", a.validate().unwrap()).contains("secret"));
+    }
+
+    #[test]
+    fn a_bad_canary_config_refuses_to_start_naming_the_field() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("canary.yaml");
+        std::fs::write(&path, "metrics:\n  error_rate:\n    worse_when: up\n").unwrap();
+        let mut a = args();
+        a.canary_config = path.display().to_string();
+        let e = err(a);
+        assert!(e.starts_with("CANARY_CONFIG ") && e.contains("field `worse_when` is up"), "{e}");
+        std::fs::write(&path, "alpha: 0.01\n").unwrap();
+        let mut a = args();
+        a.canary_config = path.display().to_string();
+        assert_eq!(a.validate().unwrap().canary.alpha(), 0.01);
+        assert_eq!(args().validate().unwrap().canary, crate::canary::CanaryConfig::default());
     }
 
     #[test]

@@ -9,7 +9,6 @@
 //! - [`point`]: the domain model: rows of increases, histograms, points per variant.
 //! - [`clock`]: the injectable wall clock and bucket arithmetic.
 //! - [`expo`]: writing the Prometheus text format like Go's client_golang.
-//! - [`compare`]: baseline vs candidate statistics (z-test on 5xx share, p95 ratio).
 //! - [`canary`]: sequential canary analysis (always-valid confidence sequences, per metric).
 //! - [`budget`]: quota runway, spend forecasts and SLOs with their burn-rate alerts (pure).
 //! - [`variant`]: variant names and how a target's variant is decided.
@@ -57,7 +56,6 @@
 pub mod budget;
 pub mod canary;
 pub mod clock;
-pub mod compare;
 pub(crate) mod console;
 pub mod expo;
 pub mod health;

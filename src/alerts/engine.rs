@@ -46,6 +46,8 @@ pub(crate) struct Deps {
     pub announcer: Arc<dyn Announcer>,
     /// Wall clock.
     pub clock: SharedClock,
+    /// Canary analysis settings (`canary_verdict`).
+    pub canary: Arc<crate::canary::CanaryConfig>,
 }
 
 /// A receiver as the engine sees it: its mailbox and how often firing alerts are repeated.
@@ -133,6 +135,11 @@ pub(crate) struct Engine {
     /// Saving records failed last time (the database refuses writes): logged once, and the
     /// alerts keep firing and reaching receivers from memory meanwhile.
     saves_failing: bool,
+    /// Per (baseline, candidate): when its canary verdict was judged, and the verdict with the
+    /// candidate's requests. Judging reads every tick since the rollout began, so it is redone
+    /// once per `stale_ms` (three evaluations), not at every one; an always-valid verdict a few
+    /// seconds old is still valid.
+    verdicts: BTreeMap<(String, String), (i64, (crate::canary::Verdict, f64))>,
 }
 
 impl Engine {
@@ -157,6 +164,7 @@ impl Engine {
             failing: false,
             evaluations: 0,
             saves_failing: false,
+            verdicts: BTreeMap::new(),
         }
     }
 
@@ -290,8 +298,23 @@ impl Engine {
         inputs.latest = self.deps.feed.fresh(now - self.stale_ms);
         inputs.read_health(&self.deps.health.snapshot());
         inputs.storage_failing = self.deps.health.storage().is_some();
+        self.read_verdicts(&mut inputs, now).await;
         self.medians.refresh(&self.rules, self.deps.stats.as_ref(), now, &mut inputs).await;
         (inputs, error.map(|e| format!("window statistics unavailable: {e}")))
+    }
+
+    /// The canary verdicts the rules need: those judged within `stale_ms` from memory, the
+    /// others judged now.
+    async fn read_verdicts(&mut self, inputs: &mut Inputs, now: i64) {
+        self.verdicts.retain(|_, (at, _)| now - *at < self.stale_ms && *at <= now);
+        inputs.verdicts = self.verdicts.iter().map(|(k, (_, v))| (k.clone(), *v)).collect();
+        let canary = self.deps.canary.clone();
+        if let Some(e) = inputs.read_verdicts(&self.rules, self.deps.stats.as_ref(), &canary, now).await {
+            tracing::debug!(error = %e, "Canary verdicts unavailable this tick.");
+        }
+        for (key, v) in &inputs.verdicts {
+            self.verdicts.entry(key.clone()).or_insert((now, *v));
+        }
     }
 
     /// A phase change: persisted, announced, and posted when it fires or resolves.
@@ -459,8 +482,8 @@ mod tests {
     use crate::alerts::observe::FixedStats;
     use crate::alerts::rules::parse_rules;
     use crate::clock::{Clock, ManualClock};
-    use crate::compare::SideStats;
     use crate::ports::BoxFuture;
+    use crate::ports::read::SideStats;
     use crate::ports::read::WindowStats;
 
     #[derive(Debug, Default)]
@@ -506,7 +529,7 @@ mod tests {
     fn stats(errors: f64) -> Arc<FixedStats> {
         let side = SideStats { requests: 500.0, error_rate_pct: Some(errors), ..Default::default() };
         let w = BTreeMap::from([("canary".to_owned(), WindowStats { side, rejection_rate: 0.0 })]);
-        Arc::new(FixedStats { windows: BTreeMap::from([(60_000, w)]), series: Vec::new() })
+        Arc::new(FixedStats { windows: BTreeMap::from([(60_000, w)]), ..Default::default() })
     }
 
     impl Harness {
@@ -537,6 +560,7 @@ mod tests {
                 store: self.store.clone(),
                 announcer: self.announced.clone(),
                 clock: self.clock.clone(),
+                canary: Arc::default(),
             };
             let outlet = Outlet::new(Arc::new(receiver), self.mailbox.clone(), repeat_ms);
             let rules = Arc::new(parse_rules(RULES, "t").unwrap());
@@ -555,6 +579,41 @@ mod tests {
             let key = ("E".to_owned(), "canary".to_owned());
             engine.acknowledge(Ack { receiver: "webhook", key, phase, at_ms: self.clock.now_ms() });
         }
+    }
+
+    /// The canary verdict reads every tick since the rollout began: it is judged again once per
+    /// `stale_ms`, not at every evaluation, and fires from the cached verdict meanwhile.
+    #[tokio::test]
+    async fn the_canary_verdict_is_judged_once_per_staleness_interval() {
+        use std::sync::atomic::Ordering;
+
+        use crate::canary::SideTick;
+        use crate::ports::read::Stratum;
+        let h = Harness::new();
+        let tick = |e: f64| SideTick { requests: 100.0, errors_5xx: e, ok_2xx: 100.0 - e, ..Default::default() };
+        let strata = (0..200).map(|k| Stratum { end_ms: k * 5_000, sides: [tick(0.5), tick(12.0)] }).collect();
+        let source = Arc::new(FixedStats { strata: Some(strata), ..Default::default() });
+        let deps = Deps {
+            stats: source.clone(),
+            health: HealthBoard::default(),
+            feed: Arc::default(),
+            store: h.store.clone(),
+            announcer: h.announced.clone(),
+            clock: h.clock.clone(),
+            canary: Arc::default(),
+        };
+        let rules = "rules:\n  - {name: C, variant: canary, expr: canary_verdict, op: '==', threshold: fail}\n";
+        let mut e = Engine::new(Arc::new(parse_rules(rules, "t").unwrap()), deps, Vec::new(), Arc::default(), 15_000);
+        e.evaluate().await;
+        let key = ("C".to_owned(), "canary".to_owned());
+        assert_eq!(h.store.0.lock().unwrap()[&key].phase, AlertPhase::Firing, "12 % against 0.5 % fails");
+        h.clock.advance_ms(5_000);
+        e.evaluate().await;
+        assert_eq!(source.strata_reads.load(Ordering::Relaxed), 1, "judged once within 15 s");
+        assert_eq!(h.store.0.lock().unwrap()[&key].phase, AlertPhase::Firing);
+        h.clock.advance_ms(10_000);
+        e.evaluate().await;
+        assert_eq!(source.strata_reads.load(Ordering::Relaxed), 2, "judged again after 15 s");
     }
 
     #[tokio::test]

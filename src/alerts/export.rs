@@ -148,7 +148,7 @@ fn canary(rule: &Rule, sel: &Selector) -> Result<String, ExportError> {
             });
         }
     };
-    Ok(promql::canary_verdict(level, sel, &rule.baseline, rule.window_ms))
+    Ok(promql::canary_verdict(level, sel, &rule.baseline))
 }
 
 #[cfg(test)]

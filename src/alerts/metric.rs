@@ -6,7 +6,7 @@
 //! `storage_healthy` whether zai-dash's own database takes writes (one alert for the process,
 //! not one per variant: [`PROCESS_VARIANT`]).
 
-use crate::compare::Verdict;
+use crate::canary::Verdict;
 use crate::point::Point;
 use crate::ports::read::WindowStats;
 use crate::promql::{self, Selector, family};

@@ -1,7 +1,8 @@
 //! What the engine reads each tick, and the value of each rule for each variant from it.
 //!
 //! Window metrics come from the stats source for each distinct window (the window sums the
-//! compare page reads), `canary_verdict` from [`compare::compare`] over those, the median
+//! compare page reads), `canary_verdict` from the canary analysis `/api/compare` runs
+//! ([`crate::ports::rollout::judge`], since the candidate's rollout began), the median
 //! baselines from a history of points refreshed once per window, `worker_utilization` from the
 //! latest live point, `target_down` and `storage_healthy` from the health board.
 
@@ -12,11 +13,12 @@ use tokio::sync::Notify;
 
 use super::metric::{Metric, PROCESS_VARIANT, verdict_rank};
 use super::rules::{Rule, Scope};
-use crate::compare;
+use crate::canary::{CanaryConfig, Verdict};
 use crate::health::TargetHealth;
 use crate::point::Point;
 use crate::ports::ingest::{Event, PointSink};
 use crate::ports::read::{DataSource, SourceError, WindowStats};
+use crate::ports::rollout::{self, Interval};
 
 /// The latest live point of each variant, fed by the writer's point sink; each published set
 /// is a tick that wakes the engine.
@@ -65,6 +67,9 @@ pub(crate) struct Inputs {
     pub medians: BTreeMap<String, BTreeMap<String, Option<f64>>>,
     /// The database refuses writes (the writer's report on the health board).
     pub storage_failing: bool,
+    /// Per (baseline, candidate): the canary verdict since the rollout began, and the
+    /// candidate's requests.
+    pub verdicts: BTreeMap<(String, String), (Verdict, f64)>,
 }
 
 impl Inputs {
@@ -84,6 +89,38 @@ impl Inputs {
                     self.windows.insert(w, stats);
                 }
                 Err(e) => error = Some(e),
+            }
+        }
+        error
+    }
+
+    /// Judges every pair a `canary_verdict` rule watches, as `/api/compare` judges it by
+    /// default; a pair the source cannot answer is left out (its rules wait a tick).
+    pub async fn read_verdicts(
+        &mut self,
+        rules: &[Rule],
+        source: &dyn DataSource,
+        cfg: &CanaryConfig,
+        now_ms: i64,
+    ) -> Option<SourceError> {
+        let mut error = None;
+        for rule in rules.iter().filter(|r| r.expr.metric == Metric::CanaryVerdict) {
+            for variant in self.variants_of(rule, std::iter::empty()) {
+                let key = (rule.baseline.clone(), variant);
+                if self.verdicts.contains_key(&key) {
+                    continue;
+                }
+                let judged = match Interval::rollout(source, &key.1, now_ms).await {
+                    Ok(interval) => rollout::judge(source, (&key.0, &key.1), interval, cfg).await,
+                    Err(e) => Err(e),
+                };
+                match judged {
+                    Ok(j) => {
+                        let requests = j.judgement.candidate_requests();
+                        self.verdicts.insert(key, (j.judgement.verdict, requests));
+                    }
+                    Err(e) => error = Some(e),
+                }
             }
         }
         error
@@ -154,14 +191,10 @@ impl Inputs {
         value.filter(|_| median > 0.0).map(|v| v / median)
     }
 
-    /// The compare verdict of `variant` against the rule's baseline, as its rank.
+    /// The canary verdict of `variant` against the rule's baseline, as its rank.
     fn verdict(&self, rule: &Rule, variant: &str) -> Option<(Option<f64>, f64)> {
-        let w = self.windows.get(&rule.window_ms)?;
-        let Some(candidate) = w.get(variant) else { return Some((None, 0.0)) };
-        let baseline = w.get(&rule.baseline).map(|s| s.side.clone()).unwrap_or_default();
-        let window_s = rule.window_ms as f64 / 1000.0;
-        let c = compare::compare(&rule.baseline, baseline, variant, candidate.side.clone(), window_s);
-        Some((Some(verdict_rank(c.verdict)), candidate.side.requests))
+        let (verdict, requests) = self.verdicts.get(&(rule.baseline.clone(), variant.to_owned()))?;
+        Some((Some(verdict_rank(*verdict)), *requests))
     }
 }
 
@@ -227,6 +260,10 @@ pub(crate) struct FixedStats {
     pub windows: BTreeMap<i64, BTreeMap<String, WindowStats>>,
     /// Answer of `series`.
     pub series: Vec<Point>,
+    /// Answer of `strata`.
+    pub strata: Option<Vec<crate::ports::read::Stratum>>,
+    /// How often `strata` was asked.
+    pub strata_reads: std::sync::atomic::AtomicUsize,
 }
 
 #[cfg(test)]
@@ -235,7 +272,7 @@ mod fixed {
 
     use super::{FixedStats, Point, SourceError, WindowStats};
     use crate::ports::BoxFuture;
-    use crate::ports::read::{ChartData, DataSource, PointQuery, WindowQuery, WindowSums};
+    use crate::ports::read::{ChartData, DataSource, PointQuery, StrataQuery, Stratum, WindowQuery, WindowSums};
 
     type Answer<'a, T> = BoxFuture<'a, Result<T, SourceError>>;
 
@@ -271,6 +308,11 @@ mod fixed {
         fn series(&self, _end_ms: i64, _range_ms: i64, _step_ms: i64) -> Answer<'_, Vec<Point>> {
             ready(self.series.clone())
         }
+
+        fn strata(&self, _q: StrataQuery) -> Answer<'_, Option<Vec<Stratum>>> {
+            self.strata_reads.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            ready(self.strata.clone())
+        }
     }
 }
 
@@ -278,7 +320,7 @@ mod fixed {
 mod tests {
     use super::*;
     use crate::alerts::rules::parse_rules;
-    use crate::compare::SideStats;
+    use crate::ports::read::{SideStats, Stratum};
 
     fn rules(yaml: &str) -> Vec<Rule> {
         parse_rules(yaml, "t").unwrap()
@@ -315,7 +357,9 @@ mod tests {
         assert_eq!(inputs.value(&rs[0], "canary"), Some((Some(12.0), 500.0)));
         assert_eq!(inputs.value(&rs[0], "gone"), Some((None, 0.0)));
         assert_eq!(inputs.value(&rs[1], "canary").map(|v| v.0), Some(Some(1.0)), "a never-scraped target is not down");
-        assert_eq!(inputs.value(&rs[2], "canary").map(|v| v.0), Some(Some(3.0)), "12 % vs 0.5 %: fail");
+        assert_eq!(inputs.value(&rs[2], "canary"), None, "no verdict read: not evaluated");
+        inputs.verdicts.insert(("production".into(), "canary".into()), (Verdict::Fail, 500.0));
+        assert_eq!(inputs.value(&rs[2], "canary"), Some((Some(3.0), 500.0)));
         let each = inputs.variants_of(&rs[2], std::iter::empty());
         assert_eq!(each.into_iter().collect::<Vec<_>>(), ["canary"], "never the baseline");
         assert_eq!(
@@ -323,6 +367,32 @@ mod tests {
             None,
             "window not read"
         );
+    }
+
+    /// `canary_verdict` is the canary analysis' verdict over the strata since the rollout
+    /// began, the one `/api/compare` gives: 12 % against 0.5 % 5xx over 200 ticks fails, the
+    /// same traffic on both sides never does.
+    #[tokio::test]
+    async fn the_canary_verdict_is_the_sequential_judgement_of_the_strata() {
+        use crate::canary::SideTick;
+        let rs = rules("rules:\n  - {name: C, variant: canary, expr: canary_verdict, threshold: fail}\n");
+        let tick = |errors: f64| SideTick {
+            requests: 100.0,
+            errors_5xx: errors,
+            ok_2xx: 100.0 - errors,
+            ..Default::default()
+        };
+        let strata = |c: f64| (0..200).map(|k| Stratum { end_ms: k * 5_000, sides: [tick(0.5), tick(c)] }).collect();
+        let rs = &rs;
+        let judge = |c: f64| async move {
+            let source = FixedStats { strata: Some(strata(c)), ..Default::default() };
+            let mut inputs = Inputs::default();
+            let cfg = CanaryConfig::default();
+            assert!(inputs.read_verdicts(rs, &source, &cfg, 1_000_000).await.is_none());
+            inputs.value(&rs[0], "canary").and_then(|v| v.0)
+        };
+        assert_eq!(judge(12.0).await, Some(verdict_rank(Verdict::Fail)));
+        assert!(judge(0.5).await.is_some_and(|v| v < verdict_rank(Verdict::Warn)));
     }
 
     #[test]

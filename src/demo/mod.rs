@@ -257,5 +257,6 @@ fn settings(plan: &DemoPlan, targets: Vec<TargetSpec>) -> Settings {
         alerts: crate::alerts::AlertSettings::default(),
         engine: None,
         remote: None,
+        canary: Default::default(),
     }
 }

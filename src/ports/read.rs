@@ -19,7 +19,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use super::BoxFuture;
 use super::alert_state::AlertPeriod;
 use super::ingest::Event;
-use crate::compare::SideStats;
+use crate::canary::SideTick;
 use crate::point::{Counts, Point};
 
 /// Windows up to one hour are answered from raw points (where raw rows still hold them).
@@ -143,6 +143,61 @@ impl WindowSums {
     }
 }
 
+/// What one variant did over the window, reduced to the numbers the comparison needs.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
+pub struct SideStats {
+    /// Requests in the window (the sample size).
+    pub requests: f64,
+    /// 5xx responses in the window.
+    pub errors_5xx: f64,
+    /// 5xx share in percent, `None` without requests.
+    pub error_rate_pct: Option<f64>,
+    /// Requests per second over the window.
+    pub req_rate: f64,
+    /// Latency percentiles (ms) from the window's summed buckets.
+    pub latency_p50_ms: Option<f64>,
+    /// p95 (ms).
+    pub latency_p95_ms: Option<f64>,
+    /// p99 (ms).
+    pub latency_p99_ms: Option<f64>,
+    /// Time to first token p95 (ms), when exported.
+    pub ttft_p95_ms: Option<f64>,
+    /// Input tokens per second.
+    pub token_rate_in: f64,
+    /// Output tokens per second.
+    pub token_rate_out: f64,
+    /// Estimated cost per hour (USD).
+    pub cost_per_hour_usd: f64,
+    /// Seconds the side's data covers inside the window: what its rates divide by.
+    pub covered_seconds: f64,
+}
+
+impl SideStats {
+    /// Reduces a window's summed increases, which cover `window_s` seconds.
+    pub fn from_counts(c: &Counts, window_s: f64) -> Self {
+        let requests = c.total_requests();
+        let errors_5xx = c.requests_in_class('5');
+        let per_s = |v: f64| if window_s > 0.0 { v / window_s } else { 0.0 };
+        let ms = |h: &crate::point::Histogram, q: f64| h.quantile(q).map(|s| s * 1000.0);
+        let tokens = c.tokens_by_direction();
+        let cost: f64 = c.cost_by_direction().iter().fold(0.0, |a, b| a + b);
+        Self {
+            requests,
+            errors_5xx,
+            error_rate_pct: (requests > 0.0).then(|| 100.0 * errors_5xx / requests),
+            req_rate: per_s(requests),
+            latency_p50_ms: ms(&c.duration, 0.5),
+            latency_p95_ms: ms(&c.duration, 0.95),
+            latency_p99_ms: ms(&c.duration, 0.99),
+            ttft_p95_ms: ms(&c.ttft, 0.95),
+            token_rate_in: per_s(tokens[0]),
+            token_rate_out: per_s(tokens[1]),
+            cost_per_hour_usd: per_s(cost) * 3600.0,
+            covered_seconds: window_s,
+        }
+    }
+}
+
 /// One variant's numbers over one window, as `/api/compare` shows them: what the alert engine
 /// judges.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -160,6 +215,49 @@ impl WindowStats {
         let rejection_rate = if covered > 0.0 { sums.counts.rejections / covered } else { 0.0 };
         Self { side: SideStats::from_counts(&sums.counts, covered), rejection_rate }
     }
+}
+
+/// Two variants' increases tick by tick over a window: the strata a canary comparison folds.
+#[derive(Debug, Clone)]
+pub struct StrataQuery {
+    /// Window start (exclusive), Unix ms.
+    pub start_ms: i64,
+    /// Window end (inclusive), Unix ms.
+    pub end_ms: i64,
+    /// Baseline, then candidate.
+    pub variants: [String; 2],
+}
+
+/// One stratum: what both variants did over the same bucket (a 5 s tick, or a 1 min row for
+/// windows answered from rollups), baseline first. A variant without rows in the bucket did
+/// nothing in it.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Stratum {
+    /// Bucket end, Unix ms.
+    pub end_ms: i64,
+    /// Baseline's and candidate's increases.
+    pub sides: [SideTick; 2],
+}
+
+/// How a rollout's start was found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StartedBy {
+    /// The first scrape reporting the candidate's current `zai_proxy_build_info` version.
+    Version,
+    /// No version change is known: the candidate's first scrape.
+    FirstScrape,
+}
+
+/// When the candidate's current rollout began.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RolloutStart {
+    /// Unix ms.
+    pub since_ms: i64,
+    /// How it was found.
+    pub by: StartedBy,
+    /// The version rolled out, when a version change marks the start.
+    pub version: Option<String>,
 }
 
 /// Most points per variant a history ([`DataSource::series`]) holds: its step is widened beyond.
@@ -250,6 +348,20 @@ pub trait DataSource: Send + Sync + std::fmt::Debug {
             let sums = self.window(WindowQuery::ending(end_ms, window_ms)).await?;
             Ok(sums.into_iter().map(|(variant, s)| (variant, WindowStats::from_sums(&s, end_ms))).collect())
         })
+    }
+
+    /// Both variants' increases per stratum over the window, ascending; `None` when the source
+    /// cannot give them per tick (the caller then says so rather than judging).
+    fn strata(&self, q: StrataQuery) -> BoxFuture<'_, Result<Option<Vec<Stratum>>, SourceError>> {
+        let _ = q;
+        Box::pin(async { Ok(None) })
+    }
+
+    /// When `variant`'s current version first appeared (else its first scrape), as of `end_ms`;
+    /// `None` when nothing is known of it.
+    fn rollout_start(&self, variant: &str, end_ms: i64) -> BoxFuture<'_, Result<Option<RolloutStart>, SourceError>> {
+        let _ = (variant, end_ms);
+        Box::pin(async { Ok(None) })
     }
 
     /// Points of every variant over `(end_ms - range_ms, end_ms]`, one per `step_ms` (rounded up

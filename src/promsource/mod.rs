@@ -31,7 +31,8 @@ use crate::clock::SharedClock;
 use crate::point::Point;
 use crate::ports::BoxFuture;
 use crate::ports::read::{
-    ChartData, DataSource, Grid, PointQuery, Reach, SourceError, WindowQuery, WindowSums, series_step,
+    ChartData, DataSource, Grid, PointQuery, Reach, RolloutStart, SourceError, StrataQuery, Stratum, WindowQuery,
+    WindowSums, series_step,
 };
 use crate::promql::{Selector, parts};
 pub(crate) use client::{Client, EngineError};
@@ -216,6 +217,17 @@ impl DataSource for PromSource {
 
     fn chart(&self, q: PointQuery) -> BoxFuture<'_, Result<ChartData, SourceError>> {
         Box::pin(self.read_chart(q))
+    }
+
+    fn strata(&self, q: StrataQuery) -> BoxFuture<'_, Result<Option<Vec<Stratum>>, SourceError>> {
+        let now = self.clock.now_ms();
+        let width = window::strata_width(&self.timing, self.grid_ms((q.start_ms, q.end_ms), 0, now));
+        Box::pin(async move { Ok(Some(window::strata(&self.session(), &self.timing, &q, width, now).await?)) })
+    }
+
+    fn rollout_start(&self, variant: &str, end_ms: i64) -> BoxFuture<'_, Result<Option<RolloutStart>, SourceError>> {
+        let variant = variant.to_owned();
+        Box::pin(async move { Ok(window::rollout_start(&self.session(), &self.timing, &variant, end_ms).await?) })
     }
 
     /// The store's grid, reaching back forever: the engine keeps what it keeps.

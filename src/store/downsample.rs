@@ -260,6 +260,7 @@ fn enforce_retention(
         report.deleted_coarse += delete(Table::Coarse, report.coarse_cutoff_ms)?;
     }
     tx.execute("DELETE FROM events WHERE ts <= ?1", [report.coarse_cutoff_ms])?;
+    super::canary_log::trim(&tx, now_ms - plan.retention_rollup_ms)?;
     report.pruned_journal = query::prune_journal(&tx)?;
     tx.commit()?;
     hand_back_free_pages(conn)?;

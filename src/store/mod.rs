@@ -9,6 +9,7 @@
 
 pub(crate) mod alerts;
 pub mod cache;
+pub mod canary_log;
 pub mod codec;
 pub mod downsample;
 pub(crate) mod figures;

@@ -150,6 +150,21 @@ const MIGRATIONS: &[&str] = &[
         payload BLOB NOT NULL
     );
 ",
+    "
+    -- The canary verdict of each (baseline, candidate) pair, judged once a minute; kept as long
+    -- as the 1 min rows. `metrics` is a JSON object of each metric's classification.
+    CREATE TABLE canary_history (
+        ts        INTEGER NOT NULL,
+        baseline  TEXT NOT NULL,
+        candidate TEXT NOT NULL,
+        verdict   TEXT NOT NULL,
+        score     REAL,
+        since     INTEGER NOT NULL,
+        version   TEXT,
+        metrics   TEXT NOT NULL,
+        PRIMARY KEY (baseline, candidate, ts)
+    ) WITHOUT ROWID;
+",
 ];
 
 /// The schema version this build writes.

@@ -240,7 +240,7 @@ pub(crate) fn parse_metrics_query(
 /// Nothing is stored after now, so a window is read up to now at most: a point is never
 /// stamped after now rounded up to its bucket, and a window's rates never divide by time that
 /// has not happened yet.
-fn parse_window(
+pub(crate) fn parse_window(
     range: Option<&str>,
     start: Option<&str>,
     end: Option<&str>,
@@ -354,7 +354,7 @@ fn parse_positive_duration_ms(v: &str) -> Option<i64> {
     (ms > 0).then_some(ms)
 }
 
-fn parse_time_ms(v: &str) -> Option<i64> {
+pub(crate) fn parse_time_ms(v: &str) -> Option<i64> {
     if let Ok(secs) = v.parse::<f64>() {
         return (0.0..1e11).contains(&secs).then(|| (secs * 1000.0).round() as i64);
     }

@@ -7,6 +7,7 @@ pub(crate) mod assets;
 pub(crate) mod auth;
 pub(crate) mod charts;
 pub mod chrome;
+pub(crate) mod compare_page;
 pub(crate) mod dash_api;
 pub mod dashboard;
 pub(crate) mod error;
@@ -80,6 +81,8 @@ pub struct WebSettings {
     pub allowed_hosts: crate::host::AllowedHosts,
     /// Source mode: the engine's URL without credentials (`None`: SQLite mode).
     pub engine: Option<String>,
+    /// Canary analysis settings (`CANARY_CONFIG`).
+    pub canary: crate::canary::CanaryConfig,
 }
 
 impl WebSettings {
@@ -160,10 +163,11 @@ fn pages_router() -> Router<AppState> {
     Router::new()
         .route("/", get(pages::overview))
         .route("/targets", get(pages::targets))
-        .route("/compare", get(pages::compare))
+        .route("/compare", get(compare_page::compare))
         .route("/alerts", get(alerts::page))
         .route("/api/alerts", get(alerts::api))
         .route("/api/compare", get(dash_api::compare))
+        .route("/api/compare/history", get(dash_api::history))
         .route("/api/models", get(dash_api::models))
         .route("/static/{name}", get(assets::serve))
         .layer(tower_http::compression::CompressionLayer::new().quality(tower_http::CompressionLevel::Fastest))
@@ -214,6 +218,7 @@ async fn self_metrics(State(state): State<AppState>) -> impl IntoResponse {
     let alerts = snapshot.alerts;
     let count = |p| alerts.iter().filter(|a| a.record.phase == p).count();
     let pending_firing = (count(crate::phase::AlertPhase::Pending), count(crate::phase::AlertPhase::Firing));
+    let canary = latest_verdicts(&state).await;
     let body = selfmetrics::render(&selfmetrics::Inputs {
         targets: &targets,
         scrape_durations: state.health.durations(),
@@ -226,6 +231,18 @@ async fn self_metrics(State(state): State<AppState>) -> impl IntoResponse {
         alerts_pending_firing: pending_firing,
         alert_evaluations: snapshot.evaluations,
         storage_healthy: state.health.storage().is_none(),
+        canary: &canary,
     });
     ([(axum::http::header::CONTENT_TYPE, crate::expo::CONTENT_TYPE)], body)
+}
+
+/// Each pair's canary verdict judged within the last three minutes (a pair no longer judged
+/// drops out rather than repeating a stale verdict).
+async fn latest_verdicts(state: &AppState) -> Vec<crate::store::canary_log::VerdictEntry> {
+    let Some(store) = &state.store else { return Vec::new() };
+    let after = state.clock.now_ms() - 3 * state.settings.rollup_ms();
+    store.latest_verdicts(after).await.unwrap_or_else(|e| {
+        tracing::debug!(error = %e, "Canary verdicts unavailable for /metrics.");
+        Vec::new()
+    })
 }

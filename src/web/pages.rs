@@ -9,19 +9,16 @@ use std::sync::{Arc, Mutex};
 use askama::Template;
 use askama_web::WebTemplate;
 use axum::extract::{Query, State};
-use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 
 use super::AppState;
 use super::api::{collect_status, known_variants, metrics_query};
 use super::charts::{Mark, Unit, compact, fmt_value};
 use super::chrome::Chrome;
-use super::dash_api::{CompareParams, comparison};
 use super::dashboard::{self, Card, Link, Panels, View};
 use super::error::PageError;
 use super::models::model_usage;
 use crate::clock::rfc3339_ms;
-use crate::compare::Comparison;
 use crate::ports::read::{ChartData, PointQuery};
 use crate::redact::{RedactedUrl, same_target};
 
@@ -343,89 +340,6 @@ pub(crate) async fn targets(State(state): State<AppState>) -> Result<TargetsPage
         .collect();
     let remote = state.remote.as_ref().map(|r| RemoteLine::new(&r.snapshot(state.clock.now_ms())));
     Ok(TargetsPage { chrome: Chrome::new(&state, "targets"), targets, remote })
-}
-
-/// `/compare`.
-#[derive(Template, WebTemplate)]
-#[template(path = "compare.html")]
-pub(crate) struct ComparePage {
-    /// Chrome.
-    pub chrome: Chrome,
-    /// Variants for the form.
-    pub variants: Vec<String>,
-    /// Windows for the form.
-    pub windows: [&'static str; 6],
-    /// Selected window.
-    pub window: String,
-    /// The comparison, or why there is none.
-    pub result: Result<CompareView, String>,
-}
-
-/// A comparison, formatted.
-pub(crate) struct CompareView {
-    /// The numbers.
-    pub c: Comparison,
-    /// Rows, formatted.
-    pub rows: Vec<CompareRow>,
-}
-
-/// One formatted comparison row.
-pub(crate) struct CompareRow {
-    /// Label.
-    pub label: &'static str,
-    /// Baseline value.
-    pub baseline: String,
-    /// Candidate value.
-    pub candidate: String,
-    /// Absolute delta.
-    pub delta: String,
-    /// Relative delta.
-    pub delta_pct: String,
-    /// Verdict class, or empty.
-    pub verdict: &'static str,
-}
-
-fn fmt_row(m: &crate::compare::MetricRow) -> CompareRow {
-    let f = |v: Option<f64>| match (v, m.unit) {
-        (None, _) => "–".to_owned(),
-        (Some(v), "%") => format!("{v:.2}%"),
-        (Some(v), "ms") => fmt_value(Unit::Ms, v),
-        (Some(v), "USD/h") => fmt_value(Unit::UsdPerHour, v),
-        (Some(v), "req") => format!("{v:.0}"),
-        (Some(v), unit) => format!("{} {unit}", super::charts::compact(v)),
-    };
-    CompareRow {
-        label: m.label,
-        baseline: f(m.baseline),
-        candidate: f(m.candidate),
-        delta: m.delta.map_or_else(|| "–".into(), |d| format!("{}{}", if d > 0.0 { "+" } else { "" }, f(Some(d)))),
-        delta_pct: m.delta_pct.map_or_else(|| "–".into(), |d| format!("{d:+.1}%")),
-        verdict: m.verdict.map_or("", |v| v.as_str()),
-    }
-}
-
-/// `GET /compare?baseline=&candidate=&window=`. A bad parameter still shows the form (to fix
-/// it), with the reason and status 400.
-pub(crate) async fn compare(
-    State(state): State<AppState>,
-    Query(params): Query<CompareParams>,
-) -> Result<Response, PageError> {
-    let variants: Vec<String> = known_variants(&state).await?.into_iter().collect();
-    let window = params.window.clone().unwrap_or_else(|| "15m".into());
-    let result = match comparison(&state, &params).await {
-        Ok(c) => Ok(CompareView { rows: c.metrics.iter().map(fmt_row).collect(), c }),
-        Err(super::error::ApiError::BadRequest(m)) => Err(m),
-        Err(e) => return Err(e.into()),
-    };
-    let status = if result.is_ok() { StatusCode::OK } else { StatusCode::BAD_REQUEST };
-    let page = ComparePage {
-        chrome: Chrome::new(&state, "compare"),
-        variants,
-        windows: ["5m", "15m", "30m", "1h", "6h", "24h"],
-        window,
-        result,
-    };
-    Ok((status, page).into_response())
 }
 
 #[cfg(test)]
