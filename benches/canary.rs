@@ -6,7 +6,7 @@
 //!
 //! - **sequential**: `canary::judge` (always-valid confidence sequences), every 5 s, with the
 //!   baseline's hour before the rollout as the reference for latency tail bounds.
-//! - **today**: `compare::compare` (z-test on the 5xx share, p95 ratio 1.5x warn / 2x fail)
+//! - **today**: the old `/api/compare` verdict (`support/ztest.rs`: z-test on the 5xx share, p95 ratio 1.5x warn / 2x fail)
 //!   over the compare page's default 15-minute sliding window, every 5 s.
 //! - **kayenta**: Kayenta's judge as configured by default: per-minute points of each side
 //!   since the start (5xx share and p95), a Mann-Whitney U test at 98 % confidence whose
@@ -20,12 +20,13 @@
 
 #[path = "../tests/canary_sim/model.rs"]
 mod model;
+#[path = "support/ztest.rs"]
+mod ztest;
 
 use std::collections::VecDeque;
 
 use model::{Behaviour, Generator, Scenario, TICK_S};
-use zai_dash::canary::{CanaryConfig, Evidence, SideTick, judge};
-use zai_dash::compare::{SideStats, Verdict, compare};
+use zai_dash::canary::{CanaryConfig, Evidence, SideTick, Verdict, judge};
 use zai_dash::point::Histogram;
 
 const METHODS: [&str; 3] = ["sequential", "today (15 min)", "kayenta (1 min)"];
@@ -73,16 +74,9 @@ impl Sliding {
                 err += t[s].1;
                 h.add(&Histogram { buckets: t[s].2.clone(), sum: 0.0, count: t[s].0 });
             }
-            SideStats {
-                requests: req,
-                errors_5xx: err,
-                error_rate_pct: (req > 0.0).then(|| 100.0 * err / req),
-                latency_p95_ms: h.quantile(0.95).map(|s| s * 1000.0),
-                ..SideStats::default()
-            }
+            ztest::Window { requests: req, errors_5xx: err, p95_ms: h.quantile(0.95).map(|s| s * 1000.0) }
         };
-        let window_s = self.ticks.len() as f64 * TICK_S;
-        compare("production", side(0), "canary", side(1), window_s).verdict
+        ztest::verdict(&side(0), &side(1))
     }
 }
 

@@ -31,10 +31,10 @@ use crate::scrape::discovery::{Discovery, SharedResolver, SystemResolver};
 use crate::scrape::increase::TargetState;
 use crate::scrape::{self, Outputs, Target, persist};
 use crate::setting::duration_ms;
-use crate::store::downsample;
 use crate::store::query::StoredTarget;
 use crate::store::source::StoreSource;
 use crate::store::{Store, WriterStats, write};
+use crate::store::{canary_log, downsample};
 use crate::web::selfmetrics::SelfMetrics;
 use crate::web::session::Sessions;
 use crate::web::{self, AppState};
@@ -49,7 +49,7 @@ const WRITE_QUEUE: usize = 64;
 /// Runs zai-dash on `listener` until `shutdown` is cancelled, then stops within the grace
 /// period: readiness turns 503 first, then the server and scrapers stop, the ticker flushes its
 /// last buckets, the writer commits them, and the store closes.
-pub async fn run(
+pub(crate) async fn run(
     settings: Settings,
     clock: SharedClock,
     listener: TcpListener,
@@ -239,6 +239,7 @@ fn start_background(
     let durations = self_metrics.clone();
     let observe = move |secs| durations.downsample.observe(secs);
     tracker.spawn(downsample::run(store.clone(), settings.store(), clock.clone(), stop.clone(), observe));
+    tracker.spawn(canary_log::run(canary_watch(settings, store.clone(), source.clone(), &clock), stop.clone()));
     Ok(AppState {
         settings: Arc::new(settings.web()),
         source,
@@ -283,9 +284,34 @@ fn start_alerts(
         store: parts.records,
         announcer: Arc::new(parts.hub.clone()),
         clock: parts.clock.clone(),
+        canary: Arc::new(settings.canary.clone()),
     };
     let interval = settings.point_width.max(settings.scrape_interval);
     alerts.spawn(tracker, stop, deps, interval).context("cannot build the alert receivers' HTTP client")
+}
+
+/// The minutely canary judge: every variant against `production` and against each baseline a
+/// `canary_verdict` rule names.
+fn canary_watch(
+    settings: &Settings,
+    store: Store,
+    source: Arc<dyn crate::ports::read::DataSource>,
+    clock: &SharedClock,
+) -> canary_log::Watch {
+    let mut baselines = vec!["production".to_owned()];
+    for r in settings.alerts.rules.iter().filter(|r| r.expr.metric == alerts::metric::Metric::CanaryVerdict) {
+        if !baselines.contains(&r.baseline) {
+            baselines.push(r.baseline.clone());
+        }
+    }
+    canary_log::Watch {
+        store,
+        source,
+        config: Arc::new(settings.canary.clone()),
+        baselines,
+        clock: clock.clone(),
+        every: settings.rollup_width,
+    }
 }
 
 /// Sessions of `DASHBOARD_TOKEN`, with the revocations stored before (a signed-out session

@@ -40,7 +40,8 @@ impl ManualClock {
     }
 
     /// Sets the current time.
-    pub fn set_ms(&self, now_ms: i64) {
+    #[cfg(test)]
+    pub(crate) fn set_ms(&self, now_ms: i64) {
         self.now_ms.store(now_ms, Ordering::SeqCst);
     }
 
@@ -73,7 +74,7 @@ pub fn bucket_end(ms: i64, width_ms: i64) -> i64 {
 
 /// [`bucket_end`], or `None` when the width is not positive or the edge lies beyond `i64`:
 /// for validating times that come from outside (query parameters).
-pub fn checked_bucket_end(ms: i64, width_ms: i64) -> Option<i64> {
+pub(crate) fn checked_bucket_end(ms: i64, width_ms: i64) -> Option<i64> {
     if width_ms <= 0 {
         return None;
     }

@@ -13,6 +13,7 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 
 use crate::alerts::{AlertArgs, AlertSettings};
+use crate::canary::CanaryConfig;
 use crate::host::{AllowedHosts, HostArgs};
 use crate::net::ListenerLimits;
 use crate::promsource::{EngineArgs, EngineSettings};
@@ -22,7 +23,7 @@ use crate::scrape::ScrapeSettings;
 pub use crate::scrape::{DNS_SCHEME_PREFIX, TargetSpec, parse_targets};
 use crate::setting::bad;
 pub use crate::setting::{ConfigError, Secret, duration_ms, parse_duration, parse_listen_addr, prepare_db_path};
-pub use crate::telemetry::LogFormat;
+pub(crate) use crate::telemetry::LogFormat;
 use crate::web::session::{SessionArgs, SessionPolicy};
 use crate::web::{ConfiguredTarget, WebSettings};
 
@@ -103,7 +104,7 @@ pub struct AlertFlags {
 
 impl AlertFlags {
     /// Reads the rules and checks the receivers.
-    pub fn validate(&self) -> Result<AlertSettings, ConfigError> {
+    pub(crate) fn validate(&self) -> Result<AlertSettings, ConfigError> {
         AlertSettings::validate(&AlertArgs {
             rules_path: Some(std::path::Path::new(self.alert_rules.trim())),
             alertmanager_url: Some(&self.alertmanager_url),
@@ -268,6 +269,10 @@ pub struct ServeArgs {
     #[command(flatten)]
     #[allow(missing_docs)]
     pub alerts: AlertFlags,
+    /// YAML file of canary analysis settings (metrics, allowed degradations, `alpha`); empty
+    /// means the built-in ones (`zai-dash canary --print-config`).
+    #[arg(long, env = "CANARY_CONFIG", default_value = "")]
+    pub canary_config: String,
 }
 
 /// The built-in proxy of `serve --proxy`.
@@ -331,18 +336,20 @@ pub struct Settings {
     pub alerts: AlertSettings,
     /// Source mode: the engine every number is read from; `None` scrapes into SQLite.
     pub engine: Option<EngineSettings>,
+    /// Canary analysis settings (`CANARY_CONFIG`, else the built-in ones).
+    pub canary: CanaryConfig,
 }
 
 /// Default width of a raw point.
-pub const POINT_WIDTH: Duration = Duration::from_secs(5);
+pub(crate) const POINT_WIDTH: Duration = Duration::from_secs(5);
 /// Default width of a rolled-up point.
-pub const ROLLUP_WIDTH: Duration = Duration::from_secs(60);
+pub(crate) const ROLLUP_WIDTH: Duration = Duration::from_secs(60);
 /// How long a dashboard client may accept no data before it is cut: well beyond any transient
 /// stall of a working connection (7 lost retransmissions in a row take 25 s), short enough that
 /// a frozen client holds at most its receive buffer plus 30 s of events.
-pub const STALLED_CLIENT_TIMEOUT: Duration = Duration::from_secs(30);
+pub(crate) const STALLED_CLIENT_TIMEOUT: Duration = Duration::from_secs(30);
 /// Default cap on a scraped body (16 MiB).
-pub const MAX_BODY_BYTES: usize = 16 * 1024 * 1024;
+pub(crate) const MAX_BODY_BYTES: usize = 16 * 1024 * 1024;
 /// Defaults of the settings only SQLite mode uses (source mode refuses them when changed).
 const DEFAULT_SCRAPE_TIMEOUT: &str = "3s";
 const DEFAULT_RETENTION_5S: &str = "24h";
@@ -352,7 +359,7 @@ const DEFAULT_DOWNSAMPLE_INTERVAL: &str = "1m";
 
 impl ServeArgs {
     /// Checks every value and turns the strings into typed [`Settings`].
-    pub fn validate(&self) -> Result<Settings, ConfigError> {
+    pub(crate) fn validate(&self) -> Result<Settings, ConfigError> {
         let engine = self.engine_plan()?;
         let (scrape_interval, scrape_timeout) = self.scrape_timing(engine.is_some())?;
         let (retention_5s, retention_1m, retention_10m, downsample_interval) = self.retentions()?;
@@ -398,6 +405,7 @@ impl ServeArgs {
             remote: self.remote.validate()?,
             alerts,
             engine,
+            canary: canary_config(&self.canary_config)?,
         })
     }
 
@@ -498,7 +506,7 @@ impl ServeArgs {
 
 /// Shortest accepted `DASHBOARD_TOKEN`: a token is the only secret between the network and the
 /// dashboard, and guessing is limited per address, not globally.
-pub const MIN_TOKEN_CHARS: usize = 16;
+pub(crate) const MIN_TOKEN_CHARS: usize = 16;
 
 /// `DASHBOARD_TOKEN` without surrounding whitespace (a trailing newline from a secret file
 /// would otherwise never match); empty means no authentication; a short one refuses to start.
@@ -510,6 +518,14 @@ fn dashboard_token(token: Option<&Secret>) -> Result<Option<Secret>, ConfigError
         )));
     }
     Ok(Some(Secret::new(t)))
+}
+
+/// The canary settings `CANARY_CONFIG` names, or the built-in ones when it is empty.
+fn canary_config(path: &str) -> Result<CanaryConfig, ConfigError> {
+    match path.trim() {
+        "" => Ok(CanaryConfig::default()),
+        p => CanaryConfig::load(std::path::Path::new(p)),
+    }
 }
 
 impl Settings {
@@ -543,6 +559,7 @@ impl Settings {
             // the live stream; tests of alerts set their own rules.
             alerts: AlertSettings { rules: Vec::new(), ..AlertSettings::default() },
             engine: None,
+            canary: CanaryConfig::default(),
         }
     }
 
@@ -557,7 +574,7 @@ impl Settings {
     }
 
     /// The collector's part.
-    pub fn scrape(&self) -> ScrapeSettings {
+    pub(crate) fn scrape(&self) -> ScrapeSettings {
         ScrapeSettings {
             interval: self.scrape_interval,
             timeout: self.scrape_timeout,
@@ -603,6 +620,7 @@ impl Settings {
             sessions: self.sessions.clone(),
             allowed_hosts: self.allowed_hosts.clone(),
             engine: self.engine.as_ref().map(EngineSettings::display_url),
+            canary: self.canary.clone(),
         }
     }
 }
@@ -634,6 +652,7 @@ mod tests {
             http_idle_timeout: "120s".into(),
             remote: crate::remote::RemoteArgs::default(),
             alerts: AlertFlags::default(),
+            canary_config: String::new(),
             source: "sqlite".into(),
             engine: EngineFlags {
                 prometheus_timeout: "10s".into(),
@@ -749,6 +768,22 @@ mod tests {
         a.alerts.alert_webhook_url = "https://hooks.slack.com/services/T0/B0/secret".into();
         a.alerts.alert_webhook_format = "slack".into();
         assert!(!format!("{:?}", a.validate().unwrap()).contains("secret"));
+    }
+
+    #[test]
+    fn a_bad_canary_config_refuses_to_start_naming_the_field() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("canary.yaml");
+        std::fs::write(&path, "metrics:\n  error_rate:\n    worse_when: up\n").unwrap();
+        let mut a = args();
+        a.canary_config = path.display().to_string();
+        let e = err(a);
+        assert!(e.starts_with("CANARY_CONFIG ") && e.contains("field `worse_when` is up"), "{e}");
+        std::fs::write(&path, "alpha: 0.01\n").unwrap();
+        let mut a = args();
+        a.canary_config = path.display().to_string();
+        assert_eq!(a.validate().unwrap().canary.alpha(), 0.01);
+        assert_eq!(args().validate().unwrap().canary, crate::canary::CanaryConfig::default());
     }
 
     #[test]

@@ -11,7 +11,7 @@ use std::io::{ErrorKind, Write};
 
 /// Why stdout did not take the output.
 #[derive(Debug, thiserror::Error)]
-pub enum PrintError {
+pub(crate) enum PrintError {
     /// The reader went away (a closed pipe): the output ends here, quietly.
     #[error("stdout was closed by its reader")]
     Closed,
@@ -21,7 +21,7 @@ pub enum PrintError {
 }
 
 /// Writes `text` to stdout as it is and flushes it.
-pub fn print(text: &str) -> Result<(), PrintError> {
+pub(crate) fn print(text: &str) -> Result<(), PrintError> {
     let mut out = std::io::stdout().lock();
     out.write_all(text.as_bytes()).and_then(|()| out.flush()).map_err(|e| match e.kind() {
         ErrorKind::BrokenPipe => PrintError::Closed,
@@ -30,13 +30,13 @@ pub fn print(text: &str) -> Result<(), PrintError> {
 }
 
 /// Writes one line to stdout.
-pub fn print_line(line: &str) -> Result<(), PrintError> {
+pub(crate) fn print_line(line: &str) -> Result<(), PrintError> {
     print(&format!("{line}\n"))
 }
 
 /// Writes a line announcing a running server (`listening on ...`). A stdout that fails is
 /// logged, not fatal: the server is reachable without the line.
-pub fn announce(line: &str) {
+pub(crate) fn announce(line: &str) {
     if let Err(e) = print_line(line) {
         tracing::warn!(error = %e, line, "Cannot write to stdout; serving anyway.");
     }

@@ -26,24 +26,24 @@ pub fn cut_label_value(value: &str) -> Option<&str> {
 /// Builds one exposition. Callers emit families in name order and each family's series in
 /// label order, as client_golang does; this type only formats.
 #[derive(Debug, Default)]
-pub struct Exposition {
+pub(crate) struct Exposition {
     out: String,
 }
 
 impl Exposition {
     /// An empty exposition.
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Self::default()
     }
 
     /// Starts a family: `# HELP` and `# TYPE` lines. `kind` is `counter`, `gauge`, `histogram`...
-    pub fn family(&mut self, name: &str, help: &str, kind: &str) {
+    pub(crate) fn family(&mut self, name: &str, help: &str, kind: &str) {
         let _ = writeln!(self.out, "# HELP {name} {}", escape_help(help));
         let _ = writeln!(self.out, "# TYPE {name} {kind}");
     }
 
     /// One sample line. Labels are written in the order given (sort them by name).
-    pub fn sample(&mut self, name: &str, labels: &[(&str, &str)], value: f64) {
+    pub(crate) fn sample(&mut self, name: &str, labels: &[(&str, &str)], value: f64) {
         self.out.push_str(name);
         if !labels.is_empty() {
             self.out.push('{');
@@ -61,14 +61,14 @@ impl Exposition {
     }
 
     /// The finished text.
-    pub fn finish(self) -> String {
+    pub(crate) fn finish(self) -> String {
         self.out
     }
 }
 
 /// Go's `strconv.FormatFloat(v, 'g', -1, 64)`: the shortest digits that round-trip, in
 /// exponent form when the decimal exponent is below -4 or at least 6.
-pub fn go_float(v: f64) -> String {
+pub(crate) fn go_float(v: f64) -> String {
     if v.is_nan() {
         return "NaN".into();
     }
@@ -90,7 +90,7 @@ pub fn go_float(v: f64) -> String {
 }
 
 /// Escapes `\`, `"` and newlines in a label value.
-pub fn escape_label_value(v: &str) -> String {
+pub(crate) fn escape_label_value(v: &str) -> String {
     if !v.contains(['\\', '"', '\n']) {
         return v.to_owned();
     }
@@ -98,7 +98,7 @@ pub fn escape_label_value(v: &str) -> String {
 }
 
 /// Escapes `\` and newlines in HELP text.
-pub fn escape_help(v: &str) -> String {
+pub(crate) fn escape_help(v: &str) -> String {
     v.replace('\\', "\\\\").replace('\n', "\\n")
 }
 
@@ -117,22 +117,22 @@ pub struct AtomicHistogram {
 
 impl AtomicHistogram {
     /// A histogram with these upper bounds (ascending).
-    pub fn new(bounds: &'static [f64]) -> Self {
+    pub(crate) fn new(bounds: &'static [f64]) -> Self {
         Self { bounds, counts: (0..=bounds.len()).map(|_| AtomicU64::new(0)).collect(), sum_micros: AtomicU64::new(0) }
     }
 
     /// For scrape durations.
-    pub fn scrape_seconds() -> Self {
+    pub(crate) fn scrape_seconds() -> Self {
         Self::new(SCRAPE_BOUNDS)
     }
 
     /// For downsample run durations.
-    pub fn downsample_seconds() -> Self {
+    pub(crate) fn downsample_seconds() -> Self {
         Self::new(DOWNSAMPLE_BOUNDS)
     }
 
     /// Records one value in seconds (negative or NaN values count as zero).
-    pub fn observe(&self, seconds: f64) {
+    pub(crate) fn observe(&self, seconds: f64) {
         let v = if seconds.is_finite() && seconds > 0.0 { seconds } else { 0.0 };
         let idx = self.bounds.iter().position(|b| v <= *b).unwrap_or(self.bounds.len());
         if let Some(c) = self.counts.get(idx) {
@@ -142,7 +142,7 @@ impl AtomicHistogram {
     }
 
     /// Writes the family: cumulative `_bucket` lines, `_sum` and `_count`.
-    pub fn write(&self, e: &mut Exposition, name: &str, help: &str) {
+    pub(crate) fn write(&self, e: &mut Exposition, name: &str, help: &str) {
         e.family(name, help, "histogram");
         let bucket = format!("{name}_bucket");
         let mut cumulative = 0u64;

@@ -12,11 +12,11 @@ use crate::expo::AtomicHistogram;
 /// Shortest time between two version-change events of one target. A version that changes at
 /// every scrape (a build stamped with the time, a hostile exporter) would otherwise write an
 /// event every few seconds, each kept for 30 days and drawn on every chart.
-pub const VERSION_EVENT_INTERVAL_MS: i64 = 60_000;
+pub(crate) const VERSION_EVENT_INTERVAL_MS: i64 = 60_000;
 
 /// Whether a target whose last version-change event was at `last_event_ms` may have another at
 /// `now_ms`.
-pub fn version_event_due(last_event_ms: Option<i64>, now_ms: i64) -> bool {
+pub(crate) fn version_event_due(last_event_ms: Option<i64>, now_ms: i64) -> bool {
     last_event_ms.is_none_or(|last| now_ms.saturating_sub(last) >= VERSION_EVENT_INTERVAL_MS)
 }
 
@@ -91,12 +91,12 @@ impl TargetHealth {
     }
 
     /// `last_success` as RFC 3339.
-    pub fn last_success(&self) -> Option<String> {
+    pub(crate) fn last_success(&self) -> Option<String> {
         self.last_success_ms.map(rfc3339_ms)
     }
 
     /// True when the target had a successful scrape within `window_ms` of `now_ms`.
-    pub fn fresh(&self, now_ms: i64, window_ms: i64) -> bool {
+    pub(crate) fn fresh(&self, now_ms: i64, window_ms: i64) -> bool {
         self.last_success_ms.is_some_and(|t| now_ms - t <= window_ms)
     }
 }
@@ -131,7 +131,7 @@ pub struct StorageFailure {
 
 /// A successful scrape, as health data.
 #[derive(Debug)]
-pub struct Success {
+pub(crate) struct Success {
     /// The target scraped (an entry whose target changed ignores it).
     pub target_id: i64,
     /// Completion time.
@@ -161,7 +161,7 @@ impl HealthBoard {
     }
 
     /// Records a failed write at `at_ms`: the start of an episode, or one more failure in it.
-    pub fn storage_failed(&self, at_ms: i64, error: String, batches_held: usize, stored_until_ms: Option<i64>) {
+    pub(crate) fn storage_failed(&self, at_ms: i64, error: String, batches_held: usize, stored_until_ms: Option<i64>) {
         let Ok(mut storage) = self.storage.write() else { return };
         let (since_ms, failed_commits) = storage.as_ref().map_or((at_ms, 0), |f| (f.since_ms, f.failed_commits));
         *storage = Some(StorageFailure {
@@ -174,7 +174,7 @@ impl HealthBoard {
     }
 
     /// Updates how many batches wait, during an episode (batches held between two attempts).
-    pub fn storage_holding(&self, batches_held: usize) {
+    pub(crate) fn storage_holding(&self, batches_held: usize) {
         if let Ok(mut storage) = self.storage.write()
             && let Some(f) = storage.as_mut()
         {
@@ -183,7 +183,7 @@ impl HealthBoard {
     }
 
     /// Ends the episode: every held batch is written.
-    pub fn storage_recovered(&self) {
+    pub(crate) fn storage_recovered(&self) {
         if let Ok(mut storage) = self.storage.write() {
             *storage = None;
         }
@@ -201,20 +201,20 @@ impl HealthBoard {
 
     /// Replaces every entry: in source mode the engine's view of the targets (`up` and each
     /// pod's `zai_proxy_build_info`), read afresh each point interval.
-    pub fn replace(&self, targets: Vec<TargetHealth>) {
+    pub(crate) fn replace(&self, targets: Vec<TargetHealth>) {
         if let Ok(mut all) = self.inner.write() {
             *all = targets;
         }
     }
 
     /// Durations of every scrape, in seconds.
-    pub fn durations(&self) -> &AtomicHistogram {
+    pub(crate) fn durations(&self) -> &AtomicHistogram {
         &self.durations
     }
 
     /// Adds a discovered target and returns its index, reusing the slot of a retired address,
     /// so the board never holds more entries than addresses were live at once.
-    pub fn add(&self, target: TargetHealth) -> Option<usize> {
+    pub(crate) fn add(&self, target: TargetHealth) -> Option<usize> {
         let mut all = self.inner.write().ok()?;
         if let Some(idx) = all.iter().position(|h| h.retired) {
             all[idx] = target;
@@ -226,7 +226,7 @@ impl HealthBoard {
 
     /// Forgets a target whose address vanished (its history stays in the database); the slot
     /// waits for the next discovered address.
-    pub fn retire(&self, idx: usize) {
+    pub(crate) fn retire(&self, idx: usize) {
         if let Ok(mut all) = self.inner.write()
             && let Some(h) = all.get_mut(idx)
         {
@@ -242,7 +242,7 @@ impl HealthBoard {
 
     /// Records a success; logs once when a target comes (back) up, and the first time it
     /// exceeds a limit. Version changes are logged with their events (at most one a minute).
-    pub fn record_success(&self, idx: usize, s: Success) {
+    pub(crate) fn record_success(&self, idx: usize, s: Success) {
         self.durations.observe(s.duration_ms / 1000.0);
         let Ok(mut all) = self.inner.write() else { return };
         let Some(h) = Self::entry(&mut all, idx, s.target_id) else { return };
@@ -273,7 +273,7 @@ impl HealthBoard {
 
     /// Records a failure; logs once when a target goes down (or fails its first scrape).
     /// `kind` is one of a few fixed failure kinds (`timeout`, `connect`, ...), a metrics label.
-    pub fn record_failure(
+    pub(crate) fn record_failure(
         &self,
         (idx, target_id): (usize, i64),
         at_ms: i64,

@@ -11,7 +11,7 @@ use crate::config::{HealthcheckArgs, parse_duration, parse_listen_addr};
 
 /// Why the health check failed; the message is printed as one line.
 #[derive(Debug, thiserror::Error)]
-pub enum HealthcheckError {
+pub(crate) enum HealthcheckError {
     /// A flag did not parse.
     #[error(transparent)]
     Config(#[from] crate::config::ConfigError),
@@ -34,7 +34,7 @@ pub enum HealthcheckError {
 }
 
 /// The address to probe for a server listening on `listen`.
-pub fn probe_addr(listen: SocketAddr) -> SocketAddr {
+pub(crate) fn probe_addr(listen: SocketAddr) -> SocketAddr {
     let ip = match listen.ip() {
         IpAddr::V4(v4) if v4.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
         IpAddr::V6(v6) if v6.is_unspecified() => IpAddr::V6(Ipv6Addr::LOCALHOST),
@@ -44,7 +44,7 @@ pub fn probe_addr(listen: SocketAddr) -> SocketAddr {
 }
 
 /// Runs the check once: `Ok` when `/healthz` answered 200 within the timeout.
-pub async fn run(args: &HealthcheckArgs) -> Result<(), HealthcheckError> {
+pub(crate) async fn run(args: &HealthcheckArgs) -> Result<(), HealthcheckError> {
     let listen = parse_listen_addr("LISTEN_ADDR", &args.listen_addr)?;
     let timeout: Duration = parse_duration("--timeout", &args.timeout)?;
     let url = format!("http://{}/healthz", probe_addr(listen));

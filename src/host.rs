@@ -31,7 +31,7 @@ pub struct HostArgs {
 
 impl HostArgs {
     /// The validated list.
-    pub fn validate(&self) -> Result<AllowedHosts, ConfigError> {
+    pub(crate) fn validate(&self) -> Result<AllowedHosts, ConfigError> {
         AllowedHosts::parse(&self.allowed_hosts)
     }
 }
@@ -53,7 +53,7 @@ impl Default for AllowedHosts {
 
 impl AllowedHosts {
     /// Parses `ALLOWED_HOSTS`: comma-separated host names (no scheme, port or path), or `*`.
-    pub fn parse(value: &str) -> Result<Self, ConfigError> {
+    pub(crate) fn parse(value: &str) -> Result<Self, ConfigError> {
         let mut names = Vec::new();
         for entry in value.split(',').map(str::trim).filter(|e| !e.is_empty()) {
             if entry == "*" {
@@ -81,7 +81,7 @@ impl AllowedHosts {
 
     /// Whether a request naming `host` (a `Host` header value, maybe with a port) may change
     /// state.
-    pub fn allows(&self, host: &str) -> bool {
+    pub(crate) fn allows(&self, host: &str) -> bool {
         let names = match self {
             Self::Any => return true,
             Self::Names(names) => names,
@@ -96,7 +96,7 @@ impl AllowedHosts {
 
     /// `Some(the refusal)` when `headers` name a host that is not allowed; a request that
     /// names none (no `Host`, no authority) is no browser's and passes.
-    pub fn refusal(&self, headers: &HeaderMap, uri: &Uri) -> Option<String> {
+    pub(crate) fn refusal(&self, headers: &HeaderMap, uri: &Uri) -> Option<String> {
         let host = request_host(headers, uri)?;
         (!self.allows(host)).then(|| {
             format!(
@@ -107,7 +107,7 @@ impl AllowedHosts {
 }
 
 /// The host a request was sent to: `Host`, else the HTTP/2 authority.
-pub fn request_host<'a>(headers: &'a HeaderMap, uri: &'a Uri) -> Option<&'a str> {
+pub(crate) fn request_host<'a>(headers: &'a HeaderMap, uri: &'a Uri) -> Option<&'a str> {
     headers.get(header::HOST).and_then(|h| h.to_str().ok()).or_else(|| uri.authority().map(|a| a.as_str()))
 }
 

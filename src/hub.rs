@@ -19,7 +19,7 @@ use crate::ports::ingest::Event;
 
 /// One event, ready to send.
 #[derive(Debug)]
-pub struct HubEvent {
+pub(crate) struct HubEvent {
     /// SSE `id:`.
     pub id: u64,
     /// SSE `data:` (JSON).
@@ -54,7 +54,7 @@ struct Ring {
 
 /// What a new subscriber gets: events to replay, then the live receiver.
 #[derive(Debug)]
-pub struct Subscription {
+pub(crate) struct Subscription {
     /// Events after the client's `Last-Event-ID`, oldest first.
     pub replay: Vec<Arc<HubEvent>>,
     /// Live events.
@@ -78,7 +78,7 @@ impl Hub {
     }
 
     /// Publishes points (one event each) and remembers them as the latest per variant.
-    pub fn publish(&self, points: Vec<Point>) {
+    pub(crate) fn publish(&self, points: Vec<Point>) {
         for p in points {
             let data = serde_json::json!({ "type": "metrics", "data": &p }).to_string();
             if let Ok(mut latest) = self.inner.latest.write() {
@@ -90,7 +90,7 @@ impl Hub {
 
     /// Publishes things that happened (`{"type":"version","data":{...}}`, ...); clients that
     /// only know `metrics` events (the Go dashboard's) ignore them.
-    pub fn publish_events(&self, events: Vec<Event>) {
+    pub(crate) fn publish_events(&self, events: Vec<Event>) {
         for e in events {
             self.send(serde_json::json!({ "type": e.kind.as_str(), "data": &e }).to_string());
         }
@@ -109,7 +109,7 @@ impl Hub {
     }
 
     /// Subscribes, replaying ring events newer than `last_event_id` when one is given.
-    pub fn subscribe(&self, last_event_id: Option<u64>) -> Subscription {
+    pub(crate) fn subscribe(&self, last_event_id: Option<u64>) -> Subscription {
         let ring = match self.inner.ring.lock() {
             Ok(r) => r,
             Err(poisoned) => poisoned.into_inner(),
@@ -123,12 +123,12 @@ impl Hub {
     }
 
     /// The latest point of every variant that has one.
-    pub fn latest(&self) -> BTreeMap<String, Arc<Point>> {
+    pub(crate) fn latest(&self) -> BTreeMap<String, Arc<Point>> {
         self.inner.latest.read().map(|l| l.clone()).unwrap_or_default()
     }
 
     /// Connected live clients.
-    pub fn subscribers(&self) -> usize {
+    pub(crate) fn subscribers(&self) -> usize {
         self.inner.tx.receiver_count()
     }
 }

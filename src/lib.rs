@@ -9,7 +9,6 @@
 //! - [`point`]: the domain model: rows of increases, histograms, points per variant.
 //! - [`clock`]: the injectable wall clock and bucket arithmetic.
 //! - [`expo`]: writing the Prometheus text format like Go's client_golang.
-//! - [`compare`]: baseline vs candidate statistics (z-test on 5xx share, p95 ratio).
 //! - [`canary`]: sequential canary analysis (always-valid confidence sequences, per metric).
 //! - [`budget`]: quota runway, spend forecasts and SLOs with their burn-rate alerts (pure).
 //! - [`variant`]: variant names and how a target's variant is decided.
@@ -57,20 +56,19 @@
 pub mod budget;
 pub mod canary;
 pub mod clock;
-pub mod compare;
-pub mod console;
+pub(crate) mod console;
 pub mod expo;
 pub mod health;
-pub mod host;
+pub(crate) mod host;
 pub mod net;
-pub mod phase;
+pub(crate) mod phase;
 pub mod point;
 pub mod promql;
 pub(crate) mod redact;
 pub mod setting;
-pub mod shutdown;
+pub(crate) mod shutdown;
 pub mod telemetry;
-pub mod variant;
+pub(crate) mod variant;
 
 // Contracts.
 pub mod ports;
@@ -92,7 +90,7 @@ pub mod app;
 pub mod commands;
 pub mod config;
 pub mod demo;
-pub mod healthcheck;
+pub(crate) mod healthcheck;
 
 /// The version, from the `VERSION` file.
 pub const VERSION: &str = env!("ZAI_DASH_VERSION");

@@ -37,9 +37,9 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 /// Default time a client has to send a complete request head.
-pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+pub(crate) const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 /// Default time an idle keep-alive connection stays open.
-pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(120);
+pub(crate) const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// The two connection deadlines of a listener.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -76,7 +76,7 @@ pub struct ListenerTrips {
 
 /// A listener's configuration for [`serve`].
 #[derive(Debug, Clone, Default)]
-pub struct Listening {
+pub(crate) struct Listening {
     /// Connection deadlines.
     pub limits: ListenerLimits,
     /// Where closes are counted.
@@ -89,12 +89,27 @@ pub struct Listening {
 /// Serves `router` on `listener` until `shutdown`; then stops accepting, asks every open
 /// connection to finish its current request, and returns when all are closed (callers bound
 /// that wait with their grace period). Handlers see the peer as `ConnectInfo<SocketAddr>`.
-pub async fn serve(
+pub(crate) async fn serve(
     listener: TcpListener,
     router: Router,
     listening: Listening,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
+    serve_with(listener, move |peer| WithPeer { router: router.clone(), peer }, listening, shutdown).await
+}
+
+/// [`serve`] for any service, made per connection from the peer's address: a listener with a
+/// few fixed paths (the proxy's) dispatches them itself instead of through a `Router`.
+pub(crate) async fn serve_with<F, S>(
+    listener: TcpListener,
+    service_for: F,
+    listening: Listening,
+    shutdown: CancellationToken,
+) -> std::io::Result<()>
+where
+    F: Fn(SocketAddr) -> S,
+    S: PeerService,
+{
     let connections = TaskTracker::new();
     let listening = Arc::new(listening);
     loop {
@@ -110,7 +125,7 @@ pub async fn serve(
                 continue;
             }
         };
-        connections.spawn(connection(tcp, peer, router.clone(), listening.clone(), shutdown.clone()));
+        connections.spawn(connection(tcp, peer, service_for(peer), listening.clone(), shutdown.clone()));
     }
     drop(listener);
     connections.close();
@@ -133,10 +148,10 @@ async fn accept_backoff(e: &std::io::Error) {
 }
 
 /// Serves one connection under the watch of its deadlines and the shutdown token.
-async fn connection(
+async fn connection<S: PeerService>(
     tcp: TcpStream,
     peer: SocketAddr,
-    router: Router,
+    inner: S,
     listening: Arc<Listening>,
     shutdown: CancellationToken,
 ) {
@@ -151,7 +166,7 @@ async fn connection(
     let io = TokioIo::new(Watched { inner: tcp, watch: watch.clone() });
     let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
     builder.http1().header_read_timeout(None); // hyper's would also cut idle keep-alive at 30 s
-    let conn = builder.serve_connection(io, Service { router, peer, watch: watch.clone() });
+    let conn = builder.serve_connection(io, Service { inner, watch: watch.clone() });
     tokio::pin!(conn);
     let mut tick = tokio::time::interval(listening.limits.tick());
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -316,28 +331,92 @@ impl AsyncWrite for Watched {
     }
 }
 
-/// The router as a hyper service: adds the peer address and tracks the request in flight.
+/// What [`serve_with`] runs for each connection: a service that is always ready (its
+/// `poll_ready` is never called), answers with a body like axum's, and returns a future that
+/// can be moved (typically boxed once by the service itself).
+pub trait PeerService:
+    tower_service::Service<
+        Request<Incoming>,
+        Response = Response<axum::body::Body>,
+        Error = Infallible,
+        Future: Send + Unpin + 'static,
+    > + Clone
+    + Send
+    + 'static
+{
+}
+
+impl<S> PeerService for S where
+    S: tower_service::Service<
+            Request<Incoming>,
+            Response = Response<axum::body::Body>,
+            Error = Infallible,
+            Future: Send + Unpin + 'static,
+        > + Clone
+        + Send
+        + 'static
+{
+}
+
+/// A router that sees the peer as `ConnectInfo<SocketAddr>`.
 #[derive(Clone)]
-struct Service {
+struct WithPeer {
     router: Router,
     peer: SocketAddr,
+}
+
+impl tower_service::Service<Request<Incoming>> for WithPeer {
+    type Response = Response<axum::body::Body>;
+    type Error = Infallible;
+    type Future = Pin<Box<<Router as tower_service::Service<Request<Incoming>>>::Future>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, mut req: Request<Incoming>) -> Self::Future {
+        req.extensions_mut().insert(ConnectInfo(self.peer));
+        // A Router is always ready.
+        Box::pin(self.router.call(req))
+    }
+}
+
+/// A connection's service as a hyper service: tracks the request in flight.
+#[derive(Clone)]
+struct Service<S> {
+    inner: S,
     watch: Arc<Watch>,
 }
 
-impl hyper::service::Service<Request<Incoming>> for Service {
+impl<S: PeerService> hyper::service::Service<Request<Incoming>> for Service<S> {
     type Response = Response<TrackedBody>;
     type Error = Infallible;
-    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Infallible>> + Send>>;
+    type Future = Tracked<S::Future>;
 
-    fn call(&self, mut req: Request<Incoming>) -> Self::Future {
+    fn call(&self, req: Request<Incoming>) -> Self::Future {
         let inflight = self.watch.begin(req.version());
-        req.extensions_mut().insert(ConnectInfo(self.peer));
-        // A Router is always ready; cloning it is a reference count.
-        let call = tower_service::Service::call(&mut self.router.clone(), req);
-        Box::pin(async move {
-            let response = call.await?;
-            Ok(response.map(|body| TrackedBody { inner: body, _inflight: inflight }))
-        })
+        // Cloning the service is a reference count.
+        Tracked { call: self.inner.clone().call(req), inflight: Some(inflight) }
+    }
+}
+
+/// The service's answer with its in-flight mark attached: the future the service returned,
+/// not boxed once more (a request's future is large, and moving it into a box costs a copy).
+struct Tracked<F> {
+    call: F,
+    inflight: Option<InFlight>,
+}
+
+impl<F> Future for Tracked<F>
+where
+    F: Future<Output = Result<Response<axum::body::Body>, Infallible>> + Unpin,
+{
+    type Output = Result<Response<TrackedBody>, Infallible>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let response = std::task::ready!(Pin::new(&mut self.call).poll(cx))?;
+        let Some(inflight) = self.inflight.take() else { return Poll::Pending };
+        Poll::Ready(Ok(response.map(|body| TrackedBody { inner: body, _inflight: inflight })))
     }
 }
 
@@ -413,7 +492,7 @@ fn set_user_timeout(_tcp: &TcpStream, _ms: u32) -> std::io::Result<()> {
 }
 
 /// The URL to scrape a local listener at: loopback when it listens on every interface.
-pub fn local_metrics_url(addr: SocketAddr) -> anyhow::Result<url::Url> {
+pub(crate) fn local_metrics_url(addr: SocketAddr) -> anyhow::Result<url::Url> {
     let host = match addr.ip() {
         ip if ip.is_unspecified() && ip.is_ipv4() => "127.0.0.1".to_owned(),
         ip if ip.is_unspecified() => "[::1]".to_owned(),

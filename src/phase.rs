@@ -29,7 +29,7 @@ impl AlertPhase {
     }
 
     /// The phase with this stored name.
-    pub fn parse(s: &str) -> Option<Self> {
+    pub(crate) fn parse(s: &str) -> Option<Self> {
         [Self::Inactive, Self::Pending, Self::Firing, Self::Resolved].into_iter().find(|p| p.as_str() == s)
     }
 }

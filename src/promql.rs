@@ -330,36 +330,39 @@ pub enum VerdictLevel {
     Fail,
 }
 
-/// Two-sided z critical value at alpha 0.05: `p < 0.05` with the candidate worse is `z` above it.
-const Z_CRITICAL: f64 = 1.959_964;
+/// zai-dash's own gauge of each pair's canary verdict on its `/metrics`: 0 pass, 1 warn, 2 fail,
+/// -1 insufficient data (below every alarm level), refreshed each minute.
+pub const CANARY_VERDICT_GAUGE: &str = "zai_dash_canary_verdict";
 
-/// Candidates (`candidate`: one variant, or all grouped by variant) whose comparison with
-/// `baseline` over the window reaches `level`, as `/api/compare` judges it: at least 100
-/// requests on each side; 5xx share by the pooled two-proportion z-test (fail: significantly
-/// worse by more than 1 point; warn: significantly worse); p95 ratio (fail above 2x, warn above
-/// 1.5x). The baseline compared with itself never differs, so `all` is safe.
-pub fn canary_verdict(level: VerdictLevel, candidate: &Selector, baseline: &str, window_ms: i64) -> String {
-    let w = duration(window_ms);
-    let base = Selector::variant(baseline);
-    let five = ["status_code=~\"5..\""];
-    // `sum by ()` keeps no label: one series, which `scalar` turns into a number.
-    let nb = format!("scalar({})", increase(family::REQUESTS, &base, &[], "", &w));
-    let xb = format!("scalar({} or vector(0))", increase(family::REQUESTS, &base, &five, "", &w));
-    let nc = increase(family::REQUESTS, candidate, &[], "variant", &w);
-    let xc = increase(family::REQUESTS, candidate, &five, "variant", &w);
-    let (pc, pb) = (format!("({xc} / {nc})"), format!("({xb} / {nb})"));
-    let pool = format!("(({xc} + {xb}) / ({nc} + {nb}))");
-    let z = format!("(({pc} - {pb}) / sqrt({pool} * (1 - {pool}) * (1 / {nc} + 1 / {nb})))");
-    let p95c = quantile_ms(0.95, family::DURATION, candidate, window_ms);
-    let p95b = format!("scalar({})", quantile_ms(0.95, family::DURATION, &base, window_ms));
-    let (errors, latency) = match level {
-        VerdictLevel::Fail => {
-            (format!("((100 * ({pc} - {pb}) > 1) and ({z} > {Z_CRITICAL}))"), format!("({p95c} / {p95b} > 2)"))
-        }
-        VerdictLevel::Warn => (format!("({z} > {Z_CRITICAL})"), format!("({p95c} / {p95b} > 1.5)")),
+/// The gauge's value of a verdict, `None` for one it never takes.
+pub fn canary_gauge_value(verdict: &str) -> Option<f64> {
+    match verdict {
+        "pass" => Some(0.0),
+        "warn" => Some(1.0),
+        "fail" => Some(2.0),
+        "insufficient_data" => Some(-1.0),
+        _ => None,
+    }
+}
+
+/// Candidates (`candidate`: one variant, or all) whose canary verdict against `baseline`
+/// reaches `level`, read from zai-dash's own [`CANARY_VERDICT_GAUGE`] (so Prometheus must
+/// scrape zai-dash's `/metrics`): the verdict is computed once, by zai-dash's canary analysis,
+/// and no threshold is repeated here. The candidate is relabelled `variant`, as every other
+/// rule's alerts are.
+pub fn canary_verdict(level: VerdictLevel, candidate: &Selector, baseline: &str) -> String {
+    let mut matchers = vec![format!("baseline=\"{}\"", escape(baseline))];
+    if let Some(v) = &candidate.variant {
+        matchers.push(format!("candidate=\"{}\"", escape(v)));
+    }
+    let condition = match level {
+        VerdictLevel::Warn => ">= 1",
+        VerdictLevel::Fail => "== 2",
     };
-    let enough = format!("({nc} >= 100 and on () vector({nb}) >= 100)");
-    format!("({errors} or {latency}) and on (variant) {enough}")
+    format!(
+        "label_replace({CANARY_VERDICT_GAUGE}{{{}}} {condition}, \"variant\", \"$1\", \"candidate\", \"(.+)\")",
+        matchers.join(", ")
+    )
 }
 
 /// The source mode's building blocks (`serve --source prometheus`): the same definitions as
@@ -458,6 +461,17 @@ pub mod parts {
         )
     }
 
+    /// The timestamp of the newest sample of `family` within `range_ms`, by `by`, from instants
+    /// every `res_ms`: which version a variant reports last.
+    pub fn last_seen(family: &str, sel: &Selector, by: &str, range_ms: i64, res_ms: i64) -> String {
+        format!(
+            "max by ({by}) (max_over_time(timestamp({family}{})[{}:{}]))",
+            sel.render(&[]),
+            duration(range_ms),
+            duration(res_ms)
+        )
+    }
+
     /// Every version each pod reported within `lookback_ms`: the pods zai-dash lists, their
     /// variant and version.
     pub fn pod_versions(lookback_ms: i64) -> String {
@@ -539,6 +553,19 @@ mod tests {
             pods(&Selector::patterns(&[("variant", "$variant")])),
             "zai_proxy_build_info{variant=~\"$variant\"}"
         );
+    }
+
+    #[test]
+    fn the_canary_rule_reads_zai_dashs_verdict_instead_of_repeating_thresholds() {
+        let fail = canary_verdict(VerdictLevel::Fail, &Selector::variant("canary"), "production");
+        assert_eq!(
+            fail,
+            "label_replace(zai_dash_canary_verdict{baseline=\"production\", candidate=\"canary\"} == 2, \"variant\", \"$1\", \"candidate\", \"(.+)\")"
+        );
+        let warn = canary_verdict(VerdictLevel::Warn, &Selector::all(), "production");
+        assert!(warn.contains("zai_dash_canary_verdict{baseline=\"production\"} >= 1"), "{warn}");
+        assert_eq!(canary_gauge_value("insufficient_data"), Some(-1.0), "below every alarm level");
+        assert_eq!(canary_gauge_value("warn"), Some(1.0));
     }
 
     #[test]

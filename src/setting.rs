@@ -15,7 +15,7 @@ use std::time::Duration;
 pub struct ConfigError(pub String);
 
 /// A [`ConfigError`] from a message.
-pub fn bad(msg: impl Into<String>) -> ConfigError {
+pub(crate) fn bad(msg: impl Into<String>) -> ConfigError {
     ConfigError(msg.into())
 }
 
@@ -30,7 +30,7 @@ impl Secret {
     }
 
     /// The secret itself; call only where it is compared or sent.
-    pub fn expose(&self) -> &str {
+    pub(crate) fn expose(&self) -> &str {
         &self.0
     }
 }
@@ -67,7 +67,7 @@ pub fn parse_duration(setting: &str, value: &str) -> Result<Duration, ConfigErro
 
 /// Parses a positive size in bytes: a whole number with an optional unit, `KiB`, `MiB`, `GiB`
 /// (powers of 1024) or `KB`, `MB`, `GB` (powers of 1000), naming `setting` on failure.
-pub fn parse_bytes(setting: &str, value: &str) -> Result<u64, ConfigError> {
+pub(crate) fn parse_bytes(setting: &str, value: &str) -> Result<u64, ConfigError> {
     let v = value.trim();
     let split = v.find(|c: char| !c.is_ascii_digit()).unwrap_or(v.len());
     let (digits, unit) = (&v[..split], v[split..].trim());

@@ -12,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 
 /// Installs the signal handlers now, and returns the future that cancels `token` on the first
 /// signal and exits the process with status 130 on the second. Needs a tokio runtime.
-pub fn watch_signals(token: CancellationToken) -> impl Future<Output = ()> + Send + 'static {
+pub(crate) fn watch_signals(token: CancellationToken) -> impl Future<Output = ()> + Send + 'static {
     let mut signals = Signals::install();
     async move {
         signals.recv().await;

@@ -28,7 +28,7 @@ pub fn init(format: LogFormat) {
 }
 
 /// How often one kind of repeated warning is written at most (README, "When things go wrong").
-pub const LOG_EVERY: std::time::Duration = std::time::Duration::from_secs(60);
+pub(crate) const LOG_EVERY: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// A kind of warning that can repeat on every request or tick (a receiver refusing each write,
 /// an engine failing each query): the first occurrence is written, then at most one line per
@@ -39,7 +39,7 @@ pub const LOG_EVERY: std::time::Duration = std::time::Duration::from_secs(60);
 /// One `static` per call site, or a field of the task that owns the condition: that task calls
 /// [`LogThrottle::reset`] when the condition clears, so the next occurrence is written at once.
 #[derive(Debug, Default)]
-pub struct LogThrottle {
+pub(crate) struct LogThrottle {
     /// Milliseconds (of [`monotonic_ms`]) of the last line written, plus one; 0 before any.
     last_ms: std::sync::atomic::AtomicU64,
     /// Occurrences not written since the last line.
@@ -48,13 +48,13 @@ pub struct LogThrottle {
 
 impl LogThrottle {
     /// A throttle that lets the next occurrence through.
-    pub const fn new() -> Self {
+    pub(crate) const fn new() -> Self {
         Self { last_ms: std::sync::atomic::AtomicU64::new(0), suppressed: std::sync::atomic::AtomicU64::new(0) }
     }
 
     /// Whether this occurrence is written: `Some(n)` with the `n` occurrences left out since
     /// the last line, or `None` (it is counted and left out).
-    pub fn admit(&self) -> Option<u64> {
+    pub(crate) fn admit(&self) -> Option<u64> {
         self.admit_at(monotonic_ms())
     }
 
@@ -72,7 +72,8 @@ impl LogThrottle {
 
     /// The condition cleared: returns the occurrences left out since the last line (for the
     /// line saying it cleared) and lets the next occurrence through at once.
-    pub fn reset(&self) -> u64 {
+    #[cfg(test)]
+    pub(crate) fn reset(&self) -> u64 {
         use std::sync::atomic::Ordering::Relaxed;
         self.last_ms.store(0, Relaxed);
         self.suppressed.swap(0, Relaxed)
@@ -87,13 +88,13 @@ fn monotonic_ms() -> u64 {
 
 /// Most characters of text from outside (a receiver's or an engine's error body) quoted in a
 /// log line, an error or a page.
-pub const EXCERPT_CHARS: usize = 120;
+pub(crate) const EXCERPT_CHARS: usize = 120;
 
 /// A short, printable, one-line excerpt of text another system sent: control characters
 /// (newlines, terminal escapes) and Unicode format characters (bidirectional overrides) become
 /// spaces, runs of spaces one, and the text is cut to [`EXCERPT_CHARS`] with `...`. A log line
 /// or page quoting it cannot be forged, recoloured or flooded by the sender.
-pub fn excerpt(text: &str) -> String {
+pub(crate) fn excerpt(text: &str) -> String {
     let mut out = String::new();
     let mut chars = 0;
     let mut space = false;

@@ -5,19 +5,19 @@
 //! dashboard's URL rule. The URL rule also applies before a target's first successful scrape.
 
 /// True when `name` is a usable variant name: 1-64 characters of `a-z 0-9 _ . -`.
-pub fn is_valid_variant(name: &str) -> bool {
+pub(crate) fn is_valid_variant(name: &str) -> bool {
     (1..=64).contains(&name.len())
         && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'_' | b'.' | b'-'))
 }
 
 /// The Go dashboard's rule: a URL containing `canary` or `test` is a canary.
-pub fn variant_from_url(url: &str) -> &'static str {
+pub(crate) fn variant_from_url(url: &str) -> &'static str {
     let lower = url.to_ascii_lowercase();
     if lower.contains("canary") || lower.contains("test") { "canary" } else { "production" }
 }
 
 /// The variant a target reports about itself, if it reports exactly one usable value.
-pub fn variant_from_labels<'a>(mut values: impl Iterator<Item = &'a str>) -> Option<String> {
+pub(crate) fn variant_from_labels<'a>(mut values: impl Iterator<Item = &'a str>) -> Option<String> {
     let first = values.next()?.to_ascii_lowercase();
     if values.any(|v| !v.eq_ignore_ascii_case(&first)) || !is_valid_variant(&first) {
         return None;

@@ -73,8 +73,8 @@
 //!   5 s-table and step read, the live stream, rollups, re-bucketed points, the explicit window,
 //!   the live stream after a zai-dash restart; never stepping down; the same at a rollup bucket
 //!   end whichever answer gives them; a bucket read again gives the same point.
-//! - The live stream equals the stored points field for field (to the bit, decisions section
-//!   8), and every live point inside the span the reads covered was stored; `/api/status`
+//! - The live stream equals the stored points field for field (to the bit; docs/decisions.md,
+//!   Point semantics), and every live point inside the span the reads covered was stored; `/api/status`
 //!   equals the latest live point; `/api/models` holds one row per variant and model served,
 //!   and no other.
 //! - **How many checks ran.** Each kind of check (each area of the summary) must run at least
@@ -107,13 +107,13 @@
 //!   The explained spread must be finite and at most half of the reference value: a model that
 //!   cannot bound a difference fails the check instead of allowing anything. The summary
 //!   prints the widest spread each area allowed.
-//! - **5 s points divide each pod's increases by its own elapsed time** by design (decisions
-//!   section 8), Prometheus by the bucket: where a pod enters, leaves or resets, the two
+//! - **5 s points divide each pod's increases by its own elapsed time** by design (docs/decisions.md,
+//!   Point semantics), Prometheus by the bucket: where a pod enters, leaves or resets, the two
 //!   definitions differ on purpose, and the point is held to its own definition replayed from
 //!   zai-dash's scrape times instead (`... per-pod elapsed` in the summary). zai-dash measures
 //!   that elapsed time with its own clock after parsing, so 10 ms of timing jitter per bucket
 //!   edge is allowed on these rates (1 % at the scaled 2 s points, 0.4 % at real 5 s points).
-//! - **Gauges** over a bucket are the time-weighted sum over pods (decisions section 8), in
+//! - **Gauges** over a bucket are the time-weighted sum over pods (docs/decisions.md, Point semantics), in
 //!   PromQL the average over the bucket's raw instants of `sum(last_over_time(g[2s]))`, absent
 //!   pods counting 0. Presence differences between the scrapers come from their sample times;
 //!   a pod entering or leaving a wide bucket may be weighted by share of points or share of
@@ -131,7 +131,7 @@
 //! The test prints one line per pod (scrapes by each scraper, first and last, coverage of the
 //! totals), then a summary per area and scenario with each field group's passed and failed
 //! checks, then failures tagged with the finding they map to: `[finding 1]`...`[finding 5]`,
-//! `[decisions §8: REST = live to the bit]`, or `[steady-state accuracy]` for a failure no
+//! `[point semantics: REST = live to the bit]`, or `[steady-state accuracy]` for a failure no
 //! finding explains, then the checks per kind against their minimums. A `harness:` area
 //! failing means the suite itself (or the machine: a leftover process) is wrong.
 //!

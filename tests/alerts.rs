@@ -1,4 +1,4 @@
-//! Alerts end to end (issue 12, decisions section 10), with real components on loopback:
+//! Alerts end to end (issue 12; docs/decisions.md, Alerts), with real components on loopback:
 //! zai-dash scraping fake zai-proxy targets, a real Alertmanager (Debian's binary), a local
 //! webhook receiver, `promtool`, and a real Prometheus evaluating the exported rules over the
 //! same fake targets. Rules use windows and `for` of a few seconds so the suite stays short.
@@ -442,8 +442,9 @@ fn firing_names(alerts: &[Value]) -> Vec<(String, String)> {
 }
 
 /// The exported rules (built-in and a test set) pass `promtool check rules`, and a real
-/// Prometheus evaluating them over the same fake targets fires what zai-dash fires: the error
-/// share, the canary verdict and a dead target, while the impossible rule, the healthy
+/// Prometheus evaluating them over the same fake targets (and zai-dash's own `/metrics`, where
+/// the canary verdict is) fires what zai-dash fires: the error share, the canary verdict and a
+/// dead target, while the impossible rule, the healthy
 /// variant and the steady latency stay silent.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn exported_rules_pass_promtool_and_fire_on_prometheus_like_zai_dash() {
@@ -455,13 +456,15 @@ async fn exported_rules_pass_promtool_and_fire_on_prometheus_like_zai_dash() {
     let canary = FakeTarget::start(bad, Behaviour::Healthy).await;
     let dying = FakeTarget::start(Sim::new("stable", 5.0), Behaviour::Healthy).await;
     let urls = [&production.url, &canary.url, &dying.url];
-    let instances: Vec<String> =
-        urls.iter().map(|u| u.trim_start_matches("http://").trim_end_matches("/metrics").to_owned()).collect();
-    let prom = Prometheus::start(&instances, &yaml).await;
     let dir = tempfile::tempdir().unwrap();
     let mut s = settings(&dir, targets(&urls));
     s.alerts = alert_settings(EXPORT_RULES);
     let app = TestApp::start(s).await;
+    // Prometheus also scrapes zai-dash itself: the canary rule reads its verdict gauge.
+    let mut instances: Vec<String> =
+        urls.iter().map(|u| u.trim_start_matches("http://").trim_end_matches("/metrics").to_owned()).collect();
+    instances.push(app.base.trim_start_matches("http://").to_owned());
+    let prom = Prometheus::start(&instances, &yaml).await;
     eventually("Prometheus scraped the dying target", Duration::from_secs(30), || async {
         (!prom.query("zai_proxy_build_info{variant=\"stable\"}").await.is_empty()).then_some(())
     })

@@ -18,8 +18,8 @@
 mod model;
 
 use model::{Behaviour, Burst, Generator, Scenario, TICK_S};
+use zai_dash::canary::Verdict;
 use zai_dash::canary::{CanaryConfig, Evidence, judge};
-use zai_dash::compare::Verdict;
 
 /// What one rollout showed.
 #[derive(Debug, Clone, Copy, Default)]

@@ -22,7 +22,6 @@ const LAYERS: &[(&str, &[&str])] = &[
             "budget",
             "canary",
             "clock",
-            "compare",
             "console",
             "expo",
             "health",

@@ -381,7 +381,7 @@ async fn client_credentials_never_reach_the_upstream() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_exposition_matches_the_contract_and_passes_promtool() {
+async fn the_exposition_matches_zai_proxys_and_passes_promtool() {
     let s = setup(|_| {}).await;
     s.push(Reply::Sse(vec![(0, EVENT_1), (20, EVENT_2), (20, EVENT_3)]));
     s.post("/v1/messages", STREAM_REQ).await.bytes().await.unwrap();
@@ -416,7 +416,7 @@ async fn the_exposition_matches_the_contract_and_passes_promtool() {
         let f = expo.family(name).unwrap_or_else(|| panic!("{name} missing"));
         assert_eq!(f.kind, kind, "{name}");
         let first = &f.samples[0];
-        let names: Vec<&str> = first.labels.iter().map(|(n, _)| n.as_str()).collect();
+        let names: Vec<&str> = first.labels.iter().map(|(n, _)| n).collect();
         assert_eq!(names, labels, "{name}");
     }
     let bounds: Vec<String> = expo
@@ -430,7 +430,7 @@ async fn the_exposition_matches_the_contract_and_passes_promtool() {
     assert_eq!(bounds.join(" "), "0.005 0.01 0.025 0.05 0.1 0.25 0.5 1 2.5 5 10 30 60 120 300 +Inf");
     assert!(text.contains("le=\"1e+06\""), "size buckets in Go %g form");
     assert!(text.contains("zai_proxy_upstream_errors_total{error_type=\"500\",variant=\"production\"} 1"));
-    let names: Vec<&str> = expo.families.iter().map(|f| f.name.as_str()).collect();
+    let names: Vec<&str> = expo.families.iter().map(|f| f.name).collect();
     let mut sorted = names.clone();
     sorted.sort();
     assert_eq!(names, sorted, "families in name order, like client_golang");

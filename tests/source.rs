@@ -286,6 +286,7 @@ async fn check_shapes(name: &str, sqlite: &TestApp, source: &TestApp, engine: &s
     let (a, b) = (read_json(sqlite, compare).await, read_json(source, compare).await);
     assert_eq!(key_set(&a), key_set(&b), "{name} /api/compare shape");
     assert_eq!(a["verdict"], b["verdict"], "{name}: a canary failing four times as often: {a} vs {b}");
+    assert!(b["strata"].as_u64().unwrap_or(0) > 0, "{name}: the engine's per-tick increases are judged: {b}");
     let models = "/api/models?range=1m";
     let (a, b) = (read_points(sqlite, models).await, read_points(source, models).await);
     assert_eq!(a.len(), b.len(), "{name} /api/models rows: {a:?} vs {b:?}");

@@ -21,7 +21,7 @@ use crate::clock::SharedClock;
 use crate::phase::AlertPhase;
 
 /// Alerts a mailbox holds before it drops news of further alerts (counted).
-pub const MAILBOX_ALERTS: usize = 1024;
+pub(crate) const MAILBOX_ALERTS: usize = 1024;
 /// Alerts per Alertmanager request.
 const BATCH: usize = 64;
 /// Longest a single delivery attempt may take.
@@ -30,7 +30,7 @@ const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Why a delivery attempt failed. Never quotes the receiver's body or its URL's path (a Slack
 /// webhook URL is a secret).
 #[derive(Debug, thiserror::Error)]
-pub enum DeliveryError {
+pub(crate) enum DeliveryError {
     /// The receiver answered with a status other than 2xx.
     #[error("HTTP {0}")]
     Status(u16),
@@ -83,7 +83,7 @@ pub struct LastDelivery {
 
 /// A receiver acknowledged an alert's phase.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Ack {
+pub(crate) struct Ack {
     /// Which receiver.
     pub receiver: &'static str,
     /// Rule and variant.
@@ -96,7 +96,7 @@ pub struct Ack {
 
 /// The latest undelivered notification per alert, bounded.
 #[derive(Debug, Default)]
-pub struct Mailbox {
+pub(crate) struct Mailbox {
     items: Mutex<BTreeMap<(String, String), Notification>>,
     wake: Notify,
 }
@@ -104,7 +104,7 @@ pub struct Mailbox {
 impl Mailbox {
     /// Posts a notification, replacing an unsent one of the same alert; returns false when the
     /// mailbox is full and the notification was dropped.
-    pub fn post(&self, n: Notification) -> bool {
+    pub(crate) fn post(&self, n: Notification) -> bool {
         let Ok(mut items) = self.items.lock() else { return false };
         if !items.contains_key(&n.key) && items.len() >= MAILBOX_ALERTS {
             return false;
@@ -116,12 +116,13 @@ impl Mailbox {
     }
 
     /// Notifications waiting.
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.items.lock().map(|i| i.len()).unwrap_or(0)
     }
 
     /// Whether nothing waits.
-    pub fn is_empty(&self) -> bool {
+    #[cfg(test)]
+    pub(crate) fn is_empty(&self) -> bool {
         self.len() == 0
     }
 
@@ -150,7 +151,7 @@ impl Mailbox {
 
 /// Timings of delivery.
 #[derive(Debug, Clone, Copy)]
-pub struct Timing {
+pub(crate) struct Timing {
     /// First retry delay; doubled per failure.
     pub retry_base: Duration,
     /// Longest retry delay.
@@ -161,7 +162,7 @@ pub struct Timing {
 
 /// One receiver's task.
 #[derive(Debug)]
-pub struct Receiver {
+pub(crate) struct Receiver {
     /// Counters, shared with the page.
     pub stats: Arc<ReceiverStats>,
     /// What to send.
@@ -180,7 +181,7 @@ pub struct Receiver {
 
 impl Receiver {
     /// Sends until `stop`: a failure waits out its backoff, then the mailbox's latest is sent.
-    pub async fn run(self, stop: CancellationToken) {
+    pub(crate) async fn run(self, stop: CancellationToken) {
         let max = if self.stats.format == Format::Alertmanager { BATCH } else { 1 };
         let mut failures = 0u32;
         loop {
@@ -277,13 +278,13 @@ fn alertmanager_endpoint(base: &url::Url) -> url::Url {
 }
 
 /// Delay after the `failures`-th failure in a row: base, 2x, 4x, ... up to the maximum.
-pub fn backoff(t: Timing, failures: u32) -> Duration {
+pub(crate) fn backoff(t: Timing, failures: u32) -> Duration {
     let factor = 2u32.saturating_pow(failures.saturating_sub(1).min(16));
     t.retry_base.saturating_mul(factor).min(t.retry_max)
 }
 
 /// Scheme, host and port of a URL: enough to say where, never a secret path or credentials.
-pub fn origin(u: &url::Url) -> String {
+pub(crate) fn origin(u: &url::Url) -> String {
     u.origin().ascii_serialization()
 }
 

@@ -29,11 +29,11 @@ use crate::ports::read::DataSource;
 use crate::telemetry::LogThrottle;
 
 /// An alert's identity: rule and variant.
-pub type Key = (String, String);
+pub(crate) type Key = (String, String);
 
 /// What the engine reads from and writes to.
 #[derive(Debug, Clone)]
-pub struct Deps {
+pub(crate) struct Deps {
     /// Window statistics and histories (the store, or an engine-backed source).
     pub stats: Arc<dyn DataSource>,
     /// Target health.
@@ -46,11 +46,13 @@ pub struct Deps {
     pub announcer: Arc<dyn Announcer>,
     /// Wall clock.
     pub clock: SharedClock,
+    /// Canary analysis settings (`canary_verdict`).
+    pub canary: Arc<crate::canary::CanaryConfig>,
 }
 
 /// A receiver as the engine sees it: its mailbox and how often firing alerts are repeated.
 #[derive(Debug)]
-pub struct Outlet {
+pub(crate) struct Outlet {
     /// The receiver's counters (its name among them).
     pub stats: Arc<ReceiverStats>,
     /// Where notifications go.
@@ -63,7 +65,7 @@ pub struct Outlet {
 
 impl Outlet {
     /// An outlet for a receiver.
-    pub fn new(stats: Arc<ReceiverStats>, mailbox: Arc<Mailbox>, repeat_ms: Option<i64>) -> Self {
+    pub(crate) fn new(stats: Arc<ReceiverStats>, mailbox: Arc<Mailbox>, repeat_ms: Option<i64>) -> Self {
         Self { stats, mailbox, repeat_ms, posted_ms: BTreeMap::new() }
     }
 
@@ -86,7 +88,7 @@ impl Outlet {
 
 /// What the page and the API show, rebuilt after each evaluation.
 #[derive(Debug, Clone, Default)]
-pub struct Snapshot {
+pub(crate) struct Snapshot {
     /// Time of the last evaluation.
     pub evaluated_ms: Option<i64>,
     /// Evaluations since start (`zai_dash_alert_evaluations_total`): a test or an operator
@@ -107,7 +109,7 @@ pub struct Snapshot {
 
 /// One alert, ready to show.
 #[derive(Debug, Clone)]
-pub struct AlertView {
+pub(crate) struct AlertView {
     /// The record.
     pub record: AlertRecord,
     /// Summary with its placeholders filled.
@@ -122,7 +124,7 @@ pub struct AlertView {
 
 /// The engine's state; owned by its task.
 #[derive(Debug)]
-pub struct Engine {
+pub(crate) struct Engine {
     rules: Arc<Vec<Rule>>,
     deps: Deps,
     outlets: Vec<Outlet>,
@@ -143,11 +145,16 @@ pub struct Engine {
     runways: super::runway::Runways,
     /// The objectives, their window sums and chart samples.
     objectives: super::objectives::Objectives,
+    /// Per (baseline, candidate): when its canary verdict was judged, and the verdict with the
+    /// candidate's requests. Judging reads every tick since the rollout began, so it is redone
+    /// once per `stale_ms` (three evaluations), not at every one; an always-valid verdict a few
+    /// seconds old is still valid.
+    verdicts: BTreeMap<(String, String), (i64, (crate::canary::Verdict, f64))>,
 }
 
 impl Engine {
     /// An engine over `rules`, publishing its snapshot to `shared`.
-    pub fn new(
+    pub(crate) fn new(
         rules: Arc<Vec<Rule>>,
         deps: Deps,
         outlets: Vec<Outlet>,
@@ -169,6 +176,7 @@ impl Engine {
             saves_failing: false,
             runways: Default::default(),
             objectives: Default::default(),
+            verdicts: BTreeMap::new(),
         }
     }
 
@@ -181,7 +189,7 @@ impl Engine {
 
     /// Restores the records, then evaluates on every tick (or `fallback` after the last
     /// evaluation) until `stop`; acknowledgements are recorded as they come.
-    pub async fn run(mut self, mut acks: mpsc::Receiver<Ack>, stop: CancellationToken, fallback: Duration) {
+    pub(crate) async fn run(mut self, mut acks: mpsc::Receiver<Ack>, stop: CancellationToken, fallback: Duration) {
         self.restore().await;
         let feed = self.deps.feed.clone();
         let mut deadline = tokio::time::Instant::now();
@@ -215,7 +223,7 @@ impl Engine {
 
     /// Loads the records kept, resolves those whose rule is gone, and posts what each receiver
     /// has not acknowledged.
-    pub async fn restore(&mut self) {
+    pub(crate) async fn restore(&mut self) {
         let now = self.deps.clock.now_ms();
         let loaded = self.deps.store.load().await.unwrap_or_else(|e| {
             tracing::warn!(error = %e, "Alert state could not be read; starting with none.");
@@ -262,7 +270,7 @@ impl Engine {
     }
 
     /// Records a receiver's acknowledgement.
-    pub fn acknowledge(&mut self, ack: Ack) {
+    pub(crate) fn acknowledge(&mut self, ack: Ack) {
         let Some(rec) = self.records.get_mut(&ack.key) else { return };
         rec.notified.insert(ack.receiver.to_owned(), ack.phase);
         self.delivered.entry(ack.key.clone()).or_default().insert(ack.receiver, ack.at_ms);
@@ -270,7 +278,7 @@ impl Engine {
     }
 
     /// One evaluation of every rule at the clock's time.
-    pub async fn evaluate(&mut self) {
+    pub(crate) async fn evaluate(&mut self) {
         let now = self.deps.clock.now_ms();
         let (inputs, error) = self.read_inputs(now).await;
         let rules = self.rules.clone();
@@ -309,6 +317,7 @@ impl Engine {
         inputs.latest = self.deps.feed.fresh(now - self.stale_ms);
         inputs.read_health(&self.deps.health.snapshot());
         inputs.storage_failing = self.deps.health.storage().is_some();
+        self.read_verdicts(&mut inputs, now).await;
         self.medians.refresh(&self.rules, self.deps.stats.as_ref(), now, &mut inputs).await;
         let variants = inputs.variants();
         match self.runways.read(self.deps.stats.as_ref(), &variants, now).await {
@@ -321,6 +330,20 @@ impl Engine {
         }
         inputs.slos = slos;
         (inputs, error.map(|e| format!("window statistics unavailable: {e}")))
+    }
+
+    /// The canary verdicts the rules need: those judged within `stale_ms` from memory, the
+    /// others judged now.
+    async fn read_verdicts(&mut self, inputs: &mut Inputs, now: i64) {
+        self.verdicts.retain(|_, (at, _)| now - *at < self.stale_ms && *at <= now);
+        inputs.verdicts = self.verdicts.iter().map(|(k, (_, v))| (k.clone(), *v)).collect();
+        let canary = self.deps.canary.clone();
+        if let Some(e) = inputs.read_verdicts(&self.rules, self.deps.stats.as_ref(), &canary, now).await {
+            tracing::debug!(error = %e, "Canary verdicts unavailable this tick.");
+        }
+        for (key, v) in &inputs.verdicts {
+            self.verdicts.entry(key.clone()).or_insert((now, *v));
+        }
     }
 
     /// A phase change: persisted, announced, and posted when it fires or resolves.
@@ -404,7 +427,7 @@ impl Engine {
 }
 
 /// Labels of an alert: `alertname`, `variant`, `severity`.
-pub fn labels(rec: &AlertRecord) -> BTreeMap<String, String> {
+pub(crate) fn labels(rec: &AlertRecord) -> BTreeMap<String, String> {
     BTreeMap::from([
         ("alertname".to_owned(), rec.rule.clone()),
         ("severity".to_owned(), rec.severity.clone()),
@@ -414,7 +437,7 @@ pub fn labels(rec: &AlertRecord) -> BTreeMap<String, String> {
 
 /// Annotations: `summary`, `description`, `value`, `threshold` (a rule that left the file has
 /// only a summary saying so).
-pub fn annotations(rule: Option<&Rule>, rec: &AlertRecord) -> BTreeMap<String, String> {
+pub(crate) fn annotations(rule: Option<&Rule>, rec: &AlertRecord) -> BTreeMap<String, String> {
     let Some(rule) = rule else {
         return BTreeMap::from([("summary".to_owned(), format!("{} was removed from ALERT_RULES", rec.rule))]);
     };
@@ -435,7 +458,7 @@ pub fn annotations(rule: Option<&Rule>, rec: &AlertRecord) -> BTreeMap<String, S
 }
 
 /// The notification of a record's current phase.
-pub fn notification(rule: Option<&Rule>, rec: &AlertRecord) -> Notification {
+pub(crate) fn notification(rule: Option<&Rule>, rec: &AlertRecord) -> Notification {
     Notification {
         key: (rec.rule.clone(), rec.variant.clone()),
         phase: rec.phase,
@@ -448,7 +471,7 @@ pub fn notification(rule: Option<&Rule>, rec: &AlertRecord) -> Notification {
 
 /// A float as Go's `strconv.FormatFloat(v, 'e', -1, 64)`, which Prometheus' API uses for
 /// alert values (`1.25e+01`).
-pub fn go_float(v: f64) -> String {
+pub(crate) fn go_float(v: f64) -> String {
     if v.is_nan() {
         return "NaN".to_owned();
     }
@@ -462,7 +485,7 @@ pub fn go_float(v: f64) -> String {
 }
 
 /// An alert in Prometheus' `/api/v1/alerts` shape.
-pub fn prometheus_alert(rule: &Rule, rec: &AlertRecord) -> Value {
+pub(crate) fn prometheus_alert(rule: &Rule, rec: &AlertRecord) -> Value {
     let active = rec.active_ms.or(rec.fired_ms).unwrap_or(rec.updated_ms);
     json!({
         "labels": labels(rec),
@@ -475,7 +498,7 @@ pub fn prometheus_alert(rule: &Rule, rec: &AlertRecord) -> Value {
 
 /// The live stream's `{"type":"alert","data":...}` payload: the Prometheus shape, with the
 /// times of the episode.
-pub fn alert_event(rule: &Rule, rec: &AlertRecord) -> Value {
+pub(crate) fn alert_event(rule: &Rule, rec: &AlertRecord) -> Value {
     let mut v = prometheus_alert(rule, rec);
     if let Value::Object(m) = &mut v {
         m.insert("firedAt".into(), rec.fired_ms.map(rfc3339_ms).into());
@@ -496,8 +519,8 @@ mod tests {
     use crate::alerts::observe::FixedStats;
     use crate::alerts::rules::parse_rules;
     use crate::clock::{Clock, ManualClock};
-    use crate::compare::SideStats;
     use crate::ports::BoxFuture;
+    use crate::ports::read::SideStats;
     use crate::ports::read::WindowStats;
 
     #[derive(Debug, Default)]
@@ -543,7 +566,7 @@ mod tests {
     fn stats(errors: f64) -> Arc<FixedStats> {
         let side = SideStats { requests: 500.0, error_rate_pct: Some(errors), ..Default::default() };
         let w = BTreeMap::from([("canary".to_owned(), WindowStats { side, rejection_rate: 0.0 })]);
-        Arc::new(FixedStats { windows: BTreeMap::from([(60_000, w)]), series: Vec::new() })
+        Arc::new(FixedStats { windows: BTreeMap::from([(60_000, w)]), ..Default::default() })
     }
 
     impl Harness {
@@ -574,6 +597,7 @@ mod tests {
                 store: self.store.clone(),
                 announcer: self.announced.clone(),
                 clock: self.clock.clone(),
+                canary: Arc::default(),
             };
             let outlet = Outlet::new(Arc::new(receiver), self.mailbox.clone(), repeat_ms);
             let rules = Arc::new(parse_rules(RULES, "t").unwrap());
@@ -592,6 +616,41 @@ mod tests {
             let key = ("E".to_owned(), "canary".to_owned());
             engine.acknowledge(Ack { receiver: "webhook", key, phase, at_ms: self.clock.now_ms() });
         }
+    }
+
+    /// The canary verdict reads every tick since the rollout began: it is judged again once per
+    /// `stale_ms`, not at every evaluation, and fires from the cached verdict meanwhile.
+    #[tokio::test]
+    async fn the_canary_verdict_is_judged_once_per_staleness_interval() {
+        use std::sync::atomic::Ordering;
+
+        use crate::canary::SideTick;
+        use crate::ports::read::Stratum;
+        let h = Harness::new();
+        let tick = |e: f64| SideTick { requests: 100.0, errors_5xx: e, ok_2xx: 100.0 - e, ..Default::default() };
+        let strata = (0..200).map(|k| Stratum { end_ms: k * 5_000, sides: [tick(0.5), tick(12.0)] }).collect();
+        let source = Arc::new(FixedStats { strata: Some(strata), ..Default::default() });
+        let deps = Deps {
+            stats: source.clone(),
+            health: HealthBoard::default(),
+            feed: Arc::default(),
+            store: h.store.clone(),
+            announcer: h.announced.clone(),
+            clock: h.clock.clone(),
+            canary: Arc::default(),
+        };
+        let rules = "rules:\n  - {name: C, variant: canary, expr: canary_verdict, op: '==', threshold: fail}\n";
+        let mut e = Engine::new(Arc::new(parse_rules(rules, "t").unwrap()), deps, Vec::new(), Arc::default(), 15_000);
+        e.evaluate().await;
+        let key = ("C".to_owned(), "canary".to_owned());
+        assert_eq!(h.store.0.lock().unwrap()[&key].phase, AlertPhase::Firing, "12 % against 0.5 % fails");
+        h.clock.advance_ms(5_000);
+        e.evaluate().await;
+        assert_eq!(source.strata_reads.load(Ordering::Relaxed), 1, "judged once within 15 s");
+        assert_eq!(h.store.0.lock().unwrap()[&key].phase, AlertPhase::Firing);
+        h.clock.advance_ms(10_000);
+        e.evaluate().await;
+        assert_eq!(source.strata_reads.load(Ordering::Relaxed), 2, "judged again after 15 s");
     }
 
     #[tokio::test]

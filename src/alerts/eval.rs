@@ -10,7 +10,7 @@ use crate::ports::alert_state::AlertRecord;
 
 /// What one evaluation found for one alert.
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Observation {
+pub(crate) struct Observation {
     /// The value (`None`: no data).
     pub value: Option<f64>,
     /// Whether the condition holds (there is a value, enough requests, and the comparison holds).
@@ -19,7 +19,7 @@ pub struct Observation {
 
 impl Observation {
     /// Judges `value` against the rule, given the requests behind it.
-    pub fn judge(rule: &Rule, value: Option<f64>, requests: f64) -> Self {
+    pub(crate) fn judge(rule: &Rule, value: Option<f64>, requests: f64) -> Self {
         let holds =
             value.is_some_and(|v| v.is_finite() && rule.op.holds(v, rule.threshold)) && requests >= rule.min_requests;
         Self { value, holds }
@@ -27,7 +27,7 @@ impl Observation {
 }
 
 /// A record for an alert never seen before.
-pub fn new_record(rule: &Rule, variant: &str, now_ms: i64) -> AlertRecord {
+pub(crate) fn new_record(rule: &Rule, variant: &str, now_ms: i64) -> AlertRecord {
     AlertRecord {
         rule: rule.name.clone(),
         variant: variant.to_owned(),
@@ -47,7 +47,7 @@ pub fn new_record(rule: &Rule, variant: &str, now_ms: i64) -> AlertRecord {
 /// makes an inactive or resolved alert pending (firing at once when `for_ms` is 0), and a
 /// pending one firing once it has held for `for_ms`; one that stops holding makes a pending alert
 /// inactive and a firing one resolved.
-pub fn advance(rec: &mut AlertRecord, obs: Observation, now_ms: i64, for_ms: i64) -> Option<AlertPhase> {
+pub(crate) fn advance(rec: &mut AlertRecord, obs: Observation, now_ms: i64, for_ms: i64) -> Option<AlertPhase> {
     rec.value = obs.value;
     let next = match (rec.phase, obs.holds) {
         (AlertPhase::Inactive | AlertPhase::Resolved, true) => {

@@ -21,7 +21,7 @@ use crate::promql::{self, Selector, VerdictLevel};
 /// A rule PromQL cannot express.
 #[derive(Debug, thiserror::Error)]
 #[error("rule {rule:?} is left out: {reason}")]
-pub struct ExportError {
+pub(crate) struct ExportError {
     /// The rule.
     pub rule: String,
     /// Why.
@@ -59,7 +59,7 @@ struct PromRule {
 
 /// The rule file's text, and the rules left out with why. Each objective adds its recording
 /// rules and burn-rate alerts as a group of its own ([`slo::rule_groups`]).
-pub fn prometheus_rules(rules: &[Rule], slos: &[SloSpec]) -> (String, Vec<ExportError>) {
+pub(crate) fn prometheus_rules(rules: &[Rule], slos: &[SloSpec]) -> (String, Vec<ExportError>) {
     let mut out = Vec::new();
     let mut skipped = Vec::new();
     for rule in rules {
@@ -148,7 +148,7 @@ fn canary(rule: &Rule, sel: &Selector) -> Result<String, ExportError> {
             });
         }
     };
-    Ok(promql::canary_verdict(level, sel, &rule.baseline, rule.window_ms))
+    Ok(promql::canary_verdict(level, sel, &rule.baseline))
 }
 
 #[cfg(test)]

@@ -6,16 +6,16 @@
 //! `storage_healthy` whether zai-dash's own database takes writes (one alert for the process,
 //! not one per variant: [`PROCESS_VARIANT`]).
 
-use crate::compare::Verdict;
+use crate::canary::Verdict;
 use crate::point::Point;
 use crate::ports::read::WindowStats;
 use crate::promql::{self, Selector, family};
 
 /// The `variant` label of an alert on zai-dash itself rather than on a variant of the proxies.
-pub const PROCESS_VARIANT: &str = "zai-dash";
+pub(crate) const PROCESS_VARIANT: &str = "zai-dash";
 
 /// The self-metric `storage_healthy` reads in PromQL.
-pub const STORAGE_HEALTHY_SERIES: &str = "zai_dash_storage_healthy";
+pub(crate) const STORAGE_HEALTHY_SERIES: &str = "zai_dash_storage_healthy";
 
 /// A number a rule watches.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -64,11 +64,11 @@ pub const METRICS: [Metric; 10] = [
 ];
 
 /// Verdicts in rank order: a verdict's value is its index.
-pub const VERDICTS: [Verdict; 4] = [Verdict::Pass, Verdict::InsufficientData, Verdict::Warn, Verdict::Fail];
+pub(crate) const VERDICTS: [Verdict; 4] = [Verdict::Pass, Verdict::InsufficientData, Verdict::Warn, Verdict::Fail];
 
 impl Metric {
     /// The name rules use.
-    pub fn name(self) -> &'static str {
+    pub(crate) fn name(self) -> &'static str {
         match self {
             Metric::ErrorRatePct => "error_rate_pct",
             Metric::LatencyP95Ms => "latency_p95_ms",
@@ -85,7 +85,7 @@ impl Metric {
     }
 
     /// The metric with this name.
-    pub fn parse(name: &str) -> Option<Self> {
+    pub(crate) fn parse(name: &str) -> Option<Self> {
         METRICS.into_iter().find(|m| m.name() == name)
     }
 
@@ -102,12 +102,12 @@ impl Metric {
     }
 
     /// About zai-dash itself: one alert labelled [`PROCESS_VARIANT`], whatever the variants.
-    pub fn of_process(self) -> bool {
+    pub(crate) fn of_process(self) -> bool {
         self == Metric::StorageHealthy
     }
 
     /// Can be compared with its own median over a longer range.
-    pub fn has_median(self) -> bool {
+    pub(crate) fn has_median(self) -> bool {
         self.windowed() && self != Metric::CanaryVerdict
     }
 
@@ -124,7 +124,7 @@ impl Metric {
     }
 
     /// The value over a window (`None`: no data, e.g. no request).
-    pub fn of_window(self, w: &WindowStats) -> Option<f64> {
+    pub(crate) fn of_window(self, w: &WindowStats) -> Option<f64> {
         match self {
             Metric::ErrorRatePct => w.side.error_rate_pct,
             Metric::LatencyP95Ms => w.side.latency_p95_ms,
@@ -136,7 +136,7 @@ impl Metric {
     }
 
     /// The value of one point (a step of a history, or the latest live point).
-    pub fn of_point(self, p: &Point) -> Option<f64> {
+    pub(crate) fn of_point(self, p: &Point) -> Option<f64> {
         match self {
             Metric::ErrorRatePct => p.error_rate_pct,
             Metric::LatencyP95Ms => p.latency_p95,
@@ -151,7 +151,7 @@ impl Metric {
     /// The PromQL of a windowed or instant metric (not `canary_verdict`, which is a
     /// condition rather than a number there: see [`promql::canary_verdict`]). `storage_healthy`
     /// is zai-dash's own gauge, so that rule needs Prometheus to scrape zai-dash's `/metrics`.
-    pub fn promql(self, sel: &Selector, window_ms: i64) -> Option<String> {
+    pub(crate) fn promql(self, sel: &Selector, window_ms: i64) -> Option<String> {
         Some(match self {
             Metric::ErrorRatePct => promql::error_rate_pct(sel, window_ms),
             Metric::LatencyP95Ms => promql::quantile_ms(0.95, family::DURATION, sel, window_ms),
@@ -187,12 +187,12 @@ fn sel_text(sel: &Selector) -> String {
 }
 
 /// A verdict's rank, the value `canary_verdict` compares.
-pub fn verdict_rank(v: Verdict) -> f64 {
+pub(crate) fn verdict_rank(v: Verdict) -> f64 {
     VERDICTS.iter().position(|x| *x == v).unwrap_or(0) as f64
 }
 
 /// The verdict of a rank (rounded), for display.
-pub fn verdict_name(rank: f64) -> &'static str {
+pub(crate) fn verdict_name(rank: f64) -> &'static str {
     let i = rank.round().clamp(0.0, 3.0) as usize;
     VERDICTS[i].as_str()
 }

@@ -1,4 +1,4 @@
-//! Alerts (decisions section 10): rules over the numbers the pages show, evaluated on each live
+//! Alerts (docs/decisions.md, Alerts): rules over the numbers the pages show, evaluated on each live
 //! tick, kept in SQLite across restarts, and delivered to Alertmanager, a webhook or Slack.
 //!
 //! The subsystem depends on the core only. It reads window statistics through
@@ -16,11 +16,11 @@
 //!   `/api/quota`); [`objectives`]: the `slos:` evaluated per evaluation, and their burn-rate
 //!   alerts as generated rules.
 
-pub mod deliver;
-pub mod engine;
-pub mod eval;
-pub mod export;
-pub mod metric;
+pub(crate) mod deliver;
+pub(crate) mod engine;
+pub(crate) mod eval;
+pub(crate) mod export;
+pub(crate) mod metric;
 mod nesting;
 pub mod notify;
 pub mod objectives;
@@ -39,12 +39,12 @@ use tokio_util::task::TaskTracker;
 use crate::phase::AlertPhase;
 use crate::setting::{ConfigError, bad, duration_ms};
 pub use deliver::{Format, ReceiverStats};
-pub use engine::{AlertView, Deps, Snapshot};
-pub use observe::Feed;
-pub use rules::{Rule, Scope};
+pub(crate) use engine::{AlertView, Deps, Snapshot};
+pub(crate) use observe::Feed;
+pub(crate) use rules::{Rule, Scope};
 
 /// How often Alertmanager hears a firing alert again.
-pub const RESEND_INTERVAL: Duration = Duration::from_secs(30);
+pub(crate) const RESEND_INTERVAL: Duration = Duration::from_secs(30);
 
 /// The alerts' part of the configuration; `config` composes it.
 #[derive(Clone)]
@@ -97,7 +97,7 @@ impl Default for AlertSettings {
 
 /// The alert settings as given (flags or environment), before validation.
 #[derive(Debug, Clone, Default)]
-pub struct AlertArgs<'a> {
+pub(crate) struct AlertArgs<'a> {
     /// `ALERT_RULES`: a YAML file; empty or absent means the built-in rules.
     pub rules_path: Option<&'a Path>,
     /// `ALERTMANAGER_URL`.
@@ -111,7 +111,7 @@ pub struct AlertArgs<'a> {
 impl AlertSettings {
     /// Reads the rule file and checks every value; each problem is one sentence naming the
     /// setting (and for a rule, the rule and its field).
-    pub fn validate(args: &AlertArgs<'_>) -> Result<Self, ConfigError> {
+    pub(crate) fn validate(args: &AlertArgs<'_>) -> Result<Self, ConfigError> {
         let rules::RulesFile { rules, slos } = match args.rules_path.filter(|p| !p.as_os_str().is_empty()) {
             None => rules::RulesFile { rules: rules::default_rules(), slos: Vec::new() },
             Some(path) => rules::parse_rules_file(&read_rules_file(path)?, &path.display().to_string())?,
@@ -160,7 +160,7 @@ fn http_url(setting: &str, value: Option<&str>) -> Result<Option<url::Url>, Conf
 
 /// One receiver as the page shows it.
 #[derive(Debug, Clone)]
-pub struct ReceiverView {
+pub(crate) struct ReceiverView {
     /// `alertmanager` or `webhook`.
     pub name: &'static str,
     /// `alertmanager`, `webhook` or `slack`.
@@ -223,27 +223,27 @@ impl Alerts {
     }
 
     /// Where the writer publishes live points (the engine's ticks).
-    pub fn feed(&self) -> Arc<Feed> {
+    pub(crate) fn feed(&self) -> Arc<Feed> {
         self.feed.clone()
     }
 
     /// The rules, in file order.
-    pub fn rules(&self) -> &[Rule] {
+    pub(crate) fn rules(&self) -> &[Rule] {
         &self.rules
     }
 
     /// The last evaluation's view.
-    pub fn snapshot(&self) -> Snapshot {
+    pub(crate) fn snapshot(&self) -> Snapshot {
         self.shared.read().map(|s| s.clone()).unwrap_or_default()
     }
 
     /// Alerts firing now.
-    pub fn firing(&self) -> Vec<AlertView> {
+    pub(crate) fn firing(&self) -> Vec<AlertView> {
         self.snapshot().alerts.into_iter().filter(|a| a.record.phase == AlertPhase::Firing).collect()
     }
 
     /// Every receiver's counters and last outcomes.
-    pub fn receivers(&self) -> Vec<ReceiverView> {
+    pub(crate) fn receivers(&self) -> Vec<ReceiverView> {
         self.receivers
             .iter()
             .map(|(s, mailbox)| {
@@ -268,7 +268,7 @@ impl Alerts {
     }
 
     /// Pending and firing alerts in Prometheus' `/api/v1/alerts` shape.
-    pub fn prometheus_json(&self) -> serde_json::Value {
+    pub(crate) fn prometheus_json(&self) -> serde_json::Value {
         let alerts: Vec<serde_json::Value> = self
             .snapshot()
             .alerts
@@ -284,7 +284,7 @@ impl Alerts {
     /// Starts the engine and one task per receiver on `tracker`; they stop with `stop`.
     /// `interval` is the live point interval: evaluations happen on each tick, or two intervals
     /// after the last one when no tick comes.
-    pub fn spawn(
+    pub(crate) fn spawn(
         &self,
         tracker: &TaskTracker,
         stop: &CancellationToken,

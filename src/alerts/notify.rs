@@ -14,7 +14,7 @@ const ZERO_TIME: &str = "0001-01-01T00:00:00Z";
 
 /// One alert's news for the receivers.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Notification {
+pub(crate) struct Notification {
     /// Rule and variant: the alert's identity.
     pub key: (String, String),
     /// `firing` or `resolved`.
@@ -31,7 +31,7 @@ pub struct Notification {
 
 /// Prometheus' fingerprint of a label set (FNV-1a 64 over sorted names and values, each
 /// followed by 0xff), as Alertmanager's webhook reports it.
-pub fn fingerprint(labels: &BTreeMap<String, String>) -> String {
+pub(crate) fn fingerprint(labels: &BTreeMap<String, String>) -> String {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
     let mut add = |bytes: &[u8]| {
         for b in bytes {
@@ -51,7 +51,7 @@ pub fn fingerprint(labels: &BTreeMap<String, String>) -> String {
 /// The body of `POST /api/v2/alerts`: a firing alert is valid until `valid_until_ms` (it is
 /// re-sent well before; if zai-dash stops, Alertmanager resolves it by itself then), a resolved
 /// one ends when it resolved.
-pub fn alertmanager_body(items: &[Notification], valid_until_ms: i64) -> Value {
+pub(crate) fn alertmanager_body(items: &[Notification], valid_until_ms: i64) -> Value {
     Value::Array(
         items
             .iter()
@@ -68,7 +68,7 @@ pub fn alertmanager_body(items: &[Notification], valid_until_ms: i64) -> Value {
 }
 
 /// Alertmanager's webhook message (version 4) for one alert.
-pub fn webhook_body(n: &Notification) -> Value {
+pub(crate) fn webhook_body(n: &Notification) -> Value {
     let status = n.phase.as_str();
     let group: BTreeMap<&str, &str> = n
         .labels
@@ -103,7 +103,7 @@ pub fn webhook_body(n: &Notification) -> Value {
 /// A Slack incoming-webhook message: one line saying what, where and how bad. Every value is
 /// escaped as Slack asks ([`slack_escape`]): a variant, a summary or a label is shown as
 /// written, never read as a mention (`<!channel>`) or a link (`<url|text>`).
-pub fn slack_body(n: &Notification) -> Value {
+pub(crate) fn slack_body(n: &Notification) -> Value {
     let label = |k: &str| slack_escape(n.labels.get(k).map_or("", String::as_str));
     let note = |k: &str| slack_escape(n.annotations.get(k).map_or("", String::as_str));
     let head = match n.phase {
@@ -124,7 +124,7 @@ pub fn slack_body(n: &Notification) -> Value {
 /// Text shown literally in a Slack message: Slack reads `<...>` as mentions, channel links and
 /// URLs, and `&` as the start of an entity, so these three become `&amp;`, `&lt;` and `&gt;`
 /// (Slack's "Escaping text" rules; nothing else needs escaping).
-pub fn slack_escape(text: &str) -> String {
+pub(crate) fn slack_escape(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     for c in text.chars() {
         match c {

@@ -1,7 +1,8 @@
 //! What the engine reads each tick, and the value of each rule for each variant from it.
 //!
 //! Window metrics come from the stats source for each distinct window (the window sums the
-//! compare page reads), `canary_verdict` from [`compare::compare`] over those, the median
+//! compare page reads), `canary_verdict` from the canary analysis `/api/compare` runs
+//! ([`crate::ports::rollout::judge`], since the candidate's rollout began), the median
 //! baselines from a history of points refreshed once per window, `worker_utilization` from the
 //! latest live point, `target_down` and `storage_healthy` from the health board.
 
@@ -12,29 +13,30 @@ use tokio::sync::Notify;
 
 use super::metric::{Metric, PROCESS_VARIANT, verdict_rank};
 use super::rules::{Rule, Scope};
-use crate::compare;
+use crate::canary::{CanaryConfig, Verdict};
 use crate::health::TargetHealth;
 use crate::point::Point;
 use crate::ports::ingest::{Event, PointSink};
 use crate::ports::read::{DataSource, SourceError, WindowStats};
+use crate::ports::rollout::{self, Interval};
 
 /// The latest live point of each variant, fed by the writer's point sink; each published set
 /// is a tick that wakes the engine.
 #[derive(Debug, Default)]
-pub struct Feed {
+pub(crate) struct Feed {
     latest: RwLock<BTreeMap<String, Point>>,
     tick: Notify,
 }
 
 impl Feed {
     /// Latest points no older than `since_ms` (older ones belong to variants that stopped).
-    pub fn fresh(&self, since_ms: i64) -> BTreeMap<String, Point> {
+    pub(crate) fn fresh(&self, since_ms: i64) -> BTreeMap<String, Point> {
         let Ok(latest) = self.latest.read() else { return BTreeMap::new() };
         latest.iter().filter(|(_, p)| p.timestamp >= since_ms).map(|(v, p)| (v.clone(), p.clone())).collect()
     }
 
     /// Waits for the next published point set.
-    pub async fn ticked(&self) {
+    pub(crate) async fn ticked(&self) {
         self.tick.notified().await;
     }
 }
@@ -54,7 +56,7 @@ impl PointSink for Feed {
 
 /// Everything one evaluation reads.
 #[derive(Debug, Default)]
-pub struct Inputs {
+pub(crate) struct Inputs {
     /// Per window length: each variant's statistics (absent when the source failed).
     pub windows: BTreeMap<i64, BTreeMap<String, WindowStats>>,
     /// Fresh latest points.
@@ -69,12 +71,20 @@ pub struct Inputs {
     pub quota: Option<crate::budget::quota::QuotaReport>,
     /// The objectives' statuses and alert values (`None`: no objective, or not evaluated).
     pub slos: Option<super::objectives::SloOutcome>,
+    /// Per (baseline, candidate): the canary verdict since the rollout began, and the
+    /// candidate's requests.
+    pub verdicts: BTreeMap<(String, String), (Verdict, f64)>,
 }
 
 impl Inputs {
     /// Reads the windows the rules need; a failing source leaves its windows out (their rules
     /// are not evaluated this tick) and is reported.
-    pub async fn read_windows(&mut self, rules: &[Rule], source: &dyn DataSource, now_ms: i64) -> Option<SourceError> {
+    pub(crate) async fn read_windows(
+        &mut self,
+        rules: &[Rule],
+        source: &dyn DataSource,
+        now_ms: i64,
+    ) -> Option<SourceError> {
         let windows: BTreeSet<i64> = rules.iter().filter(|r| r.expr.metric.windowed()).map(|r| r.window_ms).collect();
         let mut error = None;
         for w in windows {
@@ -88,8 +98,40 @@ impl Inputs {
         error
     }
 
+    /// Judges every pair a `canary_verdict` rule watches, as `/api/compare` judges it by
+    /// default; a pair the source cannot answer is left out (its rules wait a tick).
+    pub async fn read_verdicts(
+        &mut self,
+        rules: &[Rule],
+        source: &dyn DataSource,
+        cfg: &CanaryConfig,
+        now_ms: i64,
+    ) -> Option<SourceError> {
+        let mut error = None;
+        for rule in rules.iter().filter(|r| r.expr.metric == Metric::CanaryVerdict) {
+            for variant in self.variants_of(rule, std::iter::empty()) {
+                let key = (rule.baseline.clone(), variant);
+                if self.verdicts.contains_key(&key) {
+                    continue;
+                }
+                let judged = match Interval::rollout(source, &key.1, now_ms).await {
+                    Ok(interval) => rollout::judge(source, (&key.0, &key.1), interval, cfg).await,
+                    Err(e) => Err(e),
+                };
+                match judged {
+                    Ok(j) => {
+                        let requests = j.judgement.candidate_requests();
+                        self.verdicts.insert(key, (j.judgement.verdict, requests));
+                    }
+                    Err(e) => error = Some(e),
+                }
+            }
+        }
+        error
+    }
+
     /// Counts each variant's targets and those whose scrapes fail.
-    pub fn read_health(&mut self, targets: &[TargetHealth]) {
+    pub(crate) fn read_health(&mut self, targets: &[TargetHealth]) {
         for t in targets.iter().filter(|t| !t.retired) {
             let entry = self.targets.entry(t.variant.clone()).or_default();
             entry.0 += 1;
@@ -100,14 +142,14 @@ impl Inputs {
     }
 
     /// Every variant some input knows of.
-    pub fn variants(&self) -> BTreeSet<String> {
+    pub(crate) fn variants(&self) -> BTreeSet<String> {
         let from_windows = self.windows.values().flat_map(|w| w.keys());
         from_windows.chain(self.latest.keys()).chain(self.targets.keys()).cloned().collect()
     }
 
     /// The variants a rule is evaluated for: its own, or every known one (`extra`: those with
     /// a record, so an alert of a vanished variant resolves); never the canary's baseline.
-    pub fn variants_of(&self, rule: &Rule, extra: impl Iterator<Item = String>) -> BTreeSet<String> {
+    pub(crate) fn variants_of(&self, rule: &Rule, extra: impl Iterator<Item = String>) -> BTreeSet<String> {
         if rule.expr.metric.of_process() {
             return BTreeSet::from([PROCESS_VARIANT.to_owned()]);
         }
@@ -123,7 +165,7 @@ impl Inputs {
 
     /// The rule's value for `variant` and the requests behind it; `None` when the inputs it
     /// needs could not be read this tick.
-    pub fn value(&self, rule: &Rule, variant: &str) -> Option<(Option<f64>, f64)> {
+    pub(crate) fn value(&self, rule: &Rule, variant: &str) -> Option<(Option<f64>, f64)> {
         let metric = rule.expr.metric;
         match metric {
             Metric::TargetDown => {
@@ -173,27 +215,23 @@ impl Inputs {
         value.filter(|_| median > 0.0).map(|v| v / median)
     }
 
-    /// The compare verdict of `variant` against the rule's baseline, as its rank.
+    /// The canary verdict of `variant` against the rule's baseline, as its rank.
     fn verdict(&self, rule: &Rule, variant: &str) -> Option<(Option<f64>, f64)> {
-        let w = self.windows.get(&rule.window_ms)?;
-        let Some(candidate) = w.get(variant) else { return Some((None, 0.0)) };
-        let baseline = w.get(&rule.baseline).map(|s| s.side.clone()).unwrap_or_default();
-        let window_s = rule.window_ms as f64 / 1000.0;
-        let c = compare::compare(&rule.baseline, baseline, variant, candidate.side.clone(), window_s);
-        Some((Some(verdict_rank(c.verdict)), candidate.side.requests))
+        let (verdict, requests) = self.verdicts.get(&(rule.baseline.clone(), variant.to_owned()))?;
+        Some((Some(verdict_rank(*verdict)), *requests))
     }
 }
 
 /// Medians of a rule's metric per variant over a history, refreshed at most once per window.
 #[derive(Debug, Default)]
-pub struct Medians {
+pub(crate) struct Medians {
     /// Per rule: when last read, and the medians.
     cache: BTreeMap<String, (i64, BTreeMap<String, Option<f64>>)>,
 }
 
 impl Medians {
     /// Refreshes what is due and copies every rule's medians into `inputs`.
-    pub async fn refresh(&mut self, rules: &[Rule], source: &dyn DataSource, now_ms: i64, inputs: &mut Inputs) {
+    pub(crate) async fn refresh(&mut self, rules: &[Rule], source: &dyn DataSource, now_ms: i64, inputs: &mut Inputs) {
         for rule in rules {
             let Some(range_ms) = rule.expr.median_range_ms else { continue };
             let due = self.cache.get(&rule.name).is_none_or(|(at, _)| now_ms - at >= rule.window_ms.max(1_000));
@@ -216,7 +254,7 @@ impl Medians {
 
 /// Per variant, the median of the rule's metric over steps with enough requests; `None` with
 /// too little history to call anything usual (a twenty-fourth of the range, at least 3 steps).
-pub fn medians(rule: &Rule, range_ms: i64, points: &[Point]) -> BTreeMap<String, Option<f64>> {
+pub(crate) fn medians(rule: &Rule, range_ms: i64, points: &[Point]) -> BTreeMap<String, Option<f64>> {
     let steps = range_ms / rule.window_ms.max(1);
     let needed = (steps / 24).max(3) as usize;
     let mut by_variant: BTreeMap<&str, Vec<f64>> = BTreeMap::new();
@@ -241,11 +279,15 @@ fn median(values: &mut [f64], needed: usize) -> Option<f64> {
 /// points, sums or marks of its own.
 #[cfg(test)]
 #[derive(Debug, Default)]
-pub struct FixedStats {
+pub(crate) struct FixedStats {
     /// Answer of `window_stats`, per window.
     pub windows: BTreeMap<i64, BTreeMap<String, WindowStats>>,
     /// Answer of `series`.
     pub series: Vec<Point>,
+    /// Answer of `strata`.
+    pub strata: Option<Vec<crate::ports::read::Stratum>>,
+    /// How often `strata` was asked.
+    pub strata_reads: std::sync::atomic::AtomicUsize,
 }
 
 #[cfg(test)]
@@ -254,7 +296,7 @@ mod fixed {
 
     use super::{FixedStats, Point, SourceError, WindowStats};
     use crate::ports::BoxFuture;
-    use crate::ports::read::{ChartData, DataSource, PointQuery, WindowQuery, WindowSums};
+    use crate::ports::read::{ChartData, DataSource, PointQuery, StrataQuery, Stratum, WindowQuery, WindowSums};
 
     type Answer<'a, T> = BoxFuture<'a, Result<T, SourceError>>;
 
@@ -290,6 +332,11 @@ mod fixed {
         fn series(&self, _end_ms: i64, _range_ms: i64, _step_ms: i64) -> Answer<'_, Vec<Point>> {
             ready(self.series.clone())
         }
+
+        fn strata(&self, _q: StrataQuery) -> Answer<'_, Option<Vec<Stratum>>> {
+            self.strata_reads.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            ready(self.strata.clone())
+        }
     }
 }
 
@@ -297,7 +344,7 @@ mod fixed {
 mod tests {
     use super::*;
     use crate::alerts::rules::parse_rules;
-    use crate::compare::SideStats;
+    use crate::ports::read::{SideStats, Stratum};
 
     fn rules(yaml: &str) -> Vec<Rule> {
         parse_rules(yaml, "t").unwrap()
@@ -334,7 +381,9 @@ mod tests {
         assert_eq!(inputs.value(&rs[0], "canary"), Some((Some(12.0), 500.0)));
         assert_eq!(inputs.value(&rs[0], "gone"), Some((None, 0.0)));
         assert_eq!(inputs.value(&rs[1], "canary").map(|v| v.0), Some(Some(1.0)), "a never-scraped target is not down");
-        assert_eq!(inputs.value(&rs[2], "canary").map(|v| v.0), Some(Some(3.0)), "12 % vs 0.5 %: fail");
+        assert_eq!(inputs.value(&rs[2], "canary"), None, "no verdict read: not evaluated");
+        inputs.verdicts.insert(("production".into(), "canary".into()), (Verdict::Fail, 500.0));
+        assert_eq!(inputs.value(&rs[2], "canary"), Some((Some(3.0), 500.0)));
         let each = inputs.variants_of(&rs[2], std::iter::empty());
         assert_eq!(each.into_iter().collect::<Vec<_>>(), ["canary"], "never the baseline");
         assert_eq!(
@@ -342,6 +391,32 @@ mod tests {
             None,
             "window not read"
         );
+    }
+
+    /// `canary_verdict` is the canary analysis' verdict over the strata since the rollout
+    /// began, the one `/api/compare` gives: 12 % against 0.5 % 5xx over 200 ticks fails, the
+    /// same traffic on both sides never does.
+    #[tokio::test]
+    async fn the_canary_verdict_is_the_sequential_judgement_of_the_strata() {
+        use crate::canary::SideTick;
+        let rs = rules("rules:\n  - {name: C, variant: canary, expr: canary_verdict, threshold: fail}\n");
+        let tick = |errors: f64| SideTick {
+            requests: 100.0,
+            errors_5xx: errors,
+            ok_2xx: 100.0 - errors,
+            ..Default::default()
+        };
+        let strata = |c: f64| (0..200).map(|k| Stratum { end_ms: k * 5_000, sides: [tick(0.5), tick(c)] }).collect();
+        let rs = &rs;
+        let judge = |c: f64| async move {
+            let source = FixedStats { strata: Some(strata(c)), ..Default::default() };
+            let mut inputs = Inputs::default();
+            let cfg = CanaryConfig::default();
+            assert!(inputs.read_verdicts(rs, &source, &cfg, 1_000_000).await.is_none());
+            inputs.value(&rs[0], "canary").and_then(|v| v.0)
+        };
+        assert_eq!(judge(12.0).await, Some(verdict_rank(Verdict::Fail)));
+        assert!(judge(0.5).await.is_some_and(|v| v < verdict_rank(Verdict::Warn)));
     }
 
     #[test]

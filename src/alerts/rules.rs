@@ -1,7 +1,7 @@
 //! Alerting rules: the YAML file (`ALERT_RULES`), the built-in defaults, and their validation.
 //!
 //! Every field is read and checked here, so a bad rule refuses to start with one sentence that
-//! names the rule and the field (decisions section 10). Fields are read from a YAML mapping by
+//! names the rule and the field (docs/decisions.md, Alerts). Fields are read from a YAML mapping by
 //! hand rather than by a derived `Deserialize`: serde's messages name a path (`rules[2].op`),
 //! not the rule, and cannot say which values would have been accepted.
 
@@ -15,7 +15,7 @@ use crate::setting::{ConfigError, bad, duration_ms, parse_duration};
 use crate::variant::is_valid_variant;
 
 /// The rules used when `ALERT_RULES` is not set (README: "Alerts").
-pub const DEFAULT_RULES: &str = r#"rules:
+pub(crate) const DEFAULT_RULES: &str = r#"rules:
   - name: HighErrorRate
     variant: "*"
     expr: error_rate_pct
@@ -73,7 +73,7 @@ const MAX_SPAN_MS: i64 = 30 * 86_400_000;
 /// How the longest span is written in messages.
 const MAX_SPAN: &str = "30d";
 /// Largest rules file read: a real one is a few KiB.
-pub const MAX_FILE_BYTES: usize = 1024 * 1024;
+pub(crate) const MAX_FILE_BYTES: usize = 1024 * 1024;
 /// Deepest nesting of collections accepted. A rules file needs four (the top mapping, the
 /// `rules:` list, a rule, a flow list in it); the YAML parser takes time growing with the
 /// square of the depth before its own recursion limit refuses a deep file (a 200 KB file of
@@ -115,7 +115,7 @@ impl Op {
     const ALL: [Op; 6] = [Op::Gt, Op::Ge, Op::Lt, Op::Le, Op::Eq, Op::Ne];
 
     /// The operator as written (the same in PromQL).
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Op::Gt => ">",
             Op::Ge => ">=",
@@ -127,7 +127,7 @@ impl Op {
     }
 
     /// Whether `value op threshold` holds.
-    pub fn holds(self, value: f64, threshold: f64) -> bool {
+    pub(crate) fn holds(self, value: f64, threshold: f64) -> bool {
         match self {
             Op::Gt => value > threshold,
             Op::Ge => value >= threshold,
@@ -179,7 +179,7 @@ pub struct Rule {
 
 impl Rule {
     /// `value` formatted in the metric's terms (a verdict name for `canary_verdict`).
-    pub fn format_value(&self, value: Option<f64>) -> String {
+    pub(crate) fn format_value(&self, value: Option<f64>) -> String {
         match value {
             None => "no data".to_owned(),
             Some(v) if self.expr.metric == Metric::CanaryVerdict => verdict_name(v).to_owned(),
@@ -188,17 +188,17 @@ impl Rule {
     }
 
     /// The threshold as written.
-    pub fn format_threshold(&self) -> String {
+    pub(crate) fn format_threshold(&self) -> String {
         self.format_value(Some(self.threshold))
     }
 
     /// `expr op threshold`, for pages and messages.
-    pub fn condition(&self) -> String {
+    pub(crate) fn condition(&self) -> String {
         format!("{} {} {}", self.expr.text, self.op.as_str(), self.format_threshold())
     }
 
     /// The summary with its placeholders filled in.
-    pub fn summary_for(&self, variant: &str, value: Option<f64>) -> String {
+    pub(crate) fn summary_for(&self, variant: &str, value: Option<f64>) -> String {
         let mut s = self.summary.clone();
         for (word, text) in [
             ("rule", self.name.clone()),
@@ -213,7 +213,7 @@ impl Rule {
 }
 
 /// Replaces `{{ word }}` (any inner spacing) with `text`.
-pub fn replace_placeholder(s: &str, word: &str, text: &str) -> String {
+pub(crate) fn replace_placeholder(s: &str, word: &str, text: &str) -> String {
     let mut out = String::with_capacity(s.len());
     let mut rest = s;
     while let Some(i) = rest.find("{{") {
@@ -232,7 +232,7 @@ pub fn replace_placeholder(s: &str, word: &str, text: &str) -> String {
 }
 
 /// A number with at most three decimals and no trailing zeros (`12.5`, `0.001`, `3`).
-pub fn format_number(v: f64) -> String {
+pub(crate) fn format_number(v: f64) -> String {
     let s = format!("{v:.3}");
     let s = s.trim_end_matches('0').trim_end_matches('.');
     if s == "-0" { "0".to_owned() } else { s.to_owned() }
@@ -302,7 +302,7 @@ pub fn parse_rules_file(text: &str, source: &str) -> Result<RulesFile, ConfigErr
 }
 
 /// The refusal of a rules file over [`MAX_FILE_BYTES`].
-pub fn too_large(source: &str) -> ConfigError {
+pub(crate) fn too_large(source: &str) -> ConfigError {
     bad(format!("ALERT_RULES {source} is larger than 1 MiB; a rules file must be at most 1 MiB."))
 }
 
@@ -559,7 +559,7 @@ mod tests {
     }
 
     #[test]
-    fn defaults_parse_as_the_decisions_describe() {
+    fn the_default_rules_parse_as_documented() {
         let rules = default_rules();
         assert_eq!(rules.len(), 5);
         let errors = &rules[0];

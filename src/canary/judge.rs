@@ -8,7 +8,7 @@ use super::catalog::{MetricId, Source};
 use super::evidence::Evidence;
 use super::spec::{Allowed, CanaryConfig, MetricSpec, Tuning, Worse};
 use super::stratified::{Estimate, Kind, Paired};
-use crate::compare::Verdict;
+use super::verdict::Verdict;
 
 /// The method, as the answer names it.
 pub const METHOD: &str = "always_valid_mixture";
@@ -132,6 +132,14 @@ pub struct Judgement {
     /// Number of hypotheses tested: metrics whose data exist, plus their ceilings.
     pub hypotheses: usize,
     pub(crate) min_requests: f64,
+}
+
+impl Judgement {
+    /// The candidate's requests over the interval (the 5xx share's denominator).
+    pub fn candidate_requests(&self) -> f64 {
+        let requests = |m: MetricId| self.rows.iter().find(|r| r.metric == m).map(|r| r.n[1]);
+        requests(MetricId::ErrorRate).or_else(|| requests(MetricId::RateLimited)).unwrap_or(0.0)
+    }
 }
 
 /// A metric's data before classification.
@@ -444,7 +452,8 @@ pub(crate) fn overall(rows: &[Row]) -> (Verdict, Option<f64>) {
         |r: &&Row| matches!(r.classification, Classification::Pass | Classification::High | Classification::Low);
     let total: f64 = rows.iter().filter(decided).map(|r| r.weight).sum();
     let passing: f64 = rows.iter().filter(|r| r.classification == Classification::Pass).map(|r| r.weight).sum();
-    let score = (total > 0.0).then(|| 100.0 * passing / total);
+    // `+ 0.0`: an empty sum of floats is -0.0, which would show as a score of "-0".
+    let score = (total > 0.0).then(|| 100.0 * passing / total + 0.0);
     let verdict = if rows.iter().any(|r| r.critical && r.verdict == Verdict::Fail) || score.is_some_and(|s| s < 75.0) {
         Verdict::Fail
     } else if rows.iter().any(|r| matches!(r.verdict, Verdict::Warn | Verdict::Fail)) {

@@ -20,6 +20,7 @@ mod normal;
 mod report;
 mod spec;
 mod stratified;
+mod verdict;
 
 pub use boundary::{Mixture, Sides, holm};
 pub use catalog::{CATALOG, MetricId};
@@ -27,6 +28,12 @@ pub use evidence::{Evidence, SideTick, Tails};
 pub use judge::{Classification, Judgement, METHOD, MIN_TICKS_FOR_AMOUNTS, Row, Why, judge};
 pub use spec::{Allowed, CRITICAL_ALPHA_WEIGHT, CanaryConfig, MAX_FILE_BYTES, MetricSpec, Worse, render_defaults};
 pub use stratified::{Estimate, Kind, Paired};
+pub use verdict::Verdict;
+
+/// Upper tail of the standard normal, `P(Z > z)`: the simulations draw latencies with it.
+pub fn normal_sf(z: f64) -> f64 {
+    (normal::ln_erfc(z * std::f64::consts::FRAC_1_SQRT_2) - std::f64::consts::LN_2).exp()
+}
 
 #[cfg(test)]
 mod tests;

@@ -7,7 +7,7 @@ use serde::ser::{Serialize, SerializeStruct, Serializer};
 
 use super::judge::{Classification, Judgement, METHOD, MIN_TICKS_FOR_AMOUNTS, Row, Why};
 use super::spec::{Allowed, Worse};
-use crate::compare::Verdict;
+use super::verdict::Verdict;
 
 /// A number with about four significant digits, no exponent for everyday sizes.
 fn num(v: f64) -> String {

@@ -2,8 +2,8 @@
 //! and the JSON shape.
 
 use super::judge::{classify_for_tests as classify, overall};
+use super::verdict::Verdict;
 use super::*;
-use crate::compare::Verdict;
 
 /// A tick with `r` requests, `e` 5xx, latency split 90/8/2 over 0.5 s, 1 s, above.
 fn tick(r: f64, e: f64, slow: f64) -> SideTick {

@@ -62,14 +62,14 @@ impl Meter {
 
 /// The account both simulated upstreams charge.
 #[derive(Debug)]
-pub struct Account {
+pub(crate) struct Account {
     clock: SharedClock,
     windows: Mutex<(Meter, Meter)>,
 }
 
 impl Account {
     /// An account sized for `rate` requests per second in total.
-    pub fn new(clock: SharedClock, rate: f64) -> Self {
+    pub(crate) fn new(clock: SharedClock, rate: f64) -> Self {
         let now = clock.now_ms();
         let per_ms = rate * TOKENS_PER_REQUEST / 1000.0;
         let five_hour = Meter::new(now, per_ms, 240 * MINUTE_MS, 0.45, 120 * MINUTE_MS, FIVE_HOURS_MS);
@@ -78,7 +78,7 @@ impl Account {
     }
 
     /// Charges one answer's tokens to both windows.
-    pub fn consume(&self, tokens: u64) {
+    pub(crate) fn consume(&self, tokens: u64) {
         let now = self.clock.now_ms();
         let mut w = self.windows.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let (five_hour, weekly) = &mut *w;
@@ -89,7 +89,7 @@ impl Account {
     }
 
     /// The quota endpoint's answer now.
-    pub fn answer(&self) -> Value {
+    pub(crate) fn answer(&self) -> Value {
         let now = self.clock.now_ms();
         let mut w = self.windows.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         w.0.roll(now);

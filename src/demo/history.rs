@@ -22,7 +22,7 @@ use crate::store::query::StoredTarget;
 use crate::store::{Store, StoreError};
 
 /// How much history is simulated.
-pub const HISTORY_MS: i64 = 3_600_000;
+pub(crate) const HISTORY_MS: i64 = 3_600_000;
 /// Width of a simulated row: the production point width.
 const ROW_MS: i64 = 5_000;
 /// Period of the swell in the request rate.
@@ -30,7 +30,7 @@ const SWELL_MS: f64 = 1_200_000.0;
 
 /// One demo target whose history is simulated.
 #[derive(Debug, Clone)]
-pub struct SimulatedTarget {
+pub(crate) struct SimulatedTarget {
     /// The scrape URL, as the dashboard registers it.
     pub url: String,
     /// Its variant.
@@ -45,7 +45,12 @@ pub struct SimulatedTarget {
 
 /// Writes an hour of history ending at `now_ms` for `targets`, unless the database already has
 /// rows in that hour. Returns the end of the simulated hour when it wrote one.
-pub fn backfill(store: &Store, targets: &[SimulatedTarget], now_ms: i64, seed: u64) -> Result<Option<i64>, StoreError> {
+pub(crate) fn backfill(
+    store: &Store,
+    targets: &[SimulatedTarget],
+    now_ms: i64,
+    seed: u64,
+) -> Result<Option<i64>, StoreError> {
     let end = now_ms - now_ms.rem_euclid(ROW_MS);
     let pairs: Vec<(String, String)> = targets.iter().map(|t| (t.url.clone(), t.variant.clone())).collect();
     let build = |stored: &[StoredTarget]| history(targets, stored, end, seed);

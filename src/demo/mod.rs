@@ -6,10 +6,10 @@
 //! scraping both proxies into an SQLite file. Everything listens on loopback ports chosen by
 //! the OS except the dashboard, which honours `LISTEN_ADDR` and `DB_PATH` like `serve`.
 
-pub mod account;
-pub mod history;
-pub mod traffic;
-pub mod upstream;
+pub(crate) mod account;
+pub(crate) mod history;
+pub(crate) mod traffic;
+pub(crate) mod upstream;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -65,16 +65,16 @@ impl DemoPlan {
 
 /// A small deterministic generator (xorshift64*): the demo needs variety, not cryptography.
 #[derive(Debug, Clone)]
-pub struct Rng(u64);
+pub(crate) struct Rng(u64);
 
 impl Rng {
     /// A generator from a seed (0 is replaced).
-    pub fn new(seed: u64) -> Self {
+    pub(crate) fn new(seed: u64) -> Self {
         Self(seed.max(1))
     }
 
     /// Uniform in [0, 1).
-    pub fn unit(&mut self) -> f64 {
+    pub(crate) fn unit(&mut self) -> f64 {
         self.0 ^= self.0 >> 12;
         self.0 ^= self.0 << 25;
         self.0 ^= self.0 >> 27;
@@ -82,12 +82,12 @@ impl Rng {
     }
 
     /// Uniform integer in [lo, hi].
-    pub fn range(&mut self, lo: u64, hi: u64) -> u64 {
+    pub(crate) fn range(&mut self, lo: u64, hi: u64) -> u64 {
         lo + (self.unit() * (hi - lo + 1) as f64) as u64
     }
 
     /// True with probability `p`.
-    pub fn chance(&mut self, p: f64) -> bool {
+    pub(crate) fn chance(&mut self, p: f64) -> bool {
         self.unit() < p
     }
 }
@@ -257,8 +257,6 @@ fn settings(plan: &DemoPlan, targets: Vec<TargetSpec>) -> Settings {
         alerts: crate::alerts::AlertSettings::default(),
         engine: None,
         remote: None,
+        canary: Default::default(),
     }
 }
-
-/// Shared by the demo's pieces.
-pub type SharedRng = Arc<std::sync::Mutex<Rng>>;

@@ -11,7 +11,7 @@ use tokio_util::sync::CancellationToken;
 use super::Rng;
 
 /// Sends about `rate` requests per second to `targets` (base URL, weight) until cancelled.
-pub async fn run(targets: Vec<(String, f64)>, rate: f64, seed: u64, cancel: CancellationToken) {
+pub(crate) async fn run(targets: Vec<(String, f64)>, rate: f64, seed: u64, cancel: CancellationToken) {
     let client = reqwest::Client::new();
     let permits = Arc::new(Semaphore::new(64));
     let mut rng = Rng::new(seed ^ 0x5bd1_e995);

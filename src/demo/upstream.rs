@@ -20,7 +20,7 @@ use crate::proxy::usage::{self, ApiKind};
 
 /// How an upstream behaves.
 #[derive(Debug, Clone, Copy)]
-pub struct Profile {
+pub(crate) struct Profile {
     /// Time to first token, uniform between these (ms).
     pub ttft_ms: (u64, u64),
     /// Decoding speed.
@@ -33,12 +33,12 @@ pub struct Profile {
 
 impl Profile {
     /// The stable upstream.
-    pub fn production() -> Self {
+    pub(crate) fn production() -> Self {
         Self { ttft_ms: (200, 800), tokens_per_s: 90.0, p_throttle: 0.01, p_error: 0.004 }
     }
 
     /// A little slower and less reliable, so the comparison has something to show.
-    pub fn canary() -> Self {
+    pub(crate) fn canary() -> Self {
         Self { ttft_ms: (300, 1300), tokens_per_s: 70.0, p_throttle: 0.015, p_error: 0.03 }
     }
 }
@@ -52,7 +52,7 @@ struct Sim {
 
 /// The upstream's router: every POST is answered according to its path's API, and
 /// `GET /api/monitor/usage/quota/limit` with `account`'s quota.
-pub fn router(profile: Profile, seed: u64, account: Arc<Account>) -> Router {
+pub(crate) fn router(profile: Profile, seed: u64, account: Arc<Account>) -> Router {
     let sim = Sim { profile, rng: Arc::new(Mutex::new(Rng::new(seed))), account };
     Router::new().route(QUOTA_PATH, axum::routing::get(quota)).fallback(answer).with_state(sim)
 }

@@ -2,7 +2,8 @@
 //! dashboard's `/api/metrics` and of every live `metrics` event.
 //!
 //! REST and SSE both build points with [`PointBuilder`], so they give identical values for the
-//! same bucket. What a point means depends on its bucket (decisions section 8):
+//! same bucket; the builder sums, and [`Point::assemble`] lays the sums out. What a point means
+//! depends on its bucket (docs/decisions.md, Point semantics):
 //! - a **narrow** bucket (one point width, one scrape per pod) gives each pod's rate over the
 //!   time its increases cover (its `elapsed`), and sums each pod's latest gauges;
 //! - a **wide** bucket (1 min rows, a re-bucketed `step`) gives each pod's increases over the
@@ -20,24 +21,13 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use serde::Serialize;
-
+use super::fields::{PartRates, Point, PointParts, bounded};
 use super::summary::{Summary, status_label};
 use super::{GaugeStat, Quota, Totals};
 
-/// Largest magnitude a point reports. Real values are far below (a trillion requests per
-/// second, tokens or dollars); a hostile target's `1.7e308` is clamped here so that sums of two
-/// such values stay finite.
-pub const MAX_VALUE: f64 = 1e15;
-
-/// `v` as a point may hold it: NaN is 0, anything beyond [`MAX_VALUE`] is [`MAX_VALUE`].
-pub fn bounded(v: f64) -> f64 {
-    if v.is_nan() { 0.0 } else { v.clamp(-MAX_VALUE, MAX_VALUE) }
-}
-
 /// The time one point covers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Bucket {
+pub(crate) struct Bucket {
     /// Bucket end, the point's timestamp (Unix ms).
     pub end_ms: i64,
     /// The bucket's length; for the newest bucket of a window, only the part the data has
@@ -50,85 +40,14 @@ pub struct Bucket {
 
 impl Bucket {
     /// A point-width bucket ending at `end_ms` (the live ticker's, and raw points').
-    pub fn narrow(end_ms: i64, width_ms: i64) -> Self {
+    pub(crate) fn narrow(end_ms: i64, width_ms: i64) -> Self {
         Self { end_ms, covered_ms: width_ms, narrow: true }
     }
 }
 
-/// One variant over one bucket, in the Go dashboard's field names and order.
-///
-/// Rates are per second over the bucket; `latency_*` are milliseconds; cumulative fields are
-/// reset-corrected totals since zai-dash first saw the variant. `null` marks a value that does
-/// not exist for the bucket (no request: no error rate, no percentile) rather than a fake 0.
-/// The cumulative fields are `Option` because a source without zai-dash's own history (the
-/// PromQL source mode) cannot know them: it answers `null` rather than a made-up total.
-#[allow(missing_docs)] // field names and meanings are the Go dashboard's (contract section 3.4)
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
-pub struct Point {
-    /// Bucket end, Unix ms.
-    pub timestamp: i64,
-    /// Variant name.
-    pub variant: String,
-    pub requests_2xx: Option<f64>,
-    pub requests_4xx: Option<f64>,
-    pub requests_5xx: Option<f64>,
-    pub tokens_input: Option<f64>,
-    pub tokens_output: Option<f64>,
-    pub tokens_cache_read: Option<f64>,
-    pub tokens_cache_write: Option<f64>,
-    pub estimated_cost_usd_input: Option<f64>,
-    pub estimated_cost_usd_output: Option<f64>,
-    pub estimated_cost_usd_cache_read: Option<f64>,
-    pub estimated_cost_usd_cache_write: Option<f64>,
-    pub concurrent_requests: f64,
-    pub max_workers: f64,
-    pub rate_limit_rps: f64,
-    pub rate_limit_rejections: Option<f64>,
-    pub rate_limit_adj_increase: Option<f64>,
-    pub rate_limit_adj_decrease: Option<f64>,
-    pub upstream_errors: Option<f64>,
-    pub retry_attempts: Option<f64>,
-    pub latency_p50: Option<f64>,
-    pub latency_p95: Option<f64>,
-    pub latency_p99: Option<f64>,
-    pub request_size_avg: Option<f64>,
-    pub response_size_avg: Option<f64>,
-    pub token_rate_in: f64,
-    pub token_rate_out: f64,
-    pub token_rate_cache_read: f64,
-    pub token_rate_cache_write: f64,
-    pub req_rate: f64,
-    pub error_rate_pct: Option<f64>,
-    pub worker_utilization: f64,
-    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
-    pub status_code_rates: BTreeMap<String, f64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub quota: Option<Quota>,
-    /// Requests in the bucket: the sample size behind the rates and percentiles.
-    pub requests: f64,
-    /// Estimated cost per second over the bucket, all directions.
-    pub cost_rate_usd: f64,
-    /// Rejections per second over the bucket.
-    pub rejection_rate: f64,
-    /// Retries per second over the bucket (without the generic `retry` series).
-    pub retry_rate: f64,
-    /// Upstream errors per second over the bucket.
-    pub upstream_error_rate: f64,
-    /// Time to first token percentiles (ms), when the targets export them.
-    pub ttft_p50: Option<f64>,
-    pub ttft_p95: Option<f64>,
-    pub ttft_p99: Option<f64>,
-    /// Time per output token percentiles (ms), when the targets export them.
-    pub tpot_p50: Option<f64>,
-    pub tpot_p95: Option<f64>,
-    pub tpot_p99: Option<f64>,
-    /// Pods that contributed a row to this bucket.
-    pub pods: u32,
-}
-
 /// Turns time-ordered rows into points, remembering each pod's running totals between buckets.
 #[derive(Debug, Default)]
-pub struct PointBuilder {
+pub(crate) struct PointBuilder {
     /// By target id, ordered: totals are summed over pods in the same order by every builder,
     /// so REST, the live stream and a cache agree to the bit.
     carry: BTreeMap<i64, (Arc<str>, Totals)>,
@@ -172,18 +91,18 @@ impl Pod<'_> {
 
 impl PointBuilder {
     /// A builder with no pod seen yet.
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Self::default()
     }
 
     /// Remembers a pod's running totals as of the window's start (it may be absent from the
     /// window's first buckets, or from all of them if it vanished).
-    pub fn seed(&mut self, target_id: i64, variant: Arc<str>, totals: Totals) {
+    pub(crate) fn seed(&mut self, target_id: i64, variant: Arc<str>, totals: Totals) {
         self.carry.insert(target_id, (variant, totals));
     }
 
     /// Builds one point per variant present in `rows` (all rows of one bucket, time order).
-    pub fn build(&mut self, bucket: Bucket, rows: &[&Summary]) -> Vec<Point> {
+    pub(crate) fn build(&mut self, bucket: Bucket, rows: &[&Summary]) -> Vec<Point> {
         let mut by_variant: BTreeMap<&str, BTreeMap<i64, Pod<'_>>> = BTreeMap::new();
         for &row in rows {
             let pod = by_variant.entry(&row.variant).or_default().entry(row.target_id).or_default();
@@ -223,8 +142,8 @@ impl PointBuilder {
                 *g += pod.gauge(i, bucket);
             }
         }
-        let sums = Sums { w: &w, rates: &rates, gauges, totals: self.variant_totals(variant) };
-        fill_point(bucket.end_ms, variant, &sums, freshest_quota(pods), pods.len())
+        let sums = Sums { w, rates, gauges, totals: self.variant_totals(variant) };
+        Point::assemble(bucket.end_ms, variant, parts(sums, freshest_quota(pods), pods.len()))
     }
 
     fn variant_totals(&self, variant: &str) -> Totals {
@@ -239,68 +158,35 @@ impl PointBuilder {
 }
 
 /// What a point is made of, summed over the variant's pods.
-struct Sums<'a> {
-    w: &'a Window,
-    rates: &'a Rates,
+struct Sums {
+    w: Window,
+    rates: Rates,
     /// Concurrency, max workers, rate limit.
     gauges: [f64; 3],
     totals: Totals,
 }
 
-/// Lays the sums out in the Go dashboard's fields (a table: one line per field).
-fn fill_point(ts: i64, variant: &str, s: &Sums<'_>, quota: Option<Quota>, pods: usize) -> Point {
-    let q = |h: &super::Histogram, p: f64| h.quantile(p).map(|s| bounded(s * 1000.0));
-    let t = bounded;
-    let (w, rates, totals) = (s.w, s.rates, &s.totals);
-    let [concurrent, max_workers, rps] = s.gauges;
-    Point {
-        timestamp: ts,
-        variant: variant.to_owned(),
-        requests_2xx: Some(t(totals.requests_2xx)),
-        requests_4xx: Some(t(totals.requests_4xx)),
-        requests_5xx: Some(t(totals.requests_5xx)),
-        tokens_input: Some(t(totals.tokens[0])),
-        tokens_output: Some(t(totals.tokens[1])),
-        tokens_cache_read: Some(t(totals.tokens[2])),
-        tokens_cache_write: Some(t(totals.tokens[3])),
-        estimated_cost_usd_input: Some(t(totals.cost[0])),
-        estimated_cost_usd_output: Some(t(totals.cost[1])),
-        estimated_cost_usd_cache_read: Some(t(totals.cost[2])),
-        estimated_cost_usd_cache_write: Some(t(totals.cost[3])),
-        concurrent_requests: t(concurrent),
-        max_workers: t(max_workers),
-        rate_limit_rps: t(rps),
-        rate_limit_rejections: Some(t(totals.rejections)),
-        rate_limit_adj_increase: Some(t(totals.adj_increase)),
-        rate_limit_adj_decrease: Some(t(totals.adj_decrease)),
-        upstream_errors: Some(t(totals.upstream_errors)),
-        retry_attempts: Some(t(totals.retry_attempts)),
-        latency_p50: q(&w.duration, 0.5),
-        latency_p95: q(&w.duration, 0.95),
-        latency_p99: q(&w.duration, 0.99),
-        request_size_avg: mean_of(w.request_size.sum, w.request_size.count),
-        response_size_avg: mean_of(w.response_size.sum, w.response_size.count),
-        token_rate_in: t(rates.tokens[0]),
-        token_rate_out: t(rates.tokens[1]),
-        token_rate_cache_read: t(rates.tokens[2]),
-        token_rate_cache_write: t(rates.tokens[3]),
-        req_rate: t(rates.requests),
-        error_rate_pct: (w.requests > 0.0).then(|| bounded(100.0 * w.errors / w.requests)),
-        worker_utilization: if max_workers > 0.0 { t(concurrent / max_workers) } else { 0.0 },
-        status_code_rates: rates.by_status.iter().map(|(k, v)| (status_label(*k), t(*v))).collect(),
+/// The parts of a point from the sums of the variant's rows.
+fn parts(s: Sums, quota: Option<Quota>, pods: usize) -> PointParts {
+    let Sums { w, rates, gauges, totals } = s;
+    PointParts {
+        requests: w.requests,
+        errors_of_all: (w.errors, w.requests),
+        rates: PartRates {
+            requests: rates.requests,
+            by_status: rates.by_status.iter().map(|(k, v)| (status_label(*k), *v)).collect(),
+            tokens: rates.tokens,
+            cost: rates.cost,
+            rejections: rates.rejections,
+            retries: rates.retries,
+            upstream_errors: rates.upstream_errors,
+        },
+        size_avg: [w.request_size.mean(), w.response_size.mean()],
+        latency: [w.duration, w.ttft, w.tpot],
+        gauges,
+        totals: Some(totals),
         quota,
-        requests: t(w.requests),
-        cost_rate_usd: t(rates.cost),
-        rejection_rate: t(rates.rejections),
-        retry_rate: t(rates.retries),
-        upstream_error_rate: t(rates.upstream_errors),
-        ttft_p50: q(&w.ttft, 0.5),
-        ttft_p95: q(&w.ttft, 0.95),
-        ttft_p99: q(&w.ttft, 0.99),
-        tpot_p50: q(&w.tpot, 0.5),
-        tpot_p95: q(&w.tpot, 0.95),
-        tpot_p99: q(&w.tpot, 0.99),
-        pods: u32::try_from(pods).unwrap_or(u32::MAX),
+        pods,
     }
 }
 
@@ -356,10 +242,6 @@ impl Rates {
         self.retries += bounded(c.retries) / secs;
         self.upstream_errors += bounded(c.upstream_errors) / secs;
     }
-}
-
-fn mean_of(sum: f64, count: f64) -> Option<f64> {
-    (count > 0.0).then(|| bounded(sum / count))
 }
 
 /// Quota is account-wide, so it is never summed: the pod with the newest sample speaks.

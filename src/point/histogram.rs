@@ -16,6 +16,14 @@ pub struct Histogram {
 }
 
 impl Histogram {
+    /// A histogram from cumulative `(le, count)` buckets in any order, as an engine answers
+    /// `rate(x_bucket)`: the count is the `+Inf` bucket's (0 without one), the sum unknown (0).
+    pub(crate) fn from_cumulative(mut buckets: Vec<(f64, f64)>) -> Histogram {
+        buckets.sort_by(|a, b| a.0.total_cmp(&b.0));
+        let count = buckets.last().filter(|b| b.0 == f64::INFINITY).map_or(0.0, |b| b.1);
+        Histogram { buckets, sum: 0.0, count }
+    }
+
     /// True when the histogram holds no observation.
     pub fn is_empty(&self) -> bool {
         self.count <= 0.0 && self.buckets.iter().all(|&(_, c)| c <= 0.0)
@@ -69,9 +77,11 @@ impl Histogram {
         Some(lower + (upper - lower) * (rank - below) / (count - below))
     }
 
-    /// Mean observation, when there is one.
-    pub fn mean(&self) -> Option<f64> {
-        (self.count > 0.0).then(|| self.sum / self.count)
+    /// The `q` quantile of a histogram of seconds, in milliseconds and clamped to a finite
+    /// value: every latency percentile zai-dash shows (points, `/api/compare`, the alerts)
+    /// comes from here.
+    pub(crate) fn quantile_ms(&self, q: f64) -> Option<f64> {
+        self.quantile(q).map(|s| super::bounded(s * 1000.0))
     }
 }
 
@@ -133,5 +143,14 @@ mod tests {
     fn non_monotonic_input_is_repaired() {
         let x = h(&[(1.0, 10.0), (2.0, 8.0), (f64::INFINITY, 10.0)]);
         assert_eq!(x.quantile(0.5), Some(0.5));
+    }
+
+    #[test]
+    fn an_engines_buckets_in_any_order_become_one_histogram() {
+        let x = Histogram::from_cumulative(vec![(f64::INFINITY, 12.0), (0.1, 6.0), (1.0, 12.0)]);
+        assert_eq!(x.buckets, vec![(0.1, 6.0), (1.0, 12.0), (f64::INFINITY, 12.0)]);
+        assert_eq!(x.count, 12.0);
+        assert!((x.quantile_ms(0.5).unwrap() - 100.0).abs() < 1e-9);
+        assert_eq!(Histogram::from_cumulative(vec![(1.0, 3.0)]).count, 0.0, "no +Inf: no count");
     }
 }

@@ -6,22 +6,24 @@
 //! Everything a point shows is derived from these at read time, so the 5 s table, the 1 min
 //! table and re-bucketed answers share one code path.
 
-pub mod aggregate;
-pub mod histogram;
-pub mod summary;
+pub(crate) mod aggregate;
+pub(crate) mod fields;
+pub(crate) mod histogram;
+pub(crate) mod summary;
 
 use std::collections::BTreeMap;
 
 use serde::Serialize;
 
-pub use aggregate::{Bucket, MAX_VALUE, Point, PointBuilder, bounded};
+pub(crate) use aggregate::{Bucket, PointBuilder};
+pub use fields::{MAX_VALUE, PartRates, Point, PointParts, bounded, error_share_pct};
 pub use histogram::Histogram;
-pub use summary::Summary;
+pub(crate) use summary::Summary;
 
 /// Token directions, in the order used by the `[f64; 4]` arrays below.
-pub const DIRECTIONS: [&str; 4] = ["input", "output", "cache_read", "cache_write"];
+pub(crate) const DIRECTIONS: [&str; 4] = ["input", "output", "cache_read", "cache_write"];
 /// Rate limit adjustment directions, in the order of [`Counts::adjustments`].
-pub const ADJUSTMENTS: [&str; 3] = ["increase", "decrease", "probe"];
+pub(crate) const ADJUSTMENTS: [&str; 3] = ["increase", "decrease", "probe"];
 
 /// Sum and count of a size histogram, for averages.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
@@ -33,6 +35,11 @@ pub struct SumCount {
 }
 
 impl SumCount {
+    /// The mean observation, `None` without any.
+    pub(crate) fn mean(&self) -> Option<f64> {
+        (self.count > 0.0).then(|| self.sum / self.count)
+    }
+
     fn add(&mut self, o: &SumCount) {
         self.sum += o.sum;
         self.count += o.count;
@@ -86,7 +93,7 @@ fn add_arr<const N: usize>(a: &mut [f64; N], b: &[f64; N]) {
 
 impl Counts {
     /// Adds every increase of `o` into `self`.
-    pub fn add(&mut self, o: &Counts) {
+    pub(crate) fn add(&mut self, o: &Counts) {
         add_map(&mut self.requests, &o.requests, add_f64);
         add_map(&mut self.tokens, &o.tokens, add_arr);
         add_map(&mut self.cost, &o.cost, add_arr);
@@ -107,30 +114,30 @@ impl Counts {
     }
 
     /// Requests whose status code starts with `class` (`'2'`, `'4'`, `'5'`).
-    pub fn requests_in_class(&self, class: char) -> f64 {
+    pub(crate) fn requests_in_class(&self, class: char) -> f64 {
         total(self.requests.iter().filter(|(k, _)| k.starts_with(class)).map(|(_, v)| v))
     }
 
     /// Tokens per direction, over all models.
-    pub fn tokens_by_direction(&self) -> [f64; 4] {
+    pub(crate) fn tokens_by_direction(&self) -> [f64; 4] {
         sum_arrays(self.tokens.values())
     }
 
     /// Cost per direction, over all models.
-    pub fn cost_by_direction(&self) -> [f64; 4] {
+    pub(crate) fn cost_by_direction(&self) -> [f64; 4] {
         sum_arrays(self.cost.values())
     }
 
     /// Retries actually performed: every reason except the generic `retry` series, which
     /// zai-proxy increments alongside the specific one (the Go dashboard counted both).
-    pub fn retry_attempts(&self) -> f64 {
+    pub(crate) fn retry_attempts(&self) -> f64 {
         total(self.retries.iter().filter(|(k, _)| k.as_str() != "retry").map(|(_, v)| v))
     }
 }
 
 /// Sum starting from +0.0: `Iterator::sum` of no `f64` is -0.0, which would reach the JSON as
 /// `-0.0`.
-pub fn total<'a>(values: impl Iterator<Item = &'a f64>) -> f64 {
+pub(crate) fn total<'a>(values: impl Iterator<Item = &'a f64>) -> f64 {
     values.fold(0.0, |a, b| a + b)
 }
 
@@ -170,7 +177,7 @@ pub struct Totals {
 
 impl Totals {
     /// Accumulates one interval's increases.
-    pub fn accumulate(&mut self, c: &Counts) {
+    pub(crate) fn accumulate(&mut self, c: &Counts) {
         self.requests_2xx += c.requests_in_class('2');
         self.requests_4xx += c.requests_in_class('4');
         self.requests_5xx += c.requests_in_class('5');
@@ -184,7 +191,7 @@ impl Totals {
     }
 
     /// Adds another target's totals (a variant sums its pods).
-    pub fn add(&mut self, o: &Totals) {
+    pub(crate) fn add(&mut self, o: &Totals) {
         self.requests_2xx += o.requests_2xx;
         self.requests_4xx += o.requests_4xx;
         self.requests_5xx += o.requests_5xx;
@@ -219,7 +226,7 @@ impl GaugeStat {
     }
 
     /// Combines consecutive stats, in time order: equal-weight mean, extremes, last.
-    pub fn combine(stats: impl Iterator<Item = GaugeStat>) -> Option<GaugeStat> {
+    pub(crate) fn combine(stats: impl Iterator<Item = GaugeStat>) -> Option<GaugeStat> {
         let mut n = 0.0;
         let mut acc: Option<GaugeStat> = None;
         for s in stats {
@@ -315,7 +322,7 @@ pub struct TargetRow {
 impl TargetRow {
     /// Folds a later scrape of the same target into this row (two scrapes completed in one
     /// bucket): increases and elapsed time add up, totals and gauges take the later values.
-    pub fn absorb_later(&mut self, later: &TargetRow) {
+    pub(crate) fn absorb_later(&mut self, later: &TargetRow) {
         self.counts.add(&later.counts);
         self.elapsed_ms += later.elapsed_ms;
         self.present_ms = self.present_ms.max(later.present_ms);
@@ -333,7 +340,7 @@ impl TargetRow {
     /// Rolls consecutive rows of one target (time order) into one row ending at `ts_ms`:
     /// increases and histogram buckets summed, gauges as avg/min/max/last, totals and quota
     /// from the last row. Never averages percentiles or cumulative values.
-    pub fn rollup(rows: &[TargetRow], ts_ms: i64) -> Option<TargetRow> {
+    pub(crate) fn rollup(rows: &[TargetRow], ts_ms: i64) -> Option<TargetRow> {
         let last = rows.last()?;
         let mut counts = Counts::default();
         for r in rows {

@@ -11,15 +11,15 @@ use std::sync::Arc;
 use super::{GaugeStat, Histogram, Quota, SumCount, TargetRow, Totals, total};
 
 /// An HTTP status code label; non-numeric values (the `other` of a capped label) are 0.
-pub type Status = u16;
+pub(crate) type Status = u16;
 
 /// Parses a `status_code` label value.
-pub fn status(label: &str) -> Status {
+pub(crate) fn status(label: &str) -> Status {
     label.parse().unwrap_or(0)
 }
 
 /// The label text of a status.
-pub fn status_label(s: Status) -> String {
+pub(crate) fn status_label(s: Status) -> String {
     if s == 0 { "other".to_owned() } else { s.to_string() }
 }
 
@@ -68,12 +68,12 @@ pub struct Summary {
 
 impl Summary {
     /// All requests.
-    pub fn total_requests(&self) -> f64 {
+    pub(crate) fn total_requests(&self) -> f64 {
         total(self.requests.iter().map(|(_, n)| n))
     }
 
     /// 5xx requests.
-    pub fn server_errors(&self) -> f64 {
+    pub(crate) fn server_errors(&self) -> f64 {
         total(self.requests.iter().filter(|(s, _)| (500..600).contains(s)).map(|(_, n)| n))
     }
 }

@@ -14,7 +14,7 @@ use crate::phase::AlertPhase;
 /// One alert (a rule applied to one variant) as persisted: enough to carry on after a restart
 /// without notifying twice or forgetting an episode.
 #[derive(Debug, Clone, PartialEq)]
-pub struct AlertRecord {
+pub(crate) struct AlertRecord {
     /// Rule name (`alertname`).
     pub rule: String,
     /// Variant the alert is about.
@@ -60,10 +60,10 @@ pub struct AlertPeriod {
 /// Why alert state could not be read or written (the store's own text).
 #[derive(Debug, thiserror::Error)]
 #[error("alert state: {0}")]
-pub struct AlertStoreError(pub String);
+pub(crate) struct AlertStoreError(pub String);
 
 /// Keeps alert records across restarts; each firing episode of a record becomes a period.
-pub trait AlertStateStore: Send + Sync + std::fmt::Debug {
+pub(crate) trait AlertStateStore: Send + Sync + std::fmt::Debug {
     /// Every record kept.
     fn load(&self) -> BoxFuture<'_, Result<Vec<AlertRecord>, AlertStoreError>>;
     /// Writes changed records (upserts by rule and variant) and their firing periods.
@@ -72,7 +72,7 @@ pub trait AlertStateStore: Send + Sync + std::fmt::Debug {
 
 /// The live stream, for things other than points: sends `{"type": kind, "data": data}` to
 /// every connected client. Sending never waits.
-pub trait Announcer: Send + Sync + std::fmt::Debug {
+pub(crate) trait Announcer: Send + Sync + std::fmt::Debug {
     /// Announces one event.
     fn announce(&self, kind: &'static str, data: serde_json::Value);
 }

@@ -29,7 +29,7 @@ pub struct WriteBatch {
 impl WriteBatch {
     /// Folds a later batch into this one (the writer was behind and this one could not be
     /// queued): rows of both buckets, each target's newest state, every point and event.
-    pub fn absorb(&mut self, later: WriteBatch) {
+    pub(crate) fn absorb(&mut self, later: WriteBatch) {
         self.bucket_end_ms = self.bucket_end_ms.max(later.bucket_end_ms);
         self.rows.extend(later.rows);
         // Every write is kept, in order: a journal entry only makes sense after the ones before.
@@ -99,14 +99,14 @@ pub enum EventKind {
 
 impl EventKind {
     /// The stored and serialized name.
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             EventKind::Version => "version",
         }
     }
 
     /// The kind with this stored name.
-    pub fn parse(s: &str) -> Option<Self> {
+    pub(crate) fn parse(s: &str) -> Option<Self> {
         (s == "version").then_some(EventKind::Version)
     }
 }
@@ -151,7 +151,7 @@ pub struct Registered {
 }
 
 /// Why a target could not be registered.
-pub type RegistryError = Box<dyn std::error::Error + Send + Sync>;
+pub(crate) type RegistryError = Box<dyn std::error::Error + Send + Sync>;
 
 /// Registers targets found at run time (discovered pod addresses), keeping ids and state of
 /// ones seen before.

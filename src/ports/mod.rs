@@ -11,10 +11,13 @@
 //!   (`Announcer`).
 //! - [`read`]: everything the pages, the API and the alert engine read (`DataSource`), in the
 //!   domain's terms (a window and a step), answered by the store or by an engine in source mode.
+//! - [`rollout`]: the one path from that contract to a canary judgement (interval, strata,
+//!   verdict), shared by the API, the pages, the alerts and the gauge.
 
-pub mod alert_state;
+pub(crate) mod alert_state;
 pub mod ingest;
 pub mod read;
+pub mod rollout;
 pub mod samples;
 
 use std::future::Future;

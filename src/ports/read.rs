@@ -19,22 +19,22 @@ use std::collections::{BTreeMap, BTreeSet};
 use super::BoxFuture;
 use super::alert_state::AlertPeriod;
 use super::ingest::Event;
-use crate::compare::SideStats;
+use crate::canary::SideTick;
 use crate::point::{Counts, Point};
 
 /// Windows up to one hour are answered from raw points (where raw rows still hold them).
-pub const RAW_RANGE_LIMIT_MS: i64 = 3_600_000;
+pub(crate) const RAW_RANGE_LIMIT_MS: i64 = 3_600_000;
 /// Windows up to a day are answered from 1 min rows unless a finer `step` is asked for.
-pub const ROLLUP_RANGE_LIMIT_MS: i64 = 86_400_000;
+pub(crate) const ROLLUP_RANGE_LIMIT_MS: i64 = 86_400_000;
 /// A coarse row spans this many rollups: windows over a day read them, so a 7 d chart reads
 /// about 1,000 rows per pod instead of 10,000.
-pub const COARSE_FACTOR: i64 = 10;
+pub(crate) const COARSE_FACTOR: i64 = 10;
 
 /// The widths points come in: a raw point (5 s), a rollup (1 min) and a coarse row (10 min).
 /// A window's step is a multiple of one of them, the same in SQLite and source mode, so both
 /// answer on the same bucket ends.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Grid {
+pub(crate) struct Grid {
     /// Width of a raw point, ms.
     pub point_ms: i64,
     /// Width of a rollup, ms.
@@ -43,7 +43,7 @@ pub struct Grid {
 
 /// How far back each finer width still has data: older windows are answered on a coarser one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Reach {
+pub(crate) struct Reach {
     /// Raw points exist from here on (`now - RETENTION_5S`).
     pub raw_since_ms: i64,
     /// Rollups exist from here on (`now - RETENTION_1M`).
@@ -52,19 +52,19 @@ pub struct Reach {
 
 impl Reach {
     /// Every width reaches back forever (an engine keeps whatever it keeps).
-    pub const ALL: Reach = Reach { raw_since_ms: i64::MIN, rollup_since_ms: i64::MIN };
+    pub(crate) const ALL: Reach = Reach { raw_since_ms: i64::MIN, rollup_since_ms: i64::MIN };
 }
 
 impl Grid {
     /// Width of a coarse row, ms.
-    pub fn coarse_ms(&self) -> i64 {
+    pub(crate) fn coarse_ms(&self) -> i64 {
         self.rollup_ms * COARSE_FACTOR
     }
 
     /// The width `(start, end]` is answered on when steps of at least `min_step_ms` are asked
     /// for (0: none asked): raw points up to an hour (while raw points reach the window), 1 min
     /// rows up to a day (or for a finer step), else 10 min rows.
-    pub fn width_for(&self, (start_ms, end_ms): (i64, i64), min_step_ms: i64, reach: Reach) -> i64 {
+    pub(crate) fn width_for(&self, (start_ms, end_ms): (i64, i64), min_step_ms: i64, reach: Reach) -> i64 {
         let span = end_ms - start_ms;
         if span <= RAW_RANGE_LIMIT_MS && start_ms >= reach.raw_since_ms {
             self.point_ms
@@ -96,14 +96,14 @@ pub struct PointQuery {
 
 impl PointQuery {
     /// End of the first bucket of the window (the window's start may fall inside it).
-    pub fn first_bucket_end(&self) -> i64 {
+    pub(crate) fn first_bucket_end(&self) -> i64 {
         crate::clock::bucket_end(self.start_ms.saturating_add(1), self.step_ms)
     }
 
     /// Where reading the window's rows starts (exclusive): the start of its first bucket, less
     /// than one step before the window's start. With the step bounded by the window (`web::api`),
     /// a query reads at most one window more than it shows, whatever its parameters.
-    pub fn read_after_ms(&self) -> i64 {
+    pub(crate) fn read_after_ms(&self) -> i64 {
         self.first_bucket_end().saturating_sub(self.step_ms)
     }
 }
@@ -121,7 +121,7 @@ pub struct WindowQuery {
 
 impl WindowQuery {
     /// The window of `window_ms` ending at `end_ms`, over every target.
-    pub fn ending(end_ms: i64, window_ms: i64) -> Self {
+    pub(crate) fn ending(end_ms: i64, window_ms: i64) -> Self {
         Self { start_ms: end_ms - window_ms, end_ms, target_url: None }
     }
 }
@@ -138,8 +138,63 @@ pub struct WindowSums {
 
 impl WindowSums {
     /// Seconds the data covers inside a window ending at `end_ms`.
-    pub fn covered_seconds(&self, end_ms: i64) -> f64 {
+    pub(crate) fn covered_seconds(&self, end_ms: i64) -> f64 {
         (end_ms - self.data_from_ms).max(0) as f64 / 1000.0
+    }
+}
+
+/// What one variant did over the window, reduced to the numbers the comparison needs.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
+pub struct SideStats {
+    /// Requests in the window (the sample size).
+    pub requests: f64,
+    /// 5xx responses in the window.
+    pub errors_5xx: f64,
+    /// 5xx share in percent, `None` without requests.
+    pub error_rate_pct: Option<f64>,
+    /// Requests per second over the window.
+    pub req_rate: f64,
+    /// Latency percentiles (ms) from the window's summed buckets.
+    pub latency_p50_ms: Option<f64>,
+    /// p95 (ms).
+    pub latency_p95_ms: Option<f64>,
+    /// p99 (ms).
+    pub latency_p99_ms: Option<f64>,
+    /// Time to first token p95 (ms), when exported.
+    pub ttft_p95_ms: Option<f64>,
+    /// Input tokens per second.
+    pub token_rate_in: f64,
+    /// Output tokens per second.
+    pub token_rate_out: f64,
+    /// Estimated cost per hour (USD).
+    pub cost_per_hour_usd: f64,
+    /// Seconds the side's data covers inside the window: what its rates divide by.
+    pub covered_seconds: f64,
+}
+
+impl SideStats {
+    /// Reduces a window's summed increases, which cover `window_s` seconds.
+    pub fn from_counts(c: &Counts, window_s: f64) -> Self {
+        let requests = c.total_requests();
+        let errors_5xx = c.requests_in_class('5');
+        let per_s = |v: f64| if window_s > 0.0 { v / window_s } else { 0.0 };
+        let ms = |h: &crate::point::Histogram, q: f64| h.quantile(q).map(|s| s * 1000.0);
+        let tokens = c.tokens_by_direction();
+        let cost: f64 = c.cost_by_direction().iter().fold(0.0, |a, b| a + b);
+        Self {
+            requests,
+            errors_5xx,
+            error_rate_pct: (requests > 0.0).then(|| 100.0 * errors_5xx / requests),
+            req_rate: per_s(requests),
+            latency_p50_ms: ms(&c.duration, 0.5),
+            latency_p95_ms: ms(&c.duration, 0.95),
+            latency_p99_ms: ms(&c.duration, 0.99),
+            ttft_p95_ms: ms(&c.ttft, 0.95),
+            token_rate_in: per_s(tokens[0]),
+            token_rate_out: per_s(tokens[1]),
+            cost_per_hour_usd: per_s(cost) * 3600.0,
+            covered_seconds: window_s,
+        }
     }
 }
 
@@ -155,19 +210,62 @@ pub struct WindowStats {
 
 impl WindowStats {
     /// A variant's statistics from its window sums: rates over the time the data covers.
-    pub fn from_sums(sums: &WindowSums, end_ms: i64) -> Self {
+    pub(crate) fn from_sums(sums: &WindowSums, end_ms: i64) -> Self {
         let covered = sums.covered_seconds(end_ms);
         let rejection_rate = if covered > 0.0 { sums.counts.rejections / covered } else { 0.0 };
         Self { side: SideStats::from_counts(&sums.counts, covered), rejection_rate }
     }
 }
 
+/// Two variants' increases tick by tick over a window: the strata a canary comparison folds.
+#[derive(Debug, Clone)]
+pub struct StrataQuery {
+    /// Window start (exclusive), Unix ms.
+    pub start_ms: i64,
+    /// Window end (inclusive), Unix ms.
+    pub end_ms: i64,
+    /// Baseline, then candidate.
+    pub variants: [String; 2],
+}
+
+/// One stratum: what both variants did over the same bucket (a 5 s tick, or a 1 min row for
+/// windows answered from rollups), baseline first. A variant without rows in the bucket did
+/// nothing in it.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Stratum {
+    /// Bucket end, Unix ms.
+    pub end_ms: i64,
+    /// Baseline's and candidate's increases.
+    pub sides: [SideTick; 2],
+}
+
+/// How a rollout's start was found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StartedBy {
+    /// The first scrape reporting the candidate's current `zai_proxy_build_info` version.
+    Version,
+    /// No version change is known: the candidate's first scrape.
+    FirstScrape,
+}
+
+/// When the candidate's current rollout began.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RolloutStart {
+    /// Unix ms.
+    pub since_ms: i64,
+    /// How it was found.
+    pub by: StartedBy,
+    /// The version rolled out, when a version change marks the start.
+    pub version: Option<String>,
+}
+
 /// Most points per variant a history ([`DataSource::series`]) holds: its step is widened beyond.
-pub const MAX_SERIES_POINTS: i64 = 1_500;
+pub(crate) const MAX_SERIES_POINTS: i64 = 1_500;
 
 /// The step of a history over `range_ms` at `resolution_ms`: at least the asked step and the
 /// resolution, wide enough for [`MAX_SERIES_POINTS`], on the resolution's grid.
-pub fn series_step(range_ms: i64, step_ms: i64, resolution_ms: i64) -> i64 {
+pub(crate) fn series_step(range_ms: i64, step_ms: i64, resolution_ms: i64) -> i64 {
     crate::clock::bucket_end(step_ms.max(resolution_ms).max(range_ms / MAX_SERIES_POINTS), resolution_ms)
 }
 
@@ -250,6 +348,20 @@ pub trait DataSource: Send + Sync + std::fmt::Debug {
             let sums = self.window(WindowQuery::ending(end_ms, window_ms)).await?;
             Ok(sums.into_iter().map(|(variant, s)| (variant, WindowStats::from_sums(&s, end_ms))).collect())
         })
+    }
+
+    /// Both variants' increases per stratum over the window, ascending; `None` when the source
+    /// cannot give them per tick (the caller then says so rather than judging).
+    fn strata(&self, q: StrataQuery) -> BoxFuture<'_, Result<Option<Vec<Stratum>>, SourceError>> {
+        let _ = q;
+        Box::pin(async { Ok(None) })
+    }
+
+    /// When `variant`'s current version first appeared (else its first scrape), as of `end_ms`;
+    /// `None` when nothing is known of it.
+    fn rollout_start(&self, variant: &str, end_ms: i64) -> BoxFuture<'_, Result<Option<RolloutStart>, SourceError>> {
+        let _ = (variant, end_ms);
+        Box::pin(async { Ok(None) })
     }
 
     /// Points of every variant over `(end_ms - range_ms, end_ms]`, one per `step_ms` (rounded up

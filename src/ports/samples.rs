@@ -87,7 +87,7 @@ pub struct QueueSummary {
 }
 
 /// Why the queue could not be read or written.
-pub type QueueError = Box<dyn std::error::Error + Send + Sync>;
+pub(crate) type QueueError = Box<dyn std::error::Error + Send + Sync>;
 
 /// A durable first-in, first-out queue of chunks: what it holds survives a restart, so samples a
 /// receiver has not taken yet are shipped by the next process.

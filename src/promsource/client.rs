@@ -22,18 +22,18 @@ use crate::setting::Secret;
 /// Bytes of answers one request (a page, an API call, a live tick, an alert evaluation) may
 /// read in all, over every query it makes: beyond it the request fails rather than hold more.
 /// The cap used to be per answer, so a request of 16 queries could hold 16 times it.
-pub const MAX_REQUEST_BYTES: usize = 64 * 1024 * 1024;
+pub(crate) const MAX_REQUEST_BYTES: usize = 64 * 1024 * 1024;
 /// Most bytes of an error answer read (for the text quoted back); the rest is not read, and
 /// the connection is dropped with it.
 const MAX_ERROR_BYTES: usize = 64 * 1024;
 
 /// Labels of one series.
-pub type Labels = BTreeMap<String, String>;
+pub(crate) type Labels = BTreeMap<String, String>;
 
 /// One series of an answer: its labels and `(Unix ms, value)` samples (one for an instant
 /// query). Values the engine writes as `NaN` or `±Inf` are kept as such.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Series {
+pub(crate) struct Series {
     /// Labels.
     pub labels: Labels,
     /// Samples, ascending by time.
@@ -42,14 +42,23 @@ pub struct Series {
 
 impl Series {
     /// A label's value, or `""` (PromQL's reading of a missing label).
-    pub fn label(&self, name: &str) -> &str {
+    pub(crate) fn label(&self, name: &str) -> &str {
         self.labels.get(name).map_or("", String::as_str)
+    }
+
+    /// The bucket bound of a `_bucket` series' `le` label (`0.5`, `1e+06`, `+Inf`), `None`
+    /// when it is missing or not a number.
+    pub(crate) fn le(&self) -> Option<f64> {
+        match self.label("le") {
+            "+Inf" | "Inf" | "inf" => Some(f64::INFINITY),
+            other => other.parse().ok(),
+        }
     }
 }
 
 /// Why a query failed.
 #[derive(Debug, thiserror::Error)]
-pub enum EngineError {
+pub(crate) enum EngineError {
     /// No answer within the timeout.
     #[error("the metrics engine at {engine} did not answer within {}", humantime::format_duration(*.timeout))]
     Timeout {
@@ -110,7 +119,7 @@ pub enum EngineError {
 impl EngineError {
     /// The engine could not be reached, did not answer in time or said it is overloaded (a
     /// 503 for our client), rather than answering wrongly (a 502).
-    pub fn is_unavailable(&self) -> bool {
+    pub(crate) fn is_unavailable(&self) -> bool {
         match self {
             EngineError::Timeout { .. } | EngineError::Unreachable { .. } | EngineError::Busy { .. } => true,
             EngineError::Status { status, .. } => *status == 503 || *status == 429,
@@ -177,7 +186,7 @@ impl RawSample {
 
 /// A client of one engine.
 #[derive(Debug, Clone)]
-pub struct Client {
+pub(crate) struct Client {
     http: reqwest::Client,
     /// Base URL without credentials and without a trailing `/`.
     base: String,
@@ -188,7 +197,7 @@ pub struct Client {
 
 impl Client {
     /// A client with the settings' credentials, headers and timeout.
-    pub fn new(s: &EngineSettings) -> Result<Self, reqwest::Error> {
+    pub(crate) fn new(s: &EngineSettings) -> Result<Self, reqwest::Error> {
         let mut headers = HeaderMap::new();
         for (name, value) in &s.headers {
             if let (Ok(n), Ok(mut v)) = (HeaderName::from_bytes(name.as_bytes()), HeaderValue::from_str(value.expose()))
@@ -213,7 +222,7 @@ impl Client {
     }
 
     /// The engine's URL without credentials, as messages name it.
-    pub fn engine(&self) -> &str {
+    pub(crate) fn engine(&self) -> &str {
         &self.base
     }
 

@@ -23,7 +23,7 @@ use crate::ports::ingest::PointSink;
 use crate::ports::read::PointQuery;
 
 /// Most missed buckets published after an outage.
-pub const MAX_CATCH_UP: i64 = 12;
+pub(crate) const MAX_CATCH_UP: i64 = 12;
 
 /// What the loop remembers between ticks.
 #[derive(Debug, Default)]
@@ -35,7 +35,7 @@ struct Memory {
 }
 
 /// Runs until `stop`: polls `source`, fills `health`, publishes to `sink`.
-pub async fn run(
+pub(crate) async fn run(
     source: Arc<PromSource>,
     health: HealthBoard,
     sink: Arc<dyn PointSink>,

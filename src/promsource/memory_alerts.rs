@@ -34,7 +34,7 @@ pub struct MemoryAlerts {
 
 impl MemoryAlerts {
     /// Firing periods that overlap `[start_ms, end_ms]`, oldest first.
-    pub fn periods(&self, start_ms: i64, end_ms: i64) -> Vec<AlertPeriod> {
+    pub(crate) fn periods(&self, start_ms: i64, end_ms: i64) -> Vec<AlertPeriod> {
         let Ok(state) = self.state.lock() else { return Vec::new() };
         let mut out: Vec<AlertPeriod> = state
             .periods

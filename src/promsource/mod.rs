@@ -15,14 +15,14 @@
 //! - [`points`]: points of a window; [`window`]: a window's increases; [`targets`]: health and
 //!   version changes; [`memory_alerts`]: alert records in memory; [`live`]: the poller.
 
-pub mod client;
-pub mod live;
-pub mod memory_alerts;
-pub mod points;
-pub mod session;
-pub mod settings;
-pub mod targets;
-pub mod window;
+pub(crate) mod client;
+pub(crate) mod live;
+pub(crate) mod memory_alerts;
+pub(crate) mod points;
+pub(crate) mod session;
+pub(crate) mod settings;
+pub(crate) mod targets;
+pub(crate) mod window;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
@@ -31,12 +31,13 @@ use crate::clock::SharedClock;
 use crate::point::Point;
 use crate::ports::BoxFuture;
 use crate::ports::read::{
-    ChartData, DataSource, Grid, PointQuery, Reach, SourceError, WindowQuery, WindowSums, series_step,
+    ChartData, DataSource, Grid, PointQuery, Reach, RolloutStart, SourceError, StrataQuery, Stratum, WindowQuery,
+    WindowSums, series_step,
 };
 use crate::promql::{Selector, parts};
-pub use client::{Client, EngineError};
+pub(crate) use client::{Client, EngineError};
 pub use memory_alerts::MemoryAlerts;
-pub use session::{EngineStats, Session};
+pub(crate) use session::{EngineStats, Session};
 pub use settings::{EngineArgs, EngineSettings};
 
 /// The widths of zai-dash's grid and how often the engine scrapes the proxies.
@@ -56,7 +57,7 @@ impl Timing {
     /// How long after a bucket's end every scrape that started in it is visible in the engine:
     /// a scrape lasts less than its interval, and the engine may take `delay_ms` to make it
     /// searchable.
-    pub fn settle_ms(&self) -> i64 {
+    pub(crate) fn settle_ms(&self) -> i64 {
         self.scrape_ms + self.delay_ms
     }
 }
@@ -66,13 +67,13 @@ impl Timing {
 /// buffer is flushed every second); Prometheus at once. A target is counted fresh with this
 /// margin. Buckets wait for `PROMETHEUS_DELAY` instead (this by default), which also covers
 /// series the engine has not seen before.
-pub const ENGINE_DELAY_MS: i64 = 1_500;
+pub(crate) const ENGINE_DELAY_MS: i64 = 1_500;
 
 /// Variants are those with a pod that reported within this.
 const VARIANTS_LOOKBACK_MS: i64 = 3_600_000;
 
 /// The series of one variant (or all) and one pod (its `instance`, or all).
-pub fn selector(variant: Option<&str>, instance: Option<&str>) -> Selector {
+pub(crate) fn selector(variant: Option<&str>, instance: Option<&str>) -> Selector {
     let mut sel = match variant {
         Some(v) => Selector::variant(v),
         None => Selector::all(),
@@ -118,29 +119,29 @@ impl PromSource {
     }
 
     /// The engine's client (the live poller shares it).
-    pub fn client(&self) -> &Client {
+    pub(crate) fn client(&self) -> &Client {
         &self.client
     }
 
     /// Counters of what was left out of the engine's answers (self-metrics).
-    pub fn stats(&self) -> Arc<EngineStats> {
+    pub(crate) fn stats(&self) -> Arc<EngineStats> {
         self.shared.stats.clone()
     }
 
     /// The grid and scrape interval.
-    pub fn timing(&self) -> Timing {
+    pub(crate) fn timing(&self) -> Timing {
         self.timing
     }
 
     /// The queries of one request, in the current point interval (answers of the same
     /// interval are shared between requests).
-    pub fn session(&self) -> Session<'_> {
+    pub(crate) fn session(&self) -> Session<'_> {
         Session::new(&self.client, &self.shared, self.clock.now_ms().div_euclid(self.timing.point_ms.max(1)))
     }
 
     /// Records how the last background read went; returns whether that changed (the poller
     /// logs transitions, not repetitions).
-    pub fn record_poll(&self, result: Result<(), &EngineError>) -> bool {
+    pub(crate) fn record_poll(&self, result: Result<(), &EngineError>) -> bool {
         let next = result.err().map(|e| (e.is_unavailable(), e.to_string()));
         let Ok(mut current) = self.poll_error.lock() else { return false };
         let changed = current.is_some() != next.is_some();
@@ -216,6 +217,17 @@ impl DataSource for PromSource {
 
     fn chart(&self, q: PointQuery) -> BoxFuture<'_, Result<ChartData, SourceError>> {
         Box::pin(self.read_chart(q))
+    }
+
+    fn strata(&self, q: StrataQuery) -> BoxFuture<'_, Result<Option<Vec<Stratum>>, SourceError>> {
+        let now = self.clock.now_ms();
+        let width = window::strata_width(&self.timing, self.grid_ms((q.start_ms, q.end_ms), 0, now));
+        Box::pin(async move { Ok(Some(window::strata(&self.session(), &self.timing, &q, width, now).await?)) })
+    }
+
+    fn rollout_start(&self, variant: &str, end_ms: i64) -> BoxFuture<'_, Result<Option<RolloutStart>, SourceError>> {
+        let variant = variant.to_owned();
+        Box::pin(async move { Ok(window::rollout_start(&self.session(), &self.timing, &variant, end_ms).await?) })
     }
 
     /// The store's grid, reaching back forever: the engine keeps what it keeps.

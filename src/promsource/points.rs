@@ -1,8 +1,9 @@
 //! Points of a window from `query_range`: one query per part of a point (status codes, tokens,
 //! histogram buckets, gauges, quota, pods), all evaluated on the bucket ends of the store's own
-//! grid, then assembled per variant and bucket the way `point::PointBuilder` assembles rows:
-//! quantiles from the summed bucket rates with Prometheus' interpolation, error share from the
-//! status codes (5xx over all), `null` where there is nothing to measure, values clamped.
+//! grid, then summed per variant and bucket into `point::PointParts` and laid out by
+//! `point::Point::assemble`, the function the store's rows go through too: quantiles from the
+//! summed bucket rates with Prometheus' interpolation, error share from the status codes (5xx
+//! over all), `null` where there is nothing to measure, values clamped.
 //!
 //! What the engine cannot know stays `null`: the Go API's cumulative fields (running totals
 //! since zai-dash first saw a variant; see `promql`). Only complete buckets are answered (every
@@ -16,7 +17,7 @@ use super::client::{EngineError, Series};
 use super::session::Session;
 use super::{Timing, selector};
 use crate::clock::checked_bucket_end;
-use crate::point::{Histogram, Point, Quota, QuotaWindow, bounded};
+use crate::point::{Histogram, PartRates, Point, PointParts, Quota, QuotaWindow, bounded, total};
 use crate::ports::read::PointQuery;
 use crate::promql::parts::{self, family as pfamily};
 use crate::promql::{Selector, family};
@@ -106,7 +107,7 @@ fn plan(sel: &Selector, shape: Shape, width_ms: i64) -> Vec<(Part, String)> {
 /// a step no row of which would fit before the end of `i64`). The first bucket starts less than
 /// one step before the window (the web layer bounds the step by the window before any PromQL
 /// is sent), and the last has ended by `now_ms`: nothing is asked of the future.
-pub fn complete_buckets(q: &PointQuery, now_ms: i64, settle_ms: i64) -> Option<(i64, i64)> {
+pub(crate) fn complete_buckets(q: &PointQuery, now_ms: i64, settle_ms: i64) -> Option<(i64, i64)> {
     let step = q.step_ms.max(1);
     let first = checked_bucket_end(q.start_ms.checked_add(1)?, step)?;
     let newest = q.end_ms.min(now_ms.checked_sub(settle_ms)?);
@@ -115,7 +116,12 @@ pub fn complete_buckets(q: &PointQuery, now_ms: i64, settle_ms: i64) -> Option<(
 }
 
 /// Points of the window's complete buckets, ascending by time then variant.
-pub async fn fetch(session: &Session<'_>, t: &Timing, q: &PointQuery, now_ms: i64) -> Result<Vec<Point>, EngineError> {
+pub(crate) async fn fetch(
+    session: &Session<'_>,
+    t: &Timing,
+    q: &PointQuery,
+    now_ms: i64,
+) -> Result<Vec<Point>, EngineError> {
     session.check_window(q.end_ms.saturating_sub(q.start_ms))?;
     let Some((first, last)) = complete_buckets(q, now_ms, t.settle_ms()) else { return Ok(Vec::new()) };
     let sel = selector(q.variant.as_deref(), q.target_url.as_deref());
@@ -129,18 +135,15 @@ pub async fn fetch(session: &Session<'_>, t: &Timing, q: &PointQuery, now_ms: i6
             }
         }
     }
-    Ok(acc.into_iter().map(|((ts, variant), a)| a.point(ts, variant, q.step_ms)).collect())
+    Ok(acc.into_iter().map(|((ts, variant), a)| a.point(ts, &variant, q.step_ms)).collect())
 }
 
 /// One variant's parts in one bucket.
 #[derive(Debug, Default)]
 struct Acc {
-    status: BTreeMap<String, f64>,
-    tokens: [f64; 4],
-    cost: f64,
-    rejections: f64,
-    retries: f64,
-    upstream_errors: f64,
+    /// Rates by status code, tokens, cost, rejections, retries, upstream errors; `requests` is
+    /// the sum over status codes, filled in by [`Acc::point`].
+    rates: PartRates,
     buckets: [Vec<(f64, f64)>; 3],
     sizes: [Option<f64>; 2],
     gauges: [f64; 3],
@@ -154,18 +157,18 @@ impl Acc {
         let finite = v.is_finite();
         let v = bounded(v);
         match part {
-            Part::Status if finite => *self.status.entry(s.label("status_code").to_owned()).or_default() += v,
+            Part::Status if finite => *self.rates.by_status.entry(s.label("status_code").to_owned()).or_default() += v,
             Part::Tokens if finite => {
                 if let Some(i) = crate::point::DIRECTIONS.iter().position(|d| *d == s.label("direction")) {
-                    self.tokens[i] += v;
+                    self.rates.tokens[i] += v;
                 }
             }
-            Part::Cost if finite => self.cost += v,
-            Part::Rejections if finite => self.rejections += v,
-            Part::Retries if finite => self.retries += v,
-            Part::UpstreamErrors if finite => self.upstream_errors += v,
+            Part::Cost if finite => self.rates.cost += v,
+            Part::Rejections if finite => self.rates.rejections += v,
+            Part::Retries if finite => self.rates.retries += v,
+            Part::UpstreamErrors if finite => self.rates.upstream_errors += v,
             Part::Buckets(i) if finite => {
-                if let Some(le) = parse_le(s.label("le")) {
+                if let Some(le) = s.le() {
                     self.buckets[i].push((le, v));
                 }
             }
@@ -180,64 +183,26 @@ impl Acc {
         }
     }
 
-    /// The point, in the Go dashboard's fields; `requests` is the bucket's count at its rate.
-    fn point(self, ts: i64, variant: String, width_ms: i64) -> Point {
+    /// The point, laid out by [`Point::assemble`] like the store's rows; `requests` is the
+    /// bucket's count at its rate, and the cumulative fields stay `null` (no totals).
+    fn point(self, ts: i64, variant: &str, width_ms: i64) -> Point {
         let secs = width_ms as f64 / 1000.0;
-        let req_rate = crate::point::total(self.status.values());
-        let errors = crate::point::total(self.status.iter().filter(|(k, _)| k.starts_with('5')).map(|(_, v)| v));
-        let [duration, ttft, tpot] = self.buckets.map(histogram);
-        let q = |h: &Histogram, p: f64| h.quantile(p).map(|s| bounded(s * 1000.0));
-        let [concurrent, max_workers, rps] = self.gauges;
-        Point {
-            timestamp: ts,
-            variant,
-            concurrent_requests: concurrent,
-            max_workers,
-            rate_limit_rps: rps,
-            latency_p50: q(&duration, 0.5),
-            latency_p95: q(&duration, 0.95),
-            latency_p99: q(&duration, 0.99),
-            request_size_avg: self.sizes[0],
-            response_size_avg: self.sizes[1],
-            token_rate_in: self.tokens[0],
-            token_rate_out: self.tokens[1],
-            token_rate_cache_read: self.tokens[2],
-            token_rate_cache_write: self.tokens[3],
-            req_rate,
-            error_rate_pct: (req_rate > 0.0).then(|| bounded(100.0 * errors / req_rate)),
-            worker_utilization: if max_workers > 0.0 { bounded(concurrent / max_workers) } else { 0.0 },
+        let by_status = &self.rates.by_status;
+        let req_rate = total(by_status.values());
+        let errors = total(by_status.iter().filter(|(k, _)| k.starts_with('5')).map(|(_, v)| v));
+        let parts = PointParts {
+            requests: req_rate * secs,
+            errors_of_all: (errors, req_rate),
+            rates: PartRates { requests: req_rate, ..self.rates },
+            latency: self.buckets.map(Histogram::from_cumulative),
+            size_avg: self.sizes,
+            gauges: self.gauges,
+            totals: None,
             quota: quota(&self.quota),
-            requests: bounded(req_rate * secs),
-            cost_rate_usd: self.cost,
-            rejection_rate: self.rejections,
-            retry_rate: self.retries,
-            upstream_error_rate: self.upstream_errors,
-            ttft_p50: q(&ttft, 0.5),
-            ttft_p95: q(&ttft, 0.95),
-            ttft_p99: q(&ttft, 0.99),
-            tpot_p50: q(&tpot, 0.5),
-            tpot_p95: q(&tpot, 0.95),
-            tpot_p99: q(&tpot, 0.99),
-            pods: self.pods,
-            status_code_rates: self.status,
-            ..Point::default()
-        }
+            pods: self.pods as usize,
+        };
+        Point::assemble(ts, variant, parts)
     }
-}
-
-/// An `le` label value (`0.5`, `1e+06`, `+Inf`).
-pub fn parse_le(le: &str) -> Option<f64> {
-    match le {
-        "+Inf" | "Inf" | "inf" => Some(f64::INFINITY),
-        other => other.parse().ok(),
-    }
-}
-
-/// Cumulative buckets (any order) as a histogram.
-pub fn histogram(mut buckets: Vec<(f64, f64)>) -> Histogram {
-    buckets.sort_by(|a, b| a.0.total_cmp(&b.0));
-    let count = buckets.last().filter(|b| b.0 == f64::INFINITY).map_or(0.0, |b| b.1);
-    Histogram { buckets, sum: 0.0, count }
 }
 
 /// The quota block as the scraper reads it from one exposition: per window, one limit type
@@ -296,7 +261,7 @@ mod tests {
         a.add(Part::Gauge(0), &series(&[], &[]), 3.0);
         a.add(Part::Gauge(1), &series(&[], &[]), 12.0);
         a.add(Part::Size(0), &series(&[], &[]), f64::NAN);
-        let p = a.point(10_000, "canary".into(), 5_000);
+        let p = a.point(10_000, "canary", 5_000);
         assert_eq!(p.req_rate, 12.0);
         assert_eq!(p.requests, 60.0);
         assert!((p.error_rate_pct.unwrap() - 100.0 / 12.0).abs() < 1e-12, "503 counts, 429 does not");
@@ -314,7 +279,7 @@ mod tests {
         let mut a = Acc::default();
         a.add(Part::Status, &series(&[("status_code", "200")], &[]), 0.0);
         a.add(Part::Buckets(0), &series(&[("le", "+Inf")], &[]), 0.0);
-        let p = a.point(5_000, "production".into(), 5_000);
+        let p = a.point(5_000, "production", 5_000);
         assert_eq!((p.error_rate_pct, p.latency_p95), (None, None));
     }
 
@@ -328,7 +293,7 @@ mod tests {
         a.add(Part::Quota, &q("usage", "weekly", "tokens_limit"), 0.9);
         a.add(Part::Quota, &q("remaining", "five_hour", "tokens_limit"), 0.87);
         a.add(Part::Quota, &q("age", "", ""), 60.0);
-        let quota = a.point(5_000, "p".into(), 5_000).quota.unwrap();
+        let quota = a.point(5_000, "p", 5_000).quota.unwrap();
         assert_eq!(quota.weekly.unwrap().usage_ratio, Some(0.42));
         assert_eq!(quota.five_hour.unwrap().remaining_ratio, Some(0.87));
         assert_eq!(quota.sample_age_seconds, Some(60.0));

@@ -29,21 +29,21 @@ use crate::telemetry::LogThrottle;
 use crate::variant::is_valid_variant;
 
 /// Queries of one request at the engine at a time.
-pub const PER_REQUEST: usize = 4;
+pub(crate) const PER_REQUEST: usize = 4;
 /// Queries of all requests together at the engine at a time.
-pub const OVERALL: usize = 16;
+pub(crate) const OVERALL: usize = 16;
 /// Most variants an answer may name; series of further variants (by name) are left out.
-pub const MAX_VARIANTS: usize = 64;
+pub(crate) const MAX_VARIANTS: usize = 64;
 /// Longest window sent to the engine: the longest `range` SQLite mode answers.
-pub const MAX_WINDOW_MS: i64 = 400 * 86_400_000;
+pub(crate) const MAX_WINDOW_MS: i64 = 400 * 86_400_000;
 /// Most steps of one range query (Prometheus refuses more than 11,000 itself).
-pub const MAX_STEPS: i64 = 11_000;
+pub(crate) const MAX_STEPS: i64 = 11_000;
 /// Answers the cache holds at most, and their bytes as read.
 const CACHE_ANSWERS: usize = 256;
 const CACHE_BYTES: usize = 16 * 1024 * 1024;
 
 /// An answer: shared, since the cache may hand it to several requests.
-pub type Answer = Arc<Vec<Series>>;
+pub(crate) type Answer = Arc<Vec<Series>>;
 
 /// Series left out of the engine's answers, by why (self-metrics).
 #[derive(Debug, Default)]
@@ -111,7 +111,7 @@ impl AnswerCache {
 
 /// The queries of one request.
 #[derive(Debug)]
-pub struct Session<'a> {
+pub(crate) struct Session<'a> {
     client: &'a Client,
     shared: &'a Shared,
     /// The point interval it runs in (answers of the same tick are reused).
@@ -129,19 +129,20 @@ impl<'a> Session<'a> {
         Self { client, shared, tick, slots, budget }
     }
 
-    /// The engine's URL without credentials.
-    pub fn engine(&self) -> &str {
-        self.client.engine()
-    }
-
     /// An instant query at `at_ms`.
-    pub async fn instant(&self, expr: &str, at_ms: i64) -> Result<Answer, EngineError> {
+    pub(crate) async fn instant(&self, expr: &str, at_ms: i64) -> Result<Answer, EngineError> {
         self.query("/api/v1/query", &[("query", expr), ("time", &seconds(at_ms))]).await
     }
 
     /// A range query evaluated at `start_ms`, `start_ms + step_ms`, ... up to `end_ms`, with
     /// at most [`MAX_STEPS`] steps.
-    pub async fn range(&self, expr: &str, start_ms: i64, end_ms: i64, step_ms: i64) -> Result<Answer, EngineError> {
+    pub(crate) async fn range(
+        &self,
+        expr: &str,
+        start_ms: i64,
+        end_ms: i64,
+        step_ms: i64,
+    ) -> Result<Answer, EngineError> {
         let steps = (end_ms.saturating_sub(start_ms) / step_ms.max(1)).saturating_add(1);
         if step_ms <= 0 || steps > MAX_STEPS {
             return Err(self.client.bounds(format!("more than {MAX_STEPS} steps in one query ({steps})")));
@@ -152,7 +153,7 @@ impl<'a> Session<'a> {
     }
 
     /// Refuses a window longer than [`MAX_WINDOW_MS`] before any query is sent.
-    pub fn check_window(&self, window_ms: i64) -> Result<(), EngineError> {
+    pub(crate) fn check_window(&self, window_ms: i64) -> Result<(), EngineError> {
         if window_ms > MAX_WINDOW_MS {
             let asked = humantime::format_duration(std::time::Duration::from_millis(window_ms.unsigned_abs()));
             return Err(self.client.bounds(format!("a window longer than 400d ({asked})")));

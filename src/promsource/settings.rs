@@ -22,7 +22,7 @@ pub struct EngineArgs<'a> {
 
 impl EngineArgs<'_> {
     /// The settings given, by name: `config` refuses them outside source mode.
-    pub fn given(&self) -> Vec<&'static str> {
+    pub(crate) fn given(&self) -> Vec<&'static str> {
         let set = |v: Option<&str>| v.is_some_and(|v| !v.trim().is_empty());
         let mut out = Vec::new();
         if set(self.url) {
@@ -39,10 +39,10 @@ impl EngineArgs<'_> {
 }
 
 /// Default of `PROMETHEUS_TIMEOUT`.
-pub const DEFAULT_TIMEOUT: &str = "10s";
+pub(crate) const DEFAULT_TIMEOUT: &str = "10s";
 /// Default of `PROMETHEUS_DELAY`: Prometheus answers with a scrape's samples at once, and
 /// VictoriaMetrics with those of series it already knows within a second.
-pub const DEFAULT_DELAY: &str = "1500ms";
+pub(crate) const DEFAULT_DELAY: &str = "1500ms";
 /// Longest `PROMETHEUS_DELAY`: the live stream and the newest points lag by as much.
 const MAX_DELAY: Duration = Duration::from_secs(300);
 
@@ -83,7 +83,7 @@ impl std::fmt::Debug for EngineSettings {
 impl EngineSettings {
     /// Checks every value; each problem is one sentence naming the setting, never repeating a
     /// value that may be secret.
-    pub fn validate(args: &EngineArgs<'_>) -> Result<Self, ConfigError> {
+    pub(crate) fn validate(args: &EngineArgs<'_>) -> Result<Self, ConfigError> {
         let raw = args.url.map(str::trim).filter(|u| !u.is_empty()).ok_or_else(|| {
             bad("SOURCE=prometheus needs PROMETHEUS_URL, the engine's base URL (e.g. http://prometheus:9090).")
         })?;
@@ -113,7 +113,7 @@ impl EngineSettings {
 
     /// The URL as messages and pages show it: no credentials (they moved to `basic_auth`; a
     /// query is refused), no trailing `/`.
-    pub fn display_url(&self) -> String {
+    pub(crate) fn display_url(&self) -> String {
         crate::redact::RedactedUrl::from(&self.url).to_string().trim_end_matches('/').to_owned()
     }
 }

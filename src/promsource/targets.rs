@@ -35,7 +35,7 @@ fn values(series: &[Series]) -> BTreeMap<Key, f64> {
 }
 
 /// Every target of ours at `now_ms`, by variant then instance.
-pub async fn fetch(session: &Session<'_>, now_ms: i64) -> Result<Vec<TargetHealth>, EngineError> {
+pub(crate) async fn fetch(session: &Session<'_>, now_ms: i64) -> Result<Vec<TargetHealth>, EngineError> {
     let queries = [
         "up".to_owned(),
         "timestamp(up)".to_owned(),
@@ -99,7 +99,7 @@ fn pick(current: Option<&Vec<(String, String)>>, seen: &[(String, String)]) -> O
 
 /// Version changes between two reads of the targets: `previous` maps an instance to the
 /// version it had.
-pub fn version_changes(previous: &BTreeMap<String, String>, now: &[TargetHealth], at_ms: i64) -> Vec<Event> {
+pub(crate) fn version_changes(previous: &BTreeMap<String, String>, now: &[TargetHealth], at_ms: i64) -> Vec<Event> {
     now.iter()
         .filter_map(|h| {
             let (old, new) = (previous.get(&h.url)?, h.version.as_ref()?);
@@ -117,7 +117,7 @@ pub fn version_changes(previous: &BTreeMap<String, String>, now: &[TargetHealth]
 /// Version changes inside `(start_ms, end_ms]` from each pod's first sample of each version
 /// (`first_seen` by job, instance, variant, version): a version first seen after another one of
 /// the same pod, and after the window's first instant, is a change at that moment.
-pub fn events_from_first_seen(series: &[Series], start_ms: i64, res_ms: i64) -> Vec<Event> {
+pub(crate) fn events_from_first_seen(series: &[Series], start_ms: i64, res_ms: i64) -> Vec<Event> {
     let mut by_pod: BTreeMap<Key, Vec<(i64, &Series)>> = BTreeMap::new();
     for s in series {
         if let Some(&(_, v)) = s.samples.first().filter(|(_, v)| v.is_finite()) {

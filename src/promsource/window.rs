@@ -3,19 +3,19 @@
 //! histogram bucket), so `/api/compare`, `/api/models` and the alerts compute their numbers
 //! from the same `Counts` as in SQLite mode. Where a variant's data starts inside the window
 //! (a new variant) comes from the first `zai_proxy_build_info` sample, so window rates divide
-//! by the time the data covers, as decisions section 8 asks.
+//! by the time the data covers (docs/decisions.md, Windows).
 
 use std::collections::BTreeMap;
 
 use futures_util::future::try_join_all;
 
 use super::client::{EngineError, Series};
-use super::points::parse_le;
 use super::session::Session;
 use super::{Timing, selector};
+use crate::canary::SideTick;
 use crate::clock::bucket_end;
-use crate::point::{ADJUSTMENTS, Counts, DIRECTIONS, bounded};
-use crate::ports::read::{WindowQuery, WindowSums};
+use crate::point::{ADJUSTMENTS, Counts, DIRECTIONS, Histogram, bounded};
+use crate::ports::read::{RolloutStart, StartedBy, StrataQuery, Stratum, WindowQuery, WindowSums};
 use crate::promql::parts::{self, family as pfamily};
 use crate::promql::{Selector, family};
 
@@ -34,6 +34,22 @@ enum Part {
     /// Duration, TTFT, TPOT buckets.
     Buckets(usize),
     FirstSeen,
+}
+
+impl Part {
+    /// Whether the canary analysis reads this part.
+    fn judged(self) -> bool {
+        matches!(
+            self,
+            Part::Requests
+                | Part::Tokens
+                | Part::Cost
+                | Part::UpstreamErrors
+                | Part::Retries
+                | Part::Buckets(0)
+                | Part::Buckets(1)
+        )
+    }
 }
 
 /// Most instants the first-sample search looks at.
@@ -64,7 +80,7 @@ fn plan(sel: &Selector, t: &Timing, window_ms: i64) -> Vec<(Part, String)> {
 }
 
 /// Every variant's increases over `(q.start_ms, q.end_ms]`, with where its data starts.
-pub async fn fetch(
+pub(crate) async fn fetch(
     session: &Session<'_>,
     t: &Timing,
     q: &WindowQuery,
@@ -83,6 +99,89 @@ pub async fn fetch(
         }
     }
     Ok(acc.into_iter().map(|(variant, a)| (variant, a.sums(q.start_ms, t.point_ms))).collect())
+}
+
+/// Width of the strata of a comparison: the window's grid width, and at least two of the
+/// engine's scrapes (an `increase` needs two samples in its range), on the point grid.
+pub fn strata_width(t: &Timing, grid_ms: i64) -> i64 {
+    bucket_end(grid_ms.max(2 * t.scrape_ms).max(1), t.point_ms.max(1))
+}
+
+/// Both variants' increases per stratum over `(q.start_ms, q.end_ms]`: each part's
+/// `increase(x[width])` by the labels `Counts` keeps, from `query_range` on the bucket ends of
+/// `width`, so consecutive samples cover consecutive buckets that do not overlap (each request
+/// counts in one stratum, as the store's rows). Only complete buckets are read.
+pub async fn strata(
+    session: &Session<'_>,
+    t: &Timing,
+    q: &StrataQuery,
+    width_ms: i64,
+    now_ms: i64,
+) -> Result<Vec<Stratum>, EngineError> {
+    session.check_window(q.end_ms.saturating_sub(q.start_ms))?;
+    let first = bucket_end(q.start_ms.saturating_add(1), width_ms);
+    let newest = q.end_ms.min(now_ms.saturating_sub(t.settle_ms()));
+    let last = newest - newest.rem_euclid(width_ms);
+    if last < first {
+        return Ok(Vec::new());
+    }
+    let sel = selector(None, None);
+    let queries: Vec<(Part, String)> = plan(&sel, t, width_ms).into_iter().filter(|(p, _)| p.judged()).collect();
+    let answers = try_join_all(queries.iter().map(|(_, e)| session.range(e, first, last, width_ms))).await?;
+    let mut acc: BTreeMap<i64, [Acc; 2]> = BTreeMap::new();
+    for ((part, _), series) in queries.iter().zip(&answers) {
+        for s in series.iter() {
+            let Some(side) = q.variants.iter().position(|v| v == s.label("variant")) else { continue };
+            for &(ts, v) in s.samples.iter().filter(|(_, v)| v.is_finite()) {
+                acc.entry(ts).or_default()[side].add(*part, s, v);
+            }
+        }
+    }
+    let tick = |a: Acc| SideTick::from_counts(&a.sums(0, t.point_ms).counts);
+    Ok(acc.into_iter().map(|(end_ms, [b, c])| Stratum { end_ms, sides: [tick(b), tick(c)] }).collect())
+}
+
+/// How far back source mode looks for when a variant's current version appeared: the 1 min
+/// rows' default retention, the bound SQLite mode has.
+const ROLLOUT_LOOKBACK_MS: i64 = 7 * 86_400_000;
+
+/// When `variant`'s current `zai_proxy_build_info` version first appeared as of `end_ms`:
+/// the version whose newest sample is the newest, then its first sample, found coarsely over
+/// the look-back and again at the point width around it. Started by a version change when
+/// another version was reported in the look-back, else by the first scrape seen.
+pub async fn rollout_start(
+    session: &Session<'_>,
+    t: &Timing,
+    variant: &str,
+    end_ms: i64,
+) -> Result<Option<RolloutStart>, EngineError> {
+    let sel = selector(Some(variant), None);
+    let coarse = bucket_end((ROLLOUT_LOOKBACK_MS / FIRST_SEEN_STEPS).max(t.point_ms), t.point_ms);
+    let newest = parts::last_seen(family::BUILD_INFO, &sel, "version", ROLLOUT_LOOKBACK_MS, coarse);
+    let versions = session.instant(&newest, end_ms).await?;
+    let seen: Vec<(&str, f64)> = versions
+        .iter()
+        .filter_map(|s| s.samples.first().filter(|(_, v)| v.is_finite()).map(|&(_, v)| (s.label("version"), v)))
+        .collect();
+    let Some(&(current, _)) = seen.iter().max_by(|a, b| a.1.total_cmp(&b.1)) else { return Ok(None) };
+    let only = Selector { matchers: vec![("version".to_owned(), current.to_owned())], ..sel };
+    let first_at = |range_ms: i64, res_ms: i64, at_ms: i64| {
+        let expr = parts::first_seen(family::BUILD_INFO, &only, "version", range_ms, res_ms);
+        async move {
+            let answer = session.instant(&expr, at_ms).await?;
+            Ok::<_, EngineError>(
+                answer.iter().filter_map(|s| s.samples.first()).map(|&(_, v)| v).find(|v| v.is_finite()),
+            )
+        }
+    };
+    let Some(rough) = first_at(ROLLOUT_LOOKBACK_MS, coarse, end_ms).await? else { return Ok(None) };
+    let rough_ms = (rough * 1000.0).round() as i64;
+    // The coarse instants see the first sample up to one coarse step late: look again there.
+    let fine = first_at(2 * coarse, t.point_ms, rough_ms.min(end_ms)).await?;
+    let since_ms = fine.map_or(rough_ms, |f| (f * 1000.0).round() as i64).max(end_ms - ROLLOUT_LOOKBACK_MS);
+    let by = if seen.len() > 1 { StartedBy::Version } else { StartedBy::FirstScrape };
+    let version = (by == StartedBy::Version).then(|| current.to_owned());
+    Ok(Some(RolloutStart { since_ms, by, version }))
 }
 
 /// One variant's parts.
@@ -121,7 +220,7 @@ impl Acc {
             }
             Part::Size(i) => self.sizes[i] += v,
             Part::Buckets(i) => {
-                if let Some(le) = parse_le(s.label("le")) {
+                if let Some(le) = s.le() {
                     self.buckets[i].push((le, v));
                 }
             }
@@ -135,7 +234,7 @@ impl Acc {
         let mut counts = self.counts;
         counts.request_size = crate::point::SumCount { sum: self.sizes[0], count: self.sizes[1] };
         counts.response_size = crate::point::SumCount { sum: self.sizes[2], count: self.sizes[3] };
-        let [duration, ttft, tpot] = self.buckets.map(super::points::histogram);
+        let [duration, ttft, tpot] = self.buckets.map(Histogram::from_cumulative);
         (counts.duration, counts.ttft, counts.tpot) = (duration, ttft, tpot);
         let data_from_ms =
             self.first_seen_ms.map_or(start_ms, |first| (bucket_end(first, point_ms) - point_ms).max(start_ms));

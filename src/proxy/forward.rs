@@ -6,20 +6,22 @@
 //! when the client asked to stream: the first upstream chunk is forwarded as soon as it arrives,
 //! while a copy feeds the usage reader. Retries happen only before anything reached the client.
 
-use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use axum::body::{Body, Bytes};
-use axum::extract::{ConnectInfo, Request, State};
-use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use futures_util::{Stream, StreamExt};
+use http_body::Body as _;
+use http_body_util::Full;
+use hyper::body::Incoming;
 
-use super::metrics::{Limit, client_bucket_of};
+use super::metrics::Limit;
 use super::pricing::tier;
+use super::upstream::{self as client, UpstreamError};
 use super::usage::{self, ApiKind, SseUsage, Usage};
 use super::{Proxy, ProxySettings};
 
@@ -75,9 +77,9 @@ impl Ctx {
 
 /// Every proxied request: path rule, body (before a worker slot, under a deadline), slot,
 /// then the upstream attempts.
-pub async fn handle(State(p): State<Arc<Proxy>>, req: Request) -> Response {
+/// `client` is the peer's `client` label value (computed once per connection).
+pub(crate) async fn handle(p: Arc<Proxy>, client: &'static str, req: axum::http::Request<Incoming>) -> Response {
     let started = Instant::now();
-    let peer = req.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip());
     let (parts, body) = req.into_parts();
     let kind = ApiKind::from_path(parts.uri.path());
     let mut ctx = Ctx {
@@ -108,7 +110,6 @@ pub async fn handle(State(p): State<Arc<Proxy>>, req: Request) -> Response {
     if let Some(model) = info.model.as_deref() {
         ctx.model = p.metrics.model_label(model);
     }
-    let client = client_bucket_of(peer);
     let Some(slot) = p.try_take_slot() else {
         p.metrics.rate_limit_rejections.add(&[client, &p.settings.variant], 1.0);
         ctx.record(&p, StatusCode::SERVICE_UNAVAILABLE, false);
@@ -116,13 +117,9 @@ pub async fn handle(State(p): State<Arc<Proxy>>, req: Request) -> Response {
         return error(kind, StatusCode::SERVICE_UNAVAILABLE, "overloaded_error", msg);
     };
     observe_request(&p, &ctx, body.len());
-    let upstream = Upstream {
-        url: upstream_url(&p.settings.target, &parts.uri),
-        headers: upstream_headers(&parts.headers, kind, &p.settings.api_key),
-        method: parts.method,
-        body,
-    };
-    let answer = attempts(&p, ctx, client, &upstream).await;
+    let headers = upstream_headers(parts.headers, kind, &p.keys, p.client.host_header());
+    let upstream = Upstream { uri: p.client.uri(&parts.uri), headers, method: parts.method, body };
+    let answer = attempts(&p, ctx, client, upstream).await;
     hold_until_sent(answer, slot)
 }
 
@@ -177,6 +174,9 @@ fn observe_request(p: &Proxy, ctx: &Ctx, bytes: usize) {
 /// also behind an encoded or back slash. The upstream URL parser resolves such segments, so
 /// `/v1/../../admin` would leave `ZAI_TARGET_URL`'s path prefix with the key attached.
 pub fn has_dot_segment(path: &str) -> bool {
+    if !path.bytes().any(|b| b == b'.' || b == b'%') {
+        return false; // most paths: one scan, no segment split
+    }
     path.split('/').any(|segment| {
         if !segment.contains(['.', '%']) {
             return false;
@@ -209,7 +209,9 @@ fn percent_decode(s: &str) -> Vec<u8> {
 /// What is sent upstream on every attempt.
 struct Upstream {
     method: Method,
-    url: url::Url,
+    /// Origin-form: `ZAI_TARGET_URL`'s path, then the client's path and query.
+    uri: Uri,
+    /// With `Host` and the configured key.
     headers: HeaderMap,
     body: Bytes,
 }
@@ -222,17 +224,16 @@ enum Retry {
     Done(Response),
 }
 
-async fn attempts(p: &Arc<Proxy>, ctx: Ctx, client: &str, up: &Upstream) -> Response {
+async fn attempts(p: &Arc<Proxy>, ctx: Ctx, client: &str, mut up: Upstream) -> Response {
     let v = p.settings.variant.as_str();
     let mut attempt: u32 = 0;
     loop {
         let waited = p.limiter.acquire().await;
         p.metrics.rate_limit_wait.observe(&[client, v], waited.as_secs_f64());
         let last = attempt >= p.settings.max_retries;
-        let outcome = match p.client.execute(up.request()).await {
+        let outcome = match p.client.send(up.request(last)).await {
             Err(e) => {
-                // The request's URL may carry credentials (ZAI_TARGET_URL's, the client's query).
-                let e = e.without_url();
+                // The error names no URL: neither ZAI_TARGET_URL's nor the client's query can leak.
                 p.metrics.upstream_errors.add(&["upstream_connection", v], 1.0);
                 tracing::debug!(error = %e, attempt, "Upstream attempt failed.");
                 if last {
@@ -262,7 +263,10 @@ async fn attempts(p: &Arc<Proxy>, ctx: Ctx, client: &str, up: &Upstream) -> Resp
     }
 }
 
-async fn respond(p: &Arc<Proxy>, ctx: &Ctx, resp: reqwest::Response, last: bool) -> Retry {
+/// The upstream's answer: head and body.
+type UpstreamResponse = axum::http::Response<client::Body>;
+
+async fn respond(p: &Arc<Proxy>, ctx: &Ctx, resp: UpstreamResponse, last: bool) -> Retry {
     let status = resp.status();
     let v = p.settings.variant.as_str();
     if status == StatusCode::TOO_MANY_REQUESTS {
@@ -285,10 +289,9 @@ async fn respond(p: &Arc<Proxy>, ctx: &Ctx, resp: reqwest::Response, last: bool)
 /// A 2xx answer to a non-streaming request: read it whole, check it is JSON (an empty or
 /// malformed answer is retried), record usage. One pass over the body does all three, without
 /// a JSON tree.
-async fn buffered_success(p: &Arc<Proxy>, ctx: &Ctx, mut resp: reqwest::Response, last: bool) -> Retry {
-    let status = resp.status();
-    let headers = response_headers(&mut resp);
-    let body = read_upstream(resp, RESPONSE_LIMIT).await;
+async fn buffered_success(p: &Arc<Proxy>, ctx: &Ctx, resp: UpstreamResponse, last: bool) -> Retry {
+    let (status, headers, body) = split(resp);
+    let body = read_upstream(body, RESPONSE_LIMIT).await;
     let summary = body.as_deref().and_then(|b| usage::summarize_response(ctx.kind, b));
     let (Some(body), Some(summary)) = (body, summary) else {
         p.metrics.upstream_errors.add(&["truncated_response", p.settings.variant.as_str()], 1.0);
@@ -311,7 +314,7 @@ async fn buffered_success(p: &Arc<Proxy>, ctx: &Ctx, mut resp: reqwest::Response
     Retry::Done(answer(status, headers, Body::from(body)))
 }
 
-/// The client's answer: status, the upstream's headers as [`response_headers`] left them (so
+/// The client's answer: status, the upstream's headers as [`strip_response_headers`] left them (so
 /// hyper sets `Content-Length` from the body actually sent: a body cut at a limit must not keep
 /// the upstream's), and the body.
 fn answer(status: StatusCode, headers: HeaderMap, body: Body) -> Response {
@@ -335,12 +338,10 @@ fn estimate(p: &Proxy, ctx: &Ctx, response_text_len: usize) -> Usage {
 
 /// A 2xx answer to a streaming request: wait for the first bytes (an empty stream is retried),
 /// then stream everything through.
-async fn stream_success(p: &Arc<Proxy>, ctx: &Ctx, mut resp: reqwest::Response, last: bool) -> Retry {
-    let status = resp.status();
-    let headers = response_headers(&mut resp);
-    let mut upstream = resp.bytes_stream();
+async fn stream_success(p: &Arc<Proxy>, ctx: &Ctx, resp: UpstreamResponse, last: bool) -> Retry {
+    let (status, headers, mut upstream) = split(resp);
     let first = loop {
-        match upstream.next().await {
+        match next_chunk(&mut upstream).await {
             Some(Ok(chunk)) if chunk.is_empty() => continue,
             Some(Ok(chunk)) => break Some(chunk),
             Some(Err(_)) | None => break None,
@@ -359,30 +360,54 @@ async fn stream_success(p: &Arc<Proxy>, ctx: &Ctx, mut resp: reqwest::Response, 
             "upstream returned an empty stream after retries",
         ));
     };
-    let rest = futures_util::stream::once(std::future::ready(Ok(first))).chain(upstream);
-    Retry::Done(tee_response(p, ctx, status, headers, Box::pin(rest), true))
+    Retry::Done(tee_response(p, ctx, status, headers, upstream, Some(first), true))
 }
 
-fn stream_back(p: &Arc<Proxy>, ctx: &Ctx, mut resp: reqwest::Response, success: bool) -> Response {
-    let status = resp.status();
-    let headers = response_headers(&mut resp);
-    tee_response(p, ctx, status, headers, Box::pin(resp.bytes_stream()), success)
+fn stream_back(p: &Arc<Proxy>, ctx: &Ctx, resp: UpstreamResponse, success: bool) -> Response {
+    let (status, headers, body) = split(resp);
+    tee_response(p, ctx, status, headers, body, None, success)
 }
 
-type ByteStream = Pin<Box<dyn Stream<Item = Result<Bytes, reqwest::Error>> + Send>>;
+/// Status, the headers for the client ([`strip_response_headers`]) and the body of an upstream answer.
+fn split(resp: UpstreamResponse) -> (StatusCode, HeaderMap, client::Body) {
+    let (mut parts, body) = resp.into_parts();
+    strip_response_headers(&mut parts.headers);
+    (parts.status, parts.headers, body)
+}
+
+/// The next data chunk of an upstream body (trailers are not forwarded).
+async fn next_chunk(body: &mut client::Body) -> Option<Result<Bytes, UpstreamError>> {
+    std::future::poll_fn(|cx| poll_chunk(body, cx)).await
+}
+
+fn poll_chunk(body: &mut client::Body, cx: &mut Context<'_>) -> Poll<Option<Result<Bytes, UpstreamError>>> {
+    loop {
+        return match Pin::new(&mut *body).poll_frame(cx) {
+            Poll::Ready(Some(Ok(frame))) => match frame.into_data() {
+                Ok(data) => Poll::Ready(Some(Ok(data))),
+                Err(_) => continue,
+            },
+            Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(e))),
+            Poll::Ready(None) => Poll::Ready(None),
+            Poll::Pending => Poll::Pending,
+        };
+    }
+}
 
 fn tee_response(
     p: &Arc<Proxy>,
     ctx: &Ctx,
     status: StatusCode,
     headers: HeaderMap,
-    body: ByteStream,
+    body: client::Body,
+    first: Option<Bytes>,
     success: bool,
 ) -> Response {
     let tee = Tee {
         proxy: p.clone(),
         ctx: ctx.clone(),
         status,
+        first,
         inner: body,
         sse: SseUsage::new(ctx.kind),
         bytes: 0,
@@ -399,7 +424,9 @@ struct Tee {
     proxy: Arc<Proxy>,
     ctx: Ctx,
     status: StatusCode,
-    inner: ByteStream,
+    /// A chunk already read (to tell an empty stream from a live one), sent first.
+    first: Option<Bytes>,
+    inner: client::Body,
     sse: SseUsage,
     bytes: u64,
     first_token: Option<Duration>,
@@ -412,7 +439,11 @@ impl Stream for Tee {
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let this = &mut *self;
-        match this.inner.as_mut().poll_next(cx) {
+        let next = match this.first.take() {
+            Some(chunk) => Poll::Ready(Some(Ok(chunk))),
+            None => poll_chunk(&mut this.inner, cx),
+        };
+        match next {
             Poll::Pending => Poll::Pending,
             Poll::Ready(Some(Ok(chunk))) => {
                 this.bytes = this.bytes.saturating_add(chunk.len() as u64);
@@ -470,12 +501,11 @@ impl Drop for Tee {
 }
 
 /// A 429: classify the provider's code, back off, retry unless it is a quota exhaustion.
-async fn throttled(p: &Arc<Proxy>, ctx: &Ctx, mut resp: reqwest::Response, last: bool) -> Retry {
+async fn throttled(p: &Arc<Proxy>, ctx: &Ctx, resp: UpstreamResponse, last: bool) -> Retry {
     let v = p.settings.variant.as_str();
     p.metrics.upstream_errors.add(&["429", v], 1.0);
-    let status = resp.status();
-    let headers = response_headers(&mut resp);
-    let body = read_upstream(resp, THROTTLE_BODY_LIMIT).await.unwrap_or_default();
+    let (status, headers, body) = split(resp);
+    let body = read_upstream(body, THROTTLE_BODY_LIMIT).await.unwrap_or_default();
     let (class, code) = classify_throttle(&body);
     if matches!(class, "frequency" | "unknown")
         && let Some(adj) = p.limiter.record_throttle()
@@ -566,7 +596,7 @@ impl BodyError {
 
 /// The whole request body within `REQUEST_BODY_TIMEOUT` and `MAX_REQUEST_BODY_BYTES`. A body
 /// declared larger than the cap is refused before any of it is read.
-async fn read_body(body: Body, headers: &HeaderMap, s: &ProxySettings) -> Result<Bytes, BodyError> {
+async fn read_body(mut body: Incoming, headers: &HeaderMap, s: &ProxySettings) -> Result<Bytes, BodyError> {
     let declared = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
@@ -575,7 +605,19 @@ async fn read_body(body: Body, headers: &HeaderMap, s: &ProxySettings) -> Result
     if declared.is_some_and(|n| n > s.max_request_bytes) {
         return Err(BodyError::TooLarge(s.max_request_bytes));
     }
-    let frames = body.into_data_stream().map(|r| r.map_err(|_| ()));
+    let frames = futures_util::stream::poll_fn(move |cx| {
+        loop {
+            return match Pin::new(&mut body).poll_frame(cx) {
+                Poll::Ready(Some(Ok(frame))) => match frame.into_data() {
+                    Ok(data) => Poll::Ready(Some(Ok(data))),
+                    Err(_) => continue, // trailers
+                },
+                Poll::Ready(Some(Err(_))) => Poll::Ready(Some(Err(()))),
+                Poll::Ready(None) => Poll::Ready(None),
+                Poll::Pending => Poll::Pending,
+            };
+        }
+    });
     match tokio::time::timeout(s.body_timeout, collect(frames, s.max_request_bytes, declared.unwrap_or(0))).await {
         Ok(Ok(Some(b))) => Ok(b),
         Ok(Ok(None)) => Err(BodyError::TooLarge(s.max_request_bytes)),
@@ -614,15 +656,14 @@ where
 
 /// An upstream body, at most `limit` bytes (cut there: a cut JSON answer fails validation and
 /// is retried; a cut 429 body is only classified); `None` when reading it failed.
-async fn read_upstream(resp: reqwest::Response, limit: usize) -> Option<Bytes> {
-    let hint = resp.content_length().map_or(0, |n| usize::try_from(n).unwrap_or(usize::MAX));
-    let mut stream = Box::pin(resp.bytes_stream());
+async fn read_upstream(mut body: client::Body, limit: usize) -> Option<Bytes> {
+    let hint = body.exact_len().map_or(0, |n| usize::try_from(n).unwrap_or(usize::MAX));
     let mut taken = 0usize;
     let capped = futures_util::stream::poll_fn(move |cx| {
         if taken >= limit {
             return std::task::Poll::Ready(None);
         }
-        stream.as_mut().poll_next(cx).map(|item| {
+        poll_chunk(&mut body, cx).map(|item| {
             item.map(|r| {
                 r.map(|mut chunk| {
                     chunk.truncate(limit - taken);
@@ -636,99 +677,115 @@ async fn read_upstream(resp: reqwest::Response, limit: usize) -> Option<Bytes> {
 }
 
 impl Upstream {
-    /// The request of one attempt. The URL is already parsed and the headers replace the
-    /// request's map whole (no merge), so an attempt costs three reference-counted copies.
-    fn request(&self) -> reqwest::Request {
-        let mut req = reqwest::Request::new(self.method.clone(), self.url.clone());
-        *req.headers_mut() = self.headers.clone();
-        *req.body_mut() = Some(self.body.clone().into());
+    /// The request of one attempt: the URI and body are shared, the header map is copied, or
+    /// moved on the last attempt (the only one when `MAX_RETRIES` is 0).
+    fn request(&mut self, last: bool) -> axum::http::Request<Full<Bytes>> {
+        let mut req = axum::http::Request::new(Full::new(self.body.clone()));
+        *req.method_mut() = self.method.clone();
+        *req.uri_mut() = self.uri.clone();
+        *req.headers_mut() = if last { std::mem::take(&mut self.headers) } else { self.headers.clone() };
         req
     }
 }
 
-/// `ZAI_TARGET_URL` + the client's raw path and query. Built from the parsed base, so the
-/// host is not parsed (and IDNA-checked) again on every request.
-fn upstream_url(base: &url::Url, uri: &axum::http::Uri) -> url::Url {
-    let mut url = base.clone();
-    let prefix = base.path().trim_end_matches('/');
-    let mut path = String::with_capacity(prefix.len() + uri.path().len());
-    path.push_str(prefix);
-    path.push_str(uri.path());
-    url.set_path(&path);
-    url.set_query(uri.query());
-    url
-}
-
 /// Hop-by-hop headers (RFC 9110 section 7.6.1) never cross a proxy.
-const HOP_BY_HOP: &[&str] = &[
-    "connection",
-    "keep-alive",
-    "proxy-authenticate",
-    "proxy-authorization",
-    "proxy-connection",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
-];
-
-fn is_hop_by_hop(name: &HeaderName, connection: &HeaderMap) -> bool {
-    HOP_BY_HOP.contains(&name.as_str())
-        || connection
-            .get_all(header::CONNECTION)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .any(|t| t.trim().eq_ignore_ascii_case(name.as_str()))
+fn is_hop_by_hop(name: &str) -> bool {
+    matches!(
+        name,
+        "connection"
+            | "keep-alive"
+            | "proxy-authenticate"
+            | "proxy-authorization"
+            | "proxy-connection"
+            | "te"
+            | "trailer"
+            | "transfer-encoding"
+            | "upgrade"
+    )
 }
 
 /// Client headers that carry credentials: never forwarded, whatever the scheme. `Cookie` is one:
 /// with `serve --proxy`, a browser on the same host would send the dashboard's session along.
-const CREDENTIALS: &[&str] = &["authorization", "cookie", "x-api-key", "api-key", "proxy-authorization"];
-
-/// The client's headers minus hop-by-hop, host, length, encoding and every credential; then the
-/// configured key in the API's own scheme.
-fn upstream_headers(client: &HeaderMap, kind: ApiKind, key: &str) -> HeaderMap {
-    let mut out = HeaderMap::new();
-    for (name, value) in client {
-        let dropped = is_hop_by_hop(name, client)
-            || [header::HOST, header::CONTENT_LENGTH, header::ACCEPT_ENCODING].contains(name)
-            || CREDENTIALS.contains(&name.as_str());
-        if !dropped {
-            out.append(name.clone(), value.clone());
-        }
-    }
-    out.insert(header::ACCEPT_ENCODING, HeaderValue::from_static("identity"));
-    let secret = match kind {
-        ApiKind::Anthropic => HeaderValue::from_str(key).map(|v| ("x-api-key", v)),
-        ApiKind::OpenAi => HeaderValue::from_str(&format!("Bearer {key}")).map(|v| ("authorization", v)),
-    };
-    if let Ok((name, mut value)) = secret {
-        value.set_sensitive(true);
-        out.insert(name, value);
-    }
-    out
+fn is_credential(name: &str) -> bool {
+    matches!(name, "authorization" | "cookie" | "x-api-key" | "api-key" | "proxy-authorization")
 }
 
-/// The upstream's response headers for the client, taken rather than copied: without
-/// hop-by-hop headers, and without `Content-Length`, which hyper sets from the body sent.
-fn response_headers(resp: &mut reqwest::Response) -> HeaderMap {
-    let mut headers = std::mem::take(resp.headers_mut());
-    let named: Vec<HeaderName> = headers
+/// Client headers not forwarded: hop-by-hop, credentials, and those replaced: the length (hyper
+/// sets it from the body sent), the encodings (the proxy reads usage from the answer, so it
+/// asks for `identity`) and the host.
+fn not_forwarded(name: &str) -> bool {
+    is_hop_by_hop(name) || is_credential(name) || matches!(name, "content-length" | "accept-encoding" | "host")
+}
+
+/// Upstream headers not sent to the client: hop-by-hop, and the length (hyper sets it from the
+/// body sent: a body cut at a limit must not keep the upstream's).
+fn not_returned(name: &str) -> bool {
+    is_hop_by_hop(name) || name == "content-length"
+}
+
+/// Removes the headers `dropped` names and those listed in `Connection`, in place: one pass over
+/// the names, each matched once, and a removal only for a header present.
+fn strip(headers: &mut HeaderMap, dropped: fn(&str) -> bool) {
+    let mut names: Vec<HeaderName> = headers
         .get_all(header::CONNECTION)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
         .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
         .collect();
-    for name in named {
+    for name in headers.keys() {
+        if dropped(name.as_str()) && !names.contains(name) {
+            names.push(name.clone());
+        }
+    }
+    for name in names {
         headers.remove(name);
     }
-    for name in HOP_BY_HOP {
-        headers.remove(*name);
+}
+
+/// The configured key as a header in each API's scheme, made once: `x-api-key` (Anthropic) or
+/// a bearer token (OpenAI). `None` when the key cannot be a header value.
+#[derive(Debug)]
+pub(crate) struct UpstreamKeys {
+    anthropic: Option<HeaderValue>,
+    openai: Option<HeaderValue>,
+}
+
+impl UpstreamKeys {
+    pub(crate) fn new(key: &str) -> Self {
+        let sensitive = |v: HeaderValue| {
+            let mut v = v;
+            v.set_sensitive(true);
+            v
+        };
+        Self {
+            anthropic: HeaderValue::from_str(key).ok().map(sensitive),
+            openai: HeaderValue::from_str(&format!("Bearer {key}")).ok().map(sensitive),
+        }
     }
-    headers.remove(header::CONTENT_LENGTH);
+}
+
+/// The client's headers minus hop-by-hop, host, length, encoding and every credential; then the
+/// configured key in the API's own scheme and the upstream's `Host`. Done in place on the
+/// client's map, which the request no longer needs.
+fn upstream_headers(mut headers: HeaderMap, kind: ApiKind, keys: &UpstreamKeys, host: &HeaderValue) -> HeaderMap {
+    strip(&mut headers, not_forwarded);
+    headers.insert(header::ACCEPT_ENCODING, HeaderValue::from_static("identity"));
+    headers.insert(header::HOST, host.clone());
+    let secret = match kind {
+        ApiKind::Anthropic => keys.anthropic.clone().map(|v| (HeaderName::from_static("x-api-key"), v)),
+        ApiKind::OpenAi => keys.openai.clone().map(|v| (header::AUTHORIZATION, v)),
+    };
+    if let Some((name, value)) = secret {
+        headers.insert(name, value);
+    }
     headers
+}
+
+/// The upstream's response headers made fit for the client, in place: without hop-by-hop
+/// headers, and without `Content-Length`, which hyper sets from the body sent.
+fn strip_response_headers(headers: &mut HeaderMap) {
+    strip(headers, not_returned);
 }
 
 /// A proxy-made error in the API's own envelope.
@@ -774,7 +831,8 @@ mod tests {
         h.insert("x-custom-hop", HeaderValue::from_static("1"));
         h.insert("anthropic-version", HeaderValue::from_static("2023-06-01"));
         h.insert(header::TRANSFER_ENCODING, HeaderValue::from_static("chunked"));
-        let a = upstream_headers(&h, ApiKind::Anthropic, "server-key");
+        let (keys, host) = (UpstreamKeys::new("server-key"), HeaderValue::from_static("up:1"));
+        let a = upstream_headers(h.clone(), ApiKind::Anthropic, &keys, &host);
         assert_eq!(a["x-api-key"], "server-key");
         assert!(a.get(header::AUTHORIZATION).is_none());
         assert!(
@@ -783,7 +841,7 @@ mod tests {
                 && a.get(header::TRANSFER_ENCODING).is_none()
         );
         assert_eq!(a["anthropic-version"], "2023-06-01");
-        let o = upstream_headers(&h, ApiKind::OpenAi, "server-key");
+        let o = upstream_headers(h, ApiKind::OpenAi, &keys, &host);
         assert_eq!(o[header::AUTHORIZATION], "Bearer server-key");
         assert!(o.get("x-api-key").is_none());
     }
@@ -801,20 +859,15 @@ mod tests {
     #[test]
     fn every_credential_header_is_dropped() {
         let mut h = HeaderMap::new();
-        for name in CREDENTIALS {
+        for name in ["authorization", "cookie", "x-api-key", "api-key", "proxy-authorization"] {
+            assert!(is_credential(name));
             h.insert(HeaderName::from_static(name), HeaderValue::from_static("client"));
         }
-        let out = upstream_headers(&h, ApiKind::Anthropic, "server-key");
-        assert_eq!(out.len(), 2, "accept-encoding and the configured key: {out:?}");
+        h.insert(header::HOST, HeaderValue::from_static("proxy:8081"));
+        let host = HeaderValue::from_static("up:1");
+        let out = upstream_headers(h, ApiKind::Anthropic, &UpstreamKeys::new("server-key"), &host);
+        assert_eq!(out.len(), 3, "accept-encoding, the configured key and host: {out:?}");
+        assert_eq!(out[header::HOST], "up:1");
         assert_eq!(out["x-api-key"], "server-key");
-    }
-
-    #[test]
-    fn upstream_url_keeps_path_and_query() {
-        let uri: axum::http::Uri = "/v1/messages?beta=true".parse().unwrap();
-        let base = url::Url::parse("http://up:1/api/anthropic").unwrap();
-        assert_eq!(upstream_url(&base, &uri).as_str(), "http://up:1/api/anthropic/v1/messages?beta=true");
-        let root = url::Url::parse("http://up:1").unwrap();
-        assert_eq!(upstream_url(&root, &"/v1/a%20b".parse().unwrap()).as_str(), "http://up:1/v1/a%20b");
     }
 }

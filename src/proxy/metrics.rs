@@ -9,7 +9,6 @@
 //! [`LABEL_MAX_BYTES`], then capped at [`LABEL_CAP`] distinct values, then `other`. Every
 //! limit that trips is counted in `zai_dash_proxy_limit_trips_total{limit}` ([`LimitTrips`]).
 
-use std::collections::HashSet;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -304,8 +303,8 @@ pub struct ProxyMetrics {
     pub trips: LimitTrips,
     /// The proxy listener's closes (header and idle timeouts), filled in by `net::serve`.
     pub listener: Arc<ListenerTrips>,
-    models: Mutex<HashSet<Arc<str>>>,
-    paths: Mutex<HashSet<Arc<str>>>,
+    models: Mutex<Vec<Arc<str>>>,
+    paths: Mutex<Vec<Arc<str>>>,
     other: Arc<str>,
 }
 
@@ -477,8 +476,8 @@ impl ProxyMetrics {
             ),
             trips: LimitTrips::default(),
             listener: Arc::default(),
-            models: Mutex::new(HashSet::new()),
-            paths: Mutex::new(HashSet::new()),
+            models: Mutex::new(Vec::new()),
+            paths: Mutex::new(Vec::new()),
             other: Arc::from("other"),
         }
     }
@@ -502,7 +501,7 @@ impl ProxyMetrics {
         })
     }
 
-    fn bounded(&self, set: &Mutex<HashSet<Arc<str>>>, value: &str) -> Arc<str> {
+    fn bounded(&self, set: &Mutex<Vec<Arc<str>>>, value: &str) -> Arc<str> {
         let value = match truncate_label(value) {
             Some(cut) => {
                 self.trips.add(Limit::LabelTruncated);
@@ -511,12 +510,13 @@ impl ProxyMetrics {
             None => value,
         };
         let Ok(mut seen) = set.lock() else { return self.other.clone() };
-        if let Some(known) = seen.get(value) {
+        // At most LABEL_CAP values: a scan comparing lengths first beats hashing the value.
+        if let Some(known) = seen.iter().find(|k| k.len() == value.len() && ***k == *value) {
             return known.clone();
         }
         if seen.len() < LABEL_CAP {
             let v: Arc<str> = Arc::from(value);
-            seen.insert(v.clone());
+            seen.push(v.clone());
             return v;
         }
         self.trips.add(Limit::LabelCapped);

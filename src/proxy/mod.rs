@@ -13,6 +13,7 @@ pub mod metrics;
 pub mod pricing;
 pub mod quota;
 pub mod scan;
+pub mod upstream;
 pub mod usage;
 
 use std::path::PathBuf;
@@ -20,13 +21,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use axum::Router;
-use axum::extract::State;
-use axum::http::{StatusCode, header};
-use axum::middleware::Next;
+use axum::http::{Method, Request, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{any, get};
 use clap::Args;
+use hyper::body::Incoming;
 
 use crate::clock::SharedClock;
 use crate::host::AllowedHosts;
@@ -354,7 +352,9 @@ pub struct Proxy {
     pub limiter: Limiter,
     /// The quota poller, when enabled; [`serve`] runs it as a task of its own.
     pub quota: Option<Arc<QuotaPoller>>,
-    client: reqwest::Client,
+    client: upstream::Client,
+    /// `ZAI_API_KEY` as the upstream's auth headers.
+    keys: forward::UpstreamKeys,
     inflight: AtomicUsize,
     clock: SharedClock,
     /// The model label of requests that name none (`TOKENIZER_MODEL`).
@@ -372,18 +372,21 @@ impl Drop for WorkerSlot {
     }
 }
 
+/// Why a proxy could not be built: one of its HTTP clients.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    /// The upstream client (TLS set-up, host name).
+    #[error(transparent)]
+    Upstream(#[from] upstream::ClientError),
+    /// The quota poller's client.
+    #[error("cannot build the quota poller's HTTP client")]
+    Quota(#[from] reqwest::Error),
+}
+
 impl Proxy {
     /// Builds a proxy and publishes its start-up gauges.
-    pub fn new(settings: ProxySettings, clock: SharedClock) -> Result<Arc<Self>, reqwest::Error> {
-        let client = reqwest::Client::builder()
-            .connect_timeout(settings.connect_timeout)
-            .read_timeout(settings.idle_timeout)
-            .redirect(reqwest::redirect::Policy::none())
-            // The proxy retries itself (with backoff and metrics); reqwest's own retry layer
-            // would also clone every request before sending it, in case of a protocol NACK.
-            .retry(reqwest::retry::never())
-            .no_gzip()
-            .build()?;
+    pub fn new(settings: ProxySettings, clock: SharedClock) -> Result<Arc<Self>, BuildError> {
+        let client = upstream::Client::new(&settings.target, settings.connect_timeout, settings.idle_timeout)?;
         let limiter = Limiter::new(settings.limiter.clone(), clock.clone());
         let metrics = ProxyMetrics::new();
         let default_model = metrics.model_label(&settings.tokenizer_model);
@@ -392,7 +395,8 @@ impl Proxy {
             None => None,
         };
         let inflight = AtomicUsize::new(0);
-        let proxy = Arc::new(Self { metrics, default_model, limiter, quota, client, inflight, clock, settings });
+        let keys = forward::UpstreamKeys::new(&settings.api_key);
+        let proxy = Arc::new(Self { metrics, default_model, limiter, quota, client, keys, inflight, clock, settings });
         let v = proxy.settings.variant.as_str();
         let b = &proxy.settings.build;
         proxy.metrics.build_info.set(&[&b.build_time, &b.commit, v, &b.version], 1.0);
@@ -421,18 +425,52 @@ impl Proxy {
         self.metrics.concurrent_requests.set(&[v], inflight as f64);
         self.metrics.worker_utilization.set(&[v], inflight as f64 / self.settings.max_workers as f64);
     }
+}
 
-    /// The router: proxied APIs plus `/metrics`, `/health`, `/admin/reset-rate-limit`, behind
-    /// the check of browsers' `Host`.
-    pub fn router(self: &Arc<Self>) -> Router {
-        Router::new()
-            .route("/metrics", get(metrics_handler))
-            .route("/health", get(health_handler))
-            .route("/admin/reset-rate-limit", any(reset_handler))
-            .fallback(forward::handle)
-            .layer(axum::middleware::from_fn_with_state(self.clone(), browsers_by_allowed_names))
-            .with_state(self.clone())
+/// The proxy's service for one client connection: three fixed paths and everything else
+/// forwarded, behind the check of browsers' `Origin` and `Host`. The path is matched once, by
+/// hand: a general router (route table, boxed middleware and handler services, extractors)
+/// cost as much per request as the forwarding itself.
+#[derive(Clone)]
+pub(crate) struct Dispatch {
+    proxy: Arc<Proxy>,
+    /// The peer's `client` label value, hashed from its address once per connection.
+    client: &'static str,
+}
+
+impl tower_service::Service<Request<Incoming>> for Dispatch {
+    type Response = Response;
+    type Error = std::convert::Infallible;
+    type Future = std::pin::Pin<Box<dyn Future<Output = Result<Response, Self::Error>> + Send>>;
+
+    fn poll_ready(&mut self, _: &mut std::task::Context<'_>) -> std::task::Poll<Result<(), Self::Error>> {
+        std::task::Poll::Ready(Ok(()))
     }
+
+    fn call(&mut self, req: Request<Incoming>) -> Self::Future {
+        let (p, client) = (self.proxy.clone(), self.client);
+        Box::pin(async move { Ok(dispatch(p, client, req).await) })
+    }
+}
+
+async fn dispatch(p: Arc<Proxy>, client: &'static str, req: Request<Incoming>) -> Response {
+    if let Some(refused) = browsers_by_allowed_names(&p, &req) {
+        return refused;
+    }
+    let (method, path) = (req.method(), req.uri().path());
+    let read = method == Method::GET || method == Method::HEAD;
+    match path {
+        "/metrics" if read => metrics_handler(&p),
+        "/health" if read => health_handler(&p),
+        "/metrics" | "/health" => method_not_allowed(),
+        "/admin/reset-rate-limit" => reset_handler(&p, req),
+        _ => forward::handle(p, client, req).await,
+    }
+}
+
+/// `/metrics` and `/health` answer `GET` and `HEAD` only.
+fn method_not_allowed() -> Response {
+    (StatusCode::METHOD_NOT_ALLOWED, [(header::ALLOW, "GET,HEAD")]).into_response()
 }
 
 /// Serves `proxy` on `listener` until `shutdown`, then lets in-flight requests finish (the caller
@@ -451,13 +489,17 @@ pub async fn serve(
     background.close();
     let listening =
         Listening { limits: proxy.settings.listener, trips: proxy.metrics.listener.clone(), stalled_client: None };
-    let served = crate::net::serve(listener, proxy.router(), listening, shutdown).await;
+    let service_for = |peer: std::net::SocketAddr| Dispatch {
+        proxy: proxy.clone(),
+        client: metrics::client_bucket_of(Some(peer.ip())),
+    };
+    let served = crate::net::serve_with(listener, service_for, listening, shutdown).await;
     stop_poller.cancel(); // the poller ends with the server, however the server ended
     background.wait().await;
     served
 }
 
-async fn metrics_handler(State(p): State<Arc<Proxy>>) -> Response {
+fn metrics_handler(p: &Proxy) -> Response {
     p.set_concurrency_gauges(p.inflight.load(Ordering::SeqCst));
     ([(header::CONTENT_TYPE, ProxyMetrics::content_type())], p.metrics.render()).into_response()
 }
@@ -470,21 +512,16 @@ struct HealthBody {
     status: &'static str,
 }
 
-async fn health_handler(State(p): State<Arc<Proxy>>) -> Response {
+fn health_handler(p: &Proxy) -> Response {
     let quota = p.quota.as_ref().map_or_else(QuotaHealth::disabled, |q| q.health());
     axum::Json(HealthBody { quota, rate_limit: p.limiter.view(), status: "ok" }).into_response()
 }
 
-async fn reset_handler(
-    State(p): State<Arc<Proxy>>,
-    method: axum::http::Method,
-    uri: axum::http::Uri,
-    headers: axum::http::HeaderMap,
-) -> Response {
-    if method != axum::http::Method::POST {
+fn reset_handler(p: &Proxy, req: Request<Incoming>) -> Response {
+    if req.method() != Method::POST {
         return (StatusCode::METHOD_NOT_ALLOWED, "method not allowed").into_response();
     }
-    if !same_origin(&headers, &uri) {
+    if !same_origin(req.headers(), req.uri()) {
         p.metrics.trips.add(Limit::CrossSite);
         return (StatusCode::FORBIDDEN, "cross-site request refused: Origin is not this proxy").into_response();
     }
@@ -494,7 +531,7 @@ async fn reset_handler(
     axum::Json(serde_json::json!({ "current_rate": rate, "status": "reset" })).into_response()
 }
 
-/// Middleware: a request with an `Origin` (a browser's) must come from the proxy's own origin
+/// Checked before any path: a request with an `Origin` (a browser's) must come from the proxy's own origin
 /// and name an allowed host. Requests without `Origin` (SDKs, curl) pass by any name.
 ///
 /// Two attacks are refused here. A page on any site can send a "simple" cross-origin POST
@@ -504,20 +541,23 @@ async fn reset_handler(
 /// legitimate page on another origin could use it anyway). A page that rebinds its own DNS
 /// name to the proxy passes that check (its origin and `Host` agree), so the name must also be
 /// allowed (see [`crate::host`]).
-async fn browsers_by_allowed_names(State(p): State<Arc<Proxy>>, req: axum::extract::Request, next: Next) -> Response {
+fn browsers_by_allowed_names(p: &Proxy, req: &Request<Incoming>) -> Option<Response> {
     if !req.headers().contains_key(header::ORIGIN) {
-        return next.run(req).await;
+        return None;
     }
     let refusal = if same_origin(req.headers(), req.uri()) {
         p.settings.allowed_hosts.refusal(req.headers(), req.uri())
     } else {
         Some("cross-origin request refused: this proxy serves API clients, and a page on another origin may not use its key.".to_owned())
     };
-    let Some(refusal) = refusal else {
-        return next.run(req).await;
-    };
+    let refusal = refusal?;
     p.metrics.trips.add(Limit::CrossSite);
-    forward::error(usage::ApiKind::from_path(req.uri().path()), StatusCode::FORBIDDEN, "permission_error", &refusal)
+    Some(forward::error(
+        usage::ApiKind::from_path(req.uri().path()),
+        StatusCode::FORBIDDEN,
+        "permission_error",
+        &refusal,
+    ))
 }
 
 /// Whether a state-changing request may come from where it says. Browsers send `Origin` on
@@ -561,5 +601,37 @@ mod tests {
         assert!(!check(Some("http://evil.example"), "127.0.0.1:8081"));
         assert!(!check(Some("null"), "127.0.0.1:8081"));
         assert!(!check(Some("http://a"), "a@b"));
+    }
+
+    /// The fixed paths answer as the router they replaced did: `GET`/`HEAD` only on `/metrics`
+    /// and `/health` (405 with `Allow` otherwise), the reset's own 405, and any other path,
+    /// `/metrics/` included, forwarded (here to a dead upstream: 502).
+    #[tokio::test]
+    async fn fixed_paths_are_matched_exactly_and_everything_else_is_forwarded() {
+        let dead = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let mut args = ProxyArgs::for_tests(&format!("http://{}", dead.local_addr().unwrap()));
+        drop(dead);
+        args.max_retries = "0".into();
+        let proxy = Proxy::new(args.validate().unwrap(), Arc::new(crate::clock::SystemClock)).unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let stop = tokio_util::sync::CancellationToken::new();
+        let served = tokio::spawn(serve(listener, proxy, stop.clone()));
+        let http = reqwest::Client::new();
+        let send = |method: reqwest::Method, path: &str| http.request(method, format!("{base}{path}")).send();
+        for (method, path) in [(reqwest::Method::POST, "/metrics"), (reqwest::Method::DELETE, "/health")] {
+            let r = send(method, path).await.unwrap();
+            assert_eq!((r.status().as_u16(), r.headers()["allow"].to_str().unwrap()), (405, "GET,HEAD"), "{path}");
+        }
+        assert_eq!(send(reqwest::Method::GET, "/metrics").await.unwrap().status(), 200);
+        assert_eq!(send(reqwest::Method::HEAD, "/health").await.unwrap().status(), 200);
+        let r = send(reqwest::Method::GET, "/admin/reset-rate-limit").await.unwrap();
+        assert_eq!((r.status().as_u16(), r.text().await.unwrap().as_str()), (405, "method not allowed"));
+        for path in ["/metrics/", "/healthz", "/v1/messages"] {
+            let r = send(reqwest::Method::POST, path).await.unwrap();
+            assert_eq!(r.status(), 502, "{path} is forwarded");
+        }
+        stop.cancel();
+        served.await.unwrap().unwrap();
     }
 }

@@ -137,6 +137,15 @@ pub fn estimate_tokens(chars: usize) -> u64 {
     if chars == 0 { 0 } else { (chars as u64).div_ceil(4) }
 }
 
+/// Whether an event can carry usage or text: only one with a `usage` or `delta` key can (see
+/// `EventFields`), and without an escape in the line such a key appears literally. Most events
+/// of a stream (`content_block_start`, `ping`, `..._stop`) have neither, and are not parsed.
+fn may_matter(data: &[u8]) -> bool {
+    memchr::memchr(b'\\', data).is_some()
+        || memchr::memmem::find(data, b"\"usage\"").is_some()
+        || memchr::memmem::find(data, b"\"delta\"").is_some()
+}
+
 /// Longest SSE line kept; the rest of a longer line is dropped (no event is that large).
 const MAX_LINE: usize = 1 << 20;
 
@@ -170,7 +179,7 @@ impl SseUsage {
     pub fn feed(&mut self, chunk: &[u8]) -> ChunkEvents {
         let mut events = ChunkEvents::default();
         let mut rest = chunk;
-        while let Some(end) = rest.iter().position(|b| *b == b'\n') {
+        while let Some(end) = memchr::memchr(b'\n', rest) {
             let content = if self.line.is_empty() {
                 self.handle_line(&rest[..end])
             } else {
@@ -201,6 +210,9 @@ impl SseUsage {
     fn handle_line(&mut self, line: &[u8]) -> bool {
         let line = line.strip_suffix(b"\r").unwrap_or(line);
         let Some(data) = line.strip_prefix(b"data:") else { return false };
+        if !may_matter(data) {
+            return false;
+        }
         let Ok(event) = scan::<EventFields>(data.trim_ascii()) else { return false };
         match self.kind {
             ApiKind::Anthropic => self.anthropic_event(&event),
@@ -299,6 +311,23 @@ data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"Hel\"}}]}\n\n\
 data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"lo\"}}]}\n\n\
 data: {\"choices\":[],\"usage\":{\"prompt_tokens\":50,\"completion_tokens\":2,\"prompt_tokens_details\":{\"cached_tokens\":10}}}\n\n\
 data: [DONE]\n\n";
+
+    /// Events are skipped unparsed only when no `usage` or `delta` key can be in them: a key
+    /// spelled with an escape is still read.
+    #[test]
+    fn events_without_usage_or_delta_are_skipped_but_escaped_keys_are_read() {
+        let mut r = SseUsage::new(ApiKind::Anthropic);
+        r.feed(b"data: {\"type\":\"message_delta\",\"us\\u0061ge\":{\"output_tokens\":7}}\n\n");
+        r.feed(b"data: {\"type\":\"content_block_d\\u0065lta\",\"d\\u0065lta\":{\"text\":\"abcd\"}}\n\n");
+        r.feed(b"data: {\"type\":\"message_stop\"}\n\n");
+        let u = r.finish(0);
+        assert_eq!((u.output, u.estimated), (7, false));
+        assert!(!may_matter(br#"{"type":"content_block_stop","index":0}"#));
+        assert!(may_matter(br#"{"type":"content_block_delta","delta":{"text":"x"}}"#));
+        let mut text = SseUsage::new(ApiKind::Anthropic);
+        let events = text.feed(b"data: {\"type\":\"content_block_d\\u0065lta\",\"d\\u0065lta\":{\"text\":\"abcd\"}}\n");
+        assert!(events.first_content, "an escaped delta key still carries text");
+    }
 
     #[test]
     fn anthropic_json_usage_with_cache_tokens() {

@@ -29,7 +29,7 @@ pub(super) struct Appender {
 
 impl Appender {
     /// Runs until the hand-off closes (every scraper stopped), queueing everything offered.
-    pub async fn run(self, mut rx: mpsc::Receiver<ScrapeSamples>) {
+    pub(crate) async fn run(self, mut rx: mpsc::Receiver<ScrapeSamples>) {
         while let Some(first) = rx.recv().await {
             let batch = gather(&mut rx, first, self.window).await;
             let samples: u64 = batch.iter().map(|s| s.series.len() as u64).sum();

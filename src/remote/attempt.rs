@@ -19,7 +19,7 @@ const ERROR_BODY_BYTES: usize = 64 * 1024;
 
 /// The HTTP client: the protocol's headers, the configured ones, no redirects (a POST must
 /// not turn into a GET elsewhere), one timeout over the whole exchange.
-pub fn client(settings: &RemoteSettings) -> Result<reqwest::Client, reqwest::Error> {
+pub(crate) fn client(settings: &RemoteSettings) -> Result<reqwest::Client, reqwest::Error> {
     let mut headers = HeaderMap::new();
     headers.insert("content-encoding", HeaderValue::from_static("snappy"));
     headers.insert("content-type", HeaderValue::from_static("application/x-protobuf"));

@@ -23,10 +23,10 @@
 //! in the last error, then the connection is dropped. Warnings that repeat with every request
 //! (refusals, drops) are written once, then at most once a minute with the count left out.
 
-pub mod append;
-pub mod attempt;
-pub mod ship;
-pub mod status;
+pub(crate) mod append;
+pub(crate) mod attempt;
+pub(crate) mod ship;
+pub(crate) mod status;
 pub mod wire;
 
 use std::sync::Arc;
@@ -131,11 +131,11 @@ impl std::fmt::Debug for RemoteSettings {
 }
 
 /// Default `REMOTE_WRITE_MAX_BACKLOG`.
-pub const MAX_BACKLOG: Duration = Duration::from_secs(2 * 3600);
+pub(crate) const MAX_BACKLOG: Duration = Duration::from_secs(2 * 3600);
 /// Default `REMOTE_WRITE_MAX_BACKLOG_BYTES`. The age limit alone let a target at the
 /// 20,000-series cap queue 0.4 GB over the default two hours (about 80 minutes fill this), and
 /// a fleet of them the disk; ordinary targets never reach it before the age limit.
-pub const MAX_BACKLOG_BYTES: u64 = 256 << 20;
+pub(crate) const MAX_BACKLOG_BYTES: u64 = 256 << 20;
 /// Headers remote write itself sets; configuring them would break the protocol.
 const PROTOCOL_HEADERS: [&str; 4] =
     ["content-type", "content-encoding", "x-prometheus-remote-write-version", "content-length"];
@@ -159,7 +159,7 @@ impl RemoteSettings {
     }
 
     /// The receiver as shown on pages and in logs.
-    pub fn receiver(&self) -> String {
+    pub(crate) fn receiver(&self) -> String {
         receiver(&self.url)
     }
 }
@@ -173,7 +173,7 @@ fn receiver(url: &Url) -> String {
 
 impl RemoteArgs {
     /// The validated settings, `None` when `REMOTE_WRITE_URL` is unset or empty.
-    pub fn validate(&self) -> Result<Option<RemoteSettings>, ConfigError> {
+    pub(crate) fn validate(&self) -> Result<Option<RemoteSettings>, ConfigError> {
         let Some(url) = self.remote_write_url.as_deref().map(str::trim).filter(|u| !u.is_empty()) else {
             return Ok(None);
         };

@@ -54,7 +54,7 @@ enum Source {
 
 impl Shipper {
     /// Ships until `cancel`, then writes what memory holds to the database for the next start.
-    pub async fn run(self, cancel: CancellationToken) {
+    pub(crate) async fn run(self, cancel: CancellationToken) {
         let mut backoff = Backoff::new(self.settings.min_backoff, self.settings.max_backoff);
         loop {
             let stop = match self.step(&mut backoff, &cancel).await {

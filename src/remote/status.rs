@@ -41,7 +41,7 @@ pub(super) struct Pending {
 impl Pending {
     /// Whether new chunks go straight to the database: the shipper is gone, or retrying with
     /// nothing of its own outside the database (appending then keeps the order).
-    pub fn to_disk(&self) -> bool {
+    pub(crate) fn to_disk(&self) -> bool {
         self.shipper_gone || (self.failing && self.memory.is_empty() && self.in_flight.is_empty())
     }
 
@@ -51,7 +51,7 @@ impl Pending {
     }
 
     /// Payload bytes waiting anywhere: what `REMOTE_WRITE_MAX_BACKLOG_BYTES` bounds.
-    pub fn bytes(&self) -> u64 {
+    pub(crate) fn bytes(&self) -> u64 {
         let in_flight: usize = self.in_flight.iter().map(|c| c.payload.len()).sum();
         self.disk_bytes.saturating_add((self.memory_bytes + in_flight) as u64)
     }
@@ -134,7 +134,7 @@ pub(super) enum Removal {
 
 impl RemoteStatus {
     /// A status for `receiver` with what an earlier run left in the database.
-    pub fn new(receiver: String, queue: QueueSummary) -> Self {
+    pub(crate) fn new(receiver: String, queue: QueueSummary) -> Self {
         Self {
             receiver,
             queued: AtomicU64::new(queue.samples),

@@ -47,7 +47,8 @@ impl Label {
     }
 
     /// The value.
-    pub fn value(&self) -> &str {
+    #[cfg(test)]
+    pub(crate) fn value(&self) -> &str {
         &self.value
     }
 }

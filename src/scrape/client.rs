@@ -6,6 +6,8 @@ use url::Url;
 
 use super::parse::ParseError;
 
+mod conn;
+
 /// Why a scrape failed. The `Display` text is what `/api/targets` shows as `last_error`.
 #[derive(Debug, thiserror::Error)]
 pub enum ScrapeError {
@@ -61,16 +63,20 @@ const ACCEPT: &str = "text/plain;version=0.0.4;q=1,*/*;q=0.1";
 /// Largest body buffer reserved from a `Content-Length` before any byte arrived.
 const PREALLOC_MAX: usize = 1 << 20;
 
-/// Builds the shared HTTP client for scraping: gzip accepted, redirects followed only within
-/// the target's origin (at most three), no connection reuse limits.
+/// Builds the shared HTTP client for `https://` targets: gzip accepted, redirects followed only
+/// within the target's origin (at most three), no connection reuse limits. Plain `http://`
+/// targets are scraped over a connection of their own ([`Fetcher`]).
 pub fn build_client() -> reqwest::Client {
     reqwest::Client::builder()
-        .user_agent(concat!("zai-dash/", env!("ZAI_DASH_VERSION")))
+        .user_agent(USER_AGENT)
         .gzip(true)
         .redirect(reqwest::redirect::Policy::custom(same_origin_only))
         .build()
         .unwrap_or_else(|_| reqwest::Client::new())
 }
+
+/// The `User-Agent` of every scrape.
+const USER_AGENT: &str = concat!("zai-dash/", env!("ZAI_DASH_VERSION"));
 
 fn same_origin_only(attempt: reqwest::redirect::Attempt<'_>) -> reqwest::redirect::Action {
     let first = attempt.previous().first().map(Url::origin);
@@ -81,26 +87,127 @@ fn same_origin_only(attempt: reqwest::redirect::Attempt<'_>) -> reqwest::redirec
     }
 }
 
-/// GETs `url` and returns the body as text, within `timeout` for the whole exchange and at
-/// most `max_bytes` after decompression (so a gzip bomb is cut like any other large body).
-pub async fn fetch(
-    client: &reqwest::Client,
-    url: &Url,
-    timeout: Duration,
-    max_bytes: usize,
-) -> Result<String, ScrapeError> {
-    match tokio::time::timeout(timeout, fetch_inner(client, url, timeout, max_bytes)).await {
-        Ok(r) => r,
-        Err(_) => Err(ScrapeError::Timeout(timeout)),
+/// One target's fetching: a connection of its own to a plain `http://` target, kept open
+/// between scrapes, so a steady scrape is one request on an open socket with no per-request
+/// client machinery (the shared client's boxed request state and pool were most of a scrape's
+/// allocations). `https://` targets go through the shared client.
+#[derive(Debug, Default)]
+pub struct Fetcher {
+    conn: Option<conn::Conn>,
+}
+
+impl Fetcher {
+    /// GETs `url` into `body` (cleared first), within `timeout` for the whole exchange and at
+    /// most `max_bytes` after decompression (so a gzip bomb is cut like any other large body).
+    pub async fn fetch(
+        &mut self,
+        shared: &reqwest::Client,
+        url: &Url,
+        (timeout, max_bytes): (Duration, usize),
+        body: &mut Vec<u8>,
+    ) -> Result<(), ScrapeError> {
+        body.clear();
+        let exchange = async {
+            if url.scheme() == "http" {
+                self.fetch_plain(url, max_bytes, body).await
+            } else {
+                fetch_shared(shared, url, timeout, max_bytes, body).await
+            }
+        };
+        match tokio::time::timeout(timeout, exchange).await {
+            Ok(r) => r,
+            Err(_) => {
+                self.conn = None; // cut mid-exchange: the connection's state is unknown
+                Err(ScrapeError::Timeout(timeout))
+            }
+        }
+    }
+
+    /// The plain HTTP exchange, following redirects within the origin.
+    async fn fetch_plain(&mut self, url: &Url, max_bytes: usize, body: &mut Vec<u8>) -> Result<(), ScrapeError> {
+        let auth = conn::basic_auth(url);
+        let mut current = url.clone();
+        for hop in 0..=MAX_REDIRECTS {
+            let kept = self.conn.take().filter(|c| c.is_for(&current)).and_then(conn::Conn::if_open);
+            let mut c = match kept {
+                Some(c) => c,
+                None => conn::Conn::open(&current).await?,
+            };
+            let response = c.get(&current, auth.as_ref()).await;
+            let response = match response {
+                Ok(r) => r,
+                // The target closed the kept connection as the request went out: once more on
+                // a new one (a GET can be repeated).
+                Err(e) if c.reused && e.is_retryable() => {
+                    let mut fresh = conn::Conn::open(&current).await?;
+                    let r = fresh.get(&current, auth.as_ref()).await.map_err(conn::Error::into_scrape)?;
+                    c = fresh;
+                    r
+                }
+                Err(e) => return Err(e.into_scrape()),
+            };
+            let status = response.status();
+            if status.is_redirection() {
+                // The body is not read: the connection goes, the next request opens another.
+                match conn::same_origin_location(&current, &response) {
+                    Some(next) if hop < MAX_REDIRECTS => {
+                        current = next;
+                        continue;
+                    }
+                    _ => return Err(ScrapeError::Redirect(status.as_u16())),
+                }
+            }
+            if !status.is_success() {
+                return Err(ScrapeError::Status(status.as_u16()));
+            }
+            c.read_body(response, max_bytes, body).await?;
+            self.conn = Some(c);
+            return Ok(());
+        }
+        Err(ScrapeError::Redirect(302))
     }
 }
 
-async fn fetch_inner(
+/// Body buffers shared by the scrape tasks: a scrape takes one and gives it back when its body
+/// is processed, so bodies are read into memory already grown instead of a new buffer each
+/// time, while only as many buffers exist as scrapes ran at once (a buffer per target would
+/// keep every target's largest body in memory).
+#[derive(Debug, Default)]
+pub struct Buffers(std::sync::Mutex<Vec<Vec<u8>>>);
+
+/// Buffers kept for reuse at most.
+const BUFFERS_KEPT: usize = 8;
+/// A buffer grown past this (one large body) is freed rather than kept.
+const BUFFER_KEPT_MAX: usize = 1 << 20;
+
+impl Buffers {
+    /// A buffer, empty, possibly with room from an earlier body.
+    pub fn take(&self) -> Vec<u8> {
+        self.0.lock().ok().and_then(|mut kept| kept.pop()).unwrap_or_default()
+    }
+
+    /// Gives a buffer back for the next scrape.
+    pub fn give(&self, mut buffer: Vec<u8>) {
+        if buffer.capacity() > BUFFER_KEPT_MAX {
+            return;
+        }
+        buffer.clear();
+        if let Ok(mut kept) = self.0.lock()
+            && kept.len() < BUFFERS_KEPT
+        {
+            kept.push(buffer);
+        }
+    }
+}
+
+/// An `https://` exchange through the shared client.
+async fn fetch_shared(
     client: &reqwest::Client,
     url: &Url,
     timeout: Duration,
     max_bytes: usize,
-) -> Result<String, ScrapeError> {
+    body: &mut Vec<u8>,
+) -> Result<(), ScrapeError> {
     // No per-request timeout: `fetch` bounds the whole exchange already (one timer, not two).
     let mut resp = client
         .get(url.clone())
@@ -121,14 +228,14 @@ async fn fetch_inner(
     // by chunk; at most 1 MiB up front, so a target that announces a large body and sends
     // nothing does not make every scrape reserve the whole cap.
     let announced = resp.content_length().map_or(0, |n| usize::try_from(n).unwrap_or(0));
-    let mut body = Vec::with_capacity(announced.min(PREALLOC_MAX));
+    body.reserve(announced.min(PREALLOC_MAX));
     while let Some(chunk) = resp.chunk().await.map_err(|e| classify(e, timeout))? {
         if body.len() + chunk.len() > max_bytes {
             return Err(ScrapeError::BodyTooLarge(max_bytes));
         }
         body.extend_from_slice(&chunk);
     }
-    String::from_utf8(body).map_err(|_| ScrapeError::NotUtf8)
+    Ok(())
 }
 
 /// The error as `last_error` shows it. reqwest's own message names the URL, credentials
@@ -152,4 +259,151 @@ fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
         cur = next;
     }
     cur.to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write as _;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use axum::http::{HeaderMap, StatusCode, header};
+    use axum::response::IntoResponse;
+    use axum::routing::get;
+    use futures_util::StreamExt as _;
+
+    use super::*;
+
+    const LIMITS: (Duration, usize) = (Duration::from_secs(5), 1 << 20);
+
+    /// Serves `router` on a loopback port; counts the connections it accepted.
+    async fn serve(router: axum::Router) -> (String, Arc<AtomicUsize>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("127.0.0.1:{}", listener.local_addr().unwrap().port());
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let counter = accepted.clone();
+        let listener = axum::serve::ListenerExt::tap_io(listener, move |_| {
+            counter.fetch_add(1, Ordering::SeqCst);
+        });
+        tokio::spawn(async move { axum::serve(listener, router).await });
+        (base, accepted)
+    }
+
+    async fn fetch(fetcher: &mut Fetcher, url: &str, limits: (Duration, usize)) -> Result<String, ScrapeError> {
+        let mut body = Vec::new();
+        let url = Url::parse(url).unwrap();
+        fetcher.fetch(&build_client(), &url, limits, &mut body).await?;
+        Ok(String::from_utf8(body).unwrap())
+    }
+
+    fn gzip(bytes: &[u8]) -> Vec<u8> {
+        let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        e.write_all(bytes).unwrap();
+        e.finish().unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_kept_connection_serves_the_next_scrape_and_a_closed_one_is_reopened() {
+        let router = axum::Router::new()
+            .route("/metrics", get(|| async { "up 1\n" }))
+            .route("/close", get(|| async { ([(header::CONNECTION, "close")], "up 1\n") }));
+        let (base, accepted) = serve(router).await;
+        let mut fetcher = Fetcher::default();
+        for _ in 0..3 {
+            assert_eq!(fetch(&mut fetcher, &format!("http://{base}/metrics"), LIMITS).await.unwrap(), "up 1\n");
+        }
+        assert_eq!(accepted.load(Ordering::SeqCst), 1, "one connection for three scrapes");
+        for _ in 0..2 {
+            assert_eq!(fetch(&mut fetcher, &format!("http://{base}/close"), LIMITS).await.unwrap(), "up 1\n");
+        }
+        assert_eq!(fetch(&mut fetcher, &format!("http://{base}/metrics"), LIMITS).await.unwrap(), "up 1\n");
+        assert_eq!(accepted.load(Ordering::SeqCst), 3, "the target closed it after each of its two answers");
+    }
+
+    #[tokio::test]
+    async fn headers_say_what_is_accepted_and_carry_the_urls_credentials() {
+        let router = axum::Router::new().route(
+            "/metrics",
+            get(|h: HeaderMap| async move {
+                let get = |n: header::HeaderName| h.get(n).map_or("", |v| v.to_str().unwrap()).to_owned();
+                format!(
+                    "{}|{}|{}|{}",
+                    get(header::ACCEPT),
+                    get(header::ACCEPT_ENCODING),
+                    get(header::AUTHORIZATION),
+                    get(header::USER_AGENT)
+                )
+            }),
+        );
+        let (base, _) = serve(router).await;
+        let seen = fetch(&mut Fetcher::default(), &format!("http://us%40er:pw@{base}/metrics?x=1"), LIMITS).await;
+        let seen = seen.unwrap();
+        let fields: Vec<&str> = seen.split('|').collect();
+        assert_eq!(fields[0], ACCEPT);
+        assert_eq!(fields[1], "gzip");
+        assert_eq!(fields[2], "Basic dXNAZXI6cHc=", "us@er:pw");
+        assert!(fields[3].starts_with("zai-dash/"));
+    }
+
+    #[tokio::test]
+    async fn gzip_is_decoded_and_the_cap_holds_after_decoding() {
+        let small = gzip(b"up 1\n");
+        let bomb = gzip(&vec![b'#'; 4 << 20]);
+        assert!(bomb.len() < 64 << 10, "compresses to {} bytes", bomb.len());
+        let router = axum::Router::new()
+            .route("/small", get(move || async move { ([(header::CONTENT_ENCODING, "gzip")], small) }))
+            .route("/bomb", get(move || async move { ([(header::CONTENT_ENCODING, "gzip")], bomb) }))
+            .route("/bad", get(|| async { ([(header::CONTENT_ENCODING, "gzip")], "not gzip") }))
+            .route("/long", get(|| async { "x".repeat(2 << 20) }));
+        let (base, _) = serve(router).await;
+        let mut fetcher = Fetcher::default();
+        assert_eq!(fetch(&mut fetcher, &format!("http://{base}/small"), LIMITS).await.unwrap(), "up 1\n");
+        let bomb = fetch(&mut fetcher, &format!("http://{base}/bomb"), LIMITS).await;
+        assert!(matches!(bomb, Err(ScrapeError::BodyTooLarge(_))), "{bomb:?}");
+        let long = fetch(&mut fetcher, &format!("http://{base}/long"), LIMITS).await;
+        assert!(matches!(long, Err(ScrapeError::BodyTooLarge(_))), "{long:?}");
+        let bad = fetch(&mut fetcher, &format!("http://{base}/bad"), LIMITS).await;
+        assert!(matches!(bad, Err(ScrapeError::Body(_))), "{bad:?}");
+        assert_eq!(fetch(&mut fetcher, &format!("http://{base}/small"), LIMITS).await.unwrap(), "up 1\n");
+    }
+
+    #[tokio::test]
+    async fn redirects_stay_within_the_origin_and_end() {
+        let (other, _) = serve(axum::Router::new().route("/metrics", get(|| async { "elsewhere 1\n" }))).await;
+        let away = format!("http://{other}/metrics");
+        let router = axum::Router::new()
+            .route("/metrics", get(|| async { "up 1\n" }))
+            .route("/moved", get(|| async { (StatusCode::FOUND, [(header::LOCATION, "/metrics")]) }))
+            .route("/loop", get(|| async { (StatusCode::FOUND, [(header::LOCATION, "/loop")]) }))
+            .route(
+                "/away",
+                get(move || async move { (StatusCode::FOUND, [(header::LOCATION, away)]).into_response() }),
+            );
+        let (base, _) = serve(router).await;
+        let mut fetcher = Fetcher::default();
+        assert_eq!(fetch(&mut fetcher, &format!("http://{base}/moved"), LIMITS).await.unwrap(), "up 1\n");
+        let looped = fetch(&mut fetcher, &format!("http://{base}/loop"), LIMITS).await;
+        assert!(matches!(looped, Err(ScrapeError::Redirect(302))), "{looped:?}");
+        let away = fetch(&mut fetcher, &format!("http://{base}/away"), LIMITS).await;
+        assert!(matches!(away, Err(ScrapeError::Redirect(302))), "{away:?}");
+    }
+
+    #[tokio::test]
+    async fn the_timeout_covers_the_whole_exchange() {
+        let router = axum::Router::new().route(
+            "/metrics",
+            get(|| async {
+                let stream = futures_util::stream::once(async { Ok::<_, std::io::Error>("up ") })
+                    .chain(futures_util::stream::pending());
+                axum::body::Body::from_stream(stream)
+            }),
+        );
+        let (base, _) = serve(router).await;
+        let limits = (Duration::from_millis(300), 1 << 20);
+        let mut fetcher = Fetcher::default();
+        let slow = fetch(&mut fetcher, &format!("http://{base}/metrics"), limits).await;
+        assert!(matches!(slow, Err(ScrapeError::Timeout(_))), "{slow:?}");
+        let refused = fetch(&mut fetcher, "http://127.0.0.1:1/metrics", limits).await;
+        assert!(matches!(refused, Err(ScrapeError::Connect(_))), "{refused:?}");
+    }
 }

@@ -311,18 +311,18 @@ impl TargetState {
     /// Moves the state to this scrape's absolute values: in place when the series are the
     /// previous scrape's (the steady path), else rebuilt.
     fn keep_values(&mut self, reading: &Reading) {
-        if same_keys(&self.counters, &reading.counters, |c| &c.key) {
+        if same_keys(&self.counters, &reading.counters, |c| reading.text(c.key)) {
             for ((_, v), c) in self.counters.iter_mut().zip(&reading.counters) {
                 *v = c.value;
             }
         } else {
-            self.counters = reading.counters.iter().map(|c| (c.key.clone(), c.value)).collect();
+            self.counters = reading.counters.iter().map(|c| (reading.text(c.key).to_owned(), c.value)).collect();
             self.layout += 1;
         }
         let same_bounds = |(_, prev): &(String, HistValues), h: &HistSeries| {
             prev.buckets.len() == h.buckets.len() && prev.buckets.iter().zip(&h.buckets).all(|(p, c)| p.0 == c.0)
         };
-        if same_keys(&self.hists, &reading.hists, |h| &h.key)
+        if same_keys(&self.hists, &reading.hists, |h| reading.text(h.key))
             && self.hists.iter().zip(&reading.hists).all(|(p, h)| same_bounds(p, h))
         {
             for ((_, v), h) in self.hists.iter_mut().zip(&reading.hists) {
@@ -336,19 +336,22 @@ impl TargetState {
             self.hists = reading
                 .hists
                 .iter()
-                .map(|h| (h.key.clone(), HistValues { buckets: h.buckets.clone(), sum: h.sum, count: h.count }))
+                .map(|h| {
+                    let values = HistValues { buckets: h.buckets.clone(), sum: h.sum, count: h.count };
+                    (reading.text(h.key).to_owned(), values)
+                })
                 .collect();
             self.layout += 1;
         }
     }
 
     fn add_counter_increases(&mut self, reading: &Reading, counts: &mut Counts) {
-        let aligned = same_keys(&self.counters, &reading.counters, |c| &c.key);
+        let aligned = same_keys(&self.counters, &reading.counters, |c| reading.text(c.key));
         let by_key: HashMap<&str, f64> =
             if aligned { HashMap::new() } else { self.counters.iter().map(|(k, v)| (k.as_str(), *v)).collect() };
         let mut increases = Vec::new();
         for (i, c) in reading.counters.iter().enumerate() {
-            let prev = if aligned { Some(self.counters[i].1) } else { by_key.get(c.key.as_str()).copied() };
+            let prev = if aligned { Some(self.counters[i].1) } else { by_key.get(reading.text(c.key)).copied() };
             let inc = match prev {
                 Some(prev) if c.value >= prev => c.value - prev,
                 _ => c.value, // new series, or a reset: everything counted since is new
@@ -359,19 +362,20 @@ impl TargetState {
         }
         drop(by_key);
         for (i, inc) in increases {
-            self.add_to_slot(&reading.counters[i].slot, inc, counts);
+            self.add_to_slot(reading, reading.counters[i].slot, inc, counts);
         }
     }
 
-    fn add_to_slot(&mut self, slot: &Slot, inc: f64, counts: &mut Counts) {
+    fn add_to_slot(&mut self, reading: &Reading, slot: Slot, inc: f64, counts: &mut Counts) {
+        let mut capped = |kind: &str, value| self.capped(kind, reading.text(value));
         match slot {
-            Slot::Requests(code) => *counts.requests.entry(self.capped("status_code", code)).or_default() += inc,
-            Slot::Tokens(model, d) => counts.tokens.entry(self.capped("model", model)).or_default()[*d] += inc,
-            Slot::Cost(model, d) => counts.cost.entry(self.capped("model", model)).or_default()[*d] += inc,
-            Slot::UpstreamError(t) => *counts.upstream_errors.entry(self.capped("error_type", t)).or_default() += inc,
-            Slot::Retry(r) => *counts.retries.entry(self.capped("reason", r)).or_default() += inc,
+            Slot::Requests(code) => *counts.requests.entry(capped("status_code", code)).or_default() += inc,
+            Slot::Tokens(model, d) => counts.tokens.entry(capped("model", model)).or_default()[d] += inc,
+            Slot::Cost(model, d) => counts.cost.entry(capped("model", model)).or_default()[d] += inc,
+            Slot::UpstreamError(t) => *counts.upstream_errors.entry(capped("error_type", t)).or_default() += inc,
+            Slot::Retry(r) => *counts.retries.entry(capped("reason", r)).or_default() += inc,
             Slot::Rejection => counts.rejections += inc,
-            Slot::Adjustment(d) => counts.adjustments[*d] += inc,
+            Slot::Adjustment(d) => counts.adjustments[d] += inc,
         }
     }
 
@@ -393,11 +397,11 @@ impl TargetState {
     }
 
     fn add_hist_increases(&self, reading: &Reading, counts: &mut Counts) {
-        let aligned = same_keys(&self.hists, &reading.hists, |h| &h.key);
+        let aligned = same_keys(&self.hists, &reading.hists, |h| reading.text(h.key));
         let by_key: HashMap<&str, &HistValues> =
             if aligned { HashMap::new() } else { self.hists.iter().map(|(k, v)| (k.as_str(), v)).collect() };
         for (i, h) in reading.hists.iter().enumerate() {
-            let prev = if aligned { Some(&self.hists[i].1) } else { by_key.get(h.key.as_str()).copied() };
+            let prev = if aligned { Some(&self.hists[i].1) } else { by_key.get(reading.text(h.key)).copied() };
             let inc = match prev {
                 Some(prev) if !is_reset(prev, &h.buckets, h.count) => Histogram {
                     buckets: h.buckets.iter().zip(&prev.buckets).map(|(c, p)| (c.0, c.1 - p.1)).collect(),
@@ -426,8 +430,9 @@ impl TargetState {
     }
 }
 
-/// Whether `kept` holds exactly the series of `new`, in the same order.
-fn same_keys<T, S>(kept: &[(String, T)], new: &[S], key: impl Fn(&S) -> &String) -> bool {
+/// Whether `kept` holds exactly the series of `new`, in the same order: the steady scrape's
+/// pairing by position, checked against the stored keys (a comparison of bytes, no allocation).
+fn same_keys<'r, T, S>(kept: &[(String, T)], new: &'r [S], key: impl Fn(&'r S) -> &'r str) -> bool {
     kept.len() == new.len() && kept.iter().zip(new).all(|((k, _), s)| k == key(s))
 }
 

@@ -10,6 +10,7 @@
 pub mod client;
 pub mod discovery;
 pub mod increase;
+pub mod labels;
 pub mod outbound;
 pub mod parse;
 pub mod persist;
@@ -102,7 +103,10 @@ struct Scraped {
 struct Ctx {
     settings: ScrapeSettings,
     clock: SharedClock,
+    /// The shared client of `https://` targets.
     client: reqwest::Client,
+    /// Body buffers, reused from scrape to scrape.
+    buffers: client::Buffers,
     health: HealthBoard,
     /// Where each scrape's raw samples go when remote write is on.
     samples: Option<Arc<dyn SampleSink>>,
@@ -143,6 +147,7 @@ pub fn spawn(
         settings: settings.clone(),
         clock: clock.clone(),
         client: client::build_client(),
+        buffers: client::Buffers::default(),
         health,
         samples,
     });
@@ -186,13 +191,14 @@ async fn scrape_loop(
     let interval = ctx.settings.interval;
     let mut next = tokio::time::Instant::now() + offset;
     let mut persister = Persister::resumed(&target.state, target.last_variant.clone());
+    let mut fetcher = client::Fetcher::default();
     loop {
         tokio::select! {
             biased;
             () = cancel.cancelled() => break,
             () = tokio::time::sleep_until(next) => {}
         }
-        let scraped = match scrape_once(&ctx, idx, &mut target, &mut persister).await {
+        let scraped = match scrape_once(&ctx, idx, (&mut target, &mut persister), &mut fetcher).await {
             Some(scraped) => Some(scraped),
             None => settled(&ctx, &target, &mut persister), // went down: keep its final state whole
         };
@@ -225,17 +231,31 @@ fn settled(ctx: &Ctx, target: &Target, persister: &mut Persister) -> Option<Scra
 }
 
 /// Scrapes once and records health; returns the row on success.
-async fn scrape_once(ctx: &Ctx, idx: usize, target: &mut Target, persister: &mut Persister) -> Option<Scraped> {
+async fn scrape_once(
+    ctx: &Ctx,
+    idx: usize,
+    (target, persister): (&mut Target, &mut Persister),
+    fetcher: &mut client::Fetcher,
+) -> Option<Scraped> {
     let started = Instant::now();
     let s = &ctx.settings;
-    let fetched = client::fetch(&ctx.client, &target.spec.url, s.timeout, s.max_body_bytes).await;
+    let mut body = ctx.buffers.take();
+    let fetched = fetcher.fetch(&ctx.client, &target.spec.url, (s.timeout, s.max_body_bytes), &mut body).await;
     let at_ms = ctx.clock.now_ms();
     let finished = Instant::now();
     let elapsed_ms =
         target.last_success.map(|t| i64::try_from(finished.duration_since(t).as_millis()).unwrap_or(i64::MAX));
     let result = match fetched {
-        Ok(body) => ingest_off_runtime(target, persister, body, (at_ms, elapsed_ms), ctx.samples.clone()).await,
-        Err(e) => Err(e),
+        Ok(()) => {
+            let at = (at_ms, elapsed_ms);
+            let (result, back) = ingest_off_runtime(target, persister, body, at, ctx.samples.clone()).await;
+            ctx.buffers.give(back);
+            result
+        }
+        Err(e) => {
+            ctx.buffers.give(body);
+            Err(e)
+        }
     };
     if result.is_ok() {
         target.last_success = Some(finished);
@@ -273,10 +293,10 @@ struct Ingested {
 async fn ingest_off_runtime(
     target: &mut Target,
     persister: &mut Persister,
-    body: String,
+    body: Vec<u8>,
     at: (i64, Option<i64>),
     samples: Option<Arc<dyn SampleSink>>,
-) -> Result<Ingested, client::ScrapeError> {
+) -> (Result<Ingested, client::ScrapeError>, Vec<u8>) {
     let mut state = std::mem::take(&mut target.state);
     let mut kept = std::mem::take(persister);
     let shown_url = RedactedUrl::from(&target.spec.url).to_string();
@@ -284,19 +304,22 @@ async fn ingest_off_runtime(
     let initial = target.spec.initial_variant();
     let out = samples.map(|sink| Outbound { sink, instance: outbound::instance(&target.spec.url) });
     let joined = tokio::task::spawn_blocking(move || {
-        let result = ingest((&mut state, &mut kept), &body, at, who, initial, out.as_ref());
-        (state, kept, result)
+        let result = match std::str::from_utf8(&body) {
+            Ok(text) => ingest((&mut state, &mut kept), text, at, who, initial, out.as_ref()),
+            Err(_) => Err(client::ScrapeError::NotUtf8),
+        };
+        (state, kept, result, body)
     })
     .await;
     match joined {
-        Ok((state, kept, result)) => {
+        Ok((state, kept, result, body)) => {
             target.state = state;
             *persister = kept;
-            result
+            (result, body)
         }
         // The blocking task panicked: the state it held is lost, so the next scrape is a new
         // baseline (no spike, the gap is not counted) and this one fails visibly.
-        Err(e) => Err(client::ScrapeError::Body(format!("processing the exposition failed: {e}"))),
+        Err(e) => (Err(client::ScrapeError::Body(format!("processing the exposition failed: {e}"))), Vec::new()),
     }
 }
 

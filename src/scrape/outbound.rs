@@ -17,7 +17,7 @@ use std::collections::hash_map::Entry;
 
 use url::Url;
 
-use super::parse::{Exposition, SampleKind};
+use super::parse::{Exposition, Labels, SampleKind};
 use super::reading::MAX_SERIES;
 use crate::expo::cut_label_value;
 use crate::ports::samples::{ScrapeSamples, Series};
@@ -26,7 +26,7 @@ use crate::ports::samples::{ScrapeSamples, Series};
 /// `left_out`), stamped `ts_ms`. Takes the exposition, which the scrape is done with, so each
 /// sample's labels move over instead of being copied, and leaves the rest (adding `__name__`
 /// and the target's labels, sorting) to the remote writer: this runs on the scrape path.
-pub fn collect(expo: Exposition, ts_ms: i64, variant: &str, instance: &str) -> ScrapeSamples {
+pub fn collect(expo: Exposition<'_>, ts_ms: i64, variant: &str, instance: &str) -> ScrapeSamples {
     let mut out = ScrapeSamples {
         ts_ms,
         target_labels: vec![("instance".to_owned(), instance.to_owned()), ("variant".to_owned(), variant.to_owned())],
@@ -45,7 +45,7 @@ pub fn collect(expo: Exposition, ts_ms: i64, variant: &str, instance: &str) -> S
                 out.names.push(format!("{}{suffix}", fam.name));
                 out.names.len() - 1
             });
-            let (labels, cut_here) = own_labels(s.labels);
+            let (labels, cut_here) = own_labels(&s.labels);
             cut |= cut_here;
             out.series.push(Series { name, labels, value: s.value });
         }
@@ -59,20 +59,20 @@ pub fn collect(expo: Exposition, ts_ms: i64, variant: &str, instance: &str) -> S
 /// The sample's labels as a Prometheus scrape keeps them: empty ones are absent, `instance`
 /// becomes `exported_instance` (the target's `instance` is added later), `variant` and
 /// `__name__` give way to the resolved variant and the sample's name. Values are cut to 128
-/// bytes; the flag says whether one was.
-fn own_labels(mut labels: Vec<(String, String)>) -> (Vec<(String, String)>, bool) {
-    labels.retain(|(n, v)| !v.is_empty() && n != "variant" && n != "__name__");
+/// bytes; the flag says whether one was. The only copy of the labels on the scrape path, made
+/// because the remote writer keeps them after the body is gone.
+fn own_labels(labels: &Labels<'_>) -> (Vec<(String, String)>, bool) {
     let mut cut = false;
-    for (n, v) in &mut labels {
-        if n == "instance" {
-            "exported_instance".clone_into(n);
-        }
-        if let Some(len) = cut_label_value(v).map(str::len) {
-            v.truncate(len);
-            cut = true;
-        }
-    }
-    (labels, cut)
+    let kept = labels
+        .iter()
+        .filter(|(n, v)| !v.is_empty() && *n != "variant" && *n != "__name__")
+        .map(|(n, v)| {
+            let name = if n == "instance" { "exported_instance" } else { n };
+            let value = cut_label_value(v).inspect(|_| cut = true).unwrap_or(v);
+            (name.to_owned(), value.to_owned())
+        })
+        .collect();
+    (kept, cut)
 }
 
 /// Series with the same name and labels (only cut values make them so) become the first of

@@ -16,8 +16,12 @@
 //! scrape and reappear in the next, and a rate computed across those scrapes
 //! would turn the gap into a spike. Failing the scrape is visible and honest.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::fmt;
+
+pub use super::labels::Labels;
+use super::labels::{parse_label_set, unescape};
 
 /// The metric type declared by a `# TYPE` line (or `Untyped` without one).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -49,13 +53,14 @@ pub enum SampleKind {
     Quantile,
 }
 
-/// One sample line.
+/// One sample line, borrowing its labels from the exposition's text.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Sample {
+pub struct Sample<'a> {
     /// Role of the sample in its family.
     pub kind: SampleKind,
-    /// Labels in exposition order, unescaped. For buckets/quantiles this still contains `le` / `quantile`.
-    pub labels: Vec<(String, String)>,
+    /// Labels in exposition order, unescaped on reading. For buckets/quantiles this still
+    /// contains `le` / `quantile`.
+    pub labels: Labels<'a>,
     /// The sample value.
     pub value: f64,
     /// `le` for buckets, `quantile` for quantile samples, parsed; None otherwise.
@@ -64,38 +69,38 @@ pub struct Sample {
     pub timestamp_ms: Option<i64>,
 }
 
-impl Sample {
+impl Sample<'_> {
     /// Value of the label `name`, if present.
     pub fn label(&self, name: &str) -> Option<&str> {
-        self.labels.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
+        self.labels.get(name)
     }
 }
 
 /// A metric family: every sample that shares one declared (or implied) name.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Family {
+pub struct Family<'a> {
     /// Family name (for counters in 0.0.4 this includes `_total`).
-    pub name: String,
+    pub name: &'a str,
     /// Declared type.
     pub kind: MetricType,
     /// Unescaped HELP text.
-    pub help: Option<String>,
+    pub help: Option<Cow<'a, str>>,
     /// Samples in exposition order.
-    pub samples: Vec<Sample>,
+    pub samples: Vec<Sample<'a>>,
 }
 
-/// A parsed exposition; families are in order of first appearance
-/// (TYPE, HELP or sample line).
+/// A parsed exposition, borrowing from the text it was parsed from; families are in order of
+/// first appearance (TYPE, HELP or sample line).
 #[derive(Debug, Clone, PartialEq, Default)]
-pub struct Exposition {
+pub struct Exposition<'a> {
     /// Families in order of first appearance.
-    pub families: Vec<Family>,
+    pub families: Vec<Family<'a>>,
 }
 
-impl Exposition {
+impl<'a> Exposition<'a> {
     /// The family called exactly `name`. A linear scan: expositions hold a
     /// few dozen families and building an index would cost more than it saves.
-    pub fn family(&self, name: &str) -> Option<&Family> {
+    pub fn family(&self, name: &str) -> Option<&Family<'a>> {
         self.families.iter().find(|f| f.name == name)
     }
 
@@ -132,7 +137,7 @@ impl ParseError {
 }
 
 /// Parses a whole exposition, failing on the first malformed line.
-pub fn parse(text: &str) -> Result<Exposition, ParseError> {
+pub fn parse(text: &str) -> Result<Exposition<'_>, ParseError> {
     let mut parser = Parser {
         // A guess that fits zai-proxy's expositions (about 150 bytes per line), bounded so
         // that a body of blank lines cannot make it allocate much.
@@ -147,25 +152,25 @@ pub fn parse(text: &str) -> Result<Exposition, ParseError> {
 }
 
 /// Separators inside a line: the format allows spaces and tabs.
-const BLANKS: [char; 2] = [' ', '\t'];
+pub(crate) const BLANKS_BYTES: [u8; 2] = [b' ', b'\t'];
 
 /// Longest text quoted verbatim in an error reason; garbage lines can be huge.
 const MAX_QUOTED_CHARS: usize = 40;
 
 /// Parsing state carried from line to line.
 ///
-/// Allocations are what a scrape's parse costs (one per label name and value at the least), so
-/// the parser adds as few as it can: samples go to one flat list and move into their families,
+/// Allocations were what a scrape's parse cost, so the parser makes none per sample: names and
+/// labels are slices of the input, samples go to one flat list and move into their families,
 /// each sized once, at the end; family names are looked up by slices of the input.
 #[derive(Default)]
 struct Parser<'a> {
-    families: Vec<Family>,
+    families: Vec<Family<'a>>,
     /// Parallel to `families`: whether a `# TYPE` line declared it.
     declared: Vec<bool>,
     /// Parallel to `families`: samples seen so far.
     counts: Vec<usize>,
     /// Every sample so far with its family's index, in exposition order.
-    samples: Vec<(usize, Sample)>,
+    samples: Vec<(usize, Sample<'a>)>,
     index: HashMap<&'a str, usize>,
     /// Reused to build `name_suffix` lookups.
     scratch: String,
@@ -177,7 +182,7 @@ struct Parser<'a> {
 
 impl<'a> Parser<'a> {
     fn line(&mut self, line: &'a str) -> Result<(), String> {
-        let line = line.trim_start_matches(BLANKS);
+        let line = trim_blanks(line);
         if line.is_empty() {
             return Ok(());
         }
@@ -193,7 +198,7 @@ impl<'a> Parser<'a> {
     /// Handles `# HELP` and `# TYPE`; any other comment is ignored. Like
     /// Prometheus, a blank is required after `#` for a HELP/TYPE keyword.
     fn comment(&mut self, rest: &'a str) -> Result<(), String> {
-        let after = rest.trim_start_matches(BLANKS);
+        let after = trim_blanks(rest);
         if after.len() == rest.len() {
             return Ok(());
         }
@@ -212,7 +217,7 @@ impl<'a> Parser<'a> {
         if family.help.is_some() {
             return Err(format!("second HELP line for {}", quoted(name)));
         }
-        family.help = Some(unescape(text, false));
+        family.help = Some(if text.contains('\\') { Cow::Owned(unescape(text, false)) } else { Cow::Borrowed(text) });
         Ok(())
     }
 
@@ -257,21 +262,29 @@ impl<'a> Parser<'a> {
 
     fn sample(&mut self, line: &'a str) -> Result<(), String> {
         let (name, rest) = split_metric_name(line)?;
-        let rest = rest.trim_start_matches(BLANKS);
+        let rest = trim_blanks(rest);
+        // Resolved first so the label set knows its bound label (`le`, `quantile`); an error of
+        // the resolution still comes after those of the labels and the value.
+        let resolved = self.resolve(name);
+        let bound_name = match resolved {
+            Ok((_, SampleKind::Bucket)) => Some("le"),
+            Ok((_, SampleKind::Quantile)) => Some("quantile"),
+            _ => None,
+        };
         let (labels, rest) = match rest.strip_prefix('{') {
-            Some(inner) => parse_labels(inner)?,
-            None => (Vec::new(), rest),
+            Some(inner) => parse_label_set(inner, bound_name)?,
+            None => (Labels::default(), rest),
         };
         let (value, timestamp_ms) = parse_value_and_timestamp(rest)?;
-        let (family, kind) = self.resolve(name)?;
-        let bound = parse_bound(kind, &labels)?;
+        let (family, kind) = resolved?;
+        let bound = parse_bound(bound_name, &labels)?;
         self.counts[family] += 1;
         self.samples.push((family, Sample { kind, labels, value, bound, timestamp_ms }));
         Ok(())
     }
 
     /// The families with their samples, each list allocated once at its final size.
-    fn finish(mut self) -> Vec<Family> {
+    fn finish(mut self) -> Vec<Family<'a>> {
         for (family, count) in self.families.iter_mut().zip(&self.counts) {
             family.samples = Vec::with_capacity(*count);
         }
@@ -331,12 +344,7 @@ impl<'a> Parser<'a> {
             return i;
         }
         let i = self.families.len();
-        self.families.push(Family {
-            name: name.to_owned(),
-            kind: MetricType::Untyped,
-            help: None,
-            samples: Vec::new(),
-        });
+        self.families.push(Family { name, kind: MetricType::Untyped, help: None, samples: Vec::new() });
         self.declared.push(false);
         self.counts.push(0);
         self.index.insert(name, i);
@@ -346,16 +354,54 @@ impl<'a> Parser<'a> {
 
 /// Splits off the first blank-separated token and skips the blanks after it.
 fn split_token(s: &str) -> (&str, &str) {
-    let end = s.find(BLANKS).unwrap_or(s.len());
-    (&s[..end], s[end..].trim_start_matches(BLANKS))
+    let b = s.as_bytes();
+    let end = b.iter().position(|c| BLANKS_BYTES.contains(c)).unwrap_or(b.len());
+    (&s[..end], trim_blanks(&s[end..]))
 }
+
+/// `s` without the blanks it starts with.
+pub(crate) fn trim_blanks(s: &str) -> &str {
+    let skip = s.as_bytes().iter().take_while(|c| BLANKS_BYTES.contains(c)).count();
+    &s[skip..]
+}
+
+/// Bit of [`IDENT`]: may start a label name.
+const LABEL_START: u8 = 1;
+/// Bit of [`IDENT`]: may continue a label name.
+const LABEL_REST: u8 = 2;
+/// Bit of [`IDENT`]: may start a metric name.
+const METRIC_START: u8 = 4;
+/// Bit of [`IDENT`]: may continue a metric name.
+const METRIC_REST: u8 = 8;
+
+/// Which bytes names are made of, by byte: one table lookup per byte instead of a chain of
+/// comparisons (names are most of an exposition's bytes).
+const IDENT: [u8; 256] = {
+    let mut t = [0u8; 256];
+    let mut c = 0;
+    while c < 256 {
+        let b = c as u8;
+        let letter = b.is_ascii_alphabetic() || b == b'_';
+        if letter {
+            t[c] = LABEL_START | LABEL_REST | METRIC_START | METRIC_REST;
+        } else if b.is_ascii_digit() {
+            t[c] = LABEL_REST | METRIC_REST;
+        } else if b == b':' {
+            t[c] = METRIC_START | METRIC_REST;
+        }
+        c += 1;
+    }
+    t
+};
 
 /// Length of the identifier at the start of `b`: `[a-zA-Z_:][a-zA-Z0-9_:]*`
 /// for metric names, the same without `:` for label names.
-fn ident_len(b: &[u8], allow_colon: bool) -> usize {
-    let ok = |c: u8| c.is_ascii_alphanumeric() || c == b'_' || (allow_colon && c == b':');
+pub(crate) fn ident_len(b: &[u8], allow_colon: bool) -> usize {
+    let (start, rest) = if allow_colon { (METRIC_START, METRIC_REST) } else { (LABEL_START, LABEL_REST) };
     match b.first() {
-        Some(&c) if ok(c) && !c.is_ascii_digit() => 1 + b[1..].iter().take_while(|&&c| ok(c)).count(),
+        Some(&c) if IDENT[usize::from(c)] & start != 0 => {
+            1 + b[1..].iter().take_while(|&&c| IDENT[usize::from(c)] & rest != 0).count()
+        }
         _ => 0,
     }
 }
@@ -393,107 +439,9 @@ fn split_metric_name(line: &str) -> Result<(&str, &str), String> {
     Ok(line.split_at(len))
 }
 
-type Labels = Vec<(String, String)>;
-
-/// Parses the label set after `{`; returns the labels and the text after `}`.
-fn parse_labels(s: &str) -> Result<(Labels, &str), String> {
-    let b = s.as_bytes();
-    // Sized once: one label per `=` on the line (values may hold more), bounded so that a
-    // hostile line cannot make it allocate much.
-    let mut labels = Labels::with_capacity(b.iter().filter(|&&c| c == b'=').count().min(16));
-    let mut pos = skip_blanks(b, 0);
-    loop {
-        match b.get(pos) {
-            None => return Err("missing '}' after labels".to_owned()),
-            Some(b'}') => return Ok((labels, &s[pos + 1..])),
-            Some(_) => {}
-        }
-        let name_end = pos + ident_len(&b[pos..], false);
-        if name_end == pos {
-            // Include at least the offending character, then up to a delimiter.
-            let start = pos + s[pos..].chars().next().map_or(0, char::len_utf8);
-            let end = s[start..].find(['=', ',', '}', ' ', '\t']).map_or(s.len(), |e| start + e);
-            return Err(format!("invalid label name {}", quoted(&s[pos..end])));
-        }
-        let name = &s[pos..name_end];
-        pos = skip_blanks(b, name_end);
-        if b.get(pos) != Some(&b'=') {
-            return Err(format!("expected '=' after label name {}", quoted(name)));
-        }
-        pos = skip_blanks(b, pos + 1);
-        if b.get(pos) != Some(&b'"') {
-            return Err(format!("expected '\"' to open value of label {}", quoted(name)));
-        }
-        let (value, after) = read_label_value(s, pos + 1)?;
-        if labels.iter().any(|(n, _)| n == name) {
-            return Err(format!("duplicate label {}", quoted(name)));
-        }
-        labels.push((name.to_owned(), value));
-        pos = skip_blanks(b, after);
-        match b.get(pos) {
-            Some(b',') => pos = skip_blanks(b, pos + 1),
-            Some(b'}') | None => {}
-            Some(_) => return Err(format!("expected ',' or '}}' after label {}", quoted(name))),
-        }
-    }
-}
-
-fn skip_blanks(b: &[u8], mut pos: usize) -> usize {
-    while matches!(b.get(pos), Some(b' ' | b'\t')) {
-        pos += 1;
-    }
-    pos
-}
-
-/// Reads a quoted label value starting just after the opening quote; returns
-/// the unescaped value and the index after the closing quote. Scans bytes:
-/// `"` and `\` never occur inside multi-byte UTF-8 sequences.
-fn read_label_value(s: &str, start: usize) -> Result<(String, usize), String> {
-    let b = s.as_bytes();
-    let mut i = start;
-    let mut has_escape = false;
-    while let Some(&c) = b.get(i) {
-        match c {
-            b'"' => {
-                let raw = &s[start..i];
-                let value = if has_escape { unescape(raw, true) } else { raw.to_owned() };
-                return Ok((value, i + 1));
-            }
-            b'\\' => {
-                has_escape = true;
-                i += 2;
-            }
-            _ => i += 1,
-        }
-    }
-    Err("unterminated label value".to_owned())
-}
-
-/// Resolves `\\` and `\n` (and `\"` when `quotes`); any other backslash
-/// sequence is kept verbatim, as Prometheus does. Copies whole runs between
-/// backslashes rather than pushing characters one by one.
-fn unescape(raw: &str, quotes: bool) -> String {
-    let mut out = String::with_capacity(raw.len());
-    let mut rest = raw;
-    while let Some(p) = rest.find('\\') {
-        out.push_str(&rest[..p]);
-        let after = &rest[p + 1..];
-        let (c, consumed) = match after.as_bytes().first() {
-            Some(b'\\') => ('\\', 1),
-            Some(b'n') => ('\n', 1),
-            Some(b'"') if quotes => ('"', 1),
-            _ => ('\\', 0),
-        };
-        out.push(c);
-        rest = &after[consumed..];
-    }
-    out.push_str(rest);
-    out
-}
-
 /// Parses `value [timestamp] [# exemplar]`.
 fn parse_value_and_timestamp(rest: &str) -> Result<(f64, Option<i64>), String> {
-    let (token, rest) = split_token(rest.trim_start_matches(BLANKS));
+    let (token, rest) = split_token(trim_blanks(rest));
     if token.is_empty() {
         return Err("missing value".to_owned());
     }
@@ -518,23 +466,15 @@ fn parse_float(token: &str) -> Option<f64> {
 }
 
 /// The parsed `le` of a bucket or `quantile` of a quantile sample.
-fn parse_bound(kind: SampleKind, labels: &[(String, String)]) -> Result<Option<f64>, String> {
-    let label = match kind {
-        SampleKind::Bucket => "le",
-        SampleKind::Quantile => "quantile",
-        _ => return Ok(None),
-    };
-    let raw = labels
-        .iter()
-        .find(|(n, _)| n == label)
-        .map(|(_, v)| v.as_str())
-        .ok_or_else(|| format!("missing \"{label}\" label"))?;
+fn parse_bound(label: Option<&str>, labels: &Labels<'_>) -> Result<Option<f64>, String> {
+    let Some(label) = label else { return Ok(None) };
+    let raw = labels.bound_value().ok_or_else(|| format!("missing \"{label}\" label"))?;
     let bound = parse_float(raw).ok_or_else(|| format!("invalid \"{label}\" value {}", quoted(raw)))?;
     Ok(Some(bound))
 }
 
 /// Debug-quotes `s` for an error reason, truncated to a readable length.
-fn quoted(s: &str) -> String {
+pub(crate) fn quoted(s: &str) -> String {
     match s.char_indices().nth(MAX_QUOTED_CHARS) {
         Some((end, _)) => format!("{:?}...", &s[..end]),
         None => format!("{s:?}"),
@@ -547,7 +487,7 @@ mod tests {
 
     const FIXTURE: &str = include_str!("../../tests/fixtures/zai-proxy-sample.prom");
 
-    fn ok(text: &str) -> Exposition {
+    fn ok(text: &str) -> Exposition<'_> {
         match parse(text) {
             Ok(exposition) => exposition,
             Err(e) => panic!("unexpected error: {e}\ninput:\n{text}"),
@@ -561,14 +501,14 @@ mod tests {
         }
     }
 
-    fn only_sample(text: &str) -> Sample {
+    fn only_sample(text: &str) -> Sample<'_> {
         let exposition = ok(text);
         assert_eq!(exposition.sample_count(), 1, "{exposition:?}");
         exposition.families[0].samples[0].clone()
     }
 
-    fn labels(sample: &Sample) -> Vec<(&str, &str)> {
-        sample.labels.iter().map(|(n, v)| (n.as_str(), v.as_str())).collect()
+    fn labels<'s>(sample: &'s Sample<'_>) -> Vec<(&'s str, &'s str)> {
+        sample.labels.iter().collect()
     }
 
     #[test]
@@ -785,7 +725,7 @@ mod tests {
     fn undeclared_samples_become_their_own_untyped_families() {
         let text = "# TYPE c counter\nfoo_total 1\nfoo_bucket{le=\"1\"} 2\nc_sum 3\nfoo_total 4\n";
         let exposition = ok(text);
-        let names: Vec<_> = exposition.families.iter().map(|f| f.name.as_str()).collect();
+        let names: Vec<_> = exposition.families.iter().map(|f| f.name).collect();
         assert_eq!(names, ["c", "foo_total", "foo_bucket", "c_sum"]);
         let foo = exposition.family("foo_total").unwrap();
         assert_eq!(foo.kind, MetricType::Untyped);
@@ -844,7 +784,7 @@ mod tests {
     fn families_without_samples_still_appear_in_order() {
         let text = "# HELP a only help\n# TYPE b counter\nc 1\n# TYPE d gauge\n";
         let exposition = ok(text);
-        let names: Vec<_> = exposition.families.iter().map(|f| f.name.as_str()).collect();
+        let names: Vec<_> = exposition.families.iter().map(|f| f.name).collect();
         assert_eq!(names, ["a", "b", "c", "d"]);
         assert_eq!(exposition.family("a").unwrap().kind, MetricType::Untyped);
         assert!(exposition.family("b").unwrap().samples.is_empty());

@@ -46,23 +46,46 @@ pub mod names {
     pub const QUOTA_RATE_CAP: &str = "zai_proxy_quota_rate_cap";
 }
 
-/// Where a counter series' increase is added.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// A piece of [`Reading::text`] (byte offsets): a series key or a label value. The series of a
+/// reading hold their text in one buffer instead of a `String` each, so reading a scrape costs
+/// a few allocations per scrape rather than several per series.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Span {
+    start: usize,
+    end: usize,
+}
+
+/// Where a counter series' increase is added; label values are [`Span`]s of the reading's text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Slot {
     /// Requests by status code.
-    Requests(String),
+    Requests(Span),
     /// Tokens by model and direction index.
-    Tokens(String, usize),
+    Tokens(Span, usize),
     /// Cost by model and direction index.
-    Cost(String, usize),
+    Cost(Span, usize),
     /// Upstream errors by type.
-    UpstreamError(String),
+    UpstreamError(Span),
     /// Retries by reason.
-    Retry(String),
+    Retry(Span),
     /// Capacity rejections.
     Rejection,
     /// Rate limit adjustments by direction index.
     Adjustment(usize),
+}
+
+impl Slot {
+    /// The slot with its label value at `span`.
+    fn at(self, span: Span) -> Self {
+        match self {
+            Self::Requests(_) => Self::Requests(span),
+            Self::Tokens(_, d) => Self::Tokens(span, d),
+            Self::Cost(_, d) => Self::Cost(span, d),
+            Self::UpstreamError(_) => Self::UpstreamError(span),
+            Self::Retry(_) => Self::Retry(span),
+            other => other,
+        }
+    }
 }
 
 /// Which histogram a series belongs to.
@@ -83,8 +106,8 @@ pub enum HistSlot {
 /// One counter series: a stable key (family and sorted labels), its slot and absolute value.
 #[derive(Debug, Clone)]
 pub struct CounterSeries {
-    /// Family name and sorted labels; stable across scrapes.
-    pub key: String,
+    /// Family name and sorted labels; stable across scrapes ([`Reading::text`]).
+    pub key: Span,
     /// Where its increase goes.
     pub slot: Slot,
     /// Absolute value.
@@ -94,8 +117,8 @@ pub struct CounterSeries {
 /// One histogram series (one label set), absolute values.
 #[derive(Debug, Clone)]
 pub struct HistSeries {
-    /// Family name and sorted labels (without `le`).
-    pub key: String,
+    /// Family name and sorted labels (without `le`) ([`Reading::text`]).
+    pub key: Span,
     /// Which histogram.
     pub slot: HistSlot,
     /// Cumulative `(le, count)` pairs, ascending.
@@ -133,36 +156,51 @@ pub struct Reading {
     /// Label names and values of `zai_proxy_*` samples longer than [`LABEL_MAX_BYTES`], each
     /// cut where it is kept (each occurrence counts).
     pub cut: usize,
+    /// The series keys and slot label values, one after another.
+    text: String,
+}
+
+impl Reading {
+    /// The text of a series key or slot label value.
+    pub fn text(&self, span: Span) -> &str {
+        self.text.get(span.start..span.end).unwrap_or("")
+    }
+
+    /// Appends `value` to the text.
+    fn push_text(&mut self, value: &str) -> Span {
+        let start = self.text.len();
+        self.text.push_str(value);
+        Span { start, end: self.text.len() }
+    }
 }
 
 /// Extracts the kept series from an exposition.
-pub fn read(expo: &Exposition) -> Reading {
+pub fn read(expo: &Exposition<'_>) -> Reading {
     let mut r = Reading { samples: expo.sample_count(), ..Reading::default() };
-    let mut variants = BTreeSet::new();
+    let mut variants: BTreeSet<&str> = BTreeSet::new();
     for fam in &expo.families {
         if !fam.name.starts_with("zai_proxy_") {
             continue;
         }
         for s in &fam.samples {
             if let Some(v) = s.label("variant") {
-                variants.insert(stored_value(v).to_owned());
+                variants.insert(stored_value(v));
             }
-            r.cut += s
-                .labels
-                .iter()
-                .map(|(n, v)| usize::from(n.len() > LABEL_MAX_BYTES) + usize::from(v.len() > LABEL_MAX_BYTES))
-                .sum::<usize>();
+            if s.labels.text_len() > LABEL_MAX_BYTES {
+                let long = |t: &str| usize::from(t.len() > LABEL_MAX_BYTES);
+                r.cut += s.labels.iter().map(|(n, v)| long(n) + long(v)).sum::<usize>();
+            }
         }
         read_family(fam, &mut r);
     }
-    r.variant_label = crate::variant::variant_from_labels(variants.iter().map(String::as_str));
+    r.variant_label = crate::variant::variant_from_labels(variants.iter().copied());
     r.gauges.quota = read_quota(expo);
     r
 }
 
-fn read_family(fam: &Family, r: &mut Reading) {
+fn read_family(fam: &Family<'_>, r: &mut Reading) {
     use names::*;
-    match (fam.name.as_str(), fam.kind) {
+    match (fam.name, fam.kind) {
         (DURATION, MetricType::Histogram) => read_hist(fam, HistSlot::Duration, r),
         (TTFT, MetricType::Histogram) => read_hist(fam, HistSlot::Ttft, r),
         (TPOT, MetricType::Histogram) => read_hist(fam, HistSlot::Tpot, r),
@@ -184,55 +222,82 @@ fn kept(r: &Reading) -> usize {
     r.counters.len() + r.hists.iter().map(|h| h.buckets.len() + 2).sum::<usize>()
 }
 
-fn read_counter(fam: &Family, r: &mut Reading) {
+fn read_counter(fam: &Family<'_>, r: &mut Reading) {
     // A series exposed twice (a broken exporter) keeps its first sample, as Prometheus does:
-    // keeping both would count the step between them as an increase on every scrape. Keys are
-    // remembered by hash (no copy of each key): a hash seen before is checked against the
-    // series that first had it, and only a true collision of two keys scans the family.
+    // keeping both would count the step between them as an increase on every scrape. While the
+    // keys come in strictly increasing order (client_golang sorts series) none can repeat, and
+    // each is only compared with the one before; from the first key out of order on, keys are
+    // remembered by hash: a hash seen before is checked against the series that first had it,
+    // and only a true collision of two keys scans the family.
     let start = r.counters.len();
     let hasher = RandomState::new();
-    let mut seen: HashMap<u64, usize> = HashMap::new();
+    let mut seen: Option<HashMap<u64, usize>> = None;
+    let mut sorted = Vec::new();
     for s in fam.samples.iter().filter(|s| s.kind == SampleKind::Value && s.value.is_finite()) {
-        let Some(slot) = counter_slot(&fam.name, s) else { continue };
-        let key = series_key(&fam.name, s, None);
-        let hash = hasher.hash_one(&key);
-        if let Some(&first) = seen.get(&hash)
-            && (r.counters[first].key == key || r.counters[start..].iter().any(|c| c.key == key))
-        {
-            continue;
+        let Some((slot, value)) = counter_slot(fam.name, s) else { continue };
+        let mark = r.text.len();
+        let key = push_series_key(&mut r.text, fam.name, s, None, &mut sorted);
+        let in_order = seen.is_none() && r.counters[start..].last().is_none_or(|c| r.text(c.key) < r.text(key));
+        let mut hash = None;
+        if !in_order {
+            let seen = seen.get_or_insert_with(|| {
+                r.counters[start..]
+                    .iter()
+                    .enumerate()
+                    .map(|(i, c)| (hasher.hash_one(r.text(c.key)), start + i))
+                    .collect()
+            });
+            let h = hasher.hash_one(r.text(key));
+            let is_copy = |first: usize| {
+                r.text(r.counters[first].key) == r.text(key)
+                    || r.counters[start..].iter().any(|c| r.text(c.key) == r.text(key))
+            };
+            if seen.get(&h).is_some_and(|&first| is_copy(first)) {
+                r.text.truncate(mark);
+                continue;
+            }
+            hash = Some(h);
         }
         if kept(r) >= MAX_SERIES {
+            r.text.truncate(mark);
             r.dropped += 1;
             continue;
         }
-        seen.entry(hash).or_insert(r.counters.len());
-        r.counters.push(CounterSeries { key, slot, value: s.value });
+        if let (Some(seen), Some(h)) = (seen.as_mut(), hash) {
+            seen.entry(h).or_insert(r.counters.len());
+        }
+        let span = r.push_text(stored_value(value));
+        r.counters.push(CounterSeries { key, slot: slot.at(span), value: s.value });
     }
 }
 
-fn counter_slot(family: &str, s: &Sample) -> Option<Slot> {
-    let label = |n: &str| stored_value(s.label(n).unwrap_or("")).to_owned();
+/// The slot of a counter sample (its label value's span still to be set) and that label value.
+fn counter_slot<'s>(family: &str, s: &'s Sample<'_>) -> Option<(Slot, &'s str)> {
+    let label = |n: &str| s.label(n).unwrap_or("");
     let direction = |names: &[&str]| s.label("direction").and_then(|d| names.iter().position(|n| *n == d));
+    let none = Span::default();
     Some(match family {
-        names::REQUESTS => Slot::Requests(label("status_code")),
-        names::TOKENS => Slot::Tokens(label("model"), direction(&crate::point::DIRECTIONS)?),
-        names::COST => Slot::Cost(label("model"), direction(&crate::point::DIRECTIONS)?),
-        names::UPSTREAM_ERRORS => Slot::UpstreamError(label("error_type")),
-        names::RETRIES => Slot::Retry(label("reason")),
-        names::REJECTIONS => Slot::Rejection,
-        names::ADJUSTMENTS => Slot::Adjustment(direction(&crate::point::ADJUSTMENTS)?),
+        names::REQUESTS => (Slot::Requests(none), label("status_code")),
+        names::TOKENS => (Slot::Tokens(none, direction(&crate::point::DIRECTIONS)?), label("model")),
+        names::COST => (Slot::Cost(none, direction(&crate::point::DIRECTIONS)?), label("model")),
+        names::UPSTREAM_ERRORS => (Slot::UpstreamError(none), label("error_type")),
+        names::RETRIES => (Slot::Retry(none), label("reason")),
+        names::REJECTIONS => (Slot::Rejection, ""),
+        names::ADJUSTMENTS => (Slot::Adjustment(direction(&crate::point::ADJUSTMENTS)?), ""),
         _ => return None,
     })
 }
 
-fn read_hist(fam: &Family, slot: HistSlot, r: &mut Reading) {
+fn read_hist(fam: &Family<'_>, slot: HistSlot, r: &mut Reading) {
     let start = r.hists.len();
-    let mut index: HashMap<String, usize> = HashMap::new();
+    let hasher = RandomState::new();
+    let mut index: HashMap<u64, usize> = HashMap::new();
     let mut bounds: BTreeSet<u64> = BTreeSet::new();
     let mut budget = MAX_SERIES.saturating_sub(kept(r));
+    let mut sorted = Vec::new();
     // The previous line's series: a histogram's lines come grouped by series, so most lines
     // find theirs without building a key.
-    let mut previous: Option<(&Sample, usize)> = None;
+    let mut previous: Option<(&Sample<'_>, usize)> = None;
     for s in &fam.samples {
         if !s.value.is_finite() && s.kind != SampleKind::Bucket {
             continue;
@@ -254,11 +319,21 @@ fn read_hist(fam: &Family, slot: HistSlot, r: &mut Reading) {
         let idx = match previous {
             Some((p, i)) if same_labels_but_le(p, s) => i,
             _ => {
-                let key = series_key(&fam.name, s, Some("le"));
-                match index.get(&key) {
-                    Some(&i) => i,
+                let mark = r.text.len();
+                let key = push_series_key(&mut r.text, fam.name, s, Some("le"), &mut sorted);
+                let hash = hasher.hash_one(r.text(key));
+                let found = match index.get(&hash) {
+                    Some(&i) if r.text(r.hists[i].key) == r.text(key) => Some(i),
+                    Some(_) => (start..r.hists.len()).find(|&i| r.text(r.hists[i].key) == r.text(key)),
+                    None => None,
+                };
+                match found {
+                    Some(i) => {
+                        r.text.truncate(mark);
+                        i
+                    }
                     None => {
-                        index.insert(key.clone(), r.hists.len());
+                        index.entry(hash).or_insert(r.hists.len());
                         r.hists.push(HistSeries { key, slot, buckets: Vec::new(), sum: 0.0, count: 0.0 });
                         r.hists.len() - 1
                     }
@@ -281,9 +356,8 @@ fn read_hist(fam: &Family, slot: HistSlot, r: &mut Reading) {
 
 /// Whether two samples have the same labels apart from `le` (same names in the same order,
 /// same values).
-fn same_labels_but_le(a: &Sample, b: &Sample) -> bool {
-    let not_le = |l: &&(String, String)| l.0 != "le";
-    a.labels.iter().filter(not_le).eq(b.labels.iter().filter(not_le))
+fn same_labels_but_le(a: &Sample<'_>, b: &Sample<'_>) -> bool {
+    a.labels.same_except(&b.labels, "le")
 }
 
 /// A label value as stored: cut to [`LABEL_MAX_BYTES`] at a char boundary.
@@ -291,40 +365,42 @@ fn stored_value(value: &str) -> &str {
     cut_label_value(value).unwrap_or(value)
 }
 
-/// Family name plus labels sorted by name (optionally without one label), joined with
-/// separators that cannot be confused with label text. One allocation of the exact size; labels
-/// already in order (client_golang sorts them) are not collected and sorted first. A name or
-/// value longer than [`LABEL_MAX_BYTES`] is written as [`key_part`] writes it.
-fn series_key(family: &str, s: &Sample, skip: Option<&str>) -> String {
-    let included = |l: &&(String, String)| Some(l.0.as_str()) != skip;
-    let len = family.len()
-        + s.labels.iter().filter(included).map(|(n, v)| key_part_len(n) + key_part_len(v) + 2).sum::<usize>();
-    let mut key = String::with_capacity(len);
-    key.push_str(family);
-    let mut push = |(n, v): &(String, String)| {
-        key.push('\u{1}');
-        push_key_part(&mut key, n);
-        key.push('\u{2}');
-        push_key_part(&mut key, v);
+/// Appends the series key to `text`: family name plus labels sorted by name (optionally
+/// without one label), joined with separators that cannot be confused with label text. Labels
+/// already in order (client_golang sorts them) are not collected and sorted first (`sorted` is
+/// the reused buffer for those that are not). A name or value longer than [`LABEL_MAX_BYTES`] is
+/// written as [`push_key_part`] writes it.
+fn push_series_key<'s>(
+    text: &mut String,
+    family: &str,
+    s: &'s Sample<'_>,
+    skip: Option<&str>,
+    sorted: &mut Vec<(&'s str, &'s str)>,
+) -> Span {
+    let start = text.len();
+    text.push_str(family);
+    let included = |l: &(&str, &str)| Some(l.0) != skip;
+    let push = |text: &mut String, (n, v): (&str, &str)| {
+        text.push('\u{1}');
+        push_key_part(text, n);
+        text.push('\u{2}');
+        push_key_part(text, v);
     };
-    let mut names = s.labels.iter().filter(included).map(|l| &l.0);
-    let sorted = names.clone().zip(names.by_ref().skip(1)).all(|(a, b)| a < b);
-    if sorted {
-        s.labels.iter().filter(included).for_each(&mut push);
-    } else {
-        let mut labels: Vec<&(String, String)> = s.labels.iter().filter(included).collect();
-        labels.sort();
-        labels.into_iter().for_each(push);
+    // Written in one pass while the names come in order; labels out of order start over sorted.
+    let mut previous = "";
+    for (i, label) in s.labels.iter().filter(included).enumerate() {
+        if i > 0 && label.0 <= previous {
+            text.truncate(start + family.len());
+            sorted.clear();
+            sorted.extend(s.labels.iter().filter(included));
+            sorted.sort_unstable();
+            sorted.iter().for_each(|&l| push(text, l));
+            break;
+        }
+        previous = label.0;
+        push(text, label);
     }
-    key
-}
-
-/// Bytes [`push_key_part`] writes for `text`.
-fn key_part_len(text: &str) -> usize {
-    match cut_label_value(text) {
-        None => text.len(),
-        Some(cut) => cut.len() + 1 + 16,
-    }
+    Span { start, end: text.len() }
 }
 
 /// `text` as a key holds it: as it is, or when longer than [`LABEL_MAX_BYTES`], cut, then a
@@ -346,14 +422,15 @@ fn fnv1a(bytes: &[u8]) -> u64 {
     bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3))
 }
 
-fn gauge_sum(fam: &Family) -> Option<GaugeStat> {
-    let values: Vec<f64> = fam.samples.iter().map(|s| s.value).filter(|v| v.is_finite()).collect();
-    (!values.is_empty()).then(|| GaugeStat::single(crate::point::total(values.iter())))
+fn gauge_sum(fam: &Family<'_>) -> Option<GaugeStat> {
+    let mut values = fam.samples.iter().map(|s| s.value).filter(|v| v.is_finite()).peekable();
+    values.peek()?;
+    Some(GaugeStat::single(values.fold(0.0, |a, b| a + b)))
 }
 
 /// The Go dashboard's quota block: one limit type per window (credit_limit preferred, then
 /// tokens_limit, else the smallest name), the oldest sample age, gate and enforcement flags.
-fn read_quota(expo: &Exposition) -> Option<Quota> {
+fn read_quota(expo: &Exposition<'_>) -> Option<Quota> {
     let fam = |n: &str| expo.family(n).map(|f| f.samples.as_slice()).unwrap_or_default();
     let (usage, remaining, reset) = (fam(names::QUOTA_USAGE), fam(names::QUOTA_REMAINING), fam(names::QUOTA_RESET));
     let age = fam(names::QUOTA_AGE);
@@ -371,8 +448,13 @@ fn read_quota(expo: &Exposition) -> Option<Quota> {
     })
 }
 
-fn quota_window(window: &str, usage: &[Sample], remaining: &[Sample], reset: &[Sample]) -> Option<QuotaWindow> {
-    let in_window = |s: &&Sample| s.label("window") == Some(window);
+fn quota_window(
+    window: &str,
+    usage: &[Sample<'_>],
+    remaining: &[Sample<'_>],
+    reset: &[Sample<'_>],
+) -> Option<QuotaWindow> {
+    let in_window = |s: &&Sample<'_>| s.label("window") == Some(window);
     let types: BTreeSet<String> = usage
         .iter()
         .chain(remaining)
@@ -385,7 +467,7 @@ fn quota_window(window: &str, usage: &[Sample], remaining: &[Sample], reset: &[S
         .find(|p| types.contains(**p))
         .map(|p| (*p).to_owned())
         .or_else(|| types.iter().next().cloned())?;
-    let value = |samples: &[Sample]| {
+    let value = |samples: &[Sample<'_>]| {
         samples
             .iter()
             .filter(in_window)
@@ -478,12 +560,42 @@ mod tests {
         let r = read(&parse(&text).unwrap());
         assert_eq!(r.cut, 5, "version, two models, a status code and a label name");
         assert_eq!(r.version.as_deref().map(str::len), Some(128));
-        let models: Vec<&Slot> = r.counters.iter().map(|c| &c.slot).collect();
-        assert_eq!(models[0], &Slot::Tokens(shared.clone(), 0));
-        assert_eq!(models[1], &Slot::Tokens(shared, 0));
-        assert_eq!(models[2], &Slot::Requests("z".repeat(128)));
-        assert_ne!(r.counters[0].key, r.counters[1].key, "the two models stay two series");
-        assert!(r.counters.iter().all(|c| c.key.len() < 512), "keys hold cut values and hashes");
+        let value = |slot: Slot| match slot {
+            Slot::Tokens(v, 0) | Slot::Requests(v) => r.text(v).to_owned(),
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(value(r.counters[0].slot), shared);
+        assert_eq!(value(r.counters[1].slot), shared);
+        assert!(matches!(r.counters[2].slot, Slot::Requests(_)));
+        assert_eq!(value(r.counters[2].slot), "z".repeat(128));
+        assert_ne!(r.text(r.counters[0].key), r.text(r.counters[1].key), "the two models stay two series");
+        assert!(r.counters.iter().all(|c| r.text(c.key).len() < 512), "keys hold cut values and hashes");
+    }
+
+    #[test]
+    fn a_series_repeated_after_others_is_still_dropped() {
+        let text = "zai_proxy_requests_total{status_code=\"200\"} 1\n\
+                    zai_proxy_requests_total{status_code=\"500\"} 2\n\
+                    zai_proxy_requests_total{status_code=\"404\"} 3\n\
+                    zai_proxy_requests_total{status_code=\"200\"} 4\n\
+                    zai_proxy_requests_total{status_code=\"500\"} 5\n";
+        let r = read(&parse(text).unwrap());
+        let values: Vec<f64> = r.counters.iter().map(|c| c.value).collect();
+        assert_eq!(values, [1.0, 2.0, 3.0]);
+    }
+
+    #[test]
+    fn histogram_lines_written_differently_stay_one_series() {
+        let text = "# TYPE zai_proxy_request_duration_seconds histogram\n\
+                    zai_proxy_request_duration_seconds_bucket{a=\"x\",le=\"1\"} 1\n\
+                    zai_proxy_request_duration_seconds_bucket{ a = \"x\", le=\"+Inf\"} 2\n\
+                    zai_proxy_request_duration_seconds_bucket{le=\"1\",a=\"y\"} 3\n\
+                    zai_proxy_request_duration_seconds_count{a=\"x\"} 2\n";
+        let r = read(&parse(text).unwrap());
+        assert_eq!(r.hists.len(), 2);
+        assert_eq!(r.hists[0].buckets, [(1.0, 1.0), (f64::INFINITY, 2.0)]);
+        assert_eq!(r.hists[0].count, 2.0);
+        assert_eq!(r.hists[1].buckets, [(1.0, 3.0)]);
     }
 
     #[test]
@@ -496,6 +608,6 @@ mod tests {
     fn series_keys_ignore_label_order() {
         let a = read(&parse("zai_proxy_requests_total{a=\"1\",status_code=\"200\"} 1\n").unwrap());
         let b = read(&parse("zai_proxy_requests_total{status_code=\"200\",a=\"1\"} 1\n").unwrap());
-        assert_eq!(a.counters[0].key, b.counters[0].key);
+        assert_eq!(a.text(a.counters[0].key), b.text(b.counters[0].key));
     }
 }

@@ -12,10 +12,10 @@ use crate::ports::alert_state::{AlertPeriod, AlertRecord, AlertStateStore, Alert
 
 /// Firing periods are kept this long after they end (the 1 min table's default retention and
 /// a day more), so a 7 d chart still shades them.
-pub const PERIOD_RETENTION_MS: i64 = 8 * 86_400_000;
+pub(crate) const PERIOD_RETENTION_MS: i64 = 8 * 86_400_000;
 
 /// Every record.
-pub fn load(conn: &Connection) -> Result<Vec<AlertRecord>, StoreError> {
+pub(crate) fn load(conn: &Connection) -> Result<Vec<AlertRecord>, StoreError> {
     let mut stmt = conn.prepare(
         "SELECT rule, variant, phase, active_ms, fired_ms, resolved_ms, value, severity, metric, notified, updated_ms
          FROM alerts ORDER BY rule, variant",
@@ -45,7 +45,7 @@ fn parse_notified(text: &str) -> BTreeMap<String, AlertPhase> {
 
 /// Upserts records and their firing periods in one transaction, and drops periods that ended
 /// before `PERIOD_RETENTION_MS`.
-pub fn save(conn: &mut Connection, records: &[AlertRecord]) -> Result<(), StoreError> {
+pub(crate) fn save(conn: &mut Connection, records: &[AlertRecord]) -> Result<(), StoreError> {
     let tx = conn.transaction()?;
     {
         let mut record = tx.prepare_cached(
@@ -86,7 +86,7 @@ pub fn save(conn: &mut Connection, records: &[AlertRecord]) -> Result<(), StoreE
 }
 
 /// Firing periods that overlap `[start_ms, end_ms]`, oldest first.
-pub fn periods(conn: &Connection, start_ms: i64, end_ms: i64) -> Result<Vec<AlertPeriod>, StoreError> {
+pub(crate) fn periods(conn: &Connection, start_ms: i64, end_ms: i64) -> Result<Vec<AlertPeriod>, StoreError> {
     let mut stmt = conn.prepare_cached(
         "SELECT rule, variant, severity, metric, from_ms, to_ms FROM alert_periods
          WHERE from_ms <= ?2 AND (to_ms IS NULL OR to_ms >= ?1) ORDER BY from_ms, rule, variant",

@@ -100,7 +100,7 @@ impl PointCache {
 
     /// [`PointCache::points_json`] with the rows the writer still holds. Those are newer than
     /// the last committed bucket, so never in a sealed one: they are read, never cached.
-    pub fn points_json_with(
+    pub(crate) fn points_json_with(
         &self,
         conn: &Connection,
         r: &RangeRead,

@@ -1,4 +1,6 @@
-//! Compact binary encoding of a row's payload (increases, totals, gauges).
+//! Compact binary encoding of a row's payload (increases, totals, gauges), and the one reader
+//! of it ([`view`]): decoding to owned values ([`decode`]), summarising for points
+//! ([`RowView::summary`]) and adding into window sums ([`RowView::add_to`]) all read through it.
 //!
 //! Rows are small and mostly zeros or small integers, so numbers are tagged: zero costs one
 //! byte, an integer or a value with at most three decimals costs a byte plus a varint, anything
@@ -8,8 +10,10 @@
 //! byte is a format version, so a later format can be read side by side.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
-use crate::point::{Counts, GaugeStat, Gauges, Histogram, Quota, QuotaWindow, SumCount, Totals};
+use crate::point::summary::status;
+use crate::point::{Counts, GaugeStat, Gauges, Histogram, Quota, QuotaWindow, SumCount, Summary, Totals};
 
 /// Format of row payloads written now: 2 marks each histogram's bucket encoding (increments,
 /// or cumulative counts when increments would not decode to the same bits).
@@ -39,7 +43,7 @@ pub fn encode(counts: &Counts, totals: &Totals, gauges: &Gauges) -> Vec<u8> {
 }
 
 /// Encodes running totals alone (a target's latest totals, kept with its state).
-pub fn encode_totals(totals: &Totals) -> Vec<u8> {
+pub(crate) fn encode_totals(totals: &Totals) -> Vec<u8> {
     let mut w = Enc(Vec::with_capacity(32));
     w.0.push(TOTALS_VERSION);
     w.totals(totals);
@@ -47,7 +51,7 @@ pub fn encode_totals(totals: &Totals) -> Vec<u8> {
 }
 
 /// Decodes what [`encode_totals`] wrote.
-pub fn decode_totals(bytes: &[u8]) -> Result<Totals, CodecError> {
+pub(crate) fn decode_totals(bytes: &[u8]) -> Result<Totals, CodecError> {
     let mut r = Dec(bytes, VERSION);
     if r.u8()? != TOTALS_VERSION {
         return Err(CodecError("unknown format version"));
@@ -60,7 +64,8 @@ pub fn decode(bytes: &[u8]) -> Result<(Counts, Totals, Gauges), CodecError> {
     let v = view(bytes)?;
     let owned1 = |m: &MapView<'_, 1>| m.iter().map(|(k, [x])| (k.to_owned(), x)).collect::<BTreeMap<_, _>>();
     let owned4 = |m: &MapView<'_, 4>| m.iter().map(|(k, x)| (k.to_owned(), x)).collect::<BTreeMap<_, _>>();
-    let [rs, rc, ps, pc] = v.sizes;
+    let [request_size, response_size] = v.size_sums();
+    let [duration, ttft, tpot] = v.histograms();
     let counts = Counts {
         requests: owned1(&v.requests),
         tokens: owned4(&v.tokens),
@@ -69,11 +74,11 @@ pub fn decode(bytes: &[u8]) -> Result<(Counts, Totals, Gauges), CodecError> {
         retries: owned1(&v.retries),
         rejections: v.rejections,
         adjustments: v.adjustments,
-        request_size: SumCount { sum: rs, count: rc },
-        response_size: SumCount { sum: ps, count: pc },
-        duration: v.hists[0].to_histogram(),
-        ttft: v.hists[1].to_histogram(),
-        tpot: v.hists[2].to_histogram(),
+        request_size,
+        response_size,
+        duration,
+        ttft,
+        tpot,
     };
     let [concurrent, max_workers, rate_limit_rps] = v.gauges;
     Ok((counts, v.totals, Gauges { concurrent, max_workers, rate_limit_rps, quota: v.quota()? }))
@@ -110,6 +115,62 @@ pub struct RowView<'a> {
 }
 
 impl RowView<'_> {
+    /// Request and response size sums and counts.
+    fn size_sums(&self) -> [SumCount; 2] {
+        let [rs, rc, ps, pc] = self.sizes;
+        [SumCount { sum: rs, count: rc }, SumCount { sum: ps, count: pc }]
+    }
+
+    /// Duration, TTFT and TPOT buckets with cumulative counts.
+    fn histograms(&self) -> [Histogram; 3] {
+        self.hists.map(HistView::to_histogram)
+    }
+
+    /// The row reduced to what points use, without allocating a string per label: what a
+    /// range query keeps of every stored row. Sums run in the same order as
+    /// [`Summary::from`]'s (per direction over models, then over directions), so REST and the
+    /// live stream agree to the bit.
+    pub(crate) fn summary(
+        &self,
+        target_id: i64,
+        variant: Arc<str>,
+        (ts_ms, elapsed_ms): (i64, i64),
+        quota: Option<Arc<Quota>>,
+    ) -> Summary {
+        let by_direction = |m: &MapView<'_, 4>| {
+            let mut out = [0.0; 4];
+            for (_, t) in m.iter() {
+                for (a, b) in out.iter_mut().zip(t) {
+                    *a += b;
+                }
+            }
+            out
+        };
+        let [request_size, response_size] = self.size_sums();
+        let [duration, ttft, tpot] = self.histograms();
+        Summary {
+            target_id,
+            variant,
+            ts_ms,
+            elapsed_ms,
+            present_ms: 0,
+            requests: self.requests.iter().map(|(k, [n])| (status(k), n)).collect(),
+            tokens: by_direction(&self.tokens),
+            cost: add_up(by_direction(&self.cost).into_iter()),
+            upstream_errors: add_up(self.upstream_errors.iter().map(|(_, [n])| n)),
+            retries: add_up(self.retries.iter().filter(|(k, _)| *k != "retry").map(|(_, [n])| n)),
+            rejections: self.rejections,
+            request_size,
+            response_size,
+            duration,
+            ttft,
+            tpot,
+            totals: self.totals,
+            gauges: self.gauges,
+            quota,
+        }
+    }
+
     /// Adds this row's increases into `c`, allocating only for labels `c` does not have yet.
     pub fn add_to(&self, c: &mut Counts) {
         fn add1(m: &mut BTreeMap<String, f64>, view: &MapView<'_, 1>) {
@@ -160,6 +221,11 @@ impl RowView<'_> {
     }
 }
 
+/// A sum from +0.0, in iteration order (like `point::total`, by value).
+fn add_up(values: impl Iterator<Item = f64>) -> f64 {
+    values.fold(0.0, |a, b| a + b)
+}
+
 /// An encoded `label -> [f64; N]` map.
 #[derive(Debug, Clone, Copy)]
 pub struct MapView<'a, const N: usize> {
@@ -169,14 +235,9 @@ pub struct MapView<'a, const N: usize> {
 
 impl<'a, const N: usize> MapView<'a, N> {
     /// Entries in label order (validated by [`view`], so iteration cannot fail).
-    pub fn iter(&self) -> impl Iterator<Item = (&'a str, [f64; N])> + 'a {
+    pub(crate) fn iter(&self) -> impl Iterator<Item = (&'a str, [f64; N])> + 'a {
         let mut d = Dec(self.bytes, VERSION);
         (0..self.len).map_while(move |_| Some((d.str_ref().ok()?, d.nums::<N>().ok()?)))
-    }
-
-    /// True when the map has no entry.
-    pub fn is_empty(&self) -> bool {
-        self.len == 0
     }
 }
 
@@ -191,12 +252,12 @@ pub struct HistView<'a> {
 
 impl HistView<'_> {
     /// True when no observation was recorded.
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.len == 0
     }
 
     /// The histogram with cumulative counts.
-    pub fn to_histogram(&self) -> Histogram {
+    pub fn to_histogram(self) -> Histogram {
         if self.len == 0 {
             return Histogram::default();
         }
@@ -661,6 +722,26 @@ mod tests {
         let mut st = TargetState { last_scrape_ms: Some(0), ..TargetState::default() };
         let row = st.advance(&read(&parse(SAMPLE).unwrap()), 5_000, 1, "production");
         (row.counts, row.totals, row.gauges)
+    }
+
+    #[test]
+    fn a_row_read_in_place_summarises_like_the_decoded_row() {
+        let (counts, totals, gauges) = fixture_row();
+        let bytes = encode(&counts, &totals, &gauges);
+        let v = view(&bytes).unwrap();
+        let quota = v.quota().unwrap().map(Arc::new);
+        let in_place = v.summary(7, Arc::from("production"), (5_000, 5_000), quota);
+        let row = crate::point::TargetRow {
+            target_id: 7,
+            variant: "production".into(),
+            ts_ms: 5_000,
+            elapsed_ms: 5_000,
+            present_ms: 0,
+            counts,
+            totals,
+            gauges,
+        };
+        assert_eq!(in_place, Summary::from(&row), "REST (in place) and the live stream (decoded) agree");
     }
 
     #[test]

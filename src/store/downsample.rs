@@ -53,7 +53,7 @@ pub struct Report {
 /// The downsampler: one run every `DOWNSAMPLE_INTERVAL` until `stop`, each run's duration in
 /// seconds handed to `observe` (self-metrics). A failed run is logged (at most once a minute)
 /// and retried next interval; cached points of buckets retention deleted are forgotten.
-pub async fn run(
+pub(crate) async fn run(
     store: Store,
     settings: StoreSettings,
     clock: SharedClock,
@@ -260,6 +260,7 @@ fn enforce_retention(
         report.deleted_coarse += delete(Table::Coarse, report.coarse_cutoff_ms)?;
     }
     tx.execute("DELETE FROM events WHERE ts <= ?1", [report.coarse_cutoff_ms])?;
+    super::canary_log::trim(&tx, now_ms - plan.retention_rollup_ms)?;
     report.pruned_journal = query::prune_journal(&tx)?;
     tx.commit()?;
     hand_back_free_pages(conn)?;

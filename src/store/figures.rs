@@ -20,7 +20,7 @@ pub struct DbFigures {
 
 impl Store {
     /// Reads file sizes and row counts (row counts on the blocking pool).
-    pub async fn figures(&self) -> Result<DbFigures, StoreError> {
+    pub(crate) async fn figures(&self) -> Result<DbFigures, StoreError> {
         let bytes = file_bytes(self.path());
         let rows = self
             .with_conn(|c| {

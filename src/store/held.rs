@@ -18,31 +18,31 @@ use crate::point::TargetRow;
 use crate::ports::ingest::WriteBatch;
 
 /// Failed batches kept for retry: one hour of 5 s ticks.
-pub const MAX_BACKLOG: usize = 720;
+pub(crate) const MAX_BACKLOG: usize = 720;
 
 /// The writer's backlog, shared with readers.
 #[derive(Debug, Default)]
-pub struct Held {
+pub(crate) struct Held {
     batches: Mutex<VecDeque<Arc<WriteBatch>>>,
 }
 
 impl Held {
     /// Holds a batch behind the others; returns true when the oldest had to go to make room
     /// (an hour of buckets is held already).
-    pub fn push(&self, batch: WriteBatch) -> bool {
+    pub(crate) fn push(&self, batch: WriteBatch) -> bool {
         let Ok(mut batches) = self.batches.lock() else { return true };
         batches.push_back(Arc::new(batch));
         batches.len() > MAX_BACKLOG && batches.pop_front().is_some()
     }
 
     /// The oldest held batch: the next to write.
-    pub fn front(&self) -> Option<Arc<WriteBatch>> {
+    pub(crate) fn front(&self) -> Option<Arc<WriteBatch>> {
         self.batches.lock().ok()?.front().cloned()
     }
 
     /// Forgets the oldest batch once it is committed, after `committed` recorded it, both under
     /// the lock a snapshot takes: a snapshot sees the batch held or the bucket committed.
-    pub fn release_front(&self, committed: impl FnOnce()) {
+    pub(crate) fn release_front(&self, committed: impl FnOnce()) {
         if let Ok(mut batches) = self.batches.lock() {
             committed();
             batches.pop_front();
@@ -50,17 +50,17 @@ impl Held {
     }
 
     /// Batches held now.
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.batches.lock().map(|b| b.len()).unwrap_or(0)
     }
 
     /// True when nothing waits.
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.len() == 0
     }
 
     /// The held batches now, with `committed_until()` read under the same lock.
-    pub fn snapshot(&self, committed_until: impl FnOnce() -> i64) -> HeldRows {
+    pub(crate) fn snapshot(&self, committed_until: impl FnOnce() -> i64) -> HeldRows {
         let Ok(batches) = self.batches.lock() else { return HeldRows::default() };
         let after_ms = committed_until();
         HeldRows { batches: batches.iter().filter(|b| !b.late).cloned().collect(), after_ms }
@@ -69,7 +69,7 @@ impl Held {
 
 /// Held batches as of one moment, for one read.
 #[derive(Debug, Clone)]
-pub struct HeldRows {
+pub(crate) struct HeldRows {
     batches: Vec<Arc<WriteBatch>>,
     /// End of the newest committed bucket when the snapshot was taken; only rows after it count.
     after_ms: i64,
@@ -83,18 +83,18 @@ impl Default for HeldRows {
 }
 
 /// A stored row's identity: bucket end and target.
-pub type RowKey = (i64, i64);
+pub(crate) type RowKey = (i64, i64);
 
 impl HeldRows {
-    /// True when the snapshot adds nothing.
-    pub fn is_empty(&self) -> bool {
-        self.batches.is_empty()
-    }
-
     /// Held rows with `after < ts <= until` (only `only`'s, when given) that `stored` (the keys
     /// the read found in the database) lacks, in time then target order; two rows of one target
     /// and bucket are merged as the writer would merge them.
-    pub fn rows_in(&self, (after, until): (i64, i64), only: Option<i64>, stored: &HashSet<RowKey>) -> Vec<TargetRow> {
+    pub(crate) fn rows_in(
+        &self,
+        (after, until): (i64, i64),
+        only: Option<i64>,
+        stored: &HashSet<RowKey>,
+    ) -> Vec<TargetRow> {
         let lower = after.max(self.after_ms);
         let mut rows: Vec<&TargetRow> = self
             .batches

@@ -7,21 +7,22 @@
 //! blocking pool with a pooled connection and never holds it across an `.await`. One writer
 //! task owns all inserts ([`write`]); readers run concurrently thanks to WAL.
 
-pub mod alerts;
+pub(crate) mod alerts;
 pub mod cache;
+pub mod canary_log;
 pub mod codec;
 pub mod downsample;
-pub mod figures;
-pub mod held;
+pub(crate) mod figures;
+pub(crate) mod held;
 pub mod query;
 pub mod range;
-pub mod remote_queue;
-pub mod schema;
-pub mod sessions;
-pub mod settings;
+pub(crate) mod remote_queue;
+pub(crate) mod schema;
+pub(crate) mod sessions;
+pub(crate) mod settings;
 pub mod source;
-pub mod startup;
-pub mod window;
+pub(crate) mod startup;
+pub(crate) mod window;
 pub mod write;
 
 use std::path::{Path, PathBuf};
@@ -32,7 +33,7 @@ use rusqlite::Connection;
 
 pub use crate::ports::ingest::WriteBatch;
 pub use figures::DbFigures;
-pub use settings::StoreSettings;
+pub(crate) use settings::StoreSettings;
 pub use write::{WriteQueue, WriterStats};
 
 /// A storage failure. SQLite's own text is kept (for example "database or disk is full").
@@ -59,7 +60,7 @@ impl StoreError {
     /// Why a write failed, as one sentence an operator can act on. `/healthz` (open to anyone
     /// who can reach the port) and every page show it, so it never carries a path, SQL or
     /// SQLite's own text; the log line of the failure has those.
-    pub fn write_failure(&self) -> &'static str {
+    pub(crate) fn write_failure(&self) -> &'static str {
         use rusqlite::ErrorCode as Code;
         match self {
             StoreError::Sqlite(e) => match e.sqlite_error_code() {
@@ -116,18 +117,32 @@ impl Store {
 
     /// End of the newest committed bucket: no bucket after it can be sealed, however old, since
     /// its rows may still wait in the writer's queue or backlog.
-    pub fn committed_until(&self) -> i64 {
+    pub(crate) fn committed_until(&self) -> i64 {
         self.committed.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// The writer's backlog: batches not written yet.
-    pub fn held(&self) -> &held::Held {
+    pub(crate) fn held(&self) -> &held::Held {
         &self.held
     }
 
     /// The held rows a read adds to what it finds in the database; take it before reading.
-    pub fn held_rows(&self) -> held::HeldRows {
+    pub(crate) fn held_rows(&self) -> held::HeldRows {
         self.held.snapshot(|| self.committed_until())
+    }
+
+    /// Empties SQLite's page cache on every pooled connection (`PRAGMA shrink_memory`), so the
+    /// next read finds no page in this process, as after a restart. The first-request
+    /// benchmarks call it, with the point cache emptied and the OS page cache dropped, so that
+    /// "cold" means cold at every level.
+    pub fn release_page_caches(&self) -> Result<(), StoreError> {
+        // Held together, so each is a different connection of the pool.
+        let mut held = Vec::new();
+        while let Some(conn) = self.pool.try_get() {
+            conn.execute_batch("PRAGMA shrink_memory")?;
+            held.push(conn);
+        }
+        Ok(())
     }
 
     /// Points of sealed buckets kept between range queries.
@@ -137,7 +152,7 @@ impl Store {
 
     /// [`range::points`] as a JSON array, through the cache of sealed buckets.
     /// Held rows newer than the sealed buckets are part of the answer, never of the cache.
-    pub async fn points_json(&self, r: range::RangeRead, raw_sealed_ms: i64) -> Result<String, StoreError> {
+    pub(crate) async fn points_json(&self, r: range::RangeRead, raw_sealed_ms: i64) -> Result<String, StoreError> {
         let cache = self.cache.clone();
         let held = self.held_rows();
         self.with_conn(move |c| cache.points_json_with(c, &r, raw_sealed_ms, &held)).await

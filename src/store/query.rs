@@ -24,7 +24,7 @@ pub enum Table {
 
 impl Table {
     /// The table's SQL name.
-    pub fn name(self) -> &'static str {
+    pub(crate) fn name(self) -> &'static str {
         match self {
             Table::Raw => "metrics_5s",
             Table::Rollup => "metrics_1m",
@@ -34,7 +34,7 @@ impl Table {
 
     /// The column holding each row's presence: stored for rolled tables; a raw row is present
     /// for one point width, which the reader knows.
-    pub fn present_column(self) -> &'static str {
+    pub(crate) fn present_column(self) -> &'static str {
         match self {
             Table::Raw => "0",
             Table::Rollup | Table::Coarse => "present_ms",
@@ -89,7 +89,7 @@ pub fn set_watermark(conn: &Connection, ms: i64) -> Result<(), StoreError> {
 }
 
 /// Moves the watermark of `table`.
-pub fn set_watermark_of(conn: &Connection, table: Table, ms: i64) -> Result<(), StoreError> {
+pub(crate) fn set_watermark_of(conn: &Connection, table: Table, ms: i64) -> Result<(), StoreError> {
     conn.execute(
         "INSERT INTO meta (key, value) VALUES (?1, ?2) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
         params![table.watermark_key(), ms],
@@ -122,7 +122,7 @@ pub fn targets(conn: &Connection) -> Result<Vec<StoredTarget>, StoreError> {
 /// it is, or failing that the first whose shown form (credentials as `***`, what pages link
 /// to) it matches. Two URLs that differ only in their credentials show alike: the full URL
 /// picks between them.
-pub fn select_targets(all: Vec<StoredTarget>, filter: Option<&str>) -> Vec<StoredTarget> {
+pub(crate) fn select_targets(all: Vec<StoredTarget>, filter: Option<&str>) -> Vec<StoredTarget> {
     let Some(filter) = filter else { return all };
     let exact = all.iter().position(|t| t.url == filter);
     let chosen = exact.or_else(|| all.iter().position(|t| crate::redact::same_target(filter, &t.url)));
@@ -146,7 +146,11 @@ pub fn register_targets(
 }
 
 /// The journal entries of one target written after its checkpoint, oldest first.
-pub fn journal_of(conn: &Connection, target_id: i64, after_ms: Option<i64>) -> Result<Vec<(i64, Vec<u8>)>, StoreError> {
+pub(crate) fn journal_of(
+    conn: &Connection,
+    target_id: i64,
+    after_ms: Option<i64>,
+) -> Result<Vec<(i64, Vec<u8>)>, StoreError> {
     let mut stmt =
         conn.prepare_cached("SELECT ts, data FROM state_log WHERE target_id = ?1 AND ts > ?2 ORDER BY ts")?;
     let rows = stmt.query_map(params![target_id, after_ms.unwrap_or(i64::MIN)], |r| Ok((r.get(0)?, r.get(1)?)))?;
@@ -154,7 +158,7 @@ pub fn journal_of(conn: &Connection, target_id: i64, after_ms: Option<i64>) -> R
 }
 
 /// Journal entries by target id: `(time key, entry)`, oldest first.
-pub type Journals = BTreeMap<i64, Vec<(i64, Vec<u8>)>>;
+pub(crate) type Journals = BTreeMap<i64, Vec<(i64, Vec<u8>)>>;
 
 /// Every target's journal entries written after its checkpoint, oldest first, read in one pass.
 pub fn pending_journals(conn: &Connection) -> Result<Journals, StoreError> {
@@ -172,7 +176,7 @@ pub fn pending_journals(conn: &Connection) -> Result<Journals, StoreError> {
 
 /// A whole target state to store in place of its checkpoint and journal.
 #[derive(Debug, Clone)]
-pub struct Checkpoint {
+pub(crate) struct Checkpoint {
     /// Target id.
     pub target_id: i64,
     /// Time key of the newest write it includes.
@@ -185,7 +189,7 @@ pub struct Checkpoint {
 
 /// Stores consolidated checkpoints and drops the journal entries they include, in one
 /// transaction.
-pub fn save_checkpoints(conn: &mut Connection, checkpoints: &[Checkpoint]) -> Result<usize, StoreError> {
+pub(crate) fn save_checkpoints(conn: &mut Connection, checkpoints: &[Checkpoint]) -> Result<usize, StoreError> {
     let tx = conn.transaction()?;
     for c in checkpoints {
         tx.prepare_cached(
@@ -200,7 +204,7 @@ pub fn save_checkpoints(conn: &mut Connection, checkpoints: &[Checkpoint]) -> Re
 }
 
 /// Deletes the journal entries a target's checkpoint already includes.
-pub fn prune_journal(conn: &Connection) -> Result<usize, StoreError> {
+pub(crate) fn prune_journal(conn: &Connection) -> Result<usize, StoreError> {
     Ok(conn.execute(
         "DELETE FROM state_log WHERE ts <= (SELECT t.state_ms FROM targets t WHERE t.id = state_log.target_id)",
         [],
@@ -215,7 +219,7 @@ pub fn variant_names(conn: &Connection) -> Result<HashMap<i64, String>, StoreErr
 }
 
 /// The id of a variant name, created on first use.
-pub fn variant_id(conn: &Connection, name: &str) -> Result<i64, StoreError> {
+pub(crate) fn variant_id(conn: &Connection, name: &str) -> Result<i64, StoreError> {
     conn.prepare_cached("INSERT OR IGNORE INTO variants (name) VALUES (?1)")?.execute([name])?;
     Ok(conn.prepare_cached("SELECT id FROM variants WHERE name = ?1")?.query_row([name], |r| r.get(0))?)
 }
@@ -223,7 +227,7 @@ pub fn variant_id(conn: &Connection, name: &str) -> Result<i64, StoreError> {
 /// Inserts a raw row; if the target already has a row for that bucket (two scrapes completed
 /// in one bucket, or a retried late batch), the two are merged instead of one being lost.
 /// Returns true when it merged.
-pub fn upsert_raw_row(conn: &Connection, row: &TargetRow) -> Result<bool, StoreError> {
+pub(crate) fn upsert_raw_row(conn: &Connection, row: &TargetRow) -> Result<bool, StoreError> {
     let vid = variant_id(conn, &row.variant)?;
     let data = codec::encode(&row.counts, &row.totals, &row.gauges);
     let inserted = conn
@@ -322,20 +326,6 @@ fn row_at(
     rows.next()?.map(|r| decode(r, table, target_id, names, UNKNOWN_WIDTHS)).transpose()
 }
 
-/// The latest row of a target at or before `ts`.
-pub fn last_row_at_or_before(
-    conn: &Connection,
-    table: Table,
-    target_id: i64,
-    ts: i64,
-    names: &HashMap<i64, String>,
-) -> Result<Option<TargetRow>, StoreError> {
-    let sql = select(table, "ts <= ?2 ORDER BY ts DESC LIMIT 1");
-    let mut stmt = conn.prepare_cached(&sql)?;
-    let mut rows = stmt.query(params![target_id, ts])?;
-    rows.next()?.map(|r| decode(r, table, target_id, names, UNKNOWN_WIDTHS)).transpose()
-}
-
 /// Rows of one target with `after < ts <= until`, in time order; raw rows are present for
 /// `point_ms` each.
 pub fn target_rows(
@@ -350,7 +340,7 @@ pub fn target_rows(
 }
 
 /// [`target_rows`] with the widths presences are computed from.
-pub fn target_rows_with(
+pub(crate) fn target_rows_with(
     conn: &Connection,
     table: Table,
     target_id: i64,
@@ -370,7 +360,7 @@ pub fn target_rows_with(
 /// Hands every raw row with `after < ts <= until` (of one target, or all) to `each`, in time
 /// order, decoding one at a time: a caller that only adds rows up (window sums, run every tick
 /// by the alert rules) never holds a window's rows at once.
-pub fn each_raw_row(
+pub(crate) fn each_raw_row(
     conn: &Connection,
     (after, until): (i64, i64),
     only: Option<i64>,
@@ -424,7 +414,7 @@ type RowTotals = Result<Option<Found>, StoreError>;
 /// Rolled tables are keyed by target, so each target's latest rolled row is one lookup. The raw
 /// table is keyed by time, so it is scanned once for every target, only over the rows a rolled
 /// row cannot stand for: `t0`'s own minute and the minutes not rolled yet.
-pub fn totals_at(
+pub(crate) fn totals_at(
     conn: &Connection,
     targets: &[StoredTarget],
     t0: i64,
@@ -552,7 +542,7 @@ fn totals_before(after: &Totals, counts: &Counts) -> Totals {
 /// builder's seed, so the first live points carry the totals of pods that vanished before
 /// zai-dash started as well as of the live ones. The newest row says them exactly; the stored
 /// totals (written with each checkpoint) serve once a target's rows aged out.
-pub fn latest_totals(conn: &Connection, rollup_ms: i64) -> Result<Vec<(i64, String, Totals)>, StoreError> {
+pub(crate) fn latest_totals(conn: &Connection, rollup_ms: i64) -> Result<Vec<(i64, String, Totals)>, StoreError> {
     let names = variant_names(conn)?;
     let all = targets(conn)?;
     let mut totals = totals_at(conn, &all, i64::MAX, &names, rollup_ms)?;
@@ -563,20 +553,20 @@ pub fn latest_totals(conn: &Connection, rollup_ms: i64) -> Result<Vec<(i64, Stri
 /// bucket, holding at most one open bucket's rows per target: rolling a long range (a catch-up
 /// after a restart, a wide chart step) never keeps the range's raw rows in memory at once.
 #[derive(Debug)]
-pub struct Roller {
+pub(crate) struct Roller {
     width_ms: i64,
     open: HashMap<i64, Vec<TargetRow>>,
 }
 
 impl Roller {
     /// A roller into buckets of `width_ms`.
-    pub fn new(width_ms: i64) -> Self {
+    pub(crate) fn new(width_ms: i64) -> Self {
         Self { width_ms, open: HashMap::new() }
     }
 
     /// Takes the target's next row; when it starts a new bucket, returns the target's previous
     /// bucket rolled up.
-    pub fn push(&mut self, row: TargetRow) -> Option<TargetRow> {
+    pub(crate) fn push(&mut self, row: TargetRow) -> Option<TargetRow> {
         let width = self.width_ms;
         let open = self.open.entry(row.target_id).or_default();
         let done = match open.first() {
@@ -591,7 +581,7 @@ impl Roller {
     }
 
     /// The buckets still open, rolled up.
-    pub fn finish(self) -> Vec<TargetRow> {
+    pub(crate) fn finish(self) -> Vec<TargetRow> {
         let width = self.width_ms;
         self.open
             .into_values()
@@ -608,7 +598,11 @@ pub fn roll_minutes(rows: &[TargetRow], rollup_ms: i64) -> Vec<TargetRow> {
 }
 
 /// Events with `after < ts <= until`, oldest first.
-pub fn events(conn: &Connection, after: i64, until: i64) -> Result<Vec<crate::ports::ingest::Event>, StoreError> {
+pub(crate) fn events(
+    conn: &Connection,
+    after: i64,
+    until: i64,
+) -> Result<Vec<crate::ports::ingest::Event>, StoreError> {
     let mut stmt = conn.prepare_cached(
         "SELECT ts, kind, variant, target, detail FROM events WHERE ts > ?1 AND ts <= ?2 ORDER BY ts, id",
     )?;

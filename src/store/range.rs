@@ -19,8 +19,7 @@ use super::held::HeldRows;
 use super::query::{self, StoredTarget, Table};
 use super::{StoreError, codec};
 use crate::clock::bucket_end;
-use crate::point::summary::status;
-use crate::point::{Bucket, Point, PointBuilder, Quota, SumCount, Summary, TargetRow};
+use crate::point::{Bucket, Point, PointBuilder, Quota, Summary, TargetRow};
 
 use crate::ports::read::{COARSE_FACTOR, PointQuery};
 
@@ -51,7 +50,7 @@ pub enum RowRef<'a> {
 
 impl RowRef<'_> {
     /// Adds the row's increases into `counts` (allocating only for labels `counts` lacks).
-    pub fn add_to(&self, counts: &mut crate::point::Counts) {
+    pub(crate) fn add_to(&self, counts: &mut crate::point::Counts) {
         match self {
             RowRef::View(v) => v.add_to(counts),
             RowRef::Row(r) => counts.add(&r.counts),
@@ -60,7 +59,7 @@ impl RowRef<'_> {
 }
 
 /// Visitor of every row a range query reads: variant, bucket end, row (in no particular order).
-pub type RowVisitor<'v> = dyn FnMut(&str, i64, RowRef<'_>) + 'v;
+pub(crate) type RowVisitor<'v> = dyn FnMut(&str, i64, RowRef<'_>) + 'v;
 
 /// Points of the window from the stored rows alone, ascending by time then variant.
 pub fn points(conn: &Connection, r: &RangeRead) -> Result<Vec<Point>, StoreError> {
@@ -78,7 +77,7 @@ struct Read {
 /// [`points`] with the rows the writer still `held` (see [`super::held`]), also handing every
 /// row read to `each_row`, so a caller that needs window sums too (the dashboard's per-model
 /// table) reads the rows only once.
-pub fn points_with(
+pub(crate) fn points_with(
     conn: &Connection,
     r: &RangeRead,
     held: &HeldRows,
@@ -168,7 +167,7 @@ pub fn target_summaries(
 
 /// Summaries of every target's raw rows (or only `only`'s) with `after < ts <= until`, from one
 /// scan of the time-keyed raw table, read in place like [`target_summaries`].
-pub fn raw_summaries(
+pub(crate) fn raw_summaries(
     conn: &Connection,
     only: Option<i64>,
     (after, until): (i64, i64),
@@ -210,7 +209,7 @@ fn summaries(
         let elapsed_ms: i64 = r.get(2)?;
         let stored_presence: i64 = r.get(4)?;
         each_row(&variant, ts, RowRef::View(&v));
-        let mut s = summarize(&v, target_id, variant, ts, elapsed_ms, quota);
+        let mut s = v.summary(target_id, variant, (ts, elapsed_ms), quota);
         s.present_ms = match table {
             Table::Raw => widths.0,
             Table::Rollup | Table::Coarse if stored_presence > 0 => stored_presence,
@@ -219,50 +218,6 @@ fn summaries(
         out.push(s);
     }
     Ok(out)
-}
-
-/// A row read in place, reduced to what points use. Sums run in the same order as
-/// [`Summary::from`]'s (per direction over models, then over directions), so REST and the live
-/// stream agree to the bit.
-fn summarize(
-    v: &codec::RowView<'_>,
-    target_id: i64,
-    variant: Arc<str>,
-    ts_ms: i64,
-    elapsed_ms: i64,
-    quota: Option<Arc<Quota>>,
-) -> Summary {
-    let by_direction = |m: &codec::MapView<'_, 4>| {
-        let mut out = [0.0; 4];
-        for (_, t) in m.iter() {
-            for (a, b) in out.iter_mut().zip(t) {
-                *a += b;
-            }
-        }
-        out
-    };
-    let [rs, rc, ps, pc] = v.sizes;
-    Summary {
-        target_id,
-        variant,
-        ts_ms,
-        elapsed_ms,
-        present_ms: 0,
-        requests: v.requests.iter().map(|(k, [n])| (status(k), n)).collect(),
-        tokens: by_direction(&v.tokens),
-        cost: by_direction(&v.cost).iter().fold(0.0, |a, b| a + b),
-        upstream_errors: v.upstream_errors.iter().map(|(_, [n])| n).fold(0.0, |a, b| a + b),
-        retries: v.retries.iter().filter(|(k, _)| *k != "retry").map(|(_, [n])| n).fold(0.0, |a, b| a + b),
-        rejections: v.rejections,
-        request_size: SumCount { sum: rs, count: rc },
-        response_size: SumCount { sum: ps, count: pc },
-        duration: v.hists[0].to_histogram(),
-        ttft: v.hists[1].to_histogram(),
-        tpot: v.hists[2].to_histogram(),
-        totals: v.totals,
-        gauges: v.gauges,
-        quota,
-    }
 }
 
 /// Every target's rolled rows for `after < ts <= until`, coarsest first: stored 10 min rows (for

@@ -14,7 +14,7 @@ use crate::ports::BoxFuture;
 use crate::ports::samples::{Chunk, QueueError, QueueState, QueueSummary, Queued, SampleQueue};
 
 /// Appends `chunks` in order in one transaction.
-pub fn append(conn: &mut Connection, chunks: &[Chunk]) -> Result<QueueState, StoreError> {
+pub(crate) fn append(conn: &mut Connection, chunks: &[Chunk]) -> Result<QueueState, StoreError> {
     let tx = conn.transaction()?;
     {
         let mut insert = tx.prepare_cached("INSERT INTO remote_queue (ts, samples, payload) VALUES (?1, ?2, ?3)")?;
@@ -28,7 +28,7 @@ pub fn append(conn: &mut Connection, chunks: &[Chunk]) -> Result<QueueState, Sto
 }
 
 /// The oldest chunks that fit in `max_samples`; always the first one, however large.
-pub fn oldest(conn: &Connection, max_samples: u64) -> Result<Vec<Queued>, StoreError> {
+pub(crate) fn oldest(conn: &Connection, max_samples: u64) -> Result<Vec<Queued>, StoreError> {
     let mut stmt = conn.prepare_cached("SELECT id, ts, samples, payload FROM remote_queue ORDER BY id")?;
     let mut rows = stmt.query([])?;
     let (mut out, mut total) = (Vec::new(), 0u64);
@@ -44,7 +44,7 @@ pub fn oldest(conn: &Connection, max_samples: u64) -> Result<Vec<Queued>, StoreE
 }
 
 /// Removes every chunk up to and including `id`; returns the samples removed and the new head.
-pub fn remove_through(conn: &mut Connection, id: i64) -> Result<QueueState, StoreError> {
+pub(crate) fn remove_through(conn: &mut Connection, id: i64) -> Result<QueueState, StoreError> {
     remove_range(conn, i64::MIN, id)
 }
 
@@ -68,7 +68,7 @@ fn remove_range(conn: &mut Connection, after: i64, through: i64) -> Result<Queue
 
 /// Removes the oldest chunks after `after_id` until at least `bytes` payload bytes are gone
 /// (fewer when the queue holds fewer).
-pub fn drop_bytes(conn: &mut Connection, bytes: u64, after_id: Option<i64>) -> Result<QueueState, StoreError> {
+pub(crate) fn drop_bytes(conn: &mut Connection, bytes: u64, after_id: Option<i64>) -> Result<QueueState, StoreError> {
     let after = after_id.unwrap_or(i64::MIN);
     let last = {
         let mut stmt = conn.prepare_cached("SELECT id, length(payload) FROM remote_queue WHERE id > ?1 ORDER BY id")?;
@@ -89,7 +89,7 @@ pub fn drop_bytes(conn: &mut Connection, bytes: u64, after_id: Option<i64>) -> R
 
 /// Removes the run of chunks at the head older than `ts_ms`. A chunk behind a newer one stays
 /// (the queue is shipped in order, so the head decides).
-pub fn drop_before(conn: &mut Connection, ts_ms: i64) -> Result<QueueState, StoreError> {
+pub(crate) fn drop_before(conn: &mut Connection, ts_ms: i64) -> Result<QueueState, StoreError> {
     let last = {
         let mut stmt = conn.prepare_cached("SELECT id, ts FROM remote_queue ORDER BY id")?;
         let mut rows = stmt.query([])?;
@@ -109,7 +109,7 @@ pub fn drop_before(conn: &mut Connection, ts_ms: i64) -> Result<QueueState, Stor
 }
 
 /// Samples and payload bytes queued, and the time of the head.
-pub fn summary(conn: &Connection) -> Result<QueueSummary, StoreError> {
+pub(crate) fn summary(conn: &Connection) -> Result<QueueSummary, StoreError> {
     let (samples, bytes): (i64, i64) = conn.query_row(
         "SELECT COALESCE(SUM(samples), 0), COALESCE(SUM(length(payload)), 0) FROM remote_queue",
         [],

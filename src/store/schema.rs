@@ -150,13 +150,28 @@ const MIGRATIONS: &[&str] = &[
         payload BLOB NOT NULL
     );
 ",
+    "
+    -- The canary verdict of each (baseline, candidate) pair, judged once a minute; kept as long
+    -- as the 1 min rows. `metrics` is a JSON object of each metric's classification.
+    CREATE TABLE canary_history (
+        ts        INTEGER NOT NULL,
+        baseline  TEXT NOT NULL,
+        candidate TEXT NOT NULL,
+        verdict   TEXT NOT NULL,
+        score     REAL,
+        since     INTEGER NOT NULL,
+        version   TEXT,
+        metrics   TEXT NOT NULL,
+        PRIMARY KEY (baseline, candidate, ts)
+    ) WITHOUT ROWID;
+",
 ];
 
 /// The schema version this build writes.
-pub const SCHEMA_VERSION: usize = MIGRATIONS.len();
+pub(crate) const SCHEMA_VERSION: usize = MIGRATIONS.len();
 
 /// Applies every missing migration, each in its own transaction.
-pub fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
+pub(crate) fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
     let current: usize = conn.query_row("PRAGMA user_version", [], |r| r.get::<_, i64>(0))?.try_into().unwrap_or(0);
     if current > SCHEMA_VERSION {
         return Err(StoreError::Sqlite(rusqlite::Error::InvalidParameterName(format!(

@@ -6,7 +6,7 @@ use super::{Store, StoreError};
 
 impl Store {
     /// Remembers that session `id` is signed out until it would have expired (`expires_ms`).
-    pub async fn revoke_session(&self, id: String, expires_ms: i64) -> Result<(), StoreError> {
+    pub(crate) async fn revoke_session(&self, id: String, expires_ms: i64) -> Result<(), StoreError> {
         self.with_conn(move |c| {
             c.execute(
                 "INSERT OR REPLACE INTO revoked_sessions (id, expires_ms) VALUES (?1, ?2)",
@@ -19,7 +19,7 @@ impl Store {
 
     /// The sessions signed out and not expired at `now_ms` (`(id, expires_ms)`); the expired
     /// ones are forgotten.
-    pub async fn revoked_sessions(&self, now_ms: i64) -> Result<Vec<(String, i64)>, StoreError> {
+    pub(crate) async fn revoked_sessions(&self, now_ms: i64) -> Result<Vec<(String, i64)>, StoreError> {
         self.with_conn(move |c| {
             c.execute("DELETE FROM revoked_sessions WHERE expires_ms <= ?1", [now_ms])?;
             let mut stmt = c.prepare("SELECT id, expires_ms FROM revoked_sessions")?;

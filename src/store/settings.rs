@@ -28,12 +28,12 @@ pub struct StoreSettings {
 
 impl StoreSettings {
     /// The widths of the rows.
-    pub fn grid(&self) -> Grid {
+    pub(crate) fn grid(&self) -> Grid {
         Grid { point_ms: duration_ms(self.point_width), rollup_ms: duration_ms(self.rollup_width) }
     }
 
     /// How far back raw rows and rollups reach at `now_ms`, by their retention.
-    pub fn reach(&self, now_ms: i64) -> Reach {
+    pub(crate) fn reach(&self, now_ms: i64) -> Reach {
         Reach {
             raw_since_ms: now_ms.saturating_sub(duration_ms(self.retention_5s)),
             rollup_since_ms: now_ms.saturating_sub(duration_ms(self.retention_1m)),
@@ -43,21 +43,21 @@ impl StoreSettings {
     /// Whether raw rows answer `window` at `now_ms`: a window of at most an hour that raw rows
     /// still hold. Every other window reads the rolled tables (up to their watermark, then raw
     /// rows rolled on the fly).
-    pub fn reads_raw(&self, window: (i64, i64), now_ms: i64) -> bool {
+    pub(crate) fn reads_raw(&self, window: (i64, i64), now_ms: i64) -> bool {
         let grid = self.grid();
         grid.width_for(window, 0, self.reach(now_ms)) == grid.point_ms
     }
 
     /// `q` as the store reads it at `now_ms`. A step that is not a multiple of a rollup can
     /// only be answered from raw rows.
-    pub fn range_read(&self, q: PointQuery, now_ms: i64) -> RangeRead {
+    pub(crate) fn range_read(&self, q: PointQuery, now_ms: i64) -> RangeRead {
         let Grid { point_ms, rollup_ms } = self.grid();
         let raw = q.step_ms % rollup_ms.max(1) != 0 || self.reads_raw((q.start_ms, q.end_ms), now_ms);
         RangeRead { q, raw, point_ms, rollup_ms }
     }
 
     /// What each downsample run rolls and deletes.
-    pub fn downsample_plan(&self) -> Plan {
+    pub(crate) fn downsample_plan(&self) -> Plan {
         let Grid { point_ms, rollup_ms } = self.grid();
         Plan {
             point_ms,

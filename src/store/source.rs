@@ -12,7 +12,8 @@ use crate::clock::SharedClock;
 use crate::point::Point;
 use crate::ports::BoxFuture;
 use crate::ports::read::{
-    ChartData, DataSource, Grid, PointQuery, RAW_RANGE_LIMIT_MS, SourceError, WindowQuery, WindowSums, series_step,
+    ChartData, DataSource, Grid, PointQuery, RAW_RANGE_LIMIT_MS, RolloutStart, SourceError, StrataQuery, Stratum,
+    WindowQuery, WindowSums, series_step,
 };
 
 impl From<StoreError> for SourceError {
@@ -83,6 +84,26 @@ impl DataSource for StoreSource {
         Box::pin(async move {
             let read = (raw, (point_ms, rollup_ms));
             Ok(self.store.with_conn(move |c| window::window_sums(c, &q, read, &held)).await?)
+        })
+    }
+
+    fn strata(&self, q: StrataQuery) -> BoxFuture<'_, Result<Option<Vec<Stratum>>, SourceError>> {
+        let raw = self.settings.reads_raw((q.start_ms, q.end_ms), self.clock.now_ms());
+        let Grid { point_ms, rollup_ms } = self.settings.grid();
+        let held = self.store.held_rows();
+        Box::pin(async move {
+            let read = (raw, (point_ms, rollup_ms));
+            Ok(Some(self.store.with_conn(move |c| window::strata(c, &q, read, &held)).await?))
+        })
+    }
+
+    fn rollout_start(&self, variant: &str, end_ms: i64) -> BoxFuture<'_, Result<Option<RolloutStart>, SourceError>> {
+        let variant = variant.to_owned();
+        // Never before what the 1 min rows still hold: older strata are gone.
+        let oldest = self.settings.reach(end_ms).rollup_since_ms;
+        Box::pin(async move {
+            let start = self.store.with_conn(move |c| window::rollout_start(c, &variant, end_ms)).await?;
+            Ok(start.map(|s| RolloutStart { since_ms: s.since_ms.max(oldest), ..s }))
         })
     }
 

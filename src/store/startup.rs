@@ -13,13 +13,13 @@ use crate::ports::ingest::{KnownTotals, Registered, RegistryError, TargetRegistr
 /// the journal entries written after it (`(time key, entry)`, oldest first), the whole state to
 /// store and its running totals. The scraper owns the format (`scrape::persist::replay`); the
 /// store keeps the bytes.
-pub type Replay = fn(&str, Option<&str>, &[(i64, Vec<u8>)]) -> (String, Totals);
+pub(crate) type Replay = fn(&str, Option<&str>, &[(i64, Vec<u8>)]) -> (String, Totals);
 
 impl Store {
     /// Replays each target's state journal into its checkpoint with `replay` and drops the
     /// replayed entries, so every scraper (configured or discovered later) resumes from its
     /// last committed scrape.
-    pub async fn replay_journals(&self, replay: Replay) -> Result<(), StoreError> {
+    pub(crate) async fn replay_journals(&self, replay: Replay) -> Result<(), StoreError> {
         self.with_conn(move |c| {
             let journals = query::pending_journals(c)?;
             if journals.is_empty() {
@@ -42,7 +42,7 @@ impl Store {
     /// Registers the configured `(url, variant)` targets and returns them in that order, with
     /// the latest running totals of every target ever seen (the first live points' cumulative
     /// fields; `rollup_ms`: the width of a rollup row).
-    pub async fn register_configured(
+    pub(crate) async fn register_configured(
         &self,
         targets: Vec<(String, String)>,
         now_ms: i64,
@@ -60,7 +60,7 @@ impl Store {
     /// Writes history built by `build` for the `(url, variant)` targets (registered first)
     /// unless raw rows newer than `unless_after_ms` exist; returns whether it wrote. For the
     /// demo, before the writer starts (a restarted demo keeps what it has).
-    pub fn write_history(
+    pub(crate) fn write_history(
         &self,
         targets: &[(String, String)],
         (now_ms, unless_after_ms): (i64, i64),

@@ -11,16 +11,18 @@ use rusqlite::Connection;
 
 use super::StoreError;
 use super::held::HeldRows;
-use super::query::{Table, each_raw_row, select_targets, target_rows, targets, variant_names, watermark};
+use super::query::{Table, each_raw_row, events, select_targets, target_rows, targets, variant_names, watermark};
 use super::range::{self, RangeRead};
+use crate::canary::SideTick;
 use crate::point::{Counts, Point, TargetRow};
-use crate::ports::read::{WindowQuery, WindowSums};
+use crate::ports::ingest::EventKind;
+use crate::ports::read::{RolloutStart, StartedBy, StrataQuery, Stratum, WindowQuery, WindowSums};
 
 /// Increases of every variant over the window, summed over its pods, with where its data starts;
 /// the rows the writer still `held` count too (see [`super::held`]). Read from raw rows only
 /// (`raw`), else from rollups up to their watermark and raw rows after it; `widths`: a raw
 /// point's and a rollup's (a row covers its width before its timestamp).
-pub fn window_sums(
+pub(crate) fn window_sums(
     conn: &Connection,
     q: &WindowQuery,
     (raw, widths): (bool, (i64, i64)),
@@ -64,7 +66,7 @@ pub fn window_sums(
 /// Chart points and the window's sums per variant from one read of the rows (the overview
 /// needs both; decoding the rows dominates the cost of long ranges). Only rows inside
 /// `(start_ms, end_ms]` are summed, although the points' first bucket may start earlier.
-pub fn points_and_counts(
+pub(crate) fn points_and_counts(
     conn: &Connection,
     r: &RangeRead,
     held: &HeldRows,
@@ -80,4 +82,108 @@ pub fn points_and_counts(
         }
     })?;
     Ok((points, counts))
+}
+
+/// Both variants' increases per bucket over `(q.start_ms, q.end_ms]`, summed over their pods,
+/// ascending: the strata of a canary comparison. Read as [`window_sums`] reads (rollups up to
+/// their watermark unless `raw`, raw rows after it, and the rows the writer still `held`), so a
+/// comparison and the window sums it shows agree on every request.
+pub fn strata(
+    conn: &Connection,
+    q: &StrataQuery,
+    (raw, widths): (bool, (i64, i64)),
+    held: &HeldRows,
+) -> Result<Vec<Stratum>, StoreError> {
+    let names = variant_names(conn)?;
+    let wm = if raw { i64::MIN } else { watermark(conn)?.unwrap_or(i64::MIN) };
+    let mut ticks: BTreeMap<i64, [Counts; 2]> = BTreeMap::new();
+    let mut add = |r: &TargetRow| {
+        if let Some(side) = q.variants.iter().position(|v| *v == r.variant) {
+            ticks.entry(r.ts_ms).or_default()[side].add(&r.counts);
+        }
+    };
+    if !raw && wm > q.start_ms {
+        for t in targets(conn)?.iter().filter(|t| q.variants.contains(&t.variant)) {
+            for r in target_rows(conn, Table::Rollup, t.id, q.start_ms, q.end_ms.min(wm), &names)? {
+                add(&r);
+            }
+        }
+    }
+    let after_rollups = (q.start_ms.max(wm), q.end_ms);
+    let mut stored = HashSet::new();
+    each_raw_row(conn, after_rollups, None, &names, widths, &mut |r| {
+        stored.insert((r.ts_ms, r.target_id));
+        add(&r);
+    })?;
+    for r in held.rows_in(after_rollups, None, &stored) {
+        add(&r);
+    }
+    Ok(ticks
+        .into_iter()
+        .map(|(end_ms, [b, c])| Stratum { end_ms, sides: [SideTick::from_counts(&b), SideTick::from_counts(&c)] })
+        .collect())
+}
+
+/// When `variant`'s current version first appeared as of `end_ms`: walking back from its newest
+/// version change, the earliest change to the same version with none to another in between
+/// (pods reach a version one by one); without any, its first scrape.
+pub fn rollout_start(conn: &Connection, variant: &str, end_ms: i64) -> Result<Option<RolloutStart>, StoreError> {
+    let changes: Vec<(i64, String)> = events(conn, i64::MIN, end_ms)?
+        .into_iter()
+        .filter(|e| e.kind == EventKind::Version && e.variant == variant)
+        .filter_map(|e| e.detail.rsplit_once(" -> ").map(|(_, to)| (e.ts_ms, to.trim().to_owned())))
+        .collect();
+    if let Some((_, current)) = changes.last() {
+        let mut since = end_ms;
+        for (ts, to) in changes.iter().rev() {
+            if to != current {
+                break;
+            }
+            since = *ts;
+        }
+        return Ok(Some(RolloutStart { since_ms: since, by: StartedBy::Version, version: Some(current.clone()) }));
+    }
+    let first = targets(conn)?.iter().filter(|t| t.variant == variant).map(|t| t.first_seen_ms).min();
+    Ok(first.map(|since_ms| RolloutStart { since_ms, by: StartedBy::FirstScrape, version: None }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn db() -> Connection {
+        let mut c = Connection::open_in_memory().unwrap();
+        super::super::schema::migrate(&mut c).unwrap();
+        c.execute(
+            "INSERT INTO targets (url, variant, first_seen_ms) VALUES ('http://a/m', 'canary', 5000), ('http://b/m', 'canary', 9000), ('http://p/m', 'production', 1000)",
+            [],
+        )
+        .unwrap();
+        c
+    }
+
+    fn version(c: &Connection, ts: i64, target: &str, detail: &str) {
+        c.execute(
+            "INSERT INTO events (ts, kind, variant, target, detail) VALUES (?1, 'version', 'canary', ?2, ?3)",
+            rusqlite::params![ts, target, detail],
+        )
+        .unwrap();
+    }
+
+    #[test]
+    fn a_rollout_starts_when_its_version_first_appeared_else_at_the_first_scrape() {
+        let c = db();
+        let start = |end| rollout_start(&c, "canary", end).unwrap();
+        assert_eq!(start(100_000), Some(RolloutStart { since_ms: 5000, by: StartedBy::FirstScrape, version: None }));
+        assert_eq!(rollout_start(&c, "nobody", 100_000).unwrap(), None);
+        version(&c, 20_000, "http://a/m", "version 1.0 -> 1.1");
+        version(&c, 30_000, "http://a/m", "version 1.1 -> 1.2");
+        // Pods reach 1.2 one after the other: the rollout began with the first.
+        version(&c, 40_000, "http://b/m", "version 1.1 -> 1.2");
+        let v12 = Some(RolloutStart { since_ms: 30_000, by: StartedBy::Version, version: Some("1.2".into()) });
+        assert_eq!(start(100_000), v12);
+        assert_eq!(start(25_000).map(|s| s.since_ms), Some(20_000), "as of an earlier end");
+        version(&c, 50_000, "http://a/m", "version 1.2 -> 1.3");
+        assert_eq!(start(100_000).map(|s| (s.since_ms, s.version)), Some((50_000, Some("1.3".into()))));
+    }
 }

@@ -22,7 +22,7 @@ use std::time::Duration;
 use rusqlite::{Connection, params};
 use tokio::sync::mpsc;
 
-pub use super::held::MAX_BACKLOG;
+pub(crate) use super::held::MAX_BACKLOG;
 use super::{Store, StoreError, query};
 use crate::clock::{SharedClock, bucket_end};
 use crate::health::HealthBoard;
@@ -31,7 +31,7 @@ pub use crate::ports::ingest::{StateUpdate, StateWrite, WriteBatch};
 
 /// How often held batches are retried while the database refuses writes. A timer rather than
 /// the next batch, so that recovery shows within a second even when no target answers.
-pub const RETRY_INTERVAL: Duration = Duration::from_secs(1);
+pub(crate) const RETRY_INTERVAL: Duration = Duration::from_secs(1);
 
 /// Counters of the writer, for logs and self-metrics.
 #[derive(Debug, Default)]
@@ -121,7 +121,7 @@ impl WriteQueue {
     }
 
     /// Waits until a held batch is in the queue (the ticker calls it after its last batch).
-    pub async fn flush(&self) {
+    pub(crate) async fn flush(&self) {
         let held = self.held.lock().ok().and_then(|mut h| h.take());
         if let Some((batch, _)) = held {
             self.stats.queued.fetch_add(1, Ordering::Relaxed);

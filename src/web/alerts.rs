@@ -17,7 +17,7 @@ use crate::phase::AlertPhase;
 use crate::ports::alert_state::AlertPeriod;
 
 /// `GET /api/alerts`: pending and firing alerts, as Prometheus lists them.
-pub async fn api(State(state): State<AppState>) -> Json<serde_json::Value> {
+pub(crate) async fn api(State(state): State<AppState>) -> Json<serde_json::Value> {
     Json(state.alerts.prometheus_json())
 }
 
@@ -37,7 +37,7 @@ fn panels_of(metric: &str) -> &'static [&'static str] {
 
 /// A shaded period per firing episode of a shown variant, on the charts of its metric; one
 /// still firing reaches `now_ms`.
-pub fn alert_marks(periods: &[AlertPeriod], view: &View, now_ms: i64) -> Vec<Mark> {
+pub(crate) fn alert_marks(periods: &[AlertPeriod], view: &View, now_ms: i64) -> Vec<Mark> {
     periods
         .iter()
         .filter(|p| view.variant == "all" || p.variant == view.variant)
@@ -62,7 +62,7 @@ pub fn alert_marks(periods: &[AlertPeriod], view: &View, now_ms: i64) -> Vec<Mar
 }
 
 /// A rule, formatted.
-pub struct RuleLine {
+pub(crate) struct RuleLine {
     /// Name.
     pub name: String,
     /// `*` or a variant.
@@ -80,7 +80,7 @@ pub struct RuleLine {
 }
 
 /// An alert, formatted.
-pub struct AlertLine {
+pub(crate) struct AlertLine {
     /// Rule.
     pub rule: String,
     /// Variant.
@@ -102,7 +102,7 @@ pub struct AlertLine {
 }
 
 /// A receiver, formatted.
-pub struct ReceiverLine {
+pub(crate) struct ReceiverLine {
     /// `alertmanager`, `webhook`.
     pub name: &'static str,
     /// `alertmanager`, `webhook`, `slack`.
@@ -120,7 +120,7 @@ pub struct ReceiverLine {
 /// `/alerts`.
 #[derive(Template, WebTemplate)]
 #[template(path = "alerts.html")]
-pub struct AlertsPage {
+pub(crate) struct AlertsPage {
     /// Chrome.
     pub chrome: Chrome,
     /// Rules.
@@ -136,7 +136,7 @@ pub struct AlertsPage {
 }
 
 /// `GET /alerts`.
-pub async fn page(State(state): State<AppState>) -> AlertsPage {
+pub(crate) async fn page(State(state): State<AppState>) -> AlertsPage {
     let snapshot = state.alerts.snapshot();
     let mut alerts: Vec<&AlertView> = snapshot.alerts.iter().collect();
     alerts.sort_by_key(|a| (phase_order(a.record.phase), a.record.rule.clone(), a.record.variant.clone()));

@@ -1,4 +1,4 @@
-//! JSON endpoints, in the Go dashboard's shapes (contract section 3.4, decisions section 2).
+//! JSON endpoints, in the Go dashboard's shapes (docs/decisions.md, API shapes).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
@@ -22,9 +22,9 @@ const DEFAULT_MAX_POINTS: i64 = 1500;
 const MAX_MAX_POINTS: i64 = 10_000;
 
 /// Status of one variant: the latest complete 5 s point plus target health.
-#[allow(missing_docs)] // field names are the Go dashboard's `/api/status` (decisions section 2)
+#[allow(missing_docs)] // field names are the Go dashboard's `/api/status` (docs/decisions.md, API shapes)
 #[derive(Debug, Clone, Serialize)]
-pub struct VariantStatus {
+pub(crate) struct VariantStatus {
     pub healthy: bool,
     pub last_scrape: Option<String>,
     pub req_rate: f64,
@@ -44,9 +44,9 @@ pub struct VariantStatus {
 }
 
 /// One target inside a variant's status.
-#[allow(missing_docs)] // field names of decisions section 2
+#[allow(missing_docs)] // field names of docs/decisions.md, API shapes
 #[derive(Debug, Clone, Serialize)]
-pub struct TargetStatus {
+pub(crate) struct TargetStatus {
     pub url: String,
     pub up: bool,
     pub last_success: Option<String>,
@@ -72,7 +72,7 @@ impl From<&TargetHealth> for TargetStatus {
 /// of stored history, sorted. A guess disappears once the target's own label named it, so
 /// `/api/status`, `/api/config`, the `connected` event and compare's default candidate never
 /// show a variant nothing belongs to.
-pub async fn known_variants(state: &AppState) -> Result<BTreeSet<String>, ApiError> {
+pub(crate) async fn known_variants(state: &AppState) -> Result<BTreeSet<String>, ApiError> {
     let mut names: BTreeSet<String> = state.health.snapshot().into_iter().map(|h| h.variant).collect();
     names.extend(state.hub.latest().into_keys());
     names.extend(state.source.variants().await?);
@@ -81,7 +81,7 @@ pub async fn known_variants(state: &AppState) -> Result<BTreeSet<String>, ApiErr
 
 /// Builds the status of every known variant. In source mode a failing engine is an error
 /// here, not a status built from the last health it reported.
-pub async fn collect_status(state: &AppState) -> Result<BTreeMap<String, VariantStatus>, ApiError> {
+pub(crate) async fn collect_status(state: &AppState) -> Result<BTreeMap<String, VariantStatus>, ApiError> {
     state.source.status()?;
     let now = state.clock.now_ms();
     let fresh_window = fresh_window_ms(&state.settings);
@@ -119,7 +119,7 @@ pub async fn collect_status(state: &AppState) -> Result<BTreeMap<String, Variant
 /// How old a target's last scrape may be for it to count as healthy: three scrape intervals;
 /// in source mode also one poll of the engine (a point width) and the engine's own delay, or
 /// a target the engine scrapes every time would flicker unhealthy between two polls.
-pub fn fresh_window_ms(s: &super::WebSettings) -> i64 {
+pub(crate) fn fresh_window_ms(s: &super::WebSettings) -> i64 {
     let scrapes = 3 * duration_ms(s.scrape_interval);
     match s.engine {
         None => scrapes,
@@ -128,12 +128,12 @@ pub fn fresh_window_ms(s: &super::WebSettings) -> i64 {
 }
 
 /// `GET /api/status`.
-pub async fn status(State(state): State<AppState>) -> Result<Json<BTreeMap<String, VariantStatus>>, ApiError> {
+pub(crate) async fn status(State(state): State<AppState>) -> Result<Json<BTreeMap<String, VariantStatus>>, ApiError> {
     Ok(Json(collect_status(&state).await?))
 }
 
 /// `GET /api/metrics?range=&variant=&start=&end=&step=&max_points=&target=`.
-pub async fn metrics(
+pub(crate) async fn metrics(
     State(state): State<AppState>,
     Query(params): Query<HashMap<String, String>>,
 ) -> Result<impl axum::response::IntoResponse, ApiError> {
@@ -145,7 +145,7 @@ pub async fn metrics(
 
 /// `GET /api/targets`. In source mode the engine does not count failures in a row:
 /// `consecutive_failures` is `null`.
-pub async fn targets(State(state): State<AppState>) -> Result<Json<Vec<serde_json::Value>>, ApiError> {
+pub(crate) async fn targets(State(state): State<AppState>) -> Result<Json<Vec<serde_json::Value>>, ApiError> {
     state.source.status()?;
     let counted = state.settings.engine.is_none();
     let list = state
@@ -172,7 +172,7 @@ pub async fn targets(State(state): State<AppState>) -> Result<Json<Vec<serde_jso
 /// `GET /api/config`. `source` says where the numbers come from (`sqlite`, or `prometheus`
 /// with `prometheus_url`); in source mode the settings of scraping and storage have no value
 /// (`null`) and `targets` lists the engine's instances.
-pub async fn config(State(state): State<AppState>) -> Result<Json<serde_json::Value>, ApiError> {
+pub(crate) async fn config(State(state): State<AppState>) -> Result<Json<serde_json::Value>, ApiError> {
     let s = &state.settings;
     let human = |d| humantime::format_duration(d).to_string();
     let local = |d| s.engine.is_none().then(|| human(d));
@@ -201,7 +201,11 @@ fn bad(msg: String) -> ApiError {
 
 /// Validates `/api/metrics` parameters at `now_ms`, on the grid the state's source answers
 /// the window on.
-pub fn metrics_query(state: &AppState, params: &HashMap<String, String>, now_ms: i64) -> Result<PointQuery, ApiError> {
+pub(crate) fn metrics_query(
+    state: &AppState,
+    params: &HashMap<String, String>,
+    now_ms: i64,
+) -> Result<PointQuery, ApiError> {
     parse_metrics_query(params, now_ms, |window, min_step| state.source.grid_ms(window, min_step, now_ms))
 }
 
@@ -212,7 +216,7 @@ pub fn metrics_query(state: &AppState, params: &HashMap<String, String>, now_ms:
 /// bounded by the window (see [`longest_step`]), so whatever the parameters, a read starts at
 /// most one step before the window and no point is stamped after now rounded up to its bucket;
 /// all time arithmetic on parameters is checked, so no value can overflow it.
-pub fn parse_metrics_query(
+pub(crate) fn parse_metrics_query(
     params: &HashMap<String, String>,
     now_ms: i64,
     grid: impl Fn((i64, i64), i64) -> i64,
@@ -236,7 +240,7 @@ pub fn parse_metrics_query(
 /// Nothing is stored after now, so a window is read up to now at most: a point is never
 /// stamped after now rounded up to its bucket, and a window's rates never divide by time that
 /// has not happened yet.
-fn parse_window(
+pub(crate) fn parse_window(
     range: Option<&str>,
     start: Option<&str>,
     end: Option<&str>,
@@ -350,7 +354,7 @@ fn parse_positive_duration_ms(v: &str) -> Option<i64> {
     (ms > 0).then_some(ms)
 }
 
-fn parse_time_ms(v: &str) -> Option<i64> {
+pub(crate) fn parse_time_ms(v: &str) -> Option<i64> {
     if let Ok(secs) = v.parse::<f64>() {
         return (0.0..1e11).contains(&secs).then(|| (secs * 1000.0).round() as i64);
     }

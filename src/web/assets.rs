@@ -30,7 +30,7 @@ static ASSETS: LazyLock<Vec<Asset>> = LazyLock::new(|| {
 });
 
 /// FNV-1a (64 bit) of the content, as 16 hex digits: a cache key, not a security measure.
-pub fn content_hash(bytes: &[u8]) -> String {
+pub(crate) fn content_hash(bytes: &[u8]) -> String {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
     for b in bytes {
         h ^= u64::from(*b);
@@ -40,7 +40,7 @@ pub fn content_hash(bytes: &[u8]) -> String {
 }
 
 /// The versioned URL of an asset (`/static/app.js?v=...`); a plain path for an unknown name.
-pub fn url(name: &str) -> String {
+pub(crate) fn url(name: &str) -> String {
     match ASSETS.iter().find(|a| a.name == name) {
         Some(a) => format!("/static/{}?v={}", a.name, a.hash),
         None => format!("/static/{name}"),
@@ -49,12 +49,12 @@ pub fn url(name: &str) -> String {
 
 /// Query of an asset request.
 #[derive(Debug, serde::Deserialize)]
-pub struct Version {
+pub(crate) struct Version {
     v: Option<String>,
 }
 
 /// `GET /static/{name}`.
-pub async fn serve(Path(name): Path<String>, Query(version): Query<Version>, headers: HeaderMap) -> Response {
+pub(crate) async fn serve(Path(name): Path<String>, Query(version): Query<Version>, headers: HeaderMap) -> Response {
     let Some(asset) = ASSETS.iter().find(|a| a.name == name) else {
         return (StatusCode::NOT_FOUND, "no such asset").into_response();
     };

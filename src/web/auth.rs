@@ -23,13 +23,13 @@ use crate::setting::Secret;
 use crate::telemetry::LogThrottle;
 
 /// Name of the session cookie.
-pub const COOKIE_NAME: &str = "zai_dash_session";
+pub(crate) const COOKIE_NAME: &str = "zai_dash_session";
 /// Paths reachable without the token: probes, and the sign-in itself.
 const OPEN_PATHS: [&str; 4] = ["/healthz", "/readyz", "/login", "/logout"];
 
 /// Compares without an early exit, so the time taken does not reveal how much of a guess
 /// matched (only the longer of the two lengths shows).
-pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+pub(crate) fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     let mut diff = a.len() ^ b.len();
     for i in 0..a.len().max(b.len()) {
         let x = a.get(i).copied().unwrap_or(0);
@@ -59,14 +59,14 @@ fn session_cookie(headers: &HeaderMap) -> Option<&str> {
 }
 
 /// True when the request carries the token as a bearer header or a valid session cookie.
-pub fn authorized(headers: &HeaderMap, token: &Secret, sessions: &Sessions, now_ms: i64) -> bool {
+pub(crate) fn authorized(headers: &HeaderMap, token: &Secret, sessions: &Sessions, now_ms: i64) -> bool {
     let by_header = bearer(headers).is_some_and(|t| constant_time_eq(t.as_bytes(), token.expose().as_bytes()));
     by_header || session_cookie(headers).is_some_and(|c| sessions.check(c, now_ms).is_some())
 }
 
 /// Middleware: lets open paths and authorized requests through; sends browsers asking for a
 /// page to `/login` and answers everything else 401.
-pub async fn require(State(state): State<AppState>, req: Request, next: Next) -> Response {
+pub(crate) async fn require(State(state): State<AppState>, req: Request, next: Next) -> Response {
     let (Some(token), Some(sessions)) = (state.settings.dashboard_token.as_ref(), state.sessions.as_deref()) else {
         return next.run(req).await;
     };
@@ -87,7 +87,7 @@ pub async fn require(State(state): State<AppState>, req: Request, next: Next) ->
 
 /// The sign-in form.
 #[derive(Debug, Deserialize)]
-pub struct LoginForm {
+pub(crate) struct LoginForm {
     /// The token typed in.
     pub token: String,
 }
@@ -104,13 +104,13 @@ fn login_page(message: &str) -> Html<String> {
 }
 
 /// `GET /login`.
-pub async fn login_form() -> Html<String> {
+pub(crate) async fn login_form() -> Html<String> {
     login_page("This dashboard is protected by a token (DASHBOARD_TOKEN).")
 }
 
 /// `POST /login`: sets a session cookie when the token is right. Wrong tokens count against
 /// the client's address.
-pub async fn login(
+pub(crate) async fn login(
     State(state): State<AppState>,
     peer: Option<Extension<ConnectInfo<SocketAddr>>>,
     headers: HeaderMap,
@@ -156,7 +156,7 @@ fn secure(state: &AppState, headers: &HeaderMap) -> &'static str {
 /// `POST /logout`: forgets the cookie and revokes the session on this replica (stored in
 /// SQLite mode until it would have expired, so it survives restarts; other replicas are not
 /// told, see [`super::session`]).
-pub async fn logout(State(state): State<AppState>, headers: HeaderMap) -> Response {
+pub(crate) async fn logout(State(state): State<AppState>, headers: HeaderMap) -> Response {
     let session = state.sessions.as_deref().zip(session_cookie(&headers)).and_then(|(s, c)| s.verify(c));
     if let (Some(sessions), Some(session)) = (state.sessions.as_deref(), session) {
         sessions.revoke(&session, state.clock.now_ms());
@@ -202,7 +202,7 @@ fn session_response(cookie: &str) -> Response {
 }
 
 /// Headers every response carries: no MIME sniffing, no framing by other sites (clickjacking).
-pub async fn security_headers(req: Request, next: Next) -> Response {
+pub(crate) async fn security_headers(req: Request, next: Next) -> Response {
     let mut resp = next.run(req).await;
     let h = resp.headers_mut();
     h.insert("x-content-type-options", HeaderValue::from_static("nosniff"));

@@ -11,9 +11,9 @@
 use std::fmt::Write as _;
 
 /// SVG user units of every chart (the SVG scales to its container).
-pub const WIDTH: f64 = 640.0;
+pub(crate) const WIDTH: f64 = 640.0;
 /// Height in SVG user units.
-pub const HEIGHT: f64 = 180.0;
+pub(crate) const HEIGHT: f64 = 180.0;
 const LEFT: f64 = 56.0;
 const RIGHT: f64 = 10.0;
 const TOP: f64 = 10.0;
@@ -23,7 +23,7 @@ const MAX_SLOTS: usize = 60;
 
 /// What a value measures; decides axis labels and hover text.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Unit {
+pub(crate) enum Unit {
     /// Requests (or events) per second.
     PerSecond,
     /// Milliseconds.
@@ -40,7 +40,7 @@ pub enum Unit {
 
 impl Unit {
     /// Short unit text for axes and legends.
-    pub fn label(self) -> &'static str {
+    pub(crate) fn label(self) -> &'static str {
         match self {
             Unit::PerSecond => "/s",
             Unit::Ms => "ms",
@@ -53,7 +53,7 @@ impl Unit {
 }
 
 /// Formats a value with its unit for people: `1.23k/s`, `850 ms`, `6.84 s`, `2.50%`, `$0.0042/h`.
-pub fn fmt_value(unit: Unit, v: f64) -> String {
+pub(crate) fn fmt_value(unit: Unit, v: f64) -> String {
     if !v.is_finite() {
         return "–".to_owned();
     }
@@ -69,7 +69,7 @@ pub fn fmt_value(unit: Unit, v: f64) -> String {
 }
 
 /// Dollars: four decimals below one cent so small costs do not read as zero.
-pub fn fmt_usd(v: f64) -> String {
+pub(crate) fn fmt_usd(v: f64) -> String {
     let sign = if v < 0.0 { "-" } else { "" };
     let a = v.abs();
     if a != 0.0 && a < 0.01 { format!("{sign}${a:.4}") } else { format!("{sign}${a:.2}") }
@@ -77,7 +77,7 @@ pub fn fmt_usd(v: f64) -> String {
 
 /// Compact number: `0.42`, `12.3`, `850`, `1.23k`, `4.5M`; whole numbers below 10k without
 /// decimals (`3`, `10`, `1500`).
-pub fn compact(v: f64) -> String {
+pub(crate) fn compact(v: f64) -> String {
     let a = v.abs();
     if !v.is_finite() {
         "–".to_owned()
@@ -104,7 +104,7 @@ pub fn compact(v: f64) -> String {
 
 /// One line of a chart.
 #[derive(Debug, Clone)]
-pub struct Series {
+pub(crate) struct Series {
     /// Legend text (for example `canary p95`); escaped by the template.
     pub label: String,
     /// Colour slot 0..8 (one per variant), a CSS class `c{n}`.
@@ -118,7 +118,7 @@ pub struct Series {
 /// Something to mark on a chart's time axis: a moment (a version change: `from_ms == to_ms`)
 /// or a period (an alert firing).
 #[derive(Debug, Clone, PartialEq)]
-pub struct Mark {
+pub(crate) struct Mark {
     /// Start, Unix ms.
     pub from_ms: i64,
     /// End, Unix ms (equal to `from_ms` for a moment).
@@ -146,7 +146,7 @@ pub struct MarkView {
 
 /// Everything needed to draw one chart.
 #[derive(Debug, Clone)]
-pub struct ChartSpec {
+pub(crate) struct ChartSpec {
     /// Window start, Unix ms.
     pub start_ms: i64,
     /// Window end, Unix ms.
@@ -232,7 +232,7 @@ fn n1(v: f64) -> String {
 }
 
 /// A "nice" tick step (1, 2 or 5 x 10^k) giving at most about `target` intervals over `span`.
-pub fn nice_step(span: f64, target: f64) -> f64 {
+pub(crate) fn nice_step(span: f64, target: f64) -> f64 {
     if span.is_nan() || span <= 0.0 || !span.is_finite() {
         return 1.0;
     }
@@ -276,7 +276,7 @@ fn time_label(ms: i64, step: i64) -> String {
 /// Largest magnitude drawn: targets are not trusted, and a value of `1.7e308` must neither
 /// overflow the axis arithmetic nor flatten every other line to zero; beyond it a line is drawn
 /// at the edge (the hover text and legend still say the value).
-pub const MAX_DRAWN: f64 = 1e12;
+pub(crate) const MAX_DRAWN: f64 = 1e12;
 /// Most value grid lines a chart gets, whatever the values.
 const MAX_Y_TICKS: usize = 12;
 
@@ -351,7 +351,7 @@ fn line(s: &Series, unit: Unit, x: impl Fn(i64) -> f64, y: impl Fn(f64) -> f64) 
 /// Builds the geometry of `spec`. Never yields NaN or infinite coordinates: non-finite values
 /// are treated as gaps, huge ones are drawn at [`MAX_DRAWN`], and an all-zero or empty chart
 /// gets a unit-high axis.
-pub fn build(spec: &ChartSpec) -> ChartView {
+pub(crate) fn build(spec: &ChartSpec) -> ChartView {
     let (l, r, t, b) = (LEFT, WIDTH - RIGHT, TOP, HEIGHT - BOTTOM);
     let span_ms = (spec.end_ms - spec.start_ms).max(1);
     let (axis, empty) = y_axis(spec);

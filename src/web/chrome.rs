@@ -55,7 +55,7 @@ impl StorageBanner {
 
 impl Chrome {
     /// The chrome of `page` (`overview`, `compare`, `targets`, `alerts`).
-    pub fn new(state: &AppState, page: &'static str) -> Self {
+    pub(crate) fn new(state: &AppState, page: &'static str) -> Self {
         Self {
             version: crate::VERSION,
             css: assets::url("app.css"),
@@ -86,7 +86,7 @@ pub struct StripAlert {
 }
 
 /// The strip's lines: what fires now.
-pub fn strip(state: &AppState) -> Vec<StripAlert> {
+pub(crate) fn strip(state: &AppState) -> Vec<StripAlert> {
     state
         .alerts
         .firing()

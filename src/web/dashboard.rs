@@ -6,13 +6,13 @@ use std::collections::{BTreeMap, HashMap};
 
 use super::charts::{self, ChartSpec, ChartView, Mark, Series, Unit, compact, fmt_usd, fmt_value};
 use super::models::ModelUsage;
-use crate::point::{Counts, Point};
+use crate::point::{Counts, Point, error_share_pct};
 
 /// Ranges offered by the selector.
-pub const RANGES: [&str; 6] = ["5m", "15m", "1h", "6h", "24h", "7d"];
+pub(crate) const RANGES: [&str; 6] = ["5m", "15m", "1h", "6h", "24h", "7d"];
 /// Points per series asked from the source: enough for a 640-unit-wide chart, and well under
-/// the ~600 limit of decisions section 5, which keeps the page small.
-pub const CHART_POINTS: i64 = 240;
+/// the ~600-point limit that keeps the page small (docs/decisions.md, Dashboard pages).
+pub(crate) const CHART_POINTS: i64 = 240;
 
 /// The overview's selection, from the query string.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -28,7 +28,7 @@ pub struct View {
 
 impl View {
     /// Reads `range`, `variant` and `target`; validation happens in the metrics query parser.
-    pub fn from_params(params: &HashMap<String, String>) -> Self {
+    pub(crate) fn from_params(params: &HashMap<String, String>) -> Self {
         let get = |k: &str| params.get(k).map(|v| v.trim().to_owned()).filter(|v| !v.is_empty());
         Self {
             range: get("range").unwrap_or_else(|| "1h".to_owned()),
@@ -38,7 +38,7 @@ impl View {
     }
 
     /// The parameters of the range query behind the charts.
-    pub fn metrics_params(&self) -> HashMap<String, String> {
+    pub(crate) fn metrics_params(&self) -> HashMap<String, String> {
         let mut p = HashMap::from([
             ("range".to_owned(), self.range.clone()),
             ("variant".to_owned(), self.variant.clone()),
@@ -52,7 +52,7 @@ impl View {
 
     /// `/api/export?panel=..&range=..&variant=..[&target=..]&format=..`: a download of what the
     /// selection shows (`panel` `None`: every field).
-    pub fn export_href(&self, panel: Option<&str>, format: &str) -> String {
+    pub(crate) fn export_href(&self, panel: Option<&str>, format: &str) -> String {
         let mut s = url::form_urlencoded::Serializer::new(String::new());
         if let Some(p) = panel {
             s.append_pair("panel", p);
@@ -66,7 +66,7 @@ impl View {
     }
 
     /// `/?range=..&variant=..[&target=..]` with one field changed.
-    pub fn href(&self, range: &str, variant: &str) -> String {
+    pub(crate) fn href(&self, range: &str, variant: &str) -> String {
         let mut s = url::form_urlencoded::Serializer::new(String::new());
         s.append_pair("range", range).append_pair("variant", variant);
         if let Some(t) = &self.target {
@@ -233,12 +233,12 @@ pub struct Panel {
 /// One line of a panel per variant: its name within the panel (empty when the panel has one
 /// metric) and how it is read from a point. Series styles within a panel: the variant gives the
 /// colour, the metric the line style.
-pub type Metric = (&'static str, fn(&Point) -> Option<f64>);
+pub(crate) type Metric = (&'static str, fn(&Point) -> Option<f64>);
 
 /// What a chart panel shows: the overview draws it and `/api/export?panel=` downloads it, from
 /// this one definition.
 #[derive(Debug)]
-pub struct PanelSpec {
+pub(crate) struct PanelSpec {
     /// Stable id (`requests`, `latency`, ...), also the element id and the export's name.
     pub id: &'static str,
     /// Title.
@@ -252,7 +252,7 @@ pub struct PanelSpec {
 }
 
 /// The overview's chart panels, in page order.
-pub const PANEL_SPECS: &[PanelSpec] = &[
+pub(crate) const PANEL_SPECS: &[PanelSpec] = &[
     PanelSpec {
         id: "requests",
         title: "Request rate by status class",
@@ -332,7 +332,7 @@ pub const PANEL_SPECS: &[PanelSpec] = &[
 ];
 
 /// The panel definition with this id.
-pub fn panel_spec(id: &str) -> Option<&'static PanelSpec> {
+pub(crate) fn panel_spec(id: &str) -> Option<&'static PanelSpec> {
     PANEL_SPECS.iter().find(|s| s.id == id)
 }
 
@@ -450,7 +450,7 @@ fn add_window_figures(panels: &mut [Panel], counts: &BTreeMap<String, Counts>) {
             let figure = match panel.id {
                 "requests" => Figure { label: format!("{variant} requests"), value: compact(n) },
                 "errors" => {
-                    let share = (n > 0.0).then(|| 100.0 * c.requests_in_class('5') / n);
+                    let share = error_share_pct(c.requests_in_class('5'), n);
                     Figure { label: format!("{variant} 5xx"), value: opt(Unit::Percent, share) }
                 }
                 "cost" => {
@@ -476,7 +476,7 @@ pub fn panels(
 }
 
 /// [`panels`] with moments and periods marked on every chart (version changes, alerts).
-pub fn panels_marked(
+pub(crate) fn panels_marked(
     points: &[Point],
     window: (i64, i64),
     colors: &HashMap<String, usize>,

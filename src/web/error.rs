@@ -14,7 +14,7 @@ use crate::ports::read::SourceError;
 
 /// An API error, rendered as `{"error": "..."}`.
 #[derive(Debug, thiserror::Error)]
-pub enum ApiError {
+pub(crate) enum ApiError {
     /// The request is wrong; the message says which parameter and why.
     #[error("{0}")]
     BadRequest(String),
@@ -25,7 +25,7 @@ pub enum ApiError {
 
 impl ApiError {
     /// The HTTP status of this error.
-    pub fn status_code(&self) -> StatusCode {
+    pub(crate) fn status_code(&self) -> StatusCode {
         match self {
             Self::BadRequest(_) => StatusCode::BAD_REQUEST,
             Self::Source(e) => source_status(e),
@@ -46,7 +46,7 @@ impl IntoResponse for ApiError {
 
 /// A page error, rendered as an HTML page (people, not scripts, read these).
 #[derive(Debug, thiserror::Error)]
-pub enum PageError {
+pub(crate) enum PageError {
     /// The request is wrong (a bad `range`, an unknown parameter value).
     #[error("{0}")]
     BadRequest(String),

@@ -88,7 +88,7 @@ struct Table {
 }
 
 /// `GET /api/export?...&format=csv|json[&panel=ID]`.
-pub async fn export(
+pub(crate) async fn export(
     State(state): State<AppState>,
     Query(params): Query<HashMap<String, String>>,
 ) -> Result<Response, ApiError> {

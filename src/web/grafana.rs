@@ -15,13 +15,13 @@ use crate::point::DIRECTIONS;
 use crate::promql::{Selector, family, over, pods};
 
 /// The window of every rate: Grafana's own, at least four scrapes wide whatever the zoom.
-pub const RATE_WINDOW: &str = "$__rate_interval";
+pub(crate) const RATE_WINDOW: &str = "$__rate_interval";
 /// The resolution of time-weighted gauges: the panel's step.
-pub const RESOLUTION: &str = "$__interval";
+pub(crate) const RESOLUTION: &str = "$__interval";
 /// The schema version written (Grafana 10.4 / 11).
-pub const SCHEMA_VERSION: u32 = 39;
+pub(crate) const SCHEMA_VERSION: u32 = 39;
 /// The dashboard's uid: stable, so links and provisioning survive regeneration.
-pub const UID: &str = "zai-dash";
+pub(crate) const UID: &str = "zai-dash";
 
 /// A panel of the overview that has no queries here.
 #[derive(Debug, thiserror::Error)]
@@ -34,7 +34,7 @@ fn selector() -> Selector {
 }
 
 /// One PromQL expression per metric of the panel, in the panel's order, and Grafana's unit.
-pub fn queries(spec: &PanelSpec) -> Result<(&'static str, Vec<String>), MissingPanel> {
+pub(crate) fn queries(spec: &PanelSpec) -> Result<(&'static str, Vec<String>), MissingPanel> {
     let (sel, w, r) = (&selector(), RATE_WINDOW, RESOLUTION);
     let q = |hist: &str| [0.5, 0.95, 0.99].iter().map(|p| over::quantile_ms(*p, hist, sel, w)).collect();
     Ok(match spec.id {

@@ -14,7 +14,7 @@ use crate::telemetry::{LogThrottle, excerpt};
 
 /// Middleware: 403 for a state-changing request from a host or origin that may not change
 /// anything; everything else passes.
-pub async fn state_changes(State(state): State<AppState>, req: Request, next: Next) -> Response {
+pub(crate) async fn state_changes(State(state): State<AppState>, req: Request, next: Next) -> Response {
     if matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS) {
         return next.run(req).await;
     }

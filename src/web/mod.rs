@@ -1,25 +1,26 @@
 //! HTTP: the router, shared state, health endpoints and the mapping of errors to responses.
 //! Handlers stay thin: parse, call the domain, shape the answer.
 
-pub mod alerts;
-pub mod api;
-pub mod assets;
-pub mod auth;
-pub mod charts;
+pub(crate) mod alerts;
+pub(crate) mod api;
+pub(crate) mod assets;
+pub(crate) mod auth;
+pub(crate) mod charts;
 pub mod chrome;
-pub mod dash_api;
+pub(crate) mod compare_page;
+pub(crate) mod dash_api;
 pub mod dashboard;
-pub mod error;
-pub mod export;
+pub(crate) mod error;
+pub(crate) mod export;
 pub mod grafana;
-pub mod guard;
+pub(crate) mod guard;
 pub mod models;
 pub mod objectives;
 pub mod pages;
 pub mod runway;
 pub mod selfmetrics;
-pub mod session;
-pub mod sse;
+pub(crate) mod session;
+pub(crate) mod sse;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -82,16 +83,18 @@ pub struct WebSettings {
     pub allowed_hosts: crate::host::AllowedHosts,
     /// Source mode: the engine's URL without credentials (`None`: SQLite mode).
     pub engine: Option<String>,
+    /// Canary analysis settings (`CANARY_CONFIG`).
+    pub canary: crate::canary::CanaryConfig,
 }
 
 impl WebSettings {
     /// Width of a raw point in milliseconds.
-    pub fn point_ms(&self) -> i64 {
+    pub(crate) fn point_ms(&self) -> i64 {
         duration_ms(self.point_width)
     }
 
     /// Width of a rolled-up point in milliseconds.
-    pub fn rollup_ms(&self) -> i64 {
+    pub(crate) fn rollup_ms(&self) -> i64 {
         duration_ms(self.rollup_width)
     }
 }
@@ -162,10 +165,11 @@ fn pages_router() -> Router<AppState> {
     Router::new()
         .route("/", get(pages::overview))
         .route("/targets", get(pages::targets))
-        .route("/compare", get(pages::compare))
+        .route("/compare", get(compare_page::compare))
         .route("/alerts", get(alerts::page))
         .route("/api/alerts", get(alerts::api))
         .route("/api/compare", get(dash_api::compare))
+        .route("/api/compare/history", get(dash_api::history))
         .route("/api/models", get(dash_api::models))
         .route("/api/quota", get(runway::api))
         .route("/slos", get(objectives::page))
@@ -219,6 +223,7 @@ async fn self_metrics(State(state): State<AppState>) -> impl IntoResponse {
     let alerts = snapshot.alerts;
     let count = |p| alerts.iter().filter(|a| a.record.phase == p).count();
     let pending_firing = (count(crate::phase::AlertPhase::Pending), count(crate::phase::AlertPhase::Firing));
+    let canary = latest_verdicts(&state).await;
     let body = selfmetrics::render(&selfmetrics::Inputs {
         targets: &targets,
         scrape_durations: state.health.durations(),
@@ -231,6 +236,18 @@ async fn self_metrics(State(state): State<AppState>) -> impl IntoResponse {
         alerts_pending_firing: pending_firing,
         alert_evaluations: snapshot.evaluations,
         storage_healthy: state.health.storage().is_none(),
+        canary: &canary,
     });
     ([(axum::http::header::CONTENT_TYPE, crate::expo::CONTENT_TYPE)], body)
+}
+
+/// Each pair's canary verdict judged within the last three minutes (a pair no longer judged
+/// drops out rather than repeating a stale verdict).
+async fn latest_verdicts(state: &AppState) -> Vec<crate::store::canary_log::VerdictEntry> {
+    let Some(store) = &state.store else { return Vec::new() };
+    let after = state.clock.now_ms() - 3 * state.settings.rollup_ms();
+    store.latest_verdicts(after).await.unwrap_or_else(|e| {
+        tracing::debug!(error = %e, "Canary verdicts unavailable for /metrics.");
+        Vec::new()
+    })
 }

@@ -33,7 +33,10 @@ pub fn model_usage(counts: &BTreeMap<String, Counts>) -> Vec<ModelUsage> {
 }
 
 /// [`model_usage`] with each variant's covered seconds.
-pub fn model_usage_covered(counts: &BTreeMap<String, Counts>, covered: &BTreeMap<String, f64>) -> Vec<ModelUsage> {
+pub(crate) fn model_usage_covered(
+    counts: &BTreeMap<String, Counts>,
+    covered: &BTreeMap<String, f64>,
+) -> Vec<ModelUsage> {
     let mut out = Vec::new();
     for (variant, c) in counts {
         let models: BTreeSet<&String> = c.tokens.keys().chain(c.cost.keys()).collect();

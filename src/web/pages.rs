@@ -9,19 +9,16 @@ use std::sync::{Arc, Mutex};
 use askama::Template;
 use askama_web::WebTemplate;
 use axum::extract::{Query, State};
-use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 
 use super::AppState;
 use super::api::{collect_status, known_variants, metrics_query};
 use super::charts::{Mark, Unit, compact, fmt_value};
 use super::chrome::Chrome;
-use super::dash_api::{CompareParams, comparison};
 use super::dashboard::{self, Card, Link, Panels, View};
 use super::error::PageError;
 use super::models::model_usage;
 use crate::clock::rfc3339_ms;
-use crate::compare::Comparison;
 use crate::ports::read::{ChartData, PointQuery};
 use crate::redact::{RedactedUrl, same_target};
 
@@ -51,7 +48,7 @@ pub struct Overview {
 
 impl Overview {
     /// Download link of one panel (or of every field, for `""`) in `format`.
-    pub fn export_href(&self, panel: &str, format: &str) -> String {
+    pub(crate) fn export_href(&self, panel: &str, format: &str) -> String {
         self.view.export_href(Some(panel).filter(|p| !p.is_empty()), format)
     }
 }
@@ -69,13 +66,13 @@ pub struct OverviewPage {
 /// `/?fragment=1`: the `<main>` content alone, for switching range without a reload.
 #[derive(Template, WebTemplate)]
 #[template(path = "overview_main.html")]
-pub struct OverviewFragment {
+pub(crate) struct OverviewFragment {
     /// Content.
     pub o: Overview,
 }
 
 /// Gathers the overview for a selection.
-pub async fn overview_data(state: &AppState, view: &View) -> Result<Overview, PageError> {
+pub(crate) async fn overview_data(state: &AppState, view: &View) -> Result<Overview, PageError> {
     let names: Vec<String> = known_variants(state).await?.into_iter().collect();
     let colors = dashboard::colors(&names);
     let charts = charts_for(state, view, &names).await?;
@@ -223,7 +220,7 @@ fn pod_href(view: &View, target: Option<&str>) -> String {
 }
 
 /// `GET /?range=&variant=&target=[&fragment=1]`.
-pub async fn overview(
+pub(crate) async fn overview(
     State(state): State<AppState>,
     Query(params): Query<HashMap<String, String>>,
 ) -> Result<Response, PageError> {
@@ -323,7 +320,7 @@ fn fmt_age(seconds: f64) -> String {
 }
 
 /// `GET /targets`. In source mode a failing engine is an error page, not its last health.
-pub async fn targets(State(state): State<AppState>) -> Result<TargetsPage, PageError> {
+pub(crate) async fn targets(State(state): State<AppState>) -> Result<TargetsPage, PageError> {
     state.source.status()?;
     let view = View { range: "1h".into(), variant: "all".into(), target: None };
     let targets = state
@@ -347,89 +344,6 @@ pub async fn targets(State(state): State<AppState>) -> Result<TargetsPage, PageE
         .collect();
     let remote = state.remote.as_ref().map(|r| RemoteLine::new(&r.snapshot(state.clock.now_ms())));
     Ok(TargetsPage { chrome: Chrome::new(&state, "targets"), targets, remote })
-}
-
-/// `/compare`.
-#[derive(Template, WebTemplate)]
-#[template(path = "compare.html")]
-pub struct ComparePage {
-    /// Chrome.
-    pub chrome: Chrome,
-    /// Variants for the form.
-    pub variants: Vec<String>,
-    /// Windows for the form.
-    pub windows: [&'static str; 6],
-    /// Selected window.
-    pub window: String,
-    /// The comparison, or why there is none.
-    pub result: Result<CompareView, String>,
-}
-
-/// A comparison, formatted.
-pub struct CompareView {
-    /// The numbers.
-    pub c: Comparison,
-    /// Rows, formatted.
-    pub rows: Vec<CompareRow>,
-}
-
-/// One formatted comparison row.
-pub struct CompareRow {
-    /// Label.
-    pub label: &'static str,
-    /// Baseline value.
-    pub baseline: String,
-    /// Candidate value.
-    pub candidate: String,
-    /// Absolute delta.
-    pub delta: String,
-    /// Relative delta.
-    pub delta_pct: String,
-    /// Verdict class, or empty.
-    pub verdict: &'static str,
-}
-
-fn fmt_row(m: &crate::compare::MetricRow) -> CompareRow {
-    let f = |v: Option<f64>| match (v, m.unit) {
-        (None, _) => "–".to_owned(),
-        (Some(v), "%") => format!("{v:.2}%"),
-        (Some(v), "ms") => fmt_value(Unit::Ms, v),
-        (Some(v), "USD/h") => fmt_value(Unit::UsdPerHour, v),
-        (Some(v), "req") => format!("{v:.0}"),
-        (Some(v), unit) => format!("{} {unit}", super::charts::compact(v)),
-    };
-    CompareRow {
-        label: m.label,
-        baseline: f(m.baseline),
-        candidate: f(m.candidate),
-        delta: m.delta.map_or_else(|| "–".into(), |d| format!("{}{}", if d > 0.0 { "+" } else { "" }, f(Some(d)))),
-        delta_pct: m.delta_pct.map_or_else(|| "–".into(), |d| format!("{d:+.1}%")),
-        verdict: m.verdict.map_or("", |v| v.as_str()),
-    }
-}
-
-/// `GET /compare?baseline=&candidate=&window=`. A bad parameter still shows the form (to fix
-/// it), with the reason and status 400.
-pub async fn compare(
-    State(state): State<AppState>,
-    Query(params): Query<CompareParams>,
-) -> Result<Response, PageError> {
-    let variants: Vec<String> = known_variants(&state).await?.into_iter().collect();
-    let window = params.window.clone().unwrap_or_else(|| "15m".into());
-    let result = match comparison(&state, &params).await {
-        Ok(c) => Ok(CompareView { rows: c.metrics.iter().map(fmt_row).collect(), c }),
-        Err(super::error::ApiError::BadRequest(m)) => Err(m),
-        Err(e) => return Err(e.into()),
-    };
-    let status = if result.is_ok() { StatusCode::OK } else { StatusCode::BAD_REQUEST };
-    let page = ComparePage {
-        chrome: Chrome::new(&state, "compare"),
-        variants,
-        windows: ["5m", "15m", "30m", "1h", "6h", "24h"],
-        window,
-        result,
-    };
-    Ok((status, page).into_response())
 }
 
 #[cfg(test)]

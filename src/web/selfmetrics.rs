@@ -32,7 +32,7 @@ impl Default for SelfMetrics {
 
 /// Everything one `/metrics` answer needs.
 #[derive(Debug)]
-pub struct Inputs<'a> {
+pub(crate) struct Inputs<'a> {
     /// Every target; retired (vanished) addresses are left out of the output, so series stay
     /// bounded by the live pods while pods come and go.
     pub targets: &'a [TargetHealth],
@@ -56,14 +56,17 @@ pub struct Inputs<'a> {
     pub alert_evaluations: u64,
     /// False while the database refuses writes (always true in source mode, which has none).
     pub storage_healthy: bool,
+    /// Each pair's latest minutely canary verdict (none in source mode).
+    pub canary: &'a [crate::store::canary_log::VerdictEntry],
 }
 
 /// Renders the exposition; families in name order, as client_golang does.
-pub fn render(i: &Inputs<'_>) -> String {
+pub(crate) fn render(i: &Inputs<'_>) -> String {
     let mut e = Exposition::new();
     write_alerts(&mut e, i);
     e.family("zai_dash_build_info", "Build information; the value is always 1.", "gauge");
     e.sample("zai_dash_build_info", &[("version", crate::VERSION)], 1.0);
+    write_canary(&mut e, i.canary);
     if let Some(db) = i.db {
         e.family("zai_dash_db_rows", "Rows per table of the SQLite database.", "gauge");
         for (table, n) in &db.rows {
@@ -112,6 +115,25 @@ pub fn render(i: &Inputs<'_>) -> String {
     }
     write_writer(&mut e, i.writer);
     e.finish()
+}
+
+/// The canary verdict of each pair judged in the last few minutes, for Prometheus rules to
+/// read instead of repeating the analysis (`zai-dash rules --prometheus`).
+fn write_canary(e: &mut Exposition, entries: &[crate::store::canary_log::VerdictEntry]) {
+    let name = crate::promql::CANARY_VERDICT_GAUGE;
+    if entries.is_empty() {
+        return;
+    }
+    e.family(
+        name,
+        "Canary verdict of the candidate against the baseline since its rollout began, as /api/compare gives it: 0 pass, 1 warn, 2 fail, -1 insufficient data.",
+        "gauge",
+    );
+    for v in entries {
+        if let Some(value) = crate::promql::canary_gauge_value(&v.verdict) {
+            e.sample(name, &[("baseline", &v.baseline), ("candidate", &v.candidate)], value);
+        }
+    }
 }
 
 fn write_remote(e: &mut Exposition, r: &StatusSnapshot) {
@@ -269,6 +291,7 @@ mod tests {
             targets: &[t, live],
             scrape_durations: &durations,
             writer: &writer,
+            canary: &[],
             own: &own,
             sse_clients: 2,
             db: None,

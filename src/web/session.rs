@@ -28,7 +28,7 @@ use ring::rand::{SecureRandom, SystemRandom};
 use crate::setting::{ConfigError, Secret, bad};
 
 /// Wrong tokens a client address may send per minute before it must wait.
-pub const FAILURES_PER_MINUTE: usize = 5;
+pub(crate) const FAILURES_PER_MINUTE: usize = 5;
 const MINUTE_MS: i64 = 60_000;
 /// Client addresses remembered at once; beyond it the oldest record is forgotten first, so a
 /// flood of addresses cannot grow memory.
@@ -69,7 +69,7 @@ pub enum CookieSecure {
 
 impl CookieSecure {
     /// Whether a cookie set in answer to a request forwarded as `forwarded_https` is `Secure`.
-    pub fn applies(self, forwarded_https: bool) -> bool {
+    pub(crate) fn applies(self, forwarded_https: bool) -> bool {
         match self {
             Self::Auto => forwarded_https,
             Self::Always => true,
@@ -92,7 +92,7 @@ const MAX_EPOCH_CHARS: usize = 128;
 
 impl SessionArgs {
     /// Checks both values.
-    pub fn validate(&self) -> Result<SessionPolicy, ConfigError> {
+    pub(crate) fn validate(&self) -> Result<SessionPolicy, ConfigError> {
         let cookie_secure = match self.cookie_secure.trim().to_ascii_lowercase().as_str() {
             "auto" | "" => CookieSecure::Auto,
             "always" => CookieSecure::Always,
@@ -128,7 +128,7 @@ impl std::fmt::Debug for Sessions {
 
 /// A session cookie's parts, once its signature checked out.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Session {
+pub(crate) struct Session {
     /// Random id (what logout revokes).
     pub id: String,
     /// When it stops being accepted, Unix ms.
@@ -138,7 +138,7 @@ pub struct Session {
 impl Sessions {
     /// Sessions signed with a key derived from `token` and `epoch`, valid for `ttl_ms`. Without
     /// an epoch the key is the one earlier versions derived, so an upgrade signs nobody out.
-    pub fn new(token: &Secret, epoch: &str, ttl_ms: i64) -> Self {
+    pub(crate) fn new(token: &Secret, epoch: &str, ttl_ms: i64) -> Self {
         let derive = hmac::Key::new(hmac::HMAC_SHA256, token.expose().as_bytes());
         let mut label = b"zai-dash session key v1".to_vec();
         if !epoch.is_empty() {
@@ -156,7 +156,7 @@ impl Sessions {
     }
 
     /// A new session cookie value issued at `now_ms`; `None` if the system has no randomness.
-    pub fn issue(&self, now_ms: i64) -> Option<String> {
+    pub(crate) fn issue(&self, now_ms: i64) -> Option<String> {
         let mut id = [0u8; 16];
         self.random.fill(&mut id).ok()?;
         let body = format!("v1.{now_ms}.{}", hex(&id));
@@ -166,14 +166,14 @@ impl Sessions {
 
     /// The session of a cookie value, when it is signed by this token, not expired and not
     /// revoked.
-    pub fn check(&self, cookie: &str, now_ms: i64) -> Option<Session> {
+    pub(crate) fn check(&self, cookie: &str, now_ms: i64) -> Option<Session> {
         let session = self.verify(cookie)?;
         let revoked = self.revoked.lock().map(|r| r.contains_key(&session.id)).unwrap_or(true);
         (now_ms < session.expires_ms && !revoked).then_some(session)
     }
 
     /// Signature and shape only (what logout needs to revoke an expired-or-not session).
-    pub fn verify(&self, cookie: &str) -> Option<Session> {
+    pub(crate) fn verify(&self, cookie: &str) -> Option<Session> {
         let (body, tag) = cookie.rsplit_once('.')?;
         let mut parts = body.split('.');
         let (Some("v1"), Some(issued), Some(id), None) = (parts.next(), parts.next(), parts.next(), parts.next())
@@ -187,7 +187,7 @@ impl Sessions {
     }
 
     /// Forgets a session until it would have expired.
-    pub fn revoke(&self, session: &Session, now_ms: i64) {
+    pub(crate) fn revoke(&self, session: &Session, now_ms: i64) {
         if let Ok(mut r) = self.revoked.lock() {
             r.retain(|_, expires| *expires > now_ms);
             r.insert(session.id.clone(), session.expires_ms);
@@ -195,14 +195,14 @@ impl Sessions {
     }
 
     /// Revocations read back from storage at start-up.
-    pub fn restore_revoked(&self, revoked: impl IntoIterator<Item = (String, i64)>) {
+    pub(crate) fn restore_revoked(&self, revoked: impl IntoIterator<Item = (String, i64)>) {
         if let Ok(mut r) = self.revoked.lock() {
             r.extend(revoked);
         }
     }
 
     /// `Err(seconds to wait)` when `ip` sent too many wrong tokens in the last minute.
-    pub fn login_allowed(&self, ip: IpAddr, now_ms: i64) -> Result<(), u64> {
+    pub(crate) fn login_allowed(&self, ip: IpAddr, now_ms: i64) -> Result<(), u64> {
         let Ok(mut f) = self.failures.lock() else { return Ok(()) };
         let Some(times) = f.get_mut(&ip) else { return Ok(()) };
         while times.front().is_some_and(|t| *t <= now_ms - MINUTE_MS) {
@@ -218,7 +218,7 @@ impl Sessions {
     }
 
     /// Counts a wrong token from `ip`.
-    pub fn record_failure(&self, ip: IpAddr, now_ms: i64) {
+    pub(crate) fn record_failure(&self, ip: IpAddr, now_ms: i64) {
         let Ok(mut f) = self.failures.lock() else { return };
         if f.len() >= MAX_TRACKED_ADDRESSES && !f.contains_key(&ip) {
             f.retain(|_, times| times.back().is_some_and(|t| *t > now_ms - MINUTE_MS));

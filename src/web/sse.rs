@@ -27,13 +27,13 @@ use super::error::ApiError;
 use crate::hub::HubEvent;
 
 /// How often an idle stream gets a heartbeat comment.
-pub const HEARTBEAT: Duration = Duration::from_secs(15);
+pub(crate) const HEARTBEAT: Duration = Duration::from_secs(15);
 
 /// The heartbeat comment.
 const HEARTBEAT_FRAME: &[u8] = b": heartbeat\n\n";
 
 /// `GET /api/events`.
-pub async fn events(State(state): State<AppState>, headers: HeaderMap) -> Result<impl IntoResponse, ApiError> {
+pub(crate) async fn events(State(state): State<AppState>, headers: HeaderMap) -> Result<impl IntoResponse, ApiError> {
     let last_event_id =
         headers.get("last-event-id").and_then(|v| v.to_str().ok()).and_then(|v| v.trim().parse::<u64>().ok());
     let variants: Vec<String> = super::api::known_variants(&state).await?.into_iter().collect();

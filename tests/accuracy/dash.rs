@@ -207,7 +207,7 @@ fn sse_block(block: &str, last_id: &mut Option<u64>, log: &mut SseLog) -> Result
 }
 
 /// The variants of a `connected` event, wherever they are: Go's top-level `variants`
-/// (decisions section 8) and our `data.variants`. Each list present is returned.
+/// (docs/decisions.md, API shapes) and our `data.variants`. Each list present is returned.
 pub fn connected_variants(event: &Value) -> Vec<Vec<String>> {
     let list = |v: &Value| v.as_array().map(|a| a.iter().filter_map(|x| x.as_str().map(str::to_owned)).collect());
     [list(&event["variants"]), list(&event["data"]["variants"])].into_iter().flatten().collect()

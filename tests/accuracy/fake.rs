@@ -43,9 +43,9 @@ use zai_dash::clock::{Clock, SystemClock};
 /// Request duration bounds of zai-proxy (seconds).
 pub const LATENCY_BOUNDS: [f64; 15] =
     [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0];
-/// Time-to-first-token bounds (decisions section 4).
+/// Time-to-first-token bounds (docs/decisions.md, zai-proxy's exposition).
 pub const TTFT_BOUNDS: [f64; 14] = [0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 3.0, 5.0, 8.0, 13.0, 20.0, 30.0, 60.0, 120.0];
-/// Time-per-output-token bounds (decisions section 4).
+/// Time-per-output-token bounds (docs/decisions.md, zai-proxy's exposition).
 pub const TPOT_BOUNDS: [f64; 10] = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0];
 /// Token directions in zai-dash's order.
 pub const DIRECTIONS: [&str; 4] = ["input", "output", "cache_read", "cache_write"];

@@ -40,8 +40,8 @@ impl Tol {
 /// One comparison.
 #[derive(Debug, Clone)]
 pub struct Check {
-    /// Review finding (1-5) whose regression this check catches, if any; 8 marks decisions
-    /// section 8's "same sum order everywhere, so REST and SSE agree to the bit".
+    /// Review finding (1-5) whose regression this check catches, if any; 8 marks the "one sum
+    /// order, so REST and the live stream agree to the bit" of docs/decisions.md, Point semantics.
     pub finding: Option<u8>,
     /// Where: resolution or endpoint (`5s table (2 s)`, `rollup (20 s)`, `/api/compare`, ...).
     pub area: String,
@@ -87,7 +87,7 @@ pub struct Ctx {
 pub fn tag(finding: Option<u8>) -> String {
     match finding {
         None => "[steady-state accuracy]".into(),
-        Some(8) => "[decisions §8: REST = live to the bit]".into(),
+        Some(8) => "[point semantics: REST = live to the bit]".into(),
         Some(f) => format!("[finding {f}]"),
     }
 }

@@ -239,7 +239,7 @@ pub async fn points(
 }
 
 /// A rate of a 5 s point: zai-dash divides each pod's increases by the time they cover
-/// (`Σ increase / elapsed`, decisions section 8), Prometheus' `increase / W` by the bucket. They
+/// (`Σ increase / elapsed`, docs/decisions.md, Point semantics), Prometheus' `increase / W` by the bucket. They
 /// agree whenever every pod covers the whole bucket; where a pod enters, leaves or restarts,
 /// the definitions differ by design and zai-dash is held to its own definition instead, replayed
 /// from its scrape times.
@@ -433,7 +433,8 @@ pub fn same_enough(a: &Value, b: &Value) -> bool {
 
 /// Reads of the same bucket agree field for field (`what` names the two sources). Material
 /// differences in cumulative fields are finding 2; differences in the last bits only break
-/// decisions section 8's "same sum order everywhere, so REST and SSE agree to the bit" (tag 8).
+/// the "one sum order, so REST and the live stream agree to the bit" of docs/decisions.md,
+/// Point semantics (tag 8).
 pub fn same_point(ledger: &mut Ledger, c: &Ctx, a: &Value, b: &Value, what: &str) {
     let totals: BTreeSet<&str> = total_fields().iter().map(|f| f.name).collect();
     let keys: BTreeSet<&String> = a.as_object().unwrap().keys().chain(b.as_object().unwrap().keys()).collect();
@@ -480,7 +481,7 @@ fn sel_with(
 }
 
 /// An `/api/compare` window against PromQL at the window's data end. Rates divide by the time
-/// the data covers (`covered_seconds`, decisions section 8): from the first bucket with data of
+/// the data covers (`covered_seconds`, docs/decisions.md, Windows): from the first bucket with data of
 /// the variant (or the window start) to the window's end.
 pub async fn compare(ledger: &mut Ledger, run: &Run, prom: &Prometheus, o: &CompareObs, r0: i64) {
     let window = 60_000;

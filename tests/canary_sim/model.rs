@@ -10,7 +10,7 @@
 #![allow(dead_code)] // each includer uses its own part
 
 use zai_dash::canary::SideTick;
-use zai_dash::compare::normal_sf;
+use zai_dash::canary::normal_sf;
 use zai_dash::proxy::metrics::DURATION_BUCKETS;
 
 /// Seconds per tick.
