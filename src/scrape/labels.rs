@@ -10,7 +10,7 @@ use std::borrow::Cow;
 use std::collections::HashSet;
 use std::fmt;
 
-use super::parse::{BLANKS_BYTES, ident_len, quoted};
+use super::lex::{BLANKS_BYTES, ident_len, quoted};
 
 /// A label's name and its value with escapes resolved.
 type UnescapedLabel<'a> = (&'a str, Cow<'a, str>);

@@ -11,6 +11,7 @@ pub mod client;
 pub mod discovery;
 pub mod increase;
 pub mod labels;
+mod lex;
 pub mod outbound;
 pub mod parse;
 pub mod persist;
