@@ -205,7 +205,9 @@ impl Engine {
                 () = feed.ticked() => {}
                 () = tokio::time::sleep_until(deadline) => {}
             }
-            self.evaluate().await;
+            if !self.evaluate_unless_stopped(&stop).await {
+                break;
+            }
             deadline = tokio::time::Instant::now() + fallback;
         }
         // Receivers stop with the same token; what they delivered just before is recorded, so
@@ -277,10 +279,32 @@ impl Engine {
         self.dirty.insert(ack.key);
     }
 
-    /// One evaluation of every rule at the clock's time.
+    /// One evaluation of every rule at the clock's time (tests step the engine with it; the
+    /// loop uses [`Engine::evaluate_unless_stopped`]).
+    #[cfg(test)]
     pub(crate) async fn evaluate(&mut self) {
         let now = self.deps.clock.now_ms();
-        let (inputs, error) = self.read_inputs(now).await;
+        let read = self.read_inputs(now).await;
+        self.apply(now, read).await;
+    }
+
+    /// [`Engine::evaluate`], unless `stop` fires while the inputs are read (`false`). Reading
+    /// can take long (source mode judges every canary pair with PromQL), and shutdown must not
+    /// wait for it; nothing is decided, saved or sent before the reading ends, so an abandoned
+    /// evaluation leaves no half-recorded notification.
+    async fn evaluate_unless_stopped(&mut self, stop: &CancellationToken) -> bool {
+        let now = self.deps.clock.now_ms();
+        let read = tokio::select! {
+            biased;
+            () = stop.cancelled() => return false,
+            read = self.read_inputs(now) => read,
+        };
+        self.apply(now, read).await;
+        true
+    }
+
+    /// Advances every record on what was read, then saves and publishes.
+    async fn apply(&mut self, now: i64, (inputs, error): (Inputs, Option<String>)) {
         let rules = self.rules.clone();
         let mut changed = Vec::new();
         for rule in rules.iter() {
@@ -651,6 +675,32 @@ mod tests {
         h.clock.advance_ms(10_000);
         e.evaluate().await;
         assert_eq!(source.strata_reads.load(Ordering::Relaxed), 2, "judged again after 15 s");
+    }
+
+    /// Shutdown does not wait for an evaluation whose reads hang (source mode judging many
+    /// canary pairs against a slow engine): the loop stops as soon as it is told to.
+    #[tokio::test]
+    async fn a_hanging_read_does_not_hold_up_shutdown() {
+        let h = Harness::new();
+        let deps = Deps {
+            stats: Arc::new(FixedStats { stalled: true, ..Default::default() }),
+            health: HealthBoard::default(),
+            feed: Arc::default(),
+            store: h.store.clone(),
+            announcer: h.announced.clone(),
+            clock: h.clock.clone(),
+            canary: Arc::default(),
+        };
+        let rules = "rules:\n  - {name: E, variant: canary, expr: error_rate_pct, op: '>', threshold: 5, window: 5m}\n";
+        let e = Engine::new(Arc::new(parse_rules(rules, "t").unwrap()), deps, Vec::new(), Arc::default(), 15_000);
+        let stop = CancellationToken::new();
+        let (_tx, acks) = mpsc::channel(1);
+        let task = tokio::spawn(e.run(acks, stop.clone(), Duration::from_secs(60)));
+        // Let the first evaluation start and block on its read.
+        tokio::task::yield_now().await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        stop.cancel();
+        tokio::time::timeout(Duration::from_secs(5), task).await.expect("the loop stopped").unwrap();
     }
 
     #[tokio::test]

@@ -288,6 +288,8 @@ pub(crate) struct FixedStats {
     pub strata: Option<Vec<crate::ports::read::Stratum>>,
     /// How often `strata` was asked.
     pub strata_reads: std::sync::atomic::AtomicUsize,
+    /// `window_stats` never answers (an engine that hangs).
+    pub stalled: bool,
 }
 
 #[cfg(test)]
@@ -326,6 +328,9 @@ mod fixed {
         }
 
         fn window_stats(&self, _end_ms: i64, window_ms: i64) -> Answer<'_, BTreeMap<String, WindowStats>> {
+            if self.stalled {
+                return Box::pin(std::future::pending());
+            }
             ready(self.windows.get(&window_ms).cloned().unwrap_or_default())
         }
 
