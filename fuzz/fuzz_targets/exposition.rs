@@ -40,7 +40,7 @@ fuzz_target!(|data: &[u8]| {
     assert_eq!(again.counts, Counts::default(), "the same scrape twice adds nothing");
 });
 
-fn checked_parse(text: &str) -> Option<Exposition> {
+fn checked_parse(text: &str) -> Option<Exposition<'_>> {
     let result = parse(text);
     let same = match (&result, &parse(text)) {
         (Ok(a), Ok(b)) => same_exposition(a, b),
@@ -61,7 +61,7 @@ fn checked_parse(text: &str) -> Option<Exposition> {
         .filter(|l| !l.is_empty() && !l.starts_with('#'))
         .count();
     assert_eq!(expo.sample_count(), sample_lines, "one sample per sample line");
-    let mut names: Vec<&str> = expo.families.iter().map(|f| f.name.as_str()).collect();
+    let mut names: Vec<&str> = expo.families.iter().map(|f| f.name).collect();
     names.sort_unstable();
     let before = names.len();
     names.dedup();
