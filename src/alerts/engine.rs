@@ -603,6 +603,19 @@ mod tests {
             }
         }
 
+        /// What an engine over the harness' store and clock needs, reading `stats`.
+        fn deps(&self, stats: Arc<FixedStats>) -> Deps {
+            Deps {
+                stats,
+                health: HealthBoard::default(),
+                feed: Arc::default(),
+                store: self.store.clone(),
+                announcer: self.announced.clone(),
+                clock: self.clock.clone(),
+                canary: Arc::default(),
+            }
+        }
+
         /// A fresh engine (a restart) over the same store, reading `errors` % 5xx.
         fn engine(&self, errors: f64, format: Format, repeat_ms: Option<i64>) -> Engine {
             let receiver = ReceiverStats {
@@ -614,15 +627,7 @@ mod tests {
                 dropped: Default::default(),
                 last: Default::default(),
             };
-            let deps = Deps {
-                stats: stats(errors),
-                health: HealthBoard::default(),
-                feed: Arc::default(),
-                store: self.store.clone(),
-                announcer: self.announced.clone(),
-                clock: self.clock.clone(),
-                canary: Arc::default(),
-            };
+            let deps = self.deps(stats(errors));
             let outlet = Outlet::new(Arc::new(receiver), self.mailbox.clone(), repeat_ms);
             let rules = Arc::new(parse_rules(RULES, "t").unwrap());
             Engine::new(rules, deps, vec![outlet], Arc::default(), 15_000)
@@ -654,15 +659,7 @@ mod tests {
         let tick = |e: f64| SideTick { requests: 100.0, errors_5xx: e, ok_2xx: 100.0 - e, ..Default::default() };
         let strata = (0..200).map(|k| Stratum { end_ms: k * 5_000, sides: [tick(0.5), tick(12.0)] }).collect();
         let source = Arc::new(FixedStats { strata: Some(strata), ..Default::default() });
-        let deps = Deps {
-            stats: source.clone(),
-            health: HealthBoard::default(),
-            feed: Arc::default(),
-            store: h.store.clone(),
-            announcer: h.announced.clone(),
-            clock: h.clock.clone(),
-            canary: Arc::default(),
-        };
+        let deps = h.deps(source.clone());
         let rules = "rules:\n  - {name: C, variant: canary, expr: canary_verdict, op: '==', threshold: fail}\n";
         let mut e = Engine::new(Arc::new(parse_rules(rules, "t").unwrap()), deps, Vec::new(), Arc::default(), 15_000);
         e.evaluate().await;
@@ -682,15 +679,7 @@ mod tests {
     #[tokio::test]
     async fn a_hanging_read_does_not_hold_up_shutdown() {
         let h = Harness::new();
-        let deps = Deps {
-            stats: Arc::new(FixedStats { stalled: true, ..Default::default() }),
-            health: HealthBoard::default(),
-            feed: Arc::default(),
-            store: h.store.clone(),
-            announcer: h.announced.clone(),
-            clock: h.clock.clone(),
-            canary: Arc::default(),
-        };
+        let deps = h.deps(Arc::new(FixedStats { stalled: true, ..Default::default() }));
         let rules = "rules:\n  - {name: E, variant: canary, expr: error_rate_pct, op: '>', threshold: 5, window: 5m}\n";
         let e = Engine::new(Arc::new(parse_rules(rules, "t").unwrap()), deps, Vec::new(), Arc::default(), 15_000);
         let stop = CancellationToken::new();
