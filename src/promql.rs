@@ -31,17 +31,17 @@ pub struct Selector {
 
 impl Selector {
     /// Every variant.
-    pub fn all() -> Self {
+    pub(crate) fn all() -> Self {
         Self::default()
     }
 
     /// One variant.
-    pub fn variant(name: &str) -> Self {
+    pub(crate) fn variant(name: &str) -> Self {
         Self { variant: Some(name.to_owned()), ..Self::default() }
     }
 
     /// Series whose labels match these patterns (`[("variant", "$variant")]`).
-    pub fn patterns(pairs: &[(&str, &str)]) -> Self {
+    pub(crate) fn patterns(pairs: &[(&str, &str)]) -> Self {
         Self { patterns: pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect(), ..Self::default() }
     }
 
@@ -67,7 +67,7 @@ fn escape(v: &str) -> String {
 }
 
 /// A window or resolution as PromQL writes durations (`5m`, `30s`, `1500ms`).
-pub fn duration(ms: i64) -> String {
+pub(crate) fn duration(ms: i64) -> String {
     let ms = ms.max(1);
     if ms % 3_600_000 == 0 {
         format!("{}h", ms / 3_600_000)
@@ -81,33 +81,33 @@ pub fn duration(ms: i64) -> String {
 }
 
 /// The series families the catalog reads (zai-proxy's names, contract section 1.2).
-pub mod family {
+pub(crate) mod family {
     /// Requests by `status_code`.
-    pub const REQUESTS: &str = "zai_proxy_requests_total";
+    pub(crate) const REQUESTS: &str = "zai_proxy_requests_total";
     /// Tokens by `direction`, `model`.
-    pub const TOKENS: &str = "zai_proxy_tokens_total";
+    pub(crate) const TOKENS: &str = "zai_proxy_tokens_total";
     /// Estimated cost (USD) by `direction`, `model`.
-    pub const COST: &str = "zai_proxy_estimated_cost_usd_total";
+    pub(crate) const COST: &str = "zai_proxy_estimated_cost_usd_total";
     /// Capacity rejections.
-    pub const REJECTIONS: &str = "zai_proxy_rate_limit_rejections_total";
+    pub(crate) const REJECTIONS: &str = "zai_proxy_rate_limit_rejections_total";
     /// Retries by `reason`.
-    pub const RETRIES: &str = "zai_proxy_retry_attempts_total";
+    pub(crate) const RETRIES: &str = "zai_proxy_retry_attempts_total";
     /// Upstream errors by `error_type`.
-    pub const UPSTREAM_ERRORS: &str = "zai_proxy_upstream_errors_total";
+    pub(crate) const UPSTREAM_ERRORS: &str = "zai_proxy_upstream_errors_total";
     /// Request duration histogram (seconds).
-    pub const DURATION: &str = "zai_proxy_request_duration_seconds";
+    pub(crate) const DURATION: &str = "zai_proxy_request_duration_seconds";
     /// Time to first token histogram (seconds).
-    pub const TTFT: &str = "zai_proxy_time_to_first_token_seconds";
+    pub(crate) const TTFT: &str = "zai_proxy_time_to_first_token_seconds";
     /// Time per output token histogram (seconds).
-    pub const TPOT: &str = "zai_proxy_time_per_output_token_seconds";
+    pub(crate) const TPOT: &str = "zai_proxy_time_per_output_token_seconds";
     /// In-flight requests.
-    pub const CONCURRENT: &str = "zai_proxy_concurrent_requests";
+    pub(crate) const CONCURRENT: &str = "zai_proxy_concurrent_requests";
     /// Worker cap.
-    pub const MAX_WORKERS: &str = "zai_proxy_max_workers";
+    pub(crate) const MAX_WORKERS: &str = "zai_proxy_max_workers";
     /// Current rate limit.
-    pub const RATE_LIMIT: &str = "zai_proxy_rate_limit_requests_per_second";
+    pub(crate) const RATE_LIMIT: &str = "zai_proxy_rate_limit_requests_per_second";
     /// Build information (`version`, `variant`), one series per pod.
-    pub const BUILD_INFO: &str = "zai_proxy_build_info";
+    pub(crate) const BUILD_INFO: &str = "zai_proxy_build_info";
 }
 
 /// Per-second increase of `family` over `window`, summed by `by`.
@@ -121,7 +121,7 @@ fn increase(family: &str, sel: &Selector, extra: &[&str], by: &str, window: &str
 }
 
 /// A quantile (ms) from the window's summed bucket increases of a histogram family.
-pub fn quantile_ms(q: f64, hist: &str, sel: &Selector, window_ms: i64) -> String {
+pub(crate) fn quantile_ms(q: f64, hist: &str, sel: &Selector, window_ms: i64) -> String {
     over::quantile_ms(q, hist, sel, &duration(window_ms))
 }
 
@@ -141,7 +141,7 @@ pub fn status_class_rate(class: char, sel: &Selector, window_ms: i64) -> String 
 }
 
 /// Requests in the window (the sample size behind rates and quantiles).
-pub fn requests(sel: &Selector, window_ms: i64) -> String {
+pub(crate) fn requests(sel: &Selector, window_ms: i64) -> String {
     over::requests(sel, &duration(window_ms))
 }
 
@@ -189,18 +189,18 @@ pub fn gauge(family: &str, sel: &Selector, window_ms: i64, resolution_ms: i64) -
 
 /// The series of every pod (one `zai_proxy_build_info` each): what a dashboard lists variants
 /// and pods from.
-pub fn pods(sel: &Selector) -> String {
+pub(crate) fn pods(sel: &Selector) -> String {
     format!("{}{}", family::BUILD_INFO, sel.render(&[]))
 }
 
 /// The catalog with windows written as PromQL text instead of milliseconds, so a dashboard
 /// tool's own variables fit (Grafana's `$__rate_interval`, `$__interval`). The functions above
 /// are these with a fixed window; the expressions exist only here.
-pub mod over {
+pub(crate) mod over {
     use super::{Selector, escape, family, increase, per_second};
 
     /// A quantile (ms) from the window's summed bucket increases of a histogram family.
-    pub fn quantile_ms(q: f64, hist: &str, sel: &Selector, window: &str) -> String {
+    pub(crate) fn quantile_ms(q: f64, hist: &str, sel: &Selector, window: &str) -> String {
         format!(
             "1000 * histogram_quantile({q}, sum by (variant, le) (rate({hist}_bucket{}[{window}])))",
             sel.render(&[])
@@ -208,7 +208,7 @@ pub mod over {
     }
 
     /// Requests per second.
-    pub fn req_rate(sel: &Selector, window: &str) -> String {
+    pub(crate) fn req_rate(sel: &Selector, window: &str) -> String {
         per_second(family::REQUESTS, sel, &[], "variant", window)
     }
 
@@ -218,18 +218,18 @@ pub mod over {
     }
 
     /// Requests per second of one status class (`'2'`: 2xx).
-    pub fn status_class_rate(class: char, sel: &Selector, window: &str) -> String {
+    pub(crate) fn status_class_rate(class: char, sel: &Selector, window: &str) -> String {
         let codes = format!("status_code=~\"{}..\"", escape(&class.to_string()));
         per_second(family::REQUESTS, sel, &[&codes], "variant", window)
     }
 
     /// Requests in the window.
-    pub fn requests(sel: &Selector, window: &str) -> String {
+    pub(crate) fn requests(sel: &Selector, window: &str) -> String {
         increase(family::REQUESTS, sel, &[], "variant", window)
     }
 
     /// 5xx share in percent.
-    pub fn error_rate_pct(sel: &Selector, window: &str) -> String {
+    pub(crate) fn error_rate_pct(sel: &Selector, window: &str) -> String {
         format!(
             "100 * {} / {}",
             increase(family::REQUESTS, sel, &["status_code=~\"5..\""], "variant", window),
@@ -238,28 +238,28 @@ pub mod over {
     }
 
     /// Tokens per second in one direction.
-    pub fn token_rate(direction: &str, sel: &Selector, window: &str) -> String {
+    pub(crate) fn token_rate(direction: &str, sel: &Selector, window: &str) -> String {
         let d = format!("direction=\"{}\"", escape(direction));
         per_second(family::TOKENS, sel, &[&d], "variant", window)
     }
 
     /// Estimated cost per second (USD).
-    pub fn cost_rate(sel: &Selector, window: &str) -> String {
+    pub(crate) fn cost_rate(sel: &Selector, window: &str) -> String {
         per_second(family::COST, sel, &[], "variant", window)
     }
 
     /// Estimated cost per hour (USD).
-    pub fn cost_per_hour(sel: &Selector, window: &str) -> String {
+    pub(crate) fn cost_per_hour(sel: &Selector, window: &str) -> String {
         format!("3600 * {}", cost_rate(sel, window))
     }
 
     /// Capacity rejections per second.
-    pub fn rejection_rate(sel: &Selector, window: &str) -> String {
+    pub(crate) fn rejection_rate(sel: &Selector, window: &str) -> String {
         per_second(family::REJECTIONS, sel, &[], "variant", window)
     }
 
     /// Retries per second without `reason="retry"`.
-    pub fn retry_rate(sel: &Selector, window: &str) -> String {
+    pub(crate) fn retry_rate(sel: &Selector, window: &str) -> String {
         per_second(family::RETRIES, sel, &["reason!=\"retry\""], "variant", window)
     }
 
@@ -269,12 +269,12 @@ pub mod over {
     }
 
     /// A gauge summed over pods, time-weighted over the window at `resolution`.
-    pub fn gauge(family: &str, sel: &Selector, window: &str, resolution: &str) -> String {
+    pub(crate) fn gauge(family: &str, sel: &Selector, window: &str, resolution: &str) -> String {
         format!("avg_over_time((sum by (variant) ({family}{}))[{window}:{resolution}])", sel.render(&[]))
     }
 
     /// In-flight requests over all workers (Σ concurrent / Σ max workers), time-weighted.
-    pub fn worker_utilization(sel: &Selector, window: &str, resolution: &str) -> String {
+    pub(crate) fn worker_utilization(sel: &Selector, window: &str, resolution: &str) -> String {
         format!(
             "{} / {}",
             gauge(family::CONCURRENT, sel, window, resolution),
@@ -294,7 +294,7 @@ pub fn worker_utilization(sel: &Selector, window_ms: i64, resolution_ms: i64) ->
 
 /// In-flight requests over all workers right now (Σ concurrent / Σ max workers at the latest
 /// scrape): the latest point's `worker_utilization`, which alerting rules compare.
-pub fn worker_utilization_now(sel: &Selector) -> String {
+pub(crate) fn worker_utilization_now(sel: &Selector) -> String {
     format!(
         "sum by (variant) ({}{s}) / sum by (variant) ({}{s})",
         family::CONCURRENT,
@@ -306,7 +306,7 @@ pub fn worker_utilization_now(sel: &Selector) -> String {
 /// Targets whose last scrape failed, per variant. `up` carries no `variant`, so each failing
 /// instance takes the variant its `zai_proxy_build_info` reported within the last hour (an
 /// instance never scraped successfully has none and is not counted).
-pub fn targets_down(sel: &Selector) -> String {
+pub(crate) fn targets_down(sel: &Selector) -> String {
     format!(
         "count by (variant) ((up == 0) * on (job, instance) group_left (variant) \
          max by (job, instance, variant) (last_over_time({}{}[1h])))",
@@ -317,13 +317,13 @@ pub fn targets_down(sel: &Selector) -> String {
 
 /// The median of `expr` over `range_ms`, sampled every `step_ms` (a subquery): the "usual"
 /// level a present value is compared with.
-pub fn median_over_time(expr: &str, range_ms: i64, step_ms: i64) -> String {
+pub(crate) fn median_over_time(expr: &str, range_ms: i64, step_ms: i64) -> String {
     format!("quantile_over_time(0.5, ({expr})[{}:{}])", duration(range_ms), duration(step_ms))
 }
 
 /// How bad a canary verdict must be for [`canary_verdict`] to return a series.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum VerdictLevel {
+pub(crate) enum VerdictLevel {
     /// `warn` or worse.
     Warn,
     /// `fail`.
@@ -332,10 +332,10 @@ pub enum VerdictLevel {
 
 /// zai-dash's own gauge of each pair's canary verdict on its `/metrics`: 0 pass, 1 warn, 2 fail,
 /// -1 insufficient data (below every alarm level), refreshed each minute.
-pub const CANARY_VERDICT_GAUGE: &str = "zai_dash_canary_verdict";
+pub(crate) const CANARY_VERDICT_GAUGE: &str = "zai_dash_canary_verdict";
 
 /// The gauge's value of a verdict, `None` for one it never takes.
-pub fn canary_gauge_value(verdict: &str) -> Option<f64> {
+pub(crate) fn canary_gauge_value(verdict: &str) -> Option<f64> {
     match verdict {
         "pass" => Some(0.0),
         "warn" => Some(1.0),
@@ -350,7 +350,7 @@ pub fn canary_gauge_value(verdict: &str) -> Option<f64> {
 /// scrape zai-dash's `/metrics`): the verdict is computed once, by zai-dash's canary analysis,
 /// and no threshold is repeated here. The candidate is relabelled `variant`, as every other
 /// rule's alerts are.
-pub fn canary_verdict(level: VerdictLevel, candidate: &Selector, baseline: &str) -> String {
+pub(crate) fn canary_verdict(level: VerdictLevel, candidate: &Selector, baseline: &str) -> String {
     let mut matchers = vec![format!("baseline=\"{}\"", escape(baseline))];
     if let Some(v) = &candidate.variant {
         matchers.push(format!("candidate=\"{}\"", escape(v)));
@@ -371,20 +371,20 @@ pub fn canary_verdict(level: VerdictLevel, candidate: &Selector, baseline: &str)
 /// `point::Histogram`, Prometheus' interpolation), error share from the status codes, each
 /// gauge time-weighted over the bucket with absent pods counting 0, the quota block from the
 /// freshest values. Window sums are `increase` by the same labels.
-pub mod parts {
+pub(crate) mod parts {
     use super::{Selector, duration};
 
     /// Families only the source mode reads (zai-proxy's names).
-    pub mod family {
+    pub(crate) mod family {
         /// Request size histogram (bytes).
-        pub const REQUEST_SIZE: &str = "zai_proxy_request_size_bytes";
+        pub(crate) const REQUEST_SIZE: &str = "zai_proxy_request_size_bytes";
         /// Response size histogram (bytes).
-        pub const RESPONSE_SIZE: &str = "zai_proxy_response_size_bytes";
+        pub(crate) const RESPONSE_SIZE: &str = "zai_proxy_response_size_bytes";
         /// Rate limit adjustments by `direction`.
-        pub const ADJUSTMENTS: &str = "zai_proxy_rate_limit_adjustments_total";
+        pub(crate) const ADJUSTMENTS: &str = "zai_proxy_rate_limit_adjustments_total";
         /// Quota gauges by `window`, `limit_type`, and the block's flags: `(family, part)`, the
         /// part naming the field it fills.
-        pub const QUOTA: [(&str, &str); 6] = [
+        pub(crate) const QUOTA: [(&str, &str); 6] = [
             ("zai_proxy_quota_usage_ratio", "usage"),
             ("zai_proxy_quota_remaining_ratio", "remaining"),
             ("zai_proxy_quota_reset_time_seconds", "reset"),
@@ -395,18 +395,18 @@ pub mod parts {
     }
 
     /// Per-second rate of `family` (with `extra` matchers) over `range_ms`, summed by `by`.
-    pub fn rate_by(family: &str, sel: &Selector, extra: &[&str], by: &str, range_ms: i64) -> String {
+    pub(crate) fn rate_by(family: &str, sel: &Selector, extra: &[&str], by: &str, range_ms: i64) -> String {
         format!("sum by ({by}) (rate({family}{}[{}]))", sel.render(extra), duration(range_ms))
     }
 
     /// Increase of `family` over `range_ms`, summed by `by`: a window's sums.
-    pub fn increase_by(family: &str, sel: &Selector, extra: &[&str], by: &str, range_ms: i64) -> String {
+    pub(crate) fn increase_by(family: &str, sel: &Selector, extra: &[&str], by: &str, range_ms: i64) -> String {
         format!("sum by ({by}) (increase({family}{}[{}]))", sel.render(extra), duration(range_ms))
     }
 
     /// A ratio of two rates (`x_sum` over `x_count`: a mean size), per variant; no
     /// observations give no value (`NaN`), never 0.
-    pub fn mean_of(histogram: &str, sel: &Selector, range_ms: i64) -> String {
+    pub(crate) fn mean_of(histogram: &str, sel: &Selector, range_ms: i64) -> String {
         format!(
             "{} / {}",
             rate_by(&format!("{histogram}_sum"), sel, &[], "variant", range_ms),
@@ -417,7 +417,7 @@ pub mod parts {
     /// A gauge summed over pods and time-weighted over buckets of `width_ms`: the average over
     /// the bucket's instants every `res_ms` (the last one at the bucket's end) of each pod's
     /// latest value within `lookback_ms`, absent pods counting 0. `res_ms` divides `width_ms`.
-    pub fn gauge_sum(family: &str, sel: &Selector, width_ms: i64, res_ms: i64, lookback_ms: i64) -> String {
+    pub(crate) fn gauge_sum(family: &str, sel: &Selector, width_ms: i64, res_ms: i64, lookback_ms: i64) -> String {
         let n = (width_ms / res_ms.max(1)).max(1);
         let inner =
             format!("sum by (variant) (last_over_time({family}{}[{}]))", sel.render(&[]), duration(lookback_ms));
@@ -429,7 +429,7 @@ pub mod parts {
 
     /// The quota block's gauges, the freshest value of each pod within `lookback_ms`, highest
     /// over pods, tagged with the part they fill (`part`), by `window` and `limit_type`.
-    pub fn quota(sel: &Selector, lookback_ms: i64) -> String {
+    pub(crate) fn quota(sel: &Selector, lookback_ms: i64) -> String {
         let l = duration(lookback_ms);
         let each: Vec<String> = family::QUOTA
             .iter()
@@ -441,7 +441,7 @@ pub mod parts {
     }
 
     /// Pods (instances) of each variant that reported within `lookback_ms`.
-    pub fn pods(sel: &Selector, lookback_ms: i64) -> String {
+    pub(crate) fn pods(sel: &Selector, lookback_ms: i64) -> String {
         format!(
             "count by (variant) (max by (variant, job, instance) (last_over_time({}{}[{}])))",
             super::family::BUILD_INFO,
@@ -452,7 +452,7 @@ pub mod parts {
 
     /// When each `by` group's first sample within `range_ms` was taken (Unix seconds), looked
     /// at every `res_ms`: where a window's data starts, when a version was first seen.
-    pub fn first_seen(family: &str, sel: &Selector, by: &str, range_ms: i64, res_ms: i64) -> String {
+    pub(crate) fn first_seen(family: &str, sel: &Selector, by: &str, range_ms: i64, res_ms: i64) -> String {
         format!(
             "min by ({by}) (min_over_time(timestamp({family}{})[{}:{}]))",
             sel.render(&[]),
@@ -463,7 +463,7 @@ pub mod parts {
 
     /// The timestamp of the newest sample of `family` within `range_ms`, by `by`, from instants
     /// every `res_ms`: which version a variant reports last.
-    pub fn last_seen(family: &str, sel: &Selector, by: &str, range_ms: i64, res_ms: i64) -> String {
+    pub(crate) fn last_seen(family: &str, sel: &Selector, by: &str, range_ms: i64, res_ms: i64) -> String {
         format!(
             "max by ({by}) (max_over_time(timestamp({family}{})[{}:{}]))",
             sel.render(&[]),
@@ -474,7 +474,7 @@ pub mod parts {
 
     /// Every version each pod reported within `lookback_ms`: the pods zai-dash lists, their
     /// variant and version.
-    pub fn pod_versions(lookback_ms: i64) -> String {
+    pub(crate) fn pod_versions(lookback_ms: i64) -> String {
         format!(
             "max by (job, instance, variant, version) (last_over_time({}[{}]))",
             super::family::BUILD_INFO,
@@ -483,13 +483,13 @@ pub mod parts {
     }
 
     /// Variants with a pod that reported within `lookback_ms`.
-    pub fn variants(lookback_ms: i64) -> String {
+    pub(crate) fn variants(lookback_ms: i64) -> String {
         format!("count by (variant) (last_over_time({}[{}]))", super::family::BUILD_INFO, duration(lookback_ms))
     }
 
     /// When each target's last successful scrape was taken (Unix seconds), within
     /// `lookback_ms`, looked at every `res_ms`; only for targets whose last scrape failed.
-    pub fn last_success(lookback_ms: i64, res_ms: i64) -> String {
+    pub(crate) fn last_success(lookback_ms: i64, res_ms: i64) -> String {
         format!(
             "max by (job, instance) (last_over_time(timestamp(up == 1)[{}:{}])) and on (job, instance) (up == 0)",
             duration(lookback_ms),

@@ -27,7 +27,7 @@ use super::normal::{ln_cdf, ln_cdf_and_hazard, pdf};
 
 /// Which alternatives a mixture bets on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Sides {
+pub(crate) enum Sides {
     /// `δ > δ0` only (the mirror, `δ < δ0`, by negating the distance): one-sided questions,
     /// such as "is the candidate's error share higher?".
     One,
@@ -50,7 +50,7 @@ impl Mixture {
     /// The half-width is `h(x)/sqrt(I)` with `x = I/ρ` and `h` depending on `x` and the level
     /// only, so the tightest boundary at any information has the same `x*` (`h`'s minimum), and
     /// its half-width is `width` at `I* = (h(x*)/width)²`: then `ρ = I*/x*`.
-    pub fn tuned(width: f64, level: f64, sides: Sides) -> Self {
+    pub(crate) fn tuned(width: f64, level: f64, sides: Sides) -> Self {
         let width = if width.is_finite() && width > 0.0 { width } else { 1.0 };
         let (x, h) = tightest(level, sides);
         let info = (h / width).powi(2);
@@ -58,24 +58,21 @@ impl Mixture {
     }
 
     /// A mixture with a given `ρ` (tests and hand-computed checks).
-    pub fn with_rho(rho: f64, sides: Sides) -> Self {
+    #[cfg(test)]
+    pub(crate) fn with_rho(rho: f64, sides: Sides) -> Self {
         Self { rho, sides }
     }
 
     /// The prior precision `ρ`.
-    pub fn rho(self) -> f64 {
+    #[cfg(test)]
+    pub(crate) fn rho(self) -> f64 {
         self.rho
-    }
-
-    /// Which alternatives it bets on.
-    pub fn sides(self) -> Sides {
-        self.sides
     }
 
     /// Half-width of the level-`level` confidence sequence at information `info` (infinite
     /// without information). One-sided: the distance from the estimate to each end, each end
     /// holding with probability `1 − level`.
-    pub fn half_width(self, info: f64, level: f64) -> f64 {
+    pub(crate) fn half_width(self, info: f64, level: f64) -> f64 {
         if !info.is_finite() || info <= 0.0 {
             return f64::INFINITY;
         }
@@ -86,7 +83,7 @@ impl Mixture {
     /// Always-valid p-value of `δ = δ0` given the distance `d − δ0` and the information:
     /// `min(1, 1/M)`. One-sided, it is evidence that `δ > δ0` only (a negative distance gives
     /// at most `sqrt(ρ/(I+ρ))` for `M`, so `p = 1`); pass `δ0 − d` for "below".
-    pub fn p_value(self, distance: f64, info: f64) -> f64 {
+    pub(crate) fn p_value(self, distance: f64, info: f64) -> f64 {
         if !info.is_finite() || info <= 0.0 || !distance.is_finite() {
             return 1.0;
         }
@@ -103,7 +100,7 @@ impl Mixture {
     /// The information at which the half-width falls to `target` (bisection on a log scale;
     /// the half-width decreases with information once past a tiny start). `None` when even
     /// `1e30` is not enough.
-    pub fn info_for_half_width(self, target: f64, level: f64) -> Option<f64> {
+    pub(crate) fn info_for_half_width(self, target: f64, level: f64) -> Option<f64> {
         if target.is_nan() || target <= 0.0 {
             return None;
         }
@@ -193,7 +190,7 @@ fn tightest(level: f64, sides: Sides) -> (f64, f64) {
 /// always-valid p-values this stays valid at every look together: a false rejection at any
 /// time means some true null's p-value once fell below `alpha·w / (weight of the true nulls)`,
 /// and Ville bounds the chance of that by `alpha` summed over the true nulls.
-pub fn holm(p_values: &[f64], weights: &[f64], alpha: f64, rejected: &mut [bool]) {
+pub(crate) fn holm(p_values: &[f64], weights: &[f64], alpha: f64, rejected: &mut [bool]) {
     let m = p_values.len().min(MAX_HYPOTHESES);
     let mut order: [usize; MAX_HYPOTHESES] = [0; MAX_HYPOTHESES];
     let order = &mut order[..m];
@@ -215,7 +212,7 @@ pub fn holm(p_values: &[f64], weights: &[f64], alpha: f64, rejected: &mut [bool]
 }
 
 /// Most hypotheses one judgement tests (every metric of the catalog plus its ceiling).
-pub const MAX_HYPOTHESES: usize = 32;
+pub(crate) const MAX_HYPOTHESES: usize = 32;
 
 #[cfg(test)]
 mod tests {

@@ -29,7 +29,7 @@ pub enum MetricId {
 }
 
 /// Every metric, in the order rows are shown.
-pub const CATALOG: [MetricId; 10] = [
+pub(crate) const CATALOG: [MetricId; 10] = [
     MetricId::ErrorRate,
     MetricId::RateLimited,
     MetricId::UpstreamErrors,
@@ -65,7 +65,7 @@ pub(crate) const C_COST: usize = 6;
 
 impl MetricId {
     /// The machine name (`error_rate`, ...), as in the configuration file and the JSON rows.
-    pub fn name(self) -> &'static str {
+    pub(crate) fn name(self) -> &'static str {
         match self {
             MetricId::ErrorRate => "error_rate",
             MetricId::RateLimited => "rate_limited",
@@ -81,12 +81,12 @@ impl MetricId {
     }
 
     /// The metric with this machine name.
-    pub fn parse(name: &str) -> Option<MetricId> {
+    pub(crate) fn parse(name: &str) -> Option<MetricId> {
         CATALOG.into_iter().find(|m| m.name() == name)
     }
 
     /// Human label.
-    pub fn label(self) -> &'static str {
+    pub(crate) fn label(self) -> &'static str {
         match self {
             MetricId::ErrorRate => "Error rate (5xx)",
             MetricId::RateLimited => "Rate limited (429)",
@@ -102,7 +102,7 @@ impl MetricId {
     }
 
     /// Unit of `baseline` and `candidate` in a row.
-    pub fn unit(self) -> &'static str {
+    pub(crate) fn unit(self) -> &'static str {
         match self {
             MetricId::UpstreamErrors => "errors/request",
             MetricId::Retries => "retries/request",
@@ -113,7 +113,7 @@ impl MetricId {
     }
 
     /// Whether values are shares shown in percent (absolute margins are then in points).
-    pub fn is_share(self) -> bool {
+    pub(crate) fn is_share(self) -> bool {
         self.unit() == "%"
     }
 
@@ -134,7 +134,7 @@ impl MetricId {
     }
 
     /// Whether an absolute ceiling on the candidate's own value applies (request shares).
-    pub fn allows_ceiling(self) -> bool {
+    pub(crate) fn allows_ceiling(self) -> bool {
         matches!(self, MetricId::ErrorRate | MetricId::RateLimited)
     }
 

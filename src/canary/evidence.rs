@@ -68,7 +68,7 @@ pub struct SideTick {
 
 impl SideTick {
     /// One variant's summed increases over a tick, as the store and the source mode give them.
-    pub fn from_counts(c: &Counts) -> Self {
+    pub(crate) fn from_counts(c: &Counts) -> Self {
         let tokens = c.tokens_by_direction();
         let cost = c.cost_by_direction();
         Self {
@@ -210,7 +210,7 @@ impl Tails {
     /// side happened to be light, which biases the test against the other side; under no
     /// difference the pooled sample says nothing about which side is which. A quantile in
     /// the `+Inf` bucket takes the highest finite bound.
-    pub fn bound_for(&self, q: f64) -> Option<(f64, &Paired)> {
+    pub(crate) fn bound_for(&self, q: f64) -> Option<(f64, &Paired)> {
         let allowed_above = 1.0 - q;
         let i = if self.reference.is_empty() {
             (0..self.bounds.len()).find(|&i| {
@@ -353,7 +353,7 @@ impl Evidence {
     }
 
     /// Requests per side `[baseline, candidate]`.
-    pub fn requests(&self) -> [f64; 2] {
+    pub(crate) fn requests(&self) -> [f64; 2] {
         self.counters[C_ERRORS].n
     }
 }

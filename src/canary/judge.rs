@@ -15,7 +15,7 @@ pub const METHOD: &str = "always_valid_mixture";
 
 /// Paired ticks an amount (tokens, USD) needs before it is tested: its variance comes from the
 /// spread between ticks, which a handful of ticks estimates badly (60 ticks: 5 minutes live).
-pub const MIN_TICKS_FOR_AMOUNTS: f64 = 60.0;
+pub(crate) const MIN_TICKS_FOR_AMOUNTS: f64 = 60.0;
 
 /// Where a metric stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -136,7 +136,7 @@ pub struct Judgement {
 
 impl Judgement {
     /// The candidate's requests over the interval (the 5xx share's denominator).
-    pub fn candidate_requests(&self) -> f64 {
+    pub(crate) fn candidate_requests(&self) -> f64 {
         let requests = |m: MetricId| self.rows.iter().find(|r| r.metric == m).map(|r| r.n[1]);
         requests(MetricId::ErrorRate).or_else(|| requests(MetricId::RateLimited)).unwrap_or(0.0)
     }

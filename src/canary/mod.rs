@@ -22,12 +22,13 @@ mod spec;
 mod stratified;
 mod verdict;
 
-pub use boundary::{Mixture, Sides, holm};
-pub use catalog::{CATALOG, MetricId};
+#[cfg(test)]
+pub(crate) use catalog::MetricId;
 pub use evidence::{Evidence, SideTick, Tails};
-pub use judge::{Classification, Judgement, METHOD, MIN_TICKS_FOR_AMOUNTS, Row, Why, judge};
+#[cfg(test)]
+use judge::Why;
+pub use judge::{Classification, Judgement, METHOD, Row, judge};
 pub use spec::{Allowed, CRITICAL_ALPHA_WEIGHT, CanaryConfig, MAX_FILE_BYTES, MetricSpec, Worse, render_defaults};
-pub use stratified::{Estimate, Kind, Paired};
 pub use verdict::Verdict;
 
 /// Upper tail of the standard normal, `P(Z > z)`: the simulations draw latencies with it.

@@ -60,7 +60,7 @@ impl Row {
 
     /// The row's one-line reason: both values with their sample sizes, the estimate with its
     /// sequence, and what decided the row.
-    pub fn reason(&self) -> String {
+    pub(crate) fn reason(&self) -> String {
         let mut out = self.metric.label().to_owned();
         if let Some(b) = self.bound_ms {
             let _ = write!(out, " (above {} ms)", num(b));
@@ -116,7 +116,7 @@ impl Row {
 
     /// Unit of `delta` and `delta_ci`: points for shares with absolute margins, percent for
     /// relative ones, else the metric's unit.
-    pub fn delta_unit(&self) -> &'static str {
+    pub(crate) fn delta_unit(&self) -> &'static str {
         match self.allowed {
             Allowed::Relative(_) => " %",
             Allowed::Absolute(_) if self.metric.is_share() => " points",
@@ -130,7 +130,7 @@ impl Row {
     }
 
     /// Candidate requests until the row decides, `None` once decided.
-    pub fn needed_requests(&self) -> Option<f64> {
+    pub(crate) fn needed_requests(&self) -> Option<f64> {
         self.need.and_then(|n| n.requests())
     }
 }
@@ -162,7 +162,7 @@ impl Serialize for Row {
 impl Judgement {
     /// One line per metric that warns or fails, then per critical metric not yet passed; or
     /// one line saying everything passed.
-    pub fn reasons(&self) -> Vec<String> {
+    pub(crate) fn reasons(&self) -> Vec<String> {
         let mut out: Vec<String> = self
             .rows
             .iter()

@@ -149,7 +149,7 @@ impl CanaryConfig {
     }
 
     /// Requests each side needs before a metric is tested.
-    pub fn min_requests(&self) -> f64 {
+    pub(crate) fn min_requests(&self) -> f64 {
         self.min_requests
     }
 
@@ -166,7 +166,7 @@ impl CanaryConfig {
     }
 
     /// Every metric's settings, in catalog order (disabled ones included).
-    pub fn metrics(&self) -> &[MetricSpec] {
+    pub(crate) fn metrics(&self) -> &[MetricSpec] {
         &self.metrics
     }
 
@@ -175,7 +175,7 @@ impl CanaryConfig {
     }
 
     /// Reads and validates `path` (at most [`MAX_FILE_BYTES`]).
-    pub fn load(path: &std::path::Path) -> Result<Self, ConfigError> {
+    pub(crate) fn load(path: &std::path::Path) -> Result<Self, ConfigError> {
         use std::io::Read;
         let shown = path.display();
         let file = std::fs::File::open(path)
@@ -192,7 +192,7 @@ impl CanaryConfig {
 
     /// Parses and validates a configuration's text; `source` names it in messages. Fields and
     /// metrics left out keep their defaults.
-    pub fn parse(text: &str, source: &str) -> Result<Self, ConfigError> {
+    pub(crate) fn parse(text: &str, source: &str) -> Result<Self, ConfigError> {
         let doc: Value = serde_norway::from_str(text)
             .map_err(|e| bad(format!("CANARY_CONFIG {source} is not valid YAML ({e}).")))?;
         let top = match &doc {
@@ -231,7 +231,7 @@ impl CanaryConfig {
     }
 
     /// The configuration as YAML that [`CanaryConfig::parse`] reads back to the same value.
-    pub fn render(&self) -> String {
+    pub(crate) fn render(&self) -> String {
         let mut out = String::from(HEADER);
         out.push_str(&format!("alpha: {}\nmin_requests: {}\nmetrics:\n", self.alpha, self.min_requests));
         for m in &self.metrics {
@@ -272,7 +272,7 @@ const HEADER: &str = "\
 /// is first called significant. Tighter there than at one margin (where a metric sitting at the
 /// baseline first passes), at a small cost near the margin (ARCHITECTURE.md, "Canary analysis",
 /// has the measured trade-off).
-pub const TIGHTEST_AT_MARGINS: f64 = 3.0;
+pub(crate) const TIGHTEST_AT_MARGINS: f64 = 3.0;
 
 /// Margins on the comparison scale and the mixtures, from checked settings.
 ///

@@ -20,7 +20,7 @@
 
 /// What a numerator counts, which decides the per-request variance floor.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Kind {
+pub(crate) enum Kind {
     /// A share of the denominator (each request is 0 or 1): floor `p̃(1−p̃)`.
     Share,
     /// Events per request (upstream errors, retries): Poisson floor `r̃`.
@@ -31,7 +31,7 @@ pub enum Kind {
 
 /// Sums of one comparison. Index 0 is the baseline, 1 the candidate.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
-pub struct Paired {
+pub(crate) struct Paired {
     /// Denominators over every tick (shown as the sample sizes).
     pub n: [f64; 2],
     /// Numerators over every tick.
@@ -60,7 +60,7 @@ pub struct Paired {
 /// 50 %) a shared incident after the move weighs what it weighs for the whole service, not
 /// more. Kept apart from [`Paired`]: only request shares with a ceiling need it.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
-pub struct OwnShare {
+pub(crate) struct OwnShare {
     /// The candidate's requests and numerator over every tick.
     n: f64,
     y: f64,
@@ -77,7 +77,7 @@ pub struct OwnShare {
 
 impl OwnShare {
     /// Folds one tick: the baseline's requests, the candidate's requests and numerator.
-    pub fn fold(&mut self, nb: f64, nc: f64, yc: f64) {
+    pub(crate) fn fold(&mut self, nb: f64, nc: f64, yc: f64) {
         self.n += nc;
         self.y += yc;
         if nc <= 0.0 {
@@ -108,7 +108,7 @@ impl OwnShare {
 
     /// The traffic-weighted share with its variance: the one-sample cluster sandwich across
     /// ticks, never below the binomial floor at the candidate's smoothed plain share.
-    pub fn estimate(&self) -> Option<Estimate> {
+    pub(crate) fn estimate(&self) -> Option<Estimate> {
         if self.t <= 0.0 {
             return None;
         }
@@ -124,7 +124,7 @@ impl OwnShare {
 
 /// An estimate on the comparison's scale (difference or log ratio) with its variance.
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Estimate {
+pub(crate) struct Estimate {
     /// Candidate minus baseline (difference), or `ln(R_c/R_b)` (log ratio).
     pub delta: f64,
     /// Its variance (never zero: see [`VARIANCE_FLOOR`]).
@@ -137,7 +137,7 @@ const VARIANCE_FLOOR: f64 = 1e-24;
 
 impl Paired {
     /// Folds one tick: baseline `(n_b, y_b)`, candidate `(n_c, y_c)`.
-    pub fn fold(&mut self, nb: f64, yb: f64, nc: f64, yc: f64) {
+    pub(crate) fn fold(&mut self, nb: f64, yb: f64, nc: f64, yc: f64) {
         // Written out side by side: this runs for every metric and bound at every tick.
         self.n[0] += nb;
         self.n[1] += nc;
@@ -186,7 +186,7 @@ impl Paired {
     }
 
     /// Plain rate of side `s` over every tick (`Σy/Σn`), `None` without a denominator.
-    pub fn rate(&self, s: usize) -> Option<f64> {
+    pub(crate) fn rate(&self, s: usize) -> Option<f64> {
         (self.n[s] > 0.0).then(|| self.y[s] / self.n[s])
     }
 
@@ -227,7 +227,7 @@ impl Paired {
     }
 
     /// `R_c − R_b` with the larger of the sandwich and the floor.
-    pub fn difference(&self, kind: Kind) -> Option<Estimate> {
+    pub(crate) fn difference(&self, kind: Kind) -> Option<Estimate> {
         let (rb, rc) = self.standardized()?;
         let delta = rc - rb;
         let w2 = self.w * self.w;
@@ -240,7 +240,7 @@ impl Paired {
     /// `ln(R_c/R_b)` by the delta method. Shares and events add half an event to each side
     /// (so zero events stay finite and a side with none is no proof); an amount with nothing
     /// on a side has no ratio (`None`).
-    pub fn log_ratio(&self, kind: Kind) -> Option<Estimate> {
+    pub(crate) fn log_ratio(&self, kind: Kind) -> Option<Estimate> {
         let (rb, rc) = self.standardized()?;
         let smooth = |s: usize, r: f64| match kind {
             Kind::Amount => r,
@@ -273,7 +273,7 @@ impl Paired {
     /// the log scale (`≈ 1/y_c`), shrinks exactly when its count is high by chance. The
     /// conditional variance also puts a shared burst's spread in the ticks where it happened,
     /// with their weight, before the sandwich has seen enough of them.
-    pub fn no_difference(&self, kind: Kind, relative: bool) -> Option<Estimate> {
+    pub(crate) fn no_difference(&self, kind: Kind, relative: bool) -> Option<Estimate> {
         let (rb, rc) = self.standardized()?;
         let delta = rc - rb;
         let w2 = self.w * self.w;

@@ -22,7 +22,7 @@ impl Verdict {
     pub const ALL: [Verdict; 4] = [Verdict::Pass, Verdict::InsufficientData, Verdict::Warn, Verdict::Fail];
 
     /// The wire name (`pass`, `warn`, `fail`, `insufficient_data`), also used as a CSS class.
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Verdict::Pass => "pass",
             Verdict::InsufficientData => "insufficient_data",

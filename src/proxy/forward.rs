@@ -173,7 +173,7 @@ fn observe_request(p: &Proxy, ctx: &Ctx, bytes: usize) {
 /// Whether a path has a `.` or `..` segment, raw or percent-encoded in any case (`%2e%2E`),
 /// also behind an encoded or back slash. The upstream URL parser resolves such segments, so
 /// `/v1/../../admin` would leave `ZAI_TARGET_URL`'s path prefix with the key attached.
-pub fn has_dot_segment(path: &str) -> bool {
+pub(crate) fn has_dot_segment(path: &str) -> bool {
     if !path.bytes().any(|b| b == b'.' || b == b'%') {
         return false; // most paths: one scan, no segment split
     }
@@ -532,7 +532,7 @@ async fn throttled(p: &Arc<Proxy>, ctx: &Ctx, resp: UpstreamResponse, last: bool
 
 /// Z.AI business codes in a 429 body: 1308/1310 quota (never retried), 1303/1305 frequency,
 /// 1302 concurrency, 1312 model congestion, anything else unknown.
-pub fn classify_throttle(body: &[u8]) -> (&'static str, Option<u64>) {
+pub(crate) fn classify_throttle(body: &[u8]) -> (&'static str, Option<u64>) {
     let v: serde_json::Value = serde_json::from_slice(body).unwrap_or_default();
     let code = v
         .pointer("/error/code")
@@ -789,7 +789,7 @@ fn strip_response_headers(headers: &mut HeaderMap) {
 }
 
 /// A proxy-made error in the API's own envelope.
-pub fn error(kind: ApiKind, status: StatusCode, kind_name: &str, message: &str) -> Response {
+pub(crate) fn error(kind: ApiKind, status: StatusCode, kind_name: &str, message: &str) -> Response {
     let body = match kind {
         ApiKind::Anthropic => {
             serde_json::json!({ "type": "error", "error": { "type": kind_name, "message": message } })

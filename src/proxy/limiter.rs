@@ -43,7 +43,7 @@ pub struct LimiterSettings {
 
 /// A rate change decided by feedback.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Adjustment {
+pub(crate) enum Adjustment {
     /// Climbed towards the ceiling.
     Increase,
     /// Backed off after throttling.
@@ -54,7 +54,7 @@ pub enum Adjustment {
 
 impl Adjustment {
     /// The `direction` label value.
-    pub fn label(self) -> &'static str {
+    pub(crate) fn label(self) -> &'static str {
         match self {
             Self::Increase => "increase",
             Self::Decrease => "decrease",
@@ -65,7 +65,7 @@ impl Adjustment {
 
 /// What `/health` shows.
 #[derive(Debug, Clone, Serialize)]
-pub struct LimiterView {
+pub(crate) struct LimiterView {
     /// Current rate.
     pub current_rate: f64,
     /// Ceiling estimate.
@@ -115,7 +115,7 @@ pub struct Limiter {
 
 impl Limiter {
     /// A limiter at the initial rate, or at the persisted state when it is fresh.
-    pub fn new(s: LimiterSettings, clock: SharedClock) -> Self {
+    pub(crate) fn new(s: LimiterSettings, clock: SharedClock) -> Self {
         let now = clock.now_ms();
         let mut inner = Inner {
             current: s.initial.clamp(s.min, s.max),
@@ -144,12 +144,12 @@ impl Limiter {
     }
 
     /// The current rate.
-    pub fn current(&self) -> f64 {
+    pub(crate) fn current(&self) -> f64 {
         self.lock().current
     }
 
     /// Waits for one token; returns how long it waited. Dropping the future stops waiting.
-    pub async fn acquire(&self) -> Duration {
+    pub(crate) async fn acquire(&self) -> Duration {
         let started = Instant::now();
         loop {
             let wait = {
@@ -175,12 +175,12 @@ impl Limiter {
     }
 
     /// A request ended 2xx.
-    pub fn record_success(&self) -> Option<Adjustment> {
+    pub(crate) fn record_success(&self) -> Option<Adjustment> {
         self.feedback(false)
     }
 
     /// The upstream throttled a request (frequency or unknown 429).
-    pub fn record_throttle(&self) -> Option<Adjustment> {
+    pub(crate) fn record_throttle(&self) -> Option<Adjustment> {
         self.feedback(true)
     }
 
@@ -234,7 +234,7 @@ impl Limiter {
     }
 
     /// Back to the initial rate (ceiling too), forgetting the state file.
-    pub fn reset(&self) -> f64 {
+    pub(crate) fn reset(&self) -> f64 {
         let mut g = self.lock();
         g.current = self.s.initial.clamp(self.s.min, self.s.max);
         g.ceiling = g.current;
@@ -249,7 +249,7 @@ impl Limiter {
     }
 
     /// For `/health`.
-    pub fn view(&self) -> LimiterView {
+    pub(crate) fn view(&self) -> LimiterView {
         let g = self.lock();
         LimiterView {
             current_rate: g.current,

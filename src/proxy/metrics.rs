@@ -18,16 +18,16 @@ use crate::expo::{CONTENT_TYPE, Exposition};
 use crate::net::ListenerTrips;
 
 /// Distinct client-controlled label values (models, paths) kept before folding into `other`.
-pub const LABEL_CAP: usize = 50;
-pub use crate::expo::{LABEL_MAX_BYTES, cut_label_value as truncate_label};
+pub(crate) const LABEL_CAP: usize = 50;
+pub(crate) use crate::expo::cut_label_value as truncate_label;
 /// Methods kept as their own `method` label value; any other is `other`.
-pub const METHODS: [&str; 7] = ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"];
+pub(crate) const METHODS: [&str; 7] = ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"];
 /// The family counting limit trips.
-pub const LIMIT_TRIPS: &str = "zai_dash_proxy_limit_trips_total";
+pub(crate) const LIMIT_TRIPS: &str = "zai_dash_proxy_limit_trips_total";
 
 /// A proxy limit that can trip: the `limit` label of [`LIMIT_TRIPS`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Limit {
+pub(crate) enum Limit {
     /// A request body not complete within `REQUEST_BODY_TIMEOUT` (408).
     BodyTimeout,
     /// A request body over `MAX_REQUEST_BODY_BYTES` (413).
@@ -56,7 +56,7 @@ impl Limit {
     ];
 
     /// The label value.
-    pub fn label(self) -> &'static str {
+    pub(crate) fn label(self) -> &'static str {
         match self {
             Limit::BodyTimeout => "body_timeout",
             Limit::BodyTooLarge => "body_too_large",
@@ -77,12 +77,12 @@ pub struct LimitTrips {
 
 impl LimitTrips {
     /// Counts one trip.
-    pub fn add(&self, limit: Limit) {
+    pub(crate) fn add(&self, limit: Limit) {
         self.counts[limit as usize].fetch_add(1, Ordering::Relaxed);
     }
 
     /// Trips so far (tests).
-    pub fn get(&self, limit: Limit) -> u64 {
+    pub(crate) fn get(&self, limit: Limit) -> u64 {
         self.counts[limit as usize].load(Ordering::Relaxed)
     }
 
@@ -108,20 +108,20 @@ impl LimitTrips {
 pub const DURATION_BUCKETS: &[f64] =
     &[0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0];
 /// Request and response size buckets (bytes): 100 x 10^n.
-pub const SIZE_BUCKETS: &[f64] = &[100.0, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9];
+pub(crate) const SIZE_BUCKETS: &[f64] = &[100.0, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9];
 /// Rate limiter wait buckets (seconds).
-pub const WAIT_BUCKETS: &[f64] = &[0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0];
+pub(crate) const WAIT_BUCKETS: &[f64] = &[0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0];
 /// Token counting duration buckets (seconds).
-pub const TOKEN_COUNT_BUCKETS: &[f64] = &[0.0001, 0.0005, 0.001, 0.005, 0.01, 0.025, 0.05, 0.1];
+pub(crate) const TOKEN_COUNT_BUCKETS: &[f64] = &[0.0001, 0.0005, 0.001, 0.005, 0.01, 0.025, 0.05, 0.1];
 /// `zai_proxy_token_rate_seconds` buckets.
-pub const TOKEN_RATE_SECONDS_BUCKETS: &[f64] = &[1e-5, 5e-5, 0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1];
+pub(crate) const TOKEN_RATE_SECONDS_BUCKETS: &[f64] = &[1e-5, 5e-5, 0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1];
 /// `zai_proxy_token_rate` buckets (tokens per second).
-pub const TOKEN_RATE_BUCKETS: &[f64] =
+pub(crate) const TOKEN_RATE_BUCKETS: &[f64] =
     &[10.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 2500.0, 5000.0, 10000.0, 25000.0, 50000.0, 100000.0];
 /// Time to first token buckets (seconds), LLM-scale up to two minutes.
-pub const TTFT_BUCKETS: &[f64] = &[0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 3.0, 5.0, 8.0, 13.0, 20.0, 30.0, 60.0, 120.0];
+pub(crate) const TTFT_BUCKETS: &[f64] = &[0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 3.0, 5.0, 8.0, 13.0, 20.0, 30.0, 60.0, 120.0];
 /// Time per output token buckets (seconds).
-pub const TPOT_BUCKETS: &[f64] = &[0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0];
+pub(crate) const TPOT_BUCKETS: &[f64] = &[0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0];
 
 /// A labelled counter or gauge family.
 #[derive(Debug)]
@@ -160,7 +160,7 @@ impl Vector {
     }
 
     /// Adds `v` to the series with these label values (in the family's label order).
-    pub fn add(&self, values: &[&str], v: f64) {
+    pub(crate) fn add(&self, values: &[&str], v: f64) {
         self.update(values, |x| *x += v);
     }
 
@@ -218,7 +218,7 @@ impl HistogramVec {
     }
 
     /// Records one observation.
-    pub fn observe(&self, values: &[&str], v: f64) {
+    pub(crate) fn observe(&self, values: &[&str], v: f64) {
         if !v.is_finite() {
             return;
         }
@@ -316,7 +316,7 @@ impl Default for ProxyMetrics {
 
 impl ProxyMetrics {
     /// Every family, empty.
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Self {
             build_info: Vector::new(
                 "zai_proxy_build_info",
@@ -484,17 +484,17 @@ impl ProxyMetrics {
 
     /// The model label for `model`: cut to [`LABEL_MAX_BYTES`], capped at [`LABEL_CAP`]
     /// distinct values. Shared, so recording it never allocates.
-    pub fn model_label(&self, model: &str) -> Arc<str> {
+    pub(crate) fn model_label(&self, model: &str) -> Arc<str> {
         self.bounded(&self.models, model)
     }
 
     /// The path label for `path`, bounded like [`Self::model_label`].
-    pub fn path_label(&self, path: &str) -> Arc<str> {
+    pub(crate) fn path_label(&self, path: &str) -> Arc<str> {
         self.bounded(&self.paths, path)
     }
 
     /// The method label: one of [`METHODS`], else `other`.
-    pub fn method_label(&self, method: &Method) -> &'static str {
+    pub(crate) fn method_label(&self, method: &Method) -> &'static str {
         METHODS.iter().find(|m| **m == method.as_str()).copied().unwrap_or_else(|| {
             self.trips.add(Limit::MethodOther);
             "other"
@@ -524,7 +524,7 @@ impl ProxyMetrics {
     }
 
     /// The exposition, families in name order (`zai_dash_` sorts before `zai_proxy_`).
-    pub fn render(&self) -> String {
+    pub(crate) fn render(&self) -> String {
         let mut e = Exposition::new();
         self.trips.write(&self.listener, &mut e);
         self.build_info.write(&mut e);
@@ -557,7 +557,7 @@ impl ProxyMetrics {
     }
 
     /// `Content-Type` of [`Self::render`].
-    pub fn content_type() -> &'static str {
+    pub(crate) fn content_type() -> &'static str {
         CONTENT_TYPE
     }
 }
@@ -567,7 +567,7 @@ static BUCKETS: std::sync::LazyLock<Vec<String>> =
     std::sync::LazyLock::new(|| (0..64).map(|i| format!("source-{i:02}")).collect());
 
 /// zai-proxy's client bucket: FNV-1a 32 of the peer IP text, modulo 64 (`source-00`..`source-63`).
-pub fn client_bucket(ip: &str) -> &'static str {
+pub(crate) fn client_bucket(ip: &str) -> &'static str {
     let ip = if ip.is_empty() { "unknown" } else { ip };
     let mut h: u32 = 0x811c_9dc5;
     for b in ip.bytes() {
@@ -578,7 +578,7 @@ pub fn client_bucket(ip: &str) -> &'static str {
 }
 
 /// [`client_bucket`] of a peer address, formatted on the stack.
-pub fn client_bucket_of(ip: Option<std::net::IpAddr>) -> &'static str {
+pub(crate) fn client_bucket_of(ip: Option<std::net::IpAddr>) -> &'static str {
     use std::io::Write as _;
     let Some(ip) = ip else { return client_bucket("") };
     let mut buf = [0u8; 64]; // the longest IPv6 text is 45 bytes

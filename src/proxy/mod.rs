@@ -7,13 +7,13 @@
 //! feature: `zai-dash proxy` runs it alone, `zai-dash serve --proxy` next to the dashboard on
 //! its own listener, and `zai-dash demo` twice against a simulated upstream.
 
-pub mod forward;
-pub mod limiter;
+pub(crate) mod forward;
+pub(crate) mod limiter;
 pub mod metrics;
 pub mod pricing;
 pub mod quota;
-pub mod scan;
-pub mod upstream;
+pub(crate) mod scan;
+pub(crate) mod upstream;
 pub mod usage;
 
 use std::path::PathBuf;
@@ -362,7 +362,7 @@ pub struct Proxy {
 }
 
 /// Holds one in-flight slot; frees it (and updates the gauges) when dropped, on every path.
-pub struct WorkerSlot {
+pub(crate) struct WorkerSlot {
     proxy: Arc<Proxy>,
 }
 
@@ -407,7 +407,7 @@ impl Proxy {
     }
 
     /// Takes an in-flight slot, or `None` when `MAX_WORKERS` are busy.
-    pub fn try_take_slot(self: &Arc<Self>) -> Option<WorkerSlot> {
+    pub(crate) fn try_take_slot(self: &Arc<Self>) -> Option<WorkerSlot> {
         let now = self.inflight.fetch_add(1, Ordering::SeqCst) + 1;
         let slot = WorkerSlot { proxy: self.clone() };
         (now <= self.settings.max_workers).then_some(slot)
@@ -564,7 +564,7 @@ fn browsers_by_allowed_names(p: &Proxy, req: &Request<Incoming>) -> Option<Respo
 /// every cross-site POST (a form on any web page can target a loopback port); curl and scripts
 /// send none and stay allowed. With an `Origin`, its host and port must be the ones the request
 /// was sent to (`Host`, or the HTTP/2 authority); `Origin: null` never matches.
-pub fn same_origin(headers: &axum::http::HeaderMap, uri: &axum::http::Uri) -> bool {
+pub(crate) fn same_origin(headers: &axum::http::HeaderMap, uri: &axum::http::Uri) -> bool {
     let Some(origin) = headers.get(header::ORIGIN) else { return true };
     let host = headers.get(header::HOST).and_then(|h| h.to_str().ok()).or_else(|| uri.authority().map(|a| a.as_str()));
     let (Ok(origin), Some(host)) = (origin.to_str(), host) else { return false };

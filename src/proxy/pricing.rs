@@ -33,7 +33,7 @@ pub fn tier(now_ms: i64) -> &'static str {
 
 impl Pricing {
     /// Cost of `tokens` in `direction` (`input`, `output`, `cache_read`, `cache_write`) in `tier`.
-    pub fn cost(&self, direction: &str, tokens: u64, tier: &str) -> f64 {
+    pub(crate) fn cost(&self, direction: &str, tokens: u64, tier: &str) -> f64 {
         let per_k = match direction {
             "input" => self.input,
             "output" => self.output,

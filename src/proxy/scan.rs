@@ -21,7 +21,7 @@ use serde::de::{DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 
 /// What to keep from one JSON value; each hook sees the value when it has that type, and the
 /// defaults skip it.
-pub trait Pick: Default {
+pub(crate) trait Pick: Default {
     /// A string.
     fn string(&mut self, _s: &str) {}
     /// `true` or `false`.
@@ -45,7 +45,7 @@ pub trait Pick: Default {
 /// The body is checked to be UTF-8 first: serde_json skips an ignored string (a key or value
 /// nobody picks) without looking at its bytes, so invalid UTF-8 there would otherwise pass for
 /// JSON (the usage fuzzer found it). Checking the whole body up front is cheap next to parsing.
-pub fn scan<T: Pick>(body: &[u8]) -> Result<T, serde_json::Error> {
+pub(crate) fn scan<T: Pick>(body: &[u8]) -> Result<T, serde_json::Error> {
     let text = std::str::from_utf8(body).map_err(<serde_json::Error as serde::de::Error>::custom)?;
     serde_json::from_str::<Scan<T>>(text).map(|s| s.0)
 }
@@ -246,7 +246,7 @@ trait Len {
 
 /// A string, owned (the model name).
 #[derive(Debug, Default)]
-pub struct Str(pub Option<String>);
+pub(crate) struct Str(pub Option<String>);
 
 impl Pick for Str {
     fn string(&mut self, s: &str) {
@@ -286,7 +286,7 @@ impl Pick for StrLen {
 
 /// Text fields of a content block, an Anthropic delta or an OpenAI message or delta.
 #[derive(Debug, Default)]
-pub struct Text {
+pub(crate) struct Text {
     /// `text`.
     pub text: Option<usize>,
     /// `thinking`.
@@ -363,7 +363,7 @@ impl Len for Message {
 
 /// What the proxy reads from a request body.
 #[derive(Debug, Default)]
-pub struct RequestFields {
+pub(crate) struct RequestFields {
     /// `model`, when a string.
     pub model: Option<String>,
     /// `stream`, when a boolean.
@@ -402,7 +402,7 @@ impl Pick for Messages {
 
 /// A `usage` object of either API, field by field as the upstream sent them.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub struct UsageFields {
+pub(crate) struct UsageFields {
     /// The value was an object (a `usage` of another type counts as absent).
     pub object: bool,
     /// Anthropic `input_tokens`.
@@ -468,7 +468,7 @@ impl Pick for CachedTokens {
 
 /// OpenAI `choices`: text of every `message.content` and every `delta.content`.
 #[derive(Debug, Default)]
-pub struct Choices {
+pub(crate) struct Choices {
     /// Sum over `choices[].message.content`.
     pub message: usize,
     /// Sum over `choices[].delta.content`.
@@ -507,7 +507,7 @@ impl Pick for Choice {
 
 /// A complete (non-streaming) response of either API.
 #[derive(Debug, Default)]
-pub struct ResponseFields {
+pub(crate) struct ResponseFields {
     /// `usage`.
     pub usage: UsageFields,
     /// Anthropic: text of the `content` blocks.
@@ -531,7 +531,7 @@ impl Pick for ResponseFields {
 
 /// The `type` of an Anthropic stream event, among those that matter.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub enum EventType {
+pub(crate) enum EventType {
     /// Any other type, or none.
     #[default]
     Other,
@@ -556,7 +556,7 @@ impl Pick for EventType {
 
 /// One `data:` payload of a stream, of either API.
 #[derive(Debug, Default)]
-pub struct EventFields {
+pub(crate) struct EventFields {
     /// Anthropic `type`.
     pub kind: EventType,
     /// Anthropic `message.usage` (`message_start`).

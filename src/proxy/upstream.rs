@@ -41,7 +41,7 @@ const POOL_IDLE: Duration = Duration::from_secs(90);
 
 /// Why an upstream attempt failed. The message of the innermost cause ends up in the 502 body.
 #[derive(Debug, thiserror::Error)]
-pub enum UpstreamError {
+pub(crate) enum UpstreamError {
     /// No connection within `UPSTREAM_CONNECT_TIMEOUT`.
     #[error("connect timed out after UPSTREAM_CONNECT_TIMEOUT ({0:?})")]
     ConnectTimeout(Duration),
@@ -92,7 +92,7 @@ struct Idle {
 }
 
 /// The upstream client of one proxy.
-pub struct Client {
+pub(crate) struct Client {
     target: Target,
     pool: Arc<Pool>,
     connect_timeout: Duration,
@@ -111,7 +111,7 @@ impl std::fmt::Debug for Client {
 
 impl Client {
     /// A client for `base` (an `http` or `https` URL with a host, as validated settings hold).
-    pub fn new(base: &url::Url, connect_timeout: Duration, idle_timeout: Duration) -> Result<Self, ClientError> {
+    pub(crate) fn new(base: &url::Url, connect_timeout: Duration, idle_timeout: Duration) -> Result<Self, ClientError> {
         let (connect_host, server_name) = match base.host() {
             Some(url::Host::Domain(d)) => (d.to_owned(), ServerName::try_from(d.to_owned()).ok()),
             Some(url::Host::Ipv4(a)) => (a.to_string(), Some(ServerName::IpAddress(std::net::IpAddr::V4(a).into()))),
@@ -141,7 +141,7 @@ impl Client {
 
     /// The request target sent upstream: `ZAI_TARGET_URL`'s path, then the client's path and
     /// query unchanged.
-    pub fn uri(&self, client: &axum::http::Uri) -> axum::http::Uri {
+    pub(crate) fn uri(&self, client: &axum::http::Uri) -> axum::http::Uri {
         let prefix = &self.target.path_prefix;
         let Some(pq) = client.path_and_query() else { return axum::http::Uri::from_static("/") };
         if prefix.is_empty() {
@@ -155,14 +155,14 @@ impl Client {
     }
 
     /// The `Host` header value for the upstream.
-    pub fn host_header(&self) -> &axum::http::HeaderValue {
+    pub(crate) fn host_header(&self) -> &axum::http::HeaderValue {
         &self.target.host_header
     }
 
     /// Sends `req` (origin-form URI, `Host` set) and waits for the response head, within
     /// `UPSTREAM_IDLE_TIMEOUT`. The body returned gives its connection back to the pool when
     /// read to the end.
-    pub async fn send(
+    pub(crate) async fn send(
         &self,
         mut req: axum::http::Request<Full<Bytes>>,
     ) -> Result<axum::http::Response<Body>, UpstreamError> {
@@ -282,7 +282,7 @@ enum BodyState {
 
 /// An upstream response body under `UPSTREAM_IDLE_TIMEOUT`; gives its connection back to the
 /// pool when read to the end.
-pub struct Body {
+pub(crate) struct Body {
     inner: Option<Incoming>,
     state: BodyState,
     pool: Arc<Pool>,
@@ -313,7 +313,7 @@ impl Body {
     }
 
     /// `Content-Length` of the answer, when the upstream sent one.
-    pub fn exact_len(&self) -> Option<u64> {
+    pub(crate) fn exact_len(&self) -> Option<u64> {
         self.inner.as_ref().and_then(|b| http_body::Body::size_hint(b).exact())
     }
 

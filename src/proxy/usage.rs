@@ -24,7 +24,7 @@ pub enum ApiKind {
 
 impl ApiKind {
     /// Classifies a request path.
-    pub fn from_path(path: &str) -> Self {
+    pub(crate) fn from_path(path: &str) -> Self {
         if path.ends_with("/chat/completions") { Self::OpenAi } else { Self::Anthropic }
     }
 }
@@ -46,7 +46,7 @@ pub struct Usage {
 
 impl Usage {
     /// Per direction, in the order of `zai_proxy_tokens_total{direction}`.
-    pub fn by_direction(&self) -> [(&'static str, u64); 4] {
+    pub(crate) fn by_direction(&self) -> [(&'static str, u64); 4] {
         [
             ("input", self.input),
             ("output", self.output),
@@ -59,7 +59,7 @@ impl Usage {
 impl Usage {
     /// A `usage` object read as `kind` reports it; a missing number is 0. OpenAI's prompt count
     /// includes cached tokens, so input = prompt - cached.
-    pub fn from_fields(kind: ApiKind, u: &UsageFields) -> Self {
+    pub(crate) fn from_fields(kind: ApiKind, u: &UsageFields) -> Self {
         match kind {
             ApiKind::Anthropic => Usage {
                 input: u.input_tokens.unwrap_or(0),
@@ -133,7 +133,7 @@ pub fn request_info(body: &[u8]) -> RequestInfo {
 }
 
 /// One token per four characters, at least one for non-empty text.
-pub fn estimate_tokens(chars: usize) -> u64 {
+pub(crate) fn estimate_tokens(chars: usize) -> u64 {
     if chars == 0 { 0 } else { (chars as u64).div_ceil(4) }
 }
 

@@ -18,16 +18,15 @@ mod poller;
 mod schema;
 mod settings;
 
-pub use poller::{QuotaHealth, QuotaPoller, WindowHealth};
+pub(crate) use poller::{QuotaHealth, QuotaPoller};
 #[cfg(test)]
-pub(crate) use schema::normalise;
-pub use schema::{LimitType, Snapshot, Window, WindowSample};
+pub(crate) use schema::{LimitType, Window, normalise};
 pub use settings::{QUOTA_PATH, QuotaArgs, QuotaSettings};
 
 /// Why a poll failed. The text names the failure and, at most, a status or provider code:
 /// never the key, a URL credential or anything the provider wrote.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum QuotaError {
+pub(crate) enum QuotaError {
     /// No answer within `QUOTA_POLL_TIMEOUT`.
     #[error("the quota endpoint did not answer within QUOTA_POLL_TIMEOUT")]
     Timeout,
@@ -55,23 +54,23 @@ pub enum QuotaError {
 }
 
 /// Largest quota answer read (a real one is under 2 KiB).
-pub const MAX_ANSWER_BYTES: usize = 64 * 1024;
+pub(crate) const MAX_ANSWER_BYTES: usize = 64 * 1024;
 
 /// The `result` label values of `zai_proxy_quota_poll_total`.
-pub mod result {
+pub(crate) mod result {
     /// A good answer.
-    pub const SUCCESS: &str = "success";
+    pub(crate) const SUCCESS: &str = "success";
     /// Transport, timeout, HTTP status, size or provider refusal.
-    pub const ERROR: &str = "error";
+    pub(crate) const ERROR: &str = "error";
     /// An answer that could not be read.
-    pub const MALFORMED: &str = "malformed";
+    pub(crate) const MALFORMED: &str = "malformed";
     /// Counted once when the sample stops being fresh (or a first poll fails).
-    pub const STALE: &str = "stale";
+    pub(crate) const STALE: &str = "stale";
 }
 
 impl QuotaError {
     /// The `result` label value: `malformed` for answers that could not be read, else `error`.
-    pub fn result(&self) -> &'static str {
+    pub(crate) fn result(&self) -> &'static str {
         match self {
             QuotaError::NotJson | QuotaError::NoLimits => result::MALFORMED,
             _ => result::ERROR,
@@ -79,7 +78,7 @@ impl QuotaError {
     }
 
     /// A short code for logs (`timeout`, `status`, `provider`, ...).
-    pub fn code(&self) -> &'static str {
+    pub(crate) fn code(&self) -> &'static str {
         match self {
             QuotaError::Timeout => "timeout",
             QuotaError::Unreachable => "unreachable",

@@ -65,7 +65,7 @@ struct Recorded {
 /// The `quota` object of `/health`, fields in zai-proxy's order; details are left out while
 /// there is no sample (and all but the two flags while polling is off).
 #[derive(Debug, Clone, Default, Serialize, PartialEq)]
-pub struct QuotaHealth {
+pub(crate) struct QuotaHealth {
     /// Polling is on.
     pub enabled: bool,
     /// A success within `QUOTA_STALE_AFTER`.
@@ -95,7 +95,7 @@ pub struct QuotaHealth {
 
 /// One window in `/health`.
 #[derive(Debug, Clone, Serialize, PartialEq)]
-pub struct WindowHealth {
+pub(crate) struct WindowHealth {
     /// `five_hour` or `weekly`.
     pub window: &'static str,
     /// The provider's spelling (`CREDIT_LIMIT`, `TOKENS_LIMIT`).
@@ -109,7 +109,7 @@ pub struct WindowHealth {
 
 impl QuotaHealth {
     /// What `/health` shows while polling is off.
-    pub fn disabled() -> Self {
+    pub(crate) fn disabled() -> Self {
         Self::default()
     }
 }
@@ -117,7 +117,12 @@ impl QuotaHealth {
 impl QuotaPoller {
     /// A poller for `key` with `variant`'s label; its client follows no redirect (the key would
     /// go along) and gives up after the poll timeout.
-    pub fn new(settings: QuotaSettings, key: &str, variant: &str, clock: SharedClock) -> Result<Self, reqwest::Error> {
+    pub(crate) fn new(
+        settings: QuotaSettings,
+        key: &str,
+        variant: &str,
+        clock: SharedClock,
+    ) -> Result<Self, reqwest::Error> {
         let client = reqwest::Client::builder()
             .connect_timeout(settings.timeout)
             .timeout(settings.timeout)
@@ -135,7 +140,7 @@ impl QuotaPoller {
     }
 
     /// Polls at once, then every interval, until `cancel`; a poll in flight is dropped then.
-    pub async fn run(self: Arc<Self>, metrics: &ProxyMetrics, cancel: CancellationToken) {
+    pub(crate) async fn run(self: Arc<Self>, metrics: &ProxyMetrics, cancel: CancellationToken) {
         let mut tick = tokio::time::interval(self.settings.interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -246,7 +251,7 @@ impl QuotaPoller {
     }
 
     /// The `quota` object of `/health`, ages as of now.
-    pub fn health(&self) -> QuotaHealth {
+    pub(crate) fn health(&self) -> QuotaHealth {
         let now = self.clock.now_ms();
         let mut h = QuotaHealth {
             enabled: true,

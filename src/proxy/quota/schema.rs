@@ -18,7 +18,7 @@ use super::QuotaError;
 
 /// A quota window the poller models.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub enum Window {
+pub(crate) enum Window {
     /// The rolling five-hour window (`unit` 3).
     FiveHour,
     /// The weekly window (`unit` 6).
@@ -27,7 +27,7 @@ pub enum Window {
 
 impl Window {
     /// The `window` label value.
-    pub fn label(self) -> &'static str {
+    pub(crate) fn label(self) -> &'static str {
         match self {
             Window::FiveHour => "five_hour",
             Window::Weekly => "weekly",
@@ -45,7 +45,7 @@ impl Window {
 
 /// The provider schema a window was read from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum LimitType {
+pub(crate) enum LimitType {
     /// `CREDIT_LIMIT`: absolute credits.
     Credit,
     /// `TOKENS_LIMIT`: a used percentage only.
@@ -54,7 +54,7 @@ pub enum LimitType {
 
 impl LimitType {
     /// The `limit_type` label value (lower case, as zai-proxy exports it).
-    pub fn label(self) -> &'static str {
+    pub(crate) fn label(self) -> &'static str {
         match self {
             LimitType::Credit => "credit_limit",
             LimitType::Tokens => "tokens_limit",
@@ -62,7 +62,7 @@ impl LimitType {
     }
 
     /// The provider's own spelling, as `/health` shows it.
-    pub fn wire(self) -> &'static str {
+    pub(crate) fn wire(self) -> &'static str {
         match self {
             LimitType::Credit => "CREDIT_LIMIT",
             LimitType::Tokens => "TOKENS_LIMIT",
@@ -82,7 +82,7 @@ impl LimitType {
 
 /// One window of a good answer.
 #[derive(Debug, Clone, PartialEq)]
-pub struct WindowSample {
+pub(crate) struct WindowSample {
     /// Which window.
     pub window: Window,
     /// Which schema it came in.
@@ -95,7 +95,7 @@ pub struct WindowSample {
 
 /// A good answer: the plan tier and the windows, five-hour first.
 #[derive(Debug, Clone, Default, PartialEq)]
-pub struct Snapshot {
+pub(crate) struct Snapshot {
     /// The provider's plan `level` (`lite`, `pro`, `max`), bounded like a label.
     pub plan_tier: Option<String>,
     /// At most one sample per window, in [`Window`] order.

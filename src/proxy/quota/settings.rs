@@ -63,7 +63,7 @@ impl Default for QuotaArgs {
 
 impl QuotaArgs {
     /// Checks every value; `None` when polling is off.
-    pub fn validate(&self) -> Result<Option<QuotaSettings>, ConfigError> {
+    pub(crate) fn validate(&self) -> Result<Option<QuotaSettings>, ConfigError> {
         let settings = QuotaSettings {
             interval: parse_duration("QUOTA_POLL_INTERVAL", &self.quota_poll_interval)?,
             timeout: parse_duration("QUOTA_POLL_TIMEOUT", &self.quota_poll_timeout)?,
