@@ -20,6 +20,7 @@ pub mod pages;
 pub mod runway;
 pub mod selfmetrics;
 pub(crate) mod session;
+pub mod spending;
 pub(crate) mod sse;
 
 use std::sync::Arc;
@@ -174,6 +175,7 @@ fn pages_router() -> Router<AppState> {
         .route("/api/quota", get(runway::api))
         .route("/slos", get(objectives::page))
         .route("/api/slos", get(objectives::api))
+        .route("/api/spend", get(spending::api))
         .route("/static/{name}", get(assets::serve))
         .layer(tower_http::compression::CompressionLayer::new().quality(tower_http::CompressionLevel::Fastest))
 }
