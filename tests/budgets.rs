@@ -447,3 +447,85 @@ fn a_bad_budget_refuses_to_start_in_one_sentence() {
         assert_eq!(stderr.trim().lines().count(), 1, "one sentence: {stderr}");
     }
 }
+
+/// Callers of a fake proxy: bucket `source-NN` is admitted `NN + 1` times a second, each after
+/// a wait between 50 and 100 ms (80 ms summed); `source-11` also has 2 capacity rejections a
+/// second. The rest of the exposition is a [`Sim`]'s.
+#[derive(Clone)]
+struct Callers {
+    sim: Sim,
+    started: std::time::Instant,
+}
+
+impl Callers {
+    fn render(&self) -> String {
+        let t = self.started.elapsed().as_secs_f64();
+        let v = &self.sim.variant;
+        let mut s = self.sim.render();
+        s += "# TYPE zai_proxy_rate_limit_rejections_total counter\n";
+        s += &format!(
+            "zai_proxy_rate_limit_rejections_total{{client=\"source-11\",variant=\"{v}\"}} {}\n",
+            (2.0 * t).floor()
+        );
+        s += "# TYPE zai_proxy_rate_limit_wait_seconds histogram\n";
+        for i in 0..12 {
+            let n = ((i as f64 + 1.0) * t).floor();
+            let labels = format!("client=\"source-{i:02}\",variant=\"{v}\"");
+            for (le, c) in [("0.05", 0.0), ("0.1", n), ("+Inf", n)] {
+                s += &format!("zai_proxy_rate_limit_wait_seconds_bucket{{{labels},le=\"{le}\"}} {c}\n");
+            }
+            s += &format!("zai_proxy_rate_limit_wait_seconds_sum{{{labels}}} {}\n", n * 0.08);
+            s += &format!("zai_proxy_rate_limit_wait_seconds_count{{{labels}}} {n}\n");
+        }
+        s
+    }
+}
+
+async fn callers_exposition(State(c): State<Arc<Callers>>) -> String {
+    c.render()
+}
+
+/// The cells of each row of the overview's "Who is waiting" table.
+fn waiting_rows(html: &str) -> Vec<Vec<String>> {
+    let Some(panel) = html.split("id=\"panel-waiting\"").nth(1).and_then(|p| p.split("</figure>").next()) else {
+        return Vec::new();
+    };
+    let body = panel.split("<tbody>").nth(1).unwrap_or("");
+    body.split("</tr>")
+        .filter(|r| r.contains("<td"))
+        .map(|r| r.split("<td").skip(1).map(|c| c.split_once('>').map_or("", |x| x.1).replace("</td>", "")).collect())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn who_is_waiting_ranks_the_caller_buckets_and_folds_all_but_ten() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/metrics", listener.local_addr().unwrap());
+    let callers = Arc::new(Callers { sim: Sim::new("production", 10.0), started: std::time::Instant::now() });
+    let cancel = CancellationToken::new();
+    let app = Router::new().route("/metrics", get(callers_exposition)).with_state(callers);
+    let c = cancel.clone();
+    tokio::spawn(async move { axum::serve(listener, app).with_graceful_shutdown(c.cancelled_owned()).await.unwrap() });
+    let dir = tempfile::tempdir().unwrap();
+    let app = TestApp::start(settings(&dir, targets(&[&url]))).await;
+
+    // Until the slowest bucket has waited in the range (one admission a second).
+    let rows = wait_for_value("every bucket in the waiting panel", || async {
+        let html = reqwest::get(app.url("/?range=5m")).await.ok()?.text().await.ok()?;
+        let rows = waiting_rows(&html);
+        (rows.len() == 11 && rows[10][1] == "2 other buckets" && rows[10][2] != "0").then_some(rows)
+    })
+    .await;
+    let callers: Vec<&str> = rows.iter().take(10).map(|r| r[1].as_str()).collect();
+    let expected: Vec<String> = (2..12).rev().map(|i| format!("source-{i:02}")).collect();
+    assert_eq!(callers, expected, "longest total wait first: {rows:?}");
+    for r in &rows {
+        // Every wait in (50 ms, 100 ms]: Prometheus' interpolation puts the p95 at 97.5 ms.
+        assert_eq!(r[3], "97.5 ms", "{rows:?}");
+    }
+    assert_eq!(rows[0][0], "production");
+    assert_ne!(rows[0][5], "0", "source-11 is rejected: {rows:?}");
+    assert!(rows[1..].iter().all(|r| r[5] == "0"), "nobody else is: {rows:?}");
+    app.stop().await;
+    cancel.cancel();
+}

@@ -73,6 +73,26 @@ pub struct Counts {
     pub ttft: Histogram,
     /// Time per output token buckets, when the target exports them.
     pub tpot: Histogram,
+    /// Per caller bucket (the proxy's `client` label, `source-00` ... `source-63`): capacity
+    /// rejections and rate-limiter waits; only buckets with an increase in the row.
+    pub clients: BTreeMap<String, ClientCounts>,
+}
+
+/// What one caller bucket (`client` label) did over a row's interval: who is waiting.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ClientCounts {
+    /// Capacity rejections (`zai_proxy_rate_limit_rejections_total{client}`).
+    pub rejections: f64,
+    /// Rate-limiter waits (`zai_proxy_rate_limit_wait_seconds{client}`), buckets as exported.
+    pub wait: Histogram,
+}
+
+impl ClientCounts {
+    /// Adds `o`'s increases.
+    pub(crate) fn add(&mut self, o: &ClientCounts) {
+        self.rejections += o.rejections;
+        self.wait.add(&o.wait);
+    }
 }
 
 fn add_map<V: Copy + Default>(into: &mut BTreeMap<String, V>, from: &BTreeMap<String, V>, add: fn(&mut V, &V)) {
@@ -106,6 +126,14 @@ impl Counts {
         self.duration.add(&o.duration);
         self.ttft.add(&o.ttft);
         self.tpot.add(&o.tpot);
+        for (k, c) in &o.clients {
+            match self.clients.get_mut(k) {
+                Some(mine) => mine.add(c),
+                None => {
+                    self.clients.insert(k.clone(), c.clone());
+                }
+            }
+        }
     }
 
     /// All requests, any status.

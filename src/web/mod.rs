@@ -22,6 +22,7 @@ pub mod selfmetrics;
 pub(crate) mod session;
 pub mod spending;
 pub(crate) mod sse;
+pub mod waiting;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
