@@ -103,7 +103,7 @@ pub fn budget_rules(budgets: &Budgets) -> Vec<Rule> {
                     min_requests: 0.0,
                     severity: if level >= 100.0 { "critical" } else { "warning" }.to_owned(),
                     summary: format!(
-                        "The {what} {span} is {{{{ value }}}} of the {budget} USD budget ({setting}), at or above {}",
+                        "The {what} {span} is {{{{ value }}}} times the {budget} USD budget ({setting}); alerting at {}",
                         crate::alerts::rules::format_number(level / 100.0)
                     ),
                     baseline: "production".to_owned(),
