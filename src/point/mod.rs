@@ -438,6 +438,18 @@ mod tests {
     }
 
     #[test]
+    fn rollup_sums_each_caller_bucket() {
+        let wait = |n: f64| Histogram { buckets: vec![(0.1, n), (f64::INFINITY, n)], sum: n * 0.05, count: n };
+        let mut rows = vec![row(5_000, 1.0, 0.0, 1.0), row(10_000, 1.0, 0.0, 1.0)];
+        rows[0].counts.clients.insert("source-01".into(), ClientCounts { rejections: 1.0, wait: wait(2.0) });
+        rows[1].counts.clients.insert("source-01".into(), ClientCounts { rejections: 2.0, wait: wait(3.0) });
+        rows[1].counts.clients.insert("source-02".into(), ClientCounts { rejections: 0.0, wait: wait(1.0) });
+        let r = TargetRow::rollup(&rows, 60_000).unwrap();
+        assert_eq!(r.counts.clients["source-01"], ClientCounts { rejections: 3.0, wait: wait(5.0) });
+        assert_eq!(r.counts.clients["source-02"].wait.count, 1.0);
+    }
+
+    #[test]
     fn rollup_of_rollups_keeps_equal_weights() {
         let a = GaugeStat::combine([1.0, 2.0, 3.0].map(GaugeStat::single).into_iter()).unwrap();
         assert_eq!(a.avg, 2.0);
