@@ -100,6 +100,13 @@ pub struct AlertFlags {
     /// Body of webhook messages: `alertmanager` (Alertmanager's webhook JSON) or `slack`.
     #[arg(long, env = "ALERT_WEBHOOK_FORMAT", default_value = "alertmanager")]
     pub alert_webhook_format: String,
+    /// Daily spend budget in USD (UTC days); alerts at 80, 95 and 100 % of the spend and of its
+    /// projection. Empty: none.
+    #[arg(long, env = "BUDGET_DAILY_USD", default_value = "")]
+    pub budget_daily_usd: String,
+    /// Monthly spend budget in USD (UTC months), alerted like the daily one. Empty: none.
+    #[arg(long, env = "BUDGET_MONTHLY_USD", default_value = "")]
+    pub budget_monthly_usd: String,
 }
 
 impl AlertFlags {
@@ -110,6 +117,8 @@ impl AlertFlags {
             alertmanager_url: Some(&self.alertmanager_url),
             webhook_url: Some(&self.alert_webhook_url),
             webhook_format: Some(&self.alert_webhook_format),
+            budget_daily_usd: Some(&self.budget_daily_usd),
+            budget_monthly_usd: Some(&self.budget_monthly_usd),
         })
     }
 }

@@ -382,6 +382,8 @@ pub(crate) mod parts {
         pub(crate) const RESPONSE_SIZE: &str = "zai_proxy_response_size_bytes";
         /// Rate limit adjustments by `direction`.
         pub(crate) const ADJUSTMENTS: &str = "zai_proxy_rate_limit_adjustments_total";
+        /// Rate-limiter wait histogram (seconds) by `client` (the caller bucket).
+        pub(crate) const RATE_LIMIT_WAIT: &str = "zai_proxy_rate_limit_wait_seconds";
         /// Quota gauges by `window`, `limit_type`, and the block's flags: `(family, part)`, the
         /// part naming the field it fills.
         pub(crate) const QUOTA: [(&str, &str); 6] = [

@@ -361,3 +361,171 @@ async fn a_fast_burn_pages_through_alertmanager_and_a_slow_one_never_does() {
     assert!(html.contains("Error budget left") && html.contains("Burn rate"));
     app.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spend_is_projected_at_its_pace_and_a_spent_budget_alerts() {
+    // 50 requests a second, each 100 input and 30 output tokens of glm-4.7: 1.26e-4 USD each.
+    let sim = Sim { models: vec![("glm-4.7".into(), 1.0)], ..Sim::new("production", 50.0) };
+    let target = FakeTarget::start(sim, Behaviour::Healthy).await;
+    let am = harness::alertmanager::Alertmanager::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = settings(&dir, targets(&[&target.url]));
+    s.alerts = alert_settings("rules: []\n");
+    s.alerts.budgets.daily_usd = Some(0.01);
+    s.alerts.alertmanager_url = Some(url::Url::parse(&am.server.base).unwrap());
+    let app = TestApp::start(s).await;
+    let usd_per_second = 50.0 * (100.0 * 0.0006e-3 + 30.0 * 0.0022e-3);
+
+    let fired = wait_for_value("DailySpend100 in Alertmanager", || am.alert("DailySpend100", "all")).await;
+    assert_eq!(fired["labels"]["severity"], "critical");
+    // The rate is measured from the start of the first 0.5 s bucket with data, whose first
+    // scrape only sets the counters' baseline: 30 s of spend make that half second about 1 %.
+    let report = wait_for_value("0.2 USD spent", || async {
+        let r = app.json("/api/spend").await;
+        (r["total"]["today_usd"].as_f64()? >= 0.2).then_some(r)
+    })
+    .await;
+    let now = chrono::Utc::now().timestamp_millis();
+    let model = &report["variants"]["production"]["models"]["glm-4.7"];
+    let today = model["today_usd"].as_f64().unwrap();
+    assert!(model["month_usd"].as_f64().unwrap() >= today, "{report}");
+    let day_end = report["day_start"].as_i64().unwrap() + 86_400_000;
+    let expected = today + usd_per_second * (day_end - now) as f64 / 1000.0;
+    let projected = model["projected_day_usd"].as_f64().unwrap();
+    eprintln!("projected day {projected}, at its pace {expected}, ratio {}", projected / expected);
+    assert!((projected - expected).abs() <= 0.05 * expected, "projected {projected}, at its pace {expected}");
+    let month = model["month_usd"].as_f64().unwrap();
+    let month_end = month_end_ms(now);
+    let expected_month = month + usd_per_second * (month_end - now) as f64 / 1000.0;
+    let projected_month = model["projected_month_usd"].as_f64().unwrap();
+    assert!(
+        (projected_month - expected_month).abs() <= 0.05 * expected_month,
+        "projected month {projected_month}, at its pace {expected_month}"
+    );
+    let daily = &report["budgets"]["daily"];
+    assert_eq!(daily["budget_usd"], 0.01);
+    assert_eq!(daily["actual_level"], "over_100");
+    assert_eq!(daily["projected_level"], "over_100");
+    assert!(report["budgets"]["monthly"].is_null(), "no monthly budget set: {report}");
+    // The overview's spend card, server-rendered (no script needed to read it).
+    let html = reqwest::get(app.url("/")).await.unwrap().text().await.unwrap();
+    let card = html.split("id=\"spend-card\"").nth(1).and_then(|c| c.split("</article>").next()).unwrap_or("");
+    assert!(card.contains("Day at this pace") && card.contains("This month"), "{html}");
+    assert!(card.contains("Daily budget $0.01") && card.contains("class=\"danger\""), "{card}");
+    wait_for_value("DailySpendProjected100 in Alertmanager", || am.alert("DailySpendProjected100", "all")).await;
+    assert!(am.alert("MonthlySpend80", "all").await.is_none(), "no monthly budget, no monthly alert");
+    app.stop().await;
+}
+
+/// Midnight UTC of the first day of the month after the one holding `now_ms`.
+fn month_end_ms(now_ms: i64) -> i64 {
+    use chrono::{Datelike, TimeZone};
+    let now = chrono::Utc.timestamp_millis_opt(now_ms).unwrap();
+    let (y, m) = if now.month() == 12 { (now.year() + 1, 1) } else { (now.year(), now.month() + 1) };
+    chrono::Utc.with_ymd_and_hms(y, m, 1, 0, 0, 0).unwrap().timestamp_millis()
+}
+
+#[test]
+fn a_bad_budget_refuses_to_start_in_one_sentence() {
+    let dir = tempfile::tempdir().unwrap();
+    for (setting, value) in [("BUDGET_DAILY_USD", "-5"), ("BUDGET_MONTHLY_USD", "lots"), ("BUDGET_DAILY_USD", "NaN")] {
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_zai-dash"));
+        for var in
+            ["LISTEN_ADDR", "SOURCE", "PROMETHEUS_URL", "DASHBOARD_TOKEN", "BUDGET_DAILY_USD", "BUDGET_MONTHLY_USD"]
+        {
+            cmd.env_remove(var);
+        }
+        cmd.arg("serve")
+            .env("SCRAPE_TARGETS", "http://127.0.0.1:9/metrics")
+            .env("DB_PATH", dir.path().join("z.db"))
+            .env(setting, value)
+            .env("LISTEN_ADDR", "127.0.0.1:0");
+        let out = common::process::output(&mut cmd, Duration::from_secs(60));
+        assert_eq!(out.status.code(), Some(1), "{setting}={value}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains(setting) && stderr.contains(value), "{stderr}");
+        assert_eq!(stderr.trim().lines().count(), 1, "one sentence: {stderr}");
+    }
+}
+
+/// Callers of a fake proxy: bucket `source-NN` is admitted `NN + 1` times a second, each after
+/// a wait between 50 and 100 ms (80 ms summed); `source-11` also has 2 capacity rejections a
+/// second. The rest of the exposition is a [`Sim`]'s.
+#[derive(Clone)]
+struct Callers {
+    sim: Sim,
+    started: std::time::Instant,
+}
+
+impl Callers {
+    fn render(&self) -> String {
+        let t = self.started.elapsed().as_secs_f64();
+        let v = &self.sim.variant;
+        let mut s = self.sim.render();
+        s += "# TYPE zai_proxy_rate_limit_rejections_total counter\n";
+        s += &format!(
+            "zai_proxy_rate_limit_rejections_total{{client=\"source-11\",variant=\"{v}\"}} {}\n",
+            (2.0 * t).floor()
+        );
+        s += "# TYPE zai_proxy_rate_limit_wait_seconds histogram\n";
+        for i in 0..12 {
+            let n = ((i as f64 + 1.0) * t).floor();
+            let labels = format!("client=\"source-{i:02}\",variant=\"{v}\"");
+            for (le, c) in [("0.05", 0.0), ("0.1", n), ("+Inf", n)] {
+                s += &format!("zai_proxy_rate_limit_wait_seconds_bucket{{{labels},le=\"{le}\"}} {c}\n");
+            }
+            s += &format!("zai_proxy_rate_limit_wait_seconds_sum{{{labels}}} {}\n", n * 0.08);
+            s += &format!("zai_proxy_rate_limit_wait_seconds_count{{{labels}}} {n}\n");
+        }
+        s
+    }
+}
+
+async fn callers_exposition(State(c): State<Arc<Callers>>) -> String {
+    c.render()
+}
+
+/// The cells of each row of the overview's "Who is waiting" table.
+fn waiting_rows(html: &str) -> Vec<Vec<String>> {
+    let Some(panel) = html.split("id=\"panel-waiting\"").nth(1).and_then(|p| p.split("</figure>").next()) else {
+        return Vec::new();
+    };
+    let body = panel.split("<tbody>").nth(1).unwrap_or("");
+    body.split("</tr>")
+        .filter(|r| r.contains("<td"))
+        .map(|r| r.split("<td").skip(1).map(|c| c.split_once('>').map_or("", |x| x.1).replace("</td>", "")).collect())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn who_is_waiting_ranks_the_caller_buckets_and_folds_all_but_ten() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/metrics", listener.local_addr().unwrap());
+    let callers = Arc::new(Callers { sim: Sim::new("production", 10.0), started: std::time::Instant::now() });
+    let cancel = CancellationToken::new();
+    let app = Router::new().route("/metrics", get(callers_exposition)).with_state(callers);
+    let c = cancel.clone();
+    tokio::spawn(async move { axum::serve(listener, app).with_graceful_shutdown(c.cancelled_owned()).await.unwrap() });
+    let dir = tempfile::tempdir().unwrap();
+    let app = TestApp::start(settings(&dir, targets(&[&url]))).await;
+
+    // Until the slowest bucket has waited in the range (one admission a second).
+    let rows = wait_for_value("every bucket in the waiting panel", || async {
+        let html = reqwest::get(app.url("/?range=5m")).await.ok()?.text().await.ok()?;
+        let rows = waiting_rows(&html);
+        (rows.len() == 11 && rows[10][1] == "2 other buckets" && rows[10][2] != "0").then_some(rows)
+    })
+    .await;
+    let callers: Vec<&str> = rows.iter().take(10).map(|r| r[1].as_str()).collect();
+    let expected: Vec<String> = (2..12).rev().map(|i| format!("source-{i:02}")).collect();
+    assert_eq!(callers, expected, "longest total wait first: {rows:?}");
+    for r in &rows {
+        // Every wait in (50 ms, 100 ms]: Prometheus' interpolation puts the p95 at 97.5 ms.
+        assert_eq!(r[3], "97.5 ms", "{rows:?}");
+    }
+    assert_eq!(rows[0][0], "production");
+    assert_ne!(rows[0][5], "0", "source-11 is rejected: {rows:?}");
+    assert!(rows[1..].iter().all(|r| r[5] == "0"), "nobody else is: {rows:?}");
+    app.stop().await;
+    cancel.cancel();
+}

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use askama::Template;
 use common::*;
+use zai_dash::budget::spend::{Budgets, CostBucket, CostSeries, forecast};
 use zai_dash::point::{Counts, Point};
 use zai_dash::web::chrome::Chrome;
 use zai_dash::web::dashboard::{self, View};
@@ -97,6 +98,15 @@ fn hostile_overview() -> String {
     let counts = BTreeMap::from([(EVIL.to_owned(), counts)]);
     let models: Vec<ModelUsage> = model_usage(&counts);
     let built = dashboard::panels(&points, (0, 600_000), &colors, &counts, &models);
+    let spend_series: Vec<CostSeries> = variants
+        .iter()
+        .map(|v| CostSeries {
+            variant: v.clone(),
+            model: EVIL.into(),
+            buckets: vec![CostBucket { end_ms: 600_000, width_ms: 600_000, usd: 0.5 }],
+        })
+        .collect();
+    let spend = forecast(&spend_series, 600_000, &Budgets { daily_usd: Some(1.0), monthly_usd: None }, 86_400_000);
     let overview = Overview {
         ranges: dashboard::range_links(&view),
         variants: dashboard::variant_links(&view, &variants),
@@ -106,6 +116,7 @@ fn hostile_overview() -> String {
         variant: view.variant.clone(),
         cards: vec![dashboard::card(EVIL, 0, true, EVIL.into(), points.last())],
         quota: vec![],
+        spend: zai_dash::web::spending::card(Some(&spend), &colors, "all"),
         charts: std::sync::Arc::new(built),
         view: view.clone(),
     };
@@ -121,6 +132,7 @@ fn hostile_variant_model_and_url_render_as_text_everywhere() {
     let escaped = html.matches("&#60;script&#62;alert(1)&#60;/script&#62;").count()
         + html.matches("&lt;script&gt;alert(1)&lt;/script&gt;").count();
     assert!(escaped >= 5, "escaped label shown {escaped} times");
+    assert!(html.contains("id=\"spend-card\""), "the spend card, with the hostile variant in its lines");
     // The only <script> elements are the page's own.
     assert_eq!(html.matches("<script").count(), 2, "theme bootstrap and app.js only");
 }

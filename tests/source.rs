@@ -514,3 +514,29 @@ async fn alerts_fire_from_the_engines_numbers() {
     assert_eq!(get_status(&app.url("/alerts")).await, 200);
     app.stop().await;
 }
+
+/// Spend reads through the read contract, so source mode answers `/api/spend` from the engine's
+/// `increase()` of the cost counters, as SQLite mode does from its rows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spend_comes_from_the_engine_in_source_mode() {
+    let sim = Sim { models: vec![("glm-4.7".into(), 1.0)], ..Sim::new("production", 50.0) };
+    let production = FakeTarget::start(sim, Behaviour::Healthy).await;
+    let prom = Engine::start(Kind::Prometheus, &[instance(&production.url)], SCRAPE_MS).await;
+    let mut s = source_settings(&prom.base);
+    s.alerts.budgets.daily_usd = Some(1000.0);
+    let app = TestApp::start(s).await;
+    // 503 until the alert engine's first evaluation has read the costs.
+    wait_for("spend with a pace from the engine", Duration::from_secs(45), || async {
+        let Ok(resp) = reqwest::get(app.url("/api/spend")).await else { return false };
+        let report: Value = resp.json().await.unwrap_or_default();
+        report["total"]["projected_day_usd"].as_f64().is_some_and(|p| p > 0.0)
+    })
+    .await;
+    let report = app.json("/api/spend").await;
+    let model = &report["variants"]["production"]["models"]["glm-4.7"];
+    let today = model["today_usd"].as_f64().unwrap();
+    assert!(today > 0.0 && model["month_usd"].as_f64().unwrap() >= today, "{report}");
+    assert!(model["projected_day_usd"].as_f64().unwrap() > today, "{report}");
+    assert_eq!(report["budgets"]["daily"]["budget_usd"], 1000.0, "{report}");
+    app.stop().await;
+}

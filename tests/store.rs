@@ -662,3 +662,37 @@ fn the_state_journal_replays_to_the_live_state_and_is_pruned_behind_checkpoints(
     assert_eq!(report.pruned_journal as i64, before_prune - entries.len() as i64);
     assert_eq!(journal_rows(&conn), entries.len() as i64, "what the checkpoint includes is gone");
 }
+
+/// A window reaching past what the 1 min rows keep (a month's spend, a 28-day objective) reads
+/// the 10 min rows there: the same sums as while every table still held everything.
+#[tokio::test]
+async fn window_sums_read_ten_minute_rows_where_retention_deleted_the_minutes() {
+    use std::time::Duration;
+    use zai_dash::ports::read::{DataSource, WindowQuery};
+    use zai_dash::store::source::StoreSource;
+
+    let mut fx = Fixture::new();
+    fx.write_range(T0, T0 + 60 * MIN);
+    let now = T0 + 60 * MIN + 20_000;
+    fx.downsample(now);
+    let source = |retention_5s: u64, retention_1m: u64| {
+        let mut settings = zai_dash::config::Settings::for_tests(vec![], "unused.db".into()).store();
+        settings.point_width = Duration::from_secs(5);
+        settings.rollup_width = Duration::from_secs(60);
+        settings.retention_5s = Duration::from_secs(retention_5s);
+        settings.retention_1m = Duration::from_secs(retention_1m);
+        StoreSource::new(fx.store.clone(), settings, Arc::new(zai_dash::clock::ManualClock::new(now)))
+    };
+    let requests = |sums: &std::collections::BTreeMap<String, zai_dash::ports::read::WindowSums>| {
+        sums.iter().map(|(v, s)| (v.clone(), s.counts.total_requests())).collect::<Vec<_>>()
+    };
+    let q = WindowQuery { start_ms: T0, end_ms: T0 + 60 * MIN, target_url: None };
+    let everything = requests(&source(86_400, 7 * 86_400).window(q.clone()).await.unwrap());
+    assert!(everything.iter().all(|(_, r)| *r > 0.0), "{everything:?}");
+    // Retention as if 5 s rows were kept 10 minutes and 1 min rows 25: what each deleted.
+    let c = fx.store.conn().unwrap();
+    c.execute("DELETE FROM metrics_5s WHERE ts <= ?1", params![now - 10 * MIN]).unwrap();
+    c.execute("DELETE FROM metrics_1m WHERE ts <= ?1", params![now - 25 * MIN]).unwrap();
+    let after = requests(&source(600, 25 * 60).window(q).await.unwrap());
+    assert_eq!(after, everything);
+}

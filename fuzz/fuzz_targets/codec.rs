@@ -22,7 +22,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::Relaxed};
 
 use arbitrary::{Result, Unstructured};
 use libfuzzer_sys::fuzz_target;
-use zai_dash::point::{Counts, GaugeStat, Gauges, Histogram, Quota, QuotaWindow, SumCount, Totals};
+use zai_dash::point::{ClientCounts, Counts, GaugeStat, Gauges, Histogram, Quota, QuotaWindow, SumCount, Totals};
 use zai_dash::store::codec::{decode, encode, view};
 
 fuzz_target!(|data: &[u8]| {
@@ -60,9 +60,10 @@ fn check_bytes(data: &[u8]) {
 fn check_round_trip(row: &Row) {
     let bytes = encode(&row.0, &row.1, &row.2);
     let back = decode(&bytes).expect("an encoded row decodes");
-    let exact = [&row.0.duration, &row.0.ttft, &row.0.tpot].iter().all(|h| exact_counts(h));
+    let hists = || [&row.0.duration, &row.0.ttft, &row.0.tpot].into_iter().chain(row.0.clients.values().map(|c| &c.wait));
+    let exact = hists().all(exact_counts);
     assert_eq!(normalized(&back, exact), normalized(row, exact), "round trip of {row:?}");
-    if exact && [&row.0.duration, &row.0.ttft, &row.0.tpot].iter().all(|h| sorted_bounds(h)) {
+    if exact && hists().all(sorted_bounds) {
         let mut summed = Counts::default();
         view(&bytes).expect("an encoded row is a valid view").add_to(&mut summed);
         assert_eq!(normalized(&(summed, back.1, back.2.clone()), true), normalized(&back, true), "view disagrees");
@@ -120,6 +121,7 @@ fn normalized(row: &Row, exact: bool) -> String {
             (map1(&c.requests), map4(&c.tokens), map4(&c.cost), map1(&c.upstream_errors), map1(&c.retries)),
             (z(c.rejections), c.adjustments.map(z), sc(&c.request_size), sc(&c.response_size)),
             (hist(&c.duration), hist(&c.ttft), hist(&c.tpot)),
+            c.clients.iter().map(|(k, cc)| (k.clone(), z(cc.rejections), hist(&cc.wait))).collect::<Vec<_>>(),
             [t.requests_2xx, t.requests_4xx, t.requests_5xx, t.rejections].map(z),
             [t.adj_increase, t.adj_decrease, t.upstream_errors, t.retry_attempts].map(z),
             (t.tokens.map(z), t.cost.map(z)),
@@ -247,6 +249,7 @@ fn gen_row(u: &mut Unstructured) -> Result<Row> {
         duration: histogram(u)?,
         ttft: histogram(u)?,
         tpot: histogram(u)?,
+        clients: map(u, |u| Ok(ClientCounts { rejections: num(u)?, wait: histogram(u)? }))?,
     };
     let [r2, r4, r5] = nums(u)?;
     let [rejections, adj_increase, adj_decrease, upstream_errors, retry_attempts] = nums(u)?;

@@ -105,6 +105,8 @@ pub(crate) struct Snapshot {
     pub slos: Vec<crate::budget::slo::SloStatus>,
     /// The objectives' chart samples since start.
     pub slo_history: Arc<super::objectives::SloHistory>,
+    /// Spend today and this month at the last evaluation (`None`: not read).
+    pub spend: Option<crate::budget::spend::SpendReport>,
 }
 
 /// One alert, ready to show.
@@ -150,6 +152,8 @@ pub(crate) struct Engine {
     /// once per `stale_ms` (three evaluations), not at every one; an always-valid verdict a few
     /// seconds old is still valid.
     verdicts: BTreeMap<(String, String), (i64, (crate::canary::Verdict, f64))>,
+    /// The last spend report and the budgets.
+    costs: super::costs::Costs,
 }
 
 impl Engine {
@@ -177,7 +181,15 @@ impl Engine {
             runways: Default::default(),
             objectives: Default::default(),
             verdicts: BTreeMap::new(),
+            costs: Default::default(),
         }
+    }
+
+    /// The engine with spend read at each evaluation against these budgets (their alerts are
+    /// among `rules`, see [`super::costs::budget_rules`]).
+    pub fn with_budgets(mut self, budgets: crate::budget::spend::Budgets) -> Self {
+        self.costs = super::costs::Costs::new(budgets);
+        self
     }
 
     /// The engine with the rules file's objectives evaluated at each tick (their alerts are
@@ -353,6 +365,10 @@ impl Engine {
             tracing::debug!(error = %e, "Objective windows unavailable this evaluation; their last sums are used.");
         }
         inputs.slos = slos;
+        match self.costs.evaluate(self.deps.stats.as_ref(), now).await {
+            Ok(report) => inputs.spend = Some(report),
+            Err(e) => tracing::debug!(error = %e, "Spend unavailable this evaluation."),
+        }
         (inputs, error.map(|e| format!("window statistics unavailable: {e}")))
     }
 
@@ -444,6 +460,7 @@ impl Engine {
                 alerts,
                 quota: inputs.quota,
                 slos: inputs.slos.map(|o| o.statuses).unwrap_or_default(),
+                spend: inputs.spend,
                 slo_history: self.objectives.history(),
             };
         }

@@ -47,6 +47,14 @@ pub enum Metric {
     /// An objective's burn-rate alert (generated from `slos:`, never written in a rule): the
     /// burn rate both windows of its worst condition exceed.
     SloBurnRate,
+    /// A budget's share spent (`BUDGET_DAILY_USD`, `BUDGET_MONTHLY_USD`; generated, never
+    /// written in a rule): of the actual spend so far or of its projection to the period's end.
+    SpendShare {
+        /// The monthly budget (else the daily one).
+        monthly: bool,
+        /// The projection (else the spend so far).
+        projected: bool,
+    },
 }
 
 /// Every metric, for parsing and listing.
@@ -81,6 +89,7 @@ impl Metric {
             Metric::StorageHealthy => "storage_healthy",
             Metric::QuotaRunwaySeconds => "quota_runway_seconds",
             Metric::SloBurnRate => "slo_burn_rate",
+            Metric::SpendShare { .. } => "spend_share",
         }
     }
 
@@ -98,6 +107,7 @@ impl Metric {
                 | Metric::StorageHealthy
                 | Metric::QuotaRunwaySeconds
                 | Metric::SloBurnRate
+                | Metric::SpendShare { .. }
         )
     }
 
@@ -162,7 +172,7 @@ impl Metric {
             Metric::TargetDown => promql::targets_down(sel),
             Metric::StorageHealthy => STORAGE_HEALTHY_SERIES.to_owned(),
             Metric::QuotaRunwaySeconds => quota_runway_promql(sel),
-            Metric::CanaryVerdict | Metric::SloBurnRate => return None,
+            Metric::CanaryVerdict | Metric::SloBurnRate | Metric::SpendShare { .. } => return None,
         })
     }
 }

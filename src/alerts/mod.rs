@@ -16,6 +16,7 @@
 //!   `/api/quota`); [`objectives`]: the `slos:` evaluated per evaluation, and their burn-rate
 //!   alerts as generated rules.
 
+pub(crate) mod costs;
 pub(crate) mod deliver;
 pub(crate) mod engine;
 pub(crate) mod eval;
@@ -53,6 +54,8 @@ pub struct AlertSettings {
     pub rules: Vec<Rule>,
     /// Service level objectives of the rules file's `slos:` list (none built in).
     pub slos: Vec<crate::budget::slo::SloSpec>,
+    /// `BUDGET_DAILY_USD` and `BUDGET_MONTHLY_USD` (each `None` when not set).
+    pub budgets: crate::budget::spend::Budgets,
     /// Alertmanager's base URL (`ALERTMANAGER_URL`).
     pub alertmanager_url: Option<url::Url>,
     /// A webhook (`ALERT_WEBHOOK_URL`), in `webhook_format`.
@@ -73,6 +76,7 @@ impl std::fmt::Debug for AlertSettings {
         f.debug_struct("AlertSettings")
             .field("rules", &self.rules.iter().map(|r| r.name.as_str()).collect::<Vec<_>>())
             .field("slos", &self.slos.iter().map(|s| s.name.as_str()).collect::<Vec<_>>())
+            .field("budgets", &self.budgets)
             .field("alertmanager", &self.alertmanager_url.as_ref().map(deliver::origin))
             .field("webhook", &self.webhook_url.as_ref().map(deliver::origin))
             .field("webhook_format", &self.webhook_format)
@@ -85,6 +89,7 @@ impl Default for AlertSettings {
         Self {
             rules: rules::default_rules(),
             slos: Vec::new(),
+            budgets: Default::default(),
             alertmanager_url: None,
             webhook_url: None,
             webhook_format: Format::Webhook,
@@ -106,6 +111,10 @@ pub(crate) struct AlertArgs<'a> {
     pub webhook_url: Option<&'a str>,
     /// `ALERT_WEBHOOK_FORMAT`: `alertmanager` (default) or `slack`.
     pub webhook_format: Option<&'a str>,
+    /// `BUDGET_DAILY_USD`: empty or absent means none.
+    pub budget_daily_usd: Option<&'a str>,
+    /// `BUDGET_MONTHLY_USD`: empty or absent means none.
+    pub budget_monthly_usd: Option<&'a str>,
 }
 
 impl AlertSettings {
@@ -123,9 +132,14 @@ impl AlertSettings {
                 return Err(bad(format!("ALERT_WEBHOOK_FORMAT {other:?} is not one of alertmanager, slack.")));
             }
         };
+        let budgets = crate::budget::spend::Budgets {
+            daily_usd: budget_usd("BUDGET_DAILY_USD", args.budget_daily_usd)?,
+            monthly_usd: budget_usd("BUDGET_MONTHLY_USD", args.budget_monthly_usd)?,
+        };
         Ok(Self {
             rules,
             slos,
+            budgets,
             alertmanager_url: http_url("ALERTMANAGER_URL", args.alertmanager_url)?,
             webhook_url: http_url("ALERT_WEBHOOK_URL", args.webhook_url)?,
             webhook_format,
@@ -147,6 +161,15 @@ fn read_rules_file(path: &Path) -> Result<String, ConfigError> {
     }
     String::from_utf8(bytes)
         .map_err(|_| bad(format!("ALERT_RULES {}: cannot read the file (it is not UTF-8 text).", path.display())))
+}
+
+/// An optional budget in USD: a positive, finite number.
+fn budget_usd(setting: &str, value: Option<&str>) -> Result<Option<f64>, ConfigError> {
+    let Some(v) = value.map(str::trim).filter(|v| !v.is_empty()) else { return Ok(None) };
+    match v.parse::<f64>() {
+        Ok(usd) if usd.is_finite() && usd > 0.0 => Ok(Some(usd)),
+        _ => Err(bad(format!("{setting} {v:?} is not an amount of US dollars above 0, like 250 or 49.90."))),
+    }
 }
 
 /// An optional http(s) URL setting; the message never repeats a value that may be a secret.
@@ -213,6 +236,7 @@ impl Alerts {
         add("webhook", settings.webhook_format, &settings.webhook_url);
         let mut rules = settings.rules.clone();
         rules.extend(objectives::burn_rules(&settings.slos));
+        rules.extend(costs::budget_rules(&settings.budgets));
         Self {
             rules: Arc::new(rules),
             settings: Arc::new(settings.clone()),
@@ -318,7 +342,8 @@ impl Alerts {
         }
         let stale_ms = 3 * duration_ms(interval);
         let engine = engine::Engine::new(self.rules.clone(), deps, outlets, self.shared.clone(), stale_ms)
-            .with_objectives(s.slos.clone());
+            .with_objectives(s.slos.clone())
+            .with_budgets(s.budgets);
         tracker.spawn(engine.run(ack_rx, stop.clone(), 2 * interval));
         Ok(())
     }

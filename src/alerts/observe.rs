@@ -74,6 +74,8 @@ pub(crate) struct Inputs {
     /// Per (baseline, candidate): the canary verdict since the rollout began, and the
     /// candidate's requests.
     pub verdicts: BTreeMap<(String, String), (Verdict, f64)>,
+    /// Spend and the budgets' shares (`None`: could not be read this tick).
+    pub spend: Option<crate::budget::spend::SpendReport>,
 }
 
 impl Inputs {
@@ -180,6 +182,9 @@ impl Inputs {
             Metric::QuotaRunwaySeconds => {
                 let view = self.quota.as_ref()?.get(variant);
                 Some((view.and_then(crate::budget::quota::QuotaView::quota_runway_seconds), f64::INFINITY))
+            }
+            Metric::SpendShare { monthly, projected } => {
+                Some((super::costs::share(self.spend.as_ref()?, monthly, projected), f64::INFINITY))
             }
             Metric::SloBurnRate => {
                 let found = self.slos.as_ref()?.alerts.get(&(rule.name.clone(), variant.to_owned()));

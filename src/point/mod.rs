@@ -73,6 +73,26 @@ pub struct Counts {
     pub ttft: Histogram,
     /// Time per output token buckets, when the target exports them.
     pub tpot: Histogram,
+    /// Per caller bucket (the proxy's `client` label, `source-00` ... `source-63`): capacity
+    /// rejections and rate-limiter waits; only buckets with an increase in the row.
+    pub clients: BTreeMap<String, ClientCounts>,
+}
+
+/// What one caller bucket (`client` label) did over a row's interval: who is waiting.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ClientCounts {
+    /// Capacity rejections (`zai_proxy_rate_limit_rejections_total{client}`).
+    pub rejections: f64,
+    /// Rate-limiter waits (`zai_proxy_rate_limit_wait_seconds{client}`), buckets as exported.
+    pub wait: Histogram,
+}
+
+impl ClientCounts {
+    /// Adds `o`'s increases.
+    pub(crate) fn add(&mut self, o: &ClientCounts) {
+        self.rejections += o.rejections;
+        self.wait.add(&o.wait);
+    }
 }
 
 fn add_map<V: Copy + Default>(into: &mut BTreeMap<String, V>, from: &BTreeMap<String, V>, add: fn(&mut V, &V)) {
@@ -106,6 +126,14 @@ impl Counts {
         self.duration.add(&o.duration);
         self.ttft.add(&o.ttft);
         self.tpot.add(&o.tpot);
+        for (k, c) in &o.clients {
+            match self.clients.get_mut(k) {
+                Some(mine) => mine.add(c),
+                None => {
+                    self.clients.insert(k.clone(), c.clone());
+                }
+            }
+        }
     }
 
     /// All requests, any status.
@@ -407,6 +435,18 @@ mod tests {
         assert_eq!(r.totals, rows[2].totals);
         let c = r.gauges.concurrent.unwrap();
         assert_eq!((c.avg, c.min, c.max, c.last), (2.0, 0.0, 4.0, 0.0));
+    }
+
+    #[test]
+    fn rollup_sums_each_caller_bucket() {
+        let wait = |n: f64| Histogram { buckets: vec![(0.1, n), (f64::INFINITY, n)], sum: n * 0.05, count: n };
+        let mut rows = vec![row(5_000, 1.0, 0.0, 1.0), row(10_000, 1.0, 0.0, 1.0)];
+        rows[0].counts.clients.insert("source-01".into(), ClientCounts { rejections: 1.0, wait: wait(2.0) });
+        rows[1].counts.clients.insert("source-01".into(), ClientCounts { rejections: 2.0, wait: wait(3.0) });
+        rows[1].counts.clients.insert("source-02".into(), ClientCounts { rejections: 0.0, wait: wait(1.0) });
+        let r = TargetRow::rollup(&rows, 60_000).unwrap();
+        assert_eq!(r.counts.clients["source-01"], ClientCounts { rejections: 3.0, wait: wait(5.0) });
+        assert_eq!(r.counts.clients["source-02"].wait.count, 1.0);
     }
 
     #[test]

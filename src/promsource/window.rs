@@ -33,6 +33,9 @@ enum Part {
     Size(usize),
     /// Duration, TTFT, TPOT buckets.
     Buckets(usize),
+    /// A caller bucket's rate-limiter wait: its histogram buckets, sum.
+    WaitBuckets,
+    WaitSum,
     FirstSeen,
 }
 
@@ -66,7 +69,7 @@ fn plan(sel: &Selector, t: &Timing, window_ms: i64) -> Vec<(Part, String)> {
         (Part::Cost, inc(family::COST, "variant, model, direction")),
         (Part::UpstreamErrors, inc(family::UPSTREAM_ERRORS, "variant, error_type")),
         (Part::Retries, inc(family::RETRIES, "variant, reason")),
-        (Part::Rejections, inc(family::REJECTIONS, "variant")),
+        (Part::Rejections, inc(family::REJECTIONS, "variant, client")),
         (Part::Adjustments, inc(pfamily::ADJUSTMENTS, "variant, direction")),
         (Part::Size(0), size(pfamily::REQUEST_SIZE, "_sum")),
         (Part::Size(1), size(pfamily::REQUEST_SIZE, "_count")),
@@ -75,6 +78,8 @@ fn plan(sel: &Selector, t: &Timing, window_ms: i64) -> Vec<(Part, String)> {
         (Part::Buckets(0), buckets(family::DURATION)),
         (Part::Buckets(1), buckets(family::TTFT)),
         (Part::Buckets(2), buckets(family::TPOT)),
+        (Part::WaitBuckets, inc(&format!("{}_bucket", pfamily::RATE_LIMIT_WAIT), "variant, client, le")),
+        (Part::WaitSum, inc(&format!("{}_sum", pfamily::RATE_LIMIT_WAIT), "variant, client")),
         (Part::FirstSeen, parts::first_seen(family::BUILD_INFO, sel, "variant", window_ms, res)),
     ]
 }
@@ -190,6 +195,8 @@ struct Acc {
     counts: Counts,
     sizes: [f64; 4],
     buckets: [Vec<(f64, f64)>; 3],
+    /// Per caller bucket: wait histogram buckets and sum.
+    waits: BTreeMap<String, (Vec<(f64, f64)>, f64)>,
     first_seen_ms: Option<i64>,
 }
 
@@ -212,7 +219,22 @@ impl Acc {
             }
             Part::UpstreamErrors => *c.upstream_errors.entry(s.label("error_type").to_owned()).or_default() += v,
             Part::Retries => *c.retries.entry(s.label("reason").to_owned()).or_default() += v,
-            Part::Rejections => c.rejections += v,
+            Part::Rejections => {
+                c.rejections += v;
+                if !s.label("client").is_empty() {
+                    c.clients.entry(s.label("client").to_owned()).or_default().rejections += v;
+                }
+            }
+            Part::WaitBuckets => {
+                if let (Some(le), false) = (s.le(), s.label("client").is_empty()) {
+                    self.waits.entry(s.label("client").to_owned()).or_default().0.push((le, v));
+                }
+            }
+            Part::WaitSum => {
+                if !s.label("client").is_empty() {
+                    self.waits.entry(s.label("client").to_owned()).or_default().1 += v;
+                }
+            }
             Part::Adjustments => {
                 if let Some(i) = ADJUSTMENTS.iter().position(|d| *d == s.label("direction")) {
                     c.adjustments[i] += v;
@@ -236,6 +258,10 @@ impl Acc {
         counts.response_size = crate::point::SumCount { sum: self.sizes[2], count: self.sizes[3] };
         let [duration, ttft, tpot] = self.buckets.map(Histogram::from_cumulative);
         (counts.duration, counts.ttft, counts.tpot) = (duration, ttft, tpot);
+        for (client, (buckets, sum)) in self.waits {
+            let wait = Histogram { sum, ..Histogram::from_cumulative(buckets) };
+            counts.clients.entry(client).or_default().wait = wait;
+        }
         let data_from_ms =
             self.first_seen_ms.map_or(start_ms, |first| (bucket_end(first, point_ms) - point_ms).max(start_ms));
         WindowSums { counts, data_from_ms }
@@ -264,5 +290,21 @@ mod tests {
         assert_eq!(s.counts.retry_attempts(), 2.0, "the generic retry series is left out");
         assert_eq!(s.data_from_ms, 1_000_000, "the raw bucket of the first sample");
         assert_eq!(Acc::default().sums(990_000, 5_000).data_from_ms, 990_000);
+    }
+
+    #[test]
+    fn caller_buckets_are_kept_as_the_store_keeps_them() {
+        let mut a = Acc::default();
+        a.add(Part::Rejections, &series(&[("client", "source-07")]), 3.0);
+        a.add(Part::Rejections, &series(&[]), 1.0);
+        for (le, n) in [("0.1", 4.0), ("+Inf", 5.0)] {
+            a.add(Part::WaitBuckets, &series(&[("client", "source-07"), ("le", le)]), n);
+        }
+        a.add(Part::WaitSum, &series(&[("client", "source-07")]), 0.9);
+        let c = a.sums(0, 5_000).counts;
+        assert_eq!(c.rejections, 4.0, "every rejection, with a bucket or without");
+        let client = &c.clients["source-07"];
+        assert_eq!((client.rejections, client.wait.count, client.wait.sum), (3.0, 5.0, 0.9));
+        assert_eq!(c.clients.len(), 1, "no bucket for a series without `client`");
     }
 }

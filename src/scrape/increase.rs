@@ -29,6 +29,9 @@ use crate::point::{Counts, Histogram, TargetRow, Totals};
 /// At most this many distinct values per label kind (models, status codes, ...) are stored per
 /// target; later ones are folded into `other`, so a misbehaving client cannot grow storage.
 pub const LABEL_VALUE_CAP: usize = 50;
+/// Caller buckets (`client`) kept per target: zai-proxy hashes peers into 64 (`source-00` to
+/// `source-63`); any beyond are folded into `other`.
+pub const CLIENT_BUCKET_CAP: usize = 64;
 
 /// What zai-dash remembers about a target between scrapes.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -374,7 +377,13 @@ impl TargetState {
             Slot::Cost(model, d) => counts.cost.entry(capped("model", model)).or_default()[d] += inc,
             Slot::UpstreamError(t) => *counts.upstream_errors.entry(capped("error_type", t)).or_default() += inc,
             Slot::Retry(r) => *counts.retries.entry(capped("reason", r)).or_default() += inc,
-            Slot::Rejection => counts.rejections += inc,
+            Slot::Rejection(client) => {
+                counts.rejections += inc;
+                if !reading.text(client).is_empty() {
+                    let client = self.capped_to("client", reading.text(client), CLIENT_BUCKET_CAP);
+                    counts.clients.entry(client).or_default().rejections += inc;
+                }
+            }
             Slot::Adjustment(d) => counts.adjustments[d] += inc,
         }
     }
@@ -382,13 +391,18 @@ impl TargetState {
     /// The stored label value: as given while fewer than [`LABEL_VALUE_CAP`] distinct values
     /// were seen for `kind`, then `other` for new ones.
     fn capped(&mut self, kind: &str, value: &str) -> String {
+        self.capped_to(kind, value, LABEL_VALUE_CAP)
+    }
+
+    /// [`Self::capped`] with its own cap.
+    fn capped_to(&mut self, kind: &str, value: &str, cap: usize) -> String {
         if let Some(seen) = self.seen.get(kind)
             && seen.contains(value)
         {
             return value.to_owned();
         }
         let seen = self.seen.entry(kind.to_owned()).or_default();
-        if seen.len() < LABEL_VALUE_CAP {
+        if seen.len() < cap {
             seen.insert(value.to_owned());
             self.layout += 1;
             return value.to_owned();
@@ -396,10 +410,11 @@ impl TargetState {
         "other".to_owned()
     }
 
-    fn add_hist_increases(&self, reading: &Reading, counts: &mut Counts) {
+    fn add_hist_increases(&mut self, reading: &Reading, counts: &mut Counts) {
         let aligned = same_keys(&self.hists, &reading.hists, |h| reading.text(h.key));
         let by_key: HashMap<&str, &HistValues> =
             if aligned { HashMap::new() } else { self.hists.iter().map(|(k, v)| (k.as_str(), v)).collect() };
+        let mut increases = Vec::new();
         for (i, h) in reading.hists.iter().enumerate() {
             let prev = if aligned { Some(&self.hists[i].1) } else { by_key.get(reading.text(h.key)).copied() };
             let inc = match prev {
@@ -410,10 +425,13 @@ impl TargetState {
                 },
                 _ => Histogram { buckets: h.buckets.clone(), sum: h.sum, count: h.count },
             };
-            if inc.count <= 0.0 {
-                continue;
+            if inc.count > 0.0 {
+                increases.push((h.slot, inc));
             }
-            match h.slot {
+        }
+        drop(by_key);
+        for (slot, inc) in increases {
+            match slot {
                 HistSlot::Duration => counts.duration.add(&inc),
                 HistSlot::Ttft => counts.ttft.add(&inc),
                 HistSlot::Tpot => counts.tpot.add(&inc),
@@ -424,6 +442,12 @@ impl TargetState {
                 HistSlot::ResponseSize => {
                     counts.response_size.sum += inc.sum;
                     counts.response_size.count += inc.count;
+                }
+                // A wait without a `client` label (an older proxy) has no bucket to show.
+                HistSlot::Wait(client) if reading.text(client).is_empty() => {}
+                HistSlot::Wait(client) => {
+                    let client = self.capped_to("client", reading.text(client), CLIENT_BUCKET_CAP);
+                    counts.clients.entry(client).or_default().wait.add(&inc);
                 }
             }
         }

@@ -28,6 +28,7 @@ pub mod names {
     pub const UPSTREAM_ERRORS: &str = "zai_proxy_upstream_errors_total";
     pub const RETRIES: &str = "zai_proxy_retry_attempts_total";
     pub const REJECTIONS: &str = "zai_proxy_rate_limit_rejections_total";
+    pub const RATE_LIMIT_WAIT: &str = "zai_proxy_rate_limit_wait_seconds";
     pub const ADJUSTMENTS: &str = "zai_proxy_rate_limit_adjustments_total";
     pub const DURATION: &str = "zai_proxy_request_duration_seconds";
     pub const TTFT: &str = "zai_proxy_time_to_first_token_seconds";
@@ -68,8 +69,8 @@ pub enum Slot {
     UpstreamError(Span),
     /// Retries by reason.
     Retry(Span),
-    /// Capacity rejections.
-    Rejection,
+    /// Capacity rejections, by caller bucket (`client`; empty on proxies without it).
+    Rejection(Span),
     /// Rate limit adjustments by direction index.
     Adjustment(usize),
 }
@@ -83,6 +84,7 @@ impl Slot {
             Self::Cost(_, d) => Self::Cost(span, d),
             Self::UpstreamError(_) => Self::UpstreamError(span),
             Self::Retry(_) => Self::Retry(span),
+            Self::Rejection(_) => Self::Rejection(span),
             other => other,
         }
     }
@@ -101,6 +103,8 @@ pub enum HistSlot {
     RequestSize,
     /// Response size (sum and count only).
     ResponseSize,
+    /// Rate-limiter wait of one caller bucket (the `client` label's value; buckets kept).
+    Wait(Span),
 }
 
 /// One counter series: a stable key (family and sorted labels), its slot and absolute value.
@@ -206,6 +210,7 @@ fn read_family(fam: &Family<'_>, r: &mut Reading) {
         (TPOT, MetricType::Histogram) => read_hist(fam, HistSlot::Tpot, r),
         (REQUEST_SIZE, MetricType::Histogram) => read_hist(fam, HistSlot::RequestSize, r),
         (RESPONSE_SIZE, MetricType::Histogram) => read_hist(fam, HistSlot::ResponseSize, r),
+        (RATE_LIMIT_WAIT, MetricType::Histogram) => read_hist(fam, HistSlot::Wait(Span::default()), r),
         (CONCURRENT, MetricType::Gauge) => r.gauges.concurrent = gauge_sum(fam),
         (MAX_WORKERS, MetricType::Gauge) => r.gauges.max_workers = gauge_sum(fam),
         (RATE_LIMIT_RPS, MetricType::Gauge) => r.gauges.rate_limit_rps = gauge_sum(fam),
@@ -282,7 +287,7 @@ fn counter_slot<'s>(family: &str, s: &'s Sample<'_>) -> Option<(Slot, &'s str)> 
         names::COST => (Slot::Cost(none, direction(&crate::point::DIRECTIONS)?), label("model")),
         names::UPSTREAM_ERRORS => (Slot::UpstreamError(none), label("error_type")),
         names::RETRIES => (Slot::Retry(none), label("reason")),
-        names::REJECTIONS => (Slot::Rejection, ""),
+        names::REJECTIONS => (Slot::Rejection(none), label("client")),
         names::ADJUSTMENTS => (Slot::Adjustment(direction(&crate::point::ADJUSTMENTS)?), ""),
         _ => return None,
     })
@@ -334,6 +339,12 @@ fn read_hist(fam: &Family<'_>, slot: HistSlot, r: &mut Reading) {
                     }
                     None => {
                         index.entry(hash).or_insert(r.hists.len());
+                        let slot = match slot {
+                            HistSlot::Wait(_) => {
+                                HistSlot::Wait(r.push_text(stored_value(s.label("client").unwrap_or(""))))
+                            }
+                            other => other,
+                        };
                         r.hists.push(HistSeries { key, slot, buckets: Vec::new(), sum: 0.0, count: 0.0 });
                         r.hists.len() - 1
                     }
@@ -504,8 +515,27 @@ mod tests {
         let durations: Vec<_> = r.hists.iter().filter(|h| h.slot == HistSlot::Duration).collect();
         assert_eq!(durations.len(), 5);
         assert!(durations.iter().all(|h| h.buckets.len() == 16 && h.buckets[15].0 == f64::INFINITY));
-        // token_rate / token_rate_seconds are not request durations and are not read at all.
-        assert_eq!(r.hists.len(), 5 + 2 + 2);
+        // token_rate / token_rate_seconds are not request durations and are not read at all;
+        // the rate-limiter wait is, per caller bucket.
+        assert_eq!(r.hists.len(), 5 + 2 + 2 + 1);
+        let waits: Vec<&str> = r
+            .hists
+            .iter()
+            .filter_map(|h| match h.slot {
+                HistSlot::Wait(client) => Some(r.text(client)),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(waits, ["source-43"]);
+        let rejections: Vec<(&str, f64)> = r
+            .counters
+            .iter()
+            .filter_map(|c| match c.slot {
+                Slot::Rejection(client) => Some((r.text(client), c.value)),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(rejections, [("source-43", 3.0), ("source-53", 1.0)]);
     }
 
     #[test]

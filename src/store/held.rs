@@ -225,7 +225,7 @@ mod tests {
         vec![
             json(range::points_with(&c, &q(5_000, true), held, &mut |_, _, _| {}).unwrap()),
             json(range::points_with(&c, &q(MIN, false), held, &mut |_, _, _| {}).unwrap()),
-            format!("{:?}", window::window_sums(&c, &w, (true, (5_000, MIN)), held).unwrap()),
+            format!("{:?}", window::window_sums(&c, &w, (true, (5_000, MIN), i64::MIN), held).unwrap()),
             store.cache().points_json_with(&c, &q(5_000, true), store.committed_until(), held).unwrap(),
         ]
     }

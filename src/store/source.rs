@@ -78,11 +78,13 @@ impl DataSource for StoreSource {
     }
 
     fn window(&self, q: WindowQuery) -> BoxFuture<'_, Result<BTreeMap<String, WindowSums>, SourceError>> {
-        let raw = self.settings.reads_raw((q.start_ms, q.end_ms), self.clock.now_ms());
-        let Grid { point_ms, rollup_ms } = self.settings.grid();
+        let now_ms = self.clock.now_ms();
+        let raw = self.settings.reads_raw((q.start_ms, q.end_ms), now_ms);
+        let grid = self.settings.grid();
+        let coarse_until = coarse_until(self.settings.reach(now_ms).rollup_since_ms, grid.coarse_ms());
         let held = self.store.held_rows();
         Box::pin(async move {
-            let read = (raw, (point_ms, rollup_ms));
+            let read = (raw, (grid.point_ms, grid.rollup_ms), coarse_until);
             Ok(self.store.with_conn(move |c| window::window_sums(c, &q, read, &held)).await?)
         })
     }
@@ -135,4 +137,14 @@ impl DataSource for StoreSource {
         let r = RangeRead { q, raw, point_ms, rollup_ms };
         Box::pin(async move { Ok(self.read_points(r).await?) })
     }
+}
+
+/// Where window sums stop reading 10 min rows: the first 10 min boundary at or after the oldest
+/// instant the 1 min rows surely still hold (`rollup_since_ms`, now less `RETENTION_1M`), so
+/// what retention deleted from the 1 min table is read from the coarse one, and everything newer
+/// from the finer rows (a 5-minute burn window must not be answered in 10-minute rows).
+fn coarse_until(rollup_since_ms: i64, coarse_ms: i64) -> i64 {
+    let c = coarse_ms.max(1);
+    let floor = rollup_since_ms.div_euclid(c) * c;
+    if floor == rollup_since_ms { floor } else { floor.saturating_add(c) }
 }

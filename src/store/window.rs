@@ -11,21 +11,25 @@ use rusqlite::Connection;
 
 use super::StoreError;
 use super::held::HeldRows;
-use super::query::{Table, each_raw_row, events, select_targets, target_rows, targets, variant_names, watermark};
+use super::query::{
+    Table, each_raw_row, events, select_targets, target_rows, targets, variant_names, watermark, watermark_of,
+};
 use super::range::{self, RangeRead};
 use crate::canary::SideTick;
 use crate::point::{Counts, Point, TargetRow};
 use crate::ports::ingest::EventKind;
-use crate::ports::read::{RolloutStart, StartedBy, StrataQuery, Stratum, WindowQuery, WindowSums};
+use crate::ports::read::{COARSE_FACTOR, RolloutStart, StartedBy, StrataQuery, Stratum, WindowQuery, WindowSums};
 
 /// Increases of every variant over the window, summed over its pods, with where its data starts;
 /// the rows the writer still `held` count too (see [`super::held`]). Read from raw rows only
-/// (`raw`), else from rollups up to their watermark and raw rows after it; `widths`: a raw
-/// point's and a rollup's (a row covers its width before its timestamp).
+/// (`raw`), else from 10 min rows up to `coarse_until` (where the 1 min rows may already be
+/// gone: a month's spend, a 28-day objective), then 1 min rows up to their watermark and raw
+/// rows after it; `widths`: a raw point's and a 1 min rollup's (a row covers its width before
+/// its timestamp).
 pub(crate) fn window_sums(
     conn: &Connection,
     q: &WindowQuery,
-    (raw, widths): (bool, (i64, i64)),
+    (raw, widths, coarse_until): (bool, (i64, i64), i64),
     held: &HeldRows,
 ) -> Result<BTreeMap<String, WindowSums>, StoreError> {
     let names = variant_names(conn)?;
@@ -41,9 +45,22 @@ pub(crate) fn window_sums(
         sums.counts.add(&r.counts);
         sums.data_from_ms = sums.data_from_ms.min(from);
     };
-    if !raw && wm > q.start_ms {
+    let mut from = q.start_ms;
+    if !raw {
+        let coarse_wm = watermark_of(conn, Table::Coarse)?.unwrap_or(i64::MIN);
+        let coarse_to = coarse_until.min(coarse_wm).min(q.end_ms);
+        if coarse_to > from {
+            for t in &targets {
+                for r in target_rows(conn, Table::Coarse, t.id, from, coarse_to, &names)? {
+                    add(&r, rollup_ms * COARSE_FACTOR);
+                }
+            }
+            from = coarse_to;
+        }
+    }
+    if !raw && wm > from {
         for t in &targets {
-            for r in target_rows(conn, Table::Rollup, t.id, q.start_ms, q.end_ms.min(wm), &names)? {
+            for r in target_rows(conn, Table::Rollup, t.id, from, q.end_ms.min(wm), &names)? {
                 add(&r, rollup_ms);
             }
         }
@@ -51,7 +68,7 @@ pub(crate) fn window_sums(
     if targets.is_empty() {
         return Ok(out);
     }
-    let after_rollups = (q.start_ms.max(wm), q.end_ms);
+    let after_rollups = (from.max(wm), q.end_ms);
     let mut stored = HashSet::new();
     each_raw_row(conn, after_rollups, only, &names, widths, &mut |r| {
         stored.insert((r.ts_ms, r.target_id));

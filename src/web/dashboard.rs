@@ -384,6 +384,8 @@ pub struct Panels {
     /// What the range's sums cover, when less than the range (`the last 2m 10s`); empty when
     /// the data fills the range.
     pub covered: String,
+    /// Who is waiting: the caller buckets over the range (empty: no proxy exports them).
+    pub waiting: Vec<super::waiting::WaitRow>,
 }
 
 /// A line of the per-model table, formatted.
@@ -486,7 +488,13 @@ pub(crate) fn panels_marked(
     let by_variant = group_by_variant(points, colors);
     let mut panels = chart_panels(points, window, &by_variant, marks);
     add_window_figures(&mut panels, counts);
-    Panels { panels, models: model_rows(models), status_codes: status_rows(counts), covered: String::new() }
+    Panels {
+        panels,
+        models: model_rows(models),
+        status_codes: status_rows(counts),
+        covered: String::new(),
+        waiting: super::waiting::rows(counts),
+    }
 }
 
 fn model_rows(models: &[ModelUsage]) -> Vec<ModelRow> {

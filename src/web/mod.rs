@@ -20,7 +20,9 @@ pub mod pages;
 pub mod runway;
 pub mod selfmetrics;
 pub(crate) mod session;
+pub mod spending;
 pub(crate) mod sse;
+pub mod waiting;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -174,6 +176,7 @@ fn pages_router() -> Router<AppState> {
         .route("/api/quota", get(runway::api))
         .route("/slos", get(objectives::page))
         .route("/api/slos", get(objectives::api))
+        .route("/api/spend", get(spending::api))
         .route("/static/{name}", get(assets::serve))
         .layer(tower_http::compression::CompressionLayer::new().quality(tower_http::CompressionLevel::Fastest))
 }

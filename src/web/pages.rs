@@ -40,6 +40,8 @@ pub struct Overview {
     pub cards: Vec<Card>,
     /// Quota runway per variant and window (empty: no variant reports quota).
     pub quota: Vec<super::runway::QuotaRow>,
+    /// Spend today and this month (`None`: not read yet, or no cost and no budget).
+    pub spend: Option<super::spending::SpendCard>,
     /// Chart panels, per-model and status code tables (shared by viewers of one tick).
     pub charts: Arc<Panels>,
     /// The selection, for download links.
@@ -95,9 +97,12 @@ pub(crate) async fn overview_data(state: &AppState, view: &View) -> Result<Overv
                 label: format!("{} ({})", h.url, h.variant),
             }))
             .collect();
-    let quota = super::runway::rows(state.alerts.snapshot().quota.as_ref(), &colors, &view.variant);
+    let snapshot = state.alerts.snapshot();
+    let quota = super::runway::rows(snapshot.quota.as_ref(), &colors, &view.variant);
+    let spend = super::spending::card(snapshot.spend.as_ref(), &colors, &view.variant);
     Ok(Overview {
         quota,
+        spend,
         ranges: dashboard::range_links(view),
         variants: dashboard::variant_links(view, &names),
         pods,
