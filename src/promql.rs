@@ -3,8 +3,9 @@
 //!
 //! One catalog serves three readers: the source mode (answering the API from an engine), the
 //! Grafana dashboard (the same panels over the same queries) and `zai-dash rules --prometheus`
-//! (alerting rules on the same numbers). Each expression is the definition decisions section 8
-//! gives zai-dash's own points, written in PromQL over the `zai_proxy_*` series:
+//! (alerting rules on the same numbers). Each expression is the definition docs/decisions.md
+//! (Point semantics, Windows) gives zai-dash's own points, written in PromQL over the
+//! `zai_proxy_*` series:
 //! - rates: `sum by (variant) (increase(x[W])) / W`, i.e. the per-second increase over the
 //!   window, pods summed (`rate` extrapolates at series edges like `increase` does);
 //! - quantiles: `histogram_quantile` over the window's summed bucket increases, in ms;
@@ -80,7 +81,7 @@ pub(crate) fn duration(ms: i64) -> String {
     }
 }
 
-/// The series families the catalog reads (zai-proxy's names, contract section 1.2).
+/// The series families the catalog reads (zai-proxy's names; docs/decisions.md, zai-proxy's exposition).
 pub(crate) mod family {
     /// Requests by `status_code`.
     pub(crate) const REQUESTS: &str = "zai_proxy_requests_total";

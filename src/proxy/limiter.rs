@@ -1,4 +1,4 @@
-//! zai-proxy's adaptive rate limiter (contract section 2.7): a token bucket whose rate follows
+//! zai-proxy's adaptive rate limiter (docs/decisions.md, Built-in proxy): a token bucket whose rate follows
 //! an EWMA estimate of the upstream's ceiling.
 //!
 //! Feedback is evaluated lazily, at most once per 30 s window of the injected clock: more than

@@ -1,5 +1,5 @@
 //! The proxy's `zai_proxy_*` families: the same names, types, labels, label values and bucket
-//! bounds as zai-proxy (contract section 1), printed like client_golang (families sorted by
+//! bounds as zai-proxy (docs/decisions.md, zai-proxy's exposition), printed like client_golang (families sorted by
 //! name, series by label values, `le` last, Go `%g` numbers), so the Go dashboard and our
 //! collector read it alike. A family with no series prints nothing, as a Go `*Vec` does.
 //!
@@ -270,7 +270,7 @@ impl HistogramVec {
 }
 
 /// Every family the proxy exports.
-#[allow(missing_docs)] // each field is the family its name spells (contract section 1.2)
+#[allow(missing_docs)] // each field is the family its name spells (docs/decisions.md, zai-proxy's exposition)
 #[derive(Debug)]
 pub struct ProxyMetrics {
     pub build_info: Vector,

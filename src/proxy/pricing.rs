@@ -1,4 +1,4 @@
-//! Estimated cost of tokens (contract section 2.10): USD per 1,000 tokens per direction, doubled
+//! Estimated cost of tokens (docs/decisions.md, Built-in proxy): USD per 1,000 tokens per direction, doubled
 //! in the peak tier (07:00-10:59 UTC, zai-proxy's fixed UTC-5 02:00-05:59). The rates default to
 //! the GLM-4.7 public list price and are configurable.
 

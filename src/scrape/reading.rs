@@ -19,7 +19,7 @@ use super::parse::{Exposition, Family, MetricType, Sample, SampleKind};
 use crate::expo::{LABEL_MAX_BYTES, cut_label_value};
 use crate::point::{GaugeStat, Gauges, Quota, QuotaWindow};
 
-/// Family names of the zai-proxy exposition (contract section 1.2, decisions section 4).
+/// Family names of the zai-proxy exposition (docs/decisions.md, zai-proxy's exposition).
 #[allow(missing_docs)] // each constant is the family name it spells
 pub mod names {
     pub const REQUESTS: &str = "zai_proxy_requests_total";
