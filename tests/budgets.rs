@@ -455,10 +455,13 @@ fn a_bad_budget_refuses_to_start_in_one_sentence() {
 struct Callers {
     sim: Sim,
     started: std::time::Instant,
+    /// When the first scrape came.
+    first_scrape: Arc<std::sync::OnceLock<std::time::Instant>>,
 }
 
 impl Callers {
     fn render(&self) -> String {
+        self.first_scrape.get_or_init(std::time::Instant::now);
         let t = self.started.elapsed().as_secs_f64();
         let v = &self.sim.variant;
         let mut s = self.sim.render();
@@ -501,7 +504,12 @@ fn waiting_rows(html: &str) -> Vec<Vec<String>> {
 async fn who_is_waiting_ranks_the_caller_buckets_and_folds_all_but_ten() {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}/metrics", listener.local_addr().unwrap());
-    let callers = Arc::new(Callers { sim: Sim::new("production", 10.0), started: std::time::Instant::now() });
+    let first_scrape = Arc::new(std::sync::OnceLock::new());
+    let callers = Arc::new(Callers {
+        sim: Sim::new("production", 10.0),
+        started: std::time::Instant::now(),
+        first_scrape: first_scrape.clone(),
+    });
     let cancel = CancellationToken::new();
     let app = Router::new().route("/metrics", get(callers_exposition)).with_state(callers);
     let c = cancel.clone();
@@ -509,11 +517,15 @@ async fn who_is_waiting_ranks_the_caller_buckets_and_folds_all_but_ten() {
     let dir = tempfile::tempdir().unwrap();
     let app = TestApp::start(settings(&dir, targets(&[&url]))).await;
 
-    // Until the slowest bucket has waited in the range (one admission a second).
+    // Until the slowest bucket has waited in the range (one admission a second), and the
+    // scrapes span 3 s: bucket i's increase over a span d is (i + 1)·d within ±1, so
+    // neighbours differ by d - 2 and their order is settled (after a few 200 ms scrapes two
+    // neighbours can tie, and the test failed on a loaded machine).
     let rows = wait_for_value("every bucket in the waiting panel", || async {
+        let settled = first_scrape.get().is_some_and(|f| f.elapsed() >= Duration::from_secs(3));
         let html = reqwest::get(app.url("/?range=5m")).await.ok()?.text().await.ok()?;
         let rows = waiting_rows(&html);
-        (rows.len() == 11 && rows[10][1] == "2 other buckets" && rows[10][2] != "0").then_some(rows)
+        (settled && rows.len() == 11 && rows[10][1] == "2 other buckets" && rows[10][2] != "0").then_some(rows)
     })
     .await;
     let callers: Vec<&str> = rows.iter().take(10).map(|r| r[1].as_str()).collect();
