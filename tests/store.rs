@@ -269,6 +269,27 @@ fn long_ranges_read_rollups_plus_the_raw_tail() {
     }
 }
 
+/// The newest wide bucket is still filling: its rates divide by the span its data covers (30 s
+/// of a 1 min step here), not by the whole step, or a half-full minute reads as half the traffic.
+#[test]
+fn a_filling_wide_bucket_divides_by_the_span_its_data_covers() {
+    let mut fx = Fixture::new();
+    let end = T0 + 6 * MIN + 30_000;
+    fx.write_range(T0, end);
+    let q = RangeRead {
+        q: PointQuery { start_ms: T0, end_ms: end, step_ms: MIN, variant: Some("production".into()), target_url: None },
+        raw: true,
+        point_ms: 5_000,
+        rollup_ms: MIN,
+    };
+    let pts = range::points(&fx.store.conn().unwrap(), &q).unwrap();
+    let (full, filling) = (&pts[pts.len() - 2], &pts[pts.len() - 1]);
+    assert_eq!((filling.timestamp - T0, full.timestamp - T0), (7 * MIN, 6 * MIN), "{pts:?}");
+    assert!(filling.requests > 0.0 && full.requests > 0.0);
+    assert!((full.req_rate - full.requests / 60.0).abs() < 1e-9, "{full:?}");
+    assert!((filling.req_rate - filling.requests / 30.0).abs() < 1e-9, "30 s covered: {filling:?}");
+}
+
 #[test]
 fn a_transaction_that_hits_a_full_disk_writes_nothing() {
     let mut fx = Fixture::new();
