@@ -1,8 +1,10 @@
 // Where cargo put the zai-dash binary the browser tests drive. Shared build set-ups move the
 // target directory (CARGO_TARGET_DIR, or `build.target-dir` in a cargo config), so the path
 // is asked of cargo rather than assumed to be ./target.
-import { execFileSync } from "node:child_process";
+import { execFileSync, spawn } from "node:child_process";
+import fs from "node:fs";
 import path from "node:path";
+import readline from "node:readline";
 
 /** The cargo target directory of the repository at `repo`. */
 export function targetDir(repo, env = process.env) {
@@ -20,4 +22,35 @@ export function targetDir(repo, env = process.env) {
 export function binaryPath(repo, env = process.env) {
   if (env.ZAI_DASH_BIN) return path.resolve(repo, env.ZAI_DASH_BIN);
   return path.join(targetDir(repo, env), "debug", "zai-dash");
+}
+
+/**
+ * Starts `zai-dash serve` (the binary of `repo`) with `env` over this process' environment (a
+ * key set to `undefined` is removed) and resolves, once it prints its address, to the child and
+ * its base URL. Its stderr goes to the test's output.
+ */
+export async function startZaiDash(repo, env) {
+  const bin = binaryPath(repo);
+  if (!fs.existsSync(bin)) throw new Error(`${bin} is missing: run cargo build first (or set ZAI_DASH_BIN)`);
+  const merged = { ...process.env, ...env };
+  for (const [k, v] of Object.entries(merged)) if (v === undefined) delete merged[k];
+  const child = spawn(bin, ["serve"], { env: merged, stdio: ["ignore", "pipe", "inherit"] });
+  const first = await new Promise((resolve, reject) => {
+    const rl = readline.createInterface({ input: child.stdout });
+    rl.once("line", resolve);
+    child.once("exit", (code) => reject(new Error(`zai-dash exited with ${code}`)));
+  });
+  const m = /^listening on (http:\/\/\S+)$/.exec(first);
+  if (!m) throw new Error(`unexpected first line: ${first}`);
+  return { child, base: m[1] };
+}
+
+/** Polls `fn` every 200 ms until it is true, failing after `limitMs`. */
+export async function waitFor(what, fn, limitMs = 30000) {
+  const start = Date.now();
+  for (;;) {
+    if (await fn()) return;
+    if (Date.now() - start > limitMs) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 200));
+  }
 }

@@ -6,15 +6,13 @@
 // Screenshots go to test-artifacts/. Run: node --test tests/browser/
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
-import { spawn } from "node:child_process";
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
-import readline from "node:readline";
 import { fileURLToPath } from "node:url";
 import { createRequire } from "node:module";
 import { startTarget } from "./fake-target.mjs";
-import { binaryPath } from "./binary.mjs";
+import { startZaiDash, waitFor } from "./binary.mjs";
 
 const repo = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..", "..");
 const require = createRequire(path.join(repo, "frontend", "package.json"));
@@ -25,45 +23,24 @@ const WIDTHS = [1400, 390];
 let tmp, server, base, context, target;
 const problems = [];
 
-async function startServer(url) {
-  const bin = binaryPath(repo);
-  assert.ok(fs.existsSync(bin), `${bin} is missing: run cargo build first (or set ZAI_DASH_BIN)`);
+function startServer(url) {
   const rules = path.join(tmp, "rules.yaml");
   fs.writeFileSync(rules, "rules: []\nslos:\n  - {name: Availability, variant: production, indicator: availability, objective: 99.5, period: 3d}\n");
-  const env = { ...process.env };
-  for (const k of ["SOURCE", "PROMETHEUS_URL", "DASHBOARD_TOKEN", "BUDGET_MONTHLY_USD"]) delete env[k];
-  const child = spawn(bin, ["serve"], {
-    env: {
-      ...env,
-      LISTEN_ADDR: "127.0.0.1:0",
-      DB_PATH: path.join(tmp, "zai-dash.db"),
-      SCRAPE_TARGETS: url,
-      SCRAPE_INTERVAL: "1s",
-      SCRAPE_TIMEOUT: "500ms",
-      ALERT_RULES: rules,
-      // Far below the fixture's spend: the budget line is red and its alerts fire.
-      BUDGET_DAILY_USD: "0.5",
-      RUST_LOG: "zai_dash=warn",
-    },
-    stdio: ["ignore", "pipe", "inherit"],
+  return startZaiDash(repo, {
+    SOURCE: undefined,
+    PROMETHEUS_URL: undefined,
+    DASHBOARD_TOKEN: undefined,
+    BUDGET_MONTHLY_USD: undefined,
+    LISTEN_ADDR: "127.0.0.1:0",
+    DB_PATH: path.join(tmp, "zai-dash.db"),
+    SCRAPE_TARGETS: url,
+    SCRAPE_INTERVAL: "1s",
+    SCRAPE_TIMEOUT: "500ms",
+    ALERT_RULES: rules,
+    // Far below the fixture's spend: the budget line is red and its alerts fire.
+    BUDGET_DAILY_USD: "0.5",
+    RUST_LOG: "zai_dash=warn",
   });
-  const first = await new Promise((resolve, reject) => {
-    const rl = readline.createInterface({ input: child.stdout });
-    rl.once("line", resolve);
-    child.once("exit", (code) => reject(new Error(`zai-dash exited with ${code}`)));
-  });
-  const m = /^listening on (http:\/\/\S+)$/.exec(first);
-  assert.ok(m, `unexpected first line: ${first}`);
-  return { child, base: m[1] };
-}
-
-async function waitFor(what, fn, limitMs = 30000) {
-  const start = Date.now();
-  for (;;) {
-    if (await fn()) return;
-    if (Date.now() - start > limitMs) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 200));
-  }
 }
 
 async function newPage(width) {

@@ -3,15 +3,13 @@
 // every page go to test-artifacts/ (git-ignored). Run: node --test tests/browser/
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
-import { spawn } from "node:child_process";
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
-import readline from "node:readline";
 import { fileURLToPath } from "node:url";
 import { createRequire } from "node:module";
 import { startTarget } from "./fake-target.mjs";
-import { binaryPath } from "./binary.mjs";
+import { startZaiDash, waitFor } from "./binary.mjs";
 
 const repo = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..", "..");
 const require = createRequire(path.join(repo, "frontend", "package.json"));
@@ -22,38 +20,15 @@ const XSS_MODEL = "<script>alert(1)</script>";
 let tmp, server, base, context, targets = [];
 const problems = [];
 
-async function startServer(urls) {
-  const bin = binaryPath(repo);
-  assert.ok(fs.existsSync(bin), `${bin} is missing: run cargo build first (or set ZAI_DASH_BIN)`);
-  const child = spawn(bin, ["serve"], {
-    env: {
-      ...process.env,
-      LISTEN_ADDR: "127.0.0.1:0",
-      DB_PATH: path.join(tmp, "zai-dash.db"),
-      SCRAPE_TARGETS: urls.join(","),
-      SCRAPE_INTERVAL: "1s",
-      SCRAPE_TIMEOUT: "500ms",
-      RUST_LOG: "zai_dash=warn",
-    },
-    stdio: ["ignore", "pipe", "inherit"],
+function startServer(urls) {
+  return startZaiDash(repo, {
+    LISTEN_ADDR: "127.0.0.1:0",
+    DB_PATH: path.join(tmp, "zai-dash.db"),
+    SCRAPE_TARGETS: urls.join(","),
+    SCRAPE_INTERVAL: "1s",
+    SCRAPE_TIMEOUT: "500ms",
+    RUST_LOG: "zai_dash=warn",
   });
-  const first = await new Promise((resolve, reject) => {
-    const rl = readline.createInterface({ input: child.stdout });
-    rl.once("line", resolve);
-    child.once("exit", (code) => reject(new Error(`zai-dash exited with ${code}`)));
-  });
-  const m = /^listening on (http:\/\/\S+)$/.exec(first);
-  assert.ok(m, `unexpected first line: ${first}`);
-  return { child, base: m[1] };
-}
-
-async function waitFor(what, fn, limitMs = 20000) {
-  const start = Date.now();
-  for (;;) {
-    if (await fn()) return;
-    if (Date.now() - start > limitMs) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 200));
-  }
 }
 
 async function newPage(opts = {}) {
