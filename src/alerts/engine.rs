@@ -291,13 +291,11 @@ impl Engine {
         self.dirty.insert(ack.key);
     }
 
-    /// One evaluation of every rule at the clock's time (tests step the engine with it; the
-    /// loop uses [`Engine::evaluate_unless_stopped`]).
+    /// One evaluation of every rule at the clock's time: what the loop runs, never stopped
+    /// (tests step the engine with it).
     #[cfg(test)]
     pub(crate) async fn evaluate(&mut self) {
-        let now = self.deps.clock.now_ms();
-        let read = self.read_inputs(now).await;
-        self.apply(now, read).await;
+        self.evaluate_unless_stopped(&CancellationToken::new()).await;
     }
 
     /// [`Engine::evaluate`], unless `stop` fires while the inputs are read (`false`). Reading
