@@ -54,3 +54,32 @@ export async function waitFor(what, fn, limitMs = 30000) {
     await new Promise((r) => setTimeout(r, 200));
   }
 }
+
+/**
+ * Debian's headless Chromium with a fresh profile under `dir` (the flags the project's browser
+ * tests use), through playwright-core's `chromium` (the caller's copy, from frontend/).
+ */
+export function launchChromium(chromium, dir, viewport) {
+  return chromium.launchPersistentContext(path.join(dir, "profile"), {
+    executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
+    headless: true,
+    args: [
+      "--headless",
+      "--no-sandbox",
+      "--disable-gpu",
+      "--disable-background-networking",
+      "--disable-component-update",
+      "--no-first-run",
+      "--disable-sync",
+    ],
+    viewport,
+  });
+}
+
+/** Sends SIGTERM to a started zai-dash still running and waits for it to exit. */
+export async function stopZaiDash(child) {
+  if (!child || child.exitCode !== null) return;
+  const exited = new Promise((r) => child.once("exit", r));
+  child.kill("SIGTERM");
+  await exited;
+}

@@ -9,7 +9,7 @@ import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { createRequire } from "node:module";
 import { startTarget } from "./fake-target.mjs";
-import { startZaiDash, waitFor } from "./binary.mjs";
+import { launchChromium, startZaiDash, stopZaiDash, waitFor } from "./binary.mjs";
 
 const repo = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..", "..");
 const require = createRequire(path.join(repo, "frontend", "package.json"));
@@ -61,29 +61,12 @@ before(async () => {
     const st = await (await fetch(`${base}/api/status`)).json();
     return st.production?.req_rate > 0 && st.canary?.req_rate > 0;
   });
-  context = await chromium.launchPersistentContext(path.join(tmp, "profile"), {
-    executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
-    headless: true,
-    args: [
-      "--headless",
-      "--no-sandbox",
-      "--disable-gpu",
-      "--disable-background-networking",
-      "--disable-component-update",
-      "--no-first-run",
-      "--disable-sync",
-    ],
-    viewport: { width: 1280, height: 900 },
-  });
+  context = await launchChromium(chromium, tmp, { width: 1280, height: 900 });
 });
 
 after(async () => {
   await context?.close();
-  if (server && server.exitCode === null) {
-    const exited = new Promise((r) => server.once("exit", r));
-    server.kill("SIGTERM");
-    await exited;
-  }
+  await stopZaiDash(server);
   for (const t of targets) t.close();
   if (tmp) fs.rmSync(tmp, { recursive: true, force: true });
 });
