@@ -213,7 +213,7 @@ fn start_background(
     let hub = Hub::new(u64::try_from(clock.now_ms()).unwrap_or(0), RING_EVENTS, CLIENT_BUFFER);
     let writer_stats = Arc::new(WriterStats::default());
     let self_metrics = Arc::new(SelfMetrics::default());
-    let (queue, rx) = write::channel(WRITE_QUEUE, writer_stats.clone());
+    let (queue, rx) = write::channel(WRITE_QUEUE, writer_stats.clone(), &store);
     let alerts = Alerts::new(&settings.alerts);
     let sink = FanOut { hub: hub.clone(), alerts: alerts.feed() };
     let reporting = write::Reporting { health: health.clone(), clock: clock.clone() };

@@ -314,7 +314,7 @@ async fn held_batches_are_written_and_health_recovers_without_new_batches() {
     let id = zai_dash::store::query::register_targets(&store.conn().unwrap(), &pair, 0).unwrap()[0].id;
     let health = zai_dash::health::HealthBoard::default();
     let stats = Arc::new(WriterStats::default());
-    let (queue, rx) = write::channel(8, stats.clone());
+    let (queue, rx) = write::channel(8, stats.clone(), &store);
     let reporting = write::Reporting { health: health.clone(), clock: Arc::new(zai_dash::clock::SystemClock) };
     let hub = zai_dash::hub::Hub::new(1, 8, 8);
     let writer = tokio::spawn(write::run_writer(store.clone(), rx, hub, stats.clone(), reporting, 60_000));

@@ -339,7 +339,7 @@ async fn a_locked_database_delays_writes_but_loses_no_batch() {
         }
     };
     let stats = Arc::new(WriterStats::default());
-    let (queue, rx) = write::channel(16, stats.clone());
+    let (queue, rx) = write::channel(16, stats.clone(), &fx.store);
     let writer =
         tokio::spawn(write::run_writer(fx.store.clone(), rx, Hub::new(1, 8, 8), stats.clone(), reporting(), MIN));
     // Another process holds the write lock for longer than the busy timeout.
@@ -367,6 +367,101 @@ async fn a_locked_database_delays_writes_but_loses_no_batch() {
         .unwrap();
     assert_eq!(n, 3, "all three batches were written once the lock was released");
     assert_eq!(stats.dropped.load(std::sync::atomic::Ordering::Relaxed), 0);
+}
+
+/// Production's bucket ends in a `/api/metrics`-shaped raw read of the 5 minutes before `now`.
+async fn read_buckets(store: &Store, now: i64) -> Vec<i64> {
+    use zai_dash::ports::read::DataSource;
+    let mut settings = zai_dash::config::Settings::for_tests(vec![], "unused.db".into()).store();
+    settings.point_width = std::time::Duration::from_secs(5);
+    let clock = Arc::new(zai_dash::clock::ManualClock::new(now));
+    let source = zai_dash::store::source::StoreSource::new(store.clone(), settings, clock);
+    let q = PointQuery {
+        start_ms: now - 5 * MIN,
+        end_ms: now,
+        step_ms: 5_000,
+        variant: Some("production".into()),
+        target_url: None,
+    };
+    let json = source.points_json(q, now).await.unwrap();
+    let points: Vec<serde_json::Value> = serde_json::from_str(&json).unwrap();
+    points.iter().map(|p| p["timestamp"].as_i64().unwrap()).collect()
+}
+
+/// A closed bucket is in every read from the moment the ticker hands it over, however far
+/// behind the writer is: here the writer is stuck on a lock another process holds, and later
+/// batches find its queue full. (A batch used to wait in the queue unseen by reads until the
+/// writer took it, so a read on a busy machine could lack a bucket seconds old.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_is_read_from_the_moment_it_is_handed_over_however_busy_the_writer() {
+    let mut fx = Fixture::new();
+    fx.write_range(T0, T0 + MIN);
+    let template = fx.rows(Table::Raw, 0).last().unwrap().clone();
+    let batch = |i: i64| {
+        let mut row = template.clone();
+        row.ts_ms = T0 + MIN + i * 5_000;
+        WriteBatch {
+            bucket_end_ms: row.ts_ms,
+            rows: vec![row],
+            states: vec![],
+            points: vec![],
+            events: vec![],
+            late: false,
+        }
+    };
+    let stats = Arc::new(WriterStats::default());
+    let (queue, rx) = write::channel(1, stats.clone(), &fx.store);
+    let locker = rusqlite::Connection::open(fx.store.path()).unwrap();
+    locker.execute_batch("BEGIN EXCLUSIVE").unwrap();
+    let writer =
+        tokio::spawn(write::run_writer(fx.store.clone(), rx, Hub::new(1, 8, 8), stats.clone(), reporting(), MIN));
+    for i in 1..=4 {
+        queue.submit(batch(i));
+    }
+    let now = T0 + MIN + 20_000;
+    let expected: Vec<i64> = (1..=12).map(|i| T0 + i * 5_000).chain((1..=4).map(|i| T0 + MIN + i * 5_000)).collect();
+    let read = read_buckets(&fx.store, now).await;
+    assert_eq!(read, expected, "every bucket handed over is read, the writer stuck or not");
+    assert_eq!(stats.committed.load(std::sync::atomic::Ordering::Relaxed), 0, "the writer was still stuck");
+    locker.execute_batch("COMMIT").unwrap();
+    drop(queue);
+    writer.await.unwrap();
+    assert_eq!(read_buckets(&fx.store, now).await, expected, "and once written");
+    assert_eq!(stats.committed.load(std::sync::atomic::Ordering::Relaxed), 4);
+}
+
+/// Readers holding every pooled connection (many dashboards on a slow disk) do not hold up
+/// the writer: it has a connection of its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_writer_writes_while_readers_hold_every_pooled_connection() {
+    let mut fx = Fixture::new();
+    fx.write_range(T0, T0 + MIN);
+    let mut row = fx.rows(Table::Raw, 0).last().unwrap().clone();
+    row.ts_ms = T0 + MIN + 5_000;
+    let batch = WriteBatch {
+        bucket_end_ms: row.ts_ms,
+        rows: vec![row],
+        states: vec![],
+        points: vec![],
+        events: vec![],
+        late: false,
+    };
+    let readers: Vec<_> = std::iter::from_fn(|| fx.store.conn().ok()).take(64).collect();
+    assert!(readers.len() < 64, "the pool is exhausted: {} connections held, the next timed out", readers.len());
+    let stats = Arc::new(WriterStats::default());
+    let (queue, rx) = write::channel(4, stats.clone(), &fx.store);
+    let writer =
+        tokio::spawn(write::run_writer(fx.store.clone(), rx, Hub::new(1, 8, 8), stats.clone(), reporting(), MIN));
+    queue.submit(batch);
+    let committed = || stats.committed.load(std::sync::atomic::Ordering::Relaxed);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while committed() == 0 && std::time::Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert_eq!((committed(), stats.failed.load(std::sync::atomic::Ordering::Relaxed)), (1, 0), "written at once");
+    drop(readers);
+    drop(queue);
+    writer.await.unwrap();
 }
 
 #[test]
@@ -558,7 +653,7 @@ async fn a_batch_that_finds_the_queue_full_is_merged_into_the_next_never_dropped
         late: false,
     };
     let stats = Arc::new(WriterStats::default());
-    let (queue, rx) = write::channel(1, stats.clone());
+    let (queue, rx) = write::channel(1, stats.clone(), &fx.store);
     // The writer is not running yet: the first batch fills the queue, the rest are held.
     for i in 1..=4 {
         zai_dash::ports::ingest::BatchSink::submit(&queue, batch(i));

@@ -26,20 +26,6 @@ pub struct WriteBatch {
     pub late: bool,
 }
 
-impl WriteBatch {
-    /// Folds a later batch into this one (the writer was behind and this one could not be
-    /// queued): rows of both buckets, each target's newest state, every point and event.
-    pub(crate) fn absorb(&mut self, later: WriteBatch) {
-        self.bucket_end_ms = self.bucket_end_ms.max(later.bucket_end_ms);
-        self.rows.extend(later.rows);
-        // Every write is kept, in order: a journal entry only makes sense after the ones before.
-        self.states.extend(later.states);
-        self.points.extend(later.points);
-        self.events.extend(later.events);
-        self.late |= later.late;
-    }
-}
-
 /// A target's persisted state after a scrape.
 #[derive(Debug, Clone)]
 pub struct StateUpdate {

@@ -1,13 +1,16 @@
-//! Batches the writer holds in memory until the database takes them, and the rows of theirs
-//! that reads add to the stored ones.
+//! Batches held in memory until the database takes them, and the rows of theirs that reads
+//! add to the stored ones.
 //!
-//! While the database refuses writes (disk full, read-only, I/O error, locked), every closed
-//! bucket waits here, oldest first, and is retried (README, "When storage fails"). Reads of
-//! recent windows take a [`HeldRows`] snapshot *before* reading the database and add the rows
-//! of buckets newer than the last committed one, so charts, `/api/metrics` and window sums keep
-//! moving with the live stream instead of freezing at the failure. A batch committed between
-//! the snapshot and the read is in both: its rows are left out of the snapshot's side when the
-//! read found the same target and bucket ([`HeldRows::rows_in`] takes the keys read).
+//! Every closed bucket lands here the moment the ticker hands it over ([`super::write`]), and
+//! leaves once committed: a batch is always either here or in the database, never in between,
+//! however far behind the writer is. While the database refuses writes (disk full, read-only,
+//! I/O error, locked), buckets wait here, oldest first, and are retried (README, "When storage
+//! fails"). Reads of recent windows take a [`HeldRows`] snapshot *before* reading the database
+//! and add the rows of buckets newer than the last committed one, so charts, `/api/metrics` and
+//! window sums keep moving with the live stream instead of freezing at a slow or failing disk.
+//! A batch committed between the snapshot and the read is in both: its rows are left out of the
+//! snapshot's side when the read found the same target and bucket ([`HeldRows::rows_in`] takes
+//! the keys read).
 //! Batches written late (after their bucket closed) are never added: they may land in a bucket
 //! already served and cached, and show once written.
 

@@ -1,19 +1,21 @@
-//! The single writer: one transaction per tick, a bounded queue in front, a bounded retry
-//! backlog behind.
+//! The single writer: one transaction per tick, a bounded backlog in front of it.
 //!
-//! The ticker never waits for the disk: [`WriteQueue::submit`] is a `try_send`; when the queue
-//! is full the batch is kept and merged with the next ones until the writer takes them, so a slow
-//! disk delays rows but loses none. Every batch goes to the store's backlog ([`super::held`]) and
-//! is written from there, oldest first, in one transaction each. While the database refuses writes
-//! (disk full, read-only, I/O error, locked) the backlog keeps up to [`MAX_BACKLOG`] batches and
-//! is retried every [`RETRY_INTERVAL`], new batches or not; the failure is on the health board
-//! (`/healthz`, the pages' banner, `zai_dash_storage_healthy`, the `StorageFailing` rule) until
-//! every held batch is written.
+//! The ticker never waits for the disk. [`WriteQueue::submit`] puts the batch's rows in the
+//! store's backlog ([`super::held`]) at once, where every read finds them from that moment on,
+//! and tells the writer with a `try_send`; a slow or locked disk delays rows but never hides or
+//! loses them. (Before, a batch waited in the channel, invisible to reads, for as long as the
+//! writer was busy with an earlier one: a read could miss a closed bucket that the live stream
+//! had not shown yet either.) The writer writes the backlog oldest first, one transaction per
+//! batch. While the database refuses writes (disk full, read-only, I/O error, locked) the backlog
+//! keeps up to [`MAX_BACKLOG`] batches and is retried every [`RETRY_INTERVAL`], new batches or
+//! not; the failure is on the health board (`/healthz`, the pages' banner,
+//! `zai_dash_storage_healthy`, the `StorageFailing` rule) until every held batch is written.
 //!
-//! Points are published to the live hub once, when the writer takes their batch: after the
-//! write while writes succeed, at once while they fail. A retried batch has no points left, so
-//! no bucket reaches the live stream or the alerts twice, and reads add the held rows to the
-//! stored ones, so REST agrees with what SSE has shown either way.
+//! Points are published to the live hub once, when the writer takes their notice: after the
+//! write while writes succeed, at once while they fail. A notice that finds the channel full is
+//! merged into the next one, so no point is dropped and none reaches the live stream or the
+//! alerts twice; reads add the held rows to the stored ones, so REST agrees with what SSE has
+//! shown either way.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -26,7 +28,8 @@ pub(crate) use super::held::MAX_BACKLOG;
 use super::{Store, StoreError, query};
 use crate::clock::{SharedClock, bucket_end};
 use crate::health::HealthBoard;
-use crate::ports::ingest::{BatchSink, PointSink};
+use crate::point::Point;
+use crate::ports::ingest::{BatchSink, Event, PointSink};
 pub use crate::ports::ingest::{StateUpdate, StateWrite, WriteBatch};
 
 /// How often held batches are retried while the database refuses writes. A timer rather than
@@ -38,31 +41,48 @@ pub(crate) const RETRY_INTERVAL: Duration = Duration::from_secs(1);
 pub struct WriterStats {
     /// Batches committed.
     pub committed: AtomicU64,
-    /// Batches dropped: the retry backlog or the held batches overflowed (an hour each).
+    /// Batches dropped: the backlog or the merged notices overflowed (an hour each).
     pub dropped: AtomicU64,
-    /// Batches that found the queue full and were merged into the next one (none is lost).
+    /// Notices that found the channel full and were merged into the next one (none is lost).
     pub merged: AtomicU64,
     /// Failed transaction attempts.
     pub failed: AtomicU64,
     /// Batches waiting in the retry backlog.
     pub backlog: AtomicU64,
-    /// Batches waiting in the queue for the writer.
+    /// Notices waiting in the channel for the writer.
     pub queued: AtomicU64,
+}
+
+/// What the writer is told about a batch already in the backlog: the points and events to
+/// publish once it is written (of several buckets, when notices were merged).
+#[derive(Debug, Default)]
+pub struct Notice {
+    points: Vec<Point>,
+    events: Vec<Event>,
+}
+
+impl Notice {
+    fn absorb(&mut self, later: Notice) {
+        self.points.extend(later.points);
+        self.events.extend(later.events);
+    }
 }
 
 /// The sending side of the writer's queue.
 #[derive(Debug, Clone)]
 pub struct WriteQueue {
-    tx: mpsc::Sender<WriteBatch>,
+    tx: mpsc::Sender<Notice>,
     stats: Arc<WriterStats>,
-    /// Batches that found the queue full, merged into one, with how many buckets it holds.
-    held: Arc<Mutex<Option<(WriteBatch, usize)>>>,
+    /// Where batches wait to be written, and reads find them meanwhile.
+    store: Store,
+    /// Notices that found the channel full, merged into one, with how many buckets it holds.
+    merged: Arc<Mutex<Option<(Notice, usize)>>>,
 }
 
-/// Creates the queue; the receiver goes to [`run_writer`].
-pub fn channel(capacity: usize, stats: Arc<WriterStats>) -> (WriteQueue, mpsc::Receiver<WriteBatch>) {
+/// Creates the queue in front of `store`'s backlog; the receiver goes to [`run_writer`].
+pub fn channel(capacity: usize, stats: Arc<WriterStats>, store: &Store) -> (WriteQueue, mpsc::Receiver<Notice>) {
     let (tx, rx) = mpsc::channel(capacity);
-    (WriteQueue { tx, stats, held: Arc::default() }, rx)
+    (WriteQueue { tx, stats, store: store.clone(), merged: Arc::default() }, rx)
 }
 
 impl BatchSink for WriteQueue {
@@ -76,32 +96,37 @@ impl BatchSink for WriteQueue {
 }
 
 impl WriteQueue {
-    /// Hands a batch to the writer without waiting. When the queue is full, the batch is held
-    /// and merged with later ones until the writer takes them (counted, logged once); only
-    /// beyond [`MAX_BACKLOG`] held buckets, a writer stuck for an hour, is the oldest dropped.
-    pub fn submit(&self, batch: WriteBatch) {
-        let Ok(mut held) = self.held.lock() else { return };
-        let (batch, buckets) = match held.take() {
+    /// Puts the batch's rows in the backlog, where reads see them at once, and tells the writer
+    /// without waiting. When the channel is full, the notice is merged with later ones until the
+    /// writer takes them (counted, logged once). Only beyond [`MAX_BACKLOG`] held batches, a
+    /// writer stuck for an hour, is the oldest dropped.
+    pub fn submit(&self, mut batch: WriteBatch) {
+        let notice = Notice { points: std::mem::take(&mut batch.points), events: batch.events.clone() };
+        if self.store.held().push(batch) {
+            self.stats.dropped.fetch_add(1, Ordering::Relaxed);
+        }
+        let Ok(mut merged) = self.merged.lock() else { return };
+        let (notice, buckets) = match merged.take() {
             Some((mut earlier, n)) => {
-                earlier.absorb(batch);
+                earlier.absorb(notice);
                 (earlier, n + 1)
             }
-            None => (batch, 1),
+            None => (notice, 1),
         };
         self.stats.queued.fetch_add(1, Ordering::Relaxed);
-        match self.tx.try_send(batch) {
+        match self.tx.try_send(notice) {
             Ok(()) => {
                 if buckets > 1 {
-                    tracing::info!(buckets, "Write queue has room again; held batches handed to the writer.");
+                    tracing::info!(buckets, "Write queue has room again; merged notices handed to the writer.");
                 }
             }
-            Err(mpsc::error::TrySendError::Full(batch)) => {
+            Err(mpsc::error::TrySendError::Full(notice)) => {
                 self.stats.queued.fetch_sub(1, Ordering::Relaxed);
                 self.stats.merged.fetch_add(1, Ordering::Relaxed);
                 if buckets == 1 {
-                    tracing::warn!("Write queue full; holding batches and merging them until the writer catches up.");
+                    tracing::warn!("Write queue full; merging notices until the writer catches up.");
                 }
-                *held = self.hold(batch, buckets);
+                *merged = self.keep(notice, buckets);
             }
             Err(mpsc::error::TrySendError::Closed(_)) => {
                 self.stats.queued.fetch_sub(1, Ordering::Relaxed);
@@ -110,24 +135,23 @@ impl WriteQueue {
         }
     }
 
-    /// Keeps a held batch unless it already holds an hour of buckets.
-    fn hold(&self, batch: WriteBatch, buckets: usize) -> Option<(WriteBatch, usize)> {
+    /// Keeps a merged notice unless it already holds an hour of buckets (its points go; the
+    /// rows stay in the backlog).
+    fn keep(&self, notice: Notice, buckets: usize) -> Option<(Notice, usize)> {
         if buckets <= MAX_BACKLOG {
-            return Some((batch, buckets));
+            return Some((notice, buckets));
         }
-        self.stats.dropped.fetch_add(buckets as u64, Ordering::Relaxed);
-        tracing::error!(buckets, "The writer has taken nothing for an hour; held batches dropped.");
+        tracing::error!(buckets, "The writer has taken nothing for an hour; their live points dropped.");
         None
     }
 
-    /// Waits until a held batch is in the queue (the ticker calls it after its last batch).
+    /// Waits until a merged notice is in the channel (the ticker calls it after its last batch).
     pub(crate) async fn flush(&self) {
-        let held = self.held.lock().ok().and_then(|mut h| h.take());
-        if let Some((batch, _)) = held {
+        let merged = self.merged.lock().ok().and_then(|mut h| h.take());
+        if let Some((notice, _)) = merged {
             self.stats.queued.fetch_add(1, Ordering::Relaxed);
-            if self.tx.send(batch).await.is_err() {
+            if self.tx.send(notice).await.is_err() {
                 self.stats.queued.fetch_sub(1, Ordering::Relaxed);
-                self.stats.dropped.fetch_add(1, Ordering::Relaxed);
             }
         }
     }
@@ -142,10 +166,10 @@ pub struct Reporting {
     pub clock: SharedClock,
 }
 
-/// Writes batches until every sender is gone, then makes one last attempt at the backlog.
+/// Writes the backlog whenever told, until every sender is gone, then makes one last attempt.
 pub async fn run_writer(
     store: Store,
-    mut rx: mpsc::Receiver<WriteBatch>,
+    mut rx: mpsc::Receiver<Notice>,
     hub: impl PointSink,
     stats: Arc<WriterStats>,
     reporting: Reporting,
@@ -154,9 +178,9 @@ pub async fn run_writer(
     let mut w = Writer { store, stats, reporting, rollup_ms, failing: false };
     let mut retry_at = tokio::time::Instant::now();
     loop {
-        let mut batch = tokio::select! {
-            batch = rx.recv() => match batch {
-                Some(b) => b,
+        let notice = tokio::select! {
+            notice = rx.recv() => match notice {
+                Some(n) => n,
                 None => break,
             },
             () = tokio::time::sleep_until(retry_at), if w.failing => {
@@ -166,16 +190,15 @@ pub async fn run_writer(
             }
         };
         w.stats.queued.fetch_sub(1, Ordering::Relaxed);
-        let points = std::mem::take(&mut batch.points);
-        let events = batch.events.clone();
-        w.hold(batch);
-        if !w.failing {
+        if w.failing {
+            w.report_holding();
+        } else {
             w.drain().await;
             retry_at = tokio::time::Instant::now() + RETRY_INTERVAL;
         }
-        hub.publish(points);
-        if !events.is_empty() {
-            hub.publish_events(events);
+        hub.publish(notice.points);
+        if !notice.events.is_empty() {
+            hub.publish_events(notice.events);
         }
     }
     if !w.store.held().is_empty() {
@@ -198,16 +221,11 @@ struct Writer {
 }
 
 impl Writer {
-    /// Puts a batch behind the held ones (the oldest goes beyond an hour of them, counted).
-    fn hold(&self, batch: WriteBatch) {
-        if self.store.held().push(batch) {
-            self.stats.dropped.fetch_add(1, Ordering::Relaxed);
-        }
-        if self.failing {
-            let held = self.store.held().len();
-            self.stats.backlog.store(held as u64, Ordering::Relaxed);
-            self.reporting.health.storage_holding(held);
-        }
+    /// Puts the backlog's size on the health board while writes fail.
+    fn report_holding(&self) {
+        let held = self.store.held().len();
+        self.stats.backlog.store(held as u64, Ordering::Relaxed);
+        self.reporting.health.storage_holding(held);
     }
 
     /// Writes the backlog oldest first, stopping at the first failure; logs and reports only
@@ -219,7 +237,7 @@ impl Writer {
             let touches_served = batch.late || was_failing;
             let bucket_end_ms = batch.bucket_end_ms;
             let rollup_ms = self.rollup_ms;
-            match self.store.with_conn(move |c| write_batch(c, &batch, rollup_ms)).await {
+            match self.store.with_writer(move |c| write_batch(c, &batch, rollup_ms)).await {
                 Ok(merged) => {
                     if merged || touches_served {
                         self.store.cache().invalidate(); // rows landed in buckets that may have been served

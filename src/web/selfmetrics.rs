@@ -265,11 +265,15 @@ fn write_writer(e: &mut Exposition, w: &WriterStats) {
     e.sample("zai_dash_write_failures_total", &[], load(&w.failed));
     e.family(
         "zai_dash_write_merges_total",
-        "Batches that found the write queue full and were merged into the next one (nothing lost).",
+        "Ticks whose notice found the write queue full and was merged into the next one (nothing lost).",
         "counter",
     );
     e.sample("zai_dash_write_merges_total", &[], load(&w.merged));
-    e.family("zai_dash_write_queue_depth", "Batches waiting in the queue for the writer.", "gauge");
+    e.family(
+        "zai_dash_write_queue_depth",
+        "Ticks the writer has not taken notice of yet (their rows are held and readable meanwhile).",
+        "gauge",
+    );
     e.sample("zai_dash_write_queue_depth", &[], load(&w.queued));
 }
 
