@@ -89,6 +89,12 @@ impl Default for HeldRows {
 pub(crate) type RowKey = (i64, i64);
 
 impl HeldRows {
+    /// Whether a stored row of bucket `ts_ms` may also be among the held rows (committed after
+    /// the snapshot): only those keys need remembering for [`HeldRows::rows_in`].
+    pub(crate) fn may_hold(&self, ts_ms: i64) -> bool {
+        ts_ms > self.after_ms && !self.batches.is_empty()
+    }
+
     /// Held rows with `after < ts <= until` (only `only`'s, when given) that `stored` (the keys
     /// the read found in the database) lacks, in time then target order; two rows of one target
     /// and bucket are merged as the writer would merge them.

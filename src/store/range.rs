@@ -102,37 +102,88 @@ pub(crate) fn points_with(
     }
     let only = q.target_url.as_ref().and(targets.first()).map(|t| t.id);
     let widths = (r.point_ms, rollup_ms);
-    let mut from = after;
-    if !r.raw {
-        let coarse = q.step_ms % (rollup_ms * COARSE_FACTOR) == 0;
-        from = rolled_rows(conn, &targets, (after, q.end_ms), (&names.shared, widths, coarse), each_row, &mut read)?;
+    if r.raw {
+        let mut stream = BucketStream { r, builder: &mut builder, rows: Vec::new(), newest_ms: None, out: Vec::new() };
+        raw_points(conn, (only, held), (after, q.end_ms), (&names.shared, widths), each_row, &mut stream)?;
+        stream.flush();
+        return Ok(stream.out);
     }
-    let raw = Raw { only, roll: !r.raw, held };
-    raw_rows(conn, raw, (from, q.end_ms), (&names, widths), each_row, &mut read)?;
+    let coarse = q.step_ms % (rollup_ms * COARSE_FACTOR) == 0;
+    let from = rolled_rows(conn, &targets, (after, q.end_ms), (&names.shared, widths, coarse), each_row, &mut read)?;
+    rolled_raw_tail(conn, (only, held), (from, q.end_ms), (&names.owned, widths), each_row, &mut read)?;
     Ok(build_points(r, &read, &mut builder))
 }
 
 /// Groups the rows into buckets of the step and builds each bucket's points.
 fn build_points(r: &RangeRead, read: &Read, builder: &mut PointBuilder) -> Vec<Point> {
-    let q = &r.q;
     // Sort references, not the rows themselves: a summary is a few hundred bytes.
     let mut order: Vec<&Summary> = read.rows.iter().collect();
     order.sort_by_key(|r| (r.ts_ms, r.target_id));
-    let reach = read.newest_ms.unwrap_or(q.end_ms).min(q.end_ms);
-    let narrow = r.raw && q.step_ms == r.point_ms;
+    let reach = read.newest_ms.unwrap_or(r.q.end_ms).min(r.q.end_ms);
+    let step = r.q.step_ms;
     let mut out = Vec::new();
-    for rows in order.chunk_by(|a, b| bucket_end(a.ts_ms, q.step_ms) == bucket_end(b.ts_ms, q.step_ms)) {
-        let end_ms = bucket_end(rows[0].ts_ms, q.step_ms);
-        let bucket = if narrow {
-            Bucket::narrow(end_ms, q.step_ms)
-        } else {
-            let covered_ms = (end_ms.min(reach.max(end_ms - q.step_ms + r.point_ms)) - (end_ms - q.step_ms)).max(1);
-            Bucket { end_ms, covered_ms, narrow: false }
-        };
-        let pts = builder.build(bucket, rows);
-        out.extend(pts.into_iter().filter(|p| q.variant.as_ref().is_none_or(|v| v == &p.variant)));
+    for rows in order.chunk_by(|a, b| bucket_end(a.ts_ms, step) == bucket_end(b.ts_ms, step)) {
+        out.extend(bucket_points(r, reach, rows, builder));
     }
     out
+}
+
+/// The points of one bucket of the step from its rows (in time then target order), of the
+/// variant asked for. `reach`: how far the window's data reaches (the newest bucket counts only
+/// the time up to it).
+fn bucket_points(r: &RangeRead, reach: i64, rows: &[&Summary], builder: &mut PointBuilder) -> Vec<Point> {
+    let q = &r.q;
+    let end_ms = bucket_end(rows[0].ts_ms, q.step_ms);
+    let bucket = if r.raw && q.step_ms == r.point_ms {
+        Bucket::narrow(end_ms, q.step_ms)
+    } else {
+        let covered_ms = (end_ms.min(reach.max(end_ms - q.step_ms + r.point_ms)) - (end_ms - q.step_ms)).max(1);
+        Bucket { end_ms, covered_ms, narrow: false }
+    };
+    let mut pts = builder.build(bucket, rows);
+    pts.retain(|p| q.variant.as_ref().is_none_or(|v| v == &p.variant));
+    pts
+}
+
+/// Points built bucket by bucket from rows that arrive in time order, so that a read holds one
+/// bucket's rows at a time rather than the window's: a 15-minute read of 100 targets held all
+/// 18,000 row summaries at once, the largest part of the process's peak heap (heaptrack;
+/// BENCHMARKS.md, "Memory").
+struct BucketStream<'a> {
+    r: &'a RangeRead,
+    builder: &'a mut PointBuilder,
+    /// Rows of the bucket being filled.
+    rows: Vec<Summary>,
+    /// Newest row so far: how far the data reaches.
+    newest_ms: Option<i64>,
+    out: Vec<Point>,
+}
+
+impl BucketStream<'_> {
+    /// Takes the next row; rows come in time order (see [`raw_points`]).
+    fn push(&mut self, s: Summary) {
+        let step = self.r.q.step_ms;
+        let current = self.rows.first().map(|f| bucket_end(f.ts_ms, step));
+        debug_assert!(current.is_none_or(|c| c <= bucket_end(s.ts_ms, step)), "rows out of time order");
+        if current.is_some_and(|c| c != bucket_end(s.ts_ms, step)) {
+            self.flush();
+        }
+        self.newest_ms = self.newest_ms.max(Some(s.ts_ms));
+        self.rows.push(s);
+    }
+
+    /// Builds the points of the bucket being filled. Before the last bucket, a newer row was
+    /// seen, so the data reaches past this bucket's end, as it does in [`build_points`].
+    fn flush(&mut self) {
+        if self.rows.is_empty() {
+            return;
+        }
+        let reach = self.newest_ms.unwrap_or(self.r.q.end_ms).min(self.r.q.end_ms);
+        let mut order: Vec<&Summary> = self.rows.iter().collect();
+        order.sort_by_key(|r| (r.ts_ms, r.target_id));
+        self.out.extend(bucket_points(self.r, reach, &order, self.builder));
+        self.rows.clear();
+    }
 }
 
 /// Variant names by id: owned for decoded rows, shared for summaries.
@@ -155,6 +206,7 @@ pub fn target_summaries(
     (names, widths): Context<'_>,
     each_row: &mut RowVisitor<'_>,
 ) -> Result<Vec<Summary>, StoreError> {
+    let mut out = Vec::new();
     let sql = format!(
         "SELECT ts, variant_id, elapsed_ms, data, {}, target_id FROM {} WHERE target_id = ?1 AND ts > ?2 AND ts <= ?3 ORDER BY ts",
         table.present_column(),
@@ -162,36 +214,40 @@ pub fn target_summaries(
     );
     let mut stmt = conn.prepare_cached(&sql)?;
     let rows = stmt.query(params![target_id, after, until])?;
-    summaries(rows, table, (names, widths), each_row)
+    summaries(rows, table, (names, widths), each_row, &mut |s| out.push(s))?;
+    Ok(out)
 }
 
 /// Summaries of every target's raw rows (or only `only`'s) with `after < ts <= until`, from one
-/// scan of the time-keyed raw table, read in place like [`target_summaries`].
-pub(crate) fn raw_summaries(
+/// scan of the time-keyed raw table, read in place like [`target_summaries`] and handed to
+/// `sink` in time then target order.
+fn raw_summaries(
     conn: &Connection,
     only: Option<i64>,
     (after, until): (i64, i64),
     (names, widths): Context<'_>,
     each_row: &mut RowVisitor<'_>,
-) -> Result<Vec<Summary>, StoreError> {
+    sink: &mut dyn FnMut(Summary),
+) -> Result<(), StoreError> {
     let mut stmt = conn.prepare_cached(
         "SELECT ts, variant_id, elapsed_ms, data, 0, target_id FROM metrics_5s
          WHERE ts > ?1 AND ts <= ?2 AND (?3 IS NULL OR target_id = ?3) ORDER BY ts, target_id",
     )?;
     let rows = stmt.query(params![after, until, only])?;
-    summaries(rows, Table::Raw, (names, widths), each_row)
+    summaries(rows, Table::Raw, (names, widths), each_row, sink)
 }
 
-/// Reads selected `(ts, variant_id, elapsed_ms, data, presence, target_id)` rows into summaries.
+/// Reads selected `(ts, variant_id, elapsed_ms, data, presence, target_id)` rows into summaries,
+/// handed to `sink` one by one in the rows' order.
 fn summaries(
     mut rows: rusqlite::Rows<'_>,
     table: Table,
     (names, widths): Context<'_>,
     each_row: &mut RowVisitor<'_>,
-) -> Result<Vec<Summary>, StoreError> {
+    sink: &mut dyn FnMut(Summary),
+) -> Result<(), StoreError> {
     let unknown: Arc<str> = Arc::from("unknown");
     let mut last_quota: HashMap<i64, (Vec<u8>, Option<Arc<Quota>>)> = HashMap::new();
-    let mut out = Vec::new();
     while let Some(r) = rows.next()? {
         let data = r.get_ref(3)?.as_blob().map_err(rusqlite::Error::from)?;
         let v = codec::view(data)?;
@@ -215,9 +271,9 @@ fn summaries(
             Table::Rollup | Table::Coarse if stored_presence > 0 => stored_presence,
             Table::Rollup | Table::Coarse => elapsed_ms.min(widths.1),
         };
-        out.push(s);
+        sink(s);
     }
-    Ok(out)
+    Ok(())
 }
 
 /// Every target's rolled rows for `after < ts <= until`, coarsest first: stored 10 min rows (for
@@ -248,39 +304,51 @@ fn rolled_rows(
     Ok(from)
 }
 
-/// Which raw rows a read takes: every target's or only one's, rolled into minutes or not, and
-/// the held rows to add.
-struct Raw<'a> {
-    only: Option<i64>,
-    roll: bool,
-    held: &'a HeldRows,
-}
+/// Which targets' raw rows a read takes (every target's or only `only`'s), and the held rows
+/// to add.
+type RawSource<'a> = (Option<i64>, &'a HeldRows);
 
 /// The raw rows of `(from, until]`, every target's (or only `only`'s) in one scan, plus the
-/// held rows the database lacks: as points, or with `roll` rolled into minutes on the fly (the
-/// newest end of a long range, after the stored rollups).
-fn raw_rows(
+/// held rows the database lacks, into `stream` in time order: the held rows are newer than
+/// every stored one (batches commit oldest first, and a held batch that committed since the
+/// snapshot is found stored and left out of the held side).
+fn raw_points(
     conn: &Connection,
-    Raw { only, roll, held }: Raw<'_>,
+    (only, held): RawSource<'_>,
     (from, until): (i64, i64),
-    (names, widths): (&Names, (i64, i64)),
+    (names, widths): Context<'_>,
     each_row: &mut RowVisitor<'_>,
-    read: &mut Read,
+    stream: &mut BucketStream<'_>,
 ) -> Result<(), StoreError> {
     if from >= until {
         return Ok(());
     }
-    if !roll {
-        let own = raw_summaries(conn, only, (from, until), (&names.shared, widths), each_row)?;
-        let stored: HashSet<_> = own.iter().map(|s| (s.ts_ms, s.target_id)).collect();
-        let extra = held.rows_in((from, until), only, &stored);
-        for r in &extra {
-            each_row(&r.variant, r.ts_ms, RowRef::Row(r));
+    let mut stored = HashSet::new(); // keys of the few newest buckets only: see `may_hold`
+    raw_summaries(conn, only, (from, until), (names, widths), each_row, &mut |s| {
+        if held.may_hold(s.ts_ms) {
+            stored.insert((s.ts_ms, s.target_id));
         }
-        let newest = own.iter().map(|s| s.ts_ms).chain(extra.iter().map(|r| r.ts_ms)).max();
-        read.newest_ms = read.newest_ms.max(newest);
-        read.rows.extend(own);
-        read.rows.extend(extra.iter().map(Summary::from));
+        stream.push(s);
+    })?;
+    for r in held.rows_in((from, until), only, &stored) {
+        each_row(&r.variant, r.ts_ms, RowRef::Row(&r));
+        stream.push(Summary::from(&r));
+    }
+    Ok(())
+}
+
+/// The raw rows of `(from, until]` after a long range's stored rollups, every target's (or
+/// only `only`'s) in one scan plus the held rows the database lacks, rolled into minutes on
+/// the fly.
+fn rolled_raw_tail(
+    conn: &Connection,
+    (only, held): RawSource<'_>,
+    (from, until): (i64, i64),
+    (names, widths): (&HashMap<i64, String>, (i64, i64)),
+    each_row: &mut RowVisitor<'_>,
+    read: &mut Read,
+) -> Result<(), StoreError> {
+    if from >= until {
         return Ok(());
     }
     let mut roller = query::Roller::new(widths.1);
@@ -292,7 +360,7 @@ fn raw_rows(
             read.rows.push(Summary::from(&rolled));
         }
     };
-    query::each_raw_row(conn, (from, until), only, &names.owned, widths, &mut |r| {
+    query::each_raw_row(conn, (from, until), only, names, widths, &mut |r| {
         stored.insert((r.ts_ms, r.target_id));
         take(r, read);
     })?;
