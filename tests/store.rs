@@ -430,40 +430,6 @@ async fn a_batch_is_read_from_the_moment_it_is_handed_over_however_busy_the_writ
     assert_eq!(stats.committed.load(std::sync::atomic::Ordering::Relaxed), 4);
 }
 
-/// Readers holding every pooled connection (many dashboards on a slow disk) do not hold up
-/// the writer: it has a connection of its own.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_writer_writes_while_readers_hold_every_pooled_connection() {
-    let mut fx = Fixture::new();
-    fx.write_range(T0, T0 + MIN);
-    let mut row = fx.rows(Table::Raw, 0).last().unwrap().clone();
-    row.ts_ms = T0 + MIN + 5_000;
-    let batch = WriteBatch {
-        bucket_end_ms: row.ts_ms,
-        rows: vec![row],
-        states: vec![],
-        points: vec![],
-        events: vec![],
-        late: false,
-    };
-    let readers: Vec<_> = std::iter::from_fn(|| fx.store.conn().ok()).take(64).collect();
-    assert!(readers.len() < 64, "the pool is exhausted: {} connections held, the next timed out", readers.len());
-    let stats = Arc::new(WriterStats::default());
-    let (queue, rx) = write::channel(4, stats.clone(), &fx.store);
-    let writer =
-        tokio::spawn(write::run_writer(fx.store.clone(), rx, Hub::new(1, 8, 8), stats.clone(), reporting(), MIN));
-    queue.submit(batch);
-    let committed = || stats.committed.load(std::sync::atomic::Ordering::Relaxed);
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    while committed() == 0 && std::time::Instant::now() < deadline {
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
-    assert_eq!((committed(), stats.failed.load(std::sync::atomic::Ordering::Relaxed)), (1, 0), "written at once");
-    drop(readers);
-    drop(queue);
-    writer.await.unwrap();
-}
-
 #[test]
 fn the_sealed_bucket_cache_answers_exactly_like_a_fresh_query() {
     let mut fx = Fixture::new();

@@ -91,10 +91,6 @@ pub struct Store {
     committed: std::sync::Arc<std::sync::atomic::AtomicI64>,
     /// Batches waiting to be written (the writer's backlog), which reads add to stored rows.
     held: std::sync::Arc<held::Held>,
-    /// The writer's own connection, outside the pool: readers holding every pooled connection
-    /// (many dashboards, a slow disk) never make the writer wait for one, or fail after the
-    /// pool's 5 s timeout and report storage as failing.
-    writer: std::sync::Arc<std::sync::Mutex<Connection>>,
 }
 
 /// Connection settings applied to every pooled connection: WAL so readers never block the
@@ -109,11 +105,8 @@ impl Store {
         let pool = r2d2::Pool::builder().max_size(8).connection_timeout(Duration::from_secs(5)).build(manager)?;
         let committed = std::sync::Arc::new(std::sync::atomic::AtomicI64::new(i64::MIN));
         schema::migrate(&mut *pool.get()?)?;
-        let writer = Connection::open(path)?;
-        writer.execute_batch(CONNECTION_PRAGMAS)?;
-        let writer = std::sync::Arc::new(std::sync::Mutex::new(writer));
         let (cache, held) = (Default::default(), Default::default());
-        Ok(Self { pool, path: path.to_path_buf(), cache, committed, held, writer })
+        Ok(Self { pool, path: path.to_path_buf(), cache, committed, held })
     }
 
     /// Records that the batch of the bucket ending at `bucket_end_ms` is committed.
@@ -185,24 +178,6 @@ impl Store {
         let pool = self.pool.clone();
         tokio::task::spawn_blocking(move || {
             let mut conn = pool.get()?;
-            f(&mut conn)
-        })
-        .await?
-    }
-}
-
-impl Store {
-    /// Runs `f` with the writer's own connection on the blocking thread pool (only the single
-    /// writer calls it, so the lock is never contended).
-    pub(crate) async fn with_writer<T, F>(&self, f: F) -> Result<T, StoreError>
-    where
-        T: Send + 'static,
-        F: FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
-    {
-        let writer = self.writer.clone();
-        tokio::task::spawn_blocking(move || {
-            // A panic inside `f` rolled its transaction back when it unwound: the connection is fine.
-            let mut conn = writer.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
             f(&mut conn)
         })
         .await?

@@ -237,7 +237,7 @@ impl Writer {
             let touches_served = batch.late || was_failing;
             let bucket_end_ms = batch.bucket_end_ms;
             let rollup_ms = self.rollup_ms;
-            match self.store.with_writer(move |c| write_batch(c, &batch, rollup_ms)).await {
+            match self.store.with_conn(move |c| write_batch(c, &batch, rollup_ms)).await {
                 Ok(merged) => {
                     if merged || touches_served {
                         self.store.cache().invalidate(); // rows landed in buckets that may have been served
