@@ -321,23 +321,19 @@ fn reporting() -> write::Reporting {
     write::Reporting { health: Default::default(), clock: Arc::new(zai_dash::clock::SystemClock) }
 }
 
+/// A batch of one bucket: `template` (a stored row) moved to the bucket ending at `ts_ms`.
+fn one_row_batch(template: &TargetRow, ts_ms: i64) -> WriteBatch {
+    let mut row = template.clone();
+    row.ts_ms = ts_ms;
+    WriteBatch { bucket_end_ms: ts_ms, rows: vec![row], states: vec![], points: vec![], events: vec![], late: false }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_locked_database_delays_writes_but_loses_no_batch() {
     let mut fx = Fixture::new();
     fx.write_range(T0, T0 + 10_000);
     let template = fx.rows(Table::Raw, 0).last().unwrap().clone();
-    let batch = |i: i64| {
-        let mut row = template.clone();
-        row.ts_ms = T0 + HOUR + i * 5_000;
-        WriteBatch {
-            bucket_end_ms: row.ts_ms,
-            rows: vec![row],
-            states: vec![],
-            points: vec![],
-            events: vec![],
-            late: false,
-        }
-    };
+    let batch = |i: i64| one_row_batch(&template, T0 + HOUR + i * 5_000);
     let stats = Arc::new(WriterStats::default());
     let (queue, rx) = write::channel(16, stats.clone(), &fx.store);
     let writer =
@@ -397,18 +393,7 @@ async fn a_batch_is_read_from_the_moment_it_is_handed_over_however_busy_the_writ
     let mut fx = Fixture::new();
     fx.write_range(T0, T0 + MIN);
     let template = fx.rows(Table::Raw, 0).last().unwrap().clone();
-    let batch = |i: i64| {
-        let mut row = template.clone();
-        row.ts_ms = T0 + MIN + i * 5_000;
-        WriteBatch {
-            bucket_end_ms: row.ts_ms,
-            rows: vec![row],
-            states: vec![],
-            points: vec![],
-            events: vec![],
-            late: false,
-        }
-    };
+    let batch = |i: i64| one_row_batch(&template, T0 + MIN + i * 5_000);
     let stats = Arc::new(WriterStats::default());
     let (queue, rx) = write::channel(1, stats.clone(), &fx.store);
     let locker = rusqlite::Connection::open(fx.store.path()).unwrap();
@@ -605,19 +590,8 @@ fn cumulative_fields_agree_across_tables_caches_and_retention_after_a_pod_vanish
 async fn a_batch_that_finds_the_queue_full_is_merged_into_the_next_never_dropped() {
     let mut fx = Fixture::new();
     fx.write_range(T0, T0 + MIN);
-    let row = |i: i64| {
-        let mut r = fx.rows(Table::Raw, 0)[0].clone();
-        r.ts_ms = T0 + HOUR + i * 5_000;
-        r
-    };
-    let batch = |i: i64| WriteBatch {
-        bucket_end_ms: T0 + HOUR + i * 5_000,
-        rows: vec![row(i)],
-        states: vec![],
-        points: vec![],
-        events: vec![],
-        late: false,
-    };
+    let template = fx.rows(Table::Raw, 0)[0].clone();
+    let batch = |i: i64| one_row_batch(&template, T0 + HOUR + i * 5_000);
     let stats = Arc::new(WriterStats::default());
     let (queue, rx) = write::channel(1, stats.clone(), &fx.store);
     // The writer is not running yet: the first batch fills the queue, the rest are held.
