@@ -415,7 +415,7 @@ const TRIM_INTERVAL: Duration = Duration::from_secs(60);
 /// With one arena (main.rs), freed memory stays in the heap for reuse and only its top is
 /// ever returned, so RSS followed the heap's peak and climbed in steps through a soak whose
 /// live heap was flat (BENCHMARKS.md, "Memory"). `malloc_trim` returns every whole free page
-/// in the middle too; a walk of a few tens of MB takes well under a millisecond.
+/// in the middle too.
 async fn return_freed_memory(stop: CancellationToken) {
     loop {
         tokio::select! {

@@ -3,10 +3,8 @@
 //! The ticker never waits for the disk. [`WriteQueue::submit`] puts the batch's rows in the
 //! store's backlog ([`super::held`]) at once, where every read finds them from that moment on,
 //! and tells the writer with a `try_send`; a slow or locked disk delays rows but never hides or
-//! loses them. (Before, a batch waited in the channel, invisible to reads, for as long as the
-//! writer was busy with an earlier one: a read could miss a closed bucket that the live stream
-//! had not shown yet either.) The writer writes the backlog oldest first, one transaction per
-//! batch. While the database refuses writes (disk full, read-only, I/O error, locked) the backlog
+//! loses them (a batch waiting in the channel would be invisible to reads for as long as the
+//! writer is busy). The writer writes the backlog oldest first, one transaction per batch. While the database refuses writes (disk full, read-only, I/O error, locked) the backlog
 //! keeps up to [`MAX_BACKLOG`] batches and is retried every [`RETRY_INTERVAL`], new batches or
 //! not; the failure is on the health board (`/healthz`, the pages' banner,
 //! `zai_dash_storage_healthy`, the `StorageFailing` rule) until every held batch is written.
@@ -41,7 +39,7 @@ pub(crate) const RETRY_INTERVAL: Duration = Duration::from_secs(1);
 pub struct WriterStats {
     /// Batches committed.
     pub committed: AtomicU64,
-    /// Batches dropped: the backlog or the merged notices overflowed (an hour each).
+    /// Batches dropped: the backlog outgrew an hour of them, or the writer was gone.
     pub dropped: AtomicU64,
     /// Notices that found the channel full and were merged into the next one (none is lost).
     pub merged: AtomicU64,

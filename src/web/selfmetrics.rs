@@ -257,7 +257,7 @@ fn write_writer(e: &mut Exposition, w: &WriterStats) {
     e.sample("zai_dash_write_batches_total", &[], load(&w.committed));
     e.family(
         "zai_dash_write_drops_total",
-        "Batches dropped because the retry backlog or the held batches outgrew an hour.",
+        "Batches dropped because the backlog outgrew an hour of them, or the writer was gone.",
         "counter",
     );
     e.sample("zai_dash_write_drops_total", &[], load(&w.dropped));
