@@ -221,16 +221,11 @@ fn tick_batch(ids: &[(i64, String)], states: &mut [Tracked], text: &str, at: i64
     }
 }
 
-fn file_bytes(store: &Store) -> u64 {
-    store.conn().unwrap().execute_batch("PRAGMA wal_checkpoint(TRUNCATE);").unwrap();
-    std::fs::metadata(store.path()).unwrap().len()
-}
-
 fn disk_per_target_day() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(&dir.path().join("day.db")).unwrap();
     let (ids, mut states) = register(&store, 1);
-    let empty = file_bytes(&store);
+    let empty = live_bytes(&store);
     let start = 1_800_000_000_000;
     let ticks = DAY_MS / 5_000;
     let base = reading::read(&parse::parse(FIXTURE).unwrap());
@@ -238,6 +233,14 @@ fn disk_per_target_day() {
     // every counter by its share of the fixture's totals, so counters change in steps, as they do.
     let per_tick: f64 = 1530.0 / (12.0 * 3600.0) * 5.0;
     let mut rng = 0x2545_f491_4f6c_dd1d_u64;
+    let plan = zai_dash::store::downsample::Plan {
+        point_ms: 5_000,
+        rollup_ms: 60_000,
+        settle_ms: 11_000,
+        retention_raw_ms: 10 * DAY_MS,
+        retention_rollup_ms: 10 * DAY_MS,
+        retention_coarse_ms: 10 * DAY_MS,
+    };
     let mut requests = 1530.0;
     for t in 0..ticks {
         let mut u = || {
@@ -267,33 +270,65 @@ fn disk_per_target_day() {
             late: false,
         };
         write::write_batch(&mut store.conn().unwrap(), &batch, 60_000).unwrap();
+        if t % 12 == 11 {
+            // The downsampler every minute, as the server runs it: rollups, then chunks.
+            zai_dash::store::downsample::run_once(&mut store.conn().unwrap(), at, plan).unwrap();
+        }
     }
-    let raw = file_bytes(&store) - empty;
-    let c = store.conn().unwrap();
-    let (rows, payload): (i64, f64) =
-        c.query_row("SELECT COUNT(*), AVG(length(data)) FROM metrics_5s", [], |r| Ok((r.get(0)?, r.get(1)?))).unwrap();
-    drop(c);
-    let plan = zai_dash::store::downsample::Plan {
-        point_ms: 5_000,
-        rollup_ms: 60_000,
-        settle_ms: 11_000,
-        retention_raw_ms: 10 * DAY_MS,
-        retention_rollup_ms: 10 * DAY_MS,
-        retention_coarse_ms: 10 * DAY_MS,
-    };
     zai_dash::store::downsample::run_once(&mut store.conn().unwrap(), start + DAY_MS + 60_000, plan).unwrap();
-    let with_rollups = file_bytes(&store) - empty;
+    let live = live_bytes(&store) - empty;
+    let tables = table_bytes(&store);
+    let c = store.conn().unwrap();
+    let (open_rows, chunk_rows): (i64, i64) = c
+        .query_row(
+            "SELECT (SELECT COUNT(*) FROM metrics_5s), (SELECT COALESCE(SUM(rows), 0) FROM metrics_5s_chunks)",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .unwrap();
+    drop(c);
     println!("## Disk per target-day\n");
     println!("Traffic: the fixture's mix (2 models, 5 status codes, quota gauges) at its rate of 1,530 requests per");
-    println!("12 h, as a Poisson process; {:.0} requests in the day.\n", requests - 1530.0);
+    println!(
+        "12 h, as a Poisson process; {:.0} requests in the day. The downsampler runs every simulated",
+        requests - 1530.0
+    );
+    println!("minute (rollups, then sealing rolled 10-minute windows into chunks), as the server runs it.\n");
     println!("| what | bytes |");
     println!("|---|---|");
     println!(
-        "| metrics_5s, one target, 24 h at 5 s ({rows} rows; mean payload {payload:.0} B) | {:.2} MB |",
-        raw as f64 / 1e6
+        "| raw rows, 24 h at 5 s ({chunk_rows} sealed in chunks, {open_rows} open): payload bytes | {:.2} MB |",
+        tables.raw as f64 / 1e6
     );
-    println!("| plus that day's metrics_1m rollups (1,440 rows) | {:.2} MB |", with_rollups as f64 / 1e6);
+    println!("| metrics_1m and metrics_10m rows: payload bytes | {:.2} MB |", tables.rolled as f64 / 1e6);
+    println!(
+        "| the database's pages in use (everything: tables, indexes, targets, journal) | {:.2} MB |",
+        live as f64 / 1e6
+    );
     println!();
+}
+
+/// Bytes of the database's pages in use (the file less its free pages), WAL checkpointed.
+fn live_bytes(store: &Store) -> u64 {
+    let c = store.conn().unwrap();
+    c.execute_batch("PRAGMA wal_checkpoint(TRUNCATE);").unwrap();
+    let pragma = |name: &str| c.query_row(&format!("PRAGMA {name}"), [], |r| r.get::<_, i64>(0)).unwrap();
+    ((pragma("page_count") - pragma("freelist_count")) * pragma("page_size")) as u64
+}
+
+/// Payload bytes of raw rows (chunks and open rows) and of rolled rows.
+struct TableBytes {
+    raw: u64,
+    rolled: u64,
+}
+
+fn table_bytes(store: &Store) -> TableBytes {
+    let c = store.conn().unwrap();
+    let sum = |sql: &str| c.query_row(sql, [], |r| r.get::<_, Option<i64>>(0)).unwrap().unwrap_or(0) as u64;
+    TableBytes {
+        raw: sum("SELECT SUM(length(data)) FROM metrics_5s_chunks") + sum("SELECT SUM(length(data)) FROM metrics_5s"),
+        rolled: sum("SELECT SUM(length(data)) FROM metrics_1m") + sum("SELECT SUM(length(data)) FROM metrics_10m"),
+    }
 }
 
 /// Bytes this process has dirtied in the page cache so far (`/proc/self/io` `write_bytes`: what
@@ -310,27 +345,47 @@ fn write_bytes() -> u64 {
 /// request moves in a zai-proxy ([`serve_request`]).
 fn write_volume() {
     println!("## Disk write volume per target-day (in process, storage path only)\n");
-    println!("| targets | page size | simulated | write_bytes per target-day | per target-scrape |");
-    println!("|---|---|---|---|---|");
+    println!(
+        "| targets | page size | simulated | write_bytes per target-day | per target-scrape | stored per target-day (pages in use) | of which raw payloads / rolled payloads |"
+    );
+    println!("|---|---|---|---|---|---|---|");
     let hours: i64 = std::env::var("BENCH_HOURS").ok().and_then(|v| v.parse().ok()).unwrap_or(2);
+    // `BENCH_PAGES=4096` runs one page size only.
+    let pages: Vec<u32> = std::env::var("BENCH_PAGES")
+        .ok()
+        .map(|v| v.split(',').filter_map(|p| p.trim().parse().ok()).collect())
+        .unwrap_or_else(|| vec![4096, 1024]);
     for n in [10usize, 100] {
-        for page in [4096u32, 1024] {
-            let per_day = volume_run(n, page, hours);
+        for &page in &pages {
+            let r = volume_run(n, page, hours);
+            let day = |b: u64| b as f64 / n as f64 * 24.0 / hours as f64 / 1e6;
             println!(
-                "| {n} | {page} B | {hours} h | {:.1} MB | {:.0} B |",
-                per_day / 1e6,
-                per_day / (DAY_MS / 5_000) as f64
+                "| {n} | {page} B | {hours} h | {:.1} MB | {:.0} B | {:.2} MB | {:.2} / {:.2} MB |",
+                r.written_per_day / 1e6,
+                r.written_per_day / (DAY_MS / 5_000) as f64,
+                day(r.stored),
+                day(r.tables.raw),
+                day(r.tables.rolled),
             );
         }
     }
     println!();
 }
 
-fn volume_run(n: usize, page: u32, hours: i64) -> f64 {
+/// What one volume run wrote and kept.
+struct VolumeRun {
+    written_per_day: f64,
+    /// Pages in use at the end (the state journal pruned, the WAL checkpointed).
+    stored: u64,
+    tables: TableBytes,
+}
+
+fn volume_run(n: usize, page: u32, hours: i64) -> VolumeRun {
     let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
     let path = dir.path().join("volume.db");
     rusqlite::Connection::open(&path).unwrap().execute_batch(&format!("PRAGMA page_size = {page}; VACUUM;")).unwrap();
     let store = Store::open(&path).unwrap();
+    let empty = live_bytes(&store);
     let (ids, mut states) = register(&store, n);
     let base = reading::read(&parse::parse(FIXTURE).unwrap());
     let start = 1_800_000_000_000;
@@ -373,7 +428,12 @@ fn volume_run(n: usize, page: u32, hours: i64) -> f64 {
         }
     }
     let written = write_bytes() - before;
-    written as f64 / n as f64 * 24.0 / hours as f64
+    drop(conn);
+    VolumeRun {
+        written_per_day: written as f64 / n as f64 * 24.0 / hours as f64,
+        stored: live_bytes(&store) - empty,
+        tables: table_bytes(&store),
+    }
 }
 
 /// One request as a zai-proxy counts it: one `requests_total` series (mostly 200), input and

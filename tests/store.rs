@@ -217,18 +217,22 @@ fn an_incomplete_minute_waits_and_a_late_row_is_rolled_again() {
 #[test]
 fn retention_trims_each_table_by_its_own_setting() {
     let mut fx = Fixture::new();
-    fx.write_range(T0, T0 + 10 * MIN);
+    fx.write_range(T0, T0 + 30 * MIN);
     let short = Plan { retention_raw_ms: 4 * MIN, retention_rollup_ms: 8 * MIN, ..plan() };
-    let now = T0 + 10 * MIN + 20_000;
+    let now = T0 + 30 * MIN + 20_000;
     let r = downsample::run_once(&mut fx.store.conn().unwrap(), now, short).unwrap();
     assert!(r.deleted_raw > 0 && r.deleted_rollup > 0);
+    assert!(r.sealed_rows > 0, "complete windows were sealed into chunks");
     let raw = fx.rows(Table::Raw, 0);
     let rolled = fx.rows(Table::Rollup, 0);
-    assert!(raw.iter().all(|r| r.ts_ms > now - 4 * MIN));
-    // Exactly what the setting promises is kept: the first 5 s row after the cutoff stays
-    // (rows are written every 5 s; the cutoff, now - 4 min, falls 5 s before one).
-    let oldest = raw.iter().map(|r| r.ts_ms).min();
-    assert_eq!(oldest, Some(now - 4 * MIN + 5_000), "the oldest raw row inside retention stays");
+    // Sealed raw rows go a whole 10-minute chunk at a time: nothing older than the retention
+    // plus one window stays, and everything inside the retention does (rows are written every
+    // 5 s; the cutoff, now - 4 min, falls 5 s before one).
+    assert!(raw.iter().all(|r| r.ts_ms > now - 4 * MIN - 10 * MIN));
+    assert!(raw.iter().any(|r| r.ts_ms <= now - 4 * MIN), "the chunk holding the cutoff stays whole");
+    let inside: Vec<i64> = raw.iter().map(|r| r.ts_ms).filter(|&ts| ts > now - 4 * MIN).collect();
+    assert_eq!(inside.len(), 44, "every raw row inside retention stays (3 min 40 s of them)");
+    assert_eq!(inside.first(), Some(&(now - 4 * MIN + 5_000)));
     assert!(rolled.iter().all(|r| r.ts_ms > now - 8 * MIN));
     assert!(rolled.iter().any(|r| r.ts_ms <= now - 4 * MIN), "1 m rows outlive the 5 s rows");
     // Raw rows not rolled up yet are never deleted, whatever the retention says.
@@ -532,8 +536,9 @@ fn cumulative_fields_agree_across_tables_caches_and_retention_after_a_pod_vanish
     let gone = query::register_targets(&fx.store.conn().unwrap(), &pairs, T0).unwrap()[0].id;
     let mut gone_state = TargetState::default();
     write_pod(&fx, gone, &mut gone_state, (T0, T0 + 3 * MIN)); // then the pod vanishes
-    fx.write_range(T0, T0 + 10 * MIN);
-    let now = T0 + 10 * MIN;
+    // Long enough that raw retention (6 min) takes a whole sealed 10-minute chunk.
+    fx.write_range(T0, T0 + 25 * MIN);
+    let now = T0 + 25 * MIN;
     let expected = fx.rows(Table::Raw, 0).last().unwrap().totals.requests_2xx
         + zai_dash::point::Totals::from(gone_state.totals).requests_2xx;
     let last_2xx = |raw: bool, start: i64, step: i64| {
@@ -751,4 +756,90 @@ async fn window_sums_read_ten_minute_rows_where_retention_deleted_the_minutes() 
     c.execute("DELETE FROM metrics_1m WHERE ts <= ?1", params![now - 25 * MIN]).unwrap();
     let after = requests(&source(600, 25 * 60).window(q).await.unwrap());
     assert_eq!(after, everything);
+}
+
+/// Every read of raw rows, as JSON: points over windows that start and end inside chunk
+/// windows and across their edges, at several steps, for every target and for one, and each
+/// target's rows.
+fn raw_reads(fx: &Fixture, end: i64) -> Vec<String> {
+    let mut out = Vec::new();
+    let windows = [
+        (T0 - 5 * MIN, end, 5_000, None),
+        (T0 + 7 * MIN + 2_500, T0 + 33 * MIN, 5_000, None),
+        (T0 + 9 * MIN, T0 + 21 * MIN, 15_000, Some("http://b/metrics")),
+        (T0 + 3 * MIN, end - 1, 30_000, None),
+        (end - 20 * MIN, end, 5_000, Some("http://a/metrics")),
+    ];
+    for (start_ms, end_ms, step_ms, target) in windows {
+        let q = RangeRead {
+            q: PointQuery { start_ms, end_ms, step_ms, variant: None, target_url: target.map(str::to_owned) },
+            raw: true,
+            point_ms: 5_000,
+            rollup_ms: MIN,
+        };
+        out.push(to_json(&range::points(&fx_conn(fx), &q).unwrap()));
+    }
+    for k in 0..2 {
+        out.push(format!("{:?}", fx.rows(Table::Raw, k)));
+    }
+    out
+}
+
+fn chunk_figures(fx: &Fixture) -> (i64, i64, i64) {
+    fx_conn(fx)
+        .query_row(
+            "SELECT count(*), COALESCE(SUM(rows), 0), (SELECT count(*) FROM metrics_5s) FROM metrics_5s_chunks",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )
+        .unwrap()
+}
+
+#[test]
+fn sealed_raw_rows_read_exactly_as_open_ones_and_take_late_rows() {
+    let mut fx = Fixture::new();
+    let end = T0 + 130 * MIN;
+    fx.write_range(T0, end);
+    let open = raw_reads(&fx, end);
+    let first = fx.downsample(end + 20_000);
+    // A database of open rows (one written before chunks existed) is sealed 12 windows per
+    // run: the first run leaves the newest 10 minutes open.
+    assert_eq!(first.sealed_rows, 2 * 12 * 120, "two hours of two targets sealed");
+    assert_eq!(chunk_figures(&fx), (24, 2 * 12 * 120, 2 * 120));
+    let sealed_once = raw_reads(&fx, end);
+    assert_eq!(sealed_once, open, "the same answers from chunks as from open rows");
+    let second = fx.downsample(end + 20_000);
+    assert_eq!(second.sealed_rows, 2 * 120);
+    assert_eq!(chunk_figures(&fx), (26, 2 * 13 * 120, 0), "every row in exactly one place");
+    assert_eq!(raw_reads(&fx, end), open);
+
+    // A second scrape of a bucket in a sealed window (a late batch) reopens the target's chunk
+    // and merges into the row it meets.
+    let at = T0 + 12 * MIN + 5_000;
+    let before = fx.rows(Table::Raw, 0).into_iter().find(|r| r.ts_ms == at).unwrap();
+    let mut late = before.clone();
+    late.counts.requests = [("500".to_owned(), 77.0)].into();
+    late.totals.requests_5xx += 77.0;
+    let batch =
+        WriteBatch { bucket_end_ms: at, rows: vec![late], states: vec![], points: vec![], events: vec![], late: true };
+    assert!(write::write_batch(&mut fx.store.conn().unwrap(), &batch, MIN).unwrap(), "the write reports a merge");
+    assert_eq!(chunk_figures(&fx), (25, 2 * 13 * 120 - 120, 120), "one chunk reopened");
+    let merged = |fx: &Fixture| fx.rows(Table::Raw, 0).into_iter().find(|r| r.ts_ms == at).unwrap();
+    assert_eq!(merged(&fx).counts.requests.get("500"), Some(&77.0));
+    assert_eq!(merged(&fx).counts.requests.get("200"), before.counts.requests.get("200"), "merged, not replaced");
+    let reopened = raw_reads(&fx, end);
+    assert_ne!(reopened, sealed_once);
+    // Sealed again on the next run, the merged row included.
+    let third = fx.downsample(end + 40_000);
+    assert_eq!(third.sealed_rows, 120);
+    assert_eq!(chunk_figures(&fx), (26, 2 * 13 * 120, 0));
+    assert_eq!(raw_reads(&fx, end), reopened);
+    // And it survives a restart: the chunks are what is on disk.
+    let path = fx._dir.path().join("t.db");
+    let reopened_store = Store::open(&path).unwrap();
+    let c = reopened_store.conn().unwrap();
+    let names = query::variant_names(&c).unwrap();
+    let rows = query::target_rows(&c, Table::Raw, fx.ids[0], i64::MIN, i64::MAX, &names).unwrap();
+    assert_eq!(rows.len(), 13 * 120);
+    assert_eq!(rows.iter().find(|r| r.ts_ms == at).unwrap().counts.requests.get("500"), Some(&77.0));
 }

@@ -27,7 +27,7 @@ const MAX_EXACT: f64 = 9_007_199_254_740_992.0; // 2^53
 /// A payload that cannot be decoded.
 #[derive(Debug, thiserror::Error)]
 #[error("corrupt row payload: {0}")]
-pub struct CodecError(&'static str);
+pub struct CodecError(pub(crate) &'static str);
 
 /// Encodes the payload of a row.
 pub fn encode(counts: &Counts, totals: &Totals, gauges: &Gauges) -> Vec<u8> {

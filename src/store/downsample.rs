@@ -1,5 +1,6 @@
 //! Rollups and retention: complete minutes of `metrics_5s` into `metrics_1m`, then complete
-//! 10 minutes of `metrics_1m` into `metrics_10m` (what ranges over a day read).
+//! 10 minutes of `metrics_1m` into `metrics_10m` (what ranges over a day read); then rolled
+//! 10-minute windows of raw rows sealed into compressed chunks ([`super::raw::seal`]).
 //!
 //! A watermark per rolled table in `meta` marks the end of its last rolled bucket, so the job
 //! resumes after a restart and never reads a bucket twice unless told to: the writer lowers the
@@ -32,7 +33,9 @@ pub struct Report {
     pub coarse_rows: usize,
     /// New watermark of `metrics_1m`, if any.
     pub watermark_ms: Option<i64>,
-    /// Rows deleted from `metrics_5s`.
+    /// Raw rows sealed into chunks (windows rolled into minutes; see [`super::raw`]).
+    pub sealed_rows: usize,
+    /// Raw rows deleted (open rows, and sealed ones a whole chunk at a time).
     pub deleted_raw: usize,
     /// Rows deleted from `metrics_1m`.
     pub deleted_rollup: usize,
@@ -78,6 +81,7 @@ pub(crate) async fn run(
                 forget_deleted(&store, &r);
                 tracing::debug!(
                     rolled = r.rolled_rows,
+                    sealed = r.sealed_rows,
                     deleted_raw = r.deleted_raw,
                     deleted_rollup = r.deleted_rollup,
                     duration_ms = r.duration_ms,
@@ -148,6 +152,7 @@ pub fn run_once(conn: &mut Connection, now_ms: i64, plan: Plan) -> Result<Report
     let tens = Tier { source: Table::Rollup, target: Table::Coarse, width_ms: plan.coarse_ms() };
     let (coarse_wm, coarse_rows) = roll_tier(conn, tens, wm.div_euclid(tens.width_ms) * tens.width_ms, plan)?;
     report.coarse_rows = coarse_rows;
+    report.sealed_rows = super::raw::seal(conn, plan.coarse_ms(), wm)?;
     enforce_retention(conn, now_ms, (wm, coarse_wm), plan, &mut report)?;
     report.duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
     Ok(report)
@@ -177,7 +182,12 @@ fn roll_tier(conn: &mut Connection, tier: Tier, complete: i64, plan: Plan) -> Re
 
 /// End of the first bucket of `width_ms` holding a row of `table`.
 fn first_row(conn: &Connection, table: Table, width_ms: i64) -> Result<Option<i64>, StoreError> {
-    let min: Option<i64> = conn.query_row(&format!("SELECT MIN(ts) FROM {}", table.name()), [], |r| r.get(0))?;
+    let min: Option<i64> = match table {
+        Table::Raw => super::raw::oldest_ts(conn)?,
+        Table::Rollup | Table::Coarse => {
+            conn.query_row(&format!("SELECT MIN(ts) FROM {}", table.name()), [], |r| r.get(0))?
+        }
+    };
     Ok(min.map(|ts| crate::clock::bucket_end(ts, width_ms)))
 }
 
@@ -249,8 +259,8 @@ fn enforce_retention(
     report.rollup_cutoff_ms = (now_ms - plan.retention_rollup_ms).min(coarse_wm);
     report.coarse_cutoff_ms = now_ms - plan.retention_coarse_ms;
     let tx = conn.transaction()?;
-    // Raw rows are keyed by time: their retention is one range at the start of the table.
-    report.deleted_raw = tx.execute("DELETE FROM metrics_5s WHERE ts <= ?1", [report.raw_cutoff_ms])?;
+    // Raw rows and chunks are keyed by time: their retention is one range at the start of each.
+    report.deleted_raw = super::raw::delete_through(&tx, report.raw_cutoff_ms)?;
     for t in query::targets(&tx)? {
         let delete = |table: Table, cutoff: i64| {
             let sql = format!("DELETE FROM {} WHERE target_id = ?1 AND ts <= ?2", table.name());

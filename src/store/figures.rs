@@ -6,7 +6,7 @@ use std::path::Path;
 
 use super::{Store, StoreError};
 
-/// Tables whose rows are counted.
+/// Tables whose rows are counted (`metrics_5s`: open and sealed raw rows alike).
 const COUNTED: [&str; 3] = ["metrics_1m", "metrics_5s", "targets"];
 
 /// The database's size and row counts.
@@ -26,7 +26,10 @@ impl Store {
             .with_conn(|c| {
                 let mut rows = BTreeMap::new();
                 for table in COUNTED {
-                    let n: i64 = c.query_row(&format!("SELECT count(*) FROM {table}"), [], |r| r.get(0))?;
+                    let n: i64 = match table {
+                        "metrics_5s" => super::raw::count(c)?,
+                        _ => c.query_row(&format!("SELECT count(*) FROM {table}"), [], |r| r.get(0))?,
+                    };
                     rows.insert(table, u64::try_from(n).unwrap_or(0));
                 }
                 Ok(rows)

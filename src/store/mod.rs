@@ -10,12 +10,14 @@
 pub(crate) mod alerts;
 pub mod cache;
 pub mod canary_log;
+pub(crate) mod chunk;
 pub mod codec;
 pub mod downsample;
 pub(crate) mod figures;
 pub(crate) mod held;
 pub mod query;
 pub mod range;
+pub(crate) mod raw;
 pub(crate) mod remote_queue;
 pub(crate) mod schema;
 pub(crate) mod sessions;

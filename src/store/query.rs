@@ -7,6 +7,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use rusqlite::{Connection, OptionalExtension, params};
 
+use super::raw::{self, RawRow};
 use super::{StoreError, codec};
 use crate::clock::bucket_end;
 use crate::point::{Counts, TargetRow, Totals};
@@ -226,8 +227,16 @@ pub(crate) fn variant_id(conn: &Connection, name: &str) -> Result<i64, StoreErro
 
 /// Inserts a raw row; if the target already has a row for that bucket (two scrapes completed
 /// in one bucket, or a retried late batch), the two are merged instead of one being lost.
-/// Returns true when it merged.
-pub(crate) fn upsert_raw_row(conn: &Connection, row: &TargetRow) -> Result<bool, StoreError> {
+/// A row at or before `sealed_through` ([`raw::sealed_through`]) may land in a sealed window,
+/// whose chunk is reopened first so that the merge finds its rows. Returns true when it merged.
+pub(crate) fn upsert_raw_row(
+    conn: &Connection,
+    row: &TargetRow,
+    sealed_through: Option<i64>,
+) -> Result<bool, StoreError> {
+    if sealed_through.is_some_and(|s| row.ts_ms <= s) {
+        raw::unseal(conn, row.target_id, row.ts_ms)?;
+    }
     let vid = variant_id(conn, &row.variant)?;
     let data = codec::encode(&row.counts, &row.totals, &row.gauges);
     let inserted = conn
@@ -310,6 +319,21 @@ fn decode(
     })
 }
 
+/// Decodes a raw row as [`raw::scan`] hands it over; present for one point width.
+fn decode_raw(r: RawRow<'_>, names: &HashMap<i64, String>, widths: (i64, i64)) -> Result<TargetRow, StoreError> {
+    let (counts, totals, gauges) = codec::decode(r.data)?;
+    Ok(TargetRow {
+        target_id: r.target_id,
+        variant: names.get(&r.variant_id).cloned().unwrap_or_else(|| "unknown".to_owned()),
+        ts_ms: r.ts,
+        elapsed_ms: r.elapsed_ms,
+        present_ms: widths.0,
+        counts,
+        totals,
+        gauges,
+    })
+}
+
 /// Widths assumed by reads that never use the rows' presences (merging a late raw row, tests,
 /// seeds); presences matter only to points, whose reads pass the real widths.
 const UNKNOWN_WIDTHS: (i64, i64) = (5_000, 60_000);
@@ -348,9 +372,13 @@ pub(crate) fn target_rows_with(
     names: &HashMap<i64, String>,
     widths: (i64, i64),
 ) -> Result<Vec<TargetRow>, StoreError> {
+    let mut out = Vec::new();
+    if table == Table::Raw {
+        each_raw_row(conn, (after, until), Some(target_id), names, widths, &mut |r| out.push(r))?;
+        return Ok(out);
+    }
     let mut stmt = conn.prepare_cached(&select(table, "ts > ?2 AND ts <= ?3 ORDER BY ts"))?;
     let mut rows = stmt.query(params![target_id, after, until])?;
-    let mut out = Vec::new();
     while let Some(r) = rows.next()? {
         out.push(decode(r, table, target_id, names, widths)?);
     }
@@ -368,16 +396,10 @@ pub(crate) fn each_raw_row(
     widths: (i64, i64),
     each: &mut dyn FnMut(TargetRow),
 ) -> Result<(), StoreError> {
-    let mut stmt = conn.prepare_cached(
-        "SELECT ts, variant_id, elapsed_ms, data, 0, target_id FROM metrics_5s
-         WHERE ts > ?1 AND ts <= ?2 AND (?3 IS NULL OR target_id = ?3) ORDER BY ts, target_id",
-    )?;
-    let mut rows = stmt.query(params![after, until, only])?;
-    while let Some(r) = rows.next()? {
-        let target_id: i64 = r.get(5)?;
-        each(decode(r, Table::Raw, target_id, names, widths)?);
-    }
-    Ok(())
+    raw::scan(conn, (after, until), only, &mut |r| {
+        each(decode_raw(r, names, widths)?);
+        Ok(true)
+    })
 }
 
 /// The running totals of one row of a target-keyed table: what its payload says at its end.
@@ -385,7 +407,7 @@ fn row_totals(table: Table, target_id: i64, filter: &str, ts: i64, conn: &Connec
     let sql = format!("SELECT target_id, ts, variant_id, data FROM {} WHERE target_id = ?1 AND {filter}", table.name());
     let mut stmt = conn.prepare_cached(&sql)?;
     let mut rows = stmt.query(params![target_id, ts])?;
-    rows.next()?.map(found).transpose()
+    rows.next()?.map(found_row).transpose()
 }
 
 /// A row found for a target's totals.
@@ -458,20 +480,17 @@ pub(crate) fn totals_at(
     Ok(out)
 }
 
-/// Each target's newest raw row in `(after, until]`, from one backward scan.
+/// Each target's newest raw row in `(after, until]`, from one scan.
 fn raw_newest(conn: &Connection, (after, until): (i64, i64)) -> Result<HashMap<i64, Found>, StoreError> {
-    let mut stmt = conn.prepare_cached(
-        "SELECT target_id, ts, variant_id, data FROM metrics_5s WHERE ts > ?1 AND ts <= ?2 ORDER BY ts DESC",
-    )?;
-    let mut rows = stmt.query(params![after, until])?;
-    let mut out = HashMap::new();
-    while let Some(r) = rows.next()? {
-        let target_id: i64 = r.get(0)?;
-        if let std::collections::hash_map::Entry::Vacant(slot) = out.entry(target_id) {
-            slot.insert(found(r)?);
-        }
-    }
-    Ok(out)
+    let mut newest: HashMap<i64, (i64, i64, Vec<u8>)> = HashMap::new();
+    raw::scan(conn, (after, until), None, &mut |r| {
+        let slot = newest.entry(r.target_id).or_default();
+        (slot.0, slot.1) = (r.ts, r.variant_id);
+        slot.2.clear();
+        slot.2.extend_from_slice(r.data);
+        Ok(true)
+    })?;
+    newest.into_iter().map(|(id, (ts, variant_id, data))| Ok((id, found(ts, variant_id, &data)?))).collect()
 }
 
 /// The first raw row after `t0` of each of `wanted`, scanning forward until all are found.
@@ -480,28 +499,27 @@ fn raw_oldest_after(
     t0: i64,
     mut wanted: std::collections::HashSet<i64>,
 ) -> Result<HashMap<i64, Found>, StoreError> {
-    let mut stmt =
-        conn.prepare_cached("SELECT target_id, ts, variant_id, data FROM metrics_5s WHERE ts > ?1 ORDER BY ts")?;
-    let mut rows = stmt.query(params![t0])?;
     let mut out = HashMap::new();
-    while !wanted.is_empty()
-        && let Some(r) = rows.next()?
-    {
-        let target_id: i64 = r.get(0)?;
-        if wanted.remove(&target_id) {
-            out.insert(target_id, found(r)?);
+    raw::scan(conn, (t0, i64::MAX), None, &mut |r| {
+        if wanted.remove(&r.target_id) {
+            out.insert(r.target_id, found(r.ts, r.variant_id, r.data)?);
         }
-    }
+        Ok(!wanted.is_empty())
+    })?;
     Ok(out)
 }
 
 /// A [`Found`] from columns `(_, ts, variant_id, data)`.
-fn found(r: &rusqlite::Row<'_>) -> Result<Found, StoreError> {
-    let data = r.get_ref(3)?.as_blob().map_err(rusqlite::Error::from)?;
+fn found_row(r: &rusqlite::Row<'_>) -> Result<Found, StoreError> {
+    found(r.get(1)?, r.get(2)?, r.get_ref(3)?.as_blob().map_err(rusqlite::Error::from)?)
+}
+
+/// A [`Found`] from a row's time, variant and payload.
+fn found(ts: i64, variant_id: i64, data: &[u8]) -> Result<Found, StoreError> {
     let v = codec::view(data)?;
     let mut counts = Counts::default();
     v.add_to(&mut counts);
-    Ok(Found { ts: r.get(1)?, variant_id: r.get(2)?, totals: v.totals, counts })
+    Ok(Found { ts, variant_id, totals: v.totals, counts })
 }
 
 fn newest(a: Option<Found>, b: Option<Found>) -> Option<Found> {

@@ -17,6 +17,7 @@ use rusqlite::{Connection, params};
 
 use super::held::HeldRows;
 use super::query::{self, StoredTarget, Table};
+use super::raw::{self, RawRow};
 use super::{StoreError, codec};
 use crate::clock::bucket_end;
 use crate::point::{Bucket, Point, PointBuilder, Quota, Summary, TargetRow};
@@ -213,14 +214,19 @@ pub fn target_summaries(
         table.name()
     );
     let mut stmt = conn.prepare_cached(&sql)?;
-    let rows = stmt.query(params![target_id, after, until])?;
-    summaries(rows, table, (names, widths), each_row, &mut |s| out.push(s))?;
+    let mut rows = stmt.query(params![target_id, after, until])?;
+    let mut summariser = Summariser::new(table, (names, widths));
+    while let Some(r) = rows.next()? {
+        let data = r.get_ref(3)?.as_blob().map_err(rusqlite::Error::from)?;
+        let row = RawRow { ts: r.get(0)?, target_id: r.get(5)?, variant_id: r.get(1)?, elapsed_ms: r.get(2)?, data };
+        out.push(summariser.summary(row, r.get(4)?, each_row)?);
+    }
     Ok(out)
 }
 
-/// Summaries of every target's raw rows (or only `only`'s) with `after < ts <= until`, from one
-/// scan of the time-keyed raw table, read in place like [`target_summaries`] and handed to
-/// `sink` in time then target order.
+/// Summaries of every target's raw rows (or only `only`'s) with `after < ts <= until`, open and
+/// sealed ([`raw::scan`]), read in place like [`target_summaries`] and handed to `sink` in time
+/// then target order.
 fn raw_summaries(
     conn: &Connection,
     only: Option<i64>,
@@ -229,51 +235,55 @@ fn raw_summaries(
     each_row: &mut RowVisitor<'_>,
     sink: &mut dyn FnMut(Summary),
 ) -> Result<(), StoreError> {
-    let mut stmt = conn.prepare_cached(
-        "SELECT ts, variant_id, elapsed_ms, data, 0, target_id FROM metrics_5s
-         WHERE ts > ?1 AND ts <= ?2 AND (?3 IS NULL OR target_id = ?3) ORDER BY ts, target_id",
-    )?;
-    let rows = stmt.query(params![after, until, only])?;
-    summaries(rows, Table::Raw, (names, widths), each_row, sink)
+    let mut summariser = Summariser::new(Table::Raw, (names, widths));
+    raw::scan(conn, (after, until), only, &mut |row| {
+        sink(summariser.summary(row, 0, each_row)?);
+        Ok(true)
+    })
 }
 
-/// Reads selected `(ts, variant_id, elapsed_ms, data, presence, target_id)` rows into summaries,
-/// handed to `sink` one by one in the rows' order.
-fn summaries(
-    mut rows: rusqlite::Rows<'_>,
+/// Summarises stored rows read in place; a target's quota block repeated byte for byte (it
+/// changes rarely) is decoded once.
+struct Summariser<'a> {
     table: Table,
-    (names, widths): Context<'_>,
-    each_row: &mut RowVisitor<'_>,
-    sink: &mut dyn FnMut(Summary),
-) -> Result<(), StoreError> {
-    let unknown: Arc<str> = Arc::from("unknown");
-    let mut last_quota: HashMap<i64, (Vec<u8>, Option<Arc<Quota>>)> = HashMap::new();
-    while let Some(r) = rows.next()? {
-        let data = r.get_ref(3)?.as_blob().map_err(rusqlite::Error::from)?;
-        let v = codec::view(data)?;
-        let target_id: i64 = r.get(5)?;
-        let quota = match last_quota.get(&target_id) {
+    names: &'a HashMap<i64, Arc<str>>,
+    widths: (i64, i64),
+    unknown: Arc<str>,
+    last_quota: HashMap<i64, (Vec<u8>, Option<Arc<Quota>>)>,
+}
+
+impl<'a> Summariser<'a> {
+    fn new(table: Table, (names, widths): Context<'a>) -> Self {
+        Self { table, names, widths, unknown: Arc::from("unknown"), last_quota: HashMap::new() }
+    }
+
+    /// The row's summary (`stored_presence`: the rolled tables' presence column, 0 for raw
+    /// rows), after handing the row to `each_row`.
+    fn summary(
+        &mut self,
+        row: RawRow<'_>,
+        stored_presence: i64,
+        each_row: &mut RowVisitor<'_>,
+    ) -> Result<Summary, StoreError> {
+        let v = codec::view(row.data)?;
+        let quota = match self.last_quota.get(&row.target_id) {
             Some((bytes, q)) if bytes.as_slice() == v.quota_bytes => q.clone(),
             _ => {
                 let q = v.quota()?.map(Arc::new);
-                last_quota.insert(target_id, (v.quota_bytes.to_vec(), q.clone()));
+                self.last_quota.insert(row.target_id, (v.quota_bytes.to_vec(), q.clone()));
                 q
             }
         };
-        let variant = names.get(&r.get::<_, i64>(1)?).cloned().unwrap_or_else(|| unknown.clone());
-        let ts: i64 = r.get(0)?;
-        let elapsed_ms: i64 = r.get(2)?;
-        let stored_presence: i64 = r.get(4)?;
-        each_row(&variant, ts, RowRef::View(&v));
-        let mut s = v.summary(target_id, variant, (ts, elapsed_ms), quota);
-        s.present_ms = match table {
-            Table::Raw => widths.0,
+        let variant = self.names.get(&row.variant_id).cloned().unwrap_or_else(|| self.unknown.clone());
+        each_row(&variant, row.ts, RowRef::View(&v));
+        let mut s = v.summary(row.target_id, variant, (row.ts, row.elapsed_ms), quota);
+        s.present_ms = match self.table {
+            Table::Raw => self.widths.0,
             Table::Rollup | Table::Coarse if stored_presence > 0 => stored_presence,
-            Table::Rollup | Table::Coarse => elapsed_ms.min(widths.1),
+            Table::Rollup | Table::Coarse => row.elapsed_ms.min(self.widths.1),
         };
-        sink(s);
+        Ok(s)
     }
-    Ok(())
 }
 
 /// Every target's rolled rows for `after < ts <= until`, coarsest first: stored 10 min rows (for

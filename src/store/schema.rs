@@ -165,6 +165,23 @@ const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (baseline, candidate, ts)
     ) WITHOUT ROWID;
 ",
+    "
+    -- Sealed raw rows: each target's rows of a complete window (rows of (start_ts, end_ts],
+    -- ten rollup widths: 10 minutes) compressed into one chunk (store::chunk). Open rows stay in
+    -- metrics_5s until their window is sealed; a row is in one table or the other. The index
+    -- covers what scans and counts need without reading the blobs.
+    CREATE TABLE metrics_5s_chunks (
+        start_ts  INTEGER NOT NULL,
+        end_ts    INTEGER NOT NULL,
+        target_id INTEGER NOT NULL,
+        first_ts  INTEGER NOT NULL,
+        last_ts   INTEGER NOT NULL,
+        rows      INTEGER NOT NULL,
+        data      BLOB NOT NULL
+    );
+    CREATE INDEX metrics_5s_chunks_by_window
+        ON metrics_5s_chunks (start_ts, target_id, end_ts, rows, first_ts, last_ts);
+",
 ];
 
 /// The schema version this build writes.

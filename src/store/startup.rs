@@ -68,7 +68,7 @@ impl Store {
         build: impl FnOnce(&[StoredTarget]) -> WriteBatch,
     ) -> Result<bool, StoreError> {
         let mut conn = self.conn()?;
-        let newest: Option<i64> = conn.query_row("SELECT MAX(ts) FROM metrics_5s", [], |r| r.get(0))?;
+        let newest = super::raw::newest_ts(&conn)?;
         if newest.is_some_and(|ts| ts > unless_after_ms) {
             return Ok(false);
         }

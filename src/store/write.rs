@@ -339,9 +339,10 @@ impl Watermarks {
 pub fn write_batch(conn: &mut Connection, batch: &WriteBatch, rollup_ms: i64) -> Result<bool, StoreError> {
     let tx = conn.transaction()?;
     let mut watermarks = Watermarks::read(&tx)?;
+    let sealed_through = super::raw::sealed_through(&tx)?;
     let mut changed_served = false;
     for row in &batch.rows {
-        changed_served |= query::upsert_raw_row(&tx, row)?;
+        changed_served |= query::upsert_raw_row(&tx, row, sealed_through)?;
         changed_served |= watermarks.reopen(&tx, row.ts_ms, rollup_ms)?;
     }
     write_states(&tx, &batch.states)?;

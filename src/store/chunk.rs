@@ -1,0 +1,477 @@
+//! Compressed chunks of raw rows: one target's rows of one 10-minute window in one blob.
+//!
+//! A raw row's payload ([`super::codec`]) is about 200-300 bytes, and a target's consecutive
+//! payloads are nearly the same bytes: the same labels in the same order, running totals that
+//! grew a little, increases that are mostly zero. Stored one SQLite row each, a target-day took
+//! about 5 MB. A chunk stores what changed instead, in the manner of time-series engines'
+//! chunks (Gorilla, VLDB 2015): timestamps as deltas of deltas (a steady 5 s cadence costs one
+//! byte per row), the elapsed time and variant as deltas, and each payload as a difference
+//! against the previous payload of the chunk: runs copied from it, and the bytes that changed.
+//!
+//! The difference is an LZ77-style encoding whose only dictionary is the previous payload:
+//! `literal length, literal bytes, match offset, match length`, repeated. A match's offset is
+//! counted from where the previous payload would continue if the bytes in between had been
+//! replaced one for one, so a value that changed in place costs about four bytes and an
+//! unchanged payload two. Decoding needs only the previous payload, so a chunk is read row by
+//! row in place ([`ChunkRows`]) and a reader of many targets' chunks holds one payload per
+//! chunk, not the decoded window.
+//!
+//! The first byte is a format version. A corrupt blob is an error, never a panic or an
+//! unbounded allocation: every length is checked against the bytes that remain.
+
+use super::codec::CodecError;
+
+/// Format of chunks written now.
+const VERSION: u8 = 1;
+/// Shortest copy worth a match (an op costs about three bytes).
+const MIN_MATCH: usize = 4;
+/// Size of the encoder's table of 4-byte sequences of the previous payload.
+const HASH_BITS: u32 = 10;
+/// A payload longer than this is refused on decode (rows are a few hundred bytes; a row with
+/// thousands of client buckets a few tens of kilobytes).
+const MAX_PAYLOAD: usize = 16 << 20;
+
+const TRUNCATED: CodecError = CodecError("truncated chunk");
+
+/// One row of a chunk, as decoded: the payload borrows the decoder's buffer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct ChunkRow<'a> {
+    /// Bucket end, ms.
+    pub ts: i64,
+    /// Variant id.
+    pub variant_id: i64,
+    /// Time the row's increases cover, ms.
+    pub elapsed_ms: i64,
+    /// The row's payload, as [`super::codec::encode`] wrote it.
+    pub data: &'a [u8],
+}
+
+/// Builds one chunk from rows pushed in time order.
+#[derive(Debug)]
+pub(crate) struct ChunkWriter {
+    out: Vec<u8>,
+    prev: Vec<u8>,
+    first_ts: i64,
+    last_ts: i64,
+    last_delta: i64,
+    last_elapsed: i64,
+    last_variant: i64,
+    rows: usize,
+}
+
+impl ChunkWriter {
+    /// A chunk whose rows come after `start_ms` (the start of its window).
+    pub(crate) fn new(start_ms: i64) -> Self {
+        let mut out = Vec::with_capacity(1024);
+        out.push(VERSION);
+        Self {
+            out,
+            prev: Vec::new(),
+            first_ts: start_ms,
+            last_ts: start_ms,
+            last_delta: 0,
+            last_elapsed: 0,
+            last_variant: 0,
+            rows: 0,
+        }
+    }
+
+    /// Appends a row; rows come in strictly increasing time order.
+    pub(crate) fn push(&mut self, row: ChunkRow<'_>, scratch: &mut Scratch) {
+        debug_assert!(self.rows == 0 || row.ts > self.last_ts, "chunk rows out of time order");
+        let delta = row.ts.wrapping_sub(self.last_ts);
+        put_signed(&mut self.out, delta.wrapping_sub(self.last_delta));
+        put_signed(&mut self.out, row.elapsed_ms.wrapping_sub(self.last_elapsed));
+        put_signed(&mut self.out, row.variant_id.wrapping_sub(self.last_variant));
+        diff(&self.prev, row.data, &mut self.out, scratch);
+        (self.last_ts, self.last_delta, self.last_elapsed, self.last_variant) =
+            (row.ts, delta, row.elapsed_ms, row.variant_id);
+        self.prev.clear();
+        self.prev.extend_from_slice(row.data);
+        if self.rows == 0 {
+            self.first_ts = row.ts;
+        }
+        self.rows += 1;
+    }
+
+    /// Rows pushed so far.
+    pub(crate) fn rows(&self) -> usize {
+        self.rows
+    }
+
+    /// Time of the oldest row pushed.
+    pub(crate) fn first_ts(&self) -> i64 {
+        self.first_ts
+    }
+
+    /// Time of the newest row pushed.
+    pub(crate) fn last_ts(&self) -> i64 {
+        self.last_ts
+    }
+
+    /// The encoded chunk.
+    pub(crate) fn finish(self) -> Vec<u8> {
+        self.out
+    }
+}
+
+/// The encoder's working memory, shared by every chunk being written (one table, not one per
+/// target).
+#[derive(Debug)]
+pub(crate) struct Scratch {
+    /// Position + 1 in the previous payload of a 4-byte sequence by its hash (0: none).
+    table: Vec<u32>,
+}
+
+impl Default for Scratch {
+    fn default() -> Self {
+        Self { table: vec![0; 1 << HASH_BITS] }
+    }
+}
+
+/// Reads a chunk's rows one at a time.
+#[derive(Debug)]
+pub(crate) struct ChunkRows {
+    bytes: Vec<u8>,
+    pos: usize,
+    prev: Vec<u8>,
+    cur: Vec<u8>,
+    ts: i64,
+    delta: i64,
+    elapsed: i64,
+    variant: i64,
+}
+
+impl ChunkRows {
+    /// A reader of the chunk `bytes` of the window starting at `start_ms`.
+    pub(crate) fn new(start_ms: i64, bytes: Vec<u8>) -> Result<Self, CodecError> {
+        match bytes.first() {
+            Some(&VERSION) => {}
+            Some(_) => return Err(CodecError("unknown chunk format version")),
+            None => return Err(TRUNCATED),
+        }
+        Ok(Self { bytes, pos: 1, prev: Vec::new(), cur: Vec::new(), ts: start_ms, delta: 0, elapsed: 0, variant: 0 })
+    }
+
+    /// Decodes the next row into [`Self::current`]; false after the last.
+    pub(crate) fn advance(&mut self) -> Result<bool, CodecError> {
+        if self.pos >= self.bytes.len() {
+            return Ok(false);
+        }
+        let mut r = Reader { bytes: &self.bytes, pos: self.pos };
+        self.delta = self.delta.wrapping_add(r.signed()?);
+        self.ts = self.ts.wrapping_add(self.delta);
+        self.elapsed = self.elapsed.wrapping_add(r.signed()?);
+        self.variant = self.variant.wrapping_add(r.signed()?);
+        std::mem::swap(&mut self.prev, &mut self.cur);
+        patch(&mut r, &self.prev, &mut self.cur)?;
+        self.pos = r.pos;
+        Ok(true)
+    }
+
+    /// The row the last [`Self::advance`] decoded.
+    pub(crate) fn current(&self) -> ChunkRow<'_> {
+        ChunkRow { ts: self.ts, variant_id: self.variant, elapsed_ms: self.elapsed, data: &self.cur }
+    }
+}
+
+/// Every row of a chunk, owned: for the rare paths that rewrite a chunk (a late row landing
+/// in a sealed window).
+pub(crate) fn decode_all(start_ms: i64, bytes: Vec<u8>) -> Result<Vec<OwnedRow>, CodecError> {
+    let mut rows = ChunkRows::new(start_ms, bytes)?;
+    let mut out = Vec::new();
+    while rows.advance()? {
+        let r = rows.current();
+        out.push(OwnedRow { ts: r.ts, variant_id: r.variant_id, elapsed_ms: r.elapsed_ms, data: r.data.to_vec() });
+    }
+    Ok(out)
+}
+
+/// A decoded row that owns its payload.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct OwnedRow {
+    /// Bucket end, ms.
+    pub ts: i64,
+    /// Variant id.
+    pub variant_id: i64,
+    /// Time the row's increases cover, ms.
+    pub elapsed_ms: i64,
+    /// The payload.
+    pub data: Vec<u8>,
+}
+
+impl OwnedRow {
+    /// The row borrowed, as a chunk takes it.
+    pub(crate) fn as_row(&self) -> ChunkRow<'_> {
+        ChunkRow { ts: self.ts, variant_id: self.variant_id, elapsed_ms: self.elapsed_ms, data: &self.data }
+    }
+}
+
+/// Writes `cur` as a difference against `prev` (see the module doc): its length plus one, then
+/// the ops; a length of 0 says "the same bytes as `prev`" (an idle target's row).
+fn diff(prev: &[u8], cur: &[u8], out: &mut Vec<u8>, scratch: &mut Scratch) {
+    if prev == cur {
+        out.push(0);
+        return;
+    }
+    put_varint(out, cur.len() as u64 + 1);
+    index(prev, scratch);
+    let (mut i, mut lit_start, mut expected) = (0usize, 0usize, 0usize);
+    while i < cur.len() {
+        let aligned = expected + (i - lit_start);
+        let mut best = (match_len(prev, aligned, cur, i), aligned);
+        if let Some(h) = cur.get(i..i + MIN_MATCH).map(hash) {
+            let slot = scratch.table[h] as usize;
+            if slot > 0 {
+                let len = match_len(prev, slot - 1, cur, i);
+                if len > best.0 {
+                    best = (len, slot - 1);
+                }
+            }
+        }
+        if best.0 < MIN_MATCH {
+            i += 1;
+            continue;
+        }
+        put_varint(out, (i - lit_start) as u64);
+        out.extend_from_slice(&cur[lit_start..i]);
+        put_signed(out, best.1 as i64 - aligned as i64);
+        put_varint(out, (best.0 - MIN_MATCH) as u64);
+        i += best.0;
+        expected = best.1 + best.0;
+        lit_start = i;
+    }
+    if lit_start < cur.len() {
+        put_varint(out, (cur.len() - lit_start) as u64);
+        out.extend_from_slice(&cur[lit_start..]);
+    }
+}
+
+/// Rebuilds into `cur` a payload that [`diff`] wrote against `prev`.
+fn patch(r: &mut Reader<'_>, prev: &[u8], cur: &mut Vec<u8>) -> Result<(), CodecError> {
+    cur.clear();
+    let Some(len) = r.len(MAX_PAYLOAD + 1)?.checked_sub(1) else {
+        cur.extend_from_slice(prev);
+        return Ok(());
+    };
+    cur.reserve(len.min(r.remaining().saturating_mul(4).max(prev.len())));
+    let mut expected = 0usize;
+    while cur.len() < len {
+        let lit = r.len(len - cur.len())?;
+        cur.extend_from_slice(r.take(lit)?);
+        expected = expected.saturating_add(lit);
+        if cur.len() == len {
+            break;
+        }
+        let from = (expected as i64).checked_add(r.signed()?).ok_or(CodecError("match offset overflow"))?;
+        let n = r.len(len - cur.len())?.checked_add(MIN_MATCH).ok_or(CodecError("match length overflow"))?;
+        let from = usize::try_from(from).map_err(|_| CodecError("match before the previous payload"))?;
+        let src = prev.get(from..from.saturating_add(n)).ok_or(CodecError("match beyond the previous payload"))?;
+        if cur.len() + n > len {
+            return Err(CodecError("match beyond the payload's length"));
+        }
+        cur.extend_from_slice(src);
+        expected = from + n;
+    }
+    Ok(())
+}
+
+/// Indexes every 4-byte sequence of `prev` by its hash (the last occurrence wins).
+fn index(prev: &[u8], scratch: &mut Scratch) {
+    scratch.table.fill(0);
+    for (i, w) in prev.windows(MIN_MATCH).enumerate() {
+        scratch.table[hash(w)] = (i + 1) as u32;
+    }
+}
+
+fn hash(w: &[u8]) -> usize {
+    let v = u32::from_le_bytes([w[0], w[1], w[2], w[3]]);
+    (v.wrapping_mul(2_654_435_761) >> (32 - HASH_BITS)) as usize
+}
+
+/// Length of the common run of `prev[at..]` and `cur[i..]`.
+fn match_len(prev: &[u8], at: usize, cur: &[u8], i: usize) -> usize {
+    match prev.get(at..) {
+        Some(p) => p.iter().zip(&cur[i..]).take_while(|(a, b)| a == b).count(),
+        None => 0,
+    }
+}
+
+fn put_varint(out: &mut Vec<u8>, mut v: u64) {
+    while v >= 0x80 {
+        out.push((v as u8) | 0x80);
+        v >>= 7;
+    }
+    out.push(v as u8);
+}
+
+fn put_signed(out: &mut Vec<u8>, v: i64) {
+    put_varint(out, ((v << 1) ^ (v >> 63)) as u64);
+}
+
+struct Reader<'a> {
+    bytes: &'a [u8],
+    pos: usize,
+}
+
+impl<'a> Reader<'a> {
+    fn remaining(&self) -> usize {
+        self.bytes.len() - self.pos
+    }
+
+    fn varint(&mut self) -> Result<u64, CodecError> {
+        let mut v = 0u64;
+        for shift in (0..64).step_by(7) {
+            let b = *self.bytes.get(self.pos).ok_or(TRUNCATED)?;
+            self.pos += 1;
+            v |= u64::from(b & 0x7f) << shift;
+            if b & 0x80 == 0 {
+                return Ok(v);
+            }
+        }
+        Err(CodecError("varint too long"))
+    }
+
+    fn signed(&mut self) -> Result<i64, CodecError> {
+        let v = self.varint()?;
+        Ok(((v >> 1) as i64) ^ -((v & 1) as i64))
+    }
+
+    /// A length of at most `max`.
+    fn len(&mut self, max: usize) -> Result<usize, CodecError> {
+        usize::try_from(self.varint()?).ok().filter(|&n| n <= max).ok_or(CodecError("length out of range"))
+    }
+
+    fn take(&mut self, n: usize) -> Result<&'a [u8], CodecError> {
+        let s = self.bytes.get(self.pos..self.pos.saturating_add(n)).ok_or(TRUNCATED)?;
+        self.pos += n;
+        Ok(s)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A small deterministic generator (xorshift), so failures reproduce.
+    struct Rng(u64);
+    impl Rng {
+        fn next(&mut self) -> u64 {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            self.0
+        }
+        fn below(&mut self, n: u64) -> u64 {
+            self.next() % n.max(1)
+        }
+    }
+
+    fn encode_rows(start: i64, rows: &[OwnedRow]) -> Vec<u8> {
+        let mut w = ChunkWriter::new(start);
+        let mut scratch = Scratch::default();
+        for r in rows {
+            w.push(r.as_row(), &mut scratch);
+        }
+        assert_eq!(w.rows(), rows.len());
+        w.finish()
+    }
+
+    /// Payloads that evolve like a target's: mostly the same, a few bytes changed in place,
+    /// sometimes a byte inserted or removed, sometimes a wholly different payload.
+    fn evolving_rows(rng: &mut Rng, n: usize) -> Vec<OwnedRow> {
+        let mut data: Vec<u8> = (0..200).map(|_| rng.below(256) as u8).collect();
+        let mut ts = 600_000;
+        (0..n)
+            .map(|_| {
+                match rng.below(10) {
+                    0 => data = (0..rng.below(400)).map(|_| rng.below(256) as u8).collect(),
+                    1 if !data.is_empty() => {
+                        let at = rng.below(data.len() as u64) as usize;
+                        data.remove(at);
+                    }
+                    2 => {
+                        let at = rng.below(data.len() as u64 + 1) as usize;
+                        data.insert(at, rng.below(256) as u8);
+                    }
+                    _ => {
+                        for _ in 0..rng.below(4) {
+                            let at = rng.below(data.len() as u64 + 1) as usize;
+                            if let Some(b) = data.get_mut(at) {
+                                *b = b.wrapping_add(1);
+                            }
+                        }
+                    }
+                }
+                ts += if rng.below(8) == 0 { 5_000 * (1 + rng.below(5) as i64) } else { 5_000 };
+                OwnedRow {
+                    ts,
+                    variant_id: 1 + rng.below(2) as i64,
+                    elapsed_ms: 4_900 + rng.below(200) as i64,
+                    data: data.clone(),
+                }
+            })
+            .collect()
+    }
+
+    #[test]
+    fn rows_round_trip_exactly() {
+        let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
+        for case in 0..300 {
+            let rows = evolving_rows(&mut rng, 1 + case % 130);
+            let blob = encode_rows(600_000, &rows);
+            assert_eq!(decode_all(600_000, blob).unwrap(), rows, "case {case}");
+        }
+    }
+
+    #[test]
+    fn empty_payloads_and_identical_payloads_round_trip() {
+        let rows: Vec<OwnedRow> = [vec![], vec![], vec![7; 300], vec![7; 300], vec![]]
+            .into_iter()
+            .enumerate()
+            .map(|(i, data)| OwnedRow { ts: 5_000 * (i as i64 + 1), variant_id: 1, elapsed_ms: 5_000, data })
+            .collect();
+        assert_eq!(decode_all(0, encode_rows(0, &rows)).unwrap(), rows);
+    }
+
+    #[test]
+    fn a_steady_target_costs_a_few_bytes_per_row() {
+        let payload = crate::store::codec::encode(
+            &Default::default(),
+            &crate::point::Totals { requests_2xx: 12_345.0, ..Default::default() },
+            &Default::default(),
+        );
+        let rows: Vec<OwnedRow> = (1..=120)
+            .map(|i| OwnedRow { ts: 5_000 * i, variant_id: 1, elapsed_ms: 5_000, data: payload.clone() })
+            .collect();
+        let blob = encode_rows(0, &rows);
+        // The first row in full (version, time, elapsed, variant, lengths: 8 bytes), then 4
+        // bytes per unchanged row: time, elapsed, variant, "same payload".
+        let bound = payload.len() + 8 + 119 * 4;
+        assert!(blob.len() <= bound, "{} bytes for 120 rows of {} bytes", blob.len(), payload.len());
+    }
+
+    #[test]
+    fn a_corrupt_chunk_is_an_error_never_a_panic() {
+        let mut rng = Rng(42);
+        let rows = evolving_rows(&mut rng, 60);
+        let blob = encode_rows(0, &rows);
+        assert!(ChunkRows::new(0, vec![]).is_err());
+        assert!(ChunkRows::new(0, vec![99]).is_err(), "unknown version");
+        for cut in 1..blob.len() {
+            let _ = decode_all(0, blob[..cut].to_vec()); // must return, whatever it returns
+        }
+        for _ in 0..2_000 {
+            let mut bad = blob.clone();
+            for _ in 0..1 + rng.below(4) {
+                let at = 1 + rng.below(bad.len() as u64 - 1) as usize;
+                bad[at] = rng.below(256) as u8;
+            }
+            let _ = decode_all(0, bad);
+        }
+        // A length claiming more than the blob holds is refused before anything is allocated.
+        let mut huge = vec![VERSION, 0, 0, 0];
+        put_varint(&mut huge, u64::MAX >> 1);
+        assert!(decode_all(0, huge).is_err());
+    }
+}
