@@ -6,15 +6,18 @@
 //! about 5 MB. A chunk stores what changed instead, in the manner of time-series engines'
 //! chunks (Gorilla, VLDB 2015): timestamps as deltas of deltas (a steady 5 s cadence costs one
 //! byte per row), the elapsed time and variant as deltas, and each payload as a difference
-//! against the previous payload of the chunk: runs copied from it, and the bytes that changed.
+//! against the chunk's recent payloads: runs copied from them, and the bytes that changed.
 //!
-//! The difference is an LZ77-style encoding whose only dictionary is the previous payload:
-//! `literal length, literal bytes, match offset, match length`, repeated. A match's offset is
-//! counted from where the previous payload would continue if the bytes in between had been
-//! replaced one for one, so a value that changed in place costs about four bytes and an
-//! unchanged payload two. Decoding needs only the previous payload, so a chunk is read row by
-//! row in place ([`ChunkRows`]) and a reader of many targets' chunks holds one payload per
-//! chunk, not the decoded window.
+//! The difference is an LZ77-style encoding whose only dictionary is the last [`DEPTH`]
+//! distinct payloads of the chunk, newest first ([`History`]): `literal length, literal bytes,
+//! match offset, match length`, repeated. A match's offset is counted from where the copy
+//! would continue if the bytes in between had been replaced one for one, so a value that
+//! changed in place costs about four bytes; a payload equal to the previous one costs one.
+//! Older payloads matter because a quiet target alternates: a row with a request's increases
+//! (labels, histogram buckets) between idle rows that carry only totals, so a busy row finds
+//! the previous busy row's labels and the idle row after it the idle row before. Decoding
+//! needs only that history, so a chunk is read row by row in place ([`ChunkRows`]) and a
+//! reader of many targets' chunks holds a few payloads per chunk, not the decoded window.
 //!
 //! The first byte is a format version. A corrupt blob is an error, never a panic or an
 //! unbounded allocation: every length is checked against the bytes that remain.
@@ -25,8 +28,10 @@ use super::codec::CodecError;
 const VERSION: u8 = 1;
 /// Shortest copy worth a match (an op costs about three bytes).
 const MIN_MATCH: usize = 4;
-/// Size of the encoder's table of 4-byte sequences of the previous payload.
-const HASH_BITS: u32 = 10;
+/// Size of the encoder's table of 4-byte sequences of the history.
+const HASH_BITS: u32 = 11;
+/// Distinct payloads a difference may copy from.
+const DEPTH: usize = 4;
 /// A payload longer than this is refused on decode (rows are a few hundred bytes; a row with
 /// thousands of client buckets a few tens of kilobytes).
 const MAX_PAYLOAD: usize = 16 << 20;
@@ -50,7 +55,7 @@ pub(crate) struct ChunkRow<'a> {
 #[derive(Debug)]
 pub(crate) struct ChunkWriter {
     out: Vec<u8>,
-    prev: Vec<u8>,
+    history: History,
     first_ts: i64,
     last_ts: i64,
     last_delta: i64,
@@ -66,7 +71,7 @@ impl ChunkWriter {
         out.push(VERSION);
         Self {
             out,
-            prev: Vec::new(),
+            history: History::default(),
             first_ts: start_ms,
             last_ts: start_ms,
             last_delta: 0,
@@ -83,11 +88,10 @@ impl ChunkWriter {
         put_signed(&mut self.out, delta.wrapping_sub(self.last_delta));
         put_signed(&mut self.out, row.elapsed_ms.wrapping_sub(self.last_elapsed));
         put_signed(&mut self.out, row.variant_id.wrapping_sub(self.last_variant));
-        diff(&self.prev, row.data, &mut self.out, scratch);
+        diff(&self.history, row.data, &mut self.out, scratch);
         (self.last_ts, self.last_delta, self.last_elapsed, self.last_variant) =
             (row.ts, delta, row.elapsed_ms, row.variant_id);
-        self.prev.clear();
-        self.prev.extend_from_slice(row.data);
+        self.history.push(row.data);
         if self.rows == 0 {
             self.first_ts = row.ts;
         }
@@ -119,7 +123,7 @@ impl ChunkWriter {
 /// target).
 #[derive(Debug)]
 pub(crate) struct Scratch {
-    /// Position + 1 in the previous payload of a 4-byte sequence by its hash (0: none).
+    /// Position + 1 in the history of a 4-byte sequence by its hash (0: none).
     table: Vec<u32>,
 }
 
@@ -134,7 +138,7 @@ impl Default for Scratch {
 pub(crate) struct ChunkRows {
     bytes: Vec<u8>,
     pos: usize,
-    prev: Vec<u8>,
+    history: History,
     cur: Vec<u8>,
     ts: i64,
     delta: i64,
@@ -150,7 +154,16 @@ impl ChunkRows {
             Some(_) => return Err(CodecError("unknown chunk format version")),
             None => return Err(TRUNCATED),
         }
-        Ok(Self { bytes, pos: 1, prev: Vec::new(), cur: Vec::new(), ts: start_ms, delta: 0, elapsed: 0, variant: 0 })
+        Ok(Self {
+            bytes,
+            pos: 1,
+            history: History::default(),
+            cur: Vec::new(),
+            ts: start_ms,
+            delta: 0,
+            elapsed: 0,
+            variant: 0,
+        })
     }
 
     /// Decodes the next row into [`Self::current`]; false after the last.
@@ -163,8 +176,8 @@ impl ChunkRows {
         self.ts = self.ts.wrapping_add(self.delta);
         self.elapsed = self.elapsed.wrapping_add(r.signed()?);
         self.variant = self.variant.wrapping_add(r.signed()?);
-        std::mem::swap(&mut self.prev, &mut self.cur);
-        patch(&mut r, &self.prev, &mut self.cur)?;
+        patch(&mut r, &self.history, &mut self.cur)?;
+        self.history.push(&self.cur);
         self.pos = r.pos;
         Ok(true)
     }
@@ -207,23 +220,56 @@ impl OwnedRow {
     }
 }
 
-/// Writes `cur` as a difference against `prev` (see the module doc): its length plus one, then
-/// the ops; a length of 0 says "the same bytes as `prev`" (an idle target's row).
-fn diff(prev: &[u8], cur: &[u8], out: &mut Vec<u8>, scratch: &mut Scratch) {
-    if prev == cur {
+/// The last [`DEPTH`] distinct payloads of a chunk, newest first, laid end to end: what a
+/// difference copies from. Writer and reader keep the same history.
+#[derive(Debug, Default)]
+struct History {
+    /// The payloads, newest first.
+    dict: Vec<u8>,
+    /// Their lengths, newest first.
+    lens: std::collections::VecDeque<usize>,
+    spare: Vec<u8>,
+}
+
+impl History {
+    /// The newest payload (empty before the first).
+    fn newest(&self) -> &[u8] {
+        &self.dict[..self.lens.front().copied().unwrap_or(0)]
+    }
+
+    /// Adds a row's payload, unless it repeats the newest.
+    fn push(&mut self, payload: &[u8]) {
+        if !self.lens.is_empty() && payload == self.newest() {
+            return;
+        }
+        self.lens.push_front(payload.len());
+        self.lens.truncate(DEPTH);
+        let kept: usize = self.lens.iter().skip(1).sum();
+        self.spare.clear();
+        self.spare.extend_from_slice(payload);
+        self.spare.extend_from_slice(&self.dict[..kept]);
+        std::mem::swap(&mut self.dict, &mut self.spare);
+    }
+}
+
+/// Writes `cur` as a difference against `history` (see the module doc): its length plus one,
+/// then the ops; a length of 0 says "the same bytes as the newest payload" (an idle row).
+fn diff(history: &History, cur: &[u8], out: &mut Vec<u8>, scratch: &mut Scratch) {
+    if !history.lens.is_empty() && cur == history.newest() {
         out.push(0);
         return;
     }
+    let dict = &history.dict;
     put_varint(out, cur.len() as u64 + 1);
-    index(prev, scratch);
+    index(dict, scratch);
     let (mut i, mut lit_start, mut expected) = (0usize, 0usize, 0usize);
     while i < cur.len() {
         let aligned = expected + (i - lit_start);
-        let mut best = (match_len(prev, aligned, cur, i), aligned);
+        let mut best = (match_len(dict, aligned, cur, i), aligned);
         if let Some(h) = cur.get(i..i + MIN_MATCH).map(hash) {
             let slot = scratch.table[h] as usize;
             if slot > 0 {
-                let len = match_len(prev, slot - 1, cur, i);
+                let len = match_len(dict, slot - 1, cur, i);
                 if len > best.0 {
                     best = (len, slot - 1);
                 }
@@ -247,14 +293,15 @@ fn diff(prev: &[u8], cur: &[u8], out: &mut Vec<u8>, scratch: &mut Scratch) {
     }
 }
 
-/// Rebuilds into `cur` a payload that [`diff`] wrote against `prev`.
-fn patch(r: &mut Reader<'_>, prev: &[u8], cur: &mut Vec<u8>) -> Result<(), CodecError> {
+/// Rebuilds into `cur` a payload that [`diff`] wrote against `history`.
+fn patch(r: &mut Reader<'_>, history: &History, cur: &mut Vec<u8>) -> Result<(), CodecError> {
     cur.clear();
     let Some(len) = r.len(MAX_PAYLOAD + 1)?.checked_sub(1) else {
-        cur.extend_from_slice(prev);
+        cur.extend_from_slice(history.newest());
         return Ok(());
     };
-    cur.reserve(len.min(r.remaining().saturating_mul(4).max(prev.len())));
+    let dict = &history.dict;
+    cur.reserve(len.min(r.remaining().saturating_mul(4).max(dict.len())));
     let mut expected = 0usize;
     while cur.len() < len {
         let lit = r.len(len - cur.len())?;
@@ -265,8 +312,8 @@ fn patch(r: &mut Reader<'_>, prev: &[u8], cur: &mut Vec<u8>) -> Result<(), Codec
         }
         let from = (expected as i64).checked_add(r.signed()?).ok_or(CodecError("match offset overflow"))?;
         let n = r.len(len - cur.len())?.checked_add(MIN_MATCH).ok_or(CodecError("match length overflow"))?;
-        let from = usize::try_from(from).map_err(|_| CodecError("match before the previous payload"))?;
-        let src = prev.get(from..from.saturating_add(n)).ok_or(CodecError("match beyond the previous payload"))?;
+        let from = usize::try_from(from).map_err(|_| CodecError("match before the history"))?;
+        let src = dict.get(from..from.saturating_add(n)).ok_or(CodecError("match beyond the history"))?;
         if cur.len() + n > len {
             return Err(CodecError("match beyond the payload's length"));
         }
@@ -276,10 +323,10 @@ fn patch(r: &mut Reader<'_>, prev: &[u8], cur: &mut Vec<u8>) -> Result<(), Codec
     Ok(())
 }
 
-/// Indexes every 4-byte sequence of `prev` by its hash (the last occurrence wins).
-fn index(prev: &[u8], scratch: &mut Scratch) {
+/// Indexes every 4-byte sequence of the history by its hash (the newest payload's win).
+fn index(dict: &[u8], scratch: &mut Scratch) {
     scratch.table.fill(0);
-    for (i, w) in prev.windows(MIN_MATCH).enumerate() {
+    for (i, w) in dict.windows(MIN_MATCH).enumerate().rev() {
         scratch.table[hash(w)] = (i + 1) as u32;
     }
 }
@@ -449,6 +496,26 @@ mod tests {
         // bytes per unchanged row: time, elapsed, variant, "same payload".
         let bound = payload.len() + 8 + 119 * 4;
         assert!(blob.len() <= bound, "{} bytes for 120 rows of {} bytes", blob.len(), payload.len());
+    }
+
+    #[test]
+    fn a_row_like_one_a_few_rows_back_copies_from_it() {
+        // A quiet target: a request's row (labels, histogram increments) now and then between
+        // idle rows. Each copies from the last row of its own kind, not only from the previous.
+        let mut rng = Rng(7);
+        let idle: Vec<u8> = (0..120).map(|_| rng.below(256) as u8).collect();
+        let busy: Vec<u8> = (0..260).map(|_| rng.below(256) as u8).collect();
+        let rows: Vec<OwnedRow> = (1..=120)
+            .map(|i| OwnedRow {
+                ts: 5_000 * i,
+                variant_id: 1,
+                elapsed_ms: 5_000,
+                data: if i % 3 == 0 { busy.clone() } else { idle.clone() },
+            })
+            .collect();
+        let blob = encode_rows(0, &rows);
+        assert_eq!(decode_all(0, blob.clone()).unwrap(), rows);
+        assert!(blob.len() < idle.len() + busy.len() + 120 * 8, "{} bytes", blob.len());
     }
 
     #[test]
