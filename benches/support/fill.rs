@@ -30,8 +30,9 @@ pub fn scaled_reading(base: &reading::Reading, frac: f64) -> reading::Reading {
 }
 
 /// Fills 2 variants x 3 pods: 24 h of 5 s rows and 7 d of 1 min rows ending `now`, with the
-/// fixture's traffic growing steadily; everything before the last minute is rolled up, and the
-/// writer is taken to have committed every bucket up to `now`.
+/// fixture's traffic growing steadily; everything before the last minute is rolled up, raw rows
+/// of rolled 10-minute windows are sealed into chunks, and the writer is taken to have
+/// committed every bucket up to `now`.
 pub fn prefill(store: &Store, now: i64) {
     let pairs: Vec<(String, String)> = (0..6)
         .map(|i| (format!("http://pod-{i}:8080/metrics"), if i < 3 { "production" } else { "canary" }.to_owned()))
@@ -76,7 +77,9 @@ pub fn prefill(store: &Store, now: i64) {
         retention_rollup_ms: 8 * DAY_MS,
         retention_coarse_ms: 30 * DAY_MS,
     };
-    zai_dash::store::downsample::run_once(&mut store.conn().unwrap(), now, plan).unwrap();
+    // Runs until nothing is left to seal, so raw rows sit in chunks as in a server that has run
+    // for a day (a run seals at most 12 windows).
+    while zai_dash::store::downsample::run_once(&mut store.conn().unwrap(), now, plan).unwrap().sealed_rows > 0 {}
     store.note_committed(bucket_end(now, 5_000)); // as the writer does after each tick
 }
 
