@@ -365,6 +365,19 @@ impl TargetRow {
         }
     }
 
+    /// Starts a rollup ending at `ts_ms` from a target's first row of the bucket; later rows
+    /// are folded in with [`TargetRow::fold_later`], giving exactly what [`TargetRow::rollup`]
+    /// gives for the same rows, without holding them.
+    pub(crate) fn start_rollup(first: TargetRow, ts_ms: i64) -> RollingRow {
+        let n = [&first.gauges.concurrent, &first.gauges.max_workers, &first.gauges.rate_limit_rps]
+            .map(|g| if g.is_some() { 1.0 } else { 0.0 });
+        // Summed into empty counts, as `rollup` sums (adding to zero normalises what a row may
+        // hold as is, such as a -0.0).
+        let mut counts = Counts::default();
+        counts.add(&first.counts);
+        RollingRow { row: TargetRow { ts_ms, counts, ..first }, n }
+    }
+
     /// Rolls consecutive rows of one target (time order) into one row ending at `ts_ms`:
     /// increases and histogram buckets summed, gauges as avg/min/max/last, totals and quota
     /// from the last row. Never averages percentiles or cumulative values.
@@ -390,6 +403,59 @@ impl TargetRow {
                 quota: rows.iter().rev().find_map(|r| r.gauges.quota.clone()),
             },
         })
+    }
+}
+
+/// A rollup being built row by row ([`TargetRow::start_rollup`]): the rolled row so far, and
+/// how many rows each gauge's running average has seen.
+#[derive(Debug, Clone)]
+pub(crate) struct RollingRow {
+    row: TargetRow,
+    n: [f64; 3],
+}
+
+impl RollingRow {
+    /// Folds in the target's next row of the bucket, as [`TargetRow::rollup`] would.
+    pub(crate) fn fold_later(&mut self, later: TargetRow) {
+        let r = &mut self.row;
+        r.counts.add(&later.counts);
+        r.elapsed_ms += later.elapsed_ms;
+        r.present_ms += later.present_ms;
+        r.totals = later.totals;
+        r.variant = later.variant;
+        r.target_id = later.target_id;
+        let pairs = [
+            (&mut r.gauges.concurrent, later.gauges.concurrent),
+            (&mut r.gauges.max_workers, later.gauges.max_workers),
+            (&mut r.gauges.rate_limit_rps, later.gauges.rate_limit_rps),
+        ];
+        for ((acc, next), n) in pairs.into_iter().zip(&mut self.n) {
+            if let Some(s) = next {
+                *n += 1.0;
+                *acc = Some(match *acc {
+                    None => s,
+                    Some(a) => GaugeStat {
+                        avg: a.avg + (s.avg - a.avg) / *n,
+                        min: a.min.min(s.min),
+                        max: a.max.max(s.max),
+                        last: s.last,
+                    },
+                });
+            }
+        }
+        if later.gauges.quota.is_some() {
+            r.gauges.quota = later.gauges.quota;
+        }
+    }
+
+    /// The rolled row.
+    pub(crate) fn finish(self) -> TargetRow {
+        self.row
+    }
+
+    /// End of the bucket being rolled.
+    pub(crate) fn ts_ms(&self) -> i64 {
+        self.row.ts_ms
     }
 }
 
@@ -435,6 +501,25 @@ mod tests {
         assert_eq!(r.totals, rows[2].totals);
         let c = r.gauges.concurrent.unwrap();
         assert_eq!((c.avg, c.min, c.max, c.last), (2.0, 0.0, 4.0, 0.0));
+    }
+
+    #[test]
+    fn a_rollup_folded_row_by_row_is_the_rollup_of_the_rows() {
+        let mut rows: Vec<TargetRow> =
+            (1..=12).map(|i| row(i * 5_000, i as f64, (i % 3) as f64, 0.37 * i as f64)).collect();
+        rows[3].gauges.concurrent = None;
+        rows[0].gauges.concurrent = None;
+        rows[5].gauges.max_workers = Some(GaugeStat::single(4.0));
+        rows[7].gauges.quota = Some(Quota { gate_open: Some(true), ..Quota::default() });
+        rows[9].variant = "canary".into();
+        rows[4].counts.duration.buckets = vec![(0.5, 1.0), (f64::INFINITY, 3.0)];
+        rows[4].counts.duration.count = 3.0;
+        let batch = TargetRow::rollup(&rows, 60_000).unwrap();
+        let mut rolling = TargetRow::start_rollup(rows[0].clone(), 60_000);
+        for r in &rows[1..] {
+            rolling.fold_later(r.clone());
+        }
+        assert_eq!(format!("{:?}", rolling.finish()), format!("{batch:?}"));
     }
 
     #[test]

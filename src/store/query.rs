@@ -10,7 +10,7 @@ use rusqlite::{Connection, OptionalExtension, params};
 use super::raw::{self, RawRow};
 use super::{StoreError, codec};
 use crate::clock::bucket_end;
-use crate::point::{Counts, TargetRow, Totals};
+use crate::point::{Counts, RollingRow, TargetRow, Totals};
 
 /// Which points table.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -568,12 +568,14 @@ pub(crate) fn latest_totals(conn: &Connection, rollup_ms: i64) -> Result<Vec<(i6
 }
 
 /// Rolls raw rows of many targets, streaming by in time order, into rows per `rollup_ms`
-/// bucket, holding at most one open bucket's rows per target: rolling a long range (a catch-up
-/// after a restart, a wide chart step) never keeps the range's raw rows in memory at once.
+/// bucket, folding each row into its target's open bucket as it comes: rolling a long range (a
+/// catch-up after a restart, a wide chart step) or every target's minute holds one rolled row
+/// per target, not the rows (at 500 targets a minute's decoded rows were 6.4 MB of the
+/// downsampler's heap; BENCHMARKS.md, "Memory").
 #[derive(Debug)]
 pub(crate) struct Roller {
     width_ms: i64,
-    open: HashMap<i64, Vec<TargetRow>>,
+    open: HashMap<i64, RollingRow>,
 }
 
 impl Roller {
@@ -585,26 +587,26 @@ impl Roller {
     /// Takes the target's next row; when it starts a new bucket, returns the target's previous
     /// bucket rolled up.
     pub(crate) fn push(&mut self, row: TargetRow) -> Option<TargetRow> {
-        let width = self.width_ms;
-        let open = self.open.entry(row.target_id).or_default();
-        let done = match open.first() {
-            Some(first) if bucket_end(first.ts_ms, width) != bucket_end(row.ts_ms, width) => {
-                let chunk = std::mem::take(open);
-                TargetRow::rollup(&chunk, bucket_end(chunk[0].ts_ms, width))
+        let end = bucket_end(row.ts_ms, self.width_ms);
+        match self.open.entry(row.target_id) {
+            std::collections::hash_map::Entry::Occupied(mut slot) if slot.get().ts_ms() == end => {
+                slot.get_mut().fold_later(row);
+                None
             }
-            _ => None,
-        };
-        open.push(row);
-        done
+            std::collections::hash_map::Entry::Occupied(mut slot) => {
+                let done = std::mem::replace(slot.get_mut(), TargetRow::start_rollup(row, end));
+                Some(done.finish())
+            }
+            std::collections::hash_map::Entry::Vacant(slot) => {
+                slot.insert(TargetRow::start_rollup(row, end));
+                None
+            }
+        }
     }
 
     /// The buckets still open, rolled up.
     pub(crate) fn finish(self) -> Vec<TargetRow> {
-        let width = self.width_ms;
-        self.open
-            .into_values()
-            .filter_map(|chunk| TargetRow::rollup(&chunk, bucket_end(chunk.first()?.ts_ms, width)))
-            .collect()
+        self.open.into_values().map(RollingRow::finish).collect()
     }
 }
 

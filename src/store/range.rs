@@ -362,7 +362,7 @@ fn rolled_raw_tail(
         return Ok(());
     }
     let mut roller = query::Roller::new(widths.1);
-    let mut stored = HashSet::new();
+    let mut stored = HashSet::new(); // keys of the few newest buckets only: see `may_hold`
     let mut take = |r: TargetRow, read: &mut Read| {
         each_row(&r.variant, r.ts_ms, RowRef::Row(&r));
         read.newest_ms = read.newest_ms.max(Some(r.ts_ms));
@@ -371,7 +371,9 @@ fn rolled_raw_tail(
         }
     };
     query::each_raw_row(conn, (from, until), only, names, widths, &mut |r| {
-        stored.insert((r.ts_ms, r.target_id));
+        if held.may_hold(r.ts_ms) {
+            stored.insert((r.ts_ms, r.target_id));
+        }
         take(r, read);
     })?;
     for r in held.rows_in((from, until), only, &stored) {
