@@ -99,7 +99,9 @@ impl PointCache {
     }
 
     /// [`PointCache::points_json`] with the rows the writer still holds. Those are newer than
-    /// the last committed bucket, so never in a sealed one: they are read, never cached.
+    /// the last committed bucket, so never in a sealed one, except a late batch's rows, which
+    /// may be: they are cached with their bucket, and the writer drops the cache when it writes
+    /// a late batch (or recovers from a failure), so the cache never outlives what it read.
     pub(crate) fn points_json_with(
         &self,
         conn: &Connection,

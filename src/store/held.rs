@@ -10,9 +10,13 @@
 //! window sums keep moving with the live stream instead of freezing at a slow or failing disk.
 //! A batch committed between the snapshot and the read is in both: its rows are left out of the
 //! snapshot's side when the read found the same target and bucket ([`HeldRows::rows_in`] takes
-//! the keys read).
-//! Batches written late (after their bucket closed) are never added: they may land in a bucket
-//! already served and cached, and show once written.
+//! the keys read, or the reader skips a held row its scan found).
+//! Late batches (rows that reached the ticker after their bucket closed, which happens when the
+//! process is starved of CPU) are added too, wherever their bucket is: until the writer took
+//! them, reads lacked those rows, so a bucket seconds old could be missing from one read and
+//! present in the next. Such a row may be older than stored rows, so ordered readers merge the
+//! held rows into their scan by `(ts, target_id)` ([`super::range`]); the writer drops the
+//! cache once a late batch is written, as it may touch a bucket already served.
 
 use std::collections::{HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -66,7 +70,7 @@ impl Held {
     pub(crate) fn snapshot(&self, committed_until: impl FnOnce() -> i64) -> HeldRows {
         let Ok(batches) = self.batches.lock() else { return HeldRows::default() };
         let after_ms = committed_until();
-        HeldRows { batches: batches.iter().filter(|b| !b.late).cloned().collect(), after_ms }
+        HeldRows { batches: batches.iter().cloned().collect(), after_ms }
     }
 }
 
@@ -74,7 +78,8 @@ impl Held {
 #[derive(Debug, Clone)]
 pub(crate) struct HeldRows {
     batches: Vec<Arc<WriteBatch>>,
-    /// End of the newest committed bucket when the snapshot was taken; only rows after it count.
+    /// End of the newest committed bucket when the snapshot was taken; only rows after it count,
+    /// but for late batches' (their bucket may be older than committed ones).
     after_ms: i64,
 }
 
@@ -89,12 +94,6 @@ impl Default for HeldRows {
 pub(crate) type RowKey = (i64, i64);
 
 impl HeldRows {
-    /// Whether a stored row of bucket `ts_ms` may also be among the held rows (committed after
-    /// the snapshot): only those keys need remembering for [`HeldRows::rows_in`].
-    pub(crate) fn may_hold(&self, ts_ms: i64) -> bool {
-        ts_ms > self.after_ms && !self.batches.is_empty()
-    }
-
     /// Held rows with `after < ts <= until` (only `only`'s, when given) that `stored` (the keys
     /// the read found in the database) lacks, in time then target order; two rows of one target
     /// and bucket are merged as the writer would merge them.
@@ -104,12 +103,13 @@ impl HeldRows {
         only: Option<i64>,
         stored: &HashSet<RowKey>,
     ) -> Vec<TargetRow> {
-        let lower = after.max(self.after_ms);
+        let committed = after.max(self.after_ms);
         let mut rows: Vec<&TargetRow> = self
             .batches
             .iter()
-            .flat_map(|b| &b.rows)
-            .filter(|r| r.ts_ms > lower && r.ts_ms <= until)
+            .flat_map(|b| b.rows.iter().map(move |r| (b.late, r)))
+            .filter(|(late, r)| r.ts_ms > if *late { after } else { committed } && r.ts_ms <= until)
+            .map(|(_, r)| r)
             .filter(|r| only.is_none_or(|id| id == r.target_id) && !stored.contains(&(r.ts_ms, r.target_id)))
             .collect();
         rows.sort_by_key(|r| (r.ts_ms, r.target_id)); // stable: a later batch's row stays later
@@ -157,9 +157,13 @@ mod tests {
         let snap = held.snapshot(|| 5);
         let keys = |rows: &[TargetRow]| rows.iter().map(|r| (r.ts_ms, r.target_id)).collect::<Vec<_>>();
         let all = snap.rows_in((0, 100), None, &HashSet::new());
-        assert_eq!(keys(&all), [(10, 1), (10, 2), (15, 1)], "late batches and committed buckets left out");
-        assert_eq!(all[2].counts.requests["200"], 7.0, "two rows of one bucket merged");
-        let committed_meanwhile = HashSet::from([(10, 1), (10, 2)]);
+        assert_eq!(
+            keys(&all),
+            [(5, 1), (10, 1), (10, 2), (15, 1)],
+            "a late batch's row, the others after the committed bucket"
+        );
+        assert_eq!(all[3].counts.requests["200"], 7.0, "two rows of one bucket merged");
+        let committed_meanwhile = HashSet::from([(5, 1), (10, 1), (10, 2)]);
         assert_eq!(keys(&snap.rows_in((0, 100), None, &committed_meanwhile)), [(15, 1)]);
         assert_eq!(keys(&snap.rows_in((10, 100), Some(1), &HashSet::new())), [(15, 1)]);
         assert!(HeldRows::default().rows_in((0, 100), None, &HashSet::new()).is_empty());
@@ -270,5 +274,34 @@ mod tests {
         // A batch committed after the snapshot was taken is in both: counted once.
         commit(&store, &failing[0]);
         assert_eq!(reads(&store, &held), written);
+    }
+
+    #[test]
+    fn a_late_row_older_than_stored_rows_is_read_in_its_place_until_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("h.db")).unwrap();
+        for b in &batches(&store) {
+            commit(&store, b);
+        }
+        let written = reads(&store, &HeldRows::default());
+
+        // Target b's scrape of bucket 25 reached the ticker after the bucket closed: it went to
+        // the writer as a late batch after bucket 26's, and the writer stopped there.
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("h.db")).unwrap();
+        let mut all = batches(&store);
+        let late_row = all[24].rows.remove(1);
+        let late = batch(all[24].bucket_end_ms, vec![late_row], true);
+        for b in &all[..26] {
+            commit(&store, b);
+        }
+        store.held().push(late.clone());
+        for b in &all[26..] {
+            store.held().push(b.clone());
+        }
+        let held = store.held_rows();
+        assert_eq!(reads(&store, &held), written, "the late row is read in its bucket, before stored rows");
+        commit(&store, &late);
+        assert_eq!(reads(&store, &held), written, "written after the snapshot: counted once");
     }
 }

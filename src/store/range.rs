@@ -224,24 +224,6 @@ pub fn target_summaries(
     Ok(out)
 }
 
-/// Summaries of every target's raw rows (or only `only`'s) with `after < ts <= until`, open and
-/// sealed ([`raw::scan`]), read in place like [`target_summaries`] and handed to `sink` in time
-/// then target order.
-fn raw_summaries(
-    conn: &Connection,
-    only: Option<i64>,
-    (after, until): (i64, i64),
-    (names, widths): Context<'_>,
-    each_row: &mut RowVisitor<'_>,
-    sink: &mut dyn FnMut(Summary),
-) -> Result<(), StoreError> {
-    let mut summariser = Summariser::new(Table::Raw, (names, widths));
-    raw::scan(conn, (after, until), only, &mut |row| {
-        sink(summariser.summary(row, 0, each_row)?);
-        Ok(true)
-    })
-}
-
 /// Summarises stored rows read in place; a target's quota block repeated byte for byte (it
 /// changes rarely) is decoded once.
 struct Summariser<'a> {
@@ -319,9 +301,9 @@ fn rolled_rows(
 type RawSource<'a> = (Option<i64>, &'a HeldRows);
 
 /// The raw rows of `(from, until]`, every target's (or only `only`'s) in one scan, plus the
-/// held rows the database lacks, into `stream` in time order: the held rows are newer than
-/// every stored one (batches commit oldest first, and a held batch that committed since the
-/// snapshot is found stored and left out of the held side).
+/// held rows the database lacks, into `stream` in time order: the held rows are merged into
+/// the scan by `(ts, target_id)` (a late batch's row may be older than stored ones), and one
+/// the scan also found (committed since the snapshot) is left out.
 fn raw_points(
     conn: &Connection,
     (only, held): RawSource<'_>,
@@ -333,18 +315,51 @@ fn raw_points(
     if from >= until {
         return Ok(());
     }
-    let mut stored = HashSet::new(); // keys of the few newest buckets only: see `may_hold`
-    raw_summaries(conn, only, (from, until), (names, widths), each_row, &mut |s| {
-        if held.may_hold(s.ts_ms) {
-            stored.insert((s.ts_ms, s.target_id));
+    let mut pending = HeldMerge::new(held.rows_in((from, until), only, &HashSet::new()));
+    let mut summariser = Summariser::new(Table::Raw, (names, widths));
+    raw::scan(conn, (from, until), only, &mut |row| {
+        for r in pending.before((row.ts, row.target_id)) {
+            each_row(&r.variant, r.ts_ms, RowRef::Row(&r));
+            stream.push(Summary::from(&r));
         }
-        stream.push(s);
+        stream.push(summariser.summary(row, 0, each_row)?);
+        Ok(true)
     })?;
-    for r in held.rows_in((from, until), only, &stored) {
+    for r in pending.rest() {
         each_row(&r.variant, r.ts_ms, RowRef::Row(&r));
         stream.push(Summary::from(&r));
     }
     Ok(())
+}
+
+/// Held rows (sorted by `(ts, target_id)`) handed out in step with a scan of stored rows in the
+/// same order: those before each stored row, and none with the stored row's own key.
+struct HeldMerge {
+    rows: std::iter::Peekable<std::vec::IntoIter<TargetRow>>,
+}
+
+impl HeldMerge {
+    fn new(rows: Vec<TargetRow>) -> Self {
+        Self { rows: rows.into_iter().peekable() }
+    }
+
+    /// The held rows before the stored row `key`; a held row of that key is dropped (the
+    /// database has it: committed since the snapshot, or a row the held one merges into when
+    /// written).
+    fn before(&mut self, key: (i64, i64)) -> Vec<TargetRow> {
+        let mut out = Vec::new();
+        while let Some(r) = self.rows.next_if(|r| (r.ts_ms, r.target_id) <= key) {
+            if (r.ts_ms, r.target_id) < key {
+                out.push(r);
+            }
+        }
+        out
+    }
+
+    /// The held rows after the last stored one.
+    fn rest(self) -> impl Iterator<Item = TargetRow> {
+        self.rows
+    }
 }
 
 /// The raw rows of `(from, until]` after a long range's stored rollups, every target's (or
@@ -362,7 +377,6 @@ fn rolled_raw_tail(
         return Ok(());
     }
     let mut roller = query::Roller::new(widths.1);
-    let mut stored = HashSet::new(); // keys of the few newest buckets only: see `may_hold`
     let mut take = |r: TargetRow, read: &mut Read| {
         each_row(&r.variant, r.ts_ms, RowRef::Row(&r));
         read.newest_ms = read.newest_ms.max(Some(r.ts_ms));
@@ -370,14 +384,17 @@ fn rolled_raw_tail(
             read.rows.push(Summary::from(&rolled));
         }
     };
+    // Held rows merged into the scan by (ts, target_id): each target's rows reach the roller in
+    // time order (see `raw_points`).
+    let mut pending = HeldMerge::new(held.rows_in((from, until), only, &HashSet::new()));
     query::each_raw_row(conn, (from, until), only, names, widths, &mut |r| {
-        if held.may_hold(r.ts_ms) {
-            stored.insert((r.ts_ms, r.target_id));
+        for h in pending.before((r.ts_ms, r.target_id)) {
+            take(h, read);
         }
         take(r, read);
     })?;
-    for r in held.rows_in((from, until), only, &stored) {
-        take(r, read); // newer than every stored row: each target's rows stay in time order
+    for r in pending.rest() {
+        take(r, read);
     }
     read.rows.extend(roller.finish().iter().map(Summary::from));
     Ok(())
