@@ -17,10 +17,11 @@ use crate::ports::read::{DataSource, PointQuery, SourceError};
 /// How far back samples are read: the burn window and a margin for a late bucket.
 pub const LOOKBACK_MS: i64 = BURN_WINDOW_MS + 5 * 60_000;
 
-/// How far before the previous read's end each evaluation reads again: buckets this recent
-/// may still change (a scrape that completed just before its bucket closed, merged late), older
-/// ones are kept from earlier reads. A whole number of minutes, so any grid step divides it.
-const REREAD_MS: i64 = 2 * 60_000;
+/// How far before the previous read's end each evaluation reads again (from the grid step at
+/// or before it): buckets this recent may still change (a scrape that completed just before
+/// its bucket closed, merged late), older ones are kept from earlier reads. As long as the
+/// window statistics keep open ([`super::windows::SETTLED_MS`]).
+const REREAD_MS: i64 = super::windows::SETTLED_MS;
 
 /// The newest quota sample seen per variant, kept between evaluations, and the samples of the
 /// look-back read so far.
@@ -194,11 +195,11 @@ mod tests {
             assert_eq!(report, whole, "evaluation {i}");
         }
         let asked = source.asked.lock().unwrap().clone();
-        // Every second query is the whole read's; the incremental ones start 2 min (on the
-        // grid) before the previous evaluation, after the first evaluation.
+        // Every second query is the whole read's; the incremental ones start `REREAD_MS` (on
+        // the grid) before the previous evaluation, after the first evaluation.
         let (start, end) = asked[2];
         assert_eq!(end, t0 + 5_000);
-        assert_eq!(start, (t0 - REREAD_MS).div_euclid(5_000) * 5_000, "read again from 2 min before: {asked:?}");
+        assert_eq!(start, (t0 - REREAD_MS).div_euclid(5_000) * 5_000, "read again from REREAD_MS before: {asked:?}");
         assert!(asked.iter().step_by(2).skip(1).all(|(s, e)| e - s <= REREAD_MS + 10_000));
         // The clock stepping back reads the whole look-back again.
         let now = t0 + 100 * 5_000;
