@@ -114,7 +114,14 @@ async fn run_source(
     let alerts = Alerts::new(&settings.alerts);
     let sink = Arc::new(FanOut { hub: hub.clone(), alerts: alerts.feed() });
     tracker.spawn(promsource::live::run(source.clone(), health.clone(), sink, clock.clone(), stop.clone()));
-    let parts = AlertParts { stats: source.clone(), records: memory, health: &health, hub: &hub, clock: &clock };
+    let parts = AlertParts {
+        stats: source.clone(),
+        bucket_sums: false,
+        records: memory,
+        health: &health,
+        hub: &hub,
+        clock: &clock,
+    };
     start_alerts(&tracker, &stop, &settings, &alerts, parts)?;
     let ttl_ms = duration_ms(settings.session_ttl);
     let sessions =
@@ -221,6 +228,7 @@ fn start_background(
     let source = Arc::new(StoreSource::new(store.clone(), settings.store(), clock.clone()));
     let parts = AlertParts {
         stats: source.clone(),
+        bucket_sums: true,
         records: Arc::new(store.clone()),
         health: &health,
         hub: &hub,
@@ -263,6 +271,8 @@ fn start_background(
 /// engine's and memory in source mode), health, the hub to announce on, the clock.
 struct AlertParts<'a> {
     stats: Arc<dyn DataSource>,
+    /// `stats` is the store's: a window's sums are its buckets' sums.
+    bucket_sums: bool,
     records: Arc<dyn AlertStateStore>,
     health: &'a HealthBoard,
     hub: &'a Hub,
@@ -286,6 +296,7 @@ fn start_alerts(
         announcer: Arc::new(parts.hub.clone()),
         clock: parts.clock.clone(),
         canary: Arc::new(settings.canary.clone()),
+        bucket_sums: parts.bucket_sums,
     };
     let interval = settings.point_width.max(settings.scrape_interval);
     alerts.spawn(tracker, stop, deps, interval).context("cannot build the alert receivers' HTTP client")

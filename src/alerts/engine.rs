@@ -48,6 +48,10 @@ pub(crate) struct Deps {
     pub clock: SharedClock,
     /// Canary analysis settings (`canary_verdict`).
     pub canary: Arc<crate::canary::CanaryConfig>,
+    /// `stats` answers a window with the sum of its buckets' answers (the store: raw rows are
+    /// keyed by their bucket's end), so the rules' windows are read bucket by bucket and kept
+    /// between evaluations ([`super::windows`]); not in source mode.
+    pub bucket_sums: bool,
 }
 
 /// A receiver as the engine sees it: its mailbox and how often firing alerts are repeated.
@@ -154,6 +158,8 @@ pub(crate) struct Engine {
     verdicts: BTreeMap<(String, String), (i64, (crate::canary::Verdict, f64))>,
     /// The last spend report and the budgets.
     costs: super::costs::Costs,
+    /// The rules' window sums, bucket by bucket (when `deps.bucket_sums`).
+    windows: super::windows::BucketSums,
 }
 
 impl Engine {
@@ -182,6 +188,7 @@ impl Engine {
             objectives: Default::default(),
             verdicts: BTreeMap::new(),
             costs: Default::default(),
+            windows: Default::default(),
         }
     }
 
@@ -339,7 +346,11 @@ impl Engine {
     /// Everything one evaluation reads, and why window statistics were missing, if they were.
     async fn read_inputs(&mut self, now: i64) -> (Inputs, Option<String>) {
         let mut inputs = Inputs::default();
-        let error = inputs.read_windows(&self.rules, self.deps.stats.as_ref(), now).await;
+        let error = if self.deps.bucket_sums {
+            inputs.read_windows_by_bucket(&self.rules, self.deps.stats.as_ref(), &mut self.windows, now).await
+        } else {
+            inputs.read_windows(&self.rules, self.deps.stats.as_ref(), now).await
+        };
         match (&error, self.failing) {
             (Some(e), false) => {
                 tracing::warn!(error = %e, "Alert rules over windows are not evaluated until statistics can be read.")
@@ -628,6 +639,7 @@ mod tests {
                 announcer: self.announced.clone(),
                 clock: self.clock.clone(),
                 canary: Arc::default(),
+                bucket_sums: false,
             }
         }
 

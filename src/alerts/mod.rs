@@ -28,6 +28,7 @@ pub mod objectives;
 pub mod observe;
 pub mod rules;
 pub mod runway;
+mod windows;
 
 use std::path::Path;
 use std::sync::atomic::Ordering;

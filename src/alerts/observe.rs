@@ -100,6 +100,20 @@ impl Inputs {
         error
     }
 
+    /// [`Inputs::read_windows`] from the buckets kept in `kept` and the recent ones read now.
+    pub(crate) async fn read_windows_by_bucket(
+        &mut self,
+        rules: &[Rule],
+        source: &dyn DataSource,
+        kept: &mut super::windows::BucketSums,
+        now_ms: i64,
+    ) -> Option<SourceError> {
+        let windows: BTreeSet<i64> = rules.iter().filter(|r| r.expr.metric.windowed()).map(|r| r.window_ms).collect();
+        let (stats, error) = kept.window_stats(source, &windows, now_ms).await;
+        self.windows.extend(stats);
+        error
+    }
+
     /// Judges every pair a `canary_verdict` rule watches, as `/api/compare` judges it by
     /// default; a pair the source cannot answer is left out (its rules wait a tick).
     pub async fn read_verdicts(

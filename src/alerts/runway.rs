@@ -17,10 +17,24 @@ use crate::ports::read::{DataSource, PointQuery, SourceError};
 /// How far back samples are read: the burn window and a margin for a late bucket.
 pub const LOOKBACK_MS: i64 = BURN_WINDOW_MS + 5 * 60_000;
 
-/// The newest quota sample seen per variant, kept between evaluations.
+/// How far before the previous read's end each evaluation reads again (from the grid step at
+/// or before it): buckets this recent may still change (a scrape that completed just before
+/// its bucket closed, merged late), older ones are kept from earlier reads. As long as the
+/// window statistics keep open ([`super::windows::SETTLED_MS`]).
+const REREAD_MS: i64 = super::windows::SETTLED_MS;
+
+/// The newest quota sample seen per variant, kept between evaluations, and the samples of the
+/// look-back read so far.
 #[derive(Debug, Default)]
 pub struct Runways {
     newest: BTreeMap<String, QuotaSample>,
+    /// Each variant's samples by time, from the reads so far (within the look-back).
+    kept: BTreeMap<String, BTreeMap<i64, QuotaSample>>,
+    /// End and grid step of the last read. An evaluation reads only the points after it (less
+    /// [`REREAD_MS`]) instead of the whole look-back: the whole read decoded every raw row of
+    /// 20 minutes at every tick, the largest share of the process' CPU in the whole-process
+    /// profile of issue 22 once the rows had piled up.
+    read_until: Option<(i64, i64)>,
 }
 
 impl Runways {
@@ -34,13 +48,31 @@ impl Runways {
     ) -> Result<QuotaReport, SourceError> {
         let start_ms = now_ms - LOOKBACK_MS;
         let step_ms = source.grid_ms((start_ms, now_ms), 0, now_ms);
-        let q = PointQuery { start_ms, end_ms: now_ms, step_ms, variant: None, target_url: None };
-        let mut samples: BTreeMap<String, Vec<QuotaSample>> = BTreeMap::new();
-        for p in source.points(q).await? {
+        // Where this read starts: after the kept samples, which must be on the same grid and
+        // not ahead of the clock; a grid-aligned start, so its first point is a whole bucket.
+        let from_ms = match self.read_until {
+            Some((until, step)) if step == step_ms && step > 0 && until <= now_ms && until - REREAD_MS > start_ms => {
+                (until - REREAD_MS).div_euclid(step) * step
+            }
+            _ => {
+                self.kept.clear();
+                start_ms
+            }
+        };
+        let q = PointQuery { start_ms: from_ms, end_ms: now_ms, step_ms, variant: None, target_url: None };
+        let points = source.points(q).await?;
+        self.read_until = Some((now_ms, step_ms));
+        for kept in self.kept.values_mut() {
+            kept.retain(|at, _| *at > start_ms && *at <= from_ms);
+        }
+        for p in points {
             if let Some(block) = &p.quota {
-                samples.entry(p.variant.clone()).or_default().push(QuotaSample::from_block(p.timestamp, block));
+                let list = self.kept.entry(p.variant.clone()).or_default();
+                list.insert(p.timestamp, QuotaSample::from_block(p.timestamp, block));
             }
         }
+        self.kept.retain(|_, list| !list.is_empty());
+        let samples = self.kept.iter().map(|(v, list)| (v.clone(), list.values().cloned().collect())).collect();
         Ok(self.report(samples, variants, now_ms))
     }
 
@@ -84,6 +116,96 @@ mod tests {
                 reset_at_ms: Some(100_000_000),
             }],
         }
+    }
+
+    /// Points of two variants every 5 s, one of them with quota, as a store would answer them
+    /// (each bucket in `(start, end]`), remembering the ranges asked for.
+    #[derive(Debug, Default)]
+    struct History {
+        asked: std::sync::Mutex<Vec<(i64, i64)>>,
+    }
+
+    impl History {
+        fn point(ts: i64, variant: &str) -> crate::point::Point {
+            let quota = (variant == "a").then(|| crate::point::Quota {
+                five_hour: Some(crate::point::QuotaWindow {
+                    usage_ratio: Some(ts as f64 / 1e10),
+                    reset_time_unix: Some(1e9),
+                    ..Default::default()
+                }),
+                sample_age_seconds: Some(1.0),
+                ..Default::default()
+            });
+            crate::point::Point { timestamp: ts, variant: variant.into(), quota, ..Default::default() }
+        }
+    }
+
+    impl DataSource for History {
+        fn variants(&self) -> crate::ports::BoxFuture<'_, Result<BTreeSet<String>, SourceError>> {
+            Box::pin(std::future::ready(Ok(BTreeSet::new())))
+        }
+
+        fn grid_ms(&self, _window: (i64, i64), _min_step_ms: i64, _now_ms: i64) -> i64 {
+            5_000
+        }
+
+        fn points(&self, q: PointQuery) -> crate::ports::BoxFuture<'_, Result<Vec<crate::point::Point>, SourceError>> {
+            self.asked.lock().unwrap().push((q.start_ms, q.end_ms));
+            let first = (q.start_ms.div_euclid(5_000) + 1) * 5_000;
+            let points =
+                (first..=q.end_ms).step_by(5_000).flat_map(|ts| [Self::point(ts, "a"), Self::point(ts, "b")]).collect();
+            Box::pin(std::future::ready(Ok(points)))
+        }
+
+        fn window(
+            &self,
+            _q: crate::ports::read::WindowQuery,
+        ) -> crate::ports::BoxFuture<'_, Result<BTreeMap<String, crate::ports::read::WindowSums>, SourceError>>
+        {
+            Box::pin(std::future::ready(Ok(BTreeMap::new())))
+        }
+
+        fn chart(
+            &self,
+            _q: PointQuery,
+        ) -> crate::ports::BoxFuture<'_, Result<crate::ports::read::ChartData, SourceError>> {
+            Box::pin(std::future::ready(Ok(Default::default())))
+        }
+
+        fn series(
+            &self,
+            _end_ms: i64,
+            _range_ms: i64,
+            _step_ms: i64,
+        ) -> crate::ports::BoxFuture<'_, Result<Vec<crate::point::Point>, SourceError>> {
+            Box::pin(std::future::ready(Ok(Vec::new())))
+        }
+    }
+
+    #[tokio::test]
+    async fn later_evaluations_read_only_the_recent_points_and_report_as_a_whole_read_would() {
+        let source = History::default();
+        let variants = BTreeSet::from(["a".to_owned(), "b".to_owned()]);
+        let mut kept = Runways::default();
+        let t0 = 1_700_000_000_000_i64 + 1_234;
+        for i in 0..400 {
+            let now = t0 + i * 5_000;
+            let report = kept.read(&source, &variants, now).await.unwrap();
+            let whole = Runways::default().read(&source, &variants, now).await.unwrap();
+            assert_eq!(report, whole, "evaluation {i}");
+        }
+        let asked = source.asked.lock().unwrap().clone();
+        // Every second query is the whole read's; the incremental ones start `REREAD_MS` (on
+        // the grid) before the previous evaluation, after the first evaluation.
+        let (start, end) = asked[2];
+        assert_eq!(end, t0 + 5_000);
+        assert_eq!(start, (t0 - REREAD_MS).div_euclid(5_000) * 5_000, "read again from REREAD_MS before: {asked:?}");
+        assert!(asked.iter().step_by(2).skip(1).all(|(s, e)| e - s <= REREAD_MS + 10_000));
+        // The clock stepping back reads the whole look-back again.
+        let now = t0 + 100 * 5_000;
+        let back = kept.read(&source, &variants, now).await.unwrap();
+        assert_eq!(back, Runways::default().read(&source, &variants, now).await.unwrap());
+        assert_eq!(source.asked.lock().unwrap().iter().rev().nth(1).unwrap().0, now - LOOKBACK_MS);
     }
 
     #[test]

@@ -249,7 +249,11 @@ async fn scrape_once(
     let result = match fetched {
         Ok(()) => {
             let at = (at_ms, elapsed_ms);
-            let (result, back) = ingest_off_runtime(target, persister, body, at, ctx.samples.clone()).await;
+            let (result, back) = if body.len() <= INLINE_MAX_BYTES {
+                (ingest_here(target, persister, &body, at, ctx.samples.as_ref()), body)
+            } else {
+                ingest_off_runtime(target, persister, body, at, ctx.samples.clone()).await
+            };
             ctx.buffers.give(back);
             result
         }
@@ -286,6 +290,37 @@ struct Ingested {
     dropped: usize,
     cut: usize,
     version: Option<String>,
+}
+
+/// Bodies up to this size are processed on the async worker that fetched them: a typical
+/// zai-proxy body (tens of KiB) takes well under a millisecond to parse and select, less than
+/// what handing it to the blocking pool and back costs in thread wake-ups (the whole-process
+/// profile of issue 22 put that hop, with the parking it causes, near the parse itself).
+const INLINE_MAX_BYTES: usize = 64 << 10;
+
+/// [`ingest`] on the current thread, for a body small enough not to stall the worker.
+fn ingest_here(
+    target: &mut Target,
+    persister: &mut Persister,
+    body: &[u8],
+    at: (i64, Option<i64>),
+    samples: Option<&Arc<dyn SampleSink>>,
+) -> Result<Ingested, client::ScrapeError> {
+    let Ok(text) = std::str::from_utf8(body) else { return Err(client::ScrapeError::NotUtf8) };
+    let shown_url = RedactedUrl::from(&target.spec.url).to_string();
+    let who = (target.id, shown_url, target.spec.variant.clone(), target.fallback_variant.clone());
+    let initial = target.spec.initial_variant();
+    let out = samples.map(|sink| Outbound { sink: sink.clone(), instance: outbound::instance(&target.spec.url) });
+    let state = &mut target.state;
+    let run =
+        std::panic::AssertUnwindSafe(|| ingest((&mut *state, &mut *persister), text, at, who, initial, out.as_ref()));
+    std::panic::catch_unwind(run).unwrap_or_else(|_| {
+        // As when the blocking pool's task panics: the state it was changing is dropped, so the
+        // next scrape is a new baseline (no spike), and this one fails visibly.
+        *state = TargetState::default();
+        *persister = Persister::default();
+        Err(client::ScrapeError::Body("processing the exposition failed: it panicked".into()))
+    })
 }
 
 /// Parses the body, selects the series and computes increases on the blocking pool: the work
