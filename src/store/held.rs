@@ -95,8 +95,9 @@ pub(crate) type RowKey = (i64, i64);
 
 impl HeldRows {
     /// Held rows with `after < ts <= until` (only `only`'s, when given) that `stored` (the keys
-    /// the read found in the database) lacks, in time then target order; two rows of one target
-    /// and bucket are merged as the writer would merge them.
+    /// the read found in the database) lacks, in time then target order: a late batch's rows
+    /// whatever their bucket, the others' only after the last committed bucket. Two rows of one
+    /// target and bucket are merged as the writer would merge them.
     pub(crate) fn rows_in(
         &self,
         (after, until): (i64, i64),

@@ -279,7 +279,7 @@ pub fn replace_row(conn: &Connection, table: Table, row: &TargetRow) -> Result<(
 
 /// Presence of a row: stored for rollups (rows rolled before it was stored get their elapsed
 /// time, at most the width), one point width for a raw row.
-fn presence(table: Table, stored: i64, elapsed_ms: i64, widths: (i64, i64)) -> i64 {
+pub(crate) fn presence(table: Table, stored: i64, elapsed_ms: i64, widths: (i64, i64)) -> i64 {
     match table {
         Table::Raw => widths.0,
         Table::Rollup | Table::Coarse if stored > 0 => stored,

@@ -259,11 +259,7 @@ impl<'a> Summariser<'a> {
         let variant = self.names.get(&row.variant_id).cloned().unwrap_or_else(|| self.unknown.clone());
         each_row(&variant, row.ts, RowRef::View(&v));
         let mut s = v.summary(row.target_id, variant, (row.ts, row.elapsed_ms), quota);
-        s.present_ms = match self.table {
-            Table::Raw => self.widths.0,
-            Table::Rollup | Table::Coarse if stored_presence > 0 => stored_presence,
-            Table::Rollup | Table::Coarse => row.elapsed_ms.min(self.widths.1),
-        };
+        s.present_ms = query::presence(self.table, stored_presence, row.elapsed_ms, self.widths);
         Ok(s)
     }
 }

@@ -4,8 +4,9 @@
 //! keyed by time, so a kill loses at most the tick being written). Once a window of ten rollup
 //! widths (10 minutes, the coarse tier's bucket) is complete and rolled into minutes, the
 //! downsampler seals it ([`seal`]): each target's rows of the window become one compressed chunk
-//! ([`super::chunk`]), in the same transaction that deletes them from `metrics_5s`. A row is therefore in exactly one place, and every reader
-//! goes through [`scan`], which merges both in time order.
+//! ([`super::chunk`]), in the same transaction that deletes them from `metrics_5s`. A row is
+//! therefore in exactly one place, and every reader goes through [`scan`], which merges both
+//! in time order.
 //!
 //! A row written late into a sealed window (two scrapes in one bucket, a batch retried after a
 //! long outage) first reopens its target's chunk ([`unseal`]: its rows go back to
@@ -62,10 +63,10 @@ fn window_start(ts: i64, width_ms: i64) -> i64 {
 /// in `(ts, target_id)` order, open and sealed alike, until `each` returns false.
 ///
 /// Sealed windows are decoded one at a time, every target's chunk of the window side by side,
-/// each holding one payload (a chunk read out gives its slot to the next window's): memory
-/// grows with the targets, not with the window's length. Both
-/// tables are read in one snapshot (a read transaction unless the caller's own is open), so a
-/// window sealed meanwhile is seen once, in one table or the other.
+/// each holding its blob and a few payloads (a chunk read out gives its slot to the next
+/// window's): memory grows with the targets, not with the window's length. Both tables are
+/// read in one snapshot (a read transaction unless the caller's own is open), so a window
+/// sealed meanwhile is seen once, in one table or the other.
 pub(crate) fn scan(
     conn: &Connection,
     (after, until): (i64, i64),
