@@ -21,8 +21,8 @@
 //!   the window is full, by design; a window that fills within the first quarter keeps that
 //!   growth out of the verdict (a first run with `1h` grew through the whole hour).
 //! - **Samples** every `SOAK_SAMPLE_SECS` (30): VmRSS, VmHWM, open fds and threads
-//!   (`/proc/PID`), CPU time, database file plus WAL size, targets up and failed scrapes (its
-//!   own `/metrics`).
+//!   (`/proc/PID`), CPU time, database file plus WAL size, targets up, failed scrapes and the heap
+//!   SQLite holds (its own `/metrics`).
 //!
 //! Verdict, per measure: the average of the last quarter of the samples against the average of
 //! the second quarter (the first quarter is warm-up: SQLite's page caches and the chart cache
@@ -58,6 +58,8 @@ struct Sample {
     rss_kib: u64,
     anon_kib: u64,
     hwm_kib: u64,
+    /// Heap SQLite holds (its own count, `zai_dash_sqlite_heap_bytes`): page caches and statements.
+    sqlite_bytes: f64,
     fds: usize,
     threads: u64,
     cpu_s: f64,
@@ -111,10 +113,11 @@ async fn run(nofile: u64) -> anyhow::Result<()> {
             server.check_alive()?;
             let s = sample(pid, addr, &server, start).await;
             eprintln!(
-                "t={:>5.0}s rss={} MiB (anon {}) hwm={} MiB fds={} threads={} cpu={:.1}s db={:.2} MB wal={:.2} MB up={} failed={}",
+                "t={:>5.0}s rss={} MiB (anon {}, sqlite {:.1}) hwm={} MiB fds={} threads={} cpu={:.1}s db={:.2} MB wal={:.2} MB up={} failed={}",
                 s.t,
                 mib(s.rss_kib),
                 mib(s.anon_kib),
+                s.sqlite_bytes / 1_048_576.0,
                 mib(s.hwm_kib),
                 s.fds,
                 s.threads,
@@ -167,6 +170,7 @@ async fn sample(pid: u32, addr: SocketAddr, server: &Server, start: Instant) -> 
         rss_kib: m.rss_kib,
         anon_kib: m.anon_kib,
         hwm_kib: m.hwm_kib,
+        sqlite_bytes: sum_samples(&text, "zai_dash_sqlite_heap_bytes ", |_| true),
         fds: fds(pid),
         threads: m.threads,
         cpu_s: cpu_seconds(pid),

@@ -76,6 +76,20 @@ fn log_lines_with(needle: &str, since: usize) -> usize {
     String::from_utf8_lossy(&LOGS.lock().unwrap()[since..]).lines().filter(|l| l.contains(needle)).count()
 }
 
+/// The writer's failures logged since `since`, SQLite's own text included: what a failing
+/// assertion about the banner's reason prints.
+fn write_failures(since: usize) -> String {
+    let logs = LOGS.lock().unwrap();
+    let text = String::from_utf8_lossy(&logs[since..]);
+    let failures: Vec<&str> =
+        text.lines().filter(|l| l.contains("write failed") || l.contains("writes recovered")).collect();
+    format!(
+        "{} write failures logged; the last ones:\n{}",
+        failures.len(),
+        failures[failures.len().saturating_sub(5)..].join("\n")
+    )
+}
+
 /// A live point as the stream delivered it.
 #[derive(Debug, Clone)]
 struct LivePoint {
@@ -211,7 +225,11 @@ async fn a_full_disk_is_reported_everywhere_keeps_the_live_view_and_is_written_e
 
     for page in PAGES {
         let html = text(&app.url(page)).await;
-        assert!(html.contains(BANNER) && html.contains(DISK_FULL), "{page}: the banner says why");
+        if !(html.contains(BANNER) && html.contains(DISK_FULL)) {
+            let banner = html.lines().find(|l| l.contains("storage-failing")).unwrap_or("(no banner)");
+            let health = app.json("/healthz").await;
+            panic!("{page}: the banner says why\nbanner: {banner}\n/healthz now: {health}\n{}", write_failures(logged));
+        }
         assert!(html.contains("held in memory") && html.contains("stored history ends at"), "{page}");
     }
     let metrics = text(&app.url("/metrics")).await;

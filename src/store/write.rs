@@ -173,7 +173,7 @@ pub async fn run_writer(
     reporting: Reporting,
     rollup_ms: i64,
 ) {
-    let mut w = Writer { store, stats, reporting, rollup_ms, failing: false };
+    let mut w = Writer { store, stats, reporting, rollup_ms, failing: None };
     let mut retry_at = tokio::time::Instant::now();
     loop {
         let notice = tokio::select! {
@@ -181,14 +181,14 @@ pub async fn run_writer(
                 Some(n) => n,
                 None => break,
             },
-            () = tokio::time::sleep_until(retry_at), if w.failing => {
+            () = tokio::time::sleep_until(retry_at), if w.failing.is_some() => {
                 w.drain().await;
                 retry_at = tokio::time::Instant::now() + RETRY_INTERVAL;
                 continue;
             }
         };
         w.stats.queued.fetch_sub(1, Ordering::Relaxed);
-        if w.failing {
+        if w.failing.is_some() {
             w.report_holding();
         } else {
             w.drain().await;
@@ -214,8 +214,9 @@ struct Writer {
     stats: Arc<WriterStats>,
     reporting: Reporting,
     rollup_ms: i64,
-    /// The last attempt failed: the backlog is retried on the timer, not per batch.
-    failing: bool,
+    /// Why the last attempt failed, if it did: the backlog is then retried on the timer, not
+    /// per batch.
+    failing: Option<&'static str>,
 }
 
 impl Writer {
@@ -229,7 +230,7 @@ impl Writer {
     /// Writes the backlog oldest first, stopping at the first failure; logs and reports only
     /// when writes start failing or recover.
     async fn drain(&mut self) {
-        let was_failing = self.failing;
+        let was_failing = self.failing.is_some();
         let mut written = 0;
         while let Some(batch) = self.store.held().front() {
             let touches_served = batch.late || was_failing;
@@ -252,20 +253,23 @@ impl Writer {
             tracing::info!(batches = written, "Database writes recovered; the backlog is written.");
             self.reporting.health.storage_recovered();
         }
-        self.failing = false;
+        self.failing = None;
     }
 
     fn failed(&mut self, e: &StoreError) {
         let held = self.store.held().len();
         self.stats.failed.fetch_add(1, Ordering::Relaxed);
         self.stats.backlog.store(held as u64, Ordering::Relaxed);
-        if !self.failing {
+        let reason = e.write_failure();
+        // Logged when writes start failing and whenever the reason changes (a full disk, then a
+        // lock), so the log explains every reason `/healthz` has shown, not only the first.
+        if self.failing != Some(reason) {
             tracing::error!(error = %e, backlog = held, "Database write failed; keeping batches in memory to retry.");
         }
         let stored_until = Some(self.store.committed_until()).filter(|&ms| ms != i64::MIN);
         let now = self.reporting.clock.now_ms();
-        self.reporting.health.storage_failed(now, e.write_failure().to_owned(), held, stored_until);
-        self.failing = true;
+        self.reporting.health.storage_failed(now, reason.to_owned(), held, stored_until);
+        self.failing = Some(reason);
     }
 }
 

@@ -233,6 +233,7 @@ async fn self_metrics(State(state): State<AppState>) -> impl IntoResponse {
         writer: &state.writer,
         own: &state.metrics,
         sse_clients: state.hub.subscribers(),
+        sqlite_heap_bytes: state.store.as_ref().map(|_| crate::store::Store::sqlite_heap_bytes()),
         db: db.as_ref(),
         remote: remote.as_ref(),
         receivers: &receivers,

@@ -44,6 +44,8 @@ pub(crate) struct Inputs<'a> {
     pub own: &'a SelfMetrics,
     /// Connected SSE clients.
     pub sse_clients: usize,
+    /// Heap SQLite holds (`None` in source mode, which opens no database).
+    pub sqlite_heap_bytes: Option<i64>,
     /// Database figures; `None` when they could not be read.
     pub db: Option<&'a DbFigures>,
     /// Remote write, when configured.
@@ -105,6 +107,14 @@ pub(crate) fn render(i: &Inputs<'_>) -> String {
     );
     write_dropped(&mut e, i.targets);
     write_scrapes(&mut e, i.targets);
+    if let Some(bytes) = i.sqlite_heap_bytes {
+        e.family(
+            "zai_dash_sqlite_heap_bytes",
+            "Heap memory SQLite holds in this process: page caches, statements and their working memory.",
+            "gauge",
+        );
+        e.sample("zai_dash_sqlite_heap_bytes", &[], bytes as f64);
+    }
     e.family("zai_dash_sse_clients", "Connected Server-Sent Events clients.", "gauge");
     e.sample("zai_dash_sse_clients", &[], i.sse_clients as f64);
     e.family("zai_dash_storage_healthy", "Whether the database takes writes (1) or refuses them (0).", "gauge");
@@ -298,6 +308,7 @@ mod tests {
             canary: &[],
             own: &own,
             sse_clients: 2,
+            sqlite_heap_bytes: Some(4096),
             db: None,
             remote: None,
             receivers: &[],
@@ -311,6 +322,7 @@ mod tests {
         );
         assert!(text.contains("zai_dash_target_up{target=\"http://10.0.0.2:8080/metrics\",variant=\"canary\"} 0\n"));
         assert!(text.contains("zai_dash_sse_clients 2\n"));
+        assert!(text.contains("zai_dash_sqlite_heap_bytes 4096\n"), "{text}");
         assert!(text.contains("zai_dash_alerts{state=\"firing\"} 2\n"));
         assert!(text.contains("zai_dash_alert_evaluations_total 7\n"));
         assert!(text.contains("zai_dash_storage_healthy 0\n"));
