@@ -12,10 +12,12 @@
 //! - [`read`]: everything the pages, the API and the alert engine read (`DataSource`), in the
 //!   domain's terms (a window and a step), answered by the store or by an engine in source mode.
 //! - [`rollout`]: the one path from that contract to a canary judgement (interval, strata,
-//!   verdict), shared by the API, the pages, the alerts and the gauge.
+//!   verdict), shared by the API, the pages, the alerts and the gauge; [`judge_cache`] keeps
+//!   each rollout's evidence folded so far, so a judgement reads only what is new.
 
 pub(crate) mod alert_state;
 pub mod ingest;
+pub mod judge_cache;
 pub mod read;
 pub mod rollout;
 pub mod samples;

@@ -228,6 +228,16 @@ pub struct StrataQuery {
     pub variants: [String; 2],
 }
 
+/// Strata read after a point, with how far they have settled: see [`DataSource::settled_strata`].
+#[derive(Debug, Clone, Default)]
+pub struct SettledStrata {
+    /// The query's strata ending after the point asked for, ascending.
+    pub strata: Vec<Stratum>,
+    /// Strata ending at or before this are final: every later read of the same query gives
+    /// them unchanged, as long as [`DataSource::strata_generation`] has not moved.
+    pub settled_until_ms: i64,
+}
+
 /// One stratum: what both variants did over the same bucket (a 5 s tick, or a 1 min row for
 /// windows answered from rollups), baseline first. A variant without rows in the bucket did
 /// nothing in it.
@@ -355,6 +365,29 @@ pub trait DataSource: Send + Sync + std::fmt::Debug {
     fn strata(&self, q: StrataQuery) -> BoxFuture<'_, Result<Option<Vec<Stratum>>, SourceError>> {
         let _ = q;
         Box::pin(async { Ok(None) })
+    }
+
+    /// A counter that moves whenever stored rows change under strata already settled (a late
+    /// row merged into a rolled bucket); `None` when the source's strata never settle.
+    fn strata_generation(&self) -> Option<u64> {
+        None
+    }
+
+    /// [`DataSource::strata`] of `q`, only those ending after `after_ms`, read as the whole of
+    /// `q` is read (each bucket from the same table), with where they settle; `None` when the
+    /// source cannot say (its strata are then re-read whole every time).
+    fn settled_strata(
+        &self,
+        q: StrataQuery,
+        after_ms: i64,
+    ) -> BoxFuture<'_, Result<Option<SettledStrata>, SourceError>> {
+        let _ = (q, after_ms);
+        Box::pin(async { Ok(None) })
+    }
+
+    /// Where canary judgements are kept between calls, for a source whose strata settle.
+    fn judge_cache(&self) -> Option<&crate::ports::judge_cache::JudgeCache> {
+        None
     }
 
     /// When `variant`'s current version first appeared (else its first scrape), as of `end_ms`;

@@ -4,7 +4,8 @@
 //! `zai_dash_canary_verdict` gauge and the minutely history all call [`judge`], so they
 //! cannot disagree (README, "`GET /api/compare`"; ARCHITECTURE.md, "Canary analysis").
 
-use super::read::{DataSource, RolloutStart, SourceError, StrataQuery, Stratum, WindowQuery};
+use super::judge_cache::{Folded, Key};
+use super::read::{DataSource, RolloutStart, SettledStrata, SourceError, StrataQuery, Stratum, WindowQuery};
 use crate::canary::{CanaryConfig, Evidence, Judgement, judge as judge_evidence};
 use crate::point::Histogram;
 
@@ -88,7 +89,9 @@ impl Judged {
 
 /// Judges `candidate` against `baseline` over `interval` with `cfg`: the baseline's hour
 /// before the interval as the tail reference, then every stratum of the interval folded in
-/// time order.
+/// time order. A source whose strata settle keeps the evidence folded over its settled strata
+/// ([`super::judge_cache`]): the next judgement of the same interval reads and folds only what
+/// came after, with the same result as judging afresh.
 pub async fn judge(
     source: &dyn DataSource,
     (baseline, candidate): (&str, &str),
@@ -100,15 +103,84 @@ pub async fn judge(
         end_ms: interval.until_ms,
         variants: [baseline.to_owned(), candidate.to_owned()],
     };
+    let (Some(cache), Some(generation)) = (source.judge_cache(), source.strata_generation()) else {
+        return judge_afresh(source, q, interval, cfg).await;
+    };
+    let key =
+        Key { pair: (baseline.to_owned(), candidate.to_owned()), since_ms: interval.since_ms, config: cfg.clone() };
+    if let Some(mut kept) = cache.get(&key, generation)
+        && let Some(read) = source.settled_strata(q.clone(), kept.through_ms).await?
+        // A late row lowered the watermark below what was folded (before the generation
+        // moved): what was kept may be wrong.
+        && read.settled_until_ms >= kept.through_ms
+    {
+        let fresh = fold_settled(&mut kept, &read, generation);
+        cache.put(key, kept.clone());
+        let mut evidence = kept.evidence;
+        for s in fresh {
+            evidence.fold(&s.sides[0], &s.sides[1]);
+        }
+        let strata = kept.strata + fresh.len();
+        return Ok(Judged { interval, judgement: judge_evidence(&evidence, cfg), strata, unsupported: None });
+    }
+    let Some(read) = source.settled_strata(q.clone(), interval.since_ms).await? else {
+        return judge_afresh(source, q, interval, cfg).await;
+    };
+    let mut evidence = Evidence::new();
+    let (judged, reference_settled) = match reference_before(source, baseline, &interval).await? {
+        Some(c) => {
+            evidence.set_reference(&c.duration.buckets, &c.ttft.buckets);
+            (&read.strata[..], true)
+        }
+        None => {
+            let judged = reference_from_prefix(&mut evidence, &read.strata);
+            let prefix = read.strata.len() - judged.len();
+            // Kept only once the prefix that fixed the reference has settled: a later read
+            // would otherwise take another prefix.
+            let fixed = prefix > 0 && evidence != Evidence::new();
+            (judged, fixed && read.strata[prefix - 1].end_ms <= read.settled_until_ms)
+        }
+    };
+    let settled = judged.partition_point(|s| s.end_ms <= read.settled_until_ms);
+    for s in &judged[..settled] {
+        evidence.fold(&s.sides[0], &s.sides[1]);
+    }
+    if reference_settled {
+        let through_ms = read.settled_until_ms.max(interval.since_ms);
+        cache.put(key, Folded { evidence: evidence.clone(), strata: settled, through_ms, generation });
+    }
+    for s in &judged[settled..] {
+        evidence.fold(&s.sides[0], &s.sides[1]);
+    }
+    Ok(Judged { interval, judgement: judge_evidence(&evidence, cfg), strata: judged.len(), unsupported: None })
+}
+
+/// Folds the settled strata of `read` into `kept`; returns the rest, to fold into a copy.
+fn fold_settled<'r>(kept: &mut Folded, read: &'r SettledStrata, generation: u64) -> &'r [Stratum] {
+    let settled = read.strata.partition_point(|s| s.end_ms <= read.settled_until_ms);
+    for s in &read.strata[..settled] {
+        kept.evidence.fold(&s.sides[0], &s.sides[1]);
+    }
+    kept.strata += settled;
+    kept.through_ms = kept.through_ms.max(read.settled_until_ms);
+    kept.generation = generation;
+    &read.strata[settled..]
+}
+
+/// [`judge`] reading every stratum of the interval: for sources whose strata never settle.
+async fn judge_afresh(
+    source: &dyn DataSource,
+    q: StrataQuery,
+    interval: Interval,
+    cfg: &CanaryConfig,
+) -> Result<Judged, SourceError> {
+    let baseline = q.variants[0].clone();
     let Some(strata) = source.strata(q).await? else {
         let judgement = judge_evidence(&Evidence::new(), cfg);
         return Ok(Judged { interval, judgement, strata: 0, unsupported: Some(NO_STRATA) });
     };
     let mut evidence = Evidence::new();
-    let before =
-        WindowQuery { start_ms: interval.since_ms - REFERENCE_MS, end_ms: interval.since_ms, target_url: None };
-    let history = source.window(before).await?.remove(baseline).map(|r| r.counts);
-    let judged = match history.filter(|c| observed(&c.duration.buckets) > 0.0) {
+    let judged = match reference_before(source, &baseline, &interval).await? {
         Some(c) => {
             evidence.set_reference(&c.duration.buckets, &c.ttft.buckets);
             &strata[..]
@@ -119,6 +191,18 @@ pub async fn judge(
         evidence.fold(&s.sides[0], &s.sides[1]);
     }
     Ok(Judged { interval, judgement: judge_evidence(&evidence, cfg), strata: judged.len(), unsupported: None })
+}
+
+/// The baseline's counts over the hour before the interval, when it observed any latency there.
+async fn reference_before(
+    source: &dyn DataSource,
+    baseline: &str,
+    interval: &Interval,
+) -> Result<Option<crate::point::Counts>, SourceError> {
+    let before =
+        WindowQuery { start_ms: interval.since_ms - REFERENCE_MS, end_ms: interval.since_ms, target_url: None };
+    let history = source.window(before).await?.remove(baseline).map(|r| r.counts);
+    Ok(history.filter(|c| observed(&c.duration.buckets) > 0.0))
 }
 
 /// Observations of cumulative buckets: the `+Inf` bucket's count.

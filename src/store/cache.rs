@@ -73,6 +73,13 @@ impl PointCache {
         }
     }
 
+    /// Moves on every [`PointCache::invalidate`]: whatever was computed from sealed buckets
+    /// at an older generation may be wrong now (the canary judgements kept by
+    /// `ports::judge_cache` are checked against it).
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::SeqCst)
+    }
+
     /// Retention deleted rows of one table up to `cutoff_ms`: cached points of buckets that held
     /// any of them are forgotten (a fresh query would no longer give them), the rest stay.
     pub fn forget_through(&self, raw: bool, cutoff_ms: i64) {

@@ -106,6 +106,9 @@ fn forget_deleted(store: &Store, r: &Report) {
     if r.deleted_rollup > 0 || r.deleted_coarse > 0 {
         store.cache().forget_through(false, r.rollup_cutoff_ms.max(r.coarse_cutoff_ms));
     }
+    if r.deleted_rollup > 0 {
+        store.judge_cache().forget_before(r.rollup_cutoff_ms);
+    }
 }
 
 /// Timing parameters of a run.

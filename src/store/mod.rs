@@ -89,6 +89,9 @@ pub struct Store {
     pool: r2d2::Pool<SqliteConnectionManager>,
     path: PathBuf,
     cache: std::sync::Arc<cache::PointCache>,
+    /// Canary evidence folded so far per rollout (`ports::judge_cache`), dropped with the
+    /// point cache's generation.
+    judged: std::sync::Arc<crate::ports::judge_cache::JudgeCache>,
     /// End of the newest bucket the writer has committed (batches commit in bucket order).
     committed: std::sync::Arc<std::sync::atomic::AtomicI64>,
     /// Batches waiting to be written (the writer's backlog), which reads add to stored rows.
@@ -117,8 +120,8 @@ impl Store {
         let pool = r2d2::Pool::builder().max_size(8).connection_timeout(Duration::from_secs(5)).build(manager)?;
         let committed = std::sync::Arc::new(std::sync::atomic::AtomicI64::new(i64::MIN));
         schema::migrate(&mut *pool.get()?)?;
-        let (cache, held) = (Default::default(), Default::default());
-        Ok(Self { pool, path: path.to_path_buf(), cache, committed, held })
+        let (cache, held, judged) = (Default::default(), Default::default(), Default::default());
+        Ok(Self { pool, path: path.to_path_buf(), cache, judged, committed, held })
     }
 
     /// Records that the batch of the bucket ending at `bucket_end_ms` is committed.
@@ -163,6 +166,11 @@ impl Store {
         // SAFETY: sqlite3_memory_used only reads SQLite's memory statistics, under its own
         // mutex; it is safe from any thread at any time.
         unsafe { rusqlite::ffi::sqlite3_memory_used() }
+    }
+
+    /// Canary judgements kept between calls.
+    pub fn judge_cache(&self) -> &crate::ports::judge_cache::JudgeCache {
+        &self.judged
     }
 
     /// Points of sealed buckets kept between range queries.

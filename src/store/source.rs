@@ -12,8 +12,8 @@ use crate::clock::SharedClock;
 use crate::point::Point;
 use crate::ports::BoxFuture;
 use crate::ports::read::{
-    ChartData, DataSource, Grid, PointQuery, RAW_RANGE_LIMIT_MS, RolloutStart, SourceError, StrataQuery, Stratum,
-    WindowQuery, WindowSums, series_step,
+    ChartData, DataSource, Grid, PointQuery, RAW_RANGE_LIMIT_MS, RolloutStart, SettledStrata, SourceError, StrataQuery,
+    Stratum, WindowQuery, WindowSums, series_step,
 };
 
 impl From<StoreError> for SourceError {
@@ -97,6 +97,28 @@ impl DataSource for StoreSource {
             let read = (raw, (point_ms, rollup_ms));
             Ok(Some(self.store.with_conn(move |c| window::strata(c, &q, read, &held)).await?))
         })
+    }
+
+    fn strata_generation(&self) -> Option<u64> {
+        Some(self.store.cache().generation())
+    }
+
+    fn settled_strata(
+        &self,
+        q: StrataQuery,
+        after_ms: i64,
+    ) -> BoxFuture<'_, Result<Option<SettledStrata>, SourceError>> {
+        let raw = self.settings.reads_raw((q.start_ms, q.end_ms), self.clock.now_ms());
+        let Grid { point_ms, rollup_ms } = self.settings.grid();
+        let held = self.store.held_rows();
+        Box::pin(async move {
+            let read = (raw, (point_ms, rollup_ms));
+            Ok(Some(self.store.with_conn(move |c| window::strata_after(c, &q, after_ms, read, &held)).await?))
+        })
+    }
+
+    fn judge_cache(&self) -> Option<&crate::ports::judge_cache::JudgeCache> {
+        Some(self.store.judge_cache())
     }
 
     fn rollout_start(&self, variant: &str, end_ms: i64) -> BoxFuture<'_, Result<Option<RolloutStart>, SourceError>> {

@@ -18,7 +18,9 @@ use super::range::{self, RangeRead};
 use crate::canary::SideTick;
 use crate::point::{Counts, Point, TargetRow};
 use crate::ports::ingest::EventKind;
-use crate::ports::read::{COARSE_FACTOR, RolloutStart, StartedBy, StrataQuery, Stratum, WindowQuery, WindowSums};
+use crate::ports::read::{
+    COARSE_FACTOR, RolloutStart, SettledStrata, StartedBy, StrataQuery, Stratum, WindowQuery, WindowSums,
+};
 
 /// Increases of every variant over the window, summed over its pods, with where its data starts;
 /// the rows the writer still `held` count too (see [`super::held`]). Read from raw rows only
@@ -108,25 +110,40 @@ pub(crate) fn points_and_counts(
 pub fn strata(
     conn: &Connection,
     q: &StrataQuery,
-    (raw, widths): (bool, (i64, i64)),
+    read: (bool, (i64, i64)),
     held: &HeldRows,
 ) -> Result<Vec<Stratum>, StoreError> {
+    Ok(strata_after(conn, q, q.start_ms, read, held)?.strata)
+}
+
+/// [`strata`] ending after `after_ms` only (each bucket still read from the table the whole of
+/// `q` reads it from), with where they settle: the strata of rolled minutes (up to the rollup
+/// watermark) change only when a late row lowers the watermark; the raw ticks after it are
+/// replaced by their minute once it is rolled. Nothing settles in a read of raw rows only.
+pub fn strata_after(
+    conn: &Connection,
+    q: &StrataQuery,
+    after_ms: i64,
+    (raw, widths): (bool, (i64, i64)),
+    held: &HeldRows,
+) -> Result<SettledStrata, StoreError> {
     let names = variant_names(conn)?;
     let wm = if raw { i64::MIN } else { watermark(conn)?.unwrap_or(i64::MIN) };
+    let from = q.start_ms.max(after_ms);
     let mut ticks: BTreeMap<i64, [Counts; 2]> = BTreeMap::new();
     let mut add = |r: &TargetRow| {
         if let Some(side) = q.variants.iter().position(|v| *v == r.variant) {
             ticks.entry(r.ts_ms).or_default()[side].add(&r.counts);
         }
     };
-    if !raw && wm > q.start_ms {
+    if !raw && wm > from {
         for t in targets(conn)?.iter().filter(|t| q.variants.contains(&t.variant)) {
-            for r in target_rows(conn, Table::Rollup, t.id, q.start_ms, q.end_ms.min(wm), &names)? {
+            for r in target_rows(conn, Table::Rollup, t.id, from, q.end_ms.min(wm), &names)? {
                 add(&r);
             }
         }
     }
-    let after_rollups = (q.start_ms.max(wm), q.end_ms);
+    let after_rollups = (from.max(wm), q.end_ms);
     let mut stored = HashSet::new();
     each_raw_row(conn, after_rollups, None, &names, widths, &mut |r| {
         stored.insert((r.ts_ms, r.target_id));
@@ -135,10 +152,12 @@ pub fn strata(
     for r in held.rows_in(after_rollups, None, &stored) {
         add(&r);
     }
-    Ok(ticks
+    let strata = ticks
         .into_iter()
         .map(|(end_ms, [b, c])| Stratum { end_ms, sides: [SideTick::from_counts(&b), SideTick::from_counts(&c)] })
-        .collect())
+        .collect();
+    let settled_until_ms = wm.clamp(q.start_ms, q.end_ms.max(q.start_ms));
+    Ok(SettledStrata { strata, settled_until_ms })
 }
 
 /// When `variant`'s current version first appeared as of `end_ms`: walking back from its newest
