@@ -372,31 +372,21 @@ pub(crate) fn newest_through(
     t0: i64,
 ) -> Result<Option<FoundRow>, StoreError> {
     let l = Layout::of(table);
-    let open: Option<i64> = conn
-        .prepare_cached(&format!(
-            "SELECT ts FROM {} WHERE target_id = ?1 AND ts <= ?2 ORDER BY ts DESC LIMIT 1",
-            l.open
-        ))?
-        .query_row(params![target_id, t0], |r| r.get(0))
-        .optional()?;
-    let sealed: Option<i64> = conn
-        .prepare_cached(&format!(
-            "SELECT start_ts FROM {} WHERE target_id = ?1 AND start_ts < ?2 AND first_ts <= ?2
-             ORDER BY start_ts DESC LIMIT 1",
+    let open =
+        time_of(conn, &format!("SELECT ts FROM {} WHERE {{}} ts <= ?2 ORDER BY ts DESC", l.open), (target_id, t0))?;
+    let sealed = time_of(
+        conn,
+        &format!(
+            "SELECT start_ts FROM {} WHERE {{}} start_ts < ?2 AND first_ts <= ?2 ORDER BY start_ts DESC",
             l.chunks
-        ))?
-        .query_row(params![target_id, t0], |r| r.get(0))
-        .optional()?;
+        ),
+        (target_id, t0),
+    )?;
     let after = match (open, sealed) {
         (None, None) => return Ok(None),
         (o, s) => o.map(|ts| ts - 1).max(s).unwrap_or(i64::MIN),
     };
-    let mut found: Option<FoundRow> = None;
-    scan(conn, table, (after, t0), Some(target_id), &mut |r| {
-        found.get_or_insert_with(|| FoundRow { ts: 0, variant_id: 0, data: Vec::new() }).copy(r);
-        Ok(true)
-    })?;
-    Ok(found)
+    row_in(conn, table, target_id, (after, t0), true)
 }
 
 /// The target's oldest row of `table` after `t0`, open or sealed: the first chunk (by start)
@@ -408,27 +398,42 @@ pub(crate) fn oldest_after(
     t0: i64,
 ) -> Result<Option<FoundRow>, StoreError> {
     let l = Layout::of(table);
-    let open: Option<i64> = conn
-        .prepare_cached(&format!("SELECT ts FROM {} WHERE target_id = ?1 AND ts > ?2 ORDER BY ts LIMIT 1", l.open))?
-        .query_row(params![target_id, t0], |r| r.get(0))
-        .optional()?;
-    let sealed: Option<i64> = conn
-        .prepare_cached(&format!(
-            "SELECT end_ts FROM {} WHERE target_id = ?1 AND start_ts > ?2 AND last_ts > ?3
-             ORDER BY start_ts LIMIT 1",
-            l.chunks
-        ))?
-        .query_row(params![target_id, t0.saturating_sub(l.max_chunk_ms), t0], |r| r.get(0))
-        .optional()?;
+    let open = time_of(conn, &format!("SELECT ts FROM {} WHERE {{}} ts > ?2 ORDER BY ts", l.open), (target_id, t0))?;
+    // Chunks holding a row after t0 end after it, so they start less than a window before it.
+    let sealed = time_of(
+        conn,
+        &format!(
+            "SELECT end_ts FROM {} WHERE {{}} start_ts > ?2 - {} AND last_ts > ?2 ORDER BY start_ts",
+            l.chunks, l.max_chunk_ms
+        ),
+        (target_id, t0),
+    )?;
     let until = match (open, sealed) {
         (None, None) => return Ok(None),
-        (Some(a), Some(b)) => a.min(b),
-        (a, b) => a.or(b).unwrap_or(t0),
+        (a, b) => a.into_iter().chain(b).min().unwrap_or(t0),
     };
+    row_in(conn, table, target_id, (t0, until), false)
+}
+
+/// The first value a query about one target selects: `sql` has `{}` where the target's filter
+/// goes, `?1` is the target and `?2` the time.
+fn time_of(conn: &Connection, sql: &str, (target_id, t0): (i64, i64)) -> Result<Option<i64>, StoreError> {
+    let sql = format!("{} LIMIT 1", sql.replacen("{}", "target_id = ?1 AND", 1));
+    Ok(conn.prepare_cached(&sql)?.query_row(params![target_id, t0], |r| r.get(0)).optional()?)
+}
+
+/// The target's first row of `table` in `(after, until]`, or its last (`last`), copied out.
+fn row_in(
+    conn: &Connection,
+    table: Table,
+    target_id: i64,
+    range: (i64, i64),
+    last: bool,
+) -> Result<Option<FoundRow>, StoreError> {
     let mut found: Option<FoundRow> = None;
-    scan(conn, table, (t0, until), Some(target_id), &mut |r| {
+    scan(conn, table, range, Some(target_id), &mut |r| {
         found.get_or_insert_with(|| FoundRow { ts: 0, variant_id: 0, data: Vec::new() }).copy(r);
-        Ok(false)
+        Ok(last)
     })?;
     Ok(found)
 }
@@ -604,27 +609,30 @@ pub(crate) fn delete_through(conn: &Connection, table: Table, cutoff: i64) -> Re
 
 /// Time of the newest row of `table`, open or sealed.
 pub(crate) fn newest_ts(conn: &Connection, table: Table) -> Result<Option<i64>, StoreError> {
-    let l = Layout::of(table);
-    let open: Option<i64> = conn.query_row(&format!("SELECT MAX(ts) FROM {}", l.open), [], |r| r.get(0))?;
-    let sealed: Option<i64> = conn.query_row(
-        &format!("SELECT MAX(last_ts) FROM {0} WHERE start_ts > (SELECT MAX(start_ts) FROM {0}) - ?1", l.chunks),
-        [l.max_chunk_ms],
-        |r| r.get(0),
-    )?;
-    Ok(open.max(sealed))
+    edge_ts(conn, table, true)
 }
 
 /// Time of the oldest row of `table`, open or sealed.
 pub(crate) fn oldest_ts(conn: &Connection, table: Table) -> Result<Option<i64>, StoreError> {
+    edge_ts(conn, table, false)
+}
+
+/// Time of the newest (`newest`) or oldest row of `table`: of the open rows, and of the chunks
+/// starting within a widest window of the newest (oldest) start, which hold the sealed one.
+fn edge_ts(conn: &Connection, table: Table, newest: bool) -> Result<Option<i64>, StoreError> {
     let l = Layout::of(table);
-    let open: Option<i64> = conn.query_row(&format!("SELECT MIN(ts) FROM {}", l.open), [], |r| r.get(0))?;
+    let (agg, edge, cmp, op) = if newest { ("MAX", "last_ts", ">", "-") } else { ("MIN", "first_ts", "<", "+") };
+    let open: Option<i64> = conn.query_row(&format!("SELECT {agg}(ts) FROM {}", l.open), [], |r| r.get(0))?;
     let sealed: Option<i64> = conn.query_row(
-        &format!("SELECT MIN(first_ts) FROM {0} WHERE start_ts < (SELECT MIN(start_ts) FROM {0}) + ?1", l.chunks),
+        &format!(
+            "SELECT {agg}({edge}) FROM {0} WHERE start_ts {cmp} (SELECT {agg}(start_ts) FROM {0}) {op} ?1",
+            l.chunks
+        ),
         [l.max_chunk_ms],
         |r| r.get(0),
     )?;
     Ok(match (open, sealed) {
-        (Some(a), Some(b)) => Some(a.min(b)),
+        (Some(a), Some(b)) => Some(if newest { a.max(b) } else { a.min(b) }),
         (a, b) => a.or(b),
     })
 }
