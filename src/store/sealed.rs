@@ -170,9 +170,12 @@ pub(crate) fn scan(
         l.target_filter(3, only)
     ))?;
     let mut open_rows = open_stmt.query(params![after, until, only])?;
+    // Chunks without a row in the range (their first and last rows are in the index) are not
+    // read: a lookup near a window's edge decodes only the chunk that holds its row.
     let mut chunk_stmt = conn.prepare_cached(&format!(
         "SELECT start_ts, target_id, data FROM {}
-         WHERE {} AND start_ts > ?1 AND start_ts < ?2 AND end_ts > ?3 ORDER BY start_ts, target_id",
+         WHERE {} AND start_ts > ?1 AND start_ts < ?2 AND end_ts > ?3 AND last_ts > ?3 AND first_ts <= ?2
+         ORDER BY start_ts, target_id",
         l.chunks,
         l.target_filter(4, only)
     ))?;
