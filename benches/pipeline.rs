@@ -543,7 +543,7 @@ fn breakdown(store: &Store, now: i64) {
                 "SELECT data FROM metrics_10m WHERE target_id = ?1 AND ts > ?2",
                 "SELECT data FROM metrics_10m_chunks WHERE target_id = ?1 AND end_ts > ?2",
             ] {
-                let mut st = conn.prepare_cached(sql).unwrap();
+                let Ok(mut st) = conn.prepare_cached(sql) else { continue }; // a build without chunks
                 let mut rows = st.query(rusqlite::params![id, now - 8 * DAY_MS]).unwrap();
                 while let Some(r) = rows.next().unwrap() {
                     bytes += r.get_ref(0).unwrap().as_blob().unwrap().len();
