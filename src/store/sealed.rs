@@ -3,13 +3,13 @@
 //! Every points table (`metrics_5s`, `metrics_1m`, `metrics_10m`) has a chunk table
 //! (`<table>_chunks`). Rows are written to the table itself, one SQLite row per target and
 //! bucket, so a kill loses at most what was being written. Once a window of a table is complete
-//! and rolled into the next table, the downsampler seals it ([`seal`]): each target's rows of
+//! (and rolled into the next table, if any), the downsampler seals it ([`seal`]): each target's rows of
 //! the window become one compressed chunk ([`super::chunk`]), in the same transaction that
 //! deletes them from the table. A row is therefore in exactly one place, and every reader goes
 //! through [`scan`] (or the lookups built on it), which merges both in time order.
 //!
 //! The windows: raw rows 10 minutes (the coarse tier's bucket, once rolled into minutes),
-//! 1 minute rows an hour (60 rows, once rolled into 10 minutes), 10 minute rows a day (144
+//! 1 minute rows an hour (60 rows, once rolled into 10 minutes), 10 minute rows a UTC day (144
 //! rows, once complete): wider chunks compress better (each starts from a full payload), and
 //! these still bound what one late row reopens and what retention keeps beyond its setting.
 //!
