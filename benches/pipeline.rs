@@ -300,7 +300,8 @@ fn disk_per_target_day() {
         "| raw rows, 24 h at 5 s ({chunk_rows} sealed in chunks, {open_rows} open): payload bytes | {:.2} MB |",
         tables.raw as f64 / 1e6
     );
-    println!("| metrics_1m and metrics_10m rows: payload bytes | {:.2} MB |", tables.rolled as f64 / 1e6);
+    println!("| metrics_1m rows (chunks and open rows): payload bytes | {:.2} MB |", tables.minutes as f64 / 1e6);
+    println!("| metrics_10m rows (chunks and open rows): payload bytes | {:.2} MB |", tables.tens as f64 / 1e6);
     println!(
         "| the database's pages in use (everything: tables, indexes, targets, journal) | {:.2} MB |",
         live as f64 / 1e6
@@ -316,19 +317,31 @@ fn live_bytes(store: &Store) -> u64 {
     ((pragma("page_count") - pragma("freelist_count")) * pragma("page_size")) as u64
 }
 
-/// Payload bytes of raw rows (chunks and open rows) and of rolled rows.
+/// Payload bytes of each points table: raw, 1 min and 10 min rows, chunks and open rows.
 struct TableBytes {
     raw: u64,
-    rolled: u64,
+    minutes: u64,
+    tens: u64,
 }
 
 fn table_bytes(store: &Store) -> TableBytes {
     let c = store.conn().unwrap();
-    let sum = |sql: &str| c.query_row(sql, [], |r| r.get::<_, Option<i64>>(0)).unwrap().unwrap_or(0) as u64;
-    TableBytes {
-        raw: sum("SELECT SUM(length(data)) FROM metrics_5s_chunks") + sum("SELECT SUM(length(data)) FROM metrics_5s"),
-        rolled: sum("SELECT SUM(length(data)) FROM metrics_1m") + sum("SELECT SUM(length(data)) FROM metrics_10m"),
-    }
+    // A table's payload bytes, open rows and chunks (a build without a chunk table: none).
+    let sum = |table: &str| {
+        [table.to_owned(), format!("{table}_chunks")]
+            .iter()
+            .filter(|t| {
+                c.query_row("SELECT count(*) FROM sqlite_master WHERE name = ?1", [t.as_str()], |r| r.get::<_, i64>(0))
+                    .unwrap()
+                    > 0
+            })
+            .map(|t| {
+                let sql = format!("SELECT SUM(length(data)) FROM {t}");
+                c.query_row(&sql, [], |r| r.get::<_, Option<i64>>(0)).unwrap().unwrap_or(0) as u64
+            })
+            .sum()
+    };
+    TableBytes { raw: sum("metrics_5s"), minutes: sum("metrics_1m"), tens: sum("metrics_10m") }
 }
 
 /// Bytes this process has dirtied in the page cache so far (`/proc/self/io` `write_bytes`: what
@@ -346,7 +359,7 @@ fn write_bytes() -> u64 {
 fn write_volume() {
     println!("## Disk write volume per target-day (in process, storage path only)\n");
     println!(
-        "| targets | page size | simulated | write_bytes per target-day | per target-scrape | stored per target-day (pages in use) | of which raw payloads / rolled payloads |"
+        "| targets | page size | simulated | write_bytes per target-day | per target-scrape | stored per target-day (pages in use) | of which payloads: raw / 1 min / 10 min |"
     );
     println!("|---|---|---|---|---|---|---|");
     let hours: i64 = std::env::var("BENCH_HOURS").ok().and_then(|v| v.parse().ok()).unwrap_or(2);
@@ -360,12 +373,13 @@ fn write_volume() {
             let r = volume_run(n, page, hours);
             let day = |b: u64| b as f64 / n as f64 * 24.0 / hours as f64 / 1e6;
             println!(
-                "| {n} | {page} B | {hours} h | {:.1} MB | {:.0} B | {:.2} MB | {:.2} / {:.2} MB |",
+                "| {n} | {page} B | {hours} h | {:.1} MB | {:.0} B | {:.2} MB | {:.2} / {:.2} / {:.2} MB |",
                 r.written_per_day / 1e6,
                 r.written_per_day / (DAY_MS / 5_000) as f64,
                 day(r.stored),
                 day(r.tables.raw),
-                day(r.tables.rolled),
+                day(r.tables.minutes),
+                day(r.tables.tens),
             );
         }
     }
@@ -525,10 +539,15 @@ fn breakdown(store: &Store, now: i64) {
         let t = Instant::now();
         let mut bytes = 0usize;
         for id in 1..=6i64 {
-            let mut st = conn.prepare_cached("SELECT data FROM metrics_10m WHERE target_id = ?1 AND ts > ?2").unwrap();
-            let mut rows = st.query(rusqlite::params![id, now - 8 * DAY_MS]).unwrap();
-            while let Some(r) = rows.next().unwrap() {
-                bytes += r.get_ref(0).unwrap().as_blob().unwrap().len();
+            for sql in [
+                "SELECT data FROM metrics_10m WHERE target_id = ?1 AND ts > ?2",
+                "SELECT data FROM metrics_10m_chunks WHERE target_id = ?1 AND end_ts > ?2",
+            ] {
+                let Ok(mut st) = conn.prepare_cached(sql) else { continue }; // a build without chunks
+                let mut rows = st.query(rusqlite::params![id, now - 8 * DAY_MS]).unwrap();
+                while let Some(r) = rows.next().unwrap() {
+                    bytes += r.get_ref(0).unwrap().as_blob().unwrap().len();
+                }
             }
         }
         std::hint::black_box(bytes);

@@ -753,7 +753,15 @@ async fn window_sums_read_ten_minute_rows_where_retention_deleted_the_minutes() 
     // Retention as if 5 s rows were kept 10 minutes and 1 min rows 25: what each deleted.
     let c = fx.store.conn().unwrap();
     c.execute("DELETE FROM metrics_5s WHERE ts <= ?1", params![now - 10 * MIN]).unwrap();
-    c.execute("DELETE FROM metrics_1m WHERE ts <= ?1", params![now - 25 * MIN]).unwrap();
+    // The hour of minutes is sealed in one chunk, which retention deletes whole; taking only
+    // the minutes up to the cutoff means rewriting the rest as open rows.
+    let kept: Vec<TargetRow> =
+        (0..2).flat_map(|k| fx.rows(Table::Rollup, k)).filter(|r| r.ts_ms > now - 25 * MIN).collect();
+    c.execute_batch("DELETE FROM metrics_1m; DELETE FROM metrics_1m_chunks;").unwrap();
+    for r in &kept {
+        query::replace_row(&c, Table::Rollup, r).unwrap();
+    }
+    assert_eq!(kept.len(), 2 * 25);
     let after = requests(&source(600, 25 * 60).window(q).await.unwrap());
     assert_eq!(after, everything);
 }
@@ -842,4 +850,182 @@ fn sealed_raw_rows_read_exactly_as_open_ones_and_take_late_rows() {
     let rows = query::target_rows(&c, Table::Raw, fx.ids[0], i64::MIN, i64::MAX, &names).unwrap();
     assert_eq!(rows.len(), 13 * 120);
     assert_eq!(rows.iter().find(|r| r.ts_ms == at).unwrap().counts.requests.get("500"), Some(&77.0));
+}
+
+/// Writes 1 min rows of both targets for every minute of `(from, to]` (the second target's
+/// pod gone for 40 minutes of the fourth hour, and present only part of some minutes), their
+/// 10 min rows rolled as the downsampler rolls them, and both watermarks at `to`: rolled rows
+/// as a day of running leaves them, none sealed yet.
+fn write_rolled(fx: &mut Fixture, (from, to): (i64, i64)) {
+    let c = fx.store.conn().unwrap();
+    let mut minutes: [Vec<TargetRow>; 2] = Default::default();
+    for (n, t) in (from + MIN..=to).step_by(MIN as usize).enumerate() {
+        let i = n as i64;
+        for (k, variant) in ["production", "canary"].iter().enumerate() {
+            if k == 1 && (3 * 60 + 10..3 * 60 + 50).contains(&i) {
+                continue;
+            }
+            let mut row = fx.states[k].advance(
+                &read(&parse(&expo(i * 12 * (k as i64 + 1))).unwrap()),
+                t - 300,
+                fx.ids[k],
+                variant,
+            );
+            row.ts_ms = t;
+            row.present_ms = if k == 1 && i % 7 == 0 { 15_000 + i } else { MIN };
+            query::replace_row(&c, Table::Rollup, &row).unwrap();
+            minutes[k].push(row);
+        }
+    }
+    for rows in &minutes {
+        for r in query::roll_minutes(rows, 10 * MIN) {
+            query::replace_row(&c, Table::Coarse, &r).unwrap();
+        }
+    }
+    query::set_watermark(&c, to).unwrap();
+    c.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('coarse_watermark_ms', ?1)", [to]).unwrap();
+}
+
+/// Every read of rolled rows, as a fresh process on the file answers it: `/api/metrics`
+/// (points JSON) over an hour, hours, a day (10 min rows) and more, with edges inside chunks,
+/// for every target and for one; window sums (10 min rows where the 1 min rows are taken as
+/// gone, then 1 min rows), chart data, strata, and each target's rows of both tables.
+async fn rolled_reads(path: &std::path::Path, now: i64) -> Vec<String> {
+    use std::time::Duration;
+    use zai_dash::ports::read::{DataSource, StrataQuery, WindowQuery};
+    use zai_dash::store::source::StoreSource;
+
+    let store = Store::open(path).unwrap();
+    let mut settings = zai_dash::config::Settings::for_tests(vec![], "unused.db".into()).store();
+    settings.point_width = Duration::from_secs(5);
+    settings.rollup_width = Duration::from_secs(60);
+    settings.retention_5s = Duration::from_secs(600);
+    settings.retention_1m = Duration::from_secs(6 * 3600);
+    let source = StoreSource::new(store.clone(), settings, Arc::new(zai_dash::clock::ManualClock::new(now)));
+    let mut out = Vec::new();
+    let windows = [
+        (now - HOUR, now, MIN, None),
+        (now - 24 * HOUR, now, 10 * MIN, None),
+        (now - 26 * HOUR, now, 30 * MIN, Some("http://b/metrics")),
+        (now - 23 * HOUR - 7 * MIN, now - 20 * HOUR + 30_000, 5 * MIN, None),
+        (now - 25 * HOUR + 30 * MIN, now - 2 * HOUR, 60 * MIN, Some("http://a/metrics")),
+    ];
+    for (start_ms, end_ms, step_ms, target) in windows {
+        let q = PointQuery { start_ms, end_ms, step_ms, variant: None, target_url: target.map(str::to_owned) };
+        out.push(source.points_json(q.clone(), now).await.unwrap());
+        let chart = source.chart(q).await.unwrap();
+        out.push(format!("{:?}", (chart.points, chart.counts)));
+    }
+    for (start_ms, end_ms) in [(now - 26 * HOUR, now), (now - 20 * HOUR - 5 * MIN, now - 3 * HOUR), (now - HOUR, now)] {
+        out.push(format!("{:?}", source.window(WindowQuery { start_ms, end_ms, target_url: None }).await.unwrap()));
+        let variants = ["production".to_owned(), "canary".to_owned()];
+        out.push(format!("{:?}", source.strata(StrataQuery { start_ms, end_ms, variants }).await.unwrap()));
+    }
+    let c = store.conn().unwrap();
+    let names = query::variant_names(&c).unwrap();
+    for table in [Table::Rollup, Table::Coarse] {
+        for id in query::targets(&c).unwrap().iter().map(|t| t.id) {
+            out.push(format!("{:?}", query::target_rows(&c, table, id, i64::MIN, i64::MAX, &names).unwrap()));
+        }
+    }
+    out
+}
+
+/// Chunks and open rows of both rolled tables: `(1m chunks, 1m rows in them, 1m open rows,
+/// 10m chunks, 10m rows in them, 10m open rows)`.
+fn rolled_figures(fx: &Fixture) -> [i64; 6] {
+    let c = fx_conn(fx);
+    let mut out = [0; 6];
+    for (i, table) in ["metrics_1m", "metrics_10m"].iter().enumerate() {
+        let sql =
+            format!("SELECT count(*), COALESCE(SUM(rows), 0), (SELECT count(*) FROM {table}) FROM {table}_chunks");
+        let (a, b, o) = c.query_row(&sql, [], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?))).unwrap();
+        out[3 * i..3 * i + 3].copy_from_slice(&[a, b, o]);
+    }
+    out
+}
+
+#[tokio::test]
+async fn sealed_rolled_rows_read_exactly_as_open_ones_and_take_late_rows() {
+    const DAY: i64 = 24 * HOUR;
+    let d0 = T0 - T0.rem_euclid(DAY);
+    let end = d0 + 26 * HOUR + 30 * MIN;
+    let now = end + 20_000;
+    // `fx` is sealed; `open` gets the same rows and is never downsampled: the answer key.
+    let (mut fx, mut open) = (Fixture::new(), Fixture::new());
+    write_rolled(&mut fx, (d0, end));
+    write_rolled(&mut open, (d0, end));
+    let expected = rolled_reads(open.store.path(), now).await;
+    assert_eq!(rolled_reads(fx.store.path(), now).await, expected, "two fixtures, one answer");
+
+    // An existing database's rolled rows are sealed a few windows per run: 12 hours of minutes.
+    let mut runs = Vec::new();
+    loop {
+        let r = fx.downsample(now);
+        if r.sealed_rolled_rows == 0 {
+            break;
+        }
+        runs.push(r.sealed_rolled_rows);
+    }
+    let per_hour: usize = 60 + 60;
+    // The second pod's 40 minutes away leave 4 of its 10 minute buckets empty.
+    assert_eq!(runs, [12 * per_hour - 40 + 144 + 140, 12 * per_hour, 2 * per_hour]);
+    // 26 whole hours of minutes and one whole day of 10 minutes, per target; the rest open.
+    let sealed = [52, 26 * per_hour as i64 - 40, 60, 2, 144 + 140, 2 * 15];
+    assert_eq!(rolled_figures(&fx), sealed, "every row in exactly one place");
+    assert_eq!(rolled_reads(fx.store.path(), now).await, expected, "the same answers from chunks");
+
+    // A late raw row in a sealed hour of a sealed day: the minute is rolled again (reopening
+    // its hour), and so are the 10 minutes from its own on (reopening the day).
+    let at = d0 + 3 * HOUR + 5 * MIN + 5_000;
+    let minute = bucket_end(at, MIN);
+    let before = fx.rows(Table::Rollup, 0).into_iter().find(|r| r.ts_ms == minute).unwrap();
+    let mut late = before.clone();
+    (late.ts_ms, late.elapsed_ms, late.present_ms) = (at, 5_000, 5_000);
+    late.counts.requests = [("500".to_owned(), 77.0)].into();
+    let batch = WriteBatch {
+        bucket_end_ms: at,
+        rows: vec![late.clone()],
+        states: vec![],
+        points: vec![],
+        events: vec![],
+        late: true,
+    };
+    write::write_batch(&mut fx.store.conn().unwrap(), &batch, MIN).unwrap();
+    let r = fx.downsample(now);
+    assert_eq!(r.rolled_rows, 1, "only the late row's minute has raw rows");
+    let rerolled = fx.rows(Table::Rollup, 0).into_iter().find(|r| r.ts_ms == minute).unwrap();
+    assert_eq!(rerolled.counts.requests.get("500"), Some(&77.0));
+    assert_ne!(rerolled, before);
+    // Every target's 10 minutes are rolled again from there, reopening both days.
+    assert_eq!(r.sealed_rolled_rows, 60 + 144 + 140, "reopened and sealed again in the same run");
+    assert_eq!(rolled_figures(&fx), sealed);
+    // The answer key gets the same rows in place: the raw row, the minute, its 10 minutes.
+    let c = open.store.conn().unwrap();
+    query::replace_row(&c, Table::Raw, &late).unwrap();
+    query::replace_row(&c, Table::Rollup, &rerolled).unwrap();
+    let ten = bucket_end(at, 10 * MIN);
+    let coarse = fx.rows(Table::Coarse, 0).into_iter().find(|r| r.ts_ms == ten).unwrap();
+    query::replace_row(&c, Table::Coarse, &coarse).unwrap();
+    drop(c);
+    let expected_late = rolled_reads(open.store.path(), now).await;
+    assert_ne!(expected_late, expected);
+    assert_eq!(rolled_reads(fx.store.path(), now).await, expected_late);
+
+    // A rolled row replaced while its window is reopened and not yet sealed again reads the
+    // same too (a write straight into a sealed window, as rolling again makes).
+    let mut changed = coarse.clone();
+    changed.counts.requests.insert("200".to_owned(), 5.0);
+    for f in [&fx, &open] {
+        query::replace_row(&f.store.conn().unwrap(), Table::Coarse, &changed).unwrap();
+    }
+    assert_eq!(rolled_figures(&fx)[3..], [1, 140, 144 + 2 * 15], "the target's day reopened");
+    let expected_changed = rolled_reads(open.store.path(), now).await;
+    assert_ne!(expected_changed, expected_late);
+    assert_eq!(rolled_reads(fx.store.path(), now).await, expected_changed, "reopened");
+    assert_eq!(fx.downsample(now).sealed_rolled_rows, 144);
+    assert_eq!(rolled_figures(&fx), sealed);
+    // And after a restart: the chunks are what is on disk (every read opens the file anew).
+    fx.store = Store::open(fx.store.path()).unwrap();
+    assert_eq!(rolled_reads(fx.store.path(), now).await, expected_changed, "sealed again, restarted");
 }

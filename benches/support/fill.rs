@@ -77,9 +77,14 @@ pub fn prefill(store: &Store, now: i64) {
         retention_rollup_ms: 8 * DAY_MS,
         retention_coarse_ms: 30 * DAY_MS,
     };
-    // Runs until nothing is left to seal, so raw rows sit in chunks as in a server that has run
-    // for a day (a run seals at most 12 windows).
-    while zai_dash::store::downsample::run_once(&mut store.conn().unwrap(), now, plan).unwrap().sealed_rows > 0 {}
+    // Runs until nothing is left to seal, so raw and rolled rows sit in chunks as in a server
+    // that has run for a week (a run seals at most 12 windows of each table).
+    loop {
+        let r = zai_dash::store::downsample::run_once(&mut store.conn().unwrap(), now, plan).unwrap();
+        if r.sealed_rows == 0 && r.sealed_rolled_rows == 0 {
+            break;
+        }
+    }
     store.note_committed(bucket_end(now, 5_000)); // as the writer does after each tick
 }
 

@@ -19,13 +19,18 @@
 //! needs only that history, so a chunk is read row by row in place ([`ChunkRows`]) and a
 //! reader of many targets' chunks holds a few payloads per chunk, not the decoded window.
 //!
-//! The first byte is a format version. A corrupt blob is an error, never a panic or an
-//! unbounded allocation: every length is checked against the bytes that remain.
+//! The first byte is a format version: 1 for raw rows, 2 for rolled rows, which also carry how
+//! long their pod was present in the bucket (a delta, like the elapsed time). Raw chunks are
+//! still written as version 1, so the chunks of existing databases and new ones are one
+//! format. A corrupt blob is an error, never a panic or an unbounded allocation: every length
+//! is checked against the bytes that remain.
 
 use super::codec::CodecError;
 
-/// Format of chunks written now.
+/// Format of chunks of raw rows (no presence).
 const VERSION: u8 = 1;
+/// Format of chunks of rolled rows: each row's presence follows its variant.
+const VERSION_PRESENCE: u8 = 2;
 /// Shortest copy worth a match (an op costs about three bytes).
 const MIN_MATCH: usize = 4;
 /// Size of the encoder's table of 4-byte sequences of the history.
@@ -47,6 +52,8 @@ pub(crate) struct ChunkRow<'a> {
     pub variant_id: i64,
     /// Time the row's increases cover, ms.
     pub elapsed_ms: i64,
+    /// How long the pod was present in a rolled row's bucket, ms (0 in raw rows).
+    pub present_ms: i64,
     /// The row's payload, as [`super::codec::encode`] wrote it.
     pub data: &'a [u8],
 }
@@ -61,14 +68,17 @@ pub(crate) struct ChunkWriter {
     last_delta: i64,
     last_elapsed: i64,
     last_variant: i64,
+    /// Previous row's presence; `None` for a raw chunk, which stores none.
+    last_present: Option<i64>,
     rows: usize,
 }
 
 impl ChunkWriter {
-    /// A chunk whose rows come after `start_ms` (the start of its window).
-    pub(crate) fn new(start_ms: i64) -> Self {
+    /// A chunk whose rows come after `start_ms` (the start of its window); `presence`: rows
+    /// carry one (rolled rows), else it is 0 and not stored (raw rows).
+    pub(crate) fn new(start_ms: i64, presence: bool) -> Self {
         let mut out = Vec::with_capacity(1024);
-        out.push(VERSION);
+        out.push(if presence { VERSION_PRESENCE } else { VERSION });
         Self {
             out,
             history: History::default(),
@@ -77,6 +87,7 @@ impl ChunkWriter {
             last_delta: 0,
             last_elapsed: 0,
             last_variant: 0,
+            last_present: presence.then_some(0),
             rows: 0,
         }
     }
@@ -88,6 +99,13 @@ impl ChunkWriter {
         put_signed(&mut self.out, delta.wrapping_sub(self.last_delta));
         put_signed(&mut self.out, row.elapsed_ms.wrapping_sub(self.last_elapsed));
         put_signed(&mut self.out, row.variant_id.wrapping_sub(self.last_variant));
+        match self.last_present.as_mut() {
+            Some(last) => {
+                put_signed(&mut self.out, row.present_ms.wrapping_sub(*last));
+                *last = row.present_ms;
+            }
+            None => debug_assert_eq!(row.present_ms, 0, "a raw chunk stores no presence"),
+        }
         diff(&self.history, row.data, &mut self.out, scratch);
         (self.last_ts, self.last_delta, self.last_elapsed, self.last_variant) =
             (row.ts, delta, row.elapsed_ms, row.variant_id);
@@ -144,16 +162,19 @@ pub(crate) struct ChunkRows {
     delta: i64,
     elapsed: i64,
     variant: i64,
+    /// Presence of the current row; `None` in a raw chunk (every row's is 0).
+    present: Option<i64>,
 }
 
 impl ChunkRows {
     /// A reader of the chunk `bytes` of the window starting at `start_ms`.
     pub(crate) fn new(start_ms: i64, bytes: Vec<u8>) -> Result<Self, CodecError> {
-        match bytes.first() {
-            Some(&VERSION) => {}
+        let present = match bytes.first() {
+            Some(&VERSION) => None,
+            Some(&VERSION_PRESENCE) => Some(0),
             Some(_) => return Err(CodecError("unknown chunk format version")),
             None => return Err(TRUNCATED),
-        }
+        };
         Ok(Self {
             bytes,
             pos: 1,
@@ -163,6 +184,7 @@ impl ChunkRows {
             delta: 0,
             elapsed: 0,
             variant: 0,
+            present,
         })
     }
 
@@ -176,6 +198,9 @@ impl ChunkRows {
         self.ts = self.ts.wrapping_add(self.delta);
         self.elapsed = self.elapsed.wrapping_add(r.signed()?);
         self.variant = self.variant.wrapping_add(r.signed()?);
+        if let Some(present) = self.present.as_mut() {
+            *present = present.wrapping_add(r.signed()?);
+        }
         patch(&mut r, &self.history, &mut self.cur)?;
         self.history.push(&self.cur);
         self.pos = r.pos;
@@ -184,7 +209,13 @@ impl ChunkRows {
 
     /// The row the last [`Self::advance`] decoded.
     pub(crate) fn current(&self) -> ChunkRow<'_> {
-        ChunkRow { ts: self.ts, variant_id: self.variant, elapsed_ms: self.elapsed, data: &self.cur }
+        ChunkRow {
+            ts: self.ts,
+            variant_id: self.variant,
+            elapsed_ms: self.elapsed,
+            present_ms: self.present.unwrap_or(0),
+            data: &self.cur,
+        }
     }
 }
 
@@ -195,7 +226,13 @@ pub(crate) fn decode_all(start_ms: i64, bytes: Vec<u8>) -> Result<Vec<OwnedRow>,
     let mut out = Vec::new();
     while rows.advance()? {
         let r = rows.current();
-        out.push(OwnedRow { ts: r.ts, variant_id: r.variant_id, elapsed_ms: r.elapsed_ms, data: r.data.to_vec() });
+        out.push(OwnedRow {
+            ts: r.ts,
+            variant_id: r.variant_id,
+            elapsed_ms: r.elapsed_ms,
+            present_ms: r.present_ms,
+            data: r.data.to_vec(),
+        });
     }
     Ok(out)
 }
@@ -209,6 +246,8 @@ pub(crate) struct OwnedRow {
     pub variant_id: i64,
     /// Time the row's increases cover, ms.
     pub elapsed_ms: i64,
+    /// Presence (rolled rows; 0 in raw rows).
+    pub present_ms: i64,
     /// The payload.
     pub data: Vec<u8>,
 }
@@ -216,7 +255,13 @@ pub(crate) struct OwnedRow {
 impl OwnedRow {
     /// The row borrowed, as a chunk takes it.
     pub(crate) fn as_row(&self) -> ChunkRow<'_> {
-        ChunkRow { ts: self.ts, variant_id: self.variant_id, elapsed_ms: self.elapsed_ms, data: &self.data }
+        ChunkRow {
+            ts: self.ts,
+            variant_id: self.variant_id,
+            elapsed_ms: self.elapsed_ms,
+            present_ms: self.present_ms,
+            data: &self.data,
+        }
     }
 }
 
@@ -414,8 +459,9 @@ mod tests {
         }
     }
 
+    /// A chunk of `rows`, with their presences when any row has one (rolled rows).
     fn encode_rows(start: i64, rows: &[OwnedRow]) -> Vec<u8> {
-        let mut w = ChunkWriter::new(start);
+        let mut w = ChunkWriter::new(start, rows.iter().any(|r| r.present_ms != 0));
         let mut scratch = Scratch::default();
         for r in rows {
             w.push(r.as_row(), &mut scratch);
@@ -455,6 +501,7 @@ mod tests {
                     ts,
                     variant_id: 1 + rng.below(2) as i64,
                     elapsed_ms: 4_900 + rng.below(200) as i64,
+                    present_ms: 0,
                     data: data.clone(),
                 }
             })
@@ -472,11 +519,45 @@ mod tests {
     }
 
     #[test]
+    fn rolled_rows_round_trip_with_their_presence() {
+        // Minutes as the rollup writes them: a pod present for part of some minutes (it came
+        // or went), absent from others (a gap in its timestamps), elapsed time that varies.
+        let mut rng = Rng(0xD1B5_4A32_D192_ED03);
+        for case in 0..200 {
+            let mut rows = evolving_rows(&mut rng, 1 + case % 150);
+            for (i, r) in rows.iter_mut().enumerate() {
+                r.ts = 60_000 * (1 + i as i64 + (i as i64 / 7) * (case as i64 % 3));
+                r.elapsed_ms = 55_000 + rng.below(10_000) as i64;
+                r.present_ms = if rng.below(5) == 0 { 1 + rng.below(60_000) as i64 } else { 60_000 };
+            }
+            let blob = encode_rows(0, &rows);
+            assert_eq!(blob[0], VERSION_PRESENCE);
+            assert_eq!(decode_all(0, blob).unwrap(), rows, "case {case}");
+        }
+    }
+
+    #[test]
+    fn a_raw_chunk_written_before_presence_existed_still_reads() {
+        // Version 1, as the first chunked build wrote it: two rows 5 s apart with payload
+        // [1, 2, 3], the second "the same payload" (time, elapsed and variant unchanged).
+        let blob = vec![1, 0x90, 0x4E, 0x90, 0x4E, 0x02, 0x04, 0x03, 1, 2, 3, 0, 0, 0, 0];
+        let row = |ts| OwnedRow { ts, variant_id: 1, elapsed_ms: 5_000, present_ms: 0, data: vec![1, 2, 3] };
+        assert_eq!(decode_all(0, blob.clone()).unwrap(), vec![row(5_000), row(10_000)]);
+        assert_eq!(encode_rows(0, &[row(5_000), row(10_000)]), blob, "raw chunks are still written so");
+    }
+
+    #[test]
     fn empty_payloads_and_identical_payloads_round_trip() {
         let rows: Vec<OwnedRow> = [vec![], vec![], vec![7; 300], vec![7; 300], vec![]]
             .into_iter()
             .enumerate()
-            .map(|(i, data)| OwnedRow { ts: 5_000 * (i as i64 + 1), variant_id: 1, elapsed_ms: 5_000, data })
+            .map(|(i, data)| OwnedRow {
+                ts: 5_000 * (i as i64 + 1),
+                variant_id: 1,
+                elapsed_ms: 5_000,
+                present_ms: 0,
+                data,
+            })
             .collect();
         assert_eq!(decode_all(0, encode_rows(0, &rows)).unwrap(), rows);
     }
@@ -489,7 +570,7 @@ mod tests {
             &Default::default(),
         );
         let rows: Vec<OwnedRow> = (1..=120)
-            .map(|i| OwnedRow { ts: 5_000 * i, variant_id: 1, elapsed_ms: 5_000, data: payload.clone() })
+            .map(|i| OwnedRow { ts: 5_000 * i, variant_id: 1, elapsed_ms: 5_000, present_ms: 0, data: payload.clone() })
             .collect();
         let blob = encode_rows(0, &rows);
         // The first row in full (version, time, elapsed, variant, lengths: 8 bytes), then 4
@@ -510,6 +591,7 @@ mod tests {
                 ts: 5_000 * i,
                 variant_id: 1,
                 elapsed_ms: 5_000,
+                present_ms: 0,
                 data: if i % 3 == 0 { busy.clone() } else { idle.clone() },
             })
             .collect();

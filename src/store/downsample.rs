@@ -1,6 +1,7 @@
 //! Rollups and retention: complete minutes of `metrics_5s` into `metrics_1m`, then complete
 //! 10 minutes of `metrics_1m` into `metrics_10m` (what ranges over a day read); then rolled
-//! 10-minute windows of raw rows sealed into compressed chunks ([`super::raw::seal`]).
+//! windows sealed into compressed chunks ([`super::sealed::seal`]): raw rows by 10 minutes,
+//! 1 minute rows by the hour, 10 minute rows by the day.
 //!
 //! A watermark per rolled table in `meta` marks the end of its last rolled bucket, so the job
 //! resumes after a restart and never reads a bucket twice unless told to: the writer lowers the
@@ -17,12 +18,19 @@ use rusqlite::Connection;
 use tokio_util::sync::CancellationToken;
 
 use super::query::{self, Table};
+use super::sealed;
 use super::{Store, StoreError, StoreSettings};
 use crate::clock::SharedClock;
 
 /// At most this many minutes are rolled per transaction, so a long backlog (first start on a
 /// big file) never holds the write lock for long.
 const MINUTES_PER_TRANSACTION: i64 = 60;
+/// 1 minute rows per chunk (an hour): 60 rows share one full payload, and a late raw row
+/// reopens at most an hour of a target's minutes.
+const ROLLUP_ROWS_PER_CHUNK: i64 = 60;
+/// 10 minute rows per chunk (a day): what a day's range reads is one chunk per target;
+/// retention keeps at most a day beyond `RETENTION_10M` (30 days by default).
+const COARSE_ROWS_PER_CHUNK: i64 = 144;
 
 /// What one run did.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -33,8 +41,10 @@ pub struct Report {
     pub coarse_rows: usize,
     /// New watermark of `metrics_1m`, if any.
     pub watermark_ms: Option<i64>,
-    /// Raw rows sealed into chunks (windows rolled into minutes; see [`super::raw`]).
+    /// Raw rows sealed into chunks (windows rolled into minutes; see [`super::sealed`]).
     pub sealed_rows: usize,
+    /// 1 and 10 minute rows sealed into chunks (hours rolled into 10 minutes, complete days).
+    pub sealed_rolled_rows: usize,
     /// Raw rows deleted (open rows, and sealed ones a whole chunk at a time).
     pub deleted_raw: usize,
     /// Rows deleted from `metrics_1m`.
@@ -82,6 +92,7 @@ pub(crate) async fn run(
                 tracing::debug!(
                     rolled = r.rolled_rows,
                     sealed = r.sealed_rows,
+                    sealed_rolled = r.sealed_rolled_rows,
                     deleted_raw = r.deleted_raw,
                     deleted_rollup = r.deleted_rollup,
                     duration_ms = r.duration_ms,
@@ -155,7 +166,9 @@ pub fn run_once(conn: &mut Connection, now_ms: i64, plan: Plan) -> Result<Report
     let tens = Tier { source: Table::Rollup, target: Table::Coarse, width_ms: plan.coarse_ms() };
     let (coarse_wm, coarse_rows) = roll_tier(conn, tens, wm.div_euclid(tens.width_ms) * tens.width_ms, plan)?;
     report.coarse_rows = coarse_rows;
-    report.sealed_rows = super::raw::seal(conn, plan.coarse_ms(), wm)?;
+    report.sealed_rows = sealed::seal(conn, Table::Raw, plan.coarse_ms(), wm)?;
+    report.sealed_rolled_rows = sealed::seal(conn, Table::Rollup, ROLLUP_ROWS_PER_CHUNK * plan.rollup_ms, coarse_wm)?
+        + sealed::seal(conn, Table::Coarse, COARSE_ROWS_PER_CHUNK * plan.coarse_ms(), coarse_wm)?;
     enforce_retention(conn, now_ms, (wm, coarse_wm), plan, &mut report)?;
     report.duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
     Ok(report)
@@ -185,13 +198,7 @@ fn roll_tier(conn: &mut Connection, tier: Tier, complete: i64, plan: Plan) -> Re
 
 /// End of the first bucket of `width_ms` holding a row of `table`.
 fn first_row(conn: &Connection, table: Table, width_ms: i64) -> Result<Option<i64>, StoreError> {
-    let min: Option<i64> = match table {
-        Table::Raw => super::raw::oldest_ts(conn)?,
-        Table::Rollup | Table::Coarse => {
-            conn.query_row(&format!("SELECT MIN(ts) FROM {}", table.name()), [], |r| r.get(0))?
-        }
-    };
-    Ok(min.map(|ts| crate::clock::bucket_end(ts, width_ms)))
+    Ok(sealed::oldest_ts(conn, table)?.map(|ts| crate::clock::bucket_end(ts, width_ms)))
 }
 
 /// Rolls the tier's buckets ending in `(after, until]` for every target, in one transaction.
@@ -262,16 +269,10 @@ fn enforce_retention(
     report.rollup_cutoff_ms = (now_ms - plan.retention_rollup_ms).min(coarse_wm);
     report.coarse_cutoff_ms = now_ms - plan.retention_coarse_ms;
     let tx = conn.transaction()?;
-    // Raw rows and chunks are keyed by time: their retention is one range at the start of each.
-    report.deleted_raw = super::raw::delete_through(&tx, report.raw_cutoff_ms)?;
-    for t in query::targets(&tx)? {
-        let delete = |table: Table, cutoff: i64| {
-            let sql = format!("DELETE FROM {} WHERE target_id = ?1 AND ts <= ?2", table.name());
-            tx.execute(&sql, rusqlite::params![t.id, cutoff])
-        };
-        report.deleted_rollup += delete(Table::Rollup, report.rollup_cutoff_ms)?;
-        report.deleted_coarse += delete(Table::Coarse, report.coarse_cutoff_ms)?;
-    }
+    // Open rows exactly, sealed rows a whole chunk at a time (see `sealed`).
+    report.deleted_raw = sealed::delete_through(&tx, Table::Raw, report.raw_cutoff_ms)?;
+    report.deleted_rollup = sealed::delete_through(&tx, Table::Rollup, report.rollup_cutoff_ms)?;
+    report.deleted_coarse = sealed::delete_through(&tx, Table::Coarse, report.coarse_cutoff_ms)?;
     tx.execute("DELETE FROM events WHERE ts <= ?1", [report.coarse_cutoff_ms])?;
     super::canary_log::trim(&tx, now_ms - plan.retention_rollup_ms)?;
     report.pruned_journal = query::prune_journal(&tx)?;

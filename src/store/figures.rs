@@ -6,7 +6,7 @@ use std::path::Path;
 
 use super::{Store, StoreError};
 
-/// Tables whose rows are counted (`metrics_5s`: open and sealed raw rows alike).
+/// Tables whose rows are counted (`metrics_5s`, `metrics_1m`: open and sealed rows alike).
 const COUNTED: [&str; 3] = ["metrics_1m", "metrics_5s", "targets"];
 
 /// The database's size and row counts.
@@ -27,7 +27,8 @@ impl Store {
                 let mut rows = BTreeMap::new();
                 for table in COUNTED {
                     let n: i64 = match table {
-                        "metrics_5s" => super::raw::count(c)?,
+                        "metrics_5s" => super::sealed::count(c, super::query::Table::Raw)?,
+                        "metrics_1m" => super::sealed::count(c, super::query::Table::Rollup)?,
                         _ => c.query_row(&format!("SELECT count(*) FROM {table}"), [], |r| r.get(0))?,
                     };
                     rows.insert(table, u64::try_from(n).unwrap_or(0));

@@ -1,4 +1,5 @@
-//! SQLite storage: `metrics_5s` (raw points), `metrics_1m` (rollups), `targets` (per-target
+//! SQLite storage: `metrics_5s` (raw points), `metrics_1m` and `metrics_10m` (rollups), each
+//! with its `_chunks` table of sealed rows ([`sealed`]), `targets` (per-target
 //! state for restart safety), `variants`, `meta` (the rollup watermark), the alerts' records and
 //! firing periods (`alerts`, `alert_periods`) and `remote_queue` (samples waiting for a remote
 //! write receiver).
@@ -17,9 +18,9 @@ pub(crate) mod figures;
 pub(crate) mod held;
 pub mod query;
 pub mod range;
-pub(crate) mod raw;
 pub(crate) mod remote_queue;
 pub(crate) mod schema;
+pub(crate) mod sealed;
 pub(crate) mod sessions;
 pub(crate) mod settings;
 pub mod source;

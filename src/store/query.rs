@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use rusqlite::{Connection, OptionalExtension, params};
 
-use super::raw::{self, RawRow};
+use super::sealed::{self, StoredRow};
 use super::{StoreError, codec};
 use crate::clock::bucket_end;
 use crate::point::{Counts, RollingRow, TargetRow, Totals};
@@ -30,15 +30,6 @@ impl Table {
             Table::Raw => "metrics_5s",
             Table::Rollup => "metrics_1m",
             Table::Coarse => "metrics_10m",
-        }
-    }
-
-    /// The column holding each row's presence: stored for rolled tables; a raw row is present
-    /// for one point width, which the reader knows.
-    pub(crate) fn present_column(self) -> &'static str {
-        match self {
-            Table::Raw => "0",
-            Table::Rollup | Table::Coarse => "present_ms",
         }
     }
 
@@ -227,7 +218,7 @@ pub(crate) fn variant_id(conn: &Connection, name: &str) -> Result<i64, StoreErro
 
 /// Inserts a raw row; if the target already has a row for that bucket (two scrapes completed
 /// in one bucket, or a retried late batch), the two are merged instead of one being lost.
-/// A row at or before `sealed_through` ([`raw::sealed_through`]) may land in a sealed window,
+/// A row at or before `sealed_through` ([`sealed::sealed_through`]) may land in a sealed window,
 /// whose chunk is reopened first so that the merge finds its rows. Returns true when it merged.
 pub(crate) fn upsert_raw_row(
     conn: &Connection,
@@ -235,7 +226,7 @@ pub(crate) fn upsert_raw_row(
     sealed_through: Option<i64>,
 ) -> Result<bool, StoreError> {
     if sealed_through.is_some_and(|s| row.ts_ms <= s) {
-        raw::unseal(conn, row.target_id, row.ts_ms)?;
+        sealed::unseal(conn, Table::Raw, row.target_id, row.ts_ms)?;
     }
     let vid = variant_id(conn, &row.variant)?;
     let data = codec::encode(&row.counts, &row.totals, &row.gauges);
@@ -255,8 +246,12 @@ pub(crate) fn upsert_raw_row(
     Ok(inserted == 0)
 }
 
-/// Writes a row, replacing any row of the same target and bucket.
+/// Writes a row, replacing any row of the same target and bucket: one in a sealed window (a
+/// minute rolled again after a late raw row) is reopened first, so the row stays in one place.
 pub fn replace_row(conn: &Connection, table: Table, row: &TargetRow) -> Result<(), StoreError> {
+    if sealed::sealed_through(conn, table)?.is_some_and(|s| row.ts_ms <= s) {
+        sealed::unseal(conn, table, row.target_id, row.ts_ms)?;
+    }
     let vid = variant_id(conn, &row.variant)?;
     let data = codec::encode(&row.counts, &row.totals, &row.gauges);
     match table {
@@ -287,47 +282,20 @@ pub(crate) fn presence(table: Table, stored: i64, elapsed_ms: i64, widths: (i64,
     }
 }
 
-/// The columns every row read selects, in this order.
-fn select(table: Table, filter: &str) -> String {
-    format!(
-        "SELECT ts, variant_id, elapsed_ms, data, {} FROM {} WHERE target_id = ?1 AND {filter}",
-        table.present_column(),
-        table.name()
-    )
-}
-
-/// Decodes a row selected by [`select`].
-fn decode(
-    r: &rusqlite::Row<'_>,
+/// Decodes a row as [`sealed::scan`] hands it over, with its presence ([`presence`]).
+fn decode_row(
     table: Table,
-    target_id: i64,
+    r: StoredRow<'_>,
     names: &HashMap<i64, String>,
     widths: (i64, i64),
 ) -> Result<TargetRow, StoreError> {
-    let data = r.get_ref(3)?.as_blob().map_err(rusqlite::Error::from)?;
-    let (counts, totals, gauges) = codec::decode(data)?;
-    let elapsed_ms: i64 = r.get(2)?;
-    Ok(TargetRow {
-        target_id,
-        variant: names.get(&r.get::<_, i64>(1)?).cloned().unwrap_or_else(|| "unknown".to_owned()),
-        ts_ms: r.get(0)?,
-        elapsed_ms,
-        present_ms: presence(table, r.get(4)?, elapsed_ms, widths),
-        counts,
-        totals,
-        gauges,
-    })
-}
-
-/// Decodes a raw row as [`raw::scan`] hands it over; present for one point width.
-fn decode_raw(r: RawRow<'_>, names: &HashMap<i64, String>, widths: (i64, i64)) -> Result<TargetRow, StoreError> {
     let (counts, totals, gauges) = codec::decode(r.data)?;
     Ok(TargetRow {
         target_id: r.target_id,
         variant: names.get(&r.variant_id).cloned().unwrap_or_else(|| "unknown".to_owned()),
         ts_ms: r.ts,
         elapsed_ms: r.elapsed_ms,
-        present_ms: widths.0,
+        present_ms: presence(table, r.present_ms, r.elapsed_ms, widths),
         counts,
         totals,
         gauges,
@@ -345,9 +313,12 @@ fn row_at(
     ts: i64,
     names: &HashMap<i64, String>,
 ) -> Result<Option<TargetRow>, StoreError> {
-    let mut stmt = conn.prepare_cached(&select(table, "ts = ?2"))?;
-    let mut rows = stmt.query(params![target_id, ts])?;
-    rows.next()?.map(|r| decode(r, table, target_id, names, UNKNOWN_WIDTHS)).transpose()
+    let mut found = None;
+    sealed::scan(conn, table, (ts.saturating_sub(1), ts), Some(target_id), &mut |r| {
+        found = Some(decode_row(table, r, names, UNKNOWN_WIDTHS)?);
+        Ok(false)
+    })?;
+    Ok(found)
 }
 
 /// Rows of one target with `after < ts <= until`, in time order; raw rows are present for
@@ -373,15 +344,10 @@ pub(crate) fn target_rows_with(
     widths: (i64, i64),
 ) -> Result<Vec<TargetRow>, StoreError> {
     let mut out = Vec::new();
-    if table == Table::Raw {
-        each_raw_row(conn, (after, until), Some(target_id), names, widths, &mut |r| out.push(r))?;
-        return Ok(out);
-    }
-    let mut stmt = conn.prepare_cached(&select(table, "ts > ?2 AND ts <= ?3 ORDER BY ts"))?;
-    let mut rows = stmt.query(params![target_id, after, until])?;
-    while let Some(r) = rows.next()? {
-        out.push(decode(r, table, target_id, names, widths)?);
-    }
+    sealed::scan(conn, table, (after, until), Some(target_id), &mut |r| {
+        out.push(decode_row(table, r, names, widths)?);
+        Ok(true)
+    })?;
     Ok(out)
 }
 
@@ -396,18 +362,16 @@ pub(crate) fn each_raw_row(
     widths: (i64, i64),
     each: &mut dyn FnMut(TargetRow),
 ) -> Result<(), StoreError> {
-    raw::scan(conn, (after, until), only, &mut |r| {
-        each(decode_raw(r, names, widths)?);
+    sealed::scan(conn, Table::Raw, (after, until), only, &mut |r| {
+        each(decode_row(Table::Raw, r, names, widths)?);
         Ok(true)
     })
 }
 
-/// The running totals of one row of a target-keyed table: what its payload says at its end.
-fn row_totals(table: Table, target_id: i64, filter: &str, ts: i64, conn: &Connection) -> RowTotals {
-    let sql = format!("SELECT target_id, ts, variant_id, data FROM {} WHERE target_id = ?1 AND {filter}", table.name());
-    let mut stmt = conn.prepare_cached(&sql)?;
-    let mut rows = stmt.query(params![target_id, ts])?;
-    rows.next()?.map(found_row).transpose()
+/// The running totals of a target's row of a rolled table (open or sealed), as `find` finds
+/// it ([`sealed::newest_through`], [`sealed::oldest_after`]): what its payload says at its end.
+fn row_totals(find: sealed::Lookup, table: Table, target_id: i64, t0: i64, conn: &Connection) -> RowTotals {
+    find(conn, table, target_id, t0)?.map(|r| found(r.ts, r.variant_id, &r.data)).transpose()
 }
 
 /// A row found for a target's totals.
@@ -433,7 +397,8 @@ type RowTotals = Result<Option<Found>, StoreError>;
 /// older rows aged out). A target first registered after `t0` had no totals then: it is absent,
 /// exactly as the live stream starts it.
 ///
-/// Rolled tables are keyed by target, so each target's latest rolled row is one lookup. The raw
+/// Rolled tables are keyed by target, so each target's latest rolled row is one lookup (plus
+/// decoding the chunk that holds it, when sealed: [`sealed::newest_through`]). The raw
 /// table is keyed by time, so it is scanned once for every target, only over the rows a rolled
 /// row cannot stand for: `t0`'s own minute and the minutes not rolled yet.
 pub(crate) fn totals_at(
@@ -451,7 +416,7 @@ pub(crate) fn totals_at(
         let name = |vid: i64| names.get(&vid).cloned().unwrap_or_else(|| t.variant.clone());
         let mut before = raw.remove(&t.id);
         for table in [Table::Rollup, Table::Coarse] {
-            before = newest(before, row_totals(table, t.id, "ts <= ?2 ORDER BY ts DESC LIMIT 1", t0, conn)?);
+            before = newest(before, row_totals(sealed::newest_through, table, t.id, t0, conn)?);
         }
         if let Some(f) = before {
             out.insert(t.id, (name(f.variant_id), f.totals));
@@ -470,7 +435,7 @@ pub(crate) fn totals_at(
     for t in unseen {
         let mut after = raw_after.remove(&t.id);
         for table in [Table::Rollup, Table::Coarse] {
-            after = oldest(after, row_totals(table, t.id, "ts > ?2 ORDER BY ts LIMIT 1", t0, conn)?);
+            after = oldest(after, row_totals(sealed::oldest_after, table, t.id, t0, conn)?);
         }
         if let Some(f) = after {
             let variant = names.get(&f.variant_id).cloned().unwrap_or_else(|| t.variant.clone());
@@ -483,7 +448,7 @@ pub(crate) fn totals_at(
 /// Each target's newest raw row in `(after, until]`, from one scan.
 fn raw_newest(conn: &Connection, (after, until): (i64, i64)) -> Result<HashMap<i64, Found>, StoreError> {
     let mut newest: HashMap<i64, (i64, i64, Vec<u8>)> = HashMap::new();
-    raw::scan(conn, (after, until), None, &mut |r| {
+    sealed::scan(conn, Table::Raw, (after, until), None, &mut |r| {
         let slot = newest.entry(r.target_id).or_default();
         (slot.0, slot.1) = (r.ts, r.variant_id);
         slot.2.clear();
@@ -500,18 +465,13 @@ fn raw_oldest_after(
     mut wanted: std::collections::HashSet<i64>,
 ) -> Result<HashMap<i64, Found>, StoreError> {
     let mut out = HashMap::new();
-    raw::scan(conn, (t0, i64::MAX), None, &mut |r| {
+    sealed::scan(conn, Table::Raw, (t0, i64::MAX), None, &mut |r| {
         if wanted.remove(&r.target_id) {
             out.insert(r.target_id, found(r.ts, r.variant_id, r.data)?);
         }
         Ok(!wanted.is_empty())
     })?;
     Ok(out)
-}
-
-/// A [`Found`] from columns `(_, ts, variant_id, data)`.
-fn found_row(r: &rusqlite::Row<'_>) -> Result<Found, StoreError> {
-    found(r.get(1)?, r.get(2)?, r.get_ref(3)?.as_blob().map_err(rusqlite::Error::from)?)
 }
 
 /// A [`Found`] from a row's time, variant and payload.

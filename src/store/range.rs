@@ -13,11 +13,11 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
-use rusqlite::{Connection, params};
+use rusqlite::Connection;
 
 use super::held::HeldRows;
 use super::query::{self, StoredTarget, Table};
-use super::raw::{self, RawRow};
+use super::sealed::{self, StoredRow};
 use super::{StoreError, codec};
 use crate::clock::bucket_end;
 use crate::point::{Bucket, Point, PointBuilder, Quota, Summary, TargetRow};
@@ -196,9 +196,9 @@ struct Names {
 /// Names by variant id, shared, and the (point, rollup) widths.
 type Context<'a> = (&'a HashMap<i64, Arc<str>>, (i64, i64));
 
-/// Summaries of one target's rows of a rolled table with `after < ts <= until`, read in place
-/// from the encoded payloads: no string is allocated per label, and a quota block repeated byte
-/// for byte is decoded once.
+/// Summaries of one target's rows of a rolled table with `after < ts <= until` (open or
+/// sealed), read in place from the encoded payloads: no string is allocated per label, and a
+/// quota block repeated byte for byte is decoded once.
 pub fn target_summaries(
     conn: &Connection,
     table: Table,
@@ -208,19 +208,11 @@ pub fn target_summaries(
     each_row: &mut RowVisitor<'_>,
 ) -> Result<Vec<Summary>, StoreError> {
     let mut out = Vec::new();
-    let sql = format!(
-        "SELECT ts, variant_id, elapsed_ms, data, {}, target_id FROM {} WHERE target_id = ?1 AND ts > ?2 AND ts <= ?3 ORDER BY ts",
-        table.present_column(),
-        table.name()
-    );
-    let mut stmt = conn.prepare_cached(&sql)?;
-    let mut rows = stmt.query(params![target_id, after, until])?;
     let mut summariser = Summariser::new(table, (names, widths));
-    while let Some(r) = rows.next()? {
-        let data = r.get_ref(3)?.as_blob().map_err(rusqlite::Error::from)?;
-        let row = RawRow { ts: r.get(0)?, target_id: r.get(5)?, variant_id: r.get(1)?, elapsed_ms: r.get(2)?, data };
-        out.push(summariser.summary(row, r.get(4)?, each_row)?);
-    }
+    sealed::scan(conn, table, (after, until), Some(target_id), &mut |row| {
+        out.push(summariser.summary(row, each_row)?);
+        Ok(true)
+    })?;
     Ok(out)
 }
 
@@ -239,14 +231,8 @@ impl<'a> Summariser<'a> {
         Self { table, names, widths, unknown: Arc::from("unknown"), last_quota: HashMap::new() }
     }
 
-    /// The row's summary (`stored_presence`: the rolled tables' presence column, 0 for raw
-    /// rows), after handing the row to `each_row`.
-    fn summary(
-        &mut self,
-        row: RawRow<'_>,
-        stored_presence: i64,
-        each_row: &mut RowVisitor<'_>,
-    ) -> Result<Summary, StoreError> {
+    /// The row's summary, after handing the row to `each_row`.
+    fn summary(&mut self, row: StoredRow<'_>, each_row: &mut RowVisitor<'_>) -> Result<Summary, StoreError> {
         let v = codec::view(row.data)?;
         let quota = match self.last_quota.get(&row.target_id) {
             Some((bytes, q)) if bytes.as_slice() == v.quota_bytes => q.clone(),
@@ -259,7 +245,7 @@ impl<'a> Summariser<'a> {
         let variant = self.names.get(&row.variant_id).cloned().unwrap_or_else(|| self.unknown.clone());
         each_row(&variant, row.ts, RowRef::View(&v));
         let mut s = v.summary(row.target_id, variant, (row.ts, row.elapsed_ms), quota);
-        s.present_ms = query::presence(self.table, stored_presence, row.elapsed_ms, self.widths);
+        s.present_ms = query::presence(self.table, row.present_ms, row.elapsed_ms, self.widths);
         Ok(s)
     }
 }
@@ -313,12 +299,12 @@ fn raw_points(
     }
     let mut pending = HeldMerge::new(held.rows_in((from, until), only, &HashSet::new()));
     let mut summariser = Summariser::new(Table::Raw, (names, widths));
-    raw::scan(conn, (from, until), only, &mut |row| {
+    sealed::scan(conn, Table::Raw, (from, until), only, &mut |row| {
         for r in pending.before((row.ts, row.target_id)) {
             each_row(&r.variant, r.ts_ms, RowRef::Row(&r));
             stream.push(Summary::from(&r));
         }
-        stream.push(summariser.summary(row, 0, each_row)?);
+        stream.push(summariser.summary(row, each_row)?);
         Ok(true)
     })?;
     for r in pending.rest() {

@@ -182,6 +182,35 @@ const MIGRATIONS: &[&str] = &[
     CREATE INDEX metrics_5s_chunks_by_window
         ON metrics_5s_chunks (start_ts, target_id, end_ts, rows, first_ts, last_ts);
 ",
+    "
+    -- Sealed rolled rows (store::sealed): each target's 1 min rows of a complete hour, and its
+    -- 10 min rows of a complete day, compressed into one chunk each, with each row's presence.
+    -- As for raw rows, a row is in the table or in a chunk, never both. Rolled rows are read
+    -- target by target, so these are indexed by target first. Rows already stored are sealed
+    -- by the downsampler a few windows per run, not here.
+    CREATE TABLE metrics_1m_chunks (
+        start_ts  INTEGER NOT NULL,
+        end_ts    INTEGER NOT NULL,
+        target_id INTEGER NOT NULL,
+        first_ts  INTEGER NOT NULL,
+        last_ts   INTEGER NOT NULL,
+        rows      INTEGER NOT NULL,
+        data      BLOB NOT NULL
+    );
+    CREATE INDEX metrics_1m_chunks_by_target
+        ON metrics_1m_chunks (target_id, start_ts, end_ts, rows, first_ts, last_ts);
+    CREATE TABLE metrics_10m_chunks (
+        start_ts  INTEGER NOT NULL,
+        end_ts    INTEGER NOT NULL,
+        target_id INTEGER NOT NULL,
+        first_ts  INTEGER NOT NULL,
+        last_ts   INTEGER NOT NULL,
+        rows      INTEGER NOT NULL,
+        data      BLOB NOT NULL
+    );
+    CREATE INDEX metrics_10m_chunks_by_target
+        ON metrics_10m_chunks (target_id, start_ts, end_ts, rows, first_ts, last_ts);
+",
 ];
 
 /// The schema version this build writes.

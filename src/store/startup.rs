@@ -68,7 +68,7 @@ impl Store {
         build: impl FnOnce(&[StoredTarget]) -> WriteBatch,
     ) -> Result<bool, StoreError> {
         let mut conn = self.conn()?;
-        let newest = super::raw::newest_ts(&conn)?;
+        let newest = super::sealed::newest_ts(&conn, query::Table::Raw)?;
         if newest.is_some_and(|ts| ts > unless_after_ms) {
             return Ok(false);
         }

@@ -343,7 +343,7 @@ impl Watermarks {
 pub fn write_batch(conn: &mut Connection, batch: &WriteBatch, rollup_ms: i64) -> Result<bool, StoreError> {
     let tx = conn.transaction()?;
     let mut watermarks = Watermarks::read(&tx)?;
-    let sealed_through = super::raw::sealed_through(&tx)?;
+    let sealed_through = super::sealed::sealed_through(&tx, query::Table::Raw)?;
     let mut changed_served = false;
     for row in &batch.rows {
         changed_served |= query::upsert_raw_row(&tx, row, sealed_through)?;

@@ -1,0 +1,824 @@
+//! Rows at rest: open rows in each points table, sealed chunks beside it.
+//!
+//! Every points table (`metrics_5s`, `metrics_1m`, `metrics_10m`) has a chunk table
+//! (`<table>_chunks`). Rows are written to the table itself, one SQLite row per target and
+//! bucket, so a kill loses at most what was being written. Once a window of a table is complete
+//! (and rolled into the next table, if any), the downsampler seals it ([`seal`]): each target's rows of
+//! the window become one compressed chunk ([`super::chunk`]), in the same transaction that
+//! deletes them from the table. A row is therefore in exactly one place, and every reader goes
+//! through [`scan`] (or the lookups built on it), which merges both in time order.
+//!
+//! The windows: raw rows 10 minutes (the coarse tier's bucket, once rolled into minutes),
+//! 1 minute rows an hour (60 rows, once rolled into 10 minutes), 10 minute rows a UTC day (144
+//! rows, once complete): wider chunks compress better (each starts from a full payload), and
+//! these still bound what one late row reopens and what retention keeps beyond its setting.
+//!
+//! A row written late into a sealed window (two scrapes in one bucket, a batch retried after a
+//! long outage, a minute rolled again because of one) first reopens its target's chunk
+//! ([`unseal`]: its rows go back to the table), so the merge or replacement meets the existing
+//! row as it does for open rows; the window is sealed again on the next run.
+//!
+//! Retention deletes sealed rows a whole chunk at a time: up to one window more than the
+//! table's retention is kept, never less.
+//!
+//! Each chunk records its window (`start_ts`, `end_ts`), so readers need not know the width it
+//! was sealed with; windows of a database sealed with another width may overlap, which the
+//! merge allows. No window is wider than the table's [`Layout::max_chunk_ms`], which bounds
+//! every lookup by time.
+//!
+//! Raw rows are keyed by time (`(ts, target_id)`: a tick's rows are appended together), rolled
+//! rows and their chunks by target (`(target_id, ts)`: their readers read target by target);
+//! [`Layout`] says which, and every statement here is written for the key it runs on.
+
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BinaryHeap};
+
+use rusqlite::{Connection, OptionalExtension, params};
+
+use super::StoreError;
+use super::chunk::{self, ChunkRow, ChunkRows, ChunkWriter, Scratch};
+use super::query::Table;
+use crate::clock::bucket_end;
+
+/// Windows sealed per table per downsampler run at most, so a first run on a database full of
+/// open rows (one written before chunks existed) catches up over a few runs instead of one
+/// long one.
+const WINDOWS_PER_RUN: usize = 12;
+
+/// Where a table's rows rest and how they are keyed.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Layout {
+    /// The table of open rows.
+    open: &'static str,
+    /// Its chunk table.
+    chunks: &'static str,
+    /// `meta` key of the end of the newest window ever sealed: rows after it were never
+    /// sealed, so writing them needs no look for a chunk.
+    sealed_key: &'static str,
+    /// The widest window a chunk may have (the sealer clamps to it): lookups by time start
+    /// this far before the time they want.
+    pub(crate) max_chunk_ms: i64,
+    /// Rolled rows: keyed by target first, and carrying a presence.
+    rolled: bool,
+}
+
+const HOUR_MS: i64 = 3_600_000;
+
+impl Layout {
+    pub(crate) fn of(table: Table) -> Self {
+        match table {
+            Table::Raw => Self {
+                open: table.name(),
+                chunks: "metrics_5s_chunks",
+                sealed_key: "raw_sealed_through_ms",
+                max_chunk_ms: HOUR_MS,
+                rolled: false,
+            },
+            Table::Rollup => Self {
+                open: table.name(),
+                chunks: "metrics_1m_chunks",
+                sealed_key: "rollup_sealed_through_ms",
+                max_chunk_ms: 24 * HOUR_MS,
+                rolled: true,
+            },
+            Table::Coarse => Self {
+                open: table.name(),
+                chunks: "metrics_10m_chunks",
+                sealed_key: "coarse_sealed_through_ms",
+                max_chunk_ms: 7 * 24 * HOUR_MS,
+                rolled: true,
+            },
+        }
+    }
+
+    /// The presence column (a raw row has none: 0).
+    fn presence(self) -> &'static str {
+        if self.rolled { "present_ms" } else { "0" }
+    }
+
+    /// Filter on the target (parameter `?n`, NULL for every target) that the table's key can
+    /// use: rolled tables are keyed by target first, so they take one target at a time (every
+    /// target's rows of a rolled table are read by a full scan, which nothing does).
+    fn target_filter(self, n: u8, only: Option<i64>) -> String {
+        match (self.rolled, only) {
+            (true, Some(_)) => format!("target_id = ?{n}"),
+            (true, None) => format!("?{n} IS NULL"),
+            (false, _) => format!("(?{n} IS NULL OR target_id = ?{n})"),
+        }
+    }
+
+    /// Rows of every live target in a time range (`?1 < ts <= ?2`): one range for raw rows,
+    /// one range per target for rolled ones (rows of a target no longer registered stay open,
+    /// as retention leaves them).
+    fn window_filter(self) -> &'static str {
+        if self.rolled {
+            "target_id IN (SELECT id FROM targets) AND ts > ?1 AND ts <= ?2"
+        } else {
+            "ts > ?1 AND ts <= ?2"
+        }
+    }
+}
+
+/// A stored row as [`scan`] hands it over.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct StoredRow<'a> {
+    /// Bucket end, ms.
+    pub ts: i64,
+    /// Target id.
+    pub target_id: i64,
+    /// Variant id.
+    pub variant_id: i64,
+    /// Time the row's increases cover, ms.
+    pub elapsed_ms: i64,
+    /// Stored presence of a rolled row (0 in raw rows, and in rolled rows written before it
+    /// was stored; see [`super::query::presence`]).
+    pub present_ms: i64,
+    /// Encoded payload ([`super::codec`]).
+    pub data: &'a [u8],
+}
+
+/// Start of the window of `width_ms` holding a row of bucket end `ts`: rows of `(start, start + width]`.
+fn window_start(ts: i64, width_ms: i64) -> i64 {
+    bucket_end(ts, width_ms).saturating_sub(width_ms)
+}
+
+/// Hands every row of `table` with `after < ts <= until` (every target's, or only `only`'s)
+/// to `each` in `(ts, target_id)` order, open and sealed alike, until `each` returns false.
+///
+/// Sealed windows are decoded one at a time, every target's chunk of the window side by side,
+/// each holding its blob and a few payloads (a chunk read out gives its slot to the next
+/// window's): memory grows with the targets, not with the window's length. Both tables are
+/// read in one snapshot (a read transaction unless the caller's own is open), so a window
+/// sealed meanwhile is seen once, in one table or the other.
+pub(crate) fn scan(
+    conn: &Connection,
+    table: Table,
+    (after, until): (i64, i64),
+    only: Option<i64>,
+    each: &mut dyn FnMut(StoredRow<'_>) -> Result<bool, StoreError>,
+) -> Result<(), StoreError> {
+    if after >= until {
+        return Ok(());
+    }
+    let l = Layout::of(table);
+    let _snapshot = if conn.is_autocommit() { Some(conn.unchecked_transaction()?) } else { None };
+    let mut open_stmt = conn.prepare_cached(&format!(
+        "SELECT ts, target_id, variant_id, elapsed_ms, data, {} FROM {}
+         WHERE {} AND ts > ?1 AND ts <= ?2 ORDER BY ts, target_id",
+        l.presence(),
+        l.open,
+        l.target_filter(3, only)
+    ))?;
+    let mut open_rows = open_stmt.query(params![after, until, only])?;
+    // Chunks without a row in the range (their first and last rows are in the index) are not
+    // read: a lookup near a window's edge decodes only the chunk that holds its row.
+    let mut chunk_stmt = conn.prepare_cached(&format!(
+        "SELECT start_ts, target_id, data FROM {}
+         WHERE {} AND start_ts > ?1 AND start_ts < ?2 AND end_ts > ?3 AND last_ts > ?3 AND first_ts <= ?2
+         ORDER BY start_ts, target_id",
+        l.chunks,
+        l.target_filter(4, only)
+    ))?;
+    let mut chunk_rows = chunk_stmt.query(params![after.saturating_sub(l.max_chunk_ms), until, after, only])?;
+    let mut open = OpenRow::next(&mut open_rows, None)?;
+    let mut pending = next_chunk(&mut chunk_rows)?;
+    let mut window = Window::default();
+    loop {
+        let head = window.head();
+        let next = match (head, open.as_ref().map(OpenRow::key)) {
+            (Some(c), Some(o)) => Some(c.min(o)),
+            (c, o) => c.or(o),
+        };
+        if let Some((start, ..)) = pending.as_ref()
+            && next.is_none_or(|(ts, _)| ts > *start)
+        {
+            window.load(&mut pending, &mut chunk_rows, (after, until))?;
+            continue;
+        }
+        let Some(key) = next else { return Ok(()) };
+        if let Some(o) = open.as_ref().filter(|o| o.key() == key) {
+            if head == Some(key) {
+                window.skip()?; // a row never sits in both; if it did, the open row is the newer
+            }
+            if !each(o.row())? {
+                return Ok(());
+            }
+            open = OpenRow::next(&mut open_rows, open.take())?;
+        } else if !window.emit(each, until)? {
+            return Ok(());
+        }
+    }
+}
+
+/// A row of an open table, copied out of the cursor (reusing the previous row's buffer).
+struct OpenRow {
+    ts: i64,
+    target_id: i64,
+    variant_id: i64,
+    elapsed_ms: i64,
+    present_ms: i64,
+    data: Vec<u8>,
+}
+
+impl OpenRow {
+    fn next(rows: &mut rusqlite::Rows<'_>, reuse: Option<OpenRow>) -> Result<Option<Self>, StoreError> {
+        let Some(r) = rows.next()? else { return Ok(None) };
+        let mut data = reuse.map(|o| o.data).unwrap_or_default();
+        data.clear();
+        data.extend_from_slice(r.get_ref(4)?.as_blob().map_err(rusqlite::Error::from)?);
+        Ok(Some(Self {
+            ts: r.get(0)?,
+            target_id: r.get(1)?,
+            variant_id: r.get(2)?,
+            elapsed_ms: r.get(3)?,
+            present_ms: r.get(5)?,
+            data,
+        }))
+    }
+
+    fn key(&self) -> (i64, i64) {
+        (self.ts, self.target_id)
+    }
+
+    fn row(&self) -> StoredRow<'_> {
+        StoredRow {
+            ts: self.ts,
+            target_id: self.target_id,
+            variant_id: self.variant_id,
+            elapsed_ms: self.elapsed_ms,
+            present_ms: self.present_ms,
+            data: &self.data,
+        }
+    }
+}
+
+/// A chunk as selected: window start, target id, blob.
+type PendingChunk = (i64, i64, Vec<u8>);
+
+fn next_chunk(rows: &mut rusqlite::Rows<'_>) -> Result<Option<PendingChunk>, StoreError> {
+    let Some(r) = rows.next()? else { return Ok(None) };
+    Ok(Some((r.get(0)?, r.get(1)?, r.get(2)?)))
+}
+
+/// The chunks being read, merged by `(ts, target_id)`: one window's at a time, unless windows
+/// overlap (sealed with different widths).
+#[derive(Default)]
+struct Window {
+    readers: Vec<(i64, ChunkRows)>,
+    /// Slots of `readers` read out, for the next window's chunks.
+    free: Vec<usize>,
+    heap: BinaryHeap<Reverse<(i64, i64, usize)>>,
+}
+
+impl Window {
+    fn head(&self) -> Option<(i64, i64)> {
+        self.heap.peek().map(|Reverse((ts, target, _))| (*ts, *target))
+    }
+
+    /// Takes every pending chunk of the next window, positioned at their first row after
+    /// `after`.
+    fn load(
+        &mut self,
+        pending: &mut Option<PendingChunk>,
+        rows: &mut rusqlite::Rows<'_>,
+        (after, until): (i64, i64),
+    ) -> Result<(), StoreError> {
+        let Some(start) = pending.as_ref().map(|p| p.0) else { return Ok(()) };
+        while let Some((_, target, blob)) = pending.take_if(|p| p.0 == start) {
+            let mut reader = ChunkRows::new(start, blob)?;
+            while reader.advance()? {
+                let ts = reader.current().ts;
+                if ts > after {
+                    if ts <= until {
+                        let slot = match self.free.pop() {
+                            Some(i) => {
+                                self.readers[i] = (target, reader);
+                                i
+                            }
+                            None => {
+                                self.readers.push((target, reader));
+                                self.readers.len() - 1
+                            }
+                        };
+                        self.heap.push(Reverse((ts, target, slot)));
+                    }
+                    break;
+                }
+            }
+            *pending = next_chunk(rows)?;
+        }
+        Ok(())
+    }
+
+    /// Hands the head row to `each`; false when `each` said to stop.
+    fn emit(
+        &mut self,
+        each: &mut dyn FnMut(StoredRow<'_>) -> Result<bool, StoreError>,
+        until: i64,
+    ) -> Result<bool, StoreError> {
+        let Some(Reverse((_, _, i))) = self.heap.pop() else { return Ok(true) };
+        let (target_id, reader) = &mut self.readers[i];
+        let r = reader.current();
+        let go_on = each(StoredRow {
+            ts: r.ts,
+            target_id: *target_id,
+            variant_id: r.variant_id,
+            elapsed_ms: r.elapsed_ms,
+            present_ms: r.present_ms,
+            data: r.data,
+        })?;
+        if reader.advance()? && reader.current().ts <= until {
+            self.heap.push(Reverse((reader.current().ts, *target_id, i)));
+        } else {
+            self.free.push(i);
+        }
+        Ok(go_on)
+    }
+
+    /// Drops the head row.
+    fn skip(&mut self) -> Result<(), StoreError> {
+        self.emit(&mut |_| Ok(true), i64::MAX).map(|_| ())
+    }
+}
+
+/// A row found by [`newest_through`] or [`oldest_after`], copied out.
+#[derive(Debug, Clone)]
+pub(crate) struct FoundRow {
+    /// Bucket end, ms.
+    pub ts: i64,
+    /// Variant id.
+    pub variant_id: i64,
+    /// Encoded payload.
+    pub data: Vec<u8>,
+}
+
+impl FoundRow {
+    fn copy(&mut self, r: StoredRow<'_>) {
+        (self.ts, self.variant_id) = (r.ts, r.variant_id);
+        self.data.clear();
+        self.data.extend_from_slice(r.data);
+    }
+}
+
+/// A lookup of one target's row of a table near a time: [`newest_through`], [`oldest_after`].
+pub(crate) type Lookup = fn(&Connection, Table, i64, i64) -> Result<Option<FoundRow>, StoreError>;
+
+/// The target's newest row of `table` at or before `t0`, open or sealed.
+///
+/// The sealed candidate is the chunk with the latest start holding a row at or before `t0`:
+/// it holds a row after its start, and every chunk that could hold a newer one starts less
+/// than a window earlier, so a scan from that start finds it, decoding only those chunks.
+pub(crate) fn newest_through(
+    conn: &Connection,
+    table: Table,
+    target_id: i64,
+    t0: i64,
+) -> Result<Option<FoundRow>, StoreError> {
+    let l = Layout::of(table);
+    let open =
+        time_of(conn, &format!("SELECT ts FROM {} WHERE {{}} ts <= ?2 ORDER BY ts DESC", l.open), (target_id, t0))?;
+    let sealed = time_of(
+        conn,
+        &format!(
+            "SELECT start_ts FROM {} WHERE {{}} start_ts < ?2 AND first_ts <= ?2 ORDER BY start_ts DESC",
+            l.chunks
+        ),
+        (target_id, t0),
+    )?;
+    let after = match (open, sealed) {
+        (None, None) => return Ok(None),
+        (o, s) => o.map(|ts| ts - 1).max(s).unwrap_or(i64::MIN),
+    };
+    row_in(conn, table, target_id, (after, t0), true)
+}
+
+/// The target's oldest row of `table` after `t0`, open or sealed: the first chunk (by start)
+/// holding a row after `t0` holds one by its end, so the scan stops there at the latest.
+pub(crate) fn oldest_after(
+    conn: &Connection,
+    table: Table,
+    target_id: i64,
+    t0: i64,
+) -> Result<Option<FoundRow>, StoreError> {
+    let l = Layout::of(table);
+    let open = time_of(conn, &format!("SELECT ts FROM {} WHERE {{}} ts > ?2 ORDER BY ts", l.open), (target_id, t0))?;
+    // Chunks holding a row after t0 end after it, so they start less than a window before it.
+    let sealed = time_of(
+        conn,
+        &format!(
+            "SELECT end_ts FROM {} WHERE {{}} start_ts > ?2 - {} AND last_ts > ?2 ORDER BY start_ts",
+            l.chunks, l.max_chunk_ms
+        ),
+        (target_id, t0),
+    )?;
+    let until = match (open, sealed) {
+        (None, None) => return Ok(None),
+        (a, b) => a.into_iter().chain(b).min().unwrap_or(t0),
+    };
+    row_in(conn, table, target_id, (t0, until), false)
+}
+
+/// The first value a query about one target selects: `sql` has `{}` where the target's filter
+/// goes, `?1` is the target and `?2` the time.
+fn time_of(conn: &Connection, sql: &str, (target_id, t0): (i64, i64)) -> Result<Option<i64>, StoreError> {
+    let sql = format!("{} LIMIT 1", sql.replacen("{}", "target_id = ?1 AND", 1));
+    Ok(conn.prepare_cached(&sql)?.query_row(params![target_id, t0], |r| r.get(0)).optional()?)
+}
+
+/// The target's first row of `table` in `(after, until]`, or its last (`last`), copied out.
+fn row_in(
+    conn: &Connection,
+    table: Table,
+    target_id: i64,
+    range: (i64, i64),
+    last: bool,
+) -> Result<Option<FoundRow>, StoreError> {
+    let mut found: Option<FoundRow> = None;
+    scan(conn, table, range, Some(target_id), &mut |r| {
+        found.get_or_insert_with(|| FoundRow { ts: 0, variant_id: 0, data: Vec::new() }).copy(r);
+        Ok(last)
+    })?;
+    Ok(found)
+}
+
+/// Seals every complete window of `width_ms` (clamped to the table's widest) of `table` ending
+/// at or before `through_ms`, at most [`WINDOWS_PER_RUN`], each in its own transaction;
+/// returns the rows sealed.
+pub(crate) fn seal(conn: &mut Connection, table: Table, width_ms: i64, through_ms: i64) -> Result<usize, StoreError> {
+    let l = Layout::of(table);
+    let width = width_ms.clamp(1, l.max_chunk_ms);
+    // Rolled tables are keyed by target: their oldest row is one lookup per target.
+    let oldest_sql = if l.rolled {
+        format!("SELECT MIN((SELECT MIN(ts) FROM {} WHERE target_id = t.id)) FROM targets t", l.open)
+    } else {
+        format!("SELECT MIN(ts) FROM {}", l.open)
+    };
+    let mut sealed = 0;
+    let mut scratch = Scratch::default();
+    for _ in 0..WINDOWS_PER_RUN {
+        let oldest: Option<i64> = conn.query_row(&oldest_sql, [], |r| r.get(0))?;
+        let Some(start) = oldest.map(|ts| window_start(ts, width)) else { break };
+        let end = start.saturating_add(width);
+        if end > through_ms {
+            break;
+        }
+        sealed += seal_window(conn, l, (start, end), &mut scratch)?;
+    }
+    Ok(sealed)
+}
+
+/// Moves the open rows of the window `(start, end]` into one chunk per target.
+fn seal_window(
+    conn: &mut Connection,
+    l: Layout,
+    (start, end): (i64, i64),
+    scratch: &mut Scratch,
+) -> Result<usize, StoreError> {
+    let tx = conn.transaction()?;
+    let mut writers: BTreeMap<i64, ChunkWriter> = BTreeMap::new();
+    {
+        let mut stmt = tx.prepare_cached(&format!(
+            "SELECT ts, target_id, variant_id, elapsed_ms, data, {} FROM {} WHERE {} ORDER BY ts, target_id",
+            l.presence(),
+            l.open,
+            l.window_filter()
+        ))?;
+        let mut rows = stmt.query(params![start, end])?;
+        while let Some(r) = rows.next()? {
+            let data = r.get_ref(4)?.as_blob().map_err(rusqlite::Error::from)?;
+            let row =
+                ChunkRow { ts: r.get(0)?, variant_id: r.get(2)?, elapsed_ms: r.get(3)?, present_ms: r.get(5)?, data };
+            writers.entry(r.get(1)?).or_insert_with(|| ChunkWriter::new(start, l.rolled)).push(row, scratch);
+        }
+    }
+    let mut sealed = 0;
+    for (target_id, writer) in writers {
+        sealed += writer.rows();
+        put_chunk(&tx, l, (start, end), target_id, writer, scratch)?;
+    }
+    tx.execute(&format!("DELETE FROM {} WHERE {}", l.open, l.window_filter()), params![start, end])?;
+    tx.execute(
+        "INSERT INTO meta (key, value) VALUES (?1, ?2) ON CONFLICT(key) DO UPDATE SET value = max(value, excluded.value)",
+        params![l.sealed_key, end],
+    )?;
+    tx.commit()?;
+    Ok(sealed)
+}
+
+/// Stores a target's chunk of a window; if the window already has one (rows sealed earlier
+/// that no late row reopened), both become one chunk, the rows just sealed winning a tie.
+fn put_chunk(
+    conn: &Connection,
+    l: Layout,
+    (start, end): (i64, i64),
+    target_id: i64,
+    writer: ChunkWriter,
+    scratch: &mut Scratch,
+) -> Result<(), StoreError> {
+    let Some(existing) = take_chunk(conn, l, start, target_id)? else {
+        return insert_chunk(conn, l, (start, end), target_id, writer);
+    };
+    let mut rows: BTreeMap<i64, chunk::OwnedRow> = BTreeMap::new();
+    for r in chunk::decode_all(start, existing)?.into_iter().chain(chunk::decode_all(start, writer.finish())?) {
+        rows.insert(r.ts, r);
+    }
+    let mut merged = ChunkWriter::new(start, l.rolled);
+    for r in rows.values() {
+        merged.push(r.as_row(), scratch);
+    }
+    insert_chunk(conn, l, (start, end), target_id, merged)
+}
+
+fn insert_chunk(
+    conn: &Connection,
+    l: Layout,
+    (start, end): (i64, i64),
+    target_id: i64,
+    writer: ChunkWriter,
+) -> Result<(), StoreError> {
+    let (rows, first_ts, last_ts) = (writer.rows() as i64, writer.first_ts(), writer.last_ts());
+    conn.prepare_cached(&format!(
+        "INSERT INTO {} (start_ts, end_ts, target_id, first_ts, last_ts, rows, data)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        l.chunks
+    ))?
+    .execute(params![start, end, target_id, first_ts, last_ts, rows, writer.finish()])?;
+    Ok(())
+}
+
+/// Removes and returns a target's chunk of the window starting at `start`.
+fn take_chunk(conn: &Connection, l: Layout, start: i64, target_id: i64) -> Result<Option<Vec<u8>>, StoreError> {
+    let found: Option<(i64, Vec<u8>)> = conn
+        .prepare_cached(&format!("SELECT rowid, data FROM {} WHERE start_ts = ?1 AND target_id = ?2", l.chunks))?
+        .query_row(params![start, target_id], |r| Ok((r.get(0)?, r.get(1)?)))
+        .optional()?;
+    let Some((rowid, data)) = found else { return Ok(None) };
+    conn.prepare_cached(&format!("DELETE FROM {} WHERE rowid = ?1", l.chunks))?.execute([rowid])?;
+    Ok(Some(data))
+}
+
+/// End of the newest window of `table` ever sealed: a row after it cannot be in a chunk.
+pub(crate) fn sealed_through(conn: &Connection, table: Table) -> Result<Option<i64>, StoreError> {
+    let key = Layout::of(table).sealed_key;
+    Ok(conn.query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get(0)).optional()?)
+}
+
+/// Reopens the target's chunks of `table` whose window holds `ts`, if sealed: their rows go
+/// back to the table, so a row written there now meets them. True when a chunk was reopened.
+pub(crate) fn unseal(conn: &Connection, table: Table, target_id: i64, ts: i64) -> Result<bool, StoreError> {
+    let l = Layout::of(table);
+    let covering: Vec<i64> = conn
+        .prepare_cached(&format!(
+            "SELECT start_ts FROM {} WHERE target_id = ?3 AND start_ts > ?1 AND start_ts < ?2 AND end_ts >= ?2",
+            l.chunks
+        ))?
+        .query_map(params![ts.saturating_sub(l.max_chunk_ms), ts, target_id], |r| r.get(0))?
+        .collect::<Result<_, _>>()?;
+    let mut insert = conn.prepare_cached(&format!(
+        "INSERT INTO {} (target_id, ts, variant_id, elapsed_ms, data{}) VALUES (?1, ?2, ?3, ?4, ?5{})
+         ON CONFLICT DO NOTHING",
+        l.open,
+        if l.rolled { ", present_ms" } else { "" },
+        if l.rolled { ", ?6" } else { "" },
+    ))?;
+    for &start in &covering {
+        let Some(blob) = take_chunk(conn, l, start, target_id)? else { continue };
+        for r in chunk::decode_all(start, blob)? {
+            if l.rolled {
+                insert.execute(params![target_id, r.ts, r.variant_id, r.elapsed_ms, r.data, r.present_ms])?;
+            } else {
+                insert.execute(params![target_id, r.ts, r.variant_id, r.elapsed_ms, r.data])?;
+            }
+        }
+    }
+    Ok(!covering.is_empty())
+}
+
+/// Deletes rows of `table` at or before `cutoff`: open rows exactly, sealed rows by whole
+/// chunks (windows ending at or before it). Returns the rows deleted.
+pub(crate) fn delete_through(conn: &Connection, table: Table, cutoff: i64) -> Result<usize, StoreError> {
+    let l = Layout::of(table);
+    // Rolled rows: per live target (what the key serves), as retention always trimmed them.
+    let targets = if l.rolled { "target_id IN (SELECT id FROM targets) AND " } else { "" };
+    let open = conn.execute(&format!("DELETE FROM {} WHERE {targets}ts <= ?1", l.open), [cutoff])?;
+    let whole = format!("{targets}start_ts < ?1 AND end_ts <= ?1");
+    let sealed: i64 =
+        conn.query_row(&format!("SELECT COALESCE(SUM(rows), 0) FROM {} WHERE {whole}", l.chunks), [cutoff], |r| {
+            r.get(0)
+        })?;
+    conn.execute(&format!("DELETE FROM {} WHERE {whole}", l.chunks), [cutoff])?;
+    Ok(open + usize::try_from(sealed).unwrap_or(0))
+}
+
+/// Time of the newest row of `table`, open or sealed.
+pub(crate) fn newest_ts(conn: &Connection, table: Table) -> Result<Option<i64>, StoreError> {
+    edge_ts(conn, table, true)
+}
+
+/// Time of the oldest row of `table`, open or sealed.
+pub(crate) fn oldest_ts(conn: &Connection, table: Table) -> Result<Option<i64>, StoreError> {
+    edge_ts(conn, table, false)
+}
+
+/// Time of the newest (`newest`) or oldest row of `table`: of the open rows, and of the chunks
+/// starting within a widest window of the newest (oldest) start, which hold the sealed one.
+fn edge_ts(conn: &Connection, table: Table, newest: bool) -> Result<Option<i64>, StoreError> {
+    let l = Layout::of(table);
+    let (agg, edge, cmp, op) = if newest { ("MAX", "last_ts", ">", "-") } else { ("MIN", "first_ts", "<", "+") };
+    let open: Option<i64> = conn.query_row(&format!("SELECT {agg}(ts) FROM {}", l.open), [], |r| r.get(0))?;
+    let sealed: Option<i64> = conn.query_row(
+        &format!(
+            "SELECT {agg}({edge}) FROM {0} WHERE start_ts {cmp} (SELECT {agg}(start_ts) FROM {0}) {op} ?1",
+            l.chunks
+        ),
+        [l.max_chunk_ms],
+        |r| r.get(0),
+    )?;
+    Ok(match (open, sealed) {
+        (Some(a), Some(b)) => Some(if newest { a.max(b) } else { a.min(b) }),
+        (a, b) => a.or(b),
+    })
+}
+
+/// Rows of `table` stored, open and sealed.
+pub(crate) fn count(conn: &Connection, table: Table) -> Result<i64, StoreError> {
+    let l = Layout::of(table);
+    let open: i64 = conn.query_row(&format!("SELECT count(*) FROM {}", l.open), [], |r| r.get(0))?;
+    let sealed: i64 = conn.query_row(&format!("SELECT COALESCE(SUM(rows), 0) FROM {}", l.chunks), [], |r| r.get(0))?;
+    Ok(open + sealed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A database with open rows for two targets every 5 s over `(0, until]`, each payload
+    /// naming its row.
+    fn db(until: i64) -> (Connection, Vec<(i64, i64, Vec<u8>)>) {
+        let mut c = Connection::open_in_memory().unwrap();
+        super::super::schema::migrate(&mut c).unwrap();
+        let mut rows = Vec::new();
+        for ts in (5_000..=until).step_by(5_000) {
+            for target in [1, 2] {
+                let data = format!("row {ts} of {target}, some bytes that repeat").into_bytes();
+                c.execute(
+                    "INSERT INTO metrics_5s (target_id, ts, variant_id, elapsed_ms, data) VALUES (?1, ?2, 1, 5000, ?3)",
+                    params![target, ts, data],
+                )
+                .unwrap();
+                rows.push((ts, target, data));
+            }
+        }
+        (c, rows)
+    }
+
+    fn read(c: &Connection, range: (i64, i64), only: Option<i64>, limit: usize) -> Vec<(i64, i64, Vec<u8>)> {
+        let mut out = Vec::new();
+        scan(c, Table::Raw, range, only, &mut |r| {
+            out.push((r.ts, r.target_id, r.data.to_vec()));
+            Ok(out.len() < limit)
+        })
+        .unwrap();
+        out
+    }
+
+    #[test]
+    fn a_scan_merges_open_rows_and_chunks_of_any_width_in_order() {
+        let (mut c, all) = db(1_200_000);
+        assert_eq!(seal(&mut c, Table::Raw, 400_000, 800_000).unwrap(), 2 * 160, "two windows of 400 s");
+        // Sealed again with another width: windows that overlap the earlier ones in time.
+        assert_eq!(
+            seal(&mut c, Table::Raw, 600_000, 1_200_000).unwrap(),
+            2 * 80,
+            "(600 s, 1200 s]: the rows after 800 s"
+        );
+        let open: i64 = c.query_row("SELECT count(*) FROM metrics_5s", [], |r| r.get(0)).unwrap();
+        assert_eq!(open, 0);
+        assert_eq!(count(&c, Table::Raw).unwrap(), 480);
+        assert_eq!(read(&c, (0, i64::MAX), None, usize::MAX), all, "every row once, in (ts, target) order");
+        let part = |(a, b): (i64, i64), only: Option<i64>| {
+            all.iter().filter(|r| r.0 > a && r.0 <= b && only.is_none_or(|t| t == r.1)).cloned().collect::<Vec<_>>()
+        };
+        for (range, only) in [((397_500, 812_345), None), ((400_000, 800_000), Some(2)), ((0, 5_000), Some(1))] {
+            assert_eq!(read(&c, range, only, usize::MAX), part(range, only), "{range:?} {only:?}");
+        }
+        assert_eq!(read(&c, (0, i64::MAX), None, 3), all[..3], "stops when told");
+        assert_eq!(
+            (oldest_ts(&c, Table::Raw).unwrap(), newest_ts(&c, Table::Raw).unwrap()),
+            (Some(5_000), Some(1_200_000))
+        );
+    }
+
+    #[test]
+    fn a_late_row_reopens_its_chunk_and_retention_takes_whole_chunks() {
+        let (mut c, all) = db(1_200_000);
+        seal(&mut c, Table::Raw, 600_000, 1_200_000).unwrap();
+        assert_eq!(sealed_through(&c, Table::Raw).unwrap(), Some(1_200_000));
+        assert!(unseal(&c, Table::Raw, 2, 300_000).unwrap());
+        assert!(!unseal(&c, Table::Raw, 2, 300_000).unwrap(), "already open");
+        let open: i64 = c.query_row("SELECT count(*) FROM metrics_5s", [], |r| r.get(0)).unwrap();
+        assert_eq!(open, 120, "target 2's rows of (0, 600 s]");
+        assert_eq!(read(&c, (0, i64::MAX), None, usize::MAX), all, "still every row once");
+        // Retention: the chunk holding the cutoff stays whole; open rows go exactly.
+        assert_eq!(delete_through(&c, Table::Raw, 610_000).unwrap(), 120 + 120);
+        let left = read(&c, (0, i64::MAX), None, usize::MAX);
+        assert_eq!(left, all.iter().filter(|r| r.0 > 600_000).cloned().collect::<Vec<_>>());
+    }
+
+    /// A rolled row as the tests compare it: time, target, presence, payload.
+    type RolledRow = (i64, i64, i64, Vec<u8>);
+
+    /// A database with open 1 min rows of targets 1 and 2 (registered) every minute over
+    /// `(0, until]`, target 2's with a gap and partial presences, each payload naming its row.
+    fn rolled_db(until: i64) -> (Connection, Vec<RolledRow>) {
+        let mut c = Connection::open_in_memory().unwrap();
+        super::super::schema::migrate(&mut c).unwrap();
+        c.execute(
+            "INSERT INTO targets (id, url, variant, first_seen_ms) VALUES (1, 'a', 'p', 0), (2, 'b', 'p', 0)",
+            [],
+        )
+        .unwrap();
+        let mut rows = Vec::new();
+        for ts in (60_000..=until).step_by(60_000) {
+            for target in [1, 2] {
+                let minute = ts / 60_000;
+                if target == 2 && (100..130).contains(&minute) {
+                    continue; // the pod was gone for half an hour
+                }
+                let present = if target == 2 && minute % 17 == 0 { 20_000 + minute } else { 60_000 };
+                let data = format!("minute {minute} of {target}, labels that repeat, {}", minute % 3).into_bytes();
+                c.execute(
+                    "INSERT INTO metrics_1m (target_id, ts, variant_id, elapsed_ms, data, present_ms)
+                     VALUES (?1, ?2, 1, 60000, ?3, ?4)",
+                    params![target, ts, data, present],
+                )
+                .unwrap();
+                rows.push((ts, target, present, data));
+            }
+        }
+        (c, rows)
+    }
+
+    /// Every row of `target` in `range`, as a scan gives them, with presences.
+    fn read_rolled(c: &Connection, range: (i64, i64), target: i64) -> Vec<RolledRow> {
+        let mut out = Vec::new();
+        scan(c, Table::Rollup, range, Some(target), &mut |r| {
+            out.push((r.ts, r.target_id, r.present_ms, r.data.to_vec()));
+            Ok(true)
+        })
+        .unwrap();
+        out
+    }
+
+    /// Every read of rolled rows the readers make: ranges, the newest row at or before a time
+    /// and the oldest after it, per target.
+    fn rolled_reads(c: &Connection) -> Vec<String> {
+        let mut out = Vec::new();
+        for target in [1, 2] {
+            for range in [(0, i64::MAX), (3_570_000, 3_660_000), (5_000_000, 11_000_000), (3_600_000, 7_200_000)] {
+                out.push(format!("{range:?} {:?}", read_rolled(c, range, target)));
+            }
+            for t0 in [0, 59_999, 60_000, 3_600_000, 3_630_000, 6_300_000, 7_150_000, 14_400_000, i64::MAX] {
+                let row = |r: Option<FoundRow>| r.map(|r| (r.ts, r.variant_id, r.data));
+                out.push(format!(
+                    "{t0} {:?} {:?}",
+                    row(newest_through(c, Table::Rollup, target, t0).unwrap()),
+                    row(oldest_after(c, Table::Rollup, target, t0).unwrap())
+                ));
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn sealed_rolled_rows_read_exactly_as_open_ones() {
+        let (mut c, all) = rolled_db(4 * 3_600_000 + 30 * 60_000);
+        let open = rolled_reads(&c);
+        assert_eq!(
+            read_rolled(&c, (0, i64::MAX), 2),
+            all.iter().filter(|r| r.1 == 2).cloned().collect::<Vec<_>>(),
+            "the reads read what was written"
+        );
+        // Hours up to 3 h are complete (rolled further): sealed; the rest stays open.
+        assert_eq!(seal(&mut c, Table::Rollup, 3_600_000, 3 * 3_600_000).unwrap(), 180 + 150);
+        let chunks: i64 = c.query_row("SELECT count(*) FROM metrics_1m_chunks", [], |r| r.get(0)).unwrap();
+        assert_eq!(chunks, 6);
+        assert_eq!(count(&c, Table::Rollup).unwrap(), all.len() as i64, "every row once");
+        assert_eq!(rolled_reads(&c), open, "the same answers, presences included, from chunks");
+        // Sealed again with another width (a changed rollup width): windows that overlap.
+        assert_eq!(seal(&mut c, Table::Rollup, 5_400_000, 4 * 3_600_000).unwrap(), 0, "(2.5 h, 4 h] is not whole");
+        assert_eq!(seal(&mut c, Table::Rollup, 5_400_000, 5 * 3_600_000).unwrap(), 2 * 90, "(3 h, 4.5 h]");
+        assert_eq!(rolled_reads(&c), open);
+        // A row replaced inside a sealed hour reopens that hour only.
+        assert_eq!(sealed_through(&c, Table::Rollup).unwrap(), Some(4 * 3_600_000 + 30 * 60_000));
+        assert!(unseal(&c, Table::Rollup, 2, 3_630_000).unwrap());
+        let open_rows: i64 = c.query_row("SELECT count(*) FROM metrics_1m", [], |r| r.get(0)).unwrap();
+        assert_eq!(open_rows, 39, "target 2's minutes of (1 h, 2 h]: 61 to 99, then the gap");
+        assert_eq!(rolled_reads(&c), open);
+        // Retention: whole chunks; the hour holding the cutoff stays.
+        assert_eq!(delete_through(&c, Table::Rollup, 3_000_000).unwrap(), 0);
+        assert_eq!(delete_through(&c, Table::Rollup, 3_700_000).unwrap(), 60 + 60 + 1);
+        let left = read_rolled(&c, (0, i64::MAX), 1);
+        assert_eq!(left.first().map(|r| r.0), Some(3_660_000));
+    }
+}
