@@ -133,34 +133,32 @@ impl Fetcher {
                 Some(c) => c,
                 None => conn::Conn::open(&current).await?,
             };
-            let response = c.get(&current, auth.as_ref()).await;
-            let response = match response {
-                Ok(r) => r,
+            let head = match c.get(&current, auth.as_ref(), body).await {
+                Ok(head) => head,
                 // The target closed the kept connection as the request went out: once more on
                 // a new one (a GET can be repeated).
                 Err(e) if c.reused && e.is_retryable() => {
                     let mut fresh = conn::Conn::open(&current).await?;
-                    let r = fresh.get(&current, auth.as_ref()).await.map_err(conn::Error::into_scrape)?;
+                    let head = fresh.get(&current, auth.as_ref(), body).await.map_err(conn::Error::into_scrape)?;
                     c = fresh;
-                    r
+                    head
                 }
                 Err(e) => return Err(e.into_scrape()),
             };
-            let status = response.status();
-            if status.is_redirection() {
+            if (300..400).contains(&head.status) {
                 // The body is not read: the connection goes, the next request opens another.
-                match conn::same_origin_location(&current, &response) {
+                match conn::same_origin_location(&current, &head) {
                     Some(next) if hop < MAX_REDIRECTS => {
                         current = next;
                         continue;
                     }
-                    _ => return Err(ScrapeError::Redirect(status.as_u16())),
+                    _ => return Err(ScrapeError::Redirect(head.status)),
                 }
             }
-            if !status.is_success() {
-                return Err(ScrapeError::Status(status.as_u16()));
+            if !(200..300).contains(&head.status) {
+                return Err(ScrapeError::Status(head.status));
             }
-            c.read_body(response, max_bytes, body).await?;
+            c.read_body(head, max_bytes, body).await?;
             self.conn = Some(c);
             return Ok(());
         }
