@@ -556,6 +556,24 @@ fn base64(bytes: &[u8]) -> String {
 mod tests {
     use super::*;
 
+    #[tokio::test]
+    async fn a_connection_the_target_closed_is_seen_before_a_request() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = Url::parse(&format!("http://{}/metrics", listener.local_addr().unwrap())).unwrap();
+        let open = Conn::open(&url).await.unwrap();
+        let (socket, _) = listener.accept().await.unwrap();
+        let open = open.if_open().expect("open while the target holds it");
+        drop(socket);
+        // The close reaches the client's socket after a moment: wait for it, with a deadline.
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
+        let mut kept = Some(open);
+        while let Some(c) = kept.take() {
+            assert!(tokio::time::Instant::now() < deadline, "the close was never seen");
+            kept = c.if_open();
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+    }
+
     #[test]
     fn base64_as_basic_auth_needs_it() {
         assert_eq!(base64(b""), "");
