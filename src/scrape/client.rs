@@ -133,34 +133,32 @@ impl Fetcher {
                 Some(c) => c,
                 None => conn::Conn::open(&current).await?,
             };
-            let response = c.get(&current, auth.as_ref()).await;
-            let response = match response {
-                Ok(r) => r,
+            let head = match c.get(&current, auth.as_ref(), body).await {
+                Ok(head) => head,
                 // The target closed the kept connection as the request went out: once more on
                 // a new one (a GET can be repeated).
                 Err(e) if c.reused && e.is_retryable() => {
                     let mut fresh = conn::Conn::open(&current).await?;
-                    let r = fresh.get(&current, auth.as_ref()).await.map_err(conn::Error::into_scrape)?;
+                    let head = fresh.get(&current, auth.as_ref(), body).await.map_err(conn::Error::into_scrape)?;
                     c = fresh;
-                    r
+                    head
                 }
                 Err(e) => return Err(e.into_scrape()),
             };
-            let status = response.status();
-            if status.is_redirection() {
+            if (300..400).contains(&head.status) {
                 // The body is not read: the connection goes, the next request opens another.
-                match conn::same_origin_location(&current, &response) {
+                match conn::same_origin_location(&current, &head) {
                     Some(next) if hop < MAX_REDIRECTS => {
                         current = next;
                         continue;
                     }
-                    _ => return Err(ScrapeError::Redirect(status.as_u16())),
+                    _ => return Err(ScrapeError::Redirect(head.status)),
                 }
             }
-            if !status.is_success() {
-                return Err(ScrapeError::Status(status.as_u16()));
+            if !(200..300).contains(&head.status) {
+                return Err(ScrapeError::Status(head.status));
             }
-            c.read_body(response, max_bytes, body).await?;
+            c.read_body(head, max_bytes, body).await?;
             self.conn = Some(c);
             return Ok(());
         }
@@ -405,5 +403,221 @@ mod tests {
         assert!(matches!(slow, Err(ScrapeError::Timeout(_))), "{slow:?}");
         let refused = fetch(&mut fetcher, "http://127.0.0.1:1/metrics", limits).await;
         assert!(matches!(refused, Err(ScrapeError::Connect(_))), "{refused:?}");
+    }
+    /// What a raw target sends for one request.
+    struct Reply {
+        bytes: Vec<u8>,
+        /// Written one byte per write, so the client sees it arrive in pieces.
+        bytewise: bool,
+        /// The connection is closed after it.
+        close: bool,
+    }
+
+    fn reply(bytes: impl Into<Vec<u8>>) -> Option<Reply> {
+        Some(Reply { bytes: bytes.into(), bytewise: false, close: false })
+    }
+
+    /// A target on a raw socket writing exact bytes: `script(connection, request)` says what to
+    /// answer the request-th request of the connection-th connection (`None`: close without an
+    /// answer). Returns its address and the count of connections it accepted.
+    async fn raw_target(
+        script: impl Fn(usize, usize) -> Option<Reply> + Send + Sync + 'static,
+    ) -> (String, Arc<AtomicUsize>) {
+        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("127.0.0.1:{}", listener.local_addr().unwrap().port());
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let (counter, script) = (accepted.clone(), Arc::new(script));
+        tokio::spawn(async move {
+            while let Ok((mut socket, _)) = listener.accept().await {
+                let (n, script) = (counter.fetch_add(1, Ordering::SeqCst), script.clone());
+                tokio::spawn(async move {
+                    let _ = socket.set_nodelay(true);
+                    for request in 0.. {
+                        // The request head, byte by byte up to its empty line.
+                        let (mut head, mut byte) = (Vec::new(), [0u8; 1]);
+                        while !head.ends_with(b"\r\n\r\n") {
+                            match socket.read(&mut byte).await {
+                                Ok(1) => head.push(byte[0]),
+                                _ => return,
+                            }
+                        }
+                        let Some(reply) = script(n, request) else { return };
+                        let written = if reply.bytewise {
+                            let mut r = Ok(());
+                            for b in &reply.bytes {
+                                r = socket.write_all(std::slice::from_ref(b)).await;
+                                if r.is_err() {
+                                    break;
+                                }
+                                // Lets the client run (after the runtime polled the sockets)
+                                // between two bytes, so it reads them apart.
+                                tokio::task::yield_now().await;
+                            }
+                            r
+                        } else {
+                            socket.write_all(&reply.bytes).await
+                        };
+                        if written.is_err() || reply.close {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        (base, accepted)
+    }
+
+    const CHUNKED: &str = "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n\
+        5;name=value\r\nup 1\n\r\n7 ; a=\"b;c\";d\r\ndown 0\n\r\n0;last\r\nX-Checksum: 1\r\nX-More: 2\r\n\r\n";
+
+    #[tokio::test]
+    async fn a_chunked_body_with_extensions_and_trailers_is_read_and_its_connection_kept() {
+        let (base, accepted) = raw_target(|_, _| reply(CHUNKED)).await;
+        let mut fetcher = Fetcher::default();
+        for _ in 0..3 {
+            assert_eq!(fetch(&mut fetcher, &format!("http://{base}/m"), LIMITS).await.unwrap(), "up 1\ndown 0\n");
+        }
+        assert_eq!(accepted.load(Ordering::SeqCst), 1, "the trailers ended the body, nothing was left after it");
+    }
+
+    #[tokio::test]
+    async fn a_chunked_gzip_body_in_pieces_is_decoded() {
+        let zipped = gzip(b"up 1\ndown 0\n");
+        let (a, b) = zipped.split_at(zipped.len() / 2);
+        let mut answer = b"HTTP/1.1 200 OK\r\nContent-Encoding: gzip\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
+        for part in [a, b] {
+            answer.extend(format!("{:x};ext\r\n", part.len()).bytes());
+            answer.extend(part);
+            answer.extend(b"\r\n");
+        }
+        answer.extend(b"0\r\n\r\n");
+        let (base, accepted) =
+            raw_target(move |_, _| Some(Reply { bytes: answer.clone(), bytewise: true, close: false })).await;
+        let mut fetcher = Fetcher::default();
+        for _ in 0..2 {
+            assert_eq!(fetch(&mut fetcher, &format!("http://{base}/m"), LIMITS).await.unwrap(), "up 1\ndown 0\n");
+        }
+        assert_eq!(accepted.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn a_response_written_one_byte_at_a_time_is_read_whole() {
+        let sized = "HTTP/1.1 200 OK\r\nContent-Length: 12\r\n\r\nup 1\ndown 0\n";
+        let (base, accepted) = raw_target(move |_, request| {
+            let bytes = if request % 2 == 0 { sized } else { CHUNKED };
+            Some(Reply { bytes: bytes.into(), bytewise: true, close: false })
+        })
+        .await;
+        let mut fetcher = Fetcher::default();
+        for _ in 0..4 {
+            assert_eq!(fetch(&mut fetcher, &format!("http://{base}/m"), LIMITS).await.unwrap(), "up 1\ndown 0\n");
+        }
+        assert_eq!(accepted.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn a_body_without_length_ends_when_the_target_closes() {
+        let (base, accepted) = raw_target(|_, _| {
+            Some(Reply { bytes: b"HTTP/1.1 200 OK\r\n\r\nup 1\n".to_vec(), bytewise: false, close: true })
+        })
+        .await;
+        let mut fetcher = Fetcher::default();
+        for _ in 0..2 {
+            assert_eq!(fetch(&mut fetcher, &format!("http://{base}/m"), LIMITS).await.unwrap(), "up 1\n");
+        }
+        assert_eq!(accepted.load(Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test]
+    async fn connection_close_http_1_0_and_bytes_after_the_body_end_the_connection() {
+        // The target keeps every connection open and would answer again on it: only the client
+        // decides not to reuse it.
+        for answer in [
+            "HTTP/1.1 200 OK\r\nContent-Length: 5\r\nConnection: keep-alive, Close\r\n\r\nup 1\n",
+            "HTTP/1.0 200 OK\r\nContent-Length: 5\r\n\r\nup 1\n",
+            "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nup 1\nHTTP/1.1 200 OK\r\n",
+        ] {
+            let (base, accepted) = raw_target(move |_, _| reply(answer)).await;
+            let mut fetcher = Fetcher::default();
+            for _ in 0..3 {
+                assert_eq!(fetch(&mut fetcher, &format!("http://{base}/m"), LIMITS).await.unwrap(), "up 1\n");
+            }
+            assert_eq!(accepted.load(Ordering::SeqCst), 3, "{answer:?}");
+        }
+    }
+
+    #[tokio::test]
+    async fn interim_responses_before_the_head_are_skipped() {
+        let answer = "HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\nLink: </x>\r\n\r\n\
+            HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nup 1\n";
+        let (base, accepted) = raw_target(move |_, _| reply(answer)).await;
+        let mut fetcher = Fetcher::default();
+        for _ in 0..2 {
+            assert_eq!(fetch(&mut fetcher, &format!("http://{base}/m"), LIMITS).await.unwrap(), "up 1\n");
+        }
+        assert_eq!(accepted.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn a_head_over_the_cap_and_a_malformed_head_are_clear_errors() {
+        let huge = format!("HTTP/1.1 200 OK\r\nX-Pad: {}\r\nContent-Length: 5\r\n\r\nup 1\n", "a".repeat(70 << 10));
+        let answers = [
+            (huge, "larger than 64 KiB"),
+            ("HTTP/1.1 2x0 OK\r\nContent-Length: 5\r\n\r\nup 1\n".to_owned(), "malformed response head"),
+            ("SSH-2.0-OpenSSH_9.6\r\n\r\n".to_owned(), "malformed response head"),
+            ("HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nup 1\n".to_owned(), "Content-Length"),
+            ("HTTP/1.1 200 OK\r\nContent-Length: +5\r\n\r\nup 1\n".to_owned(), "Content-Length"),
+            ("HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\nup 1\n".to_owned(), "Transfer-Encoding"),
+        ];
+        for (answer, says) in answers {
+            let (base, _) = raw_target(move |_, _| reply(answer.clone())).await;
+            let e = fetch(&mut Fetcher::default(), &format!("http://{base}/m"), LIMITS).await.unwrap_err();
+            assert_eq!(e.kind(), "connect", "{e}");
+            assert!(e.to_string().contains(says), "{e} should say {says:?}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_length_over_the_cap_fails_before_the_body_comes() {
+        // The body never comes: waiting for it would be a timeout, not `too_large`.
+        let (base, _) = raw_target(|_, _| reply("HTTP/1.1 200 OK\r\nContent-Length: 2000000\r\n\r\nup")).await;
+        let limits = (Duration::from_secs(2), 1 << 20);
+        let e = fetch(&mut Fetcher::default(), &format!("http://{base}/m"), limits).await.unwrap_err();
+        assert!(matches!(e, ScrapeError::BodyTooLarge(_)), "{e:?}");
+    }
+
+    #[tokio::test]
+    async fn a_body_cut_by_the_target_is_a_body_error() {
+        for answer in [
+            "HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nup 1\n",
+            "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nup 1\n\r\n",
+            "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nup 1\n\r\n0\r\n",
+        ] {
+            let (base, _) =
+                raw_target(move |_, _| Some(Reply { bytes: answer.into(), bytewise: false, close: true })).await;
+            let e = fetch(&mut Fetcher::default(), &format!("http://{base}/m"), LIMITS).await.unwrap_err();
+            assert!(matches!(e, ScrapeError::Body(_)), "{answer:?}: {e:?}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_kept_connection_the_target_closed_is_replaced_without_a_failed_scrape() {
+        let ok = "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nup 1\n";
+        // Closed after its answer (seen before the next request, or the request is lost on it).
+        let (base, accepted) =
+            raw_target(move |_, _| Some(Reply { bytes: ok.into(), bytewise: false, close: true })).await;
+        let mut fetcher = Fetcher::default();
+        for _ in 0..3 {
+            assert_eq!(fetch(&mut fetcher, &format!("http://{base}/m"), LIMITS).await.unwrap(), "up 1\n");
+        }
+        assert_eq!(accepted.load(Ordering::SeqCst), 3);
+        // Closed as the second request arrives: the request is lost and sent again.
+        let (base, accepted) = raw_target(move |_, request| (request == 0).then(|| reply(ok)).flatten()).await;
+        let mut fetcher = Fetcher::default();
+        for _ in 0..3 {
+            assert_eq!(fetch(&mut fetcher, &format!("http://{base}/m"), LIMITS).await.unwrap(), "up 1\n");
+        }
+        assert_eq!(accepted.load(Ordering::SeqCst), 3, "each connection lost its second request");
     }
 }
