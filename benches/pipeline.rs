@@ -359,9 +359,9 @@ fn write_bytes() -> u64 {
 fn write_volume() {
     println!("## Disk write volume per target-day (in process, storage path only)\n");
     println!(
-        "| targets | page size | simulated | write_bytes per target-day | per target-scrape | stored per target-day (pages in use) | of which payloads: raw / 1 min / 10 min |"
+        "| targets | page size | simulated | write_bytes per target-day | of which writer / downsampler | per target-scrape | stored per target-day (pages in use) | of which payloads: raw / 1 min / 10 min |"
     );
-    println!("|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|");
     let hours: i64 = std::env::var("BENCH_HOURS").ok().and_then(|v| v.parse().ok()).unwrap_or(2);
     // `BENCH_PAGES=4096` runs one page size only.
     let pages: Vec<u32> = std::env::var("BENCH_PAGES")
@@ -373,8 +373,10 @@ fn write_volume() {
             let r = volume_run(n, page, hours);
             let day = |b: u64| b as f64 / n as f64 * 24.0 / hours as f64 / 1e6;
             println!(
-                "| {n} | {page} B | {hours} h | {:.1} MB | {:.0} B | {:.2} MB | {:.2} / {:.2} / {:.2} MB |",
+                "| {n} | {page} B | {hours} h | {:.1} MB | {:.0} % / {:.0} % | {:.0} B | {:.2} MB | {:.2} / {:.2} / {:.2} MB |",
                 r.written_per_day / 1e6,
+                r.shares.0 * 100.0,
+                r.shares.1 * 100.0,
                 r.written_per_day / (DAY_MS / 5_000) as f64,
                 day(r.stored),
                 day(r.tables.raw),
@@ -389,6 +391,9 @@ fn write_volume() {
 /// What one volume run wrote and kept.
 struct VolumeRun {
     written_per_day: f64,
+    /// Shares of the bytes written during the writer's transactions (rows and states, with the
+    /// WAL checkpoints their commits trigger) and during the downsampler's runs.
+    shares: (f64, f64),
     /// Pages in use at the end (the state journal pruned, the WAL checkpointed).
     stored: u64,
     tables: TableBytes,
@@ -416,6 +421,7 @@ fn volume_run(n: usize, page: u32, hours: i64) -> VolumeRun {
     let ticks = hours * 720;
     let mut conn = store.conn().unwrap();
     let before = write_bytes();
+    let (mut by_writer, mut by_downsampler) = (0u64, 0u64);
     for t in 0..ticks {
         let at = start + t * 5_000 + 1_000;
         let mut rows = Vec::with_capacity(n);
@@ -436,15 +442,20 @@ fn volume_run(n: usize, page: u32, hours: i64) -> VolumeRun {
             events: vec![],
             late: false,
         };
+        let mark = write_bytes();
         write::write_batch(&mut conn, &batch, 60_000).unwrap();
+        let ticked = write_bytes();
+        by_writer += ticked - mark;
         if t % 12 == 11 {
             zai_dash::store::downsample::run_once(&mut conn, at, plan).unwrap();
+            by_downsampler += write_bytes() - ticked;
         }
     }
     let written = write_bytes() - before;
     drop(conn);
     VolumeRun {
         written_per_day: written as f64 / n as f64 * 24.0 / hours as f64,
+        shares: (by_writer as f64 / written.max(1) as f64, by_downsampler as f64 / written.max(1) as f64),
         stored: live_bytes(&store) - empty,
         tables: table_bytes(&store),
     }

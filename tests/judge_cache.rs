@@ -237,8 +237,24 @@ async fn kept_evidence_judges_exactly_as_afresh_reads_only_new_strata_and_surviv
             // The keeper forgets (as retention would): the next judgement starts over.
             pods.store.judge_cache().forget_before(i64::MAX);
         }
+        if minute == 30 {
+            // Intervals of an hour and less are read from raw rows: nothing settles, nothing kept.
+            for since in [T0, T0 + 10 * MIN] {
+                let interval = Interval { since_ms: since, until_ms: now, chosen: Chosen::Since, started: None };
+                rollout::judge(&kept, ("production", "canary"), interval, &cfg).await.unwrap();
+            }
+            assert!(pods.store.judge_cache().is_empty());
+            kept.take_read();
+        }
+        if minute == 90 {
+            // A fixed-length look back starts later at every call: not kept.
+            let interval = Interval { since_ms: now - 70 * MIN, until_ms: now, chosen: Chosen::Window, started: None };
+            rollout::judge(&kept, ("production", "canary"), interval, &cfg).await.unwrap();
+            assert_eq!(pods.store.judge_cache().len(), 3);
+            kept.take_read();
+        }
         if minute < 75 {
-            continue; // intervals of an hour and less are read from raw rows: nothing settles
+            continue;
         }
         // Since minute 10 (the baseline's minutes before are the latency reference), since the
         // first scrape (nothing before: the first strata are the reference), and against the

@@ -103,7 +103,10 @@ pub async fn judge(
         end_ms: interval.until_ms,
         variants: [baseline.to_owned(), candidate.to_owned()],
     };
-    let (Some(cache), Some(generation)) = (source.judge_cache(), source.strata_generation()) else {
+    // A fixed-length look back (`window=`) starts later at every call: nothing kept would be
+    // asked for again.
+    let sliding = interval.chosen == Chosen::Window;
+    let (Some(cache), Some(generation), false) = (source.judge_cache(), source.strata_generation(), sliding) else {
         return judge_afresh(source, q, interval, cfg).await;
     };
     let key =
@@ -145,7 +148,7 @@ pub async fn judge(
     for s in &judged[..settled] {
         evidence.fold(&s.sides[0], &s.sides[1]);
     }
-    if reference_settled {
+    if reference_settled && read.settled_until_ms > interval.since_ms {
         let through_ms = read.settled_until_ms.max(interval.since_ms);
         cache.put(key, Folded { evidence: evidence.clone(), strata: settled, through_ms, generation });
     }
