@@ -129,8 +129,21 @@ pub async fn judge(
     let Some(read) = source.settled_strata(q.clone(), interval.since_ms).await? else {
         return judge_afresh(source, q, interval, cfg).await;
     };
+    judge_keeping_settled(source, cache, (key, generation), read, interval, cfg).await
+}
+
+/// Judges the whole interval from `read` and keeps the evidence over its settled strata, once
+/// the latency reference is settled too.
+async fn judge_keeping_settled(
+    source: &dyn DataSource,
+    cache: &super::judge_cache::JudgeCache,
+    (key, generation): (Key, u64),
+    read: SettledStrata,
+    interval: Interval,
+    cfg: &CanaryConfig,
+) -> Result<Judged, SourceError> {
     let mut evidence = Evidence::new();
-    let (judged, reference_settled) = match reference_before(source, baseline, &interval).await? {
+    let (judged, reference_settled) = match reference_before(source, &key.pair.0, &interval).await? {
         Some(c) => {
             evidence.set_reference(&c.duration.buckets, &c.ttft.buckets);
             (&read.strata[..], true)
