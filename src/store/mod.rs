@@ -25,6 +25,7 @@ pub(crate) mod sessions;
 pub(crate) mod settings;
 pub mod source;
 pub(crate) mod startup;
+pub(crate) mod table;
 pub(crate) mod window;
 pub mod write;
 

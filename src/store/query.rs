@@ -12,33 +12,13 @@ use super::{StoreError, codec};
 use crate::clock::bucket_end;
 use crate::point::{Counts, RollingRow, TargetRow, Totals};
 
-/// Which points table.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Table {
-    /// `metrics_5s`.
-    Raw,
-    /// `metrics_1m`.
-    Rollup,
-    /// `metrics_10m`: rollups of rollups, for ranges over a day.
-    Coarse,
-}
+pub use super::table::Table;
 
-impl Table {
-    /// The table's SQL name.
-    pub(crate) fn name(self) -> &'static str {
-        match self {
-            Table::Raw => "metrics_5s",
-            Table::Rollup => "metrics_1m",
-            Table::Coarse => "metrics_10m",
-        }
-    }
-
-    /// The `meta` key of the end of the last bucket rolled into this table.
-    fn watermark_key(self) -> &'static str {
-        match self {
-            Table::Raw | Table::Rollup => WATERMARK_KEY,
-            Table::Coarse => COARSE_WATERMARK_KEY,
-        }
+/// The `meta` key of the end of the last bucket rolled into `table`.
+fn watermark_key(table: Table) -> &'static str {
+    match table {
+        Table::Raw | Table::Rollup => WATERMARK_KEY,
+        Table::Coarse => COARSE_WATERMARK_KEY,
     }
 }
 
@@ -71,7 +51,7 @@ pub fn watermark(conn: &Connection) -> Result<Option<i64>, StoreError> {
 
 /// End of the last bucket rolled into `table` (`metrics_1m` or `metrics_10m`), if any.
 pub fn watermark_of(conn: &Connection, table: Table) -> Result<Option<i64>, StoreError> {
-    let key = table.watermark_key();
+    let key = watermark_key(table);
     Ok(conn.query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get(0)).optional()?)
 }
 
@@ -84,7 +64,7 @@ pub fn set_watermark(conn: &Connection, ms: i64) -> Result<(), StoreError> {
 pub(crate) fn set_watermark_of(conn: &Connection, table: Table, ms: i64) -> Result<(), StoreError> {
     conn.execute(
         "INSERT INTO meta (key, value) VALUES (?1, ?2) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
-        params![table.watermark_key(), ms],
+        params![watermark_key(table), ms],
     )?;
     Ok(())
 }

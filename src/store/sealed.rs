@@ -37,7 +37,7 @@ use rusqlite::{Connection, OptionalExtension, params};
 
 use super::StoreError;
 use super::chunk::{self, ChunkRow, ChunkRows, ChunkWriter, Scratch};
-use super::query::Table;
+use super::table::Table;
 use crate::clock::bucket_end;
 
 /// Windows sealed per table per downsampler run at most, so a first run on a database full of
