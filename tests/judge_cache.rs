@@ -94,11 +94,13 @@ impl Pods {
         }
     }
 
-    /// Writes as the writer task does: a batch that changed served data invalidates the caches.
+    /// Writes as the writer task does: a batch that changed served data (a late one, or a merge)
+    /// invalidates the caches; the bucket is then noted committed.
     fn write(&self, batch: &WriteBatch) {
-        if write::write_batch(&mut self.store.conn().unwrap(), batch, MIN).unwrap() {
+        if write::write_batch(&mut self.store.conn().unwrap(), batch, MIN).unwrap() || batch.late {
             self.store.cache().invalidate();
         }
+        self.store.note_committed(batch.bucket_end_ms);
     }
 
     /// A copy of production's row of the bucket ending at `now`, with 400 more 503s, written
@@ -238,12 +240,13 @@ async fn kept_evidence_judges_exactly_as_afresh_reads_only_new_strata_and_surviv
             pods.store.judge_cache().forget_before(i64::MAX);
         }
         if minute == 30 {
-            // Intervals of an hour and less are read from raw rows: nothing settles, nothing kept.
+            // Intervals of an hour and less are read from raw ticks, kept too (the first hour
+            // tick by tick: `a_rollouts_first_hour_is_kept_tick_by_tick`).
             for since in [T0, T0 + 10 * MIN] {
                 let interval = Interval { since_ms: since, until_ms: now, chosen: Chosen::Since, started: None };
                 rollout::judge(&kept, ("production", "canary"), interval, &cfg).await.unwrap();
             }
-            assert!(pods.store.judge_cache().is_empty());
+            assert_eq!(pods.store.judge_cache().len(), 2);
             kept.take_read();
         }
         if minute == 90 {
@@ -282,4 +285,68 @@ async fn kept_evidence_judges_exactly_as_afresh_reads_only_new_strata_and_surviv
     }
     assert!(judged_kept > 180);
     assert_eq!(pods.store.judge_cache().len(), 3);
+}
+
+/// A rollout's first hour is read from raw ticks: they are kept as they settle (a few seconds
+/// after they close), so a judgement every 15 s reads only the newest ticks; a late tick moves
+/// the generation; once the interval is longer than an hour it is read in minutes, and the
+/// evidence kept over ticks is dropped, not mixed with minutes.
+#[tokio::test]
+async fn a_rollouts_first_hour_is_kept_tick_by_tick() {
+    let mut pods = Pods::new();
+    let clock = Arc::new(ManualClock::new(T0));
+    let mut settings = zai_dash::config::Settings::for_tests(vec![], "unused.db".into()).store();
+    settings.point_width = std::time::Duration::from_secs(5);
+    settings.rollup_width = std::time::Duration::from_secs(MIN as u64 / 1000);
+    let source = StoreSource::new(pods.store.clone(), settings, clock.clone());
+    let (kept, afresh) = (Watched::new(&source, true), Watched::new(&source, false));
+    let cfg = zai_dash::canary::CanaryConfig::default();
+    let (mut judged_kept, mut afresh_read) = (0, 0);
+    for tick in 1..=(80 * 12) {
+        let now = T0 + tick * 5_000;
+        pods.write_range(now - 5_000, now);
+        clock.advance_ms(5_000);
+        if tick % 12 == 0 {
+            pods.downsample(now);
+        }
+        // Minute 20: a late scrape of production lands in a tick of minute 10, long settled.
+        let late = tick == 20 * 12 + 1;
+        if late {
+            pods.write_late(now, T0 + 10 * MIN - 5_000, true);
+        }
+        if tick % 3 != 0 && !late {
+            continue;
+        }
+        // Against production since the start (its first requests are the reference) and since
+        // minute 5 (the minutes before are); against a baseline without traffic until minute
+        // 74.5 (judged without a reference until then), and one that does not exist.
+        let pairs = [("production", T0), ("production", T0 + 5 * MIN), ("quiet", T0), ("absent", T0)];
+        for (baseline, since) in pairs.into_iter().filter(|(_, since)| now > *since) {
+            let interval = Interval { since_ms: since, until_ms: now, chosen: Chosen::Since, started: None };
+            let a = rollout::judge(&kept, (baseline, "canary"), interval.clone(), &cfg).await.unwrap();
+            let b = rollout::judge(&afresh, (baseline, "canary"), interval, &cfg).await.unwrap();
+            assert_eq!(a.judgement, b.judgement, "tick {tick}, {baseline} since {since}");
+            assert_eq!(a.strata, b.strata, "tick {tick}, {baseline} since {since}");
+            let (read_kept, read_afresh) = (kept.take_read(), afresh.take_read());
+            afresh_read += read_afresh;
+            // The whole interval is read until the latency reference is fixed (since T0: the
+            // baseline's first 200 requests, settled; later: the hour before, at once), after
+            // the late tick, and at the first read in minutes (the interval just passed an hour).
+            let reference_settling = match baseline {
+                "production" if since == T0 => tick <= 30,
+                "quiet" => (QUIET_UNTIL..QUIET_UNTIL + 5 * 12).contains(&tick),
+                _ => now - since <= 15_000,
+            };
+            let whole = reference_settling || late || (now - since > 3_600_000 && now - since <= 3_600_000 + 15_000);
+            if !whole {
+                // Raw: the ticks since the last judgement and the few not settled yet; in
+                // minutes: the ticks after the rollup watermark and the newly rolled minute.
+                let limit = if now - since > 3_600_000 { 30 } else { 8 };
+                assert!(read_kept <= limit, "tick {tick}, {baseline} since {since}: {read_kept} strata read, kept");
+                judged_kept += 1;
+            }
+        }
+    }
+    assert!(judged_kept > 1_000, "{judged_kept}");
+    assert!(afresh_read > 100_000, "the whole rollout was read afresh: {afresh_read}");
 }

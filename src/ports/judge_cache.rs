@@ -3,12 +3,14 @@
 //! A sequential judgement folds every stratum since the rollout began, in order, and the
 //! alerts, the minutely history, the gauge and every open `/compare` page ask for it again
 //! and again. Re-reading the whole rollout each time made a judgement's cost grow with the
-//! rollout's age (a week of 1-minute rows of every pod of both variants). The strata of
-//! rolled minutes do not change once settled, so the evidence after folding them is kept here,
+//! rollout's age (a week of 1-minute rows of every pod of both variants). Strata do not change
+//! once settled, so the evidence after folding them is kept here,
 //! per pair, interval start and configuration, with the source's generation: a judgement then
 //! reads and folds only the strata after it, and gives exactly what judging afresh gives
 //! (`tests/judge_cache.rs`). A late row merged into a settled bucket moves the generation and
-//! the kept evidence is dropped.
+//! the kept evidence is dropped. A rollout's first hour is read from raw ticks, which settle
+//! seconds after they close: its evidence is kept too, per tick, and dropped once the interval
+//! grows long enough to be read from rollups (the strata's width changes).
 
 use std::sync::Mutex;
 
@@ -41,6 +43,10 @@ pub struct Folded {
     pub through_ms: i64,
     /// The source's generation when its strata were read.
     pub generation: u64,
+    /// Width of the strata folded ([`crate::ports::read::SettledStrata::stratum_ms`]).
+    pub stratum_ms: i64,
+    /// Folded without a latency reference: the baseline had observed no latency yet.
+    pub unreferenced: bool,
 }
 
 #[derive(Debug)]
@@ -110,7 +116,7 @@ mod tests {
     }
 
     fn folded(through_ms: i64, generation: u64) -> Folded {
-        Folded { evidence: Evidence::new(), strata: 3, through_ms, generation }
+        Folded { evidence: Evidence::new(), strata: 3, through_ms, generation, stratum_ms: 5_000, unreferenced: false }
     }
 
     #[test]

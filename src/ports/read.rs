@@ -236,6 +236,10 @@ pub struct SettledStrata {
     /// Strata ending at or before this are final: every later read of the same query gives
     /// them unchanged, as long as [`DataSource::strata_generation`] has not moved.
     pub settled_until_ms: i64,
+    /// Width of the settled strata (a raw tick's, or a rollup's): an interval read from raw
+    /// rows while it is short is read from rollups once it is long, and evidence folded over
+    /// ticks is not the evidence over minutes.
+    pub stratum_ms: i64,
 }
 
 /// One stratum: what both variants did over the same bucket (a 5 s tick, or a 1 min row for

@@ -116,6 +116,11 @@ pub async fn judge(
         // A late row lowered the watermark below what was folded (before the generation
         // moved): what was kept may be wrong.
         && read.settled_until_ms >= kept.through_ms
+        // The interval outgrew raw ticks: it is read in minutes now.
+        && read.stratum_ms == kept.stratum_ms
+        // Judged without a reference while the baseline observed no latency: its first
+        // observations now make one, and the strata judged start after them.
+        && !(kept.unreferenced && read.strata.iter().any(|s| observed(&s.sides[0].latency) > 0.0))
     {
         let fresh = fold_settled(&mut kept, &read, generation);
         cache.put(key, kept.clone());
@@ -143,18 +148,22 @@ async fn judge_keeping_settled(
     cfg: &CanaryConfig,
 ) -> Result<Judged, SourceError> {
     let mut evidence = Evidence::new();
-    let (judged, reference_settled) = match reference_before(source, &key.pair.0, &interval).await? {
+    let (judged, reference_settled, unreferenced) = match reference_before(source, &key.pair.0, &interval).await? {
         Some(c) => {
             evidence.set_reference(&c.duration.buckets, &c.ttft.buckets);
-            (&read.strata[..], true)
+            (&read.strata[..], true, false)
         }
         None => {
             let judged = reference_from_prefix(&mut evidence, &read.strata);
             let prefix = read.strata.len() - judged.len();
+            // No latency observed by the baseline (absent, idle, or without a histogram):
+            // every stratum is judged without a reference, which holds until it observes some
+            // (checked at every later read).
+            let unreferenced = prefix == 0 && evidence == Evidence::new();
             // Kept only once the prefix that fixed the reference has settled: a later read
             // would otherwise take another prefix.
             let fixed = prefix > 0 && evidence != Evidence::new();
-            (judged, fixed && read.strata[prefix - 1].end_ms <= read.settled_until_ms)
+            (judged, unreferenced || (fixed && read.strata[prefix - 1].end_ms <= read.settled_until_ms), unreferenced)
         }
     };
     let settled = judged.partition_point(|s| s.end_ms <= read.settled_until_ms);
@@ -163,7 +172,9 @@ async fn judge_keeping_settled(
     }
     if reference_settled && read.settled_until_ms > interval.since_ms {
         let through_ms = read.settled_until_ms.max(interval.since_ms);
-        cache.put(key, Folded { evidence: evidence.clone(), strata: settled, through_ms, generation });
+        let folded = evidence.clone();
+        let stratum_ms = read.stratum_ms;
+        cache.put(key, Folded { evidence: folded, strata: settled, through_ms, generation, stratum_ms, unreferenced });
     }
     for s in &judged[settled..] {
         evidence.fold(&s.sides[0], &s.sides[1]);

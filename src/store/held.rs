@@ -94,6 +94,13 @@ impl Default for HeldRows {
 pub(crate) type RowKey = (i64, i64);
 
 impl HeldRows {
+    /// The oldest bucket a held late batch writes into, if any: buckets from it on may still
+    /// change, however long ago they closed (their rows are already in this snapshot, but not
+    /// yet in what was read and kept before it arrived).
+    pub(crate) fn earliest_late_ms(&self) -> Option<i64> {
+        self.batches.iter().filter(|b| b.late).flat_map(|b| b.rows.iter().map(|r| r.ts_ms)).min()
+    }
+
     /// Held rows with `after < ts <= until` (only `only`'s, when given) that `stored` (the keys
     /// the read found in the database) lacks, in time then target order: a late batch's rows
     /// whatever their bucket, the others' only after the last committed bucket. Two rows of one
@@ -168,6 +175,8 @@ mod tests {
         assert_eq!(keys(&snap.rows_in((0, 100), None, &committed_meanwhile)), [(15, 1)]);
         assert_eq!(keys(&snap.rows_in((10, 100), Some(1), &HashSet::new())), [(15, 1)]);
         assert!(HeldRows::default().rows_in((0, 100), None, &HashSet::new()).is_empty());
+        assert_eq!(snap.earliest_late_ms(), Some(5), "only late batches count");
+        assert_eq!(HeldRows::default().earliest_late_ms(), None);
     }
 
     #[test]

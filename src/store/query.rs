@@ -348,6 +348,24 @@ pub(crate) fn each_raw_row(
     })
 }
 
+/// [`each_raw_row`] over the rows of `variant_ids` only: the others are not decoded (a canary
+/// pair's strata need two variants' rows of a store that may hold many).
+pub(crate) fn each_raw_row_of(
+    conn: &Connection,
+    (after, until): (i64, i64),
+    variant_ids: &[i64],
+    names: &HashMap<i64, String>,
+    widths: (i64, i64),
+    each: &mut dyn FnMut(TargetRow),
+) -> Result<(), StoreError> {
+    sealed::scan(conn, Table::Raw, (after, until), None, &mut |r| {
+        if variant_ids.contains(&r.variant_id) {
+            each(decode_row(Table::Raw, r, names, widths)?);
+        }
+        Ok(true)
+    })
+}
+
 /// The running totals of a target's row of a rolled table (open or sealed), as `find` finds
 /// it ([`sealed::newest_through`], [`sealed::oldest_after`]): what its payload says at its end.
 fn row_totals(find: sealed::Lookup, table: Table, target_id: i64, t0: i64, conn: &Connection) -> RowTotals {

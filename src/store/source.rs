@@ -108,11 +108,14 @@ impl DataSource for StoreSource {
         q: StrataQuery,
         after_ms: i64,
     ) -> BoxFuture<'_, Result<Option<SettledStrata>, SourceError>> {
-        let raw = self.settings.reads_raw((q.start_ms, q.end_ms), self.clock.now_ms());
+        let now_ms = self.clock.now_ms();
+        let raw = self.settings.reads_raw((q.start_ms, q.end_ms), now_ms);
         let Grid { point_ms, rollup_ms } = self.settings.grid();
+        // Taken before the bound below: a late batch held meanwhile is then in the snapshot.
         let held = self.store.held_rows();
+        let raw_settled_ms = self.sealed_until(now_ms);
         Box::pin(async move {
-            let read = (raw, (point_ms, rollup_ms));
+            let read = (raw, (point_ms, rollup_ms), raw_settled_ms);
             Ok(Some(self.store.with_conn(move |c| window::strata_after(c, &q, after_ms, read, &held)).await?))
         })
     }

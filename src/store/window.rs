@@ -12,7 +12,8 @@ use rusqlite::Connection;
 use super::StoreError;
 use super::held::HeldRows;
 use super::query::{
-    Table, each_raw_row, events, select_targets, target_rows, targets, variant_names, watermark, watermark_of,
+    Table, each_raw_row, each_raw_row_of, events, select_targets, target_rows, targets, variant_names, watermark,
+    watermark_of,
 };
 use super::range::{self, RangeRead};
 use crate::canary::SideTick;
@@ -113,18 +114,21 @@ pub fn strata(
     read: (bool, (i64, i64)),
     held: &HeldRows,
 ) -> Result<Vec<Stratum>, StoreError> {
-    Ok(strata_after(conn, q, q.start_ms, read, held)?.strata)
+    Ok(strata_after(conn, q, q.start_ms, (read.0, read.1, i64::MIN), held)?.strata)
 }
 
 /// [`strata`] ending after `after_ms` only (each bucket still read from the table the whole of
-/// `q` reads it from), with where they settle: the strata of rolled minutes (up to the rollup
-/// watermark) change only when a late row lowers the watermark; the raw ticks after it are
-/// replaced by their minute once it is rolled. Nothing settles in a read of raw rows only.
+/// `q` reads it from), with where they settle. In a read of rollups, the strata of rolled
+/// minutes (up to the rollup watermark) change only when a late row lowers the watermark, and
+/// the raw ticks after it are replaced by their minute once it is rolled. In a read of raw rows
+/// only (an interval of an hour or less), a tick settles at `raw_settled_ms` (the point cache's
+/// sealed bound: later writes into it move the generation), or earlier when a held late batch
+/// writes below it. Only the two variants' rows are decoded.
 pub fn strata_after(
     conn: &Connection,
     q: &StrataQuery,
     after_ms: i64,
-    (raw, widths): (bool, (i64, i64)),
+    (raw, widths, raw_settled_ms): (bool, (i64, i64), i64),
     held: &HeldRows,
 ) -> Result<SettledStrata, StoreError> {
     let names = variant_names(conn)?;
@@ -143,9 +147,10 @@ pub fn strata_after(
             }
         }
     }
+    let pair: Vec<i64> = names.iter().filter(|(_, n)| q.variants.contains(n)).map(|(id, _)| *id).collect();
     let after_rollups = (from.max(wm), q.end_ms);
     let mut stored = HashSet::new();
-    each_raw_row(conn, after_rollups, None, &names, widths, &mut |r| {
+    each_raw_row_of(conn, after_rollups, &pair, &names, widths, &mut |r| {
         stored.insert((r.ts_ms, r.target_id));
         add(&r);
     })?;
@@ -156,8 +161,14 @@ pub fn strata_after(
         .into_iter()
         .map(|(end_ms, [b, c])| Stratum { end_ms, sides: [SideTick::from_counts(&b), SideTick::from_counts(&c)] })
         .collect();
-    let settled_until_ms = wm.clamp(q.start_ms, q.end_ms.max(q.start_ms));
-    Ok(SettledStrata { strata, settled_until_ms })
+    let (settled, stratum_ms) = if raw {
+        let late = held.earliest_late_ms().map_or(i64::MAX, |ts| ts - 1);
+        (raw_settled_ms.min(late), widths.0)
+    } else {
+        (wm, widths.1)
+    };
+    let settled_until_ms = settled.clamp(q.start_ms, q.end_ms.max(q.start_ms));
+    Ok(SettledStrata { strata, settled_until_ms, stratum_ms })
 }
 
 /// When `variant`'s current version first appeared as of `end_ms`: walking back from its newest
@@ -221,5 +232,33 @@ mod tests {
         assert_eq!(start(25_000).map(|s| s.since_ms), Some(20_000), "as of an earlier end");
         version(&c, 50_000, "http://a/m", "version 1.2 -> 1.3");
         assert_eq!(start(100_000).map(|s| (s.since_ms, s.version)), Some((50_000, Some("1.3".into()))));
+    }
+
+    #[test]
+    fn raw_strata_settle_at_the_sealed_bound_or_before_a_held_late_row() {
+        let c = db();
+        let q = StrataQuery { start_ms: 0, end_ms: 200_000, variants: ["production".into(), "canary".into()] };
+        let read = (true, (5_000, 60_000), 100_000);
+        let settled = |held: &HeldRows| strata_after(&c, &q, 0, read, held).unwrap();
+        let none = settled(&HeldRows::default());
+        assert_eq!((none.settled_until_ms, none.stratum_ms), (100_000, 5_000));
+        let row = |ts_ms| TargetRow { target_id: 3, ts_ms, variant: "production".into(), ..Default::default() };
+        let batch = |rows, late| crate::ports::ingest::WriteBatch {
+            bucket_end_ms: 150_000,
+            rows,
+            states: Vec::new(),
+            points: Vec::new(),
+            events: Vec::new(),
+            late,
+        };
+        let held = super::super::held::Held::default();
+        held.push(batch(vec![row(150_000)], false));
+        assert_eq!(settled(&held.snapshot(|| 145_000)).settled_until_ms, 100_000, "a batch on time changes nothing");
+        held.push(batch(vec![row(40_000)], true));
+        let late = settled(&held.snapshot(|| 145_000));
+        assert_eq!(late.settled_until_ms, 39_999, "the late row's tick is open again");
+        assert_eq!(late.strata.iter().map(|s| s.end_ms).collect::<Vec<_>>(), [40_000, 150_000]);
+        let rolled = strata_after(&c, &q, 0, (false, (5_000, 60_000), 100_000), &HeldRows::default()).unwrap();
+        assert_eq!((rolled.settled_until_ms, rolled.stratum_ms), (0, 60_000), "nothing rolled yet");
     }
 }
