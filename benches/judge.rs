@@ -206,6 +206,60 @@ fn main() {
     println!(
         "\n{pods} pods per variant, scraped every 5 s, rolled every minute; judged since the rollout began (minute 10)."
     );
+    spend_reads(&rt, &source, fleet.now(), fleet.now() - T0);
+}
+
+/// What the spend report's refresh (`alerts::costs`, at most once a minute) reads at `now`: the
+/// windows its edges cut (month start, day start, the 24 h rate window, now), each timed.
+fn spend_reads(rt: &tokio::runtime::Runtime, source: &StoreSource, now: i64, data_ms: i64) {
+    let p = zai_dash::budget::spend::Periods::at(now);
+    let rate_from = now - zai_dash::budget::spend::DEFAULT_RATE_WINDOW_MS;
+    let mut edges = vec![p.month_start, p.day_start, rate_from, now];
+    edges.sort_unstable();
+    edges.dedup();
+    println!(
+        "\nThe spend report's reads at the last age ({:.0} h of data), median of {ROUNDS}:\n",
+        data_ms as f64 / 3.6e6
+    );
+    println!("| window | read in |");
+    println!("|---|---:|");
+    let mut total = 0.0;
+    for pair in edges.windows(2) {
+        let q = WindowQuery { start_ms: pair[0], end_ms: pair[1], target_url: None };
+        let times = (0..ROUNDS)
+            .map(|_| {
+                let t = Instant::now();
+                std::hint::black_box(rt.block_on(source.window(q.clone())).unwrap());
+                t.elapsed().as_secs_f64() * 1e3
+            })
+            .collect();
+        let ms = median(times);
+        total += ms;
+        println!(
+            "| now - {:.1} h to now - {:.1} h | {ms:.2} ms |",
+            (now - pair[0]) as f64 / 3.6e6,
+            (now - pair[1]) as f64 / 3.6e6
+        );
+    }
+    println!("| all (one refresh, read whole) | {total:.2} ms |");
+    // The engine's refresh keeps settled 10-minute buckets: the first fills them, the next
+    // (a minute later, as the engine refreshes) reads what is newer.
+    let budgets = zai_dash::budget::spend::Budgets { daily_usd: Some(100.0), monthly_usd: Some(1000.0) };
+    let mut costs = zai_dash::alerts::costs::Costs::new(budgets);
+    let t = Instant::now();
+    rt.block_on(costs.evaluate(source, now)).unwrap();
+    let first = t.elapsed().as_secs_f64() * 1e3;
+    let times = (1..=ROUNDS as i64)
+        .map(|k| {
+            let mut fresh = zai_dash::alerts::costs::Costs::new(budgets);
+            rt.block_on(fresh.evaluate(source, now)).unwrap();
+            let t = Instant::now();
+            rt.block_on(fresh.evaluate(source, now + k * 61_000)).unwrap();
+            t.elapsed().as_secs_f64() * 1e3
+        })
+        .collect();
+    println!("| the engine's first refresh, buckets kept (`alerts::costs`) | {first:.2} ms |");
+    println!("| the engine's next refresh, a minute later | {:.2} ms |", median(times));
 }
 
 use zai_dash::clock::Clock as _;

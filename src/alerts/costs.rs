@@ -8,6 +8,16 @@
 //! in it, so the forecast sees what the rows would have told it. Spend moves slowly: it is read
 //! again once a minute (every tick while the month's data covers less than an hour).
 //!
+//! A source whose windows add up bucket by bucket (the store, which says so by giving a
+//! generation) is not re-read whole at every refresh: a month's stretch was every 1 min row of
+//! every target since the month began, once a minute (BENCHMARKS.md, issue 22: 109 ms per
+//! refresh for 20 pods and 6 days of data). [`Kept`] keeps 10-minute buckets of the last day
+//! and one sum of the month before them, reads each settled bucket once, and re-reads only what
+//! is newer; the projection's rate window then starts at the 10-minute boundary at or before
+//! 24 h ago. A late row (the generation moves) or a new month starts it over. Sums are those of
+//! a whole read; while the data's first day is in the rate window, where the data starts is
+//! known to the width of the row that answered its bucket first (a minute at most).
+//!
 //! [`spend::forecast`]: crate::budget::spend::forecast
 
 use std::collections::BTreeMap;
@@ -30,12 +40,14 @@ pub struct Costs {
     budgets: Budgets,
     /// When read, how long the month's data covers, and the report.
     last: Option<(i64, i64, SpendReport)>,
+    /// Settled buckets, for a source whose windows add up.
+    kept: Kept,
 }
 
 impl Costs {
     /// Spend against `budgets`.
     pub fn new(budgets: Budgets) -> Self {
-        Self { budgets, last: None }
+        Self { budgets, last: None, kept: Kept::default() }
     }
 
     /// The report at `now_ms` (reused while fresh); the last one, if any, when a read fails.
@@ -45,17 +57,31 @@ impl Costs {
         {
             return Ok(report.clone());
         }
-        let (series, covered) = read_costs(source, now_ms).await?;
-        let report = forecast(&series, now_ms, &self.budgets, DEFAULT_RATE_WINDOW_MS);
+        let (series, covered, rate_window_ms) = match source.strata_generation() {
+            Some(generation) => {
+                let (series, covered) = self.kept.read(source, generation, now_ms).await?;
+                (series, covered, now_ms - Kept::rate_from(now_ms))
+            }
+            None => {
+                let (series, covered) = read_costs(source, now_ms, now_ms - DEFAULT_RATE_WINDOW_MS).await?;
+                (series, covered, DEFAULT_RATE_WINDOW_MS)
+            }
+        };
+        let report = forecast(&series, now_ms, &self.budgets, rate_window_ms);
         self.last = Some((now_ms, covered, report.clone()));
         Ok(report)
     }
 }
 
-/// Each variant's and model's cost buckets, and how long the month's data covers.
-async fn read_costs(source: &dyn DataSource, now_ms: i64) -> Result<(Vec<CostSeries>, i64), SourceError> {
+/// Each variant's and model's cost buckets, and how long the month's data covers; the rate
+/// window starts at `rate_from`.
+async fn read_costs(
+    source: &dyn DataSource,
+    now_ms: i64,
+    rate_from: i64,
+) -> Result<(Vec<CostSeries>, i64), SourceError> {
     let p = Periods::at(now_ms);
-    let mut edges = vec![p.month_start, p.day_start, now_ms - DEFAULT_RATE_WINDOW_MS, now_ms];
+    let mut edges = vec![p.month_start, p.day_start, rate_from, now_ms];
     edges.sort_unstable();
     edges.dedup();
     let mut series: BTreeMap<(String, String), Vec<CostBucket>> = BTreeMap::new();
@@ -74,6 +100,111 @@ async fn read_costs(source: &dyn DataSource, now_ms: i64) -> Result<(Vec<CostSer
     }
     let series = series.into_iter().map(|((variant, model), buckets)| CostSeries { variant, model, buckets }).collect();
     Ok((series, covered))
+}
+
+/// Width of a kept bucket: day and month starts are whole multiples of it.
+const BUCKET_MS: i64 = 600_000;
+/// Buckets ending this long before a refresh are settled (as the rules' windows').
+const SETTLED_MS: i64 = super::windows::SETTLED_MS;
+
+/// Cost sums per variant and model, with where each variant's data starts.
+type Sums = BTreeMap<(String, String), (f64, i64)>;
+
+/// The month's spend kept between refreshes: one sum from the month's start up to the rate
+/// window's start, then a bucket per [`BUCKET_MS`] up to the last settled one.
+#[derive(Debug, Default)]
+struct Kept {
+    /// The source's generation and month start the buckets were read at.
+    read_at: Option<(u64, i64)>,
+    /// Sums over `(month_start, base_until]`.
+    base: Sums,
+    base_until: i64,
+    /// Buckets after `base_until`, by end.
+    buckets: BTreeMap<i64, Sums>,
+}
+
+impl Kept {
+    /// Start of the projection's rate window: the bucket boundary at or before 24 h ago.
+    fn rate_from(now_ms: i64) -> i64 {
+        (now_ms - DEFAULT_RATE_WINDOW_MS).div_euclid(BUCKET_MS) * BUCKET_MS
+    }
+
+    /// The series [`read_costs`] gives, from the kept buckets and one read of what is newer.
+    async fn read(
+        &mut self,
+        source: &dyn DataSource,
+        generation: u64,
+        now_ms: i64,
+    ) -> Result<(Vec<CostSeries>, i64), SourceError> {
+        let p = Periods::at(now_ms);
+        let rate_from = Self::rate_from(now_ms);
+        let settled = (now_ms - SETTLED_MS).div_euclid(BUCKET_MS) * BUCKET_MS;
+        if self.read_at != Some((generation, p.month_start)) {
+            *self = Kept { read_at: Some((generation, p.month_start)), ..Kept::default() };
+            self.base_until = p.month_start.max(rate_from);
+            if self.base_until > p.month_start {
+                self.base = sums_of(source, (p.month_start, self.base_until)).await?;
+            }
+        }
+        // Buckets the rate window left: into the month's sum, or gone (before the month).
+        while let Some(entry) = self.buckets.first_entry().filter(|e| *e.key() <= rate_from) {
+            let (end, sums) = entry.remove_entry();
+            if end > p.month_start {
+                add_sums(&mut self.base, &sums);
+                self.base_until = end;
+            }
+        }
+        // Buckets follow the month's sum, or start with the rate window on a month's first day
+        // (the day before still counts in the rate).
+        let first = if rate_from < p.month_start { rate_from } else { self.base_until };
+        let newest = self.buckets.last_key_value().map_or(first, |(end, _)| *end);
+        let mut end = newest + BUCKET_MS;
+        while end <= settled {
+            let sums = sums_of(source, (end - BUCKET_MS, end)).await?;
+            self.buckets.insert(end, sums);
+            end += BUCKET_MS;
+        }
+        let fresh_from = self.buckets.last_key_value().map_or(first, |(end, _)| *end);
+        let fresh = sums_of(source, (fresh_from, now_ms)).await?;
+        let mut series: BTreeMap<(String, String), Vec<CostBucket>> = BTreeMap::new();
+        let mut covered = 0;
+        let parts = std::iter::once((self.base_until, p.month_start, &self.base))
+            .chain(self.buckets.iter().map(|(end, sums)| (*end, end - BUCKET_MS, sums)))
+            .chain(std::iter::once((now_ms, fresh_from, &fresh)));
+        for (end_ms, start_ms, sums) in parts {
+            for ((variant, model), (usd, data_from)) in sums {
+                let from = (*data_from).max(start_ms);
+                covered = covered.max(now_ms - from);
+                let bucket = CostBucket { end_ms, width_ms: end_ms - from, usd: *usd };
+                series.entry((variant.clone(), model.clone())).or_default().push(bucket);
+            }
+        }
+        let series =
+            series.into_iter().map(|((variant, model), buckets)| CostSeries { variant, model, buckets }).collect();
+        Ok((series, covered))
+    }
+}
+
+/// Each variant's and model's cost over `(start_ms, end_ms]`, with where its data starts.
+async fn sums_of(source: &dyn DataSource, (start_ms, end_ms): (i64, i64)) -> Result<Sums, SourceError> {
+    let mut out = Sums::new();
+    if end_ms <= start_ms {
+        return Ok(out);
+    }
+    for (variant, s) in source.window(WindowQuery { start_ms, end_ms, target_url: None }).await? {
+        for (model, usd) in &s.counts.cost {
+            out.insert((variant.clone(), model.clone()), (usd.iter().sum(), s.data_from_ms.max(start_ms)));
+        }
+    }
+    Ok(out)
+}
+
+fn add_sums(into: &mut Sums, from: &Sums) {
+    for (key, (usd, data_from)) in from {
+        let entry = into.entry(key.clone()).or_insert((0.0, *data_from));
+        entry.0 += usd;
+        entry.1 = entry.1.min(*data_from);
+    }
 }
 
 /// The budgets' alerts: for each budget set, the actual spend and its projection at 80, 95
@@ -143,5 +274,149 @@ mod tests {
         assert_eq!(rules[2].severity, "critical");
         assert_eq!(rules[0].threshold, 0.8);
         assert!(rules[3].summary.contains("projected spend today"), "{}", rules[3].summary);
+    }
+
+    /// Kept buckets give the report a whole read gives (over the same rate window), across a
+    /// month's end, day ends and a late row, and a refresh reads only the newest stretch.
+    #[tokio::test]
+    async fn kept_spend_reports_as_a_whole_read_across_days_months_and_late_rows() {
+        use std::sync::Arc;
+        use std::sync::atomic::{AtomicI64, Ordering};
+
+        use crate::clock::{Clock as _, ManualClock};
+        use crate::point::{Point, TargetRow};
+        use crate::ports::BoxFuture;
+        use crate::ports::ingest::WriteBatch;
+        use crate::ports::read::{ChartData, PointQuery, WindowSums};
+        use crate::store::{Store, downsample, query, source::StoreSource, write};
+
+        /// The store source, adding up how long the windows it is asked for are.
+        #[derive(Debug)]
+        struct Spans<'a>(&'a StoreSource, AtomicI64);
+        impl DataSource for Spans<'_> {
+            fn variants(&self) -> BoxFuture<'_, Result<std::collections::BTreeSet<String>, SourceError>> {
+                self.0.variants()
+            }
+            fn grid_ms(&self, window: (i64, i64), min_step_ms: i64, now_ms: i64) -> i64 {
+                self.0.grid_ms(window, min_step_ms, now_ms)
+            }
+            fn points(&self, q: PointQuery) -> BoxFuture<'_, Result<Vec<Point>, SourceError>> {
+                self.0.points(q)
+            }
+            fn window(&self, q: WindowQuery) -> BoxFuture<'_, Result<BTreeMap<String, WindowSums>, SourceError>> {
+                self.1.fetch_add(q.end_ms - q.start_ms, Ordering::SeqCst);
+                self.0.window(q)
+            }
+            fn chart(&self, q: PointQuery) -> BoxFuture<'_, Result<ChartData, SourceError>> {
+                self.0.chart(q)
+            }
+            fn strata_generation(&self) -> Option<u64> {
+                self.0.strata_generation()
+            }
+            fn series(
+                &self,
+                end_ms: i64,
+                range_ms: i64,
+                step_ms: i64,
+            ) -> BoxFuture<'_, Result<Vec<Point>, SourceError>> {
+                self.0.series(end_ms, range_ms, step_ms)
+            }
+        }
+
+        const MIN: i64 = 60_000;
+        // 2027-01-30 00:00 UTC: three and a half days across the end of January.
+        let t0: i64 = 1_801_267_200_000;
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("spend.db")).unwrap();
+        let pairs =
+            [("http://a/m".to_owned(), "production".to_owned()), ("http://b/m".to_owned(), "canary".to_owned())];
+        let ids: Vec<i64> =
+            query::register_targets(&store.conn().unwrap(), &pairs, t0).unwrap().iter().map(|t| t.id).collect();
+        let clock = Arc::new(ManualClock::new(t0));
+        let mut settings = crate::config::Settings::for_tests(vec![], "unused.db".into()).store();
+        settings.point_width = std::time::Duration::from_secs(5);
+        settings.rollup_width = std::time::Duration::from_secs(60);
+        let source = StoreSource::new(store.clone(), settings, clock.clone());
+        let spans = Spans(&source, AtomicI64::new(0));
+        let row = |k: usize, ts_ms: i64, usd: f64| {
+            let mut r = TargetRow {
+                target_id: ids[k],
+                ts_ms,
+                variant: pairs[k].1.clone(),
+                elapsed_ms: 5_000,
+                ..Default::default()
+            };
+            r.counts.cost.insert(if k == 0 { "glm-4.7" } else { "glm-4.5-air" }.into(), [usd, usd / 4.0, 0.0, 0.0]);
+            r
+        };
+        let write = |rows: Vec<TargetRow>, late: bool| {
+            let bucket_end_ms = rows[0].ts_ms;
+            let batch = WriteBatch { bucket_end_ms, rows, states: vec![], points: vec![], events: vec![], late };
+            if write::write_batch(&mut store.conn().unwrap(), &batch, MIN).unwrap() || late {
+                store.cache().invalidate();
+            }
+            store.note_committed(bucket_end_ms);
+        };
+        let plan = downsample::Plan {
+            point_ms: 5_000,
+            rollup_ms: MIN,
+            settle_ms: 11_000,
+            retention_raw_ms: 24 * 3_600_000,
+            retention_rollup_ms: 7 * 24 * 3_600_000,
+            retention_coarse_ms: 30 * 24 * 3_600_000,
+        };
+        let budgets = Budgets { daily_usd: Some(10.0), monthly_usd: Some(200.0) };
+        let mut kept = Costs::new(budgets);
+        let (mut refreshes, mut steady) = (0, 0);
+        // A row every 5 minutes per pod (sparse, so three days stay quick), more at night.
+        let mut t = t0;
+        while t < t0 + 84 * 60 * MIN {
+            t += 5 * MIN;
+            let hour = (t / 3_600_000) % 24;
+            let usd = if hour < 6 { 0.03 } else { 0.01 } + (t / (5 * MIN) % 7) as f64 * 0.001;
+            write(vec![row(0, t, usd), row(1, t, usd / 2.0)], false);
+            if t % (20 * MIN) == 0 {
+                downsample::run_once(&mut store.conn().unwrap(), t, plan).unwrap();
+            }
+            if t == t0 + 70 * 60 * MIN {
+                // A late scrape into a settled bucket of today (February's first day).
+                write(vec![row(0, t0 + 51 * 60 * MIN + 5_000, 0.5)], true);
+            }
+            if t % (35 * MIN) != 0 {
+                continue;
+            }
+            let now = t + 20_000;
+            clock.advance_ms(now - clock.now_ms());
+            kept.last = None; // a refresh at every look
+            spans.1.store(0, Ordering::SeqCst);
+            let got = kept.evaluate(&spans, now).await.unwrap();
+            let read = spans.1.load(Ordering::SeqCst);
+            let rate_from = Kept::rate_from(now);
+            let (series, _) = read_costs(&source, now, rate_from).await.unwrap();
+            let want = forecast(&series, now, &budgets, now - rate_from);
+            let close = |a: f64, b: f64| (a - b).abs() <= 1e-9 * b.abs().max(1.0);
+            let line = |r: &SpendReport| {
+                let l = &r.total;
+                [l.today_usd, l.month_usd, l.projected_day_usd.unwrap_or(-1.0), l.projected_month_usd.unwrap_or(-1.0)]
+            };
+            // Where data starts in the rate window is known to the width of the row that
+            // answered first (a 5 s row, or its 1 min rollup later): with a row every 5 minutes
+            // here, each bucket's first, so the rate may differ by up to a minute's share of the
+            // data (2 % in the first hour, 0.07 % after a day); sums exactly.
+            let first_day = now - t0 < 24 * 3_600_000 + 10 * MIN;
+            for (i, (a, b)) in line(&got).into_iter().zip(line(&want)).enumerate() {
+                let share = if first_day { 0.02 } else { 0.001 };
+                let near = if i >= 2 { (a - b).abs() <= share * b.abs() } else { close(a, b) };
+                assert!(near, "at {} min: kept {:?}, whole {:?}", (now - t0) / MIN, line(&got), line(&want));
+            }
+            assert_eq!(got.variants.keys().collect::<Vec<_>>(), want.variants.keys().collect::<Vec<_>>());
+            refreshes += 1;
+            // Once a day is kept, a refresh reads the newest bucket or two, not the month.
+            if now - t0 > 25 * 3_600_000 && read < 3 * 3_600_000 {
+                steady += 1;
+            }
+        }
+        assert!(refreshes > 100, "{refreshes}");
+        assert!(steady > refreshes / 2, "{steady} of {refreshes} refreshes read little");
     }
 }

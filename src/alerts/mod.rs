@@ -16,7 +16,7 @@
 //!   `/api/quota`); [`objectives`]: the `slos:` evaluated per evaluation, and their burn-rate
 //!   alerts as generated rules.
 
-pub(crate) mod costs;
+pub mod costs;
 pub(crate) mod deliver;
 pub(crate) mod engine;
 pub(crate) mod eval;
