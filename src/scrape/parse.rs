@@ -267,7 +267,17 @@ impl<'a> Parser<'a> {
     }
 
     fn sample(&mut self, line: &'a str) -> Result<(), String> {
-        let (name, rest) = split_metric_name(line)?;
+        let (name, rest) = match self.last {
+            // Consecutive samples mostly share their name: one that starts the line, followed by
+            // a delimiter, was checked already.
+            Some((last, ..))
+                if line.starts_with(last)
+                    && matches!(line.as_bytes().get(last.len()), None | Some(b' ' | b'\t' | b'{')) =>
+            {
+                line.split_at(last.len())
+            }
+            _ => split_metric_name(line)?,
+        };
         let rest = trim_blanks(rest);
         // Resolved first so the label set knows its bound label (`le`, `quantile`); an error of
         // the resolution still comes after those of the labels and the value.
