@@ -133,7 +133,7 @@ impl<'s> Iterator for LabelIter<'s> {
                 }
                 let open = skip_blanks(b, skip_blanks(b, name_end) + 1);
                 let value_start = open + 1;
-                let close = value_start + memchr::memchr(b'"', b.get(value_start..)?)?;
+                let close = value_start + b[value_start..].iter().position(|&c| c == b'"')?;
                 let mut next = skip_blanks(b, close + 1);
                 if b.get(next) == Some(&b',') {
                     next += 1;
@@ -242,18 +242,19 @@ pub(crate) fn parse_label_set<'a>(
 }
 
 /// The index after the closing quote of a value starting at `start`, and whether it holds a
-/// backslash. Scans bytes: `"` and `\` never occur inside multi-byte UTF-8 sequences; memchr
-/// finds the next of either many bytes at a time.
+/// backslash. Scans bytes: `"` and `\` never occur inside multi-byte UTF-8 sequences.
 fn value_end(b: &[u8], start: usize) -> Result<(usize, bool), String> {
     let mut i = start;
     let mut has_escape = false;
-    while let Some(found) = b.get(i..).and_then(|rest| memchr::memchr2(b'"', b'\\', rest)) {
-        i += found;
-        if b[i] == b'"' {
-            return Ok((i + 1, has_escape));
+    while let Some(&c) = b.get(i) {
+        match c {
+            b'"' => return Ok((i + 1, has_escape)),
+            b'\\' => {
+                has_escape = true;
+                i += 2;
+            }
+            _ => i += 1,
         }
-        has_escape = true;
-        i += 2;
     }
     Err("unterminated label value".to_owned())
 }
