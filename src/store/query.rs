@@ -411,7 +411,7 @@ type RowTotals = Result<Option<Found>, StoreError>;
 /// older rows aged out). A target first registered after `t0` had no totals then: it is absent,
 /// exactly as the live stream starts it.
 ///
-/// Rolled tables are keyed by target, so each target's latest rolled row is one lookup (plus
+/// Rolled tables are read by target (key or index), so each target's latest rolled row is one lookup (plus
 /// decoding the chunk that holds it, when sealed: [`sealed::newest_through`]). The raw
 /// table is keyed by time, so it is scanned once for every target, only over the rows a rolled
 /// row cannot stand for: `t0`'s own minute and the minutes not rolled yet.
