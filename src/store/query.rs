@@ -77,11 +77,16 @@ pub fn targets(conn: &Connection) -> Result<Vec<StoredTarget>, StoreError> {
     let mut out = Vec::new();
     while let Some(r) = rows.next()? {
         let totals = r.get_ref(5)?.as_blob_or_null().map_err(rusqlite::Error::from)?;
+        // Compressed since the fifth write-volume stop; plain JSON text before.
+        let state = match r.get_ref(3)? {
+            rusqlite::types::ValueRef::Blob(b) => Some(codec::decode_state(b)?),
+            _ => r.get(3)?,
+        };
         out.push(StoredTarget {
             id: r.get(0)?,
             url: r.get(1)?,
             variant: r.get(2)?,
-            state: r.get(3)?,
+            state,
             state_ms: r.get(4)?,
             totals: totals.map(codec::decode_totals).transpose()?,
             first_seen_ms: r.get(6)?,
@@ -168,7 +173,12 @@ pub(crate) fn save_checkpoints(conn: &mut Connection, checkpoints: &[Checkpoint]
             "UPDATE targets SET state = ?1, state_ms = ?2, totals = ?3
              WHERE id = ?4 AND (state_ms IS NULL OR state_ms <= ?2)",
         )?
-        .execute(params![c.state, c.ms, codec::encode_totals(&c.totals), c.target_id])?;
+        .execute(params![
+            codec::encode_state(&c.state),
+            c.ms,
+            codec::encode_totals(&c.totals),
+            c.target_id
+        ])?;
     }
     let pruned = prune_journal(&tx)?;
     tx.commit()?;
@@ -687,6 +697,49 @@ mod tests {
         prune_journal_prefix(&c).unwrap();
         assert_eq!(journal(&c), [(1, 300)], "target 2's entries went although target 1 pins the prefix");
         assert_eq!(pending_journals(&c).unwrap(), pending);
+    }
+
+    #[test]
+    fn checkpointed_states_are_stored_compressed_and_read_back_exactly_as_older_plain_ones() {
+        use crate::ports::ingest::{StateUpdate, StateWrite, WriteBatch};
+        let mut c = journal_db(&[(1, None), (2, None), (3, None)], &[]);
+        // A state as the scraper writes it: series and their values, much repeated text.
+        let json = |n: usize| {
+            let series: Vec<String> = (0..n)
+                .map(|i| format!("{{\"name\":\"zai_proxy_requests_total\",\"code\":\"{i}\",\"v\":{i}.5}}"))
+                .collect();
+            format!("{{\"series\":[{}]}}", series.join(","))
+        };
+        let update = |target_id, json: String| StateUpdate {
+            target_id,
+            scraped_ms: 5_000,
+            write: StateWrite::Checkpoint(json),
+            totals: Totals::default(),
+            variant: "p".into(),
+        };
+        let batch = WriteBatch {
+            bucket_end_ms: 5_000,
+            rows: vec![],
+            states: vec![update(1, json(200))],
+            points: vec![],
+            events: vec![],
+            late: false,
+        };
+        super::super::write::write_batch(&mut c, &batch, 60_000).unwrap();
+        let start_up = Checkpoint { target_id: 2, ms: 5_000, state: json(3), totals: Totals::default() };
+        save_checkpoints(&mut c, &[start_up]).unwrap();
+        c.execute("UPDATE targets SET state = ?1, state_ms = 5000 WHERE id = 3", [json(2)]).unwrap();
+        let stored: Vec<(String, i64)> = c
+            .prepare("SELECT typeof(state), length(state) FROM targets ORDER BY id")
+            .unwrap()
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        assert_eq!((stored[0].0.as_str(), stored[1].0.as_str(), stored[2].0.as_str()), ("blob", "blob", "text"));
+        assert!(stored[0].1 * 4 < json(200).len() as i64, "compressed: {} of {} bytes", stored[0].1, json(200).len());
+        let states: Vec<Option<String>> = targets(&c).unwrap().into_iter().map(|t| t.state).collect();
+        assert_eq!(states, [Some(json(200)), Some(json(3)), Some(json(2))]);
     }
 
     #[test]

@@ -279,7 +279,7 @@ fn write_states(conn: &Connection, states: &[StateUpdate]) -> Result<(), StoreEr
     for s in states {
         match &s.write {
             StateWrite::Checkpoint(json) => {
-                let totals = super::codec::encode_totals(&s.totals);
+                let (totals, json) = (super::codec::encode_totals(&s.totals), super::codec::encode_state(json));
                 conn.prepare_cached(
                     "UPDATE targets SET state = ?1, state_ms = ?2, variant = ?3, totals = ?5
                      WHERE id = ?4 AND (state_ms IS NULL OR state_ms <= ?2)",
