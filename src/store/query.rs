@@ -202,7 +202,7 @@ const JOURNAL_PREFIX_LAG_MS: i64 = 3_600_000;
 /// downsampler does each run: every entry up to the oldest checkpoint of a target that has
 /// entries after its checkpoint (every entry, when none has). Targets checkpoint at different
 /// times, so the exact prune ([`prune_journal`]) took a few entries out of every page of the
-/// journal, which is keyed by time: at 100 targets it rewrote about 250 pages a minute, a
+/// journal, which is in time order: at 100 targets it rewrote about 250 pages a minute, a
 /// quarter of all pages written (BENCHMARKS.md, "Write volume, fifth stop"). A prefix frees
 /// whole pages. Entries a checkpoint includes but after the cut wait at most a checkpoint
 /// interval (every live target checkpoints each `CHECKPOINT_EVERY_MS`); should one target's

@@ -233,6 +233,22 @@ const MIGRATIONS: &[&str] = &[
     ALTER TABLE metrics_1m_by_time RENAME TO metrics_1m;
     CREATE INDEX metrics_1m_by_target ON metrics_1m (target_id, ts);
 ",
+    "
+    -- The scrape state journal as a rowid table without a key: each tick's entries are appended
+    -- after the last page, which SQLite fills whole before starting the next, where a table
+    -- keyed (ts, target_id) rebalanced the last pages on every split (about 10 pages a tick at
+    -- 100 targets instead of 6). Its readers scan it whole anyway: it holds at most a few
+    -- checkpoint intervals, and each target's entries are replayed in time order. A batch is
+    -- committed once, so no entry is written twice.
+    CREATE TABLE state_log_appended (
+        ts        INTEGER NOT NULL,
+        target_id INTEGER NOT NULL,
+        data      BLOB NOT NULL
+    );
+    INSERT INTO state_log_appended (ts, target_id, data) SELECT ts, target_id, data FROM state_log ORDER BY ts, target_id;
+    DROP TABLE state_log;
+    ALTER TABLE state_log_appended RENAME TO state_log;
+",
 ];
 
 /// The schema version this build writes.
@@ -331,6 +347,27 @@ mod tests {
             .map(Result::unwrap)
             .collect();
         assert!(plan.iter().any(|p| p.contains("USING INDEX metrics_1m_by_target")), "{plan:?}");
+    }
+
+    #[test]
+    fn journal_entries_written_before_the_appended_layout_are_kept() {
+        let mut c = Connection::open_in_memory().unwrap();
+        let before = MIGRATIONS.iter().position(|m| m.contains("state_log_appended")).unwrap();
+        for sql in &MIGRATIONS[..before] {
+            c.execute_batch(sql).unwrap();
+        }
+        c.pragma_update(None, "user_version", before as i64).unwrap();
+        for (target, ts) in [(2, 5_000), (1, 10_000), (1, 5_000)] {
+            c.execute("INSERT INTO state_log (ts, target_id, data) VALUES (?1, ?2, x'01')", [ts, target]).unwrap();
+        }
+        migrate(&mut c).unwrap();
+        let mut stmt = c.prepare("SELECT ts, target_id FROM state_log ORDER BY rowid").unwrap();
+        let keys: Vec<(i64, i64)> =
+            stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?))).unwrap().map(Result::unwrap).collect();
+        assert_eq!(keys, vec![(5_000, 1), (5_000, 2), (10_000, 1)], "every entry, appended in time order");
+        let rowid_table: i64 =
+            c.query_row("SELECT count(*) FROM pragma_index_list('state_log')", [], |r| r.get(0)).unwrap();
+        assert_eq!(rowid_table, 0, "no key to rebalance");
     }
 
     #[test]

@@ -274,7 +274,7 @@ impl Writer {
 }
 
 /// Checkpoints replace a target's stored state (never with an older one); journal entries are
-/// appended (a retried batch writes the same keys again, harmlessly).
+/// appended (a batch is committed once: a failed attempt wrote nothing).
 fn write_states(conn: &Connection, states: &[StateUpdate]) -> Result<(), StoreError> {
     for s in states {
         match &s.write {
@@ -287,7 +287,7 @@ fn write_states(conn: &Connection, states: &[StateUpdate]) -> Result<(), StoreEr
                 .execute(params![json, s.scraped_ms, s.variant, s.target_id, totals])?;
             }
             StateWrite::Journal(entry) => {
-                conn.prepare_cached("INSERT OR REPLACE INTO state_log (ts, target_id, data) VALUES (?1, ?2, ?3)")?
+                conn.prepare_cached("INSERT INTO state_log (ts, target_id, data) VALUES (?1, ?2, ?3)")?
                     .execute(params![s.scraped_ms, s.target_id, entry])?;
             }
         }
