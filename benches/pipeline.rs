@@ -368,7 +368,12 @@ fn write_volume() {
         .ok()
         .map(|v| v.split(',').filter_map(|p| p.trim().parse().ok()).collect())
         .unwrap_or_else(|| vec![4096, 1024]);
-    for n in [10usize, 100] {
+    // `BENCH_TARGETS=100` runs one fleet size only.
+    let sizes: Vec<usize> = std::env::var("BENCH_TARGETS")
+        .ok()
+        .map(|v| v.split(',').filter_map(|n| n.trim().parse().ok()).collect())
+        .unwrap_or_else(|| vec![10, 100]);
+    for &n in &sizes {
         for &page in &pages {
             let r = volume_run(n, page, hours);
             let day = |b: u64| b as f64 / n as f64 * 24.0 / hours as f64 / 1e6;

@@ -53,6 +53,31 @@ pub(crate) fn encode_totals(totals: &Totals) -> Vec<u8> {
     w.0
 }
 
+/// Compresses a target's checkpointed scrape state (the scraper's JSON, about 10 KB with the
+/// fixture's series) for `targets.state`: written every 10 minutes per target, it spilled over
+/// three overflow pages, rewritten each time (BENCHMARKS.md, "Write volume, fifth stop");
+/// deflated it fits in its table page. Stored as a BLOB; a TEXT value is an uncompressed state
+/// written by an earlier build ([`decode_state`] reads both).
+pub(crate) fn encode_state(json: &str) -> Vec<u8> {
+    use std::io::Write;
+    let mut e = flate2::write::DeflateEncoder::new(Vec::with_capacity(json.len() / 4), flate2::Compression::default());
+    // Writing into a Vec cannot fail.
+    let _ = e.write_all(json.as_bytes());
+    e.finish().unwrap_or_default()
+}
+
+/// The state [`encode_state`] compressed. A state is at most a few hundred KB (every series a
+/// proxy exports, with their label values); inflating stops at 64 MiB, far beyond.
+pub(crate) fn decode_state(blob: &[u8]) -> Result<String, CodecError> {
+    use std::io::Read;
+    let mut out = String::new();
+    flate2::read::DeflateDecoder::new(blob)
+        .take(64 << 20)
+        .read_to_string(&mut out)
+        .map_err(|_| CodecError("corrupt compressed state"))?;
+    Ok(out)
+}
+
 /// Decodes what [`encode_totals`] wrote.
 pub(crate) fn decode_totals(bytes: &[u8]) -> Result<Totals, CodecError> {
     let mut r = Dec(bytes, VERSION);

@@ -275,7 +275,7 @@ fn enforce_retention(
     report.deleted_coarse = sealed::delete_through(&tx, Table::Coarse, report.coarse_cutoff_ms)?;
     tx.execute("DELETE FROM events WHERE ts <= ?1", [report.coarse_cutoff_ms])?;
     super::canary_log::trim(&tx, now_ms - plan.retention_rollup_ms)?;
-    report.pruned_journal = query::prune_journal(&tx)?;
+    report.pruned_journal = query::prune_journal_prefix(&tx)?;
     tx.commit()?;
     hand_back_free_pages(conn)?;
     Ok(())

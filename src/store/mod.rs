@@ -103,7 +103,26 @@ pub struct Store {
 /// Connection settings applied to every pooled connection: WAL so readers never block the
 /// writer, a busy timeout instead of immediate SQLITE_BUSY, and NORMAL sync, which in WAL mode
 /// is durable across process crashes (only an OS crash can lose the last transactions).
-const CONNECTION_PRAGMAS: &str = "PRAGMA journal_mode = WAL; PRAGMA busy_timeout = 5000; PRAGMA synchronous = NORMAL;";
+///
+/// The WAL is copied into the file (checkpointed) once it holds [`WAL_CHECKPOINT_PAGES`]
+/// pages instead of SQLite's 1,000: a page changed many times in between (the tail of the
+/// time-keyed tables, their interior pages, the free list) is copied once, which cut the bytes
+/// written per target-day by a fifth at 100 targets (BENCHMARKS.md, "Write volume, fifth
+/// stop"). The price is the WAL's size on disk: about 40 MB at the default 4 KiB page, kept at
+/// that size between checkpoints and reused; `journal_size_limit` truncates it back to
+/// [`WAL_KEPT_BYTES`] after a checkpoint if a long read made it grow further. Durability does
+/// not change: every commit is in the WAL either way.
+const CONNECTION_PRAGMAS: &str = "PRAGMA journal_mode = WAL; PRAGMA busy_timeout = 5000; PRAGMA synchronous = NORMAL;
+     PRAGMA wal_autocheckpoint = 10000; PRAGMA journal_size_limit = 67108864;";
+
+/// Pages the WAL may hold before a commit copies it into the file (`wal_autocheckpoint` above).
+#[cfg(test)]
+const WAL_CHECKPOINT_PAGES: i64 = 10_000;
+
+/// Bytes the WAL file is truncated to after a checkpoint when it grew past them (64 MiB;
+/// `journal_size_limit` above).
+#[cfg(test)]
+const WAL_KEPT_BYTES: i64 = 64 << 20;
 
 /// The heap SQLite may keep in this process, all connections together, before it recycles
 /// cached pages instead of growing (`sqlite3_soft_heap_limit64`). Each of the pool's eight
@@ -218,6 +237,38 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_pooled_connection_checkpoints_a_bounded_wal_late() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("t.db")).unwrap();
+        let conns: Vec<_> = (0..2).map(|_| store.conn().unwrap()).collect();
+        for c in &conns {
+            let pragma = |name: &str| c.query_row(&format!("PRAGMA {name}"), [], |r| r.get::<_, i64>(0)).unwrap();
+            assert_eq!(pragma("wal_autocheckpoint"), WAL_CHECKPOINT_PAGES);
+            assert_eq!(pragma("journal_size_limit"), WAL_KEPT_BYTES);
+            assert!(WAL_KEPT_BYTES >= WAL_CHECKPOINT_PAGES * pragma("page_size"), "a WAL of one interval is kept");
+        }
+        drop(conns);
+        // Writes of well over one interval's pages: the WAL stops growing at about one interval
+        // (plus the transaction that crossed it), however much is written.
+        let c = store.conn().unwrap();
+        c.execute_batch("CREATE TABLE filler (data BLOB NOT NULL)").unwrap();
+        let page: i64 = c.query_row("PRAGMA page_size", [], |r| r.get(0)).unwrap();
+        let wal = dir.path().join("t.db-wal");
+        let mut largest = 0;
+        for _ in 0..(WAL_CHECKPOINT_PAGES * 3 / 100) {
+            c.execute_batch("BEGIN").unwrap();
+            for _ in 0..100 {
+                c.execute("INSERT INTO filler (data) VALUES (zeroblob(?1))", [page - 200]).unwrap();
+            }
+            c.execute_batch("COMMIT").unwrap();
+            largest = largest.max(std::fs::metadata(&wal).unwrap().len() as i64);
+        }
+        let bound = (WAL_CHECKPOINT_PAGES + 200) * (page + 24);
+        assert!(largest > WAL_CHECKPOINT_PAGES * page * 9 / 10, "the WAL was used: {largest}");
+        assert!(largest <= bound, "the WAL stays bounded: {largest} > {bound}");
+    }
 
     #[test]
     fn a_write_failure_reads_as_a_sentence_without_sqlite_text_or_paths() {

@@ -77,11 +77,16 @@ pub fn targets(conn: &Connection) -> Result<Vec<StoredTarget>, StoreError> {
     let mut out = Vec::new();
     while let Some(r) = rows.next()? {
         let totals = r.get_ref(5)?.as_blob_or_null().map_err(rusqlite::Error::from)?;
+        // Compressed since the fifth write-volume stop; plain JSON text before.
+        let state = match r.get_ref(3)? {
+            rusqlite::types::ValueRef::Blob(b) => Some(codec::decode_state(b)?),
+            _ => r.get(3)?,
+        };
         out.push(StoredTarget {
             id: r.get(0)?,
             url: r.get(1)?,
             variant: r.get(2)?,
-            state: r.get(3)?,
+            state,
             state_ms: r.get(4)?,
             totals: totals.map(codec::decode_totals).transpose()?,
             first_seen_ms: r.get(6)?,
@@ -168,7 +173,12 @@ pub(crate) fn save_checkpoints(conn: &mut Connection, checkpoints: &[Checkpoint]
             "UPDATE targets SET state = ?1, state_ms = ?2, totals = ?3
              WHERE id = ?4 AND (state_ms IS NULL OR state_ms <= ?2)",
         )?
-        .execute(params![c.state, c.ms, codec::encode_totals(&c.totals), c.target_id])?;
+        .execute(params![
+            codec::encode_state(&c.state),
+            c.ms,
+            codec::encode_totals(&c.totals),
+            c.target_id
+        ])?;
     }
     let pruned = prune_journal(&tx)?;
     tx.commit()?;
@@ -181,6 +191,40 @@ pub(crate) fn prune_journal(conn: &Connection) -> Result<usize, StoreError> {
         "DELETE FROM state_log WHERE ts <= (SELECT t.state_ms FROM targets t WHERE t.id = state_log.target_id)",
         [],
     )?)
+}
+
+/// How far the journal's oldest entry may lag its newest before [`prune_journal_prefix`] falls
+/// back to the exact prune: a target that keeps entries after its checkpoint this long (its
+/// task stopped without its final checkpoint) would otherwise keep every target's entries.
+const JOURNAL_PREFIX_LAG_MS: i64 = 3_600_000;
+
+/// Deletes the journal entries every checkpoint includes as one prefix of the table, as the
+/// downsampler does each run: every entry up to the oldest checkpoint of a target that has
+/// entries after its checkpoint (every entry, when none has). Targets checkpoint at different
+/// times, so the exact prune ([`prune_journal`]) took a few entries out of every page of the
+/// journal, which is in time order: at 100 targets it rewrote about 250 pages a minute, a
+/// quarter of all pages written (BENCHMARKS.md, "Write volume, fifth stop"). A prefix frees
+/// whole pages. Entries a checkpoint includes but after the cut wait at most a checkpoint
+/// interval (every live target checkpoints each `CHECKPOINT_EVERY_MS`); should one target's
+/// entries stay behind its checkpoint for [`JOURNAL_PREFIX_LAG_MS`], the exact prune runs too,
+/// so the journal stays bounded either way.
+pub(crate) fn prune_journal_prefix(conn: &Connection) -> Result<usize, StoreError> {
+    let cut: Option<i64> = conn.query_row(
+        "SELECT MIN(COALESCE(t.state_ms, ?1)) FROM targets t
+         JOIN (SELECT target_id, MAX(ts) AS newest FROM state_log GROUP BY target_id) j ON j.target_id = t.id
+         WHERE t.state_ms IS NULL OR j.newest > t.state_ms",
+        [i64::MIN],
+        |r| r.get(0),
+    )?;
+    let mut pruned = conn.execute("DELETE FROM state_log WHERE ts <= ?1", [cut.unwrap_or(i64::MAX)])?;
+    let (oldest, newest): (Option<i64>, Option<i64>) =
+        conn.query_row("SELECT MIN(ts), MAX(ts) FROM state_log", [], |r| Ok((r.get(0)?, r.get(1)?)))?;
+    if let (Some(oldest), Some(newest)) = (oldest, newest)
+        && newest.saturating_sub(oldest) > JOURNAL_PREFIX_LAG_MS
+    {
+        pruned += prune_journal(conn)?;
+    }
+    Ok(pruned)
 }
 
 /// Every variant name by id.
@@ -395,7 +439,7 @@ type RowTotals = Result<Option<Found>, StoreError>;
 /// older rows aged out). A target first registered after `t0` had no totals then: it is absent,
 /// exactly as the live stream starts it.
 ///
-/// Rolled tables are keyed by target, so each target's latest rolled row is one lookup (plus
+/// Rolled tables are read by target (key or index), so each target's latest rolled row is one lookup (plus
 /// decoding the chunk that holds it, when sealed: [`sealed::newest_through`]). The raw
 /// table is keyed by time, so it is scanned once for every target, only over the rows a rolled
 /// row cannot stand for: `t0`'s own minute and the minutes not rolled yet.
@@ -614,6 +658,106 @@ mod tests {
             totals: None,
             first_seen_ms: 0,
         }
+    }
+
+    /// Journal keys of every entry left, by target.
+    fn journal(c: &Connection) -> Vec<(i64, i64)> {
+        let mut stmt = c.prepare("SELECT target_id, ts FROM state_log ORDER BY target_id, ts").unwrap();
+        stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?))).unwrap().map(Result::unwrap).collect()
+    }
+
+    fn journal_db(targets: &[(i64, Option<i64>)], entries: &[(i64, i64)]) -> Connection {
+        let mut c = Connection::open_in_memory().unwrap();
+        super::super::schema::migrate(&mut c).unwrap();
+        for &(id, state_ms) in targets {
+            c.execute(
+                "INSERT INTO targets (id, url, variant, state, state_ms, first_seen_ms) VALUES (?1, ?2, 'p', '{}', ?3, 0)",
+                params![id, format!("http://pod-{id}/metrics"), state_ms],
+            )
+            .unwrap();
+        }
+        for &(id, ts) in entries {
+            c.execute("INSERT INTO state_log (ts, target_id, data) VALUES (?1, ?2, x'01')", [ts, id]).unwrap();
+        }
+        c
+    }
+
+    #[test]
+    fn the_journal_prefix_prune_keeps_every_entry_after_its_targets_checkpoint() {
+        // Target 1 has entries after its checkpoint (100), target 2 has none after its own
+        // (180), target 3 stopped long ago, target 4 was never checkpointed.
+        let c = journal_db(
+            &[(1, Some(100)), (2, Some(180)), (3, Some(10)), (4, None)],
+            &[(1, 50), (1, 100), (1, 150), (1, 200), (2, 60), (2, 120), (2, 180), (3, 5)],
+        );
+        let pending = pending_journals(&c).unwrap();
+        assert_eq!(prune_journal_prefix(&c).unwrap(), 4, "up to target 1's checkpoint, whatever the target");
+        assert_eq!(journal(&c), [(1, 150), (1, 200), (2, 120), (2, 180)]);
+        assert_eq!(pending_journals(&c).unwrap(), pending, "nothing a replay needs is gone");
+
+        c.execute("INSERT INTO state_log (ts, target_id, data) VALUES (90, 4, x'01')", []).unwrap();
+        assert_eq!(prune_journal_prefix(&c).unwrap(), 0, "target 4 has no checkpoint: all its entries count");
+        c.execute("DELETE FROM state_log WHERE target_id = 4", []).unwrap();
+        c.execute("UPDATE targets SET state_ms = 200 WHERE id = 1", []).unwrap();
+        assert_eq!(prune_journal_prefix(&c).unwrap(), 4, "every checkpoint includes its entries: all go");
+        assert!(journal(&c).is_empty());
+    }
+
+    #[test]
+    fn a_target_stuck_behind_its_checkpoint_for_an_hour_gets_the_exact_prune() {
+        // Target 1's entry after its checkpoint pins the prefix; target 2 checkpoints on.
+        let hour = JOURNAL_PREFIX_LAG_MS;
+        let two: Vec<(i64, i64)> = (0..=12).map(|i| (2, 300 + i * hour / 6)).collect();
+        let mut entries = vec![(1, 200), (1, 300)];
+        entries.extend(&two);
+        let c = journal_db(&[(1, Some(200)), (2, Some(300 + 2 * hour))], &entries);
+        let pending = pending_journals(&c).unwrap();
+        prune_journal_prefix(&c).unwrap();
+        assert_eq!(journal(&c), [(1, 300)], "target 2's entries went although target 1 pins the prefix");
+        assert_eq!(pending_journals(&c).unwrap(), pending);
+    }
+
+    #[test]
+    fn checkpointed_states_are_stored_compressed_and_read_back_exactly_as_older_plain_ones() {
+        use crate::ports::ingest::{StateUpdate, StateWrite, WriteBatch};
+        let mut c = journal_db(&[(1, None), (2, None), (3, None)], &[]);
+        // A state as the scraper writes it: series and their values, much repeated text.
+        let json = |n: usize| {
+            let series: Vec<String> = (0..n)
+                .map(|i| format!("{{\"name\":\"zai_proxy_requests_total\",\"code\":\"{i}\",\"v\":{i}.5}}"))
+                .collect();
+            format!("{{\"series\":[{}]}}", series.join(","))
+        };
+        let update = |target_id, json: String| StateUpdate {
+            target_id,
+            scraped_ms: 5_000,
+            write: StateWrite::Checkpoint(json),
+            totals: Totals::default(),
+            variant: "p".into(),
+        };
+        let batch = WriteBatch {
+            bucket_end_ms: 5_000,
+            rows: vec![],
+            states: vec![update(1, json(200))],
+            points: vec![],
+            events: vec![],
+            late: false,
+        };
+        super::super::write::write_batch(&mut c, &batch, 60_000).unwrap();
+        let start_up = Checkpoint { target_id: 2, ms: 5_000, state: json(3), totals: Totals::default() };
+        save_checkpoints(&mut c, &[start_up]).unwrap();
+        c.execute("UPDATE targets SET state = ?1, state_ms = 5000 WHERE id = 3", [json(2)]).unwrap();
+        let stored: Vec<(String, i64)> = c
+            .prepare("SELECT typeof(state), length(state) FROM targets ORDER BY id")
+            .unwrap()
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        assert_eq!((stored[0].0.as_str(), stored[1].0.as_str(), stored[2].0.as_str()), ("blob", "blob", "text"));
+        assert!(stored[0].1 * 4 < json(200).len() as i64, "compressed: {} of {} bytes", stored[0].1, json(200).len());
+        let states: Vec<Option<String>> = targets(&c).unwrap().into_iter().map(|t| t.state).collect();
+        assert_eq!(states, [Some(json(200)), Some(json(3)), Some(json(2))]);
     }
 
     #[test]

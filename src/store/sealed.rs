@@ -26,8 +26,9 @@
 //! merge allows. No window is wider than the table's [`Layout::max_chunk_ms`], which bounds
 //! every lookup by time.
 //!
-//! Raw rows are keyed by time (`(ts, target_id)`: a tick's rows are appended together), rolled
-//! rows and their chunks by target (`(target_id, ts)`: their readers read target by target);
+//! Raw rows are keyed by time (`(ts, target_id)`: a tick's rows are appended together), open 1
+//! min rows too but with an index by target (what their readers use), 10 min rows and the rolled
+//! chunks by target (`(target_id, ts)`: their readers read target by target);
 //! [`Layout`] says which, and every statement here is written for the key it runs on.
 
 use std::cmp::Reverse;
@@ -58,7 +59,7 @@ pub(crate) struct Layout {
     /// The widest window a chunk may have (the sealer clamps to it): lookups by time start
     /// this far before the time they want.
     pub(crate) max_chunk_ms: i64,
-    /// Rolled rows: keyed by target first, and carrying a presence.
+    /// Rolled rows: read by target first (through the key or an index), and carrying a presence.
     rolled: bool,
 }
 
@@ -97,7 +98,7 @@ impl Layout {
     }
 
     /// Filter on the target (parameter `?n`, NULL for every target) that the table's key can
-    /// use: rolled tables are keyed by target first, so they take one target at a time (every
+    /// use: rolled tables are read by target first, so they take one target at a time (every
     /// target's rows of a rolled table are read by a full scan, which nothing does).
     fn target_filter(self, n: u8, only: Option<i64>) -> String {
         match (self.rolled, only) {
@@ -447,7 +448,7 @@ fn row_in(
 pub(crate) fn seal(conn: &mut Connection, table: Table, width_ms: i64, through_ms: i64) -> Result<usize, StoreError> {
     let l = Layout::of(table);
     let width = width_ms.clamp(1, l.max_chunk_ms);
-    // Rolled tables are keyed by target: their oldest row is one lookup per target.
+    // Rolled tables are read by target: their oldest row is one lookup per target.
     let oldest_sql = if l.rolled {
         format!("SELECT MIN((SELECT MIN(ts) FROM {} WHERE target_id = t.id)) FROM targets t", l.open)
     } else {

@@ -274,12 +274,12 @@ impl Writer {
 }
 
 /// Checkpoints replace a target's stored state (never with an older one); journal entries are
-/// appended (a retried batch writes the same keys again, harmlessly).
+/// appended (a batch is committed once: a failed attempt wrote nothing).
 fn write_states(conn: &Connection, states: &[StateUpdate]) -> Result<(), StoreError> {
     for s in states {
         match &s.write {
             StateWrite::Checkpoint(json) => {
-                let totals = super::codec::encode_totals(&s.totals);
+                let (totals, json) = (super::codec::encode_totals(&s.totals), super::codec::encode_state(json));
                 conn.prepare_cached(
                     "UPDATE targets SET state = ?1, state_ms = ?2, variant = ?3, totals = ?5
                      WHERE id = ?4 AND (state_ms IS NULL OR state_ms <= ?2)",
@@ -287,7 +287,7 @@ fn write_states(conn: &Connection, states: &[StateUpdate]) -> Result<(), StoreEr
                 .execute(params![json, s.scraped_ms, s.variant, s.target_id, totals])?;
             }
             StateWrite::Journal(entry) => {
-                conn.prepare_cached("INSERT OR REPLACE INTO state_log (ts, target_id, data) VALUES (?1, ?2, ?3)")?
+                conn.prepare_cached("INSERT INTO state_log (ts, target_id, data) VALUES (?1, ?2, ?3)")?
                     .execute(params![s.scraped_ms, s.target_id, entry])?;
             }
         }
