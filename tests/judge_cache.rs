@@ -128,6 +128,15 @@ impl Pods {
         }
     }
 
+    /// The store read as the server reads it (5 s points, 1 min rollups), on a clock of its own.
+    fn source(&self) -> (Arc<ManualClock>, StoreSource) {
+        let clock = Arc::new(ManualClock::new(T0));
+        let mut settings = zai_dash::config::Settings::for_tests(vec![], "unused.db".into()).store();
+        settings.point_width = std::time::Duration::from_secs(5);
+        settings.rollup_width = std::time::Duration::from_secs(MIN as u64 / 1000);
+        (clock.clone(), StoreSource::new(self.store.clone(), settings, clock))
+    }
+
     fn downsample(&self, now: i64) {
         let plan = Plan {
             point_ms: 5_000,
@@ -211,11 +220,7 @@ impl DataSource for Watched<'_> {
 #[tokio::test]
 async fn kept_evidence_judges_exactly_as_afresh_reads_only_new_strata_and_survives_late_rows() {
     let mut pods = Pods::new();
-    let clock = Arc::new(ManualClock::new(T0));
-    let mut settings = zai_dash::config::Settings::for_tests(vec![], "unused.db".into()).store();
-    settings.point_width = std::time::Duration::from_secs(5);
-    settings.rollup_width = std::time::Duration::from_secs(MIN as u64 / 1000);
-    let source = StoreSource::new(pods.store.clone(), settings, clock.clone());
+    let (clock, source) = pods.source();
     let (kept, afresh) = (Watched::new(&source, true), Watched::new(&source, false));
     let cfg = zai_dash::canary::CanaryConfig::default();
     let mut judged_kept = 0;
@@ -294,11 +299,7 @@ async fn kept_evidence_judges_exactly_as_afresh_reads_only_new_strata_and_surviv
 #[tokio::test]
 async fn a_rollouts_first_hour_is_kept_tick_by_tick() {
     let mut pods = Pods::new();
-    let clock = Arc::new(ManualClock::new(T0));
-    let mut settings = zai_dash::config::Settings::for_tests(vec![], "unused.db".into()).store();
-    settings.point_width = std::time::Duration::from_secs(5);
-    settings.rollup_width = std::time::Duration::from_secs(MIN as u64 / 1000);
-    let source = StoreSource::new(pods.store.clone(), settings, clock.clone());
+    let (clock, source) = pods.source();
     let (kept, afresh) = (Watched::new(&source, true), Watched::new(&source, false));
     let cfg = zai_dash::canary::CanaryConfig::default();
     let (mut judged_kept, mut afresh_read) = (0, 0);

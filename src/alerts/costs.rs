@@ -336,6 +336,7 @@ mod tests {
         let mut settings = crate::config::Settings::for_tests(vec![], "unused.db".into()).store();
         settings.point_width = std::time::Duration::from_secs(5);
         settings.rollup_width = std::time::Duration::from_secs(60);
+        let plan = settings.downsample_plan(); // as the server runs it
         let source = StoreSource::new(store.clone(), settings, clock.clone());
         let spans = Spans(&source, AtomicI64::new(0));
         let row = |k: usize, ts_ms: i64, usd: f64| {
@@ -356,14 +357,6 @@ mod tests {
                 store.cache().invalidate();
             }
             store.note_committed(bucket_end_ms);
-        };
-        let plan = downsample::Plan {
-            point_ms: 5_000,
-            rollup_ms: MIN,
-            settle_ms: 11_000,
-            retention_raw_ms: 24 * 3_600_000,
-            retention_rollup_ms: 7 * 24 * 3_600_000,
-            retention_coarse_ms: 30 * 24 * 3_600_000,
         };
         let budgets = Budgets { daily_usd: Some(10.0), monthly_usd: Some(200.0) };
         let mut kept = Costs::new(budgets);
