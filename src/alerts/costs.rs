@@ -57,11 +57,12 @@ impl Costs {
         {
             return Ok(report.clone());
         }
-        let (series, covered, rate_window_ms) = match source.strata_generation() {
-            Some(generation) => {
-                let (series, covered) = self.kept.read(source, generation, now_ms).await?;
-                (series, covered, now_ms - Kept::rate_from(now_ms))
-            }
+        let kept = match source.strata_generation() {
+            Some(generation) => self.kept.read(source, generation, now_ms).await?,
+            None => None,
+        };
+        let (series, covered, rate_window_ms) = match kept {
+            Some((series, covered)) => (series, covered, now_ms - Kept::rate_from(now_ms)),
             None => {
                 let (series, covered) = read_costs(source, now_ms, now_ms - DEFAULT_RATE_WINDOW_MS).await?;
                 (series, covered, DEFAULT_RATE_WINDOW_MS)
@@ -104,6 +105,8 @@ async fn read_costs(
 
 /// Width of a kept bucket: day and month starts are whole multiples of it.
 const BUCKET_MS: i64 = 600_000;
+/// Buckets read at most per refresh while filling.
+const FILL_PER_REFRESH: usize = 12;
 /// Buckets ending this long before a refresh are settled (as the rules' windows').
 const SETTLED_MS: i64 = super::windows::SETTLED_MS;
 
@@ -119,6 +122,11 @@ struct Kept {
     /// Sums over `(month_start, base_until]`.
     base: Sums,
     base_until: i64,
+    /// Whether `base` was read (once every bucket since `first` was).
+    base_read: bool,
+    /// Where the buckets start: after the month's sum, or with the rate window on a month's
+    /// first day (the day before still counts in the rate).
+    first: i64,
     /// Buckets after `base_until`, by end.
     buckets: BTreeMap<i64, Sums>,
 }
@@ -129,22 +137,43 @@ impl Kept {
         (now_ms - DEFAULT_RATE_WINDOW_MS).div_euclid(BUCKET_MS) * BUCKET_MS
     }
 
-    /// The series [`read_costs`] gives, from the kept buckets and one read of what is newer.
+    /// The series [`read_costs`] gives, from the kept buckets and one read of what is newer;
+    /// `None` while the buckets are still being filled (the caller reads whole meanwhile). At
+    /// most [`FILL_PER_REFRESH`] buckets are read per refresh, so starting over (a late row
+    /// moves the generation, which a busy process may do often) costs about one whole read,
+    /// not a day of bucket reads at once.
     async fn read(
         &mut self,
         source: &dyn DataSource,
         generation: u64,
         now_ms: i64,
-    ) -> Result<(Vec<CostSeries>, i64), SourceError> {
+    ) -> Result<Option<(Vec<CostSeries>, i64)>, SourceError> {
         let p = Periods::at(now_ms);
         let rate_from = Self::rate_from(now_ms);
         let settled = (now_ms - SETTLED_MS).div_euclid(BUCKET_MS) * BUCKET_MS;
         if self.read_at != Some((generation, p.month_start)) {
             *self = Kept { read_at: Some((generation, p.month_start)), ..Kept::default() };
             self.base_until = p.month_start.max(rate_from);
+            self.first = if rate_from < p.month_start { rate_from } else { self.base_until };
+        }
+        let newest = self.buckets.last_key_value().map_or(self.first, |(end, _)| *end);
+        let mut end = newest + BUCKET_MS;
+        for _ in 0..FILL_PER_REFRESH {
+            if end > settled {
+                break;
+            }
+            let sums = sums_of(source, (end - BUCKET_MS, end)).await?;
+            self.buckets.insert(end, sums);
+            end += BUCKET_MS;
+        }
+        if end <= settled {
+            return Ok(None);
+        }
+        if !self.base_read {
             if self.base_until > p.month_start {
                 self.base = sums_of(source, (p.month_start, self.base_until)).await?;
             }
+            self.base_read = true;
         }
         // Buckets the rate window left: into the month's sum, or gone (before the month).
         while let Some(entry) = self.buckets.first_entry().filter(|e| *e.key() <= rate_from) {
@@ -154,17 +183,7 @@ impl Kept {
                 self.base_until = end;
             }
         }
-        // Buckets follow the month's sum, or start with the rate window on a month's first day
-        // (the day before still counts in the rate).
-        let first = if rate_from < p.month_start { rate_from } else { self.base_until };
-        let newest = self.buckets.last_key_value().map_or(first, |(end, _)| *end);
-        let mut end = newest + BUCKET_MS;
-        while end <= settled {
-            let sums = sums_of(source, (end - BUCKET_MS, end)).await?;
-            self.buckets.insert(end, sums);
-            end += BUCKET_MS;
-        }
-        let fresh_from = self.buckets.last_key_value().map_or(first, |(end, _)| *end);
+        let fresh_from = self.buckets.last_key_value().map_or(self.base_until.max(self.first), |(end, _)| *end);
         let fresh = sums_of(source, (fresh_from, now_ms)).await?;
         let mut series: BTreeMap<(String, String), Vec<CostBucket>> = BTreeMap::new();
         let mut covered = 0;
@@ -181,7 +200,7 @@ impl Kept {
         }
         let series =
             series.into_iter().map(|((variant, model), buckets)| CostSeries { variant, model, buckets }).collect();
-        Ok((series, covered))
+        Ok(Some((series, covered)))
     }
 }
 
@@ -384,7 +403,8 @@ mod tests {
             spans.1.store(0, Ordering::SeqCst);
             let got = kept.evaluate(&spans, now).await.unwrap();
             let read = spans.1.load(Ordering::SeqCst);
-            let rate_from = Kept::rate_from(now);
+            // Against a whole read over the rate window the report used (whole while filling).
+            let rate_from = now - (got.rate_window_seconds * 1000.0).round() as i64;
             let (series, _) = read_costs(&source, now, rate_from).await.unwrap();
             let want = forecast(&series, now, &budgets, now - rate_from);
             let close = |a: f64, b: f64| (a - b).abs() <= 1e-9 * b.abs().max(1.0);
@@ -410,6 +430,7 @@ mod tests {
             }
         }
         assert!(refreshes > 100, "{refreshes}");
-        assert!(steady > refreshes / 2, "{steady} of {refreshes} refreshes read little");
+        // Each start (the first, the new month, the late row) fills for 12 refreshes first.
+        assert!(steady > refreshes / 3, "{steady} of {refreshes} refreshes read little");
     }
 }
