@@ -193,10 +193,14 @@ async fn scrape_loop(
     let mut next = tokio::time::Instant::now() + offset;
     let mut persister = Persister::resumed(&target.state, target.last_variant.clone());
     let mut fetcher = client::Fetcher::default();
+    // Waited on across every pass: a `cancelled()` future made anew each pass registered with
+    // and left the token's waiter list, each under the lock every target's task shares.
+    let cancelled = cancel.cancelled();
+    tokio::pin!(cancelled);
     loop {
         tokio::select! {
             biased;
-            () = cancel.cancelled() => break,
+            () = &mut cancelled => break,
             () = tokio::time::sleep_until(next) => {}
         }
         let scraped = match scrape_once(&ctx, idx, (&mut target, &mut persister), &mut fetcher).await {
@@ -449,13 +453,22 @@ async fn tick_loop(
     let slack = (width / 10).clamp(10, 500);
     let mut pending: BTreeMap<i64, Vec<Scraped>> = BTreeMap::new();
     let mut closed_until = i64::MIN;
+    // One timer, set again only when the edge to wake at changes: a new timer on every pass
+    // registered and dropped a timer in the runtime's wheel for every scrape received.
+    let sleep = tokio::time::sleep(Duration::ZERO);
+    tokio::pin!(sleep);
+    let mut armed = None;
     loop {
         let now = ctx.clock.now_ms();
         let mut wake = bucket_end(now - slack, width) + slack;
         if wake <= now {
             wake += width;
         }
-        let sleep = Duration::from_millis(u64::try_from(wake - now).unwrap_or(0));
+        if armed != Some(wake) {
+            armed = Some(wake);
+            let wait = Duration::from_millis(u64::try_from(wake - now).unwrap_or(0));
+            sleep.as_mut().reset(tokio::time::Instant::now() + wait);
+        }
         tokio::select! {
             msg = rx.recv() => match msg {
                 Some(s) => {
@@ -469,7 +482,8 @@ async fn tick_loop(
                 }
                 None => break, // every scraper stopped: shutdown
             },
-            () = tokio::time::sleep(sleep) => {
+            () = &mut sleep => {
+                armed = None;
                 let due = ctx.clock.now_ms() - slack;
                 while let Some(entry) = pending.first_entry() {
                     if *entry.key() > due {

@@ -143,9 +143,20 @@ pub fn parse(text: &str) -> Result<Exposition<'_>, ParseError> {
         // A guess that fits zai-proxy's expositions (about 150 bytes per line), bounded so
         // that a body of blank lines cannot make it allocate much.
         samples: Vec::with_capacity((text.len() / 128).min(4096)),
+        // About one family per 700 bytes there (HELP and TYPE lines, a few samples): sized so
+        // the index is not rehashed while it fills, bounded for the same reason.
+        index: HashMap::with_capacity((text.len() / 512).clamp(8, 1024)),
         ..Parser::default()
     };
-    for (number, raw) in text.split('\n').enumerate() {
+    // Lines as `str::split('\n')` gives them (the last one after the last newline too), found
+    // with memchr's vector search: a line is about 100 bytes, and the byte-at-a-time search of
+    // `split` was an eighth of the parse.
+    let mut start = 0;
+    let ends = memchr::memchr_iter(b'\n', text.as_bytes()).chain(std::iter::once(text.len()));
+    for (number, end) in ends.enumerate() {
+        // `\n` is ASCII, so both ends are char boundaries.
+        let raw = &text[start..end];
+        start = end + 1;
         let line = raw.strip_suffix('\r').unwrap_or(raw);
         parser.line(line).map_err(|reason| ParseError { line: number + 1, reason })?;
     }
@@ -256,7 +267,17 @@ impl<'a> Parser<'a> {
     }
 
     fn sample(&mut self, line: &'a str) -> Result<(), String> {
-        let (name, rest) = split_metric_name(line)?;
+        let (name, rest) = match self.last {
+            // Consecutive samples mostly share their name: one that starts the line, followed by
+            // a delimiter, was checked already.
+            Some((last, ..))
+                if line.starts_with(last)
+                    && matches!(line.as_bytes().get(last.len()), None | Some(b' ' | b'\t' | b'{')) =>
+            {
+                line.split_at(last.len())
+            }
+            _ => split_metric_name(line)?,
+        };
         let rest = trim_blanks(rest);
         // Resolved first so the label set knows its bound label (`le`, `quantile`); an error of
         // the resolution still comes after those of the labels and the value.
@@ -408,9 +429,48 @@ fn parse_value_and_timestamp(rest: &str) -> Result<(f64, Option<i64>), String> {
 
 /// Go's `strconv.ParseFloat` syntax as `client_golang` prints it: `%g`
 /// numbers and case-insensitive `Inf`/`+Inf`/`-Inf`/`NaN`, all of which
-/// Rust's parser accepts too.
+/// Rust's parser accepts too. Short plain decimals, most values of an exposition (counts,
+/// `le` bounds, ratios), take [`short_decimal`] first.
 fn parse_float(token: &str) -> Option<f64> {
-    token.parse().ok()
+    short_decimal(token.as_bytes()).or_else(|| token.parse().ok())
+}
+
+/// Most digits [`short_decimal`] takes: below 2^53, so the digits as an integer are exact.
+const SHORT_DECIMAL_DIGITS: usize = 15;
+
+/// Powers of ten exact in an `f64`, up to [`SHORT_DECIMAL_DIGITS`].
+const POW10: [f64; SHORT_DECIMAL_DIGITS + 1] =
+    [1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15];
+
+/// `-?digits(.digits)?` with at most [`SHORT_DECIMAL_DIGITS`] digits, else `None` (the
+/// general parser's case). Exact: the digits are an integer below 2^53 and the power of ten
+/// is exact, so their quotient is the correctly rounded value, as the general parser gives it.
+fn short_decimal(b: &[u8]) -> Option<f64> {
+    let (negative, digits) = match b.split_first() {
+        Some((b'-', rest)) => (true, rest),
+        _ => (false, b),
+    };
+    let mut mantissa = 0u64;
+    let mut count = 0;
+    let mut point = None;
+    for (i, &c) in digits.iter().enumerate() {
+        match c {
+            b'0'..=b'9' => {
+                mantissa = mantissa * 10 + u64::from(c - b'0');
+                count += 1;
+                if count > SHORT_DECIMAL_DIGITS {
+                    return None;
+                }
+            }
+            b'.' if point.is_none() && i > 0 && i + 1 < digits.len() => point = Some(digits.len() - i - 1),
+            _ => return None,
+        }
+    }
+    if count == 0 {
+        return None;
+    }
+    let value = mantissa as f64 / POW10[point.unwrap_or(0)];
+    Some(if negative { -value } else { value })
 }
 
 /// The parsed `le` of a bucket or `quantile` of a quantile sample.
@@ -625,6 +685,68 @@ mod tests {
         assert_eq!(err("foo abc").reason, "invalid value \"abc\"");
         assert_eq!(err("foo").reason, "missing value");
         assert_eq!(err("foo{a=\"b\"}").reason, "missing value");
+    }
+
+    #[test]
+    fn short_decimals_parse_as_the_general_parser_does() {
+        let mut rng = XorShift(0x5851_f42d_4c95_7f2d);
+        let mut texts: Vec<String> = [
+            "0",
+            "-0",
+            "0.0",
+            "5.",
+            ".5",
+            "-",
+            "-.",
+            ".",
+            "1.2.3",
+            "00012",
+            "0.1",
+            "0.3",
+            "2.675",
+            "1e3",
+            "999999999999999",
+            "9999999999999999",
+            "0.000000000000001",
+            "0.0000000000000001",
+            "-123456789012.345",
+            "123456789012345.",
+            "9007199254740993",
+            "+1",
+            "1_0",
+            "١",
+        ]
+        .map(str::to_owned)
+        .to_vec();
+        for _ in 0..20_000 {
+            let digits: String = (0..1 + rng.below(17)).map(|_| char::from(b'0' + rng.below(10) as u8)).collect();
+            let at = rng.below(digits.len() + 1);
+            let sign = if rng.below(3) == 0 { "-" } else { "" };
+            texts.push(format!("{sign}{}.{}", &digits[..at], &digits[at..]));
+            texts.push(format!("{sign}{digits}"));
+        }
+        for text in &texts {
+            let general = text.parse::<f64>().ok();
+            let fast = short_decimal(text.as_bytes());
+            if let Some(fast) = fast {
+                let general = general.unwrap_or_else(|| panic!("{text:?} is no float, but read as {fast}"));
+                assert_eq!(fast.to_bits(), general.to_bits(), "{text:?}");
+            }
+            assert_eq!(parse_float(text).map(f64::to_bits), general.map(f64::to_bits), "{text:?}");
+        }
+        assert_eq!(short_decimal(b"0.005"), Some(0.005));
+        assert_eq!(short_decimal(b"12345"), Some(12345.0));
+        assert_eq!(short_decimal(b"1e3"), None, "exponents are the general parser's");
+    }
+
+    #[test]
+    fn lines_end_at_every_newline_and_carriage_returns_are_dropped() {
+        let exposition = ok("a 1\r\n\nb 2\n\r\nc 3");
+        let values: Vec<_> = exposition.families.iter().map(|f| (f.name, f.samples[0].value)).collect();
+        assert_eq!(values, [("a", 1.0), ("b", 2.0), ("c", 3.0)]);
+        assert_eq!(err("a 1\n\nb\n").line, 3);
+        assert_eq!(err("a 1\r\nb x\r\n").line, 2);
+        assert_eq!(err("a 1\n\n\n\nb{").line, 5);
     }
 
     #[test]

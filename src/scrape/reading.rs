@@ -181,45 +181,77 @@ impl Reading {
 /// Extracts the kept series from an exposition.
 pub fn read(expo: &Exposition<'_>) -> Reading {
     let mut r = Reading { samples: expo.sample_count(), ..Reading::default() };
-    let mut variants: BTreeSet<&str> = BTreeSet::new();
+    let mut variants = Variants::default();
     for fam in &expo.families {
         if !fam.name.starts_with("zai_proxy_") {
             continue;
         }
         for s in &fam.samples {
-            if let Some(v) = s.label("variant") {
-                variants.insert(stored_value(v));
-            }
             if s.labels.text_len() > LABEL_MAX_BYTES {
                 let long = |t: &str| usize::from(t.len() > LABEL_MAX_BYTES);
                 r.cut += s.labels.iter().map(|(n, v)| long(n) + long(v)).sum::<usize>();
             }
         }
-        read_family(fam, &mut r);
+        read_family(fam, &mut r, &mut variants);
     }
-    r.variant_label = crate::variant::variant_from_labels(variants.iter().copied());
+    r.variant_label = crate::variant::variant_from_labels(variants.0.iter().copied());
     r.gauges.quota = read_quota(expo);
     r
 }
 
-fn read_family(fam: &Family<'_>, r: &mut Reading) {
-    use names::*;
-    match (fam.name, fam.kind) {
-        (DURATION, MetricType::Histogram) => read_hist(fam, HistSlot::Duration, r),
-        (TTFT, MetricType::Histogram) => read_hist(fam, HistSlot::Ttft, r),
-        (TPOT, MetricType::Histogram) => read_hist(fam, HistSlot::Tpot, r),
-        (REQUEST_SIZE, MetricType::Histogram) => read_hist(fam, HistSlot::RequestSize, r),
-        (RESPONSE_SIZE, MetricType::Histogram) => read_hist(fam, HistSlot::ResponseSize, r),
-        (RATE_LIMIT_WAIT, MetricType::Histogram) => read_hist(fam, HistSlot::Wait(Span::default()), r),
-        (CONCURRENT, MetricType::Gauge) => r.gauges.concurrent = gauge_sum(fam),
-        (MAX_WORKERS, MetricType::Gauge) => r.gauges.max_workers = gauge_sum(fam),
-        (RATE_LIMIT_RPS, MetricType::Gauge) => r.gauges.rate_limit_rps = gauge_sum(fam),
-        (BUILD_INFO, MetricType::Gauge) => {
-            r.version = fam.samples.iter().find_map(|s| s.label("version").map(|v| stored_value(v).to_owned()));
+/// The `variant` label values (as stored) of every `zai_proxy_*` sample. Collected by the
+/// family readers as they walk each sample's labels anyway, so a label set is walked about
+/// once per sample (each walk reads the label text byte by byte).
+#[derive(Default)]
+struct Variants<'s>(BTreeSet<&'s str>);
+
+impl<'s> Variants<'s> {
+    /// Adds the sample's `variant` from its labels as walked.
+    fn add(&mut self, labels: &[(&'s str, &'s str)]) {
+        if let Some(v) = find(labels, "variant") {
+            self.0.insert(stored_value(v));
         }
-        (_, MetricType::Counter | MetricType::Untyped) => read_counter(fam, r),
-        _ => {}
     }
+
+    /// Adds the sample's `variant`, walking its labels.
+    fn add_sample(&mut self, s: &'s Sample<'_>) {
+        if let Some(v) = s.label("variant") {
+            self.0.insert(stored_value(v));
+        }
+    }
+}
+
+/// The value of the label `name` among labels as walked.
+fn find<'s>(labels: &[(&'s str, &'s str)], name: &str) -> Option<&'s str> {
+    labels.iter().find(|(n, _)| *n == name).map(|(_, v)| *v)
+}
+
+fn read_family<'s>(fam: &'s Family<'_>, r: &mut Reading, variants: &mut Variants<'s>) {
+    use names::*;
+    let hist = |slot| (Some(slot), None);
+    let (hist_slot, gauge) = match (fam.name, fam.kind) {
+        (DURATION, MetricType::Histogram) => hist(HistSlot::Duration),
+        (TTFT, MetricType::Histogram) => hist(HistSlot::Ttft),
+        (TPOT, MetricType::Histogram) => hist(HistSlot::Tpot),
+        (REQUEST_SIZE, MetricType::Histogram) => hist(HistSlot::RequestSize),
+        (RESPONSE_SIZE, MetricType::Histogram) => hist(HistSlot::ResponseSize),
+        (RATE_LIMIT_WAIT, MetricType::Histogram) => hist(HistSlot::Wait(Span::default())),
+        (CONCURRENT, MetricType::Gauge) => (None, Some(&mut r.gauges.concurrent)),
+        (MAX_WORKERS, MetricType::Gauge) => (None, Some(&mut r.gauges.max_workers)),
+        (RATE_LIMIT_RPS, MetricType::Gauge) => (None, Some(&mut r.gauges.rate_limit_rps)),
+        (_, MetricType::Counter | MetricType::Untyped) => return read_counter(fam, r, variants),
+        _ => (None, None),
+    };
+    if let Some(slot) = hist_slot {
+        return read_hist(fam, slot, r, variants);
+    }
+    if let Some(gauge) = gauge {
+        *gauge = gauge_sum(fam);
+    }
+    if (fam.name, fam.kind) == (BUILD_INFO, MetricType::Gauge) {
+        r.version = fam.samples.iter().find_map(|s| s.label("version").map(|v| stored_value(v).to_owned()));
+    }
+    fam.samples.iter().for_each(|s| variants.add_sample(s));
 }
 
 /// Series kept so far (a histogram line counts once).
@@ -227,7 +259,7 @@ fn kept(r: &Reading) -> usize {
     r.counters.len() + r.hists.iter().map(|h| h.buckets.len() + 2).sum::<usize>()
 }
 
-fn read_counter(fam: &Family<'_>, r: &mut Reading) {
+fn read_counter<'s>(fam: &'s Family<'_>, r: &mut Reading, variants: &mut Variants<'s>) {
     // A series exposed twice (a broken exporter) keeps its first sample, as Prometheus does:
     // keeping both would count the step between them as an increase on every scrape. While the
     // keys come in strictly increasing order (client_golang sorts series) none can repeat, and
@@ -238,10 +270,18 @@ fn read_counter(fam: &Family<'_>, r: &mut Reading) {
     let hasher = RandomState::new();
     let mut seen: Option<HashMap<u64, usize>> = None;
     let mut sorted = Vec::new();
-    for s in fam.samples.iter().filter(|s| s.kind == SampleKind::Value && s.value.is_finite()) {
-        let Some((slot, value)) = counter_slot(fam.name, s) else { continue };
+    // Each sample's labels, walked once for its variant, its slot's label and its key.
+    let mut labels = Vec::new();
+    for s in &fam.samples {
+        labels.clear();
+        labels.extend(s.labels.iter());
+        variants.add(&labels);
+        if s.kind != SampleKind::Value || !s.value.is_finite() {
+            continue;
+        }
+        let Some((slot, value)) = counter_slot(fam.name, &labels) else { continue };
         let mark = r.text.len();
-        let key = push_series_key(&mut r.text, fam.name, s, None, &mut sorted);
+        let key = push_series_key(&mut r.text, fam.name, &labels, None, &mut sorted);
         let in_order = seen.is_none() && r.counters[start..].last().is_none_or(|c| r.text(c.key) < r.text(key));
         let mut hash = None;
         if !in_order {
@@ -277,9 +317,9 @@ fn read_counter(fam: &Family<'_>, r: &mut Reading) {
 }
 
 /// The slot of a counter sample (its label value's span still to be set) and that label value.
-fn counter_slot<'s>(family: &str, s: &'s Sample<'_>) -> Option<(Slot, &'s str)> {
-    let label = |n: &str| s.label(n).unwrap_or("");
-    let direction = |names: &[&str]| s.label("direction").and_then(|d| names.iter().position(|n| *n == d));
+fn counter_slot<'s>(family: &str, labels: &[(&'s str, &'s str)]) -> Option<(Slot, &'s str)> {
+    let label = |n: &str| find(labels, n).unwrap_or("");
+    let direction = |names: &[&str]| find(labels, "direction").and_then(|d| names.iter().position(|n| *n == d));
     let none = Span::default();
     Some(match family {
         names::REQUESTS => (Slot::Requests(none), label("status_code")),
@@ -293,7 +333,7 @@ fn counter_slot<'s>(family: &str, s: &'s Sample<'_>) -> Option<(Slot, &'s str)> 
     })
 }
 
-fn read_hist(fam: &Family<'_>, slot: HistSlot, r: &mut Reading) {
+fn read_hist<'s>(fam: &'s Family<'_>, slot: HistSlot, r: &mut Reading, variants: &mut Variants<'s>) {
     let start = r.hists.len();
     let hasher = RandomState::new();
     let mut index: HashMap<u64, usize> = HashMap::new();
@@ -303,7 +343,16 @@ fn read_hist(fam: &Family<'_>, slot: HistSlot, r: &mut Reading) {
     // The previous line's series: a histogram's lines come grouped by series, so most lines
     // find theirs without building a key.
     let mut previous: Option<(&Sample<'_>, usize)> = None;
+    let mut labels = Vec::new();
     for s in &fam.samples {
+        // A line of the previous line's series has its variant too; any other is walked once
+        // (its variant, and its key if it is a new series).
+        let same = previous.filter(|(p, _)| same_labels_but_le(p, s));
+        labels.clear();
+        if same.is_none() {
+            labels.extend(s.labels.iter());
+            variants.add(&labels);
+        }
         if !s.value.is_finite() && s.kind != SampleKind::Bucket {
             continue;
         }
@@ -321,11 +370,11 @@ fn read_hist(fam: &Family<'_>, slot: HistSlot, r: &mut Reading) {
             continue;
         }
         budget -= 1;
-        let idx = match previous {
-            Some((p, i)) if same_labels_but_le(p, s) => i,
-            _ => {
+        let idx = match same {
+            Some((_, i)) => i,
+            None => {
                 let mark = r.text.len();
-                let key = push_series_key(&mut r.text, fam.name, s, Some("le"), &mut sorted);
+                let key = push_series_key(&mut r.text, fam.name, &labels, Some("le"), &mut sorted);
                 let hash = hasher.hash_one(r.text(key));
                 let found = match index.get(&hash) {
                     Some(&i) if r.text(r.hists[i].key) == r.text(key) => Some(i),
@@ -341,7 +390,7 @@ fn read_hist(fam: &Family<'_>, slot: HistSlot, r: &mut Reading) {
                         index.entry(hash).or_insert(r.hists.len());
                         let slot = match slot {
                             HistSlot::Wait(_) => {
-                                HistSlot::Wait(r.push_text(stored_value(s.label("client").unwrap_or(""))))
+                                HistSlot::Wait(r.push_text(stored_value(find(&labels, "client").unwrap_or(""))))
                             }
                             other => other,
                         };
@@ -384,7 +433,7 @@ fn stored_value(value: &str) -> &str {
 fn push_series_key<'s>(
     text: &mut String,
     family: &str,
-    s: &'s Sample<'_>,
+    labels: &[(&'s str, &'s str)],
     skip: Option<&str>,
     sorted: &mut Vec<(&'s str, &'s str)>,
 ) -> Span {
@@ -399,11 +448,11 @@ fn push_series_key<'s>(
     };
     // Written in one pass while the names come in order; labels out of order start over sorted.
     let mut previous = "";
-    for (i, label) in s.labels.iter().filter(included).enumerate() {
+    for (i, &label) in labels.iter().filter(|l| included(l)).enumerate() {
         if i > 0 && label.0 <= previous {
             text.truncate(start + family.len());
             sorted.clear();
-            sorted.extend(s.labels.iter().filter(included));
+            sorted.extend(labels.iter().copied().filter(included));
             sorted.sort_unstable();
             sorted.iter().for_each(|&l| push(text, l));
             break;
@@ -500,6 +549,29 @@ mod tests {
     use crate::scrape::parse::parse;
 
     const SAMPLE: &str = include_str!("../../tests/fixtures/zai-proxy-sample.prom");
+
+    #[test]
+    fn the_variant_label_counts_in_every_kind_of_family() {
+        let hist = "# TYPE zai_proxy_request_duration_seconds histogram\n\
+                    zai_proxy_request_duration_seconds_bucket{le=\"1\",variant=\"a\"} 1\n\
+                    zai_proxy_request_duration_seconds_bucket{le=\"+Inf\",variant=\"a\"} 1\n\
+                    zai_proxy_request_duration_seconds_bucket{le=\"1\",variant=\"b\"} 1\n\
+                    zai_proxy_request_duration_seconds_bucket{le=\"+Inf\",variant=\"b\"} 1\n";
+        let counter = "# TYPE zai_proxy_requests_total counter\nzai_proxy_requests_total{variant=\"c\"} 1\n";
+        let gauge = "# TYPE zai_proxy_max_workers gauge\nzai_proxy_max_workers{variant=\"d\"} 1\n";
+        let other = "# TYPE zai_proxy_something summary\nzai_proxy_something_sum{variant=\"e\"} 1\n";
+        let variant = |text: &str| read(&parse(text).unwrap()).variant_label;
+        assert_eq!(variant(counter).as_deref(), Some("c"));
+        assert_eq!(variant(gauge).as_deref(), Some("d"));
+        assert_eq!(variant(other).as_deref(), Some("e"));
+        let first_series = hist.lines().take(3).collect::<Vec<_>>().join("\n");
+        assert_eq!(variant(&first_series).as_deref(), Some("a"));
+        // A histogram's second series names another variant: no single variant.
+        assert_eq!(variant(hist), None);
+        assert_eq!(variant(&format!("{counter}{gauge}")), None);
+        assert_eq!(variant(&format!("{gauge}{other}")), None);
+        assert_eq!(variant(&format!("{counter}{first_series}")), None);
+    }
 
     #[test]
     fn reads_the_fixture() {
