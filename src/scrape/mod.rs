@@ -441,6 +441,16 @@ fn version_change(
     })
 }
 
+/// Whether the ticker's one timer must be set again: a new edge, or the same edge now due
+/// earlier on the runtime's clock than the timer says (by more than the millisecond that
+/// separates the two clocks' readings; see [`tick_loop`]).
+fn timer_needs_reset(armed: Option<(i64, tokio::time::Instant)>, wake: i64, deadline: tokio::time::Instant) -> bool {
+    match armed {
+        Some((edge, at)) => edge != wake || deadline + Duration::from_millis(1) < at,
+        None => true,
+    }
+}
+
 /// Closes buckets: after each edge (plus a small slack for scrapes that completed just before
 /// it), the bucket's rows go to the writer as one batch with the variants' points.
 async fn tick_loop(
@@ -453,21 +463,26 @@ async fn tick_loop(
     let slack = (width / 10).clamp(10, 500);
     let mut pending: BTreeMap<i64, Vec<Scraped>> = BTreeMap::new();
     let mut closed_until = i64::MIN;
-    // One timer, set again only when the edge to wake at changes: a new timer on every pass
-    // registered and dropped a timer in the runtime's wheel for every scrape received.
+    // One timer, set again only when the edge to wake at changes or the edge comes closer on
+    // the runtime's clock than the timer: a new timer on every pass registered and dropped a
+    // timer in the runtime's wheel for every scrape received. The edge is on the application's
+    // clock, which need not run at the runtime's pace (a wall-clock step, a test's fast clock),
+    // so each pass still checks how far away the edge is now; a timer armed for the edge's
+    // first distance would otherwise close a bucket late by however far that clock ran ahead.
     let sleep = tokio::time::sleep(Duration::ZERO);
     tokio::pin!(sleep);
-    let mut armed = None;
+    let mut armed: Option<(i64, tokio::time::Instant)> = None;
     loop {
         let now = ctx.clock.now_ms();
         let mut wake = bucket_end(now - slack, width) + slack;
         if wake <= now {
             wake += width;
         }
-        if armed != Some(wake) {
-            armed = Some(wake);
-            let wait = Duration::from_millis(u64::try_from(wake - now).unwrap_or(0));
-            sleep.as_mut().reset(tokio::time::Instant::now() + wait);
+        let wait = Duration::from_millis(u64::try_from(wake - now).unwrap_or(0));
+        let deadline = tokio::time::Instant::now() + wait;
+        if timer_needs_reset(armed, wake, deadline) {
+            armed = Some((wake, deadline));
+            sleep.as_mut().reset(deadline);
         }
         tokio::select! {
             msg = rx.recv() => match msg {
@@ -531,4 +546,22 @@ fn flush(bucket: (i64, i64), items: Vec<Scraped>, builder: &mut PointBuilder, qu
     };
     let late = !publish && !rows.is_empty();
     queue.submit(WriteBatch { bucket_end_ms: bucket, rows, states, points, events, late });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_ticker_timer_moves_only_for_a_new_edge_or_an_edge_come_closer() {
+        let at = tokio::time::Instant::now() + Duration::from_secs(5);
+        assert!(timer_needs_reset(None, 10_000, at));
+        // Same edge, read again a moment later on a clock at the runtime's pace: kept.
+        assert!(!timer_needs_reset(Some((10_000, at)), 10_000, at));
+        assert!(!timer_needs_reset(Some((10_000, at)), 10_000, at - Duration::from_micros(900)));
+        // Same edge, but the application's clock ran ahead: the edge is due sooner.
+        assert!(timer_needs_reset(Some((10_000, at)), 10_000, at - Duration::from_secs(3)));
+        // The next edge.
+        assert!(timer_needs_reset(Some((10_000, at)), 15_000, at));
+    }
 }
