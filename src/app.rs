@@ -408,7 +408,10 @@ async fn load_targets(
 }
 
 fn restore_state(t: &StoredTarget) -> TargetState {
-    match t.state.as_deref().map(serde_json::from_str::<TargetState>) {
+    let parsed = t.state.as_ref().map(|s| {
+        s.decode().map_err(anyhow::Error::from).and_then(|json| Ok(serde_json::from_str::<TargetState>(&json)?))
+    });
+    match parsed {
         None => TargetState::default(),
         Some(Ok(s)) => s,
         Some(Err(e)) => {

@@ -95,6 +95,45 @@ async fn sigkill_while_writing_loses_at_most_the_last_tick_and_opens_clean() {
     child.kill();
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_corrupt_stored_scrape_state_costs_that_target_a_new_baseline_and_nothing_else() {
+    let target = FakeTarget::start(Sim::new("production", 20.0), Behaviour::Healthy).await;
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("c.db");
+    let (mut child, base) = start_binary(&db, &target.url, None);
+    wait_for("three stored points with traffic", Duration::from_secs(30), || async {
+        points_of(&base).await.iter().filter(|p| p["requests"].as_f64().unwrap_or(0.0) > 0.0).count() >= 3
+    })
+    .await;
+    child.kill();
+    let before = stored_points(&db);
+    let last_stored = before.last().unwrap().0;
+    // The checkpointed state made unreadable: not the deflate stream it must be.
+    rusqlite::Connection::open(&db)
+        .unwrap()
+        .execute("UPDATE targets SET state = X'DEADBEEF', state_ms = ?1", [last_stored])
+        .unwrap();
+    let log = dir.path().join("restart.log");
+    let (mut child, base) = start_binary(&db, &target.url, Some(&log));
+    let served = points_of(&base).await;
+    assert!(
+        served.iter().any(|p| p["timestamp"].as_i64() == Some(last_stored)),
+        "the points stored before are still read: {served:?}"
+    );
+    wait_for("a point with traffic after the restart", Duration::from_secs(30), || async {
+        points_of(&base).await.iter().any(|p| {
+            p["timestamp"].as_i64().unwrap() > last_stored + 5_000 && p["requests"].as_f64().unwrap_or(0.0) > 0.0
+        })
+    })
+    .await;
+    for p in points_of(&base).await {
+        assert!(p["req_rate"].as_f64().unwrap() <= 30.0, "a new baseline, no spike (true 20/s): {p}");
+    }
+    child.kill();
+    let logged = std::fs::read_to_string(&log).unwrap();
+    assert!(logged.contains("Stored scrape state is unreadable"), "the loss is logged: {logged}");
+}
+
 async fn points_of(base: &str) -> Vec<serde_json::Value> {
     get_json(&format!("{base}/api/metrics?range=5m")).await.as_array().cloned().unwrap_or_default()
 }

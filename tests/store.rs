@@ -716,7 +716,8 @@ fn the_state_journal_replays_to_the_live_state_and_is_pruned_behind_checkpoints(
         entries.len() < 40 && entries.iter().all(|(ms, _)| Some(*ms) > stored.state_ms),
         "only entries after the checkpoint"
     );
-    let replayed = persist::consolidate(stored.state.as_deref(), entries).unwrap();
+    let replayed =
+        persist::consolidate(stored.state.as_ref().map(|s| s.decode().unwrap()).as_deref(), entries).unwrap();
     assert_eq!(TargetState { layout: 0, ..replayed }, TargetState { layout: 0, ..state.clone() });
 
     let report = downsample::run_once(&mut conn, T0 + ticks * 5_000 + MIN, plan()).unwrap();

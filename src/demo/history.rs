@@ -242,7 +242,7 @@ mod tests {
         let last = rows.last().unwrap();
         assert_eq!(last.totals.requests_2xx + last.totals.requests_5xx, requests);
         let state: TargetState =
-            serde_json::from_str(query::targets(&conn).unwrap()[0].state.as_deref().unwrap()).unwrap();
+            serde_json::from_str(&query::targets(&conn).unwrap()[0].state.as_ref().unwrap().decode().unwrap()).unwrap();
         assert_eq!(state.last_scrape_ms, None, "the live proxy's first scrape is a baseline");
         assert_eq!(Totals::from(state.totals), last.totals, "live totals continue the history's");
         drop(conn);
