@@ -12,8 +12,8 @@
 //! generation) is not re-read whole at every refresh: a month's stretch was every 1 min row of
 //! every target since the month began, once a minute (BENCHMARKS.md, issue 22: 109 ms per
 //! refresh for 20 pods and 6 days of data). [`Kept`] keeps 10-minute buckets of the last day
-//! and one sum of the month before them, reads each settled bucket once, and re-reads only what
-//! is newer; the projection's rate window then starts at the 10-minute boundary at or before
+//! and one sum of the month before them, reads each settled bucket once, and of what is newer
+//! keeps the settled ticks too, reading only the seconds after them ([`Fresh`]); the projection's rate window then starts at the 10-minute boundary at or before
 //! 24 h ago. A late row (the generation moves) or a new month starts it over. Sums are those of
 //! a whole read; while the data's first day is in the rate window, where the data starts is
 //! known to the width of the row that answered its bucket first (a minute at most).
@@ -129,6 +129,20 @@ struct Kept {
     first: i64,
     /// Buckets after `base_until`, by end.
     buckets: BTreeMap<i64, Sums>,
+    /// Sums over `(from, until]` after the newest bucket, `until` the last settled tick: a
+    /// refresh adds the ticks settled since and reads only the unsettled seconds after them.
+    /// While the month's data covers less than an hour spend is refreshed at every tick, and
+    /// reading the whole stretch after the newest bucket each time (up to 10 minutes of every
+    /// target's raw rows) was the largest window read of a young process (issue 22's profile).
+    fresh: Option<Fresh>,
+}
+
+/// The settled part of the stretch after the newest kept bucket.
+#[derive(Debug)]
+struct Fresh {
+    from: i64,
+    until: i64,
+    sums: Sums,
 }
 
 impl Kept {
@@ -184,7 +198,7 @@ impl Kept {
             }
         }
         let fresh_from = self.buckets.last_key_value().map_or(self.base_until.max(self.first), |(end, _)| *end);
-        let fresh = sums_of(source, (fresh_from, now_ms)).await?;
+        let fresh = self.fresh_stretch(source, fresh_from, now_ms).await?;
         let mut series: BTreeMap<(String, String), Vec<CostBucket>> = BTreeMap::new();
         let mut covered = 0;
         let parts = std::iter::once((self.base_until, p.month_start, &self.base))
@@ -201,6 +215,29 @@ impl Kept {
         let series =
             series.into_iter().map(|((variant, model), buckets)| CostSeries { variant, model, buckets }).collect();
         Ok(Some((series, covered)))
+    }
+}
+
+impl Kept {
+    /// Sums over `(from, now_ms]`: the kept settled ticks after `from` (started over when
+    /// `from` moves, as a bucket settles), the ticks settled since, and a read of the rest.
+    async fn fresh_stretch(&mut self, source: &dyn DataSource, from: i64, now_ms: i64) -> Result<Sums, SourceError> {
+        let step = source.grid_ms((now_ms - 1, now_ms), 0, now_ms);
+        if step <= 0 {
+            return sums_of(source, (from, now_ms)).await;
+        }
+        let fresh = match &mut self.fresh {
+            Some(f) if f.from == from => f,
+            slot => slot.insert(Fresh { from, until: from, sums: Sums::new() }),
+        };
+        let settled = (now_ms - SETTLED_MS).div_euclid(step) * step;
+        if settled > fresh.until {
+            add_sums(&mut fresh.sums, &sums_of(source, (fresh.until, settled)).await?);
+            fresh.until = settled;
+        }
+        let mut sums = fresh.sums.clone();
+        add_sums(&mut sums, &sums_of(source, (fresh.until, now_ms)).await?);
+        Ok(sums)
     }
 }
 
@@ -272,7 +309,16 @@ pub fn share(report: &SpendReport, monthly: bool, projected: bool) -> Option<f64
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicI64, Ordering};
+
     use super::*;
+    use crate::clock::{Clock as _, ManualClock};
+    use crate::point::{Point, TargetRow};
+    use crate::ports::BoxFuture;
+    use crate::ports::ingest::WriteBatch;
+    use crate::ports::read::{ChartData, PointQuery, WindowSums};
+    use crate::store::{Store, downsample, query, source::StoreSource, write};
 
     #[test]
     fn a_budget_makes_six_rules_and_none_makes_none() {
@@ -295,53 +341,38 @@ mod tests {
         assert!(rules[3].summary.contains("projected spend today"), "{}", rules[3].summary);
     }
 
+    /// The store source, adding up how long the windows it is asked for are.
+    #[derive(Debug)]
+    struct Spans<'a>(&'a StoreSource, AtomicI64);
+    impl DataSource for Spans<'_> {
+        fn variants(&self) -> BoxFuture<'_, Result<std::collections::BTreeSet<String>, SourceError>> {
+            self.0.variants()
+        }
+        fn grid_ms(&self, window: (i64, i64), min_step_ms: i64, now_ms: i64) -> i64 {
+            self.0.grid_ms(window, min_step_ms, now_ms)
+        }
+        fn points(&self, q: PointQuery) -> BoxFuture<'_, Result<Vec<Point>, SourceError>> {
+            self.0.points(q)
+        }
+        fn window(&self, q: WindowQuery) -> BoxFuture<'_, Result<BTreeMap<String, WindowSums>, SourceError>> {
+            self.1.fetch_add(q.end_ms - q.start_ms, Ordering::SeqCst);
+            self.0.window(q)
+        }
+        fn chart(&self, q: PointQuery) -> BoxFuture<'_, Result<ChartData, SourceError>> {
+            self.0.chart(q)
+        }
+        fn strata_generation(&self) -> Option<u64> {
+            self.0.strata_generation()
+        }
+        fn series(&self, end_ms: i64, range_ms: i64, step_ms: i64) -> BoxFuture<'_, Result<Vec<Point>, SourceError>> {
+            self.0.series(end_ms, range_ms, step_ms)
+        }
+    }
+
     /// Kept buckets give the report a whole read gives (over the same rate window), across a
     /// month's end, day ends and a late row, and a refresh reads only the newest stretch.
     #[tokio::test]
     async fn kept_spend_reports_as_a_whole_read_across_days_months_and_late_rows() {
-        use std::sync::Arc;
-        use std::sync::atomic::{AtomicI64, Ordering};
-
-        use crate::clock::{Clock as _, ManualClock};
-        use crate::point::{Point, TargetRow};
-        use crate::ports::BoxFuture;
-        use crate::ports::ingest::WriteBatch;
-        use crate::ports::read::{ChartData, PointQuery, WindowSums};
-        use crate::store::{Store, downsample, query, source::StoreSource, write};
-
-        /// The store source, adding up how long the windows it is asked for are.
-        #[derive(Debug)]
-        struct Spans<'a>(&'a StoreSource, AtomicI64);
-        impl DataSource for Spans<'_> {
-            fn variants(&self) -> BoxFuture<'_, Result<std::collections::BTreeSet<String>, SourceError>> {
-                self.0.variants()
-            }
-            fn grid_ms(&self, window: (i64, i64), min_step_ms: i64, now_ms: i64) -> i64 {
-                self.0.grid_ms(window, min_step_ms, now_ms)
-            }
-            fn points(&self, q: PointQuery) -> BoxFuture<'_, Result<Vec<Point>, SourceError>> {
-                self.0.points(q)
-            }
-            fn window(&self, q: WindowQuery) -> BoxFuture<'_, Result<BTreeMap<String, WindowSums>, SourceError>> {
-                self.1.fetch_add(q.end_ms - q.start_ms, Ordering::SeqCst);
-                self.0.window(q)
-            }
-            fn chart(&self, q: PointQuery) -> BoxFuture<'_, Result<ChartData, SourceError>> {
-                self.0.chart(q)
-            }
-            fn strata_generation(&self) -> Option<u64> {
-                self.0.strata_generation()
-            }
-            fn series(
-                &self,
-                end_ms: i64,
-                range_ms: i64,
-                step_ms: i64,
-            ) -> BoxFuture<'_, Result<Vec<Point>, SourceError>> {
-                self.0.series(end_ms, range_ms, step_ms)
-            }
-        }
-
         const MIN: i64 = 60_000;
         // 2027-01-30 00:00 UTC: three and a half days across the end of January.
         let t0: i64 = 1_801_267_200_000;
@@ -432,5 +463,77 @@ mod tests {
         assert!(refreshes > 100, "{refreshes}");
         // Each start (the first, the new month, the late row) fills for 12 refreshes first.
         assert!(steady > refreshes / 3, "{steady} of {refreshes} refreshes read little");
+    }
+
+    /// A young process refreshes spend at every tick: each refresh reads only the ticks
+    /// settled since the last one and the unsettled seconds after them, not the stretch since
+    /// the newest 10-minute bucket, and reports what a whole read over the same window does.
+    #[tokio::test]
+    async fn a_refresh_each_tick_reads_only_the_seconds_after_the_last_settled_tick() {
+        const TICK: i64 = 5_000;
+        // 2027-01-12 00:00 UTC, on a 10-minute boundary.
+        let t0: i64 = 1_799_712_000_000;
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("ticks.db")).unwrap();
+        let pairs = [("http://a/m".to_owned(), "production".to_owned())];
+        let id = query::register_targets(&store.conn().unwrap(), &pairs, t0).unwrap()[0].id;
+        let clock = Arc::new(ManualClock::new(t0));
+        let mut settings = crate::config::Settings::for_tests(vec![], "unused.db".into()).store();
+        settings.point_width = std::time::Duration::from_millis(TICK as u64);
+        settings.rollup_width = std::time::Duration::from_secs(60);
+        let source = StoreSource::new(store.clone(), settings, clock.clone());
+        let spans = Spans(&source, AtomicI64::new(0));
+        let budgets = Budgets { daily_usd: Some(10.0), monthly_usd: None };
+        let mut kept = Costs::new(budgets);
+        let (mut looked, mut small) = (0, 0);
+        let mut t = t0;
+        while t < t0 + 40 * 60_000 {
+            t += TICK;
+            let mut row = TargetRow {
+                target_id: id,
+                ts_ms: t,
+                variant: pairs[0].1.clone(),
+                elapsed_ms: TICK,
+                ..Default::default()
+            };
+            row.counts.cost.insert("glm-4.7".into(), [0.001 * ((t / TICK) % 5) as f64, 0.0, 0.0, 0.0]);
+            let batch = WriteBatch {
+                bucket_end_ms: t,
+                rows: vec![row],
+                states: vec![],
+                points: vec![],
+                events: vec![],
+                late: false,
+            };
+            write::write_batch(&mut store.conn().unwrap(), &batch, 60_000).unwrap();
+            store.note_committed(t);
+            let now = t + 500;
+            clock.advance_ms(now - clock.now_ms());
+            let buckets_before = kept.kept.buckets.len();
+            kept.last = None; // a refresh at every tick, as while the data covers under an hour
+            spans.1.store(0, Ordering::SeqCst);
+            let got = kept.evaluate(&spans, now).await.unwrap();
+            let read = spans.1.load(Ordering::SeqCst);
+            let rate_from = now - (got.rate_window_seconds * 1000.0).round() as i64;
+            let (series, _) = read_costs(&source, now, rate_from).await.unwrap();
+            let want = forecast(&series, now, &budgets, now - rate_from);
+            let close = |a: f64, b: f64| (a - b).abs() <= 1e-9 * b.abs().max(1.0);
+            assert!(
+                close(got.total.today_usd, want.total.today_usd) && close(got.total.month_usd, want.total.month_usd),
+                "at {} s: kept {:?}, whole {:?}",
+                (now - t0) / 1000,
+                got.total,
+                want.total
+            );
+            // Once filled, a refresh that settles no bucket reads a tick and the unsettled seconds.
+            if kept.kept.base_read && kept.kept.buckets.len() == buckets_before {
+                looked += 1;
+                if read <= SETTLED_MS + 2 * TICK {
+                    small += 1;
+                }
+            }
+        }
+        assert!(looked > 400, "{looked} refreshes after the fill");
+        assert_eq!(small, looked, "every refresh that settled no bucket read a few seconds");
     }
 }
