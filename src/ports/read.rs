@@ -335,6 +335,14 @@ pub trait DataSource: Send + Sync + std::fmt::Debug {
     /// Points of the window, ascending by time then variant.
     fn points(&self, q: PointQuery) -> BoxFuture<'_, Result<Vec<Point>, SourceError>>;
 
+    /// [`DataSource::points`] for a reader of each bucket's own fields only (the quota
+    /// runway): the cumulative Go fields may leave out the pods without rows in the window.
+    /// The store otherwise reads every target's running totals as of the window's start to
+    /// seed them, which the runway's read at every evaluation paid for nothing.
+    fn points_without_totals(&self, q: PointQuery) -> BoxFuture<'_, Result<Vec<Point>, SourceError>> {
+        self.points(q)
+    }
+
     /// [`DataSource::points`] as the JSON array `/api/metrics` answers, at `now_ms` (the store
     /// serves the buckets it sealed from a cache).
     fn points_json(&self, q: PointQuery, now_ms: i64) -> BoxFuture<'_, Result<String, SourceError>> {

@@ -84,6 +84,18 @@ pub(crate) fn points_with(
     held: &HeldRows,
     each_row: &mut RowVisitor<'_>,
 ) -> Result<Vec<Point>, StoreError> {
+    points_seeded(conn, r, held, each_row, true)
+}
+
+/// [`points_with`], seeding the cumulative fields with every target's running totals as of
+/// the window's start only if `seed` (see [`crate::ports::read::DataSource::points_without_totals`]).
+pub(crate) fn points_seeded(
+    conn: &Connection,
+    r: &RangeRead,
+    held: &HeldRows,
+    each_row: &mut RowVisitor<'_>,
+    seed: bool,
+) -> Result<Vec<Point>, StoreError> {
     let (q, rollup_ms) = (&r.q, r.rollup_ms);
     let owned = query::variant_names(conn)?;
     let shared = owned.iter().map(|(id, n)| (*id, Arc::from(n.as_str()))).collect();
@@ -91,7 +103,8 @@ pub(crate) fn points_with(
     let targets: Vec<StoredTarget> = query::select_targets(query::targets(conn)?, q.target_url.as_deref());
     let after = q.read_after_ms();
     let mut builder = PointBuilder::new();
-    let mut seeds = query::totals_at(conn, &targets, after, &names.owned, rollup_ms)?;
+    let mut seeds =
+        if seed { query::totals_at(conn, &targets, after, &names.owned, rollup_ms)? } else { HashMap::new() };
     for t in &targets {
         if let Some((variant, totals)) = seeds.remove(&t.id) {
             builder.seed(t.id, Arc::from(variant.as_str()), totals);

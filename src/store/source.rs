@@ -52,6 +52,11 @@ impl StoreSource {
         let held = self.store.held_rows();
         self.store.with_conn(move |c| range::points_with(c, &r, &held, &mut |_, _, _| {})).await
     }
+
+    async fn read_points_unseeded(&self, r: RangeRead) -> Result<Vec<Point>, StoreError> {
+        let held = self.store.held_rows();
+        self.store.with_conn(move |c| range::points_seeded(c, &r, &held, &mut |_, _, _| {}, false)).await
+    }
 }
 
 impl DataSource for StoreSource {
@@ -69,6 +74,11 @@ impl DataSource for StoreSource {
     fn points(&self, q: PointQuery) -> BoxFuture<'_, Result<Vec<Point>, SourceError>> {
         let r = self.range_read(q);
         Box::pin(async move { Ok(self.read_points(r).await?) })
+    }
+
+    fn points_without_totals(&self, q: PointQuery) -> BoxFuture<'_, Result<Vec<Point>, SourceError>> {
+        let r = self.range_read(q);
+        Box::pin(async move { Ok(self.read_points_unseeded(r).await?) })
     }
 
     fn points_json(&self, q: PointQuery, now_ms: i64) -> BoxFuture<'_, Result<String, SourceError>> {
