@@ -63,7 +63,41 @@ pub(crate) fn encode_totals(totals: &Totals) -> Vec<u8> {
 /// tables in pieces below the allocator's mmap threshold, and made and dropped about once a
 /// second (500 targets) they left the heap fragmented: 2.5-3 MiB more RSS in a 500-target soak
 /// (BENCHMARKS.md, "Write volume, fifth stop").
-pub(crate) fn encode_state(json: &str) -> Vec<u8> {
+///
+/// Compressing into memory does not fail; should it ever, the state is stored as the plain
+/// TEXT an earlier build wrote (read back the same way), with a warning, rather than lost.
+pub(crate) fn encode_state(json: &str) -> StateColumn<'_> {
+    match deflate_state(json) {
+        Some(blob) => StateColumn::Deflated(blob),
+        None => {
+            tracing::warn!(bytes = json.len(), "Compressing a scrape state failed; it is stored uncompressed.");
+            StateColumn::Plain(json)
+        }
+    }
+}
+
+/// `targets.state` as [`encode_state`] writes it.
+#[derive(Debug)]
+pub(crate) enum StateColumn<'a> {
+    /// Deflated, a BLOB.
+    Deflated(Vec<u8>),
+    /// The JSON itself, TEXT.
+    Plain(&'a str),
+}
+
+impl rusqlite::ToSql for StateColumn<'_> {
+    fn to_sql(&self) -> rusqlite::Result<rusqlite::types::ToSqlOutput<'_>> {
+        Ok(match self {
+            Self::Deflated(blob) => rusqlite::types::ToSqlOutput::Borrowed(rusqlite::types::ValueRef::Blob(blob)),
+            Self::Plain(text) => {
+                rusqlite::types::ToSqlOutput::Borrowed(rusqlite::types::ValueRef::Text(text.as_bytes()))
+            }
+        })
+    }
+}
+
+/// The deflated state, by the one shared compressor; `None` if compressing failed.
+fn deflate_state(json: &str) -> Option<Vec<u8>> {
     static COMPRESSOR: std::sync::Mutex<Option<flate2::Compress>> = std::sync::Mutex::new(None);
     let mut guard = COMPRESSOR.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
     let c = guard.get_or_insert_with(|| flate2::Compress::new(flate2::Compression::default(), false));
@@ -73,12 +107,12 @@ pub(crate) fn encode_state(json: &str) -> Vec<u8> {
     loop {
         let consumed = usize::try_from(c.total_in()).unwrap_or(input.len()).min(input.len());
         match c.compress_vec(&input[consumed..], &mut out, flate2::FlushCompress::Finish) {
-            Ok(flate2::Status::StreamEnd) => return out,
+            Ok(flate2::Status::StreamEnd) => return Some(out),
             Ok(_) => out.reserve(out.capacity().max(1024)),
-            // Compressing into memory does not fail; if it did, a fresh compressor starts over.
+            // A fresh compressor for the next state.
             Err(_) => {
                 *guard = None;
-                return Vec::new();
+                return None;
             }
         }
     }
@@ -1090,7 +1124,7 @@ mod tests {
             })
             .collect();
         for json in [noisy.as_str(), "{\"series\":[]}", noisy.as_str(), ""] {
-            let blob = encode_state(json);
+            let StateColumn::Deflated(blob) = encode_state(json) else { panic!("compressed") };
             assert!(!blob.is_empty());
             assert_eq!(decode_state(&blob).unwrap(), json);
         }
