@@ -197,7 +197,8 @@ impl Kept {
                 self.base_until = end;
             }
         }
-        let fresh_from = self.buckets.last_key_value().map_or(self.base_until.max(self.first), |(end, _)| *end);
+        // Without buckets the stretch starts where the month's sum ends (never before `first`).
+        let fresh_from = self.buckets.last_key_value().map_or(self.base_until, |(end, _)| *end);
         let fresh = self.fresh_stretch(source, fresh_from, now_ms).await?;
         let mut series: BTreeMap<(String, String), Vec<CostBucket>> = BTreeMap::new();
         let mut covered = 0;

@@ -121,7 +121,9 @@ impl DataSource for StoreSource {
         let now_ms = self.clock.now_ms();
         let raw = self.settings.reads_raw((q.start_ms, q.end_ms), now_ms);
         let Grid { point_ms, rollup_ms } = self.settings.grid();
-        // Taken before the bound below: a late batch held meanwhile is then in the snapshot.
+        // The held rows first, then the settled bound: a late batch the writer holds now is in
+        // the snapshot, and the strata settle only before its oldest row; one held after this
+        // moves the generation, which makes the judge drop what it kept from this read.
         let held = self.store.held_rows();
         let raw_settled_ms = self.sealed_until(now_ms);
         Box::pin(async move {
