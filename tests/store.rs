@@ -320,6 +320,33 @@ fn a_transaction_that_hits_a_full_disk_writes_nothing() {
     assert_eq!(fx.blobs("metrics_5s").len(), before, "the failed transaction left nothing behind");
 }
 
+/// The writer stores a batch's rows in key order (time, then target: appended at the end of
+/// the raw table), whatever order they came in; two rows of one target and bucket (two scrapes
+/// completed in it) still merge in the order they came, the later one's variant winning.
+#[test]
+fn a_batch_sorted_for_the_raw_key_still_merges_a_targets_two_rows_of_a_bucket_in_arrival_order() {
+    let mut fx = Fixture::new();
+    fx.write_range(T0, T0 + 10_000);
+    let (a, b) = (fx.rows(Table::Raw, 0).last().unwrap().clone(), fx.rows(Table::Raw, 1).last().unwrap().clone());
+    let at = T0 + 15_000;
+    let with = |template: &TargetRow, variant: &str| {
+        let mut row = template.clone();
+        row.ts_ms = at;
+        row.variant = variant.to_owned();
+        row
+    };
+    let rows = vec![with(&b, "blue"), with(&a, "first"), with(&a, "second")];
+    let batch = WriteBatch { bucket_end_ms: at, rows, states: vec![], points: vec![], events: vec![], late: false };
+    assert!(write::write_batch(&mut fx.store.conn().unwrap(), &batch, MIN).unwrap(), "the two rows merged");
+    let stored: Vec<(i64, i64)> = fx.blobs("metrics_5s").iter().filter(|r| r.1 == at).map(|r| (r.0, r.1)).collect();
+    assert_eq!(stored, vec![(fx.ids[0], at), (fx.ids[1], at)], "one row per target, under its own key");
+    let merged = fx.rows(Table::Raw, 0).into_iter().find(|r| r.ts_ms == at).unwrap();
+    assert_eq!(merged.variant, "second", "the later row's variant");
+    assert_eq!(merged.elapsed_ms, 2 * a.elapsed_ms, "both rows' time");
+    let other = fx.rows(Table::Raw, 1).into_iter().find(|r| r.ts_ms == at).unwrap();
+    assert_eq!(other.variant, "blue");
+}
+
 /// A writer's health reporting to a board nobody reads.
 fn reporting() -> write::Reporting {
     write::Reporting { health: Default::default(), clock: Arc::new(zai_dash::clock::SystemClock) }

@@ -13,6 +13,7 @@ use crate::clock::bucket_end;
 use crate::point::{Counts, RollingRow, TargetRow, Totals};
 
 pub use super::table::Table;
+use super::table::raw_key;
 
 /// The `meta` key of the end of the last bucket rolled into `table`.
 fn watermark_key(table: Table) -> &'static str {
@@ -278,10 +279,10 @@ pub(crate) fn upsert_raw_row(
     let data = codec::encode(&row.counts, &row.totals, &row.gauges);
     let inserted = conn
         .prepare_cached(
-            "INSERT INTO metrics_5s (target_id, ts, variant_id, elapsed_ms, data) VALUES (?1, ?2, ?3, ?4, ?5)
-             ON CONFLICT(ts, target_id) DO NOTHING",
+            "INSERT INTO metrics_5s (ts_target, variant_id, elapsed_ms, data) VALUES (?1, ?2, ?3, ?4)
+             ON CONFLICT(ts_target) DO NOTHING",
         )?
-        .execute(params![row.target_id, row.ts_ms, vid, row.elapsed_ms, data])?;
+        .execute(params![raw_key(row.ts_ms, row.target_id)?, vid, row.elapsed_ms, data])?;
     if inserted == 0 {
         let names = variant_names(conn)?;
         if let Some(mut existing) = row_at(conn, Table::Raw, row.target_id, row.ts_ms, &names)? {
@@ -303,10 +304,9 @@ pub fn replace_row(conn: &Connection, table: Table, row: &TargetRow) -> Result<(
     match table {
         Table::Raw => conn
             .prepare_cached(
-                "INSERT OR REPLACE INTO metrics_5s (target_id, ts, variant_id, elapsed_ms, data)
-                 VALUES (?1, ?2, ?3, ?4, ?5)",
+                "INSERT OR REPLACE INTO metrics_5s (ts_target, variant_id, elapsed_ms, data) VALUES (?1, ?2, ?3, ?4)",
             )?
-            .execute(params![row.target_id, row.ts_ms, vid, row.elapsed_ms, data])?,
+            .execute(params![raw_key(row.ts_ms, row.target_id)?, vid, row.elapsed_ms, data])?,
         Table::Rollup | Table::Coarse => conn
             .prepare_cached(&format!(
                 "INSERT OR REPLACE INTO {} (target_id, ts, variant_id, elapsed_ms, data, present_ms)

@@ -1,9 +1,10 @@
 //! Schema and migrations, keyed on SQLite's `user_version`.
 //!
 //! Rows live in `WITHOUT ROWID` tables, so the key is stored once and no secondary index is
-//! needed. Raw rows (written every tick) are keyed `(ts, target_id)`: a tick appends at the end
-//! of the table, and readers scan a time range once for every target. Open 1 min rows are keyed
-//! the same way (a minute's rows are appended together) with an index `(target_id, ts)` for
+//! needed. Raw rows (written every tick) are keyed by time, then target, in one integer (a
+//! rowid table whose rowid is `ts << 20 | target_id`, `store::table::raw_key`): a tick appends
+//! at the end of the table, and readers scan a time range once for every target. Open 1 min
+//! rows are keyed `(ts, target_id)` `WITHOUT ROWID` (a minute's rows are appended together) with an index `(target_id, ts)` for
 //! readers by target; 10 min rows (written every 10 minutes) are keyed `(target_id, ts)`: a
 //! target's long range is one key range.
 //! `auto_vacuum = INCREMENTAL` is set before the first table exists, so retention can hand freed
@@ -249,6 +250,30 @@ const MIGRATIONS: &[&str] = &[
     DROP TABLE state_log;
     ALTER TABLE state_log_appended RENAME TO state_log;
 ",
+    "
+    -- Raw rows in a rowid table whose rowid is the key, ts << 20 | target_id (store::table::
+    -- raw_key): rows still sort by time, then target, and a tick's rows appended in key order
+    -- fill the last page and start a new one, where the (ts, target_id) WITHOUT ROWID b-tree
+    -- rebalanced the last pages with their neighbours at every split (about a third more pages
+    -- written). ts and target_id stay readable as columns computed from the key (not stored);
+    -- every statement of the store filters and orders on ts_target itself. A row whose target
+    -- or time the key cannot hold fails the migration (NOT NULL) rather than being lost.
+    CREATE TABLE metrics_5s_keyed (
+        ts_target  INTEGER PRIMARY KEY,
+        variant_id INTEGER NOT NULL,
+        elapsed_ms INTEGER NOT NULL,
+        data       BLOB NOT NULL,
+        ts         INTEGER GENERATED ALWAYS AS (ts_target >> 20) VIRTUAL,
+        target_id  INTEGER GENERATED ALWAYS AS (ts_target & 1048575) VIRTUAL
+    );
+    INSERT INTO metrics_5s_keyed (ts_target, variant_id, elapsed_ms, data)
+        SELECT (ts << 20) | target_id, variant_id, elapsed_ms,
+               CASE WHEN target_id BETWEEN 0 AND 1048575 AND ts BETWEEN -8796093022208 AND 8796093022207
+                    THEN data END
+        FROM metrics_5s ORDER BY ts, target_id;
+    DROP TABLE metrics_5s;
+    ALTER TABLE metrics_5s_keyed RENAME TO metrics_5s;
+",
 ];
 
 /// The schema version this build writes.
@@ -312,6 +337,73 @@ mod tests {
         let keys: Vec<(i64, i64)> =
             stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?))).unwrap().map(Result::unwrap).collect();
         assert_eq!(keys, vec![(5_000, 1), (5_000, 2), (10_000, 1)], "every row, in time order");
+    }
+
+    /// A database at the schema before the integer-keyed raw table, with raw rows `(target, ts)`.
+    fn before_integer_key(rows: &[(i64, i64)]) -> (Connection, usize) {
+        let c = Connection::open_in_memory().unwrap();
+        let before = MIGRATIONS.iter().position(|m| m.contains("metrics_5s_keyed")).unwrap();
+        for sql in &MIGRATIONS[..before] {
+            c.execute_batch(sql).unwrap();
+        }
+        c.pragma_update(None, "user_version", before as i64).unwrap();
+        for &(target, ts) in rows {
+            c.execute(
+                "INSERT INTO metrics_5s (target_id, ts, variant_id, elapsed_ms, data) VALUES (?1, ?2, 3, 4000, ?3)",
+                rusqlite::params![target, ts, format!("{target}@{ts}").into_bytes()],
+            )
+            .unwrap();
+        }
+        (c, before)
+    }
+
+    #[test]
+    fn raw_rows_written_before_the_integer_key_are_kept_under_it() {
+        let (mut c, _) = before_integer_key(&[(2, 5_000), (1, 10_000), (1_048_575, 5_000), (1, 5_000), (7, -5_000)]);
+        migrate(&mut c).unwrap();
+        let mut stmt = c
+            .prepare("SELECT ts_target, ts, target_id, variant_id, elapsed_ms, data FROM metrics_5s ORDER BY ts_target")
+            .unwrap();
+        let rows: Vec<(i64, i64, i64, i64, i64, Vec<u8>)> = stmt
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?)))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        let keys: Vec<(i64, i64)> = rows.iter().map(|r| (r.1, r.2)).collect();
+        assert_eq!(
+            keys,
+            vec![(-5_000, 7), (5_000, 1), (5_000, 2), (5_000, 1_048_575), (10_000, 1)],
+            "every row, in time then target order"
+        );
+        for (key, ts, target, variant, elapsed, data) in rows {
+            assert_eq!(key, super::super::table::raw_key(ts, target).unwrap());
+            assert_eq!((variant, elapsed, data), (3, 4000, format!("{target}@{ts}").into_bytes()));
+        }
+        let rowid_table: i64 =
+            c.query_row("SELECT count(*) FROM pragma_index_list('metrics_5s')", [], |r| r.get(0)).unwrap();
+        assert_eq!(rowid_table, 0, "the rowid is the key: no other b-tree");
+        // A time range (as `sealed::scan` reads it) is one range of the rowid.
+        let plan: Vec<String> = c
+            .prepare(
+                "EXPLAIN QUERY PLAN SELECT ts, target_id, data FROM metrics_5s
+                 WHERE ts_target > ?1 AND ts_target <= ?2 ORDER BY ts_target",
+            )
+            .unwrap()
+            .query_map([0, 1], |r| r.get(3))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        assert!(plan.iter().any(|p| p.contains("INTEGER PRIMARY KEY (rowid>? AND rowid<?)")), "{plan:?}");
+    }
+
+    #[test]
+    fn a_raw_row_the_integer_key_cannot_hold_stops_the_migration_instead_of_being_lost() {
+        let (mut c, before) = before_integer_key(&[(1, 5_000), (1 << 20, 5_000)]);
+        assert!(migrate(&mut c).unwrap_err().to_string().contains("NOT NULL"));
+        let v: i64 = c.query_row("PRAGMA user_version", [], |r| r.get(0)).unwrap();
+        assert_eq!(v as usize, before, "nothing migrated");
+        let n: i64 = c.query_row("SELECT count(*) FROM metrics_5s", [], |r| r.get(0)).unwrap();
+        assert_eq!(n, 2, "the rows are where they were");
     }
 
     #[test]

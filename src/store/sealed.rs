@@ -26,10 +26,12 @@
 //! merge allows. No window is wider than the table's [`Layout::max_chunk_ms`], which bounds
 //! every lookup by time.
 //!
-//! Raw rows are keyed by time (`(ts, target_id)`: a tick's rows are appended together), open 1
-//! min rows too but with an index by target (what their readers use), 10 min rows and the rolled
-//! chunks by target (`(target_id, ts)`: their readers read target by target);
-//! [`Layout`] says which, and every statement here is written for the key it runs on.
+//! Raw rows are keyed by time then target in one integer (`ts_target`, the rowid: a tick's rows
+//! are appended together; `ts` and `target_id` are computed from it, so statements filter and
+//! order on the key itself), open 1 min rows by `(ts, target_id)` with an index by target (what
+//! their readers use), 10 min rows and the rolled chunks by target (`(target_id, ts)`: their
+//! readers read target by target); [`Layout`] says which, and every statement here is written
+//! for the key it runs on.
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap};
@@ -38,7 +40,7 @@ use rusqlite::{Connection, OptionalExtension, params};
 
 use super::StoreError;
 use super::chunk::{self, ChunkRow, ChunkRows, ChunkWriter, Scratch};
-use super::table::Table;
+use super::table::{Table, raw_key, raw_key_through};
 use crate::clock::bucket_end;
 
 /// Windows sealed per table per downsampler run at most, so a first run on a database full of
@@ -97,6 +99,38 @@ impl Layout {
         if self.rolled { "present_ms" } else { "0" }
     }
 
+    /// Rows with `after < ts`, the parameter `after` bound to [`Layout::bound`] of the time: a
+    /// range of the raw table's key.
+    fn after(self, after: &str) -> String {
+        if self.rolled { format!("ts > {after}") } else { format!("ts_target > {after}") }
+    }
+
+    /// Rows with `ts <= until`, the parameter `until` bound to [`Layout::bound`] of the time.
+    fn through(self, until: &str) -> String {
+        if self.rolled { format!("ts <= {until}") } else { format!("ts_target <= {until}") }
+    }
+
+    /// What a time filter of [`Layout::after`] or [`Layout::through`] is bound to: the time, or
+    /// for raw rows the greatest key at that time.
+    fn bound(self, ts: i64) -> i64 {
+        if self.rolled { ts } else { raw_key_through(ts) }
+    }
+
+    /// Time order (then target order), as the key gives it.
+    fn order(self) -> &'static str {
+        if self.rolled { "ts, target_id" } else { "ts_target" }
+    }
+
+    /// The time column's oldest (`agg` MIN) or newest (MAX) value, as a scalar subquery the key
+    /// answers by looking at one end of it.
+    fn edge(self, agg: &str) -> String {
+        if self.rolled {
+            format!("(SELECT {agg}(ts) FROM {})", self.open)
+        } else {
+            format!("((SELECT {agg}(ts_target) FROM {}) >> {})", self.open, super::table::RAW_TARGET_BITS)
+        }
+    }
+
     /// Filter on the target (parameter `?n`, NULL for every target) that the table's key can
     /// use: rolled tables are read by target first, so they take one target at a time (every
     /// target's rows of a rolled table are read by a full scan, which nothing does).
@@ -111,12 +145,9 @@ impl Layout {
     /// Rows of every live target in a time range (`?1 < ts <= ?2`): one range for raw rows,
     /// one range per target for rolled ones (rows of a target no longer registered stay open,
     /// as retention leaves them).
-    fn window_filter(self) -> &'static str {
-        if self.rolled {
-            "target_id IN (SELECT id FROM targets) AND ts > ?1 AND ts <= ?2"
-        } else {
-            "ts > ?1 AND ts <= ?2"
-        }
+    fn window_filter(self) -> String {
+        let range = format!("{} AND {}", self.after("?1"), self.through("?2"));
+        if self.rolled { format!("target_id IN (SELECT id FROM targets) AND {range}") } else { range }
     }
 }
 
@@ -165,12 +196,15 @@ pub(crate) fn scan(
     let _snapshot = if conn.is_autocommit() { Some(conn.unchecked_transaction()?) } else { None };
     let mut open_stmt = conn.prepare_cached(&format!(
         "SELECT ts, target_id, variant_id, elapsed_ms, data, {} FROM {}
-         WHERE {} AND ts > ?1 AND ts <= ?2 ORDER BY ts, target_id",
+         WHERE {} AND {} AND {} ORDER BY {}",
         l.presence(),
         l.open,
-        l.target_filter(3, only)
+        l.target_filter(3, only),
+        l.after("?1"),
+        l.through("?2"),
+        l.order()
     ))?;
-    let mut open_rows = open_stmt.query(params![after, until, only])?;
+    let mut open_rows = open_stmt.query(params![l.bound(after), l.bound(until), only])?;
     // Chunks without a row in the range (their first and last rows are in the index) are not
     // read: a lookup near a window's edge decodes only the chunk that holds its row.
     let mut chunk_stmt = conn.prepare_cached(&format!(
@@ -376,8 +410,11 @@ pub(crate) fn newest_through(
     t0: i64,
 ) -> Result<Option<FoundRow>, StoreError> {
     let l = Layout::of(table);
-    let open =
-        time_of(conn, &format!("SELECT ts FROM {} WHERE {{}} ts <= ?2 ORDER BY ts DESC", l.open), (target_id, t0))?;
+    let open = time_of(
+        conn,
+        &format!("SELECT ts FROM {} WHERE {{}} {} ORDER BY {} DESC", l.open, l.through("?2"), l.order()),
+        (target_id, l.bound(t0)),
+    )?;
     let sealed = time_of(
         conn,
         &format!(
@@ -402,7 +439,11 @@ pub(crate) fn oldest_after(
     t0: i64,
 ) -> Result<Option<FoundRow>, StoreError> {
     let l = Layout::of(table);
-    let open = time_of(conn, &format!("SELECT ts FROM {} WHERE {{}} ts > ?2 ORDER BY ts", l.open), (target_id, t0))?;
+    let open = time_of(
+        conn,
+        &format!("SELECT ts FROM {} WHERE {{}} {} ORDER BY {}", l.open, l.after("?2"), l.order()),
+        (target_id, l.bound(t0)),
+    )?;
     // Chunks holding a row after t0 end after it, so they start less than a window before it.
     let sealed = time_of(
         conn,
@@ -420,7 +461,7 @@ pub(crate) fn oldest_after(
 }
 
 /// The first value a query about one target selects: `sql` has `{}` where the target's filter
-/// goes, `?1` is the target and `?2` the time.
+/// goes, `?1` is the target and `?2` the time (for an open table, as [`Layout::bound`] gives it).
 fn time_of(conn: &Connection, sql: &str, (target_id, t0): (i64, i64)) -> Result<Option<i64>, StoreError> {
     let sql = format!("{} LIMIT 1", sql.replacen("{}", "target_id = ?1 AND", 1));
     Ok(conn.prepare_cached(&sql)?.query_row(params![target_id, t0], |r| r.get(0)).optional()?)
@@ -452,7 +493,7 @@ pub(crate) fn seal(conn: &mut Connection, table: Table, width_ms: i64, through_m
     let oldest_sql = if l.rolled {
         format!("SELECT MIN((SELECT MIN(ts) FROM {} WHERE target_id = t.id)) FROM targets t", l.open)
     } else {
-        format!("SELECT MIN(ts) FROM {}", l.open)
+        format!("SELECT {}", l.edge("MIN"))
     };
     let mut sealed = 0;
     let mut scratch = Scratch::default();
@@ -479,12 +520,13 @@ fn seal_window(
     let mut writers: BTreeMap<i64, ChunkWriter> = BTreeMap::new();
     {
         let mut stmt = tx.prepare_cached(&format!(
-            "SELECT ts, target_id, variant_id, elapsed_ms, data, {} FROM {} WHERE {} ORDER BY ts, target_id",
+            "SELECT ts, target_id, variant_id, elapsed_ms, data, {} FROM {} WHERE {} ORDER BY {}",
             l.presence(),
             l.open,
-            l.window_filter()
+            l.window_filter(),
+            l.order()
         ))?;
-        let mut rows = stmt.query(params![start, end])?;
+        let mut rows = stmt.query(params![l.bound(start), l.bound(end)])?;
         while let Some(r) = rows.next()? {
             let data = r.get_ref(4)?.as_blob().map_err(rusqlite::Error::from)?;
             let row =
@@ -497,7 +539,7 @@ fn seal_window(
         sealed += writer.rows();
         put_chunk(&tx, l, (start, end), target_id, writer, scratch)?;
     }
-    tx.execute(&format!("DELETE FROM {} WHERE {}", l.open, l.window_filter()), params![start, end])?;
+    tx.execute(&format!("DELETE FROM {} WHERE {}", l.open, l.window_filter()), params![l.bound(start), l.bound(end)])?;
     tx.execute(
         "INSERT INTO meta (key, value) VALUES (?1, ?2) ON CONFLICT(key) DO UPDATE SET value = max(value, excluded.value)",
         params![l.sealed_key, end],
@@ -575,20 +617,25 @@ pub(crate) fn unseal(conn: &Connection, table: Table, target_id: i64, ts: i64) -
         ))?
         .query_map(params![ts.saturating_sub(l.max_chunk_ms), ts, target_id], |r| r.get(0))?
         .collect::<Result<_, _>>()?;
-    let mut insert = conn.prepare_cached(&format!(
-        "INSERT INTO {} (target_id, ts, variant_id, elapsed_ms, data{}) VALUES (?1, ?2, ?3, ?4, ?5{})
-         ON CONFLICT DO NOTHING",
-        l.open,
-        if l.rolled { ", present_ms" } else { "" },
-        if l.rolled { ", ?6" } else { "" },
-    ))?;
+    let mut insert = conn.prepare_cached(&if l.rolled {
+        format!(
+            "INSERT INTO {} (target_id, ts, variant_id, elapsed_ms, data, present_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+             ON CONFLICT DO NOTHING",
+            l.open
+        )
+    } else {
+        format!(
+            "INSERT INTO {} (ts_target, variant_id, elapsed_ms, data) VALUES (?1, ?2, ?3, ?4) ON CONFLICT DO NOTHING",
+            l.open
+        )
+    })?;
     for &start in &covering {
         let Some(blob) = take_chunk(conn, l, start, target_id)? else { continue };
         for r in chunk::decode_all(start, blob)? {
             if l.rolled {
                 insert.execute(params![target_id, r.ts, r.variant_id, r.elapsed_ms, r.data, r.present_ms])?;
             } else {
-                insert.execute(params![target_id, r.ts, r.variant_id, r.elapsed_ms, r.data])?;
+                insert.execute(params![raw_key(r.ts, target_id)?, r.variant_id, r.elapsed_ms, r.data])?;
             }
         }
     }
@@ -601,7 +648,8 @@ pub(crate) fn delete_through(conn: &Connection, table: Table, cutoff: i64) -> Re
     let l = Layout::of(table);
     // Rolled rows: per live target (what the key serves), as retention always trimmed them.
     let targets = if l.rolled { "target_id IN (SELECT id FROM targets) AND " } else { "" };
-    let open = conn.execute(&format!("DELETE FROM {} WHERE {targets}ts <= ?1", l.open), [cutoff])?;
+    let open =
+        conn.execute(&format!("DELETE FROM {} WHERE {targets}{}", l.open, l.through("?1")), [l.bound(cutoff)])?;
     let whole = format!("{targets}start_ts < ?1 AND end_ts <= ?1");
     let sealed: i64 =
         conn.query_row(&format!("SELECT COALESCE(SUM(rows), 0) FROM {} WHERE {whole}", l.chunks), [cutoff], |r| {
@@ -626,7 +674,7 @@ pub(crate) fn oldest_ts(conn: &Connection, table: Table) -> Result<Option<i64>, 
 fn edge_ts(conn: &Connection, table: Table, newest: bool) -> Result<Option<i64>, StoreError> {
     let l = Layout::of(table);
     let (agg, edge, cmp, op) = if newest { ("MAX", "last_ts", ">", "-") } else { ("MIN", "first_ts", "<", "+") };
-    let open: Option<i64> = conn.query_row(&format!("SELECT {agg}(ts) FROM {}", l.open), [], |r| r.get(0))?;
+    let open: Option<i64> = conn.query_row(&format!("SELECT {}", l.edge(agg)), [], |r| r.get(0))?;
     let sealed: Option<i64> = conn.query_row(
         &format!(
             "SELECT {agg}({edge}) FROM {0} WHERE start_ts {cmp} (SELECT {agg}(start_ts) FROM {0}) {op} ?1",
@@ -663,8 +711,8 @@ mod tests {
             for target in [1, 2] {
                 let data = format!("row {ts} of {target}, some bytes that repeat").into_bytes();
                 c.execute(
-                    "INSERT INTO metrics_5s (target_id, ts, variant_id, elapsed_ms, data) VALUES (?1, ?2, 1, 5000, ?3)",
-                    params![target, ts, data],
+                    "INSERT INTO metrics_5s (ts_target, variant_id, elapsed_ms, data) VALUES (?1, 1, 5000, ?2)",
+                    params![raw_key(ts, target).unwrap(), data],
                 )
                 .unwrap();
                 rows.push((ts, target, data));

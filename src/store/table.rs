@@ -22,3 +22,67 @@ impl Table {
         }
     }
 }
+
+/// Bits of a raw row's key that hold its target id: the key is `ts << 20 | target_id`, so rows
+/// sort by time, then target, and a tick's rows are appended at the end of the table's b-tree
+/// (a rowid table, whose rightmost page SQLite splits without rebalancing its neighbours).
+/// Room: target ids below 2^20, times (ms) below 2^43 (the year 2248).
+pub(crate) const RAW_TARGET_BITS: u32 = 20;
+/// The target id's part of a raw key.
+pub(crate) const RAW_TARGET_MASK: i64 = (1 << RAW_TARGET_BITS) - 1;
+/// The earliest and latest times a raw key holds.
+const RAW_TS_MIN: i64 = i64::MIN >> RAW_TARGET_BITS;
+const RAW_TS_MAX: i64 = i64::MAX >> RAW_TARGET_BITS;
+
+/// The key of a raw row; an error for a target id or time the key has no room for, which is
+/// refused rather than stored under another row's key.
+pub(crate) fn raw_key(ts: i64, target_id: i64) -> Result<i64, rusqlite::Error> {
+    if !(0..=RAW_TARGET_MASK).contains(&target_id) {
+        return Err(rusqlite::Error::IntegralValueOutOfRange(0, target_id));
+    }
+    if !(RAW_TS_MIN..=RAW_TS_MAX).contains(&ts) {
+        return Err(rusqlite::Error::IntegralValueOutOfRange(1, ts));
+    }
+    Ok((ts << RAW_TARGET_BITS) | target_id)
+}
+
+/// The greatest raw key at a time (any time: clamped to what a key holds): rows with `ts > a`
+/// are those with `key > raw_key_through(a)`, rows with `ts <= b` those with
+/// `key <= raw_key_through(b)`, so every time range is one key range. Computed here and bound
+/// as a plain integer: the same bound written in SQL (`min`, `max`, shifts) made a multi-row
+/// DELETE open a statement journal, which spilled every page it changed to a temporary file.
+pub(crate) fn raw_key_through(ts: i64) -> i64 {
+    (ts.clamp(RAW_TS_MIN, RAW_TS_MAX) << RAW_TARGET_BITS) | RAW_TARGET_MASK
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn raw_keys_sort_by_time_then_target_and_refuse_what_they_cannot_hold() {
+        let mut keys = [
+            raw_key(10_000, 1).unwrap(),
+            raw_key(5_000, RAW_TARGET_MASK).unwrap(),
+            raw_key(5_000, 0).unwrap(),
+            raw_key(-5_000, 3).unwrap(),
+        ];
+        keys.sort();
+        let decoded: Vec<(i64, i64)> = keys.iter().map(|k| (k >> RAW_TARGET_BITS, k & RAW_TARGET_MASK)).collect();
+        assert_eq!(decoded, vec![(-5_000, 3), (5_000, 0), (5_000, RAW_TARGET_MASK), (10_000, 1)]);
+        assert!(raw_key(0, RAW_TARGET_MASK + 1).is_err());
+        assert!(raw_key(0, -1).is_err());
+        assert!(raw_key(RAW_TS_MAX + 1, 1).is_err());
+        assert!(raw_key(RAW_TS_MIN - 1, 1).is_err());
+        assert_eq!(raw_key(RAW_TS_MAX, RAW_TARGET_MASK).unwrap(), i64::MAX);
+    }
+
+    #[test]
+    fn a_time_range_is_the_key_range_between_their_greatest_keys() {
+        assert_eq!(raw_key_through(5_000), raw_key(5_000, RAW_TARGET_MASK).unwrap());
+        assert!(raw_key_through(5_000) < raw_key(5_001, 0).unwrap());
+        assert_eq!(raw_key_through(-1), -1);
+        assert_eq!(raw_key_through(i64::MAX), i64::MAX);
+        assert_eq!(raw_key_through(i64::MIN), (RAW_TS_MIN << RAW_TARGET_BITS) | RAW_TARGET_MASK);
+    }
+}

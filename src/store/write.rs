@@ -345,7 +345,12 @@ pub fn write_batch(conn: &mut Connection, batch: &WriteBatch, rollup_ms: i64) ->
     let mut watermarks = Watermarks::read(&tx)?;
     let sealed_through = super::sealed::sealed_through(&tx, query::Table::Raw)?;
     let mut changed_served = false;
-    for row in &batch.rows {
+    // In key order (time, then target), so each row is appended after the raw table's last one
+    // and filled pages are left as they are; the sort is stable, so two rows of one target and
+    // bucket still merge in the order they came.
+    let mut rows: Vec<&crate::point::TargetRow> = batch.rows.iter().collect();
+    rows.sort_by_key(|r| (r.ts_ms, r.target_id));
+    for row in rows {
         changed_served |= query::upsert_raw_row(&tx, row, sealed_through)?;
         changed_served |= watermarks.reopen(&tx, row.ts_ms, rollup_ms)?;
     }
