@@ -58,6 +58,14 @@ pub enum StoreError {
     /// A stored target state could not be decoded.
     #[error("target state: {0}")]
     State(#[from] serde_json::Error),
+    /// A target registered beyond the ids a raw row's key holds (`table::RAW_TARGET_BITS`):
+    /// refused at registration, so that target is not scraped, rather than every later batch
+    /// failing on its rows.
+    #[error(
+        "target id {0} is beyond the {max} targets one database can hold (every URL ever scraped, discovered pods included, has its own); start with a new DB_PATH",
+        max = table::RAW_TARGET_MASK
+    )]
+    TooManyTargets(i64),
 }
 
 impl StoreError {
@@ -81,6 +89,7 @@ impl StoreError {
             StoreError::Pool(_) => "No database connection could be opened within 5 s.",
             StoreError::Join(_) => "The database task failed.",
             StoreError::Codec(_) | StoreError::State(_) => "A stored row could not be read back.",
+            StoreError::TooManyTargets(_) => "The database holds as many targets as it can; start with a new DB_PATH.",
         }
     }
 }

@@ -142,7 +142,12 @@ pub fn register_targets(
         insert.execute(params![url, variant, now_ms])?;
     }
     let all = targets(conn)?;
-    Ok(urls_and_variants.iter().filter_map(|(url, _)| all.iter().find(|t| &t.url == url).cloned()).collect())
+    let chosen: Vec<StoredTarget> =
+        urls_and_variants.iter().filter_map(|(url, _)| all.iter().find(|t| &t.url == url).cloned()).collect();
+    if let Some(t) = chosen.iter().find(|t| t.id > super::table::RAW_TARGET_MASK) {
+        return Err(StoreError::TooManyTargets(t.id));
+    }
+    Ok(chosen)
 }
 
 /// The journal entries of one target written after its checkpoint, oldest first.
@@ -686,6 +691,17 @@ mod tests {
     fn journal(c: &Connection) -> Vec<(i64, i64)> {
         let mut stmt = c.prepare("SELECT target_id, ts FROM state_log ORDER BY target_id, ts").unwrap();
         stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?))).unwrap().map(Result::unwrap).collect()
+    }
+
+    #[test]
+    fn a_target_beyond_the_raw_keys_room_is_refused_at_registration() {
+        let last = super::super::table::RAW_TARGET_MASK;
+        let c = journal_db(&[(last, None)], &[]);
+        let fits = register_targets(&c, &[(format!("http://pod-{last}/metrics"), "p".into())], 0).unwrap();
+        assert_eq!(fits[0].id, last);
+        // The next URL gets the next id, which a raw row's key cannot hold.
+        let refused = register_targets(&c, &[("http://pod-new/metrics".into(), "p".into())], 0);
+        assert!(matches!(refused, Err(StoreError::TooManyTargets(id)) if id == last + 1), "{refused:?}");
     }
 
     fn journal_db(targets: &[(i64, Option<i64>)], entries: &[(i64, i64)]) -> Connection {
