@@ -13,7 +13,8 @@
 //!   connection task put two task switches and three channel hand-offs (request, head, body)
 //!   on every request; under load each switch waits its turn in the runtime's queue, which cost
 //!   more latency than CPU. An idle pooled connection is not polled, so an upstream's close is
-//!   noticed when the connection is next taken (then the next one is tried).
+//!   noticed when the connection is next taken (then the next one is tried), and connections
+//!   idle past 90 s are closed as others come back.
 //! - `UPSTREAM_CONNECT_TIMEOUT` around connecting (TCP, and the TLS handshake for `https`).
 //! - `UPSTREAM_IDLE_TIMEOUT`, the longest silence: waiting for the response head, then between
 //!   body chunks. One timer per attempt is armed when the request is sent; a chunk only notes
@@ -89,7 +90,10 @@ struct Target {
 /// Idle connections and the deadlines; shared by the client and the bodies that give their
 /// connection back.
 struct Pool {
+    /// Oldest first: a connection goes back at the end and is taken from the end.
     idle: Mutex<Vec<Idle>>,
+    /// How long an idle connection is reused ([`POOL_IDLE`]; shorter in tests).
+    max_idle: Duration,
 }
 
 struct Idle {
@@ -237,7 +241,8 @@ impl Client {
             path_prefix: base.path().trim_end_matches('/').to_owned(),
             tls,
         };
-        Ok(Self { target, pool: Arc::new(Pool { idle: Mutex::new(Vec::new()) }), connect_timeout, idle_timeout })
+        let pool = Arc::new(Pool { idle: Mutex::new(Vec::new()), max_idle: POOL_IDLE });
+        Ok(Self { target, pool, connect_timeout, idle_timeout })
     }
 
     /// The request target sent upstream: `ZAI_TARGET_URL`'s path, then the client's path and
@@ -325,7 +330,7 @@ impl Client {
     fn checkout(&self) -> Option<Link> {
         let Ok(mut idle) = self.pool.idle.lock() else { return None };
         while let Some(c) = idle.pop() {
-            if !c.link.ended && !c.link.sender.is_closed() && c.since.elapsed() < POOL_IDLE {
+            if !c.link.ended && !c.link.sender.is_closed() && c.since.elapsed() < self.pool.max_idle {
                 return Some(c.link);
             }
         }
@@ -405,10 +410,16 @@ impl Body {
     /// The answer was read to the end: the connection can carry the next request.
     fn release(&mut self) {
         self.state = BodyState::Ended;
-        if let Some(link) = self.link.take()
-            && !link.ended
-            && let Ok(mut idle) = self.pool.idle.lock()
-        {
+        let Some(link) = self.link.take() else { return };
+        let Ok(mut idle) = self.pool.idle.lock() else { return };
+        // Nothing polls an idle connection, so one the upstream closed would hold its socket
+        // until taken again; those past `max_idle` are closed here, oldest first, as others
+        // come back (a pool used at all is swept within a request of expiry).
+        let max = self.pool.max_idle;
+        if idle.first().is_some_and(|c| c.since.elapsed() >= max) {
+            idle.retain(|c| c.since.elapsed() < max);
+        }
+        if !link.ended {
             idle.push(Idle { link, since: Instant::now() });
         }
     }
@@ -618,6 +629,36 @@ mod tests {
             "one new task: the upstream's side of the connection, none on the client's"
         );
         assert_eq!(client.pool.idle.lock().unwrap().len(), 1, "back in the pool once read");
+    }
+
+    /// Idle connections are not polled, so expired ones are closed when another comes back:
+    /// of two idle since the start, the one left unused past the pool's limit is gone after the
+    /// other served a request (it would otherwise keep its socket until taken again).
+    #[tokio::test]
+    async fn expired_idle_connections_are_closed_when_another_comes_back() {
+        let (url, accepted) = upstream(|mut tcp| async move {
+            while read_head(&mut tcp).await.is_some() {
+                tcp.write_all(OK).await.unwrap();
+            }
+        })
+        .await;
+        let mut client = Client::new(&url, Duration::from_secs(10), Duration::from_secs(10)).unwrap();
+        let max_idle = Duration::from_secs(1);
+        client.pool = Arc::new(Pool { idle: Mutex::new(Vec::new()), max_idle });
+        let (a, b) = (client.send(get(&client, "/x")).await.unwrap(), client.send(get(&client, "/x")).await.unwrap());
+        for resp in [a, b] {
+            assert_eq!(read_all(resp.into_body()).await.unwrap(), b"ok");
+        }
+        assert_eq!((client.pool.idle.lock().unwrap().len(), accepted.load(Ordering::SeqCst)), (2, 2));
+        // The newer idle connection serves two requests 0.6 s apart; by the second, the older
+        // one has been idle past the limit.
+        for _ in 0..2 {
+            tokio::time::sleep(max_idle * 6 / 10).await;
+            let resp = client.send(get(&client, "/x")).await.unwrap();
+            assert_eq!(read_all(resp.into_body()).await.unwrap(), b"ok");
+        }
+        assert_eq!(client.pool.idle.lock().unwrap().len(), 1, "the expired connection was closed");
+        assert_eq!(accepted.load(Ordering::SeqCst), 2, "no new connection was needed");
     }
 
     #[tokio::test]
