@@ -6,8 +6,15 @@
 //! state) is mostly unused work per request. This one keeps only what forwarding needs:
 //!
 //! - a pool of idle `hyper` HTTP/1.1 connections, the last returned used first. A connection
-//!   goes back when its answer was read to the end, from the task that read it (no task is
-//!   spawned per request); one whose answer was dropped half-read is closed by hyper.
+//!   goes back when its answer was read to the end; one whose answer was dropped half-read is
+//!   closed with it.
+//! - no task per connection: the request's own task drives its connection (writes the request,
+//!   reads the head and then the body, in the same polls that wait for them). A spawned
+//!   connection task put two task switches and three channel hand-offs (request, head, body)
+//!   on every request; under load each switch waits its turn in the runtime's queue, which cost
+//!   more latency than CPU. An idle pooled connection is not polled, so an upstream's close is
+//!   noticed when the connection is next taken (then the next one is tried), and connections
+//!   idle past 90 s are closed as others come back.
 //! - `UPSTREAM_CONNECT_TIMEOUT` around connecting (TCP, and the TLS handshake for `https`).
 //! - `UPSTREAM_IDLE_TIMEOUT`, the longest silence: waiting for the response head, then between
 //!   body chunks. One timer per attempt is armed when the request is sent; a chunk only notes
@@ -83,12 +90,110 @@ struct Target {
 /// Idle connections and the deadlines; shared by the client and the bodies that give their
 /// connection back.
 struct Pool {
+    /// Oldest first: a connection goes back at the end and is taken from the end.
     idle: Mutex<Vec<Idle>>,
+    /// How long an idle connection is reused ([`POOL_IDLE`]; shorter in tests).
+    max_idle: Duration,
 }
 
 struct Idle {
-    sender: SendRequest<Full<Bytes>>,
+    link: Link,
     since: Instant,
+}
+
+/// The byte stream of one upstream connection: TCP, or TLS over it.
+enum Io {
+    Plain(tokio::net::TcpStream),
+    Tls(Box<tokio_rustls::client::TlsStream<tokio::net::TcpStream>>),
+}
+
+impl AsyncRead for Io {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Io::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            Io::Tls(s) => Pin::new(&mut **s).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for Io {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+        match self.get_mut() {
+            Io::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            Io::Tls(s) => Pin::new(&mut **s).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        match self.get_mut() {
+            Io::Plain(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+            Io::Tls(s) => Pin::new(&mut **s).poll_write_vectored(cx, bufs),
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        match self {
+            Io::Plain(s) => s.is_write_vectored(),
+            Io::Tls(s) => s.is_write_vectored(),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Io::Plain(s) => Pin::new(s).poll_flush(cx),
+            Io::Tls(s) => Pin::new(&mut **s).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Io::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            Io::Tls(s) => Pin::new(&mut **s).poll_shutdown(cx),
+        }
+    }
+}
+
+type Connection = hyper::client::conn::http1::Connection<TokioIo<Io>, Full<Bytes>>;
+
+/// One upstream connection: its request sender and its state machine, which whoever waits on
+/// the connection (the request's task) drives; no task of its own.
+struct Link {
+    sender: SendRequest<Full<Bytes>>,
+    conn: Pin<Box<Connection>>,
+    /// The connection future finished (closed or failed): never polled again, never reused.
+    ended: bool,
+}
+
+impl Link {
+    /// Lets the connection make progress (write the request, read the answer, notice a close).
+    /// True when it has ended.
+    fn drive(&mut self, cx: &mut Context<'_>) -> bool {
+        if !self.ended
+            && let Poll::Ready(result) = self.conn.as_mut().poll(cx)
+        {
+            if let Err(e) = result {
+                tracing::debug!(error = %e, "Upstream connection ended with an error.");
+            }
+            self.ended = true;
+        }
+        self.ended
+    }
+
+    /// Drives the connection until it takes a request: true, or false when it ended first.
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<bool> {
+        if self.drive(cx) {
+            return Poll::Ready(false);
+        }
+        self.sender.poll_ready(cx).map(|r| r.is_ok())
+    }
 }
 
 /// The upstream client of one proxy.
@@ -136,7 +241,8 @@ impl Client {
             path_prefix: base.path().trim_end_matches('/').to_owned(),
             tls,
         };
-        Ok(Self { target, pool: Arc::new(Pool { idle: Mutex::new(Vec::new()) }), connect_timeout, idle_timeout })
+        let pool = Arc::new(Pool { idle: Mutex::new(Vec::new()), max_idle: POOL_IDLE });
+        Ok(Self { target, pool, connect_timeout, idle_timeout })
     }
 
     /// The request target sent upstream: `ZAI_TARGET_URL`'s path, then the client's path and
@@ -168,26 +274,32 @@ impl Client {
     ) -> Result<axum::http::Response<Body>, UpstreamError> {
         let mut timer = Box::pin(tokio::time::sleep(self.idle_timeout));
         loop {
-            let (mut sender, reused) = match self.checkout() {
-                Some(sender) => (sender, true),
+            let (mut link, reused) = match self.checkout() {
+                Some(link) => (link, true),
                 // Boxed: connecting (a TLS handshake's state) is most of this future's size, and
                 // a request's future is moved whole into a box; a pooled request never connects.
                 None => (Box::pin(self.connect()).await?, false),
             };
-            if reused && !sender.is_ready() {
-                // Its last answer was read, so hyper is about to take the next request.
+            if reused && !link.sender.is_ready() {
+                // Its last answer was read; driving it lets hyper finish that exchange.
                 let ready = tokio::select! {
                     biased;
-                    r = sender.ready() => r.is_ok(),
+                    r = std::future::poll_fn(|cx| link.poll_ready(cx)) => r,
                     () = timer.as_mut() => return Err(UpstreamError::Idle(self.idle_timeout)),
                 };
                 if !ready {
-                    continue;
+                    continue; // closed by the upstream while it sat idle
                 }
             }
+            let mut answer = std::pin::pin!(link.sender.try_send_request(req));
+            // The connection is driven first, so an answer read in this poll is taken at once.
+            let waiting = std::future::poll_fn(|cx| {
+                link.drive(cx);
+                answer.as_mut().poll(cx)
+            });
             let sent = tokio::select! {
                 biased;
-                r = sender.try_send_request(req) => r,
+                r = waiting => r,
                 () = timer.as_mut() => return Err(UpstreamError::Idle(self.idle_timeout)),
             };
             match sent {
@@ -198,7 +310,7 @@ impl Client {
                         inner: Some(incoming),
                         state,
                         pool: self.pool.clone(),
-                        sender: Some(sender),
+                        link: Some(link),
                         timer,
                         last_progress: Instant::now(),
                         idle_timeout: self.idle_timeout,
@@ -215,17 +327,17 @@ impl Client {
     }
 
     /// The most recently returned idle connection still open and young enough.
-    fn checkout(&self) -> Option<SendRequest<Full<Bytes>>> {
+    fn checkout(&self) -> Option<Link> {
         let Ok(mut idle) = self.pool.idle.lock() else { return None };
         while let Some(c) = idle.pop() {
-            if !c.sender.is_closed() && c.since.elapsed() < POOL_IDLE {
-                return Some(c.sender);
+            if !c.link.ended && !c.link.sender.is_closed() && c.since.elapsed() < self.pool.max_idle {
+                return Some(c.link);
             }
         }
         None
     }
 
-    async fn connect(&self) -> Result<SendRequest<Full<Bytes>>, UpstreamError> {
+    async fn connect(&self) -> Result<Link, UpstreamError> {
         let t = &self.target;
         let connecting = async {
             let tcp = tokio::net::TcpStream::connect((t.connect_host.as_str(), t.port))
@@ -234,10 +346,10 @@ impl Client {
             // Streamed chunks leave at once instead of waiting for the previous one's ACK.
             let _ = tcp.set_nodelay(true);
             match &t.tls {
-                None => handshake(tcp).await,
+                None => handshake(Io::Plain(tcp)).await,
                 Some((tls, name)) => {
                     let stream = tls.connect(name.clone(), tcp).await.map_err(UpstreamError::Connect)?;
-                    handshake(stream).await
+                    handshake(Io::Tls(Box::new(stream))).await
                 }
             }
         };
@@ -247,18 +359,10 @@ impl Client {
     }
 }
 
-/// HTTP/1.1 over `io`; the connection runs as its own task until either side closes it.
-async fn handshake<T>(io: T) -> Result<SendRequest<Full<Bytes>>, UpstreamError>
-where
-    T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-{
+/// HTTP/1.1 over `io`; the connection is driven by the tasks that use it (see [`Link`]).
+async fn handshake(io: Io) -> Result<Link, UpstreamError> {
     let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(io)).await.map_err(UpstreamError::Http)?;
-    tokio::spawn(async move {
-        if let Err(e) = conn.await {
-            tracing::debug!(error = %e, "Upstream connection ended with an error.");
-        }
-    });
-    Ok(sender)
+    Ok(Link { sender, conn: Box::pin(conn), ended: false })
 }
 
 /// TLS 1.2 and 1.3 with the platform's roots and the aws-lc-rs provider (what reqwest used),
@@ -286,7 +390,8 @@ pub(crate) struct Body {
     inner: Option<Incoming>,
     state: BodyState,
     pool: Arc<Pool>,
-    sender: Option<SendRequest<Full<Bytes>>>,
+    /// The connection, driven while the body is read; back to the pool at its end.
+    link: Option<Link>,
     timer: Pin<Box<Sleep>>,
     /// When the last chunk (or the head) arrived.
     last_progress: Instant,
@@ -305,10 +410,17 @@ impl Body {
     /// The answer was read to the end: the connection can carry the next request.
     fn release(&mut self) {
         self.state = BodyState::Ended;
-        if let Some(sender) = self.sender.take()
-            && let Ok(mut idle) = self.pool.idle.lock()
-        {
-            idle.push(Idle { sender, since: Instant::now() });
+        let Some(link) = self.link.take() else { return };
+        let Ok(mut idle) = self.pool.idle.lock() else { return };
+        // Nothing polls an idle connection, so one the upstream closed would hold its socket
+        // until taken again; those past `max_idle` are closed here, oldest first, as others
+        // come back (a pool used at all is swept within a request of expiry).
+        let max = self.pool.max_idle;
+        if idle.first().is_some_and(|c| c.since.elapsed() >= max) {
+            idle.retain(|c| c.since.elapsed() < max);
+        }
+        if !link.ended {
+            idle.push(Idle { link, since: Instant::now() });
         }
     }
 
@@ -341,14 +453,26 @@ impl http_body::Body for Body {
             return Poll::Ready(None);
         }
         let Some(inner) = this.inner.as_mut() else { return Poll::Ready(None) };
-        match Pin::new(inner).poll_frame(cx) {
+        // Asking for the body is what lets hyper read it: when the body is not ready, the
+        // connection is driven and the body asked again, so a body already in hyper's buffer is
+        // delivered in this same poll instead of on a wake-up of this task.
+        let polled = match Pin::new(&mut *inner).poll_frame(cx) {
+            Poll::Pending => {
+                if let Some(link) = this.link.as_mut() {
+                    link.drive(cx);
+                }
+                Pin::new(inner).poll_frame(cx)
+            }
+            ready => ready,
+        };
+        match polled {
             Poll::Ready(Some(Ok(frame))) => {
                 this.last_progress = Instant::now();
                 Poll::Ready(Some(Ok(frame)))
             }
             Poll::Ready(Some(Err(e))) => {
                 this.state = BodyState::Ended;
-                this.sender = None;
+                this.link = None;
                 Poll::Ready(Some(Err(UpstreamError::Http(e))))
             }
             Poll::Ready(None) => {
@@ -357,7 +481,7 @@ impl http_body::Body for Body {
             }
             Poll::Pending if this.idle_expired(cx) => {
                 this.state = BodyState::Ended;
-                this.sender = None; // hyper closes a connection whose answer was not read
+                this.link = None; // closes a connection whose answer was not read
                 this.inner = None;
                 Poll::Ready(Some(Err(UpstreamError::Idle(this.idle_timeout))))
             }
@@ -448,10 +572,13 @@ mod tests {
     #[tokio::test]
     async fn connections_are_reused_and_a_closed_one_is_replaced() {
         // The first connection answers twice, then closes without saying so; the client must
-        // reuse it for the second request and open a new one for the third.
+        // reuse it for the second request and, noticing the close when it takes the connection
+        // from the pool (nothing polls an idle one), open a new one for the third.
         let first = Arc::new(AtomicUsize::new(0));
+        let closed = Arc::new(AtomicUsize::new(0));
+        let closes = closed.clone();
         let (url, accepted) = upstream(move |mut tcp| {
-            let first = first.clone();
+            let (first, closes) = (first.clone(), closes.clone());
             async move {
                 let answers = if first.fetch_add(1, Ordering::SeqCst) == 0 { 2 } else { usize::MAX };
                 for _ in 0..answers {
@@ -459,6 +586,8 @@ mod tests {
                     assert!(head.starts_with("GET /base/x HTTP/1.1\r\n"), "{head}");
                     tcp.write_all(OK).await.unwrap();
                 }
+                drop(tcp);
+                closes.fetch_add(1, Ordering::SeqCst);
             }
         })
         .await;
@@ -467,15 +596,69 @@ mod tests {
             let resp = client.send(get(&client, "/x")).await.unwrap_or_else(|e| panic!("request {i}: {e:?}"));
             assert_eq!(read_all(resp.into_body()).await.unwrap(), b"ok");
             if i == 1 {
-                // Wait until the upstream's close reached the pooled connection.
+                // Wait until the upstream closed the pooled connection.
                 let deadline = std::time::Instant::now() + Duration::from_secs(30);
-                while client.pool.idle.lock().unwrap().iter().any(|c| !c.sender.is_closed()) {
-                    assert!(std::time::Instant::now() < deadline, "the closed connection never noticed");
+                while closed.load(Ordering::SeqCst) == 0 {
+                    assert!(std::time::Instant::now() < deadline, "the upstream never closed the connection");
                     tokio::time::sleep(Duration::from_millis(10)).await;
                 }
             }
         }
         assert_eq!(accepted.load(Ordering::SeqCst), 2, "one connection for two requests, a new one after the close");
+    }
+
+    /// The request's own task drives its connection: sending a request and reading its answer
+    /// spawns no task (a spawned connection task cost two task switches per request).
+    #[tokio::test]
+    async fn a_request_spawns_no_task_for_its_connection() {
+        let (url, _) = upstream(|mut tcp| async move {
+            while read_head(&mut tcp).await.is_some() {
+                tcp.write_all(OK).await.unwrap();
+            }
+        })
+        .await;
+        let client = Client::new(&url, Duration::from_secs(10), Duration::from_secs(10)).unwrap();
+        let metrics = tokio::runtime::Handle::current().metrics();
+        let before = metrics.num_alive_tasks(); // the test's upstream: its accept loop
+        let resp = client.send(get(&client, "/x")).await.unwrap();
+        assert_eq!(client.pool.idle.lock().unwrap().len(), 0, "the connection is in use");
+        assert_eq!(read_all(resp.into_body()).await.unwrap(), b"ok");
+        assert_eq!(
+            metrics.num_alive_tasks(),
+            before + 1,
+            "one new task: the upstream's side of the connection, none on the client's"
+        );
+        assert_eq!(client.pool.idle.lock().unwrap().len(), 1, "back in the pool once read");
+    }
+
+    /// Idle connections are not polled, so expired ones are closed when another comes back:
+    /// of two idle since the start, the one left unused past the pool's limit is gone after the
+    /// other served a request (it would otherwise keep its socket until taken again).
+    #[tokio::test]
+    async fn expired_idle_connections_are_closed_when_another_comes_back() {
+        let (url, accepted) = upstream(|mut tcp| async move {
+            while read_head(&mut tcp).await.is_some() {
+                tcp.write_all(OK).await.unwrap();
+            }
+        })
+        .await;
+        let mut client = Client::new(&url, Duration::from_secs(10), Duration::from_secs(10)).unwrap();
+        let max_idle = Duration::from_secs(1);
+        client.pool = Arc::new(Pool { idle: Mutex::new(Vec::new()), max_idle });
+        let (a, b) = (client.send(get(&client, "/x")).await.unwrap(), client.send(get(&client, "/x")).await.unwrap());
+        for resp in [a, b] {
+            assert_eq!(read_all(resp.into_body()).await.unwrap(), b"ok");
+        }
+        assert_eq!((client.pool.idle.lock().unwrap().len(), accepted.load(Ordering::SeqCst)), (2, 2));
+        // The newer idle connection serves two requests 0.6 s apart; by the second, the older
+        // one has been idle past the limit.
+        for _ in 0..2 {
+            tokio::time::sleep(max_idle * 6 / 10).await;
+            let resp = client.send(get(&client, "/x")).await.unwrap();
+            assert_eq!(read_all(resp.into_body()).await.unwrap(), b"ok");
+        }
+        assert_eq!(client.pool.idle.lock().unwrap().len(), 1, "the expired connection was closed");
+        assert_eq!(accepted.load(Ordering::SeqCst), 2, "no new connection was needed");
     }
 
     #[tokio::test]
