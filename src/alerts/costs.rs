@@ -370,6 +370,51 @@ mod tests {
         }
     }
 
+    /// A store with `pairs` registered at `t0`, read through the server's source with 5 s points
+    /// and 1 min rollups on a clock at `t0`; `plan`: the downsampler's, as the server runs it.
+    struct SpendStore {
+        _dir: tempfile::TempDir,
+        store: Store,
+        ids: Vec<i64>,
+        clock: Arc<ManualClock>,
+        source: StoreSource,
+        plan: downsample::Plan,
+    }
+
+    impl SpendStore {
+        fn new(pairs: &[(String, String)], t0: i64) -> Self {
+            let dir = tempfile::tempdir().unwrap();
+            let store = Store::open(&dir.path().join("spend.db")).unwrap();
+            let ids =
+                query::register_targets(&store.conn().unwrap(), pairs, t0).unwrap().iter().map(|t| t.id).collect();
+            let clock = Arc::new(ManualClock::new(t0));
+            let mut settings = crate::config::Settings::for_tests(vec![], "unused.db".into()).store();
+            settings.point_width = std::time::Duration::from_secs(5);
+            settings.rollup_width = std::time::Duration::from_secs(60);
+            let plan = settings.downsample_plan();
+            let source = StoreSource::new(store.clone(), settings, clock.clone());
+            Self { _dir: dir, store, ids, clock, source, plan }
+        }
+    }
+
+    /// A refresh at `now_ms` (the last report dropped), the report a whole read over the same
+    /// rate window gives, and how long the windows the refresh read were in all.
+    async fn refresh_and_read_whole(
+        kept: &mut Costs,
+        spans: &Spans<'_>,
+        now_ms: i64,
+        budgets: &Budgets,
+    ) -> (SpendReport, SpendReport, i64) {
+        kept.last = None;
+        spans.1.store(0, Ordering::SeqCst);
+        let got = kept.evaluate(spans, now_ms).await.unwrap();
+        let read = spans.1.load(Ordering::SeqCst);
+        let rate_from = now_ms - (got.rate_window_seconds * 1000.0).round() as i64;
+        let (series, _) = read_costs(spans.0, now_ms, rate_from).await.unwrap();
+        let want = forecast(&series, now_ms, budgets, now_ms - rate_from);
+        (got, want, read)
+    }
+
     /// Kept buckets give the report a whole read gives (over the same rate window), across a
     /// month's end, day ends and a late row, and a refresh reads only the newest stretch.
     #[tokio::test]
@@ -377,18 +422,9 @@ mod tests {
         const MIN: i64 = 60_000;
         // 2027-01-30 00:00 UTC: three and a half days across the end of January.
         let t0: i64 = 1_801_267_200_000;
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(&dir.path().join("spend.db")).unwrap();
         let pairs =
             [("http://a/m".to_owned(), "production".to_owned()), ("http://b/m".to_owned(), "canary".to_owned())];
-        let ids: Vec<i64> =
-            query::register_targets(&store.conn().unwrap(), &pairs, t0).unwrap().iter().map(|t| t.id).collect();
-        let clock = Arc::new(ManualClock::new(t0));
-        let mut settings = crate::config::Settings::for_tests(vec![], "unused.db".into()).store();
-        settings.point_width = std::time::Duration::from_secs(5);
-        settings.rollup_width = std::time::Duration::from_secs(60);
-        let plan = settings.downsample_plan(); // as the server runs it
-        let source = StoreSource::new(store.clone(), settings, clock.clone());
+        let SpendStore { _dir, store, ids, clock, source, plan } = SpendStore::new(&pairs, t0);
         let spans = Spans(&source, AtomicI64::new(0));
         let row = |k: usize, ts_ms: i64, usd: f64| {
             let mut r = TargetRow {
@@ -431,14 +467,8 @@ mod tests {
             }
             let now = t + 20_000;
             clock.advance_ms(now - clock.now_ms());
-            kept.last = None; // a refresh at every look
-            spans.1.store(0, Ordering::SeqCst);
-            let got = kept.evaluate(&spans, now).await.unwrap();
-            let read = spans.1.load(Ordering::SeqCst);
             // Against a whole read over the rate window the report used (whole while filling).
-            let rate_from = now - (got.rate_window_seconds * 1000.0).round() as i64;
-            let (series, _) = read_costs(&source, now, rate_from).await.unwrap();
-            let want = forecast(&series, now, &budgets, now - rate_from);
+            let (got, want, read) = refresh_and_read_whole(&mut kept, &spans, now, &budgets).await;
             let close = |a: f64, b: f64| (a - b).abs() <= 1e-9 * b.abs().max(1.0);
             let line = |r: &SpendReport| {
                 let l = &r.total;
@@ -474,15 +504,9 @@ mod tests {
         const TICK: i64 = 5_000;
         // 2027-01-12 00:00 UTC, on a 10-minute boundary.
         let t0: i64 = 1_799_712_000_000;
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(&dir.path().join("ticks.db")).unwrap();
         let pairs = [("http://a/m".to_owned(), "production".to_owned())];
-        let id = query::register_targets(&store.conn().unwrap(), &pairs, t0).unwrap()[0].id;
-        let clock = Arc::new(ManualClock::new(t0));
-        let mut settings = crate::config::Settings::for_tests(vec![], "unused.db".into()).store();
-        settings.point_width = std::time::Duration::from_millis(TICK as u64);
-        settings.rollup_width = std::time::Duration::from_secs(60);
-        let source = StoreSource::new(store.clone(), settings, clock.clone());
+        let SpendStore { _dir, store, ids, clock, source, .. } = SpendStore::new(&pairs, t0);
+        let id = ids[0];
         let spans = Spans(&source, AtomicI64::new(0));
         let budgets = Budgets { daily_usd: Some(10.0), monthly_usd: None };
         let mut kept = Costs::new(budgets);
@@ -511,13 +535,8 @@ mod tests {
             let now = t + 500;
             clock.advance_ms(now - clock.now_ms());
             let buckets_before = kept.kept.buckets.len();
-            kept.last = None; // a refresh at every tick, as while the data covers under an hour
-            spans.1.store(0, Ordering::SeqCst);
-            let got = kept.evaluate(&spans, now).await.unwrap();
-            let read = spans.1.load(Ordering::SeqCst);
-            let rate_from = now - (got.rate_window_seconds * 1000.0).round() as i64;
-            let (series, _) = read_costs(&source, now, rate_from).await.unwrap();
-            let want = forecast(&series, now, &budgets, now - rate_from);
+            // A refresh at every tick, as while the data covers under an hour.
+            let (got, want, read) = refresh_and_read_whole(&mut kept, &spans, now, &budgets).await;
             let close = |a: f64, b: f64| (a - b).abs() <= 1e-9 * b.abs().max(1.0);
             assert!(
                 close(got.total.today_usd, want.total.today_usd) && close(got.total.month_usd, want.total.month_usd),
