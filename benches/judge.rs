@@ -252,12 +252,11 @@ fn spend_reads(rt: &tokio::runtime::Runtime, source: &StoreSource, now: i64, dat
         t.elapsed().as_secs_f64() * 1e3
     };
     let first = refresh(&mut costs, now);
-    let mut minute = 1;
-    while minute <= 13 {
+    const FILLED_AFTER: i64 = 13; // refreshes, a minute apart, until a day's buckets are read
+    for minute in 1..=FILLED_AFTER {
         refresh(&mut costs, now + minute * 61_000);
-        minute += 1;
     }
-    let times = (0..ROUNDS as i64).map(|k| refresh(&mut costs, now + (minute + k) * 61_000)).collect();
+    let times = (1..=ROUNDS as i64).map(|k| refresh(&mut costs, now + (FILLED_AFTER + k) * 61_000)).collect();
     println!("| the engine's first refresh, filling 12 buckets kept (`alerts::costs`) | {first:.2} ms |");
     println!("| a refresh once the buckets are filled (a minute apart) | {:.2} ms |", median(times));
 }

@@ -408,10 +408,7 @@ async fn load_targets(
 }
 
 fn restore_state(t: &StoredTarget) -> TargetState {
-    let parsed = t.state.as_ref().map(|s| {
-        s.decode().map_err(anyhow::Error::from).and_then(|json| Ok(serde_json::from_str::<TargetState>(&json)?))
-    });
-    match parsed {
+    match t.readable_state().map(|json| serde_json::from_str::<TargetState>(&json)) {
         None => TargetState::default(),
         Some(Ok(s)) => s,
         Some(Err(e)) => {

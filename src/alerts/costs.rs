@@ -13,8 +13,8 @@
 //! every target since the month began, once a minute (BENCHMARKS.md, issue 22: 109 ms per
 //! refresh for 20 pods and 6 days of data). [`Kept`] keeps 10-minute buckets of the last day
 //! and one sum of the month before them, reads each settled bucket once, and of what is newer
-//! keeps the settled ticks too, reading only the seconds after them ([`Fresh`]); the projection's rate window then starts at the 10-minute boundary at or before
-//! 24 h ago. A late row (the generation moves) or a new month starts it over. Sums are those of
+//! keeps the settled ticks too, reading only the seconds after them ([`Fresh`]); the
+//! projection's rate window then starts at the 10-minute boundary at or before 24 h ago. A late row (the generation moves) or a new month starts it over. Sums are those of
 //! a whole read; while the data's first day is in the rate window, where the data starts is
 //! known to the width of the row that answered its bucket first (a minute at most).
 //!
@@ -217,9 +217,7 @@ impl Kept {
             series.into_iter().map(|((variant, model), buckets)| CostSeries { variant, model, buckets }).collect();
         Ok(Some((series, covered)))
     }
-}
 
-impl Kept {
     /// Sums over `(from, now_ms]`: the kept settled ticks after `from` (started over when
     /// `from` moves, as a bucket settles), the ticks settled since, and a read of the rest.
     async fn fresh_stretch(&mut self, source: &dyn DataSource, from: i64, now_ms: i64) -> Result<Sums, SourceError> {

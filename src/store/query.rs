@@ -65,6 +65,19 @@ impl StoredState {
     }
 }
 
+impl StoredTarget {
+    /// The stored scrape state, decoded; an unreadable one (a corrupt blob) is logged and read
+    /// as none, so this target starts from a new baseline and nothing else fails.
+    pub fn readable_state(&self) -> Option<String> {
+        let decoded = self.state.as_ref()?.decode();
+        decoded
+            .inspect_err(|e| {
+                tracing::warn!(target_url = %crate::redact::RedactedUrl(&self.url), error = %e, "Stored scrape state is unreadable; the next scrape is a new baseline.");
+            })
+            .ok()
+    }
+}
+
 const WATERMARK_KEY: &str = "rollup_watermark_ms";
 const COARSE_WATERMARK_KEY: &str = "coarse_watermark_ms";
 

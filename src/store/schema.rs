@@ -1,11 +1,11 @@
 //! Schema and migrations, keyed on SQLite's `user_version`.
 //!
-//! Rows live in `WITHOUT ROWID` tables, so the key is stored once and no secondary index is
-//! needed. Raw rows (written every tick) are keyed by time, then target, in one integer (a
-//! rowid table whose rowid is `ts << 20 | target_id`, `store::table::raw_key`): a tick appends
-//! at the end of the table, and readers scan a time range once for every target. Open 1 min
-//! rows are keyed `(ts, target_id)` `WITHOUT ROWID` (a minute's rows are appended together) with an index `(target_id, ts)` for
-//! readers by target; 10 min rows (written every 10 minutes) are keyed `(target_id, ts)`: a
+//! Every row table stores its key once. Raw rows (written every tick) are keyed by time, then
+//! target, in one integer (a rowid table whose rowid is `ts << 20 | target_id`,
+//! `store::table::raw_key`): a tick appends at the end of the table, and readers scan a time
+//! range once for every target. Open 1 min rows are keyed `(ts, target_id)` `WITHOUT ROWID` (a
+//! minute's rows are appended together) with an index `(target_id, ts)` for readers by target;
+//! 10 min rows (written every 10 minutes) are keyed `(target_id, ts)` `WITHOUT ROWID`: a
 //! target's long range is one key range.
 //! `auto_vacuum = INCREMENTAL` is set before the first table exists, so retention can hand freed
 //! pages back to the file system.

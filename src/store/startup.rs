@@ -8,7 +8,6 @@ use super::{Store, StoreError, write};
 use crate::point::Totals;
 use crate::ports::BoxFuture;
 use crate::ports::ingest::{KnownTotals, Registered, RegistryError, TargetRegistry, WriteBatch};
-use crate::redact::RedactedUrl;
 
 /// Replays one target's journal onto its checkpoint: given the target's URL, its checkpoint and
 /// the journal entries written after it (`(time key, entry)`, oldest first), the whole state to
@@ -30,7 +29,7 @@ impl Store {
             for t in query::targets(c)? {
                 let Some(entries) = journals.get(&t.id) else { continue };
                 let Some(&(ms, _)) = entries.last() else { continue };
-                let (state, totals) = replay(&t.url, readable_state(&t).as_deref(), entries);
+                let (state, totals) = replay(&t.url, t.readable_state().as_deref(), entries);
                 checkpoints.push(Checkpoint { target_id: t.id, ms, state, totals });
             }
             let pruned = query::save_checkpoints(c, &checkpoints)?;
@@ -99,18 +98,7 @@ impl TargetRegistry for Store {
                 })
                 .await?;
             let t = stored.into_iter().next().ok_or("the target was not found after registering it")?;
-            Ok(Registered { id: t.id, state: readable_state(&t), journal })
+            Ok(Registered { id: t.id, state: t.readable_state(), journal })
         })
     }
-}
-
-/// A target's stored scrape state, decoded; an unreadable one (a corrupt blob) is logged and
-/// read as none, so that target starts from a new baseline and nothing else fails.
-fn readable_state(t: &StoredTarget) -> Option<String> {
-    let decoded = t.state.as_ref()?.decode();
-    decoded
-        .inspect_err(|e| {
-            tracing::warn!(target_url = %RedactedUrl(&t.url), error = %e, "Stored scrape state is unreadable; the next scrape is a new baseline.");
-        })
-        .ok()
 }
