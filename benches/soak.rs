@@ -22,7 +22,10 @@
 //!   growth out of the verdict (a first run with `1h` grew through the whole hour).
 //! - **Samples** every `SOAK_SAMPLE_SECS` (30): VmRSS, VmHWM, open fds and threads
 //!   (`/proc/PID`), CPU time, database file plus WAL size, targets up, failed scrapes and the heap
-//!   SQLite holds (its own `/metrics`).
+//!   SQLite holds (its own `/metrics`). By default a sample is taken right after the overview's
+//!   requests, when a read's transient memory is at its highest; `SOAK_SAMPLE_OFFSET_SECS` (0)
+//!   delays every sample by that much (15: midway between two refreshes), which shows what
+//!   stays resident between reads.
 //!
 //! Verdict, per measure: the average of the last quarter of the samples against the average of
 //! the second quarter (the first quarter is warm-up: SQLite's page caches and the chart cache
@@ -96,7 +99,7 @@ async fn run(nofile: u64) -> anyhow::Result<()> {
     let start = Instant::now();
     let mut samples: Vec<Sample> = Vec::new();
     let mut next_view = start;
-    let mut next_sample = start + every;
+    let mut next_sample = start + every + Duration::from_secs(env_number("SOAK_SAMPLE_OFFSET_SECS", 0)?);
     loop {
         let now = Instant::now();
         if now >= next_view {

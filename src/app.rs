@@ -248,7 +248,7 @@ fn start_background(
     let observe = move |secs| durations.downsample.observe(secs);
     tracker.spawn(downsample::run(store.clone(), settings.store(), clock.clone(), stop.clone(), observe));
     tracker.spawn(canary_log::run(canary_watch(settings, store.clone(), source.clone(), &clock), stop.clone()));
-    tracker.spawn(return_freed_memory(stop.clone()));
+    tracker.spawn(crate::heap::return_freed_memory(stop.clone()));
     Ok(AppState {
         settings: Arc::new(settings.web()),
         source,
@@ -417,33 +417,3 @@ fn restore_state(t: &StoredTarget) -> TargetState {
         }
     }
 }
-
-/// How often memory the process freed is handed back to the OS.
-const TRIM_INTERVAL: Duration = Duration::from_secs(60);
-
-/// Hands the pages glibc's allocator keeps free back to the OS once a minute, until `stop`.
-///
-/// With one arena (main.rs), freed memory stays in the heap for reuse and only its top is
-/// ever returned, so RSS followed the heap's peak and climbed in steps through a soak whose
-/// live heap was flat (BENCHMARKS.md, "Memory"). `malloc_trim` returns every whole free page
-/// in the middle too.
-async fn return_freed_memory(stop: CancellationToken) {
-    loop {
-        tokio::select! {
-            () = stop.cancelled() => break,
-            () = tokio::time::sleep(TRIM_INTERVAL) => trim_heap(),
-        }
-    }
-}
-
-#[cfg(all(target_os = "linux", target_env = "gnu"))]
-fn trim_heap() {
-    // SAFETY: malloc_trim only returns free pages of the allocator's heaps to the OS; it takes
-    // the allocator's own locks and is safe to call from any thread at any time.
-    unsafe {
-        libc::malloc_trim(0);
-    }
-}
-
-#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
-fn trim_heap() {}

@@ -59,6 +59,7 @@ pub mod clock;
 pub(crate) mod console;
 pub mod expo;
 pub mod health;
+pub mod heap;
 pub(crate) mod host;
 pub mod net;
 pub(crate) mod phase;

@@ -237,7 +237,9 @@ impl Store {
         let pool = self.pool.clone();
         tokio::task::spawn_blocking(move || {
             let mut conn = pool.get()?;
-            f(&mut conn)
+            let done = f(&mut conn);
+            crate::heap::note_work_done(); // what the job freed goes back to the OS soon
+            done
         })
         .await?
     }
