@@ -9,7 +9,7 @@
 //! Rolling replaces rows (`INSERT OR REPLACE`), so running over the same bucket twice changes
 //! nothing. Retention trims each table by its own setting (a finer table only once rolled into
 //! the next). Freed pages are reused by the next rows; only when they exceed an eighth of the
-//! file (retention shortened, many pods gone) does an incremental vacuum hand them back to the
+//! file and 64 MiB (retention shortened, many pods gone) does a `VACUUM` hand them back to the
 //! file system, so the file stays bounded without rewriting pages every minute.
 
 use std::time::Instant;
@@ -240,17 +240,31 @@ fn roll_range(conn: &mut Connection, tier: Tier, (after, until): (i64, i64), pla
     Ok(written)
 }
 
-/// Free pages beyond this share of the file are handed back to the file system.
+/// Free pages beyond this share of the file are handed back to the file system, once they are
+/// also more than [`FREE_BYTES_KEPT`].
 const FREE_SHARE_KEPT: i64 = 8;
+/// Free bytes always kept for the next rows: below this a rewrite of the file costs more writes
+/// than the space is worth (a day of raw rows of 100 targets takes about 150 MB).
+const FREE_BYTES_KEPT: i64 = 64 << 20;
 
-/// Hands free pages back to the file system once they are more than an eighth of the file
-/// (after retention was shortened, or many pods went away). In the steady state each minute's
-/// retention frees about what the next minute's rows take, so the pages are simply reused:
-/// vacuuming them every minute would move the newest pages into the holes, rewriting them.
-fn hand_back_free_pages(conn: &Connection) -> Result<(), StoreError> {
-    let free: i64 = conn.query_row("PRAGMA freelist_count", [], |r| r.get(0))?;
-    let pages: i64 = conn.query_row("PRAGMA page_count", [], |r| r.get(0))?;
-    if free > pages / FREE_SHARE_KEPT {
+/// Hands free pages back to the file system once they are more than an eighth of the file and
+/// [`FREE_BYTES_KEPT`] (after retention was shortened, or many pods went away). In the steady
+/// state each minute's retention frees about what the next minute's rows take, so the pages
+/// are simply reused. The file has no pointer map (`schema`), so handing pages back is a
+/// `VACUUM`: it copies every page once and holds the write lock meanwhile (the writer's
+/// batches wait in its backlog), which this threshold keeps to after such a change. A file a
+/// build before 2026-12-06 created keeps its pointer map if `schema` could not rewrite it, and
+/// gets the incremental vacuum it had.
+fn hand_back_free_pages(conn: &Connection, floor_bytes: i64) -> Result<(), StoreError> {
+    let pragma = |name: &str| conn.query_row(&format!("PRAGMA {name}"), [], |r| r.get::<_, i64>(0));
+    let (free, pages) = (pragma("freelist_count")?, pragma("page_count")?);
+    if free <= pages / FREE_SHARE_KEPT || free.saturating_mul(pragma("page_size")?) <= floor_bytes {
+        return Ok(());
+    }
+    if pragma("auto_vacuum")? == 0 {
+        tracing::info!(free_pages = free, pages, "Handing free pages back to the file system (VACUUM).");
+        conn.execute_batch("VACUUM;")?;
+    } else {
         conn.execute_batch(&format!("PRAGMA incremental_vacuum({});", free - pages / (2 * FREE_SHARE_KEPT)))?;
     }
     Ok(())
@@ -277,6 +291,42 @@ fn enforce_retention(
     super::canary_log::trim(&tx, now_ms - plan.retention_rollup_ms)?;
     report.pruned_journal = query::prune_journal_prefix(&tx)?;
     tx.commit()?;
-    hand_back_free_pages(conn)?;
+    hand_back_free_pages(conn, FREE_BYTES_KEPT)?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A migrated file whose table of `pages` pages of rows was just dropped, and its sizes.
+    fn file_with_free_pages(dir: &std::path::Path, pages: i64) -> Connection {
+        let mut c = Connection::open(dir.join("t.db")).unwrap();
+        c.execute_batch("PRAGMA journal_mode = WAL;").unwrap();
+        super::super::schema::migrate(&mut c).unwrap();
+        c.execute_batch("CREATE TABLE filler (b BLOB)").unwrap();
+        for _ in 0..pages {
+            c.execute("INSERT INTO filler (b) VALUES (zeroblob(4000))", []).unwrap();
+        }
+        c.execute_batch("DROP TABLE filler").unwrap();
+        c
+    }
+
+    fn pragma(c: &Connection, name: &str) -> i64 {
+        c.query_row(&format!("PRAGMA {name}"), [], |r| r.get(0)).unwrap()
+    }
+
+    #[test]
+    fn a_large_surplus_of_free_pages_is_handed_back_and_a_small_one_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = file_with_free_pages(dir.path(), 400);
+        let (free, pages) = (pragma(&c, "freelist_count"), pragma(&c, "page_count"));
+        assert!(free >= 400 && pages > free, "{free} of {pages}");
+        hand_back_free_pages(&c, FREE_BYTES_KEPT).unwrap();
+        assert_eq!(pragma(&c, "freelist_count"), free, "1.6 MB free: kept for the next rows");
+        hand_back_free_pages(&c, 1 << 20).unwrap();
+        assert_eq!(pragma(&c, "freelist_count"), 0, "over the floor and an eighth of the file: handed back");
+        assert!(pragma(&c, "page_count") < pages - 390, "the file shrank");
+        assert_eq!(pragma(&c, "auto_vacuum"), 0, "still without a pointer map");
+    }
 }

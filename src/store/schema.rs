@@ -7,8 +7,11 @@
 //! minute's rows are appended together) with an index `(target_id, ts)` for readers by target;
 //! 10 min rows (written every 10 minutes) are keyed `(target_id, ts)` `WITHOUT ROWID`: a
 //! target's long range is one key range.
-//! `auto_vacuum = INCREMENTAL` is set before the first table exists, so retention can hand freed
-//! pages back to the file system.
+//! The file keeps no pointer map (`auto_vacuum` off): with `auto_vacuum = INCREMENTAL`, which
+//! databases created before 2026-12-06 have until [`migrate`] rewrites them once, every page a
+//! tick allocated or moved had its entry rewritten in a pointer-map page, a sixth of the
+//! writer's pages (BENCHMARKS.md, "Write volume, seventh stop"). Retention's freed pages are
+//! reused by the next rows; the downsampler hands a large surplus back with a `VACUUM`.
 
 use rusqlite::Connection;
 
@@ -287,16 +290,33 @@ pub(crate) fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
             "database schema version {current} is newer than this zai-dash ({SCHEMA_VERSION}); upgrade zai-dash"
         ))));
     }
-    if current == 0 {
-        conn.execute_batch("PRAGMA auto_vacuum = INCREMENTAL; VACUUM;")?;
-    }
     for (i, sql) in MIGRATIONS.iter().enumerate().skip(current) {
         let tx = conn.transaction()?;
         tx.execute_batch(sql)?;
         tx.pragma_update(None, "user_version", (i + 1) as i64)?;
         tx.commit()?;
     }
+    drop_pointer_map(conn);
     Ok(())
+}
+
+/// Rewrites a database created with `auto_vacuum = INCREMENTAL` once without it (SQLite changes
+/// the mode only with a `VACUUM`, which copies every page: a one-off write of the file's size,
+/// where the pointer map cost a sixth of the writer's pages for as long as it ran). Not a
+/// schema version: a build before this one reads and writes the file the same way (its
+/// incremental vacuum does nothing without a pointer map). A failed rewrite (no room for the
+/// copy, say) is logged and the file kept as it is, which works too.
+fn drop_pointer_map(conn: &Connection) {
+    let mode = conn.query_row("PRAGMA auto_vacuum", [], |r| r.get::<_, i64>(0)).unwrap_or(0);
+    if mode == 0 {
+        return;
+    }
+    tracing::info!(
+        "Rewriting the database once without its pointer map (auto_vacuum off), which writes less per tick."
+    );
+    if let Err(e) = conn.execute_batch("PRAGMA auto_vacuum = NONE; VACUUM;") {
+        tracing::warn!(error = %e, "Could not rewrite the database without its pointer map; keeping it as it is.");
+    }
 }
 
 #[cfg(test)]
@@ -304,7 +324,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn migrates_once_and_sets_incremental_vacuum() {
+    fn migrates_once_without_a_pointer_map() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("t.db");
         let mut c = Connection::open(&path).unwrap();
@@ -314,7 +334,46 @@ mod tests {
         let v: i64 = c.query_row("PRAGMA user_version", [], |r| r.get(0)).unwrap();
         assert_eq!(v as usize, SCHEMA_VERSION);
         let av: i64 = c.query_row("PRAGMA auto_vacuum", [], |r| r.get(0)).unwrap();
-        assert_eq!(av, 2, "incremental");
+        assert_eq!(av, 0, "no pointer map");
+    }
+
+    #[test]
+    fn a_database_with_a_pointer_map_is_rewritten_without_it_and_keeps_its_rows() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.db");
+        let mut c = Connection::open(&path).unwrap();
+        // As builds before this one created it: incremental vacuum set before the first table.
+        c.execute_batch("PRAGMA journal_mode = WAL; PRAGMA auto_vacuum = INCREMENTAL; VACUUM;").unwrap();
+        let before = MIGRATIONS.len() - 1;
+        for sql in &MIGRATIONS[..before] {
+            c.execute_batch(sql).unwrap();
+        }
+        c.pragma_update(None, "user_version", before as i64).unwrap();
+        for (target, ts) in [(2, 5_000), (1, 10_000)] {
+            c.execute(
+                "INSERT INTO metrics_5s (target_id, ts, variant_id, elapsed_ms, data) VALUES (?1, ?2, 1, 5000, x'07')",
+                [target, ts],
+            )
+            .unwrap();
+        }
+        c.execute("INSERT INTO state_log (ts, target_id, data) VALUES (5000, 2, x'01')", []).unwrap();
+        let av: i64 = c.query_row("PRAGMA auto_vacuum", [], |r| r.get(0)).unwrap();
+        assert_eq!(av, 2, "the old layout");
+        migrate(&mut c).unwrap();
+        let av: i64 = c.query_row("PRAGMA auto_vacuum", [], |r| r.get(0)).unwrap();
+        assert_eq!(av, 0, "rewritten without the pointer map");
+        let rows: Vec<(i64, i64, Vec<u8>)> = c
+            .prepare("SELECT ts, target_id, data FROM metrics_5s ORDER BY ts_target")
+            .unwrap()
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        assert_eq!(rows, vec![(5_000, 2, vec![7]), (10_000, 1, vec![7])]);
+        let journal: i64 = c.query_row("SELECT count(*) FROM state_log", [], |r| r.get(0)).unwrap();
+        assert_eq!(journal, 1);
+        let v: i64 = c.query_row("PRAGMA user_version", [], |r| r.get(0)).unwrap();
+        assert_eq!(v as usize, SCHEMA_VERSION);
     }
 
     #[test]
