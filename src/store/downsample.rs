@@ -12,6 +12,7 @@
 //! 64 MiB (retention cut, most pods gone) does a `VACUUM` hand them back to the file system,
 //! so the file stays bounded without rewriting pages every minute.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use rusqlite::Connection;
@@ -256,7 +257,7 @@ const FREE_BYTES_KEPT: i64 = 64 << 20;
 /// incremental vacuum used, would have rewritten such a file at every run). A file a build
 /// before 2026-12-06 created keeps its pointer map if `schema` could not rewrite it, and gets
 /// the incremental vacuum it had: beyond an eighth of the file, moving only those pages.
-fn hand_back_free_pages(conn: &Connection, floor_bytes: i64) -> Result<(), StoreError> {
+fn hand_back_free_pages(conn: &Connection, floor_bytes: i64, gave_up: &AtomicBool) -> Result<(), StoreError> {
     let pragma = |name: &str| conn.query_row(&format!("PRAGMA {name}"), [], |r| r.get::<_, i64>(0));
     let (free, pages) = (pragma("freelist_count")?, pragma("page_count")?);
     if pragma("auto_vacuum")? != 0 {
@@ -265,12 +266,24 @@ fn hand_back_free_pages(conn: &Connection, floor_bytes: i64) -> Result<(), Store
         }
         return Ok(());
     }
-    if free.saturating_mul(2) > pages && free.saturating_mul(pragma("page_size")?) > floor_bytes {
+    if free.saturating_mul(2) > pages
+        && free.saturating_mul(pragma("page_size")?) > floor_bytes
+        && !gave_up.load(Ordering::Relaxed)
+    {
         tracing::info!(free_pages = free, pages, "Handing free pages back to the file system (VACUUM).");
-        conn.execute_batch("VACUUM;")?;
+        if let Err(e) = conn.execute_batch("VACUUM;") {
+            // Not retried until a restart: each attempt writes its copy until it fails.
+            gave_up.store(true, Ordering::Relaxed);
+            tracing::warn!(error = %e, "Could not hand free pages back (VACUUM needs room for a copy of the database in SQLite's temporary directory); the file keeps them for the next rows.");
+        }
     }
     Ok(())
 }
+
+/// A `VACUUM` failed in this process (its copy found no room, typically a small temporary
+/// directory): the free pages are kept for the next rows rather than the copy written again
+/// every run, and the run's retention (committed before) is reported as usual.
+static VACUUM_FAILED: AtomicBool = AtomicBool::new(false);
 
 /// Trims each table by its retention; a finer table only where its rows are already rolled
 /// into the next (`watermarks` of the 1 min and 10 min tables).
@@ -293,7 +306,7 @@ fn enforce_retention(
     super::canary_log::trim(&tx, now_ms - plan.retention_rollup_ms)?;
     report.pruned_journal = query::prune_journal_prefix(&tx)?;
     tx.commit()?;
-    hand_back_free_pages(conn, FREE_BYTES_KEPT)?;
+    hand_back_free_pages(conn, FREE_BYTES_KEPT, &VACUUM_FAILED)?;
     Ok(())
 }
 
@@ -324,7 +337,7 @@ mod tests {
         let c = file_with_free_pages(dir.path(), 400);
         let (free, pages) = (pragma(&c, "freelist_count"), pragma(&c, "page_count"));
         assert!(free >= 400 && free * 2 > pages, "{free} of {pages}");
-        hand_back_free_pages(&c, FREE_BYTES_KEPT).unwrap();
+        hand_back_free_pages(&c, FREE_BYTES_KEPT, &AtomicBool::new(false)).unwrap();
         assert_eq!(pragma(&c, "freelist_count"), free, "1.6 MB free: kept for the next rows");
 
         // Rows in use beside them: under half the file free, as in the steady state.
@@ -335,16 +348,36 @@ mod tests {
         c.execute("DELETE FROM live WHERE rowid > 500", []).unwrap();
         let (free, pages) = (pragma(&c, "freelist_count"), pragma(&c, "page_count"));
         assert!(free >= 250 && free * 2 < pages, "{free} of {pages}");
-        hand_back_free_pages(&c, 1 << 20).unwrap();
+        hand_back_free_pages(&c, 1 << 20, &AtomicBool::new(false)).unwrap();
         assert_eq!(pragma(&c, "freelist_count"), free, "under half the file: reused by the next rows");
 
         c.execute("DELETE FROM live WHERE rowid > 50", []).unwrap();
         let pages = pragma(&c, "page_count");
-        hand_back_free_pages(&c, 1 << 20).unwrap();
+        hand_back_free_pages(&c, 1 << 20, &AtomicBool::new(false)).unwrap();
         assert_eq!(pragma(&c, "freelist_count"), 0, "over the floor and half the file: handed back");
         assert!(pragma(&c, "page_count") < pages / 2, "the file shrank");
         assert_eq!(pragma(&c, "auto_vacuum"), 0, "still without a pointer map");
         let n: i64 = c.query_row("SELECT count(*) FROM live", [], |r| r.get(0)).unwrap();
         assert_eq!(n, 50, "the rows in use are kept");
+    }
+
+    #[test]
+    fn a_failed_vacuum_keeps_the_free_pages_and_is_not_retried() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = file_with_free_pages(dir.path(), 400);
+        c.execute_batch("CREATE TABLE busy (x); INSERT INTO busy VALUES (1), (2);").unwrap();
+        let free = pragma(&c, "freelist_count");
+        let gave_up = AtomicBool::new(false);
+        {
+            // A statement under way on the connection: SQLite refuses to VACUUM.
+            let mut stmt = c.prepare("SELECT x FROM busy").unwrap();
+            let mut rows = stmt.query([]).unwrap();
+            rows.next().unwrap();
+            hand_back_free_pages(&c, 1 << 20, &gave_up).unwrap();
+        }
+        assert!(gave_up.load(Ordering::Relaxed), "the failure is remembered");
+        assert_eq!(pragma(&c, "freelist_count"), free, "kept for the next rows");
+        hand_back_free_pages(&c, 1 << 20, &gave_up).unwrap();
+        assert_eq!(pragma(&c, "freelist_count"), free, "not tried again in this process");
     }
 }
