@@ -425,6 +425,7 @@ fn volume_run(n: usize, page: u32, hours: i64) -> VolumeRun {
     };
     let ticks = hours * 720;
     let mut conn = store.conn().unwrap();
+    let mut tally = std::env::var_os("BENCH_FRAMES").map(|_| WalTally::new(&path, page));
     let before = write_bytes();
     let (mut by_writer, mut by_downsampler) = (0u64, 0u64);
     for t in 0..ticks {
@@ -451,18 +452,108 @@ fn volume_run(n: usize, page: u32, hours: i64) -> VolumeRun {
         write::write_batch(&mut conn, &batch, 60_000).unwrap();
         let ticked = write_bytes();
         by_writer += ticked - mark;
+        if let Some(t) = tally.as_mut() {
+            t.count("writer", &conn);
+        }
+        let ticked = write_bytes();
         if t % 12 == 11 {
             zai_dash::store::downsample::run_once(&mut conn, at, plan).unwrap();
             by_downsampler += write_bytes() - ticked;
+            if let Some(t) = tally.as_mut() {
+                t.count("downsampler", &conn);
+            }
         }
     }
     let written = write_bytes() - before;
+    if let Some(t) = &tally {
+        t.print(24.0 / hours as f64 / n as f64);
+    }
     drop(conn);
     VolumeRun {
         written_per_day: written as f64 / n as f64 * 24.0 / hours as f64,
         shares: (by_writer as f64 / written.max(1) as f64, by_downsampler as f64 / written.max(1) as f64),
         stored: live_bytes(&store) - empty,
         tables: table_bytes(&store),
+    }
+}
+
+/// Pages written to the WAL, by who wrote them (the writer's transactions, the downsampler's
+/// runs) and by what they belong to: read from the WAL's frame headers after each commit and
+/// looked up in `dbstat` (the b-tree and page kind owning each page at that moment; a page in
+/// neither is a pointer-map page, computed, or on the free list). `BENCH_FRAMES=1` prints it
+/// with the volume run; every commit then scans the database's pages, so the run is slower.
+struct WalTally {
+    wal: std::path::PathBuf,
+    page: u64,
+    salt: [u8; 8],
+    next: u64,
+    frames: std::collections::BTreeMap<(&'static str, String), u64>,
+}
+
+impl WalTally {
+    fn new(db: &std::path::Path, page: u32) -> Self {
+        let mut wal = db.as_os_str().to_owned();
+        wal.push("-wal");
+        Self { wal: wal.into(), page: u64::from(page), salt: [0; 8], next: 32, frames: Default::default() }
+    }
+
+    /// Counts the frames appended since the last call (a restarted WAL has new salts).
+    fn count(&mut self, who: &'static str, conn: &rusqlite::Connection) {
+        use std::os::unix::fs::FileExt;
+        let Ok(file) = std::fs::File::open(&self.wal) else { return };
+        let mut header = [0u8; 32];
+        if file.read_exact_at(&mut header, 0).is_err() {
+            return;
+        }
+        if header[16..24] != self.salt {
+            self.salt.copy_from_slice(&header[16..24]);
+            self.next = 32;
+        }
+        let mut pages = Vec::new();
+        let mut frame = [0u8; 24];
+        while file.read_exact_at(&mut frame, self.next).is_ok() && frame[8..16] == self.salt {
+            pages.push(u32::from_be_bytes(frame[0..4].try_into().unwrap()));
+            self.next += 24 + self.page;
+        }
+        if pages.is_empty() {
+            return;
+        }
+        let mut owner: std::collections::HashMap<u32, String> = std::collections::HashMap::new();
+        let mut stmt = conn.prepare("SELECT pageno, name, pagetype FROM dbstat").unwrap();
+        let rows =
+            stmt.query_map([], |r| Ok((r.get::<_, u32>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?))).unwrap();
+        for r in rows {
+            let (p, name, kind) = r.unwrap();
+            owner.insert(p, format!("{name} ({kind})"));
+        }
+        let per_map = self.page as u32 / 5 + 1;
+        for p in pages {
+            let what = match owner.remove(&p) {
+                Some(o) => {
+                    owner.insert(p, o.clone());
+                    o
+                }
+                None if p >= 2 && (p - 2) % per_map == 0 => "pointer map".to_owned(),
+                None => "free list".to_owned(),
+            };
+            *self.frames.entry((who, what)).or_default() += 1;
+        }
+    }
+
+    fn print(&self, per_day: f64) {
+        println!("\nWAL frames per target-day by writer and page owner:\n");
+        println!("| who | page owner (b-tree, page kind) | frames per target-day |");
+        println!("|---|---|---:|");
+        let mut rows: Vec<_> = self.frames.iter().collect();
+        rows.sort_by(|a, b| a.0.0.cmp(b.0.0).then(b.1.cmp(a.1)));
+        for ((who, what), n) in rows {
+            println!("| {who} | {what} | {:.0} |", *n as f64 * per_day);
+        }
+        for who in ["writer", "downsampler"] {
+            let sum: u64 = self.frames.iter().filter(|((w, _), _)| *w == who).map(|(_, n)| n).sum();
+            println!("| {who} | all | {:.0} |", sum as f64 * per_day);
+        }
+        println!();
     }
 }
 

@@ -705,7 +705,8 @@ fn ten_minute_rows_sum_their_minutes_and_long_ranges_read_them_with_the_finer_ta
 
 /// The state journal as the scraper writes it: a checkpoint, then changes only. Start-up
 /// replays the entries after the newest checkpoint into exactly the live state, and the
-/// downsampler deletes the entries a checkpoint includes.
+/// downsampler deletes the entries checkpoints include, a generation at a time: what was
+/// written before one run goes whole at the first run after a later checkpoint covers it.
 #[test]
 fn the_state_journal_replays_to_the_live_state_and_is_pruned_behind_checkpoints() {
     use zai_dash::scrape::persist::{self, CHECKPOINT_EVERY_MS, Persister};
@@ -713,9 +714,9 @@ fn the_state_journal_replays_to_the_live_state_and_is_pruned_behind_checkpoints(
     let id = fx.ids[0];
     let mut state = TargetState::default();
     let mut persister = Persister::resumed(&state, None);
-    let ticks = CHECKPOINT_EVERY_MS / 5_000 + 30; // past one periodic checkpoint
+    let per_checkpoint = CHECKPOINT_EVERY_MS / 5_000;
     let mut conn = fx.store.conn().unwrap();
-    for i in 1..=ticks {
+    let mut tick = |conn: &mut rusqlite::Connection, i: i64| {
         let at = T0 + i * 5_000 - 300;
         let mut row = state.advance(&read(&parse(&expo(i)).unwrap()), at, id, "production");
         row.ts_ms = bucket_end(at, 5_000);
@@ -729,13 +730,26 @@ fn the_state_journal_replays_to_the_live_state_and_is_pruned_behind_checkpoints(
             events: vec![],
             late: false,
         };
-        write::write_batch(&mut conn, &batch, MIN).unwrap();
-    }
+        write::write_batch(conn, &batch, MIN).unwrap();
+        state.clone()
+    };
     let journal_rows =
         |c: &rusqlite::Connection| c.query_row("SELECT count(*) FROM state_log", [], |r| r.get::<_, i64>(0)).unwrap();
-    let before_prune = journal_rows(&conn);
-    assert!(before_prune > 100, "one entry per scrape between checkpoints: {before_prune}");
+    let first = per_checkpoint + 30; // past one periodic checkpoint
+    for i in 1..=first {
+        tick(&mut conn, i);
+    }
+    let written_first = journal_rows(&conn);
+    assert!(written_first > 100, "one entry per scrape between checkpoints: {written_first}");
+    let report = downsample::run_once(&mut conn, T0 + first * 5_000 + MIN, plan()).unwrap();
+    assert_eq!(report.pruned_journal, 0, "entries after the checkpoint are in this generation: it waits");
+    assert_eq!(journal_rows(&conn), written_first);
 
+    let last = first + per_checkpoint; // past the next checkpoint
+    let mut live = TargetState::default();
+    for i in first + 1..=last {
+        live = tick(&mut conn, i);
+    }
     let pending = query::pending_journals(&conn).unwrap();
     let stored = query::targets(&conn).unwrap().into_iter().find(|t| t.id == id).unwrap();
     let entries = &pending[&id];
@@ -745,11 +759,16 @@ fn the_state_journal_replays_to_the_live_state_and_is_pruned_behind_checkpoints(
     );
     let replayed =
         persist::consolidate(stored.state.as_ref().map(|s| s.decode().unwrap()).as_deref(), entries).unwrap();
-    assert_eq!(TargetState { layout: 0, ..replayed }, TargetState { layout: 0, ..state.clone() });
+    assert_eq!(TargetState { layout: 0, ..replayed }, TargetState { layout: 0, ..live });
 
-    let report = downsample::run_once(&mut conn, T0 + ticks * 5_000 + MIN, plan()).unwrap();
-    assert_eq!(report.pruned_journal as i64, before_prune - entries.len() as i64);
-    assert_eq!(journal_rows(&conn), entries.len() as i64, "what the checkpoint includes is gone");
+    let before_prune = journal_rows(&conn);
+    let report = downsample::run_once(&mut conn, T0 + last * 5_000 + MIN, plan()).unwrap();
+    assert_eq!(report.pruned_journal as i64, written_first, "the generation the checkpoint covers is gone");
+    assert_eq!(journal_rows(&conn), before_prune - written_first, "the entries written since wait their turn");
+    assert_eq!(query::pending_journals(&conn).unwrap(), pending, "nothing a replay needs is gone");
+    let report = downsample::run_once(&mut conn, T0 + last * 5_000 + MIN, plan()).unwrap();
+    assert_eq!(report.pruned_journal, 0, "the entries after the checkpoint are in the older generation now: kept");
+    assert_eq!(query::pending_journals(&conn).unwrap(), pending);
 }
 
 /// A window reaching past what the 1 min rows keep (a month's spend, a 28-day objective) reads

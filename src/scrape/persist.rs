@@ -24,8 +24,16 @@ use crate::redact::RedactedUrl;
 /// replay at start-up stays short, and old entries can be deleted.
 pub const CHECKPOINT_EVERY_MS: i64 = 600_000;
 
-/// Version byte of a journal entry.
-const FORMAT: u8 = 1;
+/// Version byte of the journal entries this build writes: 2 adds decimal increases
+/// ([`encode_changes`]). Entries of version 1 (whole increases and raw values only) are still
+/// read; a build that knows only version 1 restores a target from such an entry as a new
+/// baseline (its totals kept), as from any entry it cannot read.
+const FORMAT: u8 = 2;
+/// The first version, read only.
+const FORMAT_1: u8 = 1;
+
+/// Powers of ten a decimal increase is scaled by, each exact as an `f64`.
+const TENS: [f64; 16] = [1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15];
 
 /// Why a journal entry could not be applied.
 #[derive(Debug, thiserror::Error)]
@@ -164,9 +172,12 @@ pub fn replay(url: &str, checkpoint: Option<&str>, entries: &[(i64, Vec<u8>)]) -
 }
 
 /// The changed slots of `now` against `before` (same length): `[FORMAT][len]` then, per changed
-/// slot, `varint(gap << 1 | raw)` (gap: slots skipped since the previous changed one) followed
-/// by `varint(increase)` when the value grew by a whole number from a whole number, else the
-/// value's 8 bytes.
+/// slot, `varint(gap << 2 | kind)` (gap: slots skipped since the previous changed one) and:
+/// kind 0, `varint(increase)` when the value grew by a whole number from a whole number; kind
+/// 2, `varint(zigzag(m) << 4 | k)` when adding `m / 10^k` to the old value gives the new one
+/// bit for bit (costs and durations grow by short decimals: 3 or 4 bytes where the value took
+/// 8; journal leaves were about a sixth of the pages a tick wrote, BENCHMARKS.md, "Write
+/// volume, seventh stop"); else kind 1 and the value's 8 bytes.
 pub fn encode_changes(before: &[f64], now: &[f64]) -> Vec<u8> {
     let mut out = vec![FORMAT];
     put_varint(&mut out, now.len() as u64);
@@ -175,28 +186,30 @@ pub fn encode_changes(before: &[f64], now: &[f64]) -> Vec<u8> {
         if b.to_bits() == v.to_bits() {
             continue;
         }
-        let gap = ((i - next) as u64) << 1;
-        match whole_increase(b, v) {
-            Some(d) => {
-                put_varint(&mut out, gap);
-                put_varint(&mut out, d);
-            }
-            None => {
-                put_varint(&mut out, gap | 1);
-                out.extend_from_slice(&v.to_le_bytes());
-            }
+        let gap = ((i - next) as u64) << 2;
+        if let Some(d) = whole_increase(b, v) {
+            put_varint(&mut out, gap);
+            put_varint(&mut out, d);
+        } else if let Some(packed) = decimal_increase(b, v) {
+            put_varint(&mut out, gap | 2);
+            put_varint(&mut out, packed);
+        } else {
+            put_varint(&mut out, gap | 1);
+            out.extend_from_slice(&v.to_le_bytes());
         }
         next = i + 1;
     }
     out
 }
 
-/// Applies an entry of [`encode_changes`] to `values`.
+/// Applies an entry of [`encode_changes`] (or of the first format) to `values`.
 pub fn apply_changes(values: &mut [f64], entry: &[u8]) -> Result<(), JournalError> {
     let (&format, mut rest) = entry.split_first().ok_or(JournalError::Truncated)?;
-    if format != FORMAT {
-        return Err(JournalError::Format(format));
-    }
+    let kind_bits = match format {
+        FORMAT => 2,
+        FORMAT_1 => 1,
+        other => return Err(JournalError::Format(other)),
+    };
     let len = usize::try_from(take_varint(&mut rest)?).map_err(|_| JournalError::Truncated)?;
     if len != values.len() {
         return Err(JournalError::Shape { entry: len, state: values.len() });
@@ -204,18 +217,54 @@ pub fn apply_changes(values: &mut [f64], entry: &[u8]) -> Result<(), JournalErro
     let mut next = 0usize;
     while !rest.is_empty() {
         let head = take_varint(&mut rest)?;
-        let i = usize::try_from(head >> 1).ok().and_then(|gap| next.checked_add(gap)).ok_or(JournalError::Truncated)?;
+        let i = usize::try_from(head >> kind_bits)
+            .ok()
+            .and_then(|gap| next.checked_add(gap))
+            .ok_or(JournalError::Truncated)?;
         let slot = values.get_mut(i).ok_or(JournalError::Truncated)?;
-        if head & 1 == 0 {
-            *slot += take_varint(&mut rest)? as f64;
-        } else {
-            let (bytes, tail) = rest.split_first_chunk::<8>().ok_or(JournalError::Truncated)?;
-            *slot = f64::from_le_bytes(*bytes);
-            rest = tail;
+        match head & ((1 << kind_bits) - 1) {
+            0 => *slot += take_varint(&mut rest)? as f64,
+            1 => {
+                let (bytes, tail) = rest.split_first_chunk::<8>().ok_or(JournalError::Truncated)?;
+                *slot = f64::from_le_bytes(*bytes);
+                rest = tail;
+            }
+            2 => *slot += decimal(take_varint(&mut rest)?),
+            _ => return Err(JournalError::Truncated),
         }
         next = i + 1;
     }
     Ok(())
+}
+
+/// `m / 10^k` of a packed decimal increase, `zigzag(m) << 4 | k`.
+fn decimal(packed: u64) -> f64 {
+    let z = packed >> 4;
+    let m = (z >> 1) as i64 ^ -((z & 1) as i64);
+    m as f64 / TENS[(packed & 15) as usize]
+}
+
+/// The shortest decimal `m / 10^k` whose addition to `b` gives `v` exactly, packed, when it
+/// takes fewer bytes than the raw value; `v - b` rounded to each number of decimals in turn.
+fn decimal_increase(b: f64, v: f64) -> Option<u64> {
+    const LIMIT: f64 = 9_007_199_254_740_992.0; // 2^53: m exact as an f64
+    let d = v - b;
+    if !d.is_finite() {
+        return None;
+    }
+    for (k, ten) in TENS.iter().enumerate() {
+        let m = (d * ten).round();
+        if m.abs() >= LIMIT {
+            return None;
+        }
+        let m = m as i64;
+        let packed = (((m << 1) ^ (m >> 63)) as u64).checked_mul(16)? | k as u64;
+        if (b + decimal(packed)).to_bits() == v.to_bits() {
+            // A varint of 8 bytes or more saves nothing over the raw value.
+            return (packed < 1 << 49).then_some(packed);
+        }
+    }
+    None
 }
 
 /// `v - b` when both are whole numbers below 2^53, `v > b`, and adding it back is exact.
@@ -393,8 +442,71 @@ mod tests {
         assert!(matches!(apply_changes(&mut v, &[FORMAT, 3]), Err(JournalError::Shape { .. })));
         assert!(matches!(apply_changes(&mut v, &[FORMAT, 2, 8, 1]), Err(JournalError::Truncated)));
         assert!(matches!(apply_changes(&mut v, &[FORMAT, 2, 1, 0, 0]), Err(JournalError::Truncated)));
+        assert!(matches!(apply_changes(&mut v, &[FORMAT, 2, 3, 0]), Err(JournalError::Truncated)), "no kind 3");
+        assert!(matches!(apply_changes(&mut v, &[FORMAT_1, 2, 4, 1]), Err(JournalError::Truncated)));
         let e = encode_changes(&[1.0, 2.0], &[1.0, f64::NAN]);
         apply_changes(&mut v, &e).unwrap();
         assert!(v[1].is_nan());
+    }
+
+    #[test]
+    fn decimal_increases_take_a_few_bytes_and_replay_bit_for_bit() {
+        // Costs grown by tokens times a price, a duration sum by measured seconds, a reset, a
+        // fraction that is not a short decimal, a value that became infinite.
+        let mut before = vec![12.345_678, 1_000.25, 1_000.0, 0.1, 5.0];
+        let mut cost = before[0];
+        cost += 2_137.0 * 0.000_002;
+        let now = vec![cost, 1_000.25 + 0.234_567, 3.0, 0.1 + 1.0 / 3.0, f64::INFINITY];
+        let e = encode_changes(&before, &now);
+        assert!(e.len() <= 2 + 4 + 5 + 3 + 10 + 10, "{} bytes: {e:?}", e.len());
+        apply_changes(&mut before, &e).unwrap();
+        let bits = |v: &[f64]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        assert_eq!(bits(&before), bits(&now));
+        assert_eq!(e[2] & 3, 2, "the cost is a decimal increase: {e:?}");
+    }
+
+    #[test]
+    fn entries_of_the_first_format_still_replay() {
+        // As a build before format 2 wrote them: gap << 1 | raw.
+        let mut v = vec![10.0, 0.5, 7.0];
+        let mut entry = vec![FORMAT_1, 3, 0, 5]; // slot 0 grew by 5
+        entry.push((1 << 1) | 1);
+        entry.extend_from_slice(&0.75f64.to_le_bytes());
+        apply_changes(&mut v, &entry).unwrap();
+        assert_eq!(v, vec![15.0, 0.5, 0.75]);
+    }
+
+    #[test]
+    fn many_random_changes_replay_bit_for_bit() {
+        let mut rng = 0x2545_f491_4f6c_dd1d_u64;
+        let mut next = || {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            rng
+        };
+        let mut live: Vec<f64> = (0..40).map(|i| i as f64 * 0.1).collect();
+        let mut replayed = live.clone();
+        let mut decimal_bytes = 0;
+        for _ in 0..2_000 {
+            let before = live.clone();
+            for x in live.iter_mut() {
+                match next() % 5 {
+                    0 => *x += (next() % 3_000) as f64 * 0.000_002,
+                    1 => *x += (next() % 1_000_000) as f64 / 1e6,
+                    2 => *x += (next() >> 11) as f64 / (1u64 << 53) as f64,
+                    3 => *x = (next() % 100) as f64,
+                    _ => {}
+                }
+            }
+            let e = encode_changes(&before, &live);
+            decimal_bytes += e.len();
+            apply_changes(&mut replayed, &e).unwrap();
+            assert_eq!(
+                replayed.iter().map(|x| x.to_bits()).collect::<Vec<_>>(),
+                live.iter().map(|x| x.to_bits()).collect::<Vec<_>>()
+            );
+        }
+        assert!(decimal_bytes > 0);
     }
 }

@@ -8,10 +8,11 @@
 //! watermarks when a late row lands in an already rolled bucket, and it is rolled again.
 //! Rolling replaces rows (`INSERT OR REPLACE`), so running over the same bucket twice changes
 //! nothing. Retention trims each table by its own setting (a finer table only once rolled into
-//! the next). Freed pages are reused by the next rows; only when they exceed an eighth of the
-//! file (retention shortened, many pods gone) does an incremental vacuum hand them back to the
-//! file system, so the file stays bounded without rewriting pages every minute.
+//! the next). Freed pages are reused by the next rows; only when they exceed half the file and
+//! 64 MiB (retention cut, most pods gone) does a `VACUUM` hand them back to the file system,
+//! so the file stays bounded without rewriting pages every minute.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use rusqlite::Connection;
@@ -240,21 +241,49 @@ fn roll_range(conn: &mut Connection, tier: Tier, (after, until): (i64, i64), pla
     Ok(written)
 }
 
-/// Free pages beyond this share of the file are handed back to the file system.
+/// A file with a pointer map hands back free pages beyond this share of it (incremental vacuum).
 const FREE_SHARE_KEPT: i64 = 8;
+/// Free bytes always kept for the next rows: below this a rewrite of the file costs more writes
+/// than the space is worth (a day of raw rows of 100 targets takes about 150 MB).
+const FREE_BYTES_KEPT: i64 = 64 << 20;
 
-/// Hands free pages back to the file system once they are more than an eighth of the file
-/// (after retention was shortened, or many pods went away). In the steady state each minute's
-/// retention frees about what the next minute's rows take, so the pages are simply reused:
-/// vacuuming them every minute would move the newest pages into the holes, rewriting them.
-fn hand_back_free_pages(conn: &Connection) -> Result<(), StoreError> {
-    let free: i64 = conn.query_row("PRAGMA freelist_count", [], |r| r.get(0))?;
-    let pages: i64 = conn.query_row("PRAGMA page_count", [], |r| r.get(0))?;
-    if free > pages / FREE_SHARE_KEPT {
-        conn.execute_batch(&format!("PRAGMA incremental_vacuum({});", free - pages / (2 * FREE_SHARE_KEPT)))?;
+/// Hands free pages back to the file system once they are more than half the file and
+/// [`FREE_BYTES_KEPT`] (after retention was cut by half or more, or most pods went away). The
+/// file has no pointer map (`schema`), so handing pages back is a `VACUUM`: it copies every
+/// page once and holds the write lock meanwhile (the writer's batches wait in its backlog). In
+/// the steady state the free list holds about one sealed window of raw rows, which the next
+/// window's rows reuse; half the file keeps that from ever triggering a rewrite, even in a
+/// young file of thousands of targets that is mostly raw rows (an eighth, the share the
+/// incremental vacuum used, would have rewritten such a file at every run). A file a build
+/// before 2026-12-06 created keeps its pointer map if `schema` could not rewrite it, and gets
+/// the incremental vacuum it had: beyond an eighth of the file, moving only those pages.
+fn hand_back_free_pages(conn: &Connection, floor_bytes: i64, gave_up: &AtomicBool) -> Result<(), StoreError> {
+    let pragma = |name: &str| conn.query_row(&format!("PRAGMA {name}"), [], |r| r.get::<_, i64>(0));
+    let (free, pages) = (pragma("freelist_count")?, pragma("page_count")?);
+    if pragma("auto_vacuum")? != 0 {
+        if free > pages / FREE_SHARE_KEPT {
+            conn.execute_batch(&format!("PRAGMA incremental_vacuum({});", free - pages / (2 * FREE_SHARE_KEPT)))?;
+        }
+        return Ok(());
+    }
+    if free.saturating_mul(2) > pages
+        && free.saturating_mul(pragma("page_size")?) > floor_bytes
+        && !gave_up.load(Ordering::Relaxed)
+    {
+        tracing::info!(free_pages = free, pages, "Handing free pages back to the file system (VACUUM).");
+        if let Err(e) = conn.execute_batch("VACUUM;") {
+            // Not retried until a restart: each attempt writes its copy until it fails.
+            gave_up.store(true, Ordering::Relaxed);
+            tracing::warn!(error = %e, "Could not hand free pages back (VACUUM needs room for a copy of the database in SQLite's temporary directory); the file keeps them for the next rows.");
+        }
     }
     Ok(())
 }
+
+/// A `VACUUM` failed in this process (its copy found no room, typically a small temporary
+/// directory): the free pages are kept for the next rows rather than the copy written again
+/// every run, and the run's retention (committed before) is reported as usual.
+static VACUUM_FAILED: AtomicBool = AtomicBool::new(false);
 
 /// Trims each table by its retention; a finer table only where its rows are already rolled
 /// into the next (`watermarks` of the 1 min and 10 min tables).
@@ -277,6 +306,78 @@ fn enforce_retention(
     super::canary_log::trim(&tx, now_ms - plan.retention_rollup_ms)?;
     report.pruned_journal = query::prune_journal_prefix(&tx)?;
     tx.commit()?;
-    hand_back_free_pages(conn)?;
+    hand_back_free_pages(conn, FREE_BYTES_KEPT, &VACUUM_FAILED)?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A migrated file whose table of `pages` pages of rows was just dropped, and its sizes.
+    fn file_with_free_pages(dir: &std::path::Path, pages: i64) -> Connection {
+        let mut c = Connection::open(dir.join("t.db")).unwrap();
+        c.execute_batch("PRAGMA journal_mode = WAL;").unwrap();
+        super::super::schema::migrate(&mut c).unwrap();
+        c.execute_batch("CREATE TABLE filler (b BLOB)").unwrap();
+        for _ in 0..pages {
+            c.execute("INSERT INTO filler (b) VALUES (zeroblob(4000))", []).unwrap();
+        }
+        c.execute_batch("DROP TABLE filler").unwrap();
+        c
+    }
+
+    fn pragma(c: &Connection, name: &str) -> i64 {
+        c.query_row(&format!("PRAGMA {name}"), [], |r| r.get(0)).unwrap()
+    }
+
+    #[test]
+    fn a_large_surplus_of_free_pages_is_handed_back_and_a_small_one_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = file_with_free_pages(dir.path(), 400);
+        let (free, pages) = (pragma(&c, "freelist_count"), pragma(&c, "page_count"));
+        assert!(free >= 400 && free * 2 > pages, "{free} of {pages}");
+        hand_back_free_pages(&c, FREE_BYTES_KEPT, &AtomicBool::new(false)).unwrap();
+        assert_eq!(pragma(&c, "freelist_count"), free, "1.6 MB free: kept for the next rows");
+
+        // Rows in use beside them: under half the file free, as in the steady state.
+        c.execute_batch("CREATE TABLE live (b BLOB)").unwrap();
+        for _ in 0..800 {
+            c.execute("INSERT INTO live (b) VALUES (zeroblob(4000))", []).unwrap();
+        }
+        c.execute("DELETE FROM live WHERE rowid > 500", []).unwrap();
+        let (free, pages) = (pragma(&c, "freelist_count"), pragma(&c, "page_count"));
+        assert!(free >= 250 && free * 2 < pages, "{free} of {pages}");
+        hand_back_free_pages(&c, 1 << 20, &AtomicBool::new(false)).unwrap();
+        assert_eq!(pragma(&c, "freelist_count"), free, "under half the file: reused by the next rows");
+
+        c.execute("DELETE FROM live WHERE rowid > 50", []).unwrap();
+        let pages = pragma(&c, "page_count");
+        hand_back_free_pages(&c, 1 << 20, &AtomicBool::new(false)).unwrap();
+        assert_eq!(pragma(&c, "freelist_count"), 0, "over the floor and half the file: handed back");
+        assert!(pragma(&c, "page_count") < pages / 2, "the file shrank");
+        assert_eq!(pragma(&c, "auto_vacuum"), 0, "still without a pointer map");
+        let n: i64 = c.query_row("SELECT count(*) FROM live", [], |r| r.get(0)).unwrap();
+        assert_eq!(n, 50, "the rows in use are kept");
+    }
+
+    #[test]
+    fn a_failed_vacuum_keeps_the_free_pages_and_is_not_retried() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = file_with_free_pages(dir.path(), 400);
+        c.execute_batch("CREATE TABLE busy (x); INSERT INTO busy VALUES (1), (2);").unwrap();
+        let free = pragma(&c, "freelist_count");
+        let gave_up = AtomicBool::new(false);
+        {
+            // A statement under way on the connection: SQLite refuses to VACUUM.
+            let mut stmt = c.prepare("SELECT x FROM busy").unwrap();
+            let mut rows = stmt.query([]).unwrap();
+            rows.next().unwrap();
+            hand_back_free_pages(&c, 1 << 20, &gave_up).unwrap();
+        }
+        assert!(gave_up.load(Ordering::Relaxed), "the failure is remembered");
+        assert_eq!(pragma(&c, "freelist_count"), free, "kept for the next rows");
+        hand_back_free_pages(&c, 1 << 20, &gave_up).unwrap();
+        assert_eq!(pragma(&c, "freelist_count"), free, "not tried again in this process");
+    }
 }

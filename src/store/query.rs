@@ -226,12 +226,32 @@ pub(crate) fn save_checkpoints(conn: &mut Connection, checkpoints: &[Checkpoint]
     Ok(pruned)
 }
 
+/// The journal's two generations (schema version 14): entries are appended to the current one
+/// ([`journal_table`]); the other is emptied whole once every checkpoint covers it
+/// ([`prune_journal_prefix`]). The view `state_log` reads both.
+const JOURNAL_TABLES: [&str; 2] = ["state_log_0", "state_log_1"];
+
+/// The generation new journal entries are appended to.
+pub(crate) fn journal_table(conn: &Connection) -> Result<&'static str, StoreError> {
+    let g: Option<i64> = conn
+        .prepare_cached("SELECT value FROM meta WHERE key = 'journal_generation'")?
+        .query_row([], |r| r.get(0))
+        .optional()?;
+    Ok(JOURNAL_TABLES[usize::from(g == Some(1))])
+}
+
 /// Deletes the journal entries a target's checkpoint already includes.
 pub(crate) fn prune_journal(conn: &Connection) -> Result<usize, StoreError> {
-    Ok(conn.execute(
-        "DELETE FROM state_log WHERE ts <= (SELECT t.state_ms FROM targets t WHERE t.id = state_log.target_id)",
-        [],
-    )?)
+    let mut pruned = 0;
+    for table in JOURNAL_TABLES {
+        pruned += conn.execute(
+            &format!(
+                "DELETE FROM {table} WHERE ts <= (SELECT t.state_ms FROM targets t WHERE t.id = {table}.target_id)"
+            ),
+            [],
+        )?;
+    }
+    Ok(pruned)
 }
 
 /// How far the journal's oldest entry may lag its newest before [`prune_journal_prefix`] falls
@@ -239,16 +259,17 @@ pub(crate) fn prune_journal(conn: &Connection) -> Result<usize, StoreError> {
 /// task stopped without its final checkpoint) would otherwise keep every target's entries.
 const JOURNAL_PREFIX_LAG_MS: i64 = 3_600_000;
 
-/// Deletes the journal entries every checkpoint includes as one prefix of the table, as the
-/// downsampler does each run: every entry up to the oldest checkpoint of a target that has
-/// entries after its checkpoint (every entry, when none has). Targets checkpoint at different
-/// times, so the exact prune ([`prune_journal`]) took a few entries out of every page of the
-/// journal, which is in time order: at 100 targets it rewrote about 250 pages a minute, a
-/// quarter of all pages written (BENCHMARKS.md, "Write volume, fifth stop"). A prefix frees
-/// whole pages. Entries a checkpoint includes but after the cut wait at most a checkpoint
-/// interval (every live target checkpoints each `CHECKPOINT_EVERY_MS`); should one target's
-/// entries stay behind its checkpoint for [`JOURNAL_PREFIX_LAG_MS`], the exact prune runs too,
-/// so the journal stays bounded either way.
+/// Deletes the journal entries every checkpoint includes, as the downsampler does each run:
+/// the older generation, whole, once all its entries are at or before the oldest checkpoint of
+/// a target that has entries after its checkpoint (any, when none has); the emptied table then
+/// takes the next entries and the current one waits its turn. Emptying a table whole (a
+/// `DELETE` without a condition) hands its pages to the free list without writing them, where
+/// deleting a prefix of one table wrote every page it emptied to the WAL, about 480 pages per
+/// target-day (BENCHMARKS.md, "Write volume, seventh stop"); and the exact prune
+/// ([`prune_journal`]) took a few entries out of every page (fifth stop). Entries stay up to
+/// two checkpoint intervals (every live target checkpoints each `CHECKPOINT_EVERY_MS`); should
+/// one target's entries stay behind its checkpoint for [`JOURNAL_PREFIX_LAG_MS`], the exact
+/// prune runs too, so the journal stays bounded either way.
 pub(crate) fn prune_journal_prefix(conn: &Connection) -> Result<usize, StoreError> {
     let cut: Option<i64> = conn.query_row(
         "SELECT MIN(COALESCE(t.state_ms, ?1)) FROM targets t
@@ -257,7 +278,22 @@ pub(crate) fn prune_journal_prefix(conn: &Connection) -> Result<usize, StoreErro
         [i64::MIN],
         |r| r.get(0),
     )?;
-    let mut pruned = conn.execute("DELETE FROM state_log WHERE ts <= ?1", [cut.unwrap_or(i64::MAX)])?;
+    let current = journal_table(conn)?;
+    let (older, next) = if current == JOURNAL_TABLES[0] { (JOURNAL_TABLES[1], 1) } else { (JOURNAL_TABLES[0], 0) };
+    let older_newest: Option<i64> = conn.query_row(&format!("SELECT MAX(ts) FROM {older}"), [], |r| r.get(0))?;
+    let mut pruned = 0;
+    if older_newest.is_none_or(|newest| newest <= cut.unwrap_or(i64::MAX)) {
+        // No condition: SQLite frees the table's pages without rewriting them.
+        pruned += conn.execute(&format!("DELETE FROM {older}"), [])?;
+        let waiting: bool = conn.query_row(&format!("SELECT EXISTS (SELECT 1 FROM {current})"), [], |r| r.get(0))?;
+        if waiting {
+            conn.execute(
+                "INSERT INTO meta (key, value) VALUES ('journal_generation', ?1)
+                 ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+                [next],
+            )?;
+        }
+    }
     let (oldest, newest): (Option<i64>, Option<i64>) =
         conn.query_row("SELECT MIN(ts), MAX(ts) FROM state_log", [], |r| Ok((r.get(0)?, r.get(1)?)))?;
     if let (Some(oldest), Some(newest)) = (oldest, newest)
@@ -728,30 +764,52 @@ mod tests {
             .unwrap();
         }
         for &(id, ts) in entries {
-            c.execute("INSERT INTO state_log (ts, target_id, data) VALUES (?1, ?2, x'01')", [ts, id]).unwrap();
+            append_entry(&c, id, ts);
         }
         c
     }
 
+    /// Appends a journal entry to the current generation, as the writer does.
+    fn append_entry(c: &Connection, target_id: i64, ts: i64) {
+        let table = journal_table(c).unwrap();
+        c.execute(&format!("INSERT INTO {table} (ts, target_id, data) VALUES (?1, ?2, x'01')"), [ts, target_id])
+            .unwrap();
+    }
+
     #[test]
-    fn the_journal_prefix_prune_keeps_every_entry_after_its_targets_checkpoint() {
+    fn the_journal_goes_a_generation_at_a_time_once_checkpoints_cover_it() {
         // Target 1 has entries after its checkpoint (100), target 2 has none after its own
-        // (180), target 3 stopped long ago, target 4 was never checkpointed.
+        // (180), target 3 stopped long ago.
         let c = journal_db(
             &[(1, Some(100)), (2, Some(180)), (3, Some(10)), (4, None)],
             &[(1, 50), (1, 100), (1, 150), (1, 200), (2, 60), (2, 120), (2, 180), (3, 5)],
         );
         let pending = pending_journals(&c).unwrap();
-        assert_eq!(prune_journal_prefix(&c).unwrap(), 4, "up to target 1's checkpoint, whatever the target");
-        assert_eq!(journal(&c), [(1, 150), (1, 200), (2, 120), (2, 180)]);
-        assert_eq!(pending_journals(&c).unwrap(), pending, "nothing a replay needs is gone");
+        assert_eq!(journal_table(&c).unwrap(), "state_log_0");
+        assert_eq!(prune_journal_prefix(&c).unwrap(), 0, "the other generation was empty");
+        assert_eq!(journal_table(&c).unwrap(), "state_log_1", "new entries go to the emptied one");
+        assert_eq!(journal(&c).len(), 8);
+        assert_eq!(pending_journals(&c).unwrap(), pending);
 
-        c.execute("INSERT INTO state_log (ts, target_id, data) VALUES (90, 4, x'01')", []).unwrap();
-        assert_eq!(prune_journal_prefix(&c).unwrap(), 0, "target 4 has no checkpoint: all its entries count");
-        c.execute("DELETE FROM state_log WHERE target_id = 4", []).unwrap();
+        append_entry(&c, 2, 240);
+        assert_eq!(prune_journal_prefix(&c).unwrap(), 0, "target 1's entry at 200 is after its checkpoint");
+        assert_eq!(journal(&c).len(), 9);
+        assert_eq!(journal_table(&c).unwrap(), "state_log_1");
+
         c.execute("UPDATE targets SET state_ms = 200 WHERE id = 1", []).unwrap();
-        assert_eq!(prune_journal_prefix(&c).unwrap(), 4, "every checkpoint includes its entries: all go");
-        assert!(journal(&c).is_empty());
+        assert_eq!(prune_journal_prefix(&c).unwrap(), 0, "target 2's checkpoint (180) is before target 1's 200");
+        c.execute("UPDATE targets SET state_ms = 240 WHERE id = 2", []).unwrap();
+        let pending = pending_journals(&c).unwrap();
+        assert_eq!(prune_journal_prefix(&c).unwrap(), 8, "every checkpoint covers the older generation: all of it");
+        assert_eq!(journal(&c), [(2, 240)]);
+        assert_eq!(pending_journals(&c).unwrap(), pending, "nothing a replay needs is gone");
+        assert_eq!(journal_table(&c).unwrap(), "state_log_0");
+
+        append_entry(&c, 4, 90);
+        let pending = pending_journals(&c).unwrap();
+        assert_eq!(prune_journal_prefix(&c).unwrap(), 0, "target 4 has no checkpoint: all its entries count");
+        assert_eq!(pending_journals(&c).unwrap(), pending);
+        assert_eq!(journal(&c), [(2, 240), (4, 90)]);
     }
 
     #[test]

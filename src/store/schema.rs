@@ -7,8 +7,11 @@
 //! minute's rows are appended together) with an index `(target_id, ts)` for readers by target;
 //! 10 min rows (written every 10 minutes) are keyed `(target_id, ts)` `WITHOUT ROWID`: a
 //! target's long range is one key range.
-//! `auto_vacuum = INCREMENTAL` is set before the first table exists, so retention can hand freed
-//! pages back to the file system.
+//! The file keeps no pointer map (`auto_vacuum` off): with `auto_vacuum = INCREMENTAL`, which
+//! databases created before 2026-12-06 have until [`migrate`] rewrites them once, every page a
+//! tick allocated or moved had its entry rewritten in a pointer-map page, a sixth of the
+//! writer's pages (BENCHMARKS.md, "Write volume, seventh stop"). Retention's freed pages are
+//! reused by the next rows; the downsampler hands a large surplus back with a `VACUUM`.
 
 use rusqlite::Connection;
 
@@ -274,6 +277,28 @@ const MIGRATIONS: &[&str] = &[
     DROP TABLE metrics_5s;
     ALTER TABLE metrics_5s_keyed RENAME TO metrics_5s;
 ",
+    "
+    -- The scrape state journal in two generations (store::journal): entries are appended to the
+    -- current one (meta journal_generation), and the other is emptied whole once every target's
+    -- checkpoint covers it, then becomes the current one. Emptying a table whole frees its pages
+    -- without writing them; deleting a prefix of one table rewrote every page it emptied (about
+    -- an eighth of all pages written at 100 targets). Readers read both through the view.
+    CREATE TABLE state_log_0 (
+        ts        INTEGER NOT NULL,
+        target_id INTEGER NOT NULL,
+        data      BLOB NOT NULL
+    );
+    CREATE TABLE state_log_1 (
+        ts        INTEGER NOT NULL,
+        target_id INTEGER NOT NULL,
+        data      BLOB NOT NULL
+    );
+    INSERT INTO state_log_0 (ts, target_id, data) SELECT ts, target_id, data FROM state_log ORDER BY rowid;
+    DROP TABLE state_log;
+    CREATE VIEW state_log AS
+        SELECT ts, target_id, data FROM state_log_0 UNION ALL SELECT ts, target_id, data FROM state_log_1;
+    INSERT INTO meta (key, value) VALUES ('journal_generation', 0) ON CONFLICT(key) DO NOTHING;
+",
 ];
 
 /// The schema version this build writes.
@@ -287,16 +312,33 @@ pub(crate) fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
             "database schema version {current} is newer than this zai-dash ({SCHEMA_VERSION}); upgrade zai-dash"
         ))));
     }
-    if current == 0 {
-        conn.execute_batch("PRAGMA auto_vacuum = INCREMENTAL; VACUUM;")?;
-    }
     for (i, sql) in MIGRATIONS.iter().enumerate().skip(current) {
         let tx = conn.transaction()?;
         tx.execute_batch(sql)?;
         tx.pragma_update(None, "user_version", (i + 1) as i64)?;
         tx.commit()?;
     }
+    drop_pointer_map(conn);
     Ok(())
+}
+
+/// Rewrites a database created with `auto_vacuum = INCREMENTAL` once without it (SQLite changes
+/// the mode only with a `VACUUM`, which copies every page: a one-off write of the file's size,
+/// where the pointer map cost a sixth of the writer's pages for as long as it ran). Not a
+/// schema version: a build before this one reads and writes the file the same way (its
+/// incremental vacuum does nothing without a pointer map). A failed rewrite (no room for the
+/// copy, say) is logged and the file kept as it is, which works too.
+fn drop_pointer_map(conn: &Connection) {
+    let mode = conn.query_row("PRAGMA auto_vacuum", [], |r| r.get::<_, i64>(0)).unwrap_or(0);
+    if mode == 0 {
+        return;
+    }
+    tracing::info!(
+        "Rewriting the database once without its pointer map (auto_vacuum off), which writes less per tick."
+    );
+    if let Err(e) = conn.execute_batch("PRAGMA auto_vacuum = NONE; VACUUM;") {
+        tracing::warn!(error = %e, "Could not rewrite the database without its pointer map; keeping it as it is.");
+    }
 }
 
 #[cfg(test)]
@@ -304,7 +346,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn migrates_once_and_sets_incremental_vacuum() {
+    fn migrates_once_without_a_pointer_map() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("t.db");
         let mut c = Connection::open(&path).unwrap();
@@ -314,7 +356,46 @@ mod tests {
         let v: i64 = c.query_row("PRAGMA user_version", [], |r| r.get(0)).unwrap();
         assert_eq!(v as usize, SCHEMA_VERSION);
         let av: i64 = c.query_row("PRAGMA auto_vacuum", [], |r| r.get(0)).unwrap();
-        assert_eq!(av, 2, "incremental");
+        assert_eq!(av, 0, "no pointer map");
+    }
+
+    #[test]
+    fn a_database_with_a_pointer_map_is_rewritten_without_it_and_keeps_its_rows() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.db");
+        let mut c = Connection::open(&path).unwrap();
+        // As builds before this one created it: incremental vacuum set before the first table.
+        c.execute_batch("PRAGMA journal_mode = WAL; PRAGMA auto_vacuum = INCREMENTAL; VACUUM;").unwrap();
+        let before = MIGRATIONS.iter().position(|m| m.contains("metrics_5s_keyed")).unwrap();
+        for sql in &MIGRATIONS[..before] {
+            c.execute_batch(sql).unwrap();
+        }
+        c.pragma_update(None, "user_version", before as i64).unwrap();
+        for (target, ts) in [(2, 5_000), (1, 10_000)] {
+            c.execute(
+                "INSERT INTO metrics_5s (target_id, ts, variant_id, elapsed_ms, data) VALUES (?1, ?2, 1, 5000, x'07')",
+                [target, ts],
+            )
+            .unwrap();
+        }
+        c.execute("INSERT INTO state_log (ts, target_id, data) VALUES (5000, 2, x'01')", []).unwrap();
+        let av: i64 = c.query_row("PRAGMA auto_vacuum", [], |r| r.get(0)).unwrap();
+        assert_eq!(av, 2, "the old layout");
+        migrate(&mut c).unwrap();
+        let av: i64 = c.query_row("PRAGMA auto_vacuum", [], |r| r.get(0)).unwrap();
+        assert_eq!(av, 0, "rewritten without the pointer map");
+        let rows: Vec<(i64, i64, Vec<u8>)> = c
+            .prepare("SELECT ts, target_id, data FROM metrics_5s ORDER BY ts_target")
+            .unwrap()
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        assert_eq!(rows, vec![(5_000, 2, vec![7]), (10_000, 1, vec![7])]);
+        let journal: i64 = c.query_row("SELECT count(*) FROM state_log", [], |r| r.get(0)).unwrap();
+        assert_eq!(journal, 1);
+        let v: i64 = c.query_row("PRAGMA user_version", [], |r| r.get(0)).unwrap();
+        assert_eq!(v as usize, SCHEMA_VERSION);
     }
 
     #[test]
@@ -453,13 +534,20 @@ mod tests {
             c.execute("INSERT INTO state_log (ts, target_id, data) VALUES (?1, ?2, x'01')", [ts, target]).unwrap();
         }
         migrate(&mut c).unwrap();
-        let mut stmt = c.prepare("SELECT ts, target_id FROM state_log ORDER BY rowid").unwrap();
+        let mut stmt = c.prepare("SELECT ts, target_id FROM state_log_0 ORDER BY rowid").unwrap();
         let keys: Vec<(i64, i64)> =
             stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?))).unwrap().map(Result::unwrap).collect();
         assert_eq!(keys, vec![(5_000, 1), (5_000, 2), (10_000, 1)], "every entry, appended in time order");
-        let rowid_table: i64 =
-            c.query_row("SELECT count(*) FROM pragma_index_list('state_log')", [], |r| r.get(0)).unwrap();
-        assert_eq!(rowid_table, 0, "no key to rebalance");
+        for table in ["state_log_0", "state_log_1"] {
+            let indexes: i64 =
+                c.query_row(&format!("SELECT count(*) FROM pragma_index_list('{table}')"), [], |r| r.get(0)).unwrap();
+            assert_eq!(indexes, 0, "no key to rebalance");
+        }
+        let in_view: i64 = c.query_row("SELECT count(*) FROM state_log", [], |r| r.get(0)).unwrap();
+        assert_eq!(in_view, 3, "the view reads both generations");
+        let current: i64 =
+            c.query_row("SELECT value FROM meta WHERE key = 'journal_generation'", [], |r| r.get(0)).unwrap();
+        assert_eq!(current, 0, "entries carried over are the current generation");
     }
 
     #[test]

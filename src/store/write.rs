@@ -274,8 +274,10 @@ impl Writer {
 }
 
 /// Checkpoints replace a target's stored state (never with an older one); journal entries are
-/// appended (a batch is committed once: a failed attempt wrote nothing).
+/// appended to the journal's current generation (`query::journal_table`, read once per batch;
+/// a batch is committed once: a failed attempt wrote nothing).
 fn write_states(conn: &Connection, states: &[StateUpdate]) -> Result<(), StoreError> {
+    let mut journal = None;
     for s in states {
         match &s.write {
             StateWrite::Checkpoint(json) => {
@@ -287,7 +289,11 @@ fn write_states(conn: &Connection, states: &[StateUpdate]) -> Result<(), StoreEr
                 .execute(params![json, s.scraped_ms, s.variant, s.target_id, totals])?;
             }
             StateWrite::Journal(entry) => {
-                conn.prepare_cached("INSERT INTO state_log (ts, target_id, data) VALUES (?1, ?2, ?3)")?
+                let table = match journal {
+                    Some(t) => t,
+                    None => *journal.insert(query::journal_table(conn)?),
+                };
+                conn.prepare_cached(&format!("INSERT INTO {table} (ts, target_id, data) VALUES (?1, ?2, ?3)"))?
                     .execute(params![s.scraped_ms, s.target_id, entry])?;
             }
         }
