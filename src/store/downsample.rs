@@ -255,14 +255,19 @@ const FREE_BYTES_KEPT: i64 = 64 << 20;
 /// window's rows reuse; half the file keeps that from ever triggering a rewrite, even in a
 /// young file of thousands of targets that is mostly raw rows (an eighth, the share the
 /// incremental vacuum used, would have rewritten such a file at every run). A file a build
-/// before 2026-12-06 created keeps its pointer map if `schema` could not rewrite it, and gets
+/// before 2026-12-06 created keeps its pointer map (`schema` does not rewrite it) and gets
 /// the incremental vacuum it had: beyond an eighth of the file, moving only those pages.
 fn hand_back_free_pages(conn: &Connection, floor_bytes: i64, gave_up: &AtomicBool) -> Result<(), StoreError> {
     let pragma = |name: &str| conn.query_row(&format!("PRAGMA {name}"), [], |r| r.get::<_, i64>(0));
     let (free, pages) = (pragma("freelist_count")?, pragma("page_count")?);
     if pragma("auto_vacuum")? != 0 {
         if free > pages / FREE_SHARE_KEPT {
-            conn.execute_batch(&format!("PRAGMA incremental_vacuum({});", free - pages / (2 * FREE_SHARE_KEPT)))?;
+            // The pragma frees one page per step (each step returns a row): stepped to its end,
+            // not once as `execute_batch` would, which freed one page per run.
+            let mut stmt =
+                conn.prepare(&format!("PRAGMA incremental_vacuum({})", free - pages / (2 * FREE_SHARE_KEPT)))?;
+            let mut freed = stmt.query([])?;
+            while freed.next()?.is_some() {}
         }
         return Ok(());
     }
@@ -316,8 +321,13 @@ mod tests {
 
     /// A migrated file whose table of `pages` pages of rows was just dropped, and its sizes.
     fn file_with_free_pages(dir: &std::path::Path, pages: i64) -> Connection {
+        file_with_free_pages_in(dir, pages, "")
+    }
+
+    /// As [`file_with_free_pages`], first setting `pragmas` on the empty file.
+    fn file_with_free_pages_in(dir: &std::path::Path, pages: i64, pragmas: &str) -> Connection {
         let mut c = Connection::open(dir.join("t.db")).unwrap();
-        c.execute_batch("PRAGMA journal_mode = WAL;").unwrap();
+        c.execute_batch(&format!("{pragmas} PRAGMA journal_mode = WAL;")).unwrap();
         super::super::schema::migrate(&mut c).unwrap();
         c.execute_batch("CREATE TABLE filler (b BLOB)").unwrap();
         for _ in 0..pages {
@@ -359,6 +369,22 @@ mod tests {
         assert_eq!(pragma(&c, "auto_vacuum"), 0, "still without a pointer map");
         let n: i64 = c.query_row("SELECT count(*) FROM live", [], |r| r.get(0)).unwrap();
         assert_eq!(n, 50, "the rows in use are kept");
+    }
+
+    #[test]
+    fn a_file_that_kept_its_pointer_map_hands_pages_back_in_place() {
+        let dir = tempfile::tempdir().unwrap();
+        // As builds before 2026-12-06 created it; `migrate` leaves it so.
+        let c = file_with_free_pages_in(dir.path(), 400, "PRAGMA auto_vacuum = INCREMENTAL; VACUUM;");
+        assert_eq!(pragma(&c, "auto_vacuum"), 2);
+        let (free, pages) = (pragma(&c, "freelist_count"), pragma(&c, "page_count"));
+        assert!(free > pages / FREE_SHARE_KEPT, "{free} of {pages}");
+        // Far below the VACUUM's floor: the incremental vacuum needs no copy and no floor.
+        hand_back_free_pages(&c, FREE_BYTES_KEPT, &AtomicBool::new(false)).unwrap();
+        let (left, now) = (pragma(&c, "freelist_count"), pragma(&c, "page_count"));
+        assert!(left <= pages / (2 * FREE_SHARE_KEPT) + 1, "{left} free of {now} left");
+        assert!(now < pages - free / 2, "the file shrank: {pages} -> {now} pages");
+        assert_eq!(pragma(&c, "auto_vacuum"), 2, "still incremental");
     }
 
     #[test]

@@ -7,10 +7,12 @@
 //! minute's rows are appended together) with an index `(target_id, ts)` for readers by target;
 //! 10 min rows (written every 10 minutes) are keyed `(target_id, ts)` `WITHOUT ROWID`: a
 //! target's long range is one key range.
-//! The file keeps no pointer map (`auto_vacuum` off): with `auto_vacuum = INCREMENTAL`, which
-//! databases created before 2026-12-06 have until [`migrate`] rewrites them once, every page a
-//! tick allocated or moved had its entry rewritten in a pointer-map page, a sixth of the
-//! writer's pages (BENCHMARKS.md, "Write volume, seventh stop"). Retention's freed pages are
+//! A new file keeps no pointer map (`auto_vacuum` off): with `auto_vacuum = INCREMENTAL`, which
+//! databases created before 2026-12-06 keep, every page a tick allocated or moved had its entry
+//! rewritten in a pointer-map page, a sixth of the writer's pages (BENCHMARKS.md, "Write volume,
+//! seventh stop"). An existing file is not rewritten without it: that is a `VACUUM`, a copy of
+//! the whole file made before the server could answer, in a temporary directory that may not
+//! hold it (64 MiB in the Kubernetes manifests); an operator can do it offline (README). Retention's freed pages are
 //! reused by the next rows; the downsampler hands a large surplus back with a `VACUUM`.
 
 use rusqlite::Connection;
@@ -318,27 +320,7 @@ pub(crate) fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
         tx.pragma_update(None, "user_version", (i + 1) as i64)?;
         tx.commit()?;
     }
-    drop_pointer_map(conn);
     Ok(())
-}
-
-/// Rewrites a database created with `auto_vacuum = INCREMENTAL` once without it (SQLite changes
-/// the mode only with a `VACUUM`, which copies every page: a one-off write of the file's size,
-/// where the pointer map cost a sixth of the writer's pages for as long as it ran). Not a
-/// schema version: a build before this one reads and writes the file the same way (its
-/// incremental vacuum does nothing without a pointer map). A failed rewrite (no room for the
-/// copy, say) is logged and the file kept as it is, which works too.
-fn drop_pointer_map(conn: &Connection) {
-    let mode = conn.query_row("PRAGMA auto_vacuum", [], |r| r.get::<_, i64>(0)).unwrap_or(0);
-    if mode == 0 {
-        return;
-    }
-    tracing::info!(
-        "Rewriting the database once without its pointer map (auto_vacuum off), which writes less per tick."
-    );
-    if let Err(e) = conn.execute_batch("PRAGMA auto_vacuum = NONE; VACUUM;") {
-        tracing::warn!(error = %e, "Could not rewrite the database without its pointer map; keeping it as it is.");
-    }
 }
 
 #[cfg(test)]
@@ -360,7 +342,7 @@ mod tests {
     }
 
     #[test]
-    fn a_database_with_a_pointer_map_is_rewritten_without_it_and_keeps_its_rows() {
+    fn a_database_with_a_pointer_map_keeps_it_and_its_rows() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("t.db");
         let mut c = Connection::open(&path).unwrap();
@@ -383,7 +365,7 @@ mod tests {
         assert_eq!(av, 2, "the old layout");
         migrate(&mut c).unwrap();
         let av: i64 = c.query_row("PRAGMA auto_vacuum", [], |r| r.get(0)).unwrap();
-        assert_eq!(av, 0, "rewritten without the pointer map");
+        assert_eq!(av, 2, "not rewritten at start: its incremental vacuum goes on working");
         let rows: Vec<(i64, i64, Vec<u8>)> = c
             .prepare("SELECT ts, target_id, data FROM metrics_5s ORDER BY ts_target")
             .unwrap()
