@@ -507,6 +507,40 @@ fn the_sealed_bucket_cache_answers_exactly_like_a_fresh_query() {
     );
 }
 
+/// A raw read of hundreds of buckets is serialized on a thread of its own while its rows are
+/// read (`cache::read_serialized`), in batches: every point arrives, in order, the last
+/// partial batch included.
+#[test]
+fn a_long_raw_read_serialized_while_it_is_read_answers_exactly_like_a_fresh_query() {
+    let mut fx = Fixture::new();
+    let end = T0 + 45 * MIN;
+    fx.write_range(T0, end);
+    let cache = zai_dash::store::cache::PointCache::default();
+    for variant in [None, Some("canary")] {
+        // 481 buckets of two variants: 962 points, not a whole number of batches.
+        let q = RangeRead {
+            q: PointQuery {
+                start_ms: end - 40 * MIN - 5_000,
+                end_ms: end,
+                step_ms: 5_000,
+                variant: variant.map(str::to_owned),
+                target_url: None,
+            },
+            raw: true,
+            point_ms: 5_000,
+            rollup_ms: MIN,
+        };
+        cache.invalidate();
+        let fresh = to_json(&range::points(&fx_conn(&fx), &q).unwrap());
+        let points = if variant.is_some() { 481 } else { 962 };
+        assert_eq!(fresh.matches("\"timestamp\"").count(), points, "{variant:?}");
+        let cached = cache.points_json(&fx_conn(&fx), &q, end - 11_000).unwrap();
+        // Compared without printing two megabytes when they differ.
+        let same = cached == fresh;
+        assert!(same, "{variant:?}: {} bytes cached, {} read fresh", cached.len(), fresh.len());
+    }
+}
+
 fn fx_conn(fx: &Fixture) -> r2d2::PooledConnection<r2d2_sqlite::SqliteConnectionManager> {
     fx.store.conn().unwrap()
 }

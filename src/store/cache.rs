@@ -27,6 +27,9 @@ use crate::clock::bucket_end;
 use crate::point::Point;
 use crate::ports::read::COARSE_FACTOR;
 
+/// Room for one point's JSON (a point of six pods with every field is about 1.4 KB).
+const POINT_JSON_BYTES: usize = 2048;
+
 /// Query shapes kept at once (least recently used goes first).
 const MAX_SHAPES: usize = 16;
 
@@ -138,10 +141,8 @@ impl PointCache {
         if covered < q.end_ms {
             let mut tail = r.clone();
             (tail.q.start_ms, tail.q.variant) = (covered, None);
-            for p in range::points_with(conn, &tail, held, &mut |_, _, _| {})? {
-                let json = serde_json::to_string(&p).map_err(StoreError::State)?;
-                points.push(Cached { timestamp: p.timestamp, variant: p.variant.as_str().into(), json: json.into() });
-            }
+            let buckets = (q.end_ms - covered) / q.step_ms.max(1);
+            points.extend(read_serialized(conn, &tail, held, r.raw && buckets >= SERIALIZE_APART_BUCKETS)?);
         }
         self.keep(shape, generation, first_end, sealed, &points);
         let mut out = String::with_capacity(points.iter().map(|p| p.json.len() + 1).sum::<usize>() + 2);
@@ -190,6 +191,83 @@ impl PointCache {
             points: points.iter().filter(|p| p.timestamp <= sealed).cloned().collect(),
             used: self.clock.fetch_add(1, Ordering::Relaxed),
         });
+    }
+}
+
+/// The points of `r`, each serialized. `apart`: on a thread of its own, while the rows are read
+/// (a raw window hands its points over bucket by bucket), so the two overlap on a machine with
+/// a core to spare: serializing an hour's 1,440 points (2 MB) took about 2 ms, a fifth of a
+/// first request's time (BENCHMARKS.md, "First request, seventh stop"). Inline if no thread
+/// can be started.
+fn read_serialized(conn: &Connection, r: &RangeRead, held: &HeldRows, apart: bool) -> Result<Vec<Cached>, StoreError> {
+    let read = |sink: &mut range::PointSink<'_>| range::points_into(conn, r, held, (&mut |_, _, _| {}, true), sink);
+    let read = &read;
+    if apart {
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<Point>>(SERIALIZE_QUEUE);
+        let done = std::thread::scope(|s| {
+            let writer = std::thread::Builder::new().name("zai-json".into()).spawn_scoped(s, move || {
+                let mut w = PointWriter::default();
+                for batch in rx {
+                    batch.iter().try_for_each(|p| w.push(p))?;
+                }
+                Ok::<_, StoreError>(w.out)
+            });
+            let Ok(writer) = writer else { return None };
+            let mut batch = Vec::with_capacity(SERIALIZE_BATCH);
+            let mut send = |p| {
+                batch.push(p);
+                if batch.len() == SERIALIZE_BATCH {
+                    // A writer gone (it failed) reports why when joined.
+                    let _ = tx.send(std::mem::replace(&mut batch, Vec::with_capacity(SERIALIZE_BATCH)));
+                }
+            };
+            let read = read(&mut send);
+            let _ = tx.send(batch);
+            drop(tx);
+            let written = writer.join().unwrap_or_else(|e| std::panic::resume_unwind(e));
+            Some(read.and(written))
+        });
+        if let Some(done) = done {
+            return done;
+        }
+    }
+    let mut points = Vec::new();
+    read(&mut |p| points.push(p))?;
+    let mut w = PointWriter::default();
+    points.iter().try_for_each(|p| w.push(p))?;
+    Ok(w.out)
+}
+
+/// Points a batch sent to the serializing thread holds: few enough that it starts early, enough
+/// that it is woken a few dozen times an hour's read rather than per point.
+const SERIALIZE_BATCH: usize = 64;
+/// Batches waiting for the serializing thread at most (the reader waits beyond).
+const SERIALIZE_QUEUE: usize = 16;
+/// Raw reads of at least this many buckets serialize apart ([`read_serialized`]): a dashboard's
+/// repeated read (the newest bucket or two after the cached ones) is not worth a thread, and a
+/// read of rolled rows builds its points only once every row is read, so nothing would overlap.
+const SERIALIZE_APART_BUCKETS: i64 = 256;
+
+/// Serializes points one after the other into one reused buffer, sized for one: each into a new
+/// String grew it from nothing by doubling, 2 MB of copies for an hour's points.
+struct PointWriter {
+    buf: Vec<u8>,
+    out: Vec<Cached>,
+}
+
+impl Default for PointWriter {
+    fn default() -> Self {
+        Self { buf: Vec::with_capacity(POINT_JSON_BYTES), out: Vec::new() }
+    }
+}
+
+impl PointWriter {
+    fn push(&mut self, p: &Point) -> Result<(), StoreError> {
+        self.buf.clear();
+        serde_json::to_writer(&mut self.buf, p)?;
+        let json = std::str::from_utf8(&self.buf).map_err(|e| StoreError::State(serde::ser::Error::custom(e)))?;
+        self.out.push(Cached { timestamp: p.timestamp, variant: p.variant.as_str().into(), json: json.into() });
+        Ok(())
     }
 }
 

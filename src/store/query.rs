@@ -515,10 +515,15 @@ type RowTotals = Result<Option<Found>, StoreError>;
 /// older rows aged out). A target first registered after `t0` had no totals then: it is absent,
 /// exactly as the live stream starts it.
 ///
-/// Rolled tables are read by target (key or index), so each target's latest rolled row is one lookup (plus
-/// decoding the chunk that holds it, when sealed: [`sealed::newest_through`]). The raw
-/// table is keyed by time, so it is scanned once for every target, only over the rows a rolled
-/// row cannot stand for: `t0`'s own minute and the minutes not rolled yet.
+/// The raw table is keyed by time, so it is scanned once for every target, only over the rows
+/// a rolled row cannot stand for: `t0`'s own minute and the minutes not rolled yet. A target
+/// found there needs nothing more: a rolled row at or before `t0` is either at or before the
+/// rollup watermark, which that scan starts after, or ends a bucket holding the raw row found
+/// (the scan covers `t0`'s whole minute), and a rolled row takes the totals and variant of its
+/// bucket's newest raw row, which is the one found. Only the others look up their latest
+/// rolled row, target by target (key or index: one lookup, plus decoding the chunk that holds
+/// it when sealed, [`sealed::newest_through`]); these lookups were most of the pages a cold
+/// one-hour read touched (BENCHMARKS.md, "First request, seventh stop").
 pub(crate) fn totals_at(
     conn: &Connection,
     targets: &[StoredTarget],
@@ -532,9 +537,13 @@ pub(crate) fn totals_at(
     let mut unseen = Vec::new();
     for t in targets {
         let name = |vid: i64| names.get(&vid).cloned().unwrap_or_else(|| t.variant.clone());
+        // A raw row found here is as new as any rolled row at or before t0 can be, and holds
+        // the same totals and variant: see the function's doc.
         let mut before = raw.remove(&t.id);
-        for table in [Table::Rollup, Table::Coarse] {
-            before = newest(before, row_totals(sealed::newest_through, table, t.id, t0, conn)?);
+        if before.is_none() {
+            for table in [Table::Rollup, Table::Coarse] {
+                before = newest(before, row_totals(sealed::newest_through, table, t.id, t0, conn)?);
+            }
         }
         if let Some(f) = before {
             out.insert(t.id, (name(f.variant_id), f.totals));
@@ -774,6 +783,30 @@ mod tests {
         let table = journal_table(c).unwrap();
         c.execute(&format!("INSERT INTO {table} (ts, target_id, data) VALUES (?1, ?2, x'01')"), [ts, target_id])
             .unwrap();
+    }
+
+    #[test]
+    fn a_raw_row_in_the_seeded_minute_gives_the_totals_without_reading_the_rolled_tables() {
+        let c = journal_db(&[(1, None), (2, None)], &[]);
+        let row = |target_id, ts_ms, requests_2xx| TargetRow {
+            target_id,
+            ts_ms,
+            variant: "p".into(),
+            totals: Totals { requests_2xx, ..Totals::default() },
+            ..TargetRow::default()
+        };
+        set_watermark(&c, 120_000).unwrap();
+        replace_row(&c, Table::Raw, &row(1, 115_000, 7.0)).unwrap();
+        // A 1 min row after target 1's raw row: one the downsampler rolled would repeat the raw
+        // row's totals; these differ so that reading it would show in the answer.
+        replace_row(&c, Table::Rollup, &row(1, 120_000, 99.0)).unwrap();
+        replace_row(&c, Table::Coarse, &row(1, 120_000, 98.0)).unwrap();
+        // Target 2 has no raw row in the minute: its rolled row answers.
+        replace_row(&c, Table::Rollup, &row(2, 60_000, 5.0)).unwrap();
+        let (names, all) = (variant_names(&c).unwrap(), targets(&c).unwrap());
+        let got = totals_at(&c, &all, 120_000, &names, 60_000).unwrap();
+        assert_eq!(got[&1].1.requests_2xx, 7.0, "the raw row, found by the scan, is enough");
+        assert_eq!(got[&2].1.requests_2xx, 5.0, "without one, the newest rolled row");
     }
 
     #[test]

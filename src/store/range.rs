@@ -96,6 +96,24 @@ pub(crate) fn points_seeded(
     each_row: &mut RowVisitor<'_>,
     seed: bool,
 ) -> Result<Vec<Point>, StoreError> {
+    let mut out = Vec::new();
+    points_into(conn, r, held, (each_row, seed), &mut |p| out.push(p))?;
+    Ok(out)
+}
+
+/// Receiver of a range query's points, in their order.
+pub(crate) type PointSink<'s> = dyn FnMut(Point) + 's;
+
+/// [`points_seeded`], handing each point to `sink` as soon as it is built: a raw window's points
+/// bucket by bucket while its rows are read, so a caller can serialize them meanwhile
+/// (`cache::PointCache::points_json_with`).
+pub(crate) fn points_into(
+    conn: &Connection,
+    r: &RangeRead,
+    held: &HeldRows,
+    (each_row, seed): (&mut RowVisitor<'_>, bool),
+    sink: &mut PointSink<'_>,
+) -> Result<(), StoreError> {
     let (q, rollup_ms) = (&r.q, r.rollup_ms);
     let owned = query::variant_names(conn)?;
     let shared = owned.iter().map(|(id, n)| (*id, Arc::from(n.as_str()))).collect();
@@ -112,20 +130,22 @@ pub(crate) fn points_seeded(
     }
     let mut read = Read::default();
     if targets.is_empty() {
-        return Ok(build_points(r, &read, &mut builder));
+        build_points(r, &read, &mut builder).into_iter().for_each(sink);
+        return Ok(());
     }
     let only = q.target_url.as_ref().and(targets.first()).map(|t| t.id);
     let widths = (r.point_ms, rollup_ms);
     if r.raw {
-        let mut stream = BucketStream { r, builder: &mut builder, rows: Vec::new(), newest_ms: None, out: Vec::new() };
+        let mut stream = BucketStream { r, builder: &mut builder, rows: Vec::new(), newest_ms: None, sink };
         raw_points(conn, (only, held), (after, q.end_ms), (&names.shared, widths), each_row, &mut stream)?;
         stream.flush();
-        return Ok(stream.out);
+        return Ok(());
     }
     let coarse = q.step_ms % (rollup_ms * COARSE_FACTOR) == 0;
     let from = rolled_rows(conn, &targets, (after, q.end_ms), (&names.shared, widths, coarse), each_row, &mut read)?;
     rolled_raw_tail(conn, (only, held), (from, q.end_ms), (&names.owned, widths), each_row, &mut read)?;
-    Ok(build_points(r, &read, &mut builder))
+    build_points(r, &read, &mut builder).into_iter().for_each(sink);
+    Ok(())
 }
 
 /// Groups the rows into buckets of the step and builds each bucket's points.
@@ -163,17 +183,17 @@ fn bucket_points(r: &RangeRead, reach: i64, rows: &[&Summary], builder: &mut Poi
 /// bucket's rows at a time rather than the window's: a 15-minute read of 100 targets held all
 /// 18,000 row summaries at once, the largest part of the process's peak heap (heaptrack;
 /// BENCHMARKS.md, "Memory").
-struct BucketStream<'a> {
+struct BucketStream<'a, 's> {
     r: &'a RangeRead,
     builder: &'a mut PointBuilder,
     /// Rows of the bucket being filled.
     rows: Vec<Summary>,
     /// Newest row so far: how far the data reaches.
     newest_ms: Option<i64>,
-    out: Vec<Point>,
+    sink: &'a mut PointSink<'s>,
 }
 
-impl BucketStream<'_> {
+impl BucketStream<'_, '_> {
     /// Takes the next row; rows come in time order (see [`raw_points`]).
     fn push(&mut self, s: Summary) {
         let step = self.r.q.step_ms;
@@ -195,7 +215,7 @@ impl BucketStream<'_> {
         let reach = self.newest_ms.unwrap_or(self.r.q.end_ms).min(self.r.q.end_ms);
         let mut order: Vec<&Summary> = self.rows.iter().collect();
         order.sort_by_key(|r| (r.ts_ms, r.target_id));
-        self.out.extend(bucket_points(self.r, reach, &order, self.builder));
+        bucket_points(self.r, reach, &order, self.builder).into_iter().for_each(&mut *self.sink);
         self.rows.clear();
     }
 }
@@ -305,7 +325,7 @@ fn raw_points(
     (from, until): (i64, i64),
     (names, widths): Context<'_>,
     each_row: &mut RowVisitor<'_>,
-    stream: &mut BucketStream<'_>,
+    stream: &mut BucketStream<'_, '_>,
 ) -> Result<(), StoreError> {
     if from >= until {
         return Ok(());
