@@ -66,6 +66,10 @@ pub enum StoreError {
         max = table::RAW_TARGET_MASK
     )]
     TooManyTargets(i64),
+    /// The file cannot be brought to this build's schema: a newer build's file, or rows an
+    /// upgrade cannot carry over. Said before anything is changed.
+    #[error("cannot use the database: {0}")]
+    Schema(String),
 }
 
 impl StoreError {
@@ -90,6 +94,7 @@ impl StoreError {
             StoreError::Join(_) => "The database task failed.",
             StoreError::Codec(_) | StoreError::State(_) => "A stored row could not be read back.",
             StoreError::TooManyTargets(_) => "The database holds as many targets as it can; start with a new DB_PATH.",
+            StoreError::Schema(_) => "The database file's schema cannot be used by this build.",
         }
     }
 }

@@ -310,17 +310,45 @@ pub(crate) const SCHEMA_VERSION: usize = MIGRATIONS.len();
 pub(crate) fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
     let current: usize = conn.query_row("PRAGMA user_version", [], |r| r.get::<_, i64>(0))?.try_into().unwrap_or(0);
     if current > SCHEMA_VERSION {
-        return Err(StoreError::Sqlite(rusqlite::Error::InvalidParameterName(format!(
-            "database schema version {current} is newer than this zai-dash ({SCHEMA_VERSION}); upgrade zai-dash"
-        ))));
+        return Err(StoreError::Schema(format!(
+            "its schema version {current} is newer than this zai-dash's ({SCHEMA_VERSION}); upgrade zai-dash"
+        )));
     }
     for (i, sql) in MIGRATIONS.iter().enumerate().skip(current) {
+        if sql.contains(RAW_KEY_MIGRATION) {
+            check_raw_rows_fit_the_key(conn)?;
+        }
         let tx = conn.transaction()?;
         tx.execute_batch(sql)?;
         tx.pragma_update(None, "user_version", (i + 1) as i64)?;
         tx.commit()?;
     }
     Ok(())
+}
+
+/// A word only the migration to the raw table's integer key contains.
+const RAW_KEY_MIGRATION: &str = "metrics_5s_keyed";
+
+/// Before the raw table is re-keyed by `ts << 20 | target_id`: a row whose target id or time
+/// the key cannot hold would stop that migration with SQLite's "NOT NULL constraint failed";
+/// this says instead which rows and what to do, and nothing has been changed yet.
+fn check_raw_rows_fit_the_key(conn: &Connection) -> Result<(), StoreError> {
+    let (beyond, max_id): (i64, Option<i64>) = conn.query_row(
+        "SELECT count(*), max(target_id) FROM metrics_5s
+         WHERE target_id NOT BETWEEN 0 AND 1048575 OR ts NOT BETWEEN -8796093022208 AND 8796093022207",
+        [],
+        |r| Ok((r.get(0)?, r.get(1)?)),
+    )?;
+    if beyond == 0 {
+        return Ok(());
+    }
+    Err(StoreError::Schema(format!(
+        "{beyond} of the raw 5 s rows cannot be carried over to schema version 13, whose rows are keyed by \
+         a target id up to 1048575 (highest here: {}); the file was left as it is. Start with a new \
+         DB_PATH, or delete those rows (`DELETE FROM metrics_5s WHERE target_id > 1048575`) \
+         with zai-dash stopped and start it again",
+        max_id.unwrap_or_default()
+    )))
 }
 
 #[cfg(test)]
@@ -462,7 +490,9 @@ mod tests {
     #[test]
     fn a_raw_row_the_integer_key_cannot_hold_stops_the_migration_instead_of_being_lost() {
         let (mut c, before) = before_integer_key(&[(1, 5_000), (1 << 20, 5_000)]);
-        assert!(migrate(&mut c).unwrap_err().to_string().contains("NOT NULL"));
+        let said = migrate(&mut c).unwrap_err().to_string();
+        assert!(said.starts_with("cannot use the database: 1 of the raw 5 s rows cannot be carried over"), "{said}");
+        assert!(said.contains("highest here: 1048576") && said.contains("new DB_PATH"), "{said}");
         let v: i64 = c.query_row("PRAGMA user_version", [], |r| r.get(0)).unwrap();
         assert_eq!(v as usize, before, "nothing migrated");
         let n: i64 = c.query_row("SELECT count(*) FROM metrics_5s", [], |r| r.get(0)).unwrap();
