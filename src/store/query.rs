@@ -231,13 +231,30 @@ pub(crate) fn save_checkpoints(conn: &mut Connection, checkpoints: &[Checkpoint]
 /// ([`prune_journal_prefix`]). The view `state_log` reads both.
 const JOURNAL_TABLES: [&str; 2] = ["state_log_0", "state_log_1"];
 
-/// The generation new journal entries are appended to.
-pub(crate) fn journal_table(conn: &Connection) -> Result<&'static str, StoreError> {
+/// The statement appending an entry to each of [`JOURNAL_TABLES`] (ts, target id, entry).
+const JOURNAL_INSERTS: [&str; 2] = [
+    "INSERT INTO state_log_0 (ts, target_id, data) VALUES (?1, ?2, ?3)",
+    "INSERT INTO state_log_1 (ts, target_id, data) VALUES (?1, ?2, ?3)",
+];
+
+/// Which generation new journal entries are appended to: an index of [`JOURNAL_TABLES`].
+fn journal_generation(conn: &Connection) -> Result<usize, StoreError> {
     let g: Option<i64> = conn
         .prepare_cached("SELECT value FROM meta WHERE key = 'journal_generation'")?
         .query_row([], |r| r.get(0))
         .optional()?;
-    Ok(JOURNAL_TABLES[usize::from(g == Some(1))])
+    Ok(usize::from(g == Some(1)))
+}
+
+/// The generation new journal entries are appended to.
+pub(crate) fn journal_table(conn: &Connection) -> Result<&'static str, StoreError> {
+    Ok(JOURNAL_TABLES[journal_generation(conn)?])
+}
+
+/// The statement that appends a journal entry to the current generation (no SQL is built per
+/// entry: a tick appends one per target).
+pub(crate) fn journal_insert(conn: &Connection) -> Result<&'static str, StoreError> {
+    Ok(JOURNAL_INSERTS[journal_generation(conn)?])
 }
 
 /// Deletes the journal entries a target's checkpoint already includes.
@@ -807,6 +824,17 @@ mod tests {
         let got = totals_at(&c, &all, 120_000, &names, 60_000).unwrap();
         assert_eq!(got[&1].1.requests_2xx, 7.0, "the raw row, found by the scan, is enough");
         assert_eq!(got[&2].1.requests_2xx, 5.0, "without one, the newest rolled row");
+    }
+
+    #[test]
+    fn each_generation_is_appended_to_by_its_own_statement() {
+        for (table, insert) in JOURNAL_TABLES.iter().zip(JOURNAL_INSERTS) {
+            assert!(insert.starts_with(&format!("INSERT INTO {table} ")), "{insert}");
+        }
+        let c = journal_db(&[], &[]);
+        assert_eq!(journal_insert(&c).unwrap(), JOURNAL_INSERTS[0]);
+        c.execute("UPDATE meta SET value = 1 WHERE key = 'journal_generation'", []).unwrap();
+        assert_eq!(journal_insert(&c).unwrap(), JOURNAL_INSERTS[1]);
     }
 
     #[test]

@@ -274,7 +274,7 @@ impl Writer {
 }
 
 /// Checkpoints replace a target's stored state (never with an older one); journal entries are
-/// appended to the journal's current generation (`query::journal_table`, read once per batch;
+/// appended to the journal's current generation (`query::journal_insert`, read once per batch;
 /// a batch is committed once: a failed attempt wrote nothing).
 fn write_states(conn: &Connection, states: &[StateUpdate]) -> Result<(), StoreError> {
     let mut journal = None;
@@ -289,12 +289,11 @@ fn write_states(conn: &Connection, states: &[StateUpdate]) -> Result<(), StoreEr
                 .execute(params![json, s.scraped_ms, s.variant, s.target_id, totals])?;
             }
             StateWrite::Journal(entry) => {
-                let table = match journal {
-                    Some(t) => t,
-                    None => *journal.insert(query::journal_table(conn)?),
+                let insert = match journal {
+                    Some(sql) => sql,
+                    None => *journal.insert(query::journal_insert(conn)?),
                 };
-                conn.prepare_cached(&format!("INSERT INTO {table} (ts, target_id, data) VALUES (?1, ?2, ?3)"))?
-                    .execute(params![s.scraped_ms, s.target_id, entry])?;
+                conn.prepare_cached(insert)?.execute(params![s.scraped_ms, s.target_id, entry])?;
             }
         }
     }
