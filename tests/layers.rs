@@ -25,6 +25,7 @@ const LAYERS: &[(&str, &[&str])] = &[
             "console",
             "expo",
             "health",
+            "heap",
             "host",
             "net",
             "phase",
