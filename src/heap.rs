@@ -9,10 +9,11 @@
 //! point gave 13 MiB back (BENCHMARKS.md, "Memory, seventh stop"). Trimming within a second of
 //! every store job kept that soak at 40 MiB between refreshes, against 53, but the accuracy
 //! suite, which runs zai-dash in its own process beside a harness holding hundreds of MB,
-//! then failed 5 of 11 runs on missing buckets (none of 9 without it): each trim hands the harness's freed memory
-//! back too, and faulting it in again disturbed a test that times reads to bucket closes. So
-//! the store marks the heap after each job ([`note_work_done`]) and the trim stays at once a
-//! minute, skipped when idle, until a trim that does not churn is shown harmless there.
+//! then failed 5 of 11 runs on missing buckets (none of 9 without it). The suspicion, not
+//! proven: each trim hands the harness's freed memory back too, and faulting it in again
+//! disturbs a test that times reads to bucket closes. So the store marks the heap after each
+//! job ([`note_work_done`]) and the trim stays at once a minute, skipped when idle, until a
+//! trim that does not churn is shown harmless there.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
