@@ -242,24 +242,38 @@ async fn start_in_phase(delay: i64, urls: &[String], dir: &tempfile::TempDir) ->
 
 /// Reads `/api/compare` right after the raw bucket ending at `e` was stored and before the next
 /// one can be, so that the window's data ends exactly at `e`.
+///
+/// Four buckets are tried (the "across" read must still see the churn at its window's start); a
+/// failure names, for each, whether the bucket was seen stored in time and how long the
+/// comparison took, so a slow machine is told from a slow store or endpoint.
 async fn compare_at(dash: &Dash, mut e: i64, label: &'static str) -> CompareObs {
+    let mut attempts = Vec::new();
     for _ in 0..4 {
         sleep_until(e + 250).await;
-        let mut stored = false;
-        while !stored && now() < e + RAW_MS - 600 {
-            stored = dash.points("range=10s").await.iter().any(|p| p["timestamp"].as_i64() == Some(e));
-            if !stored {
+        let mut stored = None;
+        while stored.is_none() && now() < e + RAW_MS - 600 {
+            if dash.points("range=10s").await.iter().any(|p| p["timestamp"].as_i64() == Some(e)) {
+                stored = Some(now() - e);
+            } else {
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
         }
+        let t_before = now();
         let body = dash.json("/api/compare?baseline=production&candidate=canary&window=1m").await;
         let t_after = now();
-        if stored && t_after < e + RAW_MS {
+        if stored.is_some() && t_after < e + RAW_MS {
             return CompareObs { label, data_end: e, t_after, body };
         }
+        attempts.push(match stored {
+            Some(seen) => format!("bucket seen {seen} ms after its close, compare took {} ms", t_after - t_before),
+            None => format!("bucket not seen {} ms after its close", t_before - e),
+        });
         e += RAW_MS;
     }
-    panic!("could not read /api/compare between two bucket closes: the machine is too loaded");
+    panic!(
+        "could not read /api/compare between two bucket closes ({label}): the machine is too loaded; attempts: {}",
+        attempts.join("; ")
+    );
 }
 
 /// `/api/status` and the live points known when it answered.
