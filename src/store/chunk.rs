@@ -116,6 +116,12 @@ impl ChunkWriter {
         self.rows += 1;
     }
 
+    /// Memory the chunk holds so far (its encoded bytes as allocated), for the allocator's
+    /// policy ([`crate::heap::note_transient`]).
+    pub(crate) fn held_bytes(&self) -> usize {
+        self.out.capacity()
+    }
+
     /// Rows pushed so far.
     pub(crate) fn rows(&self) -> usize {
         self.rows

@@ -303,6 +303,15 @@ struct Window {
     /// Slots of `readers` read out, for the next window's chunks.
     free: Vec<usize>,
     heap: BinaryHeap<Reverse<(i64, i64, usize)>>,
+    /// Bytes of the largest window's chunks loaded at once, reported to the allocator policy
+    /// when the scan ends.
+    largest: usize,
+}
+
+impl Drop for Window {
+    fn drop(&mut self) {
+        crate::heap::note_transient(self.largest);
+    }
 }
 
 impl Window {
@@ -319,7 +328,9 @@ impl Window {
         (after, until): (i64, i64),
     ) -> Result<(), StoreError> {
         let Some(start) = pending.as_ref().map(|p| p.0) else { return Ok(()) };
+        let mut loaded = 0;
         while let Some((_, target, blob)) = pending.take_if(|p| p.0 == start) {
+            loaded += blob.len();
             let mut reader = ChunkRows::new(start, blob)?;
             while reader.advance()? {
                 let ts = reader.current().ts;
@@ -342,6 +353,7 @@ impl Window {
             }
             *pending = next_chunk(rows)?;
         }
+        self.largest = self.largest.max(loaded);
         Ok(())
     }
 
@@ -534,6 +546,7 @@ fn seal_window(
             writers.entry(r.get(1)?).or_insert_with(|| ChunkWriter::new(start, l.rolled)).push(row, scratch);
         }
     }
+    let held = writers.values().map(ChunkWriter::held_bytes).sum();
     let mut sealed = 0;
     for (target_id, writer) in writers {
         sealed += writer.rows();
@@ -545,6 +558,7 @@ fn seal_window(
         params![l.sealed_key, end],
     )?;
     tx.commit()?;
+    crate::heap::note_transient(held);
     Ok(sealed)
 }
 
