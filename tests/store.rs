@@ -833,7 +833,9 @@ async fn window_sums_read_ten_minute_rows_where_retention_deleted_the_minutes() 
     assert!(everything.iter().all(|(_, r)| *r > 0.0), "{everything:?}");
     // Retention as if 5 s rows were kept 10 minutes and 1 min rows 25: what each deleted.
     let c = fx.store.conn().unwrap();
-    c.execute("DELETE FROM metrics_5s WHERE ts <= ?1", params![now - 10 * MIN]).unwrap();
+    for generation in ["metrics_5s_0", "metrics_5s_1"] {
+        c.execute(&format!("DELETE FROM {generation} WHERE ts <= ?1"), params![now - 10 * MIN]).unwrap();
+    }
     // The hour of minutes is sealed in one chunk, which retention deletes whole; taking only
     // the minutes up to the cutoff means rewriting the rest as open rows.
     let kept: Vec<TargetRow> =

@@ -301,6 +301,45 @@ const MIGRATIONS: &[&str] = &[
         SELECT ts, target_id, data FROM state_log_0 UNION ALL SELECT ts, target_id, data FROM state_log_1;
     INSERT INTO meta (key, value) VALUES ('journal_generation', 0) ON CONFLICT(key) DO NOTHING;
 ",
+    "
+    -- Open raw rows in two generations (store::table::raw_table): the rows of the 10-minute
+    -- window (k * 600 s, (k + 1) * 600 s] go to metrics_5s_<k mod 2>, so when the raw seal moves
+    -- window k into chunks its table holds only that window and is emptied whole, which frees
+    -- its pages without writing them; a DELETE of the window's key range wrote every page it
+    -- emptied (the largest share of the downsampler's writes). metrics_5s stays readable as a
+    -- view over both. The rows moved are the open ones, about one window (the rest is sealed).
+    CREATE TABLE metrics_5s_0 (
+        ts_target  INTEGER PRIMARY KEY,
+        variant_id INTEGER NOT NULL,
+        elapsed_ms INTEGER NOT NULL,
+        data       BLOB NOT NULL,
+        ts         INTEGER GENERATED ALWAYS AS (ts_target >> 20) VIRTUAL,
+        target_id  INTEGER GENERATED ALWAYS AS (ts_target & 1048575) VIRTUAL
+    );
+    CREATE TABLE metrics_5s_1 (
+        ts_target  INTEGER PRIMARY KEY,
+        variant_id INTEGER NOT NULL,
+        elapsed_ms INTEGER NOT NULL,
+        data       BLOB NOT NULL,
+        ts         INTEGER GENERATED ALWAYS AS (ts_target >> 20) VIRTUAL,
+        target_id  INTEGER GENERATED ALWAYS AS (ts_target & 1048575) VIRTUAL
+    );
+    -- The generation of a row: floor((ts - 1) / 600000) mod 2, as raw_table computes it
+    -- (SQLite's / truncates toward zero, hence the case for times before 1970).
+    CREATE TEMP VIEW raw_generation AS
+        SELECT ts_target, variant_id, elapsed_ms, data,
+               ((CASE WHEN ts >= 1 THEN (ts - 1) / 600000 ELSE -((-ts) / 600000) - 1 END) % 2 + 2) % 2 AS generation
+        FROM metrics_5s;
+    INSERT INTO metrics_5s_0 (ts_target, variant_id, elapsed_ms, data)
+        SELECT ts_target, variant_id, elapsed_ms, data FROM raw_generation WHERE generation = 0 ORDER BY ts_target;
+    INSERT INTO metrics_5s_1 (ts_target, variant_id, elapsed_ms, data)
+        SELECT ts_target, variant_id, elapsed_ms, data FROM raw_generation WHERE generation = 1 ORDER BY ts_target;
+    DROP VIEW raw_generation;
+    DROP TABLE metrics_5s;
+    CREATE VIEW metrics_5s AS
+        SELECT ts_target, variant_id, elapsed_ms, data, ts, target_id FROM metrics_5s_0
+        UNION ALL SELECT ts_target, variant_id, elapsed_ms, data, ts, target_id FROM metrics_5s_1;
+",
 ];
 
 /// The schema version this build writes.
