@@ -26,6 +26,17 @@
 //! merge allows. No window is wider than the table's [`Layout::max_chunk_ms`], which bounds
 //! every lookup by time.
 //!
+//! Open raw rows rest in two generation tables, `metrics_5s_0` and `metrics_5s_1`
+//! ([`super::table::raw_table`]: 10-minute windows alternate between them; the view
+//! `metrics_5s` reads both). Sealing a window whose table holds nothing else (the steady
+//! state: the older window of that table was sealed ten minutes earlier) empties the table
+//! with a `DELETE` without a condition, which frees its pages without writing them; SQLite in
+//! WAL mode writes every page a `DELETE` of a key range empties, which was the largest share
+//! of the downsampler's writes. A table holding other rows too (a catch-up of many windows,
+//! rows reopened by a late row, a seal width other than 10 minutes) has the window's range
+//! deleted as before. Statements on open rows run on each of a table's open tables
+//! ([`Layout`]) and merge what they give in key order.
+//!
 //! Raw rows are keyed by time then target in one integer (`ts_target`, the rowid: a tick's rows
 //! are appended together; `ts` and `target_id` are computed from it, so statements filter and
 //! order on the key itself), open 1 min rows by `(ts, target_id)` with an index by target (what
@@ -902,6 +913,55 @@ mod tests {
         assert_eq!(delete_through(&c, Table::Raw, 610_000).unwrap(), 120 + 120);
         let left = read(&c, (0, i64::MAX), None, usize::MAX);
         assert_eq!(left, all.iter().filter(|r| r.0 > 600_000).cloned().collect::<Vec<_>>());
+    }
+
+    /// Open rows in each raw generation table.
+    fn in_generations(c: &Connection) -> [i64; 2] {
+        RAW_TABLES.map(|t| c.query_row(&format!("SELECT count(*) FROM {t}"), [], |r| r.get(0)).unwrap())
+    }
+
+    #[test]
+    fn a_generation_holding_only_the_sealed_window_is_emptied_whole() {
+        // Windows (0, 600 s] and (600 s, 1200 s]: one in each generation.
+        let (mut c, all) = db(1_200_000);
+        assert_eq!(in_generations(&c), [240, 240], "each window's rows in its own table");
+        let first = seal(&mut c, Table::Raw, 600_000, 600_000).unwrap();
+        assert_eq!(first, Sealed { rows: 240, cleared: 1 });
+        assert_eq!(in_generations(&c), [0, 240], "the sealed window's table emptied, the other kept");
+        assert_eq!(read(&c, (0, i64::MAX), None, usize::MAX), all, "every row, now from a chunk");
+        assert_eq!(seal(&mut c, Table::Raw, 600_000, 1_200_000).unwrap(), Sealed { rows: 240, cleared: 1 });
+        assert_eq!(in_generations(&c), [0, 0]);
+        assert_eq!(read(&c, (0, i64::MAX), None, usize::MAX), all);
+        // The view still reads open rows of both generations.
+        assert!(unseal(&c, Table::Raw, 2, 300_000).unwrap() && unseal(&c, Table::Raw, 1, 900_000).unwrap());
+        assert_eq!(in_generations(&c), [120, 120], "reopened rows go back to their own generation");
+        let in_view: i64 = c.query_row("SELECT count(*) FROM metrics_5s", [], |r| r.get(0)).unwrap();
+        assert_eq!(in_view, 240);
+        assert_eq!(read(&c, (0, i64::MAX), None, usize::MAX), all);
+    }
+
+    #[test]
+    fn a_generation_holding_other_rows_is_deleted_row_by_row() {
+        // Three windows: the first and the third share a generation.
+        let (mut c, all) = db(1_800_000);
+        assert_eq!(in_generations(&c), [480, 240]);
+        let first = seal(&mut c, Table::Raw, 600_000, 600_000).unwrap();
+        assert_eq!(first, Sealed { rows: 240, cleared: 0 }, "the third window's rows stay");
+        assert_eq!(in_generations(&c), [240, 240]);
+        assert_eq!(read(&c, (0, i64::MAX), None, usize::MAX), all, "no row lost");
+        // A window wider than a generation spans both; neither holds only it.
+        let (mut c, all) = db(1_800_000);
+        assert_eq!(seal(&mut c, Table::Raw, 1_200_000, 1_200_000).unwrap(), Sealed { rows: 480, cleared: 1 });
+        assert_eq!(in_generations(&c), [240, 0], "the second window's table held only sealed rows");
+        assert_eq!(read(&c, (0, i64::MAX), None, usize::MAX), all);
+        let (mut c, all) = db(1_200_000);
+        c.execute("DELETE FROM metrics_5s_0 WHERE ts_target > ?1", [raw_key_through(300_000)]).unwrap();
+        let kept: Vec<_> = all.iter().filter(|r| r.0 <= 300_000 || r.0 > 600_000).cloned().collect();
+        assert_eq!(seal(&mut c, Table::Raw, 400_000, 400_000).unwrap(), Sealed { rows: 120, cleared: 1 });
+        assert_eq!(read(&c, (0, i64::MAX), None, usize::MAX), kept, "a window ending after its rows");
+        // Rolled tables have one table of open rows and are never emptied whole.
+        let (mut c, _) = rolled_db(2 * 3_600_000);
+        assert_eq!(seal(&mut c, Table::Rollup, 3_600_000, 3_600_000).unwrap().cleared, 0);
     }
 
     /// A rolled row as the tests compare it: time, target, presence, payload.
