@@ -510,9 +510,8 @@ mod tests {
             assert_eq!((variant, elapsed, data), (3, 4000, format!("{target}@{ts}").into_bytes()));
         }
         for table in super::super::table::RAW_TABLES {
-            let rowid_table: i64 = c
-                .query_row(&format!("SELECT count(*) FROM pragma_index_list('{table}')"), [], |r| r.get(0))
-                .unwrap();
+            let rowid_table: i64 =
+                c.query_row(&format!("SELECT count(*) FROM pragma_index_list('{table}')"), [], |r| r.get(0)).unwrap();
             assert_eq!(rowid_table, 0, "the rowid is the key: no other b-tree");
             // A time range (as `sealed::scan` reads each generation) is one range of the rowid,
             // in key order without a sort.
@@ -649,7 +648,8 @@ mod tests {
         let mut times = times.to_vec();
         times.sort();
         assert_eq!(in_view, times, "the view reads both");
-        let kind: String = c.query_row("SELECT type FROM sqlite_schema WHERE name = 'metrics_5s'", [], |r| r.get(0)).unwrap();
+        let kind: String =
+            c.query_row("SELECT type FROM sqlite_schema WHERE name = 'metrics_5s'", [], |r| r.get(0)).unwrap();
         assert_eq!(kind, "view");
     }
 

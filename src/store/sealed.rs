@@ -768,7 +768,12 @@ pub(crate) fn unseal(conn: &Connection, table: Table, target_id: i64, ts: i64) -
                 ])?;
             } else {
                 // Back into its own generation, where a write of the same key looks for it.
-                insert(raw_table(r.ts))?.execute(params![raw_key(r.ts, target_id)?, r.variant_id, r.elapsed_ms, r.data])?;
+                insert(raw_table(r.ts))?.execute(params![
+                    raw_key(r.ts, target_id)?,
+                    r.variant_id,
+                    r.elapsed_ms,
+                    r.data
+                ])?;
             }
         }
     }
@@ -902,7 +907,7 @@ mod tests {
     #[test]
     fn a_late_row_reopens_its_chunk_and_retention_takes_whole_chunks() {
         let (mut c, all) = db(1_200_000);
-        seal(&mut c, Table::Raw, 600_000, 1_200_000).unwrap().rows;
+        seal(&mut c, Table::Raw, 600_000, 1_200_000).unwrap();
         assert_eq!(sealed_through(&c, Table::Raw).unwrap(), Some(1_200_000));
         assert!(unseal(&c, Table::Raw, 2, 300_000).unwrap());
         assert!(!unseal(&c, Table::Raw, 2, 300_000).unwrap(), "already open");
