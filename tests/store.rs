@@ -833,7 +833,9 @@ async fn window_sums_read_ten_minute_rows_where_retention_deleted_the_minutes() 
     assert!(everything.iter().all(|(_, r)| *r > 0.0), "{everything:?}");
     // Retention as if 5 s rows were kept 10 minutes and 1 min rows 25: what each deleted.
     let c = fx.store.conn().unwrap();
-    c.execute("DELETE FROM metrics_5s WHERE ts <= ?1", params![now - 10 * MIN]).unwrap();
+    for generation in ["metrics_5s_0", "metrics_5s_1"] {
+        c.execute(&format!("DELETE FROM {generation} WHERE ts <= ?1"), params![now - 10 * MIN]).unwrap();
+    }
     // The hour of minutes is sealed in one chunk, which retention deletes whole; taking only
     // the minutes up to the cutoff means rewriting the rest as open rows.
     let kept: Vec<TargetRow> =
@@ -899,6 +901,7 @@ fn sealed_raw_rows_read_exactly_as_open_ones_and_take_late_rows() {
     assert_eq!(sealed_once, open, "the same answers from chunks as from open rows");
     let second = fx.downsample(end + 20_000);
     assert_eq!(second.sealed_rows, 2 * 120);
+    assert_eq!(second.cleared_raw_generations, 1, "the last window's generation held only it: emptied whole");
     assert_eq!(chunk_figures(&fx), (26, 2 * 13 * 120, 0), "every row in exactly one place");
     assert_eq!(raw_reads(&fx, end), open);
 
@@ -921,6 +924,7 @@ fn sealed_raw_rows_read_exactly_as_open_ones_and_take_late_rows() {
     // Sealed again on the next run, the merged row included.
     let third = fx.downsample(end + 40_000);
     assert_eq!(third.sealed_rows, 120);
+    assert_eq!(third.cleared_raw_generations, 1, "the reopened rows were all their generation held");
     assert_eq!(chunk_figures(&fx), (26, 2 * 13 * 120, 0));
     assert_eq!(raw_reads(&fx, end), reopened);
     // And it survives a restart: the chunks are what is on disk.

@@ -44,6 +44,9 @@ pub struct Report {
     pub watermark_ms: Option<i64>,
     /// Raw rows sealed into chunks (windows rolled into minutes; see [`super::sealed`]).
     pub sealed_rows: usize,
+    /// Raw generation tables emptied whole by the seal (each a window's rows freed without
+    /// writing their pages); a window sealed otherwise was deleted row by row.
+    pub cleared_raw_generations: usize,
     /// 1 and 10 minute rows sealed into chunks (hours rolled into 10 minutes, complete days).
     pub sealed_rolled_rows: usize,
     /// Raw rows deleted (open rows, and sealed ones a whole chunk at a time).
@@ -167,9 +170,11 @@ pub fn run_once(conn: &mut Connection, now_ms: i64, plan: Plan) -> Result<Report
     let tens = Tier { source: Table::Rollup, target: Table::Coarse, width_ms: plan.coarse_ms() };
     let (coarse_wm, coarse_rows) = roll_tier(conn, tens, wm.div_euclid(tens.width_ms) * tens.width_ms, plan)?;
     report.coarse_rows = coarse_rows;
-    report.sealed_rows = sealed::seal(conn, Table::Raw, plan.coarse_ms(), wm)?;
+    let raw = sealed::seal(conn, Table::Raw, plan.coarse_ms(), wm)?;
+    (report.sealed_rows, report.cleared_raw_generations) = (raw.rows, raw.cleared);
     report.sealed_rolled_rows = sealed::seal(conn, Table::Rollup, ROLLUP_ROWS_PER_CHUNK * plan.rollup_ms, coarse_wm)?
-        + sealed::seal(conn, Table::Coarse, COARSE_ROWS_PER_CHUNK * plan.coarse_ms(), coarse_wm)?;
+        .rows
+        + sealed::seal(conn, Table::Coarse, COARSE_ROWS_PER_CHUNK * plan.coarse_ms(), coarse_wm)?.rows;
     enforce_retention(conn, now_ms, (wm, coarse_wm), plan, &mut report)?;
     report.duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
     Ok(report)

@@ -13,7 +13,7 @@ use crate::clock::bucket_end;
 use crate::point::{Counts, RollingRow, TargetRow, Totals};
 
 pub use super::table::Table;
-use super::table::raw_key;
+use super::table::{raw_key, raw_table};
 
 /// The `meta` key of the end of the last bucket rolled into `table`.
 fn watermark_key(table: Table) -> &'static str {
@@ -348,11 +348,13 @@ pub(crate) fn upsert_raw_row(
     }
     let vid = variant_id(conn, &row.variant)?;
     let data = codec::encode(&row.counts, &row.totals, &row.gauges);
+    // Its generation (by time alone), where any row of the same key is.
     let inserted = conn
-        .prepare_cached(
-            "INSERT INTO metrics_5s (ts_target, variant_id, elapsed_ms, data) VALUES (?1, ?2, ?3, ?4)
+        .prepare_cached(&format!(
+            "INSERT INTO {} (ts_target, variant_id, elapsed_ms, data) VALUES (?1, ?2, ?3, ?4)
              ON CONFLICT(ts_target) DO NOTHING",
-        )?
+            raw_table(row.ts_ms)
+        ))?
         .execute(params![raw_key(row.ts_ms, row.target_id)?, vid, row.elapsed_ms, data])?;
     if inserted == 0 {
         let names = variant_names(conn)?;
@@ -374,9 +376,10 @@ pub fn replace_row(conn: &Connection, table: Table, row: &TargetRow) -> Result<(
     let data = codec::encode(&row.counts, &row.totals, &row.gauges);
     match table {
         Table::Raw => conn
-            .prepare_cached(
-                "INSERT OR REPLACE INTO metrics_5s (ts_target, variant_id, elapsed_ms, data) VALUES (?1, ?2, ?3, ?4)",
-            )?
+            .prepare_cached(&format!(
+                "INSERT OR REPLACE INTO {} (ts_target, variant_id, elapsed_ms, data) VALUES (?1, ?2, ?3, ?4)",
+                raw_table(row.ts_ms)
+            ))?
             .execute(params![raw_key(row.ts_ms, row.target_id)?, vid, row.elapsed_ms, data])?,
         Table::Rollup | Table::Coarse => conn
             .prepare_cached(&format!(

@@ -301,6 +301,45 @@ const MIGRATIONS: &[&str] = &[
         SELECT ts, target_id, data FROM state_log_0 UNION ALL SELECT ts, target_id, data FROM state_log_1;
     INSERT INTO meta (key, value) VALUES ('journal_generation', 0) ON CONFLICT(key) DO NOTHING;
 ",
+    "
+    -- Open raw rows in two generations (store::table::raw_table): the rows of the 10-minute
+    -- window (k * 600 s, (k + 1) * 600 s] go to metrics_5s_<k mod 2>, so when the raw seal moves
+    -- window k into chunks its table holds only that window and is emptied whole, which frees
+    -- its pages without writing them; a DELETE of the window's key range wrote every page it
+    -- emptied (the largest share of the downsampler's writes). metrics_5s stays readable as a
+    -- view over both. The rows moved are the open ones, about one window (the rest is sealed).
+    CREATE TABLE metrics_5s_0 (
+        ts_target  INTEGER PRIMARY KEY,
+        variant_id INTEGER NOT NULL,
+        elapsed_ms INTEGER NOT NULL,
+        data       BLOB NOT NULL,
+        ts         INTEGER GENERATED ALWAYS AS (ts_target >> 20) VIRTUAL,
+        target_id  INTEGER GENERATED ALWAYS AS (ts_target & 1048575) VIRTUAL
+    );
+    CREATE TABLE metrics_5s_1 (
+        ts_target  INTEGER PRIMARY KEY,
+        variant_id INTEGER NOT NULL,
+        elapsed_ms INTEGER NOT NULL,
+        data       BLOB NOT NULL,
+        ts         INTEGER GENERATED ALWAYS AS (ts_target >> 20) VIRTUAL,
+        target_id  INTEGER GENERATED ALWAYS AS (ts_target & 1048575) VIRTUAL
+    );
+    -- The generation of a row: floor((ts - 1) / 600000) mod 2, as raw_table computes it
+    -- (SQLite's / truncates toward zero, hence the case for times before 1970).
+    CREATE TEMP VIEW raw_generation AS
+        SELECT ts_target, variant_id, elapsed_ms, data,
+               ((CASE WHEN ts >= 1 THEN (ts - 1) / 600000 ELSE -((-ts) / 600000) - 1 END) % 2 + 2) % 2 AS generation
+        FROM metrics_5s;
+    INSERT INTO metrics_5s_0 (ts_target, variant_id, elapsed_ms, data)
+        SELECT ts_target, variant_id, elapsed_ms, data FROM raw_generation WHERE generation = 0 ORDER BY ts_target;
+    INSERT INTO metrics_5s_1 (ts_target, variant_id, elapsed_ms, data)
+        SELECT ts_target, variant_id, elapsed_ms, data FROM raw_generation WHERE generation = 1 ORDER BY ts_target;
+    DROP VIEW raw_generation;
+    DROP TABLE metrics_5s;
+    CREATE VIEW metrics_5s AS
+        SELECT ts_target, variant_id, elapsed_ms, data, ts, target_id FROM metrics_5s_0
+        UNION ALL SELECT ts_target, variant_id, elapsed_ms, data, ts, target_id FROM metrics_5s_1;
+",
 ];
 
 /// The schema version this build writes.
@@ -470,21 +509,25 @@ mod tests {
             assert_eq!(key, super::super::table::raw_key(ts, target).unwrap());
             assert_eq!((variant, elapsed, data), (3, 4000, format!("{target}@{ts}").into_bytes()));
         }
-        let rowid_table: i64 =
-            c.query_row("SELECT count(*) FROM pragma_index_list('metrics_5s')", [], |r| r.get(0)).unwrap();
-        assert_eq!(rowid_table, 0, "the rowid is the key: no other b-tree");
-        // A time range (as `sealed::scan` reads it) is one range of the rowid.
-        let plan: Vec<String> = c
-            .prepare(
-                "EXPLAIN QUERY PLAN SELECT ts, target_id, data FROM metrics_5s
-                 WHERE ts_target > ?1 AND ts_target <= ?2 ORDER BY ts_target",
-            )
-            .unwrap()
-            .query_map([0, 1], |r| r.get(3))
-            .unwrap()
-            .map(Result::unwrap)
-            .collect();
-        assert!(plan.iter().any(|p| p.contains("INTEGER PRIMARY KEY (rowid>? AND rowid<?)")), "{plan:?}");
+        for table in super::super::table::RAW_TABLES {
+            let rowid_table: i64 =
+                c.query_row(&format!("SELECT count(*) FROM pragma_index_list('{table}')"), [], |r| r.get(0)).unwrap();
+            assert_eq!(rowid_table, 0, "the rowid is the key: no other b-tree");
+            // A time range (as `sealed::scan` reads each generation) is one range of the rowid,
+            // in key order without a sort.
+            let plan: Vec<String> = c
+                .prepare(&format!(
+                    "EXPLAIN QUERY PLAN SELECT ts, target_id, data FROM {table}
+                     WHERE (?3 IS NULL OR target_id = ?3) AND ts_target > ?1 AND ts_target <= ?2 ORDER BY ts_target"
+                ))
+                .unwrap()
+                .query_map([0, 1, 2], |r| r.get(3))
+                .unwrap()
+                .map(Result::unwrap)
+                .collect();
+            assert!(plan.iter().any(|p| p.contains("INTEGER PRIMARY KEY (rowid>? AND rowid<?)")), "{plan:?}");
+            assert!(!plan.iter().any(|p| p.contains("TEMP B-TREE")), "{plan:?}");
+        }
     }
 
     #[test]
@@ -560,6 +603,54 @@ mod tests {
         let current: i64 =
             c.query_row("SELECT value FROM meta WHERE key = 'journal_generation'", [], |r| r.get(0)).unwrap();
         assert_eq!(current, 0, "entries carried over are the current generation");
+    }
+
+    #[test]
+    fn raw_rows_written_before_the_generations_are_kept_each_in_its_generation() {
+        use super::super::table::{RAW_TABLES, raw_key, raw_table};
+        let mut c = Connection::open_in_memory().unwrap();
+        let before = MIGRATIONS.iter().position(|m| m.contains("CREATE TABLE metrics_5s_0")).unwrap();
+        for sql in &MIGRATIONS[..before] {
+            c.execute_batch(sql).unwrap();
+        }
+        c.pragma_update(None, "user_version", before as i64).unwrap();
+        // Both edges of windows, either side of 1970, and the last key.
+        let times = [1, 600_000, 600_001, 1_200_000, 1_200_001, 0, -599_999, -600_000, -600_001, -1_200_000];
+        let mut expected = Vec::new();
+        for (i, ts) in times.into_iter().enumerate() {
+            let key = raw_key(ts, i as i64).unwrap();
+            c.execute(
+                "INSERT INTO metrics_5s (ts_target, variant_id, elapsed_ms, data) VALUES (?1, 2, 5000, ?2)",
+                rusqlite::params![key, format!("row {i}").into_bytes()],
+            )
+            .unwrap();
+            expected.push((raw_table(ts).to_owned(), key, ts, i as i64, format!("row {i}").into_bytes()));
+        }
+        migrate(&mut c).unwrap();
+        let mut found = Vec::new();
+        for table in RAW_TABLES {
+            let mut stmt =
+                c.prepare(&format!("SELECT ts_target, ts, target_id, data FROM {table} ORDER BY ts_target")).unwrap();
+            let rows = stmt.query_map([], |r| Ok((table.to_owned(), r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)));
+            found.extend(rows.unwrap().map(Result::unwrap));
+        }
+        expected.sort();
+        found.sort();
+        assert_eq!(found, expected, "every row, in the generation its time gives");
+        assert!(RAW_TABLES.iter().all(|t| found.iter().any(|f| f.0 == *t)), "both generations used");
+        let in_view: Vec<i64> = c
+            .prepare("SELECT ts FROM metrics_5s ORDER BY ts_target")
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        let mut times = times.to_vec();
+        times.sort();
+        assert_eq!(in_view, times, "the view reads both");
+        let kind: String =
+            c.query_row("SELECT type FROM sqlite_schema WHERE name = 'metrics_5s'", [], |r| r.get(0)).unwrap();
+        assert_eq!(kind, "view");
     }
 
     #[test]

@@ -26,6 +26,17 @@
 //! merge allows. No window is wider than the table's [`Layout::max_chunk_ms`], which bounds
 //! every lookup by time.
 //!
+//! Open raw rows rest in two generation tables, `metrics_5s_0` and `metrics_5s_1`
+//! ([`super::table::raw_table`]: 10-minute windows alternate between them; the view
+//! `metrics_5s` reads both). Sealing a window whose table holds nothing else (the steady
+//! state: the older window of that table was sealed ten minutes earlier) empties the table
+//! with a `DELETE` without a condition, which frees its pages without writing them; SQLite in
+//! WAL mode writes every page a `DELETE` of a key range empties, which was the largest share
+//! of the downsampler's writes. A table holding other rows too (a catch-up of many windows,
+//! rows reopened by a late row, a seal width other than 10 minutes) has the window's range
+//! deleted as before. Statements on open rows run on each of a table's open tables
+//! ([`Layout`]) and merge what they give in key order.
+//!
 //! Raw rows are keyed by time then target in one integer (`ts_target`, the rowid: a tick's rows
 //! are appended together; `ts` and `target_id` are computed from it, so statements filter and
 //! order on the key itself), open 1 min rows by `(ts, target_id)` with an index by target (what
@@ -40,7 +51,7 @@ use rusqlite::{Connection, OptionalExtension, params};
 
 use super::StoreError;
 use super::chunk::{self, ChunkRow, ChunkRows, ChunkWriter, Scratch};
-use super::table::{Table, raw_key, raw_key_through};
+use super::table::{RAW_TABLES, Table, raw_key, raw_key_through, raw_table};
 use crate::clock::bucket_end;
 
 /// Windows sealed per table per downsampler run at most, so a first run on a database full of
@@ -51,8 +62,10 @@ const WINDOWS_PER_RUN: usize = 12;
 /// Where a table's rows rest and how they are keyed.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Layout {
-    /// The table of open rows.
-    open: &'static str,
+    /// The tables of open rows: one for rolled rows, the two generations for raw rows (a row's
+    /// time decides which, [`raw_table`]); every statement on open rows runs on each and
+    /// merges what they give.
+    open: &'static [&'static str],
     /// Its chunk table.
     chunks: &'static str,
     /// `meta` key of the end of the newest window ever sealed: rows after it were never
@@ -71,21 +84,21 @@ impl Layout {
     pub(crate) fn of(table: Table) -> Self {
         match table {
             Table::Raw => Self {
-                open: table.name(),
+                open: &RAW_TABLES,
                 chunks: "metrics_5s_chunks",
                 sealed_key: "raw_sealed_through_ms",
                 max_chunk_ms: HOUR_MS,
                 rolled: false,
             },
             Table::Rollup => Self {
-                open: table.name(),
+                open: &["metrics_1m"],
                 chunks: "metrics_1m_chunks",
                 sealed_key: "rollup_sealed_through_ms",
                 max_chunk_ms: 24 * HOUR_MS,
                 rolled: true,
             },
             Table::Coarse => Self {
-                open: table.name(),
+                open: &["metrics_10m"],
                 chunks: "metrics_10m_chunks",
                 sealed_key: "coarse_sealed_through_ms",
                 max_chunk_ms: 7 * 24 * HOUR_MS,
@@ -121,14 +134,14 @@ impl Layout {
         if self.rolled { "ts, target_id" } else { "ts_target" }
     }
 
-    /// The time column's oldest (`agg` MIN) or newest (MAX) value, as a scalar subquery the key
-    /// answers by looking at one end of it.
+    /// The time column's oldest (`agg` MIN) or newest (MAX) value over the open tables, as a
+    /// scalar subquery each table's key answers by looking at one end of it (a `MIN` of the view
+    /// over both raw generations would read every row).
     fn edge(self, agg: &str) -> String {
-        if self.rolled {
-            format!("(SELECT {agg}(ts) FROM {})", self.open)
-        } else {
-            format!("((SELECT {agg}(ts_target) FROM {}) >> {})", self.open, super::table::RAW_TARGET_BITS)
-        }
+        let column = if self.rolled { "ts" } else { "ts_target" };
+        let ends: Vec<String> = self.open.iter().map(|t| format!("SELECT {agg}({column}) AS e FROM {t}")).collect();
+        let edge = format!("(SELECT {agg}(e) FROM ({}))", ends.join(" UNION ALL "));
+        if self.rolled { edge } else { format!("({edge} >> {})", super::table::RAW_TARGET_BITS) }
     }
 
     /// Filter on the target (parameter `?n`, NULL for every target) that the table's key can
@@ -194,17 +207,22 @@ pub(crate) fn scan(
     }
     let l = Layout::of(table);
     let _snapshot = if conn.is_autocommit() { Some(conn.unchecked_transaction()?) } else { None };
-    let mut open_stmt = conn.prepare_cached(&format!(
-        "SELECT ts, target_id, variant_id, elapsed_ms, data, {} FROM {}
-         WHERE {} AND {} AND {} ORDER BY {}",
-        l.presence(),
-        l.open,
-        l.target_filter(3, only),
-        l.after("?1"),
-        l.through("?2"),
-        l.order()
-    ))?;
-    let mut open_rows = open_stmt.query(params![l.bound(after), l.bound(until), only])?;
+    let mut open_stmts = l
+        .open
+        .iter()
+        .map(|t| {
+            conn.prepare_cached(&format!(
+                "SELECT ts, target_id, variant_id, elapsed_ms, data, {} FROM {t}
+                 WHERE {} AND {} AND {} ORDER BY {}",
+                l.presence(),
+                l.target_filter(3, only),
+                l.after("?1"),
+                l.through("?2"),
+                l.order()
+            ))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut open = OpenRows::new(&mut open_stmts, params![l.bound(after), l.bound(until), only])?;
     // Chunks without a row in the range (their first and last rows are in the index) are not
     // read: a lookup near a window's edge decodes only the chunk that holds its row.
     let mut chunk_stmt = conn.prepare_cached(&format!(
@@ -215,12 +233,11 @@ pub(crate) fn scan(
         l.target_filter(4, only)
     ))?;
     let mut chunk_rows = chunk_stmt.query(params![after.saturating_sub(l.max_chunk_ms), until, after, only])?;
-    let mut open = OpenRow::next(&mut open_rows, None)?;
     let mut pending = next_chunk(&mut chunk_rows)?;
     let mut window = Window::default();
     loop {
         let head = window.head();
-        let next = match (head, open.as_ref().map(OpenRow::key)) {
+        let next = match (head, open.head().map(OpenRow::key)) {
             (Some(c), Some(o)) => Some(c.min(o)),
             (c, o) => c.or(o),
         };
@@ -231,14 +248,14 @@ pub(crate) fn scan(
             continue;
         }
         let Some(key) = next else { return Ok(()) };
-        if let Some(o) = open.as_ref().filter(|o| o.key() == key) {
+        if let Some(o) = open.head().filter(|o| o.key() == key) {
             if head == Some(key) {
                 window.skip()?; // a row never sits in both; if it did, the open row is the newer
             }
             if !each(o.row())? {
                 return Ok(());
             }
-            open = OpenRow::next(&mut open_rows, open.take())?;
+            open.advance()?;
         } else if !window.emit(each, until)? {
             return Ok(());
         }
@@ -284,6 +301,57 @@ impl OpenRow {
             present_ms: self.present_ms,
             data: &self.data,
         }
+    }
+}
+
+/// The open rows of a table's open tables ([`Layout::open`]), each read in key order, merged
+/// into one key order: the raw generations are two ordered ranges of their rowids, merged here
+/// rather than through the view, which would sort them.
+struct OpenRows<'s> {
+    cursors: Vec<(rusqlite::Rows<'s>, Option<OpenRow>)>,
+    /// The cursor holding the smallest key, if any row is left.
+    least: Option<usize>,
+}
+
+impl<'s> OpenRows<'s> {
+    fn new(
+        stmts: &'s mut [rusqlite::CachedStatement<'_>],
+        params: impl rusqlite::Params + Copy,
+    ) -> Result<Self, StoreError> {
+        let mut cursors = Vec::with_capacity(stmts.len());
+        for stmt in stmts {
+            let mut rows = stmt.query(params)?;
+            let first = OpenRow::next(&mut rows, None)?;
+            cursors.push((rows, first));
+        }
+        let mut me = Self { cursors, least: None };
+        me.find_least();
+        Ok(me)
+    }
+
+    fn find_least(&mut self) {
+        self.least = self
+            .cursors
+            .iter()
+            .enumerate()
+            .filter_map(|(i, (_, head))| head.as_ref().map(|h| (h.key(), i)))
+            .min()
+            .map(|(_, i)| i);
+    }
+
+    /// The row with the smallest key.
+    fn head(&self) -> Option<&OpenRow> {
+        self.least.and_then(|i| self.cursors[i].1.as_ref())
+    }
+
+    /// Drops the head row.
+    fn advance(&mut self) -> Result<(), StoreError> {
+        if let Some(i) = self.least {
+            let (rows, head) = &mut self.cursors[i];
+            *head = OpenRow::next(rows, head.take())?;
+            self.find_least();
+        }
+        Ok(())
     }
 }
 
@@ -422,11 +490,15 @@ pub(crate) fn newest_through(
     t0: i64,
 ) -> Result<Option<FoundRow>, StoreError> {
     let l = Layout::of(table);
-    let open = time_of(
-        conn,
-        &format!("SELECT ts FROM {} WHERE {{}} {} ORDER BY {} DESC", l.open, l.through("?2"), l.order()),
-        (target_id, l.bound(t0)),
-    )?;
+    let mut open = None;
+    for t in l.open {
+        let ts = time_of(
+            conn,
+            &format!("SELECT ts FROM {t} WHERE {{}} {} ORDER BY {} DESC", l.through("?2"), l.order()),
+            (target_id, l.bound(t0)),
+        )?;
+        open = open.max(ts);
+    }
     let sealed = time_of(
         conn,
         &format!(
@@ -451,11 +523,18 @@ pub(crate) fn oldest_after(
     t0: i64,
 ) -> Result<Option<FoundRow>, StoreError> {
     let l = Layout::of(table);
-    let open = time_of(
-        conn,
-        &format!("SELECT ts FROM {} WHERE {{}} {} ORDER BY {}", l.open, l.after("?2"), l.order()),
-        (target_id, l.bound(t0)),
-    )?;
+    let mut open: Option<i64> = None;
+    for t in l.open {
+        let ts = time_of(
+            conn,
+            &format!("SELECT ts FROM {t} WHERE {{}} {} ORDER BY {}", l.after("?2"), l.order()),
+            (target_id, l.bound(t0)),
+        )?;
+        open = match (open, ts) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+    }
     // Chunks holding a row after t0 end after it, so they start less than a window before it.
     let sealed = time_of(
         conn,
@@ -495,19 +574,28 @@ fn row_in(
     Ok(found)
 }
 
+/// What [`seal`] did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Sealed {
+    /// Rows moved into chunks.
+    pub rows: usize,
+    /// Open tables emptied whole (a raw generation holding only the window sealed), whose
+    /// pages were freed without being written.
+    pub cleared: usize,
+}
+
 /// Seals every complete window of `width_ms` (clamped to the table's widest) of `table` ending
-/// at or before `through_ms`, at most [`WINDOWS_PER_RUN`], each in its own transaction;
-/// returns the rows sealed.
-pub(crate) fn seal(conn: &mut Connection, table: Table, width_ms: i64, through_ms: i64) -> Result<usize, StoreError> {
+/// at or before `through_ms`, at most [`WINDOWS_PER_RUN`], each in its own transaction.
+pub(crate) fn seal(conn: &mut Connection, table: Table, width_ms: i64, through_ms: i64) -> Result<Sealed, StoreError> {
     let l = Layout::of(table);
     let width = width_ms.clamp(1, l.max_chunk_ms);
     // Rolled tables are read by target: their oldest row is one lookup per target.
     let oldest_sql = if l.rolled {
-        format!("SELECT MIN((SELECT MIN(ts) FROM {} WHERE target_id = t.id)) FROM targets t", l.open)
+        format!("SELECT MIN((SELECT MIN(ts) FROM {} WHERE target_id = t.id)) FROM targets t", l.open[0])
     } else {
         format!("SELECT {}", l.edge("MIN"))
     };
-    let mut sealed = 0;
+    let mut sealed = Sealed::default();
     let mut scratch = Scratch::default();
     for _ in 0..WINDOWS_PER_RUN {
         let oldest: Option<i64> = conn.query_row(&oldest_sql, [], |r| r.get(0))?;
@@ -516,7 +604,9 @@ pub(crate) fn seal(conn: &mut Connection, table: Table, width_ms: i64, through_m
         if end > through_ms {
             break;
         }
-        sealed += seal_window(conn, l, (start, end), &mut scratch)?;
+        let done = seal_window(conn, l, (start, end), &mut scratch)?;
+        sealed.rows += done.rows;
+        sealed.cleared += done.cleared;
     }
     Ok(sealed)
 }
@@ -527,32 +617,57 @@ fn seal_window(
     l: Layout,
     (start, end): (i64, i64),
     scratch: &mut Scratch,
-) -> Result<usize, StoreError> {
+) -> Result<Sealed, StoreError> {
     let tx = conn.transaction()?;
     let mut writers: BTreeMap<i64, ChunkWriter> = BTreeMap::new();
     {
-        let mut stmt = tx.prepare_cached(&format!(
-            "SELECT ts, target_id, variant_id, elapsed_ms, data, {} FROM {} WHERE {} ORDER BY {}",
-            l.presence(),
-            l.open,
-            l.window_filter(),
-            l.order()
-        ))?;
-        let mut rows = stmt.query(params![l.bound(start), l.bound(end)])?;
-        while let Some(r) = rows.next()? {
-            let data = r.get_ref(4)?.as_blob().map_err(rusqlite::Error::from)?;
-            let row =
-                ChunkRow { ts: r.get(0)?, variant_id: r.get(2)?, elapsed_ms: r.get(3)?, present_ms: r.get(5)?, data };
-            writers.entry(r.get(1)?).or_insert_with(|| ChunkWriter::new(start, l.rolled)).push(row, scratch);
+        // Merged in key order: a target's rows reach its chunk in time order whichever
+        // generation holds them (a window wider than a generation spans both).
+        let mut stmts = l
+            .open
+            .iter()
+            .map(|t| {
+                tx.prepare_cached(&format!(
+                    "SELECT ts, target_id, variant_id, elapsed_ms, data, {} FROM {t} WHERE {} ORDER BY {}",
+                    l.presence(),
+                    l.window_filter(),
+                    l.order()
+                ))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut rows = OpenRows::new(&mut stmts, params![l.bound(start), l.bound(end)])?;
+        while let Some(r) = rows.head() {
+            let row = ChunkRow {
+                ts: r.ts,
+                variant_id: r.variant_id,
+                elapsed_ms: r.elapsed_ms,
+                present_ms: r.present_ms,
+                data: &r.data,
+            };
+            writers.entry(r.target_id).or_insert_with(|| ChunkWriter::new(start, l.rolled)).push(row, scratch);
+            rows.advance()?;
         }
     }
     let held = writers.values().map(ChunkWriter::held_bytes).sum();
-    let mut sealed = 0;
+    let mut sealed = Sealed::default();
     for (target_id, writer) in writers {
-        sealed += writer.rows();
+        sealed.rows += writer.rows();
         put_chunk(&tx, l, (start, end), target_id, writer, scratch)?;
     }
-    tx.execute(&format!("DELETE FROM {} WHERE {}", l.open, l.window_filter()), params![l.bound(start), l.bound(end)])?;
+    for table in l.open {
+        if !l.rolled && only_rows_within(&tx, table, (start, end))? {
+            // Every row of this generation was just read into a chunk: a DELETE without a
+            // condition frees the table's pages without reading or writing them (SQLite's clear
+            // path), where the range DELETE below writes every page it empties to the WAL.
+            tx.execute(&format!("DELETE FROM {table}"), [])?;
+            sealed.cleared += 1;
+        } else {
+            tx.execute(
+                &format!("DELETE FROM {table} WHERE {}", l.window_filter()),
+                params![l.bound(start), l.bound(end)],
+            )?;
+        }
+    }
     tx.execute(
         "INSERT INTO meta (key, value) VALUES (?1, ?2) ON CONFLICT(key) DO UPDATE SET value = max(value, excluded.value)",
         params![l.sealed_key, end],
@@ -560,6 +675,15 @@ fn seal_window(
     tx.commit()?;
     crate::heap::note_transient(held);
     Ok(sealed)
+}
+
+/// Whether every row of the raw generation `table` lies in the window `(start, end]`: a look
+/// at each end of its key. False for an empty table (nothing to free).
+fn only_rows_within(conn: &Connection, table: &str, (start, end): (i64, i64)) -> Result<bool, StoreError> {
+    let (first, last): (Option<i64>, Option<i64>) = conn
+        .prepare_cached(&format!("SELECT (SELECT MIN(ts_target) FROM {table}), (SELECT MAX(ts_target) FROM {table})"))?
+        .query_row([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+    Ok(matches!((first, last), (Some(a), Some(b)) if a > raw_key_through(start) && b <= raw_key_through(end)))
 }
 
 /// Stores a target's chunk of a window; if the window already has one (rows sealed earlier
@@ -631,25 +755,39 @@ pub(crate) fn unseal(conn: &Connection, table: Table, target_id: i64, ts: i64) -
         ))?
         .query_map(params![ts.saturating_sub(l.max_chunk_ms), ts, target_id], |r| r.get(0))?
         .collect::<Result<_, _>>()?;
-    let mut insert = conn.prepare_cached(&if l.rolled {
-        format!(
-            "INSERT INTO {} (target_id, ts, variant_id, elapsed_ms, data, present_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6)
-             ON CONFLICT DO NOTHING",
-            l.open
-        )
-    } else {
-        format!(
-            "INSERT INTO {} (ts_target, variant_id, elapsed_ms, data) VALUES (?1, ?2, ?3, ?4) ON CONFLICT DO NOTHING",
-            l.open
-        )
-    })?;
+    let insert = |table: &str| {
+        conn.prepare_cached(&if l.rolled {
+            format!(
+                "INSERT INTO {table} (target_id, ts, variant_id, elapsed_ms, data, present_ms)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT DO NOTHING"
+            )
+        } else {
+            format!(
+                "INSERT INTO {table} (ts_target, variant_id, elapsed_ms, data) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT DO NOTHING"
+            )
+        })
+    };
     for &start in &covering {
         let Some(blob) = take_chunk(conn, l, start, target_id)? else { continue };
         for r in chunk::decode_all(start, blob)? {
             if l.rolled {
-                insert.execute(params![target_id, r.ts, r.variant_id, r.elapsed_ms, r.data, r.present_ms])?;
+                insert(l.open[0])?.execute(params![
+                    target_id,
+                    r.ts,
+                    r.variant_id,
+                    r.elapsed_ms,
+                    r.data,
+                    r.present_ms
+                ])?;
             } else {
-                insert.execute(params![raw_key(r.ts, target_id)?, r.variant_id, r.elapsed_ms, r.data])?;
+                // Back into its own generation, where a write of the same key looks for it.
+                insert(raw_table(r.ts))?.execute(params![
+                    raw_key(r.ts, target_id)?,
+                    r.variant_id,
+                    r.elapsed_ms,
+                    r.data
+                ])?;
             }
         }
     }
@@ -662,8 +800,10 @@ pub(crate) fn delete_through(conn: &Connection, table: Table, cutoff: i64) -> Re
     let l = Layout::of(table);
     // Rolled rows: per live target (what the key serves), as retention always trimmed them.
     let targets = if l.rolled { "target_id IN (SELECT id FROM targets) AND " } else { "" };
-    let open =
-        conn.execute(&format!("DELETE FROM {} WHERE {targets}{}", l.open, l.through("?1")), [l.bound(cutoff)])?;
+    let mut open = 0;
+    for t in l.open {
+        open += conn.execute(&format!("DELETE FROM {t} WHERE {targets}{}", l.through("?1")), [l.bound(cutoff)])?;
+    }
     let whole = format!("{targets}start_ts < ?1 AND end_ts <= ?1");
     let sealed: i64 =
         conn.query_row(&format!("SELECT COALESCE(SUM(rows), 0) FROM {} WHERE {whole}", l.chunks), [cutoff], |r| {
@@ -706,7 +846,10 @@ fn edge_ts(conn: &Connection, table: Table, newest: bool) -> Result<Option<i64>,
 /// Rows of `table` stored, open and sealed.
 pub(crate) fn count(conn: &Connection, table: Table) -> Result<i64, StoreError> {
     let l = Layout::of(table);
-    let open: i64 = conn.query_row(&format!("SELECT count(*) FROM {}", l.open), [], |r| r.get(0))?;
+    let mut open: i64 = 0;
+    for t in l.open {
+        open += conn.query_row(&format!("SELECT count(*) FROM {t}"), [], |r| r.get::<_, i64>(0))?;
+    }
     let sealed: i64 = conn.query_row(&format!("SELECT COALESCE(SUM(rows), 0) FROM {}", l.chunks), [], |r| r.get(0))?;
     Ok(open + sealed)
 }
@@ -725,7 +868,10 @@ mod tests {
             for target in [1, 2] {
                 let data = format!("row {ts} of {target}, some bytes that repeat").into_bytes();
                 c.execute(
-                    "INSERT INTO metrics_5s (ts_target, variant_id, elapsed_ms, data) VALUES (?1, 1, 5000, ?2)",
+                    &format!(
+                        "INSERT INTO {} (ts_target, variant_id, elapsed_ms, data) VALUES (?1, 1, 5000, ?2)",
+                        raw_table(ts)
+                    ),
                     params![raw_key(ts, target).unwrap(), data],
                 )
                 .unwrap();
@@ -748,10 +894,10 @@ mod tests {
     #[test]
     fn a_scan_merges_open_rows_and_chunks_of_any_width_in_order() {
         let (mut c, all) = db(1_200_000);
-        assert_eq!(seal(&mut c, Table::Raw, 400_000, 800_000).unwrap(), 2 * 160, "two windows of 400 s");
+        assert_eq!(seal(&mut c, Table::Raw, 400_000, 800_000).unwrap().rows, 2 * 160, "two windows of 400 s");
         // Sealed again with another width: windows that overlap the earlier ones in time.
         assert_eq!(
-            seal(&mut c, Table::Raw, 600_000, 1_200_000).unwrap(),
+            seal(&mut c, Table::Raw, 600_000, 1_200_000).unwrap().rows,
             2 * 80,
             "(600 s, 1200 s]: the rows after 800 s"
         );
@@ -786,6 +932,55 @@ mod tests {
         assert_eq!(delete_through(&c, Table::Raw, 610_000).unwrap(), 120 + 120);
         let left = read(&c, (0, i64::MAX), None, usize::MAX);
         assert_eq!(left, all.iter().filter(|r| r.0 > 600_000).cloned().collect::<Vec<_>>());
+    }
+
+    /// Open rows in each raw generation table.
+    fn in_generations(c: &Connection) -> [i64; 2] {
+        RAW_TABLES.map(|t| c.query_row(&format!("SELECT count(*) FROM {t}"), [], |r| r.get(0)).unwrap())
+    }
+
+    #[test]
+    fn a_generation_holding_only_the_sealed_window_is_emptied_whole() {
+        // Windows (0, 600 s] and (600 s, 1200 s]: one in each generation.
+        let (mut c, all) = db(1_200_000);
+        assert_eq!(in_generations(&c), [240, 240], "each window's rows in its own table");
+        let first = seal(&mut c, Table::Raw, 600_000, 600_000).unwrap();
+        assert_eq!(first, Sealed { rows: 240, cleared: 1 });
+        assert_eq!(in_generations(&c), [0, 240], "the sealed window's table emptied, the other kept");
+        assert_eq!(read(&c, (0, i64::MAX), None, usize::MAX), all, "every row, now from a chunk");
+        assert_eq!(seal(&mut c, Table::Raw, 600_000, 1_200_000).unwrap(), Sealed { rows: 240, cleared: 1 });
+        assert_eq!(in_generations(&c), [0, 0]);
+        assert_eq!(read(&c, (0, i64::MAX), None, usize::MAX), all);
+        // The view still reads open rows of both generations.
+        assert!(unseal(&c, Table::Raw, 2, 300_000).unwrap() && unseal(&c, Table::Raw, 1, 900_000).unwrap());
+        assert_eq!(in_generations(&c), [120, 120], "reopened rows go back to their own generation");
+        let in_view: i64 = c.query_row("SELECT count(*) FROM metrics_5s", [], |r| r.get(0)).unwrap();
+        assert_eq!(in_view, 240);
+        assert_eq!(read(&c, (0, i64::MAX), None, usize::MAX), all);
+    }
+
+    #[test]
+    fn a_generation_holding_other_rows_is_deleted_row_by_row() {
+        // Three windows: the first and the third share a generation.
+        let (mut c, all) = db(1_800_000);
+        assert_eq!(in_generations(&c), [480, 240]);
+        let first = seal(&mut c, Table::Raw, 600_000, 600_000).unwrap();
+        assert_eq!(first, Sealed { rows: 240, cleared: 0 }, "the third window's rows stay");
+        assert_eq!(in_generations(&c), [240, 240]);
+        assert_eq!(read(&c, (0, i64::MAX), None, usize::MAX), all, "no row lost");
+        // A window wider than a generation spans both; neither holds only it.
+        let (mut c, all) = db(1_800_000);
+        assert_eq!(seal(&mut c, Table::Raw, 1_200_000, 1_200_000).unwrap(), Sealed { rows: 480, cleared: 1 });
+        assert_eq!(in_generations(&c), [240, 0], "the second window's table held only sealed rows");
+        assert_eq!(read(&c, (0, i64::MAX), None, usize::MAX), all);
+        let (mut c, all) = db(1_200_000);
+        c.execute("DELETE FROM metrics_5s_0 WHERE ts_target > ?1", [raw_key_through(300_000)]).unwrap();
+        let kept: Vec<_> = all.iter().filter(|r| r.0 <= 300_000 || r.0 > 600_000).cloned().collect();
+        assert_eq!(seal(&mut c, Table::Raw, 400_000, 400_000).unwrap(), Sealed { rows: 120, cleared: 1 });
+        assert_eq!(read(&c, (0, i64::MAX), None, usize::MAX), kept, "a window ending after its rows");
+        // Rolled tables have one table of open rows and are never emptied whole.
+        let (mut c, _) = rolled_db(2 * 3_600_000);
+        assert_eq!(seal(&mut c, Table::Rollup, 3_600_000, 3_600_000).unwrap().cleared, 0);
     }
 
     /// A rolled row as the tests compare it: time, target, presence, payload.
@@ -863,14 +1058,14 @@ mod tests {
             "the reads read what was written"
         );
         // Hours up to 3 h are complete (rolled further): sealed; the rest stays open.
-        assert_eq!(seal(&mut c, Table::Rollup, 3_600_000, 3 * 3_600_000).unwrap(), 180 + 150);
+        assert_eq!(seal(&mut c, Table::Rollup, 3_600_000, 3 * 3_600_000).unwrap().rows, 180 + 150);
         let chunks: i64 = c.query_row("SELECT count(*) FROM metrics_1m_chunks", [], |r| r.get(0)).unwrap();
         assert_eq!(chunks, 6);
         assert_eq!(count(&c, Table::Rollup).unwrap(), all.len() as i64, "every row once");
         assert_eq!(rolled_reads(&c), open, "the same answers, presences included, from chunks");
         // Sealed again with another width (a changed rollup width): windows that overlap.
-        assert_eq!(seal(&mut c, Table::Rollup, 5_400_000, 4 * 3_600_000).unwrap(), 0, "(2.5 h, 4 h] is not whole");
-        assert_eq!(seal(&mut c, Table::Rollup, 5_400_000, 5 * 3_600_000).unwrap(), 2 * 90, "(3 h, 4.5 h]");
+        assert_eq!(seal(&mut c, Table::Rollup, 5_400_000, 4 * 3_600_000).unwrap().rows, 0, "(2.5 h, 4 h] is not whole");
+        assert_eq!(seal(&mut c, Table::Rollup, 5_400_000, 5 * 3_600_000).unwrap().rows, 2 * 90, "(3 h, 4.5 h]");
         assert_eq!(rolled_reads(&c), open);
         // A row replaced inside a sealed hour reopens that hour only.
         assert_eq!(sealed_through(&c, Table::Rollup).unwrap(), Some(4 * 3_600_000 + 30 * 60_000));

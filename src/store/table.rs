@@ -4,7 +4,8 @@
 /// Which points table.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Table {
-    /// `metrics_5s`.
+    /// `metrics_5s`: a view over the generation tables [`RAW_TABLES`], which the store's own
+    /// statements address directly.
     Raw,
     /// `metrics_1m`.
     Rollup,
@@ -21,6 +22,25 @@ impl Table {
             Table::Coarse => "metrics_10m",
         }
     }
+}
+
+/// The tables raw rows rest in, by generation ([`raw_table`]); the view `metrics_5s` reads
+/// both, for SQL readers outside the store (a view over a `UNION ALL` sorts what it reads into
+/// a temporary b-tree for an `ORDER BY`, and answers `MIN` by scanning every row, so the
+/// store's statements name the tables and merge them in Rust).
+pub(crate) const RAW_TABLES: [&str; 2] = ["metrics_5s_0", "metrics_5s_1"];
+
+/// Width of a raw generation: the raw seal's window (the coarse tier's bucket) as configured
+/// by default. The rows of `(k * w, (k + 1) * w]` go to table `k mod 2`, so when window `k`
+/// is sealed its table holds (in the steady state) only that window's rows and is emptied
+/// whole, which frees its pages without writing them. A constant, not the configured width,
+/// so that a row's table depends on its time alone and a key is never in both tables; with
+/// another seal width (a shorter test rollup) most windows are deleted row by row, as before.
+pub(crate) const RAW_GENERATION_MS: i64 = 600_000;
+
+/// The generation table of a raw row of bucket end `ts`.
+pub(crate) fn raw_table(ts: i64) -> &'static str {
+    RAW_TABLES[ts.saturating_sub(1).div_euclid(RAW_GENERATION_MS).rem_euclid(2) as usize]
 }
 
 /// Bits of a raw row's key that hold its target id: the key is `ts << 20 | target_id`, so rows
@@ -75,6 +95,16 @@ mod tests {
         assert!(raw_key(RAW_TS_MAX + 1, 1).is_err());
         assert!(raw_key(RAW_TS_MIN - 1, 1).is_err());
         assert_eq!(raw_key(RAW_TS_MAX, RAW_TARGET_MASK).unwrap(), i64::MAX);
+    }
+
+    #[test]
+    fn a_raw_row_goes_to_its_windows_generation() {
+        let w = RAW_GENERATION_MS;
+        assert_eq!(w, crate::config::ROLLUP_WIDTH.as_millis() as i64 * crate::ports::read::COARSE_FACTOR);
+        let tables: Vec<&str> = [1, w, w + 1, 2 * w, 2 * w + 1, 0, -w, -w + 1].into_iter().map(raw_table).collect();
+        let [a, b] = RAW_TABLES;
+        assert_eq!(tables, [a, a, b, b, a, b, a, b], "windows (k w, (k + 1) w] alternate");
+        assert!(RAW_TABLES.contains(&raw_table(i64::MIN)) && RAW_TABLES.contains(&raw_table(i64::MAX)));
     }
 
     #[test]
