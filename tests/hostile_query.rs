@@ -191,14 +191,13 @@ async fn a_step_longer_than_the_window_is_refused_and_windows_read_only_their_ow
     app.stop().await;
 }
 
-/// `/api/metrics` hands its answer over in frames of the points' JSON pieces rather than one
-/// joined `String` (`ports::json_array`); the answer must still be byte for byte what
+/// `/api/metrics` hands its answer over as the points' JSON pieces, a frame each, rather than
+/// one joined `String` (`ports::json_array`); the answer must still be byte for byte what
 /// serializing the points whole gives, with its `Content-Type` and an exact `Content-Length`
-/// (not chunked), for answers spanning many frames (a day of 1 min points, about 1 MB here) and
-/// for a variant's filtered hour of raw points.
+/// (not chunked), for a long answer (a day of 1 min points, about 1 MB here, thousands of
+/// frames) and for a variant's filtered hour of raw points.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_framed_answer_is_the_points_serialized_whole_with_its_length() {
-    use zai_dash::ports::json_array::FRAME_BYTES;
     use zai_dash::ports::read::{DataSource, PointQuery};
 
     let dir = tempfile::tempdir().unwrap();
@@ -209,7 +208,7 @@ async fn a_framed_answer_is_the_points_serialized_whole_with_its_length() {
     let source = zai_dash::store::source::StoreSource::new(Store::open(&db).unwrap(), settings.store(), clock.clone());
     let app = TestApp::start_with_clock(settings, clock).await;
     let cases = [
-        ("range=24h", 24 * HOUR, MIN, None, 2 * FRAME_BYTES),
+        ("range=24h", 24 * HOUR, MIN, None, 256 << 10),
         ("range=1h&variant=production", HOUR, 5_000, Some("production"), 1),
     ];
     for (query, range_ms, step_ms, variant, at_least) in cases {

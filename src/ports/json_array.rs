@@ -2,20 +2,18 @@
 //!
 //! `/api/metrics?range=1h` answers 1,440 points, about 2 MB of JSON, most of it pieces the
 //! store's point cache already holds. Joined, the answer was one 2 MB allocation per request,
-//! and the process fixes glibc's mmap threshold at 128 KiB (`heap::limit_arenas`), so every
-//! such allocation is a fresh mapping faulted in page by page (about 500 pages) on every
-//! request, warm ones too (BENCHMARKS.md, "First request, eighth stop"). Kept as pieces, the
-//! response copies them into frames of [`FRAME_BYTES`], each below the threshold and freed as
-//! soon as it is written, so the heap reuses the same few.
+//! and the process fixes glibc's mmap threshold at 128 KiB (`heap::limit_arenas`), so such an
+//! allocation is a fresh mapping faulted in page by page (about 420 pages) on every request,
+//! warm ones too. Copied into 64 KiB frames instead, the frames churned the heap's top (glibc
+//! returns a free top over 128 KiB at once), about 300 pages a request. So the response is the
+//! pieces themselves, each a frame sharing the cached item's memory, with static separators
+//! between them: nothing of the answer's size is allocated (BENCHMARKS.md, "First request,
+//! eighth stop").
 
 use std::sync::Arc;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use serde::Serialize;
-
-/// Bytes a frame of [`JsonArray::frames`] holds at most (unless one item is larger): well below
-/// glibc's mmap threshold of 128 KiB, and large enough that a 2 MB answer is 32 writes.
-pub const FRAME_BYTES: usize = 64 << 10;
 
 /// The array `[item,item,...]` of already serialized items, byte for byte what
 /// `serde_json::to_string` gives for the sequence the items were serialized from (compact JSON
@@ -63,22 +61,29 @@ impl JsonArray {
         out
     }
 
-    /// The array's bytes in order, in frames of up to [`FRAME_BYTES`] (whole items each, a
-    /// comma before its item; an item that with its comma is larger than that is a frame of its
-    /// own). Their concatenation is
-    /// [`JsonArray::joined`].
+    /// The array's bytes in order: `[`, each item (sharing its memory, not copied) with a `,`
+    /// between two, `]`. Their concatenation is [`JsonArray::joined`].
     pub fn frames(self) -> Frames {
-        Frames { remaining: self.len, array: self, next: 0, opened: false }
+        Frames { remaining: self.len, array: self, next: 0, state: Next::Open }
     }
+}
+
+/// What [`Frames`] hands out next.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Next {
+    Open,
+    Item,
+    Comma,
+    Done,
 }
 
 /// Iterator of [`JsonArray::frames`].
 #[derive(Debug)]
 pub struct Frames {
     array: JsonArray,
-    /// Index of the next item to copy.
+    /// Index of the next item.
     next: usize,
-    opened: bool,
+    state: Next,
     /// Bytes not yet handed out.
     remaining: usize,
 }
@@ -90,33 +95,34 @@ impl Frames {
     }
 }
 
+/// An item as the owner of a frame's memory.
+struct Piece(Arc<str>);
+
+impl AsRef<[u8]> for Piece {
+    fn as_ref(&self) -> &[u8] {
+        self.0.as_bytes()
+    }
+}
+
 impl Iterator for Frames {
     type Item = Bytes;
 
     fn next(&mut self) -> Option<Bytes> {
-        if self.remaining == 0 {
-            return None;
-        }
-        let mut frame = BytesMut::with_capacity(FRAME_BYTES.min(self.remaining));
-        if !self.opened {
-            frame.extend_from_slice(b"[");
-            self.opened = true;
-        }
-        while let Some(item) = self.array.items.get(self.next) {
-            let comma = usize::from(self.next > 0);
-            if !frame.is_empty() && frame.len() + comma + item.len() > FRAME_BYTES {
-                self.remaining -= frame.len();
-                return Some(frame.freeze());
+        let item = self.array.items.get(self.next);
+        let (frame, state) = match (self.state, item) {
+            (Next::Done, _) => return None,
+            (Next::Open, Some(_)) => (Bytes::from_static(b"["), Next::Item),
+            (Next::Comma, Some(_)) => (Bytes::from_static(b","), Next::Item),
+            (Next::Item, Some(item)) => {
+                self.next += 1;
+                (Bytes::from_owner(Piece(item.clone())), Next::Comma)
             }
-            if comma == 1 {
-                frame.extend_from_slice(b",");
-            }
-            frame.extend_from_slice(item.as_bytes());
-            self.next += 1;
-        }
-        frame.extend_from_slice(b"]");
-        self.remaining = 0;
-        Some(frame.freeze())
+            (Next::Open, None) => (Bytes::from_static(b"[]"), Next::Done),
+            (_, None) => (Bytes::from_static(b"]"), Next::Done),
+        };
+        self.state = state;
+        self.remaining -= frame.len();
+        Some(frame)
     }
 }
 
@@ -128,36 +134,30 @@ mod tests {
         sizes.iter().enumerate().map(|(i, &n)| Arc::from(format!("\"{}\"", "x".repeat(n) + &i.to_string()))).collect()
     }
 
-    /// Whatever the items' sizes (none, small, exactly filling a frame, larger than one), the
-    /// frames joined are the array as `serde_json` writes it, the lengths agree at every step,
-    /// and no frame outgrows [`FRAME_BYTES`] unless one item (with its comma) does.
+    /// Whatever the items (none, one, empty strings, many), the frames joined are the array as
+    /// `serde_json` writes it, the lengths agree at every step, and every item's frame is the
+    /// item's own memory (nothing of the answer's size is copied).
     #[test]
-    fn frames_are_the_serialized_array_in_pieces() {
-        let cases: Vec<Vec<usize>> = vec![
-            vec![],
-            vec![0],
-            vec![10, 20, 30],
-            vec![1400; 1440],
-            vec![FRAME_BYTES - 4, 1, FRAME_BYTES - 3, 5],
-            vec![3 * FRAME_BYTES, 10, 2 * FRAME_BYTES],
-        ];
+    fn frames_are_the_serialized_array_in_its_items_own_memory() {
+        let cases: Vec<Vec<usize>> = vec![vec![], vec![0], vec![10, 20, 30], vec![1400; 1440], vec![100_000, 3]];
         for sizes in cases {
             let items = items(&sizes);
             let plain: Vec<String> = items.iter().map(|i| serde_json::from_str(i).unwrap()).collect();
-            let oversized = items.iter().any(|i| i.len() + 1 > FRAME_BYTES);
             let expected = serde_json::to_string(&plain).unwrap();
-            let array = JsonArray::from_items(items);
+            let array = JsonArray::from_items(items.clone());
             assert_eq!(array.joined(), expected);
             assert_eq!(array.len(), expected.len());
             let mut frames = array.frames();
             let mut got = Vec::new();
+            let mut shared = 0;
             assert_eq!(frames.remaining(), expected.len());
             while let Some(f) = frames.next() {
-                assert!(f.len() <= FRAME_BYTES || oversized, "{} bytes", f.len());
+                shared += usize::from(items.iter().any(|i| i.as_ptr() == f.as_ptr() && i.len() == f.len()));
                 got.extend_from_slice(&f);
                 assert_eq!(frames.remaining(), expected.len() - got.len());
             }
             assert_eq!(String::from_utf8(got).unwrap(), expected, "sizes {sizes:?}");
+            assert_eq!(shared, items.len(), "frames that are an item's own memory, sizes {sizes:?}");
         }
     }
 
