@@ -744,6 +744,12 @@ async fn query_latency() {
     };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
+    // TCP_NODELAY, as the service's `net::serve` sets it: an answer written as many frames is
+    // many writes, and Nagle's algorithm held some for the client's delayed ACK (40 ms).
+    use axum::serve::ListenerExt;
+    let listener = listener.tap_io(|tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
     tokio::spawn(async move { axum::serve(listener, web::router(state)).await.unwrap() });
     breakdown(&state_store, now);
     let client = reqwest::Client::new();
