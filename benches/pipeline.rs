@@ -36,7 +36,19 @@ use zai_dash::web::{self, AppState};
 static ALLOCATOR: scrape_path::Counting = scrape_path::Counting;
 
 fn main() {
+    // The process's allocator policy (one arena, mmap threshold fixed at 128 KiB), as `main`
+    // sets it: with glibc's default a freed 2 MB body raises the threshold and later requests
+    // reuse heap pages, which the service never does (BENCHMARKS.md, "First request, eighth
+    // stop"). `BENCH_HEAP=glibc` keeps glibc's default, as the bench ran before.
+    let heap = std::env::var("BENCH_HEAP").unwrap_or_default();
+    if heap != "glibc" {
+        zai_dash::heap::limit_arenas();
+    }
     println!("# zai-dash core pipeline benchmarks\n");
+    println!(
+        "Allocator: {}.\n",
+        if heap == "glibc" { "glibc's default" } else { "the service's (`heap::limit_arenas`)" }
+    );
     // `BENCH_ONLY=query cargo bench --bench pipeline` runs one section while iterating.
     let only = std::env::var("BENCH_ONLY").unwrap_or_default();
     if only.is_empty() || only == "parse" {
@@ -732,6 +744,12 @@ async fn query_latency() {
     };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
+    // TCP_NODELAY, as the service's `net::serve` sets it: an answer written as many frames is
+    // many writes, and Nagle's algorithm held some for the client's delayed ACK (40 ms).
+    use axum::serve::ListenerExt;
+    let listener = listener.tap_io(|tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
     tokio::spawn(async move { axum::serve(listener, web::router(state)).await.unwrap() });
     breakdown(&state_store, now);
     let client = reqwest::Client::new();
@@ -744,14 +762,17 @@ async fn query_latency() {
         os_cache_note()
     );
     println!("asking again (200 requests); only the buckets after the last sealed one are read. Each request is");
-    println!("timed from sending it to the body's last byte.\n");
+    println!("timed from sending it to the body's last byte, which the client reads chunk by chunk and drops (a");
+    println!("browser is another process: a client here joining 2 MB into one buffer put its own allocation and");
+    println!("page faults into the measured process).\n");
     println!("| query | points | body | cold p50 / p99 | warm p50 / p99 | goal |");
     println!("|---|---|---|---|---|---|");
-    let mut texts = Vec::new();
+    let mut firsts = Vec::new();
     for (query, goal) in [("range=1h", "p99 <= 10 ms"), ("range=24h", "-"), ("range=7d", "p99 <= 50 ms")] {
         let url = format!("{base}/api/metrics?{query}");
-        let (mut cold, mut warm, mut cold_text) = (Vec::new(), Vec::new(), Vec::new());
-        let mut last = None;
+        let (mut cold, mut warm, mut warm_faults) = (Vec::new(), Vec::new(), Vec::new());
+        let mut last = Vec::new();
+        let mut first = None;
         for i in 0..250 {
             // Every tenth request of the first 200 starts from an empty cache of sealed buckets.
             let is_cold = i < 200 && i % 10 == 0;
@@ -760,39 +781,55 @@ async fn query_latency() {
                 state_store.release_page_caches().unwrap();
                 drop_os_page_cache();
             }
-            // Timed to the body's last byte: decoding it as text is the client's work (it was
-            // timed too before the seventh stop, and is reported apart below).
+            let faults = minor_faults();
             let t = Instant::now();
-            let body = client.get(&url).send().await.unwrap().bytes().await.unwrap();
-            let ms = t.elapsed().as_secs_f64() * 1000.0;
-            std::hint::black_box(String::from_utf8_lossy(&body));
-            let with_text = t.elapsed().as_secs_f64() * 1000.0;
-            match (is_cold, i >= 10) {
-                (true, _) => {
-                    cold.push(ms);
-                    cold_text.push(with_text);
+            let mut resp = client.get(&url).send().await.unwrap();
+            let keep = i == 249;
+            while let Some(chunk) = resp.chunk().await.unwrap() {
+                if keep {
+                    last.extend_from_slice(&chunk);
                 }
-                (false, true) => warm.push(ms),
+                std::hint::black_box(chunk);
+            }
+            let ms = t.elapsed().as_secs_f64() * 1000.0;
+            let faults = minor_faults() - faults;
+            if i == 0 {
+                first = Some((ms, faults));
+            }
+            match (is_cold, i >= 10) {
+                (true, _) => cold.push(ms),
+                (false, true) => {
+                    warm.push(ms);
+                    warm_faults.push(faults as f64);
+                }
                 _ => {}
             }
-            last = Some(body);
         }
-        let last = last.unwrap_or_default();
         let points = serde_json::from_slice::<serde_json::Value>(&last).unwrap().as_array().map_or(0, Vec::len);
         let kb = last.len() as f64 / 1024.0;
         let (c50, c99) = (percentile(&mut cold, 0.5), percentile(&mut cold, 0.99));
-        texts.push(format!(
-            "`{query}` {:.1} / {:.1} ms",
-            percentile(&mut cold_text, 0.5),
-            percentile(&mut cold_text, 0.99)
-        ));
+        if let Some((ms, faults)) = first {
+            firsts.push(format!(
+                "`{query}` {ms:.1} ms, {faults} faults (warm median {:.0})",
+                percentile(&mut warm_faults, 0.5)
+            ));
+        }
         let (w50, w99) = (percentile(&mut warm, 0.5), percentile(&mut warm, 0.99));
         println!(
             "| `{query}` (all variants) | {points} | {kb:.0} KB | {c50:.1} / {c99:.1} ms | {w50:.1} / {w99:.1} ms | {goal} |"
         );
     }
     println!(
-        "\nCold p50 / p99 with the client's decoding of the body as text (as timed before the seventh stop): {}.\n",
-        texts.join(", ")
+        "\nThe process's first request of each query (cold), with the minor page faults of the whole process while it ran: {}.\n",
+        firsts.join(", ")
     );
+}
+
+/// Minor page faults of the process so far: pages it touched for the first time.
+fn minor_faults() -> i64 {
+    // SAFETY: getrusage writes only into the struct it is given.
+    let mut u: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: as above; RUSAGE_SELF is always valid.
+    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut u) };
+    u.ru_minflt
 }

@@ -191,6 +191,55 @@ async fn a_step_longer_than_the_window_is_refused_and_windows_read_only_their_ow
     app.stop().await;
 }
 
+/// `/api/metrics` hands its answer over as the points' JSON pieces, a frame each, rather than
+/// one joined `String` (`ports::json_array`); the answer must still be byte for byte what
+/// serializing the points whole gives, with its `Content-Type` and an exact `Content-Length`
+/// (not chunked), for a long answer (a day of 1 min points, about 1 MB here, thousands of
+/// frames) and for a variant's filtered hour of raw points.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_framed_answer_is_the_points_serialized_whole_with_its_length() {
+    use zai_dash::ports::read::{DataSource, PointQuery};
+
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("zai-dash.db");
+    seed(&db);
+    let clock = Arc::new(ManualClock::new(NOW));
+    let settings = seeded_settings(&dir);
+    let source = zai_dash::store::source::StoreSource::new(Store::open(&db).unwrap(), settings.store(), clock.clone());
+    let app = TestApp::start_with_clock(settings, clock).await;
+    let cases = [
+        ("range=24h", 24 * HOUR, MIN, None, 256 << 10),
+        ("range=1h&variant=production", HOUR, 5_000, Some("production"), 1),
+    ];
+    for (query, range_ms, step_ms, variant, at_least) in cases {
+        let q = PointQuery {
+            start_ms: NOW - range_ms,
+            end_ms: NOW,
+            step_ms,
+            variant: variant.map(str::to_owned),
+            target_url: None,
+        };
+        let expected = serde_json::to_string(&source.points(q).await.unwrap()).unwrap();
+        // Twice: the first answer is read and serialized, the second mostly from the cache.
+        for round in 0..2 {
+            let resp = reqwest::get(app.url(&format!("/api/metrics?{query}"))).await.unwrap();
+            assert_eq!(resp.status(), 200);
+            let header = |name| resp.headers().get(name).map(|v| v.to_str().unwrap().to_owned());
+            assert_eq!(header("content-type").as_deref(), Some("application/json"), "{query}");
+            assert_eq!(header("transfer-encoding"), None, "{query}: chunked");
+            let length = header("content-length").and_then(|v| v.parse::<usize>().ok());
+            let body = resp.bytes().await.unwrap();
+            assert_eq!(length, Some(body.len()), "{query}, round {round}");
+            assert!(body.len() >= at_least, "{query}: {} bytes, too few for the frames to be tested", body.len());
+            assert!(
+                body[..] == *expected.as_bytes(),
+                "{query}, round {round}: the answer differs from the points serialized whole"
+            );
+        }
+    }
+    app.stop().await;
+}
+
 /// What the fake engine was asked: `(path, form parameters)`.
 type Asked = Arc<Mutex<Vec<(String, Vec<(String, String)>)>>>;
 

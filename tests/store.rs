@@ -410,7 +410,7 @@ async fn read_buckets(store: &Store, now: i64) -> Vec<i64> {
         variant: Some("production".into()),
         target_url: None,
     };
-    let json = source.points_json(q, now).await.unwrap();
+    let json = source.points_json(q, now).await.unwrap().joined();
     let points: Vec<serde_json::Value> = serde_json::from_str(&json).unwrap();
     points.iter().map(|p| p["timestamp"].as_i64().unwrap()).collect()
 }
@@ -997,7 +997,7 @@ async fn rolled_reads(path: &std::path::Path, now: i64) -> Vec<String> {
     ];
     for (start_ms, end_ms, step_ms, target) in windows {
         let q = PointQuery { start_ms, end_ms, step_ms, variant: None, target_url: target.map(str::to_owned) };
-        out.push(source.points_json(q.clone(), now).await.unwrap());
+        out.push(source.points_json(q.clone(), now).await.unwrap().joined());
         let chart = source.chart(q).await.unwrap();
         out.push(format!("{:?}", (chart.points, chart.counts)));
     }

@@ -14,9 +14,12 @@
 //! - [`rollout`]: the one path from that contract to a canary judgement (interval, strata,
 //!   verdict), shared by the API, the pages, the alerts and the gauge; [`judge_cache`] keeps
 //!   each rollout's evidence folded so far, so a judgement reads only what is new.
+//! - [`json_array`]: a JSON array handed over as its items' pieces (`/api/metrics`' answer),
+//!   so that no one joins a 2 MB answer into one allocation.
 
 pub(crate) mod alert_state;
 pub mod ingest;
+pub mod json_array;
 pub mod judge_cache;
 pub mod read;
 pub mod rollout;

@@ -19,6 +19,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use super::BoxFuture;
 use super::alert_state::AlertPeriod;
 use super::ingest::Event;
+use super::json_array::JsonArray;
 use crate::canary::SideTick;
 use crate::point::{Counts, Point};
 
@@ -344,12 +345,13 @@ pub trait DataSource: Send + Sync + std::fmt::Debug {
     }
 
     /// [`DataSource::points`] as the JSON array `/api/metrics` answers, at `now_ms` (the store
-    /// serves the buckets it sealed from a cache).
-    fn points_json(&self, q: PointQuery, now_ms: i64) -> BoxFuture<'_, Result<String, SourceError>> {
+    /// serves the buckets it sealed from a cache), each point's JSON a piece of its own: the
+    /// response streams them rather than joining them into one allocation ([`JsonArray`]).
+    fn points_json(&self, q: PointQuery, now_ms: i64) -> BoxFuture<'_, Result<JsonArray, SourceError>> {
         let _ = now_ms;
         Box::pin(async move {
             let points = self.points(q).await?;
-            serde_json::to_string(&points).map_err(|e| SourceError::Storage(e.to_string()))
+            JsonArray::serialize(&points).map_err(|e| SourceError::Storage(e.to_string()))
         })
     }
 

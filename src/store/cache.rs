@@ -25,6 +25,7 @@ use super::query;
 use super::range::{self, RangeRead};
 use crate::clock::bucket_end;
 use crate::point::Point;
+use crate::ports::json_array::JsonArray;
 use crate::ports::read::COARSE_FACTOR;
 
 /// Room for one point's JSON (a point of six pods with every field is about 1.4 KB).
@@ -103,15 +104,13 @@ impl PointCache {
 
     /// The JSON array of the points of `r`, byte for byte what serializing [`range::points`]
     /// gives, reading only what is not cached. `raw_sealed_ms`: buckets of the 5 s table ending
-    /// at or before it are complete.
+    /// at or before it are complete. Joined into one `String`, for comparing (the API streams
+    /// the pieces of [`PointCache::points_array_with`]).
     pub fn points_json(&self, conn: &Connection, r: &RangeRead, raw_sealed_ms: i64) -> Result<String, StoreError> {
         self.points_json_with(conn, r, raw_sealed_ms, &HeldRows::default())
     }
 
-    /// [`PointCache::points_json`] with the rows the writer still holds. Those are newer than
-    /// the last committed bucket, so never in a sealed one, except a late batch's rows, which
-    /// may be: they are cached with their bucket, and the writer drops the cache when it writes
-    /// a late batch (or recovers from a failure), so the cache never outlives what it read.
+    /// [`PointCache::points_json`] with the rows the writer still holds.
     pub(crate) fn points_json_with(
         &self,
         conn: &Connection,
@@ -119,6 +118,22 @@ impl PointCache {
         raw_sealed_ms: i64,
         held: &HeldRows,
     ) -> Result<String, StoreError> {
+        Ok(self.points_array_with(conn, r, raw_sealed_ms, held)?.joined())
+    }
+
+    /// [`PointCache::points_json_with`] as the points' JSON pieces, shared with the cache rather
+    /// than copied into one 2 MB `String` (`ports::json_array` says why). The rows the writer
+    /// still holds are newer than the last committed bucket, so never in a sealed one, except a
+    /// late batch's rows, which may be: they are cached with their bucket, and the writer drops
+    /// the cache when it writes a late batch (or recovers from a failure), so the cache never
+    /// outlives what it read.
+    pub(crate) fn points_array_with(
+        &self,
+        conn: &Connection,
+        r: &RangeRead,
+        raw_sealed_ms: i64,
+        held: &HeldRows,
+    ) -> Result<JsonArray, StoreError> {
         let q = &r.q;
         let generation = self.generation.load(Ordering::SeqCst);
         let shape = Shape { raw: r.raw, step_ms: q.step_ms, target_url: q.target_url.clone() };
@@ -142,19 +157,14 @@ impl PointCache {
             let mut tail = r.clone();
             (tail.q.start_ms, tail.q.variant) = (covered, None);
             let buckets = (q.end_ms - covered) / q.step_ms.max(1);
-            points.extend(read_serialized(conn, &tail, held, r.raw && buckets >= SERIALIZE_APART_BUCKETS)?);
+            let read = read_serialized(conn, &tail, held, r.raw && buckets >= SERIALIZE_APART_BUCKETS)?;
+            // Exactly: `extend` alone may double the cached points' vector (see [`copied`]).
+            points.reserve_exact(read.len());
+            points.extend(read);
         }
         self.keep(shape, generation, first_end, sealed, &points);
-        let mut out = String::with_capacity(points.iter().map(|p| p.json.len() + 1).sum::<usize>() + 2);
-        out.push('[');
-        for p in points.iter().filter(|p| q.variant.as_deref().is_none_or(|v| v == &*p.variant)) {
-            if out.len() > 1 {
-                out.push(',');
-            }
-            out.push_str(&p.json);
-        }
-        out.push(']');
-        Ok(out)
+        let wanted = |p: &&Cached| q.variant.as_deref().is_none_or(|v| v == &*p.variant);
+        Ok(JsonArray::from_items(points.iter().filter(wanted).map(|p| p.json.clone()).collect()))
     }
 
     /// Cached points from `first_end` on, and the last bucket end they cover.
@@ -167,8 +177,7 @@ impl PointCache {
         e.used = self.clock.fetch_add(1, Ordering::Relaxed);
         // Up to the last whole bucket of this window; the bucket holding `end` is read fresh.
         let covered = e.to.min(floor_to(end, shape.step_ms));
-        let pts = e.points.iter().filter(|p| p.timestamp >= first_end && p.timestamp <= covered).cloned().collect();
-        Some((pts, covered))
+        Some((copied(&e.points, |t| t >= first_end && t <= covered), covered))
     }
 
     /// Remembers the sealed part of a result (buckets `[first_end, sealed]`).
@@ -188,7 +197,7 @@ impl PointCache {
             generation,
             from: first_end,
             to: sealed,
-            points: points.iter().filter(|p| p.timestamp <= sealed).cloned().collect(),
+            points: copied(points, |t| t <= sealed),
             used: self.clock.fetch_add(1, Ordering::Relaxed),
         });
     }
@@ -231,11 +240,16 @@ fn read_serialized(conn: &Connection, r: &RangeRead, held: &HeldRows, apart: boo
             return done;
         }
     }
-    let mut points = Vec::new();
-    read(&mut |p| points.push(p))?;
+    // Each point serialized as it comes, not collected first: an hour's 1,440 points in one
+    // `Vec<Point>` are over 128 KiB, a fresh mapping faulted in on every read (`heap`).
     let mut w = PointWriter::default();
-    points.iter().try_for_each(|p| w.push(p))?;
-    Ok(w.out)
+    let mut written = Ok(());
+    read(&mut |p| {
+        if written.is_ok() {
+            written = w.push(&p);
+        }
+    })?;
+    written.map(|()| w.out)
 }
 
 /// Points a batch sent to the serializing thread holds: few enough that it starts early, enough
@@ -269,6 +283,15 @@ impl PointWriter {
         self.out.push(Cached { timestamp: p.timestamp, variant: p.variant.as_str().into(), json: json.into() });
         Ok(())
     }
+}
+
+/// The points whose timestamps `keep`, in a vector of exactly their number: collected by
+/// doubling, a day's 2,880 points (40 bytes each) took 160 KiB, a fresh mapping on every request
+/// above the process's 128 KiB mmap threshold (`heap::limit_arenas`), rather than 115 KiB.
+fn copied(points: &[Cached], keep: impl Fn(i64) -> bool) -> Vec<Cached> {
+    let mut out = Vec::with_capacity(points.iter().filter(|p| keep(p.timestamp)).count());
+    out.extend(points.iter().filter(|p| keep(p.timestamp)).cloned());
+    out
 }
 
 /// `ms` rounded down to a multiple of `step`; `i64::MIN` (nothing sealed yet) stays itself.

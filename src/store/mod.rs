@@ -213,12 +213,16 @@ impl Store {
         &self.cache
     }
 
-    /// [`range::points`] as a JSON array, through the cache of sealed buckets.
-    /// Held rows newer than the sealed buckets are part of the answer, never of the cache.
-    pub(crate) async fn points_json(&self, r: range::RangeRead, raw_sealed_ms: i64) -> Result<String, StoreError> {
+    /// [`range::points`] as a JSON array of the points' pieces, through the cache of sealed
+    /// buckets. Held rows newer than the sealed buckets are part of the answer, never of the cache.
+    pub(crate) async fn points_json(
+        &self,
+        r: range::RangeRead,
+        raw_sealed_ms: i64,
+    ) -> Result<crate::ports::json_array::JsonArray, StoreError> {
         let cache = self.cache.clone();
         let held = self.held_rows();
-        self.with_conn(move |c| cache.points_json_with(c, &r, raw_sealed_ms, &held)).await
+        self.with_conn(move |c| cache.points_array_with(c, &r, raw_sealed_ms, &held)).await
     }
 
     /// The database file.

@@ -11,6 +11,7 @@ use super::{Store, StoreError, alerts, query, window};
 use crate::clock::SharedClock;
 use crate::point::Point;
 use crate::ports::BoxFuture;
+use crate::ports::json_array::JsonArray;
 use crate::ports::read::{
     ChartData, DataSource, Grid, PointQuery, RAW_RANGE_LIMIT_MS, RolloutStart, SettledStrata, SourceError, StrataQuery,
     Stratum, WindowQuery, WindowSums, series_step,
@@ -81,7 +82,7 @@ impl DataSource for StoreSource {
         Box::pin(async move { Ok(self.read_points_unseeded(r).await?) })
     }
 
-    fn points_json(&self, q: PointQuery, now_ms: i64) -> BoxFuture<'_, Result<String, SourceError>> {
+    fn points_json(&self, q: PointQuery, now_ms: i64) -> BoxFuture<'_, Result<JsonArray, SourceError>> {
         let r = self.settings.range_read(q, now_ms);
         let sealed = self.sealed_until(now_ms);
         Box::pin(async move { Ok(self.store.points_json(r, sealed).await?) })
