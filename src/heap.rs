@@ -17,11 +17,11 @@
 //!   minute, and an idle process never trims.
 //!
 //! Trimming within a second of *every* store job held that soak at 40 MiB too, but the accuracy
-//! suite, which runs zai-dash in its own process beside a harness holding hundreds of MB, then
-//! failed 5 of 11 runs on missing buckets (none of 9 without it): the suspicion, not proven, is
-//! that each trim handed the harness's freed memory back and faulting it in again disturbed a
-//! test that times reads to bucket closes. Its five targets never make a large transient, so
-//! there the trim stays once a minute.
+//! suite, which runs zai-dash inside its own test process beside a harness holding hundreds of
+//! MB, then failed 5 of 11 runs on missing buckets (none of 9 without it): the suspicion, not
+//! proven, is that each trim handed the harness's freed memory back and faulting it in again
+//! disturbed a test that times reads to bucket closes. Its five targets never make a large
+//! transient, so there the trim stays once a minute.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
