@@ -13,7 +13,7 @@ use crate::clock::bucket_end;
 use crate::point::{Counts, RollingRow, TargetRow, Totals};
 
 pub use super::table::Table;
-use super::table::{raw_key, raw_table};
+use super::table::{raw_generation, raw_key};
 
 /// The `meta` key of the end of the last bucket rolled into `table`.
 fn watermark_key(table: Table) -> &'static str {
@@ -334,6 +334,22 @@ pub(crate) fn variant_id(conn: &Connection, name: &str) -> Result<i64, StoreErro
     Ok(conn.prepare_cached("SELECT id FROM variants WHERE name = ?1")?.query_row([name], |r| r.get(0))?)
 }
 
+/// The writer's insert of a raw row, by generation ([`super::table::RAW_TABLES`]): fixed
+/// statements, as a tick writes one row per target and formatting the SQL would cost an
+/// allocation each.
+const RAW_INSERTS: [&str; 2] = [
+    "INSERT INTO metrics_5s_0 (ts_target, variant_id, elapsed_ms, data) VALUES (?1, ?2, ?3, ?4)
+     ON CONFLICT(ts_target) DO NOTHING",
+    "INSERT INTO metrics_5s_1 (ts_target, variant_id, elapsed_ms, data) VALUES (?1, ?2, ?3, ?4)
+     ON CONFLICT(ts_target) DO NOTHING",
+];
+
+/// A raw row replaced (a merge of two scrapes in one bucket), by generation.
+const RAW_REPLACES: [&str; 2] = [
+    "INSERT OR REPLACE INTO metrics_5s_0 (ts_target, variant_id, elapsed_ms, data) VALUES (?1, ?2, ?3, ?4)",
+    "INSERT OR REPLACE INTO metrics_5s_1 (ts_target, variant_id, elapsed_ms, data) VALUES (?1, ?2, ?3, ?4)",
+];
+
 /// Inserts a raw row; if the target already has a row for that bucket (two scrapes completed
 /// in one bucket, or a retried late batch), the two are merged instead of one being lost.
 /// A row at or before `sealed_through` ([`sealed::sealed_through`]) may land in a sealed window,
@@ -349,13 +365,12 @@ pub(crate) fn upsert_raw_row(
     let vid = variant_id(conn, &row.variant)?;
     let data = codec::encode(&row.counts, &row.totals, &row.gauges);
     // Its generation (by time alone), where any row of the same key is.
-    let inserted = conn
-        .prepare_cached(&format!(
-            "INSERT INTO {} (ts_target, variant_id, elapsed_ms, data) VALUES (?1, ?2, ?3, ?4)
-             ON CONFLICT(ts_target) DO NOTHING",
-            raw_table(row.ts_ms)
-        ))?
-        .execute(params![raw_key(row.ts_ms, row.target_id)?, vid, row.elapsed_ms, data])?;
+    let inserted = conn.prepare_cached(RAW_INSERTS[raw_generation(row.ts_ms)])?.execute(params![
+        raw_key(row.ts_ms, row.target_id)?,
+        vid,
+        row.elapsed_ms,
+        data
+    ])?;
     if inserted == 0 {
         let names = variant_names(conn)?;
         if let Some(mut existing) = row_at(conn, Table::Raw, row.target_id, row.ts_ms, &names)? {
@@ -375,12 +390,12 @@ pub fn replace_row(conn: &Connection, table: Table, row: &TargetRow) -> Result<(
     let vid = variant_id(conn, &row.variant)?;
     let data = codec::encode(&row.counts, &row.totals, &row.gauges);
     match table {
-        Table::Raw => conn
-            .prepare_cached(&format!(
-                "INSERT OR REPLACE INTO {} (ts_target, variant_id, elapsed_ms, data) VALUES (?1, ?2, ?3, ?4)",
-                raw_table(row.ts_ms)
-            ))?
-            .execute(params![raw_key(row.ts_ms, row.target_id)?, vid, row.elapsed_ms, data])?,
+        Table::Raw => conn.prepare_cached(RAW_REPLACES[raw_generation(row.ts_ms)])?.execute(params![
+            raw_key(row.ts_ms, row.target_id)?,
+            vid,
+            row.elapsed_ms,
+            data
+        ])?,
         Table::Rollup | Table::Coarse => conn
             .prepare_cached(&format!(
                 "INSERT OR REPLACE INTO {} (target_id, ts, variant_id, elapsed_ms, data, present_ms)
@@ -751,6 +766,17 @@ pub(crate) fn events(
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn each_raw_statement_writes_its_own_generation() {
+        use super::super::table::RAW_TABLES;
+        for (g, table) in RAW_TABLES.iter().enumerate() {
+            for sql in [super::RAW_INSERTS[g], super::RAW_REPLACES[g]] {
+                let into = sql.split_whitespace().skip_while(|w| *w != "INTO").nth(1);
+                assert_eq!(into, Some(*table), "{sql}");
+            }
+        }
+    }
+
     use super::*;
 
     fn target(id: i64, url: &str) -> StoredTarget {

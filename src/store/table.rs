@@ -40,7 +40,12 @@ pub(crate) const RAW_GENERATION_MS: i64 = 600_000;
 
 /// The generation table of a raw row of bucket end `ts`.
 pub(crate) fn raw_table(ts: i64) -> &'static str {
-    RAW_TABLES[ts.saturating_sub(1).div_euclid(RAW_GENERATION_MS).rem_euclid(2) as usize]
+    RAW_TABLES[raw_generation(ts)]
+}
+
+/// The generation (an index of [`RAW_TABLES`]) of a raw row of bucket end `ts`.
+pub(crate) fn raw_generation(ts: i64) -> usize {
+    ts.saturating_sub(1).div_euclid(RAW_GENERATION_MS).rem_euclid(2) as usize
 }
 
 /// Bits of a raw row's key that hold its target id: the key is `ts << 20 | target_id`, so rows
