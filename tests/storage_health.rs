@@ -273,8 +273,9 @@ async fn a_full_disk_is_reported_everywhere_keeps_the_live_view_and_is_written_e
     let all = points(&app, "range=5m").await;
     assert_each_bucket_counted_once(&all, stored_until - 1_000, failing_until);
 
-    assert_eq!(log_lines_with("Database write failed", logged), 1, "one ERROR when writes start failing");
-    assert_eq!(log_lines_with("Database writes recovered", logged), 1, "one INFO when they recover");
+    let failures = write_failures(logged);
+    assert_eq!(log_lines_with("Database write failed", logged), 1, "one ERROR when writes start failing\n{failures}");
+    assert_eq!(log_lines_with("Database writes recovered", logged), 1, "one INFO when they recover\n{failures}");
     assert!(log_lines_with("Alert state not saved", logged) <= 1, "the alert engine logs the failure once");
     reader.abort();
     app.stop().await;

@@ -394,6 +394,18 @@ fn check_raw_rows_fit_the_key(conn: &Connection) -> Result<(), StoreError> {
 mod tests {
     use super::*;
 
+    /// Runs the migrations before the first whose SQL contains `marker` and sets
+    /// `user_version` to match: the database as the build before that migration left it.
+    /// Returns that migration's index.
+    fn schema_before(c: &Connection, marker: &str) -> usize {
+        let before = MIGRATIONS.iter().position(|m| m.contains(marker)).expect("a migration contains the marker");
+        for sql in &MIGRATIONS[..before] {
+            c.execute_batch(sql).unwrap();
+        }
+        c.pragma_update(None, "user_version", before as i64).unwrap();
+        before
+    }
+
     #[test]
     fn migrates_once_without_a_pointer_map() {
         let dir = tempfile::tempdir().unwrap();
@@ -415,11 +427,7 @@ mod tests {
         let mut c = Connection::open(&path).unwrap();
         // As builds before this one created it: incremental vacuum set before the first table.
         c.execute_batch("PRAGMA journal_mode = WAL; PRAGMA auto_vacuum = INCREMENTAL; VACUUM;").unwrap();
-        let before = MIGRATIONS.iter().position(|m| m.contains("metrics_5s_keyed")).unwrap();
-        for sql in &MIGRATIONS[..before] {
-            c.execute_batch(sql).unwrap();
-        }
-        c.pragma_update(None, "user_version", before as i64).unwrap();
+        schema_before(&c, "metrics_5s_keyed");
         for (target, ts) in [(2, 5_000), (1, 10_000)] {
             c.execute(
                 "INSERT INTO metrics_5s (target_id, ts, variant_id, elapsed_ms, data) VALUES (?1, ?2, 1, 5000, x'07')",
@@ -450,11 +458,7 @@ mod tests {
     #[test]
     fn raw_rows_written_before_the_time_keyed_layout_are_kept() {
         let mut c = Connection::open_in_memory().unwrap();
-        let before = MIGRATIONS.iter().position(|m| m.contains("metrics_5s_by_time")).unwrap();
-        for sql in &MIGRATIONS[..before] {
-            c.execute_batch(sql).unwrap();
-        }
-        c.pragma_update(None, "user_version", before as i64).unwrap();
+        schema_before(&c, "metrics_5s_by_time");
         for (target, ts) in [(2, 5_000), (1, 10_000), (1, 5_000)] {
             c.execute(
                 "INSERT INTO metrics_5s (target_id, ts, variant_id, elapsed_ms, data) VALUES (?1, ?2, 1, 5000, x'01')",
@@ -472,11 +476,7 @@ mod tests {
     /// A database at the schema before the integer-keyed raw table, with raw rows `(target, ts)`.
     fn before_integer_key(rows: &[(i64, i64)]) -> (Connection, usize) {
         let c = Connection::open_in_memory().unwrap();
-        let before = MIGRATIONS.iter().position(|m| m.contains("metrics_5s_keyed")).unwrap();
-        for sql in &MIGRATIONS[..before] {
-            c.execute_batch(sql).unwrap();
-        }
-        c.pragma_update(None, "user_version", before as i64).unwrap();
+        let before = schema_before(&c, "metrics_5s_keyed");
         for &(target, ts) in rows {
             c.execute(
                 "INSERT INTO metrics_5s (target_id, ts, variant_id, elapsed_ms, data) VALUES (?1, ?2, 3, 4000, ?3)",
@@ -545,11 +545,7 @@ mod tests {
     #[test]
     fn minute_rows_written_before_the_time_keyed_layout_are_kept_and_read_by_target_through_the_index() {
         let mut c = Connection::open_in_memory().unwrap();
-        let before = MIGRATIONS.iter().position(|m| m.contains("metrics_1m_by_time")).unwrap();
-        for sql in &MIGRATIONS[..before] {
-            c.execute_batch(sql).unwrap();
-        }
-        c.pragma_update(None, "user_version", before as i64).unwrap();
+        schema_before(&c, "metrics_1m_by_time");
         for (target, ts, present) in [(2, 60_000, 7), (1, 120_000, 0), (1, 60_000, 60_000)] {
             c.execute(
                 "INSERT INTO metrics_1m (target_id, ts, variant_id, elapsed_ms, data, present_ms)
@@ -580,11 +576,7 @@ mod tests {
     #[test]
     fn journal_entries_written_before_the_appended_layout_are_kept() {
         let mut c = Connection::open_in_memory().unwrap();
-        let before = MIGRATIONS.iter().position(|m| m.contains("state_log_appended")).unwrap();
-        for sql in &MIGRATIONS[..before] {
-            c.execute_batch(sql).unwrap();
-        }
-        c.pragma_update(None, "user_version", before as i64).unwrap();
+        schema_before(&c, "state_log_appended");
         for (target, ts) in [(2, 5_000), (1, 10_000), (1, 5_000)] {
             c.execute("INSERT INTO state_log (ts, target_id, data) VALUES (?1, ?2, x'01')", [ts, target]).unwrap();
         }
@@ -609,11 +601,7 @@ mod tests {
     fn raw_rows_written_before_the_generations_are_kept_each_in_its_generation() {
         use super::super::table::{RAW_TABLES, raw_key, raw_table};
         let mut c = Connection::open_in_memory().unwrap();
-        let before = MIGRATIONS.iter().position(|m| m.contains("CREATE TABLE metrics_5s_0")).unwrap();
-        for sql in &MIGRATIONS[..before] {
-            c.execute_batch(sql).unwrap();
-        }
-        c.pragma_update(None, "user_version", before as i64).unwrap();
+        schema_before(&c, "CREATE TABLE metrics_5s_0");
         // Both edges of windows, either side of 1970, and the last key.
         let times = [1, 600_000, 600_001, 1_200_000, 1_200_001, 0, -599_999, -600_000, -600_001, -1_200_000];
         let mut expected = Vec::new();
