@@ -223,7 +223,7 @@ fn roll_range(conn: &mut Connection, tier: Tier, (after, until): (i64, i64), pla
         }
         Table::Rollup | Table::Coarse => {
             let mut rolled = Vec::new();
-            for t in query::targets(&tx)? {
+            for t in query::listed_targets(&tx)? {
                 let rows = query::target_rows_with(&tx, tier.source, t.id, (after, until), &names, widths)?;
                 rolled.extend(query::roll_minutes(&rows, tier.width_ms));
             }

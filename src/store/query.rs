@@ -131,14 +131,56 @@ pub fn targets(conn: &Connection) -> Result<Vec<StoredTarget>, StoreError> {
     Ok(out)
 }
 
+/// A target as the readers that only select and group by target see it: no state, no totals.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct ListedTarget {
+    /// Id.
+    pub id: i64,
+    /// Scrape URL as configured: what a `target=` filter names.
+    pub url: String,
+    /// Latest variant.
+    pub variant: String,
+    /// When the target was first registered.
+    pub first_seen_ms: i64,
+}
+
+/// Every stored target, without its state and totals: the alert engine's window reads list the
+/// targets each evaluation, and [`targets`] copied each one's checkpointed state and decoded
+/// its totals there (at 500 targets about 3,000 allocations a second of a soak, the most of
+/// any one store function; heaptrack, BENCHMARKS.md "Memory, ninth stop"), for ids and variants.
+pub(crate) fn listed_targets(conn: &Connection) -> Result<Vec<ListedTarget>, StoreError> {
+    let mut stmt = conn.prepare_cached("SELECT id, url, variant, first_seen_ms FROM targets ORDER BY id")?;
+    let listed = stmt.query_map([], |r| {
+        Ok(ListedTarget { id: r.get(0)?, url: r.get(1)?, variant: r.get(2)?, first_seen_ms: r.get(3)? })
+    })?;
+    Ok(listed.collect::<Result<_, _>>()?)
+}
+
+/// What [`select_targets`] needs of a target.
+pub(crate) trait TargetUrl {
+    fn target_url(&self) -> &str;
+}
+
+impl TargetUrl for StoredTarget {
+    fn target_url(&self) -> &str {
+        &self.url
+    }
+}
+
+impl TargetUrl for ListedTarget {
+    fn target_url(&self) -> &str {
+        &self.url
+    }
+}
+
 /// The targets a `target=` filter selects: every one without a filter; else the one whose URL
 /// it is, or failing that the first whose shown form (credentials as `***`, what pages link
 /// to) it matches. Two URLs that differ only in their credentials show alike: the full URL
 /// picks between them.
-pub(crate) fn select_targets(all: Vec<StoredTarget>, filter: Option<&str>) -> Vec<StoredTarget> {
+pub(crate) fn select_targets<T: TargetUrl>(all: Vec<T>, filter: Option<&str>) -> Vec<T> {
     let Some(filter) = filter else { return all };
-    let exact = all.iter().position(|t| t.url == filter);
-    let chosen = exact.or_else(|| all.iter().position(|t| crate::redact::same_target(filter, &t.url)));
+    let exact = all.iter().position(|t| t.target_url() == filter);
+    let chosen = exact.or_else(|| all.iter().position(|t| crate::redact::same_target(filter, t.target_url())));
     chosen.and_then(|i| all.into_iter().nth(i)).into_iter().collect()
 }
 
@@ -958,6 +1000,17 @@ mod tests {
         let states: Vec<Option<String>> =
             targets(&c).unwrap().into_iter().map(|t| t.state.map(|s| s.decode().unwrap())).collect();
         assert_eq!(states, [Some(json(200)), Some(json(3)), Some(json(2))]);
+
+        // The light listing is the full one without state and totals, column for column.
+        c.execute("UPDATE targets SET variant = 'canary', first_seen_ms = 700 WHERE id = 2", []).unwrap();
+        let projected: Vec<ListedTarget> = targets(&c)
+            .unwrap()
+            .into_iter()
+            .map(|t| ListedTarget { id: t.id, url: t.url, variant: t.variant, first_seen_ms: t.first_seen_ms })
+            .collect();
+        assert_eq!(listed_targets(&c).unwrap(), projected);
+        assert_eq!((projected[1].variant.as_str(), projected[1].first_seen_ms), ("canary", 700));
+        assert_ne!(projected[0].url, projected[0].variant);
     }
 
     #[test]

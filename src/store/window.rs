@@ -12,8 +12,8 @@ use rusqlite::Connection;
 use super::StoreError;
 use super::held::HeldRows;
 use super::query::{
-    Table, each_raw_row, each_raw_row_of, events, select_targets, target_rows, targets, variant_names, watermark,
-    watermark_of,
+    Table, each_raw_row, each_raw_row_of, events, listed_targets, select_targets, target_rows, variant_names,
+    watermark, watermark_of,
 };
 use super::range::{self, RangeRead};
 use crate::canary::SideTick;
@@ -38,7 +38,7 @@ pub(crate) fn window_sums(
     let names = variant_names(conn)?;
     let wm = if raw { i64::MIN } else { watermark(conn)?.unwrap_or(i64::MIN) };
     let (point_ms, rollup_ms) = widths;
-    let targets = select_targets(targets(conn)?, q.target_url.as_deref());
+    let targets = select_targets(listed_targets(conn)?, q.target_url.as_deref());
     let only = q.target_url.as_ref().and(targets.first()).map(|t| t.id);
     let mut out: BTreeMap<String, WindowSums> = BTreeMap::new();
     let mut add = |r: &TargetRow, width: i64| {
@@ -141,7 +141,7 @@ pub fn strata_after(
         }
     };
     if !raw && wm > from {
-        for t in targets(conn)?.iter().filter(|t| q.variants.contains(&t.variant)) {
+        for t in listed_targets(conn)?.iter().filter(|t| q.variants.contains(&t.variant)) {
             for r in target_rows(conn, Table::Rollup, t.id, from, q.end_ms.min(wm), &names)? {
                 add(&r);
             }
@@ -190,7 +190,7 @@ pub fn rollout_start(conn: &Connection, variant: &str, end_ms: i64) -> Result<Op
         }
         return Ok(Some(RolloutStart { since_ms: since, by: StartedBy::Version, version: Some(current.clone()) }));
     }
-    let first = targets(conn)?.iter().filter(|t| t.variant == variant).map(|t| t.first_seen_ms).min();
+    let first = listed_targets(conn)?.iter().filter(|t| t.variant == variant).map(|t| t.first_seen_ms).min();
     Ok(first.map(|since_ms| RolloutStart { since_ms, by: StartedBy::FirstScrape, version: None }))
 }
 
