@@ -43,8 +43,13 @@ pub(crate) fn window_sums(
     let mut out: BTreeMap<String, WindowSums> = BTreeMap::new();
     let mut add = |r: &TargetRow, width: i64| {
         let from = (r.ts_ms - width).max(q.start_ms);
-        let sums =
-            out.entry(r.variant.clone()).or_insert_with(|| WindowSums { data_from_ms: from, ..Default::default() });
+        // Looked up before inserting: a window adds row after row of the same variants.
+        let sums = match out.get_mut(&r.variant) {
+            Some(sums) => sums,
+            None => {
+                out.entry(r.variant.clone()).or_insert_with(|| WindowSums { data_from_ms: from, ..Default::default() })
+            }
+        };
         sums.counts.add(&r.counts);
         sums.data_from_ms = sums.data_from_ms.min(from);
     };
