@@ -6,35 +6,138 @@
 //! allocation is a fresh mapping faulted in page by page (about 420 pages) on every request,
 //! warm ones too. Copied into 64 KiB frames instead, the frames churned the heap's top (glibc
 //! returns a free top over 128 KiB at once), about 300 pages a request. So the response is the
-//! pieces themselves, each a frame sharing the cached item's memory, with static separators
-//! between them: nothing of the answer's size is allocated (BENCHMARKS.md, "First request,
-//! eighth stop").
+//! pieces themselves, sharing the cached items' memory, with static separators between them:
+//! nothing of the answer's size is allocated (BENCHMARKS.md, "First request, eighth stop").
+//!
+//! Items are written one after the other, `,` between them, into shared buffers of up to
+//! [`CHUNK_BYTES`] ([`PieceWriter`]): an hour's 1,440 points are ~32 allocations rather than
+//! 1,440 (each taken under the process's one arena lock, `heap`), and consecutive items of
+//! one buffer go out as one frame, separators included: ~65 frames for that hour rather than
+//! ~2,900, each a write hyper queues (BENCHMARKS.md, "First request, ninth stop").
 
 use std::sync::Arc;
 
 use bytes::Bytes;
 use serde::Serialize;
 
+/// Bytes of one shared buffer at most, unless one item is larger: well below the 128 KiB at
+/// which glibc maps an allocation of its own (`heap::limit_arenas`), so a buffer comes from the
+/// heap, and large enough that an hour's answer is a few dozen of them.
+pub const CHUNK_BYTES: usize = 64 << 10;
+
+/// One item's JSON: bytes `start..end` of a buffer it may share with the items written before
+/// and after it (`,` between two). Cloning it shares the buffer.
+#[derive(Debug, Clone)]
+pub struct Piece {
+    buf: Arc<Vec<u8>>,
+    start: u32,
+    end: u32,
+}
+
+impl Piece {
+    fn bytes(&self) -> &[u8] {
+        &self.buf[self.start as usize..self.end as usize]
+    }
+
+    /// The item's JSON.
+    pub fn as_str(&self) -> &str {
+        // Only `PieceWriter` and `Piece::new` make pieces, from whole serialized values.
+        std::str::from_utf8(self.bytes()).unwrap_or_default()
+    }
+
+    /// Byte length of the item's JSON.
+    pub fn len(&self) -> usize {
+        (self.end - self.start) as usize
+    }
+
+    /// Whether the item's JSON is empty (never, for a serialized value).
+    pub fn is_empty(&self) -> bool {
+        self.start == self.end
+    }
+
+    /// Whether `next` follows this piece in the same buffer with only a `,` between them.
+    fn followed_by(&self, next: &Piece) -> bool {
+        Arc::ptr_eq(&self.buf, &next.buf)
+            && next.start == self.end + 1
+            && self.buf.get(self.end as usize) == Some(&b',')
+    }
+}
+
+/// Serializes values one after the other into shared buffers, one [`Piece`] each, with `M`
+/// (what the caller keeps with a piece, e.g. a point's timestamp) alongside.
+#[derive(Debug)]
+pub struct PieceWriter<M> {
+    /// One value's JSON, reused: how long it is decides whether it fits the buffer.
+    scratch: Vec<u8>,
+    buf: Vec<u8>,
+    /// Metadata, start and end of the items written into `buf`, not yet handed out.
+    open: Vec<(M, u32, u32)>,
+    out: Vec<(M, Piece)>,
+}
+
+impl<M> Default for PieceWriter<M> {
+    fn default() -> Self {
+        Self { scratch: Vec::with_capacity(2048), buf: Vec::new(), open: Vec::new(), out: Vec::new() }
+    }
+}
+
+impl<M> PieceWriter<M> {
+    /// Serializes `value` as the next item.
+    pub fn push<T: Serialize + ?Sized>(&mut self, meta: M, value: &T) -> Result<(), serde_json::Error> {
+        self.scratch.clear();
+        serde_json::to_writer(&mut self.scratch, value)?;
+        let comma = usize::from(!self.buf.is_empty());
+        if self.buf.len() + comma + self.scratch.len() > self.buf.capacity() {
+            self.seal();
+            self.buf = Vec::with_capacity(CHUNK_BYTES.max(self.scratch.len()));
+        }
+        if !self.buf.is_empty() {
+            self.buf.push(b',');
+        }
+        let start = self.buf.len();
+        self.buf.extend_from_slice(&self.scratch);
+        let len = |n: usize| u32::try_from(n).map_err(<serde_json::Error as serde::ser::Error>::custom);
+        self.open.push((meta, len(start)?, len(self.buf.len())?));
+        Ok(())
+    }
+
+    /// Hands out the items of the open buffer.
+    fn seal(&mut self) {
+        if self.open.is_empty() {
+            return;
+        }
+        let buf = Arc::new(std::mem::take(&mut self.buf));
+        self.out.extend(self.open.drain(..).map(|(m, start, end)| (m, Piece { buf: buf.clone(), start, end })));
+    }
+
+    /// Every item written, in order.
+    pub fn finish(mut self) -> Vec<(M, Piece)> {
+        self.seal();
+        self.out
+    }
+}
+
 /// The array `[item,item,...]` of already serialized items, byte for byte what
 /// `serde_json::to_string` gives for the sequence the items were serialized from (compact JSON
 /// joins a sequence's elements with `,` between `[` and `]`).
 #[derive(Debug, Clone, Default)]
 pub struct JsonArray {
-    items: Vec<Arc<str>>,
+    items: Vec<Piece>,
     len: usize,
 }
 
 impl JsonArray {
     /// The array of `items`, each one value's JSON.
-    pub fn from_items(items: Vec<Arc<str>>) -> Self {
-        let len = 2 + items.iter().map(|i| i.len()).sum::<usize>() + items.len().saturating_sub(1);
+    pub fn from_items(items: Vec<Piece>) -> Self {
+        let len = 2 + items.iter().map(Piece::len).sum::<usize>() + items.len().saturating_sub(1);
         Self { items, len }
     }
 
     /// Serializes each of `values` on its own.
     pub fn serialize<T: Serialize>(values: &[T]) -> Result<Self, serde_json::Error> {
-        let items = values.iter().map(|v| serde_json::to_string(v).map(Arc::from)).collect::<Result<_, _>>()?;
-        Ok(Self::from_items(items))
+        let mut w = PieceWriter::default();
+        values.iter().try_for_each(|v| w.push((), v))?;
+        Ok(Self::from_items(w.finish().into_iter().map(|((), p)| p).collect()))
     }
 
     /// Length of the whole array in bytes (the response's `Content-Length`).
@@ -55,14 +158,15 @@ impl JsonArray {
             if i > 0 {
                 out.push(',');
             }
-            out.push_str(item);
+            out.push_str(item.as_str());
         }
         out.push(']');
         out
     }
 
-    /// The array's bytes in order: `[`, each item (sharing its memory, not copied) with a `,`
-    /// between two, `]`. Their concatenation is [`JsonArray::joined`].
+    /// The array's bytes in order: `[`, the items (sharing their buffers' memory, not copied;
+    /// a run of items that follow each other in one buffer as one frame, their commas
+    /// included) with a `,` between two runs, `]`. Their concatenation is [`JsonArray::joined`].
     pub fn frames(self) -> Frames {
         Frames { remaining: self.len, array: self, next: 0, state: Next::Open }
     }
@@ -93,14 +197,31 @@ impl Frames {
     pub fn remaining(&self) -> usize {
         self.remaining
     }
+
+    /// The run of items from `self.next` on that follow each other in one buffer, as one frame.
+    fn run(&mut self) -> Bytes {
+        let items = &self.array.items;
+        let first = &items[self.next];
+        let mut last = self.next;
+        while items.get(last + 1).is_some_and(|n| items[last].followed_by(n)) {
+            last += 1;
+        }
+        let (start, end) = (first.start as usize, items[last].end as usize);
+        self.next = last + 1;
+        Bytes::from_owner(Run { buf: first.buf.clone(), start, end })
+    }
 }
 
-/// An item as the owner of a frame's memory.
-struct Piece(Arc<str>);
+/// Bytes `start..end` of a shared buffer as the owner of a frame's memory.
+struct Run {
+    buf: Arc<Vec<u8>>,
+    start: usize,
+    end: usize,
+}
 
-impl AsRef<[u8]> for Piece {
+impl AsRef<[u8]> for Run {
     fn as_ref(&self) -> &[u8] {
-        self.0.as_bytes()
+        &self.buf[self.start..self.end]
     }
 }
 
@@ -108,17 +229,14 @@ impl Iterator for Frames {
     type Item = Bytes;
 
     fn next(&mut self) -> Option<Bytes> {
-        let item = self.array.items.get(self.next);
-        let (frame, state) = match (self.state, item) {
+        let more = self.next < self.array.items.len();
+        let (frame, state) = match (self.state, more) {
             (Next::Done, _) => return None,
-            (Next::Open, Some(_)) => (Bytes::from_static(b"["), Next::Item),
-            (Next::Comma, Some(_)) => (Bytes::from_static(b","), Next::Item),
-            (Next::Item, Some(item)) => {
-                self.next += 1;
-                (Bytes::from_owner(Piece(item.clone())), Next::Comma)
-            }
-            (Next::Open, None) => (Bytes::from_static(b"[]"), Next::Done),
-            (_, None) => (Bytes::from_static(b"]"), Next::Done),
+            (Next::Open, true) => (Bytes::from_static(b"["), Next::Item),
+            (Next::Comma, true) => (Bytes::from_static(b","), Next::Item),
+            (Next::Item, true) => (self.run(), Next::Comma),
+            (Next::Open, false) => (Bytes::from_static(b"[]"), Next::Done),
+            (_, false) => (Bytes::from_static(b"]"), Next::Done),
         };
         self.state = state;
         self.remaining -= frame.len();
@@ -130,34 +248,66 @@ impl Iterator for Frames {
 mod tests {
     use super::*;
 
-    fn items(sizes: &[usize]) -> Vec<Arc<str>> {
-        sizes.iter().enumerate().map(|(i, &n)| Arc::from(format!("\"{}\"", "x".repeat(n) + &i.to_string()))).collect()
+    fn values(sizes: &[usize]) -> Vec<String> {
+        sizes.iter().enumerate().map(|(i, &n)| "x".repeat(n) + &i.to_string()).collect()
     }
 
-    /// Whatever the items (none, one, empty strings, many), the frames joined are the array as
-    /// `serde_json` writes it, the lengths agree at every step, and every item's frame is the
-    /// item's own memory (nothing of the answer's size is copied).
+    fn pieces(values: &[String]) -> Vec<Piece> {
+        let mut w = PieceWriter::default();
+        values.iter().for_each(|v| w.push((), v).unwrap());
+        w.finish().into_iter().map(|((), p)| p).collect()
+    }
+
+    /// The frames in order, checking the lengths at every step; how many frames held items.
+    fn drain(array: JsonArray) -> (String, usize) {
+        let len = array.len();
+        let mut frames = array.frames();
+        let (mut got, mut runs) = (Vec::new(), 0);
+        assert_eq!(frames.remaining(), len);
+        while let Some(f) = frames.next() {
+            runs += usize::from(!matches!(&f[..], b"[" | b"," | b"]" | b"[]"));
+            got.extend_from_slice(&f);
+            assert_eq!(frames.remaining(), len - got.len());
+        }
+        (String::from_utf8(got).unwrap(), runs)
+    }
+
+    /// Whatever the items (none, one, empty strings, many, one larger than a buffer), the
+    /// frames joined are the array as `serde_json` writes it, the lengths agree at every step,
+    /// and items written one after the other go out as one frame per buffer, not one each (an
+    /// hour's 1,440 points were ~2,900 frames).
     #[test]
-    fn frames_are_the_serialized_array_in_its_items_own_memory() {
-        let cases: Vec<Vec<usize>> = vec![vec![], vec![0], vec![10, 20, 30], vec![1400; 1440], vec![100_000, 3]];
+    fn frames_are_the_serialized_array_one_per_buffer() {
+        let cases: Vec<Vec<usize>> =
+            vec![vec![], vec![0], vec![10, 20, 30], vec![1400; 1440], vec![100_000, 3], vec![3, 100_000, 3]];
         for sizes in cases {
-            let items = items(&sizes);
-            let plain: Vec<String> = items.iter().map(|i| serde_json::from_str(i).unwrap()).collect();
-            let expected = serde_json::to_string(&plain).unwrap();
-            let array = JsonArray::from_items(items.clone());
+            let values = values(&sizes);
+            let expected = serde_json::to_string(&values).unwrap();
+            let items = pieces(&values);
+            let buffers = items.iter().map(|p| Arc::as_ptr(&p.buf)).collect::<std::collections::HashSet<_>>().len();
+            let array = JsonArray::from_items(items);
             assert_eq!(array.joined(), expected);
             assert_eq!(array.len(), expected.len());
-            let mut frames = array.frames();
-            let mut got = Vec::new();
-            let mut shared = 0;
-            assert_eq!(frames.remaining(), expected.len());
-            while let Some(f) = frames.next() {
-                shared += usize::from(items.iter().any(|i| i.as_ptr() == f.as_ptr() && i.len() == f.len()));
-                got.extend_from_slice(&f);
-                assert_eq!(frames.remaining(), expected.len() - got.len());
-            }
-            assert_eq!(String::from_utf8(got).unwrap(), expected, "sizes {sizes:?}");
-            assert_eq!(shared, items.len(), "frames that are an item's own memory, sizes {sizes:?}");
+            let (got, runs) = drain(array);
+            assert_eq!(got, expected, "sizes {sizes:?}");
+            assert_eq!(runs, buffers, "frames holding items, sizes {sizes:?}");
+            assert!(buffers <= 2 + expected.len() / (CHUNK_BYTES / 2), "{buffers} buffers, sizes {sizes:?}");
+        }
+    }
+
+    /// A selection of the items (one variant's points of a cached window) is still the array
+    /// of exactly those items: items that do not follow each other in their buffer are never
+    /// joined into one frame with what lay between them.
+    #[test]
+    fn a_selection_of_pieces_is_the_array_of_just_those() {
+        let values = values(&[50; 300]);
+        let items = pieces(&values);
+        for keep in [2, 3, 7] {
+            let chosen: Vec<usize> = (0..values.len()).filter(|i| i % keep != 1).collect();
+            let expected = serde_json::to_string(&chosen.iter().map(|&i| &values[i]).collect::<Vec<_>>()).unwrap();
+            let array = JsonArray::from_items(chosen.iter().map(|&i| items[i].clone()).collect());
+            assert_eq!(array.len(), expected.len());
+            assert_eq!(drain(array).0, expected, "every item but each {keep}th + 1");
         }
     }
 
@@ -166,6 +316,7 @@ mod tests {
         let values = vec![serde_json::json!({"a": 1, "b": [1, 2]}), serde_json::json!(null), serde_json::json!("x")];
         let array = JsonArray::serialize(&values).unwrap();
         assert_eq!(array.joined(), serde_json::to_string(&values).unwrap());
+        assert_eq!(drain(array).0, serde_json::to_string(&values).unwrap());
         assert_eq!(JsonArray::serialize::<u8>(&[]).unwrap().joined(), "[]");
     }
 }

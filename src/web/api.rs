@@ -146,7 +146,8 @@ pub(crate) async fn metrics(
 
 /// A JSON array as a response body, frame by frame
 /// ([`JsonArray::frames`](crate::ports::json_array::JsonArray::frames): the cached pieces
-/// themselves): the 2 MB of an hour's points are never one allocation, nor copied
+/// themselves, a frame per run of them in one shared buffer): the 2 MB of an hour's points are
+/// never one allocation, nor copied
 /// (`ports::json_array` says why). Its exact size is known, so the answer keeps its
 /// `Content-Length` (not chunked), as when it was one `String`.
 struct ArrayBody(Frames);
