@@ -101,10 +101,16 @@ impl<M> PieceWriter<M> {
         Ok(())
     }
 
-    /// Hands out the items of the open buffer.
+    /// Hands out the items of the open buffer, its unused room given back first: pieces live as
+    /// long as the cache keeps any point of their buffer, and a dashboard's repeated read of
+    /// the newest bucket or two would otherwise keep a whole [`CHUNK_BYTES`] for a few KB, one
+    /// per refresh, for as long as the range is cached.
     fn seal(&mut self) {
         if self.open.is_empty() {
             return;
+        }
+        if self.buf.len() < self.buf.capacity() / 2 {
+            self.buf.shrink_to_fit();
         }
         let buf = Arc::new(std::mem::take(&mut self.buf));
         self.out.extend(self.open.drain(..).map(|(m, start, end)| (m, Piece { buf: buf.clone(), start, end })));
@@ -276,6 +282,24 @@ mod tests {
     /// frames joined are the array as `serde_json` writes it, the lengths agree at every step,
     /// and items written one after the other go out as one frame per buffer, not one each (an
     /// hour's 1,440 points were ~2,900 frames).
+    #[test]
+    fn a_few_items_keep_a_buffer_of_their_size_not_a_whole_chunk() {
+        let mut w = PieceWriter::default();
+        for v in values(&[300, 200]) {
+            w.push((), &v).unwrap();
+        }
+        let pieces = w.finish();
+        let kept = pieces[0].1.buf.capacity();
+        assert!(kept < 1024, "a buffer of {kept} bytes kept for two items of about 500");
+        // A full buffer is kept whole: nothing to give back.
+        let mut w = PieceWriter::default();
+        for v in values(&vec![1000; 200]) {
+            w.push((), &v).unwrap();
+        }
+        let pieces = w.finish();
+        assert!(pieces[0].1.buf.len() * 2 > pieces[0].1.buf.capacity());
+    }
+
     #[test]
     fn frames_are_the_serialized_array_one_per_buffer() {
         let cases: Vec<Vec<usize>> =
