@@ -21,8 +21,17 @@ use crate::ports::ingest::StateWrite;
 use crate::redact::RedactedUrl;
 
 /// A live target's state is checkpointed at least this often (10 minutes): the journal to
-/// replay at start-up stays short, and old entries can be deleted.
+/// replay at start-up stays short, and old entries can be deleted. The checkpoints fall on the
+/// windows `(k * 10 min, (k + 1) * 10 min]` the store seals raw rows by: a checkpoint is due at
+/// a target's first scrape in each window ([`window_of`]), so once a window is sealed every
+/// live target's checkpoint covers the journal entries its raw rows carried, and the seal has
+/// none to keep (`store::query::keep_carried_entries`).
 pub const CHECKPOINT_EVERY_MS: i64 = 600_000;
+
+/// The checkpoint window of a time: left-open windows, as the store's raw generations.
+fn window_of(ms: i64) -> i64 {
+    ms.saturating_sub(1).div_euclid(CHECKPOINT_EVERY_MS)
+}
 
 /// Version byte of the journal entries this build writes: 2 adds decimal increases
 /// ([`encode_changes`]). Entries of version 1 (whole increases and raw values only) are still
@@ -91,7 +100,7 @@ impl Persister {
     /// What to write after a successful scrape completed at `at_ms`, and the write's time key.
     pub fn after_scrape(&mut self, state: &TargetState, at_ms: i64, variant: &str) -> (i64, StateWrite) {
         let ms = self.next_ms(at_ms);
-        let due = self.checkpoint_ms.is_none_or(|c| at_ms.saturating_sub(c) >= CHECKPOINT_EVERY_MS);
+        let due = self.checkpoint_ms.is_none_or(|c| window_of(at_ms) != window_of(c));
         if due || self.layout != Some(state.layout) || self.variant.as_deref() != Some(variant) {
             return (ms, self.checkpoint(state, ms, variant));
         }
@@ -386,9 +395,26 @@ mod tests {
         let (state, writes) = run(&texts);
         let checkpoints: Vec<i64> =
             writes.iter().filter(|(_, w)| matches!(w, StateWrite::Checkpoint(_))).map(|(ms, _)| *ms).collect();
-        // The baseline, the first admitted label values, then every ten minutes.
-        assert_eq!(checkpoints, vec![1_000, 6_000, 6_000 + CHECKPOINT_EVERY_MS]);
+        // The baseline, the first admitted label values, then the first scrape of each window.
+        assert_eq!(checkpoints, vec![1_000, 6_000, 1_000 + CHECKPOINT_EVERY_MS]);
         same(&rebuild(&writes), &state);
+    }
+
+    #[test]
+    fn checkpoints_fall_at_the_first_scrape_of_each_raw_window() {
+        // Resumed from a checkpoint a second before a window's end: the next window's first
+        // scrape checkpoints again, so the window's entries are covered once it is sealed.
+        let mut state = TargetState::default();
+        for (i, at) in [594_000, 599_000].into_iter().enumerate() {
+            state.advance(&read(&parse(&expo(i as u64, 0.0, 1, 0)).unwrap()), at, 1, "p");
+        }
+        let mut p = Persister::resumed(&state, Some("p".into()));
+        state.advance(&read(&parse(&expo(2, 0.0, 1, 0)).unwrap()), 600_000, 1, "p");
+        assert!(matches!(p.after_scrape(&state, 600_000, "p").1, StateWrite::Journal(_)), "windows are left-open");
+        state.advance(&read(&parse(&expo(3, 0.0, 1, 0)).unwrap()), 601_000, 1, "p");
+        assert!(matches!(p.after_scrape(&state, 601_000, "p").1, StateWrite::Checkpoint(_)), "a new window");
+        state.advance(&read(&parse(&expo(4, 0.0, 1, 0)).unwrap()), 1_200_000, 1, "p");
+        assert!(matches!(p.after_scrape(&state, 1_200_000, "p").1, StateWrite::Journal(_)));
     }
 
     #[test]
