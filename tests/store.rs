@@ -737,10 +737,11 @@ fn ten_minute_rows_sum_their_minutes_and_long_ranges_read_them_with_the_finer_ta
     assert_eq!(query::watermark(&c).unwrap(), Some(T0 + 2 * MIN));
 }
 
-/// The state journal as the scraper writes it: a checkpoint, then changes only. Start-up
-/// replays the entries after the newest checkpoint into exactly the live state, and the
-/// downsampler deletes the entries checkpoints include, a generation at a time: what was
-/// written before one run goes whole at the first run after a later checkpoint covers it.
+/// The state journal as the scraper writes it: a checkpoint at a target's first scrape of each
+/// 10-minute window, then changes only, each carried by the tick's raw row. Start-up replays
+/// the entries after the newest checkpoint into exactly the live state; sealing a window drops
+/// the entries its checkpoint covers with their rows and moves those it does not (a target
+/// gone quiet before its next checkpoint) to the journal tables.
 #[test]
 fn the_state_journal_replays_to_the_live_state_and_is_pruned_behind_checkpoints() {
     use zai_dash::scrape::persist::{self, CHECKPOINT_EVERY_MS, Persister};
@@ -769,40 +770,51 @@ fn the_state_journal_replays_to_the_live_state_and_is_pruned_behind_checkpoints(
     };
     let journal_rows =
         |c: &rusqlite::Connection| c.query_row("SELECT count(*) FROM state_log", [], |r| r.get::<_, i64>(0)).unwrap();
-    let first = per_checkpoint + 30; // past one periodic checkpoint
-    for i in 1..=first {
-        tick(&mut conn, i);
-    }
-    let written_first = journal_rows(&conn);
-    assert!(written_first > 100, "one entry per scrape between checkpoints: {written_first}");
-    let report = downsample::run_once(&mut conn, T0 + first * 5_000 + MIN, plan()).unwrap();
-    assert_eq!(report.pruned_journal, 0, "entries after the checkpoint are in this generation: it waits");
-    assert_eq!(journal_rows(&conn), written_first);
-
-    let last = first + per_checkpoint; // past the next checkpoint
+    let carried = |c: &rusqlite::Connection| {
+        c.query_row(
+            "SELECT (SELECT count(*) FROM metrics_5s_0 WHERE state_entry IS NOT NULL)
+                  + (SELECT count(*) FROM metrics_5s_1 WHERE state_entry IS NOT NULL)",
+            [],
+            |r| r.get::<_, i64>(0),
+        )
+        .unwrap()
+    };
+    let replays_to = |c: &rusqlite::Connection, live: &TargetState| {
+        let pending = query::pending_journals(c).unwrap();
+        let stored = query::targets(c).unwrap().into_iter().find(|t| t.id == id).unwrap();
+        let entries = &pending[&id];
+        assert!(entries.iter().all(|(ms, _)| Some(*ms) > stored.state_ms), "only entries after the checkpoint");
+        let checkpoint = stored.state.as_ref().map(|s| s.decode().unwrap());
+        let replayed = persist::consolidate(checkpoint.as_deref(), entries).unwrap();
+        assert_eq!(TargetState { layout: 0, ..replayed }, TargetState { layout: 0, ..live.clone() });
+        pending
+    };
+    let first = per_checkpoint + 30; // past the checkpoint at the second window's first scrape
     let mut live = TargetState::default();
+    for i in 1..=first {
+        live = tick(&mut conn, i);
+    }
+    assert_eq!(journal_rows(&conn), 0, "every entry rides in its raw row");
+    assert!(carried(&conn) > 100, "one entry per scrape between checkpoints: {}", carried(&conn));
+    let pending = replays_to(&conn, &live);
+    assert!(pending[&id].len() < 40, "the second window's entries only");
+
+    let report = downsample::run_once(&mut conn, T0 + first * 5_000 + MIN, plan()).unwrap();
+    assert!(report.sealed_rows > 100, "the first window sealed");
+    assert_eq!(journal_rows(&conn), 0, "the checkpoint covers the sealed window: its entries went with it");
+    assert_eq!(query::pending_journals(&conn).unwrap(), pending, "nothing a replay needs is gone");
+
+    // The target goes quiet at the second window's end, before its next checkpoint.
+    let last = 2 * per_checkpoint;
     for i in first + 1..=last {
         live = tick(&mut conn, i);
     }
-    let pending = query::pending_journals(&conn).unwrap();
-    let stored = query::targets(&conn).unwrap().into_iter().find(|t| t.id == id).unwrap();
-    let entries = &pending[&id];
-    assert!(
-        entries.len() < 40 && entries.iter().all(|(ms, _)| Some(*ms) > stored.state_ms),
-        "only entries after the checkpoint"
-    );
-    let replayed =
-        persist::consolidate(stored.state.as_ref().map(|s| s.decode().unwrap()).as_deref(), entries).unwrap();
-    assert_eq!(TargetState { layout: 0, ..replayed }, TargetState { layout: 0, ..live });
-
-    let before_prune = journal_rows(&conn);
-    let report = downsample::run_once(&mut conn, T0 + last * 5_000 + MIN, plan()).unwrap();
-    assert_eq!(report.pruned_journal as i64, written_first, "the generation the checkpoint covers is gone");
-    assert_eq!(journal_rows(&conn), before_prune - written_first, "the entries written since wait their turn");
-    assert_eq!(query::pending_journals(&conn).unwrap(), pending, "nothing a replay needs is gone");
-    let report = downsample::run_once(&mut conn, T0 + last * 5_000 + MIN, plan()).unwrap();
-    assert_eq!(report.pruned_journal, 0, "the entries after the checkpoint are in the older generation now: kept");
+    let pending = replays_to(&conn, &live);
+    downsample::run_once(&mut conn, T0 + last * 5_000 + MIN, plan()).unwrap();
+    assert_eq!(carried(&conn), 0, "the second window sealed");
+    assert_eq!(journal_rows(&conn) as usize, pending[&id].len(), "its pending entries kept in the journal tables");
     assert_eq!(query::pending_journals(&conn).unwrap(), pending);
+    replays_to(&conn, &live);
 }
 
 /// A window reaching past what the 1 min rows keep (a month's spend, a 28-day objective) reads

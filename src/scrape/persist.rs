@@ -21,16 +21,28 @@ use crate::ports::ingest::StateWrite;
 use crate::redact::RedactedUrl;
 
 /// A live target's state is checkpointed at least this often (10 minutes): the journal to
-/// replay at start-up stays short, and old entries can be deleted.
+/// replay at start-up stays short, and old entries can be deleted. The checkpoints fall on the
+/// windows `(k * 10 min, (k + 1) * 10 min]` the store seals raw rows by: a checkpoint is due at
+/// a target's first scrape in each window ([`window_of`]), so once a window is sealed every
+/// live target's checkpoint covers the journal entries its raw rows carried, and the seal has
+/// none to keep (`store::query::keep_carried_entries`).
 pub const CHECKPOINT_EVERY_MS: i64 = 600_000;
 
-/// Version byte of the journal entries this build writes: 2 adds decimal increases
-/// ([`encode_changes`]). Entries of version 1 (whole increases and raw values only) are still
-/// read; a build that knows only version 1 restores a target from such an entry as a new
-/// baseline (its totals kept), as from any entry it cannot read.
-const FORMAT: u8 = 2;
+/// The checkpoint window of a time: left-open windows, as the store's raw generations.
+fn window_of(ms: i64) -> i64 {
+    ms.saturating_sub(1).div_euclid(CHECKPOINT_EVERY_MS)
+}
+
+/// Version byte of the journal entries this build writes: 2 added decimal increases, 3 runs of
+/// equal whole increases ([`encode_changes`]). Entries of versions 1 (whole increases and raw
+/// values only) and 2 are still read; a build that knows only an older version restores a
+/// target from a newer entry as a new baseline (its totals kept), as from any entry it cannot
+/// read.
+const FORMAT: u8 = 3;
 /// The first version, read only.
 const FORMAT_1: u8 = 1;
+/// The second version (no runs), read only.
+const FORMAT_2: u8 = 2;
 
 /// Powers of ten a decimal increase is scaled by, each exact as an `f64`.
 const TENS: [f64; 16] = [1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15];
@@ -91,7 +103,7 @@ impl Persister {
     /// What to write after a successful scrape completed at `at_ms`, and the write's time key.
     pub fn after_scrape(&mut self, state: &TargetState, at_ms: i64, variant: &str) -> (i64, StateWrite) {
         let ms = self.next_ms(at_ms);
-        let due = self.checkpoint_ms.is_none_or(|c| at_ms.saturating_sub(c) >= CHECKPOINT_EVERY_MS);
+        let due = self.checkpoint_ms.is_none_or(|c| window_of(at_ms) != window_of(c));
         if due || self.layout != Some(state.layout) || self.variant.as_deref() != Some(variant) {
             return (ms, self.checkpoint(state, ms, variant));
         }
@@ -177,17 +189,36 @@ pub fn replay(url: &str, checkpoint: Option<&str>, entries: &[(i64, Vec<u8>)]) -
 /// 2, `varint(zigzag(m) << 4 | k)` when adding `m / 10^k` to the old value gives the new one
 /// bit for bit (costs and durations grow by short decimals: 3 or 4 bytes where the value took
 /// 8; journal leaves were about a sixth of the pages a tick wrote, BENCHMARKS.md, "Write
-/// volume, seventh stop"); else kind 1 and the value's 8 bytes.
+/// volume, seventh stop"); kind 3, `varint(n - 2)` and `varint(increase)` for `n >= 2`
+/// adjacent slots that each grew by the same whole number (one observation moves a histogram's
+/// cumulative buckets from its own to `+Inf` by one: 3 bytes where each bucket took 2; the
+/// entries ride in the raw rows, BENCHMARKS.md, "Write volume, ninth stop"); else kind 1 and
+/// the value's 8 bytes.
 pub fn encode_changes(before: &[f64], now: &[f64]) -> Vec<u8> {
     let mut out = vec![FORMAT];
     put_varint(&mut out, now.len() as u64);
     let mut next = 0usize;
-    for (i, (&b, &v)) in before.iter().zip(now).enumerate() {
+    let mut i = 0usize;
+    while i < now.len().min(before.len()) {
+        let (b, v) = (before[i], now[i]);
         if b.to_bits() == v.to_bits() {
+            i += 1;
             continue;
         }
         let gap = ((i - next) as u64) << 2;
         if let Some(d) = whole_increase(b, v) {
+            let run = (i + 1..now.len().min(before.len()))
+                .take_while(|&j| whole_increase(before[j], now[j]) == Some(d))
+                .count()
+                + 1;
+            if run >= 2 {
+                put_varint(&mut out, gap | 3);
+                put_varint(&mut out, (run - 2) as u64);
+                put_varint(&mut out, d);
+                i += run;
+                next = i;
+                continue;
+            }
             put_varint(&mut out, gap);
             put_varint(&mut out, d);
         } else if let Some(packed) = decimal_increase(b, v) {
@@ -197,7 +228,8 @@ pub fn encode_changes(before: &[f64], now: &[f64]) -> Vec<u8> {
             put_varint(&mut out, gap | 1);
             out.extend_from_slice(&v.to_le_bytes());
         }
-        next = i + 1;
+        i += 1;
+        next = i;
     }
     out
 }
@@ -206,7 +238,7 @@ pub fn encode_changes(before: &[f64], now: &[f64]) -> Vec<u8> {
 pub fn apply_changes(values: &mut [f64], entry: &[u8]) -> Result<(), JournalError> {
     let (&format, mut rest) = entry.split_first().ok_or(JournalError::Truncated)?;
     let kind_bits = match format {
-        FORMAT => 2,
+        FORMAT | FORMAT_2 => 2,
         FORMAT_1 => 1,
         other => return Err(JournalError::Format(other)),
     };
@@ -230,6 +262,16 @@ pub fn apply_changes(values: &mut [f64], entry: &[u8]) -> Result<(), JournalErro
                 rest = tail;
             }
             2 => *slot += decimal(take_varint(&mut rest)?),
+            3 if format == FORMAT => {
+                let n = usize::try_from(take_varint(&mut rest)?).ok().and_then(|n| n.checked_add(2));
+                let d = take_varint(&mut rest)? as f64;
+                let end = n.and_then(|n| i.checked_add(n)).ok_or(JournalError::Truncated)?;
+                for slot in values.get_mut(i..end).ok_or(JournalError::Truncated)? {
+                    *slot += d;
+                }
+                next = end;
+                continue;
+            }
             _ => return Err(JournalError::Truncated),
         }
         next = i + 1;
@@ -386,9 +428,26 @@ mod tests {
         let (state, writes) = run(&texts);
         let checkpoints: Vec<i64> =
             writes.iter().filter(|(_, w)| matches!(w, StateWrite::Checkpoint(_))).map(|(ms, _)| *ms).collect();
-        // The baseline, the first admitted label values, then every ten minutes.
-        assert_eq!(checkpoints, vec![1_000, 6_000, 6_000 + CHECKPOINT_EVERY_MS]);
+        // The baseline, the first admitted label values, then the first scrape of each window.
+        assert_eq!(checkpoints, vec![1_000, 6_000, 1_000 + CHECKPOINT_EVERY_MS]);
         same(&rebuild(&writes), &state);
+    }
+
+    #[test]
+    fn checkpoints_fall_at_the_first_scrape_of_each_raw_window() {
+        // Resumed from a checkpoint a second before a window's end: the next window's first
+        // scrape checkpoints again, so the window's entries are covered once it is sealed.
+        let mut state = TargetState::default();
+        for (i, at) in [594_000, 599_000].into_iter().enumerate() {
+            state.advance(&read(&parse(&expo(i as u64, 0.0, 1, 0)).unwrap()), at, 1, "p");
+        }
+        let mut p = Persister::resumed(&state, Some("p".into()));
+        state.advance(&read(&parse(&expo(2, 0.0, 1, 0)).unwrap()), 600_000, 1, "p");
+        assert!(matches!(p.after_scrape(&state, 600_000, "p").1, StateWrite::Journal(_)), "windows are left-open");
+        state.advance(&read(&parse(&expo(3, 0.0, 1, 0)).unwrap()), 601_000, 1, "p");
+        assert!(matches!(p.after_scrape(&state, 601_000, "p").1, StateWrite::Checkpoint(_)), "a new window");
+        state.advance(&read(&parse(&expo(4, 0.0, 1, 0)).unwrap()), 1_200_000, 1, "p");
+        assert!(matches!(p.after_scrape(&state, 1_200_000, "p").1, StateWrite::Journal(_)));
     }
 
     #[test]
@@ -442,7 +501,10 @@ mod tests {
         assert!(matches!(apply_changes(&mut v, &[FORMAT, 3]), Err(JournalError::Shape { .. })));
         assert!(matches!(apply_changes(&mut v, &[FORMAT, 2, 8, 1]), Err(JournalError::Truncated)));
         assert!(matches!(apply_changes(&mut v, &[FORMAT, 2, 1, 0, 0]), Err(JournalError::Truncated)));
-        assert!(matches!(apply_changes(&mut v, &[FORMAT, 2, 3, 0]), Err(JournalError::Truncated)), "no kind 3");
+        assert!(matches!(apply_changes(&mut v, &[FORMAT_2, 2, 3, 0]), Err(JournalError::Truncated)), "no kind 3");
+        assert!(matches!(apply_changes(&mut v, &[FORMAT, 2, 3, 0, 1]), Ok(())), "a run of two");
+        assert!(matches!(apply_changes(&mut v, &[FORMAT, 2, 3, 1, 1]), Err(JournalError::Truncated)), "past the end");
+        assert!(matches!(apply_changes(&mut v, &[FORMAT, 2, 3, 0]), Err(JournalError::Truncated)));
         assert!(matches!(apply_changes(&mut v, &[FORMAT_1, 2, 4, 1]), Err(JournalError::Truncated)));
         let e = encode_changes(&[1.0, 2.0], &[1.0, f64::NAN]);
         apply_changes(&mut v, &e).unwrap();
@@ -463,6 +525,28 @@ mod tests {
         let bits = |v: &[f64]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
         assert_eq!(bits(&before), bits(&now));
         assert_eq!(e[2] & 3, 2, "the cost is a decimal increase: {e:?}");
+    }
+
+    #[test]
+    fn a_histograms_buckets_moved_alike_take_one_run() {
+        // One observation: the cumulative buckets from its own to +Inf grow by one, then the
+        // sum (a decimal) and the count; a second histogram's run of twos next to a one.
+        let before = vec![5.0, 5.0, 5.0, 5.0, 5.0, 5.0, 5.0, 5.0, 1.5, 5.0, 0.0, 3.0, 3.0, 4.0];
+        let now = vec![5.0, 5.0, 6.0, 6.0, 6.0, 6.0, 6.0, 6.0, 2.75, 6.0, 0.0, 5.0, 5.0, 5.0];
+        let e = encode_changes(&before, &now);
+        // Format, length, the run (3), the sum (1 + 2), the count (2), the twos (3), the one (2).
+        assert_eq!(e.len(), 2 + 3 + 3 + 2 + 3 + 2, "{e:?}");
+        let mut replayed = before.clone();
+        apply_changes(&mut replayed, &e).unwrap();
+        assert_eq!(replayed, now);
+        // As format 2 wrote it: each bucket its own increase.
+        let mut v = before;
+        let mut old = vec![FORMAT_2, 14, 2 << 2, 1];
+        for _ in 0..5 {
+            old.extend([0, 1]);
+        }
+        apply_changes(&mut v, &old).unwrap();
+        assert_eq!(&v[..8], &now[..8]);
     }
 
     #[test]

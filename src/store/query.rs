@@ -205,33 +205,79 @@ pub fn register_targets(
     Ok(chosen)
 }
 
-/// The journal entries of one target written after its checkpoint, oldest first.
+/// The journal entries of one target written after its checkpoint, oldest first: those of the
+/// journal tables and those carried by its open raw rows.
 pub(crate) fn journal_of(
     conn: &Connection,
     target_id: i64,
     after_ms: Option<i64>,
 ) -> Result<Vec<(i64, Vec<u8>)>, StoreError> {
+    let after = after_ms.unwrap_or(i64::MIN);
     let mut stmt =
         conn.prepare_cached("SELECT ts, data FROM state_log WHERE target_id = ?1 AND ts > ?2 ORDER BY ts")?;
-    let rows = stmt.query_map(params![target_id, after_ms.unwrap_or(i64::MIN)], |r| Ok((r.get(0)?, r.get(1)?)))?;
-    Ok(rows.collect::<Result<_, _>>()?)
+    let rows = stmt.query_map(params![target_id, after], |r| Ok((r.get(0)?, r.get(1)?)))?;
+    let mut out: Vec<(i64, Vec<u8>)> = rows.collect::<Result<_, _>>()?;
+    for table in super::table::RAW_TABLES {
+        let mut stmt = conn.prepare_cached(&format!(
+            "SELECT ts - state_lag AS ms, state_entry FROM {table}
+             WHERE state_entry IS NOT NULL AND target_id = ?1 AND ts - state_lag > ?2"
+        ))?;
+        let rows = stmt.query_map(params![target_id, after], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        for r in rows {
+            out.push(r?);
+        }
+    }
+    out.sort_by_key(|&(ms, _)| ms);
+    Ok(out)
 }
 
 /// Journal entries by target id: `(time key, entry)`, oldest first.
 pub(crate) type Journals = BTreeMap<i64, Vec<(i64, Vec<u8>)>>;
 
-/// Every target's journal entries written after its checkpoint, oldest first, read in one pass.
+/// Every target's journal entries written after its checkpoint, oldest first, read in one pass
+/// over the journal tables and one over each raw generation's open rows (which carry most).
 pub fn pending_journals(conn: &Connection) -> Result<Journals, StoreError> {
-    let mut stmt = conn.prepare_cached(
-        "SELECT l.target_id, l.ts, l.data FROM state_log l JOIN targets t ON t.id = l.target_id
-         WHERE t.state_ms IS NULL OR l.ts > t.state_ms ORDER BY l.ts",
-    )?;
-    let mut rows = stmt.query([])?;
     let mut out = Journals::new();
-    while let Some(r) = rows.next()? {
-        out.entry(r.get(0)?).or_default().push((r.get(1)?, r.get(2)?));
+    let mut sources = vec![
+        "SELECT l.target_id, l.ts, l.data FROM state_log l JOIN targets t ON t.id = l.target_id
+         WHERE t.state_ms IS NULL OR l.ts > t.state_ms"
+            .to_owned(),
+    ];
+    sources.extend(super::table::RAW_TABLES.iter().map(|table| {
+        format!(
+            "SELECT r.target_id, r.ts - r.state_lag, r.state_entry FROM {table} r JOIN targets t ON t.id = r.target_id
+             WHERE r.state_entry IS NOT NULL AND (t.state_ms IS NULL OR r.ts - r.state_lag > t.state_ms)"
+        )
+    }));
+    for sql in sources {
+        let mut stmt = conn.prepare_cached(&sql)?;
+        let mut rows = stmt.query([])?;
+        while let Some(r) = rows.next()? {
+            out.entry(r.get(0)?).or_default().push((r.get(1)?, r.get(2)?));
+        }
+    }
+    for entries in out.values_mut() {
+        entries.sort_by_key(|&(ms, _)| ms);
     }
     Ok(out)
+}
+
+/// Moves the journal entries that open raw rows of `table` with keys in `(lo, hi]` carry and a
+/// checkpoint does not yet include into the journal's current generation, before those rows
+/// leave the table (the raw seal, retention): a target's checkpoint normally follows every
+/// entry of a window before the window is sealed (`scrape::persist` checkpoints at each window
+/// edge), so this moves the entries of a target that went quiet without one. Returns how many.
+pub(crate) fn keep_carried_entries(conn: &Connection, table: &str, (lo, hi): (i64, i64)) -> Result<usize, StoreError> {
+    let journal = journal_table(conn)?;
+    Ok(conn
+        .prepare_cached(&format!(
+            "INSERT INTO {journal} (ts, target_id, data)
+             SELECT r.ts - r.state_lag, r.target_id, r.state_entry FROM {table} r JOIN targets t ON t.id = r.target_id
+             WHERE r.ts_target > ?1 AND r.ts_target <= ?2 AND r.state_entry IS NOT NULL
+               AND (t.state_ms IS NULL OR r.ts - r.state_lag > t.state_ms)
+             ORDER BY r.ts_target"
+        ))?
+        .execute(params![lo, hi])?)
 }
 
 /// A whole target state to store in place of its checkpoint and journal.
@@ -268,9 +314,10 @@ pub(crate) fn save_checkpoints(conn: &mut Connection, checkpoints: &[Checkpoint]
     Ok(pruned)
 }
 
-/// The journal's two generations (schema version 14): entries are appended to the current one
-/// ([`journal_table`]); the other is emptied whole once every checkpoint covers it
-/// ([`prune_journal_prefix`]). The view `state_log` reads both.
+/// The journal's two generations (schema version 14): entries no raw row carries (since
+/// schema version 16 most ride in their tick's raw row, [`upsert_raw_row`]) are appended to
+/// the current one ([`journal_table`]); the other is emptied whole once every checkpoint
+/// covers it ([`prune_journal_prefix`]). The view `state_log` reads both, not the raw rows.
 const JOURNAL_TABLES: [&str; 2] = ["state_log_0", "state_log_1"];
 
 /// The statement appending an entry to each of [`JOURNAL_TABLES`] (ts, target id, entry).
@@ -342,8 +389,12 @@ pub(crate) fn prune_journal_prefix(conn: &Connection) -> Result<usize, StoreErro
     let older_newest: Option<i64> = conn.query_row(&format!("SELECT MAX(ts) FROM {older}"), [], |r| r.get(0))?;
     let mut pruned = 0;
     if older_newest.is_none_or(|newest| newest <= cut.unwrap_or(i64::MAX)) {
-        // No condition: SQLite frees the table's pages without rewriting them.
-        pruned += conn.execute(&format!("DELETE FROM {older}"), [])?;
+        // No condition: SQLite frees the table's pages without rewriting them. Not on an empty
+        // table, whose root page the clear would still write: with entries riding in raw rows
+        // the journal tables are mostly empty, and the downsampler runs every minute.
+        if older_newest.is_some() {
+            pruned += conn.execute(&format!("DELETE FROM {older}"), [])?;
+        }
         let waiting: bool = conn.query_row(&format!("SELECT EXISTS (SELECT 1 FROM {current})"), [], |r| r.get(0))?;
         if waiting {
             conn.execute(
@@ -376,42 +427,59 @@ pub(crate) fn variant_id(conn: &Connection, name: &str) -> Result<i64, StoreErro
     Ok(conn.prepare_cached("SELECT id FROM variants WHERE name = ?1")?.query_row([name], |r| r.get(0))?)
 }
 
-/// The writer's insert of a raw row, by generation ([`super::table::RAW_TABLES`]): fixed
-/// statements, as a tick writes one row per target and formatting the SQL would cost an
-/// allocation each.
+/// The writer's insert of a new raw row (key, variant, elapsed, payload, entry lag, journal
+/// entry), by generation ([`super::table::RAW_TABLES`]): fixed statements, as a tick writes one
+/// row per target and formatting the SQL would cost an allocation each.
 const RAW_INSERTS: [&str; 2] = [
-    "INSERT INTO metrics_5s_0 (ts_target, variant_id, elapsed_ms, data) VALUES (?1, ?2, ?3, ?4)
-     ON CONFLICT(ts_target) DO NOTHING",
-    "INSERT INTO metrics_5s_1 (ts_target, variant_id, elapsed_ms, data) VALUES (?1, ?2, ?3, ?4)
-     ON CONFLICT(ts_target) DO NOTHING",
+    "INSERT INTO metrics_5s_0 (ts_target, variant_id, elapsed_ms, data, state_lag, state_entry)
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT(ts_target) DO NOTHING",
+    "INSERT INTO metrics_5s_1 (ts_target, variant_id, elapsed_ms, data, state_lag, state_entry)
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT(ts_target) DO NOTHING",
 ];
 
-/// A raw row replaced (a merge of two scrapes in one bucket), by generation.
+/// A raw row replaced (a merge of two scrapes in one bucket), by generation: an upsert, not a
+/// replace, so that the row keeps the journal entry it carries.
 const RAW_REPLACES: [&str; 2] = [
-    "INSERT OR REPLACE INTO metrics_5s_0 (ts_target, variant_id, elapsed_ms, data) VALUES (?1, ?2, ?3, ?4)",
-    "INSERT OR REPLACE INTO metrics_5s_1 (ts_target, variant_id, elapsed_ms, data) VALUES (?1, ?2, ?3, ?4)",
+    "INSERT INTO metrics_5s_0 (ts_target, variant_id, elapsed_ms, data) VALUES (?1, ?2, ?3, ?4)
+     ON CONFLICT(ts_target) DO UPDATE SET
+     variant_id = excluded.variant_id, elapsed_ms = excluded.elapsed_ms, data = excluded.data",
+    "INSERT INTO metrics_5s_1 (ts_target, variant_id, elapsed_ms, data) VALUES (?1, ?2, ?3, ?4)
+     ON CONFLICT(ts_target) DO UPDATE SET
+     variant_id = excluded.variant_id, elapsed_ms = excluded.elapsed_ms, data = excluded.data",
 ];
 
 /// Inserts a raw row; if the target already has a row for that bucket (two scrapes completed
 /// in one bucket, or a retried late batch), the two are merged instead of one being lost.
 /// A row at or before `sealed_through` ([`sealed::sealed_through`]) may land in a sealed window,
-/// whose chunk is reopened first so that the merge finds its rows. Returns true when it merged.
+/// whose chunk is reopened first so that the merge finds its rows. `entry` is the target's
+/// state journal entry of the same tick (its time key and bytes), carried in the row when the
+/// row is new ([`RawInsert::carried`]; one row written per target and tick instead of a row and
+/// a journal entry in two b-trees, BENCHMARKS.md "Write volume, ninth stop"); a merged row
+/// keeps the entry it has, and the caller appends this one to the journal tables.
 pub(crate) fn upsert_raw_row(
     conn: &Connection,
     row: &TargetRow,
     sealed_through: Option<i64>,
-) -> Result<bool, StoreError> {
+    entry: Option<(i64, &[u8])>,
+) -> Result<RawInsert, StoreError> {
     if sealed_through.is_some_and(|s| row.ts_ms <= s) {
         sealed::unseal(conn, Table::Raw, row.target_id, row.ts_ms)?;
     }
     let vid = variant_id(conn, &row.variant)?;
     let data = codec::encode(&row.counts, &row.totals, &row.gauges);
+    // The entry's key as an offset from the row's time: a few bytes where the key takes six.
+    let (lag, entry) = match entry.and_then(|(ms, e)| Some((row.ts_ms.checked_sub(ms)?, e))) {
+        Some((lag, e)) => (Some(lag), Some(e)),
+        None => (None, None),
+    };
     // Its generation (by time alone), where any row of the same key is.
     let inserted = conn.prepare_cached(RAW_INSERTS[raw_generation(row.ts_ms)])?.execute(params![
         raw_key(row.ts_ms, row.target_id)?,
         vid,
         row.elapsed_ms,
-        data
+        data,
+        lag,
+        entry
     ])?;
     if inserted == 0 {
         let names = variant_names(conn)?;
@@ -420,7 +488,16 @@ pub(crate) fn upsert_raw_row(
             replace_row(conn, Table::Raw, &existing)?;
         }
     }
-    Ok(inserted == 0)
+    Ok(RawInsert { merged: inserted == 0, carried: inserted == 1 && entry.is_some() })
+}
+
+/// What [`upsert_raw_row`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct RawInsert {
+    /// The row merged into one already stored (data already served may have changed).
+    pub merged: bool,
+    /// The row carries the journal entry handed to it.
+    pub carried: bool,
 }
 
 /// Writes a row, replacing any row of the same target and bucket: one in a sealed window (a

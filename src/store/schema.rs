@@ -340,6 +340,16 @@ const MIGRATIONS: &[&str] = &[
         SELECT ts_target, variant_id, elapsed_ms, data, ts, target_id FROM metrics_5s_0
         UNION ALL SELECT ts_target, variant_id, elapsed_ms, data, ts, target_id FROM metrics_5s_1;
 ",
+    "
+    -- A raw row carries its target's state journal entry of the same tick (store::query::
+    -- upsert_raw_row): one row per target and tick instead of a row and a journal entry in two
+    -- b-trees. state_lag is the row's time minus the entry's key; entries a checkpoint does not
+    -- cover yet move to state_log_<g> before their row is sealed. Existing rows carry none.
+    ALTER TABLE metrics_5s_0 ADD COLUMN state_lag INTEGER;
+    ALTER TABLE metrics_5s_0 ADD COLUMN state_entry BLOB;
+    ALTER TABLE metrics_5s_1 ADD COLUMN state_lag INTEGER;
+    ALTER TABLE metrics_5s_1 ADD COLUMN state_entry BLOB;
+",
 ];
 
 /// The schema version this build writes.
@@ -639,6 +649,44 @@ mod tests {
         let kind: String =
             c.query_row("SELECT type FROM sqlite_schema WHERE name = 'metrics_5s'", [], |r| r.get(0)).unwrap();
         assert_eq!(kind, "view");
+    }
+
+    #[test]
+    fn rows_and_journal_entries_written_before_raw_rows_carried_entries_are_kept() {
+        use super::super::query;
+        use super::super::table::{raw_key, raw_table};
+        let mut c = Connection::open_in_memory().unwrap();
+        let before = MIGRATIONS.iter().position(|m| m.contains("ADD COLUMN state_entry")).unwrap();
+        for sql in &MIGRATIONS[..before] {
+            c.execute_batch(sql).unwrap();
+        }
+        c.pragma_update(None, "user_version", before as i64).unwrap();
+        c.execute("INSERT INTO targets (id, url, variant, first_seen_ms) VALUES (1, 'a', 'p', 0)", []).unwrap();
+        for ts in [5_000, 600_005] {
+            c.execute(
+                &format!(
+                    "INSERT INTO {} (ts_target, variant_id, elapsed_ms, data) VALUES (?1, 2, 5000, x'07')",
+                    raw_table(ts)
+                ),
+                [raw_key(ts, 1).unwrap()],
+            )
+            .unwrap();
+        }
+        c.execute("INSERT INTO state_log_0 (ts, target_id, data) VALUES (4_000, 1, x'01')", []).unwrap();
+        migrate(&mut c).unwrap();
+        let rows: Vec<(i64, Option<Vec<u8>>)> = c
+            .prepare("SELECT ts, state_entry FROM metrics_5s_0 UNION ALL SELECT ts, state_entry FROM metrics_5s_1 ORDER BY 1")
+            .unwrap()
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        assert_eq!(rows, vec![(5_000, None), (600_005, None)], "every row, carrying no entry");
+        let data: Vec<u8> = c.query_row("SELECT data FROM metrics_5s WHERE ts = 5000", [], |r| r.get(0)).unwrap();
+        assert_eq!(data, vec![7]);
+        assert_eq!(query::pending_journals(&c).unwrap().get(&1), Some(&vec![(4_000, vec![1])]), "the journal kept");
+        let v: i64 = c.query_row("PRAGMA user_version", [], |r| r.get(0)).unwrap();
+        assert_eq!(v as usize, SCHEMA_VERSION);
     }
 
     #[test]

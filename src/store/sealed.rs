@@ -655,6 +655,9 @@ fn seal_window(
         put_chunk(&tx, l, (start, end), target_id, writer, scratch)?;
     }
     for table in l.open {
+        if !l.rolled {
+            super::query::keep_carried_entries(&tx, table, (l.bound(start), l.bound(end)))?;
+        }
         if !l.rolled && only_rows_within(&tx, table, (start, end))? {
             // Every row of this generation was just read into a chunk: a DELETE without a
             // condition frees the table's pages without reading or writing them (SQLite's clear
@@ -802,6 +805,9 @@ pub(crate) fn delete_through(conn: &Connection, table: Table, cutoff: i64) -> Re
     let targets = if l.rolled { "target_id IN (SELECT id FROM targets) AND " } else { "" };
     let mut open = 0;
     for t in l.open {
+        if !l.rolled {
+            super::query::keep_carried_entries(conn, t, (i64::MIN, l.bound(cutoff)))?;
+        }
         open += conn.execute(&format!("DELETE FROM {t} WHERE {targets}{}", l.through("?1")), [l.bound(cutoff)])?;
     }
     let whole = format!("{targets}start_ts < ?1 AND end_ts <= ?1");

@@ -15,6 +15,7 @@
 //! alerts twice; reads add the held rows to the stored ones, so REST agrees with what SSE has
 //! shown either way.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -273,12 +274,13 @@ impl Writer {
     }
 }
 
-/// Checkpoints replace a target's stored state (never with an older one); journal entries are
-/// appended to the journal's current generation (`query::journal_insert`, read once per batch;
-/// a batch is committed once: a failed attempt wrote nothing).
-fn write_states(conn: &Connection, states: &[StateUpdate]) -> Result<(), StoreError> {
+/// Checkpoints replace a target's stored state (never with an older one); journal entries not
+/// carried by a raw row (`carried`, indices into `states`) are appended to the journal's
+/// current generation (`query::journal_insert`, read once per batch; a batch is committed
+/// once: a failed attempt wrote nothing).
+fn write_states(conn: &Connection, states: &[StateUpdate], carried: &[bool]) -> Result<(), StoreError> {
     let mut journal = None;
-    for s in states {
+    for (i, s) in states.iter().enumerate() {
         match &s.write {
             StateWrite::Checkpoint(json) => {
                 let (totals, json) = (super::codec::encode_totals(&s.totals), super::codec::encode_state(json));
@@ -288,6 +290,7 @@ fn write_states(conn: &Connection, states: &[StateUpdate]) -> Result<(), StoreEr
                 )?
                 .execute(params![json, s.scraped_ms, s.variant, s.target_id, totals])?;
             }
+            StateWrite::Journal(_) if carried.get(i).copied().unwrap_or(false) => {}
             StateWrite::Journal(entry) => {
                 let insert = match journal {
                     Some(sql) => sql,
@@ -298,6 +301,19 @@ fn write_states(conn: &Connection, states: &[StateUpdate]) -> Result<(), StoreEr
         }
     }
     Ok(())
+}
+
+/// For each target with exactly one journal entry in the batch, the entry's index in
+/// `states`: the raw row of the target written first carries it. A target with two (two
+/// scrapes in one bucket) journals both in the journal tables, in order.
+fn carriable(states: &[StateUpdate]) -> HashMap<i64, usize> {
+    let mut by_target: HashMap<i64, Option<usize>> = HashMap::new();
+    for (i, s) in states.iter().enumerate() {
+        if matches!(s.write, StateWrite::Journal(_)) {
+            by_target.entry(s.target_id).and_modify(|e| *e = None).or_insert(Some(i));
+        }
+    }
+    by_target.into_iter().filter_map(|(t, i)| Some((t, i?))).collect()
 }
 
 fn insert_events(conn: &Connection, events: &[crate::ports::ingest::Event]) -> Result<(), StoreError> {
@@ -355,12 +371,122 @@ pub fn write_batch(conn: &mut Connection, batch: &WriteBatch, rollup_ms: i64) ->
     // bucket still merge in the order they came.
     let mut rows: Vec<&crate::point::TargetRow> = batch.rows.iter().collect();
     rows.sort_by_key(|r| (r.ts_ms, r.target_id));
+    // Each target's journal entry rides in its row: one row per target and tick.
+    let mut entries = carriable(&batch.states);
+    let mut carried = vec![false; batch.states.len()];
     for row in rows {
-        changed_served |= query::upsert_raw_row(&tx, row, sealed_through)?;
+        let entry = entries.remove(&row.target_id).and_then(|i| match &batch.states[i].write {
+            StateWrite::Journal(e) => Some((i, batch.states[i].scraped_ms, e.as_slice())),
+            StateWrite::Checkpoint(_) => None,
+        });
+        let done = query::upsert_raw_row(&tx, row, sealed_through, entry.map(|(_, ms, e)| (ms, e)))?;
+        if let (Some((i, _, _)), true) = (entry, done.carried) {
+            carried[i] = true;
+        }
+        changed_served |= done.merged;
         changed_served |= watermarks.reopen(&tx, row.ts_ms, rollup_ms)?;
     }
-    write_states(&tx, &batch.states)?;
+    write_states(&tx, &batch.states, &carried)?;
     insert_events(&tx, &batch.events)?;
     tx.commit()?;
     Ok(changed_served)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::point::TargetRow;
+
+    fn db() -> Connection {
+        let mut c = Connection::open_in_memory().unwrap();
+        super::super::schema::migrate(&mut c).unwrap();
+        c.execute_batch(
+            "INSERT INTO targets (id, url, variant, first_seen_ms) VALUES (1, 'a', 'p', 0), (2, 'b', 'p', 0)",
+        )
+        .unwrap();
+        c
+    }
+
+    fn row(target_id: i64, ts_ms: i64) -> TargetRow {
+        TargetRow { target_id, ts_ms, variant: "p".into(), elapsed_ms: 5_000, ..TargetRow::default() }
+    }
+
+    fn state(target_id: i64, scraped_ms: i64, write: StateWrite) -> StateUpdate {
+        StateUpdate { target_id, scraped_ms, write, totals: Default::default(), variant: "p".into() }
+    }
+
+    fn entry(target_id: i64, scraped_ms: i64, byte: u8) -> StateUpdate {
+        state(target_id, scraped_ms, StateWrite::Journal(vec![byte, byte]))
+    }
+
+    fn batch(rows: Vec<TargetRow>, states: Vec<StateUpdate>) -> WriteBatch {
+        let bucket_end_ms = rows.iter().map(|r| r.ts_ms).max().unwrap_or(0);
+        WriteBatch { bucket_end_ms, rows, states, points: vec![], events: vec![], late: false }
+    }
+
+    fn logged(c: &Connection) -> Vec<(i64, i64)> {
+        let mut stmt = c.prepare("SELECT target_id, ts FROM state_log ORDER BY ts").unwrap();
+        stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?))).unwrap().map(Result::unwrap).collect()
+    }
+
+    #[test]
+    fn a_ticks_journal_entry_rides_in_its_raw_row_and_replays_in_order() {
+        let mut c = db();
+        let checkpoint = state(2, 4_000, StateWrite::Checkpoint("{}".into()));
+        write_batch(&mut c, &batch(vec![row(1, 5_000), row(2, 5_000)], vec![entry(1, 4_000, 1), checkpoint]), 60_000)
+            .unwrap();
+        assert_eq!(logged(&c), [], "the entry is in target 1's row, not in the journal tables");
+        let carried: (i64, Vec<u8>) = c
+            .query_row("SELECT state_lag, state_entry FROM metrics_5s_0 WHERE target_id = 1", [], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })
+            .unwrap();
+        assert_eq!(carried, (1_000, vec![1, 1]), "the key as an offset from the row's time");
+        // Two scrapes in one bucket: one row, both entries in the journal tables, in order.
+        write_batch(
+            &mut c,
+            &batch(vec![row(1, 10_000), row(1, 10_000)], vec![entry(1, 8_000, 2), entry(1, 9_000, 3)]),
+            60_000,
+        )
+        .unwrap();
+        assert_eq!(logged(&c), [(1, 8_000), (1, 9_000)]);
+        // A row merging into a stored one keeps the entry that one carries; the later entry is
+        // journaled.
+        write_batch(&mut c, &batch(vec![row(2, 15_000)], vec![entry(2, 14_000, 4)]), 60_000).unwrap();
+        write_batch(&mut c, &batch(vec![row(2, 15_000)], vec![entry(2, 14_500, 5)]), 60_000).unwrap();
+        let journals = query::pending_journals(&c).unwrap();
+        let want1 = vec![(4_000, vec![1, 1]), (8_000, vec![2, 2]), (9_000, vec![3, 3])];
+        let want2 = vec![(14_000, vec![4, 4]), (14_500, vec![5, 5])];
+        assert_eq!(journals.get(&1), Some(&want1));
+        assert_eq!(journals.get(&2), Some(&want2), "after target 2's checkpoint only");
+        assert_eq!(query::journal_of(&c, 1, None).unwrap(), want1);
+        assert_eq!(query::journal_of(&c, 2, Some(4_000)).unwrap(), want2);
+        assert_eq!(query::journal_of(&c, 1, Some(4_000)).unwrap(), want1[1..]);
+    }
+
+    #[test]
+    fn sealing_a_window_keeps_the_entries_no_checkpoint_covers() {
+        let mut c = db();
+        for tick in 1..=120 {
+            let ts = tick * 5_000;
+            let states = vec![entry(1, ts - 1_000, 1), entry(2, ts - 1_000, 2)];
+            write_batch(&mut c, &batch(vec![row(1, ts), row(2, ts)], states), 60_000).unwrap();
+        }
+        // Target 2 checkpointed after the window, target 1 halfway through it.
+        let after = state(2, 601_000, StateWrite::Checkpoint("{}".into()));
+        let halfway = state(1, 300_000, StateWrite::Checkpoint("{}".into()));
+        write_batch(&mut c, &batch(vec![row(2, 605_000)], vec![after, halfway]), 60_000).unwrap();
+        let before = query::pending_journals(&c).unwrap();
+        assert_eq!(before.get(&1).map(Vec::len), Some(60), "entries after 300 s");
+        assert_eq!(before.get(&2), None);
+        let sealed = super::super::sealed::seal(&mut c, query::Table::Raw, 600_000, 600_000).unwrap();
+        assert_eq!(sealed.rows, 240);
+        assert_eq!(logged(&c).len(), 60, "target 1's pending entries moved to the journal tables, no others");
+        assert_eq!(query::pending_journals(&c).unwrap(), before, "a replay finds the same entries");
+        // Retention drops open rows the same way.
+        write_batch(&mut c, &batch(vec![row(1, 610_000)], vec![entry(1, 609_000, 3)]), 60_000).unwrap();
+        let before = query::pending_journals(&c).unwrap();
+        super::super::sealed::delete_through(&c, query::Table::Raw, 700_000).unwrap();
+        assert_eq!(query::pending_journals(&c).unwrap(), before);
+    }
 }
