@@ -35,6 +35,10 @@ pub struct Runways {
     /// 20 minutes at every tick, the largest share of the process' CPU in the whole-process
     /// profile of issue 22 once the rows had piled up.
     read_until: Option<(i64, i64)>,
+    /// The source's generation and sealed bound ([`DataSource::sealed_through`]) before the
+    /// last read: while the generation stays, the points up to the bound are not read again
+    /// (only [`REREAD_MS`] of them were before: about twice as many rows each evaluation).
+    sealed: Option<(u64, i64)>,
 }
 
 impl Runways {
@@ -50,9 +54,20 @@ impl Runways {
         let step_ms = source.grid_ms((start_ms, now_ms), 0, now_ms);
         // Where this read starts: after the kept samples, which must be on the same grid and
         // not ahead of the clock; a grid-aligned start, so its first point is a whole bucket.
+        // The generation before the bound and the bound before the read, as the rules' windows
+        // take them ([`super::windows`]).
+        let sealed = source.strata_generation().zip(source.sealed_through(now_ms));
         let from_ms = match self.read_until {
             Some((until, step)) if step == step_ms && step > 0 && until <= now_ms && until - REREAD_MS > start_ms => {
-                (until - REREAD_MS).div_euclid(step) * step
+                let reread = (until - REREAD_MS).div_euclid(step) * step;
+                // Points up to the bound sealed at the last read, and still sealed now, are
+                // what they were then, unless the generation moved.
+                match (self.sealed, sealed) {
+                    (Some((was, then)), Some((is, now))) if was == is => {
+                        reread.max(then.min(now).min(until).div_euclid(step).saturating_mul(step))
+                    }
+                    _ => reread,
+                }
             }
             _ => {
                 self.kept.clear();
@@ -62,6 +77,7 @@ impl Runways {
         let q = PointQuery { start_ms: from_ms, end_ms: now_ms, step_ms, variant: None, target_url: None };
         let points = source.points_without_totals(q).await?;
         self.read_until = Some((now_ms, step_ms));
+        self.sealed = sealed;
         for kept in self.kept.values_mut() {
             kept.retain(|at, _| *at > start_ms && *at <= from_ms);
         }
@@ -123,13 +139,20 @@ mod tests {
     #[derive(Debug, Default)]
     struct History {
         asked: std::sync::Mutex<Vec<(i64, i64)>>,
+        /// Buckets are sealed this long after the clock, with a generation (as the store
+        /// seals them); `None`: the source does not say.
+        sealing: Option<i64>,
+        generation: std::sync::Mutex<u64>,
+        /// Usage of the buckets a late row changed, by bucket end.
+        changed: std::sync::Mutex<BTreeMap<i64, f64>>,
     }
 
     impl History {
-        fn point(ts: i64, variant: &str) -> crate::point::Point {
+        fn point(&self, ts: i64, variant: &str) -> crate::point::Point {
+            let usage = self.changed.lock().unwrap().get(&ts).copied().unwrap_or(ts as f64 / 1e10);
             let quota = (variant == "a").then(|| crate::point::Quota {
                 five_hour: Some(crate::point::QuotaWindow {
-                    usage_ratio: Some(ts as f64 / 1e10),
+                    usage_ratio: Some(usage),
                     reset_time_unix: Some(1e9),
                     ..Default::default()
                 }),
@@ -160,7 +183,7 @@ mod tests {
             self.asked.lock().unwrap().push((q.start_ms, q.end_ms));
             let first = (q.start_ms.div_euclid(5_000) + 1) * 5_000;
             let points =
-                (first..=q.end_ms).step_by(5_000).flat_map(|ts| [Self::point(ts, "a"), Self::point(ts, "b")]).collect();
+                (first..=q.end_ms).step_by(5_000).flat_map(|ts| [self.point(ts, "a"), self.point(ts, "b")]).collect();
             Box::pin(std::future::ready(Ok(points)))
         }
 
@@ -186,6 +209,48 @@ mod tests {
             _step_ms: i64,
         ) -> crate::ports::BoxFuture<'_, Result<Vec<crate::point::Point>, SourceError>> {
             Box::pin(std::future::ready(Ok(Vec::new())))
+        }
+
+        fn strata_generation(&self) -> Option<u64> {
+            self.sealing.map(|_| *self.generation.lock().unwrap())
+        }
+
+        fn sealed_through(&self, now_ms: i64) -> Option<i64> {
+            self.sealing.map(|lag| now_ms - lag)
+        }
+    }
+
+    /// A source that seals buckets (the store) is read again only after what was sealed at
+    /// the previous evaluation, until a late row moves its generation: then from `REREAD_MS`
+    /// before, and the changed bucket's sample is the new one (this fails with the generation
+    /// ignored).
+    #[tokio::test]
+    async fn a_sealing_source_is_read_after_its_sealed_bound_until_its_generation_moves() {
+        let source = History { sealing: Some(11_000), ..Default::default() };
+        let variants = BTreeSet::from(["a".to_owned(), "b".to_owned()]);
+        let mut kept = Runways::default();
+        let t0 = 1_700_000_000_000_i64 + 1_234;
+        for i in 0..120 {
+            let now = t0 + i * 5_000;
+            let moved = i % 10 == 5;
+            if moved {
+                // A bucket read at the last evaluation, sealed since: a late row changes it.
+                let bucket = (now - 20_000).div_euclid(5_000) * 5_000;
+                source.changed.lock().unwrap().insert(bucket, i as f64 / 100.0);
+                *source.generation.lock().unwrap() += 1;
+            }
+            let before = source.asked.lock().unwrap().len();
+            let report = kept.read(&source, &variants, now).await.unwrap();
+            let start = source.asked.lock().unwrap()[before].0;
+            let mut whole = Runways::default();
+            assert_eq!(report, whole.read(&source, &variants, now).await.unwrap(), "evaluation {i}");
+            assert_eq!(kept.kept, whole.kept, "evaluation {i}");
+            let previous = now - 5_000;
+            if i > 0 && moved {
+                assert_eq!(start, (previous - REREAD_MS).div_euclid(5_000) * 5_000, "evaluation {i}");
+            } else if i > 0 {
+                assert_eq!(start, (previous - 11_000).div_euclid(5_000) * 5_000, "evaluation {i}");
+            }
         }
     }
 

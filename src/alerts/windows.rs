@@ -8,6 +8,13 @@
 //! and kept; only the buckets after it are read at each evaluation (rows may still arrive
 //! there: a scrape that completed just before its bucket closed is merged late).
 //!
+//! A source that says which buckets it has sealed ([`DataSource::sealed_through`], the store:
+//! about 11 s after a bucket closed) has its sealed buckets kept as soon as they are sealed,
+//! while its generation stays: a late row merged into one moves the generation and the buckets
+//! kept that way are read again. Only the seconds after the sealed bound are read at each
+//! evaluation then, not the last 30 s (in the whole-process profile of issue 22's ninth stop,
+//! those re-reads were the largest share of the alert engine's).
+//!
 //! Only for a source whose window sums add up this way (the store; not the PromQL source
 //! mode, whose `increase()` extrapolates within each range), and only for windows the store
 //! answers from raw rows (its grid width is a raw point's). The sums are added in another
@@ -25,12 +32,24 @@ pub(crate) const SETTLED_MS: i64 = 30_000;
 /// window of more buckets is read whole instead.
 const MAX_BUCKET_READS: i64 = 720;
 
-/// Each settled bucket's sums per variant, by bucket end.
+/// Each settled or sealed bucket's sums per variant, by bucket end.
 #[derive(Debug, Default)]
 pub(crate) struct BucketSums {
     /// Width of the buckets kept; another width empties the cache.
     step_ms: i64,
-    buckets: BTreeMap<i64, BTreeMap<String, WindowSums>>,
+    buckets: BTreeMap<i64, Bucket>,
+    /// The source's generation at the last evaluation: the buckets kept because they were
+    /// sealed (not yet settled) hold while it stays.
+    generation: Option<u64>,
+}
+
+/// One bucket's sums.
+#[derive(Debug)]
+struct Bucket {
+    sums: BTreeMap<String, WindowSums>,
+    /// Read, or found unchanged, once it was [`SETTLED_MS`] old: kept whatever the generation
+    /// does (as every kept bucket was before sealed ones were kept).
+    settled: bool,
 }
 
 impl BucketSums {
@@ -47,6 +66,13 @@ impl BucketSums {
         let mut error = None;
         let step = source.grid_ms((now_ms - 1, now_ms), 0, now_ms);
         let settled = (now_ms - SETTLED_MS).div_euclid(step.max(1)) * step;
+        // The generation before the bound and the bound before the rows: a late row written
+        // after either moves the generation, and the next evaluation reads its bucket again.
+        let generation = source.strata_generation();
+        let sealed = match (generation, source.sealed_through(now_ms)) {
+            (Some(_), Some(ms)) if step > 0 => ms.min(now_ms).div_euclid(step).saturating_mul(step),
+            _ => i64::MIN,
+        };
         let by_bucket: Vec<i64> = windows
             .iter()
             .copied()
@@ -69,17 +95,19 @@ impl BucketSums {
             self.buckets.clear();
             return (out, error);
         };
-        if let Err(e) = self.fill(source, step, (now_ms - longest, settled)).await {
+        self.forget_unsealed(generation, settled);
+        let kept_until = settled.max(sealed);
+        if let Err(e) = self.fill(source, step, (now_ms - longest, kept_until), settled).await {
             return (out, Some(e));
         }
-        let recent = match source.window(WindowQuery { start_ms: settled, end_ms: now_ms, target_url: None }).await {
+        let recent = match source.window(WindowQuery { start_ms: kept_until, end_ms: now_ms, target_url: None }).await {
             Ok(sums) => sums,
             Err(e) => return (out, Some(e)),
         };
         for w in by_bucket {
             let start = now_ms - w;
             let mut sums: BTreeMap<String, WindowSums> = BTreeMap::new();
-            let kept = self.buckets.range(start + 1..=settled).flat_map(|(_, b)| b);
+            let kept = self.buckets.range(start + 1..=kept_until).flat_map(|(_, b)| &b.sums);
             for (variant, s) in kept.chain(&recent) {
                 match sums.get_mut(variant) {
                     Some(acc) => {
@@ -104,25 +132,40 @@ impl BucketSums {
         (out, error)
     }
 
-    /// Reads every settled bucket of `(from, settled]` not kept yet and forgets the older ones.
+    /// Drops the buckets kept only because they were sealed when the generation moved (those
+    /// no longer sealed, a late batch waiting to be written into them, [`Self::fill`] drops);
+    /// those that held until they are [`SETTLED_MS`] old are settled now, as a read of them now
+    /// would be.
+    fn forget_unsealed(&mut self, generation: Option<u64>, settled: i64) {
+        let moved = generation.is_none() || generation != self.generation;
+        self.buckets.retain(|_, b| b.settled || !moved);
+        for (_, b) in self.buckets.range_mut(..=settled) {
+            b.settled = true;
+        }
+        self.generation = generation;
+    }
+
+    /// Reads every bucket of `(from, until]` not kept yet (those up to `settled` settled, the
+    /// others sealed) and forgets the older ones.
     async fn fill(
         &mut self,
         source: &dyn DataSource,
         step: i64,
-        (from, settled): (i64, i64),
+        (from, until): (i64, i64),
+        settled: i64,
     ) -> Result<(), SourceError> {
         if step != self.step_ms {
             self.buckets.clear();
             self.step_ms = step;
         }
-        self.buckets.retain(|&end, _| end > from && end <= settled);
+        self.buckets.retain(|&end, _| end > from && end <= until);
         let first = (from.div_euclid(step) + 1) * step;
-        for end in (first..=settled).step_by(usize::try_from(step).unwrap_or(usize::MAX)) {
+        for end in (first..=until).step_by(usize::try_from(step).unwrap_or(usize::MAX)) {
             if self.buckets.contains_key(&end) {
                 continue;
             }
             let sums = source.window(WindowQuery { start_ms: end - step, end_ms: end, target_url: None }).await?;
-            self.buckets.insert(end, sums);
+            self.buckets.insert(end, Bucket { sums, settled: end <= settled });
         }
         Ok(())
     }
@@ -148,6 +191,14 @@ mod tests {
     struct Rows {
         rows: Mutex<Vec<Row>>,
         reads: Mutex<Vec<(i64, i64)>>,
+        /// Buckets are sealed this long after the clock (the store: two point widths and a
+        /// second), with a generation; `None`: the source does not say.
+        sealing: Option<i64>,
+        generation: Mutex<u64>,
+        /// The oldest bucket of a late batch held, not written yet: open until written.
+        late: Mutex<Option<i64>>,
+        /// Nothing committed yet: nothing sealed (the store says `i64::MIN`).
+        unsealed: Mutex<bool>,
     }
 
     impl DataSource for Rows {
@@ -188,6 +239,16 @@ mod tests {
 
         fn chart(&self, _q: PointQuery) -> Answer<'_, ChartData> {
             Box::pin(std::future::ready(Ok(ChartData::default())))
+        }
+
+        fn strata_generation(&self) -> Option<u64> {
+            self.sealing.map(|_| *self.generation.lock().unwrap())
+        }
+
+        fn sealed_through(&self, now_ms: i64) -> Option<i64> {
+            let late = self.late.lock().unwrap().map_or(i64::MAX, |ts| ts - 1);
+            let none = if *self.unsealed.lock().unwrap() { i64::MIN } else { i64::MAX };
+            self.sealing.map(|lag| (now_ms - lag).min(late).min(none))
         }
 
         fn series(&self, _end_ms: i64, _range_ms: i64, _step_ms: i64) -> Answer<'_, Vec<Point>> {
@@ -233,6 +294,66 @@ mod tests {
                 let expected =
                     [(now - 10_000, now), (now - 2 * 3_600_000, now), (settled - 5_000, settled), (settled, now)];
                 assert_eq!(made, expected, "tick {tick}");
+            }
+        }
+    }
+
+    /// A source that seals buckets (the store) has each bucket kept from when it is sealed,
+    /// not 30 s old: each evaluation reads the newly sealed bucket and the seconds after it.
+    /// A late row written into a sealed bucket moves the generation, and a late batch still
+    /// held keeps its buckets open: either way the buckets kept since are read again, and
+    /// every window answers as a whole read does (this fails with the generation or the held
+    /// batch ignored).
+    #[tokio::test]
+    async fn sealed_buckets_are_kept_until_a_late_row_reaches_them() {
+        let source = Rows { sealing: Some(11_000), unsealed: Mutex::new(true), ..Default::default() };
+        let windows = BTreeSet::from([60_000, 300_000]);
+        let mut kept = BucketSums::default();
+        let t0 = 1_700_000_000_000_i64;
+        // The first evaluation comes before anything is committed: nothing is sealed then.
+        let mut quiet_since = 1;
+        for tick in 0..150_i64 {
+            *source.unsealed.lock().unwrap() = tick == 0;
+            let bucket = t0 + tick * 5_000;
+            let mut event = false;
+            {
+                let mut rows = source.rows.lock().unwrap();
+                rows.push((bucket, "production", (10 + tick % 7) as f64, (tick % 3) as f64, 0.0));
+                if tick > 30 {
+                    rows.push((bucket, "canary", 4.0, (tick % 2) as f64, 1.0));
+                }
+                if tick % 9 == 0 && tick > 4 {
+                    // Written late into a sealed bucket: the store moves its generation.
+                    rows.push((bucket - 20_000, "production", 5.0, 5.0, 0.0));
+                    *source.generation.lock().unwrap() += 1;
+                    event = true;
+                }
+                let mut late = source.late.lock().unwrap();
+                if tick % 7 == 3 {
+                    // Held: read with the stored rows, not written yet.
+                    rows.push((bucket - 20_000, "canary", 3.0, 3.0, 0.0));
+                    *late = Some(bucket - 20_000);
+                    event = true;
+                } else if late.take().is_some() {
+                    *source.generation.lock().unwrap() += 1;
+                    event = true;
+                }
+            }
+            if event {
+                quiet_since = tick;
+            }
+            let now = bucket + 500;
+            let before = source.reads.lock().unwrap().len();
+            let (got, error) = kept.window_stats(&source, &windows, now).await;
+            let made: Vec<(i64, i64)> = source.reads.lock().unwrap()[before..].to_vec();
+            assert!(error.is_none());
+            for &w in &windows {
+                let whole = source.window_stats(now, w).await.unwrap();
+                assert_eq!(got[&w], whole, "tick {tick}, window {w}");
+            }
+            if tick > quiet_since {
+                let sealed = (now - 11_000).div_euclid(5_000) * 5_000;
+                assert_eq!(made, [(sealed - 5_000, sealed), (sealed, now)], "tick {tick}");
             }
         }
     }

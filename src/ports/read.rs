@@ -387,6 +387,15 @@ pub trait DataSource: Send + Sync + std::fmt::Debug {
         None
     }
 
+    /// End of the newest bucket whose rows can no longer change at `now_ms` unless
+    /// [`DataSource::strata_generation`] moves (a row merged late into it moves it), for a
+    /// reader that keeps sums of recent buckets between calls: it reads the generation first,
+    /// then this, then the rows. `None` when the source does not say.
+    fn sealed_through(&self, now_ms: i64) -> Option<i64> {
+        let _ = now_ms;
+        None
+    }
+
     /// [`DataSource::strata`] of `q`, only those ending after `after_ms`, read as the whole of
     /// `q` is read (each bucket from the same table), with where they settle; `None` when the
     /// source cannot say (its strata are then re-read whole every time).

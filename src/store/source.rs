@@ -114,6 +114,14 @@ impl DataSource for StoreSource {
         Some(self.store.cache().generation())
     }
 
+    fn sealed_through(&self, now_ms: i64) -> Option<i64> {
+        // As `settled_strata` settles raw ticks: the held rows first, then the bound; a late
+        // batch held now keeps every bucket from its oldest row open until it is written
+        // (which moves the generation).
+        let late = self.store.held_rows().earliest_late_ms().map_or(i64::MAX, |ts| ts - 1);
+        Some(self.sealed_until(now_ms).min(late))
+    }
+
     fn settled_strata(
         &self,
         q: StrataQuery,
@@ -185,4 +193,46 @@ fn coarse_until(rollup_since_ms: i64, coarse_ms: i64) -> i64 {
     let c = coarse_ms.max(1);
     let floor = rollup_since_ms.div_euclid(c) * c;
     if floor == rollup_since_ms { floor } else { floor.saturating_add(c) }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use super::*;
+    use crate::clock::ManualClock;
+    use crate::point::TargetRow;
+    use crate::ports::ingest::WriteBatch;
+
+    /// Buckets are sealed two point widths and a second after they closed, once committed; a
+    /// late batch the writer still holds keeps every bucket from its oldest row open (the
+    /// alert engine would otherwise keep a bucket's sums without that row).
+    #[test]
+    fn a_late_batch_held_keeps_its_buckets_unsealed() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("sealed.db")).unwrap();
+        let t0 = 1_800_000_000_000_i64;
+        let clock = Arc::new(ManualClock::new(t0));
+        let mut settings = crate::config::Settings::for_tests(vec![], "unused.db".into()).store();
+        settings.point_width = Duration::from_secs(5);
+        let source = StoreSource::new(store.clone(), settings, clock);
+        let now = t0 + 20_000;
+        assert_eq!(source.sealed_through(now), Some(i64::MIN), "nothing committed, nothing sealed");
+        store.note_committed(t0);
+        assert_eq!(source.sealed_through(now), Some(t0), "not past the last committed bucket");
+        store.note_committed(now);
+        assert_eq!(source.sealed_through(now), Some(now - 11_000));
+        let row = TargetRow { target_id: 1, ts_ms: t0 - 5_000, variant: "production".into(), ..Default::default() };
+        let batch = WriteBatch {
+            bucket_end_ms: now,
+            rows: vec![row],
+            states: vec![],
+            points: vec![],
+            events: vec![],
+            late: true,
+        };
+        store.held().push(batch);
+        assert_eq!(source.sealed_through(now), Some(t0 - 5_001), "open from the held late row's bucket");
+    }
 }
