@@ -256,6 +256,25 @@ mod tests {
         }
     }
 
+    /// Evaluates `kept` at `now` and checks each window against a whole read of it; the reads
+    /// the evaluation made.
+    async fn evaluate(
+        kept: &mut BucketSums,
+        source: &Rows,
+        windows: &BTreeSet<i64>,
+        (now, tick): (i64, i64),
+    ) -> Vec<(i64, i64)> {
+        let before = source.reads.lock().unwrap().len();
+        let (got, error) = kept.window_stats(source, windows, now).await;
+        let made: Vec<(i64, i64)> = source.reads.lock().unwrap()[before..].to_vec();
+        assert!(error.is_none());
+        for &w in windows {
+            let whole = source.window_stats(now, w).await.unwrap();
+            assert_eq!(got[&w], whole, "tick {tick}, window {w}");
+        }
+        made
+    }
+
     #[tokio::test]
     async fn buckets_kept_and_recent_ones_read_answer_as_whole_windows_do() {
         let source = Rows::default();
@@ -277,14 +296,7 @@ mod tests {
                 }
             }
             let now = bucket + 500;
-            let before = source.reads.lock().unwrap().len();
-            let (got, error) = kept.window_stats(&source, &windows, now).await;
-            let made: Vec<(i64, i64)> = source.reads.lock().unwrap()[before..].to_vec();
-            assert!(error.is_none());
-            for &w in &windows {
-                let whole = source.window_stats(now, w).await.unwrap();
-                assert_eq!(got[&w], whole, "tick {tick}, window {w}");
-            }
+            let made = evaluate(&mut kept, &source, &windows, (now, tick)).await;
             if tick == 0 {
                 assert!(made.len() > 50, "the first evaluation reads each settled bucket of 5 min: {}", made.len());
             } else {
@@ -343,14 +355,7 @@ mod tests {
                 quiet_since = tick;
             }
             let now = bucket + 500;
-            let before = source.reads.lock().unwrap().len();
-            let (got, error) = kept.window_stats(&source, &windows, now).await;
-            let made: Vec<(i64, i64)> = source.reads.lock().unwrap()[before..].to_vec();
-            assert!(error.is_none());
-            for &w in &windows {
-                let whole = source.window_stats(now, w).await.unwrap();
-                assert_eq!(got[&w], whole, "tick {tick}, window {w}");
-            }
+            let made = evaluate(&mut kept, &source, &windows, (now, tick)).await;
             if tick > quiet_since {
                 let sealed = (now - 11_000).div_euclid(5_000) * 5_000;
                 assert_eq!(made, [(sealed - 5_000, sealed), (sealed, now)], "tick {tick}");
