@@ -25,7 +25,7 @@ use crate::redact::RedactedUrl;
 /// windows `(k * 10 min, (k + 1) * 10 min]` the store seals raw rows by: a checkpoint is due at
 /// a target's first scrape in each window ([`window_of`]), so once a window is sealed every
 /// live target's checkpoint covers the journal entries its raw rows carried, and the seal has
-/// none to keep (`store::query::keep_carried_entries`).
+/// none to keep (`store::sealed::keep_carried_entries`).
 pub const CHECKPOINT_EVERY_MS: i64 = 600_000;
 
 /// The checkpoint window of a time: left-open windows, as the store's raw generations.

@@ -13,7 +13,8 @@ use crate::clock::bucket_end;
 use crate::point::{Counts, RollingRow, TargetRow, Totals};
 
 pub use super::table::Table;
-use super::table::{raw_generation, raw_key};
+use super::table::{JOURNAL_TABLES, raw_generation, raw_key};
+pub(crate) use super::table::{journal_insert, journal_table};
 
 /// The `meta` key of the end of the last bucket rolled into `table`.
 fn watermark_key(table: Table) -> &'static str {
@@ -262,24 +263,6 @@ pub fn pending_journals(conn: &Connection) -> Result<Journals, StoreError> {
     Ok(out)
 }
 
-/// Moves the journal entries that open raw rows of `table` with keys in `(lo, hi]` carry and a
-/// checkpoint does not yet include into the journal's current generation, before those rows
-/// leave the table (the raw seal, retention): a target's checkpoint normally follows every
-/// entry of a window before the window is sealed (`scrape::persist` checkpoints at each window
-/// edge), so this moves the entries of a target that went quiet without one. Returns how many.
-pub(crate) fn keep_carried_entries(conn: &Connection, table: &str, (lo, hi): (i64, i64)) -> Result<usize, StoreError> {
-    let journal = journal_table(conn)?;
-    Ok(conn
-        .prepare_cached(&format!(
-            "INSERT INTO {journal} (ts, target_id, data)
-             SELECT r.ts - r.state_lag, r.target_id, r.state_entry FROM {table} r JOIN targets t ON t.id = r.target_id
-             WHERE r.ts_target > ?1 AND r.ts_target <= ?2 AND r.state_entry IS NOT NULL
-               AND (t.state_ms IS NULL OR r.ts - r.state_lag > t.state_ms)
-             ORDER BY r.ts_target"
-        ))?
-        .execute(params![lo, hi])?)
-}
-
 /// A whole target state to store in place of its checkpoint and journal.
 #[derive(Debug, Clone)]
 pub(crate) struct Checkpoint {
@@ -312,38 +295,6 @@ pub(crate) fn save_checkpoints(conn: &mut Connection, checkpoints: &[Checkpoint]
     let pruned = prune_journal(&tx)?;
     tx.commit()?;
     Ok(pruned)
-}
-
-/// The journal's two generations (schema version 14): entries no raw row carries (since
-/// schema version 16 most ride in their tick's raw row, [`upsert_raw_row`]) are appended to
-/// the current one ([`journal_table`]); the other is emptied whole once every checkpoint
-/// covers it ([`prune_journal_prefix`]). The view `state_log` reads both, not the raw rows.
-const JOURNAL_TABLES: [&str; 2] = ["state_log_0", "state_log_1"];
-
-/// The statement appending an entry to each of [`JOURNAL_TABLES`] (ts, target id, entry).
-const JOURNAL_INSERTS: [&str; 2] = [
-    "INSERT INTO state_log_0 (ts, target_id, data) VALUES (?1, ?2, ?3)",
-    "INSERT INTO state_log_1 (ts, target_id, data) VALUES (?1, ?2, ?3)",
-];
-
-/// Which generation new journal entries are appended to: an index of [`JOURNAL_TABLES`].
-fn journal_generation(conn: &Connection) -> Result<usize, StoreError> {
-    let g: Option<i64> = conn
-        .prepare_cached("SELECT value FROM meta WHERE key = 'journal_generation'")?
-        .query_row([], |r| r.get(0))
-        .optional()?;
-    Ok(usize::from(g == Some(1)))
-}
-
-/// The generation new journal entries are appended to.
-pub(crate) fn journal_table(conn: &Connection) -> Result<&'static str, StoreError> {
-    Ok(JOURNAL_TABLES[journal_generation(conn)?])
-}
-
-/// The statement that appends a journal entry to the current generation (no SQL is built per
-/// entry: a tick appends one per target).
-pub(crate) fn journal_insert(conn: &Connection) -> Result<&'static str, StoreError> {
-    Ok(JOURNAL_INSERTS[journal_generation(conn)?])
 }
 
 /// Deletes the journal entries a target's checkpoint already includes.
@@ -976,6 +927,7 @@ mod tests {
 
     #[test]
     fn each_generation_is_appended_to_by_its_own_statement() {
+        use super::super::table::JOURNAL_INSERTS;
         for (table, insert) in JOURNAL_TABLES.iter().zip(JOURNAL_INSERTS) {
             assert!(insert.starts_with(&format!("INSERT INTO {table} ")), "{insert}");
         }

@@ -656,7 +656,7 @@ fn seal_window(
     }
     for table in l.open {
         if !l.rolled {
-            super::query::keep_carried_entries(&tx, table, (l.bound(start), l.bound(end)))?;
+            keep_carried_entries(&tx, table, (l.bound(start), l.bound(end)))?;
         }
         if !l.rolled && only_rows_within(&tx, table, (start, end))? {
             // Every row of this generation was just read into a chunk: a DELETE without a
@@ -806,7 +806,7 @@ pub(crate) fn delete_through(conn: &Connection, table: Table, cutoff: i64) -> Re
     let mut open = 0;
     for t in l.open {
         if !l.rolled {
-            super::query::keep_carried_entries(conn, t, (i64::MIN, l.bound(cutoff)))?;
+            keep_carried_entries(conn, t, (i64::MIN, l.bound(cutoff)))?;
         }
         open += conn.execute(&format!("DELETE FROM {t} WHERE {targets}{}", l.through("?1")), [l.bound(cutoff)])?;
     }
@@ -858,6 +858,24 @@ pub(crate) fn count(conn: &Connection, table: Table) -> Result<i64, StoreError> 
     }
     let sealed: i64 = conn.query_row(&format!("SELECT COALESCE(SUM(rows), 0) FROM {}", l.chunks), [], |r| r.get(0))?;
     Ok(open + sealed)
+}
+
+/// Moves the journal entries that open raw rows of `table` with keys in `(lo, hi]` carry and a
+/// checkpoint does not yet include into the journal's current generation, before those rows
+/// leave the table (the raw seal, retention): a target's checkpoint normally follows every
+/// entry of a window before the window is sealed (`scrape::persist` checkpoints at each window
+/// edge), so this moves the entries of a target that went quiet without one. Returns how many.
+fn keep_carried_entries(conn: &Connection, table: &str, (lo, hi): (i64, i64)) -> Result<usize, StoreError> {
+    let journal = super::table::journal_table(conn)?;
+    Ok(conn
+        .prepare_cached(&format!(
+            "INSERT INTO {journal} (ts, target_id, data)
+             SELECT r.ts - r.state_lag, r.target_id, r.state_entry FROM {table} r JOIN targets t ON t.id = r.target_id
+             WHERE r.ts_target > ?1 AND r.ts_target <= ?2 AND r.state_entry IS NOT NULL
+               AND (t.state_ms IS NULL OR r.ts - r.state_lag > t.state_ms)
+             ORDER BY r.ts_target"
+        ))?
+        .execute(params![lo, hi])?)
 }
 
 #[cfg(test)]

@@ -1,5 +1,10 @@
 //! The points tables by resolution: a type of its own so that `query` (rows by target) and
-//! `sealed` (rows at rest, open or in chunks) both name a table without importing each other.
+//! `sealed` (rows at rest, open or in chunks) both name a table without importing each other:
+//! the points tables, the raw rows' generations and the journal's.
+
+use rusqlite::{Connection, OptionalExtension};
+
+use super::StoreError;
 
 /// Which points table.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -78,6 +83,38 @@ pub(crate) fn raw_key(ts: i64, target_id: i64) -> Result<i64, rusqlite::Error> {
 /// DELETE open a statement journal, which spilled every page it changed to a temporary file.
 pub(crate) fn raw_key_through(ts: i64) -> i64 {
     (ts.clamp(RAW_TS_MIN, RAW_TS_MAX) << RAW_TARGET_BITS) | RAW_TARGET_MASK
+}
+
+/// The journal's two generations (schema version 14): entries no raw row carries (since
+/// schema version 16 most ride in their tick's raw row, [`super::query::upsert_raw_row`]) are appended to
+/// the current one ([`journal_table`]); the other is emptied whole once every checkpoint
+/// covers it ([`super::query::prune_journal_prefix`]). The view `state_log` reads both, not the raw rows.
+pub(crate) const JOURNAL_TABLES: [&str; 2] = ["state_log_0", "state_log_1"];
+
+/// The statement appending an entry to each of [`JOURNAL_TABLES`] (ts, target id, entry).
+pub(crate) const JOURNAL_INSERTS: [&str; 2] = [
+    "INSERT INTO state_log_0 (ts, target_id, data) VALUES (?1, ?2, ?3)",
+    "INSERT INTO state_log_1 (ts, target_id, data) VALUES (?1, ?2, ?3)",
+];
+
+/// Which generation new journal entries are appended to: an index of [`JOURNAL_TABLES`].
+fn journal_generation(conn: &Connection) -> Result<usize, StoreError> {
+    let g: Option<i64> = conn
+        .prepare_cached("SELECT value FROM meta WHERE key = 'journal_generation'")?
+        .query_row([], |r| r.get(0))
+        .optional()?;
+    Ok(usize::from(g == Some(1)))
+}
+
+/// The generation new journal entries are appended to.
+pub(crate) fn journal_table(conn: &Connection) -> Result<&'static str, StoreError> {
+    Ok(JOURNAL_TABLES[journal_generation(conn)?])
+}
+
+/// The statement that appends a journal entry to the current generation (no SQL is built per
+/// entry: a tick appends one per target).
+pub(crate) fn journal_insert(conn: &Connection) -> Result<&'static str, StoreError> {
+    Ok(JOURNAL_INSERTS[journal_generation(conn)?])
 }
 
 #[cfg(test)]
