@@ -97,7 +97,7 @@ impl ClientCounts {
 
 /// Adds `from` into `into` key by key. A key already there is added to in place: sums over a
 /// window add the same few keys (statuses, models) row after row, and cloning each key to look
-/// it up (`entry`) was about a tenth of a 500-target process's allocations (heaptrack,
+/// it up (`entry`) was about 7 % of a 500-target process's allocations (heaptrack,
 /// BENCHMARKS.md "Memory, ninth stop").
 fn add_map<V: Copy + Default>(into: &mut BTreeMap<String, V>, from: &BTreeMap<String, V>, add: fn(&mut V, &V)) {
     for (k, v) in from {
