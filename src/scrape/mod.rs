@@ -3,7 +3,8 @@
 //!
 //! Targets are independent: a dead, slow or garbage target only marks itself down, because its
 //! fetch runs in its own task with its own timeout. Start offsets are spread over the interval
-//! so targets do not all hit the network at once. A scrape belongs to the bucket in which it
+//! so targets do not all hit the network at once, in slots shared by several targets so that
+//! one timer wakes them together (`first_scrape_at`). A scrape belongs to the bucket in which it
 //! completed; the ticker waits a small slack after each bucket edge, then hands the bucket's
 //! rows and points to the store's writer, which commits and then publishes the points live.
 
