@@ -3,7 +3,8 @@
 //!
 //! Targets are independent: a dead, slow or garbage target only marks itself down, because its
 //! fetch runs in its own task with its own timeout. Start offsets are spread over the interval
-//! so targets do not all hit the network at once. A scrape belongs to the bucket in which it
+//! so targets do not all hit the network at once, in slots shared by several targets so that
+//! one timer wakes them together (`first_scrape_at`). A scrape belongs to the bucket in which it
 //! completed; the ticker waits a small slack after each bucket edge, then hands the bucket's
 //! rows and points to the store's writer, which commits and then publishes the points live.
 
@@ -111,6 +112,9 @@ struct Ctx {
     health: HealthBoard,
     /// Where each scrape's raw samples go when remote write is on.
     samples: Option<Arc<dyn SampleSink>>,
+    /// Origin of the grid of start slots every target's schedule is aligned to
+    /// ([`first_scrape_at`]).
+    origin: tokio::time::Instant,
 }
 
 /// Where the collector's output goes.
@@ -151,6 +155,7 @@ pub fn spawn(
         buffers: client::Buffers::default(),
         health,
         samples,
+        origin: tokio::time::Instant::now(),
     });
     let n = targets.len().max(1) as u32;
     for (idx, target) in targets.into_iter().enumerate() {
@@ -190,7 +195,7 @@ async fn scrape_loop(
     cancel: CancellationToken,
 ) {
     let interval = ctx.settings.interval;
-    let mut next = tokio::time::Instant::now() + offset;
+    let mut next = first_scrape_at(ctx.origin, tokio::time::Instant::now() + offset, interval);
     let mut persister = Persister::resumed(&target.state, target.last_variant.clone());
     let mut fetcher = client::Fetcher::default();
     // Waited on across every pass: a `cancelled()` future made anew each pass registered with
@@ -222,6 +227,36 @@ async fn scrape_loop(
     if let Some(scraped) = settled(&ctx, &target, &mut persister) {
         let _ = tx.send(scraped).await; // the ticker is gone only when everything stopped
     }
+}
+
+/// Start slots per interval at least: targets that share a slot scrape together.
+const SLOTS_PER_INTERVAL: u32 = 20;
+/// Widest start slot, so long intervals keep many slots (and small groups).
+const SLOT_MAX: Duration = Duration::from_millis(250);
+
+/// The first scrape's time: `wanted` moved back to the start of its slot on a grid shared by
+/// every target (slots of a twentieth of the interval, at most 250 ms, from `origin`).
+///
+/// Why: targets spread evenly over the interval each woke the runtime on their own (at 100
+/// targets every 50 ms a timer, then a socket), and parking and waking the workers was about a
+/// fifth of the process (BENCHMARKS.md, "Scrape CPU, ninth stop"). Targets of one slot have the
+/// same deadline, so one pass of the timer wheel starts them all and their answers arrive while
+/// the worker is still awake. The load stays spread: at most a twentieth of the targets start
+/// at once, and sparse targets keep their own slots. Since every later scrape is a whole number
+/// of intervals after the first, targets of one slot stay together.
+fn first_scrape_at(
+    origin: tokio::time::Instant,
+    wanted: tokio::time::Instant,
+    interval: Duration,
+) -> tokio::time::Instant {
+    let slot = (interval / SLOTS_PER_INTERVAL).min(SLOT_MAX);
+    let since = wanted.saturating_duration_since(origin);
+    let Ok(slot_ns) = u64::try_from(slot.as_nanos()) else { return wanted };
+    let Ok(since_ns) = u64::try_from(since.as_nanos()) else { return wanted };
+    if slot_ns == 0 {
+        return wanted;
+    }
+    origin + Duration::from_nanos(since_ns - since_ns % slot_ns)
 }
 
 /// A checkpoint of the target's state when journal entries were written since the last one.
@@ -552,6 +587,34 @@ fn flush(bucket: (i64, i64), items: Vec<Scraped>, builder: &mut PointBuilder, qu
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn targets_start_in_shared_slots_never_later_than_their_offset_and_sparse_ones_apart() {
+        let origin = tokio::time::Instant::now();
+        let starts = |n: u32, interval: Duration| {
+            let firsts: Vec<_> = (0..n)
+                .map(|i| {
+                    let wanted = origin + interval * i / n;
+                    let at = first_scrape_at(origin, wanted, interval);
+                    let slot = (interval / SLOTS_PER_INTERVAL).min(SLOT_MAX);
+                    assert!(at <= wanted && wanted - at < slot, "target {i} of {n}: {:?} early", wanted - at);
+                    at
+                })
+                .collect();
+            firsts.iter().collect::<std::collections::BTreeSet<_>>().len()
+        };
+        let five = Duration::from_secs(5);
+        assert_eq!(starts(100, five), 20, "100 targets in 20 slots of 250 ms");
+        assert_eq!(starts(500, five), 20);
+        assert_eq!(starts(3, five), 3, "sparse targets keep their own slots");
+        assert_eq!(starts(100, Duration::from_secs(60)), 100, "a long interval keeps slots of 250 ms");
+        assert_eq!(starts(500, Duration::from_secs(60)), 240);
+        // An interval too short to slice is left as it is.
+        assert_eq!(
+            first_scrape_at(origin, origin + Duration::from_nanos(7), Duration::from_nanos(10)),
+            origin + Duration::from_nanos(7)
+        );
+    }
 
     #[test]
     fn the_ticker_timer_moves_only_for_a_new_edge_or_an_edge_come_closer() {

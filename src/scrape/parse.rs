@@ -21,7 +21,7 @@ use std::collections::HashMap;
 use std::fmt;
 
 pub use super::labels::Labels;
-use super::labels::{parse_label_set, unescape};
+use super::labels::{parse_label_set_after, unescape};
 use super::lex::{BLANKS_BYTES, ident_len, quoted, trim_blanks};
 
 /// The metric type declared by a `# TYPE` line (or `Untyped` without one).
@@ -288,7 +288,17 @@ impl<'a> Parser<'a> {
             _ => None,
         };
         let (labels, rest) = match rest.strip_prefix('{') {
-            Some(inner) => parse_label_set(inner, bound_name)?,
+            Some(inner) => {
+                // The previous sample line, when it had the same bound label (a bucket after a
+                // bucket): its checked label text spares checking this line's series labels.
+                let previous = match (self.samples.last(), &resolved) {
+                    (Some((_, prev)), Ok((_, kind))) if bound_name.is_some() && prev.kind == *kind => {
+                        Some(&prev.labels)
+                    }
+                    _ => None,
+                };
+                parse_label_set_after(inner, bound_name, previous)?
+            }
             None => (Labels::default(), rest),
         };
         let (value, timestamp_ms) = parse_value_and_timestamp(rest)?;
@@ -951,5 +961,28 @@ mod tests {
             check_no_panic(&chars.into_iter().collect::<String>());
         }
         assert_eq!(ok(base).sample_count(), 8);
+    }
+
+    #[test]
+    fn bucket_and_quantile_lines_after_their_series_previous_line_are_checked_where_they_differ() {
+        let text = "# TYPE h histogram\nh_bucket{a=\"x\",le=\"1\"} 1\nh_bucket{a=\"x\",le=\"+Inf\"} 2\n\
+                    h_sum{a=\"x\"} 1\nh_count{a=\"x\"} 2\n# TYPE s summary\ns{a=\"x\",quantile=\"0.5\"} 1\n\
+                    s{a=\"x\",quantile=\"0.9\"} 4\n";
+        let expo = ok(text);
+        let h = &expo.families[0].samples;
+        assert_eq!(labels(&h[1]), [("a", "x"), ("le", "+Inf")]);
+        assert_eq!(h[1].bound, Some(f64::INFINITY));
+        let s = &expo.families[1].samples;
+        assert_eq!((labels(&s[1]), s[1].bound, s[1].value), (vec![("a", "x"), ("quantile", "0.9")], Some(0.9), 4.0));
+        let cases = [
+            ("h_bucket{a=\"x\",le=\"2\",a=\"y\"} 2", "duplicate label \"a\""),
+            ("h_bucket{a=\"x\",le=\"2\",le=\"3\"} 2", "duplicate label \"le\""),
+            ("h_bucket{a=\"x\",le=\"x\"} 2", "invalid \"le\" value \"x\""),
+            ("h_bucket{a=\"x\",le=\"2\" 2", "expected ',' or '}' after label \"le\""),
+        ];
+        for (line, reason) in cases {
+            let text = format!("# TYPE h histogram\nh_bucket{{a=\"x\",le=\"1\"}} 1\n{line}\n");
+            assert_eq!(err(&text), ParseError { line: 3, reason: reason.to_owned() }, "{line}");
+        }
     }
 }
