@@ -12,12 +12,11 @@ use rusqlite::Connection;
 use super::StoreError;
 use super::held::HeldRows;
 use super::query::{
-    Table, each_raw_row, each_raw_row_of, events, listed_targets, select_targets, target_rows, variant_names,
-    watermark, watermark_of,
+    Table, each_raw_view, events, listed_targets, select_targets, target_rows, variant_names, watermark, watermark_of,
 };
-use super::range::{self, RangeRead};
+use super::range::{self, RangeRead, RowRef};
 use crate::canary::SideTick;
-use crate::point::{Counts, Point, TargetRow};
+use crate::point::{Counts, Point};
 use crate::ports::ingest::EventKind;
 use crate::ports::read::{
     COARSE_FACTOR, RolloutStart, SettledStrata, StartedBy, StrataQuery, Stratum, WindowQuery, WindowSums,
@@ -41,16 +40,16 @@ pub(crate) fn window_sums(
     let targets = select_targets(listed_targets(conn)?, q.target_url.as_deref());
     let only = q.target_url.as_ref().and(targets.first()).map(|t| t.id);
     let mut out: BTreeMap<String, WindowSums> = BTreeMap::new();
-    let mut add = |r: &TargetRow, width: i64| {
-        let from = (r.ts_ms - width).max(q.start_ms);
+    let mut add = |variant: &str, ts_ms: i64, row: RowRef<'_>, width: i64| {
+        let from = (ts_ms - width).max(q.start_ms);
         // Looked up before inserting: a window adds row after row of the same variants.
-        let sums = match out.get_mut(&r.variant) {
+        let sums = match out.get_mut(variant) {
             Some(sums) => sums,
             None => {
-                out.entry(r.variant.clone()).or_insert_with(|| WindowSums { data_from_ms: from, ..Default::default() })
+                out.entry(variant.to_owned()).or_insert_with(|| WindowSums { data_from_ms: from, ..Default::default() })
             }
         };
-        sums.counts.add(&r.counts);
+        row.add_to(&mut sums.counts);
         sums.data_from_ms = sums.data_from_ms.min(from);
     };
     let mut from = q.start_ms;
@@ -60,7 +59,7 @@ pub(crate) fn window_sums(
         if coarse_to > from {
             for t in &targets {
                 for r in target_rows(conn, Table::Coarse, t.id, from, coarse_to, &names)? {
-                    add(&r, rollup_ms * COARSE_FACTOR);
+                    add(&r.variant, r.ts_ms, RowRef::Row(&r), rollup_ms * COARSE_FACTOR);
                 }
             }
             from = coarse_to;
@@ -69,7 +68,7 @@ pub(crate) fn window_sums(
     if !raw && wm > from {
         for t in &targets {
             for r in target_rows(conn, Table::Rollup, t.id, from, q.end_ms.min(wm), &names)? {
-                add(&r, rollup_ms);
+                add(&r.variant, r.ts_ms, RowRef::Row(&r), rollup_ms);
             }
         }
     }
@@ -78,12 +77,12 @@ pub(crate) fn window_sums(
     }
     let after_rollups = (from.max(wm), q.end_ms);
     let mut stored = HashSet::new();
-    each_raw_row(conn, after_rollups, only, &names, widths, &mut |r| {
+    each_raw_view(conn, after_rollups, (only, None), &names, &mut |r| {
         stored.insert((r.ts_ms, r.target_id));
-        add(&r, point_ms);
+        add(r.variant, r.ts_ms, RowRef::View(&r.row), point_ms);
     })?;
-    for r in held.rows_in(after_rollups, only, &stored) {
-        add(&r, point_ms);
+    for r in held.rows_in_ref(after_rollups, only, &stored) {
+        add(&r.variant, r.ts_ms, RowRef::Row(&r), point_ms);
     }
     Ok(out)
 }
@@ -140,27 +139,27 @@ pub fn strata_after(
     let wm = if raw { i64::MIN } else { watermark(conn)?.unwrap_or(i64::MIN) };
     let from = q.start_ms.max(after_ms);
     let mut ticks: BTreeMap<i64, [Counts; 2]> = BTreeMap::new();
-    let mut add = |r: &TargetRow| {
-        if let Some(side) = q.variants.iter().position(|v| *v == r.variant) {
-            ticks.entry(r.ts_ms).or_default()[side].add(&r.counts);
+    let mut add = |variant: &str, ts_ms: i64, row: RowRef<'_>| {
+        if let Some(side) = q.variants.iter().position(|v| v == variant) {
+            row.add_to(&mut ticks.entry(ts_ms).or_default()[side]);
         }
     };
     if !raw && wm > from {
         for t in listed_targets(conn)?.iter().filter(|t| q.variants.contains(&t.variant)) {
             for r in target_rows(conn, Table::Rollup, t.id, from, q.end_ms.min(wm), &names)? {
-                add(&r);
+                add(&r.variant, r.ts_ms, RowRef::Row(&r));
             }
         }
     }
     let pair: Vec<i64> = names.iter().filter(|(_, n)| q.variants.contains(n)).map(|(id, _)| *id).collect();
     let after_rollups = (from.max(wm), q.end_ms);
     let mut stored = HashSet::new();
-    each_raw_row_of(conn, after_rollups, &pair, &names, widths, &mut |r| {
+    each_raw_view(conn, after_rollups, (None, Some(&pair)), &names, &mut |r| {
         stored.insert((r.ts_ms, r.target_id));
-        add(&r);
+        add(r.variant, r.ts_ms, RowRef::View(&r.row));
     })?;
-    for r in held.rows_in(after_rollups, None, &stored) {
-        add(&r);
+    for r in held.rows_in_ref(after_rollups, None, &stored) {
+        add(&r.variant, r.ts_ms, RowRef::Row(&r));
     }
     let strata = ticks
         .into_iter()
@@ -202,6 +201,7 @@ pub fn rollout_start(conn: &Connection, variant: &str, end_ms: i64) -> Result<Op
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::point::TargetRow;
 
     fn db() -> Connection {
         let mut c = Connection::open_in_memory().unwrap();
