@@ -12,7 +12,8 @@ use rusqlite::Connection;
 use super::StoreError;
 use super::held::HeldRows;
 use super::query::{
-    Table, each_raw_view, events, listed_targets, select_targets, target_rows, variant_names, watermark, watermark_of,
+    Table, each_raw_view, events, listed_targets, select_targets, target_ids, target_rows, variant_names, watermark,
+    watermark_of,
 };
 use super::range::{self, RangeRead, RowRef};
 use crate::canary::SideTick;
@@ -37,8 +38,12 @@ pub(crate) fn window_sums(
     let names = variant_names(conn)?;
     let wm = if raw { i64::MIN } else { watermark(conn)?.unwrap_or(i64::MIN) };
     let (point_ms, rollup_ms) = widths;
-    let targets = select_targets(listed_targets(conn)?, q.target_url.as_deref());
-    let only = q.target_url.as_ref().and(targets.first()).map(|t| t.id);
+    // Without a filter only the ids are needed (no URL or variant copied per target).
+    let ids: Vec<i64> = match q.target_url.as_deref() {
+        None => target_ids(conn)?,
+        filter => select_targets(listed_targets(conn)?, filter).iter().map(|t| t.id).collect(),
+    };
+    let only = q.target_url.as_ref().and(ids.first().copied());
     let mut out: BTreeMap<String, WindowSums> = BTreeMap::new();
     let mut add = |variant: &str, ts_ms: i64, row: RowRef<'_>, width: i64| {
         let from = (ts_ms - width).max(q.start_ms);
@@ -57,8 +62,8 @@ pub(crate) fn window_sums(
         let coarse_wm = watermark_of(conn, Table::Coarse)?.unwrap_or(i64::MIN);
         let coarse_to = coarse_until.min(coarse_wm).min(q.end_ms);
         if coarse_to > from {
-            for t in &targets {
-                for r in target_rows(conn, Table::Coarse, t.id, from, coarse_to, &names)? {
+            for &id in &ids {
+                for r in target_rows(conn, Table::Coarse, id, from, coarse_to, &names)? {
                     add(&r.variant, r.ts_ms, RowRef::Row(&r), rollup_ms * COARSE_FACTOR);
                 }
             }
@@ -66,13 +71,13 @@ pub(crate) fn window_sums(
         }
     }
     if !raw && wm > from {
-        for t in &targets {
-            for r in target_rows(conn, Table::Rollup, t.id, from, q.end_ms.min(wm), &names)? {
+        for &id in &ids {
+            for r in target_rows(conn, Table::Rollup, id, from, q.end_ms.min(wm), &names)? {
                 add(&r.variant, r.ts_ms, RowRef::Row(&r), rollup_ms);
             }
         }
     }
-    if targets.is_empty() {
+    if ids.is_empty() {
         return Ok(out);
     }
     let after_rollups = (from.max(wm), q.end_ms);
@@ -212,6 +217,26 @@ mod tests {
         )
         .unwrap();
         c
+    }
+
+    /// A `target=` filter sums that target's rows alone; without one, every target's.
+    #[test]
+    fn a_target_filter_sums_that_target_alone() {
+        let c = db();
+        for (id, variant, n) in [(1, "canary", 1.0), (2, "canary", 2.0), (3, "production", 4.0)] {
+            let mut row = TargetRow { target_id: id, variant: variant.into(), ts_ms: 10_000, ..Default::default() };
+            row.counts.requests.insert("200".into(), n);
+            super::super::query::replace_row(&c, Table::Raw, &row).unwrap();
+        }
+        let sums = |target_url: Option<&str>| {
+            let q = WindowQuery { start_ms: 0, end_ms: 20_000, target_url: target_url.map(str::to_owned) };
+            let read = (true, (5_000, 60_000), i64::MIN);
+            let out = window_sums(&c, &q, read, &HeldRows::default()).unwrap();
+            out.into_iter().map(|(v, s)| (v, s.counts.total_requests())).collect::<Vec<_>>()
+        };
+        assert_eq!(sums(None), [("canary".to_owned(), 3.0), ("production".to_owned(), 4.0)]);
+        assert_eq!(sums(Some("http://b/m")), [("canary".to_owned(), 2.0)]);
+        assert_eq!(sums(Some("http://elsewhere/m")), []);
     }
 
     fn version(c: &Connection, ts: i64, target: &str, detail: &str) {
