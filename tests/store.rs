@@ -307,7 +307,7 @@ fn a_transaction_that_hits_a_full_disk_writes_nothing() {
     for i in 1..=400 {
         big.ts_ms = T0 + HOUR + i * 5_000;
         for m in 0..40 {
-            big.counts.tokens.insert(format!("model-{m}-{i}"), [1.5, 2.5, 3.5, 4.5]);
+            big.counts.tokens.insert(format!("model-{m}-{i}").into(), [1.5, 2.5, 3.5, 4.5]);
         }
         rows.push(big.clone());
     }
@@ -922,7 +922,7 @@ fn sealed_raw_rows_read_exactly_as_open_ones_and_take_late_rows() {
     let at = T0 + 12 * MIN + 5_000;
     let before = fx.rows(Table::Raw, 0).into_iter().find(|r| r.ts_ms == at).unwrap();
     let mut late = before.clone();
-    late.counts.requests = [("500".to_owned(), 77.0)].into();
+    late.counts.requests = [("500".into(), 77.0)].into();
     late.totals.requests_5xx += 77.0;
     let batch =
         WriteBatch { bucket_end_ms: at, rows: vec![late], states: vec![], points: vec![], events: vec![], late: true };
@@ -1079,7 +1079,7 @@ async fn sealed_rolled_rows_read_exactly_as_open_ones_and_take_late_rows() {
     let before = fx.rows(Table::Rollup, 0).into_iter().find(|r| r.ts_ms == minute).unwrap();
     let mut late = before.clone();
     (late.ts_ms, late.elapsed_ms, late.present_ms) = (at, 5_000, 5_000);
-    late.counts.requests = [("500".to_owned(), 77.0)].into();
+    late.counts.requests = [("500".into(), 77.0)].into();
     let batch = WriteBatch {
         bucket_end_ms: at,
         rows: vec![late.clone()],
@@ -1112,7 +1112,7 @@ async fn sealed_rolled_rows_read_exactly_as_open_ones_and_take_late_rows() {
     // A rolled row replaced while its window is reopened and not yet sealed again reads the
     // same too (a write straight into a sealed window, as rolling again makes).
     let mut changed = coarse.clone();
-    changed.counts.requests.insert("200".to_owned(), 5.0);
+    changed.counts.requests.insert("200".into(), 5.0);
     for f in [&fx, &open] {
         query::replace_row(&f.store.conn().unwrap(), Table::Coarse, &changed).unwrap();
     }

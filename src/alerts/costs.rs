@@ -95,7 +95,7 @@ async fn read_costs(
             covered = covered.max(now_ms - from);
             for (model, usd) in &s.counts.cost {
                 let bucket = CostBucket { end_ms, width_ms: end_ms - from, usd: usd.iter().sum() };
-                series.entry((variant.clone(), model.clone())).or_default().push(bucket);
+                series.entry((variant.clone(), model.to_string())).or_default().push(bucket);
             }
         }
     }
@@ -255,7 +255,7 @@ async fn sums_of(source: &dyn DataSource, (start_ms, end_ms): (i64, i64)) -> Res
     }
     for (variant, s) in source.window(WindowQuery { start_ms, end_ms, target_url: None }).await? {
         for (model, usd) in &s.counts.cost {
-            out.insert((variant.clone(), model.clone()), (usd.iter().sum(), s.data_from_ms.max(start_ms)));
+            out.insert((variant.clone(), model.to_string()), (usd.iter().sum(), s.data_from_ms.max(start_ms)));
         }
     }
     Ok(out)

@@ -161,11 +161,11 @@ fn simulate_request(t: &SimulatedTarget, ts: i64, rng: &mut Rng, counts: &mut Co
 
 fn add_tokens(counts: &mut Counts, model: &str, tokens: [u64; 4], tier: &str) {
     let pricing = Pricing::default();
-    let t = counts.tokens.entry(model.to_owned()).or_default();
+    let t = counts.tokens.entry(model.into()).or_default();
     for (sum, n) in t.iter_mut().zip(tokens) {
         *sum += n as f64;
     }
-    let c = counts.cost.entry(model.to_owned()).or_default();
+    let c = counts.cost.entry(model.into()).or_default();
     for ((sum, n), direction) in c.iter_mut().zip(tokens).zip(crate::point::DIRECTIONS) {
         *sum += pricing.cost(direction, n, tier);
     }

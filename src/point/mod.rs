@@ -9,6 +9,7 @@
 pub(crate) mod aggregate;
 pub(crate) mod fields;
 pub(crate) mod histogram;
+pub(crate) mod label;
 pub(crate) mod summary;
 
 use std::collections::BTreeMap;
@@ -18,6 +19,7 @@ use serde::Serialize;
 pub(crate) use aggregate::{Bucket, PointBuilder};
 pub use fields::{MAX_VALUE, PartRates, Point, PointParts, bounded, error_share_pct};
 pub use histogram::Histogram;
+pub use label::Label;
 pub(crate) use summary::Summary;
 
 /// Token directions, in the order used by the `[f64; 4]` arrays below.
@@ -50,15 +52,15 @@ impl SumCount {
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Counts {
     /// Requests by HTTP status code.
-    pub requests: BTreeMap<String, f64>,
+    pub requests: BTreeMap<Label, f64>,
     /// Tokens by model, per direction ([`DIRECTIONS`]), summed over pricing tiers.
-    pub tokens: BTreeMap<String, [f64; 4]>,
+    pub tokens: BTreeMap<Label, [f64; 4]>,
     /// Estimated USD cost by model, per direction.
-    pub cost: BTreeMap<String, [f64; 4]>,
+    pub cost: BTreeMap<Label, [f64; 4]>,
     /// Upstream errors by `error_type`.
-    pub upstream_errors: BTreeMap<String, f64>,
+    pub upstream_errors: BTreeMap<Label, f64>,
     /// Retries by `reason`, including the generic `retry` series.
-    pub retries: BTreeMap<String, f64>,
+    pub retries: BTreeMap<Label, f64>,
     /// Capacity rejections (503 at `MAX_WORKERS`).
     pub rejections: f64,
     /// Rate limit adjustments by direction ([`ADJUSTMENTS`]).
@@ -75,7 +77,7 @@ pub struct Counts {
     pub tpot: Histogram,
     /// Per caller bucket (the proxy's `client` label, `source-00` ... `source-63`): capacity
     /// rejections and rate-limiter waits; only buckets with an increase in the row.
-    pub clients: BTreeMap<String, ClientCounts>,
+    pub clients: BTreeMap<Label, ClientCounts>,
 }
 
 /// What one caller bucket (`client` label) did over a row's interval: who is waiting.
@@ -99,7 +101,7 @@ impl ClientCounts {
 /// window add the same few keys (statuses, models) row after row, and cloning each key to look
 /// it up (`entry`) was about 7 % of a 500-target process's allocations (heaptrack,
 /// BENCHMARKS.md "Memory, ninth stop").
-fn add_map<V: Copy + Default>(into: &mut BTreeMap<String, V>, from: &BTreeMap<String, V>, add: fn(&mut V, &V)) {
+fn add_map<V: Copy + Default>(into: &mut BTreeMap<Label, V>, from: &BTreeMap<Label, V>, add: fn(&mut V, &V)) {
     for (k, v) in from {
         match into.get_mut(k) {
             Some(mine) => add(mine, v),
@@ -428,17 +430,55 @@ pub(crate) struct RollingRow {
 impl RollingRow {
     /// Folds in the target's next row of the bucket, as [`TargetRow::rollup`] would.
     pub(crate) fn fold_later(&mut self, later: TargetRow) {
+        self.row.counts.add(&later.counts);
+        if self.row.variant != later.variant {
+            self.row.variant = later.variant;
+        }
+        let g = &later.gauges;
+        let gauges = [g.concurrent, g.max_workers, g.rate_limit_rps];
+        let times = (later.elapsed_ms, later.present_ms);
+        self.fold_rest(later.target_id, times, later.totals, gauges, later.gauges.quota);
+    }
+
+    /// [`Self::fold_later`] of a row whose increases the caller adds into [`Self::counts_mut`]
+    /// itself (from the stored payload, without decoding it into a [`Counts`]), given the
+    /// rest of it.
+    pub(crate) fn fold_parts(
+        &mut self,
+        (target_id, variant): (i64, &str),
+        times: (i64, i64),
+        totals: Totals,
+        gauges: [Option<GaugeStat>; 3],
+        quota: Option<Quota>,
+    ) {
+        if self.row.variant != variant {
+            variant.clone_into(&mut self.row.variant);
+        }
+        self.fold_rest(target_id, times, totals, gauges, quota);
+    }
+
+    /// The increases rolled so far, to add a later row's into.
+    pub(crate) fn counts_mut(&mut self) -> &mut Counts {
+        &mut self.row.counts
+    }
+
+    fn fold_rest(
+        &mut self,
+        target_id: i64,
+        (elapsed_ms, present_ms): (i64, i64),
+        totals: Totals,
+        [concurrent, max_workers, rate_limit_rps]: [Option<GaugeStat>; 3],
+        quota: Option<Quota>,
+    ) {
         let r = &mut self.row;
-        r.counts.add(&later.counts);
-        r.elapsed_ms += later.elapsed_ms;
-        r.present_ms += later.present_ms;
-        r.totals = later.totals;
-        r.variant = later.variant;
-        r.target_id = later.target_id;
+        r.elapsed_ms += elapsed_ms;
+        r.present_ms += present_ms;
+        r.totals = totals;
+        r.target_id = target_id;
         let pairs = [
-            (&mut r.gauges.concurrent, later.gauges.concurrent),
-            (&mut r.gauges.max_workers, later.gauges.max_workers),
-            (&mut r.gauges.rate_limit_rps, later.gauges.rate_limit_rps),
+            (&mut r.gauges.concurrent, concurrent),
+            (&mut r.gauges.max_workers, max_workers),
+            (&mut r.gauges.rate_limit_rps, rate_limit_rps),
         ];
         for ((acc, next), n) in pairs.into_iter().zip(&mut self.n) {
             if let Some(s) = next {
@@ -454,8 +494,8 @@ impl RollingRow {
                 });
             }
         }
-        if later.gauges.quota.is_some() {
-            r.gauges.quota = later.gauges.quota;
+        if quota.is_some() {
+            r.gauges.quota = quota;
         }
     }
 

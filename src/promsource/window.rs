@@ -14,7 +14,7 @@ use super::session::Session;
 use super::{Timing, selector};
 use crate::canary::SideTick;
 use crate::clock::bucket_end;
-use crate::point::{ADJUSTMENTS, Counts, DIRECTIONS, Histogram, bounded};
+use crate::point::{ADJUSTMENTS, Counts, DIRECTIONS, Histogram, Label, bounded};
 use crate::ports::read::{RolloutStart, StartedBy, StrataQuery, Stratum, WindowQuery, WindowSums};
 use crate::promql::parts::{self, family as pfamily};
 use crate::promql::{Selector, family};
@@ -206,23 +206,23 @@ impl Acc {
         let v = bounded(v);
         let direction = || DIRECTIONS.iter().position(|d| *d == s.label("direction"));
         match part {
-            Part::Requests => *c.requests.entry(s.label("status_code").to_owned()).or_default() += v,
+            Part::Requests => *c.requests.entry(Label::from(s.label("status_code"))).or_default() += v,
             Part::Tokens => {
                 if let Some(i) = direction() {
-                    c.tokens.entry(s.label("model").to_owned()).or_default()[i] += v;
+                    c.tokens.entry(Label::from(s.label("model"))).or_default()[i] += v;
                 }
             }
             Part::Cost => {
                 if let Some(i) = direction() {
-                    c.cost.entry(s.label("model").to_owned()).or_default()[i] += v;
+                    c.cost.entry(Label::from(s.label("model"))).or_default()[i] += v;
                 }
             }
-            Part::UpstreamErrors => *c.upstream_errors.entry(s.label("error_type").to_owned()).or_default() += v,
-            Part::Retries => *c.retries.entry(s.label("reason").to_owned()).or_default() += v,
+            Part::UpstreamErrors => *c.upstream_errors.entry(Label::from(s.label("error_type"))).or_default() += v,
+            Part::Retries => *c.retries.entry(Label::from(s.label("reason"))).or_default() += v,
             Part::Rejections => {
                 c.rejections += v;
                 if !s.label("client").is_empty() {
-                    c.clients.entry(s.label("client").to_owned()).or_default().rejections += v;
+                    c.clients.entry(Label::from(s.label("client"))).or_default().rejections += v;
                 }
             }
             Part::WaitBuckets => {
@@ -260,7 +260,7 @@ impl Acc {
         (counts.duration, counts.ttft, counts.tpot) = (duration, ttft, tpot);
         for (client, (buckets, sum)) in self.waits {
             let wait = Histogram { sum, ..Histogram::from_cumulative(buckets) };
-            counts.clients.entry(client).or_default().wait = wait;
+            counts.clients.entry(Label::from(client)).or_default().wait = wait;
         }
         let data_from_ms =
             self.first_seen_ms.map_or(start_ms, |first| (bucket_end(first, point_ms) - point_ms).max(start_ms));

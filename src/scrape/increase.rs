@@ -24,7 +24,7 @@ use serde::{Deserialize, Serialize};
 
 use super::reading::{HistSeries, HistSlot, Reading, Slot};
 use crate::health::version_event_due;
-use crate::point::{Counts, Histogram, TargetRow, Totals};
+use crate::point::{Counts, Histogram, Label, TargetRow, Totals};
 
 /// At most this many distinct values per label kind (models, status codes, ...) are stored per
 /// target; later ones are folded into `other`, so a misbehaving client cannot grow storage.
@@ -390,24 +390,24 @@ impl TargetState {
 
     /// The stored label value: as given while fewer than [`LABEL_VALUE_CAP`] distinct values
     /// were seen for `kind`, then `other` for new ones.
-    fn capped(&mut self, kind: &str, value: &str) -> String {
+    fn capped(&mut self, kind: &str, value: &str) -> Label {
         self.capped_to(kind, value, LABEL_VALUE_CAP)
     }
 
     /// [`Self::capped`] with its own cap.
-    fn capped_to(&mut self, kind: &str, value: &str, cap: usize) -> String {
+    fn capped_to(&mut self, kind: &str, value: &str, cap: usize) -> Label {
         if let Some(seen) = self.seen.get(kind)
             && seen.contains(value)
         {
-            return value.to_owned();
+            return Label::from(value);
         }
         let seen = self.seen.entry(kind.to_owned()).or_default();
         if seen.len() < cap {
             seen.insert(value.to_owned());
             self.layout += 1;
-            return value.to_owned();
+            return Label::from(value);
         }
-        "other".to_owned()
+        Label::from("other")
     }
 
     fn add_hist_increases(&mut self, reading: &Reading, counts: &mut Counts) {
@@ -574,10 +574,10 @@ mod tests {
         s.advance(&reading(&expo(30, 50)), 0, 1, "p");
         let row = s.advance(&reading(&expo(33, 55)), 5_000, 1, "p");
         assert_eq!(row.counts.tokens.len(), 1);
-        assert_eq!(row.counts.tokens[&shared][0], 8.0);
+        assert_eq!(row.counts.tokens[shared.as_str()][0], 8.0);
         // One of them restarts: its new value counts, the other's increase too, nothing twice.
         let row = s.advance(&reading(&expo(2, 60)), 10_000, 1, "p");
-        assert_eq!(row.counts.tokens[&shared][0], 7.0);
+        assert_eq!(row.counts.tokens[shared.as_str()][0], 7.0);
         assert_eq!(row.totals.tokens[0], 15.0);
         assert!(serde_json::to_string(&s).unwrap().len() < 4_096, "the state holds no 200 KB key");
     }

@@ -13,7 +13,9 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use crate::point::summary::status;
-use crate::point::{ClientCounts, Counts, GaugeStat, Gauges, Histogram, Quota, QuotaWindow, SumCount, Summary, Totals};
+use crate::point::{
+    ClientCounts, Counts, GaugeStat, Gauges, Histogram, Label, Quota, QuotaWindow, SumCount, Summary, Totals,
+};
 
 /// Format of row payloads written now: 2 marks each histogram's bucket encoding (increments,
 /// or cumulative counts when increments would not decode to the same bits).
@@ -142,8 +144,17 @@ pub(crate) fn decode_totals(bytes: &[u8]) -> Result<Totals, CodecError> {
 /// Decodes a payload written by [`encode`] into owned values.
 pub fn decode(bytes: &[u8]) -> Result<(Counts, Totals, Gauges), CodecError> {
     let v = view(bytes)?;
-    let owned1 = |m: &MapView<'_, 1>| m.iter().map(|(k, [x])| (k.to_owned(), x)).collect::<BTreeMap<_, _>>();
-    let owned4 = |m: &MapView<'_, 4>| m.iter().map(|(k, x)| (k.to_owned(), x)).collect::<BTreeMap<_, _>>();
+    // Inserted one by one: `collect` into a map first gathers the entries in a `Vec` (an
+    // allocation or more per map of every row decoded).
+    fn owned<'a, V>(entries: impl Iterator<Item = (&'a str, V)>) -> BTreeMap<Label, V> {
+        let mut m = BTreeMap::new();
+        for (k, v) in entries {
+            m.insert(Label::from(k), v);
+        }
+        m
+    }
+    let owned1 = |m: &MapView<'_, 1>| owned(m.iter().map(|(k, [x])| (k, x)));
+    let owned4 = |m: &MapView<'_, 4>| owned(m.iter());
     let [request_size, response_size] = v.size_sums();
     let [duration, ttft, tpot] = v.histograms();
     let counts = Counts {
@@ -159,7 +170,7 @@ pub fn decode(bytes: &[u8]) -> Result<(Counts, Totals, Gauges), CodecError> {
         duration,
         ttft,
         tpot,
-        clients: v.clients.iter().map(|(k, c)| (k.to_owned(), c)).collect(),
+        clients: owned(v.clients.iter()),
     };
     let [concurrent, max_workers, rate_limit_rps] = v.gauges;
     Ok((counts, v.totals, Gauges { concurrent, max_workers, rate_limit_rps, quota: v.quota()? }))
@@ -257,21 +268,21 @@ impl RowView<'_> {
 
     /// Adds this row's increases into `c`, allocating only for labels `c` does not have yet.
     pub fn add_to(&self, c: &mut Counts) {
-        fn add1(m: &mut BTreeMap<String, f64>, view: &MapView<'_, 1>) {
+        fn add1(m: &mut BTreeMap<Label, f64>, view: &MapView<'_, 1>) {
             for (k, [v]) in view.iter() {
                 match m.get_mut(k) {
                     Some(x) => *x += v,
                     None => {
-                        m.insert(k.to_owned(), v);
+                        m.insert(Label::from(k), v);
                     }
                 }
             }
         }
-        fn add4(m: &mut BTreeMap<String, [f64; 4]>, view: &MapView<'_, 4>) {
+        fn add4(m: &mut BTreeMap<Label, [f64; 4]>, view: &MapView<'_, 4>) {
             for (k, v) in view.iter() {
                 let e = match m.get_mut(k) {
                     Some(x) => x,
-                    None => m.entry(k.to_owned()).or_default(),
+                    None => m.entry(Label::from(k)).or_default(),
                 };
                 for (a, b) in e.iter_mut().zip(v) {
                     *a += b;
@@ -292,19 +303,10 @@ impl RowView<'_> {
         c.request_size.count += rc;
         c.response_size.sum += ps;
         c.response_size.count += pc;
-        for (h, view) in [&mut c.duration, &mut c.ttft, &mut c.tpot].into_iter().zip(&self.hists) {
-            if !view.is_empty() {
-                h.add(&view.to_histogram());
-            }
+        for (h, view) in [&mut c.duration, &mut c.ttft, &mut c.tpot].into_iter().zip(self.hists) {
+            view.add_into(h);
         }
-        for (k, client) in self.clients.iter() {
-            match c.clients.get_mut(k) {
-                Some(x) => x.add(&client),
-                None => {
-                    c.clients.insert(k.to_owned(), client);
-                }
-            }
-        }
+        self.clients.add_to(&mut c.clients);
     }
 
     /// The quota block, decoded.
@@ -356,6 +358,79 @@ impl<'a> ClientsView<'a> {
     }
 }
 
+impl ClientsView<'_> {
+    /// Adds every caller bucket into `clients` exactly as [`ClientCounts::add`] of the decoded
+    /// entry does (a new bucket inserted as decoded), building an entry's wait histogram only
+    /// when `clients` lacks the bucket or has other bounds: a window sum adds each row's buckets.
+    pub(crate) fn add_to(&self, clients: &mut BTreeMap<Label, ClientCounts>) {
+        let mut d = Dec(self.bytes, VERSION);
+        // Where the last histogram that wrote its bounds starts (its `(le, n)` pairs), for
+        // the entries after it that share them.
+        let mut written: &[u8] = &[];
+        for _ in 0..self.len {
+            let (Ok(name), Ok(rejections), Ok((len, same, cumulative))) = (d.str_ref(), d.num(), d.wait_header())
+            else {
+                return; // validated by `view`
+            };
+            let body = d.0;
+            let bounds = || {
+                let mut b = Dec(if same { written } else { body }, VERSION);
+                (0..len).map(move |_| {
+                    let le = b.num().unwrap_or(f64::NAN);
+                    let _ = b.skip_num();
+                    le
+                })
+            };
+            let mine = clients.get_mut(name);
+            let in_place = mine.filter(|c| {
+                c.wait.buckets.len() == len && c.wait.buckets.iter().zip(bounds()).all(|(a, le)| a.0 == le)
+            });
+            if let Some(c) = in_place {
+                c.rejections += rejections;
+                if len > 0 {
+                    let mut cum = 0.0;
+                    for b in &mut c.wait.buckets {
+                        if !same {
+                            let _ = d.skip_num();
+                        }
+                        let n = d.num().unwrap_or(0.0);
+                        cum = if cumulative { n } else { cum + n };
+                        b.1 += cum;
+                    }
+                    c.wait.sum += d.num().unwrap_or(0.0);
+                    c.wait.count += d.num().unwrap_or(0.0);
+                }
+            } else {
+                let mut wait = Histogram::default();
+                if len > 0 {
+                    let mut cum = 0.0;
+                    wait.buckets = bounds()
+                        .map(|le| {
+                            if !same {
+                                let _ = d.skip_num();
+                            }
+                            let n = d.num().unwrap_or(0.0);
+                            cum = if cumulative { n } else { cum + n };
+                            (le, cum)
+                        })
+                        .collect();
+                    (wait.sum, wait.count) = (d.num().unwrap_or(0.0), d.num().unwrap_or(0.0));
+                }
+                let entry = ClientCounts { rejections, wait };
+                match clients.get_mut(name) {
+                    Some(c) => c.add(&entry),
+                    None => {
+                        clients.insert(Label::from(name), entry);
+                    }
+                }
+            }
+            if !same && len > 0 {
+                written = body;
+            }
+        }
+    }
+}
+
 /// Encoded histogram buckets, sum and count.
 #[derive(Debug, Clone, Copy)]
 pub struct HistView<'a> {
@@ -366,9 +441,33 @@ pub struct HistView<'a> {
 }
 
 impl HistView<'_> {
-    /// True when no observation was recorded.
-    pub(crate) fn is_empty(&self) -> bool {
-        self.len == 0
+    /// Adds these buckets into `h` exactly as `h.add(&self.to_histogram())` does, without
+    /// building the histogram when `h` has the same bounds (rows of one proxy build do): a
+    /// window sum adds three histograms per row, each a `Vec` when built.
+    pub(crate) fn add_into(self, h: &mut Histogram) {
+        if self.len == 0 {
+            return; // `to_histogram` is empty, which `Histogram::add` skips
+        }
+        if h.buckets.len() == self.len && self.same_bounds(&h.buckets) {
+            let mut d = Dec(self.bytes, VERSION);
+            let mut cum = 0.0;
+            for b in &mut h.buckets {
+                let (Ok(_), Ok(n)) = (d.num(), d.num()) else { break };
+                cum = if self.cumulative { n } else { cum + n };
+                b.1 += cum;
+            }
+            h.sum += d.num().unwrap_or(0.0);
+            h.count += d.num().unwrap_or(0.0);
+        } else {
+            h.add(&self.to_histogram());
+        }
+    }
+
+    /// True when the encoded bounds equal `buckets`' (as `==` compares them, like
+    /// `Histogram::add`).
+    fn same_bounds(&self, buckets: &[(f64, f64)]) -> bool {
+        let mut d = Dec(self.bytes, VERSION);
+        buckets.iter().all(|b| matches!((d.num(), d.skip_num()), (Ok(le), Ok(())) if le == b.0))
     }
 
     /// The histogram with cumulative counts.
@@ -466,7 +565,7 @@ impl Enc {
         self.0.extend_from_slice(s.as_bytes());
     }
 
-    fn map<V>(&mut self, m: &BTreeMap<String, V>, mut put: impl FnMut(&mut Self, &V)) {
+    fn map<V>(&mut self, m: &BTreeMap<Label, V>, mut put: impl FnMut(&mut Self, &V)) {
         self.varint(m.len() as u64);
         for (k, v) in m {
             self.str(k);
@@ -520,7 +619,7 @@ impl Enc {
         }
     }
 
-    fn clients(&mut self, clients: &BTreeMap<String, ClientCounts>) {
+    fn clients(&mut self, clients: &BTreeMap<Label, ClientCounts>) {
         let mut bounds = Vec::new();
         self.map(clients, |w, c| {
             w.num(c.rejections);
@@ -1073,15 +1172,53 @@ mod tests {
         let one = &c.clients["source-43"];
         let size = |n: usize| {
             let mut w = Enc(Vec::new());
-            w.clients(&(0..n).map(|i| (format!("source-{i:02}"), one.clone())).collect());
+            w.clients(&(0..n).map(|i| (Label::from(format!("source-{i:02}")), one.clone())).collect());
             w.0.len()
         };
         let (first, next) = (size(1), size(2) - size(1));
         eprintln!("first caller bucket: {first} bytes, each further one: {next}; a row without: {}", short.len());
         assert!(first <= 80 && next <= 52, "{first} and {next} bytes");
-        let many: BTreeMap<String, ClientCounts> = (0..64).map(|i| (format!("source-{i:02}"), one.clone())).collect();
+        let many: BTreeMap<Label, ClientCounts> =
+            (0..64).map(|i| (Label::from(format!("source-{i:02}")), one.clone())).collect();
         let with_many = encode(&Counts { clients: many.clone(), ..without.clone() }, &t, &g);
         assert_eq!(decode(&with_many).unwrap().0.clients, many, "64 buckets sharing their bounds");
+    }
+
+    #[test]
+    fn adding_rows_in_place_sums_as_adding_the_decoded_rows() {
+        // Rows whose histograms and caller buckets change bounds, appear and vanish, so adding
+        // in place meets both its paths (same bounds: added where they are; others: merged).
+        let (fixture, t, g) = fixture_row();
+        let wait = |bounds: &[f64], n: f64| Histogram {
+            buckets: bounds.iter().enumerate().map(|(i, &le)| (le, n * (i + 1) as f64 + 0.1)).collect(),
+            sum: n * 0.3,
+            count: n * bounds.len() as f64 + 0.1,
+        };
+        let (narrow, wide) = ([0.1, 1.0, f64::INFINITY], [0.1, 0.5, 1.0, f64::INFINITY]);
+        let mut rows = Vec::new();
+        for i in 0..12 {
+            let n = f64::from(i);
+            let mut c = fixture.clone();
+            c.requests.insert(Label::from(format!("{}", 200 + i % 3)), n);
+            c.duration = if i % 4 == 3 { wait(&wide, n) } else { wait(&narrow, n) };
+            c.ttft = if i % 5 == 0 { Histogram::default() } else { wait(&narrow, n / 3.0) };
+            c.clients.clear();
+            for (k, name) in ["source-01", "source-02", "source-03"].into_iter().enumerate() {
+                if (i + k as i32) % 3 != 0 {
+                    let bounds: &[f64] = if i % 5 == 4 && k == 1 { &wide } else { &narrow };
+                    let w = if i % 7 == 6 { Histogram::default() } else { wait(bounds, n + k as f64) };
+                    c.clients.insert(name.into(), ClientCounts { rejections: n, wait: w });
+                }
+            }
+            rows.push(encode(&c, &t, &g));
+        }
+        let (mut in_place, mut decoded) = (Counts::default(), Counts::default());
+        for r in &rows {
+            view(r).unwrap().add_to(&mut in_place);
+            decoded.add(&decode(r).unwrap().0);
+        }
+        assert_eq!(format!("{in_place:?}"), format!("{decoded:?}"));
+        assert!(decoded.duration.buckets.len() == 4 && decoded.clients["source-02"].wait.buckets.len() == 4);
     }
 
     #[test]

@@ -217,7 +217,10 @@ fn roll_range(conn: &mut Connection, tier: Tier, (after, until): (i64, i64), pla
         Table::Raw => {
             let mut roller = query::Roller::new(tier.width_ms);
             let mut rolled = Vec::new();
-            query::each_raw_row(&tx, (after, until), None, &names, widths, &mut |row| rolled.extend(roller.push(row)))?;
+            sealed::scan(&tx, Table::Raw, (after, until), None, &mut |r| {
+                rolled.extend(roller.push_stored(r, &names, widths)?);
+                Ok(true)
+            })?;
             rolled.extend(roller.finish());
             rolled
         }

@@ -18,6 +18,7 @@
 //! held rows into their scan by `(ts, target_id)` ([`super::range`]); the writer drops the
 //! cache once a late batch is written, as it may touch a bucket already served.
 
+use std::borrow::Cow;
 use std::collections::{HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
 
@@ -111,6 +112,19 @@ impl HeldRows {
         only: Option<i64>,
         stored: &HashSet<RowKey>,
     ) -> Vec<TargetRow> {
+        self.rows_in_ref((after, until), only, stored).into_iter().map(Cow::into_owned).collect()
+    }
+
+    /// [`Self::rows_in`] borrowed from the snapshot, copied only where two rows merge: the
+    /// window sums add every held row of the current tick at each evaluation, and copying each
+    /// (its maps and their keys) was a share of a 500-target process's allocations (heaptrack,
+    /// BENCHMARKS.md "Allocations, tenth stop").
+    pub(crate) fn rows_in_ref(
+        &self,
+        (after, until): (i64, i64),
+        only: Option<i64>,
+        stored: &HashSet<RowKey>,
+    ) -> Vec<Cow<'_, TargetRow>> {
         let committed = after.max(self.after_ms);
         let mut rows: Vec<&TargetRow> = self
             .batches
@@ -121,11 +135,11 @@ impl HeldRows {
             .filter(|r| only.is_none_or(|id| id == r.target_id) && !stored.contains(&(r.ts_ms, r.target_id)))
             .collect();
         rows.sort_by_key(|r| (r.ts_ms, r.target_id)); // stable: a later batch's row stays later
-        let mut out: Vec<TargetRow> = Vec::with_capacity(rows.len());
+        let mut out: Vec<Cow<'_, TargetRow>> = Vec::with_capacity(rows.len());
         for r in rows {
             match out.last_mut() {
-                Some(last) if (last.ts_ms, last.target_id) == (r.ts_ms, r.target_id) => last.absorb_later(r),
-                _ => out.push(r.clone()),
+                Some(last) if (last.ts_ms, last.target_id) == (r.ts_ms, r.target_id) => last.to_mut().absorb_later(r),
+                _ => out.push(Cow::Borrowed(r)),
             }
         }
         out

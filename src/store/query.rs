@@ -157,6 +157,16 @@ pub(crate) fn listed_targets(conn: &Connection) -> Result<Vec<ListedTarget>, Sto
     Ok(listed.collect::<Result<_, _>>()?)
 }
 
+/// Every stored target's id, ascending: all a read of every target's rows needs of the
+/// listing. The window sums list the targets at each call, and [`listed_targets`]' URL and
+/// variant `String`s were 22 allocations per target scrape at 500 targets (heaptrack,
+/// BENCHMARKS.md "Allocations, tenth stop").
+pub(crate) fn target_ids(conn: &Connection) -> Result<Vec<i64>, StoreError> {
+    let mut stmt = conn.prepare_cached("SELECT id FROM targets ORDER BY id")?;
+    let ids = stmt.query_map([], |r| r.get(0))?;
+    Ok(ids.collect::<Result<_, _>>()?)
+}
+
 /// What [`select_targets`] needs of a target.
 pub(crate) trait TargetUrl {
     fn target_url(&self) -> &str;
@@ -573,19 +583,35 @@ pub(crate) fn each_raw_row(
     })
 }
 
-/// [`each_raw_row`] over the rows of `variant_ids` only: the others are not decoded (a canary
-/// pair's strata need two variants' rows of a store that may hold many).
-pub(crate) fn each_raw_row_of(
+/// A raw row read in place ([`codec::view`]): what callers that only add rows up need.
+pub(crate) struct RawView<'a> {
+    /// Bucket end, ms.
+    pub ts_ms: i64,
+    /// Target id.
+    pub target_id: i64,
+    /// The variant's name (`unknown` for an id without one, as [`decode_row`] names it).
+    pub variant: &'a str,
+    /// The payload, read in place.
+    pub row: codec::RowView<'a>,
+}
+
+/// [`each_raw_row`] (over the rows of `variant_ids` only, when given: a canary pair's strata
+/// need two variants' rows of a store that may hold many) without decoding the rows: each is
+/// handed over read in place, so adding it into sums allocates only for labels the sums lack.
+/// Decoding every row of the alert engine's windows into a [`TargetRow`] (a `String` per
+/// label, a map per family, the quota) was the largest share of a 500-target process's
+/// allocations (heaptrack, BENCHMARKS.md "Allocations, tenth stop").
+pub(crate) fn each_raw_view(
     conn: &Connection,
     (after, until): (i64, i64),
-    variant_ids: &[i64],
+    (only, variant_ids): (Option<i64>, Option<&[i64]>),
     names: &HashMap<i64, String>,
-    widths: (i64, i64),
-    each: &mut dyn FnMut(TargetRow),
+    each: &mut dyn FnMut(RawView<'_>),
 ) -> Result<(), StoreError> {
-    sealed::scan(conn, Table::Raw, (after, until), None, &mut |r| {
-        if variant_ids.contains(&r.variant_id) {
-            each(decode_row(Table::Raw, r, names, widths)?);
+    sealed::scan(conn, Table::Raw, (after, until), only, &mut |r| {
+        if variant_ids.is_none_or(|ids| ids.contains(&r.variant_id)) {
+            let variant = names.get(&r.variant_id).map_or("unknown", String::as_str);
+            each(RawView { ts_ms: r.ts, target_id: r.target_id, variant, row: codec::view(r.data)? });
         }
         Ok(true)
     })
@@ -794,6 +820,31 @@ impl Roller {
                 None
             }
         }
+    }
+
+    /// [`Self::push`] of a stored raw row: the row that opens a target's bucket is decoded to
+    /// start the rollup, the later ones are added in from their payload read in place, so
+    /// rolling a minute decodes one row per target instead of twelve (each a `String` per
+    /// label and a map per family; BENCHMARKS.md "Allocations, tenth stop").
+    pub(crate) fn push_stored(
+        &mut self,
+        r: StoredRow<'_>,
+        names: &HashMap<i64, String>,
+        widths: (i64, i64),
+    ) -> Result<Option<TargetRow>, StoreError> {
+        let end = bucket_end(r.ts, self.width_ms);
+        if let Some(open) = self.open.get_mut(&r.target_id)
+            && open.ts_ms() == end
+        {
+            let v = codec::view(r.data)?;
+            let quota = v.quota()?;
+            v.add_to(open.counts_mut());
+            let variant = names.get(&r.variant_id).map_or("unknown", String::as_str);
+            let times = (r.elapsed_ms, presence(Table::Raw, r.present_ms, r.elapsed_ms, widths));
+            open.fold_parts((r.target_id, variant), times, v.totals, v.gauges, quota);
+            return Ok(None);
+        }
+        Ok(self.push(decode_row(Table::Raw, r, names, widths)?))
     }
 
     /// The buckets still open, rolled up.
@@ -1052,5 +1103,63 @@ mod tests {
         assert_eq!(ids(Some("http://u:b@h/m?token=b")), [3], "the full URL picks exactly");
         assert_eq!(ids(Some("http://***@h/m?token=***")), [2], "the shown form: the first that shows so");
         assert!(ids(Some("http://elsewhere/m")).is_empty());
+    }
+
+    /// Rolling stored rows from their payloads ([`Roller::push_stored`]) gives, to the bit,
+    /// what rolling the decoded rows gives: increases (labels that come and go, histograms
+    /// whose bounds change), gauges, quota, variant and totals of the last row.
+    #[test]
+    fn rolling_stored_rows_in_place_rolls_as_the_decoded_rows() {
+        use crate::point::{ClientCounts, GaugeStat, Histogram, Quota};
+        let mut c = Connection::open_in_memory().unwrap();
+        super::super::schema::migrate(&mut c).unwrap();
+        let hist = |bounds: &[f64], n: f64| Histogram {
+            buckets: bounds.iter().enumerate().map(|(i, &le)| (le, n * (i + 1) as f64 + 0.1)).collect(),
+            sum: n / 3.0,
+            count: n * bounds.len() as f64 + 0.1,
+        };
+        for i in 0..40_i64 {
+            for target_id in [1, 2] {
+                let n = (i * target_id) as f64 / 7.0;
+                let mut row = TargetRow {
+                    target_id,
+                    variant: if i % 11 == 5 { "canary" } else { "production" }.into(),
+                    ts_ms: 1_000_000 + i * 5_000,
+                    elapsed_ms: 5_000,
+                    ..TargetRow::default()
+                };
+                let k = &mut row.counts;
+                k.requests.insert(format!("{}", 200 + i % 4).into(), n);
+                k.tokens.insert(if i % 3 == 0 { "glm-4.7" } else { "glm-4.5-air" }.into(), [n, 1.0, 0.0, n]);
+                k.duration = hist(if i % 6 == 2 { &[0.1, 0.5, f64::INFINITY] } else { &[0.1, f64::INFINITY] }, n);
+                if i % 2 == 0 {
+                    k.clients.insert("source-07".into(), ClientCounts { rejections: n, wait: hist(&[1.0], n) });
+                }
+                row.totals.requests_2xx = (i * 10) as f64;
+                row.gauges.concurrent = (i % 5 != 0).then(|| GaugeStat::single(n));
+                row.gauges.quota = (i % 4 == 1).then(|| Quota { gate_open: Some(i % 8 == 1), ..Quota::default() });
+                replace_row(&c, Table::Raw, &row).unwrap();
+            }
+        }
+        let names = variant_names(&c).unwrap();
+        let widths = (5_000, 60_000);
+        let mut decoded = Roller::new(60_000);
+        let mut from_decoded = Vec::new();
+        each_raw_row(&c, (0, i64::MAX), None, &names, widths, &mut |r| from_decoded.extend(decoded.push(r))).unwrap();
+        from_decoded.extend(decoded.finish());
+        let mut in_place = Roller::new(60_000);
+        let mut from_stored = Vec::new();
+        sealed::scan(&c, Table::Raw, (0, i64::MAX), None, &mut |r| {
+            from_stored.extend(in_place.push_stored(r, &names, widths)?);
+            Ok(true)
+        })
+        .unwrap();
+        from_stored.extend(in_place.finish());
+        let key = |rows: &mut Vec<TargetRow>| {
+            rows.sort_by_key(|r| (r.ts_ms, r.target_id));
+            format!("{rows:?}")
+        };
+        assert_eq!(from_decoded.len(), 2 * 4, "two targets, three full minutes and a partial one");
+        assert_eq!(key(&mut from_stored), key(&mut from_decoded));
     }
 }

@@ -12,12 +12,12 @@ use rusqlite::Connection;
 use super::StoreError;
 use super::held::HeldRows;
 use super::query::{
-    Table, each_raw_row, each_raw_row_of, events, listed_targets, select_targets, target_rows, variant_names,
-    watermark, watermark_of,
+    Table, each_raw_view, events, listed_targets, select_targets, target_ids, target_rows, variant_names, watermark,
+    watermark_of,
 };
-use super::range::{self, RangeRead};
+use super::range::{self, RangeRead, RowRef};
 use crate::canary::SideTick;
-use crate::point::{Counts, Point, TargetRow};
+use crate::point::{Counts, Point};
 use crate::ports::ingest::EventKind;
 use crate::ports::read::{
     COARSE_FACTOR, RolloutStart, SettledStrata, StartedBy, StrataQuery, Stratum, WindowQuery, WindowSums,
@@ -38,19 +38,23 @@ pub(crate) fn window_sums(
     let names = variant_names(conn)?;
     let wm = if raw { i64::MIN } else { watermark(conn)?.unwrap_or(i64::MIN) };
     let (point_ms, rollup_ms) = widths;
-    let targets = select_targets(listed_targets(conn)?, q.target_url.as_deref());
-    let only = q.target_url.as_ref().and(targets.first()).map(|t| t.id);
+    // Without a filter only the ids are needed (no URL or variant copied per target).
+    let ids: Vec<i64> = match q.target_url.as_deref() {
+        None => target_ids(conn)?,
+        filter => select_targets(listed_targets(conn)?, filter).iter().map(|t| t.id).collect(),
+    };
+    let only = q.target_url.as_ref().and(ids.first().copied());
     let mut out: BTreeMap<String, WindowSums> = BTreeMap::new();
-    let mut add = |r: &TargetRow, width: i64| {
-        let from = (r.ts_ms - width).max(q.start_ms);
+    let mut add = |variant: &str, ts_ms: i64, row: RowRef<'_>, width: i64| {
+        let from = (ts_ms - width).max(q.start_ms);
         // Looked up before inserting: a window adds row after row of the same variants.
-        let sums = match out.get_mut(&r.variant) {
+        let sums = match out.get_mut(variant) {
             Some(sums) => sums,
             None => {
-                out.entry(r.variant.clone()).or_insert_with(|| WindowSums { data_from_ms: from, ..Default::default() })
+                out.entry(variant.to_owned()).or_insert_with(|| WindowSums { data_from_ms: from, ..Default::default() })
             }
         };
-        sums.counts.add(&r.counts);
+        row.add_to(&mut sums.counts);
         sums.data_from_ms = sums.data_from_ms.min(from);
     };
     let mut from = q.start_ms;
@@ -58,32 +62,32 @@ pub(crate) fn window_sums(
         let coarse_wm = watermark_of(conn, Table::Coarse)?.unwrap_or(i64::MIN);
         let coarse_to = coarse_until.min(coarse_wm).min(q.end_ms);
         if coarse_to > from {
-            for t in &targets {
-                for r in target_rows(conn, Table::Coarse, t.id, from, coarse_to, &names)? {
-                    add(&r, rollup_ms * COARSE_FACTOR);
+            for &id in &ids {
+                for r in target_rows(conn, Table::Coarse, id, from, coarse_to, &names)? {
+                    add(&r.variant, r.ts_ms, RowRef::Row(&r), rollup_ms * COARSE_FACTOR);
                 }
             }
             from = coarse_to;
         }
     }
     if !raw && wm > from {
-        for t in &targets {
-            for r in target_rows(conn, Table::Rollup, t.id, from, q.end_ms.min(wm), &names)? {
-                add(&r, rollup_ms);
+        for &id in &ids {
+            for r in target_rows(conn, Table::Rollup, id, from, q.end_ms.min(wm), &names)? {
+                add(&r.variant, r.ts_ms, RowRef::Row(&r), rollup_ms);
             }
         }
     }
-    if targets.is_empty() {
+    if ids.is_empty() {
         return Ok(out);
     }
     let after_rollups = (from.max(wm), q.end_ms);
     let mut stored = HashSet::new();
-    each_raw_row(conn, after_rollups, only, &names, widths, &mut |r| {
+    each_raw_view(conn, after_rollups, (only, None), &names, &mut |r| {
         stored.insert((r.ts_ms, r.target_id));
-        add(&r, point_ms);
+        add(r.variant, r.ts_ms, RowRef::View(&r.row), point_ms);
     })?;
-    for r in held.rows_in(after_rollups, only, &stored) {
-        add(&r, point_ms);
+    for r in held.rows_in_ref(after_rollups, only, &stored) {
+        add(&r.variant, r.ts_ms, RowRef::Row(&r), point_ms);
     }
     Ok(out)
 }
@@ -140,27 +144,27 @@ pub fn strata_after(
     let wm = if raw { i64::MIN } else { watermark(conn)?.unwrap_or(i64::MIN) };
     let from = q.start_ms.max(after_ms);
     let mut ticks: BTreeMap<i64, [Counts; 2]> = BTreeMap::new();
-    let mut add = |r: &TargetRow| {
-        if let Some(side) = q.variants.iter().position(|v| *v == r.variant) {
-            ticks.entry(r.ts_ms).or_default()[side].add(&r.counts);
+    let mut add = |variant: &str, ts_ms: i64, row: RowRef<'_>| {
+        if let Some(side) = q.variants.iter().position(|v| v == variant) {
+            row.add_to(&mut ticks.entry(ts_ms).or_default()[side]);
         }
     };
     if !raw && wm > from {
         for t in listed_targets(conn)?.iter().filter(|t| q.variants.contains(&t.variant)) {
             for r in target_rows(conn, Table::Rollup, t.id, from, q.end_ms.min(wm), &names)? {
-                add(&r);
+                add(&r.variant, r.ts_ms, RowRef::Row(&r));
             }
         }
     }
     let pair: Vec<i64> = names.iter().filter(|(_, n)| q.variants.contains(n)).map(|(id, _)| *id).collect();
     let after_rollups = (from.max(wm), q.end_ms);
     let mut stored = HashSet::new();
-    each_raw_row_of(conn, after_rollups, &pair, &names, widths, &mut |r| {
+    each_raw_view(conn, after_rollups, (None, Some(&pair)), &names, &mut |r| {
         stored.insert((r.ts_ms, r.target_id));
-        add(&r);
+        add(r.variant, r.ts_ms, RowRef::View(&r.row));
     })?;
-    for r in held.rows_in(after_rollups, None, &stored) {
-        add(&r);
+    for r in held.rows_in_ref(after_rollups, None, &stored) {
+        add(&r.variant, r.ts_ms, RowRef::Row(&r));
     }
     let strata = ticks
         .into_iter()
@@ -202,6 +206,7 @@ pub fn rollout_start(conn: &Connection, variant: &str, end_ms: i64) -> Result<Op
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::point::TargetRow;
 
     fn db() -> Connection {
         let mut c = Connection::open_in_memory().unwrap();
@@ -212,6 +217,26 @@ mod tests {
         )
         .unwrap();
         c
+    }
+
+    /// A `target=` filter sums that target's rows alone; without one, every target's.
+    #[test]
+    fn a_target_filter_sums_that_target_alone() {
+        let c = db();
+        for (id, variant, n) in [(1, "canary", 1.0), (2, "canary", 2.0), (3, "production", 4.0)] {
+            let mut row = TargetRow { target_id: id, variant: variant.into(), ts_ms: 10_000, ..Default::default() };
+            row.counts.requests.insert("200".into(), n);
+            super::super::query::replace_row(&c, Table::Raw, &row).unwrap();
+        }
+        let sums = |target_url: Option<&str>| {
+            let q = WindowQuery { start_ms: 0, end_ms: 20_000, target_url: target_url.map(str::to_owned) };
+            let read = (true, (5_000, 60_000), i64::MIN);
+            let out = window_sums(&c, &q, read, &HeldRows::default()).unwrap();
+            out.into_iter().map(|(v, s)| (v, s.counts.total_requests())).collect::<Vec<_>>()
+        };
+        assert_eq!(sums(None), [("canary".to_owned(), 3.0), ("production".to_owned(), 4.0)]);
+        assert_eq!(sums(Some("http://b/m")), [("canary".to_owned(), 2.0)]);
+        assert_eq!(sums(Some("http://elsewhere/m")), []);
     }
 
     fn version(c: &Connection, ts: i64, target: &str, detail: &str) {

@@ -516,12 +516,12 @@ fn status_rows(counts: &BTreeMap<String, Counts>) -> Vec<StatusRow> {
     let mut out = Vec::new();
     for (variant, c) in counts {
         let total = c.total_requests();
-        let mut codes: Vec<(&String, &f64)> = c.requests.iter().filter(|(_, n)| **n > 0.0).collect();
+        let mut codes: Vec<(&crate::point::Label, &f64)> = c.requests.iter().filter(|(_, n)| **n > 0.0).collect();
         codes.sort_by(|a, b| b.1.total_cmp(a.1).then(a.0.cmp(b.0)));
         for (code, n) in codes.into_iter().take(5) {
             out.push(StatusRow {
                 variant: variant.clone(),
-                code: code.clone(),
+                code: code.to_string(),
                 count: compact(*n),
                 share: fmt_value(Unit::Percent, 100.0 * n / total.max(1.0)),
             });

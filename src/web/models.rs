@@ -39,13 +39,13 @@ pub(crate) fn model_usage_covered(
 ) -> Vec<ModelUsage> {
     let mut out = Vec::new();
     for (variant, c) in counts {
-        let models: BTreeSet<&String> = c.tokens.keys().chain(c.cost.keys()).collect();
+        let models: BTreeSet<&crate::point::Label> = c.tokens.keys().chain(c.cost.keys()).collect();
         for model in models {
             let t = c.tokens.get(model).copied().unwrap_or_default();
             let cost = c.cost.get(model).copied().unwrap_or_default();
             out.push(ModelUsage {
                 variant: variant.clone(),
-                model: model.clone(),
+                model: model.to_string(),
                 tokens_input: t[0],
                 tokens_output: t[1],
                 tokens_cache_read: t[2],

@@ -99,7 +99,7 @@ mod tests {
     fn the_ten_longest_waits_are_shown_and_the_rest_folded_into_one_row() {
         let mut c = Counts::default();
         for i in 0..14 {
-            c.clients.insert(format!("source-{i:02}"), client(f64::from(i), 10.0, f64::from(i % 3)));
+            c.clients.insert(format!("source-{i:02}").into(), client(f64::from(i), 10.0, f64::from(i % 3)));
         }
         let rows = rows(&BTreeMap::from([("production".to_owned(), c)]));
         assert_eq!(rows.len(), TOP + 1);

@@ -268,7 +268,7 @@ fn every_variant_gets_a_star_objective_and_a_named_one_is_always_listed() {
 #[test]
 fn good_and_total_come_from_window_sums() {
     let c = Counts {
-        requests: [("200", 90.0), ("429", 5.0), ("503", 5.0)].map(|(k, v)| (k.to_owned(), v)).into(),
+        requests: [("200", 90.0), ("429", 5.0), ("503", 5.0)].map(|(k, v)| (k.into(), v)).into(),
         duration: Histogram { buckets: vec![(1.0, 60.0), (2.5, 80.0), (f64::INFINITY, 95.0)], sum: 0.0, count: 95.0 },
         ..Counts::default()
     };
