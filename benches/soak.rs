@@ -106,9 +106,12 @@ async fn run(nofile: u64) -> anyhow::Result<()> {
             let page = format!("/?range={range}&variant=all");
             let api = format!("/api/metrics?range={range}");
             for path in ["/api/status", page.as_str(), api.as_str()] {
-                let r = client.get(format!("http://{addr}{path}")).send().await?;
-                anyhow::ensure!(r.status().is_success(), "{path}: {}", r.status());
-                r.bytes().await?;
+                if let Err(e) = view(client, addr, path).await {
+                    // Whether the process died or the request failed, and what it logged: the
+                    // log lives in the temporary directory, gone once the soak returns.
+                    server.check_alive()?;
+                    anyhow::bail!("{e:#}; zai-dash is still running; its log:\n{}", live::tail(&server.log));
+                }
             }
             next_view += Duration::from_secs(30);
         }
@@ -182,6 +185,14 @@ async fn sample(pid: u32, addr: SocketAddr, server: &Server, start: Instant) -> 
         up: sum_samples(&text, "zai_dash_target_up{", |_| true),
         failed_scrapes: sum_samples(&text, "zai_dash_scrapes_total{", |l| !l.contains("result=\"success\"")),
     }
+}
+
+/// One request of the overview, read whole.
+async fn view(client: &reqwest::Client, addr: SocketAddr, path: &str) -> anyhow::Result<()> {
+    let r = client.get(format!("http://{addr}{path}")).send().await?;
+    anyhow::ensure!(r.status().is_success(), "{path}: {}", r.status());
+    r.bytes().await?;
+    Ok(())
 }
 
 /// Sum of the samples of lines starting with `prefix` that `keep` accepts.
