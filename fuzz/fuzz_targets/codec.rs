@@ -22,7 +22,9 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::Relaxed};
 
 use arbitrary::{Result, Unstructured};
 use libfuzzer_sys::fuzz_target;
-use zai_dash::point::{ClientCounts, Counts, GaugeStat, Gauges, Histogram, Quota, QuotaWindow, SumCount, Totals};
+use zai_dash::point::{
+    ClientCounts, Counts, GaugeStat, Gauges, Histogram, Label, Quota, QuotaWindow, SumCount, Totals,
+};
 use zai_dash::store::codec::{decode, encode, view};
 
 fuzz_target!(|data: &[u8]| {
@@ -88,8 +90,8 @@ fn sorted_bounds(h: &Histogram) -> bool {
 
 fn normalized(row: &Row, exact: bool) -> String {
     let (c, t, g) = row;
-    let map1 = |m: &BTreeMap<String, f64>| m.iter().map(|(k, v)| (k.clone(), z(*v))).collect::<Vec<_>>();
-    let map4 = |m: &BTreeMap<String, [f64; 4]>| m.iter().map(|(k, v)| (k.clone(), v.map(z))).collect::<Vec<_>>();
+    let map1 = |m: &BTreeMap<Label, f64>| m.iter().map(|(k, v)| (k.to_string(), z(*v))).collect::<Vec<_>>();
+    let map4 = |m: &BTreeMap<Label, [f64; 4]>| m.iter().map(|(k, v)| (k.to_string(), v.map(z))).collect::<Vec<_>>();
     let hist = |h: &Histogram| {
         // Without exact counts, float noise in the increments decides whether a histogram with
         // no positive count reads back as empty: only one with a positive count is compared.
@@ -121,7 +123,7 @@ fn normalized(row: &Row, exact: bool) -> String {
             (map1(&c.requests), map4(&c.tokens), map4(&c.cost), map1(&c.upstream_errors), map1(&c.retries)),
             (z(c.rejections), c.adjustments.map(z), sc(&c.request_size), sc(&c.response_size)),
             (hist(&c.duration), hist(&c.ttft), hist(&c.tpot)),
-            c.clients.iter().map(|(k, cc)| (k.clone(), z(cc.rejections), hist(&cc.wait))).collect::<Vec<_>>(),
+            c.clients.iter().map(|(k, cc)| (k.to_string(), z(cc.rejections), hist(&cc.wait))).collect::<Vec<_>>(),
             [t.requests_2xx, t.requests_4xx, t.requests_5xx, t.rejections].map(z),
             [t.adj_increase, t.adj_decrease, t.upstream_errors, t.retry_attempts].map(z),
             (t.tokens.map(z), t.cost.map(z)),
@@ -170,12 +172,13 @@ fn nums<const N: usize>(u: &mut Unstructured) -> Result<[f64; N]> {
     Ok(out)
 }
 
-fn label(u: &mut Unstructured) -> Result<String> {
+/// Up to 24 bytes: labels held inline (up to 22) and shared ones both.
+fn label(u: &mut Unstructured) -> Result<Label> {
     let len = u.int_in_range(0..=24usize)?;
-    Ok(String::from_utf8_lossy(u.bytes(len.min(u.len()))?).into_owned())
+    Ok(Label::from(String::from_utf8_lossy(u.bytes(len.min(u.len()))?).as_ref()))
 }
 
-fn map<V>(u: &mut Unstructured, mut value: impl FnMut(&mut Unstructured) -> Result<V>) -> Result<BTreeMap<String, V>> {
+fn map<V>(u: &mut Unstructured, mut value: impl FnMut(&mut Unstructured) -> Result<V>) -> Result<BTreeMap<Label, V>> {
     let n = u.int_in_range(0..=6usize)?;
     let mut m = BTreeMap::new();
     for _ in 0..n {
@@ -227,7 +230,7 @@ fn window(u: &mut Unstructured) -> Result<Option<QuotaWindow>> {
         return Ok(None);
     }
     Ok(Some(QuotaWindow {
-        limit_type: if u.arbitrary()? { Some(label(u)?) } else { None },
+        limit_type: if u.arbitrary()? { Some(label(u)?.to_string()) } else { None },
         usage_ratio: opt_num(u)?,
         remaining_ratio: opt_num(u)?,
         reset_time_unix: opt_num(u)?,
