@@ -288,8 +288,10 @@ async fn a_full_disk_is_reported_everywhere_keeps_the_live_view_and_is_written_e
 
     let failures = write_failures(logged);
     // One ERROR when writes start failing, and another only when the reason changes, never one
-    // per retry. Under a loaded machine a write during the full disk has once waited out the
-    // busy timeout behind another connection ("database is locked"), a reason of its own.
+    // per retry. A write that really waits out the busy timeout behind another connection
+    // ("database is locked") would be a reason of its own. (Before write transactions began
+    // IMMEDIATE, a write that met another connection's failed at once with that reason, which
+    // then replaced the full disk on the banner: `store::write_transaction`.)
     let reasons = write_failure_reasons(logged);
     assert!(reasons.first().is_some_and(|r| r.contains("full")), "the first ERROR names the full disk\n{failures}");
     assert!(reasons.windows(2).all(|w| w[0] != w[1]), "an ERROR per retry, not per reason\n{failures}");

@@ -46,7 +46,7 @@ fn parse_notified(text: &str) -> BTreeMap<String, AlertPhase> {
 /// Upserts records and their firing periods in one transaction, and drops periods that ended
 /// before `PERIOD_RETENTION_MS`.
 pub(crate) fn save(conn: &mut Connection, records: &[AlertRecord]) -> Result<(), StoreError> {
-    let tx = conn.transaction()?;
+    let tx = super::write_transaction(conn)?;
     {
         let mut record = tx.prepare_cached(
             "INSERT OR REPLACE INTO alerts

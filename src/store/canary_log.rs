@@ -42,7 +42,7 @@ pub struct VerdictEntry {
 }
 
 fn insert(conn: &mut Connection, entries: &[VerdictEntry]) -> Result<(), StoreError> {
-    let tx = conn.transaction()?;
+    let tx = super::write_transaction(conn)?;
     {
         let mut stmt = tx.prepare_cached(
             "INSERT OR REPLACE INTO canary_history (ts, baseline, candidate, verdict, score, since, version, metrics)

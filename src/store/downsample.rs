@@ -209,7 +209,7 @@ fn first_row(conn: &Connection, table: Table, width_ms: i64) -> Result<Option<i6
 
 /// Rolls the tier's buckets ending in `(after, until]` for every target, in one transaction.
 fn roll_range(conn: &mut Connection, tier: Tier, (after, until): (i64, i64), plan: Plan) -> Result<usize, StoreError> {
-    let tx = conn.transaction()?;
+    let tx = super::write_transaction(conn)?;
     let names = query::variant_names(&tx)?;
     let widths = (plan.point_ms, plan.rollup_ms);
     let mut written = 0;
@@ -310,7 +310,7 @@ fn enforce_retention(
     report.raw_cutoff_ms = (now_ms - plan.retention_raw_ms).min(minute_wm);
     report.rollup_cutoff_ms = (now_ms - plan.retention_rollup_ms).min(coarse_wm);
     report.coarse_cutoff_ms = now_ms - plan.retention_coarse_ms;
-    let tx = conn.transaction()?;
+    let tx = super::write_transaction(conn)?;
     // Open rows exactly, sealed rows a whole chunk at a time (see `sealed`).
     report.deleted_raw = sealed::delete_through(&tx, Table::Raw, report.raw_cutoff_ms)?;
     report.deleted_rollup = sealed::delete_through(&tx, Table::Rollup, report.rollup_cutoff_ms)?;

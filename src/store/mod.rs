@@ -129,6 +129,20 @@ pub struct Store {
 const CONNECTION_PRAGMAS: &str = "PRAGMA journal_mode = WAL; PRAGMA busy_timeout = 5000; PRAGMA synchronous = NORMAL;
      PRAGMA wal_autocheckpoint = 10000; PRAGMA journal_size_limit = 67108864;";
 
+/// Begins a transaction that writes, taking the database's write lock at `BEGIN`.
+///
+/// A deferred transaction (rusqlite's default) takes only a read snapshot at its first read and
+/// asks for the write lock at its first write. If another connection writes in between, SQLite
+/// cannot upgrade the snapshot and fails the write with `SQLITE_BUSY` at once, without waiting
+/// out the busy timeout: every transaction here reads (watermarks, sealed bounds, existing rows)
+/// before it writes, so the writer, the downsampler, the sealer and the alert engine failed one
+/// another's transactions whenever they met, and the health board reported "locked for longer
+/// than the busy timeout" after a wait that never happened. `BEGIN IMMEDIATE` waits for the lock
+/// under the busy timeout instead, so `SQLITE_BUSY` means what its message says.
+pub(crate) fn write_transaction(conn: &mut Connection) -> rusqlite::Result<rusqlite::Transaction<'_>> {
+    conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+}
+
 /// Pages the WAL may hold before a commit copies it into the file (`wal_autocheckpoint` above).
 #[cfg(test)]
 const WAL_CHECKPOINT_PAGES: i64 = 10_000;

@@ -289,7 +289,7 @@ pub(crate) struct Checkpoint {
 /// Stores consolidated checkpoints and drops the journal entries they include, in one
 /// transaction.
 pub(crate) fn save_checkpoints(conn: &mut Connection, checkpoints: &[Checkpoint]) -> Result<usize, StoreError> {
-    let tx = conn.transaction()?;
+    let tx = super::write_transaction(conn)?;
     for c in checkpoints {
         tx.prepare_cached(
             "UPDATE targets SET state = ?1, state_ms = ?2, totals = ?3

@@ -15,7 +15,7 @@ use crate::ports::samples::{Chunk, QueueError, QueueState, QueueSummary, Queued,
 
 /// Appends `chunks` in order in one transaction.
 pub(crate) fn append(conn: &mut Connection, chunks: &[Chunk]) -> Result<QueueState, StoreError> {
-    let tx = conn.transaction()?;
+    let tx = super::write_transaction(conn)?;
     {
         let mut insert = tx.prepare_cached("INSERT INTO remote_queue (ts, samples, payload) VALUES (?1, ?2, ?3)")?;
         for c in chunks {
@@ -50,7 +50,7 @@ pub(crate) fn remove_through(conn: &mut Connection, id: i64) -> Result<QueueStat
 
 /// Removes the chunks with `after < id <= through`.
 fn remove_range(conn: &mut Connection, after: i64, through: i64) -> Result<QueueState, StoreError> {
-    let tx = conn.transaction()?;
+    let tx = super::write_transaction(conn)?;
     let (removed, removed_bytes): (i64, i64) = tx.query_row(
         "SELECT COALESCE(SUM(samples), 0), COALESCE(SUM(length(payload)), 0) FROM remote_queue WHERE id > ?1 AND id <= ?2",
         [after, through],

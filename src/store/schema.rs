@@ -367,7 +367,7 @@ pub(crate) fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
         if sql.contains(RAW_KEY_MIGRATION) {
             check_raw_rows_fit_the_key(conn)?;
         }
-        let tx = conn.transaction()?;
+        let tx = super::write_transaction(conn)?;
         tx.execute_batch(sql)?;
         tx.pragma_update(None, "user_version", (i + 1) as i64)?;
         tx.commit()?;

@@ -618,7 +618,7 @@ fn seal_window(
     (start, end): (i64, i64),
     scratch: &mut Scratch,
 ) -> Result<Sealed, StoreError> {
-    let tx = conn.transaction()?;
+    let tx = super::write_transaction(conn)?;
     let mut writers: BTreeMap<i64, ChunkWriter> = BTreeMap::new();
     {
         // Merged in key order: a target's rows reach its chunk in time order whichever

@@ -362,7 +362,7 @@ impl Watermarks {
 /// target states, and a lowered rollup watermark when a row lands in an already rolled-up minute.
 /// Returns true when a row was merged or a rolled minute reopened: data already served changed.
 pub fn write_batch(conn: &mut Connection, batch: &WriteBatch, rollup_ms: i64) -> Result<bool, StoreError> {
-    let tx = conn.transaction()?;
+    let tx = super::write_transaction(conn)?;
     let mut watermarks = Watermarks::read(&tx)?;
     let sealed_through = super::sealed::sealed_through(&tx, query::Table::Raw)?;
     let mut changed_served = false;
@@ -462,6 +462,32 @@ mod tests {
         assert_eq!(query::journal_of(&c, 1, None).unwrap(), want1);
         assert_eq!(query::journal_of(&c, 2, Some(4_000)).unwrap(), want2);
         assert_eq!(query::journal_of(&c, 1, Some(4_000)).unwrap(), want1[1..]);
+    }
+
+    /// Another connection writing while a batch is written makes the batch wait for the lock,
+    /// not fail: with a deferred transaction the batch's first read took a snapshot, its first
+    /// write could not upgrade it and SQLite failed it at once with `SQLITE_BUSY`.
+    #[test]
+    fn a_batch_waits_for_another_connections_write_instead_of_failing_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("t.db")).unwrap();
+        let other = store.conn().unwrap();
+        other.execute_batch("INSERT INTO targets (id, url, variant, first_seen_ms) VALUES (1, 'a', 'p', 0)").unwrap();
+        other
+            .execute_batch(
+                "BEGIN IMMEDIATE; INSERT INTO targets (id, url, variant, first_seen_ms) VALUES (2, 'b', 'p', 0)",
+            )
+            .unwrap();
+        let mut writer = store.conn().unwrap();
+        let written = std::thread::spawn(move || {
+            let outcome = write_batch(&mut writer, &batch(vec![row(1, 5_000)], vec![]), 60_000);
+            outcome.map_err(|e| e.to_string())
+        });
+        std::thread::sleep(Duration::from_millis(300));
+        other.execute_batch("COMMIT").unwrap();
+        assert_eq!(written.join().unwrap(), Ok(false), "the batch waited for the other write, then committed");
+        let rows: i64 = other.query_row("SELECT count(*) FROM metrics_5s_0", [], |r| r.get(0)).unwrap();
+        assert_eq!(rows, 1);
     }
 
     #[test]
