@@ -136,8 +136,11 @@ async fn trim_by(policy: Policy, marks: &Marks, stop: CancellationToken) {
         tokio::select! {
             () = stop.cancelled() => break,
             _ = poll.tick() => {
-                if schedule.due(marks, started.elapsed()) {
-                    trim();
+                // On the blocking pool: a trim walks the allocator's free lists and madvises
+                // each free run, milliseconds on a large heap, which would stall the runtime
+                // worker's other tasks (scrapes, the writer's notices, requests) meanwhile.
+                if schedule.due(marks, started.elapsed()) && tokio::task::spawn_blocking(trim).await.is_err() {
+                    tracing::debug!("The heap trim's blocking task failed.");
                 }
             }
         }
