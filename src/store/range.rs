@@ -353,9 +353,9 @@ fn raw_points(
 /// (the newest row with a block of each pod in the bucket, then the pod with the newest of
 /// those, as `PointBuilder` picks it), read without building the points. The quota runway
 /// reads only these blocks at every evaluation; building whole points for them (a summary per
-/// row, rates, histograms, the target listing with every target's state) was 7.3 % of a
-/// 500-target process in the whole-process profile of issue 22. `None` for a read of the
-/// rolled tables, which [`points_seeded`] answers.
+/// row, rates, histograms, the target listing with every target's state) was 9.5 % of a
+/// 500-target process' samples, this read 5.1 % (BENCHMARKS.md, "Alert engine CPU, eleventh
+/// stop"). `None` for a read of the rolled tables, which [`points_seeded`] answers.
 pub(crate) fn quota_points(
     conn: &Connection,
     r: &RangeRead,
