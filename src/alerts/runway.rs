@@ -11,7 +11,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use crate::budget::quota::{BURN_WINDOW_MS, DEFAULT_STALE_AFTER_MS, QuotaReport, QuotaSample, runway};
+use crate::budget::quota::{BURN_WINDOW_MS, DEFAULT_STALE_AFTER_MS, QuotaReport, QuotaSample, runway, runway_of};
 use crate::ports::read::{DataSource, PointQuery, SourceError};
 
 /// How far back samples are read: the burn window and a margin for a late bucket.
@@ -75,45 +75,66 @@ impl Runways {
             }
         };
         let q = PointQuery { start_ms: from_ms, end_ms: now_ms, step_ms, variant: None, target_url: None };
-        let points = source.points_without_totals(q).await?;
+        let points = source.quota_points(q).await?;
         self.read_until = Some((now_ms, step_ms));
         self.sealed = sealed;
         for kept in self.kept.values_mut() {
             kept.retain(|at, _| *at > start_ms && *at <= from_ms);
         }
         for p in points {
-            if let Some(block) = &p.quota {
-                let list = self.kept.entry(p.variant.clone()).or_default();
-                list.insert(p.timestamp, QuotaSample::from_block(p.timestamp, block));
-            }
+            let sample = QuotaSample::from_block(p.end_ms, &p.quota);
+            match self.kept.get_mut(&p.variant) {
+                Some(list) => list.insert(p.end_ms, sample),
+                None => self.kept.entry(p.variant).or_default().insert(p.end_ms, sample),
+            };
         }
         self.kept.retain(|_, list| !list.is_empty());
-        let samples = self.kept.iter().map(|(v, list)| (v.clone(), list.values().cloned().collect())).collect();
-        Ok(self.report(samples, variants, now_ms))
+        // Lent, not copied: the look-back holds 240 samples per variant, each a few strings.
+        let samples = self.kept.iter().map(|(v, list)| (v.as_str(), list.values().collect())).collect();
+        Ok(report(&mut self.newest, samples, variants, now_ms))
     }
 
     /// The views from this read's samples and the remembered newest ones.
+    #[cfg(test)]
     fn report(
         &mut self,
-        mut samples: BTreeMap<String, Vec<QuotaSample>>,
+        samples: BTreeMap<String, Vec<QuotaSample>>,
         variants: &BTreeSet<String>,
         now_ms: i64,
     ) -> QuotaReport {
-        for (variant, list) in &samples {
-            if let Some(newest) = list.iter().max_by_key(|s| s.at_ms) {
-                self.newest.insert(variant.clone(), newest.clone());
+        let lent = samples.iter().map(|(v, list)| (v.as_str(), list.iter().collect())).collect();
+        report(&mut self.newest, lent, variants, now_ms)
+    }
+}
+
+/// The views from a read's samples (`newest`: the newest sample remembered per variant, updated
+/// from them, and standing in for a variant without any).
+fn report<'a>(
+    newest: &'a mut BTreeMap<String, QuotaSample>,
+    mut samples: BTreeMap<&'a str, Vec<&'a QuotaSample>>,
+    variants: &BTreeSet<String>,
+    now_ms: i64,
+) -> QuotaReport {
+    for (variant, list) in &samples {
+        if let Some(latest) = list.iter().max_by_key(|s| s.at_ms) {
+            match newest.get_mut(*variant) {
+                Some(kept) if kept == *latest => {}
+                Some(kept) => *kept = (*latest).clone(),
+                None => {
+                    newest.insert((*variant).to_owned(), (*latest).clone());
+                }
             }
         }
-        for (variant, newest) in &self.newest {
-            samples.entry(variant.clone()).or_insert_with(|| vec![newest.clone()]);
-        }
-        let mut report: QuotaReport =
-            variants.iter().map(|v| (v.clone(), runway(&[], now_ms, DEFAULT_STALE_AFTER_MS))).collect();
-        for (variant, list) in samples {
-            report.insert(variant, runway(&list, now_ms, DEFAULT_STALE_AFTER_MS));
-        }
-        report
     }
+    for (variant, latest) in newest.iter() {
+        samples.entry(variant.as_str()).or_insert_with(|| vec![latest]);
+    }
+    let mut report: QuotaReport =
+        variants.iter().map(|v| (v.clone(), runway(&[], now_ms, DEFAULT_STALE_AFTER_MS))).collect();
+    for (variant, list) in samples {
+        report.insert(variant.to_owned(), runway_of(&list, now_ms, DEFAULT_STALE_AFTER_MS));
+    }
+    report
 }
 
 #[cfg(test)]
@@ -173,18 +194,18 @@ mod tests {
         }
 
         fn points(&self, _q: PointQuery) -> crate::ports::BoxFuture<'_, Result<Vec<crate::point::Point>, SourceError>> {
-            panic!("the runway reads only each bucket's quota: points_without_totals, which costs the store less");
+            panic!("the runway reads only each bucket's quota: quota_points, which costs the store less");
         }
 
-        fn points_without_totals(
+        fn quota_points(
             &self,
             q: PointQuery,
-        ) -> crate::ports::BoxFuture<'_, Result<Vec<crate::point::Point>, SourceError>> {
+        ) -> crate::ports::BoxFuture<'_, Result<Vec<crate::ports::read::QuotaPoint>, SourceError>> {
             self.asked.lock().unwrap().push((q.start_ms, q.end_ms));
             let first = (q.start_ms.div_euclid(5_000) + 1) * 5_000;
             let points =
                 (first..=q.end_ms).step_by(5_000).flat_map(|ts| [self.point(ts, "a"), self.point(ts, "b")]).collect();
-            Box::pin(std::future::ready(Ok(points)))
+            Box::pin(std::future::ready(Ok(crate::ports::read::quota_of(points))))
         }
 
         fn window(
@@ -290,10 +311,12 @@ mod tests {
         assert!(report["a"].windows[0].burn_per_hour.is_some());
         assert_eq!(report["b"].state, QuotaState::Unavailable);
         assert!(report["b"].windows.is_empty());
-        let later = r.report(BTreeMap::new(), &variants, 1_120_000 + DEFAULT_STALE_AFTER_MS + 1_000);
+        let next = BTreeMap::from([("a".to_owned(), vec![sample(1_125_000, 0.25)])]);
+        assert_eq!(r.report(next, &variants, 1_125_000)["a"].windows[0].used_ratio, Some(0.25));
+        let later = r.report(BTreeMap::new(), &variants, 1_125_000 + DEFAULT_STALE_AFTER_MS + 1_000);
         assert_eq!(report.len(), 2);
         assert_eq!(later["a"].state, QuotaState::Stale, "the last sample is remembered, not forgotten");
-        assert_eq!(later["a"].windows[0].used_ratio, Some(0.2));
+        assert_eq!(later["a"].windows[0].used_ratio, Some(0.25), "the newest of the samples seen");
         assert_eq!(later["a"].windows[0].burn_per_hour, None, "no pace from a stale sample");
     }
 }

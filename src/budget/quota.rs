@@ -155,7 +155,13 @@ pub type QuotaReport = BTreeMap<String, QuotaView>;
 /// A variant's quota view at `now_ms` from its samples (any order; samples after `now_ms` are
 /// ignored); a sample older than `stale_after_ms` makes it `stale`.
 pub fn runway(samples: &[QuotaSample], now_ms: i64, stale_after_ms: i64) -> QuotaView {
-    let mut seen: Vec<&QuotaSample> = samples.iter().filter(|s| s.at_ms <= now_ms).collect();
+    runway_of(&samples.iter().collect::<Vec<_>>(), now_ms, stale_after_ms)
+}
+
+/// [`runway`] over samples lent by their keeper (the alert engine's runway keeps them between
+/// evaluations; copying them for each evaluation cost a few strings per sample).
+pub fn runway_of(samples: &[&QuotaSample], now_ms: i64, stale_after_ms: i64) -> QuotaView {
+    let mut seen: Vec<&QuotaSample> = samples.iter().copied().filter(|s| s.at_ms <= now_ms).collect();
     seen.sort_by_key(|s| s.at_ms);
     let Some(latest) = seen.last() else {
         return QuotaView { state: QuotaState::Unavailable, sample_age_seconds: None, windows: Vec::new() };

@@ -21,7 +21,7 @@ use super::alert_state::AlertPeriod;
 use super::ingest::Event;
 use super::json_array::JsonArray;
 use crate::canary::SideTick;
-use crate::point::{Counts, Point};
+use crate::point::{Counts, Point, Quota};
 
 /// Windows up to one hour are answered from raw points (where raw rows still hold them).
 pub(crate) const RAW_RANGE_LIMIT_MS: i64 = 3_600_000;
@@ -107,6 +107,26 @@ impl PointQuery {
     pub(crate) fn read_after_ms(&self) -> i64 {
         self.first_bucket_end().saturating_sub(self.step_ms)
     }
+}
+
+/// One variant's quota block in one bucket: the `quota` of its point of
+/// [`DataSource::points`] (the pod with the newest sample speaks; quota is never summed).
+#[derive(Debug, Clone, PartialEq)]
+pub struct QuotaPoint {
+    /// The bucket's end (the point's timestamp), Unix ms.
+    pub end_ms: i64,
+    /// The variant.
+    pub variant: String,
+    /// The block.
+    pub quota: Quota,
+}
+
+/// The quota blocks of `points`, those that have one, in their order.
+pub fn quota_of(points: Vec<Point>) -> Vec<QuotaPoint> {
+    points
+        .into_iter()
+        .filter_map(|p| Some(QuotaPoint { end_ms: p.timestamp, quota: p.quota?, variant: p.variant }))
+        .collect()
 }
 
 /// A window to sum: `/api/compare`, `/api/models`, the alerts' window statistics.
@@ -336,12 +356,12 @@ pub trait DataSource: Send + Sync + std::fmt::Debug {
     /// Points of the window, ascending by time then variant.
     fn points(&self, q: PointQuery) -> BoxFuture<'_, Result<Vec<Point>, SourceError>>;
 
-    /// [`DataSource::points`] for a reader of each bucket's own fields only (the quota
-    /// runway): the cumulative Go fields may leave out the pods without rows in the window.
-    /// The store otherwise reads every target's running totals as of the window's start to
-    /// seed them, which the runway's read at every evaluation paid for nothing.
-    fn points_without_totals(&self, q: PointQuery) -> BoxFuture<'_, Result<Vec<Point>, SourceError>> {
-        self.points(q)
+    /// The quota blocks of [`DataSource::points`]' points, those that have one, in their order:
+    /// what the quota runway reads at every evaluation, and nothing else of a point. The store
+    /// reads them without building points (no running totals seeded, no summary, rate or
+    /// histogram per row; [`quota_of`] otherwise).
+    fn quota_points(&self, q: PointQuery) -> BoxFuture<'_, Result<Vec<QuotaPoint>, SourceError>> {
+        Box::pin(async move { Ok(quota_of(self.points(q).await?)) })
     }
 
     /// [`DataSource::points`] as the JSON array `/api/metrics` answers, at `now_ms` (the store

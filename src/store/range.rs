@@ -10,7 +10,7 @@
 //! so cumulative fields agree whatever table, range or cache answers. Buckets wider than a
 //! point are wide buckets ([`Bucket`]); the newest one counts only the time the data reached.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
 use rusqlite::Connection;
@@ -22,7 +22,7 @@ use super::{StoreError, codec};
 use crate::clock::bucket_end;
 use crate::point::{Bucket, Point, PointBuilder, Quota, Summary, TargetRow};
 
-use crate::ports::read::{COARSE_FACTOR, PointQuery};
+use crate::ports::read::{COARSE_FACTOR, PointQuery, QuotaPoint};
 
 /// A read of points as the store answers it: the reader's query, whether raw rows answer it
 /// (else the rolled tables, the newest minutes rolled on the fly) and the widths of both.
@@ -88,7 +88,8 @@ pub(crate) fn points_with(
 }
 
 /// [`points_with`], seeding the cumulative fields with every target's running totals as of
-/// the window's start only if `seed` (see [`crate::ports::read::DataSource::points_without_totals`]).
+/// the window's start only if `seed` (not for the quota blocks of a read of the rolled tables:
+/// [`crate::ports::read::DataSource::quota_points`]).
 pub(crate) fn points_seeded(
     conn: &Connection,
     r: &RangeRead,
@@ -347,6 +348,124 @@ fn raw_points(
     Ok(())
 }
 
+/// The freshest quota block of each variant in each bucket of a raw read, ascending by time
+/// then variant: exactly the `quota` of the points [`points_seeded`] builds over the same rows
+/// (the newest row with a block of each pod in the bucket, then the pod with the newest of
+/// those, as `PointBuilder` picks it), read without building the points. The quota runway
+/// reads only these blocks at every evaluation; building whole points for them (a summary per
+/// row, rates, histograms, the target listing with every target's state) was 9.5 % of a
+/// 500-target process' samples, this read 5.1 % (BENCHMARKS.md, "Alert engine CPU, eleventh
+/// stop"). `None` for a read of the rolled tables, which [`points_seeded`] answers.
+pub(crate) fn quota_points(
+    conn: &Connection,
+    r: &RangeRead,
+    held: &HeldRows,
+) -> Result<Option<Vec<QuotaPoint>>, StoreError> {
+    if !r.raw {
+        return Ok(None);
+    }
+    let q = &r.q;
+    let (from, until) = (q.read_after_ms(), q.end_ms);
+    let mut out = Vec::new();
+    // As `points_into`: no target stored, no point (whatever is held).
+    if from >= until || query::target_ids(conn)?.is_empty() {
+        return Ok(Some(out));
+    }
+    let names = query::variant_names(conn)?;
+    let held_rows = held.rows_in_ref((from, until), None, &HashSet::new());
+    let mut pending = held_rows.iter().map(|r| &**r).peekable();
+    let mut bucket = QuotaBucket { step_ms: q.step_ms, rows: Vec::new() };
+    // The decoded block of each target's last row, kept while its bytes repeat (as `Summariser`).
+    let mut decoded: HashMap<i64, (Vec<u8>, Option<Arc<Quota>>)> = HashMap::new();
+    sealed::scan(conn, Table::Raw, (from, until), None, &mut |row| {
+        let key = (row.ts, row.target_id);
+        // Held rows before the stored one, in its place (one of the same key is stored).
+        while let Some(h) = pending.next_if(|h| (h.ts_ms, h.target_id) <= key) {
+            if (h.ts_ms, h.target_id) < key {
+                bucket.push((h.ts_ms, h.target_id), &h.variant, h.gauges.quota.as_ref().map(QuotaRef::Held), &mut out);
+            }
+        }
+        let v = codec::view(row.data)?;
+        let quota = match decoded.get(&row.target_id) {
+            Some((bytes, q)) if bytes.as_slice() == v.quota_bytes => q.clone(),
+            _ => {
+                let q = v.quota()?.map(Arc::new);
+                decoded.insert(row.target_id, (v.quota_bytes.to_vec(), q.clone()));
+                q
+            }
+        };
+        let variant = names.get(&row.variant_id).map_or("unknown", String::as_str);
+        bucket.push(key, variant, quota.map(QuotaRef::Stored), &mut out);
+        Ok(true)
+    })?;
+    for h in pending {
+        bucket.push((h.ts_ms, h.target_id), &h.variant, h.gauges.quota.as_ref().map(QuotaRef::Held), &mut out);
+    }
+    bucket.flush(&mut out);
+    out.retain(|p| q.variant.as_ref().is_none_or(|v| v == &p.variant));
+    Ok(Some(out))
+}
+
+/// A row's quota block: a held row's, borrowed, or a stored row's, decoded.
+enum QuotaRef<'a> {
+    Held(&'a Quota),
+    Stored(Arc<Quota>),
+}
+
+impl QuotaRef<'_> {
+    fn get(&self) -> &Quota {
+        match self {
+            QuotaRef::Held(q) => q,
+            QuotaRef::Stored(q) => q,
+        }
+    }
+}
+
+/// A pod's newest block in a bucket, with its row's bucket end.
+type PodQuota<'q> = Option<(i64, &'q Quota)>;
+
+/// The rows of one bucket of a [`quota_points`] read: `((ts, target id), variant, block)`.
+struct QuotaBucket<'a> {
+    step_ms: i64,
+    rows: Vec<((i64, i64), &'a str, Option<QuotaRef<'a>>)>,
+}
+
+impl<'a> QuotaBucket<'a> {
+    /// Takes the next row (in time order, as [`BucketStream::push`]).
+    fn push(&mut self, key: (i64, i64), variant: &'a str, quota: Option<QuotaRef<'a>>, out: &mut Vec<QuotaPoint>) {
+        let current = self.rows.first().map(|f| bucket_end(f.0.0, self.step_ms));
+        if current.is_some_and(|c| c != bucket_end(key.0, self.step_ms)) {
+            self.flush(out);
+        }
+        self.rows.push((key, variant, quota));
+    }
+
+    /// The bucket's blocks, as `PointBuilder::build` and `freshest_quota` pick them.
+    fn flush(&mut self, out: &mut Vec<QuotaPoint>) {
+        let Some(first) = self.rows.first() else { return };
+        let end_ms = bucket_end(first.0.0, self.step_ms);
+        self.rows.sort_by_key(|r| r.0);
+        // Per variant, per pod: its newest row's block in the bucket and that row's time.
+        let mut by_variant: BTreeMap<&str, BTreeMap<i64, PodQuota<'_>>> = BTreeMap::new();
+        for ((ts, target), variant, quota) in &self.rows {
+            let pod = by_variant.entry(variant).or_default().entry(*target).or_default();
+            if let Some(q) = quota {
+                *pod = Some((*ts, q.get()));
+            }
+        }
+        for (variant, pods) in by_variant {
+            let freshest = pods.into_values().flatten().max_by(|a, b| {
+                let age = |q: &Quota| q.sample_age_seconds.unwrap_or(f64::INFINITY);
+                a.0.cmp(&b.0).then(age(b.1).total_cmp(&age(a.1)))
+            });
+            if let Some((_, quota)) = freshest {
+                out.push(QuotaPoint { end_ms, variant: variant.to_owned(), quota: quota.clone() });
+            }
+        }
+        self.rows.clear();
+    }
+}
+
 /// Held rows (sorted by `(ts, target_id)`) handed out in step with a scan of stored rows in the
 /// same order: those before each stored row, and none with the stored row's own key.
 struct HeldMerge {
@@ -413,4 +532,144 @@ fn rolled_raw_tail(
     }
     read.rows.extend(roller.finish().iter().map(Summary::from));
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::point::QuotaWindow;
+    use crate::ports::ingest::WriteBatch;
+    use crate::ports::read::quota_of;
+    use crate::store::{Store, write};
+
+    const T0: i64 = 1_800_000_000_000; // a whole minute
+    const MIN: i64 = 60_000;
+
+    /// Target `k`'s quota block at bucket `i`: none for target 3 ever, none now and then for
+    /// the others; its usage moves every third bucket (so consecutive rows repeat it byte for
+    /// byte, then change); sample ages that tie across pods at times and are unknown at others.
+    fn quota(k: i64, i: i64) -> Option<Quota> {
+        if k == 3 || (i + k) % 7 == 0 {
+            return None;
+        }
+        let window = |used: f64| QuotaWindow {
+            limit_type: Some(if k % 2 == 0 { "tokens_limit" } else { "credit_limit" }.into()),
+            usage_ratio: Some(used),
+            reset_time_unix: Some(1.79e9 + k as f64),
+            ..Default::default()
+        };
+        Some(Quota {
+            five_hour: Some(window(0.01 * k as f64 + 0.001 * (i / 3) as f64)),
+            weekly: (k != 2).then(|| window(0.5 - 0.002 * (i / 3) as f64)),
+            sample_age_seconds: ((i + k) % 5 != 0).then_some(((i * k) % 3) as f64),
+            ..Default::default()
+        })
+    }
+
+    /// Five targets of three variants scraped every 5 s for 4 minutes (the fifth goes away
+    /// after 100 s), one batch per bucket as the ticker makes them.
+    fn batches(store: &Store) -> Vec<WriteBatch> {
+        let pairs: Vec<(String, String)> = [
+            ("http://a/metrics", "production"),
+            ("http://b/metrics", "production"),
+            ("http://c/metrics", "canary"),
+            ("http://d/metrics", "canary"),
+            ("http://e/metrics", "shadow"),
+        ]
+        .map(|(u, v)| (u.to_owned(), v.to_owned()))
+        .to_vec();
+        let ids: Vec<i64> =
+            query::register_targets(&store.conn().unwrap(), &pairs, T0).unwrap().iter().map(|t| t.id).collect();
+        (1..=48)
+            .map(|i| {
+                let ts_ms = T0 + i * 5_000;
+                let rows = (0..5)
+                    .filter(|&k| k < 4 || i <= 20)
+                    .map(|k| {
+                        let mut row = TargetRow {
+                            target_id: ids[k],
+                            variant: pairs[k].1.clone(),
+                            ts_ms,
+                            elapsed_ms: 5_000,
+                            present_ms: 5_000,
+                            ..Default::default()
+                        };
+                        row.counts.requests.insert("200".into(), (i * 3 + k as i64) as f64);
+                        row.gauges.quota = quota(k as i64, i);
+                        row
+                    })
+                    .collect();
+                WriteBatch { bucket_end_ms: ts_ms, rows, states: vec![], points: vec![], events: vec![], late: false }
+            })
+            .collect()
+    }
+
+    fn commit(store: &Store, b: &WriteBatch) {
+        write::write_batch(&mut store.conn().unwrap(), b, MIN).unwrap();
+        store.note_committed(b.bucket_end_ms);
+    }
+
+    /// Both reads of every window ending at each bucket (a raw read's steps: the point width
+    /// and wider ones, several rows of a pod in a bucket), with the rows `held`.
+    fn both(store: &Store, held: &HeldRows) -> Vec<(Vec<QuotaPoint>, Vec<QuotaPoint>)> {
+        let c = store.conn().unwrap();
+        let mut out = Vec::new();
+        for step_ms in [5_000, 15_000, 20_000] {
+            for i in (0..=50).step_by(3) {
+                let end_ms = T0 + i * 5_000;
+                let q = PointQuery { start_ms: end_ms - 2 * MIN, end_ms, step_ms, variant: None, target_url: None };
+                let r = RangeRead { q, raw: true, point_ms: 5_000, rollup_ms: MIN };
+                let points = points_seeded(&c, &r, held, &mut |_, _, _| {}, false).unwrap();
+                out.push((quota_of(points), quota_points(&c, &r, held).unwrap().expect("a raw read")));
+            }
+        }
+        let q = PointQuery {
+            start_ms: T0,
+            end_ms: T0 + 4 * MIN,
+            step_ms: 5_000,
+            variant: Some("canary".into()),
+            target_url: None,
+        };
+        let r = RangeRead { q, raw: true, point_ms: 5_000, rollup_ms: MIN };
+        let points = points_seeded(&c, &r, held, &mut |_, _, _| {}, false).unwrap();
+        out.push((quota_of(points), quota_points(&c, &r, held).unwrap().expect("a raw read")));
+        out
+    }
+
+    fn assert_same(store: &Store, held: &HeldRows, what: &str) {
+        let reads = both(store, held);
+        assert!(reads.iter().map(|(old, _)| old.len()).sum::<usize>() > 300, "{what}: the blocks are read");
+        for (k, (points, blocks)) in reads.iter().enumerate() {
+            assert_eq!(blocks, points, "{what}: read {k}");
+        }
+    }
+
+    /// The runway's read of the quota blocks alone answers the quota of the points a whole read
+    /// builds over the same rows: stored rows of several variants, a target that went away, a
+    /// target without quota, pods whose newest samples tie, held batches after the stored ones,
+    /// a held late row older than stored rows, and a held batch committed after the snapshot.
+    #[test]
+    fn quota_blocks_read_alone_are_the_quota_of_the_points() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("q.db")).unwrap();
+        let mut all = batches(&store);
+        // Target b's scrape of bucket 30 reached the ticker late: held as a late batch.
+        let late_row = all[29].rows.remove(1);
+        let late = WriteBatch { late: true, ..WriteBatch { rows: vec![late_row], ..all[29].clone() } };
+        let (stored, failing) = all.split_at(36);
+        for b in stored {
+            commit(&store, b);
+        }
+        assert_same(&store, &HeldRows::default(), "stored rows only");
+        store.held().push(late.clone());
+        for b in failing {
+            store.held().push(b.clone());
+        }
+        let held = store.held_rows();
+        assert!(both(&store, &held) != both(&store, &HeldRows::default()), "the held rows change the blocks");
+        assert_same(&store, &held, "with held batches");
+        commit(&store, &failing[0]);
+        commit(&store, &late);
+        assert_same(&store, &held, "held batches committed after the snapshot");
+    }
 }

@@ -13,8 +13,8 @@ use crate::point::Point;
 use crate::ports::BoxFuture;
 use crate::ports::json_array::JsonArray;
 use crate::ports::read::{
-    ChartData, DataSource, Grid, PointQuery, RAW_RANGE_LIMIT_MS, RolloutStart, SettledStrata, SourceError, StrataQuery,
-    Stratum, WindowQuery, WindowSums, series_step,
+    ChartData, DataSource, Grid, PointQuery, QuotaPoint, RAW_RANGE_LIMIT_MS, RolloutStart, SettledStrata, SourceError,
+    StrataQuery, Stratum, WindowQuery, WindowSums, quota_of, series_step,
 };
 
 impl From<StoreError> for SourceError {
@@ -54,9 +54,17 @@ impl StoreSource {
         self.store.with_conn(move |c| range::points_with(c, &r, &held, &mut |_, _, _| {})).await
     }
 
-    async fn read_points_unseeded(&self, r: RangeRead) -> Result<Vec<Point>, StoreError> {
+    /// The quota blocks of the points of `r`: from the raw rows' blocks alone, else (a read of
+    /// the rolled tables) from the points, built without seeding running totals (the blocks
+    /// do not depend on them).
+    async fn read_quota_points(&self, r: RangeRead) -> Result<Vec<QuotaPoint>, StoreError> {
         let held = self.store.held_rows();
-        self.store.with_conn(move |c| range::points_seeded(c, &r, &held, &mut |_, _, _| {}, false)).await
+        self.store
+            .with_conn(move |c| match range::quota_points(c, &r, &held)? {
+                Some(points) => Ok(points),
+                None => Ok(quota_of(range::points_seeded(c, &r, &held, &mut |_, _, _| {}, false)?)),
+            })
+            .await
     }
 }
 
@@ -77,9 +85,9 @@ impl DataSource for StoreSource {
         Box::pin(async move { Ok(self.read_points(r).await?) })
     }
 
-    fn points_without_totals(&self, q: PointQuery) -> BoxFuture<'_, Result<Vec<Point>, SourceError>> {
+    fn quota_points(&self, q: PointQuery) -> BoxFuture<'_, Result<Vec<QuotaPoint>, SourceError>> {
         let r = self.range_read(q);
-        Box::pin(async move { Ok(self.read_points_unseeded(r).await?) })
+        Box::pin(async move { Ok(self.read_quota_points(r).await?) })
     }
 
     fn points_json(&self, q: PointQuery, now_ms: i64) -> BoxFuture<'_, Result<JsonArray, SourceError>> {
