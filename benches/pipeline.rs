@@ -437,6 +437,12 @@ fn volume_run(n: usize, page: u32, hours: i64) -> VolumeRun {
     };
     let ticks = hours * 720;
     let mut conn = store.conn().unwrap();
+    // `BENCH_WAL_CHECKPOINT=20000` checkpoints the run's WAL at another interval than the
+    // service's (an experiment's knob: the interval decides how often a page changed again and
+    // again, such as the raw rows' pages the seal frees and the next window reuses, is copied).
+    if let Ok(pages) = std::env::var("BENCH_WAL_CHECKPOINT") {
+        conn.execute_batch(&format!("PRAGMA wal_autocheckpoint = {pages}")).unwrap();
+    }
     let mut tally = std::env::var_os("BENCH_FRAMES").map(|_| WalTally::new(&path, page));
     let before = write_bytes();
     let (mut by_writer, mut by_downsampler) = (0u64, 0u64);
