@@ -500,19 +500,34 @@ fn volume_run(n: usize, page: u32, hours: i64) -> VolumeRun {
 /// looked up in `dbstat` (the b-tree and page kind owning each page at that moment; a page in
 /// neither is a pointer-map page, computed, or on the free list). `BENCH_FRAMES=1` prints it
 /// with the volume run; every commit then scans the database's pages, so the run is slower.
+/// It also counts the pages each checkpoint copied into the file: the distinct pages of a WAL
+/// generation (a restarted WAL, new salts, follows a complete checkpoint), by the owner of
+/// each page's last frame.
 struct WalTally {
     wal: std::path::PathBuf,
     page: u64,
     salt: [u8; 8],
     next: u64,
     frames: std::collections::BTreeMap<(&'static str, String), u64>,
+    /// The pages of the current WAL generation, by the owner of their last frame.
+    generation: std::collections::HashMap<u32, String>,
+    /// Pages copied by the checkpoints so far, by owner.
+    copied: std::collections::BTreeMap<String, u64>,
 }
 
 impl WalTally {
     fn new(db: &std::path::Path, page: u32) -> Self {
         let mut wal = db.as_os_str().to_owned();
         wal.push("-wal");
-        Self { wal: wal.into(), page: u64::from(page), salt: [0; 8], next: 32, frames: Default::default() }
+        Self {
+            wal: wal.into(),
+            page: u64::from(page),
+            salt: [0; 8],
+            next: 32,
+            frames: Default::default(),
+            generation: Default::default(),
+            copied: Default::default(),
+        }
     }
 
     /// Counts the frames appended since the last call (a restarted WAL has new salts).
@@ -524,6 +539,9 @@ impl WalTally {
             return;
         }
         if header[16..24] != self.salt {
+            for (_, owner) in self.generation.drain() {
+                *self.copied.entry(owner).or_default() += 1;
+            }
             self.salt.copy_from_slice(&header[16..24]);
             self.next = 32;
         }
@@ -554,7 +572,8 @@ impl WalTally {
                 None if p >= 2 && (p - 2) % per_map == 0 => "pointer map".to_owned(),
                 None => "free list".to_owned(),
             };
-            *self.frames.entry((who, what)).or_default() += 1;
+            *self.frames.entry((who, what.clone())).or_default() += 1;
+            self.generation.insert(p, what);
         }
     }
 
@@ -571,6 +590,16 @@ impl WalTally {
             let sum: u64 = self.frames.iter().filter(|((w, _), _)| *w == who).map(|(_, n)| n).sum();
             println!("| {who} | all | {:.0} |", sum as f64 * per_day);
         }
+        println!("\nPages copied into the file by checkpoints per target-day, by owner of the page's last frame:\n");
+        println!("| page owner (b-tree, page kind) | pages per target-day |");
+        println!("|---|---:|");
+        let mut copied: Vec<_> = self.copied.iter().collect();
+        copied.sort_by(|a, b| b.1.cmp(a.1));
+        for (what, n) in &copied {
+            println!("| {what} | {:.0} |", **n as f64 * per_day);
+        }
+        let all: u64 = self.copied.values().sum();
+        println!("| all | {:.0} |", all as f64 * per_day);
         println!();
     }
 }
