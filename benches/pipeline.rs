@@ -444,6 +444,10 @@ fn volume_run(n: usize, page: u32, hours: i64) -> VolumeRun {
         conn.execute_batch(&format!("PRAGMA wal_autocheckpoint = {pages}")).unwrap();
     }
     let mut tally = std::env::var_os("BENCH_FRAMES").map(|_| WalTally::new(&path, page));
+    // `BENCH_FRAMES_FROM_HOUR=24` attributes only the frames of the run's last hours: looking
+    // every page up after each commit is too slow for a whole 26 h run, and retention's deletes
+    // start after the first day.
+    let from_hour: i64 = std::env::var("BENCH_FRAMES_FROM_HOUR").ok().and_then(|v| v.parse().ok()).unwrap_or(0);
     let before = write_bytes();
     let (mut by_writer, mut by_downsampler) = (0u64, 0u64);
     for t in 0..ticks {
@@ -470,21 +474,22 @@ fn volume_run(n: usize, page: u32, hours: i64) -> VolumeRun {
         write::write_batch(&mut conn, &batch, 60_000).unwrap();
         let ticked = write_bytes();
         by_writer += ticked - mark;
+        let attribute = t >= from_hour * 720;
         if let Some(t) = tally.as_mut() {
-            t.count("writer", &conn);
+            t.count("writer", &conn, attribute);
         }
         let ticked = write_bytes();
         if t % 12 == 11 {
             zai_dash::store::downsample::run_once(&mut conn, at, plan).unwrap();
             by_downsampler += write_bytes() - ticked;
             if let Some(t) = tally.as_mut() {
-                t.count("downsampler", &conn);
+                t.count("downsampler", &conn, attribute);
             }
         }
     }
     let written = write_bytes() - before;
     if let Some(t) = &tally {
-        t.print(24.0 / hours as f64 / n as f64);
+        t.print(24.0 / (hours - from_hour.clamp(0, hours - 1)) as f64 / n as f64);
     }
     drop(conn);
     VolumeRun {
@@ -530,8 +535,10 @@ impl WalTally {
         }
     }
 
-    /// Counts the frames appended since the last call (a restarted WAL has new salts).
-    fn count(&mut self, who: &'static str, conn: &rusqlite::Connection) {
+    /// Counts the frames appended since the last call (a restarted WAL has new salts); when not
+    /// `attribute`, only follows the WAL (the checkpoint copies of the generation under way
+    /// when attributing starts are then counted from that moment only).
+    fn count(&mut self, who: &'static str, conn: &rusqlite::Connection, attribute: bool) {
         use std::os::unix::fs::FileExt;
         let Ok(file) = std::fs::File::open(&self.wal) else { return };
         let mut header = [0u8; 32];
@@ -551,7 +558,7 @@ impl WalTally {
             pages.push(u32::from_be_bytes(frame[0..4].try_into().unwrap()));
             self.next += 24 + self.page;
         }
-        if pages.is_empty() {
+        if pages.is_empty() || !attribute {
             return;
         }
         let mut owner: std::collections::HashMap<u32, String> = std::collections::HashMap::new();
