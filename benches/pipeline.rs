@@ -437,7 +437,17 @@ fn volume_run(n: usize, page: u32, hours: i64) -> VolumeRun {
     };
     let ticks = hours * 720;
     let mut conn = store.conn().unwrap();
+    // `BENCH_WAL_CHECKPOINT=20000` checkpoints the run's WAL at another interval than the
+    // service's (an experiment's knob: the interval decides how often a page changed again and
+    // again, such as the raw rows' pages the seal frees and the next window reuses, is copied).
+    if let Ok(pages) = std::env::var("BENCH_WAL_CHECKPOINT") {
+        conn.execute_batch(&format!("PRAGMA wal_autocheckpoint = {pages}")).unwrap();
+    }
     let mut tally = std::env::var_os("BENCH_FRAMES").map(|_| WalTally::new(&path, page));
+    // `BENCH_FRAMES_FROM_HOUR=24` attributes only the frames of the run's last hours: looking
+    // every page up after each commit is too slow for a whole 26 h run, and retention's deletes
+    // start after the first day.
+    let from_hour: i64 = std::env::var("BENCH_FRAMES_FROM_HOUR").ok().and_then(|v| v.parse().ok()).unwrap_or(0);
     let before = write_bytes();
     let (mut by_writer, mut by_downsampler) = (0u64, 0u64);
     for t in 0..ticks {
@@ -464,21 +474,22 @@ fn volume_run(n: usize, page: u32, hours: i64) -> VolumeRun {
         write::write_batch(&mut conn, &batch, 60_000).unwrap();
         let ticked = write_bytes();
         by_writer += ticked - mark;
+        let attribute = t >= from_hour * 720;
         if let Some(t) = tally.as_mut() {
-            t.count("writer", &conn);
+            t.count("writer", &conn, attribute);
         }
         let ticked = write_bytes();
         if t % 12 == 11 {
             zai_dash::store::downsample::run_once(&mut conn, at, plan).unwrap();
             by_downsampler += write_bytes() - ticked;
             if let Some(t) = tally.as_mut() {
-                t.count("downsampler", &conn);
+                t.count("downsampler", &conn, attribute);
             }
         }
     }
     let written = write_bytes() - before;
     if let Some(t) = &tally {
-        t.print(24.0 / hours as f64 / n as f64);
+        t.print(24.0 / (hours - from_hour.clamp(0, hours - 1)) as f64 / n as f64);
     }
     drop(conn);
     VolumeRun {
@@ -494,23 +505,40 @@ fn volume_run(n: usize, page: u32, hours: i64) -> VolumeRun {
 /// looked up in `dbstat` (the b-tree and page kind owning each page at that moment; a page in
 /// neither is a pointer-map page, computed, or on the free list). `BENCH_FRAMES=1` prints it
 /// with the volume run; every commit then scans the database's pages, so the run is slower.
+/// It also counts the pages each checkpoint copied into the file: the distinct pages of a WAL
+/// generation (a restarted WAL, new salts, follows a complete checkpoint), by the owner of
+/// each page's last frame.
 struct WalTally {
     wal: std::path::PathBuf,
     page: u64,
     salt: [u8; 8],
     next: u64,
     frames: std::collections::BTreeMap<(&'static str, String), u64>,
+    /// The pages of the current WAL generation, by the owner of their last frame.
+    generation: std::collections::HashMap<u32, String>,
+    /// Pages copied by the checkpoints so far, by owner.
+    copied: std::collections::BTreeMap<String, u64>,
 }
 
 impl WalTally {
     fn new(db: &std::path::Path, page: u32) -> Self {
         let mut wal = db.as_os_str().to_owned();
         wal.push("-wal");
-        Self { wal: wal.into(), page: u64::from(page), salt: [0; 8], next: 32, frames: Default::default() }
+        Self {
+            wal: wal.into(),
+            page: u64::from(page),
+            salt: [0; 8],
+            next: 32,
+            frames: Default::default(),
+            generation: Default::default(),
+            copied: Default::default(),
+        }
     }
 
-    /// Counts the frames appended since the last call (a restarted WAL has new salts).
-    fn count(&mut self, who: &'static str, conn: &rusqlite::Connection) {
+    /// Counts the frames appended since the last call (a restarted WAL has new salts); when not
+    /// `attribute`, only follows the WAL (the checkpoint copies of the generation under way
+    /// when attributing starts are then counted from that moment only).
+    fn count(&mut self, who: &'static str, conn: &rusqlite::Connection, attribute: bool) {
         use std::os::unix::fs::FileExt;
         let Ok(file) = std::fs::File::open(&self.wal) else { return };
         let mut header = [0u8; 32];
@@ -518,6 +546,9 @@ impl WalTally {
             return;
         }
         if header[16..24] != self.salt {
+            for (_, owner) in self.generation.drain() {
+                *self.copied.entry(owner).or_default() += 1;
+            }
             self.salt.copy_from_slice(&header[16..24]);
             self.next = 32;
         }
@@ -527,7 +558,7 @@ impl WalTally {
             pages.push(u32::from_be_bytes(frame[0..4].try_into().unwrap()));
             self.next += 24 + self.page;
         }
-        if pages.is_empty() {
+        if pages.is_empty() || !attribute {
             return;
         }
         let mut owner: std::collections::HashMap<u32, String> = std::collections::HashMap::new();
@@ -548,7 +579,8 @@ impl WalTally {
                 None if p >= 2 && (p - 2) % per_map == 0 => "pointer map".to_owned(),
                 None => "free list".to_owned(),
             };
-            *self.frames.entry((who, what)).or_default() += 1;
+            *self.frames.entry((who, what.clone())).or_default() += 1;
+            self.generation.insert(p, what);
         }
     }
 
@@ -565,6 +597,16 @@ impl WalTally {
             let sum: u64 = self.frames.iter().filter(|((w, _), _)| *w == who).map(|(_, n)| n).sum();
             println!("| {who} | all | {:.0} |", sum as f64 * per_day);
         }
+        println!("\nPages copied into the file by checkpoints per target-day, by owner of the page's last frame:\n");
+        println!("| page owner (b-tree, page kind) | pages per target-day |");
+        println!("|---|---:|");
+        let mut copied: Vec<_> = self.copied.iter().collect();
+        copied.sort_by(|a, b| b.1.cmp(a.1));
+        for (what, n) in &copied {
+            println!("| {what} | {:.0} |", **n as f64 * per_day);
+        }
+        let all: u64 = self.copied.values().sum();
+        println!("| all | {:.0} |", all as f64 * per_day);
         println!();
     }
 }

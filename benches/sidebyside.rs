@@ -701,7 +701,7 @@ impl Run {
               log and head chunks (a chunk is cut every 120 samples, 10 min at 5 s), so its growth here is mostly \
               WAL, which compaction later replaces by a block; VictoriaMetrics flushes small parts every few \
               seconds and merges them later (rewrites not yet seen, space not yet reclaimed). zai-dash's SQLite \
-              write-ahead log grows to about 40 MB (10,000 pages between checkpoints) and is then reused.\n\n";
+              write-ahead log grows to about 80 MB (20,000 pages between checkpoints) and is then reused.\n\n";
         s
     }
 }

@@ -119,15 +119,21 @@ pub struct Store {
 /// is durable across process crashes (only an OS crash can lose the last transactions).
 ///
 /// The WAL is copied into the file (checkpointed) once it holds [`WAL_CHECKPOINT_PAGES`]
-/// pages instead of SQLite's 1,000: a page changed many times in between (the tail of the
-/// time-keyed tables, their interior pages, the free list) is copied once, which cut the bytes
-/// written per target-day by a fifth at 100 targets (BENCHMARKS.md, "Write volume, fifth
-/// stop"). The price is the WAL's size on disk: about 40 MB at the default 4 KiB page, kept at
-/// that size between checkpoints and reused; `journal_size_limit` truncates it back to
-/// [`WAL_KEPT_BYTES`] after a checkpoint if a long read made it grow further. Durability does
-/// not change: every commit is in the WAL either way.
+/// pages instead of SQLite's 1,000: a checkpoint copies each page the WAL holds once, however
+/// often it changed meanwhile. At 100 targets the checkpoints copied 925 pages per target-day
+/// every 10,000 pages (the fifth stop's setting), 352 of them open raw rows' leaves
+/// (BENCHMARKS.md, "Write volume, eleventh stop"): the seal frees a window's pages and the next
+/// windows reuse them, so the same few thousand pages cycle through the WAL and are copied
+/// again at every checkpoint, although the seal soon frees them again. Every 20,000 pages
+/// copies them half as often: 1.4 MB less written per target-day at 100 targets over 26
+/// simulated hours (1.6 MB by the pages counted over 4 h). The price is the WAL's size on
+/// disk: about 80 MB at the default 4 KiB page, kept at that size between checkpoints and
+/// reused (and read in full at start-up after a kill, which rebuilds its index);
+/// `journal_size_limit` truncates it back to [`WAL_KEPT_BYTES`] after a checkpoint if a long
+/// read made it grow further. Durability does not change: every commit is in the WAL either
+/// way.
 const CONNECTION_PRAGMAS: &str = "PRAGMA journal_mode = WAL; PRAGMA busy_timeout = 5000; PRAGMA synchronous = NORMAL;
-     PRAGMA wal_autocheckpoint = 10000; PRAGMA journal_size_limit = 67108864;";
+     PRAGMA wal_autocheckpoint = 20000; PRAGMA journal_size_limit = 100663296;";
 
 /// Begins a transaction that writes, taking the database's write lock at `BEGIN`.
 ///
@@ -145,12 +151,13 @@ pub(crate) fn write_transaction(conn: &mut Connection) -> rusqlite::Result<rusql
 
 /// Pages the WAL may hold before a commit copies it into the file (`wal_autocheckpoint` above).
 #[cfg(test)]
-const WAL_CHECKPOINT_PAGES: i64 = 10_000;
+const WAL_CHECKPOINT_PAGES: i64 = 20_000;
 
-/// Bytes the WAL file is truncated to after a checkpoint when it grew past them (64 MiB;
-/// `journal_size_limit` above).
+/// Bytes the WAL file is truncated to after a checkpoint when it grew past them (96 MiB, one
+/// interval of 4 KiB pages with their frame headers and room for the transaction that crossed
+/// it; `journal_size_limit` above).
 #[cfg(test)]
-const WAL_KEPT_BYTES: i64 = 64 << 20;
+const WAL_KEPT_BYTES: i64 = 96 << 20;
 
 /// The heap SQLite may keep in this process, all connections together, before it recycles
 /// cached pages instead of growing (`sqlite3_soft_heap_limit64`). Each of the pool's eight

@@ -5,8 +5,8 @@
 //! `store::table::raw_key`): a tick appends at the end of the table, and readers scan a time
 //! range once for every target. Open 1 min rows are keyed `(ts, target_id)` `WITHOUT ROWID` (a
 //! minute's rows are appended together) with an index `(target_id, ts)` for readers by target;
-//! 10 min rows (written every 10 minutes) are keyed `(target_id, ts)` `WITHOUT ROWID`: a
-//! target's long range is one key range.
+//! open 10 min rows the same way since schema version 17 (keyed by target, a day's rows split
+//! a page of every target at each 10 minutes late in the day).
 //! A new file keeps no pointer map (`auto_vacuum` off): with `auto_vacuum = INCREMENTAL`, which
 //! databases created before 2026-12-06 keep, every page a tick allocated or moved had its entry
 //! rewritten in a pointer-map page, a sixth of the writer's pages (BENCHMARKS.md, "Write volume,
@@ -350,6 +350,28 @@ const MIGRATIONS: &[&str] = &[
     ALTER TABLE metrics_5s_1 ADD COLUMN state_lag INTEGER;
     ALTER TABLE metrics_5s_1 ADD COLUMN state_entry BLOB;
 ",
+    "
+    -- Open 10 min rows keyed by time first, as the 1 min rows since schema version 10: keyed
+    -- (target_id, ts), each 10 minutes' rows went one to a target's last page, and as a day's
+    -- rows (sealed by the day) filled more pages each, most of them split a full page and
+    -- rebalanced it with its neighbours: 366 pages per target-day late in the day at 100
+    -- targets, against 165 in its first hours (BENCHMARKS.md, 'Write volume, eleventh stop').
+    -- Reads by target use the index.
+    CREATE TABLE metrics_10m_by_time (
+        target_id  INTEGER NOT NULL,
+        ts         INTEGER NOT NULL,
+        variant_id INTEGER NOT NULL,
+        elapsed_ms INTEGER NOT NULL,
+        data       BLOB NOT NULL,
+        present_ms INTEGER NOT NULL,
+        PRIMARY KEY (ts, target_id)
+    ) WITHOUT ROWID;
+    INSERT INTO metrics_10m_by_time (target_id, ts, variant_id, elapsed_ms, data, present_ms)
+        SELECT target_id, ts, variant_id, elapsed_ms, data, present_ms FROM metrics_10m ORDER BY ts, target_id;
+    DROP TABLE metrics_10m;
+    ALTER TABLE metrics_10m_by_time RENAME TO metrics_10m;
+    CREATE INDEX metrics_10m_by_target ON metrics_10m (target_id, ts);
+",
 ];
 
 /// The schema version this build writes.
@@ -581,6 +603,41 @@ mod tests {
             .map(Result::unwrap)
             .collect();
         assert!(plan.iter().any(|p| p.contains("USING INDEX metrics_1m_by_target")), "{plan:?}");
+    }
+
+    #[test]
+    fn ten_minute_rows_written_before_the_time_keyed_layout_are_kept_and_read_by_target_through_the_index() {
+        let mut c = Connection::open_in_memory().unwrap();
+        schema_before(&c, "metrics_10m_by_time");
+        for (target, ts, present) in [(2, 600_000, 7), (1, 1_200_000, 0), (1, 600_000, 600_000)] {
+            c.execute(
+                "INSERT INTO metrics_10m (target_id, ts, variant_id, elapsed_ms, data, present_ms)
+                 VALUES (?1, ?2, 1, 600000, x'01', ?3)",
+                [target, ts, present],
+            )
+            .unwrap();
+        }
+        migrate(&mut c).unwrap();
+        let mut stmt = c.prepare("SELECT ts, target_id, present_ms FROM metrics_10m").unwrap();
+        let rows: Vec<(i64, i64, i64)> =
+            stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?))).unwrap().map(Result::unwrap).collect();
+        assert_eq!(rows, vec![(600_000, 1, 600_000), (600_000, 2, 7), (1_200_000, 1, 0)], "every row, in time order");
+        let plan = |sql: &str| -> Vec<String> {
+            let sql = format!("EXPLAIN QUERY PLAN {sql}");
+            c.prepare(&sql).unwrap().query_map([0, 1, 2], |r| r.get(3)).unwrap().map(Result::unwrap).collect()
+        };
+        // A read of one target's range (as `sealed::scan` makes it) seeks the index, not the
+        // table; a read of every target's reads the table in its own order, without a sort.
+        let one = plan(
+            "SELECT ts, target_id, variant_id, elapsed_ms, data, present_ms FROM metrics_10m
+             WHERE target_id = ?3 AND ts > ?1 AND ts <= ?2 ORDER BY ts, target_id",
+        );
+        assert!(one.iter().any(|p| p.contains("USING INDEX metrics_10m_by_target")), "{one:?}");
+        let all = plan(
+            "SELECT ts, target_id, variant_id, elapsed_ms, data, present_ms FROM metrics_10m
+             WHERE ts > ?1 AND ts <= ?2 AND ?3 = ?3 ORDER BY ts, target_id",
+        );
+        assert!(!all.iter().any(|p| p.contains("TEMP B-TREE")), "{all:?}");
     }
 
     #[test]
