@@ -576,67 +576,49 @@ mod tests {
 
     #[test]
     fn minute_rows_written_before_the_time_keyed_layout_are_kept_and_read_by_target_through_the_index() {
-        let mut c = Connection::open_in_memory().unwrap();
-        schema_before(&c, "metrics_1m_by_time");
-        for (target, ts, present) in [(2, 60_000, 7), (1, 120_000, 0), (1, 60_000, 60_000)] {
-            c.execute(
-                "INSERT INTO metrics_1m (target_id, ts, variant_id, elapsed_ms, data, present_ms)
-                 VALUES (?1, ?2, 1, 60000, x'01', ?3)",
-                [target, ts, present],
-            )
-            .unwrap();
-        }
-        migrate(&mut c).unwrap();
-        let mut stmt = c.prepare("SELECT ts, target_id, present_ms FROM metrics_1m").unwrap();
-        let rows: Vec<(i64, i64, i64)> =
-            stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?))).unwrap().map(Result::unwrap).collect();
-        assert_eq!(rows, vec![(60_000, 1, 60_000), (60_000, 2, 7), (120_000, 1, 0)], "every row, in time order");
-        // A read of one target's range (as `sealed::scan` makes it) seeks the index, not the table.
-        let plan: Vec<String> = c
-            .prepare(
-                "EXPLAIN QUERY PLAN SELECT ts, target_id, variant_id, elapsed_ms, data, present_ms FROM metrics_1m
-                 WHERE target_id = ?3 AND ts > ?1 AND ts <= ?2 ORDER BY ts, target_id",
-            )
-            .unwrap()
-            .query_map([0, 1, 2], |r| r.get(3))
-            .unwrap()
-            .map(Result::unwrap)
-            .collect();
-        assert!(plan.iter().any(|p| p.contains("USING INDEX metrics_1m_by_target")), "{plan:?}");
+        rows_before_the_time_keyed_layout_are_kept_and_read_by_target_through_the_index("metrics_1m", 60_000);
     }
 
     #[test]
     fn ten_minute_rows_written_before_the_time_keyed_layout_are_kept_and_read_by_target_through_the_index() {
+        rows_before_the_time_keyed_layout_are_kept_and_read_by_target_through_the_index("metrics_10m", 600_000);
+    }
+
+    /// A rolled table keyed by target before its `{table}_by_time` migration: every row is kept,
+    /// in time order; a read of one target's range (as `sealed::scan` makes it) seeks the
+    /// `{table}_by_target` index, not the table; a read of every target's reads the table in its
+    /// own order, without a sort.
+    fn rows_before_the_time_keyed_layout_are_kept_and_read_by_target_through_the_index(table: &str, width: i64) {
         let mut c = Connection::open_in_memory().unwrap();
-        schema_before(&c, "metrics_10m_by_time");
-        for (target, ts, present) in [(2, 600_000, 7), (1, 1_200_000, 0), (1, 600_000, 600_000)] {
+        schema_before(&c, &format!("{table}_by_time"));
+        for (target, ts, present) in [(2, width, 7), (1, 2 * width, 0), (1, width, width)] {
             c.execute(
-                "INSERT INTO metrics_10m (target_id, ts, variant_id, elapsed_ms, data, present_ms)
-                 VALUES (?1, ?2, 1, 600000, x'01', ?3)",
+                &format!(
+                    "INSERT INTO {table} (target_id, ts, variant_id, elapsed_ms, data, present_ms)
+                     VALUES (?1, ?2, 1, {width}, x'01', ?3)"
+                ),
                 [target, ts, present],
             )
             .unwrap();
         }
         migrate(&mut c).unwrap();
-        let mut stmt = c.prepare("SELECT ts, target_id, present_ms FROM metrics_10m").unwrap();
+        let mut stmt = c.prepare(&format!("SELECT ts, target_id, present_ms FROM {table}")).unwrap();
         let rows: Vec<(i64, i64, i64)> =
             stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?))).unwrap().map(Result::unwrap).collect();
-        assert_eq!(rows, vec![(600_000, 1, 600_000), (600_000, 2, 7), (1_200_000, 1, 0)], "every row, in time order");
+        assert_eq!(rows, vec![(width, 1, width), (width, 2, 7), (2 * width, 1, 0)], "every row, in time order");
         let plan = |sql: &str| -> Vec<String> {
             let sql = format!("EXPLAIN QUERY PLAN {sql}");
             c.prepare(&sql).unwrap().query_map([0, 1, 2], |r| r.get(3)).unwrap().map(Result::unwrap).collect()
         };
-        // A read of one target's range (as `sealed::scan` makes it) seeks the index, not the
-        // table; a read of every target's reads the table in its own order, without a sort.
-        let one = plan(
-            "SELECT ts, target_id, variant_id, elapsed_ms, data, present_ms FROM metrics_10m
-             WHERE target_id = ?3 AND ts > ?1 AND ts <= ?2 ORDER BY ts, target_id",
-        );
-        assert!(one.iter().any(|p| p.contains("USING INDEX metrics_10m_by_target")), "{one:?}");
-        let all = plan(
-            "SELECT ts, target_id, variant_id, elapsed_ms, data, present_ms FROM metrics_10m
-             WHERE ts > ?1 AND ts <= ?2 AND ?3 = ?3 ORDER BY ts, target_id",
-        );
+        let one = plan(&format!(
+            "SELECT ts, target_id, variant_id, elapsed_ms, data, present_ms FROM {table}
+             WHERE target_id = ?3 AND ts > ?1 AND ts <= ?2 ORDER BY ts, target_id"
+        ));
+        assert!(one.iter().any(|p| p.contains(&format!("USING INDEX {table}_by_target"))), "{one:?}");
+        let all = plan(&format!(
+            "SELECT ts, target_id, variant_id, elapsed_ms, data, present_ms FROM {table}
+             WHERE ts > ?1 AND ts <= ?2 AND ?3 = ?3 ORDER BY ts, target_id"
+        ));
         assert!(!all.iter().any(|p| p.contains("TEMP B-TREE")), "{all:?}");
     }
 
