@@ -110,7 +110,15 @@ async fn run(nofile: u64) -> anyhow::Result<()> {
                     // Whether the process died or the request failed, and what it logged: the
                     // log lives in the temporary directory, gone once the soak returns.
                     server.check_alive()?;
-                    anyhow::bail!("{e:#}; zai-dash is still running; its log:\n{}", live::tail(&server.log));
+                    // The listener's own closes say whether zai-dash cut a connection (a
+                    // header-read or idle timeout racing the request) or something else did.
+                    let text = live::self_metrics(addr).await;
+                    let closes: Vec<&str> =
+                        text.lines().filter(|l| l.starts_with("zai_dash_http_connections_closed_total{")).collect();
+                    anyhow::bail!(
+                        "{e:#}; zai-dash is still running; its closes: {closes:?}; its log:\n{}",
+                        live::tail(&server.log)
+                    );
                 }
             }
             next_view += Duration::from_secs(30);

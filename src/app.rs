@@ -81,7 +81,8 @@ pub async fn run_with_resolver(
     state.sessions = sessions;
     state.remote = remote;
     let ready = state.ready.clone();
-    let server = tokio::spawn(crate::net::serve(listener, web::router(state), listening(&settings), stop.clone()));
+    let listen = listening(&settings, &state.metrics);
+    let server = tokio::spawn(crate::net::serve(listener, web::router(state), listen, stop.clone()));
     shutdown.cancelled().await;
     stop_in_order(settings.shutdown_grace, &ready, &stop, &tracker, server).await
 }
@@ -143,17 +144,19 @@ async fn run_source(
         alerts,
     };
     let ready = state.ready.clone();
-    let server = tokio::spawn(crate::net::serve(listener, web::router(state), listening(&settings), stop.clone()));
+    let listen = listening(&settings, &state.metrics);
+    let server = tokio::spawn(crate::net::serve(listener, web::router(state), listen, stop.clone()));
     shutdown.cancelled().await;
     stop_in_order(settings.shutdown_grace, &ready, &stop, &tracker, server).await
 }
 
-/// The dashboard listener's limits, the same in both modes.
-fn listening(settings: &Settings) -> crate::net::Listening {
+/// The dashboard listener's limits, the same in both modes; its closes are counted where
+/// `/metrics` reads them.
+fn listening(settings: &Settings, metrics: &SelfMetrics) -> crate::net::Listening {
     crate::net::Listening {
         limits: settings.listener,
+        trips: metrics.listener.clone(),
         stalled_client: Some(settings.stalled_client_timeout),
-        ..Default::default()
     }
 }
 

@@ -50,6 +50,13 @@ async fn dashboard_connections_time_out_but_live_streams_stay_open() {
     let took = closed_after(&mut idle).await;
     assert!(took >= Duration::from_millis(500) && took < Duration::from_secs(20), "idle close after {took:?}");
 
+    // Each close is counted where an operator (or a client that saw a reset) can read it.
+    let metrics = reqwest::get(app.url("/metrics")).await.unwrap().text().await.unwrap();
+    for reason in ["header_timeout", "idle_timeout"] {
+        let line = format!("zai_dash_http_connections_closed_total{{reason=\"{reason}\"}} 1\n");
+        assert!(metrics.contains(&line), "{line} missing from:\n{metrics}");
+    }
+
     // Well past both timeouts, the event stream is still open.
     let next = tokio::time::timeout(Duration::from_millis(200), events.next()).await;
     assert!(!matches!(next, Ok(None) | Ok(Some(Err(_)))), "the live-event stream was cut");

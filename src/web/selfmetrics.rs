@@ -11,6 +11,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use crate::alerts::ReceiverView;
 use crate::expo::{AtomicHistogram, Exposition};
 use crate::health::TargetHealth;
+use crate::net::ListenerTrips;
 use crate::remote::StatusSnapshot;
 use crate::store::{DbFigures, WriterStats};
 
@@ -22,11 +23,15 @@ pub struct SelfMetrics {
     pub downsample: AtomicHistogram,
     /// Source mode: series left out of the engine's answers.
     pub engine: Option<std::sync::Arc<crate::promsource::EngineStats>>,
+    /// Connections the dashboard listener closed on its own (header-read and idle timeouts):
+    /// a scripted client whose keep-alive request is answered with a reset can tell from these
+    /// whether the server cut the connection or something between them did.
+    pub listener: std::sync::Arc<ListenerTrips>,
 }
 
 impl Default for SelfMetrics {
     fn default() -> Self {
-        Self { downsample: AtomicHistogram::downsample_seconds(), engine: None }
+        Self { downsample: AtomicHistogram::downsample_seconds(), engine: None, listener: Default::default() }
     }
 }
 
@@ -78,6 +83,7 @@ pub(crate) fn render(i: &Inputs<'_>) -> String {
         e.sample("zai_dash_db_size_bytes", &[], db.bytes as f64);
     }
     i.own.downsample.write(&mut e, "zai_dash_downsample_duration_seconds", "Duration of rollup and retention runs.");
+    write_listener(&mut e, &i.own.listener);
     write_cut(&mut e, i.targets);
     if let Some(engine) = &i.own.engine {
         e.family(
@@ -255,6 +261,18 @@ fn write_scrapes(e: &mut Exposition, targets: &[TargetHealth]) {
     }
 }
 
+/// The dashboard listener's own closes, by reason (`net::serve`'s deadlines).
+fn write_listener(e: &mut Exposition, trips: &ListenerTrips) {
+    e.family(
+        "zai_dash_http_connections_closed_total",
+        "Dashboard connections the server closed on its own: request head not complete within HTTP_HEADER_READ_TIMEOUT (header_timeout), or idle for HTTP_IDLE_TIMEOUT (idle_timeout).",
+        "counter",
+    );
+    let load = |a: &AtomicU64| a.load(Ordering::Relaxed) as f64;
+    e.sample("zai_dash_http_connections_closed_total", &[("reason", "header_timeout")], load(&trips.header_timeouts));
+    e.sample("zai_dash_http_connections_closed_total", &[("reason", "idle_timeout")], load(&trips.idle_closes));
+}
+
 fn write_writer(e: &mut Exposition, w: &WriterStats) {
     let load = |a: &AtomicU64| a.load(Ordering::Relaxed) as f64;
     e.family(
@@ -299,6 +317,7 @@ mod tests {
         t.scrape_failures.insert("timeout", 2);
         t.retired = true;
         let own = SelfMetrics::default();
+        own.listener.idle_closes.fetch_add(3, Ordering::Relaxed);
         let writer = WriterStats::default();
         let durations = AtomicHistogram::scrape_seconds();
         let text = render(&Inputs {
@@ -326,6 +345,8 @@ mod tests {
         assert!(text.contains("zai_dash_alerts{state=\"firing\"} 2\n"));
         assert!(text.contains("zai_dash_alert_evaluations_total 7\n"));
         assert!(text.contains("zai_dash_storage_healthy 0\n"));
+        assert!(text.contains("zai_dash_http_connections_closed_total{reason=\"header_timeout\"} 0\n"), "{text}");
+        assert!(text.contains("zai_dash_http_connections_closed_total{reason=\"idle_timeout\"} 3\n"), "{text}");
         assert!(crate::scrape::parse::parse(&text).is_ok());
     }
 }
