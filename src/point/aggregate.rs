@@ -248,11 +248,16 @@ impl Rates {
 fn freshest_quota(pods: &BTreeMap<i64, Pod<'_>>) -> Option<Quota> {
     pods.values()
         .filter_map(|p| p.quota)
-        .max_by(|a, b| {
-            let age = |q: &Quota| q.sample_age_seconds.unwrap_or(f64::INFINITY);
-            a.0.cmp(&b.0).then(age(b.1).total_cmp(&age(a.1)))
-        })
+        .max_by(|a, b| fresher_quota((a.0, a.1), (b.0, b.1)))
         .map(|(_, q)| q.as_ref().clone())
+}
+
+/// Which of two pods' quota blocks speaks for the account (the greater): the one of the newer
+/// row, then the fresher sample, an unknown age counting as the stalest. The points and the
+/// quota runway's own read (`store::range`) pick by this one rule, so they always agree.
+pub(crate) fn fresher_quota(a: (i64, &Quota), b: (i64, &Quota)) -> std::cmp::Ordering {
+    let age = |q: &Quota| q.sample_age_seconds.unwrap_or(f64::INFINITY);
+    a.0.cmp(&b.0).then(age(b.1).total_cmp(&age(a.1)))
 }
 
 #[cfg(test)]
@@ -271,6 +276,19 @@ mod tests {
     fn build_in(pb: &mut PointBuilder, bucket: Bucket, rows: &[&TargetRow]) -> Vec<Point> {
         let s = sum(rows);
         pb.build(bucket, &s.iter().collect::<Vec<_>>())
+    }
+
+    #[test]
+    fn the_newer_row_speaks_for_the_quota_then_the_fresher_sample() {
+        use std::cmp::Ordering::{Greater, Less};
+        let aged = |age: Option<f64>| Quota { sample_age_seconds: age, ..Quota::default() };
+        let (fresh, stale, unknown) = (aged(Some(1.0)), aged(Some(90.0)), aged(None));
+        // A newer row wins whatever its sample's age.
+        assert_eq!(fresher_quota((10, &stale), (5, &fresh)), Greater);
+        assert_eq!(fresher_quota((10, &unknown), (5, &fresh)), Greater);
+        // Rows of the same time: the fresher sample; an unknown age is the stalest.
+        assert_eq!(fresher_quota((5, &fresh), (5, &stale)), Greater);
+        assert_eq!(fresher_quota((5, &unknown), (5, &stale)), Less);
     }
 
     fn minute(end_ms: i64) -> Bucket {

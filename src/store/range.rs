@@ -20,6 +20,7 @@ use super::query::{self, StoredTarget, Table};
 use super::sealed::{self, StoredRow};
 use super::{StoreError, codec};
 use crate::clock::bucket_end;
+use crate::point::aggregate::fresher_quota;
 use crate::point::{Bucket, Point, PointBuilder, Quota, Summary, TargetRow};
 
 use crate::ports::read::{COARSE_FACTOR, PointQuery, QuotaPoint};
@@ -454,10 +455,7 @@ impl<'a> QuotaBucket<'a> {
             }
         }
         for (variant, pods) in by_variant {
-            let freshest = pods.into_values().flatten().max_by(|a, b| {
-                let age = |q: &Quota| q.sample_age_seconds.unwrap_or(f64::INFINITY);
-                a.0.cmp(&b.0).then(age(b.1).total_cmp(&age(a.1)))
-            });
+            let freshest = pods.into_values().flatten().max_by(|a, b| fresher_quota(*a, *b));
             if let Some((_, quota)) = freshest {
                 out.push(QuotaPoint { end_ms, variant: variant.to_owned(), quota: quota.clone() });
             }
