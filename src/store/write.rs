@@ -479,10 +479,16 @@ mod tests {
             )
             .unwrap();
         let mut writer = store.conn().unwrap();
+        // The other write is held for 300 ms after the writer thread is about to write, so the
+        // batch meets it however late the thread is scheduled.
+        let started = std::sync::Arc::new(std::sync::Barrier::new(2));
+        let writer_started = started.clone();
         let written = std::thread::spawn(move || {
+            writer_started.wait();
             let outcome = write_batch(&mut writer, &batch(vec![row(1, 5_000)], vec![]), 60_000);
             outcome.map_err(|e| e.to_string())
         });
+        started.wait();
         std::thread::sleep(Duration::from_millis(300));
         other.execute_batch("COMMIT").unwrap();
         assert_eq!(written.join().unwrap(), Ok(false), "the batch waited for the other write, then committed");
