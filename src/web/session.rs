@@ -22,8 +22,8 @@ use std::net::IpAddr;
 use std::sync::Mutex;
 
 use clap::Args;
-use ring::hmac;
-use ring::rand::{SecureRandom, SystemRandom};
+use aws_lc_rs::hmac;
+use aws_lc_rs::rand::{SecureRandom, SystemRandom};
 
 use crate::setting::{ConfigError, Secret, bad};
 
