@@ -102,6 +102,25 @@ impl HeldRows {
         self.batches.iter().filter(|b| b.late).flat_map(|b| b.rows.iter().map(|r| r.ts_ms)).min()
     }
 
+    /// The oldest bucket of the rows [`Self::rows_in`] could add to a read of `(after, until]`:
+    /// a read needs the keys it found from there on only (to leave out held rows it has), so
+    /// one that adds thousands of stored rows every tick (the alert rules' window sums) keeps
+    /// the few of the newest buckets instead of a key per row. `None` when nothing is held.
+    pub(crate) fn earliest_in(&self, window: (i64, i64)) -> Option<i64> {
+        self.candidates(window).map(|r| r.ts_ms).min()
+    }
+
+    /// Held rows a read of `(after, until]` may add: a late batch's whatever their bucket, the
+    /// others' only after the last committed bucket.
+    fn candidates(&self, (after, until): (i64, i64)) -> impl Iterator<Item = &TargetRow> {
+        let committed = after.max(self.after_ms);
+        self.batches
+            .iter()
+            .flat_map(|b| b.rows.iter().map(move |r| (b.late, r)))
+            .filter(move |(late, r)| r.ts_ms > if *late { after } else { committed } && r.ts_ms <= until)
+            .map(|(_, r)| r)
+    }
+
     /// Held rows with `after < ts <= until` (only `only`'s, when given) that `stored` (the keys
     /// the read found in the database) lacks, in time then target order: a late batch's rows
     /// whatever their bucket, the others' only after the last committed bucket. Two rows of one
@@ -125,13 +144,8 @@ impl HeldRows {
         only: Option<i64>,
         stored: &HashSet<RowKey>,
     ) -> Vec<Cow<'_, TargetRow>> {
-        let committed = after.max(self.after_ms);
         let mut rows: Vec<&TargetRow> = self
-            .batches
-            .iter()
-            .flat_map(|b| b.rows.iter().map(move |r| (b.late, r)))
-            .filter(|(late, r)| r.ts_ms > if *late { after } else { committed } && r.ts_ms <= until)
-            .map(|(_, r)| r)
+            .candidates((after, until))
             .filter(|r| only.is_none_or(|id| id == r.target_id) && !stored.contains(&(r.ts_ms, r.target_id)))
             .collect();
         rows.sort_by_key(|r| (r.ts_ms, r.target_id)); // stable: a later batch's row stays later
@@ -150,7 +164,7 @@ impl HeldRows {
 mod tests {
     use super::*;
     use crate::clock::bucket_end;
-    use crate::ports::read::{PointQuery, WindowQuery};
+    use crate::ports::read::{PointQuery, StrataQuery, WindowQuery};
     use crate::scrape::increase::TargetState;
     use crate::scrape::{parse::parse, reading::read};
     use crate::store::range::{self, RangeRead};
@@ -259,10 +273,13 @@ mod tests {
         };
         let json = |pts: Vec<crate::point::Point>| serde_json::to_string(&pts).unwrap();
         let w = WindowQuery::ending(end, 2 * MIN);
+        let variants = ["production".to_owned(), "canary".to_owned()];
+        let strata = StrataQuery { start_ms: end - 2 * MIN, end_ms: end, variants };
         vec![
             json(range::points_with(&c, &q(5_000, true), held, &mut |_, _, _| {}).unwrap()),
             json(range::points_with(&c, &q(MIN, false), held, &mut |_, _, _| {}).unwrap()),
             format!("{:?}", window::window_sums(&c, &w, (true, (5_000, MIN), i64::MIN), held).unwrap()),
+            format!("{:?}", window::strata(&c, &strata, (true, (5_000, MIN)), held).unwrap()),
             store.cache().points_json_with(&c, &q(5_000, true), store.committed_until(), held).unwrap(),
         ]
     }

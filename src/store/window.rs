@@ -81,9 +81,11 @@ pub(crate) fn window_sums(
         return Ok(out);
     }
     let after_rollups = (from.max(wm), q.end_ms);
-    let mut stored = HashSet::new();
+    let (mut stored, held_from) = (HashSet::new(), held.earliest_in(after_rollups).unwrap_or(i64::MAX));
     each_raw_view(conn, after_rollups, (only, None), &names, &mut |r| {
-        stored.insert((r.ts_ms, r.target_id));
+        if r.ts_ms >= held_from {
+            stored.insert((r.ts_ms, r.target_id));
+        }
         add(r.variant, r.ts_ms, RowRef::View(&r.row), point_ms);
     })?;
     for r in held.rows_in_ref(after_rollups, only, &stored) {
@@ -158,9 +160,11 @@ pub fn strata_after(
     }
     let pair: Vec<i64> = names.iter().filter(|(_, n)| q.variants.contains(n)).map(|(id, _)| *id).collect();
     let after_rollups = (from.max(wm), q.end_ms);
-    let mut stored = HashSet::new();
+    let (mut stored, held_from) = (HashSet::new(), held.earliest_in(after_rollups).unwrap_or(i64::MAX));
     each_raw_view(conn, after_rollups, (None, Some(&pair)), &names, &mut |r| {
-        stored.insert((r.ts_ms, r.target_id));
+        if r.ts_ms >= held_from {
+            stored.insert((r.ts_ms, r.target_id));
+        }
         add(r.variant, r.ts_ms, RowRef::View(&r.row));
     })?;
     for r in held.rows_in_ref(after_rollups, None, &stored) {

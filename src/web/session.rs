@@ -21,9 +21,9 @@ use std::collections::{HashMap, VecDeque};
 use std::net::IpAddr;
 use std::sync::Mutex;
 
-use clap::Args;
 use aws_lc_rs::hmac;
 use aws_lc_rs::rand::{SecureRandom, SystemRandom};
+use clap::Args;
 
 use crate::setting::{ConfigError, Secret, bad};
 
