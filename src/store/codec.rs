@@ -1517,6 +1517,24 @@ pub(crate) mod tests {
             let _ = decode(&flipped);
             flipped[i] ^= 0x5a;
         }
+        // A named set or limit type this build does not know, or a set of another length than
+        // the histogram's, is an error (not a panic, not other bounds).
+        let (typical, ..) = typical_row();
+        let named = encode(&Counts { duration: typical.duration, ..Counts::default() }, &t, &Gauges::default());
+        let at = named.iter().position(|&b| b == 16 << 2 | 2).unwrap() + 1; // after the histogram's length
+        assert_eq!(named[at], 0, "the duration set");
+        for (index, why) in [(3, "unknown histogram bounds"), (1, "unknown histogram bounds")] {
+            let mut bad = named.clone();
+            bad[at] = index;
+            assert_eq!(view(&bad).map(|_| ()).unwrap_err().0, why, "index {index}");
+        }
+        let window = QuotaWindow { limit_type: Some("tokens_limit".into()), ..QuotaWindow::default() };
+        let quota = Gauges { quota: Some(Quota { five_hour: Some(window), ..Quota::default() }), ..Gauges::default() };
+        let mut bad = encode(&Counts::default(), &Totals::default(), &quota);
+        let at = bad.windows(2).position(|w| w == [2, 1]).unwrap() + 1; // tag 2, index 1
+        bad[at] = 2;
+        assert_eq!(view(&bad).map(|_| ()).unwrap_err().0, "unknown limit type");
+        assert!(decode(&bad).is_err());
     }
 
     #[test]
