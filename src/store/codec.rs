@@ -3,9 +3,11 @@
 //! ([`RowView::summary`]) and adding into window sums ([`RowView::add_to`]) all read through it.
 //!
 //! Rows are small and mostly zeros or small integers, so numbers are tagged: zero costs one
-//! byte, an integer or a value with at most three decimals costs a byte plus a varint, anything
-//! else nine bytes. Histogram buckets are stored as per-bucket increments (mostly zero) and
-//! summed back to cumulative counts on decode. This keeps a target-day at 5 s in the low
+//! byte, an integer or a value with at most three decimals costs a byte plus a varint, one with
+//! up to fifteen decimals whose digits fit 45 bits a byte plus a packed varint (since version 3),
+//! anything else nine bytes. Histogram buckets are stored as per-bucket increments (mostly zero)
+//! and summed back to cumulative counts on decode; zai-proxy's own bucket bounds and quota limit
+//! types are named by an index rather than written out (version 3). This keeps a target-day at 5 s in the low
 //! megabytes (see BENCHMARKS.md) where the Go dashboard's JSON blobs took 40-60 MB. The first
 //! byte is a format version, so a later format can be read side by side.
 
@@ -17,11 +19,35 @@ use crate::point::{
     ClientCounts, Counts, GaugeStat, Gauges, Histogram, Label, Quota, QuotaWindow, SumCount, Summary, Totals,
 };
 
-/// Format of row payloads written now: 2 marks each histogram's bucket encoding (increments,
-/// or cumulative counts when increments would not decode to the same bits).
-const VERSION: u8 = 2;
+/// Format of row payloads written now: 3 names a histogram's bounds by an index into
+/// [`KNOWN_BOUNDS`] when they are one of zai-proxy's sets, a quota window's limit type by an
+/// index into [`KNOWN_LIMIT_TYPES`], and writes a value with four to fifteen decimals as a
+/// packed decimal (number tag 6): the open raw rows' pages were most of what a tick writes,
+/// and these took about a quarter of a typical 5 s row (BENCHMARKS.md, "Write volume, twelfth
+/// stop").
+const VERSION: u8 = 3;
+/// Payloads of version 2 (each histogram's bucket encoding flagged: increments, or cumulative
+/// counts when increments would not decode to the same bits; bounds always written) are still
+/// read.
+const VERSION_2: u8 = 2;
 /// Payloads of version 1 (histograms always as increments) are still read.
 const VERSION_1: u8 = 1;
+/// Bucket bounds a payload of version 3 names by their index here instead of writing them:
+/// zai-proxy's request duration, time to first token and time per output token buckets, each
+/// with `+Inf` (a test keeps them equal to the built-in proxy's). A 5 s row of a busy target
+/// carries the duration histogram, whose bounds took 37 bytes of about 270. **Append only**:
+/// a stored payload's index means its entry here for good.
+const KNOWN_BOUNDS: [&[f64]; 3] = [
+    &[0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, f64::INFINITY],
+    &[0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 3.0, 5.0, 8.0, 13.0, 20.0, 30.0, 60.0, 120.0, f64::INFINITY],
+    &[0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, f64::INFINITY],
+];
+/// Quota limit types a payload of version 3 names by their index here (the ones
+/// `scrape::reading` prefers): 26 bytes of a row with both windows. **Append only**, as
+/// [`KNOWN_BOUNDS`].
+const KNOWN_LIMIT_TYPES: [&str; 2] = ["credit_limit", "tokens_limit"];
+/// Powers of ten of a packed decimal (number tag 6), each exact as an `f64`.
+const TENS: [f64; 16] = [1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15];
 /// Format of encoded totals (unchanged since version 1).
 const TOTALS_VERSION: u8 = 1;
 const MAX_EXACT: f64 = 9_007_199_254_740_992.0; // 2^53
@@ -33,7 +59,7 @@ pub struct CodecError(pub(crate) &'static str);
 
 /// Encodes the payload of a row.
 pub fn encode(counts: &Counts, totals: &Totals, gauges: &Gauges) -> Vec<u8> {
-    let mut w = Enc(Vec::with_capacity(128));
+    let mut w = Enc(Vec::with_capacity(128), true);
     w.0.push(VERSION);
     w.counts(counts);
     w.totals(totals);
@@ -49,7 +75,9 @@ pub fn encode(counts: &Counts, totals: &Totals, gauges: &Gauges) -> Vec<u8> {
 
 /// Encodes running totals alone (a target's latest totals, kept with its state).
 pub(crate) fn encode_totals(totals: &Totals) -> Vec<u8> {
-    let mut w = Enc(Vec::with_capacity(32));
+    // Without packed decimals: the totals' format is unchanged, so a build before version 3
+    // payloads still reads a target's kept totals.
+    let mut w = Enc(Vec::with_capacity(32), false);
     w.0.push(TOTALS_VERSION);
     w.totals(totals);
     w.0
@@ -438,9 +466,27 @@ pub struct HistView<'a> {
     len: usize,
     /// Counts stored cumulative rather than as per-bucket increments.
     cumulative: bool,
+    /// The bounds, when the payload names them ([`KNOWN_BOUNDS`]) instead of writing each
+    /// before its count.
+    known: Option<&'static [f64]>,
 }
 
 impl HistView<'_> {
+    /// Hands each bucket's bound and stored count (an increment, or cumulative) to `bucket`,
+    /// in order, and returns the sum and count (validated by [`view`], so reading cannot fail).
+    #[inline]
+    fn read(&self, mut bucket: impl FnMut(f64, f64)) -> (f64, f64) {
+        let mut d = Dec(self.bytes, VERSION);
+        for i in 0..self.len {
+            let le = match self.known {
+                Some(bounds) => bounds.get(i).copied().unwrap_or(f64::NAN),
+                None => d.num().unwrap_or(f64::NAN),
+            };
+            bucket(le, d.num().unwrap_or(0.0));
+        }
+        (d.num().unwrap_or(0.0), d.num().unwrap_or(0.0))
+    }
+
     /// Adds these buckets into `h` exactly as `h.add(&self.to_histogram())` does, without
     /// building the histogram when `h` has the same bounds (rows of one proxy build do): a
     /// window sum adds three histograms per row, each a `Vec` when built.
@@ -449,15 +495,17 @@ impl HistView<'_> {
             return; // `to_histogram` is empty, which `Histogram::add` skips
         }
         if h.buckets.len() == self.len && self.same_bounds(&h.buckets) {
-            let mut d = Dec(self.bytes, VERSION);
-            let mut cum = 0.0;
-            for b in &mut h.buckets {
-                let (Ok(_), Ok(n)) = (d.num(), d.num()) else { break };
+            let (mut cum, mut i) = (0.0, 0);
+            let buckets = &mut h.buckets;
+            let (sum, count) = self.read(|_, n| {
                 cum = if self.cumulative { n } else { cum + n };
-                b.1 += cum;
-            }
-            h.sum += d.num().unwrap_or(0.0);
-            h.count += d.num().unwrap_or(0.0);
+                if let Some(b) = buckets.get_mut(i) {
+                    b.1 += cum;
+                }
+                i += 1;
+            });
+            h.sum += sum;
+            h.count += count;
         } else {
             h.add(&self.to_histogram());
         }
@@ -466,6 +514,9 @@ impl HistView<'_> {
     /// True when the encoded bounds equal `buckets`' (as `==` compares them, like
     /// `Histogram::add`).
     fn same_bounds(&self, buckets: &[(f64, f64)]) -> bool {
+        if let Some(bounds) = self.known {
+            return bounds.len() == buckets.len() && bounds.iter().zip(buckets).all(|(le, b)| *le == b.0);
+        }
         let mut d = Dec(self.bytes, VERSION);
         buckets.iter().all(|b| matches!((d.num(), d.skip_num()), (Ok(le), Ok(())) if le == b.0))
     }
@@ -475,15 +526,12 @@ impl HistView<'_> {
         if self.len == 0 {
             return Histogram::default();
         }
-        let mut d = Dec(self.bytes, VERSION);
         let mut buckets = Vec::with_capacity(self.len);
         let mut cum = 0.0;
-        for _ in 0..self.len {
-            let (Ok(le), Ok(n)) = (d.num(), d.num()) else { break };
+        let (sum, count) = self.read(|le, n| {
             cum = if self.cumulative { n } else { cum + n };
             buckets.push((le, cum));
-        }
-        let (sum, count) = (d.num().unwrap_or(0.0), d.num().unwrap_or(0.0));
+        });
         Histogram { buckets, sum, count }
     }
 }
@@ -492,7 +540,7 @@ impl HistView<'_> {
 pub fn view(bytes: &[u8]) -> Result<RowView<'_>, CodecError> {
     let mut r = Dec(bytes, VERSION);
     let version = r.u8()?;
-    if version != VERSION && version != VERSION_1 {
+    if !matches!(version, VERSION | VERSION_2 | VERSION_1) {
         return Err(CodecError("unknown format version"));
     }
     r.1 = version;
@@ -529,7 +577,9 @@ pub fn view(bytes: &[u8]) -> Result<RowView<'_>, CodecError> {
     })
 }
 
-struct Enc(Vec<u8>);
+/// An encoder: the bytes, and whether numbers may be written as packed decimals (tag 6, payload
+/// version 3 and later; not in encoded totals, whose format did not change).
+struct Enc(Vec<u8>, bool);
 
 impl Enc {
     fn varint(&mut self, mut v: u64) {
@@ -554,6 +604,9 @@ impl Enc {
         } else if let Some(m) = as_millis(v) {
             self.0.push(2);
             self.varint(m);
+        } else if let Some(packed) = self.1.then_some(v).and_then(as_decimal) {
+            self.0.push(6);
+            self.varint(packed);
         } else {
             self.0.push(3);
             self.0.extend_from_slice(&v.to_le_bytes());
@@ -594,10 +647,18 @@ impl Enc {
         let inf = [(f64::INFINITY, h.count)];
         let buckets: &[(f64, f64)] = if h.buckets.is_empty() { &inf } else { &h.buckets };
         let cumulative = !increments_round_trip(buckets);
-        self.varint(((buckets.len() as u64) << 1) | u64::from(cumulative));
+        let known = KNOWN_BOUNDS
+            .iter()
+            .position(|k| k.len() == buckets.len() && k.iter().zip(buckets).all(|(k, b)| k.to_bits() == b.0.to_bits()));
+        self.varint(((buckets.len() as u64) << 2) | (u64::from(known.is_some()) << 1) | u64::from(cumulative));
+        if let Some(i) = known {
+            self.0.push(i as u8);
+        }
         let mut below = 0.0;
         for &(le, c) in buckets {
-            self.num(le);
+            if known.is_none() {
+                self.num(le);
+            }
             self.num(if cumulative { c } else { c - below });
             below = c;
         }
@@ -705,10 +766,16 @@ impl Enc {
         self.0.push(1);
         match &w.limit_type {
             None => self.0.push(0),
-            Some(t) => {
-                self.0.push(1);
-                self.str(t);
-            }
+            Some(t) => match KNOWN_LIMIT_TYPES.iter().position(|k| k == t) {
+                Some(i) => {
+                    self.0.push(2);
+                    self.0.push(i as u8);
+                }
+                None => {
+                    self.0.push(1);
+                    self.str(t);
+                }
+            },
         }
         self.opt_num(w.usage_ratio);
         self.opt_num(w.remaining_ratio);
@@ -745,7 +812,7 @@ fn increments_round_trip(buckets: &[(f64, f64)]) -> bool {
 
 /// `v` as [`Enc::num`] writes it.
 fn encoded_num(v: f64) -> Vec<u8> {
-    let mut w = Enc(Vec::with_capacity(9));
+    let mut w = Enc(Vec::with_capacity(9), true);
     w.num(v);
     w.0
 }
@@ -754,6 +821,31 @@ fn encoded_num(v: f64) -> Vec<u8> {
 fn as_millis(v: f64) -> Option<u64> {
     let m = (v * 1000.0).round();
     (v > 0.0 && m < MAX_EXACT && m / 1000.0 == v).then_some(m as u64)
+}
+
+/// `v > 0` as the fewest decimals `m / 10^k` (`k` from 4 to 15) that read back bit for bit,
+/// packed `m << 4 | k`, when that takes at most seven bytes (a varint of 8 saves nothing over
+/// tag 3's 8 bytes): ratios such as a quota's `0.4215` take 4 bytes instead of 9.
+fn as_decimal(v: f64) -> Option<u64> {
+    const LIMIT: f64 = (1u64 << 45) as f64; // m << 4 below 2^49: a varint of at most 7 bytes
+    if !(v > 0.0 && v < LIMIT) {
+        return None;
+    }
+    for (k, ten) in TENS.iter().enumerate().skip(4) {
+        let m = (v * ten).round();
+        if m >= LIMIT {
+            return None;
+        }
+        if m / ten == v {
+            return Some(((m as u64) << 4) | k as u64);
+        }
+    }
+    None
+}
+
+/// The value of a packed decimal ([`as_decimal`]).
+fn decimal(packed: u64) -> f64 {
+    (packed >> 4) as f64 / TENS[(packed & 15) as usize]
 }
 
 /// A reader over encoded bytes, and the payload format being read (decides how histograms were
@@ -809,6 +901,7 @@ impl<'a> Dec<'a> {
             }
             4 => f64::INFINITY,
             5 => -(self.varint()? as f64),
+            6 => decimal(self.varint()?),
             _ => return Err(CodecError("unknown number tag")),
         })
     }
@@ -850,7 +943,7 @@ impl<'a> Dec<'a> {
     fn skip_num(&mut self) -> Result<(), CodecError> {
         match self.u8()? {
             0 | 4 => Ok(()),
-            1 | 2 | 5 => {
+            1 | 2 | 5 | 6 => {
                 let end = self.0.iter().position(|b| b & 0x80 == 0).ok_or(TRUNCATED)?;
                 if end >= 10 {
                     return Err(CodecError("varint too long"));
@@ -942,8 +1035,14 @@ impl<'a> Dec<'a> {
         }
         for _ in 0..2 {
             if self.u8()? != 0 {
-                if self.u8()? != 0 {
-                    self.str_ref()?;
+                match self.u8()? {
+                    0 => {}
+                    2 => {
+                        self.known_limit_type()?;
+                    }
+                    _ => {
+                        self.str_ref()?;
+                    }
                 }
                 for _ in 0..3 {
                     self.opt_num()?;
@@ -957,22 +1056,41 @@ impl<'a> Dec<'a> {
     }
 
     fn hist_view(&mut self) -> Result<HistView<'a>, CodecError> {
-        let (len, cumulative) = if self.1 == VERSION_1 {
-            (self.len()?, false)
-        } else {
-            let v = usize::try_from(self.varint()?).map_err(|_| CodecError("length overflow"))?;
-            if v >> 1 > self.0.len() {
-                return Err(TRUNCATED);
+        let (len, cumulative, known) = match self.1 {
+            VERSION_1 => (self.len()?, false, None),
+            VERSION_2 => {
+                let v = usize::try_from(self.varint()?).map_err(|_| CodecError("length overflow"))?;
+                if v >> 1 > self.0.len() {
+                    return Err(TRUNCATED);
+                }
+                (v >> 1, v & 1 == 1, None)
             }
-            (v >> 1, v & 1 == 1)
+            _ => {
+                let v = usize::try_from(self.varint()?).map_err(|_| CodecError("length overflow"))?;
+                let len = v >> 2;
+                if len > self.0.len() {
+                    return Err(TRUNCATED);
+                }
+                let known = if v & 2 != 0 {
+                    let bounds = KNOWN_BOUNDS.get(usize::from(self.u8()?)).copied();
+                    match bounds {
+                        Some(b) if b.len() == len => Some(b),
+                        _ => return Err(CodecError("unknown histogram bounds")),
+                    }
+                } else {
+                    None
+                };
+                (len, v & 1 == 1, known)
+            }
         };
         let start = self.0;
         if len > 0 {
-            for _ in 0..2 * len + 2 {
+            let per_bucket = if known.is_some() { 1 } else { 2 };
+            for _ in 0..per_bucket * len + 2 {
                 self.skip_num()?;
             }
         }
-        Ok(HistView { bytes: &start[..start.len() - self.0.len()], len, cumulative })
+        Ok(HistView { bytes: &start[..start.len() - self.0.len()], len, cumulative, known })
     }
 
     fn totals(&mut self) -> Result<Totals, CodecError> {
@@ -1027,6 +1145,7 @@ impl<'a> Dec<'a> {
         }
         let limit_type = match self.u8()? {
             0 => None,
+            2 => Some(self.known_limit_type()?.to_owned()),
             _ => Some(self.str()?),
         };
         Ok(Some(QuotaWindow {
@@ -1035,6 +1154,12 @@ impl<'a> Dec<'a> {
             remaining_ratio: self.opt_num()?,
             reset_time_unix: self.opt_num()?,
         }))
+    }
+
+    /// A limit type named by its index in [`KNOWN_LIMIT_TYPES`].
+    fn known_limit_type(&mut self) -> Result<&'static str, CodecError> {
+        let i = self.u8()?;
+        KNOWN_LIMIT_TYPES.get(usize::from(i)).copied().ok_or(CodecError("unknown limit type"))
     }
 
     fn quota(&mut self) -> Result<Option<Quota>, CodecError> {
@@ -1052,7 +1177,7 @@ impl<'a> Dec<'a> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::scrape::{increase::TargetState, parse::parse, reading::read};
 
@@ -1063,6 +1188,145 @@ mod tests {
         let mut st = TargetState { last_scrape_ms: Some(0), ..TargetState::default() };
         let row = st.advance(&read(&parse(SAMPLE).unwrap()), 5_000, 1, "production");
         (row.counts, row.totals, row.gauges)
+    }
+
+    /// A 5 s row as the pipeline bench writes them: two requests, tokens and cost of one model,
+    /// the proxy's duration buckets, the fixture's totals and quota.
+    pub(crate) fn typical_row() -> (Counts, Totals, Gauges) {
+        let (_, totals, gauges) = fixture_row();
+        let mut duration = Histogram::default();
+        let mut cum = 0.0;
+        for le in
+            [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, f64::INFINITY]
+        {
+            cum += f64::from(u8::from(le == 2.5 || le == 30.0));
+            duration.buckets.push((le, cum));
+        }
+        (duration.sum, duration.count) = (17.481_290_137_345_95, 2.0);
+        let counts = Counts {
+            requests: BTreeMap::from([(Label::from("200"), 2.0)]),
+            tokens: BTreeMap::from([(Label::from("glm-4.7"), [1_234.0, 567.0, 0.0, 0.0])]),
+            cost: BTreeMap::from([(Label::from("glm-4.7"), [0.002_468_000_000_000_083, 0.001_134, 0.0, 0.0])]),
+            duration,
+            ..Counts::default()
+        };
+        (counts, totals, gauges)
+    }
+
+    /// [`typical_row`] as a build before version 3 encoded it (`f438f3d`): 285 bytes.
+    const TYPICAL_ROW_V2: [&str; 6] = [
+        "02010332303001020107676c6d2d342e3701d20901b70400000107676c6d2d342e3703843d2b69c537643f039278793a",
+        "5794523f00000000000000000000000020020500020a0002190002320002640002fa010002f4030001010002c4130101",
+        "010500010a00011e0101013c0001780001ac0200040003c8c997d4357b31400102000001f30b01040106018ca8a40101",
+        "8d892b0194e2da0401bec00803cb87fb2367bcfc3f0372ef2b20feabfb3f03e323d6a0372ef33f00010401070103012d",
+        "012601010301010a0102d8e5010101010c746f6b656e735f6c696d6974010282010102e606010184f9f7d40601010c63",
+        "72656469745f6c696d6974010360e5d022dbf9da3f0103508d976e1283e23f0101c0b383d5060102e4d4030001",
+    ];
+
+    fn unhex(parts: &[&str]) -> Vec<u8> {
+        let hex: String = parts.concat();
+        (0..hex.len()).step_by(2).map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap()).collect()
+    }
+
+    /// [`typical_row`]'s payload as a build before version 3 wrote it.
+    pub(crate) fn typical_row_v2() -> Vec<u8> {
+        unhex(&TYPICAL_ROW_V2)
+    }
+
+    #[test]
+    fn version_2_payloads_still_read() {
+        let v2 = typical_row_v2();
+        assert_eq!((v2[0], v2.len()), (VERSION_2, 285));
+        let (c, t, g) = typical_row();
+        assert_eq!(decode(&v2).unwrap(), (c.clone(), t, g.clone()));
+        // Read in place alike: summaries, window sums and the quota block.
+        let (old, new) = (encode(&c, &t, &g), v2.clone());
+        let summary = |b: &[u8]| {
+            let v = view(b).unwrap();
+            v.summary(1, Arc::from("p"), (5_000, 5_000), v.quota().unwrap().map(Arc::new))
+        };
+        assert_eq!(summary(&old), summary(&new));
+        let (mut a, mut b) = (Counts::default(), Counts::default());
+        for _ in 0..2 {
+            view(&old).unwrap().add_to(&mut a);
+            view(&new).unwrap().add_to(&mut b);
+        }
+        assert_eq!(a, b);
+    }
+
+    #[test]
+    fn a_typical_row_names_the_proxys_bounds_and_limit_types() {
+        let (c, t, g) = typical_row();
+        let bytes = encode(&c, &t, &g);
+        assert_eq!(decode(&bytes).unwrap(), (c.clone(), t, g.clone()));
+        // Bounds 37 bytes -> 1, limit types 26 -> 2, the weekly ratios 18 -> 8.
+        assert!(bytes.len() <= 285 - 65, "{} bytes", bytes.len());
+        // Every known set round-trips, and so does a set one bound away from one (written).
+        for bounds in KNOWN_BOUNDS {
+            let mut other = bounds.to_vec();
+            other[1] *= 1.5;
+            for (les, named) in [(bounds.to_vec(), true), (other, false)] {
+                let h = Histogram {
+                    buckets: les.iter().enumerate().map(|(i, &le)| (le, i as f64)).collect(),
+                    sum: 2.5,
+                    count: (les.len() - 1) as f64,
+                };
+                let c = Counts { ttft: h.clone(), ..Counts::default() };
+                let bytes = encode(&c, &Totals::default(), &Gauges::default());
+                assert_eq!(decode(&bytes).unwrap().0.ttft, h);
+                let v = view(&bytes).unwrap();
+                assert_eq!(v.hists[1].known.is_some(), named, "{les:?}");
+                let mut sum = h.clone();
+                v.hists[1].add_into(&mut sum);
+                assert_eq!(
+                    sum.buckets.iter().map(|b| b.1).collect::<Vec<_>>(),
+                    h.buckets.iter().map(|b| 2.0 * b.1).collect::<Vec<_>>()
+                );
+            }
+        }
+    }
+
+    /// The built-in proxy exports the bounds the codec names: a change there would store every
+    /// bound again (and is caught here, to add the new set at the end of [`KNOWN_BOUNDS`]).
+    #[test]
+    fn the_known_bounds_are_the_proxys() {
+        use crate::proxy::metrics::{DURATION_BUCKETS, TPOT_BUCKETS, TTFT_BUCKETS};
+        for (proxy, known) in [DURATION_BUCKETS, TTFT_BUCKETS, TPOT_BUCKETS].into_iter().zip(KNOWN_BOUNDS) {
+            assert_eq!([proxy, &[f64::INFINITY]].concat(), known);
+        }
+    }
+
+    #[test]
+    fn short_decimals_are_packed_and_every_value_reads_back_to_the_bit() {
+        let len = |v: f64| {
+            let mut w = Enc(Vec::new(), true);
+            w.num(v);
+            w.0.len()
+        };
+        assert_eq!([len(0.4215), len(0.5785), len(0.000_002), len(29.4)], [4, 4, 2, 4]);
+        assert_eq!(len(0.1 + 0.2), 9, "no short decimal: the 8 bytes");
+        let mut rng = 0x2545_f491_4f6c_dd1d_u64;
+        for i in 0..20_000u32 {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            let v = match i % 4 {
+                0 => f64::from_bits(rng),
+                1 => (rng % 1_000_000_000) as f64 / TENS[(rng >> 40) as usize % 16],
+                2 => (rng >> 11) as f64 / (1u64 << 53) as f64,
+                _ => (rng % 10_000) as f64 * 0.000_002 + 0.964_197_52,
+            };
+            let mut w = Enc(Vec::new(), true);
+            w.num(v);
+            assert!(w.0.len() <= 9);
+            let back = Dec(&w.0, VERSION).num().unwrap();
+            assert_eq!(back.to_bits(), v.to_bits(), "{v:e} read back as {back:e}");
+        }
+        // Encoded totals keep their format (no packed decimals): a build before version 3 reads them.
+        let t = Totals { cost: [0.4215, 0.0, 0.0, 0.0], ..Totals::default() };
+        let kept = encode_totals(&t);
+        assert!(!kept.contains(&6), "{kept:?}");
+        assert_eq!(decode_totals(&kept).unwrap(), t);
     }
 
     #[test]
@@ -1128,7 +1392,7 @@ mod tests {
             ..Counts::default()
         };
         let mut v2 = encode(&c, &Totals::default(), &Gauges::default());
-        let at = v2.iter().position(|&b| b == 4).unwrap(); // the length 2 << 1 of the histogram
+        let at = v2.iter().position(|&b| b == 8).unwrap(); // the length 2 << 2 of the histogram
         v2[at] = 2;
         v2[0] = VERSION_1;
         let (back, _, _) = decode(&v2).unwrap();
@@ -1171,7 +1435,7 @@ mod tests {
         // buckets with their bounds; each further one the same without the bounds.
         let one = &c.clients["source-43"];
         let size = |n: usize| {
-            let mut w = Enc(Vec::new());
+            let mut w = Enc(Vec::new(), true);
             w.clients(&(0..n).map(|i| (Label::from(format!("source-{i:02}")), one.clone())).collect());
             w.0.len()
         };
@@ -1253,6 +1517,24 @@ mod tests {
             let _ = decode(&flipped);
             flipped[i] ^= 0x5a;
         }
+        // A named set or limit type this build does not know, or a set of another length than
+        // the histogram's, is an error (not a panic, not other bounds).
+        let (typical, ..) = typical_row();
+        let named = encode(&Counts { duration: typical.duration, ..Counts::default() }, &t, &Gauges::default());
+        let at = named.iter().position(|&b| b == 16 << 2 | 2).unwrap() + 1; // after the histogram's length
+        assert_eq!(named[at], 0, "the duration set");
+        for (index, why) in [(3, "unknown histogram bounds"), (1, "unknown histogram bounds")] {
+            let mut bad = named.clone();
+            bad[at] = index;
+            assert_eq!(view(&bad).map(|_| ()).unwrap_err().0, why, "index {index}");
+        }
+        let window = QuotaWindow { limit_type: Some("tokens_limit".into()), ..QuotaWindow::default() };
+        let quota = Gauges { quota: Some(Quota { five_hour: Some(window), ..Quota::default() }), ..Gauges::default() };
+        let mut bad = encode(&Counts::default(), &Totals::default(), &quota);
+        let at = bad.windows(2).position(|w| w == [2, 1]).unwrap() + 1; // tag 2, index 1
+        bad[at] = 2;
+        assert_eq!(view(&bad).map(|_| ()).unwrap_err().0, "unknown limit type");
+        assert!(decode(&bad).is_err());
     }
 
     #[test]

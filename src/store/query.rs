@@ -900,6 +900,53 @@ mod tests {
 
     use super::*;
 
+    /// Raw rows written before payload version 3 (an existing database's open rows) read back
+    /// as they were, beside new rows, open and after the seal has put both in one chunk; a late
+    /// row merges into an old one.
+    #[test]
+    fn raw_rows_of_the_previous_payload_format_read_back_beside_new_ones() {
+        let mut c = Connection::open_in_memory().unwrap();
+        super::super::schema::migrate(&mut c).unwrap();
+        c.execute_batch("INSERT INTO targets (id, url, variant, first_seen_ms) VALUES (1, 'a', 'p', 0)").unwrap();
+        let (counts, totals, gauges) = codec::tests::typical_row();
+        let row = |ts_ms| TargetRow {
+            target_id: 1,
+            variant: "p".into(),
+            ts_ms,
+            elapsed_ms: 5_000,
+            present_ms: 0,
+            counts: counts.clone(),
+            totals,
+            gauges: gauges.clone(),
+        };
+        let vid = variant_id(&c, "p").unwrap();
+        c.execute(
+            "INSERT INTO metrics_5s_0 (ts_target, variant_id, elapsed_ms, data) VALUES (?1, ?2, 5000, ?3)",
+            params![raw_key(5_000, 1).unwrap(), vid, codec::tests::typical_row_v2()],
+        )
+        .unwrap();
+        upsert_raw_row(&c, &row(10_000), None, None).unwrap();
+        let old: Vec<u8> = c.query_row("SELECT data FROM metrics_5s_0 ORDER BY ts_target", [], |r| r.get(0)).unwrap();
+        let new: Vec<u8> = c.query_row("SELECT data FROM metrics_5s_0 WHERE ts = 10000", [], |r| r.get(0)).unwrap();
+        assert_eq!((old[0], new[0]), (2, 3), "one row of each format");
+        let names = variant_names(&c).unwrap();
+        // Raw rows read back present for one point width (5 s when the caller gives none).
+        let want: Vec<_> = [row(5_000), row(10_000)].map(|r| TargetRow { present_ms: 5_000, ..r }).into();
+        let read = |c: &Connection| target_rows(c, Table::Raw, 1, 0, 20_000, &names).unwrap();
+        assert_eq!(read(&c), want, "open");
+        super::super::sealed::seal(&mut c, Table::Raw, 600_000, 600_000).unwrap();
+        let open: i64 = c.query_row("SELECT count(*) FROM metrics_5s", [], |r| r.get(0)).unwrap();
+        assert_eq!(open, 0);
+        assert_eq!(read(&c), want, "sealed in one chunk");
+        // A late scrape of the old row's bucket merges into it (reopening the chunk).
+        let sealed = super::super::sealed::sealed_through(&c, Table::Raw).unwrap();
+        upsert_raw_row(&c, &row(5_000), sealed, None).unwrap();
+        let merged = read(&c).remove(0);
+        let mut twice = counts.clone();
+        twice.add(&counts);
+        assert_eq!((merged.counts, merged.totals, merged.gauges), (twice, totals, gauges.clone()));
+    }
+
     fn target(id: i64, url: &str) -> StoredTarget {
         StoredTarget {
             id,
