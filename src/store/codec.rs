@@ -25,7 +25,7 @@ use crate::point::{
 /// packed decimal (number tag 6): the open raw rows' pages were most of what a tick writes,
 /// and these took about a quarter of a typical 5 s row (BENCHMARKS.md, "Write volume, twelfth
 /// stop").
-const VERSION: u8 = 3;
+pub(crate) const VERSION: u8 = 3;
 /// Payloads of version 2 (each histogram's bucket encoding flagged: increments, or cumulative
 /// counts when increments would not decode to the same bits; bounds always written) are still
 /// read.

@@ -372,6 +372,15 @@ const MIGRATIONS: &[&str] = &[
     ALTER TABLE metrics_10m_by_time RENAME TO metrics_10m;
     CREATE INDEX metrics_10m_by_target ON metrics_10m (target_id, ts);
 ",
+    "
+    -- Rows are written in payload format 3 from here on (store::codec: zai-proxy's bucket
+    -- bounds and quota limit types named by index, short decimals packed). A build before this
+    -- schema version cannot read them, so the version moves: such a build refuses the database
+    -- ('upgrade zai-dash') instead of failing on every new row. Nothing is rewritten; rows of
+    -- formats 1 and 2 stay and are read as they are.
+    INSERT INTO meta (key, value) VALUES ('payload_format', 3)
+        ON CONFLICT(key) DO UPDATE SET value = excluded.value;
+",
 ];
 
 /// The schema version this build writes.
@@ -436,6 +445,24 @@ mod tests {
         }
         c.pragma_update(None, "user_version", before as i64).unwrap();
         before
+    }
+
+    /// A new payload format comes with a schema version that records it, so the builds that
+    /// cannot read it refuse the database rather than fail on its rows.
+    #[test]
+    fn the_schema_version_records_the_payload_format_written() {
+        let mut c = Connection::open_in_memory().unwrap();
+        let before = schema_before(&c, "'payload_format'");
+        c.execute_batch("INSERT INTO meta (key, value) VALUES ('payload_format', 2)").unwrap();
+        migrate(&mut c).unwrap();
+        let format: i64 = c.query_row("SELECT value FROM meta WHERE key = 'payload_format'", [], |r| r.get(0)).unwrap();
+        assert_eq!(format, i64::from(crate::store::codec::VERSION), "a migration records the format written now");
+        let v: i64 = c.query_row("PRAGMA user_version", [], |r| r.get(0)).unwrap();
+        assert!(v as usize > before);
+        // The build before that migration refuses the database.
+        c.pragma_update(None, "user_version", (SCHEMA_VERSION + 1) as i64).unwrap();
+        let refused = migrate(&mut c).unwrap_err().to_string();
+        assert!(refused.contains("upgrade zai-dash"), "{refused}");
     }
 
     #[test]
