@@ -251,12 +251,12 @@ pub struct ServeArgs {
     #[command(flatten)]
     #[allow(missing_docs)]
     pub proxy_args: ProxyArgs,
-    /// Time a client has to send a complete request head to the dashboard (from connect, or
-    /// from the first byte of the next request); then the connection is dropped.
+    /// Time a client has to send a complete request head to the dashboard, from its first
+    /// byte; then the connection is dropped.
     #[arg(long, env = "HTTP_HEADER_READ_TIMEOUT", default_value = "30s")]
     pub http_header_read_timeout: String,
-    /// How long a keep-alive connection to the dashboard may sit idle between requests. Open
-    /// live-event streams are not idle and are never cut by it.
+    /// How long a connection to the dashboard may sit without a request (between two, or since
+    /// connect) before it is closed. Open live-event streams are not idle and are never cut by it.
     #[arg(long, env = "HTTP_IDLE_TIMEOUT", default_value = "120s")]
     pub http_idle_timeout: String,
     /// When set, pages, API and `/metrics` require this token (bearer header or login cookie);

@@ -6,11 +6,20 @@
 //! finishes its headers, or keeps idle connections open, holds sockets and tasks for as long as
 //! it likes. [`serve`] runs hyper-util's connection builder itself and watches each connection:
 //!
-//! - *header read timeout*: from accept, or from the first byte after the previous answer, the
-//!   request head must be complete within [`ListenerLimits::header_read`]; otherwise the
-//!   connection is dropped (counted in [`ListenerTrips::header_timeouts`]);
-//! - *idle timeout*: a keep-alive connection with no request in flight and no byte of a new one
-//!   for [`ListenerLimits::idle`] is closed gracefully ([`ListenerTrips::idle_closes`]).
+//! - *header read timeout*: from the first byte of a request head, the head must be complete
+//!   within [`ListenerLimits::header_read`]; otherwise the connection is dropped (counted in
+//!   [`ListenerTrips::header_timeouts`]);
+//! - *idle timeout*: a connection with no request in flight and no byte of a new one for
+//!   [`ListenerLimits::idle`], whether it has served requests or none yet, is closed gracefully
+//!   ([`ListenerTrips::idle_closes`]).
+//!
+//! A connection that has sent nothing yet is idle, not a slow head: HTTP clients open
+//! connections they may not use at once (hyper's client races a new connection against its pool
+//! and keeps the loser idle; browsers preconnect). Dropping those at the header timeout (30 s)
+//! closed them while the client still held them for reuse, and a request sent on one at that
+//! moment met a reset: a one-hour soak whose overview refreshed every 30 s counted 12 such
+//! drops and failed on one (BENCHMARKS.md, "Memory, twelfth stop"). The idle timeout (120 s) is
+//! longer than common clients' own (reqwest's pool 90 s), so they close first.
 //!
 //! A request counts as in flight from the moment its head is parsed until its response body is
 //! dropped, so a long-lived response stream (the dashboard's `/api/events`, a proxied SSE
@@ -44,10 +53,10 @@ pub(crate) const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(120);
 /// The two connection deadlines of a listener.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ListenerLimits {
-    /// Time allowed to send a complete request head, from accept or from the first byte of a
-    /// later request on a keep-alive connection.
+    /// Time allowed to send a complete request head, from its first byte.
     pub header_read: Duration,
-    /// Time a connection may sit between requests before it is closed.
+    /// Time a connection may sit without a request (between two, or before its first) before
+    /// it is closed.
     pub idle: Duration,
 }
 
@@ -207,8 +216,9 @@ struct Watch {
     opened: Instant,
     /// Requests whose head was parsed and whose response body is not dropped yet.
     inflight: AtomicUsize,
-    /// Milliseconds since `opened` when the head of the next request started arriving (or
-    /// the connection was accepted); [`NONE`] while a request is in flight.
+    /// Milliseconds since `opened` when the head of the next request started arriving;
+    /// [`NONE`] while none is arriving (a request in flight, or no byte since the last one or
+    /// since accept).
     head_started_ms: AtomicU64,
     /// Milliseconds since `opened` when the last response finished.
     idle_since_ms: AtomicU64,
@@ -231,7 +241,7 @@ impl Watch {
         Self {
             opened: Instant::now(),
             inflight: AtomicUsize::new(0),
-            head_started_ms: AtomicU64::new(0),
+            head_started_ms: AtomicU64::new(NONE),
             idle_since_ms: AtomicU64::new(0),
             http2: AtomicBool::new(false),
         }

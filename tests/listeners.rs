@@ -50,10 +50,16 @@ async fn dashboard_connections_time_out_but_live_streams_stay_open() {
     let took = closed_after(&mut idle).await;
     assert!(took >= Duration::from_millis(500) && took < Duration::from_secs(20), "idle close after {took:?}");
 
+    // A connection that sends nothing is idle, not a slow head: HTTP clients keep connections
+    // they opened ahead of need, and must not have them dropped under a request (a reset).
+    let mut silent = TcpStream::connect(&addr).await.unwrap();
+    let took = closed_after(&mut silent).await;
+    assert!(took >= Duration::from_millis(500) && took < Duration::from_secs(20), "silent close after {took:?}");
+
     // Each close is counted where an operator (or a client that saw a reset) can read it.
     let metrics = reqwest::get(app.url("/metrics")).await.unwrap().text().await.unwrap();
-    for reason in ["header_timeout", "idle_timeout"] {
-        let line = format!("zai_dash_http_connections_closed_total{{reason=\"{reason}\"}} 1\n");
+    for (reason, closes) in [("header_timeout", 1), ("idle_timeout", 2)] {
+        let line = format!("zai_dash_http_connections_closed_total{{reason=\"{reason}\"}} {closes}\n");
         assert!(metrics.contains(&line), "{line} missing from:\n{metrics}");
     }
 

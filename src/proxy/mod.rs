@@ -93,12 +93,12 @@ pub struct ProxyArgs {
     /// worker slot is taken, so slow clients cannot starve `MAX_WORKERS`.
     #[arg(long, env = "REQUEST_BODY_TIMEOUT", default_value = "30s")]
     pub request_body_timeout: String,
-    /// Time a client has to send a complete request head to the proxy (from connect, or from
-    /// the first byte of the next request); then the connection is dropped.
+    /// Time a client has to send a complete request head to the proxy, from its first byte;
+    /// then the connection is dropped.
     #[arg(long, env = "PROXY_HEADER_READ_TIMEOUT", default_value = "30s")]
     pub proxy_header_read_timeout: String,
-    /// How long a keep-alive connection to the proxy may sit idle between requests (an answer
-    /// being streamed is not idle).
+    /// How long a connection to the proxy may sit without a request (between two, or since
+    /// connect; an answer being streamed is not idle).
     #[arg(long, env = "PROXY_IDLE_TIMEOUT", default_value = "120s")]
     pub proxy_idle_timeout: String,
     /// Time allowed to connect to the upstream.
