@@ -18,8 +18,9 @@
 //! and keeps the loser idle; browsers preconnect). Dropping those at the header timeout (30 s)
 //! closed them while the client still held them for reuse, and a request sent on one at that
 //! moment met a reset: a one-hour soak whose overview refreshed every 30 s counted 12 such
-//! drops and failed on one (BENCHMARKS.md, "Keep-alive resets, twelfth stop"). The idle timeout (120 s) is
-//! longer than common clients' own (reqwest's pool 90 s), so they close first.
+//! drops and failed on one (BENCHMARKS.md, "Keep-alive resets, twelfth stop"). The idle
+//! timeout (120 s) is longer than common clients' own (reqwest's pool 90 s), so they close
+//! first.
 //!
 //! A request counts as in flight from the moment its head is parsed until its response body is
 //! dropped, so a long-lived response stream (the dashboard's `/api/events`, a proxied SSE
