@@ -97,7 +97,7 @@ impl Fixture {
                 states.push(StateUpdate {
                     target_id: self.ids[k],
                     scraped_ms: t - 300,
-                    write: StateWrite::Checkpoint(serde_json::to_string(&self.states[k]).unwrap()),
+                    write: StateWrite::Checkpoint(serde_json::to_string(&self.states[k]).unwrap().into()),
                     totals: row.totals,
                     variant: (*variant).into(),
                 });
@@ -573,7 +573,7 @@ fn write_pod(fx: &Fixture, id: i64, state: &mut TargetState, (from, to): (i64, i
         let update = StateUpdate {
             target_id: id,
             scraped_ms: t - 300,
-            write: StateWrite::Checkpoint(serde_json::to_string(state).unwrap()),
+            write: StateWrite::Checkpoint(serde_json::to_string(state).unwrap().into()),
             totals: row.totals,
             variant: "production".into(),
         };
