@@ -73,7 +73,7 @@ fn history(targets: &[SimulatedTarget], stored: &[StoredTarget], end: i64, seed:
         states.push(StateUpdate {
             target_id: s.id,
             scraped_ms: end,
-            write: StateWrite::Checkpoint(state_json(totals)),
+            write: StateWrite::Checkpoint(state_json(totals).into()),
             totals,
             variant: t.variant.clone(),
         });

@@ -48,10 +48,99 @@ pub struct StateUpdate {
 /// the previous write (replayed after the newest checkpoint at start-up).
 #[derive(Debug, Clone, PartialEq)]
 pub enum StateWrite {
-    /// The whole state (JSON); stored on the target, replacing an older one.
-    Checkpoint(String),
+    /// The whole state; stored on the target, replacing an older one.
+    Checkpoint(SavedState),
     /// The values changed since the previous write (binary); appended to the journal.
     Journal(Vec<u8>),
+}
+
+/// A whole scrape state (its JSON), deflated by the scrape that made it; storage writes the
+/// bytes as they are (`targets.state`, a BLOB; TEXT when compressing failed).
+///
+/// Why here and not in storage: every live target checkpoints at its first scrape of each
+/// 10-minute window, so one tick's batch carries every target's state at once. As JSON (about
+/// 10 KB each at the fixture's 249 series, in strings grown by doubling) that batch held
+/// about 6 MiB at 500 targets until the writer compressed them, the process' largest
+/// transient without a dashboard open (BENCHMARKS.md, "Memory, twelfth stop"). Deflated where
+/// each is made, the batch holds about 1.5 KB per target; the compression is the same work,
+/// done earlier.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SavedState {
+    /// Raw DEFLATE of the JSON.
+    Deflated(Vec<u8>),
+    /// The JSON itself: compressing failed (stored as the TEXT earlier builds wrote).
+    Plain(String),
+}
+
+impl SavedState {
+    /// The state's JSON, compressed ([`deflate_json`]) unless that fails.
+    pub fn of_json(json: String) -> Self {
+        match deflate_json(&json) {
+            Some(blob) => Self::Deflated(blob),
+            None => {
+                tracing::warn!(bytes = json.len(), "Compressing a scrape state failed; it is stored uncompressed.");
+                Self::Plain(json)
+            }
+        }
+    }
+
+    /// The state's JSON again; `None` when the compressed bytes are corrupt (or inflate past
+    /// 64 MiB, far beyond any state).
+    pub fn json(&self) -> Option<String> {
+        match self {
+            Self::Plain(json) => Some(json.clone()),
+            Self::Deflated(blob) => {
+                use std::io::Read;
+                let mut out = String::new();
+                flate2::read::DeflateDecoder::new(blob.as_slice()).take(64 << 20).read_to_string(&mut out).ok()?;
+                Some(out)
+            }
+        }
+    }
+}
+
+impl From<&str> for SavedState {
+    fn from(json: &str) -> Self {
+        Self::of_json(json.to_owned())
+    }
+}
+
+impl From<String> for SavedState {
+    fn from(json: String) -> Self {
+        Self::of_json(json)
+    }
+}
+
+/// Raw DEFLATE of a state's JSON by one shared compressor, reset between uses; `None` if
+/// compressing failed.
+///
+/// One compressor serves every state: a new one allocates about 300 KB of tables in pieces
+/// below the allocator's mmap threshold, and made and dropped about once a second (500
+/// targets) they left the heap fragmented: 2.5-3 MiB more RSS in a 500-target soak
+/// (BENCHMARKS.md, "Write volume, fifth stop"). Its lock is held for one state's compression
+/// (about a tenth of a millisecond for 10 KB).
+pub fn deflate_json(json: &str) -> Option<Vec<u8>> {
+    static COMPRESSOR: std::sync::Mutex<Option<flate2::Compress>> = std::sync::Mutex::new(None);
+    let mut guard = COMPRESSOR.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let c = guard.get_or_insert_with(|| flate2::Compress::new(flate2::Compression::default(), false));
+    c.reset();
+    let input = json.as_bytes();
+    let mut out = Vec::with_capacity(input.len() / 4 + 64);
+    loop {
+        let consumed = usize::try_from(c.total_in()).unwrap_or(input.len()).min(input.len());
+        match c.compress_vec(&input[consumed..], &mut out, flate2::FlushCompress::Finish) {
+            Ok(flate2::Status::StreamEnd) => {
+                out.shrink_to_fit();
+                return Some(out);
+            }
+            Ok(_) => out.reserve(out.capacity().max(1024)),
+            // A fresh compressor for the next state.
+            Err(_) => {
+                *guard = None;
+                return None;
+            }
+        }
+    }
 }
 
 /// Where closed buckets go. Submitting never waits: the scraper's ticker must keep time even

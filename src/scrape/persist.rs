@@ -17,7 +17,7 @@
 
 use super::increase::TargetState;
 use crate::point::Totals;
-use crate::ports::ingest::StateWrite;
+use crate::ports::ingest::{SavedState, StateWrite};
 use crate::redact::RedactedUrl;
 
 /// A live target's state is checkpointed at least this often (10 minutes): the journal to
@@ -132,7 +132,7 @@ impl Persister {
         self.variant = Some(variant.to_owned());
         self.checkpoint_ms = Some(ms);
         self.pending = false;
-        StateWrite::Checkpoint(serde_json::to_string(state).unwrap_or_default())
+        StateWrite::Checkpoint(SavedState::of_json(serde_json::to_string(state).unwrap_or_default()))
     }
 
     fn next_ms(&mut self, at_ms: i64) -> i64 {
@@ -381,7 +381,7 @@ mod tests {
             .iter()
             .rev()
             .find_map(|(ms, w)| match w {
-                StateWrite::Checkpoint(j) => Some((*ms, j.as_str())),
+                StateWrite::Checkpoint(j) => Some((*ms, j.json().unwrap())),
                 StateWrite::Journal(_) => None,
             })
             .unwrap();
@@ -392,7 +392,7 @@ mod tests {
                 _ => None,
             })
             .collect();
-        consolidate(Some(json), &entries).unwrap()
+        consolidate(Some(&json), &entries).unwrap()
     }
 
     fn same(a: &TargetState, b: &TargetState) {
@@ -483,7 +483,9 @@ mod tests {
     #[test]
     fn an_unreadable_journal_restores_a_baseline_with_the_totals() {
         let (state, writes) = run(&[expo(10, 0.5, 3, 1), expo(12, 0.75, 4, 2)]);
-        let StateWrite::Checkpoint(json) = &writes[0].1 else { panic!() };
+        let StateWrite::Checkpoint(saved) = &writes[0].1 else { panic!() };
+        assert!(matches!(saved, SavedState::Deflated(_)), "compressed where it is made");
+        let json = &saved.json().unwrap();
         let (restored, err) = restore(Some(json), &[(9_000, vec![FORMAT, 99])]);
         assert!(matches!(err, Some(JournalError::Shape { .. })));
         assert_eq!(restored.last_scrape_ms, None, "a baseline");

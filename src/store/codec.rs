@@ -89,15 +89,14 @@ pub(crate) fn encode_totals(totals: &Totals) -> Vec<u8> {
 /// deflated it fits in its table page. Stored as a BLOB; a TEXT value is an uncompressed state
 /// written by an earlier build ([`decode_state`] reads both).
 ///
-/// One compressor serves every state, reset between uses: a new one allocates about 300 KB of
-/// tables in pieces below the allocator's mmap threshold, and made and dropped about once a
-/// second (500 targets) they left the heap fragmented: 2.5-3 MiB more RSS in a 500-target soak
-/// (BENCHMARKS.md, "Write volume, fifth stop").
+/// The scraper's checkpoints arrive compressed already (`ports::ingest::SavedState`); this
+/// compresses the states start-up consolidates, with the same shared compressor
+/// ([`crate::ports::ingest::deflate_json`]).
 ///
 /// Compressing into memory does not fail; should it ever, the state is stored as the plain
 /// TEXT an earlier build wrote (read back the same way), with a warning, rather than lost.
 pub(crate) fn encode_state(json: &str) -> StateColumn<'_> {
-    match deflate_state(json) {
+    match crate::ports::ingest::deflate_json(json) {
         Some(blob) => StateColumn::Deflated(blob),
         None => {
             tracing::warn!(bytes = json.len(), "Compressing a scrape state failed; it is stored uncompressed.");
@@ -123,28 +122,6 @@ impl rusqlite::ToSql for StateColumn<'_> {
                 rusqlite::types::ToSqlOutput::Borrowed(rusqlite::types::ValueRef::Text(text.as_bytes()))
             }
         })
-    }
-}
-
-/// The deflated state, by the one shared compressor; `None` if compressing failed.
-fn deflate_state(json: &str) -> Option<Vec<u8>> {
-    static COMPRESSOR: std::sync::Mutex<Option<flate2::Compress>> = std::sync::Mutex::new(None);
-    let mut guard = COMPRESSOR.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-    let c = guard.get_or_insert_with(|| flate2::Compress::new(flate2::Compression::default(), false));
-    c.reset();
-    let input = json.as_bytes();
-    let mut out = Vec::with_capacity(input.len() / 4 + 64);
-    loop {
-        let consumed = usize::try_from(c.total_in()).unwrap_or(input.len()).min(input.len());
-        match c.compress_vec(&input[consumed..], &mut out, flate2::FlushCompress::Finish) {
-            Ok(flate2::Status::StreamEnd) => return Some(out),
-            Ok(_) => out.reserve(out.capacity().max(1024)),
-            // A fresh compressor for the next state.
-            Err(_) => {
-                *guard = None;
-                return None;
-            }
-        }
     }
 }
 

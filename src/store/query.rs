@@ -1099,7 +1099,7 @@ mod tests {
         let update = |target_id, json: String| StateUpdate {
             target_id,
             scraped_ms: 5_000,
-            write: StateWrite::Checkpoint(json),
+            write: StateWrite::Checkpoint(json.into()),
             totals: Totals::default(),
             variant: "p".into(),
         };
