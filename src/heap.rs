@@ -9,8 +9,8 @@
 //! point gave 13 MiB back (BENCHMARKS.md, "Memory, seventh stop").
 //!
 //! Two triggers, so that a trim runs where it pays and nowhere else:
-//! - A job that held a large transient (a read or a seal holding 256 KiB or more of chunks
-//!   at once: about fifty targets or more) reports it ([`note_transient`]); the trim follows two
+//! - A job that held a large transient (a read or a seal holding a megabyte or more of chunks
+//!   at once: a hundred targets or more) reports it ([`note_transient`]); the trim follows two
 //!   to three seconds later, once the request that read has answered, at most once every ten
 //!   seconds.
 //! - Any other store job marks the heap ([`note_work_done`]); a marked heap is trimmed once a
@@ -39,12 +39,10 @@ struct Marks {
 
 static MARKS: Marks = Marks { work: AtomicBool::new(false), large: AtomicBool::new(false) };
 
-/// A transient this large, once freed, is worth a trim soon: a read or seal of a window part
-/// over about fifty targets (a raw chunk of a quarter window is about 5 KB, a seal's writer
-/// about 8 KB), never the handful of a small install or of the test suites (the accuracy
-/// suite's five targets hold about 30 KB). It was 1 MiB while a chunk held a whole 10-minute
-/// window (about 20 KB); a quarter of that keeps a 100-target read trimmed as before.
-pub const LARGE_TRANSIENT: usize = 256 << 10;
+/// A transient this large, once freed, is worth a trim soon: a read or seal of a window over
+/// about a hundred targets (their chunks are about 11 KB each), never the handful of a small
+/// install or of the test suites.
+pub const LARGE_TRANSIENT: usize = 1 << 20;
 
 /// When freed pages go back to the OS.
 #[derive(Debug, Clone, Copy)]

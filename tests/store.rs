@@ -908,18 +908,17 @@ fn sealed_raw_rows_read_exactly_as_open_ones_and_take_late_rows() {
     // A database of open rows (one written before chunks existed) is sealed 12 windows per
     // run: the first run leaves the newest 10 minutes open.
     assert_eq!(first.sealed_rows, 2 * 12 * 120, "two hours of two targets sealed");
-    // A chunk per target and quarter of a window (store::sealed's RAW_PARTS).
-    assert_eq!(chunk_figures(&fx), (4 * 24, 2 * 12 * 120, 2 * 120));
+    assert_eq!(chunk_figures(&fx), (24, 2 * 12 * 120, 2 * 120));
     let sealed_once = raw_reads(&fx, end);
     assert_eq!(sealed_once, open, "the same answers from chunks as from open rows");
     let second = fx.downsample(end + 20_000);
     assert_eq!(second.sealed_rows, 2 * 120);
     assert_eq!(second.cleared_raw_generations, 1, "the last window's generation held only it: emptied whole");
-    assert_eq!(chunk_figures(&fx), (4 * 26, 2 * 13 * 120, 0), "every row in exactly one place");
+    assert_eq!(chunk_figures(&fx), (26, 2 * 13 * 120, 0), "every row in exactly one place");
     assert_eq!(raw_reads(&fx, end), open);
 
     // A second scrape of a bucket in a sealed window (a late batch) reopens the target's chunk
-    // of that quarter of the window and merges into the row it meets.
+    // and merges into the row it meets.
     let at = T0 + 12 * MIN + 5_000;
     let before = fx.rows(Table::Raw, 0).into_iter().find(|r| r.ts_ms == at).unwrap();
     let mut late = before.clone();
@@ -928,7 +927,7 @@ fn sealed_raw_rows_read_exactly_as_open_ones_and_take_late_rows() {
     let batch =
         WriteBatch { bucket_end_ms: at, rows: vec![late], states: vec![], points: vec![], events: vec![], late: true };
     assert!(write::write_batch(&mut fx.store.conn().unwrap(), &batch, MIN).unwrap(), "the write reports a merge");
-    assert_eq!(chunk_figures(&fx), (4 * 26 - 1, 2 * 13 * 120 - 30, 30), "one chunk reopened");
+    assert_eq!(chunk_figures(&fx), (25, 2 * 13 * 120 - 120, 120), "one chunk reopened");
     let merged = |fx: &Fixture| fx.rows(Table::Raw, 0).into_iter().find(|r| r.ts_ms == at).unwrap();
     assert_eq!(merged(&fx).counts.requests.get("500"), Some(&77.0));
     assert_eq!(merged(&fx).counts.requests.get("200"), before.counts.requests.get("200"), "merged, not replaced");
@@ -936,9 +935,9 @@ fn sealed_raw_rows_read_exactly_as_open_ones_and_take_late_rows() {
     assert_ne!(reopened, sealed_once);
     // Sealed again on the next run, the merged row included.
     let third = fx.downsample(end + 40_000);
-    assert_eq!(third.sealed_rows, 30);
+    assert_eq!(third.sealed_rows, 120);
     assert_eq!(third.cleared_raw_generations, 1, "the reopened rows were all their generation held");
-    assert_eq!(chunk_figures(&fx), (4 * 26, 2 * 13 * 120, 0));
+    assert_eq!(chunk_figures(&fx), (26, 2 * 13 * 120, 0));
     assert_eq!(raw_reads(&fx, end), reopened);
     // And it survives a restart: the chunks are what is on disk.
     let path = fx._dir.path().join("t.db");
