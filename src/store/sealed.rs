@@ -989,6 +989,13 @@ fn keep_carried_entries(conn: &Connection, table: &str, (lo, hi): (i64, i64)) ->
 mod tests {
     use super::*;
 
+    /// An open raw row of one variant, in its generation's table.
+    fn put_raw(c: &Connection, ts: i64, target: i64, data: &[u8]) {
+        let sql =
+            format!("INSERT INTO {} (ts_target, variant_id, elapsed_ms, data) VALUES (?1, 1, 5000, ?2)", raw_table(ts));
+        c.execute(&sql, params![raw_key(ts, target).unwrap(), data]).unwrap();
+    }
+
     /// A database with open rows for two targets every 5 s over `(0, until]`, each payload
     /// naming its row.
     fn db(until: i64) -> (Connection, Vec<(i64, i64, Vec<u8>)>) {
@@ -998,14 +1005,7 @@ mod tests {
         for ts in (5_000..=until).step_by(5_000) {
             for target in [1, 2] {
                 let data = format!("row {ts} of {target}, some bytes that repeat").into_bytes();
-                c.execute(
-                    &format!(
-                        "INSERT INTO {} (ts_target, variant_id, elapsed_ms, data) VALUES (?1, 1, 5000, ?2)",
-                        raw_table(ts)
-                    ),
-                    params![raw_key(ts, target).unwrap(), data],
-                )
-                .unwrap();
+                put_raw(&c, ts, target, &data);
                 rows.push((ts, target, data));
             }
         }
@@ -1098,14 +1098,7 @@ mod tests {
         for ts in (5_000..=600_000).step_by(5_000) {
             for target in 1..=8 {
                 let data = noise(ts + target, 2_000);
-                c.execute(
-                    &format!(
-                        "INSERT INTO {} (ts_target, variant_id, elapsed_ms, data) VALUES (?1, 1, 5000, ?2)",
-                        raw_table(ts)
-                    ),
-                    params![raw_key(ts, target).unwrap(), data],
-                )
-                .unwrap();
+                put_raw(&c, ts, target, &data);
                 all.push((ts, target, data));
             }
         }
