@@ -12,10 +12,9 @@
 //! 1 minute rows an hour (60 rows, once rolled into 10 minutes), 10 minute rows a UTC day (144
 //! rows, once complete): wider chunks compress better (each starts from a full payload), and
 //! these still bound what one late row reopens and what retention keeps beyond its setting.
-//! A raw window is sealed as one, but into a chunk per target and quarter of it
-//! ([`RAW_PARTS`]): raw rows are keyed by time, so a window is written and read with every
-//! target's chunk side by side, and a quarter of a window is what that holds at once. Rolled
-//! rows are read by target, and sealed a target at a time.
+//! Raw rows are keyed by time, so a raw window is written and read with every target's chunk
+//! side by side ([`RAW_PARTS`] can cut it into parts; it is one, see there). Rolled rows are
+//! read by target, and sealed a target at a time.
 //!
 //! A row written late into a sealed window (two scrapes in one bucket, a batch retried after a
 //! long outage, a minute rolled again because of one) first reopens its target's chunk
@@ -630,12 +629,12 @@ pub(crate) fn seal(conn: &mut Connection, table: Table, width_ms: i64, through_m
 /// in one) and restarts the payload history: raw chunk bytes +26 % with the fixture's traffic
 /// (stored per target-day 0.87 -> 0.99 MB) and written per target-day 15.9 -> 17.1 MB at 100
 /// targets (BENCHMARKS.md, "Rerun on the code of the twelfth stop"), which undid the
-/// write-volume goal.
-/// Bounding the seal and the reads without smaller chunks (sealing and reading a window in
-/// groups of targets) is the next step; the parts stay so that step can be measured against them.
+/// write-volume goal. Bounding the seal and the reads without smaller chunks (sealing and
+/// reading a window in groups of targets) is the next step; the parts stay so that step can
+/// be measured against them.
 const RAW_PARTS: i64 = 1;
 
-/// Moves the open rows of the window `(start, end)` into chunks: raw rows one chunk per target
+/// Moves the open rows of the window `(start, end]` into chunks: raw rows one chunk per target
 /// and part of the window ([`RAW_PARTS`]), rolled rows one per target.
 fn seal_window(
     conn: &mut Connection,
