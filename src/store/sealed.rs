@@ -628,7 +628,7 @@ pub(crate) fn seal(conn: &mut Connection, table: Table, width_ms: i64, through_m
 /// twelfth stop"). But a quarter chunk of 5-6 KB takes a b-tree page of its own (two do not fit
 /// in one) and restarts the payload history: raw chunk bytes +32 % with the fixture's traffic
 /// (stored per target-day 0.87 -> 0.99 MB) and written per target-day 15.9 -> 17.1 MB at 100
-/// targets (BENCHMARKS.md, "Rerun on the code of the twelfth stop"), which undid the
+/// targets (BENCHMARKS.md, "Memory, twelfth stop", its last paragraph), which undid the
 /// write-volume goal. Bounding the seal and the reads without smaller chunks (sealing and
 /// reading a window in groups of targets) is the next step; the parts stay so that step can
 /// be measured against them.
