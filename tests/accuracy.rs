@@ -113,6 +113,11 @@
 //!   zai-dash's scrape times instead (`... per-pod elapsed` in the summary). zai-dash measures
 //!   that elapsed time with its own clock after parsing, so 10 ms of timing jitter per bucket
 //!   edge is allowed on these rates (1 % at the scaled 2 s points, 0.4 % at real 5 s points).
+//!   The sample size (`requests`) of a 5 s point is compared with Prometheus, except where a
+//!   counter reset makes the explained spread exceed its bound (each scraper loses the traffic
+//!   between its own last scrape and the reset, and zai-dash's scrapes just before both edges may
+//!   complete on either side): there it is held to zai-dash's increases replayed from its scrape
+//!   times (`... own increases`), a tighter check than the unbounded comparison.
 //! - **Gauges** over a bucket are the time-weighted sum over pods (docs/decisions.md, Point semantics), in
 //!   PromQL the average over the bucket's raw instants of `sum(last_over_time(g[2s]))`, absent
 //!   pods counting 0. Presence differences between the scrapers come from their sample times;
@@ -760,11 +765,29 @@ async fn zai_dash_numbers_match_prometheus() {
     for c in ledger.failures() {
         *by_tag.entry(harness::ledger::tag(c.finding)).or_default() += 1;
     }
+    // The first failures again in the panic message: a CI log that keeps only its start and
+    // its end still shows what failed, not only the summary's counts.
+    let first: Vec<String> = ledger
+        .failures()
+        .take(5)
+        .map(|c| {
+            format!(
+                "{} {} | {} | {} | {} | {}",
+                harness::ledger::tag(c.finding),
+                c.area,
+                c.scenario,
+                c.field,
+                c.at,
+                c.detail
+            )
+        })
+        .collect();
     assert!(
         by_tag.is_empty(),
-        "{} of {} accuracy checks failed (summary above): {by_tag:?}",
+        "{} of {} accuracy checks failed (summary above): {by_tag:?}; the first:\n{}",
         ledger.failures().count(),
-        ledger.checks.len()
+        ledger.checks.len(),
+        first.join("\n")
     );
 }
 
