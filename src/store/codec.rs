@@ -18,6 +18,7 @@ use crate::point::summary::status;
 use crate::point::{
     ClientCounts, Counts, GaugeStat, Gauges, Histogram, Label, Quota, QuotaWindow, SumCount, Summary, Totals,
 };
+use crate::ports::ingest::SavedState;
 
 /// Format of row payloads written now: 3 names a histogram's bounds by an index into
 /// [`KNOWN_BOUNDS`] when they are one of zai-proxy's sets, a quota window's limit type by an
@@ -83,49 +84,27 @@ pub(crate) fn encode_totals(totals: &Totals) -> Vec<u8> {
     w.0
 }
 
-/// Compresses a target's checkpointed scrape state (the scraper's JSON, about 10 KB with the
-/// fixture's series) for `targets.state`: written every 10 minutes per target, it spilled over
-/// three overflow pages, rewritten each time (BENCHMARKS.md, "Write volume, fifth stop");
-/// deflated it fits in its table page. Stored as a BLOB; a TEXT value is an uncompressed state
-/// written by an earlier build ([`decode_state`] reads both).
+/// `targets.state` as both writers store a [`SavedState`] (the scrape task's checkpoints and
+/// start-up's consolidated ones, each compressed where it was made): deflated a BLOB, else the
+/// JSON as the TEXT earlier builds wrote; [`decode_state`] reads both.
 ///
-/// The scraper's checkpoints arrive compressed already (`ports::ingest::SavedState`); this
-/// compresses the states start-up consolidates, with the same shared compressor
-/// ([`crate::ports::ingest::deflate_json`]).
-///
-/// Compressing into memory does not fail; should it ever, the state is stored as the plain
-/// TEXT an earlier build wrote (read back the same way), with a warning, rather than lost.
-pub(crate) fn encode_state(json: &str) -> StateColumn<'_> {
-    match crate::ports::ingest::deflate_json(json) {
-        Some(blob) => StateColumn::Deflated(blob),
-        None => {
-            tracing::warn!(bytes = json.len(), "Compressing a scrape state failed; it is stored uncompressed.");
-            StateColumn::Plain(json)
-        }
-    }
-}
-
-/// `targets.state` as [`encode_state`] writes it.
-#[derive(Debug)]
-pub(crate) enum StateColumn<'a> {
-    /// Deflated, a BLOB.
-    Deflated(Vec<u8>),
-    /// The JSON itself, TEXT.
-    Plain(&'a str),
-}
+/// Why compressed: a checkpointed state (the scraper's JSON, about 10 KB with the fixture's
+/// series) is written every 10 minutes per target, and as TEXT it spilled over three overflow
+/// pages, rewritten each time (BENCHMARKS.md, "Write volume, fifth stop"); deflated it fits in
+/// its table page.
+pub(crate) struct StateColumn<'a>(pub &'a SavedState);
 
 impl rusqlite::ToSql for StateColumn<'_> {
     fn to_sql(&self) -> rusqlite::Result<rusqlite::types::ToSqlOutput<'_>> {
-        Ok(match self {
-            Self::Deflated(blob) => rusqlite::types::ToSqlOutput::Borrowed(rusqlite::types::ValueRef::Blob(blob)),
-            Self::Plain(text) => {
-                rusqlite::types::ToSqlOutput::Borrowed(rusqlite::types::ValueRef::Text(text.as_bytes()))
-            }
+        use rusqlite::types::{ToSqlOutput, ValueRef};
+        Ok(match self.0 {
+            SavedState::Deflated(blob) => ToSqlOutput::Borrowed(ValueRef::Blob(blob)),
+            SavedState::Plain(text) => ToSqlOutput::Borrowed(ValueRef::Text(text.as_bytes())),
         })
     }
 }
 
-/// The state [`encode_state`] compressed. A state is at most a few hundred KB (every series a
+/// The state a [`StateColumn`] stored deflated. A state is at most a few hundred KB (every series a
 /// proxy exports, with their label values); inflating stops at 64 MiB, far beyond.
 pub(crate) fn decode_state(blob: &[u8]) -> Result<String, CodecError> {
     use std::io::Read;
@@ -1528,7 +1507,7 @@ pub(crate) mod tests {
             })
             .collect();
         for json in [noisy.as_str(), "{\"series\":[]}", noisy.as_str(), ""] {
-            let StateColumn::Deflated(blob) = encode_state(json) else { panic!("compressed") };
+            let SavedState::Deflated(blob) = SavedState::of_json(json.to_owned()) else { panic!("compressed") };
             assert!(!blob.is_empty());
             assert_eq!(decode_state(&blob).unwrap(), json);
         }

@@ -11,6 +11,7 @@ use super::sealed::{self, StoredRow};
 use super::{StoreError, codec};
 use crate::clock::bucket_end;
 use crate::point::{Counts, RollingRow, TargetRow, Totals};
+use crate::ports::ingest::SavedState;
 
 pub use super::table::Table;
 use super::table::{JOURNAL_TABLES, raw_generation, raw_key};
@@ -50,7 +51,7 @@ pub struct StoredTarget {
 /// a corrupt state also failed every such read instead of that one target's restore.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StoredState {
-    /// Compressed by [`codec::encode_state`] (since the fifth write-volume stop).
+    /// Compressed ([`codec::StateColumn`]) (since the fifth write-volume stop).
     Compressed(Vec<u8>),
     /// Plain JSON text, as written before.
     Text(String),
@@ -280,8 +281,8 @@ pub(crate) struct Checkpoint {
     pub target_id: i64,
     /// Time key of the newest write it includes.
     pub ms: i64,
-    /// The scraper's serialized state.
-    pub state: String,
+    /// The scraper's serialized state, compressed.
+    pub state: SavedState,
     /// Its running totals.
     pub totals: Totals,
 }
@@ -295,12 +296,7 @@ pub(crate) fn save_checkpoints(conn: &mut Connection, checkpoints: &[Checkpoint]
             "UPDATE targets SET state = ?1, state_ms = ?2, totals = ?3
              WHERE id = ?4 AND (state_ms IS NULL OR state_ms <= ?2)",
         )?
-        .execute(params![
-            codec::encode_state(&c.state),
-            c.ms,
-            codec::encode_totals(&c.totals),
-            c.target_id
-        ])?;
+        .execute(params![codec::StateColumn(&c.state), c.ms, codec::encode_totals(&c.totals), c.target_id])?;
     }
     let pruned = prune_journal(&tx)?;
     tx.commit()?;
@@ -1112,7 +1108,7 @@ mod tests {
             late: false,
         };
         super::super::write::write_batch(&mut c, &batch, 60_000).unwrap();
-        let start_up = Checkpoint { target_id: 2, ms: 5_000, state: json(3), totals: Totals::default() };
+        let start_up = Checkpoint { target_id: 2, ms: 5_000, state: json(3).into(), totals: Totals::default() };
         save_checkpoints(&mut c, &[start_up]).unwrap();
         c.execute("UPDATE targets SET state = ?1, state_ms = 5000 WHERE id = 3", [json(2)]).unwrap();
         let stored: Vec<(String, i64)> = c

@@ -7,7 +7,7 @@ use super::query::{self, Checkpoint, StoredTarget};
 use super::{Store, StoreError, write};
 use crate::point::Totals;
 use crate::ports::BoxFuture;
-use crate::ports::ingest::{KnownTotals, Registered, RegistryError, TargetRegistry, WriteBatch};
+use crate::ports::ingest::{KnownTotals, Registered, RegistryError, SavedState, TargetRegistry, WriteBatch};
 
 /// Replays one target's journal onto its checkpoint: given the target's URL, its checkpoint and
 /// the journal entries written after it (`(time key, entry)`, oldest first), the whole state to
@@ -30,7 +30,7 @@ impl Store {
                 let Some(entries) = journals.get(&t.id) else { continue };
                 let Some(&(ms, _)) = entries.last() else { continue };
                 let (state, totals) = replay(&t.url, t.readable_state().as_deref(), entries);
-                checkpoints.push(Checkpoint { target_id: t.id, ms, state, totals });
+                checkpoints.push(Checkpoint { target_id: t.id, ms, state: SavedState::of_json(state), totals });
             }
             let pruned = query::save_checkpoints(c, &checkpoints)?;
             tracing::debug!(targets = checkpoints.len(), entries = pruned, "Scrape state journal replayed.");

@@ -28,7 +28,7 @@ use super::{Store, StoreError, query};
 use crate::clock::{SharedClock, bucket_end};
 use crate::health::HealthBoard;
 use crate::point::Point;
-use crate::ports::ingest::{BatchSink, Event, PointSink, SavedState};
+use crate::ports::ingest::{BatchSink, Event, PointSink};
 pub use crate::ports::ingest::{StateUpdate, StateWrite, WriteBatch};
 
 /// How often held batches are retried while the database refuses writes. A timer rather than
@@ -284,15 +284,7 @@ fn write_states(conn: &Connection, states: &[StateUpdate], carried: &[bool]) -> 
         match &s.write {
             StateWrite::Checkpoint(saved) => {
                 let totals = super::codec::encode_totals(&s.totals);
-                // As `codec::encode_state` writes a state: deflated a BLOB, else the JSON as TEXT.
-                let json = match saved {
-                    SavedState::Deflated(blob) => {
-                        rusqlite::types::ToSqlOutput::Borrowed(rusqlite::types::ValueRef::Blob(blob))
-                    }
-                    SavedState::Plain(text) => {
-                        rusqlite::types::ToSqlOutput::Borrowed(rusqlite::types::ValueRef::Text(text.as_bytes()))
-                    }
-                };
+                let json = super::codec::StateColumn(saved);
                 conn.prepare_cached(
                     "UPDATE targets SET state = ?1, state_ms = ?2, variant = ?3, totals = ?5
                      WHERE id = ?4 AND (state_ms IS NULL OR state_ms <= ?2)",
