@@ -810,7 +810,12 @@ async fn query_latency() {
     println!("| query | points | body | cold p50 / p99 | warm p50 / p99 | goal |");
     println!("|---|---|---|---|---|---|");
     let (mut firsts, mut cpus) = (Vec::new(), Vec::new());
+    // `BENCH_QUERY=range=7d` measures one query alone (a profile of one shape).
+    let pick = std::env::var("BENCH_QUERY").unwrap_or_default();
     for (query, goal) in [("range=1h", "p99 <= 10 ms"), ("range=24h", "-"), ("range=7d", "p99 <= 50 ms")] {
+        if !pick.is_empty() && pick != query {
+            continue;
+        }
         let url = format!("{base}/api/metrics?{query}");
         let (mut cold, mut warm, mut warm_faults) = (Vec::new(), Vec::new(), Vec::new());
         let mut cold_cpu = Vec::new();

@@ -276,8 +276,10 @@ async fn compare_at(dash: &Dash, mut e: i64, label: &'static str) -> CompareObs 
         e += RAW_MS;
     }
     panic!(
-        "could not read /api/compare between two bucket closes ({label}): the machine is too loaded; attempts: {}",
-        attempts.join("; ")
+        "could not read /api/compare between two bucket closes ({label}): the machine is too loaded; attempts: {}; \
+         zai-dash's storage then: {}",
+        attempts.join("; "),
+        dash.storage_figures().await
     );
 }
 
@@ -600,6 +602,10 @@ async fn zai_dash_numbers_match_prometheus() {
     let (sse, sse_end) = sse.finish().await;
     let sse_until = now();
 
+    // Whether the database kept up through the run (printed with the summary; a flake's
+    // first suspect).
+    let storage = dash.storage_figures().await;
+
     // Restart zai-dash on the same database: the live points must carry on.
     let t_stop = now();
     app.stop().await;
@@ -760,6 +766,7 @@ async fn zai_dash_numbers_match_prometheus() {
     println!("{}", ledger.report(3));
     println!("{counts}");
     println!("run: R0 at +{:.1} s, wall time {:.1} s", (r0 - t_setup) as f64 / 1000.0, wall.elapsed().as_secs_f64());
+    println!("zai-dash's storage before the restart: {storage}");
     drop(prom);
     let mut by_tag: BTreeMap<String, usize> = BTreeMap::new();
     for c in ledger.failures() {

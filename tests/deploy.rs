@@ -93,6 +93,8 @@ async fn self_metrics_cover_scrapes_writes_sse_and_db_and_pass_promtool() {
         "zai_dash_db_rows{table=\"metrics_5s\"} ".to_owned(),
         "zai_dash_db_size_bytes ".to_owned(),
         "zai_dash_sqlite_heap_bytes ".to_owned(),
+        "zai_dash_sqlite_pool_waits_total ".to_owned(),
+        "zai_dash_sqlite_pool_wait_seconds_total ".to_owned(),
         "zai_dash_scrape_duration_seconds_bucket{le=\"0.005\"} ".to_owned(),
         "zai_dash_downsample_duration_seconds_count ".to_owned(),
         "zai_dash_write_queue_depth ".to_owned(),

@@ -112,6 +112,46 @@ pub struct Store {
     committed: std::sync::Arc<std::sync::atomic::AtomicI64>,
     /// Batches waiting to be written (the writer's backlog), which reads add to stored rows.
     held: std::sync::Arc<held::Held>,
+    /// Jobs that found every pooled connection busy, and how long they waited.
+    waits: std::sync::Arc<PoolWaits>,
+}
+
+/// Jobs that found all of the pool's connections busy and waited for one (`/metrics`:
+/// `zai_dash_sqlite_pool_waits_total`, `zai_dash_sqlite_pool_wait_seconds_total`).
+///
+/// Why counted: every write transaction takes the write lock at `BEGIN` and may wait up to the
+/// busy timeout for it while holding its connection, so a slow seal under load can leave the
+/// pool without an idle connection; a read then waits too, and a dashboard's newest bucket
+/// shows late. Without these counters that wait looks like any other slowness.
+#[derive(Debug, Default)]
+pub struct PoolWaits {
+    waited: std::sync::atomic::AtomicU64,
+    micros: std::sync::atomic::AtomicU64,
+}
+
+impl PoolWaits {
+    /// Jobs that waited, and the seconds they waited in all.
+    pub fn totals(&self) -> (u64, f64) {
+        use std::sync::atomic::Ordering::Relaxed;
+        (self.waited.load(Relaxed), self.micros.load(Relaxed) as f64 / 1e6)
+    }
+
+    /// A connection of `pool`: an idle one at once, else the first one released (counted, with
+    /// the time it took; up to the pool's 5 s timeout, then the error).
+    fn checkout(
+        &self,
+        pool: &r2d2::Pool<SqliteConnectionManager>,
+    ) -> Result<r2d2::PooledConnection<SqliteConnectionManager>, StoreError> {
+        use std::sync::atomic::Ordering::Relaxed;
+        if let Some(conn) = pool.try_get() {
+            return Ok(conn);
+        }
+        let started = std::time::Instant::now();
+        let got = pool.get();
+        self.waited.fetch_add(1, Relaxed);
+        self.micros.fetch_add(u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX), Relaxed);
+        Ok(got?)
+    }
 }
 
 /// Connection settings applied to every pooled connection: WAL so readers never block the
@@ -176,8 +216,8 @@ impl Store {
         let pool = r2d2::Pool::builder().max_size(8).connection_timeout(Duration::from_secs(5)).build(manager)?;
         let committed = std::sync::Arc::new(std::sync::atomic::AtomicI64::new(i64::MIN));
         schema::migrate(&mut *pool.get()?)?;
-        let (cache, held, judged) = (Default::default(), Default::default(), Default::default());
-        Ok(Self { pool, path: path.to_path_buf(), cache, judged, committed, held })
+        let (cache, held, judged, waits) = Default::default();
+        Ok(Self { pool, path: path.to_path_buf(), cache, judged, committed, held, waits })
     }
 
     /// Records that the batch of the bucket ending at `bucket_end_ms` is committed.
@@ -224,6 +264,11 @@ impl Store {
         unsafe { rusqlite::ffi::sqlite3_memory_used() }
     }
 
+    /// Jobs that waited for a pooled connection, and for how long ([`PoolWaits`]).
+    pub fn pool_waits(&self) -> (u64, f64) {
+        self.waits.totals()
+    }
+
     /// Canary judgements kept between calls.
     pub fn judge_cache(&self) -> &crate::ports::judge_cache::JudgeCache {
         &self.judged
@@ -264,9 +309,9 @@ impl Store {
         T: Send + 'static,
         F: FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
     {
-        let pool = self.pool.clone();
+        let (pool, waits) = (self.pool.clone(), self.waits.clone());
         tokio::task::spawn_blocking(move || {
-            let mut conn = pool.get()?;
+            let mut conn = waits.checkout(&pool)?;
             let done = f(&mut conn);
             crate::heap::note_work_done(); // what the job freed goes back to the OS soon
             done
@@ -278,6 +323,26 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_job_that_finds_every_connection_busy_is_counted_with_its_wait() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("t.db")).unwrap();
+        store.with_conn(|c| Ok(c.execute_batch("SELECT 1")?)).await.unwrap();
+        assert_eq!(store.pool_waits(), (0, 0.0), "an idle connection is taken at once");
+
+        let mut busy: Vec<_> = (0..8).map(|_| store.conn().unwrap()).collect();
+        let release = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(150));
+            busy.pop();
+            busy
+        });
+        store.with_conn(|c| Ok(c.execute_batch("SELECT 1")?)).await.unwrap();
+        let (waits, seconds) = store.pool_waits();
+        assert_eq!(waits, 1);
+        assert!((0.1..5.0).contains(&seconds), "waited {seconds} s for the released connection");
+        drop(release.join().unwrap());
+    }
 
     #[test]
     fn every_pooled_connection_checkpoints_a_bounded_wal_late() {

@@ -234,6 +234,7 @@ async fn self_metrics(State(state): State<AppState>) -> impl IntoResponse {
         own: &state.metrics,
         sse_clients: state.hub.subscribers(),
         sqlite_heap_bytes: state.store.as_ref().map(|_| crate::store::Store::sqlite_heap_bytes()),
+        sqlite_pool_waits: state.store.as_ref().map(crate::store::Store::pool_waits),
         db: db.as_ref(),
         remote: remote.as_ref(),
         receivers: &receivers,

@@ -51,6 +51,9 @@ pub(crate) struct Inputs<'a> {
     pub sse_clients: usize,
     /// Heap SQLite holds (`None` in source mode, which opens no database).
     pub sqlite_heap_bytes: Option<i64>,
+    /// Database jobs that waited for a pooled connection, and the seconds they waited (`None`
+    /// in source mode).
+    pub sqlite_pool_waits: Option<(u64, f64)>,
     /// Database figures; `None` when they could not be read.
     pub db: Option<&'a DbFigures>,
     /// Remote write, when configured.
@@ -120,6 +123,20 @@ pub(crate) fn render(i: &Inputs<'_>) -> String {
             "gauge",
         );
         e.sample("zai_dash_sqlite_heap_bytes", &[], bytes as f64);
+    }
+    if let Some((waits, seconds)) = i.sqlite_pool_waits {
+        e.family(
+            "zai_dash_sqlite_pool_wait_seconds_total",
+            "Time database jobs waited for a connection while all of the pool's were busy.",
+            "counter",
+        );
+        e.sample("zai_dash_sqlite_pool_wait_seconds_total", &[], seconds);
+        e.family(
+            "zai_dash_sqlite_pool_waits_total",
+            "Database jobs that found all of the pool's connections busy and waited for one.",
+            "counter",
+        );
+        e.sample("zai_dash_sqlite_pool_waits_total", &[], waits as f64);
     }
     e.family("zai_dash_sse_clients", "Connected Server-Sent Events clients.", "gauge");
     e.sample("zai_dash_sse_clients", &[], i.sse_clients as f64);
@@ -328,6 +345,7 @@ mod tests {
             own: &own,
             sse_clients: 2,
             sqlite_heap_bytes: Some(4096),
+            sqlite_pool_waits: Some((3, 0.25)),
             db: None,
             remote: None,
             receivers: &[],
@@ -342,6 +360,8 @@ mod tests {
         assert!(text.contains("zai_dash_target_up{target=\"http://10.0.0.2:8080/metrics\",variant=\"canary\"} 0\n"));
         assert!(text.contains("zai_dash_sse_clients 2\n"));
         assert!(text.contains("zai_dash_sqlite_heap_bytes 4096\n"), "{text}");
+        assert!(text.contains("zai_dash_sqlite_pool_waits_total 3\n"), "{text}");
+        assert!(text.contains("zai_dash_sqlite_pool_wait_seconds_total 0.25\n"), "{text}");
         assert!(text.contains("zai_dash_alerts{state=\"firing\"} 2\n"));
         assert!(text.contains("zai_dash_alert_evaluations_total 7\n"));
         assert!(text.contains("zai_dash_storage_healthy 0\n"));

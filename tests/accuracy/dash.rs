@@ -58,6 +58,20 @@ impl Dash {
         self.try_json(path).await.unwrap_or_else(|e| panic!("{e}"))
     }
 
+    /// The lines of zai-dash's own `/metrics` that say whether its database kept up (pool
+    /// waits, the writer's queue, backlog and failures, downsample runs), for a failure
+    /// message; what went wrong when they cannot be read.
+    pub async fn storage_figures(&self) -> String {
+        let text = match self.http.get(format!("{}/metrics", self.base)).send().await {
+            Ok(resp) => resp.text().await.unwrap_or_else(|e| format!("/metrics: {e}")),
+            Err(e) => return format!("/metrics: {e}"),
+        };
+        let keep = ["zai_dash_sqlite_pool", "zai_dash_write_", "zai_dash_downsample_duration_seconds_count"];
+        let lines: Vec<&str> =
+            text.lines().filter(|l| !l.starts_with('#') && keep.iter().any(|k| l.starts_with(k))).collect();
+        lines.join(", ")
+    }
+
     /// `/api/metrics?{query}`, which must be an array of points.
     pub async fn try_points(&self, query: &str) -> Result<Vec<Value>, String> {
         let body = self.try_json(&format!("/api/metrics?{query}")).await?;
