@@ -774,21 +774,7 @@ async fn zai_dash_numbers_match_prometheus() {
     }
     // The first failures again in the panic message: a CI log that keeps only its start and
     // its end still shows what failed, not only the summary's counts.
-    let first: Vec<String> = ledger
-        .failures()
-        .take(5)
-        .map(|c| {
-            format!(
-                "{} {} | {} | {} | {} | {}",
-                harness::ledger::tag(c.finding),
-                c.area,
-                c.scenario,
-                c.field,
-                c.at,
-                c.detail
-            )
-        })
-        .collect();
+    let first: Vec<String> = ledger.failures().take(5).map(harness::ledger::Check::line).collect();
     assert!(
         by_tag.is_empty(),
         "{} of {} accuracy checks failed (summary above): {by_tag:?}; the first:\n{}",

@@ -51,7 +51,7 @@ pub struct StoredTarget {
 /// a corrupt state also failed every such read instead of that one target's restore.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StoredState {
-    /// Compressed ([`codec::StateColumn`]) (since the fifth write-volume stop).
+    /// Deflated, as [`codec::StateColumn`] stores it (since the fifth write-volume stop).
     Compressed(Vec<u8>),
     /// Plain JSON text, as written before.
     Text(String),

@@ -84,6 +84,21 @@ pub struct Ctx {
 }
 
 /// How a failure is labelled.
+impl Check {
+    /// The check as one line of the report: its tag, where, what and why.
+    pub fn line(&self) -> String {
+        format!(
+            "{} {} | {} | {} | {} | {}",
+            tag(self.finding),
+            self.area,
+            self.scenario,
+            self.field,
+            self.at,
+            self.detail
+        )
+    }
+}
+
 pub fn tag(finding: Option<u8>) -> String {
     match finding {
         None => "[steady-state accuracy]".into(),
@@ -254,8 +269,7 @@ impl Ledger {
                 hidden += 1;
                 continue;
             }
-            let tag = tag(c.finding);
-            let _ = writeln!(out, "{tag} {} | {} | {} | {} | {}", c.area, c.scenario, c.field, c.at, c.detail);
+            let _ = writeln!(out, "{}", c.line());
         }
         if hidden > 0 {
             let _ = writeln!(out, "... and {hidden} more failures of the same kinds");
