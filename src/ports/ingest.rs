@@ -89,14 +89,19 @@ impl SavedState {
     pub fn json(&self) -> Option<String> {
         match self {
             Self::Plain(json) => Some(json.clone()),
-            Self::Deflated(blob) => {
-                use std::io::Read;
-                let mut out = String::new();
-                flate2::read::DeflateDecoder::new(blob.as_slice()).take(64 << 20).read_to_string(&mut out).ok()?;
-                Some(out)
-            }
+            Self::Deflated(blob) => inflate_json(blob),
         }
     }
+}
+
+/// The JSON [`deflate_json`] compressed; `None` when the bytes are corrupt or inflate past 64
+/// MiB (a state is at most a few hundred KB: every series a proxy exports, with their label
+/// values). Storage reads `targets.state` back with it too.
+pub fn inflate_json(blob: &[u8]) -> Option<String> {
+    use std::io::Read;
+    let mut out = String::new();
+    flate2::read::DeflateDecoder::new(blob).take(64 << 20).read_to_string(&mut out).ok()?;
+    Some(out)
 }
 
 impl From<&str> for SavedState {

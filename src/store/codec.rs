@@ -104,16 +104,9 @@ impl rusqlite::ToSql for StateColumn<'_> {
     }
 }
 
-/// The state a [`StateColumn`] stored deflated. A state is at most a few hundred KB (every series a
-/// proxy exports, with their label values); inflating stops at 64 MiB, far beyond.
+/// The state a [`StateColumn`] stored deflated ([`crate::ports::ingest::inflate_json`]).
 pub(crate) fn decode_state(blob: &[u8]) -> Result<String, CodecError> {
-    use std::io::Read;
-    let mut out = String::new();
-    flate2::read::DeflateDecoder::new(blob)
-        .take(64 << 20)
-        .read_to_string(&mut out)
-        .map_err(|_| CodecError("corrupt compressed state"))?;
-    Ok(out)
+    crate::ports::ingest::inflate_json(blob).ok_or(CodecError("corrupt compressed state"))
 }
 
 /// Decodes what [`encode_totals`] wrote.

@@ -13,8 +13,8 @@
 //! rows, once complete): wider chunks compress better (each starts from a full payload), and
 //! these still bound what one late row reopens and what retention keeps beyond its setting.
 //! Raw rows are keyed by time, so a raw window is written and read with every target's chunk
-//! side by side ([`RAW_PARTS`] can cut it into parts; it is one, see there). Rolled rows are
-//! read by target, and sealed a target at a time.
+//! side by side (see [`seal_raw`]). Rolled rows are read by target, and sealed a target at a
+//! time.
 //!
 //! A row written late into a sealed window (two scrapes in one bucket, a batch retried after a
 //! long outage, a minute rolled again because of one) first reopens its target's chunk
@@ -618,24 +618,17 @@ pub(crate) fn seal(conn: &mut Connection, table: Table, width_ms: i64, through_m
     Ok(sealed)
 }
 
-/// Raw chunks per sealed window: a window's rows are cut into this many chunks of equal width,
-/// each target's rows of a part in one chunk.
-///
-/// One, for now. A raw window is read (and sealed) every target side by side, since its rows
-/// are keyed by time then target, so whoever decodes it holds every target's chunk of the
-/// window at once: at 500 targets a 10-minute chunk is about 21 KB and its writer's buffer 32
-/// KB, and four parts of 150 s took about 9 MiB off the process' peaks (BENCHMARKS.md, "Memory,
-/// twelfth stop"). But a quarter chunk of 5-6 KB takes a b-tree page of its own (two do not fit
-/// in one) and restarts the payload history: raw chunk bytes +32 % with the fixture's traffic
-/// (stored per target-day 0.87 -> 0.99 MB) and written per target-day 15.9 -> 17.1 MB at 100
-/// targets (BENCHMARKS.md, "Memory, twelfth stop", its last paragraph), which undid the
-/// write-volume goal. Bounding the seal and the reads without smaller chunks (sealing and
-/// reading a window in groups of targets) is the next step; the parts stay so that step can
-/// be measured against them.
-const RAW_PARTS: i64 = 1;
-
-/// Moves the open rows of the window `(start, end]` into chunks: raw rows one chunk per target
-/// and part of the window ([`RAW_PARTS`]), rolled rows one per target.
+/// Why a raw window is sealed whole, every target's chunk side by side: its rows are keyed by
+/// time then target, so whoever decodes it holds every target's chunk of the window at once (at
+/// 500 targets a 10-minute chunk is about 21 KB and its writer's buffer 32 KB). Cutting the
+/// window into four parts took about 9 MiB off the process' peaks, but a quarter chunk of 5-6
+/// KB takes a b-tree page of its own (two do not fit in one) and restarts the payload history:
+/// raw chunk bytes +32 % with the fixture's traffic (stored per target-day 0.87 -> 0.99 MB) and
+/// written per target-day 15.9 -> 17.1 MB at 100 targets, which undid the write-volume goal
+/// (BENCHMARKS.md, "Memory, twelfth stop"). Bounding the seal and the reads without smaller
+/// chunks (a window sealed and read in groups of targets) is the next step.
+/// Moves the open rows of the window `(start, end]` into one chunk per target (see
+/// [`seal_raw`] and [`seal_rolled`]).
 fn seal_window(
     conn: &mut Connection,
     l: Layout,
@@ -672,18 +665,14 @@ fn seal_window(
     Ok(sealed)
 }
 
-/// Seals the raw rows of the window in [`RAW_PARTS`] parts, in one pass over its rows in key
-/// order: each part's chunks are stored once the rows pass its end, so only one part's chunk
-/// writers are held at once. Returns what was sealed and the most bytes the writers held at once.
+/// Seals the raw rows of the window, one chunk per target, in one pass over its rows in key
+/// order (see the why above). Returns what was sealed and the bytes the chunk writers held.
 fn seal_raw(
     conn: &Connection,
     l: Layout,
     (start, end): (i64, i64),
     scratch: &mut Scratch,
 ) -> Result<(Sealed, usize), StoreError> {
-    let part_end = |k: i64| start + (end - start) * k / RAW_PARTS;
-    let (mut sealed, mut held) = (Sealed::default(), 0);
-    let mut part = 1;
     let mut writers: BTreeMap<i64, ChunkWriter> = BTreeMap::new();
     // Merged in key order: a target's rows reach its chunk in time order whichever generation
     // holds them (a window wider than a generation spans both).
@@ -701,42 +690,20 @@ fn seal_raw(
         .collect::<Result<Vec<_>, _>>()?;
     let mut rows = OpenRows::new(&mut stmts, params![l.bound(start), l.bound(end)])?;
     while let Some(r) = rows.head() {
-        while r.ts > part_end(part) && part < RAW_PARTS {
-            held = held.max(store_part(
-                conn,
-                l,
-                &mut writers,
-                (part_end(part - 1), part_end(part)),
-                scratch,
-                &mut sealed,
-            )?);
-            part += 1;
-        }
         let row =
             ChunkRow { ts: r.ts, variant_id: r.variant_id, elapsed_ms: r.elapsed_ms, present_ms: 0, data: &r.data };
-        let part_start = part_end(part - 1);
-        writers.entry(r.target_id).or_insert_with(|| ChunkWriter::new(part_start, false)).push(row, scratch);
+        writers.entry(r.target_id).or_insert_with(|| ChunkWriter::new(start, false)).push(row, scratch);
         rows.advance()?;
     }
-    held = held.max(store_part(conn, l, &mut writers, (part_end(part - 1), part_end(part)), scratch, &mut sealed)?);
-    Ok((sealed, held))
-}
-
-/// Stores the chunks of one part of a window and empties `writers`; returns the bytes they held.
-fn store_part(
-    conn: &Connection,
-    l: Layout,
-    writers: &mut BTreeMap<i64, ChunkWriter>,
-    part: (i64, i64),
-    scratch: &mut Scratch,
-    sealed: &mut Sealed,
-) -> Result<usize, StoreError> {
+    drop(rows);
+    drop(stmts);
     let held = writers.values().map(ChunkWriter::held_bytes).sum();
-    for (target_id, writer) in std::mem::take(writers) {
+    let mut sealed = Sealed::default();
+    for (target_id, writer) in writers {
         sealed.rows += writer.rows();
-        put_chunk(conn, l, part, target_id, writer, scratch)?;
+        put_chunk(conn, l, (start, end), target_id, writer, scratch)?;
     }
-    Ok(held)
+    Ok((sealed, held))
 }
 
 /// Seals the rolled rows of the window target by target (through the open table's index by
@@ -802,8 +769,8 @@ fn put_chunk(
     let Some((existing, existing_end)) = take_chunk(conn, l, start, target_id)? else {
         return insert_chunk(conn, l, (start, end), target_id, writer);
     };
-    // A chunk of the same start sealed with another width (a database sealed before raw
-    // windows were cut into parts) keeps its rows' whole window.
+    // A chunk of the same start sealed with another width (a development database sealed with
+    // the twelfth stop's quarter-window raw chunks) keeps its rows' whole window.
     let end = end.max(existing_end);
     let mut rows: BTreeMap<i64, chunk::OwnedRow> = BTreeMap::new();
     for r in chunk::decode_all(start, existing)?.into_iter().chain(chunk::decode_all(start, writer.finish())?) {
@@ -1104,7 +1071,7 @@ mod tests {
         let raw = seal(&mut c, Table::Raw, 600_000, 600_000).unwrap();
         assert_eq!(raw.rows, 960);
         let chunks: i64 = c.query_row("SELECT count(*) FROM metrics_5s_chunks", [], |r| r.get(0)).unwrap();
-        assert_eq!(chunks, 8 * RAW_PARTS, "a chunk per target and part");
+        assert_eq!(chunks, 8, "a chunk per target");
         assert!(raw.held > 0, "the raw seal reports what it held");
         assert_eq!(read(&c, (0, i64::MAX), None, usize::MAX), all, "every row once, in order");
 
