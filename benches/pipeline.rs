@@ -812,6 +812,8 @@ async fn query_latency() {
     let (mut firsts, mut cpus) = (Vec::new(), Vec::new());
     // `BENCH_QUERY=range=7d` measures one query alone (a profile of one shape).
     let pick = std::env::var("BENCH_QUERY").unwrap_or_default();
+    // `BENCH_COLD_ONLY=1` makes only the cold requests (a profile of the cold read alone).
+    let cold_only = std::env::var("BENCH_COLD_ONLY").is_ok_and(|v| v == "1");
     for (query, goal) in [("range=1h", "p99 <= 10 ms"), ("range=24h", "-"), ("range=7d", "p99 <= 50 ms")] {
         if !pick.is_empty() && pick != query {
             continue;
@@ -824,6 +826,9 @@ async fn query_latency() {
         for i in 0..250 {
             // Every tenth request of the first 200 starts from an empty cache of sealed buckets.
             let is_cold = i < 200 && i % 10 == 0;
+            if cold_only && !is_cold {
+                continue;
+            }
             if is_cold {
                 state_store.cache().invalidate();
                 state_store.release_page_caches().unwrap();
@@ -833,7 +838,7 @@ async fn query_latency() {
             let cpu = process_cpu_ms();
             let t = Instant::now();
             let mut resp = client.get(&url).send().await.unwrap();
-            let keep = i == 249;
+            let keep = i == 249 || (cold_only && i == 190);
             while let Some(chunk) = resp.chunk().await.unwrap() {
                 if keep {
                     last.extend_from_slice(&chunk);
