@@ -541,6 +541,104 @@ fn a_long_raw_read_serialized_while_it_is_read_answers_exactly_like_a_fresh_quer
     }
 }
 
+/// A long read split into parts read side by side, each on a connection of its own
+/// (`cache::read_fresh`), answers byte for byte what the read unsplit does: raw points and wide raw buckets, minutes,
+/// a filter by variant or by target, a pod that vanished, the data stopping in the middle of a
+/// wide bucket before the split and resuming after it, and data that ends in the older part.
+#[test]
+fn a_long_read_split_into_parts_answers_exactly_like_one_read() {
+    let mut fx = Fixture::new();
+    let pairs = vec![("http://c/metrics".to_owned(), "production".to_owned())];
+    let gone = query::register_targets(&fx.store.conn().unwrap(), &pairs, T0).unwrap()[0].id;
+    write_pod(&fx, gone, &mut TargetState::default(), (T0, T0 + 8 * MIN)); // then the pod vanishes
+    // zai-dash down from 38:25 to 43:00 (the first scrape after covers the gap): the reads
+    // below that split at 40:00 (in two or four parts) split inside it.
+    fx.write_range(T0, T0 + 38 * MIN + 25_000);
+    fx.write_range(T0 + 43 * MIN, T0 + 60 * MIN);
+    let end = T0 + 60 * MIN;
+    fx.downsample(end + 20_000);
+    // One scrape more, into the bucket of 60:15 (not rolled yet): the data ends mid-bucket.
+    fx.write_range(end, end + 5_000);
+    let reads = [
+        // (raw, step, window start, window end, variant, target)
+        (true, 5_000, end - 50 * MIN, end, None, None),
+        (true, 15_000, end - 40 * MIN, end, None, None),
+        (true, 15_000, end - 40 * MIN, end, Some("canary"), None),
+        (true, 10_000, end - 50 * MIN, end, None, Some("http://a/metrics")),
+        // The parts after 62:30 find no row: the data ends in an older one, at 60:05.
+        (true, 15_000, end - 20 * MIN, end + 25 * MIN, None, None),
+        (false, MIN, end - 55 * MIN, end, None, None),
+        (false, 2 * MIN, end - 40 * MIN, end, None, None),
+        (false, 2 * MIN, end - 40 * MIN, end, Some("production"), None),
+    ];
+    for (raw, step_ms, start_ms, end_ms, variant, target) in reads {
+        let q = RangeRead {
+            q: PointQuery {
+                start_ms,
+                end_ms,
+                step_ms,
+                variant: variant.map(str::to_owned),
+                target_url: target.map(str::to_owned),
+            },
+            raw,
+            point_ms: 5_000,
+            rollup_ms: MIN,
+        };
+        let whole = to_json(&range::points(&fx_conn(&fx), &q).unwrap());
+        assert!(whole.matches("\"timestamp\"").count() > 10, "{q:?}");
+        // Four parts (three more connections), and two when only one more is idle.
+        for idle in [3, 1] {
+            let given = std::sync::atomic::AtomicUsize::new(0);
+            let more = |_| {
+                let n = given.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                (n < idle).then(|| fx.store.conn().unwrap())
+            };
+            let cache = zai_dash::store::cache::PointCache::default();
+            let split = cache.points_json_split(&fx_conn(&fx), &more, &q, i64::MIN).unwrap();
+            assert!(given.into_inner() >= idle, "{q:?}: split");
+            // Compared without printing a megabyte when they differ.
+            let same = split == whole;
+            let diff = || first_difference(&split, &whole);
+            assert!(same, "{q:?}, {idle} more: {} bytes split, {} whole\n{}", split.len(), whole.len(), diff());
+        }
+    }
+}
+
+/// A wide bucket of raw rows the data stopped in, before a gap, is covered whole: the pod was
+/// present for one 5 s scrape of its 15 s, so it adds a third of its gauge (a bucket counts
+/// only the time the data reached when it is the window's newest, still filling up).
+#[test]
+fn a_wide_raw_bucket_before_a_gap_in_the_data_is_covered_whole() {
+    let mut fx = Fixture::new();
+    fx.write_range(T0, T0 + 10 * MIN + 5_000);
+    fx.write_range(T0 + 14 * MIN, T0 + 20 * MIN);
+    let read = |step_ms| {
+        let q = PointQuery {
+            start_ms: T0,
+            end_ms: T0 + 20 * MIN,
+            step_ms,
+            variant: Some("canary".into()),
+            target_url: None,
+        };
+        let r = RangeRead { q, raw: true, point_ms: 5_000, rollup_ms: MIN };
+        range::points(&fx_conn(&fx), &r).unwrap()
+    };
+    let at = |points: &[zai_dash::point::Point], ms: i64| {
+        points.iter().find(|p| p.timestamp == ms).map(|p| p.concurrent_requests).unwrap()
+    };
+    let scraped = at(&read(5_000), T0 + 10 * MIN + 5_000);
+    assert!(scraped > 0.0);
+    assert_eq!(at(&read(15_000), T0 + 10 * MIN + 15_000), scraped / 3.0);
+}
+
+/// Where two JSON texts first differ, with some context.
+fn first_difference(a: &str, b: &str) -> String {
+    let at = a.bytes().zip(b.bytes()).position(|(x, y)| x != y).unwrap_or(a.len().min(b.len()));
+    let from = at.saturating_sub(200);
+    let show = |s: &str| s.get(from..(at + 200).min(s.len())).unwrap_or("").to_owned();
+    format!("split: ...{}\nwhole: ...{}", show(a), show(b))
+}
+
 fn fx_conn(fx: &Fixture) -> r2d2::PooledConnection<r2d2_sqlite::SqliteConnectionManager> {
     fx.store.conn().unwrap()
 }

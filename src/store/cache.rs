@@ -22,7 +22,7 @@ use rusqlite::Connection;
 use super::StoreError;
 use super::held::HeldRows;
 use super::query;
-use super::range::{self, RangeRead};
+use super::range::{self, RangeRead, Reach};
 use crate::clock::bucket_end;
 use crate::point::Point;
 use crate::ports::json_array::{JsonArray, Piece, PieceWriter};
@@ -131,6 +131,32 @@ impl PointCache {
         raw_sealed_ms: i64,
         held: &HeldRows,
     ) -> Result<JsonArray, StoreError> {
+        self.points_array_helped(conn, &|_| None, r, raw_sealed_ms, held)
+    }
+
+    /// [`PointCache::points_json`], a long read split into parts read side by side, the older
+    /// ones on the connections `more` gives ([`read_fresh`]). The answer is the same byte for
+    /// byte.
+    pub fn points_json_split(
+        &self,
+        conn: &Connection,
+        more: PartConn<'_>,
+        r: &RangeRead,
+        raw_sealed_ms: i64,
+    ) -> Result<String, StoreError> {
+        Ok(self.points_array_helped(conn, more, r, raw_sealed_ms, &HeldRows::default())?.joined())
+    }
+
+    /// [`PointCache::points_array_with`], a long read split into parts read side by side, the
+    /// older ones on the connections `more` gives ([`read_fresh`]).
+    pub(crate) fn points_array_helped(
+        &self,
+        conn: &Connection,
+        more: PartConn<'_>,
+        r: &RangeRead,
+        raw_sealed_ms: i64,
+        held: &HeldRows,
+    ) -> Result<JsonArray, StoreError> {
         let q = &r.q;
         let generation = self.generation.load(Ordering::SeqCst);
         let shape = Shape { raw: r.raw, step_ms: q.step_ms, target_url: q.target_url.clone() };
@@ -153,8 +179,7 @@ impl PointCache {
         if covered < q.end_ms {
             let mut tail = r.clone();
             (tail.q.start_ms, tail.q.variant) = (covered, None);
-            let buckets = (q.end_ms - covered) / q.step_ms.max(1);
-            let read = read_serialized(conn, &tail, held, r.raw && buckets >= SERIALIZE_APART_BUCKETS)?;
+            let read = read_fresh(conn, more, &tail, held)?;
             // Exactly: `extend` alone may double the cached points' vector (see [`copied`]).
             points.reserve_exact(read.len());
             points.extend(read);
@@ -200,13 +225,104 @@ impl PointCache {
     }
 }
 
+/// Another connection for a read of the given number of buckets, to read a part of it on
+/// ([`read_fresh`] asks once per part after the first); `None` reads it in fewer parts, or whole.
+/// `Store::points_json` gives one for a read of at least [`SPLIT_BUCKETS`] and only if the pool
+/// has one idle (never a wait for it).
+pub type PartConn<'a> =
+    &'a (dyn Fn(i64) -> Option<r2d2::PooledConnection<r2d2_sqlite::SqliteConnectionManager>> + Sync);
+
+/// Reads of at least this many buckets are split into parts read side by side ([`read_fresh`]):
+/// a dashboard's repeated read (the newest bucket or two after the cached ones) is not worth a
+/// thread and another seed.
+pub(crate) const SPLIT_BUCKETS: i64 = 256;
+
+/// The points of `r` (what the cache lacks), each serialized. A long read is split at bucket
+/// edges into up to [`PARTS`] parts of time, read side by side, each on a connection of its
+/// own: the first request of a chart (an hour of 5 s points, a week of 10 min ones) decodes and
+/// summarises all its rows, then builds and serializes its points, tens of milliseconds of one
+/// core's work and of page reads one after the other, on a machine with a core and a disk queue
+/// to spare (BENCHMARKS.md, "First request, fourteenth stop").
+///
+/// The parts give the points of the read unsplit, byte for byte: each part's running totals
+/// are seeded as of its start, as every read of the cache's tail is, and a part's newest bucket
+/// is covered whole ([`Reach::PastEnd`]) when a newer part found rows, as in the read unsplit;
+/// the newest part with rows is read as the newest part of a read ([`Reach::Data`]), again if
+/// its thread had read it otherwise. A part gets a connection only if one is idle (`more`),
+/// and is read here if no thread can be started; without any, the read is whole.
+fn read_fresh(
+    conn: &Connection,
+    more: PartConn<'_>,
+    r: &RangeRead,
+    held: &HeldRows,
+) -> Result<Vec<Cached>, StoreError> {
+    let (after, step) = (r.q.read_after_ms(), r.q.step_ms.max(1));
+    let buckets = (r.q.end_ms - after) / step;
+    let helpers: Vec<_> = (1..PARTS.min(buckets)).map_while(|_| more(buckets)).collect();
+    if helpers.is_empty() {
+        return read_serialized(conn, r, held, r.raw && buckets >= SERIALIZE_APART_BUCKETS, Reach::Data);
+    }
+    let n = helpers.len() as i64 + 1;
+    let edge = |k: i64| if k == n { r.q.end_ms } else { after + k * buckets / n * step };
+    let parts: Vec<RangeRead> = (0..n)
+        .map(|k| {
+            let mut part = r.clone();
+            (part.q.start_ms, part.q.end_ms) = (edge(k), edge(k + 1));
+            part
+        })
+        .collect();
+    let Some((newest, older)) = parts.split_last() else { return Ok(Vec::new()) };
+    let (older_reads, newest_read) = std::thread::scope(|s| {
+        let threads: Vec<_> = older
+            .iter()
+            .zip(helpers)
+            .map(|(part, helper)| {
+                let read = move || read_serialized(&helper, part, held, false, Reach::PastEnd);
+                std::thread::Builder::new().name("zai-read".into()).spawn_scoped(s, read)
+            })
+            .collect();
+        let newest_read = read_serialized(conn, newest, held, false, Reach::Data);
+        let joined: Vec<_> =
+            threads.into_iter().map(|t| t.map(|t| t.join().unwrap_or_else(|e| std::panic::resume_unwind(e)))).collect();
+        (joined, newest_read)
+    });
+    // From the newest part back: a part is read right as its thread read it only if a newer
+    // part found rows.
+    let mut reads = vec![newest_read?];
+    let mut newer_rows = !reads[0].is_empty();
+    for (part, read) in older.iter().zip(older_reads).rev() {
+        let read = match read {
+            Ok(read) if newer_rows => read?,
+            _ => read_serialized(conn, part, held, false, if newer_rows { Reach::PastEnd } else { Reach::Data })?,
+        };
+        newer_rows |= !read.is_empty();
+        reads.push(read);
+    }
+    let mut points = Vec::with_capacity(reads.iter().map(Vec::len).sum());
+    for read in reads.into_iter().rev() {
+        points.extend(read);
+    }
+    Ok(points)
+}
+
+/// Parts a long read is split into at most ([`read_fresh`]): a first request's time is half
+/// page reads that wait for the disk, so more parts than cores still shorten it.
+const PARTS: i64 = 4;
+
 /// The points of `r`, each serialized. `apart`: on a thread of its own, while the rows are read
 /// (a raw window hands its points over bucket by bucket), so the two overlap on a machine with
 /// a core to spare: serializing an hour's 1,440 points (2 MB) took about 2 ms, a fifth of a
 /// first request's time (BENCHMARKS.md, "First request, seventh stop"). Inline if no thread
 /// can be started.
-fn read_serialized(conn: &Connection, r: &RangeRead, held: &HeldRows, apart: bool) -> Result<Vec<Cached>, StoreError> {
-    let read = |sink: &mut range::PointSink<'_>| range::points_into(conn, r, held, (&mut |_, _, _| {}, true), sink);
+fn read_serialized(
+    conn: &Connection,
+    r: &RangeRead,
+    held: &HeldRows,
+    apart: bool,
+    reach: Reach,
+) -> Result<Vec<Cached>, StoreError> {
+    let read =
+        |sink: &mut range::PointSink<'_>| range::points_reaching(conn, r, held, (&mut |_, _, _| {}, true, reach), sink);
     let read = &read;
     if apart {
         let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<Point>>(SERIALIZE_QUEUE);

@@ -286,9 +286,11 @@ impl Store {
         r: range::RangeRead,
         raw_sealed_ms: i64,
     ) -> Result<crate::ports::json_array::JsonArray, StoreError> {
-        let cache = self.cache.clone();
+        let (cache, pool) = (self.cache.clone(), self.pool.clone());
         let held = self.held_rows();
-        self.with_conn(move |c| cache.points_array_with(c, &r, raw_sealed_ms, &held)).await
+        // More connections for a long read only if they are idle: never a wait for one.
+        let more = move |buckets| if buckets >= cache::SPLIT_BUCKETS { pool.try_get() } else { None };
+        self.with_conn(move |c| cache.points_array_helped(c, &more, &r, raw_sealed_ms, &held)).await
     }
 
     /// The database file.

@@ -74,6 +74,14 @@ struct Read {
     rows: Vec<Summary>,
     /// End of the newest raw point read: how far the data reaches.
     newest_ms: Option<i64>,
+    /// The data reaches past the window's end ([`Reach::PastEnd`]).
+    past_end: bool,
+}
+
+/// How far a window's data reaches: its newest row, or the window's end if the data reaches
+/// past it.
+fn reach(newest_ms: Option<i64>, past_end: bool, end_ms: i64) -> i64 {
+    if past_end { end_ms } else { newest_ms.unwrap_or(end_ms).min(end_ms) }
 }
 
 /// [`points`] with the rows the writer still `held` (see [`super::held`]), also handing every
@@ -116,6 +124,29 @@ pub(crate) fn points_into(
     (each_row, seed): (&mut RowVisitor<'_>, bool),
     sink: &mut PointSink<'_>,
 ) -> Result<(), StoreError> {
+    points_reaching(conn, r, held, (each_row, seed, Reach::Data), sink)
+}
+
+/// How far a read's data reaches, which the newest bucket's coverage follows (a wide bucket the
+/// data has not filled yet must not read as a dip).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Reach {
+    /// As far as the newest row read: the window is the newest part of the answer.
+    Data,
+    /// Past the window's end: the window is an older part of a read split into parts of time
+    /// (`cache::read_fresh`), and a newer part found rows, so its newest bucket is covered
+    /// whole, as in the same read unsplit.
+    PastEnd,
+}
+
+/// [`points_into`], the newest bucket covered as `reach` says.
+pub(crate) fn points_reaching(
+    conn: &Connection,
+    r: &RangeRead,
+    held: &HeldRows,
+    (each_row, seed, reach): (&mut RowVisitor<'_>, bool, Reach),
+    sink: &mut PointSink<'_>,
+) -> Result<(), StoreError> {
     let (q, rollup_ms) = (&r.q, r.rollup_ms);
     let owned = query::variant_names(conn)?;
     let shared = owned.iter().map(|(id, n)| (*id, Arc::from(n.as_str()))).collect();
@@ -130,7 +161,7 @@ pub(crate) fn points_into(
             builder.seed(t.id, Arc::from(variant.as_str()), totals);
         }
     }
-    let mut read = Read::default();
+    let mut read = Read { past_end: reach == Reach::PastEnd, ..Read::default() };
     if targets.is_empty() {
         build_points(r, &read, &mut builder).into_iter().for_each(sink);
         return Ok(());
@@ -138,7 +169,8 @@ pub(crate) fn points_into(
     let only = q.target_url.as_ref().and(targets.first()).map(|t| t.id);
     let widths = (r.point_ms, rollup_ms);
     if r.raw {
-        let mut stream = BucketStream { r, builder: &mut builder, rows: Vec::new(), newest_ms: None, sink };
+        let past_end = read.past_end;
+        let mut stream = BucketStream { r, builder: &mut builder, rows: Vec::new(), newest_ms: None, past_end, sink };
         raw_points(conn, (only, held), (after, q.end_ms), (&names.shared, widths), each_row, &mut stream)?;
         stream.flush();
         return Ok(());
@@ -155,7 +187,7 @@ fn build_points(r: &RangeRead, read: &Read, builder: &mut PointBuilder) -> Vec<P
     // Sort references, not the rows themselves: a summary is a few hundred bytes.
     let mut order: Vec<&Summary> = read.rows.iter().collect();
     order.sort_by_key(|r| (r.ts_ms, r.target_id));
-    let reach = read.newest_ms.unwrap_or(r.q.end_ms).min(r.q.end_ms);
+    let reach = reach(read.newest_ms, read.past_end, r.q.end_ms);
     let step = r.q.step_ms;
     let mut out = Vec::new();
     for rows in order.chunk_by(|a, b| bucket_end(a.ts_ms, step) == bucket_end(b.ts_ms, step)) {
@@ -192,6 +224,8 @@ struct BucketStream<'a, 's> {
     rows: Vec<Summary>,
     /// Newest row so far: how far the data reaches.
     newest_ms: Option<i64>,
+    /// The data reaches past the window's end ([`Reach::PastEnd`]).
+    past_end: bool,
     sink: &'a mut PointSink<'s>,
 }
 
@@ -201,10 +235,12 @@ impl BucketStream<'_, '_> {
         let step = self.r.q.step_ms;
         let current = self.rows.first().map(|f| bucket_end(f.ts_ms, step));
         debug_assert!(current.is_none_or(|c| c <= bucket_end(s.ts_ms, step)), "rows out of time order");
+        // The row is seen before the bucket it closes is built: that bucket's data reaches past
+        // its end.
+        self.newest_ms = self.newest_ms.max(Some(s.ts_ms));
         if current.is_some_and(|c| c != bucket_end(s.ts_ms, step)) {
             self.flush();
         }
-        self.newest_ms = self.newest_ms.max(Some(s.ts_ms));
         self.rows.push(s);
     }
 
@@ -214,7 +250,7 @@ impl BucketStream<'_, '_> {
         if self.rows.is_empty() {
             return;
         }
-        let reach = self.newest_ms.unwrap_or(self.r.q.end_ms).min(self.r.q.end_ms);
+        let reach = reach(self.newest_ms, self.past_end, self.r.q.end_ms);
         let mut order: Vec<&Summary> = self.rows.iter().collect();
         order.sort_by_key(|r| (r.ts_ms, r.target_id));
         bucket_points(self.r, reach, &order, self.builder).into_iter().for_each(&mut *self.sink);
