@@ -669,6 +669,13 @@ pub(crate) fn totals_at(
         let mut before = raw.remove(&t.id);
         if before.is_none() {
             for table in [Table::Rollup, Table::Coarse] {
+                // A row ending at t0 itself is as new as a coarser table's can be (a tie keeps
+                // the finer row): decoding the coarser chunk, a day of 10 min rows, would find
+                // nothing newer. A read split into parts starts each at a bucket edge, where
+                // the 1 min row usually is (`cache::read_fresh`).
+                if before.as_ref().is_some_and(|f| f.ts >= t0) {
+                    break;
+                }
                 before = newest(before, row_totals(sealed::newest_through, table, t.id, t0, conn)?);
             }
         }
