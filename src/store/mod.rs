@@ -154,6 +154,21 @@ impl PoolWaits {
     }
 }
 
+/// Idle connections a long read leaves in the pool when it takes more for its parts
+/// ([`cache::read_fresh`]): the writer's next batch and another reader still find one at once.
+const SPARE_CONNECTIONS: u32 = 2;
+
+/// A connection for a part of a read of `buckets` buckets: only for a read long enough to be
+/// split ([`cache::SPLIT_BUCKETS`]), only an idle one (never a wait for it), and only while
+/// more than [`SPARE_CONNECTIONS`] are idle.
+fn part_connection(
+    pool: &r2d2::Pool<SqliteConnectionManager>,
+    buckets: i64,
+) -> Option<r2d2::PooledConnection<SqliteConnectionManager>> {
+    let spare = pool.state().idle_connections > SPARE_CONNECTIONS;
+    (buckets >= cache::SPLIT_BUCKETS && spare).then(|| pool.try_get()).flatten()
+}
+
 /// Connection settings applied to every pooled connection: WAL so readers never block the
 /// writer, a busy timeout instead of immediate SQLITE_BUSY, and NORMAL sync, which in WAL mode
 /// is durable across process crashes (only an OS crash can lose the last transactions).
@@ -288,8 +303,7 @@ impl Store {
     ) -> Result<crate::ports::json_array::JsonArray, StoreError> {
         let (cache, pool) = (self.cache.clone(), self.pool.clone());
         let held = self.held_rows();
-        // More connections for a long read only if they are idle: never a wait for one.
-        let more = move |buckets| if buckets >= cache::SPLIT_BUCKETS { pool.try_get() } else { None };
+        let more = move |buckets| part_connection(&pool, buckets);
         self.with_conn(move |c| cache.points_array_helped(c, &more, &r, raw_sealed_ms, &held)).await
     }
 
@@ -325,6 +339,21 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A long read takes idle connections for its parts, never for a short one, and leaves two
+    /// idle for the writer and other jobs.
+    #[test]
+    fn a_long_read_takes_idle_connections_for_its_parts_and_leaves_two() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("t.db")).unwrap();
+        let mut held: Vec<_> = (0..8).map(|_| store.pool.get().unwrap()).collect();
+        held.clear(); // all eight opened, and idle
+        assert!(part_connection(&store.pool, cache::SPLIT_BUCKETS - 1).is_none(), "a short read is not split");
+        let parts: Vec<_> =
+            std::iter::from_fn(|| part_connection(&store.pool, cache::SPLIT_BUCKETS)).take(10).collect();
+        assert_eq!(parts.len(), 6);
+        assert_eq!(store.pool.state().idle_connections, SPARE_CONNECTIONS);
+    }
 
     #[tokio::test]
     async fn a_job_that_finds_every_connection_busy_is_counted_with_its_wait() {
