@@ -370,7 +370,8 @@ fn read_serialized(
 const SERIALIZE_BATCH: usize = 64;
 /// Batches waiting for the serializing thread at most (the reader waits beyond).
 const SERIALIZE_QUEUE: usize = 16;
-/// Raw reads of at least this many buckets serialize apart ([`read_serialized`]): a dashboard's
+/// Raw reads of at least this many buckets that are not split into parts (no connection to
+/// spare, [`read_fresh`]) serialize apart ([`read_serialized`]): a dashboard's
 /// repeated read (the newest bucket or two after the cached ones) is not worth a thread, and a
 /// read of rolled rows builds its points only once every row is read, so nothing would overlap.
 const SERIALIZE_APART_BUCKETS: i64 = 256;

@@ -618,15 +618,6 @@ pub(crate) fn seal(conn: &mut Connection, table: Table, width_ms: i64, through_m
     Ok(sealed)
 }
 
-/// Why a raw window is sealed whole, every target's chunk side by side: its rows are keyed by
-/// time then target, so whoever decodes it holds every target's chunk of the window at once (at
-/// 500 targets a 10-minute chunk is about 21 KB and its writer's buffer 32 KB). Cutting the
-/// window into four parts took about 9 MiB off the process' peaks, but a quarter chunk of 5-6
-/// KB takes a b-tree page of its own (two do not fit in one) and restarts the payload history:
-/// raw chunk bytes +32 % with the fixture's traffic (stored per target-day 0.87 -> 0.99 MB) and
-/// written per target-day 15.9 -> 17.1 MB at 100 targets, which undid the write-volume goal
-/// (BENCHMARKS.md, "Memory, twelfth stop"). Bounding the seal and the reads without smaller
-/// chunks (a window sealed and read in groups of targets) is the next step.
 /// Moves the open rows of the window `(start, end]` into one chunk per target (see
 /// [`seal_raw`] and [`seal_rolled`]).
 fn seal_window(
@@ -666,7 +657,17 @@ fn seal_window(
 }
 
 /// Seals the raw rows of the window, one chunk per target, in one pass over its rows in key
-/// order (see the why above). Returns what was sealed and the bytes the chunk writers held.
+/// order. Returns what was sealed and the bytes the chunk writers held.
+///
+/// The window is sealed whole, every target's chunk side by side: its rows are keyed by
+/// time then target, so whoever decodes it holds every target's chunk of the window at once (at
+/// 500 targets a 10-minute chunk is about 21 KB and its writer's buffer 32 KB). Cutting the
+/// window into four parts took about 9 MiB off the process' peaks, but a quarter chunk of 5-6
+/// KB takes a b-tree page of its own (two do not fit in one) and restarts the payload history:
+/// raw chunk bytes +32 % with the fixture's traffic (stored per target-day 0.87 -> 0.99 MB) and
+/// written per target-day 15.9 -> 17.1 MB at 100 targets, which undid the write-volume goal
+/// (BENCHMARKS.md, "Memory, twelfth stop"). Bounding the seal and the reads without smaller
+/// chunks (a window sealed and read in groups of targets) is the next step.
 fn seal_raw(
     conn: &Connection,
     l: Layout,

@@ -83,7 +83,6 @@ pub struct Ctx {
     pub at: String,
 }
 
-/// How a failure is labelled.
 impl Check {
     /// The check as one line of the report: its tag, where, what and why.
     pub fn line(&self) -> String {
@@ -99,6 +98,7 @@ impl Check {
     }
 }
 
+/// How a failure is labelled.
 pub fn tag(finding: Option<u8>) -> String {
     match finding {
         None => "[steady-state accuracy]".into(),
