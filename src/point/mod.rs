@@ -9,6 +9,7 @@
 pub(crate) mod aggregate;
 pub(crate) mod fields;
 pub(crate) mod histogram;
+mod json;
 pub(crate) mod label;
 pub(crate) mod summary;
 

@@ -91,8 +91,18 @@ impl<M> Default for PieceWriter<M> {
 impl<M> PieceWriter<M> {
     /// Serializes `value` as the next item.
     pub fn push<T: Serialize + ?Sized>(&mut self, meta: M, value: &T) -> Result<(), serde_json::Error> {
+        self.push_with(meta, |out| serde_json::to_writer(out, value))
+    }
+
+    /// The next item as `write` writes its JSON (one value, whole): for a value with a faster
+    /// writer of its own than its `Serialize` (`Point::write_json`).
+    pub fn push_with(
+        &mut self,
+        meta: M,
+        write: impl FnOnce(&mut Vec<u8>) -> Result<(), serde_json::Error>,
+    ) -> Result<(), serde_json::Error> {
         self.scratch.clear();
-        serde_json::to_writer(&mut self.scratch, value)?;
+        write(&mut self.scratch)?;
         let comma = usize::from(!self.buf.is_empty());
         if self.buf.len() + comma + self.scratch.len() > self.buf.capacity() {
             self.seal();

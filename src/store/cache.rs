@@ -396,7 +396,11 @@ impl PointWriter {
                 v
             }
         };
-        Ok(self.pieces.push((p.timestamp, variant), p)?)
+        self.pieces.push_with((p.timestamp, variant), |out| {
+            p.write_json(out);
+            Ok(())
+        })?;
+        Ok(())
     }
 
     fn finish(self) -> Vec<Cached> {
