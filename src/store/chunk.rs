@@ -157,11 +157,17 @@ impl Default for Scratch {
     }
 }
 
-/// Reads a chunk's rows one at a time.
+/// Reads a chunk's rows one at a time, from its whole blob or from pieces of it appended as
+/// they are needed ([`ChunkRows::begin`]).
 #[derive(Debug)]
 pub(crate) struct ChunkRows {
+    /// The chunk's bytes from `offset` on that are in memory; the rows before `pos` are read.
     bytes: Vec<u8>,
     pos: usize,
+    /// Where `bytes` starts in the chunk.
+    offset: usize,
+    /// The chunk's length.
+    len: usize,
     history: History,
     cur: Vec<u8>,
     ts: i64,
@@ -172,18 +178,48 @@ pub(crate) struct ChunkRows {
     present: Option<i64>,
 }
 
+/// What [`ChunkRows::step`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Step {
+    /// Decoded the next row.
+    Row,
+    /// Every row is read.
+    End,
+    /// The next row does not end in the bytes appended so far: [`ChunkRows::fill`] first.
+    More,
+}
+
+/// Bytes a chunk read piece by piece appends at a time ([`ChunkRows::fill`]): a few dozen
+/// rows of a steady target, a few of a busy one.
+pub(crate) const PIECE_BYTES: usize = 2048;
+
 impl ChunkRows {
     /// A reader of the chunk `bytes` of the window starting at `start_ms`.
     pub(crate) fn new(start_ms: i64, bytes: Vec<u8>) -> Result<Self, CodecError> {
-        let present = match bytes.first() {
+        let len = bytes.len();
+        Self::begin(start_ms, bytes, len)
+    }
+
+    /// A reader of a chunk of `len` bytes of the window starting at `start_ms`, of which
+    /// `first` holds the start; the rest is appended by [`ChunkRows::fill`] when
+    /// [`ChunkRows::step`] asks for it. A reader of many targets' chunks at once (a sealed
+    /// window of 500 targets) holds a piece of each rather than each whole blob (BENCHMARKS.md,
+    /// "Memory, fifteenth stop").
+    pub(crate) fn begin(start_ms: i64, first: Vec<u8>, len: usize) -> Result<Self, CodecError> {
+        let present = match first.first() {
             Some(&VERSION) => None,
             Some(&VERSION_PRESENCE) => Some(0),
             Some(_) => return Err(CodecError("unknown chunk format version")),
             None => return Err(TRUNCATED),
         };
+        if first.len() > len {
+            return Err(CodecError("chunk piece longer than its chunk"));
+        }
         Ok(Self {
-            bytes,
+            bytes: first,
             pos: 1,
+            offset: 0,
+            len,
             history: History::default(),
             cur: Vec::new(),
             ts: start_ms,
@@ -194,23 +230,68 @@ impl ChunkRows {
         })
     }
 
-    /// Decodes the next row into [`Self::current`]; false after the last.
+    /// Decodes the next row into [`Self::current`]; false after the last. For a reader of a
+    /// whole chunk ([`ChunkRows::new`]).
     pub(crate) fn advance(&mut self) -> Result<bool, CodecError> {
-        if self.pos >= self.bytes.len() {
-            return Ok(false);
+        match self.step()? {
+            Step::Row => Ok(true),
+            Step::End => Ok(false),
+            Step::More => Err(TRUNCATED),
+        }
+    }
+
+    /// Decodes the next row into [`Self::current`] if the bytes appended so far hold it. A row
+    /// that does not decode while bytes of the chunk are still missing asks for more: a piece
+    /// ends anywhere in a row, and a corrupt chunk is reported once every byte is in.
+    pub(crate) fn step(&mut self) -> Result<Step, CodecError> {
+        if self.offset + self.pos >= self.len {
+            return Ok(Step::End);
         }
         let mut r = Reader { bytes: &self.bytes, pos: self.pos };
-        self.delta = self.delta.wrapping_add(r.signed()?);
-        self.ts = self.ts.wrapping_add(self.delta);
-        self.elapsed = self.elapsed.wrapping_add(r.signed()?);
-        self.variant = self.variant.wrapping_add(r.signed()?);
-        if let Some(present) = self.present.as_mut() {
-            *present = present.wrapping_add(r.signed()?);
-        }
-        patch(&mut r, &self.history, &mut self.cur)?;
-        self.history.push(&self.cur);
+        let mut next = || -> Result<_, CodecError> {
+            let (delta, elapsed, variant) = (r.signed()?, r.signed()?, r.signed()?);
+            let present = if self.present.is_some() { r.signed()? } else { 0 };
+            patch(&mut r, &self.history, &mut self.cur)?;
+            Ok((delta, elapsed, variant, present))
+        };
+        let (delta, elapsed, variant, present) = match next() {
+            Ok(row) => row,
+            Err(_) if self.offset + self.bytes.len() < self.len => return Ok(Step::More),
+            Err(e) => return Err(e),
+        };
         self.pos = r.pos;
-        Ok(true)
+        self.delta = self.delta.wrapping_add(delta);
+        self.ts = self.ts.wrapping_add(self.delta);
+        self.elapsed = self.elapsed.wrapping_add(elapsed);
+        self.variant = self.variant.wrapping_add(variant);
+        if let Some(p) = self.present.as_mut() {
+            *p = p.wrapping_add(present);
+        }
+        self.history.push(&self.cur);
+        Ok(Step::Row)
+    }
+
+    /// Appends the next piece of the chunk (up to [`PIECE_BYTES`]), which `read` copies into
+    /// the slice it is given from the chunk's offset it is given; the rows already read are
+    /// dropped first.
+    pub(crate) fn fill<E>(&mut self, read: impl FnOnce(&mut [u8], usize) -> Result<(), E>) -> Result<(), E> {
+        self.bytes.drain(..self.pos);
+        self.offset += self.pos;
+        self.pos = 0;
+        let (have, from) = (self.bytes.len(), self.offset + self.bytes.len());
+        let n = PIECE_BYTES.min(self.len.saturating_sub(from));
+        self.bytes.resize(have + n, 0);
+        let read = read(&mut self.bytes[have..], from);
+        if read.is_err() {
+            self.bytes.truncate(have);
+        }
+        read
+    }
+
+    /// Bytes this reader holds: the piece it reads and its decoder's payloads.
+    #[cfg(test)]
+    pub(crate) fn held_bytes(&self) -> usize {
+        self.bytes.capacity() + self.cur.capacity() + self.history.dict.capacity() + self.history.spare.capacity()
     }
 
     /// The row the last [`Self::advance`] decoded.
@@ -604,6 +685,92 @@ mod tests {
         let blob = encode_rows(0, &rows);
         assert_eq!(decode_all(0, blob.clone()).unwrap(), rows);
         assert!(blob.len() < idle.len() + busy.len() + 120 * 8, "{} bytes", blob.len());
+    }
+
+    /// Every row of `blob` read piece by piece, the first piece `first` bytes long, as
+    /// [`super::super::sealed`]'s window reads a chunk from its blob; and how many bytes the
+    /// reader's buffer held at most.
+    fn read_in_pieces(start: i64, blob: &[u8], first: usize) -> (Result<Vec<OwnedRow>, CodecError>, usize) {
+        let mut rows = match ChunkRows::begin(start, blob[..first.min(blob.len())].to_vec(), blob.len()) {
+            Ok(rows) => rows,
+            Err(e) => return (Err(e), 0),
+        };
+        let (mut out, mut held) = (Vec::new(), 0);
+        loop {
+            held = held.max(rows.bytes.len());
+            match rows.step() {
+                Ok(Step::Row) => out.push(OwnedRow {
+                    ts: rows.current().ts,
+                    variant_id: rows.current().variant_id,
+                    elapsed_ms: rows.current().elapsed_ms,
+                    present_ms: rows.current().present_ms,
+                    data: rows.current().data.to_vec(),
+                }),
+                Ok(Step::End) => return (Ok(out), held),
+                Ok(Step::More) => rows
+                    .fill(|buf, at| {
+                        buf.copy_from_slice(&blob[at..at + buf.len()]);
+                        Ok::<_, ()>(())
+                    })
+                    .unwrap_or_default(),
+                Err(e) => return (Err(e), held),
+            }
+        }
+    }
+
+    #[test]
+    fn a_chunk_read_in_pieces_gives_the_rows_read_whole() {
+        let mut rng = Rng(0xA076_1D64_78BD_642F);
+        for case in 0..200 {
+            let mut rows = evolving_rows(&mut rng, 1 + case % 130);
+            if case % 5 == 0 {
+                // A payload longer than a piece: a row that several pieces hold together.
+                let at = rng.below(rows.len() as u64) as usize;
+                rows[at].data = (0..3 * PIECE_BYTES + 17).map(|_| rng.below(256) as u8).collect();
+            }
+            if case % 7 == 0 {
+                for (i, r) in rows.iter_mut().enumerate() {
+                    r.present_ms = 1 + i as i64; // a rolled chunk: a presence per row
+                }
+            }
+            let blob = encode_rows(600_000, &rows);
+            for first in [1, 2, 7, PIECE_BYTES, blob.len()] {
+                let (read, held) = read_in_pieces(600_000, &blob, first);
+                assert_eq!(read.unwrap(), rows, "case {case}, first piece {first}");
+                let longest = rows.iter().map(|r| r.data.len()).max().unwrap_or(0);
+                assert!(
+                    held <= first.max(2 * PIECE_BYTES + 2 * longest + 16),
+                    "case {case}: held {held} of a {} byte chunk",
+                    blob.len()
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn a_corrupt_chunk_read_in_pieces_fails_as_it_does_whole() {
+        let mut rng = Rng(7);
+        let mut rows = evolving_rows(&mut rng, 120);
+        for r in rows.iter_mut().step_by(40) {
+            r.data = (0..PIECE_BYTES).map(|_| rng.below(256) as u8).collect(); // nothing to copy from
+        }
+        let blob = encode_rows(0, &rows);
+        assert!(blob.len() > 3 * PIECE_BYTES, "a chunk of several pieces ({} bytes)", blob.len());
+        for case in 0..500 {
+            let mut bad = blob.clone();
+            match case % 3 {
+                0 => bad.truncate(1 + rng.below(bad.len() as u64 - 1) as usize),
+                _ => {
+                    for _ in 0..1 + rng.below(4) {
+                        let at = 1 + rng.below(bad.len() as u64 - 1) as usize;
+                        bad[at] = rng.below(256) as u8;
+                    }
+                }
+            }
+            let whole = decode_all(0, bad.clone()).map_err(|e| e.to_string());
+            let (pieces, _) = read_in_pieces(0, &bad, 1 + case % 64);
+            assert_eq!(pieces.map_err(|e| e.to_string()), whole, "case {case}");
+        }
     }
 
     #[test]

@@ -53,7 +53,7 @@ use std::collections::{BTreeMap, BinaryHeap};
 use rusqlite::{Connection, OptionalExtension, params};
 
 use super::StoreError;
-use super::chunk::{self, ChunkRow, ChunkRows, ChunkWriter, Scratch};
+use super::chunk::{self, ChunkRow, ChunkRows, ChunkWriter, Scratch, Step};
 use super::table::{RAW_TABLES, Table, raw_key, raw_key_through, raw_table};
 use crate::clock::bucket_end;
 
@@ -229,7 +229,7 @@ pub(crate) fn scan(
     // Chunks without a row in the range (their first and last rows are in the index) are not
     // read: a lookup near a window's edge decodes only the chunk that holds its row.
     let mut chunk_stmt = conn.prepare_cached(&format!(
-        "SELECT start_ts, target_id, data FROM {}
+        "SELECT start_ts, target_id, rowid FROM {}
          WHERE {} AND start_ts > ?1 AND start_ts < ?2 AND end_ts > ?3 AND last_ts > ?3 AND first_ts <= ?2
          ORDER BY start_ts, target_id",
         l.chunks,
@@ -237,7 +237,7 @@ pub(crate) fn scan(
     ))?;
     let mut chunk_rows = chunk_stmt.query(params![after.saturating_sub(l.max_chunk_ms), until, after, only])?;
     let mut pending = next_chunk(&mut chunk_rows)?;
-    let mut window = Window::default();
+    let mut window = Window::new(conn, l);
     loop {
         let head = window.head();
         let next = match (head, open.head().map(OpenRow::key)) {
@@ -358,39 +358,86 @@ impl<'s> OpenRows<'s> {
     }
 }
 
-/// A chunk as selected: window start, target id, blob.
-type PendingChunk = (i64, i64, Vec<u8>);
+/// A chunk as selected: window start, target id, row id (its blob is opened by [`Window::load`]).
+type PendingChunk = (i64, i64, i64);
 
 fn next_chunk(rows: &mut rusqlite::Rows<'_>) -> Result<Option<PendingChunk>, StoreError> {
     let Some(r) = rows.next()? else { return Ok(None) };
     Ok(Some((r.get(0)?, r.get(1)?, r.get(2)?)))
 }
 
-/// The chunks being read, merged by `(ts, target_id)`: one window's at a time, unless windows
-/// overlap (sealed with different widths).
-#[derive(Default)]
-struct Window {
-    readers: Vec<(i64, ChunkRows)>,
-    /// Slots of `readers` read out, for the next window's chunks.
-    free: Vec<usize>,
-    heap: BinaryHeap<Reverse<(i64, i64, usize)>>,
-    /// Bytes of the largest window's chunks loaded at once, reported to the allocator policy
-    /// when the scan ends.
-    largest: usize,
+/// One target's chunk being read: its rows, and the blob they are read from piece by piece.
+struct ChunkReader<'c> {
+    target_id: i64,
+    rows: ChunkRows,
+    blob: rusqlite::blob::Blob<'c>,
 }
 
-impl Drop for Window {
-    fn drop(&mut self) {
-        crate::heap::note_transient(self.largest);
+impl ChunkReader<'_> {
+    /// Decodes the next row, reading more of the blob as it asks; false after the last.
+    fn advance(&mut self) -> Result<bool, StoreError> {
+        loop {
+            match self.rows.step()? {
+                Step::Row => return Ok(true),
+                Step::End => return Ok(false),
+                Step::More => self.rows.fill(|buf, at| self.blob.read_at_exact(buf, at))?,
+            }
+        }
     }
 }
 
-impl Window {
+/// The chunks being read, merged by `(ts, target_id)`: one window's at a time, unless windows
+/// overlap (sealed with different widths).
+///
+/// Each chunk is read from its blob a piece at a time ([`chunk::PIECE_BYTES`], SQLite's
+/// incremental blob reads) rather than loaded whole: a window of 500 targets held every
+/// target's 10-minute chunk at once, about 21 KB each, 10 MiB for every read of a sealed window
+/// (a dashboard's refresh, the alert engine's windows), where pieces hold about 1 MiB
+/// (BENCHMARKS.md, "Memory, fifteenth stop").
+struct Window<'c> {
+    conn: &'c Connection,
+    /// The chunk table, as SQLite's blob reads name it.
+    table: std::ffi::CString,
+    readers: Vec<ChunkReader<'c>>,
+    /// Slots of `readers` read out, for the next window's chunks.
+    free: Vec<usize>,
+    heap: BinaryHeap<Reverse<(i64, i64, usize)>>,
+    /// Bytes of the largest window's chunks, reported to the allocator policy when the scan
+    /// ends: no longer held at once, but still what the read's decoding allocated and freed
+    /// grows with, so the trim after large reads comes as it did when they were.
+    largest: usize,
+    /// Bytes the readers held at once at most (a test checks them).
+    #[cfg(test)]
+    held: usize,
+}
+
+impl Drop for Window<'_> {
+    fn drop(&mut self) {
+        crate::heap::note_transient(self.largest);
+        #[cfg(test)]
+        tests::LAST_WINDOW_HELD.set(self.held);
+    }
+}
+
+impl<'c> Window<'c> {
+    fn new(conn: &'c Connection, l: Layout) -> Self {
+        Self {
+            conn,
+            table: std::ffi::CString::new(l.chunks).unwrap_or_default(),
+            readers: Vec::new(),
+            free: Vec::new(),
+            heap: BinaryHeap::new(),
+            largest: 0,
+            #[cfg(test)]
+            held: 0,
+        }
+    }
+
     fn head(&self) -> Option<(i64, i64)> {
         self.heap.peek().map(|Reverse((ts, target, _))| (*ts, *target))
     }
 
-    /// Takes every pending chunk of the next window, positioned at their first row after
+    /// Opens every pending chunk of the next window, positioned at their first row after
     /// `after`.
     fn load(
         &mut self,
@@ -400,24 +447,27 @@ impl Window {
     ) -> Result<(), StoreError> {
         let Some(start) = pending.as_ref().map(|p| p.0) else { return Ok(()) };
         let mut loaded = 0;
-        while let Some((_, target, blob)) = pending.take_if(|p| p.0 == start) {
+        while let Some((_, target_id, rowid)) = pending.take_if(|p| p.0 == start) {
+            let blob = self.conn.blob_open(rusqlite::MAIN_DB, self.table.as_c_str(), c"data", rowid, true)?;
             loaded += blob.len();
-            let mut reader = ChunkRows::new(start, blob)?;
+            let mut first = vec![0; chunk::PIECE_BYTES.min(blob.len())];
+            blob.read_at_exact(&mut first, 0)?;
+            let mut reader = ChunkReader { target_id, rows: ChunkRows::begin(start, first, blob.len())?, blob };
             while reader.advance()? {
-                let ts = reader.current().ts;
+                let ts = reader.rows.current().ts;
                 if ts > after {
                     if ts <= until {
                         let slot = match self.free.pop() {
                             Some(i) => {
-                                self.readers[i] = (target, reader);
+                                self.readers[i] = reader;
                                 i
                             }
                             None => {
-                                self.readers.push((target, reader));
+                                self.readers.push(reader);
                                 self.readers.len() - 1
                             }
                         };
-                        self.heap.push(Reverse((ts, target, slot)));
+                        self.heap.push(Reverse((ts, target_id, slot)));
                     }
                     break;
                 }
@@ -425,6 +475,10 @@ impl Window {
             *pending = next_chunk(rows)?;
         }
         self.largest = self.largest.max(loaded);
+        #[cfg(test)]
+        {
+            self.held = self.held.max(self.readers.iter().map(|r| r.rows.held_bytes()).sum());
+        }
         Ok(())
     }
 
@@ -435,18 +489,18 @@ impl Window {
         until: i64,
     ) -> Result<bool, StoreError> {
         let Some(Reverse((_, _, i))) = self.heap.pop() else { return Ok(true) };
-        let (target_id, reader) = &mut self.readers[i];
-        let r = reader.current();
+        let reader = &mut self.readers[i];
+        let r = reader.rows.current();
         let go_on = each(StoredRow {
             ts: r.ts,
-            target_id: *target_id,
+            target_id: reader.target_id,
             variant_id: r.variant_id,
             elapsed_ms: r.elapsed_ms,
             present_ms: r.present_ms,
             data: r.data,
         })?;
-        if reader.advance()? && reader.current().ts <= until {
-            self.heap.push(Reverse((reader.current().ts, *target_id, i)));
+        if reader.advance()? && reader.rows.current().ts <= until {
+            self.heap.push(Reverse((reader.rows.current().ts, reader.target_id, i)));
         } else {
             self.free.push(i);
         }
@@ -956,6 +1010,11 @@ fn keep_carried_entries(conn: &Connection, table: &str, (lo, hi): (i64, i64)) ->
 mod tests {
     use super::*;
 
+    thread_local! {
+        /// Bytes the last scan's window of chunks held at most ([`Window`]'s drop).
+        pub(super) static LAST_WINDOW_HELD: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+    }
+
     /// An open raw row of one variant, in its generation's table.
     fn put_raw(c: &Connection, ts: i64, target: i64, data: &[u8]) {
         let sql =
@@ -1013,6 +1072,38 @@ mod tests {
         assert_eq!(
             (oldest_ts(&c, Table::Raw).unwrap(), newest_ts(&c, Table::Raw).unwrap()),
             (Some(5_000), Some(1_200_000))
+        );
+    }
+
+    /// A window of many targets is read from pieces of each chunk, not from every blob loaded
+    /// whole: what the reads hold is a fraction of the window's chunks, rows longer than a
+    /// piece included, and the rows are exactly the ones written.
+    #[test]
+    fn a_sealed_window_is_read_from_pieces_of_its_chunks() {
+        let mut c = Connection::open_in_memory().unwrap();
+        super::super::schema::migrate(&mut c).unwrap();
+        let mut all = Vec::new();
+        for ts in (5_000..=600_000).step_by(5_000) {
+            for target in 1..=40 {
+                // Rows that share nothing (each costs its whole payload), a few longer than a piece.
+                let len = if ts % 200_000 == 0 && target % 10 == 0 { 3 * chunk::PIECE_BYTES } else { 300 };
+                let data = noise(ts * 100 + target, len);
+                put_raw(&c, ts, target, &data);
+                all.push((ts, target, data));
+            }
+        }
+        assert_eq!(seal(&mut c, Table::Raw, 600_000, 600_000).unwrap().rows, all.len());
+        let blobs = chunk_bytes(&c, "metrics_5s_chunks");
+        assert!(blobs > 40 * 30_000, "chunks of about 36 KB each: {blobs} bytes");
+        assert_eq!(read(&c, (0, i64::MAX), None, usize::MAX), all, "every row, in (ts, target) order");
+        let held = LAST_WINDOW_HELD.get();
+        assert!(held < blobs / 4, "the window held {held} bytes of {blobs} bytes of chunks");
+        let range = (300_000, 450_000);
+        let part: Vec<_> = all.iter().filter(|r| r.0 > range.0 && r.0 <= range.1).cloned().collect();
+        assert_eq!(read(&c, range, None, usize::MAX), part, "a range inside the window");
+        assert_eq!(
+            read(&c, range, Some(20), usize::MAX),
+            part.iter().filter(|r| r.1 == 20).cloned().collect::<Vec<_>>()
         );
     }
 
