@@ -194,10 +194,10 @@ fn window_start(ts: i64, width_ms: i64) -> i64 {
 /// to `each` in `(ts, target_id)` order, open and sealed alike, until `each` returns false.
 ///
 /// Sealed windows are decoded one at a time, every target's chunk of the window side by side,
-/// each holding its blob and a few payloads (a chunk read out gives its slot to the next
-/// window's): memory grows with the targets, not with the window's length. Both tables are
-/// read in one snapshot (a read transaction unless the caller's own is open), so a window
-/// sealed meanwhile is seen once, in one table or the other.
+/// each holding a piece of its blob and a few payloads ([`Window`]; a chunk read out gives its
+/// slot to the next window's): memory grows with the targets, not with the window's length.
+/// Both tables are read in one snapshot (a read transaction unless the caller's own is open),
+/// so a window sealed meanwhile is seen once, in one table or the other.
 pub(crate) fn scan(
     conn: &Connection,
     table: Table,
@@ -720,8 +720,9 @@ fn seal_window(
 /// KB takes a b-tree page of its own (two do not fit in one) and restarts the payload history:
 /// raw chunk bytes +32 % with the fixture's traffic (stored per target-day 0.87 -> 0.99 MB) and
 /// written per target-day 15.9 -> 17.1 MB at 100 targets, which undid the write-volume goal
-/// (BENCHMARKS.md, "Memory, twelfth stop"). Bounding the seal and the reads without smaller
-/// chunks (a window sealed and read in groups of targets) is the next step.
+/// (BENCHMARKS.md, "Memory, twelfth stop"). The reads of a sealed window now hold a piece of
+/// each chunk ([`Window`]); bounding the seal without smaller chunks (a window sealed in groups
+/// of targets) is the next step.
 fn seal_raw(
     conn: &Connection,
     l: Layout,
@@ -1080,18 +1081,9 @@ mod tests {
     /// piece included, and the rows are exactly the ones written.
     #[test]
     fn a_sealed_window_is_read_from_pieces_of_its_chunks() {
-        let mut c = Connection::open_in_memory().unwrap();
-        super::super::schema::migrate(&mut c).unwrap();
-        let mut all = Vec::new();
-        for ts in (5_000..=600_000).step_by(5_000) {
-            for target in 1..=40 {
-                // Rows that share nothing (each costs its whole payload), a few longer than a piece.
-                let len = if ts % 200_000 == 0 && target % 10 == 0 { 3 * chunk::PIECE_BYTES } else { 300 };
-                let data = noise(ts * 100 + target, len);
-                put_raw(&c, ts, target, &data);
-                all.push((ts, target, data));
-            }
-        }
+        // Rows that share nothing (each costs its whole payload), a few longer than a piece.
+        let long = |ts: i64, target: i64| ts % 200_000 == 0 && target % 10 == 0;
+        let (mut c, all) = noise_window(40, |ts, target| if long(ts, target) { 3 * chunk::PIECE_BYTES } else { 300 });
         assert_eq!(seal(&mut c, Table::Raw, 600_000, 600_000).unwrap().rows, all.len());
         let blobs = chunk_bytes(&c, "metrics_5s_chunks");
         assert!(blobs > 40 * 30_000, "chunks of about 36 KB each: {blobs} bytes");
@@ -1142,6 +1134,22 @@ mod tests {
             .collect()
     }
 
+    /// A database with one 10-minute window of open raw rows of `targets` targets, every 5 s,
+    /// payloads of `len(ts, target)` bytes that share no run ([`noise`]).
+    fn noise_window(targets: i64, len: impl Fn(i64, i64) -> usize) -> (Connection, Vec<(i64, i64, Vec<u8>)>) {
+        let mut c = Connection::open_in_memory().unwrap();
+        super::super::schema::migrate(&mut c).unwrap();
+        let mut all = Vec::new();
+        for ts in (5_000..=600_000).step_by(5_000) {
+            for target in 1..=targets {
+                let data = noise(ts * 1_000 + target, len(ts, target));
+                put_raw(&c, ts, target, &data);
+                all.push((ts, target, data));
+            }
+        }
+        (c, all)
+    }
+
     /// Bytes of every chunk of a chunk table.
     fn chunk_bytes(c: &Connection, chunks: &str) -> usize {
         c.query_row(&format!("SELECT SUM(length(data)) FROM {chunks}"), [], |r| r.get::<_, i64>(0)).unwrap() as usize
@@ -1150,16 +1158,7 @@ mod tests {
     #[test]
     fn a_seal_holds_one_target_of_a_rolled_window_at_a_time() {
         // Eight targets' raw rows of one 10-minute window, 2 KB each that do not compress.
-        let mut c = Connection::open_in_memory().unwrap();
-        super::super::schema::migrate(&mut c).unwrap();
-        let mut all = Vec::new();
-        for ts in (5_000..=600_000).step_by(5_000) {
-            for target in 1..=8 {
-                let data = noise(ts + target, 2_000);
-                put_raw(&c, ts, target, &data);
-                all.push((ts, target, data));
-            }
-        }
+        let (mut c, all) = noise_window(8, |_, _| 2_000);
         let raw = seal(&mut c, Table::Raw, 600_000, 600_000).unwrap();
         assert_eq!(raw.rows, 960);
         let chunks: i64 = c.query_row("SELECT count(*) FROM metrics_5s_chunks", [], |r| r.get(0)).unwrap();
