@@ -204,7 +204,7 @@ impl ChunkRows {
     /// `first` holds the start; the rest is appended by [`ChunkRows::fill`] when
     /// [`ChunkRows::step`] asks for it. A reader of many targets' chunks at once (a sealed
     /// window of 500 targets) holds a piece of each rather than each whole blob (BENCHMARKS.md,
-    /// "Memory, fifteenth stop").
+    /// "Memory and first request, fifteenth stop").
     pub(crate) fn begin(start_ms: i64, first: Vec<u8>, len: usize) -> Result<Self, CodecError> {
         let present = match first.first() {
             Some(&VERSION) => None,

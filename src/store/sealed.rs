@@ -392,8 +392,8 @@ impl ChunkReader<'_> {
 /// Each chunk is read from its blob a piece at a time ([`chunk::PIECE_BYTES`], SQLite's
 /// incremental blob reads) rather than loaded whole: a window of 500 targets held every
 /// target's 10-minute chunk at once, about 21 KB each, 10 MiB for every read of a sealed window
-/// (a dashboard's refresh, the alert engine's windows), where pieces hold about 1 MiB
-/// (BENCHMARKS.md, "Memory, fifteenth stop").
+/// (a dashboard's refresh, the alert engine's windows), where pieces hold 1-2 MiB
+/// (BENCHMARKS.md, "Memory and first request, fifteenth stop").
 struct Window<'c> {
     conn: &'c Connection,
     /// The chunk table, as SQLite's blob reads name it.
