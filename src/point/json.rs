@@ -8,8 +8,8 @@
 //! hour's points took 2.8 ms, 1.0 here. The keys here are constants; the numbers are written by
 //! `serde_json`'s own formatter, so they are the same digits, and whole numbers (most of a
 //! point's: counts, totals, limits, zeroes) as the integer and `.0`, as that formatter writes
-//! them. `tests` compare both ways over every optional field
-//! present and absent, so a field added to [`Point`] and not here fails them.
+//! them. `tests` compare both ways over every optional field present and absent, so a field
+//! added to [`Point`] and not here fails them.
 
 use serde_json::ser::{CompactFormatter, Formatter};
 
