@@ -559,6 +559,8 @@ fn a_long_read_split_into_parts_answers_exactly_like_one_read() {
     fx.downsample(end + 20_000);
     // One scrape more, into the bucket of 60:15 (not rolled yet): the data ends mid-bucket.
     fx.write_range(end, end + 5_000);
+    // Into the file, so the reads below read it through their mappings, not the WAL.
+    fx_conn(&fx).execute_batch("PRAGMA wal_checkpoint(TRUNCATE)").unwrap();
     let reads = [
         // (raw, step, window start, window end, variant, target)
         (true, 5_000, end - 50 * MIN, end, None, None),
@@ -596,6 +598,7 @@ fn a_long_read_split_into_parts_answers_exactly_like_one_read() {
             let cache = zai_dash::store::cache::PointCache::default();
             let split = cache.points_json_split(&fx_conn(&fx), &more, &q, i64::MIN).unwrap();
             assert!(given.into_inner() >= idle, "{q:?}: split");
+            assert!(!maps_file(fx.store.path()), "{q:?}: the read's mappings of the file are gone");
             // Compared without printing a megabyte when they differ.
             let same = split == whole;
             let diff = || first_difference(&split, &whole);
@@ -629,6 +632,13 @@ fn a_wide_raw_bucket_before_a_gap_in_the_data_is_covered_whole() {
     let scraped = at(&read(5_000), T0 + 10 * MIN + 5_000);
     assert!(scraped > 0.0);
     assert_eq!(at(&read(15_000), T0 + 10 * MIN + 15_000), scraped / 3.0);
+}
+
+/// Whether the process maps `path` now (`/proc/self/maps`): a long read maps the database
+/// file while it runs (`cache::read_fresh`) and not after.
+fn maps_file(path: &std::path::Path) -> bool {
+    let maps = std::fs::read_to_string("/proc/self/maps").unwrap();
+    maps.lines().any(|l| l.ends_with(path.to_str().unwrap()))
 }
 
 /// Where two JSON texts first differ, with some context.

@@ -21,8 +21,8 @@ use rusqlite::Connection;
 
 use super::StoreError;
 use super::held::HeldRows;
-use super::query;
 use super::range::{self, RangeRead, Reach};
+use super::{downsample, query};
 use crate::clock::bucket_end;
 use crate::point::Point;
 use crate::ports::json_array::{JsonArray, Piece, PieceWriter};
@@ -237,12 +237,13 @@ pub type PartConn<'a> =
 /// thread and another seed.
 pub(crate) const SPLIT_BUCKETS: i64 = 256;
 
-/// The points of `r` (what the cache lacks), each serialized. A long read is split at bucket
-/// edges into up to [`PARTS`] parts of time, read side by side, each on a connection of its
-/// own: the first request of a chart (an hour of 5 s points, a week of 10 min ones) decodes and
+/// The points of `r` (what the cache lacks), each serialized. A long read is split at the
+/// edges of its chunks' windows ([`part_edges`]) into up to [`PARTS`] parts of time, read side
+/// by side, each on a connection of its own and through a mapping of the file ([`Mapped`]):
+/// the first request of a chart (an hour of 5 s points, a week of 10 min ones) decodes and
 /// summarises all its rows, then builds and serializes its points, tens of milliseconds of one
 /// core's work and of page reads one after the other, on a machine with a core and a disk queue
-/// to spare (BENCHMARKS.md, "First request, fourteenth stop").
+/// to spare (BENCHMARKS.md, "First request, fourteenth stop" and "sixteenth stop").
 ///
 /// The parts give the points of the read unsplit, byte for byte: each part's running totals
 /// are seeded as of its start, as every read of the cache's tail is, and a part's newest bucket
@@ -258,16 +259,17 @@ fn read_fresh(
 ) -> Result<Vec<Cached>, StoreError> {
     let (after, step) = (r.q.read_after_ms(), r.q.step_ms.max(1));
     let buckets = (r.q.end_ms - after) / step;
+    let _mapped = (buckets >= SPLIT_BUCKETS).then(|| Mapped::new(conn));
     let helpers: Vec<_> = (1..PARTS.min(buckets)).map_while(|_| more(buckets)).collect();
     if helpers.is_empty() {
         return read_serialized(conn, r, held, r.raw && buckets >= SERIALIZE_APART_BUCKETS, Reach::Data);
     }
-    let n = helpers.len() as i64 + 1;
-    let edge = |k: i64| if k == n { r.q.end_ms } else { after + k * buckets / n * step };
-    let parts: Vec<RangeRead> = (0..n)
-        .map(|k| {
+    let edges = part_edges(r, helpers.len() as i64 + 1);
+    let parts: Vec<RangeRead> = edges
+        .windows(2)
+        .map(|w| {
             let mut part = r.clone();
-            (part.q.start_ms, part.q.end_ms) = (edge(k), edge(k + 1));
+            (part.q.start_ms, part.q.end_ms) = (w[0], w[1]);
             part
         })
         .collect();
@@ -277,7 +279,10 @@ fn read_fresh(
             .iter()
             .zip(helpers)
             .map(|(part, helper)| {
-                let read = move || read_serialized(&helper, part, held, false, Reach::PastEnd);
+                let read = move || {
+                    let _mapped = Mapped::new(&helper);
+                    read_serialized(&helper, part, held, false, Reach::PastEnd)
+                };
                 std::thread::Builder::new().name("zai-read".into()).spawn_scoped(s, read)
             })
             .collect();
@@ -303,6 +308,80 @@ fn read_fresh(
         points.extend(read);
     }
     Ok(points)
+}
+
+/// While held, SQLite reads pages of the database file through a memory mapping of it (up to
+/// [`MAPPED_BYTES`]) on `conn`; dropped, the mapping goes. For a long read that is not cached
+/// (a chart's first request): a page read through a mapping that is not in memory brings its
+/// neighbours in with it in one disk request (the kernel reads around the fault), where each
+/// `pread` of SQLite's own reads asked the disk for 4 KiB, pages of one chunk being neither
+/// adjacent in order nor read in the order the kernel's read-ahead looks for. A cold hour took
+/// about 175 disk requests that way and about 57 mapped (BENCHMARKS.md, "First request,
+/// sixteenth stop").
+///
+/// Only for the read: mapped pages count in the process's resident memory as long as they
+/// stay mapped, and a dashboard's repeated reads are short. The price of a mapping is that a
+/// disk error while reading it cannot be returned as an error: the kernel stops the process
+/// (SIGBUS), as it would any engine that reads through mappings (Prometheus reads its blocks
+/// that way); SQLite writes through its own calls either way. If the setting fails, the read
+/// goes on with SQLite's own reads.
+struct Mapped<'c> {
+    conn: Option<&'c Connection>,
+}
+
+/// The most of the database file a read maps: SQLite maps the file from its start up to this,
+/// and reads pages beyond it with its own calls.
+const MAPPED_BYTES: i64 = 1 << 30;
+
+impl<'c> Mapped<'c> {
+    fn new(conn: &'c Connection) -> Self {
+        let set = conn.execute_batch(&format!("PRAGMA mmap_size = {MAPPED_BYTES}"));
+        Self { conn: set.is_ok().then_some(conn) }
+    }
+}
+
+impl Drop for Mapped<'_> {
+    fn drop(&mut self) {
+        if let Some(conn) = self.conn
+            && let Err(e) = conn.execute_batch("PRAGMA mmap_size = 0")
+        {
+            tracing::warn!(error = %e, "a read's mapping of the database file could not be released");
+        }
+    }
+}
+
+/// Where the `n` parts of a long read begin and end: even shares of its buckets, each inner
+/// edge moved to the nearest edge of the windows the read's chunks were sealed by
+/// ([`downsample::chunk_window_ms`]), when those are whole buckets. Split anywhere else, a
+/// chunk across the edge is decoded by both parts, and by the newer part's seed as well: 15
+/// minute parts of an hour decoded about twice the raw chunks the hour holds. Edges that meet
+/// are merged, so there may be fewer parts than `n`.
+fn part_edges(r: &RangeRead, n: i64) -> Vec<i64> {
+    let (after, end, step) = (r.q.read_after_ms(), r.q.end_ms, r.q.step_ms.max(1));
+    let table = if r.raw {
+        query::Table::Raw
+    } else if step % (r.rollup_ms * COARSE_FACTOR) == 0 {
+        query::Table::Coarse
+    } else {
+        query::Table::Rollup
+    };
+    let window = downsample::chunk_window_ms(table, r.rollup_ms);
+    let buckets = (end - after) / step;
+    let mut edges = vec![after];
+    for k in 1..n {
+        let even = after + k * buckets / n * step;
+        let edge = if window > 0 && window % step == 0 { nearest_multiple(even, window) } else { even };
+        if edge > edges[edges.len() - 1] && edge < end {
+            edges.push(edge);
+        }
+    }
+    edges.push(end);
+    edges
+}
+
+/// The multiple of `unit` nearest to `ms` (halves round up).
+fn nearest_multiple(ms: i64, unit: i64) -> i64 {
+    ms.saturating_add(unit / 2).div_euclid(unit) * unit
 }
 
 /// Parts a long read is split into at most ([`read_fresh`]): a first request's time is half
@@ -429,4 +508,87 @@ fn floor_to(ms: i64, step: i64) -> i64 {
 /// Serializes points as `/api/metrics` does (for comparing with [`PointCache::points_json`]).
 pub fn to_json(points: &[Point]) -> String {
     serde_json::to_string(points).unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ports::read::PointQuery;
+
+    const MIN: i64 = 60_000;
+    /// A whole day, so whole windows of every table start on it.
+    const T0: i64 = 1_799_971_200_000;
+
+    fn read(raw: bool, step_ms: i64, (start_ms, end_ms): (i64, i64)) -> RangeRead {
+        let q = PointQuery { start_ms, end_ms, step_ms, variant: None, target_url: None };
+        RangeRead { q, raw, point_ms: 5_000, rollup_ms: MIN }
+    }
+
+    /// Inner edges fall on the windows chunks are sealed by (raw 10 minutes, 1 minute rows an
+    /// hour, 10 minute rows a day), the outer ones on the read's own; edges that would meet are
+    /// merged, and a step the window is not a whole number of is split evenly.
+    #[test]
+    fn a_long_read_is_split_at_the_edges_of_its_chunks() {
+        assert_eq!(
+            part_edges(&read(true, 5_000, (T0 + 3 * MIN, T0 + 63 * MIN)), 4),
+            [T0 + 3 * MIN, T0 + 20 * MIN, T0 + 30 * MIN, T0 + 50 * MIN, T0 + 63 * MIN],
+            "an hour of raw points"
+        );
+        let day = 24 * 60 * MIN;
+        let edges = part_edges(&read(false, MIN, (T0 + 90 * MIN, T0 + 90 * MIN + day)), 4);
+        assert_eq!(edges.len(), 5, "a day of minutes: {edges:?}");
+        assert!(edges[1..4].iter().all(|e| e % (60 * MIN) == 0), "on hours: {edges:?}");
+        let week = part_edges(&read(false, 10 * MIN, (T0 + 7 * 60 * MIN, T0 + 7 * 60 * MIN + 7 * day)), 4);
+        assert!(week[1..week.len() - 1].iter().all(|e| e % day == 0), "on days: {week:?}");
+        assert_eq!(
+            part_edges(&read(true, 5_000, (T0 + 3 * MIN, T0 + 23 * MIN)), 4),
+            [T0 + 3 * MIN, T0 + 10 * MIN, T0 + 20 * MIN, T0 + 23 * MIN],
+            "twenty minutes: three parts"
+        );
+        assert_eq!(
+            part_edges(&read(true, 5_000, (T0 + 11 * MIN, T0 + 19 * MIN)), 4),
+            [T0 + 11 * MIN, T0 + 19 * MIN],
+            "inside one window: one part"
+        );
+        let odd = read(true, 7 * MIN, (T0, T0 + 4 * 70 * MIN));
+        let (after, end) = (odd.q.read_after_ms(), odd.q.end_ms);
+        let even = |k: i64| after + k * ((end - after) / (7 * MIN)) / 4 * 7 * MIN;
+        assert_eq!(
+            part_edges(&odd, 4),
+            [after, even(1), even(2), even(3), end],
+            "a step windows are not whole numbers of"
+        );
+    }
+
+    /// Whether the process maps `path` now (`/proc/self/maps`).
+    fn mapped(path: &std::path::Path) -> bool {
+        let maps = std::fs::read_to_string("/proc/self/maps").unwrap();
+        let name = path.to_str().unwrap();
+        maps.lines().any(|l| l.ends_with(name))
+    }
+
+    /// A read under [`Mapped`] reads the database file through a mapping, and the mapping is
+    /// gone once it is dropped.
+    #[test]
+    fn a_mapped_read_maps_the_file_only_while_it_runs() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("m.db");
+        let conn = Connection::open(&path).unwrap();
+        conn.execute_batch(
+            "PRAGMA journal_mode = WAL; CREATE TABLE t (x BLOB); INSERT INTO t VALUES (zeroblob(20000));",
+        )
+        .unwrap();
+        let count = |c: &Connection| c.query_row("SELECT length(x) FROM t", [], |r| r.get::<_, i64>(0)).unwrap();
+        assert_eq!(count(&conn), 20_000);
+        assert!(!mapped(&path), "not mapped by SQLite's own reads");
+        {
+            let _mapped = Mapped::new(&conn);
+            conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE)").unwrap();
+            assert_eq!(count(&conn), 20_000);
+            assert!(mapped(&path), "mapped while held");
+        }
+        assert!(!mapped(&path), "released when dropped");
+        assert_eq!(count(&conn), 20_000);
+        assert!(!mapped(&path), "later reads are SQLite's own again");
+    }
 }

@@ -33,6 +33,19 @@ const ROLLUP_ROWS_PER_CHUNK: i64 = 60;
 /// retention keeps at most a day beyond `RETENTION_10M` (30 days by default).
 const COARSE_ROWS_PER_CHUNK: i64 = 144;
 
+/// The window a chunk of `table` covers when the downsampler seals it, for a rollup width of
+/// `rollup_ms`: raw rows by the coarse tier's bucket (10 minutes), 1 minute rows by
+/// [`ROLLUP_ROWS_PER_CHUNK`], 10 minute rows by [`COARSE_ROWS_PER_CHUNK`]. Readers that split
+/// a read at these edges decode each chunk once (`cache::read_fresh`).
+pub(crate) fn chunk_window_ms(table: Table, rollup_ms: i64) -> i64 {
+    let coarse_ms = rollup_ms * crate::ports::read::COARSE_FACTOR;
+    match table {
+        Table::Raw => coarse_ms,
+        Table::Rollup => ROLLUP_ROWS_PER_CHUNK * rollup_ms,
+        Table::Coarse => COARSE_ROWS_PER_CHUNK * coarse_ms,
+    }
+}
+
 /// What one run did.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Report {
@@ -170,11 +183,11 @@ pub fn run_once(conn: &mut Connection, now_ms: i64, plan: Plan) -> Result<Report
     let tens = Tier { source: Table::Rollup, target: Table::Coarse, width_ms: plan.coarse_ms() };
     let (coarse_wm, coarse_rows) = roll_tier(conn, tens, wm.div_euclid(tens.width_ms) * tens.width_ms, plan)?;
     report.coarse_rows = coarse_rows;
-    let raw = sealed::seal(conn, Table::Raw, plan.coarse_ms(), wm)?;
+    let width = |table| chunk_window_ms(table, plan.rollup_ms);
+    let raw = sealed::seal(conn, Table::Raw, width(Table::Raw), wm)?;
     (report.sealed_rows, report.cleared_raw_generations) = (raw.rows, raw.cleared);
-    report.sealed_rolled_rows = sealed::seal(conn, Table::Rollup, ROLLUP_ROWS_PER_CHUNK * plan.rollup_ms, coarse_wm)?
-        .rows
-        + sealed::seal(conn, Table::Coarse, COARSE_ROWS_PER_CHUNK * plan.coarse_ms(), coarse_wm)?.rows;
+    report.sealed_rolled_rows = sealed::seal(conn, Table::Rollup, width(Table::Rollup), coarse_wm)?.rows
+        + sealed::seal(conn, Table::Coarse, width(Table::Coarse), coarse_wm)?.rows;
     enforce_retention(conn, now_ms, (wm, coarse_wm), plan, &mut report)?;
     report.duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
     Ok(report)

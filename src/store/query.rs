@@ -658,7 +658,7 @@ pub(crate) fn totals_at(
     names: &HashMap<i64, String>,
     rollup_ms: i64,
 ) -> Result<HashMap<i64, (String, Totals)>, StoreError> {
-    let unrolled = watermark(conn)?.unwrap_or(i64::MIN).min(t0.saturating_sub(rollup_ms));
+    let unrolled = unrolled_after(watermark(conn)?, t0, rollup_ms);
     let mut raw = raw_newest(conn, (unrolled, t0))?;
     let mut out = HashMap::with_capacity(targets.len());
     let mut unseen = Vec::new();
@@ -704,6 +704,18 @@ pub(crate) fn totals_at(
         }
     }
     Ok(out)
+}
+
+/// Where the raw rows a rolled row cannot stand for begin, for totals as of `t0`: `t0`'s own
+/// minute and the minutes after the rollup `watermark`; none at all when `t0` ends a minute
+/// that is rolled. There the 1 min row ending at `t0` holds the totals and variant of its
+/// minute's newest raw row (the writer lowers the watermark in the same transaction as a late
+/// row lands in a rolled minute), so scanning that minute's raw rows, which decodes the raw
+/// chunk holding them from its start, finds nothing newer. A read split into parts starts each
+/// inner part on such an edge (`cache::part_edges`).
+fn unrolled_after(watermark: Option<i64>, t0: i64, rollup_ms: i64) -> i64 {
+    let watermark = watermark.unwrap_or(i64::MIN);
+    if t0.rem_euclid(rollup_ms) == 0 && t0 <= watermark { t0 } else { watermark.min(t0.saturating_sub(rollup_ms)) }
 }
 
 /// Each target's newest raw row in `(after, until]`, from one scan.
@@ -1002,8 +1014,10 @@ mod tests {
             .unwrap();
     }
 
+    /// `t0`'s own minute is scanned when it is not rolled yet, or when `t0` is inside it;
+    /// a rolled minute ending at `t0` stands for its raw rows.
     #[test]
-    fn a_raw_row_in_the_seeded_minute_gives_the_totals_without_reading_the_rolled_tables() {
+    fn a_raw_row_in_the_seeded_minute_gives_the_totals_unless_the_minute_is_rolled() {
         let c = journal_db(&[(1, None), (2, None)], &[]);
         let row = |target_id, ts_ms, requests_2xx| TargetRow {
             target_id,
@@ -1012,7 +1026,7 @@ mod tests {
             totals: Totals { requests_2xx, ..Totals::default() },
             ..TargetRow::default()
         };
-        set_watermark(&c, 120_000).unwrap();
+        set_watermark(&c, 60_000).unwrap();
         replace_row(&c, Table::Raw, &row(1, 115_000, 7.0)).unwrap();
         // A 1 min row after target 1's raw row: one the downsampler rolled would repeat the raw
         // row's totals; these differ so that reading it would show in the answer.
@@ -1024,6 +1038,12 @@ mod tests {
         let got = totals_at(&c, &all, 120_000, &names, 60_000).unwrap();
         assert_eq!(got[&1].1.requests_2xx, 7.0, "the raw row, found by the scan, is enough");
         assert_eq!(got[&2].1.requests_2xx, 5.0, "without one, the newest rolled row");
+        set_watermark(&c, 120_000).unwrap();
+        let got = totals_at(&c, &all, 120_000, &names, 60_000).unwrap();
+        assert_eq!(got[&1].1.requests_2xx, 99.0, "a rolled minute ending at t0: its 1 min row, the raw rows unread");
+        assert_eq!(got[&2].1.requests_2xx, 5.0);
+        let got = totals_at(&c, &all, 119_000, &names, 60_000).unwrap();
+        assert_eq!(got[&1].1.requests_2xx, 7.0, "inside a rolled minute, its raw rows");
     }
 
     #[test]
