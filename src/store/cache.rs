@@ -259,7 +259,8 @@ fn read_fresh(
 ) -> Result<Vec<Cached>, StoreError> {
     let (after, step) = (r.q.read_after_ms(), r.q.step_ms.max(1));
     let buckets = (r.q.end_ms - after) / step;
-    let _mapped = (buckets >= SPLIT_BUCKETS).then(|| Mapped::new(conn));
+    let map = worth_mapping(conn, r, buckets)?;
+    let _mapped = map.then(|| Mapped::new(conn));
     let helpers: Vec<_> = (1..PARTS.min(buckets)).map_while(|_| more(buckets)).collect();
     if helpers.is_empty() {
         return read_serialized(conn, r, held, r.raw && buckets >= SERIALIZE_APART_BUCKETS, Reach::Data);
@@ -280,7 +281,7 @@ fn read_fresh(
             .zip(helpers)
             .map(|(part, helper)| {
                 let read = move || {
-                    let _mapped = Mapped::new(&helper);
+                    let _mapped = map.then(|| Mapped::new(&helper));
                     read_serialized(&helper, part, held, false, Reach::PastEnd)
                 };
                 std::thread::Builder::new().name("zai-read".into()).spawn_scoped(s, read)
@@ -312,7 +313,7 @@ fn read_fresh(
 
 /// While held, SQLite reads pages of the database file through a memory mapping of it (up to
 /// [`MAPPED_BYTES`]) on `conn`; dropped, the mapping goes. For a long read that is not cached
-/// (a chart's first request): a page read through a mapping that is not in memory brings its
+/// (a chart's first request) of a few targets ([`worth_mapping`]): a page read through a mapping that is not in memory brings its
 /// neighbours in with it in one disk request (the kernel reads around the fault), where each
 /// `pread` of SQLite's own reads asked the disk for 4 KiB, pages of one chunk being neither
 /// adjacent in order nor read in the order the kernel's read-ahead looks for. A cold hour took
@@ -328,6 +329,22 @@ fn read_fresh(
 struct Mapped<'c> {
     conn: Option<&'c Connection>,
 }
+
+/// Whether a read of `buckets` buckets goes through a mapping ([`Mapped`]): a long one (a
+/// chart's first request) of at most [`MAPPED_TARGETS`] targets. The pages a mapped read
+/// touches are resident while it runs, with the kernel's neighbours around each fault: a cold
+/// hour of 6 pods added about 3 MiB, a week about 6 (BENCHMARKS.md, "First request, sixteenth
+/// stop"), which a fleet of hundreds of pods would multiply.
+fn worth_mapping(conn: &Connection, r: &RangeRead, buckets: i64) -> Result<bool, StoreError> {
+    if buckets < SPLIT_BUCKETS {
+        return Ok(false);
+    }
+    Ok(r.q.target_url.is_some() || query::target_ids(conn)?.len() <= MAPPED_TARGETS)
+}
+
+/// The most targets a mapped read covers ([`worth_mapping`]): a production and a canary
+/// deployment of a few pods each.
+const MAPPED_TARGETS: usize = 16;
 
 /// The most of the database file a read maps: SQLite maps the file from its start up to this,
 /// and reads pages beyond it with its own calls.
@@ -558,6 +575,28 @@ mod tests {
             [after, even(1), even(2), even(3), end],
             "a step windows are not whole numbers of"
         );
+    }
+
+    /// Long reads of at most [`MAPPED_TARGETS`] targets, or of one, are mapped; short ones and
+    /// reads of more targets are not.
+    #[test]
+    fn only_long_reads_of_a_few_targets_are_mapped() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = crate::store::Store::open(&dir.path().join("w.db")).unwrap();
+        let conn = store.conn().unwrap();
+        let register = |from: usize, to: usize| {
+            let pairs: Vec<_> = (from..to).map(|i| (format!("http://pod-{i}/metrics"), "production".into())).collect();
+            query::register_targets(&conn, &pairs, T0).unwrap();
+        };
+        let hour = read(true, 5_000, (T0, T0 + 60 * MIN));
+        let mut one = hour.clone();
+        one.q.target_url = Some("http://pod-0/metrics".into());
+        register(0, MAPPED_TARGETS);
+        assert!(worth_mapping(&conn, &hour, SPLIT_BUCKETS).unwrap(), "a long read of a few targets");
+        assert!(!worth_mapping(&conn, &hour, SPLIT_BUCKETS - 1).unwrap(), "a short read");
+        register(MAPPED_TARGETS, MAPPED_TARGETS + 1);
+        assert!(!worth_mapping(&conn, &hour, SPLIT_BUCKETS).unwrap(), "one target more");
+        assert!(worth_mapping(&conn, &one, SPLIT_BUCKETS).unwrap(), "one target of many");
     }
 
     /// Whether the process maps `path` now (`/proc/self/maps`).
