@@ -239,11 +239,12 @@ pub(crate) const SPLIT_BUCKETS: i64 = 256;
 
 /// The points of `r` (what the cache lacks), each serialized. A long read is split at the
 /// edges of its chunks' windows ([`part_edges`]) into up to [`PARTS`] parts of time, read side
-/// by side, each on a connection of its own and through a mapping of the file ([`Mapped`]):
-/// the first request of a chart (an hour of 5 s points, a week of 10 min ones) decodes and
-/// summarises all its rows, then builds and serializes its points, tens of milliseconds of one
-/// core's work and of page reads one after the other, on a machine with a core and a disk queue
-/// to spare (BENCHMARKS.md, "First request, fourteenth stop" and "sixteenth stop").
+/// by side, each on a connection of its own, and through a mapping of the file ([`Mapped`])
+/// if it covers a few targets: the first request of a chart (an hour of 5 s points, a week of
+/// 10 min ones) decodes and summarises all its rows, then builds and serializes its points,
+/// tens of milliseconds of one core's work and of page reads one after the other, on a machine
+/// with a core and a disk queue to spare (BENCHMARKS.md, "First request, fourteenth stop" and
+/// "sixteenth stop").
 ///
 /// The parts give the points of the read unsplit, byte for byte: each part's running totals
 /// are seeded as of its start, as every read of the cache's tail is, and a part's newest bucket
@@ -313,11 +314,12 @@ fn read_fresh(
 
 /// While held, SQLite reads pages of the database file through a memory mapping of it (up to
 /// [`MAPPED_BYTES`]) on `conn`; dropped, the mapping goes. For a long read that is not cached
-/// (a chart's first request) of a few targets ([`worth_mapping`]): a page read through a mapping that is not in memory brings its
-/// neighbours in with it in one disk request (the kernel reads around the fault), where each
-/// `pread` of SQLite's own reads asked the disk for 4 KiB, pages of one chunk being neither
-/// adjacent in order nor read in the order the kernel's read-ahead looks for. A cold hour took
-/// about 175 disk requests that way and about 57 mapped (BENCHMARKS.md, "First request,
+/// (a chart's first request) of a few targets ([`worth_mapping`]): a page read through a
+/// mapping that is not in memory brings its neighbours in with it in one disk request (the
+/// kernel reads around the fault), where each `pread` of SQLite's own reads asked the disk for
+/// 4 KiB, pages of one chunk being neither adjacent in order nor read in the order the
+/// kernel's read-ahead looks for. A cold hour of 6 pods took about 180 disk requests that way
+/// and about 75 mapped, with its parts at the chunks' edges (BENCHMARKS.md, "First request,
 /// sixteenth stop").
 ///
 /// Only for the read: mapped pages count in the process's resident memory as long as they
@@ -329,22 +331,6 @@ fn read_fresh(
 struct Mapped<'c> {
     conn: Option<&'c Connection>,
 }
-
-/// Whether a read of `buckets` buckets goes through a mapping ([`Mapped`]): a long one (a
-/// chart's first request) of at most [`MAPPED_TARGETS`] targets. The pages a mapped read
-/// touches are resident while it runs, with the kernel's neighbours around each fault: a cold
-/// hour of 6 pods added about 3 MiB, a week about 6 (BENCHMARKS.md, "First request, sixteenth
-/// stop"), which a fleet of hundreds of pods would multiply.
-fn worth_mapping(conn: &Connection, r: &RangeRead, buckets: i64) -> Result<bool, StoreError> {
-    if buckets < SPLIT_BUCKETS {
-        return Ok(false);
-    }
-    Ok(r.q.target_url.is_some() || query::target_ids(conn)?.len() <= MAPPED_TARGETS)
-}
-
-/// The most targets a mapped read covers ([`worth_mapping`]): a production and a canary
-/// deployment of a few pods each.
-const MAPPED_TARGETS: usize = 16;
 
 /// The most of the database file a read maps: SQLite maps the file from its start up to this,
 /// and reads pages beyond it with its own calls.
@@ -366,6 +352,22 @@ impl Drop for Mapped<'_> {
         }
     }
 }
+
+/// Whether a read of `buckets` buckets goes through a mapping ([`Mapped`]): a long one (a
+/// chart's first request) of at most [`MAPPED_TARGETS`] targets. The pages a mapped read
+/// touches are resident while it runs, with the kernel's neighbours around each fault: a cold
+/// hour of 6 pods added about 3 MiB, a week about 6 (BENCHMARKS.md, "First request, sixteenth
+/// stop"), which a fleet of hundreds of pods would multiply.
+fn worth_mapping(conn: &Connection, r: &RangeRead, buckets: i64) -> Result<bool, StoreError> {
+    if buckets < SPLIT_BUCKETS {
+        return Ok(false);
+    }
+    Ok(r.q.target_url.is_some() || query::target_ids(conn)?.len() <= MAPPED_TARGETS)
+}
+
+/// The most targets a mapped read covers ([`worth_mapping`]): a production and a canary
+/// deployment of a few pods each.
+const MAPPED_TARGETS: usize = 16;
 
 /// Where the `n` parts of a long read begin and end: even shares of its buckets, each inner
 /// edge moved to the nearest edge of the windows the read's chunks were sealed by
