@@ -712,7 +712,8 @@ pub(crate) fn totals_at(
 /// minute's newest raw row (the writer lowers the watermark in the same transaction as a late
 /// row lands in a rolled minute), so scanning that minute's raw rows, which decodes the raw
 /// chunk holding them from its start, finds nothing newer. A read split into parts starts each
-/// inner part on such an edge (`cache::part_edges`).
+/// inner part on a window's edge, a minute's end (`cache::part_edges`): rolled unless it is
+/// newer than the watermark.
 fn unrolled_after(watermark: Option<i64>, t0: i64, rollup_ms: i64) -> i64 {
     let watermark = watermark.unwrap_or(i64::MIN);
     if t0.rem_euclid(rollup_ms) == 0 && t0 <= watermark { t0 } else { watermark.min(t0.saturating_sub(rollup_ms)) }
