@@ -228,11 +228,17 @@ impl Drop for FakeTarget {
     }
 }
 
-/// A URL on which nothing listens.
+/// A URL on which nothing listens, and nothing will while the test binary runs: its port is
+/// bound without listening, so a connection is refused, and the socket is never closed.
+///
+/// A port bound and released at once (as this did before) could be taken by another test
+/// running beside the one using it: once, in CI, a webhook meant to fail with "connection
+/// failed" reached a live server instead.
 pub async fn dead_url() -> String {
-    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}/metrics", l.local_addr().unwrap());
-    drop(l);
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let url = format!("http://{}/metrics", socket.local_addr().unwrap());
+    std::mem::forget(socket);
     url
 }
 
