@@ -220,7 +220,13 @@ const WAL_KEPT_BYTES: i64 = 96 << 20;
 /// soak watched that grow from 2.6 to 7.5 MiB over its first eleven minutes as the database
 /// grew. Pages evicted are re-read from the OS page cache, which reads hit anyway after a
 /// restart; the point cache above SQLite keeps what charts re-read.
-const SQLITE_SOFT_HEAP_LIMIT: i64 = 4 << 20;
+///
+/// 1 MiB, not the 4 it was: side by side (BENCHMARKS.md, "Memory, seventeenth stop"), RSS
+/// fell 3.5 MiB at 100 targets and 2.3 at 500, and neither the CPU per scrape nor the first
+/// requests of an hour or a week moved beyond the machine's noise. The writer's pages are the
+/// newest leaves of a few indexes, and long reads go through a mapping of the file
+/// (`cache::Mapped`), so neither needed the larger cache.
+const SQLITE_SOFT_HEAP_LIMIT: i64 = 1 << 20;
 
 impl Store {
     /// Opens (creating if needed) the database and brings the schema up to date.
