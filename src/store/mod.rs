@@ -223,9 +223,10 @@ const WAL_KEPT_BYTES: i64 = 96 << 20;
 ///
 /// 1 MiB, not the 4 it was: side by side (BENCHMARKS.md, "Memory, seventeenth stop"), RSS
 /// fell 3.5 MiB at 100 targets and 2.3 at 500, and neither the CPU per scrape nor the first
-/// requests of an hour or a week moved beyond the machine's noise. The writer's pages are the
-/// newest leaves of a few indexes, and long reads go through a mapping of the file
-/// (`cache::Mapped`), so neither needed the larger cache.
+/// requests of an hour or a week moved beyond the machine's noise. Why, as far as those runs
+/// show: the writer appends (a raw row's key is its time first, `table::raw_key`), so the pages
+/// it needs again are the few newest leaves; a cold read drops SQLite's cache before it starts,
+/// and long reads of a few targets go through a mapping of the file (`cache::Mapped`).
 const SQLITE_SOFT_HEAP_LIMIT: i64 = 1 << 20;
 
 impl Store {
