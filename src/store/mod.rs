@@ -225,8 +225,9 @@ const WAL_KEPT_BYTES: i64 = 96 << 20;
 /// fell 3.5 MiB at 100 targets and 2.3 at 500, and neither the CPU per scrape nor the first
 /// requests of an hour or a week moved beyond the machine's noise. Why, as far as those runs
 /// show: the writer appends (a raw row's key is its time first, `table::raw_key`), so the pages
-/// it needs again are the few newest leaves; a cold read drops SQLite's cache before it starts,
-/// and long reads of a few targets go through a mapping of the file (`cache::Mapped`). The
+/// it needs again are the few newest leaves; the bench's cold reads start with SQLite's cache
+/// dropped, so they never used it; and long reads of a few targets go through a mapping of the
+/// file (`cache::Mapped`). The
 /// connections' statements and schemas take about 1 MiB themselves, so SQLite runs at the
 /// limit: the bundled build has `SQLITE_ENABLE_MEMORY_MANAGEMENT`, so it frees unpinned cached
 /// pages as it allocates, and the page cache holds little beyond what statements are using.
